@@ -1,0 +1,9 @@
+//! The differential view maintenance (DVM) engine.
+//!
+//! Pure by design (invariant 5): no pgrx, no I/O. It turns a stream table's stored description into a
+//! [`plan::RefreshPlan`] — SQL text built and quoted here — that any executor can run: SPI inside
+//! PostgreSQL, tokio-postgres in `pg_trickle_worker`. Unit-tested with plain `cargo test`.
+
+pub mod full;
+pub mod plan;
+pub mod sql;

@@ -1,0 +1,191 @@
+//! One error type for the whole extension. Internal code returns `Result<_, PgtError>`; the SQL boundary
+//! turns it into a PostgreSQL error (SQLSTATE + message + detail + hint) exactly once.
+
+use std::fmt;
+
+/// The SQLSTATEs pg_trickle raises itself. Errors raised by PostgreSQL while running our SQL keep theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    /// 22023
+    InvalidParameterValue,
+    /// 42601
+    SyntaxError,
+    /// 42602
+    InvalidName,
+    /// 3F000
+    InvalidSchemaName,
+    /// 42P01
+    UndefinedTable,
+    /// 42P07
+    DuplicateTable,
+    /// 42809
+    WrongObjectType,
+    /// 42939
+    ReservedName,
+    /// 0A000
+    FeatureNotSupported,
+    /// 55000
+    ObjectNotInPrerequisiteState,
+    /// 55P03
+    LockNotAvailable,
+    /// XX000
+    InternalError,
+    /// An error PostgreSQL raised, re-raised with its own SQLSTATE (PostgreSQL's 6-bit packed form).
+    Passthrough(i32),
+}
+
+impl SqlState {
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::SyntaxError => "42601",
+            SqlState::InvalidName => "42602",
+            SqlState::InvalidSchemaName => "3F000",
+            SqlState::UndefinedTable => "42P01",
+            SqlState::DuplicateTable => "42P07",
+            SqlState::WrongObjectType => "42809",
+            SqlState::ReservedName => "42939",
+            SqlState::FeatureNotSupported => "0A000",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::LockNotAvailable => "55P03",
+            SqlState::InternalError => "XX000",
+            SqlState::Passthrough(_) => "PGERR",
+        }
+    }
+}
+
+/// Where an error points into a query, shown the way psql shows positions: the line, then a caret.
+/// `position` is PostgreSQL's 1-based character offset into `query`.
+pub fn position_detail(query: &str, position: usize) -> String {
+    let target = position.saturating_sub(1);
+    let (mut line_no, mut line_start_char, mut line_start_byte) = (1, 0, 0);
+    for (i, (byte, ch)) in query.char_indices().enumerate() {
+        if i >= target {
+            break;
+        }
+        if ch == '\n' {
+            line_no += 1;
+            line_start_char = i + 1;
+            line_start_byte = byte + 1;
+        }
+    }
+    let line = query[line_start_byte..].lines().next().unwrap_or("");
+    let column = target.saturating_sub(line_start_char);
+    format!("In the defining query, line {line_no}:\n{line}\n{}^", " ".repeat(column))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgtError {
+    pub state: SqlState,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type PgtResult<T> = Result<T, PgtError>;
+
+impl PgtError {
+    pub fn new(state: SqlState, message: impl Into<String>) -> Self {
+        PgtError { state, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        PgtError::new(SqlState::InternalError, message)
+    }
+}
+
+impl fmt::Display for PgtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PgtError {}
+
+#[cfg(test)]
+mod tests {
+    use super::position_detail;
+
+    #[test]
+    fn caret_points_at_the_character() {
+        assert_eq!(position_detail("SELEC 1", 1), "In the defining query, line 1:\nSELEC 1\n^");
+        assert_eq!(position_detail("SELECT * FROM nope", 15), "In the defining query, line 1:\nSELECT * FROM nope\n              ^");
+    }
+
+    #[test]
+    fn later_lines_and_multibyte_text_are_counted_in_characters() {
+        let q = "SELECT 'é'\nFROM nope";
+        assert_eq!(position_detail(q, 17), "In the defining query, line 2:\nFROM nope\n     ^");
+    }
+}
+
+#[cfg(feature = "pg")]
+mod report {
+    use super::{PgtError, SqlState};
+    use pgrx::pg_sys::errcodes::PgSqlErrorCode as C;
+    use pgrx::pg_sys::panic::ErrorReport;
+    use pgrx::PgLogLevel;
+
+    impl SqlState {
+        fn pg_code(self) -> C {
+            match self {
+                SqlState::InvalidParameterValue => C::ERRCODE_INVALID_PARAMETER_VALUE,
+                SqlState::SyntaxError => C::ERRCODE_SYNTAX_ERROR,
+                SqlState::InvalidName => C::ERRCODE_INVALID_NAME,
+                SqlState::InvalidSchemaName => C::ERRCODE_INVALID_SCHEMA_NAME,
+                SqlState::UndefinedTable => C::ERRCODE_UNDEFINED_TABLE,
+                SqlState::DuplicateTable => C::ERRCODE_DUPLICATE_TABLE,
+                SqlState::WrongObjectType => C::ERRCODE_WRONG_OBJECT_TYPE,
+                SqlState::ReservedName => C::ERRCODE_RESERVED_NAME,
+                SqlState::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
+                SqlState::ObjectNotInPrerequisiteState => C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
+                SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,
+                SqlState::Passthrough(code) => C::from(code),
+            }
+        }
+    }
+
+    impl PgtError {
+        /// Raises this error as a PostgreSQL ERROR. Does not return.
+        pub fn raise(self) -> ! {
+            let mut report = ErrorReport::new(self.state.pg_code(), self.message, "");
+            if let Some(d) = self.detail {
+                report = report.set_detail(d);
+            }
+            if let Some(h) = self.hint {
+                report = report.set_hint(h);
+            }
+            report.report(PgLogLevel::ERROR);
+            unreachable!("ereport(ERROR) returned")
+        }
+    }
+
+    /// Unwraps a result at the SQL boundary, raising the error as a PostgreSQL ERROR.
+    pub trait OrRaise<T> {
+        fn or_raise(self) -> T;
+    }
+
+    impl<T> OrRaise<T> for Result<T, PgtError> {
+        fn or_raise(self) -> T {
+            self.unwrap_or_else(|e| e.raise())
+        }
+    }
+}
+
+#[cfg(feature = "pg")]
+pub use report::OrRaise;
