@@ -1,0 +1,70 @@
+-- pg_trickle catalog. Runs first in CREATE EXTENSION (before the functions pgrx generates).
+-- The schemas are created here, not through the control file, so that they are members of the
+-- extension and DROP EXTENSION removes them.
+
+CREATE SCHEMA pgtrickle;
+COMMENT ON SCHEMA pgtrickle IS 'pg_trickle: stream tables and their catalog';
+
+CREATE SCHEMA pgtrickle_changes;
+COMMENT ON SCHEMA pgtrickle_changes IS 'pg_trickle: per-source change buffers (internal)';
+
+CREATE TABLE pgtrickle.pgt_stream_tables (
+    pgt_id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_relid          oid NOT NULL UNIQUE,
+    original_query     text NOT NULL,
+    defining_query     text NOT NULL,
+    output_columns     text[] NOT NULL,
+    schedule           text NOT NULL,
+    schedule_ms        bigint NOT NULL CHECK (schedule_ms > 0),
+    refresh_mode       text NOT NULL CHECK (refresh_mode IN ('FULL', 'DIFFERENTIAL', 'AUTO')),
+    effective_mode     text NOT NULL CHECK (effective_mode IN ('FULL', 'DIFFERENTIAL')),
+    status             text NOT NULL DEFAULT 'ACTIVE' CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR')),
+    frontier           pg_snapshot,
+    created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_refresh_at    timestamptz,
+    last_attempt_at    timestamptz,
+    consecutive_errors integer NOT NULL DEFAULT 0,
+    last_error         text,
+    last_error_at      timestamptz
+);
+COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'pg_trickle: one row per stream table';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.pgt_relid IS 'OID of the storage table (names are looked up from pg_class, so renames are safe)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.original_query IS 'the defining query as the user wrote it';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.defining_query IS 'the defining query normalised by PostgreSQL: fully schema-qualified, * expanded; independent of search_path';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.refresh_mode IS 'the mode the user asked for (FULL, DIFFERENTIAL, AUTO)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.effective_mode IS 'the mode refreshes use';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS 'snapshot the contents are exact for: every change visible in it has been applied';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_at IS 'start of the last successful refresh';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_attempt_at IS 'start of the last refresh attempt, successful or not';
+
+CREATE TABLE pgtrickle.pgt_dependencies (
+    pgt_id       bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    source_relid oid NOT NULL,
+    source_kind  text NOT NULL
+        CHECK (source_kind IN ('TABLE', 'PARTITIONED_TABLE', 'VIEW', 'MATVIEW', 'FOREIGN_TABLE', 'STREAM_TABLE')),
+    PRIMARY KEY (pgt_id, source_relid)
+);
+CREATE INDEX pgt_dependencies_source_idx ON pgtrickle.pgt_dependencies (source_relid);
+COMMENT ON TABLE pgtrickle.pgt_dependencies IS 'pg_trickle: the relations each stream table reads';
+
+CREATE TABLE pgtrickle.pgt_refresh_history (
+    refresh_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id        bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    started_at    timestamptz NOT NULL,
+    finished_at   timestamptz NOT NULL,
+    action        text NOT NULL CHECK (action IN ('FULL', 'DIFFERENTIAL', 'NO_DATA')),
+    status        text NOT NULL CHECK (status IN ('SUCCESS', 'FAILED')),
+    initiated_by  text NOT NULL CHECK (initiated_by IN ('CREATE', 'MANUAL', 'SCHEDULER')),
+    reason        text,
+    rows_inserted bigint,
+    rows_deleted  bigint,
+    error_message text
+);
+CREATE INDEX pgt_refresh_history_pgt_idx ON pgtrickle.pgt_refresh_history (pgt_id, refresh_id);
+CREATE INDEX pgt_refresh_history_finished_idx ON pgtrickle.pgt_refresh_history (finished_at);
+COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'pg_trickle: one row per refresh attempt (pruned after pg_trickle.history_retention_days)';
+
+-- pg_dump keeps the catalog's rows.
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_dependencies', '');
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_refresh_history', '');

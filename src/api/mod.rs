@@ -1,0 +1,12 @@
+//! The SQL API in schema `pgtrickle`. Each function validates its arguments, does its work in the
+//! caller's transaction (so a failure leaves nothing behind), and raises errors with SQLSTATE, message
+//! and hint.
+
+mod alter;
+mod create;
+mod drop;
+mod refresh;
+
+/// Declares schema `pgtrickle` to pgrx, so functions can say `schema = "pgtrickle"`.
+#[pgrx::pg_schema]
+mod pgtrickle {}

@@ -1,0 +1,266 @@
+//! Analysing a defining query with PostgreSQL's own parser and analyser.
+//!
+//! The query is validated (one SELECT; syntax and semantic errors reported by PostgreSQL with their
+//! position), then created as a temporary *probe view*, which hands us three things PostgreSQL has
+//! already worked out: the output columns with exact types, the relations read (pg_depend of the view's
+//! rule), and a normalised text (`pg_get_viewdef` with an empty search_path: every name schema-qualified,
+//! `*` expanded) that means the same thing whatever search_path a later refresh runs under.
+
+use crate::catalog::HIDDEN_PREFIX;
+use crate::dvm::sql::quote_ident;
+use crate::error::{position_detail, PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::pg_sys::panic::CaughtError;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Table,
+    PartitionedTable,
+    View,
+    MatView,
+    ForeignTable,
+    StreamTable,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Table => "TABLE",
+            SourceKind::PartitionedTable => "PARTITIONED_TABLE",
+            SourceKind::View => "VIEW",
+            SourceKind::MatView => "MATVIEW",
+            SourceKind::ForeignTable => "FOREIGN_TABLE",
+            SourceKind::StreamTable => "STREAM_TABLE",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceRelation {
+    pub relid: Oid,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputColumn {
+    pub name: String,
+    /// Type, typmod and collation as SQL, e.g. `numeric(10,2)` or `text COLLATE "pg_catalog"."C"`.
+    pub type_sql: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryAnalysis {
+    pub defining_query: String,
+    pub columns: Vec<OutputColumn>,
+    pub sources: Vec<SourceRelation>,
+}
+
+/// Validates and analyses a defining query. Leaves nothing behind (the probe view is dropped).
+pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
+    let query = query.trim().trim_end_matches(';').trim_end();
+    if query.is_empty() {
+        return Err(PgtError::new(SqlState::InvalidParameterValue, "the defining query is empty")
+            .hint("Pass a SELECT statement."));
+    }
+    prepare_reporting_position(query)?;
+    check_single_select(query)?;
+
+    let probe = format!("pgt_probe_{}", std::process::id());
+    spi::exec(&format!("CREATE TEMPORARY VIEW {} AS {query}\n", quote_ident(&probe)), &[])?;
+    let probe_oid: Oid = spi::one(&format!("SELECT 'pg_temp.{}'::regclass::oid", quote_ident(&probe)), &[])?
+        .ok_or_else(|| PgtError::internal("probe view vanished"))?;
+
+    let saved_path: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
+    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
+    let normalized = read_normalized(probe_oid);
+    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved_path.unwrap_or_default().into()])?;
+    let (defining_query, columns) = normalized?;
+
+    let sources = read_sources(probe_oid)?;
+    spi::exec(&format!("DROP VIEW pg_temp.{}", quote_ident(&probe)), &[])?;
+
+    if let Some(c) = columns.iter().find(|c| c.name.starts_with(HIDDEN_PREFIX)) {
+        return Err(PgtError::new(SqlState::ReservedName, format!("column name \"{}\" is reserved", c.name))
+            .detail(format!("Column names starting with \"{HIDDEN_PREFIX}\" are reserved for pg_trickle's hidden columns."))
+            .hint("Rename the column with AS."));
+    }
+    Ok(QueryAnalysis { defining_query, columns, sources })
+}
+
+thread_local! {
+    static ERROR_POSITION: Cell<i32> = const { Cell::new(0) };
+}
+
+/// Error-context callback: runs while PostgreSQL still holds the ErrorData, and keeps the position
+/// (SPI has already turned a syntax-error position into an internal one by then).
+unsafe extern "C-unwind" fn remember_error_position(_arg: *mut std::ffi::c_void) {
+    // SAFETY: called by errfinish() with an error being reported, which is what these getters need.
+    let pos = unsafe {
+        match pg_sys::getinternalerrposition() {
+            0 => pg_sys::geterrposition(),
+            p => p,
+        }
+    };
+    ERROR_POSITION.with(|c| c.set(pos));
+}
+
+/// Parses and analyses the query through SPI (nothing runs). Errors keep PostgreSQL's SQLSTATE and
+/// message and gain a pointer into the defining query: pgrx does not carry error positions across
+/// its boundary, so they are caught on the way through an error-context callback.
+fn prepare_reporting_position(query: &str) -> PgtResult<()> {
+    ERROR_POSITION.with(|c| c.set(0));
+    let mut callback = pg_sys::ErrorContextCallback {
+        previous: std::ptr::null_mut(),
+        callback: Some(remember_error_position),
+        arg: std::ptr::null_mut(),
+    };
+    // SAFETY: the callback lives on this frame and is unlinked below on every path (pgrx restores
+    // error_context_stack to its value at call time when it converts an error, which includes it).
+    unsafe {
+        callback.previous = pg_sys::error_context_stack;
+        pg_sys::error_context_stack = &mut callback;
+    }
+    let outcome = PgTryBuilder::new(|| Ok(Spi::connect(|c| c.prepare(query, &[]).map(|_| ()))))
+        .catch_others(Err)
+        .execute();
+    // SAFETY: see above.
+    unsafe { pg_sys::error_context_stack = callback.previous };
+    match outcome {
+        Ok(spi_result) => spi_result.map_err(|e| PgtError::internal(format!("SPI: {e}"))),
+        // The transaction is aborted anyway: the caller raises this error.
+        Err(CaughtError::PostgresError(report)) => {
+            let position = ERROR_POSITION.with(|c| c.get());
+            let mut err = PgtError::new(SqlState::Passthrough(report.sql_error_code() as i32), report.message());
+            let mut detail = report.detail().map(str::to_string).unwrap_or_default();
+            if position > 0 {
+                if !detail.is_empty() {
+                    detail.push('\n');
+                }
+                detail.push_str(&position_detail(query, position as usize));
+            }
+            if !detail.is_empty() {
+                err = err.detail(detail);
+            }
+            if let Some(hint) = report.hint() {
+                err = err.hint(hint);
+            }
+            Err(err)
+        }
+        Err(other) => other.rethrow(),
+    }
+}
+
+/// One statement, and a plain SELECT (not SELECT INTO, not FOR UPDATE).
+fn check_single_select(query: &str) -> PgtResult<()> {
+    let c = CString::new(query)
+        .map_err(|_| PgtError::new(SqlState::InvalidParameterValue, "the defining query contains a NUL byte"))?;
+    // SAFETY: the query was just parsed successfully by SPI, so raw_parser returns a List of RawStmt
+    // (allocated in the current memory context) and raises no error. We only read node tags and fields.
+    unsafe {
+        let list = pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let count = if list.is_null() { 0 } else { (*list).length };
+        if count != 1 {
+            return Err(PgtError::new(
+                SqlState::InvalidParameterValue,
+                "the defining query must be a single SELECT statement",
+            )
+            .detail(format!("The query contains {count} statements.")));
+        }
+        let raw = (*(*list).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt = (*raw).stmt;
+        if (*stmt).type_ != pg_sys::NodeTag::T_SelectStmt {
+            let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(stmt)));
+            return Err(PgtError::new(
+                SqlState::InvalidParameterValue,
+                "the defining query must be a single SELECT statement",
+            )
+            .detail(format!("The query is a {} statement.", tag.to_string_lossy())));
+        }
+        let select = stmt as *mut pg_sys::SelectStmt;
+        if !(*select).intoClause.is_null() {
+            return Err(PgtError::new(SqlState::FeatureNotSupported, "the defining query must not use SELECT INTO"));
+        }
+        if !(*select).lockingClause.is_null() {
+            return Err(PgtError::new(
+                SqlState::FeatureNotSupported,
+                "the defining query must not use FOR UPDATE/SHARE",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
+    let def: String = spi::one("SELECT pg_catalog.pg_get_viewdef($1, false)", &[probe.into()])?
+        .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
+    let def = def.trim().trim_end_matches(';').trim_end().to_string();
+    let columns = spi::rows(
+        "SELECT a.attname::text AS name,
+                pg_catalog.format_type(a.atttypid, a.atttypmod)
+                || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+                        THEN ' COLLATE ' || pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
+                        ELSE '' END AS type_sql
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+           LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+           LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum",
+        &[probe.into()],
+        |r| Ok(OutputColumn { name: spi::col(r, "name")?, type_sql: spi::col(r, "type_sql")? }),
+    )?;
+    Ok((def, columns))
+}
+
+fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
+    let rows = spi::rows(
+        "SELECT DISTINCT d.refobjid AS relid, c.relkind::text AS relkind, c.relpersistence::text AS persistence,
+                c.oid::regclass::text AS relname,
+                EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_relid = c.oid) AS is_stream_table
+           FROM pg_catalog.pg_rewrite r
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+           JOIN pg_catalog.pg_class c ON c.oid = d.refobjid
+          WHERE r.ev_class = $1 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> $1
+          ORDER BY 1",
+        &[probe.into()],
+        |r| {
+            Ok((
+                spi::col::<Oid>(r, "relid")?,
+                spi::col::<String>(r, "relkind")?,
+                spi::col::<String>(r, "persistence")?,
+                spi::col::<String>(r, "relname")?,
+                spi::col::<bool>(r, "is_stream_table")?,
+            ))
+        },
+    )?;
+    rows.into_iter()
+        .map(|(relid, relkind, persistence, relname, is_st)| {
+            if persistence == "t" {
+                return Err(PgtError::new(
+                    SqlState::FeatureNotSupported,
+                    format!("stream tables cannot read temporary table \"{relname}\""),
+                )
+                .detail("Background refreshes run in other sessions, which cannot see this session's temporary tables."));
+            }
+            let kind = match (relkind.as_str(), is_st) {
+                (_, true) => SourceKind::StreamTable,
+                ("r", _) => SourceKind::Table,
+                ("p", _) => SourceKind::PartitionedTable,
+                ("v", _) => SourceKind::View,
+                ("m", _) => SourceKind::MatView,
+                ("f", _) => SourceKind::ForeignTable,
+                (other, _) => {
+                    return Err(PgtError::new(
+                        SqlState::FeatureNotSupported,
+                        format!("stream tables cannot read \"{relname}\" (relkind '{other}')"),
+                    ))
+                }
+            };
+            Ok(SourceRelation { relid, kind })
+        })
+        .collect()
+}

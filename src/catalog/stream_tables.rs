@@ -1,0 +1,95 @@
+//! Reading and writing `pgtrickle.pgt_stream_tables` rows.
+
+use super::names;
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+use pgrx::spi::SpiHeapTupleData;
+
+/// What a refresh needs to know about a stream table.
+#[derive(Debug, Clone)]
+pub struct StreamTable {
+    pub pgt_id: i64,
+    pub relid: Oid,
+    pub defining_query: String,
+    pub output_columns: Vec<String>,
+    pub effective_mode: String,
+    pub status: String,
+}
+
+const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, effective_mode, status";
+
+fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
+    Ok(StreamTable {
+        pgt_id: spi::col(r, "pgt_id")?,
+        relid: spi::col(r, "pgt_relid")?,
+        defining_query: spi::col(r, "defining_query")?,
+        output_columns: spi::col(r, "output_columns")?,
+        effective_mode: spi::col(r, "effective_mode")?,
+        status: spi::col(r, "status")?,
+    })
+}
+
+/// Loads a stream table by id and locks its catalog row (FOR UPDATE): the fence that makes two
+/// refreshers of one stream table serialize, and turns a stale REPEATABLE READ snapshot into a
+/// serialization failure instead of a double apply.
+pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
+    let sql = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE");
+    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
+}
+
+pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
+    let sql = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1");
+    Ok(spi::rows(&sql, &[relid.into()], from_row)?.into_iter().next())
+}
+
+/// Finds the stream table a user named, or says clearly why there is none.
+pub fn find(name: &str) -> PgtResult<StreamTable> {
+    let not_found = || {
+        PgtError::new(SqlState::UndefinedTable, format!("stream table \"{name}\" does not exist"))
+            .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
+    };
+    let relid = names::resolve_existing(name)?.ok_or_else(not_found)?;
+    load_by_relid(relid)?.ok_or_else(|| {
+        PgtError::new(SqlState::WrongObjectType, format!("\"{name}\" is not a stream table"))
+            .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
+    })
+}
+
+pub struct NewStreamTable<'a> {
+    pub relid: Oid,
+    pub original_query: &'a str,
+    pub defining_query: &'a str,
+    pub output_columns: Vec<String>,
+    pub schedule: String,
+    pub schedule_ms: i64,
+    pub refresh_mode: &'static str,
+    pub effective_mode: &'static str,
+}
+
+pub fn insert(st: NewStreamTable) -> PgtResult<i64> {
+    spi::one::<i64>(
+        "INSERT INTO pgtrickle.pgt_stream_tables
+             (pgt_relid, original_query, defining_query, output_columns, schedule, schedule_ms, refresh_mode, effective_mode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING pgt_id",
+        &[
+            st.relid.into(),
+            st.original_query.into(),
+            st.defining_query.into(),
+            st.output_columns.into(),
+            st.schedule.into(),
+            st.schedule_ms.into(),
+            st.refresh_mode.into(),
+            st.effective_mode.into(),
+        ],
+    )?
+    .ok_or_else(|| PgtError::internal("INSERT ... RETURNING returned no row"))
+}
+
+pub fn insert_dependency(pgt_id: i64, source: Oid, kind: &str) -> PgtResult<()> {
+    spi::exec(
+        "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind) VALUES ($1, $2, $3)",
+        &[pgt_id.into(), source.into(), kind.into()],
+    )
+}

@@ -1,0 +1,51 @@
+//! Every `pg_trickle.*` setting: one registration function and typed accessors.
+//! README.md lists them with defaults and meaning; keep the two in step.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.enabled",
+        c"Whether the background scheduler refreshes stream tables.",
+        c"When off, schedulers keep running but refresh nothing; manual refreshes still work.",
+        &ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.scheduler_interval_ms",
+        c"How often each database's scheduler looks for stream tables that are due.",
+        c"The granularity of schedules: a stream table is refreshed at most one tick after it falls due.",
+        &SCHEDULER_INTERVAL_MS,
+        10,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.history_retention_days",
+        c"How many days of refresh history to keep.",
+        c"The scheduler deletes older rows from pgtrickle.pgt_refresh_history; 0 keeps history forever.",
+        &HISTORY_RETENTION_DAYS,
+        0,
+        3650,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+pub fn enabled() -> bool {
+    ENABLED.get()
+}
+
+pub fn scheduler_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(SCHEDULER_INTERVAL_MS.get().max(10) as u64)
+}
+
+pub fn history_retention_days() -> i32 {
+    HISTORY_RETENTION_DAYS.get()
+}

@@ -1,0 +1,59 @@
+//! pg_trickle: stream tables for PostgreSQL — tables defined by a query, refreshed on a schedule.
+//!
+//! Without the `pg` feature this crate is only the pure differential engine ([`dvm`]) and the pure
+//! policies of the other subsystems; that is what `pg_trickle_worker` links.
+
+pub mod bgworker;
+pub mod catalog;
+pub mod dvm;
+pub mod error;
+
+#[cfg(feature = "pg")]
+mod api;
+#[cfg(feature = "pg")]
+mod gucs;
+#[cfg(feature = "pg")]
+mod refresh;
+#[cfg(feature = "pg")]
+mod spi;
+#[cfg(feature = "pg")]
+mod stats;
+
+#[cfg(feature = "pg")]
+pgrx::pg_module_magic!(name, version);
+
+#[cfg(feature = "pg")]
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+#[cfg(feature = "pg")]
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Loaded from `shared_preload_libraries`: registers GUCs, shared memory and the launcher.
+/// Refuses any other way of loading, because stream tables are refreshed by background workers.
+#[cfg(feature = "pg")]
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a plain read of a postmaster-set global during library load.
+    if !unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        error::PgtError::new(
+            error::SqlState::ObjectNotInPrerequisiteState,
+            "pg_trickle must be loaded via shared_preload_libraries",
+        )
+        .hint("Add pg_trickle to shared_preload_libraries in postgresql.conf and restart the server.")
+        .raise();
+    }
+    gucs::init();
+    bgworker::init();
+}
+
+#[cfg(feature = "pg_test")]
+mod pg_tests;
+
+/// Hooks for `cargo pgrx test`: the extension must be preloaded for its background workers.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_trickle'", "pg_trickle.scheduler_interval_ms = 200"]
+    }
+}

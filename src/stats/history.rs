@@ -1,0 +1,52 @@
+//! `pgtrickle.pgt_refresh_history`: one row per refresh attempt.
+
+use crate::error::{PgtError, PgtResult};
+use crate::spi;
+use pgrx::datum::TimestampWithTimeZone;
+
+pub struct HistoryEntry<'a> {
+    pub pgt_id: i64,
+    pub started_at: TimestampWithTimeZone,
+    pub action: &'a str,
+    pub status: &'a str,
+    pub initiated_by: &'a str,
+    pub reason: Option<&'a str>,
+    pub rows_inserted: Option<i64>,
+    pub rows_deleted: Option<i64>,
+    pub error_message: Option<&'a str>,
+}
+
+/// Wall-clock time (not the transaction's start), for durations.
+pub fn now() -> PgtResult<TimestampWithTimeZone> {
+    spi::one("SELECT pg_catalog.clock_timestamp()", &[])?.ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))
+}
+
+pub fn record(e: &HistoryEntry) -> PgtResult<()> {
+    spi::exec(
+        "INSERT INTO pgtrickle.pgt_refresh_history
+             (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted, error_message)
+         VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            e.pgt_id.into(),
+            e.started_at.into(),
+            e.action.into(),
+            e.status.into(),
+            e.initiated_by.into(),
+            e.reason.into(),
+            e.rows_inserted.into(),
+            e.rows_deleted.into(),
+            e.error_message.into(),
+        ],
+    )
+}
+
+/// Deletes history older than the retention period (0 keeps everything).
+pub fn prune(retention_days: i32) -> PgtResult<()> {
+    if retention_days <= 0 {
+        return Ok(());
+    }
+    spi::exec(
+        "DELETE FROM pgtrickle.pgt_refresh_history WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
+        &[retention_days.into()],
+    )
+}

@@ -1,0 +1,3 @@
+//! Refresh statistics: the history of every refresh attempt.
+
+pub mod history;
