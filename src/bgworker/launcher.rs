@@ -1,0 +1,93 @@
+//! The launcher: keeps one scheduler running in every database that has pg_trickle.
+//!
+//! It does not know which databases have the extension; it starts a scheduler in each connectable
+//! database, and a scheduler that finds no extension exits. Exited schedulers are retried after
+//! `PROBE_INTERVAL`, or at once when a backend asks (`request_scheduler`, on create/alter).
+
+use super::{databases, shmem};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_secs(1);
+/// How long after a scheduler exits (no extension, or a crash) its database is probed again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("pg_trickle launcher")
+        .set_type("pg_trickle launcher")
+        .set_library("pg_trickle")
+        .set_function("pg_trickle_launcher_main")
+        .enable_shmem_access(None)
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+struct Slot {
+    handle: Option<DynamicBackgroundWorker>,
+    next_attempt: Instant,
+    warned_no_slot: bool,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    log!("pg_trickle launcher started");
+
+    let mut slots: HashMap<u32, Slot> = HashMap::new();
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the standard way for a background worker to re-read postgresql.conf.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let now = Instant::now();
+        for db in shmem::take_requests() {
+            if let Some(slot) = slots.get_mut(&db) {
+                slot.next_attempt = now;
+            }
+        }
+        let dbs = databases::connectable();
+        slots.retain(|oid, _| dbs.iter().any(|d| d.oid.to_u32() == *oid));
+        for db in &dbs {
+            let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, warned_no_slot: false });
+            if slot.handle.as_ref().is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))) {
+                // The scheduler exited: no extension there, or it crashed. Probe again later.
+                slot.handle = None;
+                slot.next_attempt = slot.next_attempt.max(now + PROBE_INTERVAL);
+            }
+            if slot.handle.is_none() && now >= slot.next_attempt {
+                match super::scheduler::start(db.oid, &db.name) {
+                    Ok(handle) => {
+                        slot.handle = Some(handle);
+                        slot.warned_no_slot = false;
+                        // A later exit waits PROBE_INTERVAL unless a backend asks sooner.
+                        slot.next_attempt = now + PROBE_INTERVAL;
+                    }
+                    Err(_) => {
+                        if !slot.warned_no_slot {
+                            warning!(
+                                "pg_trickle: no background worker slot free for the scheduler of database \"{}\"; will retry (consider raising max_worker_processes)",
+                                db.name
+                            );
+                            slot.warned_no_slot = true;
+                        }
+                        slot.next_attempt = now + TICK;
+                    }
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(TICK)) {
+            break;
+        }
+    }
+    log!("pg_trickle launcher shutting down");
+}

@@ -1,0 +1,26 @@
+//! Background workers: a static launcher (started from shared_preload_libraries) and one dynamic
+//! scheduler per database that has the extension. The scheduler finds due stream tables and refreshes
+//! them; a later stage hands that work to a refresh worker pool.
+
+pub mod policy;
+
+#[cfg(feature = "pg")]
+mod databases;
+#[cfg(feature = "pg")]
+mod launcher;
+#[cfg(feature = "pg")]
+mod scheduler;
+#[cfg(feature = "pg")]
+mod shmem;
+#[cfg(feature = "pg")]
+mod xact;
+
+#[cfg(feature = "pg")]
+pub use shmem::request_scheduler;
+
+/// Called from `_PG_init` while preloading.
+#[cfg(feature = "pg")]
+pub fn init() {
+    shmem::init();
+    launcher::register();
+}
