@@ -1,0 +1,143 @@
+//! Starting and owning the throwaway cluster.
+
+use std::ffi::CString;
+use std::net::TcpListener;
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Cluster {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The cluster for this test binary, started on first use.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(start)
+}
+
+fn os_user() -> (String, u32, u32) {
+    let name = std::env::var("PGTRICKLE_OS_USER").unwrap_or_else(|_| "pgtrickle".to_string());
+    let cname = CString::new(name.clone()).unwrap();
+    // SAFETY: getpwnam returns a pointer to static storage or NULL; we copy the ids out at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    assert!(!pw.is_null(), "OS user {name} does not exist: run scripts/setup (PostgreSQL cannot run as root)");
+    // SAFETY: non-null result of getpwnam.
+    unsafe { (name, (*pw).pw_uid, (*pw).pw_gid) }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run_as(uid: u32, gid: u32, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.uid(uid).gid(gid).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    cmd
+}
+
+/// Removes directories left by earlier runs whose process is gone.
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let pid = name.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        if let Some(pid) = pid {
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn start() -> Cluster {
+    let (user, uid, gid) = os_user();
+    let root = std::env::temp_dir().join("pg_trickle_e2e");
+    std::fs::create_dir_all(&root).unwrap();
+    remove_stale(&root);
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.file_stem().unwrap().to_string_lossy().to_string();
+    let dir = root.join(format!("{binary}-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    chown(&dir, Some(uid), Some(gid)).unwrap();
+
+    let status = run_as(uid, gid, &format!("{PG_BIN}/initdb"))
+        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("initdb");
+    assert!(status.success(), "initdb failed (as OS user {user})");
+
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
+    chown(dir.join("postgres.log"), Some(uid), Some(gid)).unwrap();
+    let settings = [
+        format!("port={port}"),
+        "listen_addresses=127.0.0.1".into(),
+        format!("unix_socket_directories={}", dir.display()),
+        "shared_preload_libraries=pg_trickle".into(),
+        "max_worker_processes=64".into(),
+        "max_connections=200".into(),
+        "fsync=off".into(),
+        "synchronous_commit=off".into(),
+        "full_page_writes=off".into(),
+        "pg_trickle.scheduler_interval_ms=100".into(),
+    ];
+    let mut cmd = run_as(uid, gid, &format!("{PG_BIN}/postgres"));
+    cmd.arg("-D").arg(&data);
+    for s in &settings {
+        cmd.arg("-c").arg(s);
+    }
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
+    // SAFETY: prctl in the child between fork and exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Immediate shutdown when the test process (the keeper thread) goes away.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            Ok(())
+        });
+    }
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("pg-cluster-keeper".into())
+        .spawn(move || {
+            let mut child = cmd.spawn().expect("spawn postgres");
+            tx.send(child.id()).unwrap();
+            let status = child.wait();
+            eprintln!("pg_test: postgres exited: {status:?}");
+        })
+        .unwrap();
+    rx.recv().unwrap();
+
+    let cluster = Cluster { port, dir };
+    let ready = crate::wait_until(Duration::from_secs(60), || cluster.try_connect("postgres").is_ok());
+    if !ready {
+        let log = std::fs::read_to_string(cluster.dir.join("postgres.log")).unwrap_or_default();
+        panic!("test cluster did not start on port {port}; log:\n{log}");
+    }
+    cluster
+}
+
+impl Cluster {
+    pub fn conninfo(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+    }
+
+    pub fn try_connect(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
+        postgres::Client::connect(&self.conninfo(db), postgres::NoTls)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+}

@@ -1,0 +1,94 @@
+//! A fresh database per test, and the assertions tests make against it.
+
+use crate::cluster::{cluster, Cluster};
+use postgres::types::ToSql;
+use postgres::{Client, Row};
+
+pub struct TestDb {
+    pub name: String,
+    pub client: Client,
+}
+
+/// A server error as the tests inspect it.
+#[derive(Debug, Clone)]
+pub struct DbError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl TestDb {
+    /// Creates database `name` (replacing one left by an earlier run) with pg_trickle installed.
+    pub fn new(name: &str) -> TestDb {
+        let mut db = TestDb::without_extension(name);
+        db.exec("CREATE EXTENSION pg_trickle");
+        db
+    }
+
+    pub fn without_extension(name: &str) -> TestDb {
+        let c: &Cluster = cluster();
+        let mut admin = c.try_connect("postgres").expect("connect to postgres");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        TestDb { name: name.to_string(), client: c.try_connect(name).expect("connect to test database") }
+    }
+
+    /// A second connection to the same database.
+    pub fn connect(&self) -> Client {
+        cluster().try_connect(&self.name).unwrap()
+    }
+
+    pub fn conninfo(&self) -> String {
+        cluster().conninfo(&self.name)
+    }
+
+    pub fn exec(&mut self, sql: &str) {
+        if let Err(e) = self.client.batch_execute(sql) {
+            panic!("{sql}\nfailed: {:?}", as_db_error(&e));
+        }
+    }
+
+    pub fn rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<Row> {
+        self.client.query(sql, params).unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)))
+    }
+
+    /// The first column of the only row.
+    pub fn value<T: for<'a> postgres::types::FromSql<'a>>(&mut self, sql: &str) -> T {
+        let row = self.client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)));
+        row.get(0)
+    }
+
+    /// Runs `sql`, which must fail, and returns the error.
+    pub fn error(&mut self, sql: &str) -> DbError {
+        match self.client.batch_execute(sql) {
+            Ok(()) => panic!("expected an error from: {sql}"),
+            Err(e) => as_db_error(&e).unwrap_or_else(|| panic!("not a server error: {e}")),
+        }
+    }
+
+    /// Rows in which the stream table and its query differ, as a multiset (EXCEPT ALL both ways),
+    /// rendered as text; empty when they are equal.
+    pub fn multiset_diff(&mut self, stream_table: &str, query: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT 'only in stream table: ' || d::text FROM (TABLE {stream_table} EXCEPT ALL ({query})) d
+             UNION ALL
+             SELECT 'only in query: ' || d::text FROM (({query}) EXCEPT ALL TABLE {stream_table}) d"
+        );
+        self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
+    }
+
+    pub fn assert_matches_query(&mut self, stream_table: &str, query: &str) {
+        let diff = self.multiset_diff(stream_table, query);
+        assert!(diff.is_empty(), "{stream_table} differs from its query:\n{}", diff.join("\n"));
+    }
+}
+
+pub fn as_db_error(e: &postgres::Error) -> Option<DbError> {
+    e.as_db_error().map(|d| DbError {
+        code: d.code().code().to_string(),
+        message: d.message().to_string(),
+        detail: d.detail().map(str::to_string),
+        hint: d.hint().map(str::to_string),
+    })
+}

@@ -1,0 +1,27 @@
+//! Harness for pg_trickle's end-to-end tests: a throwaway PostgreSQL 15 cluster with pg_trickle
+//! preloaded, run by a non-root OS user on its own port and directory, and a fresh database per test.
+//!
+//! The cluster is started once per test binary and dies with it: postgres runs as a direct child with
+//! PR_SET_PDEATHSIG, spawned from a thread that lives as long as the process.
+
+pub mod cluster;
+pub mod db;
+
+pub use cluster::cluster;
+pub use db::{DbError, TestDb};
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,161 @@
+//! Every kind of bad input gets a clear error (SQLSTATE, message, hint) and leaves nothing behind.
+
+use pg_trickle_e2e::{DbError, TestDb};
+
+/// Everything a failed call could leave behind, as one comparable string.
+fn footprint(db: &mut TestDb) -> String {
+    db.value(
+        "SELECT concat_ws(' ',
+            'relations', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'),
+            'triggers', (SELECT count(*) FROM pg_trigger),
+            'depends', (SELECT count(*) FROM pg_depend),
+            'types', (SELECT count(*) FROM pg_type),
+            'stream_tables', (SELECT count(*) FROM pgtrickle.pgt_stream_tables),
+            'dependencies', (SELECT count(*) FROM pgtrickle.pgt_dependencies),
+            'history', (SELECT count(*) FROM pgtrickle.pgt_refresh_history),
+            'settings', (SELECT string_agg(schedule || refresh_mode || status, ',') FROM pgtrickle.pgt_stream_tables))",
+    )
+}
+
+fn setup(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE TABLE orders (id int PRIMARY KEY, amount numeric);
+         INSERT INTO orders VALUES (1, 10), (2, 0);
+         SELECT pgtrickle.create_stream_table('existing', 'SELECT id FROM orders', '1h');",
+    );
+    db
+}
+
+/// Runs `sql`, checks the SQLSTATE and that nothing changed, and returns the error for more checks.
+fn rejected(db: &mut TestDb, sql: &str, code: &str) -> DbError {
+    let before = footprint(db);
+    let err = db.error(sql);
+    assert_eq!(err.code, code, "{sql}: {err:?}");
+    assert_eq!(footprint(db), before, "{sql} left something behind");
+    err
+}
+
+#[test]
+fn invalid_sql_reports_postgres_error_with_its_position() {
+    let mut db = setup("bad_sql");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id FORM orders')", "42601");
+    assert_eq!(err.message, "syntax error at or near \"orders\"");
+    assert_eq!(err.detail.unwrap(), "In the defining query, line 1:\nSELECT id FORM orders\n               ^");
+
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', E'SELECT id\\n  FROM orders\\n WHERE nope = 1')", "42703");
+    assert_eq!(err.message, "column \"nope\" does not exist");
+    assert_eq!(err.detail.unwrap(), "In the defining query, line 3:\n WHERE nope = 1\n       ^");
+}
+
+#[test]
+fn missing_tables_are_named() {
+    let mut db = setup("bad_missing_table");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM no_such_table')", "42P01");
+    assert_eq!(err.message, "relation \"no_such_table\" does not exist");
+    assert!(err.detail.unwrap().contains("^"));
+}
+
+#[test]
+fn only_a_single_plain_select_is_accepted() {
+    let mut db = setup("bad_not_select");
+    for (query, detail) in [
+        ("DELETE FROM orders", "The query is a DELETE statement."),
+        ("INSERT INTO orders VALUES (3, 1)", "The query is a INSERT statement."),
+        ("CREATE TABLE y (a int)", "The query is a CREATE TABLE statement."),
+        ("SELECT 1 AS a; SELECT 2 AS b", "The query contains 2 statements."),
+    ] {
+        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}')"), "22023");
+        assert_eq!(err.message, "the defining query must be a single SELECT statement");
+        assert_eq!(err.detail.as_deref(), Some(detail));
+    }
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM orders FOR UPDATE')", "0A000");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * INTO newtab FROM orders')", "0A000");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', '  ')", "22023");
+    // The DELETE was analysed, never run.
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM orders"), 2);
+}
+
+#[test]
+fn names_that_exist_already_are_refused() {
+    let mut db = setup("bad_duplicate");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('orders', 'SELECT 1 AS a')", "42P07");
+    assert_eq!(err.message, "relation \"public\".\"orders\" already exists");
+    assert!(err.hint.is_some());
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('existing', 'SELECT 1 AS a')", "42P07");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('public.existing', 'SELECT 1 AS a')", "42P07");
+}
+
+#[test]
+fn unknown_modes_and_schedules_are_refused_with_a_hint() {
+    let mut db = setup("bad_mode_schedule");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '1m', 'EVENTUALLY')", "22023");
+    assert_eq!(err.message, "unknown refresh mode \"EVENTUALLY\"");
+    assert_eq!(err.hint.unwrap(), "Valid refresh modes are FULL, DIFFERENTIAL and AUTO.");
+    for schedule in ["5 parsecs", "0s", "-1s", "", "1.5s", "10"] {
+        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '{schedule}')"), "22023");
+        assert!(err.message.contains(&format!("\"{schedule}\"")), "{err:?}");
+        assert!(err.hint.unwrap().contains("'500ms'"));
+    }
+}
+
+#[test]
+fn differential_is_refused_until_the_engine_exists() {
+    let mut db = setup("bad_differential");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '1m', 'DIFFERENTIAL')", "0A000");
+    assert!(err.message.contains("DIFFERENTIAL"));
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', refresh_mode => 'DIFFERENTIAL')", "0A000");
+}
+
+#[test]
+fn unknown_stream_tables_are_named_in_errors() {
+    let mut db = setup("bad_unknown_st");
+    for call in ["refresh_stream_table", "drop_stream_table"] {
+        let err = rejected(&mut db, &format!("SELECT pgtrickle.{call}('nope')"), "42P01");
+        assert_eq!(err.message, "stream table \"nope\" does not exist");
+        assert!(err.hint.unwrap().contains("pgtrickle.stream_tables"));
+        let err = rejected(&mut db, &format!("SELECT pgtrickle.{call}('orders')"), "42809");
+        assert_eq!(err.message, "\"orders\" is not a stream table");
+    }
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('nope', schedule => '5s')", "42P01");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM orders"), 2);
+}
+
+#[test]
+fn alter_validates_everything_before_changing_anything() {
+    let mut db = setup("bad_alter");
+    let err = rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', schedule => '5s', status => 'PAUSED')", "22023");
+    assert_eq!(err.message, "invalid status \"PAUSED\"");
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', status => 'ERROR')", "22023");
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', schedule => 'soon')", "22023");
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', refresh_mode => 'FAST')", "22023");
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let mut db = setup("bad_names");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('a.b.c', 'SELECT 1 AS a')", "42602");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('\"unterminated', 'SELECT 1 AS a')", "22023");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('', 'SELECT 1 AS a')", "42602");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('nowhere.x', 'SELECT 1 AS a')", "3F000");
+    assert_eq!(err.message, "schema \"nowhere\" does not exist");
+}
+
+#[test]
+fn hidden_column_names_and_temporary_sources_are_refused() {
+    let mut db = setup("bad_reserved");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id AS __pgt_row_id FROM orders')", "42939");
+    assert!(err.hint.unwrap().contains("AS"));
+    db.exec("CREATE TEMP TABLE scratch (n int)");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT n FROM scratch')", "0A000");
+    assert!(err.message.contains("temporary table"), "{err:?}");
+    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id, id FROM orders')", "42701");
+}
+
+#[test]
+fn a_query_that_fails_while_populating_leaves_nothing() {
+    let mut db = setup("bad_populate");
+    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 100 / amount AS r FROM orders')", "22012");
+    assert_eq!(err.message, "division by zero");
+}

@@ -1,0 +1,212 @@
+//! Creating, refreshing, altering and dropping stream tables, and what DROP does to everything around them.
+
+use pg_trickle_e2e::TestDb;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[test]
+fn create_refresh_drop_round_trip() {
+    let mut db = TestDb::new("life_roundtrip");
+    db.exec(
+        "CREATE TABLE t (k int, v text); INSERT INTO t VALUES (1, 'a'), (1, 'a'), (2, NULL);
+         SELECT pgtrickle.create_stream_table('dupes', 'SELECT k, v FROM t', '1h', 'FULL');",
+    );
+    // Duplicates and NULLs survive: compared as a multiset, not by count.
+    db.assert_matches_query("dupes", "SELECT k, v FROM t");
+    db.exec("INSERT INTO t VALUES (1, 'a'), (3, 'c'); DELETE FROM t WHERE k = 2;");
+    assert!(!db.multiset_diff("dupes", "SELECT k, v FROM t").is_empty(), "a 1h schedule must not have refreshed yet");
+    db.exec("SELECT pgtrickle.refresh_stream_table('dupes')");
+    db.assert_matches_query("dupes", "SELECT k, v FROM t");
+    let (action, initiated): (String, String) = {
+        let r = db.rows("SELECT action, initiated_by FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1", &[]);
+        (r[0].get(0), r[0].get(1))
+    };
+    assert_eq!((action.as_str(), initiated.as_str()), ("FULL", "MANUAL"));
+
+    db.exec("SELECT pgtrickle.drop_stream_table('dupes')");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'dupes'"), 0);
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"), 0);
+    // The source is free to go now.
+    db.exec("DROP TABLE t");
+}
+
+#[test]
+fn storage_has_the_query_columns_and_types() {
+    let mut db = TestDb::new("life_types");
+    db.exec(
+        "CREATE TABLE src (id bigint, price numeric(12,3), name varchar(20), tags text[], at timestamptz);
+         INSERT INTO src VALUES (1, 1.5, 'x', '{a,b}', '2024-01-01 00:00+00');
+         SELECT pgtrickle.create_stream_table('typed', 'SELECT id, price, name, tags, at, price * 2 AS doubled FROM src');",
+    );
+    let cols: Vec<(String, String)> = db
+        .rows(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = 'typed'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expect = [
+        ("id", "bigint"),
+        ("price", "numeric(12,3)"),
+        ("name", "character varying(20)"),
+        ("tags", "text[]"),
+        ("at", "timestamp with time zone"),
+        ("doubled", "numeric"),
+    ];
+    assert_eq!(cols, expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>());
+}
+
+#[test]
+fn awkward_identifiers_are_quoted_everywhere() {
+    let mut db = TestDb::new("life_quoting");
+    db.exec(
+        r#"CREATE SCHEMA "Sales Dept";
+           CREATE TABLE "Sales Dept"."Order ""Lines""" ("Line Id" int, "Amount$" numeric, "select" text);
+           INSERT INTO "Sales Dept"."Order ""Lines""" VALUES (1, 10, 'x'), (2, 20, 'y'), (3, 5, 'x');
+           SELECT pgtrickle.create_stream_table(
+               '"Sales Dept"."Totals ""by"" Kind"',
+               'SELECT "select" AS "Kind Of", sum("Amount$") AS "Sum $" FROM "Sales Dept"."Order ""Lines""" GROUP BY "select"',
+               '1s');"#,
+    );
+    let q = r#"SELECT "select" AS "Kind Of", sum("Amount$") AS "Sum $" FROM "Sales Dept"."Order ""Lines""" GROUP BY "select""#;
+    db.assert_matches_query(r#""Sales Dept"."Totals ""by"" Kind""#, q);
+    db.exec(r#"INSERT INTO "Sales Dept"."Order ""Lines""" VALUES (4, 1, 'z')"#);
+    db.exec(r#"SELECT pgtrickle.refresh_stream_table('"Sales Dept"."Totals ""by"" Kind"')"#);
+    db.assert_matches_query(r#""Sales Dept"."Totals ""by"" Kind""#, q);
+    db.exec(r#"SELECT pgtrickle.alter_stream_table('"Sales Dept"."Totals ""by"" Kind"', schedule => '2m')"#);
+    db.exec(r#"SELECT pgtrickle.drop_stream_table('"Sales Dept"."Totals ""by"" Kind"')"#);
+}
+
+#[test]
+fn the_defining_query_does_not_depend_on_search_path() {
+    let mut db = TestDb::new("life_search_path");
+    db.exec(
+        "CREATE SCHEMA app; CREATE TABLE app.items (n int); INSERT INTO app.items VALUES (1), (2);
+         SET search_path = app, public;
+         SELECT pgtrickle.create_stream_table('public.item_count', 'SELECT count(*) AS c FROM items', '1h');
+         RESET search_path;",
+    );
+    // A session (like the scheduler's) whose search_path does not contain `app` still refreshes it.
+    db.exec("INSERT INTO app.items VALUES (3); SELECT pgtrickle.refresh_stream_table('item_count');");
+    assert_eq!(db.value::<i64>("SELECT c FROM item_count"), 3);
+    let stored: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables");
+    assert!(stored.contains("app.items"), "{stored}");
+}
+
+#[test]
+fn readers_never_see_an_empty_or_partial_stream_table() {
+    let mut db = TestDb::new("life_readers");
+    db.exec(
+        "CREATE TABLE big (n int); INSERT INTO big SELECT generate_series(1, 20000);
+         SELECT pgtrickle.create_stream_table('big_copy', 'SELECT n FROM big', '1h', 'FULL');",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let mut client = db.connect();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = client.query_one("SELECT count(*) FROM big_copy", &[]).unwrap().get(0);
+                seen.push(n);
+            }
+            seen
+        })
+    };
+    for _ in 0..15 {
+        db.exec("SELECT pgtrickle.refresh_stream_table('big_copy')");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|&n| n == 20000), "a reader saw a partial table: {:?}", seen.iter().filter(|&&n| n != 20000).collect::<Vec<_>>());
+}
+
+#[test]
+fn dropping_a_source_needs_cascade_which_removes_the_stream_table() {
+    let mut db = TestDb::new("life_drop_source");
+    db.exec(
+        "CREATE TABLE src (n int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '1h');
+         SELECT pgtrickle.create_stream_table('st2', 'SELECT n FROM st', '1h');",
+    );
+    let err = db.error("DROP TABLE src");
+    assert_eq!(err.code, "2BP01");
+    assert!(err.detail.unwrap().contains("table st depends on table src"));
+    assert!(err.hint.unwrap().contains("CASCADE"));
+    // Dropping a stream table another one reads is refused the same way.
+    let err = db.error("SELECT pgtrickle.drop_stream_table('st')");
+    assert_eq!(err.code, "2BP01");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 2);
+
+    db.exec("DROP TABLE src CASCADE");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"), 0);
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname IN ('st', 'st2')"), 0);
+}
+
+#[test]
+fn dropping_the_storage_table_directly_cleans_the_catalog() {
+    let mut db = TestDb::new("life_drop_storage");
+    db.exec(
+        "CREATE TABLE src (n int);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '1h');
+         DROP TABLE st;",
+    );
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history"), 0);
+}
+
+#[test]
+fn drop_extension_removes_everything_it_created() {
+    let mut db = TestDb::new("life_drop_extension");
+    db.exec(
+        "CREATE TABLE src (n int); INSERT INTO src VALUES (1);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '1h');",
+    );
+    // Plain DROP EXTENSION lists what depends on it, like any extension whose objects are in use.
+    let err = db.error("DROP EXTENSION pg_trickle");
+    assert_eq!(err.code, "2BP01");
+    assert!(err.detail.unwrap().contains("table st depends on extension pg_trickle"));
+
+    db.exec("DROP EXTENSION pg_trickle CASCADE");
+    let leftovers: i64 = db.value(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('pgtrickle', 'pgtrickle_changes'))
+              + (SELECT count(*) FROM pg_class WHERE relname = 'st')
+              + (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgtrickle%')
+              + (SELECT count(*) FROM pg_proc WHERE proname LIKE '%stream_table%')",
+    );
+    assert_eq!(leftovers, 0);
+    // The source is untouched, and the extension can come back.
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM src"), 1);
+    db.exec("CREATE EXTENSION pg_trickle; SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '1h');");
+    db.assert_matches_query("st", "SELECT n FROM src");
+}
+
+#[test]
+fn the_listing_view_shows_mode_schedule_status_and_staleness() {
+    let mut db = TestDb::new("life_listing");
+    db.exec(
+        "CREATE TABLE src (n int);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '90s', 'auto');
+         SELECT pgtrickle.alter_stream_table('st', schedule => '2m', refresh_mode => 'FULL');",
+    );
+    let rows = db.rows(
+        "SELECT schema_name::text, table_name::text, refresh_mode, requested_mode, schedule, status,
+                last_refresh_at IS NOT NULL, staleness < interval '1 minute'
+           FROM pgtrickle.stream_tables",
+        &[],
+    );
+    let r = &rows[0];
+    assert_eq!(r.get::<_, String>(0), "public");
+    assert_eq!(r.get::<_, String>(1), "st");
+    assert_eq!(r.get::<_, String>(2), "FULL");
+    assert_eq!(r.get::<_, String>(3), "FULL");
+    assert_eq!(r.get::<_, String>(4), "2m");
+    assert_eq!(r.get::<_, String>(5), "ACTIVE");
+    assert!(r.get::<_, bool>(6));
+    assert!(r.get::<_, bool>(7));
+}

@@ -1,0 +1,111 @@
+//! The background scheduler refreshes stream tables by itself, honours SUSPENDED, and survives
+//! failing refreshes.
+
+use pg_trickle_e2e::{wait_until, TestDb};
+use std::time::Duration;
+
+const ORDERS_QUERY: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+
+fn orders_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
+         INSERT INTO orders SELECT g, 'c' || (g % 4), g * 1.25 FROM generate_series(1, 200) g;",
+    );
+    db
+}
+
+fn scheduled_refreshes(db: &mut TestDb) -> i64 {
+    db.value(
+        "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND status = 'SUCCESS'",
+    )
+}
+
+#[test]
+fn scheduler_refreshes_without_a_manual_call() {
+    let mut db = orders_db("sched_auto");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '200ms')"));
+    db.assert_matches_query("order_totals", ORDERS_QUERY);
+
+    for round in 0..3 {
+        db.exec(&format!(
+            "INSERT INTO orders SELECT g, 'round{round}', 1 FROM generate_series(1000 * ({round} + 1), 1000 * ({round} + 1) + 9) g;
+             UPDATE orders SET amount = amount + 1 WHERE id % 7 = {round};
+             DELETE FROM orders WHERE id % 11 = {round};"
+        ));
+        let caught_up = wait_until(Duration::from_secs(30), || db.multiset_diff("order_totals", ORDERS_QUERY).is_empty());
+        assert!(caught_up, "round {round}: stream table never caught up: {:?}", db.multiset_diff("order_totals", ORDERS_QUERY));
+    }
+    assert!(scheduled_refreshes(&mut db) >= 3, "the scheduler, not a manual call, did the refreshes");
+    let manual: i64 = db.value("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'MANUAL'");
+    assert_eq!(manual, 0);
+}
+
+#[test]
+fn suspended_stream_tables_are_left_alone_until_reactivated() {
+    let mut db = orders_db("sched_suspend");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"));
+    db.exec("SELECT pgtrickle.alter_stream_table('order_totals', status => 'SUSPENDED')");
+    let status: String = db.value("SELECT status FROM pgtrickle.stream_tables");
+    assert_eq!(status, "SUSPENDED");
+    let before = scheduled_refreshes(&mut db);
+    db.exec("INSERT INTO orders VALUES (9999, 'late', 5)");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(scheduled_refreshes(&mut db), before, "a suspended stream table was refreshed");
+    assert!(!db.multiset_diff("order_totals", ORDERS_QUERY).is_empty());
+
+    db.exec("SELECT pgtrickle.alter_stream_table('order_totals', status => 'active')");
+    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("order_totals", ORDERS_QUERY).is_empty()));
+}
+
+#[test]
+fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
+    let mut db = TestDb::new("sched_failure");
+    db.exec(
+        "CREATE TABLE knob (divisor int NOT NULL); INSERT INTO knob VALUES (1);
+         CREATE TABLE facts (v int NOT NULL); INSERT INTO facts SELECT generate_series(1, 10);",
+    );
+    let query = "SELECT f.v / k.divisor AS q FROM facts f, knob k";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('ratios', '{query}', '100ms')"));
+    db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM facts', '100ms')");
+    let scheduler_pid = |db: &mut TestDb| -> i32 {
+        db.value("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()")
+    };
+    let pid = scheduler_pid(&mut db);
+
+    db.exec("UPDATE knob SET divisor = 0");
+    let failed = wait_until(Duration::from_secs(30), || {
+        db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") >= 2
+    });
+    assert!(failed, "failures were not recorded");
+    let last_error: String = db.value("SELECT last_error FROM pgtrickle.stream_tables WHERE table_name = 'ratios'");
+    assert!(last_error.contains("division by zero"), "{last_error}");
+    let failed_history: i64 = db.value(
+        "SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.stream_tables s USING (pgt_id)
+          WHERE s.table_name = 'ratios' AND h.status = 'FAILED' AND h.error_message LIKE '%division by zero%'",
+    );
+    assert!(failed_history >= 1);
+
+    // The other stream table keeps being refreshed meanwhile, by the same scheduler process.
+    db.exec("INSERT INTO facts VALUES (11)");
+    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("healthy", "SELECT count(*) AS n FROM facts").is_empty()));
+    assert_eq!(scheduler_pid(&mut db), pid, "the scheduler restarted instead of surviving the failure");
+
+    // Fixing the cause heals the stream table (backoff is at most a few seconds at these error counts).
+    db.exec("UPDATE knob SET divisor = 1");
+    assert!(wait_until(Duration::from_secs(60), || db.multiset_diff("ratios", query).is_empty()));
+    assert!(wait_until(Duration::from_secs(10), || {
+        db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") == 0
+    }));
+}
+
+#[test]
+fn upstream_stream_tables_refresh_before_downstream_ones() {
+    let mut db = orders_db("sched_dag");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"));
+    let downstream = "SELECT sum(n) AS orders, sum(total) AS revenue FROM order_totals";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('grand_total', '{downstream}', '100ms')"));
+    db.exec("INSERT INTO orders SELECT g, 'dag', 2 FROM generate_series(5000, 5099) g");
+    let expected = format!("SELECT sum(n) AS orders, sum(total) AS revenue FROM ({ORDERS_QUERY}) t");
+    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("grand_total", &expected).is_empty()));
+}
