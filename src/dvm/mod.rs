@@ -5,5 +5,6 @@
 //! PostgreSQL, tokio-postgres in `pg_trickle_worker`. Unit-tested with plain `cargo test`.
 
 pub mod full;
+pub mod optree;
 pub mod plan;
 pub mod sql;

@@ -1,0 +1,232 @@
+//! The OpTree: a defining query as a tree of relational operators, with every column reference
+//! resolved to a *position* in the input of the operator that evaluates it.
+//!
+//! Every node produces a relation whose columns are identified by position (0..arity). Expressions are
+//! SQL templates ([`Expr`]) whose column references are positions, so the delta engine can place any
+//! input under any alias without re-resolving names. Built by `dvm::analyze` from the normalised query,
+//! stored as JSON in the catalog, and read by every refresh (in-process or in the external worker).
+
+use serde::{Deserialize, Serialize};
+
+/// A SQL expression with column references replaced by input positions.
+/// `parts` alternate freely between literal SQL text and column references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expr {
+    pub parts: Vec<ExprPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExprPart {
+    /// SQL text, copied verbatim.
+    Sql(String),
+    /// The value of input column `n` (0-based).
+    Col(usize),
+}
+
+impl Expr {
+    pub fn sql(text: impl Into<String>) -> Expr {
+        Expr { parts: vec![ExprPart::Sql(text.into())] }
+    }
+
+    pub fn col(n: usize) -> Expr {
+        Expr { parts: vec![ExprPart::Col(n)] }
+    }
+
+    /// Renders the expression, writing each column reference with `column(n)`.
+    pub fn render(&self, column: &dyn Fn(usize) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                ExprPart::Sql(s) => out.push_str(s),
+                ExprPart::Col(n) => out.push_str(&column(*n)),
+            }
+        }
+        out
+    }
+
+    /// The input positions this expression reads.
+    pub fn columns(&self) -> Vec<usize> {
+        self.parts.iter().filter_map(|p| if let ExprPart::Col(n) = p { Some(*n) } else { None }).collect()
+    }
+
+    /// The same expression with every column position mapped through `f`.
+    pub fn remap(&self, f: &dyn Fn(usize) -> usize) -> Expr {
+        Expr {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| match p {
+                    ExprPart::Col(n) => ExprPart::Col(f(*n)),
+                    other => other.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A base table read by the query (after views are expanded). `relid` is the table's OID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TableRef {
+    pub relid: u32,
+    pub schema: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Node {
+    /// A base table; output column i is table column `columns[i]` (only the columns the query uses,
+    /// possibly none, e.g. for `count(*)`).
+    Scan { table: TableRef, columns: Vec<String> },
+    /// Rows of `input` for which `predicate` (over input columns) is true.
+    Filter { input: Box<Node>, predicate: Expr },
+    /// Output column i is `exprs[i]` over the input columns.
+    Project { input: Box<Node>, exprs: Vec<Expr> },
+    /// Output = left columns followed by right columns. `on` is over that concatenation; None is a
+    /// cross join. For outer joins, `null_types` are the SQL types of the padded side's columns
+    /// (right side for Left, left side for Right), filled in by the extension after analysis.
+    Join { kind: JoinKind, left: Box<Node>, right: Box<Node>, on: Option<Expr>, null_types: Vec<String> },
+    /// Rows of `left` with (anti: without) at least one row of `right` satisfying `on`, which is over
+    /// left columns followed by right columns. Output = left columns. From EXISTS / NOT EXISTS / IN.
+    SemiJoin { anti: bool, left: Box<Node>, right: Box<Node>, on: Expr },
+    /// GROUP BY: output = the `group_by` values followed by the `aggregates` values. Each aggregate is
+    /// a complete aggregate call over input columns, e.g. `sum(#3) FILTER (WHERE (#3 > 0))`, evaluated
+    /// by PostgreSQL as written. No `group_by` = one group over the whole input (always one row).
+    Aggregate { input: Box<Node>, group_by: Vec<Expr>, aggregates: Vec<Expr> },
+    /// DISTINCT over all input columns.
+    Distinct { input: Box<Node> },
+    /// UNION ALL; all inputs have the same arity. (UNION is Distinct over UnionAll.)
+    UnionAll { inputs: Vec<Node> },
+    /// A reference to `OpTree::ctes[id]`, whose output has `arity` columns.
+    CteRef { id: usize, arity: usize },
+}
+
+impl Node {
+    /// Number of output columns. `ctes` resolves CteRef arity cheaply (it is stored).
+    pub fn arity(&self) -> usize {
+        match self {
+            Node::Scan { columns, .. } => columns.len(),
+            Node::Filter { input, .. } | Node::Distinct { input } => input.arity(),
+            Node::Project { exprs, .. } => exprs.len(),
+            Node::Join { left, right, .. } => left.arity() + right.arity(),
+            Node::SemiJoin { left, .. } => left.arity(),
+            Node::Aggregate { group_by, aggregates, .. } => group_by.len() + aggregates.len(),
+            Node::UnionAll { inputs } => inputs.first().map_or(0, Node::arity),
+            Node::CteRef { arity, .. } => *arity,
+        }
+    }
+
+    /// Direct children (CteRef has none here; its body lives in `OpTree::ctes`).
+    pub fn children(&self) -> Vec<&Node> {
+        match self {
+            Node::Scan { .. } | Node::CteRef { .. } => vec![],
+            Node::Filter { input, .. }
+            | Node::Project { input, .. }
+            | Node::Aggregate { input, .. }
+            | Node::Distinct { input } => vec![input],
+            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => vec![left, right],
+            Node::UnionAll { inputs } => inputs.iter().collect(),
+        }
+    }
+
+    pub fn children_mut(&mut self) -> Vec<&mut Node> {
+        match self {
+            Node::Scan { .. } | Node::CteRef { .. } => vec![],
+            Node::Filter { input, .. }
+            | Node::Project { input, .. }
+            | Node::Aggregate { input, .. }
+            | Node::Distinct { input } => vec![input],
+            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => vec![left, right],
+            Node::UnionAll { inputs } => inputs.iter_mut().collect(),
+        }
+    }
+
+    /// A short name for explanations and errors.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Node::Scan { .. } => "Scan",
+            Node::Filter { .. } => "Filter",
+            Node::Project { .. } => "Project",
+            Node::Join { kind: JoinKind::Inner, .. } => "InnerJoin",
+            Node::Join { kind: JoinKind::Left, .. } => "LeftJoin",
+            Node::Join { kind: JoinKind::Right, .. } => "RightJoin",
+            Node::SemiJoin { anti: false, .. } => "SemiJoin",
+            Node::SemiJoin { anti: true, .. } => "AntiJoin",
+            Node::Aggregate { .. } => "Aggregate",
+            Node::Distinct { .. } => "Distinct",
+            Node::UnionAll { .. } => "UnionAll",
+            Node::CteRef { .. } => "CteRef",
+        }
+    }
+}
+
+/// A whole defining query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpTree {
+    pub root: Node,
+    /// Bodies of non-recursive CTEs, referenced by `Node::CteRef { id }` (possibly several times).
+    pub ctes: Vec<Node>,
+    /// The query's output column names (root arity).
+    pub output_names: Vec<String>,
+}
+
+impl OpTree {
+    /// Every base table the query reads, once each, in first-seen order.
+    pub fn tables(&self) -> Vec<TableRef> {
+        fn walk(node: &Node, out: &mut Vec<TableRef>) {
+            if let Node::Scan { table, .. } = node {
+                if !out.contains(table) {
+                    out.push(table.clone());
+                }
+            }
+            for child in node.children() {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        for cte in &self.ctes {
+            walk(cte, &mut out);
+        }
+        walk(&self.root, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_render_and_remap_positions() {
+        let e = Expr { parts: vec![ExprPart::Sql("(".into()), ExprPart::Col(1), ExprPart::Sql(" + ".into()), ExprPart::Col(0), ExprPart::Sql(")".into())] };
+        assert_eq!(e.render(&|n| format!("t.c{n}")), "(t.c1 + t.c0)");
+        assert_eq!(e.columns(), vec![1, 0]);
+        assert_eq!(e.remap(&|n| n + 10).render(&|n| format!("c{n}")), "(c11 + c10)");
+    }
+
+    #[test]
+    fn arity_follows_the_operators() {
+        let scan = |cols: &[&str]| Node::Scan {
+            table: TableRef { relid: 1, schema: "public".into(), name: "t".into() },
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+        };
+        let join = Node::Join {
+            kind: JoinKind::Left,
+            left: Box::new(scan(&["a", "b"])),
+            right: Box::new(scan(&["c"])),
+            on: None,
+            null_types: vec![],
+        };
+        assert_eq!(join.arity(), 3);
+        let agg = Node::Aggregate { input: Box::new(join), group_by: vec![Expr::col(0)], aggregates: vec![Expr::sql("count(*)")] };
+        assert_eq!(agg.arity(), 2);
+        let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()] };
+        assert_eq!(tree.tables().len(), 1);
+    }
+}
