@@ -1,0 +1,162 @@
+//! GROUP BY and aggregates. The Aggregate node's output is the group-by values then the aggregate
+//! calls; HAVING and the SELECT list are rewritten over that output, matching grouped expressions
+//! by their resolved text and aggregate calls as wholes.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{visit_expressions, Expr as SqlExpr, GroupByExpr, GroupByWithModifier, Select, SelectItem, Value};
+
+use super::block::Where;
+use super::from::FromTree;
+use super::scope::{Layout, ScopeId, Sym};
+use super::template::{check_expr, function_name, is_atomic, parenthesised, strip_nested, template};
+use super::{invalid, unsupported, Analyzer, Result};
+use crate::dvm::optree::{Expr, Node};
+
+/// An Aggregate being collected; expressions hold symbols over the block's FROM output.
+struct Grouping {
+    group_by: Vec<Expr>,
+    aggregates: Vec<Expr>,
+}
+
+impl Analyzer<'_> {
+    /// A grouped block above its FROM and WHERE: Aggregate, the HAVING Filter, and the Project.
+    pub(super) fn grouped(
+        &mut self,
+        select: &Select,
+        items: &[(String, SqlExpr)],
+        from: FromTree,
+        filter: Where,
+        scope: ScopeId,
+    ) -> Result<Node> {
+        let mut grouping = self.grouping(select, items)?;
+        let exprs = items
+            .iter()
+            .map(|(_, e)| self.over_aggregate(e, &mut grouping, "the SELECT list"))
+            .collect::<Result<Vec<_>>>()?;
+        let having = select.having.as_ref().map(|h| self.over_aggregate(h, &mut grouping, "HAVING")).transpose()?;
+        // Every reference is resolved: the layout (which columns the scans read) is final.
+        let layout = Layout::new(scope, &self.scopes[scope]);
+        let input = self.build_input(from, filter, &layout)?;
+        let groups = grouping.group_by.len();
+        let place = |e: &Expr| self.place(e, |sym| layout.position(sym));
+        let group_by = grouping.group_by.iter().map(place).collect::<Result<_>>()?;
+        let aggregates = grouping.aggregates.iter().map(place).collect::<Result<_>>()?;
+        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates };
+        let output = |sym| match sym {
+            Sym::Group(i) => Some(i),
+            Sym::Agg(j) => Some(groups + j),
+            _ => None,
+        };
+        if let Some(having) = having {
+            node = Node::Filter { input: Box::new(node), predicate: self.place(&having, output)? };
+        }
+        let exprs = exprs.iter().map(|e| self.place(e, output)).collect::<Result<_>>()?;
+        Ok(Node::Project { input: Box::new(node), exprs })
+    }
+
+    /// An aggregate call (not a window function).
+    fn is_aggregate_call(&self, expr: &SqlExpr) -> bool {
+        matches!(expr, SqlExpr::Function(f) if f.over.is_none() && self.catalog.is_aggregate(&function_name(f)))
+    }
+
+    fn has_aggregate(&self, expr: &SqlExpr) -> bool {
+        visit_expressions(expr, |e| {
+            if self.is_aggregate_call(e) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+    }
+
+    pub(super) fn item_has_aggregate(&self, item: &SelectItem) -> bool {
+        match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => self.has_aggregate(expr),
+            _ => false,
+        }
+    }
+
+    /// Whether the block aggregates: GROUP BY, HAVING, or an aggregate call in the SELECT list.
+    pub(super) fn is_grouped(&self, select: &Select, items: &[(String, SqlExpr)]) -> bool {
+        let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+        grouped || select.having.is_some() || items.iter().any(|(_, e)| self.has_aggregate(e))
+    }
+
+    /// The GROUP BY expressions, resolved over the block's FROM.
+    fn grouping(&mut self, select: &Select, items: &[(String, SqlExpr)]) -> Result<Grouping> {
+        let exprs = match &select.group_by {
+            GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
+            GroupByExpr::Expressions(_, modifiers) if !modifiers.is_empty() => {
+                return unsupported(match &modifiers[0] {
+                    GroupByWithModifier::Rollup => "ROLLUP",
+                    GroupByWithModifier::Cube => "CUBE",
+                    GroupByWithModifier::GroupingSets(_) => "GROUPING SETS",
+                    GroupByWithModifier::Totals => "WITH TOTALS",
+                })
+            }
+            GroupByExpr::Expressions(exprs, _) => exprs,
+        };
+        let mut group_by = Vec::new();
+        for expr in exprs {
+            // A bare number is a select-list position, as in PostgreSQL.
+            let expr = match expr {
+                SqlExpr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                    let n: usize = v.to_string().parse().unwrap_or(0);
+                    match n.checked_sub(1).and_then(|i| items.get(i)) {
+                        Some((_, item)) => item,
+                        None => return invalid(format!("GROUP BY position {v} is not in the select list")),
+                    }
+                }
+                expr => expr,
+            };
+            let key = self.group_key(expr, "GROUP BY")?;
+            if !group_by.contains(&key) {
+                group_by.push(key);
+            }
+        }
+        Ok(Grouping { group_by, aggregates: Vec::new() })
+    }
+
+    /// A grouped expression in one canonical form whatever its parentheses: outer ones dropped, one
+    /// pair put back unless it is atomic. PostgreSQL prints `GROUP BY ((a.x + 1))` for `(a.x + 1)`.
+    fn group_key(&mut self, expr: &SqlExpr, context: &str) -> Result<Expr> {
+        let bare = strip_nested(expr);
+        let rendered = self.render(bare, context)?;
+        Ok(if is_atomic(bare) { rendered } else { parenthesised(rendered) })
+    }
+
+    /// Rewrites a HAVING or SELECT-list expression over the Aggregate's output.
+    fn over_aggregate(&mut self, expr: &SqlExpr, grouping: &mut Grouping, context: &str) -> Result<Expr> {
+        template(expr, &mut |e| {
+            check_expr(e, context)?;
+            if self.is_aggregate_call(e) {
+                let call = self.render(e, context)?;
+                let j = match grouping.aggregates.iter().position(|a| *a == call) {
+                    Some(j) => j,
+                    None => {
+                        grouping.aggregates.push(call);
+                        grouping.aggregates.len() - 1
+                    }
+                };
+                return Ok(Some(self.syms.id(Sym::Agg(j))));
+            }
+            if matches!(e, SqlExpr::Value(_)) {
+                return Ok(None);
+            }
+            let key = self.group_key(e, context)?;
+            let i = match grouping.group_by.iter().position(|g| *g == key) {
+                Some(i) => i,
+                // PostgreSQL accepts an ungrouped column only when it depends on a grouped primary
+                // key, so grouping by it too leaves the groups as they are.
+                None if matches!(e, SqlExpr::CompoundIdentifier(_)) => {
+                    grouping.group_by.push(key);
+                    grouping.group_by.len() - 1
+                }
+                None => return Ok(None),
+            };
+            Ok(Some(self.syms.id(Sym::Group(i))))
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! The FROM clause. Its items join the current block's scope as they are read (so a JOIN's ON can
+//! see them); joins form a [`FromTree`] over item numbers, which becomes nodes once the block's
+//! layout is known.
+
+use std::ops::Range;
+
+use sqlparser::ast::{JoinConstraint, JoinOperator, ObjectName, TableAlias, TableFactor, TableWithJoins};
+
+use super::scope::{Item, Layout, Source};
+use super::template::{and_all, equals, ident_name, name_parts};
+use super::{invalid, unsupported, AnalyzeError, Analyzer, Relation, Result};
+use crate::dvm::optree::{Expr, JoinKind, Node, TableRef};
+
+pub(super) enum FromTree {
+    Item(usize),
+    /// `on` holds symbols until the layout is known.
+    Join {
+        kind: JoinKind,
+        left: Box<FromTree>,
+        right: Box<FromTree>,
+        on: Option<Expr>,
+    },
+}
+
+impl FromTree {
+    fn first_item(&self) -> usize {
+        match self {
+            FromTree::Item(i) => *i,
+            FromTree::Join { left, .. } => left.first_item(),
+        }
+    }
+}
+
+/// A FROM subtree being built: its items, and the columns its USING joins merged (name, symbol).
+struct Side {
+    tree: FromTree,
+    items: Range<usize>,
+    merged: Vec<(String, usize)>,
+}
+
+impl Analyzer<'_> {
+    /// Reads the FROM list into the current block's scope; `a, b` is a cross join.
+    pub(super) fn from_clause(&mut self, from: &[TableWithJoins]) -> Result<FromTree> {
+        let mut tree = None;
+        for table in from {
+            let side = self.table_with_joins(table)?;
+            tree = Some(match tree {
+                None => side.tree,
+                Some(left) => {
+                    FromTree::Join { kind: JoinKind::Inner, left: Box::new(left), right: Box::new(side.tree), on: None }
+                }
+            });
+        }
+        tree.ok_or_else(|| AnalyzeError::Unsupported("SELECT without FROM".into()))
+    }
+
+    fn table_with_joins(&mut self, table: &TableWithJoins) -> Result<Side> {
+        let mut left = self.factor(&table.relation)?;
+        for join in &table.joins {
+            let (kind, constraint) = match &join.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => (JoinKind::Inner, c),
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
+                JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (JoinKind::Right, c),
+                JoinOperator::FullOuter(_) => return unsupported("FULL JOIN"),
+                _ => return invalid("a join type PostgreSQL does not have"),
+            };
+            let right = self.factor(&join.relation)?;
+            left = self.join(left, right, kind, constraint)?;
+        }
+        Ok(left)
+    }
+
+    fn join(&mut self, left: Side, right: Side, kind: JoinKind, constraint: &JoinConstraint) -> Result<Side> {
+        let mut merged: Vec<(String, usize)> = Vec::new();
+        let on = match constraint {
+            JoinConstraint::On(expr) => Some(self.render(expr, "a JOIN condition")?),
+            JoinConstraint::Using(columns) => {
+                let mut equalities = Vec::new();
+                for column in columns {
+                    let name = match name_parts(column)?.as_slice() {
+                        [name] => name.clone(),
+                        _ => return invalid(format!("unexpected USING column {column}")),
+                    };
+                    let l = self.side_column(&left, &name)?;
+                    let r = self.side_column(&right, &name)?;
+                    equalities.push(equals(Expr::col(l), Expr::col(r)));
+                    // The merged column is the side that is never null-padded.
+                    merged.push((name, if kind == JoinKind::Right { r } else { l }));
+                }
+                and_all(equalities)
+            }
+            JoinConstraint::Natural => return unsupported("NATURAL JOIN"),
+            JoinConstraint::None => None,
+        };
+        for (name, sym) in left.merged.into_iter().chain(right.merged) {
+            if !merged.iter().any(|(n, _)| *n == name) {
+                merged.push((name, sym));
+            }
+        }
+        let tree = FromTree::Join { kind, left: Box::new(left.tree), right: Box::new(right.tree), on };
+        Ok(Side { tree, items: left.items.start..right.items.end, merged })
+    }
+
+    /// The symbol of a USING column on one side: a column merged by an inner USING join, else the
+    /// first item that has it.
+    fn side_column(&mut self, side: &Side, name: &str) -> Result<usize> {
+        if let Some((_, sym)) = side.merged.iter().find(|(n, _)| n == name) {
+            return Ok(*sym);
+        }
+        let scope = self.current_scope();
+        for item in side.items.clone() {
+            if let Some(col) = self.scopes[scope].items[item].names.iter().position(|n| n == name) {
+                return Ok(self.column(scope, item, col));
+            }
+        }
+        invalid(format!("USING column {name} not found"))
+    }
+
+    fn factor(&mut self, factor: &TableFactor) -> Result<Side> {
+        match factor {
+            TableFactor::Table { name, alias, args, sample, .. } => {
+                if args.is_some() {
+                    return unsupported(format!("table function {name}() in FROM"));
+                }
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE");
+                }
+                let item = self.relation(name, alias.as_ref())?;
+                Ok(self.leaf(item))
+            }
+            TableFactor::Derived { lateral, subquery, alias, sample } => {
+                if *lateral {
+                    return unsupported("LATERAL subquery");
+                }
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE");
+                }
+                let sub = self.query(subquery)?;
+                let alias_name = alias.as_ref().map(|a| ident_name(&a.name)).unwrap_or_default();
+                let names = renamed(sub.names, alias.as_ref())?;
+                Ok(self.leaf(Item::new(alias_name, names, Source::Node(sub.node))))
+            }
+            TableFactor::NestedJoin { table_with_joins, alias } => {
+                if alias.is_some() {
+                    return unsupported("alias on a parenthesised join");
+                }
+                self.table_with_joins(table_with_joins)
+            }
+            TableFactor::Function { name, .. } => unsupported(format!("table function {name}() in FROM")),
+            TableFactor::UNNEST { .. } => unsupported("table function unnest() in FROM"),
+            other => unsupported(format!("FROM item {other}")),
+        }
+    }
+
+    fn leaf(&mut self, item: Item) -> Side {
+        let scope = self.current_scope();
+        let items = &mut self.scopes[scope].items;
+        items.push(item);
+        let n = items.len() - 1;
+        Side { tree: FromTree::Item(n), items: n..n + 1, merged: Vec::new() }
+    }
+
+    /// A named relation: a CTE in scope (when unqualified), else a table or view from the catalog.
+    fn relation(&mut self, name: &ObjectName, alias: Option<&TableAlias>) -> Result<Item> {
+        let parts = name_parts(name)?;
+        let (schema, relation) = match parts.as_slice() {
+            [relation] => (None, relation),
+            [schema, relation] => (Some(schema.as_str()), relation),
+            _ => return invalid(format!("unexpected relation name {name}")),
+        };
+        let alias_name = alias.map_or_else(|| relation.clone(), |a| ident_name(&a.name));
+        if schema.is_none() {
+            if let Some(cte) = self.cte_names.iter().rev().find(|c| c.name == *relation) {
+                let node = Node::CteRef { id: cte.id, arity: cte.columns.len() };
+                return Ok(Item::new(alias_name, renamed(cte.columns.clone(), alias)?, Source::Node(node)));
+            }
+        }
+        match self.catalog.relation(schema, relation) {
+            Some(Relation::Table { relid, schema, name, columns }) => {
+                let names = renamed(columns.clone(), alias)?;
+                Ok(Item::new(alias_name, names, Source::Table { table: TableRef { relid, schema, name }, columns }))
+            }
+            Some(Relation::View { definition }) => {
+                let view = self.view(&definition)?;
+                Ok(Item::new(alias_name, renamed(view.names, alias)?, Source::Node(view.node)))
+            }
+            None => invalid(format!("relation {name} does not exist")),
+        }
+    }
+
+    /// Turns the FROM tree into nodes: scans read only the block's used columns, and join
+    /// conditions get positions relative to their join's inputs.
+    pub(super) fn build_from(&mut self, tree: FromTree, layout: &Layout) -> Result<Node> {
+        let items = std::mem::take(&mut self.scopes[layout.scope].items);
+        let mut leaves: Vec<Option<Node>> = items
+            .into_iter()
+            .map(|item| {
+                Some(match item.source {
+                    Source::Table { table, columns } => {
+                        let columns =
+                            columns.into_iter().zip(item.used).filter_map(|(c, used)| used.then_some(c)).collect();
+                        Node::Scan { table, columns }
+                    }
+                    Source::Node(node) => node,
+                })
+            })
+            .collect();
+        self.build_tree(tree, layout, &mut leaves)
+    }
+
+    fn build_tree(&self, tree: FromTree, layout: &Layout, leaves: &mut [Option<Node>]) -> Result<Node> {
+        match tree {
+            FromTree::Item(i) => leaves[i].take().ok_or_else(|| AnalyzeError::Invalid("FROM item used twice".into())),
+            FromTree::Join { kind, left, right, on } => {
+                let start = layout.offset(left.first_item());
+                let left = self.build_tree(*left, layout, leaves)?;
+                let right = self.build_tree(*right, layout, leaves)?;
+                let on = on.map(|on| self.place(&on, |sym| layout.position(sym)?.checked_sub(start))).transpose()?;
+                Ok(Node::Join { kind, left: Box::new(left), right: Box::new(right), on, null_types: Vec::new() })
+            }
+        }
+    }
+}
+
+/// Applies an alias's column list (`t(c1, c2)`), which renames the first columns.
+pub(super) fn renamed(mut names: Vec<String>, alias: Option<&TableAlias>) -> Result<Vec<String>> {
+    let columns = alias.map_or(&[][..], |a| &a.columns[..]);
+    if columns.len() > names.len() {
+        return invalid(format!(
+            "alias {} has more columns than its relation",
+            alias.map_or(String::new(), |a| a.to_string())
+        ));
+    }
+    for (name, column) in names.iter_mut().zip(columns) {
+        *name = ident_name(&column.name);
+    }
+    Ok(names)
+}

@@ -1,0 +1,169 @@
+//! The analyzer: turns a stream table's normalised defining query (the text `pg_get_viewdef()` prints
+//! with an empty search_path) into an [`OpTree`].
+//!
+//! Pure Rust: the query is parsed with `sqlparser`, and the only outside knowledge comes through the
+//! [`Catalog`] trait. Expressions are not interpreted: each is printed back to SQL with its column
+//! references replaced by positions (`template.rs`), so whatever PostgreSQL accepted is carried over
+//! verbatim.
+//!
+//! Column references are resolved in two steps, because a table's scan lists only the columns the
+//! query uses, so positions are not known until a whole query block has been read: first every
+//! reference becomes a symbol (`scope.rs`), then the block's layout turns symbols into positions.
+
+mod aggregate;
+mod block;
+mod from;
+mod query;
+mod scope;
+mod subquery;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+
+use super::optree::{Node, OpTree};
+use scope::{Frame, Scope, Syms};
+
+/// What the analyzer needs to know about the database.
+pub trait Catalog {
+    /// A relation named in FROM (schema as written, or None when unqualified).
+    fn relation(&self, schema: Option<&str>, name: &str) -> Option<Relation>;
+    /// Whether a function (name as written, possibly schema-qualified like "pg_catalog.sum") is an aggregate.
+    fn is_aggregate(&self, name: &str) -> bool;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relation {
+    /// A base table: its OID, schema, name, and ALL its column names in order.
+    Table { relid: u32, schema: String, name: String, columns: Vec<String> },
+    /// A view: its normalised definition (a SELECT in the same normalised style), to be analysed in place
+    /// as if it were a subquery in FROM with that alias.
+    View { definition: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnalyzeError {
+    /// A construct the differential engine does not support. The string NAMES the construct for users,
+    /// e.g. "LIMIT", "window function row_number()", "FULL JOIN", "recursive CTE", "subquery in the SELECT list".
+    Unsupported(String),
+    /// The SQL could not be parsed or resolved (should not happen for PostgreSQL-normalised input).
+    Invalid(String),
+}
+
+impl fmt::Display for AnalyzeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnalyzeError::Unsupported(what) => write!(f, "{what} is not supported in a stream table's query"),
+            AnalyzeError::Invalid(why) => write!(f, "invalid defining query: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for AnalyzeError {}
+
+type Result<T> = std::result::Result<T, AnalyzeError>;
+
+fn unsupported<T>(what: impl Into<String>) -> Result<T> {
+    Err(AnalyzeError::Unsupported(what.into()))
+}
+
+fn invalid<T>(why: impl Into<String>) -> Result<T> {
+    Err(AnalyzeError::Invalid(why.into()))
+}
+
+/// Analyses a normalised SELECT into an OpTree.
+pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, AnalyzeError> {
+    let query = parse(sql)?;
+    let mut analyzer = Analyzer::new(catalog);
+    let top = analyzer.query(&query)?;
+    Ok(OpTree { root: top.node, ctes: analyzer.ctes, output_names: top.names })
+}
+
+/// Parses one SELECT (a view's definition or the defining query).
+fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
+    // The expression templates use these characters as markers; real queries never contain them.
+    if sql.contains([template::MARK_OPEN, template::MARK_CLOSE]) {
+        return unsupported("control characters U+0001/U+0002 in the query text");
+    }
+    // The parser's default recursion limit (50) also bounds how deep every later recursion (the
+    // visitor, Display, this analyzer) goes: deeper input could overflow a backend's stack.
+    let statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql.trim().trim_end_matches(';')).map_err(|e| match e {
+            ParserError::RecursionLimitExceeded => {
+                AnalyzeError::Unsupported("expressions or subqueries nested too deeply".into())
+            }
+            // sqlparser 0.61 cannot parse PostgreSQL's `(expr COLLATE "C")`: name the construct.
+            e if e.to_string().contains("COLLATE") => AnalyzeError::Unsupported("COLLATE".into()),
+            e => AnalyzeError::Invalid(format!("could not parse the query: {e}")),
+        })?;
+    match <[Statement; 1]>::try_from(statements) {
+        Ok([Statement::Query(query)]) => Ok(*query),
+        _ => invalid("expected a single SELECT statement"),
+    }
+}
+
+/// A query (or query block) turned into a node, with its output column names.
+struct Analyzed {
+    node: Node,
+    names: Vec<String>,
+}
+
+/// A CTE visible by name, and where its body went in `OpTree::ctes`.
+struct CteName {
+    name: String,
+    id: usize,
+    columns: Vec<String>,
+}
+
+/// Views may nest; a limit turns a catalog cycle into an error instead of a stack overflow.
+const MAX_VIEW_DEPTH: usize = 64;
+
+/// State of one analysis. Query blocks are analysed recursively; `frames` is the chain of blocks
+/// being read (innermost last), which is what a column reference can see.
+struct Analyzer<'c> {
+    catalog: &'c dyn Catalog,
+    /// `OpTree::ctes`, in the order the CTEs were analysed.
+    ctes: Vec<Node>,
+    /// CTEs in scope, innermost last.
+    cte_names: Vec<CteName>,
+    /// Every block's FROM items, by scope id (never shrinks, so ids stay valid).
+    scopes: Vec<Scope>,
+    frames: Vec<Frame>,
+    syms: Syms,
+    view_depth: usize,
+}
+
+impl<'c> Analyzer<'c> {
+    fn new(catalog: &'c dyn Catalog) -> Self {
+        Analyzer {
+            catalog,
+            ctes: Vec::new(),
+            cte_names: Vec::new(),
+            scopes: Vec::new(),
+            frames: Vec::new(),
+            syms: Syms::default(),
+            view_depth: 0,
+        }
+    }
+
+    /// Analyses a view's definition on its own: it cannot see the CTEs or blocks around its use.
+    fn view(&mut self, definition: &str) -> Result<Analyzed> {
+        if self.view_depth >= MAX_VIEW_DEPTH {
+            return invalid("views nested too deeply (a cycle in the catalog?)");
+        }
+        let query = parse(definition)?;
+        let cte_names = std::mem::take(&mut self.cte_names);
+        let frames = std::mem::take(&mut self.frames);
+        self.view_depth += 1;
+        let result = self.query(&query);
+        self.view_depth -= 1;
+        self.cte_names = cte_names;
+        self.frames = frames;
+        result
+    }
+}

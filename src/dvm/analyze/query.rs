@@ -1,0 +1,103 @@
+//! Whole queries: WITH, set operations, and the clauses that cannot be maintained incrementally.
+
+use sqlparser::ast::{LimitClause, Query, SetExpr, SetOperator, SetQuantifier, With};
+
+use super::from::renamed;
+use super::template::ident_name;
+use super::{invalid, unsupported, Analyzed, Analyzer, CteName, Result};
+use crate::dvm::optree::Node;
+
+impl Analyzer<'_> {
+    pub(super) fn query(&mut self, query: &Query) -> Result<Analyzed> {
+        check_query(query)?;
+        let visible = self.cte_names.len();
+        let result = match &query.with {
+            Some(with) => self.with(with).and_then(|()| self.set_expr(&query.body)),
+            None => self.set_expr(&query.body),
+        };
+        self.cte_names.truncate(visible);
+        result
+    }
+
+    /// Analyses each CTE once, in order (so a CTE sees the earlier ones), into `OpTree::ctes`.
+    fn with(&mut self, with: &With) -> Result<()> {
+        if with.recursive {
+            return unsupported("recursive CTE");
+        }
+        for cte in &with.cte_tables {
+            let body = self.query(&cte.query)?;
+            let columns = renamed(body.names, Some(&cte.alias))?;
+            self.ctes.push(body.node);
+            self.cte_names.push(CteName { name: ident_name(&cte.alias.name), id: self.ctes.len() - 1, columns });
+        }
+        Ok(())
+    }
+
+    fn set_expr(&mut self, body: &SetExpr) -> Result<Analyzed> {
+        match body {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::Query(query) => self.query(query),
+            SetExpr::SetOperation { op, set_quantifier, left, right } => {
+                let distinct = match (op, set_quantifier) {
+                    (SetOperator::Union, SetQuantifier::All) => false,
+                    (SetOperator::Union, SetQuantifier::None | SetQuantifier::Distinct) => true,
+                    (SetOperator::Union, _) => return unsupported("UNION BY NAME"),
+                    (SetOperator::Except, _) => return unsupported("EXCEPT"),
+                    (SetOperator::Intersect, _) => return unsupported("INTERSECT"),
+                    (SetOperator::Minus, _) => return invalid("MINUS is not PostgreSQL"),
+                };
+                let left = self.set_expr(left)?;
+                let right = self.set_expr(right)?;
+                if left.node.arity() != right.node.arity() {
+                    return invalid("set operation inputs with different numbers of columns");
+                }
+                let mut inputs = union_inputs(left.node, distinct);
+                inputs.extend(union_inputs(right.node, distinct));
+                let union = Node::UnionAll { inputs };
+                let node = if distinct { Node::Distinct { input: Box::new(union) } } else { union };
+                Ok(Analyzed { node, names: left.names })
+            }
+            SetExpr::Values(_) => unsupported("VALUES list"),
+            SetExpr::Table(_) => unsupported("TABLE command"),
+            _ => invalid("expected a SELECT"),
+        }
+    }
+}
+
+/// The inputs a union input contributes: nested UNION ALLs are flattened, and under a UNION
+/// (which removes duplicates anyway) so are nested UNIONs.
+fn union_inputs(node: Node, distinct: bool) -> Vec<Node> {
+    match node {
+        Node::UnionAll { inputs } => inputs,
+        Node::Distinct { input } if distinct && matches!(*input, Node::UnionAll { .. }) => {
+            union_inputs(*input, distinct)
+        }
+        node => vec![node],
+    }
+}
+
+/// Rejects the query-level clauses that change which rows a query returns depending on order or
+/// locking. ORDER BY alone does not change a table's contents, so it is ignored.
+pub(super) fn check_query(query: &Query) -> Result<()> {
+    match &query.limit_clause {
+        Some(LimitClause::LimitOffset { limit: Some(_), .. } | LimitClause::OffsetCommaLimit { .. }) => {
+            return unsupported("LIMIT")
+        }
+        Some(LimitClause::LimitOffset { offset: Some(_), .. }) => return unsupported("OFFSET"),
+        _ => {}
+    }
+    if query.fetch.is_some() {
+        return unsupported("FETCH FIRST");
+    }
+    if !query.locks.is_empty() {
+        return unsupported("FOR UPDATE/FOR SHARE");
+    }
+    if query.for_clause.is_some()
+        || query.settings.is_some()
+        || query.format_clause.is_some()
+        || !query.pipe_operators.is_empty()
+    {
+        return invalid("non-PostgreSQL query syntax");
+    }
+    Ok(())
+}

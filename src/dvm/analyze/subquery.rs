@@ -1,0 +1,130 @@
+//! EXISTS / NOT EXISTS / IN (subquery) conjuncts of WHERE, which become semi-joins.
+//!
+//! A plain subquery (SELECT ... FROM ... WHERE) is read as a block that may reference the enclosing
+//! one: its conjuncts over its own FROM filter the right side, and the ones referencing the
+//! enclosing block form the semi-join's `on`. Any other subquery must be uncorrelated, and its whole
+//! node is the right side.
+
+use sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Query, Select, SetExpr, UnaryOperator};
+
+use super::block::check_select;
+use super::query::check_query;
+use super::scope::{Layout, Sym};
+use super::template::{and_all, equals, strip_nested};
+use super::{invalid, unsupported, Analyzer, Result};
+use crate::dvm::optree::{Expr, ExprPart, Node};
+
+/// How a WHERE conjunct is handled.
+pub(super) enum Conjunct<'a> {
+    Exists { query: &'a Query, anti: bool },
+    In { lhs: &'a SqlExpr, query: &'a Query },
+    Plain(&'a SqlExpr),
+}
+
+/// A semi-join to put over the block's FROM. `on` holds symbols: the block's columns, and
+/// `Sym::Right` for the right side's.
+pub(super) struct Semi {
+    pub anti: bool,
+    pub right: Node,
+    pub on: Expr,
+}
+
+pub(super) fn classify(expr: &SqlExpr) -> Result<Conjunct<'_>> {
+    match strip_nested(expr) {
+        SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: *negated }),
+        SqlExpr::InSubquery { expr: lhs, subquery, negated: false } => Ok(Conjunct::In { lhs, query: subquery }),
+        SqlExpr::InSubquery { negated: true, .. } => unsupported("NOT IN (subquery)"),
+        SqlExpr::UnaryOp { op: UnaryOperator::Not, expr: inner } => match strip_nested(inner) {
+            SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: !negated }),
+            SqlExpr::InSubquery { expr: lhs, subquery, negated: true } => Ok(Conjunct::In { lhs, query: subquery }),
+            SqlExpr::InSubquery { negated: false, .. } => unsupported("NOT IN (subquery)"),
+            _ => Ok(Conjunct::Plain(expr)),
+        },
+        _ => Ok(Conjunct::Plain(expr)),
+    }
+}
+
+const IN_CONTEXT: &str = "the left side of IN (subquery)";
+
+impl Analyzer<'_> {
+    /// The semi-join for `EXISTS (query)` (no `lhs`) or `lhs IN (query)`.
+    pub(super) fn semi(&mut self, query: &Query, lhs: Option<&SqlExpr>, anti: bool) -> Result<Semi> {
+        let lhs = match lhs.map(strip_nested) {
+            Some(SqlExpr::Tuple(row)) => {
+                Some(row.iter().map(|e| self.render(e, IN_CONTEXT)).collect::<Result<Vec<_>>>()?)
+            }
+            Some(lhs) => Some(vec![self.render(lhs, IN_CONTEXT)?]),
+            None => None,
+        };
+        check_query(query)?;
+        if let Some(select) = self.plain_select(query) {
+            return self.plain_semi(select, lhs, anti);
+        }
+        // Any other query must be uncorrelated (its blocks cannot see this one): its node is the right side.
+        let sub = self.query(query)?;
+        let on = match lhs {
+            Some(lhs) => {
+                if lhs.len() != sub.names.len() {
+                    return invalid("IN subquery with the wrong number of columns");
+                }
+                let right = (0..lhs.len()).map(|n| Expr::col(self.syms.id(Sym::Right(n))));
+                and_all(lhs.into_iter().zip(right).map(|(l, r)| equals(l, r)).collect())
+            }
+            None => None,
+        };
+        Ok(Semi { anti, right: sub.node, on: on.unwrap_or_else(|| Expr::sql("true")) })
+    }
+
+    /// The subquery's SELECT if it is a single block with nothing but FROM and WHERE.
+    fn plain_select<'q>(&self, query: &'q Query) -> Option<&'q Select> {
+        let SetExpr::Select(select) = &*query.body else { return None };
+        let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+        let plain = query.with.is_none()
+            && ungrouped
+            && select.having.is_none()
+            && select.distinct.is_none()
+            && select.named_window.is_empty()
+            && !select.projection.iter().any(|item| self.item_has_aggregate(item));
+        plain.then_some(&**select)
+    }
+
+    /// The right side is the subquery's FROM under its own WHERE conjuncts, so correlated conjuncts
+    /// can read any of its columns; for IN, the select-list expressions are inlined into `on`.
+    fn plain_semi(&mut self, select: &Select, lhs: Option<Vec<Expr>>, anti: bool) -> Result<Semi> {
+        check_select(select)?;
+        self.in_frame(true, |an, scope| {
+            let from = an.from_clause(&select.from)?;
+            let mut filter = an.where_clause(select.selection.as_ref(), scope)?;
+            let mut on = std::mem::take(&mut filter.correlated);
+            if let Some(lhs) = lhs {
+                let items = an.select_items(&select.projection, scope)?;
+                if items.len() != lhs.len() {
+                    return invalid("IN subquery with the wrong number of columns");
+                }
+                for (l, (_, e)) in lhs.into_iter().zip(&items) {
+                    on.push(equals(l, an.render(e, "the SELECT list of an IN subquery")?));
+                }
+            }
+            let layout = Layout::new(scope, &an.scopes[scope]);
+            let right = an.build_input(from, filter, &layout)?;
+            let on = on.iter().map(|e| an.to_right_side(e, &layout)).collect();
+            Ok(Semi { anti, right, on: and_all(on).unwrap_or_else(|| Expr::sql("true")) })
+        })
+    }
+
+    /// Turns the subquery's own columns into `Sym::Right` positions; the enclosing block's stay symbols.
+    fn to_right_side(&mut self, expr: &Expr, layout: &Layout) -> Expr {
+        let parts = expr
+            .parts
+            .iter()
+            .map(|part| match part {
+                ExprPart::Col(n) => match layout.position(self.syms.get(*n)) {
+                    Some(pos) => ExprPart::Col(self.syms.id(Sym::Right(pos))),
+                    None => ExprPart::Col(*n),
+                },
+                sql => sql.clone(),
+            })
+            .collect();
+        Expr { parts }
+    }
+}

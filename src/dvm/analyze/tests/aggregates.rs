@@ -1,0 +1,177 @@
+//! GROUP BY, aggregate calls, HAVING, and the SELECT list over an Aggregate's output.
+
+use super::{assert_tree, names, tree, unsupported};
+
+#[test]
+fn expressions_over_aggregates_and_having() {
+    let t = tree(
+        " SELECT a.g, (sum(b.y) / (count(*))::numeric) AS avg_y
+   FROM (public.a JOIN public.b ON ((a.id = b.a_id)))
+  GROUP BY a.g
+ HAVING (sum(b.y) > (10)::numeric)",
+    );
+    assert_eq!(names(&t), ["g", "avg_y"]);
+    assert_tree(
+        &t.root,
+        "
+        Project #0; (#1 / (#2)::NUMERIC)
+          Filter (#1 > (10)::NUMERIC)
+            Aggregate group [#1] agg [sum(#2); count(*)]
+              InnerJoin ((#0 = #3))
+                Scan public.a [id, g]
+                Scan public.b [y, a_id]
+        ",
+    );
+}
+
+#[test]
+fn an_ungrouped_column_is_added_to_the_group_by() {
+    // Allowed by PostgreSQL because a.x depends on the grouped primary key a.id.
+    let t = tree(
+        " SELECT a.id, a.x, count(b.id) AS n
+   FROM (public.a LEFT JOIN public.b ON ((b.a_id = a.id)))
+  GROUP BY a.id",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1; #2
+          Aggregate group [#0; #1] agg [count(#2)]
+            LeftJoin ((#3 = #0))
+              Scan public.a [id, x]
+              Scan public.b [id, a_id]
+        ",
+    );
+}
+
+#[test]
+fn an_added_group_column_shifts_the_aggregates_after_it() {
+    // count(*) is seen before a.x is added, and still lands after all group columns.
+    let t = tree("SELECT count(*) AS n, a.x FROM public.a GROUP BY a.id");
+    assert_tree(
+        &t.root,
+        "
+        Project #2; #1
+          Aggregate group [#0; #1] agg [count(*)]
+            Scan public.a [id, x]
+        ",
+    );
+}
+
+#[test]
+fn a_grouped_expression_matches_whatever_its_parentheses() {
+    let t = tree(
+        "SELECT (a.x + 1) AS x1, upper(a.g) AS ug, count(*) AS n FROM public.a GROUP BY ((a.x + 1)), (upper(a.g))",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1; #2
+          Aggregate group [(#0 + 1); upper(#1)] agg [count(*)]
+            Scan public.a [x, g]
+        ",
+    );
+}
+
+#[test]
+fn expressions_over_grouped_values_and_constants() {
+    let t = tree(
+        "SELECT (a.g || '!'::text) AS bang, 'k'::text AS k, (max(a.x) + 1) AS m FROM public.a GROUP BY a.g, 'k'::text",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project (#0 || '!'::TEXT); #1; (#2 + 1)
+          Aggregate group [#1; 'k'::TEXT] agg [max(#0)]
+            Scan public.a [x, g]
+        ",
+    );
+}
+
+#[test]
+fn aggregate_calls_keep_filter_distinct_order_by_and_are_deduplicated() {
+    let t = tree(
+        " SELECT count(*) FILTER (WHERE (a.x > 1)) AS big, count(DISTINCT a.g) AS kinds,
+        string_agg(a.g, ','::text ORDER BY a.g) AS all_g, pg_catalog.sum(a.x) AS total,
+        bool_and((a.x > 0)) AS pos, count(*) FILTER (WHERE (a.x > 1)) AS again
+   FROM public.a",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1; #2; #3; #4; #0
+          Aggregate group [] agg [count(*) FILTER (WHERE (#0 > 1)); count(DISTINCT #1); string_agg(#1, ','::TEXT ORDER BY #1); pg_catalog.sum(#0); bool_and((#0 > 0))]
+            Scan public.a [x, g]
+        ",
+    );
+}
+
+#[test]
+fn aggregates_over_a_filtered_input_without_group_by() {
+    let t = tree("SELECT sum(b.y) AS s, avg(b.y) AS a FROM public.b WHERE (b.a_id IS NOT NULL)");
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1
+          Aggregate group [] agg [sum(#0); avg(#0)]
+            Filter (#1 IS NOT NULL)
+              Scan public.b [y, a_id]
+        ",
+    );
+}
+
+#[test]
+fn group_by_without_aggregates_and_having_only() {
+    let t = tree("SELECT a.g FROM public.a GROUP BY a.g");
+    assert_tree(
+        &t.root,
+        "
+        Project #0
+          Aggregate group [#0] agg []
+            Scan public.a [g]
+        ",
+    );
+    let t = tree("SELECT a.g FROM public.a GROUP BY a.g HAVING (min(a.x) > 0)");
+    assert_tree(
+        &t.root,
+        "
+        Project #0
+          Filter (#1 > 0)
+            Aggregate group [#1] agg [min(#0)]
+              Scan public.a [x, g]
+        ",
+    );
+}
+
+#[test]
+fn a_numeric_group_by_is_a_select_list_position() {
+    let t = tree("SELECT a.g, count(*) AS n FROM public.a GROUP BY 1");
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1
+          Aggregate group [#0] agg [count(*)]
+            Scan public.a [g]
+        ",
+    );
+}
+
+#[test]
+fn grouping_sets_rollup_and_cube_are_unsupported() {
+    assert_eq!(unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY ROLLUP(a.g)"), "ROLLUP");
+    assert_eq!(unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY CUBE(a.g)"), "CUBE");
+    assert_eq!(
+        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY GROUPING SETS ((a.g), ())"),
+        "GROUPING SETS"
+    );
+}
+
+#[test]
+fn a_subquery_in_having_is_unsupported() {
+    assert_eq!(
+        unsupported(
+            "SELECT a.g FROM public.a GROUP BY a.g HAVING (count(*) > ( SELECT count(*) AS count FROM public.b))"
+        ),
+        "subquery in HAVING"
+    );
+}

@@ -1,0 +1,90 @@
+//! Each construct the differential engine cannot maintain is rejected by name.
+
+use super::unsupported;
+
+#[test]
+fn row_limiting_and_locking() {
+    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x LIMIT 10"), "LIMIT");
+    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x OFFSET 5"), "OFFSET");
+    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS ONLY"), "FETCH FIRST");
+    assert_eq!(unsupported("SELECT a.x FROM public.a FOR UPDATE"), "FOR UPDATE/FOR SHARE");
+    // Inside a subquery too.
+    assert_eq!(unsupported("SELECT s.x FROM ( SELECT a.x FROM public.a LIMIT 1) s"), "LIMIT");
+    assert_eq!(
+        unsupported("SELECT a.id FROM public.a WHERE (EXISTS ( SELECT 1 FROM public.b WHERE (b.a_id = a.id) LIMIT 1))"),
+        "LIMIT"
+    );
+}
+
+#[test]
+fn window_functions() {
+    assert_eq!(
+        unsupported("SELECT a.x, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a"),
+        "window function row_number()"
+    );
+    assert_eq!(unsupported("SELECT sum(a.x) OVER (PARTITION BY a.g) AS s FROM public.a"), "window function sum()");
+    assert_eq!(unsupported("SELECT a.x, rank() OVER w AS r FROM public.a WINDOW w AS (ORDER BY a.x)"), "WINDOW clause");
+}
+
+#[test]
+fn set_operations_other_than_union() {
+    assert_eq!(unsupported("SELECT a.x FROM public.a INTERSECT SELECT b.a_id FROM public.b"), "INTERSECT");
+    assert_eq!(unsupported("SELECT a.x FROM public.a EXCEPT SELECT b.a_id FROM public.b"), "EXCEPT");
+    assert_eq!(unsupported("SELECT a.x FROM public.a EXCEPT ALL SELECT b.a_id FROM public.b"), "EXCEPT");
+}
+
+#[test]
+fn recursive_ctes() {
+    assert_eq!(
+        unsupported(
+            " WITH RECURSIVE r(n) AS ( SELECT a.id FROM public.a UNION ALL SELECT (r.n + 1) FROM r WHERE (r.n < 10))
+ SELECT r.n FROM r"
+        ),
+        "recursive CTE"
+    );
+}
+
+#[test]
+fn distinct_on() {
+    assert_eq!(unsupported("SELECT DISTINCT ON (a.g) a.g, a.x FROM public.a ORDER BY a.g, a.x"), "DISTINCT ON");
+}
+
+#[test]
+fn row_sources_other_than_relations_and_selects() {
+    assert_eq!(unsupported("SELECT v.p FROM ( VALUES (1,2), (3,4)) v(p, q)"), "VALUES list");
+    assert_eq!(unsupported("VALUES (1), (2)"), "VALUES list");
+    assert_eq!(unsupported("SELECT g.i FROM generate_series(1, 10) g(i)"), "table function generate_series() in FROM");
+    assert_eq!(unsupported("SELECT u.e FROM unnest(ARRAY[1, 2]) u(e)"), "table function unnest() in FROM");
+    assert_eq!(unsupported("SELECT 1 AS one"), "SELECT without FROM");
+    assert_eq!(unsupported("SELECT a.x FROM public.a TABLESAMPLE system (10)"), "TABLESAMPLE");
+}
+
+#[test]
+fn set_returning_functions_in_the_select_list() {
+    assert_eq!(
+        unsupported("SELECT a.id, generate_series(1, a.x) AS n FROM public.a"),
+        "set-returning function generate_series()"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, pg_catalog.unnest(ARRAY[a.x, a.id]) AS n FROM public.a"),
+        "set-returning function pg_catalog.unnest()"
+    );
+}
+
+#[test]
+fn whole_row_references() {
+    assert_eq!(unsupported("SELECT row_to_json(a.*) AS j FROM public.a"), "whole-row reference a.*");
+}
+
+#[test]
+fn marker_characters_in_the_text() {
+    assert_eq!(
+        unsupported("SELECT 'x\u{1}'::text AS t FROM public.a"),
+        "control characters U+0001/U+0002 in the query text"
+    );
+}
+
+#[test]
+fn collate_which_sqlparser_cannot_parse() {
+    assert_eq!(unsupported(r#"SELECT (a.g COLLATE "C") AS g FROM public.a"#), "COLLATE");
+}
