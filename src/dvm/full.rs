@@ -1,22 +1,36 @@
 //! The FULL refresh plan: recompute the defining query and replace the stream table's contents.
 
+use super::apply::{row_identity, DUP_COLUMN, ROW_ID_COLUMN};
 use super::plan::{PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, QualifiedName};
 
 /// Replaces the contents of `storage` with the result of `defining_query` in ONE statement: the delete,
 /// the insert and the snapshot that becomes the frontier share one snapshot, whatever the isolation
 /// level, and readers see the old contents until the transaction commits (no TRUNCATE: it is not
-/// MVCC-safe and would block readers).
-pub fn full_refresh_plan(storage: &QualifiedName, columns: &[String], defining_query: &str) -> RefreshPlan {
-    let cols = ident_list(columns);
+/// MVCC-safe and would block readers). With `row_ids`, also fills the hidden row identity columns the
+/// differential engine maintains.
+pub fn full_refresh_plan(storage: &QualifiedName, columns: &[String], defining_query: &str, row_ids: bool) -> RefreshPlan {
+    let c: Vec<String> = (0..columns.len()).map(|i| format!("q.c{i}")).collect();
+    let (target, source) = if row_ids {
+        let id = row_identity("q", columns.len());
+        (
+            format!("{}, {ROW_ID_COLUMN}, {DUP_COLUMN}", ident_list(columns)),
+            format!(
+                "SELECT {cols}, {id}, pg_catalog.row_number() OVER (PARTITION BY {id}, {cols})::integer FROM ({defining_query}\n) AS q({names})",
+                cols = c.join(", "),
+                names = (0..columns.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "),
+            ),
+        )
+    } else {
+        (ident_list(columns), format!("SELECT * FROM ({defining_query}\n) AS q"))
+    };
     let sql = format!(
         "WITH pgt_deleted AS (DELETE FROM {storage} RETURNING 1), \
-              pgt_inserted AS (INSERT INTO {storage} ({cols}) SELECT * FROM ({query}\n) AS pgt_q RETURNING 1) \
+              pgt_inserted AS (INSERT INTO {storage} ({target}) {source} RETURNING 1) \
          SELECT (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted, \
                 (SELECT pg_catalog.count(*) FROM pgt_inserted) AS rows_inserted, \
                 pg_catalog.pg_current_snapshot()::text AS snapshot",
         storage = storage.quoted(),
-        query = defining_query,
     );
     RefreshPlan {
         action: RefreshAction::Full,
@@ -24,7 +38,7 @@ pub fn full_refresh_plan(storage: &QualifiedName, columns: &[String], defining_q
             label: "recompute the defining query and replace the contents".into(),
             sql,
             params: vec![],
-            output: StepOutput::Applied,
+            output: StepOutput::Counts,
         }],
     }
 }
@@ -39,6 +53,7 @@ mod tests {
             &QualifiedName::new("public", "Order Totals"),
             &["customer".into(), "sum \"x\"".into()],
             "SELECT 1, 2 -- trailing comment",
+            false,
         );
         assert_eq!(plan.action, RefreshAction::Full);
         assert_eq!(plan.steps.len(), 1);
@@ -46,8 +61,18 @@ mod tests {
         assert!(sql.contains("DELETE FROM \"public\".\"Order Totals\""));
         assert!(sql.contains("INSERT INTO \"public\".\"Order Totals\" (\"customer\", \"sum \"\"x\"\"\")"));
         // A trailing line comment in the user's query must not swallow the rest of the statement.
-        assert!(sql.contains("-- trailing comment\n) AS pgt_q"));
+        assert!(sql.contains("-- trailing comment\n) AS q"));
         assert!(sql.contains("pg_current_snapshot()"));
-        assert_eq!(plan.steps[0].output, StepOutput::Applied);
+        assert_eq!(plan.steps[0].output, StepOutput::Counts);
+    }
+
+    #[test]
+    fn with_row_ids_the_hidden_identity_and_duplicate_ordinal_are_filled() {
+        let plan = full_refresh_plan(&QualifiedName::new("s", "t"), &["a".into(), "b".into()], "SELECT 1, 2", true);
+        let sql = &plan.steps[0].sql;
+        assert!(sql.contains("(\"a\", \"b\", __pgt_row_id, __pgt_dup)"), "{sql}");
+        assert!(sql.contains("hash_record_extended(ROW(q.c0, q.c1), 0)"), "{sql}");
+        assert!(sql.contains("row_number() OVER (PARTITION BY"), "{sql}");
+        assert!(sql.contains(") AS q(c0, c1)"), "{sql}");
     }
 }

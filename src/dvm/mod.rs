@@ -4,6 +4,11 @@
 //! [`plan::RefreshPlan`] — SQL text built and quoted here — that any executor can run: SPI inside
 //! PostgreSQL, tokio-postgres in `pg_trickle_worker`. Unit-tested with plain `cargo test`.
 
+pub mod analyze;
+pub mod apply;
+pub mod diff;
+pub mod explain;
+pub mod frontier;
 pub mod full;
 pub mod optree;
 pub mod plan;

@@ -9,22 +9,27 @@ use serde::{Deserialize, Serialize};
 pub enum Param {
     /// The stream table's id (`bigint`).
     PgtId,
+    /// The stream table's frontier before this refresh, as `pg_snapshot` text.
+    OldFrontier,
 }
 
-/// What a step returns, which the executor reads back into the refresh outcome. A step that
-/// reports returns exactly one row whose columns are named after these fields.
+/// What a step returns, which the executor reads back into the refresh outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepOutput {
     /// Nothing to read.
     None,
-    /// One row: `rows_deleted bigint, rows_inserted bigint, snapshot text` (the statement's snapshot,
-    /// which becomes the stream table's new frontier).
-    Applied,
+    /// One row: `rows_deleted bigint, rows_inserted bigint, snapshot text`, where `snapshot` is the
+    /// snapshot the statement read the sources with: the stream table's new frontier.
+    Counts,
+    /// The number of rows the statement affected, which must equal rows_deleted + rows_inserted as
+    /// reported by the preceding Counts step; anything else means the stream table was out of step with
+    /// its change log.
+    Merged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanStep {
-    /// Why this step exists, for EXPLAIN-style output and logs.
+    /// Why this step exists, for explanations and logs.
     pub label: String,
     pub sql: String,
     pub params: Vec<Param>,
@@ -34,12 +39,16 @@ pub struct PlanStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefreshAction {
     Full,
+    Differential,
+    NoData,
 }
 
 impl RefreshAction {
     pub fn as_str(self) -> &'static str {
         match self {
             RefreshAction::Full => "FULL",
+            RefreshAction::Differential => "DIFFERENTIAL",
+            RefreshAction::NoData => "NO_DATA",
         }
     }
 }
@@ -48,4 +57,16 @@ impl RefreshAction {
 pub struct RefreshPlan {
     pub action: RefreshAction,
     pub steps: Vec<PlanStep>,
+}
+
+impl RefreshPlan {
+    /// The plan as readable SQL, for explain_stream_table.
+    pub fn describe(&self) -> String {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("-- step {}: {}\n{};", i + 1, s.label, s.sql))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
 }

@@ -1,0 +1,77 @@
+//! The context a delta computation runs in, composed of three parts so that callers build only what
+//! they need: CDC facts (where changes are and which sources changed), a cache (CTE deltas shared by
+//! several references, bypassed sources), and optimisation bookkeeping (depth, counters, limits).
+
+use crate::dvm::sql::QualifiedName;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a source's changes are and how a batch is cut from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCdc {
+    /// The change buffer: `__pgt_xid xid8, __pgt_w smallint`, then the source's columns by name.
+    pub buffer: QualifiedName,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CdcContext {
+    /// Change buffer per source table OID.
+    pub sources: BTreeMap<u32, SourceCdc>,
+    /// SQL for the frontier the batch starts after (exclusive), e.g. `$1::pg_catalog.pg_snapshot`.
+    pub old_frontier: String,
+    /// SQL for the snapshot the batch ends at (inclusive), e.g. `pg_catalog.pg_current_snapshot()`.
+    pub new_frontier: String,
+}
+
+impl CdcContext {
+    /// The batch predicate over buffer alias `b`.
+    pub fn batch_predicate(&self, b: &str) -> String {
+        format!(
+            "pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, {new}) AND NOT pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, {old})",
+            new = self.new_frontier,
+            old = self.old_frontier,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CacheContext {
+    /// Sources known to have no changes in this batch: their deltas are empty and pruned statically.
+    pub bypass: BTreeSet<u32>,
+    /// CTE id -> name of the WITH item holding that CTE's delta (computed once, referenced many times).
+    pub cte_delta_names: BTreeMap<usize, String>,
+    /// WITH items to put in front of the final query, in dependency order.
+    pub with_items: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OptimizationContext {
+    pub depth: usize,
+    pub max_depth: usize,
+    pub cte_counter: usize,
+    pub alias_counter: usize,
+}
+
+impl Default for OptimizationContext {
+    fn default() -> Self {
+        OptimizationContext { depth: 0, max_depth: 64, cte_counter: 0, alias_counter: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiffContext {
+    pub cdc: CdcContext,
+    pub cache: CacheContext,
+    pub opt: OptimizationContext,
+}
+
+impl DiffContext {
+    pub fn new(cdc: CdcContext) -> DiffContext {
+        DiffContext { cdc, ..Default::default() }
+    }
+
+    /// A fresh alias for a derived table.
+    pub fn alias(&mut self, stem: &str) -> String {
+        self.opt.alias_counter += 1;
+        format!("{stem}{}", self.opt.alias_counter)
+    }
+}

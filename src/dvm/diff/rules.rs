@@ -1,0 +1,472 @@
+//! Delta rules, one per operator. Every relation here is SQL whose columns are `c0..cN`; a delta also
+//! has `__pgt_w bigint`, the row's signed multiplicity (a Z-set, not necessarily consolidated).
+//!
+//! Notation in comments: X is a node's current ("new") result, ΔX its delta, X_old = X ⊎ −ΔX.
+
+use super::context::DiffContext;
+use crate::dvm::optree::{Expr, JoinKind, Node, OpTree};
+use crate::dvm::sql::quote_ident;
+use crate::error::{PgtError, PgtResult};
+
+pub const W: &str = "__pgt_w";
+
+/// `a.c0, a.c1, ...`
+fn cols(alias: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{alias}.c{i}")).collect()
+}
+
+/// `a.c0 AS c0, ...` from the given expressions.
+fn named(exprs: Vec<String>) -> Vec<String> {
+    exprs.into_iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect()
+}
+
+fn select(items: &[String]) -> String {
+    if items.is_empty() {
+        "SELECT".to_string()
+    } else {
+        format!("SELECT {}", items.join(", "))
+    }
+}
+
+fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
+    items.push(format!("{weight} AS {W}"));
+    items
+}
+
+fn group_by(exprs: &[String]) -> String {
+    if exprs.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", exprs.join(", "))
+    }
+}
+
+fn union_all(parts: Vec<String>) -> String {
+    parts.into_iter().map(|p| format!("SELECT * FROM ({p}) AS u")).collect::<Vec<_>>().join(" UNION ALL ")
+}
+
+/// Renders a join condition over `l`'s columns followed by `r`'s.
+fn render_pair(e: &Expr, l: &str, left_arity: usize, r: &str) -> String {
+    e.render(&|i| if i < left_arity { format!("{l}.c{i}") } else { format!("{r}.c{}", i - left_arity) })
+}
+
+fn cte<'t>(tree: &'t OpTree, id: usize) -> PgtResult<&'t Node> {
+    tree.ctes.get(id).ok_or_else(|| PgtError::internal(format!("CTE {id} missing from the OpTree")))
+}
+
+/// Whether a node's delta is empty for certain in this batch (every source under it is bypassed).
+pub fn is_static_empty(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
+    match node {
+        Node::Scan { table, .. } => ctx.cache.bypass.contains(&table.relid),
+        Node::CteRef { id, .. } => tree.ctes.get(*id).is_none_or(|c| is_static_empty(tree, c, ctx)),
+        other => other.children().into_iter().all(|c| is_static_empty(tree, c, ctx)),
+    }
+}
+
+/// The node's current result.
+pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
+    descend(ctx)?;
+    let sql = match node {
+        Node::Scan { table, columns } => {
+            let items = named(columns.iter().map(|c| format!("t.{}", quote_ident(c))).collect());
+            format!("{} FROM {}.{} AS t", select(&items), quote_ident(&table.schema), quote_ident(&table.name))
+        }
+        Node::Filter { input, predicate } => {
+            let a = ctx.alias("f");
+            let inner = new_sql(tree, input, ctx)?;
+            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+        }
+        Node::Project { input, exprs } => {
+            let a = ctx.alias("p");
+            let inner = new_sql(tree, input, ctx)?;
+            let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
+            format!("{} FROM ({inner}) AS {a}", select(&items))
+        }
+        Node::Join { kind, left, right, on, .. } => {
+            let (l, r) = (ctx.alias("l"), ctx.alias("r"));
+            let la = left.arity();
+            let (ls, rs) = (new_sql(tree, left, ctx)?, new_sql(tree, right, ctx)?);
+            let items = named([cols(&l, la), cols(&r, right.arity())].concat());
+            let join = match kind {
+                JoinKind::Inner => "JOIN",
+                JoinKind::Left => "LEFT JOIN",
+                JoinKind::Right => "RIGHT JOIN",
+            };
+            let cond = on.as_ref().map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
+            format!("{} FROM ({ls}) AS {l} {join} ({rs}) AS {r} ON {cond}", select(&items))
+        }
+        Node::SemiJoin { anti, left, right, on } => {
+            let (l, r) = (ctx.alias("l"), ctx.alias("r"));
+            let (ls, rs) = (new_sql(tree, left, ctx)?, new_sql(tree, right, ctx)?);
+            let not = if *anti { "NOT " } else { "" };
+            format!(
+                "SELECT {l}.* FROM ({ls}) AS {l} WHERE {not}EXISTS (SELECT 1 FROM ({rs}) AS {r} WHERE {})",
+                render_pair(on, &l, left.arity(), &r)
+            )
+        }
+        Node::Aggregate { input, group_by: keys, aggregates } => {
+            let a = ctx.alias("g");
+            let inner = new_sql(tree, input, ctx)?;
+            let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
+            let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
+            format!("{} FROM ({inner}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
+        }
+        Node::Distinct { input } => {
+            let a = ctx.alias("d");
+            format!("SELECT DISTINCT * FROM ({}) AS {a}", new_sql(tree, input, ctx)?)
+        }
+        Node::UnionAll { inputs } => {
+            union_all(inputs.iter().map(|i| new_sql(tree, i, ctx)).collect::<PgtResult<Vec<_>>>()?)
+        }
+        Node::CteRef { id, .. } => new_sql(tree, cte(tree, *id)?, ctx)?,
+    };
+    ctx.opt.depth -= 1;
+    Ok(sql)
+}
+
+fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
+    ctx.opt.depth += 1;
+    if ctx.opt.depth > ctx.opt.max_depth {
+        return Err(PgtError::internal(format!("query nests deeper than {} operators", ctx.opt.max_depth)));
+    }
+    Ok(())
+}
+
+/// Puts `sql` in a WITH item (computed once however often it is referenced) and returns its name.
+fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
+    let name = ctx.alias(stem);
+    ctx.cache.with_items.push((name.clone(), sql));
+    name
+}
+
+/// The node's delta as a WITH item (it is read by several terms), or None when statically empty.
+fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, stem: &str) -> PgtResult<Option<String>> {
+    if is_static_empty(tree, node, ctx) {
+        return Ok(None);
+    }
+    let sql = delta_sql(tree, node, ctx)?;
+    Ok(Some(hoist(ctx, stem, sql)))
+}
+
+/// The node's delta. Only call for nodes that are not statically empty.
+pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
+    descend(ctx)?;
+    let sql = match node {
+        Node::Scan { table, columns } => {
+            let buffer = ctx
+                .cdc
+                .sources
+                .get(&table.relid)
+                .ok_or_else(|| PgtError::internal(format!("no change buffer for {}.{}", table.schema, table.name)))?;
+            let values: Vec<String> = columns.iter().map(|c| format!("b.{}", quote_ident(c))).collect();
+            let items = with_weight(named(values.clone()), &format!("pg_catalog.sum(b.{W})::bigint"));
+            format!(
+                "{} FROM {} AS b WHERE {}{} HAVING pg_catalog.sum(b.{W}) <> 0",
+                select(&items),
+                buffer.buffer.quoted(),
+                ctx.cdc.batch_predicate("b"),
+                group_by(&values)
+            )
+        }
+        Node::Filter { input, predicate } => {
+            let a = ctx.alias("f");
+            let inner = delta_sql(tree, input, ctx)?;
+            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+        }
+        Node::Project { input, exprs } => {
+            let a = ctx.alias("p");
+            let inner = delta_sql(tree, input, ctx)?;
+            let items = with_weight(named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect()), &format!("{a}.{W}"));
+            format!("{} FROM ({inner}) AS {a}", select(&items))
+        }
+        Node::Join { kind: JoinKind::Inner, left, right, on, .. } => inner_join_delta(tree, left, right, on.as_ref(), ctx)?,
+        Node::Join { kind, left, right, on, null_types } => outer_join_delta(tree, *kind, left, right, on.as_ref(), null_types, ctx)?,
+        Node::SemiJoin { anti, left, right, on } => semi_join_delta(tree, *anti, left, right, on, ctx)?,
+        Node::Aggregate { input, group_by, aggregates } => aggregate_delta(tree, input, group_by, aggregates, ctx)?,
+        Node::Distinct { input } => {
+            let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
+            aggregate_delta(tree, input, &keys, &[], ctx)?
+        }
+        Node::UnionAll { inputs } => {
+            let mut parts = Vec::new();
+            for input in inputs {
+                if !is_static_empty(tree, input, ctx) {
+                    parts.push(delta_sql(tree, input, ctx)?);
+                }
+            }
+            union_all(parts)
+        }
+        Node::CteRef { id, .. } => {
+            let name = match ctx.cache.cte_delta_names.get(id) {
+                Some(name) => name.clone(),
+                None => {
+                    let body = delta_sql(tree, cte(tree, *id)?, ctx)?;
+                    ctx.opt.cte_counter += 1;
+                    let name = hoist(ctx, "cte_delta_", body);
+                    ctx.cache.cte_delta_names.insert(*id, name.clone());
+                    name
+                }
+            };
+            format!("SELECT * FROM {name}")
+        }
+    };
+    ctx.opt.depth -= 1;
+    Ok(sql)
+}
+
+/// Δ(L ⋈ R) = ΔL ⋈ R + L ⋈ ΔR − ΔL ⋈ ΔR, with weights multiplied; terms with an empty side dropped.
+fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>, ctx: &mut DiffContext) -> PgtResult<String> {
+    let (la, ra) = (left.arity(), right.arity());
+    let dl = hoisted_delta(tree, left, ctx, "dl_")?;
+    let dr = hoisted_delta(tree, right, ctx, "dr_")?;
+    let mut terms = Vec::new();
+    let mut term = |ctx: &mut DiffContext, ls: String, rs: String, weight: &dyn Fn(&str, &str) -> String| {
+        let (l, r) = (ctx.alias("l"), ctx.alias("r"));
+        let cond = on.map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
+        let items = with_weight(named([cols(&l, la), cols(&r, ra)].concat()), &weight(&l, &r));
+        terms.push(format!("{} FROM ({ls}) AS {l} JOIN ({rs}) AS {r} ON {cond}", select(&items)));
+    };
+    if let Some(dl) = &dl {
+        let rs = new_sql(tree, right, ctx)?;
+        term(ctx, format!("SELECT * FROM {dl}"), rs, &|l, _| format!("{l}.{W}"));
+    }
+    if let Some(dr) = &dr {
+        let ls = new_sql(tree, left, ctx)?;
+        term(ctx, ls, format!("SELECT * FROM {dr}"), &|_, r| format!("{r}.{W}"));
+    }
+    if let (Some(dl), Some(dr)) = (&dl, &dr) {
+        term(ctx, format!("SELECT * FROM {dl}"), format!("SELECT * FROM {dr}"), &|l, r| format!("-({l}.{W} * {r}.{W})"));
+    }
+    Ok(union_all(terms))
+}
+
+/// How the rows of one side (`x`) relate to the other side (`y`) under `on`, for outer/semi/anti joins.
+/// `on` is over (left columns, right columns); `x_is_left` says which of the two `x` is.
+struct Probe<'a> {
+    on: &'a Expr,
+    left_arity: usize,
+    x_is_left: bool,
+}
+
+impl Probe<'_> {
+    fn cond(&self, x: &str, y: &str) -> String {
+        if self.x_is_left {
+            render_pair(self.on, x, self.left_arity, y)
+        } else {
+            render_pair(self.on, y, self.left_arity, x)
+        }
+    }
+
+    /// `EXISTS (rows of relation `ys` matching x)`
+    fn exists(&self, ctx: &mut DiffContext, x: &str, ys: &str) -> String {
+        let y = ctx.alias("y");
+        format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {})", self.cond(x, &y))
+    }
+
+    /// The number of matches x had in the old state of the other side: |matches in Y| − Σw(matches in ΔY).
+    fn old_matches(&self, ctx: &mut DiffContext, x: &str, ys: &str, dy: &str) -> String {
+        let (y, d) = (ctx.alias("y"), ctx.alias("y"));
+        format!(
+            "((SELECT pg_catalog.count(*) FROM ({ys}) AS {y} WHERE {}) - (SELECT COALESCE(pg_catalog.sum({d}.{W}), 0) FROM {dy} AS {d} WHERE {}))",
+            self.cond(x, &y),
+            self.cond(x, &d)
+        )
+    }
+}
+
+/// The old state of `node` as a Z-set with weights: X ⊎ −ΔX.
+fn old_zset(tree: &OpTree, node: &Node, delta: Option<&str>, ctx: &mut DiffContext) -> PgtResult<String> {
+    let n = node.arity();
+    let current = format!("{} FROM ({}) AS o", select(&with_weight(named(cols("o", n)), "1::bigint")), new_sql(tree, node, ctx)?);
+    Ok(match delta {
+        None => current,
+        Some(d) => format!(
+            "{current} UNION ALL {} FROM {d} AS od",
+            select(&with_weight(named(cols("od", n)), &format!("-od.{W}")))
+        ),
+    })
+}
+
+/// The delta of "rows of X with at least one match in Y" (`want_match`) or "rows of X without a match"
+/// (not `want_match`), as relations with X's columns and a weight:
+///   term 1: ΔX rows judged against the new Y                               (linear in X)
+///   term 2: rows of X_old that match some ΔY row: w · ([status in new Y] − [status in old Y])
+/// Rows of X_old matching no ΔY row keep their status, so they need no work.
+fn match_status_delta(
+    tree: &OpTree,
+    x: &Node,
+    y: &Node,
+    probe: &Probe,
+    want_match: bool,
+    ctx: &mut DiffContext,
+) -> PgtResult<Vec<String>> {
+    let xa = x.arity();
+    let dx = hoisted_delta(tree, x, ctx, "dx_")?;
+    let dy = hoisted_delta(tree, y, ctx, "dy_")?;
+    let mut terms = Vec::new();
+    if let Some(dx) = &dx {
+        let a = ctx.alias("x");
+        let ys = new_sql(tree, y, ctx)?;
+        let exists = probe.exists(ctx, &a, &ys);
+        let test = if want_match { exists } else { format!("NOT {exists}") };
+        terms.push(format!("SELECT {a}.* FROM {dx} AS {a} WHERE {test}"));
+    }
+    if let Some(dy) = &dy {
+        let a = ctx.alias("x");
+        let ys = new_sql(tree, y, ctx)?;
+        let matches_now = probe.exists(ctx, &a, &ys);
+        let matches_before = format!("{} > 0", probe.old_matches(ctx, &a, &ys, dy));
+        let touched = probe.exists(ctx, &a, &format!("SELECT * FROM {dy}"));
+        let status = |test: &str| {
+            if want_match {
+                format!("CASE WHEN {test} THEN 1 ELSE 0 END")
+            } else {
+                format!("CASE WHEN {test} THEN 0 ELSE 1 END")
+            }
+        };
+        let weight = format!("{a}.{W} * (({}) - ({}))", status(&matches_now), status(&matches_before));
+        let xs = old_zset(tree, x, dx.as_deref(), ctx)?;
+        terms.push(format!("{} FROM ({xs}) AS {a} WHERE {touched}", select(&with_weight(named(cols(&a, xa)), &weight))));
+    }
+    Ok(terms)
+}
+
+/// Outer joins: the matched part changes like an inner join; the null-padded part is the preserved
+/// side's rows without a match.
+fn outer_join_delta(
+    tree: &OpTree,
+    kind: JoinKind,
+    left: &Node,
+    right: &Node,
+    on: Option<&Expr>,
+    null_types: &[String],
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
+    let la = left.arity();
+    let mut parts = vec![inner_join_delta(tree, left, right, on, ctx)?];
+    let always = Expr::sql("true");
+    let probe = Probe { on: on.unwrap_or(&always), left_arity: la, x_is_left: kind == JoinKind::Left };
+    let (preserved, other) = if probe.x_is_left { (left, right) } else { (right, left) };
+    let nulls: Vec<String> = (0..other.arity())
+        .map(|i| null_types.get(i).map_or("NULL".to_string(), |t| format!("NULL::{t}")))
+        .collect();
+    for unmatched in match_status_delta(tree, preserved, other, &probe, false, ctx)? {
+        let z = ctx.alias("z");
+        let kept = cols(&z, preserved.arity());
+        let values = if probe.x_is_left { [kept, nulls.clone()].concat() } else { [nulls.clone(), kept].concat() };
+        parts.push(format!("{} FROM ({unmatched}) AS {z}", select(&with_weight(named(values), &format!("{z}.{W}")))));
+    }
+    Ok(union_all(parts))
+}
+
+fn semi_join_delta(tree: &OpTree, anti: bool, left: &Node, right: &Node, on: &Expr, ctx: &mut DiffContext) -> PgtResult<String> {
+    let probe = Probe { on, left_arity: left.arity(), x_is_left: true };
+    Ok(union_all(match_status_delta(tree, left, right, &probe, !anti, ctx)?))
+}
+
+/// Aggregates (and DISTINCT, an aggregate without aggregate functions): recompute only the groups the
+/// batch touches, as +(their new rows) −(their old rows). The old rows are computed by PostgreSQL from
+/// the old input (current input ⊎ −Δinput, consolidated and expanded), with the aggregate calls as
+/// written — so every aggregate, MIN/MAX after deleting the extremum, and numeric sums are exact.
+fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ctx: &mut DiffContext) -> PgtResult<String> {
+    let n = input.arity();
+    let dinput = hoisted_delta(tree, input, ctx, "dagg_")?
+        .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+    let render_all = |a: &str, es: &[Expr]| -> Vec<String> { es.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
+
+    // Groups the batch touches, and the current input rows of exactly those groups.
+    let restricted = if keys.is_empty() {
+        // One global group: it is touched whenever the input changed at all.
+        let a = ctx.alias("a");
+        format!("SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})", new_sql(tree, input, ctx)?)
+    } else {
+        let touched = {
+            let d = ctx.alias("d");
+            let items: Vec<String> = render_all(&d, keys).into_iter().enumerate().map(|(i, e)| format!("{e} AS k{i}")).collect();
+            hoist(ctx, "touched_", format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")))
+        };
+        let (a, b) = (ctx.alias("a"), ctx.alias("a"));
+        let (ka, kb) = (render_all(&a, keys), render_all(&b, keys));
+        let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+        let non_null = k.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+        let any_null = k.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
+        let kb_any_null = kb.iter().map(|e| format!("({e}) IS NULL")).collect::<Vec<_>>().join(" OR ");
+        let t = ctx.alias("t");
+        let same = kb.iter().zip(&k).map(|(e, k)| format!("{t}.{k} IS NOT DISTINCT FROM ({e})")).collect::<Vec<_>>().join(" AND ");
+        let (ia, ib) = (new_sql(tree, input, ctx)?, new_sql(tree, input, ctx)?);
+        // Keys without NULLs: a plain IN, which the planner turns into an index-driven semi-join.
+        // Keys with NULLs (a group of their own in GROUP BY, but never equal under =): matched
+        // null-safely, and only scanned when such a key was touched at all.
+        hoist(
+            ctx,
+            "grp_",
+            format!(
+                "SELECT {a}.* FROM ({ia}) AS {a} WHERE ({}) IN (SELECT {} FROM {touched} WHERE {non_null}) \
+                 UNION ALL \
+                 SELECT {b}.* FROM ({ib}) AS {b} WHERE ({kb_any_null}) \
+                   AND EXISTS (SELECT 1 FROM {touched} AS {t} WHERE {same}) \
+                   AND EXISTS (SELECT 1 FROM {touched} WHERE {any_null})",
+                ka.join(", "),
+                k.join(", ")
+            ),
+        )
+    };
+    let restricted_name = if keys.is_empty() { hoist(ctx, "grp_", restricted) } else { restricted };
+
+    let aggregate = |ctx: &mut DiffContext, rows: String, weight: &str| -> String {
+        let a = ctx.alias("a");
+        let (k, g) = (render_all(&a, keys), render_all(&a, aggs));
+        let body = format!("{} FROM ({rows}) AS {a}{}", select(&with_weight(named([k.clone(), g].concat()), weight)), group_by(&k));
+        if keys.is_empty() {
+            // An aggregate without GROUP BY returns a row even for no input: only emit it when touched.
+            let s = ctx.alias("s");
+            format!("SELECT * FROM ({body}) AS {s} WHERE EXISTS (SELECT 1 FROM {dinput})")
+        } else {
+            body
+        }
+    };
+    let new_rows = aggregate(ctx, format!("SELECT * FROM {restricted_name}"), "1::bigint");
+
+    // Old input rows of the touched groups: consolidate current ⊎ −Δ, keep positive multiplicities,
+    // and expand them back into rows.
+    let (u, z) = (ctx.alias("u"), ctx.alias("z"));
+    let c = (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+    let zset = format!(
+        "SELECT {}, 1::bigint AS {W} FROM {restricted_name} UNION ALL SELECT {}, -{W} FROM {dinput}",
+        if c.is_empty() { "NULL AS __pgt_none".to_string() } else { c.join(", ") },
+        if c.is_empty() { "NULL AS __pgt_none".to_string() } else { c.join(", ") },
+    );
+    let consolidated = format!(
+        "SELECT {} FROM ({zset}) AS {u}{} HAVING pg_catalog.sum({u}.{W}) > 0",
+        with_weight(cols(&u, n), &format!("pg_catalog.sum({u}.{W})")).join(", "),
+        group_by(&cols(&u, n))
+    );
+    let old_input = format!(
+        "{} FROM ({consolidated}) AS {z} CROSS JOIN LATERAL pg_catalog.generate_series(1, {z}.{W}) AS {z}_n",
+        select(&named(cols(&z, n)))
+    );
+    let old_rows = aggregate(ctx, old_input, "-1::bigint");
+    Ok(union_all(vec![new_rows, old_rows]))
+}
+
+/// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
+/// None when no source under the query changed.
+pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
+    if is_static_empty(tree, &tree.root, ctx) {
+        return Ok(None);
+    }
+    let body = delta_sql(tree, &tree.root, ctx)?;
+    let n = tree.root.arity();
+    let d = cols("d", n);
+    let with = if ctx.cache.with_items.is_empty() {
+        String::new()
+    } else {
+        let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, sql)| format!("{name} AS ({sql})")).collect();
+        format!("WITH {} ", items.join(", "))
+    };
+    Ok(Some(format!(
+        "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
+        select(&with_weight(named(d.clone()), &format!("pg_catalog.sum(d.{W})::bigint"))),
+        group_by(&d)
+    )))
+}

@@ -1,0 +1,232 @@
+//! Unit tests of the delta rules, without PostgreSQL: each checks the shape of the SQL a rule emits —
+//! which terms exist, how weights combine, what is pruned. End-to-end correctness against PostgreSQL is
+//! the oracle's job (pg_test/tests/oracle.rs).
+
+use super::context::{CdcContext, DiffContext, SourceCdc};
+use super::rules::{delta_query, is_static_empty};
+use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, OpTree, TableRef};
+use crate::dvm::sql::QualifiedName;
+
+fn table(relid: u32, name: &str) -> TableRef {
+    TableRef { relid, schema: "public".into(), name: name.into() }
+}
+
+fn scan(relid: u32, name: &str, cols: &[&str]) -> Node {
+    Node::Scan { table: table(relid, name), columns: cols.iter().map(|c| c.to_string()).collect() }
+}
+
+fn eq(a: usize, b: usize) -> Expr {
+    Expr { parts: vec![ExprPart::Col(a), ExprPart::Sql(" = ".into()), ExprPart::Col(b)] }
+}
+
+fn tree(root: Node) -> OpTree {
+    let n = root.arity();
+    OpTree { root, ctes: vec![], output_names: (0..n).map(|i| format!("o{i}")).collect() }
+}
+
+fn ctx(relids: &[u32], bypass: &[u32]) -> DiffContext {
+    let mut ctx = DiffContext::new(CdcContext {
+        sources: relids
+            .iter()
+            .map(|&r| (r, SourceCdc { buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")) }))
+            .collect(),
+        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
+        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
+    });
+    ctx.cache.bypass = bypass.iter().copied().collect();
+    ctx
+}
+
+fn delta(t: &OpTree, c: &mut DiffContext) -> String {
+    delta_query(t, c).unwrap().expect("a delta")
+}
+
+#[test]
+fn a_scan_delta_is_the_consolidated_batch_of_its_buffer() {
+    let t = tree(scan(10, "orders", &["id", "amount"]));
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.contains("FROM \"pgtrickle_changes\".\"changes_10\" AS b"), "{sql}");
+    assert!(sql.contains("pg_visible_in_snapshot(b.__pgt_xid, pg_catalog.pg_current_snapshot()) AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot)"), "{sql}");
+    assert!(sql.contains("GROUP BY b.\"id\", b.\"amount\" HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
+    // The final result is consolidated again over the output columns.
+    assert!(sql.ends_with("GROUP BY d.c0, d.c1 HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
+}
+
+#[test]
+fn an_unchanged_query_has_no_delta_at_all() {
+    let t = tree(scan(10, "orders", &["id"]));
+    let mut c = ctx(&[10], &[10]);
+    assert!(is_static_empty(&t, &t.root, &c));
+    assert!(delta_query(&t, &mut c).unwrap().is_none());
+}
+
+#[test]
+fn filter_and_project_pass_weights_through() {
+    let filtered = Node::Filter {
+        input: Box::new(scan(10, "t", &["a", "b"])),
+        predicate: Expr { parts: vec![ExprPart::Col(1), ExprPart::Sql(" > 5".into())] },
+    };
+    let t = tree(Node::Project {
+        input: Box::new(filtered),
+        exprs: vec![Expr { parts: vec![ExprPart::Sql("COALESCE(".into()), ExprPart::Col(0), ExprPart::Sql(", 0)".into())] }],
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.contains("WHERE f2.c1 > 5") || sql.contains(".c1 > 5"), "{sql}");
+    assert!(sql.contains("COALESCE(p1.c0, 0) AS c0, p1.__pgt_w AS __pgt_w"), "{sql}");
+}
+
+#[test]
+fn an_inner_join_has_three_terms_when_both_sides_changed() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id", "x"])),
+        right: Box::new(scan(20, "b", &["a_id", "y"])),
+        on: Some(eq(0, 2)),
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[]));
+    assert_eq!(sql.matches(" JOIN (").count(), 3, "{sql}");
+    assert!(sql.contains("-(l") && sql.contains(".__pgt_w * r"), "the ΔL ⋈ ΔR term is subtracted: {sql}");
+    // Both deltas are WITH items, each computed once.
+    assert!(sql.starts_with("WITH dl_"), "{sql}");
+    assert!(sql.contains("dr_"), "{sql}");
+}
+
+#[test]
+fn an_unchanged_join_side_is_pruned_to_one_term() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(scan(20, "b", &["a_id"])),
+        on: Some(eq(0, 1)),
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
+    assert_eq!(sql.matches(" JOIN (").count(), 1, "{sql}");
+    assert!(!sql.contains("changes_20"), "the unchanged side's buffer is never read: {sql}");
+    assert!(sql.contains("FROM \"public\".\"b\" AS t"), "it is joined in its current state: {sql}");
+}
+
+#[test]
+fn a_left_join_adds_null_padded_rows_whose_match_status_changed() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Left,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(scan(20, "b", &["a_id", "y"])),
+        on: Some(eq(0, 1)),
+        null_types: vec!["integer".into(), "numeric".into()],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[]));
+    assert!(sql.contains("NULL::integer AS c1, NULL::numeric AS c2"), "{sql}");
+    assert!(sql.contains("WHERE NOT EXISTS"), "ΔL rows without a match are padded: {sql}");
+    assert!(sql.contains("pg_catalog.count(*)") && sql.contains("COALESCE(pg_catalog.sum("), "old matches = now − Δ: {sql}");
+    assert!(sql.contains("CASE WHEN EXISTS"), "{sql}");
+}
+
+#[test]
+fn a_right_join_pads_the_left_side() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Right,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(scan(20, "b", &["a_id"])),
+        on: Some(eq(0, 1)),
+        null_types: vec!["bigint".into()],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[10]));
+    assert!(sql.contains("NULL::bigint AS c0, z"), "{sql}");
+}
+
+#[test]
+fn semi_and_anti_joins_judge_left_rows_against_the_right() {
+    let semi = |anti| {
+        tree(Node::SemiJoin {
+            anti,
+            left: Box::new(scan(10, "a", &["id"])),
+            right: Box::new(scan(20, "b", &["a_id"])),
+            on: eq(0, 1),
+        })
+    };
+    let exists = delta(&semi(false), &mut ctx(&[10, 20], &[20]));
+    assert!(exists.contains("WHERE EXISTS (SELECT 1 FROM"), "{exists}");
+    let not_exists = delta(&semi(true), &mut ctx(&[10, 20], &[20]));
+    assert!(not_exists.contains("WHERE NOT EXISTS (SELECT 1 FROM"), "{not_exists}");
+    // A change on the right re-judges the old left rows it touches.
+    let right_changed = delta(&semi(false), &mut ctx(&[10, 20], &[10]));
+    assert!(right_changed.contains(".__pgt_w * ((CASE WHEN EXISTS"), "{right_changed}");
+    assert!(right_changed.contains("1::bigint AS __pgt_w FROM (SELECT t.\"id\""), "old left rows: {right_changed}");
+}
+
+#[test]
+fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
+    let t = tree(Node::Aggregate {
+        input: Box::new(scan(10, "sales", &["region", "amount"])),
+        group_by: vec![Expr::col(0)],
+        aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.contains("SELECT DISTINCT"), "touched groups: {sql}");
+    assert!(sql.contains(") IN (SELECT k0 FROM touched_"), "non-NULL keys by an index-friendly IN: {sql}");
+    assert!(sql.contains("IS NOT DISTINCT FROM"), "NULL keys matched null-safely: {sql}");
+    assert!(sql.contains("generate_series(1,"), "old rows expanded from multiplicities: {sql}");
+    assert!(sql.contains("-1::bigint AS __pgt_w") && sql.contains("1::bigint AS __pgt_w"), "{sql}");
+    assert!(sql.contains("max("), "the aggregate is evaluated as written: {sql}");
+}
+
+#[test]
+fn a_global_aggregate_only_emits_rows_when_its_input_changed() {
+    let t = tree(Node::Aggregate {
+        input: Box::new(scan(10, "t", &[])),
+        group_by: vec![],
+        aggregates: vec![Expr::sql("count(*)")],
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.matches("WHERE EXISTS (SELECT 1 FROM dagg_").count() >= 2, "{sql}");
+    assert!(!sql.contains(" GROUP BY  "), "{sql}");
+}
+
+#[test]
+fn distinct_is_an_aggregate_over_all_columns() {
+    let t = tree(Node::Distinct { input: Box::new(scan(10, "t", &["a", "b"])) });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.contains(") IN (SELECT k0, k1 FROM touched_"), "{sql}");
+}
+
+#[test]
+fn union_all_skips_unchanged_branches() {
+    let t = tree(Node::UnionAll { inputs: vec![scan(10, "a", &["x"]), scan(20, "b", &["x"])] });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
+    assert!(sql.contains("changes_10") && !sql.contains("changes_20"), "{sql}");
+}
+
+#[test]
+fn a_cte_referenced_twice_has_its_delta_computed_once() {
+    let cte = scan(10, "a", &["k"]);
+    let t = OpTree {
+        root: Node::Join {
+            kind: JoinKind::Inner,
+            left: Box::new(Node::CteRef { id: 0, arity: 1 }),
+            right: Box::new(Node::CteRef { id: 0, arity: 1 }),
+            on: Some(eq(0, 1)),
+            null_types: vec![],
+        },
+        ctes: vec![cte],
+        output_names: vec!["a".into(), "b".into()],
+    };
+    let mut c = ctx(&[10], &[]);
+    let sql = delta(&t, &mut c);
+    assert_eq!(sql.matches("changes_10").count(), 1, "{sql}");
+    assert_eq!(c.cache.cte_delta_names.len(), 1);
+    assert_eq!(c.opt.cte_counter, 1);
+}
+
+#[test]
+fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+    let mut node = scan(10, "t", &["a"]);
+    for _ in 0..10 {
+        node = Node::Filter { input: Box::new(node), predicate: Expr::sql("true") };
+    }
+    let t = tree(node);
+    let mut c = ctx(&[10], &[]);
+    c.opt.max_depth = 5;
+    assert!(delta_query(&t, &mut c).is_err());
+}

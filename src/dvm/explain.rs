@@ -1,0 +1,56 @@
+//! A readable rendering of an OpTree, for explain_stream_table.
+
+use super::optree::{Expr, Node, OpTree};
+
+pub fn describe_tree(tree: &OpTree) -> String {
+    let mut out = String::new();
+    for (id, cte) in tree.ctes.iter().enumerate() {
+        out.push_str(&format!("CTE #{id}:\n"));
+        write_node(cte, 1, &mut out);
+    }
+    write_node(&tree.root, 0, &mut out);
+    out
+}
+
+fn expr(e: &Expr) -> String {
+    e.render(&|n| format!("#{n}"))
+}
+
+fn list(es: &[Expr]) -> String {
+    es.iter().map(expr).collect::<Vec<_>>().join(", ")
+}
+
+fn write_node(node: &Node, depth: usize, out: &mut String) {
+    let pad = "  ".repeat(depth);
+    let detail = match node {
+        Node::Scan { table, columns } => format!("{}.{} ({})", table.schema, table.name, columns.join(", ")),
+        Node::Filter { predicate, .. } => expr(predicate),
+        Node::Project { exprs, .. } => list(exprs),
+        Node::Join { on, .. } => on.as_ref().map_or("cross".into(), |e| format!("on {}", expr(e))),
+        Node::SemiJoin { on, .. } => format!("on {}", expr(on)),
+        Node::Aggregate { group_by, aggregates, .. } => format!("group by [{}] compute [{}]", list(group_by), list(aggregates)),
+        Node::Distinct { .. } | Node::UnionAll { .. } => String::new(),
+        Node::CteRef { id, .. } => format!("CTE #{id}"),
+    };
+    out.push_str(&format!("{pad}{} [{} cols] {detail}\n", node.kind_name(), node.arity()));
+    for child in node.children() {
+        write_node(child, depth + 1, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dvm::optree::TableRef;
+
+    #[test]
+    fn nodes_are_indented_under_their_parents() {
+        let scan = Node::Scan { table: TableRef { relid: 1, schema: "public".into(), name: "t".into() }, columns: vec!["a".into()] };
+        let tree = OpTree {
+            root: Node::Filter { input: Box::new(scan), predicate: Expr { parts: vec![super::super::optree::ExprPart::Col(0), super::super::optree::ExprPart::Sql(" > 1".into())] } },
+            ctes: vec![],
+            output_names: vec!["a".into()],
+        };
+        assert_eq!(describe_tree(&tree), "Filter [1 cols] #0 > 1\n  Scan [1 cols] public.t (a)\n");
+    }
+}
