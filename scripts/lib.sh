@@ -19,15 +19,23 @@ as_pg_user() {
 
 PG_PKGLIBDIR() { "$(pg_config_path)" --pkglibdir; }
 
-# Builds and installs the extension into the system PostgreSQL. The old .so is unlinked first: copying
-# over a library that a running server has mapped crashes that server, while an unlinked file stays
-# valid for the processes that have it open.
+# Builds the extension, then installs it into the system PostgreSQL. The library is copied under a
+# temporary name and renamed into place: a rename never touches the file a running server has mapped
+# (overwriting it in place crashes that server), and a failed build leaves the old install intact.
 install_extension() {
-  local profile_flag=()
-  [ "${PGTRICKLE_PROFILE:-debug}" = release ] && profile_flag=(--release)
-  rm -f "$(PG_PKGLIBDIR)/pg_trickle.so"
-  log "building and installing pg_trickle (${PGTRICKLE_PROFILE:-debug})"
-  ( cd "$REPO_ROOT" && cargo pgrx install --pg-config "$(pg_config_path)" "${profile_flag[@]}" ) >&2
+  local profile_flag=(--debug)
+  [ "${PGTRICKLE_PROFILE:-debug}" = release ] && profile_flag=()
+  local stage="$REPO_ROOT/target/pgrx-stage"
+  log "building pg_trickle (${PGTRICKLE_PROFILE:-debug})"
+  rm -rf "$stage"
+  ( cd "$REPO_ROOT" && cargo pgrx package --pg-config "$(pg_config_path)" "${profile_flag[@]}" --out-dir "$stage" ) >&2
+  local libdir sharedir
+  libdir="$(PG_PKGLIBDIR)"
+  sharedir="$("$(pg_config_path)" --sharedir)/extension"
+  install -m 755 "$stage$libdir/pg_trickle.so" "$libdir/.pg_trickle.so.new"
+  mv -f "$libdir/.pg_trickle.so.new" "$libdir/pg_trickle.so"
+  install -m 644 "$stage$sharedir"/pg_trickle* "$sharedir/"
+  log "installed into $libdir and $sharedir"
 }
 
 # Whether the PostgreSQL OS user can reach a path (a repo under a mode-0700 home, for one, it cannot).

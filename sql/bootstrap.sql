@@ -20,6 +20,9 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     effective_mode     text NOT NULL CHECK (effective_mode IN ('FULL', 'DIFFERENTIAL')),
     status             text NOT NULL DEFAULT 'ACTIVE' CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR')),
     frontier           pg_snapshot,
+    op_tree            jsonb,
+    mode_reason        text,
+    needs_reinit       boolean NOT NULL DEFAULT false,
     created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_refresh_at    timestamptz,
     last_attempt_at    timestamptz,
@@ -34,6 +37,9 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.defining_query IS 'the defining qu
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.refresh_mode IS 'the mode the user asked for (FULL, DIFFERENTIAL, AUTO)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.effective_mode IS 'the mode refreshes use';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS 'snapshot the contents are exact for: every change visible in it has been applied';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.op_tree IS 'the operator tree the differential engine derives deltas from (DIFFERENTIAL only)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.mode_reason IS 'why the effective mode was chosen (e.g. the construct that ruled out DIFFERENTIAL)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (a source was truncated or its columns changed)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_at IS 'start of the last successful refresh';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_attempt_at IS 'start of the last refresh attempt, successful or not';
 

@@ -6,6 +6,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+static FULL_REFRESH_RATIO: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -36,6 +37,20 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_float_guc(
+        c"pg_trickle.full_refresh_ratio",
+        c"Batch size, as a fraction of the sources' rows, above which AUTO stream tables refresh FULL.",
+        c"A DIFFERENTIAL refresh costs roughly in proportion to the changes; past this share of the sources' rows (pg_class.reltuples) recomputing is cheaper. Applies to AUTO only: DIFFERENTIAL stream tables never switch.",
+        &FULL_REFRESH_RATIO,
+        0.0,
+        1000.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+pub fn full_refresh_ratio() -> f64 {
+    FULL_REFRESH_RATIO.get()
 }
 
 pub fn enabled() -> bool {

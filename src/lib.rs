@@ -11,6 +11,8 @@ pub mod error;
 #[cfg(feature = "pg")]
 mod api;
 #[cfg(feature = "pg")]
+mod cdc;
+#[cfg(feature = "pg")]
 mod gucs;
 #[cfg(feature = "pg")]
 mod refresh;

@@ -16,6 +16,11 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> PgtResult<()> {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).map_err(internal)
 }
 
+/// Runs a data-modifying statement and returns how many rows it affected.
+pub fn affected(sql: &str, args: &[DatumWithOid]) -> PgtResult<i64> {
+    Spi::connect_mut(|c| c.update(sql, None, args).map(|t| t.len() as i64)).map_err(internal)
+}
+
 /// Runs a statement and returns the first column of its first row (None for no row or NULL).
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> PgtResult<Option<T>> {
     Spi::connect_mut(|c| {
@@ -49,4 +54,46 @@ pub fn rows<R>(
 /// Reads a column that must not be NULL.
 pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData, name: &str) -> Result<T, SpiError> {
     row.get_by_name::<T, _>(name)?.ok_or(SpiError::NoTupleTable)
+}
+
+/// What a caught error says, for logs and the catalog.
+pub fn caught_message(caught: &pgrx::pg_sys::panic::CaughtError) -> String {
+    use pgrx::pg_sys::panic::CaughtError;
+    match caught {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+            let mut msg = report.message().to_string();
+            if let Some(detail) = report.detail() {
+                msg.push_str(&format!(" ({detail})"));
+            }
+            msg
+        }
+        CaughtError::RustPanic { ereport, .. } => format!("internal error: {}", ereport.message()),
+    }
+}
+
+/// Runs `body` in a subtransaction. A PostgreSQL error (or panic) inside rolls back only the
+/// subtransaction and comes back as its message, so the caller can carry on (a returned error rolls
+/// it back too) — the same mechanism
+/// as a PL/pgSQL EXCEPTION block. Use it where an error is an answer, not a failure.
+pub fn in_subtransaction<R>(body: impl FnOnce() -> PgtResult<R>) -> Result<PgtResult<R>, String> {
+    use pgrx::pg_sys;
+    // SAFETY: the begin/release/rollback calls pair up on every path, and the memory context and
+    // resource owner are restored afterwards, as PL/pgSQL does around exception blocks.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let outcome = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(body())))
+            .catch_others(|caught| Err(caught_message(&caught)))
+            .execute();
+        if matches!(outcome, Ok(Ok(_))) {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        outcome
+    }
 }

@@ -1,7 +1,11 @@
+use crate::catalog::analysis;
+use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::{RefreshMode, Status};
 use crate::catalog::schedule::{format_schedule, parse_schedule};
-use crate::catalog::stream_tables;
-use crate::error::{OrRaise, PgtResult};
+use crate::catalog::stream_tables::{self, StreamTable};
+use crate::catalog::names;
+use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
+use crate::error::{OrRaise, PgtError, PgtResult};
 use crate::spi;
 use pgrx::prelude::*;
 
@@ -20,20 +24,16 @@ fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status:
     // Validate everything before changing anything.
     let schedule_ms = schedule.map(parse_schedule).transpose()?;
     let mode = refresh_mode.map(RefreshMode::parse).transpose()?;
-    let effective = mode.map(RefreshMode::resolve).transpose()?;
     let status = status.map(Status::parse_settable).transpose()?;
     let st = stream_tables::find(name)?;
 
+    if let Some(mode) = mode {
+        change_mode(&st, mode)?;
+    }
     if let Some(ms) = schedule_ms {
         spi::exec(
             "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2, schedule_ms = $3 WHERE pgt_id = $1",
             &[st.pgt_id.into(), format_schedule(ms).into(), ms.into()],
-        )?;
-    }
-    if let (Some(mode), Some(effective)) = (mode, effective) {
-        spi::exec(
-            "UPDATE pgtrickle.pgt_stream_tables SET refresh_mode = $2, effective_mode = $3 WHERE pgt_id = $1",
-            &[st.pgt_id.into(), mode.as_str().into(), effective.as_str().into()],
         )?;
     }
     if let Some(status) = status {
@@ -48,4 +48,39 @@ fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status:
     }
     crate::bgworker::request_scheduler();
     Ok(())
+}
+
+/// Re-decides the effective mode. Becoming DIFFERENTIAL adds the hidden row identity and change
+/// capture and makes the next refresh a FULL one that fills them in.
+fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
+    let analysis = analysis::analyze(&st.defining_query)?;
+    let choice = choose_mode(&analysis, requested)?;
+    let becomes_differential = choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
+    if becomes_differential {
+        let storage = names::qualified_name_of(st.relid)?;
+        let has_identity: Option<bool> = spi::one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
+            &[st.relid.into(), ROW_ID_COLUMN.into()],
+        )?;
+        if has_identity != Some(true) {
+            spi::exec(&format!("ALTER TABLE {storage} ADD COLUMN {ROW_ID_COLUMN} bigint, ADD COLUMN {DUP_COLUMN} integer"), &[])?;
+            super::create::add_row_identity_index(&storage)?;
+        }
+    }
+    let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    spi::exec(
+        "UPDATE pgtrickle.pgt_stream_tables
+            SET refresh_mode = $2, effective_mode = $3, op_tree = $4::jsonb, mode_reason = $5,
+                needs_reinit = needs_reinit OR $6
+          WHERE pgt_id = $1",
+        &[
+            st.pgt_id.into(),
+            requested.as_str().into(),
+            choice.effective.as_str().into(),
+            tree.into(),
+            choice.reason.into(),
+            becomes_differential.into(),
+        ],
+    )?;
+    crate::cdc::collect_garbage()
 }

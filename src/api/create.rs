@@ -1,8 +1,10 @@
 use crate::catalog::analysis::{self, QueryAnalysis};
+use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::RefreshMode;
 use crate::catalog::schedule::{format_schedule, parse_schedule};
 use crate::catalog::stream_tables::{self, NewStreamTable};
 use crate::catalog::{depend, names};
+use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{OrRaise, PgtError, PgtResult, SqlState};
 use crate::refresh::{self, Initiator};
@@ -24,24 +26,29 @@ fn create_stream_table(
 fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {
     let schedule_ms = parse_schedule(schedule)?;
     let requested = RefreshMode::parse(refresh_mode)?;
-    let effective = requested.resolve()?;
     let target = names::parse_for_create(name)?;
     if names::resolve_existing(&target.quoted())?.is_some() {
         return Err(PgtError::new(SqlState::DuplicateTable, format!("relation {target} already exists"))
             .hint("Choose another name, or drop the existing relation first."));
     }
     let analysis = analysis::analyze(query)?;
-    let relid = create_storage(&target, &analysis)?;
+    // For DIFFERENTIAL this also installs change capture on the sources.
+    let choice = choose_mode(&analysis, requested)?;
+    let differential = choice.effective == RefreshMode::Differential;
+    let relid = create_storage(&target, &analysis, differential)?;
 
+    let op_tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
     let pgt_id = stream_tables::insert(NewStreamTable {
         relid,
+        op_tree,
+        mode_reason: choice.reason,
         original_query: query.trim(),
         defining_query: &analysis.defining_query,
         output_columns: analysis.columns.iter().map(|c| c.name.clone()).collect(),
         schedule: format_schedule(schedule_ms),
         schedule_ms,
         refresh_mode: requested.as_str(),
-        effective_mode: effective.as_str(),
+        effective_mode: choice.effective.as_str(),
     })?;
     for source in &analysis.sources {
         stream_tables::insert_dependency(pgt_id, source.relid, source.kind.as_str())?;
@@ -54,15 +61,23 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
     Ok(())
 }
 
-/// Creates the table that holds the stream table's rows, with the query's column names and types.
-fn create_storage(target: &QualifiedName, analysis: &QueryAnalysis) -> PgtResult<Oid> {
-    let columns = analysis
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(&c.name), c.type_sql))
-        .collect::<Vec<_>>()
-        .join(", ");
-    spi::exec(&format!("CREATE TABLE {target} ({columns})"), &[])?;
+/// Creates the table that holds the stream table's rows, with the query's column names and types,
+/// plus the hidden row identity for DIFFERENTIAL refreshes.
+fn create_storage(target: &QualifiedName, analysis: &QueryAnalysis, differential: bool) -> PgtResult<Oid> {
+    let mut columns: Vec<String> =
+        analysis.columns.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.type_sql)).collect();
+    if differential {
+        columns.push(format!("{ROW_ID_COLUMN} bigint NOT NULL"));
+        columns.push(format!("{DUP_COLUMN} integer NOT NULL"));
+    }
+    spi::exec(&format!("CREATE TABLE {target} ({})", columns.join(", ")), &[])?;
+    if differential {
+        add_row_identity_index(target)?;
+    }
     names::resolve_existing(&target.quoted())?
         .ok_or_else(|| PgtError::internal(format!("storage table {target} not found after CREATE TABLE")))
+}
+
+pub(super) fn add_row_identity_index(target: &QualifiedName) -> PgtResult<()> {
+    spi::exec(&format!("CREATE INDEX ON {target} ({ROW_ID_COLUMN})"), &[])
 }

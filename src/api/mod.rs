@@ -5,6 +5,8 @@
 mod alter;
 mod create;
 mod drop;
+mod explain;
+mod internal;
 mod refresh;
 
 /// Declares schema `pgtrickle` to pgrx, so functions can say `schema = "pgtrickle"`.

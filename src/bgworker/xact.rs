@@ -4,7 +4,6 @@
 
 use crate::error::PgtResult;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,24 +37,11 @@ pub fn run<R>(isolation: Isolation, body: impl FnOnce() -> PgtResult<R>) -> Resu
         }
         Err(e) => Err(e.to_string()),
     }))
-    .catch_others(|caught| Err(describe(&caught)))
+    .catch_others(|caught| Err(crate::spi::caught_message(&caught)))
     .execute();
     if outcome.is_err() {
         // SAFETY: abandons whatever transaction state is left (SPI, snapshots, locks) after an error.
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
     outcome
-}
-
-fn describe(caught: &CaughtError) -> String {
-    match caught {
-        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-            let mut msg = report.message().to_string();
-            if let Some(detail) = report.detail() {
-                msg.push_str(&format!(" ({detail})"));
-            }
-            msg
-        }
-        CaughtError::RustPanic { ereport, .. } => format!("internal error: {}", ereport.message()),
-    }
 }

@@ -57,6 +57,9 @@ pub struct QueryAnalysis {
     pub defining_query: String,
     pub columns: Vec<OutputColumn>,
     pub sources: Vec<SourceRelation>,
+    /// Set when the query (views included) calls a function or operator that is not IMMUTABLE: a
+    /// description naming the functions found.
+    pub non_immutable_functions: Vec<String>,
 }
 
 /// Validates and analyses a defining query. Leaves nothing behind (the probe view is dropped).
@@ -81,6 +84,8 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     let (defining_query, columns) = normalized?;
 
     let sources = read_sources(probe_oid)?;
+    let non_immutable_functions =
+        if has_mutable_functions(query)? { name_non_immutable_functions(&defining_query)? } else { vec![] };
     spi::exec(&format!("DROP VIEW pg_temp.{}", quote_ident(&probe)), &[])?;
 
     if let Some(c) = columns.iter().find(|c| c.name.starts_with(HIDDEN_PREFIX)) {
@@ -88,7 +93,61 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             .detail(format!("Column names starting with \"{HIDDEN_PREFIX}\" are reserved for pg_trickle's hidden columns."))
             .hint("Rename the column with AS."));
     }
-    Ok(QueryAnalysis { defining_query, columns, sources })
+    Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions })
+}
+
+/// The output column types of `sql` (a SELECT), as SQL type names — the probe view again.
+pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
+    let probe = format!("pgt_describe_{}", std::process::id());
+    spi::exec(&format!("CREATE TEMPORARY VIEW {} AS {sql}\n", quote_ident(&probe)), &[])?;
+    let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{}'::regclass::oid", quote_ident(&probe)), &[])?
+        .ok_or_else(|| PgtError::internal("describe view vanished"))?;
+    let saved_path: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
+    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
+    let types = read_normalized(oid).map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect());
+    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved_path.unwrap_or_default().into()])?;
+    spi::exec(&format!("DROP VIEW pg_temp.{}", quote_ident(&probe)), &[])?;
+    types
+}
+
+/// Whether the query calls anything that is not IMMUTABLE, by PostgreSQL's own test
+/// (contain_mutable_functions) over the analysed and rewritten query, so views and operators count.
+/// pg_depend cannot answer this: built-in functions are pinned and have no dependency entries.
+fn has_mutable_functions(query: &str) -> PgtResult<bool> {
+    let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
+    // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
+    // raise; the trees live in the current memory context and are only read.
+    unsafe {
+        let raw_list = pg_sys::pg_parse_query(c.as_ptr());
+        let raw = (*(*raw_list).elements).ptr_value as *mut pg_sys::RawStmt;
+        let query = pg_sys::parse_analyze_fixedparams(raw, c.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut());
+        let rewritten = pg_sys::QueryRewrite(query);
+        for i in 0..(*rewritten).length {
+            let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
+            if pg_sys::contain_mutable_functions(q) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Names for the error message: non-immutable functions whose names appear in the query.
+fn name_non_immutable_functions(defining_query: &str) -> PgtResult<Vec<String>> {
+    let names: Vec<String> = spi::rows(
+        "SELECT DISTINCT p.proname::text || '()' AS func
+           FROM pg_catalog.regexp_matches($1, '([A-Za-z_][A-Za-z0-9_$]*)\\s*\\(', 'g') AS m(name)
+           JOIN pg_catalog.pg_proc p ON p.proname = pg_catalog.lower(m.name[1])
+          WHERE p.provolatile <> 'i'
+          ORDER BY 1",
+        &[defining_query.into()],
+        |r| spi::col(r, "func"),
+    )?;
+    Ok(match names.len() {
+        0 => vec!["a non-immutable function or operator".into()],
+        1 => vec![format!("the non-immutable function {}", names[0])],
+        _ => vec![format!("the non-immutable functions {}", names.join(", "))],
+    })
 }
 
 thread_local! {

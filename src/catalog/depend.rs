@@ -6,17 +6,31 @@
 
 use pgrx::pg_sys::{self, Oid};
 
-fn record(dependent_relid: Oid, referenced_class: Oid, referenced_oid: Oid) {
-    let dependent = pg_sys::ObjectAddress { classId: pg_sys::RelationRelationId, objectId: dependent_relid, objectSubId: 0 };
-    let referenced = pg_sys::ObjectAddress { classId: referenced_class, objectId: referenced_oid, objectSubId: 0 };
+fn record(dependent: (Oid, Oid), referenced: (Oid, Oid), kind: pg_sys::DependencyType::Type) {
+    let dependent = pg_sys::ObjectAddress { classId: dependent.0, objectId: dependent.1, objectSubId: 0 };
+    let referenced = pg_sys::ObjectAddress { classId: referenced.0, objectId: referenced.1, objectSubId: 0 };
     // SAFETY: both addresses are valid for the duration of the call; recordDependencyOn inserts a
     // pg_depend row in the current transaction and raises a PostgreSQL error on failure.
-    unsafe { pg_sys::recordDependencyOn(&dependent, &referenced, pg_sys::DependencyType::DEPENDENCY_NORMAL) }
+    unsafe { pg_sys::recordDependencyOn(&dependent, &referenced, kind) }
+}
+
+fn relation(oid: Oid) -> (Oid, Oid) {
+    (pg_sys::RelationRelationId, oid)
 }
 
 /// The storage table depends on a relation it reads.
 pub fn on_source(storage: Oid, source: Oid) {
-    record(storage, pg_sys::RelationRelationId, source);
+    record(relation(storage), relation(source), pg_sys::DependencyType::DEPENDENCY_NORMAL);
+}
+
+/// A change buffer goes away, silently, with its source table.
+pub fn auto_on_source_relation(buffer: Oid, source: Oid) {
+    record(relation(buffer), relation(source), pg_sys::DependencyType::DEPENDENCY_AUTO);
+}
+
+/// So do the capture trigger functions.
+pub fn auto_function_on_source(function: Oid, source: Oid) {
+    record((pg_sys::ProcedureRelationId, function), relation(source), pg_sys::DependencyType::DEPENDENCY_AUTO);
 }
 
 /// The storage table depends on the pg_trickle extension.
@@ -24,5 +38,5 @@ pub fn on_extension(storage: Oid) {
     // SAFETY: a static C string; missing_ok = false raises if the extension is absent, which cannot
     // happen while one of its functions is running.
     let ext = unsafe { pg_sys::get_extension_oid(c"pg_trickle".as_ptr(), false) };
-    record(storage, pg_sys::ExtensionRelationId, ext);
+    record(relation(storage), (pg_sys::ExtensionRelationId, ext), pg_sys::DependencyType::DEPENDENCY_NORMAL);
 }

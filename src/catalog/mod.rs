@@ -9,6 +9,8 @@ pub mod analysis;
 #[cfg(feature = "pg")]
 pub mod depend;
 #[cfg(feature = "pg")]
+pub mod differential;
+#[cfg(feature = "pg")]
 pub mod names;
 #[cfg(feature = "pg")]
 pub mod stream_tables;

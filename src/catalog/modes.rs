@@ -29,18 +29,6 @@ impl RefreshMode {
         }
     }
 
-    /// The mode a refresh actually uses. The differential engine is not available yet, so AUTO
-    /// resolves to FULL and DIFFERENTIAL is refused.
-    pub fn resolve(self) -> PgtResult<RefreshMode> {
-        match self {
-            RefreshMode::Full | RefreshMode::Auto => Ok(RefreshMode::Full),
-            RefreshMode::Differential => Err(PgtError::new(
-                SqlState::FeatureNotSupported,
-                "refresh mode DIFFERENTIAL is not supported yet",
-            )
-            .hint("Use refresh_mode => 'FULL' or 'AUTO'; AUTO switches to DIFFERENTIAL once the differential engine supports the query.")),
-        }
-    }
 }
 
 /// Lifecycle state of a stream table. The scheduler refreshes ACTIVE ones only.
@@ -81,13 +69,6 @@ mod tests {
         let err = RefreshMode::parse("INCREMENTAL").unwrap_err();
         assert_eq!(err.state, SqlState::InvalidParameterValue);
         assert!(err.hint.unwrap().contains("DIFFERENTIAL"));
-    }
-
-    #[test]
-    fn auto_resolves_to_full_and_differential_is_refused_for_now() {
-        assert_eq!(RefreshMode::Auto.resolve().unwrap(), RefreshMode::Full);
-        assert_eq!(RefreshMode::Full.resolve().unwrap(), RefreshMode::Full);
-        assert_eq!(RefreshMode::Differential.resolve().unwrap_err().state, SqlState::FeatureNotSupported);
     }
 
     #[test]

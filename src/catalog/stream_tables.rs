@@ -13,11 +13,27 @@ pub struct StreamTable {
     pub relid: Oid,
     pub defining_query: String,
     pub output_columns: Vec<String>,
+    pub refresh_mode: String,
     pub effective_mode: String,
     pub status: String,
+    pub op_tree: Option<String>,
+    pub mode_reason: Option<String>,
+    pub frontier: Option<String>,
+    pub needs_reinit: bool,
 }
 
-const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, effective_mode, status";
+impl StreamTable {
+    pub fn tree(&self) -> PgtResult<Option<crate::dvm::optree::OpTree>> {
+        self.op_tree
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| PgtError::internal(format!("stored operator tree is unreadable: {e}")))
+    }
+}
+
+const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
+                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit";
 
 fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
     Ok(StreamTable {
@@ -25,8 +41,13 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         relid: spi::col(r, "pgt_relid")?,
         defining_query: spi::col(r, "defining_query")?,
         output_columns: spi::col(r, "output_columns")?,
+        refresh_mode: spi::col(r, "refresh_mode")?,
         effective_mode: spi::col(r, "effective_mode")?,
         status: spi::col(r, "status")?,
+        op_tree: r.get_by_name("op_tree")?,
+        mode_reason: r.get_by_name("mode_reason")?,
+        frontier: r.get_by_name("frontier")?,
+        needs_reinit: spi::col(r, "needs_reinit")?,
     })
 }
 
@@ -58,6 +79,8 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
 
 pub struct NewStreamTable<'a> {
     pub relid: Oid,
+    pub op_tree: Option<String>,
+    pub mode_reason: String,
     pub original_query: &'a str,
     pub defining_query: &'a str,
     pub output_columns: Vec<String>,
@@ -70,8 +93,9 @@ pub struct NewStreamTable<'a> {
 pub fn insert(st: NewStreamTable) -> PgtResult<i64> {
     spi::one::<i64>(
         "INSERT INTO pgtrickle.pgt_stream_tables
-             (pgt_relid, original_query, defining_query, output_columns, schedule, schedule_ms, refresh_mode, effective_mode)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             (pgt_relid, original_query, defining_query, output_columns, schedule, schedule_ms, refresh_mode, effective_mode,
+              op_tree, mode_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
          RETURNING pgt_id",
         &[
             st.relid.into(),
@@ -82,6 +106,8 @@ pub fn insert(st: NewStreamTable) -> PgtResult<i64> {
             st.schedule_ms.into(),
             st.refresh_mode.into(),
             st.effective_mode.into(),
+            st.op_tree.into(),
+            st.mode_reason.into(),
         ],
     )?
     .ok_or_else(|| PgtError::internal("INSERT ... RETURNING returned no row"))

@@ -1,13 +1,22 @@
-//! Refreshing one stream table: claim it, fence on its catalog row, run the plan, record the outcome —
-//! all in the caller's transaction, so a refresh is applied completely or not at all.
+//! Refreshing one stream table: claim it, fence on its catalog row, choose the action (NO_DATA,
+//! DIFFERENTIAL, FULL — and why), run its plan, record the new frontier and the outcome — all in the
+//! caller's transaction, so a refresh is applied completely or not at all.
 
+mod differential;
+mod reinit;
 mod spi_exec;
 
-use crate::catalog::{names, stream_tables};
+use crate::catalog::stream_tables::{self, StreamTable};
+use crate::catalog::names;
+use crate::dvm::apply::ROW_ID_COLUMN;
+use crate::dvm::frontier::Snapshot;
 use crate::dvm::full::full_refresh_plan;
-use crate::error::PgtResult;
+use crate::dvm::plan::RefreshAction;
+use crate::dvm::sql::QualifiedName;
+use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use crate::stats::history::{self, HistoryEntry};
+pub use spi_exec::Applied;
 
 /// First key of pg_trickle's advisory locks (the two-int form); the second key is the pgt_id.
 /// 0x50475452 = "PGTR".
@@ -32,11 +41,20 @@ impl Initiator {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Refreshed { rows_inserted: i64, rows_deleted: i64 },
+    Refreshed { action: RefreshAction, rows_inserted: i64, rows_deleted: i64 },
     /// Another session holds the claim (scheduler only: it tries next tick).
     Busy,
     /// The stream table was dropped meanwhile.
     Gone,
+    /// A source changed so that the query no longer works; the stream table is now in ERROR.
+    Broken,
+}
+
+/// What one refresh did, before it is recorded.
+struct Done {
+    action: RefreshAction,
+    reason: String,
+    applied: Applied,
 }
 
 pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
@@ -48,28 +66,72 @@ pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
     };
     let started_at = history::now()?;
     let storage = names::qualified_name_of(st.relid)?;
-    let plan = full_refresh_plan(&storage, &st.output_columns, &st.defining_query);
-    let applied = spi_exec::execute(&plan, pgt_id)?;
 
+    let done = if initiator == Initiator::Create {
+        full(&st, &storage, "initial population".into())?
+    } else if st.needs_reinit {
+        match reinit::prepare(&st)? {
+            Some(st) => full(&st, &storage, "reinitialised: a source was truncated or its columns changed".into())?,
+            None => return Ok(Outcome::Broken),
+        }
+    } else if st.effective_mode == "DIFFERENTIAL" {
+        differential::refresh(&st, &storage)?
+    } else {
+        full(&st, &storage, st.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()))?
+    };
+
+    let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
             SET frontier = $2::pg_snapshot, last_refresh_at = $3, last_attempt_at = $3,
-                consecutive_errors = 0, last_error = NULL
+                consecutive_errors = 0, last_error = NULL, needs_reinit = false
           WHERE pgt_id = $1",
-        &[pgt_id.into(), applied.snapshot.as_str().into(), started_at.into()],
+        &[pgt_id.into(), frontier.as_str().into(), started_at.into()],
     )?;
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
-        action: plan.action.as_str(),
+        action: done.action.as_str(),
         status: "SUCCESS",
         initiated_by: initiator.as_str(),
-        reason: None,
-        rows_inserted: Some(applied.rows_inserted),
-        rows_deleted: Some(applied.rows_deleted),
+        reason: Some(&done.reason),
+        rows_inserted: Some(done.applied.rows_inserted),
+        rows_deleted: Some(done.applied.rows_deleted),
         error_message: None,
     })?;
-    Ok(Outcome::Refreshed { rows_inserted: applied.rows_inserted, rows_deleted: applied.rows_deleted })
+    if st.effective_mode == "DIFFERENTIAL" {
+        differential::release_consumed_changes(&st)?;
+    }
+    Ok(Outcome::Refreshed {
+        action: done.action,
+        rows_inserted: done.applied.rows_inserted,
+        rows_deleted: done.applied.rows_deleted,
+    })
+}
+
+fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<Done> {
+    let row_ids = has_row_identity(st)?;
+    let plan = full_refresh_plan(storage, &st.output_columns, &st.defining_query, row_ids);
+    let applied = spi_exec::execute(&plan, st)?;
+    Ok(Done { action: RefreshAction::Full, reason, applied })
+}
+
+/// Storage tables of stream tables that are (or were) DIFFERENTIAL carry the hidden row identity.
+fn has_row_identity(st: &StreamTable) -> PgtResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
+        &[st.relid.into(), ROW_ID_COLUMN.into()],
+    )? == Some(true))
+}
+
+/// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made
+/// invisible (see `Snapshot::without`), so its own later writes belong to the next batch.
+fn frontier_without_own_xid(snapshot: &str) -> PgtResult<String> {
+    let own: Option<String> = spi::one("SELECT pg_catalog.pg_current_xact_id()::text", &[])?;
+    let own: u64 = own
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| PgtError::internal("pg_current_xact_id() returned no transaction id"))?;
+    Ok(Snapshot::parse(snapshot)?.without(own).to_text())
 }
 
 /// One refresher per stream table: a transaction-level advisory lock in pg_trickle's key space.
@@ -90,20 +152,19 @@ fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
 
 /// Records a failed scheduled refresh. Runs in a fresh transaction after the failed one rolled back.
 pub fn record_failure(pgt_id: i64, started_at: pgrx::datum::TimestampWithTimeZone, message: &str) -> PgtResult<()> {
-    spi::exec(
+    let effective_mode: Option<String> = spi::one(
         "UPDATE pgtrickle.pgt_stream_tables
             SET consecutive_errors = consecutive_errors + 1, last_error = $2,
                 last_error_at = pg_catalog.clock_timestamp(), last_attempt_at = $3
-          WHERE pgt_id = $1",
+          WHERE pgt_id = $1
+          RETURNING effective_mode",
         &[pgt_id.into(), message.into(), started_at.into()],
     )?;
-    let effective_mode: Option<String> =
-        spi::one("SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[pgt_id.into()])?;
-    let Some(action) = effective_mode else { return Ok(()) };
+    let Some(mode) = effective_mode else { return Ok(()) };
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
-        action: if action == "DIFFERENTIAL" { "DIFFERENTIAL" } else { "FULL" },
+        action: if mode == "DIFFERENTIAL" { "DIFFERENTIAL" } else { "FULL" },
         status: "FAILED",
         initiated_by: Initiator::Scheduler.as_str(),
         reason: None,

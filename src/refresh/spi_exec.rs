@@ -1,24 +1,57 @@
 //! Runs a [`RefreshPlan`] through SPI, in the current transaction.
 
+use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::plan::{Param, RefreshPlan, StepOutput};
 use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::datum::DatumWithOid;
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub rows_inserted: i64,
     pub rows_deleted: i64,
-    /// The snapshot the applying statement ran with: the new frontier.
+    /// The snapshot the plan read its sources with: the new frontier.
     pub snapshot: String,
 }
 
-pub fn execute(plan: &RefreshPlan, pgt_id: i64) -> PgtResult<Applied> {
+/// Why a plan did not complete normally without an error.
+#[derive(Debug)]
+pub enum PlanError {
+    Failed(PgtError),
+    /// The MERGE touched `actual` rows where the delta said `expected`: the stream table did not hold
+    /// what its change log implies. Nothing is wrong with the data sources; a FULL refresh repairs it.
+    OutOfStep { expected: i64, actual: i64 },
+}
+
+impl From<PgtError> for PlanError {
+    fn from(e: PgtError) -> Self {
+        PlanError::Failed(e)
+    }
+}
+
+pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
+    try_execute(plan, st).map_err(|e| match e {
+        PlanError::Failed(e) => e,
+        PlanError::OutOfStep { expected, actual } => {
+            PgtError::internal(format!("refresh plan applied {actual} rows, expected {expected}"))
+        }
+    })
+}
+
+pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let mut applied = None;
     for step in &plan.steps {
-        let args: Vec<DatumWithOid> = step.params.iter().map(|p| match p { Param::PgtId => pgt_id.into() }).collect();
+        let args: Vec<DatumWithOid> = step
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::PgtId => st.pgt_id.into(),
+                Param::OldFrontier => st.frontier.clone().into(),
+            })
+            .collect();
         match step.output {
             StepOutput::None => spi::exec(&step.sql, &args)?,
-            StepOutput::Applied => {
+            StepOutput::Counts => {
                 let row = spi::rows(&step.sql, &args, |r| {
                     Ok(Applied {
                         rows_deleted: spi::col(r, "rows_deleted")?,
@@ -28,7 +61,14 @@ pub fn execute(plan: &RefreshPlan, pgt_id: i64) -> PgtResult<Applied> {
                 })?;
                 applied = row.into_iter().next();
             }
+            StepOutput::Merged => {
+                let affected = spi::affected(&step.sql, &args)?;
+                let expected = applied.as_ref().map_or(0, |a| a.rows_inserted + a.rows_deleted);
+                if affected != expected {
+                    return Err(PlanError::OutOfStep { expected, actual: affected });
+                }
+            }
         }
     }
-    applied.ok_or_else(|| PgtError::internal(format!("refresh plan {:?} reported no outcome", plan.action)))
+    applied.ok_or_else(|| PlanError::Failed(PgtError::internal(format!("refresh plan {:?} reported no outcome", plan.action))))
 }

@@ -1,0 +1,199 @@
+//! Deciding whether a stream table can be refreshed differentially, and building its OpTree.
+//!
+//! AUTO takes DIFFERENTIAL when every part of the query is supported, else FULL with a NOTICE naming
+//! the construct; DIFFERENTIAL refuses an unsupported query with that name; FULL never asks.
+
+use super::analysis::{describe_types, QueryAnalysis, SourceKind};
+use super::modes::RefreshMode;
+use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
+use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::optree::{JoinKind, Node, OpTree};
+use crate::dvm::diff::rules::new_sql;
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+use pgrx::prelude::*;
+
+pub struct ModeChoice {
+    pub effective: RefreshMode,
+    pub tree: Option<OpTree>,
+    pub reason: String,
+}
+
+pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode) -> PgtResult<ModeChoice> {
+    if requested == RefreshMode::Full {
+        return Ok(ModeChoice { effective: RefreshMode::Full, tree: None, reason: "FULL was requested".into() });
+    }
+    match differential_tree(analysis)? {
+        Ok(tree) => Ok(ModeChoice {
+            effective: RefreshMode::Differential,
+            tree: Some(tree),
+            reason: "every operator of the query is supported by the differential engine".into(),
+        }),
+        Err(construct) if requested == RefreshMode::Differential => Err(PgtError::new(
+            SqlState::FeatureNotSupported,
+            format!("DIFFERENTIAL refresh does not support {construct}"),
+        )
+        .hint("Use refresh_mode => 'AUTO' (falls back to FULL) or 'FULL'.")),
+        Err(construct) => {
+            notice!("pg_trickle: using FULL refresh: the differential engine does not support {construct}");
+            Ok(ModeChoice { effective: RefreshMode::Full, tree: None, reason: format!("FULL because of {construct}") })
+        }
+    }
+}
+
+/// Ok(Ok(tree)) when supported, Ok(Err(construct)) when not.
+fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, String>> {
+    for source in &analysis.sources {
+        let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?.unwrap_or_default();
+        match source.kind {
+            SourceKind::MatView => return Ok(Err(format!("materialized view {name} as a source"))),
+            SourceKind::ForeignTable => return Ok(Err(format!("foreign table {name} as a source"))),
+            SourceKind::Table | SourceKind::StreamTable => {
+                let inherits: Option<bool> = spi::one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhparent = $1)
+                        AND (SELECT relkind = 'r' FROM pg_catalog.pg_class WHERE oid = $1)",
+                    &[source.relid.into()],
+                )?;
+                if inherits == Some(true) {
+                    return Ok(Err(format!("table {name}, which has inheritance children")));
+                }
+            }
+            SourceKind::PartitionedTable | SourceKind::View => {}
+        }
+    }
+    if let Some(description) = analysis.non_immutable_functions.first() {
+        return Ok(Err(description.clone()));
+    }
+    for c in &analysis.columns {
+        if !hashable(&c.type_sql)? {
+            return Ok(Err(format!("output column \"{}\" of type {} (no hash function)", c.name, c.type_sql)));
+        }
+    }
+    if analysis.columns.is_empty() {
+        return Ok(Err("a query without output columns".into()));
+    }
+    let mut tree = match with_empty_search_path(|| Ok(analyze::analyze(&analysis.defining_query, &PgCatalog)))? {
+        Ok(tree) => tree,
+        Err(AnalyzeError::Unsupported(construct)) => return Ok(Err(construct)),
+        Err(AnalyzeError::Invalid(message)) => return Ok(Err(format!("a query the engine could not read ({message})"))),
+    };
+    fill_null_types(&tree.clone(), &mut tree.root)?;
+    for cte in 0..tree.ctes.len() {
+        let mut body = tree.ctes[cte].clone();
+        fill_null_types(&tree, &mut body)?;
+        tree.ctes[cte] = body;
+    }
+    if let Err(message) = validate(&tree)? {
+        return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
+    }
+    Ok(Ok(tree))
+}
+
+fn hashable(type_sql: &str) -> PgtResult<bool> {
+    let base = type_sql.split(" COLLATE ").next().unwrap_or(type_sql);
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_opclass c JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+                         WHERE a.amname = 'hash' AND c.opcdefault
+                           AND c.opcintype IN (t.oid, t.typelem,
+                                               CASE WHEN t.typelem <> 0 THEN 'pg_catalog.anyarray'::regtype END))
+           FROM (SELECT $1::regtype AS oid) r JOIN pg_catalog.pg_type t ON t.oid = r.oid",
+        &[base.into()],
+    )? == Some(true))
+}
+
+fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
+    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
+    let out = body();
+    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved.unwrap_or_default().into()])?;
+    out
+}
+
+/// Outer joins pad the other side with NULLs, which need that side's column types.
+fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
+    if let Node::Join { kind, left, right, null_types, .. } = node {
+        if *kind != JoinKind::Inner && null_types.is_empty() {
+            let padded = if *kind == JoinKind::Left { right.as_ref() } else { left.as_ref() };
+            if padded.arity() > 0 {
+                let sql = new_sql(tree, padded, &mut DiffContext::default())?;
+                *null_types = describe_types(&sql)?;
+            }
+        }
+    }
+    for child in node.children_mut() {
+        fill_null_types(tree, child)?;
+    }
+    Ok(())
+}
+
+/// Installs change capture on the sources and lets PostgreSQL parse and analyse the delta query with
+/// every source changed, in a subtransaction: a type without equality, say, surfaces now instead of at
+/// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
+fn validate(tree: &OpTree) -> PgtResult<Result<(), String>> {
+    let cdc = CdcContext {
+        sources: tree
+            .tables()
+            .into_iter()
+            .map(|t| (t.relid, SourceCdc { buffer: crate::cdc::buffer_name(Oid::from(t.relid)) }))
+            .collect(),
+        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
+        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
+    };
+    let Some(sql) = delta_query(tree, &mut DiffContext::new(cdc))? else { return Ok(Ok(())) };
+    Ok(spi::in_subtransaction(|| {
+        for t in tree.tables() {
+            crate::cdc::ensure_capture(Oid::from(t.relid))?;
+        }
+        Spi::connect(|c| c.prepare(sql.as_str(), &[pgrx::pg_sys::PgBuiltInOids::TEXTOID.into()]).map(|_| ()))
+            .map_err(|e| PgtError::internal(format!("SPI: {e}")))
+    })
+    .and_then(|r| r.map_err(|e| e.message)))
+}
+
+/// The analyser's view of the catalog, through SPI.
+struct PgCatalog;
+
+impl Catalog for PgCatalog {
+    fn relation(&self, schema: Option<&str>, name: &str) -> Option<Relation> {
+        let schema = schema?;
+        let row = spi::rows(
+            "SELECT c.oid, c.relkind::text AS relkind FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[schema.into(), name.into()],
+            |r| Ok((spi::col::<Oid>(r, "oid")?, spi::col::<String>(r, "relkind")?)),
+        )
+        .ok()?
+        .into_iter()
+        .next()?;
+        match row.1.as_str() {
+            "r" | "p" => Some(Relation::Table {
+                relid: row.0.to_u32(),
+                schema: schema.to_string(),
+                name: name.to_string(),
+                columns: crate::cdc::table_columns(row.0).ok()?.into_iter().map(|(n, _)| n).collect(),
+            }),
+            "v" => {
+                let def: String = spi::one("SELECT pg_catalog.pg_get_viewdef($1, false)", &[row.0.into()]).ok()??;
+                Some(Relation::View { definition: def.trim().trim_end_matches(';').to_string() })
+            }
+            _ => None,
+        }
+    }
+
+    fn is_aggregate(&self, name: &str) -> bool {
+        let (schema, func) = match name.rsplit_once('.') {
+            Some((s, f)) => (Some(s.trim_matches('"')), f.trim_matches('"')),
+            None => (None, name.trim_matches('"')),
+        };
+        spi::one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                             WHERE p.proname = $1 AND p.prokind = 'a' AND ($2::text IS NULL OR n.nspname = $2))",
+            &[func.to_lowercase().as_str().into(), schema.map(str::to_lowercase).into()],
+        )
+        .ok()
+        .flatten()
+            == Some(true)
+    }
+}

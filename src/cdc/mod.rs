@@ -1,0 +1,183 @@
+//! Change capture: for each base table a stream table reads (in DIFFERENTIAL mode), a change buffer
+//! `pgtrickle_changes.changes_<relid>` and statement-level AFTER triggers with transition tables that
+//! append every inserted row (weight +1) and deleted row (weight −1) — an UPDATE is both — tagged with
+//! the writing transaction's id. A TRUNCATE trigger marks dependents for a full refresh instead.
+//! Sources are shared: one buffer serves every stream table reading that table.
+
+use crate::catalog::{depend, HIDDEN_PREFIX};
+use crate::dvm::sql::{ident_list, quote_ident, quote_literal, QualifiedName};
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+
+pub const SCHEMA: &str = "pgtrickle_changes";
+
+pub fn buffer_name(relid: Oid) -> QualifiedName {
+    QualifiedName::new(SCHEMA, format!("changes_{}", relid.to_u32()))
+}
+
+fn capture_function(relid: Oid) -> QualifiedName {
+    QualifiedName::new(SCHEMA, format!("capture_{}", relid.to_u32()))
+}
+
+fn truncate_function(relid: Oid) -> QualifiedName {
+    QualifiedName::new(SCHEMA, format!("truncated_{}", relid.to_u32()))
+}
+
+/// (name, SQL type) of every live column of a table, in order.
+pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
+    spi::rows(
+        "SELECT attname::text AS name, pg_catalog.format_type(atttypid, atttypmod) AS type_sql
+           FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
+        &[relid.into()],
+        |r| Ok((spi::col(r, "name")?, spi::col(r, "type_sql")?)),
+    )
+}
+
+/// Installs capture on `source` unless it is already there. Idempotent.
+pub fn ensure_capture(source: Oid) -> PgtResult<()> {
+    let buffer = buffer_name(source);
+    if spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[buffer.quoted().as_str().into()])?.is_some() {
+        return Ok(());
+    }
+    install(source)
+}
+
+fn install(source: Oid) -> PgtResult<()> {
+    let table = crate::catalog::names::qualified_name_of(source)?;
+    let columns = table_columns(source)?;
+    if let Some((name, _)) = columns.iter().find(|(n, _)| n.starts_with(HIDDEN_PREFIX)) {
+        return Err(PgtError::new(
+            SqlState::ReservedName,
+            format!("column \"{name}\" of {table} uses a name reserved by pg_trickle"),
+        )
+        .detail(format!("Change capture adds its own columns starting with \"{HIDDEN_PREFIX}\".")));
+    }
+    let buffer = buffer_name(source);
+    let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+    spi::exec(
+        &format!(
+            "CREATE TABLE {buffer} (__pgt_xid pg_catalog.xid8 NOT NULL, __pgt_w smallint NOT NULL{}{})",
+            if defs.is_empty() { "" } else { ", " },
+            defs.join(", ")
+        ),
+        &[],
+    )?;
+    spi::exec(&format!("COMMENT ON TABLE {buffer} IS {}", quote_literal(&format!("pg_trickle change buffer for {table}"))), &[])?;
+    write_capture_function(source, &columns)?;
+
+    let truncated = truncate_function(source);
+    spi::exec(
+        &format!(
+            "CREATE FUNCTION {truncated}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+               SET search_path = pg_catalog, pg_temp AS $pgt$
+             BEGIN
+               UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+                WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {relid});
+               RETURN NULL;
+             END $pgt$",
+            relid = source.to_u32()
+        ),
+        &[],
+    )?;
+    let capture = capture_function(source);
+    for (name, event, referencing) in [
+        ("pgtrickle_capture_ins", "INSERT", "REFERENCING NEW TABLE AS pgt_new"),
+        ("pgtrickle_capture_upd", "UPDATE", "REFERENCING OLD TABLE AS pgt_old NEW TABLE AS pgt_new"),
+        ("pgtrickle_capture_del", "DELETE", "REFERENCING OLD TABLE AS pgt_old"),
+    ] {
+        spi::exec(
+            &format!("CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION {capture}()"),
+            &[],
+        )?;
+    }
+    spi::exec(
+        &format!("CREATE TRIGGER pgtrickle_capture_trunc AFTER TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {truncated}()"),
+        &[],
+    )?;
+    // Dropping the source drops its capture with it.
+    depend::auto_on_source_relation(lookup_oid(&buffer)?, source);
+    depend::auto_function_on_source(lookup_function(&capture)?, source);
+    depend::auto_function_on_source(lookup_function(&truncated)?, source);
+    Ok(())
+}
+
+/// (Re)writes the capture function for the source's current columns.
+fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResult<()> {
+    let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+    let target = if names.is_empty() { String::new() } else { format!(", {}", ident_list(&names)) };
+    let from = |alias: &str| {
+        names.iter().map(|n| format!(", {alias}.{}", quote_ident(n))).collect::<String>()
+    };
+    let buffer = buffer_name(source);
+    let capture = capture_function(source);
+    spi::exec(
+        &format!(
+            "CREATE OR REPLACE FUNCTION {capture}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+               SET search_path = pg_catalog, pg_temp AS $pgt$
+             BEGIN
+               IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' THEN
+                 INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
+                 SELECT pg_catalog.pg_current_xact_id(), 1{new} FROM pgt_new n;
+               END IF;
+               IF TG_OP = 'DELETE' OR TG_OP = 'UPDATE' THEN
+                 INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
+                 SELECT pg_catalog.pg_current_xact_id(), -1{old} FROM pgt_old o;
+               END IF;
+               RETURN NULL;
+             END $pgt$",
+            new = from("n"),
+            old = from("o"),
+        ),
+        &[],
+    )
+}
+
+fn lookup_oid(name: &QualifiedName) -> PgtResult<Oid> {
+    spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.quoted().as_str().into()])?
+        .ok_or_else(|| PgtError::internal(format!("{name} not found after creation")))
+}
+
+fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
+    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure($1 || '()')::oid", &[name.quoted().as_str().into()])?
+        .ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
+}
+
+/// Removes capture from sources no stream table reads any more.
+pub fn collect_garbage() -> PgtResult<()> {
+    spi::exec("SELECT pgtrickle._cdc_gc()", &[])
+}
+
+/// After ALTER TABLE on a source: keep capture in step with its columns. Added columns are simply added
+/// to the buffer; anything else (a dropped or retyped column) rebuilds the buffer and makes every
+/// dependent stream table reinitialise with a full refresh, which also re-checks its query.
+pub fn source_altered(source: Oid) -> PgtResult<()> {
+    let buffer = buffer_name(source);
+    if spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[buffer.quoted().as_str().into()])?.is_none() {
+        return Ok(());
+    }
+    let now = table_columns(source)?;
+    let captured: Vec<(String, String)> = table_columns(lookup_oid(&buffer)?)?.into_iter().skip(2).collect();
+    let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
+    if only_additions {
+        for (name, type_sql) in &now[captured.len()..] {
+            spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
+        }
+        return write_capture_function(source, &now);
+    }
+    spi::exec(
+        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+          WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+        &[source.into()],
+    )?;
+    spi::exec(&format!("DROP TABLE {buffer}"), &[])?;
+    let table = crate::catalog::names::qualified_name_of(source)?;
+    for trigger in ["pgtrickle_capture_ins", "pgtrickle_capture_upd", "pgtrickle_capture_del", "pgtrickle_capture_trunc"] {
+        spi::exec(&format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"), &[])?;
+    }
+    spi::exec(&format!("DROP FUNCTION IF EXISTS {}()", capture_function(source)), &[])?;
+    spi::exec(&format!("DROP FUNCTION IF EXISTS {}()", truncate_function(source)), &[])?;
+    install(source)
+}

@@ -1,0 +1,164 @@
+//! The DIFFERENTIAL refresh: count the batch, do nothing when it is empty, fall back to FULL when AUTO
+//! finds the batch large relative to the sources, else compute and MERGE the delta.
+
+use super::spi_exec::{self, PlanError};
+use super::{full, Done};
+use crate::catalog::stream_tables::StreamTable;
+use crate::cdc;
+use crate::dvm::apply::differential_plan;
+use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::optree::TableRef;
+use crate::dvm::plan::RefreshAction;
+use crate::dvm::sql::QualifiedName;
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+
+/// First key of the advisory lock that keeps two sessions from cleaning one change buffer at once.
+const CLEANUP_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
+
+pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Done> {
+    let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
+    let Some(frontier) = st.frontier.as_deref() else {
+        return full(st, storage, "no frontier recorded yet".into());
+    };
+    let tables = tree.tables();
+    refuse_own_uncommitted_changes(&tables)?;
+
+    let (snapshot, counts) = count_batch(&tables, frontier)?;
+    let total: i64 = counts.iter().sum();
+    if total == 0 {
+        let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot };
+        return Ok(Done { action: RefreshAction::NoData, reason: "no changes since the last refresh".into(), applied });
+    }
+    if st.refresh_mode == "AUTO" {
+        if let Some(reason) = too_large_for_differential(&tables, total)? {
+            return full(st, storage, reason);
+        }
+    }
+
+    let mut ctx = DiffContext::new(CdcContext {
+        sources: tables.iter().map(|t| (t.relid, SourceCdc { buffer: cdc::buffer_name(Oid::from(t.relid)) })).collect(),
+        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
+        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
+    });
+    // Unchanged sources contribute nothing: prune them. Only sound when the counts and the delta read
+    // the same snapshot, i.e. not under READ COMMITTED (a manual refresh in such a transaction).
+    if !read_committed()? {
+        ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
+    }
+    let Some(delta) = delta_query(&tree, &mut ctx)? else {
+        return Err(PgtError::internal("a changed source produced no delta query"));
+    };
+    let plan = differential_plan(storage, &st.output_columns, &delta, st.pgt_id);
+    match spi_exec::try_execute(&plan, st) {
+        Ok(applied) => Ok(Done {
+            action: RefreshAction::Differential,
+            reason: format!("{total} change{} in the batch", if total == 1 { "" } else { "s" }),
+            applied,
+        }),
+        Err(PlanError::OutOfStep { expected, actual }) => {
+            spi::exec(&format!("DROP TABLE IF EXISTS pg_temp.__pgt_delta_{}", st.pgt_id), &[])?;
+            full(
+                st,
+                storage,
+                format!("repaired with FULL: the differential apply matched {actual} of {expected} expected rows"),
+            )
+        }
+        Err(PlanError::Failed(e)) => Err(e),
+    }
+}
+
+/// A refresh in a transaction that has itself changed a source would see those changes in the tables
+/// but could not tell them apart in the change buffers (one xid for before and after the refresh).
+fn refuse_own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<()> {
+    for t in tables {
+        let buffer = cdc::buffer_name(Oid::from(t.relid));
+        let own: Option<bool> = spi::one(
+            &format!("SELECT EXISTS (SELECT 1 FROM {buffer} WHERE __pgt_xid = pg_catalog.pg_current_xact_id_if_assigned())"),
+            &[],
+        )?;
+        if own == Some(true) {
+            return Err(PgtError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                format!("cannot refresh in the transaction that changed its source {}.{}", t.schema, t.name),
+            )
+            .hint("Commit the changes first; the next refresh applies them."));
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot the batch ends at and the number of change rows per source, in one statement.
+fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i64>)> {
+    let counts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT pg_catalog.count(*) FROM {} AS b WHERE pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, pg_catalog.pg_current_snapshot()) \
+                   AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot))",
+                cdc::buffer_name(Oid::from(t.relid))
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT pg_catalog.pg_current_snapshot()::text AS snapshot, ARRAY[{}]::bigint[] AS counts",
+        if counts.is_empty() { "NULL::bigint".to_string() } else { counts.join(", ") }
+    );
+    let row = spi::rows(&sql, &[frontier.into()], |r| {
+        Ok((spi::col::<String>(r, "snapshot")?, r.get_by_name::<Vec<Option<i64>>, _>("counts")?.unwrap_or_default()))
+    })?;
+    let (snapshot, counts) = row.into_iter().next().ok_or_else(|| PgtError::internal("batch count returned no row"))?;
+    Ok((snapshot, counts.into_iter().map(|c| c.unwrap_or(0)).collect()))
+}
+
+/// AUTO mode: a batch touching a large share of the sources is cheaper to recompute.
+fn too_large_for_differential(tables: &[TableRef], changes: i64) -> PgtResult<Option<String>> {
+    let ratio = crate::gucs::full_refresh_ratio();
+    let relids: Vec<Oid> = tables.iter().map(|t| Oid::from(t.relid)).collect();
+    let rows: Option<f64> = spi::one(
+        "SELECT pg_catalog.sum(GREATEST(reltuples, 0))::float8 FROM pg_catalog.pg_class WHERE oid = ANY($1)",
+        &[relids.into()],
+    )?;
+    let rows = rows.unwrap_or(0.0);
+    // Never-analysed tables report no estimate: then stay differential.
+    if rows > 0.0 && changes as f64 > ratio * rows {
+        return Ok(Some(format!(
+            "AUTO chose FULL: {changes} changes exceed pg_trickle.full_refresh_ratio = {ratio} of the sources' ~{rows:.0} rows"
+        )));
+    }
+    Ok(None)
+}
+
+fn read_committed() -> PgtResult<bool> {
+    Ok(spi::one::<String>("SELECT pg_catalog.current_setting('transaction_isolation')", &[])?.as_deref()
+        == Some("read committed"))
+}
+
+/// Deletes change rows every DIFFERENTIAL consumer of the source has applied (visible in all their
+/// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning.
+pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
+    let Some(tree) = st.tree()? else { return Ok(()) };
+    for t in tree.tables() {
+        let locked: Option<bool> = spi::one(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
+            &[CLEANUP_LOCK_CLASS.into(), (t.relid as i32).into()],
+        )?;
+        if locked != Some(true) {
+            continue;
+        }
+        spi::exec(
+            &format!(
+                "DELETE FROM {} AS b
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM pgtrickle.pgt_dependencies d
+                          JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                         WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
+                           AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))",
+                cdc::buffer_name(Oid::from(t.relid))
+            ),
+            &[Oid::from(t.relid).into()],
+        )?;
+    }
+    Ok(())
+}

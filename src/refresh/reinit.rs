@@ -1,0 +1,70 @@
+//! Reinitialising after a source was truncated or its columns changed: re-check the defining query
+//! against the sources as they are now. If it still works with the same result columns, the stream
+//! table gets a FULL refresh (and a fresh operator tree); if not, it goes to ERROR with the reason —
+//! never silently wrong results.
+
+use crate::catalog::analysis::{self, QueryAnalysis};
+use crate::catalog::differential::choose_mode;
+use crate::catalog::modes::RefreshMode;
+use crate::catalog::stream_tables::{self, StreamTable};
+use crate::error::PgtResult;
+use crate::spi;
+
+/// The refreshed catalog row when the stream table can be rebuilt; None after putting it in ERROR.
+pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
+    let analysis = match spi::in_subtransaction(|| analysis::analyze(&st.defining_query)) {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return broken(st, &e.to_string()),
+        Err(message) => return broken(st, &message),
+    };
+    if let Some(problem) = changed_columns(st, &analysis)? {
+        return broken(st, &problem);
+    }
+    if st.effective_mode == "DIFFERENTIAL" {
+        let requested = RefreshMode::parse(&st.refresh_mode)?;
+        let choice = choose_mode(&analysis, requested)?;
+        let tree = choice.tree.map(|t| serde_json::to_string(&t)).transpose().map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
+        spi::exec(
+            "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",
+            &[st.pgt_id.into(), tree.into(), choice.effective.as_str().into(), choice.reason.into()],
+        )?;
+    }
+    stream_tables::load_for_update(st.pgt_id)
+}
+
+fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Option<String>> {
+    let stored = spi::rows(
+        "SELECT attname::text AS name, pg_catalog.format_type(atttypid, atttypmod) AS type_sql
+           FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'
+          ORDER BY attnum",
+        &[st.relid.into()],
+        |r| Ok((spi::col::<String>(r, "name")?, spi::col::<String>(r, "type_sql")?)),
+    )?;
+    let now: Vec<(String, String)> = analysis
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.type_sql.split(" COLLATE ").next().unwrap_or(&c.type_sql).to_string()))
+        .collect();
+    if stored == now {
+        return Ok(None);
+    }
+    let show = |cols: &[(String, String)]| cols.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+    Ok(Some(format!(
+        "the query's result columns changed from ({}) to ({}); drop and re-create the stream table",
+        show(&stored),
+        show(&now)
+    )))
+}
+
+fn broken(st: &StreamTable, problem: &str) -> PgtResult<Option<StreamTable>> {
+    let message = format!("a source of this stream table changed and its query no longer works: {problem}");
+    pgrx::warning!("pg_trickle: stream table {}: {message}", st.pgt_id);
+    spi::exec(
+        "UPDATE pgtrickle.pgt_stream_tables
+            SET status = 'ERROR', last_error = $2, last_error_at = pg_catalog.clock_timestamp()
+          WHERE pgt_id = $1",
+        &[st.pgt_id.into(), message.into()],
+    )?;
+    Ok(None)
+}
