@@ -67,13 +67,19 @@ impl TestDb {
         }
     }
 
-    /// Rows in which the stream table and its query differ, as a multiset (EXCEPT ALL both ways),
-    /// rendered as text; empty when they are equal.
+    /// Rows in which the stream table (its visible columns: hidden `__pgt_` columns excluded) and its
+    /// query differ, as a multiset (EXCEPT ALL both ways), rendered as text; empty when they are equal.
     pub fn multiset_diff(&mut self, stream_table: &str, query: &str) -> Vec<String> {
+        let columns: String = self.value(&format!(
+            "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+              WHERE attrelid = '{}'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'",
+            stream_table.replace('\'', "''")
+        ));
+        let st = format!("SELECT {columns} FROM {stream_table}");
         let sql = format!(
-            "SELECT 'only in stream table: ' || d::text FROM (TABLE {stream_table} EXCEPT ALL ({query})) d
+            "SELECT 'only in stream table: ' || d::text FROM (({st}) EXCEPT ALL ({query})) d
              UNION ALL
-             SELECT 'only in query: ' || d::text FROM (({query}) EXCEPT ALL TABLE {stream_table}) d"
+             SELECT 'only in query: ' || d::text FROM (({query}) EXCEPT ALL ({st})) d"
         );
         self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
     }

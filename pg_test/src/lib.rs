@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod db;
+pub mod oracle;
 
 pub use cluster::cluster;
 pub use db::{DbError, TestDb};

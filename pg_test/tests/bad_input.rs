@@ -101,11 +101,21 @@ fn unknown_modes_and_schedules_are_refused_with_a_hint() {
 }
 
 #[test]
-fn differential_is_refused_until_the_engine_exists() {
+fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
     let mut db = setup("bad_differential");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '1m', 'DIFFERENTIAL')", "0A000");
-    assert!(err.message.contains("DIFFERENTIAL"));
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', refresh_mode => 'DIFFERENTIAL')", "0A000");
+    for (query, construct) in [
+        ("SELECT id, random() AS r FROM orders", "random()"),
+        ("SELECT id FROM orders ORDER BY id LIMIT 1", "LIMIT"),
+        ("SELECT id, row_number() OVER (ORDER BY amount) AS r FROM orders", "window function"),
+    ] {
+        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1m', 'DIFFERENTIAL')"), "0A000");
+        assert!(err.message.starts_with("DIFFERENTIAL refresh does not support"), "{err:?}");
+        assert!(err.message.contains(construct), "{err:?}");
+        assert!(err.hint.unwrap().contains("AUTO"));
+    }
+    // Switching an existing stream table over is refused the same way, and changes nothing.
+    db.exec("SELECT pgtrickle.create_stream_table('rnd', 'SELECT id, random() AS r FROM orders', '1h', 'FULL')");
+    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('rnd', refresh_mode => 'DIFFERENTIAL')", "0A000");
 }
 
 #[test]

@@ -3,7 +3,8 @@ use crate::error::{OrRaise, PgtResult};
 use crate::spi;
 use pgrx::prelude::*;
 
-/// Drops a stream table: its storage table and its catalog entries. Refused (by PostgreSQL's own
+/// Drops a stream table: its storage table, its catalog entries, and change capture no other stream
+/// table needs. Refused (by PostgreSQL's own
 /// dependency check) while another stream table reads it.
 #[pg_extern(schema = "pgtrickle")]
 fn drop_stream_table(name: &str) {
@@ -14,5 +15,7 @@ fn drop(name: &str) -> PgtResult<()> {
     let st = stream_tables::find(name)?;
     let storage = names::qualified_name_of(st.relid)?;
     spi::exec("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[st.pgt_id.into()])?;
-    spi::exec(&format!("DROP TABLE {storage}"), &[])
+    spi::exec(&format!("DROP TABLE {storage}"), &[])?;
+    // Sources nobody reads differentially any more lose their change capture.
+    crate::cdc::collect_garbage()
 }

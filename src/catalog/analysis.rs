@@ -72,21 +72,12 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     prepare_reporting_position(query)?;
     check_single_select(query)?;
 
-    let probe = format!("pgt_probe_{}", std::process::id());
-    spi::exec(&format!("CREATE TEMPORARY VIEW {} AS {query}\n", quote_ident(&probe)), &[])?;
-    let probe_oid: Oid = spi::one(&format!("SELECT 'pg_temp.{}'::regclass::oid", quote_ident(&probe)), &[])?
-        .ok_or_else(|| PgtError::internal("probe view vanished"))?;
-
-    let saved_path: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
-    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
-    let normalized = read_normalized(probe_oid);
-    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved_path.unwrap_or_default().into()])?;
-    let (defining_query, columns) = normalized?;
-
-    let sources = read_sources(probe_oid)?;
-    let non_immutable_functions =
-        if has_mutable_functions(query)? { name_non_immutable_functions(&defining_query)? } else { vec![] };
-    spi::exec(&format!("DROP VIEW pg_temp.{}", quote_ident(&probe)), &[])?;
+    let (defining_query, columns, sources, non_immutable_functions) = with_probe_view(query, |probe| {
+        let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
+        let sources = read_sources(probe)?;
+        let mutable = if has_mutable_functions(query)? { name_non_immutable_functions(&defining_query)? } else { vec![] };
+        Ok((defining_query, columns, sources, mutable))
+    })?;
 
     if let Some(c) = columns.iter().find(|c| c.name.starts_with(HIDDEN_PREFIX)) {
         return Err(PgtError::new(SqlState::ReservedName, format!("column name \"{}\" is reserved", c.name))
@@ -96,18 +87,32 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions })
 }
 
-/// The output column types of `sql` (a SELECT), as SQL type names — the probe view again.
+/// The output column types of `sql` (a SELECT), as SQL type names.
 pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
-    let probe = format!("pgt_describe_{}", std::process::id());
-    spi::exec(&format!("CREATE TEMPORARY VIEW {} AS {sql}\n", quote_ident(&probe)), &[])?;
-    let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{}'::regclass::oid", quote_ident(&probe)), &[])?
-        .ok_or_else(|| PgtError::internal("describe view vanished"))?;
-    let saved_path: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
+    with_probe_view(sql, |probe| {
+        with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect())
+    })
+}
+
+/// Creates `sql` as a temporary view, runs `body` with its OID, and drops it again. PostgreSQL then has
+/// worked out the columns, types, dependencies and a normalised text for us.
+fn with_probe_view<R>(sql: &str, body: impl FnOnce(Oid) -> PgtResult<R>) -> PgtResult<R> {
+    let probe = quote_ident(&format!("pgt_probe_{}", std::process::id()));
+    spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[])?;
+    let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{probe}'::regclass::oid"), &[])?
+        .ok_or_else(|| PgtError::internal("probe view vanished"))?;
+    let out = body(oid)?;
+    spi::exec(&format!("DROP VIEW pg_temp.{probe}"), &[])?;
+    Ok(out)
+}
+
+/// Runs `body` with an empty search_path, so that everything PostgreSQL prints is schema-qualified.
+pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
     spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
-    let types = read_normalized(oid).map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect());
-    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved_path.unwrap_or_default().into()])?;
-    spi::exec(&format!("DROP VIEW pg_temp.{}", quote_ident(&probe)), &[])?;
-    types
+    let out = body();
+    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved.unwrap_or_default().into()])?;
+    out
 }
 
 /// Whether the query calls anything that is not IMMUTABLE, by PostgreSQL's own test

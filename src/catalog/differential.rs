@@ -3,7 +3,7 @@
 //! AUTO takes DIFFERENTIAL when every part of the query is supported, else FULL with a NOTICE naming
 //! the construct; DIFFERENTIAL refuses an unsupported query with that name; FULL never asks.
 
-use super::analysis::{describe_types, QueryAnalysis, SourceKind};
+use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, SourceKind};
 use super::modes::RefreshMode;
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
@@ -78,6 +78,10 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         Err(AnalyzeError::Unsupported(construct)) => return Ok(Err(construct)),
         Err(AnalyzeError::Invalid(message)) => return Ok(Err(format!("a query the engine could not read ({message})"))),
     };
+    fill_scan_types(&mut tree.root)?;
+    for cte in tree.ctes.iter_mut() {
+        fill_scan_types(cte)?;
+    }
     fill_null_types(&tree.clone(), &mut tree.root)?;
     for cte in 0..tree.ctes.len() {
         let mut body = tree.ctes[cte].clone();
@@ -102,12 +106,21 @@ fn hashable(type_sql: &str) -> PgtResult<bool> {
     )? == Some(true))
 }
 
-fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
-    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
-    let out = body();
-    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved.unwrap_or_default().into()])?;
-    out
+
+/// Scans carry their columns' SQL types (what the analyser cannot know), for explanations and for
+/// executors that decode change rows themselves.
+fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
+    if let Node::Scan { table, columns, types } = node {
+        let all = crate::cdc::table_columns(Oid::from(table.relid))?;
+        *types = columns
+            .iter()
+            .map(|c| all.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default())
+            .collect();
+    }
+    for child in node.children_mut() {
+        fill_scan_types(child)?;
+    }
+    Ok(())
 }
 
 /// Outer joins pad the other side with NULLs, which need that side's column types.

@@ -23,7 +23,14 @@ fn list(es: &[Expr]) -> String {
 fn write_node(node: &Node, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     let detail = match node {
-        Node::Scan { table, columns } => format!("{}.{} ({})", table.schema, table.name, columns.join(", ")),
+        Node::Scan { table, columns, types } => {
+            let cols: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| types.get(i).filter(|t| !t.is_empty()).map_or(c.clone(), |t| format!("{c} {t}")))
+                .collect();
+            format!("{}.{} ({})", table.schema, table.name, cols.join(", "))
+        }
         Node::Filter { predicate, .. } => expr(predicate),
         Node::Project { exprs, .. } => list(exprs),
         Node::Join { on, .. } => on.as_ref().map_or("cross".into(), |e| format!("on {}", expr(e))),
@@ -45,7 +52,7 @@ mod tests {
 
     #[test]
     fn nodes_are_indented_under_their_parents() {
-        let scan = Node::Scan { table: TableRef { relid: 1, schema: "public".into(), name: "t".into() }, columns: vec!["a".into()] };
+        let scan = Node::Scan { table: TableRef { relid: 1, schema: "public".into(), name: "t".into() }, columns: vec!["a".into()], types: vec![] };
         let tree = OpTree {
             root: Node::Filter { input: Box::new(scan), predicate: Expr { parts: vec![super::super::optree::ExprPart::Col(0), super::super::optree::ExprPart::Sql(" > 1".into())] } },
             ctes: vec![],

@@ -82,8 +82,14 @@ pub enum JoinKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Node {
     /// A base table; output column i is table column `columns[i]` (only the columns the query uses,
-    /// possibly none, e.g. for `count(*)`).
-    Scan { table: TableRef, columns: Vec<String> },
+    /// possibly none, e.g. for `count(*)`), of SQL type `types[i]` (filled in by the extension after
+    /// analysis, as the analyser does not know types).
+    Scan {
+        table: TableRef,
+        columns: Vec<String>,
+        #[serde(default)]
+        types: Vec<String>,
+    },
     /// Rows of `input` for which `predicate` (over input columns) is true.
     Filter { input: Box<Node>, predicate: Expr },
     /// Output column i is `exprs[i]` over the input columns.
@@ -215,6 +221,7 @@ mod tests {
         let scan = |cols: &[&str]| Node::Scan {
             table: TableRef { relid: 1, schema: "public".into(), name: "t".into() },
             columns: cols.iter().map(|c| c.to_string()).collect(),
+            types: vec![],
         };
         let join = Node::Join {
             kind: JoinKind::Left,

@@ -10,7 +10,7 @@ use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
 use crate::dvm::optree::TableRef;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
-use crate::error::{PgtError, PgtResult, SqlState};
+use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
@@ -23,13 +23,25 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
         return full(st, storage, "no frontier recorded yet".into());
     };
     let tables = tree.tables();
-    refuse_own_uncommitted_changes(&tables)?;
+    if let Some(source) = own_uncommitted_changes(&tables)? {
+        // Those changes are in the tables this refresh reads, but their change rows share this
+        // transaction's xid with any written after the refresh: a batch cannot separate them. FULL is
+        // exact now, and FULL again after commit absorbs every change row with this xid.
+        let mut done = full(st, storage, format!("FULL inside the transaction that changed {source}; FULL again next time"))?;
+        done.reinit_next = true;
+        return Ok(done);
+    }
 
     let (snapshot, counts) = count_batch(&tables, frontier)?;
     let total: i64 = counts.iter().sum();
     if total == 0 {
         let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot };
-        return Ok(Done { action: RefreshAction::NoData, reason: "no changes since the last refresh".into(), applied });
+        return Ok(Done {
+            action: RefreshAction::NoData,
+            reason: "no changes since the last refresh".into(),
+            applied,
+            reinit_next: false,
+        });
     }
     if st.refresh_mode == "AUTO" {
         if let Some(reason) = too_large_for_differential(&tables, total)? {
@@ -56,6 +68,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
             action: RefreshAction::Differential,
             reason: format!("{total} change{} in the batch", if total == 1 { "" } else { "s" }),
             applied,
+            reinit_next: false,
         }),
         Err(PlanError::OutOfStep { expected, actual }) => {
             spi::exec(&format!("DROP TABLE IF EXISTS pg_temp.__pgt_delta_{}", st.pgt_id), &[])?;
@@ -69,9 +82,8 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
     }
 }
 
-/// A refresh in a transaction that has itself changed a source would see those changes in the tables
-/// but could not tell them apart in the change buffers (one xid for before and after the refresh).
-fn refuse_own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<()> {
+/// The first source this transaction has changed itself (it has change rows with our xid), if any.
+fn own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<Option<String>> {
     for t in tables {
         let buffer = cdc::buffer_name(Oid::from(t.relid));
         let own: Option<bool> = spi::one(
@@ -79,14 +91,10 @@ fn refuse_own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<()> {
             &[],
         )?;
         if own == Some(true) {
-            return Err(PgtError::new(
-                SqlState::ObjectNotInPrerequisiteState,
-                format!("cannot refresh in the transaction that changed its source {}.{}", t.schema, t.name),
-            )
-            .hint("Commit the changes first; the next refresh applies them."));
+            return Ok(Some(format!("{}.{}", t.schema, t.name)));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The snapshot the batch ends at and the number of change rows per source, in one statement.

@@ -55,6 +55,8 @@ struct Done {
     action: RefreshAction,
     reason: String,
     applied: Applied,
+    /// The next refresh must be FULL as well (see differential::refresh).
+    reinit_next: bool,
 }
 
 pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
@@ -84,9 +86,9 @@ pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
             SET frontier = $2::pg_snapshot, last_refresh_at = $3, last_attempt_at = $3,
-                consecutive_errors = 0, last_error = NULL, needs_reinit = false
+                consecutive_errors = 0, last_error = NULL, needs_reinit = $4
           WHERE pgt_id = $1",
-        &[pgt_id.into(), frontier.as_str().into(), started_at.into()],
+        &[pgt_id.into(), frontier.as_str().into(), started_at.into(), done.reinit_next.into()],
     )?;
     history::record(&HistoryEntry {
         pgt_id,
@@ -113,7 +115,7 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     let row_ids = has_row_identity(st)?;
     let plan = full_refresh_plan(storage, &st.output_columns, &st.defining_query, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
-    Ok(Done { action: RefreshAction::Full, reason, applied })
+    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false })
 }
 
 /// Storage tables of stream tables that are (or were) DIFFERENTIAL carry the hidden row identity.

@@ -199,7 +199,7 @@ impl Analyzer<'_> {
                     Source::Table { table, columns } => {
                         let columns =
                             columns.into_iter().zip(item.used).filter_map(|(c, used)| used.then_some(c)).collect();
-                        Node::Scan { table, columns }
+                        Node::Scan { table, columns, types: vec![] }
                     }
                     Source::Node(node) => node,
                 })

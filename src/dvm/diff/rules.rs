@@ -67,7 +67,7 @@ pub fn is_static_empty(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
 pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
     descend(ctx)?;
     let sql = match node {
-        Node::Scan { table, columns } => {
+        Node::Scan { table, columns, .. } => {
             let items = named(columns.iter().map(|c| format!("t.{}", quote_ident(c))).collect());
             format!("{} FROM {}.{} AS t", select(&items), quote_ident(&table.schema), quote_ident(&table.name))
         }
@@ -152,7 +152,7 @@ fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, stem: &str) 
 pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
     descend(ctx)?;
     let sql = match node {
-        Node::Scan { table, columns } => {
+        Node::Scan { table, columns, .. } => {
             let buffer = ctx
                 .cdc
                 .sources

@@ -12,7 +12,7 @@ fn table(relid: u32, name: &str) -> TableRef {
 }
 
 fn scan(relid: u32, name: &str, cols: &[&str]) -> Node {
-    Node::Scan { table: table(relid, name), columns: cols.iter().map(|c| c.to_string()).collect() }
+    Node::Scan { table: table(relid, name), columns: cols.iter().map(|c| c.to_string()).collect(), types: vec![] }
 }
 
 fn eq(a: usize, b: usize) -> Expr {

@@ -81,7 +81,7 @@ fn show(node: &Node) -> String {
 
 fn write(node: &Node, depth: usize, out: &mut String) {
     let line = match node {
-        Node::Scan { table, columns } => format!("Scan {}.{} [{}]", table.schema, table.name, columns.join(", ")),
+        Node::Scan { table, columns, .. } => format!("Scan {}.{} [{}]", table.schema, table.name, columns.join(", ")),
         Node::Filter { predicate, .. } => format!("Filter {}", r(predicate)),
         Node::Project { exprs, .. } => format!("Project {}", list(exprs)),
         Node::Join { kind, on, null_types, .. } => {

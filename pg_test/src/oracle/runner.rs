@@ -1,0 +1,210 @@
+//! Carrying out an operation log against one shape's twins, checking at every refresh point.
+
+use super::check::{compare, no_silent_fallback, visible_columns, Comparison, Failure};
+use super::ops::{Generator, Op};
+use super::schema::{table, Table, TABLES};
+use super::shapes::Shape;
+use crate::TestDb;
+use postgres::Client;
+
+/// A log entry: the operation and its index in the original (unshrunk) log.
+pub type Entry = (usize, Op);
+
+pub struct Runner {
+    db_name: String,
+    db: Option<TestDb>,
+    pub shape: &'static Shape,
+    pub diff_mode: String,
+    /// Planted bug for the harness's own self-check: after every refresh point whose original index is
+    /// at least this, one row of the differential twin is deleted.
+    pub corrupt_from: Option<usize>,
+    pub sources: Vec<&'static Table>,
+    columns: String,
+    truncated: bool,
+    pub refreshes: u64,
+    pub rows_checked: u64,
+}
+
+impl Runner {
+    /// A runner whose every (re)start is a new database `db_name`.
+    pub fn new(db_name: &str, shape: &'static Shape, diff_mode: &str) -> Runner {
+        Runner {
+            db_name: db_name.to_string(),
+            db: None,
+            shape,
+            diff_mode: diff_mode.to_uppercase(),
+            corrupt_from: None,
+            sources: Vec::new(),
+            columns: String::new(),
+            truncated: false,
+            refreshes: 0,
+            rows_checked: 0,
+        }
+    }
+
+    pub fn twin_d(&self) -> String {
+        format!("{}_d", self.shape.name)
+    }
+
+    pub fn twin_f(&self) -> String {
+        format!("{}_f", self.shape.name)
+    }
+
+    /// The visible columns, quoted; empty until the twins have been created.
+    pub fn columns(&self) -> &str {
+        &self.columns
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.db.as_mut().expect("the runner has been reset").client
+    }
+
+    /// Drops the database, which frees its scheduler worker for other databases.
+    pub fn drop_database(mut self) {
+        self.db = None;
+        if let Ok(mut admin) = crate::cluster().try_connect("postgres") {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name));
+        }
+    }
+
+    /// The calls that create both twins (the same text the repro script prints).
+    pub fn create_statements(&self) -> Vec<String> {
+        let create = |name: String, mode: &str| {
+            format!("SELECT pgtrickle.create_stream_table('{name}', $q${}$q$, '1h', '{mode}')", self.shape.query)
+        };
+        vec![create(self.twin_d(), &self.diff_mode), create(self.twin_f(), "FULL")]
+    }
+
+    /// A new database with empty sources and newly created twins, compared once. A new database
+    /// rather than dropped tables: nothing carries over (change buffers, history, session caches), and
+    /// no DROP machinery of the extension is involved.
+    pub fn reset(&mut self) -> Result<(), Failure> {
+        self.db = None;
+        self.db = Some(TestDb::new(&self.db_name));
+        // A hung refresh becomes a failure (57014) instead of a hung test run.
+        self.exec("SET statement_timeout = '120s'")?;
+        for t in &TABLES {
+            self.exec(t.ddl)?;
+        }
+        // Until the catalog says which tables the query reads, a repro script needs them all.
+        self.sources = TABLES.iter().collect();
+        self.columns.clear();
+        for s in self.create_statements() {
+            self.exec(&s)?;
+        }
+        let sql = format!(
+            "SELECT string_agg(c.relname, ',' ORDER BY c.relname)
+               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+               JOIN pg_class c ON c.oid = d.source_relid WHERE s.pgt_relid = '{}'::regclass",
+            self.twin_f()
+        );
+        let sources: String = self.client().query_one(&sql, &[]).map_err(|e| Failure::sql(&sql, &e))?.get(0);
+        self.sources = sources.split(',').map(table).collect();
+        let (d, f) = (self.twin_d(), self.twin_f());
+        self.columns = visible_columns(self.client(), &f)?;
+        let columns_d = visible_columns(self.client(), &d)?;
+        if columns_d != self.columns {
+            return Err(Failure {
+                kind: "visible columns differ".into(),
+                detail: format!("{d} has visible columns ({columns_d}), {f} has ({})", self.columns),
+            });
+        }
+        self.truncated = false;
+        self.compare()
+    }
+
+    /// The statements `op` (at original index `index`) is carried out with, planted corruption included.
+    pub fn statements(&self, index: usize, op: &Op) -> Vec<String> {
+        let (d, f) = (self.twin_d(), self.twin_f());
+        let mut out = op.statements(&[&d, &f]);
+        if op.refreshes() && self.corrupt_from.is_some_and(|n| index >= n) {
+            out.push(format!("DELETE FROM {d} WHERE ctid IN (SELECT ctid FROM {d} LIMIT 1)"));
+        }
+        out
+    }
+
+    pub fn apply(&mut self, index: usize, op: &Op) -> Result<(), Failure> {
+        for s in self.statements(index, op) {
+            self.exec(&s)?;
+        }
+        if let Op::Truncate(t) = op {
+            self.truncated |= self.sources.iter().any(|s| s.name == *t);
+        }
+        if !op.refreshes() {
+            return Ok(());
+        }
+        self.compare()?;
+        if self.diff_mode == "DIFFERENTIAL" {
+            let (d, truncated) = (self.twin_d(), self.truncated);
+            no_silent_fallback(self.client(), &d, truncated)?;
+        }
+        self.truncated = false;
+        self.refreshes += 1;
+        Ok(())
+    }
+
+    /// Both twins against the query, then against each other.
+    pub fn comparisons(&self) -> Vec<Comparison> {
+        let (d, f, q) = (self.twin_d(), self.twin_f(), self.shape.query.to_string());
+        let cols = &self.columns;
+        let side = |t: &str| (t.to_string(), format!("SELECT {cols} FROM {t}"));
+        vec![
+            Comparison { left: side(&d), right: ("the query".into(), q.clone()) },
+            Comparison { left: side(&f), right: ("the query".into(), q) },
+            Comparison { left: side(&d), right: side(&f) },
+        ]
+    }
+
+    pub fn compare(&mut self) -> Result<(), Failure> {
+        let comparisons = self.comparisons();
+        let query = self.shape.query;
+        self.rows_checked += compare(self.client(), query, &comparisons)?;
+        Ok(())
+    }
+
+    /// Row counts of the sources, in `self.sources` order.
+    pub fn sizes(&mut self) -> Vec<i64> {
+        let counts: Vec<String> = self.sources.iter().map(|t| format!("(SELECT count(*) FROM {})", t.name)).collect();
+        let sql = format!("SELECT ARRAY[{}]::bigint[]", counts.join(", "));
+        self.client().query_one(&sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    }
+
+    fn exec(&mut self, sql: &str) -> Result<(), Failure> {
+        self.client().batch_execute(sql).map_err(|e| Failure::sql(sql, &e))
+    }
+
+    /// Generates and applies `ops` operations from `seed`, plus a final refresh point if needed.
+    /// Returns the log, and any failure with the log index it happened at (None: while creating).
+    pub fn run(&mut self, seed: u64, ops: usize) -> (Vec<Entry>, Option<(Option<usize>, Failure)>) {
+        let mut log: Vec<Entry> = Vec::new();
+        if let Err(f) = self.reset() {
+            return (log, Some((None, f)));
+        }
+        let mut generator = Generator::new(seed, self.sources.clone());
+        for i in 0..=ops {
+            let op = if i < ops {
+                let sizes = self.sizes();
+                generator.next(&sizes)
+            } else if log.last().is_some_and(|(_, op)| op.refreshes()) {
+                break;
+            } else {
+                Op::Refresh { repeatable_read: false }
+            };
+            let result = self.apply(i, &op);
+            log.push((i, op));
+            if let Err(f) = result {
+                return (log, Some((Some(i), f)));
+            }
+        }
+        (log, None)
+    }
+
+    /// Replays `log` from scratch; on failure, how many entries it took (0: while creating).
+    pub fn replay(&mut self, log: &[Entry]) -> Result<(), (usize, Failure)> {
+        self.reset().map_err(|f| (0, f))?;
+        for (n, (index, op)) in log.iter().enumerate() {
+            self.apply(*index, op).map_err(|f| (n + 1, f))?;
+        }
+        Ok(())
+    }
+}

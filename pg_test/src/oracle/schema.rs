@@ -1,0 +1,115 @@
+//! The source tables and the value domains their columns draw from. Domains are small on purpose:
+//! join and group keys collide, MIN/MAX ties happen, and NULL shows up everywhere (~10%).
+
+use super::prng::Rng;
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Join / group key: 0..=5 or NULL.
+    Key,
+    /// numeric(10,2): mostly a coarse grid (ties), sometimes anything, or NULL.
+    Amount,
+    /// Short texts, including '' (not NULL) and NULL.
+    Text,
+    /// Small int, -3..=10 or NULL.
+    Small,
+    /// Primary key, 0..=24.
+    Id,
+}
+
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+pub struct Table {
+    pub name: &'static str,
+    pub ddl: &'static str,
+    pub columns: &'static [Column],
+    /// Whether `columns[0]` is a primary key (inserts must not collide).
+    pub has_pk: bool,
+}
+
+const fn col(name: &'static str, kind: Kind) -> Column {
+    Column { name, kind }
+}
+
+pub const TABLES: [Table; 3] = [
+    Table {
+        name: "a",
+        ddl: "CREATE TABLE a (k int, g int, v numeric(10,2), t text)",
+        columns: &[col("k", Kind::Key), col("g", Kind::Key), col("v", Kind::Amount), col("t", Kind::Text)],
+        has_pk: false,
+    },
+    Table {
+        name: "b",
+        ddl: "CREATE TABLE b (k int, lo int, hi int, w numeric(10,2), s text)",
+        columns: &[
+            col("k", Kind::Key),
+            col("lo", Kind::Key),
+            col("hi", Kind::Key),
+            col("w", Kind::Amount),
+            col("s", Kind::Text),
+        ],
+        has_pk: false,
+    },
+    Table {
+        name: "c",
+        ddl: "CREATE TABLE c (id int PRIMARY KEY, k int, q int, name text)",
+        columns: &[col("id", Kind::Id), col("k", Kind::Key), col("q", Kind::Small), col("name", Kind::Text)],
+        has_pk: true,
+    },
+];
+
+pub fn table(name: &str) -> &'static Table {
+    TABLES.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no source table {name}"))
+}
+
+impl Table {
+    /// Every column, for ORDER BY: rows that tie are identical, so "the n-th row" is deterministic
+    /// by content even though which physical duplicate it is is not.
+    pub fn all_columns(&self) -> String {
+        self.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Columns an UPDATE may change (never the primary key).
+    pub fn mutable_columns(&self) -> &'static [Column] {
+        if self.has_pk {
+            &self.columns[1..]
+        } else {
+            self.columns
+        }
+    }
+}
+
+/// A random SQL literal for `kind`.
+pub fn literal(rng: &mut Rng, kind: Kind) -> String {
+    if kind != Kind::Id && rng.chance(10) {
+        return "NULL".into();
+    }
+    match kind {
+        Kind::Key => rng.range(0, 5).to_string(),
+        Kind::Small => rng.range(-3, 10).to_string(),
+        Kind::Id => rng.range(0, 24).to_string(),
+        Kind::Text => format!("'{}'", rng.pick(&["x", "y", "z", "xy", ""])),
+        Kind::Amount => {
+            let cents = if rng.chance(85) { rng.range(-8, 32) * 125 } else { rng.range(-99_999, 999_999) };
+            cents_literal(cents)
+        }
+    }
+}
+
+/// A non-NULL literal, for comparisons in predicates.
+pub fn plain_literal(rng: &mut Rng, kind: Kind) -> String {
+    loop {
+        let l = literal(rng, kind);
+        if l != "NULL" {
+            return l;
+        }
+    }
+}
+
+fn cents_literal(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
+}

@@ -1,0 +1,152 @@
+//! The defining queries the oracle maintains. Each covers an operator or a combination of them; all
+//! output columns are named, and only order-independent aggregates over exact types are used, so the
+//! query's result is a well-defined multiset whatever plan PostgreSQL picks.
+
+pub struct Shape {
+    pub name: &'static str,
+    pub query: &'static str,
+    /// The differential engine may refuse this query (SQLSTATE 0A000, a clear "not supported"): such a
+    /// shape is then reported as refused instead of failing, and checked in full once it is accepted.
+    pub may_refuse: bool,
+}
+
+const fn shape(name: &'static str, query: &'static str) -> Shape {
+    Shape { name, query, may_refuse: false }
+}
+
+/// A shape with operators beyond what the differential engine must support today.
+const fn beyond(name: &'static str, query: &'static str) -> Shape {
+    Shape { name, query, may_refuse: true }
+}
+
+pub const SHAPES: &[Shape] = &[
+    // Single table.
+    shape("scan", "SELECT k AS k, g AS g, v AS v, t AS t FROM a"),
+    shape("filter", "SELECT k AS k, v AS v, t AS t FROM a WHERE v > 10 AND t IS NOT NULL"),
+    shape(
+        "project",
+        "SELECT CASE WHEN v IS NULL THEN 'none' WHEN v > 20 THEN 'big' ELSE 'small' END AS size,
+                COALESCE(t, '?') AS t, (k * 10 + COALESCE(g, -1))::bigint AS kg, v * 2 - 1 AS v2,
+                (v::int)::text AS vt, NULLIF(k, 0) AS nk FROM a",
+    ),
+    shape("pk_scan", "SELECT id AS id, k AS k, q * 2 AS q2, upper(name) AS name FROM c WHERE q IS NOT NULL"),
+    // Joins.
+    shape("join2", "SELECT a.k AS k, a.v AS v, b.w AS w, b.s AS s FROM a JOIN b ON a.k = b.k"),
+    shape(
+        "join3",
+        "SELECT a.k AS k, a.v AS v, b.s AS s, c.id AS id, c.name AS name
+           FROM a JOIN b ON a.k = b.k JOIN c ON c.k = a.g",
+    ),
+    shape("join_between", "SELECT a.g AS g, a.v AS v, b.lo AS lo, b.hi AS hi FROM a JOIN b ON a.g BETWEEN b.lo AND b.hi"),
+    shape("join_lt", "SELECT a.k AS ak, c.k AS ck, c.name AS name FROM a JOIN c ON a.k < c.k"),
+    shape("join_self", "SELECT x.k AS k, x.v AS v1, y.v AS v2 FROM a x JOIN a y ON x.k = y.k AND x.g < y.g"),
+    shape("left_join", "SELECT a.k AS k, a.t AS t, b.w AS w, b.s AS s FROM a LEFT JOIN b ON a.k = b.k"),
+    shape("right_join", "SELECT b.k AS k, b.s AS s, c.id AS id, c.name AS name FROM c RIGHT JOIN b ON c.k = b.k"),
+    beyond("full_join", "SELECT a.g AS g, a.v AS v, c.id AS id, c.q AS q FROM a FULL JOIN c ON a.g = c.k"),
+    shape("anti_left_join", "SELECT a.k AS k, a.v AS v FROM a LEFT JOIN c ON c.k = a.k WHERE c.id IS NULL"),
+    // Aggregates.
+    shape(
+        "group_all_aggs",
+        "SELECT g AS g, count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av, min(v) AS mn, max(v) AS mx
+           FROM a GROUP BY g",
+    ),
+    shape("group_two_keys", "SELECT k AS k, g AS g, count(*) AS n, sum(v) AS sv FROM a GROUP BY k, g"),
+    shape(
+        "group_text_minmax",
+        "SELECT s AS s, count(*) AS n, min(lo) AS lo, max(hi) AS hi, min(s) AS mins, sum(w) AS w FROM b GROUP BY s",
+    ),
+    shape("having", "SELECT g AS g, count(*) AS n, sum(v) AS sv FROM a GROUP BY g HAVING count(*) > 2 AND sum(v) > 0"),
+    shape(
+        "agg_filter",
+        "SELECT k AS k, count(*) FILTER (WHERE v > 10) AS big, sum(v) FILTER (WHERE t = 'x') AS sx,
+                max(v) FILTER (WHERE t IS NULL) AS mx_null FROM a GROUP BY k",
+    ),
+    shape(
+        "global_agg",
+        "SELECT count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av, min(v) AS mn, max(v) AS mx FROM a",
+    ),
+    shape("count_distinct", "SELECT k AS k, count(DISTINCT t) AS dt, sum(DISTINCT v) AS dsv FROM a GROUP BY k"),
+    shape("agg_of_agg", "SELECT x.n AS n, count(*) AS groups FROM (SELECT g, count(*) AS n FROM a GROUP BY g) x GROUP BY x.n"),
+    // Set operations and DISTINCT.
+    shape("distinct", "SELECT DISTINCT k AS k, t AS t FROM a"),
+    shape("union_all", "SELECT k AS k, v AS amount FROM a UNION ALL SELECT k AS k, w AS amount FROM b"),
+    shape("union", "SELECT k AS k, t AS label FROM a UNION SELECT k AS k, s AS label FROM b"),
+    beyond("intersect", "SELECT k AS k, t AS label FROM a INTERSECT SELECT k AS k, s AS label FROM b"),
+    beyond("except_all", "SELECT k AS k, t AS label FROM a EXCEPT ALL SELECT k AS k, s AS label FROM b"),
+    // Subqueries.
+    shape(
+        "subquery_from",
+        "SELECT x.k AS k, x.v2 AS v2 FROM (SELECT k, v * 2 AS v2 FROM a WHERE g IS NOT NULL) x WHERE x.v2 > 5",
+    ),
+    shape("exists", "SELECT a.k AS k, a.v AS v FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > 0)"),
+    shape("not_exists", "SELECT b.k AS k, b.s AS s FROM b WHERE NOT EXISTS (SELECT 1 FROM a WHERE a.k = b.k)"),
+    shape("in_subquery", "SELECT c.id AS id, c.name AS name FROM c WHERE c.k IN (SELECT g FROM a WHERE v > 5)"),
+    beyond("not_in_subquery", "SELECT c.id AS id, c.k AS k FROM c WHERE c.k NOT IN (SELECT b.k FROM b WHERE b.s = 'x')"),
+    beyond("scalar_subquery", "SELECT c.id AS id, (SELECT count(*) FROM a WHERE a.k = c.k) AS n FROM c"),
+    // CTEs.
+    shape(
+        "cte_once",
+        "WITH s AS (SELECT g, sum(v) AS sv FROM a GROUP BY g) SELECT s.g AS g, s.sv AS sv FROM s WHERE s.sv IS NOT NULL",
+    ),
+    shape(
+        "cte_twice",
+        "WITH t AS (SELECT k, count(*) AS n FROM a GROUP BY k)
+         SELECT t1.k AS k, t1.n AS n, t2.n AS n_next FROM t t1 LEFT JOIN t t2 ON t2.k = t1.k + 1",
+    ),
+    shape(
+        "cte_join",
+        "WITH big AS (SELECT k, v FROM a WHERE v > 5)
+         SELECT big.k AS k, big.v AS v, b.s AS s FROM big JOIN b ON b.k = big.k",
+    ),
+    // Combinations.
+    shape(
+        "join_agg_having",
+        "SELECT b.s AS s, count(*) AS n, sum(a.v) AS sv, max(b.w) AS mw
+           FROM a JOIN b ON a.k = b.k GROUP BY b.s HAVING count(*) >= 3",
+    ),
+    shape(
+        "join3_agg",
+        "SELECT c.name AS name, count(*) AS n, min(a.v) AS mn, sum(b.w) AS sw
+           FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.lo GROUP BY c.name",
+    ),
+    shape(
+        "left_join_agg",
+        "SELECT c.id AS id, count(a.k) AS n, sum(a.v) AS sv, max(a.t) AS mt FROM c LEFT JOIN a ON a.k = c.k GROUP BY c.id",
+    ),
+    shape(
+        "agg_over_subquery",
+        "SELECT x.bucket AS bucket, count(*) AS n, max(x.v) AS mx
+           FROM (SELECT CASE WHEN v < 10 THEN 'low' ELSE 'high' END AS bucket, v FROM a WHERE v IS NOT NULL) x
+          GROUP BY x.bucket",
+    ),
+    shape(
+        "union_of_aggs",
+        "SELECT 'a' AS src, k AS k, count(*) AS n, sum(v) AS total FROM a GROUP BY k
+         UNION ALL SELECT 'b' AS src, k AS k, count(*) AS n, sum(w) AS total FROM b GROUP BY k",
+    ),
+    shape("distinct_join", "SELECT DISTINCT a.g AS g, b.s AS s FROM a JOIN b ON a.k = b.k"),
+    shape(
+        "exists_agg",
+        "SELECT g AS g, count(*) AS n, min(v) AS mn FROM a
+          WHERE EXISTS (SELECT 1 FROM c WHERE c.k = a.k AND c.q > 0) GROUP BY g",
+    ),
+    shape(
+        "cte_join_agg",
+        "WITH totals AS (SELECT k, sum(w) AS sw, count(*) AS nb FROM b GROUP BY k)
+         SELECT c.id AS id, c.name AS name, totals.sw AS sw, totals.nb AS nb FROM c JOIN totals ON totals.k = c.k",
+    ),
+    beyond(
+        "window",
+        "SELECT g AS g, v AS v, sum(v) OVER (PARTITION BY g) AS gsum, rank() OVER (PARTITION BY g ORDER BY v) AS rk FROM a",
+    ),
+];
+
+/// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.
+pub fn select(filter: Option<&str>) -> Vec<(usize, &'static Shape)> {
+    let all = SHAPES.iter().enumerate();
+    match filter {
+        None => all.collect(),
+        Some(f) if SHAPES.iter().any(|s| s.name == f) => all.filter(|(_, s)| s.name == f).collect(),
+        Some(f) => all.filter(|(_, s)| s.name.contains(f)).collect(),
+    }
+}

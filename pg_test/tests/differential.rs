@@ -1,0 +1,316 @@
+//! DIFFERENTIAL refresh: exact frontiers under concurrency, the choice of action and its reason, and
+//! what source DDL and TRUNCATE do. Query-shape coverage under random workloads is in oracle.rs.
+
+use pg_trickle_e2e::{wait_until, TestDb};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+const TOTALS: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+
+fn orders_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
+         INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;",
+    );
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db
+}
+
+/// Visible columns of the stream table compared with the query, as multisets.
+fn assert_exact(db: &mut TestDb) {
+    let diff = db.multiset_diff("totals", TOTALS);
+    assert!(diff.is_empty(), "totals differs from its query:\n{}", diff.join("\n"));
+}
+
+fn last_action(db: &mut TestDb) -> (String, String) {
+    let rows = db.rows("SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1", &[]);
+    (rows[0].get(0), rows[0].get(1))
+}
+
+#[test]
+fn a_transaction_that_commits_after_a_refresh_lands_in_the_next_batch_once() {
+    let mut db = orders_db("diff_long_txn");
+    let mut writer = db.connect();
+    // The writer begins and writes first, but commits only after a refresh has completed.
+    writer.batch_execute("BEGIN; INSERT INTO orders (customer, amount) VALUES ('late', 1000);").unwrap();
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('early', 1)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM totals WHERE customer = 'late'"), 0);
+    writer.batch_execute("COMMIT").unwrap();
+
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+    assert_eq!(db.value::<i64>("SELECT n FROM totals WHERE customer = 'late'"), 1);
+    // And never again: another refresh finds nothing to do.
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "NO_DATA");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn writes_after_a_refresh_in_the_same_transaction_are_not_lost() {
+    let mut db = orders_db("diff_same_txn");
+    let mut other = db.connect();
+    // Our transaction takes an xid; then a later transaction commits, which pushes the snapshot's
+    // xmax past our xid — the case where PostgreSQL reports our own xid as visible to us.
+    db.exec("BEGIN; SELECT pg_current_xact_id();");
+    other.batch_execute("INSERT INTO orders (customer, amount) VALUES ('other', 2)").unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('same_txn', 7); COMMIT;");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+    assert_eq!(db.value::<i64>("SELECT n FROM totals WHERE customer = 'same_txn'"), 1);
+}
+
+#[test]
+fn refreshing_in_the_transaction_that_changed_a_source_stays_exact() {
+    let mut db = orders_db("diff_own_changes");
+    // One call, one transaction: the refresh sees its own uncommitted changes.
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('mine', 1); SELECT pgtrickle.refresh_stream_table('totals'); INSERT INTO orders (customer, amount) VALUES ('mine', 2);");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("inside the transaction that changed public.orders"), "{reason}");
+    // The change rows written before and after that refresh share one xid; the next refresh absorbs
+    // them all exactly once.
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+    assert_eq!(last_action(&mut db).0, "FULL");
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('mine', 3)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn concurrent_writers_and_refreshes_lose_and_repeat_nothing() {
+    let mut db = orders_db("diff_concurrent");
+    let writers = 3;
+    let refreshers = 2;
+    // Every writer, every refresher and this thread.
+    let start = Arc::new(Barrier::new(writers + refreshers + 1));
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let mut client = db.connect();
+        let start = start.clone();
+        handles.push(std::thread::spawn(move || {
+            start.wait();
+            for i in 0..150 {
+                let sql = match i % 5 {
+                    0 | 1 => format!("INSERT INTO orders (customer, amount) VALUES ('w{w}', {i})"),
+                    2 => format!("UPDATE orders SET amount = amount + 1 WHERE id % 7 = {}", (i + w) % 7),
+                    3 => format!("UPDATE orders SET customer = 'moved{w}' WHERE id = (SELECT min(id) FROM orders WHERE customer = 'c{}')", i % 5),
+                    _ => format!("DELETE FROM orders WHERE id = (SELECT max(id) FROM orders WHERE customer = 'w{w}')"),
+                };
+                // Some statements run inside longer transactions that straddle refreshes.
+                if i % 10 == 0 {
+                    client.batch_execute(&format!("BEGIN; {sql}; SELECT pg_sleep(0.02); {sql}; COMMIT;")).unwrap();
+                } else {
+                    client.batch_execute(&sql).unwrap();
+                }
+            }
+        }));
+    }
+    // Refreshers racing each other (manual vs manual) while the writers write.
+    for _ in 0..refreshers {
+        let mut client = db.connect();
+        let start = start.clone();
+        handles.push(std::thread::spawn(move || {
+            start.wait();
+            for _ in 0..40 {
+                client.batch_execute("SELECT pgtrickle.refresh_stream_table('totals')").unwrap();
+            }
+        }));
+    }
+    start.wait();
+    for h in handles {
+        h.join().unwrap();
+    }
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+    let fallbacks: i64 = db.value("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE action = 'FULL' AND initiated_by <> 'CREATE'");
+    assert_eq!(fallbacks, 0, "no refresh fell back to FULL");
+}
+
+#[test]
+fn a_refresh_with_a_stale_repeatable_read_snapshot_fails_instead_of_applying_twice() {
+    let mut db = orders_db("diff_stale_rr");
+    let mut stale = db.connect();
+    stale.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders;").unwrap();
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('x', 1)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let err = stale.batch_execute("SELECT pgtrickle.refresh_stream_table('totals')").unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("40001"), "{err:?}");
+    stale.batch_execute("ROLLBACK").unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn a_refresh_without_changes_does_no_delta_work() {
+    let mut db = orders_db("diff_no_data");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(action, "NO_DATA");
+    assert_eq!(reason, "no changes since the last refresh");
+    let rows: (i64, i64) = {
+        let r = db.rows("SELECT rows_inserted, rows_deleted FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1", &[]);
+        (r[0].get(0), r[0].get(1))
+    };
+    assert_eq!(rows, (0, 0));
+}
+
+#[test]
+fn change_buffers_are_emptied_once_every_consumer_has_applied_them() {
+    let mut db = orders_db("diff_buffer_gc");
+    db.exec("SELECT pgtrickle.create_stream_table('counts', 'SELECT count(*) AS n FROM orders', '1h', 'DIFFERENTIAL')");
+    let buffer: String = db.value(
+        "SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid",
+    );
+    db.exec("INSERT INTO orders (customer, amount) SELECT 'gc', g FROM generate_series(1, 50) g");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    // `counts` has not consumed them yet: they must stay.
+    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 50);
+    db.exec("SELECT pgtrickle.refresh_stream_table('counts')");
+    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    db.assert_matches_query("counts", "SELECT count(*) AS n FROM orders");
+    // Dropping the last consumer removes the capture entirely.
+    db.exec("SELECT pgtrickle.drop_stream_table('totals'); SELECT pgtrickle.drop_stream_table('counts');");
+    let left: i64 = db.value(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace)
+              + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle_capture%')
+              + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace)",
+    );
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn auto_switches_to_full_for_a_batch_large_relative_to_the_sources() {
+    let mut db = TestDb::new("diff_auto_ratio");
+    db.exec(
+        "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
+         INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;
+         ANALYZE orders;",
+    );
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'AUTO')"));
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('small', 1)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    db.exec("INSERT INTO orders (customer, amount) SELECT 'big', g FROM generate_series(1, 80) g");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("pg_trickle.full_refresh_ratio"), "{reason}");
+    assert_exact(&mut db);
+    // The threshold is a setting.
+    db.exec("SET pg_trickle.full_refresh_ratio = 100");
+    db.exec("INSERT INTO orders (customer, amount) SELECT 'big2', g FROM generate_series(1, 300) g");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn auto_picks_full_for_unsupported_queries_and_says_why() {
+    let mut db = TestDb::new("diff_auto_unsupported");
+    db.exec("CREATE TABLE t (a int, b int); INSERT INTO t VALUES (1, 2), (3, 4);");
+    db.client.batch_execute("SET client_min_messages = notice").unwrap();
+    for (query, construct) in [
+        ("SELECT a FROM t ORDER BY a LIMIT 1", "LIMIT"),
+        ("SELECT a, row_number() OVER (ORDER BY b) AS r FROM t", "window"),
+        ("SELECT a, random() AS r FROM t", "random()"),
+    ] {
+        db.exec("DROP TABLE IF EXISTS st");
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'AUTO')"));
+        let (mode, reason): (String, String) = {
+            let r = db.rows("SELECT effective_mode, mode_reason FROM pgtrickle.pgt_stream_tables", &[]);
+            (r[0].get(0), r[0].get(1))
+        };
+        assert_eq!(mode, "FULL", "{query}");
+        assert!(reason.contains(construct), "{query}: {reason}");
+        // DIFFERENTIAL refuses the same query, naming the construct, and creates nothing.
+        db.exec("SELECT pgtrickle.drop_stream_table('st')");
+        let err = db.error(&format!("SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'DIFFERENTIAL')"));
+        assert_eq!(err.code, "0A000", "{query}");
+        assert!(err.message.contains(construct), "{query}: {}", err.message);
+        assert!(err.hint.is_some());
+        assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'st'"), 0);
+    }
+}
+
+#[test]
+fn truncating_a_source_makes_the_next_refresh_full() {
+    let mut db = orders_db("diff_truncate");
+    db.exec("TRUNCATE orders; INSERT INTO orders (customer, amount) VALUES ('after', 5);");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("truncated"), "{reason}");
+    assert_exact(&mut db);
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('later', 1)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn adding_an_unused_column_to_a_source_keeps_differential_working() {
+    let mut db = orders_db("diff_ddl_add");
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('before', 1)");
+    db.exec("ALTER TABLE orders ADD COLUMN note text");
+    db.exec("INSERT INTO orders (customer, amount, note) VALUES ('after', 2, 'x'); UPDATE orders SET note = 'y' WHERE id < 5;");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn dropping_a_used_column_puts_the_stream_table_in_error_not_wrong_results() {
+    let mut db = orders_db("diff_ddl_drop");
+    db.exec("ALTER TABLE orders DROP COLUMN amount CASCADE");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let rows = db.rows("SELECT status, last_error FROM pgtrickle.stream_tables", &[]);
+    let (status, error): (String, String) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(status, "ERROR");
+    assert!(error.contains("amount"), "{error}");
+    // The scheduler leaves it alone; its old contents stay readable.
+    assert!(db.value::<i64>("SELECT count(*) FROM totals") > 0);
+}
+
+#[test]
+fn retyping_a_used_column_reinitialises_when_the_result_keeps_its_shape() {
+    let mut db = orders_db("diff_ddl_type");
+    db.exec("ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3)");
+    db.exec("UPDATE orders SET amount = amount + 0.001 WHERE id = 1");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "FULL");
+    assert_exact(&mut db);
+    db.exec("UPDATE orders SET amount = amount + 0.001 WHERE id = 2");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
+}
+
+#[test]
+fn the_scheduler_refreshes_differentially_by_itself() {
+    let mut db = orders_db("diff_scheduled");
+    db.exec("SELECT pgtrickle.alter_stream_table('totals', schedule => '100ms')");
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('sched', 3); DELETE FROM orders WHERE id = 10;");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("totals", TOTALS)
+        .is_empty()));
+    let by: i64 = db.value("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND action = 'DIFFERENTIAL'");
+    assert!(by >= 1);
+}
+
+#[test]
+fn explain_shows_the_mode_the_tree_and_the_delta_sql() {
+    let mut db = orders_db("diff_explain");
+    let text: String = db.value("SELECT pgtrickle.explain_stream_table('totals')");
+    assert!(text.contains("Refresh mode: DIFFERENTIAL (requested DIFFERENTIAL)"), "{text}");
+    assert!(text.contains("Aggregate"), "{text}");
+    assert!(text.contains("Scan [") && text.contains("public.orders"), "{text}");
+    assert!(text.contains("MERGE INTO \"public\".\"totals\""), "{text}");
+    assert!(text.contains("pg_visible_in_snapshot"), "{text}");
+}
