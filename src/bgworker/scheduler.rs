@@ -102,14 +102,13 @@ fn tick() {
     for st in due {
         pgrx::check_for_interrupts!();
         let started = Instant::now();
-        let started_at = xact::run(Isolation::ReadCommitted, history::now);
         match xact::run(Isolation::RepeatableRead, || refresh::run(st.pgt_id, Initiator::Scheduler)) {
             Ok(outcome) => debug1!("pg_trickle: refreshed {} in {:?}: {outcome:?}", st.name, started.elapsed()),
             Err(message) => {
                 warning!("pg_trickle: refresh of stream table {} failed: {message}", st.name);
-                let recorded = started_at.and_then(|at| {
-                    xact::run(Isolation::ReadCommitted, || refresh::record_failure(st.pgt_id, at, &message))
-                });
+                let elapsed = started.elapsed();
+                let recorded =
+                    xact::run(Isolation::ReadCommitted, || refresh::record_failure(st.pgt_id, elapsed, &message));
                 if let Err(e) = recorded {
                     warning!("pg_trickle: could not record the failure of {}: {e}", st.name);
                 }

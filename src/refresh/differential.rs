@@ -84,6 +84,10 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
 
 /// The first source this transaction has changed itself (it has change rows with our xid), if any.
 fn own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<Option<String>> {
+    // A transaction without an xid (every scheduled refresh) has written nothing: skip the scans.
+    if spi::one::<String>("SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", &[])?.is_none() {
+        return Ok(None);
+    }
     for t in tables {
         let buffer = cdc::buffer_name(Oid::from(t.relid));
         let own: Option<bool> = spi::one(

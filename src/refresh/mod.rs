@@ -152,8 +152,14 @@ fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
     }
 }
 
-/// Records a failed scheduled refresh. Runs in a fresh transaction after the failed one rolled back.
-pub fn record_failure(pgt_id: i64, started_at: pgrx::datum::TimestampWithTimeZone, message: &str) -> PgtResult<()> {
+/// Records a failed scheduled refresh that ran for `elapsed`. Runs in a fresh transaction after the
+/// failed one rolled back.
+pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) -> PgtResult<()> {
+    let started_at: pgrx::datum::TimestampWithTimeZone = spi::one(
+        "SELECT pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)",
+        &[elapsed.as_secs_f64().into()],
+    )?
+    .ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))?;
     let effective_mode: Option<String> = spi::one(
         "UPDATE pgtrickle.pgt_stream_tables
             SET consecutive_errors = consecutive_errors + 1, last_error = $2,
