@@ -58,11 +58,7 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
     let becomes_differential = choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {
         let storage = names::qualified_name_of(st.relid)?;
-        let has_identity: Option<bool> = spi::one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
-            &[st.relid.into(), ROW_ID_COLUMN.into()],
-        )?;
-        if has_identity != Some(true) {
+        if !stream_tables::has_row_identity(st.relid)? {
             spi::exec(&format!("ALTER TABLE {storage} ADD COLUMN {ROW_ID_COLUMN} bigint, ADD COLUMN {DUP_COLUMN} integer"), &[])?;
             super::create::add_row_identity_index(&storage)?;
         }

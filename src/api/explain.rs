@@ -1,11 +1,10 @@
 use crate::catalog::{names, stream_tables};
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
-use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
 use crate::error::{OrRaise, PgtResult};
-use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
 /// Explains how a stream table is refreshed: the mode and why, the operator tree, and the SQL a
@@ -30,12 +29,7 @@ fn explain(name: &str) -> PgtResult<String> {
     match st.tree()? {
         Some(tree) => {
             out.push_str(&format!("\nOperator tree:\n{}", describe_tree(&tree)));
-            let cdc = CdcContext {
-                sources: tree.tables().iter().map(|t| (t.relid, SourceCdc { buffer: cdc::buffer_name(Oid::from(t.relid)) })).collect(),
-                old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-                new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-            };
-            if let Some(delta) = delta_query(&tree, &mut DiffContext::new(cdc))? {
+            if let Some(delta) = delta_query(&tree, &mut DiffContext::new(cdc::refresh_context(&tree.tables())))? {
                 let plan = differential_plan(&storage, &st.output_columns, &delta, st.pgt_id);
                 out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));
             }

@@ -6,7 +6,7 @@
 use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, SourceKind};
 use super::modes::RefreshMode;
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
-use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{JoinKind, Node, OpTree};
 use crate::dvm::diff::rules::new_sql;
 use crate::error::{PgtError, PgtResult, SqlState};
@@ -144,15 +144,7 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// every source changed, in a subtransaction: a type without equality, say, surfaces now instead of at
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
 fn validate(tree: &OpTree) -> PgtResult<Result<(), String>> {
-    let cdc = CdcContext {
-        sources: tree
-            .tables()
-            .into_iter()
-            .map(|t| (t.relid, SourceCdc { buffer: crate::cdc::buffer_name(Oid::from(t.relid)) }))
-            .collect(),
-        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-    };
+    let cdc = crate::cdc::refresh_context(&tree.tables());
     let Some(sql) = delta_query(tree, &mut DiffContext::new(cdc))? else { return Ok(Ok(())) };
     Ok(spi::in_subtransaction(|| {
         for t in tree.tables() {

@@ -113,6 +113,15 @@ pub fn insert(st: NewStreamTable) -> PgtResult<i64> {
     .ok_or_else(|| PgtError::internal("INSERT ... RETURNING returned no row"))
 }
 
+/// Whether the storage table carries the hidden row identity (stream tables that are or were
+/// DIFFERENTIAL; FULL refreshes must then fill it too).
+pub fn has_row_identity(relid: Oid) -> PgtResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
+        &[relid.into(), crate::dvm::apply::ROW_ID_COLUMN.into()],
+    )? == Some(true))
+}
+
 pub fn insert_dependency(pgt_id: i64, source: Oid, kind: &str) -> PgtResult<()> {
     spi::exec(
         "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind) VALUES ($1, $2, $3)",

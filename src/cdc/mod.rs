@@ -5,6 +5,8 @@
 //! Sources are shared: one buffer serves every stream table reading that table.
 
 use crate::catalog::{depend, HIDDEN_PREFIX};
+use crate::dvm::diff::CdcContext;
+use crate::dvm::optree::TableRef;
 use crate::dvm::sql::{ident_list, quote_ident, quote_literal, QualifiedName};
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
@@ -24,6 +26,11 @@ fn truncate_function(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("truncated_{}", relid.to_u32()))
 }
 
+/// The batch context of a refresh reading `tables`: each one's change buffer.
+pub fn refresh_context(tables: &[TableRef]) -> CdcContext {
+    CdcContext::for_refresh(tables.iter().map(|t| (t.relid, buffer_name(Oid::from(t.relid)))))
+}
+
 /// (name, SQL type) of every live column of a table, in order.
 pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
     spi::rows(
@@ -39,7 +46,7 @@ pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
 /// Installs capture on `source` unless it is already there. Idempotent.
 pub fn ensure_capture(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
-    if spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[buffer.quoted().as_str().into()])?.is_some() {
+    if existing(&buffer)?.is_some() {
         return Ok(());
     }
     install(source)
@@ -135,9 +142,12 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
     )
 }
 
+fn existing(name: &QualifiedName) -> PgtResult<Option<Oid>> {
+    spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.quoted().as_str().into()])
+}
+
 fn lookup_oid(name: &QualifiedName) -> PgtResult<Oid> {
-    spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.quoted().as_str().into()])?
-        .ok_or_else(|| PgtError::internal(format!("{name} not found after creation")))
+    existing(name)?.ok_or_else(|| PgtError::internal(format!("{name} not found after creation")))
 }
 
 fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
@@ -155,11 +165,9 @@ pub fn collect_garbage() -> PgtResult<()> {
 /// dependent stream table reinitialise with a full refresh, which also re-checks its query.
 pub fn source_altered(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
-    if spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[buffer.quoted().as_str().into()])?.is_none() {
-        return Ok(());
-    }
+    let Some(buffer_oid) = existing(&buffer)? else { return Ok(()) };
     let now = table_columns(source)?;
-    let captured: Vec<(String, String)> = table_columns(lookup_oid(&buffer)?)?.into_iter().skip(2).collect();
+    let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
     let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
     if only_additions {
         for (name, type_sql) in &now[captured.len()..] {

@@ -6,7 +6,7 @@ use super::{full, Done};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
-use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::TableRef;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
@@ -49,11 +49,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
         }
     }
 
-    let mut ctx = DiffContext::new(CdcContext {
-        sources: tables.iter().map(|t| (t.relid, SourceCdc { buffer: cdc::buffer_name(Oid::from(t.relid)) })).collect(),
-        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-    });
+    let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
     // Unchanged sources contribute nothing: prune them. Only sound when the counts and the delta read
     // the same snapshot, i.e. not under READ COMMITTED (a manual refresh in such a transaction).
     if !read_committed()? {

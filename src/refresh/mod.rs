@@ -8,7 +8,6 @@ mod spi_exec;
 
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::names;
-use crate::dvm::apply::ROW_ID_COLUMN;
 use crate::dvm::frontier::Snapshot;
 use crate::dvm::full::full_refresh_plan;
 use crate::dvm::plan::RefreshAction;
@@ -112,18 +111,10 @@ pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
 }
 
 fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<Done> {
-    let row_ids = has_row_identity(st)?;
+    let row_ids = stream_tables::has_row_identity(st.relid)?;
     let plan = full_refresh_plan(storage, &st.output_columns, &st.defining_query, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
     Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false })
-}
-
-/// Storage tables of stream tables that are (or were) DIFFERENTIAL carry the hidden row identity.
-fn has_row_identity(st: &StreamTable) -> PgtResult<bool> {
-    Ok(spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
-        &[st.relid.into(), ROW_ID_COLUMN.into()],
-    )? == Some(true))
 }
 
 /// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made

@@ -7,6 +7,7 @@ use crate::catalog::analysis::{self, QueryAnalysis};
 use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::RefreshMode;
 use crate::catalog::stream_tables::{self, StreamTable};
+use crate::catalog::HIDDEN_PREFIX;
 use crate::error::PgtResult;
 use crate::spi;
 
@@ -33,14 +34,8 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
 }
 
 fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Option<String>> {
-    let stored = spi::rows(
-        "SELECT attname::text AS name, pg_catalog.format_type(atttypid, atttypmod) AS type_sql
-           FROM pg_catalog.pg_attribute
-          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'
-          ORDER BY attnum",
-        &[st.relid.into()],
-        |r| Ok((spi::col::<String>(r, "name")?, spi::col::<String>(r, "type_sql")?)),
-    )?;
+    let stored: Vec<(String, String)> =
+        crate::cdc::table_columns(st.relid)?.into_iter().filter(|(name, _)| !name.starts_with(HIDDEN_PREFIX)).collect();
     let now: Vec<(String, String)> = analysis
         .columns
         .iter()

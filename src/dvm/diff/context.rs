@@ -23,6 +23,16 @@ pub struct CdcContext {
 }
 
 impl CdcContext {
+    /// The batch of a refresh plan: changes visible in the statement's own snapshot and not at the
+    /// old frontier, which the plan binds as `$1` (`Param::OldFrontier`).
+    pub fn for_refresh(buffers: impl IntoIterator<Item = (u32, QualifiedName)>) -> CdcContext {
+        CdcContext {
+            sources: buffers.into_iter().map(|(relid, buffer)| (relid, SourceCdc { buffer })).collect(),
+            old_frontier: "$1::pg_catalog.pg_snapshot".into(),
+            new_frontier: "pg_catalog.pg_current_snapshot()".into(),
+        }
+    }
+
     /// The batch predicate over buffer alias `b`.
     pub fn batch_predicate(&self, b: &str) -> String {
         format!(
