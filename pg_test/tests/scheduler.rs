@@ -68,10 +68,7 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     let query = "SELECT f.v / k.divisor AS q FROM facts f, knob k";
     db.exec(&format!("SELECT pgtrickle.create_stream_table('ratios', '{query}', '100ms')"));
     db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM facts', '100ms')");
-    let scheduler_pid = |db: &mut TestDb| -> i32 {
-        db.value("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()")
-    };
-    let pid = scheduler_pid(&mut db);
+    let pid = scheduler_pid(&mut db).expect("no scheduler started after the stream tables were created");
 
     db.exec("UPDATE knob SET divisor = 0");
     let failed = wait_until(Duration::from_secs(30), || {
@@ -89,7 +86,7 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     // The other stream table keeps being refreshed meanwhile, by the same scheduler process.
     db.exec("INSERT INTO facts VALUES (11)");
     assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("healthy", "SELECT count(*) AS n FROM facts").is_empty()));
-    assert_eq!(scheduler_pid(&mut db), pid, "the scheduler restarted instead of surviving the failure");
+    assert_eq!(scheduler_pid(&mut db), Some(pid), "the scheduler restarted instead of surviving the failure");
 
     // Fixing the cause heals the stream table (backoff is at most a few seconds at these error counts).
     db.exec("UPDATE knob SET divisor = 1");
@@ -97,6 +94,19 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     assert!(wait_until(Duration::from_secs(10), || {
         db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") == 0
     }));
+}
+
+/// The pid of this database's scheduler, waiting for it to start. The wait is shorter than the
+/// launcher's periodic probe, so it fails if the start request after `create_stream_table` is lost
+/// (for instance to a probe scheduler that started before `CREATE EXTENSION` and is still exiting).
+fn scheduler_pid(db: &mut TestDb) -> Option<i32> {
+    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()";
+    let mut pid = None;
+    wait_until(Duration::from_secs(15), || {
+        pid = db.rows(sql, &[]).first().map(|r| r.get(0));
+        pid.is_some()
+    });
+    pid
 }
 
 #[test]
@@ -108,4 +118,22 @@ fn upstream_stream_tables_refresh_before_downstream_ones() {
     db.exec("INSERT INTO orders SELECT g, 'dag', 2 FROM generate_series(5000, 5099) g");
     let expected = format!("SELECT sum(n) AS orders, sum(total) AS revenue FROM ({ORDERS_QUERY}) t");
     assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("grand_total", &expected).is_empty()));
+}
+
+#[test]
+fn a_scheduler_starts_for_an_extension_created_in_the_same_transaction() {
+    let mut db = TestDb::without_extension("sched_one_xact");
+    // The sleep lets the launcher notice the new database and start a probe scheduler, which finds
+    // no (committed) extension and exits; the request posted at commit must still start a real one.
+    db.exec(
+        "BEGIN;
+         CREATE EXTENSION pg_trickle;
+         CREATE TABLE facts (v int NOT NULL);
+         SELECT pgtrickle.create_stream_table('total', 'SELECT sum(v) AS s FROM facts', '100ms');
+         SELECT pg_sleep(2);
+         COMMIT;",
+    );
+    assert!(scheduler_pid(&mut db).is_some(), "no scheduler started after the transaction committed");
+    db.exec("INSERT INTO facts SELECT generate_series(1, 10)");
+    assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", "SELECT sum(v) AS s FROM facts").is_empty()));
 }

@@ -2,7 +2,9 @@
 //!
 //! It does not know which databases have the extension; it starts a scheduler in each connectable
 //! database, and a scheduler that finds no extension exits. Exited schedulers are retried after
-//! `PROBE_INTERVAL`, or at once when a backend asks (`request_scheduler`, on create/alter).
+//! `PROBE_INTERVAL`, or at once when a backend asks (`request_scheduler`, after a create/alter
+//! commits). A request that arrives while a scheduler is still running is kept: that scheduler may
+//! be a probe that started before the extension existed and is about to exit.
 
 use super::{databases, shmem};
 use pgrx::bgworkers::{
@@ -33,6 +35,8 @@ pub fn register() {
 struct Slot {
     handle: Option<DynamicBackgroundWorker>,
     next_attempt: Instant,
+    /// A backend asked for a scheduler while one was running: if that one exits, start another at once.
+    requested: bool,
     warned_no_slot: bool,
 }
 
@@ -53,16 +57,19 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
         for db in shmem::take_requests() {
             if let Some(slot) = slots.get_mut(&db) {
                 slot.next_attempt = now;
+                slot.requested = slot.handle.is_some();
             }
         }
         let dbs = databases::connectable();
         slots.retain(|oid, _| dbs.iter().any(|d| d.oid.to_u32() == *oid));
         for db in &dbs {
-            let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, warned_no_slot: false });
+            let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, requested: false, warned_no_slot: false });
             if slot.handle.as_ref().is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))) {
-                // The scheduler exited: no extension there, or it crashed. Probe again later.
+                // The scheduler exited: no extension there, or it crashed. Probe again later, unless
+                // a backend asked for one since it started.
                 slot.handle = None;
-                slot.next_attempt = slot.next_attempt.max(now + PROBE_INTERVAL);
+                slot.next_attempt =
+                    if std::mem::take(&mut slot.requested) { now } else { slot.next_attempt.max(now + PROBE_INTERVAL) };
             }
             if slot.handle.is_none() && now >= slot.next_attempt {
                 match super::scheduler::start(db.oid, &db.name) {

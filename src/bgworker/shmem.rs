@@ -2,7 +2,8 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock, PgXactCallbackEvent};
+use std::cell::Cell;
 
 /// Pending scheduler requests the launcher has not picked up yet (it drains them every tick).
 const MAX_PENDING_REQUESTS: usize = 64;
@@ -24,8 +25,26 @@ pub fn init() {
 }
 
 /// Asks the launcher to make sure this database has a scheduler (called when stream tables are
-/// created or re-activated). Cheap and idempotent; if the queue is full the periodic probe covers it.
+/// created or re-activated). The request is posted when the transaction commits: a scheduler started
+/// earlier would not see the new catalog rows (or even the extension) and would exit again.
+/// Cheap and idempotent; if the queue is full the periodic probe covers it.
 pub fn request_scheduler() {
+    if REQUEST_AT_COMMIT.replace(true) {
+        return; // already registered in this transaction
+    }
+    pgrx::register_xact_callback(PgXactCallbackEvent::Commit, || {
+        REQUEST_AT_COMMIT.set(false);
+        post_request();
+    });
+    pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || REQUEST_AT_COMMIT.set(false));
+}
+
+thread_local! {
+    /// Whether this transaction has already registered its commit-time request.
+    static REQUEST_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn post_request() {
     // SAFETY: MyDatabaseId is set for every backend connected to a database.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let mut shared = LAUNCHER.exclusive();
