@@ -34,6 +34,11 @@ impl TestDb {
         TestDb { name: name.to_string(), client: c.try_connect(name).expect("connect to test database") }
     }
 
+    /// A connection to a database that already exists (made by another test step).
+    pub fn existing(name: &str) -> TestDb {
+        TestDb { name: name.to_string(), client: cluster().try_connect(name).expect("connect to test database") }
+    }
+
     /// A second connection to the same database.
     pub fn connect(&self) -> Client {
         cluster().try_connect(&self.name).unwrap()
@@ -57,6 +62,18 @@ impl TestDb {
     pub fn value<T: for<'a> postgres::types::FromSql<'a>>(&mut self, sql: &str) -> T {
         let row = self.client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)));
         row.get(0)
+    }
+
+    /// The pid of this database's pg_trickle scheduler, waiting up to 15 s for one to start. That is
+    /// shorter than the launcher's periodic probe (30 s), so a lost start request shows as `None`.
+    pub fn scheduler_pid(&mut self) -> Option<i32> {
+        let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()";
+        let mut pid = None;
+        crate::wait_until(std::time::Duration::from_secs(15), || {
+            pid = self.rows(sql, &[]).first().map(|r| r.get(0));
+            pid.is_some()
+        });
+        pid
     }
 
     /// Runs `sql`, which must fail, and returns the error.

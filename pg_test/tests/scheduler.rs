@@ -68,7 +68,7 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     let query = "SELECT f.v / k.divisor AS q FROM facts f, knob k";
     db.exec(&format!("SELECT pgtrickle.create_stream_table('ratios', '{query}', '100ms')"));
     db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM facts', '100ms')");
-    let pid = scheduler_pid(&mut db).expect("no scheduler started after the stream tables were created");
+    let pid = db.scheduler_pid().expect("no scheduler started after the stream tables were created");
 
     db.exec("UPDATE knob SET divisor = 0");
     let failed = wait_until(Duration::from_secs(30), || {
@@ -86,7 +86,7 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     // The other stream table keeps being refreshed meanwhile, by the same scheduler process.
     db.exec("INSERT INTO facts VALUES (11)");
     assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("healthy", "SELECT count(*) AS n FROM facts").is_empty()));
-    assert_eq!(scheduler_pid(&mut db), Some(pid), "the scheduler restarted instead of surviving the failure");
+    assert_eq!(db.scheduler_pid(), Some(pid), "the scheduler restarted instead of surviving the failure");
 
     // Fixing the cause heals the stream table (backoff is at most a few seconds at these error counts).
     db.exec("UPDATE knob SET divisor = 1");
@@ -94,19 +94,6 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     assert!(wait_until(Duration::from_secs(10), || {
         db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") == 0
     }));
-}
-
-/// The pid of this database's scheduler, waiting for it to start. The wait is shorter than the
-/// launcher's periodic probe, so it fails if the start request after `create_stream_table` is lost
-/// (for instance to a probe scheduler that started before `CREATE EXTENSION` and is still exiting).
-fn scheduler_pid(db: &mut TestDb) -> Option<i32> {
-    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()";
-    let mut pid = None;
-    wait_until(Duration::from_secs(15), || {
-        pid = db.rows(sql, &[]).first().map(|r| r.get(0));
-        pid.is_some()
-    });
-    pid
 }
 
 #[test]
@@ -133,7 +120,24 @@ fn a_scheduler_starts_for_an_extension_created_in_the_same_transaction() {
          SELECT pg_sleep(2);
          COMMIT;",
     );
-    assert!(scheduler_pid(&mut db).is_some(), "no scheduler started after the transaction committed");
+    assert!(db.scheduler_pid().is_some(), "no scheduler started after the transaction committed");
     db.exec("INSERT INTO facts SELECT generate_series(1, 10)");
     assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", "SELECT sum(v) AS s FROM facts").is_empty()));
+}
+
+#[test]
+fn a_terminated_scheduler_is_restarted_promptly() {
+    let mut db = TestDb::new("sched_terminated");
+    db.exec("CREATE TABLE facts (v int NOT NULL)");
+    db.exec("SELECT pgtrickle.create_stream_table('total', 'SELECT sum(v) AS s FROM facts', '100ms')");
+    let mut pid = db.scheduler_pid().expect("no scheduler started");
+    // Twice: the first restart may also be owed to the start request create_stream_table posted.
+    for round in 0..2 {
+        db.exec(&format!("SELECT pg_terminate_backend({pid})"));
+        let came_back = wait_until(Duration::from_secs(15), || db.scheduler_pid().is_some_and(|p| p != pid));
+        assert!(came_back, "round {round}: the scheduler was not restarted before the periodic probe");
+        pid = db.scheduler_pid().unwrap();
+        db.exec(&format!("INSERT INTO facts VALUES ({round})"));
+        assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", "SELECT sum(v) AS s FROM facts").is_empty()));
+    }
 }

@@ -4,7 +4,9 @@
 //! database, and a scheduler that finds no extension exits. Exited schedulers are retried after
 //! `PROBE_INTERVAL`, or at once when a backend asks (`request_scheduler`, after a create/alter
 //! commits). A request that arrives while a scheduler is still running is kept: that scheduler may
-//! be a probe that started before the extension existed and is about to exit.
+//! be a probe that started before the extension existed and is about to exit. A scheduler that was
+//! serving the extension and exits anyway (DROP/ALTER DATABASE and CREATE DATABASE ... TEMPLATE
+//! terminate it, as does `pg_terminate_backend`) is restarted after `RESTART_DELAY`.
 
 use super::{databases, shmem};
 use pgrx::bgworkers::{
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_secs(1);
 /// How long after a scheduler exits (no extension, or a crash) its database is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long after a serving scheduler was terminated (or crashed) it is restarted.
+const RESTART_DELAY: Duration = Duration::from_secs(2);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("pg_trickle launcher")
@@ -61,17 +65,29 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
             }
         }
         let dbs = databases::connectable();
-        slots.retain(|oid, _| dbs.iter().any(|d| d.oid.to_u32() == *oid));
+        slots.retain(|oid, _| {
+            let exists = dbs.iter().any(|d| d.oid.to_u32() == *oid);
+            if !exists {
+                shmem::take_serving(*oid);
+            }
+            exists
+        });
         for db in &dbs {
             let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, requested: false, warned_no_slot: false });
             if slot.handle.as_ref().is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))) {
-                // The scheduler exited: no extension there, or it crashed. Probe again later, unless
-                // a backend asked for one since it started.
+                // The scheduler exited. A probe that found no extension is retried later, unless a
+                // backend asked for a scheduler since; one that was serving was terminated or crashed.
                 slot.handle = None;
-                slot.next_attempt =
-                    if std::mem::take(&mut slot.requested) { now } else { slot.next_attempt.max(now + PROBE_INTERVAL) };
+                let was_serving = shmem::take_serving(db.oid.to_u32());
+                slot.next_attempt = if std::mem::take(&mut slot.requested) {
+                    now
+                } else if was_serving {
+                    now + RESTART_DELAY
+                } else {
+                    slot.next_attempt.max(now + PROBE_INTERVAL)
+                };
             }
-            if slot.handle.is_none() && now >= slot.next_attempt {
+            if slot.handle.is_none() && now >= slot.next_attempt && !shmem::is_held(db.oid) {
                 match super::scheduler::start(db.oid, &db.name) {
                     Ok(handle) => {
                         slot.handle = Some(handle);

@@ -4,6 +4,9 @@
 
 pub mod policy;
 
+// PostgreSQL 13's ProcessUtility hook has another signature; there DROP DATABASE needs WITH (FORCE).
+#[cfg(all(feature = "pg", not(feature = "pg13")))]
+mod database_ddl;
 #[cfg(feature = "pg")]
 mod databases;
 #[cfg(feature = "pg")]
@@ -23,4 +26,6 @@ pub use shmem::request_scheduler;
 pub fn init() {
     shmem::init();
     launcher::register();
+    #[cfg(not(feature = "pg13"))]
+    database_ddl::install();
 }

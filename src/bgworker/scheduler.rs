@@ -56,6 +56,10 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
         // No pg_trickle here (or the catalog is unreadable): the launcher probes again later.
         return;
     }
+    // SAFETY: reading this process's pid.
+    if !super::shmem::start_serving(db, unsafe { pg_sys::MyProcPid }) {
+        return; // a DROP/ALTER DATABASE needs this database to itself
+    }
     log!("{} started", BackgroundWorker::get_name());
 
     let mut last_prune = Instant::now() - PRUNE_EVERY;
@@ -68,6 +72,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
         match xact::run(Isolation::ReadCommitted, extension_installed) {
             Ok(true) => {}
             Ok(false) => {
+                super::shmem::stop_serving(db);
                 log!("pg_trickle scheduler: extension dropped, exiting");
                 return;
             }

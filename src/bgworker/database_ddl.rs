@@ -1,0 +1,141 @@
+//! Stepping aside for database-level DDL.
+//!
+//! `DROP DATABASE`, `ALTER DATABASE ... RENAME TO`, `ALTER DATABASE ... SET TABLESPACE` and
+//! `CREATE DATABASE ... TEMPLATE` fail while any other session is connected to the database they act
+//! on — and a scheduler always is. PostgreSQL moves its own autovacuum workers out of the way; this
+//! ProcessUtility hook does the same for pg_trickle's scheduler: it holds the database (the launcher
+//! starts no scheduler there), terminates the running one, runs the statement and releases the hold.
+//! A scheduler comes back at once if the database still exists.
+
+use super::shmem;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
+use std::ffi::CStr;
+
+static mut PREVIOUS_HOOK: pg_sys::ProcessUtility_hook_type = None;
+
+/// Installs the hook (from `_PG_init`, while preloading).
+pub fn install() {
+    // SAFETY: _PG_init runs once per process, before any statement; hooks are chained by convention.
+    unsafe {
+        PREVIOUS_HOOK = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    let run = || {
+        // SAFETY: forwarding the arguments PostgreSQL gave us, unchanged, to the next hook in the chain.
+        unsafe {
+            match PREVIOUS_HOOK {
+                Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+                }),
+                None => pg_sys::standard_ProcessUtility(
+                    pstmt,
+                    query_string,
+                    read_only_tree,
+                    context,
+                    params,
+                    query_env,
+                    dest,
+                    qc,
+                ),
+            }
+        }
+    };
+    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
+    let target = unsafe { exclusive_database_of((*pstmt).utilityStmt) };
+    let Some(db) = target else {
+        run();
+        return;
+    };
+    let Ok(scheduler) = shmem::hold_database(db) else {
+        run(); // no room to record the hold: behave as without pg_trickle
+        return;
+    };
+    if let Some(pid) = scheduler {
+        stop_scheduler(pid, db);
+    }
+    PgTryBuilder::new(run)
+        .finally(|| {
+            shmem::release_database(db);
+            shmem::post_request(db);
+        })
+        .execute();
+}
+
+/// The database a statement needs to itself (no other sessions connected), if any.
+///
+/// # Safety
+/// `node` must be a valid parse node.
+unsafe fn exclusive_database_of(node: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    let name: *const std::ffi::c_char = unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_DropdbStmt => (*(node as *mut pg_sys::DropdbStmt)).dbname,
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = &*(node as *mut pg_sys::RenameStmt);
+                if stmt.renameType != pg_sys::ObjectType::OBJECT_DATABASE {
+                    return None;
+                }
+                stmt.subname
+            }
+            pg_sys::NodeTag::T_AlterDatabaseStmt => {
+                let stmt = &*(node as *mut pg_sys::AlterDatabaseStmt);
+                option_value(stmt.options, c"tablespace")?;
+                stmt.dbname
+            }
+            pg_sys::NodeTag::T_CreatedbStmt => {
+                let stmt = &*(node as *mut pg_sys::CreatedbStmt);
+                option_value(stmt.options, c"template")?
+            }
+            _ => return None,
+        }
+    };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated name from the parse tree; missing_ok, so no ERROR for unknown names.
+    let oid = unsafe { pg_sys::get_database_oid(name, true) };
+    (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
+/// The string value of the `DefElem` called `name` in an options list.
+///
+/// # Safety
+/// `options` must be a List of DefElem (or NIL).
+unsafe fn option_value(options: *mut pg_sys::List, name: &CStr) -> Option<*const std::ffi::c_char> {
+    let list = unsafe { PgList::<pg_sys::DefElem>::from_pg(options) };
+    let found = list.iter_ptr().find(|&def| unsafe {
+        !(*def).defname.is_null() && CStr::from_ptr((*def).defname) == name && !(*def).arg.is_null()
+    });
+    // SAFETY: a DefElem with an argument; defGetString raises a normal ERROR for a non-string one.
+    found.map(|def| unsafe { pg_sys::defGetString(def) as *const _ })
+}
+
+/// Sends SIGTERM to `db`'s scheduler — what PostgreSQL does to autovacuum workers in the same
+/// situation — after checking that `pid` is still a process connected to `db`.
+fn stop_scheduler(pid: i32, db: pg_sys::Oid) {
+    // SAFETY: BackendPidGetProc reads the proc array under its own lock; PGPROCs are never freed,
+    // and only its database is read.
+    let still_there = unsafe {
+        let proc = pg_sys::BackendPidGetProc(pid);
+        !proc.is_null() && (*proc).databaseId == db
+    };
+    if still_there {
+        // SAFETY: signalling a child process of this cluster by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
