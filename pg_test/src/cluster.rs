@@ -137,6 +137,16 @@ impl Cluster {
         postgres::Client::connect(&self.conninfo(db), postgres::NoTls)
     }
 
+    /// An empty directory beside the cluster, owned by the server's OS user (for CREATE TABLESPACE).
+    pub fn server_owned_dir(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        let (_, uid, gid) = os_user();
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+        path
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }

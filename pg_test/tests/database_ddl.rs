@@ -83,3 +83,15 @@ fn a_database_with_stream_tables_can_be_a_template() {
     assert_still_refreshed(&mut copy);
     assert_still_refreshed(&mut TestDb::existing("ddl_template"));
 }
+
+#[test]
+fn moving_a_database_to_another_tablespace_keeps_its_stream_tables_refreshing() {
+    let mut admin = admin();
+    admin.batch_execute("DROP DATABASE IF EXISTS ddl_move WITH (FORCE)").unwrap();
+    admin.batch_execute("DROP TABLESPACE IF EXISTS ddl_space").unwrap();
+    let location = cluster().server_owned_dir("ddl_space");
+    admin.batch_execute(&format!("CREATE TABLESPACE ddl_space LOCATION '{}'", location.display())).unwrap();
+    drop(scheduled_db("ddl_move"));
+    admin.batch_execute("ALTER DATABASE ddl_move SET TABLESPACE ddl_space").expect("move while a scheduler runs");
+    assert_still_refreshed(&mut TestDb::existing("ddl_move"));
+}
