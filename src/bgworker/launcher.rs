@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
-/// How long after a scheduler exits (no extension, or a crash) its database is probed again.
+/// How long after a scheduler found no extension (or exited before serving) its database is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long after a serving scheduler was terminated (or crashed) it is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(2);

@@ -9,7 +9,8 @@ use std::cell::Cell;
 
 /// Pending scheduler requests the launcher has not picked up yet (it drains them every tick).
 const MAX_PENDING_REQUESTS: usize = 64;
-/// Databases tracked as served; beyond this a terminated scheduler waits for the periodic probe.
+/// Schedulers tracked as serving. Beyond this, a terminated one waits for the periodic probe and
+/// database-level DDL cannot find it to stop it (DROP DATABASE then needs FORCE, as without pg_trickle).
 const MAX_SERVING: usize = 256;
 /// Databases held at once by concurrent DROP/ALTER/CREATE DATABASE statements.
 const MAX_HOLDS: usize = 16;
