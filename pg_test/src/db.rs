@@ -1,6 +1,6 @@
 //! A fresh database per test, and the assertions tests make against it.
 
-use crate::cluster::{cluster, Cluster};
+use crate::cluster::cluster;
 use postgres::types::ToSql;
 use postgres::{Client, Row};
 
@@ -27,11 +27,10 @@ impl TestDb {
     }
 
     pub fn without_extension(name: &str) -> TestDb {
-        let c: &Cluster = cluster();
-        let mut admin = c.try_connect("postgres").expect("connect to postgres");
+        let mut admin = cluster().try_connect("postgres").expect("connect to postgres");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).unwrap();
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-        TestDb { name: name.to_string(), client: c.try_connect(name).expect("connect to test database") }
+        TestDb::existing(name)
     }
 
     /// A connection to a database that already exists (made by another test step).

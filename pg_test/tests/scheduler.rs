@@ -4,6 +4,7 @@
 use pg_trickle_e2e::{wait_until, TestDb};
 use std::time::Duration;
 
+const SUM_FACTS: &str = "SELECT sum(v) AS s FROM facts";
 const ORDERS_QUERY: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
 
 fn orders_db(name: &str) -> TestDb {
@@ -112,24 +113,24 @@ fn a_scheduler_starts_for_an_extension_created_in_the_same_transaction() {
     let mut db = TestDb::without_extension("sched_one_xact");
     // The sleep lets the launcher notice the new database and start a probe scheduler, which finds
     // no (committed) extension and exits; the request posted at commit must still start a real one.
-    db.exec(
+    db.exec(&format!(
         "BEGIN;
          CREATE EXTENSION pg_trickle;
          CREATE TABLE facts (v int NOT NULL);
-         SELECT pgtrickle.create_stream_table('total', 'SELECT sum(v) AS s FROM facts', '100ms');
+         SELECT pgtrickle.create_stream_table('total', '{SUM_FACTS}', '100ms');
          SELECT pg_sleep(2);
-         COMMIT;",
-    );
+         COMMIT;"
+    ));
     assert!(db.scheduler_pid().is_some(), "no scheduler started after the transaction committed");
     db.exec("INSERT INTO facts SELECT generate_series(1, 10)");
-    assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", "SELECT sum(v) AS s FROM facts").is_empty()));
+    assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", SUM_FACTS).is_empty()));
 }
 
 #[test]
 fn a_terminated_scheduler_is_restarted_promptly() {
     let mut db = TestDb::new("sched_terminated");
     db.exec("CREATE TABLE facts (v int NOT NULL)");
-    db.exec("SELECT pgtrickle.create_stream_table('total', 'SELECT sum(v) AS s FROM facts', '100ms')");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('total', '{SUM_FACTS}', '100ms')"));
     let mut pid = db.scheduler_pid().expect("no scheduler started");
     // Twice: the first restart may also be owed to the start request create_stream_table posted.
     for round in 0..2 {
@@ -138,6 +139,6 @@ fn a_terminated_scheduler_is_restarted_promptly() {
         assert!(came_back, "round {round}: the scheduler was not restarted before the periodic probe");
         pid = db.scheduler_pid().unwrap();
         db.exec(&format!("INSERT INTO facts VALUES ({round})"));
-        assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", "SELECT sum(v) AS s FROM facts").is_empty()));
+        assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", SUM_FACTS).is_empty()));
     }
 }

@@ -105,7 +105,7 @@ pub fn start_serving(db: pg_sys::Oid, pid: i32) -> bool {
 
 /// This scheduler saw the extension dropped and exits for good (scheduler only).
 pub fn stop_serving(db: pg_sys::Oid) {
-    LAUNCHER.exclusive().serving.retain(|s| s.db != db.to_u32());
+    take_serving(db.to_u32());
 }
 
 /// Whether `db`'s scheduler was serving the extension when it exited; forgets it (launcher only).
