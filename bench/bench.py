@@ -1,0 +1,702 @@
+#!/usr/bin/env python3
+"""The measurements behind scripts/bench. Run by scripts/bench against its own throwaway cluster; see
+docs/BENCHMARKS.md for what is measured and how.
+
+Every statement is sent with plain `psql` (one session per measured round, `ON_ERROR_STOP`), so nothing but
+the PostgreSQL client tools is needed. A timed statement is wrapped as `SELECT bench.time_ms('<stmt>')`:
+the function returns the server-side execution time (clock_timestamp() before and after EXECUTE), and
+psql's `\\timing` gives the statement's elapsed time as the client sees it (execution + commit + one
+loopback round trip). The reported value is the latter; the server time is kept next to it.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+DB = "pgtrickle_bench"
+
+# The shapes of issue #6. `cols` are the query's output columns: the stream table's visible columns
+# (its storage also has hidden __pgt_* columns, which the comparison leaves out).
+SHAPES = [
+    dict(name="filter", title="filter/projection",
+         query="SELECT id, amount, qty FROM fact WHERE qty > 5", cols="id, amount, qty"),
+    dict(name="join", title="two-table join",
+         query="SELECT f.id, f.amount, d.region FROM fact f JOIN dim d ON d.id = f.cust",
+         cols="id, amount, region"),
+    dict(name="group_by", title="GROUP BY grp (~10,000 groups)",
+         query="SELECT grp, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty FROM fact GROUP BY grp",
+         cols="grp, n, total, avg_qty"),
+    dict(name="join_agg", title="join + GROUP BY region, cat (260 groups)",
+         query="SELECT d.region, d.cat, count(*) AS n, sum(f.amount) AS total "
+               "FROM fact f JOIN dim d ON d.id = f.cust GROUP BY d.region, d.cat",
+         cols="region, cat, n, total"),
+    dict(name="global_agg", title="global aggregate",
+         query="SELECT count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty FROM fact",
+         cols="n, total, avg_qty"),
+    dict(name="min_max", title="MIN/MAX per group",
+         query="SELECT grp, min(amount) AS lo, max(amount) AS hi FROM fact GROUP BY grp",
+         cols="grp, lo, hi"),
+]
+
+SIZES = {
+    "full": dict(fact=1_000_000, dim=100_000, reps=5, insert_rows=100_000, pgbench_secs=15,
+                 pgbench_reps=3, phase_budget_s=75, min_reps=3),
+    "quick": dict(fact=20_000, dim=2_000, reps=2, insert_rows=10_000, pgbench_secs=3,
+                  pgbench_reps=1, phase_budget_s=None, min_reps=1),
+}
+
+CHURN = [("churn_0.1pct", 0.001, 50.0), ("churn_1pct", 0.01, 10.0)]
+SINGLE_ROW_TARGET_MS = 5.0      # "a refresh of a single changed row costs a few milliseconds"
+NO_CHANGE_TARGET_SERVER_MS = 1.0  # "a NO_DATA refresh well under 1 ms of server time"
+FULL_TARGET = 1.2               # FULL no slower than 1.2x REFRESH MATERIALIZED VIEW
+TPS_TARGET = 0.80               # pgbench TPS with capture / without
+INSERT_TARGET = 1.5             # INSERT ... SELECT time with capture / without
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"\033[1m[bench]\033[0m {msg}", file=sys.stderr, flush=True)
+
+
+def q(s):
+    """A SQL string literal."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def dq(s):
+    """A dollar-quoted SQL literal (our statements never contain the tag)."""
+    assert "$bench$" not in s
+    return "$bench$" + s + "$bench$"
+
+
+class Psql:
+    def __init__(self, bindir, port):
+        self.bindir = bindir
+        self.port = port
+        self.env = dict(os.environ, PGAPPNAME="pg_trickle_bench",
+                        PGOPTIONS="-c client_min_messages=warning")
+        for k in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE"):
+            self.env.pop(k, None)
+
+    def conn_args(self, db):
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db]
+
+    def run(self, script, db=DB, what="SQL"):
+        """Runs a script in one session; returns stdout. Fails on the first error."""
+        cmd = [f"{self.bindir}/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"] + self.conn_args(db)
+        p = subprocess.run(cmd, input=script, capture_output=True, text=True, env=self.env)
+        if p.returncode != 0:
+            err = p.stderr.strip() or "(no message)"
+            raise BenchError(f"{what} failed (psql exit {p.returncode}):\n{err}{failing_statement(script, err)}")
+        return p.stdout
+
+    def value(self, sql, db=DB):
+        return self.run(sql + ";\n", db=db).strip()
+
+    def timed(self, script, what):
+        """Runs a script in which `@T tag` markers precede `SELECT bench.time_ms(...)` statements;
+        returns {tag: [(wall_ms, server_ms), ...]} in order."""
+        out = self.run("\\timing on\n" + script, what=what)
+        res, pending, server = {}, None, None
+        for line in out.splitlines():
+            if line.startswith("@T "):
+                pending, server = line[3:].strip(), None
+                continue
+            if pending is None:
+                continue
+            if server is None and re.fullmatch(r"-?\d+(\.\d+)?(e[-+]?\d+)?", line.strip()):
+                server = float(line.strip())
+                continue
+            m = re.match(r"Time: ([\d.]+) ms", line)
+            if m and server is not None:
+                res.setdefault(pending, []).append((float(m.group(1)), server))
+                pending = None
+        return res
+
+
+def failing_statement(script, err):
+    """The statement psql reported an error for (`psql:<stdin>:LINE: ERROR: ...`), to show with the error."""
+    m = re.search(r"psql:<stdin>:(\d+): (ERROR|FATAL)", err)
+    if not m:
+        return ""
+    lines = script.splitlines()
+    end = min(int(m.group(1)), len(lines))
+    start = end - 1
+    while start > 0 and not lines[start - 1].rstrip().endswith(";") and not lines[start - 1].startswith("\\"):
+        start -= 1
+    stmt = "\n".join(lines[start:end])
+    if len(stmt) > 1500:
+        stmt = stmt[:1500] + " ..."
+    return "\nstatement: " + stmt
+
+
+def timed_stmt(tag, stmt):
+    return f"\\echo @T {tag}\nSELECT bench.time_ms({dq(stmt)});\n"
+
+
+HELPERS = r"""
+CREATE SCHEMA bench;
+-- Server-side execution time of one statement, in ms.
+CREATE FUNCTION bench.time_ms(stmt text) RETURNS double precision LANGUAGE plpgsql AS $f$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  EXECUTE stmt;
+  RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
+END $f$;
+-- The stream table's visible columns equal its query as a multiset, or an error. One pass: every distinct
+-- row's count in the stream table minus its count in the query must be 0 -- the same test as
+-- `st EXCEPT ALL query` and `query EXCEPT ALL st` both empty, at half the cost on large results.
+CREATE FUNCTION bench.verify(st regclass, cols text, query text) RETURNS void LANGUAGE plpgsql
+SET work_mem = '512MB' SET jit = off AS $f$
+DECLARE extra bigint; missing bigint;
+BEGIN
+  EXECUTE format('SELECT coalesce(sum(d) FILTER (WHERE d > 0), 0), coalesce(-sum(d) FILTER (WHERE d < 0), 0)
+                    FROM (SELECT sum(bench_w) AS d FROM (SELECT %1$s, 1 AS bench_w FROM %2$s
+                                                   UNION ALL SELECT %1$s, -1 FROM (%3$s) q) u
+                           GROUP BY %1$s HAVING sum(bench_w) <> 0) x', cols, st, query)
+    INTO extra, missing;
+  IF extra <> 0 OR missing <> 0 THEN
+    RAISE EXCEPTION 'stream table % disagrees with its query: % row(s) too many, % row(s) missing',
+      st, extra, missing USING DETAIL = 'query: ' || query;
+  END IF;
+END $f$;
+CREATE FUNCTION bench.last_refresh_id() RETURNS bigint LANGUAGE sql AS
+  $f$ SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history $f$;
+-- Exactly one refresh of `st` since `after_id`, successful, with the expected action.
+CREATE FUNCTION bench.expect_action(st regclass, after_id bigint, want text) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE n int; r record;
+BEGIN
+  SELECT count(*) INTO n FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+   WHERE s.pgt_relid = st AND h.refresh_id > after_id;
+  SELECT h.action, h.status, h.reason, h.error_message INTO r
+    FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+   WHERE s.pgt_relid = st AND h.refresh_id > after_id ORDER BY h.refresh_id DESC LIMIT 1;
+  IF n <> 1 THEN
+    RAISE EXCEPTION 'expected one refresh of % in pgtrickle.pgt_refresh_history, found %', st, n;
+  END IF;
+  IF r.action IS DISTINCT FROM want OR r.status IS DISTINCT FROM 'SUCCESS' THEN
+    RAISE EXCEPTION 'refresh of % was % (%), expected % SUCCESS', st, r.action, r.status, want
+      USING DETAIL = 'reason: ' || coalesce(r.reason, '-') || '; error: ' || coalesce(r.error_message, '-');
+  END IF;
+END $f$;
+"""
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.cfg = dict(SIZES[args.mode])
+        if args.reps:
+            self.cfg["reps"] = args.reps
+            self.cfg["pgbench_reps"] = min(args.reps, self.cfg["pgbench_reps"])
+            self.cfg["min_reps"] = min(self.cfg["min_reps"], args.reps)
+        self.pg = Psql(args.bindir, args.port)
+        self.n_fact = self.cfg["fact"]
+        self.n_dim = self.cfg["dim"]
+        self.n_grp = max(10, self.n_fact // 100)
+        self.results = []
+        self.seed = 0
+        self.notes = []
+
+    # ---------------------------------------------------------------- setup
+    def setup(self):
+        pg = self.pg
+        pg.run(f"DROP DATABASE IF EXISTS {DB};\nCREATE DATABASE {DB};\n", db="postgres", what="creating the database")
+        pg.run("CREATE EXTENSION pg_trickle;\n" + HELPERS, what="creating the extension")
+        if self.args.after_create_check:
+            path, want = self.args.after_create_check.rsplit(":", 1)
+            with open(path, "rb") as f:
+                if hashlib.md5(f.read()).hexdigest() != want:
+                    raise BenchError("the installed pg_trickle changed while the benchmark started "
+                                     "(another build installed over it); run scripts/bench again")
+        log(f"loading data: fact {self.n_fact:,} rows ({self.n_grp:,} groups), dim {self.n_dim:,} rows")
+        t0 = time.monotonic()
+        n, d, g = self.n_fact, self.n_dim, self.n_grp
+        pg.run(f"""
+SELECT setseed(0.5);
+CREATE TABLE dim (id int PRIMARY KEY, region text NOT NULL, cat text NOT NULL);
+INSERT INTO dim SELECT i, chr(65 + (i / 10) % 26), 'cat' || (i % 10) FROM generate_series(1, {d}) i;
+CREATE TABLE fact (id bigint PRIMARY KEY, cust int NOT NULL, grp int NOT NULL,
+                   amount numeric(12,2) NOT NULL, qty int NOT NULL);
+INSERT INTO fact
+SELECT i, 1 + (random() * {d - 1})::int, 1 + (random() * {g - 1})::int,
+       round((random() * 1000)::numeric, 2), (random() * 10)::int
+  FROM generate_series(1, {n}) i;
+ALTER TABLE fact ADD CONSTRAINT fact_cust_fkey FOREIGN KEY (cust) REFERENCES dim (id);
+CREATE INDEX fact_cust_idx ON fact (cust);
+CREATE INDEX fact_grp_idx ON fact (grp);
+CREATE SEQUENCE fact_id_seq START WITH {n + 1};
+VACUUM ANALYZE dim;
+VACUUM ANALYZE fact;
+""", what="loading data")
+        log(f"loaded in {time.monotonic() - t0:.1f} s")
+
+    def machine(self):
+        info = {"nproc": os.cpu_count()}
+        try:
+            with open("/proc/meminfo") as f:
+                kb = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+            info["memory_gb"] = round(kb / 1024 / 1024, 1)
+        except (OSError, AttributeError):
+            info["memory_gb"] = None
+        try:
+            with open("/proc/cpuinfo") as f:
+                m = re.search(r"model name\s*:\s*(.+)", f.read())
+            info["cpu"] = m.group(1).strip() if m else None
+        except OSError:
+            info["cpu"] = None
+        info["postgres"] = self.pg.value("SELECT split_part(version(), ' on ', 1)")
+        info["settings"] = self.pg.value(
+            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings "
+            "WHERE name IN ('shared_buffers', 'work_mem', 'jit', 'synchronous_commit', 'max_wal_size')")
+        info["commit"] = self.args.commit
+        info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return info
+
+    # ---------------------------------------------------------------- helpers
+    def next_seed(self):
+        self.seed += 1
+        return f"SELECT setseed({(self.seed * 0.618034) % 1:.6f});\n"
+
+    def churn_sql(self, n):
+        """n changed rows of fact in one transaction: about half updates (a quarter of them move to
+        another group, a quarter to another customer), a quarter deletes, a quarter inserts."""
+        u = n // 2
+        d = n // 4
+        i = n - u - d
+        d_, g_ = self.n_dim, self.n_grp
+        parts = ["BEGIN;\n"]
+        if u:
+            parts.append(f"""UPDATE fact SET amount = round((random() * 1000)::numeric, 2), qty = (random() * 10)::int,
+       grp = CASE WHEN random() < 0.25 THEN 1 + (random() * {g_ - 1})::int ELSE grp END,
+       cust = CASE WHEN random() < 0.25 THEN 1 + (random() * {d_ - 1})::int ELSE cust END
+ WHERE id IN (SELECT id FROM fact ORDER BY random() LIMIT {u});
+""")
+        if d:
+            parts.append(f"DELETE FROM fact WHERE id IN (SELECT id FROM fact ORDER BY random() LIMIT {d});\n")
+        if i:
+            parts.append(f"""INSERT INTO fact (id, cust, grp, amount, qty)
+SELECT nextval('fact_id_seq'), 1 + (random() * {d_ - 1})::int, 1 + (random() * {g_ - 1})::int,
+       round((random() * 1000)::numeric, 2), (random() * 10)::int
+  FROM generate_series(1, {i});
+""")
+        parts.append("COMMIT;\n")
+        return "".join(parts)
+
+    @staticmethod
+    def single_row_sql():
+        return """UPDATE fact SET amount = round((random() * 1000)::numeric, 2), qty = (random() * 10)::int
+ WHERE id = (SELECT id FROM fact WHERE id >= (SELECT (random() * max(id))::bigint FROM fact) ORDER BY id LIMIT 1);
+"""
+
+    def pair(self, rep, st, mv, stmt_st):
+        """The stream table's refresh and the matview's, alternating which goes first."""
+        a = timed_stmt("st", stmt_st)
+        b = timed_stmt("mv", f"REFRESH MATERIALIZED VIEW {mv}")
+        return a + b if rep % 2 == 0 else b + a
+
+    def record(self, scenario, metric, samples, baseline, changed, target, met, ratio, extra=None):
+        wall = [s[0] for s in samples]
+        rec = {
+            "scenario": scenario,
+            "metric": metric,
+            "value_ms": round(median(wall), 3),
+            "baseline_ms": round(median([b[0] for b in baseline]), 3) if baseline else None,
+            "ratio": round(ratio, 3) if ratio is not None else None,
+            "sizes": {"fact_rows": self.n_fact, "dim_rows": self.n_dim, "changed_rows": changed},
+            "target": target,
+            "met": met,
+            "reps": len(samples),
+            "server_ms": round(median([s[1] for s in samples]), 3),
+            "baseline_server_ms": round(median([b[1] for b in baseline]), 3) if baseline else None,
+            "samples_ms": [round(x, 3) for x in wall],
+            "baseline_samples_ms": [round(b[0], 3) for b in baseline] if baseline else None,
+        }
+        if extra:
+            rec.update(extra)
+        self.results.append(rec)
+        return rec
+
+    # ---------------------------------------------------------------- one shape
+    def shape(self, sh):
+        name, query, cols = sh["name"], sh["query"], sh["cols"]
+        st, stf, mv = f"st_{name}", f"stf_{name}", f"mv_{name}"
+        reps = self.cfg["reps"]
+        pg = self.pg
+        log(f"{name}: {query}")
+        t0 = time.monotonic()
+        pg.run(f"""VACUUM ANALYZE fact;
+SELECT pgtrickle.create_stream_table({q(st)}, {dq(query)}, '1d', 'DIFFERENTIAL');
+SELECT pgtrickle.create_stream_table({q(stf)}, {dq(query)}, '1d', 'FULL');
+CREATE MATERIALIZED VIEW {mv} AS {query};
+ANALYZE {st}; ANALYZE {stf}; ANALYZE {mv};
+SELECT bench.verify({q(st)}, {q(cols)}, {dq(query)});
+SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
+""", what=f"{name}: creating the stream tables and the materialized view")
+        mode = pg.value(f"SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {q(st)}::regclass")
+        if mode != "DIFFERENTIAL":
+            raise BenchError(f"{name}: the DIFFERENTIAL stream table runs in mode {mode}")
+        log(f"{name}: created in {time.monotonic() - t0:.1f} s")
+
+        verify = f"SELECT bench.verify({q(st)}, {q(cols)}, {dq(query)});\n"
+        refresh = f"SELECT pgtrickle.refresh_stream_table({q(st)})"
+        warm = f"SELECT pgtrickle.refresh_stream_table({q(st)});\nSELECT count(*) FROM {mv};\n"
+        before = "SELECT bench.last_refresh_id() AS before_id \\gset\n"
+
+        def expect(action, tbl=st):
+            return f"SELECT bench.expect_action({q(tbl)}, :before_id, '{action}');\n"
+
+        # No change: a refresh with nothing to do (one session, after an untimed warm-up refresh).
+        script = warm
+        for r in range(reps):
+            script += before + self.pair(r, st, mv, refresh) + expect("NO_DATA")
+        res = pg.timed(script, f"{name}: no-change refreshes")
+        rec = self.record(name, "no_change", res["st"], res["mv"], 0,
+                          f"server_ms < {NO_CHANGE_TARGET_SERVER_MS:g}", None,
+                          median([x[0] for x in res["mv"]]) / median([x[0] for x in res["st"]]))
+        rec["met"] = rec["server_ms"] < NO_CHANGE_TARGET_SERVER_MS
+        self.progress(rec)
+
+        # A single changed row (one session; the first round is an untimed warm-up).
+        script = self.next_seed() + self.single_row_sql() + warm
+        for r in range(reps):
+            script += self.single_row_sql() + before + self.pair(r, st, mv, refresh) + expect("DIFFERENTIAL") + verify
+        res = pg.timed(script, f"{name}: single-row refreshes")
+        rec = self.record(name, "single_row", res["st"], res["mv"], 1,
+                          f"server_ms <= {SINGLE_ROW_TARGET_MS:g}", None,
+                          median([x[0] for x in res["mv"]]) / median([x[0] for x in res["st"]]))
+        rec["met"] = rec["server_ms"] <= SINGLE_ROW_TARGET_MS
+        self.progress(rec)
+
+        # Churn: one session per repetition (warm-up refresh, changes, timed refreshes, verification).
+        for metric, frac, target in CHURN:
+            n = max(1, round(self.n_fact * frac))
+            st_s, mv_s = [], []
+            t_phase = time.monotonic()
+            for r in range(reps):
+                script = self.next_seed() + warm + self.churn_sql(n) + before + \
+                    self.pair(r, st, mv, refresh) + expect("DIFFERENTIAL") + verify
+                t_rep = time.monotonic()
+                res = pg.timed(script, f"{name}: {metric} repetition {r + 1}")
+                st_s += res["st"]
+                mv_s += res["mv"]
+                log(f"{name}: {metric} rep {r + 1}/{reps}: pg_trickle {res['st'][0][0]:.1f} ms, "
+                    f"matview {res['mv'][0][0]:.1f} ms (round {time.monotonic() - t_rep:.1f} s)")
+                budget = self.cfg["phase_budget_s"]
+                if budget and r + 1 < reps and r + 1 >= self.cfg["min_reps"]:
+                    spent = time.monotonic() - t_phase
+                    if spent + spent / (r + 1) > budget:
+                        self.notes.append(f"{name} {metric}: {r + 1} of {reps} repetitions (time budget)")
+                        log(f"{name}: {metric}: stopping after {r + 1} repetitions (phase budget {budget} s)")
+                        break
+            ratio = median([x[0] for x in mv_s]) / median([x[0] for x in st_s])
+            rec = self.record(name, metric, st_s, mv_s, n, f"ratio >= {target:g}", ratio >= target, ratio)
+            self.progress(rec)
+
+        # FULL: the FULL twin's refresh against REFRESH MATERIALIZED VIEW, on the same data.
+        script = f"SELECT pgtrickle.refresh_stream_table({q(stf)});\nSELECT count(*) FROM {mv};\n"
+        for r in range(reps):
+            script += before + self.pair(r, stf, mv, f"SELECT pgtrickle.refresh_stream_table({q(stf)})") + \
+                expect("FULL", stf)
+        script += f"SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});\n"
+        res = pg.timed(script, f"{name}: FULL refreshes")
+        ratio = median([x[0] for x in res["st"]]) / median([x[0] for x in res["mv"]])
+        rec = self.record(name, "full_refresh", res["st"], res["mv"], 0, f"ratio <= {FULL_TARGET:g}",
+                          ratio <= FULL_TARGET, ratio)
+        self.progress(rec)
+
+        pg.run(f"SELECT pgtrickle.drop_stream_table({q(st)});\nSELECT pgtrickle.drop_stream_table({q(stf)});\n"
+               f"DROP MATERIALIZED VIEW {mv};\n", what=f"{name}: dropping")
+        log(f"{name}: done in {time.monotonic() - t0:.1f} s")
+
+    def progress(self, rec):
+        log(f"{rec['scenario']}: {rec['metric']}: {fmt_ms(rec['value_ms'])} vs {fmt_ms(rec['baseline_ms'])} "
+            f"-> {fmt_ratio(rec)} (target {rec['target']}: {'met' if rec['met'] else 'NOT met'})")
+
+    # ---------------------------------------------------------------- write path
+    def write_path(self):
+        pg = self.pg
+        query = SHAPES[2]["query"]
+        cols = SHAPES[2]["cols"]
+        log("write path: fact (read by one DIFFERENTIAL stream table) vs fact_plain (an identical copy, no stream table)")
+        pg.run(f"""CREATE TABLE fact_plain (LIKE fact INCLUDING ALL);
+ALTER TABLE fact_plain ADD CONSTRAINT fact_plain_cust_fkey FOREIGN KEY (cust) REFERENCES dim (id);
+INSERT INTO fact_plain SELECT * FROM fact;
+VACUUM ANALYZE fact;
+VACUUM ANALYZE fact_plain;
+SELECT pgtrickle.create_stream_table('wp_st', {dq(query)}, '1d', 'DIFFERENTIAL');
+CHECKPOINT;
+""", what="write path: setup")
+        maxid = int(pg.value("SELECT max(id) FROM fact"))
+
+        # pgbench: single-row UPDATEs by primary key, fixed duration, over loopback TCP.
+        secs, reps = self.cfg["pgbench_secs"], self.cfg["pgbench_reps"]
+        tps = {"fact": [], "fact_plain": []}
+        lat = {"fact": [], "fact_plain": []}
+        with tempfile.TemporaryDirectory(prefix="pg_trickle_bench_") as tmp:
+            for r in range(reps):
+                order = ["fact_plain", "fact"] if r % 2 == 0 else ["fact", "fact_plain"]
+                for table in order:
+                    path = os.path.join(tmp, f"update_{table}.sql")
+                    with open(path, "w") as f:
+                        f.write(f"\\set id random(1, {maxid})\n"
+                                f"UPDATE {table} SET amount = amount + 0.01 WHERE id = :id;\n")
+                    t, l = self.pgbench(path, secs)
+                    tps[table].append(t)
+                    lat[table].append(l)
+                    log(f"write path: pgbench UPDATE on {table}: {t:,.0f} TPS")
+        t_with, t_without = median(tps["fact"]), median(tps["fact_plain"])
+        ratio = t_with / t_without
+        self.results.append({
+            "scenario": "write_path", "metric": "pgbench_update_tps",
+            "value_ms": round(median(lat["fact"]), 4), "baseline_ms": round(median(lat["fact_plain"]), 4),
+            "ratio": round(ratio, 3),
+            "sizes": {"fact_rows": self.n_fact, "dim_rows": self.n_dim, "changed_rows": 1},
+            "target": f"ratio >= {TPS_TARGET:.2f}", "met": ratio >= TPS_TARGET, "reps": reps,
+            "tps": round(t_with, 1), "baseline_tps": round(t_without, 1),
+            "tps_samples": [round(x, 1) for x in tps["fact"]],
+            "baseline_tps_samples": [round(x, 1) for x in tps["fact_plain"]],
+            "note": f"value/baseline are pgbench's mean latency per transaction; ratio = TPS with capture / TPS "
+                    f"without; {PGBENCH_CLIENTS} clients, {secs} s per run, synchronous_commit=off",
+        })
+        self.progress(self.results[-1])
+
+        # INSERT ... SELECT of many rows, with and without capture.
+        n = self.cfg["insert_rows"]
+        script = ""
+        reps_i = self.cfg["reps"]
+        for r in range(reps_i):
+            base = 1_000_000_000 + r * 10_000_000
+            stmts = {}
+            for table in ("fact", "fact_plain"):
+                stmts[table] = (f"INSERT INTO {table} (id, cust, grp, amount, qty) "
+                                f"SELECT {base} + i, 1 + i % {self.n_dim}, 1 + i % {self.n_grp}, "
+                                f"(i % 100000) / 100.0, i % 11 FROM generate_series(1, {n}) i")
+            order = ["fact_plain", "fact"] if r % 2 == 0 else ["fact", "fact_plain"]
+            for table in order:
+                script += timed_stmt("with" if table == "fact" else "without", stmts[table])
+        res = pg.timed(script, "write path: INSERT ... SELECT")
+        w, wo = median([x[0] for x in res["with"]]), median([x[0] for x in res["without"]])
+        ratio = w / wo
+        rec = self.record("write_path", f"insert_select_{n // 1000}k", res["with"], res["without"], n,
+                          f"ratio <= {INSERT_TARGET:g}", ratio <= INSERT_TARGET, ratio)
+        self.progress(rec)
+
+        # Capture must have kept up with all of it: one refresh, exact, DIFFERENTIAL.
+        pg.run(f"""SELECT bench.last_refresh_id() AS before_id \\gset
+SELECT pgtrickle.refresh_stream_table('wp_st');
+SELECT bench.expect_action('wp_st', :before_id, 'DIFFERENTIAL');
+SELECT bench.verify('wp_st', {q(cols)}, {dq(query)});
+SELECT pgtrickle.drop_stream_table('wp_st');
+""", what="write path: verifying the stream table after the write-path runs")
+        log("write path: the stream table caught up exactly after the runs")
+
+    def pgbench(self, script_path, secs):
+        cmd = [f"{self.args.bindir}/pgbench", "-n", "-f", script_path, "-c", str(PGBENCH_CLIENTS),
+               "-j", str(PGBENCH_CLIENTS), "-T", str(secs)] + self.pg.conn_args(DB)[:-2] + [DB]
+        env = dict(self.pg.env, PGOPTIONS="-c synchronous_commit=off -c client_min_messages=warning")
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            raise BenchError(f"pgbench failed (exit {p.returncode}):\n{p.stderr.strip()}\n{p.stdout.strip()}")
+        m = re.search(r"tps = ([\d.]+)", p.stdout)
+        lm = re.search(r"latency average = ([\d.]+) ms", p.stdout)
+        fm = re.search(r"number of failed transactions: (\d+)", p.stdout)
+        if not m or not lm:
+            raise BenchError(f"cannot read pgbench's output:\n{p.stdout}")
+        if fm and int(fm.group(1)) != 0:
+            raise BenchError(f"pgbench reported failed transactions:\n{p.stdout}")
+        return float(m.group(1)), float(lm.group(1))
+
+    # ---------------------------------------------------------------- run
+    def run(self):
+        t0 = time.monotonic()
+        self.setup()
+        machine = self.machine()
+        for sh in SHAPES:
+            self.shape(sh)
+        self.write_path()
+        elapsed = time.monotonic() - t0
+        log(f"measurements took {elapsed / 60:.1f} min")
+        return machine, elapsed
+
+
+PGBENCH_CLIENTS = 2
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f} ms"
+    if v >= 10:
+        return f"{v:.1f} ms"
+    return f"{v:.2f} ms"
+
+
+def fmt_ratio(rec):
+    r = rec["ratio"]
+    if r is None:
+        return "-"
+    m = rec["metric"]
+    if m == "full_refresh":
+        return f"{r:.2f}x the matview's time"
+    if m == "pgbench_update_tps":
+        return f"{r:.2f} of the TPS"
+    if m.startswith("insert_select"):
+        return f"{r:.2f}x the time"
+    return f"{r:,.1f}x faster" if r >= 1 else f"{r:.2f}x (slower)"
+
+
+METRIC_TITLES = {
+    "no_change": "no change",
+    "single_row": "1 changed row",
+    "churn_0.1pct": "0.1% changed",
+    "churn_1pct": "1% changed",
+    "full_refresh": "FULL refresh",
+    "pgbench_update_tps": "pgbench 1-row UPDATE",
+}
+
+
+def metric_title(rec):
+    m = rec["metric"]
+    if m.startswith("insert_select"):
+        return f"INSERT ... SELECT {rec['sizes']['changed_rows']:,} rows"
+    return METRIC_TITLES.get(m, m)
+
+
+def baseline_title(rec):
+    if rec["scenario"] == "write_path":
+        return "without capture"
+    return "REFRESH MATERIALIZED VIEW"
+
+
+def text_table(results):
+    rows = [("shape", "metric", "pg_trickle", "baseline", "ratio", "target", "met")]
+    for r in results:
+        if r["metric"] == "pgbench_update_tps":
+            val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
+        else:
+            val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
+        if r["metric"] in ("no_change", "single_row"):
+            val += f" ({fmt_ms(r['server_ms'])} server)"
+        rows.append((r["scenario"], metric_title(r), val, base, fmt_ratio(r), r["target"],
+                     "yes" if r["met"] else "NO"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(results, machine, cfg, notes, elapsed):
+    shapes = {s["name"]: s for s in SHAPES}
+    out = []
+    out.append(f"Last full run: {machine['date']}, commit `{machine['commit']}`, "
+               f"{machine['nproc']} CPUs ({machine.get('cpu') or 'unknown CPU'}), {machine['memory_gb']} GB RAM, "
+               f"{machine['postgres']}; measurements took {elapsed / 60:.0f} min.")
+    out.append(f"fact {cfg['fact']:,} rows, dim {cfg['dim']:,} rows; medians of {cfg['reps']} repetitions "
+               f"(write path: {cfg['pgbench_reps']} pgbench runs of {cfg['pgbench_secs']} s per side). "
+               f"Server settings: {machine['settings']}.")
+    if notes:
+        out.append("Fewer repetitions where the phase's time budget ran out: " + "; ".join(notes) + ".")
+    out.append("")
+    out.append("| shape | metric | pg_trickle | baseline | ratio | target | met |")
+    out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
+    for r in results:
+        if r["metric"] == "pgbench_update_tps":
+            val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
+        else:
+            val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
+        if r["metric"] in ("no_change", "single_row"):
+            val += f" ({fmt_ms(r['server_ms'])} server)"
+        shape = r["scenario"]
+        if shape in shapes:
+            shape = f"{shapes[shape]['title']}"
+        else:
+            shape = "write path"
+        out.append(f"| {shape} | {metric_title(r)} | {val} | {base} | {fmt_ratio(r)} | "
+                   f"`{r['target']}` | {'yes' if r['met'] else '**no**'} |")
+    out.append("")
+    met = sum(1 for r in results if r["met"])
+    out.append(f"{met} of {len(results)} targets met. Raw numbers (every sample): "
+               f"[bench/results/latest.json](../bench/results/latest.json).")
+    return "\n".join(out)
+
+
+def update_docs(path, block):
+    with open(path) as f:
+        text = f.read()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        raise BenchError(f"{path} lacks the {begin} / {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + block + "\n" + end + tail)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mode", choices=sorted(SIZES), default="full")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--bindir", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--after-create-check", default=None)
+    args = ap.parse_args()
+
+    b = Bench(args)
+    try:
+        machine, elapsed = b.run()
+    except BenchError as e:
+        log(f"\033[1;31mFAILED\033[0m: {e}")
+        sys.exit(1)
+
+    for r in b.results:
+        r["run"] = {"mode": args.mode, "commit": machine["commit"], "date": machine["date"]}
+    print()
+    print(f"pg_trickle benchmark ({args.mode}): fact {b.n_fact:,} rows, dim {b.n_dim:,} rows, "
+          f"{b.n_grp:,} groups, medians of up to {b.cfg['reps']} repetitions")
+    print(f"machine: {machine['nproc']} CPUs, {machine['memory_gb']} GB RAM, {machine['postgres']}, "
+          f"commit {machine['commit']}")
+    print("pg_trickle = the stream table's refresh (write path: with change capture); times are statement "
+          "times as psql sees them (execution + commit)")
+    print()
+    print(text_table(b.results))
+    print()
+    met = sum(1 for r in b.results if r["met"])
+    print(f"{met} of {len(b.results)} targets met")
+
+    outdir = os.path.join(args.repo, "bench", "results")
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, "latest.json" if args.mode == "full" else "quick.json")
+    with open(out, "w") as f:
+        json.dump(b.results, f, indent=2)
+        f.write("\n")
+    log(f"wrote {os.path.relpath(out, args.repo)}")
+    if args.mode == "full":
+        path = os.path.join(args.repo, "docs", "BENCHMARKS.md")
+        update_docs(path, markdown(b.results, machine, b.cfg, b.notes, elapsed))
+        log(f"updated the results table in {os.path.relpath(path, args.repo)}")
+
+
+if __name__ == "__main__":
+    main()
