@@ -16,11 +16,6 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> PgtResult<()> {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).map_err(internal)
 }
 
-/// Runs a data-modifying statement and returns how many rows it affected.
-pub fn affected(sql: &str, args: &[DatumWithOid]) -> PgtResult<i64> {
-    Spi::connect_mut(|c| c.update(sql, None, args).map(|t| t.len() as i64)).map_err(internal)
-}
-
 /// Runs a statement and returns the first column of its first row (None for no row or NULL).
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> PgtResult<Option<T>> {
     Spi::connect_mut(|c| {

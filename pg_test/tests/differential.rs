@@ -311,6 +311,7 @@ fn explain_shows_the_mode_the_tree_and_the_delta_sql() {
     assert!(text.contains("Refresh mode: DIFFERENTIAL (requested DIFFERENTIAL)"), "{text}");
     assert!(text.contains("Aggregate"), "{text}");
     assert!(text.contains("Scan [") && text.contains("public.orders"), "{text}");
-    assert!(text.contains("MERGE INTO \"public\".\"totals\""), "{text}");
+    assert!(text.contains("INSERT INTO \"public\".\"totals\""), "{text}");
+    assert!(text.contains("Aggregates: maintained from stored state"), "{text}");
     assert!(text.contains("pg_visible_in_snapshot"), "{text}");
 }

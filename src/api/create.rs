@@ -56,7 +56,7 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
     }
     depend::on_extension(relid);
 
-    refresh::run(pgt_id, Initiator::Create)?;
+    refresh::run(pgt_id, Initiator::Create, true)?;
     crate::bgworker::request_scheduler();
     Ok(())
 }

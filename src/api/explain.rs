@@ -1,7 +1,8 @@
 use crate::catalog::{names, stream_tables};
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
-use crate::dvm::diff::{delta_query, DiffContext};
+use crate::dvm::diff::{stream_delta, AggregateState, DiffContext};
+use crate::refresh;
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
 use crate::error::{OrRaise, PgtResult};
@@ -29,13 +30,29 @@ fn explain(name: &str) -> PgtResult<String> {
     match st.tree()? {
         Some(tree) => {
             out.push_str(&format!("\nOperator tree:\n{}", describe_tree(&tree)));
-            if let Some(delta) = delta_query(&tree, &mut DiffContext::new(cdc::refresh_context(&tree.tables())))? {
-                let plan = differential_plan(&storage, &st.output_columns, &delta, st.pgt_id);
-                out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));
+            out.push_str(&super::index_advice::section(&tree)?);
+            if let Some(state) = AggregateState::of(&tree) {
+                let hidden: Vec<String> = state.hidden_columns().into_iter().map(|(n, _)| n).collect();
+                out.push_str(&format!(
+                    "\nAggregates: maintained from stored state (hidden columns {}); a batch reads only the touched groups' rows\n",
+                    hidden.join(", ")
+                ));
+            }
+            match refresh::storage::payload(&st, &storage, Some(&tree), false)? {
+                None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),
+                Some(payload) => {
+                    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
+                    if let Some(delta) = stream_delta(&tree, &storage, &payload, &mut ctx)? {
+                        let plan = differential_plan(&storage, &payload, &delta);
+                        out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));
+                    }
+                }
             }
         }
         None => {
-            let plan = full_refresh_plan(&storage, &st.output_columns, &st.defining_query, false);
+            let payload = refresh::storage::payload(&st, &storage, None, false)?
+                .ok_or_else(|| crate::error::PgtError::internal("no payload for a FULL stream table"))?;
+            let plan = full_refresh_plan(&storage, &payload, &st.defining_query, false);
             out.push_str(&format!("\nFull refresh:\n{}\n", plan.describe()));
         }
     }

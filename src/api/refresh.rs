@@ -10,6 +10,7 @@ fn refresh_stream_table(name: &str) {
 }
 
 fn run(name: &str) -> PgtResult<()> {
+    let wrote_before = refresh::has_xid();
     let st = stream_tables::find(name)?;
-    refresh::run(st.pgt_id, Initiator::Manual).map(|_| ())
+    refresh::run(st.pgt_id, Initiator::Manual, wrote_before).map(|_| ())
 }

@@ -107,7 +107,7 @@ fn tick() {
     for st in due {
         pgrx::check_for_interrupts!();
         let started = Instant::now();
-        match xact::run(Isolation::RepeatableRead, || refresh::run(st.pgt_id, Initiator::Scheduler)) {
+        match xact::run(Isolation::RepeatableRead, || refresh::run(st.pgt_id, Initiator::Scheduler, refresh::has_xid())) {
             Ok(outcome) => debug1!("pg_trickle: refreshed {} in {:?}: {outcome:?}", st.name, started.elapsed()),
             Err(message) => {
                 warning!("pg_trickle: refresh of stream table {} failed: {message}", st.name);

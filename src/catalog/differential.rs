@@ -7,7 +7,7 @@ use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, Sou
 use super::modes::RefreshMode;
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::diff::{delta_query, DiffContext};
-use crate::dvm::optree::{JoinKind, Node, OpTree};
+use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
 use crate::dvm::diff::rules::new_sql;
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
@@ -83,6 +83,7 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         fill_scan_types(cte)?;
     }
     fill_null_types(&tree.clone(), &mut tree.root)?;
+    fill_aggregate_types(&tree.clone(), &mut tree.root)?;
     for cte in 0..tree.ctes.len() {
         let mut body = tree.ctes[cte].clone();
         fill_null_types(&tree, &mut body)?;
@@ -121,6 +122,54 @@ fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
         fill_scan_types(child)?;
     }
     Ok(())
+}
+
+/// Aggregates the engine may maintain from stored state need their keys' and arguments' types (for
+/// the hidden state columns) and, for MIN/MAX, the argument type's `<` operator, resolved now.
+fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
+    if let Node::Aggregate { input, group_by, calls, key_types, .. } = node {
+        if calls.iter().any(|c| c.func != AggFunc::Other) {
+            let render = |e: &crate::dvm::optree::Expr| e.render(&|i| format!("a.c{i}"));
+            let mut items: Vec<String> = group_by.iter().map(render).collect();
+            let args: Vec<usize> = (0..calls.len()).filter(|&j| calls[j].arg.is_some()).collect();
+            items.extend(args.iter().filter_map(|&j| calls[j].arg.as_ref()).map(render));
+            if !items.is_empty() {
+                let named: Vec<String> = items.iter().enumerate().map(|(i, e)| format!("({e}) AS x{i}")).collect();
+                let sql = format!("SELECT {} FROM ({}) AS a", named.join(", "), new_sql(tree, input, &mut DiffContext::default())?);
+                let types = describe_types(&sql)?;
+                *key_types = types[..group_by.len()].to_vec();
+                for (k, &j) in args.iter().enumerate() {
+                    calls[j].arg_type = types[group_by.len() + k].clone();
+                }
+            }
+            for call in calls.iter_mut().filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
+                call.less_than = less_than_operator(&call.arg_type)?.unwrap_or_default();
+            }
+        }
+    }
+    for child in node.children_mut() {
+        fill_aggregate_types(tree, child)?;
+    }
+    Ok(())
+}
+
+/// `OPERATOR(schema.<)` of the type's default btree operator class, if it has one.
+fn less_than_operator(type_sql: &str) -> PgtResult<Option<String>> {
+    if type_sql.is_empty() {
+        return Ok(None);
+    }
+    let base = type_sql.split(" COLLATE ").next().unwrap_or(type_sql);
+    spi::one::<String>(
+        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+           FROM pg_catalog.pg_opclass c
+           JOIN pg_catalog.pg_am am ON am.oid = c.opcmethod AND am.amname = 'btree'
+           JOIN pg_catalog.pg_amop ao ON ao.amopfamily = c.opcfamily AND ao.amopstrategy = 1
+                                     AND ao.amoplefttype = c.opcintype AND ao.amoprighttype = c.opcintype
+           JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+           JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+          WHERE c.opcdefault AND c.opcintype = $1::pg_catalog.regtype",
+        &[base.into()],
+    )
 }
 
 /// Outer joins pad the other side with NULLs, which need that side's column types.

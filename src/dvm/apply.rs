@@ -1,13 +1,17 @@
 //! Applying a delta to a stream table.
 //!
-//! Storage tables of DIFFERENTIAL stream tables carry two hidden columns:
-//! - `__pgt_row_id bigint`: a hash of the row's visible values (indexed), so rows are found without
-//!   scanning;
+//! Storage tables of DIFFERENTIAL stream tables carry, after the query's visible columns:
+//! - `__pgt_row_id bigint`: a hash of the row's *identity columns* (indexed), so rows are found
+//!   without scanning: all visible columns, or the group keys of a stream table whose aggregates are
+//!   maintained from stored state (see `dvm::diff::algebraic`);
 //! - `__pgt_dup integer`: 1..n among the n identical copies of a row, so a query result that contains
-//!   duplicates (sources without keys, UNION ALL) is kept exactly, copy by copy.
-//! A delta says, per distinct row, how many copies to add or remove (its weight w). With m copies
-//! stored, the MERGE deletes copies m+w+1..m (w < 0) or inserts m+1..m+w (w > 0): always the highest
-//! ordinals, so they stay dense.
+//!   duplicates (sources without keys, UNION ALL) is kept exactly, copy by copy;
+//! - for stream tables with algebraic aggregates, hidden state columns (`__pgt_count`, ...).
+//!
+//! The *payload* of a row is its visible columns followed by its hidden state columns. A delta says,
+//! per distinct payload, how many copies to add or remove (its weight w). Rows are matched by
+//! record-image identity (`*=`, as REFRESH MATERIALIZED VIEW CONCURRENTLY does), so a change that only
+//! alters a value's representation (`1.5` → `1.50`) is applied, not mistaken for no change.
 
 use super::plan::{Param, PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, quote_ident, QualifiedName};
@@ -15,77 +19,97 @@ use super::sql::{ident_list, quote_ident, QualifiedName};
 pub const ROW_ID_COLUMN: &str = "__pgt_row_id";
 pub const DUP_COLUMN: &str = "__pgt_dup";
 
-/// The row identity of `c0..c{n-1}` under `alias`: a 64-bit hash of the values through each type's
-/// own hash function, so it does not depend on output settings such as DateStyle or TimeZone.
-pub fn row_identity(alias: &str, n: usize) -> String {
-    let values: Vec<String> = (0..n).map(|i| format!("{alias}.c{i}")).collect();
+/// What a stream table's storage holds per row, beyond the bookkeeping columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Column names: the visible ones, then hidden state columns.
+    pub columns: Vec<String>,
+    /// Their SQL types in the storage table (`format_type`), one per column.
+    pub types: Vec<String>,
+    /// Positions (into `columns`) hashed into the row identity.
+    pub identity: Vec<usize>,
+}
+
+impl Payload {
+    /// A payload of visible columns only, every one part of the identity.
+    pub fn visible(columns: &[String], types: &[String]) -> Payload {
+        Payload { columns: columns.to_vec(), types: types.to_vec(), identity: (0..columns.len()).collect() }
+    }
+}
+
+/// The row identity of `alias.c{p}` for the identity positions: a 64-bit hash of the values through
+/// each type's own hash function, so it does not depend on output settings such as DateStyle.
+/// Rows without identity columns (a global aggregate: one row) all have identity 0.
+pub fn row_identity(alias: &str, identity: &[usize]) -> String {
+    hash_values(&identity.iter().map(|p| format!("{alias}.c{p}")).collect::<Vec<_>>())
+}
+
+/// The row identity of these values (the identity columns' values, in identity order).
+pub fn hash_values(values: &[String]) -> String {
+    if values.is_empty() {
+        return "0::bigint".into();
+    }
     format!("pg_catalog.hash_record_extended(ROW({}), 0)", values.join(", "))
 }
 
-/// The DIFFERENTIAL plan: collect the consolidated delta in a temporary table (capturing the snapshot
-/// it was computed at, in the same statement), MERGE it into the storage table, drop the temporary
-/// table. `delta_query` yields `c0..cN, __pgt_w` and reads the old frontier as `$1`.
-pub fn differential_plan(storage: &QualifiedName, columns: &[String], delta_query: &str, pgt_id: i64) -> RefreshPlan {
-    let n = columns.len();
-    let delta = QualifiedName::new("pg_temp", format!("__pgt_delta_{pgt_id}"));
-    let c: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-    let visible: Vec<String> = columns.iter().map(|col| quote_ident(col)).collect();
-    let as_c: Vec<String> = visible.iter().zip(&c).map(|(v, c)| format!("{v} AS {c}")).collect();
+/// `ROW(a.x, a.y)::record *= ROW(b.c0, b.c1)::record`: record-image identity, NULLs equal to NULLs.
+/// (The casts keep PostgreSQL from expanding a comparison of two row constructors column by column,
+/// which would look for `*=` on the columns' own types.)
+pub fn identical(left: &[String], right: &[String]) -> String {
+    format!("ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record", left.join(", "), right.join(", "))
+}
 
-    let create = format!(
-        "CREATE TEMPORARY TABLE {delta} ON COMMIT DROP AS SELECT {}, 0::bigint AS __pgt_w FROM {storage} WITH NO DATA",
-        as_c.join(", "),
-        storage = storage.quoted()
-    );
-    let fill = format!(
-        "WITH pgt_filled AS (INSERT INTO {delta} ({}, __pgt_w) {delta_query} RETURNING __pgt_w) \
-         SELECT COALESCE(pg_catalog.sum(GREATEST(-__pgt_w, 0)), 0)::bigint AS rows_deleted, \
-                COALESCE(pg_catalog.sum(GREATEST(__pgt_w, 0)), 0)::bigint AS rows_inserted, \
-                pg_catalog.pg_current_snapshot()::text AS snapshot \
-           FROM pgt_filled",
-        c.join(", ")
-    );
-    let t_vals: Vec<String> = visible.iter().map(|v| format!("t.{v}")).collect();
-    let x_vals: Vec<String> = visible.iter().map(|v| format!("x.{v}")).collect();
+/// The DIFFERENTIAL plan: ONE statement that computes the consolidated delta (`delta_query` yields
+/// `c0..cN, __pgt_w` and reads the old frontier as `$1`), deletes and inserts copies, and reports the
+/// counts with the snapshot it read — so the batch, the tables it was joined against and the recorded
+/// frontier are one consistent view, and no temporary table is created per refresh.
+///
+/// Deletes find their rows through the row identity index and remove them by `ctid` (a TID scan,
+/// whatever the planner estimates for the delta); inserts take ordinals above the copies already
+/// stored. A payload has one weight in a consolidated delta, so the two never touch the same rows.
+pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> RefreshPlan {
+    let storage_q = storage.quoted();
+    let n = payload.columns.len();
+    let c: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let cast: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("d.c{i}::{t} AS c{i}")).collect();
+    let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
     let d_vals: Vec<String> = c.iter().map(|c| format!("d.{c}")).collect();
-    let s_vals: Vec<String> = c.iter().map(|c| format!("s.{c}")).collect();
-    let id = row_identity("d", n);
-    let merge = format!(
-        "MERGE INTO {storage} AS t
-         USING (
-           SELECT d.*, k AS {DUP_COLUMN}, (k > d.__pgt_m + d.__pgt_w) AS __pgt_del
-             FROM (SELECT d.*, {id} AS {ROW_ID_COLUMN},
-                          (SELECT pg_catalog.count(*) FROM {storage} AS x
-                            WHERE x.{ROW_ID_COLUMN} = {id} AND ROW({x}) IS NOT DISTINCT FROM ROW({dv})) AS __pgt_m
-                     FROM {delta} AS d) AS d
-             CROSS JOIN LATERAL pg_catalog.generate_series(
-                 LEAST(d.__pgt_m, d.__pgt_m + d.__pgt_w) + 1, GREATEST(d.__pgt_m, d.__pgt_m + d.__pgt_w)) AS k
-         ) AS s
-         ON t.{ROW_ID_COLUMN} = s.{ROW_ID_COLUMN} AND t.{DUP_COLUMN} = s.{DUP_COLUMN}
-            AND ROW({tv}) IS NOT DISTINCT FROM ROW({sv})
-         WHEN MATCHED AND s.__pgt_del THEN DELETE
-         WHEN NOT MATCHED AND NOT s.__pgt_del THEN
-           INSERT ({cols}, {ROW_ID_COLUMN}, {DUP_COLUMN}) VALUES ({sv}, s.{ROW_ID_COLUMN}, s.{DUP_COLUMN})",
-        storage = storage.quoted(),
-        x = x_vals.join(", "),
+    let id = row_identity("d", &payload.identity);
+    let copies = format!("x.{ROW_ID_COLUMN} = {id} AND {}", identical(&x_vals, &d_vals));
+    let sql = format!(
+        "WITH pgt_delta AS MATERIALIZED (
+           SELECT {cast}, d.__pgt_w FROM ({delta_query}\n) AS d),
+         pgt_deleted AS (
+           DELETE FROM {storage_q} AS t WHERE t.ctid = ANY (ARRAY(
+             SELECT x.ctid FROM pgt_delta AS d CROSS JOIN LATERAL (
+               SELECT x.ctid FROM {storage_q} AS x WHERE {copies}
+                ORDER BY x.{DUP_COLUMN} DESC LIMIT -d.__pgt_w) AS x
+              WHERE d.__pgt_w < 0))
+           RETURNING 1),
+         pgt_inserted AS (
+           INSERT INTO {storage_q} ({cols}, {ROW_ID_COLUMN}, {DUP_COLUMN})
+           SELECT {dv}, {id}, (m.n + k)::integer
+             FROM pgt_delta AS d
+             CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM {storage_q} AS x WHERE {copies}) AS m
+             CROSS JOIN LATERAL pg_catalog.generate_series(1, d.__pgt_w) AS k
+            WHERE d.__pgt_w > 0
+           RETURNING 1)
+         SELECT (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted,
+                (SELECT pg_catalog.count(*) FROM pgt_inserted) AS rows_inserted,
+                (SELECT COALESCE(pg_catalog.sum(-d.__pgt_w), 0)::bigint FROM pgt_delta AS d WHERE d.__pgt_w < 0) AS expected_deleted,
+                pg_catalog.pg_current_snapshot()::text AS snapshot",
+        cast = cast.join(", "),
+        cols = ident_list(&payload.columns),
         dv = d_vals.join(", "),
-        tv = t_vals.join(", "),
-        sv = s_vals.join(", "),
-        cols = ident_list(columns),
     );
     RefreshPlan {
         action: RefreshAction::Differential,
-        steps: vec![
-            PlanStep { label: "a temporary table for the delta".into(), sql: create, params: vec![], output: StepOutput::None },
-            PlanStep {
-                label: "compute the consolidated delta of the batch (changes visible now, not at the old frontier)".into(),
-                sql: fill,
-                params: vec![Param::OldFrontier],
-                output: StepOutput::Counts,
-            },
-            PlanStep { label: "apply the delta copy by copy".into(), sql: merge, params: vec![], output: StepOutput::Merged },
-            PlanStep { label: "drop the temporary table".into(), sql: format!("DROP TABLE {delta}"), params: vec![], output: StepOutput::None },
-        ],
+        steps: vec![PlanStep {
+            label: "compute the consolidated delta of the batch (changes visible now, not at the old frontier) and apply it copy by copy".into(),
+            sql,
+            params: vec![Param::OldFrontier],
+            output: StepOutput::Applied,
+        }],
     }
 }
 
@@ -93,21 +117,37 @@ pub fn differential_plan(storage: &QualifiedName, columns: &[String], delta_quer
 mod tests {
     use super::*;
 
+    fn payload() -> Payload {
+        Payload::visible(&["Region".into(), "n".into()], &["text".into(), "bigint".into()])
+    }
+
     #[test]
-    fn the_plan_captures_the_snapshot_with_the_delta_and_merges_by_identity() {
-        let plan = differential_plan(&QualifiedName::new("public", "Sales"), &["Region".into(), "n".into()], "SELECT 1", 7);
+    fn the_plan_is_one_statement_that_reports_counts_and_snapshot() {
+        let plan = differential_plan(&QualifiedName::new("public", "Sales"), &payload(), "SELECT 1");
         assert_eq!(plan.action, RefreshAction::Differential);
-        let kinds: Vec<StepOutput> = plan.steps.iter().map(|s| s.output).collect();
-        assert_eq!(kinds, vec![StepOutput::None, StepOutput::Counts, StepOutput::Merged, StepOutput::None]);
-        assert!(plan.steps[0].sql.contains("\"Region\" AS c0, \"n\" AS c1"), "{}", plan.steps[0].sql);
-        let fill = &plan.steps[1].sql;
-        assert!(fill.contains("INSERT INTO \"pg_temp\".\"__pgt_delta_7\" (c0, c1, __pgt_w) SELECT 1 RETURNING"), "{fill}");
-        assert!(fill.contains("pg_current_snapshot()"), "{fill}");
-        assert_eq!(plan.steps[1].params, vec![Param::OldFrontier]);
-        let merge = &plan.steps[2].sql;
-        assert!(merge.contains("MERGE INTO \"public\".\"Sales\" AS t"));
-        assert!(merge.contains("ON t.__pgt_row_id = s.__pgt_row_id AND t.__pgt_dup = s.__pgt_dup"));
-        assert!(merge.contains("INSERT (\"Region\", \"n\", __pgt_row_id, __pgt_dup)"));
-        assert!(plan.describe().contains("-- step 3: apply the delta copy by copy"));
+        assert_eq!(plan.steps.len(), 1);
+        assert_eq!(plan.steps[0].output, StepOutput::Applied);
+        assert_eq!(plan.steps[0].params, vec![Param::OldFrontier]);
+        let sql = &plan.steps[0].sql;
+        assert!(sql.contains("SELECT d.c0::text AS c0, d.c1::bigint AS c1, d.__pgt_w FROM (SELECT 1\n) AS d"), "{sql}");
+        assert!(sql.contains("pg_current_snapshot()"), "{sql}");
+        assert!(sql.contains("INSERT INTO \"public\".\"Sales\" (\"Region\", \"n\", __pgt_row_id, __pgt_dup)"), "{sql}");
+        assert!(!sql.contains("TEMPORARY"), "no catalog churn: {sql}");
+        assert!(plan.describe().contains("-- step 1: compute the consolidated delta"));
+    }
+
+    #[test]
+    fn rows_are_matched_by_identity_index_and_record_image() {
+        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload(), "SELECT 1").steps[0].sql;
+        assert!(sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"), "{sql}");
+        assert!(sql.contains("ROW(x.\"Region\", x.\"n\")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(d.c0, d.c1)::pg_catalog.record"), "{sql}");
+        assert!(sql.contains("t.ctid = ANY (ARRAY("), "deletes by TID: {sql}");
+        assert!(!sql.contains("IS NOT DISTINCT FROM"), "{sql}");
+    }
+
+    #[test]
+    fn identity_may_be_a_subset_or_empty() {
+        assert_eq!(row_identity("d", &[2, 0]), "pg_catalog.hash_record_extended(ROW(d.c2, d.c0), 0)");
+        assert_eq!(row_identity("d", &[]), "0::bigint");
     }
 }

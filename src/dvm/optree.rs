@@ -64,6 +64,39 @@ impl Expr {
     }
 }
 
+/// The aggregate functions the engine can maintain from stored state (pg_catalog's, without DISTINCT
+/// or ORDER BY); everything else is `Other` and is recomputed per touched group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggFunc {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Other,
+}
+
+/// One aggregate call, structurally: `func(arg) FILTER (WHERE filter)`, over the Aggregate's input
+/// columns. `arg_type` (the argument's SQL type) and `less_than` (its default btree `<` operator, as
+/// `OPERATOR(schema.<)`, for MIN/MAX) are filled in by the extension after analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggCall {
+    pub func: AggFunc,
+    pub arg: Option<Expr>,
+    pub filter: Option<Expr>,
+    #[serde(default)]
+    pub arg_type: String,
+    #[serde(default)]
+    pub less_than: String,
+}
+
+impl AggCall {
+    pub fn other() -> AggCall {
+        AggCall { func: AggFunc::Other, arg: None, filter: None, arg_type: String::new(), less_than: String::new() }
+    }
+}
+
 /// A base table read by the query (after views are expanded). `relid` is the table's OID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TableRef {
@@ -104,7 +137,18 @@ pub enum Node {
     /// GROUP BY: output = the `group_by` values followed by the `aggregates` values. Each aggregate is
     /// a complete aggregate call over input columns, e.g. `sum(#3) FILTER (WHERE (#3 > 0))`, evaluated
     /// by PostgreSQL as written. No `group_by` = one group over the whole input (always one row).
-    Aggregate { input: Box<Node>, group_by: Vec<Expr>, aggregates: Vec<Expr> },
+    /// `calls[j]` describes `aggregates[j]` structurally when the analyser recognised it (empty in
+    /// trees stored before this existed: those aggregates are all treated as [`AggFunc::Other`]);
+    /// `key_types` are the group keys' SQL types, filled in by the extension like `Scan::types`.
+    Aggregate {
+        input: Box<Node>,
+        group_by: Vec<Expr>,
+        aggregates: Vec<Expr>,
+        #[serde(default)]
+        calls: Vec<AggCall>,
+        #[serde(default)]
+        key_types: Vec<String>,
+    },
     /// DISTINCT over all input columns.
     Distinct { input: Box<Node> },
     /// UNION ALL; all inputs have the same arity. (UNION is Distinct over UnionAll.)
@@ -231,7 +275,13 @@ mod tests {
             null_types: vec![],
         };
         assert_eq!(join.arity(), 3);
-        let agg = Node::Aggregate { input: Box::new(join), group_by: vec![Expr::col(0)], aggregates: vec![Expr::sql("count(*)")] };
+        let agg = Node::Aggregate {
+            input: Box::new(join),
+            group_by: vec![Expr::col(0)],
+            aggregates: vec![Expr::sql("count(*)")],
+            calls: vec![],
+            key_types: vec![],
+        };
         assert_eq!(agg.arity(), 2);
         let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()] };
         assert_eq!(tree.tables().len(), 1);

@@ -21,10 +21,9 @@ pub enum StepOutput {
     /// One row: `rows_deleted bigint, rows_inserted bigint, snapshot text`, where `snapshot` is the
     /// snapshot the statement read the sources with: the stream table's new frontier.
     Counts,
-    /// The number of rows the statement affected, which must equal rows_deleted + rows_inserted as
-    /// reported by the preceding Counts step; anything else means the stream table was out of step with
-    /// its change log.
-    Merged,
+    /// As `Counts`, plus `expected_deleted bigint`: the copies the delta said to delete. Fewer deleted
+    /// means the stream table was out of step with its change log.
+    Applied,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use super::{full, Done};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
-use crate::dvm::diff::{delta_query, DiffContext};
+use crate::dvm::diff::{stream_delta, DiffContext};
 use crate::dvm::optree::TableRef;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
@@ -17,13 +17,15 @@ use pgrx::pg_sys::Oid;
 /// First key of the advisory lock that keeps two sessions from cleaning one change buffer at once.
 const CLEANUP_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
 
-pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Done> {
+/// `wrote_before`: whether this transaction had an xid before the refresh began (it may then have
+/// changed a source itself).
+pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: bool) -> PgtResult<Done> {
     let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
     let Some(frontier) = st.frontier.as_deref() else {
         return full(st, storage, "no frontier recorded yet".into());
     };
     let tables = tree.tables();
-    if let Some(source) = own_uncommitted_changes(&tables)? {
+    if let Some(source) = own_uncommitted_changes(&tables, wrote_before)? {
         // Those changes are in the tables this refresh reads, but their change rows share this
         // transaction's xid with any written after the refresh: a batch cannot separate them. FULL is
         // exact now, and FULL again after commit absorbs every change row with this xid.
@@ -55,10 +57,13 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
     if !read_committed()? {
         ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
     }
-    let Some(delta) = delta_query(&tree, &mut ctx)? else {
+    let Some(payload) = super::storage::payload(st, storage, Some(&tree), false)? else {
+        return full(st, storage, "FULL to set up the stored aggregate state".into());
+    };
+    let Some(delta) = stream_delta(&tree, storage, &payload, &mut ctx)? else {
         return Err(PgtError::internal("a changed source produced no delta query"));
     };
-    let plan = differential_plan(storage, &st.output_columns, &delta, st.pgt_id);
+    let plan = differential_plan(storage, &payload, &delta);
     match spi_exec::try_execute(&plan, st) {
         Ok(applied) => Ok(Done {
             action: RefreshAction::Differential,
@@ -67,11 +72,10 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
             reinit_next: false,
         }),
         Err(PlanError::OutOfStep { expected, actual }) => {
-            spi::exec(&format!("DROP TABLE IF EXISTS pg_temp.__pgt_delta_{}", st.pgt_id), &[])?;
             full(
                 st,
                 storage,
-                format!("repaired with FULL: the differential apply matched {actual} of {expected} expected rows"),
+                format!("repaired with FULL: the differential apply found {actual} of the {expected} rows it had to delete"),
             )
         }
         Err(PlanError::Failed(e)) => Err(e),
@@ -79,9 +83,9 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Do
 }
 
 /// The first source this transaction has changed itself (it has change rows with our xid), if any.
-fn own_uncommitted_changes(tables: &[TableRef]) -> PgtResult<Option<String>> {
-    // A transaction without an xid (every scheduled refresh) has written nothing: skip the scans.
-    if spi::one::<String>("SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", &[])?.is_none() {
+fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult<Option<String>> {
+    // A transaction that had no xid before the refresh (every scheduled refresh) has written nothing.
+    if !wrote_before {
         return Ok(None);
     }
     for t in tables {

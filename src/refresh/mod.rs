@@ -4,10 +4,13 @@
 
 mod differential;
 mod reinit;
+mod settings;
 mod spi_exec;
+pub mod storage;
 
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::names;
+use crate::dvm::diff::AggregateState;
 use crate::dvm::frontier::Snapshot;
 use crate::dvm::full::full_refresh_plan;
 use crate::dvm::plan::RefreshAction;
@@ -58,7 +61,21 @@ struct Done {
     reinit_next: bool,
 }
 
-pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
+/// Whether the current transaction has an xid, i.e. may have written something. Ask before running
+/// any SPI statement in it: pgrx's read-write SPI calls assign one.
+pub fn has_xid() -> bool {
+    // SAFETY: reads the current transaction's state; no side effects.
+    unsafe { pgrx::pg_sys::GetCurrentTransactionIdIfAny() != pgrx::pg_sys::InvalidTransactionId }
+}
+
+/// Refreshes one stream table in the current transaction. `wrote_before`: whether the transaction
+/// had an xid before the caller's first statement (see [`has_xid`]); without one it cannot have
+/// changed a source itself, which spares a scan of every change buffer.
+pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
+    settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before))
+}
+
+fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
     if !claim(pgt_id, initiator)? {
         return Ok(Outcome::Busy);
     }
@@ -76,7 +93,7 @@ pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
             None => return Ok(Outcome::Broken),
         }
     } else if st.effective_mode == "DIFFERENTIAL" {
-        differential::refresh(&st, &storage)?
+        differential::refresh(&st, &storage, wrote_before)?
     } else {
         full(&st, &storage, st.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()))?
     };
@@ -112,7 +129,16 @@ pub fn run(pgt_id: i64, initiator: Initiator) -> PgtResult<Outcome> {
 
 fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<Done> {
     let row_ids = stream_tables::has_row_identity(st.relid)?;
-    let plan = full_refresh_plan(storage, &st.output_columns, &st.defining_query, row_ids);
+    // The operator tree decides what a DIFFERENTIAL stream table stores besides the visible columns.
+    let tree = if row_ids && st.effective_mode == "DIFFERENTIAL" { st.tree()? } else { None };
+    let payload = storage::payload(st, storage, tree.as_ref(), true)?
+        .ok_or_else(|| PgtError::internal("storage payload unavailable after adding its columns"))?;
+    let state = tree.as_ref().and_then(AggregateState::of);
+    let source = match (&state, &tree) {
+        (Some(state), Some(tree)) => state.full_query(tree, &payload.types)?,
+        _ => st.defining_query.clone(),
+    };
+    let plan = full_refresh_plan(storage, &payload, &source, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
     Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false })
 }

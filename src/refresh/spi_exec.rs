@@ -18,7 +18,7 @@ pub struct Applied {
 #[derive(Debug)]
 pub enum PlanError {
     Failed(PgtError),
-    /// The MERGE touched `actual` rows where the delta said `expected`: the stream table did not hold
+    /// The apply deleted `actual` rows where the delta said `expected`: the stream table did not hold
     /// what its change log implies. Nothing is wrong with the data sources; a FULL refresh repairs it.
     OutOfStep { expected: i64, actual: i64 },
 }
@@ -51,22 +51,25 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
             .collect();
         match step.output {
             StepOutput::None => spi::exec(&step.sql, &args)?,
-            StepOutput::Counts => {
+            StepOutput::Counts | StepOutput::Applied => {
                 let row = spi::rows(&step.sql, &args, |r| {
-                    Ok(Applied {
+                    let applied = Applied {
                         rows_deleted: spi::col(r, "rows_deleted")?,
                         rows_inserted: spi::col(r, "rows_inserted")?,
                         snapshot: spi::col(r, "snapshot")?,
-                    })
+                    };
+                    let expected = if step.output == StepOutput::Applied {
+                        spi::col(r, "expected_deleted")?
+                    } else {
+                        applied.rows_deleted
+                    };
+                    Ok((applied, expected))
                 })?;
-                applied = row.into_iter().next();
-            }
-            StepOutput::Merged => {
-                let affected = spi::affected(&step.sql, &args)?;
-                let expected = applied.as_ref().map_or(0, |a| a.rows_inserted + a.rows_deleted);
-                if affected != expected {
-                    return Err(PlanError::OutOfStep { expected, actual: affected });
+                let Some((done, expected)) = row.into_iter().next() else { continue };
+                if done.rows_deleted != expected {
+                    return Err(PlanError::OutOfStep { expected, actual: done.rows_deleted });
                 }
+                applied = Some(done);
             }
         }
     }

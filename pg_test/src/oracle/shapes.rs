@@ -139,6 +139,35 @@ pub const SHAPES: &[Shape] = &[
         "window",
         "SELECT g AS g, v AS v, sum(v) OVER (PARTITION BY g) AS gsum, rank() OVER (PARTITION BY g ORDER BY v) AS rk FROM a",
     ),
+    // Comma joins: WHERE conjuncts become join conditions and filters of single inputs. (Appended, so
+    // the shapes above keep their seeds.)
+    shape(
+        "comma_join3",
+        "SELECT a.k AS k, a.v AS v, b.s AS s, c.id AS id FROM a, b, c WHERE a.k = b.k AND c.k = b.lo AND a.v > 5",
+    ),
+    shape(
+        "comma_join_rebracketed",
+        "SELECT a.k AS k, b.s AS s, c.name AS name FROM a, b, c WHERE a.g = c.k AND b.k = c.q AND b.w IS NOT NULL",
+    ),
+    shape(
+        "comma_left_join",
+        "SELECT a.k AS k, b.w AS w, c.id AS id FROM a LEFT JOIN b ON a.k = b.k, c WHERE c.k = a.g AND b.s IS NULL",
+    ),
+    // Aggregates maintained from stored state (hidden columns): integer and fixed-scale numeric
+    // sums, NULL-only groups, MIN/MAX over ints and text, a key the SELECT list does not show,
+    // expressions over aggregates, and a global aggregate; and one that stays a group rescan (a
+    // numeric of unbounded scale, where the sum's display scale depends on the remaining rows).
+    shape(
+        "agg_state_int",
+        "SELECT k AS k, count(*) AS n, count(q) AS cq, sum(q) AS sq, avg(q) AS aq, min(q) AS mn, max(name) AS mxn
+           FROM c GROUP BY k",
+    ),
+    shape(
+        "agg_state_hidden_key",
+        "SELECT sum(v) AS sv, count(*) * 2 AS n2, sum(v) / NULLIF(count(v), 0) AS mean, min(t) AS mt FROM a GROUP BY g, k",
+    ),
+    shape("agg_state_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, max(q) AS mx, min(name) AS mn FROM c"),
+    shape("agg_unbounded_scale", "SELECT g AS g, sum(v / 8) AS s8, avg(v * 1.5) AS a15 FROM a GROUP BY g"),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

@@ -4,19 +4,24 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{visit_expressions, Expr as SqlExpr, GroupByExpr, GroupByWithModifier, Select, SelectItem, Value};
+use sqlparser::ast::{
+    visit_expressions, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    GroupByWithModifier, Select, SelectItem, Value,
+};
 
 use super::block::Where;
 use super::from::FromTree;
 use super::scope::{Layout, ScopeId, Sym};
 use super::template::{check_expr, function_name, is_atomic, parenthesised, strip_nested, template};
 use super::{invalid, unsupported, Analyzer, Result};
-use crate::dvm::optree::{Expr, Node};
+use crate::dvm::optree::{AggCall, AggFunc, Expr, Node};
 
 /// An Aggregate being collected; expressions hold symbols over the block's FROM output.
 struct Grouping {
     group_by: Vec<Expr>,
     aggregates: Vec<Expr>,
+    /// `calls[j]` describes `aggregates[j]`.
+    calls: Vec<AggCall>,
 }
 
 impl Analyzer<'_> {
@@ -42,7 +47,18 @@ impl Analyzer<'_> {
         let place = |e: &Expr| self.place(e, |sym| layout.position(sym));
         let group_by = grouping.group_by.iter().map(place).collect::<Result<_>>()?;
         let aggregates = grouping.aggregates.iter().map(place).collect::<Result<_>>()?;
-        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates };
+        let calls = grouping
+            .calls
+            .iter()
+            .map(|c| {
+                Ok(AggCall {
+                    arg: c.arg.as_ref().map(place).transpose()?,
+                    filter: c.filter.as_ref().map(place).transpose()?,
+                    ..c.clone()
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates, calls, key_types: vec![] };
         let output = |sym| match sym {
             Sym::Group(i) => Some(i),
             Sym::Agg(j) => Some(groups + j),
@@ -116,7 +132,7 @@ impl Analyzer<'_> {
                 group_by.push(key);
             }
         }
-        Ok(Grouping { group_by, aggregates: Vec::new() })
+        Ok(Grouping { group_by, aggregates: Vec::new(), calls: Vec::new() })
     }
 
     /// A grouped expression in one canonical form whatever its parentheses: outer ones dropped, one
@@ -136,6 +152,8 @@ impl Analyzer<'_> {
                 let j = match grouping.aggregates.iter().position(|a| *a == call) {
                     Some(j) => j,
                     None => {
+                        let SqlExpr::Function(f) = e else { unreachable!("an aggregate call is a function") };
+                        grouping.calls.push(self.classify_call(f, context)?);
                         grouping.aggregates.push(call);
                         grouping.aggregates.len() - 1
                     }
@@ -157,6 +175,46 @@ impl Analyzer<'_> {
                 None => return Ok(None),
             };
             Ok(Some(self.syms.id(Sym::Group(i))))
+        })
+    }
+}
+
+impl Analyzer<'_> {
+    /// Recognises the aggregates the engine maintains from stored state: pg_catalog's count, sum, avg,
+    /// min and max with one plain argument (or `*` for count), no DISTINCT, ORDER BY or WITHIN GROUP.
+    /// A FILTER clause is kept. Anything else is `Other`.
+    fn classify_call(&mut self, f: &Function, context: &str) -> Result<AggCall> {
+        let name = function_name(f).to_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        let FunctionArguments::List(list) = &f.args else { return Ok(AggCall::other()) };
+        let plain = list.duplicate_treatment.is_none()
+            && list.clauses.is_empty()
+            && f.within_group.is_empty()
+            && f.null_treatment.is_none()
+            && matches!(f.parameters, FunctionArguments::None);
+        if !plain || list.args.len() != 1 {
+            return Ok(AggCall::other());
+        }
+        let arg = match &list.args[0] {
+            FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => None,
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => return Ok(AggCall::other()),
+        };
+        let func = match (name, arg.is_some()) {
+            ("count", false) => AggFunc::CountStar,
+            ("count", true) => AggFunc::Count,
+            ("sum", true) => AggFunc::Sum,
+            ("avg", true) => AggFunc::Avg,
+            ("min", true) => AggFunc::Min,
+            ("max", true) => AggFunc::Max,
+            _ => return Ok(AggCall::other()),
+        };
+        Ok(AggCall {
+            func,
+            arg: arg.map(|e| self.render(e, context)).transpose()?,
+            filter: f.filter.as_deref().map(|e| self.render(e, context)).transpose()?,
+            arg_type: String::new(),
+            less_than: String::new(),
         })
     }
 }

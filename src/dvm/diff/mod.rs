@@ -1,10 +1,31 @@
 //! The differential engine: from an OpTree and a batch description to the SQL of the query's delta.
 
+pub mod algebraic;
 pub mod context;
 pub mod rules;
 
+pub use algebraic::AggregateState;
 pub use context::{CacheContext, CdcContext, DiffContext, OptimizationContext, SourceCdc};
 pub use rules::delta_query;
 
+use crate::dvm::apply::Payload;
+use crate::dvm::optree::OpTree;
+use crate::dvm::sql::QualifiedName;
+use crate::error::PgtResult;
+
+/// The delta of a stream table's payload (`c0..`, `__pgt_w`, consolidated), or None when no source
+/// under the query changed: from stored aggregate state when the query allows it, else by the
+/// operators' delta rules.
+pub fn stream_delta(tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
+    let Some(state) = AggregateState::of(tree) else { return delta_query(tree, ctx) };
+    if rules::is_static_empty(tree, &tree.root, ctx) {
+        return Ok(None);
+    }
+    let body = state.delta_query(tree, storage, payload, ctx)?;
+    Ok(Some(format!("{}{body}", rules::with_clause(ctx))))
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_algebraic;

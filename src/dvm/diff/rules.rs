@@ -16,11 +16,11 @@ fn cols(alias: &str, n: usize) -> Vec<String> {
 }
 
 /// `a.c0 AS c0, ...` from the given expressions.
-fn named(exprs: Vec<String>) -> Vec<String> {
+pub(super) fn named(exprs: Vec<String>) -> Vec<String> {
     exprs.into_iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect()
 }
 
-fn select(items: &[String]) -> String {
+pub(super) fn select(items: &[String]) -> String {
     if items.is_empty() {
         "SELECT".to_string()
     } else {
@@ -28,12 +28,12 @@ fn select(items: &[String]) -> String {
     }
 }
 
-fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
+pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
     items.push(format!("{weight} AS {W}"));
     items
 }
 
-fn group_by(exprs: &[String]) -> String {
+pub(super) fn group_by(exprs: &[String]) -> String {
     if exprs.is_empty() {
         String::new()
     } else {
@@ -41,7 +41,7 @@ fn group_by(exprs: &[String]) -> String {
     }
 }
 
-fn union_all(parts: Vec<String>) -> String {
+pub(super) fn union_all(parts: Vec<String>) -> String {
     parts.into_iter().map(|p| format!("SELECT * FROM ({p}) AS u")).collect::<Vec<_>>().join(" UNION ALL ")
 }
 
@@ -104,7 +104,7 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
                 render_pair(on, &l, left.arity(), &r)
             )
         }
-        Node::Aggregate { input, group_by: keys, aggregates } => {
+        Node::Aggregate { input, group_by: keys, aggregates, .. } => {
             let a = ctx.alias("g");
             let inner = new_sql(tree, input, ctx)?;
             let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
@@ -133,14 +133,14 @@ fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
 }
 
 /// Puts `sql` in a WITH item (computed once however often it is referenced) and returns its name.
-fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
+pub(super) fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
     let name = ctx.alias(stem);
     ctx.cache.with_items.push((name.clone(), sql));
     name
 }
 
 /// The node's delta as a WITH item (it is read by several terms), or None when statically empty.
-fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, stem: &str) -> PgtResult<Option<String>> {
+pub(super) fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, stem: &str) -> PgtResult<Option<String>> {
     if is_static_empty(tree, node, ctx) {
         return Ok(None);
     }
@@ -182,7 +182,7 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         Node::Join { kind: JoinKind::Inner, left, right, on, .. } => inner_join_delta(tree, left, right, on.as_ref(), ctx)?,
         Node::Join { kind, left, right, on, null_types } => outer_join_delta(tree, *kind, left, right, on.as_ref(), null_types, ctx)?,
         Node::SemiJoin { anti, left, right, on } => semi_join_delta(tree, *anti, left, right, on, ctx)?,
-        Node::Aggregate { input, group_by, aggregates } => aggregate_delta(tree, input, group_by, aggregates, ctx)?,
+        Node::Aggregate { input, group_by, aggregates, .. } => aggregate_delta(tree, input, group_by, aggregates, ctx)?,
         Node::Distinct { input } => {
             let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
             aggregate_delta(tree, input, &keys, &[], ctx)?
@@ -385,33 +385,9 @@ fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ct
             let items: Vec<String> = render_all(&d, keys).into_iter().enumerate().map(|(i, e)| format!("{e} AS k{i}")).collect();
             hoist(ctx, "touched_", format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")))
         };
-        let (a, b) = (ctx.alias("a"), ctx.alias("a"));
-        let (ka, kb) = (render_all(&a, keys), render_all(&b, keys));
-        let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
-        let non_null = k.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
-        let any_null = k.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
-        let kb_any_null = kb.iter().map(|e| format!("({e}) IS NULL")).collect::<Vec<_>>().join(" OR ");
-        let t = ctx.alias("t");
-        let same = kb.iter().zip(&k).map(|(e, k)| format!("{t}.{k} IS NOT DISTINCT FROM ({e})")).collect::<Vec<_>>().join(" AND ");
-        let (ia, ib) = (new_sql(tree, input, ctx)?, new_sql(tree, input, ctx)?);
-        // Keys without NULLs: a plain IN, which the planner turns into an index-driven semi-join.
-        // Keys with NULLs (a group of their own in GROUP BY, but never equal under =): matched
-        // null-safely, and only scanned when such a key was touched at all.
-        hoist(
-            ctx,
-            "grp_",
-            format!(
-                "SELECT {a}.* FROM ({ia}) AS {a} WHERE ({}) IN (SELECT {} FROM {touched} WHERE {non_null}) \
-                 UNION ALL \
-                 SELECT {b}.* FROM ({ib}) AS {b} WHERE ({kb_any_null}) \
-                   AND EXISTS (SELECT 1 FROM {touched} AS {t} WHERE {same}) \
-                   AND EXISTS (SELECT 1 FROM {touched} WHERE {any_null})",
-                ka.join(", "),
-                k.join(", ")
-            ),
-        )
+        rows_of_groups(tree, input, keys, &touched, ctx)?
     };
-    let restricted_name = if keys.is_empty() { hoist(ctx, "grp_", restricted) } else { restricted };
+    let restricted_name = hoist(ctx, "grp_", restricted);
 
     let aggregate = |ctx: &mut DiffContext, rows: String, weight: &str| -> String {
         let a = ctx.alias("a");
@@ -449,6 +425,41 @@ fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ct
     Ok(union_all(vec![new_rows, old_rows]))
 }
 
+/// The current rows of `input` whose group keys (`keys` over the input) are among the rows of
+/// `groups`, a relation with columns `k0..`. Keys without NULLs: a plain IN, which the planner turns
+/// into an index-driven semi-join. Keys with NULLs (a group of their own in GROUP BY, but never equal
+/// under =): matched null-safely, and only scanned when such a key is among `groups` at all.
+pub(super) fn rows_of_groups(tree: &OpTree, input: &Node, keys: &[Expr], groups: &str, ctx: &mut DiffContext) -> PgtResult<String> {
+    let render_all = |a: &str| -> Vec<String> { keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
+    let (a, b) = (ctx.alias("a"), ctx.alias("a"));
+    let (ka, kb) = (render_all(&a), render_all(&b));
+    let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+    let non_null = k.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+    let any_null = k.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
+    let kb_any_null = kb.iter().map(|e| format!("({e}) IS NULL")).collect::<Vec<_>>().join(" OR ");
+    let t = ctx.alias("t");
+    let same = kb.iter().zip(&k).map(|(e, k)| format!("{t}.{k} IS NOT DISTINCT FROM ({e})")).collect::<Vec<_>>().join(" AND ");
+    let (ia, ib) = (new_sql(tree, input, ctx)?, new_sql(tree, input, ctx)?);
+    Ok(format!(
+        "SELECT {a}.* FROM ({ia}) AS {a} WHERE ({}) IN (SELECT {} FROM {groups} WHERE {non_null}) \
+         UNION ALL \
+         SELECT {b}.* FROM ({ib}) AS {b} WHERE ({kb_any_null}) \
+           AND EXISTS (SELECT 1 FROM {groups} AS {t} WHERE {same}) \
+           AND EXISTS (SELECT 1 FROM {groups} WHERE {any_null})",
+        ka.join(", "),
+        k.join(", ")
+    ))
+}
+
+/// `WITH <the hoisted items> ` (empty when there are none).
+pub(super) fn with_clause(ctx: &DiffContext) -> String {
+    if ctx.cache.with_items.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, sql)| format!("{name} AS ({sql})")).collect();
+    format!("WITH {} ", items.join(", "))
+}
+
 /// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
 /// None when no source under the query changed.
 pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
@@ -458,12 +469,7 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
     let body = delta_sql(tree, &tree.root, ctx)?;
     let n = tree.root.arity();
     let d = cols("d", n);
-    let with = if ctx.cache.with_items.is_empty() {
-        String::new()
-    } else {
-        let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, sql)| format!("{name} AS ({sql})")).collect();
-        format!("WITH {} ", items.join(", "))
-    };
+    let with = with_clause(ctx);
     Ok(Some(format!(
         "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
         select(&with_weight(named(d.clone()), &format!("pg_catalog.sum(d.{W})::bigint"))),

@@ -162,6 +162,8 @@ fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
         input: Box::new(scan(10, "sales", &["region", "amount"])),
         group_by: vec![Expr::col(0)],
         aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+        calls: vec![],
+        key_types: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("SELECT DISTINCT"), "touched groups: {sql}");
@@ -178,6 +180,8 @@ fn a_global_aggregate_only_emits_rows_when_its_input_changed() {
         input: Box::new(scan(10, "t", &[])),
         group_by: vec![],
         aggregates: vec![Expr::sql("count(*)")],
+        calls: vec![],
+        key_types: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.matches("WHERE EXISTS (SELECT 1 FROM dagg_").count() >= 2, "{sql}");

@@ -1,0 +1,381 @@
+//! Aggregates maintained from their own stored state.
+//!
+//! When a stream table's query is `SELECT <exprs over keys and aggregates> FROM ... GROUP BY keys`
+//! (no HAVING, no DISTINCT on top) and every aggregate is COUNT, SUM or AVG over integers or
+//! fixed-scale numerics, or MIN/MAX over a type with a default btree order, its storage table keeps,
+//! per group, hidden state next to the visible columns:
+//!
+//! | column | content |
+//! |---|---|
+//! | `__pgt_k{i}` | group key i, when the SELECT list does not show it as a plain column |
+//! | `__pgt_count` | the group's input row count (the group disappears at 0) |
+//! | `__pgt_a{j}` | aggregate j: its count, its sum, or its extremum |
+//! | `__pgt_n{j}` | SUM/AVG j: the count of non-NULL inputs (a sum of no values is NULL, not 0) |
+//!
+//! and the row identity is the hash of the group keys. A batch then costs the changed rows and the
+//! touched groups' stored rows: per group, new state = old state + Δ, where Δ aggregates the
+//! changed input rows with their signed weights. MIN/MAX take the least/greatest of the old extremum
+//! and the inserted values; only a group whose extremum (or a value tied with it) was deleted is
+//! recomputed from its current input rows, and so is a numeric group whose sum is or becomes NaN.
+//! Results are exact: integer and numeric arithmetic are exact, a fixed-scale numeric's sum keeps that
+//! scale, and AVG is the same `numeric_div(sum, count)` PostgreSQL computes. Float sums are not
+//! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
+
+use super::context::DiffContext;
+use super::rules::{hoist, hoisted_delta, new_sql, rows_of_groups, W};
+use crate::dvm::apply::{hash_values, identical, Payload};
+use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
+use crate::dvm::sql::{quote_ident, QualifiedName};
+use crate::error::{PgtError, PgtResult};
+
+const COUNT: &str = "__pgt_count";
+
+/// A stream table whose aggregates live on stored state, and where each piece of it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateState<'t> {
+    input: &'t Node,
+    keys: &'t [Expr],
+    calls: &'t [AggCall],
+    key_types: &'t [String],
+    /// The SELECT list over the Aggregate's output (keys, then aggregate values).
+    exprs: &'t [Expr],
+    /// Per key: the visible column that shows it, if any (else it is stored hidden).
+    key_visible: Vec<Option<usize>>,
+}
+
+/// The type SUM returns for an argument type, when the engine maintains it algebraically.
+fn sum_type(arg_type: &str) -> Option<&'static str> {
+    match arg_type {
+        "smallint" | "integer" => Some("bigint"),
+        "bigint" => Some("numeric"),
+        // A fixed scale: every value has exactly that many decimals, and so does every sum.
+        t if t.starts_with("numeric(") && t.contains(',') => Some("numeric"),
+        _ => None,
+    }
+}
+
+fn maintainable(call: &AggCall) -> bool {
+    match call.func {
+        AggFunc::CountStar | AggFunc::Count => true,
+        AggFunc::Sum | AggFunc::Avg => sum_type(&call.arg_type).is_some(),
+        // A collation other than the default would order differently from the stored column.
+        AggFunc::Min | AggFunc::Max => {
+            !call.less_than.is_empty() && !call.arg_type.is_empty() && !call.arg_type.contains(" COLLATE ")
+        }
+        AggFunc::Other => false,
+    }
+}
+
+impl<'t> AggregateState<'t> {
+    /// The algebraic form of `tree`, when its shape and every aggregate allow it.
+    pub fn of(tree: &'t OpTree) -> Option<AggregateState<'t>> {
+        let Node::Project { input, exprs } = &tree.root else { return None };
+        let Node::Aggregate { input, group_by, aggregates, calls, key_types } = input.as_ref() else { return None };
+        if calls.len() != aggregates.len() || !calls.iter().all(maintainable) {
+            return None;
+        }
+        let key_visible: Vec<Option<usize>> =
+            (0..group_by.len()).map(|i| exprs.iter().position(|e| *e == Expr::col(i))).collect();
+        if key_visible.iter().any(Option::is_none) && key_types.len() != group_by.len() {
+            return None;
+        }
+        Some(AggregateState { input, keys: group_by, calls, key_types, exprs, key_visible })
+    }
+
+    /// Hidden state columns (name, SQL type), in storage order after the visible columns.
+    pub fn hidden_columns(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .key_visible
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_none())
+            .map(|(i, _)| (format!("__pgt_k{i}"), self.key_types[i].clone()))
+            .collect();
+        out.push((COUNT.into(), "bigint".into()));
+        for (j, call) in self.calls.iter().enumerate() {
+            match call.func {
+                AggFunc::CountStar | AggFunc::Count => out.push((format!("__pgt_a{j}"), "bigint".into())),
+                AggFunc::Sum | AggFunc::Avg => {
+                    out.push((format!("__pgt_a{j}"), sum_type(&call.arg_type).unwrap_or("numeric").into()));
+                    out.push((format!("__pgt_n{j}"), "bigint".into()));
+                }
+                AggFunc::Min | AggFunc::Max => out.push((format!("__pgt_a{j}"), call.arg_type.clone())),
+                AggFunc::Other => {}
+            }
+        }
+        out
+    }
+
+    /// The storage payload: `visible` (names and types) then the hidden state; identity = the keys.
+    pub fn payload(&self, visible: &[String], visible_types: &[String]) -> Payload {
+        let hidden = self.hidden_columns();
+        let mut columns = visible.to_vec();
+        let mut types = visible_types.to_vec();
+        columns.extend(hidden.iter().map(|(n, _)| n.clone()));
+        types.extend(hidden.iter().map(|(_, t)| t.clone()));
+        let mut next_hidden = visible.len();
+        let identity = self
+            .key_visible
+            .iter()
+            .map(|v| {
+                v.unwrap_or_else(|| {
+                    next_hidden += 1;
+                    next_hidden - 1
+                })
+            })
+            .collect();
+        Payload { columns, types, identity }
+    }
+
+    /// State names, in `hidden_columns` order minus the hidden keys: `count`, then per call `a{j}`
+    /// (and `n{j}` for SUM/AVG).
+    fn state_names(&self) -> Vec<String> {
+        let mut out = vec!["count".to_string()];
+        for (j, call) in self.calls.iter().enumerate() {
+            out.push(format!("a{j}"));
+            if matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
+                out.push(format!("n{j}"));
+            }
+        }
+        out
+    }
+
+    /// The aggregates computing every state from input rows under alias `a`, as `s_<name>`.
+    fn state_aggregates(&self, a: &str) -> Vec<String> {
+        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
+        let filter = |c: &AggCall| c.filter.as_ref().map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
+        let mut out = vec![format!("pg_catalog.count(*) AS s_count")];
+        for (j, call) in self.calls.iter().enumerate() {
+            let arg = call.arg.as_ref().map(r).unwrap_or_default();
+            let f = filter(call);
+            match call.func {
+                AggFunc::CountStar => out.push(format!("pg_catalog.count(*){f} AS s_a{j}")),
+                AggFunc::Count => out.push(format!("pg_catalog.count({arg}){f} AS s_a{j}")),
+                AggFunc::Sum | AggFunc::Avg => {
+                    out.push(format!("pg_catalog.sum({arg}){f} AS s_a{j}"));
+                    out.push(format!("pg_catalog.count({arg}){f} AS s_n{j}"));
+                }
+                AggFunc::Min => out.push(format!("pg_catalog.min({arg}){f} AS s_a{j}")),
+                AggFunc::Max => out.push(format!("pg_catalog.max({arg}){f} AS s_a{j}")),
+                AggFunc::Other => {}
+            }
+        }
+        out
+    }
+
+    /// The payload computed from keys `{z}.k{i}` and states `{z}.{prefix}<name>`, cast to `types`.
+    fn payload_from_state(&self, z: &str, prefix: &str, types: &[String]) -> Vec<String> {
+        let groups = self.keys.len();
+        let value = |i: usize| -> String {
+            if i < groups {
+                return format!("{z}.k{i}");
+            }
+            let j = i - groups;
+            let a = format!("{z}.{prefix}a{j}");
+            match self.calls[j].func {
+                AggFunc::Avg => format!(
+                    "(CASE WHEN {z}.{prefix}n{j} = 0 THEN NULL ELSE pg_catalog.numeric_div({a}::pg_catalog.numeric, {z}.{prefix}n{j}::pg_catalog.numeric) END)"
+                ),
+                _ => a,
+            }
+        };
+        let mut out: Vec<String> = self.exprs.iter().map(|e| e.render(&value)).collect();
+        out.extend(self.key_visible.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(i, _)| format!("{z}.k{i}")));
+        out.extend(self.state_names().iter().map(|s| format!("{z}.{prefix}{s}")));
+        out.into_iter().zip(types).map(|(e, t)| format!("({e})::{t}")).collect()
+    }
+
+    fn key_items(&self, a: &str) -> Vec<String> {
+        self.keys.iter().enumerate().map(|(i, k)| format!("{} AS k{i}", k.render(&|c| format!("{a}.c{c}")))).collect()
+    }
+
+    fn group_by(&self, a: &str) -> String {
+        if self.keys.is_empty() {
+            return String::new();
+        }
+        let keys: Vec<String> = self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect();
+        format!(" GROUP BY {}", keys.join(", "))
+    }
+
+    /// The query a FULL refresh inserts: every group's payload (visible columns and state).
+    pub fn full_query(&self, tree: &OpTree, types: &[String]) -> PgtResult<String> {
+        let mut ctx = DiffContext::default();
+        let input = new_sql(tree, self.input, &mut ctx)?;
+        let items = [self.key_items("a"), self.state_aggregates("a")].concat();
+        let payload = self.payload_from_state("s", "s_", types);
+        let named: Vec<String> = payload.iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect();
+        Ok(format!(
+            "SELECT {} FROM (SELECT {} FROM ({input}) AS a{}) AS s",
+            named.join(", "),
+            items.join(", "),
+            self.group_by("a")
+        ))
+    }
+
+    /// The delta of the stream table (its payload columns `c0..` and `__pgt_w`), reading the touched
+    /// groups' stored state from `storage`. Already consolidated: per touched group at most the old
+    /// row out and the new row in, and neither when they are identical.
+    pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
+        let dinput = hoisted_delta(tree, self.input, ctx, "dagg_")?
+            .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+        let groups = self.keys.len();
+        let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
+
+        // Δ per touched group.
+        let d = ctx.alias("d");
+        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
+        let w = format!("{d}.{W}");
+        let mut deltas = vec![format!("pg_catalog.sum({w})::bigint AS dcount")];
+        for (j, call) in self.calls.iter().enumerate() {
+            let f = call.filter.as_ref().map(|f| r(f));
+            let when = |extra: &str| {
+                let mut parts: Vec<String> = f.iter().cloned().collect();
+                if !extra.is_empty() {
+                    parts.push(extra.to_string());
+                }
+                if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
+            };
+            let arg = call.arg.as_ref().map(|a| r(a)).unwrap_or_default();
+            match call.func {
+                AggFunc::CountStar => deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}", when(""))),
+                AggFunc::Count => {
+                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}", when(&format!("{arg} IS NOT NULL"))))
+                }
+                AggFunc::Sum | AggFunc::Avg => {
+                    let st = sum_type(&call.arg_type).unwrap_or("numeric");
+                    deltas.push(format!("(pg_catalog.sum({w}::{st} * {arg}::{st}){})::{st} AS da{j}", when("")));
+                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dn{j}", when(&format!("{arg} IS NOT NULL"))));
+                }
+                AggFunc::Min | AggFunc::Max => {
+                    let agg = if call.func == AggFunc::Min { "min" } else { "max" };
+                    deltas.push(format!("pg_catalog.{agg}({arg}){} AS di{j}", when(&format!("{w} > 0"))));
+                    deltas.push(format!("pg_catalog.{agg}({arg}){} AS dd{j}", when(&format!("{w} < 0"))));
+                }
+                AggFunc::Other => {}
+            }
+        }
+        let ds = hoist(
+            ctx,
+            "astate_",
+            format!("SELECT {} FROM {dinput} AS {d}{}", [self.key_items(&d), deltas].concat().join(", "), self.group_by(&d)),
+        );
+
+        // The touched groups' stored rows, found through the row identity index.
+        let (s, t) = (ctx.alias("s"), ctx.alias("t"));
+        let key_positions = &payload.identity;
+        let key_match: Vec<String> = key_positions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!(" AND {t}.{} IS NOT DISTINCT FROM {s}.k{i}", quote_ident(&payload.columns[*p])))
+            .collect();
+        // The same hash the apply computes over the payload's key columns: same values, same types.
+        let lookup_id = hash_values(&k.iter().map(|k| format!("{s}.{k}")).collect::<Vec<_>>());
+        let old_items: Vec<String> =
+            payload.columns.iter().enumerate().map(|(p, c)| format!("{t}.{} AS o{p}", quote_ident(c))).collect();
+        let old_name = |state: &str| -> String {
+            let col = if state == "count" { COUNT.to_string() } else { format!("__pgt_{state}") };
+            format!("o{}", payload.columns.iter().position(|c| *c == col).unwrap_or(0))
+        };
+        let joined = hoist(
+            ctx,
+            "aold_",
+            format!(
+                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN LATERAL (SELECT true AS o_e, {} FROM {} AS {t} \
+                  WHERE {t}.__pgt_row_id = {lookup_id}{} LIMIT 1) AS o ON true",
+                old_items.join(", "),
+                storage.quoted(),
+                key_match.concat()
+            ),
+        );
+
+        // New state by arithmetic, and whether the group must be recomputed instead.
+        let j_ = ctx.alias("j");
+        let old = |state: &str| format!("{j_}.{}", old_name(state));
+        let mut new_state = vec![format!("COALESCE({}, 0) + {j_}.dcount AS n_count", old("count"))];
+        let mut rescan = Vec::new();
+        for (j, call) in self.calls.iter().enumerate() {
+            let (oa, a) = (old(&format!("a{j}")), format!("a{j}"));
+            match call.func {
+                AggFunc::CountStar | AggFunc::Count => new_state.push(format!("COALESCE({oa}, 0) + {j_}.da{j} AS n_{a}")),
+                AggFunc::Sum | AggFunc::Avg => {
+                    let on = old(&format!("n{j}"));
+                    new_state.push(format!(
+                        "CASE WHEN COALESCE({on}, 0) + {j_}.dn{j} = 0 THEN NULL ELSE COALESCE({oa}, 0) + COALESCE({j_}.da{j}, 0) END AS n_{a}"
+                    ));
+                    new_state.push(format!("COALESCE({on}, 0) + {j_}.dn{j} AS n_n{j}"));
+                    if sum_type(&call.arg_type) == Some("numeric") {
+                        rescan.push(format!(
+                            "COALESCE({oa} OPERATOR(pg_catalog.=) 'NaN'::pg_catalog.numeric OR {j_}.da{j} OPERATOR(pg_catalog.=) 'NaN'::pg_catalog.numeric, false)"
+                        ));
+                    }
+                }
+                AggFunc::Min | AggFunc::Max => {
+                    let pick = if call.func == AggFunc::Min { "LEAST" } else { "GREATEST" };
+                    new_state.push(format!("{pick}({oa}, {j_}.di{j}) AS n_{a}"));
+                    let lt = &call.less_than;
+                    // A deleted value at or beyond the stored extremum may have been it.
+                    let beyond = if call.func == AggFunc::Min { format!("{oa} {lt} {j_}.dd{j}") } else { format!("{j_}.dd{j} {lt} {oa}") };
+                    rescan.push(format!("({j_}.dd{j} IS NOT NULL AND ({oa} IS NULL OR NOT ({beyond})))"));
+                }
+                AggFunc::Other => {}
+            }
+        }
+        let rescan_flag = if rescan.is_empty() { "false".to_string() } else { rescan.join(" OR ") };
+        let alg = hoist(ctx, "anew_", format!("SELECT {j_}.*, {}, ({rescan_flag}) AS rescan FROM {joined} AS {j_}", new_state.join(", ")));
+
+        // Groups to recompute from their current input rows, and the final state of every group.
+        let z = ctx.alias("z");
+        let states = self.state_names();
+        let fin = if rescan.is_empty() {
+            let items: Vec<String> = states.iter().map(|st| format!("{z}.n_{st} AS f_{st}")).collect();
+            format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))
+        } else {
+            let recomputed = if groups == 0 {
+                let a = ctx.alias("a");
+                let input = new_sql(tree, self.input, ctx)?;
+                format!(
+                    "SELECT * FROM (SELECT {} FROM ({input}) AS {a}) AS r WHERE EXISTS (SELECT 1 FROM {alg} WHERE rescan)",
+                    self.state_aggregates(&a).join(", ")
+                )
+            } else {
+                let wanted = hoist(ctx, "arescan_", format!("SELECT {} FROM {alg} WHERE rescan", k.join(", ")));
+                let rows = rows_of_groups(tree, self.input, self.keys, &wanted, ctx)?;
+                let a = ctx.alias("a");
+                // The EXISTS is a one-time filter: without a group to recompute, the input is not read.
+                format!(
+                    "SELECT {} FROM ({rows}) AS {a} WHERE EXISTS (SELECT 1 FROM {wanted}){}",
+                    [self.key_items(&a), self.state_aggregates(&a)].concat().join(", "),
+                    self.group_by(&a)
+                )
+            };
+            let rs = hoist(ctx, "arecomputed_", recomputed);
+            let same: Vec<String> = k.iter().map(|k| format!(" AND r.{k} IS NOT DISTINCT FROM {z}.{k}")).collect();
+            let items: Vec<String> = states
+                .iter()
+                .map(|st| {
+                    let recomputed = if st == "count" { "COALESCE(r.s_count, 0)".to_string() } else { format!("r.s_{st}") };
+                    format!("CASE WHEN {z}.rescan THEN {recomputed} ELSE {z}.n_{st} END AS f_{st}")
+                })
+                .collect();
+            format!("SELECT {z}.*, {} FROM {alg} AS {z} LEFT JOIN {rs} AS r ON true{}", items.join(", "), same.concat())
+        };
+        let fin = hoist(ctx, "afinal_", fin);
+
+        // Old row out, new row in; neither when they are identical.
+        let y = ctx.alias("y");
+        let new_payload = self.payload_from_state(&y, "f_", &payload.types);
+        let old_payload: Vec<String> = (0..payload.columns.len()).map(|p| format!("{y}.o{p}")).collect();
+        let exists_now = if groups == 0 { "true".to_string() } else { format!("{y}.f_count > 0") };
+        let unchanged = format!("({y}.o_e IS TRUE AND {exists_now} AND {})", identical(&old_payload, &new_payload));
+        let named = |values: &[String]| -> String {
+            values.iter().enumerate().map(|(i, v)| format!("{v} AS c{i}")).collect::<Vec<_>>().join(", ")
+        };
+        Ok(format!(
+            "SELECT {}, -1::bigint AS {W} FROM {fin} AS {y} WHERE {y}.o_e IS TRUE AND NOT {unchanged} \
+             UNION ALL \
+             SELECT {}, 1::bigint AS {W} FROM {fin} AS {y} WHERE {exists_now} AND NOT {unchanged}",
+            named(&old_payload),
+            named(&new_payload),
+        ))
+    }
+}

@@ -1,0 +1,39 @@
+//! Which columns a refresh writes into a storage table, with their types there: the visible ones,
+//! plus the hidden aggregate state when the differential engine keeps it (`dvm::diff::algebraic`).
+
+use crate::catalog::stream_tables::StreamTable;
+use crate::dvm::apply::Payload;
+use crate::dvm::diff::AggregateState;
+use crate::dvm::optree::OpTree;
+use crate::dvm::sql::{quote_ident, QualifiedName};
+use crate::error::{PgtError, PgtResult};
+use crate::spi;
+
+/// The payload of `st` under `tree`. Hidden state columns the storage table lacks (created before
+/// the engine kept state, or retyped by a reinitialisation) are added when `add_missing` — a FULL
+/// refresh, which fills them — and make the result None otherwise.
+pub fn payload(st: &StreamTable, storage: &QualifiedName, tree: Option<&OpTree>, add_missing: bool) -> PgtResult<Option<Payload>> {
+    let existing = crate::cdc::table_columns(st.relid)?;
+    let type_of = |name: &str| existing.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+    let visible_types = st
+        .output_columns
+        .iter()
+        .map(|c| type_of(c).ok_or_else(|| PgtError::internal(format!("storage column \"{c}\" is missing"))))
+        .collect::<PgtResult<Vec<_>>>()?;
+    let Some(state) = tree.and_then(AggregateState::of) else {
+        return Ok(Some(Payload::visible(&st.output_columns, &visible_types)));
+    };
+    for (name, type_sql) in state.hidden_columns() {
+        let found = type_of(&name);
+        if found.as_deref() == Some(type_sql.split(" COLLATE ").next().unwrap_or(&type_sql)) {
+            continue;
+        }
+        if !add_missing {
+            return Ok(None);
+        }
+        let column = quote_ident(&name);
+        let drop = if found.is_some() { format!("DROP COLUMN {column}, ") } else { String::new() };
+        spi::exec(&format!("ALTER TABLE {} {drop}ADD COLUMN {column} {type_sql}", storage.quoted()), &[])?;
+    }
+    Ok(Some(state.payload(&st.output_columns, &visible_types)))
+}
