@@ -264,6 +264,7 @@ VACUUM ANALYZE fact;
         info["settings"] = self.pg.value(
             "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings "
             "WHERE name IN ('shared_buffers', 'work_mem', 'jit', 'synchronous_commit', 'max_wal_size')")
+        info["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
         info["commit"] = self.args.commit
         info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return info
@@ -610,7 +611,8 @@ def markdown(results, machine, cfg, notes, elapsed):
     out = []
     out.append(f"Last full run: {machine['date']}, commit `{machine['commit']}`, "
                f"{machine['nproc']} CPUs ({machine.get('cpu') or 'unknown CPU'}), {machine['memory_gb']} GB RAM, "
-               f"{machine['postgres']}; measurements took {elapsed / 60:.0f} min.")
+               f"{machine['postgres']}; load average {machine['loadavg']} when it started (other work on the "
+               f"machine adds noise); measurements took {elapsed / 60:.0f} min.")
     out.append(f"fact {cfg['fact']:,} rows, dim {cfg['dim']:,} rows; medians of {cfg['reps']} repetitions "
                f"(write path: {cfg['pgbench_reps']} pgbench runs of {cfg['pgbench_secs']} s per side). "
                f"Server settings: {machine['settings']}.")
@@ -676,7 +678,7 @@ def main():
     print(f"pg_trickle benchmark ({args.mode}): fact {b.n_fact:,} rows, dim {b.n_dim:,} rows, "
           f"{b.n_grp:,} groups, medians of up to {b.cfg['reps']} repetitions")
     print(f"machine: {machine['nproc']} CPUs, {machine['memory_gb']} GB RAM, {machine['postgres']}, "
-          f"commit {machine['commit']}")
+          f"commit {machine['commit']}, load average at start {machine['loadavg']}")
     print("pg_trickle = the stream table's refresh (write path: with change capture); times are statement "
           "times as psql sees them (execution + commit)")
     print()
