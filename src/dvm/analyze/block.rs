@@ -11,7 +11,7 @@ use sqlparser::ast::{
 use super::from::FromTree;
 use super::scope::{Layout, ScopeId, Sym};
 use super::subquery::{classify, Conjunct, Semi};
-use super::template::{and_all, conjuncts, ident_name, name_parts, strip_nested};
+use super::template::{and_all, as_conjunct, conjuncts, ident_name, name_parts, strip_nested};
 use super::{invalid, unsupported, Analyzed, Analyzer, Result};
 use crate::dvm::optree::{Expr, Node};
 
@@ -64,7 +64,7 @@ impl Analyzer<'_> {
                 Conjunct::Exists { query, anti } => parts.semis.push(self.semi(query, None, anti)?),
                 Conjunct::In { lhs, query } => parts.semis.push(self.semi(query, Some(lhs), false)?),
                 Conjunct::Plain(expr) => {
-                    let expr = self.render(expr, WHERE_CONTEXT)?;
+                    let expr = as_conjunct(expr, self.render(expr, WHERE_CONTEXT)?);
                     if self.is_correlated(&expr, scope) {
                         parts.correlated.push(expr);
                     } else {
@@ -76,10 +76,12 @@ impl Analyzer<'_> {
         Ok(parts)
     }
 
-    /// The block's rows before grouping: FROM, then the Filter, then the semi-joins.
+    /// The block's rows before grouping: FROM with the WHERE conjuncts placed in it (`pushdown.rs`),
+    /// a Filter of the ones that stay above it, then the semi-joins.
     pub(super) fn build_input(&mut self, from: FromTree, filter: Where, layout: &Layout) -> Result<Node> {
+        let (from, above) = self.push_down(from, filter.filters, layout.scope);
         let mut node = self.build_from(from, layout)?;
-        if let Some(predicate) = and_all(filter.filters) {
+        if let Some(predicate) = and_all(above) {
             let predicate = self.place(&predicate, |sym| layout.position(sym))?;
             node = Node::Filter { input: Box::new(node), predicate };
         }

@@ -7,19 +7,23 @@ use std::ops::Range;
 use sqlparser::ast::{JoinConstraint, JoinOperator, ObjectName, TableAlias, TableFactor, TableWithJoins};
 
 use super::scope::{Item, Layout, Source};
-use super::template::{and_all, equals, ident_name, name_parts};
+use super::template::{and_all, as_conjunct, conjuncts, equals, ident_name, name_parts};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Relation, Result};
 use crate::dvm::optree::{Expr, JoinKind, Node, TableRef};
 
+/// Expressions hold symbols until the layout is known.
 pub(super) enum FromTree {
     Item(usize),
-    /// `on` holds symbols until the layout is known.
+    /// `on` is a list of conjuncts, ANDed (none: a cross join). An inner join's are its condition's
+    /// top-level conjuncts, which `pushdown.rs` may move; an outer join's is its whole condition.
     Join {
         kind: JoinKind,
         left: Box<FromTree>,
         right: Box<FromTree>,
-        on: Option<Expr>,
+        on: Vec<Expr>,
     },
+    /// Rows of `input` for which every predicate is true (placed by `pushdown.rs`).
+    Filter { input: Box<FromTree>, predicates: Vec<Expr> },
 }
 
 impl FromTree {
@@ -27,7 +31,21 @@ impl FromTree {
         match self {
             FromTree::Item(i) => *i,
             FromTree::Join { left, .. } => left.first_item(),
+            FromTree::Filter { input, .. } => input.first_item(),
         }
+    }
+
+    fn last_item(&self) -> usize {
+        match self {
+            FromTree::Item(i) => *i,
+            FromTree::Join { right, .. } => right.last_item(),
+            FromTree::Filter { input, .. } => input.last_item(),
+        }
+    }
+
+    /// The FROM items under this tree (always consecutive: items are numbered as they are read).
+    pub(super) fn items(&self) -> Range<usize> {
+        self.first_item()..self.last_item() + 1
     }
 }
 
@@ -47,7 +65,7 @@ impl Analyzer<'_> {
             tree = Some(match tree {
                 None => side.tree,
                 Some(left) => {
-                    FromTree::Join { kind: JoinKind::Inner, left: Box::new(left), right: Box::new(side.tree), on: None }
+                    FromTree::Join { kind: JoinKind::Inner, left: Box::new(left), right: Box::new(side.tree), on: vec![] }
                 }
             });
         }
@@ -73,7 +91,12 @@ impl Analyzer<'_> {
     fn join(&mut self, left: Side, right: Side, kind: JoinKind, constraint: &JoinConstraint) -> Result<Side> {
         let mut merged: Vec<(String, usize)> = Vec::new();
         let on = match constraint {
-            JoinConstraint::On(expr) => Some(self.render(expr, "a JOIN condition")?),
+            // An inner join's conjuncts are kept apart, so each can move to where it belongs.
+            JoinConstraint::On(expr) if kind == JoinKind::Inner => conjuncts(expr)
+                .into_iter()
+                .map(|c| Ok(as_conjunct(c, self.render(c, "a JOIN condition")?)))
+                .collect::<Result<Vec<_>>>()?,
+            JoinConstraint::On(expr) => vec![self.render(expr, "a JOIN condition")?],
             JoinConstraint::Using(columns) => {
                 let mut equalities = Vec::new();
                 for column in columns {
@@ -87,10 +110,13 @@ impl Analyzer<'_> {
                     // The merged column is the side that is never null-padded.
                     merged.push((name, if kind == JoinKind::Right { r } else { l }));
                 }
-                and_all(equalities)
+                match kind {
+                    JoinKind::Inner => equalities,
+                    _ => and_all(equalities).into_iter().collect(),
+                }
             }
             JoinConstraint::Natural => return unsupported("NATURAL JOIN"),
-            JoinConstraint::None => None,
+            JoinConstraint::None => vec![],
         };
         for (name, sym) in left.merged.into_iter().chain(right.merged) {
             if !merged.iter().any(|(n, _)| *n == name) {
@@ -215,10 +241,23 @@ impl Analyzer<'_> {
                 let start = layout.offset(left.first_item());
                 let left = self.build_tree(*left, layout, leaves)?;
                 let right = self.build_tree(*right, layout, leaves)?;
-                let on = on.map(|on| self.place(&on, |sym| layout.position(sym)?.checked_sub(start))).transpose()?;
+                let on = and_all(on).map(|on| self.place_from(&on, layout, start)).transpose()?;
                 Ok(Node::Join { kind, left: Box::new(left), right: Box::new(right), on, null_types: Vec::new() })
             }
+            FromTree::Filter { input, predicates } => {
+                let start = layout.offset(input.first_item());
+                let input = self.build_tree(*input, layout, leaves)?;
+                match and_all(predicates) {
+                    Some(p) => Ok(Node::Filter { input: Box::new(input), predicate: self.place_from(&p, layout, start)? }),
+                    None => Ok(input),
+                }
+            }
         }
+    }
+
+    /// Places an expression over the part of the block's FROM output that starts at `start`.
+    fn place_from(&self, expr: &Expr, layout: &Layout, start: usize) -> Result<Expr> {
+        self.place(expr, |sym| layout.position(sym)?.checked_sub(start))
     }
 }
 

@@ -9,10 +9,13 @@
 //! Column references are resolved in two steps, because a table's scan lists only the columns the
 //! query uses, so positions are not known until a whole query block has been read: first every
 //! reference becomes a symbol (`scope.rs`), then the block's layout turns symbols into positions.
+//! Before that, WHERE conjuncts are moved into the FROM tree as join conditions and filters of
+//! single inputs (`pushdown.rs`).
 
 mod aggregate;
 mod block;
 mod from;
+mod pushdown;
 mod query;
 mod scope;
 mod subquery;

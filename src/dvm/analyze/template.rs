@@ -96,6 +96,16 @@ pub(super) fn and_all(predicates: Vec<Expr>) -> Option<Expr> {
     (!pieces.is_empty()).then(|| concat(pieces))
 }
 
+/// A conjunct's template, parenthesised unless it already prints as one unit, so conjuncts can be
+/// ANDed in any combination. (PostgreSQL's normalised text parenthesises every operator expression.)
+pub(super) fn as_conjunct(expr: &SqlExpr, rendered: Expr) -> Expr {
+    if matches!(expr, SqlExpr::Nested(_)) || is_atomic(expr) {
+        rendered
+    } else {
+        parenthesised(rendered)
+    }
+}
+
 /// Wraps a template in parentheses.
 pub(super) fn parenthesised(expr: Expr) -> Expr {
     concat([Expr::sql("("), expr, Expr::sql(")")])

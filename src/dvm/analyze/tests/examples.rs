@@ -18,10 +18,10 @@ fn join_filter_group_by_having_and_filtered_aggregates() {
         Project #0; #1; #2; #3
           Filter (#1 > 1)
             Aggregate group [#2] agg [count(*); sum(#3) FILTER (WHERE (#3 > (0)::NUMERIC)); avg(#3)]
-              Filter (#1 > 1)
-                InnerJoin ((#0 = #4))
+              InnerJoin ((#0 = #4))
+                Filter (#1 > 1)
                   Scan public.a [id, x, g]
-                  Scan public.b [y, a_id]
+                Scan public.b [y, a_id]
         ",
     );
 }
@@ -62,10 +62,9 @@ fn cte_referenced_twice_with_distinct() {
         "
         Distinct
           Project #0
-            Filter (#1 = #3)
-              InnerJoin
-                CteRef 0 (2)
-                CteRef 0 (2)
+            InnerJoin (#1 = #3)
+              CteRef 0 (2)
+              CteRef 0 (2)
         ",
     );
 }

@@ -4,6 +4,7 @@
 mod aggregates;
 mod examples;
 mod joins;
+mod pushdown;
 mod relations;
 mod subqueries;
 mod unsupported;

@@ -42,11 +42,10 @@ fn a_cte_used_in_a_subquery_and_shadowed_by_an_inner_with() {
         &t.root,
         "
         Project #0
-          Filter (#0 = #1)
-            InnerJoin
-              Project #0
-                CteRef 1 (1)
-              CteRef 0 (1)
+          InnerJoin (#0 = #1)
+            Project #0
+              CteRef 1 (1)
+            CteRef 0 (1)
         ",
     );
 }
