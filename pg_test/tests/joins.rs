@@ -125,3 +125,26 @@ fn where_conjuncts_over_an_outer_join_are_not_pushed_into_it() {
     db.assert_matches_query("lonely", query);
     assert_eq!(db.value::<i64>("SELECT count(*) FROM lonely"), 22);
 }
+
+#[test]
+fn explain_names_join_keys_without_an_index_and_the_index_that_fixes_it() {
+    let mut db = shop("joins_index_advice");
+    create(&mut db, "comma_join", COMMA);
+    let explain = "SELECT pgtrickle.explain_stream_table('comma_join')";
+    let text: String = db.value(explain);
+    assert!(
+        text.contains(
+            "-- no index on public.orders(customer_id): the delta of public.customers scans all of public.orders; \
+             CREATE INDEX ON \"public\".\"orders\" (\"customer_id\");"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("-- no index on public.customers(nation_id): the delta of public.nations"), "{text}");
+    // Primary keys serve the other keys, lineitems' (order_id, line) included; nothing is created.
+    assert_eq!(text.matches("-- no index on").count(), 2, "{text}");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'"), 1);
+    db.exec("CREATE INDEX ON orders (customer_id)");
+    let text: String = db.value(explain);
+    assert_eq!(text.matches("-- no index on").count(), 1, "{text}");
+    assert!(!text.contains("no index on public.orders"), "{text}");
+}

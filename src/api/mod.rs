@@ -6,6 +6,7 @@ mod alter;
 mod create;
 mod drop;
 mod explain;
+mod index_advice;
 mod internal;
 mod refresh;
 

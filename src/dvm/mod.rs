@@ -9,6 +9,7 @@ pub mod apply;
 pub mod diff;
 pub mod explain;
 pub mod frontier;
+pub mod index_advice;
 pub mod full;
 pub mod optree;
 pub mod plan;
