@@ -64,7 +64,8 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
         return Err(PgtError::internal("a changed source produced no delta query"));
     };
     let plan = differential_plan(storage, &payload, &delta);
-    match spi_exec::try_execute(&plan, st) {
+    let outcome = super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))?;
+    match outcome {
         Ok(applied) => Ok(Done {
             action: RefreshAction::Differential,
             reason: format!("{total} change{} in the batch", if total == 1 { "" } else { "s" }),

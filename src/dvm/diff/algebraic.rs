@@ -10,13 +10,15 @@
 //! | `__pgt_k{i}` | group key i, when the SELECT list does not show it as a plain column |
 //! | `__pgt_count` | the group's input row count (the group disappears at 0) |
 //! | `__pgt_a{j}` | aggregate j: its count, its sum, or its extremum |
-//! | `__pgt_n{j}` | SUM/AVG j: the count of non-NULL inputs (a sum of no values is NULL, not 0) |
+//! | `__pgt_n{j}` | SUM/AVG j: the count of non-NULL inputs (a sum of no values is NULL, not 0); MIN/MAX j: how many inputs equal the extremum (NULL: not known yet) |
 //!
 //! and the row identity is the hash of the group keys. A batch then costs the changed rows and the
 //! touched groups' stored rows: per group, new state = old state + Δ, where Δ aggregates the
 //! changed input rows with their signed weights. MIN/MAX take the least/greatest of the old extremum
-//! and the inserted values; only a group whose extremum (or a value tied with it) was deleted is
-//! recomputed from its current input rows, and so is a numeric group whose sum is or becomes NaN.
+//! and the inserted values and count the copies of the extremum; only a group that lost every copy of
+//! its extremum (or whose count is not known yet: a FULL refresh leaves it unknown rather than read
+//! its input twice) is recomputed from its current input rows, and so is a numeric group whose sum
+//! is or becomes NaN.
 //! Results are exact: integer and numeric arithmetic are exact, a fixed-scale numeric's sum keeps that
 //! scale, and AVG is the same `numeric_div(sum, count)` PostgreSQL computes. Float sums are not
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
@@ -99,11 +101,18 @@ impl<'t> AggregateState<'t> {
                     out.push((format!("__pgt_a{j}"), sum_type(&call.arg_type).unwrap_or("numeric").into()));
                     out.push((format!("__pgt_n{j}"), "bigint".into()));
                 }
-                AggFunc::Min | AggFunc::Max => out.push((format!("__pgt_a{j}"), call.arg_type.clone())),
+                AggFunc::Min | AggFunc::Max => {
+                    out.push((format!("__pgt_a{j}"), call.arg_type.clone()));
+                    out.push((format!("__pgt_n{j}"), "bigint".into()));
+                }
                 AggFunc::Other => {}
             }
         }
         out
+    }
+
+    fn has_extrema(&self) -> bool {
+        self.calls.iter().any(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
     }
 
     /// The storage payload: `visible` (names and types) then the hidden state; identity = the keys.
@@ -133,21 +142,27 @@ impl<'t> AggregateState<'t> {
         let mut out = vec!["count".to_string()];
         for (j, call) in self.calls.iter().enumerate() {
             out.push(format!("a{j}"));
-            if matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
+            if call.func != AggFunc::Count && call.func != AggFunc::CountStar {
                 out.push(format!("n{j}"));
             }
         }
         out
     }
 
-    /// The aggregates computing every state from input rows under alias `a`, as `s_<name>`.
-    fn state_aggregates(&self, a: &str) -> Vec<String> {
+    /// The aggregates computing every state from input rows under alias `a`, as `s_<name>`. With
+    /// `extrema`, the rows also carry `m{j}`, each MIN/MAX's value over its group (see
+    /// [`Self::with_group_extrema`]), and the copies of it are counted; without, those counts are
+    /// left unknown (NULL).
+    fn state_aggregates(&self, a: &str, extrema: bool) -> Vec<String> {
         let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
-        let filter = |c: &AggCall| c.filter.as_ref().map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
+        let filter = |c: &AggCall, extra: Option<String>| -> String {
+            let parts: Vec<String> = c.filter.as_ref().map(r).into_iter().chain(extra).collect();
+            if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
+        };
         let mut out = vec![format!("pg_catalog.count(*) AS s_count")];
         for (j, call) in self.calls.iter().enumerate() {
             let arg = call.arg.as_ref().map(r).unwrap_or_default();
-            let f = filter(call);
+            let f = filter(call, None);
             match call.func {
                 AggFunc::CountStar => out.push(format!("pg_catalog.count(*){f} AS s_a{j}")),
                 AggFunc::Count => out.push(format!("pg_catalog.count({arg}){f} AS s_a{j}")),
@@ -155,12 +170,42 @@ impl<'t> AggregateState<'t> {
                     out.push(format!("pg_catalog.sum({arg}){f} AS s_a{j}"));
                     out.push(format!("pg_catalog.count({arg}){f} AS s_n{j}"));
                 }
-                AggFunc::Min => out.push(format!("pg_catalog.min({arg}){f} AS s_a{j}")),
-                AggFunc::Max => out.push(format!("pg_catalog.max({arg}){f} AS s_a{j}")),
+                AggFunc::Min | AggFunc::Max => {
+                    let agg = if call.func == AggFunc::Min { "min" } else { "max" };
+                    out.push(format!("pg_catalog.{agg}({arg}){f} AS s_a{j}"));
+                    out.push(if extrema {
+                        let tie = format!("{arg} IS NOT NULL AND {}", same(&arg, &format!("{a}.m{j}"), &call.less_than));
+                        format!("pg_catalog.count(*){} AS s_n{j}", filter(call, Some(tie)))
+                    } else {
+                        format!("NULL::bigint AS s_n{j}")
+                    });
+                }
                 AggFunc::Other => {}
             }
         }
         out
+    }
+
+    /// `rows` (input rows, under alias `a`) with `m{j}`: each MIN/MAX's value over the row's group.
+    fn with_group_extrema(&self, rows: &str, a: &str) -> String {
+        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
+        let partition = if self.keys.is_empty() {
+            String::new()
+        } else {
+            format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect::<Vec<_>>().join(", "))
+        };
+        let windows: Vec<String> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max))
+            .map(|(j, c)| {
+                let agg = if c.func == AggFunc::Min { "min" } else { "max" };
+                let f = c.filter.as_ref().map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
+                format!("pg_catalog.{agg}({}){f} OVER ({partition}) AS m{j}", c.arg.as_ref().map(r).unwrap_or_default())
+            })
+            .collect();
+        format!("SELECT {a}.*, {} FROM ({rows}) AS {a}", windows.join(", "))
     }
 
     /// The payload computed from keys `{z}.k{i}` and states `{z}.{prefix}<name>`, cast to `types`.
@@ -201,7 +246,7 @@ impl<'t> AggregateState<'t> {
     pub fn full_query(&self, tree: &OpTree, types: &[String]) -> PgtResult<String> {
         let mut ctx = DiffContext::default();
         let input = new_sql(tree, self.input, &mut ctx)?;
-        let items = [self.key_items("a"), self.state_aggregates("a")].concat();
+        let items = [self.key_items("a"), self.state_aggregates("a", false)].concat();
         let payload = self.payload_from_state("s", "s_", types);
         let named: Vec<String> = payload.iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect();
         Ok(format!(
@@ -221,8 +266,29 @@ impl<'t> AggregateState<'t> {
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
 
-        // Δ per touched group.
+        // Δ per touched group. MIN/MAX also count the inserted and deleted copies of the least
+        // (greatest) inserted and deleted values, read off a window over the delta.
         let d = ctx.alias("d");
+        let dinput = if self.has_extrema() {
+            // Two windows per MIN/MAX: over inserted rows (wi) and over deleted rows (wd).
+            let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
+            let partition = if self.keys.is_empty() {
+                String::new()
+            } else {
+                format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{d}.c{c}"))).collect::<Vec<_>>().join(", "))
+            };
+            let mut windows = Vec::new();
+            for (j, c) in self.calls.iter().enumerate().filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
+                let agg = if c.func == AggFunc::Min { "min" } else { "max" };
+                let arg = c.arg.as_ref().map(r).unwrap_or_default();
+                let f = c.filter.as_ref().map_or(String::new(), |f| format!(" AND {}", r(f)));
+                windows.push(format!("pg_catalog.{agg}({arg}) FILTER (WHERE {d}.{W} > 0{f}) OVER ({partition}) AS wi{j}"));
+                windows.push(format!("pg_catalog.{agg}({arg}) FILTER (WHERE {d}.{W} < 0{f}) OVER ({partition}) AS wd{j}"));
+            }
+            hoist(ctx, "awin_", format!("SELECT {d}.*, {} FROM {dinput} AS {d}", windows.join(", ")))
+        } else {
+            dinput
+        };
         let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
         let w = format!("{d}.{W}");
         let mut deltas = vec![format!("pg_catalog.sum({w})::bigint AS dcount")];
@@ -247,9 +313,12 @@ impl<'t> AggregateState<'t> {
                     deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dn{j}", when(&format!("{arg} IS NOT NULL"))));
                 }
                 AggFunc::Min | AggFunc::Max => {
-                    let agg = if call.func == AggFunc::Min { "min" } else { "max" };
-                    deltas.push(format!("pg_catalog.{agg}({arg}){} AS di{j}", when(&format!("{w} > 0"))));
-                    deltas.push(format!("pg_catalog.{agg}({arg}){} AS dd{j}", when(&format!("{w} < 0"))));
+                    let lt = &call.less_than;
+                    let tie = |win: &str| format!("{arg} IS NOT NULL AND {}", same(&arg, &format!("{d}.{win}{j}"), lt));
+                    deltas.push(format!("pg_catalog.min({d}.wi{j}) AS di{j}"));
+                    deltas.push(format!("pg_catalog.min({d}.wd{j}) AS dd{j}"));
+                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dic{j}", when(&format!("{w} > 0 AND {}", tie("wi")))));
+                    deltas.push(format!("COALESCE(pg_catalog.sum(-{w}){}, 0)::bigint AS ddc{j}", when(&format!("{w} < 0 AND {}", tie("wd")))));
                 }
                 AggFunc::Other => {}
             }
@@ -310,12 +379,25 @@ impl<'t> AggregateState<'t> {
                     }
                 }
                 AggFunc::Min | AggFunc::Max => {
-                    let pick = if call.func == AggFunc::Min { "LEAST" } else { "GREATEST" };
-                    new_state.push(format!("{pick}({oa}, {j_}.di{j}) AS n_{a}"));
                     let lt = &call.less_than;
-                    // A deleted value at or beyond the stored extremum may have been it.
-                    let beyond = if call.func == AggFunc::Min { format!("{oa} {lt} {j_}.dd{j}") } else { format!("{j_}.dd{j} {lt} {oa}") };
-                    rescan.push(format!("({j_}.dd{j} IS NOT NULL AND ({oa} IS NULL OR NOT ({beyond})))"));
+                    let on = old(&format!("n{j}"));
+                    let (di, dd, dic, ddc) = (format!("{j_}.di{j}"), format!("{j_}.dd{j}"), format!("{j_}.dic{j}"), format!("{j_}.ddc{j}"));
+                    // `better(x, y)`: x lies beyond y (below for MIN, above for MAX).
+                    let better = |x: &str, y: &str| if call.func == AggFunc::Min { format!("{x} {lt} {y}") } else { format!("{y} {lt} {x}") };
+                    let new_best = format!("({di} IS NOT NULL AND ({oa} IS NULL OR {}))", better(&di, &oa));
+                    let lost = format!("CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END", same(&dd, &oa, lt));
+                    let gained = format!("CASE WHEN {di} IS NOT NULL AND {} THEN {dic} ELSE 0 END", same(&di, &oa, lt));
+                    new_state.push(format!("CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"));
+                    new_state.push(format!(
+                        "CASE WHEN {new_best} THEN {dic} WHEN {oa} IS NULL THEN 0 ELSE {on} - ({lost}) + ({gained}) END AS n_n{j}"
+                    ));
+                    // Recompute when a deleted value lay beyond the stored extremum (out of step), or
+                    // when every copy of it may be gone and no inserted value replaces it.
+                    rescan.push(format!(
+                        "COALESCE({dd} IS NOT NULL AND ({oa} IS NULL OR {} OR ({} AND ({on} IS NULL OR {on} - {ddc} <= 0) AND NOT {new_best})), false)",
+                        better(&dd, &oa),
+                        same(&dd, &oa, lt)
+                    ));
                 }
                 AggFunc::Other => {}
             }
@@ -333,18 +415,20 @@ impl<'t> AggregateState<'t> {
             let recomputed = if groups == 0 {
                 let a = ctx.alias("a");
                 let input = new_sql(tree, self.input, ctx)?;
+                let rows = self.with_group_extrema(&input, &ctx.alias("a"));
                 format!(
-                    "SELECT * FROM (SELECT {} FROM ({input}) AS {a}) AS r WHERE EXISTS (SELECT 1 FROM {alg} WHERE rescan)",
-                    self.state_aggregates(&a).join(", ")
+                    "SELECT * FROM (SELECT {} FROM ({rows}) AS {a}) AS r WHERE EXISTS (SELECT 1 FROM {alg} WHERE rescan)",
+                    self.state_aggregates(&a, true).join(", ")
                 )
             } else {
                 let wanted = hoist(ctx, "arescan_", format!("SELECT {} FROM {alg} WHERE rescan", k.join(", ")));
                 let rows = rows_of_groups(tree, self.input, self.keys, &wanted, ctx)?;
+                let rows = self.with_group_extrema(&rows, &ctx.alias("a"));
                 let a = ctx.alias("a");
                 // The EXISTS is a one-time filter: without a group to recompute, the input is not read.
                 format!(
                     "SELECT {} FROM ({rows}) AS {a} WHERE EXISTS (SELECT 1 FROM {wanted}){}",
-                    [self.key_items(&a), self.state_aggregates(&a)].concat().join(", "),
+                    [self.key_items(&a), self.state_aggregates(&a, true)].concat().join(", "),
                     self.group_by(&a)
                 )
             };
@@ -378,4 +462,9 @@ impl<'t> AggregateState<'t> {
             named(&new_payload),
         ))
     }
+}
+
+/// `x` and `y` (neither NULL) are equal in the order `lt` defines: neither lies below the other.
+fn same(x: &str, y: &str, lt: &str) -> String {
+    format!("(NOT ({x} {lt} {y}) AND NOT ({y} {lt} {x}))")
 }
