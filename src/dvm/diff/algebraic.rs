@@ -205,6 +205,9 @@ impl<'t> AggregateState<'t> {
                 format!("pg_catalog.{agg}({}){f} OVER ({partition}) AS m{j}", c.arg.as_ref().map(r).unwrap_or_default())
             })
             .collect();
+        if windows.is_empty() {
+            return rows.to_string();
+        }
         format!("SELECT {a}.*, {} FROM ({rows}) AS {a}", windows.join(", "))
     }
 

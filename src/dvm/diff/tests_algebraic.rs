@@ -156,3 +156,13 @@ fn the_full_query_computes_visible_columns_and_state_in_payload_order() {
     assert!(sql.contains("pg_catalog.count(*) AS s_count"), "{sql}");
     assert!(sql.contains(" GROUP BY a.c0"), "{sql}");
 }
+
+#[test]
+fn a_numeric_sum_without_extrema_recomputes_nan_groups_in_valid_sql() {
+    let tree = grouped(vec![], vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")], vec![Expr::col(0)]);
+    let state = AggregateState::of(&tree).unwrap();
+    let (v, t) = visible(1);
+    let sql = stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap().unwrap();
+    assert!(sql.contains("'NaN'::pg_catalog.numeric"), "{sql}");
+    assert!(!sql.contains(".*,  FROM") && !sql.contains(", FROM"), "no empty select list item: {sql}");
+}
