@@ -4,8 +4,10 @@
 //! - `__pgt_row_id bigint`: a hash of the row's *identity columns* (indexed), so rows are found
 //!   without scanning: all visible columns, or the group keys of a stream table whose aggregates are
 //!   maintained from stored state (see `dvm::diff::algebraic`);
-//! - `__pgt_dup integer`: 1..n among the n identical copies of a row, so a query result that contains
-//!   duplicates (sources without keys, UNION ALL) is kept exactly, copy by copy;
+//! - `__pgt_dup integer`: a copy number. A query result may contain identical rows (sources without
+//!   keys, UNION ALL); they are kept copy by copy, and since identical copies are interchangeable a
+//!   refresh deletes any w of them and numbers the copies it inserts 1..w — no lookup of how many
+//!   are stored already. (FULL refreshes number all copies of a row 1..n.)
 //! - for stream tables with algebraic aggregates, hidden state columns (`__pgt_count`, ...).
 //!
 //! The *payload* of a row is its visible columns followed by its hidden state columns. A delta says,
@@ -65,8 +67,8 @@ pub fn identical(left: &[String], right: &[String]) -> String {
 /// frontier are one consistent view, and no temporary table is created per refresh.
 ///
 /// Deletes find their rows through the row identity index and remove them by `ctid` (a TID scan,
-/// whatever the planner estimates for the delta); inserts take ordinals above the copies already
-/// stored. A payload has one weight in a consolidated delta, so the two never touch the same rows.
+/// whatever the planner estimates for the delta); inserts need no lookup at all. A payload has one
+/// weight in a consolidated delta, so the two never touch the same rows.
 pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> RefreshPlan {
     let storage_q = storage.quoted();
     let n = payload.columns.len();
@@ -82,16 +84,13 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta_query
          pgt_deleted AS (
            DELETE FROM {storage_q} AS t WHERE t.ctid = ANY (ARRAY(
              SELECT x.ctid FROM pgt_delta AS d CROSS JOIN LATERAL (
-               SELECT x.ctid FROM {storage_q} AS x WHERE {copies}
-                ORDER BY x.{DUP_COLUMN} DESC LIMIT -d.__pgt_w) AS x
+               SELECT x.ctid FROM {storage_q} AS x WHERE {copies} LIMIT -d.__pgt_w) AS x
               WHERE d.__pgt_w < 0))
            RETURNING 1),
          pgt_inserted AS (
            INSERT INTO {storage_q} ({cols}, {ROW_ID_COLUMN}, {DUP_COLUMN})
-           SELECT {dv}, {id}, (m.n + k)::integer
-             FROM pgt_delta AS d
-             CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS n FROM {storage_q} AS x WHERE {copies}) AS m
-             CROSS JOIN LATERAL pg_catalog.generate_series(1, d.__pgt_w) AS k
+           SELECT {dv}, {id}, k::integer
+             FROM pgt_delta AS d CROSS JOIN LATERAL pg_catalog.generate_series(1, d.__pgt_w) AS k
             WHERE d.__pgt_w > 0
            RETURNING 1)
          SELECT (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted,
