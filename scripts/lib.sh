@@ -35,6 +35,9 @@ install_extension() {
   install -m 755 "$stage$libdir/pg_trickle.so" "$libdir/.pg_trickle.so.new"
   mv -f "$libdir/.pg_trickle.so.new" "$libdir/pg_trickle.so"
   install -m 644 "$stage$sharedir"/pg_trickle* "$sharedir/"
+  # Earlier versions' install scripts and the update scripts from them (pg_trickle--<old>.sql,
+  # pg_trickle--<old>--<new>.sql): ALTER EXTENSION pg_trickle UPDATE and CREATE EXTENSION ... VERSION.
+  install -m 644 "$REPO_ROOT"/sql/pg_trickle--*.sql "$sharedir/"
   log "installed into $libdir and $sharedir"
 }
 

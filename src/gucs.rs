@@ -39,8 +39,8 @@ pub fn init() {
     );
     GucRegistry::define_float_guc(
         c"pg_trickle.full_refresh_ratio",
-        c"Batch size, as a fraction of the sources' rows, above which AUTO stream tables refresh FULL.",
-        c"A DIFFERENTIAL refresh costs roughly in proportion to the changes; past this share of the sources' rows (pg_class.reltuples) recomputing is cheaper. Applies to AUTO only: DIFFERENTIAL stream tables never switch.",
+        c"Until their refresh costs are measured, AUTO stream tables refresh FULL for batches above this fraction of the sources' rows.",
+        c"Once pgtrickle.pgt_cost_model_summary has measured a FULL refresh and enough DIFFERENTIAL ones, AUTO refreshes FULL only when the batch's predicted DIFFERENTIAL cost exceeds the measured FULL cost; before, this share of the sources' rows (pg_class.reltuples) decides. Applies to AUTO only: DIFFERENTIAL stream tables never switch.",
         &FULL_REFRESH_RATIO,
         0.0,
         1000.0,

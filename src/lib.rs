@@ -7,6 +7,7 @@ pub mod bgworker;
 pub mod catalog;
 pub mod dvm;
 pub mod error;
+pub mod stats;
 
 #[cfg(feature = "pg")]
 mod api;
@@ -18,8 +19,6 @@ mod gucs;
 mod refresh;
 #[cfg(feature = "pg")]
 mod spi;
-#[cfg(feature = "pg")]
-mod stats;
 
 #[cfg(feature = "pg")]
 pgrx::pg_module_magic!(name, version);

@@ -67,5 +67,5 @@ fn pg_environment_variables_are_honoured() {
         &[("PGHOST", "127.0.0.1"), ("PGPORT", &port), ("PGUSER", "postgres"), ("PGDATABASE", &db.name)],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("pg_trickle 0.1.0"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(&format!("pg_trickle {}", env!("CARGO_PKG_VERSION"))), "{}", text(&out.stdout));
 }

@@ -1,5 +1,5 @@
 //! The DIFFERENTIAL refresh: count the batch, do nothing when it is empty, fall back to FULL when AUTO
-//! finds the batch large relative to the sources, else compute and MERGE the delta.
+//! predicts FULL to be cheaper for this batch (src/stats/cost_model.rs), else compute and apply the delta.
 
 use super::spi_exec::{self, PlanError};
 use super::{full, Done};
@@ -43,12 +43,16 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
             reason: "no changes since the last refresh".into(),
             applied,
             reinit_next: false,
+            changes: 0,
         });
     }
+    let mut auto = None;
     if st.refresh_mode == "AUTO" {
-        if let Some(reason) = too_large_for_differential(&tables, total)? {
-            return full(st, storage, reason);
+        let decision = crate::stats::cost_summary::auto_decision(st.pgt_id, &tables, total)?;
+        if decision.full {
+            return full(st, storage, decision.reason);
         }
+        auto = Some(decision.reason);
     }
 
     let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
@@ -68,9 +72,14 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
     match outcome {
         Ok(applied) => Ok(Done {
             action: RefreshAction::Differential,
-            reason: format!("{total} change{} in the batch", if total == 1 { "" } else { "s" }),
+            reason: format!(
+                "{total} change{} in the batch{}",
+                if total == 1 { "" } else { "s" },
+                auto.map(|why| format!("; {why}")).unwrap_or_default()
+            ),
             applied,
             reinit_next: false,
+            changes: total,
         }),
         Err(PlanError::OutOfStep { expected, actual }) => {
             full(
@@ -123,24 +132,6 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i6
     })?;
     let (snapshot, counts) = row.into_iter().next().ok_or_else(|| PgtError::internal("batch count returned no row"))?;
     Ok((snapshot, counts.into_iter().map(|c| c.unwrap_or(0)).collect()))
-}
-
-/// AUTO mode: a batch touching a large share of the sources is cheaper to recompute.
-fn too_large_for_differential(tables: &[TableRef], changes: i64) -> PgtResult<Option<String>> {
-    let ratio = crate::gucs::full_refresh_ratio();
-    let relids: Vec<Oid> = tables.iter().map(|t| Oid::from(t.relid)).collect();
-    let rows: Option<f64> = spi::one(
-        "SELECT pg_catalog.sum(GREATEST(reltuples, 0))::float8 FROM pg_catalog.pg_class WHERE oid = ANY($1)",
-        &[relids.into()],
-    )?;
-    let rows = rows.unwrap_or(0.0);
-    // Never-analysed tables report no estimate: then stay differential.
-    if rows > 0.0 && changes as f64 > ratio * rows {
-        return Ok(Some(format!(
-            "AUTO chose FULL: {changes} changes exceed pg_trickle.full_refresh_ratio = {ratio} of the sources' ~{rows:.0} rows"
-        )));
-    }
-    Ok(None)
 }
 
 fn read_committed() -> PgtResult<bool> {

@@ -59,6 +59,8 @@ struct Done {
     applied: Applied,
     /// The next refresh must be FULL as well (see differential::refresh).
     reinit_next: bool,
+    /// Change rows in the batch a DIFFERENTIAL refresh applied (0 otherwise): what its cost is fitted to.
+    changes: i64,
 }
 
 /// Whether the current transaction has an xid, i.e. may have written something. Ask before running
@@ -113,6 +115,7 @@ pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<O
         rows_deleted: Some(done.applied.rows_deleted),
         error_message: None,
     })?;
+    crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
     if st.effective_mode == "DIFFERENTIAL" {
         differential::release_consumed_changes(&st)?;
     }
@@ -136,7 +139,7 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
-    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false })
+    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false, changes: 0 })
 }
 
 /// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made
