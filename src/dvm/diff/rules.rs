@@ -33,6 +33,17 @@ pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
     items
 }
 
+/// GROUP BY keys that consolidate rows by identity, not equality: the values, and their text, so
+/// that rows equal under `=` but shown differently (`1.5` and `1.50`, `'1 day'` and `'24 hours'`)
+/// stay apart and a change between them reaches the stream table.
+fn identity_keys(values: &[String]) -> Vec<String> {
+    let mut keys = values.to_vec();
+    if !values.is_empty() {
+        keys.push(format!("ROW({})::text", values.join(", ")));
+    }
+    keys
+}
+
 pub(super) fn group_by(exprs: &[String]) -> String {
     if exprs.is_empty() {
         String::new()
@@ -165,7 +176,7 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                 select(&items),
                 buffer.buffer.quoted(),
                 ctx.cdc.batch_predicate("b"),
-                group_by(&values)
+                group_by(&identity_keys(&values))
             )
         }
         Node::Filter { input, predicate } => {
@@ -415,7 +426,7 @@ fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ct
     let consolidated = format!(
         "SELECT {} FROM ({zset}) AS {u}{} HAVING pg_catalog.sum({u}.{W}) > 0",
         with_weight(cols(&u, n), &format!("pg_catalog.sum({u}.{W})")).join(", "),
-        group_by(&cols(&u, n))
+        group_by(&identity_keys(&cols(&u, n)))
     );
     let old_input = format!(
         "{} FROM ({consolidated}) AS {z} CROSS JOIN LATERAL pg_catalog.generate_series(1, {z}.{W}) AS {z}_n",
@@ -473,6 +484,6 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
     Ok(Some(format!(
         "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
         select(&with_weight(named(d.clone()), &format!("pg_catalog.sum(d.{W})::bigint"))),
-        group_by(&d)
+        group_by(&identity_keys(&d))
     )))
 }

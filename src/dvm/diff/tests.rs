@@ -47,9 +47,10 @@ fn a_scan_delta_is_the_consolidated_batch_of_its_buffer() {
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("FROM \"pgtrickle_changes\".\"changes_10\" AS b"), "{sql}");
     assert!(sql.contains("pg_visible_in_snapshot(b.__pgt_xid, pg_catalog.pg_current_snapshot()) AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot)"), "{sql}");
-    assert!(sql.contains("GROUP BY b.\"id\", b.\"amount\" HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
+    // Consolidated by identity: the values and their text (1.5 and 1.50 stay apart).
+    assert!(sql.contains("GROUP BY b.\"id\", b.\"amount\", ROW(b.\"id\", b.\"amount\")::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
     // The final result is consolidated again over the output columns.
-    assert!(sql.ends_with("GROUP BY d.c0, d.c1 HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
+    assert!(sql.ends_with("GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
 }
 
 #[test]
