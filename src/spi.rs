@@ -46,6 +46,48 @@ pub fn rows<R>(
     .map_err(internal)
 }
 
+thread_local! {
+    /// Plans kept across transactions by [`rows_cached`], by statement text.
+    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, pgrx::spi::OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// At most this many kept plans per backend; past it the cache starts afresh (statement texts name
+/// relations, so renamed or re-created ones leave stale entries behind).
+const MAX_KEPT_PLANS: usize = 256;
+
+/// As [`rows`], for a statement run again and again with only its parameters changing (a stream
+/// table's refresh): the plan is prepared once per backend and kept (`SPI_keepplan`), so a long-lived
+/// worker does not parse, analyse and plan the statement at every refresh. PostgreSQL's plan cache
+/// revalidates it after DDL on anything it uses. `types` are the parameters' types.
+pub fn rows_cached<R>(
+    sql: &str,
+    types: &[pgrx::PgOid],
+    args: &[DatumWithOid],
+    mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Result<R, SpiError>,
+) -> PgtResult<Vec<R>> {
+    KEPT_PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        Spi::connect_mut(|c| {
+            if !plans.contains_key(sql) {
+                if plans.len() >= MAX_KEPT_PLANS {
+                    plans.clear();
+                }
+                let prepared = c.prepare_mut(sql, types)?.keep();
+                plans.insert(sql.to_string(), prepared);
+            }
+            let plan = plans.get(sql).expect("inserted above");
+            let table = c.update(plan, None, args)?;
+            let mut out = Vec::with_capacity(table.len());
+            for row in table {
+                out.push(f(&row)?);
+            }
+            Ok(out)
+        })
+        .map_err(internal)
+    })
+}
+
 /// Reads a column that must not be NULL.
 pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData, name: &str) -> Result<T, SpiError> {
     row.get_by_name::<T, _>(name)?.ok_or(SpiError::NoTupleTable)

@@ -116,7 +116,8 @@ pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<O
         error_message: None,
     })?;
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
-    if st.effective_mode == "DIFFERENTIAL" {
+    // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans.
+    if st.effective_mode == "DIFFERENTIAL" && done.action != RefreshAction::NoData {
         differential::release_consumed_changes(&st)?;
     }
     Ok(Outcome::Refreshed {

@@ -15,7 +15,10 @@ use std::ffi::CString;
 ///   recomputes, the rows its join keys match); with the default 4.0 the planner prefers reading a
 ///   whole source sequentially as soon as that part passes ~1%. A differential statement should pay
 ///   for what it touches, through the indexes, whenever there are any.
-const DIFFERENTIAL_SETTINGS: &[(&str, &str)] = &[("jit", "off"), ("random_page_cost", "1.1")];
+/// - `plan_cache_mode = force_generic_plan`: the statement's plan is kept across refreshes (see
+///   `spi::rows_cached`) and its one parameter, the old frontier, does not change the best plan.
+const DIFFERENTIAL_SETTINGS: &[(&str, &str)] =
+    &[("jit", "off"), ("random_page_cost", "1.1"), ("plan_cache_mode", "force_generic_plan")];
 
 pub fn with_differential_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     // SAFETY: plain calls into PostgreSQL's GUC machinery from a backend inside a transaction; the

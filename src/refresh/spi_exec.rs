@@ -38,6 +38,17 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     })
 }
 
+fn param_types(params: &[Param]) -> Vec<pgrx::PgOid> {
+    use pgrx::pg_sys::PgBuiltInOids;
+    params
+        .iter()
+        .map(|p| match p {
+            Param::PgtId => pgrx::PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            Param::OldFrontier => pgrx::PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+        })
+        .collect()
+}
+
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let mut applied = None;
     for step in &plan.steps {
@@ -52,7 +63,7 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
         match step.output {
             StepOutput::None => spi::exec(&step.sql, &args)?,
             StepOutput::Counts | StepOutput::Applied => {
-                let row = spi::rows(&step.sql, &args, |r| {
+                let read = |r: &pgrx::spi::SpiHeapTupleData| {
                     let applied = Applied {
                         rows_deleted: spi::col(r, "rows_deleted")?,
                         rows_inserted: spi::col(r, "rows_inserted")?,
@@ -64,7 +75,13 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
                         applied.rows_deleted
                     };
                     Ok((applied, expected))
-                })?;
+                };
+                // A differential refresh runs the same statement every time: keep its plan.
+                let row = if step.output == StepOutput::Applied {
+                    spi::rows_cached(&step.sql, &param_types(&step.params), &args, read)?
+                } else {
+                    spi::rows(&step.sql, &args, read)?
+                };
                 let Some((done, expected)) = row.into_iter().next() else { continue };
                 if done.rows_deleted != expected {
                     return Err(PlanError::OutOfStep { expected, actual: done.rows_deleted });
