@@ -262,7 +262,7 @@ VACUUM ANALYZE fact;
             info["cpu"] = None
         info["postgres"] = self.pg.value("SELECT split_part(version(), ' on ', 1)")
         info["settings"] = self.pg.value(
-            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings "
+            "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings "
             "WHERE name IN ('shared_buffers', 'work_mem', 'jit', 'synchronous_commit', 'max_wal_size')")
         info["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
         info["commit"] = self.args.commit
