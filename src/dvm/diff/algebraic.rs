@@ -436,7 +436,14 @@ impl<'t> AggregateState<'t> {
                 )
             };
             let rs = hoist(ctx, "arecomputed_", recomputed);
-            let same: Vec<String> = k.iter().map(|k| format!(" AND r.{k} IS NOT DISTINCT FROM {z}.{k}")).collect();
+            // Keys may be NULL, and IS NOT DISTINCT FROM cannot drive a hash join: join on the keys'
+            // hash (NULL-safe, hashable) and then compare the keys themselves.
+            let mut same: Vec<String> = Vec::new();
+            if !k.is_empty() {
+                let hash = |a: &str| hash_values(&k.iter().map(|k| format!("{a}.{k}")).collect::<Vec<_>>());
+                same.push(format!(" AND {} = {}", hash("r"), hash(z.as_str())));
+            }
+            same.extend(k.iter().map(|k| format!(" AND r.{k} IS NOT DISTINCT FROM {z}.{k}")));
             let items: Vec<String> = states
                 .iter()
                 .map(|st| {
