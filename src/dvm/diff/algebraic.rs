@@ -111,6 +111,14 @@ impl<'t> AggregateState<'t> {
         out
     }
 
+    /// `PARTITION BY <the group keys over alias a>` (empty for a global aggregate).
+    fn partition_by(&self, a: &str) -> String {
+        if self.keys.is_empty() {
+            return String::new();
+        }
+        format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect::<Vec<_>>().join(", "))
+    }
+
     fn has_extrema(&self) -> bool {
         self.calls.iter().any(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
     }
@@ -171,8 +179,7 @@ impl<'t> AggregateState<'t> {
                     out.push(format!("pg_catalog.count({arg}){f} AS s_n{j}"));
                 }
                 AggFunc::Min | AggFunc::Max => {
-                    let agg = if call.func == AggFunc::Min { "min" } else { "max" };
-                    out.push(format!("pg_catalog.{agg}({arg}){f} AS s_a{j}"));
+                    out.push(format!("pg_catalog.{}({arg}){f} AS s_a{j}", extremum(call.func)));
                     out.push(if extrema {
                         let tie = format!("{arg} IS NOT NULL AND {}", same(&arg, &format!("{a}.m{j}"), &call.less_than));
                         format!("pg_catalog.count(*){} AS s_n{j}", filter(call, Some(tie)))
@@ -189,20 +196,15 @@ impl<'t> AggregateState<'t> {
     /// `rows` (input rows, under alias `a`) with `m{j}`: each MIN/MAX's value over the row's group.
     fn with_group_extrema(&self, rows: &str, a: &str) -> String {
         let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
-        let partition = if self.keys.is_empty() {
-            String::new()
-        } else {
-            format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect::<Vec<_>>().join(", "))
-        };
+        let partition = self.partition_by(a);
         let windows: Vec<String> = self
             .calls
             .iter()
             .enumerate()
             .filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max))
             .map(|(j, c)| {
-                let agg = if c.func == AggFunc::Min { "min" } else { "max" };
                 let f = c.filter.as_ref().map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
-                format!("pg_catalog.{agg}({}){f} OVER ({partition}) AS m{j}", c.arg.as_ref().map(r).unwrap_or_default())
+                format!("pg_catalog.{}({}){f} OVER ({partition}) AS m{j}", extremum(c.func), c.arg.as_ref().map(r).unwrap_or_default())
             })
             .collect();
         if windows.is_empty() {
@@ -275,14 +277,10 @@ impl<'t> AggregateState<'t> {
         let dinput = if self.has_extrema() {
             // Two windows per MIN/MAX: over inserted rows (wi) and over deleted rows (wd).
             let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
-            let partition = if self.keys.is_empty() {
-                String::new()
-            } else {
-                format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{d}.c{c}"))).collect::<Vec<_>>().join(", "))
-            };
+            let partition = self.partition_by(&d);
             let mut windows = Vec::new();
             for (j, c) in self.calls.iter().enumerate().filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
-                let agg = if c.func == AggFunc::Min { "min" } else { "max" };
+                let agg = extremum(c.func);
                 let arg = c.arg.as_ref().map(r).unwrap_or_default();
                 let f = c.filter.as_ref().map_or(String::new(), |f| format!(" AND {}", r(f)));
                 windows.push(format!("pg_catalog.{agg}({arg}) FILTER (WHERE {d}.{W} > 0{f}) OVER ({partition}) AS wi{j}"));
@@ -472,6 +470,11 @@ impl<'t> AggregateState<'t> {
             named(&new_payload),
         ))
     }
+}
+
+/// The aggregate computing a MIN/MAX call's extremum.
+fn extremum(func: AggFunc) -> &'static str {
+    if func == AggFunc::Min { "min" } else { "max" }
 }
 
 /// `x` and `y` (neither NULL) are equal in the order `lt` defines: neither lies below the other.
