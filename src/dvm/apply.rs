@@ -61,26 +61,58 @@ pub fn identical(left: &[String], right: &[String]) -> String {
     format!("ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record", left.join(", "), right.join(", "))
 }
 
-/// The DIFFERENTIAL plan: ONE statement that computes the consolidated delta (`delta_query` yields
-/// `c0..cN, __pgt_w` and reads the old frontier as `$1`), deletes and inserts copies, and reports the
+/// A stream table's delta, in one of two forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// A consolidated Z-set: payload columns `c0..` and a weight `__pgt_w`.
+    Rows(String),
+    /// One row per changed group of an aggregate kept from stored state: the new payload `c0..`,
+    /// `__pgt_old` (the stored row it replaces, NULL for a new group) and `__pgt_keep` (whether the
+    /// group still exists). See `dvm::diff::algebraic`.
+    Groups(String),
+}
+
+/// The DIFFERENTIAL plan for `delta`: ONE statement that computes it, applies it and reports the
 /// counts with the snapshot it read — so the batch, the tables it was joined against and the recorded
-/// frontier are one consistent view, and no temporary table is created per refresh.
-///
-/// Deletes find their rows through the row identity index and remove them by `ctid` (a TID scan,
-/// whatever the planner estimates for the delta); inserts need no lookup at all. A payload has one
-/// weight in a consolidated delta, so the two never touch the same rows.
-pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> RefreshPlan {
+/// frontier are one consistent view, and no temporary table is created per refresh. `delta` reads the
+/// old frontier as `$1`.
+pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Delta) -> RefreshPlan {
+    let sql = match delta {
+        Delta::Rows(query) => rows_statement(storage, payload, query),
+        Delta::Groups(query) => groups_statement(storage, payload, query),
+    };
+    RefreshPlan {
+        action: RefreshAction::Differential,
+        steps: vec![PlanStep {
+            label: "compute the delta of the batch (changes visible now, not at the old frontier) and apply it".into(),
+            sql,
+            params: vec![Param::OldFrontier],
+            output: StepOutput::Applied,
+        }],
+    }
+}
+
+/// `SELECT d.c0::<type> AS c0, ..., <extra> FROM (<query>) AS d`: the delta in the storage's types.
+fn typed_delta(payload: &Payload, query: &str, extra: &[&str]) -> String {
+    let mut items: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("d.c{i}::{t} AS c{i}")).collect();
+    items.extend(extra.iter().map(|e| format!("d.{e}")));
+    format!("SELECT {} FROM ({query}\n) AS d", items.join(", "))
+}
+
+const REPORT: &str = "pg_catalog.pg_current_snapshot()::text AS snapshot";
+
+/// Rows: for each distinct row with weight w < 0, w copies are found through the row identity index
+/// and deleted by `ctid` (a TID scan, whatever the planner estimates for the delta); rows with w > 0
+/// are inserted w times with no lookup. A payload has one weight in a consolidated delta, so the two
+/// never touch the same rows.
+fn rows_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> String {
     let storage_q = storage.quoted();
-    let n = payload.columns.len();
-    let c: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-    let cast: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("d.c{i}::{t} AS c{i}")).collect();
     let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
-    let d_vals: Vec<String> = c.iter().map(|c| format!("d.{c}")).collect();
+    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
     let id = row_identity("d", &payload.identity);
     let copies = format!("x.{ROW_ID_COLUMN} = {id} AND {}", identical(&x_vals, &d_vals));
-    let sql = format!(
-        "WITH pgt_delta AS MATERIALIZED (
-           SELECT {cast}, d.__pgt_w FROM ({delta_query}\n) AS d),
+    format!(
+        "WITH pgt_delta AS MATERIALIZED ({delta}),
          pgt_deleted AS (
            DELETE FROM {storage_q} AS t WHERE t.ctid = ANY (ARRAY(
              SELECT x.ctid FROM pgt_delta AS d CROSS JOIN LATERAL (
@@ -96,20 +128,50 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta_query
          SELECT (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted,
                 (SELECT pg_catalog.count(*) FROM pgt_inserted) AS rows_inserted,
                 (SELECT COALESCE(pg_catalog.sum(-d.__pgt_w), 0)::bigint FROM pgt_delta AS d WHERE d.__pgt_w < 0) AS expected_deleted,
-                pg_catalog.pg_current_snapshot()::text AS snapshot",
-        cast = cast.join(", "),
+                {REPORT}",
+        delta = typed_delta(payload, delta_query, &["__pgt_w"]),
         cols = ident_list(&payload.columns),
         dv = d_vals.join(", "),
-    );
-    RefreshPlan {
-        action: RefreshAction::Differential,
-        steps: vec![PlanStep {
-            label: "compute the consolidated delta of the batch (changes visible now, not at the old frontier) and apply it copy by copy".into(),
-            sql,
-            params: vec![Param::OldFrontier],
-            output: StepOutput::Applied,
-        }],
-    }
+    )
+}
+
+/// Groups: a group that existed and still does is updated in place, by the `ctid` its stored row was
+/// found at (its identity, the keys' hash, does not change, so the update can be HOT); a vanished group
+/// is deleted the same way; a new group is inserted. Counted as a delete and an insert per update, and
+/// a stored row not found where the delta said means the stream table was out of step.
+fn groups_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> String {
+    let storage_q = storage.quoted();
+    let set: Vec<String> =
+        payload.columns.iter().enumerate().map(|(i, c)| format!("{} = d.c{i}", quote_ident(c))).collect();
+    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
+    let rows_at = |which: &str| {
+        format!("t.ctid = ANY (ARRAY(SELECT d.__pgt_old FROM pgt_delta AS d WHERE d.__pgt_old IS NOT NULL AND {which}))")
+    };
+    format!(
+        "WITH pgt_delta AS MATERIALIZED ({delta}),
+         pgt_updated AS (
+           UPDATE {storage_q} AS t SET {set}, {DUP_COLUMN} = 1 FROM pgt_delta AS d
+            WHERE {updated} AND t.ctid = d.__pgt_old
+           RETURNING 1),
+         pgt_deleted AS (
+           DELETE FROM {storage_q} AS t WHERE {deleted}
+           RETURNING 1),
+         pgt_inserted AS (
+           INSERT INTO {storage_q} ({cols}, {ROW_ID_COLUMN}, {DUP_COLUMN})
+           SELECT {dv}, {id}, 1 FROM pgt_delta AS d WHERE d.__pgt_old IS NULL AND d.__pgt_keep
+           RETURNING 1)
+         SELECT (SELECT pg_catalog.count(*) FROM pgt_updated) + (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted,
+                (SELECT pg_catalog.count(*) FROM pgt_updated) + (SELECT pg_catalog.count(*) FROM pgt_inserted) AS rows_inserted,
+                (SELECT pg_catalog.count(*) FROM pgt_delta AS d WHERE d.__pgt_old IS NOT NULL) AS expected_deleted,
+                {REPORT}",
+        delta = typed_delta(payload, delta_query, &["__pgt_old", "__pgt_keep"]),
+        set = set.join(", "),
+        updated = rows_at("d.__pgt_keep"),
+        deleted = rows_at("NOT d.__pgt_keep"),
+        cols = ident_list(&payload.columns),
+        dv = d_vals.join(", "),
+        id = row_identity("d", &payload.identity),
+    )
 }
 
 #[cfg(test)]
@@ -122,7 +184,7 @@ mod tests {
 
     #[test]
     fn the_plan_is_one_statement_that_reports_counts_and_snapshot() {
-        let plan = differential_plan(&QualifiedName::new("public", "Sales"), &payload(), "SELECT 1");
+        let plan = differential_plan(&QualifiedName::new("public", "Sales"), &payload(), &Delta::Rows("SELECT 1".into()));
         assert_eq!(plan.action, RefreshAction::Differential);
         assert_eq!(plan.steps.len(), 1);
         assert_eq!(plan.steps[0].output, StepOutput::Applied);
@@ -132,16 +194,27 @@ mod tests {
         assert!(sql.contains("pg_current_snapshot()"), "{sql}");
         assert!(sql.contains("INSERT INTO \"public\".\"Sales\" (\"Region\", \"n\", __pgt_row_id, __pgt_dup)"), "{sql}");
         assert!(!sql.contains("TEMPORARY"), "no catalog churn: {sql}");
-        assert!(plan.describe().contains("-- step 1: compute the consolidated delta"));
+        assert!(plan.describe().contains("-- step 1: compute the delta"));
     }
 
     #[test]
     fn rows_are_matched_by_identity_index_and_record_image() {
-        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload(), "SELECT 1").steps[0].sql;
+        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload(), &Delta::Rows("SELECT 1".into())).steps[0].sql;
         assert!(sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"), "{sql}");
         assert!(sql.contains("ROW(x.\"Region\", x.\"n\")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(d.c0, d.c1)::pg_catalog.record"), "{sql}");
         assert!(sql.contains("t.ctid = ANY (ARRAY("), "deletes by TID: {sql}");
         assert!(!sql.contains("IS NOT DISTINCT FROM"), "{sql}");
+    }
+
+    #[test]
+    fn groups_are_updated_in_place_by_the_row_they_were_found_at() {
+        let payload = Payload { identity: vec![0], ..payload() };
+        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload, &Delta::Groups("SELECT 1".into())).steps[0].sql;
+        assert!(sql.contains("UPDATE \"s\".\"t\" AS t SET \"Region\" = d.c0, \"n\" = d.c1, __pgt_dup = 1 FROM pgt_delta AS d"), "{sql}");
+        assert!(sql.contains("t.ctid = d.__pgt_old"), "{sql}");
+        assert!(sql.contains("d.__pgt_old IS NOT NULL AND NOT d.__pgt_keep"), "vanished groups deleted: {sql}");
+        assert!(sql.contains("WHERE d.__pgt_old IS NULL AND d.__pgt_keep"), "new groups inserted: {sql}");
+        assert!(!sql.contains("__pgt_row_id ="), "no identity probe: {sql}");
     }
 
     #[test]

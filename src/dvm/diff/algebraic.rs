@@ -32,6 +32,11 @@ use crate::error::{PgtError, PgtResult};
 
 const COUNT: &str = "__pgt_count";
 
+/// Columns of a grouped delta besides the payload: the stored row a group's new payload replaces
+/// (`tid`, NULL for a new group), and whether the group exists after the batch.
+pub const OLD_ROW: &str = "__pgt_old";
+pub const KEEP: &str = "__pgt_keep";
+
 /// A stream table whose aggregates live on stored state, and where each piece of it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateState<'t> {
@@ -262,9 +267,9 @@ impl<'t> AggregateState<'t> {
         ))
     }
 
-    /// The delta of the stream table (its payload columns `c0..` and `__pgt_w`), reading the touched
-    /// groups' stored state from `storage`. Already consolidated: per touched group at most the old
-    /// row out and the new row in, and neither when they are identical.
+    /// The grouped delta of the stream table, reading the touched groups' stored state from
+    /// `storage`: one row per group that changed, with its new payload (`c0..`), the stored row it
+    /// replaces ([`OLD_ROW`]) and whether it still exists ([`KEEP`]). See `apply::grouped_plan`.
     pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
         let dinput = hoisted_delta(tree, self.input, ctx, "dagg_")?
             .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
@@ -350,7 +355,7 @@ impl<'t> AggregateState<'t> {
             ctx,
             "aold_",
             format!(
-                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN LATERAL (SELECT true AS o_e, {} FROM {} AS {t} \
+                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN LATERAL (SELECT true AS o_e, {t}.ctid AS o_ctid, {} FROM {} AS {t} \
                   WHERE {t}.__pgt_row_id = {lookup_id}{} LIMIT 1) AS o ON true",
                 old_items.join(", "),
                 storage.quoted(),
@@ -453,21 +458,17 @@ impl<'t> AggregateState<'t> {
         };
         let fin = hoist(ctx, "afinal_", fin);
 
-        // Old row out, new row in; neither when they are identical.
+        // Per changed group: its new payload, the stored row it replaces, and whether it still exists.
         let y = ctx.alias("y");
         let new_payload = self.payload_from_state(&y, "f_", &payload.types);
         let old_payload: Vec<String> = (0..payload.columns.len()).map(|p| format!("{y}.o{p}")).collect();
-        let exists_now = if groups == 0 { "true".to_string() } else { format!("{y}.f_count > 0") };
+        let exists_now = if groups == 0 { "true".to_string() } else { format!("COALESCE({y}.f_count > 0, false)") };
         let unchanged = format!("({y}.o_e IS TRUE AND {exists_now} AND {})", identical(&old_payload, &new_payload));
-        let named = |values: &[String]| -> String {
-            values.iter().enumerate().map(|(i, v)| format!("{v} AS c{i}")).collect::<Vec<_>>().join(", ")
-        };
+        let named: Vec<String> = new_payload.iter().enumerate().map(|(i, v)| format!("{v} AS c{i}")).collect();
         Ok(format!(
-            "SELECT {}, -1::bigint AS {W} FROM {fin} AS {y} WHERE {y}.o_e IS TRUE AND NOT {unchanged} \
-             UNION ALL \
-             SELECT {}, 1::bigint AS {W} FROM {fin} AS {y} WHERE {exists_now} AND NOT {unchanged}",
-            named(&old_payload),
-            named(&new_payload),
+            "SELECT {}, {y}.o_ctid AS {OLD_ROW}, {exists_now} AS {KEEP} FROM {fin} AS {y} \
+              WHERE ({y}.o_e IS TRUE OR {exists_now}) AND NOT {unchanged}",
+            named.join(", "),
         ))
     }
 }

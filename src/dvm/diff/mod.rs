@@ -8,21 +8,21 @@ pub use algebraic::AggregateState;
 pub use context::{CacheContext, CdcContext, DiffContext, OptimizationContext, SourceCdc};
 pub use rules::delta_query;
 
-use crate::dvm::apply::Payload;
+use crate::dvm::apply::{Delta, Payload};
 use crate::dvm::optree::OpTree;
 use crate::dvm::sql::QualifiedName;
 use crate::error::PgtResult;
 
-/// The delta of a stream table's payload (`c0..`, `__pgt_w`, consolidated), or None when no source
-/// under the query changed: from stored aggregate state when the query allows it, else by the
+/// The delta of a stream table's payload, or None when no source under the query changed: per changed
+/// group from stored aggregate state when the query allows it, else a consolidated Z-set by the
 /// operators' delta rules.
-pub fn stream_delta(tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
-    let Some(state) = AggregateState::of(tree) else { return delta_query(tree, ctx) };
+pub fn stream_delta(tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<Option<Delta>> {
+    let Some(state) = AggregateState::of(tree) else { return Ok(delta_query(tree, ctx)?.map(Delta::Rows)) };
     if rules::is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }
     let body = state.delta_query(tree, storage, payload, ctx)?;
-    Ok(Some(format!("{}{body}", rules::with_clause(ctx))))
+    Ok(Some(Delta::Groups(format!("{}{body}", rules::with_clause(ctx)))))
 }
 
 #[cfg(test)]

@@ -5,6 +5,14 @@
 use super::algebraic::AggregateState;
 use super::context::{CdcContext, DiffContext, SourceCdc};
 use super::stream_delta;
+use crate::dvm::apply::Delta;
+
+fn groups(d: Option<Delta>) -> String {
+    match d {
+        Some(Delta::Groups(sql)) => sql,
+        other => panic!("expected a grouped delta, got {other:?}"),
+    }
+}
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree, TableRef};
 use crate::dvm::sql::QualifiedName;
 
@@ -115,12 +123,13 @@ fn a_count_and_sum_batch_reads_the_buffer_and_the_stored_groups_only() {
     let (v, t) = visible(3);
     let payload = state.payload(&v, &t);
     let storage = QualifiedName::new("public", "st");
-    let sql = stream_delta(&tree, &storage, &payload, &mut ctx()).unwrap().unwrap();
+    let sql = groups(stream_delta(&tree, &storage, &payload, &mut ctx()).unwrap());
     assert!(!sql.contains("\"public\".\"sales\""), "the source is not read: {sql}");
     assert!(sql.contains("changes_10"), "{sql}");
     assert!(sql.contains("__pgt_row_id = pg_catalog.hash_record_extended(ROW("), "groups found by identity: {sql}");
     assert!(sql.contains("LIMIT 1) AS o ON true"), "one index probe per group: {sql}");
     assert!(sql.contains("OPERATOR(pg_catalog.*=)"), "unchanged groups are left alone: {sql}");
+    assert!(sql.contains(".ctid AS o_ctid") && sql.contains("AS __pgt_old"), "the stored row is remembered: {sql}");
 }
 
 #[test]
@@ -132,7 +141,7 @@ fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(3);
-    let sql = stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap().unwrap();
+    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
     assert!(sql.contains("OPERATOR(pg_catalog.<)"), "extrema compared with the type's own order: {sql}");
     assert!(sql.contains("FILTER (WHERE d") && sql.contains(" OVER (PARTITION BY "), "copies of the extremum counted: {sql}");
     assert!(sql.contains("AS n_n0") && sql.contains("AS n_n1"), "{sql}");
@@ -162,7 +171,7 @@ fn a_numeric_sum_without_extrema_recomputes_nan_groups_in_valid_sql() {
     let tree = grouped(vec![], vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")], vec![Expr::col(0)]);
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(1);
-    let sql = stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap().unwrap();
+    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
     assert!(sql.contains("'NaN'::pg_catalog.numeric"), "{sql}");
     assert!(!sql.contains(".*,  FROM") && !sql.contains(", FROM"), "no empty select list item: {sql}");
 }
