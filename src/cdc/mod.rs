@@ -125,12 +125,17 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
             "CREATE OR REPLACE FUNCTION {capture}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                SET search_path = pg_catalog, pg_temp AS $pgt$
              BEGIN
-               IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' THEN
+               -- One statement per event: an UPDATE's old and new rows in one INSERT.
+               IF TG_OP = 'INSERT' THEN
                  INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
                  SELECT pg_catalog.pg_current_xact_id(), 1{new} FROM pgt_new n;
-               END IF;
-               IF TG_OP = 'DELETE' OR TG_OP = 'UPDATE' THEN
+               ELSIF TG_OP = 'DELETE' THEN
                  INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
+                 SELECT pg_catalog.pg_current_xact_id(), -1{old} FROM pgt_old o;
+               ELSE
+                 INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
+                 SELECT pg_catalog.pg_current_xact_id(), 1{new} FROM pgt_new n
+                 UNION ALL
                  SELECT pg_catalog.pg_current_xact_id(), -1{old} FROM pgt_old o;
                END IF;
                RETURN NULL;
