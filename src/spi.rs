@@ -46,9 +46,13 @@ pub fn rows<R>(
     .map_err(internal)
 }
 
+type KeptPlan = std::mem::ManuallyDrop<pgrx::spi::OwnedPreparedStatement>;
+
 thread_local! {
-    /// Plans kept across transactions by [`rows_cached`], by statement text.
-    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, pgrx::spi::OwnedPreparedStatement>> =
+    /// Plans kept across transactions by [`rows_cached`], by statement text. `ManuallyDrop`: freeing a
+    /// plan (`SPI_freeplan`) is only done inside a transaction, when the cache is cleared, never by a
+    /// thread-local destructor while the backend exits.
+    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, KeptPlan>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -71,12 +75,12 @@ pub fn rows_cached<R>(
         Spi::connect_mut(|c| {
             if !plans.contains_key(sql) {
                 if plans.len() >= MAX_KEPT_PLANS {
-                    plans.clear();
+                    plans.drain().for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
                 }
                 let prepared = c.prepare_mut(sql, types)?.keep();
-                plans.insert(sql.to_string(), prepared);
+                plans.insert(sql.to_string(), std::mem::ManuallyDrop::new(prepared));
             }
-            let plan = plans.get(sql).expect("inserted above");
+            let plan: &pgrx::spi::OwnedPreparedStatement = plans.get(sql).expect("inserted above");
             let table = c.update(plan, None, args)?;
             let mut out = Vec::with_capacity(table.len());
             for row in table {

@@ -157,3 +157,19 @@ fn numeric_sums_with_many_decimal_places_stay_exact() {
         assert_eq!(differs, 0, "{step}: a sum or average prints differently from the query's");
     }
 }
+
+#[test]
+fn a_group_key_without_a_hash_function_keeps_the_group_recompute() {
+    let mut db = TestDb::new("agg_state_unhashable_key");
+    // tsvector sorts (GROUP BY works) but has no hash function, and the group identity is a hash.
+    let query = "SELECT count(*) AS n, sum(q) AS sq FROM w GROUP BY v";
+    db.exec(
+        "CREATE TABLE w (id serial PRIMARY KEY, v tsvector, q int);
+         INSERT INTO w (v, q) SELECT to_tsvector('simple', 'w' || (i % 4)), i FROM generate_series(1, 40) i;",
+    );
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('wst', '{query}', '1h', 'DIFFERENTIAL')"));
+    let plan: String = db.value("SELECT pgtrickle.explain_stream_table('wst')");
+    assert!(!plan.contains("maintained from stored state"), "{plan}");
+    db.exec("INSERT INTO w (v, q) VALUES (to_tsvector('simple', 'w1'), 5), (to_tsvector('simple', 'new'), 7); DELETE FROM w WHERE id < 5");
+    refresh_and_check(&mut db, "wst", query, "a batch over an unhashable key");
+}

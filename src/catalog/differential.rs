@@ -138,6 +138,14 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 let sql = format!("SELECT {} FROM ({}) AS a", named.join(", "), new_sql(tree, input, &mut DiffContext::default())?);
                 let types = describe_types(&sql)?;
                 *key_types = types[..group_by.len()].to_vec();
+                // A group's identity is the hash of its keys: without a hash function for one of
+                // them, the aggregates are recomputed per group instead (no key types, no state).
+                for t in key_types.iter() {
+                    if !hashable(t)? {
+                        key_types.clear();
+                        break;
+                    }
+                }
                 for (k, &j) in args.iter().enumerate() {
                     calls[j].arg_type = types[group_by.len() + k].clone();
                 }

@@ -83,7 +83,8 @@ impl<'t> AggregateState<'t> {
         }
         let key_visible: Vec<Option<usize>> =
             (0..group_by.len()).map(|i| exprs.iter().position(|e| *e == Expr::col(i))).collect();
-        if key_visible.iter().any(Option::is_none) && key_types.len() != group_by.len() {
+        // The extension records no key types when a key cannot be hashed (the group identity).
+        if key_types.len() != group_by.len() {
             return None;
         }
         Some(AggregateState { input, keys: group_by, calls, key_types, exprs, key_visible })
