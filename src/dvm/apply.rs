@@ -7,7 +7,7 @@
 //! - `__pgt_dup integer`: a copy number. A query result may contain identical rows (sources without
 //!   keys, UNION ALL); they are kept copy by copy, and since identical copies are interchangeable a
 //!   refresh deletes any w of them and numbers the copies it inserts 1..w — no lookup of how many
-//!   are stored already. (FULL refreshes number all copies of a row 1..n.)
+//!   are stored already. (FULL refreshes write every copy as copy 1.)
 //! - for stream tables with algebraic aggregates, hidden state columns (`__pgt_count`, ...).
 //!
 //! The *payload* of a row is its visible columns followed by its hidden state columns. A delta says,
