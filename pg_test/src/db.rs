@@ -100,6 +100,17 @@ impl TestDb {
         self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
     }
 
+    /// The action and reason of the stream table's latest refresh, from the refresh history.
+    pub fn last_refresh(&mut self, stream_table: &str) -> (String, String) {
+        let rows = self.rows(
+            "SELECT h.action, coalesce(h.reason, '') FROM pgtrickle.pgt_refresh_history h
+               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE s.pgt_relid = $1::text::regclass ORDER BY h.refresh_id DESC LIMIT 1",
+            &[&stream_table],
+        );
+        (rows[0].get(0), rows[0].get(1))
+    }
+
     pub fn assert_matches_query(&mut self, stream_table: &str, query: &str) {
         let diff = self.multiset_diff(stream_table, query);
         assert!(diff.is_empty(), "{stream_table} differs from its query:\n{}", diff.join("\n"));

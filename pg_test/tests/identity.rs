@@ -43,15 +43,7 @@ fn changes_of_representation_only_are_applied() {
         db.exec(dml);
         for (st, query, columns) in shapes {
             db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
-            let (action, reason): (String, String) = {
-                let rows = db.rows(
-                    "SELECT h.action, coalesce(h.reason, '') FROM pgtrickle.pgt_refresh_history h
-                       JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                      WHERE s.pgt_relid = $1::text::regclass ORDER BY h.refresh_id DESC LIMIT 1",
-                    &[&st],
-                );
-                (rows[0].get(0), rows[0].get(1))
-            };
+            let (action, reason) = db.last_refresh(st);
             assert_eq!(action, "DIFFERENTIAL", "{step}: {st}: {reason}");
             let diff = text_diff(&mut db, st, columns, query);
             assert!(diff.is_empty(), "{step}: {st} shows other values than its query:\n{}", diff.join("\n"));

@@ -69,11 +69,7 @@ fn refresh_temp_bytes(db: &mut TestDb, name: &str) -> i64 {
 }
 
 fn last_action(db: &mut TestDb, name: &str) -> String {
-    db.value(&format!(
-        "SELECT h.action FROM pgtrickle.pgt_refresh_history h
-           JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-          WHERE s.pgt_relid = '{name}'::regclass ORDER BY h.refresh_id DESC LIMIT 1"
-    ))
+    db.last_refresh(name).0
 }
 
 #[test]

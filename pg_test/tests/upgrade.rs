@@ -54,15 +54,6 @@ fn catalog(db: &mut TestDb) -> Vec<String> {
     db.rows(CATALOG, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
-fn last(db: &mut TestDb, st: &str) -> (String, String) {
-    let rows = db.rows(
-        "SELECT h.action, coalesce(h.reason, '') FROM pgtrickle.pgt_refresh_history h
-           JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-          WHERE s.pgt_relid = $1::text::regclass ORDER BY h.refresh_id DESC LIMIT 1",
-        &[&st],
-    );
-    (rows[0].get(0), rows[0].get(1))
-}
 
 fn write_some(db: &mut TestDb, tag: &str) {
     db.exec(&format!(
@@ -98,8 +89,8 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     // decides by the ratio and says why.
     write_some(&mut db, "before");
     refresh_and_check(&mut db);
-    assert_eq!(last(&mut db, "totals").0, "DIFFERENTIAL");
-    let (action, reason) = last(&mut db, "big");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    let (action, reason) = db.last_refresh("big");
     assert_eq!(action, "DIFFERENTIAL");
     assert!(reason.contains("no cost summary until ALTER EXTENSION pg_trickle UPDATE"), "{reason}");
 
@@ -111,8 +102,8 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     // The stream tables keep refreshing exactly, now measured.
     write_some(&mut db, "after");
     refresh_and_check(&mut db);
-    assert_eq!(last(&mut db, "totals").0, "DIFFERENTIAL");
-    assert_eq!(last(&mut db, "big").0, "DIFFERENTIAL");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    assert_eq!(db.last_refresh("big").0, "DIFFERENTIAL");
     assert_eq!(
         db.value::<i64>(
             "SELECT differential_refreshes FROM pgtrickle.pgt_cost_model_summary
