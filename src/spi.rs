@@ -13,20 +13,12 @@ fn internal(e: SpiError) -> PgtError {
 
 /// Runs a statement for its side effects.
 pub fn exec(sql: &str, args: &[DatumWithOid]) -> PgtResult<()> {
-    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).map_err(internal)
+    run(sql, args, None, |_| Ok(()))
 }
 
 /// Runs a statement and returns the first column of its first row (None for no row or NULL).
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> PgtResult<Option<T>> {
-    Spi::connect_mut(|c| {
-        let table = c.update(sql, Some(1), args)?;
-        if table.is_empty() {
-            Ok(None)
-        } else {
-            table.first().get_one::<T>()
-        }
-    })
-    .map_err(internal)
+    run(sql, args, Some(1), |table| if table.is_empty() { Ok(None) } else { table.first().get_one::<T>() })
 }
 
 /// Runs a query and maps every row with `f`.
@@ -35,23 +27,21 @@ pub fn rows<R>(
     args: &[DatumWithOid],
     mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Result<R, SpiError>,
 ) -> PgtResult<Vec<R>> {
-    Spi::connect_mut(|c| {
-        let table = c.update(sql, None, args)?;
+    run(sql, args, None, |table| {
         let mut out = Vec::with_capacity(table.len());
         for row in table {
             out.push(f(&row)?);
         }
         Ok(out)
     })
-    .map_err(internal)
 }
 
 type KeptPlan = std::mem::ManuallyDrop<pgrx::spi::OwnedPreparedStatement>;
 
 thread_local! {
-    /// Plans kept across transactions by [`rows_cached`], by statement text. `ManuallyDrop`: freeing a
-    /// plan (`SPI_freeplan`) is only done inside a transaction, when the cache is cleared, never by a
-    /// thread-local destructor while the backend exits.
+    /// Plans kept across transactions, by parameter types and statement text. `ManuallyDrop`: freeing
+    /// a plan (`SPI_freeplan`) is only done inside a transaction, when the cache is cleared, never by
+    /// a thread-local destructor while the backend exits.
     static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, KeptPlan>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -60,33 +50,38 @@ thread_local! {
 /// relations, so renamed or re-created ones leave stale entries behind).
 const MAX_KEPT_PLANS: usize = 256;
 
-/// As [`rows`], for a statement run again and again with only its parameters changing (a stream
-/// table's refresh): the plan is prepared once per backend and kept (`SPI_keepplan`), so a long-lived
-/// worker does not parse, analyse and plan the statement at every refresh. PostgreSQL's plan cache
-/// revalidates it after DDL on anything it uses. `types` are the parameters' types.
-pub fn rows_cached<R>(
+/// Whether a statement's plan is kept: queries and DML, which pg_trickle runs again and again with
+/// only their parameters changing (a refresh's catalog reads and writes, its delta statement), so a
+/// long-lived worker does not parse, analyse and plan them every time. PostgreSQL's plan cache
+/// revalidates kept plans after DDL on anything they use. DDL itself is not kept.
+fn keeps_plan(sql: &str) -> bool {
+    let head: String = sql.trim_start().chars().take(6).collect::<String>().to_ascii_uppercase();
+    ["SELECT", "WITH", "INSERT", "UPDATE", "DELETE"].iter().any(|k| head.starts_with(k))
+}
+
+fn run<R>(
     sql: &str,
-    types: &[pgrx::PgOid],
     args: &[DatumWithOid],
-    mut f: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> Result<R, SpiError>,
-) -> PgtResult<Vec<R>> {
+    limit: Option<libc::c_long>,
+    read: impl FnOnce(pgrx::spi::SpiTupleTable) -> Result<R, SpiError>,
+) -> PgtResult<R> {
+    if !keeps_plan(sql) {
+        return Spi::connect_mut(|c| read(c.update(sql, limit, args)?)).map_err(internal);
+    }
+    let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
+    let key = format!("{:?}\n{sql}", args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>());
     KEPT_PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
         Spi::connect_mut(|c| {
-            if !plans.contains_key(sql) {
+            if !plans.contains_key(&key) {
                 if plans.len() >= MAX_KEPT_PLANS {
                     plans.drain().for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
                 }
-                let prepared = c.prepare_mut(sql, types)?.keep();
-                plans.insert(sql.to_string(), std::mem::ManuallyDrop::new(prepared));
+                let prepared = c.prepare_mut(sql, &types)?.keep();
+                plans.insert(key.clone(), std::mem::ManuallyDrop::new(prepared));
             }
-            let plan: &pgrx::spi::OwnedPreparedStatement = plans.get(sql).expect("inserted above");
-            let table = c.update(plan, None, args)?;
-            let mut out = Vec::with_capacity(table.len());
-            for row in table {
-                out.push(f(&row)?);
-            }
-            Ok(out)
+            let plan: &pgrx::spi::OwnedPreparedStatement = plans.get(&key).expect("inserted above");
+            read(c.update(plan, limit, args)?)
         })
         .map_err(internal)
     })

@@ -16,7 +16,7 @@ use std::ffi::CString;
 ///   whole source sequentially as soon as that part passes ~1%. A differential statement should pay
 ///   for what it touches, through the indexes, whenever there are any.
 /// - `plan_cache_mode = force_generic_plan`: the statement's plan is kept across refreshes (see
-///   `spi::rows_cached`) and its one parameter, the old frontier, does not change the best plan.
+///   `spi::run`) and its one parameter, the old frontier, does not change the best plan.
 const DIFFERENTIAL_SETTINGS: &[(&str, &str)] =
     &[("jit", "off"), ("random_page_cost", "1.1"), ("plan_cache_mode", "force_generic_plan")];
 

@@ -38,17 +38,6 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     })
 }
 
-fn param_types(params: &[Param]) -> Vec<pgrx::PgOid> {
-    use pgrx::pg_sys::PgBuiltInOids;
-    params
-        .iter()
-        .map(|p| match p {
-            Param::PgtId => pgrx::PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-            Param::OldFrontier => pgrx::PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-        })
-        .collect()
-}
-
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let mut applied = None;
     for step in &plan.steps {
@@ -76,12 +65,7 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
                     };
                     Ok((applied, expected))
                 };
-                // A differential refresh runs the same statement every time: keep its plan.
-                let row = if step.output == StepOutput::Applied {
-                    spi::rows_cached(&step.sql, &param_types(&step.params), &args, read)?
-                } else {
-                    spi::rows(&step.sql, &args, read)?
-                };
+                let row = spi::rows(&step.sql, &args, read)?;
                 let Some((done, expected)) = row.into_iter().next() else { continue };
                 if done.rows_deleted != expected {
                     return Err(PlanError::OutOfStep { expected, actual: done.rows_deleted });
