@@ -586,15 +586,21 @@ def baseline_title(rec):
     return "REFRESH MATERIALIZED VIEW"
 
 
+def value_cells(r):
+    """The pg_trickle and baseline cells of one result, as both tables show them."""
+    if r["metric"] == "pgbench_update_tps":
+        val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
+    else:
+        val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
+    if r["metric"] in ("no_change", "single_row"):
+        val += f" ({fmt_ms(r['server_ms'])} server)"
+    return val, base
+
+
 def text_table(results):
     rows = [("shape", "metric", "pg_trickle", "baseline", "ratio", "target", "met")]
     for r in results:
-        if r["metric"] == "pgbench_update_tps":
-            val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
-        else:
-            val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
-        if r["metric"] in ("no_change", "single_row"):
-            val += f" ({fmt_ms(r['server_ms'])} server)"
+        val, base = value_cells(r)
         rows.append((r["scenario"], metric_title(r), val, base, fmt_ratio(r), r["target"],
                      "yes" if r["met"] else "NO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -622,12 +628,7 @@ def markdown(results, machine, cfg, notes, elapsed):
     out.append("| shape | metric | pg_trickle | baseline | ratio | target | met |")
     out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
     for r in results:
-        if r["metric"] == "pgbench_update_tps":
-            val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
-        else:
-            val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
-        if r["metric"] in ("no_change", "single_row"):
-            val += f" ({fmt_ms(r['server_ms'])} server)"
+        val, base = value_cells(r)
         shape = r["scenario"]
         if shape in shapes:
             shape = f"{shapes[shape]['title']}"

@@ -20,6 +20,10 @@ use super::sql::{ident_list, quote_ident, QualifiedName};
 
 pub const ROW_ID_COLUMN: &str = "__pgt_row_id";
 pub const DUP_COLUMN: &str = "__pgt_dup";
+/// Columns of a grouped delta besides the payload: the stored row a group's new payload replaces
+/// (`tid`, NULL for a new group), and whether the group exists after the batch.
+pub const OLD_ROW: &str = "__pgt_old";
+pub const KEEP: &str = "__pgt_keep";
 
 /// What a stream table's storage holds per row, beyond the bookkeeping columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +71,7 @@ pub enum Delta {
     /// A consolidated Z-set: payload columns `c0..` and a weight `__pgt_w`.
     Rows(String),
     /// One row per changed group of an aggregate kept from stored state: the new payload `c0..`,
-    /// `__pgt_old` (the stored row it replaces, NULL for a new group) and `__pgt_keep` (whether the
-    /// group still exists). See `dvm::diff::algebraic`.
+    /// [`OLD_ROW`] and [`KEEP`]. See `dvm::diff::algebraic`.
     Groups(String),
 }
 
@@ -145,29 +148,29 @@ fn groups_statement(storage: &QualifiedName, payload: &Payload, delta_query: &st
         payload.columns.iter().enumerate().map(|(i, c)| format!("{} = d.c{i}", quote_ident(c))).collect();
     let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
     let rows_at = |which: &str| {
-        format!("t.ctid = ANY (ARRAY(SELECT d.__pgt_old FROM pgt_delta AS d WHERE d.__pgt_old IS NOT NULL AND {which}))")
+        format!("t.ctid = ANY (ARRAY(SELECT d.{OLD_ROW} FROM pgt_delta AS d WHERE d.{OLD_ROW} IS NOT NULL AND {which}))")
     };
     format!(
         "WITH pgt_delta AS MATERIALIZED ({delta}),
          pgt_updated AS (
            UPDATE {storage_q} AS t SET {set}, {DUP_COLUMN} = 1 FROM pgt_delta AS d
-            WHERE {updated} AND t.ctid = d.__pgt_old
+            WHERE {updated} AND t.ctid = d.{OLD_ROW}
            RETURNING 1),
          pgt_deleted AS (
            DELETE FROM {storage_q} AS t WHERE {deleted}
            RETURNING 1),
          pgt_inserted AS (
            INSERT INTO {storage_q} ({cols}, {ROW_ID_COLUMN}, {DUP_COLUMN})
-           SELECT {dv}, {id}, 1 FROM pgt_delta AS d WHERE d.__pgt_old IS NULL AND d.__pgt_keep
+           SELECT {dv}, {id}, 1 FROM pgt_delta AS d WHERE d.{OLD_ROW} IS NULL AND d.{KEEP}
            RETURNING 1)
          SELECT (SELECT pg_catalog.count(*) FROM pgt_updated) + (SELECT pg_catalog.count(*) FROM pgt_deleted) AS rows_deleted,
                 (SELECT pg_catalog.count(*) FROM pgt_updated) + (SELECT pg_catalog.count(*) FROM pgt_inserted) AS rows_inserted,
-                (SELECT pg_catalog.count(*) FROM pgt_delta AS d WHERE d.__pgt_old IS NOT NULL) AS expected_deleted,
+                (SELECT pg_catalog.count(*) FROM pgt_delta AS d WHERE d.{OLD_ROW} IS NOT NULL) AS expected_deleted,
                 {REPORT}",
-        delta = typed_delta(payload, delta_query, &["__pgt_old", "__pgt_keep"]),
+        delta = typed_delta(payload, delta_query, &[OLD_ROW, KEEP]),
         set = set.join(", "),
-        updated = rows_at("d.__pgt_keep"),
-        deleted = rows_at("NOT d.__pgt_keep"),
+        updated = rows_at(&format!("d.{KEEP}")),
+        deleted = rows_at(&format!("NOT d.{KEEP}")),
         cols = ident_list(&payload.columns),
         dv = d_vals.join(", "),
         id = row_identity("d", &payload.identity),

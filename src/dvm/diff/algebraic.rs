@@ -25,17 +25,12 @@
 
 use super::context::DiffContext;
 use super::rules::{hoist, hoisted_delta, new_sql, rows_of_groups, W};
-use crate::dvm::apply::{hash_values, identical, Payload};
+use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{PgtError, PgtResult};
 
 const COUNT: &str = "__pgt_count";
-
-/// Columns of a grouped delta besides the payload: the stored row a group's new payload replaces
-/// (`tid`, NULL for a new group), and whether the group exists after the batch.
-pub const OLD_ROW: &str = "__pgt_old";
-pub const KEEP: &str = "__pgt_keep";
 
 /// A stream table whose aggregates live on stored state, and where each piece of it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
