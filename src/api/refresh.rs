@@ -11,6 +11,6 @@ fn refresh_stream_table(name: &str) {
 
 fn run(name: &str) -> PgtResult<()> {
     let wrote_before = refresh::has_xid();
-    let st = stream_tables::find(name)?;
-    refresh::run(st.pgt_id, Initiator::Manual, wrote_before).map(|_| ())
+    let pgt_id = stream_tables::find_id(name)?;
+    refresh::run(pgt_id, Initiator::Manual, wrote_before).map(|_| ())
 }

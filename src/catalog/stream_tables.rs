@@ -66,15 +66,25 @@ pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
 
 /// Finds the stream table a user named, or says clearly why there is none.
 pub fn find(name: &str) -> PgtResult<StreamTable> {
-    let not_found = || {
-        PgtError::new(SqlState::UndefinedTable, format!("stream table \"{name}\" does not exist"))
-            .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
-    };
-    let relid = names::resolve_existing(name)?.ok_or_else(not_found)?;
-    load_by_relid(relid)?.ok_or_else(|| {
-        PgtError::new(SqlState::WrongObjectType, format!("\"{name}\" is not a stream table"))
-            .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
-    })
+    let relid = names::resolve_existing(name)?.ok_or_else(|| not_found(name))?;
+    load_by_relid(relid)?.ok_or_else(|| not_a_stream_table(name))
+}
+
+/// The id of the stream table a user named (what a refresh needs to start: it loads the rest itself).
+pub fn find_id(name: &str) -> PgtResult<i64> {
+    let relid = names::resolve_existing(name)?.ok_or_else(|| not_found(name))?;
+    spi::one::<i64>("SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", &[relid.into()])?
+        .ok_or_else(|| not_a_stream_table(name))
+}
+
+fn not_found(name: &str) -> PgtError {
+    PgtError::new(SqlState::UndefinedTable, format!("stream table \"{name}\" does not exist"))
+        .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
+}
+
+fn not_a_stream_table(name: &str) -> PgtError {
+    PgtError::new(SqlState::WrongObjectType, format!("\"{name}\" is not a stream table"))
+        .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
 }
 
 pub struct NewStreamTable<'a> {

@@ -74,6 +74,10 @@ pub fn has_xid() -> bool {
 /// had an xid before the caller's first statement (see [`has_xid`]); without one it cannot have
 /// changed a source itself, which spares a scan of every change buffer.
 pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
+    settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before))
+}
+
+fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
     if !claim(pgt_id, initiator)? {
         return Ok(Outcome::Busy);
     }
