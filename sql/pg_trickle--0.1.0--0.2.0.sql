@@ -41,3 +41,122 @@ COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_var_changes IS 'fit state
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_cov_changes_ms IS 'fit state: exponentially weighted covariance of batch size and duration';
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stats_reset IS 'when these statistics started (the first measured refresh, or the last reset)';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_cost_model_summary', '');
+
+-- Capture sees every write (0.2.0): triggers on partitions and inheritance children, capture and
+-- event triggers that fire under session_replication_role = replica, re-armed after DDL. Identical to
+-- sql/finalize.sql but for CREATE OR REPLACE.
+-- Removes change capture (buffer, trigger functions and with them the triggers on the source and its
+-- partitions or inheritance children) from sources that no DIFFERENTIAL stream table reads any more.
+CREATE OR REPLACE FUNCTION pgtrickle._cdc_gc() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.relname, pg_catalog.substring(c.relname, '^changes_([0-9]+)$')::oid AS source
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'pgtrickle_changes' AND c.relkind = 'r' AND c.relname ~ '^changes_[0-9]+$'
+    LOOP
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+             WHERE d.source_relid = r.source AND st.effective_mode = 'DIFFERENTIAL');
+        EXECUTE pg_catalog.format('DROP TABLE pgtrickle_changes.%I', r.relname);
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_' || r.source);
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'truncated_' || r.source);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
+
+-- Keeps capture in step with DDL on sources (see src/cdc): columns added or changed, partitions and
+-- inheritance children created, attached or detached, capture triggers disabled or re-enabled.
+CREATE OR REPLACE FUNCTION pgtrickle._on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.to_regclass('pgtrickle.pgt_dependencies') IS NULL THEN
+        RETURN;
+    END IF;
+    -- The sources among the relations the command touched, their ancestors (a new partition or child
+    -- of a source) and their descendants (a source attached below another table), and the sources
+    -- whose capture triggers they carry.
+    FOR r IN
+        WITH RECURSIVE touched(relid) AS (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+             WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        ), up(relid) AS (
+            SELECT relid FROM touched
+            UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid
+        ), down(relid) AS (
+            SELECT relid FROM touched
+            UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN down ON i.inhparent = down.relid
+        )
+        SELECT DISTINCT s.relid FROM (
+                   SELECT relid FROM up UNION SELECT relid FROM down
+                   -- a former child (NO INHERIT) still carrying a source's triggers
+                   UNION SELECT pg_catalog.substring(t.tgname, '^pgtrickle_capture_([0-9]+)_')::oid
+                     FROM pg_catalog.pg_trigger t JOIN touched ON t.tgrelid = touched.relid
+                    WHERE t.tgname ~ '^pgtrickle_capture_[0-9]+_') s
+         WHERE EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = s.relid)
+    LOOP
+        PERFORM pgtrickle._source_altered(r.relid);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
+DROP EVENT TRIGGER pgtrickle_ddl_end;
+CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+    EXECUTE FUNCTION pgtrickle._on_ddl_end();
+-- Also under session_replication_role = replica (restores, replication apply).
+ALTER EVENT TRIGGER pgtrickle_ddl_end ENABLE ALWAYS;
+
+-- Keeps the catalog in step with DROP TABLE / DROP SCHEMA ... CASCADE / DROP OWNED on storage tables,
+-- and capture with dropped partitions and capture triggers.
+-- (Dropping a *source* is refused by PostgreSQL itself: each storage table depends on its sources in
+-- pg_depend, so DROP TABLE source fails unless CASCADE, which drops the stream table too.)
+-- SECURITY DEFINER: whoever drops a table must not need rights on the catalog.
+CREATE OR REPLACE FUNCTION pgtrickle._on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    -- During DROP EXTENSION the catalog goes away with everything else.
+    IF pg_catalog.to_regclass('pgtrickle.pgt_stream_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    -- A capture trigger went (with a dropped partition, or dropped by hand): rows may have gone
+    -- unseen, so the source's dependents reinitialise, and capture is re-armed where the source lives on.
+    FOR r IN
+        SELECT DISTINCT COALESCE(
+                   pg_catalog.substring(d.address_names[3], '^pgtrickle_capture_([0-9]+)_')::oid,
+                   pg_catalog.to_regclass(pg_catalog.quote_ident(d.address_names[1]) || '.'
+                                          || pg_catalog.quote_ident(d.address_names[2]))::oid) AS source
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.object_type = 'trigger' AND d.address_names[3] LIKE 'pgtrickle\_capture\_%'
+    LOOP
+        CONTINUE WHEN r.source IS NULL;
+        UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+         WHERE effective_mode = 'DIFFERENTIAL'
+           AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
+        PERFORM pgtrickle._source_altered(r.source);
+    END LOOP;
+    DELETE FROM pgtrickle.pgt_stream_tables st
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND st.pgt_relid = d.objid;
+    -- Only when a stream table went: the capture clean-up's own DROPs then do not recurse.
+    IF FOUND THEN
+        PERFORM pgtrickle._cdc_gc();
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle._on_sql_drop() FROM PUBLIC;
+ALTER EVENT TRIGGER pgtrickle_sql_drop ENABLE ALWAYS;
+
+-- Re-arm the capture of every source as 0.2.0 installs it. Triggers that were not ENABLE ALWAYS may
+-- have missed replicated writes, so each DIFFERENTIAL stream table refreshes FULL once.
+SELECT pgtrickle._source_altered(s.source_relid)
+  FROM (SELECT DISTINCT source_relid FROM pgtrickle.pgt_dependencies) s;

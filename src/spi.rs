@@ -70,21 +70,40 @@ fn run<R>(
     }
     let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
     let key = format!("{:?}\n{sql}", args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>());
-    KEPT_PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        Spi::connect_mut(|c| {
-            if !plans.contains_key(&key) {
-                if plans.len() >= MAX_KEPT_PLANS {
-                    plans.drain().for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
-                }
-                let prepared = c.prepare_mut(sql, &types)?.keep();
-                plans.insert(key.clone(), std::mem::ManuallyDrop::new(prepared));
+    // The plan leaves the cache while it runs: the statement may re-enter this module (an event
+    // trigger, a pg_trickle function it calls), and the cache must not be borrowed then.
+    let kept = KEPT_PLANS.with(|plans| plans.borrow_mut().remove(&key));
+    let plan = match kept {
+        Some(plan) => plan,
+        None => std::mem::ManuallyDrop::new(
+            Spi::connect_mut(|c| Ok::<_, SpiError>(c.prepare_mut(sql, &types)?.keep())).map_err(internal)?,
+        ),
+    };
+    let checked_out = CheckedOut { key, plan: Some(plan) };
+    let plan: &pgrx::spi::OwnedPreparedStatement = checked_out.plan.as_ref().expect("set above");
+    Spi::connect_mut(|c| read(c.update(plan, limit, args)?)).map_err(internal)
+}
+
+/// A kept plan taken out of the cache; goes back when dropped, also when an ERROR unwinds.
+struct CheckedOut {
+    key: String,
+    plan: Option<KeptPlan>,
+}
+
+impl Drop for CheckedOut {
+    fn drop(&mut self) {
+        let Some(plan) = self.plan.take() else { return };
+        KEPT_PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            if plans.len() >= MAX_KEPT_PLANS {
+                plans.drain().for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
             }
-            let plan: &pgrx::spi::OwnedPreparedStatement = plans.get(&key).expect("inserted above");
-            read(c.update(plan, limit, args)?)
-        })
-        .map_err(internal)
-    })
+            // A nested run of the same statement may have kept its own copy meanwhile.
+            if let Some(other) = plans.insert(std::mem::take(&mut self.key), plan) {
+                drop(std::mem::ManuallyDrop::into_inner(other));
+            }
+        });
+    }
 }
 
 /// Reads a column that must not be NULL.

@@ -50,16 +50,16 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
             SourceKind::MatView => return Ok(Err(format!("materialized view {name} as a source"))),
             SourceKind::ForeignTable => return Ok(Err(format!("foreign table {name} as a source"))),
             SourceKind::Table | SourceKind::StreamTable => {
-                let inherits: Option<bool> = spi::one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhparent = $1)
-                        AND (SELECT relkind = 'r' FROM pg_catalog.pg_class WHERE oid = $1)",
-                    &[source.relid.into()],
-                )?;
-                if inherits == Some(true) {
-                    return Ok(Err(format!("table {name}, which has inheritance children")));
+                if let Some(parent) = parent_of(source.relid)? {
+                    return Ok(Err(partition_reason(&name, &parent)));
                 }
             }
-            SourceKind::PartitionedTable | SourceKind::View => {}
+            SourceKind::PartitionedTable => {
+                if let Some(parent) = parent_of(source.relid)? {
+                    return Ok(Err(partition_reason(&name, &parent)));
+                }
+            }
+            SourceKind::View => {}
         }
     }
     if let Some(description) = analysis.non_immutable_functions.first() {
@@ -93,6 +93,20 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
+}
+
+/// The table `relid` is a partition or an inheritance child of, if any.
+fn parent_of(relid: Oid) -> PgtResult<Option<String>> {
+    spi::one::<String>(
+        "SELECT inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits WHERE inhrelid = $1 LIMIT 1",
+        &[relid.into()],
+    )
+}
+
+/// Writes through the parent fire only the parent's statement triggers, so capture on the table
+/// itself would miss them.
+fn partition_reason(name: &str, parent: &str) -> String {
+    format!("table {name} as a source, which is a partition or inheritance child of {parent} (read {parent} instead)")
 }
 
 fn hashable(type_sql: &str) -> PgtResult<bool> {

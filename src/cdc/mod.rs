@@ -2,7 +2,11 @@
 //! `pgtrickle_changes.changes_<relid>` and statement-level AFTER triggers with transition tables that
 //! append every inserted row (weight +1) and deleted row (weight −1) — an UPDATE is both — tagged with
 //! the writing transaction's id. A TRUNCATE trigger marks dependents for a full refresh instead.
-//! Sources are shared: one buffer serves every stream table reading that table.
+//! Sources are shared: one buffer serves every stream table reading that table. Partitions,
+//! inheritance children, replication and trigger states: see members.rs.
+
+mod members;
+pub use members::suspended;
 
 use crate::catalog::{depend, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;
@@ -17,6 +21,9 @@ pub const SCHEMA: &str = "pgtrickle_changes";
 pub fn buffer_name(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("changes_{}", relid.to_u32()))
 }
+
+/// The capture triggers on a source itself.
+const ROOT_TRIGGERS: [&str; 4] = ["pgtrickle_capture_ins", "pgtrickle_capture_upd", "pgtrickle_capture_del", "pgtrickle_capture_trunc"];
 
 fn capture_function(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("capture_{}", relid.to_u32()))
@@ -49,6 +56,7 @@ pub fn ensure_capture(source: Oid) -> PgtResult<()> {
     if existing(&buffer)?.is_some() {
         return Ok(());
     }
+    let _guard = RearmGuard::enter();
     install(source)
 }
 
@@ -89,21 +97,9 @@ fn install(source: Oid) -> PgtResult<()> {
         ),
         &[],
     )?;
+    // Triggers on the source and on its partitions or inheritance children.
+    members::rearm(source)?;
     let capture = capture_function(source);
-    for (name, event, referencing) in [
-        ("pgtrickle_capture_ins", "INSERT", "REFERENCING NEW TABLE AS pgt_new"),
-        ("pgtrickle_capture_upd", "UPDATE", "REFERENCING OLD TABLE AS pgt_old NEW TABLE AS pgt_new"),
-        ("pgtrickle_capture_del", "DELETE", "REFERENCING OLD TABLE AS pgt_old"),
-    ] {
-        spi::exec(
-            &format!("CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION {capture}()"),
-            &[],
-        )?;
-    }
-    spi::exec(
-        &format!("CREATE TRIGGER pgtrickle_capture_trunc AFTER TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {truncated}()"),
-        &[],
-    )?;
     // Dropping the source drops its capture with it.
     depend::auto_on_source_relation(lookup_oid(&buffer)?, source);
     depend::auto_function_on_source(lookup_function(&capture)?, source);
@@ -165,32 +161,63 @@ pub fn collect_garbage() -> PgtResult<()> {
     spi::exec("SELECT pgtrickle._cdc_gc()", &[])
 }
 
-/// After ALTER TABLE on a source: keep capture in step with its columns. Added columns are simply added
-/// to the buffer; anything else (a dropped or retyped column) rebuilds the buffer and makes every
-/// dependent stream table reinitialise with a full refresh, which also re-checks its query.
+/// After DDL touching a source (ALTER TABLE, a new partition or child, a dropped capture trigger):
+/// keep capture in step with its columns, descendants and trigger states. Added columns are simply
+/// added to the buffer; anything else (a dropped or retyped column) rebuilds the buffer. Whenever
+/// changes may have been missed, every dependent stream table reinitialises with a FULL refresh,
+/// which also re-checks its query (and its mode: a source that became a partition is read FULL).
 pub fn source_altered(source: Oid) -> PgtResult<()> {
+    // Our own DDL below fires the event triggers again: the outer call already does the work.
+    let Some(_guard) = RearmGuard::enter() else { return Ok(()) };
     let buffer = buffer_name(source);
     let Some(buffer_oid) = existing(&buffer)? else { return Ok(()) };
     let now = table_columns(source)?;
     let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
     let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
-    if only_additions {
-        for (name, type_sql) in &now[captured.len()..] {
-            spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
-        }
-        return write_capture_function(source, &now);
+    if !only_additions {
+        mark_dependents_for_reinit(source)?;
+        spi::exec(&format!("DROP TABLE {buffer}"), &[])?;
+        // CASCADE: the triggers on the source and its descendants go with their functions.
+        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", capture_function(source)), &[])?;
+        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", truncate_function(source)), &[])?;
+        return install(source);
     }
+    for (name, type_sql) in &now[captured.len()..] {
+        spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
+    }
+    if captured.len() < now.len() {
+        write_capture_function(source, &now)?;
+    }
+    let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
+    if members::rearm(source)? || became_member == Some(true) {
+        mark_dependents_for_reinit(source)?;
+    }
+    Ok(())
+}
+
+thread_local! {
+    static REARMING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this backend as re-arming capture until dropped (also when an ERROR unwinds).
+struct RearmGuard;
+
+impl RearmGuard {
+    fn enter() -> Option<RearmGuard> {
+        REARMING.with(|r| if r.replace(true) { None } else { Some(RearmGuard) })
+    }
+}
+
+impl Drop for RearmGuard {
+    fn drop(&mut self) {
+        REARMING.with(|r| r.set(false));
+    }
+}
+
+fn mark_dependents_for_reinit(source: Oid) -> PgtResult<()> {
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
           WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
         &[source.into()],
-    )?;
-    spi::exec(&format!("DROP TABLE {buffer}"), &[])?;
-    let table = crate::catalog::names::qualified_name_of(source)?;
-    for trigger in ["pgtrickle_capture_ins", "pgtrickle_capture_upd", "pgtrickle_capture_del", "pgtrickle_capture_trunc"] {
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"), &[])?;
-    }
-    spi::exec(&format!("DROP FUNCTION IF EXISTS {}()", capture_function(source)), &[])?;
-    spi::exec(&format!("DROP FUNCTION IF EXISTS {}()", truncate_function(source)), &[])?;
-    install(source)
+    )
 }

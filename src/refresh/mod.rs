@@ -91,7 +91,21 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
         full(&st, &storage, "initial population".into())?
     } else if st.needs_reinit {
         match reinit::prepare(&st)? {
-            Some(st) => full(&st, &storage, "reinitialised: a source was truncated or its columns changed".into())?,
+            Some(st) => {
+                // A disabled capture trigger captures nothing: FULL until it is enabled again.
+                let suspended = match st.tree()? {
+                    Some(tree) => crate::cdc::suspended(&tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
+                    None => false,
+                };
+                let reason = if suspended {
+                    "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)"
+                } else {
+                    "reinitialised: a source was truncated, changed or repartitioned, or its capture was interrupted"
+                };
+                let mut done = full(&st, &storage, reason.into())?;
+                done.reinit_next = suspended;
+                done
+            }
             None => return Ok(Outcome::Broken),
         }
     } else if st.effective_mode == "DIFFERENTIAL" {

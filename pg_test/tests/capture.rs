@@ -1,0 +1,175 @@
+//! Change capture beyond plain DML on the named table: writes aimed at partitions, partitions and
+//! inheritance children that come and go, replication-role writes, capture triggers disabled or
+//! dropped by hand. Each change must reach the stream table — differentially where capture saw it,
+//! through a FULL reinitialisation where it could not — and never be silently lost.
+
+use pg_trickle_e2e::TestDb;
+
+const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
+
+fn refresh(db: &mut TestDb) -> (String, String) {
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.last_refresh("totals")
+}
+
+fn refresh_exact(db: &mut TestDb) -> String {
+    let (action, reason) = refresh(db);
+    db.assert_matches_query("totals", TOTALS);
+    format!("{action}: {reason}")
+}
+
+fn partitioned_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE TABLE src (id int, grp int NOT NULL, v numeric NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE src_1 PARTITION OF src FOR VALUES FROM (0) TO (1000);
+         -- A partition whose columns are in another order than its parent's.
+         CREATE TABLE src_2 (v numeric NOT NULL, grp int NOT NULL, id int);
+         ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES FROM (1000) TO (2000);
+         INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1999) g;",
+    );
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db
+}
+
+#[test]
+fn writes_aimed_directly_at_partitions_are_captured() {
+    let mut db = partitioned_db("capture_partition_dml");
+    db.exec(
+        "INSERT INTO src_1 VALUES (0, 100, 5);
+         UPDATE src_2 SET v = v + 1 WHERE id < 1100;
+         DELETE FROM src_1 WHERE id < 50;
+         INSERT INTO src VALUES (1500, 101, 7);",
+    );
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+}
+
+#[test]
+fn partitions_created_attached_detached_or_dropped_keep_the_stream_table_exact() {
+    let mut db = partitioned_db("capture_partition_ddl");
+    // A new, empty partition: captured from its first row, no reinitialisation needed.
+    db.exec("CREATE TABLE src_3 PARTITION OF src FOR VALUES FROM (2000) TO (3000); INSERT INTO src_3 VALUES (2001, 200, 1);");
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+    db.exec("UPDATE src_3 SET v = 2");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+
+    // A table with rows attached as a partition: its rows arrive without any INSERT.
+    db.exec(
+        "CREATE TABLE src_4 (id int, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src_4 SELECT g, 300, 1 FROM generate_series(3000, 3010) g;
+         ALTER TABLE src ATTACH PARTITION src_4 FOR VALUES FROM (3000) TO (4000);",
+    );
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("FULL: reinitialised"), "{done}");
+    db.exec("DELETE FROM src_4 WHERE id = 3000");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+
+    // Detached: its rows leave without any DELETE; writes to it afterwards are not the source's.
+    db.exec("ALTER TABLE src DETACH PARTITION src_4");
+    assert!(refresh_exact(&mut db).starts_with("FULL"));
+    db.exec("INSERT INTO src_4 VALUES (5000, 300, 9)");
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("NO_DATA"), "writes to a detached table are not captured: {done}");
+
+    // Dropped: likewise.
+    db.exec("DROP TABLE src_3");
+    assert!(refresh_exact(&mut db).starts_with("FULL"));
+    db.exec("INSERT INTO src_1 VALUES (1, 1, 1)");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+}
+
+#[test]
+fn inheritance_children_are_captured_whichever_table_a_write_names() {
+    let mut db = TestDb::new("capture_inheritance");
+    db.exec(
+        "CREATE TABLE src (id int, grp int NOT NULL, v numeric NOT NULL);
+         CREATE TABLE old_child (note text) INHERITS (src);
+         INSERT INTO src SELECT g, g % 3, g FROM generate_series(1, 30) g;
+         INSERT INTO old_child SELECT g, g % 3, g, 'x' FROM generate_series(31, 40) g;",
+    );
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    // A child created later, empty: captured from its first row.
+    db.exec("CREATE TABLE child (extra text) INHERITS (src); INSERT INTO child VALUES (99, 1, 1000, 'x');");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+    // Through the parent (the parent's transition tables hold the children's rows), and directly.
+    db.exec(
+        "UPDATE src SET v = v * 2 WHERE id IN (5, 35, 99);
+         DELETE FROM src WHERE id = 36;
+         UPDATE old_child SET grp = 9 WHERE id = 37;
+         DELETE FROM ONLY src WHERE id = 6;",
+    );
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+    // A table with rows made a child: its rows arrive unseen, so FULL once; NO INHERIT likewise.
+    db.exec(
+        "CREATE TABLE adopted (id int, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO adopted VALUES (500, 2, 7);
+         ALTER TABLE adopted INHERIT src;",
+    );
+    assert!(refresh_exact(&mut db).starts_with("FULL"));
+    db.exec("ALTER TABLE adopted NO INHERIT src");
+    assert!(refresh_exact(&mut db).starts_with("FULL"));
+    db.exec("INSERT INTO adopted VALUES (501, 2, 7)");
+    assert!(refresh_exact(&mut db).starts_with("NO_DATA"));
+}
+
+#[test]
+fn a_partition_as_a_source_is_read_in_full_and_says_why() {
+    let mut db = partitioned_db("capture_partition_source");
+    let e = db.error("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'DIFFERENTIAL')");
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(e.message.contains("partition or inheritance child of src"), "{e:?}");
+    db.exec("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'AUTO')");
+    db.exec("INSERT INTO src VALUES (5, 5, 5)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('p1')");
+    db.assert_matches_query("p1", "SELECT grp, v FROM src_1");
+}
+
+#[test]
+fn writes_under_replica_role_are_captured() {
+    let mut db = partitioned_db("capture_replica_role");
+    // What logical replication's apply worker and `pg_restore --disable-triggers` sessions do.
+    db.exec(
+        "SET session_replication_role = replica;
+         INSERT INTO src VALUES (10, 50, 1);
+         UPDATE src_2 SET v = 0 WHERE id = 1001;
+         RESET session_replication_role;",
+    );
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+}
+
+#[test]
+fn disabled_capture_means_full_refreshes_until_it_is_enabled_again() {
+    let mut db = partitioned_db("capture_disabled");
+    db.exec("ALTER TABLE src DISABLE TRIGGER ALL; ALTER TABLE src_1 DISABLE TRIGGER ALL;");
+    db.exec("INSERT INTO src VALUES (11, 60, 1); INSERT INTO src_1 VALUES (12, 60, 2);");
+    let done = refresh_exact(&mut db);
+    assert!(done.contains("capture on a source is disabled"), "{done}");
+    db.exec("DELETE FROM src WHERE id = 11");
+    assert!(refresh_exact(&mut db).contains("capture on a source is disabled"));
+    // Enabled again (as ENABLE TRIGGER ALL, i.e. not ALWAYS): set back to ALWAYS, one more FULL.
+    db.exec("ALTER TABLE src ENABLE TRIGGER ALL; ALTER TABLE src_1 ENABLE TRIGGER ALL;");
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle_capture%' AND tgenabled <> 'A'"),
+        0
+    );
+    assert!(refresh_exact(&mut db).starts_with("FULL"));
+    db.exec("SET session_replication_role = replica; INSERT INTO src_1 VALUES (13, 61, 3); RESET session_replication_role;");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+}
+
+#[test]
+fn a_capture_trigger_dropped_by_hand_is_re_armed() {
+    let mut db = partitioned_db("capture_trigger_dropped");
+    db.exec("DROP TRIGGER pgtrickle_capture_ins ON src");
+    db.exec("INSERT INTO src VALUES (14, 70, 1)");
+    refresh_exact(&mut db);
+    let root: i64 = db.value("SELECT 'src'::regclass::oid::bigint");
+    db.exec(&format!("DROP TRIGGER pgtrickle_capture_{root}_del ON src_2"));
+    db.exec("DELETE FROM src_2 WHERE id = 1002");
+    refresh_exact(&mut db);
+    db.exec("INSERT INTO src VALUES (15, 71, 1); DELETE FROM src_2 WHERE id = 1003;");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+}
