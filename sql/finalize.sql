@@ -43,6 +43,20 @@ END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
 
+-- Refuses writes to stream tables other than pg_trickle's own (src/catalog/guard.rs).
+CREATE FUNCTION pgtrickle._guard_stream_table() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT pgtrickle._own_write() THEN
+        RAISE EXCEPTION 'cannot % stream table %.%', TG_OP, pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME)
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A stream table holds the result of its defining query; only its refreshes write to it.',
+                  HINT = 'Change its sources instead (and refresh it with pgtrickle.refresh_stream_table()).';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Keeps capture in step with DDL on sources (see src/cdc): columns added or changed, partitions and
 -- inheritance children created, attached or detached, capture triggers disabled or re-enabled.
 CREATE FUNCTION pgtrickle._on_ddl_end() RETURNS event_trigger
@@ -77,10 +91,19 @@ BEGIN
     LOOP
         PERFORM pgtrickle._source_altered(r.relid);
     END LOOP;
+    -- Stream tables keep the columns their query and refreshes need.
+    FOR r IN
+        SELECT DISTINCT c.objid AS relid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_relid = c.objid)
+    LOOP
+        PERFORM pgtrickle._stream_table_altered(r.relid);
+    END LOOP;
 END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
 CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();
 -- Also under session_replication_role = replica (restores, replication apply).

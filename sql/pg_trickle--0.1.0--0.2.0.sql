@@ -68,6 +68,32 @@ END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
 
+-- New functions of the 0.2.0 library (as the generated install script declares them).
+CREATE FUNCTION pgtrickle."_own_write"() RETURNS bool
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'own_write_wrapper';
+CREATE FUNCTION pgtrickle."_stream_table_altered"(
+	"relid" oid
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stream_table_altered_wrapper';
+
+-- Refuses writes to stream tables other than pg_trickle's own (src/catalog/guard.rs).
+CREATE OR REPLACE FUNCTION pgtrickle._guard_stream_table() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT pgtrickle._own_write() THEN
+        RAISE EXCEPTION 'cannot % stream table %.%', TG_OP, pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME)
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A stream table holds the result of its defining query; only its refreshes write to it.',
+                  HINT = 'Change its sources instead (and refresh it with pgtrickle.refresh_stream_table()).';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Keeps capture in step with DDL on sources (see src/cdc): columns added or changed, partitions and
 -- inheritance children created, attached or detached, capture triggers disabled or re-enabled.
 CREATE OR REPLACE FUNCTION pgtrickle._on_ddl_end() RETURNS event_trigger
@@ -102,10 +128,19 @@ BEGIN
     LOOP
         PERFORM pgtrickle._source_altered(r.relid);
     END LOOP;
+    -- Stream tables keep the columns their query and refreshes need.
+    FOR r IN
+        SELECT DISTINCT c.objid AS relid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_relid = c.objid)
+    LOOP
+        PERFORM pgtrickle._stream_table_altered(r.relid);
+    END LOOP;
 END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
 DROP EVENT TRIGGER pgtrickle_ddl_end;
 CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();
@@ -160,3 +195,16 @@ ALTER EVENT TRIGGER pgtrickle_sql_drop ENABLE ALWAYS;
 -- have missed replicated writes, so each DIFFERENTIAL stream table refreshes FULL once.
 SELECT pgtrickle._source_altered(s.source_relid)
   FROM (SELECT DISTINCT source_relid FROM pgtrickle.pgt_dependencies) s;
+
+-- Stream tables made by 0.1.0 get the write guard that 0.2.0 puts on new ones.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT pgt_relid::pg_catalog.regclass AS st FROM pgtrickle.pgt_stream_tables LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                                     FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table()', r.st);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgtrickle_guard', r.st);
+    END LOOP;
+END
+$$;

@@ -98,6 +98,10 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     assert_eq!(db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"), "0.2.0");
     assert_eq!(env!("CARGO_PKG_VERSION"), "0.2.0", "a new version needs its update script and this test's expectations");
     assert!(db.value::<bool>("SELECT to_regclass('pgtrickle.pgt_cost_model_summary') IS NOT NULL"));
+    // Stream tables made by 0.1.0 are guarded like new ones; capture fires under replica role too.
+    assert_eq!(db.error("DELETE FROM counts").code, "42809");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle\\_%' AND tgenabled <> 'A'"), 0);
+    assert!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle\\_%'") >= 6);
 
     // The stream tables keep refreshing exactly, now measured.
     write_some(&mut db, "after");

@@ -53,6 +53,7 @@ fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status:
 /// Re-decides the effective mode. Becoming DIFFERENTIAL adds the hidden row identity and change
 /// capture and makes the next refresh a FULL one that fills them in.
 fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
+    let _own = crate::catalog::guard::OwnWrite::begin();
     let analysis = analysis::analyze(&st.defining_query)?;
     let choice = choose_mode(&analysis, requested)?;
     let becomes_differential = choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";

@@ -24,6 +24,7 @@ fn create_stream_table(
 }
 
 fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {
+    let _own = crate::catalog::guard::OwnWrite::begin();
     let schedule_ms = parse_schedule(schedule)?;
     let requested = RefreshMode::parse(refresh_mode)?;
     let target = names::parse_for_create(name)?;
@@ -74,6 +75,7 @@ fn create_storage(target: &QualifiedName, analysis: &QueryAnalysis, differential
     if differential {
         add_row_identity_index(target)?;
     }
+    crate::catalog::guard::install(target)?;
     names::resolve_existing(&target.quoted())?
         .ok_or_else(|| PgtError::internal(format!("storage table {target} not found after CREATE TABLE")))
 }

@@ -74,6 +74,7 @@ pub fn has_xid() -> bool {
 /// had an xid before the caller's first statement (see [`has_xid`]); without one it cannot have
 /// changed a source itself, which spares a scan of every change buffer.
 pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
+    let _own = crate::catalog::guard::OwnWrite::begin();
     settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before))
 }
 

@@ -1,0 +1,73 @@
+//! Stream tables are written only by their refreshes: direct DML and changes to their columns are
+//! refused with a clear error and change nothing; pg_trickle's own refreshes and mode changes still
+//! work, and harmless DDL (indexes, owner, comments) stays allowed.
+
+use pg_trickle_e2e::TestDb;
+
+const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
+
+fn db_with(name: &str, mode: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec("CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+             INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', '{mode}')"));
+    db
+}
+
+#[test]
+fn direct_writes_to_a_stream_table_are_refused_and_change_nothing() {
+    for mode in ["DIFFERENTIAL", "FULL"] {
+        let mut db = db_with(&format!("guard_dml_{}", mode.to_lowercase()), mode);
+        for (sql, op) in [
+            ("INSERT INTO totals (grp, n, total) VALUES (99, 1, 1)", "INSERT"),
+            ("UPDATE totals SET total = 0", "UPDATE"),
+            ("DELETE FROM totals", "DELETE"),
+            ("TRUNCATE totals", "TRUNCATE"),
+            ("SET session_replication_role = replica; DELETE FROM totals", "DELETE"),
+        ] {
+            let e = db.error(sql);
+            db.exec("RESET session_replication_role");
+            assert_eq!(e.code, "42809", "{sql}: {e:?}");
+            assert_eq!(e.message, format!("cannot {op} stream table public.totals"), "{sql}");
+            assert!(e.hint.as_deref().unwrap_or("").contains("Change its sources"), "{e:?}");
+            db.assert_matches_query("totals", TOTALS);
+        }
+        // Refreshes still write.
+        db.exec("UPDATE src SET v = v + 1 WHERE id < 5; DELETE FROM src WHERE id = 40;");
+        db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+        db.assert_matches_query("totals", TOTALS);
+    }
+}
+
+#[test]
+fn changing_a_stream_tables_columns_is_refused_harmless_ddl_is_not() {
+    let mut db = db_with("guard_ddl", "DIFFERENTIAL");
+    for sql in [
+        "ALTER TABLE totals DROP COLUMN __pgt_row_id",
+        "ALTER TABLE totals ALTER COLUMN __pgt_dup TYPE bigint",
+        "ALTER TABLE totals RENAME COLUMN total TO sum_v",
+        "ALTER TABLE totals DROP COLUMN n",
+        "ALTER TABLE totals ADD COLUMN note text",
+    ] {
+        let e = db.error(sql);
+        assert_eq!(e.code, "42809", "{sql}: {e:?}");
+        assert_eq!(e.message, "cannot change the columns of stream table \"public\".\"totals\"", "{sql}");
+    }
+    db.exec("CREATE INDEX ON totals (grp); COMMENT ON TABLE totals IS 'per group'; ALTER TABLE totals SET (fillfactor = 90);");
+    db.exec("UPDATE src SET grp = 7 WHERE id = 1");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert!(db.last_refresh("totals").0 == "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+}
+
+#[test]
+fn mode_changes_still_reshape_the_stream_table() {
+    let mut db = db_with("guard_mode_change", "FULL");
+    db.exec("SELECT pgtrickle.alter_stream_table('totals', refresh_mode => 'DIFFERENTIAL')");
+    db.exec("UPDATE src SET v = 0 WHERE id = 2");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("UPDATE src SET v = 1 WHERE id = 3");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+}

@@ -1,0 +1,79 @@
+//! Stream tables are written only by pg_trickle. A direct INSERT/UPDATE/DELETE/TRUNCATE would make a
+//! stream table drift from its query unnoticed until a delta touched those rows, and DDL on its columns
+//! would break every refresh; both are refused with a clear error (as PostgreSQL refuses writes to a
+//! materialized view). pg_trickle's own writes and DDL — refreshes, create, mode changes — run inside
+//! an [`OwnWrite`] scope, which the guard trigger asks about through `pgtrickle._own_write()`.
+
+use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
+use crate::dvm::sql::QualifiedName;
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+use std::cell::Cell;
+
+thread_local! {
+    static OWN_WRITES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, this backend's writes to stream tables are pg_trickle's own (nests; ends also when
+/// an ERROR unwinds).
+pub struct OwnWrite(());
+
+impl OwnWrite {
+    pub fn begin() -> OwnWrite {
+        OWN_WRITES.with(|n| n.set(n.get() + 1));
+        OwnWrite(())
+    }
+}
+
+impl Drop for OwnWrite {
+    fn drop(&mut self) {
+        OWN_WRITES.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+pub fn own_write_active() -> bool {
+    OWN_WRITES.with(|n| n.get() > 0)
+}
+
+/// Puts the write guard on a new storage table. ALWAYS: replica-role sessions are refused too.
+pub fn install(storage: &QualifiedName) -> PgtResult<()> {
+    // A 0.1.0 catalog (the library is updated before ALTER EXTENSION ... UPDATE, which then guards
+    // every stream table) has no guard function yet.
+    let guard = spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._guard_stream_table()')::oid", &[])?;
+    if guard.is_none() {
+        return Ok(());
+    }
+    spi::exec(
+        &format!(
+            "CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage}
+               FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table()"
+        ),
+        &[],
+    )?;
+    spi::exec(&format!("ALTER TABLE {storage} ENABLE ALWAYS TRIGGER pgtrickle_guard"), &[])
+}
+
+/// After ALTER TABLE on a stream table (not by pg_trickle): its visible columns must still be the
+/// query's, in order, and the hidden ones a refresh relies on must be intact. Raising here aborts
+/// the ALTER TABLE.
+pub fn check_altered(relid: Oid) -> PgtResult<()> {
+    if own_write_active() {
+        return Ok(());
+    }
+    let Some(st) = crate::catalog::stream_tables::load_by_relid(relid)? else { return Ok(()) };
+    let columns = crate::cdc::table_columns(relid)?;
+    let visible: Vec<&String> =
+        columns.iter().map(|(n, _)| n).filter(|n| !n.starts_with(crate::catalog::HIDDEN_PREFIX)).collect();
+    let hidden_ok = st.effective_mode != "DIFFERENTIAL"
+        || [(ROW_ID_COLUMN, "bigint"), (DUP_COLUMN, "integer")]
+            .iter()
+            .all(|(name, ty)| columns.iter().any(|(n, t)| n == name && t == ty));
+    if visible.iter().map(|s| s.as_str()).eq(st.output_columns.iter().map(|s| s.as_str())) && hidden_ok {
+        return Ok(());
+    }
+    let name = crate::catalog::names::qualified_name_of(relid)?;
+    Err(PgtError::new(SqlState::WrongObjectType, format!("cannot change the columns of stream table {name}"))
+        .detail("A stream table's columns are its defining query's, plus hidden columns its refreshes maintain.")
+        .hint("To change them, drop the stream table and create it again with another query."))
+}
