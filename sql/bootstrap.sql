@@ -28,7 +28,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_attempt_at    timestamptz,
     consecutive_errors integer NOT NULL DEFAULT 0,
     last_error         text,
-    last_error_at      timestamptz
+    last_error_at      timestamptz,
+    reinit_reason      text
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'pg_trickle: one row per stream table';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.pgt_relid IS 'OID of the storage table (names are looked up from pg_class, so renames are safe)';
@@ -39,7 +40,8 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.effective_mode IS 'the mode refres
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS 'snapshot the contents are exact for: every change visible in it has been applied';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.op_tree IS 'the operator tree the differential engine derives deltas from (DIFFERENTIAL only)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.mode_reason IS 'why the effective mode was chosen (e.g. the construct that ruled out DIFFERENTIAL)';
-COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (a source was truncated or its columns changed)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_at IS 'start of the last successful refresh';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_attempt_at IS 'start of the last refresh attempt, successful or not';
 

@@ -134,7 +134,10 @@ BEGIN
          WHERE d.object_type = 'trigger' AND d.address_names[3] LIKE 'pgtrickle\_capture\_%'
     LOOP
         CONTINUE WHEN r.source IS NULL;
-        UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+        UPDATE pgtrickle.pgt_stream_tables
+           SET needs_reinit = true,
+               reinit_reason = COALESCE(reinit_reason, pg_catalog.format(
+                   'a capture trigger of %s was dropped (with a partition, or by hand)', r.source::pg_catalog.regclass))
          WHERE effective_mode = 'DIFFERENTIAL'
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);

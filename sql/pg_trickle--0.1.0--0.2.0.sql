@@ -68,6 +68,11 @@ END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
 
+-- Why a stream table reinitialises, for the refresh history (0.2.0).
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_reason text;
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
+
 -- New functions of the 0.2.0 library (as the generated install script declares them).
 CREATE FUNCTION pgtrickle."_own_write"() RETURNS bool
 STRICT
@@ -172,7 +177,10 @@ BEGIN
          WHERE d.object_type = 'trigger' AND d.address_names[3] LIKE 'pgtrickle\_capture\_%'
     LOOP
         CONTINUE WHEN r.source IS NULL;
-        UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+        UPDATE pgtrickle.pgt_stream_tables
+           SET needs_reinit = true,
+               reinit_reason = COALESCE(reinit_reason, pg_catalog.format(
+                   'a capture trigger of %s was dropped (with a partition, or by hand)', r.source::pg_catalog.regclass))
          WHERE effective_mode = 'DIFFERENTIAL'
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);

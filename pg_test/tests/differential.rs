@@ -76,7 +76,10 @@ fn refreshing_in_the_transaction_that_changed_a_source_stays_exact() {
     // them all exactly once.
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_exact(&mut db);
-    assert_eq!(last_action(&mut db).0, "FULL");
+    assert_eq!(
+        last_action(&mut db),
+        ("FULL".into(), "reinitialised: the previous refresh ran inside the transaction that changed public.orders".into())
+    );
     db.exec("INSERT INTO orders (customer, amount) VALUES ('mine', 3)");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");

@@ -66,6 +66,8 @@ fn mode_changes_still_reshape_the_stream_table() {
     db.exec("SELECT pgtrickle.alter_stream_table('totals', refresh_mode => 'DIFFERENTIAL')");
     db.exec("UPDATE src SET v = 0 WHERE id = 2");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = db.last_refresh("totals");
+    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: switched to DIFFERENTIAL: a FULL refresh fills the hidden columns"));
     db.exec("UPDATE src SET v = 1 WHERE id = 3");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");

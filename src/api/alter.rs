@@ -65,10 +65,15 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
         }
     }
     let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    if becomes_differential {
+        spi::exec(
+            &crate::catalog::reinit::mark_sql("pgt_id = $1", "'switched to DIFFERENTIAL: a FULL refresh fills the hidden columns'")?,
+            &[st.pgt_id.into()],
+        )?;
+    }
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
-            SET refresh_mode = $2, effective_mode = $3, op_tree = $4::jsonb, mode_reason = $5,
-                needs_reinit = needs_reinit OR $6
+            SET refresh_mode = $2, effective_mode = $3, op_tree = $4::jsonb, mode_reason = $5
           WHERE pgt_id = $1",
         &[
             st.pgt_id.into(),
@@ -76,7 +81,6 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
             choice.effective.as_str().into(),
             tree.into(),
             choice.reason.into(),
-            becomes_differential.into(),
         ],
     )?;
     crate::cdc::collect_garbage()

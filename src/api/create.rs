@@ -58,6 +58,20 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
     depend::on_extension(relid);
 
     refresh::run(pgt_id, Initiator::Create, true)?;
+    // SAFETY: reads the transaction's isolation level.
+    let transaction_snapshot = unsafe { pgrx::pg_sys::XactIsoLevel } >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32;
+    if differential && transaction_snapshot {
+        // The initial population read this transaction's snapshot, taken before capture was
+        // installed (and before this stream table joined the consumers whose change rows the
+        // clean-up keeps): writes committed in between may be in neither. FULL once more after commit.
+        spi::exec(
+            &crate::catalog::reinit::mark_sql(
+                "pgt_id = $1",
+                "'created in a REPEATABLE READ or SERIALIZABLE transaction, whose snapshot may predate writes capture did not see'",
+            )?,
+            &[pgt_id.into()],
+        )?;
+    }
     crate::bgworker::request_scheduler();
     Ok(())
 }

@@ -13,6 +13,8 @@ pub mod differential;
 #[cfg(feature = "pg")]
 pub mod guard;
 #[cfg(feature = "pg")]
+pub mod reinit;
+#[cfg(feature = "pg")]
 pub mod names;
 #[cfg(feature = "pg")]
 pub mod stream_tables;

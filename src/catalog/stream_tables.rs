@@ -20,6 +20,8 @@ pub struct StreamTable {
     pub mode_reason: Option<String>,
     pub frontier: Option<String>,
     pub needs_reinit: bool,
+    /// Why the next refresh must be FULL (None before 0.2.0's catalog, or when nobody said).
+    pub reinit_reason: Option<String>,
 }
 
 impl StreamTable {
@@ -35,6 +37,12 @@ impl StreamTable {
 const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
                        op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit";
 
+/// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
+fn columns() -> PgtResult<String> {
+    let reason = if super::reinit::has_reason_column()? { "reinit_reason" } else { "NULL::text AS reinit_reason" };
+    Ok(format!("{COLUMNS}, {reason}"))
+}
+
 fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
     Ok(StreamTable {
         pgt_id: spi::col(r, "pgt_id")?,
@@ -48,6 +56,7 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         mode_reason: r.get_by_name("mode_reason")?,
         frontier: r.get_by_name("frontier")?,
         needs_reinit: spi::col(r, "needs_reinit")?,
+        reinit_reason: r.get_by_name("reinit_reason")?,
     })
 }
 
@@ -55,12 +64,12 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
 /// refreshers of one stream table serialize, and turns a stale REPEATABLE READ snapshot into a
 /// serialization failure instead of a double apply.
 pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
-    let sql = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE");
+    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE", columns()?);
     Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
 }
 
 pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
-    let sql = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1");
+    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", columns()?);
     Ok(spi::rows(&sql, &[relid.into()], from_row)?.into_iter().next())
 }
 

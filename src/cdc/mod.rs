@@ -8,7 +8,7 @@
 mod members;
 pub use members::suspended;
 
-use crate::catalog::{depend, HIDDEN_PREFIX};
+use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;
 use crate::dvm::optree::TableRef;
 use crate::dvm::sql::{ident_list, quote_ident, quote_literal, QualifiedName};
@@ -50,8 +50,20 @@ pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
     )
 }
 
-/// Installs capture on `source` unless it is already there. Idempotent.
+/// First key of the advisory lock (second: the source's OID) held by whoever changes who consumes a
+/// source's change buffer: the clean-up of consumed change rows (which skips a buffer when it cannot
+/// have the lock at once) and a stream table joining the consumers, until its transaction ends. So a
+/// clean-up never deletes rows a consumer that is still being created has not seen, and two sessions
+/// installing capture on one source take turns.
+pub const CONSUMERS_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
+
+/// Installs capture on `source` unless it is already there, and holds the source's consumers lock
+/// until the transaction ends. Idempotent.
 pub fn ensure_capture(source: Oid) -> PgtResult<()> {
+    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()])?;
+    // Another session may just have committed the capture we waited for: see its catalog rows.
+    // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
+    unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
     let buffer = buffer_name(source);
     if existing(&buffer)?.is_some() {
         return Ok(());
@@ -83,20 +95,8 @@ fn install(source: Oid) -> PgtResult<()> {
     spi::exec(&format!("COMMENT ON TABLE {buffer} IS {}", quote_literal(&format!("pg_trickle change buffer for {table}"))), &[])?;
     write_capture_function(source, &columns)?;
 
+    write_truncate_function(source, &table)?;
     let truncated = truncate_function(source);
-    spi::exec(
-        &format!(
-            "CREATE FUNCTION {truncated}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-               SET search_path = pg_catalog, pg_temp AS $pgt$
-             BEGIN
-               UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
-                WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {relid});
-               RETURN NULL;
-             END $pgt$",
-            relid = source.to_u32()
-        ),
-        &[],
-    )?;
     // Triggers on the source and on its partitions or inheritance children.
     members::rearm(source)?;
     let capture = capture_function(source);
@@ -105,6 +105,26 @@ fn install(source: Oid) -> PgtResult<()> {
     depend::auto_function_on_source(lookup_function(&capture)?, source);
     depend::auto_function_on_source(lookup_function(&truncated)?, source);
     Ok(())
+}
+
+/// (Re)writes the function the TRUNCATE triggers run: the dependents reinitialise.
+fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> {
+    let mark = crate::catalog::reinit::mark_sql(
+        &format!("pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})", source.to_u32()),
+        &quote_literal(&format!("{table} was truncated")),
+    )?;
+    spi::exec(
+        &format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+               SET search_path = pg_catalog, pg_temp AS $pgt$
+             BEGIN
+               {mark};
+               RETURN NULL;
+             END $pgt$",
+            truncate_function(source)
+        ),
+        &[],
+    )
 }
 
 /// (Re)writes the capture function for the source's current columns.
@@ -174,8 +194,9 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     let now = table_columns(source)?;
     let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
     let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
+    let table = crate::catalog::names::qualified_name_of(source)?;
     if !only_additions {
-        mark_dependents_for_reinit(source)?;
+        reinit::mark_dependents(source, &format!("the columns of {table} changed"))?;
         spi::exec(&format!("DROP TABLE {buffer}"), &[])?;
         // CASCADE: the triggers on the source and its descendants go with their functions.
         spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", capture_function(source)), &[])?;
@@ -188,9 +209,21 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     if captured.len() < now.len() {
         write_capture_function(source, &now)?;
     }
+    // Functions written by an older version learn to say why (not inside ALTER EXTENSION's script:
+    // it may not replace objects the extension does not own).
+    // SAFETY: reads a backend global.
+    if !unsafe { pgrx::pg_sys::creating_extension } {
+        write_truncate_function(source, &table)?;
+    }
     let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
-    if members::rearm(source)? || became_member == Some(true) {
-        mark_dependents_for_reinit(source)?;
+    if became_member == Some(true) {
+        reinit::mark_dependents(source, &format!("{table} became a partition or inheritance child"))?;
+    }
+    if members::rearm(source)? {
+        reinit::mark_dependents(
+            source,
+            &format!("capture of {table} was re-armed: a partition or child attached, detached or dropped, or a capture trigger disabled or dropped"),
+        )?;
     }
     Ok(())
 }
@@ -214,10 +247,3 @@ impl Drop for RearmGuard {
     }
 }
 
-fn mark_dependents_for_reinit(source: Oid) -> PgtResult<()> {
-    spi::exec(
-        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
-          WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
-        &[source.into()],
-    )
-}

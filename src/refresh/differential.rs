@@ -14,8 +14,7 @@ use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
-/// First key of the advisory lock that keeps two sessions from cleaning one change buffer at once.
-const CLEANUP_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
+use crate::cdc::CONSUMERS_LOCK_CLASS as CLEANUP_LOCK_CLASS;
 
 /// `wrote_before`: whether this transaction had an xid before the refresh began (it may then have
 /// changed a source itself).
@@ -30,7 +29,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
         // transaction's xid with any written after the refresh: a batch cannot separate them. FULL is
         // exact now, and FULL again after commit absorbs every change row with this xid.
         let mut done = full(st, storage, format!("FULL inside the transaction that changed {source}; FULL again next time"))?;
-        done.reinit_next = true;
+        done.reinit_next = Some(format!("the previous refresh ran inside the transaction that changed {source}"));
         return Ok(done);
     }
 
@@ -42,7 +41,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
             action: RefreshAction::NoData,
             reason: "no changes since the last refresh".into(),
             applied,
-            reinit_next: false,
+            reinit_next: None,
             changes: 0,
         });
     }
@@ -78,7 +77,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
                 auto.map(|why| format!("; {why}")).unwrap_or_default()
             ),
             applied,
-            reinit_next: false,
+            reinit_next: None,
             changes: total,
         }),
         Err(PlanError::OutOfStep { expected, actual }) => {

@@ -57,8 +57,8 @@ struct Done {
     action: RefreshAction,
     reason: String,
     applied: Applied,
-    /// The next refresh must be FULL as well (see differential::refresh).
-    reinit_next: bool,
+    /// The next refresh must be FULL as well, and why (see differential::refresh).
+    reinit_next: Option<String>,
     /// Change rows in the batch a DIFFERENTIAL refresh applied (0 otherwise): what its cost is fitted to.
     changes: i64,
 }
@@ -99,12 +99,15 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
                     None => false,
                 };
                 let reason = if suspended {
-                    "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)"
+                    SUSPENDED_CAPTURE.to_string()
                 } else {
-                    "reinitialised: a source was truncated, changed or repartitioned, or its capture was interrupted"
+                    format!(
+                        "reinitialised: {}",
+                        st.reinit_reason.as_deref().unwrap_or("a source was truncated or changed, or its capture was interrupted")
+                    )
                 };
-                let mut done = full(&st, &storage, reason.into())?;
-                done.reinit_next = suspended;
+                let mut done = full(&st, &storage, reason)?;
+                done.reinit_next = suspended.then(|| SUSPENDED_CAPTURE.to_string());
                 done
             }
             None => return Ok(Outcome::Broken),
@@ -116,12 +119,21 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
     };
 
     let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
+    let reason = if crate::catalog::reinit::has_reason_column()? { ", reinit_reason = $5" } else { "" };
     spi::exec(
-        "UPDATE pgtrickle.pgt_stream_tables
-            SET frontier = $2::pg_snapshot, last_refresh_at = $3, last_attempt_at = $3,
-                consecutive_errors = 0, last_error = NULL, needs_reinit = $4
-          WHERE pgt_id = $1",
-        &[pgt_id.into(), frontier.as_str().into(), started_at.into(), done.reinit_next.into()],
+        &format!(
+            "UPDATE pgtrickle.pgt_stream_tables
+                SET frontier = $2::pg_snapshot, last_refresh_at = $3, last_attempt_at = $3,
+                    consecutive_errors = 0, last_error = NULL, needs_reinit = $4{reason}
+              WHERE pgt_id = $1"
+        ),
+        &[
+            pgt_id.into(),
+            frontier.as_str().into(),
+            started_at.into(),
+            done.reinit_next.is_some().into(),
+            done.reinit_next.clone().into(),
+        ],
     )?;
     history::record(&HistoryEntry {
         pgt_id,
@@ -159,8 +171,10 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
-    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: false, changes: 0 })
+    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: None, changes: 0 })
 }
+
+const SUSPENDED_CAPTURE: &str = "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)";
 
 /// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made
 /// invisible (see `Snapshot::without`), so its own later writes belong to the next batch.

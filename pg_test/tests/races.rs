@@ -1,0 +1,110 @@
+//! Creating stream tables while others write, refresh and clean up, with real concurrent sessions:
+//! no change is lost between a new stream table's initial population and its first delta, and two
+//! sessions installing capture on one source take turns.
+
+use pg_trickle_e2e::{wait_until, TestDb};
+use std::time::Duration;
+
+const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
+const ROWS: &str = "SELECT id, grp, v FROM src WHERE v > 0";
+
+fn source_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec("CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+             INSERT INTO src SELECT g, g % 5, g FROM generate_series(1, 50) g;");
+    db
+}
+
+/// Waits until some other session waits for an advisory lock.
+fn someone_waits_for_a_lock(db: &mut TestDb) {
+    let waiting = wait_until(Duration::from_secs(10), || {
+        db.value::<i64>("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") > 0
+    });
+    assert!(waiting, "the second session never waited");
+}
+
+#[test]
+fn two_sessions_creating_stream_tables_over_one_new_source_take_turns() {
+    let mut db = source_db("race_concurrent_create");
+    let mut first = db.connect();
+    first
+        .batch_execute(&format!("BEGIN; SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL');"))
+        .unwrap();
+    let conninfo = db.conninfo();
+    let second = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("SELECT pgtrickle.create_stream_table('rows', '{ROWS}', '1h', 'AUTO')"))
+    });
+    someone_waits_for_a_lock(&mut db);
+    first.batch_execute("COMMIT").unwrap();
+    second.join().unwrap().expect("the second create failed");
+
+    for (st, query) in [("totals", TOTALS), ("rows", ROWS)] {
+        assert_eq!(db.value::<String>(&format!("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = '{st}'")), "DIFFERENTIAL");
+        db.exec("INSERT INTO src VALUES (100, 1, 7); UPDATE src SET v = -v WHERE id = 3; DELETE FROM src WHERE id IN (4, 100);");
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+        assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL");
+        db.assert_matches_query(st, query);
+    }
+}
+
+#[test]
+fn a_create_whose_snapshot_predates_a_write_still_gets_that_write() {
+    let mut db = source_db("race_repeatable_read_create");
+    let mut creator = db.connect();
+    // The creator's snapshot is taken before the write commits; capture does not exist yet.
+    creator.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM src;").unwrap();
+    db.exec("INSERT INTO src VALUES (200, 2, 20); DELETE FROM src WHERE id = 1;");
+    creator
+        .batch_execute(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL'); COMMIT;"))
+        .unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = db.last_refresh("totals");
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("REPEATABLE READ"), "{reason}");
+    db.assert_matches_query("totals", TOTALS);
+    db.exec("UPDATE src SET v = 0 WHERE id = 200");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+}
+
+#[test]
+fn a_clean_up_never_deletes_change_rows_a_stream_table_being_created_has_not_seen() {
+    let mut db = source_db("race_cleanup_during_create");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('rows', '{ROWS}', '1h', 'DIFFERENTIAL')"));
+    // A session holds the clean-up lock of src (as a refresh of another consumer does while it
+    // deletes applied change rows) while a second consumer is being created.
+    let mut cleaner = db.connect();
+    let src: i64 = db.value("SELECT 'src'::regclass::oid::bigint");
+    cleaner.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({}, {src});", 0x5047_5443)).unwrap();
+    let (created_tx, created_rx) = std::sync::mpsc::channel::<()>();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+    let conninfo = db.conninfo();
+    let creator = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("BEGIN; SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL');"))
+            .unwrap();
+        created_tx.send(()).unwrap();
+        commit_rx.recv().unwrap();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cleaner.batch_execute("COMMIT").unwrap();
+    created_rx.recv_timeout(Duration::from_secs(30)).expect("the create did not finish");
+    // The new stream table is populated (uncommitted) when a write commits and the first consumer
+    // applies it and cleans up.
+    db.exec("INSERT INTO src VALUES (300, 3, 30); UPDATE src SET grp = 4 WHERE id = 10;");
+    db.exec("SELECT pgtrickle.refresh_stream_table('rows')");
+    db.assert_matches_query("rows", ROWS);
+    commit_tx.send(()).unwrap();
+    creator.join().unwrap();
+    // The new stream table's population predates the write: it must still find its change rows.
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+    // Once every consumer has applied them, the rows go.
+    db.exec("SELECT pgtrickle.refresh_stream_table('rows')");
+    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
+    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+}
