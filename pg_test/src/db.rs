@@ -86,18 +86,7 @@ impl TestDb {
     /// Rows in which the stream table (its visible columns: hidden `__pgt_` columns excluded) and its
     /// query differ, as a multiset (EXCEPT ALL both ways), rendered as text; empty when they are equal.
     pub fn multiset_diff(&mut self, stream_table: &str, query: &str) -> Vec<String> {
-        let columns: String = self.value(&format!(
-            "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
-              WHERE attrelid = '{}'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'",
-            stream_table.replace('\'', "''")
-        ));
-        let st = format!("SELECT {columns} FROM {stream_table}");
-        let sql = format!(
-            "SELECT 'only in stream table: ' || d::text FROM (({st}) EXCEPT ALL ({query})) d
-             UNION ALL
-             SELECT 'only in query: ' || d::text FROM (({query}) EXCEPT ALL ({st})) d"
-        );
-        self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
+        self.multiset_diff_with(stream_table, query, &|sql: &str| sql.to_string())
     }
 
     /// The action and reason of the stream table's latest refresh, from the refresh history.
@@ -109,6 +98,29 @@ impl TestDb {
             &[&stream_table],
         );
         (rows[0].get(0), rows[0].get(1))
+    }
+
+    /// Like [`assert_matches_query`], but rows are compared by their text: values that are equal but
+    /// print differently (`1.5` and `1.50`, `-0` and `0`, `'1 day'` and `'24 hours'`) differ.
+    pub fn assert_shows_what_query_shows(&mut self, stream_table: &str, query: &str) {
+        let text = |sql: &str| format!("SELECT x::text FROM ({sql}) x");
+        let diff = self.multiset_diff_with(stream_table, query, &text);
+        assert!(diff.is_empty(), "{stream_table} does not show what its query shows:\n{}", diff.join("\n"));
+    }
+
+    fn multiset_diff_with(&mut self, stream_table: &str, query: &str, wrap: &dyn Fn(&str) -> String) -> Vec<String> {
+        let columns: String = self.value(&format!(
+            "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+              WHERE attrelid = '{}'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'",
+            stream_table.replace('\'', "''")
+        ));
+        let (st, q) = (wrap(&format!("SELECT {columns} FROM {stream_table}")), wrap(query));
+        let sql = format!(
+            "SELECT 'only in stream table: ' || d::text FROM (({st}) EXCEPT ALL ({q})) d
+             UNION ALL
+             SELECT 'only in query: ' || d::text FROM (({q}) EXCEPT ALL ({st})) d"
+        );
+        self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
     }
 
     pub fn assert_matches_query(&mut self, stream_table: &str, query: &str) {

@@ -3,7 +3,7 @@
 use pg_trickle_e2e::oracle::check::no_silent_fallback;
 use pg_trickle_e2e::oracle::ops::Op;
 use pg_trickle_e2e::oracle::prng::Rng;
-use pg_trickle_e2e::oracle::runner::Runner;
+use pg_trickle_e2e::oracle::runner::{tamper, Runner};
 use pg_trickle_e2e::oracle::shapes::{Shape, SHAPES};
 use pg_trickle_e2e::oracle::{report, shrink_failure, Config};
 use pg_trickle_e2e::TestDb;
@@ -47,21 +47,21 @@ fn the_comparison_catches_corrupted_stream_tables() {
     assert!(runner.rows_checked > 0);
 
     // A missing row.
-    runner.client().batch_execute("DELETE FROM group_all_aggs_f WHERE ctid IN (SELECT ctid FROM group_all_aggs_f LIMIT 1)").unwrap();
+    runner.client().batch_execute(&tamper("group_all_aggs_f", "DELETE FROM group_all_aggs_f WHERE ctid IN (SELECT ctid FROM group_all_aggs_f LIMIT 1)")).unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_f differs from the query");
     assert!(f.detail.contains("only in the query (vs group_all_aggs_f)"), "{}", f.detail);
 
     // An extra copy of a row that is there: a set comparison would miss it, a multiset one must not.
     runner.apply(1000, &Op::Refresh { repeatable_read: false }).unwrap();
-    runner.client().batch_execute("INSERT INTO group_all_aggs_d SELECT * FROM group_all_aggs_d LIMIT 1").unwrap();
+    runner.client().batch_execute(&tamper("group_all_aggs_d", "INSERT INTO group_all_aggs_d SELECT * FROM group_all_aggs_d LIMIT 1")).unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_d differs from the query");
     assert!(f.detail.contains("only in group_all_aggs_d (vs the query)"), "{}", f.detail);
 
     // Equal values that print differently: a reader would see the difference, so the oracle does.
     runner.apply(1001, &Op::Refresh { repeatable_read: false }).unwrap();
-    runner.client().batch_execute("UPDATE group_all_aggs_d SET sv = round(sv, 4) WHERE sv IS NOT NULL").unwrap();
+    runner.client().batch_execute(&tamper("group_all_aggs_d", "UPDATE group_all_aggs_d SET sv = round(sv, 4) WHERE sv IS NOT NULL")).unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_d differs from the query");
     assert!(f.detail.contains("only in group_all_aggs_d (vs the query)"), "{}", f.detail);

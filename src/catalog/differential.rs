@@ -62,6 +62,11 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
             SourceKind::View => {}
         }
     }
+    for source in &analysis.sources {
+        if let Some(column) = nondeterministic_column(source.relid)? {
+            return Ok(Err(column));
+        }
+    }
     if let Some(description) = analysis.non_immutable_functions.first() {
         return Ok(Err(description.clone()));
     }
@@ -93,6 +98,19 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
+}
+
+/// A column of `relid` with a nondeterministic collation, described: values it calls equal ('A' and
+/// 'a') print differently, and the engine's row identities (hashes, record equality) use the type's
+/// default collation, so it could not tell such rows apart the way the query does.
+fn nondeterministic_column(relid: Oid) -> PgtResult<Option<String>> {
+    spi::one::<String>(
+        "SELECT pg_catalog.format('column %I of %s with the nondeterministic collation %I', a.attname, a.attrelid::pg_catalog.regclass, co.collname)
+           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND NOT co.collisdeterministic
+          ORDER BY a.attnum LIMIT 1",
+        &[relid.into()],
+    )
 }
 
 /// The table `relid` is a partition or an inheritance child of, if any.
@@ -139,19 +157,25 @@ fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
 }
 
 /// Aggregates the engine may maintain from stored state need their keys' and arguments' types (for
-/// the hidden state columns) and, for MIN/MAX, the argument type's `<` operator, resolved now.
+/// the hidden state columns) and, for MIN/MAX, the argument type's `<` operator; every grouping needs
+/// its keys' `=` (to find a group's rows whatever the search_path). Resolved now.
 fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
-    if let Node::Aggregate { input, group_by, calls, key_types, .. } = node {
-        if calls.iter().any(|c| c.func != AggFunc::Other) {
-            let render = |e: &crate::dvm::optree::Expr| e.render(&|i| format!("a.c{i}"));
-            let mut items: Vec<String> = group_by.iter().map(render).collect();
-            let args: Vec<usize> = (0..calls.len()).filter(|&j| calls[j].arg.is_some()).collect();
-            items.extend(args.iter().filter_map(|&j| calls[j].arg.as_ref()).map(render));
-            if !items.is_empty() {
-                let named: Vec<String> = items.iter().enumerate().map(|(i, e)| format!("({e}) AS x{i}")).collect();
-                let sql = format!("SELECT {} FROM ({}) AS a", named.join(", "), new_sql(tree, input, &mut DiffContext::default())?);
-                let types = describe_types(&sql)?;
-                *key_types = types[..group_by.len()].to_vec();
+    if let Node::Aggregate { input, group_by, calls, key_types, key_eq, .. } = node {
+        let algebraic = calls.iter().any(|c| c.func != AggFunc::Other);
+        let render = |e: &crate::dvm::optree::Expr| e.render(&|i| format!("a.c{i}"));
+        let mut items: Vec<String> = group_by.iter().map(render).collect();
+        let args: Vec<usize> =
+            if algebraic { (0..calls.len()).filter(|&j| calls[j].arg.is_some()).collect() } else { vec![] };
+        items.extend(args.iter().filter_map(|&j| calls[j].arg.as_ref()).map(render));
+        if !items.is_empty() {
+            let named: Vec<String> = items.iter().enumerate().map(|(i, e)| format!("({e}) AS x{i}")).collect();
+            let sql = format!("SELECT {} FROM ({}) AS a", named.join(", "), new_sql(tree, input, &mut DiffContext::default())?);
+            let types = describe_types(&sql)?;
+            let keys = &types[..group_by.len()];
+            // All or nothing: without one key's operator the engine matches groups by record equality.
+            *key_eq = keys.iter().map(|t| equality_operator(t)).collect::<PgtResult<Option<Vec<_>>>>()?.unwrap_or_default();
+            if algebraic {
+                *key_types = keys.to_vec();
                 // A group's identity is the hash of its keys: without a hash function for one of
                 // them, the aggregates are recomputed per group instead (no key types, no state).
                 for t in key_types.iter() {
@@ -164,9 +188,9 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                     calls[j].arg_type = types[group_by.len() + k].clone();
                 }
             }
-            for call in calls.iter_mut().filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
-                call.less_than = less_than_operator(&call.arg_type)?.unwrap_or_default();
-            }
+        }
+        for call in calls.iter_mut().filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
+            call.less_than = btree_operator(&call.arg_type, 1)?.unwrap_or_default();
         }
     }
     for child in node.children_mut() {
@@ -175,8 +199,21 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
     Ok(())
 }
 
-/// `OPERATOR(schema.<)` of the type's default btree operator class, if it has one.
-fn less_than_operator(type_sql: &str) -> PgtResult<Option<String>> {
+/// `OPERATOR(schema.=)` of the type's default btree (else hash) operator class: the equality GROUP
+/// BY uses.
+fn equality_operator(type_sql: &str) -> PgtResult<Option<String>> {
+    match btree_operator(type_sql, 3)? {
+        Some(op) => Ok(Some(op)),
+        None => default_operator(type_sql, "hash", 1),
+    }
+}
+
+/// `OPERATOR(schema.op)` of the type's default btree operator class for `strategy` (1 `<`, 3 `=`).
+fn btree_operator(type_sql: &str, strategy: i16) -> PgtResult<Option<String>> {
+    default_operator(type_sql, "btree", strategy)
+}
+
+fn default_operator(type_sql: &str, method: &str, strategy: i16) -> PgtResult<Option<String>> {
     if type_sql.is_empty() {
         return Ok(None);
     }
@@ -184,13 +221,13 @@ fn less_than_operator(type_sql: &str) -> PgtResult<Option<String>> {
     spi::one::<String>(
         "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
            FROM pg_catalog.pg_opclass c
-           JOIN pg_catalog.pg_am am ON am.oid = c.opcmethod AND am.amname = 'btree'
-           JOIN pg_catalog.pg_amop ao ON ao.amopfamily = c.opcfamily AND ao.amopstrategy = 1
+           JOIN pg_catalog.pg_am am ON am.oid = c.opcmethod AND am.amname = $2
+           JOIN pg_catalog.pg_amop ao ON ao.amopfamily = c.opcfamily AND ao.amopstrategy = $3
                                      AND ao.amoplefttype = c.opcintype AND ao.amoprighttype = c.opcintype
            JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
            JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
           WHERE c.opcdefault AND c.opcintype = $1::pg_catalog.regtype",
-        &[base.into()],
+        &[base.into(), method.into(), strategy.into()],
     )
 }
 

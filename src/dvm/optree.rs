@@ -148,6 +148,11 @@ pub enum Node {
         calls: Vec<AggCall>,
         #[serde(default)]
         key_types: Vec<String>,
+        /// Per group key, its type's equality as `OPERATOR(schema.=)`, resolved when the stream
+        /// table is created: generated SQL matching keys must mean the query's grouping whatever
+        /// the search_path (e.g. citext's case-insensitive `=`). Empty in trees from before 0.2.0.
+        #[serde(default)]
+        key_eq: Vec<String>,
     },
     /// DISTINCT over all input columns.
     Distinct { input: Box<Node> },
@@ -281,6 +286,7 @@ mod tests {
             aggregates: vec![Expr::sql("count(*)")],
             calls: vec![],
             key_types: vec![],
+            key_eq: vec![],
         };
         assert_eq!(agg.arity(), 2);
         let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()] };

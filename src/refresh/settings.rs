@@ -20,11 +20,17 @@ use std::ffi::CString;
 const DIFFERENTIAL_SETTINGS: &[(&str, &str)] =
     &[("jit", "off"), ("random_page_cost", "1.1"), ("plan_cache_mode", "force_generic_plan")];
 
-/// Every refresh, around all its statements: its catalog reads and writes are parameterised by the
-/// stream table and run on every refresh, so plan them once, generically. Under the default `auto`
-/// PostgreSQL plans each statement's first five executions anew (custom plans) before it keeps
-/// one — which a scheduler or a session refreshing now and then pays again and again.
-const REFRESH_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generic_plan")];
+/// Every refresh, around all its statements:
+/// - `search_path = pg_catalog, pg_temp`: what a refresh computes must not depend on the session
+///   that runs it (a user's schema early in the path could supply another `=`). Everything the
+///   refresh runs names its objects: defining queries are stored schema-qualified, and generated SQL
+///   qualifies its operators. `pg_temp` last, so temporary objects cannot stand in either.
+/// - `plan_cache_mode = force_generic_plan`: its catalog reads and writes are parameterised by the
+///   stream table and run on every refresh, so plan them once, generically. Under the default
+///   `auto` PostgreSQL plans each statement's first five executions anew (custom plans) before it
+///   keeps one — which a scheduler or a session refreshing now and then pays again and again.
+const REFRESH_SETTINGS: &[(&str, &str)] =
+    &[("search_path", "pg_catalog, pg_temp"), ("plan_cache_mode", "force_generic_plan")];
 
 pub fn with_differential_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     with_settings(DIFFERENTIAL_SETTINGS, body)

@@ -58,7 +58,7 @@ impl Analyzer<'_> {
                 })
             })
             .collect::<Result<_>>()?;
-        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates, calls, key_types: vec![] };
+        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates, calls, key_types: vec![], key_eq: vec![] };
         let output = |sym| match sym {
             Sym::Group(i) => Some(i),
             Sym::Agg(j) => Some(groups + j),

@@ -24,7 +24,7 @@
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
 use super::context::DiffContext;
-use super::rules::{hoist, hoisted_delta, new_sql, rows_of_groups, W};
+use super::rules::{hoist, hoisted_delta, new_sql, rows_of_groups, same_keys, W};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
@@ -39,6 +39,7 @@ pub struct AggregateState<'t> {
     keys: &'t [Expr],
     calls: &'t [AggCall],
     key_types: &'t [String],
+    key_eq: &'t [String],
     /// The SELECT list over the Aggregate's output (keys, then aggregate values).
     exprs: &'t [Expr],
     /// Per key: the visible column that shows it, if any (else it is stored hidden).
@@ -72,7 +73,7 @@ impl<'t> AggregateState<'t> {
     /// The algebraic form of `tree`, when its shape and every aggregate allow it.
     pub fn of(tree: &'t OpTree) -> Option<AggregateState<'t>> {
         let Node::Project { input, exprs } = &tree.root else { return None };
-        let Node::Aggregate { input, group_by, aggregates, calls, key_types } = input.as_ref() else { return None };
+        let Node::Aggregate { input, group_by, aggregates, calls, key_types, key_eq } = input.as_ref() else { return None };
         if calls.len() != aggregates.len() || !calls.iter().all(maintainable) {
             return None;
         }
@@ -82,7 +83,7 @@ impl<'t> AggregateState<'t> {
         if key_types.len() != group_by.len() {
             return None;
         }
-        Some(AggregateState { input, keys: group_by, calls, key_types, exprs, key_visible })
+        Some(AggregateState { input, keys: group_by, calls, key_types, key_eq, exprs, key_visible })
     }
 
     /// Hidden state columns (name, SQL type), in storage order after the visible columns.
@@ -334,11 +335,13 @@ impl<'t> AggregateState<'t> {
         // The touched groups' stored rows, found through the row identity index.
         let (s, t) = (ctx.alias("s"), ctx.alias("t"));
         let key_positions = &payload.identity;
-        let key_match: Vec<String> = key_positions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!(" AND {t}.{} IS NOT DISTINCT FROM {s}.k{i}", quote_ident(&payload.columns[*p])))
-            .collect();
+        let key_match = if key_positions.is_empty() {
+            String::new()
+        } else {
+            let stored: Vec<String> = key_positions.iter().map(|p| format!("{t}.{}", quote_ident(&payload.columns[*p]))).collect();
+            let wanted: Vec<String> = (0..key_positions.len()).map(|i| format!("{s}.k{i}")).collect();
+            format!(" AND {}", same_keys(&stored, &wanted))
+        };
         // The same hash the apply computes over the payload's key columns: same values, same types.
         let lookup_id = hash_values(&k.iter().map(|k| format!("{s}.{k}")).collect::<Vec<_>>());
         let old_items: Vec<String> =
@@ -355,7 +358,7 @@ impl<'t> AggregateState<'t> {
                   WHERE {t}.__pgt_row_id = {lookup_id}{} LIMIT 1) AS o ON true",
                 old_items.join(", "),
                 storage.quoted(),
-                key_match.concat()
+                key_match
             ),
         );
 
@@ -424,7 +427,7 @@ impl<'t> AggregateState<'t> {
                 )
             } else {
                 let wanted = hoist(ctx, "arescan_", format!("SELECT {} FROM {alg} WHERE rescan", k.join(", ")));
-                let rows = rows_of_groups(tree, self.input, self.keys, &wanted, ctx)?;
+                let rows = rows_of_groups(tree, self.input, self.keys, self.key_eq, &wanted, ctx)?;
                 let rows = self.with_group_extrema(&rows, &ctx.alias("a"));
                 let a = ctx.alias("a");
                 // The EXISTS is a one-time filter: without a group to recompute, the input is not read.
@@ -442,7 +445,10 @@ impl<'t> AggregateState<'t> {
                 let hash = |a: &str| hash_values(&k.iter().map(|k| format!("{a}.{k}")).collect::<Vec<_>>());
                 same.push(format!(" AND {} = {}", hash("r"), hash(z.as_str())));
             }
-            same.extend(k.iter().map(|k| format!(" AND r.{k} IS NOT DISTINCT FROM {z}.{k}")));
+            if !k.is_empty() {
+                let (r, zk): (Vec<String>, Vec<String>) = k.iter().map(|k| (format!("r.{k}"), format!("{z}.{k}"))).unzip();
+                same.push(format!(" AND {}", same_keys(&r, &zk)));
+            }
             let items: Vec<String> = states
                 .iter()
                 .map(|st| {

@@ -193,10 +193,10 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         Node::Join { kind: JoinKind::Inner, left, right, on, .. } => inner_join_delta(tree, left, right, on.as_ref(), ctx)?,
         Node::Join { kind, left, right, on, null_types } => outer_join_delta(tree, *kind, left, right, on.as_ref(), null_types, ctx)?,
         Node::SemiJoin { anti, left, right, on } => semi_join_delta(tree, *anti, left, right, on, ctx)?,
-        Node::Aggregate { input, group_by, aggregates, .. } => aggregate_delta(tree, input, group_by, aggregates, ctx)?,
+        Node::Aggregate { input, group_by, aggregates, key_eq, .. } => aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?,
         Node::Distinct { input } => {
             let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
-            aggregate_delta(tree, input, &keys, &[], ctx)?
+            aggregate_delta(tree, input, &keys, &[], &[], ctx)?
         }
         Node::UnionAll { inputs } => {
             let mut parts = Vec::new();
@@ -379,7 +379,14 @@ fn semi_join_delta(tree: &OpTree, anti: bool, left: &Node, right: &Node, on: &Ex
 /// batch touches, as +(their new rows) −(their old rows). The old rows are computed by PostgreSQL from
 /// the old input (current input ⊎ −Δinput, consolidated and expanded), with the aggregate calls as
 /// written — so every aggregate, MIN/MAX after deleting the extremum, and numeric sums are exact.
-fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ctx: &mut DiffContext) -> PgtResult<String> {
+fn aggregate_delta(
+    tree: &OpTree,
+    input: &Node,
+    keys: &[Expr],
+    key_eq: &[String],
+    aggs: &[Expr],
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     let n = input.arity();
     let dinput = hoisted_delta(tree, input, ctx, "dagg_")?
         .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
@@ -396,7 +403,7 @@ fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ct
             let items: Vec<String> = render_all(&d, keys).into_iter().enumerate().map(|(i, e)| format!("{e} AS k{i}")).collect();
             hoist(ctx, "touched_", format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")))
         };
-        rows_of_groups(tree, input, keys, &touched, ctx)?
+        rows_of_groups(tree, input, keys, key_eq, &touched, ctx)?
     };
     let restricted_name = hoist(ctx, "grp_", restricted);
 
@@ -437,29 +444,55 @@ fn aggregate_delta(tree: &OpTree, input: &Node, keys: &[Expr], aggs: &[Expr], ct
 }
 
 /// The current rows of `input` whose group keys (`keys` over the input) are among the rows of
-/// `groups`, a relation with columns `k0..`. Keys without NULLs: a plain IN, which the planner turns
-/// into an index-driven semi-join. Keys with NULLs (a group of their own in GROUP BY, but never equal
-/// under =): matched null-safely, and only scanned when such a key is among `groups` at all.
-pub(super) fn rows_of_groups(tree: &OpTree, input: &Node, keys: &[Expr], groups: &str, ctx: &mut DiffContext) -> PgtResult<String> {
+/// `groups`, a relation with columns `k0..`. Keys without NULLs: a semi-join on the keys' own
+/// equality (`key_eq`, resolved when the stream table was created; record equality without it),
+/// which the planner drives through an index on the keys. Keys with NULLs (a group of their own in
+/// GROUP BY, but never equal under =): matched null-safely, and only scanned when such a key is
+/// among `groups` at all.
+pub(super) fn rows_of_groups(
+    tree: &OpTree,
+    input: &Node,
+    keys: &[Expr],
+    key_eq: &[String],
+    groups: &str,
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     let render_all = |a: &str| -> Vec<String> { keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
     let (a, b) = (ctx.alias("a"), ctx.alias("a"));
     let (ka, kb) = (render_all(&a), render_all(&b));
     let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
-    let non_null = k.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
     let any_null = k.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
     let kb_any_null = kb.iter().map(|e| format!("({e}) IS NULL")).collect::<Vec<_>>().join(" OR ");
     let t = ctx.alias("t");
-    let same = kb.iter().zip(&k).map(|(e, k)| format!("{t}.{k} IS NOT DISTINCT FROM ({e})")).collect::<Vec<_>>().join(" AND ");
+    let same = same_keys(&k.iter().map(|k| format!("{t}.{k}")).collect::<Vec<_>>(), &kb);
+    let g = ctx.alias("g");
+    let gk: Vec<String> = k.iter().map(|k| format!("{g}.{k}")).collect();
+    let on = if key_eq.len() == keys.len() {
+        ka.iter().zip(&gk).zip(key_eq).map(|((e, k), op)| format!("({e}) {op} {k}")).collect::<Vec<_>>().join(" AND ")
+    } else {
+        // No resolved operators (DISTINCT, trees from before 0.2.0): record equality, exact under
+        // any search_path but not index-driven; it calls NULL equal, so NULL keys are left to the
+        // null-safe branch below.
+        let non_null: Vec<String> = gk.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+        format!("{} AND {}", non_null.join(" AND "), same_keys(&ka, &gk))
+    };
+    let member = format!("EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
     let (ia, ib) = (new_sql(tree, input, ctx)?, new_sql(tree, input, ctx)?);
     Ok(format!(
-        "SELECT {a}.* FROM ({ia}) AS {a} WHERE ({}) IN (SELECT {} FROM {groups} WHERE {non_null}) \
+        "SELECT {a}.* FROM ({ia}) AS {a} WHERE {member} \
          UNION ALL \
          SELECT {b}.* FROM ({ib}) AS {b} WHERE ({kb_any_null}) \
            AND EXISTS (SELECT 1 FROM {groups} AS {t} WHERE {same}) \
-           AND EXISTS (SELECT 1 FROM {groups} WHERE {any_null})",
-        ka.join(", "),
-        k.join(", ")
+           AND EXISTS (SELECT 1 FROM {groups} WHERE {any_null})"
     ))
+}
+
+/// Whether two lists of group keys are the same group: NULL equal to NULL, and each key compared
+/// by its type's default equality (as GROUP BY does) — record equality, which needs no operator
+/// looked up by name, so it means the same under any search_path (`IS NOT DISTINCT FROM` resolves
+/// `=` through it).
+pub(super) fn same_keys(left: &[String], right: &[String]) -> String {
+    format!("ROW({})::pg_catalog.record OPERATOR(pg_catalog.=) ROW({})::pg_catalog.record", left.join(", "), right.join(", "))
 }
 
 /// `WITH <the hoisted items> ` (empty when there are none).

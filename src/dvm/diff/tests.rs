@@ -165,14 +165,34 @@ fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
         aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
         calls: vec![],
         key_types: vec![],
+        key_eq: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("SELECT DISTINCT"), "touched groups: {sql}");
-    assert!(sql.contains(") IN (SELECT k0 FROM touched_"), "non-NULL keys by an index-friendly IN: {sql}");
-    assert!(sql.contains("IS NOT DISTINCT FROM"), "NULL keys matched null-safely: {sql}");
+    assert!(
+        sql.contains(".k0 IS NOT NULL AND ROW(a4.c0)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("),
+        "without resolved operators, keys match by record equality: {sql}"
+    );
+    assert!(!sql.contains("IS NOT DISTINCT FROM"), "no operator resolved through the search_path: {sql}");
+    assert!(sql.contains("::pg_catalog.record OPERATOR(pg_catalog.=) ROW("), "NULL keys matched null-safely: {sql}");
     assert!(sql.contains("generate_series(1,"), "old rows expanded from multiplicities: {sql}");
     assert!(sql.contains("-1::bigint AS __pgt_w") && sql.contains("1::bigint AS __pgt_w"), "{sql}");
     assert!(sql.contains("max("), "the aggregate is evaluated as written: {sql}");
+}
+
+#[test]
+fn group_keys_are_matched_with_the_operators_resolved_at_creation() {
+    let t = tree(Node::Aggregate {
+        input: Box::new(scan(10, "sales", &["region", "amount"])),
+        group_by: vec![Expr::col(0)],
+        aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+        calls: vec![],
+        key_types: vec![],
+        key_eq: vec!["OPERATOR(public.=)".into()],
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    assert!(sql.contains(".c0) OPERATOR(public.=) g"), "an index-friendly semi-join on the key's own =: {sql}");
+    assert!(!sql.contains(" IN (SELECT"), "{sql}");
 }
 
 #[test]
@@ -183,6 +203,7 @@ fn a_global_aggregate_only_emits_rows_when_its_input_changed() {
         aggregates: vec![Expr::sql("count(*)")],
         calls: vec![],
         key_types: vec![],
+        key_eq: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.matches("WHERE EXISTS (SELECT 1 FROM dagg_").count() >= 2, "{sql}");
@@ -193,7 +214,7 @@ fn a_global_aggregate_only_emits_rows_when_its_input_changed() {
 fn distinct_is_an_aggregate_over_all_columns() {
     let t = tree(Node::Distinct { input: Box::new(scan(10, "t", &["a", "b"])) });
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.contains(") IN (SELECT k0, k1 FROM touched_"), "{sql}");
+    assert!(sql.contains(".k1 IS NOT NULL AND ROW(a4.c0, a4.c1)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("), "{sql}");
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
     let names = (0..exprs.len()).map(|i| format!("o{i}")).collect();
     OpTree {
         root: Node::Project {
-            input: Box::new(Node::Aggregate { input: Box::new(scan), group_by: keys, aggregates, calls, key_types }),
+            input: Box::new(Node::Aggregate { input: Box::new(scan), group_by: keys, aggregates, calls, key_types, key_eq: vec![] }),
             exprs,
         },
         ctes: vec![],

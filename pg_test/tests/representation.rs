@@ -1,0 +1,115 @@
+//! Values that are equal but print differently — `1.5` and `1.50`, `'1 day'` and `'24 hours'`, `0`
+//! and `-0`, `'A'` and `'a'` under citext — must show in a stream table exactly as its query shows
+//! them: a change that only alters a value's representation is a change. And what a refresh
+//! computes must not depend on the refreshing session's search_path (citext's `=` lives outside
+//! pg_catalog).
+
+use pg_trickle_e2e::TestDb;
+
+fn refresh(db: &mut TestDb, st: &str) -> String {
+    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+    db.last_refresh(st).0
+}
+
+fn db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE SCHEMA ext; CREATE EXTENSION citext SCHEMA ext;
+         SET search_path = public, ext;
+         CREATE TABLE t (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, c ext.citext);
+         INSERT INTO t VALUES (1, 1, 1.5, '1 day', 0, 'a'), (2, 1, 2.25, '2 hours', 1.5, 'b'),
+                              (3, 2, 10, '1 day', -2, 'A'), (4, NULL, NULL, NULL, NULL, NULL);",
+    );
+    db
+}
+
+#[test]
+fn a_change_of_representation_alone_reaches_scans_and_joins() {
+    let mut db = db("repr_scan");
+    const Q: &str = "SELECT id, k, x, iv, f, c FROM t WHERE id > 0";
+    const J: &str = "SELECT a.id AS a, b.id AS b, b.x AS x FROM t a JOIN t b ON a.c = b.c";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('s', '{Q}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('j', '{J}', '1h', 'DIFFERENTIAL')"));
+    db.exec(
+        "UPDATE t SET x = 1.50 WHERE id = 1;
+         UPDATE t SET iv = '24 hours' WHERE id = 3;
+         UPDATE t SET f = -f WHERE id = 1;
+         UPDATE t SET c = 'B' WHERE id = 2;
+         UPDATE t SET x = 10.000 WHERE id = 3;",
+    );
+    assert_eq!(refresh(&mut db, "s"), "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("s", Q);
+    assert_eq!(refresh(&mut db, "j"), "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("j", J);
+    // And back.
+    db.exec("UPDATE t SET x = 1.5, f = 0 WHERE id = 1; UPDATE t SET x = 10 WHERE id = 3;");
+    assert_eq!(refresh(&mut db, "s"), "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("s", Q);
+    assert_eq!(refresh(&mut db, "j"), "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("j", J);
+}
+
+#[test]
+fn aggregates_show_the_scale_the_query_shows() {
+    let mut db = db("repr_aggregates");
+    const Q: &str = "SELECT k, count(*) AS n, sum(x) AS sx, avg(x) AS ax, max(iv) AS mi FROM t GROUP BY k";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('a', '{Q}', '1h', 'DIFFERENTIAL')"));
+    for step in [
+        "UPDATE t SET x = 1.500 WHERE id = 1",
+        "INSERT INTO t VALUES (5, 1, 0.125, '3 hours', 0, 'c')",
+        "DELETE FROM t WHERE id = 5",
+        "UPDATE t SET x = 1.5 WHERE id = 1",
+        "UPDATE t SET iv = '48 hours' WHERE id = 3",
+        "UPDATE t SET iv = '2 days' WHERE id = 3",
+    ] {
+        db.exec(step);
+        let action = refresh(&mut db, "a");
+        assert!(action == "DIFFERENTIAL", "{step}: {action}");
+        db.assert_shows_what_query_shows("a", Q);
+    }
+}
+
+#[test]
+fn citext_groups_and_joins_are_right_under_any_search_path() {
+    let mut db = db("repr_search_path");
+    // Grouped by a citext key: 'a' and 'A' are one group. string_agg is recomputed per group, count
+    // and sum are kept from state: both paths must find the group's rows by citext's = .
+    const G: &str = "SELECT lower(c::text) AS c, count(*) AS n, sum(id) AS s, string_agg(id::text, ',' ORDER BY id) AS ids
+                       FROM t WHERE c IS NOT NULL GROUP BY c";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('g', $q${G}$q$, '1h', 'DIFFERENTIAL')"));
+    // Refreshed by sessions that cannot see citext at all, or that see a hostile `=` first.
+    db.exec(
+        "CREATE SCHEMA evil;
+         CREATE FUNCTION evil.eq(ext.citext, ext.citext) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT false';
+         CREATE OPERATOR evil.= (LEFTARG = ext.citext, RIGHTARG = ext.citext, FUNCTION = evil.eq);",
+    );
+    for (path, step) in [
+        ("public", "INSERT INTO t VALUES (6, 1, 1, '1 hour', 1, 'A')"),
+        ("evil, public, ext", "UPDATE t SET c = 'b' WHERE id = 6"),
+        ("public", "DELETE FROM t WHERE id = 3"),
+        ("evil, ext, public", "INSERT INTO t VALUES (7, 2, 1, '1 hour', 1, 'B'), (8, 2, 1, '1 hour', 1, 'a')"),
+    ] {
+        db.exec(step);
+        db.exec(&format!("SET search_path = {path}"));
+        let action = refresh(&mut db, "g");
+        db.exec("SET search_path = public, ext");
+        assert_eq!(action, "DIFFERENTIAL", "{path}: {step}");
+        db.assert_shows_what_query_shows("g", G);
+    }
+}
+
+#[test]
+fn a_nondeterministic_collation_is_read_in_full_and_says_why() {
+    let mut db = TestDb::new("repr_nondeterministic");
+    db.exec(
+        "CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE n (id int, name text COLLATE nocase);
+         INSERT INTO n VALUES (1, 'A'), (2, 'a'), (3, 'b');",
+    );
+    let e = db.error("SELECT pgtrickle.create_stream_table('ng', 'SELECT name, count(*) AS c FROM n GROUP BY name', '1h', 'DIFFERENTIAL')");
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("column name of n with the nondeterministic collation nocase"), "{e:?}");
+    db.exec("SELECT pgtrickle.create_stream_table('ng', 'SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name', '1h', 'AUTO')");
+    db.exec("INSERT INTO n VALUES (4, 'B'); SELECT pgtrickle.refresh_stream_table('ng');");
+    db.assert_shows_what_query_shows("ng", "SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name");
+}
