@@ -7,6 +7,8 @@ COMMENT ON SCHEMA pgtrickle IS 'pg_trickle: stream tables and their catalog';
 
 CREATE SCHEMA pgtrickle_changes;
 COMMENT ON SCHEMA pgtrickle_changes IS 'pg_trickle: per-source change buffers (internal)';
+CREATE SCHEMA pgtrickle_queries;
+COMMENT ON SCHEMA pgtrickle_queries IS 'pg_trickle: each stream table''s defining query as a view q_<pgt_id>, which follows renames (internal)';
 
 CREATE TABLE pgtrickle.pgt_stream_tables (
     pgt_id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -91,6 +91,13 @@ BEGIN
     LOOP
         PERFORM pgtrickle._source_altered(r.relid);
     END LOOP;
+    -- Renamed tables, views, columns or schemas; redefined views (src/catalog/query_view.rs).
+    FOR r IN
+        SELECT c.command_tag, CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN c.objid END AS relid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+    LOOP
+        PERFORM pgtrickle._query_sources_changed(r.command_tag, r.relid);
+    END LOOP;
     -- Stream tables keep the columns their query and refreshes need.
     FOR r IN
         SELECT DISTINCT c.objid AS relid FROM pg_catalog.pg_event_trigger_ddl_commands() c
@@ -104,7 +111,9 @@ $$;
 REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
-CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+REVOKE ALL ON FUNCTION pgtrickle._query_sources_changed(text, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._create_query_view(bigint) FROM PUBLIC;
+CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();
 -- Also under session_replication_role = replica (restores, replication apply).
 ALTER EVENT TRIGGER pgtrickle_ddl_end ENABLE ALWAYS;
@@ -142,6 +151,13 @@ BEGIN
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);
     END LOOP;
+    -- A stream table's query view went with a column or relation it reads (DROP ... CASCADE): its
+    -- query no longer works.
+    UPDATE pgtrickle.pgt_stream_tables st
+       SET status = 'ERROR', last_error_at = pg_catalog.clock_timestamp(),
+           last_error = 'something its defining query reads was dropped with CASCADE, and the query with it; drop and re-create the stream table'
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries' AND d.object_name = 'q_' || st.pgt_id;
     DELETE FROM pgtrickle.pgt_stream_tables st
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass

@@ -73,11 +73,27 @@ ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_reason text;
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
 
+-- Each stream table's defining query as a view that follows renames (0.2.0).
+CREATE SCHEMA pgtrickle_queries;
+COMMENT ON SCHEMA pgtrickle_queries IS 'pg_trickle: each stream table''s defining query as a view q_<pgt_id>, which follows renames (internal)';
+
 -- New functions of the 0.2.0 library (as the generated install script declares them).
 CREATE FUNCTION pgtrickle."_own_write"() RETURNS bool
 STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'own_write_wrapper';
+CREATE FUNCTION pgtrickle."_query_sources_changed"(
+	"command_tag" TEXT,
+	"relid" oid
+) RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'query_sources_changed_wrapper';
+CREATE FUNCTION pgtrickle."_create_query_view"(
+	"pgt_id" bigint
+) RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_query_view_wrapper';
 CREATE FUNCTION pgtrickle."_stream_table_altered"(
 	"relid" oid
 ) RETURNS void
@@ -133,6 +149,13 @@ BEGIN
     LOOP
         PERFORM pgtrickle._source_altered(r.relid);
     END LOOP;
+    -- Renamed tables, views, columns or schemas; redefined views (src/catalog/query_view.rs).
+    FOR r IN
+        SELECT c.command_tag, CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN c.objid END AS relid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+    LOOP
+        PERFORM pgtrickle._query_sources_changed(r.command_tag, r.relid);
+    END LOOP;
     -- Stream tables keep the columns their query and refreshes need.
     FOR r IN
         SELECT DISTINCT c.objid AS relid FROM pg_catalog.pg_event_trigger_ddl_commands() c
@@ -146,8 +169,10 @@ $$;
 REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._query_sources_changed(text, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._create_query_view(bigint) FROM PUBLIC;
 DROP EVENT TRIGGER pgtrickle_ddl_end;
-CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();
 -- Also under session_replication_role = replica (restores, replication apply).
 ALTER EVENT TRIGGER pgtrickle_ddl_end ENABLE ALWAYS;
@@ -185,6 +210,13 @@ BEGIN
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);
     END LOOP;
+    -- A stream table's query view went with a column or relation it reads (DROP ... CASCADE): its
+    -- query no longer works.
+    UPDATE pgtrickle.pgt_stream_tables st
+       SET status = 'ERROR', last_error_at = pg_catalog.clock_timestamp(),
+           last_error = 'something its defining query reads was dropped with CASCADE, and the query with it; drop and re-create the stream table'
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries' AND d.object_name = 'q_' || st.pgt_id;
     DELETE FROM pgtrickle.pgt_stream_tables st
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
@@ -213,6 +245,19 @@ BEGIN
         EXECUTE pg_catalog.format('CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
                                      FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table()', r.st);
         EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgtrickle_guard', r.st);
+    END LOOP;
+END
+$$;
+
+-- Stream tables made by 0.1.0 get their query view. Made here, it would belong to the extension
+-- (and be left out of dumps); it belongs to the stream table, like one made by create_stream_table.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id LOOP
+        PERFORM pgtrickle._create_query_view(r.pgt_id);
+        EXECUTE pg_catalog.format('ALTER EXTENSION pg_trickle DROP VIEW pgtrickle_queries.%I', 'q_' || r.pgt_id);
     END LOOP;
 END
 $$;

@@ -282,14 +282,24 @@ fn dropping_a_used_column_puts_the_stream_table_in_error_not_wrong_results() {
 }
 
 #[test]
-fn retyping_a_used_column_reinitialises_when_the_result_keeps_its_shape() {
+fn a_used_column_cannot_be_retyped_an_unused_one_reinitialises() {
     let mut db = orders_db("diff_ddl_type");
-    db.exec("ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3)");
-    db.exec("UPDATE orders SET amount = amount + 0.001 WHERE id = 1");
+    // Like any view's, a stream table's query keeps the columns it reads from changing type.
+    let e = db.error("ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3)");
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(e.detail.as_deref().unwrap_or("").contains("pgtrickle_queries.q_"), "{e:?}");
+    db.exec("UPDATE orders SET amount = amount + 1 WHERE id = 1");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    assert_eq!(last_action(&mut db).0, "FULL");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);
-    db.exec("UPDATE orders SET amount = amount + 0.001 WHERE id = 2");
+    // A column the query does not read changes freely; capture follows it with one FULL refresh.
+    db.exec("ALTER TABLE orders ADD COLUMN note int; ALTER TABLE orders ALTER COLUMN note TYPE bigint;");
+    db.exec("UPDATE orders SET amount = amount + 0.01, note = 1 WHERE id = 2");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: the columns of \"public\".\"orders\" changed"));
+    assert_exact(&mut db);
+    db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 3");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);

@@ -51,10 +51,11 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
         refresh_mode: requested.as_str(),
         effective_mode: choice.effective.as_str(),
     })?;
+    stream_tables::record_sources(pgt_id, &analysis, choice.tree.as_ref())?;
     for source in &analysis.sources {
-        stream_tables::insert_dependency(pgt_id, source.relid, source.kind.as_str())?;
         depend::on_source(relid, source.relid);
     }
+    crate::catalog::query_view::create(pgt_id, relid, &analysis.defining_query)?;
     depend::on_extension(relid);
 
     refresh::run(pgt_id, Initiator::Create, true)?;

@@ -21,3 +21,21 @@ fn own_write() -> bool {
 fn stream_table_altered(relid: Oid) {
     crate::catalog::guard::check_altered(relid).or_raise()
 }
+
+/// Called after DDL that may rename or redefine what stream tables read (`relid`; NULL for a schema):
+/// their stored queries and operator trees follow renames; a redefined view makes its dependents
+/// reinitialise.
+#[pg_extern(schema = "pgtrickle", name = "_query_sources_changed")]
+fn query_sources_changed(command_tag: &str, relid: Option<Oid>) {
+    crate::catalog::query_view::sources_changed(command_tag, relid).or_raise()
+}
+
+/// Gives a stream table created before 0.2.0 its query view (the update script calls it).
+#[pg_extern(schema = "pgtrickle", name = "_create_query_view")]
+fn create_query_view(pgt_id: i64) {
+    let create = || -> crate::error::PgtResult<()> {
+        let Some(st) = crate::catalog::stream_tables::load(pgt_id)? else { return Ok(()) };
+        crate::catalog::query_view::create(pgt_id, st.relid, &st.defining_query)
+    };
+    create().or_raise()
+}

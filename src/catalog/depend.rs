@@ -33,6 +33,11 @@ pub fn auto_function_on_source(function: Oid, source: Oid) {
     record((pg_sys::ProcedureRelationId, function), relation(source), pg_sys::DependencyType::DEPENDENCY_AUTO);
 }
 
+/// A stream table's query view goes with its storage table.
+pub fn auto_on_storage(view: Oid, storage: Oid) {
+    record(relation(view), relation(storage), pg_sys::DependencyType::DEPENDENCY_AUTO);
+}
+
 /// The storage table depends on the pg_trickle extension.
 pub fn on_extension(storage: Oid) {
     // SAFETY: a static C string; missing_ok = false raises if the extension is absent, which cannot

@@ -68,6 +68,12 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
     Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
 }
 
+/// Loads a stream table by id, without locking it.
+pub fn load(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
+    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", columns()?);
+    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
+}
+
 pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
     let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", columns()?);
     Ok(spi::rows(&sql, &[relid.into()], from_row)?.into_iter().next())
@@ -141,7 +147,37 @@ pub fn has_row_identity(relid: Oid) -> PgtResult<bool> {
     )? == Some(true))
 }
 
-pub fn insert_dependency(pgt_id: i64, source: Oid, kind: &str) -> PgtResult<()> {
+/// Records what a stream table reads: the relations its query names, and the base tables its
+/// operator tree reads through views — whose changes, TRUNCATEs and DDL concern it as much.
+pub fn record_sources(
+    pgt_id: i64,
+    analysis: &crate::catalog::analysis::QueryAnalysis,
+    tree: Option<&crate::dvm::optree::OpTree>,
+) -> PgtResult<()> {
+    spi::exec("DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1", &[pgt_id.into()])?;
+    let mut recorded: Vec<Oid> = Vec::new();
+    for source in &analysis.sources {
+        insert_dependency(pgt_id, source.relid, source.kind.as_str())?;
+        recorded.push(source.relid);
+    }
+    for table in tree.map(|t| t.tables()).unwrap_or_default() {
+        let relid = Oid::from(table.relid);
+        if recorded.contains(&relid) {
+            continue;
+        }
+        spi::exec(
+            "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind)
+             SELECT $1, c.oid, CASE WHEN EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.oid)
+                                    THEN 'STREAM_TABLE' WHEN c.relkind = 'p' THEN 'PARTITIONED_TABLE' ELSE 'TABLE' END
+               FROM pg_catalog.pg_class c WHERE c.oid = $2",
+            &[pgt_id.into(), relid.into()],
+        )?;
+        recorded.push(relid);
+    }
+    Ok(())
+}
+
+fn insert_dependency(pgt_id: i64, source: Oid, kind: &str) -> PgtResult<()> {
     spi::exec(
         "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind) VALUES ($1, $2, $3)",
         &[pgt_id.into(), source.into(), kind.into()],

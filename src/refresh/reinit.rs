@@ -6,6 +6,7 @@
 use crate::catalog::analysis::{self, QueryAnalysis};
 use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::RefreshMode;
+use crate::catalog::query_view;
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::HIDDEN_PREFIX;
 use crate::error::PgtResult;
@@ -13,7 +14,18 @@ use crate::spi;
 
 /// The refreshed catalog row when the stream table can be rebuilt; None after putting it in ERROR.
 pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
-    let analysis = match spi::in_subtransaction(|| analysis::analyze(&st.defining_query)) {
+    // The query as PostgreSQL reads it now: renamed columns, a redefined view.
+    let query = match query_view::current_text(st.pgt_id)? {
+        Some(text) if text != st.defining_query => {
+            spi::exec(
+                "UPDATE pgtrickle.pgt_stream_tables SET defining_query = $2 WHERE pgt_id = $1",
+                &[st.pgt_id.into(), text.as_str().into()],
+            )?;
+            text
+        }
+        _ => st.defining_query.clone(),
+    };
+    let analysis = match spi::in_subtransaction(|| analysis::analyze(&query)) {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return broken(st, &e.to_string()),
         Err(message) => return broken(st, &message),
@@ -24,6 +36,7 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
     if st.effective_mode == "DIFFERENTIAL" {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
         let choice = choose_mode(&analysis, requested)?;
+        stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
         let tree = choice.tree.map(|t| serde_json::to_string(&t)).transpose().map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
         spi::exec(
             "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",

@@ -1,0 +1,150 @@
+//! Sources that change name or shape, and views as sources: a stream table follows renames of what
+//! it reads (tables, schemas, columns), reads through views exactly — TRUNCATEs, clean-ups, DDL and
+//! redefinitions of their base tables included — and keeps a view's security semantics.
+
+use pg_trickle_e2e::TestDb;
+
+fn refresh(db: &mut TestDb, st: &str) -> (String, String) {
+    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+    db.last_refresh(st)
+}
+
+fn healthy(db: &mut TestDb, st: &str) {
+    let rows = db.rows(
+        "SELECT status, coalesce(last_error, '') FROM pgtrickle.stream_tables WHERE table_name = $1",
+        &[&st],
+    );
+    let (status, error): (String, String) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!((status.as_str(), error.as_str()), ("ACTIVE", ""), "{st}");
+}
+
+#[test]
+fn renamed_tables_schemas_and_columns_are_followed() {
+    let mut db = TestDb::new("sources_renames");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         CREATE TABLE dim (grp int PRIMARY KEY, label text NOT NULL);
+         INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;
+         INSERT INTO dim SELECT g, 'g' || g FROM generate_series(0, 3) g;
+         CREATE SCHEMA other;",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('agg', 'SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp', '1h', 'DIFFERENTIAL')");
+    db.exec("SELECT pgtrickle.create_stream_table('joined', 'SELECT s.id, d.label, s.v FROM src s JOIN dim d ON d.grp = s.grp', '1h', 'DIFFERENTIAL')");
+    let steps: [(&str, &str, &str); 4] = [
+        ("ALTER TABLE src RENAME TO facts", "public.facts", "public.dim"),
+        ("ALTER TABLE facts SET SCHEMA other", "other.facts", "public.dim"),
+        ("ALTER SCHEMA other RENAME TO warehouse", "warehouse.facts", "public.dim"),
+        ("ALTER TABLE dim RENAME COLUMN label TO title", "warehouse.facts", "public.dim"),
+    ];
+    for (ddl, facts, dim) in steps {
+        db.exec(ddl);
+        let label = if ddl.contains("title") { "title" } else { "label" };
+        db.exec(&format!("INSERT INTO {facts} VALUES ((SELECT max(id) + 1 FROM {facts}), 1, 5); UPDATE {facts} SET v = v + 1 WHERE id = 3; UPDATE {dim} SET {label} = {label} || '+' WHERE grp = 2;"));
+        for (st, query) in [
+            ("agg", format!("SELECT grp, count(*) AS n, sum(v) AS total FROM {facts} GROUP BY grp")),
+            ("joined", format!("SELECT s.id, d.{label} AS label, s.v FROM {facts} s JOIN {dim} d ON d.grp = s.grp")),
+        ] {
+            let (action, reason) = refresh(&mut db, st);
+            assert!(action == "DIFFERENTIAL" || action == "FULL", "{ddl}: {st}: {action} {reason}");
+            db.assert_matches_query(st, &query);
+            healthy(&mut db, st);
+        }
+    }
+    // The stored query reads as PostgreSQL reads it now.
+    let query: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'joined'::regclass");
+    assert!(query.contains("warehouse.facts") && query.contains("title AS label"), "{query}");
+}
+
+fn view_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(
+        "CREATE TABLE base (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL, junk text);
+         INSERT INTO base SELECT g, g % 3, g, 'x' FROM generate_series(1, 30) g;
+         CREATE VIEW positive AS SELECT id, grp, v FROM base WHERE v > 0;",
+    );
+    db
+}
+
+const BY_GRP: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM positive GROUP BY grp";
+const ROWS: &str = "SELECT id, v FROM positive WHERE grp = 1";
+
+#[test]
+fn a_view_source_is_maintained_through_its_base_tables() {
+    let mut db = view_db("sources_view_base");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('rows1', '{ROWS}', '1h', 'DIFFERENTIAL')"));
+    // The base table is a recorded source.
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies WHERE source_relid = 'base'::regclass"),
+        2
+    );
+    // Two consumers of one view: one applying (and cleaning up) never takes the other's changes.
+    db.exec("UPDATE base SET v = -v WHERE id IN (1, 4); INSERT INTO base VALUES (100, 1, 9, 'y');");
+    assert_eq!(refresh(&mut db, "by_grp").0, "DIFFERENTIAL");
+    assert_eq!(refresh(&mut db, "rows1").0, "DIFFERENTIAL");
+    db.assert_matches_query("by_grp", BY_GRP);
+    db.assert_matches_query("rows1", ROWS);
+
+    // Dropping an unrelated stream table keeps the base table's capture.
+    db.exec("SELECT pgtrickle.create_stream_table('other', 'SELECT id FROM base', '1h', 'DIFFERENTIAL')");
+    db.exec("SELECT pgtrickle.drop_stream_table('other')");
+    db.exec("DELETE FROM base WHERE id = 7");
+    assert_eq!(refresh(&mut db, "rows1").0, "DIFFERENTIAL");
+    db.assert_matches_query("rows1", ROWS);
+
+    // A column of the base table the view does not read can go; writes keep working.
+    db.exec("ALTER TABLE base DROP COLUMN junk");
+    db.exec("INSERT INTO base VALUES (101, 1, 3)");
+    for st in ["by_grp", "rows1"] {
+        refresh(&mut db, st);
+    }
+    db.assert_matches_query("by_grp", BY_GRP);
+    db.assert_matches_query("rows1", ROWS);
+
+    // TRUNCATE of the base table is seen.
+    db.exec("TRUNCATE base; INSERT INTO base VALUES (1, 1, 1);");
+    let (action, reason) = refresh(&mut db, "by_grp");
+    assert_eq!(action, "FULL", "{reason}");
+    assert!(reason.contains("truncated"), "{reason}");
+    db.assert_matches_query("by_grp", BY_GRP);
+    refresh(&mut db, "rows1");
+    db.assert_matches_query("rows1", ROWS);
+}
+
+#[test]
+fn a_redefined_view_is_followed() {
+    let mut db = view_db("sources_view_redefined");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
+    db.exec("CREATE OR REPLACE VIEW positive AS SELECT id, grp, v FROM base WHERE v > 10");
+    let (action, reason) = refresh(&mut db, "by_grp");
+    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: view \"public\".\"positive\" was redefined"));
+    db.assert_matches_query("by_grp", BY_GRP);
+    db.exec("UPDATE base SET v = 11 WHERE id = 2");
+    assert_eq!(refresh(&mut db, "by_grp").0, "DIFFERENTIAL");
+    db.assert_matches_query("by_grp", BY_GRP);
+}
+
+#[test]
+fn views_whose_security_would_be_bypassed_are_read_whole() {
+    let mut db = view_db("sources_view_security");
+    db.exec(
+        "CREATE VIEW barrier WITH (security_barrier) AS SELECT id, grp, v FROM base WHERE grp = 1;
+         CREATE ROLE pgt_view_owner;
+         CREATE VIEW theirs AS SELECT id, v FROM base;
+         GRANT SELECT ON base TO pgt_view_owner;
+         ALTER VIEW theirs OWNER TO pgt_view_owner;
+         CREATE VIEW on_theirs AS SELECT id FROM theirs;",
+    );
+    for (view, why) in [
+        ("barrier", "security_barrier"),
+        ("theirs", "owned by pgt_view_owner"),
+        ("on_theirs", "owned by pgt_view_owner"),
+    ] {
+        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('d_{view}', 'SELECT id FROM {view}', '1h', 'DIFFERENTIAL')"));
+        assert_eq!(e.code, "0A000");
+        assert!(e.message.contains(why), "{view}: {e:?}");
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('a_{view}', 'SELECT id FROM {view}', '1h', 'AUTO')"));
+        assert_eq!(db.value::<String>(&format!("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'a_{view}'")), "FULL");
+    }
+    db.exec("DROP OWNED BY pgt_view_owner CASCADE; DROP ROLE pgt_view_owner;");
+}

@@ -1,0 +1,121 @@
+//! Each stream table's defining query is also kept as a view, `pgtrickle_queries.q_<pgt_id>`, which
+//! PostgreSQL maintains for us: it follows renames of the tables, views, columns and schemas the
+//! query reads (the stored text is regenerated from it, and the operator tree rebuilt), it refuses to
+//! drop or retype a column the query reads, as it does for any view, and a dump re-creates it as
+//! SQL. The view goes away with the stream table's storage table.
+
+use super::analysis::{self, with_empty_search_path};
+use super::differential::choose_mode;
+use super::modes::RefreshMode;
+use super::stream_tables::{self, StreamTable};
+use crate::dvm::sql::{quote_literal, QualifiedName};
+use crate::error::{PgtError, PgtResult};
+use crate::spi;
+use pgrx::pg_sys::Oid;
+
+pub const SCHEMA: &str = "pgtrickle_queries";
+
+pub fn name(pgt_id: i64) -> QualifiedName {
+    QualifiedName::new(SCHEMA, format!("q_{pgt_id}"))
+}
+
+/// Creates the view for a new stream table whose storage table is `storage`.
+pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> {
+    // A 0.1.0 catalog has no schema for them; ALTER EXTENSION ... UPDATE makes the views then.
+    if spi::one::<Oid>("SELECT pg_catalog.to_regnamespace($1)::oid", &[SCHEMA.into()])?.is_none() {
+        return Ok(());
+    }
+    let view = name(pgt_id);
+    spi::exec(&format!("CREATE VIEW {view} AS {defining_query}\n"), &[])?;
+    let storage_name = super::names::qualified_name_of(storage)?;
+    spi::exec(
+        &format!(
+            "COMMENT ON VIEW {view} IS {}",
+            quote_literal(&format!("pg_trickle: the defining query of stream table {storage_name} (follows renames of what it reads)"))
+        ),
+        &[],
+    )?;
+    let oid = spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[view.quoted().as_str().into()])?
+        .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
+    super::depend::auto_on_storage(oid, storage);
+    Ok(())
+}
+
+/// The defining query as the view reads now (schema-qualified, like the stored text), if the stream
+/// table has the view (those created before 0.2.0 do not).
+pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
+    let view = name(pgt_id);
+    with_empty_search_path(|| {
+        spi::one::<String>(
+            "SELECT pg_catalog.pg_get_viewdef(pg_catalog.to_regclass($1), false)",
+            &[view.quoted().as_str().into()],
+        )
+    })
+    .map(|text| text.map(|t| t.trim().trim_end_matches(';').to_string()))
+}
+
+/// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
+pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
+    match (command_tag, relid) {
+        ("CREATE VIEW", Some(view)) => {
+            let name = super::names::qualified_name_of(view)?;
+            spi::exec(
+                &super::reinit::mark_sql(
+                    "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
+                    "$2",
+                )?,
+                &[view.into(), format!("view {name} was redefined").into()],
+            )
+        }
+        ("ALTER SCHEMA", _) => follow_renames(None),
+        (_, Some(relid)) => follow_renames(Some(relid)),
+        _ => Ok(()),
+    }
+}
+
+/// After DDL that may have renamed something stream tables read (`relid`, or anything when None):
+/// stores the regenerated defining query of each affected stream table and rebuilds its operator
+/// tree, which names relations and columns. The contents stay valid: only names changed.
+pub fn follow_renames(relid: Option<Oid>) -> PgtResult<()> {
+    let affected: Vec<i64> = spi::rows(
+        "SELECT DISTINCT st.pgt_id FROM pgtrickle.pgt_stream_tables st
+           JOIN pg_catalog.pg_class v ON v.relname = 'q_' || st.pgt_id
+                AND v.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace
+           JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+          WHERE $1::oid IS NULL OR d.refobjid = $1",
+        &[relid.into()],
+        |r| spi::col::<i64>(r, "pgt_id"),
+    )?;
+    for pgt_id in affected {
+        let Some(st) = stream_tables::load(pgt_id)? else { continue };
+        let Some(text) = current_text(pgt_id)? else { continue };
+        if text != st.defining_query {
+            store_text(&st, &text)?;
+        }
+    }
+    Ok(())
+}
+
+fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
+    spi::exec(
+        "UPDATE pgtrickle.pgt_stream_tables SET defining_query = $2 WHERE pgt_id = $1",
+        &[st.pgt_id.into(), text.into()],
+    )?;
+    if st.effective_mode != "DIFFERENTIAL" || st.needs_reinit {
+        // A reinitialisation rebuilds the tree itself.
+        return Ok(());
+    }
+    let analysis = analysis::analyze(text)?;
+    let choice = choose_mode(&analysis, RefreshMode::parse(&st.refresh_mode)?)?;
+    let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    spi::exec(
+        "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",
+        &[st.pgt_id.into(), tree.into(), choice.effective.as_str().into(), choice.reason.into()],
+    )?;
+    if choice.tree.is_none() {
+        // No longer DIFFERENTIAL (e.g. a source became something the engine cannot read): FULL next.
+        spi::exec(&super::reinit::mark_sql("pgt_id = $1", "'a renamed source made its query FULL-only'")?, &[st.pgt_id.into()])?;
+    }
+    stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())
+}
