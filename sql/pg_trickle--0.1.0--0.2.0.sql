@@ -261,3 +261,9 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- NULL arguments get a clear error instead of a silent NULL result (0.2.0): no longer STRICT.
+ALTER FUNCTION pgtrickle.create_stream_table(text, text, text, text) CALLED ON NULL INPUT;
+ALTER FUNCTION pgtrickle.refresh_stream_table(text) CALLED ON NULL INPUT;
+ALTER FUNCTION pgtrickle.drop_stream_table(text) CALLED ON NULL INPUT;
+ALTER FUNCTION pgtrickle.explain_stream_table(text) CALLED ON NULL INPUT;

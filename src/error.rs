@@ -8,6 +8,8 @@ use std::fmt;
 pub enum SqlState {
     /// 22023
     InvalidParameterValue,
+    /// 22004
+    NullValueNotAllowed,
     /// 42601
     SyntaxError,
     /// 42602
@@ -38,6 +40,7 @@ impl SqlState {
     pub fn code(self) -> &'static str {
         match self {
             SqlState::InvalidParameterValue => "22023",
+            SqlState::NullValueNotAllowed => "22004",
             SqlState::SyntaxError => "42601",
             SqlState::InvalidName => "42602",
             SqlState::InvalidSchemaName => "3F000",
@@ -52,6 +55,15 @@ impl SqlState {
             SqlState::Passthrough(_) => "PGERR",
         }
     }
+}
+
+/// An SQL argument that must not be NULL (the API functions take NULLs to say so clearly instead of
+/// silently returning NULL, as STRICT functions do).
+pub fn required<'a>(value: Option<&'a str>, argument: &str) -> Result<&'a str, PgtError> {
+    value.ok_or_else(|| {
+        PgtError::new(SqlState::NullValueNotAllowed, format!("{argument} must not be NULL"))
+            .hint("Pass a value, or leave out an argument that has a default.")
+    })
 }
 
 /// Where an error points into a query, shown the way psql shows positions: the line, then a caret.
@@ -144,6 +156,7 @@ mod report {
         fn pg_code(self) -> C {
             match self {
                 SqlState::InvalidParameterValue => C::ERRCODE_INVALID_PARAMETER_VALUE,
+                SqlState::NullValueNotAllowed => C::ERRCODE_NULL_VALUE_NOT_ALLOWED,
                 SqlState::SyntaxError => C::ERRCODE_SYNTAX_ERROR,
                 SqlState::InvalidName => C::ERRCODE_INVALID_NAME,
                 SqlState::InvalidSchemaName => C::ERRCODE_INVALID_SCHEMA_NAME,
@@ -161,9 +174,11 @@ mod report {
     }
 
     impl PgtError {
-        /// Raises this error as a PostgreSQL ERROR. Does not return.
+        /// Raises this error as a PostgreSQL ERROR. Does not return. Its LOCATION is the caller's
+        /// (the SQL function's code), not this file.
+        #[track_caller]
         pub fn raise(self) -> ! {
-            let mut report = ErrorReport::new(self.state.pg_code(), self.message, "");
+            let mut report = ErrorReport::new(self.state.pg_code(), self.message, "pg_trickle");
             if let Some(d) = self.detail {
                 report = report.set_detail(d);
             }
@@ -177,12 +192,17 @@ mod report {
 
     /// Unwraps a result at the SQL boundary, raising the error as a PostgreSQL ERROR.
     pub trait OrRaise<T> {
+        #[track_caller]
         fn or_raise(self) -> T;
     }
 
     impl<T> OrRaise<T> for Result<T, PgtError> {
+        #[track_caller]
         fn or_raise(self) -> T {
-            self.unwrap_or_else(|e| e.raise())
+            match self {
+                Ok(value) => value,
+                Err(e) => e.raise(),
+            }
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct DbError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// `routine, file:line` as psql's `LOCATION:` shows it.
+    pub location: String,
 }
 
 impl TestDb {
@@ -135,5 +137,6 @@ pub fn as_db_error(e: &postgres::Error) -> Option<DbError> {
         message: d.message().to_string(),
         detail: d.detail().map(str::to_string),
         hint: d.hint().map(str::to_string),
+        location: format!("{}, {}:{}", d.routine().unwrap_or(""), d.file().unwrap_or(""), d.line().unwrap_or(0)),
     })
 }

@@ -173,3 +173,33 @@ fn a_group_key_without_a_hash_function_keeps_the_group_recompute() {
     db.exec("INSERT INTO w (v, q) VALUES (to_tsvector('simple', 'w1'), 5), (to_tsvector('simple', 'new'), 7); DELETE FROM w WHERE id < 5");
     refresh_and_check(&mut db, "wst", query, "a batch over an unhashable key");
 }
+
+#[test]
+fn order_dependent_aggregates_are_read_in_full_from_the_start_and_say_why() {
+    let mut db = TestDb::new("agg_order_dependent");
+    db.exec(
+        "CREATE TABLE f (id int PRIMARY KEY, g int NOT NULL, x float8 NOT NULL, t text NOT NULL);
+         INSERT INTO f SELECT i, i % 3, i / 7.0, 't' || i FROM generate_series(1, 30) i;",
+    );
+    for (query, why) in [
+        ("SELECT g, sum(x) AS s FROM f GROUP BY g", "sum() over double precision"),
+        ("SELECT g, avg(x) AS a FROM f GROUP BY g", "avg() over double precision"),
+        ("SELECT g, string_agg(t, ',') AS ts FROM f GROUP BY g", "string_agg() without ORDER BY"),
+        ("SELECT g, array_agg(id) AS ids FROM f GROUP BY g", "array_agg() without ORDER BY"),
+    ] {
+        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('d', $q${query}$q$, '1h', 'DIFFERENTIAL')"));
+        assert_eq!(e.code, "0A000", "{query}");
+        assert!(e.message.contains(why), "{query}: {e:?}");
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('a', $q${query}$q$, '1h', 'AUTO')"));
+        let reason: String = db.value("SELECT mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'a'::regclass");
+        assert!(reason.contains(why), "{reason}");
+        db.exec("SELECT pgtrickle.drop_stream_table('a')");
+    }
+    // With a total ORDER BY the result does not depend on the read order: maintained per group.
+    const ORDERED: &str = "SELECT g, string_agg(t, ',' ORDER BY id) AS ts FROM f GROUP BY g";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('o', $q${ORDERED}$q$, '1h', 'DIFFERENTIAL')"));
+    db.exec("UPDATE f SET t = 'changed' WHERE id = 4; DELETE FROM f WHERE id = 5;");
+    db.exec("SELECT pgtrickle.refresh_stream_table('o')");
+    assert_eq!(db.last_refresh("o").0, "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("o", ORDERED);
+}

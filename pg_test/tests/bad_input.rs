@@ -169,3 +169,46 @@ fn a_query_that_fails_while_populating_leaves_nothing() {
     let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 100 / amount AS r FROM orders')", "22012");
     assert_eq!(err.message, "division by zero");
 }
+
+#[test]
+fn null_arguments_are_refused_by_name() {
+    let mut db = setup("bad_input_nulls");
+    for (sql, argument) in [
+        ("SELECT pgtrickle.create_stream_table(NULL, 'SELECT id FROM orders')", "name"),
+        ("SELECT pgtrickle.create_stream_table('x', NULL)", "query"),
+        ("SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', NULL)", "schedule"),
+        ("SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', '1m', NULL)", "refresh_mode"),
+        ("SELECT pgtrickle.refresh_stream_table(NULL)", "name"),
+        ("SELECT pgtrickle.drop_stream_table(NULL)", "name"),
+        ("SELECT pgtrickle.explain_stream_table(NULL)", "name"),
+        ("SELECT pgtrickle.alter_stream_table(NULL)", "name"),
+        ("SELECT pgtrickle.alter_stream_table(NULL, schedule => '1m')", "name"),
+    ] {
+        let e = rejected(&mut db, sql, "22004");
+        assert_eq!(e.message, format!("{argument} must not be NULL"), "{sql}");
+        // Errors point at pg_trickle's code for the call, not at its error module.
+        assert!(e.location.starts_with("pg_trickle, ") && !e.location.contains("error.rs"), "{sql}: {}", e.location);
+    }
+}
+
+#[test]
+fn a_query_without_columns_is_refused_in_every_mode() {
+    let mut db = setup("bad_input_no_columns");
+    for mode in ["AUTO", "FULL", "DIFFERENTIAL"] {
+        let e = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', 'SELECT FROM orders', '1m', '{mode}')"), "0A000");
+        assert_eq!(e.message, "the defining query has no output columns");
+    }
+}
+
+#[test]
+fn a_manual_refresh_of_a_broken_stream_table_fails_and_says_why() {
+    let mut db = setup("bad_input_broken_refresh");
+    db.exec("SELECT pgtrickle.create_stream_table('doubled', 'SELECT id, amount * 2 AS a FROM orders', '1h', 'DIFFERENTIAL')");
+    // A column its query reads is dropped (CASCADE takes the query's view along): it cannot be
+    // refreshed any more.
+    db.exec("ALTER TABLE orders DROP COLUMN amount CASCADE");
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('doubled')");
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(e.message.starts_with("stream table \"doubled\" cannot be refreshed: "), "{e:?}");
+    assert!(e.message.contains("amount"), "{e:?}");
+}

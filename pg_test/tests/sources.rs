@@ -148,3 +148,40 @@ fn views_whose_security_would_be_bypassed_are_read_whole() {
     }
     db.exec("DROP OWNED BY pgt_view_owner CASCADE; DROP ROLE pgt_view_owner;");
 }
+
+#[test]
+fn a_differential_stream_table_over_a_differential_stream_table() {
+    let mut db = TestDb::new("sources_stream_on_stream");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g % 5, g FROM generate_series(1, 50) g;",
+    );
+    const UP: &str = "SELECT grp, count(*) AS n, sum(v) AS s FROM src GROUP BY grp";
+    const DOWN: &str = "SELECT n, count(*) AS groups, sum(s) AS total FROM up GROUP BY n";
+    const PICK: &str = "SELECT grp, s FROM up WHERE s > 200";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('up', '{UP}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('down', '{DOWN}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('pick', '{PICK}', '1h', 'DIFFERENTIAL')"));
+    // AUTO no longer falls back to FULL for a stream table over a stream table.
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('pick_auto', '{PICK}', '1h', 'AUTO')"));
+    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'pick_auto'"), "DIFFERENTIAL");
+    for step in [
+        "INSERT INTO src VALUES (51, 1, 100)",
+        "UPDATE src SET grp = 2 WHERE id IN (3, 8)",
+        "DELETE FROM src WHERE grp = 4",
+        "TRUNCATE src; INSERT INTO src VALUES (1, 1, 500)",
+    ] {
+        db.exec(step);
+        refresh(&mut db, "up");
+        db.assert_matches_query("up", UP);
+        for (st, query) in [("down", DOWN), ("pick", PICK)] {
+            let (action, reason) = refresh(&mut db, st);
+            assert!(action == "DIFFERENTIAL" || action == "NO_DATA", "{step}: {st}: {action} {reason}");
+            db.assert_matches_query(st, query);
+        }
+    }
+    // `SELECT *` over a stream table would take its hidden columns: the error says what to do.
+    let e = db.error("SELECT pgtrickle.create_stream_table('star', 'SELECT * FROM up', '1h', 'AUTO')");
+    assert_eq!(e.code, "42939");
+    assert!(e.hint.as_deref().unwrap_or("").contains("Name the columns"), "{e:?}");
+}

@@ -5,19 +5,19 @@ use crate::catalog::schedule::{format_schedule, parse_schedule};
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::names;
 use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
-use crate::error::{OrRaise, PgtError, PgtResult};
+use crate::error::{required, OrRaise, PgtError, PgtResult};
 use crate::spi;
 use pgrx::prelude::*;
 
 /// Changes a stream table's schedule, refresh mode or status (ACTIVE / SUSPENDED). NULL keeps a setting.
 #[pg_extern(schema = "pgtrickle")]
 fn alter_stream_table(
-    name: &str,
+    name: Option<&str>,
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) {
-    alter(name, schedule, refresh_mode, status).or_raise()
+    required(name, "name").and_then(|name| alter(name, schedule, refresh_mode, status)).or_raise()
 }
 
 fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status: Option<&str>) -> PgtResult<()> {

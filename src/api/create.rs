@@ -6,7 +6,7 @@ use crate::catalog::stream_tables::{self, NewStreamTable};
 use crate::catalog::{depend, names};
 use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
 use crate::dvm::sql::{quote_ident, QualifiedName};
-use crate::error::{OrRaise, PgtError, PgtResult, SqlState};
+use crate::error::{required, OrRaise, PgtError, PgtResult, SqlState};
 use crate::refresh::{self, Initiator};
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -15,12 +15,20 @@ use pgrx::prelude::*;
 /// Creates a stream table `name` holding the result of `query`, refreshed every `schedule`.
 #[pg_extern(schema = "pgtrickle")]
 fn create_stream_table(
-    name: &str,
-    query: &str,
-    schedule: default!(&str, "'1m'"),
-    refresh_mode: default!(&str, "'AUTO'"),
+    name: Option<&str>,
+    query: Option<&str>,
+    schedule: default!(Option<&str>, "'1m'"),
+    refresh_mode: default!(Option<&str>, "'AUTO'"),
 ) {
-    create(name, query, schedule, refresh_mode).or_raise()
+    let args = || -> PgtResult<_> {
+        Ok((
+            required(name, "name")?,
+            required(query, "query")?,
+            required(schedule, "schedule")?,
+            required(refresh_mode, "refresh_mode")?,
+        ))
+    };
+    args().and_then(|(name, query, schedule, mode)| create(name, query, schedule, mode)).or_raise()
 }
 
 fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {

@@ -1,5 +1,5 @@
 use crate::catalog::{names, stream_tables};
-use crate::error::{OrRaise, PgtResult};
+use crate::error::{required, OrRaise, PgtResult};
 use crate::spi;
 use pgrx::prelude::*;
 
@@ -7,8 +7,8 @@ use pgrx::prelude::*;
 /// table needs. Refused (by PostgreSQL's own
 /// dependency check) while another stream table reads it.
 #[pg_extern(schema = "pgtrickle")]
-fn drop_stream_table(name: &str) {
-    drop(name).or_raise()
+fn drop_stream_table(name: Option<&str>) {
+    required(name, "name").and_then(drop).or_raise()
 }
 
 fn drop(name: &str) -> PgtResult<()> {

@@ -5,14 +5,14 @@ use crate::dvm::diff::{stream_delta, AggregateState, DiffContext};
 use crate::refresh;
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
-use crate::error::{OrRaise, PgtResult};
+use crate::error::{required, OrRaise, PgtResult};
 use pgrx::prelude::*;
 
 /// Explains how a stream table is refreshed: the mode and why, the operator tree, and the SQL a
 /// refresh runs (for DIFFERENTIAL: the plan with every source changed).
 #[pg_extern(schema = "pgtrickle")]
-fn explain_stream_table(name: &str) -> String {
-    explain(name).or_raise()
+fn explain_stream_table(name: Option<&str>) -> String {
+    required(name, "name").and_then(explain).or_raise()
 }
 
 fn explain(name: &str) -> PgtResult<String> {

@@ -1,16 +1,23 @@
 use crate::catalog::stream_tables;
-use crate::error::{OrRaise, PgtResult};
-use crate::refresh::{self, Initiator};
+use crate::error::{required, OrRaise, PgtError, PgtResult, SqlState};
+use crate::refresh::{self, Initiator, Outcome};
 use pgrx::prelude::*;
 
 /// Refreshes a stream table now, in the caller's transaction. Waits for a refresh already running.
 #[pg_extern(schema = "pgtrickle")]
-fn refresh_stream_table(name: &str) {
-    run(name).or_raise()
+fn refresh_stream_table(name: Option<&str>) {
+    required(name, "name").and_then(run).or_raise()
 }
 
 fn run(name: &str) -> PgtResult<()> {
     let wrote_before = refresh::has_xid();
     let pgt_id = stream_tables::find_id(name)?;
-    refresh::run(pgt_id, Initiator::Manual, wrote_before).map(|_| ())
+    match refresh::run(pgt_id, Initiator::Manual, wrote_before)? {
+        Outcome::Broken => {
+            let why = stream_tables::load(pgt_id)?.and_then(|st| st.last_error).unwrap_or_default();
+            Err(PgtError::new(SqlState::ObjectNotInPrerequisiteState, format!("stream table \"{name}\" cannot be refreshed: {why}"))
+                .hint("Drop the stream table and create it again for its sources as they are now."))
+        }
+        _ => Ok(()),
+    }
 }

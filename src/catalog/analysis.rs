@@ -79,10 +79,20 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
         Ok((defining_query, columns, sources, mutable))
     })?;
 
+    if columns.is_empty() {
+        return Err(PgtError::new(SqlState::FeatureNotSupported, "the defining query has no output columns")
+            .detail("A stream table is a table: it needs at least one column.")
+            .hint("Select at least one column."));
+    }
     if let Some(c) = columns.iter().find(|c| c.name.starts_with(HIDDEN_PREFIX)) {
+        let from_stream_table = sources.iter().any(|s| s.kind == SourceKind::StreamTable);
         return Err(PgtError::new(SqlState::ReservedName, format!("column name \"{}\" is reserved", c.name))
             .detail(format!("Column names starting with \"{HIDDEN_PREFIX}\" are reserved for pg_trickle's hidden columns."))
-            .hint("Rename the column with AS."));
+            .hint(if from_stream_table {
+                "Name the columns you want instead of *: stream tables carry hidden columns."
+            } else {
+                "Rename the column with AS."
+            }));
     }
     Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions })
 }

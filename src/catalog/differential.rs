@@ -98,6 +98,9 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         fill_null_types(&tree, &mut body)?;
         tree.ctes[cte] = body;
     }
+    if let Some(call) = float_sum(&tree) {
+        return Ok(Err(call));
+    }
     if let Err(message) = validate(&tree)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
@@ -154,6 +157,27 @@ fn parent_of(relid: Oid) -> PgtResult<Option<String>> {
 /// itself would miss them.
 fn partition_reason(name: &str, parent: &str) -> String {
     format!("table {name} as a source, which is a partition or inheritance child of {parent} (read {parent} instead)")
+}
+
+/// A SUM or AVG over a floating-point argument: its result depends on the order values are added in
+/// (as PostgreSQL's own does), so no delta can reproduce it exactly.
+fn float_sum(tree: &OpTree) -> Option<String> {
+    fn walk(node: &Node) -> Option<String> {
+        if let Node::Aggregate { calls, .. } = node {
+            for call in calls {
+                let float = ["real", "double precision"].contains(&call.arg_type.split(" COLLATE ").next().unwrap_or(""));
+                if float && matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
+                    let name = if call.func == AggFunc::Sum { "sum" } else { "avg" };
+                    return Some(format!(
+                        "{name}() over {} (a floating-point sum depends on the order values are added in)",
+                        call.arg_type
+                    ));
+                }
+            }
+        }
+        node.children().into_iter().find_map(walk)
+    }
+    walk(&tree.root).or_else(|| tree.ctes.iter().find_map(walk))
 }
 
 fn hashable(type_sql: &str) -> PgtResult<bool> {

@@ -22,6 +22,7 @@ pub struct StreamTable {
     pub needs_reinit: bool,
     /// Why the next refresh must be FULL (None before 0.2.0's catalog, or when nobody said).
     pub reinit_reason: Option<String>,
+    pub last_error: Option<String>,
 }
 
 impl StreamTable {
@@ -35,7 +36,7 @@ impl StreamTable {
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
-                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit";
+                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit, last_error";
 
 /// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
 fn columns() -> PgtResult<String> {
@@ -57,6 +58,7 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         frontier: r.get_by_name("frontier")?,
         needs_reinit: spi::col(r, "needs_reinit")?,
         reinit_reason: r.get_by_name("reinit_reason")?,
+        last_error: r.get_by_name("last_error")?,
     })
 }
 

@@ -72,16 +72,31 @@ pub fn ensure_capture(source: Oid) -> PgtResult<()> {
     install(source)
 }
 
-fn install(source: Oid) -> PgtResult<()> {
-    let table = crate::catalog::names::qualified_name_of(source)?;
+/// The columns capture records for `source`: all of them — but a stream table's hidden columns,
+/// which no query reads (a DIFFERENTIAL stream table over another sees only its visible columns).
+fn capture_columns(source: Oid) -> PgtResult<Vec<(String, String)>> {
     let columns = table_columns(source)?;
+    let is_stream_table = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1)",
+        &[source.into()],
+    )? == Some(true);
+    if is_stream_table {
+        return Ok(columns.into_iter().filter(|(n, _)| !n.starts_with(HIDDEN_PREFIX)).collect());
+    }
     if let Some((name, _)) = columns.iter().find(|(n, _)| n.starts_with(HIDDEN_PREFIX)) {
+        let table = crate::catalog::names::qualified_name_of(source)?;
         return Err(PgtError::new(
             SqlState::ReservedName,
             format!("column \"{name}\" of {table} uses a name reserved by pg_trickle"),
         )
         .detail(format!("Change capture adds its own columns starting with \"{HIDDEN_PREFIX}\".")));
     }
+    Ok(columns)
+}
+
+fn install(source: Oid) -> PgtResult<()> {
+    let table = crate::catalog::names::qualified_name_of(source)?;
+    let columns = capture_columns(source)?;
     let buffer = buffer_name(source);
     let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
     spi::exec(
@@ -191,7 +206,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     let Some(_guard) = RearmGuard::enter() else { return Ok(()) };
     let buffer = buffer_name(source);
     let Some(buffer_oid) = existing(&buffer)? else { return Ok(()) };
-    let now = table_columns(source)?;
+    let now = capture_columns(source)?;
     let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
     let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
     let table = crate::catalog::names::qualified_name_of(source)?;

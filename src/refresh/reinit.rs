@@ -67,7 +67,8 @@ fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Opti
 
 fn broken(st: &StreamTable, problem: &str) -> PgtResult<Option<StreamTable>> {
     let message = format!("a source of this stream table changed and its query no longer works: {problem}");
-    pgrx::warning!("pg_trickle: stream table {}: {message}", st.pgt_id);
+    let name = crate::catalog::names::qualified_name_of(st.relid)?;
+    pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {message}");
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
             SET status = 'ERROR', last_error = $2, last_error_at = pg_catalog.clock_timestamp()
