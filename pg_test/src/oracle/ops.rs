@@ -156,6 +156,11 @@ impl Generator {
                     Kind::Small | Kind::Id => format!("{} + 1", c.name),
                     Kind::Amount => self.rng.pick(&["{} + 1.25", "-{}", "{} - 20"]).replace("{}", c.name),
                     Kind::Text => format!("CASE {} WHEN 'x' THEN 'y' ELSE 'x' END", c.name),
+                    // The same values, printed differently.
+                    Kind::Scaled => self.rng.pick(&["{} * 1.0", "round({}, 0)", "{} + 0.000", "trim_scale({})"]).replace("{}", c.name),
+                    Kind::Span => self.rng.pick(&["justify_hours({})", "{} + '0 s'", "{} * 24 / 24"]).replace("{}", c.name),
+                    Kind::Float => format!("-{}", c.name),
+                    Kind::Ci => self.rng.pick(&["upper({})::citext", "lower({})::citext"]).replace("{}", c.name),
                 },
                 // Rewrites rows without changing them.
                 _ => c.name.to_string(),
@@ -233,5 +238,9 @@ fn group_columns(t: &Table) -> Vec<&'static str> {
 
 /// Columns whose MIN/MAX is interesting to delete or move.
 fn value_columns(t: &Table) -> Vec<&'static str> {
-    t.columns.iter().filter(|c| matches!(c.kind, Kind::Amount | Kind::Small | Kind::Text)).map(|c| c.name).collect()
+    t.columns
+        .iter()
+        .filter(|c| matches!(c.kind, Kind::Amount | Kind::Small | Kind::Text | Kind::Scaled | Kind::Span | Kind::Float))
+        .map(|c| c.name)
+        .collect()
 }

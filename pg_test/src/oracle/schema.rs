@@ -15,6 +15,14 @@ pub enum Kind {
     Small,
     /// Primary key, 0..=24.
     Id,
+    /// Unconstrained numeric: equal values at different scales (1.5, 1.50, -0.0, 0).
+    Scaled,
+    /// interval: equal spans written differently ('1 day', '24 hours').
+    Span,
+    /// float8 with both zeros (0 and -0 are equal, and print differently).
+    Float,
+    /// citext: 'a' and 'A' are equal.
+    Ci,
 }
 
 pub struct Column {
@@ -34,7 +42,7 @@ const fn col(name: &'static str, kind: Kind) -> Column {
     Column { name, kind }
 }
 
-pub const TABLES: [Table; 3] = [
+pub const TABLES: [Table; 4] = [
     Table {
         name: "a",
         ddl: "CREATE TABLE a (k int, g int, v numeric(10,2), t text)",
@@ -57,6 +65,20 @@ pub const TABLES: [Table; 3] = [
         name: "c",
         ddl: "CREATE TABLE c (id int PRIMARY KEY, k int, q int, name text)",
         columns: &[col("id", Kind::Id), col("k", Kind::Key), col("q", Kind::Small), col("name", Kind::Text)],
+        has_pk: true,
+    },
+    // Values that are equal but print differently: a stream table must show what its query shows.
+    Table {
+        name: "r",
+        ddl: "CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE r (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, ci citext)",
+        columns: &[
+            col("id", Kind::Id),
+            col("k", Kind::Key),
+            col("x", Kind::Scaled),
+            col("iv", Kind::Span),
+            col("f", Kind::Float),
+            col("ci", Kind::Ci),
+        ],
         has_pk: true,
     },
 ];
@@ -92,6 +114,10 @@ pub fn literal(rng: &mut Rng, kind: Kind) -> String {
         Kind::Small => rng.range(-3, 10).to_string(),
         Kind::Id => rng.range(0, 24).to_string(),
         Kind::Text => format!("'{}'", rng.pick(&["x", "y", "z", "xy", ""])),
+        Kind::Scaled => rng.pick(&["1.5", "1.50", "1.500", "2", "2.0", "0", "-0.0", "0.00", "10.25", "-3"]).to_string(),
+        Kind::Span => format!("'{}'", rng.pick(&["1 day", "24 hours", "1 day 1 hour", "25 hours", "0", "00:00:00", "-1 day"])),
+        Kind::Float => rng.pick(&["0", "'-0'", "1.5", "-1.5", "2"]).to_string(),
+        Kind::Ci => format!("'{}'", rng.pick(&["a", "A", "b", "B", "ab", "AB"])),
         Kind::Amount => {
             let cents = if rng.chance(85) { rng.range(-8, 32) * 125 } else { rng.range(-99_999, 999_999) };
             cents_literal(cents)

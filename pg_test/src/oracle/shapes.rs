@@ -168,6 +168,15 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape("agg_state_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, max(q) AS mx, min(name) AS mn FROM c"),
     shape("agg_unbounded_scale", "SELECT g AS g, sum(v / 8) AS s8, avg(v * 1.5) AS a15 FROM a GROUP BY g"),
+    // Equal values that print differently (table r): changes of representation alone must show.
+    shape("repr_scan", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f, ci AS ci FROM r WHERE k IS NOT NULL"),
+    shape("repr_filter_citext", "SELECT id AS id, x AS x, iv AS iv FROM r WHERE ci = 'a'"),
+    shape(
+        "repr_group",
+        "SELECT k AS k, count(*) AS n, sum(x) AS sx, avg(x) AS ax, sum(iv) AS siv, count(f) AS nf FROM r GROUP BY k",
+    ),
+    shape("repr_citext_group", "SELECT lower(ci::text) AS ci, count(*) AS n, sum(x) AS sx, max(k) AS mk FROM r GROUP BY ci"),
+    shape("repr_citext_join", "SELECT a.id AS a, b.id AS b, b.iv AS iv, b.f AS f FROM r a JOIN r b ON a.ci = b.ci AND a.k = b.k"),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.
