@@ -210,6 +210,14 @@ BEGIN
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);
     END LOOP;
+    -- A stream table's query view is pg_trickle's: dropped on its own, the stream table would lose
+    -- its query.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                WHERE d.original AND d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries') THEN
+        RAISE EXCEPTION 'cannot drop a stream table''s defining query'
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Drop the stream table with pgtrickle.drop_stream_table() instead.';
+    END IF;
     -- A stream table's query view went with a column or relation it reads (DROP ... CASCADE): its
     -- query no longer works.
     UPDATE pgtrickle.pgt_stream_tables st

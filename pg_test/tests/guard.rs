@@ -73,3 +73,24 @@ fn mode_changes_still_reshape_the_stream_table() {
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     db.assert_matches_query("totals", TOTALS);
 }
+
+#[test]
+fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
+    let mut db = db_with("guard_query_view", "DIFFERENTIAL");
+    let view: String = db.value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
+    for sql in [
+        format!("CREATE OR REPLACE VIEW {view} AS SELECT grp, count(*) AS n, sum(v) + 1 AS total FROM src GROUP BY grp"),
+        format!("ALTER VIEW {view} RENAME TO other"),
+        format!("DROP VIEW {view}"),
+    ] {
+        let e = db.error(&sql);
+        assert_eq!(e.code, "42809", "{sql}: {e:?}");
+    }
+    db.exec("UPDATE src SET v = v + 1 WHERE id = 1");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+    // Dropping the stream table takes its view along.
+    db.exec("SELECT pgtrickle.drop_stream_table('totals')");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_queries'::regnamespace"), 0);
+}

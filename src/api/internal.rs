@@ -33,6 +33,7 @@ fn query_sources_changed(command_tag: &str, relid: Option<Oid>) {
 /// Gives a stream table created before 0.2.0 its query view (the update script calls it).
 #[pg_extern(schema = "pgtrickle", name = "_create_query_view")]
 fn create_query_view(pgt_id: i64) {
+    let _own = crate::catalog::guard::OwnWrite::begin();
     let create = || -> crate::error::PgtResult<()> {
         let Some(st) = crate::catalog::stream_tables::load(pgt_id)? else { return Ok(()) };
         crate::catalog::query_view::create(pgt_id, st.relid, &st.defining_query)

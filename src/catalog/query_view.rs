@@ -9,7 +9,7 @@ use super::differential::choose_mode;
 use super::modes::RefreshMode;
 use super::stream_tables::{self, StreamTable};
 use crate::dvm::sql::{quote_literal, QualifiedName};
-use crate::error::{PgtError, PgtResult};
+use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
@@ -56,6 +56,9 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
 
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
+    if let Some(relid) = relid {
+        refuse_changes_to_query_views(relid)?;
+    }
     match (command_tag, relid) {
         ("CREATE VIEW", Some(view)) => {
             let name = super::names::qualified_name_of(view)?;
@@ -71,6 +74,26 @@ pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
         (_, Some(relid)) => follow_renames(Some(relid)),
         _ => Ok(()),
     }
+}
+
+/// The query views are pg_trickle's: replacing one would change what a stream table computes behind
+/// its catalog's back, renaming one would lose it.
+fn refuse_changes_to_query_views(relid: Oid) -> PgtResult<()> {
+    if super::guard::own_write_active() {
+        return Ok(());
+    }
+    let ours = spi::one::<bool>(
+        "SELECT c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )? == Some(true);
+    if !ours {
+        return Ok(());
+    }
+    Err(PgtError::new(
+        SqlState::WrongObjectType,
+        format!("cannot change {}: it is a stream table's defining query", super::names::qualified_name_of(relid)?),
+    )
+    .hint("To change the query, drop the stream table and create it again."))
 }
 
 /// After DDL that may have renamed something stream tables read (`relid`, or anything when None):
