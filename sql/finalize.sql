@@ -38,6 +38,7 @@ BEGIN
         EXECUTE pg_catalog.format('DROP TABLE pgtrickle_changes.%I', r.relname);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_' || r.source);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'truncated_' || r.source);
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_row_' || r.source);
     END LOOP;
 END
 $$;
@@ -113,7 +114,8 @@ REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._query_sources_changed(text, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._create_query_view(bigint) FROM PUBLIC;
-CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA')
+CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();
 -- Also under session_replication_role = replica (restores, replication apply).
 ALTER EVENT TRIGGER pgtrickle_ddl_end ENABLE ALWAYS;
@@ -154,7 +156,11 @@ BEGIN
     -- A stream table's query view is pg_trickle's: dropped on its own, the stream table would lose
     -- its query.
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
-                WHERE d.original AND d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries') THEN
+                 JOIN pgtrickle.pgt_stream_tables st ON d.object_name = 'q_' || st.pgt_id
+                WHERE d.original AND d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries'
+                  -- not with its stream table (DROP OWNED, DROP SCHEMA ... CASCADE)
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() s
+                                   WHERE s.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND s.objid = st.pgt_relid)) THEN
         RAISE EXCEPTION 'cannot drop a stream table''s defining query'
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Drop the stream table with pgtrickle.drop_stream_table() instead.';
@@ -163,7 +169,8 @@ BEGIN
     -- query no longer works.
     UPDATE pgtrickle.pgt_stream_tables st
        SET status = 'ERROR', last_error_at = pg_catalog.clock_timestamp(),
-           last_error = 'something its defining query reads was dropped with CASCADE, and the query with it; drop and re-create the stream table'
+           last_error = pg_catalog.format('%s was dropped with CASCADE, and its defining query with it; drop and re-create the stream table',
+               (SELECT pg_catalog.string_agg(o.object_identity, ', ') FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.original))
       FROM pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.object_type = 'view' AND d.schema_name = 'pgtrickle_queries' AND d.object_name = 'q_' || st.pgt_id;
     DELETE FROM pgtrickle.pgt_stream_tables st

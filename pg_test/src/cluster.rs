@@ -88,6 +88,8 @@ fn start() -> Cluster {
         "max_worker_processes=64".into(),
         "max_connections=200".into(),
         "fsync=off".into(),
+        // Logical replication into a source must be captured too (tests/capture.rs).
+        "wal_level=logical".into(),
         "synchronous_commit=off".into(),
         "full_page_writes=off".into(),
         "pg_trickle.scheduler_interval_ms=100".into(),

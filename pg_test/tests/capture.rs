@@ -3,7 +3,8 @@
 //! dropped by hand. Each change must reach the stream table — differentially where capture saw it,
 //! through a FULL reinitialisation where it could not — and never be silently lost.
 
-use pg_trickle_e2e::TestDb;
+use pg_trickle_e2e::{wait_until, TestDb};
+use std::time::Duration;
 
 const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
 
@@ -17,6 +18,11 @@ fn refresh_exact(db: &mut TestDb) -> String {
     db.assert_matches_query("totals", TOTALS);
     format!("{action}: {reason}")
 }
+
+/// Capture triggers not in their own mode: statement triggers fire in origin sessions (O), TRUNCATE
+/// always (A), row triggers under replica role only (R).
+const MISCONFIGURED_TRIGGERS: &str = "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle\\_capture\\_%'
+    AND tgenabled <> CASE WHEN tgname LIKE '%\\_trunc' THEN 'A' WHEN tgname LIKE '%\\_row' THEN 'R' ELSE 'O' END";
 
 fn partitioned_db(name: &str) -> TestDb {
     let mut db = TestDb::new(name);
@@ -150,12 +156,10 @@ fn disabled_capture_means_full_refreshes_until_it_is_enabled_again() {
     assert!(done.contains("capture on a source is disabled"), "{done}");
     db.exec("DELETE FROM src WHERE id = 11");
     assert!(refresh_exact(&mut db).contains("capture on a source is disabled"));
-    // Enabled again (as ENABLE TRIGGER ALL, i.e. not ALWAYS): set back to ALWAYS, one more FULL.
+    // Enabled again (ENABLE TRIGGER ALL puts every trigger in origin mode): each capture trigger is set
+    // back to its own mode, and one more FULL refresh follows.
     db.exec("ALTER TABLE src ENABLE TRIGGER ALL; ALTER TABLE src_1 ENABLE TRIGGER ALL;");
-    assert_eq!(
-        db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle_capture%' AND tgenabled <> 'A'"),
-        0
-    );
+    assert_eq!(db.value::<i64>(MISCONFIGURED_TRIGGERS), 0);
     assert!(refresh_exact(&mut db).starts_with("FULL"));
     db.exec("SET session_replication_role = replica; INSERT INTO src_1 VALUES (13, 61, 3); RESET session_replication_role;");
     assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
@@ -173,4 +177,45 @@ fn a_capture_trigger_dropped_by_hand_is_re_armed() {
     refresh_exact(&mut db);
     db.exec("INSERT INTO src VALUES (15, 71, 1); DELETE FROM src_2 WHERE id = 1003;");
     assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+}
+
+#[test]
+fn writes_applied_by_logical_replication_are_captured() {
+    const TABLE: &str = "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL)";
+    let mut publisher = TestDb::new("capture_lr_pub");
+    publisher.exec(&format!(
+        "{TABLE}; INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;
+         CREATE PUBLICATION pgt_pub FOR TABLE src;"
+    ));
+    publisher.exec("SELECT pg_create_logical_replication_slot('pgt_capture_lr', 'pgoutput')");
+    let mut db = TestDb::new("capture_lr_sub");
+    db.exec(TABLE);
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "CREATE SUBSCRIPTION pgt_sub CONNECTION '{}' PUBLICATION pgt_pub WITH (create_slot = false, slot_name = 'pgt_capture_lr')",
+        publisher.conninfo()
+    ));
+    let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
+    let mut caught_up = |db: &mut TestDb, publisher: &mut TestDb| {
+        let want: i64 = publisher.value(checksum);
+        assert!(wait_until(Duration::from_secs(60), || db.value::<i64>(checksum) == want), "the subscription did not catch up");
+    };
+    // The initial copy, then inserts, updates and deletes, each applied by the subscription's worker.
+    caught_up(&mut db, &mut publisher);
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+    publisher.exec("INSERT INTO src VALUES (100, 1, 7); UPDATE src SET v = v * 2 WHERE grp = 2; DELETE FROM src WHERE id < 5;");
+    caught_up(&mut db, &mut publisher);
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+    // A replicated TRUNCATE reinitialises.
+    publisher.exec("TRUNCATE src; INSERT INTO src VALUES (1, 1, 1);");
+    caught_up(&mut db, &mut publisher);
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("FULL"), "{done}");
+    // Writes of the subscriber's own sessions are still captured once.
+    db.exec("INSERT INTO src VALUES (500, 3, 3)");
+    let done = refresh_exact(&mut db);
+    assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+    db.exec("DROP SUBSCRIPTION pgt_sub");
 }

@@ -81,6 +81,7 @@ fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
     for sql in [
         format!("CREATE OR REPLACE VIEW {view} AS SELECT grp, count(*) AS n, sum(v) + 1 AS total FROM src GROUP BY grp"),
         format!("ALTER VIEW {view} RENAME TO other"),
+        format!("ALTER VIEW {view} SET SCHEMA public"),
         format!("DROP VIEW {view}"),
     ] {
         let e = db.error(&sql);

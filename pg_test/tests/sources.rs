@@ -185,3 +185,67 @@ fn a_differential_stream_table_over_a_differential_stream_table() {
     assert_eq!(e.code, "42939");
     assert!(e.hint.as_deref().unwrap_or("").contains("Name the columns"), "{e:?}");
 }
+
+#[test]
+fn changes_to_nested_views_and_view_options_are_followed() {
+    let mut db = view_db("sources_nested_views");
+    db.exec("CREATE VIEW low_groups AS SELECT id, grp, v FROM positive WHERE grp < 2");
+    const TOP: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM low_groups GROUP BY grp";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('t', '{TOP}', '1h', 'AUTO')"));
+    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"), "DIFFERENTIAL");
+    // The view under the named one is redefined.
+    db.exec("CREATE OR REPLACE VIEW positive AS SELECT id, grp, v FROM base WHERE v > 20");
+    let (action, reason) = refresh(&mut db, "t");
+    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: view \"public\".\"positive\" was redefined"));
+    db.assert_matches_query("t", TOP);
+    // It becomes a security barrier: from now on it is read whole.
+    db.exec("ALTER VIEW positive SET (security_barrier = true)");
+    let (action, reason) = refresh(&mut db, "t");
+    assert_eq!(action, "FULL", "{reason}");
+    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"), "FULL");
+    db.exec("UPDATE base SET v = 100 WHERE id = 3");
+    refresh(&mut db, "t");
+    db.assert_matches_query("t", TOP);
+}
+
+#[test]
+fn a_source_that_becomes_unreadable_for_the_engine_puts_a_differential_stream_table_in_error() {
+    let mut db = TestDb::new("sources_become_unsupported");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1), (2, 2);
+         CREATE TABLE p (id int, v int) PARTITION BY RANGE (id);
+         CREATE TABLE q (id int, v int) PARTITION BY RANGE (id);
+         CREATE TABLE q1 PARTITION OF q FOR VALUES FROM (0) TO (10);
+         CREATE FOREIGN DATA WRAPPER pgt_dummy; CREATE SERVER pgt_nowhere FOREIGN DATA WRAPPER pgt_dummy;",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('on_t', 'SELECT id, v FROM t', '1h', 'DIFFERENTIAL')");
+    db.exec("SELECT pgtrickle.create_stream_table('on_q', 'SELECT id, v FROM q', '1h', 'DIFFERENTIAL')");
+    // t becomes a partition: writes through p would bypass t's statement triggers.
+    db.exec("ALTER TABLE t DROP CONSTRAINT t_pkey; ALTER TABLE p ATTACH PARTITION t FOR VALUES FROM (0) TO (100)");
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('on_t')");
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(e.message.contains("partition or inheritance child of p"), "{e:?}");
+    // q gains a foreign partition, whose writes cannot be captured.
+    db.exec("CREATE FOREIGN TABLE q2 PARTITION OF q FOR VALUES FROM (10) TO (20) SERVER pgt_nowhere");
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('on_q')");
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(e.message.contains("foreign-table partition or child public.q2"), "{e:?}");
+}
+
+#[test]
+fn restores_and_drop_owned_get_along_with_the_guards() {
+    let mut db = view_db("sources_restore_like");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
+    // pg_restore --disable-triggers ends with ENABLE TRIGGER ALL: the guard goes back to ALWAYS.
+    db.exec("ALTER TABLE by_grp DISABLE TRIGGER ALL; ALTER TABLE by_grp ENABLE TRIGGER ALL;");
+    assert_eq!(db.value::<String>("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'pgtrickle_guard'"), "A");
+    // DROP OWNED takes a stream table and its query view together.
+    db.exec(
+        "CREATE ROLE pgt_owner; GRANT USAGE ON SCHEMA pgtrickle_queries TO pgt_owner;
+         ALTER TABLE by_grp OWNER TO pgt_owner;",
+    );
+    let view: String = db.value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
+    db.exec(&format!("ALTER VIEW {view} OWNER TO pgt_owner"));
+    db.exec("DROP OWNED BY pgt_owner; DROP ROLE pgt_owner;");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+}

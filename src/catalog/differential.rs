@@ -49,14 +49,9 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         match source.kind {
             SourceKind::MatView => return Ok(Err(format!("materialized view {name} as a source"))),
             SourceKind::ForeignTable => return Ok(Err(format!("foreign table {name} as a source"))),
-            SourceKind::Table | SourceKind::StreamTable => {
-                if let Some(parent) = parent_of(source.relid)? {
-                    return Ok(Err(partition_reason(&name, &parent)));
-                }
-            }
-            SourceKind::PartitionedTable => {
-                if let Some(parent) = parent_of(source.relid)? {
-                    return Ok(Err(partition_reason(&name, &parent)));
+            SourceKind::Table | SourceKind::StreamTable | SourceKind::PartitionedTable => {
+                if let Some(problem) = table_problem(source.relid)? {
+                    return Ok(Err(problem));
                 }
             }
             SourceKind::View => {
@@ -64,11 +59,6 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
                     return Ok(Err(reason));
                 }
             }
-        }
-    }
-    for source in &analysis.sources {
-        if let Some(column) = nondeterministic_column(source.relid)? {
-            return Ok(Err(column));
         }
     }
     if let Some(description) = analysis.non_immutable_functions.first() {
@@ -97,6 +87,12 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
         let mut body = tree.ctes[cte].clone();
         fill_null_types(&tree, &mut body)?;
         tree.ctes[cte] = body;
+    }
+    // The tables read through views face the same tests as those named directly.
+    for table in tree.tables() {
+        if let Some(problem) = table_problem(Oid::from(table.relid))? {
+            return Ok(Err(problem));
+        }
     }
     if let Some(call) = float_sum(&tree) {
         return Ok(Err(call));
@@ -130,6 +126,18 @@ fn view_semantics_at_stake(view: Oid) -> PgtResult<Option<String>> {
           ORDER BY f.barrier DESC LIMIT 1",
         &[view.into()],
     )
+}
+
+/// Why the engine cannot capture or tell apart the changes of table `relid`, if it cannot.
+fn table_problem(relid: Oid) -> PgtResult<Option<String>> {
+    let name = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])?.unwrap_or_default();
+    if let Some(parent) = parent_of(relid)? {
+        return Ok(Some(partition_reason(&name, &parent)));
+    }
+    if let Some(foreign) = crate::cdc::foreign_descendant(relid)? {
+        return Ok(Some(format!("table {name}, which has the foreign-table partition or child {foreign} (its writes cannot be captured)")));
+    }
+    nondeterministic_column(relid)
 }
 
 /// A column of `relid` with a nondeterministic collation, described: values it calls equal ('A' and

@@ -62,6 +62,17 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
         return Ok(());
     }
     let Some(st) = crate::catalog::stream_tables::load_by_relid(relid)? else { return Ok(()) };
+    // ENABLE TRIGGER ALL (as pg_restore --disable-triggers ends) leaves the guard firing in origin
+    // sessions only: set it back to ALWAYS. DISABLE is the expert's choice and kept.
+    let state = spi::one::<String>(
+        "SELECT tgenabled::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'pgtrickle_guard'",
+        &[relid.into()],
+    )?;
+    if matches!(state.as_deref(), Some("O") | Some("R")) {
+        let _own = OwnWrite::begin();
+        let name = crate::catalog::names::qualified_name_of(relid)?;
+        spi::exec(&format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER pgtrickle_guard"), &[])?;
+    }
     let columns = crate::cdc::table_columns(relid)?;
     let visible: Vec<&String> =
         columns.iter().map(|(n, _)| n).filter(|n| !n.starts_with(crate::catalog::HIDDEN_PREFIX)).collect();

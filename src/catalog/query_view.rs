@@ -57,7 +57,7 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
     if let Some(relid) = relid {
-        refuse_changes_to_query_views(relid)?;
+        refuse_changes_to_query_views(command_tag, relid)?;
     }
     match (command_tag, relid) {
         ("CREATE VIEW", Some(view)) => {
@@ -71,19 +71,52 @@ pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
             )
         }
         ("ALTER SCHEMA", _) => follow_renames(None),
-        (_, Some(relid)) => follow_renames(Some(relid)),
+        (_, Some(relid)) => {
+            follow_renames(Some(relid))?;
+            // A view's options or owner decide whether the engine may read through it.
+            let view = spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true);
+            if view && !super::guard::own_write_active() {
+                let name = super::names::qualified_name_of(relid)?;
+                spi::exec(
+                    &super::reinit::mark_sql(
+                        "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
+                        "$2",
+                    )?,
+                    &[relid.into(), format!("view {name} was altered").into()],
+                )?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
 
 /// The query views are pg_trickle's: replacing one would change what a stream table computes behind
-/// its catalog's back, renaming one would lose it.
-fn refuse_changes_to_query_views(relid: Oid) -> PgtResult<()> {
+/// its catalog's back, renaming or moving one would lose it. (Its owner and options may change.)
+fn refuse_changes_to_query_views(command_tag: &str, relid: Oid) -> PgtResult<()> {
     if super::guard::own_write_active() {
         return Ok(());
     }
+    if command_tag != "CREATE VIEW" {
+        // Renamed or moved away: some live stream table has lost its view.
+        let lost = spi::one::<String>(
+            "SELECT pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id) FROM pgtrickle.pgt_stream_tables st
+              WHERE pg_catalog.to_regnamespace('pgtrickle_queries') IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                 WHERE c.relname = 'q_' || st.pgt_id AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace)
+              LIMIT 1",
+            &[],
+        )?;
+        return match lost {
+            None => Ok(()),
+            Some(view) => Err(PgtError::new(SqlState::WrongObjectType, format!("cannot rename or move {view}: it is a stream table's defining query"))
+                .hint("To change the query, drop the stream table and create it again.")),
+        };
+    }
+    // Only a live stream table's view: a restore re-creates the views before the catalog's rows.
     let ours = spi::one::<bool>(
-        "SELECT c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pgtrickle.pgt_stream_tables st ON c.relname = 'q_' || st.pgt_id
+                         WHERE c.oid = $1 AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace)",
         &[relid.into()],
     )? == Some(true);
     if !ours {
@@ -120,6 +153,13 @@ pub fn follow_renames(relid: Option<Oid>) -> PgtResult<()> {
     Ok(())
 }
 
+fn mark_reinit(st: &StreamTable, problem: &str) -> PgtResult<()> {
+    spi::exec(
+        &super::reinit::mark_sql("pgt_id = $1", "$2")?,
+        &[st.pgt_id.into(), format!("after a rename its query could not be rebuilt: {problem}").into()],
+    )
+}
+
 fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables SET defining_query = $2 WHERE pgt_id = $1",
@@ -129,8 +169,19 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
         // A reinitialisation rebuilds the tree itself.
         return Ok(());
     }
-    let analysis = analysis::analyze(text)?;
-    let choice = choose_mode(&analysis, RefreshMode::parse(&st.refresh_mode)?)?;
+    // Never abort the user's DDL over this: a query that no longer analyses reinitialises instead,
+    // and the reinitialisation says why (or puts the stream table in ERROR).
+    let requested = RefreshMode::parse(&st.refresh_mode)?;
+    let rebuilt = spi::in_subtransaction(|| {
+        let analysis = analysis::analyze(text)?;
+        let choice = choose_mode(&analysis, requested)?;
+        Ok((analysis, choice))
+    });
+    let (analysis, choice) = match rebuilt {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return mark_reinit(st, &e.to_string()),
+        Err(message) => return mark_reinit(st, &message),
+    };
     let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",

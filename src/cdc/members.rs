@@ -4,121 +4,137 @@
 //!   descendant of a source carries member triggers that run the root's capture function (columns
 //!   are taken by name, so a partition's own column order does not matter). Writes through the root
 //!   fire only the root's triggers, whose transition tables hold the rows of every partition.
-//! - **replication and restores**: capture triggers are `ENABLE ALWAYS`, so they fire under
-//!   `session_replication_role = replica` too (logical replication apply, `pg_restore
-//!   --disable-triggers` loads).
+//! - **replication and restores**: PostgreSQL's logical replication apply fires row triggers only,
+//!   and sessions under `session_replication_role = replica` fire only ALWAYS and REPLICA triggers.
+//!   So each plain table (a source, its partitions, its children) also has a row trigger, ENABLE
+//!   REPLICA, capturing the same change rows one at a time; the statement triggers stay plain
+//!   ENABLE, so every write is captured exactly once in either role. TRUNCATE triggers are ALWAYS.
 //! - **changed membership or trigger state** (ATTACH/DETACH PARTITION, a new child with rows, a
-//!   dropped partition, a capture trigger disabled, dropped or re-enabled by hand): re-armed at once,
-//!   and the dependents reinitialise with a FULL refresh, because rows may have come or gone unseen.
-//!   While a capture trigger stays disabled, every refresh of its dependents is FULL.
+//!   dropped partition, a capture trigger disabled, dropped or re-enabled in another mode by hand):
+//!   re-armed at once, and the dependents reinitialise with a FULL refresh, because rows may have
+//!   come or gone unseen. While a capture trigger stays disabled, every refresh of its dependents is
+//!   FULL.
 
-use super::{capture_function, truncate_function, ROOT_TRIGGERS};
+use super::{capture_function, row_capture_function, truncate_function};
+use crate::dvm::sql::quote_ident;
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
-/// (name suffix, event, REFERENCING clause) of the capture triggers; TRUNCATE has its own function.
-const EVENTS: [(&str, &str, &str); 3] = [
-    ("ins", "INSERT", "REFERENCING NEW TABLE AS pgt_new"),
-    ("upd", "UPDATE", "REFERENCING OLD TABLE AS pgt_old NEW TABLE AS pgt_new"),
-    ("del", "DELETE", "REFERENCING OLD TABLE AS pgt_old"),
+/// One capture trigger: its name suffix, how it is created (on `{on}`), and the state it must be in.
+struct Kind {
+    suffix: &'static str,
+    create: &'static str,
+    /// `pg_trigger.tgenabled`: O fires in origin sessions, R only under replica role, A always.
+    state: &'static str,
+}
+
+const STATEMENT: [Kind; 4] = [
+    Kind { suffix: "ins", create: "AFTER INSERT ON {on} REFERENCING NEW TABLE AS pgt_new FOR EACH STATEMENT", state: "O" },
+    Kind {
+        suffix: "upd",
+        create: "AFTER UPDATE ON {on} REFERENCING OLD TABLE AS pgt_old NEW TABLE AS pgt_new FOR EACH STATEMENT",
+        state: "O",
+    },
+    Kind { suffix: "del", create: "AFTER DELETE ON {on} REFERENCING OLD TABLE AS pgt_old FOR EACH STATEMENT", state: "O" },
+    Kind { suffix: "trunc", create: "AFTER TRUNCATE ON {on} FOR EACH STATEMENT", state: "A" },
 ];
+const ROW: Kind = Kind { suffix: "row", create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW", state: "R" };
 
-/// Creates the capture triggers of `source` on `table` (the source itself or one of its
-/// descendants), firing always.
-pub(super) fn arm(source: Oid, table: Oid) -> PgtResult<()> {
-    let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
-    let names = trigger_names(source, table);
-    for ((_, event, referencing), name) in EVENTS.iter().zip(&names) {
-        spi::exec(
-            &format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {on} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
-                capture_function(source)
-            ),
-            &[],
-        )?;
+/// The triggers `table` (the source or one of its descendants) carries for `source`: the statement
+/// triggers, and a row trigger where rows live (not on partitioned tables, whose partitions have
+/// their own).
+fn kinds_for(relkind: &str) -> Vec<&'static Kind> {
+    let mut kinds: Vec<&Kind> = STATEMENT.iter().collect();
+    if relkind == "r" {
+        kinds.push(&ROW);
     }
-    spi::exec(
-        &format!(
-            "CREATE TRIGGER {} AFTER TRUNCATE ON {on} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
-            names[3],
-            truncate_function(source)
-        ),
-        &[],
-    )?;
-    for name in &names {
-        spi::exec(&format!("ALTER TABLE {on} ENABLE ALWAYS TRIGGER {name}"), &[])?;
-    }
-    Ok(())
+    kinds
 }
 
-/// The four trigger names: the source's own keep their historic names; a descendant's name the
-/// source, so a partition that is a source itself can carry both.
-fn trigger_names(source: Oid, table: Oid) -> Vec<String> {
+/// A trigger's name: the source's own keep their historic names; a descendant's name the source, so
+/// a partition that is a source itself can carry both sets.
+fn trigger_name(source: Oid, table: Oid, kind: &Kind) -> String {
     if source == table {
-        ROOT_TRIGGERS.iter().map(|s| s.to_string()).collect()
+        format!("pgtrickle_capture_{}", kind.suffix)
     } else {
-        ["ins", "upd", "del", "trunc"].iter().map(|e| format!("pgtrickle_capture_{}_{e}", source.to_u32())).collect()
+        format!("pgtrickle_capture_{}_{}", source.to_u32(), kind.suffix)
     }
 }
 
-/// Brings the capture of `source` in line with its current descendants and trigger states. Returns
-/// whether changes may have been missed (the dependents must reinitialise).
-pub(super) fn rearm(source: Oid) -> PgtResult<bool> {
-    let mut lossy = false;
-    let functions = [capture_function(source), truncate_function(source)];
-    let function_oids: Vec<Oid> = functions
-        .iter()
-        .filter_map(|f| {
-            spi::one::<Oid>("SELECT pg_catalog.to_regprocedure($1 || '()')::oid", &[f.quoted().as_str().into()]).ok().flatten()
-        })
-        .collect();
-    if function_oids.len() < 2 {
+fn function_of(source: Oid, kind: &Kind) -> String {
+    match kind.suffix {
+        "trunc" => truncate_function(source).to_string(),
+        "row" => row_capture_function(source).to_string(),
+        _ => capture_function(source).to_string(),
+    }
+}
+
+fn set_state(on: &str, name: &str, state: &str) -> PgtResult<()> {
+    let mode = match state {
+        "A" => "ENABLE ALWAYS",
+        "R" => "ENABLE REPLICA",
+        _ => "ENABLE",
+    };
+    spi::exec(&format!("ALTER TABLE {on} {mode} TRIGGER {}", quote_ident(name)), &[])
+}
+
+/// Brings the capture of `source` in line with its current descendants and trigger states (also on
+/// first install, `installing`). Returns whether changes may have been missed (the dependents must
+/// reinitialise).
+pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
+    let functions: Vec<String> =
+        [capture_function(source), row_capture_function(source), truncate_function(source)].iter().map(|f| format!("{}()", f.quoted())).collect();
+    let function_oids: Vec<Oid> = spi::rows(
+        "SELECT pg_catalog.to_regprocedure(f)::oid AS oid FROM pg_catalog.unnest($1::text[]) AS f",
+        &[functions.into()],
+        |r| r.get_by_name::<Oid, _>("oid"),
+    )?
+    .into_iter()
+    .flatten()
+    .collect();
+    if function_oids.len() < 3 {
+        // Capture from before the row trigger existed is rebuilt by the caller (see cdc::source_altered).
         return Ok(false);
     }
-    // Which relations carry how many of the source's triggers now.
-    let armed: Vec<(Oid, i64)> = spi::rows(
-        "SELECT tgrelid, pg_catalog.count(*) AS n FROM pg_catalog.pg_trigger
-          WHERE tgfoid = ANY($1) AND NOT tgisinternal GROUP BY tgrelid",
-        &[function_oids.clone().into()],
-        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "n")?)),
-    )?;
-    let members = descendants(source)?;
-    for &table in std::iter::once(&source).chain(members.iter()) {
-        match armed.iter().find(|(rel, _)| *rel == table).map(|(_, n)| *n) {
-            Some(4) => {}
-            found => {
-                // Missing (a new partition or child) or partly dropped by hand: arm it afresh.
-                if found.is_some() {
-                    disarm(source, table)?;
-                }
-                arm(source, table)?;
-                lossy |= found.is_some() || table == source || has_rows(table)?;
+    let mut lossy = false;
+    let members = std::iter::once((source, relkind(source)?)).chain(descendants(source)?).collect::<Vec<_>>();
+    let armed = triggers(&function_oids)?;
+    for (table, kind) in &members {
+        let on = regclass(*table)?;
+        let have: Vec<&(Oid, String, String)> = armed.iter().filter(|(rel, _, _)| rel == table).collect();
+        let mut created = false;
+        for k in kinds_for(kind) {
+            let name = trigger_name(source, *table, k);
+            if have.iter().any(|(_, n, _)| *n == name) {
+                continue;
             }
+            let spec = k.create.replace("{on}", &on);
+            spi::exec(&format!("CREATE TRIGGER {} {spec} EXECUTE FUNCTION {}()", quote_ident(&name), function_of(source, k)), &[])?;
+            set_state(&on, &name, k.state)?;
+            created = true;
+        }
+        // Some of its triggers were gone (dropped by hand), or a member with rows joined.
+        if created && !installing && (!have.is_empty() || *table == source || has_rows(*table)?) {
+            lossy = true;
         }
     }
-    for &(table, _) in armed.iter().filter(|(rel, _)| *rel != source && !members.contains(rel)) {
+    for (table, name, _) in armed.iter().filter(|(rel, _, _)| !members.iter().any(|(m, _)| m == rel)) {
         // Detached or no longer inheriting: its rows left the source unseen.
-        disarm(source, table)?;
+        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(name), regclass(*table)?), &[])?;
         lossy = true;
     }
-    // Trigger states: ALWAYS is the only state that captures everything. A disabled trigger is the
-    // user's choice (refreshes are FULL until it is enabled again); any other state is set back.
-    let states: Vec<(Oid, String, String)> = spi::rows(
-        "SELECT tgrelid, tgname::text AS name, tgenabled::text AS state FROM pg_catalog.pg_trigger
-          WHERE tgfoid = ANY($1) AND NOT tgisinternal",
-        &[function_oids.into()],
-        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
-    )?;
-    for (table, name, state) in states {
-        match state.as_str() {
-            "A" => {}
-            "D" => lossy = true,
-            _ => {
-                let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
-                spi::exec(&format!("ALTER TABLE {on} ENABLE ALWAYS TRIGGER {}", crate::dvm::sql::quote_ident(&name)), &[])?;
-                lossy = true;
-            }
+    // A disabled trigger is the user's choice (refreshes are FULL until it is enabled again); any
+    // other state than its own is set back.
+    for (table, name, state) in triggers(&function_oids)? {
+        let Some(kind) = STATEMENT.iter().chain(std::iter::once(&ROW)).find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
+            continue;
+        };
+        if state == "D" {
+            lossy = true;
+        } else if state != kind.state {
+            set_state(&regclass(table)?, &name, kind.state)?;
+            lossy = true;
         }
     }
     Ok(lossy)
@@ -127,7 +143,11 @@ pub(super) fn rearm(source: Oid) -> PgtResult<bool> {
 /// Whether a capture trigger of one of `sources` is disabled: their changes are not captured, so a
 /// refresh must be FULL.
 pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
-    let names: Vec<String> = sources.iter().map(|&s| format!("{}()", capture_function(s).quoted())).collect();
+    let names: Vec<String> = sources
+        .iter()
+        .flat_map(|&s| [capture_function(s), row_capture_function(s), truncate_function(s)])
+        .map(|f| format!("{}()", f.quoted()))
+        .collect();
     Ok(spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                          WHERE t.tgenabled = 'D'
@@ -136,29 +156,53 @@ pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
     )? == Some(true))
 }
 
-fn disarm(source: Oid, table: Oid) -> PgtResult<()> {
-    let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
-    for name in trigger_names(source, table) {
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {name} ON {on}"), &[])?;
-    }
-    Ok(())
+/// (relation, name, state) of every trigger running one of `functions` (clones excluded).
+fn triggers(functions: &[Oid]) -> PgtResult<Vec<(Oid, String, String)>> {
+    spi::rows(
+        "SELECT tgrelid, tgname::text AS name, tgenabled::text AS state FROM pg_catalog.pg_trigger
+          WHERE tgfoid = ANY($1) AND NOT tgisinternal AND tgparentid = 0 ORDER BY 1, 2",
+        &[functions.to_vec().into()],
+        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
+    )
 }
 
-/// Every partition or inheritance child below `source`, at any depth, that can hold or route rows.
-fn descendants(source: Oid) -> PgtResult<Vec<Oid>> {
+/// Every partition or inheritance child below `source`, at any depth, that can hold or route rows,
+/// with its relkind.
+fn descendants(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
     spi::rows(
         "WITH RECURSIVE tree(relid) AS (
              SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1
              UNION
              SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
-         SELECT t.relid FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+         SELECT t.relid, c.relkind::text AS relkind FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
           WHERE c.relkind IN ('r', 'p') ORDER BY 1",
         &[source.into()],
-        |r| spi::col::<Oid>(r, "relid"),
+        |r| Ok((spi::col::<Oid>(r, "relid")?, spi::col::<String>(r, "relkind")?)),
     )
 }
 
+/// A foreign table among the source's partitions or children, if any: its writes cannot be
+/// captured (no transition tables, no trigger on the remote side).
+pub fn foreign_descendant(source: Oid) -> PgtResult<Option<String>> {
+    spi::one::<String>(
+        "WITH RECURSIVE tree(relid) AS (
+             SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1
+             UNION
+             SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+         SELECT c.oid::pg_catalog.regclass::text FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+          WHERE c.relkind = 'f' ORDER BY 1 LIMIT 1",
+        &[source.into()],
+    )
+}
+
+fn relkind(table: Oid) -> PgtResult<String> {
+    Ok(spi::one::<String>("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1", &[table.into()])?.unwrap_or_default())
+}
+
+fn regclass(table: Oid) -> PgtResult<String> {
+    Ok(spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default())
+}
+
 fn has_rows(table: Oid) -> PgtResult<bool> {
-    let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
-    Ok(spi::one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {on})"), &[])? == Some(true))
+    Ok(spi::one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {})", regclass(table)?), &[])? == Some(true))
 }

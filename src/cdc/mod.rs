@@ -6,7 +6,7 @@
 //! inheritance children, replication and trigger states: see members.rs.
 
 mod members;
-pub use members::suspended;
+pub use members::{foreign_descendant, suspended};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;
@@ -22,11 +22,13 @@ pub fn buffer_name(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("changes_{}", relid.to_u32()))
 }
 
-/// The capture triggers on a source itself.
-const ROOT_TRIGGERS: [&str; 4] = ["pgtrickle_capture_ins", "pgtrickle_capture_upd", "pgtrickle_capture_del", "pgtrickle_capture_trunc"];
-
 fn capture_function(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("capture_{}", relid.to_u32()))
+}
+
+/// The row-at-a-time twin of the capture function, for writes that fire row triggers only.
+fn row_capture_function(relid: Oid) -> QualifiedName {
+    QualifiedName::new(SCHEMA, format!("capture_row_{}", relid.to_u32()))
 }
 
 fn truncate_function(relid: Oid) -> QualifiedName {
@@ -113,11 +115,12 @@ fn install(source: Oid) -> PgtResult<()> {
     write_truncate_function(source, &table)?;
     let truncated = truncate_function(source);
     // Triggers on the source and on its partitions or inheritance children.
-    members::rearm(source)?;
+    members::rearm(source, true)?;
     let capture = capture_function(source);
     // Dropping the source drops its capture with it.
     depend::auto_on_source_relation(lookup_oid(&buffer)?, source);
     depend::auto_function_on_source(lookup_function(&capture)?, source);
+    depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
     depend::auto_function_on_source(lookup_function(&truncated)?, source);
     Ok(())
 }
@@ -175,6 +178,26 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
             old = from("o"),
         ),
         &[],
+    )?;
+    let values = |record: &str| names.iter().map(|n| format!(", {record}.{}", quote_ident(n))).collect::<String>();
+    spi::exec(
+        &format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+               SET search_path = pg_catalog, pg_temp AS $pgt$
+             BEGIN
+               IF TG_OP <> 'INSERT' THEN
+                 INSERT INTO {buffer} (__pgt_xid, __pgt_w{target}) VALUES (pg_catalog.pg_current_xact_id(), -1{old});
+               END IF;
+               IF TG_OP <> 'DELETE' THEN
+                 INSERT INTO {buffer} (__pgt_xid, __pgt_w{target}) VALUES (pg_catalog.pg_current_xact_id(), 1{new});
+               END IF;
+               RETURN NULL;
+             END $pgt$",
+            row_capture_function(source),
+            old = values("OLD"),
+            new = values("NEW"),
+        ),
+        &[],
     )
 }
 
@@ -186,9 +209,12 @@ fn lookup_oid(name: &QualifiedName) -> PgtResult<Oid> {
     existing(name)?.ok_or_else(|| PgtError::internal(format!("{name} not found after creation")))
 }
 
+fn existing_function(name: &QualifiedName) -> PgtResult<Option<Oid>> {
+    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure($1 || '()')::oid", &[name.quoted().as_str().into()])
+}
+
 fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
-    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure($1 || '()')::oid", &[name.quoted().as_str().into()])?
-        .ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
+    existing_function(name)?.ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
 }
 
 /// Removes capture from sources no stream table reads any more.
@@ -216,6 +242,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         // CASCADE: the triggers on the source and its descendants go with their functions.
         spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", capture_function(source)), &[])?;
         spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", truncate_function(source)), &[])?;
+        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", row_capture_function(source)), &[])?;
         return install(source);
     }
     for (name, type_sql) in &now[captured.len()..] {
@@ -231,10 +258,18 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         write_truncate_function(source, &table)?;
     }
     let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
+    if let Some(foreign) = members::foreign_descendant(source)? {
+        reinit::mark_dependents(source, &format!("{table} gained the foreign-table partition or child {foreign}"))?;
+    }
     if became_member == Some(true) {
         reinit::mark_dependents(source, &format!("{table} became a partition or inheritance child"))?;
     }
-    if members::rearm(source)? {
+    if existing_function(&row_capture_function(source))?.is_none() {
+        // Capture from before row triggers (0.1.0): add the row function; rearm adds the triggers.
+        write_capture_function(source, &now)?;
+        depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
+    }
+    if members::rearm(source, false)? {
         reinit::mark_dependents(
             source,
             &format!("capture of {table} was re-armed: a partition or child attached, detached or dropped, or a capture trigger disabled or dropped"),

@@ -107,7 +107,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
                     )
                 };
                 let mut done = full(&st, &storage, reason)?;
-                done.reinit_next = suspended.then(|| SUSPENDED_CAPTURE.to_string());
+                done.reinit_next = suspended.then(|| "change capture on a source was disabled".to_string());
                 done
             }
             None => return Ok(Outcome::Broken),

@@ -35,7 +35,11 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
     }
     if st.effective_mode == "DIFFERENTIAL" {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
-        let choice = choose_mode(&analysis, requested)?;
+        let choice = match spi::in_subtransaction(|| choose_mode(&analysis, requested)) {
+            Ok(Ok(choice)) => choice,
+            Ok(Err(e)) => return broken(st, &e.to_string()),
+            Err(message) => return broken(st, &message),
+        };
         stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
         let tree = choice.tree.map(|t| serde_json::to_string(&t)).transpose().map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
         spi::exec(
