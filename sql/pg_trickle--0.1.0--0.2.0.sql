@@ -264,18 +264,9 @@ BEGIN
 END
 $$;
 
--- Stream tables made by 0.1.0 get their query view. Made here, it would belong to the extension
--- (and be left out of dumps); it belongs to the stream table, like one made by create_stream_table.
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id LOOP
-        PERFORM pgtrickle._create_query_view(r.pgt_id);
-        EXECUTE pg_catalog.format('ALTER EXTENSION pg_trickle DROP VIEW pgtrickle_queries.%I', 'q_' || r.pgt_id);
-    END LOOP;
-END
-$$;
+-- Stream tables made by 0.1.0 get their query view (made outside the extension, like one made by
+-- create_stream_table: it belongs to the stream table, and dumps must contain it).
+SELECT pgtrickle._create_query_view(pgt_id) FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id;
 
 -- NULL arguments get a clear error instead of a silent NULL result (0.2.0): no longer STRICT.
 ALTER FUNCTION pgtrickle.create_stream_table(text, text, text, text) CALLED ON NULL INPUT;

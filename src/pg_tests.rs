@@ -119,7 +119,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(mode, "DIFFERENTIAL");
-        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pt_auto'::regclass AND tgname LIKE 'pgtrickle_capture%'"), 4);
+        // INSERT, UPDATE, DELETE and TRUNCATE statement triggers, and the row trigger for replication.
+        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pt_auto'::regclass AND tgname LIKE 'pgtrickle_capture%'"), 5);
     }
 
     #[pg_test(error = "unknown refresh mode \"SOMETIMES\"")]

@@ -82,6 +82,8 @@ fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
         format!("CREATE OR REPLACE VIEW {view} AS SELECT grp, count(*) AS n, sum(v) + 1 AS total FROM src GROUP BY grp"),
         format!("ALTER VIEW {view} RENAME TO other"),
         format!("ALTER VIEW {view} SET SCHEMA public"),
+        format!("ALTER TABLE {view} RENAME TO other"),
+        "ALTER SCHEMA pgtrickle_queries RENAME TO elsewhere".to_string(),
         format!("DROP VIEW {view}"),
     ] {
         let e = db.error(&sql);

@@ -94,6 +94,9 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     assert_eq!(action, "DIFFERENTIAL");
     assert!(reason.contains("no cost summary until ALTER EXTENSION pg_trickle UPDATE"), "{reason}");
 
+    // Capture as the 0.1.0 library installed it: no row function, no row trigger.
+    let orders: i64 = db.value("SELECT 'orders'::regclass::oid::bigint");
+    db.exec(&format!("DROP FUNCTION pgtrickle_changes.capture_row_{orders}() CASCADE"));
     db.exec("ALTER EXTENSION pg_trickle UPDATE");
     assert_eq!(db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"), "0.2.0");
     assert_eq!(env!("CARGO_PKG_VERSION"), "0.2.0", "a new version needs its update script and this test's expectations");
@@ -108,11 +111,26 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
         ),
         0
     );
-    // Row triggers for replication were added to the source captured under 0.1.0.
+    // Row triggers for replication were added to the source captured under 0.1.0, with a function
+    // that is the database's, not the extension's (dumps contain it; re-arming may replace it).
     assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgtrickle_capture_row'"), 1);
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT count(*) FROM pg_depend WHERE deptype = 'e'
+                AND (objid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace)
+                  OR objid IN (SELECT oid FROM pg_class WHERE relnamespace IN ('pgtrickle_changes'::regnamespace, 'pgtrickle_queries'::regnamespace)))"
+        ),
+        0
+    );
 
-    // The stream tables keep refreshing exactly, now measured.
+    // The stream tables keep refreshing exactly: once FULL (capture was re-armed: the old triggers
+    // may have missed replicated writes), then differentially again, now measured.
     write_some(&mut db, "after");
+    refresh_and_check(&mut db);
+    let (action, reason) = db.last_refresh("totals");
+    assert_eq!(action, "FULL");
+    assert!(reason.starts_with("reinitialised: capture of"), "{reason}");
+    write_some(&mut db, "after again");
     refresh_and_check(&mut db);
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     assert_eq!(db.last_refresh("big").0, "DIFFERENTIAL");

@@ -55,7 +55,7 @@ fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status:
 fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let analysis = analysis::analyze(&st.defining_query)?;
-    let choice = choose_mode(&analysis, requested)?;
+    let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
     let becomes_differential = choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {
         let storage = names::qualified_name_of(st.relid)?;

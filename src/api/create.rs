@@ -42,7 +42,7 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
     }
     let analysis = analysis::analyze(query)?;
     // For DIFFERENTIAL this also installs change capture on the sources.
-    let choice = choose_mode(&analysis, requested)?;
+    let choice = choose_mode(&analysis, requested, None)?;
     let differential = choice.effective == RefreshMode::Differential;
     let relid = create_storage(&target, &analysis, differential)?;
 

@@ -45,3 +45,23 @@ pub fn on_extension(storage: Oid) {
     let ext = unsafe { pg_sys::get_extension_oid(c"pg_trickle".as_ptr(), false) };
     record(relation(storage), (pg_sys::ExtensionRelationId, ext), pg_sys::DependencyType::DEPENDENCY_NORMAL);
 }
+
+/// Runs `body` so that what it creates belongs to the user's objects, not to the extension, even when
+/// called from an extension script (`ALTER EXTENSION pg_trickle UPDATE` re-arming capture): change
+/// buffers, capture functions and query views are per-database objects that dumps must contain and
+/// that pg_trickle replaces at will, which PostgreSQL forbids for extension members.
+pub fn outside_extension_script<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: backend globals read and written from the backend's only thread. On an ERROR the
+    // extension machinery resets both itself (execute_extension_script's PG_CATCH).
+    let saved = unsafe { (pg_sys::creating_extension, pg_sys::CurrentExtensionObject) };
+    unsafe {
+        pg_sys::creating_extension = false;
+        pg_sys::CurrentExtensionObject = pg_sys::InvalidOid;
+    }
+    let out = body();
+    unsafe {
+        pg_sys::creating_extension = saved.0;
+        pg_sys::CurrentExtensionObject = saved.1;
+    }
+    out
+}

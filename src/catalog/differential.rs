@@ -20,11 +20,13 @@ pub struct ModeChoice {
     pub reason: String,
 }
 
-pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode) -> PgtResult<ModeChoice> {
+/// `owner`: the role that owns (or will own) the stream table, whose rights a read through a view
+/// must match (None: the current user, who is creating it).
+pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode, owner: Option<Oid>) -> PgtResult<ModeChoice> {
     if requested == RefreshMode::Full {
         return Ok(ModeChoice { effective: RefreshMode::Full, tree: None, reason: "FULL was requested".into() });
     }
-    match differential_tree(analysis)? {
+    match differential_tree(analysis, owner)? {
         Ok(tree) => Ok(ModeChoice {
             effective: RefreshMode::Differential,
             tree: Some(tree),
@@ -43,7 +45,7 @@ pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode) -> PgtResul
 }
 
 /// Ok(Ok(tree)) when supported, Ok(Err(construct)) when not.
-fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, String>> {
+fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<Result<OpTree, String>> {
     for source in &analysis.sources {
         let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?.unwrap_or_default();
         match source.kind {
@@ -55,7 +57,7 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
                 }
             }
             SourceKind::View => {
-                if let Some(reason) = view_semantics_at_stake(source.relid)? {
+                if let Some(reason) = view_semantics_at_stake(source.relid, owner)? {
                     return Ok(Err(reason));
                 }
             }
@@ -105,9 +107,9 @@ fn differential_tree(analysis: &QueryAnalysis) -> PgtResult<Result<OpTree, Strin
 
 /// The differential engine reads a view's tables directly (it inlines the view), with the refreshing
 /// role's rights and without a security barrier. That is the view's meaning only when the view (and
-/// every view under it) is the creator's own, or runs with its invoker's rights, and has no
+/// every view under it) is the stream table owner's own, or runs with its invoker's rights, and has no
 /// security barrier; otherwise the view is read whole, by a FULL refresh.
-fn view_semantics_at_stake(view: Oid) -> PgtResult<Option<String>> {
+fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
     spi::one::<String>(
         "WITH RECURSIVE views(oid) AS (
              SELECT $1::pg_catalog.oid
@@ -122,9 +124,9 @@ fn view_semantics_at_stake(view: Oid) -> PgtResult<Option<String>> {
            FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid,
                 LATERAL (SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest(c.reloptions) o WHERE o ~* '^security_barrier=(true|on|yes|1)$') AS barrier,
                                 EXISTS (SELECT 1 FROM pg_catalog.unnest(c.reloptions) o WHERE o ~* '^security_invoker=(true|on|yes|1)$') AS invoker) f
-          WHERE f.barrier OR (NOT f.invoker AND c.relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER))
+          WHERE f.barrier OR (NOT f.invoker AND c.relowner <> COALESCE($2, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)))
           ORDER BY f.barrier DESC LIMIT 1",
-        &[view.into()],
+        &[view.into(), owner.into()],
     )
 }
 

@@ -56,9 +56,7 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
 
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
-    if let Some(relid) = relid {
-        refuse_changes_to_query_views(command_tag, relid)?;
-    }
+    refuse_changes_to_query_views(command_tag, relid)?;
     match (command_tag, relid) {
         ("CREATE VIEW", Some(view)) => {
             let name = super::names::qualified_name_of(view)?;
@@ -93,40 +91,42 @@ pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
 
 /// The query views are pg_trickle's: replacing one would change what a stream table computes behind
 /// its catalog's back, renaming or moving one would lose it. (Its owner and options may change.)
-fn refuse_changes_to_query_views(command_tag: &str, relid: Oid) -> PgtResult<()> {
-    if super::guard::own_write_active() {
+fn refuse_changes_to_query_views(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
+    if super::guard::own_write_active() || !super::reinit::has_reason_column()? {
         return Ok(());
     }
-    if command_tag != "CREATE VIEW" {
-        // Renamed or moved away: some live stream table has lost its view.
-        let lost = spi::one::<String>(
-            "SELECT pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id) FROM pgtrickle.pgt_stream_tables st
-              WHERE pg_catalog.to_regnamespace('pgtrickle_queries') IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                                 WHERE c.relname = 'q_' || st.pgt_id AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace)
-              LIMIT 1",
-            &[],
+    let refused = |view: String| {
+        Err(PgtError::new(SqlState::WrongObjectType, format!("cannot change {view}: it is a stream table's defining query"))
+            .hint("To change the query, drop the stream table and create it again."))
+    };
+    let is_view = match relid {
+        Some(relid) => spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true),
+        None => false,
+    };
+    if command_tag == "CREATE VIEW" {
+        // Only a live stream table's view: a restore re-creates the views before the catalog's rows.
+        let replaced = spi::one::<String>(
+            "SELECT pg_catalog.format('pgtrickle_queries.%I', c.relname) FROM pg_catalog.pg_class c
+               JOIN pgtrickle.pgt_stream_tables st ON c.relname = 'q_' || st.pgt_id
+              WHERE c.oid = $1 AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace",
+            &[relid.into()],
         )?;
-        return match lost {
-            None => Ok(()),
-            Some(view) => Err(PgtError::new(SqlState::WrongObjectType, format!("cannot rename or move {view}: it is a stream table's defining query"))
-                .hint("To change the query, drop the stream table and create it again.")),
-        };
+        return replaced.map_or(Ok(()), refused);
     }
-    // Only a live stream table's view: a restore re-creates the views before the catalog's rows.
-    let ours = spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pgtrickle.pgt_stream_tables st ON c.relname = 'q_' || st.pgt_id
-                         WHERE c.oid = $1 AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace)",
-        &[relid.into()],
-    )? == Some(true);
-    if !ours {
+    if !(command_tag == "ALTER SCHEMA" || command_tag == "ALTER VIEW" || is_view) {
         return Ok(());
     }
-    Err(PgtError::new(
-        SqlState::WrongObjectType,
-        format!("cannot change {}: it is a stream table's defining query", super::names::qualified_name_of(relid)?),
-    )
-    .hint("To change the query, drop the stream table and create it again."))
+    // Renamed or moved away (the view, or its schema): a stream table that can still refresh has
+    // lost its view.
+    let lost = spi::one::<String>(
+        "SELECT pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id) FROM pgtrickle.pgt_stream_tables st
+          WHERE st.status <> 'ERROR'
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.relname = 'q_' || st.pgt_id AND n.nspname = 'pgtrickle_queries')
+          ORDER BY st.pgt_id LIMIT 1",
+        &[],
+    )?;
+    lost.map_or(Ok(()), refused)
 }
 
 /// After DDL that may have renamed something stream tables read (`relid`, or anything when None):
@@ -174,7 +174,7 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
     let requested = RefreshMode::parse(&st.refresh_mode)?;
     let rebuilt = spi::in_subtransaction(|| {
         let analysis = analysis::analyze(text)?;
-        let choice = choose_mode(&analysis, requested)?;
+        let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
         Ok((analysis, choice))
     });
     let (analysis, choice) = match rebuilt {

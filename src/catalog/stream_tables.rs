@@ -70,6 +70,12 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
     Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
 }
 
+/// The role owning the storage table.
+pub fn owner(relid: Oid) -> PgtResult<Oid> {
+    spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])?
+        .ok_or_else(|| PgtError::internal("storage table without an owner"))
+}
+
 /// Loads a stream table by id, without locking it.
 pub fn load(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
     let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", columns()?);

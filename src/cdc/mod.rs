@@ -251,12 +251,8 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     if captured.len() < now.len() {
         write_capture_function(source, &now)?;
     }
-    // Functions written by an older version learn to say why (not inside ALTER EXTENSION's script:
-    // it may not replace objects the extension does not own).
-    // SAFETY: reads a backend global.
-    if !unsafe { pgrx::pg_sys::creating_extension } {
-        write_truncate_function(source, &table)?;
-    }
+    // Functions written by an older version learn to say why.
+    write_truncate_function(source, &table)?;
     let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
     if let Some(foreign) = members::foreign_descendant(source)? {
         reinit::mark_dependents(source, &format!("{table} gained the foreign-table partition or child {foreign}"))?;

@@ -35,7 +35,7 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
     }
     if st.effective_mode == "DIFFERENTIAL" {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
-        let choice = match spi::in_subtransaction(|| choose_mode(&analysis, requested)) {
+        let choice = match spi::in_subtransaction(|| choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))) {
             Ok(Ok(choice)) => choice,
             Ok(Err(e)) => return broken(st, &e.to_string()),
             Err(message) => return broken(st, &message),
