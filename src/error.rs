@@ -26,6 +26,8 @@ pub enum SqlState {
     ReservedName,
     /// 0A000
     FeatureNotSupported,
+    /// 42501
+    InsufficientPrivilege,
     /// 55000
     ObjectNotInPrerequisiteState,
     /// 55P03
@@ -49,6 +51,7 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::ReservedName => "42939",
             SqlState::FeatureNotSupported => "0A000",
+            SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::LockNotAvailable => "55P03",
             SqlState::InternalError => "XX000",
@@ -165,6 +168,7 @@ mod report {
                 SqlState::WrongObjectType => C::ERRCODE_WRONG_OBJECT_TYPE,
                 SqlState::ReservedName => C::ERRCODE_RESERVED_NAME,
                 SqlState::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
+                SqlState::InsufficientPrivilege => C::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 SqlState::ObjectNotInPrerequisiteState => C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
                 SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,

@@ -52,7 +52,7 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<
             SourceKind::MatView => return Ok(Err(format!("materialized view {name} as a source"))),
             SourceKind::ForeignTable => return Ok(Err(format!("foreign table {name} as a source"))),
             SourceKind::Table | SourceKind::StreamTable | SourceKind::PartitionedTable => {
-                if let Some(problem) = table_problem(source.relid)? {
+                if let Some(problem) = table_problem(source.relid, owner)? {
                     return Ok(Err(problem));
                 }
             }
@@ -92,7 +92,7 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<
     }
     // The tables read through views face the same tests as those named directly.
     for table in tree.tables() {
-        if let Some(problem) = table_problem(Oid::from(table.relid))? {
+        if let Some(problem) = table_problem(Oid::from(table.relid), owner)? {
             return Ok(Err(problem));
         }
     }
@@ -130,9 +130,21 @@ fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<St
     )
 }
 
-/// Why the engine cannot capture or tell apart the changes of table `relid`, if it cannot.
-fn table_problem(relid: Oid) -> PgtResult<Option<String>> {
+/// Why the engine cannot capture or tell apart the changes of table `relid`, or may not read them
+/// for `owner`, if so.
+fn table_problem(relid: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
     let name = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])?.unwrap_or_default();
+    // A delta reads the change buffer, which row-level security does not filter: where the policies
+    // apply to the owner, only the table itself — read whole, by FULL — gives the owner's rows.
+    let row_security = spi::one::<bool>(
+        "SELECT c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls AND (c.relowner <> r.oid OR c.relforcerowsecurity)
+           FROM pg_catalog.pg_class c, pg_catalog.pg_roles r
+          WHERE c.oid = $1 AND r.oid = COALESCE($2, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER))",
+        &[relid.into(), owner.into()],
+    )?;
+    if row_security == Some(true) {
+        return Ok(Some(format!("table {name}, whose row-level security applies to the stream table's owner (read whole, so its policies hold)")));
+    }
     if let Some(parent) = parent_of(relid)? {
         return Ok(Some(partition_reason(&name, &parent)));
     }

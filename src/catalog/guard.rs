@@ -73,6 +73,26 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
         let name = crate::catalog::names::qualified_name_of(relid)?;
         spi::exec(&format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER pgtrickle_guard"), &[])?;
     }
+    // A new owner (ALTER TABLE ... OWNER TO): the query view follows, and refreshes, which run as
+    // the owner, need to read the change buffers.
+    let owner = crate::catalog::stream_tables::owner(relid)?;
+    let view = crate::catalog::query_view::name(st.pgt_id);
+    let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)", &[view.quoted().as_str().into()])?;
+    if view_owner.is_some_and(|o| o != owner) {
+        // The owner's rights decide what the engine may read through deltas (views, row security).
+        let role_name = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        spi::exec(
+            &crate::catalog::reinit::mark_sql("pgt_id = $1", "$2")?,
+            &[st.pgt_id.into(), format!("its owner is now {role_name}").into()],
+        )?;
+        let _own = OwnWrite::begin();
+        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
+    }
+    if let Some(tree) = st.tree()? {
+        let sources: Vec<Oid> = tree.tables().iter().map(|t| Oid::from(t.relid)).collect();
+        crate::cdc::grant_readers(&sources, owner)?;
+    }
     let columns = crate::cdc::table_columns(relid)?;
     let visible: Vec<&String> =
         columns.iter().map(|(n, _)| n).filter(|n| !n.starts_with(crate::catalog::HIDDEN_PREFIX)).collect();

@@ -125,6 +125,32 @@ fn install(source: Oid) -> PgtResult<()> {
     Ok(())
 }
 
+/// A refresh reads its sources' change buffers as the stream table's owner: let `owner` read those
+/// of `sources` (buffers belong to whoever installed capture first). Only what the owner can read
+/// anyway: a refresh reads the sources themselves as the owner too, which fails without SELECT.
+pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
+    let buffers: Vec<String> = sources.iter().map(|&s| buffer_name(s).quoted()).collect();
+    let missing: Vec<String> = spi::rows(
+        "SELECT b AS buffer FROM pg_catalog.unnest($1::text[]) AS b
+          WHERE pg_catalog.to_regclass(b) IS NOT NULL
+            AND NOT pg_catalog.has_table_privilege($2, pg_catalog.to_regclass(b), 'SELECT')",
+        &[buffers.into(), owner.into()],
+        |r| spi::col::<String>(r, "buffer"),
+    )?;
+    let schema = spi::one::<bool>("SELECT pg_catalog.has_schema_privilege($1, $2, 'USAGE')", &[owner.into(), SCHEMA.into()])?;
+    if missing.is_empty() && schema == Some(true) {
+        return Ok(());
+    }
+    let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+    if schema != Some(true) {
+        spi::exec(&format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {role}"), &[])?;
+    }
+    for buffer in missing {
+        spi::exec(&format!("GRANT SELECT ON {buffer} TO {role}"), &[])?;
+    }
+    Ok(())
+}
+
 /// (Re)writes the function the TRUNCATE triggers run: the dependents reinitialise.
 fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> {
     let mark = crate::catalog::reinit::mark_sql(
@@ -254,6 +280,11 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     // Functions written by an older version learn to say why.
     write_truncate_function(source, &table)?;
     let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
+    let row_security = spi::one::<bool>("SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1", &[source.into()])?;
+    if row_security == Some(true) {
+        // Enabled (or still on): dependents re-decide whether their owner may read it through deltas.
+        reinit::mark_dependents(source, &format!("row-level security of {table} is enabled"))?;
+    }
     if let Some(foreign) = members::foreign_descendant(source)? {
         reinit::mark_dependents(source, &format!("{table} gained the foreign-table partition or child {foreign}"))?;
     }

@@ -2,7 +2,7 @@
 
 use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::plan::{Param, RefreshPlan, StepOutput};
-use crate::error::{PgtError, PgtResult};
+use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::datum::DatumWithOid;
 
@@ -38,7 +38,34 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     })
 }
 
+/// Runs the plan's statements as the stream table's owner (see owner.rs).
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
+    let owner = crate::catalog::stream_tables::owner(st.relid)?;
+    // A delta may read only change buffers: check the owner may still read every source itself.
+    let denied = spi::one::<String>(
+        "SELECT d.source_relid::pg_catalog.regclass::text FROM pgtrickle.pgt_dependencies d
+          WHERE d.pgt_id = $1 AND NOT pg_catalog.has_table_privilege($2, d.source_relid, 'SELECT')
+          ORDER BY 1 LIMIT 1",
+        &[st.pgt_id.into(), owner.into()],
+    )?;
+    if let Some(source) = denied {
+        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        return Err(PlanError::Failed(
+            PgtError::new(SqlState::InsufficientPrivilege, format!("permission denied for table {source}"))
+                .detail(format!("Refreshes run as the stream table's owner, {role}, who may not read {source}."))
+                .hint(format!("GRANT SELECT ON {source} TO {role}, or give the stream table to a role that may read it.")),
+        ));
+    }
+    if st.effective_mode == "DIFFERENTIAL" {
+        if let Some(tree) = st.tree()? {
+            let sources: Vec<pgrx::pg_sys::Oid> = tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect();
+            crate::cdc::grant_readers(&sources, owner)?;
+        }
+    }
+    super::owner::as_owner(owner, || run_steps(plan, st))
+}
+
+fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let mut applied = None;
     for step in &plan.steps {
         let args: Vec<DatumWithOid> = step
