@@ -15,7 +15,9 @@ SELECT st.pgt_id,
        st.original_query                 AS query
   FROM pgtrickle.pgt_stream_tables st
   JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ -- Each role sees the stream tables it may read: queries and errors can reveal source data.
+ WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT');
 COMMENT ON VIEW pgtrickle.stream_tables IS 'pg_trickle: stream tables for people: mode, schedule, status, last refresh, staleness';
 GRANT USAGE ON SCHEMA pgtrickle TO PUBLIC;
 GRANT SELECT ON pgtrickle.stream_tables TO PUBLIC;

@@ -273,3 +273,23 @@ ALTER FUNCTION pgtrickle.create_stream_table(text, text, text, text) CALLED ON N
 ALTER FUNCTION pgtrickle.refresh_stream_table(text) CALLED ON NULL INPUT;
 ALTER FUNCTION pgtrickle.drop_stream_table(text) CALLED ON NULL INPUT;
 ALTER FUNCTION pgtrickle.explain_stream_table(text) CALLED ON NULL INPUT;
+
+-- Each role sees the stream tables it may read (0.2.0): queries and errors can reveal source data.
+CREATE OR REPLACE VIEW pgtrickle.stream_tables AS
+SELECT st.pgt_id,
+       n.nspname                         AS schema_name,
+       c.relname                         AS table_name,
+       st.effective_mode                 AS refresh_mode,
+       st.refresh_mode                   AS requested_mode,
+       st.schedule,
+       st.status,
+       st.last_refresh_at,
+       pg_catalog.now() - st.last_refresh_at AS staleness,
+       st.consecutive_errors,
+       st.last_error,
+       st.original_query                 AS query
+  FROM pgtrickle.pgt_stream_tables st
+  JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ -- Each role sees the stream tables it may read: queries and errors can reveal source data.
+ WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT');

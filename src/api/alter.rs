@@ -3,7 +3,7 @@ use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::{RefreshMode, Status};
 use crate::catalog::schedule::{format_schedule, parse_schedule};
 use crate::catalog::stream_tables::{self, StreamTable};
-use crate::catalog::names;
+use crate::catalog::{names, privilege};
 use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
 use crate::error::{required, OrRaise, PgtError, PgtResult};
 use crate::spi;
@@ -17,15 +17,25 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) {
-    required(name, "name").and_then(|name| alter(name, schedule, refresh_mode, status)).or_raise()
+    let caller = privilege::caller();
+    required(name, "name")
+        .and_then(|name| privilege::as_extension_owner(|| alter(caller, name, schedule, refresh_mode, status)))
+        .or_raise()
 }
 
-fn alter(name: &str, schedule: Option<&str>, refresh_mode: Option<&str>, status: Option<&str>) -> PgtResult<()> {
+fn alter(
+    caller: pgrx::pg_sys::Oid,
+    name: &str,
+    schedule: Option<&str>,
+    refresh_mode: Option<&str>,
+    status: Option<&str>,
+) -> PgtResult<()> {
     // Validate everything before changing anything.
     let schedule_ms = schedule.map(parse_schedule).transpose()?;
     let mode = refresh_mode.map(RefreshMode::parse).transpose()?;
     let status = status.map(Status::parse_settable).transpose()?;
     let st = stream_tables::find(name)?;
+    privilege::require_owner(caller, st.relid, name)?;
 
     if let Some(mode) = mode {
         change_mode(&st, mode)?;

@@ -3,7 +3,7 @@ use crate::catalog::differential::choose_mode;
 use crate::catalog::modes::RefreshMode;
 use crate::catalog::schedule::{format_schedule, parse_schedule};
 use crate::catalog::stream_tables::{self, NewStreamTable};
-use crate::catalog::{depend, names};
+use crate::catalog::{depend, names, privilege};
 use crate::dvm::apply::{DUP_COLUMN, ROW_ID_COLUMN};
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{required, OrRaise, PgtError, PgtResult, SqlState};
@@ -28,10 +28,13 @@ fn create_stream_table(
             required(refresh_mode, "refresh_mode")?,
         ))
     };
-    args().and_then(|(name, query, schedule, mode)| create(name, query, schedule, mode)).or_raise()
+    let caller = privilege::caller();
+    args()
+        .and_then(|(name, query, schedule, mode)| privilege::as_extension_owner(|| create(caller, name, query, schedule, mode)))
+        .or_raise()
 }
 
-fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {
+fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let schedule_ms = parse_schedule(schedule)?;
     let requested = RefreshMode::parse(refresh_mode)?;
@@ -41,10 +44,12 @@ fn create(name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtRes
             .hint("Choose another name, or drop the existing relation first."));
     }
     let analysis = analysis::analyze(query)?;
+    privilege::require_select(caller, &analysis.sources.iter().map(|s| s.relid).collect::<Vec<_>>())?;
     // For DIFFERENTIAL this also installs change capture on the sources.
-    let choice = choose_mode(&analysis, requested, None)?;
+    let choice = choose_mode(&analysis, requested, Some(caller))?;
     let differential = choice.effective == RefreshMode::Differential;
-    let relid = create_storage(&target, &analysis, differential)?;
+    // The caller's table, in the caller's schema, with the caller's rights.
+    let relid = privilege::as_role(caller, 0, || create_storage(&target, &analysis, differential))?;
 
     let op_tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
     let pgt_id = stream_tables::insert(NewStreamTable {

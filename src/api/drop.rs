@@ -1,4 +1,4 @@
-use crate::catalog::{names, stream_tables};
+use crate::catalog::{names, privilege, stream_tables};
 use crate::error::{required, OrRaise, PgtResult};
 use crate::spi;
 use pgrx::prelude::*;
@@ -8,11 +8,13 @@ use pgrx::prelude::*;
 /// dependency check) while another stream table reads it.
 #[pg_extern(schema = "pgtrickle")]
 fn drop_stream_table(name: Option<&str>) {
-    required(name, "name").and_then(drop).or_raise()
+    let caller = privilege::caller();
+    required(name, "name").and_then(|name| privilege::as_extension_owner(|| drop(caller, name))).or_raise()
 }
 
-fn drop(name: &str) -> PgtResult<()> {
+fn drop(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<()> {
     let st = stream_tables::find(name)?;
+    privilege::require_owner(caller, st.relid, name)?;
     let storage = names::qualified_name_of(st.relid)?;
     spi::exec("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[st.pgt_id.into()])?;
     spi::exec(&format!("DROP TABLE {storage}"), &[])?;

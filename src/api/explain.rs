@@ -12,11 +12,17 @@ use pgrx::prelude::*;
 /// refresh runs (for DIFFERENTIAL: the plan with every source changed).
 #[pg_extern(schema = "pgtrickle")]
 fn explain_stream_table(name: Option<&str>) -> String {
-    required(name, "name").and_then(explain).or_raise()
+    let caller = crate::catalog::privilege::caller();
+    required(name, "name").and_then(|name| crate::catalog::privilege::as_extension_owner(|| explain(caller, name))).or_raise()
 }
 
-fn explain(name: &str) -> PgtResult<String> {
+fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
     let st = stream_tables::find(name)?;
+    // The query and its reasons are for those who may read the stream table.
+    let readable = crate::spi::one::<bool>("SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')", &[caller.into(), st.relid.into()])?;
+    if readable != Some(true) {
+        crate::catalog::privilege::require_owner(caller, st.relid, name)?;
+    }
     let storage = names::qualified_name_of(st.relid)?;
     let mut out = format!(
         "Stream table: {storage}\nRefresh mode: {} (requested {})\nWhy: {}\nStatus: {}{}\n",

@@ -1,4 +1,4 @@
-use crate::catalog::stream_tables;
+use crate::catalog::{privilege, stream_tables};
 use crate::error::{required, OrRaise, PgtError, PgtResult, SqlState};
 use crate::refresh::{self, Initiator, Outcome};
 use pgrx::prelude::*;
@@ -6,12 +6,17 @@ use pgrx::prelude::*;
 /// Refreshes a stream table now, in the caller's transaction. Waits for a refresh already running.
 #[pg_extern(schema = "pgtrickle")]
 fn refresh_stream_table(name: Option<&str>) {
-    required(name, "name").and_then(run).or_raise()
+    let caller = privilege::caller();
+    required(name, "name").and_then(|name| privilege::as_extension_owner(|| run(caller, name))).or_raise()
 }
 
-fn run(name: &str) -> PgtResult<()> {
+fn run(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<()> {
     let wrote_before = refresh::has_xid();
+    let relid = crate::catalog::names::resolve_existing(name)?;
     let pgt_id = stream_tables::find_id(name)?;
+    if let Some(relid) = relid {
+        privilege::require_owner(caller, relid, name)?;
+    }
     match refresh::run(pgt_id, Initiator::Manual, wrote_before)? {
         Outcome::Broken => {
             let why = stream_tables::load(pgt_id)?.and_then(|st| st.last_error).unwrap_or_default();

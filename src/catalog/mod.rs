@@ -15,6 +15,8 @@ pub mod guard;
 #[cfg(feature = "pg")]
 pub mod reinit;
 #[cfg(feature = "pg")]
+pub mod privilege;
+#[cfg(feature = "pg")]
 pub mod query_view;
 #[cfg(feature = "pg")]
 pub mod names;

@@ -38,6 +38,14 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
     let oid = spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[view.quoted().as_str().into()])?
         .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
     super::depend::auto_on_storage(oid, storage);
+    // The stream table's owner owns its query, as for any view of theirs.
+    let owner = super::stream_tables::owner(storage)?;
+    let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[oid.into()])?;
+    if view_owner != Some(owner) {
+        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        let _own = super::guard::OwnWrite::begin();
+        spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
+    }
     Ok(())
 }
 

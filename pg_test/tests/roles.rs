@@ -1,0 +1,96 @@
+//! pg_trickle for roles that are not superusers: they create, refresh, alter and drop their own
+//! stream tables over tables they may read, never anyone else's, and see only what they may read.
+
+use pg_trickle_e2e::TestDb;
+
+struct Roles {
+    alice: String,
+    bob: String,
+}
+
+/// alice owns `a_src`; `secret` belongs to the superuser and is granted to nobody.
+fn setup(name: &str) -> (TestDb, Roles) {
+    let mut db = TestDb::new(name);
+    let roles = Roles { alice: format!("{name}_alice"), bob: format!("{name}_bob") };
+    for role in [&roles.alice, &roles.bob] {
+        db.exec(&format!(
+            "DO $$ BEGIN
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                 EXECUTE 'DROP OWNED BY {role} CASCADE'; DROP ROLE {role};
+               END IF;
+             END $$;
+             CREATE ROLE {role} LOGIN;
+             GRANT CREATE ON SCHEMA public TO {role};"
+        ));
+    }
+    db.exec(&format!(
+        "CREATE TABLE a_src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
+         INSERT INTO a_src SELECT g, g % 3, g FROM generate_series(1, 30) g;
+         ALTER TABLE a_src OWNER TO {alice};
+         CREATE TABLE secret (id int PRIMARY KEY, card text);
+         INSERT INTO secret VALUES (1, '4111-1111-1111-1111');",
+        alice = roles.alice
+    ));
+    (db, roles)
+}
+
+const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM a_src GROUP BY grp";
+
+#[test]
+fn a_role_without_superuser_uses_its_own_stream_tables_end_to_end() {
+    let (mut db, r) = setup("roles_happy_path");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec("INSERT INTO a_src VALUES (100, 1, 5); UPDATE a_src SET v = 0 WHERE id = 2;");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.assert_matches_query("totals", TOTALS);
+    db.exec("SELECT pgtrickle.alter_stream_table('totals', schedule => '5m')");
+    assert!(db.value::<String>("SELECT pgtrickle.explain_stream_table('totals')").contains("DIFFERENTIAL"));
+    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'totals'"), "DIFFERENTIAL");
+    db.exec("RESET ROLE");
+    assert_eq!(db.value::<String>("SELECT tableowner::text FROM pg_tables WHERE tablename = 'totals'"), r.alice);
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec("SELECT pgtrickle.drop_stream_table('totals')");
+    db.exec("RESET ROLE");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+}
+
+#[test]
+fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
+    let (mut db, r) = setup("roles_forbidden");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!("SET ROLE {}", r.bob));
+    for sql in [
+        "SELECT pgtrickle.refresh_stream_table('totals')",
+        "SELECT pgtrickle.alter_stream_table('totals', schedule => '1s')",
+        "SELECT pgtrickle.drop_stream_table('totals')",
+        "SELECT pgtrickle.explain_stream_table('totals')",
+    ] {
+        let e = db.error(sql);
+        assert_eq!(e.code, "42501", "{sql}: {e:?}");
+    }
+    // Over a table bob may not read: refused in every mode, nothing left behind.
+    for mode in ["AUTO", "FULL", "DIFFERENTIAL"] {
+        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('cards', 'SELECT id, card FROM secret', '1h', '{mode}')"));
+        assert_eq!(e.code, "42501", "{mode}: {e:?}");
+        assert_eq!(e.message, "permission denied for table secret");
+    }
+    // Bob sees neither alice's stream table in the catalog view nor the catalog itself, nor the
+    // change rows of her source.
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.stream_tables"), 0);
+    assert_eq!(db.error("SELECT * FROM pgtrickle.pgt_stream_tables").code, "42501");
+    assert_eq!(
+        db.error("INSERT INTO pgtrickle.pgt_dependencies VALUES (1, 'secret'::regclass, 'TABLE')").code,
+        "42501"
+    );
+    db.exec("RESET ROLE");
+    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
+    db.exec(&format!("SET ROLE {}", r.bob));
+    assert_eq!(db.error(&format!("SELECT * FROM {buffer}")).code, "42501");
+    db.exec("RESET ROLE");
+    // Alice's stream table is untouched and still hers to refresh.
+    db.exec(&format!("SET ROLE {}; SELECT pgtrickle.refresh_stream_table('totals'); RESET ROLE;", r.alice));
+    db.assert_matches_query("totals", TOTALS);
+}

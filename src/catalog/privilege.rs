@@ -1,0 +1,76 @@
+//! Who may do what. The SQL API runs as its caller, and so do the steps PostgreSQL checks for itself
+//! (creating the storage table in the caller's schema). pg_trickle's own work — its catalog, change
+//! capture on sources, the query views — runs as the extension's owner, in an
+//! [`as_extension_owner`] scope, so non-superusers can use pg_trickle without any grant on its
+//! catalog (which holds SQL that refreshes execute: only pg_trickle's functions may write it). What
+//! the caller could not do themselves is refused first, with 42501: using another role's stream
+//! table, reading a source they may not read.
+
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
+use pgrx::pg_sys::{self, Oid};
+
+/// The role calling the SQL API.
+pub fn caller() -> Oid {
+    // SAFETY: reads the backend's current user id.
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// Runs `body` as the role that owns the pg_trickle extension (as a SECURITY DEFINER function would
+/// run), restoring the caller's identity afterwards (also when an ERROR unwinds).
+pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    let owner = spi::one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'", &[])?
+        .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
+    as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
+}
+
+/// Runs `body` as `role` (the caller, inside an elevated section).
+pub fn as_role<R>(role: Oid, flags: i32, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    let mut user = pg_sys::InvalidOid;
+    let mut context: i32 = 0;
+    // SAFETY: saves and sets the backend's user id and security context; `Restore` puts them back.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(role, context | flags);
+    }
+    let _restore = Restore { user, context };
+    body()
+}
+
+struct Restore {
+    user: Oid,
+    context: i32,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: restores what `as_role` saved.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+/// The caller may act on a stream table only with its owner's privileges (as for ALTER/DROP of a
+/// table, or REFRESH MATERIALIZED VIEW).
+pub fn require_owner(caller: Oid, relid: Oid, name: &str) -> PgtResult<()> {
+    let owner = super::stream_tables::owner(relid)?;
+    // SAFETY: a catalog lookup of role membership.
+    if unsafe { pg_sys::has_privs_of_role(caller, owner) } {
+        return Ok(());
+    }
+    Err(PgtError::new(SqlState::InsufficientPrivilege, format!("must be owner of stream table {name}"))
+        .hint("Only its owner (or a member of the owning role, or a superuser) may refresh, alter or drop it."))
+}
+
+/// The caller must be able to read every relation a new stream table's query names.
+pub fn require_select(caller: Oid, sources: &[Oid]) -> PgtResult<()> {
+    let denied = spi::one::<String>(
+        "SELECT s::pg_catalog.regclass::text FROM pg_catalog.unnest($1::oid[]) AS s
+          WHERE NOT pg_catalog.has_table_privilege($2, s, 'SELECT') ORDER BY 1 LIMIT 1",
+        &[sources.to_vec().into(), caller.into()],
+    )?;
+    match denied {
+        None => Ok(()),
+        Some(source) => Err(PgtError::new(SqlState::InsufficientPrivilege, format!("permission denied for table {source}"))
+            .detail("A stream table's owner must be able to read everything its query reads.")),
+    }
+}
