@@ -77,6 +77,19 @@ impl TestDb {
         pid
     }
 
+    /// Creates login role `role` afresh (dropping one, and what it owns here, left by an earlier run).
+    /// Roles are cluster-wide and tests run in parallel: name it after the test.
+    pub fn fresh_role(&mut self, role: &str) {
+        self.exec(&format!(
+            "DO $$ BEGIN
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                 EXECUTE 'DROP OWNED BY {role} CASCADE'; DROP ROLE {role};
+               END IF;
+             END $$;
+             CREATE ROLE {role} LOGIN;"
+        ));
+    }
+
     /// Runs `sql`, which must fail, and returns the error.
     pub fn error(&mut self, sql: &str) -> DbError {
         match self.client.batch_execute(sql) {

@@ -13,15 +13,8 @@ fn setup(name: &str) -> (TestDb, Roles) {
     let mut db = TestDb::new(name);
     let roles = Roles { alice: format!("{name}_alice"), bob: format!("{name}_bob") };
     for role in [&roles.alice, &roles.bob] {
-        db.exec(&format!(
-            "DO $$ BEGIN
-               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                 EXECUTE 'DROP OWNED BY {role} CASCADE'; DROP ROLE {role};
-               END IF;
-             END $$;
-             CREATE ROLE {role} LOGIN;
-             GRANT CREATE ON SCHEMA public TO {role};"
-        ));
+        db.fresh_role(role);
+        db.exec(&format!("GRANT CREATE ON SCHEMA public TO {role}"));
     }
     db.exec(&format!(
         "CREATE TABLE a_src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);

@@ -11,14 +11,9 @@ use std::time::Duration;
 fn db(name: &str) -> (TestDb, String) {
     let mut db = TestDb::new(name);
     let alice = format!("{name}_alice");
+    db.fresh_role(&alice);
     db.exec(&format!(
-        "DO $$ BEGIN
-           IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{alice}') THEN
-             EXECUTE 'DROP OWNED BY {alice} CASCADE'; DROP ROLE {alice};
-           END IF;
-         END $$;
-         CREATE ROLE {alice} LOGIN;
-         CREATE TABLE src (id int PRIMARY KEY, who text NOT NULL, v int NOT NULL);
+        "CREATE TABLE src (id int PRIMARY KEY, who text NOT NULL, v int NOT NULL);
          INSERT INTO src SELECT g, CASE WHEN g % 2 = 0 THEN '{alice}' ELSE 'carol' END, g FROM generate_series(1, 20) g;
          GRANT SELECT ON src TO {alice};"
     ));

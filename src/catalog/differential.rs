@@ -110,22 +110,18 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<
 /// every view under it) is the stream table owner's own, or runs with its invoker's rights, and has no
 /// security barrier; otherwise the view is read whole, by a FULL refresh.
 fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
+    let views = super::with_views_below("SELECT $1::pg_catalog.oid");
     spi::one::<String>(
-        "WITH RECURSIVE views(oid) AS (
-             SELECT $1::pg_catalog.oid
-             UNION
-             SELECT d.refobjid FROM views v
-               JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
-                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> v.oid
-               JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind = 'v')
+        &format!(
+            "{views}
          SELECT CASE WHEN barrier THEN pg_catalog.format('view %s, which is a security_barrier view (read whole, so its barrier holds)', c.oid::pg_catalog.regclass)
                      ELSE pg_catalog.format('view %s, owned by %s (read whole, with its owner''s rights)', c.oid::pg_catalog.regclass, c.relowner::pg_catalog.regrole) END
            FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid,
                 LATERAL (SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest(c.reloptions) o WHERE o ~* '^security_barrier=(true|on|yes|1)$') AS barrier,
                                 EXISTS (SELECT 1 FROM pg_catalog.unnest(c.reloptions) o WHERE o ~* '^security_invoker=(true|on|yes|1)$') AS invoker) f
           WHERE f.barrier OR (NOT f.invoker AND c.relowner <> COALESCE($2, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)))
-          ORDER BY f.barrier DESC LIMIT 1",
+          ORDER BY f.barrier DESC LIMIT 1"
+        ),
         &[view.into(), owner.into()],
     )
 }

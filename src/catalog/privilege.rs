@@ -24,8 +24,18 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
 }
 
-/// Runs `body` as `role` (the caller, inside an elevated section).
-pub fn as_role<R>(role: Oid, flags: i32, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+/// Runs `body` with exactly `owner`'s rights (DESIGN invariant 6), whoever started the refresh — the
+/// scheduler's superuser, a superuser's manual refresh, later a pool or external worker — as
+/// `REFRESH MATERIALIZED VIEW` does: in a security-restricted operation (no SET ROLE, no session
+/// state a trigger or function could leave behind). Reading what the owner may not read fails with
+/// PostgreSQL's own 42501, and the failed refresh copies nothing.
+pub fn as_owner<R>(owner: Oid, body: impl FnOnce() -> R) -> R {
+    as_role(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, body)
+}
+
+/// Runs `body` as `role` with the security context `flags` added, restoring the previous identity
+/// afterwards (also when an ERROR unwinds; PostgreSQL's (sub)transaction abort restores it too).
+pub fn as_role<R>(role: Oid, flags: i32, body: impl FnOnce() -> R) -> R {
     let mut user = pg_sys::InvalidOid;
     let mut context: i32 = 0;
     // SAFETY: saves and sets the backend's user id and security context; `Restore` puts them back.

@@ -171,16 +171,12 @@ pub fn record_sources(
     // Views under the views it names: redefining or altering one changes what it reads too.
     let views: Vec<Oid> = recorded.clone();
     spi::exec(
-        "WITH RECURSIVE views(oid) AS (
-             SELECT v FROM pg_catalog.unnest($2::oid[]) AS v
-             UNION
-             SELECT d.refobjid FROM views w
-               JOIN pg_catalog.pg_rewrite r ON r.ev_class = w.oid
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
-                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> w.oid
-               JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind = 'v')
-         INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind)
-         SELECT $1, oid, 'VIEW' FROM views WHERE oid <> ALL ($2::oid[])",
+        &format!(
+            "{}
+             INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind)
+             SELECT $1, oid, 'VIEW' FROM views WHERE oid <> ALL ($2::oid[])",
+            super::with_views_below("SELECT v FROM pg_catalog.unnest($2::oid[]) AS v")
+        ),
         &[pgt_id.into(), views.into()],
     )?;
     recorded.extend(spi::rows(

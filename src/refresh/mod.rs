@@ -3,7 +3,6 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
-mod owner;
 mod reinit;
 mod settings;
 mod spi_exec;

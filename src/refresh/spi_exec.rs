@@ -38,7 +38,8 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     })
 }
 
-/// Runs the plan's statements as the stream table's owner (see owner.rs).
+/// Runs the plan's statements as the stream table's owner (see `privilege::as_owner`); pg_trickle's
+/// bookkeeping around them stays with the caller.
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let owner = crate::catalog::stream_tables::owner(st.relid)?;
     // A delta may read only change buffers: check the owner may still read every source itself.
@@ -62,7 +63,7 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
             crate::cdc::grant_readers(&sources, owner)?;
         }
     }
-    super::owner::as_owner(owner, || run_steps(plan, st))
+    crate::catalog::privilege::as_owner(owner, || run_steps(plan, st))
 }
 
 fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
