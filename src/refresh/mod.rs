@@ -85,6 +85,16 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
     let Some(st) = stream_tables::load_for_update(pgt_id)? else {
         return Ok(Outcome::Gone);
     };
+    if !stream_tables::identity_holds(&st)? {
+        spi::exec(
+            "UPDATE pgtrickle.pgt_stream_tables
+                SET status = 'ERROR', last_error_at = pg_catalog.clock_timestamp(),
+                    last_error = 'this catalog row does not belong to a stream table of this database (restored from a dump?): nothing is refreshed; delete the row and create the stream table again'
+              WHERE pgt_id = $1",
+            &[pgt_id.into()],
+        )?;
+        return Ok(Outcome::Broken);
+    }
     let started_at = history::now()?;
     let storage = names::qualified_name_of(st.relid)?;
 
