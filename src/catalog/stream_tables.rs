@@ -72,19 +72,21 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
 
 /// Whether the catalog row still names its own storage table: its query view is tied to that table
 /// (an AUTO dependency made at creation). A dump restores the catalog's rows with the old OIDs but
-/// not that tie; such a row may name no table, or another one, and must never be refreshed. (A 0.1.0
-/// catalog has no query views: nothing to check.)
+/// not that tie; such a row may name no table, or another one, and must never be refreshed. A row
+/// whose view was dropped along with a column it read (DROP ... CASCADE) is in ERROR already, and its
+/// refresh explains what broke. (A 0.1.0 catalog has no query views: nothing to check.)
 pub fn identity_holds(st: &StreamTable) -> PgtResult<bool> {
     if !super::reinit::has_reason_column()? {
         return Ok(true);
     }
     Ok(spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                           AND d.objid = pg_catalog.to_regclass($2)
-                           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                           AND d.refobjid = $1 AND d.deptype = 'a')",
-        &[st.relid.into(), super::query_view::name(st.pgt_id).quoted().as_str().into()],
+        "SELECT CASE WHEN pg_catalog.to_regclass($2) IS NULL THEN $3 = 'ERROR'
+                     ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                     AND d.objid = pg_catalog.to_regclass($2)
+                                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                     AND d.refobjid = $1 AND d.deptype = 'a') END",
+        &[st.relid.into(), super::query_view::name(st.pgt_id).quoted().as_str().into(), st.status.as_str().into()],
     )? == Some(true))
 }
 
