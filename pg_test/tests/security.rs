@@ -108,6 +108,13 @@ fn a_revoked_privilege_stops_the_refresh_and_copies_nothing() {
     assert_eq!(e.code, "42501", "{e:?}");
     assert_eq!(e.message, "permission denied for table public.src");
     assert_eq!(db.value::<i64>("SELECT count(*) FROM mine WHERE id = 301"), 0);
+    // Nor may alice read its change rows any more, though her refreshes were let read the buffer.
+    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
+    db.exec(&format!("GRANT USAGE ON SCHEMA pgtrickle_changes TO {alice}"));
+    assert!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0, "the superuser sees the pending change row");
+    db.exec(&format!("SET ROLE {alice}"));
+    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    db.exec("RESET ROLE");
     // FULL likewise.
     db.exec("SELECT pgtrickle.alter_stream_table('mine', refresh_mode => 'FULL')");
     assert_eq!(db.error("SELECT pgtrickle.refresh_stream_table('mine')").code, "42501");

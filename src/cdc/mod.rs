@@ -110,6 +110,7 @@ fn install(source: Oid) -> PgtResult<()> {
         &[],
     )?;
     spi::exec(&format!("COMMENT ON TABLE {buffer} IS {}", quote_literal(&format!("pg_trickle change buffer for {table}"))), &[])?;
+    protect_buffer(source)?;
     write_capture_function(source, &columns)?;
 
     write_truncate_function(source, &table)?;
@@ -123,6 +124,30 @@ fn install(source: Oid) -> PgtResult<()> {
     depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
     depend::auto_function_on_source(lookup_function(&truncated)?, source);
     Ok(())
+}
+
+/// Change rows are the source's rows: whoever reads a buffer (a stream table's owner, granted SELECT
+/// for its refreshes) sees them only while they may read the source itself — a REVOKE on the source
+/// hides its change rows at once. (The buffer's owner, who captures and cleans up, is not subject.)
+fn protect_buffer(source: Oid) -> PgtResult<()> {
+    let buffer = buffer_name(source);
+    let exists = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = pg_catalog.to_regclass($1) AND polname = 'pgtrickle_source_readers')",
+        &[buffer.quoted().as_str().into()],
+    )?;
+    if exists == Some(true) {
+        return Ok(());
+    }
+    spi::exec(&format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"), &[])?;
+    // The sub-select makes the privilege check one initplan per scan, not one call per row.
+    spi::exec(
+        &format!(
+            "CREATE POLICY pgtrickle_source_readers ON {buffer} FOR SELECT
+               USING ((SELECT pg_catalog.has_table_privilege({}::pg_catalog.oid, 'SELECT')))",
+            source.to_u32()
+        ),
+        &[],
+    )
 }
 
 /// A refresh reads its sources' change buffers as the stream table's owner: let `owner` read those
@@ -277,8 +302,9 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     if captured.len() < now.len() {
         write_capture_function(source, &now)?;
     }
-    // Functions written by an older version learn to say why.
+    // Functions written by an older version learn to say why; their buffers learn who may read them.
     write_truncate_function(source, &table)?;
+    protect_buffer(source)?;
     let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
     let row_security = spi::one::<bool>("SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1", &[source.into()])?;
     if row_security == Some(true) {
