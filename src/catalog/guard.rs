@@ -80,13 +80,12 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
     let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)", &[view.quoted().as_str().into()])?;
     if view_owner.is_some_and(|o| o != owner) {
         // The owner's rights decide what the engine may read through deltas (views, row security).
-        let role_name = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        let role = crate::catalog::names::role_name(owner)?;
         spi::exec(
             &crate::catalog::reinit::mark_sql("pgt_id = $1", "$2")?,
-            &[st.pgt_id.into(), format!("its owner is now {role_name}").into()],
+            &[st.pgt_id.into(), format!("its owner is now {role}").into()],
         )?;
         let _own = OwnWrite::begin();
-        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
         spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
     }
     if let Some(tree) = st.tree()? {

@@ -43,6 +43,11 @@ pub fn resolve_existing(name: &str) -> PgtResult<Option<Oid>> {
     spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[quoted.as_str().into()])
 }
 
+/// A role's name, quoted where needed, for GRANT / OWNER TO and messages.
+pub fn role_name(role: Oid) -> PgtResult<String> {
+    Ok(spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[role.into()])?.unwrap_or_default())
+}
+
 /// The relation's current schema-qualified name.
 pub fn qualified_name_of(relid: Oid) -> PgtResult<QualifiedName> {
     let row = spi::rows(

@@ -42,7 +42,7 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
     let owner = super::stream_tables::owner(storage)?;
     let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[oid.into()])?;
     if view_owner != Some(owner) {
-        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        let role = super::names::role_name(owner)?;
         let _own = super::guard::OwnWrite::begin();
         spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
     }
@@ -64,32 +64,19 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
 
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
-    refuse_changes_to_query_views(command_tag, relid)?;
+    let is_view = match relid {
+        Some(relid) => spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true),
+        None => false,
+    };
+    refuse_changes_to_query_views(command_tag, relid, is_view)?;
     match (command_tag, relid) {
-        ("CREATE VIEW", Some(view)) => {
-            let name = super::names::qualified_name_of(view)?;
-            spi::exec(
-                &super::reinit::mark_sql(
-                    "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
-                    "$2",
-                )?,
-                &[view.into(), format!("view {name} was redefined").into()],
-            )
-        }
+        ("CREATE VIEW", Some(view)) => reinitialise_view_readers(view, "redefined"),
         ("ALTER SCHEMA", _) => follow_renames(None),
         (_, Some(relid)) => {
             follow_renames(Some(relid))?;
             // A view's options or owner decide whether the engine may read through it.
-            let view = spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true);
-            if view && !super::guard::own_write_active() {
-                let name = super::names::qualified_name_of(relid)?;
-                spi::exec(
-                    &super::reinit::mark_sql(
-                        "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
-                        "$2",
-                    )?,
-                    &[relid.into(), format!("view {name} was altered").into()],
-                )?;
+            if is_view && !super::guard::own_write_active() {
+                reinitialise_view_readers(relid, "altered")?;
             }
             Ok(())
         }
@@ -97,19 +84,28 @@ pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
     }
 }
 
+/// The stream tables reading `view` (named or under a view they name) reinitialise: the view was
+/// `what` ("redefined", "altered").
+fn reinitialise_view_readers(view: Oid, what: &str) -> PgtResult<()> {
+    let name = super::names::qualified_name_of(view)?;
+    spi::exec(
+        &super::reinit::mark_sql(
+            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
+            "$2",
+        )?,
+        &[view.into(), format!("view {name} was {what}").into()],
+    )
+}
+
 /// The query views are pg_trickle's: replacing one would change what a stream table computes behind
 /// its catalog's back, renaming or moving one would lose it. (Its owner and options may change.)
-fn refuse_changes_to_query_views(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
+fn refuse_changes_to_query_views(command_tag: &str, relid: Option<Oid>, is_view: bool) -> PgtResult<()> {
     if super::guard::own_write_active() || !super::reinit::has_reason_column()? {
         return Ok(());
     }
     let refused = |view: String| {
         Err(PgtError::new(SqlState::WrongObjectType, format!("cannot change {view}: it is a stream table's defining query"))
             .hint("To change the query, drop the stream table and create it again."))
-    };
-    let is_view = match relid {
-        Some(relid) => spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true),
-        None => false,
     };
     if command_tag == "CREATE VIEW" {
         // Only a live stream table's view: a restore re-creates the views before the catalog's rows.

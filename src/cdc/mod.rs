@@ -166,7 +166,7 @@ pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
     if missing.is_empty() && schema == Some(true) {
         return Ok(());
     }
-    let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+    let role = crate::catalog::names::role_name(owner)?;
     if schema != Some(true) {
         spi::exec(&format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {role}"), &[])?;
     }

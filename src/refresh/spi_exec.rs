@@ -50,7 +50,7 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
         &[st.pgt_id.into(), owner.into()],
     )?;
     if let Some(source) = denied {
-        let role = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[owner.into()])?.unwrap_or_default();
+        let role = crate::catalog::names::role_name(owner)?;
         return Err(PlanError::Failed(
             PgtError::new(SqlState::InsufficientPrivilege, format!("permission denied for table {source}"))
                 .detail(format!("Refreshes run as the stream table's owner, {role}, who may not read {source}."))
