@@ -190,3 +190,22 @@ REVOKE ALL ON FUNCTION pgtrickle._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER pgtrickle_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle._on_sql_drop();
 ALTER EVENT TRIGGER pgtrickle_sql_drop ENABLE ALWAYS;
 
+
+-- The role that owns change buffers and runs capture (its trigger functions are SECURITY DEFINER):
+-- it can log in nowhere, holds no rights on users' tables, and may only append to the buffers it
+-- owns and mark a truncated source's stream tables for reinitialisation. Roles are shared by the
+-- cluster: another database's pg_trickle may have made it already (or be making it right now).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgtrickle_capture') THEN
+        CREATE ROLE pgtrickle_capture NOLOGIN;
+        COMMENT ON ROLE pgtrickle_capture IS 'pg_trickle: owns change buffers and runs change capture (no login, no rights on user data)';
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+GRANT USAGE ON SCHEMA pgtrickle_changes TO pgtrickle_capture;
+GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
+GRANT SELECT (pgt_id, source_relid) ON pgtrickle.pgt_dependencies TO pgtrickle_capture;
+GRANT SELECT (pgt_id, reinit_reason), UPDATE (needs_reinit, reinit_reason) ON pgtrickle.pgt_stream_tables TO pgtrickle_capture;

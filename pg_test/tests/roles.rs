@@ -87,3 +87,50 @@ fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
     db.exec(&format!("SET ROLE {}; SELECT pgtrickle.refresh_stream_table('totals'); RESET ROLE;", r.alice));
     db.assert_matches_query("totals", TOTALS);
 }
+
+#[test]
+fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
+    let (mut db, r) = setup("roles_capture_role");
+    db.exec(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON a_src TO {}", r.bob));
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec("RESET ROLE");
+    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
+
+    // Not the first stream table's owner, not the superuser: pgtrickle_capture, which cannot log in
+    // and may not read the source.
+    assert_eq!(db.value::<String>(&format!("SELECT relowner::regrole::text FROM pg_class WHERE oid = '{buffer}'::regclass")), "pgtrickle_capture");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT string_agg(DISTINCT proowner::regrole::text || ' definer ' || prosecdef, ', ') FROM pg_proc
+              WHERE pronamespace = 'pgtrickle_changes'::regnamespace"
+        ),
+        "pgtrickle_capture definer true"
+    );
+    assert!(db.value::<bool>("SELECT NOT rolcanlogin AND NOT rolsuper AND NOT rolbypassrls FROM pg_roles WHERE rolname = 'pgtrickle_capture'"));
+    assert!(!db.value::<bool>("SELECT has_table_privilege('pgtrickle_capture', 'a_src', 'SELECT')"));
+    assert!(!db.value::<bool>("SELECT has_table_privilege('pgtrickle_capture', 'pgtrickle.pgt_stream_tables', 'DELETE')"));
+
+    // The stream table's owner may read the buffer for her refreshes, and nothing more.
+    db.exec(&format!("SET ROLE {}", r.alice));
+    for sql in [format!("DELETE FROM {buffer}"), format!("INSERT INTO {buffer} (__pgt_xid, __pgt_w) VALUES ('1', 1)"), format!("DROP TABLE {buffer}")] {
+        let e = db.error(&sql);
+        assert_eq!(e.code, "42501", "{sql}: {e:?}");
+    }
+
+    // Capture runs with the role's rights, for whoever writes: bob's writes are seen, and alice's
+    // TRUNCATE (the capture role marks the stream table for reinitialisation).
+    db.exec(&format!("SET ROLE {}", r.bob));
+    db.exec("INSERT INTO a_src VALUES (100, 1, 5); UPDATE a_src SET v = v + 1 WHERE id < 5; DELETE FROM a_src WHERE id = 7;");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("RESET ROLE");
+    db.assert_matches_query("totals", TOTALS);
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec("TRUNCATE a_src; INSERT INTO a_src VALUES (1, 1, 1);");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("RESET ROLE");
+    db.assert_matches_query("totals", TOTALS);
+    assert_eq!(db.last_refresh("totals"), ("FULL".into(), r#"reinitialised: "public"."a_src" was truncated"#.into()));
+}

@@ -21,9 +21,9 @@ UNION ALL
 SELECT format('relation %s kind %s persistence %s acl %s comment %s', relname, relkind, relpersistence, relacl, obj_description(oid, 'pg_class'))
   FROM rels
 UNION ALL
-SELECT format('column %s.%s #%s %s notnull %s identity %s default %s comment %s', c.relname, a.attname, a.attnum,
+SELECT format('column %s.%s #%s %s notnull %s identity %s default %s acl %s comment %s', c.relname, a.attname, a.attnum,
               format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, pg_get_expr(ad.adbin, ad.adrelid),
-              col_description(c.oid, a.attnum))
+              a.attacl, col_description(c.oid, a.attnum))
   FROM rels c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
 UNION ALL
@@ -121,6 +121,17 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
                   OR objid IN (SELECT oid FROM pg_class WHERE relnamespace IN ('pgtrickle_changes'::regnamespace, 'pgtrickle_queries'::regnamespace)))"
         ),
         0
+    );
+
+    // Capture made by 0.1.0 (buffers and functions the extension owner's) is handed to the NOLOGIN
+    // capture role, as 0.2.0 makes it.
+    assert_eq!(
+        db.value::<String>(
+            "SELECT string_agg(DISTINCT owner, ', ') FROM (
+               SELECT relowner::regrole::text AS owner FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace AND relkind = 'r'
+               UNION ALL SELECT proowner::regrole::text FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace) o"
+        ),
+        "pgtrickle_capture"
     );
 
     // The stream tables keep refreshing exactly: once FULL (capture was re-armed: the old triggers

@@ -22,6 +22,8 @@ pub mod query_view;
 pub mod names;
 #[cfg(feature = "pg")]
 pub mod stream_tables;
+#[cfg(feature = "pg")]
+pub mod version;
 
 /// `WITH RECURSIVE views(oid) AS (...)`: the relations `start` (a SELECT of one column of OIDs) names,
 /// and every view under them, at any depth (through the views' rewrite rules).

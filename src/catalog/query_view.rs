@@ -100,7 +100,7 @@ fn reinitialise_view_readers(view: Oid, what: &str) -> PgtResult<()> {
 /// The query views are pg_trickle's: replacing one would change what a stream table computes behind
 /// its catalog's back, renaming or moving one would lose it. (Its owner and options may change.)
 fn refuse_changes_to_query_views(command_tag: &str, relid: Option<Oid>, is_view: bool) -> PgtResult<()> {
-    if super::guard::own_write_active() || !super::reinit::has_reason_column()? {
+    if super::guard::own_write_active() || !super::version::at_least_0_2_0()? {
         return Ok(());
     }
     let refused = |view: String| {

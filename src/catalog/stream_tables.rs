@@ -40,7 +40,7 @@ const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refres
 
 /// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
 fn columns() -> PgtResult<String> {
-    let reason = if super::reinit::has_reason_column()? { "reinit_reason" } else { "NULL::text AS reinit_reason" };
+    let reason = if super::version::at_least_0_2_0()? { "reinit_reason" } else { "NULL::text AS reinit_reason" };
     Ok(format!("{COLUMNS}, {reason}"))
 }
 
@@ -76,7 +76,7 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
 /// whose view was dropped along with a column it read (DROP ... CASCADE) is in ERROR already, and its
 /// refresh explains what broke. (A 0.1.0 catalog has no query views: nothing to check.)
 pub fn identity_holds(st: &StreamTable) -> PgtResult<bool> {
-    if !super::reinit::has_reason_column()? {
+    if !super::version::at_least_0_2_0()? {
         return Ok(true);
     }
     Ok(spi::one::<bool>(

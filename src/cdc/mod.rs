@@ -18,6 +18,11 @@ use pgrx::pg_sys::Oid;
 
 pub const SCHEMA: &str = "pgtrickle_changes";
 
+/// The NOLOGIN role that owns change buffers and runs capture (made by sql/finalize.sql): whoever
+/// writes a source runs its capture triggers with this role's rights — append to its buffers, mark
+/// stream tables for reinitialisation — and no others.
+pub const CAPTURE_ROLE: &str = "pgtrickle_capture";
+
 pub fn buffer_name(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("changes_{}", relid.to_u32()))
 }
@@ -123,6 +128,21 @@ fn install(source: Oid) -> PgtResult<()> {
     depend::auto_function_on_source(lookup_function(&capture)?, source);
     depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
     depend::auto_function_on_source(lookup_function(&truncated)?, source);
+    hand_to_capture_role(source)
+}
+
+/// Gives the source's buffer and capture functions to [`CAPTURE_ROLE`]; idempotent. (A 0.1.0
+/// catalog has no such role: there capture stays the extension owner's until the update.)
+fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
+    if !crate::catalog::version::at_least_0_2_0()? {
+        return Ok(());
+    }
+    spi::exec(&format!("ALTER TABLE {} OWNER TO {CAPTURE_ROLE}", buffer_name(source)), &[])?;
+    for function in [capture_function(source), row_capture_function(source), truncate_function(source)] {
+        if existing_function(&function)?.is_some() {
+            spi::exec(&format!("ALTER FUNCTION {function}() OWNER TO {CAPTURE_ROLE}"), &[])?;
+        }
+    }
     Ok(())
 }
 
@@ -322,6 +342,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         write_capture_function(source, &now)?;
         depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
     }
+    hand_to_capture_role(source)?;
     if members::rearm(source, false)? {
         reinit::mark_dependents(
             source,

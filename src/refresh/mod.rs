@@ -129,7 +129,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
     };
 
     let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
-    let reason = if crate::catalog::reinit::has_reason_column()? { ", reinit_reason = $5" } else { "" };
+    let reason = if crate::catalog::version::at_least_0_2_0()? { ", reinit_reason = $5" } else { "" };
     spi::exec(
         &format!(
             "UPDATE pgtrickle.pgt_stream_tables
