@@ -95,6 +95,14 @@ CREATE FUNCTION pgtrickle."_create_query_view"(
 STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'create_query_view_wrapper';
+CREATE FUNCTION pgtrickle."restore_stream_tables"() RETURNS TABLE (
+	"pgt_id" bigint,
+	"stream_table" TEXT,
+	"outcome" TEXT
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'restore_stream_tables_wrapper';
 CREATE FUNCTION pgtrickle."_stream_table_altered"(
 	"relid" oid
 ) RETURNS void
@@ -172,6 +180,8 @@ REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._stream_table_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._query_sources_changed(text, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._create_query_view(bigint) FROM PUBLIC;
+-- For superusers only: it re-arms capture for every restored stream table.
+REVOKE ALL ON FUNCTION pgtrickle.restore_stream_tables() FROM PUBLIC;
 DROP EVENT TRIGGER pgtrickle_ddl_end;
 CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
@@ -276,9 +286,9 @@ DO $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT pgt_relid::pg_catalog.regclass AS st FROM pgtrickle.pgt_stream_tables LOOP
+    FOR r IN SELECT pgt_relid::pg_catalog.regclass AS st, pgt_id FROM pgtrickle.pgt_stream_tables LOOP
         EXECUTE pg_catalog.format('CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
-                                     FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table()', r.st);
+                                     FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table(%L)', r.st, r.pgt_id);
         EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgtrickle_guard', r.st);
     END LOOP;
 END

@@ -103,6 +103,14 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     assert!(db.value::<bool>("SELECT to_regclass('pgtrickle.pgt_cost_model_summary') IS NOT NULL"));
     // Stream tables made by 0.1.0 are guarded like new ones; capture fires under replica role too.
     assert_eq!(db.error("DELETE FROM counts").code, "42809");
+    // Each guard names its stream table, so that a dump can be restored.
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT count(*) FROM pg_trigger t JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = t.tgrelid
+              WHERE t.tgname = 'pgtrickle_guard' AND encode(t.tgargs, 'escape') = s.pgt_id || '\\000'"
+        ),
+        3
+    );
     assert_eq!(
         db.value::<i64>(
             "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle\\_%'

@@ -64,6 +64,7 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
         refresh_mode: requested.as_str(),
         effective_mode: choice.effective.as_str(),
     })?;
+    crate::catalog::guard::install(&target, pgt_id)?;
     stream_tables::record_sources(pgt_id, &analysis, choice.tree.as_ref())?;
     for source in &analysis.sources {
         depend::on_source(relid, source.relid);
@@ -103,7 +104,6 @@ fn create_storage(target: &QualifiedName, analysis: &QueryAnalysis, differential
     if differential {
         add_row_identity_index(target)?;
     }
-    crate::catalog::guard::install(target)?;
     names::resolve_existing(&target.quoted())?
         .ok_or_else(|| PgtError::internal(format!("storage table {target} not found after CREATE TABLE")))
 }

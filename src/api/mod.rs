@@ -9,6 +9,7 @@ mod explain;
 mod index_advice;
 mod internal;
 mod refresh;
+mod restore;
 
 /// Declares schema `pgtrickle` to pgrx, so functions can say `schema = "pgtrickle"`.
 #[pgrx::pg_schema]

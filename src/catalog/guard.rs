@@ -36,8 +36,10 @@ pub fn own_write_active() -> bool {
     OWN_WRITES.with(|n| n.get() > 0)
 }
 
-/// Puts the write guard on a new storage table. ALWAYS: replica-role sessions are refused too.
-pub fn install(storage: &QualifiedName) -> PgtResult<()> {
+/// Puts the write guard on a new storage table. ALWAYS: replica-role sessions are refused too. Its
+/// argument is the stream table's id: a dump carries it along with the table (and a restore finds
+/// each catalog row's table by it, whatever its OID and name are then).
+pub fn install(storage: &QualifiedName, pgt_id: i64) -> PgtResult<()> {
     // A 0.1.0 catalog (the library is updated before ALTER EXTENSION ... UPDATE, which then guards
     // every stream table) has no guard function yet.
     let guard = spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._guard_stream_table()')::oid", &[])?;
@@ -47,7 +49,7 @@ pub fn install(storage: &QualifiedName) -> PgtResult<()> {
     spi::exec(
         &format!(
             "CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage}
-               FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table()"
+               FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table('{pgt_id}')"
         ),
         &[],
     )?;

@@ -21,6 +21,8 @@ pub mod query_view;
 #[cfg(feature = "pg")]
 pub mod names;
 #[cfg(feature = "pg")]
+pub mod restore;
+#[cfg(feature = "pg")]
 pub mod stream_tables;
 #[cfg(feature = "pg")]
 pub mod version;

@@ -84,3 +84,12 @@ pub fn require_select(caller: Oid, sources: &[Oid]) -> PgtResult<()> {
             .detail("A stream table's owner must be able to read everything its query reads.")),
     }
 }
+
+/// Only a superuser may do what concerns every stream table of the database (`what`).
+pub fn require_superuser(caller: Oid, what: &str) -> PgtResult<()> {
+    // SAFETY: a catalog lookup of the role's superuser flag.
+    if unsafe { pg_sys::superuser_arg(caller) } {
+        return Ok(());
+    }
+    Err(PgtError::new(SqlState::InsufficientPrivilege, format!("must be superuser to {what}")))
+}

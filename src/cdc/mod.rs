@@ -293,6 +293,40 @@ pub fn collect_garbage() -> PgtResult<()> {
     spi::exec("SELECT pgtrickle._cdc_gc()", &[])
 }
 
+/// Drops the capture of `sources`: all their buffers first, then their functions — CASCADE, so the
+/// triggers on the sources and their descendants go too. (Whatever those drops make the event
+/// triggers re-arm finds no buffer left to re-arm.)
+fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
+    for &source in sources {
+        spi::exec(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)), &[])?;
+    }
+    for &source in sources {
+        for function in [capture_function(source), truncate_function(source), row_capture_function(source)] {
+            spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops all capture but that of `keep`: after a restore, the dumped buffers, functions and triggers
+/// are named after the OIDs of the dumped database, which mean nothing here (or another table).
+/// Returns how many sources' capture went.
+pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
+    let _guard = RearmGuard::enter();
+    let stale: Vec<Oid> = spi::rows(
+        "SELECT DISTINCT pg_catalog.substring(name, '_([0-9]+)$')::pg_catalog.oid AS source FROM (
+                SELECT relname::text AS name FROM pg_catalog.pg_class WHERE relnamespace = $1::pg_catalog.regnamespace
+                UNION ALL
+                SELECT proname::text FROM pg_catalog.pg_proc WHERE pronamespace = $1::pg_catalog.regnamespace) o
+          WHERE name ~ '^(changes|capture|capture_row|truncated)_[0-9]+$'
+            AND pg_catalog.substring(name, '_([0-9]+)$')::pg_catalog.oid <> ALL ($2::pg_catalog.oid[])",
+        &[SCHEMA.into(), keep.to_vec().into()],
+        |r| spi::col::<Oid>(r, "source"),
+    )?;
+    drop_capture(&stale)?;
+    Ok(stale.len())
+}
+
 /// After DDL touching a source (ALTER TABLE, a new partition or child, a dropped capture trigger):
 /// keep capture in step with its columns, descendants and trigger states. Added columns are simply
 /// added to the buffer; anything else (a dropped or retyped column) rebuilds the buffer. Whenever
@@ -309,11 +343,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     let table = crate::catalog::names::qualified_name_of(source)?;
     if !only_additions {
         reinit::mark_dependents(source, &format!("the columns of {table} changed"))?;
-        spi::exec(&format!("DROP TABLE {buffer}"), &[])?;
-        // CASCADE: the triggers on the source and its descendants go with their functions.
-        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", capture_function(source)), &[])?;
-        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", truncate_function(source)), &[])?;
-        spi::exec(&format!("DROP FUNCTION IF EXISTS {}() CASCADE", row_capture_function(source)), &[])?;
+        drop_capture(&[source])?;
         return install(source);
     }
     for (name, type_sql) in &now[captured.len()..] {
