@@ -118,6 +118,9 @@ REVOKE ALL ON FUNCTION pgtrickle._query_sources_changed(text, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._create_query_view(bigint) FROM PUBLIC;
 -- For superusers only: it re-arms capture for every restored stream table.
 REVOKE ALL ON FUNCTION pgtrickle.restore_stream_tables() FROM PUBLIC;
+-- Only pg_trickle puts guards on tables (a restore finds stream tables by them): nobody else may
+-- create a trigger running it. Firing a trigger needs no EXECUTE right.
+REVOKE ALL ON FUNCTION pgtrickle._guard_stream_table() FROM PUBLIC;
 CREATE EVENT TRIGGER pgtrickle_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER VIEW', 'CREATE VIEW', 'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION pgtrickle._on_ddl_end();

@@ -78,6 +78,10 @@ fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
         db.error("INSERT INTO pgtrickle.pgt_dependencies VALUES (1, 'secret'::regclass, 'TABLE')").code,
         "42501"
     );
+    // Nor can he forge a write guard (a restore finds a stream table's table by its guard).
+    db.exec("CREATE TABLE bobs (x int)");
+    let forged = db.error("CREATE TRIGGER pgtrickle_guard BEFORE INSERT ON bobs FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table('1')");
+    assert_eq!(forged.code, "42501", "{forged:?}");
     db.exec("RESET ROLE");
     let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
     db.exec(&format!("SET ROLE {}", r.bob));

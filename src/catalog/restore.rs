@@ -64,7 +64,7 @@ pub fn restore() -> PgtResult<Vec<Restored>> {
                 outcomes.push(Restored {
                     pgt_id: st.pgt_id,
                     stream_table: None,
-                    outcome: "removed: no table here carries its write guard, or its query view is missing".into(),
+                    outcome: "removed: no table here (or more than one) carries its write guard with its query view's owner, or its query view is missing".into(),
                 });
             }
         }
@@ -94,16 +94,23 @@ fn continue_identities() -> PgtResult<()> {
     Ok(())
 }
 
-/// The table carrying the write guard of stream table `pgt_id`, if its query view is here too.
+/// The table carrying the write guard of stream table `pgt_id` and owned by its query view's owner —
+/// if there is exactly one (only pg_trickle may create guards; a second one would be a forgery).
 fn storage_of(pgt_id: i64) -> PgtResult<Option<Oid>> {
-    spi::one::<Oid>(
+    let candidates: Vec<Oid> = spi::rows(
         "SELECT t.tgrelid FROM pg_catalog.pg_trigger t
+           JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+           JOIN pg_catalog.pg_class v ON v.oid = pg_catalog.to_regclass($2) AND v.relowner = c.relowner
           WHERE t.tgname = 'pgtrickle_guard' AND t.tgnargs = 1
             AND pg_catalog.encode(t.tgargs, 'escape') = $1::text || '\\000'
-            AND pg_catalog.to_regclass($2) IS NOT NULL
             AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = t.tgrelid)",
         &[pgt_id.into(), super::query_view::name(pgt_id).quoted().as_str().into()],
-    )
+        |r| spi::col::<Oid>(r, "tgrelid"),
+    )?;
+    Ok(match candidates[..] {
+        [one] => Some(one),
+        _ => None,
+    })
 }
 
 /// Ties the query view and the storage table together again, re-reads the query from the view and
