@@ -2,6 +2,8 @@
 //! scheduler per database that has the extension. The scheduler finds due stream tables and refreshes
 //! them; a later stage hands that work to a refresh worker pool.
 
+pub mod adaptive;
+pub mod cpu;
 pub mod policy;
 
 // PostgreSQL 13's ProcessUtility hook has another signature; there DROP DATABASE needs WITH (FORCE).
