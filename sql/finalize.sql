@@ -214,3 +214,11 @@ GRANT USAGE ON SCHEMA pgtrickle_changes TO pgtrickle_capture;
 GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
 GRANT SELECT (pgt_id, source_relid) ON pgtrickle.pgt_dependencies TO pgtrickle_capture;
 GRANT SELECT (pgt_id, reinit_reason), UPDATE (needs_reinit, reinit_reason) ON pgtrickle.pgt_stream_tables TO pgtrickle_capture;
+
+-- The refresh worker pool of this database (src/bgworker): its size, load and last sizing decision,
+-- and the recent decisions. Nothing in them is data of stream tables: readable by everyone.
+CREATE VIEW pgtrickle.pool_status AS SELECT * FROM pgtrickle._pool_status();
+COMMENT ON VIEW pgtrickle.pool_status IS 'pg_trickle: this database''s refresh worker pool now (no row without a coordinator): target and running workers, queue, counters, the last sizing decision and why';
+CREATE VIEW pgtrickle.pool_decisions AS SELECT * FROM pgtrickle._pool_decisions();
+COMMENT ON VIEW pgtrickle.pool_decisions IS 'pg_trickle: the recent sizing decisions of this database''s refresh worker pool, one per coordinator tick, oldest first, with the measurements they were based on';
+GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;

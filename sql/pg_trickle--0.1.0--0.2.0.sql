@@ -103,6 +103,42 @@ CREATE FUNCTION pgtrickle."restore_stream_tables"() RETURNS TABLE (
 STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'restore_stream_tables_wrapper';
+CREATE FUNCTION pgtrickle."_pool_status"() RETURNS TABLE (
+	"coordinator_pid" INT,
+	"target_workers" INT,
+	"max_workers" INT,
+	"workers" INT,
+	"busy_workers" INT,
+	"idle_workers" INT,
+	"queued_refreshes" INT,
+	"running_refreshes" INT,
+	"refreshes" bigint,
+	"workers_started" bigint,
+	"worker_start_failures" bigint,
+	"workers_lost" bigint,
+	"decided_at" timestamp with time zone,
+	"reason" TEXT,
+	"cpu_percent" double precision,
+	"queue_depth" INT,
+	"lag_ratio" double precision
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pool_status_wrapper';
+CREATE FUNCTION pgtrickle."_pool_decisions"() RETURNS TABLE (
+	"decided_at" timestamp with time zone,
+	"target_workers" INT,
+	"changed" bool,
+	"reason" TEXT,
+	"cpu_percent" double precision,
+	"queue_depth" INT,
+	"busy_workers" INT,
+	"workers" INT,
+	"lag_ratio" double precision
+)
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pool_decisions_wrapper';
 CREATE FUNCTION pgtrickle."_stream_table_altered"(
 	"relid" oid
 ) RETURNS void
@@ -326,3 +362,11 @@ SELECT st.pgt_id,
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  -- Each role sees the stream tables it may read: queries and errors can reveal source data.
  WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT');
+
+-- The refresh worker pool of this database (0.2.0; src/bgworker): its size, load and last sizing decision,
+-- and the recent decisions. Nothing in them is data of stream tables: readable by everyone.
+CREATE VIEW pgtrickle.pool_status AS SELECT * FROM pgtrickle._pool_status();
+COMMENT ON VIEW pgtrickle.pool_status IS 'pg_trickle: this database''s refresh worker pool now (no row without a coordinator): target and running workers, queue, counters, the last sizing decision and why';
+CREATE VIEW pgtrickle.pool_decisions AS SELECT * FROM pgtrickle._pool_decisions();
+COMMENT ON VIEW pgtrickle.pool_decisions IS 'pg_trickle: the recent sizing decisions of this database''s refresh worker pool, one per coordinator tick, oldest first, with the measurements they were based on';
+GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;

@@ -7,6 +7,9 @@ static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 static FULL_REFRESH_RATIO: GucSetting<f64> = GucSetting::<f64>::new(0.5);
+static ADAPTIVE_WORKERS: GucSetting<bool> = GucSetting::<bool>::new(true);
+static MIN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -37,6 +40,34 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.adaptive_workers",
+        c"Whether each database's refresh worker pool sizes itself between min_workers and max_workers.",
+        c"Once per scheduler tick: CPU above 70% removes a worker, lag above 5x a schedule grows the pool to max_workers, a queue above 2x the workers adds one, all idle shrinks it to min_workers; each change needs 3 agreeing ticks. Off: the pool is fixed at max_workers.",
+        &ADAPTIVE_WORKERS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.min_workers",
+        c"Refresh workers each database's pool keeps running when idle.",
+        c"0 lets an idle pool stop every worker; the coordinator then refreshes in its own process until workers start again.",
+        &MIN_WORKERS,
+        0,
+        crate::bgworker::MAX_POOL_WORKERS as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.max_workers",
+        c"The most refresh workers a database's pool runs.",
+        c"Never more than max_worker_processes leaves free after the launcher and the coordinator (a WARNING says when this is lowered).",
+        &MAX_WORKERS,
+        1,
+        crate::bgworker::MAX_POOL_WORKERS as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_float_guc(
         c"pg_trickle.full_refresh_ratio",
         c"Until their refresh costs are measured, AUTO stream tables refresh FULL for batches above this fraction of the sources' rows.",
@@ -63,4 +94,16 @@ pub fn scheduler_interval() -> std::time::Duration {
 
 pub fn history_retention_days() -> i32 {
     HISTORY_RETENTION_DAYS.get()
+}
+
+pub fn adaptive_workers() -> bool {
+    ADAPTIVE_WORKERS.get()
+}
+
+pub fn min_workers() -> u32 {
+    MIN_WORKERS.get().max(0) as u32
+}
+
+pub fn max_workers() -> u32 {
+    MAX_WORKERS.get().max(1) as u32
 }

@@ -68,7 +68,7 @@ impl TestDb {
     /// The pid of this database's pg_trickle scheduler, waiting up to 15 s for one to start. That is
     /// shorter than the launcher's periodic probe (30 s), so a lost start request shows as `None`.
     pub fn scheduler_pid(&mut self) -> Option<i32> {
-        let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle scheduler' AND datname = current_database()";
+        let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle coordinator' AND datname = current_database()";
         let mut pid = None;
         crate::wait_until(std::time::Duration::from_secs(15), || {
             pid = self.rows(sql, &[]).first().map(|r| r.get(0));

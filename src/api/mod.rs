@@ -8,6 +8,7 @@ mod drop;
 mod explain;
 mod index_advice;
 mod internal;
+mod pool;
 mod refresh;
 mod restore;
 

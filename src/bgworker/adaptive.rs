@@ -3,7 +3,8 @@
 //! every rule, the hysteresis and the bounds are unit-tested without a server.
 //!
 //! Rules, first match wins:
-//! 1. CPU utilisation above 70% → one worker fewer (refreshes must not starve the OLTP load);
+//! 1. CPU utilisation above 70% → one worker fewer (refreshes must not starve the OLTP load), and
+//!    no rule grows the pool meanwhile;
 //! 2. CDC lag above 5x a schedule → up to max_workers (stream tables are falling behind);
 //! 3. queue depth above 2x the workers → one more;
 //! 4. every worker idle and nothing queued → down to min_workers.
@@ -85,7 +86,8 @@ pub struct Decision {
     pub target: u32,
     /// The rule that applies this tick (it changes the target only on its third agreeing tick).
     pub reason: Reason,
-    /// How many consecutive ticks that rule has applied (0 for Steady, Fixed, Bounds).
+    /// How many consecutive ticks that rule has applied (0 for Steady, Fixed, Bounds, and a busy
+    /// CPU at min_workers, which only holds the pool where it is).
     pub agreeing: u8,
     /// Whether the target changed this tick.
     pub changed: bool,
@@ -118,7 +120,13 @@ impl Sizer {
             self.pending = None;
             return self.set(self.target.clamp(min, max), Reason::Bounds, 0);
         }
-        let proposal = if m.cpu.is_some_and(|c| c > CPU_HIGH) && self.target > min {
+        let cpu_busy = m.cpu.is_some_and(|c| c > CPU_HIGH);
+        if cpu_busy && self.target <= min {
+            // Already as small as allowed, and no rule may grow the pool while the CPU is busy.
+            self.pending = None;
+            return self.set(self.target, Reason::CpuBusy, 0);
+        }
+        let proposal = if cpu_busy {
             Some((Reason::CpuBusy, self.target - 1))
         } else if m.lag_ratio > LAG_HIGH && self.target < max {
             Some((Reason::Lagging, max))
@@ -192,8 +200,8 @@ mod tests {
         assert_eq!(feed(&mut s, busy_and_deep, 3), Decision { target: 3, reason: Reason::CpuBusy, agreeing: 3, changed: true });
         assert_eq!(feed(&mut s, busy_and_deep, 3).target, 2);
         assert_eq!(feed(&mut s, busy_and_deep, 3).target, 1);
-        // Never below min_workers: then the queue rule is the one that applies — and it grows.
-        assert_eq!(s.decide(&busy_and_deep, B, true).reason, Reason::QueueDeep);
+        // Never below min_workers, and no growth while the CPU is busy, however deep the queue.
+        assert_eq!(feed(&mut s, busy_and_deep, 10), Decision { target: 1, reason: Reason::CpuBusy, agreeing: 0, changed: false });
         // 70% itself is not above the threshold.
         let mut s = Sizer { target: 4, pending: None };
         assert_eq!(feed(&mut s, m(Some(0.70), 0, 4, 0.0), 5), Decision { target: 4, reason: Reason::Steady, agreeing: 0, changed: false });

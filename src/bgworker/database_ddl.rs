@@ -4,7 +4,7 @@
 //! `CREATE DATABASE ... TEMPLATE` fail while any other session is connected to the database they act
 //! on — and a scheduler always is. PostgreSQL moves its own autovacuum workers out of the way; this
 //! ProcessUtility hook does the same for pg_trickle's scheduler: it holds the database (the launcher
-//! starts no scheduler there), terminates the running one, runs the statement and releases the hold.
+//! starts no scheduler there), terminates its coordinator and refresh workers, runs the statement and releases the hold.
 //! A scheduler comes back at once if the database still exists.
 
 use super::shmem;
@@ -66,7 +66,8 @@ unsafe extern "C-unwind" fn process_utility(
         run(); // no room to record the hold: behave as without pg_trickle
         return;
     };
-    if let Some(pid) = scheduler {
+    // Its coordinator and refresh workers (the hold keeps new ones out).
+    for pid in scheduler.into_iter().chain(super::pool::worker_pids(db.to_u32())) {
         stop_scheduler(pid, db);
     }
     PgTryBuilder::new(run)

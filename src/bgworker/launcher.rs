@@ -88,7 +88,7 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
                 };
             }
             if slot.handle.is_none() && now >= slot.next_attempt && !shmem::is_held(db.oid) {
-                match super::scheduler::start(db.oid, &db.name) {
+                match super::coordinator::start(db.oid, &db.name) {
                     Ok(handle) => {
                         slot.handle = Some(handle);
                         slot.warned_no_slot = false;

@@ -1,6 +1,7 @@
-//! Background workers: a static launcher (started from shared_preload_libraries) and one dynamic
-//! scheduler per database that has the extension. The scheduler finds due stream tables and refreshes
-//! them; a later stage hands that work to a refresh worker pool.
+//! Background workers: a static launcher (started from shared_preload_libraries), one dynamic
+//! coordinator per database that has the extension, and each database's pool of dynamic refresh
+//! workers. The coordinator finds due stream tables and queues them for the pool, whose size it
+//! adapts to the load.
 
 pub mod adaptive;
 pub mod cpu;
@@ -14,7 +15,11 @@ mod databases;
 #[cfg(feature = "pg")]
 mod launcher;
 #[cfg(feature = "pg")]
-mod scheduler;
+mod coordinator;
+#[cfg(feature = "pg")]
+pub mod pool;
+#[cfg(feature = "pg")]
+mod refresh_worker;
 #[cfg(feature = "pg")]
 mod shmem;
 #[cfg(feature = "pg")]
@@ -23,11 +28,30 @@ mod xact;
 #[cfg(feature = "pg")]
 pub use shmem::request_scheduler;
 
+/// The most refresh workers one database's pool may have (the GUCs' upper bound).
+pub const MAX_POOL_WORKERS: usize = 64;
+
 /// Called from `_PG_init` while preloading.
 #[cfg(feature = "pg")]
 pub fn init() {
     shmem::init();
+    pool::init();
     launcher::register();
     #[cfg(not(feature = "pg13"))]
     database_ddl::install();
+}
+
+#[cfg(feature = "pg")]
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler (postgres.c); pgrx only exposes a wrapper, not the function itself.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
+/// SIGTERM: PostgreSQL's own handler, so a long refresh is cancelled promptly at shutdown (and a
+/// process terminated mid-refresh rolls its transaction back).
+#[cfg(feature = "pg")]
+fn use_postgres_sigterm() {
+    // SAFETY: installing a signal handler during worker start-up, before signals are unblocked.
+    unsafe { pgrx::pg_sys::pqsignal(pgrx::pg_sys::SIGTERM as i32, Some(postgres_die)) };
 }

@@ -1,0 +1,209 @@
+//! The refresh worker pool: independent stream tables refresh in parallel in refresh workers, a
+//! downstream one only after its upstream's refresh of the same round committed; the pool grows
+//! with its queue, shrinks when idle, stays small while the CPU is busy, survives a worker killed
+//! mid-refresh and a lack of background-worker slots. The pool's settings are the cluster's, so the
+//! tests of this binary take turns.
+
+use pg_trickle_e2e::{cluster, wait_until, TestDb};
+use std::sync::Mutex;
+use std::time::Duration;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn settings(sql: &str) {
+    let mut admin = cluster().try_connect("postgres").unwrap();
+    // One statement at a time: ALTER SYSTEM refuses to run in a multi-statement batch.
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        admin.batch_execute(statement).unwrap();
+    }
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn defaults() {
+    settings(
+        "ALTER SYSTEM RESET pg_trickle.min_workers; ALTER SYSTEM RESET pg_trickle.max_workers;
+         ALTER SYSTEM RESET pg_trickle.adaptive_workers;",
+    );
+}
+
+/// A database whose stream tables' refreshes each take `seconds` (a FULL refresh calls `slow()`).
+fn slow_db(name: &str, seconds: f64) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(&format!(
+        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO src SELECT g, g FROM generate_series(1, 10) g;
+         CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep({seconds})';"
+    ));
+    db
+}
+
+fn status(db: &mut TestDb, column: &str) -> i32 {
+    db.value::<i32>(&format!("SELECT coalesce((SELECT {column}::int FROM pgtrickle.pool_status), 0)"))
+}
+
+#[test]
+fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    defaults();
+    let mut db = slow_db("pool_parallel", 0.4);
+    for i in 0..6 {
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('s{i}', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')"));
+    }
+    // Six due every second, each taking 0.4 s: the queue is deeper than 2x one worker, so the pool
+    // grows (one worker per 3 agreeing ticks).
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&mut db, "target_workers") >= 2),
+        "the pool did not grow: {:?}",
+        db.rows("SELECT decided_at::text || ' ' || target_workers || ' ' || reason FROM pgtrickle.pool_decisions", &[])
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    );
+    assert!(db.value::<bool>("SELECT count(*) > 0 FROM pgtrickle.pool_decisions WHERE changed AND reason LIKE 'queue above 2x workers%'"));
+    // Refreshes of different stream tables overlapped in time, in refresh workers named in
+    // pg_stat_activity.
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_refresh_history a JOIN pgtrickle.pgt_refresh_history b
+                              ON a.pgt_id < b.pgt_id AND a.started_at < b.finished_at AND b.started_at < a.finished_at
+                             WHERE a.initiated_by = 'SCHEDULER' AND b.initiated_by = 'SCHEDULER')",
+        )
+    }));
+    assert!(wait_until(Duration::from_secs(10), || {
+        db.value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker'
+                              AND datname = current_database() AND query ~ '^refresh stream table s[0-5]$')",
+        )
+    }));
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status <> 'SUCCESS'"), 0);
+
+    // Nothing due any more: all idle, the pool shrinks back to min_workers (1).
+    db.exec("SELECT pgtrickle.alter_stream_table('s' || i, schedule => '1h') FROM generate_series(0, 5) i");
+    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "target_workers") == 1 && status(&mut db, "workers") == 1));
+    assert!(db.value::<bool>("SELECT count(*) > 0 FROM pgtrickle.pool_decisions WHERE changed AND reason LIKE 'all workers idle%'"));
+    // With no stream table to refresh at all, no worker waits for work.
+    db.exec("SELECT pgtrickle.alter_stream_table('s' || i, status => 'SUSPENDED') FROM generate_series(0, 5) i");
+    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "workers") == 0));
+}
+
+#[test]
+fn a_downstream_stream_table_refreshes_after_its_upstream_in_every_round() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    settings("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 4;");
+    let mut db = slow_db("pool_dag", 0.2);
+    db.exec("SELECT pgtrickle.create_stream_table('up', 'SELECT src.id, src.v + s.x - 1 AS v FROM src, (SELECT slow() AS x) s', '1s', 'FULL')");
+    db.exec("SELECT pgtrickle.create_stream_table('other', 'SELECT count(*) + slow() AS n FROM src', '1s', 'FULL')");
+    db.exec("SELECT pgtrickle.create_stream_table('down', 'SELECT sum(v) AS total FROM up', '1s', 'DIFFERENTIAL')");
+    for round in 0..4 {
+        db.exec(&format!("UPDATE src SET v = v + 1 WHERE id = {}", round + 1));
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    // Fixed pool: max_workers run.
+    assert!(wait_until(Duration::from_secs(10), || status(&mut db, "workers") == 4));
+    assert_eq!(db.value::<String>("SELECT reason FROM pgtrickle.pool_status"), "fixed: adaptive_workers is off");
+    // Every scheduled refresh of `down` started after the refresh of `up` that preceded it ended.
+    let rows = db.rows(
+        "SELECT d.started_at::text, (SELECT max(u.finished_at) FROM pgtrickle.pgt_refresh_history u
+                                       WHERE u.pgt_id = 1 AND u.started_at < d.started_at)::text,
+                (SELECT bool_and(u.finished_at <= d.started_at) FROM pgtrickle.pgt_refresh_history u
+                  WHERE u.pgt_id = 1 AND u.started_at < d.started_at) AS ordered
+           FROM pgtrickle.pgt_refresh_history d WHERE d.pgt_id = 3 AND d.initiated_by = 'SCHEDULER'",
+        &[],
+    );
+    assert!(rows.len() >= 3, "too few scheduled refreshes of down: {}", rows.len());
+    for r in &rows {
+        assert!(r.get::<_, bool>(2), "down refreshed at {} before up finished ({:?})", r.get::<_, String>(0), r.get::<_, Option<String>>(1));
+    }
+    db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['up', 'other', 'down']) t");
+    db.assert_matches_query("down", "SELECT sum(v) AS total FROM src");
+    defaults();
+}
+
+#[test]
+fn a_refresh_worker_killed_mid_refresh_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    defaults();
+    let mut db = slow_db("pool_kill", 3.0);
+    db.exec("SELECT pgtrickle.create_stream_table('slow_total', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')");
+    db.exec("SELECT pgtrickle.create_stream_table('fast', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
+    db.exec("UPDATE src SET v = v * 10");
+    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table slow_total'";
+    let mut victim = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        victim = db.rows(sql, &[]).first().map(|r| r.get::<_, i32>(0));
+        victim.is_some()
+    }));
+    let lost_before = status(&mut db, "workers_lost");
+    assert!(db.value::<bool>(&format!("SELECT pg_terminate_backend({})", victim.unwrap())));
+    // The coordinator notices, records the failure, starts another worker, and the next refresh is exact.
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_refresh_history WHERE pgt_id = 1 AND status = 'FAILED'
+                              AND error_message LIKE 'the refresh worker running it exited%')",
+        )
+    }));
+    assert!(status(&mut db, "workers_lost") > lost_before);
+    db.exec("UPDATE src SET v = v + 1 WHERE id = 1");
+    assert!(wait_until(Duration::from_secs(30), || {
+        db.multiset_diff("slow_total", "SELECT sum(v) + 1 AS total FROM src").is_empty()
+            && db.multiset_diff("fast", "SELECT id, v FROM src").is_empty()
+    }));
+    assert!(wait_until(Duration::from_secs(10), || status(&mut db, "workers") >= 1));
+    db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_total', 'fast']) t");
+}
+
+#[test]
+fn a_busy_cpu_keeps_the_pool_small() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    defaults();
+    let mut db = slow_db("pool_cpu", 0.3);
+    for i in 0..6 {
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('c{i}', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')"));
+    }
+    // Burn every CPU of the machine for a bounded time (statement_timeout), from other sessions.
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let burners: Vec<_> = (0..cpus)
+        .map(|_| {
+            let conninfo = db.conninfo();
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+                let _ = c.batch_execute("SET statement_timeout = '12s'; SELECT count(*) FROM generate_series(1, 10000000000)");
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(10));
+    let decisions = db.rows("SELECT target_workers, reason, cpu_percent FROM pgtrickle.pool_decisions", &[]);
+    for b in burners {
+        b.join().unwrap();
+    }
+    // A queue that would grow the pool, but the CPU was busy: the pool stayed at min_workers.
+    let busy = decisions.iter().filter(|r| r.get::<_, String>(1).starts_with("cpu above 70%")).count();
+    assert!(busy > 0, "no tick saw the CPU busy: {:?}", decisions.iter().map(|r| r.get::<_, Option<f64>>(2)).collect::<Vec<_>>());
+    assert!(decisions.iter().all(|r| r.get::<_, i32>(0) <= 1), "the pool grew while the CPU was busy");
+    db.exec("SELECT pgtrickle.alter_stream_table('c' || i, status => 'SUSPENDED') FROM generate_series(0, 5) i");
+}
+
+#[test]
+fn without_free_background_worker_slots_the_pool_uses_what_it_has() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // 64 wanted, max_worker_processes = 64: the pool is clamped (a WARNING), then runs out of slots
+    // (another WARNING, once) and keeps refreshing with the workers it got.
+    settings("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 64;");
+    let mut db = slow_db("pool_slots", 0.0);
+    db.exec("SELECT pgtrickle.create_stream_table('t', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
+    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "worker_start_failures") > 0));
+    assert_eq!(status(&mut db, "max_workers"), 62);
+    db.exec("UPDATE src SET v = -v");
+    assert!(wait_until(Duration::from_secs(20), || db.multiset_diff("t", "SELECT id, v FROM src").is_empty()));
+    let log = cluster().log();
+    assert!(log.contains("pg_trickle.max_workers = 64 is more than max_worker_processes = 64 leaves free"), "no clamp warning");
+    assert_eq!(
+        log.matches("no background worker slot free for a refresh worker of database \"pool_slots\"").count(),
+        1,
+        "the lack of slots is logged once"
+    );
+    db.exec("SELECT pgtrickle.alter_stream_table('t', status => 'SUSPENDED')");
+    defaults();
+    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "workers") == 0));
+}
