@@ -68,11 +68,15 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     reason        text,
     rows_inserted bigint,
     rows_deleted  bigint,
-    error_message text
+    error_message text,
+    executed_by   text,
+    delta_rows    bigint
 );
 CREATE INDEX pgt_refresh_history_pgt_idx ON pgtrickle.pgt_refresh_history (pgt_id, refresh_id);
 CREATE INDEX pgt_refresh_history_finished_idx ON pgtrickle.pgt_refresh_history (finished_at);
 COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'pg_trickle: one row per refresh attempt (pruned after pg_trickle.history_retention_days)';
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), or session <pid> (create_stream_table, refresh_stream_table)';
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in the batch a DIFFERENTIAL refresh applied (0 for FULL and NO_DATA)';
 
 CREATE TABLE pgtrickle.pgt_cost_model_summary (
     pgt_id                     bigint PRIMARY KEY REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
@@ -91,6 +95,15 @@ CREATE TABLE pgtrickle.pgt_cost_model_summary (
     fit_mean_ms                float8 NOT NULL DEFAULT 0,
     fit_var_changes            float8 NOT NULL DEFAULT 0,
     fit_cov_changes_ms         float8 NOT NULL DEFAULT 0,
+    stat_full_refreshes        bigint NOT NULL DEFAULT 0,
+    stat_diff_refreshes        bigint NOT NULL DEFAULT 0,
+    stat_no_data_refreshes     bigint NOT NULL DEFAULT 0,
+    stat_failed_refreshes      bigint NOT NULL DEFAULT 0,
+    stat_delta_rows            bigint NOT NULL DEFAULT 0,
+    stat_total_ms              float8 NOT NULL DEFAULT 0,
+    stat_recent_ms             float8[] NOT NULL DEFAULT '{}',
+    stat_recent_next           bigint NOT NULL DEFAULT 0,
+    stat_last_refresh_at       timestamptz,
     stats_reset                timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE pgtrickle.pgt_cost_model_summary IS 'pg_trickle: what each stream table''s FULL and DIFFERENTIAL refreshes cost (updated by every refresh that is not NO_DATA); AUTO refreshes FULL only when a batch''s predicted DIFFERENTIAL cost exceeds the measured FULL cost';
@@ -110,7 +123,16 @@ COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_mean_changes IS 'fit stat
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_mean_ms IS 'fit state: exponentially weighted mean DIFFERENTIAL duration, in milliseconds';
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_var_changes IS 'fit state: exponentially weighted variance of the batch size';
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_cov_changes_ms IS 'fit state: exponentially weighted covariance of batch size and duration';
-COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stats_reset IS 'when these statistics started (the first measured refresh, or the last reset)';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_full_refreshes IS 'statistics (pg_stat_pgtrickle): successful FULL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_diff_refreshes IS 'statistics: successful DIFFERENTIAL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_no_data_refreshes IS 'statistics: NO_DATA refreshes (nothing to apply) since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_failed_refreshes IS 'statistics: failed refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_delta_rows IS 'statistics: change rows applied by DIFFERENTIAL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_total_ms IS 'statistics: total duration of the successful refreshes since stats_reset, in milliseconds';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_recent_ms IS 'statistics: durations of the last 128 successful refreshes, in milliseconds (a ring; stat_recent_next is the next slot)';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_recent_next IS 'statistics: refreshes written to stat_recent_ms since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_last_refresh_at IS 'statistics: when the last successful refresh ended';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stats_reset IS 'when the statistics (stat_*) started: the first refresh, or the last pg_stat_pgtrickle_reset()';
 
 -- pg_dump keeps the catalog's rows.
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');

@@ -9,13 +9,23 @@ SELECT st.pgt_id,
        st.schedule,
        st.status,
        st.last_refresh_at,
-       pg_catalog.now() - st.last_refresh_at AS staleness,
+       -- How far the contents trail the sources: 0 when no committed change waits (src/stats/lag.rs).
+       pg_catalog.make_interval(secs => pgtrickle._current_lag_ms(st.pgt_id) / 1000) AS staleness,
        st.consecutive_errors,
        st.last_error,
-       st.original_query                 AS query
+       st.original_query                 AS query,
+       h.action                          AS last_action,
+       h.reason                          AS last_reason,
+       h.duration_ms                     AS last_duration_ms
   FROM pgtrickle.pgt_stream_tables st
   JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN LATERAL (
+       SELECT r.action, r.reason, (pg_catalog.date_part('epoch', r.finished_at - r.started_at) * 1000)::float8 AS duration_ms
+         FROM pgtrickle.pgt_refresh_history r
+        WHERE r.pgt_id = st.pgt_id
+        ORDER BY r.refresh_id DESC
+        LIMIT 1) h ON true
  -- Each role sees the stream tables it may read: queries and errors can reveal source data.
  WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT');
 COMMENT ON VIEW pgtrickle.stream_tables IS 'pg_trickle: stream tables for people: mode, schedule, status, last refresh, staleness';
@@ -214,6 +224,9 @@ GRANT USAGE ON SCHEMA pgtrickle_changes TO pgtrickle_capture;
 GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
 GRANT SELECT (pgt_id, source_relid) ON pgtrickle.pgt_dependencies TO pgtrickle_capture;
 GRANT SELECT (pgt_id, reinit_reason), UPDATE (needs_reinit, reinit_reason) ON pgtrickle.pgt_stream_tables TO pgtrickle_capture;
+-- Capture tells the coordinator that a source changed (src/cdc/signal.rs); nobody else needs to.
+REVOKE ALL ON FUNCTION pgtrickle._note_change(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtrickle._note_change(oid) TO pgtrickle_capture;
 
 -- The refresh worker pool of this database (src/bgworker): its size, load and last sizing decision,
 -- and the recent decisions. Nothing in them is data of stream tables: readable by everyone.
@@ -222,3 +235,38 @@ COMMENT ON VIEW pgtrickle.pool_status IS 'pg_trickle: this database''s refresh w
 CREATE VIEW pgtrickle.pool_decisions AS SELECT * FROM pgtrickle._pool_decisions();
 COMMENT ON VIEW pgtrickle.pool_decisions IS 'pg_trickle: the recent sizing decisions of this database''s refresh worker pool, one per coordinator tick, oldest first, with the measurements they were based on';
 GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;
+
+-- Statistics per stream table (MT-9), as pg_stat_* views are: bigint counters, float8 milliseconds,
+-- stats_reset. Counters are kept in pgt_cost_model_summary, updated by each refresh. Rows for the
+-- stream tables the reader may read, or all for pg_read_all_stats (pg_monitor): errors reveal data.
+CREATE VIEW pgtrickle.pg_stat_pgtrickle AS
+SELECT pgt_id,
+       n.nspname                                                       AS schema_name,
+       c.relname                                                       AS table_name,
+       s.stat_full_refreshes + s.stat_diff_refreshes + s.stat_no_data_refreshes AS total_refreshes,
+       s.stat_full_refreshes                                           AS total_full_refreshes,
+       s.stat_diff_refreshes                                           AS total_diff_refreshes,
+       s.stat_delta_rows                                               AS total_delta_rows_processed,
+       s.stat_total_ms / NULLIF(s.stat_full_refreshes + s.stat_diff_refreshes + s.stat_no_data_refreshes, 0) AS avg_refresh_duration_ms,
+       pgtrickle._percentile(s.stat_recent_ms, 0.95)                   AS p95_refresh_duration_ms,
+       pgtrickle._percentile(s.stat_recent_ms, 0.99)                   AS p99_refresh_duration_ms,
+       st.last_refresh_at,
+       pgtrickle._current_lag_ms(pgt_id)                               AS current_lag_estimate_ms,
+       st.last_error,
+       st.last_error_at,
+       s.stat_no_data_refreshes                                        AS no_data_refreshes,
+       s.stat_failed_refreshes                                         AS failed_refreshes,
+       st.status,
+       st.effective_mode                                               AS refresh_mode,
+       s.stats_reset
+  FROM pgtrickle.pgt_cost_model_summary s
+  JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+  JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT')
+    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
+COMMENT ON VIEW pgtrickle.pg_stat_pgtrickle IS 'pg_trickle: refresh statistics per stream table (counters since stats_reset, latency over the last 128 refreshes, current lag)';
+GRANT SELECT ON pgtrickle.pg_stat_pgtrickle TO PUBLIC;
+-- Like pg_stat_reset(): superusers, and whoever they grant it to.
+REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset(text) FROM PUBLIC;

@@ -20,6 +20,15 @@ CREATE TABLE pgtrickle.pgt_cost_model_summary (
     fit_mean_ms                float8 NOT NULL DEFAULT 0,
     fit_var_changes            float8 NOT NULL DEFAULT 0,
     fit_cov_changes_ms         float8 NOT NULL DEFAULT 0,
+    stat_full_refreshes        bigint NOT NULL DEFAULT 0,
+    stat_diff_refreshes        bigint NOT NULL DEFAULT 0,
+    stat_no_data_refreshes     bigint NOT NULL DEFAULT 0,
+    stat_failed_refreshes      bigint NOT NULL DEFAULT 0,
+    stat_delta_rows            bigint NOT NULL DEFAULT 0,
+    stat_total_ms              float8 NOT NULL DEFAULT 0,
+    stat_recent_ms             float8[] NOT NULL DEFAULT '{}',
+    stat_recent_next           bigint NOT NULL DEFAULT 0,
+    stat_last_refresh_at       timestamptz,
     stats_reset                timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE pgtrickle.pgt_cost_model_summary IS 'pg_trickle: what each stream table''s FULL and DIFFERENTIAL refreshes cost (updated by every refresh that is not NO_DATA); AUTO refreshes FULL only when a batch''s predicted DIFFERENTIAL cost exceeds the measured FULL cost';
@@ -39,7 +48,16 @@ COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_mean_changes IS 'fit stat
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_mean_ms IS 'fit state: exponentially weighted mean DIFFERENTIAL duration, in milliseconds';
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_var_changes IS 'fit state: exponentially weighted variance of the batch size';
 COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.fit_cov_changes_ms IS 'fit state: exponentially weighted covariance of batch size and duration';
-COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stats_reset IS 'when these statistics started (the first measured refresh, or the last reset)';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_full_refreshes IS 'statistics (pg_stat_pgtrickle): successful FULL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_diff_refreshes IS 'statistics: successful DIFFERENTIAL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_no_data_refreshes IS 'statistics: NO_DATA refreshes (nothing to apply) since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_failed_refreshes IS 'statistics: failed refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_delta_rows IS 'statistics: change rows applied by DIFFERENTIAL refreshes since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_total_ms IS 'statistics: total duration of the successful refreshes since stats_reset, in milliseconds';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_recent_ms IS 'statistics: durations of the last 128 successful refreshes, in milliseconds (a ring; stat_recent_next is the next slot)';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_recent_next IS 'statistics: refreshes written to stat_recent_ms since stats_reset';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stat_last_refresh_at IS 'statistics: when the last successful refresh ended';
+COMMENT ON COLUMN pgtrickle.pgt_cost_model_summary.stats_reset IS 'when the statistics (stat_*) started: the first refresh, or the last pg_stat_pgtrickle_reset()';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_cost_model_summary', '');
 
 -- Capture sees every write (0.2.0): triggers on partitions and inheritance children, capture and
@@ -68,6 +86,11 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
+
+-- Who ran each refresh, and its batch size (0.2.0).
+ALTER TABLE pgtrickle.pgt_refresh_history ADD COLUMN executed_by text, ADD COLUMN delta_rows bigint;
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), or session <pid> (create_stream_table, refresh_stream_table)';
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in the batch a DIFFERENTIAL refresh applied (0 for FULL and NO_DATA)';
 
 -- Why a stream table reinitialises, for the refresh history (0.2.0).
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_reason text;
@@ -139,6 +162,34 @@ CREATE FUNCTION pgtrickle."_pool_decisions"() RETURNS TABLE (
 STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'pool_decisions_wrapper';
+CREATE FUNCTION pgtrickle."_note_change"(
+	"source" oid
+) RETURNS void
+STRICT PARALLEL UNSAFE  
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'note_change_wrapper';
+CREATE FUNCTION pgtrickle."_percentile"(
+	"values" double precision[],
+	"p" double precision
+) RETURNS double precision
+IMMUTABLE STRICT PARALLEL SAFE  
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'percentile_of_wrapper';
+CREATE FUNCTION pgtrickle."_current_lag_ms"(
+	"pgt_id" bigint
+) RETURNS double precision
+STRICT STABLE  
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'current_lag_ms_wrapper';
+CREATE FUNCTION pgtrickle."pg_stat_pgtrickle_reset"(
+	"name" TEXT
+) RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'reset_one_wrapper';
+CREATE FUNCTION pgtrickle."pg_stat_pgtrickle_reset"() RETURNS void
+STRICT
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'reset_all_wrapper';
 CREATE FUNCTION pgtrickle."_stream_table_altered"(
 	"relid" oid
 ) RETURNS void
@@ -313,6 +364,9 @@ GRANT USAGE ON SCHEMA pgtrickle_changes TO pgtrickle_capture;
 GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
 GRANT SELECT (pgt_id, source_relid) ON pgtrickle.pgt_dependencies TO pgtrickle_capture;
 GRANT SELECT (pgt_id, reinit_reason), UPDATE (needs_reinit, reinit_reason) ON pgtrickle.pgt_stream_tables TO pgtrickle_capture;
+-- Capture tells the coordinator that a source changed (src/cdc/signal.rs); nobody else needs to.
+REVOKE ALL ON FUNCTION pgtrickle._note_change(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtrickle._note_change(oid) TO pgtrickle_capture;
 
 -- Re-arm the capture of every source as 0.2.0 installs it. Triggers that were not ENABLE ALWAYS may
 -- have missed replicated writes, so each DIFFERENTIAL stream table refreshes FULL once.
@@ -343,7 +397,8 @@ ALTER FUNCTION pgtrickle.refresh_stream_table(text) CALLED ON NULL INPUT;
 ALTER FUNCTION pgtrickle.drop_stream_table(text) CALLED ON NULL INPUT;
 ALTER FUNCTION pgtrickle.explain_stream_table(text) CALLED ON NULL INPUT;
 
--- Each role sees the stream tables it may read (0.2.0): queries and errors can reveal source data.
+-- Each role sees the stream tables it may read (0.2.0): queries and errors can reveal source data;
+-- the last refresh and true staleness for people.
 CREATE OR REPLACE VIEW pgtrickle.stream_tables AS
 SELECT st.pgt_id,
        n.nspname                         AS schema_name,
@@ -353,13 +408,23 @@ SELECT st.pgt_id,
        st.schedule,
        st.status,
        st.last_refresh_at,
-       pg_catalog.now() - st.last_refresh_at AS staleness,
+       -- How far the contents trail the sources: 0 when no committed change waits (src/stats/lag.rs).
+       pg_catalog.make_interval(secs => pgtrickle._current_lag_ms(st.pgt_id) / 1000) AS staleness,
        st.consecutive_errors,
        st.last_error,
-       st.original_query                 AS query
+       st.original_query                 AS query,
+       h.action                          AS last_action,
+       h.reason                          AS last_reason,
+       h.duration_ms                     AS last_duration_ms
   FROM pgtrickle.pgt_stream_tables st
   JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN LATERAL (
+       SELECT r.action, r.reason, (pg_catalog.date_part('epoch', r.finished_at - r.started_at) * 1000)::float8 AS duration_ms
+         FROM pgtrickle.pgt_refresh_history r
+        WHERE r.pgt_id = st.pgt_id
+        ORDER BY r.refresh_id DESC
+        LIMIT 1) h ON true
  -- Each role sees the stream tables it may read: queries and errors can reveal source data.
  WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT');
 
@@ -370,3 +435,38 @@ COMMENT ON VIEW pgtrickle.pool_status IS 'pg_trickle: this database''s refresh w
 CREATE VIEW pgtrickle.pool_decisions AS SELECT * FROM pgtrickle._pool_decisions();
 COMMENT ON VIEW pgtrickle.pool_decisions IS 'pg_trickle: the recent sizing decisions of this database''s refresh worker pool, one per coordinator tick, oldest first, with the measurements they were based on';
 GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;
+
+-- Statistics per stream table (0.2.0; MT-9), as pg_stat_* views are: bigint counters, float8 milliseconds,
+-- stats_reset. Counters are kept in pgt_cost_model_summary, updated by each refresh. Rows for the
+-- stream tables the reader may read, or all for pg_read_all_stats (pg_monitor): errors reveal data.
+CREATE VIEW pgtrickle.pg_stat_pgtrickle AS
+SELECT pgt_id,
+       n.nspname                                                       AS schema_name,
+       c.relname                                                       AS table_name,
+       s.stat_full_refreshes + s.stat_diff_refreshes + s.stat_no_data_refreshes AS total_refreshes,
+       s.stat_full_refreshes                                           AS total_full_refreshes,
+       s.stat_diff_refreshes                                           AS total_diff_refreshes,
+       s.stat_delta_rows                                               AS total_delta_rows_processed,
+       s.stat_total_ms / NULLIF(s.stat_full_refreshes + s.stat_diff_refreshes + s.stat_no_data_refreshes, 0) AS avg_refresh_duration_ms,
+       pgtrickle._percentile(s.stat_recent_ms, 0.95)                   AS p95_refresh_duration_ms,
+       pgtrickle._percentile(s.stat_recent_ms, 0.99)                   AS p99_refresh_duration_ms,
+       st.last_refresh_at,
+       pgtrickle._current_lag_ms(pgt_id)                               AS current_lag_estimate_ms,
+       st.last_error,
+       st.last_error_at,
+       s.stat_no_data_refreshes                                        AS no_data_refreshes,
+       s.stat_failed_refreshes                                         AS failed_refreshes,
+       st.status,
+       st.effective_mode                                               AS refresh_mode,
+       s.stats_reset
+  FROM pgtrickle.pgt_cost_model_summary s
+  JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+  JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE pg_catalog.has_table_privilege(st.pgt_relid, 'SELECT')
+    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
+COMMENT ON VIEW pgtrickle.pg_stat_pgtrickle IS 'pg_trickle: refresh statistics per stream table (counters since stats_reset, latency over the last 128 refreshes, current lag)';
+GRANT SELECT ON pgtrickle.pg_stat_pgtrickle TO PUBLIC;
+-- Like pg_stat_reset(): superusers, and whoever they grant it to.
+REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset(text) FROM PUBLIC;

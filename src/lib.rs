@@ -44,6 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     bgworker::init();
+    cdc::signal::init();
 }
 
 #[cfg(feature = "pg_test")]

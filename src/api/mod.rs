@@ -11,6 +11,7 @@ mod internal;
 mod pool;
 mod refresh;
 mod restore;
+mod statistics;
 
 /// Declares schema `pgtrickle` to pgrx, so functions can say `schema = "pgtrickle"`.
 #[pgrx::pg_schema]

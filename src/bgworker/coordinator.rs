@@ -1,16 +1,18 @@
-//! The per-database coordinator. Every tick it finds the ACTIVE stream tables that are due and makes
-//! them a round: one DAG level at a time (upstream before downstream: a level is queued only after
-//! every refresh of the level before it committed or failed), queued in shared memory for the
-//! database's refresh workers, which run them in parallel. Once per tick it also sizes the pool
-//! (adaptive.rs) and starts or retires workers to match. Without any worker — none could start, or
-//! min_workers is 0 — it refreshes in its own process, one job per wake-up. A worker that dies
-//! mid-refresh rolled its transaction back with it; its job is recorded as failed (with backoff) and
-//! the stream table is due again.
+//! The per-database coordinator. Every tick it finds the ACTIVE stream tables that are due (one
+//! catalog query) and queues them in shared memory for the database's refresh workers, which run
+//! them in parallel. A stream table waits while a stream table it reads is due, queued or running:
+//! upstream before downstream in every round, without holding back independent ones. A DIFFERENTIAL
+//! stream table none of whose sources signalled a change since its last refresh is skipped
+//! altogether (cdc/signal.rs). Once per tick the coordinator also sizes the pool (adaptive.rs) and
+//! starts or retires workers to match. Without any worker — none could start, or min_workers is 0
+//! — it refreshes in its own process, one job per wake-up. A worker that dies mid-refresh rolled its
+//! transaction back with it; its job is recorded as failed (with backoff) and runs again.
 
 use super::adaptive::{Bounds, Measurement, Sizer};
 use super::refresh_worker;
 use super::xact::{self, Isolation};
 use super::{cpu, policy, pool};
+use crate::cdc::signal;
 use crate::error::PgtResult;
 use crate::gucs;
 use crate::spi;
@@ -18,7 +20,7 @@ use crate::stats::history;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub const BACKEND_TYPE: &str = "pg_trickle coordinator";
@@ -40,10 +42,26 @@ pub fn start(db: Oid, db_name: &str) -> Result<DynamicBackgroundWorker, DynamicB
         .load_dynamic()
 }
 
+/// A due stream table, as the tick's catalog query finds it.
 struct Due {
     pgt_id: i64,
     name: String,
-    level: i32,
+    /// Stream tables it reads directly.
+    upstream: Vec<i64>,
+    /// The tables whose capture signals its changes (cdc/signal.rs).
+    sources: Vec<u32>,
+    /// DIFFERENTIAL, not to be reinitialised, not failing: it may be skipped while nothing changed.
+    skippable: bool,
+    lag_ratio: f64,
+}
+
+/// A due stream table not queued yet: it waits for its upstreams of the same round.
+struct Waiting {
+    pgt_id: i64,
+    name: String,
+    upstream: Vec<i64>,
+    /// Its sources' change counters when it became due.
+    counters: Vec<u64>,
 }
 
 /// A worker this coordinator started that has not joined the pool yet.
@@ -56,11 +74,18 @@ struct Coordinator {
     db: Oid,
     db_name: String,
     pid: i32,
-    /// The levels of the current round not queued yet.
-    round: VecDeque<Vec<(i64, String)>>,
+    /// Due stream tables not queued yet, upstream first.
+    waiting: Vec<Waiting>,
+    /// Change counters of each queued or running refresh's sources when it was queued.
+    queued_counters: HashMap<i64, Vec<u64>>,
+    /// Change counters as they were before each stream table's last refresh by this coordinator.
+    seen: HashMap<i64, Vec<u64>>,
+    overflows_seen: Option<u64>,
     sizer: Sizer,
     cpu: cpu::Sampler,
     starting: Vec<Starting>,
+    /// A started worker exited without joining the pool: no more starts until then.
+    no_starts_until: Option<Instant>,
     warned_no_slot: bool,
     warned_clamp: Option<u32>,
 }
@@ -88,17 +113,22 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         .flatten()
         .unwrap_or_default();
     pool::attach_coordinator(db.to_u32(), pid);
+    crate::stats::history::set_executor(crate::stats::history::Executor::Coordinator);
     log!("{} started", BackgroundWorker::get_name());
 
     let mut c = Coordinator {
         db,
         db_name,
         pid,
-        round: VecDeque::new(),
+        waiting: Vec::new(),
+        queued_counters: HashMap::new(),
+        seen: HashMap::new(),
+        overflows_seen: None,
         // Grows to min_workers at the first tick that finds stream tables to refresh.
         sizer: Sizer::new(Bounds { min: 0, max: 0 }),
         cpu: cpu::Sampler::default(),
         starting: Vec::new(),
+        no_starts_until: None,
         warned_no_slot: false,
         warned_clamp: None,
     };
@@ -111,19 +141,15 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         c.reap();
+        c.collect();
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + gucs::scheduler_interval();
-            match xact::run(Isolation::ReadCommitted, extension_installed) {
-                Ok(true) => {}
-                Ok(false) => {
-                    pool::detach_coordinator(db.to_u32());
-                    super::shmem::stop_serving(db);
-                    log!("pg_trickle coordinator: extension dropped, exiting");
-                    return;
-                }
-                Err(e) => warning!("pg_trickle coordinator: cannot read the catalog: {e}"),
+            if !c.tick() {
+                pool::detach_coordinator(db.to_u32());
+                super::shmem::stop_serving(db);
+                log!("pg_trickle coordinator: extension dropped, exiting");
+                return;
             }
-            c.tick();
             if gucs::enabled() && last_prune.elapsed() >= PRUNE_EVERY {
                 if let Err(e) = xact::run(Isolation::ReadCommitted, || history::prune(gucs::history_retention_days())) {
                     warning!("pg_trickle coordinator: pruning refresh history failed: {e}");
@@ -131,7 +157,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
                 last_prune = Instant::now();
             }
         }
-        c.advance();
+        c.dispatch();
         c.fit_workers();
         if c.refresh_in_process() {
             continue; // look at the queue again at once
@@ -164,59 +190,105 @@ fn bounds(warned: &mut Option<u32>) -> Bounds {
 }
 
 impl Coordinator {
-    /// Starts a round if none is in flight, and sizes the pool.
-    fn tick(&mut self) {
-        let (mut lag_ratio, mut due, mut active) = (0.0, Vec::new(), 0);
-        if gucs::enabled() {
-            match xact::run(Isolation::ReadCommitted, due_stream_tables) {
-                Ok(found) => (due, lag_ratio, active) = (found.due, found.lag_ratio, found.active),
-                Err(e) => warning!("pg_trickle coordinator: cannot list due stream tables: {e}"),
+    /// Finds what is due (one catalog query, one transaction) and sizes the pool. False when the
+    /// extension is gone.
+    fn tick(&mut self) -> bool {
+        let found = match xact::run(Isolation::ReadCommitted, || due_stream_tables(gucs::enabled())) {
+            Ok(Some(found)) => found,
+            Ok(None) => return false,
+            Err(e) => {
+                warning!("pg_trickle coordinator: cannot list due stream tables: {e}");
+                Found::default()
             }
-        }
-        let (queued, running) = pool::outstanding(self.db.to_u32());
-        if self.round.is_empty() && queued == 0 && running == 0 && !due.is_empty() {
-            let mut levels: VecDeque<Vec<(i64, String)>> = VecDeque::new();
-            let mut last_level = None;
-            for st in due {
-                if last_level != Some(st.level) {
-                    levels.push_back(Vec::new());
-                    last_level = Some(st.level);
-                }
-                if let Some(level) = levels.back_mut() {
-                    level.push((st.pgt_id, st.name));
-                }
-            }
-            self.round = levels;
-        }
-        let not_queued: u32 = self.round.iter().map(|l| l.len() as u32).sum();
+        };
+        let lag_ratio = self.take_due(found.due, found.prepared_xacts);
+        let (queued, _) = pool::outstanding(self.db.to_u32());
         let (workers, busy) = pool::workers(self.db.to_u32(), self.pid);
-        let m = Measurement { cpu: self.cpu.measure(), queue_depth: queued + not_queued, busy, lag_ratio };
+        let m = Measurement { cpu: self.cpu.measure(), queue_depth: queued + self.waiting.len() as u32, busy, lag_ratio };
         let configured = bounds(&mut self.warned_clamp);
         // Nothing to refresh here (or refreshing is paused): no worker waits for work, in either mode.
-        let bounds = if active == 0 { Bounds { min: 0, max: 0 } } else { configured };
+        let bounds = if found.active == 0 { Bounds { min: 0, max: 0 } } else { configured };
         let decision = self.sizer.decide(&m, bounds, gucs::adaptive_workers());
         if decision.changed {
-            log!(
-                "pg_trickle coordinator: refresh workers {} -> {} ({})",
-                workers,
-                decision.target,
-                decision.reason.as_str()
-            );
+            log!("pg_trickle coordinator: refresh workers {} -> {} ({})", workers, decision.target, decision.reason.as_str());
         }
         pool::record_decision(self.db.to_u32(), &m, &decision, workers, configured.max);
+        true
     }
 
-    /// Queues the next level once the current one is finished.
-    fn advance(&mut self) {
-        let (queued, running) = pool::outstanding(self.db.to_u32());
-        if queued > 0 || running > 0 {
+    /// Adds the due stream tables that are not in flight already and have something to do to the
+    /// waiting ones. Returns the largest lag among them, in multiples of their schedule.
+    fn take_due(&mut self, due: Vec<Due>, prepared_xacts: bool) -> f64 {
+        let in_flight = pool::outstanding_ids(self.db.to_u32());
+        let db = self.db.to_u32();
+        let mut lag: f64 = 0.0;
+        for st in due {
+            if in_flight.contains(&st.pgt_id) || self.waiting.iter().any(|w| w.pgt_id == st.pgt_id) {
+                continue;
+            }
+            let (counters, overflows) = signal::read(db, &st.sources);
+            let unchanged = st.skippable
+                && !prepared_xacts
+                && self.overflows_seen == Some(overflows)
+                && self.seen.get(&st.pgt_id) == Some(&counters);
+            self.overflows_seen = Some(overflows);
+            if unchanged {
+                continue; // idle: no transaction, no refresh, no catalog write
+            }
+            lag = lag.max(st.lag_ratio);
+            self.waiting.push(Waiting { pgt_id: st.pgt_id, name: st.name, upstream: st.upstream, counters });
+        }
+        lag
+    }
+
+    /// Queues each waiting stream table none of whose upstreams is waiting, queued or running.
+    fn dispatch(&mut self) {
+        if self.waiting.is_empty() {
             return;
         }
-        let Some(level) = self.round.pop_front() else { return };
-        let queued = pool::enqueue(self.db.to_u32(), &level);
-        if queued < level.len() {
-            // No room in shared memory: the rest wait for the next round (they stay due).
-            self.round.clear();
+        let in_flight = pool::outstanding_ids(self.db.to_u32());
+        let blocked = |w: &Waiting, waiting: &[Waiting]| {
+            w.upstream.iter().any(|u| in_flight.contains(u) || waiting.iter().any(|o| o.pgt_id == *u))
+        };
+        let (ready, still): (Vec<usize>, Vec<usize>) = (0..self.waiting.len()).partition(|&i| !blocked(&self.waiting[i], &self.waiting));
+        if ready.is_empty() {
+            return;
+        }
+        let mut jobs = Vec::new();
+        let mut rest = Vec::new();
+        for (i, w) in std::mem::take(&mut self.waiting).into_iter().enumerate() {
+            if ready.contains(&i) {
+                jobs.push(w);
+            } else {
+                debug_assert!(still.contains(&i));
+                rest.push(w);
+            }
+        }
+        let list: Vec<(i64, String)> = jobs.iter().map(|w| (w.pgt_id, w.name.clone())).collect();
+        let queued = pool::enqueue(self.db.to_u32(), &list);
+        for (n, w) in jobs.into_iter().enumerate() {
+            if n < queued {
+                self.queued_counters.insert(w.pgt_id, w.counters);
+            } else {
+                // No room in shared memory: it waits (still due) for a later tick.
+                self.seen.remove(&w.pgt_id);
+            }
+        }
+        self.waiting = rest;
+    }
+
+    /// Finished refreshes: one that ran makes its sources' counters (from before it) the ones to
+    /// compare with; one that did not (busy, failed, its worker died) must run again.
+    fn collect(&mut self) {
+        for (pgt_id, refreshed) in pool::collect_done(self.db.to_u32()) {
+            match (self.queued_counters.remove(&pgt_id), refreshed) {
+                (Some(counters), true) => {
+                    self.seen.insert(pgt_id, counters);
+                }
+                _ => {
+                    self.seen.remove(&pgt_id);
+                }
+            }
         }
     }
 
@@ -225,11 +297,27 @@ impl Coordinator {
         for (pgt_id, name) in pool::reap(self.db.to_u32()) {
             refresh_worker::record_failure(pgt_id, &name, Duration::ZERO, "the refresh worker running it exited (the refresh was rolled back)");
         }
+        let mut failed = false;
         self.starting.retain(|s| match s.handle.pid() {
-            Ok(pid) => !pool::registered(pid) && s.since.elapsed() < START_GRACE,
-            Err(BackgroundWorkerStatus::NotYetStarted) => s.since.elapsed() < START_GRACE,
-            Err(_) => false,
+            Ok(pid) if pool::registered(pid) => false,
+            Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) if s.since.elapsed() < START_GRACE => true,
+            // Exited (or never started) without joining: no free slot in the pool's shared memory.
+            _ => {
+                failed = true;
+                false
+            }
         });
+        if failed {
+            self.no_starts_until = Some(Instant::now() + START_GRACE);
+            if !self.warned_no_slot {
+                warning!(
+                    "pg_trickle coordinator: a refresh worker of database \"{}\" could not join the pool (all {} pool slots of the cluster are taken); retrying later",
+                    self.db_name,
+                    pool::MAX_WORKERS
+                );
+                self.warned_no_slot = true;
+            }
+        }
     }
 
     /// Starts or retires workers so that as many run as the target says.
@@ -241,6 +329,9 @@ impl Coordinator {
             pool::retire(self.db.to_u32(), live - target);
             // Whole again: a later lack of slots is worth a new WARNING.
             self.warned_no_slot = false;
+            return;
+        }
+        if self.no_starts_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
         for _ in live..target {
@@ -271,23 +362,36 @@ impl Coordinator {
             return false;
         }
         let Some((pgt_id, name)) = pool::take_job(self.db.to_u32(), self.pid) else { return false };
-        refresh_worker::run_job(pgt_id, &name);
-        pool::finish_job(self.db.to_u32(), self.pid, pgt_id);
+        let refreshed = refresh_worker::run_job(pgt_id, &name);
+        pool::finish_job(self.db.to_u32(), self.pid, pgt_id, refreshed);
         true
     }
 }
 
 /// What a tick finds in the catalog.
+#[derive(Default)]
 struct Found {
-    /// ACTIVE stream tables whose (backed-off) schedule has elapsed, by DAG level (upstream first).
+    /// ACTIVE stream tables whose (backed-off) schedule has elapsed, upstream first.
     due: Vec<Due>,
-    /// The largest staleness among healthy ACTIVE stream tables, in multiples of their schedule.
-    lag_ratio: f64,
     /// ACTIVE stream tables.
     active: usize,
+    /// Prepared transactions in this database: their changes are signalled at PREPARE, before they
+    /// commit, so nothing may be skipped while they exist.
+    prepared_xacts: bool,
 }
 
-fn due_stream_tables() -> PgtResult<Found> {
+/// None when the extension is not installed (any more). With `enabled` off, finds nothing due.
+fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
+    if !extension_installed()? {
+        return Ok(None);
+    }
+    if !enabled {
+        return Ok(Some(Found::default()));
+    }
+    let prepared_xacts = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())",
+        &[],
+    )? == Some(true);
     let candidates = spi::rows(
         "WITH RECURSIVE levels(pgt_id, level) AS (
              SELECT st.pgt_id, 0 FROM pgtrickle.pgt_stream_tables st
@@ -302,29 +406,41 @@ fn due_stream_tables() -> PgtResult<Found> {
                 (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000)::bigint AS now_ms,
                 (EXTRACT(EPOCH FROM st.last_attempt_at) * 1000)::bigint AS last_attempt_ms,
                 COALESCE(EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - st.last_refresh_at) * 1000 / st.schedule_ms, 0)::float8 AS lag_ratio,
+                st.effective_mode = 'DIFFERENTIAL' AND NOT st.needs_reinit AS differential,
+                ARRAY(SELECT up.pgt_id FROM pgtrickle.pgt_dependencies d
+                        JOIN pgtrickle.pgt_stream_tables up ON up.pgt_relid = d.source_relid
+                       WHERE d.pgt_id = st.pgt_id) AS upstream,
+                ARRAY(SELECT d.source_relid::bigint FROM pgtrickle.pgt_dependencies d
+                       WHERE d.pgt_id = st.pgt_id AND d.source_kind <> 'VIEW') AS sources,
                 (SELECT max(level) FROM levels l WHERE l.pgt_id = st.pgt_id) AS level
            FROM pgtrickle.pgt_stream_tables st
           WHERE st.status = 'ACTIVE'
           ORDER BY level, st.pgt_id",
         &[],
         |r| {
-            Ok((
-                Due { pgt_id: spi::col(r, "pgt_id")?, name: spi::col(r, "name")?, level: spi::col(r, "level")? },
-                spi::col::<i64>(r, "schedule_ms")?,
-                spi::col::<i32>(r, "consecutive_errors")?,
-                spi::col::<i64>(r, "now_ms")?,
-                r.get_by_name::<i64, _>("last_attempt_ms")?,
-                spi::col::<f64>(r, "lag_ratio")?,
-            ))
+            let errors = spi::col::<i32>(r, "consecutive_errors")?;
+            let due = Due {
+                pgt_id: spi::col(r, "pgt_id")?,
+                name: spi::col(r, "name")?,
+                upstream: spi::col(r, "upstream")?,
+                sources: spi::col::<Vec<i64>>(r, "sources")?.into_iter().map(|s| s as u32).collect(),
+                skippable: spi::col::<bool>(r, "differential")? && errors == 0,
+                lag_ratio: spi::col(r, "lag_ratio")?,
+            };
+            Ok((due, spi::col::<i64>(r, "schedule_ms")?, errors, spi::col::<i64>(r, "now_ms")?, r.get_by_name::<i64, _>("last_attempt_ms")?))
         },
     )?;
-    // Failing stream tables back off on purpose: their staleness is not lag more workers would cure.
-    let lag = candidates.iter().filter(|c| c.2 == 0).map(|c| c.5).fold(0.0, f64::max);
     let active = candidates.len();
     let due = candidates
         .into_iter()
-        .filter(|(_, schedule_ms, errors, now_ms, last, _)| policy::is_due(*now_ms, *last, *schedule_ms, *errors))
-        .map(|(st, ..)| st)
+        .filter(|(_, schedule_ms, errors, now_ms, last)| policy::is_due(*now_ms, *last, *schedule_ms, *errors))
+        .map(|(mut st, _, errors, ..)| {
+            // Failing stream tables back off on purpose: their staleness is not lag more workers would cure.
+            if errors > 0 {
+                st.lag_ratio = 0.0;
+            }
+            st
+        })
         .collect();
-    Ok(Found { due, lag_ratio: lag, active })
+    Ok(Some(Found { due, active, prepared_xacts }))
 }

@@ -3,10 +3,11 @@
 //! decisions. Fixed-size (heapless) structures under one LWLock; latches are PGPROC latches, which
 //! live in shared memory, so any process may set them.
 //!
-//! A job is a stream table to refresh in this round. The coordinator queues one DAG level at a time;
-//! a worker takes a queued job (Running, with its pid), refreshes in its own transaction, and marks
-//! it Done. A worker that dies meanwhile leaves its job Running with a pid that is gone: the
-//! coordinator notices (`reap`), and the refresh's transaction was rolled back with the process.
+//! A job is a stream table to refresh. The coordinator queues those whose upstreams are done; a
+//! worker takes a queued job (Running, with its pid), refreshes in its own transaction, and marks it
+//! Done, saying whether it refreshed; the coordinator collects Done jobs. A worker that dies
+//! meanwhile leaves its job Running with a pid that is gone: the coordinator notices (`reap`), and
+//! the refresh's transaction was rolled back with the process.
 
 use super::adaptive::{Decision, Measurement};
 use pgrx::pg_sys;
@@ -15,7 +16,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 /// Refresh workers in the whole cluster.
 pub const MAX_WORKERS: usize = super::MAX_POOL_WORKERS;
-/// Jobs queued at once (one DAG level of one round, per database); the rest wait for the next round.
+/// Jobs queued or running at once, cluster-wide; the rest wait for a later tick.
 const MAX_JOBS: usize = 4096;
 /// Databases with a coordinator.
 const MAX_POOLS: usize = 64;
@@ -38,6 +39,8 @@ struct Job {
     name: heapless::String<NAME_BYTES>,
     state: JobState,
     worker: i32,
+    /// Done: whether the refresh ran (not busy, failed or lost).
+    refreshed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -158,7 +161,6 @@ fn wake_all(shared: &PoolShared, db: u32) {
 /// Queues jobs (stream table id and name) and wakes idle workers. Returns how many fit.
 pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
     let mut shared = POOL.exclusive();
-    shared.jobs.retain(|j| j.db != db || j.state != JobState::Done);
     let mut queued = 0;
     for (pgt_id, name) in jobs {
         let mut short = heapless::String::new();
@@ -167,7 +169,7 @@ pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
                 break;
             }
         }
-        let job = Job { db, pgt_id: *pgt_id, name: short, state: JobState::Queued, worker: 0 };
+        let job = Job { db, pgt_id: *pgt_id, name: short, state: JobState::Queued, worker: 0, refreshed: false };
         if shared.jobs.push(job).is_err() {
             break;
         }
@@ -184,6 +186,19 @@ pub fn outstanding(db: u32) -> (u32, u32) {
     let shared = POOL.share();
     let count = |s: JobState| shared.jobs.iter().filter(|j| j.db == db && j.state == s).count() as u32;
     (count(JobState::Queued), count(JobState::Running))
+}
+
+/// The stream tables of `db` queued or running.
+pub fn outstanding_ids(db: u32) -> Vec<i64> {
+    POOL.share().jobs.iter().filter(|j| j.db == db && j.state != JobState::Done).map(|j| j.pgt_id).collect()
+}
+
+/// Removes the finished jobs of `db`: (pgt_id, whether it refreshed).
+pub fn collect_done(db: u32) -> Vec<(i64, bool)> {
+    let mut shared = POOL.exclusive();
+    let done = shared.jobs.iter().filter(|j| j.db == db && j.state == JobState::Done).map(|j| (j.pgt_id, j.refreshed)).collect();
+    shared.jobs.retain(|j| j.db != db || j.state != JobState::Done);
+    done
 }
 
 /// Workers of `db` that died (their pid is gone) are removed; each job one of them was running is
@@ -306,11 +321,12 @@ pub fn take_job(db: u32, pid: i32) -> Option<(i64, String)> {
     Some(taken)
 }
 
-/// The job is done (refreshed, or failed and recorded): wakes the coordinator.
-pub fn finish_job(db: u32, pid: i32, pgt_id: i64) {
+/// The job is done (`refreshed`, or not: busy, or failed and recorded): wakes the coordinator.
+pub fn finish_job(db: u32, pid: i32, pgt_id: i64, refreshed: bool) {
     let mut shared = POOL.exclusive();
     if let Some(job) = shared.jobs.iter_mut().find(|j| j.db == db && j.pgt_id == pgt_id && j.worker == pid && j.state == JobState::Running) {
         job.state = JobState::Done;
+        job.refreshed = refreshed;
     }
     if let Some(w) = shared.workers.iter_mut().find(|w| w.pid == pid) {
         w.busy = 0;

@@ -45,6 +45,7 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
     let Some(coordinator) = pool::register_worker(db.to_u32(), pid) else {
         return; // no coordinator any more, or no slot
     };
+    crate::stats::history::set_executor(crate::stats::history::Executor::RefreshWorker);
     report_activity(None);
     loop {
         pgrx::check_for_interrupts!();
@@ -58,8 +59,8 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
         match pool::take_job(db.to_u32(), pid) {
             Some((pgt_id, name)) => {
                 report_activity(Some(&name));
-                run_job(pgt_id, &name);
-                pool::finish_job(db.to_u32(), pid, pgt_id);
+                let refreshed = run_job(pgt_id, &name);
+                pool::finish_job(db.to_u32(), pid, pgt_id, refreshed);
                 report_activity(None);
             }
             None => {
@@ -72,11 +73,18 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
 
 /// Refreshes one stream table in its own transaction; a failure is logged and recorded (with
 /// backoff), never raised. Shared by the workers and the coordinator's in-process fallback.
-pub fn run_job(pgt_id: i64, name: &str) {
+/// Returns whether it refreshed (not: busy with another refresher, gone, broken or failed).
+pub fn run_job(pgt_id: i64, name: &str) -> bool {
     let started = Instant::now();
     match xact::run(Isolation::RepeatableRead, || refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())) {
-        Ok(outcome) => debug1!("pg_trickle: refreshed {name} in {:?}: {outcome:?}", started.elapsed()),
-        Err(message) => record_failure(pgt_id, name, started.elapsed(), &message),
+        Ok(outcome) => {
+            debug1!("pg_trickle: refreshed {name} in {:?}: {outcome:?}", started.elapsed());
+            matches!(outcome, refresh::Outcome::Refreshed { .. })
+        }
+        Err(message) => {
+            record_failure(pgt_id, name, started.elapsed(), &message);
+            false
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! inheritance children, replication and trigger states: see members.rs.
 
 mod members;
+pub mod signal;
 pub use members::{foreign_descendant, suspended};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
@@ -225,11 +226,19 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
     };
     let buffer = buffer_name(source);
     let capture = capture_function(source);
+    // Tells the coordinator at commit that the source changed (cdc/signal.rs); a 0.1.0 catalog has
+    // no such function until the update, which rewrites these functions.
+    let signal = if spi::one::<bool>("SELECT pg_catalog.to_regprocedure('pgtrickle._note_change(oid)') IS NOT NULL", &[])? == Some(true) {
+        format!("PERFORM pgtrickle._note_change({}::pg_catalog.oid);", source.to_u32())
+    } else {
+        String::new()
+    };
     spi::exec(
         &format!(
             "CREATE OR REPLACE FUNCTION {capture}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                SET search_path = pg_catalog, pg_temp AS $pgt$
              BEGIN
+               {signal}
                -- One statement per event: an UPDATE's old and new rows in one INSERT.
                IF TG_OP = 'INSERT' THEN
                  INSERT INTO {buffer} (__pgt_xid, __pgt_w{target})
@@ -256,6 +265,7 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                SET search_path = pg_catalog, pg_temp AS $pgt$
              BEGIN
+               {signal}
                IF TG_OP <> 'INSERT' THEN
                  INSERT INTO {buffer} (__pgt_xid, __pgt_w{target}) VALUES (pg_catalog.pg_current_xact_id(), -1{old});
                END IF;
@@ -349,9 +359,8 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     for (name, type_sql) in &now[captured.len()..] {
         spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
     }
-    if captured.len() < now.len() {
-        write_capture_function(source, &now)?;
-    }
+    // Always: the functions an older version wrote may lack what this one writes (the change signal).
+    write_capture_function(source, &now)?;
     // Functions written by an older version learn to say why; their buffers learn who may read them.
     write_truncate_function(source, &table)?;
     protect_buffer(source)?;

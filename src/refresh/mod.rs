@@ -155,6 +155,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
         rows_inserted: Some(done.applied.rows_inserted),
         rows_deleted: Some(done.applied.rows_deleted),
         error_message: None,
+        delta_rows: Some(done.changes),
     })?;
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
     // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans.
@@ -229,6 +230,7 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
         &[pgt_id.into(), message.into(), started_at.into()],
     )?;
     let Some(mode) = effective_mode else { return Ok(()) };
+    crate::stats::cost_summary::count_failure(pgt_id)?;
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
@@ -239,5 +241,6 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
         rows_inserted: None,
         rows_deleted: None,
         error_message: Some(message),
+        delta_rows: None,
     })
 }

@@ -90,11 +90,66 @@ pub fn auto_decision(pgt_id: i64, tables: &[TableRef], changes: i64) -> PgtResul
     }
 }
 
-/// Adds the refresh that started at `started_at` (clock_timestamp) and took `action` on a batch of
-/// `changes` change rows to the stream table's summary. NO_DATA refreshes write nothing.
-pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: TimestampWithTimeZone) -> PgtResult<()> {
-    if action == RefreshAction::NoData || !present() {
+/// Refresh durations kept per stream table for pg_stat_pgtrickle's percentiles (a ring).
+pub const RECENT_WINDOW: i64 = 128;
+
+/// The statistics counters (`stat_*`) a successful refresh adds to, as SQL assignments for the
+/// summary row `s`: `$elapsed` is the refresh's duration, `$delta` its change rows.
+fn count_refresh(action: RefreshAction, elapsed: &str, delta: &str) -> String {
+    let counter = match action {
+        RefreshAction::Full => "stat_full_refreshes",
+        RefreshAction::Differential => "stat_diff_refreshes",
+        RefreshAction::NoData => "stat_no_data_refreshes",
+    };
+    format!(
+        "{counter} = s.{counter} + 1, stat_delta_rows = s.stat_delta_rows + {delta},
+         stat_total_ms = s.stat_total_ms + {elapsed},
+         stat_recent_ms[(s.stat_recent_next % {RECENT_WINDOW}) + 1] = {elapsed},
+         stat_recent_next = s.stat_recent_next + 1, stat_last_refresh_at = pg_catalog.clock_timestamp()"
+    )
+}
+
+/// Counts a failed refresh in the stream table's statistics.
+pub fn count_failure(pgt_id: i64) -> PgtResult<()> {
+    if !present() {
         return Ok(());
+    }
+    spi::exec(
+        "UPDATE pgtrickle.pgt_cost_model_summary SET stat_failed_refreshes = stat_failed_refreshes + 1 WHERE pgt_id = $1",
+        &[pgt_id.into()],
+    )
+}
+
+/// Sets the statistics counters of one stream table (or all) back to zero; the cost model AUTO
+/// decides with is kept.
+pub fn reset_statistics(pgt_id: Option<i64>) -> PgtResult<()> {
+    spi::exec(
+        "UPDATE pgtrickle.pgt_cost_model_summary
+            SET stat_full_refreshes = 0, stat_diff_refreshes = 0, stat_no_data_refreshes = 0,
+                stat_failed_refreshes = 0, stat_delta_rows = 0, stat_total_ms = 0,
+                stat_recent_ms = '{}', stat_recent_next = 0, stats_reset = pg_catalog.clock_timestamp()
+          WHERE $1::bigint IS NULL OR pgt_id = $1",
+        &[pgt_id.into()],
+    )
+}
+
+/// Adds the refresh that started at `started_at` (clock_timestamp) and took `action` on a batch of
+/// `changes` change rows to the stream table's summary: the cost model (FULL and DIFFERENTIAL) and
+/// the statistics counters (every action), in one statement.
+pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: TimestampWithTimeZone) -> PgtResult<()> {
+    if !present() {
+        return Ok(());
+    }
+    if action == RefreshAction::NoData {
+        // The row exists since the initial population; a NO_DATA refresh only counts.
+        let elapsed = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)";
+        return spi::exec(
+            &format!(
+                "UPDATE pgtrickle.pgt_cost_model_summary AS s SET {} WHERE s.pgt_id = $1",
+                count_refresh(action, elapsed, "0")
+            ),
+            &[pgt_id.into(), started_at.into()],
+        );
     }
     // The duration, measured on the server, and the current summary (if any) in one statement. The
     // refresh holds the stream table's claim, so nobody else updates the row meanwhile.
@@ -117,10 +172,19 @@ pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: Time
     let s = &summary;
     let placeholders: Vec<String> = (2..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
     let updates: Vec<String> = COLUMNS.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let (elapsed, delta) = (format!("${}::float8", COLUMNS.len() + 2), format!("${}::bigint", COLUMNS.len() + 3));
+    let counted = count_refresh(action, &elapsed, &delta);
+    let (full, diff) = match action {
+        RefreshAction::Full => (1, 0),
+        _ => (0, 1),
+    };
     spi::exec(
         &format!(
-            "INSERT INTO pgtrickle.pgt_cost_model_summary (pgt_id, {}) VALUES ($1, {})
-             ON CONFLICT (pgt_id) DO UPDATE SET {}",
+            "INSERT INTO pgtrickle.pgt_cost_model_summary AS s
+                 (pgt_id, {}, stat_full_refreshes, stat_diff_refreshes, stat_delta_rows, stat_total_ms,
+                  stat_recent_ms, stat_recent_next, stat_last_refresh_at)
+             VALUES ($1, {}, {full}, {diff}, {delta}, {elapsed}, ARRAY[{elapsed}], 1, pg_catalog.clock_timestamp())
+             ON CONFLICT (pgt_id) DO UPDATE SET {}, {counted}",
             COLUMNS.join(", "),
             placeholders.join(", "),
             updates.join(", ")
@@ -142,6 +206,8 @@ pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: Time
             s.fit_mean_ms.into(),
             s.fit_var_changes.into(),
             s.fit_cov_changes_ms.into(),
+            elapsed_ms.into(),
+            (if action == RefreshAction::Differential { changes } else { 0 }).into(),
         ],
     )
 }

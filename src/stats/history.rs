@@ -4,6 +4,40 @@ use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::datum::TimestampWithTimeZone;
 
+/// Who runs refreshes in this process, for `executed_by` (with the pid): a refresh worker, the
+/// coordinator, or a session calling the SQL API (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    Session,
+    RefreshWorker,
+    Coordinator,
+}
+
+impl Executor {
+    fn label(self) -> &'static str {
+        match self {
+            Executor::Session => "session",
+            Executor::RefreshWorker => "refresh worker",
+            Executor::Coordinator => "coordinator",
+        }
+    }
+}
+
+thread_local! {
+    static EXECUTOR: std::cell::Cell<Executor> = const { std::cell::Cell::new(Executor::Session) };
+}
+
+/// Declares who this process is (background workers, at start).
+pub fn set_executor(executor: Executor) {
+    EXECUTOR.with(|e| e.set(executor));
+}
+
+fn executed_by() -> String {
+    // SAFETY: reading this process's pid.
+    let pid = unsafe { pgrx::pg_sys::MyProcPid };
+    format!("{} {pid}", EXECUTOR.with(|e| e.get()).label())
+}
+
 pub struct HistoryEntry<'a> {
     pub pgt_id: i64,
     pub started_at: TimestampWithTimeZone,
@@ -14,6 +48,7 @@ pub struct HistoryEntry<'a> {
     pub rows_inserted: Option<i64>,
     pub rows_deleted: Option<i64>,
     pub error_message: Option<&'a str>,
+    pub delta_rows: Option<i64>,
 }
 
 /// Wall-clock time (not the transaction's start), for durations.
@@ -22,6 +57,32 @@ pub fn now() -> PgtResult<TimestampWithTimeZone> {
 }
 
 pub fn record(e: &HistoryEntry) -> PgtResult<()> {
+    if !crate::catalog::version::at_least_0_2_0()? {
+        return record_0_1_0(e);
+    }
+    spi::exec(
+        "INSERT INTO pgtrickle.pgt_refresh_history
+             (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted, error_message,
+              executed_by, delta_rows)
+         VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            e.pgt_id.into(),
+            e.started_at.into(),
+            e.action.into(),
+            e.status.into(),
+            e.initiated_by.into(),
+            e.reason.into(),
+            e.rows_inserted.into(),
+            e.rows_deleted.into(),
+            e.error_message.into(),
+            executed_by().into(),
+            e.delta_rows.into(),
+        ],
+    )
+}
+
+/// The history as 0.1.0's catalog has it (until ALTER EXTENSION pg_trickle UPDATE).
+fn record_0_1_0(e: &HistoryEntry) -> PgtResult<()> {
     spi::exec(
         "INSERT INTO pgtrickle.pgt_refresh_history
              (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted, error_message)

@@ -2,8 +2,11 @@
 //! AUTO decides with; pure, so it is compiled and unit-tested without pgrx).
 
 pub mod cost_model;
+pub mod percentile;
 
 #[cfg(feature = "pg")]
 pub mod cost_summary;
 #[cfg(feature = "pg")]
 pub mod history;
+#[cfg(feature = "pg")]
+pub mod lag;

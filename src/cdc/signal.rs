@@ -1,0 +1,87 @@
+//! Change signals: capture tells the coordinator, through shared memory, that a source changed, so
+//! an idle DIFFERENTIAL stream table costs no transaction, refresh or catalog write per tick.
+//!
+//! Capture functions call `pgtrickle._note_change(source)`; when the writing transaction commits
+//! (its changes visible), the source's counter goes up. The coordinator remembers each stream
+//! table's source counters as they were just before its last refresh was queued; while they are
+//! the same, nothing committed since, and the refresh is skipped. Shared memory is lost on restart,
+//! and then every stream table refreshes once. Conservative everywhere else: a source that finds no
+//! room bumps `overflows` (every stream table then counts as changed), a prepared transaction bumps
+//! at PREPARE (the coordinator refreshes regardless while prepared transactions exist), an aborted
+//! subtransaction's change still counts.
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock, PgXactCallbackEvent};
+use std::cell::RefCell;
+
+/// Sources with a counter, cluster-wide (a power of two, as the map requires).
+const MAX_SOURCES: usize = 4096;
+
+#[derive(Default)]
+pub struct ChangeCounters {
+    counters: heapless::FnvIndexMap<u64, u64, MAX_SOURCES>,
+    overflows: u64,
+}
+
+// SAFETY: plain inline data (heapless keeps its elements in place).
+unsafe impl PGRXSharedMemory for ChangeCounters {}
+
+// SAFETY: the name is unique to pg_trickle.
+static CHANGES: PgLwLock<ChangeCounters> = unsafe { PgLwLock::new(c"pg_trickle_changes") };
+
+pub fn init() {
+    pg_shmem_init!(CHANGES);
+}
+
+fn key(db: u32, source: u32) -> u64 {
+    (u64::from(db) << 32) | u64::from(source)
+}
+
+thread_local! {
+    /// Sources this transaction changed, to be signalled when it commits.
+    static PENDING: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called by capture functions (as pgtrickle_capture): `source` changed in this transaction.
+#[pg_extern(schema = "pgtrickle", name = "_note_change", parallel_unsafe)]
+fn note_change(source: pg_sys::Oid) {
+    let first = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let first = p.is_empty();
+        if !p.contains(&source.to_u32()) {
+            p.push(source.to_u32());
+        }
+        first
+    });
+    if first {
+        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, signal_pending);
+        pgrx::register_xact_callback(PgXactCallbackEvent::Prepare, signal_pending);
+        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || PENDING.with(|p| p.borrow_mut().clear()));
+    }
+}
+
+fn signal_pending() {
+    let sources = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if sources.is_empty() {
+        return;
+    }
+    // SAFETY: MyDatabaseId is set for every backend connected to a database.
+    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let mut shared = CHANGES.exclusive();
+    for source in sources {
+        match shared.counters.get_mut(&key(db, source)) {
+            Some(n) => *n = n.wrapping_add(1),
+            None => {
+                if shared.counters.insert(key(db, source), 1).is_err() {
+                    shared.overflows = shared.overflows.wrapping_add(1);
+                }
+            }
+        }
+    }
+}
+
+/// The counters of `sources` in `db` (0 for one never signalled since start), and the overflow count.
+pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
+    let shared = CHANGES.share();
+    (sources.iter().map(|&s| shared.counters.get(&key(db, s)).copied().unwrap_or(0)).collect(), shared.overflows)
+}
