@@ -54,6 +54,13 @@ SIZES = {
 }
 
 CHURN = [("churn_0.1pct", 0.001, 50.0), ("churn_1pct", 0.01, 10.0)]
+
+# Idle stream tables (issue "Pool"): how many, and how long the coordinator is watched while idle.
+IDLE = {"full": dict(tables=1000, watch_s=30), "quick": dict(tables=40, watch_s=5)}
+IDLE_TICK_TARGET_MS = 20.0      # the coordinator's tick with every stream table idle
+IDLE_CPU_TARGET = 0.02          # its CPU, as a share of one core
+ONE_CHANGE_TARGET_S = 2.0       # one change visible within one schedule (1 s) plus one tick (1 s)
+FAN_OUT_TARGET_S = 10.0         # one UPDATE of a source every idle stream table reads, applied to all
 SINGLE_ROW_TARGET_MS = 5.0      # "a refresh of a single changed row costs a few milliseconds"
 NO_CHANGE_TARGET_SERVER_MS = 1.0  # "a NO_DATA refresh well under 1 ms of server time"
 FULL_TARGET = 1.2               # FULL no slower than 1.2x REFRESH MATERIALIZED VIEW
@@ -170,6 +177,22 @@ BEGIN
     RAISE EXCEPTION 'stream table % disagrees with its query: % row(s) too many, % row(s) missing',
       st, extra, missing USING DETAIL = 'query: ' || query;
   END IF;
+END $f$;
+-- Polls `visible` (a query returning one boolean) every 10 ms until it is true; returns the
+-- milliseconds that took. Each poll sees what committed before it (READ COMMITTED, a new snapshot per
+-- statement).
+CREATE FUNCTION bench.wait_visible(visible text, timeout_s int) RETURNS double precision LANGUAGE plpgsql AS $f$
+DECLARE t0 timestamptz := clock_timestamp(); ok bool;
+BEGIN
+  LOOP
+    EXECUTE visible INTO ok;
+    EXIT WHEN ok;
+    IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+      RAISE EXCEPTION 'not true after % s: %', timeout_s, visible;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
 END $f$;
 CREATE FUNCTION bench.last_refresh_id() RETURNS bigint LANGUAGE sql AS
   $f$ SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history $f$;
@@ -507,6 +530,109 @@ SELECT pgtrickle.drop_stream_table('wp_st');
 """, what="write path: verifying the stream table after the write-path runs")
         log("write path: the stream table caught up exactly after the runs")
 
+    # ---------------------------------------------------------------- idle stream tables
+    def idle(self):
+        """Many DIFFERENTIAL stream tables on 1 s schedules, nothing changing: the coordinator must cost
+        (almost) nothing and write nothing; then one change, and one change every one of them reads."""
+        pg = self.pg
+        n, watch = IDLE[self.args.mode]["tables"], IDLE[self.args.mode]["watch_s"]
+        log(f"idle: creating {n:,} DIFFERENTIAL stream tables on 1 s schedules over one source")
+        t0 = time.monotonic()
+        creates = "".join(
+            f"SELECT pgtrickle.create_stream_table('idle_{i}', 'SELECT id, v FROM idle_src', '1s', 'DIFFERENTIAL');\n"
+            for i in range(n))
+        pg.run("CREATE TABLE idle_src (id int PRIMARY KEY, v int NOT NULL);\n"
+               "INSERT INTO idle_src SELECT i, i FROM generate_series(1, 100) i;\n"
+               "CREATE TABLE one_src (id int PRIMARY KEY, v int NOT NULL);\n"
+               "INSERT INTO one_src VALUES (1, 0);\n"
+               "SELECT pgtrickle.create_stream_table('idle_one', 'SELECT id, v FROM one_src', '1s', 'DIFFERENTIAL');\n"
+               + creates, what="idle: creating the stream tables")
+        log(f"idle: created in {time.monotonic() - t0:.0f} s; turning the coordinator on")
+        pg.run("ALTER SYSTEM SET pg_trickle.enabled = on;\nSELECT pg_reload_conf();\n", db="postgres", what="idle: enabling")
+        try:
+            self.idle_measure(n, watch)
+        finally:
+            pg.run("ALTER SYSTEM SET pg_trickle.enabled = off;\nSELECT pg_reload_conf();\n", db="postgres",
+                   what="idle: disabling")
+
+    def idle_measure(self, n, watch):
+        pg = self.pg
+        # A coordinator that just started refreshes every stream table once; wait until it is done.
+        deadline = time.monotonic() + 600
+        while True:
+            done = int(pg.value("SELECT count(DISTINCT pgt_id) FROM pgtrickle.pgt_refresh_history "
+                                "WHERE initiated_by = 'SCHEDULER'"))
+            if done >= n + 1:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"idle: only {done} of {n + 1} stream tables were refreshed once in 10 min")
+            time.sleep(1)
+        time.sleep(3)
+        pid = int(pg.value("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle coordinator' "
+                           f"AND datname = '{DB}'"))
+        before_id = int(pg.value("SELECT bench.last_refresh_id()"))
+
+        def cpu_ticks():
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+        hz = os.sysconf("SC_CLK_TCK")
+        c0, t0 = cpu_ticks(), time.monotonic()
+        ticks = []
+        while time.monotonic() - t0 < watch:
+            ticks.append(float(pg.value("SELECT last_tick_ms FROM pgtrickle.pool_status")))
+            time.sleep(1)
+        cpu = (cpu_ticks() - c0) / hz / (time.monotonic() - t0)
+        written = int(pg.value(f"SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE refresh_id > {before_id}"))
+        sizes = {"stream_tables": n + 1, "changed_rows": 0}
+        tick = median(ticks)
+        self.results.append({
+            "scenario": "idle", "metric": "idle_tick", "value_ms": round(tick, 3), "baseline_ms": None,
+            "ratio": None, "sizes": sizes, "target": f"value_ms <= {IDLE_TICK_TARGET_MS:g}",
+            "met": tick <= IDLE_TICK_TARGET_MS, "reps": len(ticks), "max_ms": round(max(ticks), 3),
+            "samples_ms": [round(x, 3) for x in ticks],
+            "note": "the coordinator's tick (catalog query, skip decisions, pool sizing): "
+                    "pool_status.last_tick_ms, sampled once a second; median"})
+        self.progress(self.results[-1])
+        self.results.append({
+            "scenario": "idle", "metric": "idle_cpu", "value_ms": None, "baseline_ms": None,
+            "ratio": round(cpu, 4), "sizes": sizes, "target": f"ratio < {IDLE_CPU_TARGET:g}, no history rows",
+            "met": cpu < IDLE_CPU_TARGET and written == 0, "reps": 1, "history_rows_written": written,
+            "watched_s": watch,
+            "note": "the coordinator's CPU time (/proc/<pid>/stat) over the watch, as a share of one core, "
+                    "and the history rows written meanwhile"})
+        self.progress(self.results[-1])
+
+        # One change to one source: visible in its stream table within one schedule plus one tick.
+        out = pg.run("UPDATE one_src SET v = v + 1 WHERE id = 1;\n"
+                     "SELECT bench.wait_visible("
+                     + q("SELECT s.v = o.v FROM idle_one s, one_src o WHERE s.id = 1 AND o.id = 1") + ", 30);\n",
+                     what="idle: one change")
+        latency = float(out.strip().splitlines()[-1])
+        self.results.append({
+            "scenario": "idle", "metric": "one_change_visible", "value_ms": round(latency, 1), "baseline_ms": None,
+            "ratio": None, "sizes": {"stream_tables": n + 1, "changed_rows": 1},
+            "target": f"value_ms <= {ONE_CHANGE_TARGET_S * 1000:g}", "met": latency <= ONE_CHANGE_TARGET_S * 1000,
+            "reps": 1, "note": "from the UPDATE's commit until the stream table shows it (schedule 1 s, tick 1 s)"})
+        self.progress(self.results[-1])
+
+        # One UPDATE of the source all of them read: applied to every one.
+        before_id = int(pg.value("SELECT bench.last_refresh_id()"))
+        applied = (f"SELECT count(DISTINCT pgt_id) >= {n} FROM pgtrickle.pgt_refresh_history "
+                   f"WHERE refresh_id > {before_id} AND action = 'DIFFERENTIAL' AND status = 'SUCCESS'")
+        out = pg.run("UPDATE idle_src SET v = v + 1 WHERE id = 1;\n"
+                     f"SELECT bench.wait_visible({q(applied)}, 300);\n", what="idle: one change all of them read")
+        fan = float(out.strip().splitlines()[-1])
+        self.results.append({
+            "scenario": "idle", "metric": "fan_out_applied", "value_ms": round(fan, 1), "baseline_ms": None,
+            "ratio": None, "sizes": {"stream_tables": n, "changed_rows": 1},
+            "target": f"value_ms <= {FAN_OUT_TARGET_S * 1000:g}", "met": fan <= FAN_OUT_TARGET_S * 1000,
+            "reps": 1, "note": f"from the UPDATE's commit until all {n:,} stream tables reading the source applied it"})
+        self.progress(self.results[-1])
+        pg.run(f"SELECT bench.verify('idle_{n - 1}', 'id, v', 'SELECT id, v FROM idle_src');\n",
+               what="idle: verifying a stream table after the fan-out")
+
     def pgbench(self, script_path, secs):
         cmd = [f"{self.args.bindir}/pgbench", "-n", "-f", script_path, "-c", str(PGBENCH_CLIENTS),
                "-j", str(PGBENCH_CLIENTS), "-T", str(secs)] + self.pg.conn_args(DB)[:-2] + [DB]
@@ -531,6 +657,7 @@ SELECT pgtrickle.drop_stream_table('wp_st');
         for sh in SHAPES:
             self.shape(sh)
         self.write_path()
+        self.idle()
         elapsed = time.monotonic() - t0
         log(f"measurements took {elapsed / 60:.1f} min")
         return machine, elapsed
@@ -558,6 +685,8 @@ def fmt_ratio(rec):
         return f"{r:.2f}x the matview's time"
     if m == "pgbench_update_tps":
         return f"{r:.2f} of the TPS"
+    if m == "idle_cpu":
+        return f"{r * 100:.2f}% of a core"
     if m.startswith("insert_select"):
         return f"{r:.2f}x the time"
     return f"{r:,.1f}x faster" if r >= 1 else f"{r:.2f}x (slower)"
@@ -570,6 +699,10 @@ METRIC_TITLES = {
     "churn_1pct": "1% changed",
     "full_refresh": "FULL refresh",
     "pgbench_update_tps": "pgbench 1-row UPDATE",
+    "idle_tick": "coordinator tick, all idle",
+    "idle_cpu": "coordinator CPU, all idle",
+    "one_change_visible": "1 change visible",
+    "fan_out_applied": "1 change every one reads, applied",
 }
 
 
@@ -581,6 +714,8 @@ def metric_title(rec):
 
 
 def baseline_title(rec):
+    if rec["scenario"] == "idle":
+        return "-"
     if rec["scenario"] == "write_path":
         return "without capture"
     return "REFRESH MATERIALIZED VIEW"
@@ -590,6 +725,10 @@ def value_cells(r):
     """The pg_trickle and baseline cells of one result, as both tables show them."""
     if r["metric"] == "pgbench_update_tps":
         val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
+    elif r["metric"] == "idle_cpu":
+        val, base = f"{r['history_rows_written']} history rows", "-"
+    elif r["metric"] == "idle_tick":
+        val, base = f"{fmt_ms(r['value_ms'])} (max {fmt_ms(r['max_ms'])})", "-"
     else:
         val, base = fmt_ms(r["value_ms"]), fmt_ms(r["baseline_ms"])
     if r["metric"] in ("no_change", "single_row"):
@@ -632,6 +771,8 @@ def markdown(results, machine, cfg, notes, elapsed):
         shape = r["scenario"]
         if shape in shapes:
             shape = f"{shapes[shape]['title']}"
+        elif shape == "idle":
+            shape = f"{r['sizes']['stream_tables']:,} idle stream tables"
         else:
             shape = "write path"
         out.append(f"| {shape} | {metric_title(r)} | {val} | {base} | {fmt_ratio(r)} | "

@@ -258,6 +258,7 @@ SELECT pgt_id,
        s.stat_failed_refreshes                                         AS failed_refreshes,
        st.status,
        st.effective_mode                                               AS refresh_mode,
+       st.schedule_ms,
        s.stats_reset
   FROM pgtrickle.pgt_cost_model_summary s
   JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)

@@ -94,8 +94,10 @@ COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in th
 
 -- Why a stream table reinitialises, for the refresh history (0.2.0).
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_reason text;
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN refresh_started_at timestamptz;
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.refresh_started_at IS 'when the scheduled refresh now in flight started (NULL: none); one left set by a crash is recorded as failed when the coordinator starts again';
 
 -- Each stream table's defining query as a view that follows renames (0.2.0).
 CREATE SCHEMA pgtrickle_queries;
@@ -139,6 +141,7 @@ CREATE FUNCTION pgtrickle."_pool_status"() RETURNS TABLE (
 	"workers_started" bigint,
 	"worker_start_failures" bigint,
 	"workers_lost" bigint,
+	"last_tick_ms" double precision,
 	"decided_at" timestamp with time zone,
 	"reason" TEXT,
 	"cpu_percent" double precision,
@@ -458,6 +461,7 @@ SELECT pgt_id,
        s.stat_failed_refreshes                                         AS failed_refreshes,
        st.status,
        st.effective_mode                                               AS refresh_mode,
+       st.schedule_ms,
        s.stats_reset
   FROM pgtrickle.pgt_cost_model_summary s
   JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)

@@ -10,6 +10,7 @@ static FULL_REFRESH_RATIO: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 static ADAPTIVE_WORKERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MIN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
+static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(10);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -68,6 +69,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.max_consecutive_errors",
+        c"Scheduled refreshes of a stream table that may fail in a row before it is put in status ERROR.",
+        c"Failures back off (the schedule doubled per failure, up to an hour); at this many the stream table stops being refreshed, keeping its last error, until pgtrickle.alter_stream_table(name, status => 'ACTIVE'). 0: never.",
+        &MAX_CONSECUTIVE_ERRORS,
+        0,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_float_guc(
         c"pg_trickle.full_refresh_ratio",
         c"Until their refresh costs are measured, AUTO stream tables refresh FULL for batches above this fraction of the sources' rows.",
@@ -106,4 +117,8 @@ pub fn min_workers() -> u32 {
 
 pub fn max_workers() -> u32 {
     MAX_WORKERS.get().max(1) as u32
+}
+
+pub fn max_consecutive_errors() -> i32 {
+    MAX_CONSECUTIVE_ERRORS.get()
 }

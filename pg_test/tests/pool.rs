@@ -268,3 +268,44 @@ fn idle_stream_tables_cost_no_refresh_until_a_source_changes() {
     }));
     db.exec("SELECT pgtrickle.alter_stream_table(pgt_relid::regclass::text, status => 'SUSPENDED') FROM pgtrickle.pgt_stream_tables");
 }
+
+#[test]
+fn repeated_failures_back_off_then_stop_in_error_until_reactivated() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    defaults();
+    settings("ALTER SYSTEM SET pg_trickle.max_consecutive_errors = 3");
+    let mut db = slow_db("pool_failures", 0.0);
+    db.exec(
+        "CREATE TABLE fail_when (flag bool);
+         CREATE FUNCTION checked(x int) RETURNS int LANGUAGE plpgsql AS
+           'BEGIN IF EXISTS (SELECT 1 FROM public.fail_when) THEN RAISE EXCEPTION ''told to fail''; END IF; RETURN x; END';",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('fragile', 'SELECT id, public.checked(v) AS v FROM src', '100ms', 'FULL')");
+    db.exec("INSERT INTO fail_when VALUES (true)");
+    assert!(wait_until(Duration::from_secs(30), || {
+        db.value::<String>("SELECT status FROM pgtrickle.pgt_stream_tables") == "ERROR"
+    }));
+    // Three failures, backing off (the schedule doubled per failure: 200 ms, then 400 ms), the last
+    // error kept.
+    let attempts: Vec<f64> = db
+        .rows(
+            "SELECT extract(epoch FROM started_at)::float8 FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED' ORDER BY refresh_id",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(attempts[1] - attempts[0] >= 0.195 && attempts[2] - attempts[1] >= 0.395, "no backoff: {attempts:?}");
+    assert!(db.value::<bool>("SELECT consecutive_errors = 3 AND last_error LIKE '%told to fail%' FROM pgtrickle.pgt_stream_tables"));
+    assert!(cluster().log().contains("failed 3 times in a row and is now in status ERROR"));
+    // In ERROR nothing more is tried; once the cause is fixed and it is re-activated, it refreshes.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'"), 3);
+    db.exec("DELETE FROM fail_when; UPDATE src SET v = v + 7 WHERE id = 1;");
+    db.exec("SELECT pgtrickle.alter_stream_table('fragile', status => 'ACTIVE')");
+    assert!(wait_until(Duration::from_secs(20), || db.multiset_diff("fragile", "SELECT id, v FROM src").is_empty()));
+    assert_eq!(db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.pgt_stream_tables"), 0);
+    db.exec("SELECT pgtrickle.alter_stream_table('fragile', status => 'SUSPENDED')");
+    settings("ALTER SYSTEM RESET pg_trickle.max_consecutive_errors");
+}

@@ -60,8 +60,15 @@ struct Waiting {
     pgt_id: i64,
     name: String,
     upstream: Vec<i64>,
-    /// Its sources' change counters when it became due.
+    sources: Vec<u32>,
+}
+
+/// The change signals of a stream table's sources at one moment: their counters, and how often any
+/// source found no room for a counter (then every stream table counts as changed).
+#[derive(Clone, PartialEq, Eq)]
+struct Signals {
     counters: Vec<u64>,
+    overflows: u64,
 }
 
 /// A worker this coordinator started that has not joined the pool yet.
@@ -76,11 +83,10 @@ struct Coordinator {
     pid: i32,
     /// Due stream tables not queued yet, upstream first.
     waiting: Vec<Waiting>,
-    /// Change counters of each queued or running refresh's sources when it was queued.
-    queued_counters: HashMap<i64, Vec<u64>>,
-    /// Change counters as they were before each stream table's last refresh by this coordinator.
-    seen: HashMap<i64, Vec<u64>>,
-    overflows_seen: Option<u64>,
+    /// The signals of each queued or running refresh's sources when it was queued.
+    queued_signals: HashMap<i64, Signals>,
+    /// The signals as they were before each stream table's last refresh by this coordinator.
+    seen: HashMap<i64, Signals>,
     sizer: Sizer,
     cpu: cpu::Sampler,
     starting: Vec<Starting>,
@@ -121,9 +127,8 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         db_name,
         pid,
         waiting: Vec::new(),
-        queued_counters: HashMap::new(),
+        queued_signals: HashMap::new(),
         seen: HashMap::new(),
-        overflows_seen: None,
         // Grows to min_workers at the first tick that finds stream tables to refresh.
         sizer: Sizer::new(Bounds { min: 0, max: 0 }),
         cpu: cpu::Sampler::default(),
@@ -132,6 +137,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         warned_no_slot: false,
         warned_clamp: None,
     };
+    record_interrupted();
     let mut next_tick = Instant::now();
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     loop {
@@ -144,7 +150,10 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         c.collect();
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + gucs::scheduler_interval();
-            if !c.tick() {
+            let ticked = Instant::now();
+            let alive = c.tick();
+            pool::record_tick(db.to_u32(), ticked.elapsed());
+            if !alive {
                 pool::detach_coordinator(db.to_u32());
                 super::shmem::stop_serving(db);
                 log!("pg_trickle coordinator: extension dropped, exiting");
@@ -164,6 +173,27 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         }
         let wait = next_tick.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         BackgroundWorker::wait_latch(Some(wait));
+    }
+}
+
+/// Refreshes that were in flight when their worker or the server stopped (a crash, an immediate
+/// shutdown, a killed process) are recorded as failed; each stream table is refreshed again.
+fn record_interrupted() {
+    let recorded = xact::run(Isolation::ReadCommitted, || {
+        let interrupted = crate::refresh::interrupted()?;
+        for (pgt_id, started) in &interrupted {
+            crate::refresh::record_failure(
+                *pgt_id,
+                Duration::ZERO,
+                &format!("interrupted: the server or the process running this refresh (started {started}) stopped before it committed; it was rolled back"),
+            )?;
+        }
+        Ok(interrupted.len())
+    });
+    match recorded {
+        Ok(0) => {}
+        Ok(n) => log!("pg_trickle coordinator: {n} refresh(es) interrupted by a stop or crash recorded as failed"),
+        Err(e) => warning!("pg_trickle coordinator: could not record interrupted refreshes: {e}"),
     }
 }
 
@@ -201,7 +231,7 @@ impl Coordinator {
                 Found::default()
             }
         };
-        let lag_ratio = self.take_due(found.due, found.prepared_xacts);
+        let lag_ratio = self.take_due(found.due, found.may_skip);
         let (queued, _) = pool::outstanding(self.db.to_u32());
         let (workers, busy) = pool::workers(self.db.to_u32(), self.pid);
         let m = Measurement { cpu: self.cpu.measure(), queue_depth: queued + self.waiting.len() as u32, busy, lag_ratio };
@@ -218,27 +248,25 @@ impl Coordinator {
 
     /// Adds the due stream tables that are not in flight already and have something to do to the
     /// waiting ones. Returns the largest lag among them, in multiples of their schedule.
-    fn take_due(&mut self, due: Vec<Due>, prepared_xacts: bool) -> f64 {
+    fn take_due(&mut self, due: Vec<Due>, may_skip: bool) -> f64 {
         let in_flight = pool::outstanding_ids(self.db.to_u32());
-        let db = self.db.to_u32();
         let mut lag: f64 = 0.0;
         for st in due {
             if in_flight.contains(&st.pgt_id) || self.waiting.iter().any(|w| w.pgt_id == st.pgt_id) {
                 continue;
             }
-            let (counters, overflows) = signal::read(db, &st.sources);
-            let unchanged = st.skippable
-                && !prepared_xacts
-                && self.overflows_seen == Some(overflows)
-                && self.seen.get(&st.pgt_id) == Some(&counters);
-            self.overflows_seen = Some(overflows);
-            if unchanged {
+            if may_skip && st.skippable && self.seen.get(&st.pgt_id) == Some(&self.signals(&st.sources)) {
                 continue; // idle: no transaction, no refresh, no catalog write
             }
             lag = lag.max(st.lag_ratio);
-            self.waiting.push(Waiting { pgt_id: st.pgt_id, name: st.name, upstream: st.upstream, counters });
+            self.waiting.push(Waiting { pgt_id: st.pgt_id, name: st.name, upstream: st.upstream, sources: st.sources });
         }
         lag
+    }
+
+    fn signals(&self, sources: &[u32]) -> Signals {
+        let (counters, overflows) = signal::read(self.db.to_u32(), sources);
+        Signals { counters, overflows }
     }
 
     /// Queues each waiting stream table none of whose upstreams is waiting, queued or running.
@@ -264,11 +292,13 @@ impl Coordinator {
                 rest.push(w);
             }
         }
+        // Read just before queueing: a change signalled after this is the next refresh's.
+        let signals: Vec<Signals> = jobs.iter().map(|w| self.signals(&w.sources)).collect();
         let list: Vec<(i64, String)> = jobs.iter().map(|w| (w.pgt_id, w.name.clone())).collect();
         let queued = pool::enqueue(self.db.to_u32(), &list);
-        for (n, w) in jobs.into_iter().enumerate() {
+        for (n, (w, signals)) in jobs.into_iter().zip(signals).enumerate() {
             if n < queued {
-                self.queued_counters.insert(w.pgt_id, w.counters);
+                self.queued_signals.insert(w.pgt_id, signals);
             } else {
                 // No room in shared memory: it waits (still due) for a later tick.
                 self.seen.remove(&w.pgt_id);
@@ -281,9 +311,9 @@ impl Coordinator {
     /// compare with; one that did not (busy, failed, its worker died) must run again.
     fn collect(&mut self) {
         for (pgt_id, refreshed) in pool::collect_done(self.db.to_u32()) {
-            match (self.queued_counters.remove(&pgt_id), refreshed) {
-                (Some(counters), true) => {
-                    self.seen.insert(pgt_id, counters);
+            match (self.queued_signals.remove(&pgt_id), refreshed) {
+                (Some(signals), true) => {
+                    self.seen.insert(pgt_id, signals);
                 }
                 _ => {
                     self.seen.remove(&pgt_id);
@@ -371,13 +401,15 @@ impl Coordinator {
 /// What a tick finds in the catalog.
 #[derive(Default)]
 struct Found {
-    /// ACTIVE stream tables whose (backed-off) schedule has elapsed, upstream first.
+    /// ACTIVE stream tables whose (backed-off) schedule has elapsed (dispatch orders them by their
+    /// upstreams).
     due: Vec<Due>,
     /// ACTIVE stream tables.
     active: usize,
-    /// Prepared transactions in this database: their changes are signalled at PREPARE, before they
-    /// commit, so nothing may be skipped while they exist.
-    prepared_xacts: bool,
+    /// Whether idle stream tables may be skipped: capture signals changes (a catalog before 0.2.0
+    /// has capture functions that do not, until ALTER EXTENSION ... UPDATE rewrites them), and no
+    /// prepared transaction exists (their changes are signalled at PREPARE, before they commit).
+    may_skip: bool,
 }
 
 /// None when the extension is not installed (any more). With `enabled` off, finds nothing due.
@@ -388,21 +420,13 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
     if !enabled {
         return Ok(Some(Found::default()));
     }
-    let prepared_xacts = spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())",
+    let may_skip = spi::one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._note_change(oid)') IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())",
         &[],
     )? == Some(true);
     let candidates = spi::rows(
-        "WITH RECURSIVE levels(pgt_id, level) AS (
-             SELECT st.pgt_id, 0 FROM pgtrickle.pgt_stream_tables st
-           UNION ALL
-             SELECT down.pgt_id, l.level + 1
-               FROM levels l
-               JOIN pgtrickle.pgt_stream_tables up ON up.pgt_id = l.pgt_id
-               JOIN pgtrickle.pgt_dependencies down ON down.source_relid = up.pgt_relid
-              WHERE l.level < 64
-         )
-         SELECT st.pgt_id, st.pgt_relid::regclass::text AS name, st.schedule_ms, st.consecutive_errors,
+        "SELECT st.pgt_id, st.pgt_relid::regclass::text AS name, st.schedule_ms, st.consecutive_errors,
                 (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000)::bigint AS now_ms,
                 (EXTRACT(EPOCH FROM st.last_attempt_at) * 1000)::bigint AS last_attempt_ms,
                 COALESCE(EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - st.last_refresh_at) * 1000 / st.schedule_ms, 0)::float8 AS lag_ratio,
@@ -411,11 +435,10 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
                         JOIN pgtrickle.pgt_stream_tables up ON up.pgt_relid = d.source_relid
                        WHERE d.pgt_id = st.pgt_id) AS upstream,
                 ARRAY(SELECT d.source_relid::bigint FROM pgtrickle.pgt_dependencies d
-                       WHERE d.pgt_id = st.pgt_id AND d.source_kind <> 'VIEW') AS sources,
-                (SELECT max(level) FROM levels l WHERE l.pgt_id = st.pgt_id) AS level
+                       WHERE d.pgt_id = st.pgt_id AND d.source_kind <> 'VIEW') AS sources
            FROM pgtrickle.pgt_stream_tables st
           WHERE st.status = 'ACTIVE'
-          ORDER BY level, st.pgt_id",
+          ORDER BY st.pgt_id",
         &[],
         |r| {
             let errors = spi::col::<i32>(r, "consecutive_errors")?;
@@ -442,5 +465,5 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
             st
         })
         .collect();
-    Ok(Some(Found { due, active, prepared_xacts }))
+    Ok(Some(Found { due, active, may_skip }))
 }

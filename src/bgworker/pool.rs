@@ -83,6 +83,8 @@ struct DbPool {
     workers_started: u64,
     start_failures: u64,
     workers_lost: u64,
+    /// How long the coordinator's last tick took (catalog query, skip decisions, sizing), in µs.
+    last_tick_us: u64,
 }
 
 #[derive(Default)]
@@ -273,6 +275,14 @@ pub fn record_decision(db: u32, m: &Measurement, d: &Decision, workers: u32, max
     }
 }
 
+/// Records how long the coordinator's last tick took.
+pub fn record_tick(db: u32, took: std::time::Duration) {
+    let mut shared = POOL.exclusive();
+    if let Some(pool) = shared.pools.iter_mut().find(|p| p.db == db) {
+        pool.last_tick_us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+    }
+}
+
 /// Counts a worker start, or a failed one (no background worker slot free).
 pub fn count_start(db: u32, started: bool) {
     let mut shared = POOL.exclusive();
@@ -357,6 +367,7 @@ pub struct Status {
     pub workers_started: u64,
     pub start_failures: u64,
     pub workers_lost: u64,
+    pub last_tick_us: u64,
     pub last: Option<DecisionRecord>,
 }
 
@@ -377,6 +388,7 @@ pub fn status(db: u32) -> Option<Status> {
         workers_started: pool.workers_started,
         start_failures: pool.start_failures,
         workers_lost: pool.workers_lost,
+        last_tick_us: pool.last_tick_us,
         last: pool.decisions.back().copied(),
     })
 }

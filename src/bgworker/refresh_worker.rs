@@ -76,10 +76,19 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
 /// Returns whether it refreshed (not: busy with another refresher, gone, broken or failed).
 pub fn run_job(pgt_id: i64, name: &str) -> bool {
     let started = Instant::now();
+    if let Err(e) = xact::run(Isolation::ReadCommitted, || refresh::mark_in_flight(pgt_id, true)) {
+        warning!("pg_trickle: could not mark the refresh of {name} as started: {e}");
+    }
     match xact::run(Isolation::RepeatableRead, || refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())) {
+        Ok(refresh::Outcome::Refreshed { .. }) => {
+            debug1!("pg_trickle: refreshed {name} in {:?}", started.elapsed());
+            true
+        }
         Ok(outcome) => {
-            debug1!("pg_trickle: refreshed {name} in {:?}: {outcome:?}", started.elapsed());
-            matches!(outcome, refresh::Outcome::Refreshed { .. })
+            // Busy (another session refreshes it), gone or broken: nothing is in flight here.
+            debug1!("pg_trickle: did not refresh {name}: {outcome:?}");
+            let _ = xact::run(Isolation::ReadCommitted, || refresh::mark_in_flight(pgt_id, false));
+            false
         }
         Err(message) => {
             record_failure(pgt_id, name, started.elapsed(), &message);

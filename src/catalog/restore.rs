@@ -147,7 +147,7 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
             SET defining_query = $2, op_tree = $3::jsonb, effective_mode = $4, mode_reason = $5,
                 frontier = NULL, needs_reinit = true, reinit_reason = $6,
                 status = CASE WHEN status = 'SUSPENDED' THEN 'SUSPENDED' ELSE 'ACTIVE' END,
-                consecutive_errors = 0, last_error = NULL, last_error_at = NULL
+                consecutive_errors = 0, last_error = NULL, last_error_at = NULL, refresh_started_at = NULL
           WHERE pgt_id = $1",
         &[st.pgt_id.into(), text.as_str().into(), tree.into(), choice.effective.as_str().into(), choice.reason.into(), REINIT_REASON.into()],
     )?;

@@ -115,7 +115,8 @@ pub fn count_failure(pgt_id: i64) -> PgtResult<()> {
         return Ok(());
     }
     spi::exec(
-        "UPDATE pgtrickle.pgt_cost_model_summary SET stat_failed_refreshes = stat_failed_refreshes + 1 WHERE pgt_id = $1",
+        "INSERT INTO pgtrickle.pgt_cost_model_summary AS s (pgt_id, stat_failed_refreshes) VALUES ($1, 1)
+         ON CONFLICT (pgt_id) DO UPDATE SET stat_failed_refreshes = s.stat_failed_refreshes + 1",
         &[pgt_id.into()],
     )
 }
@@ -141,11 +142,15 @@ pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: Time
         return Ok(());
     }
     if action == RefreshAction::NoData {
-        // The row exists since the initial population; a NO_DATA refresh only counts.
-        let elapsed = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)";
+        // A NO_DATA refresh only counts. (The row exists since the initial population, but not for a
+        // stream table created before 0.2.0 that has not refreshed since.)
+        let elapsed = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)::float8";
         return spi::exec(
             &format!(
-                "UPDATE pgtrickle.pgt_cost_model_summary AS s SET {} WHERE s.pgt_id = $1",
+                "INSERT INTO pgtrickle.pgt_cost_model_summary AS s
+                     (pgt_id, stat_no_data_refreshes, stat_total_ms, stat_recent_ms, stat_recent_next, stat_last_refresh_at)
+                 VALUES ($1, 1, {elapsed}, ARRAY[{elapsed}], 1, pg_catalog.clock_timestamp())
+                 ON CONFLICT (pgt_id) DO UPDATE SET {}",
                 count_refresh(action, elapsed, "0")
             ),
             &[pgt_id.into(), started_at.into()],

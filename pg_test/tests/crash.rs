@@ -1,0 +1,60 @@
+//! A refresh worker killed with SIGKILL in the middle of a refresh: PostgreSQL resets every process
+//! (crash recovery), the refresh's transaction is gone, and when the coordinator starts again it
+//! records that refresh as failed ("interrupted") and refreshes again — nothing lost, nothing applied
+//! twice, no stream table wedged. (Its own binary: the crash takes every connection down.)
+
+use pg_trickle_e2e::{cluster, wait_until, TestDb};
+use std::time::Duration;
+
+const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
+
+#[test]
+fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
+    let mut db = TestDb::new("crash_kill9");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
+         INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
+         CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS 'SELECT 0 FROM pg_sleep(4)';",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('slow_copy', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
+    // Changes keep coming while the slow refresh runs.
+    db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id % 97 = 0; INSERT INTO src VALUES (5000, 1, 1)");
+
+    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table slow_copy'";
+    let mut victim = None;
+    // A worker refreshes it, and the refresh is marked in flight (committed before it starts).
+    assert!(wait_until(Duration::from_secs(30), || {
+        victim = db.rows(sql, &[]).first().map(|r| r.get::<_, i32>(0));
+        victim.is_some() && db.value::<bool>("SELECT refresh_started_at IS NOT NULL FROM pgtrickle.pgt_stream_tables WHERE pgt_id = 1")
+    }));
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling a process of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(victim.unwrap(), libc::SIGKILL) }, 0);
+    drop(db);
+
+    // The server resets and comes back; so do the launcher and the coordinator.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(Duration::from_secs(60), || cluster().try_connect("crash_kill9").is_ok()));
+    let mut db = TestDb::existing("crash_kill9");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            db.value::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_refresh_history WHERE pgt_id = 1 AND status = 'FAILED'
+                                  AND error_message LIKE 'interrupted: %')",
+            )
+        }),
+        "the interrupted refresh was not recorded: {:?}",
+        db.rows("SELECT status || ' ' || coalesce(error_message, '') FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id", &[])
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    );
+    // Every stream table is exact after its next refresh, and keeps refreshing.
+    db.exec("UPDATE src SET v = v * 2 WHERE id < 50");
+    assert!(wait_until(Duration::from_secs(60), || {
+        db.multiset_diff("totals", TOTALS).is_empty() && db.multiset_diff("slow_copy", "SELECT id, v FROM src").is_empty()
+    }));
+    assert!(db.value::<bool>("SELECT bool_and(refresh_started_at IS NULL OR status = 'ACTIVE') FROM pgtrickle.pgt_stream_tables"));
+    db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_copy', 'totals']) t");
+}
