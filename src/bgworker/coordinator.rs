@@ -90,8 +90,9 @@ struct Coordinator {
     sizer: Sizer,
     cpu: cpu::Sampler,
     starting: Vec<Starting>,
-    /// A started worker exited without joining the pool: no more starts until then.
+    /// A started worker found no pool slot: no more starts until then.
     no_starts_until: Option<Instant>,
+    join_failures_seen: u64,
     warned_no_slot: bool,
     warned_clamp: Option<u32>,
 }
@@ -134,6 +135,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         cpu: cpu::Sampler::default(),
         starting: Vec::new(),
         no_starts_until: None,
+        join_failures_seen: pool::join_failures(db.to_u32()),
         warned_no_slot: false,
         warned_clamp: None,
     };
@@ -180,12 +182,12 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
 /// shutdown, a killed process) are recorded as failed; each stream table is refreshed again.
 fn record_interrupted() {
     let recorded = xact::run(Isolation::ReadCommitted, || {
-        let interrupted = crate::refresh::interrupted()?;
-        for (pgt_id, started) in &interrupted {
+        let interrupted = crate::refresh::job::interrupted()?;
+        for i in &interrupted {
             crate::refresh::record_failure(
-                *pgt_id,
-                Duration::ZERO,
-                &format!("interrupted: the server or the process running this refresh (started {started}) stopped before it committed; it was rolled back"),
+                i.pgt_id,
+                i.elapsed,
+                &format!("interrupted: the server or the process running this refresh (started {}) stopped before it committed; it was rolled back", i.started),
             )?;
         }
         Ok(interrupted.len())
@@ -231,6 +233,9 @@ impl Coordinator {
                 Found::default()
             }
         };
+        if !gucs::enabled() {
+            self.waiting.clear(); // paused: what has not been queued yet waits for the resumption
+        }
         let lag_ratio = self.take_due(found.due, found.may_skip);
         let (queued, _) = pool::outstanding(self.db.to_u32());
         let (workers, busy) = pool::workers(self.db.to_u32(), self.pid);
@@ -325,19 +330,17 @@ impl Coordinator {
     /// Workers that died are removed; the jobs they were running are recorded as failed.
     fn reap(&mut self) {
         for (pgt_id, name) in pool::reap(self.db.to_u32()) {
-            refresh_worker::record_failure(pgt_id, &name, Duration::ZERO, "the refresh worker running it exited (the refresh was rolled back)");
+            refresh_worker::record_lost(pgt_id, &name, "the refresh worker running it exited (the refresh was rolled back)");
         }
-        let mut failed = false;
+        // Started workers leave this list once they joined the pool, exited, or took too long.
         self.starting.retain(|s| match s.handle.pid() {
-            Ok(pid) if pool::registered(pid) => false,
-            Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) if s.since.elapsed() < START_GRACE => true,
-            // Exited (or never started) without joining: no free slot in the pool's shared memory.
-            _ => {
-                failed = true;
-                false
-            }
+            Ok(pid) => !pool::registered(pid) && s.since.elapsed() < START_GRACE,
+            Err(BackgroundWorkerStatus::NotYetStarted) => s.since.elapsed() < START_GRACE,
+            Err(_) => false,
         });
-        if failed {
+        let join_failures = pool::join_failures(self.db.to_u32());
+        if join_failures > self.join_failures_seen {
+            self.join_failures_seen = join_failures;
             self.no_starts_until = Some(Instant::now() + START_GRACE);
             if !self.warned_no_slot {
                 warning!(

@@ -83,6 +83,8 @@ struct DbPool {
     workers_started: u64,
     start_failures: u64,
     workers_lost: u64,
+    /// Workers that started but found every pool slot of the cluster taken.
+    join_failures: u64,
     /// How long the coordinator's last tick took (catalog query, skip decisions, sizing), in µs.
     last_tick_us: u64,
 }
@@ -300,10 +302,20 @@ pub fn count_start(db: u32, started: bool) {
 /// Joins `db`'s pool. None: no coordinator serves it, or every slot is taken.
 pub fn register_worker(db: u32, pid: i32) -> Option<i32> {
     let mut shared = POOL.exclusive();
-    let coordinator = shared.pools.iter().find(|p| p.db == db && p.coordinator != 0)?.coordinator;
+    let pool = shared.pools.iter().position(|p| p.db == db && p.coordinator != 0)?;
+    let coordinator = shared.pools[pool].coordinator;
     let slot = WorkerSlot { db, pid, latch: my_latch(), coordinator, busy: 0, retiring: false };
-    shared.workers.push(slot).ok()?;
+    if shared.workers.push(slot).is_err() {
+        shared.pools[pool].join_failures += 1;
+        set_latch(shared.pools[pool].coordinator_latch);
+        return None;
+    }
     Some(coordinator)
+}
+
+/// How many workers of `db` found no pool slot so far.
+pub fn join_failures(db: u32) -> u64 {
+    POOL.share().pools.iter().find(|p| p.db == db).map(|p| p.join_failures).unwrap_or(0)
 }
 
 pub fn unregister_worker(pid: i32) {

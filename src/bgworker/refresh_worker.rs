@@ -6,7 +6,7 @@
 
 use super::pool;
 use super::xact::{self, Isolation};
-use crate::refresh::{self, Initiator};
+use crate::refresh::{self, job, Initiator};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
@@ -71,36 +71,55 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
     pool::unregister_worker(pid);
 }
 
-/// Refreshes one stream table in its own transaction; a failure is logged and recorded (with
-/// backoff), never raised. Shared by the workers and the coordinator's in-process fallback.
-/// Returns whether it refreshed (not: busy with another refresher, gone, broken or failed).
+/// Refreshes one stream table in its own transaction, as a job (see refresh/job.rs); a failure is
+/// logged and recorded (with backoff), never raised. Shared by the workers and the coordinator's
+/// in-process fallback. Returns whether it refreshed (not: busy with another refresher, gone,
+/// broken or failed).
 pub fn run_job(pgt_id: i64, name: &str) -> bool {
     let started = Instant::now();
-    if let Err(e) = xact::run(Isolation::ReadCommitted, || refresh::mark_in_flight(pgt_id, true)) {
-        warning!("pg_trickle: could not mark the refresh of {name} as started: {e}");
+    match xact::run(Isolation::ReadCommitted, || job::begin(pgt_id)) {
+        Ok(true) => {}
+        Ok(false) => return false, // another session refreshes it now
+        Err(e) => {
+            warning!("pg_trickle: could not start the refresh of {name}: {e}");
+            return false;
+        }
     }
-    match xact::run(Isolation::RepeatableRead, || refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())) {
+    let run = || {
+        let outcome = refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())?;
+        // A refresh clears the mark itself; busy, gone or broken ones did nothing to clear.
+        job::end(pgt_id, !matches!(outcome, refresh::Outcome::Refreshed { .. }))?;
+        Ok(outcome)
+    };
+    match xact::run(Isolation::RepeatableRead, run) {
         Ok(refresh::Outcome::Refreshed { .. }) => {
             debug1!("pg_trickle: refreshed {name} in {:?}", started.elapsed());
             true
         }
         Ok(outcome) => {
-            // Busy (another session refreshes it), gone or broken: nothing is in flight here.
             debug1!("pg_trickle: did not refresh {name}: {outcome:?}");
-            let _ = xact::run(Isolation::ReadCommitted, || refresh::mark_in_flight(pgt_id, false));
             false
         }
         Err(message) => {
-            record_failure(pgt_id, name, started.elapsed(), &message);
+            warning!("pg_trickle: refresh of stream table {name} failed: {message}");
+            let recorded = xact::run(Isolation::ReadCommitted, || {
+                refresh::record_failure(pgt_id, started.elapsed(), &message)?;
+                job::end(pgt_id, false)
+            });
+            if let Err(e) = recorded {
+                warning!("pg_trickle: could not record the failure of {name}: {e}");
+                // Never keep the claim: nobody else could refresh it while this process lives.
+                let _ = xact::run(Isolation::ReadCommitted, || job::end(pgt_id, true));
+            }
             false
         }
     }
 }
 
-/// Logs and records a failed refresh (also one whose worker died).
-pub fn record_failure(pgt_id: i64, name: &str, elapsed: Duration, message: &str) {
+/// Logs and records a failed refresh whose worker died (the claim died with it).
+pub fn record_lost(pgt_id: i64, name: &str, message: &str) {
     warning!("pg_trickle: refresh of stream table {name} failed: {message}");
-    if let Err(e) = xact::run(Isolation::ReadCommitted, || refresh::record_failure(pgt_id, elapsed, message)) {
+    if let Err(e) = xact::run(Isolation::ReadCommitted, || refresh::record_failure(pgt_id, Duration::ZERO, message)) {
         warning!("pg_trickle: could not record the failure of {name}: {e}");
     }
 }

@@ -11,7 +11,7 @@
 //! subtransaction's change still counts.
 
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock, PgXactCallbackEvent};
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::cell::RefCell;
 
 /// Sources with a counter, cluster-wide (a power of two, as the map requires).
@@ -37,6 +37,31 @@ fn key(db: u32, source: u32) -> u64 {
     (u64::from(db) << 32) | u64::from(source)
 }
 
+/// Registers the transaction-end callback that signals the pending changes. Once per backend, at
+/// the first change: cheaper than pgrx's per-transaction callbacks on a write path that runs it for
+/// every writing statement.
+fn register_once() {
+    thread_local! {
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if REGISTERED.with(|r| r.replace(true)) {
+        return;
+    }
+    // SAFETY: registers a static function for this backend's lifetime; it only touches our own
+    // thread-local list and shared memory under its LWLock.
+    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        // Committed (visible), or prepared (committed later, elsewhere: see the module comment).
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PREPARE => signal_pending(),
+        pg_sys::XactEvent::XACT_EVENT_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
+        _ => {}
+    }
+}
+
 thread_local! {
     /// Sources this transaction changed, to be signalled when it commits.
     static PENDING: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
@@ -45,19 +70,13 @@ thread_local! {
 /// Called by capture functions (as pgtrickle_capture): `source` changed in this transaction.
 #[pg_extern(schema = "pgtrickle", name = "_note_change", parallel_unsafe)]
 fn note_change(source: pg_sys::Oid) {
-    let first = PENDING.with(|p| {
+    register_once();
+    PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        let first = p.is_empty();
         if !p.contains(&source.to_u32()) {
             p.push(source.to_u32());
         }
-        first
     });
-    if first {
-        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, signal_pending);
-        pgrx::register_xact_callback(PgXactCallbackEvent::Prepare, signal_pending);
-        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || PENDING.with(|p| p.borrow_mut().clear()));
-    }
 }
 
 fn signal_pending() {

@@ -3,6 +3,7 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
+pub mod job;
 mod reinit;
 mod settings;
 mod spi_exec;
@@ -201,7 +202,7 @@ fn frontier_without_own_xid(snapshot: &str) -> PgtResult<String> {
 
 /// One refresher per stream table: a transaction-level advisory lock in pg_trickle's key space.
 /// Users wait for a running refresh; the scheduler moves on and retries next tick.
-fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
+pub(crate) fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
     let key = pgt_id as i32;
     match initiator {
         Initiator::Scheduler => Ok(spi::one::<bool>(
@@ -225,6 +226,10 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
     .ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))?;
     // After max_consecutive_errors failures in a row (0: never) the stream table goes to ERROR.
     let in_flight = if crate::catalog::version::at_least_0_2_0()? { ", refresh_started_at = NULL" } else { "" };
+    let was_active = spi::one::<bool>(
+        "SELECT status = 'ACTIVE' FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
+        &[pgt_id.into()],
+    )? == Some(true);
     let failed = spi::rows(
         &format!(
             "UPDATE pgtrickle.pgt_stream_tables
@@ -232,21 +237,22 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
                     last_error_at = pg_catalog.clock_timestamp(), last_attempt_at = $3{in_flight},
                     status = CASE WHEN $4 > 0 AND consecutive_errors + 1 >= $4 AND status = 'ACTIVE' THEN 'ERROR' ELSE status END
               WHERE pgt_id = $1
-              RETURNING effective_mode, status = 'ERROR' AS in_error, consecutive_errors"
+              RETURNING effective_mode, consecutive_errors, status = 'ERROR' AS in_error"
         ),
         &[pgt_id.into(), message.into(), started_at.into(), crate::gucs::max_consecutive_errors().into()],
-        |r| Ok((spi::col::<String>(r, "effective_mode")?, spi::col::<bool>(r, "in_error")?, spi::col::<i32>(r, "consecutive_errors")?)),
+        |r| Ok((spi::col::<String>(r, "effective_mode")?, spi::col::<i32>(r, "consecutive_errors")?, spi::col::<bool>(r, "in_error")?)),
     )?;
-    let Some((mode, in_error, errors)) = failed.into_iter().next() else { return Ok(()) };
-    if in_error && errors == crate::gucs::max_consecutive_errors() {
-        let name = names::qualified_name_of(stream_tables::load(pgt_id)?.map(|st| st.relid).unwrap_or_default())
+    let Some((mode, errors, in_error)) = failed.into_iter().next() else { return Ok(()) };
+    if in_error && was_active {
+        let name = stream_tables::load(pgt_id)?
+            .and_then(|st| names::qualified_name_of(st.relid).ok())
             .map(|n| n.to_string())
-            .unwrap_or_else(|_| format!("pgt_id {pgt_id}"));
+            .unwrap_or_else(|| format!("pgt_id {pgt_id}"));
         pgrx::warning!(
-            "pg_trickle: stream table {name} failed {errors} times in a row and is now in status ERROR; fix the cause, then pgtrickle.alter_stream_table('{name}', status => 'ACTIVE')"
+            "pg_trickle: stream table {name} failed {errors} times in a row and is now in status ERROR; fix the cause, then SELECT pgtrickle.alter_stream_table({}, status => 'ACTIVE')",
+            crate::dvm::sql::quote_literal(&name)
         );
     }
-    crate::stats::cost_summary::count_failure(pgt_id)?;
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
@@ -259,40 +265,4 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
         error_message: Some(message),
         delta_rows: None,
     })
-}
-
-/// Marks a scheduled refresh as started, in its own committed transaction: if the server (or the
-/// worker) dies before the refresh commits or its failure is recorded, the mark stays, and the
-/// coordinator records the refresh as failed when it starts again ([`record_interrupted`]).
-pub fn mark_in_flight(pgt_id: i64, in_flight: bool) -> PgtResult<()> {
-    if !crate::catalog::version::at_least_0_2_0()? {
-        return Ok(());
-    }
-    spi::exec(
-        "UPDATE pgtrickle.pgt_stream_tables
-            SET refresh_started_at = CASE WHEN $2 THEN pg_catalog.clock_timestamp() END
-          WHERE pgt_id = $1",
-        &[pgt_id.into(), in_flight.into()],
-    )
-}
-
-/// The stream tables whose scheduled refresh was in flight when its process or the server stopped,
-/// and that nobody refreshes now: (pgt_id, when it started). Takes each one's claim until the
-/// transaction ends, so a refresh still running elsewhere is never taken for an interrupted one.
-pub fn interrupted() -> PgtResult<Vec<(i64, String)>> {
-    if !crate::catalog::version::at_least_0_2_0()? {
-        return Ok(Vec::new());
-    }
-    let marked = spi::rows(
-        "SELECT pgt_id, refresh_started_at::text AS started FROM pgtrickle.pgt_stream_tables WHERE refresh_started_at IS NOT NULL",
-        &[],
-        |r| Ok((spi::col::<i64>(r, "pgt_id")?, spi::col::<String>(r, "started")?)),
-    )?;
-    let mut out = Vec::new();
-    for (pgt_id, started) in marked {
-        if claim(pgt_id, Initiator::Scheduler)? {
-            out.push((pgt_id, started));
-        }
-    }
-    Ok(out)
 }
