@@ -15,15 +15,15 @@ static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub fn init() {
     GucRegistry::define_bool_guc(
         c"pg_trickle.enabled",
-        c"Whether the background scheduler refreshes stream tables.",
-        c"When off, schedulers keep running but refresh nothing; manual refreshes still work.",
+        c"Whether the background coordinators refresh stream tables.",
+        c"When off, coordinators keep running but refresh nothing and their refresh workers exit; manual refreshes still work.",
         &ENABLED,
         GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pg_trickle.scheduler_interval_ms",
-        c"How often each database's scheduler looks for stream tables that are due.",
+        c"How often each database's coordinator looks for stream tables that are due and sizes its refresh worker pool.",
         c"The granularity of schedules: a stream table is refreshed at most one tick after it falls due.",
         &SCHEDULER_INTERVAL_MS,
         10,
@@ -34,7 +34,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"pg_trickle.history_retention_days",
         c"How many days of refresh history to keep.",
-        c"The scheduler deletes older rows from pgtrickle.pgt_refresh_history; 0 keeps history forever.",
+        c"The coordinators delete older rows from pgtrickle.pgt_refresh_history; 0 keeps history forever.",
         &HISTORY_RETENTION_DAYS,
         0,
         3650,
@@ -44,7 +44,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"pg_trickle.adaptive_workers",
         c"Whether each database's refresh worker pool sizes itself between min_workers and max_workers.",
-        c"Once per scheduler tick: CPU above 70% removes a worker, lag above 5x a schedule grows the pool to max_workers, a queue above 2x the workers adds one, all idle shrinks it to min_workers; each change needs 3 agreeing ticks. Off: the pool is fixed at max_workers.",
+        c"Once per coordinator tick: CPU above 70% removes a worker, lag above 5x a schedule grows the pool to max_workers, a queue above 2x the workers adds one, all idle shrinks it to min_workers; each change needs 3 agreeing ticks. Off: the pool is fixed at max_workers.",
         &ADAPTIVE_WORKERS,
         GucContext::Sighup,
         GucFlags::default(),

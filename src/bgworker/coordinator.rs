@@ -17,7 +17,7 @@ use crate::error::PgtResult;
 use crate::gucs;
 use crate::spi;
 use crate::stats::history;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -29,17 +29,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const START_GRACE: Duration = Duration::from_secs(10);
 
 pub fn start(db: Oid, db_name: &str) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
-    BackgroundWorkerBuilder::new(&format!("{BACKEND_TYPE} {db_name}"))
-        .set_type(BACKEND_TYPE)
-        .set_library("pg_trickle")
-        .set_function("pg_trickle_coordinator_main")
-        .set_argument(Some(pg_sys::Datum::from(db.to_u32())))
-        .enable_shmem_access(None)
-        .enable_spi_access()
-        .set_restart_time(None)
-        // SAFETY: reading this process's pid.
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .load_dynamic()
+    super::start_in_database(BACKEND_TYPE, "pg_trickle_coordinator_main", db, db_name)
 }
 
 /// A due stream table, as the tick's catalog query finds it.

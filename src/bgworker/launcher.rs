@@ -1,10 +1,10 @@
-//! The launcher: keeps one scheduler running in every database that has pg_trickle.
+//! The launcher: keeps one coordinator running in every database that has pg_trickle.
 //!
-//! It does not know which databases have the extension; it starts a scheduler in each connectable
-//! database, and a scheduler that finds no extension exits. Exited schedulers are retried after
+//! It does not know which databases have the extension; it starts a coordinator in each connectable
+//! database, and a coordinator that finds no extension exits. Exited coordinators are retried after
 //! `PROBE_INTERVAL`, or at once when a backend asks (`request_scheduler`, after a create/alter
-//! commits). A request that arrives while a scheduler is still running is kept: that scheduler may
-//! be a probe that started before the extension existed and is about to exit. A scheduler that was
+//! commits). A request that arrives while a coordinator is still running is kept: that coordinator may
+//! be a probe that started before the extension existed and is about to exit. A coordinator that was
 //! serving the extension and exits anyway (DROP/ALTER DATABASE and CREATE DATABASE ... TEMPLATE
 //! terminate it, as does `pg_terminate_backend`) is restarted after `RESTART_DELAY`.
 
@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
-/// How long after a scheduler found no extension (or exited before serving) its database is probed again.
+/// How long after a coordinator found no extension (or exited before serving) its database is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long after a serving scheduler was terminated (or crashed) it is restarted.
+/// How long after a serving coordinator was terminated (or crashed) it is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
 
 pub fn register() {
@@ -39,7 +39,7 @@ pub fn register() {
 struct Slot {
     handle: Option<DynamicBackgroundWorker>,
     next_attempt: Instant,
-    /// A backend asked for a scheduler while one was running: if that one exits, start another at once.
+    /// A backend asked for a coordinator while one was running: if that one exits, start another at once.
     requested: bool,
     warned_no_slot: bool,
 }
@@ -75,8 +75,8 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
         for db in &dbs {
             let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, requested: false, warned_no_slot: false });
             if slot.handle.as_ref().is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))) {
-                // The scheduler exited. A probe that found no extension is retried later, unless a
-                // backend asked for a scheduler since; one that was serving was terminated or crashed.
+                // The coordinator exited. A probe that found no extension is retried later, unless a
+                // backend asked for a coordinator since; one that was serving was terminated or crashed.
                 slot.handle = None;
                 let was_serving = shmem::take_serving(db.oid.to_u32());
                 slot.next_attempt = if std::mem::take(&mut slot.requested) {
@@ -98,7 +98,7 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
                     Err(_) => {
                         if !slot.warned_no_slot {
                             warning!(
-                                "pg_trickle: no background worker slot free for the scheduler of database \"{}\"; will retry (consider raising max_worker_processes)",
+                                "pg_trickle: no background worker slot free for the coordinator of database \"{}\"; will retry (consider raising max_worker_processes)",
                                 db.name
                             );
                             slot.warned_no_slot = true;

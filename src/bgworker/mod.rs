@@ -55,3 +55,26 @@ fn use_postgres_sigterm() {
     // SAFETY: installing a signal handler during worker start-up, before signals are unblocked.
     unsafe { pgrx::pg_sys::pqsignal(pgrx::pg_sys::SIGTERM as i32, Some(postgres_die)) };
 }
+
+/// Starts a dynamic background worker of type `backend_type` in database `db` (named after it), running
+/// `function` with the database's OID as argument, never restarted by the postmaster, and telling
+/// this process (its launcher or coordinator) when it starts or stops.
+#[cfg(feature = "pg")]
+fn start_in_database(
+    backend_type: &str,
+    function: &str,
+    db: pgrx::pg_sys::Oid,
+    db_name: &str,
+) -> Result<pgrx::bgworkers::DynamicBackgroundWorker, pgrx::bgworkers::DynamicBackgroundWorkerLoadError> {
+    pgrx::bgworkers::BackgroundWorkerBuilder::new(&format!("{backend_type} {db_name}"))
+        .set_type(backend_type)
+        .set_library("pg_trickle")
+        .set_function(function)
+        .set_argument(Some(pgrx::pg_sys::Datum::from(db.to_u32())))
+        .enable_shmem_access(None)
+        .enable_spi_access()
+        .set_restart_time(None)
+        // SAFETY: reading this process's pid.
+        .set_notify_pid(unsafe { pgrx::pg_sys::MyProcPid })
+        .load_dynamic()
+}

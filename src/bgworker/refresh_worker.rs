@@ -7,7 +7,7 @@
 use super::pool;
 use super::xact::{self, Isolation};
 use crate::refresh::{self, job, Initiator};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
@@ -17,17 +17,7 @@ pub const BACKEND_TYPE: &str = "pg_trickle refresh worker";
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 pub fn start(db: Oid, db_name: &str) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
-    BackgroundWorkerBuilder::new(&format!("{BACKEND_TYPE} {db_name}"))
-        .set_type(BACKEND_TYPE)
-        .set_library("pg_trickle")
-        .set_function("pg_trickle_refresh_worker_main")
-        .set_argument(Some(pg_sys::Datum::from(db.to_u32())))
-        .enable_shmem_access(None)
-        .enable_spi_access()
-        .set_restart_time(None)
-        // SAFETY: reading this process's pid; the coordinator is woken when the worker starts or stops.
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .load_dynamic()
+    super::start_in_database(BACKEND_TYPE, "pg_trickle_refresh_worker_main", db, db_name)
 }
 
 #[pg_guard]

@@ -57,47 +57,33 @@ pub fn now() -> PgtResult<TimestampWithTimeZone> {
 }
 
 pub fn record(e: &HistoryEntry) -> PgtResult<()> {
-    if !crate::catalog::version::at_least_0_2_0()? {
-        return record_0_1_0(e);
-    }
+    let mut args = vec![
+        e.pgt_id.into(),
+        e.started_at.into(),
+        e.action.into(),
+        e.status.into(),
+        e.initiated_by.into(),
+        e.reason.into(),
+        e.rows_inserted.into(),
+        e.rows_deleted.into(),
+        e.error_message.into(),
+    ];
+    // A 0.1.0 catalog (until ALTER EXTENSION pg_trickle UPDATE) has no executed_by, delta_rows.
+    let (columns, values) = if crate::catalog::version::at_least_0_2_0()? {
+        args.push(executed_by().into());
+        args.push(e.delta_rows.into());
+        (", executed_by, delta_rows", ", $10, $11")
+    } else {
+        ("", "")
+    };
     spi::exec(
-        "INSERT INTO pgtrickle.pgt_refresh_history
-             (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted, error_message,
-              executed_by, delta_rows)
-         VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            e.pgt_id.into(),
-            e.started_at.into(),
-            e.action.into(),
-            e.status.into(),
-            e.initiated_by.into(),
-            e.reason.into(),
-            e.rows_inserted.into(),
-            e.rows_deleted.into(),
-            e.error_message.into(),
-            executed_by().into(),
-            e.delta_rows.into(),
-        ],
-    )
-}
-
-/// The history as 0.1.0's catalog has it (until ALTER EXTENSION pg_trickle UPDATE).
-fn record_0_1_0(e: &HistoryEntry) -> PgtResult<()> {
-    spi::exec(
-        "INSERT INTO pgtrickle.pgt_refresh_history
-             (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted, error_message)
-         VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            e.pgt_id.into(),
-            e.started_at.into(),
-            e.action.into(),
-            e.status.into(),
-            e.initiated_by.into(),
-            e.reason.into(),
-            e.rows_inserted.into(),
-            e.rows_deleted.into(),
-            e.error_message.into(),
-        ],
+        &format!(
+            "INSERT INTO pgtrickle.pgt_refresh_history
+                 (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted,
+                  error_message{columns})
+             VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9{values})"
+        ),
+        &args,
     )
 }
 
