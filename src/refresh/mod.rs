@@ -243,6 +243,7 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
         |r| Ok((spi::col::<String>(r, "effective_mode")?, spi::col::<i32>(r, "consecutive_errors")?, spi::col::<bool>(r, "in_error")?)),
     )?;
     let Some((mode, errors, in_error)) = failed.into_iter().next() else { return Ok(()) };
+    crate::stats::cost_summary::count_failure(pgt_id)?;
     if in_error && was_active {
         let name = stream_tables::load(pgt_id)?
             .and_then(|st| names::qualified_name_of(st.relid).ok())
