@@ -237,7 +237,7 @@ class Bench:
         self.notes = []
 
     # ---------------------------------------------------------------- setup
-    def setup(self):
+    def setup(self, load=True):
         pg = self.pg
         pg.run(f"DROP DATABASE IF EXISTS {DB};\nCREATE DATABASE {DB};\n", db="postgres", what="creating the database")
         pg.run("CREATE EXTENSION pg_trickle;\n" + HELPERS, what="creating the extension")
@@ -247,6 +247,8 @@ class Bench:
                 if hashlib.md5(f.read()).hexdigest() != want:
                     raise BenchError("the installed pg_trickle changed while the benchmark started "
                                      "(another build installed over it); run scripts/bench again")
+        if not load:
+            return
         log(f"loading data: fact {self.n_fact:,} rows ({self.n_grp:,} groups), dim {self.n_dim:,} rows")
         t0 = time.monotonic()
         n, d, g = self.n_fact, self.n_dim, self.n_grp
@@ -652,12 +654,16 @@ SELECT pgtrickle.drop_stream_table('wp_st');
     # ---------------------------------------------------------------- run
     def run(self):
         t0 = time.monotonic()
-        self.setup()
+        only = self.args.only
+        self.setup(load=only != "idle")
         machine = self.machine()
-        for sh in SHAPES:
-            self.shape(sh)
-        self.write_path()
-        self.idle()
+        if only in (None, "shapes"):
+            for sh in SHAPES:
+                self.shape(sh)
+        if only in (None, "write_path"):
+            self.write_path()
+        if only in (None, "idle"):
+            self.idle()
         elapsed = time.monotonic() - t0
         log(f"measurements took {elapsed / 60:.1f} min")
         return machine, elapsed
@@ -805,6 +811,7 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--after-create-check", default=None)
+    ap.add_argument("--only", choices=["shapes", "write_path", "idle"], default=None)
     args = ap.parse_args()
 
     b = Bench(args)
@@ -831,12 +838,15 @@ def main():
 
     outdir = os.path.join(args.repo, "bench", "results")
     os.makedirs(outdir, exist_ok=True)
-    out = os.path.join(outdir, "latest.json" if args.mode == "full" else "quick.json")
+    name = "latest" if args.mode == "full" else "quick"
+    if args.only:
+        name = f"{args.mode}-{args.only}"
+    out = os.path.join(outdir, f"{name}.json")
     with open(out, "w") as f:
         json.dump(b.results, f, indent=2)
         f.write("\n")
     log(f"wrote {os.path.relpath(out, args.repo)}")
-    if args.mode == "full":
+    if args.mode == "full" and not args.only:
         path = os.path.join(args.repo, "docs", "BENCHMARKS.md")
         update_docs(path, markdown(b.results, machine, b.cfg, b.notes, elapsed))
         log(f"updated the results table in {os.path.relpath(path, args.repo)}")

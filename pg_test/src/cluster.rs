@@ -14,6 +14,8 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
+    /// The postmaster's pid (it changes when a test restarts the server).
+    postmaster: std::sync::Mutex<u32>,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -80,6 +82,19 @@ fn start() -> Cluster {
     let port = free_port();
     let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
     chown(dir.join("postgres.log"), Some(uid), Some(gid)).unwrap();
+    drop(log);
+    let pid = spawn_postgres(&dir, port);
+    let cluster = Cluster { port, dir, postmaster: std::sync::Mutex::new(pid) };
+    cluster.wait_ready();
+    cluster
+}
+
+/// Starts postgres on the cluster's data directory, as a direct child of a thread that lives as long
+/// as the test process (so that the server dies with it), and returns its pid.
+fn spawn_postgres(dir: &Path, port: u16) -> u32 {
+    let (_, uid, gid) = os_user();
+    let data = dir.join("data");
+    let log = std::fs::OpenOptions::new().append(true).open(dir.join("postgres.log")).unwrap();
     let settings = [
         format!("port={port}"),
         "listen_addresses=127.0.0.1".into(),
@@ -117,17 +132,14 @@ fn start() -> Cluster {
             tx.send(child.id()).unwrap();
             let status = child.wait();
             eprintln!("pg_test: postgres exited: {status:?}");
+            // Keep living: PR_SET_PDEATHSIG fires when this thread ends, and a restarted server is
+            // the child of another keeper.
+            loop {
+                std::thread::park();
+            }
         })
         .unwrap();
-    rx.recv().unwrap();
-
-    let cluster = Cluster { port, dir };
-    let ready = crate::wait_until(Duration::from_secs(60), || cluster.try_connect("postgres").is_ok());
-    if !ready {
-        let log = std::fs::read_to_string(cluster.dir.join("postgres.log")).unwrap_or_default();
-        panic!("test cluster did not start on port {port}; log:\n{log}");
-    }
-    cluster
+    rx.recv().unwrap()
 }
 
 impl Cluster {
@@ -147,6 +159,29 @@ impl Cluster {
         let (_, uid, gid) = os_user();
         std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
         path
+    }
+
+    fn wait_ready(&self) {
+        let ready = crate::wait_until(Duration::from_secs(60), || self.try_connect("postgres").is_ok());
+        if !ready {
+            panic!("test cluster did not start on port {}; log:\n{}", self.port, self.log());
+        }
+    }
+
+    /// `pg_ctl stop -m immediate`, then a start: no shutdown checkpoint, every process killed at once
+    /// (SIGQUIT to the postmaster), crash recovery at the next start. Connections are gone afterwards.
+    pub fn restart_immediate(&self) {
+        let mut pid = self.postmaster.lock().unwrap();
+        // SAFETY: signalling the test's own postmaster.
+        unsafe { libc::kill(*pid as i32, libc::SIGQUIT) };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = crate::wait_until(Duration::from_secs(60), || unsafe { libc::kill(*pid as i32, 0) } != 0);
+        assert!(gone, "postmaster {pid} did not stop");
+        // Its children may outlive it for a moment; the data directory's lock file goes with the last.
+        let data = self.dir.join("data");
+        crate::wait_until(Duration::from_secs(30), || !data.join("postmaster.pid").exists());
+        *pid = spawn_postgres(&self.dir, self.port);
+        self.wait_ready();
     }
 
     pub fn log(&self) -> String {

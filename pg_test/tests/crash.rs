@@ -1,16 +1,23 @@
-//! A refresh worker killed with SIGKILL in the middle of a refresh: PostgreSQL resets every process
-//! (crash recovery), the refresh's transaction is gone, and when the coordinator starts again it
-//! records that refresh as failed ("interrupted") and refreshes again — nothing lost, nothing applied
-//! twice, no stream table wedged. (Its own binary: the crash takes every connection down.)
+//! Crashes in the middle of refreshes: a refresh worker killed with SIGKILL (PostgreSQL resets every
+//! process: crash recovery), and `pg_ctl stop -m immediate` during parallel refreshes, then a start.
+//! Either way the refreshes' transactions are gone, and when the coordinator starts again it records
+//! them as failed ("interrupted") and refreshes again — nothing lost, nothing applied twice, no stream
+//! table wedged. (Its own binary, the tests taking turns: a crash takes every connection down.)
 
 use pg_trickle_e2e::{cluster, wait_until, TestDb};
+use std::sync::Mutex;
 use std::time::Duration;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
 
 #[test]
 fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut db = TestDb::new("crash_kill9");
+    // Durable marks even on the test cluster, which commits asynchronously (docs/OPERATIONS.md).
+    db.exec("ALTER DATABASE crash_kill9 SET synchronous_commit = on");
     db.exec(
         "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
          INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
@@ -57,4 +64,62 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
     }));
     assert!(db.value::<bool>("SELECT bool_and(refresh_started_at IS NULL OR status = 'ACTIVE') FROM pgtrickle.pgt_stream_tables"));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_copy', 'totals']) t");
+}
+
+#[test]
+fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    settings("ALTER SYSTEM SET pg_trickle.min_workers = 3");
+    let mut db = TestDb::new("crash_immediate");
+    // The test cluster commits asynchronously; an immediate shutdown may then lose the last commits —
+    // among them the in-flight marks (docs/OPERATIONS.md). Here they must be durable, as by default.
+    db.exec("ALTER DATABASE crash_immediate SET synchronous_commit = on");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
+         INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
+         CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS 'SELECT 0 FROM pg_sleep(4)';",
+    );
+    for name in ["slow_a", "slow_b"] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')"
+        ));
+    }
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
+    db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id % 97 = 0; INSERT INTO src VALUES (5000, 1, 1)");
+    // Both slow ones refreshing at once, in two workers, both marked in flight.
+    assert!(wait_until(Duration::from_secs(60), || {
+        db.value::<i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker'
+                AND query IN ('refresh stream table slow_a', 'refresh stream table slow_b')",
+        ) == 2
+            && db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE refresh_started_at IS NOT NULL") >= 2
+    }));
+    drop(db);
+    cluster().restart_immediate();
+
+    let mut db = TestDb::existing("crash_immediate");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            db.value::<i64>(
+                "SELECT count(DISTINCT pgt_id) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED' AND error_message LIKE 'interrupted: %'",
+            ) == 2
+        }),
+        "interrupted refreshes were not recorded"
+    );
+    db.exec("UPDATE src SET v = v * 3 WHERE id < 30");
+    assert!(wait_until(Duration::from_secs(60), || {
+        db.multiset_diff("totals", TOTALS).is_empty()
+            && db.multiset_diff("slow_a", "SELECT id, v FROM src").is_empty()
+            && db.multiset_diff("slow_b", "SELECT id, v FROM src").is_empty()
+    }));
+    db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_a', 'slow_b', 'totals']) t");
+    settings("ALTER SYSTEM RESET pg_trickle.min_workers");
+}
+
+/// A cluster-wide setting (one statement at a time: ALTER SYSTEM refuses a multi-statement batch).
+fn settings(sql: &str) {
+    let mut admin = cluster().try_connect("postgres").unwrap();
+    admin.batch_execute(sql).unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
 }
