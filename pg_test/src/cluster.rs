@@ -184,6 +184,18 @@ impl Cluster {
         self.wait_ready();
     }
 
+    /// Runs ALTER SYSTEM statements (`;`-separated; ALTER SYSTEM refuses a multi-statement batch, so
+    /// one at a time) and reloads the configuration.
+    pub fn alter_system(&self, sql: &str) {
+        let mut admin = self.try_connect("postgres").unwrap();
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            admin.batch_execute(statement).unwrap();
+        }
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // Background workers read the file when their SIGHUP is handled, at their next wake-up.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }

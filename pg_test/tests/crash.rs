@@ -12,17 +12,24 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp";
 
-#[test]
-fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut db = TestDb::new("crash_kill9");
-    // Durable marks even on the test cluster, which commits asynchronously (docs/OPERATIONS.md).
-    db.exec("ALTER DATABASE crash_kill9 SET synchronous_commit = on");
+/// A database with `src` (1,000 rows) and `slow()`, which takes 4 s. The test cluster commits
+/// asynchronously, so a crash may lose the last commits — among them in-flight marks
+/// (docs/OPERATIONS.md); here they are durable, as they are by default.
+fn crash_db(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    db.exec(&format!("ALTER DATABASE {name} SET synchronous_commit = on"));
     db.exec(
         "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
          INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
          CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS 'SELECT 0 FROM pg_sleep(4)';",
     );
+    db
+}
+
+#[test]
+fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut db = crash_db("crash_kill9");
     db.exec("SELECT pgtrickle.create_stream_table('slow_copy', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')");
     db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
     // Changes keep coming while the slow refresh runs.
@@ -69,16 +76,8 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
 #[test]
 fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    settings("ALTER SYSTEM SET pg_trickle.min_workers = 3");
-    let mut db = TestDb::new("crash_immediate");
-    // The test cluster commits asynchronously; an immediate shutdown may then lose the last commits —
-    // among them the in-flight marks (docs/OPERATIONS.md). Here they must be durable, as by default.
-    db.exec("ALTER DATABASE crash_immediate SET synchronous_commit = on");
-    db.exec(
-        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
-         INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
-         CREATE FUNCTION slow() RETURNS int LANGUAGE sql AS 'SELECT 0 FROM pg_sleep(4)';",
-    );
+    cluster().alter_system("ALTER SYSTEM SET pg_trickle.min_workers = 3");
+    let mut db = crash_db("crash_immediate");
     for name in ["slow_a", "slow_b"] {
         db.exec(&format!(
             "SELECT pgtrickle.create_stream_table('{name}', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')"
@@ -113,13 +112,5 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
             && db.multiset_diff("slow_b", "SELECT id, v FROM src").is_empty()
     }));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_a', 'slow_b', 'totals']) t");
-    settings("ALTER SYSTEM RESET pg_trickle.min_workers");
-}
-
-/// A cluster-wide setting (one statement at a time: ALTER SYSTEM refuses a multi-statement batch).
-fn settings(sql: &str) {
-    let mut admin = cluster().try_connect("postgres").unwrap();
-    admin.batch_execute(sql).unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    cluster().alter_system("ALTER SYSTEM RESET pg_trickle.min_workers");
 }

@@ -1,5 +1,5 @@
 //! The refresh worker pool: independent stream tables refresh in parallel in refresh workers, a
-//! downstream one only after its upstream's refresh of the same round committed; the pool grows
+//! downstream one only after its upstream's refresh committed; the pool grows
 //! with its queue, shrinks when idle, stays small while the CPU is busy, survives a worker killed
 //! mid-refresh and a lack of background-worker slots. The pool's settings are the cluster's, so the
 //! tests of this binary take turns.
@@ -10,18 +10,8 @@ use std::time::Duration;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn settings(sql: &str) {
-    let mut admin = cluster().try_connect("postgres").unwrap();
-    // One statement at a time: ALTER SYSTEM refuses to run in a multi-statement batch.
-    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        admin.batch_execute(statement).unwrap();
-    }
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 fn defaults() {
-    settings(
+    cluster().alter_system(
         "ALTER SYSTEM RESET pg_trickle.min_workers; ALTER SYSTEM RESET pg_trickle.max_workers;
          ALTER SYSTEM RESET pg_trickle.adaptive_workers;",
     );
@@ -81,7 +71,11 @@ fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue(
     // Nothing due any more: all idle, the pool shrinks back to min_workers (1).
     db.exec("SELECT pgtrickle.alter_stream_table('s' || i, schedule => '1h') FROM generate_series(0, 5) i");
     assert!(wait_until(Duration::from_secs(30), || status(&mut db, "target_workers") == 1 && status(&mut db, "workers") == 1));
-    assert!(db.value::<bool>("SELECT count(*) > 0 FROM pgtrickle.pool_decisions WHERE changed AND reason LIKE 'all workers idle%'"));
+    // (On a machine busy with other work the CPU rule may shrink it first: that is a busy CPU, measured.)
+    assert!(db.value::<bool>(
+        "SELECT count(*) > 0 FROM pgtrickle.pool_decisions
+          WHERE changed AND (reason LIKE 'all workers idle%' OR (reason LIKE 'cpu above 70%' AND cpu_percent > 70))"
+    ));
     // With no stream table to refresh at all, no worker waits for work.
     db.exec("SELECT pgtrickle.alter_stream_table('s' || i, status => 'SUSPENDED') FROM generate_series(0, 5) i");
     assert!(wait_until(Duration::from_secs(30), || status(&mut db, "workers") == 0));
@@ -90,7 +84,7 @@ fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue(
 #[test]
 fn a_downstream_stream_table_refreshes_after_its_upstream_in_every_round() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    settings("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 4;");
+    cluster().alter_system("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 4;");
     let mut db = slow_db("pool_dag", 0.2);
     db.exec("SELECT pgtrickle.create_stream_table('up', 'SELECT src.id, src.v + s.x - 1 AS v FROM src, (SELECT slow() AS x) s', '1s', 'FULL')");
     db.exec("SELECT pgtrickle.create_stream_table('other', 'SELECT count(*) + slow() AS n FROM src', '1s', 'FULL')");
@@ -189,7 +183,7 @@ fn without_free_background_worker_slots_the_pool_uses_what_it_has() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 64 wanted, max_worker_processes = 64: the pool is clamped (a WARNING), then runs out of slots
     // (another WARNING, once) and keeps refreshing with the workers it got.
-    settings("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 64;");
+    cluster().alter_system("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 64;");
     let mut db = slow_db("pool_slots", 0.0);
     db.exec("SELECT pgtrickle.create_stream_table('t', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
     assert!(wait_until(Duration::from_secs(30), || status(&mut db, "worker_start_failures") > 0));
@@ -273,7 +267,7 @@ fn idle_stream_tables_cost_no_refresh_until_a_source_changes() {
 fn repeated_failures_back_off_then_stop_in_error_until_reactivated() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     defaults();
-    settings("ALTER SYSTEM SET pg_trickle.max_consecutive_errors = 3");
+    cluster().alter_system("ALTER SYSTEM SET pg_trickle.max_consecutive_errors = 3");
     let mut db = slow_db("pool_failures", 0.0);
     db.exec(
         "CREATE TABLE fail_when (flag bool);
@@ -307,5 +301,5 @@ fn repeated_failures_back_off_then_stop_in_error_until_reactivated() {
     assert!(wait_until(Duration::from_secs(20), || db.multiset_diff("fragile", "SELECT id, v FROM src").is_empty()));
     assert_eq!(db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.pgt_stream_tables"), 0);
     db.exec("SELECT pgtrickle.alter_stream_table('fragile', status => 'SUSPENDED')");
-    settings("ALTER SYSTEM RESET pg_trickle.max_consecutive_errors");
+    cluster().alter_system("ALTER SYSTEM RESET pg_trickle.max_consecutive_errors");
 }
