@@ -270,22 +270,13 @@ impl Coordinator {
             return;
         }
         let in_flight = pool::outstanding_ids(self.db.to_u32());
-        let blocked = |w: &Waiting, waiting: &[Waiting]| {
-            w.upstream.iter().any(|u| in_flight.contains(u) || waiting.iter().any(|o| o.pgt_id == *u))
-        };
-        let (ready, still): (Vec<usize>, Vec<usize>) = (0..self.waiting.len()).partition(|&i| !blocked(&self.waiting[i], &self.waiting));
-        if ready.is_empty() {
+        let waiting_ids: Vec<i64> = self.waiting.iter().map(|w| w.pgt_id).collect();
+        let (rest, jobs): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.upstream.iter().any(|u| in_flight.contains(u) || waiting_ids.contains(u)));
+        if jobs.is_empty() {
+            self.waiting = rest;
             return;
-        }
-        let mut jobs = Vec::new();
-        let mut rest = Vec::new();
-        for (i, w) in std::mem::take(&mut self.waiting).into_iter().enumerate() {
-            if ready.contains(&i) {
-                jobs.push(w);
-            } else {
-                debug_assert!(still.contains(&i));
-                rest.push(w);
-            }
         }
         // Read just before queueing: a change signalled after this is the next refresh's.
         let signals: Vec<Signals> = jobs.iter().map(|w| self.signals(&w.sources)).collect();
