@@ -63,12 +63,20 @@ SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_cost_model_summary', '
 -- Capture sees every write (0.2.0): triggers on partitions and inheritance children, capture and
 -- event triggers that fire under session_replication_role = replica, re-armed after DDL. Identical to
 -- sql/finalize.sql but for CREATE OR REPLACE.
--- Removes change capture (buffer, trigger functions and with them the triggers on the source and its
--- partitions or inheritance children) from sources that no DIFFERENTIAL stream table reads any more.
+-- Change capture's trigger function (src/cdc/trigger.rs): every capture trigger of a source, on it
+-- and on its partitions and inheritance children, runs it with the source's OID as argument. It
+-- captures only from the triggers pg_trickle names so (EXECUTE stays public: whoever installs
+-- capture creates the triggers).
+CREATE FUNCTION pgtrickle._capture() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_capture';
+COMMENT ON FUNCTION pgtrickle._capture() IS 'pg_trickle: appends a statement''s changes to the change buffer of the source given as argument';
+
+-- Removes change capture (buffer, capture triggers, trigger functions and with them their triggers)
+-- from sources that no DIFFERENTIAL stream table reads any more.
 CREATE OR REPLACE FUNCTION pgtrickle._cdc_gc() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
+    t record;
 BEGIN
     FOR r IN
         SELECT c.relname, pg_catalog.substring(c.relname, '^changes_([0-9]+)$')::oid AS source
@@ -79,6 +87,13 @@ BEGIN
             SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
              WHERE d.source_relid = r.source AND st.effective_mode = 'DIFFERENTIAL');
         EXECUTE pg_catalog.format('DROP TABLE pgtrickle_changes.%I', r.relname);
+        FOR t IN
+            SELECT tg.tgrelid::pg_catalog.regclass AS rel, tg.tgname FROM pg_catalog.pg_trigger tg
+             WHERE tg.tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND NOT tg.tgisinternal AND tg.tgparentid = 0
+               AND tg.tgargs = pg_catalog.convert_to(r.source::text, 'SQL_ASCII') OPERATOR(pg_catalog.||) pg_catalog.decode('00', 'hex')
+        LOOP
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+        END LOOP;
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_' || r.source);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'truncated_' || r.source);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_row_' || r.source);

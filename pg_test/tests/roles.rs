@@ -122,8 +122,8 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
         assert_eq!(e.code, "42501", "{sql}: {e:?}");
     }
 
-    // Capture runs with the role's rights, for whoever writes: bob's writes are seen, and alice's
-    // TRUNCATE (the capture role marks the stream table for reinitialisation).
+    // Capture works for whoever writes: bob's writes are seen (the capture trigger function needs no
+    // rights), and alice's TRUNCATE (the capture role marks the stream table for reinitialisation).
     db.exec(&format!("SET ROLE {}", r.bob));
     db.exec("INSERT INTO a_src VALUES (100, 1, 5); UPDATE a_src SET v = v + 1 WHERE id < 5; DELETE FROM a_src WHERE id = 7;");
     db.exec(&format!("SET ROLE {}", r.alice));
@@ -137,4 +137,42 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     db.exec("RESET ROLE");
     db.assert_matches_query("totals", TOTALS);
     assert_eq!(db.last_refresh("totals"), ("FULL".into(), r#"reinitialised: "public"."a_src" was truncated"#.into()));
+}
+
+#[test]
+fn the_capture_function_writes_only_from_pg_trickles_own_triggers() {
+    let (mut db, r) = setup("roles_capture_misuse");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec("RESET ROLE");
+    let source: i64 = db.value("SELECT 'a_src'::regclass::oid::bigint");
+    let buffer = format!("pgtrickle_changes.changes_{source}");
+    let captured = |db: &mut TestDb| db.value::<i64>(&format!("SELECT count(*) FROM {buffer}"));
+
+    // bob makes his own table look like a source or one of its partitions: nothing reaches the buffer.
+    db.exec(&format!("SET ROLE {}", r.bob));
+    db.exec("CREATE TABLE b_own (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL)");
+    for name in ["pgtrickle_capture_ins".to_string(), format!("pgtrickle_capture_{source}_ins")] {
+        db.exec(&format!(
+            "CREATE TRIGGER {name} AFTER INSERT ON b_own REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._capture('{source}')"
+        ));
+    }
+    db.exec("INSERT INTO b_own VALUES (1, 1, 1000000)");
+    db.exec("RESET ROLE");
+    assert_eq!(captured(&mut db), 0);
+
+    // alice adds a second trigger running it on her own source: every change is still captured once.
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec(&format!(
+        "CREATE TRIGGER again AFTER INSERT ON a_src REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._capture('{source}')"
+    ));
+    db.exec("INSERT INTO a_src VALUES (100, 1, 5)");
+    db.exec("RESET ROLE");
+    assert_eq!(captured(&mut db), 1);
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.assert_matches_query("totals", TOTALS);
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+
+    // Called as a function, it refuses.
+    assert_eq!(db.error("SELECT pgtrickle._capture()").code, "55000");
 }

@@ -15,8 +15,8 @@
 //!   come or gone unseen. While a capture trigger stays disabled, every refresh of its dependents is
 //!   FULL.
 
-use super::{capture_function, row_capture_function, truncate_function};
-use crate::dvm::sql::quote_ident;
+use super::{capture_function, native_capture_function, row_capture_function, truncate_function};
+use crate::dvm::sql::{quote_ident, quote_literal};
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -62,12 +62,70 @@ fn trigger_name(source: Oid, table: Oid, kind: &Kind) -> String {
     }
 }
 
-fn function_of(source: Oid, kind: &Kind) -> String {
-    match kind.suffix {
-        "trunc" => truncate_function(source).to_string(),
-        "row" => row_capture_function(source).to_string(),
-        _ => capture_function(source).to_string(),
+/// Whether `name` is one of the capture trigger names pg_trickle gives `table` for `source` (the
+/// capture trigger function captures only from those, trigger.rs).
+pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
+    STATEMENT.iter().chain(std::iter::once(&ROW)).filter(|k| k.suffix != "trunc").any(|k| trigger_name(source, table, k) == name)
+}
+
+/// The functions a source's capture triggers run: the capture trigger function (with the source as
+/// argument) and the source's own TRUNCATE function — or, in a 0.1.0 catalog, PL/pgSQL capture
+/// functions of the source's own.
+struct Functions {
+    source: Oid,
+    /// `pgtrickle._capture()`, if the catalog has it.
+    native: Option<Oid>,
+    /// The source's own trigger functions that exist.
+    own: Vec<Oid>,
+    complete: bool,
+}
+
+impl Functions {
+    fn of(source: Oid) -> PgtResult<Functions> {
+        let native = native_capture_function()?;
+        let names: Vec<String> =
+            [truncate_function(source), capture_function(source), row_capture_function(source)].iter().map(|f| format!("{}()", f.quoted())).collect();
+        let found: Vec<Option<Oid>> = spi::rows(
+            "SELECT pg_catalog.to_regprocedure(f)::oid AS oid FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(f, n) ORDER BY n",
+            &[names.into()],
+            |r| r.get_by_name::<Oid, _>("oid"),
+        )?;
+        let complete = found[0].is_some() && (native.is_some() || found.iter().all(Option::is_some));
+        Ok(Functions { source, native, own: found.into_iter().flatten().collect(), complete })
     }
+
+    /// What a trigger of `kind` executes.
+    fn call(&self, kind: &Kind) -> String {
+        match (kind.suffix, self.native) {
+            ("trunc", _) => format!("{}()", truncate_function(self.source)),
+            (_, Some(_)) => format!("pgtrickle._capture({})", quote_literal(&self.source.to_u32().to_string())),
+            ("row", None) => format!("{}()", row_capture_function(self.source)),
+            (_, None) => format!("{}()", capture_function(self.source)),
+        }
+    }
+
+    /// (relation, name, state) of every capture trigger of the source (clones excluded).
+    fn triggers(&self) -> PgtResult<Vec<(Oid, String, String)>> {
+        spi::rows(
+            &format!(
+                "SELECT tgrelid, tgname::text AS name, tgenabled::text AS state FROM pg_catalog.pg_trigger
+                  WHERE NOT tgisinternal AND tgparentid = 0
+                    AND (tgfoid = ANY($1) OR (tgfoid = $2 AND tgargs = {}))
+                  ORDER BY 1, 2",
+                trigger_argument("$3")
+            ),
+            &[self.own.clone().into(), self.native.unwrap_or(pgrx::pg_sys::InvalidOid).into(), vec![self.source].into()],
+            |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
+        )
+    }
+}
+
+/// SQL for the `tgargs` of a capture trigger for each source of the `oid[]` expression `sources`
+/// (a set: compare with `=` for one source, `IN` for several): the OID as text, NUL-terminated.
+fn trigger_argument(sources: &str) -> String {
+    format!(
+        "ANY (SELECT pg_catalog.convert_to(s::text, 'SQL_ASCII') OPERATOR(pg_catalog.||) pg_catalog.decode('00', 'hex') FROM pg_catalog.unnest({sources}::pg_catalog.oid[]) AS s)"
+    )
 }
 
 fn set_state(on: &str, name: &str, state: &str) -> PgtResult<()> {
@@ -83,23 +141,14 @@ fn set_state(on: &str, name: &str, state: &str) -> PgtResult<()> {
 /// first install, `installing`). Returns whether changes may have been missed (the dependents must
 /// reinitialise).
 pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
-    let functions: Vec<String> =
-        [capture_function(source), row_capture_function(source), truncate_function(source)].iter().map(|f| format!("{}()", f.quoted())).collect();
-    let function_oids: Vec<Oid> = spi::rows(
-        "SELECT pg_catalog.to_regprocedure(f)::oid AS oid FROM pg_catalog.unnest($1::text[]) AS f",
-        &[functions.into()],
-        |r| r.get_by_name::<Oid, _>("oid"),
-    )?
-    .into_iter()
-    .flatten()
-    .collect();
-    if function_oids.len() < 3 {
+    let functions = Functions::of(source)?;
+    if !functions.complete {
         // Capture from before the row trigger existed is rebuilt by the caller (see cdc::source_altered).
         return Ok(false);
     }
     let mut lossy = false;
     let members = std::iter::once((source, relkind(source)?)).chain(descendants(source)?).collect::<Vec<_>>();
-    let armed = triggers(&function_oids)?;
+    let armed = functions.triggers()?;
     for (table, kind) in &members {
         let on = regclass(*table)?;
         let have: Vec<&(Oid, String, String)> = armed.iter().filter(|(rel, _, _)| rel == table).collect();
@@ -110,7 +159,7 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
                 continue;
             }
             let spec = k.create.replace("{on}", &on);
-            spi::exec(&format!("CREATE TRIGGER {} {spec} EXECUTE FUNCTION {}()", quote_ident(&name), function_of(source, k)), &[])?;
+            spi::exec(&format!("CREATE TRIGGER {} {spec} EXECUTE FUNCTION {}", quote_ident(&name), functions.call(k)), &[])?;
             set_state(&on, &name, k.state)?;
             created = true;
         }
@@ -126,7 +175,7 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
     }
     // A disabled trigger is the user's choice (refreshes are FULL until it is enabled again); any
     // other state than its own is set back.
-    for (table, name, state) in triggers(&function_oids)? {
+    for (table, name, state) in functions.triggers()? {
         let Some(kind) = STATEMENT.iter().chain(std::iter::once(&ROW)).find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
             continue;
         };
@@ -149,20 +198,29 @@ pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
         .map(|f| format!("{}()", f.quoted()))
         .collect();
     Ok(spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                         WHERE t.tgenabled = 'D'
-                           AND t.tgfoid IN (SELECT pg_catalog.to_regprocedure(f)::oid FROM pg_catalog.unnest($1::text[]) AS f))",
-        &[names.into()],
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                             WHERE t.tgenabled = 'D'
+                               AND (t.tgfoid IN (SELECT pg_catalog.to_regprocedure(f)::oid FROM pg_catalog.unnest($1::text[]) AS f)
+                                    OR (t.tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND t.tgargs = {})))",
+            trigger_argument("$2")
+        ),
+        &[names.into(), sources.to_vec().into()],
     )? == Some(true))
 }
 
-/// (relation, name, state) of every trigger running one of `functions` (clones excluded).
-fn triggers(functions: &[Oid]) -> PgtResult<Vec<(Oid, String, String)>> {
+/// The triggers running the capture trigger function for `source`, on any table: (relation, name).
+pub(super) fn native_triggers(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
     spi::rows(
-        "SELECT tgrelid, tgname::text AS name, tgenabled::text AS state FROM pg_catalog.pg_trigger
-          WHERE tgfoid = ANY($1) AND NOT tgisinternal AND tgparentid = 0 ORDER BY 1, 2",
-        &[functions.to_vec().into()],
-        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
+        &format!(
+            "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
+              WHERE tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND NOT tgisinternal AND tgparentid = 0
+                AND tgargs = {}
+              ORDER BY 1, 2",
+            trigger_argument("$1")
+        ),
+        &[vec![source].into()],
+        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
     )
 }
 

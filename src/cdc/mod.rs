@@ -1,12 +1,16 @@
 //! Change capture: for each base table a stream table reads (in DIFFERENTIAL mode), a change buffer
 //! `pgtrickle_changes.changes_<relid>` and statement-level AFTER triggers with transition tables that
 //! append every inserted row (weight +1) and deleted row (weight −1) — an UPDATE is both — tagged with
-//! the writing transaction's id. A TRUNCATE trigger marks dependents for a full refresh instead.
-//! Sources are shared: one buffer serves every stream table reading that table. Partitions,
-//! inheritance children, replication and trigger states: see members.rs.
+//! the writing transaction's id. They run one C function, `pgtrickle._capture(<relid>)` (trigger.rs).
+//! A TRUNCATE trigger marks dependents for a full refresh instead. Sources are shared: one buffer
+//! serves every stream table reading that table. Partitions, inheritance children, replication and
+//! trigger states: see members.rs. (A 0.1.0 catalog, served by this library until `ALTER EXTENSION
+//! pg_trickle UPDATE`, has no capture function: there each source gets PL/pgSQL capture functions of
+//! its own, which the update replaces.)
 
 mod members;
 pub mod signal;
+mod trigger;
 pub use members::{foreign_descendant, suspended};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
@@ -39,6 +43,11 @@ fn row_capture_function(relid: Oid) -> QualifiedName {
 
 fn truncate_function(relid: Oid) -> QualifiedName {
     QualifiedName::new(SCHEMA, format!("truncated_{}", relid.to_u32()))
+}
+
+/// `pgtrickle._capture()`, the capture trigger function; None in a 0.1.0 catalog.
+fn native_capture_function() -> PgtResult<Option<Oid>> {
+    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._capture()')::oid", &[])
 }
 
 /// The batch context of a refresh reading `tables`: each one's change buffer.
@@ -117,18 +126,20 @@ fn install(source: Oid) -> PgtResult<()> {
     )?;
     spi::exec(&format!("COMMENT ON TABLE {buffer} IS {}", quote_literal(&format!("pg_trickle change buffer for {table}"))), &[])?;
     protect_buffer(source)?;
-    write_capture_function(source, &columns)?;
-
+    let native = native_capture_function()?.is_some();
+    if !native {
+        write_capture_function(source, &columns)?;
+    }
     write_truncate_function(source, &table)?;
-    let truncated = truncate_function(source);
     // Triggers on the source and on its partitions or inheritance children.
     members::rearm(source, true)?;
-    let capture = capture_function(source);
-    // Dropping the source drops its capture with it.
+    // Dropping the source drops its capture with it (its triggers go with it anyway).
     depend::auto_on_source_relation(lookup_oid(&buffer)?, source);
-    depend::auto_function_on_source(lookup_function(&capture)?, source);
-    depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
-    depend::auto_function_on_source(lookup_function(&truncated)?, source);
+    depend::auto_function_on_source(lookup_function(&truncate_function(source))?, source);
+    if !native {
+        depend::auto_function_on_source(lookup_function(&capture_function(source))?, source);
+        depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
+    }
     hand_to_capture_role(source)
 }
 
@@ -305,17 +316,26 @@ pub fn collect_garbage() -> PgtResult<()> {
     spi::exec("SELECT pgtrickle._cdc_gc()", &[])
 }
 
-/// Drops the capture of `sources`: all their buffers first, then their functions — CASCADE, so the
-/// triggers on the sources and their descendants go too. (Whatever those drops make the event
-/// triggers re-arm finds no buffer left to re-arm.)
+/// Drops the capture of `sources`: all their buffers first, then their capture triggers on the
+/// sources and their descendants, then their functions — CASCADE, so the triggers running them go
+/// too. (Whatever those drops make the event triggers re-arm finds no buffer left to re-arm.)
 fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
     for &source in sources {
         spi::exec(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)), &[])?;
     }
     for &source in sources {
+        drop_native_triggers(source)?;
         for function in [capture_function(source), truncate_function(source), row_capture_function(source)] {
             spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
         }
+    }
+    Ok(())
+}
+
+fn drop_native_triggers(source: Oid) -> PgtResult<()> {
+    for (table, name) in members::native_triggers(source)? {
+        let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
+        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {on}", quote_ident(&name)), &[])?;
     }
     Ok(())
 }
@@ -361,8 +381,25 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     for (name, type_sql) in &now[captured.len()..] {
         spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
     }
-    // Always: the functions an older version wrote may lack what this one writes (the change signal).
-    write_capture_function(source, &now)?;
+    let native = native_capture_function()?.is_some();
+    if native {
+        // PL/pgSQL capture of an older catalog: its triggers go with its functions (in this
+        // transaction, so no write is missed) and the capture trigger function's take their place.
+        if existing_function(&capture_function(source))?.is_some() || existing_function(&row_capture_function(source))?.is_some() {
+            // Marked first, so the reason is this one and not the dropped triggers' (sql_drop).
+            reinit::mark_dependents(
+                source,
+                &format!("capture of {table} was re-armed: the capture trigger function replaces the PL/pgSQL capture of an older version, whose triggers may have missed replicated writes"),
+            )?;
+            for function in [capture_function(source), row_capture_function(source)] {
+                spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
+            }
+            members::rearm(source, true)?;
+        }
+    } else {
+        // Always: the functions an older version wrote may lack what this one writes (the change signal).
+        write_capture_function(source, &now)?;
+    }
     // Functions written by an older version learn to say why; their buffers learn who may read them.
     write_truncate_function(source, &table)?;
     protect_buffer(source)?;
@@ -378,7 +415,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     if became_member == Some(true) {
         reinit::mark_dependents(source, &format!("{table} became a partition or inheritance child"))?;
     }
-    if existing_function(&row_capture_function(source))?.is_none() {
+    if !native && existing_function(&row_capture_function(source))?.is_none() {
         // Capture from before row triggers (0.1.0): add the row function; rearm adds the triggers.
         write_capture_function(source, &now)?;
         depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);

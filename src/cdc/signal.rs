@@ -67,14 +67,20 @@ thread_local! {
     static PENDING: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Called by capture functions (as pgtrickle_capture): `source` changed in this transaction.
+/// Called by PL/pgSQL capture functions (those of a 0.1.0 catalog, as pgtrickle_capture): `source`
+/// changed in this transaction.
 #[pg_extern(schema = "pgtrickle", name = "_note_change", parallel_unsafe)]
 fn note_change(source: pg_sys::Oid) {
+    note(source.to_u32());
+}
+
+/// `source` changed in this transaction: signal it when the transaction commits.
+pub fn note(source: u32) {
     register_once();
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        if !p.contains(&source.to_u32()) {
-            p.push(source.to_u32());
+        if !p.contains(&source) {
+            p.push(source);
         }
     });
 }
