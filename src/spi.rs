@@ -106,6 +106,58 @@ impl Drop for CheckedOut {
     }
 }
 
+/// What one statement of [`on_one_snapshot`] did: its row count, and its first row's first column
+/// as text (None without a row).
+pub struct SnapshotResult {
+    pub rows: u64,
+    pub first: Option<String>,
+}
+
+/// Runs statements without parameters one after another, all on one snapshot — the transaction
+/// snapshot as it is now — as the parts of one statement would (each sees the one before it, and
+/// `pg_current_snapshot()` is that snapshot). Under READ COMMITTED, separate statements would each
+/// take a new one. AFTER triggers fire as usual.
+pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
+    use pgrx::pg_sys;
+    let texts: Vec<std::ffi::CString> = statements
+        .iter()
+        .map(|s| std::ffi::CString::new(*s).map_err(|_| PgtError::internal("statement text contains a NUL byte")))
+        .collect::<PgtResult<_>>()?;
+    // SAFETY: SPI is connected and finished around the calls, the snapshot registered and
+    // unregistered; an ERROR inside unwinds through here and PostgreSQL's abort releases both.
+    unsafe {
+        if pg_sys::SPI_connect() < 0 {
+            return Err(PgtError::internal("SPI_connect failed"));
+        }
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        let mut out = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let plan = pg_sys::SPI_prepare(text.as_ptr(), 0, std::ptr::null_mut());
+            if plan.is_null() {
+                let code = pg_sys::SPI_result;
+                return Err(PgtError::internal(format!("SPI_prepare failed ({code})")));
+            }
+            let rc = pg_sys::SPI_execute_snapshot(plan, std::ptr::null_mut(), std::ptr::null(), snapshot, std::ptr::null_mut(), false, true, 0);
+            if rc < 0 {
+                return Err(PgtError::internal(format!("SPI_execute_snapshot failed ({rc})")));
+            }
+            let rows = pg_sys::SPI_processed;
+            let table = pg_sys::SPI_tuptable;
+            let first = if rows > 0 && !table.is_null() {
+                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+                (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+            } else {
+                None
+            };
+            pg_sys::SPI_freeplan(plan);
+            out.push(SnapshotResult { rows, first });
+        }
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::SPI_finish();
+        Ok(out)
+    }
+}
+
 /// Reads a column that must not be NULL.
 pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData, name: &str) -> Result<T, SpiError> {
     row.get_by_name::<T, _>(name)?.ok_or(SpiError::NoTupleTable)

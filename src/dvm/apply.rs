@@ -92,6 +92,7 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Del
             params: vec![Param::OldFrontier],
             output: StepOutput::Applied,
         }],
+        one_snapshot: false,
     }
 }
 

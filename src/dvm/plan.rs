@@ -24,6 +24,12 @@ pub enum StepOutput {
     /// As `Counts`, plus `expected_deleted bigint`: the copies the delta said to delete. Fewer deleted
     /// means the stream table was out of step with its change log.
     Applied,
+    /// The statement's row count is the rows deleted.
+    Deleted,
+    /// The statement's row count is the rows inserted.
+    Inserted,
+    /// One row: `snapshot text`, the snapshot the plan read its sources with (see `Counts`).
+    Snapshot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +62,11 @@ impl RefreshAction {
 pub struct RefreshPlan {
     pub action: RefreshAction,
     pub steps: Vec<PlanStep>,
+    /// All steps must read with one snapshot, as if they were one statement (their outputs are
+    /// `Deleted`, `Inserted` and `Snapshot`). Otherwise each step is one statement that reports for
+    /// itself.
+    #[serde(default)]
+    pub one_snapshot: bool,
 }
 
 impl RefreshPlan {

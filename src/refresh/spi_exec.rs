@@ -67,6 +67,9 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
 }
 
 fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
+    if plan.one_snapshot {
+        return Ok(run_on_one_snapshot(plan)?);
+    }
     let mut applied = None;
     for step in &plan.steps {
         let args: Vec<DatumWithOid> = step
@@ -79,6 +82,9 @@ fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError>
             .collect();
         match step.output {
             StepOutput::None => spi::exec(&step.sql, &args)?,
+            StepOutput::Deleted | StepOutput::Inserted | StepOutput::Snapshot => {
+                return Err(PlanError::Failed(PgtError::internal(format!("step {:?} belongs to a one-snapshot plan", step.output))));
+            }
             StepOutput::Counts | StepOutput::Applied => {
                 let read = |r: &pgrx::spi::SpiHeapTupleData| {
                     let applied = Applied {
@@ -103,4 +109,25 @@ fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError>
         }
     }
     applied.ok_or_else(|| PlanError::Failed(PgtError::internal(format!("refresh plan {:?} reported no outcome", plan.action))))
+}
+
+/// A plan whose steps share one snapshot (see `RefreshPlan::one_snapshot`); its steps take no
+/// parameters.
+fn run_on_one_snapshot(plan: &RefreshPlan) -> PgtResult<Applied> {
+    if plan.steps.iter().any(|s| !s.params.is_empty()) {
+        return Err(PgtError::internal("a one-snapshot plan step has parameters"));
+    }
+    let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
+    let results = spi::on_one_snapshot(&statements)?;
+    let (mut deleted, mut inserted, mut snapshot) = (0, 0, None);
+    for (step, result) in plan.steps.iter().zip(results) {
+        match step.output {
+            StepOutput::Deleted => deleted += result.rows as i64,
+            StepOutput::Inserted => inserted += result.rows as i64,
+            StepOutput::Snapshot => snapshot = result.first,
+            _ => {}
+        }
+    }
+    let snapshot = snapshot.ok_or_else(|| PgtError::internal(format!("refresh plan {:?} reported no snapshot", plan.action)))?;
+    Ok(Applied { rows_inserted: inserted, rows_deleted: deleted, snapshot })
 }
