@@ -173,6 +173,26 @@ fn the_capture_function_writes_only_from_pg_trickles_own_triggers() {
     db.assert_matches_query("totals", TOTALS);
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
 
+    // bob's triggers do not count as the source's capture either: disabled, they do not make alice's
+    // refreshes FULL (as a disabled capture trigger of hers would), and re-arming leaves them alone.
+    db.exec(&format!("SET ROLE {}", r.bob));
+    db.exec(&format!(
+        "CREATE TABLE b_two (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
+         CREATE TRIGGER pgtrickle_capture_ins AFTER INSERT ON b_two REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._capture('{source}');
+         ALTER TABLE b_two DISABLE TRIGGER pgtrickle_capture_ins;"
+    ));
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec("TRUNCATE a_src; INSERT INTO a_src VALUES (1, 1, 1), (2, 2, 2);");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("RESET ROLE");
+    assert_eq!(db.last_refresh("totals").0, "FULL");
+    db.exec(&format!("SET ROLE {}", r.alice));
+    db.exec("INSERT INTO a_src VALUES (3, 1, 3)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.exec("RESET ROLE");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+
     // Called as a function, it refuses.
     assert_eq!(db.error("SELECT pgtrickle._capture()").code, "55000");
 }

@@ -68,6 +68,11 @@ pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
     STATEMENT.iter().chain(std::iter::once(&ROW)).filter(|k| k.suffix != "trunc").any(|k| trigger_name(source, table, k) == name)
 }
 
+/// Whether `name` is one of the names pg_trickle gives the triggers of `source` on `table`.
+fn own_name(source: Oid, table: Oid, name: &str) -> bool {
+    STATEMENT.iter().chain(std::iter::once(&ROW)).any(|k| trigger_name(source, table, k) == name)
+}
+
 /// The functions a source's capture triggers run: the capture trigger function (with the source as
 /// argument) and the source's own TRUNCATE function — or, in a 0.1.0 catalog, PL/pgSQL capture
 /// functions of the source's own.
@@ -104,9 +109,11 @@ impl Functions {
         }
     }
 
-    /// (relation, name, state) of every capture trigger of the source (clones excluded).
+    /// (relation, name, state) of every capture trigger of the source (clones excluded). Only those
+    /// with pg_trickle's names: anyone may make a trigger running `pgtrickle._capture()` (it then
+    /// captures nothing), and such a trigger must not count as the source's.
     fn triggers(&self) -> PgtResult<Vec<(Oid, String, String)>> {
-        spi::rows(
+        let all: Vec<(Oid, String, String)> = spi::rows(
             &format!(
                 "SELECT tgrelid, tgname::text AS name, tgenabled::text AS state FROM pg_catalog.pg_trigger
                   WHERE NOT tgisinternal AND tgparentid = 0
@@ -116,7 +123,8 @@ impl Functions {
             ),
             &[self.own.clone().into(), self.native.unwrap_or(pgrx::pg_sys::InvalidOid).into(), vec![self.source].into()],
             |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
-        )
+        )?;
+        Ok(all.into_iter().filter(|(table, name, _)| own_name(self.source, *table, name)).collect())
     }
 }
 
@@ -192,21 +200,13 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
 /// Whether a capture trigger of one of `sources` is disabled: their changes are not captured, so a
 /// refresh must be FULL.
 pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
-    let names: Vec<String> = sources
-        .iter()
-        .flat_map(|&s| [capture_function(s), row_capture_function(s), truncate_function(s)])
-        .map(|f| format!("{}()", f.quoted()))
-        .collect();
-    Ok(spi::one::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                             WHERE t.tgenabled = 'D'
-                               AND (t.tgfoid IN (SELECT pg_catalog.to_regprocedure(f)::oid FROM pg_catalog.unnest($1::text[]) AS f)
-                                    OR (t.tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND t.tgargs = {})))",
-            trigger_argument("$2")
-        ),
-        &[names.into(), sources.to_vec().into()],
-    )? == Some(true))
+    for &source in sources {
+        let members: Vec<Oid> = std::iter::once(source).chain(descendants(source)?.into_iter().map(|(t, _)| t)).collect();
+        if Functions::of(source)?.triggers()?.iter().any(|(table, _, state)| state == "D" && members.contains(table)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The triggers running the capture trigger function for `source`, on any table: (relation, name).
