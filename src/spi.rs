@@ -124,23 +124,35 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
         .map(|s| std::ffi::CString::new(*s).map_err(|_| PgtError::internal("statement text contains a NUL byte")))
         .collect::<PgtResult<_>>()?;
     // SAFETY: SPI is connected and finished around the calls, the snapshot registered and
-    // unregistered; an ERROR inside unwinds through here and PostgreSQL's abort releases both.
+    // unregistered, on every path that returns; an ERROR raised inside unwinds through here, and the
+    // (sub)transaction's abort releases both.
     unsafe {
         if pg_sys::SPI_connect() < 0 {
             return Err(PgtError::internal("SPI_connect failed"));
         }
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let mut out = Vec::with_capacity(texts.len());
-        for text in &texts {
-            let plan = pg_sys::SPI_prepare(text.as_ptr(), 0, std::ptr::null_mut());
-            if plan.is_null() {
-                let code = pg_sys::SPI_result;
-                return Err(PgtError::internal(format!("SPI_prepare failed ({code})")));
-            }
-            let rc = pg_sys::SPI_execute_snapshot(plan, std::ptr::null_mut(), std::ptr::null(), snapshot, std::ptr::null_mut(), false, true, 0);
-            if rc < 0 {
-                return Err(PgtError::internal(format!("SPI_execute_snapshot failed ({rc})")));
-            }
+        let out = texts.iter().map(|text| run_on_snapshot(text, snapshot)).collect::<PgtResult<Vec<_>>>();
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::SPI_finish();
+        out
+    }
+}
+
+/// # Safety
+/// SPI is connected, and `snapshot` is registered.
+unsafe fn run_on_snapshot(text: &std::ffi::CStr, snapshot: pgrx::pg_sys::Snapshot) -> PgtResult<SnapshotResult> {
+    use pgrx::pg_sys;
+    // SAFETY: as the caller promises; the result is copied out before the next statement.
+    unsafe {
+        let plan = pg_sys::SPI_prepare(text.as_ptr(), 0, std::ptr::null_mut());
+        if plan.is_null() {
+            let code = pg_sys::SPI_result;
+            return Err(PgtError::internal(format!("SPI_prepare failed ({code})")));
+        }
+        let rc = pg_sys::SPI_execute_snapshot(plan, std::ptr::null_mut(), std::ptr::null(), snapshot, std::ptr::null_mut(), false, true, 0);
+        let result = if rc < 0 {
+            Err(PgtError::internal(format!("SPI_execute_snapshot failed ({rc})")))
+        } else {
             let rows = pg_sys::SPI_processed;
             let table = pg_sys::SPI_tuptable;
             let first = if rows > 0 && !table.is_null() {
@@ -149,12 +161,10 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
             } else {
                 None
             };
-            pg_sys::SPI_freeplan(plan);
-            out.push(SnapshotResult { rows, first });
-        }
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::SPI_finish();
-        Ok(out)
+            Ok(SnapshotResult { rows, first })
+        };
+        pg_sys::SPI_freeplan(plan);
+        result
     }
 }
 
