@@ -54,12 +54,11 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
         let relation = data.tg_relation;
         let Some(source) = source_argument(trigger) else { return Ok(()) };
         let name = CStr::from_ptr(trigger.tgname).to_string_lossy();
-        if !own_trigger(source, (*relation).rd_id, &name)? {
+        if !own_trigger(trigger.tgoid, source, (*relation).rd_id, &name)? {
             return Ok(());
         }
         let event = data.tg_event;
         let buffer_oid = buffer_oid(source)?;
-        signal::note(source.to_u32());
 
         let buffer = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let mut writer = Writer::new(relation, buffer)?;
@@ -80,7 +79,10 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
                 writer.transition_table(data.tg_newtable, 1);
             }
         }
-        writer.finish();
+        // A statement that changed no row (UPDATE ... WHERE false) wakes no stream table.
+        if writer.finish() > 0 {
+            signal::note(source.to_u32());
+        }
         // The lock is kept until the transaction ends, as for any table a statement wrote.
         pg_sys::table_close(buffer, pg_sys::NoLock as pg_sys::LOCKMODE);
         Ok(())
@@ -97,23 +99,44 @@ unsafe fn source_argument(trigger: &pg_sys::Trigger) -> Option<Oid> {
     arg.parse::<u32>().ok().filter(|&o| o != 0).map(Oid::from)
 }
 
-/// Whether this is one of the capture triggers pg_trickle made for `source` on `table`.
-fn own_trigger(source: Oid, table: Oid, name: &str) -> PgtResult<bool> {
+thread_local! {
+    /// Member triggers (by trigger OID) found to sit on a real descendant of their source: a row
+    /// trigger fires per row, and the check is a catalog query. A trigger keeps its OID only as long
+    /// as it exists, and re-arming drops the triggers of a table that stops being a descendant, so a
+    /// trigger made later under the same name is checked anew.
+    static CHECKED_MEMBERS: std::cell::RefCell<std::collections::HashSet<Oid>> = std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Enough for every member trigger a backend writes through; past it the set starts afresh.
+const MAX_CHECKED_MEMBERS: usize = 4096;
+
+/// Whether `trigger` is one of the capture triggers pg_trickle made for `source` on `table`.
+fn own_trigger(trigger: Oid, source: Oid, table: Oid, name: &str) -> PgtResult<bool> {
     if !members::is_capture_trigger(source, table, name) {
         return Ok(false);
     }
-    if table == source {
+    if table == source || CHECKED_MEMBERS.with(|m| m.borrow().contains(&trigger)) {
         return Ok(true);
     }
     // Names can be chosen by whoever owns `table`: it must really be a partition or child of the source.
-    Ok(spi::one::<bool>(
+    let member = spi::one::<bool>(
         "WITH RECURSIVE up(relid) AS (
              SELECT inhparent FROM pg_catalog.pg_inherits WHERE inhrelid = $1
              UNION
              SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up u ON i.inhrelid = u.relid)
          SELECT EXISTS (SELECT 1 FROM up WHERE relid = $2)",
         &[table.into(), source.into()],
-    )? == Some(true))
+    )? == Some(true);
+    if member {
+        CHECKED_MEMBERS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_CHECKED_MEMBERS {
+                m.clear();
+            }
+            m.insert(trigger);
+        });
+    }
+    Ok(member)
 }
 
 fn buffer_oid(source: Oid) -> PgtResult<Oid> {
@@ -147,6 +170,8 @@ struct Writer {
     source_values: Vec<pg_sys::Datum>,
     source_nulls: Vec<bool>,
     bulk: pg_sys::BulkInsertState,
+    /// Change rows appended so far.
+    written: u64,
     /// Reset after every row: what forming and inserting it allocated.
     per_row: pg_sys::MemoryContext,
 }
@@ -192,6 +217,7 @@ impl Writer {
                 source_values: vec![pg_sys::Datum::from(0usize); source_attrs.len()],
                 source_nulls: vec![false; source_attrs.len()],
                 bulk: std::ptr::null_mut(),
+                written: 0,
                 per_row,
             })
         }
@@ -256,9 +282,11 @@ impl Writer {
             pg_sys::MemoryContextSwitchTo(previous);
             pg_sys::MemoryContextReset(self.per_row);
         }
+        self.written += 1;
     }
 
-    unsafe fn finish(self) {
+    /// Frees what the writer holds; returns how many change rows it appended.
+    unsafe fn finish(self) -> u64 {
         // SAFETY: frees what `new` and `transition_table` allocated, once.
         unsafe {
             if !self.bulk.is_null() {
@@ -266,6 +294,7 @@ impl Writer {
             }
             pg_sys::MemoryContextDelete(self.per_row);
         }
+        self.written
     }
 }
 
