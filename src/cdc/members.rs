@@ -65,12 +65,16 @@ fn trigger_name(source: Oid, table: Oid, kind: &Kind) -> String {
 /// Whether `name` is one of the capture trigger names pg_trickle gives `table` for `source` (the
 /// capture trigger function captures only from those, trigger.rs).
 pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
-    STATEMENT.iter().chain(std::iter::once(&ROW)).filter(|k| k.suffix != "trunc").any(|k| trigger_name(source, table, k) == name)
+    all_kinds().filter(|k| k.suffix != "trunc").any(|k| trigger_name(source, table, k) == name)
 }
 
 /// Whether `name` is one of the names pg_trickle gives the triggers of `source` on `table`.
 fn own_name(source: Oid, table: Oid, name: &str) -> bool {
-    STATEMENT.iter().chain(std::iter::once(&ROW)).any(|k| trigger_name(source, table, k) == name)
+    all_kinds().any(|k| trigger_name(source, table, k) == name)
+}
+
+fn all_kinds() -> impl Iterator<Item = &'static Kind> {
+    STATEMENT.iter().chain(std::iter::once(&ROW))
 }
 
 /// The functions a source's capture triggers run: the capture trigger function (with the source as
@@ -184,7 +188,7 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
     // A disabled trigger is the user's choice (refreshes are FULL until it is enabled again); any
     // other state than its own is set back.
     for (table, name, state) in functions.triggers()? {
-        let Some(kind) = STATEMENT.iter().chain(std::iter::once(&ROW)).find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
+        let Some(kind) = all_kinds().find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
             continue;
         };
         if state == "D" {
@@ -209,9 +213,9 @@ pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
     Ok(false)
 }
 
-/// The triggers running the capture trigger function for `source`, on any table: (relation, name).
-pub(super) fn native_triggers(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
-    spi::rows(
+/// Drops the triggers running the capture trigger function for `source`, on any table.
+pub(super) fn drop_native_triggers(source: Oid) -> PgtResult<()> {
+    let triggers: Vec<(Oid, String)> = spi::rows(
         &format!(
             "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
               WHERE tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND NOT tgisinternal AND tgparentid = 0
@@ -221,7 +225,11 @@ pub(super) fn native_triggers(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
         ),
         &[vec![source].into()],
         |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
-    )
+    )?;
+    for (table, name) in triggers {
+        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(&name), regclass(table)?), &[])?;
+    }
+    Ok(())
 }
 
 /// Every partition or inheritance child below `source`, at any depth, that can hold or route rows,

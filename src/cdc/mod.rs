@@ -324,18 +324,10 @@ fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
         spi::exec(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)), &[])?;
     }
     for &source in sources {
-        drop_native_triggers(source)?;
+        members::drop_native_triggers(source)?;
         for function in [capture_function(source), truncate_function(source), row_capture_function(source)] {
             spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
         }
-    }
-    Ok(())
-}
-
-fn drop_native_triggers(source: Oid) -> PgtResult<()> {
-    for (table, name) in members::native_triggers(source)? {
-        let on = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default();
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {on}", quote_ident(&name)), &[])?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! else — a trigger a table owner made with it, the capture triggers a dump restored onto tables
 //! with new OIDs (until `pgtrickle.restore_stream_tables()`) — captures nothing.
 
-use super::{members, signal, SCHEMA};
+use super::{buffer_name, members, signal};
 use crate::error::{OrRaise, PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
@@ -140,8 +140,9 @@ fn own_trigger(trigger: Oid, source: Oid, table: Oid, name: &str) -> PgtResult<b
 }
 
 fn buffer_oid(source: Oid) -> PgtResult<Oid> {
-    let schema = CString::new(SCHEMA).expect("no NUL");
-    let name = CString::new(format!("changes_{}", source.to_u32())).expect("no NUL");
+    let buffer = buffer_name(source);
+    let schema = CString::new(buffer.schema.as_str()).expect("no NUL");
+    let name = CString::new(buffer.name.as_str()).expect("no NUL");
     // SAFETY: catalog lookups by name; both return InvalidOid when not found.
     let oid = unsafe {
         let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
@@ -150,7 +151,7 @@ fn buffer_oid(source: Oid) -> PgtResult<Oid> {
     if oid == pg_sys::InvalidOid {
         return Err(PgtError::new(
             SqlState::ObjectNotInPrerequisiteState,
-            format!("the change buffer {SCHEMA}.changes_{} of this table is missing", source.to_u32()),
+            format!("the change buffer {buffer} of this table is missing"),
         )
         .hint("Its stream tables cannot see this change: drop and create them again, or report a bug if pg_trickle dropped it."));
     }
@@ -192,10 +193,10 @@ impl Writer {
                 }
                 let name = attribute_name(column);
                 let Some(i) = source_attrs.iter().position(|a| !a.attisdropped && attribute_name(a) == name) else {
-                    return Err(column_mismatch(relation, &name, "has no such column"));
+                    return Err(column_mismatch(relation, name, "has no such column"));
                 };
                 if source_attrs[i].atttypid != column.atttypid {
-                    return Err(column_mismatch(relation, &name, "has another type"));
+                    return Err(column_mismatch(relation, name, "has another type"));
                 }
                 columns.push(Some(i));
             }
@@ -303,12 +304,13 @@ unsafe fn attributes<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_at
     unsafe { (*desc).attrs.as_slice((*desc).natts as usize) }
 }
 
-fn attribute_name(attr: &pg_sys::FormData_pg_attribute) -> String {
+fn attribute_name(attr: &pg_sys::FormData_pg_attribute) -> &CStr {
     // SAFETY: attname is a NUL-terminated NameData.
-    unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(attr.attname.data.as_ptr()) }
 }
 
-unsafe fn column_mismatch(relation: pg_sys::Relation, column: &str, what: &str) -> PgtError {
+unsafe fn column_mismatch(relation: pg_sys::Relation, column: &CStr, what: &str) -> PgtError {
+    let column = column.to_string_lossy();
     // SAFETY: the relation is open.
     let table = unsafe { CStr::from_ptr((*(*relation).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned();
     PgtError::new(
