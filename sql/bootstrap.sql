@@ -32,7 +32,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_error         text,
     last_error_at      timestamptz,
     reinit_reason      text,
-    refresh_started_at timestamptz
+    refresh_started_at timestamptz,
+    skip_unchanged     boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'pg_trickle: one row per stream table';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.pgt_relid IS 'OID of the storage table (names are looked up from pg_class, so renames are safe)';
@@ -46,6 +47,7 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.mode_reason IS 'why the effective 
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.refresh_started_at IS 'when the scheduled refresh now in flight started (NULL: none); one left set by a crash is recorded as failed when the coordinator starts again';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.skip_unchanged IS 'FULL mode: the refresh is skipped while no source changed (every table the query reads, views included, signals its writes, and the query calls only IMMUTABLE functions)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_at IS 'start of the last successful refresh';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_attempt_at IS 'start of the last refresh attempt, successful or not';
 

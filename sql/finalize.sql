@@ -38,11 +38,17 @@ GRANT SELECT ON pgtrickle.stream_tables TO PUBLIC;
 -- capture creates the triggers).
 CREATE FUNCTION pgtrickle._capture() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_capture';
 COMMENT ON FUNCTION pgtrickle._capture() IS 'pg_trickle: appends a statement''s changes to the change buffer of the source given as argument';
+-- The signal trigger function (src/cdc/trigger.rs): sources read only by FULL stream tables carry
+-- triggers running it, which tell the coordinator the source changed. Only pg_trickle creates them.
+CREATE FUNCTION pgtrickle._signal() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'pgtrickle_signal';
+COMMENT ON FUNCTION pgtrickle._signal() IS 'pg_trickle: tells the coordinator that the source given as argument changed';
+REVOKE ALL ON FUNCTION pgtrickle._signal() FROM PUBLIC;
 
 -- Removes change capture (buffer, capture triggers, trigger functions and with them their triggers)
 -- from sources that no DIFFERENTIAL stream table reads any more.
 CREATE FUNCTION pgtrickle._cdc_gc() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- client_min_messages: DROP ... IF EXISTS of what an older version never made would tell the user.
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
 DECLARE
     r record;
     t record;
@@ -66,6 +72,17 @@ BEGIN
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_' || r.source);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'truncated_' || r.source);
         EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I() CASCADE', 'capture_row_' || r.source);
+    END LOOP;
+    -- Signal triggers of sources no FULL stream table that skips unchanged sources reads any more.
+    FOR t IN
+        SELECT tg.tgrelid::pg_catalog.regclass AS rel, tg.tgname FROM pg_catalog.pg_trigger tg
+         WHERE tg.tgfoid = pg_catalog.to_regprocedure('pgtrickle._signal()') AND NOT tg.tgisinternal AND tg.tgparentid = 0
+           AND NOT EXISTS (
+               SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+                WHERE st.skip_unchanged
+                  AND tg.tgargs = pg_catalog.convert_to(d.source_relid::text, 'SQL_ASCII') OPERATOR(pg_catalog.||) pg_catalog.decode('00', 'hex'))
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
     END LOOP;
 END
 $$;
@@ -112,9 +129,9 @@ BEGIN
         SELECT DISTINCT s.relid FROM (
                    SELECT relid FROM up UNION SELECT relid FROM down
                    -- a former child (NO INHERIT) still carrying a source's triggers
-                   UNION SELECT pg_catalog.substring(t.tgname, '^pgtrickle_capture_([0-9]+)_')::oid
+                   UNION SELECT pg_catalog.substring(t.tgname, '^pgtrickle_(?:capture|signal)_([0-9]+)_')::oid
                      FROM pg_catalog.pg_trigger t JOIN touched ON t.tgrelid = touched.relid
-                    WHERE t.tgname ~ '^pgtrickle_capture_[0-9]+_') s
+                    WHERE t.tgname ~ '^pgtrickle_(capture|signal)_[0-9]+_') s
          WHERE EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = s.relid)
     LOOP
         PERFORM pgtrickle._source_altered(r.relid);
@@ -166,22 +183,25 @@ BEGIN
     IF pg_catalog.to_regclass('pgtrickle.pgt_stream_tables') IS NULL THEN
         RETURN;
     END IF;
-    -- A capture trigger went (with a dropped partition, or dropped by hand): rows may have gone
-    -- unseen, so the source's dependents reinitialise, and capture is re-armed where the source lives on.
+    -- A capture or signal trigger went (with a dropped partition, or dropped by hand): rows may have
+    -- gone unseen, so the source's dependents of that family reinitialise (DIFFERENTIAL ones for
+    -- capture, FULL ones that skip unchanged sources for signals), and the triggers are re-armed
+    -- where the source lives on.
     FOR r IN
-        SELECT DISTINCT COALESCE(
-                   pg_catalog.substring(d.address_names[3], '^pgtrickle_capture_([0-9]+)_')::oid,
+        SELECT DISTINCT pg_catalog.substring(d.address_names[3], '^pgtrickle_(capture|signal)_') AS family,
+               COALESCE(
+                   pg_catalog.substring(d.address_names[3], '^pgtrickle_(?:capture|signal)_([0-9]+)_')::oid,
                    pg_catalog.to_regclass(pg_catalog.quote_ident(d.address_names[1]) || '.'
                                           || pg_catalog.quote_ident(d.address_names[2]))::oid) AS source
           FROM pg_catalog.pg_event_trigger_dropped_objects() d
-         WHERE d.object_type = 'trigger' AND d.address_names[3] LIKE 'pgtrickle\_capture\_%'
+         WHERE d.object_type = 'trigger' AND d.address_names[3] ~ '^pgtrickle_(capture|signal)_'
     LOOP
         CONTINUE WHEN r.source IS NULL;
         UPDATE pgtrickle.pgt_stream_tables
            SET needs_reinit = true,
                reinit_reason = COALESCE(reinit_reason, pg_catalog.format(
-                   'a capture trigger of %s was dropped (with a partition, or by hand)', r.source::pg_catalog.regclass))
-         WHERE effective_mode = 'DIFFERENTIAL'
+                   'a %s trigger of %s was dropped (with a partition, or by hand)', r.family, r.source::pg_catalog.regclass))
+         WHERE CASE r.family WHEN 'capture' THEN effective_mode = 'DIFFERENTIAL' ELSE skip_unchanged END
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);
     END LOOP;

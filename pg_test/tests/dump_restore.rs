@@ -118,6 +118,17 @@ fn a_restored_database_gets_its_stream_tables_back() {
         )
     );
 
+    // The dumped signal triggers (copy_renamed is FULL and skips refreshes while src is unchanged)
+    // named the dumped database's OID of src: the restore re-made them for the OID it has here.
+    assert_eq!(
+        target.value::<String>(
+            "SELECT string_agg(DISTINCT tgrelid::regclass::text || ' ' || split_part(encode(tgargs, 'escape'), '\\000', 1), ',')
+               FROM pg_trigger WHERE tgfoid = 'pgtrickle._signal()'::regprocedure"
+        ),
+        target.value::<String>("SELECT 'src ' || 'src'::regclass::oid::text")
+    );
+    assert!(target.value::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'copy_renamed'::regclass"));
+
     // Each one refreshes FULL once (the changes the dump held cannot be told apart), then with deltas.
     // (The active ones may be refreshed by the coordinator first: the first refresh after the restore
     // that applied anything is the one that must be FULL, whoever ran it. A scheduled attempt that

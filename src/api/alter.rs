@@ -93,5 +93,6 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
             choice.reason.into(),
         ],
     )?;
+    crate::catalog::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
     crate::cdc::collect_garbage()
 }

@@ -66,6 +66,7 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
     })?;
     crate::catalog::guard::install(&target, pgt_id)?;
     stream_tables::record_sources(pgt_id, &analysis, choice.tree.as_ref())?;
+    crate::catalog::unchanged::decide(pgt_id, &analysis, choice.effective)?;
     for source in &analysis.sources {
         depend::on_source(relid, source.relid);
     }

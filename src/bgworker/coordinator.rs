@@ -38,9 +38,10 @@ struct Due {
     name: String,
     /// Stream tables it reads directly.
     upstream: Vec<i64>,
-    /// The tables whose capture signals its changes (cdc/signal.rs).
+    /// The tables whose capture or signal triggers signal its changes (cdc/signal.rs).
     sources: Vec<u32>,
-    /// DIFFERENTIAL, not to be reinitialised, not failing: it may be skipped while nothing changed.
+    /// DIFFERENTIAL or a FULL one that skips unchanged sources (catalog/unchanged.rs), not to be
+    /// reinitialised, not failing: it may be skipped while nothing changed.
     skippable: bool,
     lag_ratio: f64,
 }
@@ -409,12 +410,14 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())",
         &[],
     )? == Some(true);
+    // FULL stream tables that skip refreshes while their sources are unchanged (catalog/unchanged.rs).
+    let skip_unchanged = if crate::catalog::version::at_least_0_2_0()? { "st.skip_unchanged" } else { "false" };
     let candidates = spi::rows(
-        "SELECT st.pgt_id, st.pgt_relid::regclass::text AS name, st.schedule_ms, st.consecutive_errors,
+        &format!("SELECT st.pgt_id, st.pgt_relid::regclass::text AS name, st.schedule_ms, st.consecutive_errors,
                 (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000)::bigint AS now_ms,
                 (EXTRACT(EPOCH FROM st.last_attempt_at) * 1000)::bigint AS last_attempt_ms,
                 COALESCE(EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - st.last_refresh_at) * 1000 / st.schedule_ms, 0)::float8 AS lag_ratio,
-                st.effective_mode = 'DIFFERENTIAL' AND NOT st.needs_reinit AS differential,
+                (st.effective_mode = 'DIFFERENTIAL' OR {skip_unchanged}) AND NOT st.needs_reinit AS signalled,
                 ARRAY(SELECT up.pgt_id FROM pgtrickle.pgt_dependencies d
                         JOIN pgtrickle.pgt_stream_tables up ON up.pgt_relid = d.source_relid
                        WHERE d.pgt_id = st.pgt_id) AS upstream,
@@ -422,7 +425,7 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
                        WHERE d.pgt_id = st.pgt_id AND d.source_kind <> 'VIEW') AS sources
            FROM pgtrickle.pgt_stream_tables st
           WHERE st.status = 'ACTIVE'
-          ORDER BY st.pgt_id",
+          ORDER BY st.pgt_id"),
         &[],
         |r| {
             let errors = spi::col::<i32>(r, "consecutive_errors")?;
@@ -431,7 +434,7 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
                 name: spi::col(r, "name")?,
                 upstream: spi::col(r, "upstream")?,
                 sources: spi::col::<Vec<i64>>(r, "sources")?.into_iter().map(|s| s as u32).collect(),
-                skippable: spi::col::<bool>(r, "differential")? && errors == 0,
+                skippable: spi::col::<bool>(r, "signalled")? && errors == 0,
                 lag_ratio: spi::col(r, "lag_ratio")?,
             };
             Ok((due, spi::col::<i64>(r, "schedule_ms")?, errors, spi::col::<i64>(r, "now_ms")?, r.get_by_name::<i64, _>("last_attempt_ms")?))

@@ -60,6 +60,9 @@ pub struct QueryAnalysis {
     /// Set when the query (views included) calls a function or operator that is not IMMUTABLE: a
     /// description naming the functions found.
     pub non_immutable_functions: Vec<String>,
+    /// Every relation the query reads, views expanded at any depth (tables, partitioned tables,
+    /// materialized views, foreign tables, system catalogs — those have no pg_depend entries).
+    pub relations_read: Vec<Oid>,
 }
 
 /// Validates and analyses a defining query. Leaves nothing behind (the probe view is dropped).
@@ -72,11 +75,12 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     prepare_reporting_position(query)?;
     check_single_select(query)?;
 
-    let (defining_query, columns, sources, non_immutable_functions) = with_probe_view(query, |probe| {
+    let (defining_query, columns, sources, non_immutable_functions, relations_read) = with_probe_view(query, |probe| {
         let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
         let sources = read_sources(probe)?;
-        let mutable = if has_mutable_functions(query)? { name_non_immutable_functions(&defining_query)? } else { vec![] };
-        Ok((defining_query, columns, sources, mutable))
+        let rewritten = inspect_rewritten(query)?;
+        let mutable = if rewritten.mutable_functions { name_non_immutable_functions(&defining_query)? } else { vec![] };
+        Ok((defining_query, columns, sources, mutable, rewritten.relations))
     })?;
 
     if columns.is_empty() {
@@ -94,7 +98,7 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
                 "Rename the column with AS."
             }));
     }
-    Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions })
+    Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions, relations_read })
 }
 
 /// The output column types of `sql` (a SELECT), as SQL type names.
@@ -125,11 +129,19 @@ pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResu
     out
 }
 
-/// Whether the query calls anything that is not IMMUTABLE, by PostgreSQL's own test
-/// (contain_mutable_functions) over the analysed and rewritten query, so views and operators count.
-/// pg_depend cannot answer this: built-in functions are pinned and have no dependency entries.
-fn has_mutable_functions(query: &str) -> PgtResult<bool> {
+/// What PostgreSQL's analysed and rewritten query (views expanded) shows.
+struct Rewritten {
+    /// It calls something that is not IMMUTABLE, by PostgreSQL's own test (contain_mutable_functions),
+    /// so views and operators count. pg_depend cannot answer this: built-in functions are pinned and
+    /// have no dependency entries.
+    mutable_functions: bool,
+    /// The relations its range tables read, at any depth (subqueries, CTEs, sublinks, views).
+    relations: Vec<Oid>,
+}
+
+fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
+    let mut out = Rewritten { mutable_functions: false, relations: Vec::new() };
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
     unsafe {
@@ -139,12 +151,43 @@ fn has_mutable_functions(query: &str) -> PgtResult<bool> {
         let rewritten = pg_sys::QueryRewrite(query);
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
-            if pg_sys::contain_mutable_functions(q) {
-                return Ok(true);
-            }
+            out.mutable_functions |= pg_sys::contain_mutable_functions(q);
+            collect_relations(q, (&mut out.relations as *mut Vec<Oid>).cast());
         }
     }
-    Ok(false)
+    Ok(out)
+}
+
+/// Tree walker adding the OID of every relation a range table entry reads to the `Vec<Oid>` behind
+/// `context`.
+#[pg_guard]
+unsafe extern "C-unwind" fn collect_relations(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Vec<Oid>.
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_RangeTblEntry => {
+                let rte = node as *mut pg_sys::RangeTblEntry;
+                let found = &mut *(context as *mut Vec<Oid>);
+                // The rewriter turned every view read into a subquery; an entry still naming a view
+                // is one of the OLD/NEW placeholders PostgreSQL 15 keeps in a view's rule, read by nothing.
+                let view = (*rte).relkind as u8 == pg_sys::RELKIND_VIEW;
+                if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION && !view && !found.contains(&(*rte).relid) {
+                    found.push((*rte).relid);
+                }
+                false // its subquery, functions and security quals are walked next
+            }
+            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(collect_relations),
+                context,
+                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+            ),
+            _ => pg_sys::expression_tree_walker(node, Some(collect_relations), context),
+        }
+    }
 }
 
 /// Names for the error message: non-immutable functions whose names appear in the query.

@@ -152,6 +152,7 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
         &[st.pgt_id.into(), text.as_str().into(), tree.into(), choice.effective.as_str().into(), choice.reason.into(), REINIT_REASON.into()],
     )?;
     stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
+    super::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
     for source in &analysis.sources {
         super::depend::on_source(st.relid, source.relid);
     }

@@ -183,13 +183,11 @@ pub fn record_sources(
     tree: Option<&crate::dvm::optree::OpTree>,
 ) -> PgtResult<()> {
     spi::exec("DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1", &[pgt_id.into()])?;
-    let mut recorded: Vec<Oid> = Vec::new();
     for source in &analysis.sources {
         insert_dependency(pgt_id, source.relid, source.kind.as_str())?;
-        recorded.push(source.relid);
     }
     // Views under the views it names: redefining or altering one changes what it reads too.
-    let views: Vec<Oid> = recorded.clone();
+    let views: Vec<Oid> = analysis.sources.iter().map(|s| s.relid).collect();
     spi::exec(
         &format!(
             "{}
@@ -199,26 +197,21 @@ pub fn record_sources(
         ),
         &[pgt_id.into(), views.into()],
     )?;
-    recorded.extend(spi::rows(
-        "SELECT source_relid FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1",
-        &[pgt_id.into()],
-        |r| spi::col::<Oid>(r, "source_relid"),
-    )?);
-    for table in tree.map(|t| t.tables()).unwrap_or_default() {
-        let relid = Oid::from(table.relid);
-        if recorded.contains(&relid) {
-            continue;
-        }
-        spi::exec(
-            "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind)
-             SELECT $1, c.oid, CASE WHEN EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.oid)
-                                    THEN 'STREAM_TABLE' WHEN c.relkind = 'p' THEN 'PARTITIONED_TABLE' ELSE 'TABLE' END
-               FROM pg_catalog.pg_class c WHERE c.oid = $2",
-            &[pgt_id.into(), relid.into()],
-        )?;
-        recorded.push(relid);
-    }
-    Ok(())
+    let tables: Vec<Oid> = tree.map(|t| t.tables()).unwrap_or_default().iter().map(|t| Oid::from(t.relid)).collect();
+    record_table_sources(pgt_id, &tables)
+}
+
+/// Records `tables` (read through views, say) among the stream table's sources, unless there already.
+pub fn record_table_sources(pgt_id: i64, tables: &[Oid]) -> PgtResult<()> {
+    spi::exec(
+        "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_kind)
+         SELECT $1, c.oid, CASE WHEN EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.oid)
+                                THEN 'STREAM_TABLE' WHEN c.relkind = 'p' THEN 'PARTITIONED_TABLE' ELSE 'TABLE' END
+           FROM pg_catalog.pg_class c
+          WHERE c.oid = ANY ($2::pg_catalog.oid[])
+            AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1 AND d.source_relid = c.oid)",
+        &[pgt_id.into(), tables.to_vec().into()],
+    )
 }
 
 fn insert_dependency(pgt_id: i64, source: Oid, kind: &str) -> PgtResult<()> {

@@ -14,6 +14,11 @@
 //!   re-armed at once, and the dependents reinitialise with a FULL refresh, because rows may have
 //!   come or gone unseen. While a capture trigger stays disabled, every refresh of its dependents is
 //!   FULL.
+//!
+//! Sources read only by FULL stream tables carry *signal* triggers instead ([`Family::Signal`]): no
+//! buffer, they only tell the coordinator that the source changed (signal.rs), so a FULL stream
+//! table whose sources did not change is not rewritten. The same rules place them: the source and
+//! every descendant, a statement trigger (ALWAYS) and a row trigger (REPLICA, for replication apply).
 
 use super::{capture_function, native_capture_function, row_capture_function, truncate_function};
 use crate::dvm::sql::{quote_ident, quote_literal};
@@ -21,66 +26,99 @@ use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
-/// One capture trigger: its name suffix, how it is created (on `{on}`), and the state it must be in.
+/// Capture triggers (a change buffer per source) or signal triggers (no buffer: FULL stream tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Capture,
+    Signal,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Capture => "pgtrickle_capture",
+            Family::Signal => "pgtrickle_signal",
+        }
+    }
+
+    fn kinds(self) -> &'static [Kind] {
+        match self {
+            Family::Capture => &CAPTURE,
+            Family::Signal => &SIGNAL,
+        }
+    }
+
+    /// The trigger function all triggers of this family run but TRUNCATE capture (None: a 0.1.0
+    /// catalog, where capture runs PL/pgSQL functions of each source's own).
+    fn native_function(self) -> PgtResult<Option<Oid>> {
+        match self {
+            Family::Capture => native_capture_function(),
+            Family::Signal => spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._signal()')::oid", &[]),
+        }
+    }
+}
+
+/// One trigger: its name suffix, how it is created (on `{on}`), and the state it must be in.
 struct Kind {
     suffix: &'static str,
     create: &'static str,
     /// `pg_trigger.tgenabled`: O fires in origin sessions, R only under replica role, A always.
     state: &'static str,
+    /// A row trigger: only on tables that hold rows (a partitioned table's partitions have their own).
+    row: bool,
 }
 
-const STATEMENT: [Kind; 4] = [
-    Kind { suffix: "ins", create: "AFTER INSERT ON {on} REFERENCING NEW TABLE AS pgt_new FOR EACH STATEMENT", state: "O" },
+const CAPTURE: [Kind; 5] = [
+    Kind { suffix: "ins", create: "AFTER INSERT ON {on} REFERENCING NEW TABLE AS pgt_new FOR EACH STATEMENT", state: "O", row: false },
     Kind {
         suffix: "upd",
         create: "AFTER UPDATE ON {on} REFERENCING OLD TABLE AS pgt_old NEW TABLE AS pgt_new FOR EACH STATEMENT",
         state: "O",
+        row: false,
     },
-    Kind { suffix: "del", create: "AFTER DELETE ON {on} REFERENCING OLD TABLE AS pgt_old FOR EACH STATEMENT", state: "O" },
-    Kind { suffix: "trunc", create: "AFTER TRUNCATE ON {on} FOR EACH STATEMENT", state: "A" },
+    Kind { suffix: "del", create: "AFTER DELETE ON {on} REFERENCING OLD TABLE AS pgt_old FOR EACH STATEMENT", state: "O", row: false },
+    Kind { suffix: "trunc", create: "AFTER TRUNCATE ON {on} FOR EACH STATEMENT", state: "A", row: false },
+    Kind { suffix: "row", create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW", state: "R", row: true },
 ];
-const ROW: Kind = Kind { suffix: "row", create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW", state: "R" };
 
-/// The triggers `table` (the source or one of its descendants) carries for `source`: the statement
-/// triggers, and a row trigger where rows live (not on partitioned tables, whose partitions have
-/// their own).
-fn kinds_for(relkind: &str) -> Vec<&'static Kind> {
-    let mut kinds: Vec<&Kind> = STATEMENT.iter().collect();
-    if relkind == "r" {
-        kinds.push(&ROW);
-    }
-    kinds
+/// No transition tables: a signal costs a writer one trigger call per statement. (A statement that
+/// changed no row signals too; that costs a refresh, never a missed change.)
+const SIGNAL: [Kind; 2] = [
+    Kind { suffix: "stmt", create: "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {on} FOR EACH STATEMENT", state: "A", row: false },
+    Kind { suffix: "row", create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW", state: "R", row: true },
+];
+
+/// The triggers `table` (the source or one of its descendants) carries for `source`.
+fn kinds_for(family: Family, relkind: &str) -> impl Iterator<Item = &'static Kind> + '_ {
+    family.kinds().iter().filter(move |k| !k.row || relkind == "r")
 }
 
 /// A trigger's name: the source's own keep their historic names; a descendant's name the source, so
 /// a partition that is a source itself can carry both sets.
-fn trigger_name(source: Oid, table: Oid, kind: &Kind) -> String {
+fn trigger_name(family: Family, source: Oid, table: Oid, kind: &Kind) -> String {
     if source == table {
-        format!("pgtrickle_capture_{}", kind.suffix)
+        format!("{}_{}", family.prefix(), kind.suffix)
     } else {
-        format!("pgtrickle_capture_{}_{}", source.to_u32(), kind.suffix)
+        format!("{}_{}_{}", family.prefix(), source.to_u32(), kind.suffix)
     }
 }
 
 /// Whether `name` is one of the capture trigger names pg_trickle gives `table` for `source` (the
 /// capture trigger function captures only from those, trigger.rs).
 pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
-    all_kinds().filter(|k| k.suffix != "trunc").any(|k| trigger_name(source, table, k) == name)
+    CAPTURE.iter().filter(|k| k.suffix != "trunc").any(|k| trigger_name(Family::Capture, source, table, k) == name)
 }
 
-/// Whether `name` is one of the names pg_trickle gives the triggers of `source` on `table`.
-fn own_name(source: Oid, table: Oid, name: &str) -> bool {
-    all_kinds().any(|k| trigger_name(source, table, k) == name)
+/// Whether `name` is one of the names pg_trickle gives the triggers of `family` for `source` on `table`.
+fn own_name(family: Family, source: Oid, table: Oid, name: &str) -> bool {
+    family.kinds().iter().any(|k| trigger_name(family, source, table, k) == name)
 }
 
-fn all_kinds() -> impl Iterator<Item = &'static Kind> {
-    STATEMENT.iter().chain(std::iter::once(&ROW))
-}
-
-/// The functions a source's capture triggers run: the capture trigger function (with the source as
-/// argument) and the source's own TRUNCATE function — or, in a 0.1.0 catalog, PL/pgSQL capture
-/// functions of the source's own.
+/// The functions a source's triggers of one family run. Capture: the capture trigger function (with
+/// the source as argument) and the source's own TRUNCATE function — or, in a 0.1.0 catalog, PL/pgSQL
+/// capture functions of the source's own. Signal: the signal trigger function.
 struct Functions {
+    family: Family,
     source: Oid,
     /// `pgtrickle._capture()`, if the catalog has it.
     native: Option<Oid>,
@@ -90,8 +128,11 @@ struct Functions {
 }
 
 impl Functions {
-    fn of(source: Oid) -> PgtResult<Functions> {
-        let native = native_capture_function()?;
+    fn of(family: Family, source: Oid) -> PgtResult<Functions> {
+        let native = family.native_function()?;
+        if family == Family::Signal {
+            return Ok(Functions { family, source, native, own: Vec::new(), complete: native.is_some() });
+        }
         let names: Vec<String> =
             [truncate_function(source), capture_function(source), row_capture_function(source)].iter().map(|f| format!("{}()", f.quoted())).collect();
         let found: Vec<Option<Oid>> = spi::rows(
@@ -100,11 +141,14 @@ impl Functions {
             |r| r.get_by_name::<Oid, _>("oid"),
         )?;
         let complete = found[0].is_some() && (native.is_some() || found.iter().all(Option::is_some));
-        Ok(Functions { source, native, own: found.into_iter().flatten().collect(), complete })
+        Ok(Functions { family, source, native, own: found.into_iter().flatten().collect(), complete })
     }
 
     /// What a trigger of `kind` executes.
     fn call(&self, kind: &Kind) -> String {
+        if self.family == Family::Signal {
+            return format!("pgtrickle._signal({})", quote_literal(&self.source.to_u32().to_string()));
+        }
         match (kind.suffix, self.native) {
             ("trunc", _) => format!("{}()", truncate_function(self.source)),
             (_, Some(_)) => format!("pgtrickle._capture({})", quote_literal(&self.source.to_u32().to_string())),
@@ -113,9 +157,9 @@ impl Functions {
         }
     }
 
-    /// (relation, name, state) of every capture trigger of the source (clones excluded). Only those
-    /// with pg_trickle's names: anyone may make a trigger running `pgtrickle._capture()` (it then
-    /// captures nothing), and such a trigger must not count as the source's.
+    /// (relation, name, state) of every trigger of the family for the source (clones excluded). Only
+    /// those with pg_trickle's names: anyone may make a trigger running `pgtrickle._capture()` (it
+    /// then captures nothing), and such a trigger must not count as the source's.
     fn triggers(&self) -> PgtResult<Vec<(Oid, String, String)>> {
         let all: Vec<(Oid, String, String)> = spi::rows(
             &format!(
@@ -128,7 +172,7 @@ impl Functions {
             &[self.own.clone().into(), self.native.unwrap_or(pgrx::pg_sys::InvalidOid).into(), vec![self.source].into()],
             |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
         )?;
-        Ok(all.into_iter().filter(|(table, name, _)| own_name(self.source, *table, name)).collect())
+        Ok(all.into_iter().filter(|(table, name, _)| own_name(self.family, self.source, *table, name)).collect())
     }
 }
 
@@ -149,11 +193,11 @@ fn set_state(on: &str, name: &str, state: &str) -> PgtResult<()> {
     spi::exec(&format!("ALTER TABLE {on} {mode} TRIGGER {}", quote_ident(name)), &[])
 }
 
-/// Brings the capture of `source` in line with its current descendants and trigger states (also on
-/// first install, `installing`). Returns whether changes may have been missed (the dependents must
-/// reinitialise).
-pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
-    let functions = Functions::of(source)?;
+/// Brings the triggers of `family` for `source` in line with its current descendants and trigger
+/// states (also on first install, `installing`). Returns whether changes may have been missed (the
+/// dependents must reinitialise).
+pub(super) fn rearm(family: Family, source: Oid, installing: bool) -> PgtResult<bool> {
+    let functions = Functions::of(family, source)?;
     if !functions.complete {
         // Capture from before the row trigger existed is rebuilt by the caller (see cdc::source_altered).
         return Ok(false);
@@ -165,8 +209,8 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
         let on = regclass(*table)?;
         let have: Vec<&(Oid, String, String)> = armed.iter().filter(|(rel, _, _)| rel == table).collect();
         let mut created = false;
-        for k in kinds_for(kind) {
-            let name = trigger_name(source, *table, k);
+        for k in kinds_for(family, kind) {
+            let name = trigger_name(family, source, *table, k);
             if have.iter().any(|(_, n, _)| *n == name) {
                 continue;
             }
@@ -188,7 +232,7 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
     // A disabled trigger is the user's choice (refreshes are FULL until it is enabled again); any
     // other state than its own is set back.
     for (table, name, state) in functions.triggers()? {
-        let Some(kind) = all_kinds().find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
+        let Some(kind) = family.kinds().iter().find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
             continue;
         };
         if state == "D" {
@@ -201,29 +245,51 @@ pub(super) fn rearm(source: Oid, installing: bool) -> PgtResult<bool> {
     Ok(lossy)
 }
 
-/// Whether a capture trigger of one of `sources` is disabled: their changes are not captured, so a
-/// refresh must be FULL.
-pub fn suspended(sources: &[Oid]) -> PgtResult<bool> {
+/// Whether a trigger of `family` of one of `sources` is disabled: their changes are not captured (a
+/// refresh must be FULL) or not signalled (a refresh must not be skipped).
+pub fn suspended(family: Family, sources: &[Oid]) -> PgtResult<bool> {
     for &source in sources {
         let members: Vec<Oid> = std::iter::once(source).chain(descendants(source)?.into_iter().map(|(t, _)| t)).collect();
-        if Functions::of(source)?.triggers()?.iter().any(|(table, _, state)| state == "D" && members.contains(table)) {
+        if Functions::of(family, source)?.triggers()?.iter().any(|(table, _, state)| state == "D" && members.contains(table)) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Drops the triggers running the capture trigger function for `source`, on any table.
-pub(super) fn drop_native_triggers(source: Oid) -> PgtResult<()> {
+/// Drops the triggers running the trigger function of `family` for `source`, on any table.
+pub(super) fn drop_native_triggers(family: Family, source: Oid) -> PgtResult<()> {
+    let Some(function) = family.native_function()? else { return Ok(()) };
     let triggers: Vec<(Oid, String)> = spi::rows(
         &format!(
             "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
-              WHERE tgfoid = pg_catalog.to_regprocedure('pgtrickle._capture()') AND NOT tgisinternal AND tgparentid = 0
+              WHERE tgfoid = $2 AND NOT tgisinternal AND tgparentid = 0
                 AND tgargs = {}
               ORDER BY 1, 2",
             trigger_argument("$1")
         ),
-        &[vec![source].into()],
+        &[vec![source].into(), function.into()],
+        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
+    )?;
+    for (table, name) in triggers {
+        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(&name), regclass(table)?), &[])?;
+    }
+    Ok(())
+}
+
+/// Drops the signal triggers of every source but `keep`, on any table (after a restore: the dumped
+/// ones name the OIDs of the dumped database).
+pub(super) fn drop_signals_except(keep: &[Oid]) -> PgtResult<()> {
+    let Some(function) = Family::Signal.native_function()? else { return Ok(()) };
+    let triggers: Vec<(Oid, String)> = spi::rows(
+        &format!(
+            "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
+              WHERE tgfoid = $2 AND NOT tgisinternal AND tgparentid = 0
+                AND NOT tgargs = {}
+              ORDER BY 1, 2",
+            trigger_argument("$1")
+        ),
+        &[keep.to_vec().into(), function.into()],
         |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
     )?;
     for (table, name) in triggers {

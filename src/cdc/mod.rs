@@ -11,7 +11,7 @@
 mod members;
 pub mod signal;
 mod trigger;
-pub use members::{foreign_descendant, suspended};
+pub use members::{foreign_descendant, suspended, Family};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;
@@ -132,7 +132,7 @@ fn install(source: Oid) -> PgtResult<()> {
     }
     write_truncate_function(source, &table)?;
     // Triggers on the source and on its partitions or inheritance children.
-    members::rearm(source, true)?;
+    members::rearm(Family::Capture, source, true)?;
     // Dropping the source drops its capture with it (its triggers go with it anyway).
     depend::auto_on_source_relation(lookup_oid(&buffer)?, source);
     depend::auto_function_on_source(lookup_function(&truncate_function(source))?, source);
@@ -311,6 +311,40 @@ fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
     existing_function(name)?.ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
 }
 
+/// Installs signal triggers on `source` and its descendants unless there already (members.rs,
+/// `Family::Signal`), taking turns with other sessions as [`ensure_capture`] does. Idempotent.
+pub fn ensure_signals(source: Oid) -> PgtResult<()> {
+    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()])?;
+    // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
+    unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
+    let _guard = RearmGuard::enter();
+    members::rearm(Family::Signal, source, true)?;
+    Ok(())
+}
+
+/// After DDL touching a source that FULL stream tables skip refreshes of while it is unchanged:
+/// any ALTER can change what it holds without a write (a column retyped, a partition attached or
+/// detached), so those stream tables refresh once; and new members get their signal triggers.
+fn signals_altered(source: Oid) -> PgtResult<()> {
+    let watched = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+                         WHERE d.source_relid = $1 AND st.skip_unchanged)",
+        &[source.into()],
+    )? == Some(true);
+    if !watched {
+        return Ok(());
+    }
+    members::rearm(Family::Signal, source, false)?;
+    let table = crate::catalog::names::qualified_name_of(source)?;
+    spi::exec(
+        &reinit::mark_sql(
+            "skip_unchanged AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+            "$2",
+        )?,
+        &[source.into(), format!("{table} was altered").into()],
+    )
+}
+
 /// Removes capture from sources no stream table reads any more.
 pub fn collect_garbage() -> PgtResult<()> {
     spi::exec("SELECT pgtrickle._cdc_gc()", &[])
@@ -324,7 +358,7 @@ fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
         spi::exec(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)), &[])?;
     }
     for &source in sources {
-        members::drop_native_triggers(source)?;
+        members::drop_native_triggers(Family::Capture, source)?;
         for function in [capture_function(source), truncate_function(source), row_capture_function(source)] {
             spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
         }
@@ -332,7 +366,7 @@ fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
     Ok(())
 }
 
-/// Drops all capture but that of `keep`: after a restore, the dumped buffers, functions and triggers
+/// Drops all capture and signal triggers but those of `keep`: after a restore, the dumped buffers, functions and triggers
 /// are named after the OIDs of the dumped database, which mean nothing here (or another table).
 /// Returns how many sources' capture went.
 pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
@@ -348,6 +382,7 @@ pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
         |r| spi::col::<Oid>(r, "source"),
     )?;
     drop_capture(&stale)?;
+    members::drop_signals_except(keep)?;
     Ok(stale.len())
 }
 
@@ -359,6 +394,7 @@ pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
 pub fn source_altered(source: Oid) -> PgtResult<()> {
     // Our own DDL below fires the event triggers again: the outer call already does the work.
     let Some(_guard) = RearmGuard::enter() else { return Ok(()) };
+    signals_altered(source)?;
     let buffer = buffer_name(source);
     let Some(buffer_oid) = existing(&buffer)? else { return Ok(()) };
     let now = capture_columns(source)?;
@@ -386,7 +422,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
             for function in [capture_function(source), row_capture_function(source)] {
                 spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
             }
-            members::rearm(source, true)?;
+            members::rearm(Family::Capture, source, true)?;
         }
     } else {
         // Always: the functions an older version wrote may lack what this one writes (the change signal).
@@ -413,7 +449,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         depend::auto_function_on_source(lookup_function(&row_capture_function(source))?, source);
     }
     hand_to_capture_role(source)?;
-    if members::rearm(source, false)? {
+    if members::rearm(Family::Capture, source, false)? {
         reinit::mark_dependents(
             source,
             &format!("capture of {table} was re-armed: a partition or child attached, detached or dropped, or a capture trigger disabled or dropped"),

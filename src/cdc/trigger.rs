@@ -89,6 +89,36 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
     }
 }
 
+#[no_mangle]
+pub extern "C" fn pg_finfo_pgtrickle_signal() -> &'static pg_sys::Pg_finfo_record {
+    const V1: &pg_sys::Pg_finfo_record = &pg_sys::Pg_finfo_record { api_version: 1 };
+    V1
+}
+
+/// `pgtrickle._signal(source)`, the signal trigger function (members.rs, `Family::Signal`): the
+/// source changed in this transaction. No buffer, no row touched; a stray call only costs a refresh,
+/// and only pg_trickle may create triggers running it (EXECUTE is revoked from PUBLIC).
+///
+/// # Safety
+/// Called by PostgreSQL's function manager, with a valid `fcinfo`.
+#[no_mangle]
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn pgtrickle_signal(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: fcinfo, its TriggerData and its trigger are valid for the call (trigger manager).
+    unsafe {
+        if !called_as_trigger(fcinfo) {
+            let e = PgtError::new(SqlState::ObjectNotInPrerequisiteState, "pgtrickle._signal() runs only as a trigger")
+                .hint("pg_trickle creates the signal triggers itself.");
+            Err::<(), _>(e).or_raise();
+        }
+        let data = &*((*fcinfo).context as *const pg_sys::TriggerData);
+        if let Some(source) = source_argument(&*data.tg_trigger) {
+            signal::note(source.to_u32());
+        }
+    }
+    pg_sys::Datum::from(0usize)
+}
+
 /// The source's OID: the trigger's one argument.
 unsafe fn source_argument(trigger: &pg_sys::Trigger) -> Option<Oid> {
     if trigger.tgnargs != 1 || trigger.tgargs.is_null() {

@@ -106,7 +106,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
             Some(st) => {
                 // A disabled capture trigger captures nothing: FULL until it is enabled again.
                 let suspended = match st.tree()? {
-                    Some(tree) => crate::cdc::suspended(&tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
+                    Some(tree) => crate::cdc::suspended(crate::cdc::Family::Capture, &tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
                     None => false,
                 };
                 let reason = if suspended {
@@ -118,7 +118,14 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
                     )
                 };
                 let mut done = full(&st, &storage, reason)?;
-                done.reinit_next = suspended.then(|| "change capture on a source was disabled".to_string());
+                done.reinit_next = if suspended {
+                    Some("change capture on a source was disabled".to_string())
+                } else if crate::catalog::unchanged::signals_suspended(st.pgt_id)? {
+                    // Unsignalled writes: refreshed each schedule until the trigger is enabled again.
+                    Some("a signal trigger on a source is disabled".to_string())
+                } else {
+                    None
+                };
                 done
             }
             None => return Ok(Outcome::Broken),

@@ -33,7 +33,10 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
     if let Some(problem) = changed_columns(st, &analysis)? {
         return broken(st, &problem);
     }
-    if st.effective_mode == "DIFFERENTIAL" {
+    if st.effective_mode != "DIFFERENTIAL" {
+        // What the query reads and calls now decides whether unchanged sources may skip refreshes.
+        crate::catalog::unchanged::decide(st.pgt_id, &analysis, RefreshMode::Full)?;
+    } else {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
         let choice = match spi::in_subtransaction(|| choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))) {
             Ok(Ok(choice)) => choice,
@@ -41,6 +44,7 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
             Err(message) => return broken(st, &message),
         };
         stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
+        crate::catalog::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
         let tree = choice.tree.map(|t| serde_json::to_string(&t)).transpose().map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
         spi::exec(
             "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",
