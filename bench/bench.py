@@ -538,8 +538,9 @@ SELECT pgtrickle.drop_stream_table('wp_st');
 
     # ---------------------------------------------------------------- idle stream tables
     def idle(self):
-        """Many DIFFERENTIAL stream tables on 1 s schedules, nothing changing: the coordinator must cost
-        (almost) nothing and write nothing; then one change, and one change every one of them reads."""
+        """Many DIFFERENTIAL stream tables on 1 s schedules (and one FULL one), nothing changing: the
+        coordinator must cost (almost) nothing and write nothing — the FULL one is not rewritten; then
+        one change, and one change every one of them reads."""
         pg = self.pg
         n, watch = IDLE[self.args.mode]["tables"], IDLE[self.args.mode]["watch_s"]
         log(f"idle: creating {n:,} DIFFERENTIAL stream tables on 1 s schedules over one source")
@@ -552,6 +553,8 @@ SELECT pgtrickle.drop_stream_table('wp_st');
                "CREATE TABLE one_src (id int PRIMARY KEY, v int NOT NULL);\n"
                "INSERT INTO one_src VALUES (1, 0);\n"
                "SELECT pgtrickle.create_stream_table('idle_one', 'SELECT id, v FROM one_src', '1s', 'DIFFERENTIAL');\n"
+               "SELECT pgtrickle.create_stream_table('idle_full', 'SELECT count(*) AS n, sum(v) AS s FROM idle_src', "
+               "'1s', 'FULL');\n"
                + creates, what="idle: creating the stream tables")
         log(f"idle: created in {time.monotonic() - t0:.0f} s; turning the coordinator on")
         pg.run("ALTER SYSTEM SET pg_trickle.enabled = on;\nSELECT pg_reload_conf();\n", db="postgres", what="idle: enabling")
@@ -568,10 +571,10 @@ SELECT pgtrickle.drop_stream_table('wp_st');
         while True:
             done = int(pg.value("SELECT count(DISTINCT pgt_id) FROM pgtrickle.pgt_refresh_history "
                                 "WHERE initiated_by = 'SCHEDULER'"))
-            if done >= n + 1:
+            if done >= n + 2:
                 break
             if time.monotonic() > deadline:
-                raise BenchError(f"idle: only {done} of {n + 1} stream tables were refreshed once in 10 min")
+                raise BenchError(f"idle: only {done} of {n + 2} stream tables were refreshed once in 10 min")
             time.sleep(1)
         time.sleep(3)
         pid = int(pg.value("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle coordinator' "
@@ -591,7 +594,10 @@ SELECT pgtrickle.drop_stream_table('wp_st');
             time.sleep(1)
         cpu = (cpu_ticks() - c0) / hz / (time.monotonic() - t0)
         written = int(pg.value(f"SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE refresh_id > {before_id}"))
-        sizes = {"stream_tables": n + 1, "changed_rows": 0}
+        full_rewrites = int(pg.value("SELECT count(*) FROM pgtrickle.pgt_refresh_history h "
+                                     "JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) "
+                                     f"WHERE h.refresh_id > {before_id} AND s.pgt_relid = 'idle_full'::regclass"))
+        sizes = {"stream_tables": n + 2, "full_stream_tables": 1, "changed_rows": 0}
         tick = median(ticks)
         self.results.append({
             "scenario": "idle", "metric": "idle_tick", "value_ms": round(tick, 3), "baseline_ms": None,
@@ -609,6 +615,12 @@ SELECT pgtrickle.drop_stream_table('wp_st');
             "note": "the coordinator's CPU time (/proc/<pid>/stat) over the watch, as a share of one core, "
                     "and the history rows written meanwhile"})
         self.progress(self.results[-1])
+        self.results.append({
+            "scenario": "idle", "metric": "full_unchanged_rewrites", "value_ms": None, "baseline_ms": None,
+            "ratio": None, "sizes": sizes, "target": "no refresh of the FULL stream table", "met": full_rewrites == 0,
+            "reps": 1, "refreshes": full_rewrites, "watched_s": watch,
+            "note": "refreshes of a FULL stream table on a 1 s schedule whose source did not change, over the watch"})
+        self.progress(self.results[-1])
 
         # One change to one source: visible in its stream table within one schedule plus one tick.
         out = pg.run("UPDATE one_src SET v = v + 1 WHERE id = 1;\n"
@@ -618,7 +630,7 @@ SELECT pgtrickle.drop_stream_table('wp_st');
         latency = float(out.strip().splitlines()[-1])
         self.results.append({
             "scenario": "idle", "metric": "one_change_visible", "value_ms": round(latency, 1), "baseline_ms": None,
-            "ratio": None, "sizes": {"stream_tables": n + 1, "changed_rows": 1},
+            "ratio": None, "sizes": {"stream_tables": n + 2, "changed_rows": 1},
             "target": f"value_ms <= {ONE_CHANGE_TARGET_S * 1000:g}", "met": latency <= ONE_CHANGE_TARGET_S * 1000,
             "reps": 1, "note": "from the UPDATE's commit until the stream table shows it (schedule 1 s, tick 1 s)"})
         self.progress(self.results[-1])
@@ -713,6 +725,7 @@ METRIC_TITLES = {
     "idle_cpu": "coordinator CPU, all idle",
     "one_change_visible": "1 change visible",
     "fan_out_applied": "1 change every one reads, applied",
+    "full_unchanged_rewrites": "FULL stream table, source unchanged",
 }
 
 
@@ -737,6 +750,8 @@ def value_cells(r):
         val, base = f"{r['tps']:,.0f} TPS", f"{r['baseline_tps']:,.0f} TPS"
     elif r["metric"] == "idle_cpu":
         val, base = f"{r['history_rows_written']} history rows", "-"
+    elif r["metric"] == "full_unchanged_rewrites":
+        val, base = f"{r['refreshes']} refreshes in {r['watched_s']} s", "-"
     elif r["metric"] == "idle_tick":
         val, base = f"{fmt_ms(r['value_ms'])} (max {fmt_ms(r['max_ms'])})", "-"
     else:

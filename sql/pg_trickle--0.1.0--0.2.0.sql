@@ -128,6 +128,12 @@ COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in th
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN reinit_reason text;
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN refresh_started_at timestamptz;
 ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN skip_unchanged boolean NOT NULL DEFAULT false;
+-- Whether a FULL stream table qualifies is decided when it reinitialises (src/catalog/unchanged.rs):
+-- its next refresh (FULL anyway) does.
+UPDATE pgtrickle.pgt_stream_tables
+   SET needs_reinit = true,
+       reinit_reason = COALESCE(reinit_reason, 'pg_trickle 0.2.0 decides whether refreshes over unchanged sources are skipped')
+ WHERE effective_mode = 'FULL';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.needs_reinit IS 'the next refresh must be FULL (reinitialise; reinit_reason says why)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.reinit_reason IS 'why the next refresh must be FULL: a source truncated, its columns or partitions changed, capture interrupted, a mode switch';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.refresh_started_at IS 'when the scheduled refresh now in flight started (NULL: none); one left set by a crash is recorded as failed when the coordinator starts again';

@@ -149,6 +149,13 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     let (action, reason) = db.last_refresh("totals");
     assert_eq!(action, "FULL");
     assert!(reason.starts_with("reinitialised: capture of"), "{reason}");
+    // The FULL one decided at that refresh that it need not be rewritten while its source is unchanged.
+    assert_eq!(
+        db.last_refresh("counts"),
+        ("FULL".to_string(), "reinitialised: pg_trickle 0.2.0 decides whether refreshes over unchanged sources are skipped".to_string())
+    );
+    assert!(db.value::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'counts'::regclass"));
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgtrickle_signal_stmt' AND tgrelid = 'orders'::regclass"), 1);
     write_some(&mut db, "after again");
     refresh_and_check(&mut db);
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
