@@ -15,10 +15,11 @@
 //!   come or gone unseen. While a capture trigger stays disabled, every refresh of its dependents is
 //!   FULL.
 //!
-//! Sources read only by FULL stream tables carry *signal* triggers instead ([`Family::Signal`]): no
-//! buffer, they only tell the coordinator that the source changed (signal.rs), so a FULL stream
-//! table whose sources did not change is not rewritten. The same rules place them: the source and
-//! every descendant, a statement trigger (ALWAYS) and a row trigger (REPLICA, for replication apply).
+//! Tables that FULL stream tables with `skip_unchanged` read carry *signal* triggers as well
+//! ([`Family::Signal`], catalog/unchanged.rs): no buffer, they only tell the coordinator that the
+//! table changed (signal.rs), so a FULL stream table whose sources did not change is not rewritten.
+//! The same rules place them: the source and every descendant, a statement trigger (ALWAYS) and a
+//! row trigger (REPLICA, for replication apply).
 
 use super::{capture_function, native_capture_function, row_capture_function, truncate_function};
 use crate::dvm::sql::{quote_ident, quote_literal};
