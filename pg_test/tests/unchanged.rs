@@ -126,3 +126,41 @@ fn what_cannot_signal_its_writes_is_refreshed_every_schedule() {
     follows(&mut db, "from_matview", "SELECT id, v FROM snapshot", "a REFRESH MATERIALIZED VIEW");
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['from_matview', 'with_stable', 'from_catalog']) t");
 }
+
+#[test]
+fn writes_applied_by_logical_replication_reach_a_full_stream_table() {
+    const TABLE: &str = "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL)";
+    const QUERY: &str = "SELECT count(*) AS n, sum(v) AS total FROM src";
+    let mut publisher = TestDb::new("unchanged_lr_pub");
+    publisher.exec(&format!(
+        "{TABLE}; INSERT INTO src SELECT g, g FROM generate_series(1, 40) g; CREATE PUBLICATION pgt_pub FOR TABLE src;"
+    ));
+    publisher.exec("SELECT pg_create_logical_replication_slot('pgt_unchanged_lr', 'pgoutput')");
+    let mut db = TestDb::new("unchanged_lr_sub");
+    db.exec(TABLE);
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{QUERY}', '1s', 'FULL')"));
+    assert!(db.value::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables"));
+    db.exec(&format!(
+        "CREATE SUBSCRIPTION pgt_sub CONNECTION '{}' PUBLICATION pgt_pub WITH (create_slot = false, slot_name = 'pgt_unchanged_lr')",
+        publisher.conninfo()
+    ));
+    let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
+    let mut applied = |db: &mut TestDb, publisher: &mut TestDb, what: &str| {
+        let want: i64 = publisher.value(checksum);
+        assert!(wait_until(Duration::from_secs(60), || db.value::<i64>(checksum) == want), "the subscription did not catch up");
+        follows(db, "totals", QUERY, what);
+    };
+    // The initial copy, then each kind of write, applied by the subscription's worker (which fires
+    // row triggers only, and TRUNCATE's statement triggers).
+    applied(&mut db, &mut publisher, "the initial copy");
+    publisher.exec("INSERT INTO src VALUES (100, 7)");
+    applied(&mut db, &mut publisher, "a replicated INSERT");
+    publisher.exec("UPDATE src SET v = v * 2 WHERE id % 4 = 2");
+    applied(&mut db, &mut publisher, "a replicated UPDATE");
+    publisher.exec("DELETE FROM src WHERE id < 5");
+    applied(&mut db, &mut publisher, "a replicated DELETE");
+    publisher.exec("TRUNCATE src; INSERT INTO src VALUES (1, 1);");
+    applied(&mut db, &mut publisher, "a replicated TRUNCATE");
+    db.exec("DROP SUBSCRIPTION pgt_sub");
+    db.exec("SELECT pgtrickle.alter_stream_table('totals', status => 'SUSPENDED')");
+}
