@@ -57,6 +57,11 @@ fn a_full_stream_table_over_unchanged_sources_is_not_rewritten_and_sees_every_wr
     let after: Vec<i64> = ["over_view", "over_partitions", "downstream", "clock"].iter().map(|st| scheduled(&mut db, st)).collect();
     assert_eq!(&after[..3], &before[..3], "stream tables over unchanged sources were rewritten");
     assert!(after[3] >= before[3] + 2, "a stream table calling now() must refresh every schedule: {before:?} -> {after:?}");
+    // Idle, it trails its sources by nothing, however long ago its last refresh started.
+    let lag = |db: &mut TestDb, st: &str| {
+        db.value::<f64>(&format!("SELECT current_lag_estimate_ms FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = '{st}'"))
+    };
+    assert_eq!(lag(&mut db, "over_view"), 0.0);
 
     // A write to the table under the view reaches it, and the stream table reading it.
     db.exec("INSERT INTO src VALUES (41, 1, 1000)");
@@ -98,6 +103,12 @@ fn a_full_stream_table_over_unchanged_sources_is_not_rewritten_and_sees_every_wr
     let idle = scheduled(&mut db, "over_partitions");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(scheduled(&mut db, "over_partitions"), idle, "idle again once its triggers are enabled");
+
+    // A committed change it has not applied yet is lag.
+    db.exec("SELECT pgtrickle.alter_stream_table('over_view', status => 'SUSPENDED')");
+    db.exec("INSERT INTO src VALUES (42, 2, 2000)");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(lag(&mut db, "over_view") >= 100.0, "a pending change shows no lag");
 
     // Signal triggers go with the last stream table that needs them.
     db.exec("SELECT pgtrickle.drop_stream_table('over_partitions')");

@@ -17,10 +17,20 @@ use std::cell::RefCell;
 /// Sources with a counter, cluster-wide (a power of two, as the map requires).
 const MAX_SOURCES: usize = 4096;
 
+/// A source's signals: how many commits changed it, and when the latest one was signalled.
+#[derive(Default, Clone, Copy)]
+struct Changed {
+    count: u64,
+    /// `TimestampTz` taken at the commit's callback, so at or after the commit became visible.
+    at: pg_sys::TimestampTz,
+}
+
 #[derive(Default)]
 pub struct ChangeCounters {
-    counters: heapless::FnvIndexMap<u64, u64, MAX_SOURCES>,
+    counters: heapless::FnvIndexMap<u64, Changed, MAX_SOURCES>,
     overflows: u64,
+    /// When the latest source found no room (0: never).
+    overflowed_at: pg_sys::TimestampTz,
 }
 
 // SAFETY: plain inline data (heapless keeps its elements in place).
@@ -90,15 +100,16 @@ fn signal_pending() {
     if sources.is_empty() {
         return;
     }
-    // SAFETY: MyDatabaseId is set for every backend connected to a database.
-    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    // SAFETY: MyDatabaseId is set for every backend connected to a database; reading the clock.
+    let (db, now) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::GetCurrentTimestamp()) };
     let mut shared = CHANGES.exclusive();
     for source in sources {
         match shared.counters.get_mut(&key(db, source)) {
-            Some(n) => *n = n.wrapping_add(1),
+            Some(c) => *c = Changed { count: c.count.wrapping_add(1), at: now },
             None => {
-                if shared.counters.insert(key(db, source), 1).is_err() {
+                if shared.counters.insert(key(db, source), Changed { count: 1, at: now }).is_err() {
                     shared.overflows = shared.overflows.wrapping_add(1);
+                    shared.overflowed_at = now;
                 }
             }
         }
@@ -108,5 +119,14 @@ fn signal_pending() {
 /// The counters of `sources` in `db` (0 for one never signalled since start), and the overflow count.
 pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
     let shared = CHANGES.share();
-    (sources.iter().map(|&s| shared.counters.get(&key(db, s)).copied().unwrap_or(0)).collect(), shared.overflows)
+    (sources.iter().map(|&s| shared.counters.get(&key(db, s)).map_or(0, |c| c.count)).collect(), shared.overflows)
+}
+
+/// When the latest change of one of `sources` in `db` was signalled since the server started (or a
+/// source found no room, which may hide any); None when none was.
+pub fn last_change(db: u32, sources: &[u32]) -> Option<pg_sys::TimestampTz> {
+    let shared = CHANGES.share();
+    let latest = sources.iter().filter_map(|&s| shared.counters.get(&key(db, s)).map(|c| c.at)).max();
+    let overflowed = (shared.overflows > 0).then_some(shared.overflowed_at);
+    latest.max(overflowed)
 }

@@ -4,8 +4,12 @@
 //! A DIFFERENTIAL stream table knows which changes it has not applied: the change rows of its
 //! sources' buffers that its frontier does not contain. Their age is exact where PostgreSQL records
 //! commit times (`track_commit_timestamp = on`); otherwise it is bounded by the time since the
-//! refresh that set the frontier (they committed after it). A FULL stream table (or one about to
-//! reinitialise) cannot tell whether its sources changed: its lag is that bound too.
+//! refresh that set the frontier (they committed after it). A FULL stream table that skips
+//! refreshes while its sources are unchanged (catalog/unchanged.rs) is behind by nothing when none of
+//! its sources signalled a commit since its last refresh started (cdc/signal.rs; known only for
+//! refreshes since the server started, and not while a prepared transaction may still commit), and
+//! by at most the time since that refresh otherwise. Other FULL stream tables, and one about to
+//! reinitialise, cannot tell whether their sources changed: their lag is that bound too.
 
 use crate::catalog::stream_tables;
 use crate::error::PgtResult;
@@ -19,7 +23,11 @@ pub fn current_lag_ms(pgt_id: i64) -> PgtResult<Option<f64>> {
            FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
         &[pgt_id.into()],
     )?;
-    let (Some(frontier), Some(tree), false) = (st.frontier.as_deref(), st.tree()?, st.needs_reinit) else {
+    let tree = st.tree()?;
+    if tree.is_none() && !st.needs_reinit && since_refresh.is_some() && full_is_current(pgt_id)? {
+        return Ok(Some(0.0));
+    }
+    let (Some(frontier), Some(tree), false) = (st.frontier.as_deref(), tree, st.needs_reinit) else {
         return Ok(since_refresh);
     };
     let exact = spi::one::<bool>("SELECT pg_catalog.current_setting('track_commit_timestamp')::bool", &[])? == Some(true);
@@ -56,4 +64,36 @@ pub fn current_lag_ms(pgt_id: i64) -> PgtResult<Option<f64>> {
         (true, Some(age)) => Some(age.max(0.0)),
         (true, None) => since_refresh,
     })
+}
+
+/// Whether a FULL stream table with `skip_unchanged` holds every committed change of its sources: no
+/// source signalled a commit after its last refresh started, since a server start that preceded it.
+/// (The refresh's snapshot is taken just before its recorded start — or, for a manual refresh in a
+/// REPEATABLE READ transaction, at that transaction's first statement: a commit in between shows as
+/// no lag until the next refresh, which its signal makes the coordinator run at the next schedule.)
+fn full_is_current(pgt_id: i64) -> PgtResult<bool> {
+    if !crate::catalog::version::at_least_0_2_0()? {
+        return Ok(false);
+    }
+    let sources: Vec<i64> = spi::rows(
+        "SELECT d.source_relid::bigint AS source FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+          WHERE d.pgt_id = $1 AND st.skip_unchanged AND d.source_kind <> 'VIEW'",
+        &[pgt_id.into()],
+        |r| spi::col::<i64>(r, "source"),
+    )?;
+    let sources: Vec<u32> = sources.into_iter().map(|s| s as u32).collect();
+    let skips = spi::one::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[pgt_id.into()])? == Some(true);
+    if !skips {
+        return Ok(false);
+    }
+    // SAFETY: MyDatabaseId is set for every backend connected to a database.
+    let db = unsafe { pgrx::pg_sys::MyDatabaseId.to_u32() };
+    let changed_at = crate::cdc::signal::last_change(db, &sources).and_then(|t| pgrx::datum::TimestampWithTimeZone::try_from(t).ok());
+    Ok(spi::one::<bool>(
+        "SELECT st.last_refresh_at > pg_catalog.pg_postmaster_start_time()
+                AND ($2::timestamptz IS NULL OR $2 <= st.last_refresh_at)
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())
+           FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_id = $1",
+        &[pgt_id.into(), changed_at.into()],
+    )? == Some(true))
 }
