@@ -108,6 +108,12 @@ fn the_shipped_exporter_queries_show_what_the_view_shows() {
         body = scrape(port).unwrap_or_default();
         ["totals", "copy"].iter().all(|t| value(&body, "pg_trickle_current_lag_estimate_ms", t).is_some_and(|v| v >= 300.0))
     }));
-    // The pool's metrics are there too.
-    assert!(body.lines().any(|l| l.starts_with("pg_trickle_pool_workers")), "no pool metrics");
+    // The pool's metrics are there too, once the database's coordinator runs (it starts on its own).
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            body = scrape(port).unwrap_or_default();
+            body.lines().any(|l| l.starts_with("pg_trickle_pool_workers"))
+        }),
+        "no pool metrics"
+    );
 }

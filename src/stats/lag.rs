@@ -75,17 +75,18 @@ fn full_is_current(pgt_id: i64) -> PgtResult<bool> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(false);
     }
-    let sources: Vec<i64> = spi::rows(
-        "SELECT d.source_relid::bigint AS source FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
-          WHERE d.pgt_id = $1 AND st.skip_unchanged AND d.source_kind <> 'VIEW'",
-        &[pgt_id.into()],
-        |r| spi::col::<i64>(r, "source"),
-    )?;
-    let sources: Vec<u32> = sources.into_iter().map(|s| s as u32).collect();
     let skips = spi::one::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[pgt_id.into()])? == Some(true);
     if !skips {
         return Ok(false);
     }
+    let sources: Vec<u32> = spi::rows(
+        "SELECT source_relid::bigint AS source FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1 AND source_kind <> 'VIEW'",
+        &[pgt_id.into()],
+        |r| spi::col::<i64>(r, "source"),
+    )?
+    .into_iter()
+    .map(|s| s as u32)
+    .collect();
     // SAFETY: MyDatabaseId is set for every backend connected to a database.
     let db = unsafe { pgrx::pg_sys::MyDatabaseId.to_u32() };
     let changed_at = crate::cdc::signal::last_change(db, &sources).and_then(|t| pgrx::datum::TimestampWithTimeZone::try_from(t).ok());
