@@ -260,37 +260,28 @@ pub fn suspended(family: Family, sources: &[Oid]) -> PgtResult<bool> {
 
 /// Drops the triggers running the trigger function of `family` for `source`, on any table.
 pub(super) fn drop_native_triggers(family: Family, source: Oid) -> PgtResult<()> {
-    let Some(function) = family.native_function()? else { return Ok(()) };
-    let triggers: Vec<(Oid, String)> = spi::rows(
-        &format!(
-            "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
-              WHERE tgfoid = $2 AND NOT tgisinternal AND tgparentid = 0
-                AND tgargs = {}
-              ORDER BY 1, 2",
-            trigger_argument("$1")
-        ),
-        &[vec![source].into(), function.into()],
-        |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
-    )?;
-    for (table, name) in triggers {
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(&name), regclass(table)?), &[])?;
-    }
-    Ok(())
+    drop_triggers(family, &[source], true)
 }
 
 /// Drops the signal triggers of every source but `keep`, on any table (after a restore: the dumped
 /// ones name the OIDs of the dumped database).
 pub(super) fn drop_signals_except(keep: &[Oid]) -> PgtResult<()> {
-    let Some(function) = Family::Signal.native_function()? else { return Ok(()) };
+    drop_triggers(Family::Signal, keep, false)
+}
+
+/// Drops the triggers running the trigger function of `family` whose source is among `sources`
+/// (`among`) or not (`!among`).
+fn drop_triggers(family: Family, sources: &[Oid], among: bool) -> PgtResult<()> {
+    let Some(function) = family.native_function()? else { return Ok(()) };
     let triggers: Vec<(Oid, String)> = spi::rows(
         &format!(
             "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
               WHERE tgfoid = $2 AND NOT tgisinternal AND tgparentid = 0
-                AND NOT tgargs = {}
+                AND (tgargs = {}) = $3
               ORDER BY 1, 2",
             trigger_argument("$1")
         ),
-        &[keep.to_vec().into(), function.into()],
+        &[sources.to_vec().into(), function.into(), among.into()],
         |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
     )?;
     for (table, name) in triggers {
