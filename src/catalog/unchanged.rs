@@ -4,7 +4,8 @@
 //! functions, the result is the same, and the coordinator skips it as it skips an idle DIFFERENTIAL
 //! stream table (by the change signals of its sources, cdc/signal.rs). For that every table the
 //! query reads — named, or read through views (as PostgreSQL's rewriter expands them) — carries
-//! signal triggers (cdc/members.rs), and is recorded among its sources. `pgt_stream_tables.skip_unchanged` says whether this holds.
+//! signal triggers (cdc/members.rs), and is recorded among its sources. `pgt_stream_tables.skip_unchanged`
+//! says whether this holds.
 //!
 //! Not skippable: a query calling `now()`, `random()` or any STABLE or VOLATILE function (its result
 //! changes without a write), and one reading what cannot signal its writes: a foreign table (or
@@ -63,21 +64,23 @@ fn signalling_tables(relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
     Ok(Some(relations.to_vec()))
 }
 
-/// Whether a signal trigger of a table the stream table skips refreshes by is disabled: its writes
-/// are not signalled, so the stream table must be refreshed every schedule (it stays marked for
-/// reinitialisation, which the coordinator never skips).
-pub fn signals_suspended(pgt_id: i64) -> PgtResult<bool> {
+/// The tables whose signals a stream table skips refreshes by: empty unless it has `skip_unchanged`.
+pub fn signalled_sources(pgt_id: i64) -> PgtResult<Vec<Oid>> {
     if !super::version::at_least_0_2_0()? {
-        return Ok(false);
+        return Ok(Vec::new());
     }
-    let tables: Vec<Oid> = spi::rows(
+    spi::rows(
         "SELECT d.source_relid FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
           WHERE d.pgt_id = $1 AND st.skip_unchanged AND d.source_kind <> 'VIEW'",
         &[pgt_id.into()],
         |r| spi::col::<Oid>(r, "source_relid"),
-    )?;
-    if tables.is_empty() {
-        return Ok(false);
-    }
-    crate::cdc::suspended(crate::cdc::Family::Signal, &tables)
+    )
+}
+
+/// Whether a signal trigger of a table the stream table skips refreshes by is disabled: its writes
+/// are not signalled, so the stream table must be refreshed every schedule (it stays marked for
+/// reinitialisation, which the coordinator never skips).
+pub fn signals_suspended(pgt_id: i64) -> PgtResult<bool> {
+    let tables = signalled_sources(pgt_id)?;
+    Ok(!tables.is_empty() && crate::cdc::suspended(crate::cdc::Family::Signal, &tables)?)
 }

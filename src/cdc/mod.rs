@@ -366,8 +366,9 @@ fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
     Ok(())
 }
 
-/// Drops all capture and signal triggers but those of `keep`: after a restore, the dumped buffers, functions and triggers
-/// are named after the OIDs of the dumped database, which mean nothing here (or another table).
+/// Drops all capture and signal triggers but those of `keep`: after a restore, the dumped buffers,
+/// functions and triggers are named after the OIDs of the dumped database, which mean nothing here
+/// (or another table).
 /// Returns how many sources' capture went.
 pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
     let _guard = RearmGuard::enter();

@@ -75,23 +75,12 @@ fn full_is_current(pgt_id: i64) -> PgtResult<bool> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(false);
     }
-    let skips = spi::one::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[pgt_id.into()])? == Some(true);
-    if !skips {
-        return Ok(false);
-    }
-    let sources: Vec<u32> = spi::rows(
-        "SELECT source_relid::bigint AS source FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1 AND source_kind <> 'VIEW'",
-        &[pgt_id.into()],
-        |r| spi::col::<i64>(r, "source"),
-    )?
-    .into_iter()
-    .map(|s| s as u32)
-    .collect();
+    let sources: Vec<u32> = crate::catalog::unchanged::signalled_sources(pgt_id)?.iter().map(|s| s.to_u32()).collect();
     // SAFETY: MyDatabaseId is set for every backend connected to a database.
     let db = unsafe { pgrx::pg_sys::MyDatabaseId.to_u32() };
     let changed_at = crate::cdc::signal::last_change(db, &sources).and_then(|t| pgrx::datum::TimestampWithTimeZone::try_from(t).ok());
     Ok(spi::one::<bool>(
-        "SELECT st.last_refresh_at > pg_catalog.pg_postmaster_start_time()
+        "SELECT st.skip_unchanged AND st.last_refresh_at > pg_catalog.pg_postmaster_start_time()
                 AND ($2::timestamptz IS NULL OR $2 <= st.last_refresh_at)
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database())
            FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_id = $1",
