@@ -7,11 +7,13 @@ use pgrx::prelude::*;
 #[pg_extern(schema = "pgtrickle")]
 fn refresh_stream_table(name: Option<&str>) {
     let caller = privilege::caller();
-    required(name, "name").and_then(|name| privilege::as_extension_owner(|| run(caller, name))).or_raise()
+    // Asked before any SPI statement: a read-write one assigns an xid, which would make every manual
+    // refresh look like one inside a writing transaction and scan every change buffer for its own rows.
+    let wrote_before = refresh::has_xid();
+    required(name, "name").and_then(|name| privilege::as_extension_owner(|| run(caller, name, wrote_before))).or_raise()
 }
 
-fn run(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<()> {
-    let wrote_before = refresh::has_xid();
+fn run(caller: pgrx::pg_sys::Oid, name: &str, wrote_before: bool) -> PgtResult<()> {
     let relid = crate::catalog::names::resolve_existing(name)?;
     let pgt_id = stream_tables::find_id(name)?;
     if let Some(relid) = relid {

@@ -33,7 +33,7 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
         return Ok(done);
     }
 
-    let (snapshot, counts) = count_batch(&tables, frontier)?;
+    let (snapshot, counts) = super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
     let total: i64 = counts.iter().sum();
     if total == 0 {
         let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot };
@@ -112,15 +112,10 @@ fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult
 
 /// The snapshot the batch ends at and the number of change rows per source, in one statement.
 fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i64>)> {
+    let batch = cdc::refresh_context(tables).batch_predicate("b");
     let counts: Vec<String> = tables
         .iter()
-        .map(|t| {
-            format!(
-                "(SELECT pg_catalog.count(*) FROM {} AS b WHERE pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, pg_catalog.pg_current_snapshot()) \
-                   AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot))",
-                cdc::buffer_name(Oid::from(t.relid))
-            )
-        })
+        .map(|t| format!("(SELECT pg_catalog.count(*) FROM {} AS b WHERE {batch})", cdc::buffer_name(Oid::from(t.relid))))
         .collect();
     let sql = format!(
         "SELECT pg_catalog.pg_current_snapshot()::text AS snapshot, ARRAY[{}]::bigint[] AS counts",
@@ -139,7 +134,8 @@ fn read_committed() -> PgtResult<bool> {
 }
 
 /// Deletes change rows every DIFFERENTIAL consumer of the source has applied (visible in all their
-/// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning.
+/// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning, and
+/// one with a consumer that has applied nothing yet.
 pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
     let Some(tree) = st.tree()? else { return Ok(()) };
     for t in tree.tables() {
@@ -150,17 +146,30 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
         if locked != Some(true) {
             continue;
         }
-        spi::exec(
-            &format!(
-                "DELETE FROM {} AS b
-                  WHERE NOT EXISTS (
-                        SELECT 1 FROM pgtrickle.pgt_dependencies d
-                          JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                         WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
-                           AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))",
-                cdc::buffer_name(Oid::from(t.relid))
-            ),
+        let consumers = spi::rows(
+            "SELECT s.pgt_id, s.frontier IS NOT NULL AS applied
+               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
+              ORDER BY s.pgt_id",
             &[Oid::from(t.relid).into()],
+            |r| Ok((spi::col::<i64>(r, "pgt_id")?, spi::col::<bool>(r, "applied")?)),
+        )?;
+        if consumers.is_empty() || consumers.iter().any(|&(_, applied)| !applied) {
+            continue;
+        }
+        // One InitPlan per consumer reads its frontier once; a join to the catalog would be
+        // evaluated again for every change row (most of the statement's time).
+        let visible_to_all: Vec<String> = consumers
+            .iter()
+            .map(|(id, _)| {
+                format!(
+                    "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
+                )
+            })
+            .collect();
+        spi::exec(
+            &format!("DELETE FROM {} AS b WHERE {}", cdc::buffer_name(Oid::from(t.relid)), visible_to_all.join(" AND ")),
+            &[],
         )?;
     }
     Ok(())

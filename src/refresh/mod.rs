@@ -170,7 +170,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
     // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans.
     if st.effective_mode == "DIFFERENTIAL" && done.action != RefreshAction::NoData {
-        differential::release_consumed_changes(&st)?;
+        settings::with_differential_settings(|| differential::release_consumed_changes(&st))?;
     }
     Ok(Outcome::Refreshed {
         action: done.action,

@@ -24,7 +24,7 @@
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
 use super::context::DiffContext;
-use super::rules::{hoist, hoisted_delta, new_sql, rows_of_groups, same_keys, W};
+use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, W};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
@@ -268,8 +268,14 @@ impl<'t> AggregateState<'t> {
     /// `storage`: one row per group that changed, with its new payload (`c0..`), the stored row it
     /// replaces ([`OLD_ROW`]) and whether it still exists ([`KEEP`]). See `apply::grouped_plan`.
     pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
-        let dinput = hoisted_delta(tree, self.input, ctx, "dagg_")?
-            .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+        // COUNT, SUM and AVG are sums of weighted inputs: change rows that cancel each other add up
+        // to nothing anyway, so the batch is read as it is. MIN/MAX need the consolidated batch (a
+        // value inserted and deleted in one batch must not look like a new extremum), and a join
+        // is cheaper probed with the consolidated rows (pairs from UPDATEs of other columns cancel).
+        ctx.opt.raw_scans = !self.has_extrema() && reads_rows_directly(self.input);
+        let dinput = hoisted_delta(tree, self.input, ctx, "dagg_");
+        ctx.opt.raw_scans = false;
+        let dinput = dinput?.ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
 

@@ -33,10 +33,12 @@ impl CdcContext {
         }
     }
 
-    /// The batch predicate over buffer alias `b`.
+    /// The batch predicate over buffer alias `b`. The snapshots are scalar subqueries, i.e. InitPlans
+    /// evaluated once per statement: written inline, PostgreSQL would build the current snapshot and
+    /// parse the old one from its text again for every change row (a third of a batch scan's time).
     pub fn batch_predicate(&self, b: &str) -> String {
         format!(
-            "pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, {new}) AND NOT pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, {old})",
+            "pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, (SELECT {new})) AND NOT pg_catalog.pg_visible_in_snapshot({b}.__pgt_xid, (SELECT {old}))",
             new = self.new_frontier,
             old = self.old_frontier,
         )
@@ -59,11 +61,15 @@ pub struct OptimizationContext {
     pub max_depth: usize,
     pub cte_counter: usize,
     pub alias_counter: usize,
+    /// Scan deltas are the batch's change rows as they are, not consolidated by row identity: set
+    /// while computing the input of a consumer that is linear in its input (see
+    /// `algebraic::AggregateState::delta_query`), for which consolidating is wasted work.
+    pub raw_scans: bool,
 }
 
 impl Default for OptimizationContext {
     fn default() -> Self {
-        OptimizationContext { depth: 0, max_depth: 64, cte_counter: 0, alias_counter: 0 }
+        OptimizationContext { depth: 0, max_depth: 64, cte_counter: 0, alias_counter: 0, raw_scans: false }
     }
 }
 

@@ -170,14 +170,17 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                 .get(&table.relid)
                 .ok_or_else(|| PgtError::internal(format!("no change buffer for {}.{}", table.schema, table.name)))?;
             let values: Vec<String> = columns.iter().map(|c| format!("b.{}", quote_ident(c))).collect();
-            let items = with_weight(named(values.clone()), &format!("pg_catalog.sum(b.{W})::bigint"));
-            format!(
-                "{} FROM {} AS b WHERE {}{} HAVING pg_catalog.sum(b.{W}) <> 0",
-                select(&items),
-                buffer.buffer.quoted(),
-                ctx.cdc.batch_predicate("b"),
-                group_by(&identity_keys(&values))
-            )
+            let (source, batch) = (buffer.buffer.quoted(), ctx.cdc.batch_predicate("b"));
+            if ctx.opt.raw_scans {
+                format!("{} FROM {source} AS b WHERE {batch}", select(&with_weight(named(values), &format!("b.{W}::bigint"))))
+            } else {
+                let items = with_weight(named(values.clone()), &format!("pg_catalog.sum(b.{W})::bigint"));
+                format!(
+                    "{} FROM {source} AS b WHERE {batch}{} HAVING pg_catalog.sum(b.{W}) <> 0",
+                    select(&items),
+                    group_by(&identity_keys(&values))
+                )
+            }
         }
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
@@ -504,13 +507,28 @@ pub(super) fn with_clause(ctx: &DiffContext) -> String {
     format!("WITH {} ", items.join(", "))
 }
 
+/// Whether `node` is its sources' rows filtered, projected and appended, nothing else: its delta is
+/// then linear in the change rows, consolidated or not.
+pub(super) fn reads_rows_directly(node: &Node) -> bool {
+    match node {
+        Node::Scan { .. } => true,
+        Node::Filter { input, .. } | Node::Project { input, .. } => reads_rows_directly(input),
+        Node::UnionAll { inputs } => inputs.iter().all(reads_rows_directly),
+        _ => false,
+    }
+}
+
 /// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
 /// None when no source under the query changed.
 pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
     if is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }
-    let body = delta_sql(tree, &tree.root, ctx)?;
+    // Filtered and projected rows are consolidated here, once, not also as they leave the buffer.
+    ctx.opt.raw_scans = reads_rows_directly(&tree.root);
+    let body = delta_sql(tree, &tree.root, ctx);
+    ctx.opt.raw_scans = false;
+    let body = body?;
     let n = tree.root.arity();
     let d = cols("d", n);
     let with = with_clause(ctx);

@@ -42,15 +42,30 @@ fn delta(t: &OpTree, c: &mut DiffContext) -> String {
 }
 
 #[test]
-fn a_scan_delta_is_the_consolidated_batch_of_its_buffer() {
+fn a_scan_delta_is_the_batch_of_its_buffer_consolidated_once() {
     let t = tree(scan(10, "orders", &["id", "amount"]));
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("FROM \"pgtrickle_changes\".\"changes_10\" AS b"), "{sql}");
-    assert!(sql.contains("pg_visible_in_snapshot(b.__pgt_xid, pg_catalog.pg_current_snapshot()) AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot)"), "{sql}");
-    // Consolidated by identity: the values and their text (1.5 and 1.50 stay apart).
-    assert!(sql.contains("GROUP BY b.\"id\", b.\"amount\", ROW(b.\"id\", b.\"amount\")::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
-    // The final result is consolidated again over the output columns.
+    assert!(sql.contains("pg_visible_in_snapshot(b.__pgt_xid, (SELECT pg_catalog.pg_current_snapshot())) AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT $1::pg_catalog.pg_snapshot))"), "{sql}");
+    // Rows only filtered and projected are consolidated once, over the output columns, by identity:
+    // the values and their text (1.5 and 1.50 stay apart).
+    assert!(sql.contains("b.__pgt_w::bigint AS __pgt_w FROM"), "{sql}");
+    assert_eq!(sql.matches("HAVING").count(), 1, "{sql}");
     assert!(sql.ends_with("GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
+}
+
+#[test]
+fn a_join_probes_with_the_consolidated_batch() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id", "x"])),
+        right: Box::new(scan(20, "b", &["a_id", "y"])),
+        on: Some(eq(0, 2)),
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[20]));
+    assert!(sql.contains("GROUP BY b.\"id\", b.\"x\", ROW(b.\"id\", b.\"x\")::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
+    assert!(!sql.contains("b.__pgt_w::bigint AS __pgt_w"), "{sql}");
 }
 
 #[test]

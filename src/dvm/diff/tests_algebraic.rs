@@ -130,6 +130,33 @@ fn a_count_and_sum_batch_reads_the_buffer_and_the_stored_groups_only() {
     assert!(sql.contains("LIMIT 1) AS o ON true"), "one index probe per group: {sql}");
     assert!(sql.contains("OPERATOR(pg_catalog.*=)"), "unchanged groups are left alone: {sql}");
     assert!(sql.contains(".ctid AS o_ctid") && sql.contains("AS __pgt_old"), "the stored row is remembered: {sql}");
+    assert!(sql.contains("b.__pgt_w::bigint AS __pgt_w FROM"), "sums read the change rows as they are: {sql}");
+    assert!(!sql.contains("::text HAVING"), "no consolidation of the batch for sums: {sql}");
+}
+
+#[test]
+fn extrema_and_joins_read_the_consolidated_batch() {
+    let minimum = grouped(vec![Expr::col(0)], vec![call(AggFunc::Min, Some(1), "numeric(12,2)")], vec![Expr::col(0), Expr::col(1)]);
+    let mut joined = grouped(vec![Expr::col(0)], vec![call(AggFunc::CountStar, None, "")], vec![Expr::col(0), Expr::col(1)]);
+    if let Node::Project { input, .. } = &mut joined.root {
+        if let Node::Aggregate { input, .. } = input.as_mut() {
+            let scan = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
+            **input = Node::Join {
+                kind: crate::dvm::optree::JoinKind::Inner,
+                left: Box::new(scan.clone()),
+                right: Box::new(scan),
+                on: Some(Expr::sql("true")),
+                null_types: vec![],
+            };
+        }
+    }
+    for tree in [minimum, joined] {
+        let state = AggregateState::of(&tree).unwrap();
+        let (v, t) = visible(2);
+        let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
+        assert!(sql.contains("::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "consolidated: {sql}");
+        assert!(!sql.contains("b.__pgt_w::bigint AS __pgt_w"), "{sql}");
+    }
 }
 
 #[test]
