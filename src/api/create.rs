@@ -74,6 +74,13 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
     depend::on_extension(relid);
 
     refresh::run(pgt_id, Initiator::Create, true)?;
+    if differential {
+        // Statistics from the start: without them the planner expects dozens of rows per row
+        // identity and probes the stored rows with bitmap scans (twice the cost of an index scan)
+        // until autovacuum first analyses the table, in plans a refresh worker keeps.
+        // As its owner, in a security-restricted operation, as autovacuum would.
+        privilege::as_owner(caller, || spi::exec(&format!("ANALYZE {target}"), &[]))?;
+    }
     // SAFETY: reads the transaction's isolation level.
     let transaction_snapshot = unsafe { pgrx::pg_sys::XactIsoLevel } >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32;
     if differential && transaction_snapshot {
