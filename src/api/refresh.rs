@@ -14,11 +14,8 @@ fn refresh_stream_table(name: Option<&str>) {
 }
 
 fn run(caller: pgrx::pg_sys::Oid, name: &str, wrote_before: bool) -> PgtResult<()> {
-    let relid = crate::catalog::names::resolve_existing(name)?;
-    let pgt_id = stream_tables::find_id(name)?;
-    if let Some(relid) = relid {
-        privilege::require_owner(caller, relid, name)?;
-    }
+    let (relid, pgt_id) = stream_tables::find_ids(name)?;
+    privilege::require_owner(caller, relid, name)?;
     match refresh::run(pgt_id, Initiator::Manual, wrote_before)? {
         Outcome::Broken => {
             let why = stream_tables::load(pgt_id)?.and_then(|st| st.last_error).unwrap_or_default();

@@ -115,9 +115,15 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
 
 /// The id of the stream table a user named (what a refresh needs to start: it loads the rest itself).
 pub fn find_id(name: &str) -> PgtResult<i64> {
+    Ok(find_ids(name)?.1)
+}
+
+/// The storage table's OID and the stream table's id for a user-given name.
+pub fn find_ids(name: &str) -> PgtResult<(Oid, i64)> {
     let relid = names::resolve_existing(name)?.ok_or_else(|| not_found(name))?;
-    spi::one::<i64>("SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", &[relid.into()])?
-        .ok_or_else(|| not_a_stream_table(name))
+    let pgt_id = spi::one::<i64>("SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", &[relid.into()])?
+        .ok_or_else(|| not_a_stream_table(name))?;
+    Ok((relid, pgt_id))
 }
 
 fn not_found(name: &str) -> PgtError {

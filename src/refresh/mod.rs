@@ -200,10 +200,9 @@ const SUSPENDED_CAPTURE: &str = "FULL: change capture on a source is disabled (A
 /// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made
 /// invisible (see `Snapshot::without`), so its own later writes belong to the next batch.
 fn frontier_without_own_xid(snapshot: &str) -> PgtResult<String> {
-    let own: Option<String> = spi::one("SELECT pg_catalog.pg_current_xact_id()::text", &[])?;
-    let own: u64 = own
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| PgtError::internal("pg_current_xact_id() returned no transaction id"))?;
+    // SAFETY: pg_current_xact_id() without a statement: the top-level xid (the fence's FOR UPDATE has
+    // assigned it already), with its epoch.
+    let own = unsafe { pgrx::pg_sys::GetTopFullTransactionId() }.value;
     Ok(Snapshot::parse(snapshot)?.without(own).to_text())
 }
 

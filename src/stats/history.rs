@@ -52,8 +52,11 @@ pub struct HistoryEntry<'a> {
 }
 
 /// Wall-clock time (not the transaction's start), for durations.
+/// `clock_timestamp()`, without a statement.
 pub fn now() -> PgtResult<TimestampWithTimeZone> {
-    spi::one("SELECT pg_catalog.clock_timestamp()", &[])?.ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))
+    // SAFETY: reads the system clock as PostgreSQL's clock_timestamp() does.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
+    TimestampWithTimeZone::try_from(now).map_err(|e| PgtError::internal(format!("clock_timestamp(): {e:?}")))
 }
 
 pub fn record(e: &HistoryEntry) -> PgtResult<()> {
