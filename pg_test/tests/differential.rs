@@ -209,6 +209,27 @@ fn change_buffers_are_emptied_once_every_consumer_has_applied_them() {
 }
 
 #[test]
+fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() {
+    // More consumers than the clean-up reads frontiers of one by one: the other form of its DELETE.
+    let mut db = orders_db("diff_buffer_gc_many");
+    for i in 1..=5 {
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('c{i}', 'SELECT count(*) AS n FROM orders WHERE id > {i}', '1h', 'DIFFERENTIAL')"));
+    }
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
+    db.exec("INSERT INTO orders (customer, amount) SELECT 'gc', g FROM generate_series(1, 30) g");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    for i in 1..=4 {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('c{i}')"));
+        assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 30, "c5 has not applied them yet");
+    }
+    db.exec("SELECT pgtrickle.refresh_stream_table('c5')");
+    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    for i in 1..=5 {
+        db.assert_matches_query(&format!("c{i}"), &format!("SELECT count(*) AS n FROM orders WHERE id > {i}"));
+    }
+}
+
+#[test]
 fn auto_switches_to_full_for_a_batch_large_relative_to_the_sources() {
     let mut db = TestDb::new("diff_auto_ratio");
     db.exec(

@@ -133,6 +133,9 @@ fn read_committed() -> PgtResult<bool> {
         == Some("read committed"))
 }
 
+/// Up to this many consumers of a source, the clean-up reads each one's frontier once per statement.
+const FRONTIERS_READ_ONCE: usize = 4;
+
 /// Deletes change rows every DIFFERENTIAL consumer of the source has applied (visible in all their
 /// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning, and
 /// one with a consumer that has applied nothing yet.
@@ -146,31 +149,53 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
         if locked != Some(true) {
             continue;
         }
+        // How many consumers, whether all have applied something, and the first few of them.
         let consumers = spi::rows(
-            "SELECT s.pgt_id, s.frontier IS NOT NULL AS applied
-               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-              WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
-              ORDER BY s.pgt_id",
+            &format!(
+                "SELECT pg_catalog.count(*) AS n, COALESCE(pg_catalog.bool_and(s.frontier IS NOT NULL), false) AS applied,
+                        (pg_catalog.array_agg(s.pgt_id ORDER BY s.pgt_id))[1:{FRONTIERS_READ_ONCE}] AS first
+                   FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                  WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'"
+            ),
             &[Oid::from(t.relid).into()],
-            |r| Ok((spi::col::<i64>(r, "pgt_id")?, spi::col::<bool>(r, "applied")?)),
+            |r| {
+                let ids: Option<Vec<Option<i64>>> = r.get_by_name("first")?;
+                Ok((spi::col::<i64>(r, "n")?, spi::col::<bool>(r, "applied")?, ids.unwrap_or_default()))
+            },
         )?;
-        if consumers.is_empty() || consumers.iter().any(|&(_, applied)| !applied) {
+        let Some((n, applied, first)) = consumers.into_iter().next() else { continue };
+        if n == 0 || !applied {
             continue;
         }
-        // One InitPlan per consumer reads its frontier once; a join to the catalog would be
-        // evaluated again for every change row (most of the statement's time).
-        let visible_to_all: Vec<String> = consumers
-            .iter()
-            .map(|(id, _)| {
-                format!(
-                    "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
-                )
-            })
-            .collect();
-        spi::exec(
-            &format!("DELETE FROM {} AS b WHERE {}", cdc::buffer_name(Oid::from(t.relid)), visible_to_all.join(" AND ")),
-            &[],
-        )?;
+        let buffer = cdc::buffer_name(Oid::from(t.relid));
+        if n as usize <= FRONTIERS_READ_ONCE {
+            // One InitPlan per consumer reads its frontier once per statement; the join below would be
+            // evaluated again for every change row (most of the statement's time for a large batch).
+            let visible_to_all: Vec<String> = first
+                .iter()
+                .flatten()
+                .map(|id| {
+                    format!(
+                        "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
+                    )
+                })
+                .collect();
+            spi::exec(&format!("DELETE FROM {buffer} AS b WHERE {}", visible_to_all.join(" AND ")), &[])?;
+        } else {
+            // Many consumers (a table every one of a thousand stream tables reads): per change row,
+            // stop at the first consumer that has not applied it, rather than read every frontier.
+            spi::exec(
+                &format!(
+                    "DELETE FROM {buffer} AS b
+                      WHERE NOT EXISTS (
+                            SELECT 1 FROM pgtrickle.pgt_dependencies d
+                              JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                             WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
+                               AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier))"
+                ),
+                &[Oid::from(t.relid).into()],
+            )?;
+        }
     }
     Ok(())
 }
