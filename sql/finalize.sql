@@ -306,3 +306,71 @@ GRANT SELECT ON pgtrickle.pg_stat_pgtrickle TO PUBLIC;
 -- Like pg_stat_reset(): superusers, and whoever they grant it to.
 REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset(text) FROM PUBLIC;
+
+-- External workers (pg_trickle_worker, MT-1): each registers here on start, heartbeats every few
+-- seconds on a connection of its own, and says what it can do. A worker that stops marks itself
+-- 'stopped'; one silent for longer than pg_trickle.worker_reclaim_timeout is marked 'gone' by the
+-- coordinator. A restarted worker is a new worker (a new id). Not dumped: it is runtime state.
+CREATE TABLE pgtrickle.pgt_worker_registry (
+    worker_id      uuid PRIMARY KEY,
+    hostname       text NOT NULL,
+    pid            integer NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    status         text NOT NULL DEFAULT 'active',
+    capabilities   jsonb DEFAULT '{}'
+);
+COMMENT ON TABLE pgtrickle.pgt_worker_registry IS 'pg_trickle: external workers (pg_trickle_worker) that registered with this database';
+COMMENT ON COLUMN pgtrickle.pgt_worker_registry.status IS 'active (heartbeating), stopped (shut down cleanly) or gone (silent past pg_trickle.worker_reclaim_timeout)';
+COMMENT ON COLUMN pgtrickle.pgt_worker_registry.capabilities IS 'what the worker says it can do: its version, the operators it evaluates locally';
+
+-- The role external workers log in with (GRANT pgtrickle_worker TO <login role>): it may register,
+-- heartbeat and deregister through these functions, and read the registry; nothing else. Like
+-- pgtrickle_capture, it is shared by the cluster and may exist already.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgtrickle_worker') THEN
+        CREATE ROLE pgtrickle_worker NOLOGIN;
+        COMMENT ON ROLE pgtrickle_worker IS 'pg_trickle: rights of external refresh workers (grant it to the role pg_trickle_worker logs in as)';
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+
+CREATE FUNCTION pgtrickle.worker_register(worker_id uuid, hostname text, pid integer, capabilities jsonb)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO pgtrickle.pgt_worker_registry (worker_id, hostname, pid, capabilities)
+    VALUES (worker_id, hostname, pid, COALESCE(capabilities, '{}'));
+$$;
+COMMENT ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) IS 'pg_trickle: an external worker registers (status active)';
+
+-- False when the worker is no longer active (it was marked gone): it must register anew.
+CREATE FUNCTION pgtrickle.worker_heartbeat(worker_id uuid)
+RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH beat AS (
+        UPDATE pgtrickle.pgt_worker_registry r SET last_heartbeat = now()
+         WHERE r.worker_id = worker_heartbeat.worker_id AND r.status = 'active'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM beat);
+$$;
+COMMENT ON FUNCTION pgtrickle.worker_heartbeat(uuid) IS 'pg_trickle: an external worker is alive; false if it was marked gone';
+
+CREATE FUNCTION pgtrickle.worker_stop(worker_id uuid)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE pgtrickle.pgt_worker_registry r SET status = 'stopped', last_heartbeat = now()
+     WHERE r.worker_id = worker_stop.worker_id AND r.status = 'active';
+$$;
+COMMENT ON FUNCTION pgtrickle.worker_stop(uuid) IS 'pg_trickle: an external worker shuts down cleanly';
+
+REVOKE ALL ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_heartbeat(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_stop(uuid) FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_heartbeat(uuid) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_stop(uuid) TO pgtrickle_worker;
+GRANT SELECT ON pgtrickle.pgt_worker_registry TO pgtrickle_worker, pg_monitor;

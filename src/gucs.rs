@@ -11,6 +11,7 @@ static ADAPTIVE_WORKERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MIN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(10);
+static WORKER_RECLAIM_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(30);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -79,6 +80,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.worker_reclaim_timeout",
+        c"How long an external worker (pg_trickle_worker) may stay silent before the coordinator counts it as gone.",
+        c"Workers heartbeat every 5 s; one whose last heartbeat is older than this is marked 'gone' in pgtrickle.pgt_worker_registry.",
+        &WORKER_RECLAIM_TIMEOUT_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_float_guc(
         c"pg_trickle.full_refresh_ratio",
         c"Until their refresh costs are measured, AUTO stream tables refresh FULL for batches above this fraction of the sources' rows.",
@@ -121,4 +132,8 @@ pub fn max_workers() -> u32 {
 
 pub fn max_consecutive_errors() -> i32 {
     MAX_CONSECUTIVE_ERRORS.get()
+}
+
+pub fn worker_reclaim_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(WORKER_RECLAIM_TIMEOUT_S.get().max(1) as u64)
 }

@@ -11,7 +11,18 @@ pub mod oracle;
 pub use cluster::cluster;
 pub use db::{DbError, TestDb};
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The debug build of `pg_trickle_worker` (scripts/test builds it before the end-to-end tests).
+pub fn worker_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/pg_trickle_worker");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p pg_trickle_worker` (scripts/test does)", bin.display());
+    bin
+}
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -1,18 +1,8 @@
 //! The external worker binary: --help, a clear error when the server is unreachable or lacks the
 //! extension, and a successful check against a server that has it.
 
-use pg_trickle_e2e::TestDb;
-use std::path::PathBuf;
+use pg_trickle_e2e::{worker_binary, TestDb};
 use std::process::{Command, Output};
-
-fn worker_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/pg_trickle_worker");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p pg_trickle_worker` (scripts/test does)", bin.display());
-    bin
-}
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(worker_binary());

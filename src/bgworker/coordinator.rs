@@ -9,7 +9,7 @@
 //! transaction back with it; its job is recorded as failed (with backoff) and runs again.
 
 use super::adaptive::{Bounds, Measurement, Sizer};
-use super::refresh_worker;
+use super::{external, refresh_worker};
 use super::xact::{self, Isolation};
 use super::{cpu, policy, pool};
 use crate::cdc::signal;
@@ -133,6 +133,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
     record_interrupted();
     let mut next_tick = Instant::now();
     let mut last_prune = Instant::now() - PRUNE_EVERY;
+    let mut last_worker_sweep = Instant::now();
     loop {
         pgrx::check_for_interrupts!();
         if BackgroundWorker::sighup_received() {
@@ -157,6 +158,14 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
                     warning!("pg_trickle coordinator: pruning refresh history failed: {e}");
                 }
                 last_prune = Instant::now();
+            }
+            if last_worker_sweep.elapsed() >= external::SWEEP_EVERY {
+                match xact::run(Isolation::ReadCommitted, external::mark_silent_workers_gone) {
+                    Ok(0) => {}
+                    Ok(n) => log!("pg_trickle coordinator: {n} external worker(s) silent for more than pg_trickle.worker_reclaim_timeout, marked gone"),
+                    Err(e) => warning!("pg_trickle coordinator: checking external workers' heartbeats failed: {e}"),
+                }
+                last_worker_sweep = Instant::now();
             }
         }
         c.dispatch();

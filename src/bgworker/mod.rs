@@ -13,6 +13,8 @@ mod database_ddl;
 #[cfg(feature = "pg")]
 mod databases;
 #[cfg(feature = "pg")]
+mod external;
+#[cfg(feature = "pg")]
 mod launcher;
 #[cfg(feature = "pg")]
 mod coordinator;

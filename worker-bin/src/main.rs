@@ -1,12 +1,17 @@
 //! `pg_trickle_worker`: the external refresh worker for pg_trickle.
 //!
-//! This release connects, verifies that the server has pg_trickle, and reports; claiming and running
-//! refresh jobs arrives with the external-worker stage. It links the pure DVM engine only (no pgrx).
+//! This release connects, registers in `pgtrickle.pgt_worker_registry`, heartbeats, survives lost
+//! connections and server restarts, and deregisters on SIGTERM; claiming and running refresh jobs
+//! arrives with the rest of the external-worker stage (stream tables are refreshed in-process
+//! meanwhile). It links the pure DVM engine only (no pgrx).
 
 mod conninfo;
+mod log;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,8 +21,14 @@ use std::process::ExitCode;
     long_about = "External refresh worker for pg_trickle stream tables.\n\n\
         Connection settings come from --dsn (a libpq-style connection string: \"host=... port=... dbname=...\" \
         or a postgresql:// URI); anything it leaves out is taken from PGHOST, PGPORT, PGUSER, PGPASSWORD, \
-        PGDATABASE, PGAPPNAME and PGCONNECT_TIMEOUT, then from libpq's defaults.\n\n\
-        Exit status: 0 on success, 1 when the server cannot be reached or has no pg_trickle, 2 on bad usage."
+        PGDATABASE, PGAPPNAME and PGCONNECT_TIMEOUT, then from libpq's defaults. The role it logs in as \
+        needs only the pgtrickle_worker role (GRANT pgtrickle_worker TO <role>).\n\n\
+        It registers in pgtrickle.pgt_worker_registry, heartbeats every --heartbeat-interval seconds on a \
+        connection of its own, retries lost connections with backoff (1 s doubling to 30 s), and on SIGTERM \
+        or SIGINT marks itself stopped and exits 0.\n\n\
+        Exit status: 0 after a clean shutdown (or a successful --check); 1 when retrying cannot help (no \
+        pg_trickle in the database, a refused login, missing rights) or, with --check, the server cannot be \
+        reached; 2 on bad usage."
 )]
 struct Cli {
     /// Connection string (key=value pairs or a postgresql:// URI).
@@ -27,21 +38,46 @@ struct Cli {
     /// Verify the connection and the extension, print what was found, and exit.
     #[arg(long)]
     check: bool,
+
+    /// Seconds between heartbeats (keep it well below the server's pg_trickle.worker_reclaim_timeout).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_interval: u64,
+
+    /// Least severe events logged.
+    #[arg(long, value_enum, default_value_t = log::Level::Info, env = "PGTRICKLE_WORKER_LOG_LEVEL")]
+    log_level: log::Level,
+
+    /// Log lines as text or as JSON objects (one per line, on stderr).
+    #[arg(long, value_enum, default_value_t = log::Format::Text, env = "PGTRICKLE_WORKER_LOG_FORMAT")]
+    log_format: log::Format,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli).await {
+    let logger = log::Logger { level: cli.log_level, format: cli.log_format };
+    let result = if cli.check { check(&cli).await } else { run(&cli, logger).await };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("pg_trickle_worker: error: {message}");
+            if cli.check {
+                eprintln!("pg_trickle_worker: error: {message}");
+            } else {
+                logger.error(&message, &[]);
+            }
             ExitCode::from(1)
         }
     }
 }
 
-async fn run(cli: &Cli) -> Result<(), String> {
+async fn run(cli: &Cli, log: log::Logger) -> Result<(), String> {
+    let config = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
+    let target = conninfo::describe(&config);
+    let settings = serve::Settings { config, target, heartbeat_every: Duration::from_secs(cli.heartbeat_interval), log };
+    serve::serve(&settings).await
+}
+
+async fn check(cli: &Cli) -> Result<(), String> {
     let config = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
     let target = conninfo::describe(&config);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
@@ -61,17 +97,18 @@ async fn run(cli: &Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot query {target}: {}", error_text(&e)))?;
     let Some(row) = row else {
-        return Err(format!(
-            "the pg_trickle extension is not installed in the database at {target}\n\
-             hint: run CREATE EXTENSION pg_trickle; in that database (the server needs shared_preload_libraries = 'pg_trickle')"
-        ));
+        return Err(no_extension_message(&target));
     };
     let version: String = row.get(0);
     println!("pg_trickle_worker: connected to {target}: pg_trickle {version}");
-    if !cli.check {
-        println!("pg_trickle_worker: this release does not run refresh jobs yet; stream tables are refreshed in-process");
-    }
     Ok(())
+}
+
+fn no_extension_message(target: &str) -> String {
+    format!(
+        "the pg_trickle extension is not installed in the database at {target}\n\
+         hint: run CREATE EXTENSION pg_trickle; in that database (the server needs shared_preload_libraries = 'pg_trickle')"
+    )
 }
 
 /// The server's message when there is one (tokio-postgres' Display for db errors is just "db error").

@@ -1,0 +1,189 @@
+//! External workers in the registry: a real `pg_trickle_worker` process registers with its
+//! capabilities, heartbeats on its own connection, survives a dropped connection, is marked gone by
+//! the coordinator when it falls silent (SIGSTOP) and registers anew when it wakes, and on SIGTERM marks
+//! itself stopped and exits 0 — all as a login role that holds nothing but `pgtrickle_worker`.
+
+use pg_trickle_e2e::{wait_until, worker_binary, TestDb};
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A worker process whose stderr goes to a file (read it with `log`); killed if still running at the end.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(db: &TestDb, role: &str, extra: &[&str]) -> Worker {
+        let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_{role}.log", std::process::id()));
+        let dsn = format!("{} user={role}", db.conninfo());
+        let child = Command::new(worker_binary())
+            .args(["--dsn", &dsn, "--heartbeat-interval", "1"])
+            .args(extra)
+            .env_remove("PGTRICKLE_DSN")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pg_trickle_worker");
+        Worker { child, log }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap().success());
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut code = None;
+        let exited = wait_until(timeout, || match self.child.try_wait().unwrap() {
+            Some(status) => {
+                code = status.code();
+                true
+            }
+            None => false,
+        });
+        assert!(exited, "the worker did not exit within {timeout:?}; its log:\n{}", self.log());
+        code
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+fn worker_role(db: &mut TestDb, role: &str) {
+    db.exec(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT pgtrickle_worker TO {role};"));
+}
+
+/// The registry rows of this process, oldest first: (worker_id, status).
+fn rows_of(db: &mut TestDb, pid: i32) -> Vec<(String, String)> {
+    db.rows(
+        "SELECT worker_id::text, status FROM pgtrickle.pgt_worker_registry WHERE pid = $1 ORDER BY started_at, worker_id",
+        &[&pid],
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn active_id(db: &mut TestDb, pid: i32) -> Option<String> {
+    rows_of(db, pid).into_iter().find(|(_, s)| s == "active").map(|(id, _)| id)
+}
+
+#[test]
+fn a_worker_registers_heartbeats_and_stops_cleanly_on_sigterm() {
+    let mut db = TestDb::new("wreg_life");
+    worker_role(&mut db, "wreg_life_w");
+    let mut w = Worker::start(&db, "wreg_life_w", &["--log-format", "json"]);
+    let pid = w.pid();
+    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
+    let id = active_id(&mut db, pid).unwrap();
+    let (host, version, operators): (String, String, String) = {
+        let r = db.rows(
+            "SELECT hostname, capabilities->>'version', (capabilities->'local_operators')::text FROM pgtrickle.pgt_worker_registry WHERE worker_id = $1::text::uuid",
+            &[&id],
+        );
+        (r[0].get(0), r[0].get(1), r[0].get(2))
+    };
+    assert!(!host.is_empty());
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(operators, "[]");
+
+    let beat = |db: &mut TestDb| -> f64 {
+        db.value(&format!("SELECT extract(epoch FROM last_heartbeat)::float8 FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{id}'"))
+    };
+    let first = beat(&mut db);
+    assert!(wait_until(Duration::from_secs(5), || beat(&mut db) > first), "no heartbeat; log:\n{}", w.log());
+    // Heartbeats come from a second connection of the same role.
+    let connections: i64 = db.value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'wreg_life_w'");
+    assert_eq!(connections, 2);
+
+    w.signal("TERM");
+    assert_eq!(w.wait_exit(Duration::from_secs(10)), Some(0), "log:\n{}", w.log());
+    assert_eq!(rows_of(&mut db, pid), vec![(id.clone(), "stopped".to_string())]);
+    let log = w.log();
+    for line in log.lines() {
+        assert!(line.starts_with("{\"ts\":") && line.contains(",\"level\":\"") && line.ends_with('}'), "not a JSON log line: {line}");
+    }
+    assert!(log.contains(&format!("\"msg\":\"registered\",\"worker_id\":\"{id}\"")), "{log}");
+    assert!(log.contains("\"msg\":\"stopped\""), "{log}");
+}
+
+#[test]
+fn a_lost_connection_is_retried_and_a_silent_worker_is_marked_gone() {
+    let mut db = TestDb::new("wreg_faults");
+    // This test binary has its own cluster: the short timeout concerns only its workers.
+    db.exec("ALTER SYSTEM SET pg_trickle.worker_reclaim_timeout = '2s'");
+    db.exec("SELECT pg_reload_conf()");
+    worker_role(&mut db, "wreg_faults_w");
+    let w = Worker::start(&db, "wreg_faults_w", &[]);
+    let pid = w.pid();
+    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
+    let first = active_id(&mut db, pid).unwrap();
+
+    // The server drops both connections: the worker reconnects and registers as a new worker.
+    db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'wreg_faults_w'");
+    assert!(
+        wait_until(Duration::from_secs(15), || active_id(&mut db, pid).is_some_and(|id| id != first)),
+        "did not register again after losing its connections; log:\n{}",
+        w.log()
+    );
+    let second = active_id(&mut db, pid).unwrap();
+    assert!(w.log().contains("connection to the server lost; retrying"), "{}", w.log());
+
+    // Frozen past the reclaim timeout: the coordinator marks it gone (it sweeps every 5 s).
+    w.signal("STOP");
+    let gone = wait_until(Duration::from_secs(20), || {
+        rows_of(&mut db, pid).iter().any(|(id, s)| *id == second && s == "gone")
+    });
+    w.signal("CONT");
+    assert!(gone, "a silent worker was not marked gone: {:?}", rows_of(&mut db, pid));
+    // Awake again, its next heartbeat is refused and it registers as a new worker.
+    assert!(
+        wait_until(Duration::from_secs(15), || active_id(&mut db, pid).is_some_and(|id| id != first && id != second)),
+        "did not register again after being marked gone; log:\n{}",
+        w.log()
+    );
+    assert!(w.log().contains("was marked gone"), "{}", w.log());
+    db.exec("ALTER SYSTEM RESET pg_trickle.worker_reclaim_timeout");
+    db.exec("SELECT pg_reload_conf()");
+}
+
+#[test]
+fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
+    // A login role without pgtrickle_worker may not register.
+    let mut db = TestDb::new("wreg_denied");
+    db.exec("DROP ROLE IF EXISTS wreg_denied_w; CREATE ROLE wreg_denied_w LOGIN;");
+    let mut w = Worker::start(&db, "wreg_denied_w", &[]);
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
+    let log = w.log();
+    assert!(log.contains("permission denied for function worker_register"), "{log}");
+    assert!(log.contains("SQLSTATE 42501"), "{log}");
+    let rows: i64 = db.value("SELECT count(*) FROM pgtrickle.pgt_worker_registry");
+    assert_eq!(rows, 0);
+
+    // A database without pg_trickle.
+    let plain = TestDb::without_extension("wreg_noext");
+    let mut w = Worker::start(&plain, "postgres", &[]);
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(w.log().contains("the pg_trickle extension is not installed"), "{}", w.log());
+
+    // A role that does not exist: the login is refused.
+    let mut w = Worker::start(&plain, "wreg_no_such_role", &[]);
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(w.log().contains("refused"), "{}", w.log());
+}

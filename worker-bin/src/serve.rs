@@ -1,0 +1,233 @@
+//! The worker's life: connect, register in `pgtrickle.pgt_worker_registry`, heartbeat on a connection
+//! of its own, and on SIGTERM (or SIGINT) mark itself stopped and return. A lost connection or a
+//! restarting server is retried with backoff; only what retrying cannot fix (no extension, refused
+//! login, missing rights) ends the worker with an error. Refresh jobs are not claimed yet.
+
+use crate::log::{json_string, Logger};
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Config, NoTls};
+use uuid::Uuid;
+
+/// Why a session ended without being asked to.
+#[derive(Debug)]
+pub enum Failure {
+    /// Retrying will not help: the message says what to fix.
+    Fatal(String),
+    /// The connection or the server went away: try again after a pause.
+    Retry(String),
+}
+
+/// SIGTERM and SIGINT, as one stream.
+pub struct Shutdown {
+    term: Signal,
+    int: Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> Result<Shutdown, String> {
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+        Ok(Shutdown { term, int })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Pauses between reconnection attempts: 1 s, doubling, at most 30 s; back to 1 s once registered.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+pub struct Settings {
+    pub config: Config,
+    pub target: String,
+    pub heartbeat_every: Duration,
+    pub log: Logger,
+}
+
+/// Runs until shut down (Ok) or until something retrying cannot fix (Err, with what to do).
+pub async fn serve(settings: &Settings) -> Result<(), String> {
+    let log = settings.log;
+    let mut shutdown = Shutdown::install()?;
+    let mut backoff = Backoff::new();
+    loop {
+        match session(settings, &mut shutdown, &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(Failure::Fatal(message)) => return Err(message),
+            Err(Failure::Retry(message)) => {
+                let wait = backoff.next_wait();
+                log.warn("connection to the server lost; retrying", &[("error", &message), ("retry_in_s", &wait.as_secs())]);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.requested() => {
+                        log.info("stopping (signal received while disconnected)", &[]);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection whose driver runs in its own task; the task ends when the connection does.
+struct Connection {
+    client: Client,
+    driver: JoinHandle<()>,
+}
+
+async fn connect(settings: &Settings) -> Result<Connection, Failure> {
+    let (client, connection) = settings.config.connect(NoTls).await.map_err(|e| classify(&e, &settings.target))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Connection { client, driver })
+}
+
+/// Errors a retry cannot fix: refused logins (class 28), a database that does not exist (3D000),
+/// missing rights (42501) or functions (42883). Everything else — refused or broken connections, a
+/// server shutting down or starting up — is worth retrying.
+fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
+    let text = crate::error_text(e);
+    match e.as_db_error().map(|db| db.code().code()) {
+        Some(code) if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42883" => {
+            Failure::Fatal(format!("the server at {target} refused: {text}"))
+        }
+        _ => Failure::Retry(format!("{target}: {text}")),
+    }
+}
+
+/// The extension must be installed, at a version that has the worker registry.
+async fn check_server(client: &Client, target: &str) -> Result<String, Failure> {
+    let row = client
+        .query_opt(
+            "SELECT e.extversion, pg_catalog.to_regprocedure('pgtrickle.worker_register(uuid,text,integer,jsonb)') IS NOT NULL
+               FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_trickle'",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(&e, target))?;
+    let Some(row) = row else {
+        return Err(Failure::Fatal(crate::no_extension_message(target)));
+    };
+    let (version, has_registry): (String, bool) = (row.get(0), row.get(1));
+    if !has_registry {
+        return Err(Failure::Fatal(format!(
+            "pg_trickle {version} in the database at {target} has no worker registry\n\
+             hint: run ALTER EXTENSION pg_trickle UPDATE; in that database"
+        )));
+    }
+    Ok(version)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// What this worker can do: its version, and the operators it evaluates locally (none yet: every
+/// refresh runs on the server).
+pub fn capabilities() -> String {
+    format!("{{\"version\":{},\"local_operators\":[]}}", json_string(env!("CARGO_PKG_VERSION")))
+}
+
+async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Backoff) -> Result<(), Failure> {
+    let log = settings.log;
+    let target = settings.target.as_str();
+    let mut work = connect(settings).await?;
+    let version = check_server(&work.client, target).await?;
+    // Heartbeats have a connection of their own: the working one will be inside long transactions.
+    let mut beat = connect(settings).await?;
+    let id = Uuid::new_v4().to_string();
+    let host = hostname();
+    let pid = std::process::id() as i32;
+    beat.client
+        .execute("SELECT pgtrickle.worker_register($1::text::uuid, $2, $3, $4::text::jsonb)", &[&id, &host, &pid, &capabilities()])
+        .await
+        .map_err(|e| classify(&e, target))?;
+    backoff.reset();
+    log.info(
+        "registered",
+        &[("worker_id", &id), ("server", &target), ("pg_trickle", &version), ("hostname", &host), ("pid", &pid)],
+    );
+    let mut ticker = tokio::time::interval(settings.heartbeat_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate: registering was the first heartbeat
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let alive: bool = beat.client
+                    .query_one("SELECT pgtrickle.worker_heartbeat($1::text::uuid)", &[&id])
+                    .await
+                    .map_err(|e| classify(&e, target))?
+                    .get(0);
+                if !alive {
+                    return Err(Failure::Retry(format!(
+                        "worker {id} was marked gone (no heartbeat within pg_trickle.worker_reclaim_timeout); registering as a new worker"
+                    )));
+                }
+                log.debug("heartbeat", &[("worker_id", &id)]);
+            }
+            _ = shutdown.requested() => {
+                match beat.client.execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id]).await {
+                    Ok(_) => log.info("stopped", &[("worker_id", &id)]),
+                    Err(e) => log.warn("stopping without deregistering", &[("worker_id", &id), ("error", &crate::error_text(&e))]),
+                }
+                return Ok(());
+            }
+            _ = &mut work.driver => return Err(Failure::Retry("the working connection closed".into())),
+            _ = &mut beat.driver => return Err(Failure::Retry("the heartbeat connection closed".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_and_resets() {
+        let mut b = Backoff::new();
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_wait().as_secs(), 1);
+    }
+
+    #[test]
+    fn capabilities_are_json_with_the_version() {
+        let c = capabilities();
+        assert!(c.starts_with("{\"version\":\""), "{c}");
+        assert!(c.ends_with(",\"local_operators\":[]}"), "{c}");
+    }
+}
