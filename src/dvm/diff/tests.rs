@@ -54,15 +54,20 @@ fn a_scan_delta_is_the_batch_of_its_buffer_consolidated_once() {
     assert!(sql.ends_with("GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
 }
 
-#[test]
-fn a_join_probes_with_the_consolidated_batch() {
-    let t = tree(Node::Join {
+/// `a(id, x) JOIN b(a_id, y) ON a.id = b.a_id`.
+fn a_join_b() -> OpTree {
+    tree(Node::Join {
         kind: JoinKind::Inner,
         left: Box::new(scan(10, "a", &["id", "x"])),
         right: Box::new(scan(20, "b", &["a_id", "y"])),
         on: Some(eq(0, 2)),
         null_types: vec![],
-    });
+    })
+}
+
+#[test]
+fn a_join_probes_with_the_consolidated_batch() {
+    let t = a_join_b();
     let sql = delta(&t, &mut ctx(&[10], &[20]));
     assert!(sql.contains("GROUP BY b.\"id\", b.\"x\", ROW(b.\"id\", b.\"x\")::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "{sql}");
     assert!(!sql.contains("b.__pgt_w::bigint AS __pgt_w"), "{sql}");
@@ -93,13 +98,7 @@ fn filter_and_project_pass_weights_through() {
 
 #[test]
 fn an_inner_join_has_three_terms_when_both_sides_changed() {
-    let t = tree(Node::Join {
-        kind: JoinKind::Inner,
-        left: Box::new(scan(10, "a", &["id", "x"])),
-        right: Box::new(scan(20, "b", &["a_id", "y"])),
-        on: Some(eq(0, 2)),
-        null_types: vec![],
-    });
+    let t = a_join_b();
     let sql = delta(&t, &mut ctx(&[10, 20], &[]));
     assert_eq!(sql.matches(" JOIN (").count(), 3, "{sql}");
     assert!(sql.contains("-(l") && sql.contains(".__pgt_w * r"), "the ΔL ⋈ ΔR term is subtracted: {sql}");
