@@ -131,13 +131,26 @@ fn a_terminated_scheduler_is_restarted_promptly() {
     let mut db = TestDb::new("sched_terminated");
     db.exec("CREATE TABLE facts (v int NOT NULL)");
     db.exec(&format!("SELECT pgtrickle.create_stream_table('total', '{SUM_FACTS}', '100ms')"));
-    let mut pid = db.scheduler_pid().expect("no scheduler started");
+    // Only a coordinator that serves the extension is restarted promptly; one killed while it is still
+    // checking for the extension counts as a probe (retried after 30 s). It serves once its pool
+    // shows in pool_status.
+    let serving = "SELECT p.coordinator_pid FROM pgtrickle.pool_status p
+                     JOIN pg_stat_activity a ON a.pid = p.coordinator_pid AND a.backend_type = 'pg_trickle coordinator'";
+    let mut pid = 0;
+    assert!(wait_until(Duration::from_secs(15), || {
+        pid = db.rows(serving, &[]).first().map_or(0, |r| r.get(0));
+        pid != 0
+    }), "no coordinator serves the database");
     // Twice: the first restart may also be owed to the start request create_stream_table posted.
     for round in 0..2 {
         db.exec(&format!("SELECT pg_terminate_backend({pid})"));
-        let came_back = wait_until(Duration::from_secs(15), || db.scheduler_pid().is_some_and(|p| p != pid));
+        let old = pid;
+        let came_back = wait_until(Duration::from_secs(15), || db.scheduler_pid().is_some_and(|p| p != old));
         assert!(came_back, "round {round}: the scheduler was not restarted before the periodic probe");
-        pid = db.scheduler_pid().unwrap();
+        assert!(wait_until(Duration::from_secs(15), || {
+            pid = db.rows(serving, &[]).iter().map(|r| r.get::<_, i32>(0)).find(|&p| p != old).unwrap_or(0);
+            pid != 0
+        }), "round {round}: the new coordinator never served");
         db.exec(&format!("INSERT INTO facts VALUES ({round})"));
         assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", SUM_FACTS).is_empty()));
     }
