@@ -5,6 +5,7 @@
 
 use pg_trickle_e2e::{wait_until, worker_binary, TestDb};
 use std::fs;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -63,6 +64,20 @@ impl Drop for Worker {
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.log);
     }
+}
+
+/// `GET path` on 127.0.0.1:port: (status code, body), or None when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn worker_role(db: &mut TestDb, role: &str) {
@@ -186,4 +201,46 @@ fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
     let mut w = Worker::start(&plain, "wreg_no_such_role", &[]);
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
     assert!(w.log().contains("refused"), "{}", w.log());
+}
+
+#[test]
+fn health_endpoints_say_alive_and_whether_registered() {
+    let mut db = TestDb::new("wreg_health");
+    worker_role(&mut db, "wreg_health_w");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = Worker::start(&db, "wreg_health_w", &["--health-addr", &addr]);
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)),
+        "never ready: {:?}; log:\n{}",
+        http_get(port, "/readyz"),
+        w.log()
+    );
+    let id = active_id(&mut db, w.pid()).unwrap();
+    assert_eq!(http_get(port, "/readyz").unwrap().1, format!("ready: worker {id}\n"));
+    assert_eq!(http_get(port, "/healthz"), Some((200, "ok\n".to_string())));
+    assert_eq!(http_get(port, "/metrics").map(|r| r.0), Some(404));
+
+    // A worker that cannot reach its server is alive but not ready, and says why.
+    let (port2, nowhere) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_nowhere.log", std::process::id()));
+    let mut lost = Worker {
+        child: Command::new(worker_binary())
+            .args(["--dsn", &format!("host=127.0.0.1 port={nowhere} user=postgres dbname=postgres"), "--health-addr", &format!("127.0.0.1:{port2}")])
+            .env_remove("PGTRICKLE_DSN")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(port2, "/readyz").is_some_and(|(code, body)| code == 503 && body.contains("not ready:"))),
+        "{:?}; log:\n{}",
+        http_get(port2, "/readyz"),
+        lost.log()
+    );
+    assert_eq!(http_get(port2, "/healthz").map(|r| r.0), Some(200));
+    lost.signal("TERM");
+    assert_eq!(lost.wait_exit(Duration::from_secs(10)), Some(0), "log:\n{}", lost.log());
 }

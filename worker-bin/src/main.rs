@@ -6,6 +6,7 @@
 //! meanwhile). It links the pure DVM engine only (no pgrx).
 
 mod conninfo;
+mod health;
 mod log;
 mod serve;
 
@@ -25,7 +26,8 @@ use std::time::Duration;
         needs only the pgtrickle_worker role (GRANT pgtrickle_worker TO <role>).\n\n\
         It registers in pgtrickle.pgt_worker_registry, heartbeats every --heartbeat-interval seconds on a \
         connection of its own, retries lost connections with backoff (1 s doubling to 30 s), and on SIGTERM \
-        or SIGINT marks itself stopped and exits 0.\n\n\
+        or SIGINT marks itself stopped and exits 0. With --health-addr it answers GET /healthz (200 while \
+        running) and GET /readyz (200 while registered and heartbeating, else 503).\n\n\
         Exit status: 0 after a clean shutdown (or a successful --check); 1 when retrying cannot help (no \
         pg_trickle in the database, a refused login, missing rights) or, with --check, the server cannot be \
         reached; 2 on bad usage."
@@ -42,6 +44,11 @@ struct Cli {
     /// Seconds between heartbeats (keep it well below the server's pg_trickle.worker_reclaim_timeout).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_interval: u64,
+
+    /// Serve GET /healthz (alive) and GET /readyz (registered and heartbeating) over HTTP on this
+    /// address, e.g. 0.0.0.0:8080, for a container orchestrator's probes.
+    #[arg(long, env = "PGTRICKLE_WORKER_HEALTH_ADDR")]
+    health_addr: Option<String>,
 
     /// Least severe events logged.
     #[arg(long, value_enum, default_value_t = log::Level::Info, env = "PGTRICKLE_WORKER_LOG_LEVEL")]
@@ -73,7 +80,13 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli, log: log::Logger) -> Result<(), String> {
     let config = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
     let target = conninfo::describe(&config);
-    let settings = serve::Settings { config, target, heartbeat_every: Duration::from_secs(cli.heartbeat_interval), log };
+    let heartbeat_every = Duration::from_secs(cli.heartbeat_interval);
+    let health = health::Health::new(heartbeat_every);
+    if let Some(addr) = &cli.health_addr {
+        health::listen(addr, health.clone()).await?;
+        log.info("serving health checks", &[("addr", addr)]);
+    }
+    let settings = serve::Settings { config, target, heartbeat_every, log, health };
     serve::serve(&settings).await
 }
 

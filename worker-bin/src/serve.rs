@@ -3,7 +3,9 @@
 //! restarting server is retried with backoff; only what retrying cannot fix (no extension, refused
 //! login, missing rights) ends the worker with an error. Refresh jobs are not claimed yet.
 
+use crate::health::Health;
 use crate::log::{json_string, Logger};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -70,6 +72,7 @@ pub struct Settings {
     pub target: String,
     pub heartbeat_every: Duration,
     pub log: Logger,
+    pub health: Arc<Health>,
 }
 
 /// Runs until shut down (Ok) or until something retrying cannot fix (Err, with what to do).
@@ -82,6 +85,7 @@ pub async fn serve(settings: &Settings) -> Result<(), String> {
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(message)) => return Err(message),
             Err(Failure::Retry(message)) => {
+                settings.health.unregistered(&message);
                 let wait = backoff.next_wait();
                 log.warn("connection to the server lost; retrying", &[("error", &message), ("retry_in_s", &wait.as_secs())]);
                 tokio::select! {
@@ -176,6 +180,7 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
         .await
         .map_err(|e| classify(&e, target))?;
     backoff.reset();
+    settings.health.registered(&id);
     log.info(
         "registered",
         &[("worker_id", &id), ("server", &target), ("pg_trickle", &version), ("hostname", &host), ("pid", &pid)],
@@ -196,9 +201,11 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
                         "worker {id} was marked gone (no heartbeat within pg_trickle.worker_reclaim_timeout); registering as a new worker"
                     )));
                 }
+                settings.health.beat();
                 log.debug("heartbeat", &[("worker_id", &id)]);
             }
             _ = shutdown.requested() => {
+                settings.health.unregistered("stopping");
                 match beat.client.execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id]).await {
                     Ok(_) => log.info("stopped", &[("worker_id", &id)]),
                     Err(e) => log.warn("stopping without deregistering", &[("worker_id", &id), ("error", &crate::error_text(&e))]),
