@@ -95,8 +95,10 @@ fn rows_of(db: &mut TestDb, pid: i32) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The newest active registration of this process (an older one it lost the connection of stays
+/// active until the coordinator marks it gone).
 fn active_id(db: &mut TestDb, pid: i32) -> Option<String> {
-    rows_of(db, pid).into_iter().find(|(_, s)| s == "active").map(|(id, _)| id)
+    rows_of(db, pid).into_iter().rev().find(|(_, s)| s == "active").map(|(id, _)| id)
 }
 
 #[test]
@@ -144,6 +146,10 @@ fn a_lost_connection_is_retried_and_a_silent_worker_is_marked_gone() {
     // This test binary has its own cluster: the short timeout concerns only its workers.
     db.exec("ALTER SYSTEM SET pg_trickle.worker_reclaim_timeout = '2s'");
     db.exec("SELECT pg_reload_conf()");
+    // The coordinator marks silent workers gone: make sure this database has one now (creating a
+    // stream table asks for it; otherwise the launcher's next probe may be 30 s away).
+    db.exec("CREATE TABLE t (x int); SELECT pgtrickle.create_stream_table('st', 'SELECT x FROM t', '1h', 'FULL')");
+    assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
     worker_role(&mut db, "wreg_faults_w");
     let w = Worker::start(&db, "wreg_faults_w", &[]);
     let pid = w.pid();

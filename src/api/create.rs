@@ -75,10 +75,10 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
 
     refresh::run(pgt_id, Initiator::Create, true)?;
     if differential {
-        // Statistics from the start: without them the planner expects dozens of rows per row
-        // identity and probes the stored rows with bitmap scans (twice the cost of an index scan)
-        // until autovacuum first analyses the table, in plans a refresh worker keeps.
-        // As its owner, in a security-restricted operation, as autovacuum would.
+        // Statistics from the start (taken as autovacuum would: as the owner, security-restricted).
+        // Without them the planner expects dozens of rows per row identity, and the plans a refresh
+        // worker keeps probe the stored rows with bitmap scans (twice the cost of an index scan)
+        // until autovacuum first analyses the table.
         privilege::as_owner(caller, || spi::exec(&format!("ANALYZE {target}"), &[]))?;
     }
     // SAFETY: reads the transaction's isolation level.

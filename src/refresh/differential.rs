@@ -191,7 +191,7 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
                             SELECT 1 FROM pgtrickle.pgt_dependencies d
                               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
                              WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
-                               AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier))"
+                               AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))"
                 ),
                 &[Oid::from(t.relid).into()],
             )?;
