@@ -17,11 +17,16 @@ struct Worker {
 }
 
 impl Worker {
+    /// A worker for `db`, logging in as `role`.
     fn start(db: &TestDb, role: &str, extra: &[&str]) -> Worker {
-        let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_{role}.log", std::process::id()));
-        let dsn = format!("{} user={role}", db.conninfo());
+        Worker::spawn(&format!("{} user={role}", db.conninfo()), role, extra)
+    }
+
+    /// A worker for any connection string; `tag` names its log file.
+    fn spawn(dsn: &str, tag: &str, extra: &[&str]) -> Worker {
+        let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_{tag}.log", std::process::id()));
         let child = Command::new(worker_binary())
-            .args(["--dsn", &dsn, "--heartbeat-interval", "1"])
+            .args(["--dsn", dsn, "--heartbeat-interval", "1"])
             .args(extra)
             .env_remove("PGTRICKLE_DSN")
             .stdout(Stdio::null())
@@ -229,17 +234,8 @@ fn health_endpoints_say_alive_and_whether_registered() {
 
     // A worker that cannot reach its server is alive but not ready, and says why.
     let (port2, nowhere) = (free_port(), free_port());
-    let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_nowhere.log", std::process::id()));
-    let mut lost = Worker {
-        child: Command::new(worker_binary())
-            .args(["--dsn", &format!("host=127.0.0.1 port={nowhere} user=postgres dbname=postgres"), "--health-addr", &format!("127.0.0.1:{port2}")])
-            .env_remove("PGTRICKLE_DSN")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let dsn = format!("host=127.0.0.1 port={nowhere} user=postgres dbname=postgres");
+    let mut lost = Worker::spawn(&dsn, "nowhere", &["--health-addr", &format!("127.0.0.1:{port2}")]);
     assert!(
         wait_until(Duration::from_secs(10), || http_get(port2, "/readyz").is_some_and(|(code, body)| code == 503 && body.contains("not ready:"))),
         "{:?}; log:\n{}",
