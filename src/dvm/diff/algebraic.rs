@@ -24,7 +24,7 @@
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
 use super::context::DiffContext;
-use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, W};
+use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans, W};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
@@ -272,10 +272,9 @@ impl<'t> AggregateState<'t> {
         // to nothing anyway, so the batch is read as it is. MIN/MAX need the consolidated batch (a
         // value inserted and deleted in one batch must not look like a new extremum), and a join
         // is cheaper probed with the consolidated rows (pairs from UPDATEs of other columns cancel).
-        ctx.opt.raw_scans = !self.has_extrema() && reads_rows_directly(self.input);
-        let dinput = hoisted_delta(tree, self.input, ctx, "dagg_");
-        ctx.opt.raw_scans = false;
-        let dinput = dinput?.ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+        let raw = !self.has_extrema() && reads_rows_directly(self.input);
+        let dinput = with_raw_scans(ctx, raw, |ctx| hoisted_delta(tree, self.input, ctx, "dagg_"))?
+            .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
 

@@ -507,6 +507,15 @@ pub(super) fn with_clause(ctx: &DiffContext) -> String {
     format!("WITH {} ", items.join(", "))
 }
 
+/// Runs `f` with scan deltas read as the buffer's change rows, unconsolidated, when `raw` (see
+/// `OptimizationContext::raw_scans`); consolidated again afterwards.
+pub(super) fn with_raw_scans<T>(ctx: &mut DiffContext, raw: bool, f: impl FnOnce(&mut DiffContext) -> T) -> T {
+    ctx.opt.raw_scans = raw;
+    let out = f(ctx);
+    ctx.opt.raw_scans = false;
+    out
+}
+
 /// Whether `node` is its sources' rows filtered, projected and appended, nothing else: its delta is
 /// then linear in the change rows, consolidated or not.
 pub(super) fn reads_rows_directly(node: &Node) -> bool {
@@ -525,10 +534,7 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
         return Ok(None);
     }
     // Filtered and projected rows are consolidated here, once, not also as they leave the buffer.
-    ctx.opt.raw_scans = reads_rows_directly(&tree.root);
-    let body = delta_sql(tree, &tree.root, ctx);
-    ctx.opt.raw_scans = false;
-    let body = body?;
+    let body = with_raw_scans(ctx, reads_rows_directly(&tree.root), |ctx| delta_sql(tree, &tree.root, ctx))?;
     let n = tree.root.arity();
     let d = cols("d", n);
     let with = with_clause(ctx);
