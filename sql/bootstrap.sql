@@ -79,7 +79,7 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
 CREATE INDEX pgt_refresh_history_pgt_idx ON pgtrickle.pgt_refresh_history (pgt_id, refresh_id);
 CREATE INDEX pgt_refresh_history_finished_idx ON pgtrickle.pgt_refresh_history (finished_at);
 COMMENT ON TABLE pgtrickle.pgt_refresh_history IS 'pg_trickle: one row per refresh attempt (pruned after pg_trickle.history_retention_days)';
-COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), or session <pid> (create_stream_table, refresh_stream_table)';
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), session <pid> (create_stream_table, refresh_stream_table), or external worker <worker_id> (pg_trickle_worker)';
 COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in the batch a DIFFERENTIAL refresh applied (0 for FULL and NO_DATA)';
 
 CREATE TABLE pgtrickle.pgt_cost_model_summary (

@@ -121,7 +121,7 @@ REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
 
 -- Who ran each refresh, and its batch size (0.2.0).
 ALTER TABLE pgtrickle.pgt_refresh_history ADD COLUMN executed_by text, ADD COLUMN delta_rows bigint;
-COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), or session <pid> (create_stream_table, refresh_stream_table)';
+COMMENT ON COLUMN pgtrickle.pgt_refresh_history.executed_by IS 'who ran the refresh: refresh worker <pid>, coordinator <pid> (in-process, without workers), session <pid> (create_stream_table, refresh_stream_table), or external worker <worker_id> (pg_trickle_worker)';
 COMMENT ON COLUMN pgtrickle.pgt_refresh_history.delta_rows IS 'change rows in the batch a DIFFERENTIAL refresh applied (0 for FULL and NO_DATA)';
 
 -- Why a stream table reinitialises, for the refresh history (0.2.0).
@@ -534,6 +534,55 @@ CREATE TABLE pgtrickle.pgt_worker_registry (
 COMMENT ON TABLE pgtrickle.pgt_worker_registry IS 'pg_trickle: external workers (pg_trickle_worker) that registered with this database';
 COMMENT ON COLUMN pgtrickle.pgt_worker_registry.status IS 'active (heartbeating), stopped (shut down cleanly) or gone (silent past pg_trickle.worker_reclaim_timeout)';
 COMMENT ON COLUMN pgtrickle.pgt_worker_registry.capabilities IS 'what the worker says it can do: its version, the operators it evaluates locally';
+-- Refresh jobs for external workers (MT-2). While at least one worker is alive the coordinator queues
+-- due refreshes here instead of its own pool and wakes workers with NOTIFY pgtrickle_jobs. A worker
+-- claims a job (worker_claim: state running, attempt + 1), refreshes it in one transaction
+-- (worker_refresh), and that transaction commits only if the attempt is still the job's current one
+-- (fencing). A running job whose heartbeat_at is older than pg_trickle.worker_reclaim_timeout is
+-- reclaimed (attempt + 1, state reclaimed; the worker's session is terminated if it still holds the
+-- stream table's claim) and refreshed in-process. Not dumped: it is runtime state.
+CREATE TABLE pgtrickle.pgt_worker_jobs (
+    job_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id       bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE CASCADE,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'reclaimed')),
+    attempt      integer NOT NULL DEFAULT 0,
+    queued_at    timestamptz NOT NULL DEFAULT now(),
+    worker_id    uuid,
+    backend_pid  integer,
+    assigned_at  timestamptz,
+    heartbeat_at timestamptz,
+    finished_at  timestamptz,
+    outcome      text
+);
+-- One outstanding job per stream table.
+CREATE UNIQUE INDEX pgt_worker_jobs_outstanding ON pgtrickle.pgt_worker_jobs (pgt_id) WHERE state IN ('queued', 'running');
+COMMENT ON TABLE pgtrickle.pgt_worker_jobs IS 'pg_trickle: refreshes queued for external workers (pg_trickle_worker), while one is alive';
+COMMENT ON COLUMN pgtrickle.pgt_worker_jobs.state IS 'queued, running (claimed by worker_id), done, failed, or reclaimed (its worker fell silent; refreshed in-process)';
+COMMENT ON COLUMN pgtrickle.pgt_worker_jobs.attempt IS 'fencing number: raised by every claim and reclaim; a worker''s refresh commits only while its attempt is current';
+COMMENT ON COLUMN pgtrickle.pgt_worker_jobs.backend_pid IS 'the server process of the worker''s working connection (terminated when the job is reclaimed while it still holds the claim)';
+COMMENT ON COLUMN pgtrickle.pgt_worker_jobs.outcome IS 'refreshed, busy (another session held the claim), gone (dropped), broken (now in ERROR) or failed';
+
+-- The oldest queued job, for an active worker: (job, stream table, attempt, name); no row when none.
+CREATE FUNCTION pgtrickle.worker_claim(worker_id uuid)
+RETURNS TABLE (job_id bigint, pgt_id bigint, attempt integer, stream_table text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE pgtrickle.pgt_worker_jobs j
+       SET state = 'running', attempt = j.attempt + 1, worker_id = worker_claim.worker_id,
+           backend_pid = pg_backend_pid(), assigned_at = now(), heartbeat_at = now()
+     WHERE j.job_id = (
+           SELECT q.job_id FROM pgtrickle.pgt_worker_jobs q
+            WHERE q.state = 'queued'
+              AND EXISTS (SELECT 1 FROM pgtrickle.pgt_worker_registry r
+                           WHERE r.worker_id = worker_claim.worker_id AND r.status = 'active')
+            ORDER BY q.job_id
+            LIMIT 1
+              FOR UPDATE SKIP LOCKED)
+    RETURNING j.job_id, j.pgt_id, j.attempt,
+              (SELECT st.pgt_relid::regclass::text FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_id = j.pgt_id);
+$$;
+COMMENT ON FUNCTION pgtrickle.worker_claim(uuid) IS 'pg_trickle: an external worker claims the oldest queued refresh job';
+
 
 -- The role external workers log in with (GRANT pgtrickle_worker TO <login role>): it may register,
 -- heartbeat and deregister through these functions, and read the registry; nothing else. Like
@@ -564,18 +613,51 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     WITH beat AS (
         UPDATE pgtrickle.pgt_worker_registry r SET last_heartbeat = now()
          WHERE r.worker_id = worker_heartbeat.worker_id AND r.status = 'active'
+        RETURNING 1),
+    -- Its running jobs too; never waiting for a job row its own refresh is finishing with.
+    jobs AS (
+        UPDATE pgtrickle.pgt_worker_jobs j SET heartbeat_at = now()
+         WHERE j.job_id IN (SELECT q.job_id FROM pgtrickle.pgt_worker_jobs q
+                             WHERE q.worker_id = worker_heartbeat.worker_id AND q.state = 'running'
+                               FOR UPDATE SKIP LOCKED)
+           AND EXISTS (SELECT 1 FROM beat)
         RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM beat);
+    SELECT EXISTS (SELECT 1 FROM beat) FROM (SELECT pg_catalog.count(*) FROM jobs) AS touched;
 $$;
-COMMENT ON FUNCTION pgtrickle.worker_heartbeat(uuid) IS 'pg_trickle: an external worker is alive; false if it was marked gone';
+COMMENT ON FUNCTION pgtrickle.worker_heartbeat(uuid) IS 'pg_trickle: an external worker and its running jobs are alive; false if it was marked gone';
 
 CREATE FUNCTION pgtrickle.worker_stop(worker_id uuid)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE pgtrickle.pgt_worker_registry r SET status = 'stopped', last_heartbeat = now()
      WHERE r.worker_id = worker_stop.worker_id AND r.status = 'active';
+    -- A job it did not finish goes back to the queue (the next claim raises its attempt).
+    UPDATE pgtrickle.pgt_worker_jobs j SET state = 'queued', worker_id = NULL, backend_pid = NULL
+     WHERE j.worker_id = worker_stop.worker_id AND j.state = 'running';
 $$;
 COMMENT ON FUNCTION pgtrickle.worker_stop(uuid) IS 'pg_trickle: an external worker shuts down cleanly';
+
+-- The refresh side of the worker protocol (src/api/worker.rs).
+CREATE FUNCTION pgtrickle."worker_refresh"(
+	"worker_id" uuid,
+	"job_id" bigint,
+	"attempt" INT
+) RETURNS TABLE (
+	"outcome" TEXT,
+	"action" TEXT,
+	"rows_inserted" bigint,
+	"rows_deleted" bigint
+)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_refresh_wrapper';
+CREATE FUNCTION pgtrickle."worker_fail"(
+	"worker_id" uuid,
+	"job_id" bigint,
+	"attempt" INT,
+	"message" TEXT
+) RETURNS bool
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_fail_wrapper';
 
 REVOKE ALL ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_heartbeat(uuid) FROM PUBLIC;
@@ -585,3 +667,10 @@ GRANT EXECUTE ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) 
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_heartbeat(uuid) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_stop(uuid) TO pgtrickle_worker;
 GRANT SELECT ON pgtrickle.pgt_worker_registry TO pgtrickle_worker, pg_monitor;
+REVOKE ALL ON FUNCTION pgtrickle.worker_claim(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_claim(uuid) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) TO pgtrickle_worker;
+GRANT SELECT ON pgtrickle.pgt_worker_jobs TO pgtrickle_worker, pg_monitor;

@@ -62,7 +62,7 @@ impl SqlState {
 
 /// An SQL argument that must not be NULL (the API functions take NULLs to say so clearly instead of
 /// silently returning NULL, as STRICT functions do).
-pub fn required<'a>(value: Option<&'a str>, argument: &str) -> Result<&'a str, PgtError> {
+pub fn required<T>(value: Option<T>, argument: &str) -> Result<T, PgtError> {
     value.ok_or_else(|| {
         PgtError::new(SqlState::NullValueNotAllowed, format!("{argument} must not be NULL"))
             .hint("Pass a value, or leave out an argument that has a default.")

@@ -3,73 +3,10 @@
 //! the coordinator when it falls silent (SIGSTOP) and registers anew when it wakes, and on SIGTERM marks
 //! itself stopped and exits 0 — all as a login role that holds nothing but `pgtrickle_worker`.
 
-use pg_trickle_e2e::{wait_until, worker_binary, TestDb};
-use std::fs;
+use pg_trickle_e2e::worker::{login_role, Worker};
+use pg_trickle_e2e::{wait_until, TestDb};
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A worker process whose stderr goes to a file (read it with `log`); killed if still running at the end.
-struct Worker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Worker {
-    /// A worker for `db`, logging in as `role`.
-    fn start(db: &TestDb, role: &str, extra: &[&str]) -> Worker {
-        Worker::spawn(&format!("{} user={role}", db.conninfo()), role, extra)
-    }
-
-    /// A worker for any connection string; `tag` names its log file.
-    fn spawn(dsn: &str, tag: &str, extra: &[&str]) -> Worker {
-        let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_{tag}.log", std::process::id()));
-        let child = Command::new(worker_binary())
-            .args(["--dsn", dsn, "--heartbeat-interval", "1"])
-            .args(extra)
-            .env_remove("PGTRICKLE_DSN")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start pg_trickle_worker");
-        Worker { child, log }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap().success());
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit; its exit code.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let mut code = None;
-        let exited = wait_until(timeout, || match self.child.try_wait().unwrap() {
-            Some(status) => {
-                code = status.code();
-                true
-            }
-            None => false,
-        });
-        assert!(exited, "the worker did not exit within {timeout:?}; its log:\n{}", self.log());
-        code
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_file(&self.log);
-    }
-}
 
 /// `GET path` on 127.0.0.1:port: (status code, body), or None when nothing answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -85,9 +22,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn worker_role(db: &mut TestDb, role: &str) {
-    db.exec(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT pgtrickle_worker TO {role};"));
-}
 
 /// The registry rows of this process, oldest first: (worker_id, status).
 fn rows_of(db: &mut TestDb, pid: i32) -> Vec<(String, String)> {
@@ -109,7 +43,7 @@ fn active_id(db: &mut TestDb, pid: i32) -> Option<String> {
 #[test]
 fn a_worker_registers_heartbeats_and_stops_cleanly_on_sigterm() {
     let mut db = TestDb::new("wreg_life");
-    worker_role(&mut db, "wreg_life_w");
+    login_role(&mut db, "wreg_life_w");
     let mut w = Worker::start(&db, "wreg_life_w", &["--log-format", "json"]);
     let pid = w.pid();
     assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
@@ -155,7 +89,7 @@ fn a_lost_connection_is_retried_and_a_silent_worker_is_marked_gone() {
     // stream table asks for it; otherwise the launcher's next probe may be 30 s away).
     db.exec("CREATE TABLE t (x int); SELECT pgtrickle.create_stream_table('st', 'SELECT x FROM t', '1h', 'FULL')");
     assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
-    worker_role(&mut db, "wreg_faults_w");
+    login_role(&mut db, "wreg_faults_w");
     let w = Worker::start(&db, "wreg_faults_w", &[]);
     let pid = w.pid();
     assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
@@ -217,7 +151,7 @@ fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
 #[test]
 fn health_endpoints_say_alive_and_whether_registered() {
     let mut db = TestDb::new("wreg_health");
-    worker_role(&mut db, "wreg_health_w");
+    login_role(&mut db, "wreg_health_w");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let w = Worker::start(&db, "wreg_health_w", &["--health-addr", &addr]);

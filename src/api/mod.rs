@@ -12,6 +12,7 @@ mod pool;
 mod refresh;
 mod restore;
 mod statistics;
+mod worker;
 
 /// Declares schema `pgtrickle` to pgrx, so functions can say `schema = "pgtrickle"`.
 #[pgrx::pg_schema]

@@ -86,6 +86,10 @@ struct Coordinator {
     join_failures_seen: u64,
     warned_no_slot: bool,
     warned_clamp: Option<u32>,
+    /// Jobs queued for external workers (pgt_worker_jobs), by stream table: (job_id, name).
+    external_jobs: HashMap<i64, (i64, String)>,
+    /// External workers alive at the last sweep: due refreshes go to them while there is one.
+    workers_alive: i64,
 }
 
 #[pg_guard]
@@ -129,8 +133,12 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         join_failures_seen: pool::join_failures(db.to_u32()),
         warned_no_slot: false,
         warned_clamp: None,
+        external_jobs: HashMap::new(),
+        workers_alive: 0,
     };
     record_interrupted();
+    c.adopt_external_jobs();
+    c.sweep_external_workers();
     let mut next_tick = Instant::now();
     let mut last_prune = Instant::now() - PRUNE_EVERY;
     let mut last_worker_sweep = Instant::now();
@@ -154,19 +162,19 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
                 return;
             }
             if gucs::enabled() && last_prune.elapsed() >= PRUNE_EVERY {
-                if let Err(e) = xact::run(Isolation::ReadCommitted, || history::prune(gucs::history_retention_days())) {
+                if let Err(e) = xact::run(Isolation::ReadCommitted, || {
+                    history::prune(gucs::history_retention_days())?;
+                    external::prune()
+                }) {
                     warning!("pg_trickle coordinator: pruning refresh history failed: {e}");
                 }
                 last_prune = Instant::now();
             }
             if last_worker_sweep.elapsed() >= external::SWEEP_EVERY {
-                match xact::run(Isolation::ReadCommitted, external::mark_silent_workers_gone) {
-                    Ok(0) => {}
-                    Ok(n) => log!("pg_trickle coordinator: {n} external worker(s) silent for more than pg_trickle.worker_reclaim_timeout, marked gone"),
-                    Err(e) => warning!("pg_trickle coordinator: checking external workers' heartbeats failed: {e}"),
-                }
+                c.sweep_external_workers();
                 last_worker_sweep = Instant::now();
             }
+            c.poll_external_jobs();
         }
         c.dispatch();
         c.fit_workers();
@@ -255,7 +263,7 @@ impl Coordinator {
     /// Adds the due stream tables that are not in flight already and have something to do to the
     /// waiting ones. Returns the largest lag among them, in multiples of their schedule.
     fn take_due(&mut self, due: Vec<Due>, may_skip: bool) -> f64 {
-        let in_flight = pool::outstanding_ids(self.db.to_u32());
+        let in_flight = self.in_flight();
         let mut lag: f64 = 0.0;
         for st in due {
             if in_flight.contains(&st.pgt_id) || self.waiting.iter().any(|w| w.pgt_id == st.pgt_id) {
@@ -304,7 +312,7 @@ impl Coordinator {
         if self.waiting.is_empty() {
             return;
         }
-        let in_flight = pool::outstanding_ids(self.db.to_u32());
+        let in_flight = self.in_flight();
         let waiting_ids: Vec<i64> = self.waiting.iter().map(|w| w.pgt_id).collect();
         let (rest, jobs): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -316,29 +324,144 @@ impl Coordinator {
         // Read just before queueing: a change signalled after this is the next refresh's.
         let signals: Vec<Signals> = jobs.iter().map(|w| self.signals(&w.sources)).collect();
         let list: Vec<(i64, String)> = jobs.iter().map(|w| (w.pgt_id, w.name.clone())).collect();
-        let queued = pool::enqueue(self.db.to_u32(), &list);
-        for (n, (w, signals)) in jobs.into_iter().zip(signals).enumerate() {
-            if n < queued {
+        let queued: Vec<bool> = match self.queue_external(&list) {
+            Some(queued) => queued,
+            None => {
+                let n = pool::enqueue(self.db.to_u32(), &list);
+                (0..list.len()).map(|i| i < n).collect()
+            }
+        };
+        for ((w, signals), queued) in jobs.into_iter().zip(signals).zip(queued) {
+            if queued {
                 self.queued_signals.insert(w.pgt_id, signals);
             } else {
-                // No room in shared memory: it waits (still due) for a later tick.
+                // No room in shared memory (or an outstanding external job): it waits (still due)
+                // for a later tick.
                 self.seen.remove(&w.pgt_id);
             }
         }
         self.waiting = rest;
     }
 
+    /// Stream tables queued or running, here or on external workers.
+    fn in_flight(&self) -> Vec<i64> {
+        let mut ids = pool::outstanding_ids(self.db.to_u32());
+        ids.extend(self.external_jobs.keys());
+        ids
+    }
+
+    /// While an external worker is alive, queues these refreshes for external workers: for each,
+    /// whether it was queued. None: no worker alive (or queueing failed): refresh them in-process.
+    fn queue_external(&mut self, list: &[(i64, String)]) -> Option<Vec<bool>> {
+        if self.workers_alive == 0 {
+            return None;
+        }
+        let ids: Vec<i64> = list.iter().map(|(id, _)| *id).collect();
+        match xact::run(Isolation::ReadCommitted, || external::queue(&ids)) {
+            Ok(jobs) => Some(
+                list.iter()
+                    .map(|(pgt_id, name)| match jobs.iter().find(|j| j.pgt_id == *pgt_id) {
+                        Some(job) => {
+                            self.external_jobs.insert(*pgt_id, (job.job_id, name.clone()));
+                            true
+                        }
+                        None => false,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                warning!("pg_trickle coordinator: cannot queue refreshes for external workers, refreshing in-process: {e}");
+                None
+            }
+        }
+    }
+
+    /// Outstanding external jobs a previous coordinator of this database queued: waited for as if
+    /// queued here (their sources' signals unknown: each stream table is refreshed again after).
+    fn adopt_external_jobs(&mut self) {
+        match xact::run(Isolation::ReadCommitted, external::adopt) {
+            Ok(jobs) => {
+                for job in jobs {
+                    self.external_jobs.insert(job.pgt_id, (job.job_id, format!("pgt_id {}", job.pgt_id)));
+                }
+            }
+            Err(e) => warning!("pg_trickle coordinator: cannot read the external workers' jobs: {e}"),
+        }
+    }
+
+    /// Marks silent external workers gone and counts the live ones.
+    fn sweep_external_workers(&mut self) {
+        match xact::run(Isolation::ReadCommitted, external::sweep) {
+            Ok(sweep) => {
+                if sweep.gone > 0 {
+                    log!(
+                        "pg_trickle coordinator: {} external worker(s) silent for more than pg_trickle.worker_reclaim_timeout, marked gone",
+                        sweep.gone
+                    );
+                }
+                if (sweep.alive > 0) != (self.workers_alive > 0) {
+                    let now = if sweep.alive > 0 { "queued for external workers" } else { "refreshed in-process" };
+                    log!("pg_trickle coordinator: {} external worker(s) alive: due refreshes are {now}", sweep.alive);
+                }
+                self.workers_alive = sweep.alive;
+            }
+            Err(e) => warning!("pg_trickle coordinator: checking external workers' heartbeats failed: {e}"),
+        }
+    }
+
+    /// Collects the external jobs that ended, and refreshes in-process those reclaimed from silent
+    /// workers (or queued when no worker is left).
+    fn poll_external_jobs(&mut self) {
+        if self.external_jobs.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = self.external_jobs.values().map(|(job_id, _)| *job_id).collect();
+        let ends = match xact::run(Isolation::ReadCommitted, || external::poll(&ids, self.workers_alive > 0)) {
+            Ok(ends) => ends,
+            Err(e) => {
+                warning!("pg_trickle coordinator: cannot look at the external workers' jobs: {e}");
+                return;
+            }
+        };
+        for end in ends {
+            match end {
+                external::JobEnd::Finished { pgt_id, refreshed } => {
+                    self.external_jobs.remove(&pgt_id);
+                    self.settle(pgt_id, refreshed);
+                }
+                external::JobEnd::Vanished { job_id } => {
+                    self.external_jobs.retain(|_, (id, _)| *id != job_id);
+                }
+                external::JobEnd::Reclaimed { pgt_id, worker_id } => {
+                    let Some((_, name)) = self.external_jobs.remove(&pgt_id) else { continue };
+                    match worker_id {
+                        Some(w) => log!("pg_trickle coordinator: the refresh of {name} was reclaimed from external worker {w}, silent for more than pg_trickle.worker_reclaim_timeout; refreshing it in-process"),
+                        None => log!("pg_trickle coordinator: no external worker is alive to refresh {name}; refreshing it in-process"),
+                    }
+                    if pool::enqueue(self.db.to_u32(), &[(pgt_id, name)]) == 0 {
+                        self.settle(pgt_id, false); // no room: due again at a later tick
+                    }
+                }
+            }
+        }
+    }
+
     /// Finished refreshes: one that ran makes its sources' counters (from before it) the ones to
     /// compare with; one that did not (busy, failed, its worker died) must run again.
     fn collect(&mut self) {
         for (pgt_id, refreshed) in pool::collect_done(self.db.to_u32()) {
-            match (self.queued_signals.remove(&pgt_id), refreshed) {
-                (Some(signals), true) => {
-                    self.seen.insert(pgt_id, signals);
-                }
-                _ => {
-                    self.seen.remove(&pgt_id);
-                }
+            self.settle(pgt_id, refreshed);
+        }
+    }
+
+    /// A queued refresh ended (here or on an external worker).
+    fn settle(&mut self, pgt_id: i64, refreshed: bool) {
+        match (self.queued_signals.remove(&pgt_id), refreshed) {
+            (Some(signals), true) => {
+                self.seen.insert(pgt_id, signals);
+            }
+            _ => {
+                self.seen.remove(&pgt_id);
             }
         }
     }

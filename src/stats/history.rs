@@ -4,23 +4,35 @@ use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::datum::TimestampWithTimeZone;
 
-/// Who runs refreshes in this process, for `executed_by` (with the pid): a refresh worker, the
-/// coordinator, or a session calling the SQL API (the default).
+/// Who runs refreshes in this process, for `executed_by`: a refresh worker, the coordinator, or a
+/// session calling the SQL API (the default) — each with its pid — or, for the duration of a
+/// `worker_refresh` call, an external worker (with its registry id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Executor {
     Session,
     RefreshWorker,
     Coordinator,
+    /// `pg_trickle_worker` with this `worker_id` (the uuid's bytes).
+    ExternalWorker([u8; 16]),
 }
 
 impl Executor {
-    fn label(self) -> &'static str {
+    fn describe(self) -> String {
+        // SAFETY: reading this process's pid.
+        let pid = unsafe { pgrx::pg_sys::MyProcPid };
         match self {
-            Executor::Session => "session",
-            Executor::RefreshWorker => "refresh worker",
-            Executor::Coordinator => "coordinator",
+            Executor::Session => format!("session {pid}"),
+            Executor::RefreshWorker => format!("refresh worker {pid}"),
+            Executor::Coordinator => format!("coordinator {pid}"),
+            Executor::ExternalWorker(id) => format!("external worker {}", uuid_text(&id)),
         }
     }
+}
+
+/// `8-4-4-4-12` lower-case hex, as PostgreSQL prints a uuid.
+fn uuid_text(bytes: &[u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 thread_local! {
@@ -32,10 +44,23 @@ pub fn set_executor(executor: Executor) {
     EXECUTOR.with(|e| e.set(executor));
 }
 
+/// Declares an executor until the returned guard is dropped (also when an ERROR unwinds).
+pub fn executing_as(executor: Executor) -> ExecutorScope {
+    ExecutorScope { previous: EXECUTOR.with(|e| e.replace(executor)) }
+}
+
+pub struct ExecutorScope {
+    previous: Executor,
+}
+
+impl Drop for ExecutorScope {
+    fn drop(&mut self) {
+        EXECUTOR.with(|e| e.set(self.previous));
+    }
+}
+
 fn executed_by() -> String {
-    // SAFETY: reading this process's pid.
-    let pid = unsafe { pgrx::pg_sys::MyProcPid };
-    format!("{} {pid}", EXECUTOR.with(|e| e.get()).label())
+    EXECUTOR.with(|e| e.get()).describe()
 }
 
 pub struct HistoryEntry<'a> {

@@ -7,6 +7,7 @@
 
 mod conninfo;
 mod health;
+mod jobs;
 mod log;
 mod serve;
 

@@ -1,7 +1,9 @@
 //! The worker's life: connect, register in `pgtrickle.pgt_worker_registry`, heartbeat on a connection
-//! of its own, and on SIGTERM (or SIGINT) mark itself stopped and return. A lost connection or a
-//! restarting server is retried with backoff; only what retrying cannot fix (no extension, refused
-//! login, missing rights) ends the worker with an error. Refresh jobs are not claimed yet.
+//! of its own (every job it runs is heartbeated with it), claim and run refresh jobs on the working
+//! connection (jobs.rs) — woken by `NOTIFY pgtrickle_jobs`, and looking every few seconds anyway —
+//! and on SIGTERM (or SIGINT) finish the job it is running, mark itself stopped and return. A lost
+//! connection or a restarting server is retried with backoff; only what retrying cannot fix (no
+//! extension, refused login, missing rights) ends the worker with an error.
 
 use crate::health::Health;
 use crate::log::{json_string, Logger};
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use uuid::Uuid;
 
 /// Why a session ended without being asked to.
@@ -100,24 +103,40 @@ pub async fn serve(settings: &Settings) -> Result<(), String> {
     }
 }
 
-/// A connection whose driver runs in its own task; the task ends when the connection does.
+/// The channel `NOTIFY` wakes idle workers on when the coordinator queues jobs.
+const JOBS_CHANNEL: &str = "pgtrickle_jobs";
+/// An idle worker looks for jobs this often even without a notification.
+const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// A connection whose driver runs in its own task; the task ends when the connection does. Each
+/// notification the connection receives is one message on `notified`.
 struct Connection {
-    client: Client,
+    client: Arc<Client>,
     driver: JoinHandle<()>,
+    notified: mpsc::UnboundedReceiver<()>,
 }
 
 async fn connect(settings: &Settings) -> Result<Connection, Failure> {
-    let (client, connection) = settings.config.connect(NoTls).await.map_err(|e| classify(&e, &settings.target))?;
+    let (client, mut connection) = settings.config.connect(NoTls).await.map_err(|e| classify(&e, &settings.target))?;
+    let (tx, notified) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
-        let _ = connection.await;
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
     });
-    Ok(Connection { client, driver })
+    Ok(Connection { client: Arc::new(client), driver, notified })
 }
 
 /// Errors a retry cannot fix: refused logins (class 28), a database that does not exist (3D000),
 /// missing rights (42501) or functions (42883). Everything else — refused or broken connections, a
 /// server shutting down or starting up — is worth retrying.
-fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
+pub fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
     let text = crate::error_text(e);
     match e.as_db_error().map(|db| db.code().code()) {
         Some(code) if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42883" => {
@@ -170,6 +189,7 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
     let target = settings.target.as_str();
     let mut work = connect(settings).await?;
     let version = check_server(&work.client, target).await?;
+    work.client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}")).await.map_err(|e| classify(&e, target))?;
     // Heartbeats have a connection of their own: the working one will be inside long transactions.
     let mut beat = connect(settings).await?;
     let id = Uuid::new_v4().to_string();
@@ -185,36 +205,74 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
         "registered",
         &[("worker_id", &id), ("server", &target), ("pg_trickle", &version), ("hostname", &host), ("pid", &pid)],
     );
-    let mut ticker = tokio::time::interval(settings.heartbeat_every);
+    let mut heart = tokio::spawn(heartbeats(beat.client.clone(), id.clone(), settings.heartbeat_every, settings.health.clone(), log, target.to_string()));
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome = loop {
+        // Every queued job, one after the other, unless asked to stop between two.
+        let stopping = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.requested() => break true,
+                _ = std::future::ready(()) => {}
+            }
+            match crate::jobs::claim(&work.client, &id, target).await {
+                Ok(Some(job)) => {
+                    if let Err(failure) = crate::jobs::run(&work.client, &id, &job, log, target).await {
+                        heart.abort();
+                        return Err(failure);
+                    }
+                }
+                Ok(None) => break false,
+                Err(failure) => {
+                    heart.abort();
+                    return Err(failure);
+                }
+            }
+        };
+        if stopping {
+            break Ok(());
+        }
+        tokio::select! {
+            _ = work.notified.recv() => {}
+            _ = poll.tick() => {}
+            _ = shutdown.requested() => break Ok(()),
+            ended = &mut heart => {
+                break Err(ended.unwrap_or_else(|e| Failure::Retry(format!("heartbeats stopped: {e}"))));
+            }
+            _ = &mut work.driver => break Err(Failure::Retry("the working connection closed".into())),
+            _ = &mut beat.driver => break Err(Failure::Retry("the heartbeat connection closed".into())),
+        }
+    };
+    heart.abort();
+    if outcome.is_ok() {
+        settings.health.unregistered("stopping");
+        match beat.client.execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id]).await {
+            Ok(_) => log.info("stopped", &[("worker_id", &id)]),
+            Err(e) => log.warn("stopping without deregistering", &[("worker_id", &id), ("error", &crate::error_text(&e))]),
+        }
+    }
+    outcome
+}
+
+/// Heartbeats every `every` until the worker is marked gone or the connection fails: why it ended.
+async fn heartbeats(client: Arc<Client>, id: String, every: Duration, health: Arc<Health>, log: Logger, target: String) -> Failure {
+    let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate: registering was the first heartbeat
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let alive: bool = beat.client
-                    .query_one("SELECT pgtrickle.worker_heartbeat($1::text::uuid)", &[&id])
-                    .await
-                    .map_err(|e| classify(&e, target))?
-                    .get(0);
-                if !alive {
-                    return Err(Failure::Retry(format!(
-                        "worker {id} was marked gone (no heartbeat within pg_trickle.worker_reclaim_timeout); registering as a new worker"
-                    )));
-                }
-                settings.health.beat();
-                log.debug("heartbeat", &[("worker_id", &id)]);
-            }
-            _ = shutdown.requested() => {
-                settings.health.unregistered("stopping");
-                match beat.client.execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id]).await {
-                    Ok(_) => log.info("stopped", &[("worker_id", &id)]),
-                    Err(e) => log.warn("stopping without deregistering", &[("worker_id", &id), ("error", &crate::error_text(&e))]),
-                }
-                return Ok(());
-            }
-            _ = &mut work.driver => return Err(Failure::Retry("the working connection closed".into())),
-            _ = &mut beat.driver => return Err(Failure::Retry("the heartbeat connection closed".into())),
+        ticker.tick().await;
+        let alive = match client.query_one("SELECT pgtrickle.worker_heartbeat($1::text::uuid)", &[&id]).await {
+            Ok(row) => row.get::<_, bool>(0),
+            Err(e) => return classify(&e, &target),
+        };
+        if !alive {
+            return Failure::Retry(format!(
+                "worker {id} was marked gone (no heartbeat within pg_trickle.worker_reclaim_timeout); registering as a new worker"
+            ));
         }
+        health.beat();
+        log.debug("heartbeat", &[("worker_id", &id)]);
     }
 }
 

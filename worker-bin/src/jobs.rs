@@ -1,0 +1,103 @@
+//! Refresh jobs on the working connection: claim the oldest queued job (`pgtrickle.worker_claim`),
+//! refresh it in one transaction (`pgtrickle.worker_refresh`, which runs the refresh on the server
+//! as the stream table's owner and fences it on the job's attempt), commit. A refresh that fails is
+//! rolled back and recorded (`pgtrickle.worker_fail`); one whose job was reclaimed meanwhile is
+//! refused by the server and rolled back, and the coordinator has refreshed it in-process.
+
+use crate::log::Logger;
+use crate::serve::Failure;
+use std::time::Instant;
+use tokio_postgres::Client;
+
+/// A job this worker claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub stream_table: String,
+}
+
+/// The oldest queued job, now this worker's; None when the queue is empty.
+pub async fn claim(client: &Client, worker_id: &str, target: &str) -> Result<Option<Claimed>, Failure> {
+    let row = client
+        .query_opt("SELECT job_id, attempt, stream_table FROM pgtrickle.worker_claim($1::text::uuid)", &[&worker_id])
+        .await
+        .map_err(|e| crate::serve::classify(&e, target))?;
+    Ok(row.map(|r| Claimed {
+        job_id: r.get(0),
+        attempt: r.get(1),
+        stream_table: r.get::<_, Option<String>>(2).unwrap_or_default(),
+    }))
+}
+
+/// Whether an error means the connection (or the server) is gone, rather than the statement failed.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        // admin shutdown, crash shutdown, cannot connect now; connection exceptions
+        Some(db) => db.code().code().starts_with("57P") || db.code().code().starts_with("08"),
+        None => true,
+    }
+}
+
+/// Refreshes a claimed job. Err only when the connection is lost (the transaction, if open, rolls
+/// back on the server, and the coordinator reclaims the job once its heartbeat is stale).
+pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, target: &str) -> Result<(), Failure> {
+    let started = Instant::now();
+    let lost = |e: tokio_postgres::Error| Failure::Retry(format!("{target}: {}", crate::error_text(&e)));
+    let job_fields: [Field; 3] =
+        [("stream_table", &job.stream_table), ("job_id", &job.job_id), ("attempt", &job.attempt)];
+    log.debug("claimed", &job_fields);
+    client.batch_execute("BEGIN").await.map_err(lost)?;
+    let refreshed = client
+        .query_one(
+            "SELECT outcome, action, rows_inserted, rows_deleted FROM pgtrickle.worker_refresh($1::text::uuid, $2, $3)",
+            &[&worker_id, &job.job_id, &job.attempt],
+        )
+        .await;
+    let row = match refreshed {
+        Ok(row) => row,
+        Err(e) if connection_lost(&e) => {
+            log.warn("job lost with the connection, not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
+            return Err(lost(e));
+        }
+        Err(e) => {
+            let message = crate::error_text(&e);
+            client.batch_execute("ROLLBACK").await.map_err(lost)?;
+            let recorded: bool = client
+                .query_one("SELECT pgtrickle.worker_fail($1::text::uuid, $2, $3, $4)", &[&worker_id, &job.job_id, &job.attempt, &message])
+                .await
+                .map_err(lost)?
+                .get(0);
+            let what = if recorded { "refresh failed" } else { "refresh refused, rolled back: the job is no longer this worker's" };
+            log.warn(what, &also(&job_fields, &[("error", &message)]));
+            return Ok(());
+        }
+    };
+    if let Err(e) = client.batch_execute("COMMIT").await {
+        log.warn("refresh not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
+        return if connection_lost(&e) { Err(lost(e)) } else { Ok(()) };
+    }
+    let outcome: String = row.get(0);
+    let action: Option<String> = row.get(1);
+    let (inserted, deleted): (i64, i64) = (row.get(2), row.get(3));
+    let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+    let action = action.unwrap_or_default();
+    log.info(
+        if outcome == "refreshed" { "refreshed" } else { "not refreshed" },
+        &also(&job_fields, &[
+            ("outcome", &outcome),
+            ("action", &action),
+            ("rows_inserted", &inserted),
+            ("rows_deleted", &deleted),
+            ("duration_ms", &ms),
+        ]),
+    );
+    Ok(())
+}
+
+type Field<'a> = (&'a str, &'a dyn std::fmt::Display);
+
+/// A log line's fields: the job's, then these.
+fn also<'a>(job: &[Field<'a>], extra: &[Field<'a>]) -> Vec<Field<'a>> {
+    [job, extra].concat()
+}
