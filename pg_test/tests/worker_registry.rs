@@ -142,6 +142,13 @@ fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
     assert!(w.log().contains("the pg_trickle extension is not installed"), "{}", w.log());
 
+    // An extension too old to have the registry: the worker says how to update it.
+    let mut old = TestDb::without_extension("wreg_old");
+    old.exec("CREATE EXTENSION pg_trickle VERSION '0.1.0'");
+    let mut w = Worker::start(&old, "postgres", &[]);
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(w.log().contains("pg_trickle 0.1.0 in the database at") && w.log().contains("ALTER EXTENSION pg_trickle UPDATE"), "{}", w.log());
+
     // A role that does not exist: the login is refused.
     let mut w = Worker::start(&plain, "wreg_no_such_role", &[]);
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
