@@ -4,17 +4,25 @@
 
 use std::time::Duration;
 use tokio_postgres::config::Host;
+use crate::tls::TlsOptions;
 use tokio_postgres::Config;
 
 /// libpq's default socket directory on Debian-built PostgreSQL.
 const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn build(dsn: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-    let mut config: Config = match dsn {
-        Some(s) if !s.trim().is_empty() => s.parse().map_err(|e| format!("invalid connection string: {e}"))?,
-        _ => Config::new(),
+/// The connection settings and their TLS half (see tls.rs).
+pub fn build(dsn: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<(Config, TlsOptions), String> {
+    let (rest, ssl_mode, root_cert) = match dsn {
+        Some(s) if !s.trim().is_empty() => crate::tls::extract(s)?,
+        _ => (String::new(), None, None),
     };
+    let tls = crate::tls::options(ssl_mode, root_cert, &env)?;
+    let mut config: Config = match rest.trim() {
+        "" => Config::new(),
+        s => s.parse().map_err(|e| format!("invalid connection string: {e}"))?,
+    };
+    config.ssl_mode(tls.mode.wire());
     if config.get_hosts().is_empty() {
         let hosts = env("PGHOST").unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
         for host in hosts.split(',').filter(|h| !h.is_empty()) {
@@ -50,7 +58,7 @@ pub fn build(dsn: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<
         };
         config.connect_timeout(timeout);
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// Where we are connecting, for messages (never includes the password).
@@ -86,7 +94,7 @@ mod tests {
     #[test]
     fn environment_fills_what_the_string_leaves_out() {
         let env = env_of(&[("PGHOST", "db.example"), ("PGPORT", "6543"), ("PGUSER", "alice"), ("PGDATABASE", "shop")]);
-        let c = build(Some("dbname=analytics"), env).unwrap();
+        let (c, _) = build(Some("dbname=analytics"), env).unwrap();
         assert_eq!(describe(&c), "host=db.example port=6543 dbname=analytics user=alice");
         assert_eq!(c.get_application_name(), Some("pg_trickle_worker"));
     }
@@ -94,13 +102,14 @@ mod tests {
     #[test]
     fn uri_settings_win_over_the_environment() {
         let env = env_of(&[("PGHOST", "ignored"), ("PGUSER", "ignored")]);
-        let c = build(Some("postgresql://bob@127.0.0.1:28815/demo"), env).unwrap();
+        let (c, _) = build(Some("postgresql://bob@127.0.0.1:28815/demo"), env).unwrap();
         assert_eq!(describe(&c), "host=127.0.0.1 port=28815 dbname=demo user=bob");
     }
 
     #[test]
     fn defaults_are_libpq_like() {
-        let c = build(None, env_of(&[("USER", "carol")])).unwrap();
+        let (c, tls) = build(None, env_of(&[("USER", "carol")])).unwrap();
+        assert_eq!(tls.mode, crate::tls::SslMode::Prefer);
         assert_eq!(describe(&c), "host=/var/run/postgresql port=5432 dbname=carol user=carol");
         assert_eq!(c.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
     }

@@ -10,6 +10,7 @@ mod health;
 mod jobs;
 mod log;
 mod serve;
+mod tls;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -23,14 +24,20 @@ use std::time::Duration;
     long_about = "External refresh worker for pg_trickle stream tables.\n\n\
         Connection settings come from --dsn (a libpq-style connection string: \"host=... port=... dbname=...\" \
         or a postgresql:// URI); anything it leaves out is taken from PGHOST, PGPORT, PGUSER, PGPASSWORD, \
-        PGDATABASE, PGAPPNAME and PGCONNECT_TIMEOUT, then from libpq's defaults. The role it logs in as \
-        needs only the pgtrickle_worker role (GRANT pgtrickle_worker TO <role>).\n\n\
+        PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT, PGSSLMODE and PGSSLROOTCERT, then from libpq's defaults. \
+        TLS (rustls, no OpenSSL) follows libpq: sslmode=disable, allow, prefer (the default: TLS when the \
+        server offers it), require (TLS, certificate not checked unless a root certificate is given), \
+        verify-ca (signed by sslrootcert) or verify-full (and naming the host); sslrootcert is a PEM file, \
+        by default ~/.postgresql/root.crt if it exists. The role it logs in as needs only the \
+        pgtrickle_worker role (GRANT pgtrickle_worker TO <role>).\n\n\
         It registers in pgtrickle.pgt_worker_registry, heartbeats every --heartbeat-interval seconds on a \
-        connection of its own, retries lost connections with backoff (1 s doubling to 30 s), and on SIGTERM \
-        or SIGINT marks itself stopped and exits 0. With --health-addr it answers GET /healthz (200 while \
+        connection of its own, claims the refresh jobs the coordinator queues (woken by NOTIFY \
+        pgtrickle_jobs, and looking every 5 s) and runs each in one transaction on the server, retries lost \
+        connections with backoff (1 s doubling to 30 s), and on SIGTERM or SIGINT finishes the job it runs, \
+        marks itself stopped and exits 0. With --health-addr it answers GET /healthz (200 while \
         running) and GET /readyz (200 while registered and heartbeating, else 503).\n\n\
         Exit status: 0 after a clean shutdown (or a successful --check); 1 when retrying cannot help (no \
-        pg_trickle in the database, a refused login, missing rights) or, with --check, the server cannot be \
+        pg_trickle in the database, a refused login, missing rights, a server certificate sslmode refuses) or, with --check, the server cannot be \
         reached; 2 on bad usage."
 )]
 struct Cli {
@@ -79,22 +86,23 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, log: log::Logger) -> Result<(), String> {
-    let config = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
+    let (config, tls) = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
     let target = conninfo::describe(&config);
+    let tls = tls::connector(&tls)?;
     let heartbeat_every = Duration::from_secs(cli.heartbeat_interval);
     let health = health::Health::new(heartbeat_every);
     if let Some(addr) = &cli.health_addr {
         health::listen(addr, health.clone()).await?;
         log.info("serving health checks", &[("addr", addr)]);
     }
-    let settings = serve::Settings { config, target, heartbeat_every, log, health };
+    let settings = serve::Settings { config, tls, target, heartbeat_every, log, health };
     serve::serve(&settings).await
 }
 
 async fn check(cli: &Cli) -> Result<(), String> {
-    let config = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
+    let (config, tls) = conninfo::build(cli.dsn.as_deref(), |k| std::env::var(k).ok())?;
     let target = conninfo::describe(&config);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+    let (client, connection) = config.connect(tls::connector(&tls)?).await.map_err(|e| {
         format!(
             "cannot connect to PostgreSQL at {target}: {}\nhint: check --dsn or the PG* environment variables, and that the server is running and accepts connections",
             error_text(&e)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 use uuid::Uuid;
 
 /// Why a session ended without being asked to.
@@ -72,6 +72,7 @@ impl Backoff {
 
 pub struct Settings {
     pub config: Config,
+    pub tls: crate::tls::MakeRustlsConnect,
     pub target: String,
     pub heartbeat_every: Duration,
     pub log: Logger,
@@ -117,7 +118,7 @@ struct Connection {
 }
 
 async fn connect(settings: &Settings) -> Result<Connection, Failure> {
-    let (client, mut connection) = settings.config.connect(NoTls).await.map_err(|e| classify(&e, &settings.target))?;
+    let (client, mut connection) = settings.config.connect(settings.tls.clone()).await.map_err(|e| classify(&e, &settings.target))?;
     let (tx, notified) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -138,6 +139,9 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
 /// server shutting down or starting up — is worth retrying.
 pub fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
     let text = crate::error_text(e);
+    if crate::tls::is_certificate_error(e) {
+        return Failure::Fatal(format!("the server at {target} presented a certificate that sslmode and sslrootcert refuse: {text}"));
+    }
     match e.as_db_error().map(|db| db.code().code()) {
         Some(code) if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42883" => {
             Failure::Fatal(format!("the server at {target} refused: {text}"))
