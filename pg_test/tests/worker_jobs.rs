@@ -273,3 +273,22 @@ fn a_refresh_commits_only_while_its_attempt_is_current() {
     let e = db.error(&format!("SELECT * FROM pgtrickle.worker_refresh('{id}', NULL, 1)"));
     assert_eq!((e.code.as_str(), e.message.as_str()), ("22004", "job_id must not be NULL"));
 }
+
+#[test]
+fn the_queue_keda_scales_on_is_readable_by_a_pg_monitor_role_alone() {
+    let keda = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/keda.yaml")).unwrap();
+    let query = keda
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("query: \""))
+        .and_then(|q| q.strip_suffix('"'))
+        .expect("deploy/kubernetes/keda.yaml has a query");
+    let mut db = TestDb::new("wjobs_keda");
+    db.fresh_role("wjobs_keda_monitor");
+    db.exec("GRANT pg_monitor TO wjobs_keda_monitor");
+    let mut keda_session = cluster().try_connect(&db.name).unwrap();
+    keda_session.batch_execute("SET ROLE wjobs_keda_monitor").unwrap();
+    // It runs with pg_monitor's rights alone (a queued job cannot be kept queued here: without a live
+    // worker the coordinator takes queued jobs back at once).
+    let queued: i64 = keda_session.query_one(query, &[]).unwrap().get(0);
+    assert_eq!(queued, 0);
+}
