@@ -102,6 +102,9 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
     let mut db = TestDb::new("wjobs_flow");
     source_and_stream_table(&mut db, "wjobs_flow_owner");
     login_role(&mut db, "wjobs_flow_w");
+    // A default the worker's refresh transaction must not inherit (its fence re-reads a row its
+    // heartbeats update meanwhile).
+    db.exec("ALTER ROLE wjobs_flow_w SET default_transaction_isolation = 'repeatable read'");
     let mut w = Worker::start(&db, "wjobs_flow_w", &[]);
     assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "not registered; log:\n{}", w.log());
     let id = active_id(&mut db, w.pid()).unwrap();
@@ -113,6 +116,11 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
     db.assert_matches_query("st", QUERY);
     let log = w.log();
     assert!(log.contains("refreshed") && log.contains("stream_table=public.st") && log.contains("action=DIFFERENTIAL"), "{log}");
+    // A refresh longer than a heartbeat (slow(999) takes 3 s): the job row is touched meanwhile.
+    let since = now(&mut db);
+    db.exec("UPDATE t SET v = 999 WHERE id = 3");
+    wait_for_refresh_by(&mut db, &since, &format!("external worker {id}"), &w.log());
+    db.assert_matches_query("st", QUERY);
     // The worker ran it as the stream table's owner, with rights on nothing of users' own.
     let denied = db.error("SET ROLE wjobs_flow_w; SELECT count(*) FROM t");
     db.exec("RESET ROLE");

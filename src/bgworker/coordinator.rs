@@ -6,7 +6,9 @@
 //! altogether (cdc/signal.rs). Once per tick the coordinator also sizes the pool (adaptive.rs) and
 //! starts or retires workers to match. Without any worker — none could start, or min_workers is 0
 //! — it refreshes in its own process, one job per wake-up. A worker that dies mid-refresh rolled its
-//! transaction back with it; its job is recorded as failed (with backoff) and runs again.
+//! transaction back with it; its job is recorded as failed (with backoff) and runs again. While an
+//! external worker (`pg_trickle_worker`) is alive, due refreshes are queued for external workers
+//! instead (external.rs), and the ones they cannot finish come back to the pool.
 
 use super::adaptive::{Bounds, Measurement, Sizer};
 use super::{external, refresh_worker};
@@ -430,7 +432,11 @@ impl Coordinator {
                     self.settle(pgt_id, refreshed);
                 }
                 external::JobEnd::Vanished { job_id } => {
-                    self.external_jobs.retain(|_, (id, _)| *id != job_id);
+                    let gone: Vec<i64> = self.external_jobs.iter().filter(|(_, (id, _))| *id == job_id).map(|(p, _)| *p).collect();
+                    for pgt_id in gone {
+                        self.external_jobs.remove(&pgt_id);
+                        self.settle(pgt_id, false);
+                    }
                 }
                 external::JobEnd::Reclaimed { pgt_id, worker_id } => {
                     let Some((_, name)) = self.external_jobs.remove(&pgt_id) else { continue };

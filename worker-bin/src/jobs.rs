@@ -47,7 +47,9 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     let job_fields: [Field; 3] =
         [("stream_table", &job.stream_table), ("job_id", &job.job_id), ("attempt", &job.attempt)];
     log.debug("claimed", &job_fields);
-    client.batch_execute("BEGIN").await.map_err(lost)?;
+    // READ COMMITTED whatever default_transaction_isolation says: the closing fence re-checks the
+    // job row its own heartbeats keep touching; at REPEATABLE READ that would be a serialization error.
+    client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
     let refreshed = client
         .query_one(
             "SELECT outcome, action, rows_inserted, rows_deleted FROM pgtrickle.worker_refresh($1::text::uuid, $2, $3)",
