@@ -196,6 +196,18 @@ impl Cluster {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// Makes `role` log in over TCP with a password (scram-sha-256) instead of the cluster's trust:
+    /// a line ahead of the others in pg_hba.conf, then a reload.
+    pub fn require_password(&self, role: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        if !old.contains(&line) {
+            std::fs::write(&hba, format!("{line}{old}")).unwrap();
+        }
+        self.alter_system("");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }

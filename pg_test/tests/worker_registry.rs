@@ -149,6 +149,16 @@ fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
     assert!(w.log().contains("pg_trickle 0.1.0 in the database at") && w.log().contains("ALTER EXTENSION pg_trickle UPDATE"), "{}", w.log());
 
+    // A wrong password: refused, and said so (the right one registers).
+    db.exec("DROP ROLE IF EXISTS wreg_pw_w; CREATE ROLE wreg_pw_w LOGIN PASSWORD 'right'; GRANT pgtrickle_worker TO wreg_pw_w;");
+    pg_trickle_e2e::cluster().require_password("wreg_pw_w");
+    let mut w = Worker::spawn(&format!("{} user=wreg_pw_w password=wrong", db.conninfo()), "wreg_pw", &[]);
+    assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(w.log().contains("password authentication failed for user \"wreg_pw_w\"") && w.log().contains("28P01"), "{}", w.log());
+    let w = Worker::spawn(&format!("{} user=wreg_pw_w password=right", db.conninfo()), "wreg_pw", &[]);
+    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "the right password: {}", w.log());
+    drop(w);
+
     // A role that does not exist: the login is refused.
     let mut w = Worker::start(&plain, "wreg_no_such_role", &[]);
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
