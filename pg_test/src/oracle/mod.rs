@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub struct Config {
     /// Refresh mode of the `_d` twins.
     pub diff_mode: String,
+    /// Who refreshes the twins at a refresh point.
+    pub executor: runner::Executor,
     pub ops: usize,
     pub base_seed: u64,
     /// Seeds per shape: shape i runs base_seed + i + 1000 * round, for each round.
@@ -42,6 +44,11 @@ impl Config {
         let soak = env("PGTRICKLE_ORACLE_SOAK").is_some_and(|v| v != "0");
         Config {
             diff_mode: env("PGTRICKLE_ORACLE_DIFF_MODE").unwrap_or_else(|| "DIFFERENTIAL".into()).to_uppercase(),
+            executor: match env("PGTRICKLE_ORACLE_EXECUTOR").as_deref() {
+                None | Some("session") => runner::Executor::Session,
+                Some("external") => runner::Executor::ExternalWorker,
+                Some(other) => panic!("PGTRICKLE_ORACLE_EXECUTOR={other}: use session or external"),
+            },
             ops: env_number("PGTRICKLE_ORACLE_OPS", if soak { 50_000 } else { 2_000 }),
             base_seed: env_number("PGTRICKLE_ORACLE_SEED", 20_261_123),
             seeds: if soak { 5 } else { 1 },
@@ -53,8 +60,9 @@ impl Config {
 
     pub fn describe(&self) -> String {
         format!(
-            "oracle: differential twin mode {}, {} ops x {} seed(s) per shape, base seed {}, {} thread(s){}",
+            "oracle: differential twin mode {}, refreshed by {}, {} ops x {} seed(s) per shape, base seed {}, {} thread(s){}",
             self.diff_mode,
+            self.executor.describe(),
             self.ops,
             self.seeds,
             self.base_seed,
@@ -95,6 +103,7 @@ pub fn run_all(cfg: &Config) -> Vec<ShapeResult> {
 fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &AtomicBool) -> ShapeResult {
     let started = Instant::now();
     let mut runner = Runner::new(&format!("oracle_{}", shape.name), shape, &cfg.diff_mode);
+    runner.executor = cfg.executor;
     let (mut ops, mut found) = (0, None);
     for round in 0..cfg.seeds {
         let seed = cfg.base_seed + index as u64 + 1000 * round;
@@ -154,10 +163,11 @@ fn failure_report(cfg: &Config, runner: &mut Runner, found: Found, may_shrink: &
     out += &format!("failed at operation {at}: {op}\n{}\n", failure.detail);
     out += &format!(
         "reproduce: PGTRICKLE_ORACLE_SHAPE={name} PGTRICKLE_ORACLE_SEED={} PGTRICKLE_ORACLE_OPS={} PGTRICKLE_ORACLE_DIFF_MODE={} \
-         CARGO_TARGET_DIR=/tmp/target_oracle cargo test -p pg_trickle_e2e --test oracle every_shape -- --nocapture\n",
+         PGTRICKLE_ORACLE_EXECUTOR={} CARGO_TARGET_DIR=/tmp/target_oracle cargo test -p pg_trickle_e2e --test oracle every_shape -- --nocapture\n",
         seed - seed_offset,
         at + 1,
-        cfg.diff_mode
+        cfg.diff_mode,
+        cfg.executor.env_value()
     );
     if !may_shrink.swap(false, Ordering::Relaxed) {
         out += "not shrunk (only the first failure of a run is): run the line above to shrink it\n";

@@ -29,13 +29,14 @@ impl Op {
         Some(stmts.iter().cloned().map(Op::Dml).collect())
     }
 
-    /// The statements that carry it out, sent one by one; `twins` are refreshed in order.
-    pub fn statements(&self, twins: &[&str]) -> Vec<String> {
+    /// The statements that carry it out, sent one by one; `twins` are refreshed in order, each by the
+    /// statement `refresh` makes for it.
+    pub fn statements(&self, twins: &[&str], refresh: &dyn Fn(&str) -> String) -> Vec<String> {
         match self {
             Op::Dml(sql) => vec![sql.clone()],
             Op::Truncate(table) => vec![format!("TRUNCATE {table}")],
             Op::Refresh { repeatable_read } => {
-                let refresh = twins.iter().map(|t| format!("SELECT pgtrickle.refresh_stream_table('{t}')"));
+                let refresh = twins.iter().map(|t| refresh(t));
                 match repeatable_read {
                     false => refresh.collect(),
                     true => std::iter::once("BEGIN ISOLATION LEVEL REPEATABLE READ".to_string()).chain(refresh).chain(["COMMIT".into()]).collect(),

@@ -9,6 +9,7 @@ pub fn script(runner: &Runner, log: &[Entry]) -> String {
     let mut out = vec![format!("-- pg_trickle oracle repro: shape {}, differential twin mode {}", runner.shape.name, runner.diff_mode)];
     let names: Vec<&str> = runner.sources.iter().map(|t| t.name).collect();
     statements(&mut out, vec!["CREATE EXTENSION IF NOT EXISTS pg_trickle".into(), format!("DROP TABLE IF EXISTS {} CASCADE", names.join(", "))]);
+    statements(&mut out, runner.executor.setup_statements());
     statements(&mut out, runner.sources.iter().map(|t| t.ddl.to_string()).collect());
     statements(&mut out, runner.create_statements());
     for (index, op) in log {

@@ -10,11 +10,76 @@ use postgres::Client;
 /// A log entry: the operation and its index in the original (unshrunk) log.
 pub type Entry = (usize, Op);
 
+/// Who refreshes the twins at a refresh point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// `refresh_stream_table`, in the runner's session.
+    Session,
+    /// The external worker protocol, in the runner's session: a worker registers, the twin's job is
+    /// queued, and the worker claims and refreshes it (`worker_claim`, `worker_refresh`) as a role
+    /// that holds only `pgtrickle_worker`. One DO block per twin, so the coordinator never sees the
+    /// worker or the job.
+    ExternalWorker,
+}
+
+/// The role the external executor refreshes as.
+const ORACLE_WORKER_ROLE: &str = "pgtrickle_oracle_worker";
+
+impl Executor {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Executor::Session => "refresh_stream_table",
+            Executor::ExternalWorker => "the external worker protocol (worker_claim, worker_refresh)",
+        }
+    }
+
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Executor::Session => "session",
+            Executor::ExternalWorker => "external",
+        }
+    }
+
+    /// What a database needs before the twins are refreshed this way.
+    pub fn setup_statements(self) -> Vec<String> {
+        match self {
+            Executor::Session => Vec::new(),
+            // Roles are the cluster's, and shapes run in parallel: whoever comes first creates it.
+            Executor::ExternalWorker => vec![format!(
+                "DO $$ BEGIN CREATE ROLE {ORACLE_WORKER_ROLE} NOLOGIN IN ROLE pgtrickle_worker;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )],
+        }
+    }
+
+    fn refresh(self, twin: &str) -> String {
+        match self {
+            Executor::Session => format!("SELECT pgtrickle.refresh_stream_table('{twin}')"),
+            Executor::ExternalWorker => format!(
+                "DO $pgt$
+DECLARE w uuid := gen_random_uuid(); j record; r record;
+BEGIN
+  PERFORM pgtrickle.worker_register(w, 'oracle', pg_backend_pid(), NULL);
+  INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{twin}'::regclass;
+  SET LOCAL ROLE {ORACLE_WORKER_ROLE};
+  SELECT * INTO STRICT j FROM pgtrickle.worker_claim(w);
+  SELECT * INTO STRICT r FROM pgtrickle.worker_refresh(w, j.job_id, j.attempt);
+  PERFORM pgtrickle.worker_stop(w);
+  RESET ROLE;
+  DELETE FROM pgtrickle.pgt_worker_jobs WHERE job_id = j.job_id;
+  DELETE FROM pgtrickle.pgt_worker_registry WHERE worker_id = w;
+END $pgt$"
+            ),
+        }
+    }
+}
+
 pub struct Runner {
     db_name: String,
     db: Option<TestDb>,
     pub shape: &'static Shape,
     pub diff_mode: String,
+    pub executor: Executor,
     /// Planted bug for the harness's own self-check: after every refresh point whose original index is
     /// at least this, one row of the differential twin is deleted.
     pub corrupt_from: Option<usize>,
@@ -33,6 +98,7 @@ impl Runner {
             db: None,
             shape,
             diff_mode: diff_mode.to_uppercase(),
+            executor: Executor::Session,
             corrupt_from: None,
             sources: Vec::new(),
             columns: String::new(),
@@ -83,6 +149,9 @@ impl Runner {
         self.db = Some(TestDb::new(&self.db_name));
         // A hung refresh becomes a failure (57014) instead of a hung test run.
         self.exec("SET statement_timeout = '120s'")?;
+        for s in self.executor.setup_statements() {
+            self.exec(&s)?;
+        }
         for t in &TABLES {
             self.exec(t.ddl)?;
         }
@@ -116,7 +185,7 @@ impl Runner {
     /// The statements `op` (at original index `index`) is carried out with, planted corruption included.
     pub fn statements(&self, index: usize, op: &Op) -> Vec<String> {
         let (d, f) = (self.twin_d(), self.twin_f());
-        let mut out = op.statements(&[&d, &f]);
+        let mut out = op.statements(&[&d, &f], &|twin| self.executor.refresh(twin));
         if op.refreshes() && self.corrupt_from.is_some_and(|n| index >= n) {
             out.push(tamper(&d, &format!("DELETE FROM {d} WHERE ctid IN (SELECT ctid FROM {d} LIMIT 1)")));
         }
