@@ -213,29 +213,10 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
-        // Every queued job, one after the other, unless asked to stop between two.
-        let stopping = loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.requested() => break true,
-                _ = std::future::ready(()) => {}
-            }
-            match crate::jobs::claim(&work.client, &id, target).await {
-                Ok(Some(job)) => {
-                    if let Err(failure) = crate::jobs::run(&work.client, &id, &job, log, target).await {
-                        heart.abort();
-                        return Err(failure);
-                    }
-                }
-                Ok(None) => break false,
-                Err(failure) => {
-                    heart.abort();
-                    return Err(failure);
-                }
-            }
-        };
-        if stopping {
-            break Ok(());
+        match drain_jobs(&work.client, &id, log, target, shutdown).await {
+            Ok(Drained::Stopping) => break Ok(()),
+            Ok(Drained::Empty) => {}
+            Err(failure) => break Err(failure),
         }
         tokio::select! {
             _ = work.notified.recv() => {}
@@ -257,6 +238,28 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
         }
     }
     outcome
+}
+
+enum Drained {
+    /// No job is queued for this worker now.
+    Empty,
+    /// Asked to stop (between two jobs).
+    Stopping,
+}
+
+/// Claims and runs queued jobs one after the other until none is left or a stop is asked for.
+async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, shutdown: &mut Shutdown) -> Result<Drained, Failure> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.requested() => return Ok(Drained::Stopping),
+            _ = std::future::ready(()) => {}
+        }
+        match crate::jobs::claim(client, id, target).await? {
+            Some(job) => crate::jobs::run(client, id, &job, log, target).await?,
+            None => return Ok(Drained::Empty),
+        }
+    }
 }
 
 /// Heartbeats every `every` until the worker is marked gone or the connection fails: why it ended.
