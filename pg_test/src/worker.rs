@@ -39,6 +39,28 @@ impl Worker {
         self.child.id() as i32
     }
 
+    /// Its newest active registration (one whose connection it lost stays active until the
+    /// coordinator marks it gone).
+    pub fn active_id(&self, db: &mut TestDb) -> Option<String> {
+        db.rows(
+            "SELECT worker_id::text FROM pgtrickle.pgt_worker_registry WHERE pid = $1 AND status = 'active'
+              ORDER BY started_at DESC, worker_id DESC LIMIT 1",
+            &[&self.pid()],
+        )
+        .first()
+        .map(|r| r.get(0))
+    }
+
+    /// Waits up to 10 s for it to register; its `worker_id`.
+    pub fn registered_id(&self, db: &mut TestDb) -> String {
+        let mut id = None;
+        wait_until(Duration::from_secs(10), || {
+            id = self.active_id(db);
+            id.is_some()
+        });
+        id.unwrap_or_else(|| panic!("not registered; log:\n{}", self.log()))
+    }
+
     pub fn signal(&self, sig: &str) {
         assert!(Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap().success());
     }

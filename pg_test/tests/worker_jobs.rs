@@ -36,16 +36,6 @@ const QUERY: &str = "SELECT id, slow(v) AS v FROM t";
 const SLOW: &str = "CREATE FUNCTION slow(x int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
     $$ BEGIN IF x = 999 THEN PERFORM pg_sleep(3); END IF; RETURN x; END $$";
 
-/// The registry id of the newest active registration of this worker process.
-fn active_id(db: &mut TestDb, pid: i32) -> Option<String> {
-    db.rows(
-        "SELECT worker_id::text FROM pgtrickle.pgt_worker_registry WHERE pid = $1 AND status = 'active' ORDER BY started_at DESC LIMIT 1",
-        &[&pid],
-    )
-    .first()
-    .map(|r| r.get(0))
-}
-
 /// Successful refreshes of `st` since `since` (a `clock_timestamp()` text): (action, executed_by).
 fn refreshes_since(db: &mut TestDb, since: &str) -> Vec<(String, String)> {
     db.rows(
@@ -106,8 +96,7 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
     // heartbeats update meanwhile).
     db.exec("ALTER ROLE wjobs_flow_w SET default_transaction_isolation = 'repeatable read'");
     let mut w = Worker::start(&db, "wjobs_flow_w", &[]);
-    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "not registered; log:\n{}", w.log());
-    let id = active_id(&mut db, w.pid()).unwrap();
+    let id = w.registered_id(&mut db);
     wait_until_worker_refreshes(&mut db, &id, || w.log());
 
     let since = now(&mut db);
@@ -144,8 +133,7 @@ fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
     source_and_stream_table(&mut db, "wjobs_frozen_owner");
     login_role(&mut db, "wjobs_frozen_w");
     let w = Worker::start(&db, "wjobs_frozen_w", &[]);
-    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "not registered; log:\n{}", w.log());
-    let first = active_id(&mut db, w.pid()).unwrap();
+    let first = w.registered_id(&mut db);
     wait_until_worker_refreshes(&mut db, &first, || w.log());
 
     // A refresh that takes 3 s; the worker freezes while the server runs it, its transaction open.
@@ -164,7 +152,7 @@ fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
 
     // Awake, its commit is refused (its session is gone); it reconnects as a new worker and carries on.
     assert!(
-        wait_until(Duration::from_secs(20), || active_id(&mut db, w.pid()).is_some_and(|id| id != first)),
+        wait_until(Duration::from_secs(20), || w.active_id(&mut db).is_some_and(|id| id != first)),
         "did not register again; log:\n{}",
         w.log()
     );
@@ -173,7 +161,7 @@ fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
     let by_frozen: Vec<_> = refreshes_since(&mut db, &since).into_iter().filter(|(_, by)| by.ends_with(&first)).collect();
     assert!(by_frozen.is_empty(), "the frozen worker's refresh committed: {by_frozen:?}");
     db.assert_matches_query("st", QUERY);
-    let second = active_id(&mut db, w.pid()).unwrap();
+    let second = w.active_id(&mut db).unwrap();
     db.exec("UPDATE t SET v = 5 WHERE id = 1");
     wait_until_worker_refreshes(&mut db, &second, || w.log());
     db.assert_matches_query("st", QUERY);
@@ -187,8 +175,7 @@ fn workers_killed_mid_refresh_again_and_again_lose_nothing_and_apply_nothing_twi
     login_role(&mut db, "wjobs_killed_w");
     for round in 0..3 {
         let w = Worker::start(&db, "wjobs_killed_w", &[]);
-        assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "not registered; log:\n{}", w.log());
-        let id = active_id(&mut db, w.pid()).unwrap();
+        let id = w.registered_id(&mut db);
         wait_until_worker_refreshes(&mut db, &id, || w.log());
 
         let since = now(&mut db);

@@ -34,20 +34,13 @@ fn rows_of(db: &mut TestDb, pid: i32) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The newest active registration of this process (an older one it lost the connection of stays
-/// active until the coordinator marks it gone).
-fn active_id(db: &mut TestDb, pid: i32) -> Option<String> {
-    rows_of(db, pid).into_iter().rev().find(|(_, s)| s == "active").map(|(id, _)| id)
-}
-
 #[test]
 fn a_worker_registers_heartbeats_and_stops_cleanly_on_sigterm() {
     let mut db = TestDb::new("wreg_life");
     login_role(&mut db, "wreg_life_w");
     let mut w = Worker::start(&db, "wreg_life_w", &["--log-format", "json"]);
     let pid = w.pid();
-    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
-    let id = active_id(&mut db, pid).unwrap();
+    let id = w.registered_id(&mut db);
     let (host, version, operators): (String, String, String) = {
         let r = db.rows(
             "SELECT hostname, capabilities->>'version', (capabilities->'local_operators')::text FROM pgtrickle.pgt_worker_registry WHERE worker_id = $1::text::uuid",
@@ -92,17 +85,16 @@ fn a_lost_connection_is_retried_and_a_silent_worker_is_marked_gone() {
     login_role(&mut db, "wreg_faults_w");
     let w = Worker::start(&db, "wreg_faults_w", &[]);
     let pid = w.pid();
-    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, pid).is_some()), "not registered; log:\n{}", w.log());
-    let first = active_id(&mut db, pid).unwrap();
+    let first = w.registered_id(&mut db);
 
     // The server drops both connections: the worker reconnects and registers as a new worker.
     db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'wreg_faults_w'");
     assert!(
-        wait_until(Duration::from_secs(15), || active_id(&mut db, pid).is_some_and(|id| id != first)),
+        wait_until(Duration::from_secs(15), || w.active_id(&mut db).is_some_and(|id| id != first)),
         "did not register again after losing its connections; log:\n{}",
         w.log()
     );
-    let second = active_id(&mut db, pid).unwrap();
+    let second = w.active_id(&mut db).unwrap();
     assert!(w.log().contains("connection to the server lost; retrying"), "{}", w.log());
 
     // Frozen past the reclaim timeout: the coordinator marks it gone (it sweeps every 5 s).
@@ -114,7 +106,7 @@ fn a_lost_connection_is_retried_and_a_silent_worker_is_marked_gone() {
     assert!(gone, "a silent worker was not marked gone: {:?}", rows_of(&mut db, pid));
     // Awake again, its next heartbeat is refused and it registers as a new worker.
     assert!(
-        wait_until(Duration::from_secs(15), || active_id(&mut db, pid).is_some_and(|id| id != first && id != second)),
+        wait_until(Duration::from_secs(15), || w.active_id(&mut db).is_some_and(|id| id != first && id != second)),
         "did not register again after being marked gone; log:\n{}",
         w.log()
     );
@@ -156,7 +148,7 @@ fn what_retrying_cannot_fix_ends_the_worker_with_a_clear_error() {
     assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(1));
     assert!(w.log().contains("password authentication failed for user \"wreg_pw_w\"") && w.log().contains("28P01"), "{}", w.log());
     let w = Worker::spawn(&format!("{} user=wreg_pw_w password=right", db.conninfo()), "wreg_pw", &[]);
-    assert!(wait_until(Duration::from_secs(10), || active_id(&mut db, w.pid()).is_some()), "the right password: {}", w.log());
+    w.registered_id(&mut db); // the right password
     drop(w);
 
     // A role that does not exist: the login is refused.
@@ -178,7 +170,7 @@ fn health_endpoints_say_alive_and_whether_registered() {
         http_get(port, "/readyz"),
         w.log()
     );
-    let id = active_id(&mut db, w.pid()).unwrap();
+    let id = w.active_id(&mut db).unwrap();
     assert_eq!(http_get(port, "/readyz").unwrap().1, format!("ready: worker {id}\n"));
     assert_eq!(http_get(port, "/healthz"), Some((200, "ok\n".to_string())));
     assert_eq!(http_get(port, "/metrics").map(|r| r.0), Some(404));

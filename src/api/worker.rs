@@ -82,7 +82,7 @@ fn refresh_job(lease: &Lease, wrote_before: bool) -> PgtResult<(String, Option<S
         &[lease.job_id.into(), lease.attempt.into(), lease.worker_id.into()],
     )?
     .ok_or_else(|| not_current(lease, "it was reclaimed or has finished"))?;
-    let _executor = history::executing_as(Executor::ExternalWorker(*lease.worker_id.as_bytes()));
+    let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
     let (outcome, row) = match refresh::run(pgt_id, Initiator::Scheduler, wrote_before)? {
         Outcome::Refreshed { action, rows_inserted, rows_deleted } => {
             (JobOutcome::Refreshed, (Some(action.as_str().to_string()), rows_inserted, rows_deleted))
@@ -132,7 +132,7 @@ fn worker_fail(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32
         .and_then(|lease| {
             privilege::as_extension_owner(|| {
                 let Some((pgt_id, ran_s)) = finish(&lease, JobOutcome::Failed)? else { return Ok(false) };
-                let _executor = history::executing_as(Executor::ExternalWorker(*lease.worker_id.as_bytes()));
+                let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
                 refresh::record_failure(pgt_id, std::time::Duration::from_secs_f64(ran_s.max(0.0)), message)?;
                 Ok(true)
             })

@@ -12,8 +12,8 @@ pub enum Executor {
     Session,
     RefreshWorker,
     Coordinator,
-    /// `pg_trickle_worker` with this `worker_id` (the uuid's bytes).
-    ExternalWorker([u8; 16]),
+    /// `pg_trickle_worker` with this `worker_id`.
+    ExternalWorker(pgrx::datum::Uuid),
 }
 
 impl Executor {
@@ -24,15 +24,9 @@ impl Executor {
             Executor::Session => format!("session {pid}"),
             Executor::RefreshWorker => format!("refresh worker {pid}"),
             Executor::Coordinator => format!("coordinator {pid}"),
-            Executor::ExternalWorker(id) => format!("external worker {}", uuid_text(&id)),
+            Executor::ExternalWorker(id) => format!("external worker {id}"),
         }
     }
-}
-
-/// `8-4-4-4-12` lower-case hex, as PostgreSQL prints a uuid.
-fn uuid_text(bytes: &[u8; 16]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 thread_local! {
