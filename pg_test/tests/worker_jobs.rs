@@ -30,6 +30,15 @@ fn source_and_stream_table(db: &mut TestDb, owner: &str) {
     assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
 }
 
+/// Database `name` with `st` (owned by `<name>_owner`) and the login role `<name>_w` for workers.
+fn database_for_workers(name: &str) -> TestDb {
+    short_reclaim_timeout();
+    let mut db = TestDb::new(name);
+    source_and_stream_table(&mut db, &format!("{name}_owner"));
+    login_role(&mut db, &format!("{name}_w"));
+    db
+}
+
 const QUERY: &str = "SELECT id, slow(v) AS v FROM t";
 
 /// `slow(v)` takes 3 s for v = 999 and is `v` otherwise, so a test can keep a refresh running.
@@ -88,10 +97,7 @@ fn refreshing(db: &mut TestDb, role: &str) -> bool {
 
 #[test]
 fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does() {
-    short_reclaim_timeout();
-    let mut db = TestDb::new("wjobs_flow");
-    source_and_stream_table(&mut db, "wjobs_flow_owner");
-    login_role(&mut db, "wjobs_flow_w");
+    let mut db = database_for_workers("wjobs_flow");
     // A default the worker's refresh transaction must not inherit (its fence re-reads a row its
     // heartbeats update meanwhile).
     db.exec("ALTER ROLE wjobs_flow_w SET default_transaction_isolation = 'repeatable read'");
@@ -128,10 +134,7 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
 
 #[test]
 fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
-    short_reclaim_timeout();
-    let mut db = TestDb::new("wjobs_frozen");
-    source_and_stream_table(&mut db, "wjobs_frozen_owner");
-    login_role(&mut db, "wjobs_frozen_w");
+    let mut db = database_for_workers("wjobs_frozen");
     let w = Worker::start(&db, "wjobs_frozen_w", &[]);
     let first = w.registered_id(&mut db);
     wait_until_worker_refreshes(&mut db, &first, || w.log());
@@ -169,10 +172,7 @@ fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
 
 #[test]
 fn workers_killed_mid_refresh_again_and_again_lose_nothing_and_apply_nothing_twice() {
-    short_reclaim_timeout();
-    let mut db = TestDb::new("wjobs_killed");
-    source_and_stream_table(&mut db, "wjobs_killed_owner");
-    login_role(&mut db, "wjobs_killed_w");
+    let mut db = database_for_workers("wjobs_killed");
     for round in 0..3 {
         let w = Worker::start(&db, "wjobs_killed_w", &[]);
         let id = w.registered_id(&mut db);
