@@ -33,9 +33,50 @@ fn refresh_and_check(db: &mut TestDb, st: &str, query: &str, step: &str) {
     assert!(diff.is_empty(), "{step}: {st} differs from its query:\n{}", diff.join("\n"));
 }
 
+/// How a refresh found the touched groups' stored rows: probes of the row identity index, or one
+/// scan of the storage table (the index's scans in the refresh's own transaction tell them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    Probe,
+    Scan,
+}
+
+fn refresh_and_check_lookup(db: &mut TestDb, st: &str, query: &str, step: &str) -> Lookup {
+    db.exec("BEGIN");
+    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+    let probes: i64 = db.value(&format!("SELECT pg_stat_get_xact_numscans('{st}___pgt_row_id_idx'::regclass)"));
+    db.exec("COMMIT");
+    let action: String =
+        db.value("SELECT action || ': ' || coalesce(reason, '') FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1");
+    assert!(action.starts_with("DIFFERENTIAL"), "{step}: {action}");
+    let diff = db.multiset_diff(st, query);
+    assert!(diff.is_empty(), "{step}: {st} differs from its query:\n{}", diff.join("\n"));
+    if probes > 0 { Lookup::Probe } else { Lookup::Scan }
+}
+
 #[test]
 fn grouped_state_stays_exact_through_edge_cases() {
-    let mut db = db_with("agg_state_edges", &[("groups", GROUPS)]);
+    // A few groups: every batch is large against them, and they are joined by one scan.
+    let seen = edge_cases("agg_state_edges", 0);
+    assert!(seen.iter().filter(|l| **l == Lookup::Scan).count() >= 8, "{seen:?}");
+}
+
+#[test]
+fn grouped_state_stays_exact_through_edge_cases_found_by_index_probes() {
+    // Two thousand more groups: a small batch probes the identity index group by group.
+    let seen = edge_cases("agg_state_edges_probed", 2000);
+    assert!(seen.iter().filter(|l| **l == Lookup::Probe).count() >= 10, "{seen:?}");
+}
+
+/// Runs the edge cases over `t` with `filler` one-row groups besides; returns each step's lookup.
+fn edge_cases(name: &str, filler: i64) -> Vec<Lookup> {
+    let mut db = db_with(name, &[("groups", GROUPS)]);
+    if filler > 0 {
+        db.exec(&format!("INSERT INTO t (g, v, q, s) SELECT 1000 + i, i % 100, i % 9, 'f' FROM generate_series(1, {filler}) i"));
+        db.exec("SELECT pgtrickle.refresh_stream_table('groups')");
+        db.exec("ANALYZE groups");
+    }
+    let mut seen = Vec::new();
     let steps = [
         ("a group of NULLs only: sums and averages are NULL, counts 0", "INSERT INTO t (g, v, q) VALUES (100, NULL, NULL), (100, NULL, NULL)"),
         ("its first value", "UPDATE t SET v = 2.50, q = 3 WHERE id = (SELECT min(id) FROM t WHERE g = 100)"),
@@ -54,7 +95,7 @@ fn grouped_state_stays_exact_through_edge_cases() {
     ];
     for (step, dml) in steps {
         db.exec(dml);
-        refresh_and_check(&mut db, "groups", GROUPS, step);
+        seen.push(refresh_and_check_lookup(&mut db, "groups", GROUPS, step));
     }
     // The copies of each extremum the state counts are right wherever they are known.
     for (j, column, value) in [(6, "mn", "v"), (7, "mx", "v"), (8, "ms", "s")] {
@@ -73,6 +114,7 @@ fn grouped_state_stays_exact_through_edge_cases() {
     db.exec("SELECT pgtrickle.refresh_stream_table('groups')");
     let after: Vec<String> = db.rows(STATE, &[]).iter().map(|r| r.get(0)).collect();
     assert_eq!(before, after, "incremental state differs from recomputed state");
+    seen
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::{full, Done};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
-use crate::dvm::diff::{stream_delta, DiffContext};
+use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
 use crate::dvm::optree::TableRef;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
@@ -63,6 +63,9 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
     let Some(payload) = super::storage::payload(st, storage, Some(&tree), false)? else {
         return full(st, storage, "FULL to set up the stored aggregate state".into());
     };
+    if AggregateState::of(&tree).is_some() {
+        ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
+    }
     let Some(delta) = stream_delta(&tree, storage, &payload, &mut ctx)? else {
         return Err(PgtError::internal("a changed source produced no delta query"));
     };

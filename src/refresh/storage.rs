@@ -37,3 +37,10 @@ pub fn payload(st: &StreamTable, storage: &QualifiedName, tree: Option<&OpTree>,
     }
     Ok(Some(state.payload(&st.output_columns, &visible_types)))
 }
+
+/// The planner's row count estimate of a storage table (`pg_class.reltuples`; -1 before its first
+/// count).
+pub fn estimated_rows(st: &StreamTable) -> PgtResult<f64> {
+    Ok(spi::one::<f64>("SELECT reltuples::pg_catalog.float8 FROM pg_catalog.pg_class WHERE oid = $1", &[st.relid.into()])?
+        .unwrap_or(-1.0))
+}

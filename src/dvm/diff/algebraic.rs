@@ -23,7 +23,7 @@
 //! scale, and AVG is the same `numeric_div(sum, count)` PostgreSQL computes. Float sums are not
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
-use super::context::DiffContext;
+use super::context::{DiffContext, GroupLookup};
 use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans, W};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
@@ -337,13 +337,15 @@ impl<'t> AggregateState<'t> {
             format!("SELECT {} FROM {dinput} AS {d}{}", [self.key_items(&d), deltas].concat().join(", "), self.group_by(&d)),
         );
 
-        // The touched groups' stored rows, found through the row identity index.
+        // The touched groups' stored rows: through the row identity index, or for a batch that touches
+        // many of them, by one hash join over the storage table (`+ 0` keeps the index out of it).
         let (s, t) = (ctx.alias("s"), ctx.alias("t"));
         let key_positions = &payload.identity;
-        let key_match = if key_positions.is_empty() {
-            String::new()
-        } else {
-            let stored: Vec<String> = key_positions.iter().map(|p| format!("{t}.{}", quote_ident(&payload.columns[*p]))).collect();
+        let key_match = |stored: &dyn Fn(usize) -> String| {
+            if key_positions.is_empty() {
+                return String::new();
+            }
+            let stored: Vec<String> = key_positions.iter().map(|p| stored(*p)).collect();
             let wanted: Vec<String> = (0..key_positions.len()).map(|i| format!("{s}.k{i}")).collect();
             format!(" AND {}", same_keys(&stored, &wanted))
         };
@@ -351,21 +353,25 @@ impl<'t> AggregateState<'t> {
         let lookup_id = hash_values(&k.iter().map(|k| format!("{s}.{k}")).collect::<Vec<_>>());
         let old_items: Vec<String> =
             payload.columns.iter().enumerate().map(|(p, c)| format!("{t}.{} AS o{p}", quote_ident(c))).collect();
+        let storage_q = storage.quoted();
         let old_name = |state: &str| -> String {
             let col = if state == "count" { COUNT.to_string() } else { format!("__pgt_{state}") };
             format!("o{}", payload.columns.iter().position(|c| *c == col).unwrap_or(0))
         };
-        let joined = hoist(
-            ctx,
-            "aold_",
-            format!(
-                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN LATERAL (SELECT true AS o_e, {t}.ctid AS o_ctid, {} FROM {} AS {t} \
+        let stored = format!("true AS o_e, {t}.ctid AS o_ctid, {}", old_items.join(", "));
+        let joined = match ctx.opt.group_lookup {
+            GroupLookup::Probe => format!(
+                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN LATERAL (SELECT {stored} FROM {storage_q} AS {t} \
                   WHERE {t}.__pgt_row_id = {lookup_id}{} LIMIT 1) AS o ON true",
-                old_items.join(", "),
-                storage.quoted(),
-                key_match
+                key_match(&|p| format!("{t}.{}", quote_ident(&payload.columns[p])))
             ),
-        );
+            GroupLookup::Scan => format!(
+                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN (SELECT {stored}, {t}.__pgt_row_id + 0 AS o_id FROM {storage_q} AS {t}) AS o \
+                  ON o.o_id = {lookup_id}{}",
+                key_match(&|p| format!("o.o{p}"))
+            ),
+        };
+        let joined = hoist(ctx, "aold_", joined);
 
         // New state by arithmetic, and whether the group must be recomputed instead.
         let j_ = ctx.alias("j");
@@ -454,14 +460,20 @@ impl<'t> AggregateState<'t> {
                 let (r, zk): (Vec<String>, Vec<String>) = k.iter().map(|k| (format!("r.{k}"), format!("{z}.{k}"))).unzip();
                 same.push(format!(" AND {}", same_keys(&r, &zk)));
             }
-            let items: Vec<String> = states
+            // Arithmetic for most groups; only the few to recompute are joined with their recomputation
+            // (a join of every touched group would sort or hash them all for nothing).
+            let kept: Vec<String> = states.iter().map(|st| format!("{z}.n_{st} AS f_{st}")).collect();
+            let recomputed: Vec<String> = states
                 .iter()
-                .map(|st| {
-                    let recomputed = if st == "count" { "COALESCE(r.s_count, 0)".to_string() } else { format!("r.s_{st}") };
-                    format!("CASE WHEN {z}.rescan THEN {recomputed} ELSE {z}.n_{st} END AS f_{st}")
-                })
+                .map(|st| if st == "count" { "COALESCE(r.s_count, 0) AS f_count".to_string() } else { format!("r.s_{st} AS f_{st}") })
                 .collect();
-            format!("SELECT {z}.*, {} FROM {alg} AS {z} LEFT JOIN {rs} AS r ON true{}", items.join(", "), same.concat())
+            format!(
+                "SELECT {z}.*, {} FROM {alg} AS {z} WHERE NOT {z}.rescan \
+                 UNION ALL SELECT {z}.*, {} FROM {alg} AS {z} LEFT JOIN {rs} AS r ON true{} WHERE {z}.rescan",
+                kept.join(", "),
+                recomputed.join(", "),
+                same.concat()
+            )
         };
         let fin = hoist(ctx, "afinal_", fin);
 

@@ -65,11 +65,45 @@ pub struct OptimizationContext {
     /// while computing the input of a consumer that is linear in its input (see
     /// `algebraic::AggregateState::delta_query`), for which consolidating is wasted work.
     pub raw_scans: bool,
+    /// How an aggregate kept from stored state finds its touched groups' stored rows.
+    pub group_lookup: GroupLookup,
+}
+
+/// How the touched groups' stored rows are found (see `algebraic::AggregateState::delta_query`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupLookup {
+    /// One probe of the row identity index per touched group: cheap while the batch touches few of
+    /// the stored groups.
+    #[default]
+    Probe,
+    /// One hash join against a scan of the whole storage table: cheaper once the batch touches a good
+    /// share of its groups (a probe costs about ten times a scanned row).
+    Scan,
+}
+
+impl GroupLookup {
+    /// The cheaper lookup for a batch of `batch_rows` change rows against `stored_rows` stored groups
+    /// (the planner's estimate, `pg_class.reltuples`; negative when never counted). A batch touches at
+    /// most one group per change row.
+    pub fn for_batch(batch_rows: i64, stored_rows: f64) -> GroupLookup {
+        if stored_rows >= 0.0 && (batch_rows as f64) * 4.0 >= stored_rows {
+            GroupLookup::Scan
+        } else {
+            GroupLookup::Probe
+        }
+    }
 }
 
 impl Default for OptimizationContext {
     fn default() -> Self {
-        OptimizationContext { depth: 0, max_depth: 64, cte_counter: 0, alias_counter: 0, raw_scans: false }
+        OptimizationContext {
+            depth: 0,
+            max_depth: 64,
+            cte_counter: 0,
+            alias_counter: 0,
+            raw_scans: false,
+            group_lookup: GroupLookup::Probe,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ pub mod context;
 pub mod rules;
 
 pub use algebraic::AggregateState;
-pub use context::{CacheContext, CdcContext, DiffContext, OptimizationContext, SourceCdc};
+pub use context::{CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc};
 pub use rules::delta_query;
 
 use crate::dvm::apply::{Delta, Payload};

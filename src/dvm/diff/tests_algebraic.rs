@@ -202,3 +202,35 @@ fn a_numeric_sum_without_extrema_recomputes_nan_groups_in_valid_sql() {
     assert!(sql.contains("'NaN'::pg_catalog.numeric"), "{sql}");
     assert!(!sql.contains(".*,  FROM") && !sql.contains(", FROM"), "no empty select list item: {sql}");
 }
+
+#[test]
+fn a_batch_large_against_the_stored_groups_joins_them_by_one_scan() {
+    use super::context::GroupLookup;
+    assert_eq!(GroupLookup::for_batch(15_000, 10_000.0), GroupLookup::Scan);
+    assert_eq!(GroupLookup::for_batch(1_500, 10_000.0), GroupLookup::Probe);
+    assert_eq!(GroupLookup::for_batch(1, 1.0), GroupLookup::Scan, "a global aggregate's one row");
+    assert_eq!(GroupLookup::for_batch(1, -1.0), GroupLookup::Probe, "never counted: probe");
+    let tree = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::CountStar, None, ""), call(AggFunc::Sum, Some(1), "numeric(12,2)")],
+        vec![Expr::col(0), Expr::col(1), Expr::col(2)],
+    );
+    let state = AggregateState::of(&tree).unwrap();
+    let (v, t) = visible(3);
+    let mut scan = ctx();
+    scan.opt.group_lookup = GroupLookup::Scan;
+    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut scan).unwrap());
+    assert!(sql.contains("__pgt_row_id + 0 AS o_id FROM \"public\".\"st\""), "the identity index is kept out: {sql}");
+    assert!(sql.contains("ON o.o_id = pg_catalog.hash_record_extended(ROW("), "joined on the identity hash: {sql}");
+    assert!(!sql.contains("LIMIT 1) AS o ON true"), "no probe per group: {sql}");
+}
+
+#[test]
+fn only_groups_to_recompute_are_joined_with_their_recomputation() {
+    let tree = grouped(vec![Expr::col(0)], vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")], vec![Expr::col(0), Expr::col(1)]);
+    let state = AggregateState::of(&tree).unwrap();
+    let (v, t) = visible(2);
+    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
+    assert!(sql.contains("WHERE NOT z") && sql.contains(".rescan UNION ALL SELECT z"), "arithmetic groups skip the join: {sql}");
+    assert!(!sql.contains("CASE WHEN z"), "{sql}");
+}
