@@ -1,11 +1,12 @@
-//! Refresh schedules: durations such as `500ms`, `5s`, `2m`, `1h`, `1d`.
+//! Refresh schedules: durations such as `500ms`, `5s`, `2m`, `1h`, `1d`, or with the unit spelled out
+//! as in a PostgreSQL interval (`'30 seconds'`, `'1 day'`).
 
 use crate::error::{PgtError, PgtResult, SqlState};
 
 /// Longest schedule accepted: 7 days. Longer intervals are almost certainly a typo in the unit.
 pub const MAX_SCHEDULE_MS: i64 = 7 * 24 * 3_600_000;
 
-const HINT: &str = "Use a positive whole number followed by a unit: ms, s, m, h or d (for example '500ms', '5s', '2m', '1h').";
+const HINT: &str = "Use a positive whole number followed by a unit: ms, s, m, h or d, or the unit spelled out (for example '500ms', '5s', '2m', '1h', '30 seconds', '1 day').";
 
 /// Parses a schedule into milliseconds. Whitespace around the value and between number and unit is
 /// allowed; units are case-insensitive.
@@ -21,11 +22,11 @@ pub fn parse_schedule(text: &str) -> PgtResult<i64> {
     }
     let n: i64 = digits.parse().map_err(|_| invalid())?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
         _ => return Err(invalid()),
     };
     let ms = n.checked_mul(factor).ok_or_else(invalid)?;
@@ -65,8 +66,18 @@ mod tests {
     }
 
     #[test]
+    fn accepts_units_spelled_out_as_in_an_interval() {
+        assert_eq!(parse_schedule("1 day").unwrap(), 86_400_000);
+        assert_eq!(parse_schedule("30 seconds").unwrap(), 30_000);
+        assert_eq!(parse_schedule("5 Minutes").unwrap(), 300_000);
+        assert_eq!(parse_schedule("2 hours").unwrap(), 7_200_000);
+        assert_eq!(parse_schedule("1 second").unwrap(), 1_000);
+        assert_eq!(parse_schedule("250 milliseconds").unwrap(), 250);
+    }
+
+    #[test]
     fn rejects_everything_else_with_a_hint() {
-        for bad in ["", "5", "s", "-5s", "5 seconds", "1.5s", "5x", "0s", "8d", "99999999999999999999ms", "5s5"] {
+        for bad in ["", "5", "s", "-5s", "5 fortnights", "1 day 2 hours", "1.5s", "5x", "0s", "8d", "99999999999999999999ms", "5s5"] {
             let err = parse_schedule(bad).unwrap_err();
             assert_eq!(err.state, SqlState::InvalidParameterValue, "{bad}");
             assert!(err.hint.is_some(), "{bad}");
