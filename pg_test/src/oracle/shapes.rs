@@ -81,7 +81,18 @@ pub const SHAPES: &[Shape] = &[
     shape("exists", "SELECT a.k AS k, a.v AS v FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > 0)"),
     shape("not_exists", "SELECT b.k AS k, b.s AS s FROM b WHERE NOT EXISTS (SELECT 1 FROM a WHERE a.k = b.k)"),
     shape("in_subquery", "SELECT c.id AS id, c.name AS name FROM c WHERE c.k IN (SELECT g FROM a WHERE v > 5)"),
-    beyond("not_in_subquery", "SELECT c.id AS id, c.k AS k FROM c WHERE c.k NOT IN (SELECT b.k FROM b WHERE b.s = 'x')"),
+    shape("not_in_subquery", "SELECT c.id AS id, c.k AS k FROM c WHERE c.k NOT IN (SELECT b.k FROM b WHERE b.s = 'x')"),
+    shape(
+        "not_in_correlated_pair",
+        "SELECT a.k AS k, a.g AS g, a.v AS v FROM a WHERE (a.k, a.g) NOT IN (SELECT b.lo, b.hi FROM b WHERE b.k = a.k OR b.k IS NULL)",
+    ),
+    shape("scalar_where", "SELECT c.id AS id, c.q AS q FROM c WHERE c.q > (SELECT avg(c2.q) FROM c AS c2)"),
+    shape("scalar_select", "SELECT a.k AS k, a.v AS v, (SELECT max(b.w) FROM b) AS top FROM a"),
+    shape(
+        "scalar_having",
+        "SELECT a.g AS g, sum(a.v) AS total FROM a GROUP BY a.g HAVING sum(a.v) > (SELECT avg(b.w) * 3 FROM b)",
+    ),
+    shape("scalar_grouped_select", "SELECT a.g AS g, count(*) AS n, (SELECT count(*) FROM c) AS of_c FROM a GROUP BY a.g"),
     beyond("scalar_subquery", "SELECT c.id AS id, (SELECT count(*) FROM a WHERE a.k = c.k) AS n FROM c"),
     // CTEs.
     shape(

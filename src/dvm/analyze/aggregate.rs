@@ -72,7 +72,7 @@ impl Analyzer<'_> {
     }
 
     /// An aggregate call (not a window function).
-    fn is_aggregate_call(&self, expr: &SqlExpr) -> bool {
+    pub(super) fn is_aggregate_call(&self, expr: &SqlExpr) -> bool {
         matches!(expr, SqlExpr::Function(f) if f.over.is_none() && self.catalog.is_aggregate(&function_name(f)))
     }
 

@@ -1,4 +1,5 @@
-//! One SELECT block, built bottom-up: FROM, then WHERE (a Filter and semi-joins), then GROUP BY and
+//! One SELECT block, built bottom-up (after its one-row scalar subqueries became FROM items,
+//! `scalar.rs`): FROM, then WHERE (a Filter and semi-joins), then GROUP BY and
 //! aggregates with HAVING, then the SELECT list (always a Project), then DISTINCT.
 //!
 //! Everything the block references is resolved to symbols first; only then is the layout fixed
@@ -10,7 +11,7 @@ use sqlparser::ast::{
 
 use super::from::FromTree;
 use super::scope::{Layout, ScopeId, Sym};
-use super::subquery::{classify, Conjunct, Semi};
+use super::subquery::{classify, Conjunct, Membership, Semi};
 use super::template::{and_all, as_conjunct, conjuncts, ident_name, name_parts, strip_nested};
 use super::{invalid, unsupported, Analyzed, Analyzer, Result};
 use crate::dvm::optree::{Expr, Node};
@@ -27,11 +28,13 @@ pub(super) struct Where {
 }
 
 /// What the WHERE context is called in errors about a subquery found inside an expression.
-const WHERE_CONTEXT: &str = "WHERE other than a top-level [NOT] EXISTS or IN conjunct";
+const WHERE_CONTEXT: &str = "WHERE other than a top-level [NOT] EXISTS or [NOT] IN conjunct";
 
 impl Analyzer<'_> {
     pub(super) fn select(&mut self, select: &Select) -> Result<Analyzed> {
         check_select(select)?;
+        let hoisted = self.hoist_scalar_subqueries(select)?;
+        let select = hoisted.as_deref().unwrap_or(select);
         self.in_frame(false, |an, scope| an.select_block(select, scope))
     }
 
@@ -61,8 +64,11 @@ impl Analyzer<'_> {
         let mut parts = Where::default();
         for conjunct in selection.map(conjuncts).unwrap_or_default() {
             match classify(conjunct)? {
-                Conjunct::Exists { query, anti } => parts.semis.push(self.semi(query, None, anti)?),
-                Conjunct::In { lhs, query } => parts.semis.push(self.semi(query, Some(lhs), false)?),
+                Conjunct::Exists { query, anti } => parts.semis.push(self.semi(query, None, Membership::Exists, anti)?),
+                Conjunct::In { lhs, query, negated } => {
+                    let membership = if negated { Membership::NotIn } else { Membership::In };
+                    parts.semis.push(self.semi(query, Some(lhs), membership, false)?)
+                }
                 Conjunct::Plain(expr) => {
                     let expr = as_conjunct(expr, self.render(expr, WHERE_CONTEXT)?);
                     if self.is_correlated(&expr, scope) {

@@ -17,6 +17,7 @@ mod block;
 mod from;
 mod pushdown;
 mod query;
+mod scalar;
 mod scope;
 mod subquery;
 mod template;

@@ -1,4 +1,8 @@
-//! EXISTS / NOT EXISTS / IN (subquery) conjuncts of WHERE, which become semi-joins.
+//! EXISTS / NOT EXISTS / IN / NOT IN (subquery) conjuncts of WHERE, which become semi- and anti-joins.
+//!
+//! `x NOT IN (subquery)` keeps a row only when the comparison with every subquery row is true, so a
+//! NULL on either side (which makes it unknown) removes the row unless the subquery is empty: it is
+//! the anti-join on "may equal", `(x = y OR x IS NULL OR y IS NULL)` per column.
 //!
 //! A plain subquery (SELECT ... FROM ... WHERE) is read as a block that may reference the enclosing
 //! one: its conjuncts over its own FROM filter the right side, and the ones referencing the
@@ -10,14 +14,14 @@ use sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Query, Select, SetExpr, Unary
 use super::block::check_select;
 use super::query::check_query;
 use super::scope::{Layout, Sym};
-use super::template::{and_all, equals, strip_nested};
-use super::{invalid, unsupported, Analyzer, Result};
+use super::template::{and_all, concat, equals, strip_nested};
+use super::{invalid, Analyzer, Result};
 use crate::dvm::optree::{Expr, ExprPart, Node};
 
 /// How a WHERE conjunct is handled.
 pub(super) enum Conjunct<'a> {
     Exists { query: &'a Query, anti: bool },
-    In { lhs: &'a SqlExpr, query: &'a Query },
+    In { lhs: &'a SqlExpr, query: &'a Query, negated: bool },
     Plain(&'a SqlExpr),
 }
 
@@ -32,12 +36,10 @@ pub(super) struct Semi {
 pub(super) fn classify(expr: &SqlExpr) -> Result<Conjunct<'_>> {
     match strip_nested(expr) {
         SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: *negated }),
-        SqlExpr::InSubquery { expr: lhs, subquery, negated: false } => Ok(Conjunct::In { lhs, query: subquery }),
-        SqlExpr::InSubquery { negated: true, .. } => unsupported("NOT IN (subquery)"),
+        SqlExpr::InSubquery { expr: lhs, subquery, negated } => Ok(Conjunct::In { lhs, query: subquery, negated: *negated }),
         SqlExpr::UnaryOp { op: UnaryOperator::Not, expr: inner } => match strip_nested(inner) {
             SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: !negated }),
-            SqlExpr::InSubquery { expr: lhs, subquery, negated: true } => Ok(Conjunct::In { lhs, query: subquery }),
-            SqlExpr::InSubquery { negated: false, .. } => unsupported("NOT IN (subquery)"),
+            SqlExpr::InSubquery { expr: lhs, subquery, negated } => Ok(Conjunct::In { lhs, query: subquery, negated: !negated }),
             _ => Ok(Conjunct::Plain(expr)),
         },
         _ => Ok(Conjunct::Plain(expr)),
@@ -46,9 +48,45 @@ pub(super) fn classify(expr: &SqlExpr) -> Result<Conjunct<'_>> {
 
 const IN_CONTEXT: &str = "the left side of IN (subquery)";
 
+/// How a row of the enclosing block and a subquery row are compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Membership {
+    /// EXISTS: the subquery's own conditions only.
+    Exists,
+    /// IN: the values are equal.
+    In,
+    /// NOT IN: the anti-join on values that may be equal (equal, or either NULL).
+    NotIn,
+}
+
+impl Membership {
+    fn anti(self, anti: bool) -> bool {
+        anti || self == Membership::NotIn
+    }
+
+    fn compare(self, left: Expr, right: Expr) -> Expr {
+        match self {
+            Membership::NotIn => concat([
+                Expr::sql("(("),
+                left.clone(),
+                Expr::sql(" = "),
+                right.clone(),
+                Expr::sql(") OR ("),
+                left,
+                Expr::sql(") IS NULL OR ("),
+                right,
+                Expr::sql(") IS NULL)"),
+            ]),
+            _ => equals(left, right),
+        }
+    }
+}
+
 impl Analyzer<'_> {
-    /// The semi-join for `EXISTS (query)` (no `lhs`) or `lhs IN (query)`.
-    pub(super) fn semi(&mut self, query: &Query, lhs: Option<&SqlExpr>, anti: bool) -> Result<Semi> {
+    /// The semi-join for `EXISTS (query)` (no `lhs`), `lhs IN (query)` or, as an anti-join,
+    /// `lhs NOT IN (query)`.
+    pub(super) fn semi(&mut self, query: &Query, lhs: Option<&SqlExpr>, membership: Membership, anti: bool) -> Result<Semi> {
+        let anti = membership.anti(anti);
         let lhs = match lhs.map(strip_nested) {
             Some(SqlExpr::Tuple(row)) => {
                 Some(row.iter().map(|e| self.render(e, IN_CONTEXT)).collect::<Result<Vec<_>>>()?)
@@ -58,7 +96,7 @@ impl Analyzer<'_> {
         };
         check_query(query)?;
         if let Some(select) = self.plain_select(query) {
-            return self.plain_semi(select, lhs, anti);
+            return self.plain_semi(select, lhs, membership, anti);
         }
         // Any other query must be uncorrelated (its blocks cannot see this one): its node is the right side.
         let sub = self.query(query)?;
@@ -68,7 +106,7 @@ impl Analyzer<'_> {
                     return invalid("IN subquery with the wrong number of columns");
                 }
                 let right = (0..lhs.len()).map(|n| Expr::col(self.syms.id(Sym::Right(n))));
-                and_all(lhs.into_iter().zip(right).map(|(l, r)| equals(l, r)).collect())
+                and_all(lhs.into_iter().zip(right).map(|(l, r)| membership.compare(l, r)).collect())
             }
             None => None,
         };
@@ -90,7 +128,7 @@ impl Analyzer<'_> {
 
     /// The right side is the subquery's FROM under its own WHERE conjuncts, so correlated conjuncts
     /// can read any of its columns; for IN, the select-list expressions are inlined into `on`.
-    fn plain_semi(&mut self, select: &Select, lhs: Option<Vec<Expr>>, anti: bool) -> Result<Semi> {
+    fn plain_semi(&mut self, select: &Select, lhs: Option<Vec<Expr>>, membership: Membership, anti: bool) -> Result<Semi> {
         check_select(select)?;
         self.in_frame(true, |an, scope| {
             let from = an.from_clause(&select.from)?;
@@ -102,7 +140,7 @@ impl Analyzer<'_> {
                     return invalid("IN subquery with the wrong number of columns");
                 }
                 for (l, (_, e)) in lhs.into_iter().zip(&items) {
-                    on.push(equals(l, an.render(e, "the SELECT list of an IN subquery")?));
+                    on.push(membership.compare(l, an.render(e, "the SELECT list of an IN subquery")?));
                 }
             }
             let layout = Layout::new(scope, &an.scopes[scope]);

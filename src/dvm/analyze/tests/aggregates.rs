@@ -167,11 +167,17 @@ fn grouping_sets_rollup_and_cube_are_unsupported() {
 }
 
 #[test]
-fn a_subquery_in_having_is_unsupported() {
+fn a_subquery_in_having_is_unsupported_unless_it_is_one_aggregate_row() {
     assert_eq!(
         unsupported(
-            "SELECT a.g FROM public.a GROUP BY a.g HAVING (count(*) > ( SELECT count(*) AS count FROM public.b))"
+            "SELECT a.g FROM public.a GROUP BY a.g HAVING (EXISTS ( SELECT 1 FROM public.b WHERE (b.a_id = a.g)))"
         ),
         "subquery in HAVING"
+    );
+    assert_eq!(
+        unsupported(
+            "SELECT a.g FROM public.a GROUP BY a.g HAVING (count(*) > ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.g)))"
+        ),
+        "correlated scalar subquery"
     );
 }

@@ -1,6 +1,7 @@
-//! EXISTS / NOT EXISTS / IN (subquery) conjuncts as semi-joins, and subqueries elsewhere.
+//! EXISTS / NOT EXISTS / IN / NOT IN (subquery) conjuncts as semi- and anti-joins, and subqueries
+//! elsewhere.
 
-use super::{assert_tree, tree, unsupported};
+use super::{assert_tree, show, tree, unsupported};
 
 #[test]
 fn correlated_exists_pushes_its_own_conjuncts_into_the_right_side() {
@@ -38,6 +39,47 @@ fn not_exists_written_either_way_is_an_anti_join() {
             ",
         );
     }
+}
+
+#[test]
+fn not_in_written_either_way_is_the_anti_join_on_values_that_may_be_equal() {
+    for sql in [
+        "SELECT a.id FROM public.a WHERE (a.x NOT IN ( SELECT b.a_id FROM public.b))",
+        "SELECT a.id FROM public.a WHERE (NOT (a.x IN ( SELECT b.a_id FROM public.b)))",
+    ] {
+        assert_tree(
+            &tree(sql).root,
+            "
+            Project #0
+              AntiJoin ((#1 = #2) OR (#1) IS NULL OR (#2) IS NULL)
+                Scan public.a [id, x]
+                Scan public.b [a_id]
+            ",
+        );
+    }
+    // Row-wise, correlated, and negated twice (which is IN).
+    assert_tree(
+        &tree(
+            "SELECT a.id FROM public.a WHERE ((a.id, a.x) NOT IN ( SELECT b.id, b.a_id FROM public.b WHERE (b.y > (0)::numeric)))",
+        )
+        .root,
+        "
+        Project #0
+          AntiJoin ((#0 = #2) OR (#0) IS NULL OR (#2) IS NULL) AND ((#1 = #4) OR (#1) IS NULL OR (#4) IS NULL)
+            Scan public.a [id, x]
+            Filter (#1 > (0)::NUMERIC)
+              Scan public.b [id, y, a_id]
+        ",
+    );
+    assert_tree(
+        &tree("SELECT a.id FROM public.a WHERE (NOT (a.x NOT IN ( SELECT b.a_id FROM public.b WHERE (b.id = a.id))))").root,
+        "
+        Project #0
+          SemiJoin (#2 = #0) AND (#1 = #3)
+            Scan public.a [id, x]
+            Scan public.b [id, a_id]
+        ",
+    );
 }
 
 #[test]
@@ -187,24 +229,47 @@ fn semi_joins_in_a_grouped_block_sit_below_the_aggregate() {
 }
 
 #[test]
+fn a_one_row_aggregate_subquery_is_a_cross_join_with_its_row() {
+    // In WHERE: a filter over the cross join.
+    let t = tree("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b))");
+    let shown = show(&t.root);
+    assert!(shown.contains("Aggregate group [] agg [max(#0)]"), "{shown}");
+    assert!(shown.contains("Scan public.a [id, x]") && shown.contains("Scan public.b [a_id]"), "{shown}");
+    assert!(!shown.contains("Semi") && !shown.contains("Anti"), "{shown}");
+    // In the SELECT list, and in HAVING of a grouped block (where it is one more, hidden, group key).
+    let t = tree("SELECT a.id, ( SELECT count(*) AS count FROM public.b) AS n FROM public.a");
+    assert_eq!(t.output_names, vec!["id".to_string(), "n".to_string()]);
+    let t = tree(
+        "SELECT a.g, sum(a.x) AS s FROM public.a GROUP BY a.g HAVING (sum(a.x) > ( SELECT (sum(b.y) * 0.5) FROM public.b))",
+    );
+    let shown = show(&t.root);
+    assert!(shown.contains("Aggregate group [#1; #2] agg [sum(#0)]"), "the value is a second key: {shown}");
+    assert!(shown.contains("Filter (#2 > #1)") && shown.contains("Project #0; #2"), "{shown}");
+}
+
+#[test]
 fn unsupported_subqueries_are_named() {
     assert_eq!(
-        unsupported("SELECT a.id FROM public.a WHERE (a.x NOT IN ( SELECT b.a_id FROM public.b))"),
-        "NOT IN (subquery)"
-    );
-    assert_eq!(
-        unsupported("SELECT a.id FROM public.a WHERE (NOT (a.x IN ( SELECT b.a_id FROM public.b)))"),
-        "NOT IN (subquery)"
-    );
-    assert_eq!(
         unsupported("SELECT a.id, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
-        "subquery in the SELECT list"
+        "correlated scalar subquery"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.id = 1)) AS m FROM public.a"),
+        "scalar subquery other than an aggregate without GROUP BY"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.y) AS max FROM public.b GROUP BY b.a_id))"),
+        "scalar subquery other than an aggregate without GROUP BY"
+    );
+    assert_eq!(
+        unsupported("SELECT sum(a.x) AS s, ( SELECT max(b.y) AS max FROM public.b) AS m FROM public.a"),
+        "scalar subquery in the SELECT list or HAVING of an aggregate without GROUP BY"
     );
     assert_eq!(
         unsupported("SELECT a.id, (EXISTS ( SELECT 1 FROM public.b)) AS e FROM public.a"),
         "subquery in the SELECT list"
     );
-    let where_context = "subquery in WHERE other than a top-level [NOT] EXISTS or IN conjunct";
+    let where_context = "subquery in WHERE other than a top-level [NOT] EXISTS or [NOT] IN conjunct";
     assert_eq!(
         unsupported(
             "SELECT a.id FROM public.a WHERE ((a.x > 1) OR (EXISTS ( SELECT 1 FROM public.b WHERE (b.a_id = a.id))))"
@@ -212,8 +277,8 @@ fn unsupported_subqueries_are_named() {
         where_context
     );
     assert_eq!(
-        unsupported("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b))"),
-        where_context
+        unsupported("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b WHERE (b.id = a.id)))"),
+        "correlated scalar subquery"
     );
 }
 
