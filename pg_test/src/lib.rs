@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod db;
 pub mod oracle;
+pub mod tpch;
 pub mod worker;
 
 pub use cluster::cluster;

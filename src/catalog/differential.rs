@@ -5,6 +5,7 @@
 
 use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, SourceKind};
 use super::modes::RefreshMode;
+use super::type_ops::{equality_operator, hashable, less_than_operator};
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
@@ -198,17 +199,6 @@ fn float_sum(tree: &OpTree) -> Option<String> {
     walk(&tree.root).or_else(|| tree.ctes.iter().find_map(walk))
 }
 
-fn hashable(type_sql: &str) -> PgtResult<bool> {
-    let base = type_sql.split(" COLLATE ").next().unwrap_or(type_sql);
-    Ok(spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_opclass c JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
-                         WHERE a.amname = 'hash' AND c.opcdefault
-                           AND c.opcintype IN (t.oid, t.typelem,
-                                               CASE WHEN t.typelem <> 0 THEN 'pg_catalog.anyarray'::regtype END))
-           FROM (SELECT $1::regtype AS oid) r JOIN pg_catalog.pg_type t ON t.oid = r.oid",
-        &[base.into()],
-    )? == Some(true))
-}
 
 
 /// Scans carry their columns' SQL types (what the analyser cannot know), for explanations and for
@@ -261,45 +251,13 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
             }
         }
         for call in calls.iter_mut().filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
-            call.less_than = btree_operator(&call.arg_type, 1)?.unwrap_or_default();
+            call.less_than = less_than_operator(&call.arg_type)?.unwrap_or_default();
         }
     }
     for child in node.children_mut() {
         fill_aggregate_types(tree, child)?;
     }
     Ok(())
-}
-
-/// `OPERATOR(schema.=)` of the type's default btree (else hash) operator class: the equality GROUP
-/// BY uses.
-fn equality_operator(type_sql: &str) -> PgtResult<Option<String>> {
-    match btree_operator(type_sql, 3)? {
-        Some(op) => Ok(Some(op)),
-        None => default_operator(type_sql, "hash", 1),
-    }
-}
-
-/// `OPERATOR(schema.op)` of the type's default btree operator class for `strategy` (1 `<`, 3 `=`).
-fn btree_operator(type_sql: &str, strategy: i16) -> PgtResult<Option<String>> {
-    default_operator(type_sql, "btree", strategy)
-}
-
-fn default_operator(type_sql: &str, method: &str, strategy: i16) -> PgtResult<Option<String>> {
-    if type_sql.is_empty() {
-        return Ok(None);
-    }
-    let base = type_sql.split(" COLLATE ").next().unwrap_or(type_sql);
-    spi::one::<String>(
-        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
-           FROM pg_catalog.pg_opclass c
-           JOIN pg_catalog.pg_am am ON am.oid = c.opcmethod AND am.amname = $2
-           JOIN pg_catalog.pg_amop ao ON ao.amopfamily = c.opcfamily AND ao.amopstrategy = $3
-                                     AND ao.amoplefttype = c.opcintype AND ao.amoprighttype = c.opcintype
-           JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
-           JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-          WHERE c.opcdefault AND c.opcintype = $1::pg_catalog.regtype",
-        &[base.into(), method.into(), strategy.into()],
-    )
 }
 
 /// Outer joins pad the other side with NULLs, which need that side's column types.

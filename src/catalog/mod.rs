@@ -25,6 +25,8 @@ pub mod restore;
 #[cfg(feature = "pg")]
 pub mod stream_tables;
 #[cfg(feature = "pg")]
+pub mod type_ops;
+#[cfg(feature = "pg")]
 pub mod unchanged;
 #[cfg(feature = "pg")]
 pub mod version;
