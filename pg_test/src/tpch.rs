@@ -155,7 +155,7 @@ pub const QUERIES: [Query; 22] = [
           AND p_size IN (49, 14, 23, 45, 19, 3, 36, 9)
           AND ps_suppkey NOT IN (SELECT s_suppkey FROM supplier WHERE s_comment LIKE '%Customer%Complaints%')
         GROUP BY p_brand, p_type, p_size"),
-    refused("q17", "correlated scalar subquery", "SELECT sum(l_extendedprice) / 7.0 AS avg_yearly FROM lineitem, part
+    q("q17", "SELECT sum(l_extendedprice) / 7.0 AS avg_yearly FROM lineitem, part
         WHERE p_partkey = l_partkey AND p_brand = 'Brand#23' AND p_container = 'MED BOX'
           AND l_quantity < (SELECT 0.2 * avg(l_quantity) FROM lineitem WHERE l_partkey = p_partkey)"),
     refused("q18", "LIMIT", "SELECT c_name, c_custkey, o_orderkey, o_orderdate, o_totalprice, sum(l_quantity)
@@ -174,7 +174,7 @@ pub const QUERIES: [Query; 22] = [
            OR (p_partkey = l_partkey AND p_brand = 'Brand#34' AND p_container IN ('LG CASE', 'LG BOX', 'LG PACK', 'LG PKG')
                AND l_quantity >= 20 AND l_quantity <= 20 + 10 AND p_size BETWEEN 1 AND 15
                AND l_shipmode IN ('AIR', 'AIR REG') AND l_shipinstruct = 'DELIVER IN PERSON')"),
-    refused("q20", "subquery in WHERE", "SELECT s_name, s_address FROM supplier, nation
+    q("q20", "SELECT s_name, s_address FROM supplier, nation
         WHERE s_suppkey IN (SELECT ps_suppkey FROM partsupp
                              WHERE ps_partkey IN (SELECT p_partkey FROM part WHERE p_name LIKE 'forest%')
                                AND ps_availqty > (SELECT 0.5 * sum(l_quantity) FROM lineitem
@@ -247,6 +247,9 @@ pub fn changes(round: i64) -> Vec<String> {
         format!("UPDATE part SET p_brand = 'Brand#23', p_container = 'MED BOX', p_name = left(p_name, 40) || ' green' WHERE p_partkey % 97 = {round}"),
         format!("UPDATE supplier SET s_nationkey = (s_nationkey + 1) % 25, s_comment = left(s_comment, 60) || ' Customer Complaints' WHERE s_suppkey % 13 = {round}"),
         format!("UPDATE part SET p_type = 'ECONOMY ANODIZED STEEL' WHERE p_partkey % 101 = {round}"),
+        // Q20: more forest parts, and suppliers moving to Canada.
+        format!("UPDATE part SET p_name = 'forest ' || left(p_name, 40) WHERE p_partkey % 103 = {round}"),
+        format!("UPDATE supplier SET s_nationkey = 3 WHERE s_suppkey % 11 = {round}"),
         // One supplier's first quarter of 1996 grows past every other's (Q15's top supplier).
         format!(
             "UPDATE lineitem SET l_extendedprice = l_extendedprice + 50000

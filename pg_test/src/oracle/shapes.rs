@@ -93,6 +93,17 @@ pub const SHAPES: &[Shape] = &[
         "SELECT a.g AS g, sum(a.v) AS total FROM a GROUP BY a.g HAVING sum(a.v) > (SELECT avg(b.w) * 3 FROM b)",
     ),
     shape("scalar_grouped_select", "SELECT a.g AS g, count(*) AS n, (SELECT count(*) FROM c) AS of_c FROM a GROUP BY a.g"),
+    shape("scalar_correlated_where", "SELECT c.id AS id, c.q AS q FROM c WHERE c.q > (SELECT avg(a.v) FROM a WHERE a.k = c.k)"),
+    shape(
+        "scalar_correlated_pair",
+        "SELECT a.k AS k, a.g AS g, a.v AS v FROM a
+          WHERE a.v >= (SELECT max(b.w) * 0.5 FROM b WHERE b.lo = a.k AND b.hi = a.g AND b.s IS NOT NULL)",
+    ),
+    shape(
+        "scalar_in_semi",
+        "SELECT c.id AS id, c.name AS name FROM c
+          WHERE c.k IN (SELECT b.k FROM b WHERE b.w > (SELECT avg(a.v) FROM a WHERE a.g = b.lo))",
+    ),
     beyond("scalar_subquery", "SELECT c.id AS id, (SELECT count(*) FROM a WHERE a.k = c.k) AS n FROM c"),
     // CTEs.
     shape(

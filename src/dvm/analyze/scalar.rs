@@ -6,17 +6,26 @@
 //!
 //! which the engine already maintains (a change of the value changes every row that reads it). In a
 //! block with GROUP BY, a value read by the SELECT list or HAVING is one more group key: every row has
-//! the same value, so the groups do not change. Other scalar subqueries (correlated ones, ones that may
-//! return no row or several) are refused by name.
+//! the same value, so the groups do not change.
+//!
+//! A *correlated* one is read as a join with its grouped form when that cannot change the result: it
+//! is an operand of a comparison that is a top-level WHERE conjunct, it is correlated by equalities
+//! only, and its value over no rows is NULL (aggregates other than count, combined by arithmetic). Then
+//! `... WHERE l.q < (SELECT 0.2 * avg(l2.q) FROM l l2 WHERE l2.p = outer.p)` is read as
+//! `... FROM ..., (SELECT l2.p, 0.2 * avg(l2.q) FROM l l2 GROUP BY l2.p) AS s(k1, v)
+//!  WHERE l.q < s.v AND s.k1 = outer.p`:
+//! an outer row without a group compares with NULL and is dropped either way. Other scalar subqueries
+//! (correlated otherwise, ones that may return no row or several) are refused by name.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
+    BinaryOperator, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor, UnaryOperator,
+    Visit, VisitMut, Visitor, VisitorMut,
 };
 
-use super::template::ident_name;
+use super::template::{conjuncts, function_name, ident_name, strip_nested};
 use super::{invalid, parse, unsupported, Analyzer, Result};
 
 /// The alias of the n-th scalar subquery's row; its one column is `v`.
@@ -57,6 +66,35 @@ impl VisitorMut for Hoist {
         self.depth -= 1;
         ControlFlow::Continue(())
     }
+}
+
+/// The qualifiers an expression's column references use.
+fn qualifiers(expr: &SqlExpr) -> BTreeSet<String> {
+    let mut names = Names::default();
+    let _ = expr.visit(&mut names);
+    names.qualifiers
+}
+
+fn strip_nested_mut(expr: &mut SqlExpr) -> &mut SqlExpr {
+    match expr {
+        SqlExpr::Nested(inner) => strip_nested_mut(inner),
+        other => other,
+    }
+}
+
+fn column(alias: &str, name: &str) -> SqlExpr {
+    SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', alias), Ident::new(name)])
+}
+
+fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
+    parts.into_iter().reduce(|l, r| SqlExpr::BinaryOp { left: Box::new(l), op: BinaryOperator::And, right: Box::new(r) })
+}
+
+/// Whether a subquery refers to columns of an enclosing query (qualified by an alias it does not define).
+fn reads_outer(query: &Query) -> bool {
+    let mut names = Names::default();
+    let _ = query.visit(&mut names);
+    !names.qualifiers.is_subset(&names.defined)
 }
 
 /// The table aliases a query defines, and the qualifiers its column references use.
@@ -164,7 +202,8 @@ impl Analyzer<'_> {
         }
         // Boxed: `select` recurses through views and subqueries, and a Select is large.
         let mut out = Box::new(select.clone());
-        let mut hoist = Hoist { depth: 0, next: 0, found: Vec::new() };
+        let decorrelated = self.decorrelate_comparisons(&mut out)?;
+        let mut hoist = Hoist { depth: 0, next: decorrelated, found: Vec::new() };
         if let Some(selection) = out.selection.as_mut() {
             let _ = selection.visit(&mut hoist);
         }
@@ -199,12 +238,132 @@ impl Analyzer<'_> {
         Ok(Some(out))
     }
 
+    /// Reads the correlated scalar subqueries compared in top-level WHERE conjuncts of `select` as joins
+    /// with their grouped form (see the module comment); returns how many.
+    fn decorrelate_comparisons(&self, select: &mut Select) -> Result<usize> {
+        let Some(selection) = select.selection.take() else { return Ok(0) };
+        let mut kept = Vec::new();
+        let mut joined = 0;
+        for conjunct in conjuncts(&selection) {
+            let mut conjunct = conjunct.clone();
+            if let SqlExpr::BinaryOp { left, op, right } = strip_nested_mut(&mut conjunct) {
+                let comparison = matches!(
+                    op,
+                    BinaryOperator::Eq
+                        | BinaryOperator::NotEq
+                        | BinaryOperator::Lt
+                        | BinaryOperator::LtEq
+                        | BinaryOperator::Gt
+                        | BinaryOperator::GtEq
+                );
+                for side in [left, right] {
+                    let SqlExpr::Subquery(query) = strip_nested(side) else { continue };
+                    if !comparison || !reads_outer(query) {
+                        continue;
+                    }
+                    let query = query.clone();
+                    let name = alias(joined + 1);
+                    let (item, keys) = self.grouped_form(&query, &name)?;
+                    select.from.push(item);
+                    **side = column(&name, "v");
+                    for (i, outer) in keys.into_iter().enumerate() {
+                        kept.push(SqlExpr::BinaryOp {
+                            left: Box::new(column(&name, &format!("k{}", i + 1))),
+                            op: BinaryOperator::Eq,
+                            right: Box::new(outer),
+                        });
+                    }
+                    joined += 1;
+                }
+            }
+            kept.push(conjunct);
+        }
+        select.selection = and_all(kept);
+        Ok(joined)
+    }
+
+    /// The FROM item `(SELECT keys, value FROM ... WHERE <own conditions> GROUP BY keys) AS name(k1.., v)`
+    /// for a correlated scalar subquery, and the outer expressions its keys must equal.
+    fn grouped_form(&self, query: &Query, name: &str) -> Result<(sqlparser::ast::TableWithJoins, Vec<SqlExpr>)> {
+        let refuse = |why: &str| unsupported(format!("correlated scalar subquery {why}"));
+        let SetExpr::Select(select) = &*query.body else { return refuse("that is not a single SELECT") };
+        let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+        if !ungrouped || select.having.is_some() || select.projection.len() != 1 {
+            return refuse("other than one aggregate without GROUP BY");
+        }
+        let value = match &select.projection[0] {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+            _ => return refuse("other than one aggregate without GROUP BY"),
+        };
+        if !self.null_over_no_rows(&value) {
+            return refuse("whose value over no rows is not NULL (count, or a non-arithmetic expression)");
+        }
+        let mut own = Names::default();
+        let _ = query.visit(&mut own);
+        let inner = |e: &SqlExpr| qualifiers(e).is_subset(&own.defined);
+        let (mut local, mut keys, mut outer) = (Vec::new(), Vec::new(), Vec::new());
+        for conjunct in select.selection.iter().flat_map(|w| conjuncts(w)) {
+            if inner(conjunct) {
+                local.push(conjunct.clone());
+                continue;
+            }
+            let SqlExpr::BinaryOp { left, op: BinaryOperator::Eq, right } = strip_nested(conjunct) else {
+                return refuse("with a correlation other than an equality");
+            };
+            let own_side = |e: &SqlExpr| !qualifiers(e).is_empty() && inner(e);
+            let outside = |e: &SqlExpr| !qualifiers(e).is_empty() && qualifiers(e).is_disjoint(&own.defined);
+            let (k, o) = if own_side(left) && outside(right) {
+                (left, right)
+            } else if own_side(right) && outside(left) {
+                (right, left)
+            } else {
+                return refuse("with a correlation other than an equality");
+            };
+            keys.push((**k).clone());
+            outer.push((**o).clone());
+        }
+        if !inner(&value) {
+            return refuse("whose value reads the enclosing query");
+        }
+        let mut grouped = query.clone();
+        let SetExpr::Select(body) = grouped.body.as_mut() else { return invalid("scalar subquery body") };
+        body.projection = keys.iter().cloned().chain([value]).map(SelectItem::UnnamedExpr).collect();
+        body.selection = and_all(local);
+        body.group_by = GroupByExpr::Expressions(keys, vec![]);
+        let columns: Vec<String> = (1..=outer.len()).map(|i| format!("k{i}")).chain(["v".to_string()]).collect();
+        let derived = parse(&format!("SELECT 1 FROM ({grouped}) AS \"{name}\"({})", columns.join(", ")))?;
+        let SetExpr::Select(wrapper) = *derived.body else { return invalid("scalar subquery wrapper") };
+        let Some(item) = wrapper.from.into_iter().next() else { return invalid("scalar subquery wrapper") };
+        Ok((item, outer))
+    }
+
+    /// Whether an expression is NULL when its aggregates see no rows: aggregates other than count,
+    /// combined by arithmetic and casts (strict, so a NULL operand makes a NULL result).
+    fn null_over_no_rows(&self, expr: &SqlExpr) -> bool {
+        match strip_nested(expr) {
+            e @ SqlExpr::Function(f) if self.is_aggregate_call(e) => function_name(f).rsplit('.').next() != Some("count"),
+            SqlExpr::BinaryOp { left, op, right }
+                if matches!(
+                    op,
+                    BinaryOperator::Plus
+                        | BinaryOperator::Minus
+                        | BinaryOperator::Multiply
+                        | BinaryOperator::Divide
+                        | BinaryOperator::Modulo
+                ) =>
+            {
+                self.null_over_no_rows(left) || self.null_over_no_rows(right)
+            }
+            SqlExpr::UnaryOp { op: UnaryOperator::Minus | UnaryOperator::Plus, expr } => self.null_over_no_rows(expr),
+            SqlExpr::Cast { expr, .. } => self.null_over_no_rows(expr),
+            _ => false,
+        }
+    }
+
     /// Refuses a scalar subquery that is not an uncorrelated aggregate without GROUP BY or HAVING.
     fn check_one_row(&self, query: &Query) -> Result<()> {
-        let mut names = Names::default();
-        let _ = query.visit(&mut names);
-        if !names.qualifiers.is_subset(&names.defined) {
-            return unsupported("correlated scalar subquery");
+        if reads_outer(query) {
+            return unsupported("correlated scalar subquery other than one compared in a WHERE condition");
         }
         let one_row = match &*query.body {
             SetExpr::Select(select) => {

@@ -129,6 +129,8 @@ impl Analyzer<'_> {
     /// The right side is the subquery's FROM under its own WHERE conjuncts, so correlated conjuncts
     /// can read any of its columns; for IN, the select-list expressions are inlined into `on`.
     fn plain_semi(&mut self, select: &Select, lhs: Option<Vec<Expr>>, membership: Membership, anti: bool) -> Result<Semi> {
+        let hoisted = self.hoist_scalar_subqueries(select)?;
+        let select = hoisted.as_deref().unwrap_or(select);
         check_select(select)?;
         self.in_frame(true, |an, scope| {
             let from = an.from_clause(&select.from)?;

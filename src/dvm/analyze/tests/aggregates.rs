@@ -178,6 +178,6 @@ fn a_subquery_in_having_is_unsupported_unless_it_is_one_aggregate_row() {
         unsupported(
             "SELECT a.g FROM public.a GROUP BY a.g HAVING (count(*) > ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.g)))"
         ),
-        "correlated scalar subquery"
+        "correlated scalar subquery other than one compared in a WHERE condition"
     );
 }

@@ -251,7 +251,7 @@ fn a_one_row_aggregate_subquery_is_a_cross_join_with_its_row() {
 fn unsupported_subqueries_are_named() {
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
-        "correlated scalar subquery"
+        "correlated scalar subquery other than one compared in a WHERE condition"
     );
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.id = 1)) AS m FROM public.a"),
@@ -276,10 +276,43 @@ fn unsupported_subqueries_are_named() {
         ),
         where_context
     );
-    assert_eq!(
-        unsupported("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b WHERE (b.id = a.id)))"),
-        "correlated scalar subquery"
+    for (sql, why) in [
+        (
+            "SELECT a.id FROM public.a WHERE (a.x > ( SELECT count(*) AS count FROM public.b WHERE (b.id = a.id)))",
+            "correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE (a.x > ( SELECT COALESCE(max(b.y), 0) FROM public.b WHERE (b.id = a.id)))",
+            "correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.id < a.id)))",
+            "correlated scalar subquery with a correlation other than an equality",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.id = a.id))) OR (a.x = 0))",
+            "correlated scalar subquery other than one compared in a WHERE condition",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE (a.x > ( SELECT (max(b.y) + a.g) FROM public.b WHERE (b.id = a.id)))",
+            "correlated scalar subquery whose value reads the enclosing query",
+        ),
+    ] {
+        assert_eq!(unsupported(sql), why, "{sql}");
+    }
+}
+
+#[test]
+fn a_correlated_aggregate_compared_in_where_is_a_join_with_its_grouped_form() {
+    // TPC-H Q17's shape: the correlation key becomes the group key and a join condition.
+    let t = tree(
+        "SELECT sum(l.x) AS s FROM public.a l, public.b p
+          WHERE ((p.id = l.id) AND (p.y > (0)::numeric) AND (l.x < ( SELECT (0.2 * avg(l2.x)) FROM public.a l2 WHERE (l2.id = p.id))))",
     );
+    let shown = show(&t.root);
+    assert!(shown.contains("Aggregate group [#0] agg [avg(#1)]"), "grouped by the correlation key: {shown}");
+    assert!(!shown.contains("Semi") && !shown.contains("Left"), "an inner join: {shown}");
+    assert_eq!(shown.matches("Scan public.a").count(), 2, "{shown}");
 }
 
 #[test]
