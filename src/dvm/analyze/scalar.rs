@@ -132,71 +132,47 @@ impl Visitor for Names {
     }
 }
 
-/// Whether an expression has a scalar subquery of its own (not inside a nested subquery).
-struct OwnSubquery {
-    depth: usize,
-}
+/// Whether `node` has, at its own level (not inside a nested subquery), an expression `hit` accepts.
+fn has_own<T: Visit>(node: &T, hit: impl FnMut(&SqlExpr) -> bool) -> bool {
+    struct OwnLevel<F> {
+        depth: usize,
+        hit: F,
+    }
+    impl<F: FnMut(&SqlExpr) -> bool> Visitor for OwnLevel<F> {
+        type Break = ();
 
-impl Visitor for OwnSubquery {
-    type Break = ();
-
-    fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
-        if self.depth == 0 && matches!(expr, SqlExpr::Subquery(_)) {
-            return ControlFlow::Break(());
+        fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
+            if self.depth == 0 && (self.hit)(expr) {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
         }
-        ControlFlow::Continue(())
-    }
 
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-}
-
-/// Whether an aggregate is called at the expression's own level (not inside a nested subquery).
-struct OwnAggregate<'a, 'c> {
-    analyzer: &'a Analyzer<'c>,
-    depth: usize,
-}
-
-impl Visitor for OwnAggregate<'_, '_> {
-    type Break = ();
-
-    fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
-        if self.depth == 0 && self.analyzer.is_aggregate_call(expr) {
-            return ControlFlow::Break(());
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
         }
-        ControlFlow::Continue(())
-    }
 
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
     }
-
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
+    node.visit(&mut OwnLevel { depth: 0, hit }).is_break()
 }
 
 impl Analyzer<'_> {
     fn calls_aggregate(&self, item: &SelectItem) -> bool {
-        item.visit(&mut OwnAggregate { analyzer: self, depth: 0 }).is_break()
+        has_own(item, |e| self.is_aggregate_call(e))
     }
 
     /// `select` with its scalar subqueries read as cross joins (see the module comment), or None when
     /// it has none.
     pub(super) fn hoist_scalar_subqueries(&self, select: &Select) -> Result<Option<Box<Select>>> {
-        let mut probe = OwnSubquery { depth: 0 };
-        let has_any = select.selection.as_ref().is_some_and(|e| e.visit(&mut probe).is_break())
-            || select.projection.iter().any(|item| item.visit(&mut probe).is_break())
-            || select.having.as_ref().is_some_and(|e| e.visit(&mut probe).is_break());
+        let subquery = |e: &SqlExpr| matches!(e, SqlExpr::Subquery(_));
+        let has_any = select.selection.as_ref().is_some_and(|e| has_own(e, subquery))
+            || select.projection.iter().any(|item| has_own(item, subquery))
+            || select.having.as_ref().is_some_and(|e| has_own(e, subquery));
         if !has_any {
             return Ok(None);
         }
