@@ -65,6 +65,9 @@ SINGLE_ROW_TARGET_MS = 5.0      # "a refresh of a single changed row costs a few
 NO_CHANGE_TARGET_SERVER_MS = 1.0  # "a NO_DATA refresh well under 1 ms of server time"
 FULL_TARGET = 1.2               # FULL no slower than 1.2x REFRESH MATERIALIZED VIEW
 TPS_TARGET = 0.80               # pgbench TPS with capture / without
+# TPC-H (issue "Coverage"): scale factor, and refresh rounds after an untimed warm-up round.
+TPCH = {"full": dict(sf="0.1", rounds=3), "quick": dict(sf="0.01", rounds=1)}
+TPCH_MEDIAN_TARGET = 10.0       # the median query's DIFFERENTIAL refresh against its matview
 INSERT_TARGET = 1.5             # INSERT ... SELECT time with capture / without
 
 
@@ -330,10 +333,12 @@ SELECT nextval('fact_id_seq'), 1 + (random() * {d_ - 1})::int, 1 + (random() * {
  WHERE id = (SELECT id FROM fact WHERE id >= (SELECT (random() * max(id))::bigint FROM fact) ORDER BY id LIMIT 1);
 """
 
-    def pair(self, rep, st, mv, stmt_st):
-        """The stream table's refresh and the matview's, alternating which goes first."""
-        a = timed_stmt("st", stmt_st)
-        b = timed_stmt("mv", f"REFRESH MATERIALIZED VIEW {mv}")
+    def pair(self, rep, st, mv, stmt_st, mv_name=None):
+        """The stream table's refresh and the matview's, alternating which goes first. `st` and `mv`
+        tag the timings (`mv` also names the matview unless `mv_name` does)."""
+        tag_st, tag_mv = ("st", "mv") if mv_name is None else (st, mv)
+        a = timed_stmt(tag_st, stmt_st)
+        b = timed_stmt(tag_mv, f"REFRESH MATERIALIZED VIEW {mv_name or mv}")
         return a + b if rep % 2 == 0 else b + a
 
     def record(self, scenario, metric, samples, baseline, changed, target, met, ratio, extra=None):
@@ -667,11 +672,98 @@ SELECT pgtrickle.drop_stream_table('wp_st');
             raise BenchError(f"pgbench reported failed transactions:\n{p.stdout}")
         return float(m.group(1)), float(lm.group(1))
 
+    # ---------------------------------------------------------------- TPC-H
+    def tpch(self):
+        """The 22 TPC-H queries (tpch/queries) as stream tables (AUTO: DIFFERENTIAL where supported)
+        and materialized views over generated data; after each round of the refresh functions
+        (tpch/refresh.sql, ~0.1% of the orders), every stream table's refresh against its matview's."""
+        cfg = TPCH[self.args.mode]
+        sf, rounds = cfg["sf"], cfg["rounds"]
+        repo, pg = self.args.repo, self.pg
+        data = os.path.join(repo, "target", "tpch-data", f"sf{sf}")
+        gen = subprocess.run([os.path.join(repo, "scripts", "tpch-data"), sf, data], capture_output=True, text=True)
+        if gen.returncode != 0:
+            raise BenchError(f"scripts/tpch-data {sf} failed:\n{gen.stderr.strip()}")
+        log(f"tpch: loading scale factor {sf}")
+        t0 = time.monotonic()
+        with open(os.path.join(repo, "tpch", "schema.sql")) as f:
+            script = f.read()
+        for table in ("region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"):
+            script += f"\\copy {table} FROM {q(os.path.join(data, table + '.csv'))} WITH (FORMAT csv, HEADER true)\n"
+        pg.run(script + "VACUUM ANALYZE;\n", what="tpch: loading")
+        orders = int(pg.value("SELECT count(*) FROM orders"))
+        lineitems = int(pg.value("SELECT count(*) FROM lineitem"))
+        log(f"tpch: {orders:,} orders, {lineitems:,} lineitems, loaded in {time.monotonic() - t0:.1f} s")
+
+        queries = []
+        qdir = os.path.join(repo, "tpch", "queries")
+        for name in sorted(os.listdir(qdir)):
+            with open(os.path.join(qdir, name)) as f:
+                queries.append((name[:-4], f.read().strip()))
+        t0 = time.monotonic()
+        for name, sql in queries:
+            pg.run(f"SELECT pgtrickle.create_stream_table({q('tpch_' + name)}, {dq(sql)}, '1d', 'AUTO');\n"
+                   f"CREATE MATERIALIZED VIEW tpch_mv_{name} AS {sql};\n", what=f"tpch: creating {name}")
+        log(f"tpch: {len(queries)} stream tables and materialized views created in {time.monotonic() - t0:.1f} s")
+        info = {}
+        for name, sql in queries:
+            st = f"tpch_{name}"
+            mode, reason = pg.value(
+                f"SELECT effective_mode || '|' || coalesce(mode_reason, '') FROM pgtrickle.pgt_stream_tables "
+                f"WHERE pgt_relid = {q(st)}::regclass").split("|", 1)
+            cols = pg.value(f"SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+                            f"WHERE attrelid = {q(st)}::regclass AND attnum > 0 AND NOT attisdropped "
+                            f"AND attname NOT LIKE '\\_\\_pgt\\_%'")
+            # Which action a refresh after the refresh functions must take: they write orders and lineitem.
+            touched = pg.value(f"SELECT count(*) > 0 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s "
+                               f"USING (pgt_id) WHERE s.pgt_relid = {q(st)}::regclass "
+                               f"AND d.source_relid IN ('orders'::regclass, 'lineitem'::regclass)") == "t"
+            want = "FULL" if mode == "FULL" else ("DIFFERENTIAL" if touched else "NO_DATA")
+            info[name] = dict(mode=mode, reason=reason, cols=cols, want=want, sql=sql)
+
+        with open(os.path.join(repo, "tpch", "refresh.sql")) as f:
+            rf = f.read()
+        before = "SELECT bench.last_refresh_id() AS before_id \\gset\n"
+        script = ""
+        for r in range(rounds + 1):
+            script += rf.replace("{round}", str(r + 1))
+            for k, (name, sql) in enumerate(queries):
+                st, mv, i = f"tpch_{name}", f"tpch_mv_{name}", info[name]
+                refresh = f"SELECT pgtrickle.refresh_stream_table({q(st)})"
+                if r == 0:  # warm-up: plans made, as in a long-lived refresh worker
+                    script += f"{refresh};\nREFRESH MATERIALIZED VIEW {mv};\n"
+                else:
+                    script += before + self.pair(r + k, f"{name}_st", f"{name}_mv", refresh, mv_name=mv) + \
+                        f"SELECT bench.expect_action({q(st)}, :before_id, '{i['want']}');\n"
+                script += f"SELECT bench.verify({q(st)}, {q(i['cols'])}, {dq(sql)});\n"
+        t0 = time.monotonic()
+        res = pg.timed(script, "tpch: refresh rounds")
+        log(f"tpch: {rounds} timed rounds (and a warm-up) in {time.monotonic() - t0:.1f} s")
+        ratios = []
+        for name, _ in queries:
+            i = info[name]
+            st_s, mv_s = res[f"{name}_st"], res[f"{name}_mv"]
+            ratio = median([x[0] for x in mv_s]) / median([x[0] for x in st_s])
+            if i["mode"] == "DIFFERENTIAL":
+                ratios.append(ratio)
+            rec = self.record(f"tpch_{name}", "tpch_refresh", st_s, mv_s, None, "ratio >= 1", ratio >= 1, ratio,
+                              extra={"mode": i["mode"], "mode_reason": i["reason"], "action": i["want"],
+                                     "scale_factor": sf})
+            rec["sizes"] = {"orders": orders, "lineitems": lineitems, "scale_factor": sf}
+            self.progress(rec)
+        med = median(ratios)
+        self.results.append({
+            "scenario": "tpch", "metric": "tpch_median_ratio", "value_ms": None, "baseline_ms": None,
+            "ratio": round(med, 3), "sizes": {"orders": orders, "lineitems": lineitems, "scale_factor": sf},
+            "target": f"ratio >= {TPCH_MEDIAN_TARGET:g}", "met": med >= TPCH_MEDIAN_TARGET, "reps": rounds,
+            "note": f"median over the {len(ratios)} DIFFERENTIAL stream tables of matview time / refresh time"})
+        self.progress(self.results[-1])
+
     # ---------------------------------------------------------------- run
     def run(self):
         t0 = time.monotonic()
         only = self.args.only
-        self.setup(load=only != "idle")
+        self.setup(load=only not in ("idle", "tpch"))
         machine = self.machine()
         if only in (None, "shapes"):
             for sh in SHAPES:
@@ -680,6 +772,8 @@ SELECT pgtrickle.drop_stream_table('wp_st');
             self.write_path()
         if only in (None, "idle"):
             self.idle()
+        if only in (None, "tpch"):
+            self.tpch()
         elapsed = time.monotonic() - t0
         log(f"measurements took {elapsed / 60:.1f} min")
         return machine, elapsed
@@ -726,6 +820,7 @@ METRIC_TITLES = {
     "one_change_visible": "1 change visible",
     "fan_out_applied": "1 change every one reads, applied",
     "full_unchanged_rewrites": "FULL stream table, source unchanged",
+    "tpch_median_ratio": "median query, DIFFERENTIAL",
 }
 
 
@@ -733,6 +828,10 @@ def metric_title(rec):
     m = rec["metric"]
     if m.startswith("insert_select"):
         return f"INSERT ... SELECT {rec['sizes']['changed_rows']:,} rows"
+    if m == "tpch_refresh":
+        if rec["mode"] == "DIFFERENTIAL":
+            return "DIFFERENTIAL refresh after RF1 + RF2" + (" (no change to its tables)" if rec["action"] == "NO_DATA" else "")
+        return f"FULL refresh after RF1 + RF2 ({rec['mode_reason']})"
     return METRIC_TITLES.get(m, m)
 
 
@@ -798,6 +897,9 @@ def markdown(results, machine, cfg, notes, elapsed):
             shape = f"{shapes[shape]['title']}"
         elif shape == "idle":
             shape = f"{r['sizes']['stream_tables']:,} idle stream tables"
+        elif shape.startswith("tpch"):
+            which = "" if shape == "tpch" else " " + shape[len("tpch_"):].upper()
+            shape = f"TPC-H{which} (SF {r['sizes']['scale_factor']})"
         else:
             shape = "write path"
         out.append(f"| {shape} | {metric_title(r)} | {val} | {base} | {fmt_ratio(r)} | "
@@ -830,7 +932,7 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--after-create-check", default=None)
-    ap.add_argument("--only", choices=["shapes", "write_path", "idle"], default=None)
+    ap.add_argument("--only", choices=["shapes", "write_path", "idle", "tpch"], default=None)
     args = ap.parse_args()
 
     b = Bench(args)
