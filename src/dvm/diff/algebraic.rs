@@ -20,13 +20,18 @@
 //! its input twice) is recomputed from its current input rows, and so is a numeric group whose sum
 //! is or becomes NaN.
 //! Results are exact: integer and numeric arithmetic are exact, a fixed-scale numeric's sum keeps that
-//! scale, and AVG is the same `numeric_div(sum, count)` PostgreSQL computes. Float sums are not
+//! scale, and AVG is the same `numeric_div(sum, count)` PostgreSQL computes. A sum of `numeric` without
+//! a fixed scale (`sum(price * (1 - discount))`) shows as many decimals as its most precise input, and
+//! numeric addition keeps the larger of two scales: so the stored sum's scale is right until the last
+//! input with the largest scale leaves. It keeps, as one more hidden aggregate, MAX(scale(x)) with the
+//! copies of it (an extremum, maintained as MIN/MAX are): a group that loses its last one is
+//! recomputed. A sum that is or becomes NaN or infinite is recomputed too. Float sums are not
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
 use super::context::{DiffContext, GroupLookup};
 use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans, W};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
-use crate::dvm::optree::{AggCall, AggFunc, Expr, Node, OpTree};
+use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{PgtError, PgtResult};
 
@@ -37,7 +42,9 @@ const COUNT: &str = "__pgt_count";
 pub struct AggregateState<'t> {
     input: &'t Node,
     keys: &'t [Expr],
-    calls: &'t [AggCall],
+    /// The query's aggregate calls, then hidden ones: MAX(scale(x)) per SUM/AVG over `numeric` without a
+    /// fixed scale (see the module comment).
+    calls: Vec<AggCall>,
     key_types: &'t [String],
     key_eq: &'t [String],
     /// The SELECT list over the Aggregate's output (keys, then aggregate values).
@@ -51,9 +58,34 @@ fn sum_type(arg_type: &str) -> Option<&'static str> {
     match arg_type {
         "smallint" | "integer" => Some("bigint"),
         "bigint" => Some("numeric"),
-        // A fixed scale: every value has exactly that many decimals, and so does every sum.
-        t if t.starts_with("numeric(") && t.contains(',') => Some("numeric"),
+        // A fixed scale (numeric(p) has scale 0): every value has exactly that many decimals, and so
+        // does every sum.
+        t if t.starts_with("numeric(") => Some("numeric"),
+        // Any scale: the sum shows the largest, kept next to it (`tracks_scale`).
+        "numeric" => Some("numeric"),
         _ => None,
+    }
+}
+
+/// A SUM/AVG over `numeric` without a fixed scale: its result's scale is its inputs' largest.
+fn tracks_scale(call: &AggCall) -> bool {
+    matches!(call.func, AggFunc::Sum | AggFunc::Avg) && call.arg_type == "numeric"
+}
+
+/// The hidden aggregate keeping the largest scale among a numeric SUM/AVG's inputs.
+fn largest_scale(call: &AggCall) -> AggCall {
+    let arg = call.arg.clone().map(|a| {
+        let mut parts = vec![ExprPart::Sql("pg_catalog.scale(".into())];
+        parts.extend(a.parts);
+        parts.push(ExprPart::Sql(")".into()));
+        Expr { parts }
+    });
+    AggCall {
+        func: AggFunc::Max,
+        arg,
+        filter: call.filter.clone(),
+        arg_type: "integer".into(),
+        less_than: "OPERATOR(pg_catalog.<)".into(),
     }
 }
 
@@ -83,7 +115,9 @@ impl<'t> AggregateState<'t> {
         if key_types.len() != group_by.len() {
             return None;
         }
-        Some(AggregateState { input, keys: group_by, calls, key_types, key_eq, exprs, key_visible })
+        let mut all = calls.clone();
+        all.extend(calls.iter().filter(|c| tracks_scale(c)).map(largest_scale));
+        Some(AggregateState { input, keys: group_by, calls: all, key_types, key_eq, exprs, key_visible })
     }
 
     /// Hidden state columns (name, SQL type), in storage order after the visible columns.
@@ -389,8 +423,10 @@ impl<'t> AggregateState<'t> {
                     ));
                     new_state.push(format!("COALESCE({on}, 0) + {j_}.dn{j} AS n_n{j}"));
                     if sum_type(&call.arg_type) == Some("numeric") {
+                        // NaN, and (for numeric without a fixed scale) infinities, do not subtract out.
+                        let special = "ARRAY['NaN', 'Infinity', '-Infinity']::pg_catalog.numeric[]";
                         rescan.push(format!(
-                            "COALESCE({oa} OPERATOR(pg_catalog.=) 'NaN'::pg_catalog.numeric OR {j_}.da{j} OPERATOR(pg_catalog.=) 'NaN'::pg_catalog.numeric, false)"
+                            "COALESCE({oa} OPERATOR(pg_catalog.=) ANY ({special}) OR {j_}.da{j} OPERATOR(pg_catalog.=) ANY ({special}), false)"
                         ));
                     }
                 }
