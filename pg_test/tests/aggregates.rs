@@ -245,3 +245,32 @@ fn order_dependent_aggregates_are_read_in_full_from_the_start_and_say_why() {
     assert_eq!(db.last_refresh("o").0, "DIFFERENTIAL");
     db.assert_shows_what_query_shows("o", ORDERED);
 }
+
+#[test]
+fn numeric_sums_of_any_scale_know_their_largest_scale_from_the_start() {
+    let mut db = TestDb::new("agg_state_scales");
+    db.exec(
+        "CREATE TABLE t (id serial PRIMARY KEY, g int, x numeric);
+         CREATE INDEX ON t (g);
+         INSERT INTO t (g, x) VALUES (1, 1.5), (1, 2.25), (1, 0.75), (1, 3), (2, 1.125), (2, 4), (3, NULL);",
+    );
+    const Q: &str = "SELECT g, sum(x) AS s, avg(x) AS a FROM t GROUP BY g";
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('sums', '{Q}', '1h', 'DIFFERENTIAL')"));
+    // The FULL refresh that filled the stream table counted each group's inputs of the largest scale.
+    const WRONG: &str = "SELECT count(*) FROM sums s, LATERAL (
+          SELECT max(scale(t.x)) AS top, count(*) FILTER (WHERE scale(t.x) = (SELECT max(scale(u.x)) FROM t u WHERE u.g = s.g)) AS copies
+            FROM t WHERE t.g = s.g) want
+         WHERE (s.__pgt_a2, s.__pgt_n2) IS DISTINCT FROM (want.top, want.copies)";
+    let wrong: i64 = db.value(WRONG);
+    assert_eq!(wrong, 0, "largest scales and their copies after FULL");
+    // One of two inputs with the largest scale leaves: known to remain, so no input row is read.
+    db.exec("DELETE FROM t WHERE g = 1 AND x = 2.25");
+    assert_eq!(source_rows_read_by_refresh(&mut db, "sums"), 0, "no recompute while a copy remains");
+    db.assert_shows_what_query_shows("sums", Q);
+    // The last one leaves: the group is recomputed and shows one decimal fewer.
+    db.exec("DELETE FROM t WHERE g = 1 AND x = 0.75");
+    db.exec("SELECT pgtrickle.refresh_stream_table('sums')");
+    db.assert_shows_what_query_shows("sums", Q);
+    let wrong: i64 = db.value(WRONG);
+    assert_eq!(wrong, 0, "largest scales and their copies after the refreshes");
+}

@@ -51,6 +51,8 @@ pub struct AggregateState<'t> {
     exprs: &'t [Expr],
     /// Per key: the visible column that shows it, if any (else it is stored hidden).
     key_visible: Vec<Option<usize>>,
+    /// How many of `calls` are the query's own (the rest are hidden scale extrema).
+    query_calls: usize,
 }
 
 /// The type SUM returns for an argument type, when the engine maintains it algebraically.
@@ -117,7 +119,8 @@ impl<'t> AggregateState<'t> {
         }
         let mut all = calls.clone();
         all.extend(calls.iter().filter(|c| tracks_scale(c)).map(largest_scale));
-        Some(AggregateState { input, keys: group_by, calls: all, key_types, key_eq, exprs, key_visible })
+        let query_calls = calls.len();
+        Some(AggregateState { input, keys: group_by, calls: all, key_types, key_eq, exprs, key_visible, query_calls })
     }
 
     /// Hidden state columns (name, SQL type), in storage order after the visible columns.
@@ -287,15 +290,81 @@ impl<'t> AggregateState<'t> {
     pub fn full_query(&self, tree: &OpTree, types: &[String]) -> PgtResult<String> {
         let mut ctx = DiffContext::default();
         let input = new_sql(tree, self.input, &mut ctx)?;
-        let items = [self.key_items("a"), self.state_aggregates("a", false)].concat();
         let payload = self.payload_from_state("s", "s_", types);
         let named: Vec<String> = payload.iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect();
-        Ok(format!(
-            "SELECT {} FROM (SELECT {} FROM ({input}) AS a{}) AS s",
-            named.join(", "),
-            items.join(", "),
-            self.group_by("a")
-        ))
+        let states = if self.calls.len() == self.query_calls {
+            let items = [self.key_items("a"), self.state_aggregates("a", false)].concat();
+            format!("SELECT {} FROM ({input}) AS a{}", items.join(", "), self.group_by("a"))
+        } else {
+            self.states_counting_largest_scales(&input)
+        };
+        Ok(format!("SELECT {} FROM ({states}) AS s", named.join(", ")))
+    }
+
+    /// FULL's states when sums keep their largest input scale: in one pass over the input, partial
+    /// states per group and input scale (few rows: groups × distinct scales), then per group their
+    /// sum, with the copies of each largest scale counted — a FULL refresh that left them unknown
+    /// would make the first change of every group recompute it. The query's own MIN/MAX copies stay
+    /// unknown, as in `state_aggregates`.
+    fn states_counting_largest_scales(&self, input: &str) -> String {
+        let r = |e: &Expr| format!("({})", e.render(&|i| format!("a.c{i}")));
+        let filter = |c: &AggCall, extra: Option<String>| -> String {
+            let parts: Vec<String> = c.filter.as_ref().map(r).into_iter().chain(extra).collect();
+            if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
+        };
+        let keys: Vec<String> = (0..self.keys.len()).map(|i| format!("k{i}")).collect();
+        let mut group_by: Vec<String> = self.keys.iter().map(|k| k.render(&|c| format!("a.c{c}"))).collect();
+        let mut partial = [self.key_items("a"), vec!["pg_catalog.count(*) AS p_count".to_string()]].concat();
+        let mut windows = Vec::new();
+        let mut total: Vec<String> = keys.iter().map(|k| format!("w.{k} AS {k}")).collect();
+        total.push("COALESCE(pg_catalog.sum(w.p_count), 0)::bigint AS s_count".into());
+        let partition = keys.iter().map(|k| format!("i.{k}")).collect::<Vec<_>>().join(", ");
+        let partition = if partition.is_empty() { String::new() } else { format!("PARTITION BY {partition}") };
+        for (j, call) in self.calls.iter().enumerate() {
+            let arg = call.arg.as_ref().map(r).unwrap_or_default();
+            let f = filter(call, None);
+            match call.func {
+                AggFunc::CountStar | AggFunc::Count => {
+                    let counted = if call.func == AggFunc::CountStar { "*".to_string() } else { arg };
+                    partial.push(format!("pg_catalog.count({counted}){f} AS p_a{j}"));
+                    total.push(format!("COALESCE(pg_catalog.sum(w.p_a{j}), 0)::bigint AS s_a{j}"));
+                }
+                AggFunc::Sum | AggFunc::Avg => {
+                    partial.push(format!("pg_catalog.sum({arg}){f} AS p_a{j}"));
+                    partial.push(format!("pg_catalog.count({arg}){f} AS p_n{j}"));
+                    total.push(format!("pg_catalog.sum(w.p_a{j}) AS s_a{j}"));
+                    total.push(format!("COALESCE(pg_catalog.sum(w.p_n{j}), 0)::bigint AS s_n{j}"));
+                }
+                AggFunc::Min | AggFunc::Max if j < self.query_calls => {
+                    let agg = extremum(call.func);
+                    partial.push(format!("pg_catalog.{agg}({arg}){f} AS p_a{j}"));
+                    total.push(format!("pg_catalog.{agg}(w.p_a{j}) AS s_a{j}"));
+                    total.push(format!("NULL::bigint AS s_n{j}"));
+                }
+                AggFunc::Min | AggFunc::Max => {
+                    // A hidden largest scale: `arg` is scale(x), one more partial grouping key.
+                    group_by.push(arg.clone());
+                    partial.push(format!("pg_catalog.max({arg}){f} AS p_a{j}"));
+                    partial.push(format!("pg_catalog.count(*){} AS p_n{j}", filter(call, Some(format!("{arg} IS NOT NULL")))));
+                    windows.push(format!("pg_catalog.max(i.p_a{j}) OVER ({partition}) AS m{j}"));
+                    total.push(format!("pg_catalog.max(w.p_a{j}) AS s_a{j}"));
+                    total.push(format!("COALESCE(pg_catalog.sum(w.p_n{j}) FILTER (WHERE w.p_a{j} = w.m{j}), 0)::bigint AS s_n{j}"));
+                }
+                AggFunc::Other => {}
+            }
+        }
+        let outer_group = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", keys.iter().map(|k| format!("w.{k}")).collect::<Vec<_>>().join(", "))
+        };
+        format!(
+            "SELECT {} FROM (SELECT i.*, {} FROM (SELECT {} FROM ({input}) AS a GROUP BY {}) AS i) AS w{outer_group}",
+            total.join(", "),
+            windows.join(", "),
+            partial.join(", "),
+            group_by.join(", ")
+        )
     }
 
     /// The grouped delta of the stream table, reading the touched groups' stored state from

@@ -252,4 +252,7 @@ fn a_numeric_sum_of_any_scale_keeps_its_largest_input_scale_as_an_extremum() {
     let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
     assert!(sql.contains("pg_catalog.max((pg_catalog.scale(d"), "the largest scale among the inserted rows: {sql}");
     assert!(sql.contains("WHERE rescan"), "a group that lost its most precise input is recomputed: {sql}");
+    let full = state.full_query(&tree, &state.payload(&v, &t).types).unwrap();
+    assert!(full.contains("GROUP BY a.c0, (pg_catalog.scale(a.c1))"), "partial states per input scale: {full}");
+    assert!(full.contains("FILTER (WHERE w.p_a2 = w.m2)"), "the copies of the largest scale counted: {full}");
 }
