@@ -273,4 +273,15 @@ fn numeric_sums_of_any_scale_know_their_largest_scale_from_the_start() {
     db.assert_shows_what_query_shows("sums", Q);
     let wrong: i64 = db.value(WRONG);
     assert_eq!(wrong, 0, "largest scales and their copies after the refreshes");
+    // A group emptied: it vanishes, nothing to recompute (not even an index scan that finds nothing).
+    db.exec("DELETE FROM t WHERE g = 2");
+    const SCANS: &str =
+        "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::bigint FROM pg_stat_xact_user_tables WHERE relname = 't'";
+    db.exec("BEGIN");
+    let before: i64 = db.value(SCANS);
+    db.exec("SELECT pgtrickle.refresh_stream_table('sums')");
+    let after: i64 = db.value(SCANS);
+    db.exec("COMMIT");
+    assert_eq!(after - before, 0, "a vanished group is not recomputed");
+    db.assert_shows_what_query_shows("sums", Q);
 }

@@ -523,7 +523,12 @@ impl<'t> AggregateState<'t> {
                 AggFunc::Other => {}
             }
         }
-        let rescan_flag = if rescan.is_empty() { "false".to_string() } else { rescan.join(" OR ") };
+        // A group that vanishes needs no recomputation (a global aggregate's one row never vanishes).
+        let rescan_flag = match (rescan.is_empty(), groups) {
+            (true, _) => "false".to_string(),
+            (false, 0) => rescan.join(" OR "),
+            (false, _) => format!("COALESCE({}, 0) + {j_}.dcount > 0 AND ({})", old("count"), rescan.join(" OR ")),
+        };
         let alg = hoist(ctx, "anew_", format!("SELECT {j_}.*, {}, ({rescan_flag}) AS rescan FROM {joined} AS {j_}", new_state.join(", ")));
 
         // Groups to recompute from their current input rows, and the final state of every group.
