@@ -39,10 +39,14 @@ fn storage_has_the_query_columns_and_types() {
          INSERT INTO src VALUES (1, 1.5, 'x', '{a,b}', '2024-01-01 00:00+00');
          SELECT pgtrickle.create_stream_table('typed', 'SELECT id, price, name, tags, at, price * 2 AS doubled FROM src');",
     );
+    // varchar, arrays and numeric expressions are all maintained DIFFERENTIALly (AUTO).
+    let mode: String = db.value("SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'typed'::regclass");
+    assert_eq!(mode, "DIFFERENTIAL");
     let cols: Vec<(String, String)> = db
         .rows(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
-              WHERE attrelid = 'typed'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+              WHERE attrelid = 'typed'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'
+              ORDER BY attnum",
             &[],
         )
         .iter()
