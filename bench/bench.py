@@ -705,21 +705,26 @@ SELECT pgtrickle.drop_stream_table('wp_st');
             pg.run(f"SELECT pgtrickle.create_stream_table({q('tpch_' + name)}, {dq(sql)}, '1d', 'AUTO');\n"
                    f"CREATE MATERIALIZED VIEW tpch_mv_{name} AS {sql};\n", what=f"tpch: creating {name}")
         log(f"tpch: {len(queries)} stream tables and materialized views created in {time.monotonic() - t0:.1f} s")
+        # Per stream table, in one query: its mode and why, its visible columns, and whether the refresh
+        # functions (which write orders and lineitem) touch its sources: the action a refresh must take.
+        rows = pg.value(r"""
+SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mode_reason, ''),
+         (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+           WHERE attrelid = s.pgt_relid AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\_\_pgt\_%'),
+         EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d
+                  WHERE d.pgt_id = s.pgt_id AND d.source_relid IN ('orders'::regclass, 'lineitem'::regclass))),
+       E'\n' ORDER BY c.relname)
+  FROM pgtrickle.pgt_stream_tables s JOIN pg_class c ON c.oid = s.pgt_relid
+ WHERE c.relname LIKE 'tpch\_q%'""")
         info = {}
-        for name, sql in queries:
-            st = f"tpch_{name}"
-            mode, reason = pg.value(
-                f"SELECT effective_mode || '|' || coalesce(mode_reason, '') FROM pgtrickle.pgt_stream_tables "
-                f"WHERE pgt_relid = {q(st)}::regclass").split("|", 1)
-            cols = pg.value(f"SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
-                            f"WHERE attrelid = {q(st)}::regclass AND attnum > 0 AND NOT attisdropped "
-                            f"AND attname NOT LIKE '\\_\\_pgt\\_%'")
-            # Which action a refresh after the refresh functions must take: they write orders and lineitem.
-            touched = pg.value(f"SELECT count(*) > 0 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s "
-                               f"USING (pgt_id) WHERE s.pgt_relid = {q(st)}::regclass "
-                               f"AND d.source_relid IN ('orders'::regclass, 'lineitem'::regclass)") == "t"
-            want = "FULL" if mode == "FULL" else ("DIFFERENTIAL" if touched else "NO_DATA")
-            info[name] = dict(mode=mode, reason=reason, cols=cols, want=want, sql=sql)
+        sqls = dict(queries)
+        for line in rows.splitlines():
+            st, mode, reason, cols, touched = line.split("\x1f")
+            name = st[len("tpch_"):]
+            want = "FULL" if mode == "FULL" else ("DIFFERENTIAL" if touched == "t" else "NO_DATA")
+            info[name] = dict(mode=mode, reason=reason, cols=cols, want=want, sql=sqls[name])
+        if sorted(info) != sorted(sqls):
+            raise BenchError(f"tpch: stream tables {sorted(info)} do not match the queries {sorted(sqls)}")
 
         with open(os.path.join(repo, "tpch", "refresh.sql")) as f:
             rf = f.read()

@@ -50,7 +50,7 @@ impl VisitorMut for Hoist {
                 self.next += 1;
                 let name = alias(self.next);
                 self.found.push((name.clone(), (**query).clone()));
-                *expr = SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', name), Ident::new("v")]);
+                *expr = column(&name, "v");
             }
         }
         ControlFlow::Continue(())
@@ -207,7 +207,7 @@ impl Analyzer<'_> {
             out.from.extend(wrapper.from);
             if n >= in_where {
                 if let Some(keys) = grouped_keys.as_mut().filter(|k| !k.is_empty()) {
-                    keys.push(SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', name.clone()), Ident::new("v")]));
+                    keys.push(column(name, "v"));
                 }
             }
         }

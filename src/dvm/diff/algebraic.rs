@@ -201,11 +201,8 @@ impl<'t> AggregateState<'t> {
     /// [`Self::with_group_extrema`]), and the copies of it are counted; without, those counts are
     /// left unknown (NULL).
     fn state_aggregates(&self, a: &str, extrema: bool) -> Vec<String> {
-        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
-        let filter = |c: &AggCall, extra: Option<String>| -> String {
-            let parts: Vec<String> = c.filter.as_ref().map(r).into_iter().chain(extra).collect();
-            if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
-        };
+        let r = |e: &Expr| over(e, a);
+        let filter = |c: &AggCall, extra: Option<String>| filter_clause(c, a, extra);
         let mut out = vec![format!("pg_catalog.count(*) AS s_count")];
         for (j, call) in self.calls.iter().enumerate() {
             let arg = call.arg.as_ref().map(r).unwrap_or_default();
@@ -234,7 +231,7 @@ impl<'t> AggregateState<'t> {
 
     /// `rows` (input rows, under alias `a`) with `m{j}`: each MIN/MAX's value over the row's group.
     fn with_group_extrema(&self, rows: &str, a: &str) -> String {
-        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{a}.c{i}")));
+        let r = |e: &Expr| over(e, a);
         let partition = self.partition_by(a);
         let windows: Vec<String> = self
             .calls
@@ -307,11 +304,8 @@ impl<'t> AggregateState<'t> {
     /// would make the first change of every group recompute it. The query's own MIN/MAX copies stay
     /// unknown, as in `state_aggregates`.
     fn states_counting_largest_scales(&self, input: &str) -> String {
-        let r = |e: &Expr| format!("({})", e.render(&|i| format!("a.c{i}")));
-        let filter = |c: &AggCall, extra: Option<String>| -> String {
-            let parts: Vec<String> = c.filter.as_ref().map(r).into_iter().chain(extra).collect();
-            if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
-        };
+        let r = |e: &Expr| over(e, "a");
+        let filter = |c: &AggCall, extra: Option<String>| filter_clause(c, "a", extra);
         let keys: Vec<String> = (0..self.keys.len()).map(|i| format!("k{i}")).collect();
         let mut group_by: Vec<String> = self.keys.iter().map(|k| k.render(&|c| format!("a.c{c}"))).collect();
         let mut partial = [self.key_items("a"), vec!["pg_catalog.count(*) AS p_count".to_string()]].concat();
@@ -386,7 +380,7 @@ impl<'t> AggregateState<'t> {
         let d = ctx.alias("d");
         let dinput = if self.has_extrema() {
             // Two windows per MIN/MAX: over inserted rows (wi) and over deleted rows (wd).
-            let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
+            let r = |e: &Expr| over(e, &d);
             let partition = self.partition_by(&d);
             let mut windows = Vec::new();
             for (j, c) in self.calls.iter().enumerate().filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
@@ -400,7 +394,7 @@ impl<'t> AggregateState<'t> {
         } else {
             dinput
         };
-        let r = |e: &Expr| format!("({})", e.render(&|i| format!("{d}.c{i}")));
+        let r = |e: &Expr| over(e, &d);
         let w = format!("{d}.{W}");
         let mut deltas = vec![format!("pg_catalog.sum({w})::bigint AS dcount")];
         for (j, call) in self.calls.iter().enumerate() {
@@ -600,6 +594,17 @@ impl<'t> AggregateState<'t> {
             named.join(", "),
         ))
     }
+}
+
+/// `(expr)` over the input rows under alias `a` (columns `a.c0..`).
+fn over(expr: &Expr, a: &str) -> String {
+    format!("({})", expr.render(&|i| format!("{a}.c{i}")))
+}
+
+/// ` FILTER (WHERE ...)` for a call over rows under alias `a`: its own filter and `extra`, or nothing.
+fn filter_clause(call: &AggCall, a: &str, extra: Option<String>) -> String {
+    let parts: Vec<String> = call.filter.as_ref().map(|f| over(f, a)).into_iter().chain(extra).collect();
+    if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
 }
 
 /// The aggregate computing a MIN/MAX call's extremum.
