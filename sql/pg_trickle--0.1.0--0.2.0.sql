@@ -658,6 +658,31 @@ CREATE FUNCTION pgtrickle."worker_fail"(
 ) RETURNS bool
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'worker_fail_wrapper';
+CREATE FUNCTION pgtrickle."worker_offload"(
+	"worker_id" uuid,
+	"job_id" bigint,
+	"attempt" INT
+) RETURNS TABLE (
+	"plan" TEXT,
+	"copy_out" TEXT,
+	"copy_in" TEXT,
+	"not_offloaded" TEXT
+)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_offload_wrapper';
+CREATE FUNCTION pgtrickle."worker_offload_apply"(
+	"worker_id" uuid,
+	"job_id" bigint,
+	"attempt" INT,
+	"changes" bigint
+) RETURNS TABLE (
+	"outcome" TEXT,
+	"action" TEXT,
+	"rows_inserted" bigint,
+	"rows_deleted" bigint
+)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_offload_apply_wrapper';
 
 REVOKE ALL ON FUNCTION pgtrickle.worker_register(uuid, text, integer, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_heartbeat(uuid) FROM PUBLIC;
@@ -670,7 +695,11 @@ GRANT SELECT ON pgtrickle.pgt_worker_registry TO pgtrickle_worker, pg_monitor;
 REVOKE ALL ON FUNCTION pgtrickle.worker_claim(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_offload(uuid, bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_offload_apply(uuid, bigint, integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_claim(uuid) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload(uuid, bigint, integer) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload_apply(uuid, bigint, integer, bigint) TO pgtrickle_worker;
 GRANT SELECT ON pgtrickle.pgt_worker_jobs TO pgtrickle_worker, pg_monitor;

@@ -11,7 +11,7 @@
 
 use crate::catalog::privilege;
 use crate::error::{required, OrRaise, PgtError, PgtResult, SqlState};
-use crate::refresh::{self, Initiator, Outcome};
+use crate::refresh::{self, Batch, Initiator, Outcome, Staged};
 use crate::spi;
 use crate::stats::history::{self, Executor};
 use pgrx::datum::Uuid;
@@ -62,7 +62,7 @@ fn worker_refresh(
     // Before any statement: see refresh::has_xid.
     let wrote_before = refresh::has_xid();
     let row = lease(worker_id, job_id, attempt)
-        .and_then(|lease| privilege::as_extension_owner(|| refresh_job(&lease, wrote_before)))
+        .and_then(|lease| privilege::as_extension_owner(|| refresh_job(&lease, wrote_before, Batch::Buffers)))
         .or_raise();
     TableIterator::once(row)
 }
@@ -75,15 +75,10 @@ fn lease(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32>) -> 
     })
 }
 
-fn refresh_job(lease: &Lease, wrote_before: bool) -> PgtResult<(String, Option<String>, i64, i64)> {
-    let pgt_id = spi::one::<i64>(
-        "SELECT pgt_id FROM pgtrickle.pgt_worker_jobs
-          WHERE job_id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'",
-        &[lease.job_id.into(), lease.attempt.into(), lease.worker_id.into()],
-    )?
-    .ok_or_else(|| not_current(lease, "it was reclaimed or has finished"))?;
+fn refresh_job(lease: &Lease, wrote_before: bool, batch: Batch<'_>) -> PgtResult<(String, Option<String>, i64, i64)> {
+    let pgt_id = job_stream_table(lease)?;
     let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
-    let (outcome, row) = match refresh::run(pgt_id, Initiator::Scheduler, wrote_before)? {
+    let (outcome, row) = match refresh::run_batch(pgt_id, Initiator::Scheduler, wrote_before, batch)? {
         Outcome::Refreshed { action, rows_inserted, rows_deleted } => {
             (JobOutcome::Refreshed, (Some(action.as_str().to_string()), rows_inserted, rows_deleted))
         }
@@ -95,6 +90,116 @@ fn refresh_job(lease: &Lease, wrote_before: bool) -> PgtResult<(String, Option<S
         return Err(not_current(lease, "it was reclaimed while this refresh ran; the refresh is rolled back"));
     }
     Ok((outcome.as_str().to_string(), row.0, row.1, row.2))
+}
+
+/// The stream table of the job `lease` holds, while it is the job's current attempt.
+fn job_stream_table(lease: &Lease) -> PgtResult<i64> {
+    spi::one::<i64>(
+        "SELECT pgt_id FROM pgtrickle.pgt_worker_jobs
+          WHERE job_id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'",
+        &[lease.job_id.into(), lease.attempt.into(), lease.worker_id.into()],
+    )?
+    .ok_or_else(|| not_current(lease, "it was reclaimed or has finished"))
+}
+
+/// An offload handed out in this backend, for `worker_offload_apply` in the same transaction.
+struct Pending {
+    lease: (Uuid, i64, i32),
+    /// The top-level transaction it belongs to.
+    xid: u64,
+    pgt_id: i64,
+    snapshot: String,
+    staged: String,
+}
+
+thread_local! {
+    static PENDING: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+}
+
+fn top_xid() -> u64 {
+    // SAFETY: reads the current top-level transaction's full xid (invalid, 0, before one is assigned).
+    unsafe { pgrx::pg_sys::GetTopFullTransactionIdIfAny() }.value
+}
+
+/// Real offload, step one: claims the job's stream table and, when a worker can reduce its batch
+/// itself (`dvm::offload`), returns the local plan (JSON), the `COPY ... TO STDOUT` that pulls the
+/// batch and the `COPY ... FROM STDIN` that pushes the reduced delta; the worker then calls
+/// `worker_offload_apply` in the same transaction. Otherwise `not_offloaded` says why, and the worker
+/// refreshes with `worker_refresh` as usual.
+#[pg_extern(schema = "pgtrickle")]
+#[allow(clippy::type_complexity)]
+fn worker_offload(
+    worker_id: Option<Uuid>,
+    job_id: Option<i64>,
+    attempt: Option<i32>,
+) -> TableIterator<
+    'static,
+    (name!(plan, Option<String>), name!(copy_out, Option<String>), name!(copy_in, Option<String>), name!(not_offloaded, Option<String>)),
+> {
+    let row = lease(worker_id, job_id, attempt).and_then(|lease| privilege::as_extension_owner(|| offload_job(&lease))).or_raise();
+    TableIterator::once(row)
+}
+
+#[allow(clippy::type_complexity)]
+fn offload_job(lease: &Lease) -> PgtResult<(Option<String>, Option<String>, Option<String>, Option<String>)> {
+    PENDING.with(|p| p.borrow_mut().take());
+    let pgt_id = job_stream_table(lease)?;
+    let not = |why: &str| Ok((None, None, None, Some(why.to_string())));
+    if !refresh::claim(pgt_id, Initiator::Scheduler)? {
+        return not("another session is refreshing it");
+    }
+    let Some(st) = crate::catalog::stream_tables::load_for_update(pgt_id)? else { return not("it was dropped") };
+    let handout = match refresh::offload::prepare(&st)? {
+        Ok(handout) => handout,
+        Err(why) => return not(&why),
+    };
+    let plan = serde_json::to_string(&handout.plan).map_err(|e| PgtError::internal(format!("local plan: {e}")))?;
+    PENDING.with(|p| {
+        *p.borrow_mut() = Some(Pending {
+            lease: (lease.worker_id, lease.job_id, lease.attempt),
+            xid: top_xid(),
+            pgt_id,
+            snapshot: handout.snapshot,
+            staged: handout.staged,
+        })
+    });
+    Ok((Some(plan), Some(handout.copy_out), Some(handout.copy_in), None))
+}
+
+/// Real offload, step two: refreshes the job's stream table from the reduced delta the worker
+/// pushed (`changes` change rows in its batch), advances the frontier to the batch's end, records
+/// history and finishes the job — fenced on its attempt, like `worker_refresh`.
+#[pg_extern(schema = "pgtrickle")]
+#[allow(clippy::type_complexity)]
+fn worker_offload_apply(
+    worker_id: Option<Uuid>,
+    job_id: Option<i64>,
+    attempt: Option<i32>,
+    changes: Option<i64>,
+) -> TableIterator<'static, (name!(outcome, String), name!(action, Option<String>), name!(rows_inserted, i64), name!(rows_deleted, i64))> {
+    let row = lease(worker_id, job_id, attempt)
+        .and_then(|lease| {
+            let changes = required(changes, "changes")?;
+            let pending = PENDING.with(|p| p.borrow_mut().take()).filter(|p| {
+                p.lease == (lease.worker_id, lease.job_id, lease.attempt) && p.xid != 0 && p.xid == top_xid()
+            });
+            let Some(pending) = pending else {
+                return Err(PgtError::new(
+                    SqlState::ObjectNotInPrerequisiteState,
+                    format!("job {} attempt {} has no offloaded batch in this transaction", lease.job_id, lease.attempt),
+                )
+                .hint("Call pgtrickle.worker_offload first, in the same transaction."));
+            };
+            let staged = Staged { snapshot: pending.snapshot, relation: pending.staged, changes };
+            privilege::as_extension_owner(|| {
+                if job_stream_table(&lease)? != pending.pgt_id {
+                    return Err(PgtError::internal("the offloaded job changed its stream table"));
+                }
+                refresh_job(&lease, false, Batch::Staged(&staged))
+            })
+        })
+        .or_raise();
+    TableIterator::once(row)
 }
 
 /// The fence: marks the job finished if `lease` is still its current attempt; its stream table.

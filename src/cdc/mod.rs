@@ -160,27 +160,35 @@ fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
 
 /// Change rows are the source's rows: whoever reads a buffer (a stream table's owner, granted SELECT
 /// for its refreshes) sees them only while they may read the source itself — a REVOKE on the source
-/// hides its change rows at once. (The buffer's owner, who captures and cleans up, is not subject.)
-fn protect_buffer(source: Oid) -> PgtResult<()> {
+/// hides its change rows at once — or holds `pgtrickle_worker` (external workers pull batches
+/// themselves; that role is as trusted as a replication role). (The buffer's owner, who captures
+/// and cleans up, is not subject.) A policy written by an earlier version is replaced.
+pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
-    let exists = spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = pg_catalog.to_regclass($1) AND polname = 'pgtrickle_source_readers')",
+    let current = spi::one::<String>(
+        "SELECT pg_catalog.pg_get_expr(polqual, polrelid) FROM pg_catalog.pg_policy
+          WHERE polrelid = pg_catalog.to_regclass($1) AND polname = 'pgtrickle_source_readers'",
         &[buffer.quoted().as_str().into()],
     )?;
-    if exists == Some(true) {
-        return Ok(());
+    match current {
+        Some(expr) if expr.contains(BUFFER_READER_ROLE) => return Ok(()),
+        Some(_) => spi::exec(&format!("DROP POLICY pgtrickle_source_readers ON {buffer}"), &[])?,
+        None => spi::exec(&format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"), &[])?,
     }
-    spi::exec(&format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"), &[])?;
-    // The sub-select makes the privilege check one initplan per scan, not one call per row.
+    // The sub-selects make the checks one initplan each per scan, not calls per row.
     spi::exec(
         &format!(
             "CREATE POLICY pgtrickle_source_readers ON {buffer} FOR SELECT
-               USING ((SELECT pg_catalog.has_table_privilege({}::pg_catalog.oid, 'SELECT')))",
+               USING ((SELECT pg_catalog.has_table_privilege({}::pg_catalog.oid, 'SELECT'))
+                      OR (SELECT pg_catalog.pg_has_role('{BUFFER_READER_ROLE}', 'USAGE')))",
             source.to_u32()
         ),
         &[],
     )
 }
+
+/// The role whose members read every change buffer: external workers pull batches themselves.
+const BUFFER_READER_ROLE: &str = "pgtrickle_worker";
 
 /// A refresh reads its sources' change buffers as the stream table's owner: let `owner` read those
 /// of `sources` (buffers belong to whoever installed capture first). Only what the owner can read

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod explain;
 pub mod frontier;
 pub mod index_advice;
+pub mod offload;
 pub mod full;
 pub mod optree;
 pub mod plan;

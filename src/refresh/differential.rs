@@ -94,6 +94,59 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
     }
 }
 
+/// The DIFFERENTIAL refresh of a batch an external worker has reduced to Δ per group (`staged`,
+/// see `dvm::offload`): the aggregate's delta rule reads that instead of the change buffer. The
+/// frontier is the snapshot the worker's batch was cut at, not the apply statement's.
+pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: &super::Staged) -> PgtResult<Done> {
+    let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
+    if staged.changes == 0 {
+        let (source, old) = (tree.tables().first().map(|t| Oid::from(t.relid)), st.frontier.as_deref().unwrap_or_default());
+        if let Some(source) = source {
+            if !super::offload::batch_is_empty(source, old, &staged.snapshot)? {
+                return Err(PgtError::new(
+                    crate::error::SqlState::InsufficientPrivilege,
+                    "the external worker read no change rows, but the batch has some".to_string(),
+                )
+                .hint("The worker's role must hold pgtrickle_worker (GRANT pgtrickle_worker TO <role>) to read change buffers."));
+            }
+        }
+        let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot: staged.snapshot.clone() };
+        let reason = "no changes since the last refresh".into();
+        return Ok(Done { action: RefreshAction::NoData, reason, applied, reinit_next: None, changes: 0 });
+    }
+    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
+    ctx.cdc.staged_groups = Some(staged.relation.clone());
+    let payload = super::storage::payload(st, storage, Some(&tree), false)?
+        .ok_or_else(|| PgtError::internal("offloaded refresh of a stream table without its aggregate state"))?;
+    let groups = spi::one::<i64>(&format!("SELECT pg_catalog.count(*) FROM {}", staged.relation), &[])?.unwrap_or(0);
+    ctx.opt.group_lookup = GroupLookup::for_batch(groups, super::storage::estimated_rows(st)?);
+    let Some(delta) = stream_delta(&tree, storage, &payload, &mut ctx)? else {
+        return Err(PgtError::internal("an offloaded batch produced no delta query"));
+    };
+    let plan = differential_plan(storage, &payload, &delta);
+    match super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))? {
+        Ok(applied) => Ok(Done {
+            action: RefreshAction::Differential,
+            reason: format!(
+                "{} change{} in the batch, reduced to {groups} group{} by an external worker",
+                staged.changes,
+                if staged.changes == 1 { "" } else { "s" },
+                if groups == 1 { "" } else { "s" }
+            ),
+            applied: super::Applied { snapshot: staged.snapshot.clone(), ..applied },
+            reinit_next: None,
+            changes: staged.changes,
+        }),
+        // FULL reads the sources with its own snapshot and records that one.
+        Err(PlanError::OutOfStep { expected, actual }) => full(
+            st,
+            storage,
+            format!("repaired with FULL: the differential apply found {actual} of the {expected} rows it had to delete"),
+        ),
+        Err(PlanError::Failed(e)) => Err(e),
+    }
+}
+
 /// The first source this transaction has changed itself (it has change rows with our xid), if any.
 fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult<Option<String>> {
     // A transaction that had no xid before the refresh (every scheduled refresh) has written nothing.

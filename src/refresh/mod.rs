@@ -3,6 +3,7 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
+pub mod offload;
 pub mod job;
 mod reinit;
 mod settings;
@@ -71,15 +72,38 @@ pub fn has_xid() -> bool {
     unsafe { pgrx::pg_sys::GetCurrentTransactionIdIfAny() != pgrx::pg_sys::InvalidTransactionId }
 }
 
+/// Where a DIFFERENTIAL refresh takes its batch from.
+#[derive(Debug, Clone, Copy)]
+pub enum Batch<'a> {
+    /// The change buffers, cut at the refresh statement's own snapshot.
+    Buffers,
+    /// An external worker's reduced delta (api/worker.rs, `dvm::offload`).
+    Staged(&'a Staged),
+}
+
+/// A batch an external worker has reduced: the change rows up to `snapshot` (the new frontier),
+/// `changes` of them, reduced to one row per touched group in `relation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub snapshot: String,
+    pub relation: String,
+    pub changes: i64,
+}
+
 /// Refreshes one stream table in the current transaction. `wrote_before`: whether the transaction
 /// had an xid before the caller's first statement (see [`has_xid`]); without one it cannot have
 /// changed a source itself, which spares a scan of every change buffer.
 pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
-    let _own = crate::catalog::guard::OwnWrite::begin();
-    settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before))
+    run_batch(pgt_id, initiator, wrote_before, Batch::Buffers)
 }
 
-fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<Outcome> {
+/// [`run`], with the batch taken from `batch`.
+pub fn run_batch(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Batch<'_>) -> PgtResult<Outcome> {
+    let _own = crate::catalog::guard::OwnWrite::begin();
+    settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before, batch))
+}
+
+fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Batch<'_>) -> PgtResult<Outcome> {
     if !claim(pgt_id, initiator)? {
         return Ok(Outcome::Busy);
     }
@@ -95,6 +119,12 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
             &[pgt_id.into()],
         )?;
         return Ok(Outcome::Broken);
+    }
+    if let Batch::Staged(_) = batch {
+        // The worker's transaction has held the claim and this row since it was handed the batch.
+        if st.needs_reinit || st.effective_mode != "DIFFERENTIAL" || initiator == Initiator::Create {
+            return Err(PgtError::internal("the stream table changed while an external worker reduced its batch"));
+        }
     }
     let started_at = history::now()?;
     let storage = names::qualified_name_of(st.relid)?;
@@ -131,7 +161,10 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResu
             None => return Ok(Outcome::Broken),
         }
     } else if st.effective_mode == "DIFFERENTIAL" {
-        differential::refresh(&st, &storage, wrote_before)?
+        match batch {
+            Batch::Buffers => differential::refresh(&st, &storage, wrote_before)?,
+            Batch::Staged(staged) => differential::refresh_staged(&st, &storage, staged)?,
+        }
     } else {
         full(&st, &storage, st.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()))?
     };

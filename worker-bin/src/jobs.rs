@@ -1,13 +1,18 @@
 //! Refresh jobs on the working connection: claim the oldest queued job (`pgtrickle.worker_claim`),
-//! refresh it in one transaction (`pgtrickle.worker_refresh`, which runs the refresh on the server
-//! as the stream table's owner and fences it on the job's attempt), commit. A refresh that fails is
-//! rolled back and recorded (`pgtrickle.worker_fail`); one whose job was reclaimed meanwhile is
-//! refused by the server and rolled back, and the coordinator has refreshed it in-process.
+//! refresh it in one transaction, commit. When the server hands out a local plan
+//! (`pgtrickle.worker_offload`), this worker reduces the batch itself (offload.rs) and the server
+//! applies the reduced delta (`pgtrickle.worker_offload_apply`); otherwise, or when the reduction
+//! cannot be exact, `pgtrickle.worker_refresh` runs the whole refresh on the server. Either way the
+//! server runs it as the stream table's owner and fences it on the job's attempt. A refresh that
+//! fails is rolled back and recorded (`pgtrickle.worker_fail`); one whose job was reclaimed
+//! meanwhile is refused by the server and rolled back, and the coordinator has refreshed it
+//! in-process.
 
 use crate::log::Logger;
+use crate::offload::{self, Failed, Reduced};
 use crate::serve::Failure;
 use std::time::Instant;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 /// A job this worker claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +46,7 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 
 /// Refreshes a claimed job. Err only when the connection is lost (the transaction, if open, rolls
 /// back on the server, and the coordinator reclaims the job once its heartbeat is stale).
-pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, target: &str) -> Result<(), Failure> {
+pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, target: &str, offload: bool) -> Result<(), Failure> {
     let started = Instant::now();
     let lost = |e: tokio_postgres::Error| Failure::Retry(format!("{target}: {}", crate::error_text(&e)));
     let job_fields: [Field; 3] =
@@ -50,12 +55,39 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     // READ COMMITTED whatever default_transaction_isolation says: the closing fence re-checks the
     // job row its own heartbeats keep touching; at REPEATABLE READ that would be a serialization error.
     client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
-    let refreshed = client
-        .query_one(
-            "SELECT outcome, action, rows_inserted, rows_deleted FROM pgtrickle.worker_refresh($1::text::uuid, $2, $3)",
-            &[&worker_id, &job.job_id, &job.attempt],
-        )
-        .await;
+    let mut reduced = None;
+    if offload {
+        match try_offload(client, worker_id, job).await {
+            Ok(Offloaded::Applied(row, r)) => {
+                reduced = Some((row, r));
+            }
+            Ok(Offloaded::Not(why)) => log.debug("refreshing on the server", &also(&job_fields, &[("why", &why)])),
+            Err(Failed::Db(e)) if connection_lost(&e) => {
+                log.warn("job lost with the connection, not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
+                return Err(lost(e));
+            }
+            Err(failed) => {
+                let why = match failed {
+                    Failed::Local(why) => why,
+                    Failed::Db(e) => crate::error_text(&e),
+                };
+                log.info("offload not possible for this batch; refreshing on the server", &also(&job_fields, &[("why", &why)]));
+                client.batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
+            }
+        }
+    }
+    let (refreshed, reduced) = match reduced {
+        Some((row, r)) => (Ok(row), Some(r)),
+        None => (
+            client
+                .query_one(
+                    "SELECT outcome, action, rows_inserted, rows_deleted FROM pgtrickle.worker_refresh($1::text::uuid, $2, $3)",
+                    &[&worker_id, &job.job_id, &job.attempt],
+                )
+                .await,
+            None,
+        ),
+    };
     let row = match refreshed {
         Ok(row) => row,
         Err(e) if connection_lost(&e) => {
@@ -84,17 +116,55 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     let (inserted, deleted): (i64, i64) = (row.get(2), row.get(3));
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let action = action.unwrap_or_default();
-    log.info(
-        if outcome == "refreshed" { "refreshed" } else { "not refreshed" },
-        &also(&job_fields, &[
-            ("outcome", &outcome),
-            ("action", &action),
-            ("rows_inserted", &inserted),
-            ("rows_deleted", &deleted),
-            ("duration_ms", &ms),
-        ]),
-    );
+    let mut fields = also(&job_fields, &[
+        ("outcome", &outcome),
+        ("action", &action),
+        ("rows_inserted", &inserted),
+        ("rows_deleted", &deleted),
+        ("duration_ms", &ms),
+    ]);
+    let offloaded = reduced.is_some();
+    fields.push(("offloaded", &offloaded));
+    let r = reduced.unwrap_or(Reduced { changes: 0, groups: 0, bytes_in: 0, bytes_out: 0 });
+    if offloaded {
+        fields.extend_from_slice(&[
+            ("changes", &r.changes as &dyn std::fmt::Display),
+            ("groups", &r.groups),
+            ("bytes_pulled", &r.bytes_in),
+            ("bytes_pushed", &r.bytes_out),
+        ]);
+    }
+    log.info(if outcome == "refreshed" { "refreshed" } else { "not refreshed" }, &fields);
     Ok(())
+}
+
+enum Offloaded {
+    /// Reduced here and applied by the server: its result row.
+    Applied(Row, Reduced),
+    /// The server refreshes this one itself: why.
+    Not(String),
+}
+
+/// Offers the job for offload; when the server hands out a plan, reduces the batch and has it applied.
+async fn try_offload(client: &Client, worker_id: &str, job: &Claimed) -> Result<Offloaded, Failed> {
+    let handout = client
+        .query_one(
+            "SELECT plan, copy_out, copy_in, not_offloaded FROM pgtrickle.worker_offload($1::text::uuid, $2, $3)",
+            &[&worker_id, &job.job_id, &job.attempt],
+        )
+        .await?;
+    let (plan, copy_out, copy_in): (Option<String>, Option<String>, Option<String>) = (handout.get(0), handout.get(1), handout.get(2));
+    let (Some(plan), Some(copy_out), Some(copy_in)) = (plan, copy_out, copy_in) else {
+        return Ok(Offloaded::Not(handout.get::<_, Option<String>>(3).unwrap_or_default()));
+    };
+    let reduced = offload::reduce(client, &plan, &copy_out, &copy_in).await?;
+    let row = client
+        .query_one(
+            "SELECT outcome, action, rows_inserted, rows_deleted FROM pgtrickle.worker_offload_apply($1::text::uuid, $2, $3, $4)",
+            &[&worker_id, &job.job_id, &job.attempt, &reduced.changes],
+        )
+        .await?;
+    Ok(Offloaded::Applied(row, reduced))
 }
 
 type Field<'a> = (&'a str, &'a dyn std::fmt::Display);

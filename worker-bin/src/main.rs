@@ -1,14 +1,15 @@
 //! `pg_trickle_worker`: the external refresh worker for pg_trickle.
 //!
-//! This release connects, registers in `pgtrickle.pgt_worker_registry`, heartbeats, survives lost
-//! connections and server restarts, and deregisters on SIGTERM; claiming and running refresh jobs
-//! arrives with the rest of the external-worker stage (stream tables are refreshed in-process
-//! meanwhile). It links the pure DVM engine only (no pgrx).
+//! It connects, registers in `pgtrickle.pgt_worker_registry`, heartbeats, claims the refresh jobs
+//! the coordinator queues and runs them — reducing a batch itself where the server hands out a local
+//! plan (offload.rs) — survives lost connections and server restarts, and deregisters on SIGTERM.
+//! It links the pure DVM engine only (no pgrx).
 
 mod conninfo;
 mod health;
 mod jobs;
 mod log;
+mod offload;
 mod serve;
 mod tls;
 
@@ -32,7 +33,10 @@ use std::time::Duration;
         pgtrickle_worker role (GRANT pgtrickle_worker TO <role>).\n\n\
         It registers in pgtrickle.pgt_worker_registry, heartbeats every --heartbeat-interval seconds on a \
         connection of its own, claims the refresh jobs the coordinator queues (woken by NOTIFY \
-        pgtrickle_jobs, and looking every 5 s) and runs each in one transaction on the server, retries lost \
+        pgtrickle_jobs, and looking every 5 s) and runs each in one transaction: where the server hands out a local \
+        plan (aggregates kept from stored state over one table: filters, projections, COUNT, SUM, AVG) it pulls \
+        the batch with binary COPY, reduces it to one row per touched group here and pushes that back, and the \
+        server applies it (--offload off leaves all of it to the server); retries lost \
         connections with backoff (1 s doubling to 30 s), and on SIGTERM or SIGINT finishes the job it runs, \
         marks itself stopped and exits 0. With --health-addr it answers GET /healthz (200 while \
         running) and GET /readyz (200 while registered and heartbeating, else 503).\n\n\
@@ -62,9 +66,20 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = log::Level::Info, env = "PGTRICKLE_WORKER_LOG_LEVEL")]
     log_level: log::Level,
 
+    /// Reduce batches here when the server can hand out a local plan (on), or leave every refresh to
+    /// the server (off).
+    #[arg(long, value_enum, default_value_t = Offload::On, env = "PGTRICKLE_WORKER_OFFLOAD")]
+    offload: Offload,
+
     /// Log lines as text or as JSON objects (one per line, on stderr).
     #[arg(long, value_enum, default_value_t = log::Format::Text, env = "PGTRICKLE_WORKER_LOG_FORMAT")]
     log_format: log::Format,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Offload {
+    On,
+    Off,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -95,7 +110,8 @@ async fn run(cli: &Cli, log: log::Logger) -> Result<(), String> {
         health::listen(addr, health.clone()).await?;
         log.info("serving health checks", &[("addr", addr)]);
     }
-    let settings = serve::Settings { config, tls, target, heartbeat_every, log, health };
+    let offload = cli.offload == Offload::On;
+    let settings = serve::Settings { config, tls, target, heartbeat_every, log, health, offload };
     serve::serve(&settings).await
 }
 

@@ -77,6 +77,8 @@ pub struct Settings {
     pub heartbeat_every: Duration,
     pub log: Logger,
     pub health: Arc<Health>,
+    /// Reduce batches here when the server hands out a local plan (`--offload`).
+    pub offload: bool,
 }
 
 /// Runs until shut down (Ok) or until something retrying cannot fix (Err, with what to do).
@@ -182,10 +184,14 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// What this worker can do: its version, and the operators it evaluates locally (none yet: every
-/// refresh runs on the server).
-pub fn capabilities() -> String {
-    format!("{{\"version\":{},\"local_operators\":[]}}", json_string(env!("CARGO_PKG_VERSION")))
+/// What a worker evaluates itself when it offloads (`pg_trickle::dvm::offload`).
+const LOCAL_OPERATORS: &[&str] = &["filter", "project", "count", "sum", "avg"];
+
+/// What this worker can do: its version, and the operators it evaluates locally (none with
+/// offloading turned off: every refresh then runs on the server).
+pub fn capabilities(offload: bool) -> String {
+    let operators: Vec<String> = if offload { LOCAL_OPERATORS.iter().map(|o| json_string(o)).collect() } else { Vec::new() };
+    format!("{{\"version\":{},\"local_operators\":[{}]}}", json_string(env!("CARGO_PKG_VERSION")), operators.join(","))
 }
 
 async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Backoff) -> Result<(), Failure> {
@@ -200,7 +206,7 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
     let host = hostname();
     let pid = std::process::id() as i32;
     beat.client
-        .execute("SELECT pgtrickle.worker_register($1::text::uuid, $2, $3, $4::text::jsonb)", &[&id, &host, &pid, &capabilities()])
+        .execute("SELECT pgtrickle.worker_register($1::text::uuid, $2, $3, $4::text::jsonb)", &[&id, &host, &pid, &capabilities(settings.offload)])
         .await
         .map_err(|e| classify(&e, target))?;
     backoff.reset();
@@ -213,7 +219,7 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
-        match drain_jobs(&work.client, &id, log, target, shutdown).await {
+        match drain_jobs(&work.client, &id, log, target, settings.offload, shutdown).await {
             Ok(Drained::Stopping) => break Ok(()),
             Ok(Drained::Empty) => {}
             Err(failure) => break Err(failure),
@@ -248,7 +254,7 @@ enum Drained {
 }
 
 /// Claims and runs queued jobs one after the other until none is left or a stop is asked for.
-async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, shutdown: &mut Shutdown) -> Result<Drained, Failure> {
+async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, offload: bool, shutdown: &mut Shutdown) -> Result<Drained, Failure> {
     loop {
         tokio::select! {
             biased;
@@ -256,7 +262,7 @@ async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, shutdo
             _ = std::future::ready(()) => {}
         }
         match crate::jobs::claim(client, id, target).await? {
-            Some(job) => crate::jobs::run(client, id, &job, log, target).await?,
+            Some(job) => crate::jobs::run(client, id, &job, log, target, offload).await?,
             None => return Ok(Drained::Empty),
         }
     }
@@ -298,8 +304,10 @@ mod tests {
 
     #[test]
     fn capabilities_are_json_with_the_version() {
-        let c = capabilities();
+        let c = capabilities(false);
         assert!(c.starts_with("{\"version\":\""), "{c}");
         assert!(c.ends_with(",\"local_operators\":[]}"), "{c}");
+        let c = capabilities(true);
+        assert!(c.ends_with(",\"local_operators\":[\"filter\",\"project\",\"count\",\"sum\",\"avg\"]}"), "{c}");
     }
 }

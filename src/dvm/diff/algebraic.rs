@@ -56,7 +56,7 @@ pub struct AggregateState<'t> {
 }
 
 /// The type SUM returns for an argument type, when the engine maintains it algebraically.
-fn sum_type(arg_type: &str) -> Option<&'static str> {
+pub(crate) fn sum_type(arg_type: &str) -> Option<&'static str> {
     match arg_type {
         "smallint" | "integer" => Some("bigint"),
         "bigint" => Some("numeric"),
@@ -156,6 +156,12 @@ impl<'t> AggregateState<'t> {
             return String::new();
         }
         format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect::<Vec<_>>().join(", "))
+    }
+
+    /// What a worker needs to evaluate the aggregate's input locally (`dvm::offload`): the input,
+    /// the group keys and their types, and every aggregate call (the hidden ones included).
+    pub fn parts(&self) -> (&'t Node, &'t [Expr], &'t [String], &[AggCall]) {
+        (self.input, self.keys, self.key_types, &self.calls)
     }
 
     fn has_extrema(&self) -> bool {
@@ -361,10 +367,9 @@ impl<'t> AggregateState<'t> {
         )
     }
 
-    /// The grouped delta of the stream table, reading the touched groups' stored state from
-    /// `storage`: one row per group that changed, with its new payload (`c0..`), the stored row it
-    /// replaces ([`OLD_ROW`]) and whether it still exists ([`KEEP`]). See `apply::grouped_plan`.
-    pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
+    /// Δ per touched group, from the batch: `k{i}` (the keys), `dcount` (Σ w), and per call `da{j}`,
+    /// `dn{j}` (COUNT/SUM/AVG) or `di{j}`, `dd{j}`, `dic{j}`, `ddc{j}` (MIN/MAX).
+    fn group_deltas(&self, tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<String> {
         // COUNT, SUM and AVG are sums of weighted inputs: change rows that cancel each other add up
         // to nothing anyway, so the batch is read as it is. MIN/MAX need the consolidated batch (a
         // value inserted and deleted in one batch must not look like a new extremum), and a join
@@ -372,8 +377,6 @@ impl<'t> AggregateState<'t> {
         let raw = !self.has_extrema() && reads_rows_directly(self.input);
         let dinput = with_raw_scans(ctx, raw, |ctx| hoisted_delta(tree, self.input, ctx, "dagg_"))?
             .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
-        let groups = self.keys.len();
-        let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
 
         // Δ per touched group. MIN/MAX also count the inserted and deleted copies of the least
         // (greatest) inserted and deleted values, read off a window over the delta.
@@ -428,11 +431,24 @@ impl<'t> AggregateState<'t> {
                 AggFunc::Other => {}
             }
         }
-        let ds = hoist(
+        Ok(hoist(
             ctx,
             "astate_",
             format!("SELECT {} FROM {dinput} AS {d}{}", [self.key_items(&d), deltas].concat().join(", "), self.group_by(&d)),
-        );
+        ))
+    }
+
+    /// The grouped delta of the stream table, reading the touched groups' stored state from
+    /// `storage`: one row per group that changed, with its new payload (`c0..`), the stored row it
+    /// replaces ([`OLD_ROW`]) and whether it still exists ([`KEEP`]). See `apply::grouped_plan`.
+    pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
+        let groups = self.keys.len();
+        let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
+        // An external worker may have computed Δ per group already (`dvm::offload`).
+        let ds = match ctx.cdc.staged_groups.clone() {
+            Some(staged) => staged,
+            None => self.group_deltas(tree, ctx)?,
+        };
 
         // The touched groups' stored rows: through the row identity index, or for a batch that touches
         // many of them, by one hash join over the storage table (`+ 0` keeps the index out of it).
@@ -522,6 +538,16 @@ impl<'t> AggregateState<'t> {
             (true, _) => "false".to_string(),
             (false, 0) => rescan.join(" OR "),
             (false, _) => format!("COALESCE({}, 0) + {j_}.dcount > 0 AND ({})", old("count"), rescan.join(" OR ")),
+        };
+        let rescan_flag = if ctx.cdc.staged_groups.is_some() && !rescan.is_empty() {
+            // A worker's batch was cut at its own snapshot; a recompute here would read the sources at
+            // this statement's. Fail instead (the worker then refreshes on the server). The cast reads
+            // a column, so the planner cannot fold it into an error for every row.
+            format!(
+                "(CASE WHEN {rescan_flag} THEN ('pg_trickle: an offloaded batch needs a group recomputed (Δcount ' OPERATOR(pg_catalog.||) {j_}.dcount::pg_catalog.text OPERATOR(pg_catalog.||) '); refresh it on the server')::pg_catalog.int4 END) IS NOT NULL"
+            )
+        } else {
+            rescan_flag
         };
         let alg = hoist(ctx, "anew_", format!("SELECT {j_}.*, {}, ({rescan_flag}) AS rescan FROM {joined} AS {j_}", new_state.join(", ")));
 

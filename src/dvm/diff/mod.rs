@@ -5,6 +5,7 @@ pub mod context;
 pub mod rules;
 
 pub use algebraic::AggregateState;
+pub(crate) use algebraic::sum_type;
 pub use context::{CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc};
 pub use rules::delta_query;
 
