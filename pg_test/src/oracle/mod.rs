@@ -3,6 +3,7 @@
 //! at every refresh point both must equal the query as multisets. See docs/ORACLE.md.
 
 pub mod check;
+pub mod offload;
 pub mod ops;
 pub mod prng;
 pub mod report;
@@ -47,7 +48,8 @@ impl Config {
             executor: match env("PGTRICKLE_ORACLE_EXECUTOR").as_deref() {
                 None | Some("session") => runner::Executor::Session,
                 Some("external") => runner::Executor::ExternalWorker,
-                Some(other) => panic!("PGTRICKLE_ORACLE_EXECUTOR={other}: use session or external"),
+                Some("offload") => runner::Executor::Offloading,
+                Some(other) => panic!("PGTRICKLE_ORACLE_EXECUTOR={other}: use session, external or offload"),
             },
             ops: env_number("PGTRICKLE_ORACLE_OPS", if soak { 50_000 } else { 2_000 }),
             base_seed: env_number("PGTRICKLE_ORACLE_SEED", 20_261_123),
@@ -115,7 +117,7 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
         }
     }
     // Before shrinking, whose replays count too.
-    let (refreshes, rows) = (runner.refreshes, runner.rows_checked);
+    let (refreshes, rows, offloaded) = (runner.refreshes, runner.rows_checked, runner.offloaded);
     let mut status = "ok".to_string();
     let failure = match found {
         Some(found) if shape.may_refuse && found.at.is_none() && found.failure.kind == "error 0A000 in create_stream_table" => {
@@ -127,9 +129,17 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
             status = "FAILED".into();
             Some(failure_report(cfg, &mut runner, found, may_shrink))
         }
+        // A shape written for offloading that was never offloaded proves nothing about it.
+        None if cfg.executor == runner::Executor::Offloading && shape.name.starts_with("offload_") && offloaded == 0 => {
+            status = "FAILED: never offloaded".into();
+            Some(format!("shape {}: no refresh of its differential twin was offloaded (see the server's not_offloaded reason)", shape.name))
+        }
         None => None,
     };
     runner.drop_database();
+    if cfg.executor == runner::Executor::Offloading {
+        status = format!("{status}  ({offloaded} offloaded)");
+    }
     let summary = format!(
         "oracle: {:<18} ops {:>6}  refreshes {:>5}  rows checked {:>9}  {:>6.1}s  {}",
         shape.name,

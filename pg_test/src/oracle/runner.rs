@@ -20,7 +20,15 @@ pub enum Executor {
     /// that holds only `pgtrickle_worker`. One DO block per twin, so the coordinator never sees the
     /// worker or the job.
     ExternalWorker,
+    /// As `ExternalWorker`, but the runner reduces batches the server hands out a local plan for,
+    /// as an offloading worker does (`offload.rs`): between refresh points only (a refresh inside
+    /// the runner's own transaction runs on the server, as `ExternalWorker`).
+    Offloading,
 }
+
+/// The first line of an offloading refresh point's statement: the rest refreshes on the server (what
+/// a repro script runs).
+const OFFLOAD_MARK: &str = "-- the oracle offloads this refresh of ";
 
 /// The role the external executor refreshes as.
 const ORACLE_WORKER_ROLE: &str = "pgtrickle_oracle_worker";
@@ -30,6 +38,7 @@ impl Executor {
         match self {
             Executor::Session => "refresh_stream_table",
             Executor::ExternalWorker => "the external worker protocol (worker_claim, worker_refresh)",
+            Executor::Offloading => "the external worker protocol, offloading (worker_offload, binary COPY, worker_offload_apply)",
         }
     }
 
@@ -37,6 +46,7 @@ impl Executor {
         match self {
             Executor::Session => "session",
             Executor::ExternalWorker => "external",
+            Executor::Offloading => "offload",
         }
     }
 
@@ -45,7 +55,7 @@ impl Executor {
         match self {
             Executor::Session => Vec::new(),
             // Roles are the cluster's, and shapes run in parallel: whoever comes first creates it.
-            Executor::ExternalWorker => vec![format!(
+            Executor::ExternalWorker | Executor::Offloading => vec![format!(
                 "DO $$ BEGIN CREATE ROLE {ORACLE_WORKER_ROLE} NOLOGIN IN ROLE pgtrickle_worker;
                  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
             )],
@@ -55,6 +65,7 @@ impl Executor {
     fn refresh(self, twin: &str) -> String {
         match self {
             Executor::Session => format!("SELECT pgtrickle.refresh_stream_table('{twin}')"),
+            Executor::Offloading => format!("{OFFLOAD_MARK}{twin}\n{}", Executor::ExternalWorker.refresh(twin)),
             Executor::ExternalWorker => format!(
                 "DO $pgt$
 DECLARE w uuid := gen_random_uuid(); j record; r record;
@@ -88,6 +99,10 @@ pub struct Runner {
     truncated: bool,
     pub refreshes: u64,
     pub rows_checked: u64,
+    /// Refreshes of the differential twin the runner reduced itself (the offloading executor).
+    pub offloaded: u64,
+    /// Inside a transaction the runner began (an offloading refresh then runs on the server).
+    in_txn: bool,
 }
 
 impl Runner {
@@ -105,6 +120,8 @@ impl Runner {
             truncated: false,
             refreshes: 0,
             rows_checked: 0,
+            offloaded: 0,
+            in_txn: false,
         }
     }
 
@@ -239,6 +256,22 @@ impl Runner {
     }
 
     fn exec(&mut self, sql: &str) -> Result<(), Failure> {
+        if let Some(twin) = sql.strip_prefix(OFFLOAD_MARK).and_then(|rest| rest.lines().next()) {
+            if !self.in_txn {
+                let (twin, d) = (twin.to_string(), self.twin_d());
+                let refreshed = super::offload::refresh(self.client(), &twin, ORACLE_WORKER_ROLE, sql)
+                    .map_err(|(statement, e)| Failure::sql(&statement, &e))?;
+                if twin == d && refreshed == super::offload::Refreshed::Offloaded {
+                    self.offloaded += 1;
+                }
+                return Ok(());
+            }
+        }
+        if sql.starts_with("BEGIN") {
+            self.in_txn = true;
+        } else if sql == "COMMIT" || sql == "ROLLBACK" {
+            self.in_txn = false;
+        }
         self.client().batch_execute(sql).map_err(|e| Failure::sql(sql, &e))
     }
 

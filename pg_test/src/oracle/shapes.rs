@@ -190,6 +190,21 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape("agg_state_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, max(q) AS mx, min(name) AS mn FROM c"),
     shape("agg_unbounded_scale", "SELECT g AS g, sum(v / 8) AS s8, avg(v * 1.5) AS a15 FROM a GROUP BY g"),
+    // Aggregates an offloading worker reduces itself (`PGTRICKLE_ORACLE_EXECUTOR=offload` fails a
+    // shape named offload_* that it never offloads): filters, text and integer keys, integer and
+    // fixed-scale sums, FILTER, a projection through a subquery, a global aggregate.
+    shape(
+        "offload_group",
+        "SELECT g AS g, t AS t, count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av, sum(k) AS sk,
+                count(*) FILTER (WHERE v > 10 AND t <> 'x') AS big
+           FROM a WHERE k > 2 OR t IS NULL GROUP BY g, t",
+    ),
+    shape(
+        "offload_projected",
+        "SELECT x.b AS b, count(*) AS n, sum(x.q2) AS s, avg(x.q2) AS a
+           FROM (SELECT c.k / 3 AS b, c.q * 2 - c.k AS q2 FROM c WHERE c.q IS NOT NULL) x GROUP BY x.b",
+    ),
+    shape("offload_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, count(name) AS nn FROM c WHERE q * 2 <> k"),
     // Equal values that print differently (table r): changes of representation alone must show.
     shape("repr_scan", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f, ci AS ci FROM r WHERE k IS NOT NULL"),
     shape("repr_filter_citext", "SELECT id AS id, x AS x, iv AS iv FROM r WHERE ci = 'a'"),

@@ -1,0 +1,141 @@
+//! Real offload with real `pg_trickle_worker` processes (logging in as roles holding only
+//! `pgtrickle_worker`): an aggregate kept from stored state over one table is reduced by the worker
+//! (binary COPY out, Δ per group computed in the worker, binary COPY back) and applied by the
+//! server, exactly; what the server keeps (MIN/MAX) or what the worker cannot compute exactly (a
+//! NaN) is refreshed on the server, exactly; `--offload off` leaves everything to the server.
+
+use pg_trickle_e2e::worker::{login_role, Worker};
+use pg_trickle_e2e::{wait_until, TestDb};
+use std::time::Duration;
+
+const SUMS: &str = "SELECT region, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty,
+        count(amount) FILTER (WHERE qty > 5) AS big FROM sales WHERE qty > 0 OR qty IS NULL GROUP BY region";
+const MAXIMA: &str = "SELECT region, max(qty) AS top FROM sales GROUP BY region";
+
+/// Database `name` with `sales`, the stream tables `sums` (offloadable) and `maxima` (not), both
+/// owned by `<name>_owner` and refreshed every second, and the login role `<name>_w`.
+fn database(name: &str) -> TestDb {
+    let mut db = TestDb::new(name);
+    let owner = format!("{name}_owner");
+    db.fresh_role(&owner);
+    db.exec(&format!(
+        "CREATE TABLE sales (id int PRIMARY KEY, region text, amount numeric(12,2), qty int);
+         INSERT INTO sales SELECT g, 'r' || (g % 4), (g % 50) / 4.0, g % 9 FROM generate_series(1, 200) g;
+         ALTER TABLE sales OWNER TO {owner};
+         GRANT CREATE ON SCHEMA public TO {owner};
+         SET ROLE {owner};
+         SELECT pgtrickle.create_stream_table('sums', $q${SUMS}$q$, '1s', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('maxima', $q${MAXIMA}$q$, '1s', 'DIFFERENTIAL');
+         RESET ROLE;"
+    ));
+    assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
+    login_role(&mut db, &format!("{name}_w"));
+    db
+}
+
+fn now(db: &mut TestDb) -> String {
+    db.value("SELECT clock_timestamp()::text")
+}
+
+/// The reasons of `st`'s successful refreshes by `executor` since `since` that applied changes.
+fn reasons_since(db: &mut TestDb, st: &str, since: &str, executor: &str) -> Vec<String> {
+    db.rows(
+        "SELECT h.reason FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+          WHERE s.pgt_relid = $1::text::regclass AND h.status = 'SUCCESS' AND h.action <> 'NO_DATA'
+            AND h.started_at >= $2::text::timestamptz AND h.executed_by = $3
+          ORDER BY h.refresh_id",
+        &[&st, &since, &executor],
+    )
+    .iter()
+    .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+    .collect()
+}
+
+/// Changes `sales` with `dml` and waits until the worker has refreshed both stream tables; the
+/// reasons it recorded for `sums`.
+fn round(db: &mut TestDb, dml: &str, executor: &str, w: &Worker) -> Vec<String> {
+    let since = now(db);
+    db.exec(dml);
+    let done = wait_until(Duration::from_secs(30), || {
+        !reasons_since(db, "sums", &since, executor).is_empty() && !reasons_since(db, "maxima", &since, executor).is_empty()
+    });
+    assert!(done, "no refresh of both by {executor} after: {dml}\nworker log:\n{}", w.log());
+    db.assert_matches_query("sums", SUMS);
+    db.assert_matches_query("maxima", MAXIMA);
+    reasons_since(db, "sums", &since, executor)
+}
+
+/// A worker of `db`'s login role (debug log: it says why a batch stays on the server), once the
+/// coordinator hands it refreshes (it counts live workers every 5 s; until then it refreshes
+/// in-process): its executor name in the history.
+fn worker(db: &mut TestDb, name: &str, extra: &[&str]) -> (Worker, String) {
+    let mut args = vec!["--log-level", "debug"];
+    args.extend_from_slice(extra);
+    let w = Worker::start(db, &format!("{name}_w"), &args);
+    let by = format!("external worker {}", w.registered_id(db));
+    let since = now(db);
+    let handed = wait_until(Duration::from_secs(30), || {
+        db.exec("UPDATE sales SET qty = qty WHERE id = 200");
+        std::thread::sleep(Duration::from_millis(500));
+        !reasons_since(db, "sums", &since, &by).is_empty() && !reasons_since(db, "maxima", &since, &by).is_empty()
+    });
+    assert!(handed, "{by} was never handed both refreshes; log:\n{}", w.log());
+    (w, by)
+}
+
+#[test]
+fn a_worker_reduces_aggregate_batches_itself_and_the_server_applies_them_exactly() {
+    let mut db = database("woff_flow");
+    let (w, by) = worker(&mut db, "woff_flow", &[]);
+    let rounds = [
+        "UPDATE sales SET qty = qty + 1 WHERE id % 7 = 0; DELETE FROM sales WHERE id % 11 = 0",
+        // A group emptied, a new one, a key moved, NULLs in every column.
+        "DELETE FROM sales WHERE region = 'r3'; INSERT INTO sales VALUES (1001, 'new', 2.50, 7), (1002, NULL, NULL, NULL);
+         UPDATE sales SET region = 'r1' WHERE id % 5 = 0",
+        // The emptied group comes back; inserted and deleted in one batch.
+        "INSERT INTO sales VALUES (1003, 'r3', 1.25, 6); INSERT INTO sales VALUES (1004, 'gone', 9.99, 1); DELETE FROM sales WHERE id = 1004",
+    ];
+    for dml in rounds {
+        let reasons = round(&mut db, dml, &by, &w);
+        assert!(reasons.iter().all(|r| r.contains("reduced to") && r.contains("by an external worker")), "{reasons:?}");
+    }
+    let log = w.log();
+    assert!(log.contains("offloaded=true") && log.contains("stream_table=public.sums"), "{log}");
+    // MIN/MAX stays on the server, and the worker says why.
+    assert!(log.contains("refreshing on the server") && log.contains("MIN/MAX"), "{log}");
+    let maxima = reasons_since(&mut db, "maxima", "-infinity", &by);
+    assert!(!maxima.is_empty() && maxima.iter().all(|r| !r.contains("reduced to")), "{maxima:?}");
+    // The registry says what the worker evaluates itself.
+    let operators: String = db.value(&format!(
+        "SELECT capabilities->>'local_operators' FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{}'",
+        by.trim_start_matches("external worker ")
+    ));
+    assert_eq!(operators, r#"["filter", "project", "count", "sum", "avg"]"#);
+}
+
+#[test]
+fn what_a_worker_cannot_compute_exactly_is_refreshed_on_the_server() {
+    let mut db = database("woff_nan");
+    let (w, by) = worker(&mut db, "woff_nan", &[]);
+    round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 1", &by, &w);
+    // A NaN in the batch: no exact local decimal for it.
+    let reasons = round(&mut db, "UPDATE sales SET amount = 'NaN' WHERE id = 2", &by, &w);
+    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
+    assert!(w.log().contains("offload not possible for this batch"), "{}", w.log());
+    // A stored NaN sum must be recomputed, which the server does only with its own snapshot.
+    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 6", &by, &w);
+    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
+    // Once the NaN is gone, batches are reduced by the worker again.
+    round(&mut db, "UPDATE sales SET amount = 1 WHERE id = 2", &by, &w);
+    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 10", &by, &w);
+    assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}");
+}
+
+#[test]
+fn with_offload_off_the_server_refreshes_everything() {
+    let mut db = database("woff_off");
+    let (w, by) = worker(&mut db, "woff_off", &["--offload", "off"]);
+    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0", &by, &w);
+    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
+    assert!(!w.log().contains("offloaded=true"), "{}", w.log());
+}
