@@ -69,6 +69,16 @@ TPS_TARGET = 0.80               # pgbench TPS with capture / without
 TPCH = {"full": dict(sf="0.1", rounds=3), "quick": dict(sf="0.01", rounds=1)}
 TPCH_MEDIAN_TARGET = 10.0       # the median query's DIFFERENTIAL refresh against its matview
 INSERT_TARGET = 1.5             # INSERT ... SELECT time with capture / without
+# Real offload (issue "Worker"): changed rows per batch, and the aggregates an external worker reduces.
+OFFLOAD = {"full": dict(changed=50_000), "quick": dict(changed=2_000)}
+OFFLOAD_CPU_TARGET = 0.5        # server CPU per refresh, external worker / in-process
+OFFLOAD_SHAPES = [
+    ("groups_10k", "SELECT grp, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty FROM fact GROUP BY grp",
+     "grp, n, total, avg_qty"),
+    ("groups_10", "SELECT qty, count(*) AS n, sum(amount) AS total, avg(amount) AS avg_amount FROM fact "
+                  "WHERE qty > 0 GROUP BY qty", "qty, n, total, avg_amount"),
+]
+OFFLOAD_ROLE = "pgtrickle_bench_worker"
 
 
 class BenchError(Exception):
@@ -765,6 +775,149 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
         self.progress(self.results[-1])
 
     # ---------------------------------------------------------------- run
+    # ---------------------------------------------------------------- real offload
+    def offload(self):
+        """Server CPU per refresh of an aggregate over a large batch, refreshed by the scheduler
+        in-process and by an external worker that reduces the batch itself: the CPU time of every
+        pg_trickle server process involved (coordinator, refresh workers, the worker's sessions),
+        read from /proc around each refresh."""
+        pg = self.pg
+        changed = OFFLOAD[self.args.mode]["changed"]
+        pg.run(f"DROP ROLE IF EXISTS {OFFLOAD_ROLE};\nCREATE ROLE {OFFLOAD_ROLE} LOGIN;\n"
+               f"GRANT pgtrickle_worker TO {OFFLOAD_ROLE};\n", what="offload: the worker's role")
+        pg.run("ALTER SYSTEM SET pg_trickle.enabled = on;\nALTER SYSTEM SET pg_trickle.min_workers = 1;\n"
+               "ALTER SYSTEM SET pg_trickle.max_workers = 1;\nSELECT pg_reload_conf();\n",
+               db="postgres", what="offload: enabling the scheduler")
+        try:
+            for name, query, cols in OFFLOAD_SHAPES:
+                self.offload_shape(name, query, cols, changed)
+        finally:
+            pg.run("ALTER SYSTEM RESET pg_trickle.enabled;\nALTER SYSTEM RESET pg_trickle.min_workers;\n"
+                   "ALTER SYSTEM RESET pg_trickle.max_workers;\nALTER SYSTEM SET pg_trickle.enabled = off;\n"
+                   "SELECT pg_reload_conf();\n", db="postgres", what="offload: disabling the scheduler")
+
+    def offload_shape(self, name, query, cols, changed):
+        pg = self.pg
+        st = f"off_{name}"
+        log(f"offload {name}: {query}")
+        pg.run(f"SELECT pgtrickle.create_stream_table({q(st)}, {dq(query)}, '1s', 'DIFFERENTIAL');\n",
+               what=f"offload {name}: creating the stream table")
+        reps = self.cfg["reps"]
+        cpu = {}
+        for executor in ("in-process", "external"):
+            worker = self.start_worker(st) if executor == "external" else None
+            try:
+                self.wait_for_executor(st, "external worker %" if worker else "refresh worker %", worker)
+                samples = []
+                for _ in range(reps):
+                    samples.append(self.offload_refresh(st, query, cols, changed, executor))
+                cpu[executor] = samples
+            finally:
+                if worker:
+                    self.stop_worker(worker)
+        pg.run(f"SELECT pgtrickle.drop_stream_table({q(st)});\n", what=f"offload {name}: dropping")
+        inproc, ext = median(cpu["in-process"]), median(cpu["external"])
+        ratio = ext / inproc if inproc > 0 else None
+        self.results.append({
+            "scenario": f"offload_{name}", "metric": "server_cpu_per_refresh",
+            "value_ms": round(ext, 3), "baseline_ms": round(inproc, 3), "ratio": round(ratio, 3) if ratio else None,
+            "sizes": {"fact_rows": self.n_fact, "dim_rows": self.n_dim, "changed_rows": changed},
+            "target": f"ratio <= {OFFLOAD_CPU_TARGET:g}", "met": ratio is not None and ratio <= OFFLOAD_CPU_TARGET,
+            "reps": reps, "samples_ms": [round(x, 3) for x in cpu["external"]],
+            "baseline_samples_ms": [round(x, 3) for x in cpu["in-process"]],
+            "note": "server CPU time (/proc/<pid>/schedstat) of the pg_trickle processes involved in one scheduled "
+                    "refresh: external worker (its two sessions and the coordinator; the batch reduced in the worker) "
+                    "against in-process (the coordinator and its refresh worker); medians"})
+        self.progress(self.results[-1])
+
+    def start_worker(self, st):
+        dsn = f"host=127.0.0.1 port={self.args.port} dbname={DB} user={OFFLOAD_ROLE}"
+        log_path = os.path.join(tempfile.gettempdir(), "pg_trickle_bench_worker.log")
+        log_file = open(log_path, "w")
+        proc = subprocess.Popen([self.args.worker, "--dsn", dsn, "--heartbeat-interval", "1"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
+        proc.log_path = log_path
+        return proc
+
+    def stop_worker(self, proc):
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def wait_for_executor(self, st, executor, worker):
+        """Pokes the source until the scheduler has `executor` (a LIKE pattern) refresh `st` (it counts
+        live external workers every 5 s)."""
+        pg = self.pg
+        mark = pg.value("SELECT clock_timestamp()")
+        deadline = time.monotonic() + 60
+        while True:
+            pg.run("UPDATE fact SET qty = qty WHERE id = 1;\n")
+            time.sleep(0.5)
+            n = int(pg.value(f"SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s "
+                             f"USING (pgt_id) WHERE s.pgt_relid = {q(st)}::regclass AND h.started_at > {q(mark)} "
+                             f"AND h.executed_by LIKE {q(executor)} AND h.status = 'SUCCESS'"))
+            if n > 0:
+                return
+            if time.monotonic() > deadline:
+                extra = ""
+                if worker:
+                    with open(worker.log_path) as f:
+                        extra = "\nworker log:\n" + f.read()[-2000:]
+                raise BenchError(f"offload: no refresh of {st} by {executor} within 60 s{extra}")
+
+    def involved_pids(self):
+        return [int(x) for x in self.pg.run(
+            "SELECT pid FROM pg_stat_activity WHERE (backend_type IN ('pg_trickle coordinator', "
+            f"'pg_trickle refresh worker') AND datname = {q(DB)}) OR application_name = 'pg_trickle_worker';\n").split()]
+
+    @staticmethod
+    def cpu_ns(pid):
+        """A process's CPU time in ns (schedstat; the stat ticks where schedstat is missing); 0 if gone."""
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def offload_refresh(self, st, query, cols, changed, executor):
+        """One batch of `changed` rows, refreshed by the scheduler's `executor`: the server CPU (ms) of
+        the involved processes from before the change to the refresh's end; checks the result."""
+        pg = self.pg
+        pids = self.involved_pids()
+        before = {pid: self.cpu_ns(pid) for pid in pids}
+        mark = pg.value("SELECT clock_timestamp()")
+        pg.run(self.next_seed() + self.churn_sql(changed), what="offload: churn")
+        deadline = time.monotonic() + 300
+        pattern = "external worker %" if executor == "external" else "refresh worker %"
+        while True:
+            row = pg.value(f"SELECT h.action || '|' || h.executed_by || '|' || coalesce(h.reason, '') "
+                           f"FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) "
+                           f"WHERE s.pgt_relid = {q(st)}::regclass AND h.started_at > {q(mark)} "
+                           f"AND h.status = 'SUCCESS' AND h.action <> 'NO_DATA' ORDER BY h.refresh_id LIMIT 1")
+            if row:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"offload: {st} was not refreshed within 300 s of a batch")
+            time.sleep(0.05)
+        # The refresh's own transaction has committed when its history row is visible.
+        after = {pid: self.cpu_ns(pid) for pid in set(pids) | set(self.involved_pids())}
+        action, by, reason = row.split("|", 2)
+        if action != "DIFFERENTIAL" or not by.startswith(pattern[:-2]):
+            raise BenchError(f"offload: {st} was refreshed {action} by {by}, expected DIFFERENTIAL by {pattern}")
+        if executor == "external" and "reduced to" not in reason:
+            raise BenchError(f"offload: the external worker did not reduce the batch of {st} itself: {reason}")
+        pg.run(f"SELECT bench.verify({q(st)}, {q(cols)}, {dq(query)});\n", what=f"offload: verifying {st}")
+        return sum(after[p] - before.get(p, 0) for p in after) / 1e6
+
     def run(self):
         t0 = time.monotonic()
         only = self.args.only
@@ -779,6 +932,8 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
             self.idle()
         if only in (None, "tpch"):
             self.tpch()
+        if only in (None, "offload"):
+            self.offload()
         elapsed = time.monotonic() - t0
         log(f"measurements took {elapsed / 60:.1f} min")
         return machine, elapsed
@@ -810,6 +965,8 @@ def fmt_ratio(rec):
         return f"{r * 100:.2f}% of a core"
     if m.startswith("insert_select"):
         return f"{r:.2f}x the time"
+    if m == "server_cpu_per_refresh":
+        return f"{r:.2f}x the server CPU"
     return f"{r:,.1f}x faster" if r >= 1 else f"{r:.2f}x (slower)"
 
 
@@ -826,6 +983,7 @@ METRIC_TITLES = {
     "fan_out_applied": "1 change every one reads, applied",
     "full_unchanged_rewrites": "FULL stream table, source unchanged",
     "tpch_median_ratio": "median query, DIFFERENTIAL",
+    "server_cpu_per_refresh": "server CPU per refresh, external worker (offloaded)",
 }
 
 
@@ -845,6 +1003,8 @@ def baseline_title(rec):
         return "-"
     if rec["scenario"] == "write_path":
         return "without capture"
+    if rec["metric"] == "server_cpu_per_refresh":
+        return "in-process refresh"
     return "REFRESH MATERIALIZED VIEW"
 
 
@@ -937,7 +1097,8 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--after-create-check", default=None)
-    ap.add_argument("--only", choices=["shapes", "write_path", "idle", "tpch"], default=None)
+    ap.add_argument("--only", choices=["shapes", "write_path", "idle", "tpch", "offload"], default=None)
+    ap.add_argument("--worker", required=True, help="the pg_trickle_worker binary (the offload part)")
     args = ap.parse_args()
 
     b = Bench(args)

@@ -138,4 +138,9 @@ fn with_offload_off_the_server_refreshes_everything() {
     let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0", &by, &w);
     assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
     assert!(!w.log().contains("offloaded=true"), "{}", w.log());
+    let operators: String = db.value(&format!(
+        "SELECT capabilities->>'local_operators' FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{}'",
+        by.trim_start_matches("external worker ")
+    ));
+    assert_eq!(operators, "[]");
 }

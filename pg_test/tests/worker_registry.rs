@@ -50,7 +50,7 @@ fn a_worker_registers_heartbeats_and_stops_cleanly_on_sigterm() {
     };
     assert!(!host.is_empty());
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(operators, "[]");
+    assert_eq!(operators, r#"["filter", "project", "count", "sum", "avg"]"#);
 
     let beat = |db: &mut TestDb| -> f64 {
         db.value(&format!("SELECT extract(epoch FROM last_heartbeat)::float8 FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{id}'"))

@@ -115,7 +115,7 @@ pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: 
         return Ok(Done { action: RefreshAction::NoData, reason, applied, reinit_next: None, changes: 0 });
     }
     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
-    ctx.cdc.staged_groups = Some(staged.relation.clone());
+    ctx.cdc.staged = Some(staged.relation.clone());
     let payload = super::storage::payload(st, storage, Some(&tree), false)?
         .ok_or_else(|| PgtError::internal("offloaded refresh of a stream table without its aggregate state"))?;
     let groups = spi::one::<i64>(&format!("SELECT pg_catalog.count(*) FROM {}", staged.relation), &[])?.unwrap_or(0);
@@ -128,9 +128,10 @@ pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: 
         Ok(applied) => Ok(Done {
             action: RefreshAction::Differential,
             reason: format!(
-                "{} change{} in the batch, reduced to {groups} group{} by an external worker",
+                "{} change{} in the batch, reduced to {groups} {}{} by an external worker",
                 staged.changes,
                 if staged.changes == 1 { "" } else { "s" },
+                if AggregateState::of(&tree).is_some() { "group" } else { "row" },
                 if groups == 1 { "" } else { "s" }
             ),
             applied: super::Applied { snapshot: staged.snapshot.clone(), ..applied },

@@ -6,7 +6,8 @@
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::cdc;
 use crate::dvm::diff::CdcContext;
-use crate::dvm::offload::plan::LocalPlan;
+use crate::dvm::offload::plan::{LocalPlan, Output};
+use crate::dvm::offload::value::LocalType;
 use crate::dvm::sql::{quote_ident, quote_literal};
 use crate::error::{PgtError, PgtResult};
 use crate::spi;
@@ -49,9 +50,25 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
         Err(why) => return Ok(Err(format!("not evaluated by workers: {why}"))),
     };
     let storage = crate::catalog::names::qualified_name_of(st.relid)?;
-    if super::storage::payload(st, &storage, Some(&tree), false)?.is_none() {
+    let Some(payload) = super::storage::payload(st, &storage, Some(&tree), false)? else {
         return Ok(Err("its stored aggregate state is set up by the next full refresh".into()));
-    }
+    };
+    let columns: Vec<(String, String)> = match plan.output {
+        Output::Groups { .. } => plan.staged.iter().map(|(n, t)| (n.clone(), t.sql().to_string())).collect(),
+        // Rows are matched with the stored ones by record image: the staged columns have the storage
+        // table's very types (typmods included), which must be what the worker computes.
+        Output::Rows { .. } => {
+            let mut columns = Vec::new();
+            for ((name, local), sql) in plan.staged.iter().zip(&payload.types) {
+                if LocalType::of_sql(sql) != Some(*local) {
+                    return Ok(Err(format!("an output column of type {sql}")));
+                }
+                columns.push((name.clone(), sql.clone()));
+            }
+            columns.push(("__pgt_w".into(), "bigint".into()));
+            columns
+        }
+    };
     let source = Oid::from(plan.source.relid);
     if let Some(why) = source_refuses(source)? {
         return Ok(Err(why));
@@ -64,10 +81,10 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
     // buffer's policy lets it see every row (a buffer protected by an earlier version learns that).
     cdc::grant_readers(&[source], worker_role)?;
     cdc::protect_buffer(source)?;
-    let staged = staged_table(st, &plan)?;
+    let staged = staged_table(st, &columns)?;
     let copy_out = copy_out(&plan, source, old_frontier, &snapshot);
-    let columns: Vec<String> = plan.staged.iter().map(|(n, _)| quote_ident(n)).collect();
-    let copy_in = format!("COPY {staged} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+    let names: Vec<String> = columns.iter().map(|(n, _)| quote_ident(n)).collect();
+    let copy_in = format!("COPY {staged} ({}) FROM STDIN (FORMAT binary)", names.join(", "));
     Ok(Ok(Handout { plan, copy_out, copy_in, staged, snapshot }))
 }
 
@@ -117,11 +134,11 @@ fn copy_out(plan: &LocalPlan, source: Oid, old_frontier: &str, snapshot: &str) -
     format!("COPY (SELECT {} FROM {} AS b WHERE {batch}) TO STDOUT (FORMAT binary)", items.join(", "), cdc::buffer_name(source).quoted())
 }
 
-/// The session's temporary table for `st`'s reduced deltas, created on first use (emptied at every
-/// commit): the worker may insert into it, the stream table's owner, whose refresh reads it, select.
-fn staged_table(st: &StreamTable, plan: &LocalPlan) -> PgtResult<String> {
-    let columns: Vec<String> = plan.staged_columns().iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
-    let definition = columns.join(", ");
+/// The session's temporary table for `st`'s reduced deltas, with these columns (name, SQL type),
+/// created on first use (emptied at every commit): the worker may insert into it, the stream
+/// table's owner, whose refresh reads it, select.
+fn staged_table(st: &StreamTable, columns: &[(String, String)]) -> PgtResult<String> {
+    let definition = columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect::<Vec<_>>().join(", ");
     // The layout is part of the name: a stream table altered since gets a table of its own.
     let name = format!("pgt_offload_{}_{:08x}", st.pgt_id, fnv(&definition) as u32);
     let qualified = format!("pg_temp.{}", quote_ident(&name));

@@ -190,9 +190,10 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape("agg_state_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, max(q) AS mx, min(name) AS mn FROM c"),
     shape("agg_unbounded_scale", "SELECT g AS g, sum(v / 8) AS s8, avg(v * 1.5) AS a15 FROM a GROUP BY g"),
-    // Aggregates an offloading worker reduces itself (`PGTRICKLE_ORACLE_EXECUTOR=offload` fails a
-    // shape named offload_* that it never offloads): filters, text and integer keys, integer and
-    // fixed-scale sums, FILTER, a projection through a subquery, a global aggregate.
+    // What an offloading worker reduces itself (`PGTRICKLE_ORACLE_EXECUTOR=offload` fails a shape
+    // named offload_* that it never offloads): aggregates with filters, text and integer keys,
+    // integer and fixed-scale sums, FILTER, a projection through a subquery, a global aggregate; and
+    // filtered, projected rows of a table without a key (duplicates).
     shape(
         "offload_group",
         "SELECT g AS g, t AS t, count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av, sum(k) AS sk,
@@ -205,6 +206,7 @@ pub const SHAPES: &[Shape] = &[
            FROM (SELECT c.k / 3 AS b, c.q * 2 - c.k AS q2 FROM c WHERE c.q IS NOT NULL) x GROUP BY x.b",
     ),
     shape("offload_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, count(name) AS nn FROM c WHERE q * 2 <> k"),
+    shape("offload_rows", "SELECT k AS k, v AS v, t AS t, v * 2 AS v2, k + g AS kg FROM a WHERE k > 2 OR t = 'x'"),
     // Equal values that print differently (table r): changes of representation alone must show.
     shape("repr_scan", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f, ci AS ci FROM r WHERE k IS NOT NULL"),
     shape("repr_filter_citext", "SELECT id AS id, x AS x, iv AS iv FROM r WHERE ci = 'a'"),

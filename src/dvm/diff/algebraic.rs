@@ -445,7 +445,7 @@ impl<'t> AggregateState<'t> {
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
         // An external worker may have computed Δ per group already (`dvm::offload`).
-        let ds = match ctx.cdc.staged_groups.clone() {
+        let ds = match ctx.cdc.staged.clone() {
             Some(staged) => staged,
             None => self.group_deltas(tree, ctx)?,
         };
@@ -539,7 +539,7 @@ impl<'t> AggregateState<'t> {
             (false, 0) => rescan.join(" OR "),
             (false, _) => format!("COALESCE({}, 0) + {j_}.dcount > 0 AND ({})", old("count"), rescan.join(" OR ")),
         };
-        let rescan_flag = if ctx.cdc.staged_groups.is_some() && !rescan.is_empty() {
+        let rescan_flag = if ctx.cdc.staged.is_some() && !rescan.is_empty() {
             // A worker's batch was cut at its own snapshot; a recompute here would read the sources at
             // this statement's. Fail instead (the worker then refreshes on the server). The cast reads
             // a column, so the planner cannot fold it into an error for every row.

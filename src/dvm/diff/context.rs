@@ -20,9 +20,10 @@ pub struct CdcContext {
     pub old_frontier: String,
     /// SQL for the snapshot the batch ends at (inclusive), e.g. `pg_catalog.pg_current_snapshot()`.
     pub new_frontier: String,
-    /// A relation holding the batch's Δ per group of an aggregate kept from stored state, computed
-    /// by an external worker (`dvm::offload`): the aggregate reads it instead of the change buffer.
-    pub staged_groups: Option<String>,
+    /// A relation holding the batch's Δ as an external worker computed it (`dvm::offload`), read
+    /// instead of the change buffer: for an aggregate kept from stored state its Δ per group (see
+    /// `AggregateState::delta_query`), for any other query its consolidated Δ rows (`c0..`, `__pgt_w`).
+    pub staged: Option<String>,
 }
 
 impl CdcContext {
@@ -33,7 +34,7 @@ impl CdcContext {
             sources: buffers.into_iter().map(|(relid, buffer)| (relid, SourceCdc { buffer })).collect(),
             old_frontier: "$1::pg_catalog.pg_snapshot".into(),
             new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-            staged_groups: None,
+            staged: None,
         }
     }
 

@@ -530,6 +530,10 @@ pub(super) fn reads_rows_directly(node: &Node) -> bool {
 /// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
 /// None when no source under the query changed.
 pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
+    if let Some(staged) = &ctx.cdc.staged {
+        // An external worker consolidated the batch's rows already (`dvm::offload`).
+        return Ok(Some(format!("SELECT * FROM {staged}")));
+    }
     if is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }

@@ -32,7 +32,7 @@ fn ctx(relids: &[u32], bypass: &[u32]) -> DiffContext {
             .collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged_groups: None,
+        staged: None,
     });
     ctx.cache.bypass = bypass.iter().copied().collect();
     ctx

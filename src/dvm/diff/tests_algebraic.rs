@@ -51,7 +51,7 @@ fn ctx() -> DiffContext {
         sources: [(10, SourceCdc { buffer: QualifiedName::new("pgtrickle_changes", "changes_10") })].into_iter().collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged_groups: None,
+        staged: None,
     })
 }
 

@@ -1,8 +1,9 @@
-//! What an external worker computes for a refresh: from the batch's change rows of the one source,
-//! the per-group Δ of an aggregate kept from stored state (`dvm::diff::algebraic`) — filter,
-//! projection, group keys and the weighted sums and counts — exactly the relation the server would
-//! otherwise compute as the first step of the aggregate's delta. The server takes it from a staged
-//! table instead and does the rest (the join with the stored groups, the apply).
+//! What an external worker computes for a refresh, from the batch's change rows of the one source:
+//! for an aggregate kept from stored state (`dvm::diff::algebraic`), its Δ per group — filter,
+//! projection, group keys, the weighted sums and counts — exactly the relation the server would
+//! otherwise compute as the first step of the aggregate's delta; for a filter and projection of the
+//! table, the query's Δ rows, consolidated by identity. The server takes it from a staged table
+//! instead and does the rest (the join with the stored groups, the apply).
 
 use super::scalar::{compile, EvalError, Scalar};
 use super::value::{Decimal, LocalType, Value};
@@ -35,11 +36,21 @@ pub struct LocalPlan {
     pub types: Vec<LocalType>,
     /// Every WHERE of the query, over those columns.
     pub filter: Option<Scalar>,
-    pub keys: Vec<Scalar>,
-    pub calls: Vec<LocalCall>,
-    /// The reduced delta's columns, as the aggregate's delta rule names them: `k{i}`, `dcount`,
-    /// then per call `da{j}` (and `dn{j}`, the non-NULL count, for sums).
+    pub output: Output,
+    /// The reduced delta's columns. Groups: as the aggregate's delta rule names them — `k{i}`,
+    /// `dcount`, then per call `da{j}` (and `dn{j}`, the non-NULL count, for sums). Rows: `c{i}`,
+    /// then `__pgt_w`, the net weight.
     pub staged: Vec<(String, LocalType)>,
+}
+
+/// What the worker pushes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// One row per touched group of an aggregate kept from stored state.
+    Groups { keys: Vec<Scalar>, calls: Vec<LocalCall> },
+    /// The query's rows with their net weight, one per distinct row (identical bytes: `1.5` and
+    /// `1.50` stay apart, as the engine's consolidation by identity keeps them); none of weight 0.
+    Rows { exprs: Vec<Scalar> },
 }
 
 /// Why a stream table's refresh is not evaluated by a worker (said in its history).
@@ -47,22 +58,13 @@ pub type NotLocal = String;
 
 impl LocalPlan {
     pub fn of(tree: &OpTree) -> Result<LocalPlan, NotLocal> {
-        let state = AggregateState::of(tree).ok_or("its query is not an aggregate kept from stored state")?;
         if !tree.ctes.is_empty() {
             return Err("it has a WITH query".into());
         }
+        let Some(state) = AggregateState::of(tree) else { return LocalPlan::rows(tree) };
         let (input, keys, key_types, calls) = state.parts();
         let (source, columns, types, inputs, filters) = flatten(input)?;
-        let types: Vec<LocalType> = types;
-        let mut filter_parts = Vec::new();
-        for f in filters {
-            filter_parts.push(f);
-        }
-        let filter = match filter_parts.len() {
-            0 => None,
-            1 => filter_parts.pop(),
-            _ => Some(Scalar::And(filter_parts)),
-        };
+        let filter = conjunction(filters);
         let mut staged = Vec::new();
         let mut local_keys = Vec::new();
         for (i, (key, sql_type)) in keys.iter().zip(key_types).enumerate() {
@@ -123,43 +125,92 @@ impl LocalPlan {
             }
             local_calls.push(LocalCall { func, arg, filter });
         }
-        Ok(LocalPlan { source, columns, types, filter, keys: local_keys, calls: local_calls, staged })
+        let output = Output::Groups { keys: local_keys, calls: local_calls };
+        Ok(LocalPlan { source, columns, types, filter, output, staged })
     }
 
-    /// The SQL types of the staged table's columns, in order.
-    pub fn staged_columns(&self) -> Vec<(String, &'static str)> {
-        self.staged.iter().map(|(n, t)| (n.clone(), t.sql())).collect()
+    /// A filter and projection of one table: its Δ rows.
+    fn rows(tree: &OpTree) -> Result<LocalPlan, NotLocal> {
+        let (source, columns, types, outputs, filters) = flatten(&tree.root)?;
+        let mut staged: Vec<(String, LocalType)> = outputs.iter().enumerate().map(|(i, (_, t))| (format!("c{i}"), *t)).collect();
+        staged.push(("__pgt_w".to_string(), LocalType::Int8));
+        let output = Output::Rows { exprs: outputs.into_iter().map(|(s, _)| s).collect() };
+        Ok(LocalPlan { source, columns, types, filter: conjunction(filters), output, staged })
     }
 
     pub fn staged_types(&self) -> Vec<LocalType> {
         self.staged.iter().map(|(_, t)| *t).collect()
     }
 
-    /// Reduces change rows (the source's columns, then the change's weight ±1) to one row per
-    /// touched group, in the staged layout: what `SELECT keys, sum(w), ... GROUP BY keys` over the
-    /// filtered rows gives, value for value. A global aggregate (no keys) gives exactly one row.
+    /// Reduces change rows (the source's columns, then the change's weight ±1) to the staged layout.
+    /// Groups: one row per touched group, what `SELECT keys, sum(w), ... GROUP BY keys` over the
+    /// filtered rows gives, value for value (a global aggregate, no keys, gives exactly one row).
+    /// Rows: the filtered rows' projections with their summed weights, those not 0.
     pub fn reduce(&self, rows: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, EvalError> {
+        match &self.output {
+            Output::Groups { keys, calls } => self.reduce_groups(rows, keys, calls),
+            Output::Rows { exprs } => self.reduce_rows(rows, exprs),
+        }
+    }
+
+    /// The rows that pass the filter: their values and weight.
+    fn passing<'r>(&'r self, rows: &'r [Vec<Value>]) -> impl Iterator<Item = Result<(&'r [Value], i128), EvalError>> + 'r {
+        rows.iter().filter_map(move |row| {
+            let (values, w) = row.split_at(row.len().saturating_sub(1));
+            let Some(Value::Int(w)) = w.first() else { return Some(Err(EvalError::Mistyped)) };
+            match self.filter.as_ref().map_or(Ok(true), |f| f.holds(values)) {
+                Ok(true) => Some(Ok((values, *w as i128))),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+    }
+
+    fn reduce_groups(&self, rows: &[Vec<Value>], keys: &[Scalar], calls: &[LocalCall]) -> Result<Vec<Vec<Value>>, EvalError> {
         let mut index: HashMap<Vec<Value>, usize> = HashMap::new();
         let mut groups: Vec<(Vec<Value>, Group)> = Vec::new();
-        for row in rows {
-            let (values, w) = row.split_at(row.len().saturating_sub(1));
-            let Some(Value::Int(w)) = w.first() else { return Err(EvalError::Mistyped) };
-            if let Some(f) = &self.filter {
-                if !f.holds(values)? {
-                    continue;
-                }
-            }
-            let key = self.keys.iter().map(|k| k.eval(values)).collect::<Result<Vec<_>, _>>()?;
+        for passed in self.passing(rows) {
+            let (values, w) = passed?;
+            let key = keys.iter().map(|k| k.eval(values)).collect::<Result<Vec<_>, _>>()?;
             let at = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Group::new(self.calls.len())));
+                groups.push((key, Group::new(calls.len())));
                 groups.len() - 1
             });
-            groups[at].1.add(self, values, *w as i128)?;
+            groups[at].1.add(calls, values, w)?;
         }
-        if groups.is_empty() && self.keys.is_empty() {
-            groups.push((Vec::new(), Group::new(self.calls.len())));
+        if groups.is_empty() && keys.is_empty() {
+            groups.push((Vec::new(), Group::new(calls.len())));
         }
-        groups.into_iter().map(|(key, g)| g.row(self, key)).collect()
+        groups.into_iter().map(|(key, g)| g.row(calls, key)).collect()
+    }
+
+    fn reduce_rows(&self, rows: &[Vec<Value>], exprs: &[Scalar]) -> Result<Vec<Vec<Value>>, EvalError> {
+        let mut index: HashMap<Vec<Value>, usize> = HashMap::new();
+        let mut out: Vec<(Vec<Value>, i128)> = Vec::new();
+        for passed in self.passing(rows) {
+            let (values, w) = passed?;
+            let row = exprs.iter().map(|e| e.eval(values)).collect::<Result<Vec<_>, _>>()?;
+            let at = *index.entry(row.clone()).or_insert_with(|| {
+                out.push((row, 0));
+                out.len() - 1
+            });
+            out[at].1 += w;
+        }
+        out.into_iter()
+            .filter(|(_, w)| *w != 0)
+            .map(|(mut row, w)| {
+                row.push(Value::Int(i64::try_from(w).map_err(|_| EvalError::OutOfRange("bigint"))?));
+                Ok(row)
+            })
+            .collect()
+    }
+}
+
+fn conjunction(mut parts: Vec<Scalar>) -> Option<Scalar> {
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Scalar::And(parts)),
     }
 }
 
@@ -177,9 +228,9 @@ impl Group {
         Group { count: None, counted: vec![None; calls], sums: vec![None; calls] }
     }
 
-    fn add(&mut self, plan: &LocalPlan, values: &[Value], w: i128) -> Result<(), EvalError> {
+    fn add(&mut self, calls: &[LocalCall], values: &[Value], w: i128) -> Result<(), EvalError> {
         self.count = Some(self.count.unwrap_or(0) + w);
-        for (j, call) in plan.calls.iter().enumerate() {
+        for (j, call) in calls.iter().enumerate() {
             if let Some(f) = &call.filter {
                 if !f.holds(values)? {
                     continue;
@@ -206,7 +257,7 @@ impl Group {
         Ok(())
     }
 
-    fn row(self, plan: &LocalPlan, mut key: Vec<Value>) -> Result<Vec<Value>, EvalError> {
+    fn row(self, calls: &[LocalCall], mut key: Vec<Value>) -> Result<Vec<Value>, EvalError> {
         let bigint = |v: i128| -> Result<Value, EvalError> {
             i64::try_from(v).map(Value::Int).map_err(|_| EvalError::OutOfRange("bigint"))
         };
@@ -214,7 +265,7 @@ impl Group {
             Some(c) => bigint(c)?,
             None => Value::Null,
         });
-        for (j, call) in plan.calls.iter().enumerate() {
+        for (j, call) in calls.iter().enumerate() {
             let counted = bigint(self.counted[j].unwrap_or(0))?;
             match call.func {
                 LocalFunc::Sum(ty) => {
@@ -268,6 +319,7 @@ fn flatten(node: &Node) -> Result<Flat, NotLocal> {
             Ok((t, c, ty, projected, filters))
         }
         Node::Join { .. } | Node::SemiJoin { .. } => Err("a join".into()),
+        Node::Aggregate { .. } => Err("an aggregate not kept from stored state".into()),
         _ => Err("an input that is not a filter or projection of one table".into()),
     }
 }
@@ -390,7 +442,46 @@ mod tests {
         );
         assert_eq!(
             refused(tree(vec![0], &["text"], vec![call(AggFunc::Other, Some(1), "text", None)])),
-            "its query is not an aggregate kept from stored state"
+            "an aggregate not kept from stored state"
+        );
+    }
+
+    #[test]
+    fn a_filter_and_projection_reduces_to_consolidated_rows() {
+        let scan = Node::Scan {
+            table: TableRef { relid: 10, schema: "public".into(), name: "sales".into() },
+            columns: vec!["region".into(), "amount".into(), "qty".into()],
+            types: vec!["text".into(), "numeric".into(), "integer".into()],
+        };
+        let doubled = Expr { parts: vec![ExprPart::Sql("(".into()), ExprPart::Col(2), ExprPart::Sql(" * 2)".into())] };
+        let t = OpTree {
+            root: Node::Project {
+                input: Box::new(Node::Filter { input: Box::new(scan), predicate: greater(2, "2") }),
+                exprs: vec![Expr::col(0), Expr::col(1), doubled],
+            },
+            ctes: vec![],
+            output_names: vec!["region".into(), "amount".into(), "q2".into()],
+        };
+        let plan = LocalPlan::of(&t).unwrap();
+        let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();
+        assert_eq!(types, [LocalType::Text, LocalType::Numeric, LocalType::Int4, LocalType::Int8]);
+        let rows = vec![
+            row(Some("eu"), Some("1.5"), Some(3), 1),
+            row(Some("eu"), Some("1.50"), Some(3), 1), // equal, printed differently: a row of its own
+            row(Some("eu"), Some("1.5"), Some(3), 1),
+            row(Some("us"), Some("2"), Some(4), 1),
+            row(Some("us"), Some("2"), Some(4), -1), // cancels out
+            row(Some("ap"), Some("9"), Some(1), 1),  // filtered out
+            row(None, None, Some(5), -1),
+        ];
+        let text = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            plan.reduce(&rows).unwrap(),
+            vec![
+                vec![text("eu"), num("1.5"), Value::Int(6), Value::Int(2)],
+                vec![text("eu"), num("1.50"), Value::Int(6), Value::Int(1)],
+                vec![Value::Null, Value::Null, Value::Int(10), Value::Int(-1)],
+            ]
         );
     }
 

@@ -328,7 +328,7 @@ fn the_delta_of_a_comma_join_has_no_join_without_a_condition() {
             .collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged_groups: None,
+        staged: None,
     });
     let sql = delta_query(&t, &mut ctx).unwrap().expect("a delta");
     assert!(!sql.contains("ON true"), "{sql}");
