@@ -808,6 +808,7 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
             worker = self.start_worker(st) if executor == "external" else None
             try:
                 self.wait_for_executor(st, "external worker %" if worker else "refresh worker %", worker)
+                time.sleep(2)  # the last poke's refresh is done before the first measurement
                 samples = []
                 for _ in range(reps):
                     samples.append(self.offload_refresh(st, query, cols, changed, executor))
@@ -899,10 +900,11 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
         deadline = time.monotonic() + 300
         pattern = "external worker %" if executor == "external" else "refresh worker %"
         while True:
+            # The refresh whose batch holds the churn (not one of a poke that began before it committed).
             row = pg.value(f"SELECT h.action || '|' || h.executed_by || '|' || coalesce(h.reason, '') "
                            f"FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) "
                            f"WHERE s.pgt_relid = {q(st)}::regclass AND h.started_at > {q(mark)} "
-                           f"AND h.status = 'SUCCESS' AND h.action <> 'NO_DATA' ORDER BY h.refresh_id LIMIT 1")
+                           f"AND h.status = 'SUCCESS' AND h.delta_rows >= {changed} ORDER BY h.refresh_id LIMIT 1")
             if row:
                 break
             if time.monotonic() > deadline:
