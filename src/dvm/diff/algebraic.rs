@@ -401,7 +401,7 @@ impl<'t> AggregateState<'t> {
         let w = format!("{d}.{W}");
         let mut deltas = vec![format!("pg_catalog.sum({w})::bigint AS dcount")];
         for (j, call) in self.calls.iter().enumerate() {
-            let f = call.filter.as_ref().map(|f| r(f));
+            let f = call.filter.as_ref().map(r);
             let when = |extra: &str| {
                 let mut parts: Vec<String> = f.iter().cloned().collect();
                 if !extra.is_empty() {
@@ -409,7 +409,7 @@ impl<'t> AggregateState<'t> {
                 }
                 if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
             };
-            let arg = call.arg.as_ref().map(|a| r(a)).unwrap_or_default();
+            let arg = call.arg.as_ref().map(r).unwrap_or_default();
             match call.func {
                 AggFunc::CountStar => deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}", when(""))),
                 AggFunc::Count => {

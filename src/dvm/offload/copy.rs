@@ -288,7 +288,7 @@ fn decode_numeric(bytes: &[u8], length: i32) -> Result<Decimal> {
                 -3 => 1000,
                 _ => return Err(CopyError::NumericHiddenDigits),
             };
-            if digit % divisor != 0 {
+            if !digit.is_multiple_of(divisor) {
                 return Err(CopyError::NumericHiddenDigits);
             }
             digit / divisor
@@ -628,7 +628,7 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
         expected.extend_from_slice(&[0, 0, 0, 2, 0xc3, 0xa9]);
         expected.extend_from_slice(&[0xff, 0xff]);
-        assert_eq!(encode(&[row.clone()], &types).unwrap(), expected);
+        assert_eq!(encode(std::slice::from_ref(&row), &types).unwrap(), expected);
         assert_eq!(decode(&expected, &types), Ok(vec![row]));
     }
 

@@ -245,10 +245,10 @@ impl Group {
             }
             self.counted[j] = Some(self.counted[j].unwrap_or(0) + w);
             if let LocalFunc::Sum(_) = call.func {
-                let product = arg.decimal().ok_or(EvalError::Mistyped)?.mul(Decimal::from_int(w as i64));
+                let product = arg.decimal().ok_or(EvalError::Mistyped)?.checked_mul(Decimal::from_int(w as i64));
                 let product = product.ok_or(EvalError::OutOfRange("numeric"))?;
                 let sum = match self.sums[j] {
-                    Some(s) => s.add(product).ok_or(EvalError::OutOfRange("numeric"))?,
+                    Some(s) => s.checked_add(product).ok_or(EvalError::OutOfRange("numeric"))?,
                     None => product,
                 };
                 self.sums[j] = Some(sum);

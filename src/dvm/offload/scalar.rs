@@ -124,7 +124,7 @@ fn typed(e: &SqlExpr, inputs: Inputs<'_>) -> Result<(Scalar, Option<LocalType>),
             Ok((Scalar::IsNull { arg: Box::new(arg), negated: matches!(e, SqlExpr::IsNotNull(_)) }, Some(LocalType::Bool)))
         }
         SqlExpr::BinaryOp { left, op, right } => binary(left, op, right, inputs),
-        other => Err(format!("{}", short(other))),
+        other => Err(short(other)),
     }
 }
 
@@ -337,16 +337,16 @@ impl Scalar {
                 }
                 let (a, b) = (l.decimal().ok_or(EvalError::Mistyped)?, r.decimal().ok_or(EvalError::Mistyped)?);
                 numeric(match op {
-                    Arith::Add => a.add(b),
-                    Arith::Sub => a.sub(b),
-                    Arith::Mul => a.mul(b),
+                    Arith::Add => a.checked_add(b),
+                    Arith::Sub => a.checked_sub(b),
+                    Arith::Mul => a.checked_mul(b),
                     Arith::Div => return Err(EvalError::Mistyped),
                 })
             }
             Scalar::Neg { arg, ty } => match arg.eval(row)? {
                 Value::Null => Ok(Value::Null),
                 Value::Int(v) => in_range(-(v as i128), *ty),
-                Value::Numeric(d) => numeric(d.neg()),
+                Value::Numeric(d) => numeric(d.checked_neg()),
                 _ => Err(EvalError::Mistyped),
             },
             Scalar::Compare { op, left, right } => {

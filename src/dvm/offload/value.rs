@@ -87,22 +87,22 @@ impl Decimal {
         Some(Decimal { mantissa: self.mantissa.checked_mul(factor)?, scale })
     }
 
-    pub fn add(self, other: Decimal) -> Option<Decimal> {
+    pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
         let scale = self.scale.max(other.scale);
         let (a, b) = (self.rescaled(scale)?, other.rescaled(scale)?);
         Some(Decimal { mantissa: a.mantissa.checked_add(b.mantissa)?, scale })
     }
 
-    pub fn sub(self, other: Decimal) -> Option<Decimal> {
-        self.add(Decimal { mantissa: other.mantissa.checked_neg()?, scale: other.scale })
+    pub fn checked_sub(self, other: Decimal) -> Option<Decimal> {
+        self.checked_add(Decimal { mantissa: other.mantissa.checked_neg()?, scale: other.scale })
     }
 
     /// PostgreSQL's numeric multiplication is exact: the result's scale is the sum of the scales.
-    pub fn mul(self, other: Decimal) -> Option<Decimal> {
+    pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
         Some(Decimal { mantissa: self.mantissa.checked_mul(other.mantissa)?, scale: self.scale.checked_add(other.scale)? })
     }
 
-    pub fn neg(self) -> Option<Decimal> {
+    pub fn checked_neg(self) -> Option<Decimal> {
         Some(Decimal { mantissa: self.mantissa.checked_neg()?, scale: self.scale })
     }
 
@@ -182,10 +182,10 @@ mod tests {
 
     #[test]
     fn decimals_keep_postgresql_scales() {
-        assert_eq!(d("1.5").add(d("0.25")).unwrap().to_string(), "1.75");
-        assert_eq!(d("1.50").add(d("1")).unwrap().to_string(), "2.50");
-        assert_eq!(d("1.5").mul(d("2.00")).unwrap().to_string(), "3.000");
-        assert_eq!(d("0.05").sub(d("0.10")).unwrap().to_string(), "-0.05");
+        assert_eq!(d("1.5").checked_add(d("0.25")).unwrap().to_string(), "1.75");
+        assert_eq!(d("1.50").checked_add(d("1")).unwrap().to_string(), "2.50");
+        assert_eq!(d("1.5").checked_mul(d("2.00")).unwrap().to_string(), "3.000");
+        assert_eq!(d("0.05").checked_sub(d("0.10")).unwrap().to_string(), "-0.05");
         assert_eq!(d("-0.5").to_string(), "-0.5");
         assert_eq!(d("1.5").compare(d("1.50")), Some(Ordering::Equal));
         assert_eq!(d("2").compare(d("10.1")), Some(Ordering::Less));
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(Decimal::parse("."), None);
         assert_eq!(Decimal::parse("1".repeat(40).as_str()), None);
         let big = Decimal { mantissa: i128::MAX / 2, scale: 0 };
-        assert_eq!(big.mul(d("3")), None);
+        assert_eq!(big.checked_mul(d("3")), None);
         assert_eq!(big.rescaled(5), None);
     }
 
