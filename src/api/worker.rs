@@ -107,7 +107,6 @@ struct Pending {
     lease: (Uuid, i64, i32),
     /// The top-level transaction it belongs to.
     xid: u64,
-    pgt_id: i64,
     snapshot: String,
     staged: String,
 }
@@ -158,7 +157,6 @@ fn offload_job(lease: &Lease) -> PgtResult<(Option<String>, Option<String>, Opti
         *p.borrow_mut() = Some(Pending {
             lease: (lease.worker_id, lease.job_id, lease.attempt),
             xid: top_xid(),
-            pgt_id,
             snapshot: handout.snapshot,
             staged: handout.staged,
         })
@@ -191,12 +189,7 @@ fn worker_offload_apply(
                 .hint("Call pgtrickle.worker_offload first, in the same transaction."));
             };
             let staged = Staged { snapshot: pending.snapshot, relation: pending.staged, changes };
-            privilege::as_extension_owner(|| {
-                if job_stream_table(&lease)? != pending.pgt_id {
-                    return Err(PgtError::internal("the offloaded job changed its stream table"));
-                }
-                refresh_job(&lease, false, Batch::Staged(&staged))
-            })
+            privilege::as_extension_owner(|| refresh_job(&lease, false, Batch::Staged(&staged)))
         })
         .or_raise();
     TableIterator::once(row)

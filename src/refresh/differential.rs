@@ -7,7 +7,8 @@ use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
 use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
-use crate::dvm::optree::TableRef;
+use crate::dvm::apply::Payload;
+use crate::dvm::optree::{OpTree, TableRef};
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
 use crate::error::{PgtError, PgtResult};
@@ -66,37 +67,52 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: b
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
-    let Some(delta) = stream_delta(&tree, storage, &payload, &mut ctx)? else {
+    let reason = format!(
+        "{total} change{} in the batch{}",
+        if total == 1 { "" } else { "s" },
+        auto.map(|why| format!("; {why}")).unwrap_or_default()
+    );
+    apply_delta(st, storage, &tree, &payload, &mut ctx, total, reason, None)
+}
+
+/// Builds the delta the context describes, applies it as the owner and says so with `reason`; an
+/// apply out of step with the change log is repaired with FULL. `changes`: the batch's change rows.
+/// `frontier`: the snapshot to record instead of the apply statement's (an offloaded batch's end).
+#[allow(clippy::too_many_arguments)]
+fn apply_delta(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    tree: &OpTree,
+    payload: &Payload,
+    ctx: &mut DiffContext,
+    changes: i64,
+    reason: String,
+    frontier: Option<&str>,
+) -> PgtResult<Done> {
+    let Some(delta) = stream_delta(tree, storage, payload, ctx)? else {
         return Err(PgtError::internal("a changed source produced no delta query"));
     };
-    let plan = differential_plan(storage, &payload, &delta);
-    let outcome = super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))?;
-    match outcome {
-        Ok(applied) => Ok(Done {
-            action: RefreshAction::Differential,
-            reason: format!(
-                "{total} change{} in the batch{}",
-                if total == 1 { "" } else { "s" },
-                auto.map(|why| format!("; {why}")).unwrap_or_default()
-            ),
-            applied,
-            reinit_next: None,
-            changes: total,
-        }),
-        Err(PlanError::OutOfStep { expected, actual }) => {
-            full(
-                st,
-                storage,
-                format!("repaired with FULL: the differential apply found {actual} of the {expected} rows it had to delete"),
-            )
+    let plan = differential_plan(storage, payload, &delta);
+    match super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))? {
+        Ok(applied) => {
+            let snapshot = frontier.map_or(applied.snapshot, str::to_string);
+            let applied = super::Applied { snapshot, ..applied };
+            Ok(Done { action: RefreshAction::Differential, reason, applied, reinit_next: None, changes })
         }
+        // FULL reads the sources with its own snapshot and records that one.
+        Err(PlanError::OutOfStep { expected, actual }) => full(
+            st,
+            storage,
+            format!("repaired with FULL: the differential apply found {actual} of the {expected} rows it had to delete"),
+        ),
         Err(PlanError::Failed(e)) => Err(e),
     }
 }
 
-/// The DIFFERENTIAL refresh of a batch an external worker has reduced to Δ per group (`staged`,
-/// see `dvm::offload`): the aggregate's delta rule reads that instead of the change buffer. The
-/// frontier is the snapshot the worker's batch was cut at, not the apply statement's.
+/// The DIFFERENTIAL refresh of a batch an external worker has reduced (`staged`, see
+/// `dvm::offload`: Δ per group of an aggregate kept from stored state, or the query's Δ rows): the
+/// delta reads that instead of the change buffer. The frontier is the snapshot the worker's batch
+/// was cut at, not the apply statement's.
 pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: &super::Staged) -> PgtResult<Done> {
     let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
     if staged.changes == 0 {
@@ -120,32 +136,14 @@ pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: 
         .ok_or_else(|| PgtError::internal("offloaded refresh of a stream table without its aggregate state"))?;
     let groups = spi::one::<i64>(&format!("SELECT pg_catalog.count(*) FROM {}", staged.relation), &[])?.unwrap_or(0);
     ctx.opt.group_lookup = GroupLookup::for_batch(groups, super::storage::estimated_rows(st)?);
-    let Some(delta) = stream_delta(&tree, storage, &payload, &mut ctx)? else {
-        return Err(PgtError::internal("an offloaded batch produced no delta query"));
-    };
-    let plan = differential_plan(storage, &payload, &delta);
-    match super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))? {
-        Ok(applied) => Ok(Done {
-            action: RefreshAction::Differential,
-            reason: format!(
-                "{} change{} in the batch, reduced to {groups} {}{} by an external worker",
-                staged.changes,
-                if staged.changes == 1 { "" } else { "s" },
-                if AggregateState::of(&tree).is_some() { "group" } else { "row" },
-                if groups == 1 { "" } else { "s" }
-            ),
-            applied: super::Applied { snapshot: staged.snapshot.clone(), ..applied },
-            reinit_next: None,
-            changes: staged.changes,
-        }),
-        // FULL reads the sources with its own snapshot and records that one.
-        Err(PlanError::OutOfStep { expected, actual }) => full(
-            st,
-            storage,
-            format!("repaired with FULL: the differential apply found {actual} of the {expected} rows it had to delete"),
-        ),
-        Err(PlanError::Failed(e)) => Err(e),
-    }
+    let reason = format!(
+        "{} change{} in the batch, reduced to {groups} {}{} by an external worker",
+        staged.changes,
+        if staged.changes == 1 { "" } else { "s" },
+        if AggregateState::of(&tree).is_some() { "group" } else { "row" },
+        if groups == 1 { "" } else { "s" }
+    );
+    apply_delta(st, storage, &tree, &payload, &mut ctx, staged.changes, reason, Some(&staged.snapshot))
 }
 
 /// The first source this transaction has changed itself (it has change rows with our xid), if any.
