@@ -267,6 +267,17 @@ fn a_refresh_commits_only_while_its_attempt_is_current() {
     // NULL arguments are refused clearly.
     let e = db.error(&format!("SELECT * FROM pgtrickle.worker_refresh('{id}', NULL, 1)"));
     assert_eq!((e.code.as_str(), e.message.as_str()), ("22004", "job_id must not be NULL"));
+    let e = db.error(&format!("SELECT * FROM pgtrickle.worker_offload('{id}', 1, NULL)"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("22004", "attempt must not be NULL"));
+    let e = db.error(&format!("SELECT * FROM pgtrickle.worker_offload_apply('{id}', 1, 1, NULL)"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("22004", "changes must not be NULL"));
+    // A superseded attempt is refused by the offload as by the refresh, and an apply needs an
+    // offload of its job in its own transaction.
+    let e = db.error(&format!("SELECT * FROM pgtrickle.worker_offload('{id}', {job}, 1)"));
+    assert_eq!(e.code, "55000", "{e:?}");
+    let e = db.error(&format!("SELECT * FROM pgtrickle.worker_offload_apply('{id}', {job}, 2, 0)"));
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(e.message.contains("has no offloaded batch in this transaction"), "{e:?}");
 }
 
 #[test]

@@ -132,6 +132,52 @@ fn what_a_worker_cannot_compute_exactly_is_refreshed_on_the_server() {
 }
 
 #[test]
+fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
+    let mut db = database("woff_path");
+    // A type named like the staged table's column types, first on the worker role's search_path:
+    // the server must create the staged table with pg_catalog's types regardless.
+    db.exec(
+        "CREATE SCHEMA evil; CREATE DOMAIN evil.text AS pg_catalog.text CHECK (false);
+         GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         ALTER ROLE woff_path_w SET search_path = evil, pg_catalog",
+    );
+    let (w, by) = worker(&mut db, "woff_path", &[]);
+    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0", &by, &w);
+    assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}\n{}", w.log());
+    drop(w);
+
+    // Any client holding pgtrickle_worker may call worker_offload with that search_path: the
+    // staged table it creates (as the extension's owner) still has pg_catalog's types.
+    let mut session = db.connect();
+    let mut tx = session.transaction().unwrap();
+    tx.batch_execute(
+        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000b1', 'test', 1, NULL);
+         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'sums'::regclass;
+         SET LOCAL ROLE woff_path_w; SET LOCAL search_path = evil, pg_catalog",
+    )
+    .unwrap();
+    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000b1')", &[]).unwrap();
+    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
+    let handout = tx
+        .query_one("SELECT copy_in FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000b1', $1, $2)", &[&job_id, &attempt])
+        .unwrap();
+    let copy_in: Option<String> = handout.get(0);
+    assert!(copy_in.is_some(), "not offloaded");
+    let foreign: i64 = tx
+        .query_one(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid IN (SELECT c.oid FROM pg_catalog.pg_class c
+                                    WHERE c.relname::pg_catalog.text OPERATOR(pg_catalog.~~) 'pgt_offload_%'::pg_catalog.text
+                                      AND c.relpersistence = 't' AND pg_catalog.pg_table_is_visible(c.oid))
+                AND a.attnum > 0 AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(foreign, 0, "the staged table has a column of a type outside pg_catalog ({copy_in:?})");
+}
+
+#[test]
 fn with_offload_off_the_server_refreshes_everything() {
     let mut db = database("woff_off");
     let (w, by) = worker(&mut db, "woff_off", &["--offload", "off"]);

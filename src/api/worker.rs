@@ -62,9 +62,16 @@ fn worker_refresh(
     // Before any statement: see refresh::has_xid.
     let wrote_before = refresh::has_xid();
     let row = lease(worker_id, job_id, attempt)
-        .and_then(|lease| privilege::as_extension_owner(|| refresh_job(&lease, wrote_before, Batch::Buffers)))
+        .and_then(|lease| elevated(|| refresh_job(&lease, wrote_before, Batch::Buffers)))
         .or_raise();
     TableIterator::once(row)
+}
+
+/// Runs `body` as the extension's owner, as a SECURITY DEFINER function would, with the refresh's
+/// pinned settings (search_path `pg_catalog, pg_temp`): a worker's session decides nothing of what
+/// the names in pg_trickle's own statements mean.
+fn elevated<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    privilege::as_extension_owner(|| refresh::with_refresh_settings(body))
 }
 
 fn lease(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32>) -> PgtResult<Lease> {
@@ -135,7 +142,7 @@ fn worker_offload(
     'static,
     (name!(plan, Option<String>), name!(copy_out, Option<String>), name!(copy_in, Option<String>), name!(not_offloaded, Option<String>)),
 > {
-    let row = lease(worker_id, job_id, attempt).and_then(|lease| privilege::as_extension_owner(|| offload_job(&lease))).or_raise();
+    let row = lease(worker_id, job_id, attempt).and_then(|lease| elevated(|| offload_job(&lease))).or_raise();
     TableIterator::once(row)
 }
 
@@ -189,7 +196,7 @@ fn worker_offload_apply(
                 .hint("Call pgtrickle.worker_offload first, in the same transaction."));
             };
             let staged = Staged { snapshot: pending.snapshot, relation: pending.staged, changes };
-            privilege::as_extension_owner(|| refresh_job(&lease, false, Batch::Staged(&staged)))
+            elevated(|| refresh_job(&lease, false, Batch::Staged(&staged)))
         })
         .or_raise();
     TableIterator::once(row)
@@ -228,7 +235,7 @@ fn worker_fail(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32
     let message = message.unwrap_or("failed");
     lease(worker_id, job_id, attempt)
         .and_then(|lease| {
-            privilege::as_extension_owner(|| {
+            elevated(|| {
                 let Some((pgt_id, ran_s)) = finish(&lease, JobOutcome::Failed)? else { return Ok(false) };
                 let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
                 refresh::record_failure(pgt_id, std::time::Duration::from_secs_f64(ran_s.max(0.0)), message)?;

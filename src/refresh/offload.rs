@@ -32,7 +32,8 @@ const WORKER_ROLE: &str = "pgtrickle_worker";
 
 /// Prepares the offload of `st`'s next batch, or says why it stays on the server. Call with the
 /// stream table claimed and its catalog row locked (they stay so until the apply, in the same
-/// transaction), as the extension's owner.
+/// transaction), as the extension's owner with the refresh's pinned settings (search_path
+/// `pg_catalog, pg_temp`): it creates the staged table and grants.
 pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
     if st.effective_mode != "DIFFERENTIAL" {
         return Ok(Err("it is refreshed FULL".into()));

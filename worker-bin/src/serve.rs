@@ -133,6 +133,9 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
             }
         }
     });
+    // The role's or database's search_path must not decide what `text` or `uuid` in the worker's
+    // statements mean (a type of that name in a schema listed first would).
+    client.batch_execute("SET search_path = pg_catalog, pg_temp").await.map_err(|e| classify(&e, &settings.target))?;
     Ok(Connection { client: Arc::new(client), driver, notified })
 }
 
