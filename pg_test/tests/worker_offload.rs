@@ -177,6 +177,73 @@ fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
     assert_eq!(foreign, 0, "the staged table has a column of a type outside pg_catalog ({copy_in:?})");
 }
 
+/// What `worker_offload` answers for `st`'s job, asked directly as `role`: (copy_in, not_offloaded).
+fn ask_offload(db: &mut TestDb, role: &str, st: &str) -> (Option<String>, Option<String>) {
+    let mut session = db.connect();
+    let mut tx = session.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000c1', 'test', 1, NULL);
+         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass;
+         SET LOCAL ROLE {role}"
+    ))
+    .unwrap();
+    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000c1')", &[]).unwrap();
+    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
+    let row = tx
+        .query_one("SELECT copy_in, not_offloaded FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000c1', $1, $2)", &[&job_id, &attempt])
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn sources_a_worker_must_not_reduce_stay_on_the_server_and_say_why() {
+    let mut db = database("woff_refuse");
+    login_role(&mut db, "woff_refuse_w");
+    let (offloadable, _) = ask_offload(&mut db, "woff_refuse_w", "sums");
+    assert!(offloadable.is_some(), "sums is not offloaded");
+    let (_, why) = ask_offload(&mut db, "woff_refuse_w", "maxima");
+    assert_eq!(why.as_deref(), Some("not evaluated by workers: MIN/MAX"));
+    // Row-level security on the source: the owner's query may not see every change row.
+    // (Enabling it reinitialises the stream table: refresh that first.)
+    db.exec("ALTER TABLE sales ENABLE ROW LEVEL SECURITY; SELECT pgtrickle.refresh_stream_table('sums')");
+    let (_, why) = ask_offload(&mut db, "woff_refuse_w", "sums");
+    assert_eq!(why.as_deref(), Some("its source has row-level security"));
+    // (A source with a nondeterministic collation, whose equal strings may differ in bytes, is refused
+    // too; DIFFERENTIAL refuses such sources already, so no stream table reaches that check.)
+}
+
+#[test]
+fn a_partitioned_source_is_offloaded_exactly() {
+    let mut db = database("woff_parts");
+    let owner = "woff_parts_owner";
+    db.exec(&format!(
+        "CREATE TABLE psales (id int, region text, amount numeric(12,2), qty int) PARTITION BY RANGE (id);
+         CREATE TABLE psales_low PARTITION OF psales FOR VALUES FROM (MINVALUE) TO (100);
+         CREATE TABLE psales_high PARTITION OF psales FOR VALUES FROM (100) TO (MAXVALUE);
+         INSERT INTO psales SELECT g, 'r' || (g % 3), g / 4.0, g % 7 FROM generate_series(1, 200) g;
+         ALTER TABLE psales OWNER TO {owner}; ALTER TABLE psales_low OWNER TO {owner}; ALTER TABLE psales_high OWNER TO {owner};
+         SET ROLE {owner};
+         SELECT pgtrickle.create_stream_table('psums', 'SELECT region, count(*) AS n, sum(amount) AS total FROM psales GROUP BY region', '1s', 'DIFFERENTIAL');
+         RESET ROLE;"
+    ));
+    let (w, by) = worker(&mut db, "woff_parts", &[]);
+    let query = "SELECT region, count(*) AS n, sum(amount) AS total FROM psales GROUP BY region";
+    for dml in [
+        "UPDATE psales SET qty = qty + 1, amount = amount + 1 WHERE id % 9 = 0",
+        // Rows moving between partitions, and writes aimed at a partition directly.
+        "UPDATE psales SET id = id + 100 WHERE id BETWEEN 10 AND 20; DELETE FROM psales_high WHERE id % 10 = 0;
+         INSERT INTO psales_low VALUES (0, 'new', 1.25, 1)",
+    ] {
+        let since = now(&mut db);
+        db.exec(dml);
+        let done = wait_until(Duration::from_secs(30), || !reasons_since(&mut db, "psums", &since, &by).is_empty());
+        assert!(done, "no refresh by {by} after: {dml}\n{}", w.log());
+        db.assert_matches_query("psums", query);
+        let reasons = reasons_since(&mut db, "psums", &since, &by);
+        assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}");
+    }
+}
+
 #[test]
 fn with_offload_off_the_server_refreshes_everything() {
     let mut db = database("woff_off");
