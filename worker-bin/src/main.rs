@@ -34,9 +34,9 @@ use std::time::Duration;
         It registers in pgtrickle.pgt_worker_registry, heartbeats every --heartbeat-interval seconds on a \
         connection of its own, claims the refresh jobs the coordinator queues (woken by NOTIFY \
         pgtrickle_jobs, and looking every 5 s) and runs each in one transaction: where the server hands out a local \
-        plan (aggregates kept from stored state over one table: filters, projections, COUNT, SUM, AVG) it pulls \
-        the batch with binary COPY, reduces it to one row per touched group here and pushes that back, and the \
-        server applies it (--offload off leaves all of it to the server); retries lost \
+        plan (a stream table over one table: its filtered, projected rows, or COUNT, SUM, AVG kept from stored \
+        state) it pulls the batch with binary COPY, reduces it here (to one row per touched group, or per distinct \
+        changed row) and pushes that back, and the server applies it (--offload off leaves all of it to the server); retries lost \
         connections with backoff (1 s doubling to 30 s), and on SIGTERM or SIGINT finishes the job it runs, \
         marks itself stopped and exits 0. With --health-addr it answers GET /healthz (200 while \
         running) and GET /readyz (200 while registered and heartbeating, else 503).\n\n\
