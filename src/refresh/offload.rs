@@ -148,6 +148,8 @@ fn staged_table(st: &StreamTable, columns: &[(String, String)]) -> PgtResult<Str
         spi::exec(&format!("CREATE TEMPORARY TABLE {} ({definition}) ON COMMIT DELETE ROWS", quote_ident(&name)), &[])?;
         spi::exec(&format!("GRANT INSERT ON {qualified} TO {WORKER_ROLE}"), &[])?;
     }
+    // Emptied at every commit; and now, so that nothing pushed earlier in this transaction counts.
+    spi::exec(&format!("DELETE FROM {qualified}"), &[])?;
     let owner = stream_tables::owner(st.relid)?;
     let readable = spi::one::<bool>("SELECT pg_catalog.has_table_privilege($1, $2::pg_catalog.regclass, 'SELECT')", &[owner.into(), qualified.as_str().into()])?;
     if readable != Some(true) {

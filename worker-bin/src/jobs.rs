@@ -55,28 +55,8 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     // READ COMMITTED whatever default_transaction_isolation says: the closing fence re-checks the
     // job row its own heartbeats keep touching; at REPEATABLE READ that would be a serialization error.
     client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
-    let mut reduced = None;
-    if offload {
-        match try_offload(client, worker_id, job).await {
-            Ok(Offloaded::Applied(row, r)) => {
-                reduced = Some((row, r));
-            }
-            Ok(Offloaded::Not(why)) => log.debug("refreshing on the server", &also(&job_fields, &[("why", &why)])),
-            Err(Failed::Db(e)) if connection_lost(&e) => {
-                log.warn("job lost with the connection, not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
-                return Err(lost(e));
-            }
-            Err(failed) => {
-                let why = match failed {
-                    Failed::Local(why) => why,
-                    Failed::Db(e) => crate::error_text(&e),
-                };
-                log.info("offload not possible for this batch; refreshing on the server", &also(&job_fields, &[("why", &why)]));
-                client.batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
-            }
-        }
-    }
-    let (refreshed, reduced) = match reduced {
+    let offloaded = if offload { offload_or_roll_back(client, worker_id, job, log, &job_fields, &lost).await? } else { None };
+    let (refreshed, reduced) = match offloaded {
         Some((row, r)) => (Ok(row), Some(r)),
         None => (
             client
@@ -136,6 +116,39 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     }
     log.info(if outcome == "refreshed" { "refreshed" } else { "not refreshed" }, &fields);
     Ok(())
+}
+
+/// Offloads the job when the server hands out a plan: its result row and what was reduced. None:
+/// the server refreshes it instead, in the transaction that is open on return (the same one, or a
+/// new one after a failed offload was rolled back).
+async fn offload_or_roll_back(
+    client: &Client,
+    worker_id: &str,
+    job: &Claimed,
+    log: Logger,
+    job_fields: &[Field<'_>],
+    lost: &dyn Fn(tokio_postgres::Error) -> Failure,
+) -> Result<Option<(Row, Reduced)>, Failure> {
+    match try_offload(client, worker_id, job).await {
+        Ok(Offloaded::Applied(row, r)) => Ok(Some((row, r))),
+        Ok(Offloaded::Not(why)) => {
+            log.debug("refreshing on the server", &also(job_fields, &[("why", &why)]));
+            Ok(None)
+        }
+        Err(Failed::Db(e)) if connection_lost(&e) => {
+            log.warn("job lost with the connection, not committed", &also(job_fields, &[("error", &crate::error_text(&e))]));
+            Err(lost(e))
+        }
+        Err(failed) => {
+            let why = match failed {
+                Failed::Local(why) => why,
+                Failed::Db(e) => crate::error_text(&e),
+            };
+            log.info("offload not possible for this batch; refreshing on the server", &also(job_fields, &[("why", &why)]));
+            client.batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
+            Ok(None)
+        }
+    }
 }
 
 enum Offloaded {
