@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod apply;
+pub mod decide;
 pub mod diff;
 pub mod explain;
 pub mod frontier;

@@ -1,8 +1,10 @@
-//! The DIFFERENTIAL refresh: count the batch, do nothing when it is empty, fall back to FULL when AUTO
-//! predicts FULL to be cheaper for this batch (src/stats/cost_model.rs), else compute and apply the delta.
+//! The DIFFERENTIAL refresh: the facts its decision (`dvm::decide`) asks for — the batch's size, AUTO's
+//! prediction (src/stats/cost_model.rs), whether the stored state is there — and the delta, computed
+//! and applied; or the Δ an external worker reduced, applied.
 
 use super::spi_exec::{self, PlanError};
-use super::{full, Done};
+use super::{full, Batch, Done};
+use crate::dvm::decide::{Fact, Facts};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::differential_plan;
@@ -17,53 +19,83 @@ use pgrx::pg_sys::Oid;
 
 use crate::cdc::CONSUMERS_LOCK_CLASS as CLEANUP_LOCK_CLASS;
 
-/// `wrote_before`: whether this transaction had an xid before the refresh began (it may then have
-/// changed a source itself).
-pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, wrote_before: bool) -> PgtResult<Done> {
-    let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
-    let Some(frontier) = st.frontier.as_deref() else {
-        return full(st, storage, "no frontier recorded yet".into());
-    };
-    let tables = tree.tables();
-    if let Some(source) = own_uncommitted_changes(&tables, wrote_before)? {
-        // Those changes are in the tables this refresh reads, but their change rows share this
-        // transaction's xid with any written after the refresh: a batch cannot separate them. FULL is
-        // exact now, and FULL again after commit absorbs every change row with this xid.
-        let mut done = full(st, storage, format!("FULL inside the transaction that changed {source}; FULL again next time"))?;
-        done.reinit_next = Some(format!("the previous refresh ran inside the transaction that changed {source}"));
-        return Ok(done);
-    }
+/// What the executor learnt while gathering facts for the decision (`dvm::decide`), for the refresh
+/// that follows.
+#[derive(Default)]
+pub(super) struct Gathered {
+    tree: Option<OpTree>,
+    /// The snapshot the batch ends at and the change rows per source (`Fact::BatchRows`).
+    batch: Option<(String, Vec<i64>)>,
+    /// The storage payload, when the aggregate state is there (`Fact::StateReady`).
+    payload: Option<Payload>,
+}
 
-    let (snapshot, counts) = super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
-    let total: i64 = counts.iter().sum();
-    if total == 0 {
-        let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot };
-        return Ok(Done {
-            action: RefreshAction::NoData,
-            reason: "no changes since the last refresh".into(),
-            applied,
-            reinit_next: None,
-            changes: 0,
-        });
-    }
-    let mut auto = None;
-    if st.refresh_mode == "AUTO" {
-        let decision = crate::stats::cost_summary::auto_decision(st.pgt_id, &tables, total)?;
-        if decision.full {
-            return full(st, storage, decision.reason);
+impl Gathered {
+    fn tree(&mut self, st: &StreamTable) -> PgtResult<&OpTree> {
+        if self.tree.is_none() {
+            self.tree = Some(st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?);
         }
-        auto = Some(decision.reason);
+        Ok(self.tree.as_ref().expect("set above"))
     }
 
+    /// The snapshot the counted batch ends at: a NO_DATA refresh's new frontier.
+    pub(super) fn snapshot(&self) -> PgtResult<String> {
+        self.batch.as_ref().map(|(s, _)| s.clone()).ok_or_else(|| PgtError::internal("NO_DATA without a counted batch"))
+    }
+}
+
+/// Finds out `fact` for the decision. `wrote_before`: whether this transaction had an xid before the
+/// refresh began (it may then have changed a source itself).
+pub(super) fn gather(
+    fact: Fact,
+    facts: &mut Facts,
+    gathered: &mut Gathered,
+    st: &StreamTable,
+    storage: &QualifiedName,
+    wrote_before: bool,
+    batch: Batch<'_>,
+) -> PgtResult<()> {
+    let tables = gathered.tree(st)?.tables();
+    let frontier = st.frontier.as_deref().unwrap_or_default();
+    match fact {
+        Fact::OwnChanges => facts.own_changes = Some(own_uncommitted_changes(&tables, wrote_before)?),
+        Fact::BatchRows => {
+            let (snapshot, counts) = super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
+            facts.batch_rows = Some(counts.iter().sum());
+            gathered.batch = Some((snapshot, counts));
+        }
+        Fact::AutoChoice => {
+            let decision = crate::stats::cost_summary::auto_decision(st.pgt_id, &tables, facts.batch_rows.unwrap_or(0))?;
+            facts.auto_choice = Some((decision.full, decision.reason));
+        }
+        Fact::StateReady => {
+            let tree = gathered.tree(st)?.clone();
+            gathered.payload = super::storage::payload(st, storage, Some(&tree), false)?;
+            facts.state_ready = Some(gathered.payload.is_some());
+        }
+        Fact::BufferBatchEmpty => {
+            let Batch::Staged(staged) = batch else { return Err(PgtError::internal("no worker's batch to check")) };
+            let source = tables.first().map(|t| Oid::from(t.relid)).ok_or_else(|| PgtError::internal("a batch without a source"))?;
+            facts.buffer_batch_empty = Some(super::offload::batch_is_empty(source, frontier, &staged.snapshot)?);
+        }
+    }
+    Ok(())
+}
+
+/// The DIFFERENTIAL refresh of the counted batch; `auto`: why AUTO kept it DIFFERENTIAL.
+pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, mut gathered: Gathered, auto: Option<String>) -> PgtResult<Done> {
+    let tree = gathered.tree(st)?.clone();
+    let tables = tree.tables();
+    let (Some((_, counts)), Some(payload)) = (gathered.batch.take(), gathered.payload.take()) else {
+        return Err(PgtError::internal("a DIFFERENTIAL refresh without its counted batch or payload"));
+    };
+    let total: i64 = counts.iter().sum();
     let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
     // Unchanged sources contribute nothing: prune them. Only sound when the counts and the delta read
     // the same snapshot, i.e. not under READ COMMITTED (a manual refresh in such a transaction).
     if !read_committed()? {
         ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
     }
-    let Some(payload) = super::storage::payload(st, storage, Some(&tree), false)? else {
-        return full(st, storage, "FULL to set up the stored aggregate state".into());
-    };
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
@@ -115,21 +147,6 @@ fn apply_delta(
 /// was cut at, not the apply statement's.
 pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: &super::Staged) -> PgtResult<Done> {
     let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
-    if staged.changes == 0 {
-        let (source, old) = (tree.tables().first().map(|t| Oid::from(t.relid)), st.frontier.as_deref().unwrap_or_default());
-        if let Some(source) = source {
-            if !super::offload::batch_is_empty(source, old, &staged.snapshot)? {
-                return Err(PgtError::new(
-                    crate::error::SqlState::InsufficientPrivilege,
-                    "the external worker read no change rows, but the batch has some".to_string(),
-                )
-                .hint("The worker's role must hold pgtrickle_worker (GRANT pgtrickle_worker TO <role>) to read change buffers."));
-            }
-        }
-        let applied = super::Applied { rows_inserted: 0, rows_deleted: 0, snapshot: staged.snapshot.clone() };
-        let reason = "no changes since the last refresh".into();
-        return Ok(Done { action: RefreshAction::NoData, reason, applied, reinit_next: None, changes: 0 });
-    }
     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
     ctx.cdc.staged = Some(staged.relation.clone());
     let payload = super::storage::payload(st, storage, Some(&tree), false)?

@@ -12,12 +12,13 @@ pub mod storage;
 
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::names;
+use crate::dvm::decide::{self, Decision, Facts, Step};
 use crate::dvm::diff::AggregateState;
 use crate::dvm::frontier::Snapshot;
 use crate::dvm::full::full_refresh_plan;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
-use crate::error::{PgtError, PgtResult};
+use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use crate::stats::history::{self, HistoryEntry};
 pub use settings::with_refresh_settings;
@@ -121,53 +122,58 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
         )?;
         return Ok(Outcome::Broken);
     }
-    if let Batch::Staged(_) = batch {
-        // The worker's transaction has held the claim and this row since it was handed the batch.
-        if st.needs_reinit || st.effective_mode != "DIFFERENTIAL" || initiator == Initiator::Create {
-            return Err(PgtError::internal("the stream table changed while an external worker reduced its batch"));
-        }
-    }
     let started_at = history::now()?;
     let storage = names::qualified_name_of(st.relid)?;
 
-    let done = if initiator == Initiator::Create {
-        full(&st, &storage, "initial population".into())?
-    } else if st.needs_reinit {
-        match reinit::prepare(&st)? {
-            Some(st) => {
-                // A disabled capture trigger captures nothing: FULL until it is enabled again.
-                let suspended = match st.tree()? {
-                    Some(tree) => crate::cdc::suspended(crate::cdc::Family::Capture, &tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
-                    None => false,
-                };
-                let reason = if suspended {
-                    SUSPENDED_CAPTURE.to_string()
-                } else {
-                    format!(
-                        "reinitialised: {}",
-                        st.reinit_reason.as_deref().unwrap_or("a source was truncated or changed, or its capture was interrupted")
-                    )
-                };
-                let mut done = full(&st, &storage, reason)?;
-                done.reinit_next = if suspended {
-                    Some("change capture on a source was disabled".to_string())
-                } else if crate::catalog::unchanged::signals_suspended(st.pgt_id)? {
-                    // Unsignalled writes: refreshed each schedule until the trigger is enabled again.
-                    Some("a signal trigger on a source is disabled".to_string())
-                } else {
-                    None
-                };
-                done
-            }
+    // The decision is pure (dvm::decide); this gathers the facts it asks for, then carries it out.
+    let mut facts = Facts {
+        creating: initiator == Initiator::Create,
+        needs_reinit: st.needs_reinit,
+        differential: st.effective_mode == "DIFFERENTIAL",
+        mode_reason: st.mode_reason.clone(),
+        auto: st.refresh_mode == "AUTO",
+        staged_changes: match batch {
+            Batch::Staged(staged) => Some(staged.changes),
+            Batch::Buffers => None,
+        },
+        has_frontier: st.frontier.is_some(),
+        ..Default::default()
+    };
+    let mut gathered = differential::Gathered::default();
+    let decision = loop {
+        match decide::next(&facts) {
+            Step::Ask(fact) => differential::gather(fact, &mut facts, &mut gathered, &st, &storage, wrote_before, batch)?,
+            Step::Decide(decision) => break decision,
+        }
+    };
+    let done = match decision {
+        Decision::Full { reason, reinit_next } => Done { reinit_next, ..full(&st, &storage, reason)? },
+        Decision::Reinitialise => match reinitialise(&st, &storage)? {
+            Some(done) => done,
             None => return Ok(Outcome::Broken),
+        },
+        Decision::NoData => {
+            let snapshot = match batch {
+                Batch::Staged(staged) => staged.snapshot.clone(),
+                Batch::Buffers => gathered.snapshot()?,
+            };
+            Done {
+                action: RefreshAction::NoData,
+                reason: "no changes since the last refresh".into(),
+                applied: Applied { rows_inserted: 0, rows_deleted: 0, snapshot },
+                reinit_next: None,
+                changes: 0,
+            }
         }
-    } else if st.effective_mode == "DIFFERENTIAL" {
-        match batch {
-            Batch::Buffers => differential::refresh(&st, &storage, wrote_before)?,
+        Decision::Differential { auto } => differential::refresh(&st, &storage, gathered, auto)?,
+        Decision::ApplyStaged => match batch {
             Batch::Staged(staged) => differential::refresh_staged(&st, &storage, staged)?,
+            Batch::Buffers => return Err(PgtError::internal("a worker's batch to apply without one")),
+        },
+        Decision::RefuseEmptyWorkerBatch => {
+            return Err(PgtError::new(SqlState::InsufficientPrivilege, "the external worker read no change rows, but the batch has some")
+                .hint("The worker's role must hold pgtrickle_worker (GRANT pgtrickle_worker TO <role>) to read change buffers."));
         }
-    } else {
-        full(&st, &storage, st.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()))?
     };
 
     let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
@@ -227,6 +233,33 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
     Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: None, changes: 0 })
+}
+
+/// A reinitialisation: the query checked against the sources again (None: it no longer works, the
+/// stream table is now in ERROR), then FULL — and FULL at the next refresh too while a capture or
+/// signal trigger of a source is disabled.
+fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Option<Done>> {
+    let Some(st) = reinit::prepare(st)? else { return Ok(None) };
+    // A disabled capture trigger captures nothing: FULL until it is enabled again.
+    let suspended = match st.tree()? {
+        Some(tree) => crate::cdc::suspended(crate::cdc::Family::Capture, &tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
+        None => false,
+    };
+    let reason = if suspended {
+        SUSPENDED_CAPTURE.to_string()
+    } else {
+        format!("reinitialised: {}", st.reinit_reason.as_deref().unwrap_or("a source was truncated or changed, or its capture was interrupted"))
+    };
+    let mut done = full(&st, storage, reason)?;
+    done.reinit_next = if suspended {
+        Some("change capture on a source was disabled".to_string())
+    } else if crate::catalog::unchanged::signals_suspended(st.pgt_id)? {
+        // Unsignalled writes: refreshed each schedule until the trigger is enabled again.
+        Some("a signal trigger on a source is disabled".to_string())
+    } else {
+        None
+    };
+    Ok(Some(done))
 }
 
 const SUSPENDED_CAPTURE: &str = "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)";
