@@ -131,6 +131,32 @@ fn what_a_worker_cannot_compute_exactly_is_refreshed_on_the_server() {
     assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}");
 }
 
+/// What `worker_offload` answers for `st`'s job, asked directly as `role` (after `session_sql`):
+/// (copy_in, not_offloaded, and what `then` finds in the same transaction).
+fn ask_offload<R>(
+    db: &mut TestDb,
+    role: &str,
+    st: &str,
+    session_sql: &str,
+    then: impl FnOnce(&mut postgres::Transaction<'_>) -> R,
+) -> (Option<String>, Option<String>, R) {
+    let mut session = db.connect();
+    let mut tx = session.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000c1', 'test', 1, NULL);
+         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass;
+         SET LOCAL ROLE {role}; {session_sql}"
+    ))
+    .unwrap();
+    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000c1')", &[]).unwrap();
+    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
+    let row = tx
+        .query_one("SELECT copy_in, not_offloaded FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000c1', $1, $2)", &[&job_id, &attempt])
+        .unwrap();
+    let found = then(&mut tx);
+    (row.get(0), row.get(1), found)
+}
+
 #[test]
 fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
     let mut db = database("woff_path");
@@ -148,23 +174,8 @@ fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
 
     // Any client holding pgtrickle_worker may call worker_offload with that search_path: the
     // staged table it creates (as the extension's owner) still has pg_catalog's types.
-    let mut session = db.connect();
-    let mut tx = session.transaction().unwrap();
-    tx.batch_execute(
-        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000b1', 'test', 1, NULL);
-         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'sums'::regclass;
-         SET LOCAL ROLE woff_path_w; SET LOCAL search_path = evil, pg_catalog",
-    )
-    .unwrap();
-    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000b1')", &[]).unwrap();
-    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
-    let handout = tx
-        .query_one("SELECT copy_in FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000b1', $1, $2)", &[&job_id, &attempt])
-        .unwrap();
-    let copy_in: Option<String> = handout.get(0);
-    assert!(copy_in.is_some(), "not offloaded");
-    let foreign: i64 = tx
-        .query_one(
+    let (copy_in, _, foreign) = ask_offload(&mut db, "woff_path_w", "sums", "SET LOCAL search_path = evil, pg_catalog", |tx| {
+        tx.query_one(
             "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid IN (SELECT c.oid FROM pg_catalog.pg_class c
                                     WHERE c.relname::pg_catalog.text OPERATOR(pg_catalog.~~) 'pgt_offload_%'::pg_catalog.text
@@ -173,40 +184,28 @@ fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
             &[],
         )
         .unwrap()
-        .get(0);
+        .get::<_, i64>(0)
+    });
+    assert!(copy_in.is_some(), "not offloaded");
     assert_eq!(foreign, 0, "the staged table has a column of a type outside pg_catalog ({copy_in:?})");
-}
-
-/// What `worker_offload` answers for `st`'s job, asked directly as `role`: (copy_in, not_offloaded).
-fn ask_offload(db: &mut TestDb, role: &str, st: &str) -> (Option<String>, Option<String>) {
-    let mut session = db.connect();
-    let mut tx = session.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000c1', 'test', 1, NULL);
-         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass;
-         SET LOCAL ROLE {role}"
-    ))
-    .unwrap();
-    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000c1')", &[]).unwrap();
-    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
-    let row = tx
-        .query_one("SELECT copy_in, not_offloaded FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000c1', $1, $2)", &[&job_id, &attempt])
-        .unwrap();
-    (row.get(0), row.get(1))
 }
 
 #[test]
 fn sources_a_worker_must_not_reduce_stay_on_the_server_and_say_why() {
     let mut db = database("woff_refuse");
     login_role(&mut db, "woff_refuse_w");
-    let (offloadable, _) = ask_offload(&mut db, "woff_refuse_w", "sums");
+    let ask = |db: &mut TestDb, st: &str| {
+        let (copy_in, why, ()) = ask_offload(db, "woff_refuse_w", st, "", |_| ());
+        (copy_in, why)
+    };
+    let (offloadable, _) = ask(&mut db, "sums");
     assert!(offloadable.is_some(), "sums is not offloaded");
-    let (_, why) = ask_offload(&mut db, "woff_refuse_w", "maxima");
+    let (_, why) = ask(&mut db, "maxima");
     assert_eq!(why.as_deref(), Some("not evaluated by workers: MIN/MAX"));
     // Row-level security on the source: the owner's query may not see every change row.
     // (Enabling it reinitialises the stream table: refresh that first.)
     db.exec("ALTER TABLE sales ENABLE ROW LEVEL SECURITY; SELECT pgtrickle.refresh_stream_table('sums')");
-    let (_, why) = ask_offload(&mut db, "woff_refuse_w", "sums");
+    let (_, why) = ask(&mut db, "sums");
     assert_eq!(why.as_deref(), Some("its source has row-level security"));
     // (A source with a nondeterministic collation, whose equal strings may differ in bytes, is refused
     // too; DIFFERENTIAL refuses such sources already, so no stream table reaches that check.)
