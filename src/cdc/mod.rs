@@ -171,7 +171,7 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
         &[buffer.quoted().as_str().into()],
     )?;
     match current {
-        Some(expr) if expr.contains(BUFFER_READER_ROLE) => return Ok(()),
+        Some(expr) if expr.contains(WORKER_ROLE) => return Ok(()),
         Some(_) => spi::exec(&format!("DROP POLICY pgtrickle_source_readers ON {buffer}"), &[])?,
         None => spi::exec(&format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"), &[])?,
     }
@@ -180,15 +180,16 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
         &format!(
             "CREATE POLICY pgtrickle_source_readers ON {buffer} FOR SELECT
                USING ((SELECT pg_catalog.has_table_privilege({}::pg_catalog.oid, 'SELECT'))
-                      OR (SELECT pg_catalog.pg_has_role('{BUFFER_READER_ROLE}', 'USAGE')))",
+                      OR (SELECT pg_catalog.pg_has_role('{WORKER_ROLE}', 'USAGE')))",
             source.to_u32()
         ),
         &[],
     )
 }
 
-/// The role whose members read every change buffer: external workers pull batches themselves.
-const BUFFER_READER_ROLE: &str = "pgtrickle_worker";
+/// The role external workers' login roles are granted; its members read every change buffer
+/// (workers pull batches themselves).
+pub(crate) const WORKER_ROLE: &str = "pgtrickle_worker";
 
 /// A refresh reads its sources' change buffers as the stream table's owner: let `owner` read those
 /// of `sources` (buffers belong to whoever installed capture first). Only what the owner can read

@@ -4,7 +4,7 @@
 //! applies it is the ordinary one (`run_batch` with [`super::Batch::Staged`]).
 
 use crate::catalog::stream_tables::{self, StreamTable};
-use crate::cdc;
+use crate::cdc::{self, WORKER_ROLE};
 use crate::dvm::diff::CdcContext;
 use crate::dvm::offload::plan::{LocalPlan, Output};
 use crate::dvm::offload::value::LocalType;
@@ -26,9 +26,6 @@ pub struct Handout {
     /// The snapshot the batch ends at: the stream table's next frontier.
     pub snapshot: String,
 }
-
-/// The role external workers' login roles are granted.
-const WORKER_ROLE: &str = "pgtrickle_worker";
 
 /// Prepares the offload of `st`'s next batch, or says why it stays on the server. Call with the
 /// stream table claimed and its catalog row locked (they stay so until the apply, in the same

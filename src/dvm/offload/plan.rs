@@ -172,10 +172,7 @@ impl LocalPlan {
         for passed in self.passing(rows) {
             let (values, w) = passed?;
             let key = keys.iter().map(|k| k.eval(values)).collect::<Result<Vec<_>, _>>()?;
-            let at = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Group::new(calls.len())));
-                groups.len() - 1
-            });
+            let at = slot(&mut index, &mut groups, key, || Group::new(calls.len()));
             groups[at].1.add(calls, values, w)?;
         }
         if groups.is_empty() && keys.is_empty() {
@@ -190,10 +187,7 @@ impl LocalPlan {
         for passed in self.passing(rows) {
             let (values, w) = passed?;
             let row = exprs.iter().map(|e| e.eval(values)).collect::<Result<Vec<_>, _>>()?;
-            let at = *index.entry(row.clone()).or_insert_with(|| {
-                out.push((row, 0));
-                out.len() - 1
-            });
+            let at = slot(&mut index, &mut out, row, || 0);
             out[at].1 += w;
         }
         out.into_iter()
@@ -204,6 +198,14 @@ impl LocalPlan {
             })
             .collect()
     }
+}
+
+/// The position of `key`'s entry in `items` (first-seen order), added with `new()` when absent.
+fn slot<T>(index: &mut HashMap<Vec<Value>, usize>, items: &mut Vec<(Vec<Value>, T)>, key: Vec<Value>, new: impl FnOnce() -> T) -> usize {
+    *index.entry(key.clone()).or_insert_with(|| {
+        items.push((key, new()));
+        items.len() - 1
+    })
 }
 
 fn conjunction(mut parts: Vec<Scalar>) -> Option<Scalar> {
