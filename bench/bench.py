@@ -835,7 +835,7 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
         dsn = f"host=127.0.0.1 port={self.args.port} dbname={DB} user={OFFLOAD_ROLE}"
         log_path = os.path.join(tempfile.gettempdir(), "pg_trickle_bench_worker.log")
         log_file = open(log_path, "w")
-        proc = subprocess.Popen([self.args.worker, "--dsn", dsn, "--heartbeat-interval", "1"],
+        proc = subprocess.Popen([self.args.worker, "--dsn", dsn, "--heartbeat-interval", "1", "--log-level", "debug"],
                                 stdout=subprocess.DEVNULL, stderr=log_file)
         proc.log_path = log_path
         return proc
@@ -855,7 +855,8 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
         mark = pg.value("SELECT clock_timestamp()")
         deadline = time.monotonic() + 60
         while True:
-            pg.run("UPDATE fact SET qty = qty WHERE id = 1;\n")
+            # A row that exists: the churn deletes random ones (id 1 among them, now and then).
+            pg.run("UPDATE fact SET qty = qty WHERE id = (SELECT min(id) FROM fact);\n")
             time.sleep(0.5)
             n = int(pg.value(f"SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s "
                              f"USING (pgt_id) WHERE s.pgt_relid = {q(st)}::regclass AND h.started_at > {q(mark)} "
@@ -863,11 +864,25 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
             if n > 0:
                 return
             if time.monotonic() > deadline:
-                extra = ""
+                extra = "\n" + self.scheduler_state()
                 if worker:
                     with open(worker.log_path) as f:
-                        extra = "\nworker log:\n" + f.read()[-2000:]
+                        lines = [x for x in f.read().splitlines() if "debug: heartbeat" not in x]
+                        extra += "\nworker log (heartbeats left out):\n" + "\n".join(lines[-40:])
                 raise BenchError(f"offload: no refresh of {st} by {executor} within 60 s{extra}")
+
+    def scheduler_state(self):
+        """What the scheduler and the sessions were doing, for a failure's message."""
+        return self.pg.run(
+            "\\echo jobs:\nSELECT job_id, pgt_id, state, attempt, worker_id, backend_pid, queued_at, assigned_at, heartbeat_at, outcome "
+            "FROM pgtrickle.pgt_worker_jobs ORDER BY job_id DESC LIMIT 5;\n"
+            "\\echo workers:\nSELECT worker_id, status, last_heartbeat, now() FROM pgtrickle.pgt_worker_registry;\n"
+            "\\echo sessions:\nSELECT pid, backend_type, application_name, state, wait_event_type, wait_event, "
+            "pg_catalog.left(query, 200) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid();\n"
+            "\\echo waiting locks:\nSELECT pid, locktype, relation::regclass, classid, objid, mode FROM pg_locks WHERE NOT granted;\n"
+            "\\echo pool:\nSELECT * FROM pgtrickle.pool_status;\n"
+            "\\echo history:\nSELECT refresh_id, pgt_id, action, status, executed_by, started_at FROM pgtrickle.pgt_refresh_history "
+            "ORDER BY refresh_id DESC LIMIT 5;\n")
 
     def involved_pids(self):
         return [int(x) for x in self.pg.run(
