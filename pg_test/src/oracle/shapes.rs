@@ -104,7 +104,29 @@ pub const SHAPES: &[Shape] = &[
         "SELECT c.id AS id, c.name AS name FROM c
           WHERE c.k IN (SELECT b.k FROM b WHERE b.w > (SELECT avg(a.v) FROM a WHERE a.g = b.lo))",
     ),
-    beyond("scalar_subquery", "SELECT c.id AS id, (SELECT count(*) FROM a WHERE a.k = c.k) AS n FROM c"),
+    shape("scalar_subquery", "SELECT c.id AS id, (SELECT count(*) FROM a WHERE a.k = c.k) AS n FROM c"),
+    shape(
+        "scalar_correlated_select",
+        "SELECT c.id AS id, c.name AS name, (SELECT max(b.w) FROM b WHERE b.lo = c.k AND b.s IS NOT NULL) AS top_w,
+                (SELECT sum(a.v) * 2 FROM a WHERE a.k = c.k AND a.g = c.q) AS sv
+           FROM c WHERE c.q > 0",
+    ),
+    shape(
+        "scalar_correlated_having",
+        "SELECT a.g AS g, count(*) AS n, sum(a.v) AS sv FROM a GROUP BY a.g
+         HAVING count(*) > (SELECT count(*) FROM b WHERE b.lo = a.g) AND sum(a.v) >= (SELECT min(b.w) FROM b WHERE b.hi = a.g)",
+    ),
+    shape(
+        "scalar_correlated_grouped_select",
+        "SELECT a.g AS g, sum(a.v) AS sv, (SELECT max(b.w) FROM b WHERE b.hi = a.g) AS top,
+                (SELECT count(*) FROM c WHERE c.k = a.g) AS nc FROM a GROUP BY a.g",
+    ),
+    shape(
+        "scalar_correlated_select_join",
+        "SELECT DISTINCT a.k AS k, b.w AS w, (SELECT count(*) FROM c WHERE c.k = a.g) AS nc,
+                (SELECT avg(c.q) FROM c WHERE c.k = b.lo) AS aq
+           FROM a, b WHERE a.k = b.k",
+    ),
     // CTEs.
     shape(
         "cte_once",

@@ -33,6 +33,8 @@ const WHERE_CONTEXT: &str = "WHERE other than a top-level [NOT] EXISTS or [NOT] 
 impl Analyzer<'_> {
     pub(super) fn select(&mut self, select: &Select) -> Result<Analyzed> {
         check_select(select)?;
+        let decorrelated = self.decorrelate_select_list(select)?;
+        let select = decorrelated.as_deref().unwrap_or(select);
         let hoisted = self.hoist_scalar_subqueries(select)?;
         let select = hoisted.as_deref().unwrap_or(select);
         self.in_frame(false, |an, scope| an.select_block(select, scope))
@@ -139,7 +141,7 @@ impl Analyzer<'_> {
 }
 
 /// The name PostgreSQL gives an unaliased select item (normalised SQL aliases every non-column one).
-fn default_name(expr: &SqlExpr) -> String {
+pub(super) fn default_name(expr: &SqlExpr) -> String {
     match expr {
         SqlExpr::CompoundIdentifier(parts) => parts.last().map_or_else(String::new, ident_name),
         SqlExpr::Identifier(ident) => ident_name(ident),

@@ -18,6 +18,7 @@ mod from;
 mod pushdown;
 mod query;
 mod scalar;
+mod scalar_select;
 mod scope;
 mod subquery;
 mod template;

@@ -33,6 +33,22 @@ fn alias(n: usize) -> String {
     format!("__pgt_scalar_{n}")
 }
 
+/// A correlated scalar subquery as `SELECT keys, value FROM ... WHERE <own conditions> GROUP BY keys`:
+/// one row per group, to be joined where its keys equal `outer` (the enclosing query's expressions
+/// the subquery compared them with). `value` is the subquery's expression.
+pub(super) struct Grouped {
+    pub query: Query,
+    pub outer: Vec<SqlExpr>,
+    pub value: SqlExpr,
+}
+
+impl Grouped {
+    /// The grouped form's column aliases: `k1..kn` for the keys, `v` for the value.
+    pub fn columns(&self) -> Vec<String> {
+        (1..=self.outer.len()).map(|i| format!("k{i}")).chain(["v".to_string()]).collect()
+    }
+}
+
 /// Replaces the block's own scalar subqueries (not those of nested subqueries) with a column of a
 /// new FROM item, collecting the subqueries.
 struct Hoist {
@@ -82,7 +98,7 @@ fn strip_nested_mut(expr: &mut SqlExpr) -> &mut SqlExpr {
     }
 }
 
-fn column(alias: &str, name: &str) -> SqlExpr {
+pub(super) fn column(alias: &str, name: &str) -> SqlExpr {
     SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', alias), Ident::new(name)])
 }
 
@@ -91,7 +107,7 @@ fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
 }
 
 /// Whether a subquery refers to columns of an enclosing query (qualified by an alias it does not define).
-fn reads_outer(query: &Query) -> bool {
+pub(super) fn reads_outer(query: &Query) -> bool {
     let mut names = Names::default();
     let _ = query.visit(&mut names);
     !names.qualifiers.is_subset(&names.defined)
@@ -133,7 +149,7 @@ impl Visitor for Names {
 }
 
 /// Whether `node` has, at its own level (not inside a nested subquery), an expression `hit` accepts.
-fn has_own<T: Visit>(node: &T, hit: impl FnMut(&SqlExpr) -> bool) -> bool {
+pub(super) fn has_own<T: Visit>(node: &T, hit: impl FnMut(&SqlExpr) -> bool) -> bool {
     struct OwnLevel<F> {
         depth: usize,
         hit: F,
@@ -162,7 +178,7 @@ fn has_own<T: Visit>(node: &T, hit: impl FnMut(&SqlExpr) -> bool) -> bool {
 }
 
 impl Analyzer<'_> {
-    fn calls_aggregate(&self, item: &SelectItem) -> bool {
+    pub(super) fn calls_aggregate(&self, item: &SelectItem) -> bool {
         has_own(item, |e| self.is_aggregate_call(e))
     }
 
@@ -259,8 +275,21 @@ impl Analyzer<'_> {
     }
 
     /// The FROM item `(SELECT keys, value FROM ... WHERE <own conditions> GROUP BY keys) AS name(k1.., v)`
-    /// for a correlated scalar subquery, and the outer expressions its keys must equal.
+    /// for a correlated scalar subquery compared in WHERE, and the outer expressions its keys must equal.
     fn grouped_form(&self, query: &Query, name: &str) -> Result<(sqlparser::ast::TableWithJoins, Vec<SqlExpr>)> {
+        let grouped = self.grouped_subquery(query)?;
+        if !self.null_over_no_rows(&grouped.value) {
+            return unsupported("correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)");
+        }
+        let derived = parse(&format!("SELECT 1 FROM ({}) AS \"{name}\"({})", grouped.query, grouped.columns().join(", ")))?;
+        let SetExpr::Select(wrapper) = *derived.body else { return invalid("scalar subquery wrapper") };
+        let Some(item) = wrapper.from.into_iter().next() else { return invalid("scalar subquery wrapper") };
+        Ok((item, grouped.outer))
+    }
+
+    /// A correlated scalar subquery's grouped form (see the module comment): one aggregate without
+    /// GROUP BY, correlated by equalities only.
+    pub(super) fn grouped_subquery(&self, query: &Query) -> Result<Grouped> {
         let refuse = |why: &str| unsupported(format!("correlated scalar subquery {why}"));
         let SetExpr::Select(select) = &*query.body else { return refuse("that is not a single SELECT") };
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
@@ -271,8 +300,8 @@ impl Analyzer<'_> {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
             _ => return refuse("other than one aggregate without GROUP BY"),
         };
-        if !self.null_over_no_rows(&value) {
-            return refuse("whose value over no rows is not NULL (count, or a non-arithmetic expression)");
+        if !has_own(&value, |e| self.is_aggregate_call(e)) {
+            return refuse("other than one aggregate without GROUP BY");
         }
         let mut own = Names::default();
         let _ = query.visit(&mut own);
@@ -303,19 +332,15 @@ impl Analyzer<'_> {
         }
         let mut grouped = query.clone();
         let SetExpr::Select(body) = grouped.body.as_mut() else { return invalid("scalar subquery body") };
-        body.projection = keys.iter().cloned().chain([value]).map(SelectItem::UnnamedExpr).collect();
+        body.projection = keys.iter().cloned().chain([value.clone()]).map(SelectItem::UnnamedExpr).collect();
         body.selection = and_all(local);
         body.group_by = GroupByExpr::Expressions(keys, vec![]);
-        let columns: Vec<String> = (1..=outer.len()).map(|i| format!("k{i}")).chain(["v".to_string()]).collect();
-        let derived = parse(&format!("SELECT 1 FROM ({grouped}) AS \"{name}\"({})", columns.join(", ")))?;
-        let SetExpr::Select(wrapper) = *derived.body else { return invalid("scalar subquery wrapper") };
-        let Some(item) = wrapper.from.into_iter().next() else { return invalid("scalar subquery wrapper") };
-        Ok((item, outer))
+        Ok(Grouped { query: grouped, outer, value })
     }
 
     /// Whether an expression is NULL when its aggregates see no rows: aggregates other than count,
     /// combined by arithmetic and casts (strict, so a NULL operand makes a NULL result).
-    fn null_over_no_rows(&self, expr: &SqlExpr) -> bool {
+    pub(super) fn null_over_no_rows(&self, expr: &SqlExpr) -> bool {
         match strip_nested(expr) {
             e @ SqlExpr::Function(f) if self.is_aggregate_call(e) => function_name(f).rsplit('.').next() != Some("count"),
             SqlExpr::BinaryOp { left, op, right }
@@ -339,7 +364,7 @@ impl Analyzer<'_> {
     /// Refuses a scalar subquery that is not an uncorrelated aggregate without GROUP BY or HAVING.
     fn check_one_row(&self, query: &Query) -> Result<()> {
         if reads_outer(query) {
-            return unsupported("correlated scalar subquery other than one compared in a WHERE condition");
+            return unsupported("correlated scalar subquery other than one in the SELECT list or compared in a WHERE condition");
         }
         let one_row = match &*query.body {
             SetExpr::Select(select) => {

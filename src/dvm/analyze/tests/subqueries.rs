@@ -250,8 +250,18 @@ fn a_one_row_aggregate_subquery_is_a_cross_join_with_its_row() {
 #[test]
 fn unsupported_subqueries_are_named() {
     assert_eq!(
-        unsupported("SELECT a.id, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
-        "correlated scalar subquery other than one compared in a WHERE condition"
+        unsupported(
+            "SELECT a.g, sum(( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id))) AS s FROM public.a GROUP BY a.g"
+        ),
+        "correlated scalar subquery inside an aggregate's argument"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
+        "correlated scalar subquery other than one aggregate without GROUP BY"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, ( SELECT COALESCE(max(b.y), 0) AS m FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
+        "correlated scalar subquery in the SELECT list whose value over no rows is neither NULL nor a count"
     );
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.id = 1)) AS m FROM public.a"),
@@ -291,7 +301,7 @@ fn unsupported_subqueries_are_named() {
         ),
         (
             "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.id = a.id))) OR (a.x = 0))",
-            "correlated scalar subquery other than one compared in a WHERE condition",
+            "correlated scalar subquery other than one in the SELECT list or compared in a WHERE condition",
         ),
         (
             "SELECT a.id FROM public.a WHERE (a.x > ( SELECT (max(b.y) + a.g) FROM public.b WHERE (b.id = a.id)))",
@@ -332,4 +342,48 @@ fn correlation_is_limited_to_plain_subqueries_and_one_level() {
         ),
         "correlated reference outside the WHERE clause of an EXISTS/IN subquery"
     );
+}
+
+#[test]
+fn a_correlated_aggregate_in_the_select_list_is_a_left_join_with_its_grouped_form() {
+    // The block's FROM and WHERE stay together below the left join (a comma join stays a join).
+    let t = tree(
+        "SELECT a.id, b.y, ( SELECT max(c.z) AS max FROM public.c WHERE ((c.b_id = b.id) AND (c.z > 0))) AS top
+           FROM public.a, public.b WHERE ((b.a_id = a.id) AND (a.x > 1))",
+    );
+    assert_eq!(t.output_names, vec!["id".to_string(), "y".to_string(), "top".to_string()]);
+    let shown = show(&t.root);
+    assert!(shown.contains("LeftJoin"), "{shown}");
+    assert!(shown.contains("Aggregate group [#0] agg [max(#1)]"), "grouped by the correlation key: {shown}");
+    assert!(shown.contains("InnerJoin (#4 = #0)"), "the comma join is a join on its condition: {shown}");
+    // A count is 0 for an outer row without a group; two subqueries are two left joins.
+    let t = tree(
+        "SELECT a.id, ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.id)) AS n,
+                ( SELECT sum(b.y) AS sum FROM public.b WHERE (b.a_id = a.id)) AS s FROM public.a",
+    );
+    assert_eq!(t.output_names, vec!["id".to_string(), "n".to_string(), "s".to_string()]);
+    let shown = show(&t.root);
+    assert_eq!(shown.matches("LeftJoin").count(), 2, "{shown}");
+    assert!(shown.contains("COALESCE"), "{shown}");
+    // Beside an uncorrelated one, with DISTINCT.
+    let t = tree(
+        "SELECT DISTINCT a.g, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)) AS m,
+                ( SELECT count(*) AS count FROM public.d) AS nd FROM public.a",
+    );
+    assert_eq!(t.output_names, vec!["g".to_string(), "m".to_string(), "nd".to_string()]);
+    assert!(show(&t.root).starts_with("Distinct"), "{}", show(&t.root));
+}
+
+#[test]
+fn in_a_grouped_block_the_left_join_reads_the_groups() {
+    // The aggregate is computed below the join, per group; the subquery is correlated with the key.
+    let t = tree(
+        "SELECT a.g, sum(a.x) AS s, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.g)) AS m
+           FROM public.a GROUP BY a.g",
+    );
+    assert_eq!(t.output_names, vec!["g".to_string(), "s".to_string(), "m".to_string()]);
+    let shown = show(&t.root);
+    let join = shown.find("LeftJoin").expect(&shown);
+    let sum = shown.find("agg [sum(").expect(&shown);
+    assert!(join < sum, "the outer block's aggregate sits below the join: {shown}");
 }

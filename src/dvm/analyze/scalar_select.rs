@@ -1,0 +1,227 @@
+//! Correlated scalar subqueries in the SELECT list and HAVING, read as left joins with their grouped
+//! form (scalar.rs):
+//!
+//! `SELECT a.id, (SELECT max(b.y) FROM b WHERE b.a_id = a.id) AS m FROM a WHERE a.x > 0` is read as
+//! `SELECT o.c1 AS id, s.v AS m
+//!    FROM (SELECT a.id, a.id FROM a WHERE a.x > 0) AS o(c1, o1)
+//!    LEFT JOIN (SELECT b.a_id, max(b.y) FROM b GROUP BY b.a_id) AS s(k1, v) ON s.k1 = o.o1`.
+//!
+//! The block without its SELECT list and HAVING becomes a derived table of what they read — column
+//! references, and in a grouped block whole aggregate calls — and of the outer expressions the
+//! subqueries are correlated with (group keys, in a grouped block); HAVING becomes the WHERE above the
+//! joins. So the block's joins, filters and grouping are analysed (and placed) as written, not across
+//! an outer join. Each outer row meets at most one group (there is one per key), so no row is repeated
+//! or lost. An outer row without a group reads the subquery's value over no rows: NULL for aggregates
+//! other than count combined by arithmetic, 0 for a bare count; other values (`coalesce(max(x), 0)`)
+//! are refused by name, as are subqueries that may return several rows (not an aggregate) and ones
+//! inside an aggregate's argument.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{Distinct, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
+
+use super::block::default_name;
+use super::scalar::{column, has_own, reads_outer, Grouped};
+use super::template::{function_name, ident_name, strip_nested};
+use super::{invalid, parse, unsupported, AnalyzeError, Analyzer, Result};
+
+/// The derived table of the block's FROM and WHERE.
+const OUTER: &str = "__pgt_outer";
+
+/// The prefix of each grouped form's alias (`__pgt_select_scalar_1`, ...).
+const SCALAR: &str = "__pgt_select_scalar_";
+
+impl Analyzer<'_> {
+    /// `select` with the correlated scalar subqueries of its SELECT list and HAVING read as left joins
+    /// (see the module comment), or None when it has none.
+    pub(super) fn decorrelate_select_list(&self, select: &Select) -> Result<Option<Box<Select>>> {
+        let correlated = |e: &SqlExpr| matches!(e, SqlExpr::Subquery(q) if reads_outer(q));
+        let in_having = select.having.as_ref().is_some_and(|h| has_own(h, correlated));
+        if !in_having && !select.projection.iter().any(|item| has_own(item, correlated)) {
+            return Ok(None);
+        }
+        let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+        let grouped = !ungrouped || select.having.is_some() || select.projection.iter().any(|item| self.calls_aggregate(item));
+        let mut joins = Joins { analyzer: self, depth: 0, in_aggregate: 0, found: Vec::new() };
+        let mut outer = OuterColumns { analyzer: self, grouped, depth: 0, read: Vec::new() };
+        let mut rewrite = |expr: &mut SqlExpr| -> Result<()> {
+            if let ControlFlow::Break(e) = expr.visit(&mut joins) {
+                return Err(e);
+            }
+            let _ = expr.visit(&mut outer);
+            Ok(())
+        };
+        let mut items = Vec::new();
+        for item in &select.projection {
+            let (mut expr, name) = match item {
+                SelectItem::UnnamedExpr(e) => (e.clone(), default_name(e)),
+                SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), ident_name(alias)),
+                other => return unsupported(format!("select item {other} beside a correlated scalar subquery")),
+            };
+            rewrite(&mut expr)?;
+            items.push(format!("{expr} AS {}", Ident::with_quote('"', name)));
+        }
+        let mut having = select.having.clone();
+        if let Some(having) = having.as_mut() {
+            rewrite(having)?;
+        }
+        // The derived table: what the SELECT list and HAVING read, then each subquery's outer expressions.
+        let mut inner = select.clone();
+        inner.distinct = None;
+        inner.having = None;
+        let keys = joins.found.iter().flat_map(|(_, g)| g.outer.iter());
+        inner.projection = outer.read.iter().cloned().chain(keys.cloned()).map(SelectItem::UnnamedExpr).collect();
+        let read = outer.read.len();
+        let mut columns: Vec<String> = (1..=read).map(|i| format!("c{i}")).collect();
+        let mut from = String::new();
+        for (name, grouped) in &joins.found {
+            let on: Vec<String> = (1..=grouped.outer.len())
+                .map(|k| {
+                    columns.push(format!("o{}", columns.len() - read + 1));
+                    format!("\"{name}\".k{k} = \"{OUTER}\".{}", columns.last().expect("just pushed"))
+                })
+                .collect();
+            from.push_str(&format!(
+                " LEFT JOIN ({}) AS \"{name}\"({}) ON {}",
+                grouped.query,
+                grouped.columns().join(", "),
+                on.join(" AND ")
+            ));
+        }
+        let distinct = if matches!(select.distinct, Some(Distinct::Distinct)) { "DISTINCT " } else { "" };
+        let filter = having.map(|h| format!(" WHERE {h}")).unwrap_or_default();
+        let sql = format!(
+            "SELECT {distinct}{} FROM ({inner}) AS \"{OUTER}\"({}){from}{filter}",
+            items.join(", "),
+            columns.join(", ")
+        );
+        let query = parse(&sql)?;
+        let SetExpr::Select(rewritten) = *query.body else { return invalid("SELECT list decorrelation") };
+        Ok(Some(rewritten))
+    }
+
+    /// What an outer row without a group reads instead of `grouped`'s value `v`.
+    fn value_over_no_rows(&self, grouped: &Grouped, v: SqlExpr) -> Result<SqlExpr> {
+        if self.null_over_no_rows(&grouped.value) {
+            return Ok(v);
+        }
+        // Every count is 0 over no rows (with DISTINCT or FILTER too); its group never has a NULL one.
+        let count = matches!(strip_nested(&grouped.value), SqlExpr::Function(f)
+            if self.is_aggregate_call(strip_nested(&grouped.value)) && function_name(f).rsplit('.').next() == Some("count"));
+        if !count {
+            return unsupported("correlated scalar subquery in the SELECT list whose value over no rows is neither NULL nor a count");
+        }
+        let query = parse(&format!("SELECT COALESCE({v}, 0)"))?;
+        match *query.body {
+            SetExpr::Select(select) => match select.projection.into_iter().next() {
+                Some(SelectItem::UnnamedExpr(e)) => Ok(e),
+                _ => invalid("count's value over no rows"),
+            },
+            _ => invalid("count's value over no rows"),
+        }
+    }
+}
+
+/// Replaces the own correlated scalar subqueries of a SELECT-list or HAVING expression with their
+/// grouped form's value, collecting the grouped forms.
+struct Joins<'a, 'c> {
+    analyzer: &'a Analyzer<'c>,
+    depth: usize,
+    /// Inside this many aggregate calls' arguments.
+    in_aggregate: usize,
+    found: Vec<(String, Grouped)>,
+}
+
+impl VisitorMut for Joins<'_, '_> {
+    type Break = AnalyzeError;
+
+    fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<AnalyzeError> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        if self.analyzer.is_aggregate_call(expr) {
+            self.in_aggregate += 1;
+            return ControlFlow::Continue(());
+        }
+        let SqlExpr::Subquery(query) = expr else { return ControlFlow::Continue(()) };
+        if !reads_outer(query) {
+            return ControlFlow::Continue(());
+        }
+        if self.in_aggregate > 0 {
+            return ControlFlow::Break(AnalyzeError::Unsupported("correlated scalar subquery inside an aggregate's argument".into()));
+        }
+        let name = format!("{SCALAR}{}", self.found.len() + 1);
+        let replaced = self
+            .analyzer
+            .grouped_subquery(query)
+            .and_then(|g| Ok((self.analyzer.value_over_no_rows(&g, column(&name, "v"))?, g)));
+        match replaced {
+            Ok((value, grouped)) => {
+                *expr = value;
+                self.found.push((name, grouped));
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<AnalyzeError> {
+        if self.depth == 0 && self.analyzer.is_aggregate_call(expr) {
+            self.in_aggregate -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<AnalyzeError> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<AnalyzeError> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Replaces what a SELECT-list or HAVING expression reads of the block — its own column references
+/// (not a nested query's, nor the grouped forms' values) and, in a grouped block, whole aggregate
+/// calls — with columns of the derived table, collecting what they read.
+struct OuterColumns<'a, 'c> {
+    analyzer: &'a Analyzer<'c>,
+    grouped: bool,
+    depth: usize,
+    read: Vec<SqlExpr>,
+}
+
+impl VisitorMut for OuterColumns<'_, '_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        let read = match &*expr {
+            SqlExpr::Identifier(_) => true,
+            SqlExpr::CompoundIdentifier(parts) => !parts.first().is_some_and(|p| p.value.starts_with(SCALAR)),
+            e => self.grouped && self.analyzer.is_aggregate_call(e),
+        };
+        if self.depth == 0 && read {
+            let at = match self.read.iter().position(|r| r == expr) {
+                Some(at) => at,
+                None => {
+                    self.read.push(expr.clone());
+                    self.read.len() - 1
+                }
+            };
+            *expr = column(OUTER, &format!("c{}", at + 1));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
