@@ -43,7 +43,11 @@ impl Analyzer<'_> {
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
         let grouped = !ungrouped || select.having.is_some() || select.projection.iter().any(|item| self.calls_aggregate(item));
         let mut joins = Joins { analyzer: self, depth: 0, in_aggregate: 0, found: Vec::new() };
-        let mut outer = OuterColumns { analyzer: self, grouped, depth: 0, read: Vec::new() };
+        let keys = match &select.group_by {
+            GroupByExpr::Expressions(keys, _) => keys.iter().map(|k| strip_nested(k).clone()).collect(),
+            GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
+        };
+        let mut outer = OuterColumns { analyzer: self, grouped, keys, depth: 0, read: Vec::new() };
         let mut rewrite = |expr: &mut SqlExpr| -> Result<()> {
             if let ControlFlow::Break(e) = expr.visit(&mut joins) {
                 return Err(e);
@@ -185,10 +189,12 @@ impl VisitorMut for Joins<'_, '_> {
 
 /// Replaces what a SELECT-list or HAVING expression reads of the block — its own column references
 /// (not a nested query's, nor the grouped forms' values) and, in a grouped block, whole aggregate
-/// calls — with columns of the derived table, collecting what they read.
+/// calls and whole GROUP BY expressions — with columns of the derived table, collecting what they read.
 struct OuterColumns<'a, 'c> {
     analyzer: &'a Analyzer<'c>,
     grouped: bool,
+    /// The GROUP BY expressions: `a.g + 1` is read whole, as `a.g` alone is not grouped.
+    keys: Vec<SqlExpr>,
     depth: usize,
     read: Vec<SqlExpr>,
 }
@@ -200,7 +206,7 @@ impl VisitorMut for OuterColumns<'_, '_> {
         let read = match &*expr {
             SqlExpr::Identifier(_) => true,
             SqlExpr::CompoundIdentifier(parts) => !parts.first().is_some_and(|p| p.value.starts_with(SCALAR)),
-            e => self.grouped && self.analyzer.is_aggregate_call(e),
+            e => self.grouped && (self.analyzer.is_aggregate_call(e) || self.keys.contains(strip_nested(e))),
         };
         if self.depth == 0 && read {
             let at = match self.read.iter().position(|r| r == expr) {
