@@ -112,6 +112,14 @@ pub const SHAPES: &[Shape] = &[
            FROM c WHERE c.q > 0",
     ),
     shape(
+        "scalar_correlated_count_where",
+        "SELECT c.id AS id, c.q AS q FROM c WHERE c.q >= (SELECT count(*) FROM a WHERE a.k = c.k) AND c.name IS NOT NULL",
+    ),
+    shape(
+        "scalar_correlated_or",
+        "SELECT c.id AS id, c.name AS name FROM c WHERE c.q IS NULL OR c.q > (SELECT max(b.w) FROM b WHERE b.k = c.k)",
+    ),
+    shape(
         "scalar_correlated_having",
         "SELECT a.g AS g, count(*) AS n, sum(a.v) AS sv FROM a GROUP BY a.g
          HAVING count(*) > (SELECT count(*) FROM b WHERE b.lo = a.g) AND sum(a.v) >= (SELECT min(b.w) FROM b WHERE b.hi = a.g)",

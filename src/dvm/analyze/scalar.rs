@@ -102,7 +102,7 @@ pub(super) fn column(alias: &str, name: &str) -> SqlExpr {
     SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', alias), Ident::new(name)])
 }
 
-fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
+pub(super) fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
     parts.into_iter().reduce(|l, r| SqlExpr::BinaryOp { left: Box::new(l), op: BinaryOperator::And, right: Box::new(r) })
 }
 

@@ -1,5 +1,6 @@
-//! Correlated scalar subqueries in the SELECT list and HAVING, read as left joins with their grouped
-//! form (scalar.rs):
+//! Correlated scalar subqueries in the SELECT list, in HAVING, and in WHERE conditions that scalar.rs
+//! does not read as an inner join (a count, a comparison inside OR, ...), read as left joins with their
+//! grouped form (scalar.rs):
 //!
 //! `SELECT a.id, (SELECT max(b.y) FROM b WHERE b.a_id = a.id) AS m FROM a WHERE a.x > 0` is read as
 //! `SELECT o.c1 AS id, s.v AS m
@@ -8,8 +9,8 @@
 //!
 //! The block without its SELECT list and HAVING becomes a derived table of what they read — column
 //! references, and in a grouped block whole aggregate calls — and of the outer expressions the
-//! subqueries are correlated with (group keys, in a grouped block); HAVING becomes the WHERE above the
-//! joins. So the block's joins, filters and grouping are analysed (and placed) as written, not across
+//! subqueries are correlated with (group keys, in a grouped block); HAVING, or those WHERE conditions
+//! (in a block without grouping), become the WHERE above the joins. So the block's joins, filters and grouping are analysed (and placed) as written, not across
 //! an outer join. Each outer row meets at most one group (there is one per key), so no row is repeated
 //! or lost. An outer row without a group reads the subquery's value over no rows: NULL for aggregates
 //! other than count combined by arithmetic, 0 for a bare count; other values (`coalesce(max(x), 0)`)
@@ -18,12 +19,17 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Distinct, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
+use sqlparser::ast::{BinaryOperator, Distinct, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
 
 use super::block::default_name;
-use super::scalar::{column, has_own, reads_outer, Grouped};
-use super::template::{function_name, ident_name, strip_nested};
+use super::scalar::{and_all, column, has_own, reads_outer, Grouped};
+use super::template::{conjuncts, function_name, ident_name, strip_nested};
 use super::{invalid, parse, unsupported, AnalyzeError, Analyzer, Result};
+
+/// A scalar subquery reading the enclosing block.
+fn correlated(e: &SqlExpr) -> bool {
+    matches!(e, SqlExpr::Subquery(q) if reads_outer(q))
+}
 
 /// The derived table of the block's FROM and WHERE.
 const OUTER: &str = "__pgt_outer";
@@ -35,13 +41,19 @@ impl Analyzer<'_> {
     /// `select` with the correlated scalar subqueries of its SELECT list and HAVING read as left joins
     /// (see the module comment), or None when it has none.
     pub(super) fn decorrelate_select_list(&self, select: &Select) -> Result<Option<Box<Select>>> {
-        let correlated = |e: &SqlExpr| matches!(e, SqlExpr::Subquery(q) if reads_outer(q));
-        let in_having = select.having.as_ref().is_some_and(|h| has_own(h, correlated));
-        if !in_having && !select.projection.iter().any(|item| has_own(item, correlated)) {
-            return Ok(None);
-        }
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
         let grouped = !ungrouped || select.having.is_some() || select.projection.iter().any(|item| self.calls_aggregate(item));
+        // WHERE conditions the inner join of scalar.rs cannot read move above the left joins (not in a
+        // grouped block: they filter before grouping).
+        let (mut kept, mut lifted) = (Vec::new(), Vec::new());
+        for conjunct in select.selection.iter().flat_map(|w| conjuncts(w)) {
+            let lift = !grouped && has_own(conjunct, correlated) && !self.inner_joinable(conjunct);
+            if lift { &mut lifted } else { &mut kept }.push(conjunct.clone());
+        }
+        let in_having = select.having.as_ref().is_some_and(|h| has_own(h, correlated));
+        if lifted.is_empty() && !in_having && !select.projection.iter().any(|item| has_own(item, correlated)) {
+            return Ok(None);
+        }
         let mut joins = Joins { analyzer: self, depth: 0, in_aggregate: 0, found: Vec::new() };
         let keys = match &select.group_by {
             GroupByExpr::Expressions(keys, _) => keys.iter().map(|k| strip_nested(k).clone()).collect(),
@@ -65,14 +77,16 @@ impl Analyzer<'_> {
             rewrite(&mut expr)?;
             items.push(format!("{expr} AS {}", Ident::with_quote('"', name)));
         }
-        let mut having = select.having.clone();
-        if let Some(having) = having.as_mut() {
-            rewrite(having)?;
+        // HAVING (grouped) or the lifted WHERE conditions: the filter above the joins.
+        let mut filter: Vec<SqlExpr> = select.having.iter().cloned().chain(lifted).collect();
+        for condition in filter.iter_mut() {
+            rewrite(condition)?;
         }
-        // The derived table: what the SELECT list and HAVING read, then each subquery's outer expressions.
+        // The derived table: what those read, then each subquery's outer expressions.
         let mut inner = select.clone();
         inner.distinct = None;
         inner.having = None;
+        inner.selection = and_all(kept);
         let keys = joins.found.iter().flat_map(|(_, g)| g.outer.iter());
         inner.projection = outer.read.iter().cloned().chain(keys.cloned()).map(SelectItem::UnnamedExpr).collect();
         let read = outer.read.len();
@@ -93,7 +107,7 @@ impl Analyzer<'_> {
             ));
         }
         let distinct = if matches!(select.distinct, Some(Distinct::Distinct)) { "DISTINCT " } else { "" };
-        let filter = having.map(|h| format!(" WHERE {h}")).unwrap_or_default();
+        let filter = and_all(filter).map(|f| format!(" WHERE {f}")).unwrap_or_default();
         let sql = format!(
             "SELECT {distinct}{} FROM ({inner}) AS \"{OUTER}\"({}){from}{filter}",
             items.join(", "),
@@ -102,6 +116,21 @@ impl Analyzer<'_> {
         let query = parse(&sql)?;
         let SetExpr::Select(rewritten) = *query.body else { return invalid("SELECT list decorrelation") };
         Ok(Some(rewritten))
+    }
+
+    /// Whether scalar.rs reads this WHERE condition as an inner join: a comparison whose correlated
+    /// operands are scalar subqueries NULL over no rows.
+    fn inner_joinable(&self, conjunct: &SqlExpr) -> bool {
+        let SqlExpr::BinaryOp { left, op, right } = strip_nested(conjunct) else { return false };
+        let comparison = matches!(
+            op,
+            BinaryOperator::Eq | BinaryOperator::NotEq | BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+        );
+        comparison
+            && [left, right].into_iter().all(|side| match strip_nested(side) {
+                SqlExpr::Subquery(q) if reads_outer(q) => self.grouped_subquery(q).is_ok_and(|g| self.null_over_no_rows(&g.value)),
+                other => !has_own(other, correlated),
+            })
     }
 
     /// What an outer row without a group reads instead of `grouped`'s value `v`.
@@ -113,7 +142,7 @@ impl Analyzer<'_> {
         let count = matches!(strip_nested(&grouped.value), SqlExpr::Function(f)
             if self.is_aggregate_call(strip_nested(&grouped.value)) && function_name(f).rsplit('.').next() == Some("count"));
         if !count {
-            return unsupported("correlated scalar subquery in the SELECT list whose value over no rows is neither NULL nor a count");
+            return unsupported("correlated scalar subquery whose value over no rows is neither NULL nor a count (such as COALESCE(max(x), 0))");
         }
         let query = parse(&format!("SELECT COALESCE({v}, 0)"))?;
         match *query.body {

@@ -261,7 +261,7 @@ fn unsupported_subqueries_are_named() {
     );
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT COALESCE(max(b.y), 0) AS m FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
-        "correlated scalar subquery in the SELECT list whose value over no rows is neither NULL nor a count"
+        "correlated scalar subquery whose value over no rows is neither NULL nor a count (such as COALESCE(max(x), 0))"
     );
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.id = 1)) AS m FROM public.a"),
@@ -288,19 +288,15 @@ fn unsupported_subqueries_are_named() {
     );
     for (sql, why) in [
         (
-            "SELECT a.id FROM public.a WHERE (a.x > ( SELECT count(*) AS count FROM public.b WHERE (b.id = a.id)))",
-            "correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)",
-        ),
-        (
             "SELECT a.id FROM public.a WHERE (a.x > ( SELECT COALESCE(max(b.y), 0) FROM public.b WHERE (b.id = a.id)))",
-            "correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)",
+            "correlated scalar subquery whose value over no rows is neither NULL nor a count (such as COALESCE(max(x), 0))",
         ),
         (
             "SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.id < a.id)))",
             "correlated scalar subquery with a correlation other than an equality",
         ),
         (
-            "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.id = a.id))) OR (a.x = 0))",
+            "SELECT a.g, count(*) AS n FROM public.a WHERE ((a.x > ( SELECT count(*) AS count FROM public.b WHERE (b.id = a.id))) OR (a.x = 0)) GROUP BY a.g",
             "correlated scalar subquery other than one in the SELECT list or compared in a WHERE condition",
         ),
         (
@@ -310,6 +306,25 @@ fn unsupported_subqueries_are_named() {
     ] {
         assert_eq!(unsupported(sql), why, "{sql}");
     }
+}
+
+#[test]
+fn other_correlated_conditions_in_where_filter_above_left_joins() {
+    // A count (0 over no rows), and a comparison inside OR: the condition moves above the left join.
+    for sql in [
+        "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.id))) AND (a.g > 1))",
+        "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id))) OR (a.x = 0))",
+    ] {
+        let t = tree(sql);
+        let shown = show(&t.root);
+        let filter = shown.find("Filter").expect(&shown);
+        let join = shown.find("LeftJoin").expect(&shown);
+        assert!(filter < join, "the condition filters the left join: {shown}");
+        assert_eq!(t.output_names, vec!["id".to_string()], "{shown}");
+    }
+    // A comparison with an aggregate NULL over no rows stays an inner join.
+    let t = tree("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)))");
+    assert!(!show(&t.root).contains("LeftJoin"), "{}", show(&t.root));
 }
 
 #[test]
