@@ -150,6 +150,19 @@ impl CostSummary {
         Some((fixed.max(0.0), per_change.max(0.0)))
     }
 
+    /// A lower bound on a DIFFERENTIAL refresh of `changes` change rows from the measured mean alone,
+    /// for when batches of one size allow no fit: a cost that grows with the batch is at least the
+    /// mean for a batch as large as the mean one, and at least its share of it for a smaller one
+    /// (all of it per change). None before [`MIN_DIFFERENTIAL_SAMPLES`] refreshes.
+    pub fn differential_ms_at_least(&self, changes: i64) -> Option<f64> {
+        if self.differential_refreshes < MIN_DIFFERENTIAL_SAMPLES || !(self.fit_mean_ms.is_finite() && self.fit_mean_ms >= 0.0) {
+            return None;
+        }
+        let mean = self.fit_mean_changes;
+        let share = if mean.is_finite() && mean > 0.0 { (changes.max(0) as f64 / mean).min(1.0) } else { 1.0 };
+        Some(self.fit_mean_ms * share)
+    }
+
     /// The predicted duration of a DIFFERENTIAL refresh of `changes` change rows, if the fit exists.
     pub fn predict_differential_ms(&self, changes: i64) -> Option<f64> {
         let fixed = self.differential_fixed_ms.filter(|v| v.is_finite() && *v >= 0.0)?;
@@ -173,6 +186,21 @@ pub fn by_measured_cost(summary: Option<&CostSummary>, changes: i64) -> Result<A
     };
     let full_ms = s.full_ewma_ms.filter(|v| v.is_finite() && *v >= 0.0);
     let predicted = s.predict_differential_ms(changes);
+    if let (Some(full_ms), None) = (full_ms, predicted) {
+        if let Some(low) = s.differential_ms_at_least(changes).filter(|low| *low > full_ms * FULL_MARGIN) {
+            return Ok(AutoDecision {
+                full: true,
+                reason: format!(
+                    "AUTO chose FULL: differential refreshes of about {} took {} on average, so at least {} for {} > measured full {} (x{FULL_MARGIN})",
+                    plural(s.fit_mean_changes.round() as i64, "change"),
+                    ms(s.fit_mean_ms),
+                    ms(low),
+                    plural(changes, "change"),
+                    ms(full_ms)
+                ),
+            });
+        }
+    }
     let (Some(full_ms), Some(predicted)) = (full_ms, predicted) else {
         let mut missing = Vec::new();
         if full_ms.is_none() || s.full_refreshes < 1 {
@@ -352,6 +380,30 @@ mod tests {
         let s = CostSummary { full_refreshes: 1, full_ewma_ms: Some(10.0), ..s };
         let why = by_measured_cost(Some(&s), 1_000_000).unwrap_err();
         assert!(why.contains("too uniform"), "{why}");
+    }
+
+    #[test]
+    fn batches_of_one_size_that_cost_more_than_full_choose_full() {
+        // TPC-H Q15's case: every batch about 100 changes and 50 ms, FULL 20 ms.
+        let mut s = CostSummary::default();
+        for _ in 0..3 {
+            s.observe_differential(100, 50.0);
+        }
+        assert_eq!(s.differential_fixed_ms, None);
+        let s = CostSummary { full_refreshes: 1, full_ewma_ms: Some(20.0), ..s };
+        let chosen = by_measured_cost(Some(&s), 100).unwrap();
+        assert!(chosen.full, "{chosen:?}");
+        assert!(chosen.reason.contains("about 100 changes took 50.0 ms on average"), "{}", chosen.reason);
+        // A larger batch: the same mean is a lower bound.
+        assert!(by_measured_cost(Some(&s), 10_000).unwrap().full);
+        // A batch of 40 costs at least 20 ms (all of it per change): not enough to prefer FULL; the
+        // fallback rule decides.
+        assert!(by_measured_cost(Some(&s), 40).unwrap_err().contains("too uniform"));
+        // Two refreshes are not enough to say.
+        let mut two = CostSummary { full_refreshes: 1, full_ewma_ms: Some(1.0), ..Default::default() };
+        two.observe_differential(100, 50.0);
+        two.observe_differential(100, 50.0);
+        assert!(by_measured_cost(Some(&two), 100).is_err());
     }
 
     #[test]
