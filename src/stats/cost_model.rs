@@ -99,7 +99,9 @@ impl CostSummary {
         // Exponentially weighted mean and (co)variance, updated incrementally (with weight 1/n this is
         // Welford's exact running mean and population variance).
         let a = weight(self.differential_refreshes);
-        let counted = self.predict_differential_ms(changes).map_or(ms, |p| capped(ms, p));
+        // Without a fit, the mean so far is what a batch is expected to cost (it is AUTO's bound then).
+        let expected = self.predict_differential_ms(changes).or_else(|| (self.differential_refreshes > 1).then_some(self.fit_mean_ms));
+        let counted = expected.map_or(ms, |e| capped(ms, e));
         let (x, y) = (changes as f64, counted);
         if !(self.fit_mean_changes.is_finite()
             && self.fit_mean_ms.is_finite()
@@ -399,6 +401,13 @@ mod tests {
         // A batch of 40 costs at least 20 ms (all of it per change): not enough to prefer FULL; the
         // fallback rule decides.
         assert!(by_measured_cost(Some(&s), 40).unwrap_err().contains("too uniform"));
+        // One refresh that waited for a lock counts as at most 4x the mean: DIFFERENTIAL stays.
+        let mut slow_once = CostSummary { full_refreshes: 1, full_ewma_ms: Some(20.0), ..Default::default() };
+        for ms in [10.0, 10.0, 10_000.0] {
+            slow_once.observe_differential(100, ms);
+        }
+        assert!(slow_once.fit_mean_ms <= 20.0 + 1e-9, "{slow_once:?}");
+        assert!(by_measured_cost(Some(&slow_once), 100).is_err(), "{slow_once:?}");
         // Two refreshes are not enough to say.
         let mut two = CostSummary { full_refreshes: 1, full_ewma_ms: Some(1.0), ..Default::default() };
         two.observe_differential(100, 50.0);
