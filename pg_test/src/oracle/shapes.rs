@@ -120,6 +120,18 @@ pub const SHAPES: &[Shape] = &[
         "SELECT c.id AS id, c.name AS name FROM c WHERE c.q IS NULL OR c.q > (SELECT max(b.w) FROM b WHERE b.k = c.k)",
     ),
     shape(
+        "scalar_correlated_self",
+        "SELECT a.k AS k, a.g AS g, (SELECT count(*) FROM a a2 WHERE a2.g = a.g) AS same_g,
+                (SELECT max(b.w) FROM b WHERE b.k = a.k + 1) AS next_w FROM a",
+    ),
+    shape(
+        "scalar_correlated_derived",
+        "SELECT s.k AS k, c.id AS id, (SELECT sum(b.w) FROM b WHERE b.k = s.k) AS sw
+           FROM (SELECT DISTINCT k FROM a WHERE v > 0) s LEFT JOIN c ON c.k = s.k
+         UNION ALL
+         SELECT c.k AS k, c.id AS id, (SELECT min(a.v) FROM a WHERE a.k = c.k) AS sw FROM c",
+    ),
+    shape(
         "scalar_correlated_having",
         "SELECT a.g AS g, count(*) AS n, sum(a.v) AS sv FROM a GROUP BY a.g
          HAVING count(*) > (SELECT count(*) FROM b WHERE b.lo = a.g) AND sum(a.v) >= (SELECT min(b.w) FROM b WHERE b.hi = a.g)",
