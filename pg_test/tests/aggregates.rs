@@ -174,6 +174,25 @@ fn a_batch_that_keeps_every_extremum_reads_no_source_rows() {
 }
 
 #[test]
+fn a_join_delta_that_inserts_and_cancels_copies_of_a_new_extremum_keeps_their_count() {
+    // Both sides of a join changed in one batch: the delta's terms insert a joined row twice and
+    // delete it once. A new group (and a new maximum of an old one) then has one copy, counted from
+    // the batch alone (TPC-H Q9 recomputed a group every round for this); deleting that copy later
+    // must recompute, not keep a stale maximum.
+    const JOINED: &str = "SELECT t.g, max(t.v) AS mx, count(*) AS n FROM t JOIN k ON k.g = t.g GROUP BY t.g";
+    let mut db = db_with("agg_state_join_cancel", &[]);
+    db.exec("CREATE TABLE k (g int PRIMARY KEY); INSERT INTO k VALUES (1), (2)");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('joined', '{JOINED}', '1h', 'DIFFERENTIAL')"));
+    db.exec("BEGIN; INSERT INTO k VALUES (40); INSERT INTO t (g, v, q, s) VALUES (40, 7.00, 1, 'n'), (40, 3.00, 1, 'n'); COMMIT");
+    db.exec("BEGIN; INSERT INTO k VALUES (41); INSERT INTO t (g, v, q, s) VALUES (41, 99.00, 1, 'n'), (1, 99.00, 1, 'n'); COMMIT");
+    refresh_and_check(&mut db, "joined", JOINED, "a new group and a new maximum, both sides of the join changed");
+    let counts: String = db.value("SELECT string_agg(g || ':' || __pgt_n0, ' ' ORDER BY g) FROM joined WHERE g IN (1, 40, 41)");
+    assert_eq!(counts, "1:1 40:1 41:1", "one copy of each maximum");
+    db.exec("DELETE FROM t WHERE g = 40 AND v = 7.00; DELETE FROM t WHERE g = 1 AND v = 99.00");
+    refresh_and_check(&mut db, "joined", JOINED, "the only copy of a maximum deleted");
+}
+
+#[test]
 fn numeric_sums_with_many_decimal_places_stay_exact() {
     let mut db = TestDb::new("agg_state_decimals");
     let query = "SELECT g, sum(x) AS sx, avg(x) AS ax, count(*) AS n FROM d GROUP BY g";

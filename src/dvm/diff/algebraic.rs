@@ -518,14 +518,24 @@ impl<'t> AggregateState<'t> {
                     let new_best = format!("({di} IS NOT NULL AND ({oa} IS NULL OR {}))", better(&di, &oa));
                     let lost = format!("CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END", same(&dd, &oa, lt));
                     let gained = format!("CASE WHEN {di} IS NOT NULL AND {} THEN {dic} ELSE 0 END", same(&di, &oa, lt));
+                    // Copies of an inserted new extremum that the same batch deleted again (a join's
+                    // delta cancels rows that way; a new group's rows may come and go in one batch).
+                    let undone = format!("CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END", same(&dd, &di, lt));
                     new_state.push(format!("CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"));
                     new_state.push(format!(
-                        "CASE WHEN {new_best} THEN {dic} WHEN {oa} IS NULL THEN 0 ELSE {on} - ({lost}) + ({gained}) END AS n_n{j}"
+                        "CASE WHEN {new_best} THEN {dic} - ({undone}) WHEN {oa} IS NULL THEN 0 ELSE {on} - ({lost}) + ({gained}) END AS n_n{j}"
                     ));
-                    // Recompute when a deleted value lay beyond the stored extremum (out of step), or
-                    // when every copy of it may be gone and no inserted value replaces it.
+                    // Recompute when a deleted value lay beyond the extremum (out of step: beyond the
+                    // new one, or between the stored one and it), or when every copy of it may be gone
+                    // and no inserted value replaces it; with a new extremum, when the batch deleted
+                    // every copy it inserted.
                     rescan.push(format!(
-                        "COALESCE({dd} IS NOT NULL AND ({oa} IS NULL OR {} OR ({} AND ({on} IS NULL OR {on} - {ddc} <= 0) AND NOT {new_best})), false)",
+                        "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
+                         ELSE {oa} IS NULL OR {} OR ({} AND ({on} IS NULL OR {on} - {ddc} <= 0)) END, false)",
+                        better(&dd, &di),
+                        same(&dd, &di, lt),
+                        better(&dd, &oa),
+                        same(&dd, &di, lt),
                         better(&dd, &oa),
                         same(&dd, &oa, lt)
                     ));
