@@ -12,6 +12,22 @@
 //! Before that, WHERE conjuncts are moved into the FROM tree as join conditions and filters of
 //! single inputs (`pushdown.rs`).
 
+/// The two `VisitorMut` methods that keep `self.depth`, the number of nested queries the visit is in:
+/// a block's own expressions are those at depth 0.
+macro_rules! track_query_depth {
+    ($brk:ty) => {
+        fn pre_visit_query(&mut self, _: &mut sqlparser::ast::Query) -> std::ops::ControlFlow<$brk> {
+            self.depth += 1;
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn post_visit_query(&mut self, _: &mut sqlparser::ast::Query) -> std::ops::ControlFlow<$brk> {
+            self.depth -= 1;
+            std::ops::ControlFlow::Continue(())
+        }
+    };
+}
+
 mod aggregate;
 mod block;
 mod from;

@@ -73,15 +73,7 @@ impl VisitorMut for Hoist {
     }
 
     // A nested query's expressions belong to that query's own block.
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
+    track_query_depth!(());
 }
 
 /// The qualifiers an expression's column references use.

@@ -19,7 +19,7 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{BinaryOperator, Distinct, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
+use sqlparser::ast::{BinaryOperator, Distinct, Expr as SqlExpr, GroupByExpr, Ident, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
 
 use super::block::default_name;
 use super::scalar::{and_all, column, has_own, reads_outer, Grouped};
@@ -205,15 +205,7 @@ impl VisitorMut for Joins<'_, '_> {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<AnalyzeError> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<AnalyzeError> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
+    track_query_depth!(AnalyzeError);
 }
 
 /// Replaces what a SELECT-list or HAVING expression reads of the block — its own column references
@@ -250,13 +242,5 @@ impl VisitorMut for OuterColumns<'_, '_> {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
+    track_query_depth!(());
 }
