@@ -10,7 +10,8 @@
 //! The block without its SELECT list and HAVING becomes a derived table of what they read — column
 //! references, and in a grouped block whole aggregate calls — and of the outer expressions the
 //! subqueries are correlated with (group keys, in a grouped block); HAVING, or those WHERE conditions
-//! (in a block without grouping), become the WHERE above the joins. So the block's joins, filters and grouping are analysed (and placed) as written, not across
+//! (in a block without grouping, and without EXISTS or IN beside them), become the WHERE above the
+//! joins. So the block's joins, filters and grouping are analysed (and placed) as written, not across
 //! an outer join. Each outer row meets at most one group (there is one per key), so no row is repeated
 //! or lost. An outer row without a group reads the subquery's value over no rows: NULL for aggregates
 //! other than count combined by arithmetic, 0 for a bare count; other values (`coalesce(max(x), 0)`)
@@ -47,7 +48,9 @@ impl Analyzer<'_> {
         // grouped block: they filter before grouping).
         let (mut kept, mut lifted) = (Vec::new(), Vec::new());
         for conjunct in select.selection.iter().flat_map(|w| conjuncts(w)) {
-            let lift = !grouped && has_own(conjunct, correlated) && !self.inner_joinable(conjunct);
+            // An EXISTS or IN beside it stays: its correlation reads the block's own tables.
+            let semi = |e: &SqlExpr| matches!(e, SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. });
+            let lift = !grouped && has_own(conjunct, correlated) && !has_own(conjunct, semi) && !self.inner_joinable(conjunct);
             if lift { &mut lifted } else { &mut kept }.push(conjunct.clone());
         }
         let in_having = select.having.as_ref().is_some_and(|h| has_own(h, correlated));

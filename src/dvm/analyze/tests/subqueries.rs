@@ -300,6 +300,10 @@ fn unsupported_subqueries_are_named() {
             "correlated scalar subquery other than one in the SELECT list or compared in a WHERE condition",
         ),
         (
+            "SELECT a.id FROM public.a WHERE ((a.x > ( SELECT count(*) AS count FROM public.b WHERE (b.id = a.id))) OR (EXISTS ( SELECT 1 FROM public.c WHERE (c.id = a.g))))",
+            "correlated scalar subquery other than one in the SELECT list or compared in a WHERE condition",
+        ),
+        (
             "SELECT a.id FROM public.a WHERE (a.x > ( SELECT (max(b.y) + a.g) FROM public.b WHERE (b.id = a.id)))",
             "correlated scalar subquery whose value reads the enclosing query",
         ),
