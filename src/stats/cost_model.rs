@@ -99,8 +99,13 @@ impl CostSummary {
         // Exponentially weighted mean and (co)variance, updated incrementally (with weight 1/n this is
         // Welford's exact running mean and population variance).
         let a = weight(self.differential_refreshes);
-        // Without a fit, the mean so far is what a batch is expected to cost (it is AUTO's bound then).
-        let expected = self.predict_differential_ms(changes).or_else(|| (self.differential_refreshes > 1).then_some(self.fit_mean_ms));
+        // Without a fit, the mean so far is what a batch as large as the mean one is expected to cost
+        // (AUTO's bound then), and a larger batch proportionally more.
+        let expected = self.predict_differential_ms(changes).or_else(|| {
+            let mean = self.fit_mean_changes;
+            let scale = if mean.is_finite() && mean > 0.0 { (changes as f64 / mean).max(1.0) } else { 1.0 };
+            (self.differential_refreshes > 1).then_some(self.fit_mean_ms * scale)
+        });
         let counted = expected.map_or(ms, |e| capped(ms, e));
         let (x, y) = (changes as f64, counted);
         if !(self.fit_mean_changes.is_finite()
@@ -408,6 +413,11 @@ mod tests {
         }
         assert!(slow_once.fit_mean_ms <= 20.0 + 1e-9, "{slow_once:?}");
         assert!(by_measured_cost(Some(&slow_once), 100).is_err(), "{slow_once:?}");
+        // A batch far larger than the first is not cut down to the first one's cost.
+        let mut growing = CostSummary::default();
+        growing.observe_differential(1, 1.0);
+        growing.observe_differential(10_000, 500.0);
+        assert!((growing.fit_mean_ms - 250.5).abs() < 1e-9, "{growing:?}");
         // Two refreshes are not enough to say.
         let mut two = CostSummary { full_refreshes: 1, full_ewma_ms: Some(1.0), ..Default::default() };
         two.observe_differential(100, 50.0);
