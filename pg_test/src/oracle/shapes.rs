@@ -145,7 +145,7 @@ pub const SHAPES: &[Shape] = &[
         "scalar_correlated_select_join",
         "SELECT DISTINCT a.k AS k, b.w AS w, (SELECT count(*) FROM c WHERE c.k = a.g) AS nc,
                 (SELECT avg(c.q) FROM c WHERE c.k = b.lo) AS aq
-           FROM a, b WHERE a.k = b.k",
+           FROM a, b WHERE a.k = b.k AND b.hi = a.g",
     ),
     // CTEs.
     shape(
