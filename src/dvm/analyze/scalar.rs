@@ -94,6 +94,14 @@ pub(super) fn column(alias: &str, name: &str) -> SqlExpr {
     SqlExpr::CompoundIdentifier(vec![Ident::with_quote('"', alias), Ident::new(name)])
 }
 
+/// `=`, `<>`, `<`, `<=`, `>`, `>=`: the operators a correlated scalar subquery may be compared with.
+pub(super) fn is_comparison(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::Eq | BinaryOperator::NotEq | BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+    )
+}
+
 pub(super) fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
     parts.into_iter().reduce(|l, r| SqlExpr::BinaryOp { left: Box::new(l), op: BinaryOperator::And, right: Box::new(r) })
 }
@@ -231,15 +239,7 @@ impl Analyzer<'_> {
         for conjunct in conjuncts(&selection) {
             let mut conjunct = conjunct.clone();
             if let SqlExpr::BinaryOp { left, op, right } = strip_nested_mut(&mut conjunct) {
-                let comparison = matches!(
-                    op,
-                    BinaryOperator::Eq
-                        | BinaryOperator::NotEq
-                        | BinaryOperator::Lt
-                        | BinaryOperator::LtEq
-                        | BinaryOperator::Gt
-                        | BinaryOperator::GtEq
-                );
+                let comparison = is_comparison(op);
                 for side in [left, right] {
                     let SqlExpr::Subquery(query) = strip_nested(side) else { continue };
                     if !comparison || !reads_outer(query) {

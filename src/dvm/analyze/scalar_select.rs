@@ -20,10 +20,10 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{BinaryOperator, Distinct, Expr as SqlExpr, GroupByExpr, Ident, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
+use sqlparser::ast::{Distinct, Expr as SqlExpr, GroupByExpr, Ident, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
 
 use super::block::default_name;
-use super::scalar::{and_all, column, has_own, reads_outer, Grouped};
+use super::scalar::{and_all, column, has_own, is_comparison, reads_outer, Grouped};
 use super::template::{conjuncts, function_name, ident_name, strip_nested};
 use super::{invalid, parse, unsupported, AnalyzeError, Analyzer, Result};
 
@@ -125,11 +125,7 @@ impl Analyzer<'_> {
     /// operands are scalar subqueries NULL over no rows.
     fn inner_joinable(&self, conjunct: &SqlExpr) -> bool {
         let SqlExpr::BinaryOp { left, op, right } = strip_nested(conjunct) else { return false };
-        let comparison = matches!(
-            op,
-            BinaryOperator::Eq | BinaryOperator::NotEq | BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
-        );
-        comparison
+        is_comparison(op)
             && [left, right].into_iter().all(|side| match strip_nested(side) {
                 SqlExpr::Subquery(q) if reads_outer(q) => self.grouped_subquery(q).is_ok_and(|g| self.null_over_no_rows(&g.value)),
                 other => !has_own(other, correlated),
