@@ -1,6 +1,6 @@
 use crate::catalog::{names, stream_tables};
 use crate::cdc;
-use crate::dvm::apply::differential_plan;
+use crate::dvm::apply::stream_plan;
 use crate::dvm::diff::{stream_delta, AggregateState, DiffContext};
 use crate::refresh;
 use crate::dvm::explain::describe_tree;
@@ -37,6 +37,9 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
         Some(tree) => {
             out.push_str(&format!("\nOperator tree:\n{}", describe_tree(&tree)));
             out.push_str(&super::index_advice::section(&tree)?);
+            if let Some(top_k) = &tree.top_k {
+                out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
+            }
             if let Some(state) = AggregateState::of(&tree) {
                 let hidden: Vec<String> = state.hidden_columns().into_iter().map(|(n, _)| n).collect();
                 out.push_str(&format!(
@@ -49,7 +52,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 Some(payload) => {
                     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
                     if let Some(delta) = stream_delta(&tree, &storage, &payload, &mut ctx)? {
-                        let plan = differential_plan(&storage, &payload, &delta);
+                        let plan = stream_plan(&tree, &storage, &payload, &delta, &st.defining_query);
                         out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));
                     }
                 }

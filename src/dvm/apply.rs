@@ -15,6 +15,7 @@
 //! record-image identity (`*=`, as REFRESH MATERIALIZED VIEW CONCURRENTLY does), so a change that only
 //! alters a value's representation (`1.5` → `1.50`) is applied, not mistaken for no change.
 
+use super::optree::OpTree;
 use super::plan::{Param, PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, quote_ident, QualifiedName};
 
@@ -96,14 +97,24 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Del
     }
 }
 
+/// The DIFFERENTIAL plan of a stream table whose query is `tree`: a top-K window's (see
+/// `dvm::top_k`: `delta` are then the Δ rows of the query without its LIMIT, and `defining_query`
+/// refills the window), else [`differential_plan`].
+pub fn stream_plan(tree: &OpTree, storage: &QualifiedName, payload: &Payload, delta: &Delta, defining_query: &str) -> RefreshPlan {
+    match (&tree.top_k, delta) {
+        (Some(top_k), Delta::Rows(rows)) => super::top_k::top_k_plan(storage, payload, rows, top_k, defining_query),
+        _ => differential_plan(storage, payload, delta),
+    }
+}
+
 /// `SELECT d.c0::<type> AS c0, ..., <extra> FROM (<query>) AS d`: the delta in the storage's types.
-fn typed_delta(payload: &Payload, query: &str, extra: &[&str]) -> String {
+pub(super) fn typed_delta(payload: &Payload, query: &str, extra: &[&str]) -> String {
     let mut items: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("d.c{i}::{t} AS c{i}")).collect();
     items.extend(extra.iter().map(|e| format!("d.{e}")));
     format!("SELECT {} FROM ({query}\n) AS d", items.join(", "))
 }
 
-const REPORT: &str = "pg_catalog.pg_current_snapshot()::text AS snapshot";
+pub(super) const REPORT: &str = "pg_catalog.pg_current_snapshot()::text AS snapshot";
 
 /// Rows: for each distinct row with weight w < 0, w copies are found through the row identity index
 /// and deleted by `ctid` (a TID scan, whatever the planner estimates for the delta); rows with w > 0

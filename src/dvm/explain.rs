@@ -1,6 +1,6 @@
 //! A readable rendering of an OpTree, for explain_stream_table.
 
-use super::optree::{Expr, Node, OpTree};
+use super::optree::{Expr, Node, OpTree, TopK};
 
 pub fn describe_tree(tree: &OpTree) -> String {
     let mut out = String::new();
@@ -45,6 +45,25 @@ fn write_node(node: &Node, depth: usize, out: &mut String) {
     }
 }
 
+/// How a top-K stream table is maintained, for explain_stream_table.
+pub fn describe_top_k(tree: &OpTree, top_k: &TopK) -> String {
+    let order = top_k
+        .order
+        .iter()
+        .map(|k| {
+            let name = tree.output_names.get(k.column).map_or("?", String::as_str);
+            format!("{name}{}", if k.descending { " DESC" } else { "" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "\nTop-K: the first {} rows by {order}. A refresh moves them by the delta of the query without its LIMIT; \
+         when the batch deletes rows of the window and too few rows are known to take their place, it runs the \
+         defining query to refill it\n",
+        top_k.limit
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +76,7 @@ mod tests {
             root: Node::Filter { input: Box::new(scan), predicate: Expr { parts: vec![super::super::optree::ExprPart::Col(0), super::super::optree::ExprPart::Sql(" > 1".into())] } },
             ctes: vec![],
             output_names: vec!["a".into()],
+            top_k: None,
         };
         assert_eq!(describe_tree(&tree), "Filter [1 cols] #0 > 1\n  Scan [1 cols] public.t (a)\n");
     }

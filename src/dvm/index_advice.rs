@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn tree(root: Node) -> OpTree {
-        OpTree { root, ctes: vec![], output_names: vec![] }
+        OpTree { root, ctes: vec![], output_names: vec![], top_k: None }
     }
 
     fn keys(tree: &OpTree) -> Vec<String> {

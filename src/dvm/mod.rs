@@ -16,3 +16,4 @@ pub mod full;
 pub mod optree;
 pub mod plan;
 pub mod sql;
+pub mod top_k;

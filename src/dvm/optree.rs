@@ -229,6 +229,25 @@ pub struct OpTree {
     pub ctes: Vec<Node>,
     /// The query's output column names (root arity).
     pub output_names: Vec<String>,
+    /// `ORDER BY ... LIMIT k` of the whole query: the stream table holds the first k rows of `root`.
+    #[serde(default)]
+    pub top_k: Option<TopK>,
+}
+
+/// A top-level `ORDER BY ... LIMIT k` (see `dvm::topk`), over the query's output columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopK {
+    pub order: Vec<SortKey>,
+    pub limit: u64,
+}
+
+/// One ORDER BY item: an output column, its direction and where NULLs go (None: the direction's
+/// default, as PostgreSQL's `NULLS LAST` for ascending and `NULLS FIRST` for descending).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SortKey {
+    pub column: usize,
+    pub descending: bool,
+    pub nulls_first: Option<bool>,
 }
 
 impl OpTree {
@@ -289,7 +308,7 @@ mod tests {
             key_eq: vec![],
         };
         assert_eq!(agg.arity(), 2);
-        let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()] };
+        let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()], top_k: None };
         assert_eq!(tree.tables().len(), 1);
     }
 }

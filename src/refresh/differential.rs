@@ -7,7 +7,7 @@ use super::{full, Batch, Done};
 use crate::dvm::decide::{Fact, Facts};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
-use crate::dvm::apply::differential_plan;
+use crate::dvm::apply::stream_plan;
 use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
 use crate::dvm::apply::Payload;
 use crate::dvm::optree::{OpTree, TableRef};
@@ -124,7 +124,7 @@ fn apply_delta(
     let Some(delta) = stream_delta(tree, storage, payload, ctx)? else {
         return Err(PgtError::internal("a changed source produced no delta query"));
     };
-    let plan = differential_plan(storage, payload, &delta);
+    let plan = stream_plan(tree, storage, payload, &delta, &st.defining_query);
     match super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))? {
         Ok(applied) => {
             let snapshot = frontier.map_or(applied.snapshot, str::to_string);

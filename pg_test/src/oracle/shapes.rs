@@ -258,6 +258,15 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape("repr_citext_group", "SELECT lower(ci::text) AS ci, count(*) AS n, sum(x) AS sx, max(k) AS mk FROM r GROUP BY ci"),
     shape("repr_citext_join", "SELECT a.id AS a, b.id AS b, b.iv AS iv, b.f AS f FROM r a JOIN r b ON a.ci = b.ci AND a.k = b.k"),
+    // ORDER BY ... LIMIT (top-K). Each ORDER BY decides every visible column (ties are identical rows,
+    // or the key is unique), so the query's first rows are one multiset whatever the plan.
+    shape("top_k_rows", "SELECT k AS k, v AS v, t AS t FROM a ORDER BY v DESC NULLS LAST, k, t LIMIT 5"),
+    shape("top_k_grouped", "SELECT g AS g, count(*) AS n, sum(v) AS sv FROM a GROUP BY g ORDER BY sv DESC NULLS FIRST, g LIMIT 3"),
+    shape(
+        "top_k_join",
+        "SELECT a.k AS k, b.w AS w, b.s AS s FROM a JOIN b ON a.k = b.k WHERE b.w IS NOT NULL ORDER BY w, k, s LIMIT 4",
+    ),
+    shape("top_k_pk", "SELECT id AS id, q AS q FROM c ORDER BY q NULLS FIRST, id DESC LIMIT 6"),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

@@ -38,6 +38,7 @@ mod scalar_select;
 mod scope;
 mod subquery;
 mod template;
+mod top_k;
 #[cfg(test)]
 mod tests;
 
@@ -99,10 +100,14 @@ fn invalid<T>(why: impl Into<String>) -> Result<T> {
 
 /// Analyses a normalised SELECT into an OpTree.
 pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, AnalyzeError> {
-    let query = parse(sql)?;
+    let mut query = parse(sql)?;
+    let top_k = top_k::take(&mut query)?;
     let mut analyzer = Analyzer::new(catalog);
     let top = analyzer.query(&query)?;
-    Ok(OpTree { root: top.node, ctes: analyzer.ctes, output_names: top.names })
+    if let Some(key) = top_k.iter().flat_map(|t| &t.order).find(|k| k.column >= top.names.len()) {
+        return Err(AnalyzeError::Invalid(format!("ORDER BY position {} is not in the select list", key.column + 1)));
+    }
+    Ok(OpTree { root: top.node, ctes: analyzer.ctes, output_names: top.names, top_k })
 }
 
 /// Parses one SELECT (a view's definition or the defining query).

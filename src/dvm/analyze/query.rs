@@ -77,7 +77,8 @@ fn union_inputs(node: Node, distinct: bool) -> Vec<Node> {
 }
 
 /// Rejects the query-level clauses that change which rows a query returns depending on order or
-/// locking. ORDER BY alone does not change a table's contents, so it is ignored.
+/// locking (a top-level `ORDER BY ... LIMIT` was taken off before: see `top_k`). ORDER BY alone
+/// does not change a table's contents, so it is ignored.
 pub(super) fn check_query(query: &Query) -> Result<()> {
     match &query.limit_clause {
         Some(LimitClause::LimitOffset { limit: Some(_), .. } | LimitClause::OffsetCommaLimit { .. }) => {
@@ -86,8 +87,10 @@ pub(super) fn check_query(query: &Query) -> Result<()> {
         Some(LimitClause::LimitOffset { offset: Some(_), .. }) => return unsupported("OFFSET"),
         _ => {}
     }
-    if query.fetch.is_some() {
-        return unsupported("FETCH FIRST");
+    match &query.fetch {
+        Some(fetch) if fetch.with_ties => return unsupported("FETCH FIRST ... WITH TIES"),
+        Some(_) => return unsupported("FETCH FIRST"),
+        None => {}
     }
     if !query.locks.is_empty() {
         return unsupported("FOR UPDATE/FOR SHARE");

@@ -105,7 +105,11 @@ fn maintainable(call: &AggCall) -> bool {
 
 impl<'t> AggregateState<'t> {
     /// The algebraic form of `tree`, when its shape and every aggregate allow it.
+    /// Never for a top-K query: its storage holds only the first rows, not every group.
     pub fn of(tree: &'t OpTree) -> Option<AggregateState<'t>> {
+        if tree.top_k.is_some() {
+            return None;
+        }
         let Node::Project { input, exprs } = &tree.root else { return None };
         let Node::Aggregate { input, group_by, aggregates, calls, key_types, key_eq } = input.as_ref() else { return None };
         if calls.len() != aggregates.len() || !calls.iter().all(maintainable) {

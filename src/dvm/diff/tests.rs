@@ -21,7 +21,7 @@ fn eq(a: usize, b: usize) -> Expr {
 
 fn tree(root: Node) -> OpTree {
     let n = root.arity();
-    OpTree { root, ctes: vec![], output_names: (0..n).map(|i| format!("o{i}")).collect() }
+    OpTree { root, ctes: vec![], output_names: (0..n).map(|i| format!("o{i}")).collect(), top_k: None }
 }
 
 fn ctx(relids: &[u32], bypass: &[u32]) -> DiffContext {
@@ -252,6 +252,7 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         },
         ctes: vec![cte],
         output_names: vec!["a".into(), "b".into()],
+        top_k: None,
     };
     let mut c = ctx(&[10], &[]);
     let sql = delta(&t, &mut c);

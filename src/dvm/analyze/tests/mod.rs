@@ -7,6 +7,7 @@ mod joins;
 mod pushdown;
 mod relations;
 mod subqueries;
+mod top_k;
 mod unsupported;
 
 use super::{analyze, AnalyzeError, Catalog, Relation};

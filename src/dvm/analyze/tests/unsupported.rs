@@ -4,8 +4,22 @@ use super::unsupported;
 
 #[test]
 fn row_limiting_and_locking() {
-    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x LIMIT 10"), "LIMIT");
+    // A top-level ORDER BY ... LIMIT is maintained (tests/top_k.rs); these forms are not.
     assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x OFFSET 5"), "OFFSET");
+    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x OFFSET 5 LIMIT 10"), "OFFSET");
+    assert_eq!(unsupported("SELECT a.x FROM public.a LIMIT 10"), "LIMIT without ORDER BY");
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS WITH TIES"),
+        "FETCH FIRST ... WITH TIES"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY a.g LIMIT 10"),
+        "ORDER BY a.g with LIMIT (an ORDER BY item must be one of the SELECT list's columns)"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY (a.x + 1) LIMIT 10"),
+        "ORDER BY (a.x + 1) with LIMIT (an ORDER BY item must be one of the SELECT list's columns)"
+    );
     assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS ONLY"), "FETCH FIRST");
     assert_eq!(unsupported("SELECT a.x FROM public.a FOR UPDATE"), "FOR UPDATE/FOR SHARE");
     // Inside a subquery too.

@@ -1,0 +1,139 @@
+//! ORDER BY ... LIMIT k maintained DIFFERENTIALly: the window moves by the delta alone when it can,
+//! is refilled from the defining query when deletions leave too few known rows, and stays a valid
+//! answer when rows tie at the cut-off (which tied rows PostgreSQL returns is its choice, so ties
+//! are checked by what any answer must satisfy, not against one run of the query).
+
+use pg_trickle_e2e::TestDb;
+
+/// The latest refresh's action, rows deleted and rows inserted.
+fn last(db: &mut TestDb, st: &str) -> (String, i64, i64) {
+    let rows = db.rows(
+        "SELECT h.action, h.rows_deleted, h.rows_inserted FROM pgtrickle.pgt_refresh_history h
+           JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+          WHERE s.pgt_relid = $1::text::regclass ORDER BY h.refresh_id DESC LIMIT 1",
+        &[&st],
+    );
+    (rows[0].get(0), rows[0].get(1), rows[0].get(2))
+}
+
+fn refresh(db: &mut TestDb, st: &str, step: &str) -> (i64, i64) {
+    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+    let (action, deleted, inserted) = last(db, st);
+    assert_eq!(action, "DIFFERENTIAL", "{step}");
+    (deleted, inserted)
+}
+
+/// `ties` holds a valid answer of `SELECT id, score FROM t ORDER BY score DESC LIMIT 4`: the right
+/// number of rows, all of them rows of t, and no row of t it left out scoring higher than one it kept.
+fn assert_valid_answer(db: &mut TestDb, step: &str) {
+    let problems: Vec<String> = db
+        .rows(
+            "SELECT 'count ' || (SELECT count(*) FROM ties) || ', expected ' || least(4, (SELECT count(*) FROM t))
+              WHERE (SELECT count(*) FROM ties) <> least(4, (SELECT count(*) FROM t))
+             UNION ALL
+             SELECT 'not a row of t: ' || x::text FROM (SELECT id, score FROM ties EXCEPT ALL SELECT id, score FROM t) x
+             UNION ALL
+             SELECT 'left out but scores higher: ' || x::text
+               FROM (SELECT id, score FROM t EXCEPT ALL SELECT id, score FROM ties) x
+              WHERE x.score > (SELECT min(score) FROM ties)",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert!(problems.is_empty(), "{step}: not a valid answer:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn ties_at_the_cut_off_stay_a_valid_answer_through_deletes_inserts_and_refills() {
+    let mut db = TestDb::new("top_k_ties");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, score int NOT NULL);
+         INSERT INTO t SELECT i, i % 5 FROM generate_series(1, 40) i;
+         SELECT pgtrickle.create_stream_table('ties', 'SELECT id, score FROM t ORDER BY score DESC LIMIT 4', '1h', 'DIFFERENTIAL');",
+    );
+    assert_valid_answer(&mut db, "created");
+
+    // Eight rows score 4 and the window holds four of them. Deleting two of those leaves the window
+    // two rows it knows of: it refills from the query, which may return any four of the other six.
+    db.exec("DELETE FROM t WHERE id IN (SELECT id FROM ties ORDER BY id LIMIT 2)");
+    refresh(&mut db, "ties", "two window rows deleted");
+    assert_valid_answer(&mut db, "two window rows deleted");
+
+    // A row above every other: it enters, one row at the cut-off leaves, nothing is recomputed.
+    db.exec("INSERT INTO t VALUES (100, 9)");
+    assert_eq!(refresh(&mut db, "ties", "a new best row"), (1, 1), "one row in, one out");
+    assert_valid_answer(&mut db, "a new best row");
+
+    // A row that ties with the cut-off: the window may keep what it has.
+    db.exec("INSERT INTO t VALUES (101, 4)");
+    refresh(&mut db, "ties", "a tie at the cut-off");
+    assert_valid_answer(&mut db, "a tie at the cut-off");
+
+    // Rows of the window lowered below it, and a row from far below raised into it, in one batch.
+    db.exec("UPDATE t SET score = 0 WHERE id IN (SELECT id FROM ties WHERE id <> 100 ORDER BY id LIMIT 2); UPDATE t SET score = 7 WHERE id = 1");
+    refresh(&mut db, "ties", "moved out and in");
+    assert_valid_answer(&mut db, "moved out and in");
+
+    // Down to fewer rows than the limit, to nothing, and back.
+    db.exec("DELETE FROM t WHERE id > 3");
+    refresh(&mut db, "ties", "three rows left");
+    assert_valid_answer(&mut db, "three rows left");
+    db.exec("DELETE FROM t");
+    refresh(&mut db, "ties", "emptied");
+    assert_valid_answer(&mut db, "emptied");
+    db.exec("INSERT INTO t SELECT i, i % 3 FROM generate_series(1, 10) i");
+    refresh(&mut db, "ties", "refilled from inserts alone");
+    assert_valid_answer(&mut db, "refilled from inserts alone");
+}
+
+#[test]
+fn a_window_that_holds_the_whole_query_never_reads_it_again() {
+    let mut db = TestDb::new("top_k_small");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, g int, v numeric(10,2));
+         INSERT INTO t VALUES (1, 1, 1.50), (2, 1, NULL), (3, 2, 7.25);
+         SELECT pgtrickle.create_stream_table('per_g',
+           'SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g ORDER BY s NULLS FIRST, g LIMIT 10', '1h', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('nothing', 'SELECT id FROM t ORDER BY id LIMIT 0', '1h', 'DIFFERENTIAL');",
+    );
+    let query = "SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g ORDER BY s NULLS FIRST, g LIMIT 10";
+    for (step, change) in [
+        ("a NULL sum", "INSERT INTO t VALUES (4, 3, NULL)"),
+        ("a group's only row deleted", "DELETE FROM t WHERE id = 3"),
+        ("a scale change of an equal sum", "UPDATE t SET v = 1.5 WHERE id = 1"),
+        ("many groups, more than the limit", "INSERT INTO t SELECT i, i % 25, i FROM generate_series(10, 200) i"),
+    ] {
+        db.exec(change);
+        refresh(&mut db, "per_g", step);
+        db.assert_shows_what_query_shows("per_g", query);
+        refresh(&mut db, "nothing", step);
+        let n: i64 = db.value("SELECT count(*) FROM nothing");
+        assert_eq!(n, 0, "{step}: LIMIT 0");
+    }
+}
+
+#[test]
+fn explain_shows_the_window_and_the_forms_not_maintained_are_refused_by_name() {
+    let mut db = TestDb::new("top_k_refusals");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         SELECT pgtrickle.create_stream_table('top3', 'SELECT id, v FROM t ORDER BY v DESC, id LIMIT 3', '1h', 'DIFFERENTIAL');",
+    );
+    let plan: String = db.value("SELECT pgtrickle.explain_stream_table('top3')");
+    assert!(plan.contains("Top-K: the first 3 rows by v DESC, id."), "{plan}");
+    for (query, construct) in [
+        ("SELECT id, v FROM t ORDER BY v OFFSET 2 LIMIT 3", "OFFSET"),
+        ("SELECT id, v FROM t LIMIT 3", "LIMIT without ORDER BY"),
+        ("SELECT id FROM t ORDER BY v LIMIT 3", "ORDER BY t.v with LIMIT"),
+        ("SELECT s.id FROM (SELECT id FROM t ORDER BY v LIMIT 3) s", "does not support LIMIT"),
+    ] {
+        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('refused', '{query}', '1h', 'DIFFERENTIAL')"));
+        assert_eq!(e.code, "0A000", "{query}: {e:?}");
+        assert!(e.message.contains(construct), "{query}: {}", e.message);
+    }
+    // AUTO takes them FULL and says why.
+    db.exec("SELECT pgtrickle.create_stream_table('auto_offset', 'SELECT id, v FROM t ORDER BY v OFFSET 2 LIMIT 3', '1h', 'AUTO')");
+    let why: String = db.value("SELECT effective_mode || ': ' || mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'auto_offset'::regclass");
+    assert!(why.starts_with("FULL: ") && why.contains("OFFSET"), "{why}");
+}
