@@ -80,26 +80,33 @@ fn scanned(node: &Node, pos: usize) -> Option<(&TableRef, &String)> {
 }
 
 /// The `#a = #b` conjuncts of a condition (its top-level ANDs, whatever their parentheses).
-fn equalities(on: &Expr) -> Vec<(usize, usize)> {
+pub(crate) fn equalities(on: &Expr) -> Vec<(usize, usize)> {
+    equalities_of_all(on).0
+}
+
+/// The `#a = #b` conjuncts of a condition, and whether they are all of its conjuncts.
+pub(crate) fn equalities_of_all(on: &Expr) -> (Vec<(usize, usize)>, bool) {
     // Rendered with the analyser's markers, which never occur in SQL text: "\u{1}3\u{2}".
     let text = on.render(&|n| format!("\u{1}{n}\u{2}"));
     let mut out = Vec::new();
-    collect(&text, &mut out);
-    out
+    let all = collect(&text, &mut out);
+    (out, all)
 }
 
-fn collect(text: &str, out: &mut Vec<(usize, usize)>) {
+/// Collects the equalities; returns whether every conjunct was one.
+fn collect(text: &str, out: &mut Vec<(usize, usize)>) -> bool {
     let text = strip_parens(text.trim());
     let parts = split_and(text);
     if parts.len() > 1 {
-        for part in parts {
-            collect(part, out);
-        }
-    } else if let Some((a, b)) = text.split_once(" = ") {
+        return parts.into_iter().fold(true, |all, part| collect(part, out) && all);
+    }
+    if let Some((a, b)) = text.split_once(" = ") {
         if let (Some(a), Some(b)) = (marker(a), marker(b)) {
             out.push((a, b));
+            return true;
         }
     }
+    false
 }
 
 /// A whole column marker's number.

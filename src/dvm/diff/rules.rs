@@ -277,6 +277,34 @@ impl Probe<'_> {
         format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {})", self.cond(x, &y))
     }
 
+    /// `exists`, for rows of x a join feeds: when the condition has equalities between the two
+    /// sides besides other conjuncts, their EXISTS first. PostgreSQL drives a join with a semi-join
+    /// only when it can make the other side unique on the semi-join's keys, which takes equalities
+    /// alone; with `y.k = x.k AND y.s <> x.s` it computes every row of x and then probes.
+    fn exists_keyed(&self, ctx: &mut DiffContext, x: &str, ys: &str) -> String {
+        let full = self.exists(ctx, x, ys);
+        let (pairs, all) = crate::dvm::index_advice::equalities_of_all(self.on);
+        let la = self.left_arity;
+        // (x column, y column) of each equality between the two sides.
+        let across: Vec<(usize, usize)> = pairs
+            .iter()
+            .filter_map(|&(a, b)| {
+                let (l, r) = match (a < la, b < la) {
+                    (true, false) => (a, b - la),
+                    (false, true) => (b, a - la),
+                    _ => return None,
+                };
+                Some(if self.x_is_left { (l, r) } else { (r, l) })
+            })
+            .collect();
+        if all || across.is_empty() {
+            return full;
+        }
+        let y = ctx.alias("y");
+        let keys = across.iter().map(|(xc, yc)| format!("{y}.c{yc} = {x}.c{xc}")).collect::<Vec<_>>().join(" AND ");
+        format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {keys}) AND {full}")
+    }
+
     /// The number of matches x had in the old state of the other side: |matches in Y| − Σw(matches in ΔY).
     fn old_matches(&self, ctx: &mut DiffContext, x: &str, ys: &str, dy: &str) -> String {
         let (y, d) = (ctx.alias("y"), ctx.alias("y"));
@@ -286,19 +314,6 @@ impl Probe<'_> {
             self.cond(x, &d)
         )
     }
-}
-
-/// The old state of `node` as a Z-set with weights: X ⊎ −ΔX.
-fn old_zset(tree: &OpTree, node: &Node, delta: Option<&str>, ctx: &mut DiffContext) -> PgtResult<String> {
-    let n = node.arity();
-    let current = format!("{} FROM ({}) AS o", select(&with_weight(named(cols("o", n)), "1::bigint")), new_sql(tree, node, ctx)?);
-    Ok(match delta {
-        None => current,
-        Some(d) => format!(
-            "{current} UNION ALL {} FROM {d} AS od",
-            select(&with_weight(named(cols("od", n)), &format!("-od.{W}")))
-        ),
-    })
 }
 
 /// The delta of "rows of X with at least one match in Y" (`want_match`) or "rows of X without a match"
@@ -330,7 +345,6 @@ fn match_status_delta(
         let ys = new_sql(tree, y, ctx)?;
         let matches_now = probe.exists(ctx, &a, &ys);
         let matches_before = format!("{} > 0", probe.old_matches(ctx, &a, &ys, dy));
-        let touched = probe.exists(ctx, &a, &format!("SELECT * FROM {dy}"));
         let status = |test: &str| {
             if want_match {
                 format!("CASE WHEN {test} THEN 1 ELSE 0 END")
@@ -339,8 +353,26 @@ fn match_status_delta(
             }
         };
         let weight = format!("{a}.{W} * (({}) - ({}))", status(&matches_now), status(&matches_before));
-        let xs = old_zset(tree, x, dx.as_deref(), ctx)?;
-        terms.push(format!("{} FROM ({xs}) AS {a} WHERE {touched}", select(&with_weight(named(cols(&a, xa)), &weight))));
+        // X_old restricted to the rows ΔY touches, in each of its two parts: under the UNION ALL
+        // the test would only run after all of X had been computed.
+        let dy_rows = format!("SELECT * FROM {dy}");
+        let touched_now = probe.exists_keyed(ctx, "o", &dy_rows);
+        let current = format!(
+            "{} FROM ({}) AS o WHERE {touched_now}",
+            select(&with_weight(named(cols("o", xa)), "1::bigint")),
+            new_sql(tree, x, ctx)?
+        );
+        let xs = match dx.as_deref() {
+            None => current,
+            Some(d) => {
+                let touched_before = probe.exists(ctx, "od", &dy_rows);
+                format!(
+                    "{current} UNION ALL {} FROM {d} AS od WHERE {touched_before}",
+                    select(&with_weight(named(cols("od", xa)), &format!("-od.{W}")))
+                )
+            }
+        };
+        terms.push(format!("{} FROM ({xs}) AS {a}", select(&with_weight(named(cols(&a, xa)), &weight))));
     }
     Ok(terms)
 }

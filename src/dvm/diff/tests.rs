@@ -173,6 +173,47 @@ fn semi_and_anti_joins_judge_left_rows_against_the_right() {
 }
 
 #[test]
+fn a_change_on_the_right_finds_the_left_rows_it_touches_by_the_equalities_alone_first() {
+    // `EXISTS (... b.a_id = a.id AND b.y <> a.x)`: PostgreSQL can drive the left side from the
+    // changed right rows only through a semi-join of equalities, so that one comes first.
+    let on = Expr {
+        parts: vec![
+            ExprPart::Col(2),
+            ExprPart::Sql(" = ".into()),
+            ExprPart::Col(0),
+            ExprPart::Sql(" AND ".into()),
+            ExprPart::Col(3),
+            ExprPart::Sql(" <> ".into()),
+            ExprPart::Col(1),
+        ],
+    };
+    let semi = |on| {
+        tree(Node::SemiJoin {
+            anti: false,
+            left: Box::new(scan(10, "a", &["id", "x"])),
+            right: Box::new(scan(20, "b", &["a_id", "y"])),
+            on,
+        })
+    };
+    let sql = delta(&semi(on), &mut ctx(&[10, 20], &[10]));
+    let keyed = regex_like_find(&sql, "WHERE y", ".c0 = o.c0) AND EXISTS (SELECT 1 FROM (SELECT * FROM dy_");
+    assert!(keyed, "keyed EXISTS before the whole condition, on the current left rows: {sql}");
+    assert!(sql.contains(".c1 <> o.c1)"), "the whole condition still decides: {sql}");
+    // Equalities alone need no second test.
+    let plain = delta(&semi(eq(2, 0)), &mut ctx(&[10, 20], &[10]));
+    assert_eq!(plain.matches("FROM (SELECT * FROM dy_").count(), 1, "equalities alone: one test: {plain}");
+}
+
+/// Whether `text` has `prefix`, an alias's digits, then `rest`.
+fn regex_like_find(text: &str, prefix: &str, rest: &str) -> bool {
+    text.match_indices(prefix).any(|(i, _)| {
+        let after = &text[i + prefix.len()..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && after[digits..].starts_with(rest)
+    })
+}
+
+#[test]
 fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
     let t = tree(Node::Aggregate {
         input: Box::new(scan(10, "sales", &["region", "amount"])),
