@@ -56,7 +56,8 @@ pub struct CacheContext {
     pub bypass: BTreeSet<u32>,
     /// CTE id -> name of the WITH item holding that CTE's delta (computed once, referenced many times).
     pub cte_delta_names: BTreeMap<usize, String>,
-    /// WITH items to put in front of the final query, in dependency order.
+    /// WITH items to put in front of the final query, in dependency order: name, and what follows
+    /// `AS` (the parenthesised query, maybe with `MATERIALIZED`).
     pub with_items: Vec<(String, String)>,
 }
 
@@ -72,6 +73,11 @@ pub struct OptimizationContext {
     pub raw_scans: bool,
     /// How an aggregate kept from stored state finds its touched groups' stored rows.
     pub group_lookup: GroupLookup,
+    /// Aggregates without GROUP BY over the current state become MATERIALIZED WITH items: one row,
+    /// computed once per statement whatever the plan (on the inner side of a nested loop the planner
+    /// thought would run once, it is recomputed per outer row). Set by the callers that put the WITH
+    /// clause in front of what they build.
+    pub hoist_global_aggregates: bool,
 }
 
 /// How the touched groups' stored rows are found (see `algebraic::AggregateState::delta_query`).
@@ -108,6 +114,7 @@ impl Default for OptimizationContext {
             alias_counter: 0,
             raw_scans: false,
             group_lookup: GroupLookup::Probe,
+            hoist_global_aggregates: false,
         }
     }
 }

@@ -22,6 +22,7 @@ pub fn stream_delta(tree: &OpTree, storage: &QualifiedName, payload: &Payload, c
     if rules::is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }
+    ctx.opt.hoist_global_aggregates = true;
     let body = state.delta_query(tree, storage, payload, ctx)?;
     Ok(Some(Delta::Groups(format!("{}{body}", rules::with_clause(ctx)))))
 }

@@ -120,7 +120,12 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
             let inner = new_sql(tree, input, ctx)?;
             let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
             let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
-            format!("{} FROM ({inner}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
+            let sql = format!("{} FROM ({inner}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys));
+            if keys.is_empty() && ctx.opt.hoist_global_aggregates {
+                format!("SELECT * FROM {}", hoist_materialized(ctx, "one_", sql))
+            } else {
+                sql
+            }
         }
         Node::Distinct { input } => {
             let a = ctx.alias("d");
@@ -146,7 +151,14 @@ fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
 /// Puts `sql` in a WITH item (computed once however often it is referenced) and returns its name.
 pub(super) fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
     let name = ctx.alias(stem);
-    ctx.cache.with_items.push((name.clone(), sql));
+    ctx.cache.with_items.push((name.clone(), format!("({sql})")));
+    name
+}
+
+/// As [`hoist`], computed once even where referenced once (PostgreSQL inlines such a WITH item).
+fn hoist_materialized(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
+    let name = ctx.alias(stem);
+    ctx.cache.with_items.push((name.clone(), format!("MATERIALIZED ({sql})")));
     name
 }
 
@@ -535,7 +547,7 @@ pub(super) fn with_clause(ctx: &DiffContext) -> String {
     if ctx.cache.with_items.is_empty() {
         return String::new();
     }
-    let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, sql)| format!("{name} AS ({sql})")).collect();
+    let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, body)| format!("{name} AS {body}")).collect();
     format!("WITH {} ", items.join(", "))
 }
 
@@ -569,6 +581,7 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
     if is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }
+    ctx.opt.hoist_global_aggregates = true;
     // Filtered and projected rows are consolidated here, once, not also as they leave the buffer.
     let body = with_raw_scans(ctx, reads_rows_directly(&tree.root), |ctx| delta_sql(tree, &tree.root, ctx))?;
     let n = tree.root.arity();

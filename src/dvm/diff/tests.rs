@@ -204,6 +204,28 @@ fn a_change_on_the_right_finds_the_left_rows_it_touches_by_the_equalities_alone_
     assert_eq!(plain.matches("FROM (SELECT * FROM dy_").count(), 1, "equalities alone: one test: {plain}");
 }
 
+#[test]
+fn a_global_aggregate_joined_by_a_delta_is_computed_once_per_statement() {
+    // `a JOIN (SELECT max(x) FROM b) ON true`, as an uncorrelated scalar subquery is read.
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(Node::Aggregate {
+            input: Box::new(scan(20, "b", &["x"])),
+            group_by: vec![],
+            aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(0), ExprPart::Sql(")".into())] }],
+            calls: vec![],
+            key_types: vec![],
+            key_eq: vec![],
+        }),
+        on: None,
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
+    assert!(regex_like_find(&sql, "one_", " AS MATERIALIZED (SELECT max("), "{sql}");
+    assert!(sql.contains("(SELECT * FROM one_"), "{sql}");
+}
+
 /// Whether `text` has `prefix`, an alias's digits, then `rest`.
 fn regex_like_find(text: &str, prefix: &str, rest: &str) -> bool {
     text.match_indices(prefix).any(|(i, _)| {
