@@ -245,6 +245,8 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
     let (la, ra) = (left.arity(), right.arity());
     let dl = hoisted_delta(tree, left, ctx, "dl_")?;
     let dr = hoisted_delta(tree, right, ctx, "dr_")?;
+    let pairs = on.map(|e| equalities_across(e, la)).unwrap_or_default();
+    let flipped: Vec<(usize, usize)> = pairs.iter().map(|&(l, r)| (r, l)).collect();
     let mut terms = Vec::new();
     let mut term = |ctx: &mut DiffContext, ls: String, rs: String, weight: &dyn Fn(&str, &str) -> String| {
         let (l, r) = (ctx.alias("l"), ctx.alias("r"));
@@ -253,17 +255,81 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
         terms.push(format!("{} FROM ({ls}) AS {l} JOIN ({rs}) AS {r} ON {cond}", select(&items)));
     };
     if let Some(dl) = &dl {
-        let rs = new_sql(tree, right, ctx)?;
+        let rs = new_sql_matching(tree, right, dl, &pairs, ctx)?;
         term(ctx, format!("SELECT * FROM {dl}"), rs, &|l, _| format!("{l}.{W}"));
     }
     if let Some(dr) = &dr {
-        let ls = new_sql(tree, left, ctx)?;
+        let ls = new_sql_matching(tree, left, dr, &flipped, ctx)?;
         term(ctx, ls, format!("SELECT * FROM {dr}"), &|_, r| format!("{r}.{W}"));
     }
     if let (Some(dl), Some(dr)) = (&dl, &dr) {
         term(ctx, format!("SELECT * FROM {dl}"), format!("SELECT * FROM {dr}"), &|l, r| format!("-({l}.{W} * {r}.{W})"));
     }
     Ok(union_all(terms))
+}
+
+/// The `left = right` conjuncts of a join condition over (left columns, right columns), as
+/// (left column, right column) pairs.
+fn equalities_across(on: &Expr, left_arity: usize) -> Vec<(usize, usize)> {
+    crate::dvm::index_advice::equalities(on)
+        .into_iter()
+        .filter_map(|(a, b)| match (a < left_arity, b < left_arity) {
+            (true, false) => Some((a, b - left_arity)),
+            (false, true) => Some((b, a - left_arity)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The current rows of `node` that a row of `partner` (a WITH item) can join with, where `pairs`
+/// are (partner column, node column) equalities of the join condition: all of `node` but for a
+/// grouped aggregate (seen through filters and plain column projections), whose input is
+/// restricted to the groups whose keys equal some partner row's. PostgreSQL cannot push a join key
+/// into a grouped subquery, so without this a small delta joined to `GROUP BY` aggregates every
+/// group (TPC-H Q17's average per part, Q18's `IN (... GROUP BY ... HAVING)`). Exact: a group's key
+/// decides whether any of its rows can join, and kept groups keep all their rows.
+fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+    if pairs.is_empty() {
+        return new_sql(tree, node, ctx);
+    }
+    descend(ctx)?;
+    let sql = match node {
+        Node::Filter { input, predicate } => {
+            let a = ctx.alias("f");
+            let inner = new_sql_matching(tree, input, partner, pairs, ctx)?;
+            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+        }
+        Node::Project { input, exprs } => {
+            let through: Vec<(usize, usize)> = pairs
+                .iter()
+                .filter_map(|&(p, c)| match exprs.get(c)?.parts.as_slice() {
+                    [crate::dvm::optree::ExprPart::Col(j)] => Some((p, *j)),
+                    _ => None,
+                })
+                .collect();
+            let a = ctx.alias("p");
+            let inner = new_sql_matching(tree, input, partner, &through, ctx)?;
+            let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
+            format!("{} FROM ({inner}) AS {a}", select(&items))
+        }
+        Node::Aggregate { input, group_by: keys, aggregates, .. } if pairs.iter().any(|&(_, c)| c < keys.len()) => {
+            let (r, d, a) = (ctx.alias("m"), ctx.alias("m"), ctx.alias("g"));
+            let inner = new_sql(tree, input, ctx)?;
+            let cond: Vec<String> = pairs
+                .iter()
+                .filter(|&&(_, c)| c < keys.len())
+                .map(|&(p, c)| format!("{d}.c{p} = ({})", keys[c].render(&|i| format!("{r}.c{i}"))))
+                .collect();
+            let restricted =
+                format!("SELECT {r}.* FROM ({inner}) AS {r} WHERE EXISTS (SELECT 1 FROM {partner} AS {d} WHERE {})", cond.join(" AND "));
+            let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
+            let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
+            format!("{} FROM ({restricted}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
+        }
+        other => new_sql(tree, other, ctx)?,
+    };
+    ctx.opt.depth -= 1;
+    Ok(sql)
 }
 
 /// How the rows of one side (`x`) relate to the other side (`y`) under `on`, for outer/semi/anti joins.
@@ -347,7 +413,9 @@ fn match_status_delta(
     let mut terms = Vec::new();
     if let Some(dx) = &dx {
         let a = ctx.alias("x");
-        let ys = new_sql(tree, y, ctx)?;
+        let pairs = equalities_across(probe.on, probe.left_arity);
+        let pairs: Vec<(usize, usize)> = if probe.x_is_left { pairs } else { pairs.iter().map(|&(l, r)| (r, l)).collect() };
+        let ys = new_sql_matching(tree, y, dx, &pairs, ctx)?;
         let exists = probe.exists(ctx, &a, &ys);
         let test = if want_match { exists } else { format!("NOT {exists}") };
         terms.push(format!("SELECT {a}.* FROM {dx} AS {a} WHERE {test}"));

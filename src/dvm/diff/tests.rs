@@ -226,6 +226,36 @@ fn a_global_aggregate_joined_by_a_delta_is_computed_once_per_statement() {
     assert!(sql.contains("(SELECT * FROM one_"), "{sql}");
 }
 
+#[test]
+fn a_delta_joined_with_a_grouped_aggregate_aggregates_only_the_groups_it_can_join() {
+    // `a JOIN (SELECT k, sum(x) FROM b GROUP BY k) s ON s.k = a.id`, a changed: only the groups
+    // whose key some changed row of a has are aggregated.
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(Node::Aggregate {
+            input: Box::new(scan(20, "b", &["k", "x"])),
+            group_by: vec![Expr::col(0)],
+            aggregates: vec![Expr { parts: vec![ExprPart::Sql("sum(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+            calls: vec![],
+            key_types: vec![],
+            key_eq: vec![],
+        }),
+        on: Some(eq(1, 0)),
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
+    assert!(regex_like_find(&sql, "WHERE EXISTS (SELECT 1 FROM dl_", " AS m"), "{sql}");
+    assert!(sql.contains(".c0 = (m"), "the partner's key column against the group key: {sql}");
+    // Joined on an aggregate value, not a key: nothing to restrict by.
+    let mut on_value = t.clone();
+    if let Node::Join { on, .. } = &mut on_value.root {
+        *on = Some(eq(2, 0));
+    }
+    let sql = delta(&on_value, &mut ctx(&[10, 20], &[20]));
+    assert!(!sql.contains(" AS m"), "{sql}");
+}
+
 /// Whether `text` has `prefix`, an alias's digits, then `rest`.
 fn regex_like_find(text: &str, prefix: &str, rest: &str) -> bool {
     text.match_indices(prefix).any(|(i, _)| {
