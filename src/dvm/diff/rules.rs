@@ -283,7 +283,7 @@ fn equalities_across(on: &Expr, left_arity: usize) -> Vec<(usize, usize)> {
 
 /// The current rows of `node` that a row of `partner` (a WITH item) can join with, where `pairs`
 /// are (partner column, node column) equalities of the join condition: all of `node` but for a
-/// grouped aggregate (seen through filters and plain column projections), whose input is
+/// grouped aggregate (seen through filters, plain column projections and CTEs), whose input is
 /// restricted to the groups whose keys equal some partner row's. PostgreSQL cannot push a join key
 /// into a grouped subquery, so without this a small delta joined to `GROUP BY` aggregates every
 /// group (TPC-H Q17's average per part, Q18's `IN (... GROUP BY ... HAVING)`). Exact: a group's key
@@ -326,6 +326,7 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, 
             let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
             format!("{} FROM ({restricted}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
         }
+        Node::CteRef { id, .. } => new_sql_matching(tree, cte(tree, *id)?, partner, pairs, ctx)?,
         other => new_sql(tree, other, ctx)?,
     };
     ctx.opt.depth -= 1;
