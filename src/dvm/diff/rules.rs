@@ -362,26 +362,23 @@ impl Probe<'_> {
     /// alone; with `y.k = x.k AND y.s <> x.s` it computes every row of x and then probes.
     fn exists_keyed(&self, ctx: &mut DiffContext, x: &str, ys: &str) -> String {
         let full = self.exists(ctx, x, ys);
-        let (pairs, all) = crate::dvm::index_advice::equalities_of_all(self.on);
-        let la = self.left_arity;
-        // (x column, y column) of each equality between the two sides.
-        let across: Vec<(usize, usize)> = pairs
-            .iter()
-            .filter_map(|&(a, b)| {
-                let (l, r) = match (a < la, b < la) {
-                    (true, false) => (a, b - la),
-                    (false, true) => (b, a - la),
-                    _ => return None,
-                };
-                Some(if self.x_is_left { (l, r) } else { (r, l) })
-            })
-            .collect();
-        if all || across.is_empty() {
+        let across = self.equalities();
+        if across.is_empty() || crate::dvm::index_advice::equalities_of_all(self.on).1 {
             return full;
         }
         let y = ctx.alias("y");
         let keys = across.iter().map(|(xc, yc)| format!("{y}.c{yc} = {x}.c{xc}")).collect::<Vec<_>>().join(" AND ");
         format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {keys}) AND {full}")
+    }
+
+    /// The condition's equalities between the two sides, as (x column, y column).
+    fn equalities(&self) -> Vec<(usize, usize)> {
+        let pairs = equalities_across(self.on, self.left_arity);
+        if self.x_is_left {
+            pairs
+        } else {
+            pairs.into_iter().map(|(l, r)| (r, l)).collect()
+        }
     }
 
     /// The number of matches x had in the old state of the other side: |matches in Y| − Σw(matches in ΔY).
@@ -414,9 +411,7 @@ fn match_status_delta(
     let mut terms = Vec::new();
     if let Some(dx) = &dx {
         let a = ctx.alias("x");
-        let pairs = equalities_across(probe.on, probe.left_arity);
-        let pairs: Vec<(usize, usize)> = if probe.x_is_left { pairs } else { pairs.iter().map(|&(l, r)| (r, l)).collect() };
-        let ys = new_sql_matching(tree, y, dx, &pairs, ctx)?;
+        let ys = new_sql_matching(tree, y, dx, &probe.equalities(), ctx)?;
         let exists = probe.exists(ctx, &a, &ys);
         let test = if want_match { exists } else { format!("NOT {exists}") };
         terms.push(format!("SELECT {a}.* FROM {dx} AS {a} WHERE {test}"));
