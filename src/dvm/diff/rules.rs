@@ -243,10 +243,25 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
 /// Δ(L ⋈ R) = ΔL ⋈ R + L ⋈ ΔR − ΔL ⋈ ΔR, with weights multiplied; terms with an empty side dropped.
 fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>, ctx: &mut DiffContext) -> PgtResult<String> {
     let (la, ra) = (left.arity(), right.arity());
-    let dl = hoisted_delta(tree, left, ctx, "dl_")?;
-    let dr = hoisted_delta(tree, right, ctx, "dr_")?;
     let pairs = on.map(|e| equalities_across(e, la)).unwrap_or_default();
     let flipped: Vec<(usize, usize)> = pairs.iter().map(|&(l, r)| (r, l)).collect();
+    let dl = hoisted_delta(tree, left, ctx, "dl_")?;
+    // The right side's delta meets the left side's current rows and its delta, nothing else.
+    let dr = if is_static_empty(tree, right, ctx) {
+        None
+    } else if pairs.is_empty() || !groups_below(right) {
+        let sql = delta_sql(tree, right, ctx)?;
+        Some(hoist(ctx, "dr_", sql))
+    } else {
+        let c = cols_list(la);
+        let mut partner = format!("(SELECT {c} FROM ({}) AS q", new_sql(tree, left, ctx)?);
+        if let Some(dl) = &dl {
+            partner.push_str(&format!(" UNION ALL SELECT {c} FROM {dl}"));
+        }
+        partner.push(')');
+        let sql = delta_sql_matching(tree, right, &partner, &pairs, ctx)?;
+        Some(hoist(ctx, "dr_", sql))
+    };
     let mut terms = Vec::new();
     let mut term = |ctx: &mut DiffContext, ls: String, rs: String, weight: &dyn Fn(&str, &str) -> String| {
         let (l, r) = (ctx.alias("l"), ctx.alias("r"));
@@ -266,6 +281,21 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
         term(ctx, format!("SELECT * FROM {dl}"), format!("SELECT * FROM {dr}"), &|l, r| format!("-({l}.{W} * {r}.{W})"));
     }
     Ok(union_all(terms))
+}
+
+/// `c0, c1, ..` for `n` columns.
+fn cols_list(n: usize) -> String {
+    (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether a grouped aggregate is reached from `node` through filters and projections: only
+/// then can a join partner cut its delta (`delta_sql_matching`).
+fn groups_below(node: &Node) -> bool {
+    match node {
+        Node::Filter { input, .. } | Node::Project { input, .. } => groups_below(input),
+        Node::Aggregate { group_by, .. } => !group_by.is_empty(),
+        _ => false,
+    }
 }
 
 /// The `left = right` conjuncts of a join condition over (left columns, right columns), as
@@ -300,15 +330,8 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, 
             format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
         }
         Node::Project { input, exprs } => {
-            let through: Vec<(usize, usize)> = pairs
-                .iter()
-                .filter_map(|&(p, c)| match exprs.get(c)?.parts.as_slice() {
-                    [crate::dvm::optree::ExprPart::Col(j)] => Some((p, *j)),
-                    _ => None,
-                })
-                .collect();
             let a = ctx.alias("p");
-            let inner = new_sql_matching(tree, input, partner, &through, ctx)?;
+            let inner = new_sql_matching(tree, input, partner, &through_projection(pairs, exprs), ctx)?;
             let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
@@ -331,6 +354,51 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, 
     };
     ctx.opt.depth -= 1;
     Ok(sql)
+}
+
+/// The delta of `node` as far as a join partner can meet it: `pairs` are (partner column, node
+/// column) equalities of the join condition, `partner` a FROM item holding every row the delta can
+/// be joined with. As `delta_sql`, but a grouped aggregate (seen through filters and plain column
+/// projections) recomputes only the groups whose keys some partner row has: a join of a
+/// selective table with `GROUP BY` (TPC-H Q17's parts of one brand and container, against the
+/// average quantity of every part a batch touched) recomputes what can reach the result.
+fn delta_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+    if pairs.is_empty() {
+        return delta_sql(tree, node, ctx);
+    }
+    descend(ctx)?;
+    let sql = match node {
+        Node::Filter { input, predicate } => {
+            let a = ctx.alias("f");
+            let inner = delta_sql_matching(tree, input, partner, pairs, ctx)?;
+            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+        }
+        Node::Project { input, exprs } => {
+            let a = ctx.alias("p");
+            let inner = delta_sql_matching(tree, input, partner, &through_projection(pairs, exprs), ctx)?;
+            let items = with_weight(named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect()), &format!("{a}.{W}"));
+            format!("{} FROM ({inner}) AS {a}", select(&items))
+        }
+        Node::Aggregate { input, group_by, aggregates, key_eq, .. } if pairs.iter().any(|&(_, c)| c < group_by.len()) => {
+            let on_keys: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, c)| c < group_by.len()).collect();
+            aggregate_delta_of(tree, input, group_by, key_eq, aggregates, Some((partner, &on_keys)), ctx)?
+        }
+        other => delta_sql(tree, other, ctx)?,
+    };
+    ctx.opt.depth -= 1;
+    Ok(sql)
+}
+
+/// `pairs` (partner column, output column) of a projection, as pairs over its input: those whose
+/// output is a plain input column.
+fn through_projection(pairs: &[(usize, usize)], exprs: &[Expr]) -> Vec<(usize, usize)> {
+    pairs
+        .iter()
+        .filter_map(|&(p, c)| match exprs.get(c)?.parts.as_slice() {
+            [crate::dvm::optree::ExprPart::Col(j)] => Some((p, *j)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How the rows of one side (`x`) relate to the other side (`y`) under `on`, for outer/semi/anti joins.
@@ -498,9 +566,34 @@ fn aggregate_delta(
     aggs: &[Expr],
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
+    aggregate_delta_of(tree, input, keys, key_eq, aggs, None, ctx)
+}
+
+/// [`aggregate_delta`], optionally of only the groups a join partner can meet: `matching` is the
+/// partner (a FROM item) and (partner column, group key index) equalities. The input delta is cut
+/// to those groups before anything else, so a group is either recomputed whole or not at all.
+fn aggregate_delta_of(
+    tree: &OpTree,
+    input: &Node,
+    keys: &[Expr],
+    key_eq: &[String],
+    aggs: &[Expr],
+    matching: Option<(&str, &[(usize, usize)])>,
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     let n = input.arity();
-    let dinput = hoisted_delta(tree, input, ctx, "dagg_")?
+    let mut dinput = hoisted_delta(tree, input, ctx, "dagg_")?
         .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+    if let Some((partner, pairs)) = matching {
+        let (d, m) = (ctx.alias("d"), ctx.alias("m"));
+        let cond: Vec<String> =
+            pairs.iter().map(|&(p, k)| format!("{m}.c{p} = ({})", keys[k].render(&|i| format!("{d}.c{i}")))).collect();
+        dinput = hoist(
+            ctx,
+            "dmatch_",
+            format!("SELECT {d}.* FROM {dinput} AS {d} WHERE EXISTS (SELECT 1 FROM {partner} AS {m} WHERE {})", cond.join(" AND ")),
+        );
+    }
     let render_all = |a: &str, es: &[Expr]| -> Vec<String> { es.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
 
     // Groups the batch touches, and the current input rows of exactly those groups.

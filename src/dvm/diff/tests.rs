@@ -247,13 +247,17 @@ fn a_delta_joined_with_a_grouped_aggregate_aggregates_only_the_groups_it_can_joi
     let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
     assert!(regex_like_find(&sql, "WHERE EXISTS (SELECT 1 FROM dl_", " AS m"), "{sql}");
     assert!(sql.contains(".c0 = (m"), "the partner's key column against the group key: {sql}");
+    // The aggregate's own delta is cut to the groups the left side (now, or in its delta) has.
+    let sql = delta(&t, &mut ctx(&[10, 20], &[]));
+    assert!(regex_like_find(&sql, "dmatch_", " AS (SELECT d"), "{sql}");
+    assert!(sql.contains("WHERE EXISTS (SELECT 1 FROM (SELECT c0 FROM (SELECT t.\"id\" AS c0 FROM \"public\".\"a\" AS t) AS q UNION ALL SELECT c0 FROM dl_"), "{sql}");
     // Joined on an aggregate value, not a key: nothing to restrict by.
     let mut on_value = t.clone();
     if let Node::Join { on, .. } = &mut on_value.root {
         *on = Some(eq(2, 0));
     }
-    let sql = delta(&on_value, &mut ctx(&[10, 20], &[20]));
-    assert!(!sql.contains(" AS m"), "{sql}");
+    let sql = delta(&on_value, &mut ctx(&[10, 20], &[]));
+    assert!(!sql.contains(" AS m") && !sql.contains("dmatch_"), "{sql}");
 }
 
 /// Whether `text` has `prefix`, an alias's digits, then `rest`.
