@@ -267,6 +267,15 @@ pub const SHAPES: &[Shape] = &[
         "SELECT a.k AS k, b.w AS w, b.s AS s FROM a JOIN b ON a.k = b.k WHERE b.w IS NOT NULL ORDER BY w, k, s LIMIT 4",
     ),
     shape("top_k_pk", "SELECT id AS id, q AS q FROM c ORDER BY q NULLS FIRST, id DESC LIMIT 6"),
+    // A selective table joined on group keys with grouped subqueries (one with HAVING): each side's
+    // delta meets only the other side's groups (TPC-H Q17's form).
+    shape(
+        "join_grouped_subquery",
+        "SELECT c.id AS id, s.sv AS sv, s.n AS n, h.mw AS mw
+           FROM c JOIN (SELECT k, sum(v) AS sv, count(*) AS n FROM a GROUP BY k) s ON s.k = c.k
+                  LEFT JOIN (SELECT k, max(w) AS mw FROM b GROUP BY k HAVING count(*) > 1) h ON h.k = c.q
+          WHERE c.q > 2",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.
