@@ -116,16 +116,23 @@ pub(super) fn typed_delta(payload: &Payload, query: &str, extra: &[&str]) -> Str
 
 pub(super) const REPORT: &str = "pg_catalog.pg_current_snapshot()::text AS snapshot";
 
+/// The condition that stored row `x` is a copy of delta row `d`: found through the row identity
+/// index, confirmed by record image.
+pub(super) fn stored_copies(payload: &Payload) -> String {
+    let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
+    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
+    format!("x.{ROW_ID_COLUMN} = {} AND {}", row_identity("d", &payload.identity), identical(&x_vals, &d_vals))
+}
+
 /// Rows: for each distinct row with weight w < 0, w copies are found through the row identity index
 /// and deleted by `ctid` (a TID scan, whatever the planner estimates for the delta); rows with w > 0
 /// are inserted w times with no lookup. A payload has one weight in a consolidated delta, so the two
 /// never touch the same rows.
 fn rows_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> String {
     let storage_q = storage.quoted();
-    let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
     let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
     let id = row_identity("d", &payload.identity);
-    let copies = format!("x.{ROW_ID_COLUMN} = {id} AND {}", identical(&x_vals, &d_vals));
+    let copies = stored_copies(payload);
     format!(
         "WITH pgt_delta AS MATERIALIZED ({delta}),
          pgt_deleted AS (

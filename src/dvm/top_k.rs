@@ -10,7 +10,7 @@
 //! itself. A window of fewer than k rows held the whole query, so its candidates are the whole
 //! new query and no refill is needed.
 
-use super::apply::{identical, row_identity, typed_delta, Payload, DUP_COLUMN, REPORT, ROW_ID_COLUMN};
+use super::apply::{row_identity, stored_copies, typed_delta, Payload, DUP_COLUMN, REPORT, ROW_ID_COLUMN};
 use super::optree::{SortKey, TopK};
 use super::plan::{Param, PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, quote_ident, QualifiedName};
@@ -59,9 +59,7 @@ fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_
     let stored = |alias: &str| {
         payload.columns.iter().enumerate().map(|(i, c)| format!("{alias}.{} AS c{i}", quote_ident(c))).collect::<Vec<_>>().join(", ")
     };
-    let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
-    let d_vals: Vec<String> = (0..n).map(|i| format!("d.c{i}")).collect();
-    let copies = format!("x.{ROW_ID_COLUMN} = {} AND {}", row_identity("d", &payload.identity), identical(&x_vals, &d_vals));
+    let copies = stored_copies(payload);
     let order = |alias: &str| order_by(&top_k.order, &|i| format!("{alias}.c{i}"));
     let stored_order = order_by(&top_k.order, &|i| format!("x.{}", quote_ident(&payload.columns[i])));
     let names = (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
