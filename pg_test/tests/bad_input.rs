@@ -105,7 +105,8 @@ fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
     let mut db = setup("bad_differential");
     for (query, construct) in [
         ("SELECT id, random() AS r FROM orders", "random()"),
-        ("SELECT id FROM orders ORDER BY id LIMIT 1", "LIMIT"),
+        ("SELECT id FROM orders LIMIT 1", "LIMIT without ORDER BY"),
+        ("SELECT id FROM orders ORDER BY id LIMIT 1 OFFSET 2", "OFFSET"),
         ("SELECT id, row_number() OVER (ORDER BY amount) AS r FROM orders", "window function"),
     ] {
         let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1m', 'DIFFERENTIAL')"), "0A000");

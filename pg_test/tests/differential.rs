@@ -261,7 +261,7 @@ fn auto_picks_full_for_unsupported_queries_and_says_why() {
     db.exec("CREATE TABLE t (a int, b int); INSERT INTO t VALUES (1, 2), (3, 4);");
     db.client.batch_execute("SET client_min_messages = notice").unwrap();
     for (query, construct) in [
-        ("SELECT a FROM t ORDER BY a LIMIT 1", "LIMIT"),
+        ("SELECT a FROM t LIMIT 1", "LIMIT without ORDER BY"),
         ("SELECT a, row_number() OVER (ORDER BY b) AS r FROM t", "window"),
         ("SELECT a, random() AS r FROM t", "random()"),
     ] {
