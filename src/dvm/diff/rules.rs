@@ -253,13 +253,9 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
         let sql = delta_sql(tree, right, ctx)?;
         Some(hoist(ctx, "dr_", sql))
     } else {
-        let c = cols_list(la);
-        let mut partner = format!("(SELECT {c} FROM ({}) AS q", new_sql(tree, left, ctx)?);
-        if let Some(dl) = &dl {
-            partner.push_str(&format!(" UNION ALL SELECT {c} FROM {dl}"));
-        }
-        partner.push(')');
-        let sql = delta_sql_matching(tree, right, &partner, &pairs, ctx)?;
+        let mut partners = vec![format!("({})", new_sql(tree, left, ctx)?)];
+        partners.extend(dl.clone());
+        let sql = delta_sql_matching(tree, right, &partners, &pairs, ctx)?;
         Some(hoist(ctx, "dr_", sql))
     };
     let mut terms = Vec::new();
@@ -270,11 +266,11 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
         terms.push(format!("{} FROM ({ls}) AS {l} JOIN ({rs}) AS {r} ON {cond}", select(&items)));
     };
     if let Some(dl) = &dl {
-        let rs = new_sql_matching(tree, right, dl, &pairs, ctx)?;
+        let rs = new_sql_matching(tree, right, &[dl.clone()], &pairs, ctx)?;
         term(ctx, format!("SELECT * FROM {dl}"), rs, &|l, _| format!("{l}.{W}"));
     }
     if let Some(dr) = &dr {
-        let ls = new_sql_matching(tree, left, dr, &flipped, ctx)?;
+        let ls = new_sql_matching(tree, left, &[dr.clone()], &flipped, ctx)?;
         term(ctx, ls, format!("SELECT * FROM {dr}"), &|_, r| format!("{r}.{W}"));
     }
     if let (Some(dl), Some(dr)) = (&dl, &dr) {
@@ -283,9 +279,24 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
     Ok(union_all(terms))
 }
 
-/// `c0, c1, ..` for `n` columns.
-fn cols_list(n: usize) -> String {
-    (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ")
+/// Whether some row of some `partners` FROM item meets `cond` (given the partner's alias): one
+/// EXISTS per item, so PostgreSQL probes each by its own keys (an index of the current rows, a hash of
+/// a delta); an EXISTS over their UNION ALL is one hashed semi-join that reads every current row.
+fn exists_in_any(partners: &[String], ctx: &mut DiffContext, cond: &dyn Fn(&str) -> String) -> String {
+    let tests: Vec<String> = partners
+        .iter()
+        .map(|p| {
+            let m = ctx.alias("m");
+            format!("EXISTS (SELECT 1 FROM {p} AS {m} WHERE {})", cond(&m))
+        })
+        .collect();
+    format!("({})", tests.join(" OR "))
+}
+
+/// `p.c<partner column> = (<group key over rows>)` for each (partner column, group key index) pair.
+fn key_equalities(p: &str, pairs: &[(usize, usize)], keys: &[Expr], rows: &str) -> String {
+    let eqs: Vec<String> = pairs.iter().map(|&(pc, k)| format!("{p}.c{pc} = ({})", keys[k].render(&|i| format!("{rows}.c{i}")))).collect();
+    eqs.join(" AND ")
 }
 
 /// Whether a grouped aggregate is reached from `node` through filters and projections: only
@@ -311,14 +322,14 @@ fn equalities_across(on: &Expr, left_arity: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The current rows of `node` that a row of `partner` (a WITH item) can join with, where `pairs`
+/// The current rows of `node` that a row of `partners` (FROM items) can join with, where `pairs`
 /// are (partner column, node column) equalities of the join condition: all of `node` but for a
 /// grouped aggregate (seen through filters, plain column projections and CTEs), whose input is
 /// restricted to the groups whose keys equal some partner row's. PostgreSQL cannot push a join key
 /// into a grouped subquery, so without this a small delta joined to `GROUP BY` aggregates every
 /// group (TPC-H Q17's average per part, Q18's `IN (... GROUP BY ... HAVING)`). Exact: a group's key
 /// decides whether any of its rows can join, and kept groups keep all their rows.
-fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+fn new_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
     if pairs.is_empty() {
         return new_sql(tree, node, ctx);
     }
@@ -326,30 +337,26 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, 
     let sql = match node {
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
-            let inner = new_sql_matching(tree, input, partner, pairs, ctx)?;
+            let inner = new_sql_matching(tree, input, partners, pairs, ctx)?;
             format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
-            let inner = new_sql_matching(tree, input, partner, &through_projection(pairs, exprs), ctx)?;
+            let inner = new_sql_matching(tree, input, partners, &through_projection(pairs, exprs), ctx)?;
             let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
         Node::Aggregate { input, group_by: keys, aggregates, .. } if pairs.iter().any(|&(_, c)| c < keys.len()) => {
-            let (r, d, a) = (ctx.alias("m"), ctx.alias("m"), ctx.alias("g"));
+            let (r, a) = (ctx.alias("m"), ctx.alias("g"));
             let inner = new_sql(tree, input, ctx)?;
-            let cond: Vec<String> = pairs
-                .iter()
-                .filter(|&&(_, c)| c < keys.len())
-                .map(|&(p, c)| format!("{d}.c{p} = ({})", keys[c].render(&|i| format!("{r}.c{i}"))))
-                .collect();
-            let restricted =
-                format!("SELECT {r}.* FROM ({inner}) AS {r} WHERE EXISTS (SELECT 1 FROM {partner} AS {d} WHERE {})", cond.join(" AND "));
+            let on_keys: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, c)| c < keys.len()).collect();
+            let test = exists_in_any(partners, ctx, &|d| key_equalities(d, &on_keys, keys, &r));
+            let restricted = format!("SELECT {r}.* FROM ({inner}) AS {r} WHERE {test}");
             let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
             let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
             format!("{} FROM ({restricted}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
         }
-        Node::CteRef { id, .. } => new_sql_matching(tree, cte(tree, *id)?, partner, pairs, ctx)?,
+        Node::CteRef { id, .. } => new_sql_matching(tree, cte(tree, *id)?, partners, pairs, ctx)?,
         other => new_sql(tree, other, ctx)?,
     };
     ctx.opt.depth -= 1;
@@ -357,12 +364,12 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, 
 }
 
 /// The delta of `node` as far as a join partner can meet it: `pairs` are (partner column, node
-/// column) equalities of the join condition, `partner` a FROM item holding every row the delta can
+/// column) equalities of the join condition, `partners` FROM items holding every row the delta can
 /// be joined with. As `delta_sql`, but a grouped aggregate (seen through filters and plain column
 /// projections) recomputes only the groups whose keys some partner row has: a join of a
 /// selective table with `GROUP BY` (TPC-H Q17's parts of one brand and container, against the
 /// average quantity of every part a batch touched) recomputes what can reach the result.
-fn delta_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+fn delta_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
     if pairs.is_empty() {
         return delta_sql(tree, node, ctx);
     }
@@ -370,18 +377,18 @@ fn delta_sql_matching(tree: &OpTree, node: &Node, partner: &str, pairs: &[(usize
     let sql = match node {
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
-            let inner = delta_sql_matching(tree, input, partner, pairs, ctx)?;
+            let inner = delta_sql_matching(tree, input, partners, pairs, ctx)?;
             format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
-            let inner = delta_sql_matching(tree, input, partner, &through_projection(pairs, exprs), ctx)?;
+            let inner = delta_sql_matching(tree, input, partners, &through_projection(pairs, exprs), ctx)?;
             let items = with_weight(named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect()), &format!("{a}.{W}"));
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
         Node::Aggregate { input, group_by, aggregates, key_eq, .. } if pairs.iter().any(|&(_, c)| c < group_by.len()) => {
             let on_keys: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, c)| c < group_by.len()).collect();
-            aggregate_delta_of(tree, input, group_by, key_eq, aggregates, Some((partner, &on_keys)), ctx)?
+            aggregate_delta_of(tree, input, group_by, key_eq, aggregates, Some((partners, &on_keys)), ctx)?
         }
         other => delta_sql(tree, other, ctx)?,
     };
@@ -479,7 +486,7 @@ fn match_status_delta(
     let mut terms = Vec::new();
     if let Some(dx) = &dx {
         let a = ctx.alias("x");
-        let ys = new_sql_matching(tree, y, dx, &probe.equalities(), ctx)?;
+        let ys = new_sql_matching(tree, y, &[dx.clone()], &probe.equalities(), ctx)?;
         let exists = probe.exists(ctx, &a, &ys);
         let test = if want_match { exists } else { format!("NOT {exists}") };
         terms.push(format!("SELECT {a}.* FROM {dx} AS {a} WHERE {test}"));
@@ -578,21 +585,16 @@ fn aggregate_delta_of(
     keys: &[Expr],
     key_eq: &[String],
     aggs: &[Expr],
-    matching: Option<(&str, &[(usize, usize)])>,
+    matching: Option<(&[String], &[(usize, usize)])>,
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
     let n = input.arity();
     let mut dinput = hoisted_delta(tree, input, ctx, "dagg_")?
         .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
-    if let Some((partner, pairs)) = matching {
-        let (d, m) = (ctx.alias("d"), ctx.alias("m"));
-        let cond: Vec<String> =
-            pairs.iter().map(|&(p, k)| format!("{m}.c{p} = ({})", keys[k].render(&|i| format!("{d}.c{i}")))).collect();
-        dinput = hoist(
-            ctx,
-            "dmatch_",
-            format!("SELECT {d}.* FROM {dinput} AS {d} WHERE EXISTS (SELECT 1 FROM {partner} AS {m} WHERE {})", cond.join(" AND ")),
-        );
+    if let Some((partners, pairs)) = matching {
+        let d = ctx.alias("d");
+        let test = exists_in_any(partners, ctx, &|m| key_equalities(m, pairs, keys, &d));
+        dinput = hoist(ctx, "dmatch_", format!("SELECT {d}.* FROM {dinput} AS {d} WHERE {test}"));
     }
     let render_all = |a: &str, es: &[Expr]| -> Vec<String> { es.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
 
