@@ -531,11 +531,11 @@ impl<'t> AggregateState<'t> {
                     ));
                     // Recompute when a deleted value lay beyond the extremum (out of step: beyond the
                     // new one, or between the stored one and it), or when every copy of it may be gone
-                    // and no inserted value replaces it; with a new extremum, when the batch deleted
-                    // every copy it inserted.
+                    // — the stored copies (unknown counts as none) less the deleted plus the inserted
+                    // equal ones; with a new extremum, when the batch deleted every copy it inserted.
                     rescan.push(format!(
                         "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
-                         ELSE {oa} IS NULL OR {} OR ({} AND ({on} IS NULL OR {on} - {ddc} <= 0)) END, false)",
+                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on} - {ddc}, 0) + ({gained}) <= 0) END, false)",
                         better(&dd, &di),
                         same(&dd, &di, lt),
                         better(&dd, &oa),
