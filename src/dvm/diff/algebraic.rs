@@ -532,10 +532,15 @@ impl<'t> AggregateState<'t> {
                     // Recompute when a deleted value lay beyond the extremum (out of step: beyond the
                     // new one, or between the stored one and it), or when every copy of it may be gone
                     // — the stored copies (unknown counts as none) less the deleted plus the inserted
-                    // equal ones; with a new extremum, when the batch deleted every copy it inserted.
+                    // ones identical to it (an equal value that prints differently, `1.50` for `1.5`,
+                    // must show: recompute); with a new extremum, when the batch deleted every copy it
+                    // inserted.
+                    let kept = format!(
+                        "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
+                    );
                     rescan.push(format!(
                         "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
-                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on} - {ddc}, 0) + ({gained}) <= 0) END, false)",
+                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on} - {ddc}, 0) + ({kept}) <= 0) END, false)",
                         better(&dd, &di),
                         same(&dd, &di, lt),
                         better(&dd, &oa),
