@@ -108,3 +108,36 @@ fn a_clean_up_never_deletes_change_rows_a_stream_table_being_created_has_not_see
     let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
     assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
 }
+
+/// A manual refresh in READ COMMITTED counts its batch, then applies a delta that leaves out the
+/// sources with no changes. A source written between the two must not slip through: the refresh
+/// reads one snapshot from count to apply, and the write is the next refresh's.
+#[test]
+fn a_write_to_an_unchanged_source_between_the_count_and_the_apply_is_not_lost() {
+    const JOINED: &str = "SELECT a.id, a.k, b.label FROM a JOIN b ON b.k = a.k";
+    let mut db = TestDb::new("race_read_committed_prune");
+    db.exec("CREATE TABLE a (id int PRIMARY KEY, k int NOT NULL); CREATE TABLE b (k int NOT NULL, label text NOT NULL);
+             INSERT INTO a SELECT g, g % 4 FROM generate_series(1, 20) g; INSERT INTO b VALUES (0, 'zero'), (1, 'one');");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('joined', '{JOINED}', '1h', 'DIFFERENTIAL')"));
+    db.exec("INSERT INTO a VALUES (100, 1)");
+    // The apply waits for this lock on the stream table, after the batch count (a: 1 change, b: none).
+    let mut blocker = db.connect();
+    blocker.batch_execute("BEGIN; LOCK TABLE joined IN SHARE MODE;").unwrap();
+    let conninfo = db.conninfo();
+    let refresher = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        c.batch_execute("SET default_transaction_isolation = 'read committed'; SELECT pgtrickle.refresh_stream_table('joined')")
+    });
+    let waiting = wait_until(Duration::from_secs(10), || {
+        db.value::<i64>("SELECT count(*) FROM pg_locks WHERE relation = 'joined'::regclass AND NOT granted") > 0
+    });
+    assert!(waiting, "the refresh never waited for the stream table");
+    // Meanwhile b, counted as unchanged, gets rows that join with a's.
+    db.exec("INSERT INTO b VALUES (2, 'two'), (1, 'uno')");
+    blocker.batch_execute("COMMIT").unwrap();
+    refresher.join().unwrap().expect("the refresh failed");
+    assert_eq!(db.last_refresh("joined").0, "DIFFERENTIAL");
+    db.exec("SELECT pgtrickle.refresh_stream_table('joined')");
+    assert_eq!(db.last_refresh("joined").0, "DIFFERENTIAL");
+    db.assert_matches_query("joined", JOINED);
+}

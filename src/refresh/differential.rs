@@ -91,11 +91,9 @@ pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, mut gathered: G
     };
     let total: i64 = counts.iter().sum();
     let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
-    // Unchanged sources contribute nothing: prune them. Only sound when the counts and the delta read
-    // the same snapshot, i.e. not under READ COMMITTED (a manual refresh in such a transaction).
-    if !read_committed()? {
-        ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
-    }
+    // Unchanged sources contribute nothing: prune them. Sound because the counts and the delta read
+    // the same snapshot (see one_snapshot).
+    ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
@@ -198,11 +196,6 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i6
     })?;
     let (snapshot, counts) = row.into_iter().next().ok_or_else(|| PgtError::internal("batch count returned no row"))?;
     Ok((snapshot, counts.into_iter().map(|c| c.unwrap_or(0)).collect()))
-}
-
-fn read_committed() -> PgtResult<bool> {
-    Ok(spi::one::<String>("SELECT pg_catalog.current_setting('transaction_isolation')", &[])?.as_deref()
-        == Some("read committed"))
 }
 
 /// Up to this many consumers of a source, the clean-up reads each one's frontier once per statement.

@@ -3,6 +3,7 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
+mod one_snapshot;
 pub mod offload;
 pub mod job;
 mod reinit;
@@ -126,7 +127,7 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
     let storage = names::qualified_name_of(st.relid)?;
 
     // The decision is pure (dvm::decide); this gathers the facts it asks for, then carries it out.
-    let mut facts = Facts {
+    let facts = Facts {
         creating: initiator == Initiator::Create,
         needs_reinit: st.needs_reinit,
         differential: st.effective_mode == "DIFFERENTIAL",
@@ -139,41 +140,10 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
         has_frontier: st.frontier.is_some(),
         ..Default::default()
     };
-    let mut gathered = differential::Gathered::default();
-    let decision = loop {
-        match decide::next(&facts) {
-            Step::Ask(fact) => differential::gather(fact, &mut facts, &mut gathered, &st, &storage, wrote_before, batch)?,
-            Step::Decide(decision) => break decision,
-        }
-    };
-    let done = match decision {
-        Decision::Full { reason, reinit_next } => Done { reinit_next, ..full(&st, &storage, reason)? },
-        Decision::Reinitialise => match reinitialise(&st, &storage)? {
-            Some(done) => done,
-            None => return Ok(Outcome::Broken),
-        },
-        Decision::NoData => {
-            let snapshot = match batch {
-                Batch::Staged(staged) => staged.snapshot.clone(),
-                Batch::Buffers => gathered.snapshot()?,
-            };
-            Done {
-                action: RefreshAction::NoData,
-                reason: "no changes since the last refresh".into(),
-                applied: Applied { rows_inserted: 0, rows_deleted: 0, snapshot },
-                reinit_next: None,
-                changes: 0,
-            }
-        }
-        Decision::Differential { auto } => differential::refresh(&st, &storage, gathered, auto)?,
-        Decision::ApplyStaged => match batch {
-            Batch::Staged(staged) => differential::refresh_staged(&st, &storage, staged)?,
-            Batch::Buffers => return Err(PgtError::internal("a worker's batch to apply without one")),
-        },
-        Decision::RefuseEmptyWorkerBatch => {
-            return Err(PgtError::new(SqlState::InsufficientPrivilege, "the external worker read no change rows, but the batch has some")
-                .hint("The worker's role must hold pgtrickle_worker (GRANT pgtrickle_worker TO <role>) to read change buffers."));
-        }
+    // The facts and the refresh read one snapshot (see one_snapshot): the batch counted is the batch applied.
+    let done = match one_snapshot::during(|| decide_and_refresh(&st, &storage, facts, wrote_before, batch))? {
+        Ok(done) => done,
+        Err(outcome) => return Ok(outcome),
     };
 
     let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
@@ -217,6 +187,54 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
         rows_inserted: done.applied.rows_inserted,
         rows_deleted: done.applied.rows_deleted,
     })
+}
+
+/// Gathers the facts the decision asks for and carries the decision out: what the refresh did, or
+/// the outcome that ends it without one.
+fn decide_and_refresh(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    mut facts: Facts,
+    wrote_before: bool,
+    batch: Batch<'_>,
+) -> PgtResult<Result<Done, Outcome>> {
+    let mut gathered = differential::Gathered::default();
+    let decision = loop {
+        match decide::next(&facts) {
+            Step::Ask(fact) => differential::gather(fact, &mut facts, &mut gathered, st, storage, wrote_before, batch)?,
+            Step::Decide(decision) => break decision,
+        }
+    };
+    let done = match decision {
+        Decision::Full { reason, reinit_next } => Done { reinit_next, ..full(st, storage, reason)? },
+        Decision::Reinitialise => match reinitialise(st, storage)? {
+            Some(done) => done,
+            None => return Ok(Err(Outcome::Broken)),
+        },
+        Decision::NoData => {
+            let snapshot = match batch {
+                Batch::Staged(staged) => staged.snapshot.clone(),
+                Batch::Buffers => gathered.snapshot()?,
+            };
+            Done {
+                action: RefreshAction::NoData,
+                reason: "no changes since the last refresh".into(),
+                applied: Applied { rows_inserted: 0, rows_deleted: 0, snapshot },
+                reinit_next: None,
+                changes: 0,
+            }
+        }
+        Decision::Differential { auto } => differential::refresh(st, storage, gathered, auto)?,
+        Decision::ApplyStaged => match batch {
+            Batch::Staged(staged) => differential::refresh_staged(st, storage, staged)?,
+            Batch::Buffers => return Err(PgtError::internal("a worker's batch to apply without one")),
+        },
+        Decision::RefuseEmptyWorkerBatch => {
+            return Err(PgtError::new(SqlState::InsufficientPrivilege, "the external worker read no change rows, but the batch has some")
+                .hint("The worker's role must hold pgtrickle_worker (GRANT pgtrickle_worker TO <role>) to read change buffers."));
+        }
+    };
+    Ok(Ok(done))
 }
 
 fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<Done> {
