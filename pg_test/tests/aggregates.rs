@@ -198,6 +198,20 @@ fn a_join_delta_that_inserts_and_cancels_copies_of_a_new_extremum_keeps_their_co
 }
 
 #[test]
+fn a_maximum_with_an_unknown_number_of_copies_is_recomputed_when_the_batch_deletes_more_than_it_inserts() {
+    // After the initial population the copies of each maximum are not counted. Both sides of the
+    // join change: group 20's joined 'z' rows are deleted twice and inserted once by the delta's
+    // terms, and the only 'z' left the group. An inserted copy is no proof that one remains.
+    const LEFT_JOINED: &str = "SELECT c.id, count(a.k) AS n, max(a.t) AS mt FROM c LEFT JOIN a ON a.k = c.k GROUP BY c.id";
+    let mut db = TestDb::new("agg_state_unknown_copies");
+    db.exec("CREATE TABLE c (id int PRIMARY KEY, k int); CREATE TABLE a (k int, t text);
+             INSERT INTO c VALUES (20, 4), (21, 0); INSERT INTO a VALUES (4, 'z'), (0, ''), (0, ''), (0, 'z');");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('left_joined', '{LEFT_JOINED}', '1h', 'DIFFERENTIAL')"));
+    db.exec("UPDATE c SET k = 0 WHERE id = 20; UPDATE a SET k = NULL WHERE k = 0 AND t = 'z'");
+    refresh_and_check(&mut db, "left_joined", LEFT_JOINED, "a group's maximum left while the join re-inserted a copy of it");
+}
+
+#[test]
 fn numeric_sums_with_many_decimal_places_stay_exact() {
     let mut db = TestDb::new("agg_state_decimals");
     let query = "SELECT g, sum(x) AS sx, avg(x) AS ax, count(*) AS n FROM d GROUP BY g";

@@ -531,7 +531,7 @@ impl<'t> AggregateState<'t> {
                     ));
                     // Recompute when a deleted value lay beyond the extremum (out of step: beyond the
                     // new one, or between the stored one and it), or when every copy of it may be gone
-                    // — the stored copies (unknown counts as none) less the deleted plus the inserted
+                    // — the stored copies (unknown: at least one) less the deleted plus the inserted
                     // ones identical to it (an equal value that prints differently, `1.50` for `1.5`,
                     // must show: recompute); with a new extremum, when the batch deleted every copy it
                     // inserted.
@@ -540,7 +540,7 @@ impl<'t> AggregateState<'t> {
                     );
                     rescan.push(format!(
                         "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
-                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on} - {ddc}, 0) + ({kept}) <= 0) END, false)",
+                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on}, 1) - {ddc} + ({kept}) <= 0) END, false)",
                         better(&dd, &di),
                         same(&dd, &di, lt),
                         better(&dd, &oa),
