@@ -54,3 +54,29 @@ fn changes_of_representation_only_are_applied() {
         }
     }
 }
+
+/// A group's minimum has two equal copies that print differently; the one it shows is deleted. The
+/// stored minimum must become the copy that remains (the counted copies are equal ones, not
+/// identical ones, so the group is recomputed).
+#[test]
+fn deleting_the_shown_copy_of_a_tied_extremum_shows_the_remaining_one() {
+    const LOWEST: &str = "SELECT g, min(v) AS lo, max(i) AS hi, count(*) AS n FROM r GROUP BY g";
+    let mut db = TestDb::new("identity_tied_extremum");
+    db.exec("CREATE TABLE r (id serial PRIMARY KEY, g int, v numeric, i interval);
+             INSERT INTO r (g, v, i) VALUES (1, 2.0, '1 hour');");
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('lowest', '{LOWEST}', '1h', 'DIFFERENTIAL')"));
+    for (step, dml) in [
+        ("a new minimum", "INSERT INTO r (g, v, i) VALUES (1, 1.5, '1 day')"),
+        ("an equal copy that prints differently", "INSERT INTO r (g, v, i) VALUES (1, 1.50, '24 hours')"),
+        ("the shown copies deleted", "DELETE FROM r WHERE v::text = '1.5' OR i::text = '1 day'"),
+    ] {
+        db.exec(dml);
+        db.exec("SELECT pgtrickle.refresh_stream_table('lowest')");
+        let (action, reason) = db.last_refresh("lowest");
+        assert_eq!(action, "DIFFERENTIAL", "{step}: {reason}");
+        if step == "the shown copies deleted" {
+            let diff = text_diff(&mut db, "lowest", "g, lo, hi, n", LOWEST);
+            assert!(diff.is_empty(), "{step}: the stream table shows a value no row holds:\n{}", diff.join("\n"));
+        }
+    }
+}

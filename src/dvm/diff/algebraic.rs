@@ -538,6 +538,17 @@ impl<'t> AggregateState<'t> {
                     let kept = format!(
                         "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
                     );
+                    // Maintained MIN/MAX have the default collation (`maintainable`): their texts print as they compare.
+                    let plain = super::rules::equal_values_print_equal(&call.arg_type) || super::rules::is_text(&call.arg_type);
+                    if !plain {
+                        // Which equal copy the stored value printed as is unknown: a deleted copy of
+                        // the extremum (stored or new) may have been it.
+                        rescan.push(format!(
+                            "COALESCE({dd} IS NOT NULL AND (({oa} IS NOT NULL AND {}) OR ({di} IS NOT NULL AND {})), false)",
+                            same(&dd, &oa, lt),
+                            same(&dd, &di, lt)
+                        ));
+                    }
                     rescan.push(format!(
                         "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
                          ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on}, 1) - {ddc} + ({kept}) <= 0) END, false)",

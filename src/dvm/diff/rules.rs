@@ -35,13 +35,37 @@ pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
 
 /// GROUP BY keys that consolidate rows by identity, not equality: the values, and their text, so
 /// that rows equal under `=` but shown differently (`1.5` and `1.50`, `'1 day'` and `'24 hours'`)
-/// stay apart and a change between them reaches the stream table.
-fn identity_keys(values: &[String]) -> Vec<String> {
+/// stay apart and a change between them reaches the stream table. The text is left out when every
+/// value's type (`types`, when known) prints equal values the same: rendering each change row as
+/// text is a good part of reading a batch.
+fn identity_keys(values: &[String], types: &[String]) -> Vec<String> {
     let mut keys = values.to_vec();
-    if !values.is_empty() {
+    let all_plain = types.len() == values.len() && types.iter().all(|t| equal_values_print_equal(t));
+    if !values.is_empty() && !all_plain {
         keys.push(format!("ROW({})::text", values.join(", ")));
     }
     keys
+}
+
+/// Whether equal values of type `t` (as `format_type` prints it) always print the same: integers,
+/// `numeric` with a scale, dates and times without a zone offset of their own, ... Not so for `numeric`
+/// without a scale (`1.5` = `1.50`), `interval` (`1 day` = `24 hours`), floats (`0` = `-0`), `time
+/// with time zone`, text under a nondeterministic collation (see [`is_text`]), and types the engine
+/// does not know.
+pub(super) fn equal_values_print_equal(t: &str) -> bool {
+    matches!(
+        t,
+        "smallint" | "integer" | "bigint" | "boolean" | "date" | "uuid" | "oid" | "money"
+            | "time without time zone" | "timestamp without time zone" | "timestamp with time zone"
+    ) || t.starts_with("numeric(")
+        || t.starts_with("timestamp(")
+        || (t.starts_with("time(") && t.ends_with("without time zone"))
+}
+
+/// Text types: their equal values print the same under a deterministic collation (every database
+/// default), not under a nondeterministic one, which a column's type name does not show.
+pub(super) fn is_text(t: &str) -> bool {
+    t == "text" || t.starts_with("character varying") || t.starts_with("character(")
 }
 
 pub(super) fn group_by(exprs: &[String]) -> String {
@@ -175,7 +199,7 @@ pub(super) fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, s
 pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
     descend(ctx)?;
     let sql = match node {
-        Node::Scan { table, columns, .. } => {
+        Node::Scan { table, columns, types } => {
             let buffer = ctx
                 .cdc
                 .sources
@@ -190,7 +214,7 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                 format!(
                     "{} FROM {source} AS b WHERE {batch}{} HAVING pg_catalog.sum(b.{W}) <> 0",
                     select(&items),
-                    group_by(&identity_keys(&values))
+                    group_by(&identity_keys(&values, types))
                 )
             }
         }
@@ -639,7 +663,7 @@ fn aggregate_delta_of(
     let consolidated = format!(
         "SELECT {} FROM ({zset}) AS {u}{} HAVING pg_catalog.sum({u}.{W}) > 0",
         with_weight(cols(&u, n), &format!("pg_catalog.sum({u}.{W})")).join(", "),
-        group_by(&identity_keys(&cols(&u, n)))
+        group_by(&identity_keys(&cols(&u, n), &[]))
     );
     let old_input = format!(
         "{} FROM ({consolidated}) AS {z} CROSS JOIN LATERAL pg_catalog.generate_series(1, {z}.{W}) AS {z}_n",
@@ -749,6 +773,6 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
     Ok(Some(format!(
         "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
         select(&with_weight(named(d.clone()), &format!("pg_catalog.sum(d.{W})::bigint"))),
-        group_by(&identity_keys(&d))
+        group_by(&identity_keys(&d, &[]))
     )))
 }

@@ -75,6 +75,30 @@ fn a_join_probes_with_the_consolidated_batch() {
 }
 
 #[test]
+fn a_batch_is_consolidated_by_its_text_only_where_equal_values_can_print_differently() {
+    let typed = |types: &[&str]| {
+        let mut node = scan(10, "a", &["id", "x"]);
+        if let Node::Scan { types: t, .. } = &mut node {
+            *t = types.iter().map(|s| s.to_string()).collect();
+        }
+        let joined = Node::Join {
+            kind: JoinKind::Inner,
+            left: Box::new(node),
+            right: Box::new(scan(20, "b", &["a_id", "y"])),
+            on: Some(eq(0, 2)),
+            null_types: vec![],
+        };
+        delta(&tree(joined), &mut ctx(&[10], &[20]))
+    };
+    let plain = typed(&["integer", "numeric(10,2)"]);
+    assert!(plain.contains("GROUP BY b.\"id\", b.\"x\" HAVING"), "{plain}");
+    for loose in [["integer", "numeric"], ["integer", "interval"], ["integer", "text"], ["integer", "time with time zone"]] {
+        let sql = typed(&loose);
+        assert!(sql.contains("ROW(b.\"id\", b.\"x\")::text"), "{loose:?}: {sql}");
+    }
+}
+
+#[test]
 fn an_unchanged_query_has_no_delta_at_all() {
     let t = tree(scan(10, "orders", &["id"]));
     let mut c = ctx(&[10], &[10]);
