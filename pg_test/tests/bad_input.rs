@@ -106,7 +106,7 @@ fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
     for (query, construct) in [
         ("SELECT id, random() AS r FROM orders", "random()"),
         ("SELECT id FROM orders LIMIT 1", "LIMIT without ORDER BY"),
-        ("SELECT id FROM orders ORDER BY id LIMIT 1 OFFSET 2", "OFFSET"),
+        ("SELECT id FROM orders ORDER BY id OFFSET 2", "OFFSET without LIMIT"),
         ("SELECT id, row_number() OVER (ORDER BY amount) AS r FROM orders", "window function"),
     ] {
         let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1m', 'DIFFERENTIAL')"), "0A000");

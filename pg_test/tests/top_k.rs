@@ -123,7 +123,7 @@ fn explain_shows_the_window_and_the_forms_not_maintained_are_refused_by_name() {
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('top3')");
     assert!(plan.contains("Top-K: the first 3 rows by v DESC, id."), "{plan}");
     for (query, construct) in [
-        ("SELECT id, v FROM t ORDER BY v OFFSET 2 LIMIT 3", "OFFSET"),
+        ("SELECT id, v FROM t ORDER BY v OFFSET 2", "OFFSET without LIMIT"),
         ("SELECT id, v FROM t LIMIT 3", "LIMIT without ORDER BY"),
         ("SELECT id FROM t ORDER BY v LIMIT 3", "ORDER BY t.v with LIMIT"),
         ("SELECT s.id FROM (SELECT id FROM t ORDER BY v LIMIT 3) s", "does not support LIMIT"),
@@ -133,7 +133,38 @@ fn explain_shows_the_window_and_the_forms_not_maintained_are_refused_by_name() {
         assert!(e.message.contains(construct), "{query}: {}", e.message);
     }
     // AUTO takes them FULL and says why.
-    db.exec("SELECT pgtrickle.create_stream_table('auto_offset', 'SELECT id, v FROM t ORDER BY v OFFSET 2 LIMIT 3', '1h', 'AUTO')");
+    db.exec("SELECT pgtrickle.create_stream_table('auto_offset', 'SELECT id, v FROM t ORDER BY v OFFSET 2', '1h', 'AUTO')");
     let why: String = db.value("SELECT effective_mode || ': ' || mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'auto_offset'::regclass");
     assert!(why.starts_with("FULL: ") && why.contains("OFFSET"), "{why}");
+}
+
+#[test]
+fn a_window_after_an_offset_shifts_when_rows_before_it_come_and_go() {
+    const PAGE: &str = "SELECT id, score FROM t ORDER BY score DESC, id LIMIT 5 OFFSET 10";
+    let mut db = TestDb::new("top_k_offset");
+    db.exec(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, score int NOT NULL);
+         INSERT INTO t SELECT i, i * 10 FROM generate_series(1, 40) i;
+         SELECT pgtrickle.create_stream_table('page', '{PAGE}', '1h', 'DIFFERENTIAL');"
+    ));
+    let plan: String = db.value("SELECT pgtrickle.explain_stream_table('page')");
+    assert!(plan.contains("Top-K: the rows 11 to 15 by score DESC, id."), "{plan}");
+    // Ranks 11-15 are ids 30-26. A change after the window moves nothing.
+    db.exec("UPDATE t SET score = 5 WHERE id = 2");
+    assert_eq!(refresh(&mut db, "page", "a change after the window"), (0, 0));
+    db.assert_shows_what_query_shows("page", PAGE);
+    for (step, change) in [
+        ("a row inserted before the window", "INSERT INTO t VALUES (100, 1000)"),
+        ("a row before the window deleted", "DELETE FROM t WHERE id = 40"),
+        ("a row before the window lowered into it", "UPDATE t SET score = 275 WHERE id = 39"),
+        ("a row tying the window's first", "INSERT INTO t VALUES (101, 300)"),
+        ("rows of the window deleted", "DELETE FROM t WHERE id IN (27, 28)"),
+        ("a row after the window raised into it", "UPDATE t SET score = 265 WHERE id = 3"),
+        ("fewer rows than the offset", "DELETE FROM t WHERE id > 8"),
+        ("rows again", "INSERT INTO t SELECT i, i FROM generate_series(200, 230) i"),
+    ] {
+        db.exec(change);
+        refresh(&mut db, "page", step);
+        db.assert_shows_what_query_shows("page", PAGE);
+    }
 }

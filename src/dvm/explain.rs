@@ -56,11 +56,17 @@ pub fn describe_top_k(tree: &OpTree, top_k: &TopK) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let head = if top_k.offset > 0 {
+        "; and when a change sorts no later than the window's first row (the rows before it, which are not stored, \
+         may have changed)"
+    } else {
+        ""
+    };
     format!(
-        "\nTop-K: the first {} rows by {order}. A refresh moves them by the delta of the query without its LIMIT; \
+        "\nTop-K: the {} by {order}. A refresh moves them by the delta of the query without its LIMIT; \
          when the batch deletes rows of the window and too few rows are known to take their place, it runs the \
-         defining query to refill it\n",
-        top_k.limit
+         defining query to refill it{head}\n",
+        crate::dvm::top_k::window_name(top_k)
     )
 }
 

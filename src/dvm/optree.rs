@@ -234,11 +234,13 @@ pub struct OpTree {
     pub top_k: Option<TopK>,
 }
 
-/// A top-level `ORDER BY ... LIMIT k` (see `dvm::topk`), over the query's output columns.
+/// A top-level `ORDER BY ... LIMIT k [OFFSET m]` (see `dvm::top_k`), over the query's output columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopK {
     pub order: Vec<SortKey>,
     pub limit: u64,
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// One ORDER BY item: an output column, its direction and where NULLs go (None: the direction's

@@ -9,6 +9,12 @@
 //! those k. When deletions leave fewer, the window is *refilled* by running the defining query
 //! itself. A window of fewer than k rows held the whole query, so its candidates are the whole
 //! new query and no refill is needed.
+//!
+//! With `OFFSET m` the storage holds the rows ranked m+1 to m+k, and the first m (the *head*) are not
+//! stored. A batch whose changes all sort after the window's first row leaves the head as it was (its
+//! rows sort no later than that row), so the window is the first k of the rest and the above holds.
+//! A change that sorts no later than it (it enters or leaves the head, and the window shifts), or any
+//! change to an empty window, refills.
 
 use super::apply::{row_identity, stored_copies, typed_delta, Payload, DUP_COLUMN, REPORT, ROW_ID_COLUMN};
 use super::optree::{SortKey, TopK};
@@ -23,14 +29,24 @@ pub fn top_k_plan(storage: &QualifiedName, payload: &Payload, delta_query: &str,
         action: RefreshAction::Differential,
         steps: vec![PlanStep {
             label: format!(
-                "move the first {} rows by the batch's delta (refilled from the defining query when deletions leave too few)",
-                top_k.limit
+                "move the {} by the batch's delta (refilled from the defining query when deletions leave too few{})",
+                window_name(top_k),
+                if top_k.offset > 0 { " or a change sorts no later than the window's first row" } else { "" }
             ),
             sql: statement(storage, payload, delta_query, top_k, defining_query),
             params: vec![Param::OldFrontier],
             output: StepOutput::Applied,
         }],
         one_snapshot: false,
+    }
+}
+
+/// "first 10 rows", or with an offset "rows 21 to 30".
+pub fn window_name(top_k: &TopK) -> String {
+    if top_k.offset == 0 {
+        format!("first {} rows", top_k.limit)
+    } else {
+        format!("rows {} to {}", top_k.offset + 1, top_k.offset + top_k.limit)
     }
 }
 
@@ -85,7 +101,7 @@ fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_
                SELECT s.cutoff, pg_catalog.row_number() OVER (ORDER BY {order_s}, s.cutoff) AS n
                  FROM (SELECT {at_c}, false AS cutoff FROM pgt_candidates AS c
                        UNION ALL SELECT {at_k}, true FROM pgt_cutoff AS k) AS s) AS r
-              WHERE r.cutoff), false) AS refill),
+              WHERE r.cutoff), false){head_moved} AS refill),
          pgt_new AS MATERIALIZED (
            (SELECT {at_c}, c.tid FROM pgt_candidates AS c
              WHERE NOT (SELECT f.refill FROM pgt_refill AS f) ORDER BY {order_c} LIMIT {limit})
@@ -104,6 +120,7 @@ fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_
                 (SELECT pg_catalog.count(*) FROM pgt_deleted) AS expected_deleted,
                 {REPORT}",
         delta = typed_delta(payload, delta_query, &["__pgt_w"]),
+        head_moved = if top_k.offset == 0 { String::new() } else { head_moved(storage, payload, top_k) },
         stored_x = stored("x"),
         at_d = at("d"),
         at_c = at("c"),
@@ -118,11 +135,37 @@ fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_
     )
 }
 
+/// ` OR <the head may have changed>`, for a window after an OFFSET: some Δ row sorts no later than
+/// the window's first stored row (it ties or precedes it: Δ rows sort before it on ties), or the
+/// window is empty and the batch changed anything.
+fn head_moved(storage: &QualifiedName, payload: &Payload, top_k: &TopK) -> String {
+    let n = payload.columns.len();
+    let at = |alias: &str| (0..n).map(|i| format!("{alias}.c{i}")).collect::<Vec<_>>().join(", ");
+    let stored = payload.columns.iter().enumerate().map(|(i, c)| format!("x.{} AS c{i}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+    let stored_order = order_by(&top_k.order, &|i| format!("x.{}", quote_ident(&payload.columns[i])));
+    format!(
+        "
+              OR COALESCE((
+             SELECT r.n > 1 FROM (
+               SELECT s.head, pg_catalog.row_number() OVER (ORDER BY {order_s}, s.head) AS n
+                 FROM (SELECT {at_d}, false AS head FROM pgt_delta AS d
+                       UNION ALL (SELECT {stored}, true FROM {storage_q} AS x ORDER BY {stored_order} LIMIT 1)) AS s) AS r
+              WHERE r.head), EXISTS (SELECT FROM pgt_delta))",
+        order_s = order_by(&top_k.order, &|i| format!("s.c{i}")),
+        at_d = at("d"),
+        storage_q = storage.quoted(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan(limit: u64) -> RefreshPlan {
+        plan_after(limit, 0)
+    }
+
+    fn plan_after(limit: u64, offset: u64) -> RefreshPlan {
         let payload = Payload::visible(&["Region".into(), "n".into()], &["text".into(), "bigint".into()]);
         let top_k = TopK {
             order: vec![
@@ -130,6 +173,7 @@ mod tests {
                 SortKey { column: 0, descending: false, nulls_first: None },
             ],
             limit,
+            offset,
         };
         top_k_plan(&QualifiedName::new("s", "top"), &payload, "SELECT 1", &top_k, "SELECT r, n FROM t ORDER BY n DESC LIMIT 3 -- c")
     }
@@ -167,5 +211,18 @@ mod tests {
     #[test]
     fn limit_zero_has_no_cut_off_row_to_read() {
         assert!(plan(0).steps[0].sql.contains("OFFSET 0 LIMIT 1"));
+    }
+
+    #[test]
+    fn after_an_offset_a_change_that_sorts_no_later_than_the_first_row_refills() {
+        let plain = &plan(3).steps[0].sql;
+        assert!(!plain.contains("s.head"), "{plain}");
+        let p = plan_after(3, 20);
+        let sql = &p.steps[0].sql;
+        assert!(p.steps[0].label.contains("rows 21 to 23"), "{}", p.steps[0].label);
+        // Δ rows sort before the first stored row on ties: a tie refills too.
+        assert!(sql.contains("OVER (ORDER BY s.c1 DESC NULLS LAST, s.c0, s.head)"), "{sql}");
+        assert!(sql.contains("ORDER BY x.\"n\" DESC NULLS LAST, x.\"Region\" LIMIT 1)) AS s) AS r"), "{sql}");
+        assert!(sql.contains("WHERE r.head), EXISTS (SELECT FROM pgt_delta)) AS refill"), "{sql}");
     }
 }

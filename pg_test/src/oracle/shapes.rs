@@ -267,6 +267,9 @@ pub const SHAPES: &[Shape] = &[
         "SELECT a.k AS k, b.w AS w, b.s AS s FROM a JOIN b ON a.k = b.k WHERE b.w IS NOT NULL ORDER BY w, k, s LIMIT 4",
     ),
     shape("top_k_pk", "SELECT id AS id, q AS q FROM c ORDER BY q NULLS FIRST, id DESC LIMIT 6"),
+    // A window after an OFFSET: changes before it shift it.
+    shape("top_k_offset", "SELECT k AS k, v AS v, t AS t FROM a ORDER BY v DESC NULLS LAST, k, t LIMIT 4 OFFSET 3"),
+    shape("top_k_pk_offset", "SELECT id AS id, q AS q FROM c ORDER BY q NULLS FIRST, id DESC LIMIT 3 OFFSET 5"),
     // A selective table joined on group keys with grouped subqueries (one with HAVING): each side's
     // delta meets only the other side's groups (TPC-H Q17's form).
     shape(

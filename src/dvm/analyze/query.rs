@@ -84,7 +84,7 @@ pub(super) fn check_query(query: &Query) -> Result<()> {
         Some(LimitClause::LimitOffset { limit: Some(_), .. } | LimitClause::OffsetCommaLimit { .. }) => {
             return unsupported("LIMIT")
         }
-        Some(LimitClause::LimitOffset { offset: Some(_), .. }) => return unsupported("OFFSET"),
+        Some(LimitClause::LimitOffset { offset: Some(_), .. }) => return unsupported("OFFSET without LIMIT"),
         _ => {}
     }
     match &query.fetch {

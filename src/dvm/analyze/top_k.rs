@@ -1,33 +1,30 @@
-//! A top-level `ORDER BY ... LIMIT k`: taken off the query before it is analysed, and kept as a
-//! [`TopK`] over the query's output columns (maintained by `dvm::topk`). LIMIT anywhere else, OFFSET
-//! and `FETCH ... WITH TIES` stay refused by `query::check_query`.
+//! A top-level `ORDER BY ... LIMIT k [OFFSET m]`: taken off the query before it is analysed, and kept
+//! as a [`TopK`] over the query's output columns (maintained by `dvm::top_k`). LIMIT anywhere else,
+//! OFFSET without LIMIT and `FETCH ... WITH TIES` stay refused by `query::check_query`.
 
 use sqlparser::ast::{Expr as SqlExpr, LimitClause, OrderByKind, Query, SelectItem, SetExpr, Value};
 
 use super::{invalid, unsupported, Result};
 use crate::dvm::optree::{SortKey, TopK};
 
-/// Removes `ORDER BY ... LIMIT k` from `query` and returns it; None (and `query` untouched) when
+/// Removes `ORDER BY ... LIMIT k [OFFSET m]` from `query` and returns it; None (and `query` untouched) when
 /// the query has no LIMIT. ORDER BY items must be output columns: written as positions (as
 /// PostgreSQL prints them for set operations) or as a SELECT-list expression.
 pub(super) fn take(query: &mut Query) -> Result<Option<TopK>> {
     let Some(LimitClause::LimitOffset { limit: Some(limit), offset, limit_by }) = &query.limit_clause else {
         return Ok(None);
     };
-    if offset.is_some() {
-        return unsupported("OFFSET");
-    }
     if !limit_by.is_empty() {
         return invalid("LIMIT BY is not PostgreSQL");
     }
-    let limit = match limit {
-        SqlExpr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse::<u64>().ok(),
-            _ => None,
+    let Some(limit) = constant_count(limit) else { return unsupported("LIMIT with a value other than a constant number") };
+    let offset = match offset {
+        None => 0,
+        Some(offset) => match constant_count(&offset.value) {
+            Some(n) => n,
+            None => return unsupported("OFFSET with a value other than a constant number"),
         },
-        _ => None,
     };
-    let Some(limit) = limit else { return unsupported("LIMIT with a value other than a constant number") };
     let items = match &query.order_by {
         Some(order_by) => match &order_by.kind {
             OrderByKind::Expressions(items) if !items.is_empty() => items,
@@ -54,7 +51,18 @@ pub(super) fn take(query: &mut Query) -> Result<Option<TopK>> {
     }
     query.order_by = None;
     query.limit_clause = None;
-    Ok(Some(TopK { order, limit }))
+    Ok(Some(TopK { order, limit, offset }))
+}
+
+/// A non-negative integer constant (`LIMIT 10`, `OFFSET 0`).
+fn constant_count(expr: &SqlExpr) -> Option<u64> {
+    match expr {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The 0-based output column an ORDER BY item names: `ORDER BY 2`, or an expression printed as one
