@@ -64,8 +64,11 @@ impl SqlState {
 /// silently returning NULL, as STRICT functions do).
 pub fn required<T>(value: Option<T>, argument: &str) -> Result<T, PgtError> {
     value.ok_or_else(|| {
-        PgtError::new(SqlState::NullValueNotAllowed, format!("{argument} must not be NULL"))
-            .hint("Pass a value, or leave out an argument that has a default.")
+        PgtError::new(
+            SqlState::NullValueNotAllowed,
+            format!("{argument} must not be NULL"),
+        )
+        .hint("Pass a value, or leave out an argument that has a default.")
     })
 }
 
@@ -86,7 +89,10 @@ pub fn position_detail(query: &str, position: usize) -> String {
     }
     let line = query[line_start_byte..].lines().next().unwrap_or("");
     let column = target.saturating_sub(line_start_char);
-    format!("In the defining query, line {line_no}:\n{line}\n{}^", " ".repeat(column))
+    format!(
+        "In the defining query, line {line_no}:\n{line}\n{}^",
+        " ".repeat(column)
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +107,12 @@ pub type PgtResult<T> = Result<T, PgtError>;
 
 impl PgtError {
     pub fn new(state: SqlState, message: impl Into<String>) -> Self {
-        PgtError { state, message: message.into(), detail: None, hint: None }
+        PgtError {
+            state,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -137,14 +148,23 @@ mod tests {
 
     #[test]
     fn caret_points_at_the_character() {
-        assert_eq!(position_detail("SELEC 1", 1), "In the defining query, line 1:\nSELEC 1\n^");
-        assert_eq!(position_detail("SELECT * FROM nope", 15), "In the defining query, line 1:\nSELECT * FROM nope\n              ^");
+        assert_eq!(
+            position_detail("SELEC 1", 1),
+            "In the defining query, line 1:\nSELEC 1\n^"
+        );
+        assert_eq!(
+            position_detail("SELECT * FROM nope", 15),
+            "In the defining query, line 1:\nSELECT * FROM nope\n              ^"
+        );
     }
 
     #[test]
     fn later_lines_and_multibyte_text_are_counted_in_characters() {
         let q = "SELECT 'é'\nFROM nope";
-        assert_eq!(position_detail(q, 17), "In the defining query, line 2:\nFROM nope\n     ^");
+        assert_eq!(
+            position_detail(q, 17),
+            "In the defining query, line 2:\nFROM nope\n     ^"
+        );
     }
 }
 
@@ -169,7 +189,9 @@ mod report {
                 SqlState::ReservedName => C::ERRCODE_RESERVED_NAME,
                 SqlState::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
                 SqlState::InsufficientPrivilege => C::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                SqlState::ObjectNotInPrerequisiteState => C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                SqlState::ObjectNotInPrerequisiteState => {
+                    C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+                }
                 SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
                 SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,
                 SqlState::Passthrough(code) => C::from(code),

@@ -39,7 +39,9 @@ pub extern "C-unwind" fn _PG_init() {
             error::SqlState::ObjectNotInPrerequisiteState,
             "pg_trickle must be loaded via shared_preload_libraries",
         )
-        .hint("Add pg_trickle to shared_preload_libraries in postgresql.conf and restart the server.")
+        .hint(
+            "Add pg_trickle to shared_preload_libraries in postgresql.conf and restart the server.",
+        )
         .raise();
     }
     gucs::init();
@@ -56,6 +58,9 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_trickle'", "pg_trickle.scheduler_interval_ms = 200"]
+        vec![
+            "shared_preload_libraries = 'pg_trickle'",
+            "pg_trickle.scheduler_interval_ms = 200",
+        ]
     }
 }

@@ -18,7 +18,12 @@ mod tests {
 
     #[pg_test]
     fn the_launcher_runs_because_the_library_is_preloaded() {
-        assert_eq!(count("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_trickle launcher'"), 1);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_trickle launcher'"
+            ),
+            1
+        );
     }
 
     #[pg_test]
@@ -31,7 +36,8 @@ mod tests {
         .unwrap();
         let q = "SELECT g, sum(v) AS s, count(*) AS n FROM pt_src GROUP BY g";
         assert_eq!(diff("SELECT * FROM pt_sums", q), 0);
-        Spi::run("DELETE FROM pt_src WHERE g = 0; INSERT INTO pt_src VALUES (7, 1), (7, NULL);").unwrap();
+        Spi::run("DELETE FROM pt_src WHERE g = 0; INSERT INTO pt_src VALUES (7, 1), (7, NULL);")
+            .unwrap();
         assert!(diff("SELECT * FROM pt_sums", q) > 0);
         Spi::run("SELECT pgtrickle.refresh_stream_table('pt_sums')").unwrap();
         assert_eq!(diff("SELECT * FROM pt_sums", q), 0);
@@ -101,9 +107,18 @@ mod tests {
         .unwrap()
         .unwrap();
         // (The test harness's search_path decides the schema the table landed in.)
-        assert!(reason.starts_with("FULL: FULL inside the transaction that changed "), "{reason}");
-        assert!(reason.ends_with(".pt_own; FULL again next time"), "{reason}");
-        assert_eq!(count("SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE needs_reinit"), 1);
+        assert!(
+            reason.starts_with("FULL: FULL inside the transaction that changed "),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with(".pt_own; FULL again next time"),
+            "{reason}"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE needs_reinit"),
+            1
+        );
     }
 
     #[pg_test]
@@ -125,12 +140,16 @@ mod tests {
 
     #[pg_test(error = "unknown refresh mode \"SOMETIMES\"")]
     fn unknown_modes_are_errors() {
-        Spi::run("SELECT pgtrickle.create_stream_table('pt_bad', 'SELECT 1 AS a', '1m', 'SOMETIMES')").unwrap();
+        Spi::run(
+            "SELECT pgtrickle.create_stream_table('pt_bad', 'SELECT 1 AS a', '1m', 'SOMETIMES')",
+        )
+        .unwrap();
     }
 
     #[pg_test(error = "invalid schedule \"fortnightly\"")]
     fn unknown_schedules_are_errors() {
-        Spi::run("SELECT pgtrickle.create_stream_table('pt_bad', 'SELECT 1 AS a', 'fortnightly')").unwrap();
+        Spi::run("SELECT pgtrickle.create_stream_table('pt_bad', 'SELECT 1 AS a', 'fortnightly')")
+            .unwrap();
     }
 
     #[pg_test(error = "the defining query must be a single SELECT statement")]

@@ -18,7 +18,13 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> PgtResult<()> {
 
 /// Runs a statement and returns the first column of its first row (None for no row or NULL).
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> PgtResult<Option<T>> {
-    run(sql, args, Some(1), |table| if table.is_empty() { Ok(None) } else { table.first().get_one::<T>() })
+    run(sql, args, Some(1), |table| {
+        if table.is_empty() {
+            Ok(None)
+        } else {
+            table.first().get_one::<T>()
+        }
+    })
 }
 
 /// Runs a query and maps every row with `f`.
@@ -55,8 +61,15 @@ const MAX_KEPT_PLANS: usize = 256;
 /// long-lived worker does not parse, analyse and plan them every time. PostgreSQL's plan cache
 /// revalidates kept plans after DDL on anything they use. DDL itself is not kept.
 fn keeps_plan(sql: &str) -> bool {
-    let head: String = sql.trim_start().chars().take(6).collect::<String>().to_ascii_uppercase();
-    ["SELECT", "WITH", "INSERT", "UPDATE", "DELETE"].iter().any(|k| head.starts_with(k))
+    let head: String = sql
+        .trim_start()
+        .chars()
+        .take(6)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    ["SELECT", "WITH", "INSERT", "UPDATE", "DELETE"]
+        .iter()
+        .any(|k| head.starts_with(k))
 }
 
 fn run<R>(
@@ -69,17 +82,24 @@ fn run<R>(
         return Spi::connect_mut(|c| read(c.update(sql, limit, args)?)).map_err(internal);
     }
     let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
-    let key = format!("{:?}\n{sql}", args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>());
+    let key = format!(
+        "{:?}\n{sql}",
+        args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>()
+    );
     // The plan leaves the cache while it runs: the statement may re-enter this module (an event
     // trigger, a pg_trickle function it calls), and the cache must not be borrowed then.
     let kept = KEPT_PLANS.with(|plans| plans.borrow_mut().remove(&key));
     let plan = match kept {
         Some(plan) => plan,
         None => std::mem::ManuallyDrop::new(
-            Spi::connect_mut(|c| Ok::<_, SpiError>(c.prepare_mut(sql, &types)?.keep())).map_err(internal)?,
+            Spi::connect_mut(|c| Ok::<_, SpiError>(c.prepare_mut(sql, &types)?.keep()))
+                .map_err(internal)?,
         ),
     };
-    let checked_out = CheckedOut { key, plan: Some(plan) };
+    let checked_out = CheckedOut {
+        key,
+        plan: Some(plan),
+    };
     let plan: &pgrx::spi::OwnedPreparedStatement = checked_out.plan.as_ref().expect("set above");
     Spi::connect_mut(|c| read(c.update(plan, limit, args)?)).map_err(internal)
 }
@@ -96,7 +116,9 @@ impl Drop for CheckedOut {
         KEPT_PLANS.with(|plans| {
             let mut plans = plans.borrow_mut();
             if plans.len() >= MAX_KEPT_PLANS {
-                plans.drain().for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
+                plans
+                    .drain()
+                    .for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
             }
             // A nested run of the same statement may have kept its own copy meanwhile.
             if let Some(other) = plans.insert(std::mem::take(&mut self.key), plan) {
@@ -121,7 +143,10 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
     use pgrx::pg_sys;
     let texts: Vec<std::ffi::CString> = statements
         .iter()
-        .map(|s| std::ffi::CString::new(*s).map_err(|_| PgtError::internal("statement text contains a NUL byte")))
+        .map(|s| {
+            std::ffi::CString::new(*s)
+                .map_err(|_| PgtError::internal("statement text contains a NUL byte"))
+        })
         .collect::<PgtResult<_>>()?;
     // SAFETY: SPI is connected and finished around the calls, the snapshot registered and
     // unregistered, on every path that returns; an ERROR raised inside unwinds through here, and the
@@ -131,7 +156,10 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
             return Err(PgtError::internal("SPI_connect failed"));
         }
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let out = texts.iter().map(|text| run_on_snapshot(text, snapshot)).collect::<PgtResult<Vec<_>>>();
+        let out = texts
+            .iter()
+            .map(|text| run_on_snapshot(text, snapshot))
+            .collect::<PgtResult<Vec<_>>>();
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::SPI_finish();
         out
@@ -140,7 +168,10 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
 
 /// # Safety
 /// SPI is connected, and `snapshot` is registered.
-unsafe fn run_on_snapshot(text: &std::ffi::CStr, snapshot: pgrx::pg_sys::Snapshot) -> PgtResult<SnapshotResult> {
+unsafe fn run_on_snapshot(
+    text: &std::ffi::CStr,
+    snapshot: pgrx::pg_sys::Snapshot,
+) -> PgtResult<SnapshotResult> {
     use pgrx::pg_sys;
     // SAFETY: as the caller promises; the result is copied out before the next statement.
     unsafe {
@@ -149,15 +180,30 @@ unsafe fn run_on_snapshot(text: &std::ffi::CStr, snapshot: pgrx::pg_sys::Snapsho
             let code = pg_sys::SPI_result;
             return Err(PgtError::internal(format!("SPI_prepare failed ({code})")));
         }
-        let rc = pg_sys::SPI_execute_snapshot(plan, std::ptr::null_mut(), std::ptr::null(), snapshot, std::ptr::null_mut(), false, true, 0);
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            snapshot,
+            std::ptr::null_mut(),
+            false,
+            true,
+            0,
+        );
         let result = if rc < 0 {
-            Err(PgtError::internal(format!("SPI_execute_snapshot failed ({rc})")))
+            Err(PgtError::internal(format!(
+                "SPI_execute_snapshot failed ({rc})"
+            )))
         } else {
             let rows = pg_sys::SPI_processed;
             let table = pg_sys::SPI_tuptable;
             let first = if rows > 0 && !table.is_null() {
                 let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-                (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+                (!value.is_null()).then(|| {
+                    std::ffi::CStr::from_ptr(value)
+                        .to_string_lossy()
+                        .into_owned()
+                })
             } else {
                 None
             };
@@ -169,7 +215,10 @@ unsafe fn run_on_snapshot(text: &std::ffi::CStr, snapshot: pgrx::pg_sys::Snapsho
 }
 
 /// Reads a column that must not be NULL.
-pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData, name: &str) -> Result<T, SpiError> {
+pub fn col<T: FromDatum + IntoDatum>(
+    row: &pgrx::spi::SpiHeapTupleData,
+    name: &str,
+) -> Result<T, SpiError> {
     row.get_by_name::<T, _>(name)?.ok_or(SpiError::NoTupleTable)
 }
 

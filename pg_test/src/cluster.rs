@@ -30,24 +30,36 @@ fn os_user() -> (String, u32, u32) {
     let cname = CString::new(name.clone()).unwrap();
     // SAFETY: getpwnam returns a pointer to static storage or NULL; we copy the ids out at once.
     let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
-    assert!(!pw.is_null(), "OS user {name} does not exist: run scripts/setup (PostgreSQL cannot run as root)");
+    assert!(
+        !pw.is_null(),
+        "OS user {name} does not exist: run scripts/setup (PostgreSQL cannot run as root)"
+    );
     // SAFETY: non-null result of getpwnam.
     unsafe { (name, (*pw).pw_uid, (*pw).pw_gid) }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run_as(uid: u32, gid: u32, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.uid(uid).gid(gid).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    cmd.uid(uid)
+        .gid(gid)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
 
 /// Removes directories left by earlier runs whose process is gone.
 fn remove_stale(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
@@ -73,7 +85,17 @@ fn start() -> Cluster {
     chown(&dir, Some(uid), Some(gid)).unwrap();
 
     let status = run_as(uid, gid, &format!("{PG_BIN}/initdb"))
-        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
         .stdout(Stdio::null())
         .status()
         .expect("initdb");
@@ -84,7 +106,11 @@ fn start() -> Cluster {
     chown(dir.join("postgres.log"), Some(uid), Some(gid)).unwrap();
     drop(log);
     let pid = spawn_postgres(&dir, port);
-    let cluster = Cluster { port, dir, postmaster: std::sync::Mutex::new(pid) };
+    let cluster = Cluster {
+        port,
+        dir,
+        postmaster: std::sync::Mutex::new(pid),
+    };
     cluster.wait_ready();
     cluster
 }
@@ -94,7 +120,10 @@ fn start() -> Cluster {
 fn spawn_postgres(dir: &Path, port: u16) -> u32 {
     let (_, uid, gid) = os_user();
     let data = dir.join("data");
-    let log = std::fs::OpenOptions::new().append(true).open(dir.join("postgres.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("postgres.log"))
+        .unwrap();
     let settings = [
         format!("port={port}"),
         "listen_addresses=127.0.0.1".into(),
@@ -144,7 +173,10 @@ fn spawn_postgres(dir: &Path, port: u16) -> u32 {
 
 impl Cluster {
     pub fn conninfo(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     pub fn try_connect(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
@@ -162,9 +194,15 @@ impl Cluster {
     }
 
     fn wait_ready(&self) {
-        let ready = crate::wait_until(Duration::from_secs(60), || self.try_connect("postgres").is_ok());
+        let ready = crate::wait_until(Duration::from_secs(60), || {
+            self.try_connect("postgres").is_ok()
+        });
         if !ready {
-            panic!("test cluster did not start on port {}; log:\n{}", self.port, self.log());
+            panic!(
+                "test cluster did not start on port {}; log:\n{}",
+                self.port,
+                self.log()
+            );
         }
     }
 
@@ -175,11 +213,16 @@ impl Cluster {
         // SAFETY: signalling the test's own postmaster.
         unsafe { libc::kill(*pid as i32, libc::SIGQUIT) };
         // SAFETY: kill with signal 0 only checks whether the process exists.
-        let gone = crate::wait_until(Duration::from_secs(60), || unsafe { libc::kill(*pid as i32, 0) } != 0);
+        let gone = crate::wait_until(
+            Duration::from_secs(60),
+            || unsafe { libc::kill(*pid as i32, 0) } != 0,
+        );
         assert!(gone, "postmaster {pid} did not stop");
         // Its children may outlive it for a moment; the data directory's lock file goes with the last.
         let data = self.dir.join("data");
-        crate::wait_until(Duration::from_secs(30), || !data.join("postmaster.pid").exists());
+        crate::wait_until(Duration::from_secs(30), || {
+            !data.join("postmaster.pid").exists()
+        });
         *pid = spawn_postgres(&self.dir, self.port);
         self.wait_ready();
     }

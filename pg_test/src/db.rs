@@ -29,15 +29,26 @@ impl TestDb {
     }
 
     pub fn without_extension(name: &str) -> TestDb {
-        let mut admin = cluster().try_connect("postgres").expect("connect to postgres");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        let mut admin = cluster()
+            .try_connect("postgres")
+            .expect("connect to postgres");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap();
         TestDb::existing(name)
     }
 
     /// A connection to a database that already exists (made by another test step).
     pub fn existing(name: &str) -> TestDb {
-        TestDb { name: name.to_string(), client: cluster().try_connect(name).expect("connect to test database") }
+        TestDb {
+            name: name.to_string(),
+            client: cluster()
+                .try_connect(name)
+                .expect("connect to test database"),
+        }
     }
 
     /// A second connection to the same database.
@@ -56,12 +67,17 @@ impl TestDb {
     }
 
     pub fn rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<Row> {
-        self.client.query(sql, params).unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)))
+        self.client
+            .query(sql, params)
+            .unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)))
     }
 
     /// The first column of the only row.
     pub fn value<T: for<'a> postgres::types::FromSql<'a>>(&mut self, sql: &str) -> T {
-        let row = self.client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)));
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}\nfailed: {:?}", as_db_error(&e)));
         row.get(0)
     }
 
@@ -120,27 +136,46 @@ impl TestDb {
     pub fn assert_shows_what_query_shows(&mut self, stream_table: &str, query: &str) {
         let text = |sql: &str| format!("SELECT x::text FROM ({sql}) x");
         let diff = self.multiset_diff_with(stream_table, query, &text);
-        assert!(diff.is_empty(), "{stream_table} does not show what its query shows:\n{}", diff.join("\n"));
+        assert!(
+            diff.is_empty(),
+            "{stream_table} does not show what its query shows:\n{}",
+            diff.join("\n")
+        );
     }
 
-    fn multiset_diff_with(&mut self, stream_table: &str, query: &str, wrap: &dyn Fn(&str) -> String) -> Vec<String> {
+    fn multiset_diff_with(
+        &mut self,
+        stream_table: &str,
+        query: &str,
+        wrap: &dyn Fn(&str) -> String,
+    ) -> Vec<String> {
         let columns: String = self.value(&format!(
             "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
               WHERE attrelid = '{}'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%'",
             stream_table.replace('\'', "''")
         ));
-        let (st, q) = (wrap(&format!("SELECT {columns} FROM {stream_table}")), wrap(query));
+        let (st, q) = (
+            wrap(&format!("SELECT {columns} FROM {stream_table}")),
+            wrap(query),
+        );
         let sql = format!(
             "SELECT 'only in stream table: ' || d::text FROM (({st}) EXCEPT ALL ({q})) d
              UNION ALL
              SELECT 'only in query: ' || d::text FROM (({q}) EXCEPT ALL ({st})) d"
         );
-        self.rows(&sql, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
+        self.rows(&sql, &[])
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
     }
 
     pub fn assert_matches_query(&mut self, stream_table: &str, query: &str) {
         let diff = self.multiset_diff(stream_table, query);
-        assert!(diff.is_empty(), "{stream_table} differs from its query:\n{}", diff.join("\n"));
+        assert!(
+            diff.is_empty(),
+            "{stream_table} differs from its query:\n{}",
+            diff.join("\n")
+        );
     }
 }
 
@@ -150,6 +185,11 @@ pub fn as_db_error(e: &postgres::Error) -> Option<DbError> {
         message: d.message().to_string(),
         detail: d.detail().map(str::to_string),
         hint: d.hint().map(str::to_string),
-        location: format!("{}, {}:{}", d.routine().unwrap_or(""), d.file().unwrap_or(""), d.line().unwrap_or(0)),
+        location: format!(
+            "{}, {}:{}",
+            d.routine().unwrap_or(""),
+            d.file().unwrap_or(""),
+            d.line().unwrap_or(0)
+        ),
     })
 }

@@ -22,7 +22,11 @@ pub fn worker_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug/pg_trickle_worker");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p pg_trickle_worker` (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p pg_trickle_worker` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 

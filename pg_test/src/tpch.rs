@@ -14,7 +14,9 @@ pub const SCHEMA: &str = include_str!("../../tpch/schema.sql");
 /// One round of the refresh functions (RF1, RF2), `{round}` to be replaced.
 const REFRESH_FUNCTIONS: &str = include_str!("../../tpch/refresh.sql");
 
-const TABLES: [&str; 8] = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"];
+const TABLES: [&str; 8] = [
+    "region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem",
+];
 
 /// One TPC-H query: its name and text. All 22 are maintained DIFFERENTIALly.
 pub struct Query {
@@ -56,14 +58,28 @@ pub const QUERIES: [Query; 22] = [
 pub fn load(db: &mut TestDb, sf: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join(format!("target/tpch-data/sf{sf}"));
-    let status = Command::new(root.join("scripts/tpch-data")).arg(sf).arg(&dir).status().expect("run scripts/tpch-data");
-    assert!(status.success(), "scripts/tpch-data {sf} {} failed", dir.display());
+    let status = Command::new(root.join("scripts/tpch-data"))
+        .arg(sf)
+        .arg(&dir)
+        .status()
+        .expect("run scripts/tpch-data");
+    assert!(
+        status.success(),
+        "scripts/tpch-data {sf} {} failed",
+        dir.display()
+    );
     db.exec(SCHEMA);
     for table in TABLES {
         let data = std::fs::read(dir.join(format!("{table}.csv"))).expect("read generated data");
-        let mut copy = db.client.copy_in(&format!("COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)")).unwrap();
+        let mut copy = db
+            .client
+            .copy_in(&format!(
+                "COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)"
+            ))
+            .unwrap();
         copy.write_all(&data).unwrap();
-        copy.finish().unwrap_or_else(|e| panic!("loading {table}: {e}"));
+        copy.finish()
+            .unwrap_or_else(|e| panic!("loading {table}: {e}"));
     }
     db.exec("VACUUM ANALYZE");
 }
@@ -79,7 +95,10 @@ const Q3_ORDER: &str = "SELECT l_orderkey FROM customer, orders, lineitem
     GROUP BY l_orderkey ORDER BY sum(l_extendedprice * (1 - l_discount)) DESC, l_orderkey";
 
 pub fn changes(round: i64) -> Vec<String> {
-    let sql: Vec<&str> = REFRESH_FUNCTIONS.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+    let sql: Vec<&str> = REFRESH_FUNCTIONS
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
     let mut statements: Vec<String> = sql
         .join("\n")
         .replace("{round}", &round.to_string())

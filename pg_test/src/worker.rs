@@ -23,7 +23,10 @@ impl Worker {
     pub fn spawn(dsn: &str, tag: &str, extra: &[&str]) -> Worker {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let log = std::env::temp_dir().join(format!("pg_trickle_worker_{}_{tag}_{n}.log", std::process::id()));
+        let log = std::env::temp_dir().join(format!(
+            "pg_trickle_worker_{}_{tag}_{n}.log",
+            std::process::id()
+        ));
         let child = Command::new(worker_binary())
             .args(["--dsn", dsn, "--heartbeat-interval", "1"])
             .args(extra)
@@ -62,7 +65,11 @@ impl Worker {
     }
 
     pub fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
     }
 
     pub fn log(&self) -> String {
@@ -79,7 +86,11 @@ impl Worker {
             }
             None => false,
         });
-        assert!(exited, "the worker did not exit within {timeout:?}; its log:\n{}", self.log());
+        assert!(
+            exited,
+            "the worker did not exit within {timeout:?}; its log:\n{}",
+            self.log()
+        );
         code
     }
 }
@@ -94,5 +105,7 @@ impl Drop for Worker {
 
 /// Creates login role `role` holding nothing but `pgtrickle_worker`, as an operator would for workers.
 pub fn login_role(db: &mut TestDb, role: &str) {
-    db.exec(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT pgtrickle_worker TO {role};"));
+    db.exec(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT pgtrickle_worker TO {role};"
+    ));
 }

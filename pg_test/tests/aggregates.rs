@@ -6,7 +6,8 @@ use pg_trickle_e2e::TestDb;
 
 const GROUPS: &str = "SELECT g, count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av, sum(q) AS sq, avg(q) AS aq, \
                       min(v) AS mn, max(v) AS mx, min(s) AS ms FROM t GROUP BY g";
-const GLOBAL: &str = "SELECT count(*) AS n, sum(v) AS sv, avg(q) AS aq, min(v) AS mn, max(s) AS mx FROM t";
+const GLOBAL: &str =
+    "SELECT count(*) AS n, sum(v) AS sv, avg(q) AS aq, min(v) AS mn, max(s) AS mx FROM t";
 
 fn db_with(name: &str, stream_tables: &[(&str, &str)]) -> TestDb {
     let mut db = TestDb::new(name);
@@ -16,9 +17,14 @@ fn db_with(name: &str, stream_tables: &[(&str, &str)]) -> TestDb {
          INSERT INTO t (g, v, q, s) SELECT i % 7, (i % 13) * 1.25, i % 5, 's' || (i % 3) FROM generate_series(1, 200) i;",
     );
     for (st, query) in stream_tables {
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
         let plan: String = db.value(&format!("SELECT pgtrickle.explain_stream_table('{st}')"));
-        assert!(plan.contains("Aggregates: maintained from stored state"), "{st} should keep aggregate state:\n{plan}");
+        assert!(
+            plan.contains("Aggregates: maintained from stored state"),
+            "{st} should keep aggregate state:\n{plan}"
+        );
     }
     db
 }
@@ -28,9 +34,16 @@ fn refresh_and_check(db: &mut TestDb, st: &str, query: &str, step: &str) {
     db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
     let action: String =
         db.value("SELECT action || ': ' || coalesce(reason, '') FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1");
-    assert!(action.starts_with("DIFFERENTIAL") || action.starts_with("NO_DATA"), "{step}: {action}");
+    assert!(
+        action.starts_with("DIFFERENTIAL") || action.starts_with("NO_DATA"),
+        "{step}: {action}"
+    );
     let diff = db.multiset_diff(st, query);
-    assert!(diff.is_empty(), "{step}: {st} differs from its query:\n{}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "{step}: {st} differs from its query:\n{}",
+        diff.join("\n")
+    );
 }
 
 /// How a refresh found the touched groups' stored rows: probes of the row identity index, or one
@@ -44,28 +57,44 @@ enum Lookup {
 fn refresh_and_check_lookup(db: &mut TestDb, st: &str, query: &str, step: &str) -> Lookup {
     db.exec("BEGIN");
     db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
-    let probes: i64 = db.value(&format!("SELECT pg_stat_get_xact_numscans('{st}___pgt_row_id_idx'::regclass)"));
+    let probes: i64 = db.value(&format!(
+        "SELECT pg_stat_get_xact_numscans('{st}___pgt_row_id_idx'::regclass)"
+    ));
     db.exec("COMMIT");
     let action: String =
         db.value("SELECT action || ': ' || coalesce(reason, '') FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1");
     assert!(action.starts_with("DIFFERENTIAL"), "{step}: {action}");
     let diff = db.multiset_diff(st, query);
-    assert!(diff.is_empty(), "{step}: {st} differs from its query:\n{}", diff.join("\n"));
-    if probes > 0 { Lookup::Probe } else { Lookup::Scan }
+    assert!(
+        diff.is_empty(),
+        "{step}: {st} differs from its query:\n{}",
+        diff.join("\n")
+    );
+    if probes > 0 {
+        Lookup::Probe
+    } else {
+        Lookup::Scan
+    }
 }
 
 #[test]
 fn grouped_state_stays_exact_through_edge_cases() {
     // A few groups: every batch is large against them, and they are joined by one scan.
     let seen = edge_cases("agg_state_edges", 0);
-    assert!(seen.iter().filter(|l| **l == Lookup::Scan).count() >= 8, "{seen:?}");
+    assert!(
+        seen.iter().filter(|l| **l == Lookup::Scan).count() >= 8,
+        "{seen:?}"
+    );
 }
 
 #[test]
 fn grouped_state_stays_exact_through_edge_cases_found_by_index_probes() {
     // Two thousand more groups: a small batch probes the identity index group by group.
     let seen = edge_cases("agg_state_edges_probed", 2000);
-    assert!(seen.iter().filter(|l| **l == Lookup::Probe).count() >= 10, "{seen:?}");
+    assert!(
+        seen.iter().filter(|l| **l == Lookup::Probe).count() >= 10,
+        "{seen:?}"
+    );
 }
 
 /// Runs the edge cases over `t` with `filler` one-row groups besides; returns each step's lookup.
@@ -113,7 +142,10 @@ fn edge_cases(name: &str, filler: i64) -> Vec<Lookup> {
     db.exec("SELECT pgtrickle.alter_stream_table('groups', refresh_mode => 'DIFFERENTIAL')");
     db.exec("SELECT pgtrickle.refresh_stream_table('groups')");
     let after: Vec<String> = db.rows(STATE, &[]).iter().map(|r| r.get(0)).collect();
-    assert_eq!(before, after, "incremental state differs from recomputed state");
+    assert_eq!(
+        before, after,
+        "incremental state differs from recomputed state"
+    );
     seen
 }
 
@@ -122,9 +154,15 @@ fn a_global_aggregate_survives_an_emptied_table() {
     let mut db = db_with("agg_state_global", &[("total", GLOBAL)]);
     for (step, dml) in [
         ("delete everything", "DELETE FROM t"),
-        ("first row again", "INSERT INTO t (g, v, q, s) VALUES (1, 0.10, 1, 'a')"),
+        (
+            "first row again",
+            "INSERT INTO t (g, v, q, s) VALUES (1, 0.10, 1, 'a')",
+        ),
         ("only NULLs", "UPDATE t SET v = NULL, q = NULL, s = NULL"),
-        ("some rows", "INSERT INTO t (g, v, q, s) SELECT 1, i, i, 'x' || i FROM generate_series(1, 50) i"),
+        (
+            "some rows",
+            "INSERT INTO t (g, v, q, s) SELECT 1, i, i, 'x' || i FROM generate_series(1, 50) i",
+        ),
     ] {
         db.exec(dml);
         refresh_and_check(&mut db, "total", GLOBAL, step);
@@ -149,32 +187,66 @@ fn a_batch_that_keeps_every_extremum_reads_no_source_rows() {
     let mut db = db_with("agg_state_cost", &[("groups", GROUPS), ("total", GLOBAL)]);
     // Inserts never need the source; nor does deleting a value strictly inside its group's range.
     db.exec("INSERT INTO t (g, v, q, s) VALUES (1, 5.00, 2, 'm'), (2, NULL, NULL, NULL), (6, 3.00, 1, 's1')");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "groups"), 0, "the grouped refresh read the source");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "total"), 0, "the global refresh read the source");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "groups"),
+        0,
+        "the grouped refresh read the source"
+    );
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "total"),
+        0,
+        "the global refresh read the source"
+    );
     db.exec("DELETE FROM t WHERE g = 6 AND v = 3.00 AND s = 's1' AND q = 1; UPDATE t SET q = q + 1 WHERE g = 2 AND v IS NULL");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "groups"), 0, "the grouped refresh read the source");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "total"), 0, "the global refresh read the source");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "groups"),
+        0,
+        "the grouped refresh read the source"
+    );
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "total"),
+        0,
+        "the global refresh read the source"
+    );
     db.assert_matches_query("groups", GROUPS);
     db.assert_matches_query("total", GLOBAL);
     // Deleting a group's minimum after a FULL refresh needs that group's rows: FULL leaves the
     // number of copies of each extremum unknown rather than read the input twice.
     db.exec("DELETE FROM t WHERE id = (SELECT id FROM t WHERE g = 1 ORDER BY v LIMIT 1)");
-    assert!(source_rows_read_by_refresh(&mut db, "groups") > 0, "a deleted minimum must be recomputed from the source");
+    assert!(
+        source_rows_read_by_refresh(&mut db, "groups") > 0,
+        "a deleted minimum must be recomputed from the source"
+    );
     db.assert_matches_query("groups", GROUPS);
     // From then on the copies are counted: a new minimum inserted twice, one copy deleted, costs
     // nothing; deleting the last copy needs the source again.
     db.exec("INSERT INTO t (g, v, q, s) VALUES (1, -1.00, 1, 'm'), (1, -1.00, 1, 'm')");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "groups"), 0, "inserting a new minimum read the source");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "groups"),
+        0,
+        "inserting a new minimum read the source"
+    );
     db.exec("DELETE FROM t WHERE id = (SELECT max(id) FROM t WHERE g = 1 AND v = -1.00)");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "groups"), 0, "deleting one of two tied minima read the source");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "groups"),
+        0,
+        "deleting one of two tied minima read the source"
+    );
     db.assert_matches_query("groups", GROUPS);
     // Its one copy deleted and an equal value inserted in the same batch: still one copy (TPC-H Q9
     // recomputed a group from a six-way join every round for this).
     db.exec("DELETE FROM t WHERE g = 1 AND v = -1.00; INSERT INTO t (g, v, q, s) VALUES (1, -1.00, 5, 'r')");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "groups"), 0, "a minimum deleted and inserted again read the source");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "groups"),
+        0,
+        "a minimum deleted and inserted again read the source"
+    );
     db.assert_matches_query("groups", GROUPS);
     db.exec("DELETE FROM t WHERE g = 1 AND v = -1.00");
-    assert!(source_rows_read_by_refresh(&mut db, "groups") > 0, "the last copy of a minimum gone: recompute");
+    assert!(
+        source_rows_read_by_refresh(&mut db, "groups") > 0,
+        "the last copy of a minimum gone: recompute"
+    );
     db.assert_matches_query("groups", GROUPS);
 }
 
@@ -184,21 +256,35 @@ fn a_join_delta_that_inserts_and_cancels_copies_of_a_new_extremum_keeps_their_co
     // delete it once. A new group (and a new maximum of an old one) then has one copy, counted from
     // the batch alone (TPC-H Q9 recomputed a group every round for this); deleting that copy later
     // must recompute, not keep a stale maximum.
-    const JOINED: &str = "SELECT t.g, max(t.v) AS mx, count(*) AS n FROM t JOIN k ON k.g = t.g GROUP BY t.g";
+    const JOINED: &str =
+        "SELECT t.g, max(t.v) AS mx, count(*) AS n FROM t JOIN k ON k.g = t.g GROUP BY t.g";
     let mut db = db_with("agg_state_join_cancel", &[]);
     db.exec("CREATE TABLE k (g int PRIMARY KEY); INSERT INTO k VALUES (1), (2)");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('joined', '{JOINED}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('joined', '{JOINED}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("BEGIN; INSERT INTO k VALUES (40); INSERT INTO t (g, v, q, s) VALUES (40, 7.00, 1, 'n'), (40, 3.00, 1, 'n'); COMMIT");
     db.exec("BEGIN; INSERT INTO k VALUES (41); INSERT INTO t (g, v, q, s) VALUES (41, 99.00, 1, 'n'), (1, 99.00, 1, 'n'); COMMIT");
-    refresh_and_check(&mut db, "joined", JOINED, "a new group and a new maximum, both sides of the join changed");
+    refresh_and_check(
+        &mut db,
+        "joined",
+        JOINED,
+        "a new group and a new maximum, both sides of the join changed",
+    );
     let counts: String = db.value("SELECT string_agg(g || ':' || __pgt_n0, ' ' ORDER BY g) FROM joined WHERE g IN (1, 40, 41)");
     assert_eq!(counts, "1:1 40:1 41:1", "one copy of each maximum");
     db.exec("DELETE FROM t WHERE g = 40 AND v = 7.00; DELETE FROM t WHERE g = 1 AND v = 99.00");
-    refresh_and_check(&mut db, "joined", JOINED, "the only copy of a maximum deleted");
+    refresh_and_check(
+        &mut db,
+        "joined",
+        JOINED,
+        "the only copy of a maximum deleted",
+    );
 }
 
 #[test]
-fn a_maximum_with_an_unknown_number_of_copies_is_recomputed_when_the_batch_deletes_more_than_it_inserts() {
+fn a_maximum_with_an_unknown_number_of_copies_is_recomputed_when_the_batch_deletes_more_than_it_inserts(
+) {
     // After the initial population the copies of each maximum are not counted. Both sides of the
     // join change: group 20's joined 'z' rows are deleted twice and inserted once by the delta's
     // terms, and the only 'z' left the group. An inserted copy is no proof that one remains.
@@ -208,7 +294,12 @@ fn a_maximum_with_an_unknown_number_of_copies_is_recomputed_when_the_batch_delet
              INSERT INTO c VALUES (20, 4), (21, 0); INSERT INTO a VALUES (4, 'z'), (0, ''), (0, ''), (0, 'z');");
     db.exec(&format!("SELECT pgtrickle.create_stream_table('left_joined', '{LEFT_JOINED}', '1h', 'DIFFERENTIAL')"));
     db.exec("UPDATE c SET k = 0 WHERE id = 20; UPDATE a SET k = NULL WHERE k = 0 AND t = 'z'");
-    refresh_and_check(&mut db, "left_joined", LEFT_JOINED, "a group's maximum left while the join re-inserted a copy of it");
+    refresh_and_check(
+        &mut db,
+        "left_joined",
+        LEFT_JOINED,
+        "a group's maximum left while the join re-inserted a copy of it",
+    );
 }
 
 #[test]
@@ -219,9 +310,14 @@ fn numeric_sums_with_many_decimal_places_stay_exact() {
         "CREATE TABLE d (id serial PRIMARY KEY, g int, x numeric(38,18));
          INSERT INTO d (g, x) SELECT i % 3, (i::numeric / 7) * 1e-6 FROM generate_series(1, 300) i;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('dec', '{query}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('dec', '{query}', '1h', 'DIFFERENTIAL')"
+    ));
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('dec')");
-    assert!(plan.contains("Aggregates: maintained from stored state"), "{plan}");
+    assert!(
+        plan.contains("Aggregates: maintained from stored state"),
+        "{plan}"
+    );
     for (step, dml) in [
         ("tiny values", "INSERT INTO d (g, x) VALUES (1, 0.000000000000000001), (1, -0.000000000000000001), (2, 12345678901234567890.123456789012345678)"),
         ("cancel out to zero", "DELETE FROM d WHERE g = 2 AND x > 1000000"),
@@ -247,7 +343,9 @@ fn a_group_key_without_a_hash_function_keeps_the_group_recompute() {
         "CREATE TABLE w (id serial PRIMARY KEY, v tsvector, q int);
          INSERT INTO w (v, q) SELECT to_tsvector('simple', 'w' || (i % 4)), i FROM generate_series(1, 40) i;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('wst', '{query}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('wst', '{query}', '1h', 'DIFFERENTIAL')"
+    ));
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('wst')");
     assert!(!plan.contains("maintained from stored state"), "{plan}");
     db.exec("INSERT INTO w (v, q) VALUES (to_tsvector('simple', 'w1'), 5), (to_tsvector('simple', 'new'), 7); DELETE FROM w WHERE id < 5");
@@ -262,22 +360,42 @@ fn order_dependent_aggregates_are_read_in_full_from_the_start_and_say_why() {
          INSERT INTO f SELECT i, i % 3, i / 7.0, 't' || i FROM generate_series(1, 30) i;",
     );
     for (query, why) in [
-        ("SELECT g, sum(x) AS s FROM f GROUP BY g", "sum() over double precision"),
-        ("SELECT g, avg(x) AS a FROM f GROUP BY g", "avg() over double precision"),
-        ("SELECT g, string_agg(t, ',') AS ts FROM f GROUP BY g", "string_agg() without ORDER BY"),
-        ("SELECT g, array_agg(id) AS ids FROM f GROUP BY g", "array_agg() without ORDER BY"),
+        (
+            "SELECT g, sum(x) AS s FROM f GROUP BY g",
+            "sum() over double precision",
+        ),
+        (
+            "SELECT g, avg(x) AS a FROM f GROUP BY g",
+            "avg() over double precision",
+        ),
+        (
+            "SELECT g, string_agg(t, ',') AS ts FROM f GROUP BY g",
+            "string_agg() without ORDER BY",
+        ),
+        (
+            "SELECT g, array_agg(id) AS ids FROM f GROUP BY g",
+            "array_agg() without ORDER BY",
+        ),
     ] {
-        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('d', $q${query}$q$, '1h', 'DIFFERENTIAL')"));
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('d', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
         assert_eq!(e.code, "0A000", "{query}");
         assert!(e.message.contains(why), "{query}: {e:?}");
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('a', $q${query}$q$, '1h', 'AUTO')"));
-        let reason: String = db.value("SELECT mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'a'::regclass");
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('a', $q${query}$q$, '1h', 'AUTO')"
+        ));
+        let reason: String = db.value(
+            "SELECT mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'a'::regclass",
+        );
         assert!(reason.contains(why), "{reason}");
         db.exec("SELECT pgtrickle.drop_stream_table('a')");
     }
     // With a total ORDER BY the result does not depend on the read order: maintained per group.
     const ORDERED: &str = "SELECT g, string_agg(t, ',' ORDER BY id) AS ts FROM f GROUP BY g";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('o', $q${ORDERED}$q$, '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('o', $q${ORDERED}$q$, '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("UPDATE f SET t = 'changed' WHERE id = 4; DELETE FROM f WHERE id = 5;");
     db.exec("SELECT pgtrickle.refresh_stream_table('o')");
     assert_eq!(db.last_refresh("o").0, "DIFFERENTIAL");
@@ -293,7 +411,9 @@ fn numeric_sums_of_any_scale_know_their_largest_scale_from_the_start() {
          INSERT INTO t (g, x) VALUES (1, 1.5), (1, 2.25), (1, 0.75), (1, 3), (2, 1.125), (2, 4), (3, NULL);",
     );
     const Q: &str = "SELECT g, sum(x) AS s, avg(x) AS a FROM t GROUP BY g";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('sums', '{Q}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('sums', '{Q}', '1h', 'DIFFERENTIAL')"
+    ));
     // The FULL refresh that filled the stream table counted each group's inputs of the largest scale.
     const WRONG: &str = "SELECT count(*) FROM sums s, LATERAL (
           SELECT max(scale(t.x)) AS top, count(*) FILTER (WHERE scale(t.x) = (SELECT max(scale(u.x)) FROM t u WHERE u.g = s.g)) AS copies
@@ -303,14 +423,21 @@ fn numeric_sums_of_any_scale_know_their_largest_scale_from_the_start() {
     assert_eq!(wrong, 0, "largest scales and their copies after FULL");
     // One of two inputs with the largest scale leaves: known to remain, so no input row is read.
     db.exec("DELETE FROM t WHERE g = 1 AND x = 2.25");
-    assert_eq!(source_rows_read_by_refresh(&mut db, "sums"), 0, "no recompute while a copy remains");
+    assert_eq!(
+        source_rows_read_by_refresh(&mut db, "sums"),
+        0,
+        "no recompute while a copy remains"
+    );
     db.assert_shows_what_query_shows("sums", Q);
     // The last one leaves: the group is recomputed and shows one decimal fewer.
     db.exec("DELETE FROM t WHERE g = 1 AND x = 0.75");
     db.exec("SELECT pgtrickle.refresh_stream_table('sums')");
     db.assert_shows_what_query_shows("sums", Q);
     let wrong: i64 = db.value(WRONG);
-    assert_eq!(wrong, 0, "largest scales and their copies after the refreshes");
+    assert_eq!(
+        wrong, 0,
+        "largest scales and their copies after the refreshes"
+    );
     // A group emptied: it vanishes, nothing to recompute (not even an index scan that finds nothing).
     db.exec("DELETE FROM t WHERE g = 2");
     const SCANS: &str =

@@ -40,19 +40,37 @@ fn rejected(db: &mut TestDb, sql: &str, code: &str) -> DbError {
 #[test]
 fn invalid_sql_reports_postgres_error_with_its_position() {
     let mut db = setup("bad_sql");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id FORM orders')", "42601");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT id FORM orders')",
+        "42601",
+    );
     assert_eq!(err.message, "syntax error at or near \"orders\"");
-    assert_eq!(err.detail.unwrap(), "In the defining query, line 1:\nSELECT id FORM orders\n               ^");
+    assert_eq!(
+        err.detail.unwrap(),
+        "In the defining query, line 1:\nSELECT id FORM orders\n               ^"
+    );
 
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', E'SELECT id\\n  FROM orders\\n WHERE nope = 1')", "42703");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', E'SELECT id\\n  FROM orders\\n WHERE nope = 1')",
+        "42703",
+    );
     assert_eq!(err.message, "column \"nope\" does not exist");
-    assert_eq!(err.detail.unwrap(), "In the defining query, line 3:\n WHERE nope = 1\n       ^");
+    assert_eq!(
+        err.detail.unwrap(),
+        "In the defining query, line 3:\n WHERE nope = 1\n       ^"
+    );
 }
 
 #[test]
 fn missing_tables_are_named() {
     let mut db = setup("bad_missing_table");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM no_such_table')", "42P01");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM no_such_table')",
+        "42P01",
+    );
     assert_eq!(err.message, "relation \"no_such_table\" does not exist");
     assert!(err.detail.unwrap().contains("^"));
 }
@@ -62,17 +80,45 @@ fn only_a_single_plain_select_is_accepted() {
     let mut db = setup("bad_not_select");
     for (query, detail) in [
         ("DELETE FROM orders", "The query is a DELETE statement."),
-        ("INSERT INTO orders VALUES (3, 1)", "The query is a INSERT statement."),
-        ("CREATE TABLE y (a int)", "The query is a CREATE TABLE statement."),
-        ("SELECT 1 AS a; SELECT 2 AS b", "The query contains 2 statements."),
+        (
+            "INSERT INTO orders VALUES (3, 1)",
+            "The query is a INSERT statement.",
+        ),
+        (
+            "CREATE TABLE y (a int)",
+            "The query is a CREATE TABLE statement.",
+        ),
+        (
+            "SELECT 1 AS a; SELECT 2 AS b",
+            "The query contains 2 statements.",
+        ),
     ] {
-        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}')"), "22023");
-        assert_eq!(err.message, "the defining query must be a single SELECT statement");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.create_stream_table('x', '{query}')"),
+            "22023",
+        );
+        assert_eq!(
+            err.message,
+            "the defining query must be a single SELECT statement"
+        );
         assert_eq!(err.detail.as_deref(), Some(detail));
     }
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM orders FOR UPDATE')", "0A000");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT * INTO newtab FROM orders')", "0A000");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', '  ')", "22023");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT * FROM orders FOR UPDATE')",
+        "0A000",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT * INTO newtab FROM orders')",
+        "0A000",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', '  ')",
+        "22023",
+    );
     // The DELETE was analysed, never run.
     assert_eq!(db.value::<i64>("SELECT count(*) FROM orders"), 2);
 }
@@ -80,21 +126,44 @@ fn only_a_single_plain_select_is_accepted() {
 #[test]
 fn names_that_exist_already_are_refused() {
     let mut db = setup("bad_duplicate");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('orders', 'SELECT 1 AS a')", "42P07");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('orders', 'SELECT 1 AS a')",
+        "42P07",
+    );
     assert_eq!(err.message, "relation \"public\".\"orders\" already exists");
     assert!(err.hint.is_some());
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('existing', 'SELECT 1 AS a')", "42P07");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('public.existing', 'SELECT 1 AS a')", "42P07");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('existing', 'SELECT 1 AS a')",
+        "42P07",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('public.existing', 'SELECT 1 AS a')",
+        "42P07",
+    );
 }
 
 #[test]
 fn unknown_modes_and_schedules_are_refused_with_a_hint() {
     let mut db = setup("bad_mode_schedule");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '1m', 'EVENTUALLY')", "22023");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '1m', 'EVENTUALLY')",
+        "22023",
+    );
     assert_eq!(err.message, "unknown refresh mode \"EVENTUALLY\"");
-    assert_eq!(err.hint.unwrap(), "Valid refresh modes are FULL, DIFFERENTIAL and AUTO.");
+    assert_eq!(
+        err.hint.unwrap(),
+        "Valid refresh modes are FULL, DIFFERENTIAL and AUTO."
+    );
     for schedule in ["5 parsecs", "0s", "-1s", "", "1.5s", "10"] {
-        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '{schedule}')"), "22023");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a', '{schedule}')"),
+            "22023",
+        );
         assert!(err.message.contains(&format!("\"{schedule}\"")), "{err:?}");
         assert!(err.hint.unwrap().contains("'500ms'"));
     }
@@ -106,68 +175,146 @@ fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
     for (query, construct) in [
         ("SELECT id, random() AS r FROM orders", "random()"),
         ("SELECT id FROM orders LIMIT 1", "LIMIT without ORDER BY"),
-        ("SELECT id FROM orders ORDER BY id OFFSET 2", "OFFSET without LIMIT"),
-        ("SELECT id, row_number() OVER (ORDER BY amount) AS r FROM orders", "window function"),
+        (
+            "SELECT id FROM orders ORDER BY id OFFSET 2",
+            "OFFSET without LIMIT",
+        ),
+        (
+            "SELECT id, row_number() OVER (ORDER BY amount) AS r FROM orders",
+            "window function",
+        ),
     ] {
-        let err = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1m', 'DIFFERENTIAL')"), "0A000");
-        assert!(err.message.starts_with("DIFFERENTIAL refresh does not support"), "{err:?}");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1m', 'DIFFERENTIAL')"),
+            "0A000",
+        );
+        assert!(
+            err.message
+                .starts_with("DIFFERENTIAL refresh does not support"),
+            "{err:?}"
+        );
         assert!(err.message.contains(construct), "{err:?}");
         assert!(err.hint.unwrap().contains("AUTO"));
     }
     // Switching an existing stream table over is refused the same way, and changes nothing.
     db.exec("SELECT pgtrickle.create_stream_table('rnd', 'SELECT id, random() AS r FROM orders', '1h', 'FULL')");
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('rnd', refresh_mode => 'DIFFERENTIAL')", "0A000");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('rnd', refresh_mode => 'DIFFERENTIAL')",
+        "0A000",
+    );
 }
 
 #[test]
 fn unknown_stream_tables_are_named_in_errors() {
     let mut db = setup("bad_unknown_st");
     for call in ["refresh_stream_table", "drop_stream_table"] {
-        let err = rejected(&mut db, &format!("SELECT pgtrickle.{call}('nope')"), "42P01");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.{call}('nope')"),
+            "42P01",
+        );
         assert_eq!(err.message, "stream table \"nope\" does not exist");
         assert!(err.hint.unwrap().contains("pgtrickle.stream_tables"));
-        let err = rejected(&mut db, &format!("SELECT pgtrickle.{call}('orders')"), "42809");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.{call}('orders')"),
+            "42809",
+        );
         assert_eq!(err.message, "\"orders\" is not a stream table");
     }
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('nope', schedule => '5s')", "42P01");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('nope', schedule => '5s')",
+        "42P01",
+    );
     assert_eq!(db.value::<i64>("SELECT count(*) FROM orders"), 2);
 }
 
 #[test]
 fn alter_validates_everything_before_changing_anything() {
     let mut db = setup("bad_alter");
-    let err = rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', schedule => '5s', status => 'PAUSED')", "22023");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('existing', schedule => '5s', status => 'PAUSED')",
+        "22023",
+    );
     assert_eq!(err.message, "invalid status \"PAUSED\"");
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', status => 'ERROR')", "22023");
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', schedule => 'soon')", "22023");
-    rejected(&mut db, "SELECT pgtrickle.alter_stream_table('existing', refresh_mode => 'FAST')", "22023");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('existing', status => 'ERROR')",
+        "22023",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('existing', schedule => 'soon')",
+        "22023",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.alter_stream_table('existing', refresh_mode => 'FAST')",
+        "22023",
+    );
 }
 
 #[test]
 fn bad_names_are_refused() {
     let mut db = setup("bad_names");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('a.b.c', 'SELECT 1 AS a')", "42602");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('\"unterminated', 'SELECT 1 AS a')", "22023");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('', 'SELECT 1 AS a')", "42602");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('nowhere.x', 'SELECT 1 AS a')", "3F000");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('a.b.c', 'SELECT 1 AS a')",
+        "42602",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('\"unterminated', 'SELECT 1 AS a')",
+        "22023",
+    );
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('', 'SELECT 1 AS a')",
+        "42602",
+    );
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('nowhere.x', 'SELECT 1 AS a')",
+        "3F000",
+    );
     assert_eq!(err.message, "schema \"nowhere\" does not exist");
 }
 
 #[test]
 fn hidden_column_names_and_temporary_sources_are_refused() {
     let mut db = setup("bad_reserved");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id AS __pgt_row_id FROM orders')", "42939");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT id AS __pgt_row_id FROM orders')",
+        "42939",
+    );
     assert!(err.hint.unwrap().contains("AS"));
     db.exec("CREATE TEMP TABLE scratch (n int)");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT n FROM scratch')", "0A000");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT n FROM scratch')",
+        "0A000",
+    );
     assert!(err.message.contains("temporary table"), "{err:?}");
-    rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT id, id FROM orders')", "42701");
+    rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT id, id FROM orders')",
+        "42701",
+    );
 }
 
 #[test]
 fn a_query_that_fails_while_populating_leaves_nothing() {
     let mut db = setup("bad_populate");
-    let err = rejected(&mut db, "SELECT pgtrickle.create_stream_table('x', 'SELECT 100 / amount AS r FROM orders')", "22012");
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT 100 / amount AS r FROM orders')",
+        "22012",
+    );
     assert_eq!(err.message, "division by zero");
 }
 
@@ -175,20 +322,36 @@ fn a_query_that_fails_while_populating_leaves_nothing() {
 fn null_arguments_are_refused_by_name() {
     let mut db = setup("bad_input_nulls");
     for (sql, argument) in [
-        ("SELECT pgtrickle.create_stream_table(NULL, 'SELECT id FROM orders')", "name"),
+        (
+            "SELECT pgtrickle.create_stream_table(NULL, 'SELECT id FROM orders')",
+            "name",
+        ),
         ("SELECT pgtrickle.create_stream_table('x', NULL)", "query"),
-        ("SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', NULL)", "schedule"),
-        ("SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', '1m', NULL)", "refresh_mode"),
+        (
+            "SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', NULL)",
+            "schedule",
+        ),
+        (
+            "SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders', '1m', NULL)",
+            "refresh_mode",
+        ),
         ("SELECT pgtrickle.refresh_stream_table(NULL)", "name"),
         ("SELECT pgtrickle.drop_stream_table(NULL)", "name"),
         ("SELECT pgtrickle.explain_stream_table(NULL)", "name"),
         ("SELECT pgtrickle.alter_stream_table(NULL)", "name"),
-        ("SELECT pgtrickle.alter_stream_table(NULL, schedule => '1m')", "name"),
+        (
+            "SELECT pgtrickle.alter_stream_table(NULL, schedule => '1m')",
+            "name",
+        ),
     ] {
         let e = rejected(&mut db, sql, "22004");
         assert_eq!(e.message, format!("{argument} must not be NULL"), "{sql}");
         // Errors point at pg_trickle's code for the call, not at its error module.
-        assert!(e.location.starts_with("pg_trickle, ") && !e.location.contains("error.rs"), "{sql}: {}", e.location);
+        assert!(
+            e.location.starts_with("pg_trickle, ") && !e.location.contains("error.rs"),
+            "{sql}: {}",
+            e.location
+        );
     }
 }
 
@@ -196,7 +359,13 @@ fn null_arguments_are_refused_by_name() {
 fn a_query_without_columns_is_refused_in_every_mode() {
     let mut db = setup("bad_input_no_columns");
     for mode in ["AUTO", "FULL", "DIFFERENTIAL"] {
-        let e = rejected(&mut db, &format!("SELECT pgtrickle.create_stream_table('x', 'SELECT FROM orders', '1m', '{mode}')"), "0A000");
+        let e = rejected(
+            &mut db,
+            &format!(
+                "SELECT pgtrickle.create_stream_table('x', 'SELECT FROM orders', '1m', '{mode}')"
+            ),
+            "0A000",
+        );
         assert_eq!(e.message, "the defining query has no output columns");
     }
 }
@@ -210,6 +379,10 @@ fn a_manual_refresh_of_a_broken_stream_table_fails_and_says_why() {
     db.exec("ALTER TABLE orders DROP COLUMN amount CASCADE");
     let e = db.error("SELECT pgtrickle.refresh_stream_table('doubled')");
     assert_eq!(e.code, "55000", "{e:?}");
-    assert!(e.message.starts_with("stream table \"doubled\" cannot be refreshed: "), "{e:?}");
+    assert!(
+        e.message
+            .starts_with("stream table \"doubled\" cannot be refreshed: "),
+        "{e:?}"
+    );
     assert!(e.message.contains("amount"), "{e:?}");
 }

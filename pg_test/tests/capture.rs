@@ -34,7 +34,9 @@ fn partitioned_db(name: &str) -> TestDb {
          ALTER TABLE src ATTACH PARTITION src_2 FOR VALUES FROM (1000) TO (2000);
          INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1999) g;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db
 }
 
@@ -68,7 +70,12 @@ fn partitions_created_attached_detached_or_dropped_keep_the_stream_table_exact()
          ALTER TABLE src ATTACH PARTITION src_4 FOR VALUES FROM (3000) TO (4000);",
     );
     let done = refresh_exact(&mut db);
-    assert!(done.starts_with("FULL: reinitialised: capture of \"public\".\"src\" was re-armed: a partition"), "{done}");
+    assert!(
+        done.starts_with(
+            "FULL: reinitialised: capture of \"public\".\"src\" was re-armed: a partition"
+        ),
+        "{done}"
+    );
     db.exec("DELETE FROM src_4 WHERE id = 3000");
     assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
 
@@ -77,7 +84,10 @@ fn partitions_created_attached_detached_or_dropped_keep_the_stream_table_exact()
     assert!(refresh_exact(&mut db).starts_with("FULL"));
     db.exec("INSERT INTO src_4 VALUES (5000, 300, 9)");
     let done = refresh_exact(&mut db);
-    assert!(done.starts_with("NO_DATA"), "writes to a detached table are not captured: {done}");
+    assert!(
+        done.starts_with("NO_DATA"),
+        "writes to a detached table are not captured: {done}"
+    );
 
     // Dropped: likewise.
     db.exec("DROP TABLE src_3");
@@ -96,7 +106,9 @@ fn inheritance_children_are_captured_whichever_table_a_write_names() {
          INSERT INTO src SELECT g, g % 3, g FROM generate_series(1, 30) g;
          INSERT INTO old_child SELECT g, g % 3, g, 'x' FROM generate_series(31, 40) g;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     // A child created later, empty: captured from its first row.
     db.exec("CREATE TABLE child (extra text) INHERITS (src); INSERT INTO child VALUES (99, 1, 1000, 'x');");
     assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
@@ -126,7 +138,10 @@ fn a_partition_as_a_source_is_read_in_full_and_says_why() {
     let mut db = partitioned_db("capture_partition_source");
     let e = db.error("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'DIFFERENTIAL')");
     assert_eq!(e.code, "0A000", "{e:?}");
-    assert!(e.message.contains("partition or inheritance child of src"), "{e:?}");
+    assert!(
+        e.message.contains("partition or inheritance child of src"),
+        "{e:?}"
+    );
     db.exec("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'AUTO')");
     db.exec("INSERT INTO src VALUES (5, 5, 5)");
     db.exec("SELECT pgtrickle.refresh_stream_table('p1')");
@@ -172,7 +187,9 @@ fn a_capture_trigger_dropped_by_hand_is_re_armed() {
     db.exec("INSERT INTO src VALUES (14, 70, 1)");
     refresh_exact(&mut db);
     let root: i64 = db.value("SELECT 'src'::regclass::oid::bigint");
-    db.exec(&format!("DROP TRIGGER pgtrickle_capture_{root}_del ON src_2"));
+    db.exec(&format!(
+        "DROP TRIGGER pgtrickle_capture_{root}_del ON src_2"
+    ));
     db.exec("DELETE FROM src_2 WHERE id = 1002");
     refresh_exact(&mut db);
     db.exec("INSERT INTO src VALUES (15, 71, 1); DELETE FROM src_2 WHERE id = 1003;");
@@ -181,7 +198,8 @@ fn a_capture_trigger_dropped_by_hand_is_re_armed() {
 
 #[test]
 fn writes_applied_by_logical_replication_are_captured() {
-    const TABLE: &str = "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL)";
+    const TABLE: &str =
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL)";
     let mut publisher = TestDb::new("capture_lr_pub");
     publisher.exec(&format!(
         "{TABLE}; INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;
@@ -190,7 +208,9 @@ fn writes_applied_by_logical_replication_are_captured() {
     publisher.exec("SELECT pg_create_logical_replication_slot('pgt_capture_lr', 'pgoutput')");
     let mut db = TestDb::new("capture_lr_sub");
     db.exec(TABLE);
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec(&format!(
         "CREATE SUBSCRIPTION pgt_sub CONNECTION '{}' PUBLICATION pgt_pub WITH (create_slot = false, slot_name = 'pgt_capture_lr')",
         publisher.conninfo()
@@ -198,7 +218,11 @@ fn writes_applied_by_logical_replication_are_captured() {
     let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
     let mut caught_up = |db: &mut TestDb, publisher: &mut TestDb| {
         let want: i64 = publisher.value(checksum);
-        assert!(wait_until(Duration::from_secs(60), || db.value::<i64>(checksum) == want), "the subscription did not catch up");
+        assert!(
+            wait_until(Duration::from_secs(60), || db.value::<i64>(checksum)
+                == want),
+            "the subscription did not catch up"
+        );
     };
     // The initial copy, then inserts, updates and deletes, each applied by the subscription's worker.
     caught_up(&mut db, &mut publisher);

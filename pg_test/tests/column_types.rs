@@ -18,10 +18,15 @@ fn varchar_domains_arrays_and_composites_are_maintained_differentially() {
     let rows = "SELECT id, name, code, amount, tags, p FROM t WHERE amount > 10";
     let groups = "SELECT name, count(*) AS n, sum(id) AS total, min(name) AS lo, max(code) AS hi FROM t GROUP BY name";
     for (st, query) in [("rows_st", rows), ("groups_st", groups)] {
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
     }
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('groups_st')");
-    assert!(plan.contains("Aggregates: maintained from stored state"), "varchar keys keep state:\n{plan}");
+    assert!(
+        plan.contains("Aggregates: maintained from stored state"),
+        "varchar keys keep state:\n{plan}"
+    );
     for dml in [
         "UPDATE t SET name = 'renamed', amount = amount + 1 WHERE id % 5 = 0",
         "DELETE FROM t WHERE id % 7 = 1",

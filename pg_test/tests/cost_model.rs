@@ -4,7 +4,8 @@
 
 use pg_trickle_e2e::TestDb;
 
-const TOTALS: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+const TOTALS: &str =
+    "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
 
 fn orders_db(name: &str, mode: &str) -> TestDb {
     let mut db = TestDb::new(name);
@@ -13,7 +14,9 @@ fn orders_db(name: &str, mode: &str) -> TestDb {
          INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;
          ANALYZE orders;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', '{mode}')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', '{mode}')"
+    ));
     db
 }
 
@@ -92,7 +95,10 @@ fn full_and_differential_refreshes_are_measured_and_no_data_only_counts() {
     assert_eq!(refresh(&mut db).0, "NO_DATA");
     assert_eq!(refresh(&mut db).0, "NO_DATA");
     assert_eq!(cost_model(&mut db), before);
-    assert_eq!(db.value::<i64>("SELECT stat_no_data_refreshes FROM pgtrickle.pgt_cost_model_summary"), 2);
+    assert_eq!(
+        db.value::<i64>("SELECT stat_no_data_refreshes FROM pgtrickle.pgt_cost_model_summary"),
+        2
+    );
 
     // A FULL refresh of a FULL stream table counts as FULL.
     db.exec("SELECT pgtrickle.alter_stream_table('totals', refresh_mode => 'FULL')");
@@ -102,7 +108,10 @@ fn full_and_differential_refreshes_are_measured_and_no_data_only_counts() {
 
     // The summary goes with its stream table.
     db.exec("SELECT pgtrickle.drop_stream_table('totals')");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_cost_model_summary"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_cost_model_summary"),
+        0
+    );
 }
 
 #[test]
@@ -147,7 +156,9 @@ fn auto_picks_full_only_when_the_predicted_differential_cost_exceeds_the_measure
     // 1000 changes are predicted at 502 ms: FULL, although the ratio would keep DIFFERENTIAL.
     seed(&mut db, 2.0, 0.5, 100.0);
     db.exec("SET pg_trickle.full_refresh_ratio = 1000");
-    db.exec("INSERT INTO orders (customer, amount) SELECT 'many', g FROM generate_series(1, 1000) g");
+    db.exec(
+        "INSERT INTO orders (customer, amount) SELECT 'many', g FROM generate_series(1, 1000) g",
+    );
     let (action, reason) = refresh(&mut db);
     assert_eq!(action, "FULL");
     assert_eq!(
@@ -159,9 +170,14 @@ fn auto_picks_full_only_when_the_predicted_differential_cost_exceeds_the_measure
     // A DIFFERENTIAL stream table never switches, whatever the costs say.
     db.exec("SELECT pgtrickle.alter_stream_table('totals', refresh_mode => 'DIFFERENTIAL')");
     seed(&mut db, 2.0, 0.5, 100.0);
-    db.exec("INSERT INTO orders (customer, amount) SELECT 'more', g FROM generate_series(1, 1000) g");
+    db.exec(
+        "INSERT INTO orders (customer, amount) SELECT 'more', g FROM generate_series(1, 1000) g",
+    );
     let (action, reason) = refresh(&mut db);
-    assert_eq!((action.as_str(), reason.as_str()), ("DIFFERENTIAL", "1000 changes in the batch"));
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        ("DIFFERENTIAL", "1000 changes in the batch")
+    );
     db.assert_matches_query("totals", TOTALS);
 }
 
@@ -171,22 +187,33 @@ fn real_measurements_fit_a_model_that_decides() {
     // Keep the fallback on DIFFERENTIAL while batches of varying size are measured.
     db.exec("SET pg_trickle.full_refresh_ratio = 1000");
     for n in [1, 10, 100] {
-        db.exec(&format!("INSERT INTO orders (customer, amount) SELECT 'n{n}', g FROM generate_series(1, {n}) g"));
+        db.exec(&format!(
+            "INSERT INTO orders (customer, amount) SELECT 'n{n}', g FROM generate_series(1, {n}) g"
+        ));
         assert_eq!(refresh(&mut db).0, "DIFFERENTIAL");
     }
     let (fixed, per_change): (Option<f64>, Option<f64>) = {
         let r = db.rows("SELECT differential_fixed_ms, differential_ms_per_change FROM pgtrickle.pgt_cost_model_summary", &[]);
         (r[0].get(0), r[0].get(1))
     };
-    assert!(fixed.is_some_and(|v| v >= 0.0) && per_change.is_some_and(|v| v >= 0.0), "{fixed:?} {per_change:?}");
+    assert!(
+        fixed.is_some_and(|v| v >= 0.0) && per_change.is_some_and(|v| v >= 0.0),
+        "{fixed:?} {per_change:?}"
+    );
     // From now on the measurements decide (which way depends on this machine's timings).
     db.exec("INSERT INTO orders (customer, amount) SELECT 'n5', g FROM generate_series(1, 5) g");
     let (action, reason) = refresh(&mut db);
     if action == "FULL" {
-        assert!(reason.starts_with("AUTO chose FULL: predicted differential "), "{reason}");
+        assert!(
+            reason.starts_with("AUTO chose FULL: predicted differential "),
+            "{reason}"
+        );
     } else {
         assert_eq!(action, "DIFFERENTIAL");
-        assert!(reason.starts_with("5 changes in the batch; AUTO kept DIFFERENTIAL: predicted "), "{reason}");
+        assert!(
+            reason.starts_with("5 changes in the batch; AUTO kept DIFFERENTIAL: predicted "),
+            "{reason}"
+        );
     }
     db.assert_matches_query("totals", TOTALS);
 }

@@ -17,7 +17,9 @@ const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP 
 /// (docs/OPERATIONS.md); here they are durable, as they are by default.
 fn crash_db(name: &str) -> TestDb {
     let mut db = TestDb::new(name);
-    db.exec(&format!("ALTER DATABASE {name} SET synchronous_commit = on"));
+    db.exec(&format!(
+        "ALTER DATABASE {name} SET synchronous_commit = on"
+    ));
     db.exec(
         "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
          INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 1000) g;
@@ -31,7 +33,9 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut db = crash_db("crash_kill9");
     db.exec("SELECT pgtrickle.create_stream_table('slow_copy', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"
+    ));
     // Changes keep coming while the slow refresh runs.
     db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id % 97 = 0; INSERT INTO src VALUES (5000, 1, 1)");
 
@@ -49,7 +53,9 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
 
     // The server resets and comes back; so do the launcher and the coordinator.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(wait_until(Duration::from_secs(60), || cluster().try_connect("crash_kill9").is_ok()));
+    assert!(wait_until(Duration::from_secs(60), || cluster()
+        .try_connect("crash_kill9")
+        .is_ok()));
     let mut db = TestDb::existing("crash_kill9");
     assert!(
         wait_until(Duration::from_secs(60), || {
@@ -67,7 +73,10 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
     // Every stream table is exact after its next refresh, and keeps refreshing.
     db.exec("UPDATE src SET v = v * 2 WHERE id < 50");
     assert!(wait_until(Duration::from_secs(60), || {
-        db.multiset_diff("totals", TOTALS).is_empty() && db.multiset_diff("slow_copy", "SELECT id, v FROM src").is_empty()
+        db.multiset_diff("totals", TOTALS).is_empty()
+            && db
+                .multiset_diff("slow_copy", "SELECT id, v FROM src")
+                .is_empty()
     }));
     assert!(db.value::<bool>("SELECT bool_and(refresh_started_at IS NULL OR status = 'ACTIVE') FROM pgtrickle.pgt_stream_tables"));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_copy', 'totals']) t");
@@ -83,7 +92,9 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
             "SELECT pgtrickle.create_stream_table('{name}', 'SELECT src.id, src.v + s.x AS v FROM src, (SELECT public.slow() AS x) s', '1s', 'FULL')"
         ));
     }
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"
+    ));
     db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id % 97 = 0; INSERT INTO src VALUES (5000, 1, 1)");
     // Both slow ones refreshing at once, in two workers, both marked in flight.
     assert!(wait_until(Duration::from_secs(60), || {
@@ -108,8 +119,12 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
     db.exec("UPDATE src SET v = v * 3 WHERE id < 30");
     assert!(wait_until(Duration::from_secs(60), || {
         db.multiset_diff("totals", TOTALS).is_empty()
-            && db.multiset_diff("slow_a", "SELECT id, v FROM src").is_empty()
-            && db.multiset_diff("slow_b", "SELECT id, v FROM src").is_empty()
+            && db
+                .multiset_diff("slow_a", "SELECT id, v FROM src")
+                .is_empty()
+            && db
+                .multiset_diff("slow_b", "SELECT id, v FROM src")
+                .is_empty()
     }));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_a', 'slow_b', 'totals']) t");
     cluster().alter_system("ALTER SYSTEM RESET pg_trickle.min_workers");

@@ -5,7 +5,8 @@ use pg_trickle_e2e::{wait_until, TestDb};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-const TOTALS: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+const TOTALS: &str =
+    "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
 
 fn orders_db(name: &str) -> TestDb {
     let mut db = TestDb::new(name);
@@ -13,14 +14,20 @@ fn orders_db(name: &str) -> TestDb {
         "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
          INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db
 }
 
 /// Visible columns of the stream table compared with the query, as multisets.
 fn assert_exact(db: &mut TestDb) {
     let diff = db.multiset_diff("totals", TOTALS);
-    assert!(diff.is_empty(), "totals differs from its query:\n{}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "totals differs from its query:\n{}",
+        diff.join("\n")
+    );
 }
 
 fn last_action(db: &mut TestDb) -> (String, String) {
@@ -33,16 +40,24 @@ fn a_transaction_that_commits_after_a_refresh_lands_in_the_next_batch_once() {
     let mut db = orders_db("diff_long_txn");
     let mut writer = db.connect();
     // The writer begins and writes first, but commits only after a refresh has completed.
-    writer.batch_execute("BEGIN; INSERT INTO orders (customer, amount) VALUES ('late', 1000);").unwrap();
+    writer
+        .batch_execute("BEGIN; INSERT INTO orders (customer, amount) VALUES ('late', 1000);")
+        .unwrap();
     db.exec("INSERT INTO orders (customer, amount) VALUES ('early', 1)");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM totals WHERE customer = 'late'"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM totals WHERE customer = 'late'"),
+        0
+    );
     writer.batch_execute("COMMIT").unwrap();
 
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_exact(&mut db);
-    assert_eq!(db.value::<i64>("SELECT n FROM totals WHERE customer = 'late'"), 1);
+    assert_eq!(
+        db.value::<i64>("SELECT n FROM totals WHERE customer = 'late'"),
+        1
+    );
     // And never again: another refresh finds nothing to do.
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "NO_DATA");
@@ -56,12 +71,17 @@ fn writes_after_a_refresh_in_the_same_transaction_are_not_lost() {
     // Our transaction takes an xid; then a later transaction commits, which pushes the snapshot's
     // xmax past our xid — the case where PostgreSQL reports our own xid as visible to us.
     db.exec("BEGIN; SELECT pg_current_xact_id();");
-    other.batch_execute("INSERT INTO orders (customer, amount) VALUES ('other', 2)").unwrap();
+    other
+        .batch_execute("INSERT INTO orders (customer, amount) VALUES ('other', 2)")
+        .unwrap();
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     db.exec("INSERT INTO orders (customer, amount) VALUES ('same_txn', 7); COMMIT;");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_exact(&mut db);
-    assert_eq!(db.value::<i64>("SELECT n FROM totals WHERE customer = 'same_txn'"), 1);
+    assert_eq!(
+        db.value::<i64>("SELECT n FROM totals WHERE customer = 'same_txn'"),
+        1
+    );
 }
 
 #[test]
@@ -71,7 +91,10 @@ fn refreshing_in_the_transaction_that_changed_a_source_stays_exact() {
     db.exec("INSERT INTO orders (customer, amount) VALUES ('mine', 1); SELECT pgtrickle.refresh_stream_table('totals'); INSERT INTO orders (customer, amount) VALUES ('mine', 2);");
     let (action, reason) = last_action(&mut db);
     assert_eq!(action, "FULL");
-    assert!(reason.contains("inside the transaction that changed public.orders"), "{reason}");
+    assert!(
+        reason.contains("inside the transaction that changed public.orders"),
+        "{reason}"
+    );
     // The change rows written before and after that refresh share one xid; the next refresh absorbs
     // them all exactly once.
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
@@ -122,7 +145,9 @@ fn concurrent_writers_and_refreshes_lose_and_repeat_nothing() {
         handles.push(std::thread::spawn(move || {
             start.wait();
             for _ in 0..40 {
-                client.batch_execute("SELECT pgtrickle.refresh_stream_table('totals')").unwrap();
+                client
+                    .batch_execute("SELECT pgtrickle.refresh_stream_table('totals')")
+                    .unwrap();
             }
         }));
     }
@@ -140,10 +165,14 @@ fn concurrent_writers_and_refreshes_lose_and_repeat_nothing() {
 fn a_refresh_with_a_stale_repeatable_read_snapshot_fails_instead_of_applying_twice() {
     let mut db = orders_db("diff_stale_rr");
     let mut stale = db.connect();
-    stale.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders;").unwrap();
+    stale
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders;")
+        .unwrap();
     db.exec("INSERT INTO orders (customer, amount) VALUES ('x', 1)");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    let err = stale.batch_execute("SELECT pgtrickle.refresh_stream_table('totals')").unwrap_err();
+    let err = stale
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('totals')")
+        .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("40001"), "{err:?}");
     stale.batch_execute("ROLLBACK").unwrap();
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
@@ -167,13 +196,18 @@ fn a_refresh_without_changes_does_no_delta_work() {
     // SPI statement had given the transaction an xid before it asked).
     let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
     // (The backend's counts since its last statistics flush, which never happens inside a transaction.)
-    let scans = format!("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = '{buffer}'::regclass");
+    let scans =
+        format!("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = '{buffer}'::regclass");
     db.exec("BEGIN");
     let before: i64 = db.value(&scans);
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     let after: i64 = db.value(&scans);
     db.exec("COMMIT");
-    assert_eq!(after - before, 1, "change buffer scans of a NO_DATA refresh");
+    assert_eq!(
+        after - before,
+        1,
+        "change buffer scans of a NO_DATA refresh"
+    );
 }
 
 #[test]
@@ -188,15 +222,19 @@ fn a_differential_stream_table_has_statistics_from_its_creation() {
 fn change_buffers_are_emptied_once_every_consumer_has_applied_them() {
     let mut db = orders_db("diff_buffer_gc");
     db.exec("SELECT pgtrickle.create_stream_table('counts', 'SELECT count(*) AS n FROM orders', '1h', 'DIFFERENTIAL')");
-    let buffer: String = db.value(
-        "SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid",
-    );
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
     db.exec("INSERT INTO orders (customer, amount) SELECT 'gc', g FROM generate_series(1, 50) g");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     // `counts` has not consumed them yet: they must stay.
-    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 50);
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        50
+    );
     db.exec("SELECT pgtrickle.refresh_stream_table('counts')");
-    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
     db.assert_matches_query("counts", "SELECT count(*) AS n FROM orders");
     // Dropping the last consumer removes the capture entirely.
     db.exec("SELECT pgtrickle.drop_stream_table('totals'); SELECT pgtrickle.drop_stream_table('counts');");
@@ -220,12 +258,22 @@ fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() 
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     for i in 1..=4 {
         db.exec(&format!("SELECT pgtrickle.refresh_stream_table('c{i}')"));
-        assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 30, "c5 has not applied them yet");
+        assert_eq!(
+            db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+            30,
+            "c5 has not applied them yet"
+        );
     }
     db.exec("SELECT pgtrickle.refresh_stream_table('c5')");
-    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
     for i in 1..=5 {
-        db.assert_matches_query(&format!("c{i}"), &format!("SELECT count(*) AS n FROM orders WHERE id > {i}"));
+        db.assert_matches_query(
+            &format!("c{i}"),
+            &format!("SELECT count(*) AS n FROM orders WHERE id > {i}"),
+        );
     }
 }
 
@@ -237,7 +285,9 @@ fn auto_switches_to_full_for_a_batch_large_relative_to_the_sources() {
          INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;
          ANALYZE orders;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'AUTO')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'AUTO')"
+    ));
     db.exec("INSERT INTO orders (customer, amount) VALUES ('small', 1)");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
@@ -249,7 +299,9 @@ fn auto_switches_to_full_for_a_batch_large_relative_to_the_sources() {
     assert_exact(&mut db);
     // The threshold is a setting.
     db.exec("SET pg_trickle.full_refresh_ratio = 100");
-    db.exec("INSERT INTO orders (customer, amount) SELECT 'big2', g FROM generate_series(1, 300) g");
+    db.exec(
+        "INSERT INTO orders (customer, amount) SELECT 'big2', g FROM generate_series(1, 300) g",
+    );
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);
@@ -259,27 +311,42 @@ fn auto_switches_to_full_for_a_batch_large_relative_to_the_sources() {
 fn auto_picks_full_for_unsupported_queries_and_says_why() {
     let mut db = TestDb::new("diff_auto_unsupported");
     db.exec("CREATE TABLE t (a int, b int); INSERT INTO t VALUES (1, 2), (3, 4);");
-    db.client.batch_execute("SET client_min_messages = notice").unwrap();
+    db.client
+        .batch_execute("SET client_min_messages = notice")
+        .unwrap();
     for (query, construct) in [
         ("SELECT a FROM t LIMIT 1", "LIMIT without ORDER BY"),
-        ("SELECT a, row_number() OVER (ORDER BY b) AS r FROM t", "window"),
+        (
+            "SELECT a, row_number() OVER (ORDER BY b) AS r FROM t",
+            "window",
+        ),
         ("SELECT a, random() AS r FROM t", "random()"),
     ] {
         db.exec("DROP TABLE IF EXISTS st");
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'AUTO')"));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'AUTO')"
+        ));
         let (mode, reason): (String, String) = {
-            let r = db.rows("SELECT effective_mode, mode_reason FROM pgtrickle.pgt_stream_tables", &[]);
+            let r = db.rows(
+                "SELECT effective_mode, mode_reason FROM pgtrickle.pgt_stream_tables",
+                &[],
+            );
             (r[0].get(0), r[0].get(1))
         };
         assert_eq!(mode, "FULL", "{query}");
         assert!(reason.contains(construct), "{query}: {reason}");
         // DIFFERENTIAL refuses the same query, naming the construct, and creates nothing.
         db.exec("SELECT pgtrickle.drop_stream_table('st')");
-        let err = db.error(&format!("SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'DIFFERENTIAL')"));
+        let err = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('st', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
         assert_eq!(err.code, "0A000", "{query}");
         assert!(err.message.contains(construct), "{query}: {}", err.message);
         assert!(err.hint.is_some());
-        assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'st'"), 0);
+        assert_eq!(
+            db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'st'"),
+            0
+        );
     }
 }
 
@@ -313,12 +380,21 @@ fn adding_an_unused_column_to_a_source_keeps_differential_working() {
 fn dropping_a_used_column_puts_the_stream_table_in_error_not_wrong_results() {
     let mut db = orders_db("diff_ddl_drop");
     // Without CASCADE PostgreSQL refuses (the stream table's query view reads the column).
-    assert_eq!(db.error("ALTER TABLE orders DROP COLUMN amount").code, "2BP01");
+    assert_eq!(
+        db.error("ALTER TABLE orders DROP COLUMN amount").code,
+        "2BP01"
+    );
     db.exec("ALTER TABLE orders DROP COLUMN amount CASCADE");
-    let rows = db.rows("SELECT status, last_error FROM pgtrickle.stream_tables", &[]);
+    let rows = db.rows(
+        "SELECT status, last_error FROM pgtrickle.stream_tables",
+        &[],
+    );
     let (status, error): (String, String) = (rows[0].get(0), rows[0].get(1));
     assert_eq!(status, "ERROR");
-    assert!(error.contains("public.orders.amount was dropped"), "{error}");
+    assert!(
+        error.contains("public.orders.amount was dropped"),
+        "{error}"
+    );
     // A manual refresh says why it cannot run.
     let e = db.error("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(e.code, "55000");
@@ -333,17 +409,31 @@ fn a_used_column_cannot_be_retyped_an_unused_one_reinitialises() {
     // Like any view's, a stream table's query keeps the columns it reads from changing type.
     let e = db.error("ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3)");
     assert_eq!(e.code, "0A000", "{e:?}");
-    assert!(e.detail.as_deref().unwrap_or("").contains("pgtrickle_queries.q_"), "{e:?}");
+    assert!(
+        e.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("pgtrickle_queries.q_"),
+        "{e:?}"
+    );
     db.exec("UPDATE orders SET amount = amount + 1 WHERE id = 1");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);
     // A column the query does not read changes freely; capture follows it with one FULL refresh.
-    db.exec("ALTER TABLE orders ADD COLUMN note int; ALTER TABLE orders ALTER COLUMN note TYPE bigint;");
+    db.exec(
+        "ALTER TABLE orders ADD COLUMN note int; ALTER TABLE orders ALTER COLUMN note TYPE bigint;",
+    );
     db.exec("UPDATE orders SET amount = amount + 0.01, note = 1 WHERE id = 2");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     let (action, reason) = last_action(&mut db);
-    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: the columns of \"public\".\"orders\" changed"));
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        (
+            "FULL",
+            "reinitialised: the columns of \"public\".\"orders\" changed"
+        )
+    );
     assert_exact(&mut db);
     db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 3");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
@@ -367,10 +457,19 @@ fn the_scheduler_refreshes_differentially_by_itself() {
 fn explain_shows_the_mode_the_tree_and_the_delta_sql() {
     let mut db = orders_db("diff_explain");
     let text: String = db.value("SELECT pgtrickle.explain_stream_table('totals')");
-    assert!(text.contains("Refresh mode: DIFFERENTIAL (requested DIFFERENTIAL)"), "{text}");
+    assert!(
+        text.contains("Refresh mode: DIFFERENTIAL (requested DIFFERENTIAL)"),
+        "{text}"
+    );
     assert!(text.contains("Aggregate"), "{text}");
-    assert!(text.contains("Scan [") && text.contains("public.orders"), "{text}");
+    assert!(
+        text.contains("Scan [") && text.contains("public.orders"),
+        "{text}"
+    );
     assert!(text.contains("INSERT INTO \"public\".\"totals\""), "{text}");
-    assert!(text.contains("Aggregates: maintained from stored state"), "{text}");
+    assert!(
+        text.contains("Aggregates: maintained from stored state"),
+        "{text}"
+    );
     assert!(text.contains("pg_visible_in_snapshot"), "{text}");
 }

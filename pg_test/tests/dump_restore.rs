@@ -12,19 +12,43 @@ const COPY: &str = "SELECT id, v FROM src";
 const ALICES: &str = "SELECT grp, max(v) AS top FROM src GROUP BY grp";
 
 fn dump_into(source: &TestDb, target: &TestDb) {
-    let dump = Command::new("/usr/lib/postgresql/15/bin/pg_dump").arg("-d").arg(source.conninfo()).output().unwrap();
-    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    let dump = Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .arg("-d")
+        .arg(source.conninfo())
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let mut restore = Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &target.conninfo()])
+        .args([
+            "-q",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &target.conninfo(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    restore.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
+    restore
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&dump.stdout)
+        .unwrap();
     let out = restore.wait_with_output().unwrap();
-    assert!(out.status.success(), "restore failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restore failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn check_all(db: &mut TestDb, alice: &str) {
@@ -32,7 +56,8 @@ fn check_all(db: &mut TestDb, alice: &str) {
     db.assert_matches_query("big", BIG);
     db.assert_matches_query("copy_renamed", COPY);
     db.assert_matches_query("alices", ALICES);
-    let owner: String = db.value("SELECT tableowner::text FROM pg_tables WHERE tablename = 'alices'");
+    let owner: String =
+        db.value("SELECT tableowner::text FROM pg_tables WHERE tablename = 'alices'");
     assert_eq!(owner, alice);
 }
 
@@ -48,9 +73,15 @@ fn a_restored_database_gets_its_stream_tables_back() {
          INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;
          GRANT SELECT ON src TO {alice}; GRANT CREATE ON SCHEMA public TO {alice};"
     ));
-    source.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"));
-    source.exec(&format!("SELECT pgtrickle.create_stream_table('big', '{BIG}', '1s', 'DIFFERENTIAL')"));
-    source.exec(&format!("SELECT pgtrickle.create_stream_table('copy', '{COPY}', '1s', 'FULL')"));
+    source.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1s', 'DIFFERENTIAL')"
+    ));
+    source.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('big', '{BIG}', '1s', 'DIFFERENTIAL')"
+    ));
+    source.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('copy', '{COPY}', '1s', 'FULL')"
+    ));
     // Renamed before the dump: the restore finds it by its guard, not by name.
     source.exec("ALTER TABLE copy RENAME TO copy_renamed");
     source.exec(&format!(
@@ -75,15 +106,25 @@ fn a_restored_database_gets_its_stream_tables_back() {
     });
     assert!(refused, "restored catalog rows were not refused");
     for t in ["bystander_a", "bystander_b"] {
-        assert_eq!(target.value::<i64>(&format!("SELECT count(*) FROM {t}")), 10, "{t}");
+        assert_eq!(
+            target.value::<i64>(&format!("SELECT count(*) FROM {t}")),
+            10,
+            "{t}"
+        );
     }
 
     // Only a superuser may restore.
     target.exec(&format!("SET ROLE {alice}"));
-    assert_eq!(target.error("SELECT * FROM pgtrickle.restore_stream_tables()").code, "42501");
+    assert_eq!(
+        target
+            .error("SELECT * FROM pgtrickle.restore_stream_tables()")
+            .code,
+        "42501"
+    );
     target.exec("RESET ROLE");
 
-    let restored_at: i64 = target.value("SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history");
+    let restored_at: i64 =
+        target.value("SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history");
     let outcomes: Vec<String> = target
         .rows("SELECT stream_table || ': ' || outcome FROM pgtrickle.restore_stream_tables() ORDER BY pgt_id", &[])
         .iter()
@@ -99,10 +140,15 @@ fn a_restored_database_gets_its_stream_tables_back() {
         ]
     );
     // Twice is harmless: nothing is left to restore.
-    assert_eq!(target.value::<i64>("SELECT count(*) FROM pgtrickle.restore_stream_tables()"), 0);
+    assert_eq!(
+        target.value::<i64>("SELECT count(*) FROM pgtrickle.restore_stream_tables()"),
+        0
+    );
     // Suspended stay suspended; the others are active again.
     assert_eq!(
-        target.value::<String>("SELECT string_agg(status, ',' ORDER BY pgt_id) FROM pgtrickle.pgt_stream_tables"),
+        target.value::<String>(
+            "SELECT string_agg(status, ',' ORDER BY pgt_id) FROM pgtrickle.pgt_stream_tables"
+        ),
         "ACTIVE,ACTIVE,SUSPENDED,SUSPENDED"
     );
     // No capture is left over from the dump: a buffer for each source read differentially (src, and
@@ -162,11 +208,18 @@ fn a_restored_database_gets_its_stream_tables_back() {
     }
     check_all(&mut target, alice);
     // Alice refreshes her own, as its owner.
-    target.exec(&format!("SET ROLE {alice}; SELECT pgtrickle.refresh_stream_table('alices'); RESET ROLE;"));
+    target.exec(&format!(
+        "SET ROLE {alice}; SELECT pgtrickle.refresh_stream_table('alices'); RESET ROLE;"
+    ));
 
     // New stream tables get new ids; dropping a restored one works as for any other.
     target.exec("SELECT pgtrickle.create_stream_table('later', 'SELECT count(*) AS n FROM src', '1h', 'DIFFERENTIAL')");
-    assert!(target.value::<bool>("SELECT pgt_id > 4 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'later'::regclass"));
+    assert!(target.value::<bool>(
+        "SELECT pgt_id > 4 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'later'::regclass"
+    ));
     target.exec("SELECT pgtrickle.drop_stream_table('big')");
-    assert_eq!(target.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 4);
+    assert_eq!(
+        target.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        4
+    );
 }

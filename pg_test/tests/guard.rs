@@ -8,9 +8,13 @@ const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP 
 
 fn db_with(name: &str, mode: &str) -> TestDb {
     let mut db = TestDb::new(name);
-    db.exec("CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
-             INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', '{mode}')"));
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+             INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;",
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', '{mode}')"
+    ));
     db
 }
 
@@ -19,17 +23,33 @@ fn direct_writes_to_a_stream_table_are_refused_and_change_nothing() {
     for mode in ["DIFFERENTIAL", "FULL"] {
         let mut db = db_with(&format!("guard_dml_{}", mode.to_lowercase()), mode);
         for (sql, op) in [
-            ("INSERT INTO totals (grp, n, total) VALUES (99, 1, 1)", "INSERT"),
+            (
+                "INSERT INTO totals (grp, n, total) VALUES (99, 1, 1)",
+                "INSERT",
+            ),
             ("UPDATE totals SET total = 0", "UPDATE"),
             ("DELETE FROM totals", "DELETE"),
             ("TRUNCATE totals", "TRUNCATE"),
-            ("SET session_replication_role = replica; DELETE FROM totals", "DELETE"),
+            (
+                "SET session_replication_role = replica; DELETE FROM totals",
+                "DELETE",
+            ),
         ] {
             let e = db.error(sql);
             db.exec("RESET session_replication_role");
             assert_eq!(e.code, "42809", "{sql}: {e:?}");
-            assert_eq!(e.message, format!("cannot {op} stream table public.totals"), "{sql}");
-            assert!(e.hint.as_deref().unwrap_or("").contains("Change its sources"), "{e:?}");
+            assert_eq!(
+                e.message,
+                format!("cannot {op} stream table public.totals"),
+                "{sql}"
+            );
+            assert!(
+                e.hint
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("Change its sources"),
+                "{e:?}"
+            );
             db.assert_matches_query("totals", TOTALS);
         }
         // Refreshes still write.
@@ -51,7 +71,10 @@ fn changing_a_stream_tables_columns_is_refused_harmless_ddl_is_not() {
     ] {
         let e = db.error(sql);
         assert_eq!(e.code, "42809", "{sql}: {e:?}");
-        assert_eq!(e.message, "cannot change the columns of stream table \"public\".\"totals\"", "{sql}");
+        assert_eq!(
+            e.message, "cannot change the columns of stream table \"public\".\"totals\"",
+            "{sql}"
+        );
     }
     db.exec("CREATE INDEX ON totals (grp); COMMENT ON TABLE totals IS 'per group'; ALTER TABLE totals SET (fillfactor = 90);");
     db.exec("UPDATE src SET grp = 7 WHERE id = 1");
@@ -67,7 +90,13 @@ fn mode_changes_still_reshape_the_stream_table() {
     db.exec("UPDATE src SET v = 0 WHERE id = 2");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     let (action, reason) = db.last_refresh("totals");
-    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: switched to DIFFERENTIAL: a FULL refresh fills the hidden columns"));
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        (
+            "FULL",
+            "reinitialised: switched to DIFFERENTIAL: a FULL refresh fills the hidden columns"
+        )
+    );
     db.exec("UPDATE src SET v = 1 WHERE id = 3");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
@@ -77,7 +106,8 @@ fn mode_changes_still_reshape_the_stream_table() {
 #[test]
 fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
     let mut db = db_with("guard_query_view", "DIFFERENTIAL");
-    let view: String = db.value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
+    let view: String = db
+        .value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
     for sql in [
         format!("CREATE OR REPLACE VIEW {view} AS SELECT grp, count(*) AS n, sum(v) + 1 AS total FROM src GROUP BY grp"),
         format!("ALTER VIEW {view} RENAME TO other"),
@@ -95,5 +125,10 @@ fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
     db.assert_matches_query("totals", TOTALS);
     // Dropping the stream table takes its view along.
     db.exec("SELECT pgtrickle.drop_stream_table('totals')");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_queries'::regnamespace"), 0);
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_queries'::regnamespace"
+        ),
+        0
+    );
 }

@@ -25,12 +25,26 @@ fn changes_of_representation_only_are_applied() {
     let shapes = [
         ("plain", "SELECT id, v, i FROM r", "id, v, i"),
         // count(DISTINCT ...) has no rule from stored state: every touched group is recomputed.
-        ("recomputed", "SELECT g, sum(v) AS s, max(i) AS mi, count(DISTINCT i) AS di FROM r GROUP BY g", "g, s, mi, di"),
-        ("from_state", "SELECT g, min(v) AS lo, count(*) AS n FROM r GROUP BY g", "g, lo, n"),
-        ("sums_from_state", "SELECT g, sum(v) AS s, avg(v) AS a FROM r GROUP BY g", "g, s, a"),
+        (
+            "recomputed",
+            "SELECT g, sum(v) AS s, max(i) AS mi, count(DISTINCT i) AS di FROM r GROUP BY g",
+            "g, s, mi, di",
+        ),
+        (
+            "from_state",
+            "SELECT g, min(v) AS lo, count(*) AS n FROM r GROUP BY g",
+            "g, lo, n",
+        ),
+        (
+            "sums_from_state",
+            "SELECT g, sum(v) AS s, avg(v) AS a FROM r GROUP BY g",
+            "g, s, a",
+        ),
     ];
     for (st, query, _) in shapes {
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
     }
     for st in ["from_state", "sums_from_state"] {
         let plan: String = db.value(&format!("SELECT pgtrickle.explain_stream_table('{st}')"));
@@ -40,9 +54,15 @@ fn changes_of_representation_only_are_applied() {
     assert!(!plan.contains("maintained from stored state"), "{plan}");
 
     for (step, dml) in [
-        ("1.5 -> 1.50 and 1 day -> 24 hours", "UPDATE r SET v = 1.50, i = '24 hours' WHERE id = 1"),
+        (
+            "1.5 -> 1.50 and 1 day -> 24 hours",
+            "UPDATE r SET v = 1.50, i = '24 hours' WHERE id = 1",
+        ),
         ("7 -> 7.000", "UPDATE r SET v = 7.000 WHERE id = 3"),
-        ("back again", "UPDATE r SET v = 1.5, i = '1 day' WHERE id = 1"),
+        (
+            "back again",
+            "UPDATE r SET v = 1.5, i = '1 day' WHERE id = 1",
+        ),
     ] {
         db.exec(dml);
         for (st, query, columns) in shapes {
@@ -50,7 +70,11 @@ fn changes_of_representation_only_are_applied() {
             let (action, reason) = db.last_refresh(st);
             assert_eq!(action, "DIFFERENTIAL", "{step}: {st}: {reason}");
             let diff = text_diff(&mut db, st, columns, query);
-            assert!(diff.is_empty(), "{step}: {st} shows other values than its query:\n{}", diff.join("\n"));
+            assert!(
+                diff.is_empty(),
+                "{step}: {st} shows other values than its query:\n{}",
+                diff.join("\n")
+            );
         }
     }
 }
@@ -62,13 +86,26 @@ fn changes_of_representation_only_are_applied() {
 fn deleting_the_shown_copy_of_a_tied_extremum_shows_the_remaining_one() {
     const LOWEST: &str = "SELECT g, min(v) AS lo, max(i) AS hi, count(*) AS n FROM r GROUP BY g";
     let mut db = TestDb::new("identity_tied_extremum");
-    db.exec("CREATE TABLE r (id serial PRIMARY KEY, g int, v numeric, i interval);
-             INSERT INTO r (g, v, i) VALUES (1, 2.0, '1 hour');");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('lowest', '{LOWEST}', '1h', 'DIFFERENTIAL')"));
+    db.exec(
+        "CREATE TABLE r (id serial PRIMARY KEY, g int, v numeric, i interval);
+             INSERT INTO r (g, v, i) VALUES (1, 2.0, '1 hour');",
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('lowest', '{LOWEST}', '1h', 'DIFFERENTIAL')"
+    ));
     for (step, dml) in [
-        ("a new minimum", "INSERT INTO r (g, v, i) VALUES (1, 1.5, '1 day')"),
-        ("an equal copy that prints differently", "INSERT INTO r (g, v, i) VALUES (1, 1.50, '24 hours')"),
-        ("the shown copies deleted", "DELETE FROM r WHERE v::text = '1.5' OR i::text = '1 day'"),
+        (
+            "a new minimum",
+            "INSERT INTO r (g, v, i) VALUES (1, 1.5, '1 day')",
+        ),
+        (
+            "an equal copy that prints differently",
+            "INSERT INTO r (g, v, i) VALUES (1, 1.50, '24 hours')",
+        ),
+        (
+            "the shown copies deleted",
+            "DELETE FROM r WHERE v::text = '1.5' OR i::text = '1 day'",
+        ),
     ] {
         db.exec(dml);
         db.exec("SELECT pgtrickle.refresh_stream_table('lowest')");
@@ -76,7 +113,11 @@ fn deleting_the_shown_copy_of_a_tied_extremum_shows_the_remaining_one() {
         assert_eq!(action, "DIFFERENTIAL", "{step}: {reason}");
         if step == "the shown copies deleted" {
             let diff = text_diff(&mut db, "lowest", "g, lo, hi, n", LOWEST);
-            assert!(diff.is_empty(), "{step}: the stream table shows a value no row holds:\n{}", diff.join("\n"));
+            assert!(
+                diff.is_empty(),
+                "{step}: the stream table shows a value no row holds:\n{}",
+                diff.join("\n")
+            );
         }
     }
 }

@@ -88,8 +88,15 @@ fn a_four_table_comma_join_refreshes_like_its_join_on_twin() {
     }
     db.assert_matches_query("comma_join", COMMA);
     db.assert_matches_query("on_join", JOIN_ON);
-    assert!(comma <= twin, "the comma join wrote {comma} bytes of temporary files, its twin {twin}");
-    assert_eq!((comma, twin), (0, 0), "temporary files written by the refreshes (comma join, twin)");
+    assert!(
+        comma <= twin,
+        "the comma join wrote {comma} bytes of temporary files, its twin {twin}"
+    );
+    assert_eq!(
+        (comma, twin),
+        (0, 0),
+        "temporary files written by the refreshes (comma join, twin)"
+    );
 
     // Both read the same rows, and a second batch keeps them exact.
     db.exec("DELETE FROM lineitems WHERE line % 7 = 0; UPDATE orders SET status = 'O' WHERE id % 100 = 7;");
@@ -99,7 +106,10 @@ fn a_four_table_comma_join_refreshes_like_its_join_on_twin() {
         db.assert_matches_query(name, query);
     }
     let rows: i64 = db.value("SELECT count(*) FROM comma_join");
-    assert!(rows > 1000, "the join should keep most line items, has {rows}");
+    assert!(
+        rows > 1000,
+        "the join should keep most line items, has {rows}"
+    );
 }
 
 #[test]
@@ -135,10 +145,16 @@ fn explain_names_join_keys_without_an_index_and_the_index_that_fixes_it() {
         ),
         "{text}"
     );
-    assert!(text.contains("-- no index on public.customers(nation_id): the delta of public.nations"), "{text}");
+    assert!(
+        text.contains("-- no index on public.customers(nation_id): the delta of public.nations"),
+        "{text}"
+    );
     // Primary keys serve the other keys, lineitems' (order_id, line) included; nothing is created.
     assert_eq!(text.matches("-- no index on").count(), 2, "{text}");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'"), 1);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'"),
+        1
+    );
     db.exec("CREATE INDEX ON orders (customer_id)");
     let text: String = db.value(explain);
     assert_eq!(text.matches("-- no index on").count(), 1, "{text}");

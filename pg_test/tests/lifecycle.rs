@@ -14,7 +14,10 @@ fn create_refresh_drop_round_trip() {
     // Duplicates and NULLs survive: compared as a multiset, not by count.
     db.assert_matches_query("dupes", "SELECT k, v FROM t");
     db.exec("INSERT INTO t VALUES (1, 'a'), (3, 'c'); DELETE FROM t WHERE k = 2;");
-    assert!(!db.multiset_diff("dupes", "SELECT k, v FROM t").is_empty(), "a 1h schedule must not have refreshed yet");
+    assert!(
+        !db.multiset_diff("dupes", "SELECT k, v FROM t").is_empty(),
+        "a 1h schedule must not have refreshed yet"
+    );
     db.exec("SELECT pgtrickle.refresh_stream_table('dupes')");
     db.assert_matches_query("dupes", "SELECT k, v FROM t");
     let (action, initiated): (String, String) = {
@@ -24,9 +27,18 @@ fn create_refresh_drop_round_trip() {
     assert_eq!((action.as_str(), initiated.as_str()), ("FULL", "MANUAL"));
 
     db.exec("SELECT pgtrickle.drop_stream_table('dupes')");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'dupes'"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname = 'dupes'"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"),
+        0
+    );
     // The source is free to go now.
     db.exec("DROP TABLE t");
 }
@@ -60,7 +72,13 @@ fn storage_has_the_query_columns_and_types() {
         ("at", "timestamp with time zone"),
         ("doubled", "numeric"),
     ];
-    assert_eq!(cols, expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>());
+    assert_eq!(
+        cols,
+        expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -94,7 +112,9 @@ fn the_defining_query_does_not_depend_on_search_path() {
          RESET search_path;",
     );
     // A session (like the scheduler's) whose search_path does not contain `app` still refreshes it.
-    db.exec("INSERT INTO app.items VALUES (3); SELECT pgtrickle.refresh_stream_table('item_count');");
+    db.exec(
+        "INSERT INTO app.items VALUES (3); SELECT pgtrickle.refresh_stream_table('item_count');",
+    );
     assert_eq!(db.value::<i64>("SELECT c FROM item_count"), 3);
     let stored: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables");
     assert!(stored.contains("app.items"), "{stored}");
@@ -114,7 +134,10 @@ fn readers_never_see_an_empty_or_partial_stream_table() {
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let n: i64 = client.query_one("SELECT count(*) FROM big_copy", &[]).unwrap().get(0);
+                let n: i64 = client
+                    .query_one("SELECT count(*) FROM big_copy", &[])
+                    .unwrap()
+                    .get(0);
                 seen.push(n);
             }
             seen
@@ -126,7 +149,11 @@ fn readers_never_see_an_empty_or_partial_stream_table() {
     stop.store(true, Ordering::Relaxed);
     let seen = reader.join().unwrap();
     assert!(!seen.is_empty());
-    assert!(seen.iter().all(|&n| n == 20000), "a reader saw a partial table: {:?}", seen.iter().filter(|&&n| n != 20000).collect::<Vec<_>>());
+    assert!(
+        seen.iter().all(|&n| n == 20000),
+        "a reader saw a partial table: {:?}",
+        seen.iter().filter(|&&n| n != 20000).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -139,17 +166,32 @@ fn dropping_a_source_needs_cascade_which_removes_the_stream_table() {
     );
     let err = db.error("DROP TABLE src");
     assert_eq!(err.code, "2BP01");
-    assert!(err.detail.unwrap().contains("table st depends on table src"));
+    assert!(err
+        .detail
+        .unwrap()
+        .contains("table st depends on table src"));
     assert!(err.hint.unwrap().contains("CASCADE"));
     // Dropping a stream table another one reads is refused the same way.
     let err = db.error("SELECT pgtrickle.drop_stream_table('st')");
     assert_eq!(err.code, "2BP01");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 2);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        2
+    );
 
     db.exec("DROP TABLE src CASCADE");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname IN ('st', 'st2')"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_class WHERE relname IN ('st', 'st2')"),
+        0
+    );
 }
 
 #[test]
@@ -160,8 +202,14 @@ fn dropping_the_storage_table_directly_cleans_the_catalog() {
          SELECT pgtrickle.create_stream_table('st', 'SELECT n FROM src', '1h');
          DROP TABLE st;",
     );
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history"),
+        0
+    );
 }
 
 #[test]
@@ -174,7 +222,10 @@ fn drop_extension_removes_everything_it_created() {
     // Plain DROP EXTENSION lists what depends on it, like any extension whose objects are in use.
     let err = db.error("DROP EXTENSION pg_trickle");
     assert_eq!(err.code, "2BP01");
-    assert!(err.detail.unwrap().contains("table st depends on extension pg_trickle"));
+    assert!(err
+        .detail
+        .unwrap()
+        .contains("table st depends on extension pg_trickle"));
 
     db.exec("DROP EXTENSION pg_trickle CASCADE");
     let leftovers: i64 = db.value(

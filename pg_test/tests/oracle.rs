@@ -18,8 +18,17 @@ fn every_shape_matches_its_query_under_random_dml() {
     let cfg = Config::from_env();
     println!("{}", cfg.describe());
     let results = pg_trickle_e2e::oracle::run_all(&cfg);
-    let failures: Vec<&str> = results.iter().filter_map(|r| r.failure.as_deref()).collect();
-    assert!(failures.is_empty(), "{} of {} shapes failed:\n\n{}", failures.len(), results.len(), failures.join("\n"));
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} shapes failed:\n\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -27,7 +36,16 @@ fn prng_is_splitmix64() {
     // The reference sequence for seed 1234567: seeds must replay identically on every version.
     let mut rng = Rng::new(1_234_567);
     let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
-    assert_eq!(got, [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]);
+    assert_eq!(
+        got,
+        [
+            6457827717110365317,
+            3203168211198807973,
+            9817491932198370423,
+            4593380528125082431,
+            16408922859458223821
+        ]
+    );
 }
 
 #[test]
@@ -50,24 +68,69 @@ fn the_comparison_catches_corrupted_stream_tables() {
     runner.client().batch_execute(&tamper("group_all_aggs_f", "DELETE FROM group_all_aggs_f WHERE ctid IN (SELECT ctid FROM group_all_aggs_f LIMIT 1)")).unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_f differs from the query");
-    assert!(f.detail.contains("only in the query (vs group_all_aggs_f)"), "{}", f.detail);
+    assert!(
+        f.detail.contains("only in the query (vs group_all_aggs_f)"),
+        "{}",
+        f.detail
+    );
 
     // An extra copy of a row that is there: a set comparison would miss it, a multiset one must not.
-    runner.apply(1000, &Op::Refresh { repeatable_read: false }).unwrap();
-    runner.client().batch_execute(&tamper("group_all_aggs_d", "INSERT INTO group_all_aggs_d SELECT * FROM group_all_aggs_d LIMIT 1")).unwrap();
+    runner
+        .apply(
+            1000,
+            &Op::Refresh {
+                repeatable_read: false,
+            },
+        )
+        .unwrap();
+    runner
+        .client()
+        .batch_execute(&tamper(
+            "group_all_aggs_d",
+            "INSERT INTO group_all_aggs_d SELECT * FROM group_all_aggs_d LIMIT 1",
+        ))
+        .unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_d differs from the query");
-    assert!(f.detail.contains("only in group_all_aggs_d (vs the query)"), "{}", f.detail);
+    assert!(
+        f.detail.contains("only in group_all_aggs_d (vs the query)"),
+        "{}",
+        f.detail
+    );
 
     // Equal values that print differently: a reader would see the difference, so the oracle does.
-    runner.apply(1001, &Op::Refresh { repeatable_read: false }).unwrap();
-    runner.client().batch_execute(&tamper("group_all_aggs_d", "UPDATE group_all_aggs_d SET sv = round(sv, 4) WHERE sv IS NOT NULL")).unwrap();
+    runner
+        .apply(
+            1001,
+            &Op::Refresh {
+                repeatable_read: false,
+            },
+        )
+        .unwrap();
+    runner
+        .client()
+        .batch_execute(&tamper(
+            "group_all_aggs_d",
+            "UPDATE group_all_aggs_d SET sv = round(sv, 4) WHERE sv IS NOT NULL",
+        ))
+        .unwrap();
     let f = runner.compare().unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_d differs from the query");
-    assert!(f.detail.contains("only in group_all_aggs_d (vs the query)"), "{}", f.detail);
+    assert!(
+        f.detail.contains("only in group_all_aggs_d (vs the query)"),
+        "{}",
+        f.detail
+    );
 
     // A FULL refresh where a differential one was asked for is a silent fallback.
-    runner.apply(1002, &Op::Refresh { repeatable_read: false }).unwrap();
+    runner
+        .apply(
+            1002,
+            &Op::Refresh {
+                repeatable_read: false,
+            },
+        )
+        .unwrap();
     let f = no_silent_fallback(runner.client(), "group_all_aggs_f", false).unwrap_err();
     assert_eq!(f.kind, "group_all_aggs_f refreshed as FULL");
 }
@@ -81,9 +144,20 @@ fn the_shrinker_reduces_a_planted_bug_to_a_replayable_script() {
     assert!(at.unwrap() >= 60, "{failure:?}");
     assert_eq!(failure.kind, "scan_d differs from the query");
 
-    let shrunk = shrink_failure(&mut runner, log.clone(), &failure.kind, Duration::from_secs(120)).unwrap();
+    let shrunk = shrink_failure(
+        &mut runner,
+        log.clone(),
+        &failure.kind,
+        Duration::from_secs(120),
+    )
+    .unwrap();
     let ops: Vec<String> = shrunk.log.iter().map(|(_, op)| format!("{op:?}")).collect();
-    println!("shrunk {} operations to {} in {} replays: {ops:?}", log.len(), shrunk.log.len(), shrunk.tries);
+    println!(
+        "shrunk {} operations to {} in {} replays: {ops:?}",
+        log.len(),
+        shrunk.log.len(),
+        shrunk.tries
+    );
     // One row to lose and one refresh at or after the planted point is all it takes.
     assert!(shrunk.minimal && shrunk.log.len() <= 3, "{ops:?}");
     let (last_index, last) = shrunk.log.last().unwrap();
@@ -94,6 +168,12 @@ fn the_shrinker_reduces_a_planted_bug_to_a_replayable_script() {
     assert!(script.contains("DELETE FROM scan_d WHERE ctid"), "{script}");
     let mut fresh = TestDb::new("oracle_self_script");
     let rows = fresh.client.simple_query(&script).unwrap();
-    let differing = rows.iter().filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_))).count();
-    assert!(differing > 0, "the script's comparisons returned no rows:\n{script}");
+    let differing = rows
+        .iter()
+        .filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert!(
+        differing > 0,
+        "the script's comparisons returned no rows:\n{script}"
+    );
 }

@@ -29,7 +29,9 @@ fn slow_db(name: &str, seconds: f64) -> TestDb {
 }
 
 fn status(db: &mut TestDb, column: &str) -> i32 {
-    db.value::<i32>(&format!("SELECT coalesce((SELECT {column}::int FROM pgtrickle.pool_status), 0)"))
+    db.value::<i32>(&format!(
+        "SELECT coalesce((SELECT {column}::int FROM pgtrickle.pool_status), 0)"
+    ))
 }
 
 #[test]
@@ -66,11 +68,20 @@ fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue(
                               AND datname = current_database() AND query ~ '^refresh stream table s[0-5]$')",
         )
     }));
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status <> 'SUCCESS'"), 0);
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status <> 'SUCCESS'"
+        ),
+        0
+    );
 
     // Nothing due any more: all idle, the pool shrinks back to min_workers (1).
     db.exec("SELECT pgtrickle.alter_stream_table('s' || i, schedule => '1h') FROM generate_series(0, 5) i");
-    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "target_workers") == 1 && status(&mut db, "workers") == 1));
+    assert!(wait_until(Duration::from_secs(30), || status(
+        &mut db,
+        "target_workers"
+    ) == 1
+        && status(&mut db, "workers") == 1));
     // (On a machine busy with other work the CPU rule may shrink it first: that is a busy CPU, measured.)
     assert!(db.value::<bool>(
         "SELECT count(*) > 0 FROM pgtrickle.pool_decisions
@@ -78,7 +89,9 @@ fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue(
     ));
     // With no stream table to refresh at all, no worker waits for work.
     db.exec("SELECT pgtrickle.alter_stream_table('s' || i, status => 'SUSPENDED') FROM generate_series(0, 5) i");
-    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "workers") == 0));
+    assert!(wait_until(Duration::from_secs(30), || status(
+        &mut db, "workers"
+    ) == 0));
 }
 
 #[test]
@@ -90,12 +103,20 @@ fn a_downstream_stream_table_refreshes_after_its_upstream_in_every_round() {
     db.exec("SELECT pgtrickle.create_stream_table('other', 'SELECT count(*) + slow() AS n FROM src', '1s', 'FULL')");
     db.exec("SELECT pgtrickle.create_stream_table('down', 'SELECT sum(v) AS total FROM up', '1s', 'DIFFERENTIAL')");
     for round in 0..4 {
-        db.exec(&format!("UPDATE src SET v = v + 1 WHERE id = {}", round + 1));
+        db.exec(&format!(
+            "UPDATE src SET v = v + 1 WHERE id = {}",
+            round + 1
+        ));
         std::thread::sleep(Duration::from_millis(1200));
     }
     // Fixed pool: max_workers run.
-    assert!(wait_until(Duration::from_secs(10), || status(&mut db, "workers") == 4));
-    assert_eq!(db.value::<String>("SELECT reason FROM pgtrickle.pool_status"), "fixed: adaptive_workers is off");
+    assert!(wait_until(Duration::from_secs(10), || status(
+        &mut db, "workers"
+    ) == 4));
+    assert_eq!(
+        db.value::<String>("SELECT reason FROM pgtrickle.pool_status"),
+        "fixed: adaptive_workers is off"
+    );
     // Every scheduled refresh of `down` started after the refresh of `up` that preceded it ended.
     let rows = db.rows(
         "SELECT d.started_at::text, (SELECT max(u.finished_at) FROM pgtrickle.pgt_refresh_history u
@@ -105,11 +126,22 @@ fn a_downstream_stream_table_refreshes_after_its_upstream_in_every_round() {
            FROM pgtrickle.pgt_refresh_history d WHERE d.pgt_id = 3 AND d.initiated_by = 'SCHEDULER'",
         &[],
     );
-    assert!(rows.len() >= 3, "too few scheduled refreshes of down: {}", rows.len());
+    assert!(
+        rows.len() >= 3,
+        "too few scheduled refreshes of down: {}",
+        rows.len()
+    );
     for r in &rows {
-        assert!(r.get::<_, bool>(2), "down refreshed at {} before up finished ({:?})", r.get::<_, String>(0), r.get::<_, Option<String>>(1));
+        assert!(
+            r.get::<_, bool>(2),
+            "down refreshed at {} before up finished ({:?})",
+            r.get::<_, String>(0),
+            r.get::<_, Option<String>>(1)
+        );
     }
-    assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("down", "SELECT sum(v) AS total FROM src").is_empty()));
+    assert!(wait_until(Duration::from_secs(15), || db
+        .multiset_diff("down", "SELECT sum(v) AS total FROM src")
+        .is_empty()));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['up', 'other', 'down']) t");
     defaults();
 }
@@ -140,10 +172,13 @@ fn a_refresh_worker_killed_mid_refresh_loses_nothing() {
     assert!(status(&mut db, "workers_lost") > lost_before);
     db.exec("UPDATE src SET v = v + 1 WHERE id = 1");
     assert!(wait_until(Duration::from_secs(30), || {
-        db.multiset_diff("slow_total", "SELECT sum(v) + 1 AS total FROM src").is_empty()
+        db.multiset_diff("slow_total", "SELECT sum(v) + 1 AS total FROM src")
+            .is_empty()
             && db.multiset_diff("fast", "SELECT id, v FROM src").is_empty()
     }));
-    assert!(wait_until(Duration::from_secs(10), || status(&mut db, "workers") >= 1));
+    assert!(wait_until(Duration::from_secs(10), || status(
+        &mut db, "workers"
+    ) >= 1));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_total', 'fast']) t");
 }
 
@@ -156,7 +191,9 @@ fn a_busy_cpu_keeps_the_pool_small() {
         db.exec(&format!("SELECT pgtrickle.create_stream_table('c{i}', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')"));
     }
     // Burn every CPU of the machine for a bounded time (statement_timeout), from other sessions.
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let burners: Vec<_> = (0..cpus)
         .map(|_| {
             let conninfo = db.conninfo();
@@ -167,14 +204,30 @@ fn a_busy_cpu_keeps_the_pool_small() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(10));
-    let decisions = db.rows("SELECT target_workers, reason, cpu_percent FROM pgtrickle.pool_decisions", &[]);
+    let decisions = db.rows(
+        "SELECT target_workers, reason, cpu_percent FROM pgtrickle.pool_decisions",
+        &[],
+    );
     for b in burners {
         b.join().unwrap();
     }
     // A queue that would grow the pool, but the CPU was busy: the pool stayed at min_workers.
-    let busy = decisions.iter().filter(|r| r.get::<_, String>(1).starts_with("cpu above 70%")).count();
-    assert!(busy > 0, "no tick saw the CPU busy: {:?}", decisions.iter().map(|r| r.get::<_, Option<f64>>(2)).collect::<Vec<_>>());
-    assert!(decisions.iter().all(|r| r.get::<_, i32>(0) <= 1), "the pool grew while the CPU was busy");
+    let busy = decisions
+        .iter()
+        .filter(|r| r.get::<_, String>(1).starts_with("cpu above 70%"))
+        .count();
+    assert!(
+        busy > 0,
+        "no tick saw the CPU busy: {:?}",
+        decisions
+            .iter()
+            .map(|r| r.get::<_, Option<f64>>(2))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        decisions.iter().all(|r| r.get::<_, i32>(0) <= 1),
+        "the pool grew while the CPU was busy"
+    );
     db.exec("SELECT pgtrickle.alter_stream_table('c' || i, status => 'SUSPENDED') FROM generate_series(0, 5) i");
 }
 
@@ -185,21 +238,38 @@ fn without_free_background_worker_slots_the_pool_uses_what_it_has() {
     // (another WARNING, once) and keeps refreshing with the workers it got.
     cluster().alter_system("ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 64;");
     let mut db = slow_db("pool_slots", 0.0);
-    db.exec("SELECT pgtrickle.create_stream_table('t', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
-    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "worker_start_failures") > 0));
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('t', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')",
+    );
+    assert!(wait_until(Duration::from_secs(30), || status(
+        &mut db,
+        "worker_start_failures"
+    ) > 0));
     assert_eq!(status(&mut db, "max_workers"), 62);
     db.exec("UPDATE src SET v = -v");
-    assert!(wait_until(Duration::from_secs(20), || db.multiset_diff("t", "SELECT id, v FROM src").is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || db
+        .multiset_diff("t", "SELECT id, v FROM src")
+        .is_empty()));
     let log = cluster().log();
-    assert!(log.contains("pg_trickle.max_workers = 64 is more than max_worker_processes = 64 leaves free"), "no clamp warning");
+    assert!(
+        log.contains(
+            "pg_trickle.max_workers = 64 is more than max_worker_processes = 64 leaves free"
+        ),
+        "no clamp warning"
+    );
     assert_eq!(
-        log.matches("no background worker slot free for a refresh worker of database \"pool_slots\"").count(),
+        log.matches(
+            "no background worker slot free for a refresh worker of database \"pool_slots\""
+        )
+        .count(),
         1,
         "the lack of slots is logged once"
     );
     db.exec("SELECT pgtrickle.alter_stream_table('t', status => 'SUSPENDED')");
     defaults();
-    assert!(wait_until(Duration::from_secs(30), || status(&mut db, "workers") == 0));
+    assert!(wait_until(Duration::from_secs(30), || status(
+        &mut db, "workers"
+    ) == 0));
 }
 
 #[test]
@@ -225,15 +295,25 @@ fn idle_stream_tables_cost_no_refresh_until_a_source_changes() {
     // Statements that change no row fire the capture triggers, but wake nothing.
     db.exec("UPDATE src SET v = v WHERE false; DELETE FROM src WHERE id < 0; INSERT INTO src SELECT * FROM src WHERE false;");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(scheduled(&mut db), before, "idle stream tables were refreshed");
+    assert_eq!(
+        scheduled(&mut db),
+        before,
+        "idle stream tables were refreshed"
+    );
     assert_eq!(db.value::<String>("SELECT string_agg(last_attempt_at::text, ',' ORDER BY pgt_id) FROM pgtrickle.pgt_stream_tables"), attempts);
 
     // One change to one source: its stream table (and only those reading that source) within one
     // schedule plus a tick.
     db.exec("INSERT INTO other VALUES (1, 1)");
     let changed = std::time::Instant::now();
-    assert!(wait_until(Duration::from_secs(5), || db.multiset_diff("on_other", "SELECT count(*) AS n FROM other").is_empty()));
-    assert!(changed.elapsed() < Duration::from_millis(2500), "took {:?}", changed.elapsed());
+    assert!(wait_until(Duration::from_secs(5), || db
+        .multiset_diff("on_other", "SELECT count(*) AS n FROM other")
+        .is_empty()));
+    assert!(
+        changed.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        changed.elapsed()
+    );
     assert_eq!(
         db.value::<i64>(
             "SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
@@ -248,14 +328,19 @@ fn idle_stream_tables_cost_no_refresh_until_a_source_changes() {
     // A write inside a transaction that has not committed yet is not waited for; at its commit the
     // stream table follows.
     let mut writer = db.connect();
-    writer.batch_execute("BEGIN; UPDATE src SET v = v + 100 WHERE id = 3").unwrap();
+    writer
+        .batch_execute("BEGIN; UPDATE src SET v = v + 100 WHERE id = 3")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     writer.batch_execute("COMMIT").unwrap();
-    assert!(wait_until(Duration::from_secs(5), || db.multiset_diff("idle3", "SELECT id, v FROM src WHERE id % 10 = 3").is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || db
+        .multiset_diff("idle3", "SELECT id, v FROM src WHERE id % 10 = 3")
+        .is_empty()));
 
     // A restarted coordinator knows nothing: every stream table refreshes once, then idles again.
     let pid = db.scheduler_pid().unwrap();
-    let before_restart: i64 = db.value("SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history");
+    let before_restart: i64 =
+        db.value("SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history");
     db.exec(&format!("SELECT pg_terminate_backend({pid})"));
     assert!(wait_until(Duration::from_secs(20), || {
         db.value::<i64>(&format!(
@@ -292,16 +377,31 @@ fn repeated_failures_back_off_then_stop_in_error_until_reactivated() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(attempts.len(), 3, "{attempts:?}");
-    assert!(attempts[1] - attempts[0] >= 0.195 && attempts[2] - attempts[1] >= 0.395, "no backoff: {attempts:?}");
+    assert!(
+        attempts[1] - attempts[0] >= 0.195 && attempts[2] - attempts[1] >= 0.395,
+        "no backoff: {attempts:?}"
+    );
     assert!(db.value::<bool>("SELECT consecutive_errors = 3 AND last_error LIKE '%told to fail%' FROM pgtrickle.pgt_stream_tables"));
-    assert!(cluster().log().contains("failed 3 times in a row and is now in status ERROR"));
+    assert!(cluster()
+        .log()
+        .contains("failed 3 times in a row and is now in status ERROR"));
     // In ERROR nothing more is tried; once the cause is fixed and it is re-activated, it refreshes.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'"), 3);
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'"
+        ),
+        3
+    );
     db.exec("DELETE FROM fail_when; UPDATE src SET v = v + 7 WHERE id = 1;");
     db.exec("SELECT pgtrickle.alter_stream_table('fragile', status => 'ACTIVE')");
-    assert!(wait_until(Duration::from_secs(20), || db.multiset_diff("fragile", "SELECT id, v FROM src").is_empty()));
-    assert_eq!(db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.pgt_stream_tables"), 0);
+    assert!(wait_until(Duration::from_secs(20), || db
+        .multiset_diff("fragile", "SELECT id, v FROM src")
+        .is_empty()));
+    assert_eq!(
+        db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
     db.exec("SELECT pgtrickle.alter_stream_table('fragile', status => 'SUSPENDED')");
     cluster().alter_system("ALTER SYSTEM RESET pg_trickle.max_consecutive_errors");
 }

@@ -28,8 +28,12 @@ fn a_change_of_representation_alone_reaches_scans_and_joins() {
     let mut db = db("repr_scan");
     const Q: &str = "SELECT id, k, x, iv, f, c FROM t WHERE id > 0";
     const J: &str = "SELECT a.id AS a, b.id AS b, b.x AS x FROM t a JOIN t b ON a.c = b.c";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('s', '{Q}', '1h', 'DIFFERENTIAL')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('j', '{J}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('s', '{Q}', '1h', 'DIFFERENTIAL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('j', '{J}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec(
         "UPDATE t SET x = 1.50 WHERE id = 1;
          UPDATE t SET iv = '24 hours' WHERE id = 3;
@@ -52,11 +56,16 @@ fn a_change_of_representation_alone_reaches_scans_and_joins() {
 #[test]
 fn aggregates_show_the_scale_the_query_shows() {
     let mut db = db("repr_aggregates");
-    const Q: &str = "SELECT k, count(*) AS n, sum(x) AS sx, avg(x) AS ax, max(iv) AS mi FROM t GROUP BY k";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('a', '{Q}', '1h', 'DIFFERENTIAL')"));
+    const Q: &str =
+        "SELECT k, count(*) AS n, sum(x) AS sx, avg(x) AS ax, max(iv) AS mi FROM t GROUP BY k";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('a', '{Q}', '1h', 'DIFFERENTIAL')"
+    ));
     // Sums alone (no MIN/MAX whose recomputation would also fix the sum's scale).
     const SUMS: &str = "SELECT k, sum(x) AS sx, avg(x) AS ax FROM t GROUP BY k";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('s', '{SUMS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('s', '{SUMS}', '1h', 'DIFFERENTIAL')"
+    ));
     for step in [
         "UPDATE t SET x = 1.500 WHERE id = 1",
         "INSERT INTO t VALUES (5, 1, 0.125, '3 hours', 0, 'c')",
@@ -70,7 +79,10 @@ fn aggregates_show_the_scale_the_query_shows() {
         assert!(action == "DIFFERENTIAL", "{step}: {action}");
         db.assert_shows_what_query_shows("a", Q);
         let action = refresh(&mut db, "s");
-        assert!(action == "DIFFERENTIAL" || action == "NO_DATA", "{step}: {action}");
+        assert!(
+            action == "DIFFERENTIAL" || action == "NO_DATA",
+            "{step}: {action}"
+        );
         db.assert_shows_what_query_shows("s", SUMS);
     }
 }
@@ -82,7 +94,9 @@ fn citext_groups_and_joins_are_right_under_any_search_path() {
     // and sum are kept from state: both paths must find the group's rows by citext's = .
     const G: &str = "SELECT lower(c::text) AS c, count(*) AS n, sum(id) AS s, string_agg(id::text, ',' ORDER BY id) AS ids
                        FROM t WHERE c IS NOT NULL GROUP BY c";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('g', $q${G}$q$, '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('g', $q${G}$q$, '1h', 'DIFFERENTIAL')"
+    ));
     // Refreshed by sessions that cannot see citext at all, or that see a hostile `=` first.
     db.exec(
         "CREATE SCHEMA evil;
@@ -93,7 +107,10 @@ fn citext_groups_and_joins_are_right_under_any_search_path() {
         ("public", "INSERT INTO t VALUES (6, 1, 1, '1 hour', 1, 'A')"),
         ("evil, public, ext", "UPDATE t SET c = 'b' WHERE id = 6"),
         ("public", "DELETE FROM t WHERE id = 3"),
-        ("evil, ext, public", "INSERT INTO t VALUES (7, 2, 1, '1 hour', 1, 'B'), (8, 2, 1, '1 hour', 1, 'a')"),
+        (
+            "evil, ext, public",
+            "INSERT INTO t VALUES (7, 2, 1, '1 hour', 1, 'B'), (8, 2, 1, '1 hour', 1, 'a')",
+        ),
     ] {
         db.exec(step);
         db.exec(&format!("SET search_path = {path}"));
@@ -114,8 +131,15 @@ fn a_nondeterministic_collation_is_read_in_full_and_says_why() {
     );
     let e = db.error("SELECT pgtrickle.create_stream_table('ng', 'SELECT name, count(*) AS c FROM n GROUP BY name', '1h', 'DIFFERENTIAL')");
     assert_eq!(e.code, "0A000");
-    assert!(e.message.contains("column name of n with the nondeterministic collation nocase"), "{e:?}");
+    assert!(
+        e.message
+            .contains("column name of n with the nondeterministic collation nocase"),
+        "{e:?}"
+    );
     db.exec("SELECT pgtrickle.create_stream_table('ng', 'SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name', '1h', 'AUTO')");
     db.exec("INSERT INTO n VALUES (4, 'B'); SELECT pgtrickle.refresh_stream_table('ng');");
-    db.assert_shows_what_query_shows("ng", "SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name");
+    db.assert_shows_what_query_shows(
+        "ng",
+        "SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name",
+    );
 }

@@ -11,7 +11,10 @@ struct Roles {
 /// alice owns `a_src`; `secret` belongs to the superuser and is granted to nobody.
 fn setup(name: &str) -> (TestDb, Roles) {
     let mut db = TestDb::new(name);
-    let roles = Roles { alice: format!("{name}_alice"), bob: format!("{name}_bob") };
+    let roles = Roles {
+        alice: format!("{name}_alice"),
+        bob: format!("{name}_bob"),
+    };
     for role in [&roles.alice, &roles.bob] {
         db.fresh_role(role);
         db.exec(&format!("GRANT CREATE ON SCHEMA public TO {role}"));
@@ -33,27 +36,44 @@ const TOTALS: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM a_src GROU
 fn a_role_without_superuser_uses_its_own_stream_tables_end_to_end() {
     let (mut db, r) = setup("roles_happy_path");
     db.exec(&format!("SET ROLE {}", r.alice));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("INSERT INTO a_src VALUES (100, 1, 5); UPDATE a_src SET v = 0 WHERE id = 2;");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     db.assert_matches_query("totals", TOTALS);
     db.exec("SELECT pgtrickle.alter_stream_table('totals', schedule => '5m')");
-    assert!(db.value::<String>("SELECT pgtrickle.explain_stream_table('totals')").contains("DIFFERENTIAL"));
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'totals'"), "DIFFERENTIAL");
+    assert!(db
+        .value::<String>("SELECT pgtrickle.explain_stream_table('totals')")
+        .contains("DIFFERENTIAL"));
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'totals'"
+        ),
+        "DIFFERENTIAL"
+    );
     db.exec("RESET ROLE");
-    assert_eq!(db.value::<String>("SELECT tableowner::text FROM pg_tables WHERE tablename = 'totals'"), r.alice);
+    assert_eq!(
+        db.value::<String>("SELECT tableowner::text FROM pg_tables WHERE tablename = 'totals'"),
+        r.alice
+    );
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     db.exec(&format!("SET ROLE {}", r.alice));
     db.exec("SELECT pgtrickle.drop_stream_table('totals')");
     db.exec("RESET ROLE");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
 }
 
 #[test]
 fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
     let (mut db, r) = setup("roles_forbidden");
     db.exec(&format!("SET ROLE {}", r.alice));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec(&format!("SET ROLE {}", r.bob));
     for sql in [
         "SELECT pgtrickle.refresh_stream_table('totals')",
@@ -72,10 +92,17 @@ fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
     }
     // Bob sees neither alice's stream table in the catalog view nor the catalog itself, nor the
     // change rows of her source.
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.stream_tables"), 0);
-    assert_eq!(db.error("SELECT * FROM pgtrickle.pgt_stream_tables").code, "42501");
     assert_eq!(
-        db.error("INSERT INTO pgtrickle.pgt_dependencies VALUES (1, 'secret'::regclass, 'TABLE')").code,
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.stream_tables"),
+        0
+    );
+    assert_eq!(
+        db.error("SELECT * FROM pgtrickle.pgt_stream_tables").code,
+        "42501"
+    );
+    assert_eq!(
+        db.error("INSERT INTO pgtrickle.pgt_dependencies VALUES (1, 'secret'::regclass, 'TABLE')")
+            .code,
         "42501"
     );
     // Nor can he forge a write guard (a restore finds a stream table's table by its guard).
@@ -83,27 +110,42 @@ fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
     let forged = db.error("CREATE TRIGGER pgtrickle_guard BEFORE INSERT ON bobs FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table('1')");
     assert_eq!(forged.code, "42501", "{forged:?}");
     db.exec("RESET ROLE");
-    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
+    let buffer: String =
+        db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
     db.exec(&format!("SET ROLE {}", r.bob));
     assert_eq!(db.error(&format!("SELECT * FROM {buffer}")).code, "42501");
     db.exec("RESET ROLE");
     // Alice's stream table is untouched and still hers to refresh.
-    db.exec(&format!("SET ROLE {}; SELECT pgtrickle.refresh_stream_table('totals'); RESET ROLE;", r.alice));
+    db.exec(&format!(
+        "SET ROLE {}; SELECT pgtrickle.refresh_stream_table('totals'); RESET ROLE;",
+        r.alice
+    ));
     db.assert_matches_query("totals", TOTALS);
 }
 
 #[test]
 fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     let (mut db, r) = setup("roles_capture_role");
-    db.exec(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON a_src TO {}", r.bob));
+    db.exec(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON a_src TO {}",
+        r.bob
+    ));
     db.exec(&format!("SET ROLE {}", r.alice));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("RESET ROLE");
-    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
+    let buffer: String =
+        db.value("SELECT format('pgtrickle_changes.changes_%s', 'a_src'::regclass::oid)");
 
     // Not the first stream table's owner, not the superuser: pgtrickle_capture, which cannot log in
     // and may not read the source.
-    assert_eq!(db.value::<String>(&format!("SELECT relowner::regrole::text FROM pg_class WHERE oid = '{buffer}'::regclass")), "pgtrickle_capture");
+    assert_eq!(
+        db.value::<String>(&format!(
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = '{buffer}'::regclass"
+        )),
+        "pgtrickle_capture"
+    );
     assert_eq!(
         db.value::<String>(
             "SELECT string_agg(DISTINCT proowner::regrole::text || ' definer ' || prosecdef, ', ') FROM pg_proc
@@ -113,11 +155,17 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     );
     assert!(db.value::<bool>("SELECT NOT rolcanlogin AND NOT rolsuper AND NOT rolbypassrls FROM pg_roles WHERE rolname = 'pgtrickle_capture'"));
     assert!(!db.value::<bool>("SELECT has_table_privilege('pgtrickle_capture', 'a_src', 'SELECT')"));
-    assert!(!db.value::<bool>("SELECT has_table_privilege('pgtrickle_capture', 'pgtrickle.pgt_stream_tables', 'DELETE')"));
+    assert!(!db.value::<bool>(
+        "SELECT has_table_privilege('pgtrickle_capture', 'pgtrickle.pgt_stream_tables', 'DELETE')"
+    ));
 
     // The stream table's owner may read the buffer for her refreshes, and nothing more.
     db.exec(&format!("SET ROLE {}", r.alice));
-    for sql in [format!("DELETE FROM {buffer}"), format!("INSERT INTO {buffer} (__pgt_xid, __pgt_w) VALUES ('1', 1)"), format!("DROP TABLE {buffer}")] {
+    for sql in [
+        format!("DELETE FROM {buffer}"),
+        format!("INSERT INTO {buffer} (__pgt_xid, __pgt_w) VALUES ('1', 1)"),
+        format!("DROP TABLE {buffer}"),
+    ] {
         let e = db.error(&sql);
         assert_eq!(e.code, "42501", "{sql}: {e:?}");
     }
@@ -136,14 +184,22 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     db.exec("RESET ROLE");
     db.assert_matches_query("totals", TOTALS);
-    assert_eq!(db.last_refresh("totals"), ("FULL".into(), r#"reinitialised: "public"."a_src" was truncated"#.into()));
+    assert_eq!(
+        db.last_refresh("totals"),
+        (
+            "FULL".into(),
+            r#"reinitialised: "public"."a_src" was truncated"#.into()
+        )
+    );
 }
 
 #[test]
 fn the_capture_function_writes_only_from_pg_trickles_own_triggers() {
     let (mut db, r) = setup("roles_capture_misuse");
     db.exec(&format!("SET ROLE {}", r.alice));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("RESET ROLE");
     let source: i64 = db.value("SELECT 'a_src'::regclass::oid::bigint");
     let buffer = format!("pgtrickle_changes.changes_{source}");
@@ -152,7 +208,10 @@ fn the_capture_function_writes_only_from_pg_trickles_own_triggers() {
     // bob makes his own table look like a source or one of its partitions: nothing reaches the buffer.
     db.exec(&format!("SET ROLE {}", r.bob));
     db.exec("CREATE TABLE b_own (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL)");
-    for name in ["pgtrickle_capture_ins".to_string(), format!("pgtrickle_capture_{source}_ins")] {
+    for name in [
+        "pgtrickle_capture_ins".to_string(),
+        format!("pgtrickle_capture_{source}_ins"),
+    ] {
         db.exec(&format!(
             "CREATE TRIGGER {name} AFTER INSERT ON b_own REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._capture('{source}')"
         ));

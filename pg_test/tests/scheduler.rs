@@ -5,7 +5,8 @@ use pg_trickle_e2e::{wait_until, TestDb};
 use std::time::Duration;
 
 const SUM_FACTS: &str = "SELECT sum(v) AS s FROM facts";
-const ORDERS_QUERY: &str = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+const ORDERS_QUERY: &str =
+    "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
 
 fn orders_db(name: &str) -> TestDb {
     let mut db = TestDb::new(name);
@@ -25,7 +26,9 @@ fn scheduled_refreshes(db: &mut TestDb) -> i64 {
 #[test]
 fn scheduler_refreshes_without_a_manual_call() {
     let mut db = orders_db("sched_auto");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '200ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '200ms')"
+    ));
     db.assert_matches_query("order_totals", ORDERS_QUERY);
 
     for round in 0..3 {
@@ -34,29 +37,47 @@ fn scheduler_refreshes_without_a_manual_call() {
              UPDATE orders SET amount = amount + 1 WHERE id % 7 = {round};
              DELETE FROM orders WHERE id % 11 = {round};"
         ));
-        let caught_up = wait_until(Duration::from_secs(30), || db.multiset_diff("order_totals", ORDERS_QUERY).is_empty());
-        assert!(caught_up, "round {round}: stream table never caught up: {:?}", db.multiset_diff("order_totals", ORDERS_QUERY));
+        let caught_up = wait_until(Duration::from_secs(30), || {
+            db.multiset_diff("order_totals", ORDERS_QUERY).is_empty()
+        });
+        assert!(
+            caught_up,
+            "round {round}: stream table never caught up: {:?}",
+            db.multiset_diff("order_totals", ORDERS_QUERY)
+        );
     }
-    assert!(scheduled_refreshes(&mut db) >= 3, "the scheduler, not a manual call, did the refreshes");
-    let manual: i64 = db.value("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'MANUAL'");
+    assert!(
+        scheduled_refreshes(&mut db) >= 3,
+        "the scheduler, not a manual call, did the refreshes"
+    );
+    let manual: i64 = db
+        .value("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'MANUAL'");
     assert_eq!(manual, 0);
 }
 
 #[test]
 fn suspended_stream_tables_are_left_alone_until_reactivated() {
     let mut db = orders_db("sched_suspend");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"
+    ));
     db.exec("SELECT pgtrickle.alter_stream_table('order_totals', status => 'SUSPENDED')");
     let status: String = db.value("SELECT status FROM pgtrickle.stream_tables");
     assert_eq!(status, "SUSPENDED");
     let before = scheduled_refreshes(&mut db);
     db.exec("INSERT INTO orders VALUES (9999, 'late', 5)");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(scheduled_refreshes(&mut db), before, "a suspended stream table was refreshed");
+    assert_eq!(
+        scheduled_refreshes(&mut db),
+        before,
+        "a suspended stream table was refreshed"
+    );
     assert!(!db.multiset_diff("order_totals", ORDERS_QUERY).is_empty());
 
     db.exec("SELECT pgtrickle.alter_stream_table('order_totals', status => 'active')");
-    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("order_totals", ORDERS_QUERY).is_empty()));
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("order_totals", ORDERS_QUERY)
+        .is_empty()));
 }
 
 #[test]
@@ -67,16 +88,23 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
          CREATE TABLE facts (v int NOT NULL); INSERT INTO facts SELECT generate_series(1, 10);",
     );
     let query = "SELECT f.v / k.divisor AS q FROM facts f, knob k";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('ratios', '{query}', '100ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('ratios', '{query}', '100ms')"
+    ));
     db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM facts', '100ms')");
-    let pid = db.scheduler_pid().expect("no scheduler started after the stream tables were created");
+    let pid = db
+        .scheduler_pid()
+        .expect("no scheduler started after the stream tables were created");
 
     db.exec("UPDATE knob SET divisor = 0");
     let failed = wait_until(Duration::from_secs(30), || {
-        db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") >= 2
+        db.value::<i32>(
+            "SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'",
+        ) >= 2
     });
     assert!(failed, "failures were not recorded");
-    let last_error: String = db.value("SELECT last_error FROM pgtrickle.stream_tables WHERE table_name = 'ratios'");
+    let last_error: String =
+        db.value("SELECT last_error FROM pgtrickle.stream_tables WHERE table_name = 'ratios'");
     assert!(last_error.contains("division by zero"), "{last_error}");
     let failed_history: i64 = db.value(
         "SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.stream_tables s USING (pgt_id)
@@ -86,26 +114,43 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
 
     // The other stream table keeps being refreshed meanwhile, by the same scheduler process.
     db.exec("INSERT INTO facts VALUES (11)");
-    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("healthy", "SELECT count(*) AS n FROM facts").is_empty()));
-    assert_eq!(db.scheduler_pid(), Some(pid), "the scheduler restarted instead of surviving the failure");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("healthy", "SELECT count(*) AS n FROM facts")
+        .is_empty()));
+    assert_eq!(
+        db.scheduler_pid(),
+        Some(pid),
+        "the scheduler restarted instead of surviving the failure"
+    );
 
     // Fixing the cause heals the stream table (backoff is at most a few seconds at these error counts).
     db.exec("UPDATE knob SET divisor = 1");
-    assert!(wait_until(Duration::from_secs(60), || db.multiset_diff("ratios", query).is_empty()));
+    assert!(wait_until(Duration::from_secs(60), || db
+        .multiset_diff("ratios", query)
+        .is_empty()));
     assert!(wait_until(Duration::from_secs(10), || {
-        db.value::<i32>("SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'") == 0
+        db.value::<i32>(
+            "SELECT consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'ratios'",
+        ) == 0
     }));
 }
 
 #[test]
 fn upstream_stream_tables_refresh_before_downstream_ones() {
     let mut db = orders_db("sched_dag");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '100ms')"
+    ));
     let downstream = "SELECT sum(n) AS orders, sum(total) AS revenue FROM order_totals";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('grand_total', '{downstream}', '100ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('grand_total', '{downstream}', '100ms')"
+    ));
     db.exec("INSERT INTO orders SELECT g, 'dag', 2 FROM generate_series(5000, 5099) g");
-    let expected = format!("SELECT sum(n) AS orders, sum(total) AS revenue FROM ({ORDERS_QUERY}) t");
-    assert!(wait_until(Duration::from_secs(30), || db.multiset_diff("grand_total", &expected).is_empty()));
+    let expected =
+        format!("SELECT sum(n) AS orders, sum(total) AS revenue FROM ({ORDERS_QUERY}) t");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("grand_total", &expected)
+        .is_empty()));
 }
 
 #[test]
@@ -121,37 +166,62 @@ fn a_scheduler_starts_for_an_extension_created_in_the_same_transaction() {
          SELECT pg_sleep(2);
          COMMIT;"
     ));
-    assert!(db.scheduler_pid().is_some(), "no scheduler started after the transaction committed");
+    assert!(
+        db.scheduler_pid().is_some(),
+        "no scheduler started after the transaction committed"
+    );
     db.exec("INSERT INTO facts SELECT generate_series(1, 10)");
-    assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", SUM_FACTS).is_empty()));
+    assert!(wait_until(Duration::from_secs(15), || db
+        .multiset_diff("total", SUM_FACTS)
+        .is_empty()));
 }
 
 #[test]
 fn a_terminated_scheduler_is_restarted_promptly() {
     let mut db = TestDb::new("sched_terminated");
     db.exec("CREATE TABLE facts (v int NOT NULL)");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('total', '{SUM_FACTS}', '100ms')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('total', '{SUM_FACTS}', '100ms')"
+    ));
     // Only a coordinator that serves the extension is restarted promptly; one killed while it is still
     // checking for the extension counts as a probe (retried after 30 s). It serves once its pool
     // shows in pool_status.
     let serving = "SELECT p.coordinator_pid FROM pgtrickle.pool_status p
                      JOIN pg_stat_activity a ON a.pid = p.coordinator_pid AND a.backend_type = 'pg_trickle coordinator'";
     let mut pid = 0;
-    assert!(wait_until(Duration::from_secs(15), || {
-        pid = db.rows(serving, &[]).first().map_or(0, |r| r.get(0));
-        pid != 0
-    }), "no coordinator serves the database");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            pid = db.rows(serving, &[]).first().map_or(0, |r| r.get(0));
+            pid != 0
+        }),
+        "no coordinator serves the database"
+    );
     // Twice: the first restart may also be owed to the start request create_stream_table posted.
     for round in 0..2 {
         db.exec(&format!("SELECT pg_terminate_backend({pid})"));
         let old = pid;
-        let came_back = wait_until(Duration::from_secs(15), || db.scheduler_pid().is_some_and(|p| p != old));
-        assert!(came_back, "round {round}: the scheduler was not restarted before the periodic probe");
-        assert!(wait_until(Duration::from_secs(15), || {
-            pid = db.rows(serving, &[]).iter().map(|r| r.get::<_, i32>(0)).find(|&p| p != old).unwrap_or(0);
-            pid != 0
-        }), "round {round}: the new coordinator never served");
+        let came_back = wait_until(Duration::from_secs(15), || {
+            db.scheduler_pid().is_some_and(|p| p != old)
+        });
+        assert!(
+            came_back,
+            "round {round}: the scheduler was not restarted before the periodic probe"
+        );
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                pid = db
+                    .rows(serving, &[])
+                    .iter()
+                    .map(|r| r.get::<_, i32>(0))
+                    .find(|&p| p != old)
+                    .unwrap_or(0);
+                pid != 0
+            }),
+            "round {round}: the new coordinator never served"
+        );
         db.exec(&format!("INSERT INTO facts VALUES ({round})"));
-        assert!(wait_until(Duration::from_secs(15), || db.multiset_diff("total", SUM_FACTS).is_empty()));
+        assert!(wait_until(Duration::from_secs(15), || db
+            .multiset_diff("total", SUM_FACTS)
+            .is_empty()));
     }
 }

@@ -77,17 +77,34 @@ fn row_level_security_on_a_source_holds_for_the_owner() {
     db.exec(&format!("ALTER TABLE visible OWNER TO {alice}"));
     db.exec("UPDATE src SET v = v + 1 WHERE id < 5");
     db.exec("SELECT pgtrickle.refresh_stream_table('visible')");
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'visible'"), "FULL");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'visible'"
+        ),
+        "FULL"
+    );
     assert_eq!(db.value::<i64>(&others.replace("{st}", "visible")), 0);
     assert_eq!(db.value::<i64>("SELECT count(*) FROM visible"), 10);
     // A DIFFERENTIAL stream table of alice's re-decides when RLS is turned on under it.
     db.exec("ALTER TABLE src DISABLE ROW LEVEL SECURITY");
-    db.exec("SELECT pgtrickle.create_stream_table('delta', 'SELECT id, who, v FROM src', '1h', 'AUTO')");
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('delta', 'SELECT id, who, v FROM src', '1h', 'AUTO')",
+    );
     db.exec(&format!("ALTER TABLE delta OWNER TO {alice}"));
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'delta'"), "DIFFERENTIAL");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'delta'"
+        ),
+        "DIFFERENTIAL"
+    );
     db.exec("ALTER TABLE src ENABLE ROW LEVEL SECURITY; INSERT INTO src VALUES (200, 'carol', 1);");
     db.exec("SELECT pgtrickle.refresh_stream_table('delta')");
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'delta'"), "FULL");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'delta'"
+        ),
+        "FULL"
+    );
     assert_eq!(db.value::<i64>(&others.replace("{st}", "delta")), 0);
 }
 
@@ -98,25 +115,52 @@ fn a_revoked_privilege_stops_the_refresh_and_copies_nothing() {
     db.exec(&format!("ALTER TABLE mine OWNER TO {alice}"));
     // A new owner re-decides what the engine may read for it: one FULL refresh, then deltas.
     db.exec("SELECT pgtrickle.refresh_stream_table('mine')");
-    assert_eq!(db.last_refresh("mine"), ("FULL".into(), format!("reinitialised: its owner is now {alice}")));
+    assert_eq!(
+        db.last_refresh("mine"),
+        (
+            "FULL".into(),
+            format!("reinitialised: its owner is now {alice}")
+        )
+    );
     db.exec("INSERT INTO src VALUES (300, 'carol', 3)");
     db.exec("SELECT pgtrickle.refresh_stream_table('mine')");
     assert_eq!(db.last_refresh("mine").0, "DIFFERENTIAL");
     db.assert_matches_query("mine", "SELECT id, v FROM src");
-    db.exec(&format!("REVOKE SELECT ON src FROM {alice}; INSERT INTO src VALUES (301, 'carol', 4);"));
+    db.exec(&format!(
+        "REVOKE SELECT ON src FROM {alice}; INSERT INTO src VALUES (301, 'carol', 4);"
+    ));
     let e = db.error("SELECT pgtrickle.refresh_stream_table('mine')");
     assert_eq!(e.code, "42501", "{e:?}");
     assert_eq!(e.message, "permission denied for table public.src");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM mine WHERE id = 301"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM mine WHERE id = 301"),
+        0
+    );
     // Nor may alice read its change rows any more, though her refreshes were let read the buffer.
-    let buffer: String = db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
-    db.exec(&format!("GRANT USAGE ON SCHEMA pgtrickle_changes TO {alice}"));
-    assert!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0, "the superuser sees the pending change row");
+    let buffer: String =
+        db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
+    db.exec(&format!(
+        "GRANT USAGE ON SCHEMA pgtrickle_changes TO {alice}"
+    ));
+    assert!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0,
+        "the superuser sees the pending change row"
+    );
     db.exec(&format!("SET ROLE {alice}"));
-    assert_eq!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")), 0);
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
     db.exec("RESET ROLE");
     // FULL likewise.
     db.exec("SELECT pgtrickle.alter_stream_table('mine', refresh_mode => 'FULL')");
-    assert_eq!(db.error("SELECT pgtrickle.refresh_stream_table('mine')").code, "42501");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM mine WHERE id = 301"), 0);
+    assert_eq!(
+        db.error("SELECT pgtrickle.refresh_stream_table('mine')")
+            .code,
+        "42501"
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM mine WHERE id = 301"),
+        0
+    );
 }

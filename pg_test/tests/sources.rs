@@ -31,14 +31,34 @@ fn renamed_tables_schemas_and_columns_are_followed() {
     db.exec("SELECT pgtrickle.create_stream_table('agg', 'SELECT grp, count(*) AS n, sum(v) AS total FROM src GROUP BY grp', '1h', 'DIFFERENTIAL')");
     db.exec("SELECT pgtrickle.create_stream_table('joined', 'SELECT s.id, d.label, s.v FROM src s JOIN dim d ON d.grp = s.grp', '1h', 'DIFFERENTIAL')");
     let steps: [(&str, &str, &str); 4] = [
-        ("ALTER TABLE src RENAME TO facts", "public.facts", "public.dim"),
-        ("ALTER TABLE facts SET SCHEMA other", "other.facts", "public.dim"),
-        ("ALTER SCHEMA other RENAME TO warehouse", "warehouse.facts", "public.dim"),
-        ("ALTER TABLE dim RENAME COLUMN label TO title", "warehouse.facts", "public.dim"),
+        (
+            "ALTER TABLE src RENAME TO facts",
+            "public.facts",
+            "public.dim",
+        ),
+        (
+            "ALTER TABLE facts SET SCHEMA other",
+            "other.facts",
+            "public.dim",
+        ),
+        (
+            "ALTER SCHEMA other RENAME TO warehouse",
+            "warehouse.facts",
+            "public.dim",
+        ),
+        (
+            "ALTER TABLE dim RENAME COLUMN label TO title",
+            "warehouse.facts",
+            "public.dim",
+        ),
     ];
     for (ddl, facts, dim) in steps {
         db.exec(ddl);
-        let label = if ddl.contains("title") { "title" } else { "label" };
+        let label = if ddl.contains("title") {
+            "title"
+        } else {
+            "label"
+        };
         db.exec(&format!("INSERT INTO {facts} VALUES ((SELECT max(id) + 1 FROM {facts}), 1, 5); UPDATE {facts} SET v = v + 1 WHERE id = 3; UPDATE {dim} SET {label} = {label} || '+' WHERE grp = 2;"));
         for (st, query) in [
             ("agg", format!("SELECT grp, count(*) AS n, sum(v) AS total FROM {facts} GROUP BY grp")),
@@ -52,7 +72,10 @@ fn renamed_tables_schemas_and_columns_are_followed() {
     }
     // The stored query reads as PostgreSQL reads it now.
     let query: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'joined'::regclass");
-    assert!(query.contains("warehouse.facts") && query.contains("title AS label"), "{query}");
+    assert!(
+        query.contains("warehouse.facts") && query.contains("title AS label"),
+        "{query}"
+    );
 }
 
 fn view_db(name: &str) -> TestDb {
@@ -71,11 +94,17 @@ const ROWS: &str = "SELECT id, v FROM positive WHERE grp = 1";
 #[test]
 fn a_view_source_is_maintained_through_its_base_tables() {
     let mut db = view_db("sources_view_base");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('rows1', '{ROWS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('rows1', '{ROWS}', '1h', 'DIFFERENTIAL')"
+    ));
     // The base table is a recorded source.
     assert_eq!(
-        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_dependencies WHERE source_relid = 'base'::regclass"),
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_dependencies WHERE source_relid = 'base'::regclass"
+        ),
         2
     );
     // Two consumers of one view: one applying (and cleaning up) never takes the other's changes.
@@ -114,10 +143,18 @@ fn a_view_source_is_maintained_through_its_base_tables() {
 #[test]
 fn a_redefined_view_is_followed() {
     let mut db = view_db("sources_view_redefined");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("CREATE OR REPLACE VIEW positive AS SELECT id, grp, v FROM base WHERE v > 10");
     let (action, reason) = refresh(&mut db, "by_grp");
-    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: view \"public\".\"positive\" was redefined"));
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        (
+            "FULL",
+            "reinitialised: view \"public\".\"positive\" was redefined"
+        )
+    );
     db.assert_matches_query("by_grp", BY_GRP);
     db.exec("UPDATE base SET v = 11 WHERE id = 2");
     assert_eq!(refresh(&mut db, "by_grp").0, "DIFFERENTIAL");
@@ -144,7 +181,12 @@ fn views_whose_security_would_be_bypassed_are_read_whole() {
         assert_eq!(e.code, "0A000");
         assert!(e.message.contains(why), "{view}: {e:?}");
         db.exec(&format!("SELECT pgtrickle.create_stream_table('a_{view}', 'SELECT id FROM {view}', '1h', 'AUTO')"));
-        assert_eq!(db.value::<String>(&format!("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'a_{view}'")), "FULL");
+        assert_eq!(
+            db.value::<String>(&format!(
+                "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'a_{view}'"
+            )),
+            "FULL"
+        );
     }
     db.exec("DROP OWNED BY pgt_view_owner CASCADE; DROP ROLE pgt_view_owner;");
 }
@@ -159,12 +201,25 @@ fn a_differential_stream_table_over_a_differential_stream_table() {
     const UP: &str = "SELECT grp, count(*) AS n, sum(v) AS s FROM src GROUP BY grp";
     const DOWN: &str = "SELECT n, count(*) AS groups, sum(s) AS total FROM up GROUP BY n";
     const PICK: &str = "SELECT grp, s FROM up WHERE s > 200";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('up', '{UP}', '1h', 'DIFFERENTIAL')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('down', '{DOWN}', '1h', 'DIFFERENTIAL')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('pick', '{PICK}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('up', '{UP}', '1h', 'DIFFERENTIAL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('down', '{DOWN}', '1h', 'DIFFERENTIAL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('pick', '{PICK}', '1h', 'DIFFERENTIAL')"
+    ));
     // AUTO no longer falls back to FULL for a stream table over a stream table.
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('pick_auto', '{PICK}', '1h', 'AUTO')"));
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'pick_auto'"), "DIFFERENTIAL");
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('pick_auto', '{PICK}', '1h', 'AUTO')"
+    ));
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 'pick_auto'"
+        ),
+        "DIFFERENTIAL"
+    );
     for step in [
         "INSERT INTO src VALUES (51, 1, 100)",
         "UPDATE src SET grp = 2 WHERE id IN (3, 8)",
@@ -176,14 +231,21 @@ fn a_differential_stream_table_over_a_differential_stream_table() {
         db.assert_matches_query("up", UP);
         for (st, query) in [("down", DOWN), ("pick", PICK)] {
             let (action, reason) = refresh(&mut db, st);
-            assert!(action == "DIFFERENTIAL" || action == "NO_DATA", "{step}: {st}: {action} {reason}");
+            assert!(
+                action == "DIFFERENTIAL" || action == "NO_DATA",
+                "{step}: {st}: {action} {reason}"
+            );
             db.assert_matches_query(st, query);
         }
     }
     // `SELECT *` over a stream table would take its hidden columns: the error says what to do.
-    let e = db.error("SELECT pgtrickle.create_stream_table('star', 'SELECT * FROM up', '1h', 'AUTO')");
+    let e =
+        db.error("SELECT pgtrickle.create_stream_table('star', 'SELECT * FROM up', '1h', 'AUTO')");
     assert_eq!(e.code, "42939");
-    assert!(e.hint.as_deref().unwrap_or("").contains("Name the columns"), "{e:?}");
+    assert!(
+        e.hint.as_deref().unwrap_or("").contains("Name the columns"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -191,18 +253,36 @@ fn changes_to_nested_views_and_view_options_are_followed() {
     let mut db = view_db("sources_nested_views");
     db.exec("CREATE VIEW low_groups AS SELECT id, grp, v FROM positive WHERE grp < 2");
     const TOP: &str = "SELECT grp, count(*) AS n, sum(v) AS total FROM low_groups GROUP BY grp";
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('t', '{TOP}', '1h', 'AUTO')"));
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"), "DIFFERENTIAL");
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('t', '{TOP}', '1h', 'AUTO')"
+    ));
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"
+        ),
+        "DIFFERENTIAL"
+    );
     // The view under the named one is redefined.
     db.exec("CREATE OR REPLACE VIEW positive AS SELECT id, grp, v FROM base WHERE v > 20");
     let (action, reason) = refresh(&mut db, "t");
-    assert_eq!((action.as_str(), reason.as_str()), ("FULL", "reinitialised: view \"public\".\"positive\" was redefined"));
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        (
+            "FULL",
+            "reinitialised: view \"public\".\"positive\" was redefined"
+        )
+    );
     db.assert_matches_query("t", TOP);
     // It becomes a security barrier: from now on it is read whole.
     db.exec("ALTER VIEW positive SET (security_barrier = true)");
     let (action, reason) = refresh(&mut db, "t");
     assert_eq!(action, "FULL", "{reason}");
-    assert_eq!(db.value::<String>("SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"), "FULL");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT refresh_mode FROM pgtrickle.stream_tables WHERE table_name = 't'"
+        ),
+        "FULL"
+    );
     db.exec("UPDATE base SET v = 100 WHERE id = 3");
     refresh(&mut db, "t");
     db.assert_matches_query("t", TOP);
@@ -218,34 +298,58 @@ fn a_source_that_becomes_unreadable_for_the_engine_puts_a_differential_stream_ta
          CREATE TABLE q1 PARTITION OF q FOR VALUES FROM (0) TO (10);
          CREATE FOREIGN DATA WRAPPER pgt_dummy; CREATE SERVER pgt_nowhere FOREIGN DATA WRAPPER pgt_dummy;",
     );
-    db.exec("SELECT pgtrickle.create_stream_table('on_t', 'SELECT id, v FROM t', '1h', 'DIFFERENTIAL')");
-    db.exec("SELECT pgtrickle.create_stream_table('on_q', 'SELECT id, v FROM q', '1h', 'DIFFERENTIAL')");
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('on_t', 'SELECT id, v FROM t', '1h', 'DIFFERENTIAL')",
+    );
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('on_q', 'SELECT id, v FROM q', '1h', 'DIFFERENTIAL')",
+    );
     // t becomes a partition: writes through p would bypass t's statement triggers.
     db.exec("ALTER TABLE t DROP CONSTRAINT t_pkey; ALTER TABLE p ATTACH PARTITION t FOR VALUES FROM (0) TO (100)");
     let e = db.error("SELECT pgtrickle.refresh_stream_table('on_t')");
     assert_eq!(e.code, "55000", "{e:?}");
-    assert!(e.message.contains("partition or inheritance child of p"), "{e:?}");
+    assert!(
+        e.message.contains("partition or inheritance child of p"),
+        "{e:?}"
+    );
     // q gains a foreign partition, whose writes cannot be captured.
-    db.exec("CREATE FOREIGN TABLE q2 PARTITION OF q FOR VALUES FROM (10) TO (20) SERVER pgt_nowhere");
+    db.exec(
+        "CREATE FOREIGN TABLE q2 PARTITION OF q FOR VALUES FROM (10) TO (20) SERVER pgt_nowhere",
+    );
     let e = db.error("SELECT pgtrickle.refresh_stream_table('on_q')");
     assert_eq!(e.code, "55000", "{e:?}");
-    assert!(e.message.contains("foreign-table partition or child public.q2"), "{e:?}");
+    assert!(
+        e.message
+            .contains("foreign-table partition or child public.q2"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn restores_and_drop_owned_get_along_with_the_guards() {
     let mut db = view_db("sources_restore_like");
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'DIFFERENTIAL')"
+    ));
     // pg_restore --disable-triggers ends with ENABLE TRIGGER ALL: the guard goes back to ALWAYS.
     db.exec("ALTER TABLE by_grp DISABLE TRIGGER ALL; ALTER TABLE by_grp ENABLE TRIGGER ALL;");
-    assert_eq!(db.value::<String>("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'pgtrickle_guard'"), "A");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'pgtrickle_guard'"
+        ),
+        "A"
+    );
     // DROP OWNED takes a stream table and its query view together.
     db.exec(
         "CREATE ROLE pgt_owner; GRANT USAGE ON SCHEMA pgtrickle_queries TO pgt_owner;
          ALTER TABLE by_grp OWNER TO pgt_owner;",
     );
-    let view: String = db.value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
+    let view: String = db
+        .value("SELECT format('pgtrickle_queries.q_%s', pgt_id) FROM pgtrickle.pgt_stream_tables");
     db.exec(&format!("ALTER VIEW {view} OWNER TO pgt_owner"));
     db.exec("DROP OWNED BY pgt_owner; DROP ROLE pgt_owner;");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
 }

@@ -16,7 +16,9 @@ fn db(name: &str) -> TestDb {
          CREATE FUNCTION checked(x int) RETURNS int LANGUAGE plpgsql AS
            'BEGIN IF EXISTS (SELECT 1 FROM public.fail_when) THEN RAISE EXCEPTION ''told to fail''; END IF; RETURN x; END';",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
     db.exec("SELECT pgtrickle.create_stream_table('copy', 'SELECT id, checked(v) AS v FROM src', '1h', 'FULL')");
     db
 }
@@ -25,7 +27,11 @@ fn db(name: &str) -> TestDb {
 fn counters_agree_exactly_with_the_history() {
     let mut db = db("stats_counters");
     for i in 0..3 {
-        db.exec(&format!("INSERT INTO src VALUES ({}, 1, 1); UPDATE src SET v = v + 1 WHERE id = {};", 1000 + i, i + 1));
+        db.exec(&format!(
+            "INSERT INTO src VALUES ({}, 1, 1); UPDATE src SET v = v + 1 WHERE id = {};",
+            1000 + i,
+            i + 1
+        ));
         db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
         db.exec("SELECT pgtrickle.refresh_stream_table('totals')"); // nothing new: NO_DATA
         db.exec("SELECT pgtrickle.refresh_stream_table('copy')");
@@ -34,7 +40,9 @@ fn counters_agree_exactly_with_the_history() {
     db.exec("INSERT INTO fail_when VALUES (true)");
     db.exec("SELECT pgtrickle.alter_stream_table('copy', schedule => '100ms')");
     assert!(wait_until(Duration::from_secs(30), || {
-        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'") >= 2
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'",
+        ) >= 2
     }));
     db.exec("SELECT pgtrickle.alter_stream_table('copy', status => 'SUSPENDED')");
 
@@ -120,18 +128,28 @@ fn the_view_has_the_agreed_columns_first_in_order() {
         "last_error_at timestamp with time zone",
     ];
     assert_eq!(&columns[..expected.len()], &expected[..]);
-    assert!(columns.contains(&"stats_reset timestamp with time zone".to_string()), "{columns:?}");
+    assert!(
+        columns.contains(&"stats_reset timestamp with time zone".to_string()),
+        "{columns:?}"
+    );
 }
 
 #[test]
 fn lag_is_the_age_of_the_oldest_change_not_applied() {
     let mut db = db("stats_lag");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    let lag = |db: &mut TestDb| db.value::<f64>("SELECT current_lag_estimate_ms FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'");
+    let lag = |db: &mut TestDb| {
+        db.value::<f64>("SELECT current_lag_estimate_ms FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'")
+    };
     // Nothing pending: no lag, however long ago the last refresh was.
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(lag(&mut db), 0.0);
-    assert_eq!(db.value::<String>("SELECT staleness::text FROM pgtrickle.stream_tables WHERE table_name = 'totals'"), "00:00:00");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT staleness::text FROM pgtrickle.stream_tables WHERE table_name = 'totals'"
+        ),
+        "00:00:00"
+    );
     db.exec("INSERT INTO src VALUES (500, 2, 2)");
     std::thread::sleep(Duration::from_millis(300));
     // A committed change waits: at least as old as it is (bounded by the last refresh without
@@ -151,7 +169,9 @@ fn lag_is_the_age_of_the_oldest_change_not_applied() {
 fn resets_and_who_may_see_and_reset() {
     let mut db = db("stats_reset");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    let before: String = db.value("SELECT stats_reset::text FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'");
+    let before: String = db.value(
+        "SELECT stats_reset::text FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'",
+    );
     db.exec("SELECT pgtrickle.pg_stat_pgtrickle_reset('totals')");
     assert_eq!(
         db.value::<String>(
@@ -160,22 +180,48 @@ fn resets_and_who_may_see_and_reset() {
         ),
         "(0,0,0,t)"
     );
-    let after: String = db.value("SELECT stats_reset::text FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'");
-    assert!(after > before, "stats_reset did not move: {before} -> {after}");
+    let after: String = db.value(
+        "SELECT stats_reset::text FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'",
+    );
+    assert!(
+        after > before,
+        "stats_reset did not move: {before} -> {after}"
+    );
     // The other stream table kept its counters; the cost model AUTO uses is untouched.
-    assert!(db.value::<i64>("SELECT total_refreshes FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'copy'") > 0);
+    assert!(
+        db.value::<i64>(
+            "SELECT total_refreshes FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'copy'"
+        ) > 0
+    );
     assert!(db.value::<i64>("SELECT full_refreshes FROM pgtrickle.pgt_cost_model_summary JOIN pgtrickle.pgt_stream_tables USING (pgt_id) WHERE pgt_relid = 'totals'::regclass") > 0);
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    assert_eq!(db.value::<i64>("SELECT total_refreshes FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'"), 1);
+    assert_eq!(
+        db.value::<i64>(
+            "SELECT total_refreshes FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = 'totals'"
+        ),
+        1
+    );
     db.exec("SELECT pgtrickle.pg_stat_pgtrickle_reset()");
-    assert_eq!(db.value::<i64>("SELECT sum(total_refreshes)::bigint FROM pgtrickle.pg_stat_pgtrickle"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT sum(total_refreshes)::bigint FROM pgtrickle.pg_stat_pgtrickle"),
+        0
+    );
 
     // A role that may not read a stream table sees no row of it, nor resets; pg_monitor sees all.
     db.fresh_role("stats_reader");
     db.exec("SET ROLE stats_reader");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pg_stat_pgtrickle"), 0);
-    assert_eq!(db.error("SELECT pgtrickle.pg_stat_pgtrickle_reset()").code, "42501");
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pg_stat_pgtrickle"),
+        0
+    );
+    assert_eq!(
+        db.error("SELECT pgtrickle.pg_stat_pgtrickle_reset()").code,
+        "42501"
+    );
     db.exec("RESET ROLE; GRANT pg_monitor TO stats_reader; SET ROLE stats_reader");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pg_stat_pgtrickle"), 2);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pg_stat_pgtrickle"),
+        2
+    );
     db.exec("RESET ROLE");
 }

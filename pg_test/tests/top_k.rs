@@ -41,7 +41,11 @@ fn assert_valid_answer(db: &mut TestDb, step: &str) {
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
-    assert!(problems.is_empty(), "{step}: not a valid answer:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{step}: not a valid answer:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -62,7 +66,11 @@ fn ties_at_the_cut_off_stay_a_valid_answer_through_deletes_inserts_and_refills()
 
     // A row above every other: it enters, one row at the cut-off leaves, nothing is recomputed.
     db.exec("INSERT INTO t VALUES (100, 9)");
-    assert_eq!(refresh(&mut db, "ties", "a new best row"), (1, 1), "one row in, one out");
+    assert_eq!(
+        refresh(&mut db, "ties", "a new best row"),
+        (1, 1),
+        "one row in, one out"
+    );
     assert_valid_answer(&mut db, "a new best row");
 
     // A row that ties with the cut-off: the window may keep what it has.
@@ -97,12 +105,19 @@ fn a_window_that_holds_the_whole_query_never_reads_it_again() {
            'SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g ORDER BY s NULLS FIRST, g LIMIT 10', '1h', 'DIFFERENTIAL');
          SELECT pgtrickle.create_stream_table('nothing', 'SELECT id FROM t ORDER BY id LIMIT 0', '1h', 'DIFFERENTIAL');",
     );
-    let query = "SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g ORDER BY s NULLS FIRST, g LIMIT 10";
+    let query =
+        "SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g ORDER BY s NULLS FIRST, g LIMIT 10";
     for (step, change) in [
         ("a NULL sum", "INSERT INTO t VALUES (4, 3, NULL)"),
         ("a group's only row deleted", "DELETE FROM t WHERE id = 3"),
-        ("a scale change of an equal sum", "UPDATE t SET v = 1.5 WHERE id = 1"),
-        ("many groups, more than the limit", "INSERT INTO t SELECT i, i % 25, i FROM generate_series(10, 200) i"),
+        (
+            "a scale change of an equal sum",
+            "UPDATE t SET v = 1.5 WHERE id = 1",
+        ),
+        (
+            "many groups, more than the limit",
+            "INSERT INTO t SELECT i, i % 25, i FROM generate_series(10, 200) i",
+        ),
     ] {
         db.exec(change);
         refresh(&mut db, "per_g", step);
@@ -121,14 +136,28 @@ fn explain_shows_the_window_and_the_forms_not_maintained_are_refused_by_name() {
          SELECT pgtrickle.create_stream_table('top3', 'SELECT id, v FROM t ORDER BY v DESC, id LIMIT 3', '1h', 'DIFFERENTIAL');",
     );
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('top3')");
-    assert!(plan.contains("Top-K: the first 3 rows by v DESC, id."), "{plan}");
+    assert!(
+        plan.contains("Top-K: the first 3 rows by v DESC, id."),
+        "{plan}"
+    );
     for (query, construct) in [
-        ("SELECT id, v FROM t ORDER BY v OFFSET 2", "OFFSET without LIMIT"),
+        (
+            "SELECT id, v FROM t ORDER BY v OFFSET 2",
+            "OFFSET without LIMIT",
+        ),
         ("SELECT id, v FROM t LIMIT 3", "LIMIT without ORDER BY"),
-        ("SELECT id FROM t ORDER BY v LIMIT 3", "ORDER BY t.v with LIMIT"),
-        ("SELECT s.id FROM (SELECT id FROM t ORDER BY v LIMIT 3) s", "does not support LIMIT"),
+        (
+            "SELECT id FROM t ORDER BY v LIMIT 3",
+            "ORDER BY t.v with LIMIT",
+        ),
+        (
+            "SELECT s.id FROM (SELECT id FROM t ORDER BY v LIMIT 3) s",
+            "does not support LIMIT",
+        ),
     ] {
-        let e = db.error(&format!("SELECT pgtrickle.create_stream_table('refused', '{query}', '1h', 'DIFFERENTIAL')"));
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('refused', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
         assert_eq!(e.code, "0A000", "{query}: {e:?}");
         assert!(e.message.contains(construct), "{query}: {}", e.message);
     }
@@ -148,20 +177,47 @@ fn a_window_after_an_offset_shifts_when_rows_before_it_come_and_go() {
          SELECT pgtrickle.create_stream_table('page', '{PAGE}', '1h', 'DIFFERENTIAL');"
     ));
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('page')");
-    assert!(plan.contains("Top-K: the rows 11 to 15 by score DESC, id."), "{plan}");
+    assert!(
+        plan.contains("Top-K: the rows 11 to 15 by score DESC, id."),
+        "{plan}"
+    );
     // Ranks 11-15 are ids 30-26. A change after the window moves nothing.
     db.exec("UPDATE t SET score = 5 WHERE id = 2");
-    assert_eq!(refresh(&mut db, "page", "a change after the window"), (0, 0));
+    assert_eq!(
+        refresh(&mut db, "page", "a change after the window"),
+        (0, 0)
+    );
     db.assert_shows_what_query_shows("page", PAGE);
     for (step, change) in [
-        ("a row inserted before the window", "INSERT INTO t VALUES (100, 1000)"),
-        ("a row before the window deleted", "DELETE FROM t WHERE id = 40"),
-        ("a row before the window lowered into it", "UPDATE t SET score = 275 WHERE id = 39"),
-        ("a row tying the window's first", "INSERT INTO t VALUES (101, 300)"),
-        ("rows of the window deleted", "DELETE FROM t WHERE id IN (27, 28)"),
-        ("a row after the window raised into it", "UPDATE t SET score = 265 WHERE id = 3"),
+        (
+            "a row inserted before the window",
+            "INSERT INTO t VALUES (100, 1000)",
+        ),
+        (
+            "a row before the window deleted",
+            "DELETE FROM t WHERE id = 40",
+        ),
+        (
+            "a row before the window lowered into it",
+            "UPDATE t SET score = 275 WHERE id = 39",
+        ),
+        (
+            "a row tying the window's first",
+            "INSERT INTO t VALUES (101, 300)",
+        ),
+        (
+            "rows of the window deleted",
+            "DELETE FROM t WHERE id IN (27, 28)",
+        ),
+        (
+            "a row after the window raised into it",
+            "UPDATE t SET score = 265 WHERE id = 3",
+        ),
         ("fewer rows than the offset", "DELETE FROM t WHERE id > 8"),
-        ("rows again", "INSERT INTO t SELECT i, i FROM generate_series(200, 230) i"),
+        (
+            "rows again",
+            "INSERT INTO t SELECT i, i FROM generate_series(200, 230) i",
+        ),
     ] {
         db.exec(change);
         refresh(&mut db, "page", step);

@@ -24,15 +24,25 @@ fn every_tpch_query_is_maintained_exactly() {
 
     let mut accepted = Vec::new();
     for query in &QUERIES {
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('{}', $q${}$q$, '1h', 'DIFFERENTIAL')", query.name, query.sql));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{}', $q${}$q$, '1h', 'DIFFERENTIAL')",
+            query.name, query.sql
+        ));
         let diff = db.multiset_diff(query.name, query.sql);
-        assert!(diff.is_empty(), "{} differs from its query after creation:\n{}", query.name, diff.join("\n"));
+        assert!(
+            diff.is_empty(),
+            "{} differs from its query after creation:\n{}",
+            query.name,
+            diff.join("\n")
+        );
         accepted.push(query);
     }
 
     // Each stream table's contents, to show the rounds change every one of them.
     let contents = |db: &mut TestDb, name: &str| -> String {
-        db.value(&format!("SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {name} x"))
+        db.value(&format!(
+            "SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {name} x"
+        ))
     };
     let initial: Vec<String> = accepted.iter().map(|q| contents(&mut db, q.name)).collect();
     let mut changed = vec![false; accepted.len()];
@@ -42,7 +52,10 @@ fn every_tpch_query_is_maintained_exactly() {
             db.exec(statement);
         }
         for (i, query) in accepted.iter().enumerate() {
-            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{}')", query.name));
+            db.exec(&format!(
+                "SELECT pgtrickle.refresh_stream_table('{}')",
+                query.name
+            ));
             let (action, reason) = db.last_refresh(query.name);
             assert!(
                 action == "DIFFERENTIAL" || action == "NO_DATA",
@@ -61,6 +74,14 @@ fn every_tpch_query_is_maintained_exactly() {
             changed[i] |= contents(&mut db, query.name) != initial[i];
         }
     }
-    let unchanged: Vec<&str> = accepted.iter().zip(&changed).filter(|(_, c)| !**c).map(|(q, _)| q.name).collect();
-    assert!(unchanged.is_empty(), "the rounds never changed {unchanged:?}: they prove nothing about them");
+    let unchanged: Vec<&str> = accepted
+        .iter()
+        .zip(&changed)
+        .filter(|(_, c)| !**c)
+        .map(|(q, _)| q.name)
+        .collect();
+    assert!(
+        unchanged.is_empty(),
+        "the rounds never changed {unchanged:?}: they prove nothing about them"
+    );
 }

@@ -21,9 +21,19 @@ fn scheduled(db: &mut TestDb, stream_table: &str) -> i64 {
 /// some slack for a busy machine.
 fn follows(db: &mut TestDb, stream_table: &str, query: &str, what: &str) {
     let start = Instant::now();
-    let caught_up = wait_until(Duration::from_secs(5), || db.multiset_diff(stream_table, query).is_empty());
-    assert!(caught_up, "{stream_table} did not follow {what}: {:?}", db.multiset_diff(stream_table, query));
-    assert!(start.elapsed() < Duration::from_secs(3), "{stream_table} took {:?} to follow {what}", start.elapsed());
+    let caught_up = wait_until(Duration::from_secs(5), || {
+        db.multiset_diff(stream_table, query).is_empty()
+    });
+    assert!(
+        caught_up,
+        "{stream_table} did not follow {what}: {:?}",
+        db.multiset_diff(stream_table, query)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{stream_table} took {:?} to follow {what}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -37,8 +47,14 @@ fn a_full_stream_table_over_unchanged_sources_is_not_rewritten_and_sees_every_wr
          CREATE TABLE part1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
          INSERT INTO part1 VALUES (1, 10), (2, 20);",
     );
-    for (name, query) in [("over_view", OVER_VIEW), ("over_partitions", OVER_PARTITIONS), ("downstream", DOWNSTREAM)] {
-        db.exec(&format!("SELECT pgtrickle.create_stream_table('{name}', '{query}', '1s', 'FULL')"));
+    for (name, query) in [
+        ("over_view", OVER_VIEW),
+        ("over_partitions", OVER_PARTITIONS),
+        ("downstream", DOWNSTREAM),
+    ] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', '{query}', '1s', 'FULL')"
+        ));
     }
     db.exec("SELECT pgtrickle.create_stream_table('clock', 'SELECT id, now() AS seen FROM src', '1s', 'FULL')");
     assert_eq!(
@@ -48,15 +64,32 @@ fn a_full_stream_table_over_unchanged_sources_is_not_rewritten_and_sees_every_wr
 
     // After one scheduled refresh each (the coordinator cannot know what happened before it looked),
     // the three over unchanged sources are left alone; the one calling now() is not.
-    assert!(wait_until(Duration::from_secs(10), || ["over_view", "over_partitions", "downstream"]
-        .iter()
-        .all(|st| scheduled(&mut db, st) >= 1)));
+    assert!(wait_until(Duration::from_secs(10), || [
+        "over_view",
+        "over_partitions",
+        "downstream"
+    ]
+    .iter()
+    .all(|st| scheduled(&mut db, st) >= 1)));
     std::thread::sleep(Duration::from_secs(2));
-    let before: Vec<i64> = ["over_view", "over_partitions", "downstream", "clock"].iter().map(|st| scheduled(&mut db, st)).collect();
+    let before: Vec<i64> = ["over_view", "over_partitions", "downstream", "clock"]
+        .iter()
+        .map(|st| scheduled(&mut db, st))
+        .collect();
     std::thread::sleep(Duration::from_secs(4));
-    let after: Vec<i64> = ["over_view", "over_partitions", "downstream", "clock"].iter().map(|st| scheduled(&mut db, st)).collect();
-    assert_eq!(&after[..3], &before[..3], "stream tables over unchanged sources were rewritten");
-    assert!(after[3] >= before[3] + 2, "a stream table calling now() must refresh every schedule: {before:?} -> {after:?}");
+    let after: Vec<i64> = ["over_view", "over_partitions", "downstream", "clock"]
+        .iter()
+        .map(|st| scheduled(&mut db, st))
+        .collect();
+    assert_eq!(
+        &after[..3],
+        &before[..3],
+        "stream tables over unchanged sources were rewritten"
+    );
+    assert!(
+        after[3] >= before[3] + 2,
+        "a stream table calling now() must refresh every schedule: {before:?} -> {after:?}"
+    );
     // Idle, it trails its sources by nothing, however long ago its last refresh started.
     let lag = |db: &mut TestDb, st: &str| {
         db.value::<f64>(&format!("SELECT current_lag_estimate_ms FROM pgtrickle.pg_stat_pgtrickle WHERE table_name = '{st}'"))
@@ -66,49 +99,116 @@ fn a_full_stream_table_over_unchanged_sources_is_not_rewritten_and_sees_every_wr
     // A write to the table under the view reaches it, and the stream table reading it.
     db.exec("INSERT INTO src VALUES (41, 1, 1000)");
     follows(&mut db, "over_view", OVER_VIEW, "an INSERT under its view");
-    follows(&mut db, "downstream", DOWNSTREAM, "its upstream stream table");
+    follows(
+        &mut db,
+        "downstream",
+        DOWNSTREAM,
+        "its upstream stream table",
+    );
     db.exec("UPDATE src SET grp = 9 WHERE id = 10");
-    follows(&mut db, "downstream", DOWNSTREAM, "an UPDATE two levels down");
+    follows(
+        &mut db,
+        "downstream",
+        DOWNSTREAM,
+        "an UPDATE two levels down",
+    );
 
     // Writes straight into a partition, and under the replica role (replication apply, restores).
     db.exec("INSERT INTO part1 VALUES (3, 30)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "an INSERT into a partition");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "an INSERT into a partition",
+    );
     db.exec("SET session_replication_role = replica; DELETE FROM part1 WHERE id = 1; RESET session_replication_role;");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "a DELETE under the replica role");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "a DELETE under the replica role",
+    );
     // Rows that come and go without DML: an attached partition, a dropped one, a detached one.
     db.exec("CREATE TABLE part2 (id int NOT NULL, v int); INSERT INTO part2 VALUES (150, 5);");
     db.exec("ALTER TABLE parted ATTACH PARTITION part2 FOR VALUES FROM (100) TO (200)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "an attached partition");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "an attached partition",
+    );
     db.exec("INSERT INTO part2 VALUES (160, 6)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "an INSERT into the attached partition");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "an INSERT into the attached partition",
+    );
     db.exec("DROP TABLE part2");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "a dropped partition");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "a dropped partition",
+    );
     db.exec("ALTER TABLE parted DETACH PARTITION part1");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "a detached partition");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "a detached partition",
+    );
     db.exec("INSERT INTO part1 VALUES (7, 70); ALTER TABLE parted ATTACH PARTITION part1 FOR VALUES FROM (0) TO (100);");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "a partition attached again");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "a partition attached again",
+    );
     db.exec("TRUNCATE part1");
     follows(&mut db, "over_partitions", OVER_PARTITIONS, "a TRUNCATE");
 
     // A disabled trigger signals nothing: refreshed every schedule until it is enabled again.
     db.exec("ALTER TABLE part1 DISABLE TRIGGER ALL");
     db.exec("INSERT INTO part1 VALUES (4, 40)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "an INSERT with the triggers disabled");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "an INSERT with the triggers disabled",
+    );
     db.exec("INSERT INTO part1 VALUES (5, 50)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "a second INSERT with the triggers disabled");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "a second INSERT with the triggers disabled",
+    );
     db.exec("ALTER TABLE part1 ENABLE TRIGGER ALL");
     db.exec("INSERT INTO part1 VALUES (6, 60)");
-    follows(&mut db, "over_partitions", OVER_PARTITIONS, "an INSERT with the triggers enabled again");
+    follows(
+        &mut db,
+        "over_partitions",
+        OVER_PARTITIONS,
+        "an INSERT with the triggers enabled again",
+    );
     std::thread::sleep(Duration::from_secs(2));
     let idle = scheduled(&mut db, "over_partitions");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(scheduled(&mut db, "over_partitions"), idle, "idle again once its triggers are enabled");
+    assert_eq!(
+        scheduled(&mut db, "over_partitions"),
+        idle,
+        "idle again once its triggers are enabled"
+    );
 
     // A committed change it has not applied yet is lag.
     db.exec("SELECT pgtrickle.alter_stream_table('over_view', status => 'SUSPENDED')");
     db.exec("INSERT INTO src VALUES (42, 2, 2000)");
     std::thread::sleep(Duration::from_millis(100));
-    assert!(lag(&mut db, "over_view") >= 100.0, "a pending change shows no lag");
+    assert!(
+        lag(&mut db, "over_view") >= 100.0,
+        "a pending change shows no lag"
+    );
 
     // Signal triggers go with the last stream table that needs them.
     db.exec("SELECT pgtrickle.drop_stream_table('over_partitions')");
@@ -130,11 +230,22 @@ fn what_cannot_signal_its_writes_is_refreshed_every_schedule() {
     db.exec("SELECT pgtrickle.create_stream_table('from_matview', 'SELECT id, v FROM snapshot', '1s', 'FULL')");
     db.exec("SELECT pgtrickle.create_stream_table('with_stable', 'SELECT id, v FROM src WHERE v > stable_limit()', '1s', 'FULL')");
     db.exec("SELECT pgtrickle.create_stream_table('from_catalog', 'SELECT count(*) AS n FROM pg_catalog.pg_class WHERE relname = ''src''', '1s', 'FULL')");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE skip_unchanged"), 0);
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle_signal%'"), 0);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE skip_unchanged"),
+        0
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtrickle_signal%'"),
+        0
+    );
     // A REFRESH MATERIALIZED VIEW fires no trigger, and the stream table still follows it.
     db.exec("INSERT INTO src VALUES (11, 11); REFRESH MATERIALIZED VIEW snapshot;");
-    follows(&mut db, "from_matview", "SELECT id, v FROM snapshot", "a REFRESH MATERIALIZED VIEW");
+    follows(
+        &mut db,
+        "from_matview",
+        "SELECT id, v FROM snapshot",
+        "a REFRESH MATERIALIZED VIEW",
+    );
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['from_matview', 'with_stable', 'from_catalog']) t");
 }
 
@@ -149,7 +260,9 @@ fn writes_applied_by_logical_replication_reach_a_full_stream_table() {
     publisher.exec("SELECT pg_create_logical_replication_slot('pgt_unchanged_lr', 'pgoutput')");
     let mut db = TestDb::new("unchanged_lr_sub");
     db.exec(TABLE);
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{QUERY}', '1s', 'FULL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{QUERY}', '1s', 'FULL')"
+    ));
     assert!(db.value::<bool>("SELECT skip_unchanged FROM pgtrickle.pgt_stream_tables"));
     db.exec(&format!(
         "CREATE SUBSCRIPTION pgt_sub CONNECTION '{}' PUBLICATION pgt_pub WITH (create_slot = false, slot_name = 'pgt_unchanged_lr')",
@@ -158,7 +271,11 @@ fn writes_applied_by_logical_replication_reach_a_full_stream_table() {
     let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
     let mut applied = |db: &mut TestDb, publisher: &mut TestDb, what: &str| {
         let want: i64 = publisher.value(checksum);
-        assert!(wait_until(Duration::from_secs(60), || db.value::<i64>(checksum) == want), "the subscription did not catch up");
+        assert!(
+            wait_until(Duration::from_secs(60), || db.value::<i64>(checksum)
+                == want),
+            "the subscription did not catch up"
+        );
         follows(db, "totals", QUERY, what);
     };
     // The initial copy, then each kind of write, applied by the subscription's worker (which fires

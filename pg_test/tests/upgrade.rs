@@ -51,9 +51,11 @@ ORDER BY 1
 "#;
 
 fn catalog(db: &mut TestDb) -> Vec<String> {
-    db.rows(CATALOG, &[]).iter().map(|r| r.get::<_, String>(0)).collect()
+    db.rows(CATALOG, &[])
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
 }
-
 
 fn write_some(db: &mut TestDb, tag: &str) {
     db.exec(&format!(
@@ -74,16 +76,25 @@ fn refresh_and_check(db: &mut TestDb) {
 fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog() {
     let mut db = TestDb::without_extension("upgrade_from_0_1_0");
     db.exec("CREATE EXTENSION pg_trickle VERSION '0.1.0'");
-    assert_eq!(db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"), "0.1.0");
+    assert_eq!(
+        db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"),
+        "0.1.0"
+    );
     assert!(!db.value::<bool>("SELECT to_regclass('pgtrickle.pgt_cost_model_summary') IS NOT NULL"));
     db.exec(
         "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
          INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;
          ANALYZE orders;",
     );
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('big', '{BIG}', '1h', 'AUTO')"));
-    db.exec(&format!("SELECT pgtrickle.create_stream_table('counts', '{COUNTS}', '1h', 'FULL')"));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('big', '{BIG}', '1h', 'AUTO')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('counts', '{COUNTS}', '1h', 'FULL')"
+    ));
 
     // The new library works with the 0.1.0 catalog until the update: it records no costs, and AUTO
     // decides by the ratio and says why.
@@ -92,14 +103,26 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     let (action, reason) = db.last_refresh("big");
     assert_eq!(action, "DIFFERENTIAL");
-    assert!(reason.contains("no cost summary until ALTER EXTENSION pg_trickle UPDATE"), "{reason}");
+    assert!(
+        reason.contains("no cost summary until ALTER EXTENSION pg_trickle UPDATE"),
+        "{reason}"
+    );
 
     // Capture as the 0.1.0 library installed it: no row function, no row trigger.
     let orders: i64 = db.value("SELECT 'orders'::regclass::oid::bigint");
-    db.exec(&format!("DROP FUNCTION pgtrickle_changes.capture_row_{orders}() CASCADE"));
+    db.exec(&format!(
+        "DROP FUNCTION pgtrickle_changes.capture_row_{orders}() CASCADE"
+    ));
     db.exec("ALTER EXTENSION pg_trickle UPDATE");
-    assert_eq!(db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"), "0.2.0");
-    assert_eq!(env!("CARGO_PKG_VERSION"), "0.2.0", "a new version needs its update script and this test's expectations");
+    assert_eq!(
+        db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"),
+        "0.2.0"
+    );
+    assert_eq!(
+        env!("CARGO_PKG_VERSION"),
+        "0.2.0",
+        "a new version needs its update script and this test's expectations"
+    );
     assert!(db.value::<bool>("SELECT to_regclass('pgtrickle.pgt_cost_model_summary') IS NOT NULL"));
     // Stream tables made by 0.1.0 are guarded like new ones; capture fires under replica role too.
     assert_eq!(db.error("DELETE FROM counts").code, "42809");
@@ -121,7 +144,10 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     );
     // Row triggers for replication were added to the source captured under 0.1.0, with a function
     // that is the database's, not the extension's (dumps contain it; re-arming may replace it).
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgtrickle_capture_row'"), 1);
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgtrickle_capture_row'"),
+        1
+    );
     assert_eq!(
         db.value::<i64>(
             "SELECT count(*) FROM pg_depend WHERE deptype = 'e'
@@ -192,5 +218,10 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
         only_updated.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
         only_fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
     );
-    assert!(updated.iter().any(|l| l.starts_with("config table pgtrickle.pgt_cost_model_summary")), "{updated:#?}");
+    assert!(
+        updated
+            .iter()
+            .any(|l| l.starts_with("config table pgtrickle.pgt_cost_model_summary")),
+        "{updated:#?}"
+    );
 }

@@ -7,7 +7,15 @@ use std::process::{Command, Output};
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(worker_binary());
     cmd.args(args);
-    for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGTRICKLE_DSN", "PGCONNECT_TIMEOUT"] {
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGTRICKLE_DSN",
+        "PGCONNECT_TIMEOUT",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
@@ -30,11 +38,27 @@ fn help_describes_the_connection_options() {
 #[test]
 fn an_unreachable_server_is_a_clear_error() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = run(&["--check", "--dsn", &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")], &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(
+        &[
+            "--check",
+            "--dsn",
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("cannot connect to PostgreSQL at host=127.0.0.1 port={port}")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to PostgreSQL at host=127.0.0.1 port={port}"
+        )),
+        "{err}"
+    );
     assert!(err.contains("hint:"), "{err}");
 }
 
@@ -44,7 +68,10 @@ fn a_database_without_the_extension_is_a_clear_error() {
     let out = run(&["--check", "--dsn", &db.conninfo()], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("the pg_trickle extension is not installed"), "{err}");
+    assert!(
+        err.contains("the pg_trickle extension is not installed"),
+        "{err}"
+    );
     assert!(err.contains("CREATE EXTENSION pg_trickle"), "{err}");
 }
 
@@ -54,8 +81,17 @@ fn pg_environment_variables_are_honoured() {
     let port = pg_trickle_e2e::cluster().port.to_string();
     let out = run(
         &["--check"],
-        &[("PGHOST", "127.0.0.1"), ("PGPORT", &port), ("PGUSER", "postgres"), ("PGDATABASE", &db.name)],
+        &[
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &port),
+            ("PGUSER", "postgres"),
+            ("PGDATABASE", &db.name),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains(&format!("pg_trickle {}", env!("CARGO_PKG_VERSION"))), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!("pg_trickle {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -28,7 +28,10 @@ fn database(name: &str) -> TestDb {
          SELECT pgtrickle.create_stream_table('maxima', $q${MAXIMA}$q$, '1s', 'DIFFERENTIAL');
          RESET ROLE;"
     ));
-    assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
+    assert!(
+        db.scheduler_pid().is_some(),
+        "no coordinator for the database"
+    );
     login_role(&mut db, &format!("{name}_w"));
     db
 }
@@ -57,9 +60,14 @@ fn round(db: &mut TestDb, dml: &str, executor: &str, w: &Worker) -> Vec<String> 
     let since = now(db);
     db.exec(dml);
     let done = wait_until(Duration::from_secs(30), || {
-        !reasons_since(db, "sums", &since, executor).is_empty() && !reasons_since(db, "maxima", &since, executor).is_empty()
+        !reasons_since(db, "sums", &since, executor).is_empty()
+            && !reasons_since(db, "maxima", &since, executor).is_empty()
     });
-    assert!(done, "no refresh of both by {executor} after: {dml}\nworker log:\n{}", w.log());
+    assert!(
+        done,
+        "no refresh of both by {executor} after: {dml}\nworker log:\n{}",
+        w.log()
+    );
     db.assert_matches_query("sums", SUMS);
     db.assert_matches_query("maxima", MAXIMA);
     reasons_since(db, "sums", &since, executor)
@@ -77,9 +85,14 @@ fn worker(db: &mut TestDb, name: &str, extra: &[&str]) -> (Worker, String) {
     let handed = wait_until(Duration::from_secs(30), || {
         db.exec("UPDATE sales SET qty = qty WHERE id = 200");
         std::thread::sleep(Duration::from_millis(500));
-        !reasons_since(db, "sums", &since, &by).is_empty() && !reasons_since(db, "maxima", &since, &by).is_empty()
+        !reasons_since(db, "sums", &since, &by).is_empty()
+            && !reasons_since(db, "maxima", &since, &by).is_empty()
     });
-    assert!(handed, "{by} was never handed both refreshes; log:\n{}", w.log());
+    assert!(
+        handed,
+        "{by} was never handed both refreshes; log:\n{}",
+        w.log()
+    );
     (w, by)
 }
 
@@ -97,14 +110,28 @@ fn a_worker_reduces_aggregate_batches_itself_and_the_server_applies_them_exactly
     ];
     for dml in rounds {
         let reasons = round(&mut db, dml, &by, &w);
-        assert!(reasons.iter().all(|r| r.contains("reduced to") && r.contains("by an external worker")), "{reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .all(|r| r.contains("reduced to") && r.contains("by an external worker")),
+            "{reasons:?}"
+        );
     }
     let log = w.log();
-    assert!(log.contains("offloaded=true") && log.contains("stream_table=public.sums"), "{log}");
+    assert!(
+        log.contains("offloaded=true") && log.contains("stream_table=public.sums"),
+        "{log}"
+    );
     // MIN/MAX stays on the server, and the worker says why.
-    assert!(log.contains("refreshing on the server") && log.contains("MIN/MAX"), "{log}");
+    assert!(
+        log.contains("refreshing on the server") && log.contains("MIN/MAX"),
+        "{log}"
+    );
     let maxima = reasons_since(&mut db, "maxima", "-infinity", &by);
-    assert!(!maxima.is_empty() && maxima.iter().all(|r| !r.contains("reduced to")), "{maxima:?}");
+    assert!(
+        !maxima.is_empty() && maxima.iter().all(|r| !r.contains("reduced to")),
+        "{maxima:?}"
+    );
     // The registry says what the worker evaluates itself.
     let operators: String = db.value(&format!(
         "SELECT capabilities->>'local_operators' FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{}'",
@@ -117,22 +144,56 @@ fn a_worker_reduces_aggregate_batches_itself_and_the_server_applies_them_exactly
 fn what_a_worker_cannot_compute_exactly_is_refreshed_on_the_server() {
     let mut db = database("woff_nan");
     let (w, by) = worker(&mut db, "woff_nan", &[]);
-    round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 1", &by, &w);
+    round(
+        &mut db,
+        "UPDATE sales SET qty = qty + 1 WHERE id = 1",
+        &by,
+        &w,
+    );
     // A NaN in the batch: no exact local decimal for it.
-    let reasons = round(&mut db, "UPDATE sales SET amount = 'NaN' WHERE id = 2", &by, &w);
-    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
-    assert!(w.log().contains("offload not possible for this batch"), "{}", w.log());
+    let reasons = round(
+        &mut db,
+        "UPDATE sales SET amount = 'NaN' WHERE id = 2",
+        &by,
+        &w,
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("reduced to")),
+        "{reasons:?}"
+    );
+    assert!(
+        w.log().contains("offload not possible for this batch"),
+        "{}",
+        w.log()
+    );
     // A stored NaN sum must be recomputed, which the server does only with its own snapshot.
-    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 6", &by, &w);
-    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
+    let reasons = round(
+        &mut db,
+        "UPDATE sales SET qty = qty + 1 WHERE id = 6",
+        &by,
+        &w,
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("reduced to")),
+        "{reasons:?}"
+    );
     // Once the NaN is gone, batches are reduced by the worker again.
     round(&mut db, "UPDATE sales SET amount = 1 WHERE id = 2", &by, &w);
-    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id = 10", &by, &w);
-    assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}");
+    let reasons = round(
+        &mut db,
+        "UPDATE sales SET qty = qty + 1 WHERE id = 10",
+        &by,
+        &w,
+    );
+    assert!(
+        reasons.iter().all(|r| r.contains("reduced to")),
+        "{reasons:?}"
+    );
 }
 
 /// What `worker_offload` answers for `st`'s job, asked directly as `role` (after `session_sql`):
-/// (copy_in, not_offloaded, and what `then` finds in the same transaction).
+/// (copy_in, not_offloaded, and what `then` finds in the same transaction). The coordinator
+/// refreshes `st` every second meanwhile; an answer "another session is refreshing it" is asked again.
 fn ask_offload<R>(
     db: &mut TestDb,
     role: &str,
@@ -141,20 +202,28 @@ fn ask_offload<R>(
     then: impl FnOnce(&mut postgres::Transaction<'_>) -> R,
 ) -> (Option<String>, Option<String>, R) {
     let mut session = db.connect();
-    let mut tx = session.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000c1', 'test', 1, NULL);
-         INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass;
-         SET LOCAL ROLE {role}; {session_sql}"
-    ))
-    .unwrap();
-    let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000c1')", &[]).unwrap();
-    let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
-    let row = tx
-        .query_one("SELECT copy_in, not_offloaded FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000c1', $1, $2)", &[&job_id, &attempt])
+    for attempt in 1.. {
+        let mut tx = session.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SELECT pgtrickle.worker_register('00000000-0000-4000-8000-0000000000c1', 'test', 1, NULL);
+             INSERT INTO pgtrickle.pgt_worker_jobs (pgt_id) SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass;
+             SET LOCAL ROLE {role}; {session_sql}"
+        ))
         .unwrap();
-    let found = then(&mut tx);
-    (row.get(0), row.get(1), found)
+        let job = tx.query_one("SELECT job_id, attempt FROM pgtrickle.worker_claim('00000000-0000-4000-8000-0000000000c1')", &[]).unwrap();
+        let (job_id, job_attempt): (i64, i32) = (job.get(0), job.get(1));
+        let row = tx
+            .query_one("SELECT copy_in, not_offloaded FROM pgtrickle.worker_offload('00000000-0000-4000-8000-0000000000c1', $1, $2)", &[&job_id, &job_attempt])
+            .unwrap();
+        let (copy_in, why): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        if why.as_deref() == Some("another session is refreshing it") && attempt < 100 {
+            tx.rollback().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        return (copy_in, why, then(&mut tx));
+    }
+    unreachable!()
 }
 
 #[test]
@@ -168,14 +237,28 @@ fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
          ALTER ROLE woff_path_w SET search_path = evil, pg_catalog",
     );
     let (w, by) = worker(&mut db, "woff_path", &[]);
-    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0", &by, &w);
-    assert!(reasons.iter().all(|r| r.contains("reduced to")), "{reasons:?}\n{}", w.log());
+    let reasons = round(
+        &mut db,
+        "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0",
+        &by,
+        &w,
+    );
+    assert!(
+        reasons.iter().all(|r| r.contains("reduced to")),
+        "{reasons:?}\n{}",
+        w.log()
+    );
     drop(w);
 
     // Any client holding pgtrickle_worker may call worker_offload with that search_path: the
     // staged table it creates (as the extension's owner) still has pg_catalog's types.
-    let (copy_in, _, foreign) = ask_offload(&mut db, "woff_path_w", "sums", "SET LOCAL search_path = evil, pg_catalog", |tx| {
-        tx.query_one(
+    let (copy_in, _, foreign) = ask_offload(
+        &mut db,
+        "woff_path_w",
+        "sums",
+        "SET LOCAL search_path = evil, pg_catalog",
+        |tx| {
+            tx.query_one(
             "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid IN (SELECT c.oid FROM pg_catalog.pg_class c
                                     WHERE c.relname::pg_catalog.text OPERATOR(pg_catalog.~~) 'pgt_offload_%'::pg_catalog.text
@@ -185,9 +268,13 @@ fn a_worker_s_search_path_does_not_reach_what_the_server_creates_for_it() {
         )
         .unwrap()
         .get::<_, i64>(0)
-    });
+        },
+    );
     assert!(copy_in.is_some(), "not offloaded");
-    assert_eq!(foreign, 0, "the staged table has a column of a type outside pg_catalog ({copy_in:?})");
+    assert_eq!(
+        foreign, 0,
+        "the staged table has a column of a type outside pg_catalog ({copy_in:?})"
+    );
 }
 
 #[test]
@@ -198,8 +285,8 @@ fn sources_a_worker_must_not_reduce_stay_on_the_server_and_say_why() {
         let (copy_in, why, ()) = ask_offload(db, "woff_refuse_w", st, "", |_| ());
         (copy_in, why)
     };
-    let (offloadable, _) = ask(&mut db, "sums");
-    assert!(offloadable.is_some(), "sums is not offloaded");
+    let (offloadable, why) = ask(&mut db, "sums");
+    assert!(offloadable.is_some(), "sums is not offloaded: {why:?}");
     let (_, why) = ask(&mut db, "maxima");
     assert_eq!(why.as_deref(), Some("not evaluated by workers: MIN/MAX"));
     // Row-level security on the source: the owner's query may not see every change row.
@@ -247,8 +334,16 @@ fn a_partitioned_source_is_offloaded_exactly() {
 fn with_offload_off_the_server_refreshes_everything() {
     let mut db = database("woff_off");
     let (w, by) = worker(&mut db, "woff_off", &["--offload", "off"]);
-    let reasons = round(&mut db, "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0", &by, &w);
-    assert!(reasons.iter().all(|r| !r.contains("reduced to")), "{reasons:?}");
+    let reasons = round(
+        &mut db,
+        "UPDATE sales SET qty = qty + 1 WHERE id % 3 = 0",
+        &by,
+        &w,
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("reduced to")),
+        "{reasons:?}"
+    );
     assert!(!w.log().contains("offloaded=true"), "{}", w.log());
     let operators: String = db.value(&format!(
         "SELECT capabilities->>'local_operators' FROM pgtrickle.pgt_worker_registry WHERE worker_id = '{}'",

@@ -25,7 +25,11 @@ fn wait_until_workers_refresh_all(db: &mut TestDb, since: &str, logs: &dyn Fn() 
         std::thread::sleep(Duration::from_millis(500));
         refreshed_by_workers_since(db, since) == STREAM_TABLES.len() as i64
     });
-    assert!(all, "not every stream table was refreshed by a worker since {since}\nworker logs:\n{}", logs());
+    assert!(
+        all,
+        "not every stream table was refreshed by a worker since {since}\nworker logs:\n{}",
+        logs()
+    );
 }
 
 #[test]
@@ -36,28 +40,53 @@ fn workers_carry_on_after_a_restart_and_never_refresh_one_stream_table_at_once()
     for st in STREAM_TABLES {
         db.exec(&format!("SELECT pgtrickle.create_stream_table('{st}', 'SELECT id, v FROM t WHERE id % 4 <> {}', '1s', 'DIFFERENTIAL')", st.len()));
     }
-    assert!(db.scheduler_pid().is_some(), "no coordinator for the database");
+    assert!(
+        db.scheduler_pid().is_some(),
+        "no coordinator for the database"
+    );
     login_role(&mut db, "wrestart_w");
-    let workers = [Worker::start(&db, "wrestart_w", &[]), Worker::start(&db, "wrestart_w", &[])];
-    let logs = || workers.iter().map(|w| w.log()).collect::<Vec<_>>().join("\n---\n");
+    let workers = [
+        Worker::start(&db, "wrestart_w", &[]),
+        Worker::start(&db, "wrestart_w", &[]),
+    ];
+    let logs = || {
+        workers
+            .iter()
+            .map(|w| w.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     let since: String = db.value("SELECT (clock_timestamp() - interval '1 min')::text");
     wait_until_workers_refresh_all(&mut db, &since, &logs);
 
     cluster().restart_immediate();
     let mut db = TestDb::existing("wrestart");
-    assert!(db.scheduler_pid().is_some(), "no coordinator after the restart");
+    assert!(
+        db.scheduler_pid().is_some(),
+        "no coordinator after the restart"
+    );
     let since: String = db.value("SELECT clock_timestamp()::text");
     wait_until_workers_refresh_all(&mut db, &since, &logs);
     for w in &workers {
-        assert!(w.log().contains("connection to the server lost; retrying"), "{}", w.log());
+        assert!(
+            w.log().contains("connection to the server lost; retrying"),
+            "{}",
+            w.log()
+        );
     }
     for st in STREAM_TABLES {
         let query: String = db.value(&format!(
             "SELECT defining_query FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = '{st}'::regclass"
         ));
         // The last change of the loop is applied within a schedule or two.
-        let caught_up = wait_until(Duration::from_secs(20), || db.multiset_diff(st, &query).is_empty());
-        assert!(caught_up, "{st} differs from its query: {:?}", db.multiset_diff(st, &query));
+        let caught_up = wait_until(Duration::from_secs(20), || {
+            db.multiset_diff(st, &query).is_empty()
+        });
+        assert!(
+            caught_up,
+            "{st} differs from its query: {:?}",
+            db.multiset_diff(st, &query)
+        );
     }
     // No two refreshes of one stream table overlapped, whoever ran them.
     let overlaps: i64 = db.value(

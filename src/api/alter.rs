@@ -19,7 +19,9 @@ fn alter_stream_table(
 ) {
     let caller = privilege::caller();
     required(name, "name")
-        .and_then(|name| privilege::as_extension_owner(|| alter(caller, name, schedule, refresh_mode, status)))
+        .and_then(|name| {
+            privilege::as_extension_owner(|| alter(caller, name, schedule, refresh_mode, status))
+        })
         .or_raise()
 }
 
@@ -66,7 +68,8 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let analysis = analysis::analyze(&st.defining_query)?;
     let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
-    let becomes_differential = choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
+    let becomes_differential =
+        choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {
         let storage = names::qualified_name_of(st.relid)?;
         if !stream_tables::has_row_identity(st.relid)? {
@@ -74,10 +77,18 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
             super::create::add_row_identity_index(&storage)?;
         }
     }
-    let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    let tree = choice
+        .tree
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| PgtError::internal(e.to_string()))?;
     if becomes_differential {
         spi::exec(
-            &crate::catalog::reinit::mark_sql("pgt_id = $1", "'switched to DIFFERENTIAL: a FULL refresh fills the hidden columns'")?,
+            &crate::catalog::reinit::mark_sql(
+                "pgt_id = $1",
+                "'switched to DIFFERENTIAL: a FULL refresh fills the hidden columns'",
+            )?,
             &[st.pgt_id.into()],
         )?;
     }

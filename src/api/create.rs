@@ -30,28 +30,49 @@ fn create_stream_table(
     };
     let caller = privilege::caller();
     args()
-        .and_then(|(name, query, schedule, mode)| privilege::as_extension_owner(|| create(caller, name, query, schedule, mode)))
+        .and_then(|(name, query, schedule, mode)| {
+            privilege::as_extension_owner(|| create(caller, name, query, schedule, mode))
+        })
         .or_raise()
 }
 
-fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &str) -> PgtResult<()> {
+fn create(
+    caller: Oid,
+    name: &str,
+    query: &str,
+    schedule: &str,
+    refresh_mode: &str,
+) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let schedule_ms = parse_schedule(schedule)?;
     let requested = RefreshMode::parse(refresh_mode)?;
     let target = names::parse_for_create(name)?;
     if names::resolve_existing(&target.quoted())?.is_some() {
-        return Err(PgtError::new(SqlState::DuplicateTable, format!("relation {target} already exists"))
-            .hint("Choose another name, or drop the existing relation first."));
+        return Err(PgtError::new(
+            SqlState::DuplicateTable,
+            format!("relation {target} already exists"),
+        )
+        .hint("Choose another name, or drop the existing relation first."));
     }
     let analysis = analysis::analyze(query)?;
-    privilege::require_select(caller, &analysis.sources.iter().map(|s| s.relid).collect::<Vec<_>>())?;
+    privilege::require_select(
+        caller,
+        &analysis.sources.iter().map(|s| s.relid).collect::<Vec<_>>(),
+    )?;
     // For DIFFERENTIAL this also installs change capture on the sources.
     let choice = choose_mode(&analysis, requested, Some(caller))?;
     let differential = choice.effective == RefreshMode::Differential;
     // The caller's table, in the caller's schema, with the caller's rights.
-    let relid = privilege::as_role(caller, 0, || create_storage(&target, &analysis, differential))?;
+    let relid = privilege::as_role(caller, 0, || {
+        create_storage(&target, &analysis, differential)
+    })?;
 
-    let op_tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    let op_tree = choice
+        .tree
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| PgtError::internal(e.to_string()))?;
     let pgt_id = stream_tables::insert(NewStreamTable {
         relid,
         op_tree,
@@ -82,7 +103,8 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
         privilege::as_owner(caller, || spi::exec(&format!("ANALYZE {target}"), &[]))?;
     }
     // SAFETY: reads the transaction's isolation level.
-    let transaction_snapshot = unsafe { pgrx::pg_sys::XactIsoLevel } >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32;
+    let transaction_snapshot =
+        unsafe { pgrx::pg_sys::XactIsoLevel } >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32;
     if differential && transaction_snapshot {
         // The initial population read this transaction's snapshot, taken before capture was
         // installed (and before this stream table joined the consumers whose change rows the
@@ -101,19 +123,32 @@ fn create(caller: Oid, name: &str, query: &str, schedule: &str, refresh_mode: &s
 
 /// Creates the table that holds the stream table's rows, with the query's column names and types,
 /// plus the hidden row identity for DIFFERENTIAL refreshes.
-fn create_storage(target: &QualifiedName, analysis: &QueryAnalysis, differential: bool) -> PgtResult<Oid> {
-    let mut columns: Vec<String> =
-        analysis.columns.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.type_sql)).collect();
+fn create_storage(
+    target: &QualifiedName,
+    analysis: &QueryAnalysis,
+    differential: bool,
+) -> PgtResult<Oid> {
+    let mut columns: Vec<String> = analysis
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.type_sql))
+        .collect();
     if differential {
         columns.push(format!("{ROW_ID_COLUMN} bigint NOT NULL"));
         columns.push(format!("{DUP_COLUMN} integer NOT NULL"));
     }
-    spi::exec(&format!("CREATE TABLE {target} ({})", columns.join(", ")), &[])?;
+    spi::exec(
+        &format!("CREATE TABLE {target} ({})", columns.join(", ")),
+        &[],
+    )?;
     if differential {
         add_row_identity_index(target)?;
     }
-    names::resolve_existing(&target.quoted())?
-        .ok_or_else(|| PgtError::internal(format!("storage table {target} not found after CREATE TABLE")))
+    names::resolve_existing(&target.quoted())?.ok_or_else(|| {
+        PgtError::internal(format!(
+            "storage table {target} not found after CREATE TABLE"
+        ))
+    })
 }
 
 pub(super) fn add_row_identity_index(target: &QualifiedName) -> PgtResult<()> {

@@ -2,10 +2,10 @@ use crate::catalog::{names, stream_tables};
 use crate::cdc;
 use crate::dvm::apply::stream_plan;
 use crate::dvm::diff::{stream_delta, AggregateState, DiffContext};
-use crate::refresh;
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
 use crate::error::{required, OrRaise, PgtResult};
+use crate::refresh;
 use pgrx::prelude::*;
 
 /// Explains how a stream table is refreshed: the mode and why, the operator tree, and the SQL a
@@ -13,13 +13,18 @@ use pgrx::prelude::*;
 #[pg_extern(schema = "pgtrickle")]
 fn explain_stream_table(name: Option<&str>) -> String {
     let caller = crate::catalog::privilege::caller();
-    required(name, "name").and_then(|name| crate::catalog::privilege::as_extension_owner(|| explain(caller, name))).or_raise()
+    required(name, "name")
+        .and_then(|name| crate::catalog::privilege::as_extension_owner(|| explain(caller, name)))
+        .or_raise()
 }
 
 fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
     let st = stream_tables::find(name)?;
     // The query and its reasons are for those who may read the stream table.
-    let readable = crate::spi::one::<bool>("SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')", &[caller.into(), st.relid.into()])?;
+    let readable = crate::spi::one::<bool>(
+        "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
+        &[caller.into(), st.relid.into()],
+    )?;
     if readable != Some(true) {
         crate::catalog::privilege::require_owner(caller, st.relid, name)?;
     }
@@ -30,7 +35,11 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
         st.refresh_mode,
         st.mode_reason.as_deref().unwrap_or("-"),
         st.status,
-        if st.needs_reinit { " (next refresh is FULL: reinitialising)" } else { "" },
+        if st.needs_reinit {
+            " (next refresh is FULL: reinitialising)"
+        } else {
+            ""
+        },
     );
     out.push_str(&format!("\nDefining query:\n{}\n", st.defining_query));
     match st.tree()? {
@@ -41,7 +50,8 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
             }
             if let Some(state) = AggregateState::of(&tree) {
-                let hidden: Vec<String> = state.hidden_columns().into_iter().map(|(n, _)| n).collect();
+                let hidden: Vec<String> =
+                    state.hidden_columns().into_iter().map(|(n, _)| n).collect();
                 out.push_str(&format!(
                     "\nAggregates: maintained from stored state (hidden columns {}); a batch reads only the touched groups' rows\n",
                     hidden.join(", ")
@@ -59,8 +69,10 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
             }
         }
         None => {
-            let payload = refresh::storage::payload(&st, &storage, None, false)?
-                .ok_or_else(|| crate::error::PgtError::internal("no payload for a FULL stream table"))?;
+            let payload =
+                refresh::storage::payload(&st, &storage, None, false)?.ok_or_else(|| {
+                    crate::error::PgtError::internal("no payload for a FULL stream table")
+                })?;
             let plan = full_refresh_plan(&storage, &payload, &st.defining_query, false);
             out.push_str(&format!("\nFull refresh:\n{}\n", plan.describe()));
         }

@@ -21,7 +21,13 @@ const HAS_INDEX: &str = "SELECT EXISTS (
 pub fn section(tree: &OpTree) -> PgtResult<String> {
     let mut missing: Vec<Probe> = Vec::new();
     for probe in probes(tree) {
-        let indexed = spi::one::<bool>(HAS_INDEX, &[Oid::from(probe.table.relid).into(), probe.column.as_str().into()])?;
+        let indexed = spi::one::<bool>(
+            HAS_INDEX,
+            &[
+                Oid::from(probe.table.relid).into(),
+                probe.column.as_str().into(),
+            ],
+        )?;
         if indexed != Some(true) {
             missing.push(probe);
         }
@@ -29,5 +35,8 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
     if missing.is_empty() {
         return Ok(String::new());
     }
-    Ok(format!("\nJoin keys without an index (a refresh reads the whole table for them):\n{}", advice(&missing)))
+    Ok(format!(
+        "\nJoin keys without an index (a refresh reads the whole table for them):\n{}",
+        advice(&missing)
+    ))
 }

@@ -7,7 +7,8 @@ use pgrx::prelude::*;
 /// Called after ALTER TABLE on a source: keeps change capture in step with its columns.
 #[pg_extern(schema = "pgtrickle", name = "_source_altered")]
 fn source_altered(source: Oid) {
-    crate::catalog::depend::outside_extension_script(|| crate::cdc::source_altered(source)).or_raise()
+    crate::catalog::depend::outside_extension_script(|| crate::cdc::source_altered(source))
+        .or_raise()
 }
 
 /// Asked by the write guard on stream tables: is this write pg_trickle's own (a refresh)?
@@ -35,7 +36,9 @@ fn query_sources_changed(command_tag: &str, relid: Option<Oid>) {
 fn create_query_view(pgt_id: i64) {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let create = || -> crate::error::PgtResult<()> {
-        let Some(st) = crate::catalog::stream_tables::load(pgt_id)? else { return Ok(()) };
+        let Some(st) = crate::catalog::stream_tables::load(pgt_id)? else {
+            return Ok(());
+        };
         crate::catalog::query_view::create(pgt_id, st.relid, &st.defining_query)
     };
     crate::catalog::depend::outside_extension_script(create).or_raise()

@@ -90,7 +90,17 @@ fn pool_decisions() -> TableIterator<
     ),
 > {
     TableIterator::new(pool::decisions(database()).into_iter().map(|d| {
-        (at(&d), d.target as i32, d.changed, describe(&d), cpu_percent(&d), d.queue_depth as i32, d.busy as i32, d.workers as i32, d.lag_ratio)
+        (
+            at(&d),
+            d.target as i32,
+            d.changed,
+            describe(&d),
+            cpu_percent(&d),
+            d.queue_depth as i32,
+            d.busy as i32,
+            d.workers as i32,
+            d.lag_ratio,
+        )
     }))
 }
 
@@ -101,6 +111,11 @@ fn describe(d: &DecisionRecord) -> String {
         Reason::Steady | Reason::Fixed | Reason::Bounds => reason.as_str().to_string(),
         _ if d.agreeing == 0 => format!("{}: holding at min_workers", reason.as_str()),
         _ if d.changed => format!("{} ({} agreeing ticks)", reason.as_str(), d.agreeing),
-        _ => format!("{} ({}/{} agreeing ticks)", reason.as_str(), d.agreeing, crate::bgworker::adaptive::AGREEING),
+        _ => format!(
+            "{} ({}/{} agreeing ticks)",
+            reason.as_str(),
+            d.agreeing,
+            crate::bgworker::adaptive::AGREEING
+        ),
     }
 }

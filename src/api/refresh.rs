@@ -10,7 +10,9 @@ fn refresh_stream_table(name: Option<&str>) {
     // Asked before any SPI statement: a read-write one assigns an xid, which would make every manual
     // refresh look like one inside a writing transaction and scan every change buffer for its own rows.
     let wrote_before = refresh::has_xid();
-    required(name, "name").and_then(|name| privilege::as_extension_owner(|| run(caller, name, wrote_before))).or_raise()
+    required(name, "name")
+        .and_then(|name| privilege::as_extension_owner(|| run(caller, name, wrote_before)))
+        .or_raise()
 }
 
 fn run(caller: pgrx::pg_sys::Oid, name: &str, wrote_before: bool) -> PgtResult<()> {
@@ -18,9 +20,14 @@ fn run(caller: pgrx::pg_sys::Oid, name: &str, wrote_before: bool) -> PgtResult<(
     privilege::require_owner(caller, relid, name)?;
     match refresh::run(pgt_id, Initiator::Manual, wrote_before)? {
         Outcome::Broken => {
-            let why = stream_tables::load(pgt_id)?.and_then(|st| st.last_error).unwrap_or_default();
-            Err(PgtError::new(SqlState::ObjectNotInPrerequisiteState, format!("stream table \"{name}\" cannot be refreshed: {why}"))
-                .hint("Drop the stream table and create it again for its sources as they are now."))
+            let why = stream_tables::load(pgt_id)?
+                .and_then(|st| st.last_error)
+                .unwrap_or_default();
+            Err(PgtError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                format!("stream table \"{name}\" cannot be refreshed: {why}"),
+            )
+            .hint("Drop the stream table and create it again for its sources as they are now."))
         }
         _ => Ok(()),
     }

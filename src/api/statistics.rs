@@ -30,6 +30,10 @@ fn reset_all() {
 #[pg_extern(schema = "pgtrickle", name = "pg_stat_pgtrickle_reset")]
 fn reset_one(name: Option<&str>) {
     required(name, "name")
-        .and_then(|name| privilege::as_extension_owner(|| cost_summary::reset_statistics(Some(stream_tables::find_id(name)?))))
+        .and_then(|name| {
+            privilege::as_extension_owner(|| {
+                cost_summary::reset_statistics(Some(stream_tables::find_id(name)?))
+            })
+        })
         .or_raise()
 }

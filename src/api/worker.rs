@@ -58,7 +58,15 @@ fn worker_refresh(
     worker_id: Option<Uuid>,
     job_id: Option<i64>,
     attempt: Option<i32>,
-) -> TableIterator<'static, (name!(outcome, String), name!(action, Option<String>), name!(rows_inserted, i64), name!(rows_deleted, i64))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(outcome, String),
+        name!(action, Option<String>),
+        name!(rows_inserted, i64),
+        name!(rows_deleted, i64),
+    ),
+> {
     // Before any statement: see refresh::has_xid.
     let wrote_before = refresh::has_xid();
     let row = lease(worker_id, job_id, attempt)
@@ -82,19 +90,36 @@ fn lease(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32>) -> 
     })
 }
 
-fn refresh_job(lease: &Lease, wrote_before: bool, batch: Batch<'_>) -> PgtResult<(String, Option<String>, i64, i64)> {
+fn refresh_job(
+    lease: &Lease,
+    wrote_before: bool,
+    batch: Batch<'_>,
+) -> PgtResult<(String, Option<String>, i64, i64)> {
     let pgt_id = job_stream_table(lease)?;
     let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
-    let (outcome, row) = match refresh::run_batch(pgt_id, Initiator::Scheduler, wrote_before, batch)? {
-        Outcome::Refreshed { action, rows_inserted, rows_deleted } => {
-            (JobOutcome::Refreshed, (Some(action.as_str().to_string()), rows_inserted, rows_deleted))
-        }
-        Outcome::Busy => (JobOutcome::Busy, (None, 0, 0)),
-        Outcome::Gone => (JobOutcome::Gone, (None, 0, 0)),
-        Outcome::Broken => (JobOutcome::Broken, (None, 0, 0)),
-    };
+    let (outcome, row) =
+        match refresh::run_batch(pgt_id, Initiator::Scheduler, wrote_before, batch)? {
+            Outcome::Refreshed {
+                action,
+                rows_inserted,
+                rows_deleted,
+            } => (
+                JobOutcome::Refreshed,
+                (
+                    Some(action.as_str().to_string()),
+                    rows_inserted,
+                    rows_deleted,
+                ),
+            ),
+            Outcome::Busy => (JobOutcome::Busy, (None, 0, 0)),
+            Outcome::Gone => (JobOutcome::Gone, (None, 0, 0)),
+            Outcome::Broken => (JobOutcome::Broken, (None, 0, 0)),
+        };
     if finish(lease, outcome)?.is_none() {
-        return Err(not_current(lease, "it was reclaimed while this refresh ran; the refresh is rolled back"));
+        return Err(not_current(
+            lease,
+            "it was reclaimed while this refresh ran; the refresh is rolled back",
+        ));
     }
     Ok((outcome.as_str().to_string(), row.0, row.1, row.2))
 }
@@ -104,7 +129,11 @@ fn job_stream_table(lease: &Lease) -> PgtResult<i64> {
     spi::one::<i64>(
         "SELECT pgt_id FROM pgtrickle.pgt_worker_jobs
           WHERE job_id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'",
-        &[lease.job_id.into(), lease.attempt.into(), lease.worker_id.into()],
+        &[
+            lease.job_id.into(),
+            lease.attempt.into(),
+            lease.worker_id.into(),
+        ],
     )?
     .ok_or_else(|| not_current(lease, "it was reclaimed or has finished"))
 }
@@ -140,26 +169,43 @@ fn worker_offload(
     attempt: Option<i32>,
 ) -> TableIterator<
     'static,
-    (name!(plan, Option<String>), name!(copy_out, Option<String>), name!(copy_in, Option<String>), name!(not_offloaded, Option<String>)),
+    (
+        name!(plan, Option<String>),
+        name!(copy_out, Option<String>),
+        name!(copy_in, Option<String>),
+        name!(not_offloaded, Option<String>),
+    ),
 > {
-    let row = lease(worker_id, job_id, attempt).and_then(|lease| elevated(|| offload_job(&lease))).or_raise();
+    let row = lease(worker_id, job_id, attempt)
+        .and_then(|lease| elevated(|| offload_job(&lease)))
+        .or_raise();
     TableIterator::once(row)
 }
 
 #[allow(clippy::type_complexity)]
-fn offload_job(lease: &Lease) -> PgtResult<(Option<String>, Option<String>, Option<String>, Option<String>)> {
+fn offload_job(
+    lease: &Lease,
+) -> PgtResult<(
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+)> {
     PENDING.with(|p| p.borrow_mut().take());
     let pgt_id = job_stream_table(lease)?;
     let not = |why: &str| Ok((None, None, None, Some(why.to_string())));
     if !refresh::claim(pgt_id, Initiator::Scheduler)? {
         return not("another session is refreshing it");
     }
-    let Some(st) = crate::catalog::stream_tables::load_for_update(pgt_id)? else { return not("it was dropped") };
+    let Some(st) = crate::catalog::stream_tables::load_for_update(pgt_id)? else {
+        return not("it was dropped");
+    };
     let handout = match refresh::offload::prepare(&st)? {
         Ok(handout) => handout,
         Err(why) => return not(&why),
     };
-    let plan = serde_json::to_string(&handout.plan).map_err(|e| PgtError::internal(format!("local plan: {e}")))?;
+    let plan = serde_json::to_string(&handout.plan)
+        .map_err(|e| PgtError::internal(format!("local plan: {e}")))?;
     PENDING.with(|p| {
         *p.borrow_mut() = Some(Pending {
             lease: (lease.worker_id, lease.job_id, lease.attempt),
@@ -168,7 +214,12 @@ fn offload_job(lease: &Lease) -> PgtResult<(Option<String>, Option<String>, Opti
             staged: handout.staged,
         })
     });
-    Ok((Some(plan), Some(handout.copy_out), Some(handout.copy_in), None))
+    Ok((
+        Some(plan),
+        Some(handout.copy_out),
+        Some(handout.copy_in),
+        None,
+    ))
 }
 
 /// Real offload, step two: refreshes the job's stream table from the reduced delta the worker
@@ -181,21 +232,38 @@ fn worker_offload_apply(
     job_id: Option<i64>,
     attempt: Option<i32>,
     changes: Option<i64>,
-) -> TableIterator<'static, (name!(outcome, String), name!(action, Option<String>), name!(rows_inserted, i64), name!(rows_deleted, i64))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(outcome, String),
+        name!(action, Option<String>),
+        name!(rows_inserted, i64),
+        name!(rows_deleted, i64),
+    ),
+> {
     let row = lease(worker_id, job_id, attempt)
         .and_then(|lease| {
             let changes = required(changes, "changes")?;
             let pending = PENDING.with(|p| p.borrow_mut().take()).filter(|p| {
-                p.lease == (lease.worker_id, lease.job_id, lease.attempt) && p.xid != 0 && p.xid == top_xid()
+                p.lease == (lease.worker_id, lease.job_id, lease.attempt)
+                    && p.xid != 0
+                    && p.xid == top_xid()
             });
             let Some(pending) = pending else {
                 return Err(PgtError::new(
                     SqlState::ObjectNotInPrerequisiteState,
-                    format!("job {} attempt {} has no offloaded batch in this transaction", lease.job_id, lease.attempt),
+                    format!(
+                        "job {} attempt {} has no offloaded batch in this transaction",
+                        lease.job_id, lease.attempt
+                    ),
                 )
                 .hint("Call pgtrickle.worker_offload first, in the same transaction."));
             };
-            let staged = Staged { snapshot: pending.snapshot, relation: pending.staged, changes };
+            let staged = Staged {
+                snapshot: pending.snapshot,
+                relation: pending.staged,
+                changes,
+            };
             elevated(|| refresh_job(&lease, false, Batch::Staged(&staged)))
         })
         .or_raise();
@@ -206,7 +274,11 @@ fn worker_offload_apply(
 /// Under READ COMMITTED a concurrent heartbeat of the row is waited for and re-checked; a reclaim
 /// (attempt + 1, state 'reclaimed') makes this match nothing.
 fn finish(lease: &Lease, outcome: JobOutcome) -> PgtResult<Option<(i64, f64)>> {
-    let state = if outcome == JobOutcome::Failed { "failed" } else { "done" };
+    let state = if outcome == JobOutcome::Failed {
+        "failed"
+    } else {
+        "done"
+    };
     let row = spi::rows(
         "UPDATE pgtrickle.pgt_worker_jobs
             SET state = $4, outcome = $5, finished_at = pg_catalog.clock_timestamp()
@@ -231,14 +303,25 @@ fn not_current(lease: &Lease, why: &str) -> PgtError {
 /// scheduled refresh (backoff, ERROR after pg_trickle.max_consecutive_errors). False when the attempt
 /// is no longer current (nothing recorded: the job was reclaimed).
 #[pg_extern(schema = "pgtrickle")]
-fn worker_fail(worker_id: Option<Uuid>, job_id: Option<i64>, attempt: Option<i32>, message: Option<&str>) -> bool {
+fn worker_fail(
+    worker_id: Option<Uuid>,
+    job_id: Option<i64>,
+    attempt: Option<i32>,
+    message: Option<&str>,
+) -> bool {
     let message = message.unwrap_or("failed");
     lease(worker_id, job_id, attempt)
         .and_then(|lease| {
             elevated(|| {
-                let Some((pgt_id, ran_s)) = finish(&lease, JobOutcome::Failed)? else { return Ok(false) };
+                let Some((pgt_id, ran_s)) = finish(&lease, JobOutcome::Failed)? else {
+                    return Ok(false);
+                };
                 let _executor = history::executing_as(Executor::ExternalWorker(lease.worker_id));
-                refresh::record_failure(pgt_id, std::time::Duration::from_secs_f64(ran_s.max(0.0)), message)?;
+                refresh::record_failure(
+                    pgt_id,
+                    std::time::Duration::from_secs_f64(ran_s.max(0.0)),
+                    message,
+                )?;
                 Ok(true)
             })
         })

@@ -73,10 +73,18 @@ impl Reason {
     }
 
     pub fn from_code(code: u8) -> Reason {
-        [Reason::Steady, Reason::Fixed, Reason::Bounds, Reason::CpuBusy, Reason::Lagging, Reason::QueueDeep, Reason::Idle]
-            .into_iter()
-            .find(|r| r.code() == code)
-            .unwrap_or(Reason::Steady)
+        [
+            Reason::Steady,
+            Reason::Fixed,
+            Reason::Bounds,
+            Reason::CpuBusy,
+            Reason::Lagging,
+            Reason::QueueDeep,
+            Reason::Idle,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+        .unwrap_or(Reason::Steady)
     }
 }
 
@@ -103,7 +111,10 @@ pub struct Sizer {
 impl Sizer {
     /// A new pool starts at its minimum (or at max when not adaptive, which the first decision sets).
     pub fn new(bounds: Bounds) -> Sizer {
-        Sizer { target: bounds.min.min(bounds.max), pending: None }
+        Sizer {
+            target: bounds.min.min(bounds.max),
+            pending: None,
+        }
     }
 
     pub fn target(&self) -> u32 {
@@ -156,7 +167,12 @@ impl Sizer {
     fn set(&mut self, target: u32, reason: Reason, agreeing: u8) -> Decision {
         let changed = target != self.target;
         self.target = target;
-        Decision { target, reason, agreeing, changed }
+        Decision {
+            target,
+            reason,
+            agreeing,
+            changed,
+        }
     }
 }
 
@@ -167,7 +183,12 @@ mod tests {
     const B: Bounds = Bounds { min: 1, max: 8 };
 
     fn m(cpu: Option<f64>, queue_depth: u32, busy: u32, lag_ratio: f64) -> Measurement {
-        Measurement { cpu, queue_depth, busy, lag_ratio }
+        Measurement {
+            cpu,
+            queue_depth,
+            busy,
+            lag_ratio,
+        }
     }
 
     /// Feeds the same measurement `n` times and returns the last decision.
@@ -183,28 +204,85 @@ mod tests {
     fn a_deep_queue_adds_one_worker_after_three_agreeing_ticks() {
         let mut s = Sizer::new(B);
         let deep = m(Some(0.2), 5, 1, 0.0);
-        assert_eq!(s.decide(&deep, B, true), Decision { target: 1, reason: Reason::QueueDeep, agreeing: 1, changed: false });
+        assert_eq!(
+            s.decide(&deep, B, true),
+            Decision {
+                target: 1,
+                reason: Reason::QueueDeep,
+                agreeing: 1,
+                changed: false
+            }
+        );
         assert_eq!(s.decide(&deep, B, true).agreeing, 2);
-        assert_eq!(s.decide(&deep, B, true), Decision { target: 2, reason: Reason::QueueDeep, agreeing: 3, changed: true });
+        assert_eq!(
+            s.decide(&deep, B, true),
+            Decision {
+                target: 2,
+                reason: Reason::QueueDeep,
+                agreeing: 3,
+                changed: true
+            }
+        );
         // With two workers 5 queued is still above 2x: counting starts again for the next one.
-        assert_eq!(s.decide(&deep, B, true), Decision { target: 2, reason: Reason::QueueDeep, agreeing: 1, changed: false });
+        assert_eq!(
+            s.decide(&deep, B, true),
+            Decision {
+                target: 2,
+                reason: Reason::QueueDeep,
+                agreeing: 1,
+                changed: false
+            }
+        );
         // Exactly 2x the workers is not above it.
-        assert_eq!(feed(&mut s, m(Some(0.2), 4, 2, 0.0), 5).reason, Reason::Steady);
+        assert_eq!(
+            feed(&mut s, m(Some(0.2), 4, 2, 0.0), 5).reason,
+            Reason::Steady
+        );
         assert_eq!(s.target(), 2);
     }
 
     #[test]
     fn a_busy_cpu_removes_one_worker_and_wins_over_a_deep_queue() {
-        let mut s = Sizer { target: 4, pending: None };
+        let mut s = Sizer {
+            target: 4,
+            pending: None,
+        };
         let busy_and_deep = m(Some(0.85), 50, 4, 0.0);
-        assert_eq!(feed(&mut s, busy_and_deep, 3), Decision { target: 3, reason: Reason::CpuBusy, agreeing: 3, changed: true });
+        assert_eq!(
+            feed(&mut s, busy_and_deep, 3),
+            Decision {
+                target: 3,
+                reason: Reason::CpuBusy,
+                agreeing: 3,
+                changed: true
+            }
+        );
         assert_eq!(feed(&mut s, busy_and_deep, 3).target, 2);
         assert_eq!(feed(&mut s, busy_and_deep, 3).target, 1);
         // Never below min_workers, and no growth while the CPU is busy, however deep the queue.
-        assert_eq!(feed(&mut s, busy_and_deep, 10), Decision { target: 1, reason: Reason::CpuBusy, agreeing: 0, changed: false });
+        assert_eq!(
+            feed(&mut s, busy_and_deep, 10),
+            Decision {
+                target: 1,
+                reason: Reason::CpuBusy,
+                agreeing: 0,
+                changed: false
+            }
+        );
         // 70% itself is not above the threshold.
-        let mut s = Sizer { target: 4, pending: None };
-        assert_eq!(feed(&mut s, m(Some(0.70), 0, 4, 0.0), 5), Decision { target: 4, reason: Reason::Steady, agreeing: 0, changed: false });
+        let mut s = Sizer {
+            target: 4,
+            pending: None,
+        };
+        assert_eq!(
+            feed(&mut s, m(Some(0.70), 0, 4, 0.0), 5),
+            Decision {
+                target: 4,
+                reason: Reason::Steady,
+                agreeing: 0,
+                changed: false
+            }
+        );
     }
 
     #[test]
@@ -212,36 +290,70 @@ mod tests {
         let mut s = Sizer::new(B);
         let lagging = m(Some(0.3), 1, 1, 6.0);
         assert_eq!(feed(&mut s, lagging, 2).target, 1);
-        assert_eq!(s.decide(&lagging, B, true), Decision { target: 8, reason: Reason::Lagging, agreeing: 3, changed: true });
+        assert_eq!(
+            s.decide(&lagging, B, true),
+            Decision {
+                target: 8,
+                reason: Reason::Lagging,
+                agreeing: 3,
+                changed: true
+            }
+        );
         // 5x exactly is not above it.
         let mut s = Sizer::new(B);
         assert_eq!(feed(&mut s, m(Some(0.3), 1, 1, 5.0), 5).target, 1);
         // A busy CPU wins over lag.
-        let mut s = Sizer { target: 4, pending: None };
+        let mut s = Sizer {
+            target: 4,
+            pending: None,
+        };
         assert_eq!(feed(&mut s, m(Some(0.9), 1, 4, 50.0), 3).target, 3);
     }
 
     #[test]
     fn idleness_shrinks_to_min_workers() {
-        let mut s = Sizer { target: 6, pending: None };
+        let mut s = Sizer {
+            target: 6,
+            pending: None,
+        };
         let idle = m(Some(0.05), 0, 0, 0.0);
         assert_eq!(feed(&mut s, idle, 2).target, 6);
-        assert_eq!(s.decide(&idle, B, true), Decision { target: 1, reason: Reason::Idle, agreeing: 3, changed: true });
+        assert_eq!(
+            s.decide(&idle, B, true),
+            Decision {
+                target: 1,
+                reason: Reason::Idle,
+                agreeing: 3,
+                changed: true
+            }
+        );
         // At min_workers idleness changes nothing.
         assert_eq!(s.decide(&idle, B, true).reason, Reason::Steady);
         // One busy worker is not idle.
-        let mut s = Sizer { target: 6, pending: None };
+        let mut s = Sizer {
+            target: 6,
+            pending: None,
+        };
         assert_eq!(feed(&mut s, m(Some(0.05), 0, 1, 0.0), 5).target, 6);
     }
 
     #[test]
     fn disagreeing_measurements_never_change_the_target() {
-        let mut s = Sizer { target: 4, pending: None };
+        let mut s = Sizer {
+            target: 4,
+            pending: None,
+        };
         let up = m(Some(0.2), 20, 4, 0.0);
         let down = m(Some(0.95), 0, 4, 0.0);
         let idle = m(Some(0.1), 0, 0, 0.0);
         let quiet = m(Some(0.3), 1, 1, 0.0);
-        for x in [up, up, down, down, up, idle, idle, quiet, up, up, down, down, idle, up, up, quiet].iter().cycle().take(64) {
+        for x in [
+            up, up, down, down, up, idle, idle, quiet, up, up, down, down, idle, up, up, quiet,
+        ]
+        .iter()
+        .cycle()
+        .take(64)
+        {
             assert!(!s.decide(x, B, true).changed, "{x:?}");
         }
         assert_eq!(s.target(), 4);
@@ -249,13 +361,32 @@ mod tests {
 
     #[test]
     fn bounds_apply_at_once_and_fixed_mode_runs_max_workers() {
-        let mut s = Sizer { target: 6, pending: Some((Reason::QueueDeep, 2)) };
+        let mut s = Sizer {
+            target: 6,
+            pending: Some((Reason::QueueDeep, 2)),
+        };
         let quiet = m(Some(0.3), 1, 1, 0.0);
         let narrow = Bounds { min: 1, max: 3 };
-        assert_eq!(s.decide(&quiet, narrow, true), Decision { target: 3, reason: Reason::Bounds, agreeing: 0, changed: true });
+        assert_eq!(
+            s.decide(&quiet, narrow, true),
+            Decision {
+                target: 3,
+                reason: Reason::Bounds,
+                agreeing: 0,
+                changed: true
+            }
+        );
         let raised = Bounds { min: 5, max: 8 };
         assert_eq!(s.decide(&quiet, raised, true).target, 5);
-        assert_eq!(s.decide(&quiet, raised, false), Decision { target: 8, reason: Reason::Fixed, agreeing: 0, changed: true });
+        assert_eq!(
+            s.decide(&quiet, raised, false),
+            Decision {
+                target: 8,
+                reason: Reason::Fixed,
+                agreeing: 0,
+                changed: true
+            }
+        );
         assert_eq!(s.decide(&m(Some(0.99), 0, 0, 0.0), raised, false).target, 8);
         // min above max: max wins.
         let mut s = Sizer::new(Bounds { min: 9, max: 4 });
@@ -265,13 +396,24 @@ mod tests {
 
     #[test]
     fn no_cpu_sample_yet_is_not_a_busy_cpu() {
-        let mut s = Sizer { target: 3, pending: None };
+        let mut s = Sizer {
+            target: 3,
+            pending: None,
+        };
         assert_eq!(feed(&mut s, m(None, 1, 1, 0.0), 5).target, 3);
     }
 
     #[test]
     fn reasons_round_trip_through_their_codes() {
-        for r in [Reason::Steady, Reason::Fixed, Reason::Bounds, Reason::CpuBusy, Reason::Lagging, Reason::QueueDeep, Reason::Idle] {
+        for r in [
+            Reason::Steady,
+            Reason::Fixed,
+            Reason::Bounds,
+            Reason::CpuBusy,
+            Reason::Lagging,
+            Reason::QueueDeep,
+            Reason::Idle,
+        ] {
             assert_eq!(Reason::from_code(r.code()), r);
         }
     }

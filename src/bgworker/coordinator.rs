@@ -11,15 +11,18 @@
 //! instead (external.rs), and the ones they cannot finish come back to the pool.
 
 use super::adaptive::{Bounds, Measurement, Sizer};
-use super::{external, refresh_worker};
 use super::xact::{self, Isolation};
 use super::{cpu, policy, pool};
+use super::{external, refresh_worker};
 use crate::cdc::signal;
 use crate::error::PgtResult;
 use crate::gucs;
 use crate::spi;
 use crate::stats::history;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker,
+    DynamicBackgroundWorkerLoadError, SignalWakeFlags,
+};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -30,7 +33,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A worker that has not joined its pool this long after it was started is not waited for any more.
 const START_GRACE: Duration = Duration::from_secs(10);
 
-pub fn start(db: Oid, db_name: &str) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
+pub fn start(
+    db: Oid,
+    db_name: &str,
+) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
     super::start_in_database(BACKEND_TYPE, "pg_trickle_coordinator_main", db, db_name)
 }
 
@@ -112,10 +118,15 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
     if !super::shmem::start_serving(db, pid) {
         return; // a DROP/ALTER DATABASE needs this database to itself
     }
-    let db_name = xact::run(Isolation::ReadCommitted, || Ok(spi::one::<String>("SELECT pg_catalog.current_database()::text", &[])?))
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let db_name = xact::run(Isolation::ReadCommitted, || {
+        Ok(spi::one::<String>(
+            "SELECT pg_catalog.current_database()::text",
+            &[],
+        )?)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default();
     pool::attach_coordinator(db.to_u32(), pid);
     crate::stats::history::set_executor(crate::stats::history::Executor::Coordinator);
     log!("{} started", BackgroundWorker::get_name());
@@ -183,7 +194,9 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         if c.refresh_in_process() {
             continue; // look at the queue again at once
         }
-        let wait = next_tick.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         BackgroundWorker::wait_latch(Some(wait));
     }
 }
@@ -210,8 +223,10 @@ fn record_interrupted() {
 }
 
 fn extension_installed() -> PgtResult<bool> {
-    Ok(spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle')", &[])?
-        == Some(true))
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle')",
+        &[],
+    )? == Some(true))
 }
 
 /// min_workers and max_workers, the latter lowered to what max_worker_processes leaves free for
@@ -228,14 +243,19 @@ fn bounds(warned: &mut Option<u32>) -> Bounds {
         );
         *warned = Some(wanted);
     }
-    Bounds { min: gucs::min_workers().min(max), max }
+    Bounds {
+        min: gucs::min_workers().min(max),
+        max,
+    }
 }
 
 impl Coordinator {
     /// Finds what is due (one catalog query, one transaction) and sizes the pool. False when the
     /// extension is gone.
     fn tick(&mut self) -> bool {
-        let found = match xact::run(Isolation::ReadCommitted, || due_stream_tables(gucs::enabled())) {
+        let found = match xact::run(Isolation::ReadCommitted, || {
+            due_stream_tables(gucs::enabled())
+        }) {
             Ok(Some(found)) => found,
             Ok(None) => return false,
             Err(e) => {
@@ -250,13 +270,27 @@ impl Coordinator {
         self.name_waiting();
         let (queued, _) = pool::outstanding(self.db.to_u32());
         let (workers, busy) = pool::workers(self.db.to_u32(), self.pid);
-        let m = Measurement { cpu: self.cpu.measure(), queue_depth: queued + self.waiting.len() as u32, busy, lag_ratio };
+        let m = Measurement {
+            cpu: self.cpu.measure(),
+            queue_depth: queued + self.waiting.len() as u32,
+            busy,
+            lag_ratio,
+        };
         let configured = bounds(&mut self.warned_clamp);
         // Nothing to refresh here (or refreshing is paused): no worker waits for work, in either mode.
-        let bounds = if found.active == 0 { Bounds { min: 0, max: 0 } } else { configured };
+        let bounds = if found.active == 0 {
+            Bounds { min: 0, max: 0 }
+        } else {
+            configured
+        };
         let decision = self.sizer.decide(&m, bounds, gucs::adaptive_workers());
         if decision.changed {
-            log!("pg_trickle coordinator: refresh workers {} -> {} ({})", workers, decision.target, decision.reason.as_str());
+            log!(
+                "pg_trickle coordinator: refresh workers {} -> {} ({})",
+                workers,
+                decision.target,
+                decision.reason.as_str()
+            );
         }
         pool::record_decision(self.db.to_u32(), &m, &decision, workers, configured.max);
         true
@@ -268,14 +302,23 @@ impl Coordinator {
         let in_flight = self.in_flight();
         let mut lag: f64 = 0.0;
         for st in due {
-            if in_flight.contains(&st.pgt_id) || self.waiting.iter().any(|w| w.pgt_id == st.pgt_id) {
+            if in_flight.contains(&st.pgt_id) || self.waiting.iter().any(|w| w.pgt_id == st.pgt_id)
+            {
                 continue;
             }
-            if may_skip && st.skippable && self.seen.get(&st.pgt_id) == Some(&self.signals(&st.sources)) {
+            if may_skip
+                && st.skippable
+                && self.seen.get(&st.pgt_id) == Some(&self.signals(&st.sources))
+            {
                 continue; // idle: no transaction, no refresh, no catalog write
             }
             lag = lag.max(st.lag_ratio);
-            self.waiting.push(Waiting { pgt_id: st.pgt_id, name: String::new(), upstream: st.upstream, sources: st.sources });
+            self.waiting.push(Waiting {
+                pgt_id: st.pgt_id,
+                name: String::new(),
+                upstream: st.upstream,
+                sources: st.sources,
+            });
         }
         lag
     }
@@ -283,7 +326,12 @@ impl Coordinator {
     /// Names the waiting stream tables that have no name yet: only those a tick did not skip, so an
     /// idle tick looks up no names.
     fn name_waiting(&mut self) {
-        let unnamed: Vec<i64> = self.waiting.iter().filter(|w| w.name.is_empty()).map(|w| w.pgt_id).collect();
+        let unnamed: Vec<i64> = self
+            .waiting
+            .iter()
+            .filter(|w| w.name.is_empty())
+            .map(|w| w.pgt_id)
+            .collect();
         if unnamed.is_empty() {
             return;
         }
@@ -300,13 +348,20 @@ impl Coordinator {
         });
         for w in self.waiting.iter_mut().filter(|w| w.name.is_empty()) {
             // One dropped meanwhile keeps its id: its refresh finds it gone.
-            w.name = names.iter().find(|(id, _)| *id == w.pgt_id).map(|(_, n)| n.clone()).unwrap_or_else(|| format!("pgt_id {}", w.pgt_id));
+            w.name = names
+                .iter()
+                .find(|(id, _)| *id == w.pgt_id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| format!("pgt_id {}", w.pgt_id));
         }
     }
 
     fn signals(&self, sources: &[u32]) -> Signals {
         let (counters, overflows) = signal::read(self.db.to_u32(), sources);
-        Signals { counters, overflows }
+        Signals {
+            counters,
+            overflows,
+        }
     }
 
     /// Queues each waiting stream table none of whose upstreams is waiting, queued or running.
@@ -318,7 +373,11 @@ impl Coordinator {
         let waiting_ids: Vec<i64> = self.waiting.iter().map(|w| w.pgt_id).collect();
         let (rest, jobs): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| w.upstream.iter().any(|u| in_flight.contains(u) || waiting_ids.contains(u)));
+            .partition(|w| {
+                w.upstream
+                    .iter()
+                    .any(|u| in_flight.contains(u) || waiting_ids.contains(u))
+            });
         if jobs.is_empty() {
             self.waiting = rest;
             return;
@@ -362,13 +421,16 @@ impl Coordinator {
         match xact::run(Isolation::ReadCommitted, || external::queue(&ids)) {
             Ok(jobs) => Some(
                 list.iter()
-                    .map(|(pgt_id, name)| match jobs.iter().find(|j| j.pgt_id == *pgt_id) {
-                        Some(job) => {
-                            self.external_jobs.insert(*pgt_id, (job.job_id, name.clone()));
-                            true
-                        }
-                        None => false,
-                    })
+                    .map(
+                        |(pgt_id, name)| match jobs.iter().find(|j| j.pgt_id == *pgt_id) {
+                            Some(job) => {
+                                self.external_jobs
+                                    .insert(*pgt_id, (job.job_id, name.clone()));
+                                true
+                            }
+                            None => false,
+                        },
+                    )
                     .collect(),
             ),
             Err(e) => {
@@ -384,10 +446,13 @@ impl Coordinator {
         match xact::run(Isolation::ReadCommitted, external::adopt) {
             Ok(jobs) => {
                 for job in jobs {
-                    self.external_jobs.insert(job.pgt_id, (job.job_id, format!("pgt_id {}", job.pgt_id)));
+                    self.external_jobs
+                        .insert(job.pgt_id, (job.job_id, format!("pgt_id {}", job.pgt_id)));
                 }
             }
-            Err(e) => warning!("pg_trickle coordinator: cannot read the external workers' jobs: {e}"),
+            Err(e) => {
+                warning!("pg_trickle coordinator: cannot read the external workers' jobs: {e}")
+            }
         }
     }
 
@@ -402,12 +467,18 @@ impl Coordinator {
                     );
                 }
                 if (sweep.alive > 0) != (self.workers_alive > 0) {
-                    let now = if sweep.alive > 0 { "queued for external workers" } else { "refreshed in-process" };
+                    let now = if sweep.alive > 0 {
+                        "queued for external workers"
+                    } else {
+                        "refreshed in-process"
+                    };
                     log!("pg_trickle coordinator: {} external worker(s) alive: due refreshes are {now}", sweep.alive);
                 }
                 self.workers_alive = sweep.alive;
             }
-            Err(e) => warning!("pg_trickle coordinator: checking external workers' heartbeats failed: {e}"),
+            Err(e) => warning!(
+                "pg_trickle coordinator: checking external workers' heartbeats failed: {e}"
+            ),
         }
     }
 
@@ -417,8 +488,14 @@ impl Coordinator {
         if self.external_jobs.is_empty() {
             return;
         }
-        let ids: Vec<i64> = self.external_jobs.values().map(|(job_id, _)| *job_id).collect();
-        let ends = match xact::run(Isolation::ReadCommitted, || external::poll(&ids, self.workers_alive > 0)) {
+        let ids: Vec<i64> = self
+            .external_jobs
+            .values()
+            .map(|(job_id, _)| *job_id)
+            .collect();
+        let ends = match xact::run(Isolation::ReadCommitted, || {
+            external::poll(&ids, self.workers_alive > 0)
+        }) {
             Ok(ends) => ends,
             Err(e) => {
                 warning!("pg_trickle coordinator: cannot look at the external workers' jobs: {e}");
@@ -432,14 +509,21 @@ impl Coordinator {
                     self.settle(pgt_id, refreshed);
                 }
                 external::JobEnd::Vanished { job_id } => {
-                    let gone: Vec<i64> = self.external_jobs.iter().filter(|(_, (id, _))| *id == job_id).map(|(p, _)| *p).collect();
+                    let gone: Vec<i64> = self
+                        .external_jobs
+                        .iter()
+                        .filter(|(_, (id, _))| *id == job_id)
+                        .map(|(p, _)| *p)
+                        .collect();
                     for pgt_id in gone {
                         self.external_jobs.remove(&pgt_id);
                         self.settle(pgt_id, false);
                     }
                 }
                 external::JobEnd::Reclaimed { pgt_id, worker_id } => {
-                    let Some((_, name)) = self.external_jobs.remove(&pgt_id) else { continue };
+                    let Some((_, name)) = self.external_jobs.remove(&pgt_id) else {
+                        continue;
+                    };
                     match worker_id {
                         Some(w) => log!("pg_trickle coordinator: the refresh of {name} was reclaimed from external worker {w}, silent for more than pg_trickle.worker_reclaim_timeout; refreshing it in-process"),
                         None => log!("pg_trickle coordinator: no external worker is alive to refresh {name}; refreshing it in-process"),
@@ -475,7 +559,11 @@ impl Coordinator {
     /// Workers that died are removed; the jobs they were running are recorded as failed.
     fn reap(&mut self) {
         for (pgt_id, name) in pool::reap(self.db.to_u32()) {
-            refresh_worker::record_lost(pgt_id, &name, "the refresh worker running it exited (the refresh was rolled back)");
+            refresh_worker::record_lost(
+                pgt_id,
+                &name,
+                "the refresh worker running it exited (the refresh was rolled back)",
+            );
         }
         // Started workers leave this list once they joined the pool, exited, or took too long.
         self.starting.retain(|s| match s.handle.pid() {
@@ -516,7 +604,10 @@ impl Coordinator {
             match refresh_worker::start(self.db, &self.db_name) {
                 Ok(handle) => {
                     pool::count_start(self.db.to_u32(), true);
-                    self.starting.push(Starting { handle, since: Instant::now() });
+                    self.starting.push(Starting {
+                        handle,
+                        since: Instant::now(),
+                    });
                 }
                 Err(_) => {
                     pool::count_start(self.db.to_u32(), false);
@@ -539,7 +630,9 @@ impl Coordinator {
         if workers > 0 || !self.starting.is_empty() {
             return false;
         }
-        let Some((pgt_id, name)) = pool::take_job(self.db.to_u32(), self.pid) else { return false };
+        let Some((pgt_id, name)) = pool::take_job(self.db.to_u32(), self.pid) else {
+            return false;
+        };
         let refreshed = refresh_worker::run_job(pgt_id, &name);
         pool::finish_job(self.db.to_u32(), self.pid, pgt_id, refreshed);
         true
@@ -574,7 +667,11 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
         &[],
     )? == Some(true);
     // FULL stream tables that skip refreshes while their sources are unchanged (catalog/unchanged.rs).
-    let skip_unchanged = if crate::catalog::version::at_least_0_2_0()? { "st.skip_unchanged" } else { "false" };
+    let skip_unchanged = if crate::catalog::version::at_least_0_2_0()? {
+        "st.skip_unchanged"
+    } else {
+        "false"
+    };
     let candidates = spi::rows(
         // One pass over the catalog (a join, not two subqueries per stream table), float8 epochs
         // (EXTRACT's numeric costs more), no names (name_waiting): the tick's main cost when idle.
@@ -609,7 +706,9 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
     let active = candidates.len();
     let due = candidates
         .into_iter()
-        .filter(|(_, schedule_ms, errors, now_ms, last)| policy::is_due(*now_ms, *last, *schedule_ms, *errors))
+        .filter(|(_, schedule_ms, errors, now_ms, last)| {
+            policy::is_due(*now_ms, *last, *schedule_ms, *errors)
+        })
         .map(|(mut st, _, errors, ..)| {
             // Failing stream tables back off on purpose: their staleness is not lag more workers would cure.
             if errors > 0 {
@@ -618,5 +717,9 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
             st
         })
         .collect();
-    Ok(Some(Found { due, active, may_skip }))
+    Ok(Some(Found {
+        due,
+        active,
+        may_skip,
+    }))
 }

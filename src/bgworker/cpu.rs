@@ -28,7 +28,11 @@ pub fn utilisation(before: Sample, after: Sample) -> Option<f64> {
 /// guest time is already counted in user and nice.
 pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal [guest guest_nice]
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
@@ -37,16 +41,22 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
 
 /// `usage_usec` of a cgroup v2 cpu.stat.
 pub fn parse_cgroup_usage_usec(text: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The CPUs a cgroup v2 `cpu.max` ("max 100000" or "150000 100000") allows, given the machine's.
 pub fn parse_cgroup_cpus(text: &str, machine_cpus: f64) -> f64 {
     let mut parts = text.split_whitespace();
-    match (parts.next(), parts.next().and_then(|p| p.parse::<f64>().ok())) {
-        (Some(quota), Some(period)) if quota != "max" && period > 0.0 => {
-            quota.parse::<f64>().map(|q| (q / period).min(machine_cpus)).unwrap_or(machine_cpus)
-        }
+    match (
+        parts.next(),
+        parts.next().and_then(|p| p.parse::<f64>().ok()),
+    ) {
+        (Some(quota), Some(period)) if quota != "max" && period > 0.0 => quota
+            .parse::<f64>()
+            .map(|q| (q / period).min(machine_cpus))
+            .unwrap_or(machine_cpus),
         _ => machine_cpus,
     }
 }
@@ -59,7 +69,10 @@ pub struct Sampler {
 
 impl Default for Sampler {
     fn default() -> Self {
-        Sampler { started: Instant::now(), previous: None }
+        Sampler {
+            started: Instant::now(),
+            previous: None,
+        }
     }
 }
 
@@ -75,13 +88,23 @@ impl Sampler {
     fn read(&self) -> Option<Sample> {
         if let Ok(stat) = std::fs::read_to_string(CGROUP_STAT) {
             let used = parse_cgroup_usage_usec(&stat)? as f64;
-            let machine = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
-            let cpus = std::fs::read_to_string(CGROUP_MAX).map(|t| parse_cgroup_cpus(&t, machine)).unwrap_or(machine);
+            let machine = std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0);
+            let cpus = std::fs::read_to_string(CGROUP_MAX)
+                .map(|t| parse_cgroup_cpus(&t, machine))
+                .unwrap_or(machine);
             let wall_usec = self.started.elapsed().as_secs_f64() * 1e6;
-            return Some(Sample { used, capacity: wall_usec * cpus });
+            return Some(Sample {
+                used,
+                capacity: wall_usec * cpus,
+            });
         }
         let (busy, total) = parse_proc_stat(&std::fs::read_to_string(PROC_STAT).ok()?)?;
-        Some(Sample { used: busy as f64, capacity: total as f64 })
+        Some(Sample {
+            used: busy as f64,
+            capacity: total as f64,
+        })
     }
 }
 
@@ -93,8 +116,14 @@ mod tests {
     fn proc_stat_counts_everything_but_idle_and_iowait_as_busy() {
         let text = "cpu  100 20 30 800 50 0 0 0 0 0\ncpu0 50 10 15 400 25 0 0 0 0 0\nintr 1\n";
         assert_eq!(parse_proc_stat(text), Some((150, 1000)));
-        let before = Sample { used: 150.0, capacity: 1000.0 };
-        let after = Sample { used: 225.0, capacity: 1100.0 };
+        let before = Sample {
+            used: 150.0,
+            capacity: 1000.0,
+        };
+        let after = Sample {
+            used: 225.0,
+            capacity: 1100.0,
+        };
         assert_eq!(utilisation(before, after), Some(0.75));
         assert_eq!(utilisation(after, after), None);
         assert_eq!(parse_proc_stat("intr 1\n"), None);
@@ -102,13 +131,26 @@ mod tests {
 
     #[test]
     fn cgroup_limits_are_read_as_cpus() {
-        assert_eq!(parse_cgroup_usage_usec("usage_usec 123456\nuser_usec 1\n"), Some(123_456));
+        assert_eq!(
+            parse_cgroup_usage_usec("usage_usec 123456\nuser_usec 1\n"),
+            Some(123_456)
+        );
         assert_eq!(parse_cgroup_cpus("max 100000\n", 2.0), 2.0);
         assert_eq!(parse_cgroup_cpus("150000 100000\n", 2.0), 1.5);
-        assert_eq!(parse_cgroup_cpus("400000 100000\n", 2.0), 2.0, "a quota above the machine is the machine");
+        assert_eq!(
+            parse_cgroup_cpus("400000 100000\n", 2.0),
+            2.0,
+            "a quota above the machine is the machine"
+        );
         // 1.5 CPU-seconds used in one second of a 1.5-CPU container: fully busy.
-        let before = Sample { used: 0.0, capacity: 0.0 };
-        let after = Sample { used: 1.5e6, capacity: 1e6 * 1.5 };
+        let before = Sample {
+            used: 0.0,
+            capacity: 0.0,
+        };
+        let after = Sample {
+            used: 1.5e6,
+            capacity: 1e6 * 1.5,
+        };
         assert_eq!(utilisation(before, after), Some(1.0));
     }
 
@@ -117,6 +159,9 @@ mod tests {
         let mut s = Sampler::default();
         assert_eq!(s.measure(), None);
         let second = s.measure();
-        assert!(second.is_none_or(|u| (0.0..=1.0).contains(&u)), "{second:?}");
+        assert!(
+            second.is_none_or(|u| (0.0..=1.0).contains(&u)),
+            "{second:?}"
+        );
     }
 }

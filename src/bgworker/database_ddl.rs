@@ -41,7 +41,16 @@ unsafe extern "C-unwind" fn process_utility(
         unsafe {
             match PREVIOUS_HOOK {
                 Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                    previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+                    previous(
+                        pstmt,
+                        query_string,
+                        read_only_tree,
+                        context,
+                        params,
+                        query_env,
+                        dest,
+                        qc,
+                    )
                 }),
                 None => pg_sys::standard_ProcessUtility(
                     pstmt,
@@ -67,7 +76,10 @@ unsafe extern "C-unwind" fn process_utility(
         return;
     };
     // Its coordinator and refresh workers (the hold keeps new ones out).
-    for pid in scheduler.into_iter().chain(super::pool::worker_pids(db.to_u32())) {
+    for pid in scheduler
+        .into_iter()
+        .chain(super::pool::worker_pids(db.to_u32()))
+    {
         stop_scheduler(pid, db);
     }
     PgTryBuilder::new(run)

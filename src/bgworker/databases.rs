@@ -16,7 +16,10 @@ pub fn connectable() -> Vec<Database> {
     unsafe {
         pg_sys::StartTransactionCommand();
         pg_sys::GetTransactionSnapshot();
-        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
         let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
@@ -26,8 +29,13 @@ pub fn connectable() -> Vec<Database> {
             let db = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
             // datconnlimit = -2 marks a database whose DROP DATABASE was interrupted.
             if (*db).datallowconn && !(*db).datistemplate && (*db).datconnlimit != -2 {
-                let name = std::ffi::CStr::from_ptr((*db).datname.data.as_ptr()).to_string_lossy().into_owned();
-                out.push(Database { oid: (*db).oid, name });
+                let name = std::ffi::CStr::from_ptr((*db).datname.data.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(Database {
+                    oid: (*db).oid,
+                    name,
+                });
             }
         }
         pg_sys::table_endscan(scan);

@@ -72,7 +72,10 @@ pub fn adopt() -> PgtResult<Vec<Job>> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(Vec::new());
     }
-    spi::exec("DELETE FROM pgtrickle.pgt_worker_jobs WHERE state IN ('done', 'failed')", &[])?;
+    spi::exec(
+        "DELETE FROM pgtrickle.pgt_worker_jobs WHERE state IN ('done', 'failed')",
+        &[],
+    )?;
     spi::rows(
         "SELECT pgt_id, job_id FROM pgtrickle.pgt_worker_jobs WHERE state IN ('queued', 'running') ORDER BY job_id",
         &[],
@@ -90,10 +93,18 @@ pub fn queue(pgt_ids: &[i64]) -> PgtResult<Vec<Job>> {
          ON CONFLICT (pgt_id) WHERE state IN ('queued', 'running') DO NOTHING
          RETURNING pgt_id, job_id",
         &[pgt_ids.to_vec().into()],
-        |r| Ok(Job { pgt_id: spi::col(r, "pgt_id")?, job_id: spi::col(r, "job_id")? }),
+        |r| {
+            Ok(Job {
+                pgt_id: spi::col(r, "pgt_id")?,
+                job_id: spi::col(r, "job_id")?,
+            })
+        },
     )?;
     if !queued.is_empty() {
-        spi::exec("SELECT pg_catalog.pg_notify($1, '')", &[NOTIFY_CHANNEL.into()])?;
+        spi::exec(
+            "SELECT pg_catalog.pg_notify($1, '')",
+            &[NOTIFY_CHANNEL.into()],
+        )?;
     }
     Ok(queued)
 }
@@ -104,7 +115,10 @@ pub enum JobEnd {
     /// A worker finished it: whether it refreshed (not busy, gone, broken or failed).
     Finished { pgt_id: i64, refreshed: bool },
     /// Nobody will finish it: refresh it in-process.
-    Reclaimed { pgt_id: i64, worker_id: Option<String> },
+    Reclaimed {
+        pgt_id: i64,
+        worker_id: Option<String>,
+    },
     /// Its row is gone (its stream table was dropped).
     Vanished { job_id: i64 },
 }
@@ -118,7 +132,11 @@ pub fn poll(job_ids: &[i64], workers_alive: bool) -> PgtResult<Vec<JobEnd>> {
         "SELECT id FROM pg_catalog.unnest($1::bigint[]) AS id
           WHERE NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_worker_jobs j WHERE j.job_id = id)",
         &[ids.clone().into()],
-        |r| Ok(JobEnd::Vanished { job_id: spi::col(r, "id")? }),
+        |r| {
+            Ok(JobEnd::Vanished {
+                job_id: spi::col(r, "id")?,
+            })
+        },
     )?;
     ends.extend(spi::rows(
         "DELETE FROM pgtrickle.pgt_worker_jobs WHERE job_id = ANY ($1) AND state IN ('done', 'failed')

@@ -10,8 +10,8 @@
 
 use super::{databases, shmem};
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
-    SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+    DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -73,8 +73,17 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
             exists
         });
         for db in &dbs {
-            let slot = slots.entry(db.oid.to_u32()).or_insert(Slot { handle: None, next_attempt: now, requested: false, warned_no_slot: false });
-            if slot.handle.as_ref().is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped))) {
+            let slot = slots.entry(db.oid.to_u32()).or_insert(Slot {
+                handle: None,
+                next_attempt: now,
+                requested: false,
+                warned_no_slot: false,
+            });
+            if slot
+                .handle
+                .as_ref()
+                .is_some_and(|h| matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped)))
+            {
                 // The coordinator exited. A probe that found no extension is retried later, unless a
                 // backend asked for a coordinator since; one that was serving was terminated or crashed.
                 slot.handle = None;

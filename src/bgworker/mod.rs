@@ -8,6 +8,8 @@ pub mod cpu;
 pub mod policy;
 
 // PostgreSQL 13's ProcessUtility hook has another signature; there DROP DATABASE needs WITH (FORCE).
+#[cfg(feature = "pg")]
+mod coordinator;
 #[cfg(all(feature = "pg", not(feature = "pg13")))]
 mod database_ddl;
 #[cfg(feature = "pg")]
@@ -16,8 +18,6 @@ mod databases;
 mod external;
 #[cfg(feature = "pg")]
 mod launcher;
-#[cfg(feature = "pg")]
-mod coordinator;
 #[cfg(feature = "pg")]
 pub mod pool;
 #[cfg(feature = "pg")]
@@ -67,7 +67,10 @@ fn start_in_database(
     function: &str,
     db: pgrx::pg_sys::Oid,
     db_name: &str,
-) -> Result<pgrx::bgworkers::DynamicBackgroundWorker, pgrx::bgworkers::DynamicBackgroundWorkerLoadError> {
+) -> Result<
+    pgrx::bgworkers::DynamicBackgroundWorker,
+    pgrx::bgworkers::DynamicBackgroundWorkerLoadError,
+> {
     pgrx::bgworkers::BackgroundWorkerBuilder::new(&format!("{backend_type} {db_name}"))
         .set_type(backend_type)
         .set_library("pg_trickle")

@@ -13,14 +13,23 @@ pub fn retry_interval_ms(schedule_ms: i64, consecutive_errors: i32) -> i64 {
         return schedule_ms;
     }
     let doublings = (consecutive_errors as u32).min(MAX_BACKOFF_DOUBLINGS);
-    schedule_ms.saturating_mul(1i64 << doublings).min(MAX_BACKOFF_MS.max(schedule_ms))
+    schedule_ms
+        .saturating_mul(1i64 << doublings)
+        .min(MAX_BACKOFF_MS.max(schedule_ms))
 }
 
 /// Whether a stream table is due: never attempted, or older than its (backed-off) interval.
-pub fn is_due(now_ms: i64, last_attempt_ms: Option<i64>, schedule_ms: i64, consecutive_errors: i32) -> bool {
+pub fn is_due(
+    now_ms: i64,
+    last_attempt_ms: Option<i64>,
+    schedule_ms: i64,
+    consecutive_errors: i32,
+) -> bool {
     match last_attempt_ms {
         None => true,
-        Some(last) => now_ms.saturating_sub(last) >= retry_interval_ms(schedule_ms, consecutive_errors),
+        Some(last) => {
+            now_ms.saturating_sub(last) >= retry_interval_ms(schedule_ms, consecutive_errors)
+        }
     }
 }
 

@@ -140,7 +140,12 @@ pub fn attach_coordinator(db: u32, pid: i32) {
         pool.coordinator = pid;
         pool.coordinator_latch = latch;
     } else {
-        let _ = shared.pools.push(DbPool { db, coordinator: pid, coordinator_latch: latch, ..Default::default() });
+        let _ = shared.pools.push(DbPool {
+            db,
+            coordinator: pid,
+            coordinator_latch: latch,
+            ..Default::default()
+        });
     }
     wake_all(&shared, db);
 }
@@ -148,7 +153,9 @@ pub fn attach_coordinator(db: u32, pid: i32) {
 /// The coordinator leaves: its workers finish what they run and exit.
 pub fn detach_coordinator(db: u32) {
     let mut shared = POOL.exclusive();
-    shared.jobs.retain(|j| j.db != db || j.state == JobState::Running);
+    shared
+        .jobs
+        .retain(|j| j.db != db || j.state == JobState::Running);
     if let Some(pool) = shared.pools.iter_mut().find(|p| p.db == db) {
         pool.coordinator = 0;
         pool.coordinator_latch = 0;
@@ -173,7 +180,14 @@ pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
                 break;
             }
         }
-        let job = Job { db, pgt_id: *pgt_id, name: short, state: JobState::Queued, worker: 0, refreshed: false };
+        let job = Job {
+            db,
+            pgt_id: *pgt_id,
+            name: short,
+            state: JobState::Queued,
+            worker: 0,
+            refreshed: false,
+        };
         if shared.jobs.push(job).is_err() {
             break;
         }
@@ -188,20 +202,38 @@ pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
 /// Queued and running jobs of `db`.
 pub fn outstanding(db: u32) -> (u32, u32) {
     let shared = POOL.share();
-    let count = |s: JobState| shared.jobs.iter().filter(|j| j.db == db && j.state == s).count() as u32;
+    let count = |s: JobState| {
+        shared
+            .jobs
+            .iter()
+            .filter(|j| j.db == db && j.state == s)
+            .count() as u32
+    };
     (count(JobState::Queued), count(JobState::Running))
 }
 
 /// The stream tables of `db` queued or running.
 pub fn outstanding_ids(db: u32) -> Vec<i64> {
-    POOL.share().jobs.iter().filter(|j| j.db == db && j.state != JobState::Done).map(|j| j.pgt_id).collect()
+    POOL.share()
+        .jobs
+        .iter()
+        .filter(|j| j.db == db && j.state != JobState::Done)
+        .map(|j| j.pgt_id)
+        .collect()
 }
 
 /// Removes the finished jobs of `db`: (pgt_id, whether it refreshed).
 pub fn collect_done(db: u32) -> Vec<(i64, bool)> {
     let mut shared = POOL.exclusive();
-    let done = shared.jobs.iter().filter(|j| j.db == db && j.state == JobState::Done).map(|j| (j.pgt_id, j.refreshed)).collect();
-    shared.jobs.retain(|j| j.db != db || j.state != JobState::Done);
+    let done = shared
+        .jobs
+        .iter()
+        .filter(|j| j.db == db && j.state == JobState::Done)
+        .map(|j| (j.pgt_id, j.refreshed))
+        .collect();
+    shared
+        .jobs
+        .retain(|j| j.db != db || j.state != JobState::Done);
     done
 }
 
@@ -209,9 +241,18 @@ pub fn collect_done(db: u32) -> Vec<(i64, bool)> {
 /// returned (id and name), marked done, for the coordinator to record as failed.
 pub fn reap(db: u32) -> Vec<(i64, String)> {
     let mut shared = POOL.exclusive();
-    let dead: Vec<i32> = shared.workers.iter().filter(|w| w.db == db && !alive(w.pid, db)).map(|w| w.pid).collect();
+    let dead: Vec<i32> = shared
+        .workers
+        .iter()
+        .filter(|w| w.db == db && !alive(w.pid, db))
+        .map(|w| w.pid)
+        .collect();
     let mut lost = Vec::new();
-    for job in shared.jobs.iter_mut().filter(|j| j.db == db && j.state == JobState::Running) {
+    for job in shared
+        .jobs
+        .iter_mut()
+        .filter(|j| j.db == db && j.state == JobState::Running)
+    {
         if dead.contains(&job.worker) || (!alive(job.worker, db) && job.worker != 0) {
             job.state = JobState::Done;
             lost.push((job.pgt_id, job.name.to_string()));
@@ -227,8 +268,16 @@ pub fn reap(db: u32) -> Vec<(i64, String)> {
 /// Registered workers of `db` serving coordinator `coordinator`: (all, busy).
 pub fn workers(db: u32, coordinator: i32) -> (u32, u32) {
     let shared = POOL.share();
-    let mine = || shared.workers.iter().filter(|w| w.db == db && w.coordinator == coordinator && !w.retiring);
-    (mine().count() as u32, mine().filter(|w| w.busy != 0).count() as u32)
+    let mine = || {
+        shared
+            .workers
+            .iter()
+            .filter(|w| w.db == db && w.coordinator == coordinator && !w.retiring)
+    };
+    (
+        mine().count() as u32,
+        mine().filter(|w| w.busy != 0).count() as u32,
+    )
 }
 
 /// Whether `pid` has registered as a worker.
@@ -240,7 +289,11 @@ pub fn registered(pid: i32) -> bool {
 pub fn retire(db: u32, n: u32) {
     let mut shared = POOL.exclusive();
     let mut left = n;
-    for w in shared.workers.iter_mut().filter(|w| w.db == db && w.busy == 0 && !w.retiring) {
+    for w in shared
+        .workers
+        .iter_mut()
+        .filter(|w| w.db == db && w.busy == 0 && !w.retiring)
+    {
         if left == 0 {
             break;
         }
@@ -302,9 +355,19 @@ pub fn count_start(db: u32, started: bool) {
 /// Joins `db`'s pool. None: no coordinator serves it, or every slot is taken.
 pub fn register_worker(db: u32, pid: i32) -> Option<i32> {
     let mut shared = POOL.exclusive();
-    let pool = shared.pools.iter().position(|p| p.db == db && p.coordinator != 0)?;
+    let pool = shared
+        .pools
+        .iter()
+        .position(|p| p.db == db && p.coordinator != 0)?;
     let coordinator = shared.pools[pool].coordinator;
-    let slot = WorkerSlot { db, pid, latch: my_latch(), coordinator, busy: 0, retiring: false };
+    let slot = WorkerSlot {
+        db,
+        pid,
+        latch: my_latch(),
+        coordinator,
+        busy: 0,
+        retiring: false,
+    };
     if shared.workers.push(slot).is_err() {
         shared.pools[pool].join_failures += 1;
         set_latch(shared.pools[pool].coordinator_latch);
@@ -315,7 +378,12 @@ pub fn register_worker(db: u32, pid: i32) -> Option<i32> {
 
 /// How many workers of `db` found no pool slot so far.
 pub fn join_failures(db: u32) -> u64 {
-    POOL.share().pools.iter().find(|p| p.db == db).map(|p| p.join_failures).unwrap_or(0)
+    POOL.share()
+        .pools
+        .iter()
+        .find(|p| p.db == db)
+        .map(|p| p.join_failures)
+        .unwrap_or(0)
 }
 
 pub fn unregister_worker(pid: i32) {
@@ -325,15 +393,25 @@ pub fn unregister_worker(pid: i32) {
 /// Whether the worker should exit: asked to, or its coordinator is gone or replaced.
 pub fn should_exit(db: u32, pid: i32, coordinator: i32) -> bool {
     let shared = POOL.share();
-    let retiring = shared.workers.iter().find(|w| w.pid == pid).is_none_or(|w| w.retiring);
-    let serving = shared.pools.iter().any(|p| p.db == db && p.coordinator == coordinator);
+    let retiring = shared
+        .workers
+        .iter()
+        .find(|w| w.pid == pid)
+        .is_none_or(|w| w.retiring);
+    let serving = shared
+        .pools
+        .iter()
+        .any(|p| p.db == db && p.coordinator == coordinator);
     retiring || !serving
 }
 
 /// Takes the next queued job of `db` for `pid`: (pgt_id, name).
 pub fn take_job(db: u32, pid: i32) -> Option<(i64, String)> {
     let mut shared = POOL.exclusive();
-    let job = shared.jobs.iter_mut().find(|j| j.db == db && j.state == JobState::Queued)?;
+    let job = shared
+        .jobs
+        .iter_mut()
+        .find(|j| j.db == db && j.state == JobState::Queued)?;
     job.state = JobState::Running;
     job.worker = pid;
     let taken = (job.pgt_id, job.name.to_string());
@@ -346,7 +424,9 @@ pub fn take_job(db: u32, pid: i32) -> Option<(i64, String)> {
 /// The job is done (`refreshed`, or not: busy, or failed and recorded): wakes the coordinator.
 pub fn finish_job(db: u32, pid: i32, pgt_id: i64, refreshed: bool) {
     let mut shared = POOL.exclusive();
-    if let Some(job) = shared.jobs.iter_mut().find(|j| j.db == db && j.pgt_id == pgt_id && j.worker == pid && j.state == JobState::Running) {
+    if let Some(job) = shared.jobs.iter_mut().find(|j| {
+        j.db == db && j.pgt_id == pgt_id && j.worker == pid && j.state == JobState::Running
+    }) {
         job.state = JobState::Done;
         job.refreshed = refreshed;
     }
@@ -361,7 +441,12 @@ pub fn finish_job(db: u32, pid: i32, pgt_id: i64, refreshed: bool) {
 
 /// The pids of `db`'s refresh workers (database-level DDL stops them with the coordinator).
 pub fn worker_pids(db: u32) -> Vec<i32> {
-    POOL.share().workers.iter().filter(|w| w.db == db).map(|w| w.pid).collect()
+    POOL.share()
+        .workers
+        .iter()
+        .filter(|w| w.db == db)
+        .map(|w| w.pid)
+        .collect()
 }
 
 // ---- for operators ----
@@ -386,8 +471,19 @@ pub struct Status {
 pub fn status(db: u32) -> Option<Status> {
     let shared = POOL.share();
     let pool = shared.pools.iter().find(|p| p.db == db)?;
-    let mine = || shared.workers.iter().filter(|w| w.db == db && w.coordinator == pool.coordinator);
-    let count = |s: JobState| shared.jobs.iter().filter(|j| j.db == db && j.state == s).count() as u32;
+    let mine = || {
+        shared
+            .workers
+            .iter()
+            .filter(|w| w.db == db && w.coordinator == pool.coordinator)
+    };
+    let count = |s: JobState| {
+        shared
+            .jobs
+            .iter()
+            .filter(|j| j.db == db && j.state == s)
+            .count() as u32
+    };
     Some(Status {
         coordinator: pool.coordinator,
         target: pool.target,
@@ -407,5 +503,10 @@ pub fn status(db: u32) -> Option<Status> {
 
 pub fn decisions(db: u32) -> Vec<DecisionRecord> {
     let shared = POOL.share();
-    shared.pools.iter().find(|p| p.db == db).map(|p| p.decisions.iter().copied().collect()).unwrap_or_default()
+    shared
+        .pools
+        .iter()
+        .find(|p| p.db == db)
+        .map(|p| p.decisions.iter().copied().collect())
+        .unwrap_or_default()
 }

@@ -7,7 +7,9 @@
 use super::pool;
 use super::xact::{self, Isolation};
 use crate::refresh::{self, job, Initiator};
-use pgrx::bgworkers::{BackgroundWorker, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags,
+};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
@@ -16,7 +18,10 @@ pub const BACKEND_TYPE: &str = "pg_trickle refresh worker";
 /// An idle worker looks at its pool this often even without being woken.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
-pub fn start(db: Oid, db_name: &str) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
+pub fn start(
+    db: Oid,
+    db_name: &str,
+) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
     super::start_in_database(BACKEND_TYPE, "pg_trickle_refresh_worker_main", db, db_name)
 }
 
@@ -78,7 +83,10 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
     let run = || {
         let outcome = refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())?;
         // A refresh clears the mark itself; busy, gone or broken ones did nothing to clear.
-        job::end(pgt_id, !matches!(outcome, refresh::Outcome::Refreshed { .. }))?;
+        job::end(
+            pgt_id,
+            !matches!(outcome, refresh::Outcome::Refreshed { .. }),
+        )?;
         Ok(outcome)
     };
     match xact::run(Isolation::RepeatableRead, run) {
@@ -109,7 +117,9 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
 /// Logs and records a failed refresh whose worker died (the claim died with it).
 pub fn record_lost(pgt_id: i64, name: &str, message: &str) {
     warning!("pg_trickle: refresh of stream table {name} failed: {message}");
-    if let Err(e) = xact::run(Isolation::ReadCommitted, || refresh::record_failure(pgt_id, Duration::ZERO, message)) {
+    if let Err(e) = xact::run(Isolation::ReadCommitted, || {
+        refresh::record_failure(pgt_id, Duration::ZERO, message)
+    }) {
         warning!("pg_trickle: could not record the failure of {name}: {e}");
     }
 }
@@ -117,7 +127,10 @@ pub fn record_lost(pgt_id: i64, name: &str, message: &str) {
 /// What pg_stat_activity shows: the stream table being refreshed, or idle.
 fn report_activity(refreshing: Option<&str>) {
     let (state, text) = match refreshing {
-        Some(name) => (pg_sys::BackendState::STATE_RUNNING, format!("refresh stream table {name}")),
+        Some(name) => (
+            pg_sys::BackendState::STATE_RUNNING,
+            format!("refresh stream table {name}"),
+        ),
         None => (pg_sys::BackendState::STATE_IDLE, String::new()),
     };
     let text = std::ffi::CString::new(text).unwrap_or_default();

@@ -99,7 +99,10 @@ pub fn start_serving(db: pg_sys::Oid, pid: i32) -> bool {
         return false;
     }
     shared.serving.retain(|s| s.db != db.to_u32());
-    let _ = shared.serving.push(Serving { db: db.to_u32(), pid }); // full: restarts wait for the probe
+    let _ = shared.serving.push(Serving {
+        db: db.to_u32(),
+        pid,
+    }); // full: restarts wait for the probe
     true
 }
 
@@ -123,8 +126,18 @@ pub fn hold_database(db: pg_sys::Oid) -> Result<Option<i32>, ()> {
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let mut shared = LAUNCHER.exclusive();
     shared.holds.retain(|h| h.until > now); // lapsed: their backends died holding them
-    shared.holds.push(Hold { db: db.to_u32(), until: now + HOLD_LAPSES_AFTER_US }).map_err(|_| ())?;
-    Ok(shared.serving.iter().find(|s| s.db == db.to_u32()).map(|s| s.pid))
+    shared
+        .holds
+        .push(Hold {
+            db: db.to_u32(),
+            until: now + HOLD_LAPSES_AFTER_US,
+        })
+        .map_err(|_| ())?;
+    Ok(shared
+        .serving
+        .iter()
+        .find(|s| s.db == db.to_u32())
+        .map(|s| s.pid))
 }
 
 /// Ends one hold on `db` (holds nest: two statements may hold the same template database).

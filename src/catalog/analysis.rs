@@ -10,9 +10,9 @@ use crate::catalog::HIDDEN_PREFIX;
 use crate::dvm::sql::quote_ident;
 use crate::error::{position_detail, PgtError, PgtResult, SqlState};
 use crate::spi;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::pg_sys::panic::CaughtError;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 
@@ -69,24 +69,41 @@ pub struct QueryAnalysis {
 pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     let query = query.trim().trim_end_matches(';').trim_end();
     if query.is_empty() {
-        return Err(PgtError::new(SqlState::InvalidParameterValue, "the defining query is empty")
-            .hint("Pass a SELECT statement."));
+        return Err(PgtError::new(
+            SqlState::InvalidParameterValue,
+            "the defining query is empty",
+        )
+        .hint("Pass a SELECT statement."));
     }
     prepare_reporting_position(query)?;
     check_single_select(query)?;
 
-    let (defining_query, columns, sources, non_immutable_functions, relations_read) = with_probe_view(query, |probe| {
-        let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
-        let sources = read_sources(probe)?;
-        let rewritten = inspect_rewritten(query)?;
-        let mutable = if rewritten.mutable_functions { name_non_immutable_functions(&defining_query)? } else { vec![] };
-        Ok((defining_query, columns, sources, mutable, rewritten.relations))
-    })?;
+    let (defining_query, columns, sources, non_immutable_functions, relations_read) =
+        with_probe_view(query, |probe| {
+            let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
+            let sources = read_sources(probe)?;
+            let rewritten = inspect_rewritten(query)?;
+            let mutable = if rewritten.mutable_functions {
+                name_non_immutable_functions(&defining_query)?
+            } else {
+                vec![]
+            };
+            Ok((
+                defining_query,
+                columns,
+                sources,
+                mutable,
+                rewritten.relations,
+            ))
+        })?;
 
     if columns.is_empty() {
-        return Err(PgtError::new(SqlState::FeatureNotSupported, "the defining query has no output columns")
-            .detail("A stream table is a table: it needs at least one column.")
-            .hint("Select at least one column."));
+        return Err(PgtError::new(
+            SqlState::FeatureNotSupported,
+            "the defining query has no output columns",
+        )
+        .detail("A stream table is a table: it needs at least one column.")
+        .hint("Select at least one column."));
     }
     if let Some(c) = columns.iter().find(|c| c.name.starts_with(HIDDEN_PREFIX)) {
         let from_stream_table = sources.iter().any(|s| s.kind == SourceKind::StreamTable);
@@ -98,13 +115,20 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
                 "Rename the column with AS."
             }));
     }
-    Ok(QueryAnalysis { defining_query, columns, sources, non_immutable_functions, relations_read })
+    Ok(QueryAnalysis {
+        defining_query,
+        columns,
+        sources,
+        non_immutable_functions,
+        relations_read,
+    })
 }
 
 /// The output column types of `sql` (a SELECT), as SQL type names.
 pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
     with_probe_view(sql, |probe| {
-        with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect())
+        with_empty_search_path(|| read_normalized(probe))
+            .map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect())
     })
 }
 
@@ -125,7 +149,10 @@ pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResu
     let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
     spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
     let out = body();
-    spi::exec("SELECT pg_catalog.set_config('search_path', $1, true)", &[saved.unwrap_or_default().into()])?;
+    spi::exec(
+        "SELECT pg_catalog.set_config('search_path', $1, true)",
+        &[saved.unwrap_or_default().into()],
+    )?;
     out
 }
 
@@ -141,13 +168,22 @@ struct Rewritten {
 
 fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
-    let mut out = Rewritten { mutable_functions: false, relations: Vec::new() };
+    let mut out = Rewritten {
+        mutable_functions: false,
+        relations: Vec::new(),
+    };
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
     unsafe {
         let raw_list = pg_sys::pg_parse_query(c.as_ptr());
         let raw = (*(*raw_list).elements).ptr_value as *mut pg_sys::RawStmt;
-        let query = pg_sys::parse_analyze_fixedparams(raw, c.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut());
+        let query = pg_sys::parse_analyze_fixedparams(
+            raw,
+            c.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        );
         let rewritten = pg_sys::QueryRewrite(query);
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
@@ -161,7 +197,10 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
 /// Tree walker adding the OID of every relation a range table entry reads to the `Vec<Oid>` behind
 /// `context`.
 #[pg_guard]
-unsafe extern "C-unwind" fn collect_relations(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+unsafe extern "C-unwind" fn collect_relations(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
     if node.is_null() {
         return false;
     }
@@ -174,7 +213,10 @@ unsafe extern "C-unwind" fn collect_relations(node: *mut pg_sys::Node, context: 
                 // The rewriter turned every view read into a subquery; an entry still naming a view
                 // is one of the OLD/NEW placeholders PostgreSQL 15 keeps in a view's rule, read by nothing.
                 let view = (*rte).relkind as u8 == pg_sys::RELKIND_VIEW;
-                if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION && !view && !found.contains(&(*rte).relid) {
+                if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                    && !view
+                    && !found.contains(&(*rte).relid)
+                {
                     found.push((*rte).relid);
                 }
                 false // its subquery, functions and security quals are walked next
@@ -251,7 +293,10 @@ fn prepare_reporting_position(query: &str) -> PgtResult<()> {
         // The transaction is aborted anyway: the caller raises this error.
         Err(CaughtError::PostgresError(report)) => {
             let position = ERROR_POSITION.with(|c| c.get());
-            let mut err = PgtError::new(SqlState::Passthrough(report.sql_error_code() as i32), report.message());
+            let mut err = PgtError::new(
+                SqlState::Passthrough(report.sql_error_code() as i32),
+                report.message(),
+            );
             let mut detail = report.detail().map(str::to_string).unwrap_or_default();
             if position > 0 {
                 if !detail.is_empty() {
@@ -273,8 +318,12 @@ fn prepare_reporting_position(query: &str) -> PgtResult<()> {
 
 /// One statement, and a plain SELECT (not SELECT INTO, not FOR UPDATE).
 fn check_single_select(query: &str) -> PgtResult<()> {
-    let c = CString::new(query)
-        .map_err(|_| PgtError::new(SqlState::InvalidParameterValue, "the defining query contains a NUL byte"))?;
+    let c = CString::new(query).map_err(|_| {
+        PgtError::new(
+            SqlState::InvalidParameterValue,
+            "the defining query contains a NUL byte",
+        )
+    })?;
     // SAFETY: the query was just parsed successfully by SPI, so raw_parser returns a List of RawStmt
     // (allocated in the current memory context) and raises no error. We only read node tags and fields.
     unsafe {
@@ -295,11 +344,17 @@ fn check_single_select(query: &str) -> PgtResult<()> {
                 SqlState::InvalidParameterValue,
                 "the defining query must be a single SELECT statement",
             )
-            .detail(format!("The query is a {} statement.", tag.to_string_lossy())));
+            .detail(format!(
+                "The query is a {} statement.",
+                tag.to_string_lossy()
+            )));
         }
         let select = stmt as *mut pg_sys::SelectStmt;
         if !(*select).intoClause.is_null() {
-            return Err(PgtError::new(SqlState::FeatureNotSupported, "the defining query must not use SELECT INTO"));
+            return Err(PgtError::new(
+                SqlState::FeatureNotSupported,
+                "the defining query must not use SELECT INTO",
+            ));
         }
         if !(*select).lockingClause.is_null() {
             return Err(PgtError::new(
@@ -312,8 +367,11 @@ fn check_single_select(query: &str) -> PgtResult<()> {
 }
 
 fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
-    let def: String = spi::one("SELECT pg_catalog.pg_get_viewdef($1, false)", &[probe.into()])?
-        .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
+    let def: String = spi::one(
+        "SELECT pg_catalog.pg_get_viewdef($1, false)",
+        &[probe.into()],
+    )?
+    .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
     let def = def.trim().trim_end_matches(';').trim_end().to_string();
     let columns = spi::rows(
         "SELECT a.attname::text AS name,

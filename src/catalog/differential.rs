@@ -7,9 +7,9 @@ use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, Sou
 use super::modes::RefreshMode;
 use super::type_ops::{equality_operator, hashable, less_than_operator};
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
+use crate::dvm::diff::rules::new_sql;
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
-use crate::dvm::diff::rules::new_sql;
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -23,9 +23,17 @@ pub struct ModeChoice {
 
 /// `owner`: the role that owns (or will own) the stream table, whose rights a read through a view
 /// must match (None: the current user, who is creating it).
-pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode, owner: Option<Oid>) -> PgtResult<ModeChoice> {
+pub fn choose_mode(
+    analysis: &QueryAnalysis,
+    requested: RefreshMode,
+    owner: Option<Oid>,
+) -> PgtResult<ModeChoice> {
     if requested == RefreshMode::Full {
-        return Ok(ModeChoice { effective: RefreshMode::Full, tree: None, reason: "FULL was requested".into() });
+        return Ok(ModeChoice {
+            effective: RefreshMode::Full,
+            tree: None,
+            reason: "FULL was requested".into(),
+        });
     }
     match differential_tree(analysis, owner)? {
         Ok(tree) => Ok(ModeChoice {
@@ -40,18 +48,28 @@ pub fn choose_mode(analysis: &QueryAnalysis, requested: RefreshMode, owner: Opti
         .hint("Use refresh_mode => 'AUTO' (falls back to FULL) or 'FULL'.")),
         Err(construct) => {
             notice!("pg_trickle: using FULL refresh: the differential engine does not support {construct}");
-            Ok(ModeChoice { effective: RefreshMode::Full, tree: None, reason: format!("FULL because of {construct}") })
+            Ok(ModeChoice {
+                effective: RefreshMode::Full,
+                tree: None,
+                reason: format!("FULL because of {construct}"),
+            })
         }
     }
 }
 
 /// Ok(Ok(tree)) when supported, Ok(Err(construct)) when not.
-fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<Result<OpTree, String>> {
+fn differential_tree(
+    analysis: &QueryAnalysis,
+    owner: Option<Oid>,
+) -> PgtResult<Result<OpTree, String>> {
     for source in &analysis.sources {
-        let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?.unwrap_or_default();
+        let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?
+            .unwrap_or_default();
         match source.kind {
             SourceKind::MatView => return Ok(Err(format!("materialized view {name} as a source"))),
-            SourceKind::ForeignTable => return Ok(Err(format!("foreign table {name} as a source"))),
+            SourceKind::ForeignTable => {
+                return Ok(Err(format!("foreign table {name} as a source")))
+            }
             SourceKind::Table | SourceKind::StreamTable | SourceKind::PartitionedTable => {
                 if let Some(problem) = table_problem(source.relid, owner)? {
                     return Ok(Err(problem));
@@ -69,16 +87,25 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Option<Oid>) -> PgtResult<
     }
     for c in &analysis.columns {
         if !hashable(&c.type_sql)? {
-            return Ok(Err(format!("output column \"{}\" of type {} (no hash function)", c.name, c.type_sql)));
+            return Ok(Err(format!(
+                "output column \"{}\" of type {} (no hash function)",
+                c.name, c.type_sql
+            )));
         }
     }
     if analysis.columns.is_empty() {
         return Ok(Err("a query without output columns".into()));
     }
-    let mut tree = match with_empty_search_path(|| Ok(analyze::analyze(&analysis.defining_query, &PgCatalog)))? {
+    let mut tree = match with_empty_search_path(|| {
+        Ok(analyze::analyze(&analysis.defining_query, &PgCatalog))
+    })? {
         Ok(tree) => tree,
         Err(AnalyzeError::Unsupported(construct)) => return Ok(Err(construct)),
-        Err(AnalyzeError::Invalid(message)) => return Ok(Err(format!("a query the engine could not read ({message})"))),
+        Err(AnalyzeError::Invalid(message)) => {
+            return Ok(Err(format!(
+                "a query the engine could not read ({message})"
+            )))
+        }
     };
     fill_scan_types(&mut tree.root)?;
     for cte in tree.ctes.iter_mut() {
@@ -130,7 +157,8 @@ fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<St
 /// Why the engine cannot capture or tell apart the changes of table `relid`, or may not read them
 /// for `owner`, if so.
 fn table_problem(relid: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
-    let name = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])?.unwrap_or_default();
+    let name = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])?
+        .unwrap_or_default();
     // A delta reads the change buffer, which row-level security does not filter: where the policies
     // apply to the owner, only the table itself — read whole, by FULL — gives the owner's rows.
     let row_security = spi::one::<bool>(
@@ -184,9 +212,14 @@ fn float_sum(tree: &OpTree) -> Option<String> {
     fn walk(node: &Node) -> Option<String> {
         if let Node::Aggregate { calls, .. } = node {
             for call in calls {
-                let float = ["real", "double precision"].contains(&call.arg_type.split(" COLLATE ").next().unwrap_or(""));
+                let float = ["real", "double precision"]
+                    .contains(&call.arg_type.split(" COLLATE ").next().unwrap_or(""));
                 if float && matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
-                    let name = if call.func == AggFunc::Sum { "sum" } else { "avg" };
+                    let name = if call.func == AggFunc::Sum {
+                        "sum"
+                    } else {
+                        "avg"
+                    };
                     return Some(format!(
                         "{name}() over {} (a floating-point sum depends on the order values are added in)",
                         call.arg_type
@@ -199,16 +232,24 @@ fn float_sum(tree: &OpTree) -> Option<String> {
     walk(&tree.root).or_else(|| tree.ctes.iter().find_map(walk))
 }
 
-
-
 /// Scans carry their columns' SQL types (what the analyser cannot know), for explanations and for
 /// executors that decode change rows themselves.
 fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
-    if let Node::Scan { table, columns, types } = node {
+    if let Node::Scan {
+        table,
+        columns,
+        types,
+    } = node
+    {
         let all = crate::cdc::table_columns(Oid::from(table.relid))?;
         *types = columns
             .iter()
-            .map(|c| all.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default())
+            .map(|c| {
+                all.iter()
+                    .find(|(n, _)| n == c)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default()
+            })
             .collect();
     }
     for child in node.children_mut() {
@@ -221,20 +262,49 @@ fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
 /// the hidden state columns) and, for MIN/MAX, the argument type's `<` operator; every grouping needs
 /// its keys' `=` (to find a group's rows whatever the search_path). Resolved now.
 fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
-    if let Node::Aggregate { input, group_by, calls, key_types, key_eq, .. } = node {
+    if let Node::Aggregate {
+        input,
+        group_by,
+        calls,
+        key_types,
+        key_eq,
+        ..
+    } = node
+    {
         let algebraic = calls.iter().any(|c| c.func != AggFunc::Other);
         let render = |e: &crate::dvm::optree::Expr| e.render(&|i| format!("a.c{i}"));
         let mut items: Vec<String> = group_by.iter().map(render).collect();
-        let args: Vec<usize> =
-            if algebraic { (0..calls.len()).filter(|&j| calls[j].arg.is_some()).collect() } else { vec![] };
-        items.extend(args.iter().filter_map(|&j| calls[j].arg.as_ref()).map(render));
+        let args: Vec<usize> = if algebraic {
+            (0..calls.len())
+                .filter(|&j| calls[j].arg.is_some())
+                .collect()
+        } else {
+            vec![]
+        };
+        items.extend(
+            args.iter()
+                .filter_map(|&j| calls[j].arg.as_ref())
+                .map(render),
+        );
         if !items.is_empty() {
-            let named: Vec<String> = items.iter().enumerate().map(|(i, e)| format!("({e}) AS x{i}")).collect();
-            let sql = format!("SELECT {} FROM ({}) AS a", named.join(", "), new_sql(tree, input, &mut DiffContext::default())?);
+            let named: Vec<String> = items
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("({e}) AS x{i}"))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM ({}) AS a",
+                named.join(", "),
+                new_sql(tree, input, &mut DiffContext::default())?
+            );
             let types = describe_types(&sql)?;
             let keys = &types[..group_by.len()];
             // All or nothing: without one key's operator the engine matches groups by record equality.
-            *key_eq = keys.iter().map(|t| equality_operator(t)).collect::<PgtResult<Option<Vec<_>>>>()?.unwrap_or_default();
+            *key_eq = keys
+                .iter()
+                .map(|t| equality_operator(t))
+                .collect::<PgtResult<Option<Vec<_>>>>()?
+                .unwrap_or_default();
             if algebraic {
                 *key_types = keys.to_vec();
                 // A group's identity is the hash of its keys: without a hash function for one of
@@ -250,7 +320,10 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 }
             }
         }
-        for call in calls.iter_mut().filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
+        for call in calls
+            .iter_mut()
+            .filter(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
+        {
             call.less_than = less_than_operator(&call.arg_type)?.unwrap_or_default();
         }
     }
@@ -262,9 +335,20 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 
 /// Outer joins pad the other side with NULLs, which need that side's column types.
 fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
-    if let Node::Join { kind, left, right, null_types, .. } = node {
+    if let Node::Join {
+        kind,
+        left,
+        right,
+        null_types,
+        ..
+    } = node
+    {
         if *kind != JoinKind::Inner && null_types.is_empty() {
-            let padded = if *kind == JoinKind::Left { right.as_ref() } else { left.as_ref() };
+            let padded = if *kind == JoinKind::Left {
+                right.as_ref()
+            } else {
+                left.as_ref()
+            };
             if padded.arity() > 0 {
                 let sql = new_sql(tree, padded, &mut DiffContext::default())?;
                 *null_types = describe_types(&sql)?;
@@ -282,13 +366,18 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
 fn validate(tree: &OpTree) -> PgtResult<Result<(), String>> {
     let cdc = crate::cdc::refresh_context(&tree.tables());
-    let Some(sql) = delta_query(tree, &mut DiffContext::new(cdc))? else { return Ok(Ok(())) };
+    let Some(sql) = delta_query(tree, &mut DiffContext::new(cdc))? else {
+        return Ok(Ok(()));
+    };
     Ok(spi::in_subtransaction(|| {
         for t in tree.tables() {
             crate::cdc::ensure_capture(Oid::from(t.relid))?;
         }
-        Spi::connect(|c| c.prepare(sql.as_str(), &[pgrx::pg_sys::PgBuiltInOids::TEXTOID.into()]).map(|_| ()))
-            .map_err(|e| PgtError::internal(format!("SPI: {e}")))
+        Spi::connect(|c| {
+            c.prepare(sql.as_str(), &[pgrx::pg_sys::PgBuiltInOids::TEXTOID.into()])
+                .map(|_| ())
+        })
+        .map_err(|e| PgtError::internal(format!("SPI: {e}")))
     })
     .and_then(|r| r.map_err(|e| e.message)))
 }
@@ -304,7 +393,12 @@ impl Catalog for PgCatalog {
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = $1 AND c.relname = $2",
             &[schema.into(), name.into()],
-            |r| Ok((spi::col::<Oid>(r, "oid")?, spi::col::<String>(r, "relkind")?)),
+            |r| {
+                Ok((
+                    spi::col::<Oid>(r, "oid")?,
+                    spi::col::<String>(r, "relkind")?,
+                ))
+            },
         )
         .ok()?
         .into_iter()
@@ -314,11 +408,21 @@ impl Catalog for PgCatalog {
                 relid: row.0.to_u32(),
                 schema: schema.to_string(),
                 name: name.to_string(),
-                columns: crate::cdc::table_columns(row.0).ok()?.into_iter().map(|(n, _)| n).collect(),
+                columns: crate::cdc::table_columns(row.0)
+                    .ok()?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect(),
             }),
             "v" => {
-                let def: String = spi::one("SELECT pg_catalog.pg_get_viewdef($1, false)", &[row.0.into()]).ok()??;
-                Some(Relation::View { definition: def.trim().trim_end_matches(';').to_string() })
+                let def: String = spi::one(
+                    "SELECT pg_catalog.pg_get_viewdef($1, false)",
+                    &[row.0.into()],
+                )
+                .ok()??;
+                Some(Relation::View {
+                    definition: def.trim().trim_end_matches(';').to_string(),
+                })
             }
             _ => None,
         }

@@ -42,7 +42,10 @@ pub fn own_write_active() -> bool {
 pub fn install(storage: &QualifiedName, pgt_id: i64) -> PgtResult<()> {
     // A 0.1.0 catalog (the library is updated before ALTER EXTENSION ... UPDATE, which then guards
     // every stream table) has no guard function yet.
-    let guard = spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._guard_stream_table()')::oid", &[])?;
+    let guard = spi::one::<Oid>(
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._guard_stream_table()')::oid",
+        &[],
+    )?;
     if guard.is_none() {
         return Ok(());
     }
@@ -53,7 +56,10 @@ pub fn install(storage: &QualifiedName, pgt_id: i64) -> PgtResult<()> {
         ),
         &[],
     )?;
-    spi::exec(&format!("ALTER TABLE {storage} ENABLE ALWAYS TRIGGER pgtrickle_guard"), &[])
+    spi::exec(
+        &format!("ALTER TABLE {storage} ENABLE ALWAYS TRIGGER pgtrickle_guard"),
+        &[],
+    )
 }
 
 /// After ALTER TABLE on a stream table (not by pg_trickle): its visible columns must still be the
@@ -63,7 +69,9 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
     if own_write_active() {
         return Ok(());
     }
-    let Some(st) = crate::catalog::stream_tables::load_by_relid(relid)? else { return Ok(()) };
+    let Some(st) = crate::catalog::stream_tables::load_by_relid(relid)? else {
+        return Ok(());
+    };
     // ENABLE TRIGGER ALL (as pg_restore --disable-triggers ends) leaves the guard firing in origin
     // sessions only: set it back to ALWAYS. DISABLE is the expert's choice and kept.
     let state = spi::one::<String>(
@@ -73,13 +81,19 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
     if matches!(state.as_deref(), Some("O") | Some("R")) {
         let _own = OwnWrite::begin();
         let name = crate::catalog::names::qualified_name_of(relid)?;
-        spi::exec(&format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER pgtrickle_guard"), &[])?;
+        spi::exec(
+            &format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER pgtrickle_guard"),
+            &[],
+        )?;
     }
     // A new owner (ALTER TABLE ... OWNER TO): the query view follows, and refreshes, which run as
     // the owner, need to read the change buffers.
     let owner = crate::catalog::stream_tables::owner(relid)?;
     let view = crate::catalog::query_view::name(st.pgt_id);
-    let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)", &[view.quoted().as_str().into()])?;
+    let view_owner = spi::one::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
+        &[view.quoted().as_str().into()],
+    )?;
     if view_owner.is_some_and(|o| o != owner) {
         // The owner's rights decide what the engine may read through deltas (views, row security).
         let role = crate::catalog::names::role_name(owner)?;
@@ -95,13 +109,21 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
         crate::cdc::grant_readers(&sources, owner)?;
     }
     let columns = crate::cdc::table_columns(relid)?;
-    let visible: Vec<&String> =
-        columns.iter().map(|(n, _)| n).filter(|n| !n.starts_with(crate::catalog::HIDDEN_PREFIX)).collect();
+    let visible: Vec<&String> = columns
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.starts_with(crate::catalog::HIDDEN_PREFIX))
+        .collect();
     let hidden_ok = st.effective_mode != "DIFFERENTIAL"
         || [(ROW_ID_COLUMN, "bigint"), (DUP_COLUMN, "integer")]
             .iter()
             .all(|(name, ty)| columns.iter().any(|(n, t)| n == name && t == ty));
-    if visible.iter().map(|s| s.as_str()).eq(st.output_columns.iter().map(|s| s.as_str())) && hidden_ok {
+    if visible
+        .iter()
+        .map(|s| s.as_str())
+        .eq(st.output_columns.iter().map(|s| s.as_str()))
+        && hidden_ok
+    {
         return Ok(());
     }
     let name = crate::catalog::names::qualified_name_of(relid)?;

@@ -13,13 +13,13 @@ pub mod differential;
 #[cfg(feature = "pg")]
 pub mod guard;
 #[cfg(feature = "pg")]
-pub mod reinit;
+pub mod names;
 #[cfg(feature = "pg")]
 pub mod privilege;
 #[cfg(feature = "pg")]
 pub mod query_view;
 #[cfg(feature = "pg")]
-pub mod names;
+pub mod reinit;
 #[cfg(feature = "pg")]
 pub mod restore;
 #[cfg(feature = "pg")]

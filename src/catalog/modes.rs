@@ -16,8 +16,11 @@ impl RefreshMode {
             "FULL" => Ok(RefreshMode::Full),
             "DIFFERENTIAL" => Ok(RefreshMode::Differential),
             "AUTO" => Ok(RefreshMode::Auto),
-            _ => Err(PgtError::new(SqlState::InvalidParameterValue, format!("unknown refresh mode \"{text}\""))
-                .hint("Valid refresh modes are FULL, DIFFERENTIAL and AUTO.")),
+            _ => Err(PgtError::new(
+                SqlState::InvalidParameterValue,
+                format!("unknown refresh mode \"{text}\""),
+            )
+            .hint("Valid refresh modes are FULL, DIFFERENTIAL and AUTO.")),
         }
     }
 
@@ -28,7 +31,6 @@ impl RefreshMode {
             RefreshMode::Auto => "AUTO",
         }
     }
-
 }
 
 /// Lifecycle state of a stream table. The scheduler refreshes ACTIVE ones only.
@@ -44,8 +46,11 @@ impl Status {
         match text.trim().to_ascii_uppercase().as_str() {
             "ACTIVE" => Ok(Status::Active),
             "SUSPENDED" => Ok(Status::Suspended),
-            _ => Err(PgtError::new(SqlState::InvalidParameterValue, format!("invalid status \"{text}\""))
-                .hint("A stream table's status can be set to ACTIVE or SUSPENDED.")),
+            _ => Err(PgtError::new(
+                SqlState::InvalidParameterValue,
+                format!("invalid status \"{text}\""),
+            )
+            .hint("A stream table's status can be set to ACTIVE or SUSPENDED.")),
         }
     }
 
@@ -64,7 +69,10 @@ mod tests {
     #[test]
     fn modes_parse_case_insensitively() {
         assert_eq!(RefreshMode::parse("full").unwrap(), RefreshMode::Full);
-        assert_eq!(RefreshMode::parse(" Differential ").unwrap(), RefreshMode::Differential);
+        assert_eq!(
+            RefreshMode::parse(" Differential ").unwrap(),
+            RefreshMode::Differential
+        );
         assert_eq!(RefreshMode::parse("AUTO").unwrap(), RefreshMode::Auto);
         let err = RefreshMode::parse("INCREMENTAL").unwrap_err();
         assert_eq!(err.state, SqlState::InvalidParameterValue);
@@ -73,7 +81,10 @@ mod tests {
 
     #[test]
     fn only_active_and_suspended_are_settable() {
-        assert_eq!(Status::parse_settable("suspended").unwrap(), Status::Suspended);
+        assert_eq!(
+            Status::parse_settable("suspended").unwrap(),
+            Status::Suspended
+        );
         assert_eq!(Status::parse_settable("ACTIVE").unwrap(), Status::Active);
         assert!(Status::parse_settable("ERROR").is_err());
         assert!(Status::parse_settable("paused").is_err());

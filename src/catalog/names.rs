@@ -25,7 +25,10 @@ pub fn parse_for_create(name: &str) -> PgtResult<QualifiedName> {
                 &[schema.as_str().into()],
             )?;
             if exists != Some(true) {
-                return Err(PgtError::new(SqlState::InvalidSchemaName, format!("schema \"{schema}\" does not exist")));
+                return Err(PgtError::new(
+                    SqlState::InvalidSchemaName,
+                    format!("schema \"{schema}\" does not exist"),
+                ));
             }
             Ok(QualifiedName::new(schema.clone(), rel.clone()))
         }
@@ -39,13 +42,23 @@ pub fn resolve_existing(name: &str) -> PgtResult<Option<Oid>> {
     if parts.len() > 2 {
         return Err(too_many_parts(name));
     }
-    let quoted = parts.iter().map(|p| crate::dvm::sql::quote_ident(p)).collect::<Vec<_>>().join(".");
-    spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[quoted.as_str().into()])
+    let quoted = parts
+        .iter()
+        .map(|p| crate::dvm::sql::quote_ident(p))
+        .collect::<Vec<_>>()
+        .join(".");
+    spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[quoted.as_str().into()],
+    )
 }
 
 /// A role's name, quoted where needed, for GRANT / OWNER TO and messages.
 pub fn role_name(role: Oid) -> PgtResult<String> {
-    Ok(spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[role.into()])?.unwrap_or_default())
+    Ok(
+        spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[role.into()])?
+            .unwrap_or_default(),
+    )
 }
 
 /// The relation's current schema-qualified name.
@@ -55,22 +68,42 @@ pub fn qualified_name_of(relid: Oid) -> PgtResult<QualifiedName> {
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE c.oid = $1",
         &[relid.into()],
-        |r| Ok(QualifiedName::new(spi::col::<String>(r, "schema")?, spi::col::<String>(r, "name")?)),
+        |r| {
+            Ok(QualifiedName::new(
+                spi::col::<String>(r, "schema")?,
+                spi::col::<String>(r, "name")?,
+            ))
+        },
     )?;
-    row.into_iter().next().ok_or_else(|| PgtError::internal(format!("relation {relid:?} has no pg_class row")))
+    row.into_iter()
+        .next()
+        .ok_or_else(|| PgtError::internal(format!("relation {relid:?} has no pg_class row")))
 }
 
 fn parse_ident(name: &str) -> PgtResult<Vec<String>> {
     if name.trim().is_empty() {
-        return Err(PgtError::new(SqlState::InvalidName, "stream table name must not be empty"));
+        return Err(PgtError::new(
+            SqlState::InvalidName,
+            "stream table name must not be empty",
+        ));
     }
     // parse_ident() is PostgreSQL's own identifier parser; strict mode rejects trailing junk.
-    let parts: Option<Vec<String>> = crate::spi::one("SELECT pg_catalog.parse_ident($1, true)", &[name.into()])
-        .map_err(|e| PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")).detail(e.message))?;
-    parts.filter(|p| !p.is_empty()).ok_or_else(|| PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")))
+    let parts: Option<Vec<String>> = crate::spi::one(
+        "SELECT pg_catalog.parse_ident($1, true)",
+        &[name.into()],
+    )
+    .map_err(|e| {
+        PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")).detail(e.message)
+    })?;
+    parts
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")))
 }
 
 fn too_many_parts(name: &str) -> PgtError {
-    PgtError::new(SqlState::InvalidName, format!("improper qualified name (too many dotted names): {name}"))
-        .hint("Use name or schema.name.")
+    PgtError::new(
+        SqlState::InvalidName,
+        format!("improper qualified name (too many dotted names): {name}"),
+    )
+    .hint("Use name or schema.name.")
 }

@@ -19,8 +19,11 @@ pub fn caller() -> Oid {
 /// Runs `body` as the role that owns the pg_trickle extension (as a SECURITY DEFINER function would
 /// run), restoring the caller's identity afterwards (also when an ERROR unwinds).
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    let owner = spi::one::<Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'", &[])?
-        .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
+    let owner = spi::one::<Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
+        &[],
+    )?
+    .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
 }
 
@@ -80,8 +83,11 @@ pub fn require_select(caller: Oid, sources: &[Oid]) -> PgtResult<()> {
     )?;
     match denied {
         None => Ok(()),
-        Some(source) => Err(PgtError::new(SqlState::InsufficientPrivilege, format!("permission denied for table {source}"))
-            .detail("A stream table's owner must be able to read everything its query reads.")),
+        Some(source) => Err(PgtError::new(
+            SqlState::InsufficientPrivilege,
+            format!("permission denied for table {source}"),
+        )
+        .detail("A stream table's owner must be able to read everything its query reads.")),
     }
 }
 
@@ -91,5 +97,8 @@ pub fn require_superuser(caller: Oid, what: &str) -> PgtResult<()> {
     if unsafe { pg_sys::superuser_arg(caller) } {
         return Ok(());
     }
-    Err(PgtError::new(SqlState::InsufficientPrivilege, format!("must be superuser to {what}")))
+    Err(PgtError::new(
+        SqlState::InsufficientPrivilege,
+        format!("must be superuser to {what}"),
+    ))
 }

@@ -22,7 +22,12 @@ pub fn name(pgt_id: i64) -> QualifiedName {
 /// Creates the view for a new stream table whose storage table is `storage`.
 pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> {
     // A 0.1.0 catalog has no schema for them; ALTER EXTENSION ... UPDATE makes the views then.
-    if spi::one::<Oid>("SELECT pg_catalog.to_regnamespace($1)::oid", &[SCHEMA.into()])?.is_none() {
+    if spi::one::<Oid>(
+        "SELECT pg_catalog.to_regnamespace($1)::oid",
+        &[SCHEMA.into()],
+    )?
+    .is_none()
+    {
         return Ok(());
     }
     let view = name(pgt_id);
@@ -35,12 +40,18 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         ),
         &[],
     )?;
-    let oid = spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[view.quoted().as_str().into()])?
-        .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
+    let oid = spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[view.quoted().as_str().into()],
+    )?
+    .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
     super::depend::auto_on_storage(oid, storage);
     // The stream table's owner owns its query, as for any view of theirs.
     let owner = super::stream_tables::owner(storage)?;
-    let view_owner = spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[oid.into()])?;
+    let view_owner = spi::one::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[oid.into()],
+    )?;
     if view_owner != Some(owner) {
         let role = super::names::role_name(owner)?;
         let _own = super::guard::OwnWrite::begin();
@@ -65,7 +76,12 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
     let is_view = match relid {
-        Some(relid) => spi::one::<bool>("SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])? == Some(true),
+        Some(relid) => {
+            spi::one::<bool>(
+                "SELECT relkind = 'v' FROM pg_catalog.pg_class WHERE oid = $1",
+                &[relid.into()],
+            )? == Some(true)
+        }
         None => false,
     };
     refuse_changes_to_query_views(command_tag, relid, is_view)?;
@@ -99,13 +115,20 @@ fn reinitialise_view_readers(view: Oid, what: &str) -> PgtResult<()> {
 
 /// The query views are pg_trickle's: replacing one would change what a stream table computes behind
 /// its catalog's back, renaming or moving one would lose it. (Its owner and options may change.)
-fn refuse_changes_to_query_views(command_tag: &str, relid: Option<Oid>, is_view: bool) -> PgtResult<()> {
+fn refuse_changes_to_query_views(
+    command_tag: &str,
+    relid: Option<Oid>,
+    is_view: bool,
+) -> PgtResult<()> {
     if super::guard::own_write_active() || !super::version::at_least_0_2_0()? {
         return Ok(());
     }
     let refused = |view: String| {
-        Err(PgtError::new(SqlState::WrongObjectType, format!("cannot change {view}: it is a stream table's defining query"))
-            .hint("To change the query, drop the stream table and create it again."))
+        Err(PgtError::new(
+            SqlState::WrongObjectType,
+            format!("cannot change {view}: it is a stream table's defining query"),
+        )
+        .hint("To change the query, drop the stream table and create it again."))
     };
     if command_tag == "CREATE VIEW" {
         // Only a live stream table's view: a restore re-creates the views before the catalog's rows.
@@ -148,8 +171,12 @@ pub fn follow_renames(relid: Option<Oid>) -> PgtResult<()> {
         |r| spi::col::<i64>(r, "pgt_id"),
     )?;
     for pgt_id in affected {
-        let Some(st) = stream_tables::load(pgt_id)? else { continue };
-        let Some(text) = current_text(pgt_id)? else { continue };
+        let Some(st) = stream_tables::load(pgt_id)? else {
+            continue;
+        };
+        let Some(text) = current_text(pgt_id)? else {
+            continue;
+        };
         if text != st.defining_query {
             store_text(&st, &text)?;
         }
@@ -160,7 +187,10 @@ pub fn follow_renames(relid: Option<Oid>) -> PgtResult<()> {
 fn mark_reinit(st: &StreamTable, problem: &str) -> PgtResult<()> {
     spi::exec(
         &super::reinit::mark_sql("pgt_id = $1", "$2")?,
-        &[st.pgt_id.into(), format!("after a rename its query could not be rebuilt: {problem}").into()],
+        &[
+            st.pgt_id.into(),
+            format!("after a rename its query could not be rebuilt: {problem}").into(),
+        ],
     )
 }
 
@@ -186,14 +216,22 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
         Ok(Err(e)) => return mark_reinit(st, &e.to_string()),
         Err(message) => return mark_reinit(st, &message),
     };
-    let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    let tree = choice
+        .tree
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| PgtError::internal(e.to_string()))?;
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",
         &[st.pgt_id.into(), tree.into(), choice.effective.as_str().into(), choice.reason.into()],
     )?;
     if choice.tree.is_none() {
         // No longer DIFFERENTIAL (e.g. a source became something the engine cannot read): FULL next.
-        spi::exec(&super::reinit::mark_sql("pgt_id = $1", "'a renamed source made its query FULL-only'")?, &[st.pgt_id.into()])?;
+        spi::exec(
+            &super::reinit::mark_sql("pgt_id = $1", "'a renamed source made its query FULL-only'")?,
+            &[st.pgt_id.into()],
+        )?;
     }
     stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())
 }

@@ -13,13 +13,18 @@ pub fn mark_sql(filter: &str, reason_sql: &str) -> PgtResult<String> {
     } else {
         String::new()
     };
-    Ok(format!("UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true{reason} WHERE {filter}"))
+    Ok(format!(
+        "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true{reason} WHERE {filter}"
+    ))
 }
 
 /// Marks every stream table reading `source`.
 pub fn mark_dependents(source: Oid, reason: &str) -> PgtResult<()> {
     spi::exec(
-        &mark_sql("pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)", "$2")?,
+        &mark_sql(
+            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+            "$2",
+        )?,
         &[source.into(), reason.into()],
     )
 }

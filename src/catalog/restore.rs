@@ -26,12 +26,22 @@ const REINIT_REASON: &str = "restored from a dump";
 /// Restores every catalog row that does not belong to a stream table of this database.
 pub fn restore() -> PgtResult<Vec<Restored>> {
     let _own = super::guard::OwnWrite::begin();
-    let ids: Vec<i64> = spi::rows("SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id", &[], |r| spi::col::<i64>(r, "pgt_id"))?;
+    let ids: Vec<i64> = spi::rows(
+        "SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id",
+        &[],
+        |r| spi::col::<i64>(r, "pgt_id"),
+    )?;
     let mut healthy = Vec::new();
     let mut stale = Vec::new();
     for id in ids {
-        let Some(st) = stream_tables::load(id)? else { continue };
-        if stream_tables::identity_holds(&st)? { healthy.push(id) } else { stale.push(st) }
+        let Some(st) = stream_tables::load(id)? else {
+            continue;
+        };
+        if stream_tables::identity_holds(&st)? {
+            healthy.push(id)
+        } else {
+            stale.push(st)
+        }
     }
     continue_identities()?;
     if stale.is_empty() {
@@ -55,12 +65,18 @@ pub fn restore() -> PgtResult<Vec<Restored>> {
     for st in stale {
         match storage_of(st.pgt_id)? {
             Some(relid) => {
-                spi::exec("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2 WHERE pgt_id = $1", &[st.pgt_id.into(), relid.into()])?;
+                spi::exec(
+                    "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2 WHERE pgt_id = $1",
+                    &[st.pgt_id.into(), relid.into()],
+                )?;
                 found.push(StreamTable { relid, ..st });
             }
             None => {
                 // Nothing to refresh into: the row goes (its history with it).
-                spi::exec("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[st.pgt_id.into()])?;
+                spi::exec(
+                    "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
+                    &[st.pgt_id.into()],
+                )?;
                 outcomes.push(Restored {
                     pgt_id: st.pgt_id,
                     stream_table: None,
@@ -80,7 +96,10 @@ pub fn restore() -> PgtResult<Vec<Restored>> {
 /// New stream tables and history rows get ids after the restored ones (a dump restores the rows, not
 /// the identity sequences' positions).
 fn continue_identities() -> PgtResult<()> {
-    for (table, column) in [("pgtrickle.pgt_stream_tables", "pgt_id"), ("pgtrickle.pgt_refresh_history", "refresh_id")] {
+    for (table, column) in [
+        ("pgtrickle.pgt_stream_tables", "pgt_id"),
+        ("pgtrickle.pgt_refresh_history", "refresh_id"),
+    ] {
         spi::exec(
             &format!(
                 "SELECT pg_catalog.setval(seq, m)
@@ -119,16 +138,22 @@ fn storage_of(pgt_id: i64) -> PgtResult<Option<Oid>> {
 fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
     let name = super::names::qualified_name_of(st.relid)?;
     let view = super::query_view::name(st.pgt_id);
-    let view_oid = spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[view.quoted().as_str().into()])?
-        .ok_or_else(|| PgtError::internal(format!("{view} vanished")))?;
+    let view_oid = spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[view.quoted().as_str().into()],
+    )?
+    .ok_or_else(|| PgtError::internal(format!("{view} vanished")))?;
     super::depend::auto_on_storage(view_oid, st.relid);
     super::depend::on_extension(st.relid);
-    let text = super::query_view::current_text(st.pgt_id)?.ok_or_else(|| PgtError::internal(format!("{view} has no definition")))?;
+    let text = super::query_view::current_text(st.pgt_id)?
+        .ok_or_else(|| PgtError::internal(format!("{view} has no definition")))?;
     let requested = RefreshMode::parse(&st.refresh_mode)?;
     let rebuilt = spi::in_subtransaction(|| {
         let analysis = analysis::analyze(&text)?;
         let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
-        if choice.effective == RefreshMode::Differential && !stream_tables::has_row_identity(st.relid)? {
+        if choice.effective == RefreshMode::Differential
+            && !stream_tables::has_row_identity(st.relid)?
+        {
             return Err(PgtError::new(
                 crate::error::SqlState::ObjectNotInPrerequisiteState,
                 "its table has no row identity columns, which DIFFERENTIAL refreshes need",
@@ -141,7 +166,12 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
         Ok(Err(e)) => return broken(st, name.to_string(), &e.to_string()),
         Err(message) => return broken(st, name.to_string(), &message),
     };
-    let tree = choice.tree.as_ref().map(serde_json::to_string).transpose().map_err(|e| PgtError::internal(e.to_string()))?;
+    let tree = choice
+        .tree
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| PgtError::internal(e.to_string()))?;
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
             SET defining_query = $2, op_tree = $3::jsonb, effective_mode = $4, mode_reason = $5,
@@ -159,7 +189,10 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
     Ok(Restored {
         pgt_id: st.pgt_id,
         stream_table: Some(name.to_string()),
-        outcome: format!("restored ({}): its next refresh is FULL", choice.effective.as_str()),
+        outcome: format!(
+            "restored ({}): its next refresh is FULL",
+            choice.effective.as_str()
+        ),
     })
 }
 
@@ -171,5 +204,9 @@ fn broken(st: &StreamTable, name: String, why: &str) -> PgtResult<Restored> {
           WHERE pgt_id = $1",
         &[st.pgt_id.into(), error.as_str().into()],
     )?;
-    Ok(Restored { pgt_id: st.pgt_id, stream_table: Some(name), outcome: error })
+    Ok(Restored {
+        pgt_id: st.pgt_id,
+        stream_table: Some(name),
+        outcome: error,
+    })
 }

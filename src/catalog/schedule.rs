@@ -12,7 +12,11 @@ const HINT: &str = "Use a positive whole number followed by a unit: ms, s, m, h 
 /// allowed; units are case-insensitive.
 pub fn parse_schedule(text: &str) -> PgtResult<i64> {
     let invalid = || {
-        PgtError::new(SqlState::InvalidParameterValue, format!("invalid schedule \"{text}\"")).hint(HINT)
+        PgtError::new(
+            SqlState::InvalidParameterValue,
+            format!("invalid schedule \"{text}\""),
+        )
+        .hint(HINT)
     };
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
@@ -31,19 +35,30 @@ pub fn parse_schedule(text: &str) -> PgtResult<i64> {
     };
     let ms = n.checked_mul(factor).ok_or_else(invalid)?;
     if ms <= 0 {
-        return Err(PgtError::new(SqlState::InvalidParameterValue, format!("schedule \"{text}\" must be positive"))
-            .hint(HINT));
+        return Err(PgtError::new(
+            SqlState::InvalidParameterValue,
+            format!("schedule \"{text}\" must be positive"),
+        )
+        .hint(HINT));
     }
     if ms > MAX_SCHEDULE_MS {
-        return Err(PgtError::new(SqlState::InvalidParameterValue, format!("schedule \"{text}\" is longer than 7 days"))
-            .hint(HINT));
+        return Err(PgtError::new(
+            SqlState::InvalidParameterValue,
+            format!("schedule \"{text}\" is longer than 7 days"),
+        )
+        .hint(HINT));
     }
     Ok(ms)
 }
 
 /// The canonical spelling stored in the catalog and shown to users: the largest unit that divides evenly.
 pub fn format_schedule(ms: i64) -> String {
-    for (unit, factor) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, factor) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms % factor == 0 {
             return format!("{}{unit}", ms / factor);
         }
@@ -77,7 +92,20 @@ mod tests {
 
     #[test]
     fn rejects_everything_else_with_a_hint() {
-        for bad in ["", "5", "s", "-5s", "5 fortnights", "1 day 2 hours", "1.5s", "5x", "0s", "8d", "99999999999999999999ms", "5s5"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "-5s",
+            "5 fortnights",
+            "1 day 2 hours",
+            "1.5s",
+            "5x",
+            "0s",
+            "8d",
+            "99999999999999999999ms",
+            "5s5",
+        ] {
             let err = parse_schedule(bad).unwrap_err();
             assert_eq!(err.state, SqlState::InvalidParameterValue, "{bad}");
             assert!(err.hint.is_some(), "{bad}");

@@ -40,7 +40,11 @@ const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refres
 
 /// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
 fn columns() -> PgtResult<String> {
-    let reason = if super::version::at_least_0_2_0()? { "reinit_reason" } else { "NULL::text AS reinit_reason" };
+    let reason = if super::version::at_least_0_2_0()? {
+        "reinit_reason"
+    } else {
+        "NULL::text AS reinit_reason"
+    };
     Ok(format!("{COLUMNS}, {reason}"))
 }
 
@@ -66,8 +70,13 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
 /// refreshers of one stream table serialize, and turns a stale REPEATABLE READ snapshot into a
 /// serialization failure instead of a double apply.
 pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
-    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE", columns()?);
-    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
+    let sql = format!(
+        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
+        columns()?
+    );
+    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?
+        .into_iter()
+        .next())
 }
 
 /// Whether the catalog row still names its own storage table: its query view is tied to that table
@@ -86,25 +95,42 @@ pub fn identity_holds(st: &StreamTable) -> PgtResult<bool> {
                                      AND d.objid = pg_catalog.to_regclass($2)
                                      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
                                      AND d.refobjid = $1 AND d.deptype = 'a') END",
-        &[st.relid.into(), super::query_view::name(st.pgt_id).quoted().as_str().into(), st.status.as_str().into()],
+        &[
+            st.relid.into(),
+            super::query_view::name(st.pgt_id).quoted().as_str().into(),
+            st.status.as_str().into(),
+        ],
     )? == Some(true))
 }
 
 /// The role owning the storage table.
 pub fn owner(relid: Oid) -> PgtResult<Oid> {
-    spi::one::<Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])?
-        .ok_or_else(|| PgtError::internal("storage table without an owner"))
+    spi::one::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )?
+    .ok_or_else(|| PgtError::internal("storage table without an owner"))
 }
 
 /// Loads a stream table by id, without locking it.
 pub fn load(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
-    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", columns()?);
-    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
+    let sql = format!(
+        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
+        columns()?
+    );
+    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?
+        .into_iter()
+        .next())
 }
 
 pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
-    let sql = format!("SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", columns()?);
-    Ok(spi::rows(&sql, &[relid.into()], from_row)?.into_iter().next())
+    let sql = format!(
+        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1",
+        columns()?
+    );
+    Ok(spi::rows(&sql, &[relid.into()], from_row)?
+        .into_iter()
+        .next())
 }
 
 /// Finds the stream table a user named, or says clearly why there is none.
@@ -121,19 +147,28 @@ pub fn find_id(name: &str) -> PgtResult<i64> {
 /// The storage table's OID and the stream table's id for a user-given name.
 pub fn find_ids(name: &str) -> PgtResult<(Oid, i64)> {
     let relid = names::resolve_existing(name)?.ok_or_else(|| not_found(name))?;
-    let pgt_id = spi::one::<i64>("SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1", &[relid.into()])?
-        .ok_or_else(|| not_a_stream_table(name))?;
+    let pgt_id = spi::one::<i64>(
+        "SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1",
+        &[relid.into()],
+    )?
+    .ok_or_else(|| not_a_stream_table(name))?;
     Ok((relid, pgt_id))
 }
 
 fn not_found(name: &str) -> PgtError {
-    PgtError::new(SqlState::UndefinedTable, format!("stream table \"{name}\" does not exist"))
-        .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
+    PgtError::new(
+        SqlState::UndefinedTable,
+        format!("stream table \"{name}\" does not exist"),
+    )
+    .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
 }
 
 fn not_a_stream_table(name: &str) -> PgtError {
-    PgtError::new(SqlState::WrongObjectType, format!("\"{name}\" is not a stream table"))
-        .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
+    PgtError::new(
+        SqlState::WrongObjectType,
+        format!("\"{name}\" is not a stream table"),
+    )
+    .hint("List stream tables with: SELECT * FROM pgtrickle.stream_tables;")
 }
 
 pub struct NewStreamTable<'a> {
@@ -188,7 +223,10 @@ pub fn record_sources(
     analysis: &crate::catalog::analysis::QueryAnalysis,
     tree: Option<&crate::dvm::optree::OpTree>,
 ) -> PgtResult<()> {
-    spi::exec("DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1", &[pgt_id.into()])?;
+    spi::exec(
+        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = $1",
+        &[pgt_id.into()],
+    )?;
     for source in &analysis.sources {
         insert_dependency(pgt_id, source.relid, source.kind.as_str())?;
     }
@@ -203,7 +241,12 @@ pub fn record_sources(
         ),
         &[pgt_id.into(), views.into()],
     )?;
-    let tables: Vec<Oid> = tree.map(|t| t.tables()).unwrap_or_default().iter().map(|t| Oid::from(t.relid)).collect();
+    let tables: Vec<Oid> = tree
+        .map(|t| t.tables())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| Oid::from(t.relid))
+        .collect();
     record_table_sources(pgt_id, &tables)
 }
 

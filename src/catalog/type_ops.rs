@@ -13,7 +13,11 @@ fn lookup(type_sql: &str, flags: u32) -> PgtResult<Option<pg_sys::TypeCacheEntry
     if base.is_empty() {
         return Ok(None);
     }
-    let Some(oid) = spi::one::<Oid>("SELECT pg_catalog.to_regtype($1)::pg_catalog.oid", &[base.into()])? else {
+    let Some(oid) = spi::one::<Oid>(
+        "SELECT pg_catalog.to_regtype($1)::pg_catalog.oid",
+        &[base.into()],
+    )?
+    else {
         return Ok(None);
     };
     // SAFETY: lookup_type_cache returns a pointer into the backend's long-lived type cache (it raises
@@ -24,7 +28,8 @@ fn lookup(type_sql: &str, flags: u32) -> PgtResult<Option<pg_sys::TypeCacheEntry
 
 /// Whether values of the type have an extended hash function (the row identity hashes them).
 pub fn hashable(type_sql: &str) -> PgtResult<bool> {
-    Ok(lookup(type_sql, pg_sys::TYPECACHE_HASH_EXTENDED_PROC)?.is_some_and(|e| e.hash_extended_proc != Oid::INVALID))
+    Ok(lookup(type_sql, pg_sys::TYPECACHE_HASH_EXTENDED_PROC)?
+        .is_some_and(|e| e.hash_extended_proc != Oid::INVALID))
 }
 
 /// `OPERATOR(schema.=)`: the equality of the type's default btree (else hash) operator class.

@@ -57,7 +57,10 @@ fn signalling_tables(relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
             |r| Ok((spi::col::<String>(r, "relkind")?, spi::col::<String>(r, "persistence")?)),
         )?;
         let table = matches!(kind.first(), Some((relkind, persistence)) if matches!(relkind.as_str(), "r" | "p") && persistence != "t");
-        if !table || relid.to_u32() < FIRST_NORMAL_OBJECT_ID || crate::cdc::foreign_descendant(relid)?.is_some() {
+        if !table
+            || relid.to_u32() < FIRST_NORMAL_OBJECT_ID
+            || crate::cdc::foreign_descendant(relid)?.is_some()
+        {
             return Ok(None);
         }
     }

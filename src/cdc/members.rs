@@ -54,7 +54,10 @@ impl Family {
     fn native_function(self) -> PgtResult<Option<Oid>> {
         match self {
             Family::Capture => native_capture_function(),
-            Family::Signal => spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._signal()')::oid", &[]),
+            Family::Signal => spi::one::<Oid>(
+                "SELECT pg_catalog.to_regprocedure('pgtrickle._signal()')::oid",
+                &[],
+            ),
         }
     }
 }
@@ -85,13 +88,26 @@ const CAPTURE: [Kind; 5] = [
 /// No transition tables: a signal costs a writer one trigger call per statement. (A statement that
 /// changed no row signals too; that costs a refresh, never a missed change.)
 const SIGNAL: [Kind; 2] = [
-    Kind { suffix: "stmt", create: "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {on} FOR EACH STATEMENT", state: "A", row: false },
-    Kind { suffix: "row", create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW", state: "R", row: true },
+    Kind {
+        suffix: "stmt",
+        create: "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {on} FOR EACH STATEMENT",
+        state: "A",
+        row: false,
+    },
+    Kind {
+        suffix: "row",
+        create: "AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW",
+        state: "R",
+        row: true,
+    },
 ];
 
 /// The triggers `table` (the source or one of its descendants) carries for `source`.
 fn kinds_for(family: Family, relkind: &str) -> impl Iterator<Item = &'static Kind> + '_ {
-    family.kinds().iter().filter(move |k| !k.row || relkind == "r")
+    family
+        .kinds()
+        .iter()
+        .filter(move |k| !k.row || relkind == "r")
 }
 
 /// A trigger's name: the source's own keep their historic names; a descendant's name the source, so
@@ -107,12 +123,18 @@ fn trigger_name(family: Family, source: Oid, table: Oid, kind: &Kind) -> String 
 /// Whether `name` is one of the capture trigger names pg_trickle gives `table` for `source` (the
 /// capture trigger function captures only from those, trigger.rs).
 pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
-    CAPTURE.iter().filter(|k| k.suffix != "trunc").any(|k| trigger_name(Family::Capture, source, table, k) == name)
+    CAPTURE
+        .iter()
+        .filter(|k| k.suffix != "trunc")
+        .any(|k| trigger_name(Family::Capture, source, table, k) == name)
 }
 
 /// Whether `name` is one of the names pg_trickle gives the triggers of `family` for `source` on `table`.
 fn own_name(family: Family, source: Oid, table: Oid, name: &str) -> bool {
-    family.kinds().iter().any(|k| trigger_name(family, source, table, k) == name)
+    family
+        .kinds()
+        .iter()
+        .any(|k| trigger_name(family, source, table, k) == name)
 }
 
 /// The functions a source's triggers of one family run. Capture: the capture trigger function (with
@@ -132,27 +154,52 @@ impl Functions {
     fn of(family: Family, source: Oid) -> PgtResult<Functions> {
         let native = family.native_function()?;
         if family == Family::Signal {
-            return Ok(Functions { family, source, native, own: Vec::new(), complete: native.is_some() });
+            return Ok(Functions {
+                family,
+                source,
+                native,
+                own: Vec::new(),
+                complete: native.is_some(),
+            });
         }
-        let names: Vec<String> =
-            [truncate_function(source), capture_function(source), row_capture_function(source)].iter().map(|f| format!("{}()", f.quoted())).collect();
+        let names: Vec<String> = [
+            truncate_function(source),
+            capture_function(source),
+            row_capture_function(source),
+        ]
+        .iter()
+        .map(|f| format!("{}()", f.quoted()))
+        .collect();
         let found: Vec<Option<Oid>> = spi::rows(
             "SELECT pg_catalog.to_regprocedure(f)::oid AS oid FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(f, n) ORDER BY n",
             &[names.into()],
             |r| r.get_by_name::<Oid, _>("oid"),
         )?;
-        let complete = found[0].is_some() && (native.is_some() || found.iter().all(Option::is_some));
-        Ok(Functions { family, source, native, own: found.into_iter().flatten().collect(), complete })
+        let complete =
+            found[0].is_some() && (native.is_some() || found.iter().all(Option::is_some));
+        Ok(Functions {
+            family,
+            source,
+            native,
+            own: found.into_iter().flatten().collect(),
+            complete,
+        })
     }
 
     /// What a trigger of `kind` executes.
     fn call(&self, kind: &Kind) -> String {
         if self.family == Family::Signal {
-            return format!("pgtrickle._signal({})", quote_literal(&self.source.to_u32().to_string()));
+            return format!(
+                "pgtrickle._signal({})",
+                quote_literal(&self.source.to_u32().to_string())
+            );
         }
         match (kind.suffix, self.native) {
             ("trunc", _) => format!("{}()", truncate_function(self.source)),
-            (_, Some(_)) => format!("pgtrickle._capture({})", quote_literal(&self.source.to_u32().to_string())),
+            (_, Some(_)) => format!(
+                "pgtrickle._capture({})",
+                quote_literal(&self.source.to_u32().to_string())
+            ),
             ("row", None) => format!("{}()", row_capture_function(self.source)),
             (_, None) => format!("{}()", capture_function(self.source)),
         }
@@ -173,7 +220,10 @@ impl Functions {
             &[self.own.clone().into(), self.native.unwrap_or(pgrx::pg_sys::InvalidOid).into(), vec![self.source].into()],
             |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?, spi::col(r, "state")?)),
         )?;
-        Ok(all.into_iter().filter(|(table, name, _)| own_name(self.family, self.source, *table, name)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|(table, name, _)| own_name(self.family, self.source, *table, name))
+            .collect())
     }
 }
 
@@ -191,7 +241,10 @@ fn set_state(on: &str, name: &str, state: &str) -> PgtResult<()> {
         "R" => "ENABLE REPLICA",
         _ => "ENABLE",
     };
-    spi::exec(&format!("ALTER TABLE {on} {mode} TRIGGER {}", quote_ident(name)), &[])
+    spi::exec(
+        &format!("ALTER TABLE {on} {mode} TRIGGER {}", quote_ident(name)),
+        &[],
+    )
 }
 
 /// Brings the triggers of `family` for `source` in line with its current descendants and trigger
@@ -204,11 +257,14 @@ pub(super) fn rearm(family: Family, source: Oid, installing: bool) -> PgtResult<
         return Ok(false);
     }
     let mut lossy = false;
-    let members = std::iter::once((source, relkind(source)?)).chain(descendants(source)?).collect::<Vec<_>>();
+    let members = std::iter::once((source, relkind(source)?))
+        .chain(descendants(source)?)
+        .collect::<Vec<_>>();
     let armed = functions.triggers()?;
     for (table, kind) in &members {
         let on = regclass(*table)?;
-        let have: Vec<&(Oid, String, String)> = armed.iter().filter(|(rel, _, _)| rel == table).collect();
+        let have: Vec<&(Oid, String, String)> =
+            armed.iter().filter(|(rel, _, _)| rel == table).collect();
         let mut created = false;
         for k in kinds_for(family, kind) {
             let name = trigger_name(family, source, *table, k);
@@ -216,7 +272,14 @@ pub(super) fn rearm(family: Family, source: Oid, installing: bool) -> PgtResult<
                 continue;
             }
             let spec = k.create.replace("{on}", &on);
-            spi::exec(&format!("CREATE TRIGGER {} {spec} EXECUTE FUNCTION {}", quote_ident(&name), functions.call(k)), &[])?;
+            spi::exec(
+                &format!(
+                    "CREATE TRIGGER {} {spec} EXECUTE FUNCTION {}",
+                    quote_ident(&name),
+                    functions.call(k)
+                ),
+                &[],
+            )?;
             set_state(&on, &name, k.state)?;
             created = true;
         }
@@ -225,15 +288,29 @@ pub(super) fn rearm(family: Family, source: Oid, installing: bool) -> PgtResult<
             lossy = true;
         }
     }
-    for (table, name, _) in armed.iter().filter(|(rel, _, _)| !members.iter().any(|(m, _)| m == rel)) {
+    for (table, name, _) in armed
+        .iter()
+        .filter(|(rel, _, _)| !members.iter().any(|(m, _)| m == rel))
+    {
         // Detached or no longer inheriting: its rows left the source unseen.
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(name), regclass(*table)?), &[])?;
+        spi::exec(
+            &format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote_ident(name),
+                regclass(*table)?
+            ),
+            &[],
+        )?;
         lossy = true;
     }
     // A disabled trigger is the user's choice (refreshes are FULL until it is enabled again); any
     // other state than its own is set back.
     for (table, name, state) in functions.triggers()? {
-        let Some(kind) = family.kinds().iter().find(|k| name.ends_with(&format!("_{}", k.suffix))) else {
+        let Some(kind) = family
+            .kinds()
+            .iter()
+            .find(|k| name.ends_with(&format!("_{}", k.suffix)))
+        else {
             continue;
         };
         if state == "D" {
@@ -250,8 +327,14 @@ pub(super) fn rearm(family: Family, source: Oid, installing: bool) -> PgtResult<
 /// refresh must be FULL) or not signalled (a refresh must not be skipped).
 pub fn suspended(family: Family, sources: &[Oid]) -> PgtResult<bool> {
     for &source in sources {
-        let members: Vec<Oid> = std::iter::once(source).chain(descendants(source)?.into_iter().map(|(t, _)| t)).collect();
-        if Functions::of(family, source)?.triggers()?.iter().any(|(table, _, state)| state == "D" && members.contains(table)) {
+        let members: Vec<Oid> = std::iter::once(source)
+            .chain(descendants(source)?.into_iter().map(|(t, _)| t))
+            .collect();
+        if Functions::of(family, source)?
+            .triggers()?
+            .iter()
+            .any(|(table, _, state)| state == "D" && members.contains(table))
+        {
             return Ok(true);
         }
     }
@@ -272,7 +355,9 @@ pub(super) fn drop_signals_except(keep: &[Oid]) -> PgtResult<()> {
 /// Drops the triggers running the trigger function of `family` whose source is among `sources`
 /// (`among`) or not (`!among`).
 fn drop_triggers(family: Family, sources: &[Oid], among: bool) -> PgtResult<()> {
-    let Some(function) = family.native_function()? else { return Ok(()) };
+    let Some(function) = family.native_function()? else {
+        return Ok(());
+    };
     let triggers: Vec<(Oid, String)> = spi::rows(
         &format!(
             "SELECT tgrelid, tgname::text AS name FROM pg_catalog.pg_trigger
@@ -285,7 +370,14 @@ fn drop_triggers(family: Family, sources: &[Oid], among: bool) -> PgtResult<()> 
         |r| Ok((spi::col(r, "tgrelid")?, spi::col(r, "name")?)),
     )?;
     for (table, name) in triggers {
-        spi::exec(&format!("DROP TRIGGER IF EXISTS {} ON {}", quote_ident(&name), regclass(table)?), &[])?;
+        spi::exec(
+            &format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote_ident(&name),
+                regclass(table)?
+            ),
+            &[],
+        )?;
     }
     Ok(())
 }
@@ -320,13 +412,23 @@ pub fn foreign_descendant(source: Oid) -> PgtResult<Option<String>> {
 }
 
 fn relkind(table: Oid) -> PgtResult<String> {
-    Ok(spi::one::<String>("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1", &[table.into()])?.unwrap_or_default())
+    Ok(spi::one::<String>(
+        "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
+        &[table.into()],
+    )?
+    .unwrap_or_default())
 }
 
 fn regclass(table: Oid) -> PgtResult<String> {
-    Ok(spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?.unwrap_or_default())
+    Ok(
+        spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?
+            .unwrap_or_default(),
+    )
 }
 
 fn has_rows(table: Oid) -> PgtResult<bool> {
-    Ok(spi::one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {})", regclass(table)?), &[])? == Some(true))
+    Ok(spi::one::<bool>(
+        &format!("SELECT EXISTS (SELECT 1 FROM ONLY {})", regclass(table)?),
+        &[],
+    )? == Some(true))
 }

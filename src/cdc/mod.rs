@@ -47,12 +47,19 @@ fn truncate_function(relid: Oid) -> QualifiedName {
 
 /// `pgtrickle._capture()`, the capture trigger function; None in a 0.1.0 catalog.
 fn native_capture_function() -> PgtResult<Option<Oid>> {
-    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure('pgtrickle._capture()')::oid", &[])
+    spi::one::<Oid>(
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._capture()')::oid",
+        &[],
+    )
 }
 
 /// The batch context of a refresh reading `tables`: each one's change buffer.
 pub fn refresh_context(tables: &[TableRef]) -> CdcContext {
-    CdcContext::for_refresh(tables.iter().map(|t| (t.relid, buffer_name(Oid::from(t.relid)))))
+    CdcContext::for_refresh(
+        tables
+            .iter()
+            .map(|t| (t.relid, buffer_name(Oid::from(t.relid)))),
+    )
 }
 
 /// (name, SQL type) of every live column of a table, in order.
@@ -77,7 +84,10 @@ pub const CONSUMERS_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
 /// Installs capture on `source` unless it is already there, and holds the source's consumers lock
 /// until the transaction ends. Idempotent.
 pub fn ensure_capture(source: Oid) -> PgtResult<()> {
-    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()])?;
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()],
+    )?;
     // Another session may just have committed the capture we waited for: see its catalog rows.
     // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
@@ -98,7 +108,10 @@ fn capture_columns(source: Oid) -> PgtResult<Vec<(String, String)>> {
         &[source.into()],
     )? == Some(true);
     if is_stream_table {
-        return Ok(columns.into_iter().filter(|(n, _)| !n.starts_with(HIDDEN_PREFIX)).collect());
+        return Ok(columns
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with(HIDDEN_PREFIX))
+            .collect());
     }
     if let Some((name, _)) = columns.iter().find(|(n, _)| n.starts_with(HIDDEN_PREFIX)) {
         let table = crate::catalog::names::qualified_name_of(source)?;
@@ -106,7 +119,9 @@ fn capture_columns(source: Oid) -> PgtResult<Vec<(String, String)>> {
             SqlState::ReservedName,
             format!("column \"{name}\" of {table} uses a name reserved by pg_trickle"),
         )
-        .detail(format!("Change capture adds its own columns starting with \"{HIDDEN_PREFIX}\".")));
+        .detail(format!(
+            "Change capture adds its own columns starting with \"{HIDDEN_PREFIX}\"."
+        )));
     }
     Ok(columns)
 }
@@ -115,7 +130,10 @@ fn install(source: Oid) -> PgtResult<()> {
     let table = crate::catalog::names::qualified_name_of(source)?;
     let columns = capture_columns(source)?;
     let buffer = buffer_name(source);
-    let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| format!("{} {t}", quote_ident(n)))
+        .collect();
     spi::exec(
         &format!(
             "CREATE TABLE {buffer} (__pgt_xid pg_catalog.xid8 NOT NULL, __pgt_w smallint NOT NULL{}{})",
@@ -124,7 +142,13 @@ fn install(source: Oid) -> PgtResult<()> {
         ),
         &[],
     )?;
-    spi::exec(&format!("COMMENT ON TABLE {buffer} IS {}", quote_literal(&format!("pg_trickle change buffer for {table}"))), &[])?;
+    spi::exec(
+        &format!(
+            "COMMENT ON TABLE {buffer} IS {}",
+            quote_literal(&format!("pg_trickle change buffer for {table}"))
+        ),
+        &[],
+    )?;
     protect_buffer(source)?;
     let native = native_capture_function()?.is_some();
     if !native {
@@ -149,10 +173,23 @@ fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(());
     }
-    spi::exec(&format!("ALTER TABLE {} OWNER TO {CAPTURE_ROLE}", buffer_name(source)), &[])?;
-    for function in [capture_function(source), row_capture_function(source), truncate_function(source)] {
+    spi::exec(
+        &format!(
+            "ALTER TABLE {} OWNER TO {CAPTURE_ROLE}",
+            buffer_name(source)
+        ),
+        &[],
+    )?;
+    for function in [
+        capture_function(source),
+        row_capture_function(source),
+        truncate_function(source),
+    ] {
         if existing_function(&function)?.is_some() {
-            spi::exec(&format!("ALTER FUNCTION {function}() OWNER TO {CAPTURE_ROLE}"), &[])?;
+            spi::exec(
+                &format!("ALTER FUNCTION {function}() OWNER TO {CAPTURE_ROLE}"),
+                &[],
+            )?;
         }
     }
     Ok(())
@@ -172,8 +209,14 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
     )?;
     match current {
         Some(expr) if expr.contains(WORKER_ROLE) => return Ok(()),
-        Some(_) => spi::exec(&format!("DROP POLICY pgtrickle_source_readers ON {buffer}"), &[])?,
-        None => spi::exec(&format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"), &[])?,
+        Some(_) => spi::exec(
+            &format!("DROP POLICY pgtrickle_source_readers ON {buffer}"),
+            &[],
+        )?,
+        None => spi::exec(
+            &format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"),
+            &[],
+        )?,
     }
     // The sub-selects make the checks one initplan each per scan, not calls per row.
     spi::exec(
@@ -203,7 +246,10 @@ pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
         &[buffers.into(), owner.into()],
         |r| spi::col::<String>(r, "buffer"),
     )?;
-    let schema = spi::one::<bool>("SELECT pg_catalog.has_schema_privilege($1, $2, 'USAGE')", &[owner.into(), SCHEMA.into()])?;
+    let schema = spi::one::<bool>(
+        "SELECT pg_catalog.has_schema_privilege($1, $2, 'USAGE')",
+        &[owner.into(), SCHEMA.into()],
+    )?;
     if missing.is_empty() && schema == Some(true) {
         return Ok(());
     }
@@ -220,7 +266,10 @@ pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
 /// (Re)writes the function the TRUNCATE triggers run: the dependents reinitialise.
 fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> {
     let mark = crate::catalog::reinit::mark_sql(
-        &format!("pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})", source.to_u32()),
+        &format!(
+            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
+            source.to_u32()
+        ),
         &quote_literal(&format!("{table} was truncated")),
     )?;
     spi::exec(
@@ -240,9 +289,16 @@ fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> 
 /// (Re)writes the capture function for the source's current columns.
 fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResult<()> {
     let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
-    let target = if names.is_empty() { String::new() } else { format!(", {}", ident_list(&names)) };
+    let target = if names.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", ident_list(&names))
+    };
     let from = |alias: &str| {
-        names.iter().map(|n| format!(", {alias}.{}", quote_ident(n))).collect::<String>()
+        names
+            .iter()
+            .map(|n| format!(", {alias}.{}", quote_ident(n)))
+            .collect::<String>()
     };
     let buffer = buffer_name(source);
     let capture = capture_function(source);
@@ -250,8 +306,15 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
     // no such function until the update, which rewrites these functions. Called as a condition, not
     // with PERFORM: PL/pgSQL evaluates a simple expression directly, where PERFORM starts an executor
     // on every call (measured: about 2% of a single-row UPDATE's cost).
-    let signal = if spi::one::<bool>("SELECT pg_catalog.to_regprocedure('pgtrickle._note_change(oid)') IS NOT NULL", &[])? == Some(true) {
-        format!("IF pgtrickle._note_change({}::pg_catalog.oid) IS NULL THEN END IF;", source.to_u32())
+    let signal = if spi::one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._note_change(oid)') IS NOT NULL",
+        &[],
+    )? == Some(true)
+    {
+        format!(
+            "IF pgtrickle._note_change({}::pg_catalog.oid) IS NULL THEN END IF;",
+            source.to_u32()
+        )
     } else {
         String::new()
     };
@@ -281,7 +344,12 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
         ),
         &[],
     )?;
-    let values = |record: &str| names.iter().map(|n| format!(", {record}.{}", quote_ident(n))).collect::<String>();
+    let values = |record: &str| {
+        names
+            .iter()
+            .map(|n| format!(", {record}.{}", quote_ident(n)))
+            .collect::<String>()
+    };
     spi::exec(
         &format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
@@ -305,7 +373,10 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
 }
 
 fn existing(name: &QualifiedName) -> PgtResult<Option<Oid>> {
-    spi::one::<Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.quoted().as_str().into()])
+    spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[name.quoted().as_str().into()],
+    )
 }
 
 fn lookup_oid(name: &QualifiedName) -> PgtResult<Oid> {
@@ -313,17 +384,24 @@ fn lookup_oid(name: &QualifiedName) -> PgtResult<Oid> {
 }
 
 fn existing_function(name: &QualifiedName) -> PgtResult<Option<Oid>> {
-    spi::one::<Oid>("SELECT pg_catalog.to_regprocedure($1 || '()')::oid", &[name.quoted().as_str().into()])
+    spi::one::<Oid>(
+        "SELECT pg_catalog.to_regprocedure($1 || '()')::oid",
+        &[name.quoted().as_str().into()],
+    )
 }
 
 fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
-    existing_function(name)?.ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
+    existing_function(name)?
+        .ok_or_else(|| PgtError::internal(format!("{name}() not found after creation")))
 }
 
 /// Installs signal triggers on `source` and its descendants unless there already (members.rs,
 /// `Family::Signal`), taking turns with other sessions as [`ensure_capture`] does. Idempotent.
 pub fn ensure_signals(source: Oid) -> PgtResult<()> {
-    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()])?;
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()],
+    )?;
     // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
     let _guard = RearmGuard::enter();
@@ -364,12 +442,22 @@ pub fn collect_garbage() -> PgtResult<()> {
 /// too. (Whatever those drops make the event triggers re-arm finds no buffer left to re-arm.)
 fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
     for &source in sources {
-        spi::exec(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)), &[])?;
+        spi::exec(
+            &format!("DROP TABLE IF EXISTS {}", buffer_name(source)),
+            &[],
+        )?;
     }
     for &source in sources {
         members::drop_native_triggers(Family::Capture, source)?;
-        for function in [capture_function(source), truncate_function(source), row_capture_function(source)] {
-            spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
+        for function in [
+            capture_function(source),
+            truncate_function(source),
+            row_capture_function(source),
+        ] {
+            spi::exec(
+                &format!("DROP FUNCTION IF EXISTS {function}() CASCADE"),
+                &[],
+            )?;
         }
     }
     Ok(())
@@ -403,13 +491,18 @@ pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
 /// which also re-checks its query (and its mode: a source that became a partition is read FULL).
 pub fn source_altered(source: Oid) -> PgtResult<()> {
     // Our own DDL below fires the event triggers again: the outer call already does the work.
-    let Some(_guard) = RearmGuard::enter() else { return Ok(()) };
+    let Some(_guard) = RearmGuard::enter() else {
+        return Ok(());
+    };
     signals_altered(source)?;
     let buffer = buffer_name(source);
-    let Some(buffer_oid) = existing(&buffer)? else { return Ok(()) };
+    let Some(buffer_oid) = existing(&buffer)? else {
+        return Ok(());
+    };
     let now = capture_columns(source)?;
     let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
-    let only_additions = captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
+    let only_additions =
+        captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
     let table = crate::catalog::names::qualified_name_of(source)?;
     if !only_additions {
         reinit::mark_dependents(source, &format!("the columns of {table} changed"))?;
@@ -417,20 +510,31 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         return install(source);
     }
     for (name, type_sql) in &now[captured.len()..] {
-        spi::exec(&format!("ALTER TABLE {buffer} ADD COLUMN {} {type_sql}", quote_ident(name)), &[])?;
+        spi::exec(
+            &format!(
+                "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                quote_ident(name)
+            ),
+            &[],
+        )?;
     }
     let native = native_capture_function()?.is_some();
     if native {
         // PL/pgSQL capture of an older catalog: its triggers go with its functions (in this
         // transaction, so no write is missed) and the capture trigger function's take their place.
-        if existing_function(&capture_function(source))?.is_some() || existing_function(&row_capture_function(source))?.is_some() {
+        if existing_function(&capture_function(source))?.is_some()
+            || existing_function(&row_capture_function(source))?.is_some()
+        {
             // Marked first, so the reason is this one and not the dropped triggers' (sql_drop).
             reinit::mark_dependents(
                 source,
                 &format!("capture of {table} was re-armed: the capture trigger function replaces the PL/pgSQL capture of an older version, whose triggers may have missed replicated writes"),
             )?;
             for function in [capture_function(source), row_capture_function(source)] {
-                spi::exec(&format!("DROP FUNCTION IF EXISTS {function}() CASCADE"), &[])?;
+                spi::exec(
+                    &format!("DROP FUNCTION IF EXISTS {function}() CASCADE"),
+                    &[],
+                )?;
             }
             members::rearm(Family::Capture, source, true)?;
         }
@@ -441,17 +545,29 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
     // Functions written by an older version learn to say why; their buffers learn who may read them.
     write_truncate_function(source, &table)?;
     protect_buffer(source)?;
-    let became_member = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)", &[source.into()])?;
-    let row_security = spi::one::<bool>("SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1", &[source.into()])?;
+    let became_member = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1)",
+        &[source.into()],
+    )?;
+    let row_security = spi::one::<bool>(
+        "SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+        &[source.into()],
+    )?;
     if row_security == Some(true) {
         // Enabled (or still on): dependents re-decide whether their owner may read it through deltas.
         reinit::mark_dependents(source, &format!("row-level security of {table} is enabled"))?;
     }
     if let Some(foreign) = members::foreign_descendant(source)? {
-        reinit::mark_dependents(source, &format!("{table} gained the foreign-table partition or child {foreign}"))?;
+        reinit::mark_dependents(
+            source,
+            &format!("{table} gained the foreign-table partition or child {foreign}"),
+        )?;
     }
     if became_member == Some(true) {
-        reinit::mark_dependents(source, &format!("{table} became a partition or inheritance child"))?;
+        reinit::mark_dependents(
+            source,
+            &format!("{table} became a partition or inheritance child"),
+        )?;
     }
     if !native && existing_function(&row_capture_function(source))?.is_none() {
         // Capture from before row triggers (0.1.0): add the row function; rearm adds the triggers.
@@ -477,7 +593,13 @@ struct RearmGuard;
 
 impl RearmGuard {
     fn enter() -> Option<RearmGuard> {
-        REARMING.with(|r| if r.replace(true) { None } else { Some(RearmGuard) })
+        REARMING.with(|r| {
+            if r.replace(true) {
+                None
+            } else {
+                Some(RearmGuard)
+            }
+        })
     }
 }
 
@@ -486,4 +608,3 @@ impl Drop for RearmGuard {
         REARMING.with(|r| r.set(false));
     }
 }
-

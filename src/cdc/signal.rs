@@ -63,10 +63,15 @@ fn register_once() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     match event {
         // Committed (visible), or prepared (committed later, elsewhere: see the module comment).
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PREPARE => signal_pending(),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            signal_pending()
+        }
         pg_sys::XactEvent::XACT_EVENT_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
         _ => {}
     }
@@ -105,9 +110,18 @@ fn signal_pending() {
     let mut shared = CHANGES.exclusive();
     for source in sources {
         match shared.counters.get_mut(&key(db, source)) {
-            Some(c) => *c = Changed { count: c.count.wrapping_add(1), at: now },
+            Some(c) => {
+                *c = Changed {
+                    count: c.count.wrapping_add(1),
+                    at: now,
+                }
+            }
             None => {
-                if shared.counters.insert(key(db, source), Changed { count: 1, at: now }).is_err() {
+                if shared
+                    .counters
+                    .insert(key(db, source), Changed { count: 1, at: now })
+                    .is_err()
+                {
                     shared.overflows = shared.overflows.wrapping_add(1);
                     shared.overflowed_at = now;
                 }
@@ -119,14 +133,23 @@ fn signal_pending() {
 /// The counters of `sources` in `db` (0 for one never signalled since start), and the overflow count.
 pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
     let shared = CHANGES.share();
-    (sources.iter().map(|&s| shared.counters.get(&key(db, s)).map_or(0, |c| c.count)).collect(), shared.overflows)
+    (
+        sources
+            .iter()
+            .map(|&s| shared.counters.get(&key(db, s)).map_or(0, |c| c.count))
+            .collect(),
+        shared.overflows,
+    )
 }
 
 /// When the latest change of one of `sources` in `db` was signalled since the server started (or a
 /// source found no room, which may hide any); None when none was.
 pub fn last_change(db: u32, sources: &[u32]) -> Option<pg_sys::TimestampTz> {
     let shared = CHANGES.share();
-    let latest = sources.iter().filter_map(|&s| shared.counters.get(&key(db, s)).map(|c| c.at)).max();
+    let latest = sources
+        .iter()
+        .filter_map(|&s| shared.counters.get(&key(db, s)).map(|c| c.at))
+        .max();
     let overflowed = (shared.overflows > 0).then_some(shared.overflowed_at);
     latest.max(overflowed)
 }

@@ -15,7 +15,10 @@ use super::{buffer_name, members, signal};
 use crate::error::{OrRaise, PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
-use pgrx::trigger_support::{called_as_trigger, trigger_fired_by_delete, trigger_fired_by_insert, trigger_fired_by_update, trigger_fired_for_row};
+use pgrx::trigger_support::{
+    called_as_trigger, trigger_fired_by_delete, trigger_fired_by_insert, trigger_fired_by_update,
+    trigger_fired_for_row,
+};
 use std::ffi::{CStr, CString};
 
 /// The buffer's own leading columns: `__pgt_xid`, `__pgt_w`; the source's columns follow.
@@ -34,7 +37,9 @@ pub extern "C" fn pg_finfo_pgtrickle_capture() -> &'static pg_sys::Pg_finfo_reco
 /// Called by PostgreSQL's function manager, with a valid `fcinfo`.
 #[no_mangle]
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn pgtrickle_capture(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn pgtrickle_capture(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: fcinfo comes from the function manager.
     unsafe { capture(fcinfo) }.or_raise();
     // An AFTER trigger's result is ignored.
@@ -46,13 +51,18 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
     // the duration of the call, as the trigger manager guarantees.
     unsafe {
         if !called_as_trigger(fcinfo) {
-            return Err(PgtError::new(SqlState::ObjectNotInPrerequisiteState, "pgtrickle._capture() runs only as a trigger")
-                .hint("pg_trickle creates the capture triggers itself."));
+            return Err(PgtError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                "pgtrickle._capture() runs only as a trigger",
+            )
+            .hint("pg_trickle creates the capture triggers itself."));
         }
         let data = &*((*fcinfo).context as *const pg_sys::TriggerData);
         let trigger = &*data.tg_trigger;
         let relation = data.tg_relation;
-        let Some(source) = source_argument(trigger) else { return Ok(()) };
+        let Some(source) = source_argument(trigger) else {
+            return Ok(());
+        };
         let name = CStr::from_ptr(trigger.tgname).to_string_lossy();
         if !own_trigger(trigger.tgoid, source, (*relation).rd_id, &name)? {
             return Ok(());
@@ -72,10 +82,14 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
                 writer.heap_tuple(data.tg_newtuple, 1);
             }
         } else {
-            if !data.tg_oldtable.is_null() && (trigger_fired_by_delete(event) || trigger_fired_by_update(event)) {
+            if !data.tg_oldtable.is_null()
+                && (trigger_fired_by_delete(event) || trigger_fired_by_update(event))
+            {
                 writer.transition_table(data.tg_oldtable, -1);
             }
-            if !data.tg_newtable.is_null() && (trigger_fired_by_insert(event) || trigger_fired_by_update(event)) {
+            if !data.tg_newtable.is_null()
+                && (trigger_fired_by_insert(event) || trigger_fired_by_update(event))
+            {
                 writer.transition_table(data.tg_newtable, 1);
             }
         }
@@ -103,12 +117,17 @@ pub extern "C" fn pg_finfo_pgtrickle_signal() -> &'static pg_sys::Pg_finfo_recor
 /// Called by PostgreSQL's function manager, with a valid `fcinfo`.
 #[no_mangle]
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn pgtrickle_signal(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn pgtrickle_signal(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: fcinfo, its TriggerData and its trigger are valid for the call (trigger manager).
     unsafe {
         if !called_as_trigger(fcinfo) {
-            let e = PgtError::new(SqlState::ObjectNotInPrerequisiteState, "pgtrickle._signal() runs only as a trigger")
-                .hint("pg_trickle creates the signal triggers itself.");
+            let e = PgtError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                "pgtrickle._signal() runs only as a trigger",
+            )
+            .hint("pg_trickle creates the signal triggers itself.");
             Err::<(), _>(e).or_raise();
         }
         let data = &*((*fcinfo).context as *const pg_sys::TriggerData);
@@ -176,7 +195,11 @@ fn buffer_oid(source: Oid) -> PgtResult<Oid> {
     // SAFETY: catalog lookups by name; both return InvalidOid when not found.
     let oid = unsafe {
         let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
-        if namespace == pg_sys::InvalidOid { pg_sys::InvalidOid } else { pg_sys::get_relname_relid(name.as_ptr(), namespace) }
+        if namespace == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_relname_relid(name.as_ptr(), namespace)
+        }
     };
     if oid == pg_sys::InvalidOid {
         return Err(PgtError::new(
@@ -215,14 +238,18 @@ impl Writer {
             let buffer_desc = (*buffer).rd_att;
             let source_attrs = attributes(source_desc);
             let buffer_attrs = attributes(buffer_desc);
-            let mut columns = Vec::with_capacity(buffer_attrs.len().saturating_sub(LEADING_COLUMNS));
+            let mut columns =
+                Vec::with_capacity(buffer_attrs.len().saturating_sub(LEADING_COLUMNS));
             for column in buffer_attrs.iter().skip(LEADING_COLUMNS) {
                 if column.attisdropped {
                     columns.push(None);
                     continue;
                 }
                 let name = attribute_name(column);
-                let Some(i) = source_attrs.iter().position(|a| !a.attisdropped && attribute_name(a) == name) else {
+                let Some(i) = source_attrs
+                    .iter()
+                    .position(|a| !a.attisdropped && attribute_name(a) == name)
+                else {
                     return Err(column_mismatch(relation, name, "has no such column"));
                 };
                 if source_attrs[i].atttypid != column.atttypid {
@@ -261,7 +288,12 @@ impl Writer {
         }
         // SAFETY: the tuple has the relation's descriptor; the arrays have its number of attributes.
         unsafe {
-            pg_sys::heap_deform_tuple(tuple, (*self.relation).rd_att, self.source_values.as_mut_ptr(), self.source_nulls.as_mut_ptr());
+            pg_sys::heap_deform_tuple(
+                tuple,
+                (*self.relation).rd_att,
+                self.source_values.as_mut_ptr(),
+                self.source_nulls.as_mut_ptr(),
+            );
             let (values, nulls) = (self.source_values.as_ptr(), self.source_nulls.as_ptr());
             self.insert(values, nulls, weight);
         }
@@ -276,8 +308,12 @@ impl Writer {
             if self.bulk.is_null() && pg_sys::tuplestore_tuple_count(table) >= BULK_ROWS {
                 self.bulk = pg_sys::GetBulkInsertState();
             }
-            let slot = pg_sys::MakeSingleTupleTableSlot((*self.relation).rd_att, &raw const pg_sys::TTSOpsMinimalTuple);
-            let reader = pg_sys::tuplestore_alloc_read_pointer(table, pg_sys::EXEC_FLAG_REWIND as i32);
+            let slot = pg_sys::MakeSingleTupleTableSlot(
+                (*self.relation).rd_att,
+                &raw const pg_sys::TTSOpsMinimalTuple,
+            );
+            let reader =
+                pg_sys::tuplestore_alloc_read_pointer(table, pg_sys::EXEC_FLAG_REWIND as i32);
             pg_sys::tuplestore_select_read_pointer(table, reader);
             pg_sys::tuplestore_rescan(table);
             while pg_sys::tuplestore_gettupleslot(table, true, false, slot) {
@@ -308,7 +344,11 @@ impl Writer {
         // still pointing into the source's TOAST table are copied into the buffer's).
         unsafe {
             let previous = pg_sys::MemoryContextSwitchTo(self.per_row);
-            let tuple = pg_sys::heap_form_tuple((*self.buffer).rd_att, self.values.as_mut_ptr(), self.nulls.as_mut_ptr());
+            let tuple = pg_sys::heap_form_tuple(
+                (*self.buffer).rd_att,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+            );
             pg_sys::heap_insert(self.buffer, tuple, self.command, 0, self.bulk);
             pg_sys::MemoryContextSwitchTo(previous);
             pg_sys::MemoryContextReset(self.per_row);
@@ -342,7 +382,9 @@ fn attribute_name(attr: &pg_sys::FormData_pg_attribute) -> &CStr {
 unsafe fn column_mismatch(relation: pg_sys::Relation, column: &CStr, what: &str) -> PgtError {
     let column = column.to_string_lossy();
     // SAFETY: the relation is open.
-    let table = unsafe { CStr::from_ptr((*(*relation).rd_rel).relname.data.as_ptr()) }.to_string_lossy().into_owned();
+    let table = unsafe { CStr::from_ptr((*(*relation).rd_rel).relname.data.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     PgtError::new(
         SqlState::ObjectNotInPrerequisiteState,
         format!("change capture of \"{table}\" is out of step: \"{table}\" {what} \"{column}\" that its change buffer records"),

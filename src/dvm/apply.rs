@@ -40,7 +40,11 @@ pub struct Payload {
 impl Payload {
     /// A payload of visible columns only, every one part of the identity.
     pub fn visible(columns: &[String], types: &[String]) -> Payload {
-        Payload { columns: columns.to_vec(), types: types.to_vec(), identity: (0..columns.len()).collect() }
+        Payload {
+            columns: columns.to_vec(),
+            types: types.to_vec(),
+            identity: (0..columns.len()).collect(),
+        }
     }
 }
 
@@ -48,7 +52,12 @@ impl Payload {
 /// each type's own hash function, so it does not depend on output settings such as DateStyle.
 /// Rows without identity columns (a global aggregate: one row) all have identity 0.
 pub fn row_identity(alias: &str, identity: &[usize]) -> String {
-    hash_values(&identity.iter().map(|p| format!("{alias}.c{p}")).collect::<Vec<_>>())
+    hash_values(
+        &identity
+            .iter()
+            .map(|p| format!("{alias}.c{p}"))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The row identity of these values (the identity columns' values, in identity order).
@@ -56,14 +65,21 @@ pub fn hash_values(values: &[String]) -> String {
     if values.is_empty() {
         return "0::bigint".into();
     }
-    format!("pg_catalog.hash_record_extended(ROW({}), 0)", values.join(", "))
+    format!(
+        "pg_catalog.hash_record_extended(ROW({}), 0)",
+        values.join(", ")
+    )
 }
 
 /// `ROW(a.x, a.y)::record *= ROW(b.c0, b.c1)::record`: record-image identity, NULLs equal to NULLs.
 /// (The casts keep PostgreSQL from expanding a comparison of two row constructors column by column,
 /// which would look for `*=` on the columns' own types.)
 pub fn identical(left: &[String], right: &[String]) -> String {
-    format!("ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record", left.join(", "), right.join(", "))
+    format!(
+        "ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record",
+        left.join(", "),
+        right.join(", ")
+    )
 }
 
 /// A stream table's delta, in one of two forms.
@@ -100,16 +116,29 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Del
 /// The DIFFERENTIAL plan of a stream table whose query is `tree`: a top-K window's (see
 /// `dvm::top_k`: `delta` are then the Δ rows of the query without its LIMIT, and `defining_query`
 /// refills the window), else [`differential_plan`].
-pub fn stream_plan(tree: &OpTree, storage: &QualifiedName, payload: &Payload, delta: &Delta, defining_query: &str) -> RefreshPlan {
+pub fn stream_plan(
+    tree: &OpTree,
+    storage: &QualifiedName,
+    payload: &Payload,
+    delta: &Delta,
+    defining_query: &str,
+) -> RefreshPlan {
     match (&tree.top_k, delta) {
-        (Some(top_k), Delta::Rows(rows)) => super::top_k::top_k_plan(storage, payload, rows, top_k, defining_query),
+        (Some(top_k), Delta::Rows(rows)) => {
+            super::top_k::top_k_plan(storage, payload, rows, top_k, defining_query)
+        }
         _ => differential_plan(storage, payload, delta),
     }
 }
 
 /// `SELECT d.c0::<type> AS c0, ..., <extra> FROM (<query>) AS d`: the delta in the storage's types.
 pub(super) fn typed_delta(payload: &Payload, query: &str, extra: &[&str]) -> String {
-    let mut items: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("d.c{i}::{t} AS c{i}")).collect();
+    let mut items: Vec<String> = payload
+        .types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("d.c{i}::{t} AS c{i}"))
+        .collect();
     items.extend(extra.iter().map(|e| format!("d.{e}")));
     format!("SELECT {} FROM ({query}\n) AS d", items.join(", "))
 }
@@ -119,9 +148,19 @@ pub(super) const REPORT: &str = "pg_catalog.pg_current_snapshot()::text AS snaps
 /// The condition that stored row `x` is a copy of delta row `d`: found through the row identity
 /// index, confirmed by record image.
 pub(super) fn stored_copies(payload: &Payload) -> String {
-    let x_vals: Vec<String> = payload.columns.iter().map(|v| format!("x.{}", quote_ident(v))).collect();
-    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
-    format!("x.{ROW_ID_COLUMN} = {} AND {}", row_identity("d", &payload.identity), identical(&x_vals, &d_vals))
+    let x_vals: Vec<String> = payload
+        .columns
+        .iter()
+        .map(|v| format!("x.{}", quote_ident(v)))
+        .collect();
+    let d_vals: Vec<String> = (0..payload.columns.len())
+        .map(|i| format!("d.c{i}"))
+        .collect();
+    format!(
+        "x.{ROW_ID_COLUMN} = {} AND {}",
+        row_identity("d", &payload.identity),
+        identical(&x_vals, &d_vals)
+    )
 }
 
 /// Rows: for each distinct row with weight w < 0, w copies are found through the row identity index
@@ -130,7 +169,9 @@ pub(super) fn stored_copies(payload: &Payload) -> String {
 /// never touch the same rows.
 fn rows_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> String {
     let storage_q = storage.quoted();
-    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
+    let d_vals: Vec<String> = (0..payload.columns.len())
+        .map(|i| format!("d.c{i}"))
+        .collect();
     let id = row_identity("d", &payload.identity);
     let copies = stored_copies(payload);
     format!(
@@ -163,9 +204,15 @@ fn rows_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str)
 /// a stored row not found where the delta said means the stream table was out of step.
 fn groups_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str) -> String {
     let storage_q = storage.quoted();
-    let set: Vec<String> =
-        payload.columns.iter().enumerate().map(|(i, c)| format!("{} = d.c{i}", quote_ident(c))).collect();
-    let d_vals: Vec<String> = (0..payload.columns.len()).map(|i| format!("d.c{i}")).collect();
+    let set: Vec<String> = payload
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = d.c{i}", quote_ident(c)))
+        .collect();
+    let d_vals: Vec<String> = (0..payload.columns.len())
+        .map(|i| format!("d.c{i}"))
+        .collect();
     let rows_at = |which: &str| {
         format!("t.ctid = ANY (ARRAY(SELECT d.{OLD_ROW} FROM pgt_delta AS d WHERE d.{OLD_ROW} IS NOT NULL AND {which}))")
     };
@@ -201,47 +248,94 @@ mod tests {
     use super::*;
 
     fn payload() -> Payload {
-        Payload::visible(&["Region".into(), "n".into()], &["text".into(), "bigint".into()])
+        Payload::visible(
+            &["Region".into(), "n".into()],
+            &["text".into(), "bigint".into()],
+        )
     }
 
     #[test]
     fn the_plan_is_one_statement_that_reports_counts_and_snapshot() {
-        let plan = differential_plan(&QualifiedName::new("public", "Sales"), &payload(), &Delta::Rows("SELECT 1".into()));
+        let plan = differential_plan(
+            &QualifiedName::new("public", "Sales"),
+            &payload(),
+            &Delta::Rows("SELECT 1".into()),
+        );
         assert_eq!(plan.action, RefreshAction::Differential);
         assert_eq!(plan.steps.len(), 1);
         assert_eq!(plan.steps[0].output, StepOutput::Applied);
         assert_eq!(plan.steps[0].params, vec![Param::OldFrontier]);
         let sql = &plan.steps[0].sql;
-        assert!(sql.contains("SELECT d.c0::text AS c0, d.c1::bigint AS c1, d.__pgt_w FROM (SELECT 1\n) AS d"), "{sql}");
+        assert!(
+            sql.contains(
+                "SELECT d.c0::text AS c0, d.c1::bigint AS c1, d.__pgt_w FROM (SELECT 1\n) AS d"
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("pg_current_snapshot()"), "{sql}");
-        assert!(sql.contains("INSERT INTO \"public\".\"Sales\" (\"Region\", \"n\", __pgt_row_id, __pgt_dup)"), "{sql}");
+        assert!(
+            sql.contains(
+                "INSERT INTO \"public\".\"Sales\" (\"Region\", \"n\", __pgt_row_id, __pgt_dup)"
+            ),
+            "{sql}"
+        );
         assert!(!sql.contains("TEMPORARY"), "no catalog churn: {sql}");
         assert!(plan.describe().contains("-- step 1: compute the delta"));
     }
 
     #[test]
     fn rows_are_matched_by_identity_index_and_record_image() {
-        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload(), &Delta::Rows("SELECT 1".into())).steps[0].sql;
-        assert!(sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"), "{sql}");
+        let sql = &differential_plan(
+            &QualifiedName::new("s", "t"),
+            &payload(),
+            &Delta::Rows("SELECT 1".into()),
+        )
+        .steps[0]
+            .sql;
+        assert!(
+            sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"),
+            "{sql}"
+        );
         assert!(sql.contains("ROW(x.\"Region\", x.\"n\")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(d.c0, d.c1)::pg_catalog.record"), "{sql}");
-        assert!(sql.contains("t.ctid = ANY (ARRAY("), "deletes by TID: {sql}");
+        assert!(
+            sql.contains("t.ctid = ANY (ARRAY("),
+            "deletes by TID: {sql}"
+        );
         assert!(!sql.contains("IS NOT DISTINCT FROM"), "{sql}");
     }
 
     #[test]
     fn groups_are_updated_in_place_by_the_row_they_were_found_at() {
-        let payload = Payload { identity: vec![0], ..payload() };
-        let sql = &differential_plan(&QualifiedName::new("s", "t"), &payload, &Delta::Groups("SELECT 1".into())).steps[0].sql;
+        let payload = Payload {
+            identity: vec![0],
+            ..payload()
+        };
+        let sql = &differential_plan(
+            &QualifiedName::new("s", "t"),
+            &payload,
+            &Delta::Groups("SELECT 1".into()),
+        )
+        .steps[0]
+            .sql;
         assert!(sql.contains("UPDATE \"s\".\"t\" AS t SET \"Region\" = d.c0, \"n\" = d.c1, __pgt_dup = 1 FROM pgt_delta AS d"), "{sql}");
         assert!(sql.contains("t.ctid = d.__pgt_old"), "{sql}");
-        assert!(sql.contains("d.__pgt_old IS NOT NULL AND NOT d.__pgt_keep"), "vanished groups deleted: {sql}");
-        assert!(sql.contains("WHERE d.__pgt_old IS NULL AND d.__pgt_keep"), "new groups inserted: {sql}");
+        assert!(
+            sql.contains("d.__pgt_old IS NOT NULL AND NOT d.__pgt_keep"),
+            "vanished groups deleted: {sql}"
+        );
+        assert!(
+            sql.contains("WHERE d.__pgt_old IS NULL AND d.__pgt_keep"),
+            "new groups inserted: {sql}"
+        );
         assert!(!sql.contains("__pgt_row_id ="), "no identity probe: {sql}");
     }
 
     #[test]
     fn identity_may_be_a_subset_or_empty() {
-        assert_eq!(row_identity("d", &[2, 0]), "pg_catalog.hash_record_extended(ROW(d.c2, d.c0), 0)");
+        assert_eq!(
+            row_identity("d", &[2, 0]),
+            "pg_catalog.hash_record_extended(ROW(d.c2, d.c0), 0)"
+        );
         assert_eq!(row_identity("d", &[]), "0::bigint");
     }
 }

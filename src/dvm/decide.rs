@@ -44,7 +44,10 @@ pub enum Fact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Recompute from the query; `reinit_next`: the next refresh must be FULL too, and why.
-    Full { reason: String, reinit_next: Option<String> },
+    Full {
+        reason: String,
+        reinit_next: Option<String>,
+    },
     /// Check the query against the sources again, then FULL (`refresh/reinit.rs`).
     Reinitialise,
     /// Nothing changed: advance the frontier only.
@@ -64,7 +67,10 @@ pub enum Step {
 }
 
 fn full(reason: impl Into<String>) -> Step {
-    Step::Decide(Decision::Full { reason: reason.into(), reinit_next: None })
+    Step::Decide(Decision::Full {
+        reason: reason.into(),
+        reinit_next: None,
+    })
 }
 
 /// The next step of the decision for what is known so far.
@@ -98,8 +104,12 @@ pub fn next(f: &Facts) -> Step {
         // exact now, and FULL again after commit absorbs every change row with this xid.
         Some(Some(source)) => {
             return Step::Decide(Decision::Full {
-                reason: format!("FULL inside the transaction that changed {source}; FULL again next time"),
-                reinit_next: Some(format!("the previous refresh ran inside the transaction that changed {source}")),
+                reason: format!(
+                    "FULL inside the transaction that changed {source}; FULL again next time"
+                ),
+                reinit_next: Some(format!(
+                    "the previous refresh ran inside the transaction that changed {source}"
+                )),
             })
         }
         Some(None) => {}
@@ -145,7 +155,11 @@ mod tests {
     }
 
     fn differential() -> Facts {
-        Facts { differential: true, has_frontier: true, ..Default::default() }
+        Facts {
+            differential: true,
+            has_frontier: true,
+            ..Default::default()
+        }
     }
 
     /// Answers: no own changes, `rows` in the batch, AUTO keeps it DIFFERENTIAL, state ready.
@@ -153,7 +167,9 @@ mod tests {
         move |fact, f| match fact {
             Fact::OwnChanges => f.own_changes = Some(None),
             Fact::BatchRows => f.batch_rows = Some(rows),
-            Fact::AutoChoice => f.auto_choice = Some((false, "DIFFERENTIAL predicted cheaper".into())),
+            Fact::AutoChoice => {
+                f.auto_choice = Some((false, "DIFFERENTIAL predicted cheaper".into()))
+            }
             Fact::StateReady => f.state_ready = Some(true),
             Fact::BufferBatchEmpty => f.buffer_batch_empty = Some(true),
         }
@@ -164,33 +180,111 @@ mod tests {
         let (asked, d) = run(differential(), quiet(5));
         assert_eq!(asked, [Fact::OwnChanges, Fact::BatchRows, Fact::StateReady]);
         assert_eq!(d, Decision::Differential { auto: None });
-        let (asked, d) = run(Facts { auto: true, ..differential() }, quiet(5));
-        assert_eq!(asked, [Fact::OwnChanges, Fact::BatchRows, Fact::AutoChoice, Fact::StateReady]);
-        assert_eq!(d, Decision::Differential { auto: Some("DIFFERENTIAL predicted cheaper".into()) });
+        let (asked, d) = run(
+            Facts {
+                auto: true,
+                ..differential()
+            },
+            quiet(5),
+        );
+        assert_eq!(
+            asked,
+            [
+                Fact::OwnChanges,
+                Fact::BatchRows,
+                Fact::AutoChoice,
+                Fact::StateReady
+            ]
+        );
+        assert_eq!(
+            d,
+            Decision::Differential {
+                auto: Some("DIFFERENTIAL predicted cheaper".into())
+            }
+        );
     }
 
     #[test]
     fn an_empty_batch_is_no_data_without_the_cost_model() {
-        let (asked, d) = run(Facts { auto: true, ..differential() }, quiet(0));
+        let (asked, d) = run(
+            Facts {
+                auto: true,
+                ..differential()
+            },
+            quiet(0),
+        );
         assert_eq!(asked, [Fact::OwnChanges, Fact::BatchRows]);
         assert_eq!(d, Decision::NoData);
     }
 
     #[test]
     fn full_and_why() {
-        let full = |reason: &str| Decision::Full { reason: reason.into(), reinit_next: None };
-        assert_eq!(run(Facts { creating: true, needs_reinit: true, ..differential() }, quiet(1)).1, full("initial population"));
-        assert_eq!(run(Facts { needs_reinit: true, ..differential() }, quiet(1)).1, Decision::Reinitialise);
-        let mode = Facts { differential: false, mode_reason: Some("LIMIT".into()), ..Default::default() };
+        let full = |reason: &str| Decision::Full {
+            reason: reason.into(),
+            reinit_next: None,
+        };
+        assert_eq!(
+            run(
+                Facts {
+                    creating: true,
+                    needs_reinit: true,
+                    ..differential()
+                },
+                quiet(1)
+            )
+            .1,
+            full("initial population")
+        );
+        assert_eq!(
+            run(
+                Facts {
+                    needs_reinit: true,
+                    ..differential()
+                },
+                quiet(1)
+            )
+            .1,
+            Decision::Reinitialise
+        );
+        let mode = Facts {
+            differential: false,
+            mode_reason: Some("LIMIT".into()),
+            ..Default::default()
+        };
         assert_eq!(run(mode, quiet(1)), (vec![], full("LIMIT")));
-        assert_eq!(run(Facts { differential: false, ..Default::default() }, quiet(1)).1, full("FULL mode"));
-        assert_eq!(run(Facts { has_frontier: false, ..differential() }, quiet(1)), (vec![], full("no frontier recorded yet")));
-        let (_, d) = run(Facts { auto: true, ..differential() }, |fact, f| {
-            quiet(9)(fact, f);
-            if fact == Fact::AutoChoice {
-                f.auto_choice = Some((true, "FULL predicted cheaper".into()));
-            }
-        });
+        assert_eq!(
+            run(
+                Facts {
+                    differential: false,
+                    ..Default::default()
+                },
+                quiet(1)
+            )
+            .1,
+            full("FULL mode")
+        );
+        assert_eq!(
+            run(
+                Facts {
+                    has_frontier: false,
+                    ..differential()
+                },
+                quiet(1)
+            ),
+            (vec![], full("no frontier recorded yet"))
+        );
+        let (_, d) = run(
+            Facts {
+                auto: true,
+                ..differential()
+            },
+            |fact, f| {
+                quiet(9)(fact, f);
+                if fact == Fact::AutoChoice {
+                    f.auto_choice = Some((true, "FULL predicted cheaper".into()));
+                }
+            },
+        );
         assert_eq!(d, full("FULL predicted cheaper"));
         let (_, d) = run(differential(), |fact, f| {
             quiet(9)(fact, f);
@@ -213,17 +307,27 @@ mod tests {
         assert_eq!(
             d,
             Decision::Full {
-                reason: "FULL inside the transaction that changed public.t; FULL again next time".into(),
-                reinit_next: Some("the previous refresh ran inside the transaction that changed public.t".into()),
+                reason: "FULL inside the transaction that changed public.t; FULL again next time"
+                    .into(),
+                reinit_next: Some(
+                    "the previous refresh ran inside the transaction that changed public.t".into()
+                ),
             }
         );
     }
 
     #[test]
     fn a_worker_s_batch_is_applied_or_checked_when_empty() {
-        let staged = |changes| Facts { staged_changes: Some(changes), auto: true, ..differential() };
+        let staged = |changes| Facts {
+            staged_changes: Some(changes),
+            auto: true,
+            ..differential()
+        };
         assert_eq!(run(staged(7), quiet(0)), (vec![], Decision::ApplyStaged));
-        assert_eq!(run(staged(0), quiet(0)), (vec![Fact::BufferBatchEmpty], Decision::NoData));
+        assert_eq!(
+            run(staged(0), quiet(0)),
+            (vec![Fact::BufferBatchEmpty], Decision::NoData)
+        );
         let (_, d) = run(staged(0), |_, f| f.buffer_batch_empty = Some(false));
         assert_eq!(d, Decision::RefuseEmptyWorkerBatch);
     }

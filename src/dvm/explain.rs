@@ -23,23 +23,46 @@ fn list(es: &[Expr]) -> String {
 fn write_node(node: &Node, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     let detail = match node {
-        Node::Scan { table, columns, types } => {
+        Node::Scan {
+            table,
+            columns,
+            types,
+        } => {
             let cols: Vec<String> = columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| types.get(i).filter(|t| !t.is_empty()).map_or(c.clone(), |t| format!("{c} {t}")))
+                .map(|(i, c)| {
+                    types
+                        .get(i)
+                        .filter(|t| !t.is_empty())
+                        .map_or(c.clone(), |t| format!("{c} {t}"))
+                })
                 .collect();
             format!("{}.{} ({})", table.schema, table.name, cols.join(", "))
         }
         Node::Filter { predicate, .. } => expr(predicate),
         Node::Project { exprs, .. } => list(exprs),
-        Node::Join { on, .. } => on.as_ref().map_or("cross".into(), |e| format!("on {}", expr(e))),
+        Node::Join { on, .. } => on
+            .as_ref()
+            .map_or("cross".into(), |e| format!("on {}", expr(e))),
         Node::SemiJoin { on, .. } => format!("on {}", expr(on)),
-        Node::Aggregate { group_by, aggregates, .. } => format!("group by [{}] compute [{}]", list(group_by), list(aggregates)),
+        Node::Aggregate {
+            group_by,
+            aggregates,
+            ..
+        } => format!(
+            "group by [{}] compute [{}]",
+            list(group_by),
+            list(aggregates)
+        ),
         Node::Distinct { .. } | Node::UnionAll { .. } => String::new(),
         Node::CteRef { id, .. } => format!("CTE #{id}"),
     };
-    out.push_str(&format!("{pad}{} [{} cols] {detail}\n", node.kind_name(), node.arity()));
+    out.push_str(&format!(
+        "{pad}{} [{} cols] {detail}\n",
+        node.kind_name(),
+        node.arity()
+    ));
     for child in node.children() {
         write_node(child, depth + 1, out);
     }
@@ -77,13 +100,32 @@ mod tests {
 
     #[test]
     fn nodes_are_indented_under_their_parents() {
-        let scan = Node::Scan { table: TableRef { relid: 1, schema: "public".into(), name: "t".into() }, columns: vec!["a".into()], types: vec![] };
+        let scan = Node::Scan {
+            table: TableRef {
+                relid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+            },
+            columns: vec!["a".into()],
+            types: vec![],
+        };
         let tree = OpTree {
-            root: Node::Filter { input: Box::new(scan), predicate: Expr { parts: vec![super::super::optree::ExprPart::Col(0), super::super::optree::ExprPart::Sql(" > 1".into())] } },
+            root: Node::Filter {
+                input: Box::new(scan),
+                predicate: Expr {
+                    parts: vec![
+                        super::super::optree::ExprPart::Col(0),
+                        super::super::optree::ExprPart::Sql(" > 1".into()),
+                    ],
+                },
+            },
             ctes: vec![],
             output_names: vec!["a".into()],
             top_k: None,
         };
-        assert_eq!(describe_tree(&tree), "Filter [1 cols] #0 > 1\n  Scan [1 cols] public.t (a)\n");
+        assert_eq!(
+            describe_tree(&tree),
+            "Filter [1 cols] #0 > 1\n  Scan [1 cols] public.t (a)\n"
+        );
     }
 }

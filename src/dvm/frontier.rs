@@ -54,7 +54,12 @@ impl Snapshot {
     }
 
     pub fn to_text(&self) -> String {
-        let xip = self.xip.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let xip = self
+            .xip
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         format!("{}:{}:{}", self.xmin, self.xmax, xip)
     }
 }
@@ -66,7 +71,14 @@ mod tests {
     #[test]
     fn parses_and_prints_round_trip() {
         let s = Snapshot::parse("100:105:101,103").unwrap();
-        assert_eq!(s, Snapshot { xmin: 100, xmax: 105, xip: vec![101, 103] });
+        assert_eq!(
+            s,
+            Snapshot {
+                xmin: 100,
+                xmax: 105,
+                xip: vec![101, 103]
+            }
+        );
         assert_eq!(s.to_text(), "100:105:101,103");
         assert_eq!(Snapshot::parse("7:7:").unwrap().to_text(), "7:7:");
         for bad in ["", "1:2", "x:2:", "5:3:", "1:5:9"] {

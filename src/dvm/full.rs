@@ -10,14 +10,25 @@ use super::sql::{ident_list, QualifiedName};
 /// MVCC-safe and would block readers). `source` yields the payload's columns in order: the defining query
 /// itself, or for stream tables with stored aggregate state the query that also computes that state.
 /// With `row_ids`, also fills the hidden row identity columns the differential engine maintains.
-pub fn full_refresh_plan(storage: &QualifiedName, payload: &Payload, source: &str, row_ids: bool) -> RefreshPlan {
+pub fn full_refresh_plan(
+    storage: &QualifiedName,
+    payload: &Payload,
+    source: &str,
+    row_ids: bool,
+) -> RefreshPlan {
     let n = payload.columns.len();
     let c: Vec<String> = (0..n).map(|i| format!("q.c{i}")).collect();
-    let names = (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
+    let names = (0..n)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (target, select) = if row_ids {
         let id = row_identity("q", &payload.identity);
         (
-            format!("{}, {ROW_ID_COLUMN}, {DUP_COLUMN}", ident_list(&payload.columns)),
+            format!(
+                "{}, {ROW_ID_COLUMN}, {DUP_COLUMN}",
+                ident_list(&payload.columns)
+            ),
             format!(
                 // Identical copies are interchangeable (see `apply`): no window over the whole result
                 // to number them, every copy is copy 1.
@@ -26,17 +37,29 @@ pub fn full_refresh_plan(storage: &QualifiedName, payload: &Payload, source: &st
             ),
         )
     } else {
-        (ident_list(&payload.columns), format!("SELECT * FROM ({source}\n) AS q"))
+        (
+            ident_list(&payload.columns),
+            format!("SELECT * FROM ({source}\n) AS q"),
+        )
     };
     let storage = storage.quoted();
-    let step = |label: &str, sql: String, output| PlanStep { label: label.into(), sql, params: vec![], output };
+    let step = |label: &str, sql: String, output| PlanStep {
+        label: label.into(),
+        sql,
+        params: vec![],
+        output,
+    };
     // Three statements on one snapshot rather than one statement with data-modifying CTEs: those
     // would have to return every row they delete and insert to be counted (two tuplestores of the
     // whole result, spilling to disk past work_mem), where a statement's own row count is free.
     RefreshPlan {
         action: RefreshAction::Full,
         steps: vec![
-            step("remove the current contents", format!("DELETE FROM {storage}"), StepOutput::Deleted),
+            step(
+                "remove the current contents",
+                format!("DELETE FROM {storage}"),
+                StepOutput::Deleted,
+            ),
             step(
                 "recompute the defining query (on the same snapshot)",
                 format!("INSERT INTO {storage} ({target}) {select}"),
@@ -60,20 +83,38 @@ mod tests {
     fn full_plan_replaces_the_contents_on_one_snapshot() {
         let plan = full_refresh_plan(
             &QualifiedName::new("public", "Order Totals"),
-            &Payload::visible(&["customer".into(), "sum \"x\"".into()], &["text".into(), "numeric".into()]),
+            &Payload::visible(
+                &["customer".into(), "sum \"x\"".into()],
+                &["text".into(), "numeric".into()],
+            ),
             "SELECT 1, 2 -- trailing comment",
             false,
         );
         assert_eq!(plan.action, RefreshAction::Full);
         assert!(plan.one_snapshot);
         let outputs: Vec<StepOutput> = plan.steps.iter().map(|s| s.output).collect();
-        assert_eq!(outputs, [StepOutput::Deleted, StepOutput::Inserted, StepOutput::Snapshot]);
+        assert_eq!(
+            outputs,
+            [
+                StepOutput::Deleted,
+                StepOutput::Inserted,
+                StepOutput::Snapshot
+            ]
+        );
         assert_eq!(plan.steps[0].sql, "DELETE FROM \"public\".\"Order Totals\"");
         let insert = &plan.steps[1].sql;
-        assert!(insert.contains("INSERT INTO \"public\".\"Order Totals\" (\"customer\", \"sum \"\"x\"\"\")"), "{insert}");
+        assert!(
+            insert.contains(
+                "INSERT INTO \"public\".\"Order Totals\" (\"customer\", \"sum \"\"x\"\"\")"
+            ),
+            "{insert}"
+        );
         // A trailing line comment in the user's query must not swallow the rest of the statement.
         assert!(insert.contains("-- trailing comment\n) AS q"), "{insert}");
-        assert!(!insert.contains("RETURNING"), "counted by the statement's row count: {insert}");
+        assert!(
+            !insert.contains("RETURNING"),
+            "counted by the statement's row count: {insert}"
+        );
         assert!(plan.steps[2].sql.contains("pg_current_snapshot()"));
         assert!(plan.steps.iter().all(|s| s.params.is_empty()));
     }
@@ -83,9 +124,18 @@ mod tests {
         let payload = Payload::visible(&["a".into(), "b".into()], &["int".into(), "int".into()]);
         let plan = full_refresh_plan(&QualifiedName::new("s", "t"), &payload, "SELECT 1, 2", true);
         let sql = &plan.steps[1].sql;
-        assert!(sql.contains("(\"a\", \"b\", __pgt_row_id, __pgt_dup)"), "{sql}");
-        assert!(sql.contains("hash_record_extended(ROW(q.c0, q.c1), 0)"), "{sql}");
-        assert!(!sql.contains("OVER ("), "no window over the whole result: {sql}");
+        assert!(
+            sql.contains("(\"a\", \"b\", __pgt_row_id, __pgt_dup)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("hash_record_extended(ROW(q.c0, q.c1), 0)"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("OVER ("),
+            "no window over the whole result: {sql}"
+        );
         assert!(sql.contains(") AS q(c0, c1)"), "{sql}");
     }
 }

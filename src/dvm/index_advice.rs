@@ -29,8 +29,15 @@ pub fn probes(tree: &OpTree) -> Vec<Probe> {
 
 fn walk(node: &Node, out: &mut Vec<Probe>) {
     let sides = match node {
-        Node::Join { left, right, on: Some(on), .. } => Some((left, right, on)),
-        Node::SemiJoin { left, right, on, .. } => Some((left, right, on)),
+        Node::Join {
+            left,
+            right,
+            on: Some(on),
+            ..
+        } => Some((left, right, on)),
+        Node::SemiJoin {
+            left, right, on, ..
+        } => Some((left, right, on)),
         _ => None,
     };
     if let Some((left, right, on)) = sides {
@@ -41,10 +48,20 @@ fn walk(node: &Node, out: &mut Vec<Probe>) {
                 (false, true) => (b, a - la),
                 _ => continue,
             };
-            let (Some(l), Some(r)) = (scanned(left, l), scanned(right, r)) else { continue };
+            let (Some(l), Some(r)) = (scanned(left, l), scanned(right, r)) else {
+                continue;
+            };
             for probe in [
-                Probe { table: r.0.clone(), column: r.1.clone(), from: l.0.clone() },
-                Probe { table: l.0.clone(), column: l.1.clone(), from: r.0.clone() },
+                Probe {
+                    table: r.0.clone(),
+                    column: r.1.clone(),
+                    from: l.0.clone(),
+                },
+                Probe {
+                    table: l.0.clone(),
+                    column: l.1.clone(),
+                    from: r.0.clone(),
+                },
             ] {
                 if !out.contains(&probe) {
                     out.push(probe);
@@ -98,7 +115,9 @@ fn collect(text: &str, out: &mut Vec<(usize, usize)>) -> bool {
     let text = strip_parens(text.trim());
     let parts = split_and(text);
     if parts.len() > 1 {
-        return parts.into_iter().fold(true, |all, part| collect(part, out) && all);
+        return parts
+            .into_iter()
+            .fold(true, |all, part| collect(part, out) && all);
     }
     if let Some((a, b)) = text.split_once(" = ") {
         if let (Some(a), Some(b)) = (marker(a), marker(b)) {
@@ -111,7 +130,10 @@ fn collect(text: &str, out: &mut Vec<(usize, usize)>) -> bool {
 
 /// A whole column marker's number.
 fn marker(text: &str) -> Option<usize> {
-    text.strip_prefix('\u{1}')?.strip_suffix('\u{2}')?.parse().ok()
+    text.strip_prefix('\u{1}')?
+        .strip_suffix('\u{2}')?
+        .parse()
+        .ok()
 }
 
 /// Paren depth at each byte, outside quoted literals and identifiers; None for a byte inside quotes.
@@ -150,7 +172,10 @@ fn strip_parens(mut text: &str) -> &str {
     while text.starts_with('(') && text.ends_with(')') {
         let d = depths(text);
         // The opening parenthesis closes only at the end if everything between is deeper.
-        if d[1..text.len() - 1].iter().all(|x| x.is_none_or(|x| x >= 1)) {
+        if d[1..text.len() - 1]
+            .iter()
+            .all(|x| x.is_none_or(|x| x >= 1))
+        {
             text = text[1..text.len() - 1].trim();
         } else {
             break;
@@ -205,15 +230,25 @@ mod tests {
     use crate::dvm::optree::JoinKind;
 
     fn table(relid: u32, name: &str) -> TableRef {
-        TableRef { relid, schema: "public".into(), name: name.into() }
+        TableRef {
+            relid,
+            schema: "public".into(),
+            name: name.into(),
+        }
     }
 
     fn scan(relid: u32, name: &str, cols: &[&str]) -> Node {
-        Node::Scan { table: table(relid, name), columns: cols.iter().map(|c| c.to_string()).collect(), types: vec![] }
+        Node::Scan {
+            table: table(relid, name),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            types: vec![],
+        }
     }
 
     fn expr(parts: &[ExprPart]) -> Expr {
-        Expr { parts: parts.to_vec() }
+        Expr {
+            parts: parts.to_vec(),
+        }
     }
 
     fn sql(s: &str) -> ExprPart {
@@ -221,56 +256,137 @@ mod tests {
     }
 
     fn join(left: Node, right: Node, on: Expr) -> Node {
-        Node::Join { kind: JoinKind::Inner, left: Box::new(left), right: Box::new(right), on: Some(on), null_types: vec![] }
+        Node::Join {
+            kind: JoinKind::Inner,
+            left: Box::new(left),
+            right: Box::new(right),
+            on: Some(on),
+            null_types: vec![],
+        }
     }
 
     fn tree(root: Node) -> OpTree {
-        OpTree { root, ctes: vec![], output_names: vec![], top_k: None }
+        OpTree {
+            root,
+            ctes: vec![],
+            output_names: vec![],
+            top_k: None,
+        }
     }
 
     fn keys(tree: &OpTree) -> Vec<String> {
-        probes(tree).iter().map(|p| format!("{}.{} <- {}", p.table.name, p.column, p.from.name)).collect()
+        probes(tree)
+            .iter()
+            .map(|p| format!("{}.{} <- {}", p.table.name, p.column, p.from.name))
+            .collect()
     }
 
     #[test]
     fn each_side_of_an_equi_join_is_probed_on_its_own_column() {
         use ExprPart::Col;
         // customers [id, name] joined to a filtered orders [id, customer_id]: (#3 = #0).
-        let orders = Node::Filter { input: Box::new(scan(2, "orders", &["id", "customer_id"])), predicate: expr(&[Col(0), sql(" > 5")]) };
-        let t = tree(join(scan(1, "customers", &["id", "name"]), orders, expr(&[sql("(("), Col(3), sql(" = "), Col(0), sql("))")])));
-        assert_eq!(keys(&t), ["orders.customer_id <- customers", "customers.id <- orders"]);
+        let orders = Node::Filter {
+            input: Box::new(scan(2, "orders", &["id", "customer_id"])),
+            predicate: expr(&[Col(0), sql(" > 5")]),
+        };
+        let t = tree(join(
+            scan(1, "customers", &["id", "name"]),
+            orders,
+            expr(&[sql("(("), Col(3), sql(" = "), Col(0), sql("))")]),
+        ));
+        assert_eq!(
+            keys(&t),
+            ["orders.customer_id <- customers", "customers.id <- orders"]
+        );
     }
 
     #[test]
     fn only_top_level_equalities_between_plain_columns_count() {
         use ExprPart::Col;
         let on = expr(&[
-            sql("(("), Col(0), sql(" = "), Col(2), sql(") OR ("), Col(1), sql(" = "), Col(3), sql(")) AND ("),
-            Col(1), sql(" = "), Col(3), sql(") AND (("), Col(0), sql(" + 1) = "), Col(2), sql(") AND ('a = (' = "),
-            Col(0), sql(")"),
+            sql("(("),
+            Col(0),
+            sql(" = "),
+            Col(2),
+            sql(") OR ("),
+            Col(1),
+            sql(" = "),
+            Col(3),
+            sql(")) AND ("),
+            Col(1),
+            sql(" = "),
+            Col(3),
+            sql(") AND (("),
+            Col(0),
+            sql(" + 1) = "),
+            Col(2),
+            sql(") AND ('a = (' = "),
+            Col(0),
+            sql(")"),
         ]);
-        let t = tree(join(scan(1, "a", &["x", "y"]), scan(2, "b", &["x", "y"]), on));
+        let t = tree(join(
+            scan(1, "a", &["x", "y"]),
+            scan(2, "b", &["x", "y"]),
+            on,
+        ));
         assert_eq!(keys(&t), ["b.y <- a", "a.y <- b"]);
     }
 
     #[test]
     fn nested_joins_projections_and_semi_joins_are_followed_to_their_scans() {
         use ExprPart::Col;
-        let inner = join(scan(1, "a", &["id"]), scan(2, "b", &["a_id", "c_id"]), expr(&[sql("("), Col(1), sql(" = "), Col(0), sql(")")]));
-        let projected = Node::Project { input: Box::new(scan(3, "c", &["id", "v"])), exprs: vec![Expr::col(0), expr(&[Col(1), sql(" + 1")])] };
+        let inner = join(
+            scan(1, "a", &["id"]),
+            scan(2, "b", &["a_id", "c_id"]),
+            expr(&[sql("("), Col(1), sql(" = "), Col(0), sql(")")]),
+        );
+        let projected = Node::Project {
+            input: Box::new(scan(3, "c", &["id", "v"])),
+            exprs: vec![Expr::col(0), expr(&[Col(1), sql(" + 1")])],
+        };
         // a [id] b [a_id, c_id] | c [id, v+1]: b.c_id = c.id, and a.id = (c.v + 1) which is no column.
-        let outer = join(inner, projected, expr(&[sql("("), Col(2), sql(" = "), Col(3), sql(") AND ("), Col(0), sql(" = "), Col(4), sql(")")]));
-        let semi = Node::SemiJoin { anti: false, left: Box::new(outer), right: Box::new(scan(4, "d", &["b_id"])), on: expr(&[Col(1), sql(" = "), Col(5)]) };
+        let outer = join(
+            inner,
+            projected,
+            expr(&[
+                sql("("),
+                Col(2),
+                sql(" = "),
+                Col(3),
+                sql(") AND ("),
+                Col(0),
+                sql(" = "),
+                Col(4),
+                sql(")"),
+            ]),
+        );
+        let semi = Node::SemiJoin {
+            anti: false,
+            left: Box::new(outer),
+            right: Box::new(scan(4, "d", &["b_id"])),
+            on: expr(&[Col(1), sql(" = "), Col(5)]),
+        };
         let t = tree(semi);
         assert_eq!(
             keys(&t),
-            ["d.b_id <- b", "b.a_id <- d", "c.id <- b", "b.c_id <- c", "b.a_id <- a", "a.id <- b"]
+            [
+                "d.b_id <- b",
+                "b.a_id <- d",
+                "c.id <- b",
+                "b.c_id <- c",
+                "b.a_id <- a",
+                "a.id <- b"
+            ]
         );
     }
 
     #[test]
     fn advice_names_the_table_the_column_and_the_fix() {
-        let missing = [Probe { table: table(2, "orders"), column: "customer id".into(), from: table(1, "customers") }];
+        let missing = [Probe {
+            table: table(2, "orders"),
+            column: "customer id".into(),
+            from: table(1, "customers"),
+        }];
         assert_eq!(
             advice(&missing),
             "-- no index on public.orders(customer id): the delta of public.customers scans all of public.orders; \

@@ -25,11 +25,15 @@ pub enum ExprPart {
 
 impl Expr {
     pub fn sql(text: impl Into<String>) -> Expr {
-        Expr { parts: vec![ExprPart::Sql(text.into())] }
+        Expr {
+            parts: vec![ExprPart::Sql(text.into())],
+        }
     }
 
     pub fn col(n: usize) -> Expr {
-        Expr { parts: vec![ExprPart::Col(n)] }
+        Expr {
+            parts: vec![ExprPart::Col(n)],
+        }
     }
 
     /// Renders the expression, writing each column reference with `column(n)`.
@@ -46,7 +50,16 @@ impl Expr {
 
     /// The input positions this expression reads.
     pub fn columns(&self) -> Vec<usize> {
-        self.parts.iter().filter_map(|p| if let ExprPart::Col(n) = p { Some(*n) } else { None }).collect()
+        self.parts
+            .iter()
+            .filter_map(|p| {
+                if let ExprPart::Col(n) = p {
+                    Some(*n)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The same expression with every column position mapped through `f`.
@@ -93,7 +106,13 @@ pub struct AggCall {
 
 impl AggCall {
     pub fn other() -> AggCall {
-        AggCall { func: AggFunc::Other, arg: None, filter: None, arg_type: String::new(), less_than: String::new() }
+        AggCall {
+            func: AggFunc::Other,
+            arg: None,
+            filter: None,
+            arg_type: String::new(),
+            less_than: String::new(),
+        }
     }
 }
 
@@ -130,10 +149,21 @@ pub enum Node {
     /// Output = left columns followed by right columns. `on` is over that concatenation; None is a
     /// cross join. For outer joins, `null_types` are the SQL types of the padded side's columns
     /// (right side for Left, left side for Right), filled in by the extension after analysis.
-    Join { kind: JoinKind, left: Box<Node>, right: Box<Node>, on: Option<Expr>, null_types: Vec<String> },
+    Join {
+        kind: JoinKind,
+        left: Box<Node>,
+        right: Box<Node>,
+        on: Option<Expr>,
+        null_types: Vec<String>,
+    },
     /// Rows of `left` with (anti: without) at least one row of `right` satisfying `on`, which is over
     /// left columns followed by right columns. Output = left columns. From EXISTS / NOT EXISTS / IN.
-    SemiJoin { anti: bool, left: Box<Node>, right: Box<Node>, on: Expr },
+    SemiJoin {
+        anti: bool,
+        left: Box<Node>,
+        right: Box<Node>,
+        on: Expr,
+    },
     /// GROUP BY: output = the `group_by` values followed by the `aggregates` values. Each aggregate is
     /// a complete aggregate call over input columns, e.g. `sum(#3) FILTER (WHERE (#3 > 0))`, evaluated
     /// by PostgreSQL as written. No `group_by` = one group over the whole input (always one row).
@@ -171,7 +201,11 @@ impl Node {
             Node::Project { exprs, .. } => exprs.len(),
             Node::Join { left, right, .. } => left.arity() + right.arity(),
             Node::SemiJoin { left, .. } => left.arity(),
-            Node::Aggregate { group_by, aggregates, .. } => group_by.len() + aggregates.len(),
+            Node::Aggregate {
+                group_by,
+                aggregates,
+                ..
+            } => group_by.len() + aggregates.len(),
             Node::UnionAll { inputs } => inputs.first().map_or(0, Node::arity),
             Node::CteRef { arity, .. } => *arity,
         }
@@ -185,7 +219,9 @@ impl Node {
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
             | Node::Distinct { input } => vec![input],
-            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => vec![left, right],
+            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => {
+                vec![left, right]
+            }
             Node::UnionAll { inputs } => inputs.iter().collect(),
         }
     }
@@ -197,7 +233,9 @@ impl Node {
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
             | Node::Distinct { input } => vec![input],
-            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => vec![left, right],
+            Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => {
+                vec![left, right]
+            }
             Node::UnionAll { inputs } => inputs.iter_mut().collect(),
         }
     }
@@ -208,9 +246,18 @@ impl Node {
             Node::Scan { .. } => "Scan",
             Node::Filter { .. } => "Filter",
             Node::Project { .. } => "Project",
-            Node::Join { kind: JoinKind::Inner, .. } => "InnerJoin",
-            Node::Join { kind: JoinKind::Left, .. } => "LeftJoin",
-            Node::Join { kind: JoinKind::Right, .. } => "RightJoin",
+            Node::Join {
+                kind: JoinKind::Inner,
+                ..
+            } => "InnerJoin",
+            Node::Join {
+                kind: JoinKind::Left,
+                ..
+            } => "LeftJoin",
+            Node::Join {
+                kind: JoinKind::Right,
+                ..
+            } => "RightJoin",
             Node::SemiJoin { anti: false, .. } => "SemiJoin",
             Node::SemiJoin { anti: true, .. } => "AntiJoin",
             Node::Aggregate { .. } => "Aggregate",
@@ -280,16 +327,31 @@ mod tests {
 
     #[test]
     fn expressions_render_and_remap_positions() {
-        let e = Expr { parts: vec![ExprPart::Sql("(".into()), ExprPart::Col(1), ExprPart::Sql(" + ".into()), ExprPart::Col(0), ExprPart::Sql(")".into())] };
+        let e = Expr {
+            parts: vec![
+                ExprPart::Sql("(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(" + ".into()),
+                ExprPart::Col(0),
+                ExprPart::Sql(")".into()),
+            ],
+        };
         assert_eq!(e.render(&|n| format!("t.c{n}")), "(t.c1 + t.c0)");
         assert_eq!(e.columns(), vec![1, 0]);
-        assert_eq!(e.remap(&|n| n + 10).render(&|n| format!("c{n}")), "(c11 + c10)");
+        assert_eq!(
+            e.remap(&|n| n + 10).render(&|n| format!("c{n}")),
+            "(c11 + c10)"
+        );
     }
 
     #[test]
     fn arity_follows_the_operators() {
         let scan = |cols: &[&str]| Node::Scan {
-            table: TableRef { relid: 1, schema: "public".into(), name: "t".into() },
+            table: TableRef {
+                relid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+            },
             columns: cols.iter().map(|c| c.to_string()).collect(),
             types: vec![],
         };
@@ -310,7 +372,12 @@ mod tests {
             key_eq: vec![],
         };
         assert_eq!(agg.arity(), 2);
-        let tree = OpTree { root: agg, ctes: vec![], output_names: vec!["a".into(), "n".into()], top_k: None };
+        let tree = OpTree {
+            root: agg,
+            ctes: vec![],
+            output_names: vec!["a".into(), "n".into()],
+            top_k: None,
+        };
         assert_eq!(tree.tables().len(), 1);
     }
 }

@@ -48,7 +48,10 @@ pub struct QualifiedName {
 
 impl QualifiedName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        QualifiedName { schema: schema.into(), name: name.into() }
+        QualifiedName {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 
     /// `"schema"."name"`, safe to interpolate.
@@ -65,7 +68,11 @@ impl fmt::Display for QualifiedName {
 
 /// Comma-separated quoted identifiers: `"a", "b"`.
 pub fn ident_list<S: AsRef<str>>(idents: &[S]) -> String {
-    idents.iter().map(|i| quote_ident(i.as_ref())).collect::<Vec<_>>().join(", ")
+    idents
+        .iter()
+        .map(|i| quote_ident(i.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

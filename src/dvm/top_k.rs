@@ -16,7 +16,9 @@
 //! A change that sorts no later than it (it enters or leaves the head, and the window shifts), or any
 //! change to an empty window, refills.
 
-use super::apply::{row_identity, stored_copies, typed_delta, Payload, DUP_COLUMN, REPORT, ROW_ID_COLUMN};
+use super::apply::{
+    row_identity, stored_copies, typed_delta, Payload, DUP_COLUMN, REPORT, ROW_ID_COLUMN,
+};
 use super::optree::{SortKey, TopK};
 use super::plan::{Param, PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, quote_ident, QualifiedName};
@@ -24,7 +26,13 @@ use super::sql::{ident_list, quote_ident, QualifiedName};
 /// The DIFFERENTIAL plan of a top-K stream table: ONE statement, like `apply::differential_plan`.
 /// `delta_query`: the consolidated Δ rows (`c0..`, `__pgt_w`) of the query without its LIMIT;
 /// `defining_query`: the query with it, run only for a refill.
-pub fn top_k_plan(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_k: &TopK, defining_query: &str) -> RefreshPlan {
+pub fn top_k_plan(
+    storage: &QualifiedName,
+    payload: &Payload,
+    delta_query: &str,
+    top_k: &TopK,
+    defining_query: &str,
+) -> RefreshPlan {
     RefreshPlan {
         action: RefreshAction::Differential,
         steps: vec![PlanStep {
@@ -46,7 +54,11 @@ pub fn window_name(top_k: &TopK) -> String {
     if top_k.offset == 0 {
         format!("first {} rows", top_k.limit)
     } else {
-        format!("rows {} to {}", top_k.offset + 1, top_k.offset + top_k.limit)
+        format!(
+            "rows {} to {}",
+            top_k.offset + 1,
+            top_k.offset + top_k.limit
+        )
     }
 }
 
@@ -67,19 +79,46 @@ fn order_by(order: &[SortKey], column: &dyn Fn(usize) -> String) -> String {
         .join(", ")
 }
 
-fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_k: &TopK, defining_query: &str) -> String {
+fn statement(
+    storage: &QualifiedName,
+    payload: &Payload,
+    delta_query: &str,
+    top_k: &TopK,
+    defining_query: &str,
+) -> String {
     let n = payload.columns.len();
     let storage_q = storage.quoted();
     let limit = top_k.limit;
-    let at = |alias: &str| (0..n).map(|i| format!("{alias}.c{i}")).collect::<Vec<_>>().join(", ");
+    let at = |alias: &str| {
+        (0..n)
+            .map(|i| format!("{alias}.c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let stored = |alias: &str| {
-        payload.columns.iter().enumerate().map(|(i, c)| format!("{alias}.{} AS c{i}", quote_ident(c))).collect::<Vec<_>>().join(", ")
+        payload
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{alias}.{} AS c{i}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let copies = stored_copies(payload);
     let order = |alias: &str| order_by(&top_k.order, &|i| format!("{alias}.c{i}"));
-    let stored_order = order_by(&top_k.order, &|i| format!("x.{}", quote_ident(&payload.columns[i])));
-    let names = (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
-    let typed_query: Vec<String> = payload.types.iter().enumerate().map(|(i, t)| format!("q.c{i}::{t}")).collect();
+    let stored_order = order_by(&top_k.order, &|i| {
+        format!("x.{}", quote_ident(&payload.columns[i]))
+    });
+    let names = (0..n)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let typed_query: Vec<String> = payload
+        .types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("q.c{i}::{t}"))
+        .collect();
     format!(
         "WITH pgt_delta AS MATERIALIZED ({delta}),
          pgt_gone AS MATERIALIZED (
@@ -140,9 +179,22 @@ fn statement(storage: &QualifiedName, payload: &Payload, delta_query: &str, top_
 /// window is empty and the batch changed anything.
 fn head_moved(storage: &QualifiedName, payload: &Payload, top_k: &TopK) -> String {
     let n = payload.columns.len();
-    let at = |alias: &str| (0..n).map(|i| format!("{alias}.c{i}")).collect::<Vec<_>>().join(", ");
-    let stored = payload.columns.iter().enumerate().map(|(i, c)| format!("x.{} AS c{i}", quote_ident(c))).collect::<Vec<_>>().join(", ");
-    let stored_order = order_by(&top_k.order, &|i| format!("x.{}", quote_ident(&payload.columns[i])));
+    let at = |alias: &str| {
+        (0..n)
+            .map(|i| format!("{alias}.c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let stored = payload
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("x.{} AS c{i}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let stored_order = order_by(&top_k.order, &|i| {
+        format!("x.{}", quote_ident(&payload.columns[i]))
+    });
     format!(
         "
               OR COALESCE((
@@ -166,16 +218,33 @@ mod tests {
     }
 
     fn plan_after(limit: u64, offset: u64) -> RefreshPlan {
-        let payload = Payload::visible(&["Region".into(), "n".into()], &["text".into(), "bigint".into()]);
+        let payload = Payload::visible(
+            &["Region".into(), "n".into()],
+            &["text".into(), "bigint".into()],
+        );
         let top_k = TopK {
             order: vec![
-                SortKey { column: 1, descending: true, nulls_first: Some(false) },
-                SortKey { column: 0, descending: false, nulls_first: None },
+                SortKey {
+                    column: 1,
+                    descending: true,
+                    nulls_first: Some(false),
+                },
+                SortKey {
+                    column: 0,
+                    descending: false,
+                    nulls_first: None,
+                },
             ],
             limit,
             offset,
         };
-        top_k_plan(&QualifiedName::new("s", "top"), &payload, "SELECT 1", &top_k, "SELECT r, n FROM t ORDER BY n DESC LIMIT 3 -- c")
+        top_k_plan(
+            &QualifiedName::new("s", "top"),
+            &payload,
+            "SELECT 1",
+            &top_k,
+            "SELECT r, n FROM t ORDER BY n DESC LIMIT 3 -- c",
+        )
     }
 
     #[test]
@@ -190,13 +259,25 @@ mod tests {
     #[test]
     fn the_window_is_sorted_as_the_query_sorts_and_cut_at_the_limit() {
         let sql = &plan(3).steps[0].sql;
-        assert!(sql.contains("ORDER BY c.c1 DESC NULLS LAST, c.c0 LIMIT 3"), "{sql}");
-        assert!(sql.contains("ORDER BY x.\"n\" DESC NULLS LAST, x.\"Region\" OFFSET 2 LIMIT 1"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY c.c1 DESC NULLS LAST, c.c0 LIMIT 3"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY x.\"n\" DESC NULLS LAST, x.\"Region\" OFFSET 2 LIMIT 1"),
+            "{sql}"
+        );
         // The cut-off sorts after the candidates it ties with: a tie counts as no later than it.
-        assert!(sql.contains("OVER (ORDER BY s.c1 DESC NULLS LAST, s.c0, s.cutoff)"), "{sql}");
+        assert!(
+            sql.contains("OVER (ORDER BY s.c1 DESC NULLS LAST, s.c0, s.cutoff)"),
+            "{sql}"
+        );
         assert!(sql.contains("SELECT r.n <= 3 FROM"), "{sql}");
         // Stored rows are matched by identity index and record image, as in the row apply.
-        assert!(sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"), "{sql}");
+        assert!(
+            sql.contains("x.__pgt_row_id = pg_catalog.hash_record_extended(ROW(d.c0, d.c1), 0)"),
+            "{sql}"
+        );
         assert!(sql.contains("OPERATOR(pg_catalog.*=)"), "{sql}");
     }
 
@@ -204,8 +285,14 @@ mod tests {
     fn a_refill_runs_the_defining_query_typed_as_the_storage() {
         let sql = &plan(3).steps[0].sql;
         // A trailing comment in the query cannot swallow the rest.
-        assert!(sql.contains("LIMIT 3 -- c\n           ) AS q(c0, c1) WHERE (SELECT f.refill"), "{sql}");
-        assert!(sql.contains("SELECT q.c0::text, q.c1::bigint, NULL::pg_catalog.tid"), "{sql}");
+        assert!(
+            sql.contains("LIMIT 3 -- c\n           ) AS q(c0, c1) WHERE (SELECT f.refill"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("SELECT q.c0::text, q.c1::bigint, NULL::pg_catalog.tid"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -219,10 +306,23 @@ mod tests {
         assert!(!plain.contains("s.head"), "{plain}");
         let p = plan_after(3, 20);
         let sql = &p.steps[0].sql;
-        assert!(p.steps[0].label.contains("rows 21 to 23"), "{}", p.steps[0].label);
+        assert!(
+            p.steps[0].label.contains("rows 21 to 23"),
+            "{}",
+            p.steps[0].label
+        );
         // Δ rows sort before the first stored row on ties: a tie refills too.
-        assert!(sql.contains("OVER (ORDER BY s.c1 DESC NULLS LAST, s.c0, s.head)"), "{sql}");
-        assert!(sql.contains("ORDER BY x.\"n\" DESC NULLS LAST, x.\"Region\" LIMIT 1)) AS s) AS r"), "{sql}");
-        assert!(sql.contains("WHERE r.head), EXISTS (SELECT FROM pgt_delta)) AS refill"), "{sql}");
+        assert!(
+            sql.contains("OVER (ORDER BY s.c1 DESC NULLS LAST, s.c0, s.head)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY x.\"n\" DESC NULLS LAST, x.\"Region\" LIMIT 1)) AS s) AS r"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHERE r.head), EXISTS (SELECT FROM pgt_delta)) AS refill"),
+            "{sql}"
+        );
     }
 }

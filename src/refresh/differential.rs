@@ -4,12 +4,12 @@
 
 use super::spi_exec::{self, PlanError};
 use super::{full, Batch, Done};
-use crate::dvm::decide::{Fact, Facts};
 use crate::catalog::stream_tables::StreamTable;
 use crate::cdc;
 use crate::dvm::apply::stream_plan;
-use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
 use crate::dvm::apply::Payload;
+use crate::dvm::decide::{Fact, Facts};
+use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
 use crate::dvm::optree::{OpTree, TableRef};
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
@@ -33,14 +33,19 @@ pub(super) struct Gathered {
 impl Gathered {
     fn tree(&mut self, st: &StreamTable) -> PgtResult<&OpTree> {
         if self.tree.is_none() {
-            self.tree = Some(st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?);
+            self.tree = Some(st.tree()?.ok_or_else(|| {
+                PgtError::internal("DIFFERENTIAL stream table without an operator tree")
+            })?);
         }
         Ok(self.tree.as_ref().expect("set above"))
     }
 
     /// The snapshot the counted batch ends at: a NO_DATA refresh's new frontier.
     pub(super) fn snapshot(&self) -> PgtResult<String> {
-        self.batch.as_ref().map(|(s, _)| s.clone()).ok_or_else(|| PgtError::internal("NO_DATA without a counted batch"))
+        self.batch
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| PgtError::internal("NO_DATA without a counted batch"))
     }
 }
 
@@ -58,14 +63,21 @@ pub(super) fn gather(
     let tables = gathered.tree(st)?.tables();
     let frontier = st.frontier.as_deref().unwrap_or_default();
     match fact {
-        Fact::OwnChanges => facts.own_changes = Some(own_uncommitted_changes(&tables, wrote_before)?),
+        Fact::OwnChanges => {
+            facts.own_changes = Some(own_uncommitted_changes(&tables, wrote_before)?)
+        }
         Fact::BatchRows => {
-            let (snapshot, counts) = super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
+            let (snapshot, counts) =
+                super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
             facts.batch_rows = Some(counts.iter().sum());
             gathered.batch = Some((snapshot, counts));
         }
         Fact::AutoChoice => {
-            let decision = crate::stats::cost_summary::auto_decision(st.pgt_id, &tables, facts.batch_rows.unwrap_or(0))?;
+            let decision = crate::stats::cost_summary::auto_decision(
+                st.pgt_id,
+                &tables,
+                facts.batch_rows.unwrap_or(0),
+            )?;
             facts.auto_choice = Some((decision.full, decision.reason));
         }
         Fact::StateReady => {
@@ -74,26 +86,48 @@ pub(super) fn gather(
             facts.state_ready = Some(gathered.payload.is_some());
         }
         Fact::BufferBatchEmpty => {
-            let Batch::Staged(staged) = batch else { return Err(PgtError::internal("no worker's batch to check")) };
-            let source = tables.first().map(|t| Oid::from(t.relid)).ok_or_else(|| PgtError::internal("a batch without a source"))?;
-            facts.buffer_batch_empty = Some(super::offload::batch_is_empty(source, frontier, &staged.snapshot)?);
+            let Batch::Staged(staged) = batch else {
+                return Err(PgtError::internal("no worker's batch to check"));
+            };
+            let source = tables
+                .first()
+                .map(|t| Oid::from(t.relid))
+                .ok_or_else(|| PgtError::internal("a batch without a source"))?;
+            facts.buffer_batch_empty = Some(super::offload::batch_is_empty(
+                source,
+                frontier,
+                &staged.snapshot,
+            )?);
         }
     }
     Ok(())
 }
 
 /// The DIFFERENTIAL refresh of the counted batch; `auto`: why AUTO kept it DIFFERENTIAL.
-pub(super) fn refresh(st: &StreamTable, storage: &QualifiedName, mut gathered: Gathered, auto: Option<String>) -> PgtResult<Done> {
+pub(super) fn refresh(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    mut gathered: Gathered,
+    auto: Option<String>,
+) -> PgtResult<Done> {
     let tree = gathered.tree(st)?.clone();
     let tables = tree.tables();
-    let (Some((_, counts)), Some(payload)) = (gathered.batch.take(), gathered.payload.take()) else {
-        return Err(PgtError::internal("a DIFFERENTIAL refresh without its counted batch or payload"));
+    let (Some((_, counts)), Some(payload)) = (gathered.batch.take(), gathered.payload.take())
+    else {
+        return Err(PgtError::internal(
+            "a DIFFERENTIAL refresh without its counted batch or payload",
+        ));
     };
     let total: i64 = counts.iter().sum();
     let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
     // Unchanged sources contribute nothing: prune them. Sound because the counts and the delta read
     // the same snapshot (see one_snapshot).
-    ctx.cache.bypass = tables.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(t, _)| t.relid).collect();
+    ctx.cache.bypass = tables
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(t, _)| t.relid)
+        .collect();
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
@@ -120,7 +154,9 @@ fn apply_delta(
     frontier: Option<&str>,
 ) -> PgtResult<Done> {
     let Some(delta) = stream_delta(tree, storage, payload, ctx)? else {
-        return Err(PgtError::internal("a changed source produced no delta query"));
+        return Err(PgtError::internal(
+            "a changed source produced no delta query",
+        ));
     };
     let plan = stream_plan(tree, storage, payload, &delta, &st.defining_query);
     match super::settings::with_differential_settings(|| Ok(spi_exec::try_execute(&plan, st)))? {
@@ -143,22 +179,46 @@ fn apply_delta(
 /// `dvm::offload`: Δ per group of an aggregate kept from stored state, or the query's Δ rows): the
 /// delta reads that instead of the change buffer. The frontier is the snapshot the worker's batch
 /// was cut at, not the apply statement's.
-pub(super) fn refresh_staged(st: &StreamTable, storage: &QualifiedName, staged: &super::Staged) -> PgtResult<Done> {
-    let tree = st.tree()?.ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
+pub(super) fn refresh_staged(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    staged: &super::Staged,
+) -> PgtResult<Done> {
+    let tree = st
+        .tree()?
+        .ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
     ctx.cdc.staged = Some(staged.relation.clone());
-    let payload = super::storage::payload(st, storage, Some(&tree), false)?
-        .ok_or_else(|| PgtError::internal("offloaded refresh of a stream table without its aggregate state"))?;
-    let groups = spi::one::<i64>(&format!("SELECT pg_catalog.count(*) FROM {}", staged.relation), &[])?.unwrap_or(0);
+    let payload = super::storage::payload(st, storage, Some(&tree), false)?.ok_or_else(|| {
+        PgtError::internal("offloaded refresh of a stream table without its aggregate state")
+    })?;
+    let groups = spi::one::<i64>(
+        &format!("SELECT pg_catalog.count(*) FROM {}", staged.relation),
+        &[],
+    )?
+    .unwrap_or(0);
     ctx.opt.group_lookup = GroupLookup::for_batch(groups, super::storage::estimated_rows(st)?);
     let reason = format!(
         "{} change{} in the batch, reduced to {groups} {}{} by an external worker",
         staged.changes,
         if staged.changes == 1 { "" } else { "s" },
-        if AggregateState::of(&tree).is_some() { "group" } else { "row" },
+        if AggregateState::of(&tree).is_some() {
+            "group"
+        } else {
+            "row"
+        },
         if groups == 1 { "" } else { "s" }
     );
-    apply_delta(st, storage, &tree, &payload, &mut ctx, staged.changes, reason, Some(&staged.snapshot))
+    apply_delta(
+        st,
+        storage,
+        &tree,
+        &payload,
+        &mut ctx,
+        staged.changes,
+        reason,
+        Some(&staged.snapshot),
+    )
 }
 
 /// The first source this transaction has changed itself (it has change rows with our xid), if any.
@@ -185,17 +245,33 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i6
     let batch = cdc::refresh_context(tables).batch_predicate("b");
     let counts: Vec<String> = tables
         .iter()
-        .map(|t| format!("(SELECT pg_catalog.count(*) FROM {} AS b WHERE {batch})", cdc::buffer_name(Oid::from(t.relid))))
+        .map(|t| {
+            format!(
+                "(SELECT pg_catalog.count(*) FROM {} AS b WHERE {batch})",
+                cdc::buffer_name(Oid::from(t.relid))
+            )
+        })
         .collect();
-    let sql = format!(
+    let sql =
+        format!(
         "SELECT pg_catalog.pg_current_snapshot()::text AS snapshot, ARRAY[{}]::bigint[] AS counts",
         if counts.is_empty() { "NULL::bigint".to_string() } else { counts.join(", ") }
     );
     let row = spi::rows(&sql, &[frontier.into()], |r| {
-        Ok((spi::col::<String>(r, "snapshot")?, r.get_by_name::<Vec<Option<i64>>, _>("counts")?.unwrap_or_default()))
+        Ok((
+            spi::col::<String>(r, "snapshot")?,
+            r.get_by_name::<Vec<Option<i64>>, _>("counts")?
+                .unwrap_or_default(),
+        ))
     })?;
-    let (snapshot, counts) = row.into_iter().next().ok_or_else(|| PgtError::internal("batch count returned no row"))?;
-    Ok((snapshot, counts.into_iter().map(|c| c.unwrap_or(0)).collect()))
+    let (snapshot, counts) = row
+        .into_iter()
+        .next()
+        .ok_or_else(|| PgtError::internal("batch count returned no row"))?;
+    Ok((
+        snapshot,
+        counts.into_iter().map(|c| c.unwrap_or(0)).collect(),
+    ))
 }
 
 /// Up to this many consumers of a source, the clean-up reads each one's frontier once per statement.
@@ -205,7 +281,9 @@ const FRONTIERS_READ_ONCE: usize = 4;
 /// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning, and
 /// one with a consumer that has applied nothing yet.
 pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
-    let Some(tree) = st.tree()? else { return Ok(()) };
+    let Some(tree) = st.tree()? else {
+        return Ok(());
+    };
     for t in tree.tables() {
         let locked: Option<bool> = spi::one(
             "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
@@ -228,7 +306,9 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
                 Ok((spi::col::<i64>(r, "n")?, spi::col::<bool>(r, "applied")?, ids.unwrap_or_default()))
             },
         )?;
-        let Some((n, applied, first)) = consumers.into_iter().next() else { continue };
+        let Some((n, applied, first)) = consumers.into_iter().next() else {
+            continue;
+        };
         if n == 0 || !applied {
             continue;
         }
@@ -245,7 +325,13 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
                     )
                 })
                 .collect();
-            spi::exec(&format!("DELETE FROM {buffer} AS b WHERE {}", visible_to_all.join(" AND ")), &[])?;
+            spi::exec(
+                &format!(
+                    "DELETE FROM {buffer} AS b WHERE {}",
+                    visible_to_all.join(" AND ")
+                ),
+                &[],
+            )?;
         } else {
             // Many consumers (a table every one of a thousand stream tables reads): per change row,
             // stop at the first consumer that has not applied it, rather than read every frontier.

@@ -14,7 +14,10 @@ use crate::spi;
 /// Claims the stream table for this job and marks the refresh in flight (commit before refreshing).
 /// False: another process refreshes it now.
 pub fn begin(pgt_id: i64) -> PgtResult<bool> {
-    let claimed = spi::one::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[LOCK_CLASS.into(), (pgt_id as i32).into()])?;
+    let claimed = spi::one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
+        &[LOCK_CLASS.into(), (pgt_id as i32).into()],
+    )?;
     if claimed != Some(true) {
         return Ok(false);
     }
@@ -28,7 +31,10 @@ pub fn end(pgt_id: i64, clear_mark: bool) -> PgtResult<()> {
     if clear_mark {
         mark(pgt_id, false)?;
     }
-    spi::exec("SELECT pg_catalog.pg_advisory_unlock($1, $2)", &[LOCK_CLASS.into(), (pgt_id as i32).into()])
+    spi::exec(
+        "SELECT pg_catalog.pg_advisory_unlock($1, $2)",
+        &[LOCK_CLASS.into(), (pgt_id as i32).into()],
+    )
 }
 
 fn mark(pgt_id: i64, in_flight: bool) -> PgtResult<()> {

@@ -3,16 +3,16 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
-mod one_snapshot;
-pub mod offload;
 pub mod job;
+pub mod offload;
+mod one_snapshot;
 mod reinit;
 mod settings;
 mod spi_exec;
 pub mod storage;
 
-use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::names;
+use crate::catalog::stream_tables::{self, StreamTable};
 use crate::dvm::decide::{self, Decision, Facts, Step};
 use crate::dvm::diff::AggregateState;
 use crate::dvm::frontier::Snapshot;
@@ -48,7 +48,11 @@ impl Initiator {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Refreshed { action: RefreshAction, rows_inserted: i64, rows_deleted: i64 },
+    Refreshed {
+        action: RefreshAction,
+        rows_inserted: i64,
+        rows_deleted: i64,
+    },
     /// Another session holds the claim (scheduler only: it tries next tick).
     Busy,
     /// The stream table was dropped meanwhile.
@@ -101,12 +105,22 @@ pub fn run(pgt_id: i64, initiator: Initiator, wrote_before: bool) -> PgtResult<O
 }
 
 /// [`run`], with the batch taken from `batch`.
-pub fn run_batch(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Batch<'_>) -> PgtResult<Outcome> {
+pub fn run_batch(
+    pgt_id: i64,
+    initiator: Initiator,
+    wrote_before: bool,
+    batch: Batch<'_>,
+) -> PgtResult<Outcome> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before, batch))
 }
 
-fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Batch<'_>) -> PgtResult<Outcome> {
+fn run_claimed(
+    pgt_id: i64,
+    initiator: Initiator,
+    wrote_before: bool,
+    batch: Batch<'_>,
+) -> PgtResult<Outcome> {
     if !claim(pgt_id, initiator)? {
         return Ok(Outcome::Busy);
     }
@@ -141,7 +155,9 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
         ..Default::default()
     };
     // The facts and the refresh read one snapshot (see one_snapshot): the batch counted is the batch applied.
-    let done = match one_snapshot::during(|| decide_and_refresh(&st, &storage, facts, wrote_before, batch))? {
+    let done = match one_snapshot::during(|| {
+        decide_and_refresh(&st, &storage, facts, wrote_before, batch)
+    })? {
         Ok(done) => done,
         Err(outcome) => return Ok(outcome),
     };
@@ -149,7 +165,11 @@ fn run_claimed(pgt_id: i64, initiator: Initiator, wrote_before: bool, batch: Bat
     let frontier = frontier_without_own_xid(&done.applied.snapshot)?;
     let current = crate::catalog::version::at_least_0_2_0()?;
     let reason = if current { ", reinit_reason = $5" } else { "" };
-    let in_flight = if current { ", refresh_started_at = NULL" } else { "" };
+    let in_flight = if current {
+        ", refresh_started_at = NULL"
+    } else {
+        ""
+    };
     spi::exec(
         &format!(
             "UPDATE pgtrickle.pgt_stream_tables
@@ -201,12 +221,26 @@ fn decide_and_refresh(
     let mut gathered = differential::Gathered::default();
     let decision = loop {
         match decide::next(&facts) {
-            Step::Ask(fact) => differential::gather(fact, &mut facts, &mut gathered, st, storage, wrote_before, batch)?,
+            Step::Ask(fact) => differential::gather(
+                fact,
+                &mut facts,
+                &mut gathered,
+                st,
+                storage,
+                wrote_before,
+                batch,
+            )?,
             Step::Decide(decision) => break decision,
         }
     };
     let done = match decision {
-        Decision::Full { reason, reinit_next } => Done { reinit_next, ..full(st, storage, reason)? },
+        Decision::Full {
+            reason,
+            reinit_next,
+        } => Done {
+            reinit_next,
+            ..full(st, storage, reason)?
+        },
         Decision::Reinitialise => match reinitialise(st, storage)? {
             Some(done) => done,
             None => return Ok(Err(Outcome::Broken)),
@@ -219,7 +253,11 @@ fn decide_and_refresh(
             Done {
                 action: RefreshAction::NoData,
                 reason: "no changes since the last refresh".into(),
-                applied: Applied { rows_inserted: 0, rows_deleted: 0, snapshot },
+                applied: Applied {
+                    rows_inserted: 0,
+                    rows_deleted: 0,
+                    snapshot,
+                },
                 reinit_next: None,
                 changes: 0,
             }
@@ -227,7 +265,9 @@ fn decide_and_refresh(
         Decision::Differential { auto } => differential::refresh(st, storage, gathered, auto)?,
         Decision::ApplyStaged => match batch {
             Batch::Staged(staged) => differential::refresh_staged(st, storage, staged)?,
-            Batch::Buffers => return Err(PgtError::internal("a worker's batch to apply without one")),
+            Batch::Buffers => {
+                return Err(PgtError::internal("a worker's batch to apply without one"))
+            }
         },
         Decision::RefuseEmptyWorkerBatch => {
             return Err(PgtError::new(SqlState::InsufficientPrivilege, "the external worker read no change rows, but the batch has some")
@@ -240,9 +280,14 @@ fn decide_and_refresh(
 fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<Done> {
     let row_ids = stream_tables::has_row_identity(st.relid)?;
     // The operator tree decides what a DIFFERENTIAL stream table stores besides the visible columns.
-    let tree = if row_ids && st.effective_mode == "DIFFERENTIAL" { st.tree()? } else { None };
-    let payload = storage::payload(st, storage, tree.as_ref(), true)?
-        .ok_or_else(|| PgtError::internal("storage payload unavailable after adding its columns"))?;
+    let tree = if row_ids && st.effective_mode == "DIFFERENTIAL" {
+        st.tree()?
+    } else {
+        None
+    };
+    let payload = storage::payload(st, storage, tree.as_ref(), true)?.ok_or_else(|| {
+        PgtError::internal("storage payload unavailable after adding its columns")
+    })?;
     let state = tree.as_ref().and_then(AggregateState::of);
     let source = match (&state, &tree) {
         (Some(state), Some(tree)) => state.full_query(tree, &payload.types)?,
@@ -250,23 +295,43 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
     let applied = spi_exec::execute(&plan, st)?;
-    Ok(Done { action: RefreshAction::Full, reason, applied, reinit_next: None, changes: 0 })
+    Ok(Done {
+        action: RefreshAction::Full,
+        reason,
+        applied,
+        reinit_next: None,
+        changes: 0,
+    })
 }
 
 /// A reinitialisation: the query checked against the sources again (None: it no longer works, the
 /// stream table is now in ERROR), then FULL — and FULL at the next refresh too while a capture or
 /// signal trigger of a source is disabled.
 fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Option<Done>> {
-    let Some(st) = reinit::prepare(st)? else { return Ok(None) };
+    let Some(st) = reinit::prepare(st)? else {
+        return Ok(None);
+    };
     // A disabled capture trigger captures nothing: FULL until it is enabled again.
     let suspended = match st.tree()? {
-        Some(tree) => crate::cdc::suspended(crate::cdc::Family::Capture, &tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect::<Vec<_>>())?,
+        Some(tree) => crate::cdc::suspended(
+            crate::cdc::Family::Capture,
+            &tree
+                .tables()
+                .iter()
+                .map(|t| pgrx::pg_sys::Oid::from(t.relid))
+                .collect::<Vec<_>>(),
+        )?,
         None => false,
     };
     let reason = if suspended {
         SUSPENDED_CAPTURE.to_string()
     } else {
-        format!("reinitialised: {}", st.reinit_reason.as_deref().unwrap_or("a source was truncated or changed, or its capture was interrupted"))
+        format!(
+            "reinitialised: {}",
+            st.reinit_reason
+                .as_deref()
+                .unwrap_or("a source was truncated or changed, or its capture was interrupted")
+        )
     };
     let mut done = full(&st, storage, reason)?;
     done.reinit_next = if suspended {
@@ -280,7 +345,8 @@ fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Option<D
     Ok(Some(done))
 }
 
-const SUSPENDED_CAPTURE: &str = "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)";
+const SUSPENDED_CAPTURE: &str =
+    "FULL: change capture on a source is disabled (ALTER TABLE ... DISABLE TRIGGER)";
 
 /// The snapshot to record as frontier: the refresh's, with the refreshing transaction's own xid made
 /// invisible (see `Snapshot::without`), so its own later writes belong to the next batch.
@@ -301,7 +367,10 @@ pub(crate) fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
             &[LOCK_CLASS.into(), key.into()],
         )? == Some(true)),
         Initiator::Create | Initiator::Manual => {
-            spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &[LOCK_CLASS.into(), key.into()])?;
+            spi::exec(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+                &[LOCK_CLASS.into(), key.into()],
+            )?;
             Ok(true)
         }
     }
@@ -316,7 +385,11 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
     )?
     .ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))?;
     // After max_consecutive_errors failures in a row (0: never) the stream table goes to ERROR.
-    let in_flight = if crate::catalog::version::at_least_0_2_0()? { ", refresh_started_at = NULL" } else { "" };
+    let in_flight = if crate::catalog::version::at_least_0_2_0()? {
+        ", refresh_started_at = NULL"
+    } else {
+        ""
+    };
     let was_active = spi::one::<bool>(
         "SELECT status = 'ACTIVE' FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
         &[pgt_id.into()],
@@ -333,7 +406,9 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
         &[pgt_id.into(), message.into(), started_at.into(), crate::gucs::max_consecutive_errors().into()],
         |r| Ok((spi::col::<String>(r, "effective_mode")?, spi::col::<i32>(r, "consecutive_errors")?, spi::col::<bool>(r, "in_error")?)),
     )?;
-    let Some((mode, errors, in_error)) = failed.into_iter().next() else { return Ok(()) };
+    let Some((mode, errors, in_error)) = failed.into_iter().next() else {
+        return Ok(());
+    };
     crate::stats::cost_summary::count_failure(pgt_id)?;
     if in_error && was_active {
         let name = stream_tables::load(pgt_id)?
@@ -348,7 +423,11 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
-        action: if mode == "DIFFERENTIAL" { "DIFFERENTIAL" } else { "FULL" },
+        action: if mode == "DIFFERENTIAL" {
+            "DIFFERENTIAL"
+        } else {
+            "FULL"
+        },
         status: "FAILED",
         initiated_by: Initiator::Scheduler.as_str(),
         reason: None,

@@ -38,21 +38,31 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
     if st.needs_reinit {
         return Ok(Err("it needs a full refresh first".into()));
     }
-    let Some(old_frontier) = st.frontier.as_deref() else { return Ok(Err("it has not been refreshed yet".into())) };
+    let Some(old_frontier) = st.frontier.as_deref() else {
+        return Ok(Err("it has not been refreshed yet".into()));
+    };
     if !stream_tables::identity_holds(st)? {
         return Ok(Err("its catalog row does not belong to it".into()));
     }
-    let Some(tree) = st.tree()? else { return Ok(Err("it has no operator tree".into())) };
+    let Some(tree) = st.tree()? else {
+        return Ok(Err("it has no operator tree".into()));
+    };
     let plan = match LocalPlan::of(&tree) {
         Ok(plan) => plan,
         Err(why) => return Ok(Err(format!("not evaluated by workers: {why}"))),
     };
     let storage = crate::catalog::names::qualified_name_of(st.relid)?;
     let Some(payload) = super::storage::payload(st, &storage, Some(&tree), false)? else {
-        return Ok(Err("its stored aggregate state is set up by the next full refresh".into()));
+        return Ok(Err(
+            "its stored aggregate state is set up by the next full refresh".into(),
+        ));
     };
     let columns: Vec<(String, String)> = match plan.output {
-        Output::Groups { .. } => plan.staged.iter().map(|(n, t)| (n.clone(), t.sql().to_string())).collect(),
+        Output::Groups { .. } => plan
+            .staged
+            .iter()
+            .map(|(n, t)| (n.clone(), t.sql().to_string()))
+            .collect(),
         // Rows are matched with the stored ones by record image: the staged columns have the storage
         // table's very types (typmods included), which must be what the worker computes.
         Output::Rows { .. } => {
@@ -73,8 +83,11 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
     }
     let snapshot = spi::one::<String>("SELECT pg_catalog.pg_current_snapshot()::text", &[])?
         .ok_or_else(|| PgtError::internal("pg_current_snapshot() is NULL"))?;
-    let worker_role = spi::one::<Oid>("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", &[WORKER_ROLE.into()])?
-        .ok_or_else(|| PgtError::internal(format!("role {WORKER_ROLE} is missing")))?;
+    let worker_role = spi::one::<Oid>(
+        "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[WORKER_ROLE.into()],
+    )?
+    .ok_or_else(|| PgtError::internal(format!("role {WORKER_ROLE} is missing")))?;
     // The worker reads the batch itself: its role may read the change buffers it is handed, and the
     // buffer's policy lets it see every row (a buffer protected by an earlier version learns that).
     cdc::grant_readers(&[source], worker_role)?;
@@ -82,8 +95,17 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
     let staged = staged_table(st, &columns)?;
     let copy_out = copy_out(&plan, source, old_frontier, &snapshot);
     let names: Vec<String> = columns.iter().map(|(n, _)| quote_ident(n)).collect();
-    let copy_in = format!("COPY {staged} ({}) FROM STDIN (FORMAT binary)", names.join(", "));
-    Ok(Ok(Handout { plan, copy_out, copy_in, staged, snapshot }))
+    let copy_in = format!(
+        "COPY {staged} ({}) FROM STDIN (FORMAT binary)",
+        names.join(", ")
+    );
+    Ok(Ok(Handout {
+        plan,
+        copy_out,
+        copy_in,
+        staged,
+        snapshot,
+    }))
 }
 
 /// Why the source's change rows cannot be reduced outside the server, if they cannot: row-level
@@ -120,42 +142,81 @@ fn batch(old_frontier: &str, snapshot: &str) -> String {
 /// Whether the batch a worker reported empty is: a worker that may not see the buffer's rows would
 /// read none and lose them.
 pub fn batch_is_empty(source: Oid, old_frontier: &str, snapshot: &str) -> PgtResult<bool> {
-    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {} AS b WHERE {})", cdc::buffer_name(source).quoted(), batch(old_frontier, snapshot));
+    let sql = format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM {} AS b WHERE {})",
+        cdc::buffer_name(source).quoted(),
+        batch(old_frontier, snapshot)
+    );
     Ok(spi::one::<bool>(&sql, &[])? == Some(true))
 }
 
 /// `COPY (the batch's change rows) TO STDOUT (FORMAT binary)`.
 fn copy_out(plan: &LocalPlan, source: Oid, old_frontier: &str, snapshot: &str) -> String {
     let batch = batch(old_frontier, snapshot);
-    let mut items: Vec<String> = plan.columns.iter().map(|c| format!("b.{}", quote_ident(c))).collect();
+    let mut items: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| format!("b.{}", quote_ident(c)))
+        .collect();
     items.push("b.__pgt_w".into());
-    format!("COPY (SELECT {} FROM {} AS b WHERE {batch}) TO STDOUT (FORMAT binary)", items.join(", "), cdc::buffer_name(source).quoted())
+    format!(
+        "COPY (SELECT {} FROM {} AS b WHERE {batch}) TO STDOUT (FORMAT binary)",
+        items.join(", "),
+        cdc::buffer_name(source).quoted()
+    )
 }
 
 /// The session's temporary table for `st`'s reduced deltas, with these columns (name, SQL type),
 /// created on first use (emptied at every commit): the worker may insert into it, the stream
 /// table's owner, whose refresh reads it, select.
 fn staged_table(st: &StreamTable, columns: &[(String, String)]) -> PgtResult<String> {
-    let definition = columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect::<Vec<_>>().join(", ");
+    let definition = columns
+        .iter()
+        .map(|(n, t)| format!("{} {t}", quote_ident(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
     // The layout is part of the name: a stream table altered since gets a table of its own.
     let name = format!("pgt_offload_{}_{:08x}", st.pgt_id, fnv(&definition) as u32);
     let qualified = format!("pg_temp.{}", quote_ident(&name));
-    let exists = spi::one::<bool>("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[qualified.as_str().into()])? == Some(true);
+    let exists = spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[qualified.as_str().into()],
+    )? == Some(true);
     if !exists {
-        spi::exec(&format!("CREATE TEMPORARY TABLE {} ({definition}) ON COMMIT DELETE ROWS", quote_ident(&name)), &[])?;
-        spi::exec(&format!("GRANT INSERT ON {qualified} TO {WORKER_ROLE}"), &[])?;
+        spi::exec(
+            &format!(
+                "CREATE TEMPORARY TABLE {} ({definition}) ON COMMIT DELETE ROWS",
+                quote_ident(&name)
+            ),
+            &[],
+        )?;
+        spi::exec(
+            &format!("GRANT INSERT ON {qualified} TO {WORKER_ROLE}"),
+            &[],
+        )?;
     }
     // Emptied at every commit; and now, so that nothing pushed earlier in this transaction counts.
     spi::exec(&format!("DELETE FROM {qualified}"), &[])?;
     let owner = stream_tables::owner(st.relid)?;
-    let readable = spi::one::<bool>("SELECT pg_catalog.has_table_privilege($1, $2::pg_catalog.regclass, 'SELECT')", &[owner.into(), qualified.as_str().into()])?;
+    let readable = spi::one::<bool>(
+        "SELECT pg_catalog.has_table_privilege($1, $2::pg_catalog.regclass, 'SELECT')",
+        &[owner.into(), qualified.as_str().into()],
+    )?;
     if readable != Some(true) {
-        spi::exec(&format!("GRANT SELECT ON {qualified} TO {}", crate::catalog::names::role_name(owner)?), &[])?;
+        spi::exec(
+            &format!(
+                "GRANT SELECT ON {qualified} TO {}",
+                crate::catalog::names::role_name(owner)?
+            ),
+            &[],
+        )?;
     }
     Ok(qualified)
 }
 
 /// FNV-1a: a stable short hash for a name.
 fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }

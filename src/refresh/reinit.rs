@@ -38,14 +38,20 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
         crate::catalog::unchanged::decide(st.pgt_id, &analysis, RefreshMode::Full)?;
     } else {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
-        let choice = match spi::in_subtransaction(|| choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))) {
+        let choice = match spi::in_subtransaction(|| {
+            choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))
+        }) {
             Ok(Ok(choice)) => choice,
             Ok(Err(e)) => return broken(st, &e.to_string()),
             Err(message) => return broken(st, &message),
         };
         stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
         crate::catalog::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
-        let tree = choice.tree.map(|t| serde_json::to_string(&t)).transpose().map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
+        let tree = choice
+            .tree
+            .map(|t| serde_json::to_string(&t))
+            .transpose()
+            .map_err(|e| crate::error::PgtError::internal(e.to_string()))?;
         spi::exec(
             "UPDATE pgtrickle.pgt_stream_tables SET op_tree = $2::jsonb, effective_mode = $3, mode_reason = $4 WHERE pgt_id = $1",
             &[st.pgt_id.into(), tree.into(), choice.effective.as_str().into(), choice.reason.into()],
@@ -55,17 +61,33 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
 }
 
 fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Option<String>> {
-    let stored: Vec<(String, String)> =
-        crate::cdc::table_columns(st.relid)?.into_iter().filter(|(name, _)| !name.starts_with(HIDDEN_PREFIX)).collect();
+    let stored: Vec<(String, String)> = crate::cdc::table_columns(st.relid)?
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(HIDDEN_PREFIX))
+        .collect();
     let now: Vec<(String, String)> = analysis
         .columns
         .iter()
-        .map(|c| (c.name.clone(), c.type_sql.split(" COLLATE ").next().unwrap_or(&c.type_sql).to_string()))
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.type_sql
+                    .split(" COLLATE ")
+                    .next()
+                    .unwrap_or(&c.type_sql)
+                    .to_string(),
+            )
+        })
         .collect();
     if stored == now {
         return Ok(None);
     }
-    let show = |cols: &[(String, String)]| cols.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+    let show = |cols: &[(String, String)]| {
+        cols.iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Ok(Some(format!(
         "the query's result columns changed from ({}) to ({}); drop and re-create the stream table",
         show(&stored),
@@ -74,7 +96,8 @@ fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Opti
 }
 
 fn broken(st: &StreamTable, problem: &str) -> PgtResult<Option<StreamTable>> {
-    let message = format!("a source of this stream table changed and its query no longer works: {problem}");
+    let message =
+        format!("a source of this stream table changed and its query no longer works: {problem}");
     let name = crate::catalog::names::qualified_name_of(st.relid)?;
     pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {message}");
     spi::exec(

@@ -37,8 +37,10 @@ const DIFFERENTIAL_SETTINGS: &[(&str, &str)] = &[
 ///   stream table and run on every refresh, so plan them once, generically. Under the default
 ///   `auto` PostgreSQL plans each statement's first five executions anew (custom plans) before it
 ///   keeps one — which a scheduler or a session refreshing now and then pays again and again.
-const REFRESH_SETTINGS: &[(&str, &str)] =
-    &[("search_path", "pg_catalog, pg_temp"), ("plan_cache_mode", "force_generic_plan")];
+const REFRESH_SETTINGS: &[(&str, &str)] = &[
+    ("search_path", "pg_catalog, pg_temp"),
+    ("plan_cache_mode", "force_generic_plan"),
+];
 
 pub fn with_differential_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     with_settings(DIFFERENTIAL_SETTINGS, body)
@@ -48,12 +50,18 @@ pub fn with_refresh_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResul
     with_settings(REFRESH_SETTINGS, body)
 }
 
-fn with_settings<R>(settings: &[(&str, &str)], body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+fn with_settings<R>(
+    settings: &[(&str, &str)],
+    body: impl FnOnce() -> PgtResult<R>,
+) -> PgtResult<R> {
     // SAFETY: plain calls into PostgreSQL's GUC machinery from a backend inside a transaction; the
     // strings outlive the calls (set_config_option copies them).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
-        let (name, value) = (CString::new(*name).expect("no NUL"), CString::new(*value).expect("no NUL"));
+        let (name, value) = (
+            CString::new(*name).expect("no NUL"),
+            CString::new(*value).expect("no NUL"),
+        );
         unsafe {
             pg_sys::set_config_option(
                 name.as_ptr(),

@@ -20,7 +20,10 @@ pub enum PlanError {
     Failed(PgtError),
     /// The apply deleted `actual` rows where the delta said `expected`: the stream table did not hold
     /// what its change log implies. Nothing is wrong with the data sources; a FULL refresh repairs it.
-    OutOfStep { expected: i64, actual: i64 },
+    OutOfStep {
+        expected: i64,
+        actual: i64,
+    },
 }
 
 impl From<PgtError> for PlanError {
@@ -32,9 +35,9 @@ impl From<PgtError> for PlanError {
 pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     try_execute(plan, st).map_err(|e| match e {
         PlanError::Failed(e) => e,
-        PlanError::OutOfStep { expected, actual } => {
-            PgtError::internal(format!("refresh plan applied {actual} rows, expected {expected}"))
-        }
+        PlanError::OutOfStep { expected, actual } => PgtError::internal(format!(
+            "refresh plan applied {actual} rows, expected {expected}"
+        )),
     })
 }
 
@@ -59,7 +62,11 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
     }
     if st.effective_mode == "DIFFERENTIAL" {
         if let Some(tree) = st.tree()? {
-            let sources: Vec<pgrx::pg_sys::Oid> = tree.tables().iter().map(|t| pgrx::pg_sys::Oid::from(t.relid)).collect();
+            let sources: Vec<pgrx::pg_sys::Oid> = tree
+                .tables()
+                .iter()
+                .map(|t| pgrx::pg_sys::Oid::from(t.relid))
+                .collect();
             crate::cdc::grant_readers(&sources, owner)?;
         }
     }
@@ -83,7 +90,10 @@ fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError>
         match step.output {
             StepOutput::None => spi::exec(&step.sql, &args)?,
             StepOutput::Deleted | StepOutput::Inserted | StepOutput::Snapshot => {
-                return Err(PlanError::Failed(PgtError::internal(format!("step {:?} belongs to a one-snapshot plan", step.output))));
+                return Err(PlanError::Failed(PgtError::internal(format!(
+                    "step {:?} belongs to a one-snapshot plan",
+                    step.output
+                ))));
             }
             StepOutput::Counts | StepOutput::Applied => {
                 let read = |r: &pgrx::spi::SpiHeapTupleData| {
@@ -100,22 +110,34 @@ fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError>
                     Ok((applied, expected))
                 };
                 let row = spi::rows(&step.sql, &args, read)?;
-                let Some((done, expected)) = row.into_iter().next() else { continue };
+                let Some((done, expected)) = row.into_iter().next() else {
+                    continue;
+                };
                 if done.rows_deleted != expected {
-                    return Err(PlanError::OutOfStep { expected, actual: done.rows_deleted });
+                    return Err(PlanError::OutOfStep {
+                        expected,
+                        actual: done.rows_deleted,
+                    });
                 }
                 applied = Some(done);
             }
         }
     }
-    applied.ok_or_else(|| PlanError::Failed(PgtError::internal(format!("refresh plan {:?} reported no outcome", plan.action))))
+    applied.ok_or_else(|| {
+        PlanError::Failed(PgtError::internal(format!(
+            "refresh plan {:?} reported no outcome",
+            plan.action
+        )))
+    })
 }
 
 /// A plan whose steps share one snapshot (see `RefreshPlan::one_snapshot`); its steps take no
 /// parameters.
 fn run_on_one_snapshot(plan: &RefreshPlan) -> PgtResult<Applied> {
     if plan.steps.iter().any(|s| !s.params.is_empty()) {
-        return Err(PgtError::internal("a one-snapshot plan step has parameters"));
+        return Err(PgtError::internal(
+            "a one-snapshot plan step has parameters",
+        ));
     }
     let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
     let results = spi::on_one_snapshot(&statements)?;
@@ -128,6 +150,15 @@ fn run_on_one_snapshot(plan: &RefreshPlan) -> PgtResult<Applied> {
             _ => {}
         }
     }
-    let snapshot = snapshot.ok_or_else(|| PgtError::internal(format!("refresh plan {:?} reported no snapshot", plan.action)))?;
-    Ok(Applied { rows_inserted: inserted, rows_deleted: deleted, snapshot })
+    let snapshot = snapshot.ok_or_else(|| {
+        PgtError::internal(format!(
+            "refresh plan {:?} reported no snapshot",
+            plan.action
+        ))
+    })?;
+    Ok(Applied {
+        rows_inserted: inserted,
+        rows_deleted: deleted,
+        snapshot,
+    })
 }

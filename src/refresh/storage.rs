@@ -12,13 +12,26 @@ use crate::spi;
 /// The payload of `st` under `tree`. Hidden state columns the storage table lacks (created before
 /// the engine kept state, or retyped by a reinitialisation) are added when `add_missing` — a FULL
 /// refresh, which fills them — and make the result None otherwise.
-pub fn payload(st: &StreamTable, storage: &QualifiedName, tree: Option<&OpTree>, add_missing: bool) -> PgtResult<Option<Payload>> {
+pub fn payload(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    tree: Option<&OpTree>,
+    add_missing: bool,
+) -> PgtResult<Option<Payload>> {
     let existing = crate::cdc::table_columns(st.relid)?;
-    let type_of = |name: &str| existing.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+    let type_of = |name: &str| {
+        existing
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+    };
     let visible_types = st
         .output_columns
         .iter()
-        .map(|c| type_of(c).ok_or_else(|| PgtError::internal(format!("storage column \"{c}\" is missing"))))
+        .map(|c| {
+            type_of(c)
+                .ok_or_else(|| PgtError::internal(format!("storage column \"{c}\" is missing")))
+        })
         .collect::<PgtResult<Vec<_>>>()?;
     let Some(state) = tree.and_then(AggregateState::of) else {
         return Ok(Some(Payload::visible(&st.output_columns, &visible_types)));
@@ -32,8 +45,18 @@ pub fn payload(st: &StreamTable, storage: &QualifiedName, tree: Option<&OpTree>,
             return Ok(None);
         }
         let column = quote_ident(&name);
-        let drop = if found.is_some() { format!("DROP COLUMN {column}, ") } else { String::new() };
-        spi::exec(&format!("ALTER TABLE {} {drop}ADD COLUMN {column} {type_sql}", storage.quoted()), &[])?;
+        let drop = if found.is_some() {
+            format!("DROP COLUMN {column}, ")
+        } else {
+            String::new()
+        };
+        spi::exec(
+            &format!(
+                "ALTER TABLE {} {drop}ADD COLUMN {column} {type_sql}",
+                storage.quoted()
+            ),
+            &[],
+        )?;
     }
     Ok(Some(state.payload(&st.output_columns, &visible_types)))
 }
@@ -41,6 +64,9 @@ pub fn payload(st: &StreamTable, storage: &QualifiedName, tree: Option<&OpTree>,
 /// The planner's row count estimate of a storage table (`pg_class.reltuples`; -1 before its first
 /// count).
 pub fn estimated_rows(st: &StreamTable) -> PgtResult<f64> {
-    Ok(spi::one::<f64>("SELECT reltuples::pg_catalog.float8 FROM pg_catalog.pg_class WHERE oid = $1", &[st.relid.into()])?
-        .unwrap_or(-1.0))
+    Ok(spi::one::<f64>(
+        "SELECT reltuples::pg_catalog.float8 FROM pg_catalog.pg_class WHERE oid = $1",
+        &[st.relid.into()],
+    )?
+    .unwrap_or(-1.0))
 }

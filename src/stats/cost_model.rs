@@ -103,7 +103,11 @@ impl CostSummary {
         // (AUTO's bound then), and a larger batch proportionally more.
         let expected = self.predict_differential_ms(changes).or_else(|| {
             let mean = self.fit_mean_changes;
-            let scale = if mean.is_finite() && mean > 0.0 { (changes as f64 / mean).max(1.0) } else { 1.0 };
+            let scale = if mean.is_finite() && mean > 0.0 {
+                (changes as f64 / mean).max(1.0)
+            } else {
+                1.0
+            };
             (self.differential_refreshes > 1).then_some(self.fit_mean_ms * scale)
         });
         let counted = expected.map_or(ms, |e| capped(ms, e));
@@ -113,7 +117,12 @@ impl CostSummary {
             && self.fit_var_changes.is_finite()
             && self.fit_cov_changes_ms.is_finite())
         {
-            (self.fit_mean_changes, self.fit_mean_ms, self.fit_var_changes, self.fit_cov_changes_ms) = (x, y, 0.0, 0.0);
+            (
+                self.fit_mean_changes,
+                self.fit_mean_ms,
+                self.fit_var_changes,
+                self.fit_cov_changes_ms,
+            ) = (x, y, 0.0, 0.0);
         }
         let (dx, dy) = (x - self.fit_mean_changes, y - self.fit_mean_ms);
         self.fit_mean_changes += a * dx;
@@ -139,7 +148,11 @@ impl CostSummary {
         if self.differential_refreshes < MIN_DIFFERENTIAL_SAMPLES {
             return None;
         }
-        let (mx, my, vx) = (self.fit_mean_changes, self.fit_mean_ms, self.fit_var_changes);
+        let (mx, my, vx) = (
+            self.fit_mean_changes,
+            self.fit_mean_ms,
+            self.fit_var_changes,
+        );
         if !(mx > 0.0 && vx.is_finite() && vx.sqrt() >= MIN_BATCH_SPREAD * mx) {
             return None;
         }
@@ -162,18 +175,28 @@ impl CostSummary {
     /// mean for a batch as large as the mean one, and at least its share of it for a smaller one
     /// (all of it per change). None before [`MIN_DIFFERENTIAL_SAMPLES`] refreshes.
     pub fn differential_ms_at_least(&self, changes: i64) -> Option<f64> {
-        if self.differential_refreshes < MIN_DIFFERENTIAL_SAMPLES || !(self.fit_mean_ms.is_finite() && self.fit_mean_ms >= 0.0) {
+        if self.differential_refreshes < MIN_DIFFERENTIAL_SAMPLES
+            || !(self.fit_mean_ms.is_finite() && self.fit_mean_ms >= 0.0)
+        {
             return None;
         }
         let mean = self.fit_mean_changes;
-        let share = if mean.is_finite() && mean > 0.0 { (changes.max(0) as f64 / mean).min(1.0) } else { 1.0 };
+        let share = if mean.is_finite() && mean > 0.0 {
+            (changes.max(0) as f64 / mean).min(1.0)
+        } else {
+            1.0
+        };
         Some(self.fit_mean_ms * share)
     }
 
     /// The predicted duration of a DIFFERENTIAL refresh of `changes` change rows, if the fit exists.
     pub fn predict_differential_ms(&self, changes: i64) -> Option<f64> {
-        let fixed = self.differential_fixed_ms.filter(|v| v.is_finite() && *v >= 0.0)?;
-        let per_change = self.differential_ms_per_change.filter(|v| v.is_finite() && *v >= 0.0)?;
+        let fixed = self
+            .differential_fixed_ms
+            .filter(|v| v.is_finite() && *v >= 0.0)?;
+        let per_change = self
+            .differential_ms_per_change
+            .filter(|v| v.is_finite() && *v >= 0.0)?;
         Some(fixed + per_change * changes.max(0) as f64)
     }
 }
@@ -187,14 +210,20 @@ pub struct AutoDecision {
 
 /// AUTO's choice from the measured costs, or — when they do not allow a prediction yet — why not
 /// (to be said by the fallback rule).
-pub fn by_measured_cost(summary: Option<&CostSummary>, changes: i64) -> Result<AutoDecision, String> {
+pub fn by_measured_cost(
+    summary: Option<&CostSummary>,
+    changes: i64,
+) -> Result<AutoDecision, String> {
     let Some(s) = summary else {
         return Err("no refresh measured yet".into());
     };
     let full_ms = s.full_ewma_ms.filter(|v| v.is_finite() && *v >= 0.0);
     let predicted = s.predict_differential_ms(changes);
     if let (Some(full_ms), None) = (full_ms, predicted) {
-        if let Some(low) = s.differential_ms_at_least(changes).filter(|low| *low > full_ms * FULL_MARGIN) {
+        if let Some(low) = s
+            .differential_ms_at_least(changes)
+            .filter(|low| *low > full_ms * FULL_MARGIN)
+        {
             return Ok(AutoDecision {
                 full: true,
                 reason: format!(
@@ -215,7 +244,10 @@ pub fn by_measured_cost(summary: Option<&CostSummary>, changes: i64) -> Result<A
         }
         if predicted.is_none() {
             missing.push(if s.differential_refreshes < MIN_DIFFERENTIAL_SAMPLES {
-                format!("{} of {MIN_DIFFERENTIAL_SAMPLES} DIFFERENTIAL refreshes measured", s.differential_refreshes)
+                format!(
+                    "{} of {MIN_DIFFERENTIAL_SAMPLES} DIFFERENTIAL refreshes measured",
+                    s.differential_refreshes
+                )
             } else {
                 "DIFFERENTIAL batch sizes too uniform to fit a per-change cost".to_string()
             });
@@ -223,7 +255,11 @@ pub fn by_measured_cost(summary: Option<&CostSummary>, changes: i64) -> Result<A
         return Err(missing.join(", "));
     };
     let changes_text = plural(changes, "change");
-    let model = format!("model {} + {} per change", ms(s.differential_fixed_ms.unwrap_or(0.0)), ms(s.differential_ms_per_change.unwrap_or(0.0)));
+    let model = format!(
+        "model {} + {} per change",
+        ms(s.differential_fixed_ms.unwrap_or(0.0)),
+        ms(s.differential_ms_per_change.unwrap_or(0.0))
+    );
     Ok(if predicted > full_ms * FULL_MARGIN {
         AutoDecision {
             full: true,
@@ -249,7 +285,11 @@ pub fn by_measured_cost(summary: Option<&CostSummary>, changes: i64) -> Result<A
 /// sources' estimated rows (`source_rows`, from `pg_class.reltuples`; 0 when never analysed, which
 /// keeps DIFFERENTIAL). `unmeasured` says why the measured costs could not decide.
 pub fn by_ratio(changes: i64, source_rows: f64, ratio: f64, unmeasured: &str) -> AutoDecision {
-    let rows = if source_rows.is_finite() { source_rows.max(0.0) } else { 0.0 };
+    let rows = if source_rows.is_finite() {
+        source_rows.max(0.0)
+    } else {
+        0.0
+    };
     let changes_text = plural(changes, "change");
     if rows <= 0.0 {
         return AutoDecision {
@@ -258,7 +298,11 @@ pub fn by_ratio(changes: i64, source_rows: f64, ratio: f64, unmeasured: &str) ->
         };
     }
     let full = changes as f64 > ratio * rows;
-    let verdict = if full { "AUTO chose FULL" } else { "AUTO kept DIFFERENTIAL" };
+    let verdict = if full {
+        "AUTO chose FULL"
+    } else {
+        "AUTO kept DIFFERENTIAL"
+    };
     let relation = if full { "exceed" } else { "within" };
     AutoDecision {
         full,
@@ -320,17 +364,29 @@ mod tests {
     #[test]
     fn a_linear_cost_is_recovered_exactly() {
         let mut s = CostSummary::default();
-        for (i, changes) in [1, 10, 100, 5, 1000, 50, 2, 20000, 7].into_iter().enumerate() {
+        for (i, changes) in [1, 10, 100, 5, 1000, 50, 2, 20000, 7]
+            .into_iter()
+            .enumerate()
+        {
             s.observe_differential(changes, 3.0 + 0.02 * changes as f64);
             if (i as i64) + 1 < MIN_DIFFERENTIAL_SAMPLES {
                 assert_eq!(s.differential_fixed_ms, None);
             }
         }
-        assert!((s.differential_fixed_ms.unwrap() - 3.0).abs() < 1e-6, "{s:?}");
-        assert!((s.differential_ms_per_change.unwrap() - 0.02).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.differential_fixed_ms.unwrap() - 3.0).abs() < 1e-6,
+            "{s:?}"
+        );
+        assert!(
+            (s.differential_ms_per_change.unwrap() - 0.02).abs() < 1e-9,
+            "{s:?}"
+        );
         assert!((s.predict_differential_ms(50_000).unwrap() - 1003.0).abs() < 1e-3);
         assert_eq!(s.differential_refreshes, 9);
-        assert_eq!(s.differential_changes, 1 + 10 + 100 + 5 + 1000 + 50 + 2 + 20000 + 7);
+        assert_eq!(
+            s.differential_changes,
+            1 + 10 + 100 + 5 + 1000 + 50 + 2 + 20000 + 7
+        );
         assert_eq!(s.differential_last_changes, Some(7));
     }
 
@@ -346,8 +402,14 @@ mod tests {
             let n = sizes[i % sizes.len()];
             s.observe_differential(n, 5.0 + 0.1 * n as f64);
         }
-        assert!((s.differential_ms_per_change.unwrap() - 0.1).abs() < 1e-3, "{s:?}");
-        assert!((s.differential_fixed_ms.unwrap() - 5.0).abs() < 0.1, "{s:?}");
+        assert!(
+            (s.differential_ms_per_change.unwrap() - 0.1).abs() < 1e-3,
+            "{s:?}"
+        );
+        assert!(
+            (s.differential_fixed_ms.unwrap() - 5.0).abs() < 0.1,
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -367,7 +429,10 @@ mod tests {
         assert_eq!(s.full_last_ms, Some(60_000.0));
         // Counted as at most 4x the prediction: 8.04 ms for the one change, 800 ms for FULL.
         assert!(s.predict_differential_ms(1).unwrap() < 5.0, "{s:?}");
-        assert!((s.full_ewma_ms.unwrap() - (200.0 + ALPHA * 600.0)).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.full_ewma_ms.unwrap() - (200.0 + ALPHA * 600.0)).abs() < 1e-9,
+            "{s:?}"
+        );
         assert!(!by_measured_cost(Some(&s), 100).unwrap().full);
         // A lasting change of cost is followed, by up to 4x per refresh.
         for _ in 0..30 {
@@ -384,7 +449,11 @@ mod tests {
         }
         assert_eq!(s.differential_fixed_ms, None);
         assert_eq!(s.differential_ms_per_change, None);
-        let s = CostSummary { full_refreshes: 1, full_ewma_ms: Some(10.0), ..s };
+        let s = CostSummary {
+            full_refreshes: 1,
+            full_ewma_ms: Some(10.0),
+            ..s
+        };
         let why = by_measured_cost(Some(&s), 1_000_000).unwrap_err();
         assert!(why.contains("too uniform"), "{why}");
     }
@@ -397,29 +466,52 @@ mod tests {
             s.observe_differential(100, 50.0);
         }
         assert_eq!(s.differential_fixed_ms, None);
-        let s = CostSummary { full_refreshes: 1, full_ewma_ms: Some(20.0), ..s };
+        let s = CostSummary {
+            full_refreshes: 1,
+            full_ewma_ms: Some(20.0),
+            ..s
+        };
         let chosen = by_measured_cost(Some(&s), 100).unwrap();
         assert!(chosen.full, "{chosen:?}");
-        assert!(chosen.reason.contains("about 100 changes took 50.0 ms on average"), "{}", chosen.reason);
+        assert!(
+            chosen
+                .reason
+                .contains("about 100 changes took 50.0 ms on average"),
+            "{}",
+            chosen.reason
+        );
         // A larger batch: the same mean is a lower bound.
         assert!(by_measured_cost(Some(&s), 10_000).unwrap().full);
         // A batch of 40 costs at least 20 ms (all of it per change): not enough to prefer FULL; the
         // fallback rule decides.
-        assert!(by_measured_cost(Some(&s), 40).unwrap_err().contains("too uniform"));
+        assert!(by_measured_cost(Some(&s), 40)
+            .unwrap_err()
+            .contains("too uniform"));
         // One refresh that waited for a lock counts as at most 4x the mean: DIFFERENTIAL stays.
-        let mut slow_once = CostSummary { full_refreshes: 1, full_ewma_ms: Some(20.0), ..Default::default() };
+        let mut slow_once = CostSummary {
+            full_refreshes: 1,
+            full_ewma_ms: Some(20.0),
+            ..Default::default()
+        };
         for ms in [10.0, 10.0, 10_000.0] {
             slow_once.observe_differential(100, ms);
         }
         assert!(slow_once.fit_mean_ms <= 20.0 + 1e-9, "{slow_once:?}");
-        assert!(by_measured_cost(Some(&slow_once), 100).is_err(), "{slow_once:?}");
+        assert!(
+            by_measured_cost(Some(&slow_once), 100).is_err(),
+            "{slow_once:?}"
+        );
         // A batch far larger than the first is not cut down to the first one's cost.
         let mut growing = CostSummary::default();
         growing.observe_differential(1, 1.0);
         growing.observe_differential(10_000, 500.0);
         assert!((growing.fit_mean_ms - 250.5).abs() < 1e-9, "{growing:?}");
         // Two refreshes are not enough to say.
-        let mut two = CostSummary { full_refreshes: 1, full_ewma_ms: Some(1.0), ..Default::default() };
+        let mut two = CostSummary {
+            full_refreshes: 1,
+            full_ewma_ms: Some(1.0),
+            ..Default::default()
+        };
         two.observe_differential(100, 50.0);
         two.observe_differential(100, 50.0);
         assert!(by_measured_cost(Some(&two), 100).is_err());
@@ -472,18 +564,44 @@ mod tests {
 
     #[test]
     fn without_measurements_the_fallback_decides_and_says_why() {
-        assert_eq!(by_measured_cost(None, 5).unwrap_err(), "no refresh measured yet");
-        let s = CostSummary { full_refreshes: 1, full_ewma_ms: Some(50.0), differential_refreshes: 1, ..Default::default() };
-        assert_eq!(by_measured_cost(Some(&s), 5).unwrap_err(), "1 of 3 DIFFERENTIAL refreshes measured");
-        let s = CostSummary { full_refreshes: 0, differential_refreshes: 10, differential_fixed_ms: Some(1.0), differential_ms_per_change: Some(1.0), ..Default::default() };
-        assert_eq!(by_measured_cost(Some(&s), 5).unwrap_err(), "no FULL refresh measured");
+        assert_eq!(
+            by_measured_cost(None, 5).unwrap_err(),
+            "no refresh measured yet"
+        );
+        let s = CostSummary {
+            full_refreshes: 1,
+            full_ewma_ms: Some(50.0),
+            differential_refreshes: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            by_measured_cost(Some(&s), 5).unwrap_err(),
+            "1 of 3 DIFFERENTIAL refreshes measured"
+        );
+        let s = CostSummary {
+            full_refreshes: 0,
+            differential_refreshes: 10,
+            differential_fixed_ms: Some(1.0),
+            differential_ms_per_change: Some(1.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            by_measured_cost(Some(&s), 5).unwrap_err(),
+            "no FULL refresh measured"
+        );
 
         let d = by_ratio(80, 101.0, 0.5, "no FULL refresh measured");
         assert!(d.full);
         assert_eq!(d.reason, "AUTO chose FULL by pg_trickle.full_refresh_ratio (no FULL refresh measured): 80 changes exceed 0.5 of the sources' ~101 rows");
         let d = by_ratio(10, 101.0, 0.5, "why");
         assert!(!d.full);
-        assert!(d.reason.starts_with("AUTO kept DIFFERENTIAL by pg_trickle.full_refresh_ratio (why): 10 changes within"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with(
+                "AUTO kept DIFFERENTIAL by pg_trickle.full_refresh_ratio (why): 10 changes within"
+            ),
+            "{}",
+            d.reason
+        );
         // Never analysed: no estimate, stay DIFFERENTIAL.
         let d = by_ratio(1_000_000, 0.0, 0.5, "why");
         assert!(!d.full);

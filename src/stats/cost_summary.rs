@@ -38,7 +38,9 @@ fn present() -> bool {
     // to_regclass does.
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"pgtrickle".as_ptr(), true);
-        ns != pg_sys::InvalidOid && pg_sys::get_relname_relid(c"pgt_cost_model_summary".as_ptr(), ns) != pg_sys::InvalidOid
+        ns != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"pgt_cost_model_summary".as_ptr(), ns)
+                != pg_sys::InvalidOid
     }
 }
 
@@ -65,8 +67,13 @@ fn from_row(r: &SpiHeapTupleData) -> Result<CostSummary, SpiError> {
 }
 
 fn load(pgt_id: i64) -> PgtResult<Option<CostSummary>> {
-    let sql = format!("SELECT {} FROM pgtrickle.pgt_cost_model_summary WHERE pgt_id = $1", COLUMNS.join(", "));
-    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?.into_iter().next())
+    let sql = format!(
+        "SELECT {} FROM pgtrickle.pgt_cost_model_summary WHERE pgt_id = $1",
+        COLUMNS.join(", ")
+    );
+    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?
+        .into_iter()
+        .next())
 }
 
 /// AUTO's choice for a batch of `changes` change rows read from `tables`: by the measured costs, or
@@ -80,12 +87,18 @@ pub fn auto_decision(pgt_id: i64, tables: &[TableRef], changes: i64) -> PgtResul
     match measured {
         Ok(decision) => Ok(decision),
         Err(unmeasured) => {
-            let relids: Vec<pg_sys::Oid> = tables.iter().map(|t| pg_sys::Oid::from(t.relid)).collect();
+            let relids: Vec<pg_sys::Oid> =
+                tables.iter().map(|t| pg_sys::Oid::from(t.relid)).collect();
             let rows: Option<f64> = spi::one(
                 "SELECT pg_catalog.sum(GREATEST(reltuples, 0))::float8 FROM pg_catalog.pg_class WHERE oid = ANY($1)",
                 &[relids.into()],
             )?;
-            Ok(cost_model::by_ratio(changes, rows.unwrap_or(0.0), crate::gucs::full_refresh_ratio(), &unmeasured))
+            Ok(cost_model::by_ratio(
+                changes,
+                rows.unwrap_or(0.0),
+                crate::gucs::full_refresh_ratio(),
+                &unmeasured,
+            ))
         }
     }
 }
@@ -137,14 +150,20 @@ pub fn reset_statistics(pgt_id: Option<i64>) -> PgtResult<()> {
 /// Adds the refresh that started at `started_at` (clock_timestamp) and took `action` on a batch of
 /// `changes` change rows to the stream table's summary: the cost model (FULL and DIFFERENTIAL) and
 /// the statistics counters (every action), in one statement.
-pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: TimestampWithTimeZone) -> PgtResult<()> {
+pub fn record(
+    pgt_id: i64,
+    action: RefreshAction,
+    changes: i64,
+    started_at: TimestampWithTimeZone,
+) -> PgtResult<()> {
     if !present() {
         return Ok(());
     }
     if action == RefreshAction::NoData {
         // A NO_DATA refresh only counts. (The row exists since the initial population, but not for a
         // stream table created before 0.2.0 that has not refreshed since.)
-        let elapsed = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)::float8";
+        let elapsed =
+            "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)::float8";
         return spi::exec(
             &format!(
                 "INSERT INTO pgtrickle.pgt_cost_model_summary AS s
@@ -164,7 +183,10 @@ pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: Time
         COLUMNS.map(|c| format!("s.{c}")).join(", ")
     );
     let (elapsed_ms, mut summary) = spi::rows(&sql, &[pgt_id.into(), started_at.into()], |r| {
-        Ok((r.get_by_name::<f64, _>("elapsed_ms")?.unwrap_or(0.0), from_row(r)?))
+        Ok((
+            r.get_by_name::<f64, _>("elapsed_ms")?.unwrap_or(0.0),
+            from_row(r)?,
+        ))
     })?
     .into_iter()
     .next()
@@ -176,8 +198,14 @@ pub fn record(pgt_id: i64, action: RefreshAction, changes: i64, started_at: Time
     }
     let s = &summary;
     let placeholders: Vec<String> = (2..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
-    let updates: Vec<String> = COLUMNS.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-    let (elapsed, delta) = (format!("${}::float8", COLUMNS.len() + 2), format!("${}::bigint", COLUMNS.len() + 3));
+    let updates: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let (elapsed, delta) = (
+        format!("${}::float8", COLUMNS.len() + 2),
+        format!("${}::bigint", COLUMNS.len() + 3),
+    );
     let counted = count_refresh(action, &elapsed, &delta);
     let (full, diff) = match action {
         RefreshAction::Full => (1, 0),

@@ -40,7 +40,9 @@ pub fn set_executor(executor: Executor) {
 
 /// Declares an executor until the returned guard is dropped (also when an ERROR unwinds).
 pub fn executing_as(executor: Executor) -> ExecutorScope {
-    ExecutorScope { previous: EXECUTOR.with(|e| e.replace(executor)) }
+    ExecutorScope {
+        previous: EXECUTOR.with(|e| e.replace(executor)),
+    }
 }
 
 pub struct ExecutorScope {
@@ -75,7 +77,8 @@ pub struct HistoryEntry<'a> {
 pub fn now() -> PgtResult<TimestampWithTimeZone> {
     // SAFETY: reads the system clock as PostgreSQL's clock_timestamp() does.
     let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
-    TimestampWithTimeZone::try_from(now).map_err(|e| PgtError::internal(format!("clock_timestamp(): {e:?}")))
+    TimestampWithTimeZone::try_from(now)
+        .map_err(|e| PgtError::internal(format!("clock_timestamp(): {e:?}")))
 }
 
 pub fn record(e: &HistoryEntry) -> PgtResult<()> {

@@ -17,7 +17,9 @@ use crate::spi;
 
 /// Milliseconds, or None for an unknown stream table or one never refreshed.
 pub fn current_lag_ms(pgt_id: i64) -> PgtResult<Option<f64>> {
-    let Some(st) = stream_tables::load(pgt_id)? else { return Ok(None) };
+    let Some(st) = stream_tables::load(pgt_id)? else {
+        return Ok(None);
+    };
     let since_refresh = spi::one::<f64>(
         "SELECT (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - last_refresh_at) * 1000)::float8
            FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
@@ -27,15 +29,23 @@ pub fn current_lag_ms(pgt_id: i64) -> PgtResult<Option<f64>> {
     if tree.is_none() && !st.needs_reinit && since_refresh.is_some() && full_is_current(pgt_id)? {
         return Ok(Some(0.0));
     }
-    let (Some(frontier), Some(tree), false) = (st.frontier.as_deref(), tree, st.needs_reinit) else {
+    let (Some(frontier), Some(tree), false) = (st.frontier.as_deref(), tree, st.needs_reinit)
+    else {
         return Ok(since_refresh);
     };
-    let exact = spi::one::<bool>("SELECT pg_catalog.current_setting('track_commit_timestamp')::bool", &[])? == Some(true);
+    let exact = spi::one::<bool>(
+        "SELECT pg_catalog.current_setting('track_commit_timestamp')::bool",
+        &[],
+    )? == Some(true);
     let mut pending = false;
     let mut oldest: Option<f64> = None;
     for table in tree.tables() {
         let buffer = crate::cdc::buffer_name(pgrx::pg_sys::Oid::from(table.relid));
-        if spi::one::<bool>("SELECT pg_catalog.to_regclass($1) IS NULL", &[buffer.quoted().as_str().into()])? == Some(true) {
+        if spi::one::<bool>(
+            "SELECT pg_catalog.to_regclass($1) IS NULL",
+            &[buffer.quoted().as_str().into()],
+        )? == Some(true)
+        {
             return Ok(since_refresh); // capture is being re-armed
         }
         let age = if exact {
@@ -75,10 +85,14 @@ fn full_is_current(pgt_id: i64) -> PgtResult<bool> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(false);
     }
-    let sources: Vec<u32> = crate::catalog::unchanged::signalled_sources(pgt_id)?.iter().map(|s| s.to_u32()).collect();
+    let sources: Vec<u32> = crate::catalog::unchanged::signalled_sources(pgt_id)?
+        .iter()
+        .map(|s| s.to_u32())
+        .collect();
     // SAFETY: MyDatabaseId is set for every backend connected to a database.
     let db = unsafe { pgrx::pg_sys::MyDatabaseId.to_u32() };
-    let changed_at = crate::cdc::signal::last_change(db, &sources).and_then(|t| pgrx::datum::TimestampWithTimeZone::try_from(t).ok());
+    let changed_at = crate::cdc::signal::last_change(db, &sources)
+        .and_then(|t| pgrx::datum::TimestampWithTimeZone::try_from(t).ok());
     Ok(spi::one::<bool>(
         "SELECT st.skip_unchanged AND st.last_refresh_at > pg_catalog.pg_postmaster_start_time()
                 AND ($2::timestamptz IS NULL OR $2 <= st.last_refresh_at)

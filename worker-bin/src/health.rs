@@ -26,7 +26,11 @@ pub struct Health {
 impl Health {
     pub fn new(heartbeat_every: Duration) -> Arc<Health> {
         Arc::new(Health {
-            state: Mutex::new(State { worker_id: None, last_beat: None, problem: "starting".into() }),
+            state: Mutex::new(State {
+                worker_id: None,
+                last_beat: None,
+                problem: "starting".into(),
+            }),
             max_silence: heartbeat_every * 2 + Duration::from_secs(1),
         })
     }
@@ -38,7 +42,10 @@ impl Health {
     }
 
     pub fn beat(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).last_beat = Some(Instant::now());
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_beat = Some(Instant::now());
     }
 
     /// Not registered any more (connection lost, marked gone, stopping), and why.
@@ -53,10 +60,13 @@ impl Health {
     pub fn readiness(&self, now: Instant) -> Result<String, String> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match (&s.worker_id, s.last_beat) {
-            (Some(id), Some(beat)) if now.duration_since(beat) <= self.max_silence => Ok(format!("ready: worker {id}\n")),
-            (Some(id), Some(beat)) => {
-                Err(format!("not ready: worker {id} has had no successful heartbeat for {:.0} s\n", now.duration_since(beat).as_secs_f64()))
+            (Some(id), Some(beat)) if now.duration_since(beat) <= self.max_silence => {
+                Ok(format!("ready: worker {id}\n"))
             }
+            (Some(id), Some(beat)) => Err(format!(
+                "not ready: worker {id} has had no successful heartbeat for {:.0} s\n",
+                now.duration_since(beat).as_secs_f64()
+            )),
             _ => Err(format!("not ready: {}\n", s.problem)),
         }
     }
@@ -64,13 +74,16 @@ impl Health {
 
 /// Binds now (so a bad address is reported at start) and serves in a task of its own.
 pub async fn listen(addr: &str, health: Arc<Health>) -> Result<(), String> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for --health-addr: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for --health-addr: {e}"))?;
     tokio::spawn(async move {
         loop {
             if let Ok((stream, _)) = listener.accept().await {
                 let health = health.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &health)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), answer(stream, &health)).await;
                 });
             }
         }
@@ -107,7 +120,10 @@ pub fn respond(request_line: &str, health: &Health, now: Instant) -> String {
             Ok(body) => ("200 OK", body),
             Err(body) => ("503 Service Unavailable", body),
         },
-        ("GET", _) => ("404 Not Found", "not found: try /healthz or /readyz\n".to_string()),
+        ("GET", _) => (
+            "404 Not Found",
+            "not found: try /healthz or /readyz\n".to_string(),
+        ),
         _ => ("405 Method Not Allowed", "only GET\n".to_string()),
     };
     format!(
@@ -129,16 +145,30 @@ mod tests {
         h.registered("w1");
         assert!(respond("GET /readyz HTTP/1.1", &h, Instant::now()).starts_with("HTTP/1.1 200 OK"));
         let late = Instant::now() + Duration::from_secs(12);
-        assert!(h.readiness(late).unwrap_err().contains("no successful heartbeat for 1"), "{:?}", h.readiness(late));
+        assert!(
+            h.readiness(late)
+                .unwrap_err()
+                .contains("no successful heartbeat for 1"),
+            "{:?}",
+            h.readiness(late)
+        );
         h.unregistered("connection lost");
-        assert_eq!(h.readiness(Instant::now()).unwrap_err(), "not ready: connection lost\n");
+        assert_eq!(
+            h.readiness(Instant::now()).unwrap_err(),
+            "not ready: connection lost\n"
+        );
     }
 
     #[test]
     fn liveness_and_unknown_requests() {
         let h = Health::new(Duration::from_secs(5));
         let ok = respond("GET /healthz HTTP/1.1", &h, Instant::now());
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.contains("Content-Length: 3\r\n") && ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK\r\n")
+                && ok.contains("Content-Length: 3\r\n")
+                && ok.ends_with("\r\n\r\nok\n"),
+            "{ok}"
+        );
         assert!(respond("GET /x HTTP/1.1", &h, Instant::now()).starts_with("HTTP/1.1 404 "));
         assert!(respond("POST /readyz HTTP/1.1", &h, Instant::now()).starts_with("HTTP/1.1 405 "));
     }

@@ -23,9 +23,16 @@ pub struct Claimed {
 }
 
 /// The oldest queued job, now this worker's; None when the queue is empty.
-pub async fn claim(client: &Client, worker_id: &str, target: &str) -> Result<Option<Claimed>, Failure> {
+pub async fn claim(
+    client: &Client,
+    worker_id: &str,
+    target: &str,
+) -> Result<Option<Claimed>, Failure> {
     let row = client
-        .query_opt("SELECT job_id, attempt, stream_table FROM pgtrickle.worker_claim($1::text::uuid)", &[&worker_id])
+        .query_opt(
+            "SELECT job_id, attempt, stream_table FROM pgtrickle.worker_claim($1::text::uuid)",
+            &[&worker_id],
+        )
         .await
         .map_err(|e| crate::serve::classify(&e, target))?;
     Ok(row.map(|r| Claimed {
@@ -46,16 +53,34 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 
 /// Refreshes a claimed job. Err only when the connection is lost (the transaction, if open, rolls
 /// back on the server, and the coordinator reclaims the job once its heartbeat is stale).
-pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, target: &str, offload: bool) -> Result<(), Failure> {
+pub async fn run(
+    client: &Client,
+    worker_id: &str,
+    job: &Claimed,
+    log: Logger,
+    target: &str,
+    offload: bool,
+) -> Result<(), Failure> {
     let started = Instant::now();
-    let lost = |e: tokio_postgres::Error| Failure::Retry(format!("{target}: {}", crate::error_text(&e)));
-    let job_fields: [Field; 3] =
-        [("stream_table", &job.stream_table), ("job_id", &job.job_id), ("attempt", &job.attempt)];
+    let lost =
+        |e: tokio_postgres::Error| Failure::Retry(format!("{target}: {}", crate::error_text(&e)));
+    let job_fields: [Field; 3] = [
+        ("stream_table", &job.stream_table),
+        ("job_id", &job.job_id),
+        ("attempt", &job.attempt),
+    ];
     log.debug("claimed", &job_fields);
     // READ COMMITTED whatever default_transaction_isolation says: the closing fence re-checks the
     // job row its own heartbeats keep touching; at REPEATABLE READ that would be a serialization error.
-    client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
-    let offloaded = if offload { offload_or_roll_back(client, worker_id, job, log, &job_fields, &lost).await? } else { None };
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(lost)?;
+    let offloaded = if offload {
+        offload_or_roll_back(client, worker_id, job, log, &job_fields, &lost).await?
+    } else {
+        None
+    };
     let (refreshed, reduced) = match offloaded {
         Some((row, r)) => (Ok(row), Some(r)),
         None => (
@@ -71,41 +96,66 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
     let row = match refreshed {
         Ok(row) => row,
         Err(e) if connection_lost(&e) => {
-            log.warn("job lost with the connection, not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
+            log.warn(
+                "job lost with the connection, not committed",
+                &also(&job_fields, &[("error", &crate::error_text(&e))]),
+            );
             return Err(lost(e));
         }
         Err(e) => {
             let message = crate::error_text(&e);
             client.batch_execute("ROLLBACK").await.map_err(lost)?;
             let recorded: bool = client
-                .query_one("SELECT pgtrickle.worker_fail($1::text::uuid, $2, $3, $4)", &[&worker_id, &job.job_id, &job.attempt, &message])
+                .query_one(
+                    "SELECT pgtrickle.worker_fail($1::text::uuid, $2, $3, $4)",
+                    &[&worker_id, &job.job_id, &job.attempt, &message],
+                )
                 .await
                 .map_err(lost)?
                 .get(0);
-            let what = if recorded { "refresh failed" } else { "refresh refused, rolled back: the job is no longer this worker's" };
+            let what = if recorded {
+                "refresh failed"
+            } else {
+                "refresh refused, rolled back: the job is no longer this worker's"
+            };
             log.warn(what, &also(&job_fields, &[("error", &message)]));
             return Ok(());
         }
     };
     if let Err(e) = client.batch_execute("COMMIT").await {
-        log.warn("refresh not committed", &also(&job_fields, &[("error", &crate::error_text(&e))]));
-        return if connection_lost(&e) { Err(lost(e)) } else { Ok(()) };
+        log.warn(
+            "refresh not committed",
+            &also(&job_fields, &[("error", &crate::error_text(&e))]),
+        );
+        return if connection_lost(&e) {
+            Err(lost(e))
+        } else {
+            Ok(())
+        };
     }
     let outcome: String = row.get(0);
     let action: Option<String> = row.get(1);
     let (inserted, deleted): (i64, i64) = (row.get(2), row.get(3));
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let action = action.unwrap_or_default();
-    let mut fields = also(&job_fields, &[
-        ("outcome", &outcome),
-        ("action", &action),
-        ("rows_inserted", &inserted),
-        ("rows_deleted", &deleted),
-        ("duration_ms", &ms),
-    ]);
+    let mut fields = also(
+        &job_fields,
+        &[
+            ("outcome", &outcome),
+            ("action", &action),
+            ("rows_inserted", &inserted),
+            ("rows_deleted", &deleted),
+            ("duration_ms", &ms),
+        ],
+    );
     let offloaded = reduced.is_some();
     fields.push(("offloaded", &offloaded));
-    let r = reduced.unwrap_or(Reduced { changes: 0, groups: 0, bytes_in: 0, bytes_out: 0 });
+    let r = reduced.unwrap_or(Reduced {
+        changes: 0,
+        groups: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+    });
     if offloaded {
         fields.extend_from_slice(&[
             ("changes", &r.changes as &dyn std::fmt::Display),
@@ -114,7 +164,14 @@ pub async fn run(client: &Client, worker_id: &str, job: &Claimed, log: Logger, t
             ("bytes_pushed", &r.bytes_out),
         ]);
     }
-    log.info(if outcome == "refreshed" { "refreshed" } else { "not refreshed" }, &fields);
+    log.info(
+        if outcome == "refreshed" {
+            "refreshed"
+        } else {
+            "not refreshed"
+        },
+        &fields,
+    );
     Ok(())
 }
 
@@ -132,11 +189,17 @@ async fn offload_or_roll_back(
     match try_offload(client, worker_id, job).await {
         Ok(Offloaded::Applied(row, r)) => Ok(Some((row, r))),
         Ok(Offloaded::Not(why)) => {
-            log.debug("refreshing on the server", &also(job_fields, &[("why", &why)]));
+            log.debug(
+                "refreshing on the server",
+                &also(job_fields, &[("why", &why)]),
+            );
             Ok(None)
         }
         Err(Failed::Db(e)) if connection_lost(&e) => {
-            log.warn("job lost with the connection, not committed", &also(job_fields, &[("error", &crate::error_text(&e))]));
+            log.warn(
+                "job lost with the connection, not committed",
+                &also(job_fields, &[("error", &crate::error_text(&e))]),
+            );
             Err(lost(e))
         }
         Err(failed) => {
@@ -144,8 +207,14 @@ async fn offload_or_roll_back(
                 Failed::Local(why) => why,
                 Failed::Db(e) => crate::error_text(&e),
             };
-            log.info("offload not possible for this batch; refreshing on the server", &also(job_fields, &[("why", &why)]));
-            client.batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(lost)?;
+            log.info(
+                "offload not possible for this batch; refreshing on the server",
+                &also(job_fields, &[("why", &why)]),
+            );
+            client
+                .batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(lost)?;
             Ok(None)
         }
     }
@@ -166,9 +235,12 @@ async fn try_offload(client: &Client, worker_id: &str, job: &Claimed) -> Result<
             &[&worker_id, &job.job_id, &job.attempt],
         )
         .await?;
-    let (plan, copy_out, copy_in): (Option<String>, Option<String>, Option<String>) = (handout.get(0), handout.get(1), handout.get(2));
+    let (plan, copy_out, copy_in): (Option<String>, Option<String>, Option<String>) =
+        (handout.get(0), handout.get(1), handout.get(2));
     let (Some(plan), Some(copy_out), Some(copy_in)) = (plan, copy_out, copy_in) else {
-        return Ok(Offloaded::Not(handout.get::<_, Option<String>>(3).unwrap_or_default()));
+        return Ok(Offloaded::Not(
+            handout.get::<_, Option<String>>(3).unwrap_or_default(),
+        ));
     };
     let reduced = offload::reduce(client, &plan, &copy_out, &copy_in).await?;
     let row = client

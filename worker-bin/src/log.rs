@@ -39,13 +39,19 @@ impl Logger {
 
     fn emit(&self, level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
         if level <= self.level {
-            eprintln!("{}", render(self.format, now_unix_seconds(), level, msg, fields));
+            eprintln!(
+                "{}",
+                render(self.format, now_unix_seconds(), level, msg, fields)
+            );
         }
     }
 }
 
 fn now_unix_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -59,7 +65,13 @@ fn level_name(level: Level) -> &'static str {
 
 /// One log line. Text: `pg_trickle_worker: <level>: <msg> key=value ...`; JSON: an object with `ts`
 /// (Unix seconds), `level`, `msg` and the fields as strings.
-pub fn render(format: Format, ts: f64, level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) -> String {
+pub fn render(
+    format: Format,
+    ts: f64,
+    level: Level,
+    msg: &str,
+    fields: &[(&str, &dyn std::fmt::Display)],
+) -> String {
     let mut out = String::new();
     match format {
         Format::Text => {
@@ -74,7 +86,12 @@ pub fn render(format: Format, ts: f64, level: Level, msg: &str, fields: &[(&str,
             }
         }
         Format::Json => {
-            let _ = write!(out, "{{\"ts\":{ts:.3},\"level\":\"{}\",\"msg\":{}", level_name(level), json_string(msg));
+            let _ = write!(
+                out,
+                "{{\"ts\":{ts:.3},\"level\":\"{}\",\"msg\":{}",
+                level_name(level),
+                json_string(msg)
+            );
             for (k, v) in fields {
                 let _ = write!(out, ",{}:{}", json_string(k), json_string(&v.to_string()));
             }
@@ -111,14 +128,32 @@ mod tests {
 
     #[test]
     fn text_lines_quote_values_with_spaces() {
-        let line = render(Format::Text, 0.0, Level::Info, "registered", &[("worker_id", &"abc"), ("host", &"a b")]);
-        assert_eq!(line, "pg_trickle_worker: info: registered worker_id=abc host=\"a b\"");
+        let line = render(
+            Format::Text,
+            0.0,
+            Level::Info,
+            "registered",
+            &[("worker_id", &"abc"), ("host", &"a b")],
+        );
+        assert_eq!(
+            line,
+            "pg_trickle_worker: info: registered worker_id=abc host=\"a b\""
+        );
     }
 
     #[test]
     fn json_lines_are_objects_with_escaped_strings() {
-        let line = render(Format::Json, 1.5, Level::Warn, "lost \"x\"", &[("error", &"a\nb")]);
-        assert_eq!(line, r#"{"ts":1.500,"level":"warn","msg":"lost \"x\"","error":"a\nb"}"#);
+        let line = render(
+            Format::Json,
+            1.5,
+            Level::Warn,
+            "lost \"x\"",
+            &[("error", &"a\nb")],
+        );
+        assert_eq!(
+            line,
+            r#"{"ts":1.500,"level":"warn","msg":"lost \"x\"","error":"a\nb"}"#
+        );
     }
 
     #[test]

@@ -85,8 +85,15 @@ enum Offload {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logger = log::Logger { level: cli.log_level, format: cli.log_format };
-    let result = if cli.check { check(&cli).await } else { run(&cli, logger).await };
+    let logger = log::Logger {
+        level: cli.log_level,
+        format: cli.log_format,
+    };
+    let result = if cli.check {
+        check(&cli).await
+    } else {
+        run(&cli, logger).await
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -111,7 +118,15 @@ async fn run(cli: &Cli, log: log::Logger) -> Result<(), String> {
         log.info("serving health checks", &[("addr", addr)]);
     }
     let offload = cli.offload == Offload::On;
-    let settings = serve::Settings { config, tls, target, heartbeat_every, log, health, offload };
+    let settings = serve::Settings {
+        config,
+        tls,
+        target,
+        heartbeat_every,
+        log,
+        health,
+        offload,
+    };
     serve::serve(&settings).await
 }
 
@@ -131,7 +146,10 @@ async fn check(cli: &Cli) -> Result<(), String> {
     });
 
     let row = client
-        .query_opt("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'", &[])
+        .query_opt(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
         .await
         .map_err(|e| format!("cannot query {target}: {}", error_text(&e)))?;
     let Some(row) = row else {

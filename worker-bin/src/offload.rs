@@ -39,8 +39,17 @@ pub struct Reduced {
 }
 
 /// Pulls, reduces and pushes one batch, inside the caller's transaction.
-pub async fn reduce(client: &Client, plan: &str, copy_out: &str, copy_in: &str) -> Result<Reduced, Failed> {
-    let plan: LocalPlan = serde_json::from_str(plan).map_err(|e| Failed::Local(format!("the server's local plan is not one this worker reads: {e}")))?;
+pub async fn reduce(
+    client: &Client,
+    plan: &str,
+    copy_out: &str,
+    copy_in: &str,
+) -> Result<Reduced, Failed> {
+    let plan: LocalPlan = serde_json::from_str(plan).map_err(|e| {
+        Failed::Local(format!(
+            "the server's local plan is not one this worker reads: {e}"
+        ))
+    })?;
     let stream = client.copy_out(copy_out).await?;
     pin_mut!(stream);
     let mut data = Vec::new();
@@ -49,13 +58,22 @@ pub async fn reduce(client: &Client, plan: &str, copy_out: &str, copy_in: &str) 
     }
     let mut types = plan.types.clone();
     types.push(LocalType::Int2); // the change's weight, __pgt_w
-    let rows = copy::decode(&data, &types).map_err(|e| Failed::Local(format!("reading the batch: {e}")))?;
-    let reduced = plan.reduce(&rows).map_err(|e| Failed::Local(format!("reducing the batch: {e}")))?;
-    let encoded = copy::encode(&reduced, &plan.staged_types()).map_err(|e| Failed::Local(format!("writing the reduced batch: {e}")))?;
+    let rows = copy::decode(&data, &types)
+        .map_err(|e| Failed::Local(format!("reading the batch: {e}")))?;
+    let reduced = plan
+        .reduce(&rows)
+        .map_err(|e| Failed::Local(format!("reducing the batch: {e}")))?;
+    let encoded = copy::encode(&reduced, &plan.staged_types())
+        .map_err(|e| Failed::Local(format!("writing the reduced batch: {e}")))?;
     let out = encoded.len();
     let sink = client.copy_in::<_, Bytes>(copy_in).await?;
     pin_mut!(sink);
     sink.send(Bytes::from(encoded)).await?;
     sink.finish().await?;
-    Ok(Reduced { changes: rows.len() as i64, groups: reduced.len(), bytes_in: data.len(), bytes_out: out })
+    Ok(Reduced {
+        changes: rows.len() as i64,
+        groups: reduced.len(),
+        bytes_in: data.len(),
+        bytes_out: out,
+    })
 }

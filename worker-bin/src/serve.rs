@@ -10,8 +10,8 @@ use crate::log::{json_string, Logger};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::task::JoinHandle;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, Config};
 use uuid::Uuid;
 
@@ -32,8 +32,10 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn install() -> Result<Shutdown, String> {
-        let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-        let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+        let term =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        let int =
+            signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
         Ok(Shutdown { term, int })
     }
 
@@ -93,7 +95,10 @@ pub async fn serve(settings: &Settings) -> Result<(), String> {
             Err(Failure::Retry(message)) => {
                 settings.health.unregistered(&message);
                 let wait = backoff.next_wait();
-                log.warn("connection to the server lost; retrying", &[("error", &message), ("retry_in_s", &wait.as_secs())]);
+                log.warn(
+                    "connection to the server lost; retrying",
+                    &[("error", &message), ("retry_in_s", &wait.as_secs())],
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.requested() => {
@@ -120,7 +125,11 @@ struct Connection {
 }
 
 async fn connect(settings: &Settings) -> Result<Connection, Failure> {
-    let (client, mut connection) = settings.config.connect(settings.tls.clone()).await.map_err(|e| classify(&e, &settings.target))?;
+    let (client, mut connection) = settings
+        .config
+        .connect(settings.tls.clone())
+        .await
+        .map_err(|e| classify(&e, &settings.target))?;
     let (tx, notified) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -135,8 +144,15 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
     });
     // The role's or database's search_path must not decide what `text` or `uuid` in the worker's
     // statements mean (a type of that name in a schema listed first would).
-    client.batch_execute("SET search_path = pg_catalog, pg_temp").await.map_err(|e| classify(&e, &settings.target))?;
-    Ok(Connection { client: Arc::new(client), driver, notified })
+    client
+        .batch_execute("SET search_path = pg_catalog, pg_temp")
+        .await
+        .map_err(|e| classify(&e, &settings.target))?;
+    Ok(Connection {
+        client: Arc::new(client),
+        driver,
+        notified,
+    })
 }
 
 /// Errors a retry cannot fix: refused logins (class 28), a database that does not exist (3D000),
@@ -148,7 +164,9 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
         return Failure::Fatal(format!("the server at {target} presented a certificate that sslmode and sslrootcert refuse: {text}"));
     }
     match e.as_db_error().map(|db| db.code().code()) {
-        Some(code) if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42883" => {
+        Some(code)
+            if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42883" =>
+        {
             Failure::Fatal(format!("the server at {target} refused: {text}"))
         }
         _ => Failure::Retry(format!("{target}: {text}")),
@@ -193,32 +211,63 @@ const LOCAL_OPERATORS: &[&str] = &["filter", "project", "count", "sum", "avg"];
 /// What this worker can do: its version, and the operators it evaluates locally (none with
 /// offloading turned off: every refresh then runs on the server).
 pub fn capabilities(offload: bool) -> String {
-    let operators: Vec<String> = if offload { LOCAL_OPERATORS.iter().map(|o| json_string(o)).collect() } else { Vec::new() };
-    format!("{{\"version\":{},\"local_operators\":[{}]}}", json_string(env!("CARGO_PKG_VERSION")), operators.join(","))
+    let operators: Vec<String> = if offload {
+        LOCAL_OPERATORS.iter().map(|o| json_string(o)).collect()
+    } else {
+        Vec::new()
+    };
+    format!(
+        "{{\"version\":{},\"local_operators\":[{}]}}",
+        json_string(env!("CARGO_PKG_VERSION")),
+        operators.join(",")
+    )
 }
 
-async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Backoff) -> Result<(), Failure> {
+async fn session(
+    settings: &Settings,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+) -> Result<(), Failure> {
     let log = settings.log;
     let target = settings.target.as_str();
     let mut work = connect(settings).await?;
     let version = check_server(&work.client, target).await?;
-    work.client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}")).await.map_err(|e| classify(&e, target))?;
+    work.client
+        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}"))
+        .await
+        .map_err(|e| classify(&e, target))?;
     // Heartbeats have a connection of their own: the working one will be inside long transactions.
     let mut beat = connect(settings).await?;
     let id = Uuid::new_v4().to_string();
     let host = hostname();
     let pid = std::process::id() as i32;
     beat.client
-        .execute("SELECT pgtrickle.worker_register($1::text::uuid, $2, $3, $4::text::jsonb)", &[&id, &host, &pid, &capabilities(settings.offload)])
+        .execute(
+            "SELECT pgtrickle.worker_register($1::text::uuid, $2, $3, $4::text::jsonb)",
+            &[&id, &host, &pid, &capabilities(settings.offload)],
+        )
         .await
         .map_err(|e| classify(&e, target))?;
     backoff.reset();
     settings.health.registered(&id);
     log.info(
         "registered",
-        &[("worker_id", &id), ("server", &target), ("pg_trickle", &version), ("hostname", &host), ("pid", &pid)],
+        &[
+            ("worker_id", &id),
+            ("server", &target),
+            ("pg_trickle", &version),
+            ("hostname", &host),
+            ("pid", &pid),
+        ],
     );
-    let mut heart = tokio::spawn(heartbeats(beat.client.clone(), id.clone(), settings.heartbeat_every, settings.health.clone(), log, target.to_string()));
+    let mut heart = tokio::spawn(heartbeats(
+        beat.client.clone(),
+        id.clone(),
+        settings.heartbeat_every,
+        settings.health.clone(),
+        log,
+        target.to_string(),
+    ));
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
@@ -241,9 +290,16 @@ async fn session(settings: &Settings, shutdown: &mut Shutdown, backoff: &mut Bac
     heart.abort();
     if outcome.is_ok() {
         settings.health.unregistered("stopping");
-        match beat.client.execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id]).await {
+        match beat
+            .client
+            .execute("SELECT pgtrickle.worker_stop($1::text::uuid)", &[&id])
+            .await
+        {
             Ok(_) => log.info("stopped", &[("worker_id", &id)]),
-            Err(e) => log.warn("stopping without deregistering", &[("worker_id", &id), ("error", &crate::error_text(&e))]),
+            Err(e) => log.warn(
+                "stopping without deregistering",
+                &[("worker_id", &id), ("error", &crate::error_text(&e))],
+            ),
         }
     }
     outcome
@@ -257,7 +313,14 @@ enum Drained {
 }
 
 /// Claims and runs queued jobs one after the other until none is left or a stop is asked for.
-async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, offload: bool, shutdown: &mut Shutdown) -> Result<Drained, Failure> {
+async fn drain_jobs(
+    client: &Client,
+    id: &str,
+    log: Logger,
+    target: &str,
+    offload: bool,
+    shutdown: &mut Shutdown,
+) -> Result<Drained, Failure> {
     loop {
         tokio::select! {
             biased;
@@ -272,13 +335,23 @@ async fn drain_jobs(client: &Client, id: &str, log: Logger, target: &str, offloa
 }
 
 /// Heartbeats every `every` until the worker is marked gone or the connection fails: why it ended.
-async fn heartbeats(client: Arc<Client>, id: String, every: Duration, health: Arc<Health>, log: Logger, target: String) -> Failure {
+async fn heartbeats(
+    client: Arc<Client>,
+    id: String,
+    every: Duration,
+    health: Arc<Health>,
+    log: Logger,
+    target: String,
+) -> Failure {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate: registering was the first heartbeat
     loop {
         ticker.tick().await;
-        let alive = match client.query_one("SELECT pgtrickle.worker_heartbeat($1::text::uuid)", &[&id]).await {
+        let alive = match client
+            .query_one("SELECT pgtrickle.worker_heartbeat($1::text::uuid)", &[&id])
+            .await
+        {
             Ok(row) => row.get::<_, bool>(0),
             Err(e) => return classify(&e, &target),
         };
@@ -311,6 +384,9 @@ mod tests {
         assert!(c.starts_with("{\"version\":\""), "{c}");
         assert!(c.ends_with(",\"local_operators\":[]}"), "{c}");
         let c = capabilities(true);
-        assert!(c.ends_with(",\"local_operators\":[\"filter\",\"project\",\"count\",\"sum\",\"avg\"]}"), "{c}");
+        assert!(
+            c.ends_with(",\"local_operators\":[\"filter\",\"project\",\"count\",\"sum\",\"avg\"]}"),
+            "{c}"
+        );
     }
 }

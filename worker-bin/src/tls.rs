@@ -14,7 +14,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_postgres::config::SslMode as WireMode;
@@ -92,14 +94,21 @@ pub fn extract(dsn: &str) -> Result<(String, Option<String>, Option<String>), St
                         kept.push(pair);
                     }
                 }
-                if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
             }
         }
     } else {
         let mut kept = Vec::new();
         for (key, value) in key_values(dsn)? {
             if !take(&key, value.clone()) {
-                kept.push(format!("{key}='{}'", value.replace('\\', "\\\\").replace('\'', "\\'")));
+                kept.push(format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
             }
         }
         kept.join(" ")
@@ -117,10 +126,13 @@ fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
         if chars.peek().is_none() {
             return Ok(pairs);
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("invalid connection string: missing \"=\" after \"{key}\""));
+            return Err(format!(
+                "invalid connection string: missing \"=\" after \"{key}\""
+            ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -130,7 +142,11 @@ fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("invalid connection string: unterminated quoted value of \"{key}\"")),
+                    None => {
+                        return Err(format!(
+                            "invalid connection string: unterminated quoted value of \"{key}\""
+                        ))
+                    }
                 }
             }
         } else {
@@ -152,8 +168,13 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("invalid percent-encoding in \"{s}\""))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("invalid percent-encoding in \"{s}\""))?);
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("invalid percent-encoding in \"{s}\""))?;
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("invalid percent-encoding in \"{s}\""))?,
+            );
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -165,12 +186,23 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// The options, from what the connection string said, else the environment, else libpq's defaults
 /// (`prefer`; `~/.postgresql/root.crt` when it exists).
-pub fn options(mode: Option<String>, root: Option<String>, env: &impl Fn(&str) -> Option<String>) -> Result<TlsOptions, String> {
-    let mode = SslMode::parse(&mode.or_else(|| env("PGSSLMODE")).unwrap_or_else(|| "prefer".into()))?;
-    let root_cert = root.or_else(|| env("PGSSLROOTCERT")).map(PathBuf::from).or_else(|| {
-        let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
-        default.exists().then_some(default)
-    });
+pub fn options(
+    mode: Option<String>,
+    root: Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<TlsOptions, String> {
+    let mode = SslMode::parse(
+        &mode
+            .or_else(|| env("PGSSLMODE"))
+            .unwrap_or_else(|| "prefer".into()),
+    )?;
+    let root_cert = root
+        .or_else(|| env("PGSSLROOTCERT"))
+        .map(PathBuf::from)
+        .or_else(|| {
+            let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
+            default.exists().then_some(default)
+        });
     if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
         return Err(format!(
             "sslmode={} needs the root certificate that signed the server's: set sslrootcert=<file> (or PGSSLROOTCERT), or put it in ~/.postgresql/root.crt",
@@ -196,7 +228,10 @@ pub fn connector(options: &TlsOptions) -> Result<MakeRustlsConnect, String> {
                 .map_err(|e| format!("cannot read sslrootcert {}: {e}", file.display()))?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(format!("sslrootcert {} holds no certificate", file.display()));
+                return Err(format!(
+                    "sslrootcert {} holds no certificate",
+                    file.display()
+                ));
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
@@ -208,7 +243,10 @@ pub fn connector(options: &TlsOptions) -> Result<MakeRustlsConnect, String> {
             }
         }
     };
-    let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -218,16 +256,43 @@ pub fn connector(options: &TlsOptions) -> Result<MakeRustlsConnect, String> {
 struct Unverified(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -240,20 +305,37 @@ impl ServerCertVerifier for Unverified {
 struct AnyName(Arc<WebPkiServerVerifier>);
 
 impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(&self, end: &CertificateDer<'_>, chain: &[CertificateDer<'_>], name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, Error> {
+    fn verify_server_cert(
+        &self,
+        end: &CertificateDer<'_>,
+        chain: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
         match self.0.verify_server_cert(end, chain, name, ocsp, now) {
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.0.verify_tls12_signature(message, cert, dss)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.0.verify_tls13_signature(message, cert, dss)
     }
 
@@ -266,11 +348,19 @@ impl ServerCertVerifier for AnyName {
 pub fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(s) = source {
-        if matches!(s.downcast_ref::<Error>(), Some(Error::InvalidCertificate(_))) {
+        if matches!(
+            s.downcast_ref::<Error>(),
+            Some(Error::InvalidCertificate(_))
+        ) {
             return true;
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| matches!(inner.downcast_ref::<Error>(), Some(Error::InvalidCertificate(_)))) {
+            if io.get_ref().is_some_and(|inner| {
+                matches!(
+                    inner.downcast_ref::<Error>(),
+                    Some(Error::InvalidCertificate(_))
+                )
+            }) {
                 return true;
             }
         }
@@ -285,7 +375,10 @@ mod tests {
 
     #[test]
     fn ssl_settings_are_taken_out_of_keyword_strings() {
-        let (rest, mode, root) = extract("host=db sslmode=verify-full  sslrootcert = '/etc/ca dir/ca.pem' password='it\\'s'").unwrap();
+        let (rest, mode, root) = extract(
+            "host=db sslmode=verify-full  sslrootcert = '/etc/ca dir/ca.pem' password='it\\'s'",
+        )
+        .unwrap();
         assert_eq!(mode.as_deref(), Some("verify-full"));
         assert_eq!(root.as_deref(), Some("/etc/ca dir/ca.pem"));
         assert_eq!(rest, "host='db' password='it\\'s'");
@@ -296,19 +389,42 @@ mod tests {
     #[test]
     fn ssl_settings_are_taken_out_of_uris() {
         let (rest, mode, root) = extract("postgresql://w@db:5432/app?sslmode=verify-ca&application_name=x&sslrootcert=%2Ftmp%2Fca.pem").unwrap();
-        assert_eq!((mode.as_deref(), root.as_deref()), (Some("verify-ca"), Some("/tmp/ca.pem")));
+        assert_eq!(
+            (mode.as_deref(), root.as_deref()),
+            (Some("verify-ca"), Some("/tmp/ca.pem"))
+        );
         assert_eq!(rest, "postgresql://w@db:5432/app?application_name=x");
-        assert_eq!(extract("postgres://db/app?sslmode=require").unwrap().0, "postgres://db/app");
+        assert_eq!(
+            extract("postgres://db/app?sslmode=require").unwrap().0,
+            "postgres://db/app"
+        );
     }
 
     #[test]
     fn modes_follow_libpq() {
         let none = |_: &str| None;
         assert_eq!(options(None, None, &none).unwrap().mode, SslMode::Prefer);
-        assert_eq!(options(None, None, &|k: &str| (k == "PGSSLMODE").then(|| "require".into())).unwrap().mode, SslMode::Require);
-        assert_eq!(options(Some("disable".into()), None, &|_: &str| Some("require".into())).unwrap().mode, SslMode::Disable);
-        assert!(options(Some("verify-full".into()), None, &none).unwrap_err().contains("sslrootcert"));
-        assert!(options(Some("bogus".into()), None, &none).unwrap_err().contains("invalid sslmode"));
+        assert_eq!(
+            options(None, None, &|k: &str| (k == "PGSSLMODE")
+                .then(|| "require".into()))
+            .unwrap()
+            .mode,
+            SslMode::Require
+        );
+        assert_eq!(
+            options(Some("disable".into()), None, &|_: &str| Some(
+                "require".into()
+            ))
+            .unwrap()
+            .mode,
+            SslMode::Disable
+        );
+        assert!(options(Some("verify-full".into()), None, &none)
+            .unwrap_err()
+            .contains("sslrootcert"));
+        assert!(options(Some("bogus".into()), None, &none)
+            .unwrap_err()
+            .contains("invalid sslmode"));
         assert_eq!(SslMode::VerifyCa.wire(), WireMode::Require);
         assert_eq!(SslMode::Allow.wire(), WireMode::Prefer);
     }
@@ -316,6 +432,8 @@ mod tests {
     #[test]
     fn bad_strings_are_reported() {
         assert!(extract("host").unwrap_err().contains("missing \"=\""));
-        assert!(extract("password='open").unwrap_err().contains("unterminated"));
+        assert!(extract("password='open")
+            .unwrap_err()
+            .contains("unterminated"));
     }
 }

@@ -37,19 +37,29 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    env(name).map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number"))).unwrap_or(default)
+    env(name)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
 }
 
 impl Config {
     pub fn from_env() -> Config {
         let soak = env("PGTRICKLE_ORACLE_SOAK").is_some_and(|v| v != "0");
         Config {
-            diff_mode: env("PGTRICKLE_ORACLE_DIFF_MODE").unwrap_or_else(|| "DIFFERENTIAL".into()).to_uppercase(),
+            diff_mode: env("PGTRICKLE_ORACLE_DIFF_MODE")
+                .unwrap_or_else(|| "DIFFERENTIAL".into())
+                .to_uppercase(),
             executor: match env("PGTRICKLE_ORACLE_EXECUTOR").as_deref() {
                 None | Some("session") => runner::Executor::Session,
                 Some("external") => runner::Executor::ExternalWorker,
                 Some("offload") => runner::Executor::Offloading,
-                Some(other) => panic!("PGTRICKLE_ORACLE_EXECUTOR={other}: use session, external or offload"),
+                Some(other) => {
+                    panic!("PGTRICKLE_ORACLE_EXECUTOR={other}: use session, external or offload")
+                }
             },
             ops: env_number("PGTRICKLE_ORACLE_OPS", if soak { 50_000 } else { 2_000 }),
             base_seed: env_number("PGTRICKLE_ORACLE_SEED", 20_261_123),
@@ -84,12 +94,21 @@ pub struct ShapeResult {
 /// is shrunk (shrinking is slow); the others are reported with their seed and operation index.
 pub fn run_all(cfg: &Config) -> Vec<ShapeResult> {
     let selected = shapes::select(cfg.filter.as_deref());
-    assert!(!selected.is_empty(), "no shape matches PGTRICKLE_ORACLE_SHAPE={:?}", cfg.filter);
-    let (next, may_shrink, results) = (AtomicUsize::new(0), AtomicBool::new(true), Mutex::new(Vec::new()));
+    assert!(
+        !selected.is_empty(),
+        "no shape matches PGTRICKLE_ORACLE_SHAPE={:?}",
+        cfg.filter
+    );
+    let (next, may_shrink, results) = (
+        AtomicUsize::new(0),
+        AtomicBool::new(true),
+        Mutex::new(Vec::new()),
+    );
     std::thread::scope(|scope| {
         for _ in 0..cfg.threads.min(selected.len()) {
             scope.spawn(|| {
-                while let Some(&(index, shape)) = selected.get(next.fetch_add(1, Ordering::Relaxed)) {
+                while let Some(&(index, shape)) = selected.get(next.fetch_add(1, Ordering::Relaxed))
+                {
                     let result = run_shape(cfg, index, shape, &may_shrink);
                     println!("{}", result.summary);
                     results.lock().unwrap().push(result);
@@ -102,7 +121,12 @@ pub fn run_all(cfg: &Config) -> Vec<ShapeResult> {
     results
 }
 
-fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &AtomicBool) -> ShapeResult {
+fn run_shape(
+    cfg: &Config,
+    index: usize,
+    shape: &'static Shape,
+    may_shrink: &AtomicBool,
+) -> ShapeResult {
     let started = Instant::now();
     let mut runner = Runner::new(&format!("oracle_{}", shape.name), shape, &cfg.diff_mode);
     runner.executor = cfg.executor;
@@ -112,7 +136,13 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
         let (log, failed) = runner.run(seed, cfg.ops);
         ops += log.len();
         if let Some((at, failure)) = failed {
-            found = Some(Found { seed_offset: index as u64, seed, log, at, failure });
+            found = Some(Found {
+                seed_offset: index as u64,
+                seed,
+                log,
+                at,
+                failure,
+            });
             break;
         }
     }
@@ -120,8 +150,17 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
     let (refreshes, rows, offloaded) = (runner.refreshes, runner.rows_checked, runner.offloaded);
     let mut status = "ok".to_string();
     let failure = match found {
-        Some(found) if shape.may_refuse && found.at.is_none() && found.failure.kind == "error 0A000 in create_stream_table" => {
-            let message = found.failure.detail.lines().find_map(|l| l.strip_prefix("failed: ")).unwrap_or_default();
+        Some(found)
+            if shape.may_refuse
+                && found.at.is_none()
+                && found.failure.kind == "error 0A000 in create_stream_table" =>
+        {
+            let message = found
+                .failure
+                .detail
+                .lines()
+                .find_map(|l| l.strip_prefix("failed: "))
+                .unwrap_or_default();
             status = format!("refused by {} mode: {message}", cfg.diff_mode);
             None
         }
@@ -130,7 +169,10 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
             Some(failure_report(cfg, &mut runner, found, may_shrink))
         }
         // A shape written for offloading that was never offloaded proves nothing about it.
-        None if cfg.executor == runner::Executor::Offloading && shape.name.starts_with("offload_") && offloaded == 0 => {
+        None if cfg.executor == runner::Executor::Offloading
+            && shape.name.starts_with("offload_")
+            && offloaded == 0 =>
+        {
             status = "FAILED: never offloaded".into();
             Some(format!("shape {}: no refresh of its differential twin was offloaded (see the server's not_offloaded reason)", shape.name))
         }
@@ -149,7 +191,11 @@ fn run_shape(cfg: &Config, index: usize, shape: &'static Shape, may_shrink: &Ato
         started.elapsed().as_secs_f64(),
         status
     );
-    ShapeResult { index, summary, failure }
+    ShapeResult {
+        index,
+        summary,
+        failure,
+    }
 }
 
 /// A failing run: its seed (and how far that is from the base seed), log, where and how it failed.
@@ -161,12 +207,30 @@ struct Found {
     failure: check::Failure,
 }
 
-fn failure_report(cfg: &Config, runner: &mut Runner, found: Found, may_shrink: &AtomicBool) -> String {
-    let Found { seed_offset, seed, log, at, failure } = found;
+fn failure_report(
+    cfg: &Config,
+    runner: &mut Runner,
+    found: Found,
+    may_shrink: &AtomicBool,
+) -> String {
+    let Found {
+        seed_offset,
+        seed,
+        log,
+        at,
+        failure,
+    } = found;
     let name = runner.shape.name;
-    let mut out = format!("=== shape {name}: seed {seed}, differential twin mode {}\n", runner.diff_mode);
+    let mut out = format!(
+        "=== shape {name}: seed {seed}, differential twin mode {}\n",
+        runner.diff_mode
+    );
     let Some(at) = at else {
-        out += &format!("failed while creating the stream tables:\n{}\n\n{}\n", failure.detail, report::script(runner, &[]));
+        out += &format!(
+            "failed while creating the stream tables:\n{}\n\n{}\n",
+            failure.detail,
+            report::script(runner, &[])
+        );
         return out;
     };
     let op = runner.statements(at, &log[at].1).join("; ");
@@ -194,24 +258,44 @@ fn failure_report(cfg: &Config, runner: &mut Runner, found: Found, may_shrink: &
         shrunk.log.len(),
         shrunk.tries,
         started.elapsed().as_secs_f64(),
-        if shrunk.minimal { "" } else { " (time budget reached; not minimal)" }
+        if shrunk.minimal {
+            ""
+        } else {
+            " (time budget reached; not minimal)"
+        }
     );
     if let Err((_, f)) = runner.replay(&shrunk.log) {
         out += &format!("{}\n", f.detail);
     }
-    out += &format!("--- script (paste into psql on a database with pg_trickle) ---\n{}\n", report::script(runner, &shrunk.log));
+    out += &format!(
+        "--- script (paste into psql on a database with pg_trickle) ---\n{}\n",
+        report::script(runner, &shrunk.log)
+    );
     out
 }
 
 /// Shrinks a failing log to one that fails with the same kind, then splits what transactions are left
 /// where that still fails, and shrinks again. Refuses (saying why) when replaying the whole log from
 /// scratch does not fail that way: shrinking would then chase noise.
-pub fn shrink_failure(runner: &mut Runner, log: Vec<runner::Entry>, kind: &str, budget: Duration) -> Result<shrink::Shrunk<runner::Entry>, String> {
+pub fn shrink_failure(
+    runner: &mut Runner,
+    log: Vec<runner::Entry>,
+    kind: &str,
+    budget: Duration,
+) -> Result<shrink::Shrunk<runner::Entry>, String> {
     let started = Instant::now();
     match runner.replay(&log) {
         Err((_, f)) if f.kind == kind => {}
-        Err((_, f)) => return Err(format!("not shrunk: replaying the log from scratch fails differently:\n{}", f.detail)),
-        Ok(()) => return Err("not shrunk: replaying the log from scratch passes (is the failure timing-dependent?)".into()),
+        Err((_, f)) => {
+            return Err(format!(
+                "not shrunk: replaying the log from scratch fails differently:\n{}",
+                f.detail
+            ))
+        }
+        Ok(()) => return Err(
+            "not shrunk: replaying the log from scratch passes (is the failure timing-dependent?)"
+                .into(),
+        ),
     }
     let mut fails = |candidate: &[runner::Entry]| match runner.replay(candidate) {
         Err((n, f)) if f.kind == kind => Some(n),
@@ -220,7 +304,9 @@ pub fn shrink_failure(runner: &mut Runner, log: Vec<runner::Entry>, kind: &str, 
     let mut shrunk = shrink::shrink(log, budget, &mut fails);
     let mut split = false;
     for i in (0..shrunk.log.len()).rev() {
-        let Some(parts) = shrunk.log[i].1.split() else { continue };
+        let Some(parts) = shrunk.log[i].1.split() else {
+            continue;
+        };
         let index = shrunk.log[i].0;
         let mut candidate = shrunk.log.clone();
         candidate.splice(i..=i, parts.into_iter().map(|op| (index, op)));
@@ -232,8 +318,15 @@ pub fn shrink_failure(runner: &mut Runner, log: Vec<runner::Entry>, kind: &str, 
         }
     }
     if split && shrunk.minimal {
-        let again = shrink::shrink(shrunk.log, budget.saturating_sub(started.elapsed()), &mut fails);
-        shrunk = shrink::Shrunk { tries: shrunk.tries + again.tries, ..again };
+        let again = shrink::shrink(
+            shrunk.log,
+            budget.saturating_sub(started.elapsed()),
+            &mut fails,
+        );
+        shrunk = shrink::Shrunk {
+            tries: shrunk.tries + again.tries,
+            ..again
+        };
     }
     Ok(shrunk)
 }

@@ -32,7 +32,12 @@ fn sql<T>(statement: &str, r: Result<T, postgres::Error>) -> Result<T, Stop> {
 
 /// Refreshes `twin` as an offloading worker logged in as `role`; `server_refresh` is the statement
 /// that refreshes it on the server instead. Err: the failing statement and its error.
-pub fn refresh(client: &mut Client, twin: &str, role: &str, server_refresh: &str) -> Result<Refreshed, (String, postgres::Error)> {
+pub fn refresh(
+    client: &mut Client,
+    twin: &str,
+    role: &str,
+    server_refresh: &str,
+) -> Result<Refreshed, (String, postgres::Error)> {
     let mut tx = client.transaction().map_err(|e| ("BEGIN".to_string(), e))?;
     match offload(&mut tx, twin, role) {
         Ok(None) => {
@@ -41,13 +46,20 @@ pub fn refresh(client: &mut Client, twin: &str, role: &str, server_refresh: &str
         }
         Ok(Some(why)) | Err(Stop::Local(why)) => {
             drop(tx);
-            client.batch_execute(server_refresh).map_err(|e| (server_refresh.to_string(), e))?;
+            client
+                .batch_execute(server_refresh)
+                .map_err(|e| (server_refresh.to_string(), e))?;
             Ok(Refreshed::OnServer(why))
         }
         // The apply itself may refuse a batch (a group to recompute): the server refreshes it then.
-        Err(Stop::Sql(statement, e)) if statement.contains("worker_offload_apply") && e.code().is_some_and(|c| c.code() == "22P02") => {
+        Err(Stop::Sql(statement, e))
+            if statement.contains("worker_offload_apply")
+                && e.code().is_some_and(|c| c.code() == "22P02") =>
+        {
             drop(tx);
-            client.batch_execute(server_refresh).map_err(|e| (server_refresh.to_string(), e))?;
+            client
+                .batch_execute(server_refresh)
+                .map_err(|e| (server_refresh.to_string(), e))?;
             Ok(Refreshed::OnServer(e.to_string()))
         }
         Err(Stop::Sql(statement, e)) => Err((statement, e)),
@@ -68,26 +80,38 @@ fn offload(tx: &mut Transaction<'_>, twin: &str, role: &str) -> Result<Option<St
     let (job_id, attempt): (i64, i32) = (job.get(0), job.get(1));
     let offload = "SELECT plan, copy_out, copy_in, not_offloaded FROM pgtrickle.worker_offload($1::text::uuid, $2, $3)";
     let handout = sql(offload, tx.query_one(offload, &[&w, &job_id, &attempt]))?;
-    let (plan, copy_out, copy_in): (Option<String>, Option<String>, Option<String>) = (handout.get(0), handout.get(1), handout.get(2));
+    let (plan, copy_out, copy_in): (Option<String>, Option<String>, Option<String>) =
+        (handout.get(0), handout.get(1), handout.get(2));
     let (Some(plan), Some(copy_out), Some(copy_in)) = (plan, copy_out, copy_in) else {
-        return Ok(Some(handout.get::<_, Option<String>>(3).unwrap_or_default()));
+        return Ok(Some(
+            handout.get::<_, Option<String>>(3).unwrap_or_default(),
+        ));
     };
-    let plan: LocalPlan = serde_json::from_str(&plan).map_err(|e| Stop::Local(format!("local plan: {e}")))?;
+    let plan: LocalPlan =
+        serde_json::from_str(&plan).map_err(|e| Stop::Local(format!("local plan: {e}")))?;
     let mut data = Vec::new();
     let mut reader = sql(&copy_out, tx.copy_out(copy_out.as_str()))?;
-    reader.read_to_end(&mut data).map_err(|e| Stop::Local(format!("reading the batch: {e}")))?;
+    reader
+        .read_to_end(&mut data)
+        .map_err(|e| Stop::Local(format!("reading the batch: {e}")))?;
     drop(reader);
     let mut types = plan.types.clone();
     types.push(LocalType::Int2);
     let rows = copy::decode(&data, &types).map_err(|e| Stop::Local(e.to_string()))?;
     let reduced = plan.reduce(&rows).map_err(|e| Stop::Local(e.to_string()))?;
-    let bytes = copy::encode(&reduced, &plan.staged_types()).map_err(|e| Stop::Local(e.to_string()))?;
+    let bytes =
+        copy::encode(&reduced, &plan.staged_types()).map_err(|e| Stop::Local(e.to_string()))?;
     let mut writer = sql(&copy_in, tx.copy_in(copy_in.as_str()))?;
-    writer.write_all(&bytes).map_err(|e| Stop::Local(format!("pushing the batch: {e}")))?;
+    writer
+        .write_all(&bytes)
+        .map_err(|e| Stop::Local(format!("pushing the batch: {e}")))?;
     sql(&copy_in, writer.finish())?;
     let apply = "SELECT outcome FROM pgtrickle.worker_offload_apply($1::text::uuid, $2, $3, $4)";
     let changes = rows.len() as i64;
-    sql(apply, tx.query_one(apply, &[&w, &job_id, &attempt, &changes]))?;
+    sql(
+        apply,
+        tx.query_one(apply, &[&w, &job_id, &attempt, &changes]),
+    )?;
     let cleanup = format!(
         "SELECT pgtrickle.worker_stop('{w}'); RESET ROLE;
          DELETE FROM pgtrickle.pgt_worker_jobs WHERE job_id = {job_id};

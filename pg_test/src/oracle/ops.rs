@@ -9,11 +9,16 @@ pub enum Op {
     /// One autocommitted DML statement.
     Dml(String),
     /// Several DML statements in one explicit transaction, committed or rolled back.
-    Txn { stmts: Vec<String>, commit: bool },
+    Txn {
+        stmts: Vec<String>,
+        commit: bool,
+    },
     Truncate(&'static str),
     /// Refresh both twins, then compare. In REPEATABLE READ, as the scheduler refreshes (a manual
     /// refresh outside a transaction runs in READ COMMITTED, which the engine treats differently).
-    Refresh { repeatable_read: bool },
+    Refresh {
+        repeatable_read: bool,
+    },
 }
 
 impl Op {
@@ -25,7 +30,9 @@ impl Op {
     /// A transaction as separate operations (for the shrinker: a shorter repro reads better
     /// without transaction boundaries that do not matter).
     pub fn split(&self) -> Option<Vec<Op>> {
-        let Op::Txn { stmts, .. } = self else { return None };
+        let Op::Txn { stmts, .. } = self else {
+            return None;
+        };
         Some(stmts.iter().cloned().map(Op::Dml).collect())
     }
 
@@ -39,12 +46,18 @@ impl Op {
                 let refresh = twins.iter().map(|t| refresh(t));
                 match repeatable_read {
                     false => refresh.collect(),
-                    true => std::iter::once("BEGIN ISOLATION LEVEL REPEATABLE READ".to_string()).chain(refresh).chain(["COMMIT".into()]).collect(),
+                    true => std::iter::once("BEGIN ISOLATION LEVEL REPEATABLE READ".to_string())
+                        .chain(refresh)
+                        .chain(["COMMIT".into()])
+                        .collect(),
                 }
             }
             Op::Txn { stmts, commit } => {
                 let end = if *commit { "COMMIT" } else { "ROLLBACK" };
-                std::iter::once("BEGIN".to_string()).chain(stmts.iter().cloned()).chain([end.into()]).collect()
+                std::iter::once("BEGIN".to_string())
+                    .chain(stmts.iter().cloned())
+                    .chain([end.into()])
+                    .collect()
             }
         }
     }
@@ -58,7 +71,11 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64, sources: Vec<&'static Table>) -> Generator {
-        let mut generator = Generator { rng: Rng::new(seed), sources, until_refresh: 0 };
+        let mut generator = Generator {
+            rng: Rng::new(seed),
+            sources,
+            until_refresh: 0,
+        };
         generator.until_refresh = generator.refresh_gap();
         generator
     }
@@ -78,7 +95,9 @@ impl Generator {
     pub fn next(&mut self, sizes: &[i64]) -> Op {
         if self.until_refresh == 0 {
             self.until_refresh = self.refresh_gap();
-            return Op::Refresh { repeatable_read: self.rng.chance(30) };
+            return Op::Refresh {
+                repeatable_read: self.rng.chance(30),
+            };
         }
         self.until_refresh -= 1;
         let roll = self.rng.below(1000);
@@ -88,7 +107,10 @@ impl Generator {
         }
         if roll < 43 {
             let stmts = (0..self.rng.range(2, 4)).map(|_| self.dml(sizes)).collect();
-            return Op::Txn { stmts, commit: self.rng.chance(80) };
+            return Op::Txn {
+                stmts,
+                commit: self.rng.chance(80),
+            };
         }
         Op::Dml(self.dml(sizes))
     }
@@ -109,7 +131,11 @@ impl Generator {
     }
 
     fn row(&mut self, t: &Table) -> String {
-        let values: Vec<String> = t.columns.iter().map(|c| literal(&mut self.rng, c.kind)).collect();
+        let values: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| literal(&mut self.rng, c.kind))
+            .collect();
         format!("({})", values.join(", "))
     }
 
@@ -119,7 +145,11 @@ impl Generator {
 
     fn insert(&mut self, t: &Table, size: i64) -> String {
         let (name, cols) = (t.name, t.all_columns());
-        let on_conflict = if t.has_pk { " ON CONFLICT (id) DO NOTHING" } else { "" };
+        let on_conflict = if t.has_pk {
+            " ON CONFLICT (id) DO NOTHING"
+        } else {
+            ""
+        };
         match self.rng.weighted(&[50, 25, 20, 5]) {
             0 => format!("INSERT INTO {name} ({cols}) VALUES {}{on_conflict}", self.row(t)),
             1 => {
@@ -155,20 +185,37 @@ impl Generator {
                 2 => match c.kind {
                     Kind::Key => format!("({} + 1) % 6", c.name),
                     Kind::Small | Kind::Id => format!("{} + 1", c.name),
-                    Kind::Amount => self.rng.pick(&["{} + 1.25", "-{}", "{} - 20"]).replace("{}", c.name),
+                    Kind::Amount => self
+                        .rng
+                        .pick(&["{} + 1.25", "-{}", "{} - 20"])
+                        .replace("{}", c.name),
                     Kind::Text => format!("CASE {} WHEN 'x' THEN 'y' ELSE 'x' END", c.name),
                     // The same values, printed differently.
-                    Kind::Scaled => self.rng.pick(&["{} * 1.0", "round({}, 0)", "{} + 0.000", "trim_scale({})"]).replace("{}", c.name),
-                    Kind::Span => self.rng.pick(&["justify_hours({})", "{} + '0 s'", "{} * 24 / 24"]).replace("{}", c.name),
+                    Kind::Scaled => self
+                        .rng
+                        .pick(&["{} * 1.0", "round({}, 0)", "{} + 0.000", "trim_scale({})"])
+                        .replace("{}", c.name),
+                    Kind::Span => self
+                        .rng
+                        .pick(&["justify_hours({})", "{} + '0 s'", "{} * 24 / 24"])
+                        .replace("{}", c.name),
                     Kind::Float => format!("-{}", c.name),
-                    Kind::Ci => self.rng.pick(&["upper({})::citext", "lower({})::citext"]).replace("{}", c.name),
+                    Kind::Ci => self
+                        .rng
+                        .pick(&["upper({})::citext", "lower({})::citext"])
+                        .replace("{}", c.name),
                 },
                 // Rewrites rows without changing them.
                 _ => c.name.to_string(),
             };
             sets.push(format!("{} = {value}", c.name));
         }
-        format!("UPDATE {} SET {} WHERE {}", t.name, sets.join(", "), self.target(t, size))
+        format!(
+            "UPDATE {} SET {} WHERE {}",
+            t.name,
+            sets.join(", "),
+            self.target(t, size)
+        )
     }
 
     fn delete(&mut self, t: &Table, size: i64) -> String {
@@ -178,8 +225,16 @@ impl Generator {
             0 => self.predicate(t),
             1 => self.target(t, size),
             // The last row of every group that has one left.
-            2 => format!("{group} IN (SELECT {group} FROM {name} GROUP BY {group} HAVING count(*) = 1)"),
-            3 => format!("{group} IS NOT DISTINCT FROM {}", literal(&mut self.rng, t.columns.iter().find(|c| c.name == group).unwrap().kind)),
+            2 => format!(
+                "{group} IN (SELECT {group} FROM {name} GROUP BY {group} HAVING count(*) = 1)"
+            ),
+            3 => format!(
+                "{group} IS NOT DISTINCT FROM {}",
+                literal(
+                    &mut self.rng,
+                    t.columns.iter().find(|c| c.name == group).unwrap().kind
+                )
+            ),
             _ => self.extreme(t),
         };
         format!("DELETE FROM {name} WHERE {target}")
@@ -189,7 +244,12 @@ impl Generator {
     fn target(&mut self, t: &Table, size: i64) -> String {
         match self.rng.weighted(&[50, 30, 20]) {
             0 => self.predicate(t),
-            1 => format!("ctid = (SELECT ctid FROM {0} ORDER BY {1} OFFSET {2} LIMIT 1)", t.name, t.all_columns(), self.offset(size)),
+            1 => format!(
+                "ctid = (SELECT ctid FROM {0} ORDER BY {1} OFFSET {2} LIMIT 1)",
+                t.name,
+                t.all_columns(),
+                self.offset(size)
+            ),
             _ => self.extreme(t),
         }
     }
@@ -201,9 +261,15 @@ impl Generator {
         if self.rng.chance(70) {
             format!("{value} = (SELECT {f}({value}) FROM {})", t.name)
         } else {
-            let groups: Vec<&str> = group_columns(t).into_iter().filter(|g| *g != value).collect();
+            let groups: Vec<&str> = group_columns(t)
+                .into_iter()
+                .filter(|g| *g != value)
+                .collect();
             let group = *self.rng.pick(&groups);
-            format!("({group}, {value}) IN (SELECT {group}, {f}({value}) FROM {} GROUP BY {group})", t.name)
+            format!(
+                "({group}, {value}) IN (SELECT {group}, {f}({value}) FROM {} GROUP BY {group})",
+                t.name
+            )
         }
     }
 
@@ -234,14 +300,23 @@ impl Generator {
 
 /// Columns that work as grouping keys (small domains).
 fn group_columns(t: &Table) -> Vec<&'static str> {
-    t.columns.iter().filter(|c| matches!(c.kind, Kind::Key | Kind::Text)).map(|c| c.name).collect()
+    t.columns
+        .iter()
+        .filter(|c| matches!(c.kind, Kind::Key | Kind::Text))
+        .map(|c| c.name)
+        .collect()
 }
 
 /// Columns whose MIN/MAX is interesting to delete or move.
 fn value_columns(t: &Table) -> Vec<&'static str> {
     t.columns
         .iter()
-        .filter(|c| matches!(c.kind, Kind::Amount | Kind::Small | Kind::Text | Kind::Scaled | Kind::Span | Kind::Float))
+        .filter(|c| {
+            matches!(
+                c.kind,
+                Kind::Amount | Kind::Small | Kind::Text | Kind::Scaled | Kind::Span | Kind::Float
+            )
+        })
         .map(|c| c.name)
         .collect()
 }

@@ -6,11 +6,23 @@ use super::runner::{Entry, Runner};
 /// A psql script that rebuilds the failing state from nothing and shows the difference: every
 /// comparison query at the end must return no rows.
 pub fn script(runner: &Runner, log: &[Entry]) -> String {
-    let mut out = vec![format!("-- pg_trickle oracle repro: shape {}, differential twin mode {}", runner.shape.name, runner.diff_mode)];
+    let mut out = vec![format!(
+        "-- pg_trickle oracle repro: shape {}, differential twin mode {}",
+        runner.shape.name, runner.diff_mode
+    )];
     let names: Vec<&str> = runner.sources.iter().map(|t| t.name).collect();
-    statements(&mut out, vec!["CREATE EXTENSION IF NOT EXISTS pg_trickle".into(), format!("DROP TABLE IF EXISTS {} CASCADE", names.join(", "))]);
+    statements(
+        &mut out,
+        vec![
+            "CREATE EXTENSION IF NOT EXISTS pg_trickle".into(),
+            format!("DROP TABLE IF EXISTS {} CASCADE", names.join(", ")),
+        ],
+    );
     statements(&mut out, runner.executor.setup_statements());
-    statements(&mut out, runner.sources.iter().map(|t| t.ddl.to_string()).collect());
+    statements(
+        &mut out,
+        runner.sources.iter().map(|t| t.ddl.to_string()).collect(),
+    );
     statements(&mut out, runner.create_statements());
     for (index, op) in log {
         out.push(format!("-- operation {index}"));
@@ -21,7 +33,10 @@ pub fn script(runner: &Runner, log: &[Entry]) -> String {
         return out.join("\n");
     }
     out.push("-- each comparison must return no rows".into());
-    statements(&mut out, runner.comparisons().iter().map(diff_sql).collect());
+    statements(
+        &mut out,
+        runner.comparisons().iter().map(diff_sql).collect(),
+    );
     if runner.diff_mode == "DIFFERENTIAL" {
         out.push("-- must be DIFFERENTIAL or NO_DATA (FULL with a reason right after a TRUNCATE of a source)".into());
         statements(

@@ -146,16 +146,25 @@ impl Runner {
     pub fn drop_database(mut self) {
         self.db = None;
         if let Ok(mut admin) = crate::cluster().try_connect("postgres") {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name));
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ));
         }
     }
 
     /// The calls that create both twins (the same text the repro script prints).
     pub fn create_statements(&self) -> Vec<String> {
         let create = |name: String, mode: &str| {
-            format!("SELECT pgtrickle.create_stream_table('{name}', $q${}$q$, '1h', '{mode}')", self.shape.query)
+            format!(
+                "SELECT pgtrickle.create_stream_table('{name}', $q${}$q$, '1h', '{mode}')",
+                self.shape.query
+            )
         };
-        vec![create(self.twin_d(), &self.diff_mode), create(self.twin_f(), "FULL")]
+        vec![
+            create(self.twin_d(), &self.diff_mode),
+            create(self.twin_f(), "FULL"),
+        ]
     }
 
     /// A new database with empty sources and newly created twins, compared once. A new database
@@ -184,7 +193,11 @@ impl Runner {
                JOIN pg_class c ON c.oid = d.source_relid WHERE s.pgt_relid = '{}'::regclass",
             self.twin_f()
         );
-        let sources: String = self.client().query_one(&sql, &[]).map_err(|e| Failure::sql(&sql, &e))?.get(0);
+        let sources: String = self
+            .client()
+            .query_one(&sql, &[])
+            .map_err(|e| Failure::sql(&sql, &e))?
+            .get(0);
         self.sources = sources.split(',').map(table).collect();
         let (d, f) = (self.twin_d(), self.twin_f());
         self.columns = visible_columns(self.client(), &f)?;
@@ -192,7 +205,10 @@ impl Runner {
         if columns_d != self.columns {
             return Err(Failure {
                 kind: "visible columns differ".into(),
-                detail: format!("{d} has visible columns ({columns_d}), {f} has ({})", self.columns),
+                detail: format!(
+                    "{d} has visible columns ({columns_d}), {f} has ({})",
+                    self.columns
+                ),
             });
         }
         self.truncated = false;
@@ -204,7 +220,10 @@ impl Runner {
         let (d, f) = (self.twin_d(), self.twin_f());
         let mut out = op.statements(&[&d, &f], &|twin| self.executor.refresh(twin));
         if op.refreshes() && self.corrupt_from.is_some_and(|n| index >= n) {
-            out.push(tamper(&d, &format!("DELETE FROM {d} WHERE ctid IN (SELECT ctid FROM {d} LIMIT 1)")));
+            out.push(tamper(
+                &d,
+                &format!("DELETE FROM {d} WHERE ctid IN (SELECT ctid FROM {d} LIMIT 1)"),
+            ));
         }
         out
     }
@@ -235,9 +254,18 @@ impl Runner {
         let cols = &self.columns;
         let side = |t: &str| (t.to_string(), format!("SELECT {cols} FROM {t}"));
         vec![
-            Comparison { left: side(&d), right: ("the query".into(), q.clone()) },
-            Comparison { left: side(&f), right: ("the query".into(), q) },
-            Comparison { left: side(&d), right: side(&f) },
+            Comparison {
+                left: side(&d),
+                right: ("the query".into(), q.clone()),
+            },
+            Comparison {
+                left: side(&f),
+                right: ("the query".into(), q),
+            },
+            Comparison {
+                left: side(&d),
+                right: side(&f),
+            },
         ]
     }
 
@@ -250,17 +278,28 @@ impl Runner {
 
     /// Row counts of the sources, in `self.sources` order.
     pub fn sizes(&mut self) -> Vec<i64> {
-        let counts: Vec<String> = self.sources.iter().map(|t| format!("(SELECT count(*) FROM {})", t.name)).collect();
+        let counts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|t| format!("(SELECT count(*) FROM {})", t.name))
+            .collect();
         let sql = format!("SELECT ARRAY[{}]::bigint[]", counts.join(", "));
-        self.client().query_one(&sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        self.client()
+            .query_one(&sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 
     fn exec(&mut self, sql: &str) -> Result<(), Failure> {
-        if let Some(twin) = sql.strip_prefix(OFFLOAD_MARK).and_then(|rest| rest.lines().next()) {
+        if let Some(twin) = sql
+            .strip_prefix(OFFLOAD_MARK)
+            .and_then(|rest| rest.lines().next())
+        {
             if !self.in_txn {
                 let (twin, d) = (twin.to_string(), self.twin_d());
-                let refreshed = super::offload::refresh(self.client(), &twin, ORACLE_WORKER_ROLE, sql)
-                    .map_err(|(statement, e)| Failure::sql(&statement, &e))?;
+                let refreshed =
+                    super::offload::refresh(self.client(), &twin, ORACLE_WORKER_ROLE, sql)
+                        .map_err(|(statement, e)| Failure::sql(&statement, &e))?;
                 if twin == d && refreshed == super::offload::Refreshed::Offloaded {
                     self.offloaded += 1;
                 }
@@ -272,7 +311,9 @@ impl Runner {
         } else if sql == "COMMIT" || sql == "ROLLBACK" {
             self.in_txn = false;
         }
-        self.client().batch_execute(sql).map_err(|e| Failure::sql(sql, &e))
+        self.client()
+            .batch_execute(sql)
+            .map_err(|e| Failure::sql(sql, &e))
     }
 
     /// Generates and applies `ops` operations from `seed`, plus a final refresh point if needed.
@@ -290,7 +331,9 @@ impl Runner {
             } else if log.last().is_some_and(|(_, op)| op.refreshes()) {
                 break;
             } else {
-                Op::Refresh { repeatable_read: false }
+                Op::Refresh {
+                    repeatable_read: false,
+                }
             };
             let result = self.apply(i, &op);
             log.push((i, op));

@@ -84,14 +84,21 @@ pub const TABLES: [Table; 4] = [
 ];
 
 pub fn table(name: &str) -> &'static Table {
-    TABLES.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no source table {name}"))
+    TABLES
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no source table {name}"))
 }
 
 impl Table {
     /// Every column, for ORDER BY: rows that tie are identical, so "the n-th row" is deterministic
     /// by content even though which physical duplicate it is is not.
     pub fn all_columns(&self) -> String {
-        self.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Columns an UPDATE may change (never the primary key).
@@ -114,12 +121,31 @@ pub fn literal(rng: &mut Rng, kind: Kind) -> String {
         Kind::Small => rng.range(-3, 10).to_string(),
         Kind::Id => rng.range(0, 24).to_string(),
         Kind::Text => format!("'{}'", rng.pick(&["x", "y", "z", "xy", ""])),
-        Kind::Scaled => rng.pick(&["1.5", "1.50", "1.500", "2", "2.0", "0", "-0.0", "0.00", "10.25", "-3"]).to_string(),
-        Kind::Span => format!("'{}'", rng.pick(&["1 day", "24 hours", "1 day 1 hour", "25 hours", "0", "00:00:00", "-1 day"])),
+        Kind::Scaled => rng
+            .pick(&[
+                "1.5", "1.50", "1.500", "2", "2.0", "0", "-0.0", "0.00", "10.25", "-3",
+            ])
+            .to_string(),
+        Kind::Span => format!(
+            "'{}'",
+            rng.pick(&[
+                "1 day",
+                "24 hours",
+                "1 day 1 hour",
+                "25 hours",
+                "0",
+                "00:00:00",
+                "-1 day"
+            ])
+        ),
         Kind::Float => rng.pick(&["0", "'-0'", "1.5", "-1.5", "2"]).to_string(),
         Kind::Ci => format!("'{}'", rng.pick(&["a", "A", "b", "B", "ab", "AB"])),
         Kind::Amount => {
-            let cents = if rng.chance(85) { rng.range(-8, 32) * 125 } else { rng.range(-99_999, 999_999) };
+            let cents = if rng.chance(85) {
+                rng.range(-8, 32) * 125
+            } else {
+                rng.range(-99_999, 999_999)
+            };
             cents_literal(cents)
         }
     }

@@ -11,12 +11,20 @@ pub struct Shape {
 }
 
 const fn shape(name: &'static str, query: &'static str) -> Shape {
-    Shape { name, query, may_refuse: false }
+    Shape {
+        name,
+        query,
+        may_refuse: false,
+    }
 }
 
 /// A shape with operators beyond what the differential engine must support today.
 const fn beyond(name: &'static str, query: &'static str) -> Shape {
-    Shape { name, query, may_refuse: true }
+    Shape {
+        name,
+        query,
+        may_refuse: true,
+    }
 }
 
 pub const SHAPES: &[Shape] = &[

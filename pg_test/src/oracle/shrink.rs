@@ -12,7 +12,11 @@ pub struct Shrunk<T> {
 
 /// `fails(candidate)` replays a candidate log and returns how many of its entries it took to fail the
 /// same way (so everything after that is dropped at once), or None if it passed.
-pub fn shrink<T: Clone>(log: Vec<T>, budget: Duration, mut fails: impl FnMut(&[T]) -> Option<usize>) -> Shrunk<T> {
+pub fn shrink<T: Clone>(
+    log: Vec<T>,
+    budget: Duration,
+    mut fails: impl FnMut(&[T]) -> Option<usize>,
+) -> Shrunk<T> {
     let started = Instant::now();
     let mut current = log;
     let mut chunks = 2usize;
@@ -22,9 +26,17 @@ pub fn shrink<T: Clone>(log: Vec<T>, budget: Duration, mut fails: impl FnMut(&[T
         let mut reduced = false;
         for start in (0..current.len()).step_by(size) {
             if started.elapsed() > budget {
-                return Shrunk { log: current, tries, minimal: false };
+                return Shrunk {
+                    log: current,
+                    tries,
+                    minimal: false,
+                };
             }
-            let candidate: Vec<T> = current[..start].iter().chain(&current[(start + size).min(current.len())..]).cloned().collect();
+            let candidate: Vec<T> = current[..start]
+                .iter()
+                .chain(&current[(start + size).min(current.len())..])
+                .cloned()
+                .collect();
             tries += 1;
             if let Some(n) = fails(&candidate) {
                 current = candidate[..n].to_vec();
@@ -40,5 +52,9 @@ pub fn shrink<T: Clone>(log: Vec<T>, budget: Duration, mut fails: impl FnMut(&[T
             chunks = (chunks * 2).min(current.len());
         }
     }
-    Shrunk { log: current, tries, minimal: true }
+    Shrunk {
+        log: current,
+        tries,
+        minimal: true,
+    }
 }

@@ -5,14 +5,17 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr,
-    GroupByWithModifier, Select, SelectItem, Value,
+    visit_expressions, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentClause, FunctionArguments, GroupByExpr, GroupByWithModifier, Select,
+    SelectItem, Value,
 };
 
 use super::block::Where;
 use super::from::FromTree;
 use super::scope::{Layout, ScopeId, Sym};
-use super::template::{check_expr, function_name, is_atomic, parenthesised, strip_nested, template};
+use super::template::{
+    check_expr, function_name, is_atomic, parenthesised, strip_nested, template,
+};
 use super::{invalid, unsupported, Analyzer, Result};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, Node};
 
@@ -39,14 +42,22 @@ impl Analyzer<'_> {
             .iter()
             .map(|(_, e)| self.over_aggregate(e, &mut grouping, "the SELECT list"))
             .collect::<Result<Vec<_>>>()?;
-        let having = select.having.as_ref().map(|h| self.over_aggregate(h, &mut grouping, "HAVING")).transpose()?;
+        let having = select
+            .having
+            .as_ref()
+            .map(|h| self.over_aggregate(h, &mut grouping, "HAVING"))
+            .transpose()?;
         // Every reference is resolved: the layout (which columns the scans read) is final.
         let layout = Layout::new(scope, &self.scopes[scope]);
         let input = self.build_input(from, filter, &layout)?;
         let groups = grouping.group_by.len();
         let place = |e: &Expr| self.place(e, |sym| layout.position(sym));
         let group_by = grouping.group_by.iter().map(place).collect::<Result<_>>()?;
-        let aggregates = grouping.aggregates.iter().map(place).collect::<Result<_>>()?;
+        let aggregates = grouping
+            .aggregates
+            .iter()
+            .map(place)
+            .collect::<Result<_>>()?;
         let calls = grouping
             .calls
             .iter()
@@ -58,17 +69,33 @@ impl Analyzer<'_> {
                 })
             })
             .collect::<Result<_>>()?;
-        let mut node = Node::Aggregate { input: Box::new(input), group_by, aggregates, calls, key_types: vec![], key_eq: vec![] };
+        let mut node = Node::Aggregate {
+            input: Box::new(input),
+            group_by,
+            aggregates,
+            calls,
+            key_types: vec![],
+            key_eq: vec![],
+        };
         let output = |sym| match sym {
             Sym::Group(i) => Some(i),
             Sym::Agg(j) => Some(groups + j),
             _ => None,
         };
         if let Some(having) = having {
-            node = Node::Filter { input: Box::new(node), predicate: self.place(&having, output)? };
+            node = Node::Filter {
+                input: Box::new(node),
+                predicate: self.place(&having, output)?,
+            };
         }
-        let exprs = exprs.iter().map(|e| self.place(e, output)).collect::<Result<_>>()?;
-        Ok(Node::Project { input: Box::new(node), exprs })
+        let exprs = exprs
+            .iter()
+            .map(|e| self.place(e, output))
+            .collect::<Result<_>>()?;
+        Ok(Node::Project {
+            input: Box::new(node),
+            exprs,
+        })
     }
 
     /// An aggregate call (not a window function).
@@ -89,7 +116,9 @@ impl Analyzer<'_> {
 
     pub(super) fn item_has_aggregate(&self, item: &SelectItem) -> bool {
         match item {
-            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => self.has_aggregate(expr),
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                self.has_aggregate(expr)
+            }
             _ => false,
         }
     }
@@ -122,7 +151,11 @@ impl Analyzer<'_> {
                     let n: usize = v.to_string().parse().unwrap_or(0);
                     match n.checked_sub(1).and_then(|i| items.get(i)) {
                         Some((_, item)) => item,
-                        None => return invalid(format!("GROUP BY position {v} is not in the select list")),
+                        None => {
+                            return invalid(format!(
+                                "GROUP BY position {v} is not in the select list"
+                            ))
+                        }
                     }
                 }
                 expr => expr,
@@ -132,7 +165,11 @@ impl Analyzer<'_> {
                 group_by.push(key);
             }
         }
-        Ok(Grouping { group_by, aggregates: Vec::new(), calls: Vec::new() })
+        Ok(Grouping {
+            group_by,
+            aggregates: Vec::new(),
+            calls: Vec::new(),
+        })
     }
 
     /// A grouped expression in one canonical form whatever its parentheses: outer ones dropped, one
@@ -140,11 +177,20 @@ impl Analyzer<'_> {
     fn group_key(&mut self, expr: &SqlExpr, context: &str) -> Result<Expr> {
         let bare = strip_nested(expr);
         let rendered = self.render(bare, context)?;
-        Ok(if is_atomic(bare) { rendered } else { parenthesised(rendered) })
+        Ok(if is_atomic(bare) {
+            rendered
+        } else {
+            parenthesised(rendered)
+        })
     }
 
     /// Rewrites a HAVING or SELECT-list expression over the Aggregate's output.
-    fn over_aggregate(&mut self, expr: &SqlExpr, grouping: &mut Grouping, context: &str) -> Result<Expr> {
+    fn over_aggregate(
+        &mut self,
+        expr: &SqlExpr,
+        grouping: &mut Grouping,
+        context: &str,
+    ) -> Result<Expr> {
         template(expr, &mut |e| {
             check_expr(e, context)?;
             if self.is_aggregate_call(e) {
@@ -152,7 +198,9 @@ impl Analyzer<'_> {
                 let j = match grouping.aggregates.iter().position(|a| *a == call) {
                     Some(j) => j,
                     None => {
-                        let SqlExpr::Function(f) = e else { unreachable!("an aggregate call is a function") };
+                        let SqlExpr::Function(f) = e else {
+                            unreachable!("an aggregate call is a function")
+                        };
                         grouping.calls.push(self.classify_call(f, context)?);
                         grouping.aggregates.push(call);
                         grouping.aggregates.len() - 1
@@ -180,8 +228,15 @@ impl Analyzer<'_> {
 }
 
 /// Aggregates whose result depends on the order of their input rows unless the call orders them.
-const ORDER_DEPENDENT: &[&str] =
-    &["string_agg", "array_agg", "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "xmlagg"];
+const ORDER_DEPENDENT: &[&str] = &[
+    "string_agg",
+    "array_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "xmlagg",
+];
 
 impl Analyzer<'_> {
     /// Recognises the aggregates the engine maintains from stored state: pg_catalog's count, sum, avg,
@@ -190,13 +245,20 @@ impl Analyzer<'_> {
     fn classify_call(&mut self, f: &Function, context: &str) -> Result<AggCall> {
         let name = function_name(f).to_lowercase();
         let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
-        let FunctionArguments::List(list) = &f.args else { return Ok(AggCall::other()) };
+        let FunctionArguments::List(list) = &f.args else {
+            return Ok(AggCall::other());
+        };
         // Recomputing a group gives the same result as the whole query only if the aggregate does
         // not depend on the order it reads rows in; without ORDER BY these do (every batch would
         // "repair" the stream table with FULL). AUTO reads such a query with FULL from the start.
-        let ordered = list.clauses.iter().any(|c| matches!(c, FunctionArgumentClause::OrderBy(_)));
+        let ordered = list
+            .clauses
+            .iter()
+            .any(|c| matches!(c, FunctionArgumentClause::OrderBy(_)));
         if ORDER_DEPENDENT.contains(&name) && !ordered {
-            return unsupported(format!("{name}() without ORDER BY (its result depends on the order rows are read in)"));
+            return unsupported(format!(
+                "{name}() without ORDER BY (its result depends on the order rows are read in)"
+            ));
         }
         let plain = list.duplicate_treatment.is_none()
             && list.clauses.is_empty()
@@ -223,7 +285,11 @@ impl Analyzer<'_> {
         Ok(AggCall {
             func,
             arg: arg.map(|e| self.render(e, context)).transpose()?,
-            filter: f.filter.as_deref().map(|e| self.render(e, context)).transpose()?,
+            filter: f
+                .filter
+                .as_deref()
+                .map(|e| self.render(e, context))
+                .transpose()?,
             arg_type: String::new(),
             less_than: String::new(),
         })

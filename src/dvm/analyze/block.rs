@@ -6,7 +6,8 @@
 //! (which table columns the scans read) and every expression placed.
 
 use sqlparser::ast::{
-    Distinct, Expr as SqlExpr, Ident, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind,
+    Distinct, Expr as SqlExpr, Ident, Select, SelectFlavor, SelectItem,
+    SelectItemQualifiedWildcardKind,
 };
 
 use super::from::FromTree;
@@ -48,28 +49,57 @@ impl Analyzer<'_> {
         let mut node = if self.is_grouped(select, &items) {
             self.grouped(select, &items, from, filter, scope)?
         } else {
-            let exprs = items.iter().map(|(_, e)| self.render(e, "the SELECT list")).collect::<Result<Vec<_>>>()?;
+            let exprs = items
+                .iter()
+                .map(|(_, e)| self.render(e, "the SELECT list"))
+                .collect::<Result<Vec<_>>>()?;
             // Every reference is resolved: the layout (which columns the scans read) is final.
             let layout = Layout::new(scope, &self.scopes[scope]);
             let input = self.build_input(from, filter, &layout)?;
-            let exprs = exprs.iter().map(|e| self.place(e, |sym| layout.position(sym))).collect::<Result<_>>()?;
-            Node::Project { input: Box::new(input), exprs }
+            let exprs = exprs
+                .iter()
+                .map(|e| self.place(e, |sym| layout.position(sym)))
+                .collect::<Result<_>>()?;
+            Node::Project {
+                input: Box::new(input),
+                exprs,
+            }
         };
         if matches!(select.distinct, Some(Distinct::Distinct)) {
-            node = Node::Distinct { input: Box::new(node) };
+            node = Node::Distinct {
+                input: Box::new(node),
+            };
         }
         Ok(Analyzed { node, names })
     }
 
     /// Splits WHERE into conjuncts; subqueries in EXISTS/IN conjuncts are analysed here.
-    pub(super) fn where_clause(&mut self, selection: Option<&SqlExpr>, scope: ScopeId) -> Result<Where> {
+    pub(super) fn where_clause(
+        &mut self,
+        selection: Option<&SqlExpr>,
+        scope: ScopeId,
+    ) -> Result<Where> {
         let mut parts = Where::default();
         for conjunct in selection.map(conjuncts).unwrap_or_default() {
             match classify(conjunct)? {
-                Conjunct::Exists { query, anti } => parts.semis.push(self.semi(query, None, Membership::Exists, anti)?),
-                Conjunct::In { lhs, query, negated } => {
-                    let membership = if negated { Membership::NotIn } else { Membership::In };
-                    parts.semis.push(self.semi(query, Some(lhs), membership, false)?)
+                Conjunct::Exists { query, anti } => {
+                    parts
+                        .semis
+                        .push(self.semi(query, None, Membership::Exists, anti)?)
+                }
+                Conjunct::In {
+                    lhs,
+                    query,
+                    negated,
+                } => {
+                    let membership = if negated {
+                        Membership::NotIn
+                    } else {
+                        Membership::In
+                    };
+                    parts
+                        .semis
+                        .push(self.semi(query, Some(lhs), membership, false)?)
                 }
                 Conjunct::Plain(expr) => {
                     let expr = as_conjunct(expr, self.render(expr, WHERE_CONTEXT)?);
@@ -86,36 +116,62 @@ impl Analyzer<'_> {
 
     /// The block's rows before grouping: FROM with the WHERE conjuncts placed in it (`pushdown.rs`),
     /// a Filter of the ones that stay above it, then the semi-joins.
-    pub(super) fn build_input(&mut self, from: FromTree, filter: Where, layout: &Layout) -> Result<Node> {
+    pub(super) fn build_input(
+        &mut self,
+        from: FromTree,
+        filter: Where,
+        layout: &Layout,
+    ) -> Result<Node> {
         let (from, above) = self.push_down(from, filter.filters, layout.scope);
         let mut node = self.build_from(from, layout)?;
         if let Some(predicate) = and_all(above) {
             let predicate = self.place(&predicate, |sym| layout.position(sym))?;
-            node = Node::Filter { input: Box::new(node), predicate };
+            node = Node::Filter {
+                input: Box::new(node),
+                predicate,
+            };
         }
         for semi in filter.semis {
             let on = self.place(&semi.on, |sym| match sym {
                 Sym::Right(n) => Some(layout.arity + n),
                 sym => layout.position(sym),
             })?;
-            node = Node::SemiJoin { anti: semi.anti, left: Box::new(node), right: Box::new(semi.right), on };
+            node = Node::SemiJoin {
+                anti: semi.anti,
+                left: Box::new(node),
+                right: Box::new(semi.right),
+                on,
+            };
         }
         Ok(node)
     }
 
     /// The SELECT list as (output name, expression), with `*` and `t.*` expanded.
-    pub(super) fn select_items(&mut self, projection: &[SelectItem], scope: ScopeId) -> Result<Vec<(String, SqlExpr)>> {
+    pub(super) fn select_items(
+        &mut self,
+        projection: &[SelectItem],
+        scope: ScopeId,
+    ) -> Result<Vec<(String, SqlExpr)>> {
         let mut items = Vec::new();
         for item in projection {
             match item {
                 SelectItem::UnnamedExpr(expr) => items.push((default_name(expr), expr.clone())),
-                SelectItem::ExprWithAlias { expr, alias } => items.push((ident_name(alias), expr.clone())),
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    items.push((ident_name(alias), expr.clone()))
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => {
                     let alias = match name_parts(name)?.as_slice() {
                         [alias] => alias.clone(),
                         _ => return invalid(format!("unexpected {name}.*")),
                     };
-                    let Some(index) = self.scopes[scope].items.iter().position(|it| it.alias == alias) else {
+                    let Some(index) = self.scopes[scope]
+                        .items
+                        .iter()
+                        .position(|it| it.alias == alias)
+                    else {
                         return invalid(format!("missing FROM-clause entry for {alias}"));
                     };
                     items.extend(self.star(scope, index));
@@ -125,7 +181,9 @@ impl Analyzer<'_> {
                         items.extend(self.star(scope, index));
                     }
                 }
-                SelectItem::QualifiedWildcard(..) => return unsupported(format!("select item {item}")),
+                SelectItem::QualifiedWildcard(..) => {
+                    return unsupported(format!("select item {item}"))
+                }
             }
         }
         Ok(items)
@@ -135,8 +193,13 @@ impl Analyzer<'_> {
     fn star(&self, scope: ScopeId, index: usize) -> Vec<(String, SqlExpr)> {
         let item = &self.scopes[scope].items[index];
         let alias = Ident::with_quote('"', &item.alias);
-        let column = |name: &String| SqlExpr::CompoundIdentifier(vec![alias.clone(), Ident::with_quote('"', name)]);
-        item.names.iter().map(|name| (name.clone(), column(name))).collect()
+        let column = |name: &String| {
+            SqlExpr::CompoundIdentifier(vec![alias.clone(), Ident::with_quote('"', name)])
+        };
+        item.names
+            .iter()
+            .map(|name| (name.clone(), column(name)))
+            .collect()
     }
 }
 
@@ -145,7 +208,12 @@ pub(super) fn default_name(expr: &SqlExpr) -> String {
     match expr {
         SqlExpr::CompoundIdentifier(parts) => parts.last().map_or_else(String::new, ident_name),
         SqlExpr::Identifier(ident) => ident_name(ident),
-        SqlExpr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map_or_else(String::new, ident_name),
+        SqlExpr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map_or_else(String::new, ident_name),
         SqlExpr::Cast { expr, .. } | SqlExpr::Nested(expr) => default_name(strip_nested(expr)),
         SqlExpr::Case { .. } => "case".into(),
         _ => "?column?".into(),
@@ -164,7 +232,10 @@ pub(super) fn check_select(select: &Select) -> Result<()> {
         return unsupported("SELECT INTO");
     }
     let foreign = select.top.is_some()
-        || select.select_modifiers.as_ref().is_some_and(|m| m.is_any_set())
+        || select
+            .select_modifiers
+            .as_ref()
+            .is_some_and(|m| m.is_any_set())
         || select.exclude.is_some()
         || !select.lateral_views.is_empty()
         || select.prewhere.is_some()

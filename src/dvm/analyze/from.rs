@@ -4,7 +4,9 @@
 
 use std::ops::Range;
 
-use sqlparser::ast::{JoinConstraint, JoinOperator, ObjectName, TableAlias, TableFactor, TableWithJoins};
+use sqlparser::ast::{
+    JoinConstraint, JoinOperator, ObjectName, TableAlias, TableFactor, TableWithJoins,
+};
 
 use super::scope::{Item, Layout, Source};
 use super::template::{and_all, as_conjunct, conjuncts, equals, ident_name, name_parts};
@@ -23,7 +25,10 @@ pub(super) enum FromTree {
         on: Vec<Expr>,
     },
     /// Rows of `input` for which every predicate is true (placed by `pushdown.rs`).
-    Filter { input: Box<FromTree>, predicates: Vec<Expr> },
+    Filter {
+        input: Box<FromTree>,
+        predicates: Vec<Expr>,
+    },
 }
 
 impl FromTree {
@@ -64,9 +69,12 @@ impl Analyzer<'_> {
             let side = self.table_with_joins(table)?;
             tree = Some(match tree {
                 None => side.tree,
-                Some(left) => {
-                    FromTree::Join { kind: JoinKind::Inner, left: Box::new(left), right: Box::new(side.tree), on: vec![] }
-                }
+                Some(left) => FromTree::Join {
+                    kind: JoinKind::Inner,
+                    left: Box::new(left),
+                    right: Box::new(side.tree),
+                    on: vec![],
+                },
             });
         }
         tree.ok_or_else(|| AnalyzeError::Unsupported("SELECT without FROM".into()))
@@ -76,7 +84,9 @@ impl Analyzer<'_> {
         let mut left = self.factor(&table.relation)?;
         for join in &table.joins {
             let (kind, constraint) = match &join.join_operator {
-                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => (JoinKind::Inner, c),
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
+                    (JoinKind::Inner, c)
+                }
                 JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
                 JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (JoinKind::Right, c),
                 JoinOperator::FullOuter(_) => return unsupported("FULL JOIN"),
@@ -88,7 +98,13 @@ impl Analyzer<'_> {
         Ok(left)
     }
 
-    fn join(&mut self, left: Side, right: Side, kind: JoinKind, constraint: &JoinConstraint) -> Result<Side> {
+    fn join(
+        &mut self,
+        left: Side,
+        right: Side,
+        kind: JoinKind,
+        constraint: &JoinConstraint,
+    ) -> Result<Side> {
         let mut merged: Vec<(String, usize)> = Vec::new();
         let on = match constraint {
             // An inner join's conjuncts are kept apart, so each can move to where it belongs.
@@ -123,8 +139,17 @@ impl Analyzer<'_> {
                 merged.push((name, sym));
             }
         }
-        let tree = FromTree::Join { kind, left: Box::new(left.tree), right: Box::new(right.tree), on };
-        Ok(Side { tree, items: left.items.start..right.items.end, merged })
+        let tree = FromTree::Join {
+            kind,
+            left: Box::new(left.tree),
+            right: Box::new(right.tree),
+            on,
+        };
+        Ok(Side {
+            tree,
+            items: left.items.start..right.items.end,
+            merged,
+        })
     }
 
     /// The symbol of a USING column on one side: a column merged by an inner USING join, else the
@@ -135,7 +160,11 @@ impl Analyzer<'_> {
         }
         let scope = self.current_scope();
         for item in side.items.clone() {
-            if let Some(col) = self.scopes[scope].items[item].names.iter().position(|n| n == name) {
+            if let Some(col) = self.scopes[scope].items[item]
+                .names
+                .iter()
+                .position(|n| n == name)
+            {
                 return Ok(self.column(scope, item, col));
             }
         }
@@ -144,7 +173,13 @@ impl Analyzer<'_> {
 
     fn factor(&mut self, factor: &TableFactor) -> Result<Side> {
         match factor {
-            TableFactor::Table { name, alias, args, sample, .. } => {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                sample,
+                ..
+            } => {
                 if args.is_some() {
                     return unsupported(format!("table function {name}() in FROM"));
                 }
@@ -154,7 +189,12 @@ impl Analyzer<'_> {
                 let item = self.relation(name, alias.as_ref())?;
                 Ok(self.leaf(item))
             }
-            TableFactor::Derived { lateral, subquery, alias, sample } => {
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                sample,
+            } => {
                 if *lateral {
                     return unsupported("LATERAL subquery");
                 }
@@ -162,17 +202,25 @@ impl Analyzer<'_> {
                     return unsupported("TABLESAMPLE");
                 }
                 let sub = self.query(subquery)?;
-                let alias_name = alias.as_ref().map(|a| ident_name(&a.name)).unwrap_or_default();
+                let alias_name = alias
+                    .as_ref()
+                    .map(|a| ident_name(&a.name))
+                    .unwrap_or_default();
                 let names = renamed(sub.names, alias.as_ref())?;
                 Ok(self.leaf(Item::new(alias_name, names, Source::Node(sub.node))))
             }
-            TableFactor::NestedJoin { table_with_joins, alias } => {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
                 if alias.is_some() {
                     return unsupported("alias on a parenthesised join");
                 }
                 self.table_with_joins(table_with_joins)
             }
-            TableFactor::Function { name, .. } => unsupported(format!("table function {name}() in FROM")),
+            TableFactor::Function { name, .. } => {
+                unsupported(format!("table function {name}() in FROM"))
+            }
             TableFactor::UNNEST { .. } => unsupported("table function unnest() in FROM"),
             other => unsupported(format!("FROM item {other}")),
         }
@@ -183,7 +231,11 @@ impl Analyzer<'_> {
         let items = &mut self.scopes[scope].items;
         items.push(item);
         let n = items.len() - 1;
-        Side { tree: FromTree::Item(n), items: n..n + 1, merged: Vec::new() }
+        Side {
+            tree: FromTree::Item(n),
+            items: n..n + 1,
+            merged: Vec::new(),
+        }
     }
 
     /// A named relation: a CTE in scope (when unqualified), else a table or view from the catalog.
@@ -197,18 +249,45 @@ impl Analyzer<'_> {
         let alias_name = alias.map_or_else(|| relation.clone(), |a| ident_name(&a.name));
         if schema.is_none() {
             if let Some(cte) = self.cte_names.iter().rev().find(|c| c.name == *relation) {
-                let node = Node::CteRef { id: cte.id, arity: cte.columns.len() };
-                return Ok(Item::new(alias_name, renamed(cte.columns.clone(), alias)?, Source::Node(node)));
+                let node = Node::CteRef {
+                    id: cte.id,
+                    arity: cte.columns.len(),
+                };
+                return Ok(Item::new(
+                    alias_name,
+                    renamed(cte.columns.clone(), alias)?,
+                    Source::Node(node),
+                ));
             }
         }
         match self.catalog.relation(schema, relation) {
-            Some(Relation::Table { relid, schema, name, columns }) => {
+            Some(Relation::Table {
+                relid,
+                schema,
+                name,
+                columns,
+            }) => {
                 let names = renamed(columns.clone(), alias)?;
-                Ok(Item::new(alias_name, names, Source::Table { table: TableRef { relid, schema, name }, columns }))
+                Ok(Item::new(
+                    alias_name,
+                    names,
+                    Source::Table {
+                        table: TableRef {
+                            relid,
+                            schema,
+                            name,
+                        },
+                        columns,
+                    },
+                ))
             }
             Some(Relation::View { definition }) => {
                 let view = self.view(&definition)?;
-                Ok(Item::new(alias_name, renamed(view.names, alias)?, Source::Node(view.node)))
+                Ok(Item::new(
+                    alias_name,
+                    renamed(view.names, alias)?,
+                    Source::Node(view.node),
+                ))
             }
             None => invalid(format!("relation {name} does not exist")),
         }
@@ -223,9 +302,16 @@ impl Analyzer<'_> {
             .map(|item| {
                 Some(match item.source {
                     Source::Table { table, columns } => {
-                        let columns =
-                            columns.into_iter().zip(item.used).filter_map(|(c, used)| used.then_some(c)).collect();
-                        Node::Scan { table, columns, types: vec![] }
+                        let columns = columns
+                            .into_iter()
+                            .zip(item.used)
+                            .filter_map(|(c, used)| used.then_some(c))
+                            .collect();
+                        Node::Scan {
+                            table,
+                            columns,
+                            types: vec![],
+                        }
                     }
                     Source::Node(node) => node,
                 })
@@ -234,21 +320,44 @@ impl Analyzer<'_> {
         self.build_tree(tree, layout, &mut leaves)
     }
 
-    fn build_tree(&self, tree: FromTree, layout: &Layout, leaves: &mut [Option<Node>]) -> Result<Node> {
+    fn build_tree(
+        &self,
+        tree: FromTree,
+        layout: &Layout,
+        leaves: &mut [Option<Node>],
+    ) -> Result<Node> {
         match tree {
-            FromTree::Item(i) => leaves[i].take().ok_or_else(|| AnalyzeError::Invalid("FROM item used twice".into())),
-            FromTree::Join { kind, left, right, on } => {
+            FromTree::Item(i) => leaves[i]
+                .take()
+                .ok_or_else(|| AnalyzeError::Invalid("FROM item used twice".into())),
+            FromTree::Join {
+                kind,
+                left,
+                right,
+                on,
+            } => {
                 let start = layout.offset(left.first_item());
                 let left = self.build_tree(*left, layout, leaves)?;
                 let right = self.build_tree(*right, layout, leaves)?;
-                let on = and_all(on).map(|on| self.place_from(&on, layout, start)).transpose()?;
-                Ok(Node::Join { kind, left: Box::new(left), right: Box::new(right), on, null_types: Vec::new() })
+                let on = and_all(on)
+                    .map(|on| self.place_from(&on, layout, start))
+                    .transpose()?;
+                Ok(Node::Join {
+                    kind,
+                    left: Box::new(left),
+                    right: Box::new(right),
+                    on,
+                    null_types: Vec::new(),
+                })
             }
             FromTree::Filter { input, predicates } => {
                 let start = layout.offset(input.first_item());
                 let input = self.build_tree(*input, layout, leaves)?;
                 match and_all(predicates) {
-                    Some(p) => Ok(Node::Filter { input: Box::new(input), predicate: self.place_from(&p, layout, start)? }),
+                    Some(p) => Ok(Node::Filter {
+                        input: Box::new(input),
+                        predicate: self.place_from(&p, layout, start)?,
+                    }),
                     None => Ok(input),
                 }
             }

@@ -16,12 +16,18 @@
 /// a block's own expressions are those at depth 0.
 macro_rules! track_query_depth {
     ($brk:ty) => {
-        fn pre_visit_query(&mut self, _: &mut sqlparser::ast::Query) -> std::ops::ControlFlow<$brk> {
+        fn pre_visit_query(
+            &mut self,
+            _: &mut sqlparser::ast::Query,
+        ) -> std::ops::ControlFlow<$brk> {
             self.depth += 1;
             std::ops::ControlFlow::Continue(())
         }
 
-        fn post_visit_query(&mut self, _: &mut sqlparser::ast::Query) -> std::ops::ControlFlow<$brk> {
+        fn post_visit_query(
+            &mut self,
+            _: &mut sqlparser::ast::Query,
+        ) -> std::ops::ControlFlow<$brk> {
             self.depth -= 1;
             std::ops::ControlFlow::Continue(())
         }
@@ -38,9 +44,9 @@ mod scalar_select;
 mod scope;
 mod subquery;
 mod template;
-mod top_k;
 #[cfg(test)]
 mod tests;
+mod top_k;
 
 use std::fmt;
 
@@ -62,7 +68,12 @@ pub trait Catalog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Relation {
     /// A base table: its OID, schema, name, and ALL its column names in order.
-    Table { relid: u32, schema: String, name: String, columns: Vec<String> },
+    Table {
+        relid: u32,
+        schema: String,
+        name: String,
+        columns: Vec<String>,
+    },
     /// A view: its normalised definition (a SELECT in the same normalised style), to be analysed in place
     /// as if it were a subquery in FROM with that alias.
     View { definition: String },
@@ -80,7 +91,9 @@ pub enum AnalyzeError {
 impl fmt::Display for AnalyzeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AnalyzeError::Unsupported(what) => write!(f, "{what} is not supported in a stream table's query"),
+            AnalyzeError::Unsupported(what) => {
+                write!(f, "{what} is not supported in a stream table's query")
+            }
             AnalyzeError::Invalid(why) => write!(f, "invalid defining query: {why}"),
         }
     }
@@ -104,10 +117,22 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
     let top_k = top_k::take(&mut query)?;
     let mut analyzer = Analyzer::new(catalog);
     let top = analyzer.query(&query)?;
-    if let Some(key) = top_k.iter().flat_map(|t| &t.order).find(|k| k.column >= top.names.len()) {
-        return Err(AnalyzeError::Invalid(format!("ORDER BY position {} is not in the select list", key.column + 1)));
+    if let Some(key) = top_k
+        .iter()
+        .flat_map(|t| &t.order)
+        .find(|k| k.column >= top.names.len())
+    {
+        return Err(AnalyzeError::Invalid(format!(
+            "ORDER BY position {} is not in the select list",
+            key.column + 1
+        )));
     }
-    Ok(OpTree { root: top.node, ctes: analyzer.ctes, output_names: top.names, top_k })
+    Ok(OpTree {
+        root: top.node,
+        ctes: analyzer.ctes,
+        output_names: top.names,
+        top_k,
+    })
 }
 
 /// Parses one SELECT (a view's definition or the defining query).
@@ -118,8 +143,8 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
     }
     // The parser's default recursion limit (50) also bounds how deep every later recursion (the
     // visitor, Display, this analyzer) goes: deeper input could overflow a backend's stack.
-    let statements =
-        Parser::parse_sql(&PostgreSqlDialect {}, sql.trim().trim_end_matches(';')).map_err(|e| match e {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql.trim().trim_end_matches(';'))
+        .map_err(|e| match e {
             ParserError::RecursionLimitExceeded => {
                 AnalyzeError::Unsupported("expressions or subqueries nested too deeply".into())
             }

@@ -50,7 +50,8 @@ struct Placed {
 impl Placed {
     /// Whether this conjunct is a condition of the join of inputs `i..=k` with `k+1..=j`.
     fn joins(&self, i: usize, k: usize, j: usize) -> bool {
-        self.span.is_some_and(|(lo, hi)| i <= lo && hi <= j && lo <= k && k < hi)
+        self.span
+            .is_some_and(|(lo, hi)| i <= lo && hi <= j && lo <= k && k < hi)
     }
 }
 
@@ -61,7 +62,12 @@ impl Analyzer<'_> {
     /// Places the WHERE conjuncts of block `scope` into its FROM tree. Returns the tree and the
     /// conjuncts that stay above it (constants, and anything that reads something other than the
     /// block's own columns).
-    pub(super) fn push_down(&self, tree: FromTree, filters: Vec<Expr>, scope: ScopeId) -> (FromTree, Vec<Expr>) {
+    pub(super) fn push_down(
+        &self,
+        tree: FromTree,
+        filters: Vec<Expr>,
+        scope: ScopeId,
+    ) -> (FromTree, Vec<Expr>) {
         let mut preds = Vec::new();
         let mut above = Vec::new();
         for expr in filters {
@@ -90,11 +96,27 @@ impl Analyzer<'_> {
     /// `tree` with `preds` (which read only its items) placed as low as they may go.
     fn sink(&self, tree: FromTree, preds: Vec<Pred>, scope: ScopeId) -> FromTree {
         match tree {
-            FromTree::Join { kind: JoinKind::Inner, .. } => self.cluster(tree, preds, scope),
-            FromTree::Join { kind, left, right, on } => {
+            FromTree::Join {
+                kind: JoinKind::Inner,
+                ..
+            } => self.cluster(tree, preds, scope),
+            FromTree::Join {
+                kind,
+                left,
+                right,
+                on,
+            } => {
                 let left = Box::new(self.sink(*left, vec![], scope));
                 let right = Box::new(self.sink(*right, vec![], scope));
-                filtered(FromTree::Join { kind, left, right, on }, preds)
+                filtered(
+                    FromTree::Join {
+                        kind,
+                        left,
+                        right,
+                        on,
+                    },
+                    preds,
+                )
             }
             tree => filtered(tree, preds),
         }
@@ -120,12 +142,16 @@ impl Analyzer<'_> {
         for pred in on.chain(outer) {
             let span: Option<Vec<usize>> = pred.items.iter().map(|&item| input_of(item)).collect();
             match span.as_deref() {
-                Some([first, .., last]) if first != last => {
-                    placed.push(Placed { expr: pred.expr, span: Some((*first, *last)) })
-                }
+                Some([first, .., last]) if first != last => placed.push(Placed {
+                    expr: pred.expr,
+                    span: Some((*first, *last)),
+                }),
                 Some([only, ..]) => singles[*only].push(pred),
                 // A constant, or a reference outside the cluster (PostgreSQL would have refused it).
-                _ => placed.push(Placed { expr: pred.expr, span: None }),
+                _ => placed.push(Placed {
+                    expr: pred.expr,
+                    span: None,
+                }),
             }
         }
         let mut inputs: Vec<Option<FromTree>> = inputs
@@ -150,7 +176,12 @@ impl Analyzer<'_> {
         let mut root = build(0, n - 1, &splits, &mut inputs, &placed);
         // Constants stay on the cluster's top join.
         if let FromTree::Join { on, .. } = &mut root {
-            on.extend(placed.into_iter().filter(|p| p.span.is_none()).map(|p| p.expr));
+            on.extend(
+                placed
+                    .into_iter()
+                    .filter(|p| p.span.is_none())
+                    .map(|p| p.expr),
+            );
         }
         root
     }
@@ -161,15 +192,28 @@ fn filtered(tree: FromTree, preds: Vec<Pred>) -> FromTree {
     if preds.is_empty() {
         tree
     } else {
-        FromTree::Filter { input: Box::new(tree), predicates: preds.into_iter().map(|p| p.expr).collect() }
+        FromTree::Filter {
+            input: Box::new(tree),
+            predicates: preds.into_iter().map(|p| p.expr).collect(),
+        }
     }
 }
 
 /// Collects a cluster's inputs in order, its inner joins' ON conjuncts, and its written bracketing.
 /// Returns the range of inputs under `tree`.
-fn flatten(tree: FromTree, inputs: &mut Vec<FromTree>, on: &mut Vec<Expr>, splits: &mut Splits) -> (usize, usize) {
+fn flatten(
+    tree: FromTree,
+    inputs: &mut Vec<FromTree>,
+    on: &mut Vec<Expr>,
+    splits: &mut Splits,
+) -> (usize, usize) {
     match tree {
-        FromTree::Join { kind: JoinKind::Inner, left, right, on: conjuncts } => {
+        FromTree::Join {
+            kind: JoinKind::Inner,
+            left,
+            right,
+            on: conjuncts,
+        } => {
             let (i, k) = flatten(*left, inputs, on, splits);
             let (_, j) = flatten(*right, inputs, on, splits);
             on.extend(conjuncts);
@@ -202,7 +246,9 @@ fn fewest_cross_joins(n: usize, placed: &[Placed]) -> (usize, Splits) {
             let j = i + len - 1;
             let mut best = usize::MAX;
             for k in (i..j).rev() {
-                let c = cost[i][k] + cost[k + 1][j] + usize::from(!placed.iter().any(|p| p.joins(i, k, j)));
+                let c = cost[i][k]
+                    + cost[k + 1][j]
+                    + usize::from(!placed.iter().any(|p| p.joins(i, k, j)));
                 if c < best {
                     best = c;
                     splits.insert((i, j), k);
@@ -215,13 +261,28 @@ fn fewest_cross_joins(n: usize, placed: &[Placed]) -> (usize, Splits) {
 }
 
 /// The join tree of inputs `i..=j`, each join with the conjuncts whose inputs it is the first to cover.
-fn build(i: usize, j: usize, splits: &Splits, inputs: &mut [Option<FromTree>], placed: &[Placed]) -> FromTree {
+fn build(
+    i: usize,
+    j: usize,
+    splits: &Splits,
+    inputs: &mut [Option<FromTree>],
+    placed: &[Placed],
+) -> FromTree {
     if i == j {
         return inputs[i].take().expect("each input is placed once");
     }
     let k = splits[&(i, j)];
     let left = Box::new(build(i, k, splits, inputs, placed));
     let right = Box::new(build(k + 1, j, splits, inputs, placed));
-    let on = placed.iter().filter(|p| p.joins(i, k, j)).map(|p| p.expr.clone()).collect();
-    FromTree::Join { kind: JoinKind::Inner, left, right, on }
+    let on = placed
+        .iter()
+        .filter(|p| p.joins(i, k, j))
+        .map(|p| p.expr.clone())
+        .collect();
+    FromTree::Join {
+        kind: JoinKind::Inner,
+        left,
+        right,
+        on,
+    }
 }

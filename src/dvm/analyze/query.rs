@@ -28,7 +28,11 @@ impl Analyzer<'_> {
             let body = self.query(&cte.query)?;
             let columns = renamed(body.names, Some(&cte.alias))?;
             self.ctes.push(body.node);
-            self.cte_names.push(CteName { name: ident_name(&cte.alias.name), id: self.ctes.len() - 1, columns });
+            self.cte_names.push(CteName {
+                name: ident_name(&cte.alias.name),
+                id: self.ctes.len() - 1,
+                columns,
+            });
         }
         Ok(())
     }
@@ -37,7 +41,12 @@ impl Analyzer<'_> {
         match body {
             SetExpr::Select(select) => self.select(select),
             SetExpr::Query(query) => self.query(query),
-            SetExpr::SetOperation { op, set_quantifier, left, right } => {
+            SetExpr::SetOperation {
+                op,
+                set_quantifier,
+                left,
+                right,
+            } => {
                 let distinct = match (op, set_quantifier) {
                     (SetOperator::Union, SetQuantifier::All) => false,
                     (SetOperator::Union, SetQuantifier::None | SetQuantifier::Distinct) => true,
@@ -54,8 +63,17 @@ impl Analyzer<'_> {
                 let mut inputs = union_inputs(left.node, distinct);
                 inputs.extend(union_inputs(right.node, distinct));
                 let union = Node::UnionAll { inputs };
-                let node = if distinct { Node::Distinct { input: Box::new(union) } } else { union };
-                Ok(Analyzed { node, names: left.names })
+                let node = if distinct {
+                    Node::Distinct {
+                        input: Box::new(union),
+                    }
+                } else {
+                    union
+                };
+                Ok(Analyzed {
+                    node,
+                    names: left.names,
+                })
             }
             SetExpr::Values(_) => unsupported("VALUES list"),
             SetExpr::Table(_) => unsupported("TABLE command"),
@@ -81,10 +99,12 @@ fn union_inputs(node: Node, distinct: bool) -> Vec<Node> {
 /// does not change a table's contents, so it is ignored.
 pub(super) fn check_query(query: &Query) -> Result<()> {
     match &query.limit_clause {
-        Some(LimitClause::LimitOffset { limit: Some(_), .. } | LimitClause::OffsetCommaLimit { .. }) => {
-            return unsupported("LIMIT")
-        }
-        Some(LimitClause::LimitOffset { offset: Some(_), .. }) => return unsupported("OFFSET without LIMIT"),
+        Some(
+            LimitClause::LimitOffset { limit: Some(_), .. } | LimitClause::OffsetCommaLimit { .. },
+        ) => return unsupported("LIMIT"),
+        Some(LimitClause::LimitOffset {
+            offset: Some(_), ..
+        }) => return unsupported("OFFSET without LIMIT"),
         _ => {}
     }
     match &query.fetch {

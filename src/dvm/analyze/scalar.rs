@@ -21,8 +21,8 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor, UnaryOperator,
-    Visit, VisitMut, Visitor, VisitorMut,
+    BinaryOperator, Expr as SqlExpr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr,
+    TableFactor, UnaryOperator, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use super::template::{conjuncts, function_name, ident_name, strip_nested};
@@ -45,7 +45,10 @@ pub(super) struct Grouped {
 impl Grouped {
     /// The grouped form's column aliases: `k1..kn` for the keys, `v` for the value.
     pub fn columns(&self) -> Vec<String> {
-        (1..=self.outer.len()).map(|i| format!("k{i}")).chain(["v".to_string()]).collect()
+        (1..=self.outer.len())
+            .map(|i| format!("k{i}"))
+            .chain(["v".to_string()])
+            .collect()
     }
 }
 
@@ -98,12 +101,21 @@ pub(super) fn column(alias: &str, name: &str) -> SqlExpr {
 pub(super) fn is_comparison(op: &BinaryOperator) -> bool {
     matches!(
         op,
-        BinaryOperator::Eq | BinaryOperator::NotEq | BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
     )
 }
 
 pub(super) fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
-    parts.into_iter().reduce(|l, r| SqlExpr::BinaryOp { left: Box::new(l), op: BinaryOperator::And, right: Box::new(r) })
+    parts.into_iter().reduce(|l, r| SqlExpr::BinaryOp {
+        left: Box::new(l),
+        op: BinaryOperator::And,
+        right: Box::new(r),
+    })
 }
 
 /// Whether a subquery refers to columns of an enclosing query (qualified by an alias it does not define).
@@ -130,7 +142,9 @@ impl Visitor for Names {
                 let own = own.or_else(|| name.0.last().and_then(|p| p.as_ident()).map(ident_name));
                 self.defined.extend(own);
             }
-            TableFactor::Derived { alias: Some(alias), .. } => {
+            TableFactor::Derived {
+                alias: Some(alias), ..
+            } => {
                 self.defined.insert(ident_name(&alias.name));
             }
             _ => {}
@@ -186,7 +200,10 @@ impl Analyzer<'_> {
     /// it has none.
     pub(super) fn hoist_scalar_subqueries(&self, select: &Select) -> Result<Option<Box<Select>>> {
         let subquery = |e: &SqlExpr| matches!(e, SqlExpr::Subquery(_));
-        let has_any = select.selection.as_ref().is_some_and(|e| has_own(e, subquery))
+        let has_any = select
+            .selection
+            .as_ref()
+            .is_some_and(|e| has_own(e, subquery))
             || select.projection.iter().any(|item| has_own(item, subquery))
             || select.having.as_ref().is_some_and(|e| has_own(e, subquery));
         if !has_any {
@@ -195,7 +212,11 @@ impl Analyzer<'_> {
         // Boxed: `select` recurses through views and subqueries, and a Select is large.
         let mut out = Box::new(select.clone());
         let decorrelated = self.decorrelate_comparisons(&mut out)?;
-        let mut hoist = Hoist { depth: 0, next: decorrelated, found: Vec::new() };
+        let mut hoist = Hoist {
+            depth: 0,
+            next: decorrelated,
+            found: Vec::new(),
+        };
         if let Some(selection) = out.selection.as_mut() {
             let _ = selection.visit(&mut hoist);
         }
@@ -206,7 +227,8 @@ impl Analyzer<'_> {
         if let Some(having) = out.having.as_mut() {
             let _ = having.visit(&mut hoist);
         }
-        let aggregates = out.having.is_some() || out.projection.iter().any(|item| self.calls_aggregate(item));
+        let aggregates =
+            out.having.is_some() || out.projection.iter().any(|item| self.calls_aggregate(item));
         let mut grouped_keys = match &mut out.group_by {
             GroupByExpr::Expressions(keys, modifiers) if modifiers.is_empty() => Some(keys),
             GroupByExpr::Expressions(..) => None,
@@ -214,12 +236,16 @@ impl Analyzer<'_> {
         };
         let global_aggregate = aggregates && grouped_keys.as_ref().is_some_and(|k| k.is_empty());
         if global_aggregate && hoist.found.len() > in_where {
-            return unsupported("scalar subquery in the SELECT list or HAVING of an aggregate without GROUP BY");
+            return unsupported(
+                "scalar subquery in the SELECT list or HAVING of an aggregate without GROUP BY",
+            );
         }
         for (n, (name, query)) in hoist.found.iter().enumerate() {
             self.check_one_row(query)?;
             let derived = parse(&format!("SELECT 1 FROM ({query}) AS \"{name}\"(v)"))?;
-            let SetExpr::Select(wrapper) = *derived.body else { return invalid("scalar subquery wrapper") };
+            let SetExpr::Select(wrapper) = *derived.body else {
+                return invalid("scalar subquery wrapper");
+            };
             out.from.extend(wrapper.from);
             if n >= in_where {
                 if let Some(keys) = grouped_keys.as_mut().filter(|k| !k.is_empty()) {
@@ -233,7 +259,9 @@ impl Analyzer<'_> {
     /// Reads the correlated scalar subqueries compared in top-level WHERE conjuncts of `select` as joins
     /// with their grouped form (see the module comment); returns how many.
     fn decorrelate_comparisons(&self, select: &mut Select) -> Result<usize> {
-        let Some(selection) = select.selection.take() else { return Ok(0) };
+        let Some(selection) = select.selection.take() else {
+            return Ok(0);
+        };
         let mut kept = Vec::new();
         let mut joined = 0;
         for conjunct in conjuncts(&selection) {
@@ -241,7 +269,9 @@ impl Analyzer<'_> {
             if let SqlExpr::BinaryOp { left, op, right } = strip_nested_mut(&mut conjunct) {
                 let comparison = is_comparison(op);
                 for side in [left, right] {
-                    let SqlExpr::Subquery(query) = strip_nested(side) else { continue };
+                    let SqlExpr::Subquery(query) = strip_nested(side) else {
+                        continue;
+                    };
                     if !comparison || !reads_outer(query) {
                         continue;
                     }
@@ -268,14 +298,26 @@ impl Analyzer<'_> {
 
     /// The FROM item `(SELECT keys, value FROM ... WHERE <own conditions> GROUP BY keys) AS name(k1.., v)`
     /// for a correlated scalar subquery compared in WHERE, and the outer expressions its keys must equal.
-    fn grouped_form(&self, query: &Query, name: &str) -> Result<(sqlparser::ast::TableWithJoins, Vec<SqlExpr>)> {
+    fn grouped_form(
+        &self,
+        query: &Query,
+        name: &str,
+    ) -> Result<(sqlparser::ast::TableWithJoins, Vec<SqlExpr>)> {
         let grouped = self.grouped_subquery(query)?;
         if !self.null_over_no_rows(&grouped.value) {
             return unsupported("correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)");
         }
-        let derived = parse(&format!("SELECT 1 FROM ({}) AS \"{name}\"({})", grouped.query, grouped.columns().join(", ")))?;
-        let SetExpr::Select(wrapper) = *derived.body else { return invalid("scalar subquery wrapper") };
-        let Some(item) = wrapper.from.into_iter().next() else { return invalid("scalar subquery wrapper") };
+        let derived = parse(&format!(
+            "SELECT 1 FROM ({}) AS \"{name}\"({})",
+            grouped.query,
+            grouped.columns().join(", ")
+        ))?;
+        let SetExpr::Select(wrapper) = *derived.body else {
+            return invalid("scalar subquery wrapper");
+        };
+        let Some(item) = wrapper.from.into_iter().next() else {
+            return invalid("scalar subquery wrapper");
+        };
         Ok((item, grouped.outer))
     }
 
@@ -283,7 +325,9 @@ impl Analyzer<'_> {
     /// GROUP BY, correlated by equalities only.
     pub(super) fn grouped_subquery(&self, query: &Query) -> Result<Grouped> {
         let refuse = |why: &str| unsupported(format!("correlated scalar subquery {why}"));
-        let SetExpr::Select(select) = &*query.body else { return refuse("that is not a single SELECT") };
+        let SetExpr::Select(select) = &*query.body else {
+            return refuse("that is not a single SELECT");
+        };
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
         if !ungrouped || select.having.is_some() || select.projection.len() != 1 {
             return refuse("other than one aggregate without GROUP BY");
@@ -304,11 +348,17 @@ impl Analyzer<'_> {
                 local.push(conjunct.clone());
                 continue;
             }
-            let SqlExpr::BinaryOp { left, op: BinaryOperator::Eq, right } = strip_nested(conjunct) else {
+            let SqlExpr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } = strip_nested(conjunct)
+            else {
                 return refuse("with a correlation other than an equality");
             };
             let own_side = |e: &SqlExpr| !qualifiers(e).is_empty() && inner(e);
-            let outside = |e: &SqlExpr| !qualifiers(e).is_empty() && qualifiers(e).is_disjoint(&own.defined);
+            let outside =
+                |e: &SqlExpr| !qualifiers(e).is_empty() && qualifiers(e).is_disjoint(&own.defined);
             let (k, o) = if own_side(left) && outside(right) {
                 (left, right)
             } else if own_side(right) && outside(left) {
@@ -323,18 +373,31 @@ impl Analyzer<'_> {
             return refuse("whose value reads the enclosing query");
         }
         let mut grouped = query.clone();
-        let SetExpr::Select(body) = grouped.body.as_mut() else { return invalid("scalar subquery body") };
-        body.projection = keys.iter().cloned().chain([value.clone()]).map(SelectItem::UnnamedExpr).collect();
+        let SetExpr::Select(body) = grouped.body.as_mut() else {
+            return invalid("scalar subquery body");
+        };
+        body.projection = keys
+            .iter()
+            .cloned()
+            .chain([value.clone()])
+            .map(SelectItem::UnnamedExpr)
+            .collect();
         body.selection = and_all(local);
         body.group_by = GroupByExpr::Expressions(keys, vec![]);
-        Ok(Grouped { query: grouped, outer, value })
+        Ok(Grouped {
+            query: grouped,
+            outer,
+            value,
+        })
     }
 
     /// Whether an expression is NULL when its aggregates see no rows: aggregates other than count,
     /// combined by arithmetic and casts (strict, so a NULL operand makes a NULL result).
     pub(super) fn null_over_no_rows(&self, expr: &SqlExpr) -> bool {
         match strip_nested(expr) {
-            e @ SqlExpr::Function(f) if self.is_aggregate_call(e) => function_name(f).rsplit('.').next() != Some("count"),
+            e @ SqlExpr::Function(f) if self.is_aggregate_call(e) => {
+                function_name(f).rsplit('.').next() != Some("count")
+            }
             SqlExpr::BinaryOp { left, op, right }
                 if matches!(
                     op,
@@ -347,7 +410,10 @@ impl Analyzer<'_> {
             {
                 self.null_over_no_rows(left) || self.null_over_no_rows(right)
             }
-            SqlExpr::UnaryOp { op: UnaryOperator::Minus | UnaryOperator::Plus, expr } => self.null_over_no_rows(expr),
+            SqlExpr::UnaryOp {
+                op: UnaryOperator::Minus | UnaryOperator::Plus,
+                expr,
+            } => self.null_over_no_rows(expr),
             SqlExpr::Cast { expr, .. } => self.null_over_no_rows(expr),
             _ => false,
         }
@@ -363,7 +429,10 @@ impl Analyzer<'_> {
                 matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
                     && select.having.is_none()
                     && select.projection.len() == 1
-                    && select.projection.iter().all(|item| self.calls_aggregate(item))
+                    && select
+                        .projection
+                        .iter()
+                        .all(|item| self.calls_aggregate(item))
             }
             _ => false,
         };

@@ -20,7 +20,10 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Distinct, Expr as SqlExpr, GroupByExpr, Ident, Select, SelectItem, SetExpr, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    Distinct, Expr as SqlExpr, GroupByExpr, Ident, Select, SelectItem, SetExpr, VisitMut,
+    VisitorMut,
+};
 
 use super::block::default_name;
 use super::scalar::{and_all, column, has_own, is_comparison, reads_outer, Grouped};
@@ -43,26 +46,57 @@ impl Analyzer<'_> {
     /// (see the module comment), or None when it has none.
     pub(super) fn decorrelate_select_list(&self, select: &Select) -> Result<Option<Box<Select>>> {
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
-        let grouped = !ungrouped || select.having.is_some() || select.projection.iter().any(|item| self.calls_aggregate(item));
+        let grouped = !ungrouped
+            || select.having.is_some()
+            || select
+                .projection
+                .iter()
+                .any(|item| self.calls_aggregate(item));
         // WHERE conditions the inner join of scalar.rs cannot read move above the left joins (not in a
         // grouped block: they filter before grouping).
         let (mut kept, mut lifted) = (Vec::new(), Vec::new());
         for conjunct in select.selection.iter().flat_map(|w| conjuncts(w)) {
             // An EXISTS or IN beside it stays: its correlation reads the block's own tables.
-            let semi = |e: &SqlExpr| matches!(e, SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. });
-            let lift = !grouped && has_own(conjunct, correlated) && !has_own(conjunct, semi) && !self.inner_joinable(conjunct);
+            let semi =
+                |e: &SqlExpr| matches!(e, SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. });
+            let lift = !grouped
+                && has_own(conjunct, correlated)
+                && !has_own(conjunct, semi)
+                && !self.inner_joinable(conjunct);
             if lift { &mut lifted } else { &mut kept }.push(conjunct.clone());
         }
-        let in_having = select.having.as_ref().is_some_and(|h| has_own(h, correlated));
-        if lifted.is_empty() && !in_having && !select.projection.iter().any(|item| has_own(item, correlated)) {
+        let in_having = select
+            .having
+            .as_ref()
+            .is_some_and(|h| has_own(h, correlated));
+        if lifted.is_empty()
+            && !in_having
+            && !select
+                .projection
+                .iter()
+                .any(|item| has_own(item, correlated))
+        {
             return Ok(None);
         }
-        let mut joins = Joins { analyzer: self, depth: 0, in_aggregate: 0, found: Vec::new() };
+        let mut joins = Joins {
+            analyzer: self,
+            depth: 0,
+            in_aggregate: 0,
+            found: Vec::new(),
+        };
         let keys = match &select.group_by {
-            GroupByExpr::Expressions(keys, _) => keys.iter().map(|k| strip_nested(k).clone()).collect(),
+            GroupByExpr::Expressions(keys, _) => {
+                keys.iter().map(|k| strip_nested(k).clone()).collect()
+            }
             GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
         };
-        let mut outer = OuterColumns { analyzer: self, grouped, keys, depth: 0, read: Vec::new() };
+        let mut outer = OuterColumns {
+            analyzer: self,
+            grouped,
+            keys,
+            depth: 0,
+            read: Vec::new(),
+        };
         let mut rewrite = |expr: &mut SqlExpr| -> Result<()> {
             if let ControlFlow::Break(e) = expr.visit(&mut joins) {
                 return Err(e);
@@ -75,7 +109,11 @@ impl Analyzer<'_> {
             let (mut expr, name) = match item {
                 SelectItem::UnnamedExpr(e) => (e.clone(), default_name(e)),
                 SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), ident_name(alias)),
-                other => return unsupported(format!("select item {other} beside a correlated scalar subquery")),
+                other => {
+                    return unsupported(format!(
+                        "select item {other} beside a correlated scalar subquery"
+                    ))
+                }
             };
             rewrite(&mut expr)?;
             items.push(format!("{expr} AS {}", Ident::with_quote('"', name)));
@@ -91,7 +129,13 @@ impl Analyzer<'_> {
         inner.having = None;
         inner.selection = and_all(kept);
         let keys = joins.found.iter().flat_map(|(_, g)| g.outer.iter());
-        inner.projection = outer.read.iter().cloned().chain(keys.cloned()).map(SelectItem::UnnamedExpr).collect();
+        inner.projection = outer
+            .read
+            .iter()
+            .cloned()
+            .chain(keys.cloned())
+            .map(SelectItem::UnnamedExpr)
+            .collect();
         let read = outer.read.len();
         let mut columns: Vec<String> = (1..=read).map(|i| format!("c{i}")).collect();
         let mut from = String::new();
@@ -99,7 +143,10 @@ impl Analyzer<'_> {
             let on: Vec<String> = (1..=grouped.outer.len())
                 .map(|k| {
                     columns.push(format!("o{}", columns.len() - read + 1));
-                    format!("\"{name}\".k{k} = \"{OUTER}\".{}", columns.last().expect("just pushed"))
+                    format!(
+                        "\"{name}\".k{k} = \"{OUTER}\".{}",
+                        columns.last().expect("just pushed")
+                    )
                 })
                 .collect();
             from.push_str(&format!(
@@ -109,27 +156,41 @@ impl Analyzer<'_> {
                 on.join(" AND ")
             ));
         }
-        let distinct = if matches!(select.distinct, Some(Distinct::Distinct)) { "DISTINCT " } else { "" };
-        let filter = and_all(filter).map(|f| format!(" WHERE {f}")).unwrap_or_default();
+        let distinct = if matches!(select.distinct, Some(Distinct::Distinct)) {
+            "DISTINCT "
+        } else {
+            ""
+        };
+        let filter = and_all(filter)
+            .map(|f| format!(" WHERE {f}"))
+            .unwrap_or_default();
         let sql = format!(
             "SELECT {distinct}{} FROM ({inner}) AS \"{OUTER}\"({}){from}{filter}",
             items.join(", "),
             columns.join(", ")
         );
         let query = parse(&sql)?;
-        let SetExpr::Select(rewritten) = *query.body else { return invalid("SELECT list decorrelation") };
+        let SetExpr::Select(rewritten) = *query.body else {
+            return invalid("SELECT list decorrelation");
+        };
         Ok(Some(rewritten))
     }
 
     /// Whether scalar.rs reads this WHERE condition as an inner join: a comparison whose correlated
     /// operands are scalar subqueries NULL over no rows.
     fn inner_joinable(&self, conjunct: &SqlExpr) -> bool {
-        let SqlExpr::BinaryOp { left, op, right } = strip_nested(conjunct) else { return false };
+        let SqlExpr::BinaryOp { left, op, right } = strip_nested(conjunct) else {
+            return false;
+        };
         is_comparison(op)
-            && [left, right].into_iter().all(|side| match strip_nested(side) {
-                SqlExpr::Subquery(q) if reads_outer(q) => self.grouped_subquery(q).is_ok_and(|g| self.null_over_no_rows(&g.value)),
-                other => !has_own(other, correlated),
-            })
+            && [left, right]
+                .into_iter()
+                .all(|side| match strip_nested(side) {
+                    SqlExpr::Subquery(q) if reads_outer(q) => self
+                        .grouped_subquery(q)
+                        .is_ok_and(|g| self.null_over_no_rows(&g.value)),
+                    other => !has_own(other, correlated),
+                })
     }
 
     /// What an outer row without a group reads instead of `grouped`'s value `v`.
@@ -175,12 +236,16 @@ impl VisitorMut for Joins<'_, '_> {
             self.in_aggregate += 1;
             return ControlFlow::Continue(());
         }
-        let SqlExpr::Subquery(query) = expr else { return ControlFlow::Continue(()) };
+        let SqlExpr::Subquery(query) = expr else {
+            return ControlFlow::Continue(());
+        };
         if !reads_outer(query) {
             return ControlFlow::Continue(());
         }
         if self.in_aggregate > 0 {
-            return ControlFlow::Break(AnalyzeError::Unsupported("correlated scalar subquery inside an aggregate's argument".into()));
+            return ControlFlow::Break(AnalyzeError::Unsupported(
+                "correlated scalar subquery inside an aggregate's argument".into(),
+            ));
         }
         let name = format!("{SCALAR}{}", self.found.len() + 1);
         let replaced = self
@@ -225,8 +290,13 @@ impl VisitorMut for OuterColumns<'_, '_> {
     fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
         let read = match &*expr {
             SqlExpr::Identifier(_) => true,
-            SqlExpr::CompoundIdentifier(parts) => !parts.first().is_some_and(|p| p.value.starts_with(SCALAR)),
-            e => self.grouped && (self.analyzer.is_aggregate_call(e) || self.keys.contains(strip_nested(e))),
+            SqlExpr::CompoundIdentifier(parts) => {
+                !parts.first().is_some_and(|p| p.value.starts_with(SCALAR))
+            }
+            e => {
+                self.grouped
+                    && (self.analyzer.is_aggregate_call(e) || self.keys.contains(strip_nested(e)))
+            }
         };
         if self.depth == 0 && read {
             let at = match self.read.iter().position(|r| r == expr) {

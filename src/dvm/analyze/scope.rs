@@ -15,7 +15,10 @@ pub(super) type ScopeId = usize;
 /// Where a FROM item's rows come from.
 pub(super) enum Source {
     /// A base table, with all its columns; the scan will read only the used ones.
-    Table { table: TableRef, columns: Vec<String> },
+    Table {
+        table: TableRef,
+        columns: Vec<String>,
+    },
     /// Anything already analysed: a subquery, a view, a CTE reference. All its columns are output.
     Node(Node),
 }
@@ -31,7 +34,12 @@ pub(super) struct Item {
 impl Item {
     pub fn new(alias: String, names: Vec<String>, source: Source) -> Item {
         let used = vec![false; names.len()];
-        Item { alias, names, source, used }
+        Item {
+            alias,
+            names,
+            source,
+            used,
+        }
     }
 }
 
@@ -111,7 +119,11 @@ impl Layout {
                     .collect()
             })
             .collect();
-        Layout { scope: scope_id, positions, arity: next }
+        Layout {
+            scope: scope_id,
+            positions,
+            arity: next,
+        }
     }
 
     /// The position of a column of this block, if the symbol is one.
@@ -124,7 +136,10 @@ impl Layout {
 
     /// Where an item's columns start.
     pub fn offset(&self, item: usize) -> usize {
-        self.positions[..item].iter().map(|cols| cols.iter().flatten().count()).sum()
+        self.positions[..item]
+            .iter()
+            .map(|cols| cols.iter().flatten().count())
+            .sum()
     }
 }
 
@@ -145,7 +160,10 @@ impl Analyzer<'_> {
 
     /// The innermost block's scope.
     pub(super) fn current_scope(&self) -> ScopeId {
-        self.frames.last().expect("column references are resolved inside a block").scope
+        self.frames
+            .last()
+            .expect("column references are resolved inside a block")
+            .scope
     }
 
     /// Resolves `alias.column`, innermost block first, into a symbol id.
@@ -153,7 +171,9 @@ impl Analyzer<'_> {
         let innermost_correlated = self.frames.last().is_some_and(|f| f.correlated);
         for (depth, frame) in self.frames.iter().rev().enumerate() {
             let scope = &self.scopes[frame.scope];
-            let Some(item) = scope.items.iter().position(|it| it.alias == alias) else { continue };
+            let Some(item) = scope.items.iter().position(|it| it.alias == alias) else {
+                continue;
+            };
             let Some(col) = scope.items[item].names.iter().position(|n| n == column) else {
                 return invalid(format!("column {alias}.{column} does not exist"));
             };
@@ -174,7 +194,9 @@ impl Analyzer<'_> {
             }
             return Ok(self.column(frame.scope, item, col));
         }
-        invalid(format!("missing FROM-clause entry for {alias} (in {alias}.{column})"))
+        invalid(format!(
+            "missing FROM-clause entry for {alias} (in {alias}.{column})"
+        ))
     }
 
     /// Renders an expression evaluated over the current block's FROM output; `context` names where
@@ -192,7 +214,9 @@ impl Analyzer<'_> {
     pub(super) fn column_ref(&mut self, expr: &SqlExpr) -> Result<Option<usize>> {
         match expr {
             SqlExpr::CompoundIdentifier(parts) => match parts.as_slice() {
-                [alias, column] => self.resolve(&ident_name(alias), &ident_name(column)).map(Some),
+                [alias, column] => self
+                    .resolve(&ident_name(alias), &ident_name(column))
+                    .map(Some),
                 _ => invalid(format!("unexpected column reference {expr}")),
             },
             _ => Ok(None),
@@ -207,7 +231,9 @@ impl Analyzer<'_> {
 
     /// Whether an expression reads a column of a block other than `scope` (a correlated reference).
     pub(super) fn is_correlated(&self, expr: &Expr, scope: ScopeId) -> bool {
-        expr.columns().into_iter().any(|n| matches!(self.syms.get(n), Sym::Col { scope: s, .. } if s != scope))
+        expr.columns()
+            .into_iter()
+            .any(|n| matches!(self.syms.get(n), Sym::Col { scope: s, .. } if s != scope))
     }
 
     /// Replaces each symbol by the position `place` gives it. A symbol it does not know is a
@@ -219,7 +245,8 @@ impl Analyzer<'_> {
             .map(|part| match part {
                 ExprPart::Col(n) => place(self.syms.get(*n)).map(ExprPart::Col).ok_or_else(|| {
                     AnalyzeError::Unsupported(
-                        "correlated reference outside the WHERE clause of an EXISTS/IN subquery".into(),
+                        "correlated reference outside the WHERE clause of an EXISTS/IN subquery"
+                            .into(),
                     )
                 }),
                 sql => Ok(sql.clone()),

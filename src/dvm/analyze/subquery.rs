@@ -20,8 +20,15 @@ use crate::dvm::optree::{Expr, ExprPart, Node};
 
 /// How a WHERE conjunct is handled.
 pub(super) enum Conjunct<'a> {
-    Exists { query: &'a Query, anti: bool },
-    In { lhs: &'a SqlExpr, query: &'a Query, negated: bool },
+    Exists {
+        query: &'a Query,
+        anti: bool,
+    },
+    In {
+        lhs: &'a SqlExpr,
+        query: &'a Query,
+        negated: bool,
+    },
     Plain(&'a SqlExpr),
 }
 
@@ -35,11 +42,36 @@ pub(super) struct Semi {
 
 pub(super) fn classify(expr: &SqlExpr) -> Result<Conjunct<'_>> {
     match strip_nested(expr) {
-        SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: *negated }),
-        SqlExpr::InSubquery { expr: lhs, subquery, negated } => Ok(Conjunct::In { lhs, query: subquery, negated: *negated }),
-        SqlExpr::UnaryOp { op: UnaryOperator::Not, expr: inner } => match strip_nested(inner) {
-            SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists { query: subquery, anti: !negated }),
-            SqlExpr::InSubquery { expr: lhs, subquery, negated } => Ok(Conjunct::In { lhs, query: subquery, negated: !negated }),
+        SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists {
+            query: subquery,
+            anti: *negated,
+        }),
+        SqlExpr::InSubquery {
+            expr: lhs,
+            subquery,
+            negated,
+        } => Ok(Conjunct::In {
+            lhs,
+            query: subquery,
+            negated: *negated,
+        }),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr: inner,
+        } => match strip_nested(inner) {
+            SqlExpr::Exists { subquery, negated } => Ok(Conjunct::Exists {
+                query: subquery,
+                anti: !negated,
+            }),
+            SqlExpr::InSubquery {
+                expr: lhs,
+                subquery,
+                negated,
+            } => Ok(Conjunct::In {
+                lhs,
+                query: subquery,
+                negated: !negated,
+            }),
             _ => Ok(Conjunct::Plain(expr)),
         },
         _ => Ok(Conjunct::Plain(expr)),
@@ -85,12 +117,20 @@ impl Membership {
 impl Analyzer<'_> {
     /// The semi-join for `EXISTS (query)` (no `lhs`), `lhs IN (query)` or, as an anti-join,
     /// `lhs NOT IN (query)`.
-    pub(super) fn semi(&mut self, query: &Query, lhs: Option<&SqlExpr>, membership: Membership, anti: bool) -> Result<Semi> {
+    pub(super) fn semi(
+        &mut self,
+        query: &Query,
+        lhs: Option<&SqlExpr>,
+        membership: Membership,
+        anti: bool,
+    ) -> Result<Semi> {
         let anti = membership.anti(anti);
         let lhs = match lhs.map(strip_nested) {
-            Some(SqlExpr::Tuple(row)) => {
-                Some(row.iter().map(|e| self.render(e, IN_CONTEXT)).collect::<Result<Vec<_>>>()?)
-            }
+            Some(SqlExpr::Tuple(row)) => Some(
+                row.iter()
+                    .map(|e| self.render(e, IN_CONTEXT))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
             Some(lhs) => Some(vec![self.render(lhs, IN_CONTEXT)?]),
             None => None,
         };
@@ -106,29 +146,49 @@ impl Analyzer<'_> {
                     return invalid("IN subquery with the wrong number of columns");
                 }
                 let right = (0..lhs.len()).map(|n| Expr::col(self.syms.id(Sym::Right(n))));
-                and_all(lhs.into_iter().zip(right).map(|(l, r)| membership.compare(l, r)).collect())
+                and_all(
+                    lhs.into_iter()
+                        .zip(right)
+                        .map(|(l, r)| membership.compare(l, r))
+                        .collect(),
+                )
             }
             None => None,
         };
-        Ok(Semi { anti, right: sub.node, on: on.unwrap_or_else(|| Expr::sql("true")) })
+        Ok(Semi {
+            anti,
+            right: sub.node,
+            on: on.unwrap_or_else(|| Expr::sql("true")),
+        })
     }
 
     /// The subquery's SELECT if it is a single block with nothing but FROM and WHERE.
     fn plain_select<'q>(&self, query: &'q Query) -> Option<&'q Select> {
-        let SetExpr::Select(select) = &*query.body else { return None };
+        let SetExpr::Select(select) = &*query.body else {
+            return None;
+        };
         let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
         let plain = query.with.is_none()
             && ungrouped
             && select.having.is_none()
             && select.distinct.is_none()
             && select.named_window.is_empty()
-            && !select.projection.iter().any(|item| self.item_has_aggregate(item));
+            && !select
+                .projection
+                .iter()
+                .any(|item| self.item_has_aggregate(item));
         plain.then_some(&**select)
     }
 
     /// The right side is the subquery's FROM under its own WHERE conjuncts, so correlated conjuncts
     /// can read any of its columns; for IN, the select-list expressions are inlined into `on`.
-    fn plain_semi(&mut self, select: &Select, lhs: Option<Vec<Expr>>, membership: Membership, anti: bool) -> Result<Semi> {
+    fn plain_semi(
+        &mut self,
+        select: &Select,
+        lhs: Option<Vec<Expr>>,
+        membership: Membership,
+        anti: bool,
+    ) -> Result<Semi> {
         let hoisted = self.hoist_scalar_subqueries(select)?;
         let select = hoisted.as_deref().unwrap_or(select);
         check_select(select)?;
@@ -142,13 +202,19 @@ impl Analyzer<'_> {
                     return invalid("IN subquery with the wrong number of columns");
                 }
                 for (l, (_, e)) in lhs.into_iter().zip(&items) {
-                    on.push(membership.compare(l, an.render(e, "the SELECT list of an IN subquery")?));
+                    on.push(
+                        membership.compare(l, an.render(e, "the SELECT list of an IN subquery")?),
+                    );
                 }
             }
             let layout = Layout::new(scope, &an.scopes[scope]);
             let right = an.build_input(from, filter, &layout)?;
             let on = on.iter().map(|e| an.to_right_side(e, &layout)).collect();
-            Ok(Semi { anti, right, on: and_all(on).unwrap_or_else(|| Expr::sql("true")) })
+            Ok(Semi {
+                anti,
+                right,
+                on: and_all(on).unwrap_or_else(|| Expr::sql("true")),
+            })
         })
     }
 

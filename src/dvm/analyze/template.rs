@@ -6,8 +6,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    VisitMut, VisitorMut,
+    BinaryOperator, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    Ident, ObjectName, VisitMut, VisitorMut,
 };
 
 use super::{invalid, unsupported, AnalyzeError, Result};
@@ -56,8 +56,12 @@ fn split(text: &str) -> Result<Expr> {
             parts.push(ExprPart::Sql(rest[..open].to_string()));
         }
         let marker = &rest[open + MARK_OPEN.len_utf8()..];
-        let Some(close) = marker.find(MARK_CLOSE) else { return invalid("unterminated column marker") };
-        let Ok(n) = marker[..close].parse() else { return invalid("malformed column marker") };
+        let Some(close) = marker.find(MARK_CLOSE) else {
+            return invalid("unterminated column marker");
+        };
+        let Ok(n) = marker[..close].parse() else {
+            return invalid("malformed column marker");
+        };
         parts.push(ExprPart::Col(n));
         rest = &marker[close + MARK_CLOSE.len_utf8()..];
     }
@@ -81,7 +85,13 @@ pub(super) fn concat(pieces: impl IntoIterator<Item = Expr>) -> Expr {
 
 /// `(left = right)`.
 pub(super) fn equals(left: Expr, right: Expr) -> Expr {
-    concat([Expr::sql("("), left, Expr::sql(" = "), right, Expr::sql(")")])
+    concat([
+        Expr::sql("("),
+        left,
+        Expr::sql(" = "),
+        right,
+        Expr::sql(")"),
+    ])
 }
 
 /// The conjunction of predicates (each already parenthesised as PostgreSQL prints it), if any.
@@ -121,7 +131,11 @@ pub(super) fn strip_nested(mut expr: &SqlExpr) -> &SqlExpr {
 /// The top-level AND conjuncts of a predicate, each as written (with its parentheses).
 pub(super) fn conjuncts(expr: &SqlExpr) -> Vec<&SqlExpr> {
     match strip_nested(expr) {
-        SqlExpr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             let mut all = conjuncts(left);
             all.extend(conjuncts(right));
             all
@@ -223,8 +237,9 @@ fn check_function(function: &Function, context: &str) -> Result<()> {
         FunctionArguments::Subquery(_) => unsupported(format!("subquery in {context}")),
         FunctionArguments::List(list) => {
             for arg in &list.args {
-                let (FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } | FunctionArg::Unnamed(arg)) =
-                    arg;
+                let (FunctionArg::Named { arg, .. }
+                | FunctionArg::ExprNamed { arg, .. }
+                | FunctionArg::Unnamed(arg)) = arg;
                 if let FunctionArgExpr::QualifiedWildcard(row) = arg {
                     return unsupported(format!("whole-row reference {row}.*"));
                 }

@@ -2,7 +2,9 @@
 //! as a [`TopK`] over the query's output columns (maintained by `dvm::top_k`). LIMIT anywhere else,
 //! OFFSET without LIMIT and `FETCH ... WITH TIES` stay refused by `query::check_query`.
 
-use sqlparser::ast::{Expr as SqlExpr, LimitClause, OrderByKind, Query, SelectItem, SetExpr, Value};
+use sqlparser::ast::{
+    Expr as SqlExpr, LimitClause, OrderByKind, Query, SelectItem, SetExpr, Value,
+};
 
 use super::{invalid, unsupported, Result};
 use crate::dvm::optree::{SortKey, TopK};
@@ -11,13 +13,20 @@ use crate::dvm::optree::{SortKey, TopK};
 /// the query has no LIMIT. ORDER BY items must be output columns: written as positions (as
 /// PostgreSQL prints them for set operations) or as a SELECT-list expression.
 pub(super) fn take(query: &mut Query) -> Result<Option<TopK>> {
-    let Some(LimitClause::LimitOffset { limit: Some(limit), offset, limit_by }) = &query.limit_clause else {
+    let Some(LimitClause::LimitOffset {
+        limit: Some(limit),
+        offset,
+        limit_by,
+    }) = &query.limit_clause
+    else {
         return Ok(None);
     };
     if !limit_by.is_empty() {
         return invalid("LIMIT BY is not PostgreSQL");
     }
-    let Some(limit) = constant_count(limit) else { return unsupported("LIMIT with a value other than a constant number") };
+    let Some(limit) = constant_count(limit) else {
+        return unsupported("LIMIT with a value other than a constant number");
+    };
     let offset = match offset {
         None => 0,
         Some(offset) => match constant_count(&offset.value) {
@@ -47,11 +56,19 @@ pub(super) fn take(query: &mut Query) -> Result<Option<TopK>> {
                 item.expr
             ));
         };
-        order.push(SortKey { column, descending: item.options.asc == Some(false), nulls_first: item.options.nulls_first });
+        order.push(SortKey {
+            column,
+            descending: item.options.asc == Some(false),
+            nulls_first: item.options.nulls_first,
+        });
     }
     query.order_by = None;
     query.limit_clause = None;
-    Ok(Some(TopK { order, limit, offset }))
+    Ok(Some(TopK {
+        order,
+        limit,
+        offset,
+    }))
 }
 
 /// A non-negative integer constant (`LIMIT 10`, `OFFSET 0`).
@@ -75,7 +92,9 @@ fn output_position(expr: &SqlExpr, projection: Option<&Vec<SelectItem>>) -> Opti
     }
     let wanted = unnested(expr).to_string();
     projection?.iter().position(|item| match item {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => unnested(e).to_string() == wanted,
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            unnested(e).to_string() == wanted
+        }
         _ => false,
     })
 }

@@ -29,7 +29,10 @@
 //! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
 
 use super::context::{DiffContext, GroupLookup};
-use super::rules::{hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans, W};
+use super::rules::{
+    hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans,
+    W,
+};
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree};
 use crate::dvm::sql::{quote_ident, QualifiedName};
@@ -97,7 +100,9 @@ fn maintainable(call: &AggCall) -> bool {
         AggFunc::Sum | AggFunc::Avg => sum_type(&call.arg_type).is_some(),
         // A collation other than the default would order differently from the stored column.
         AggFunc::Min | AggFunc::Max => {
-            !call.less_than.is_empty() && !call.arg_type.is_empty() && !call.arg_type.contains(" COLLATE ")
+            !call.less_than.is_empty()
+                && !call.arg_type.is_empty()
+                && !call.arg_type.contains(" COLLATE ")
         }
         AggFunc::Other => false,
     }
@@ -110,13 +115,26 @@ impl<'t> AggregateState<'t> {
         if tree.top_k.is_some() {
             return None;
         }
-        let Node::Project { input, exprs } = &tree.root else { return None };
-        let Node::Aggregate { input, group_by, aggregates, calls, key_types, key_eq } = input.as_ref() else { return None };
+        let Node::Project { input, exprs } = &tree.root else {
+            return None;
+        };
+        let Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            calls,
+            key_types,
+            key_eq,
+        } = input.as_ref()
+        else {
+            return None;
+        };
         if calls.len() != aggregates.len() || !calls.iter().all(maintainable) {
             return None;
         }
-        let key_visible: Vec<Option<usize>> =
-            (0..group_by.len()).map(|i| exprs.iter().position(|e| *e == Expr::col(i))).collect();
+        let key_visible: Vec<Option<usize>> = (0..group_by.len())
+            .map(|i| exprs.iter().position(|e| *e == Expr::col(i)))
+            .collect();
         // The extension records no key types when a key cannot be hashed (the group identity).
         if key_types.len() != group_by.len() {
             return None;
@@ -124,7 +142,16 @@ impl<'t> AggregateState<'t> {
         let mut all = calls.clone();
         all.extend(calls.iter().filter(|c| tracks_scale(c)).map(largest_scale));
         let query_calls = calls.len();
-        Some(AggregateState { input, keys: group_by, calls: all, key_types, key_eq, exprs, key_visible, query_calls })
+        Some(AggregateState {
+            input,
+            keys: group_by,
+            calls: all,
+            key_types,
+            key_eq,
+            exprs,
+            key_visible,
+            query_calls,
+        })
     }
 
     /// Hidden state columns (name, SQL type), in storage order after the visible columns.
@@ -139,9 +166,14 @@ impl<'t> AggregateState<'t> {
         out.push((COUNT.into(), "bigint".into()));
         for (j, call) in self.calls.iter().enumerate() {
             match call.func {
-                AggFunc::CountStar | AggFunc::Count => out.push((format!("__pgt_a{j}"), "bigint".into())),
+                AggFunc::CountStar | AggFunc::Count => {
+                    out.push((format!("__pgt_a{j}"), "bigint".into()))
+                }
                 AggFunc::Sum | AggFunc::Avg => {
-                    out.push((format!("__pgt_a{j}"), sum_type(&call.arg_type).unwrap_or("numeric").into()));
+                    out.push((
+                        format!("__pgt_a{j}"),
+                        sum_type(&call.arg_type).unwrap_or("numeric").into(),
+                    ));
                     out.push((format!("__pgt_n{j}"), "bigint".into()));
                 }
                 AggFunc::Min | AggFunc::Max => {
@@ -159,7 +191,14 @@ impl<'t> AggregateState<'t> {
         if self.keys.is_empty() {
             return String::new();
         }
-        format!("PARTITION BY {}", self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect::<Vec<_>>().join(", "))
+        format!(
+            "PARTITION BY {}",
+            self.keys
+                .iter()
+                .map(|k| k.render(&|c| format!("{a}.c{c}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 
     /// What a worker needs to evaluate the aggregate's input locally (`dvm::offload`): the input,
@@ -169,7 +208,9 @@ impl<'t> AggregateState<'t> {
     }
 
     fn has_extrema(&self) -> bool {
-        self.calls.iter().any(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
+        self.calls
+            .iter()
+            .any(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
     }
 
     /// The storage payload: `visible` (names and types) then the hidden state; identity = the keys.
@@ -190,7 +231,11 @@ impl<'t> AggregateState<'t> {
                 })
             })
             .collect();
-        Payload { columns, types, identity }
+        Payload {
+            columns,
+            types,
+            identity,
+        }
     }
 
     /// State names, in `hidden_columns` order minus the hidden keys: `count`, then per call `a{j}`
@@ -225,9 +270,15 @@ impl<'t> AggregateState<'t> {
                     out.push(format!("pg_catalog.count({arg}){f} AS s_n{j}"));
                 }
                 AggFunc::Min | AggFunc::Max => {
-                    out.push(format!("pg_catalog.{}({arg}){f} AS s_a{j}", extremum(call.func)));
+                    out.push(format!(
+                        "pg_catalog.{}({arg}){f} AS s_a{j}",
+                        extremum(call.func)
+                    ));
                     out.push(if extrema {
-                        let tie = format!("{arg} IS NOT NULL AND {}", same(&arg, &format!("{a}.m{j}"), &call.less_than));
+                        let tie = format!(
+                            "{arg} IS NOT NULL AND {}",
+                            same(&arg, &format!("{a}.m{j}"), &call.less_than)
+                        );
                         format!("pg_catalog.count(*){} AS s_n{j}", filter(call, Some(tie)))
                     } else {
                         format!("NULL::bigint AS s_n{j}")
@@ -249,8 +300,15 @@ impl<'t> AggregateState<'t> {
             .enumerate()
             .filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max))
             .map(|(j, c)| {
-                let f = c.filter.as_ref().map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
-                format!("pg_catalog.{}({}){f} OVER ({partition}) AS m{j}", extremum(c.func), c.arg.as_ref().map(r).unwrap_or_default())
+                let f = c
+                    .filter
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
+                format!(
+                    "pg_catalog.{}({}){f} OVER ({partition}) AS m{j}",
+                    extremum(c.func),
+                    c.arg.as_ref().map(r).unwrap_or_default()
+                )
             })
             .collect();
         if windows.is_empty() {
@@ -276,20 +334,41 @@ impl<'t> AggregateState<'t> {
             }
         };
         let mut out: Vec<String> = self.exprs.iter().map(|e| e.render(&value)).collect();
-        out.extend(self.key_visible.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(i, _)| format!("{z}.k{i}")));
-        out.extend(self.state_names().iter().map(|s| format!("{z}.{prefix}{s}")));
-        out.into_iter().zip(types).map(|(e, t)| format!("({e})::{t}")).collect()
+        out.extend(
+            self.key_visible
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_none())
+                .map(|(i, _)| format!("{z}.k{i}")),
+        );
+        out.extend(
+            self.state_names()
+                .iter()
+                .map(|s| format!("{z}.{prefix}{s}")),
+        );
+        out.into_iter()
+            .zip(types)
+            .map(|(e, t)| format!("({e})::{t}"))
+            .collect()
     }
 
     fn key_items(&self, a: &str) -> Vec<String> {
-        self.keys.iter().enumerate().map(|(i, k)| format!("{} AS k{i}", k.render(&|c| format!("{a}.c{c}")))).collect()
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS k{i}", k.render(&|c| format!("{a}.c{c}"))))
+            .collect()
     }
 
     fn group_by(&self, a: &str) -> String {
         if self.keys.is_empty() {
             return String::new();
         }
-        let keys: Vec<String> = self.keys.iter().map(|k| k.render(&|c| format!("{a}.c{c}"))).collect();
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| k.render(&|c| format!("{a}.c{c}")))
+            .collect();
         format!(" GROUP BY {}", keys.join(", "))
     }
 
@@ -298,10 +377,18 @@ impl<'t> AggregateState<'t> {
         let mut ctx = DiffContext::default();
         let input = new_sql(tree, self.input, &mut ctx)?;
         let payload = self.payload_from_state("s", "s_", types);
-        let named: Vec<String> = payload.iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect();
+        let named: Vec<String> = payload
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} AS c{i}"))
+            .collect();
         let states = if self.calls.len() == self.query_calls {
             let items = [self.key_items("a"), self.state_aggregates("a", false)].concat();
-            format!("SELECT {} FROM ({input}) AS a{}", items.join(", "), self.group_by("a"))
+            format!(
+                "SELECT {} FROM ({input}) AS a{}",
+                items.join(", "),
+                self.group_by("a")
+            )
         } else {
             self.states_counting_largest_scales(&input)
         };
@@ -317,27 +404,51 @@ impl<'t> AggregateState<'t> {
         let r = |e: &Expr| over(e, "a");
         let filter = |c: &AggCall, extra: Option<String>| filter_clause(c, "a", extra);
         let keys: Vec<String> = (0..self.keys.len()).map(|i| format!("k{i}")).collect();
-        let mut group_by: Vec<String> = self.keys.iter().map(|k| k.render(&|c| format!("a.c{c}"))).collect();
-        let mut partial = [self.key_items("a"), vec!["pg_catalog.count(*) AS p_count".to_string()]].concat();
+        let mut group_by: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| k.render(&|c| format!("a.c{c}")))
+            .collect();
+        let mut partial = [
+            self.key_items("a"),
+            vec!["pg_catalog.count(*) AS p_count".to_string()],
+        ]
+        .concat();
         let mut windows = Vec::new();
         let mut total: Vec<String> = keys.iter().map(|k| format!("w.{k} AS {k}")).collect();
         total.push("COALESCE(pg_catalog.sum(w.p_count), 0)::bigint AS s_count".into());
-        let partition = keys.iter().map(|k| format!("i.{k}")).collect::<Vec<_>>().join(", ");
-        let partition = if partition.is_empty() { String::new() } else { format!("PARTITION BY {partition}") };
+        let partition = keys
+            .iter()
+            .map(|k| format!("i.{k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let partition = if partition.is_empty() {
+            String::new()
+        } else {
+            format!("PARTITION BY {partition}")
+        };
         for (j, call) in self.calls.iter().enumerate() {
             let arg = call.arg.as_ref().map(r).unwrap_or_default();
             let f = filter(call, None);
             match call.func {
                 AggFunc::CountStar | AggFunc::Count => {
-                    let counted = if call.func == AggFunc::CountStar { "*".to_string() } else { arg };
+                    let counted = if call.func == AggFunc::CountStar {
+                        "*".to_string()
+                    } else {
+                        arg
+                    };
                     partial.push(format!("pg_catalog.count({counted}){f} AS p_a{j}"));
-                    total.push(format!("COALESCE(pg_catalog.sum(w.p_a{j}), 0)::bigint AS s_a{j}"));
+                    total.push(format!(
+                        "COALESCE(pg_catalog.sum(w.p_a{j}), 0)::bigint AS s_a{j}"
+                    ));
                 }
                 AggFunc::Sum | AggFunc::Avg => {
                     partial.push(format!("pg_catalog.sum({arg}){f} AS p_a{j}"));
                     partial.push(format!("pg_catalog.count({arg}){f} AS p_n{j}"));
                     total.push(format!("pg_catalog.sum(w.p_a{j}) AS s_a{j}"));
-                    total.push(format!("COALESCE(pg_catalog.sum(w.p_n{j}), 0)::bigint AS s_n{j}"));
+                    total.push(format!(
+                        "COALESCE(pg_catalog.sum(w.p_n{j}), 0)::bigint AS s_n{j}"
+                    ));
                 }
                 AggFunc::Min | AggFunc::Max if j < self.query_calls => {
                     let agg = extremum(call.func);
@@ -349,8 +460,13 @@ impl<'t> AggregateState<'t> {
                     // A hidden largest scale: `arg` is scale(x), one more partial grouping key.
                     group_by.push(arg.clone());
                     partial.push(format!("pg_catalog.max({arg}){f} AS p_a{j}"));
-                    partial.push(format!("pg_catalog.count(*){} AS p_n{j}", filter(call, Some(format!("{arg} IS NOT NULL")))));
-                    windows.push(format!("pg_catalog.max(i.p_a{j}) OVER ({partition}) AS m{j}"));
+                    partial.push(format!(
+                        "pg_catalog.count(*){} AS p_n{j}",
+                        filter(call, Some(format!("{arg} IS NOT NULL")))
+                    ));
+                    windows.push(format!(
+                        "pg_catalog.max(i.p_a{j}) OVER ({partition}) AS m{j}"
+                    ));
                     total.push(format!("pg_catalog.max(w.p_a{j}) AS s_a{j}"));
                     total.push(format!("COALESCE(pg_catalog.sum(w.p_n{j}) FILTER (WHERE w.p_a{j} = w.m{j}), 0)::bigint AS s_n{j}"));
                 }
@@ -360,7 +476,13 @@ impl<'t> AggregateState<'t> {
         let outer_group = if keys.is_empty() {
             String::new()
         } else {
-            format!(" GROUP BY {}", keys.iter().map(|k| format!("w.{k}")).collect::<Vec<_>>().join(", "))
+            format!(
+                " GROUP BY {}",
+                keys.iter()
+                    .map(|k| format!("w.{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         format!(
             "SELECT {} FROM (SELECT i.*, {} FROM (SELECT {} FROM ({input}) AS a GROUP BY {}) AS i) AS w{outer_group}",
@@ -379,8 +501,10 @@ impl<'t> AggregateState<'t> {
         // value inserted and deleted in one batch must not look like a new extremum), and a join
         // is cheaper probed with the consolidated rows (pairs from UPDATEs of other columns cancel).
         let raw = !self.has_extrema() && reads_rows_directly(self.input);
-        let dinput = with_raw_scans(ctx, raw, |ctx| hoisted_delta(tree, self.input, ctx, "dagg_"))?
-            .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+        let dinput = with_raw_scans(ctx, raw, |ctx| {
+            hoisted_delta(tree, self.input, ctx, "dagg_")
+        })?
+        .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
 
         // Δ per touched group. MIN/MAX also count the inserted and deleted copies of the least
         // (greatest) inserted and deleted values, read off a window over the delta.
@@ -390,14 +514,26 @@ impl<'t> AggregateState<'t> {
             let r = |e: &Expr| over(e, &d);
             let partition = self.partition_by(&d);
             let mut windows = Vec::new();
-            for (j, c) in self.calls.iter().enumerate().filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max)) {
+            for (j, c) in self
+                .calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max))
+            {
                 let agg = extremum(c.func);
                 let arg = c.arg.as_ref().map(r).unwrap_or_default();
-                let f = c.filter.as_ref().map_or(String::new(), |f| format!(" AND {}", r(f)));
+                let f = c
+                    .filter
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" AND {}", r(f)));
                 windows.push(format!("pg_catalog.{agg}({arg}) FILTER (WHERE {d}.{W} > 0{f}) OVER ({partition}) AS wi{j}"));
                 windows.push(format!("pg_catalog.{agg}({arg}) FILTER (WHERE {d}.{W} < 0{f}) OVER ({partition}) AS wd{j}"));
             }
-            hoist(ctx, "awin_", format!("SELECT {d}.*, {} FROM {dinput} AS {d}", windows.join(", ")))
+            hoist(
+                ctx,
+                "awin_",
+                format!("SELECT {d}.*, {} FROM {dinput} AS {d}", windows.join(", ")),
+            )
         } else {
             dinput
         };
@@ -411,26 +547,51 @@ impl<'t> AggregateState<'t> {
                 if !extra.is_empty() {
                     parts.push(extra.to_string());
                 }
-                if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
+                if parts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" FILTER (WHERE {})", parts.join(" AND "))
+                }
             };
             let arg = call.arg.as_ref().map(r).unwrap_or_default();
             match call.func {
-                AggFunc::CountStar => deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}", when(""))),
-                AggFunc::Count => {
-                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}", when(&format!("{arg} IS NOT NULL"))))
-                }
+                AggFunc::CountStar => deltas.push(format!(
+                    "COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}",
+                    when("")
+                )),
+                AggFunc::Count => deltas.push(format!(
+                    "COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS da{j}",
+                    when(&format!("{arg} IS NOT NULL"))
+                )),
                 AggFunc::Sum | AggFunc::Avg => {
                     let st = sum_type(&call.arg_type).unwrap_or("numeric");
-                    deltas.push(format!("(pg_catalog.sum({w}::{st} * {arg}::{st}){})::{st} AS da{j}", when("")));
-                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dn{j}", when(&format!("{arg} IS NOT NULL"))));
+                    deltas.push(format!(
+                        "(pg_catalog.sum({w}::{st} * {arg}::{st}){})::{st} AS da{j}",
+                        when("")
+                    ));
+                    deltas.push(format!(
+                        "COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dn{j}",
+                        when(&format!("{arg} IS NOT NULL"))
+                    ));
                 }
                 AggFunc::Min | AggFunc::Max => {
                     let lt = &call.less_than;
-                    let tie = |win: &str| format!("{arg} IS NOT NULL AND {}", same(&arg, &format!("{d}.{win}{j}"), lt));
+                    let tie = |win: &str| {
+                        format!(
+                            "{arg} IS NOT NULL AND {}",
+                            same(&arg, &format!("{d}.{win}{j}"), lt)
+                        )
+                    };
                     deltas.push(format!("pg_catalog.min({d}.wi{j}) AS di{j}"));
                     deltas.push(format!("pg_catalog.min({d}.wd{j}) AS dd{j}"));
-                    deltas.push(format!("COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dic{j}", when(&format!("{w} > 0 AND {}", tie("wi")))));
-                    deltas.push(format!("COALESCE(pg_catalog.sum(-{w}){}, 0)::bigint AS ddc{j}", when(&format!("{w} < 0 AND {}", tie("wd")))));
+                    deltas.push(format!(
+                        "COALESCE(pg_catalog.sum({w}){}, 0)::bigint AS dic{j}",
+                        when(&format!("{w} > 0 AND {}", tie("wi")))
+                    ));
+                    deltas.push(format!(
+                        "COALESCE(pg_catalog.sum(-{w}){}, 0)::bigint AS ddc{j}",
+                        when(&format!("{w} < 0 AND {}", tie("wd")))
+                    ));
                 }
                 AggFunc::Other => {}
             }
@@ -438,14 +599,24 @@ impl<'t> AggregateState<'t> {
         Ok(hoist(
             ctx,
             "astate_",
-            format!("SELECT {} FROM {dinput} AS {d}{}", [self.key_items(&d), deltas].concat().join(", "), self.group_by(&d)),
+            format!(
+                "SELECT {} FROM {dinput} AS {d}{}",
+                [self.key_items(&d), deltas].concat().join(", "),
+                self.group_by(&d)
+            ),
         ))
     }
 
     /// The grouped delta of the stream table, reading the touched groups' stored state from
     /// `storage`: one row per group that changed, with its new payload (`c0..`), the stored row it
     /// replaces ([`OLD_ROW`]) and whether it still exists ([`KEEP`]). See `apply::grouped_plan`.
-    pub fn delta_query(&self, tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<String> {
+    pub fn delta_query(
+        &self,
+        tree: &OpTree,
+        storage: &QualifiedName,
+        payload: &Payload,
+        ctx: &mut DiffContext,
+    ) -> PgtResult<String> {
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
         // An external worker may have computed Δ per group already (`dvm::offload`).
@@ -463,17 +634,30 @@ impl<'t> AggregateState<'t> {
                 return String::new();
             }
             let stored: Vec<String> = key_positions.iter().map(|p| stored(*p)).collect();
-            let wanted: Vec<String> = (0..key_positions.len()).map(|i| format!("{s}.k{i}")).collect();
+            let wanted: Vec<String> = (0..key_positions.len())
+                .map(|i| format!("{s}.k{i}"))
+                .collect();
             format!(" AND {}", same_keys(&stored, &wanted))
         };
         // The same hash the apply computes over the payload's key columns: same values, same types.
         let lookup_id = hash_values(&k.iter().map(|k| format!("{s}.{k}")).collect::<Vec<_>>());
-        let old_items: Vec<String> =
-            payload.columns.iter().enumerate().map(|(p, c)| format!("{t}.{} AS o{p}", quote_ident(c))).collect();
+        let old_items: Vec<String> = payload
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(p, c)| format!("{t}.{} AS o{p}", quote_ident(c)))
+            .collect();
         let storage_q = storage.quoted();
         let old_name = |state: &str| -> String {
-            let col = if state == "count" { COUNT.to_string() } else { format!("__pgt_{state}") };
-            format!("o{}", payload.columns.iter().position(|c| *c == col).unwrap_or(0))
+            let col = if state == "count" {
+                COUNT.to_string()
+            } else {
+                format!("__pgt_{state}")
+            };
+            format!(
+                "o{}",
+                payload.columns.iter().position(|c| *c == col).unwrap_or(0)
+            )
         };
         let stored = format!("true AS o_e, {t}.ctid AS o_ctid, {}", old_items.join(", "));
         let joined = match ctx.opt.group_lookup {
@@ -493,12 +677,17 @@ impl<'t> AggregateState<'t> {
         // New state by arithmetic, and whether the group must be recomputed instead.
         let j_ = ctx.alias("j");
         let old = |state: &str| format!("{j_}.{}", old_name(state));
-        let mut new_state = vec![format!("COALESCE({}, 0) + {j_}.dcount AS n_count", old("count"))];
+        let mut new_state = vec![format!(
+            "COALESCE({}, 0) + {j_}.dcount AS n_count",
+            old("count")
+        )];
         let mut rescan = Vec::new();
         for (j, call) in self.calls.iter().enumerate() {
             let (oa, a) = (old(&format!("a{j}")), format!("a{j}"));
             match call.func {
-                AggFunc::CountStar | AggFunc::Count => new_state.push(format!("COALESCE({oa}, 0) + {j_}.da{j} AS n_{a}")),
+                AggFunc::CountStar | AggFunc::Count => {
+                    new_state.push(format!("COALESCE({oa}, 0) + {j_}.da{j} AS n_{a}"))
+                }
                 AggFunc::Sum | AggFunc::Avg => {
                     let on = old(&format!("n{j}"));
                     new_state.push(format!(
@@ -516,16 +705,41 @@ impl<'t> AggregateState<'t> {
                 AggFunc::Min | AggFunc::Max => {
                     let lt = &call.less_than;
                     let on = old(&format!("n{j}"));
-                    let (di, dd, dic, ddc) = (format!("{j_}.di{j}"), format!("{j_}.dd{j}"), format!("{j_}.dic{j}"), format!("{j_}.ddc{j}"));
+                    let (di, dd, dic, ddc) = (
+                        format!("{j_}.di{j}"),
+                        format!("{j_}.dd{j}"),
+                        format!("{j_}.dic{j}"),
+                        format!("{j_}.ddc{j}"),
+                    );
                     // `better(x, y)`: x lies beyond y (below for MIN, above for MAX).
-                    let better = |x: &str, y: &str| if call.func == AggFunc::Min { format!("{x} {lt} {y}") } else { format!("{y} {lt} {x}") };
-                    let new_best = format!("({di} IS NOT NULL AND ({oa} IS NULL OR {}))", better(&di, &oa));
-                    let lost = format!("CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END", same(&dd, &oa, lt));
-                    let gained = format!("CASE WHEN {di} IS NOT NULL AND {} THEN {dic} ELSE 0 END", same(&di, &oa, lt));
+                    let better = |x: &str, y: &str| {
+                        if call.func == AggFunc::Min {
+                            format!("{x} {lt} {y}")
+                        } else {
+                            format!("{y} {lt} {x}")
+                        }
+                    };
+                    let new_best = format!(
+                        "({di} IS NOT NULL AND ({oa} IS NULL OR {}))",
+                        better(&di, &oa)
+                    );
+                    let lost = format!(
+                        "CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END",
+                        same(&dd, &oa, lt)
+                    );
+                    let gained = format!(
+                        "CASE WHEN {di} IS NOT NULL AND {} THEN {dic} ELSE 0 END",
+                        same(&di, &oa, lt)
+                    );
                     // Copies of an inserted new extremum that the same batch deleted again (a join's
                     // delta cancels rows that way; a new group's rows may come and go in one batch).
-                    let undone = format!("CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END", same(&dd, &di, lt));
-                    new_state.push(format!("CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"));
+                    let undone = format!(
+                        "CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END",
+                        same(&dd, &di, lt)
+                    );
+                    new_state.push(format!(
+                        "CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"
+                    ));
                     new_state.push(format!(
                         "CASE WHEN {new_best} THEN {dic} - ({undone}) WHEN {oa} IS NULL THEN 0 ELSE {on} - ({lost}) + ({gained}) END AS n_n{j}"
                     ));
@@ -539,7 +753,8 @@ impl<'t> AggregateState<'t> {
                         "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
                     );
                     // Maintained MIN/MAX have the default collation (`maintainable`): their texts print as they compare.
-                    let plain = super::rules::equal_values_print_equal(&call.arg_type) || super::rules::is_text(&call.arg_type);
+                    let plain = super::rules::equal_values_print_equal(&call.arg_type)
+                        || super::rules::is_text(&call.arg_type);
                     if !plain {
                         // Which equal copy the stored value printed as is unknown: a deleted copy of
                         // the extremum (stored or new) may have been it.
@@ -567,7 +782,11 @@ impl<'t> AggregateState<'t> {
         let rescan_flag = match (rescan.is_empty(), groups) {
             (true, _) => "false".to_string(),
             (false, 0) => rescan.join(" OR "),
-            (false, _) => format!("COALESCE({}, 0) + {j_}.dcount > 0 AND ({})", old("count"), rescan.join(" OR ")),
+            (false, _) => format!(
+                "COALESCE({}, 0) + {j_}.dcount > 0 AND ({})",
+                old("count"),
+                rescan.join(" OR ")
+            ),
         };
         let rescan_flag = if ctx.cdc.staged.is_some() && !rescan.is_empty() {
             // A worker's batch was cut at its own snapshot; a recompute here would read the sources at
@@ -579,13 +798,23 @@ impl<'t> AggregateState<'t> {
         } else {
             rescan_flag
         };
-        let alg = hoist(ctx, "anew_", format!("SELECT {j_}.*, {}, ({rescan_flag}) AS rescan FROM {joined} AS {j_}", new_state.join(", ")));
+        let alg = hoist(
+            ctx,
+            "anew_",
+            format!(
+                "SELECT {j_}.*, {}, ({rescan_flag}) AS rescan FROM {joined} AS {j_}",
+                new_state.join(", ")
+            ),
+        );
 
         // Groups to recompute from their current input rows, and the final state of every group.
         let z = ctx.alias("z");
         let states = self.state_names();
         let fin = if rescan.is_empty() {
-            let items: Vec<String> = states.iter().map(|st| format!("{z}.n_{st} AS f_{st}")).collect();
+            let items: Vec<String> = states
+                .iter()
+                .map(|st| format!("{z}.n_{st} AS f_{st}"))
+                .collect();
             format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))
         } else {
             let recomputed = if groups == 0 {
@@ -597,14 +826,20 @@ impl<'t> AggregateState<'t> {
                     self.state_aggregates(&a, true).join(", ")
                 )
             } else {
-                let wanted = hoist(ctx, "arescan_", format!("SELECT {} FROM {alg} WHERE rescan", k.join(", ")));
+                let wanted = hoist(
+                    ctx,
+                    "arescan_",
+                    format!("SELECT {} FROM {alg} WHERE rescan", k.join(", ")),
+                );
                 let rows = rows_of_groups(tree, self.input, self.keys, self.key_eq, &wanted, ctx)?;
                 let rows = self.with_group_extrema(&rows, &ctx.alias("a"));
                 let a = ctx.alias("a");
                 // The EXISTS is a one-time filter: without a group to recompute, the input is not read.
                 format!(
                     "SELECT {} FROM ({rows}) AS {a} WHERE EXISTS (SELECT 1 FROM {wanted}){}",
-                    [self.key_items(&a), self.state_aggregates(&a, true)].concat().join(", "),
+                    [self.key_items(&a), self.state_aggregates(&a, true)]
+                        .concat()
+                        .join(", "),
                     self.group_by(&a)
                 )
             };
@@ -613,19 +848,33 @@ impl<'t> AggregateState<'t> {
             // hash (NULL-safe, hashable) and then compare the keys themselves.
             let mut same: Vec<String> = Vec::new();
             if !k.is_empty() {
-                let hash = |a: &str| hash_values(&k.iter().map(|k| format!("{a}.{k}")).collect::<Vec<_>>());
+                let hash = |a: &str| {
+                    hash_values(&k.iter().map(|k| format!("{a}.{k}")).collect::<Vec<_>>())
+                };
                 same.push(format!(" AND {} = {}", hash("r"), hash(z.as_str())));
             }
             if !k.is_empty() {
-                let (r, zk): (Vec<String>, Vec<String>) = k.iter().map(|k| (format!("r.{k}"), format!("{z}.{k}"))).unzip();
+                let (r, zk): (Vec<String>, Vec<String>) = k
+                    .iter()
+                    .map(|k| (format!("r.{k}"), format!("{z}.{k}")))
+                    .unzip();
                 same.push(format!(" AND {}", same_keys(&r, &zk)));
             }
             // Arithmetic for most groups; only the few to recompute are joined with their recomputation
             // (a join of every touched group would sort or hash them all for nothing).
-            let kept: Vec<String> = states.iter().map(|st| format!("{z}.n_{st} AS f_{st}")).collect();
+            let kept: Vec<String> = states
+                .iter()
+                .map(|st| format!("{z}.n_{st} AS f_{st}"))
+                .collect();
             let recomputed: Vec<String> = states
                 .iter()
-                .map(|st| if st == "count" { "COALESCE(r.s_count, 0) AS f_count".to_string() } else { format!("r.s_{st} AS f_{st}") })
+                .map(|st| {
+                    if st == "count" {
+                        "COALESCE(r.s_count, 0) AS f_count".to_string()
+                    } else {
+                        format!("r.s_{st} AS f_{st}")
+                    }
+                })
                 .collect();
             format!(
                 "SELECT {z}.*, {} FROM {alg} AS {z} WHERE NOT {z}.rescan \
@@ -640,10 +889,23 @@ impl<'t> AggregateState<'t> {
         // Per changed group: its new payload, the stored row it replaces, and whether it still exists.
         let y = ctx.alias("y");
         let new_payload = self.payload_from_state(&y, "f_", &payload.types);
-        let old_payload: Vec<String> = (0..payload.columns.len()).map(|p| format!("{y}.o{p}")).collect();
-        let exists_now = if groups == 0 { "true".to_string() } else { format!("COALESCE({y}.f_count > 0, false)") };
-        let unchanged = format!("({y}.o_e IS TRUE AND {exists_now} AND {})", identical(&old_payload, &new_payload));
-        let named: Vec<String> = new_payload.iter().enumerate().map(|(i, v)| format!("{v} AS c{i}")).collect();
+        let old_payload: Vec<String> = (0..payload.columns.len())
+            .map(|p| format!("{y}.o{p}"))
+            .collect();
+        let exists_now = if groups == 0 {
+            "true".to_string()
+        } else {
+            format!("COALESCE({y}.f_count > 0, false)")
+        };
+        let unchanged = format!(
+            "({y}.o_e IS TRUE AND {exists_now} AND {})",
+            identical(&old_payload, &new_payload)
+        );
+        let named: Vec<String> = new_payload
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v} AS c{i}"))
+            .collect();
         Ok(format!(
             "SELECT {}, {y}.o_ctid AS {OLD_ROW}, {exists_now} AS {KEEP} FROM {fin} AS {y} \
               WHERE ({y}.o_e IS TRUE OR {exists_now}) AND NOT {unchanged}",
@@ -659,13 +921,27 @@ fn over(expr: &Expr, a: &str) -> String {
 
 /// ` FILTER (WHERE ...)` for a call over rows under alias `a`: its own filter and `extra`, or nothing.
 fn filter_clause(call: &AggCall, a: &str, extra: Option<String>) -> String {
-    let parts: Vec<String> = call.filter.as_ref().map(|f| over(f, a)).into_iter().chain(extra).collect();
-    if parts.is_empty() { String::new() } else { format!(" FILTER (WHERE {})", parts.join(" AND ")) }
+    let parts: Vec<String> = call
+        .filter
+        .as_ref()
+        .map(|f| over(f, a))
+        .into_iter()
+        .chain(extra)
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" FILTER (WHERE {})", parts.join(" AND "))
+    }
 }
 
 /// The aggregate computing a MIN/MAX call's extremum.
 fn extremum(func: AggFunc) -> &'static str {
-    if func == AggFunc::Min { "min" } else { "max" }
+    if func == AggFunc::Min {
+        "min"
+    } else {
+        "max"
+    }
 }
 
 /// `x` and `y` (neither NULL) are equal in the order `lt` defines: neither lies below the other.

@@ -31,7 +31,10 @@ impl CdcContext {
     /// old frontier, which the plan binds as `$1` (`Param::OldFrontier`).
     pub fn for_refresh(buffers: impl IntoIterator<Item = (u32, QualifiedName)>) -> CdcContext {
         CdcContext {
-            sources: buffers.into_iter().map(|(relid, buffer)| (relid, SourceCdc { buffer })).collect(),
+            sources: buffers
+                .into_iter()
+                .map(|(relid, buffer)| (relid, SourceCdc { buffer }))
+                .collect(),
             old_frontier: "$1::pg_catalog.pg_snapshot".into(),
             new_frontier: "pg_catalog.pg_current_snapshot()".into(),
             staged: None,
@@ -128,7 +131,10 @@ pub struct DiffContext {
 
 impl DiffContext {
     pub fn new(cdc: CdcContext) -> DiffContext {
-        DiffContext { cdc, ..Default::default() }
+        DiffContext {
+            cdc,
+            ..Default::default()
+        }
     }
 
     /// A fresh alias for a derived table.

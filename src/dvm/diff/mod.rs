@@ -4,9 +4,11 @@ pub mod algebraic;
 pub mod context;
 pub mod rules;
 
-pub use algebraic::AggregateState;
 pub(crate) use algebraic::sum_type;
-pub use context::{CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc};
+pub use algebraic::AggregateState;
+pub use context::{
+    CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc,
+};
 pub use rules::delta_query;
 
 use crate::dvm::apply::{Delta, Payload};
@@ -17,14 +19,24 @@ use crate::error::PgtResult;
 /// The delta of a stream table's payload, or None when no source under the query changed: per changed
 /// group from stored aggregate state when the query allows it, else a consolidated Z-set by the
 /// operators' delta rules.
-pub fn stream_delta(tree: &OpTree, storage: &QualifiedName, payload: &Payload, ctx: &mut DiffContext) -> PgtResult<Option<Delta>> {
-    let Some(state) = AggregateState::of(tree) else { return Ok(delta_query(tree, ctx)?.map(Delta::Rows)) };
+pub fn stream_delta(
+    tree: &OpTree,
+    storage: &QualifiedName,
+    payload: &Payload,
+    ctx: &mut DiffContext,
+) -> PgtResult<Option<Delta>> {
+    let Some(state) = AggregateState::of(tree) else {
+        return Ok(delta_query(tree, ctx)?.map(Delta::Rows));
+    };
     if rules::is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);
     }
     ctx.opt.hoist_global_aggregates = true;
     let body = state.delta_query(tree, storage, payload, ctx)?;
-    Ok(Some(Delta::Groups(format!("{}{body}", rules::with_clause(ctx)))))
+    Ok(Some(Delta::Groups(format!(
+        "{}{body}",
+        rules::with_clause(ctx)
+    ))))
 }
 
 #[cfg(test)]

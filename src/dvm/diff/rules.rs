@@ -17,7 +17,11 @@ fn cols(alias: &str, n: usize) -> Vec<String> {
 
 /// `a.c0 AS c0, ...` from the given expressions.
 pub(super) fn named(exprs: Vec<String>) -> Vec<String> {
-    exprs.into_iter().enumerate().map(|(i, e)| format!("{e} AS c{i}")).collect()
+    exprs
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS c{i}"))
+        .collect()
 }
 
 pub(super) fn select(items: &[String]) -> String {
@@ -40,7 +44,8 @@ pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
 /// text is a good part of reading a batch.
 fn identity_keys(values: &[String], types: &[String]) -> Vec<String> {
     let mut keys = values.to_vec();
-    let all_plain = types.len() == values.len() && types.iter().all(|t| equal_values_print_equal(t));
+    let all_plain =
+        types.len() == values.len() && types.iter().all(|t| equal_values_print_equal(t));
     if !values.is_empty() && !all_plain {
         keys.push(format!("ROW({})::text", values.join(", ")));
     }
@@ -55,8 +60,17 @@ fn identity_keys(values: &[String], types: &[String]) -> Vec<String> {
 pub(super) fn equal_values_print_equal(t: &str) -> bool {
     matches!(
         t,
-        "smallint" | "integer" | "bigint" | "boolean" | "date" | "uuid" | "oid" | "money"
-            | "time without time zone" | "timestamp without time zone" | "timestamp with time zone"
+        "smallint"
+            | "integer"
+            | "bigint"
+            | "boolean"
+            | "date"
+            | "uuid"
+            | "oid"
+            | "money"
+            | "time without time zone"
+            | "timestamp without time zone"
+            | "timestamp with time zone"
     ) || t.starts_with("numeric(")
         || t.starts_with("timestamp(")
         || (t.starts_with("time(") && t.ends_with("without time zone"))
@@ -77,24 +91,42 @@ pub(super) fn group_by(exprs: &[String]) -> String {
 }
 
 pub(super) fn union_all(parts: Vec<String>) -> String {
-    parts.into_iter().map(|p| format!("SELECT * FROM ({p}) AS u")).collect::<Vec<_>>().join(" UNION ALL ")
+    parts
+        .into_iter()
+        .map(|p| format!("SELECT * FROM ({p}) AS u"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// Renders a join condition over `l`'s columns followed by `r`'s.
 fn render_pair(e: &Expr, l: &str, left_arity: usize, r: &str) -> String {
-    e.render(&|i| if i < left_arity { format!("{l}.c{i}") } else { format!("{r}.c{}", i - left_arity) })
+    e.render(&|i| {
+        if i < left_arity {
+            format!("{l}.c{i}")
+        } else {
+            format!("{r}.c{}", i - left_arity)
+        }
+    })
 }
 
 fn cte<'t>(tree: &'t OpTree, id: usize) -> PgtResult<&'t Node> {
-    tree.ctes.get(id).ok_or_else(|| PgtError::internal(format!("CTE {id} missing from the OpTree")))
+    tree.ctes
+        .get(id)
+        .ok_or_else(|| PgtError::internal(format!("CTE {id} missing from the OpTree")))
 }
 
 /// Whether a node's delta is empty for certain in this batch (every source under it is bypassed).
 pub fn is_static_empty(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
     match node {
         Node::Scan { table, .. } => ctx.cache.bypass.contains(&table.relid),
-        Node::CteRef { id, .. } => tree.ctes.get(*id).is_none_or(|c| is_static_empty(tree, c, ctx)),
-        other => other.children().into_iter().all(|c| is_static_empty(tree, c, ctx)),
+        Node::CteRef { id, .. } => tree
+            .ctes
+            .get(*id)
+            .is_none_or(|c| is_static_empty(tree, c, ctx)),
+        other => other
+            .children()
+            .into_iter()
+            .all(|c| is_static_empty(tree, c, ctx)),
     }
 }
 
@@ -103,21 +135,45 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
     descend(ctx)?;
     let sql = match node {
         Node::Scan { table, columns, .. } => {
-            let items = named(columns.iter().map(|c| format!("t.{}", quote_ident(c))).collect());
-            format!("{} FROM {}.{} AS t", select(&items), quote_ident(&table.schema), quote_ident(&table.name))
+            let items = named(
+                columns
+                    .iter()
+                    .map(|c| format!("t.{}", quote_ident(c)))
+                    .collect(),
+            );
+            format!(
+                "{} FROM {}.{} AS t",
+                select(&items),
+                quote_ident(&table.schema),
+                quote_ident(&table.name)
+            )
         }
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = new_sql(tree, input, ctx)?;
-            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+            format!(
+                "SELECT * FROM ({inner}) AS {a} WHERE {}",
+                predicate.render(&|i| format!("{a}.c{i}"))
+            )
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
             let inner = new_sql(tree, input, ctx)?;
-            let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
+            let items = named(
+                exprs
+                    .iter()
+                    .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                    .collect(),
+            );
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
-        Node::Join { kind, left, right, on, .. } => {
+        Node::Join {
+            kind,
+            left,
+            right,
+            on,
+            ..
+        } => {
             let (l, r) = (ctx.alias("l"), ctx.alias("r"));
             let la = left.arity();
             let (ls, rs) = (new_sql(tree, left, ctx)?, new_sql(tree, right, ctx)?);
@@ -127,10 +183,20 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
                 JoinKind::Left => "LEFT JOIN",
                 JoinKind::Right => "RIGHT JOIN",
             };
-            let cond = on.as_ref().map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
-            format!("{} FROM ({ls}) AS {l} {join} ({rs}) AS {r} ON {cond}", select(&items))
+            let cond = on
+                .as_ref()
+                .map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
+            format!(
+                "{} FROM ({ls}) AS {l} {join} ({rs}) AS {r} ON {cond}",
+                select(&items)
+            )
         }
-        Node::SemiJoin { anti, left, right, on } => {
+        Node::SemiJoin {
+            anti,
+            left,
+            right,
+            on,
+        } => {
             let (l, r) = (ctx.alias("l"), ctx.alias("r"));
             let (ls, rs) = (new_sql(tree, left, ctx)?, new_sql(tree, right, ctx)?);
             let not = if *anti { "NOT " } else { "" };
@@ -139,12 +205,27 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
                 render_pair(on, &l, left.arity(), &r)
             )
         }
-        Node::Aggregate { input, group_by: keys, aggregates, .. } => {
+        Node::Aggregate {
+            input,
+            group_by: keys,
+            aggregates,
+            ..
+        } => {
             let a = ctx.alias("g");
             let inner = new_sql(tree, input, ctx)?;
-            let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
-            let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
-            let sql = format!("{} FROM ({inner}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys));
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                .collect();
+            let aggs: Vec<String> = aggregates
+                .iter()
+                .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                .collect();
+            let sql = format!(
+                "{} FROM ({inner}) AS {a}{}",
+                select(&named([keys.clone(), aggs].concat())),
+                group_by(&keys)
+            );
             if keys.is_empty() && ctx.opt.hoist_global_aggregates {
                 format!("SELECT * FROM {}", hoist_materialized(ctx, "one_", sql))
             } else {
@@ -153,11 +234,17 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
         }
         Node::Distinct { input } => {
             let a = ctx.alias("d");
-            format!("SELECT DISTINCT * FROM ({}) AS {a}", new_sql(tree, input, ctx)?)
+            format!(
+                "SELECT DISTINCT * FROM ({}) AS {a}",
+                new_sql(tree, input, ctx)?
+            )
         }
-        Node::UnionAll { inputs } => {
-            union_all(inputs.iter().map(|i| new_sql(tree, i, ctx)).collect::<PgtResult<Vec<_>>>()?)
-        }
+        Node::UnionAll { inputs } => union_all(
+            inputs
+                .iter()
+                .map(|i| new_sql(tree, i, ctx))
+                .collect::<PgtResult<Vec<_>>>()?,
+        ),
         Node::CteRef { id, .. } => new_sql(tree, cte(tree, *id)?, ctx)?,
     };
     ctx.opt.depth -= 1;
@@ -167,7 +254,10 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
 fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
     ctx.opt.depth += 1;
     if ctx.opt.depth > ctx.opt.max_depth {
-        return Err(PgtError::internal(format!("query nests deeper than {} operators", ctx.opt.max_depth)));
+        return Err(PgtError::internal(format!(
+            "query nests deeper than {} operators",
+            ctx.opt.max_depth
+        )));
     }
     Ok(())
 }
@@ -175,19 +265,28 @@ fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
 /// Puts `sql` in a WITH item (computed once however often it is referenced) and returns its name.
 pub(super) fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
     let name = ctx.alias(stem);
-    ctx.cache.with_items.push((name.clone(), format!("({sql})")));
+    ctx.cache
+        .with_items
+        .push((name.clone(), format!("({sql})")));
     name
 }
 
 /// As [`hoist`], computed once even where referenced once (PostgreSQL inlines such a WITH item).
 fn hoist_materialized(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
     let name = ctx.alias(stem);
-    ctx.cache.with_items.push((name.clone(), format!("MATERIALIZED ({sql})")));
+    ctx.cache
+        .with_items
+        .push((name.clone(), format!("MATERIALIZED ({sql})")));
     name
 }
 
 /// The node's delta as a WITH item (it is read by several terms), or None when statically empty.
-pub(super) fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, stem: &str) -> PgtResult<Option<String>> {
+pub(super) fn hoisted_delta(
+    tree: &OpTree,
+    node: &Node,
+    ctx: &mut DiffContext,
+    stem: &str,
+) -> PgtResult<Option<String>> {
     if is_static_empty(tree, node, ctx) {
         return Ok(None);
     }
@@ -199,18 +298,32 @@ pub(super) fn hoisted_delta(tree: &OpTree, node: &Node, ctx: &mut DiffContext, s
 pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
     descend(ctx)?;
     let sql = match node {
-        Node::Scan { table, columns, types } => {
-            let buffer = ctx
-                .cdc
-                .sources
-                .get(&table.relid)
-                .ok_or_else(|| PgtError::internal(format!("no change buffer for {}.{}", table.schema, table.name)))?;
-            let values: Vec<String> = columns.iter().map(|c| format!("b.{}", quote_ident(c))).collect();
+        Node::Scan {
+            table,
+            columns,
+            types,
+        } => {
+            let buffer = ctx.cdc.sources.get(&table.relid).ok_or_else(|| {
+                PgtError::internal(format!(
+                    "no change buffer for {}.{}",
+                    table.schema, table.name
+                ))
+            })?;
+            let values: Vec<String> = columns
+                .iter()
+                .map(|c| format!("b.{}", quote_ident(c)))
+                .collect();
             let (source, batch) = (buffer.buffer.quoted(), ctx.cdc.batch_predicate("b"));
             if ctx.opt.raw_scans {
-                format!("{} FROM {source} AS b WHERE {batch}", select(&with_weight(named(values), &format!("b.{W}::bigint"))))
+                format!(
+                    "{} FROM {source} AS b WHERE {batch}",
+                    select(&with_weight(named(values), &format!("b.{W}::bigint")))
+                )
             } else {
-                let items = with_weight(named(values.clone()), &format!("pg_catalog.sum(b.{W})::bigint"));
+                let items = with_weight(
+                    named(values.clone()),
+                    &format!("pg_catalog.sum(b.{W})::bigint"),
+                );
                 format!(
                     "{} FROM {source} AS b WHERE {batch}{} HAVING pg_catalog.sum(b.{W}) <> 0",
                     select(&items),
@@ -221,18 +334,52 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = delta_sql(tree, input, ctx)?;
-            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+            format!(
+                "SELECT * FROM ({inner}) AS {a} WHERE {}",
+                predicate.render(&|i| format!("{a}.c{i}"))
+            )
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
             let inner = delta_sql(tree, input, ctx)?;
-            let items = with_weight(named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect()), &format!("{a}.{W}"));
+            let items = with_weight(
+                named(
+                    exprs
+                        .iter()
+                        .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                        .collect(),
+                ),
+                &format!("{a}.{W}"),
+            );
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
-        Node::Join { kind: JoinKind::Inner, left, right, on, .. } => inner_join_delta(tree, left, right, on.as_ref(), ctx)?,
-        Node::Join { kind, left, right, on, null_types } => outer_join_delta(tree, *kind, left, right, on.as_ref(), null_types, ctx)?,
-        Node::SemiJoin { anti, left, right, on } => semi_join_delta(tree, *anti, left, right, on, ctx)?,
-        Node::Aggregate { input, group_by, aggregates, key_eq, .. } => aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?,
+        Node::Join {
+            kind: JoinKind::Inner,
+            left,
+            right,
+            on,
+            ..
+        } => inner_join_delta(tree, left, right, on.as_ref(), ctx)?,
+        Node::Join {
+            kind,
+            left,
+            right,
+            on,
+            null_types,
+        } => outer_join_delta(tree, *kind, left, right, on.as_ref(), null_types, ctx)?,
+        Node::SemiJoin {
+            anti,
+            left,
+            right,
+            on,
+        } => semi_join_delta(tree, *anti, left, right, on, ctx)?,
+        Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            key_eq,
+            ..
+        } => aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?,
         Node::Distinct { input } => {
             let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
             aggregate_delta(tree, input, &keys, &[], &[], ctx)?
@@ -265,7 +412,13 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
 }
 
 /// Δ(L ⋈ R) = ΔL ⋈ R + L ⋈ ΔR − ΔL ⋈ ΔR, with weights multiplied; terms with an empty side dropped.
-fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>, ctx: &mut DiffContext) -> PgtResult<String> {
+fn inner_join_delta(
+    tree: &OpTree,
+    left: &Node,
+    right: &Node,
+    on: Option<&Expr>,
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     let (la, ra) = (left.arity(), right.arity());
     let pairs = on.map(|e| equalities_across(e, la)).unwrap_or_default();
     let flipped: Vec<(usize, usize)> = pairs.iter().map(|&(l, r)| (r, l)).collect();
@@ -283,22 +436,38 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
         Some(hoist(ctx, "dr_", sql))
     };
     let mut terms = Vec::new();
-    let mut term = |ctx: &mut DiffContext, ls: String, rs: String, weight: &dyn Fn(&str, &str) -> String| {
-        let (l, r) = (ctx.alias("l"), ctx.alias("r"));
-        let cond = on.map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
-        let items = with_weight(named([cols(&l, la), cols(&r, ra)].concat()), &weight(&l, &r));
-        terms.push(format!("{} FROM ({ls}) AS {l} JOIN ({rs}) AS {r} ON {cond}", select(&items)));
-    };
+    let mut term =
+        |ctx: &mut DiffContext, ls: String, rs: String, weight: &dyn Fn(&str, &str) -> String| {
+            let (l, r) = (ctx.alias("l"), ctx.alias("r"));
+            let cond = on.map_or("true".to_string(), |e| render_pair(e, &l, la, &r));
+            let items = with_weight(
+                named([cols(&l, la), cols(&r, ra)].concat()),
+                &weight(&l, &r),
+            );
+            terms.push(format!(
+                "{} FROM ({ls}) AS {l} JOIN ({rs}) AS {r} ON {cond}",
+                select(&items)
+            ));
+        };
     if let Some(dl) = &dl {
         let rs = new_sql_matching(tree, right, &[dl.clone()], &pairs, ctx)?;
-        term(ctx, format!("SELECT * FROM {dl}"), rs, &|l, _| format!("{l}.{W}"));
+        term(ctx, format!("SELECT * FROM {dl}"), rs, &|l, _| {
+            format!("{l}.{W}")
+        });
     }
     if let Some(dr) = &dr {
         let ls = new_sql_matching(tree, left, &[dr.clone()], &flipped, ctx)?;
-        term(ctx, ls, format!("SELECT * FROM {dr}"), &|_, r| format!("{r}.{W}"));
+        term(ctx, ls, format!("SELECT * FROM {dr}"), &|_, r| {
+            format!("{r}.{W}")
+        });
     }
     if let (Some(dl), Some(dr)) = (&dl, &dr) {
-        term(ctx, format!("SELECT * FROM {dl}"), format!("SELECT * FROM {dr}"), &|l, r| format!("-({l}.{W} * {r}.{W})"));
+        term(
+            ctx,
+            format!("SELECT * FROM {dl}"),
+            format!("SELECT * FROM {dr}"),
+            &|l, r| format!("-({l}.{W} * {r}.{W})"),
+        );
     }
     Ok(union_all(terms))
 }
@@ -306,7 +475,11 @@ fn inner_join_delta(tree: &OpTree, left: &Node, right: &Node, on: Option<&Expr>,
 /// Whether some row of some `partners` FROM item meets `cond` (given the partner's alias): one
 /// EXISTS per item, so PostgreSQL probes each by its own keys (an index of the current rows, a hash of
 /// a delta); an EXISTS over their UNION ALL is one hashed semi-join that reads every current row.
-fn exists_in_any(partners: &[String], ctx: &mut DiffContext, cond: &dyn Fn(&str) -> String) -> String {
+fn exists_in_any(
+    partners: &[String],
+    ctx: &mut DiffContext,
+    cond: &dyn Fn(&str) -> String,
+) -> String {
     let tests: Vec<String> = partners
         .iter()
         .map(|p| {
@@ -319,7 +492,15 @@ fn exists_in_any(partners: &[String], ctx: &mut DiffContext, cond: &dyn Fn(&str)
 
 /// `p.c<partner column> = (<group key over rows>)` for each (partner column, group key index) pair.
 fn key_equalities(p: &str, pairs: &[(usize, usize)], keys: &[Expr], rows: &str) -> String {
-    let eqs: Vec<String> = pairs.iter().map(|&(pc, k)| format!("{p}.c{pc} = ({})", keys[k].render(&|i| format!("{rows}.c{i}")))).collect();
+    let eqs: Vec<String> = pairs
+        .iter()
+        .map(|&(pc, k)| {
+            format!(
+                "{p}.c{pc} = ({})",
+                keys[k].render(&|i| format!("{rows}.c{i}"))
+            )
+        })
+        .collect();
     eqs.join(" AND ")
 }
 
@@ -353,7 +534,13 @@ fn equalities_across(on: &Expr, left_arity: usize) -> Vec<(usize, usize)> {
 /// into a grouped subquery, so without this a small delta joined to `GROUP BY` aggregates every
 /// group (TPC-H Q17's average per part, Q18's `IN (... GROUP BY ... HAVING)`). Exact: a group's key
 /// decides whether any of its rows can join, and kept groups keep all their rows.
-fn new_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+fn new_sql_matching(
+    tree: &OpTree,
+    node: &Node,
+    partners: &[String],
+    pairs: &[(usize, usize)],
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     if pairs.is_empty() {
         return new_sql(tree, node, ctx);
     }
@@ -362,23 +549,56 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(u
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = new_sql_matching(tree, input, partners, pairs, ctx)?;
-            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+            format!(
+                "SELECT * FROM ({inner}) AS {a} WHERE {}",
+                predicate.render(&|i| format!("{a}.c{i}"))
+            )
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
-            let inner = new_sql_matching(tree, input, partners, &through_projection(pairs, exprs), ctx)?;
-            let items = named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect());
+            let inner = new_sql_matching(
+                tree,
+                input,
+                partners,
+                &through_projection(pairs, exprs),
+                ctx,
+            )?;
+            let items = named(
+                exprs
+                    .iter()
+                    .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                    .collect(),
+            );
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
-        Node::Aggregate { input, group_by: keys, aggregates, .. } if pairs.iter().any(|&(_, c)| c < keys.len()) => {
+        Node::Aggregate {
+            input,
+            group_by: keys,
+            aggregates,
+            ..
+        } if pairs.iter().any(|&(_, c)| c < keys.len()) => {
             let (r, a) = (ctx.alias("m"), ctx.alias("g"));
             let inner = new_sql(tree, input, ctx)?;
-            let on_keys: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, c)| c < keys.len()).collect();
+            let on_keys: Vec<(usize, usize)> = pairs
+                .iter()
+                .copied()
+                .filter(|&(_, c)| c < keys.len())
+                .collect();
             let test = exists_in_any(partners, ctx, &|d| key_equalities(d, &on_keys, keys, &r));
             let restricted = format!("SELECT {r}.* FROM ({inner}) AS {r} WHERE {test}");
-            let keys: Vec<String> = keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
-            let aggs: Vec<String> = aggregates.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect();
-            format!("{} FROM ({restricted}) AS {a}{}", select(&named([keys.clone(), aggs].concat())), group_by(&keys))
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                .collect();
+            let aggs: Vec<String> = aggregates
+                .iter()
+                .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                .collect();
+            format!(
+                "{} FROM ({restricted}) AS {a}{}",
+                select(&named([keys.clone(), aggs].concat())),
+                group_by(&keys)
+            )
         }
         Node::CteRef { id, .. } => new_sql_matching(tree, cte(tree, *id)?, partners, pairs, ctx)?,
         other => new_sql(tree, other, ctx)?,
@@ -393,7 +613,13 @@ fn new_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(u
 /// projections) recomputes only the groups whose keys some partner row has: a join of a
 /// selective table with `GROUP BY` (TPC-H Q17's parts of one brand and container, against the
 /// average quantity of every part a batch touched) recomputes what can reach the result.
-fn delta_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[(usize, usize)], ctx: &mut DiffContext) -> PgtResult<String> {
+fn delta_sql_matching(
+    tree: &OpTree,
+    node: &Node,
+    partners: &[String],
+    pairs: &[(usize, usize)],
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
     if pairs.is_empty() {
         return delta_sql(tree, node, ctx);
     }
@@ -402,17 +628,52 @@ fn delta_sql_matching(tree: &OpTree, node: &Node, partners: &[String], pairs: &[
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = delta_sql_matching(tree, input, partners, pairs, ctx)?;
-            format!("SELECT * FROM ({inner}) AS {a} WHERE {}", predicate.render(&|i| format!("{a}.c{i}")))
+            format!(
+                "SELECT * FROM ({inner}) AS {a} WHERE {}",
+                predicate.render(&|i| format!("{a}.c{i}"))
+            )
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
-            let inner = delta_sql_matching(tree, input, partners, &through_projection(pairs, exprs), ctx)?;
-            let items = with_weight(named(exprs.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect()), &format!("{a}.{W}"));
+            let inner = delta_sql_matching(
+                tree,
+                input,
+                partners,
+                &through_projection(pairs, exprs),
+                ctx,
+            )?;
+            let items = with_weight(
+                named(
+                    exprs
+                        .iter()
+                        .map(|e| e.render(&|i| format!("{a}.c{i}")))
+                        .collect(),
+                ),
+                &format!("{a}.{W}"),
+            );
             format!("{} FROM ({inner}) AS {a}", select(&items))
         }
-        Node::Aggregate { input, group_by, aggregates, key_eq, .. } if pairs.iter().any(|&(_, c)| c < group_by.len()) => {
-            let on_keys: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, c)| c < group_by.len()).collect();
-            aggregate_delta_of(tree, input, group_by, key_eq, aggregates, Some((partners, &on_keys)), ctx)?
+        Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            key_eq,
+            ..
+        } if pairs.iter().any(|&(_, c)| c < group_by.len()) => {
+            let on_keys: Vec<(usize, usize)> = pairs
+                .iter()
+                .copied()
+                .filter(|&(_, c)| c < group_by.len())
+                .collect();
+            aggregate_delta_of(
+                tree,
+                input,
+                group_by,
+                key_eq,
+                aggregates,
+                Some((partners, &on_keys)),
+                ctx,
+            )?
         }
         other => delta_sql(tree, other, ctx)?,
     };
@@ -452,7 +713,10 @@ impl Probe<'_> {
     /// `EXISTS (rows of relation `ys` matching x)`
     fn exists(&self, ctx: &mut DiffContext, x: &str, ys: &str) -> String {
         let y = ctx.alias("y");
-        format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {})", self.cond(x, &y))
+        format!(
+            "EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {})",
+            self.cond(x, &y)
+        )
     }
 
     /// `exists`, for rows of x a join feeds: when the condition has equalities between the two
@@ -466,7 +730,11 @@ impl Probe<'_> {
             return full;
         }
         let y = ctx.alias("y");
-        let keys = across.iter().map(|(xc, yc)| format!("{y}.c{yc} = {x}.c{xc}")).collect::<Vec<_>>().join(" AND ");
+        let keys = across
+            .iter()
+            .map(|(xc, yc)| format!("{y}.c{yc} = {x}.c{xc}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         format!("EXISTS (SELECT 1 FROM ({ys}) AS {y} WHERE {keys}) AND {full}")
     }
 
@@ -512,7 +780,11 @@ fn match_status_delta(
         let a = ctx.alias("x");
         let ys = new_sql_matching(tree, y, &[dx.clone()], &probe.equalities(), ctx)?;
         let exists = probe.exists(ctx, &a, &ys);
-        let test = if want_match { exists } else { format!("NOT {exists}") };
+        let test = if want_match {
+            exists
+        } else {
+            format!("NOT {exists}")
+        };
         terms.push(format!("SELECT {a}.* FROM {dx} AS {a} WHERE {test}"));
     }
     if let Some(dy) = &dy {
@@ -527,7 +799,11 @@ fn match_status_delta(
                 format!("CASE WHEN {test} THEN 0 ELSE 1 END")
             }
         };
-        let weight = format!("{a}.{W} * (({}) - ({}))", status(&matches_now), status(&matches_before));
+        let weight = format!(
+            "{a}.{W} * (({}) - ({}))",
+            status(&matches_now),
+            status(&matches_before)
+        );
         // X_old restricted to the rows ΔY touches, in each of its two parts: under the UNION ALL
         // the test would only run after all of X had been computed.
         let dy_rows = format!("SELECT * FROM {dy}");
@@ -547,7 +823,10 @@ fn match_status_delta(
                 )
             }
         };
-        terms.push(format!("{} FROM ({xs}) AS {a}", select(&with_weight(named(cols(&a, xa)), &weight))));
+        terms.push(format!(
+            "{} FROM ({xs}) AS {a}",
+            select(&with_weight(named(cols(&a, xa)), &weight))
+        ));
     }
     Ok(terms)
 }
@@ -566,23 +845,55 @@ fn outer_join_delta(
     let la = left.arity();
     let mut parts = vec![inner_join_delta(tree, left, right, on, ctx)?];
     let always = Expr::sql("true");
-    let probe = Probe { on: on.unwrap_or(&always), left_arity: la, x_is_left: kind == JoinKind::Left };
-    let (preserved, other) = if probe.x_is_left { (left, right) } else { (right, left) };
+    let probe = Probe {
+        on: on.unwrap_or(&always),
+        left_arity: la,
+        x_is_left: kind == JoinKind::Left,
+    };
+    let (preserved, other) = if probe.x_is_left {
+        (left, right)
+    } else {
+        (right, left)
+    };
     let nulls: Vec<String> = (0..other.arity())
-        .map(|i| null_types.get(i).map_or("NULL".to_string(), |t| format!("NULL::{t}")))
+        .map(|i| {
+            null_types
+                .get(i)
+                .map_or("NULL".to_string(), |t| format!("NULL::{t}"))
+        })
         .collect();
     for unmatched in match_status_delta(tree, preserved, other, &probe, false, ctx)? {
         let z = ctx.alias("z");
         let kept = cols(&z, preserved.arity());
-        let values = if probe.x_is_left { [kept, nulls.clone()].concat() } else { [nulls.clone(), kept].concat() };
-        parts.push(format!("{} FROM ({unmatched}) AS {z}", select(&with_weight(named(values), &format!("{z}.{W}")))));
+        let values = if probe.x_is_left {
+            [kept, nulls.clone()].concat()
+        } else {
+            [nulls.clone(), kept].concat()
+        };
+        parts.push(format!(
+            "{} FROM ({unmatched}) AS {z}",
+            select(&with_weight(named(values), &format!("{z}.{W}")))
+        ));
     }
     Ok(union_all(parts))
 }
 
-fn semi_join_delta(tree: &OpTree, anti: bool, left: &Node, right: &Node, on: &Expr, ctx: &mut DiffContext) -> PgtResult<String> {
-    let probe = Probe { on, left_arity: left.arity(), x_is_left: true };
-    Ok(union_all(match_status_delta(tree, left, right, &probe, !anti, ctx)?))
+fn semi_join_delta(
+    tree: &OpTree,
+    anti: bool,
+    left: &Node,
+    right: &Node,
+    on: &Expr,
+    ctx: &mut DiffContext,
+) -> PgtResult<String> {
+    let probe = Probe {
+        on,
+        left_arity: left.arity(),
+        x_is_left: true,
+    };
+    Ok(union_all(match_status_delta(
+        tree, left, right, &probe, !anti, ctx,
+    )?))
 }
 
 /// Aggregates (and DISTINCT, an aggregate without aggregate functions): recompute only the groups the
@@ -618,20 +929,39 @@ fn aggregate_delta_of(
     if let Some((partners, pairs)) = matching {
         let d = ctx.alias("d");
         let test = exists_in_any(partners, ctx, &|m| key_equalities(m, pairs, keys, &d));
-        dinput = hoist(ctx, "dmatch_", format!("SELECT {d}.* FROM {dinput} AS {d} WHERE {test}"));
+        dinput = hoist(
+            ctx,
+            "dmatch_",
+            format!("SELECT {d}.* FROM {dinput} AS {d} WHERE {test}"),
+        );
     }
-    let render_all = |a: &str, es: &[Expr]| -> Vec<String> { es.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
+    let render_all = |a: &str, es: &[Expr]| -> Vec<String> {
+        es.iter()
+            .map(|e| e.render(&|i| format!("{a}.c{i}")))
+            .collect()
+    };
 
     // Groups the batch touches, and the current input rows of exactly those groups.
     let restricted = if keys.is_empty() {
         // One global group: it is touched whenever the input changed at all.
         let a = ctx.alias("a");
-        format!("SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})", new_sql(tree, input, ctx)?)
+        format!(
+            "SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})",
+            new_sql(tree, input, ctx)?
+        )
     } else {
         let touched = {
             let d = ctx.alias("d");
-            let items: Vec<String> = render_all(&d, keys).into_iter().enumerate().map(|(i, e)| format!("{e} AS k{i}")).collect();
-            hoist(ctx, "touched_", format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")))
+            let items: Vec<String> = render_all(&d, keys)
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| format!("{e} AS k{i}"))
+                .collect();
+            hoist(
+                ctx,
+                "touched_",
+                format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")),
+            )
         };
         rows_of_groups(tree, input, keys, key_eq, &touched, ctx)?
     };
@@ -640,7 +970,11 @@ fn aggregate_delta_of(
     let aggregate = |ctx: &mut DiffContext, rows: String, weight: &str| -> String {
         let a = ctx.alias("a");
         let (k, g) = (render_all(&a, keys), render_all(&a, aggs));
-        let body = format!("{} FROM ({rows}) AS {a}{}", select(&with_weight(named([k.clone(), g].concat()), weight)), group_by(&k));
+        let body = format!(
+            "{} FROM ({rows}) AS {a}{}",
+            select(&with_weight(named([k.clone(), g].concat()), weight)),
+            group_by(&k)
+        );
         if keys.is_empty() {
             // An aggregate without GROUP BY returns a row even for no input: only emit it when touched.
             let s = ctx.alias("s");
@@ -687,18 +1021,38 @@ pub(super) fn rows_of_groups(
     groups: &str,
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
-    let render_all = |a: &str| -> Vec<String> { keys.iter().map(|e| e.render(&|i| format!("{a}.c{i}"))).collect() };
+    let render_all = |a: &str| -> Vec<String> {
+        keys.iter()
+            .map(|e| e.render(&|i| format!("{a}.c{i}")))
+            .collect()
+    };
     let (a, b) = (ctx.alias("a"), ctx.alias("a"));
     let (ka, kb) = (render_all(&a), render_all(&b));
     let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
-    let any_null = k.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
-    let kb_any_null = kb.iter().map(|e| format!("({e}) IS NULL")).collect::<Vec<_>>().join(" OR ");
+    let any_null = k
+        .iter()
+        .map(|k| format!("{k} IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let kb_any_null = kb
+        .iter()
+        .map(|e| format!("({e}) IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let t = ctx.alias("t");
-    let same = same_keys(&k.iter().map(|k| format!("{t}.{k}")).collect::<Vec<_>>(), &kb);
+    let same = same_keys(
+        &k.iter().map(|k| format!("{t}.{k}")).collect::<Vec<_>>(),
+        &kb,
+    );
     let g = ctx.alias("g");
     let gk: Vec<String> = k.iter().map(|k| format!("{g}.{k}")).collect();
     let on = if key_eq.len() == keys.len() {
-        ka.iter().zip(&gk).zip(key_eq).map(|((e, k), op)| format!("({e}) {op} {k}")).collect::<Vec<_>>().join(" AND ")
+        ka.iter()
+            .zip(&gk)
+            .zip(key_eq)
+            .map(|((e, k), op)| format!("({e}) {op} {k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
     } else {
         // No resolved operators (DISTINCT, trees from before 0.2.0): record equality, exact under
         // any search_path but not index-driven; it calls NULL equal, so NULL keys are left to the
@@ -722,7 +1076,11 @@ pub(super) fn rows_of_groups(
 /// looked up by name, so it means the same under any search_path (`IS NOT DISTINCT FROM` resolves
 /// `=` through it).
 pub(super) fn same_keys(left: &[String], right: &[String]) -> String {
-    format!("ROW({})::pg_catalog.record OPERATOR(pg_catalog.=) ROW({})::pg_catalog.record", left.join(", "), right.join(", "))
+    format!(
+        "ROW({})::pg_catalog.record OPERATOR(pg_catalog.=) ROW({})::pg_catalog.record",
+        left.join(", "),
+        right.join(", ")
+    )
 }
 
 /// `WITH <the hoisted items> ` (empty when there are none).
@@ -730,13 +1088,22 @@ pub(super) fn with_clause(ctx: &DiffContext) -> String {
     if ctx.cache.with_items.is_empty() {
         return String::new();
     }
-    let items: Vec<String> = ctx.cache.with_items.iter().map(|(name, body)| format!("{name} AS {body}")).collect();
+    let items: Vec<String> = ctx
+        .cache
+        .with_items
+        .iter()
+        .map(|(name, body)| format!("{name} AS {body}"))
+        .collect();
     format!("WITH {} ", items.join(", "))
 }
 
 /// Runs `f` with scan deltas read as the buffer's change rows, unconsolidated, when `raw` (see
 /// `OptimizationContext::raw_scans`); consolidated again afterwards.
-pub(super) fn with_raw_scans<T>(ctx: &mut DiffContext, raw: bool, f: impl FnOnce(&mut DiffContext) -> T) -> T {
+pub(super) fn with_raw_scans<T>(
+    ctx: &mut DiffContext,
+    raw: bool,
+    f: impl FnOnce(&mut DiffContext) -> T,
+) -> T {
     ctx.opt.raw_scans = raw;
     let out = f(ctx);
     ctx.opt.raw_scans = false;
@@ -766,13 +1133,18 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
     }
     ctx.opt.hoist_global_aggregates = true;
     // Filtered and projected rows are consolidated here, once, not also as they leave the buffer.
-    let body = with_raw_scans(ctx, reads_rows_directly(&tree.root), |ctx| delta_sql(tree, &tree.root, ctx))?;
+    let body = with_raw_scans(ctx, reads_rows_directly(&tree.root), |ctx| {
+        delta_sql(tree, &tree.root, ctx)
+    })?;
     let n = tree.root.arity();
     let d = cols("d", n);
     let with = with_clause(ctx);
     Ok(Some(format!(
         "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
-        select(&with_weight(named(d.clone()), &format!("pg_catalog.sum(d.{W})::bigint"))),
+        select(&with_weight(
+            named(d.clone()),
+            &format!("pg_catalog.sum(d.{W})::bigint")
+        )),
         group_by(&identity_keys(&d, &[]))
     )))
 }

@@ -8,27 +8,53 @@ use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, OpTree, TableRef};
 use crate::dvm::sql::QualifiedName;
 
 fn table(relid: u32, name: &str) -> TableRef {
-    TableRef { relid, schema: "public".into(), name: name.into() }
+    TableRef {
+        relid,
+        schema: "public".into(),
+        name: name.into(),
+    }
 }
 
 fn scan(relid: u32, name: &str, cols: &[&str]) -> Node {
-    Node::Scan { table: table(relid, name), columns: cols.iter().map(|c| c.to_string()).collect(), types: vec![] }
+    Node::Scan {
+        table: table(relid, name),
+        columns: cols.iter().map(|c| c.to_string()).collect(),
+        types: vec![],
+    }
 }
 
 fn eq(a: usize, b: usize) -> Expr {
-    Expr { parts: vec![ExprPart::Col(a), ExprPart::Sql(" = ".into()), ExprPart::Col(b)] }
+    Expr {
+        parts: vec![
+            ExprPart::Col(a),
+            ExprPart::Sql(" = ".into()),
+            ExprPart::Col(b),
+        ],
+    }
 }
 
 fn tree(root: Node) -> OpTree {
     let n = root.arity();
-    OpTree { root, ctes: vec![], output_names: (0..n).map(|i| format!("o{i}")).collect(), top_k: None }
+    OpTree {
+        root,
+        ctes: vec![],
+        output_names: (0..n).map(|i| format!("o{i}")).collect(),
+        top_k: None,
+    }
 }
 
 fn ctx(relids: &[u32], bypass: &[u32]) -> DiffContext {
     let mut ctx = DiffContext::new(CdcContext {
         sources: relids
             .iter()
-            .map(|&r| (r, SourceCdc { buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")) }))
+            .map(|&r| {
+                (
+                    r,
+                    SourceCdc {
+                        buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
+                    },
+                )
+            })
             .collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
@@ -46,13 +72,21 @@ fn delta(t: &OpTree, c: &mut DiffContext) -> String {
 fn a_scan_delta_is_the_batch_of_its_buffer_consolidated_once() {
     let t = tree(scan(10, "orders", &["id", "amount"]));
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.contains("FROM \"pgtrickle_changes\".\"changes_10\" AS b"), "{sql}");
+    assert!(
+        sql.contains("FROM \"pgtrickle_changes\".\"changes_10\" AS b"),
+        "{sql}"
+    );
     assert!(sql.contains("pg_visible_in_snapshot(b.__pgt_xid, (SELECT pg_catalog.pg_current_snapshot())) AND NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT $1::pg_catalog.pg_snapshot))"), "{sql}");
     // Rows only filtered and projected are consolidated once, over the output columns, by identity:
     // the values and their text (1.5 and 1.50 stay apart).
     assert!(sql.contains("b.__pgt_w::bigint AS __pgt_w FROM"), "{sql}");
     assert_eq!(sql.matches("HAVING").count(), 1, "{sql}");
-    assert!(sql.ends_with("GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"), "{sql}");
+    assert!(
+        sql.ends_with(
+            "GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"
+        ),
+        "{sql}"
+    );
 }
 
 /// `a(id, x) JOIN b(a_id, y) ON a.id = b.a_id`.
@@ -91,10 +125,21 @@ fn a_batch_is_consolidated_by_its_text_only_where_equal_values_can_print_differe
         delta(&tree(joined), &mut ctx(&[10], &[20]))
     };
     let plain = typed(&["integer", "numeric(10,2)"]);
-    assert!(plain.contains("GROUP BY b.\"id\", b.\"x\" HAVING"), "{plain}");
-    for loose in [["integer", "numeric"], ["integer", "interval"], ["integer", "text"], ["integer", "time with time zone"]] {
+    assert!(
+        plain.contains("GROUP BY b.\"id\", b.\"x\" HAVING"),
+        "{plain}"
+    );
+    for loose in [
+        ["integer", "numeric"],
+        ["integer", "interval"],
+        ["integer", "text"],
+        ["integer", "time with time zone"],
+    ] {
         let sql = typed(&loose);
-        assert!(sql.contains("ROW(b.\"id\", b.\"x\")::text"), "{loose:?}: {sql}");
+        assert!(
+            sql.contains("ROW(b.\"id\", b.\"x\")::text"),
+            "{loose:?}: {sql}"
+        );
     }
 }
 
@@ -110,15 +155,29 @@ fn an_unchanged_query_has_no_delta_at_all() {
 fn filter_and_project_pass_weights_through() {
     let filtered = Node::Filter {
         input: Box::new(scan(10, "t", &["a", "b"])),
-        predicate: Expr { parts: vec![ExprPart::Col(1), ExprPart::Sql(" > 5".into())] },
+        predicate: Expr {
+            parts: vec![ExprPart::Col(1), ExprPart::Sql(" > 5".into())],
+        },
     };
     let t = tree(Node::Project {
         input: Box::new(filtered),
-        exprs: vec![Expr { parts: vec![ExprPart::Sql("COALESCE(".into()), ExprPart::Col(0), ExprPart::Sql(", 0)".into())] }],
+        exprs: vec![Expr {
+            parts: vec![
+                ExprPart::Sql("COALESCE(".into()),
+                ExprPart::Col(0),
+                ExprPart::Sql(", 0)".into()),
+            ],
+        }],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.contains("WHERE f2.c1 > 5") || sql.contains(".c1 > 5"), "{sql}");
-    assert!(sql.contains("COALESCE(p1.c0, 0) AS c0, p1.__pgt_w AS __pgt_w"), "{sql}");
+    assert!(
+        sql.contains("WHERE f2.c1 > 5") || sql.contains(".c1 > 5"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("COALESCE(p1.c0, 0) AS c0, p1.__pgt_w AS __pgt_w"),
+        "{sql}"
+    );
 }
 
 #[test]
@@ -126,7 +185,10 @@ fn an_inner_join_has_three_terms_when_both_sides_changed() {
     let t = a_join_b();
     let sql = delta(&t, &mut ctx(&[10, 20], &[]));
     assert_eq!(sql.matches(" JOIN (").count(), 3, "{sql}");
-    assert!(sql.contains("-(l") && sql.contains(".__pgt_w * r"), "the ΔL ⋈ ΔR term is subtracted: {sql}");
+    assert!(
+        sql.contains("-(l") && sql.contains(".__pgt_w * r"),
+        "the ΔL ⋈ ΔR term is subtracted: {sql}"
+    );
     // Both deltas are WITH items, each computed once.
     assert!(sql.starts_with("WITH dl_"), "{sql}");
     assert!(sql.contains("dr_"), "{sql}");
@@ -143,8 +205,14 @@ fn an_unchanged_join_side_is_pruned_to_one_term() {
     });
     let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
     assert_eq!(sql.matches(" JOIN (").count(), 1, "{sql}");
-    assert!(!sql.contains("changes_20"), "the unchanged side's buffer is never read: {sql}");
-    assert!(sql.contains("FROM \"public\".\"b\" AS t"), "it is joined in its current state: {sql}");
+    assert!(
+        !sql.contains("changes_20"),
+        "the unchanged side's buffer is never read: {sql}"
+    );
+    assert!(
+        sql.contains("FROM \"public\".\"b\" AS t"),
+        "it is joined in its current state: {sql}"
+    );
 }
 
 #[test]
@@ -157,9 +225,18 @@ fn a_left_join_adds_null_padded_rows_whose_match_status_changed() {
         null_types: vec!["integer".into(), "numeric".into()],
     });
     let sql = delta(&t, &mut ctx(&[10, 20], &[]));
-    assert!(sql.contains("NULL::integer AS c1, NULL::numeric AS c2"), "{sql}");
-    assert!(sql.contains("WHERE NOT EXISTS"), "ΔL rows without a match are padded: {sql}");
-    assert!(sql.contains("pg_catalog.count(*)") && sql.contains("COALESCE(pg_catalog.sum("), "old matches = now − Δ: {sql}");
+    assert!(
+        sql.contains("NULL::integer AS c1, NULL::numeric AS c2"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("WHERE NOT EXISTS"),
+        "ΔL rows without a match are padded: {sql}"
+    );
+    assert!(
+        sql.contains("pg_catalog.count(*)") && sql.contains("COALESCE(pg_catalog.sum("),
+        "old matches = now − Δ: {sql}"
+    );
     assert!(sql.contains("CASE WHEN EXISTS"), "{sql}");
 }
 
@@ -189,11 +266,20 @@ fn semi_and_anti_joins_judge_left_rows_against_the_right() {
     let exists = delta(&semi(false), &mut ctx(&[10, 20], &[20]));
     assert!(exists.contains("WHERE EXISTS (SELECT 1 FROM"), "{exists}");
     let not_exists = delta(&semi(true), &mut ctx(&[10, 20], &[20]));
-    assert!(not_exists.contains("WHERE NOT EXISTS (SELECT 1 FROM"), "{not_exists}");
+    assert!(
+        not_exists.contains("WHERE NOT EXISTS (SELECT 1 FROM"),
+        "{not_exists}"
+    );
     // A change on the right re-judges the old left rows it touches.
     let right_changed = delta(&semi(false), &mut ctx(&[10, 20], &[10]));
-    assert!(right_changed.contains(".__pgt_w * ((CASE WHEN EXISTS"), "{right_changed}");
-    assert!(right_changed.contains("1::bigint AS __pgt_w FROM (SELECT t.\"id\""), "old left rows: {right_changed}");
+    assert!(
+        right_changed.contains(".__pgt_w * ((CASE WHEN EXISTS"),
+        "{right_changed}"
+    );
+    assert!(
+        right_changed.contains("1::bigint AS __pgt_w FROM (SELECT t.\"id\""),
+        "old left rows: {right_changed}"
+    );
 }
 
 #[test]
@@ -220,12 +306,26 @@ fn a_change_on_the_right_finds_the_left_rows_it_touches_by_the_equalities_alone_
         })
     };
     let sql = delta(&semi(on), &mut ctx(&[10, 20], &[10]));
-    let keyed = regex_like_find(&sql, "WHERE y", ".c0 = o.c0) AND EXISTS (SELECT 1 FROM (SELECT * FROM dy_");
-    assert!(keyed, "keyed EXISTS before the whole condition, on the current left rows: {sql}");
-    assert!(sql.contains(".c1 <> o.c1)"), "the whole condition still decides: {sql}");
+    let keyed = regex_like_find(
+        &sql,
+        "WHERE y",
+        ".c0 = o.c0) AND EXISTS (SELECT 1 FROM (SELECT * FROM dy_",
+    );
+    assert!(
+        keyed,
+        "keyed EXISTS before the whole condition, on the current left rows: {sql}"
+    );
+    assert!(
+        sql.contains(".c1 <> o.c1)"),
+        "the whole condition still decides: {sql}"
+    );
     // Equalities alone need no second test.
     let plain = delta(&semi(eq(2, 0)), &mut ctx(&[10, 20], &[10]));
-    assert_eq!(plain.matches("FROM (SELECT * FROM dy_").count(), 1, "equalities alone: one test: {plain}");
+    assert_eq!(
+        plain.matches("FROM (SELECT * FROM dy_").count(),
+        1,
+        "equalities alone: one test: {plain}"
+    );
 }
 
 #[test]
@@ -237,7 +337,13 @@ fn a_global_aggregate_joined_by_a_delta_is_computed_once_per_statement() {
         right: Box::new(Node::Aggregate {
             input: Box::new(scan(20, "b", &["x"])),
             group_by: vec![],
-            aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(0), ExprPart::Sql(")".into())] }],
+            aggregates: vec![Expr {
+                parts: vec![
+                    ExprPart::Sql("max(".into()),
+                    ExprPart::Col(0),
+                    ExprPart::Sql(")".into()),
+                ],
+            }],
             calls: vec![],
             key_types: vec![],
             key_eq: vec![],
@@ -246,7 +352,10 @@ fn a_global_aggregate_joined_by_a_delta_is_computed_once_per_statement() {
         null_types: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
-    assert!(regex_like_find(&sql, "one_", " AS MATERIALIZED (SELECT max("), "{sql}");
+    assert!(
+        regex_like_find(&sql, "one_", " AS MATERIALIZED (SELECT max("),
+        "{sql}"
+    );
     assert!(sql.contains("(SELECT * FROM one_"), "{sql}");
 }
 
@@ -260,7 +369,13 @@ fn a_delta_joined_with_a_grouped_aggregate_aggregates_only_the_groups_it_can_joi
         right: Box::new(Node::Aggregate {
             input: Box::new(scan(20, "b", &["k", "x"])),
             group_by: vec![Expr::col(0)],
-            aggregates: vec![Expr { parts: vec![ExprPart::Sql("sum(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+            aggregates: vec![Expr {
+                parts: vec![
+                    ExprPart::Sql("sum(".into()),
+                    ExprPart::Col(1),
+                    ExprPart::Sql(")".into()),
+                ],
+            }],
             calls: vec![],
             key_types: vec![],
             key_eq: vec![],
@@ -269,14 +384,28 @@ fn a_delta_joined_with_a_grouped_aggregate_aggregates_only_the_groups_it_can_joi
         null_types: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
-    assert!(regex_like_find(&sql, "WHERE (EXISTS (SELECT 1 FROM dl_", " AS m"), "{sql}");
-    assert!(sql.contains(".c0 = (m"), "the partner's key column against the group key: {sql}");
+    assert!(
+        regex_like_find(&sql, "WHERE (EXISTS (SELECT 1 FROM dl_", " AS m"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(".c0 = (m"),
+        "the partner's key column against the group key: {sql}"
+    );
     // The aggregate's own delta is cut to the groups the left side (now, or in its delta) has.
     let sql = delta(&t, &mut ctx(&[10, 20], &[]));
     assert!(regex_like_find(&sql, "dmatch_", " AS (SELECT d"), "{sql}");
     // One EXISTS per partner (current rows, delta), each probed by its own keys.
-    assert!(sql.contains("WHERE (EXISTS (SELECT 1 FROM (SELECT t.\"id\" AS c0 FROM \"public\".\"a\" AS t) AS m"), "{sql}");
-    assert!(regex_like_find(&sql, ") OR EXISTS (SELECT 1 FROM dl_", " AS m"), "{sql}");
+    assert!(
+        sql.contains(
+            "WHERE (EXISTS (SELECT 1 FROM (SELECT t.\"id\" AS c0 FROM \"public\".\"a\" AS t) AS m"
+        ),
+        "{sql}"
+    );
+    assert!(
+        regex_like_find(&sql, ") OR EXISTS (SELECT 1 FROM dl_", " AS m"),
+        "{sql}"
+    );
     // Joined on an aggregate value, not a key: nothing to restrict by.
     let mut on_value = t.clone();
     if let Node::Join { on, .. } = &mut on_value.root {
@@ -300,7 +429,13 @@ fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
     let t = tree(Node::Aggregate {
         input: Box::new(scan(10, "sales", &["region", "amount"])),
         group_by: vec![Expr::col(0)],
-        aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+        aggregates: vec![Expr {
+            parts: vec![
+                ExprPart::Sql("max(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(")".into()),
+            ],
+        }],
         calls: vec![],
         key_types: vec![],
         key_eq: vec![],
@@ -308,14 +443,31 @@ fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("SELECT DISTINCT"), "touched groups: {sql}");
     assert!(
-        sql.contains(".k0 IS NOT NULL AND ROW(a4.c0)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("),
+        sql.contains(
+            ".k0 IS NOT NULL AND ROW(a4.c0)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("
+        ),
         "without resolved operators, keys match by record equality: {sql}"
     );
-    assert!(!sql.contains("IS NOT DISTINCT FROM"), "no operator resolved through the search_path: {sql}");
-    assert!(sql.contains("::pg_catalog.record OPERATOR(pg_catalog.=) ROW("), "NULL keys matched null-safely: {sql}");
-    assert!(sql.contains("generate_series(1,"), "old rows expanded from multiplicities: {sql}");
-    assert!(sql.contains("-1::bigint AS __pgt_w") && sql.contains("1::bigint AS __pgt_w"), "{sql}");
-    assert!(sql.contains("max("), "the aggregate is evaluated as written: {sql}");
+    assert!(
+        !sql.contains("IS NOT DISTINCT FROM"),
+        "no operator resolved through the search_path: {sql}"
+    );
+    assert!(
+        sql.contains("::pg_catalog.record OPERATOR(pg_catalog.=) ROW("),
+        "NULL keys matched null-safely: {sql}"
+    );
+    assert!(
+        sql.contains("generate_series(1,"),
+        "old rows expanded from multiplicities: {sql}"
+    );
+    assert!(
+        sql.contains("-1::bigint AS __pgt_w") && sql.contains("1::bigint AS __pgt_w"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("max("),
+        "the aggregate is evaluated as written: {sql}"
+    );
 }
 
 #[test]
@@ -323,13 +475,22 @@ fn group_keys_are_matched_with_the_operators_resolved_at_creation() {
     let t = tree(Node::Aggregate {
         input: Box::new(scan(10, "sales", &["region", "amount"])),
         group_by: vec![Expr::col(0)],
-        aggregates: vec![Expr { parts: vec![ExprPart::Sql("max(".into()), ExprPart::Col(1), ExprPart::Sql(")".into())] }],
+        aggregates: vec![Expr {
+            parts: vec![
+                ExprPart::Sql("max(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(")".into()),
+            ],
+        }],
         calls: vec![],
         key_types: vec![],
         key_eq: vec!["OPERATOR(public.=)".into()],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.contains(".c0) OPERATOR(public.=) g"), "an index-friendly semi-join on the key's own =: {sql}");
+    assert!(
+        sql.contains(".c0) OPERATOR(public.=) g"),
+        "an index-friendly semi-join on the key's own =: {sql}"
+    );
     assert!(!sql.contains(" IN (SELECT"), "{sql}");
 }
 
@@ -344,22 +505,37 @@ fn a_global_aggregate_only_emits_rows_when_its_input_changed() {
         key_eq: vec![],
     });
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.matches("WHERE EXISTS (SELECT 1 FROM dagg_").count() >= 2, "{sql}");
+    assert!(
+        sql.matches("WHERE EXISTS (SELECT 1 FROM dagg_").count() >= 2,
+        "{sql}"
+    );
     assert!(!sql.contains(" GROUP BY  "), "{sql}");
 }
 
 #[test]
 fn distinct_is_an_aggregate_over_all_columns() {
-    let t = tree(Node::Distinct { input: Box::new(scan(10, "t", &["a", "b"])) });
+    let t = tree(Node::Distinct {
+        input: Box::new(scan(10, "t", &["a", "b"])),
+    });
     let sql = delta(&t, &mut ctx(&[10], &[]));
-    assert!(sql.contains(".k1 IS NOT NULL AND ROW(a4.c0, a4.c1)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("), "{sql}");
+    assert!(
+        sql.contains(
+            ".k1 IS NOT NULL AND ROW(a4.c0, a4.c1)::pg_catalog.record OPERATOR(pg_catalog.=) ROW("
+        ),
+        "{sql}"
+    );
 }
 
 #[test]
 fn union_all_skips_unchanged_branches() {
-    let t = tree(Node::UnionAll { inputs: vec![scan(10, "a", &["x"]), scan(20, "b", &["x"])] });
+    let t = tree(Node::UnionAll {
+        inputs: vec![scan(10, "a", &["x"]), scan(20, "b", &["x"])],
+    });
     let sql = delta(&t, &mut ctx(&[10, 20], &[20]));
-    assert!(sql.contains("changes_10") && !sql.contains("changes_20"), "{sql}");
+    assert!(
+        sql.contains("changes_10") && !sql.contains("changes_20"),
+        "{sql}"
+    );
 }
 
 #[test]
@@ -388,7 +564,10 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
 fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
     let mut node = scan(10, "t", &["a"]);
     for _ in 0..10 {
-        node = Node::Filter { input: Box::new(node), predicate: Expr::sql("true") };
+        node = Node::Filter {
+            input: Box::new(node),
+            predicate: Expr::sql("true"),
+        };
     }
     let t = tree(node);
     let mut c = ctx(&[10], &[]);

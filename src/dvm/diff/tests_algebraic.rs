@@ -22,14 +22,22 @@ fn call(func: AggFunc, arg: Option<usize>, arg_type: &str) -> AggCall {
         arg: arg.map(Expr::col),
         filter: None,
         arg_type: arg_type.into(),
-        less_than: if matches!(func, AggFunc::Min | AggFunc::Max) { "OPERATOR(pg_catalog.<)".into() } else { String::new() },
+        less_than: if matches!(func, AggFunc::Min | AggFunc::Max) {
+            "OPERATOR(pg_catalog.<)".into()
+        } else {
+            String::new()
+        },
     }
 }
 
 /// `SELECT <exprs> FROM sales(region, amount, qty) GROUP BY <keys>` with the given calls.
 fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
     let scan = Node::Scan {
-        table: TableRef { relid: 10, schema: "public".into(), name: "sales".into() },
+        table: TableRef {
+            relid: 10,
+            schema: "public".into(),
+            name: "sales".into(),
+        },
         columns: vec!["region".into(), "amount".into(), "qty".into()],
         types: vec![],
     };
@@ -38,7 +46,14 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
     let names = (0..exprs.len()).map(|i| format!("o{i}")).collect();
     OpTree {
         root: Node::Project {
-            input: Box::new(Node::Aggregate { input: Box::new(scan), group_by: keys, aggregates, calls, key_types, key_eq: vec![] }),
+            input: Box::new(Node::Aggregate {
+                input: Box::new(scan),
+                group_by: keys,
+                aggregates,
+                calls,
+                key_types,
+                key_eq: vec![],
+            }),
             exprs,
         },
         ctes: vec![],
@@ -49,7 +64,14 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
 
 fn ctx() -> DiffContext {
     DiffContext::new(CdcContext {
-        sources: [(10, SourceCdc { buffer: QualifiedName::new("pgtrickle_changes", "changes_10") })].into_iter().collect(),
+        sources: [(
+            10,
+            SourceCdc {
+                buffer: QualifiedName::new("pgtrickle_changes", "changes_10"),
+            },
+        )]
+        .into_iter()
+        .collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
         staged: None,
@@ -57,20 +79,37 @@ fn ctx() -> DiffContext {
 }
 
 fn visible(n: usize) -> (Vec<String>, Vec<String>) {
-    ((0..n).map(|i| format!("o{i}")).collect(), (0..n).map(|_| "bigint".to_string()).collect())
+    (
+        (0..n).map(|i| format!("o{i}")).collect(),
+        (0..n).map(|_| "bigint".to_string()).collect(),
+    )
 }
 
 #[test]
 fn count_sum_avg_over_exact_types_qualify_and_get_hidden_state() {
     let tree = grouped(
         vec![Expr::col(0)],
-        vec![call(AggFunc::CountStar, None, ""), call(AggFunc::Sum, Some(1), "numeric(12,2)"), call(AggFunc::Avg, Some(2), "integer")],
+        vec![
+            call(AggFunc::CountStar, None, ""),
+            call(AggFunc::Sum, Some(1), "numeric(12,2)"),
+            call(AggFunc::Avg, Some(2), "integer"),
+        ],
         vec![Expr::col(0), Expr::col(1), Expr::col(2), Expr::col(3)],
     );
     let state = AggregateState::of(&tree).expect("maintainable");
     let hidden: Vec<(String, String)> = state.hidden_columns();
     let names: Vec<&str> = hidden.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["__pgt_count", "__pgt_a0", "__pgt_a1", "__pgt_n1", "__pgt_a2", "__pgt_n2"]);
+    assert_eq!(
+        names,
+        [
+            "__pgt_count",
+            "__pgt_a0",
+            "__pgt_a1",
+            "__pgt_n1",
+            "__pgt_a2",
+            "__pgt_n2"
+        ]
+    );
     assert_eq!(hidden[2].1, "numeric", "SUM(numeric(12,2)) state");
     assert_eq!(hidden[4].1, "bigint", "AVG(integer) keeps an int8 sum");
     let (v, t) = visible(4);
@@ -81,9 +120,16 @@ fn count_sum_avg_over_exact_types_qualify_and_get_hidden_state() {
 
 #[test]
 fn a_key_the_select_list_does_not_show_is_stored_hidden() {
-    let tree = grouped(vec![Expr::col(0)], vec![call(AggFunc::Count, Some(1), "numeric")], vec![Expr::col(1)]);
+    let tree = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Count, Some(1), "numeric")],
+        vec![Expr::col(1)],
+    );
     let state = AggregateState::of(&tree).expect("maintainable");
-    assert_eq!(state.hidden_columns()[0], ("__pgt_k0".to_string(), "text".to_string()));
+    assert_eq!(
+        state.hidden_columns()[0],
+        ("__pgt_k0".to_string(), "text".to_string())
+    );
     let (v, t) = visible(1);
     assert_eq!(state.payload(&v, &t).identity, vec![1]);
 }
@@ -94,9 +140,15 @@ fn other_aggregates_float_sums_and_having_keep_the_group_rescan() {
     let other = AggCall::other();
     assert!(AggregateState::of(&grouped(vec![Expr::col(0)], vec![other], exprs.clone())).is_none());
     let float_sum = call(AggFunc::Sum, Some(1), "double precision");
-    assert!(AggregateState::of(&grouped(vec![Expr::col(0)], vec![float_sum], exprs.clone())).is_none());
+    assert!(
+        AggregateState::of(&grouped(vec![Expr::col(0)], vec![float_sum], exprs.clone())).is_none()
+    );
     // Trees stored before calls were recorded: aggregates without their descriptions.
-    let mut old = grouped(vec![Expr::col(0)], vec![call(AggFunc::CountStar, None, "")], exprs.clone());
+    let mut old = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::CountStar, None, "")],
+        exprs.clone(),
+    );
     if let Node::Project { input, .. } = &mut old.root {
         if let Node::Aggregate { calls, .. } = input.as_mut() {
             calls.clear();
@@ -104,10 +156,17 @@ fn other_aggregates_float_sums_and_having_keep_the_group_rescan() {
     }
     assert!(AggregateState::of(&old).is_none());
     // HAVING: a Filter between the Project and the Aggregate.
-    let mut having = grouped(vec![Expr::col(0)], vec![call(AggFunc::CountStar, None, "")], exprs);
+    let mut having = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::CountStar, None, "")],
+        exprs,
+    );
     if let Node::Project { input, .. } = &mut having.root {
         let agg = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
-        **input = Node::Filter { input: Box::new(agg), predicate: Expr::sql("true") };
+        **input = Node::Filter {
+            input: Box::new(agg),
+            predicate: Expr::sql("true"),
+        };
     }
     assert!(AggregateState::of(&having).is_none());
 }
@@ -116,7 +175,10 @@ fn other_aggregates_float_sums_and_having_keep_the_group_rescan() {
 fn a_count_and_sum_batch_reads_the_buffer_and_the_stored_groups_only() {
     let tree = grouped(
         vec![Expr::col(0)],
-        vec![call(AggFunc::CountStar, None, ""), call(AggFunc::Sum, Some(2), "integer")],
+        vec![
+            call(AggFunc::CountStar, None, ""),
+            call(AggFunc::Sum, Some(2), "integer"),
+        ],
         vec![Expr::col(0), Expr::col(1), Expr::col(2)],
     );
     let state = AggregateState::of(&tree).unwrap();
@@ -124,20 +186,49 @@ fn a_count_and_sum_batch_reads_the_buffer_and_the_stored_groups_only() {
     let payload = state.payload(&v, &t);
     let storage = QualifiedName::new("public", "st");
     let sql = groups(stream_delta(&tree, &storage, &payload, &mut ctx()).unwrap());
-    assert!(!sql.contains("\"public\".\"sales\""), "the source is not read: {sql}");
+    assert!(
+        !sql.contains("\"public\".\"sales\""),
+        "the source is not read: {sql}"
+    );
     assert!(sql.contains("changes_10"), "{sql}");
-    assert!(sql.contains("__pgt_row_id = pg_catalog.hash_record_extended(ROW("), "groups found by identity: {sql}");
-    assert!(sql.contains("LIMIT 1) AS o ON true"), "one index probe per group: {sql}");
-    assert!(sql.contains("OPERATOR(pg_catalog.*=)"), "unchanged groups are left alone: {sql}");
-    assert!(sql.contains(".ctid AS o_ctid") && sql.contains("AS __pgt_old"), "the stored row is remembered: {sql}");
-    assert!(sql.contains("b.__pgt_w::bigint AS __pgt_w FROM"), "sums read the change rows as they are: {sql}");
-    assert!(!sql.contains("::text HAVING"), "no consolidation of the batch for sums: {sql}");
+    assert!(
+        sql.contains("__pgt_row_id = pg_catalog.hash_record_extended(ROW("),
+        "groups found by identity: {sql}"
+    );
+    assert!(
+        sql.contains("LIMIT 1) AS o ON true"),
+        "one index probe per group: {sql}"
+    );
+    assert!(
+        sql.contains("OPERATOR(pg_catalog.*=)"),
+        "unchanged groups are left alone: {sql}"
+    );
+    assert!(
+        sql.contains(".ctid AS o_ctid") && sql.contains("AS __pgt_old"),
+        "the stored row is remembered: {sql}"
+    );
+    assert!(
+        sql.contains("b.__pgt_w::bigint AS __pgt_w FROM"),
+        "sums read the change rows as they are: {sql}"
+    );
+    assert!(
+        !sql.contains("::text HAVING"),
+        "no consolidation of the batch for sums: {sql}"
+    );
 }
 
 #[test]
 fn extrema_and_joins_read_the_consolidated_batch() {
-    let minimum = grouped(vec![Expr::col(0)], vec![call(AggFunc::Min, Some(1), "numeric(12,2)")], vec![Expr::col(0), Expr::col(1)]);
-    let mut joined = grouped(vec![Expr::col(0)], vec![call(AggFunc::CountStar, None, "")], vec![Expr::col(0), Expr::col(1)]);
+    let minimum = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Min, Some(1), "numeric(12,2)")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
+    let mut joined = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::CountStar, None, "")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
     if let Node::Project { input, .. } = &mut joined.root {
         if let Node::Aggregate { input, .. } = input.as_mut() {
             let scan = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
@@ -153,8 +244,19 @@ fn extrema_and_joins_read_the_consolidated_batch() {
     for tree in [minimum, joined] {
         let state = AggregateState::of(&tree).unwrap();
         let (v, t) = visible(2);
-        let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
-        assert!(sql.contains("::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"), "consolidated: {sql}");
+        let sql = groups(
+            stream_delta(
+                &tree,
+                &QualifiedName::new("public", "st"),
+                &state.payload(&v, &t),
+                &mut ctx(),
+            )
+            .unwrap(),
+        );
+        assert!(
+            sql.contains("::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"),
+            "consolidated: {sql}"
+        );
         assert!(!sql.contains("b.__pgt_w::bigint AS __pgt_w"), "{sql}");
     }
 }
@@ -163,18 +265,41 @@ fn extrema_and_joins_read_the_consolidated_batch() {
 fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
     let tree = grouped(
         vec![Expr::col(0)],
-        vec![call(AggFunc::Min, Some(1), "numeric(12,2)"), call(AggFunc::Max, Some(1), "numeric(12,2)")],
+        vec![
+            call(AggFunc::Min, Some(1), "numeric(12,2)"),
+            call(AggFunc::Max, Some(1), "numeric(12,2)"),
+        ],
         vec![Expr::col(0), Expr::col(1), Expr::col(2)],
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(3);
-    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
-    assert!(sql.contains("OPERATOR(pg_catalog.<)"), "extrema compared with the type's own order: {sql}");
-    assert!(sql.contains("FILTER (WHERE d") && sql.contains(" OVER (PARTITION BY "), "copies of the extremum counted: {sql}");
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut ctx(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        sql.contains("OPERATOR(pg_catalog.<)"),
+        "extrema compared with the type's own order: {sql}"
+    );
+    assert!(
+        sql.contains("FILTER (WHERE d") && sql.contains(" OVER (PARTITION BY "),
+        "copies of the extremum counted: {sql}"
+    );
     assert!(sql.contains("AS n_n0") && sql.contains("AS n_n1"), "{sql}");
     assert!(sql.contains("WHERE rescan"), "{sql}");
-    assert!(sql.contains("\"public\".\"sales\""), "rescanned groups read the source: {sql}");
-    assert!(sql.contains("WHERE EXISTS (SELECT 1 FROM arescan_"), "gated on there being any: {sql}");
+    assert!(
+        sql.contains("\"public\".\"sales\""),
+        "rescanned groups read the source: {sql}"
+    );
+    assert!(
+        sql.contains("WHERE EXISTS (SELECT 1 FROM arescan_"),
+        "gated on there being any: {sql}"
+    );
 }
 
 #[test]
@@ -182,25 +307,57 @@ fn the_full_query_computes_visible_columns_and_state_in_payload_order() {
     let tree = grouped(
         vec![Expr::col(0)],
         vec![call(AggFunc::Avg, Some(1), "numeric(12,2)")],
-        vec![Expr::col(0), Expr { parts: vec![ExprPart::Col(1), ExprPart::Sql(" * 2".into())] }],
+        vec![
+            Expr::col(0),
+            Expr {
+                parts: vec![ExprPart::Col(1), ExprPart::Sql(" * 2".into())],
+            },
+        ],
     );
     let state = AggregateState::of(&tree).unwrap();
-    let types: Vec<String> = ["text", "numeric", "bigint", "numeric", "bigint"].iter().map(|t| t.to_string()).collect();
+    let types: Vec<String> = ["text", "numeric", "bigint", "numeric", "bigint"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     let sql = state.full_query(&tree, &types).unwrap();
-    assert!(sql.contains("pg_catalog.numeric_div("), "AVG as PostgreSQL computes it: {sql}");
-    assert!(sql.contains("AS c4 FROM (SELECT"), "five payload columns: {sql}");
+    assert!(
+        sql.contains("pg_catalog.numeric_div("),
+        "AVG as PostgreSQL computes it: {sql}"
+    );
+    assert!(
+        sql.contains("AS c4 FROM (SELECT"),
+        "five payload columns: {sql}"
+    );
     assert!(sql.contains("pg_catalog.count(*) AS s_count"), "{sql}");
     assert!(sql.contains(" GROUP BY a.c0"), "{sql}");
 }
 
 #[test]
 fn a_numeric_sum_without_extrema_recomputes_nan_groups_in_valid_sql() {
-    let tree = grouped(vec![], vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")], vec![Expr::col(0)]);
+    let tree = grouped(
+        vec![],
+        vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")],
+        vec![Expr::col(0)],
+    );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(1);
-    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
-    assert!(sql.contains("ARRAY['NaN', 'Infinity', '-Infinity']::pg_catalog.numeric[]"), "{sql}");
-    assert!(!sql.contains(".*,  FROM") && !sql.contains(", FROM"), "no empty select list item: {sql}");
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut ctx(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        sql.contains("ARRAY['NaN', 'Infinity', '-Infinity']::pg_catalog.numeric[]"),
+        "{sql}"
+    );
+    assert!(
+        !sql.contains(".*,  FROM") && !sql.contains(", FROM"),
+        "no empty select list item: {sql}"
+    );
 }
 
 #[test]
@@ -208,30 +365,73 @@ fn a_batch_large_against_the_stored_groups_joins_them_by_one_scan() {
     use super::context::GroupLookup;
     assert_eq!(GroupLookup::for_batch(15_000, 10_000.0), GroupLookup::Scan);
     assert_eq!(GroupLookup::for_batch(1_500, 10_000.0), GroupLookup::Probe);
-    assert_eq!(GroupLookup::for_batch(1, 1.0), GroupLookup::Scan, "a global aggregate's one row");
-    assert_eq!(GroupLookup::for_batch(1, -1.0), GroupLookup::Probe, "never counted: probe");
+    assert_eq!(
+        GroupLookup::for_batch(1, 1.0),
+        GroupLookup::Scan,
+        "a global aggregate's one row"
+    );
+    assert_eq!(
+        GroupLookup::for_batch(1, -1.0),
+        GroupLookup::Probe,
+        "never counted: probe"
+    );
     let tree = grouped(
         vec![Expr::col(0)],
-        vec![call(AggFunc::CountStar, None, ""), call(AggFunc::Sum, Some(1), "numeric(12,2)")],
+        vec![
+            call(AggFunc::CountStar, None, ""),
+            call(AggFunc::Sum, Some(1), "numeric(12,2)"),
+        ],
         vec![Expr::col(0), Expr::col(1), Expr::col(2)],
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(3);
     let mut scan = ctx();
     scan.opt.group_lookup = GroupLookup::Scan;
-    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut scan).unwrap());
-    assert!(sql.contains("__pgt_row_id + 0 AS o_id FROM \"public\".\"st\""), "the identity index is kept out: {sql}");
-    assert!(sql.contains("ON o.o_id = pg_catalog.hash_record_extended(ROW("), "joined on the identity hash: {sql}");
-    assert!(!sql.contains("LIMIT 1) AS o ON true"), "no probe per group: {sql}");
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut scan,
+        )
+        .unwrap(),
+    );
+    assert!(
+        sql.contains("__pgt_row_id + 0 AS o_id FROM \"public\".\"st\""),
+        "the identity index is kept out: {sql}"
+    );
+    assert!(
+        sql.contains("ON o.o_id = pg_catalog.hash_record_extended(ROW("),
+        "joined on the identity hash: {sql}"
+    );
+    assert!(
+        !sql.contains("LIMIT 1) AS o ON true"),
+        "no probe per group: {sql}"
+    );
 }
 
 #[test]
 fn only_groups_to_recompute_are_joined_with_their_recomputation() {
-    let tree = grouped(vec![Expr::col(0)], vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")], vec![Expr::col(0), Expr::col(1)]);
+    let tree = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Sum, Some(1), "numeric(12,2)")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(2);
-    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
-    assert!(sql.contains("WHERE NOT z") && sql.contains(".rescan UNION ALL SELECT z"), "arithmetic groups skip the join: {sql}");
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut ctx(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        sql.contains("WHERE NOT z") && sql.contains(".rescan UNION ALL SELECT z"),
+        "arithmetic groups skip the join: {sql}"
+    );
     assert!(!sql.contains("CASE WHEN z"), "{sql}");
 }
 
@@ -239,22 +439,58 @@ fn only_groups_to_recompute_are_joined_with_their_recomputation() {
 fn a_numeric_sum_of_any_scale_keeps_its_largest_input_scale_as_an_extremum() {
     let tree = grouped(
         vec![Expr::col(0)],
-        vec![call(AggFunc::Sum, Some(1), "numeric"), call(AggFunc::Avg, Some(2), "numeric(10,2)")],
+        vec![
+            call(AggFunc::Sum, Some(1), "numeric"),
+            call(AggFunc::Avg, Some(2), "numeric(10,2)"),
+        ],
         vec![Expr::col(0), Expr::col(1), Expr::col(2)],
     );
     let state = AggregateState::of(&tree).expect("a sum of numeric is kept from stored state");
-    let hidden: Vec<String> = state.hidden_columns().into_iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let hidden: Vec<String> = state
+        .hidden_columns()
+        .into_iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
     assert_eq!(
         hidden,
-        ["__pgt_count bigint", "__pgt_a0 numeric", "__pgt_n0 bigint", "__pgt_a1 numeric", "__pgt_n1 bigint",
-         "__pgt_a2 integer", "__pgt_n2 bigint"],
+        [
+            "__pgt_count bigint",
+            "__pgt_a0 numeric",
+            "__pgt_n0 bigint",
+            "__pgt_a1 numeric",
+            "__pgt_n1 bigint",
+            "__pgt_a2 integer",
+            "__pgt_n2 bigint"
+        ],
         "one hidden MAX(scale(x)) for the sum without a fixed scale, none for numeric(10,2)"
     );
     let (v, t) = visible(3);
-    let sql = groups(stream_delta(&tree, &QualifiedName::new("public", "st"), &state.payload(&v, &t), &mut ctx()).unwrap());
-    assert!(sql.contains("pg_catalog.max((pg_catalog.scale(d"), "the largest scale among the inserted rows: {sql}");
-    assert!(sql.contains("WHERE rescan"), "a group that lost its most precise input is recomputed: {sql}");
-    let full = state.full_query(&tree, &state.payload(&v, &t).types).unwrap();
-    assert!(full.contains("GROUP BY a.c0, (pg_catalog.scale(a.c1))"), "partial states per input scale: {full}");
-    assert!(full.contains("FILTER (WHERE w.p_a2 = w.m2)"), "the copies of the largest scale counted: {full}");
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut ctx(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        sql.contains("pg_catalog.max((pg_catalog.scale(d"),
+        "the largest scale among the inserted rows: {sql}"
+    );
+    assert!(
+        sql.contains("WHERE rescan"),
+        "a group that lost its most precise input is recomputed: {sql}"
+    );
+    let full = state
+        .full_query(&tree, &state.payload(&v, &t).types)
+        .unwrap();
+    assert!(
+        full.contains("GROUP BY a.c0, (pg_catalog.scale(a.c1))"),
+        "partial states per input scale: {full}"
+    );
+    assert!(
+        full.contains("FILTER (WHERE w.p_a2 = w.m2)"),
+        "the copies of the largest scale counted: {full}"
+    );
 }

@@ -79,30 +79,57 @@ impl fmt::Display for CopyError {
         match self {
             CopyError::BadSignature => write!(f, "not a binary copy stream (bad signature)"),
             CopyError::OidsIncluded => write!(f, "binary copy stream includes oids"),
-            CopyError::UnknownFlags(flags) => write!(f, "binary copy header has unknown critical flags {flags:#010x}"),
+            CopyError::UnknownFlags(flags) => write!(
+                f,
+                "binary copy header has unknown critical flags {flags:#010x}"
+            ),
             CopyError::BadHeaderExtension(length) => {
-                write!(f, "binary copy header extension has negative length {length}")
+                write!(
+                    f,
+                    "binary copy header extension has negative length {length}"
+                )
             }
             CopyError::Truncated => write!(f, "binary copy stream ends early"),
             CopyError::TrailingData => write!(f, "data after the binary copy trailer"),
-            CopyError::FieldCount { expected, found } => write!(f, "tuple has {found} fields, expected {expected}"),
-            CopyError::BadFieldLength { ty, length } => write!(f, "{} field has invalid length {length}", ty.sql()),
+            CopyError::FieldCount { expected, found } => {
+                write!(f, "tuple has {found} fields, expected {expected}")
+            }
+            CopyError::BadFieldLength { ty, length } => {
+                write!(f, "{} field has invalid length {length}", ty.sql())
+            }
             CopyError::InvalidUtf8 => write!(f, "text field is not valid utf-8"),
             CopyError::BadNumeric(why) => write!(f, "malformed numeric: {why}"),
             CopyError::NumericNan => write!(f, "numeric nan is not supported"),
-            CopyError::NumericInfinity { negative: false } => write!(f, "numeric infinity is not supported"),
-            CopyError::NumericInfinity { negative: true } => write!(f, "numeric -infinity is not supported"),
+            CopyError::NumericInfinity { negative: false } => {
+                write!(f, "numeric infinity is not supported")
+            }
+            CopyError::NumericInfinity { negative: true } => {
+                write!(f, "numeric -infinity is not supported")
+            }
             CopyError::NumericOverflow => write!(f, "numeric does not fit 128 bits at its scale"),
-            CopyError::NumericHiddenDigits => write!(f, "numeric has nonzero digits beyond its display scale"),
-            CopyError::RowWidth { expected, found } => write!(f, "row has {found} values, expected {expected}"),
-            CopyError::OutOfRange { ty, value } => write!(f, "{value} is out of range for {}", ty.sql()),
-            CopyError::TypeMismatch { ty, found } => write!(f, "cannot encode a {found} value as {}", ty.sql()),
+            CopyError::NumericHiddenDigits => {
+                write!(f, "numeric has nonzero digits beyond its display scale")
+            }
+            CopyError::RowWidth { expected, found } => {
+                write!(f, "row has {found} values, expected {expected}")
+            }
+            CopyError::OutOfRange { ty, value } => {
+                write!(f, "{value} is out of range for {}", ty.sql())
+            }
+            CopyError::TypeMismatch { ty, found } => {
+                write!(f, "cannot encode a {found} value as {}", ty.sql())
+            }
             CopyError::ScaleTooLarge(scale) => {
-                write!(f, "numeric scale {scale} exceeds the maximum {NUMERIC_DSCALE_MAX}")
+                write!(
+                    f,
+                    "numeric scale {scale} exceeds the maximum {NUMERIC_DSCALE_MAX}"
+                )
             }
             CopyError::NulInText => write!(f, "text contains a nul byte"),
             CopyError::FieldTooLong(length) => write!(f, "field of {length} bytes is too long"),
-            CopyError::TooManyColumns(count) => write!(f, "{count} columns are too many for a binary copy tuple"),
+            CopyError::TooManyColumns(count) => {
+                write!(f, "{count} columns are too many for a binary copy tuple")
+            }
         }
     }
 }
@@ -116,9 +143,16 @@ type Result<T> = std::result::Result<T, CopyError>;
 pub fn decode(data: &[u8], types: &[LocalType]) -> Result<Vec<Vec<Value>>> {
     if !data.starts_with(SIGNATURE) {
         // A cut-off signature is a short read, not a different format.
-        return Err(if SIGNATURE.starts_with(data) { CopyError::Truncated } else { CopyError::BadSignature });
+        return Err(if SIGNATURE.starts_with(data) {
+            CopyError::Truncated
+        } else {
+            CopyError::BadSignature
+        });
     }
-    let mut input = Reader { data, pos: SIGNATURE.len() };
+    let mut input = Reader {
+        data,
+        pos: SIGNATURE.len(),
+    };
     let flags = input.u32()?;
     if flags & FLAG_OIDS != 0 {
         return Err(CopyError::OidsIncluded);
@@ -127,7 +161,8 @@ pub fn decode(data: &[u8], types: &[LocalType]) -> Result<Vec<Vec<Value>>> {
         return Err(CopyError::UnknownFlags(flags & FLAGS_CRITICAL));
     }
     let extension = input.i32()?;
-    let extension_len = usize::try_from(extension).map_err(|_| CopyError::BadHeaderExtension(extension))?;
+    let extension_len =
+        usize::try_from(extension).map_err(|_| CopyError::BadHeaderExtension(extension))?;
     input.take(extension_len)?;
 
     let mut rows = Vec::new();
@@ -137,7 +172,10 @@ pub fn decode(data: &[u8], types: &[LocalType]) -> Result<Vec<Vec<Value>>> {
             break;
         }
         if usize::try_from(count).ok() != Some(types.len()) {
-            return Err(CopyError::FieldCount { expected: types.len(), found: count });
+            return Err(CopyError::FieldCount {
+                expected: types.len(),
+                found: count,
+            });
         }
         let mut row = Vec::with_capacity(types.len());
         for &ty in types {
@@ -145,7 +183,8 @@ pub fn decode(data: &[u8], types: &[LocalType]) -> Result<Vec<Vec<Value>>> {
             let value = match length {
                 -1 => Value::Null,
                 _ => {
-                    let len = usize::try_from(length).map_err(|_| CopyError::BadFieldLength { ty, length })?;
+                    let len = usize::try_from(length)
+                        .map_err(|_| CopyError::BadFieldLength { ty, length })?;
                     decode_field(input.take(len)?, ty, length)?
                 }
             };
@@ -172,7 +211,10 @@ pub fn encode(rows: &[Vec<Value>], types: &[LocalType]) -> Result<Vec<u8>> {
     put_i32(&mut out, 0);
     for row in rows {
         if row.len() != types.len() {
-            return Err(CopyError::RowWidth { expected: types.len(), found: row.len() });
+            return Err(CopyError::RowWidth {
+                expected: types.len(),
+                found: row.len(),
+            });
         }
         put_i16(&mut out, count);
         for (value, &ty) in row.iter().zip(types) {
@@ -222,13 +264,23 @@ impl<'a> Reader<'a> {
 fn decode_field(bytes: &[u8], ty: LocalType, length: i32) -> Result<Value> {
     let bad_length = CopyError::BadFieldLength { ty, length };
     Ok(match ty {
-        LocalType::Int2 => Value::Int(i16::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?) as i64),
-        LocalType::Int4 => Value::Int(i32::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?) as i64),
-        LocalType::Int8 => Value::Int(i64::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?)),
+        LocalType::Int2 => {
+            Value::Int(i16::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?) as i64)
+        }
+        LocalType::Int4 => {
+            Value::Int(i32::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?) as i64)
+        }
+        LocalType::Int8 => Value::Int(i64::from_be_bytes(
+            bytes.try_into().map_err(|_| bad_length)?,
+        )),
         // Like PostgreSQL's boolrecv: any nonzero byte is true.
         LocalType::Bool => Value::Bool(<[u8; 1]>::try_from(bytes).map_err(|_| bad_length)? != [0]),
-        LocalType::Date => Value::Date(i32::from_be_bytes(bytes.try_into().map_err(|_| bad_length)?)),
-        LocalType::Text => Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| CopyError::InvalidUtf8)?),
+        LocalType::Date => Value::Date(i32::from_be_bytes(
+            bytes.try_into().map_err(|_| bad_length)?,
+        )),
+        LocalType::Text => {
+            Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| CopyError::InvalidUtf8)?)
+        }
         LocalType::Numeric => Value::Numeric(decode_numeric(bytes, length)?),
     })
 }
@@ -240,16 +292,23 @@ fn decode_field(bytes: &[u8], ty: LocalType, length: i32) -> Result<Value> {
 /// placed directly at its power of ten in the mantissa, so no intermediate can overflow that the result
 /// would not.
 fn decode_numeric(bytes: &[u8], length: i32) -> Result<Decimal> {
-    let bad_length = CopyError::BadFieldLength { ty: LocalType::Numeric, length };
+    let bad_length = CopyError::BadFieldLength {
+        ty: LocalType::Numeric,
+        length,
+    };
     if bytes.len() < NUMERIC_HEADER_LEN {
         return Err(bad_length);
     }
-    let mut input = Reader { data: bytes, pos: 0 };
+    let mut input = Reader {
+        data: bytes,
+        pos: 0,
+    };
     let ndigits = input.i16()?;
     let weight = input.i16()?;
     let sign = input.u16()?;
     let dscale = input.u16()?;
-    let ndigits = usize::try_from(ndigits).map_err(|_| CopyError::BadNumeric("negative digit count"))?;
+    let ndigits =
+        usize::try_from(ndigits).map_err(|_| CopyError::BadNumeric("negative digit count"))?;
     if bytes.len() != NUMERIC_HEADER_LEN + 2 * ndigits {
         return Err(bad_length);
     }
@@ -278,8 +337,12 @@ fn decode_numeric(bytes: &[u8], length: i32) -> Result<Decimal> {
         let exponent = 4 * (weight as i64 - i as i64) + dscale as i64;
         let digit = digit as u128;
         let term = if exponent >= 0 {
-            let factor = u32::try_from(exponent).ok().and_then(|e| 10u128.checked_pow(e));
-            factor.and_then(|factor| digit.checked_mul(factor)).ok_or(CopyError::NumericOverflow)?
+            let factor = u32::try_from(exponent)
+                .ok()
+                .and_then(|e| 10u128.checked_pow(e));
+            factor
+                .and_then(|factor| digit.checked_mul(factor))
+                .ok_or(CopyError::NumericOverflow)?
         } else {
             // The group straddles or lies past the display scale: its hidden part must be zero.
             let divisor = match exponent {
@@ -293,10 +356,19 @@ fn decode_numeric(bytes: &[u8], length: i32) -> Result<Decimal> {
             }
             digit / divisor
         };
-        magnitude = magnitude.checked_add(term).ok_or(CopyError::NumericOverflow)?;
+        magnitude = magnitude
+            .checked_add(term)
+            .ok_or(CopyError::NumericOverflow)?;
     }
-    let mantissa = if negative { 0i128.checked_sub_unsigned(magnitude) } else { i128::try_from(magnitude).ok() };
-    Ok(Decimal { mantissa: mantissa.ok_or(CopyError::NumericOverflow)?, scale: dscale })
+    let mantissa = if negative {
+        0i128.checked_sub_unsigned(magnitude)
+    } else {
+        i128::try_from(magnitude).ok()
+    };
+    Ok(Decimal {
+        mantissa: mantissa.ok_or(CopyError::NumericOverflow)?,
+        scale: dscale,
+    })
 }
 
 /// One field, length word included.
@@ -306,8 +378,14 @@ fn encode_field(out: &mut Vec<u8>, value: &Value, ty: LocalType) -> Result<()> {
         (LocalType::Int2 | LocalType::Int4 | LocalType::Int8, Value::Int(v)) => {
             let out_of_range = CopyError::OutOfRange { ty, value: *v };
             match ty {
-                LocalType::Int2 => put_field(out, &i16::try_from(*v).map_err(|_| out_of_range)?.to_be_bytes())?,
-                LocalType::Int4 => put_field(out, &i32::try_from(*v).map_err(|_| out_of_range)?.to_be_bytes())?,
+                LocalType::Int2 => put_field(
+                    out,
+                    &i16::try_from(*v).map_err(|_| out_of_range)?.to_be_bytes(),
+                )?,
+                LocalType::Int4 => put_field(
+                    out,
+                    &i32::try_from(*v).map_err(|_| out_of_range)?.to_be_bytes(),
+                )?,
                 _ => put_field(out, &v.to_be_bytes())?,
             }
         }
@@ -321,7 +399,12 @@ fn encode_field(out: &mut Vec<u8>, value: &Value, ty: LocalType) -> Result<()> {
         }
         (LocalType::Bool, Value::Bool(b)) => put_field(out, &[*b as u8])?,
         (LocalType::Date, Value::Date(days)) => put_field(out, &days.to_be_bytes())?,
-        (_, other) => return Err(CopyError::TypeMismatch { ty, found: kind(other) }),
+        (_, other) => {
+            return Err(CopyError::TypeMismatch {
+                ty,
+                found: kind(other),
+            })
+        }
     }
     Ok(())
 }
@@ -335,10 +418,20 @@ fn encode_numeric(out: &mut Vec<u8>, d: Decimal) -> Result<()> {
     let (weight, digits) = base_10000(d.mantissa.unsigned_abs(), d.scale)?;
     let ndigits = i16::try_from(digits.len()).map_err(|_| CopyError::ScaleTooLarge(d.scale))?;
     let length = NUMERIC_HEADER_LEN + 2 * digits.len();
-    put_i32(out, i32::try_from(length).map_err(|_| CopyError::FieldTooLong(length))?);
+    put_i32(
+        out,
+        i32::try_from(length).map_err(|_| CopyError::FieldTooLong(length))?,
+    );
     put_i16(out, ndigits);
     put_i16(out, weight);
-    put_u16(out, if d.mantissa < 0 { NUMERIC_NEG } else { NUMERIC_POS });
+    put_u16(
+        out,
+        if d.mantissa < 0 {
+            NUMERIC_NEG
+        } else {
+            NUMERIC_POS
+        },
+    );
     put_u16(out, d.scale);
     for digit in digits {
         put_i16(out, digit);
@@ -372,7 +465,10 @@ fn base_10000(mut magnitude: u128, scale: u16) -> Result<(i16, Vec<i16>)> {
     };
     let weight = i16::try_from(weight).map_err(|_| CopyError::ScaleTooLarge(scale))?;
     let trailing_zeros = groups.iter().take_while(|&&g| g == 0).count();
-    Ok((weight, groups.iter().skip(trailing_zeros).rev().copied().collect()))
+    Ok((
+        weight,
+        groups.iter().skip(trailing_zeros).rev().copied().collect(),
+    ))
 }
 
 /// A value's kind, for type mismatch errors.
@@ -389,7 +485,10 @@ fn kind(value: &Value) -> &'static str {
 
 /// A field's length word and bytes.
 fn put_field(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
-    put_i32(out, i32::try_from(bytes.len()).map_err(|_| CopyError::FieldTooLong(bytes.len()))?);
+    put_i32(
+        out,
+        i32::try_from(bytes.len()).map_err(|_| CopyError::FieldTooLong(bytes.len()))?,
+    );
     out.extend_from_slice(bytes);
     Ok(())
 }
@@ -489,26 +588,61 @@ mod tests {
         for (text, weight, sign, dscale, digits) in cases {
             let bytes = numeric(weight, sign, dscale, digits);
             let value = Value::Numeric(d(text));
-            assert_eq!(decode_numeric_field(&bytes), Ok(value.clone()), "decoding {text}");
-            assert_eq!(encode(&[vec![value]], &[Numeric]).unwrap(), one_field(Some(&bytes)), "encoding {text}");
+            assert_eq!(
+                decode_numeric_field(&bytes),
+                Ok(value.clone()),
+                "decoding {text}"
+            );
+            assert_eq!(
+                encode(&[vec![value]], &[Numeric]).unwrap(),
+                one_field(Some(&bytes)),
+                "encoding {text}"
+            );
         }
     }
 
     #[test]
     fn numeric_digits_need_not_line_up_with_the_display_scale() {
         // Groups reaching past the display scale with zeros only.
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 1, &[1, 5000])), Ok(Value::Numeric(d("1.5"))));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[7, 0, 0])), Ok(Value::Numeric(d("7"))));
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 1, &[1, 5000])),
+            Ok(Value::Numeric(d("1.5")))
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[7, 0, 0])),
+            Ok(Value::Numeric(d("7")))
+        );
         // Fewer groups than the display scale needs.
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 6, &[1])), Ok(Value::Numeric(d("1.000000"))));
-        assert_eq!(decode_numeric_field(&numeric(2, NUMERIC_POS, 0, &[3])), Ok(Value::Numeric(d("300000000"))));
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 6, &[1])),
+            Ok(Value::Numeric(d("1.000000")))
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(2, NUMERIC_POS, 0, &[3])),
+            Ok(Value::Numeric(d("300000000")))
+        );
         // Leading zero groups and a negative zero are still exact.
-        assert_eq!(decode_numeric_field(&numeric(1, NUMERIC_POS, 2, &[0, 4, 2500])), Ok(Value::Numeric(d("4.25"))));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_NEG, 1, &[])), Ok(Value::Numeric(d("0.0"))));
+        assert_eq!(
+            decode_numeric_field(&numeric(1, NUMERIC_POS, 2, &[0, 4, 2500])),
+            Ok(Value::Numeric(d("4.25")))
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_NEG, 1, &[])),
+            Ok(Value::Numeric(d("0.0")))
+        );
         // A nonzero digit the display scale would hide.
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1, 5000])), Err(CopyError::NumericHiddenDigits));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 3, &[1, 5])), Err(CopyError::NumericHiddenDigits));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 4, &[1, 5])), Ok(Value::Numeric(d("1.0005"))));
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1, 5000])),
+            Err(CopyError::NumericHiddenDigits)
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 3, &[1, 5])),
+            Err(CopyError::NumericHiddenDigits)
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 4, &[1, 5])),
+            Ok(Value::Numeric(d("1.0005")))
+        );
     }
 
     #[test]
@@ -517,29 +651,69 @@ mod tests {
             for scale in [0, 3, 10, 38, 100] {
                 let value = Value::Numeric(Decimal { mantissa, scale });
                 let stream = encode(&[vec![value.clone()]], &[Numeric]).unwrap();
-                assert_eq!(decode(&stream, &[Numeric]), Ok(vec![vec![value]]), "{mantissa} at scale {scale}");
+                assert_eq!(
+                    decode(&stream, &[Numeric]),
+                    Ok(vec![vec![value]]),
+                    "{mantissa} at scale {scale}"
+                );
             }
         }
         // 10^40, and 1 shown with more decimals than 128 bits hold.
-        assert_eq!(decode_numeric_field(&numeric(10, NUMERIC_POS, 0, &[1])), Err(CopyError::NumericOverflow));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 1000, &[1])), Err(CopyError::NumericOverflow));
-        assert_eq!(decode_numeric_field(&numeric(i16::MAX, NUMERIC_POS, 0, &[1])), Err(CopyError::NumericOverflow));
+        assert_eq!(
+            decode_numeric_field(&numeric(10, NUMERIC_POS, 0, &[1])),
+            Err(CopyError::NumericOverflow)
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 1000, &[1])),
+            Err(CopyError::NumericOverflow)
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(i16::MAX, NUMERIC_POS, 0, &[1])),
+            Err(CopyError::NumericOverflow)
+        );
         // 2^127 fits only as a negative.
         let two_127: &[i16] = &[170, 1411, 8346, 469, 2317, 3168, 7303, 7158, 8410, 5728];
         let bytes = numeric(9, NUMERIC_NEG, 0, two_127);
-        assert_eq!(decode_numeric_field(&bytes), Ok(Value::Numeric(Decimal { mantissa: i128::MIN, scale: 0 })));
+        assert_eq!(
+            decode_numeric_field(&bytes),
+            Ok(Value::Numeric(Decimal {
+                mantissa: i128::MIN,
+                scale: 0
+            }))
+        );
         let bytes = numeric(9, NUMERIC_POS, 0, two_127);
-        assert_eq!(decode_numeric_field(&bytes), Err(CopyError::NumericOverflow));
+        assert_eq!(
+            decode_numeric_field(&bytes),
+            Err(CopyError::NumericOverflow)
+        );
         // Zero keeps any scale PostgreSQL allows; beyond that encoding refuses.
-        let zero = Value::Numeric(Decimal { mantissa: 0, scale: NUMERIC_DSCALE_MAX });
-        assert_eq!(decode(&encode(&[vec![zero.clone()]], &[Numeric]).unwrap(), &[Numeric]), Ok(vec![vec![zero]]));
-        let tiny = Value::Numeric(Decimal { mantissa: 5, scale: NUMERIC_DSCALE_MAX + 1 });
-        assert_eq!(encode(&[vec![tiny]], &[Numeric]), Err(CopyError::ScaleTooLarge(NUMERIC_DSCALE_MAX + 1)));
+        let zero = Value::Numeric(Decimal {
+            mantissa: 0,
+            scale: NUMERIC_DSCALE_MAX,
+        });
+        assert_eq!(
+            decode(
+                &encode(&[vec![zero.clone()]], &[Numeric]).unwrap(),
+                &[Numeric]
+            ),
+            Ok(vec![vec![zero]])
+        );
+        let tiny = Value::Numeric(Decimal {
+            mantissa: 5,
+            scale: NUMERIC_DSCALE_MAX + 1,
+        });
+        assert_eq!(
+            encode(&[vec![tiny]], &[Numeric]),
+            Err(CopyError::ScaleTooLarge(NUMERIC_DSCALE_MAX + 1))
+        );
     }
 
     #[test]
     fn non_finite_numerics_are_refused() {
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_NAN, 0, &[])), Err(CopyError::NumericNan));
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_NAN, 0, &[])),
+            Err(CopyError::NumericNan)
+        );
         assert_eq!(
             decode_numeric_field(&numeric(0, NUMERIC_PINF, 0, &[])),
             Err(CopyError::NumericInfinity { negative: false })
@@ -552,15 +726,29 @@ mod tests {
 
     #[test]
     fn malformed_numerics_are_refused() {
-        let bad_length = |length| Err(CopyError::BadFieldLength { ty: Numeric, length });
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1])[..9]), bad_length(9));
-        assert_eq!(decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1])[..6]), bad_length(6));
+        let bad_length = |length| {
+            Err(CopyError::BadFieldLength {
+                ty: Numeric,
+                length,
+            })
+        };
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1])[..9]),
+            bad_length(9)
+        );
+        assert_eq!(
+            decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[1])[..6]),
+            bad_length(6)
+        );
         let mut extra = numeric(0, NUMERIC_POS, 0, &[1]);
         extra.extend_from_slice(&[0, 0]);
         assert_eq!(decode_numeric_field(&extra), bad_length(12));
         let mut negative_count = numeric(0, NUMERIC_POS, 0, &[]);
         negative_count[..2].copy_from_slice(&(-1i16).to_be_bytes());
-        assert_eq!(decode_numeric_field(&negative_count), Err(CopyError::BadNumeric("negative digit count")));
+        assert_eq!(
+            decode_numeric_field(&negative_count),
+            Err(CopyError::BadNumeric("negative digit count"))
+        );
         assert_eq!(
             decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[10_000])),
             Err(CopyError::BadNumeric("digit out of range"))
@@ -569,7 +757,10 @@ mod tests {
             decode_numeric_field(&numeric(0, NUMERIC_POS, 0, &[-1])),
             Err(CopyError::BadNumeric("digit out of range"))
         );
-        assert_eq!(decode_numeric_field(&numeric(0, 0x1234, 0, &[1])), Err(CopyError::BadNumeric("unknown sign")));
+        assert_eq!(
+            decode_numeric_field(&numeric(0, 0x1234, 0, &[1])),
+            Err(CopyError::BadNumeric("unknown sign"))
+        );
         assert_eq!(
             decode_numeric_field(&numeric(0, NUMERIC_POS, 0x4000, &[1])),
             Err(CopyError::BadNumeric("display scale out of range"))
@@ -628,36 +819,69 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
         expected.extend_from_slice(&[0, 0, 0, 2, 0xc3, 0xa9]);
         expected.extend_from_slice(&[0xff, 0xff]);
-        assert_eq!(encode(std::slice::from_ref(&row), &types).unwrap(), expected);
+        assert_eq!(
+            encode(std::slice::from_ref(&row), &types).unwrap(),
+            expected
+        );
         assert_eq!(decode(&expected, &types), Ok(vec![row]));
     }
 
     #[test]
     fn unicode_text_round_trips() {
-        let texts = ["naïve café", "日本語のテキスト", "emoji 🦀🐘", "ß\u{200d}\u{10FFFF}", "tab\tnewline\n\\"];
-        let rows: Vec<Vec<Value>> = texts.iter().map(|t| vec![Value::Text(t.to_string()), Value::Int(-7)]).collect();
+        let texts = [
+            "naïve café",
+            "日本語のテキスト",
+            "emoji 🦀🐘",
+            "ß\u{200d}\u{10FFFF}",
+            "tab\tnewline\n\\",
+        ];
+        let rows: Vec<Vec<Value>> = texts
+            .iter()
+            .map(|t| vec![Value::Text(t.to_string()), Value::Int(-7)])
+            .collect();
         let stream = encode(&rows, &[Text, Int4]).unwrap();
         assert_eq!(decode(&stream, &[Text, Int4]), Ok(rows));
     }
 
     #[test]
     fn text_must_be_utf8_without_nul() {
-        assert_eq!(decode(&one_field(Some(b"\xc3\x28")), &[Text]), Err(CopyError::InvalidUtf8));
-        assert_eq!(encode(&[vec![Value::Text("a\0b".into())]], &[Text]), Err(CopyError::NulInText));
+        assert_eq!(
+            decode(&one_field(Some(b"\xc3\x28")), &[Text]),
+            Err(CopyError::InvalidUtf8)
+        );
+        assert_eq!(
+            encode(&[vec![Value::Text("a\0b".into())]], &[Text]),
+            Err(CopyError::NulInText)
+        );
     }
 
     #[test]
     fn bools_follow_postgresql() {
-        assert_eq!(decode(&one_field(Some(&[0])), &[Bool]), Ok(vec![vec![Value::Bool(false)]]));
-        assert_eq!(decode(&one_field(Some(&[2])), &[Bool]), Ok(vec![vec![Value::Bool(true)]]));
+        assert_eq!(
+            decode(&one_field(Some(&[0])), &[Bool]),
+            Ok(vec![vec![Value::Bool(false)]])
+        );
+        assert_eq!(
+            decode(&one_field(Some(&[2])), &[Bool]),
+            Ok(vec![vec![Value::Bool(true)]])
+        );
     }
 
     #[test]
     fn integers_are_range_checked_on_encode() {
         let out_of_range = |ty, value| Err(CopyError::OutOfRange { ty, value });
-        assert_eq!(encode(&[vec![Value::Int(40000)]], &[Int2]), out_of_range(Int2, 40000));
-        assert_eq!(encode(&[vec![Value::Int(-32769)]], &[Int2]), out_of_range(Int2, -32769));
-        assert_eq!(encode(&[vec![Value::Int(1 << 31)]], &[Int4]), out_of_range(Int4, 1 << 31));
+        assert_eq!(
+            encode(&[vec![Value::Int(40000)]], &[Int2]),
+            out_of_range(Int2, 40000)
+        );
+        assert_eq!(
+            encode(&[vec![Value::Int(-32769)]], &[Int2]),
+            out_of_range(Int2, -32769)
+        );
+        assert_eq!(
+            encode(&[vec![Value::Int(1 << 31)]], &[Int4]),
+            out_of_range(Int4, 1 << 31)
+        );
         assert!(encode(&[vec![Value::Int(-(1 << 31))]], &[Int4]).is_ok());
     }
 
@@ -665,17 +889,38 @@ mod tests {
     fn values_must_suit_their_columns() {
         assert_eq!(
             encode(&[vec![Value::Text("1".into())]], &[Int4]),
-            Err(CopyError::TypeMismatch { ty: Int4, found: "text" })
+            Err(CopyError::TypeMismatch {
+                ty: Int4,
+                found: "text"
+            })
         );
         assert_eq!(
             encode(&[vec![Value::Numeric(d("1"))]], &[Int8]),
-            Err(CopyError::TypeMismatch { ty: Int8, found: "numeric" })
+            Err(CopyError::TypeMismatch {
+                ty: Int8,
+                found: "numeric"
+            })
         );
-        assert_eq!(encode(&[vec![Value::Date(1)]], &[Bool]), Err(CopyError::TypeMismatch { ty: Bool, found: "date" }));
+        assert_eq!(
+            encode(&[vec![Value::Date(1)]], &[Bool]),
+            Err(CopyError::TypeMismatch {
+                ty: Bool,
+                found: "date"
+            })
+        );
         // Integers widen exactly to numeric.
         let stream = encode(&[vec![Value::Int(-42)]], &[Numeric]).unwrap();
-        assert_eq!(decode(&stream, &[Numeric]), Ok(vec![vec![Value::Numeric(d("-42"))]]));
-        assert_eq!(encode(&[vec![Value::Int(1)]], &[Int4, Int4]), Err(CopyError::RowWidth { expected: 2, found: 1 }));
+        assert_eq!(
+            decode(&stream, &[Numeric]),
+            Ok(vec![vec![Value::Numeric(d("-42"))]])
+        );
+        assert_eq!(
+            encode(&[vec![Value::Int(1)]], &[Int4, Int4]),
+            Err(CopyError::RowWidth {
+                expected: 2,
+                found: 1
+            })
+        );
     }
 
     #[test]
@@ -689,7 +934,10 @@ mod tests {
 
     #[test]
     fn bad_signatures_are_refused() {
-        assert_eq!(decode(b"1\tfoo\n\\.\n", &[Int4, Text]), Err(CopyError::BadSignature));
+        assert_eq!(
+            decode(b"1\tfoo\n\\.\n", &[Int4, Text]),
+            Err(CopyError::BadSignature)
+        );
         let mut stream = one_field(Some(&[0, 0, 0, 1]));
         stream[5] = b'X';
         assert_eq!(decode(&stream, &[Int4]), Err(CopyError::BadSignature));
@@ -697,12 +945,21 @@ mod tests {
 
     #[test]
     fn truncated_streams_are_refused() {
-        let rows = vec![vec![Value::Int(1), Value::Numeric(d("2.5")), Value::Text("three".into()), Value::Null]];
+        let rows = vec![vec![
+            Value::Int(1),
+            Value::Numeric(d("2.5")),
+            Value::Text("three".into()),
+            Value::Null,
+        ]];
         let types = [Int8, Numeric, Text, Date];
         let stream = encode(&rows, &types).unwrap();
         assert_eq!(decode(&stream, &types), Ok(rows));
         for len in 0..stream.len() {
-            assert_eq!(decode(&stream[..len], &types), Err(CopyError::Truncated), "prefix of {len} bytes");
+            assert_eq!(
+                decode(&stream[..len], &types),
+                Err(CopyError::Truncated),
+                "prefix of {len} bytes"
+            );
         }
     }
 
@@ -716,17 +973,50 @@ mod tests {
     #[test]
     fn field_counts_and_lengths_must_match() {
         let stream = encode(&[vec![Value::Int(1), Value::Int(2)]], &[Int4, Int4]).unwrap();
-        assert_eq!(decode(&stream, &[Int4]), Err(CopyError::FieldCount { expected: 1, found: 2 }));
-        assert_eq!(decode(&stream, &[Int4, Int4, Int4]), Err(CopyError::FieldCount { expected: 3, found: 2 }));
+        assert_eq!(
+            decode(&stream, &[Int4]),
+            Err(CopyError::FieldCount {
+                expected: 1,
+                found: 2
+            })
+        );
+        assert_eq!(
+            decode(&stream, &[Int4, Int4, Int4]),
+            Err(CopyError::FieldCount {
+                expected: 3,
+                found: 2
+            })
+        );
         assert_eq!(
             decode(&one_field(Some(&[0, 0, 0, 1])), &[Int2]),
-            Err(CopyError::BadFieldLength { ty: Int2, length: 4 })
+            Err(CopyError::BadFieldLength {
+                ty: Int2,
+                length: 4
+            })
         );
-        assert_eq!(decode(&one_field(Some(&[0, 1])), &[Date]), Err(CopyError::BadFieldLength { ty: Date, length: 2 }));
-        assert_eq!(decode(&one_field(Some(&[])), &[Bool]), Err(CopyError::BadFieldLength { ty: Bool, length: 0 }));
+        assert_eq!(
+            decode(&one_field(Some(&[0, 1])), &[Date]),
+            Err(CopyError::BadFieldLength {
+                ty: Date,
+                length: 2
+            })
+        );
+        assert_eq!(
+            decode(&one_field(Some(&[])), &[Bool]),
+            Err(CopyError::BadFieldLength {
+                ty: Bool,
+                length: 0
+            })
+        );
         let mut negative = header();
         negative.extend_from_slice(&[0, 1, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff]);
-        assert_eq!(decode(&negative, &[Text]), Err(CopyError::BadFieldLength { ty: Text, length: -2 }));
+        assert_eq!(
+            decode(&negative, &[Text]),
+            Err(CopyError::BadFieldLength {
+                ty: Text,
+                length: -2
+            })
+        );
     }
 
     #[test]
@@ -736,7 +1026,10 @@ mod tests {
         assert_eq!(decode(&oids, &[Int4]), Err(CopyError::OidsIncluded));
         let mut critical = one_field(None);
         critical[11..15].copy_from_slice(&(1u32 << 20).to_be_bytes());
-        assert_eq!(decode(&critical, &[Int4]), Err(CopyError::UnknownFlags(1 << 20)));
+        assert_eq!(
+            decode(&critical, &[Int4]),
+            Err(CopyError::UnknownFlags(1 << 20))
+        );
         // Low flag bits are ignorable, and the extension area is skipped.
         let mut extended = SIGNATURE.to_vec();
         extended.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 3, 9, 9, 9]);
@@ -744,13 +1037,33 @@ mod tests {
         assert_eq!(decode(&extended, &[Int4]), Ok(vec![vec![Value::Null]]));
         let mut negative = SIGNATURE.to_vec();
         negative.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(decode(&negative, &[Int4]), Err(CopyError::BadHeaderExtension(-1)));
+        assert_eq!(
+            decode(&negative, &[Int4]),
+            Err(CopyError::BadHeaderExtension(-1))
+        );
     }
 
     #[test]
     fn errors_read_well() {
-        assert_eq!(CopyError::NumericInfinity { negative: true }.to_string(), "numeric -infinity is not supported");
-        assert_eq!(CopyError::OutOfRange { ty: Int2, value: 40000 }.to_string(), "40000 is out of range for smallint");
-        assert_eq!(CopyError::FieldCount { expected: 3, found: 2 }.to_string(), "tuple has 2 fields, expected 3");
+        assert_eq!(
+            CopyError::NumericInfinity { negative: true }.to_string(),
+            "numeric -infinity is not supported"
+        );
+        assert_eq!(
+            CopyError::OutOfRange {
+                ty: Int2,
+                value: 40000
+            }
+            .to_string(),
+            "40000 is out of range for smallint"
+        );
+        assert_eq!(
+            CopyError::FieldCount {
+                expected: 3,
+                found: 2
+            }
+            .to_string(),
+            "tuple has 2 fields, expected 3"
+        );
     }
 }

@@ -47,7 +47,10 @@ pub struct LocalPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Output {
     /// One row per touched group of an aggregate kept from stored state.
-    Groups { keys: Vec<Scalar>, calls: Vec<LocalCall> },
+    Groups {
+        keys: Vec<Scalar>,
+        calls: Vec<LocalCall>,
+    },
     /// The query's rows with their net weight, one per distinct row (identical bytes: `1.5` and
     /// `1.50` stay apart, as the engine's consolidation by identity keeps them); none of weight 0.
     Rows { exprs: Vec<Scalar> },
@@ -61,14 +64,17 @@ impl LocalPlan {
         if !tree.ctes.is_empty() {
             return Err("it has a WITH query".into());
         }
-        let Some(state) = AggregateState::of(tree) else { return LocalPlan::rows(tree) };
+        let Some(state) = AggregateState::of(tree) else {
+            return LocalPlan::rows(tree);
+        };
         let (input, keys, key_types, calls) = state.parts();
         let (source, columns, types, inputs, filters) = flatten(input)?;
         let filter = conjunction(filters);
         let mut staged = Vec::new();
         let mut local_keys = Vec::new();
         for (i, (key, sql_type)) in keys.iter().zip(key_types).enumerate() {
-            let ty = LocalType::of_sql(sql_type).ok_or_else(|| format!("group key of type {sql_type}"))?;
+            let ty = LocalType::of_sql(sql_type)
+                .ok_or_else(|| format!("group key of type {sql_type}"))?;
             // Equal numerics may differ in display scale (1.5, 1.50): grouping by their bytes would
             // split a group PostgreSQL keeps whole.
             if ty == LocalType::Numeric {
@@ -88,7 +94,8 @@ impl LocalPlan {
                 AggFunc::CountStar => LocalFunc::CountStar,
                 AggFunc::Count => LocalFunc::Count,
                 AggFunc::Sum | AggFunc::Avg => {
-                    let sum = sum_type(&call.arg_type).ok_or_else(|| format!("a sum over {}", call.arg_type))?;
+                    let sum = sum_type(&call.arg_type)
+                        .ok_or_else(|| format!("a sum over {}", call.arg_type))?;
                     // A sum over numerics of any scale keeps its largest scale as an extremum.
                     if call.arg_type == "numeric" {
                         return Err("a sum over numeric without a declared scale".into());
@@ -125,17 +132,40 @@ impl LocalPlan {
             }
             local_calls.push(LocalCall { func, arg, filter });
         }
-        let output = Output::Groups { keys: local_keys, calls: local_calls };
-        Ok(LocalPlan { source, columns, types, filter, output, staged })
+        let output = Output::Groups {
+            keys: local_keys,
+            calls: local_calls,
+        };
+        Ok(LocalPlan {
+            source,
+            columns,
+            types,
+            filter,
+            output,
+            staged,
+        })
     }
 
     /// A filter and projection of one table: its Δ rows.
     fn rows(tree: &OpTree) -> Result<LocalPlan, NotLocal> {
         let (source, columns, types, outputs, filters) = flatten(&tree.root)?;
-        let mut staged: Vec<(String, LocalType)> = outputs.iter().enumerate().map(|(i, (_, t))| (format!("c{i}"), *t)).collect();
+        let mut staged: Vec<(String, LocalType)> = outputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| (format!("c{i}"), *t))
+            .collect();
         staged.push(("__pgt_w".to_string(), LocalType::Int8));
-        let output = Output::Rows { exprs: outputs.into_iter().map(|(s, _)| s).collect() };
-        Ok(LocalPlan { source, columns, types, filter: conjunction(filters), output, staged })
+        let output = Output::Rows {
+            exprs: outputs.into_iter().map(|(s, _)| s).collect(),
+        };
+        Ok(LocalPlan {
+            source,
+            columns,
+            types,
+            filter: conjunction(filters),
+            output,
+            staged,
+        })
     }
 
     pub fn staged_types(&self) -> Vec<LocalType> {
@@ -154,10 +184,15 @@ impl LocalPlan {
     }
 
     /// The rows that pass the filter: their values and weight.
-    fn passing<'r>(&'r self, rows: &'r [Vec<Value>]) -> impl Iterator<Item = Result<(&'r [Value], i128), EvalError>> + 'r {
+    fn passing<'r>(
+        &'r self,
+        rows: &'r [Vec<Value>],
+    ) -> impl Iterator<Item = Result<(&'r [Value], i128), EvalError>> + 'r {
         rows.iter().filter_map(move |row| {
             let (values, w) = row.split_at(row.len().saturating_sub(1));
-            let Some(Value::Int(w)) = w.first() else { return Some(Err(EvalError::Mistyped)) };
+            let Some(Value::Int(w)) = w.first() else {
+                return Some(Err(EvalError::Mistyped));
+            };
             match self.filter.as_ref().map_or(Ok(true), |f| f.holds(values)) {
                 Ok(true) => Some(Ok((values, *w as i128))),
                 Ok(false) => None,
@@ -166,34 +201,54 @@ impl LocalPlan {
         })
     }
 
-    fn reduce_groups(&self, rows: &[Vec<Value>], keys: &[Scalar], calls: &[LocalCall]) -> Result<Vec<Vec<Value>>, EvalError> {
+    fn reduce_groups(
+        &self,
+        rows: &[Vec<Value>],
+        keys: &[Scalar],
+        calls: &[LocalCall],
+    ) -> Result<Vec<Vec<Value>>, EvalError> {
         let mut index: HashMap<Vec<Value>, usize> = HashMap::new();
         let mut groups: Vec<(Vec<Value>, Group)> = Vec::new();
         for passed in self.passing(rows) {
             let (values, w) = passed?;
-            let key = keys.iter().map(|k| k.eval(values)).collect::<Result<Vec<_>, _>>()?;
+            let key = keys
+                .iter()
+                .map(|k| k.eval(values))
+                .collect::<Result<Vec<_>, _>>()?;
             let at = slot(&mut index, &mut groups, key, || Group::new(calls.len()));
             groups[at].1.add(calls, values, w)?;
         }
         if groups.is_empty() && keys.is_empty() {
             groups.push((Vec::new(), Group::new(calls.len())));
         }
-        groups.into_iter().map(|(key, g)| g.row(calls, key)).collect()
+        groups
+            .into_iter()
+            .map(|(key, g)| g.row(calls, key))
+            .collect()
     }
 
-    fn reduce_rows(&self, rows: &[Vec<Value>], exprs: &[Scalar]) -> Result<Vec<Vec<Value>>, EvalError> {
+    fn reduce_rows(
+        &self,
+        rows: &[Vec<Value>],
+        exprs: &[Scalar],
+    ) -> Result<Vec<Vec<Value>>, EvalError> {
         let mut index: HashMap<Vec<Value>, usize> = HashMap::new();
         let mut out: Vec<(Vec<Value>, i128)> = Vec::new();
         for passed in self.passing(rows) {
             let (values, w) = passed?;
-            let row = exprs.iter().map(|e| e.eval(values)).collect::<Result<Vec<_>, _>>()?;
+            let row = exprs
+                .iter()
+                .map(|e| e.eval(values))
+                .collect::<Result<Vec<_>, _>>()?;
             let at = slot(&mut index, &mut out, row, || 0);
             out[at].1 += w;
         }
         out.into_iter()
             .filter(|(_, w)| *w != 0)
             .map(|(mut row, w)| {
-                row.push(Value::Int(i64::try_from(w).map_err(|_| EvalError::OutOfRange("bigint"))?));
+                row.push(Value::Int(
+                    i64::try_from(w).map_err(|_| EvalError::OutOfRange("bigint"))?,
+                ));
                 Ok(row)
             })
             .collect()
@@ -201,7 +256,12 @@ impl LocalPlan {
 }
 
 /// The position of `key`'s entry in `items` (first-seen order), added with `new()` when absent.
-fn slot<T>(index: &mut HashMap<Vec<Value>, usize>, items: &mut Vec<(Vec<Value>, T)>, key: Vec<Value>, new: impl FnOnce() -> T) -> usize {
+fn slot<T>(
+    index: &mut HashMap<Vec<Value>, usize>,
+    items: &mut Vec<(Vec<Value>, T)>,
+    key: Vec<Value>,
+    new: impl FnOnce() -> T,
+) -> usize {
     *index.entry(key.clone()).or_insert_with(|| {
         items.push((key, new()));
         items.len() - 1
@@ -227,7 +287,11 @@ struct Group {
 
 impl Group {
     fn new(calls: usize) -> Group {
-        Group { count: None, counted: vec![None; calls], sums: vec![None; calls] }
+        Group {
+            count: None,
+            counted: vec![None; calls],
+            sums: vec![None; calls],
+        }
     }
 
     fn add(&mut self, calls: &[LocalCall], values: &[Value], w: i128) -> Result<(), EvalError> {
@@ -247,10 +311,15 @@ impl Group {
             }
             self.counted[j] = Some(self.counted[j].unwrap_or(0) + w);
             if let LocalFunc::Sum(_) = call.func {
-                let product = arg.decimal().ok_or(EvalError::Mistyped)?.checked_mul(Decimal::from_int(w as i64));
+                let product = arg
+                    .decimal()
+                    .ok_or(EvalError::Mistyped)?
+                    .checked_mul(Decimal::from_int(w as i64));
                 let product = product.ok_or(EvalError::OutOfRange("numeric"))?;
                 let sum = match self.sums[j] {
-                    Some(s) => s.checked_add(product).ok_or(EvalError::OutOfRange("numeric"))?,
+                    Some(s) => s
+                        .checked_add(product)
+                        .ok_or(EvalError::OutOfRange("numeric"))?,
                     None => product,
                 };
                 self.sums[j] = Some(sum);
@@ -261,7 +330,9 @@ impl Group {
 
     fn row(self, calls: &[LocalCall], mut key: Vec<Value>) -> Result<Vec<Value>, EvalError> {
         let bigint = |v: i128| -> Result<Value, EvalError> {
-            i64::try_from(v).map(Value::Int).map_err(|_| EvalError::OutOfRange("bigint"))
+            i64::try_from(v)
+                .map(Value::Int)
+                .map_err(|_| EvalError::OutOfRange("bigint"))
         };
         key.push(match self.count {
             Some(c) => bigint(c)?,
@@ -290,13 +361,23 @@ impl Group {
     }
 }
 
-type Flat = (TableRef, Vec<String>, Vec<LocalType>, Vec<(Scalar, LocalType)>, Vec<Scalar>);
+type Flat = (
+    TableRef,
+    Vec<String>,
+    Vec<LocalType>,
+    Vec<(Scalar, LocalType)>,
+    Vec<Scalar>,
+);
 
 /// A chain of filters and projections over one scan: the scan's columns and types, what each of the
 /// chain's output columns is over them, and its filters.
 fn flatten(node: &Node) -> Result<Flat, NotLocal> {
     match node {
-        Node::Scan { table, columns, types } => {
+        Node::Scan {
+            table,
+            columns,
+            types,
+        } => {
             let local: Vec<LocalType> = types
                 .iter()
                 .map(|t| LocalType::of_sql(t).ok_or_else(|| format!("a source column of type {t}")))
@@ -304,7 +385,11 @@ fn flatten(node: &Node) -> Result<Flat, NotLocal> {
             if local.len() != columns.len() {
                 return Err("a scan without column types".into());
             }
-            let inputs = local.iter().enumerate().map(|(i, t)| (Scalar::Column(i), *t)).collect();
+            let inputs = local
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (Scalar::Column(i), *t))
+                .collect();
             Ok((table.clone(), columns.clone(), local, inputs, Vec::new()))
         }
         Node::Filter { input, predicate } => {
@@ -317,7 +402,10 @@ fn flatten(node: &Node) -> Result<Flat, NotLocal> {
         }
         Node::Project { input, exprs } => {
             let (t, c, ty, inputs, filters) = flatten(input)?;
-            let projected = exprs.iter().map(|e| compile(e, &inputs)).collect::<Result<Vec<_>, _>>()?;
+            let projected = exprs
+                .iter()
+                .map(|e| compile(e, &inputs))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok((t, c, ty, projected, filters))
         }
         Node::Join { .. } | Node::SemiJoin { .. } => Err("a join".into()),
@@ -332,24 +420,47 @@ mod tests {
     use crate::dvm::optree::{AggCall, Expr, ExprPart};
 
     fn call(func: AggFunc, arg: Option<usize>, arg_type: &str, filter: Option<Expr>) -> AggCall {
-        let less_than = if matches!(func, AggFunc::Min | AggFunc::Max) { "OPERATOR(pg_catalog.<)" } else { "" };
-        AggCall { func, arg: arg.map(Expr::col), filter, arg_type: arg_type.into(), less_than: less_than.into() }
+        let less_than = if matches!(func, AggFunc::Min | AggFunc::Max) {
+            "OPERATOR(pg_catalog.<)"
+        } else {
+            ""
+        };
+        AggCall {
+            func,
+            arg: arg.map(Expr::col),
+            filter,
+            arg_type: arg_type.into(),
+            less_than: less_than.into(),
+        }
     }
 
     /// `(#n > v)` as the analyser writes it.
     fn greater(n: usize, v: &str) -> Expr {
-        Expr { parts: vec![ExprPart::Sql("(".into()), ExprPart::Col(n), ExprPart::Sql(format!(" > {v})"))] }
+        Expr {
+            parts: vec![
+                ExprPart::Sql("(".into()),
+                ExprPart::Col(n),
+                ExprPart::Sql(format!(" > {v})")),
+            ],
+        }
     }
 
     /// `SELECT <keys>, <calls> FROM sales(region text, amount numeric(12,2), qty integer)
     /// WHERE qty > 2 GROUP BY <keys>`.
     fn tree(keys: Vec<usize>, key_types: &[&str], calls: Vec<AggCall>) -> OpTree {
         let scan = Node::Scan {
-            table: TableRef { relid: 10, schema: "public".into(), name: "sales".into() },
+            table: TableRef {
+                relid: 10,
+                schema: "public".into(),
+                name: "sales".into(),
+            },
             columns: vec!["region".into(), "amount".into(), "qty".into()],
             types: vec!["text".into(), "numeric(12,2)".into(), "integer".into()],
         };
-        let filtered = Node::Filter { input: Box::new(scan), predicate: greater(2, "2") };
+        let filtered = Node::Filter {
+            input: Box::new(scan),
+            predicate: greater(2, "2"),
+        };
         let n = keys.len() + calls.len();
         OpTree {
             root: Node::Project {
@@ -391,12 +502,20 @@ mod tests {
                 call(AggFunc::CountStar, None, "", None),
                 call(AggFunc::Sum, Some(1), "numeric(12,2)", None),
                 call(AggFunc::Avg, Some(2), "integer", None),
-                call(AggFunc::Count, Some(1), "numeric(12,2)", Some(greater(2, "5"))),
+                call(
+                    AggFunc::Count,
+                    Some(1),
+                    "numeric(12,2)",
+                    Some(greater(2, "5")),
+                ),
             ],
         );
         let plan = LocalPlan::of(&t).unwrap();
         let names: Vec<&str> = plan.staged.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["k0", "dcount", "da0", "da1", "dn1", "da2", "dn2", "da3"]);
+        assert_eq!(
+            names,
+            ["k0", "dcount", "da0", "da1", "dn1", "da2", "dn2", "da3"]
+        );
         let rows = vec![
             row(Some("eu"), Some("1.50"), Some(3), 1),
             row(Some("eu"), None, Some(7), 1),
@@ -413,10 +532,37 @@ mod tests {
             out,
             vec![
                 // eu: count 1+1-1; sum 1.50 - 2.25; avg's sum 3+7-9 over 1 net input; count(amount) where qty > 5: +0 -1
-                vec![Value::Text("eu".into()), int(1), int(1), num("-0.75"), int(0), int(1), int(1), int(-1)],
-                vec![Value::Null, int(1), int(1), num("0.10"), int(1), int(4), int(1), int(0)],
+                vec![
+                    Value::Text("eu".into()),
+                    int(1),
+                    int(1),
+                    num("-0.75"),
+                    int(0),
+                    int(1),
+                    int(1),
+                    int(-1)
+                ],
+                vec![
+                    Value::Null,
+                    int(1),
+                    int(1),
+                    num("0.10"),
+                    int(1),
+                    int(4),
+                    int(1),
+                    int(0)
+                ],
                 // ap: inserted and deleted in one batch; its sum of no non-NULL amounts is NULL
-                vec![Value::Text("ap".into()), int(0), int(0), Value::Null, int(0), int(0), int(0), int(0)],
+                vec![
+                    Value::Text("ap".into()),
+                    int(0),
+                    int(0),
+                    Value::Null,
+                    int(0),
+                    int(0),
+                    int(0),
+                    int(0)
+                ],
             ]
         );
         let types = plan.staged_types();
@@ -426,25 +572,68 @@ mod tests {
 
     #[test]
     fn a_global_aggregate_always_has_its_one_row() {
-        let plan = LocalPlan::of(&tree(vec![], &[], vec![call(AggFunc::Sum, Some(2), "integer", None)])).unwrap();
-        assert_eq!(plan.staged_types(), [LocalType::Int8, LocalType::Int8, LocalType::Int8]);
+        let plan = LocalPlan::of(&tree(
+            vec![],
+            &[],
+            vec![call(AggFunc::Sum, Some(2), "integer", None)],
+        ))
+        .unwrap();
+        assert_eq!(
+            plan.staged_types(),
+            [LocalType::Int8, LocalType::Int8, LocalType::Int8]
+        );
         let filtered_out = vec![row(Some("eu"), None, Some(1), 1)];
-        assert_eq!(plan.reduce(&filtered_out).unwrap(), vec![vec![Value::Null, Value::Null, Value::Int(0)]]);
-        let big = vec![row(None, None, Some(i32::MAX as i64), 1), row(None, None, Some(i32::MAX as i64), 1)];
-        assert_eq!(plan.reduce(&big).unwrap(), vec![vec![Value::Int(2), Value::Int(2 * i32::MAX as i64), Value::Int(2)]]);
+        assert_eq!(
+            plan.reduce(&filtered_out).unwrap(),
+            vec![vec![Value::Null, Value::Null, Value::Int(0)]]
+        );
+        let big = vec![
+            row(None, None, Some(i32::MAX as i64), 1),
+            row(None, None, Some(i32::MAX as i64), 1),
+        ];
+        assert_eq!(
+            plan.reduce(&big).unwrap(),
+            vec![vec![
+                Value::Int(2),
+                Value::Int(2 * i32::MAX as i64),
+                Value::Int(2)
+            ]]
+        );
     }
 
     #[test]
     fn what_stays_on_the_server_says_why() {
         let refused = |t: OpTree| LocalPlan::of(&t).unwrap_err();
-        assert_eq!(refused(tree(vec![0], &["text"], vec![call(AggFunc::Max, Some(2), "integer", None)])), "MIN/MAX");
-        assert_eq!(refused(tree(vec![1], &["numeric(12,2)"], vec![call(AggFunc::CountStar, None, "", None)])), "a numeric group key");
         assert_eq!(
-            refused(tree(vec![0], &["text"], vec![call(AggFunc::Sum, Some(1), "numeric", None)])),
+            refused(tree(
+                vec![0],
+                &["text"],
+                vec![call(AggFunc::Max, Some(2), "integer", None)]
+            )),
+            "MIN/MAX"
+        );
+        assert_eq!(
+            refused(tree(
+                vec![1],
+                &["numeric(12,2)"],
+                vec![call(AggFunc::CountStar, None, "", None)]
+            )),
+            "a numeric group key"
+        );
+        assert_eq!(
+            refused(tree(
+                vec![0],
+                &["text"],
+                vec![call(AggFunc::Sum, Some(1), "numeric", None)]
+            )),
             "a sum over numeric without a declared scale"
         );
         assert_eq!(
-            refused(tree(vec![0], &["text"], vec![call(AggFunc::Other, Some(1), "text", None)])),
+            refused(tree(
+                vec![0],
+                &["text"],
+                vec![call(AggFunc::Other, Some(1), "text", None)]
+            )),
             "an aggregate not kept from stored state"
         );
     }
@@ -452,14 +641,27 @@ mod tests {
     #[test]
     fn a_filter_and_projection_reduces_to_consolidated_rows() {
         let scan = Node::Scan {
-            table: TableRef { relid: 10, schema: "public".into(), name: "sales".into() },
+            table: TableRef {
+                relid: 10,
+                schema: "public".into(),
+                name: "sales".into(),
+            },
             columns: vec!["region".into(), "amount".into(), "qty".into()],
             types: vec!["text".into(), "numeric".into(), "integer".into()],
         };
-        let doubled = Expr { parts: vec![ExprPart::Sql("(".into()), ExprPart::Col(2), ExprPart::Sql(" * 2)".into())] };
+        let doubled = Expr {
+            parts: vec![
+                ExprPart::Sql("(".into()),
+                ExprPart::Col(2),
+                ExprPart::Sql(" * 2)".into()),
+            ],
+        };
         let t = OpTree {
             root: Node::Project {
-                input: Box::new(Node::Filter { input: Box::new(scan), predicate: greater(2, "2") }),
+                input: Box::new(Node::Filter {
+                    input: Box::new(scan),
+                    predicate: greater(2, "2"),
+                }),
                 exprs: vec![Expr::col(0), Expr::col(1), doubled],
             },
             ctes: vec![],
@@ -468,7 +670,15 @@ mod tests {
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();
-        assert_eq!(types, [LocalType::Text, LocalType::Numeric, LocalType::Int4, LocalType::Int8]);
+        assert_eq!(
+            types,
+            [
+                LocalType::Text,
+                LocalType::Numeric,
+                LocalType::Int4,
+                LocalType::Int8
+            ]
+        );
         let rows = vec![
             row(Some("eu"), Some("1.5"), Some(3), 1),
             row(Some("eu"), Some("1.50"), Some(3), 1), // equal, printed differently: a row of its own
@@ -491,7 +701,12 @@ mod tests {
 
     #[test]
     fn local_plans_survive_json() {
-        let plan = LocalPlan::of(&tree(vec![0], &["text"], vec![call(AggFunc::Count, Some(1), "numeric(12,2)", None)])).unwrap();
+        let plan = LocalPlan::of(&tree(
+            vec![0],
+            &["text"],
+            vec![call(AggFunc::Count, Some(1), "numeric(12,2)", None)],
+        ))
+        .unwrap();
         let back: LocalPlan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
     }

@@ -7,7 +7,10 @@
 use super::value::{Decimal, LocalType, Value};
 use crate::dvm::optree::Expr;
 use serde::{Deserialize, Serialize};
-use sqlparser::ast::{BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr as SqlExpr, UnaryOperator, Value as SqlValue};
+use sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr as SqlExpr, UnaryOperator,
+    Value as SqlValue,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::cmp::Ordering;
@@ -47,15 +50,33 @@ pub enum Scalar {
     Column(usize),
     Const(Literal),
     /// `ty` is the result type: integer results are checked against its range.
-    Arith { op: Arith, left: Box<Scalar>, right: Box<Scalar>, ty: LocalType },
-    Neg { arg: Box<Scalar>, ty: LocalType },
-    Compare { op: Compare, left: Box<Scalar>, right: Box<Scalar> },
+    Arith {
+        op: Arith,
+        left: Box<Scalar>,
+        right: Box<Scalar>,
+        ty: LocalType,
+    },
+    Neg {
+        arg: Box<Scalar>,
+        ty: LocalType,
+    },
+    Compare {
+        op: Compare,
+        left: Box<Scalar>,
+        right: Box<Scalar>,
+    },
     And(Vec<Scalar>),
     Or(Vec<Scalar>),
     Not(Box<Scalar>),
-    IsNull { arg: Box<Scalar>, negated: bool },
+    IsNull {
+        arg: Box<Scalar>,
+        negated: bool,
+    },
     /// A cast between integer types or from an integer to numeric (`ty`); checked, never rounding.
-    Cast { arg: Box<Scalar>, ty: LocalType },
+    Cast {
+        arg: Box<Scalar>,
+        ty: LocalType,
+    },
 }
 
 /// Why a value could not be computed locally; the server then refreshes the batch itself (and
@@ -104,24 +125,54 @@ fn typed(e: &SqlExpr, inputs: Inputs<'_>) -> Result<(Scalar, Option<LocalType>),
                 .strip_prefix(COLUMN_PREFIX)
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| format!("identifier {}", id.value))?;
-            let (s, t) = inputs.get(n).cloned().ok_or_else(|| format!("column {n} out of range"))?;
+            let (s, t) = inputs
+                .get(n)
+                .cloned()
+                .ok_or_else(|| format!("column {n} out of range"))?;
             Ok((s, Some(t)))
         }
         SqlExpr::Nested(inner) => typed(inner, inputs),
         SqlExpr::Value(v) => literal(&v.value),
-        SqlExpr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr, data_type, format: None, array: false } => {
+        SqlExpr::Cast {
+            kind: CastKind::DoubleColon | CastKind::Cast,
+            expr,
+            data_type,
+            format: None,
+            array: false,
+        } => {
             let to = cast_target(data_type)?;
             let (arg, from) = typed(expr, inputs)?;
             cast(arg, from, to)
         }
-        SqlExpr::UnaryOp { op: UnaryOperator::Not, expr } => Ok((Scalar::Not(Box::new(boolean(expr, inputs)?)), Some(LocalType::Bool))),
-        SqlExpr::UnaryOp { op: UnaryOperator::Minus, expr } => {
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Ok((
+            Scalar::Not(Box::new(boolean(expr, inputs)?)),
+            Some(LocalType::Bool),
+        )),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => {
             let (arg, ty) = number(expr, inputs)?;
-            Ok((Scalar::Neg { arg: Box::new(arg), ty }, Some(ty)))
+            Ok((
+                Scalar::Neg {
+                    arg: Box::new(arg),
+                    ty,
+                },
+                Some(ty),
+            ))
         }
         SqlExpr::IsNull(arg) | SqlExpr::IsNotNull(arg) => {
             let (arg, _) = typed(arg, inputs)?;
-            Ok((Scalar::IsNull { arg: Box::new(arg), negated: matches!(e, SqlExpr::IsNotNull(_)) }, Some(LocalType::Bool)))
+            Ok((
+                Scalar::IsNull {
+                    arg: Box::new(arg),
+                    negated: matches!(e, SqlExpr::IsNotNull(_)),
+                },
+                Some(LocalType::Bool),
+            ))
         }
         SqlExpr::BinaryOp { left, op, right } => binary(left, op, right, inputs),
         other => Err(short(other)),
@@ -132,18 +183,29 @@ fn typed(e: &SqlExpr, inputs: Inputs<'_>) -> Result<(Scalar, Option<LocalType>),
 fn short(e: &SqlExpr) -> String {
     let text = e.to_string();
     let cut: String = text.chars().take(40).collect();
-    if cut.len() < text.len() { format!("{cut}...") } else { cut }
+    if cut.len() < text.len() {
+        format!("{cut}...")
+    } else {
+        cut
+    }
 }
 
 fn literal(v: &SqlValue) -> Result<(Scalar, Option<LocalType>), String> {
     Ok(match v {
         SqlValue::Number(text, _) => {
             if let Ok(i) = text.parse::<i64>() {
-                let ty = if i32::try_from(i).is_ok() { LocalType::Int4 } else { LocalType::Int8 };
+                let ty = if i32::try_from(i).is_ok() {
+                    LocalType::Int4
+                } else {
+                    LocalType::Int8
+                };
                 (Scalar::Const(Literal::Int(i)), Some(ty))
             } else {
                 Decimal::parse(text).ok_or_else(|| format!("numeric literal {text}"))?;
-                (Scalar::Const(Literal::Numeric(text.clone())), Some(LocalType::Numeric))
+                (
+                    Scalar::Const(Literal::Numeric(text.clone())),
+                    Some(LocalType::Numeric),
+                )
             }
         }
         SqlValue::SingleQuotedString(s) => (Scalar::Const(Literal::Text(s.clone())), None),
@@ -159,24 +221,42 @@ fn cast_target(t: &DataType) -> Result<LocalType, String> {
         DataType::Int(None) | DataType::Int4(None) | DataType::Integer(None) => LocalType::Int4,
         DataType::Int8(None) | DataType::BigInt(None) => LocalType::Int8,
         // With a precision or scale the cast rounds: not evaluated locally.
-        DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None) => LocalType::Numeric,
+        DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None) => {
+            LocalType::Numeric
+        }
         // varchar(n) truncates: only the unbounded forms.
-        DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None) => LocalType::Text,
+        DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None) => {
+            LocalType::Text
+        }
         DataType::Bool | DataType::Boolean => LocalType::Bool,
         other => return Err(format!("cast to {other}")),
     })
 }
 
-fn cast(arg: Scalar, from: Option<LocalType>, to: LocalType) -> Result<(Scalar, Option<LocalType>), String> {
+fn cast(
+    arg: Scalar,
+    from: Option<LocalType>,
+    to: LocalType,
+) -> Result<(Scalar, Option<LocalType>), String> {
     match (from, &arg) {
         // An untyped constant takes the cast's type: parse it now.
         (None, Scalar::Const(Literal::Null)) => Ok((arg, Some(to))),
         (None, Scalar::Const(Literal::Text(s))) => Ok((Scalar::Const(parse_as(s, to)?), Some(to))),
         (Some(from), _) if from == to => Ok((arg, Some(to))),
         (Some(from), _) if from.is_integer() && (to.is_integer() || to == LocalType::Numeric) => {
-            Ok((Scalar::Cast { arg: Box::new(arg), ty: to }, Some(to)))
+            Ok((
+                Scalar::Cast {
+                    arg: Box::new(arg),
+                    ty: to,
+                },
+                Some(to),
+            ))
         }
-        (from, _) => Err(format!("cast from {} to {}", from.map_or("unknown", |t| t.sql()), to.sql())),
+        (from, _) => Err(format!(
+            "cast from {} to {}",
+            from.map_or("unknown", |t| t.sql()),
+            to.sql()
+        )),
     }
 }
 
@@ -227,10 +307,19 @@ fn wider(a: LocalType, b: LocalType) -> LocalType {
         LocalType::Int4 => 1,
         _ => 2,
     };
-    if rank(a) >= rank(b) { a } else { b }
+    if rank(a) >= rank(b) {
+        a
+    } else {
+        b
+    }
 }
 
-fn binary(left: &SqlExpr, op: &BinaryOperator, right: &SqlExpr, inputs: Inputs<'_>) -> Result<(Scalar, Option<LocalType>), String> {
+fn binary(
+    left: &SqlExpr,
+    op: &BinaryOperator,
+    right: &SqlExpr,
+    inputs: Inputs<'_>,
+) -> Result<(Scalar, Option<LocalType>), String> {
     let arith = match op {
         BinaryOperator::Plus => Some(Arith::Add),
         BinaryOperator::Minus => Some(Arith::Sub),
@@ -240,11 +329,23 @@ fn binary(left: &SqlExpr, op: &BinaryOperator, right: &SqlExpr, inputs: Inputs<'
     };
     if let Some(op) = arith {
         let ((l, lt), (r, rt)) = (number(left, inputs)?, number(right, inputs)?);
-        let ty = if lt.is_integer() && rt.is_integer() { wider(lt, rt) } else { LocalType::Numeric };
+        let ty = if lt.is_integer() && rt.is_integer() {
+            wider(lt, rt)
+        } else {
+            LocalType::Numeric
+        };
         if op == Arith::Div && ty == LocalType::Numeric {
             return Err("numeric division".into());
         }
-        return Ok((Scalar::Arith { op, left: Box::new(l), right: Box::new(r), ty }, Some(ty)));
+        return Ok((
+            Scalar::Arith {
+                op,
+                left: Box::new(l),
+                right: Box::new(r),
+                ty,
+            },
+            Some(ty),
+        ));
     }
     let compare = match op {
         BinaryOperator::Eq => Some(Compare::Eq),
@@ -259,8 +360,14 @@ fn binary(left: &SqlExpr, op: &BinaryOperator, right: &SqlExpr, inputs: Inputs<'
         let (l, lt) = typed(left, inputs)?;
         let (r, rt) = typed(right, inputs)?;
         // An untyped constant takes the other side's type.
-        let (l, lt) = match lt { None => retype(l, rt)?, Some(t) => (l, t) };
-        let (r, rt) = match rt { None => retype(r, Some(lt))?, Some(t) => (r, t) };
+        let (l, lt) = match lt {
+            None => retype(l, rt)?,
+            Some(t) => (l, t),
+        };
+        let (r, rt) = match rt {
+            None => retype(r, Some(lt))?,
+            Some(t) => (r, t),
+        };
         let comparable = (lt.is_number() && rt.is_number())
             || (lt == rt && matches!(lt, LocalType::Bool | LocalType::Date))
             // Text only for (in)equality: ordering depends on the collation. Equality is byte
@@ -269,12 +376,26 @@ fn binary(left: &SqlExpr, op: &BinaryOperator, right: &SqlExpr, inputs: Inputs<'
         if !comparable {
             return Err(format!("comparison of {} with {}", lt.sql(), rt.sql()));
         }
-        return Ok((Scalar::Compare { op, left: Box::new(l), right: Box::new(r) }, Some(LocalType::Bool)));
+        return Ok((
+            Scalar::Compare {
+                op,
+                left: Box::new(l),
+                right: Box::new(r),
+            },
+            Some(LocalType::Bool),
+        ));
     }
     match op {
         BinaryOperator::And | BinaryOperator::Or => {
             let parts = vec![boolean(left, inputs)?, boolean(right, inputs)?];
-            Ok((if *op == BinaryOperator::And { Scalar::And(parts) } else { Scalar::Or(parts) }, Some(LocalType::Bool)))
+            Ok((
+                if *op == BinaryOperator::And {
+                    Scalar::And(parts)
+                } else {
+                    Scalar::Or(parts)
+                },
+                Some(LocalType::Bool),
+            ))
         }
         other => Err(format!("operator {other}")),
     }
@@ -309,7 +430,8 @@ fn in_range(v: i128, ty: LocalType) -> Result<Value, EvalError> {
 }
 
 fn numeric(d: Option<Decimal>) -> Result<Value, EvalError> {
-    d.map(Value::Numeric).ok_or(EvalError::OutOfRange("numeric"))
+    d.map(Value::Numeric)
+        .ok_or(EvalError::OutOfRange("numeric"))
 }
 
 impl Scalar {
@@ -318,13 +440,20 @@ impl Scalar {
         match self {
             Scalar::Column(n) => row.get(*n).cloned().ok_or(EvalError::Mistyped),
             Scalar::Const(l) => l.value(),
-            Scalar::Arith { op, left, right, ty } => {
+            Scalar::Arith {
+                op,
+                left,
+                right,
+                ty,
+            } => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 if l.is_null() || r.is_null() {
                     return Ok(Value::Null);
                 }
                 if ty.is_integer() {
-                    let (Value::Int(a), Value::Int(b)) = (l, r) else { return Err(EvalError::Mistyped) };
+                    let (Value::Int(a), Value::Int(b)) = (l, r) else {
+                        return Err(EvalError::Mistyped);
+                    };
                     let (a, b) = (a as i128, b as i128);
                     let v = match op {
                         Arith::Add => a + b,
@@ -335,7 +464,10 @@ impl Scalar {
                     };
                     return in_range(v, *ty);
                 }
-                let (a, b) = (l.decimal().ok_or(EvalError::Mistyped)?, r.decimal().ok_or(EvalError::Mistyped)?);
+                let (a, b) = (
+                    l.decimal().ok_or(EvalError::Mistyped)?,
+                    r.decimal().ok_or(EvalError::Mistyped)?,
+                );
                 numeric(match op {
                     Arith::Add => a.checked_add(b),
                     Arith::Sub => a.checked_sub(b),
@@ -355,12 +487,21 @@ impl Scalar {
                     (Value::Null, _) | (_, Value::Null) => return Ok(Value::Null),
                     (Value::Int(a), Value::Int(b)) => a.cmp(b),
                     (Value::Text(a), Value::Text(b)) => {
-                        if a == b { Ordering::Equal } else if matches!(op, Compare::Eq | Compare::Ne) { Ordering::Less } else { return Err(EvalError::Mistyped) }
+                        if a == b {
+                            Ordering::Equal
+                        } else if matches!(op, Compare::Eq | Compare::Ne) {
+                            Ordering::Less
+                        } else {
+                            return Err(EvalError::Mistyped);
+                        }
                     }
                     (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
                     (Value::Date(a), Value::Date(b)) => a.cmp(b),
                     _ => {
-                        let (a, b) = (l.decimal().ok_or(EvalError::Mistyped)?, r.decimal().ok_or(EvalError::Mistyped)?);
+                        let (a, b) = (
+                            l.decimal().ok_or(EvalError::Mistyped)?,
+                            r.decimal().ok_or(EvalError::Mistyped)?,
+                        );
                         a.compare(b).ok_or(EvalError::OutOfRange("numeric"))?
                     }
                 };
@@ -385,14 +526,20 @@ impl Scalar {
                         _ => return Err(EvalError::Mistyped),
                     }
                 }
-                Ok(if unknown { Value::Null } else { Value::Bool(!decisive) })
+                Ok(if unknown {
+                    Value::Null
+                } else {
+                    Value::Bool(!decisive)
+                })
             }
             Scalar::Not(arg) => match arg.eval(row)? {
                 Value::Bool(b) => Ok(Value::Bool(!b)),
                 Value::Null => Ok(Value::Null),
                 _ => Err(EvalError::Mistyped),
             },
-            Scalar::IsNull { arg, negated } => Ok(Value::Bool(arg.eval(row)?.is_null() != *negated)),
+            Scalar::IsNull { arg, negated } => {
+                Ok(Value::Bool(arg.eval(row)?.is_null() != *negated))
+            }
             Scalar::Cast { arg, ty } => match (arg.eval(row)?, ty) {
                 (Value::Null, _) => Ok(Value::Null),
                 (Value::Int(v), LocalType::Numeric) => Ok(Value::Numeric(Decimal::from_int(v))),
@@ -423,7 +570,10 @@ mod tests {
         let mut rest = text;
         while let Some(i) = rest.find('$') {
             parts.push(ExprPart::Sql(rest[..i].to_string()));
-            let digits: String = rest[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            let digits: String = rest[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
             parts.push(ExprPart::Col(digits.parse().unwrap()));
             rest = &rest[i + 1 + digits.len()..];
         }
@@ -432,7 +582,11 @@ mod tests {
     }
 
     fn inputs(types: &[LocalType]) -> Vec<(Scalar, LocalType)> {
-        types.iter().enumerate().map(|(i, t)| (Scalar::Column(i), *t)).collect()
+        types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Scalar::Column(i), *t))
+            .collect()
     }
 
     fn eval(text: &str, types: &[LocalType], row: &[Value]) -> Result<Value, EvalError> {
@@ -448,13 +602,34 @@ mod tests {
 
     #[test]
     fn arithmetic_has_postgresql_types_and_scales() {
-        assert_eq!(eval("(($0 * (2)::numeric) + 0.5)", &[Numeric], &[num("1.25")]), Ok(num("3.00")));
-        assert_eq!(eval("($0 + $1)", &[Int4, Numeric], &[Value::Int(2), num("0.10")]), Ok(num("2.10")));
-        assert_eq!(eval("($0 / 2)", &[Int4], &[Value::Int(-7)]), Ok(Value::Int(-3)));
-        assert_eq!(eval("($0 * 2)", &[Int4], &[Value::Int(i32::MAX as i64)]), Err(EvalError::OutOfRange("integer")));
-        assert_eq!(eval("($0 * 2)", &[Int8], &[Value::Int(i32::MAX as i64)]), Ok(Value::Int(2 * i32::MAX as i64)));
-        assert_eq!(eval("($0 / 0)", &[Int4], &[Value::Int(1)]), Err(EvalError::DivisionByZero));
-        assert_eq!(eval("(- $0)", &[Int2], &[Value::Int(i16::MIN as i64)]), Err(EvalError::OutOfRange("smallint")));
+        assert_eq!(
+            eval("(($0 * (2)::numeric) + 0.5)", &[Numeric], &[num("1.25")]),
+            Ok(num("3.00"))
+        );
+        assert_eq!(
+            eval("($0 + $1)", &[Int4, Numeric], &[Value::Int(2), num("0.10")]),
+            Ok(num("2.10"))
+        );
+        assert_eq!(
+            eval("($0 / 2)", &[Int4], &[Value::Int(-7)]),
+            Ok(Value::Int(-3))
+        );
+        assert_eq!(
+            eval("($0 * 2)", &[Int4], &[Value::Int(i32::MAX as i64)]),
+            Err(EvalError::OutOfRange("integer"))
+        );
+        assert_eq!(
+            eval("($0 * 2)", &[Int8], &[Value::Int(i32::MAX as i64)]),
+            Ok(Value::Int(2 * i32::MAX as i64))
+        );
+        assert_eq!(
+            eval("($0 / 0)", &[Int4], &[Value::Int(1)]),
+            Err(EvalError::DivisionByZero)
+        );
+        assert_eq!(
+            eval("(- $0)", &[Int2], &[Value::Int(i16::MIN as i64)]),
+            Err(EvalError::OutOfRange("smallint"))
+        );
         assert_eq!(eval("($0 + 1)", &[Int4], &[Value::Null]), Ok(Value::Null));
     }
 
@@ -464,7 +639,10 @@ mod tests {
         let row = [Value::Null, Value::Text("x".into()), Value::Bool(true)];
         assert_eq!(eval("(($0 > 2) AND $2)", &t, &row), Ok(Value::Null));
         assert_eq!(eval("(($0 > 2) OR $2)", &t, &row), Ok(Value::Bool(true)));
-        assert_eq!(eval("(($0 > 2) AND (NOT $2))", &t, &row), Ok(Value::Bool(false)));
+        assert_eq!(
+            eval("(($0 > 2) AND (NOT $2))", &t, &row),
+            Ok(Value::Bool(false))
+        );
         assert_eq!(eval("($1 <> 'x'::text)", &t, &row), Ok(Value::Bool(false)));
         assert_eq!(eval("($1 = 'x')", &t, &row), Ok(Value::Bool(true)));
         assert_eq!(eval("($0 IS NULL)", &t, &row), Ok(Value::Bool(true)));
@@ -476,9 +654,17 @@ mod tests {
 
     #[test]
     fn what_is_not_local_is_named() {
-        let refuse = |text: &str, types: &[LocalType]| compile(&template(text), &inputs(types)).unwrap_err();
-        assert!(refuse("lower($0)", &[Text]).contains("lower"), "{}", refuse("lower($0)", &[Text]));
-        assert_eq!(refuse("($0 < 'b'::text)", &[Text]), "comparison of text with text");
+        let refuse =
+            |text: &str, types: &[LocalType]| compile(&template(text), &inputs(types)).unwrap_err();
+        assert!(
+            refuse("lower($0)", &[Text]).contains("lower"),
+            "{}",
+            refuse("lower($0)", &[Text])
+        );
+        assert_eq!(
+            refuse("($0 < 'b'::text)", &[Text]),
+            "comparison of text with text"
+        );
         assert_eq!(refuse("($0 / 2.0)", &[Numeric]), "numeric division");
         assert!(refuse("($0)::numeric(10,2)", &[Int4]).starts_with("cast to"));
         assert!(refuse("($0)::integer", &[Numeric]).starts_with("cast from numeric"));
@@ -486,7 +672,11 @@ mod tests {
 
     #[test]
     fn plans_survive_json() {
-        let (s, _) = compile(&template("((($0)::numeric * 1.5) > '3'::numeric)"), &inputs(&[Int2])).unwrap();
+        let (s, _) = compile(
+            &template("((($0)::numeric * 1.5) > '3'::numeric)"),
+            &inputs(&[Int2]),
+        )
+        .unwrap();
         let back: Scalar = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.eval(&[Value::Int(3)]), Ok(Value::Bool(true)));

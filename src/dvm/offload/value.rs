@@ -78,38 +78,60 @@ pub struct Decimal {
 
 impl Decimal {
     pub fn from_int(v: i64) -> Decimal {
-        Decimal { mantissa: v as i128, scale: 0 }
+        Decimal {
+            mantissa: v as i128,
+            scale: 0,
+        }
     }
 
     /// The same value shown with `scale` digits after the point (`scale` >= self.scale).
     pub fn rescaled(self, scale: u16) -> Option<Decimal> {
         let factor = 10i128.checked_pow((scale.checked_sub(self.scale)?) as u32)?;
-        Some(Decimal { mantissa: self.mantissa.checked_mul(factor)?, scale })
+        Some(Decimal {
+            mantissa: self.mantissa.checked_mul(factor)?,
+            scale,
+        })
     }
 
     pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
         let scale = self.scale.max(other.scale);
         let (a, b) = (self.rescaled(scale)?, other.rescaled(scale)?);
-        Some(Decimal { mantissa: a.mantissa.checked_add(b.mantissa)?, scale })
+        Some(Decimal {
+            mantissa: a.mantissa.checked_add(b.mantissa)?,
+            scale,
+        })
     }
 
     pub fn checked_sub(self, other: Decimal) -> Option<Decimal> {
-        self.checked_add(Decimal { mantissa: other.mantissa.checked_neg()?, scale: other.scale })
+        self.checked_add(Decimal {
+            mantissa: other.mantissa.checked_neg()?,
+            scale: other.scale,
+        })
     }
 
     /// PostgreSQL's numeric multiplication is exact: the result's scale is the sum of the scales.
     pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
-        Some(Decimal { mantissa: self.mantissa.checked_mul(other.mantissa)?, scale: self.scale.checked_add(other.scale)? })
+        Some(Decimal {
+            mantissa: self.mantissa.checked_mul(other.mantissa)?,
+            scale: self.scale.checked_add(other.scale)?,
+        })
     }
 
     pub fn checked_neg(self) -> Option<Decimal> {
-        Some(Decimal { mantissa: self.mantissa.checked_neg()?, scale: self.scale })
+        Some(Decimal {
+            mantissa: self.mantissa.checked_neg()?,
+            scale: self.scale,
+        })
     }
 
     /// Compares values (`1.5` equals `1.50`). None only when aligning the scales overflows.
     pub fn compare(self, other: Decimal) -> Option<Ordering> {
         let scale = self.scale.max(other.scale);
-        Some(self.rescaled(scale)?.mantissa.cmp(&other.rescaled(scale)?.mantissa))
+        Some(
+            self.rescaled(scale)?
+                .mantissa
+                .cmp(&other.rescaled(scale)?.mantissa),
+        )
     }
 
     /// A numeric literal as PostgreSQL's normalised SQL writes it: `12`, `-3.50`, `100.5`.
@@ -119,7 +141,9 @@ impl Decimal {
             None => (false, text),
         };
         let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        if int.is_empty() && frac.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let mut mantissa: i128 = 0;
@@ -127,7 +151,10 @@ impl Decimal {
             mantissa = mantissa.checked_mul(10)?.checked_add((b - b'0') as i128)?;
         }
         let scale = u16::try_from(frac.len()).ok()?;
-        Some(Decimal { mantissa: if negative { -mantissa } else { mantissa }, scale })
+        Some(Decimal {
+            mantissa: if negative { -mantissa } else { mantissa },
+            scale,
+        })
     }
 }
 
@@ -184,8 +211,14 @@ mod tests {
     fn decimals_keep_postgresql_scales() {
         assert_eq!(d("1.5").checked_add(d("0.25")).unwrap().to_string(), "1.75");
         assert_eq!(d("1.50").checked_add(d("1")).unwrap().to_string(), "2.50");
-        assert_eq!(d("1.5").checked_mul(d("2.00")).unwrap().to_string(), "3.000");
-        assert_eq!(d("0.05").checked_sub(d("0.10")).unwrap().to_string(), "-0.05");
+        assert_eq!(
+            d("1.5").checked_mul(d("2.00")).unwrap().to_string(),
+            "3.000"
+        );
+        assert_eq!(
+            d("0.05").checked_sub(d("0.10")).unwrap().to_string(),
+            "-0.05"
+        );
         assert_eq!(d("-0.5").to_string(), "-0.5");
         assert_eq!(d("1.5").compare(d("1.50")), Some(Ordering::Equal));
         assert_eq!(d("2").compare(d("10.1")), Some(Ordering::Less));
@@ -196,7 +229,10 @@ mod tests {
         assert_eq!(Decimal::parse("1e5"), None);
         assert_eq!(Decimal::parse("."), None);
         assert_eq!(Decimal::parse("1".repeat(40).as_str()), None);
-        let big = Decimal { mantissa: i128::MAX / 2, scale: 0 };
+        let big = Decimal {
+            mantissa: i128::MAX / 2,
+            scale: 0,
+        };
         assert_eq!(big.checked_mul(d("3")), None);
         assert_eq!(big.rescaled(5), None);
     }
@@ -204,7 +240,10 @@ mod tests {
     #[test]
     fn sql_types_map_to_local_types() {
         assert_eq!(LocalType::of_sql("numeric(12,2)"), Some(LocalType::Numeric));
-        assert_eq!(LocalType::of_sql("character varying(25)"), Some(LocalType::Text));
+        assert_eq!(
+            LocalType::of_sql("character varying(25)"),
+            Some(LocalType::Text)
+        );
         assert_eq!(LocalType::of_sql("double precision"), None);
         assert_eq!(LocalType::of_sql("timestamp with time zone"), None);
     }

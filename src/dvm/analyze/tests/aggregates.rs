@@ -1,6 +1,6 @@
 //! GROUP BY, aggregate calls, HAVING, and the SELECT list over an Aggregate's output.
 
-use super::{assert_tree, names, tree, unsupported, show};
+use super::{assert_tree, names, show, tree, unsupported};
 
 #[test]
 fn expressions_over_aggregates_and_having() {
@@ -158,8 +158,14 @@ fn a_numeric_group_by_is_a_select_list_position() {
 
 #[test]
 fn grouping_sets_rollup_and_cube_are_unsupported() {
-    assert_eq!(unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY ROLLUP(a.g)"), "ROLLUP");
-    assert_eq!(unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY CUBE(a.g)"), "CUBE");
+    assert_eq!(
+        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY ROLLUP(a.g)"),
+        "ROLLUP"
+    );
+    assert_eq!(
+        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY CUBE(a.g)"),
+        "CUBE"
+    );
     assert_eq!(
         unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY GROUPING SETS ((a.g), ())"),
         "GROUPING SETS"
@@ -179,5 +185,8 @@ fn a_subquery_in_having_is_unsupported_unless_it_is_one_aggregate() {
         "SELECT a.g FROM public.a GROUP BY a.g HAVING (count(*) > ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.g)))",
     );
     let shown = show(&t.root);
-    assert!(shown.contains("Filter (#1 > COALESCE(#4, 0))") && shown.contains("LeftJoin"), "{shown}");
+    assert!(
+        shown.contains("Filter (#1 > COALESCE(#4, 0))") && shown.contains("LeftJoin"),
+        "{shown}"
+    );
 }

@@ -28,7 +28,8 @@ fn join_filter_group_by_having_and_filtered_aggregates() {
 
 #[test]
 fn left_join_using() {
-    let t = tree(" SELECT a.id, a.x, a.g, b.y, b.a_id FROM (public.a LEFT JOIN public.b USING (id))");
+    let t =
+        tree(" SELECT a.id, a.x, a.g, b.y, b.a_id FROM (public.a LEFT JOIN public.b USING (id))");
     assert_eq!(names(&t), ["id", "x", "g", "y", "a_id"]);
     assert_tree(
         &t.root,

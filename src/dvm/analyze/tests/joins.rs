@@ -129,7 +129,9 @@ fn a_later_using_compares_the_column_an_earlier_using_merged() {
             Scan public.d [id, w]
         ",
     );
-    let t = tree("SELECT a.id FROM ((public.a LEFT JOIN public.b USING (id)) JOIN public.d USING (id))");
+    let t = tree(
+        "SELECT a.id FROM ((public.a LEFT JOIN public.b USING (id)) JOIN public.d USING (id))",
+    );
     assert_tree(
         &t.root,
         "
@@ -159,8 +161,14 @@ fn a_self_join_scans_the_table_twice_with_separate_columns() {
 
 #[test]
 fn unsupported_joins_are_named() {
-    assert_eq!(unsupported("SELECT a.x FROM (public.a FULL JOIN public.b ON ((a.id = b.id)))"), "FULL JOIN");
-    assert_eq!(unsupported("SELECT a.x FROM (public.a NATURAL JOIN public.b)"), "NATURAL JOIN");
+    assert_eq!(
+        unsupported("SELECT a.x FROM (public.a FULL JOIN public.b ON ((a.id = b.id)))"),
+        "FULL JOIN"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM (public.a NATURAL JOIN public.b)"),
+        "NATURAL JOIN"
+    );
     assert_eq!(
         unsupported("SELECT a.x, s.y FROM public.a, LATERAL ( SELECT b.y FROM public.b WHERE (b.a_id = a.id)) s"),
         "LATERAL subquery"

@@ -35,16 +35,33 @@ impl Catalog for Stub {
             "c" => table(3, "c", &["id", "b_id", "z"]),
             "d" => table(4, "d", &["id", "x", "w"]),
             "Order Lines" => table(5, "Order Lines", &["Line Id", "Amount$", "Qty \"x\""]),
-            "v" => Relation::View { definition: " SELECT a.id, a.x\n   FROM public.a\n  WHERE (a.x > 0)".into() },
-            "vv" => Relation::View { definition: " SELECT v.id AS vid FROM public.v".into() },
-            "cycle" => Relation::View { definition: " SELECT cycle.n FROM public.cycle".into() },
+            "v" => Relation::View {
+                definition: " SELECT a.id, a.x\n   FROM public.a\n  WHERE (a.x > 0)".into(),
+            },
+            "vv" => Relation::View {
+                definition: " SELECT v.id AS vid FROM public.v".into(),
+            },
+            "cycle" => Relation::View {
+                definition: " SELECT cycle.n FROM public.cycle".into(),
+            },
             _ => return None,
         })
     }
 
     fn is_aggregate(&self, name: &str) -> bool {
         let base = name.strip_prefix("pg_catalog.").unwrap_or(name);
-        ["count", "sum", "avg", "min", "max", "string_agg", "array_agg", "bool_and", "bool_or"].contains(&base)
+        [
+            "count",
+            "sum",
+            "avg",
+            "min",
+            "max",
+            "string_agg",
+            "array_agg",
+            "bool_and",
+            "bool_or",
+        ]
+        .contains(&base)
     }
 }
 
@@ -83,11 +100,24 @@ fn show(node: &Node) -> String {
 
 fn write(node: &Node, depth: usize, out: &mut String) {
     let line = match node {
-        Node::Scan { table, columns, .. } => format!("Scan {}.{} [{}]", table.schema, table.name, columns.join(", ")),
+        Node::Scan { table, columns, .. } => format!(
+            "Scan {}.{} [{}]",
+            table.schema,
+            table.name,
+            columns.join(", ")
+        ),
         Node::Filter { predicate, .. } => format!("Filter {}", r(predicate)),
         Node::Project { exprs, .. } => format!("Project {}", list(exprs)),
-        Node::Join { kind, on, null_types, .. } => {
-            assert!(null_types.is_empty(), "the analyzer leaves null_types to the extension");
+        Node::Join {
+            kind,
+            on,
+            null_types,
+            ..
+        } => {
+            assert!(
+                null_types.is_empty(),
+                "the analyzer leaves null_types to the extension"
+            );
             let kind = match kind {
                 JoinKind::Inner => "InnerJoin",
                 JoinKind::Left => "LeftJoin",
@@ -99,8 +129,16 @@ fn write(node: &Node, depth: usize, out: &mut String) {
             }
         }
         Node::SemiJoin { on, .. } => format!("{} {}", node.kind_name(), r(on)),
-        Node::Aggregate { group_by, aggregates, .. } => {
-            format!("Aggregate group [{}] agg [{}]", list(group_by), list(aggregates))
+        Node::Aggregate {
+            group_by,
+            aggregates,
+            ..
+        } => {
+            format!(
+                "Aggregate group [{}] agg [{}]",
+                list(group_by),
+                list(aggregates)
+            )
         }
         Node::Distinct { .. } => "Distinct".into(),
         Node::UnionAll { .. } => "UnionAll".into(),
@@ -117,8 +155,15 @@ fn write(node: &Node, depth: usize, out: &mut String) {
 /// Compares a tree with its expected text, written with any common indentation.
 fn assert_tree(node: &Node, expected: &str) {
     let lines: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
-    let indent = lines.iter().map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
-    let expected: String = lines.iter().map(|l| format!("{}\n", &l[indent..])).collect();
+    let indent = lines
+        .iter()
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let expected: String = lines
+        .iter()
+        .map(|l| format!("{}\n", &l[indent..]))
+        .collect();
     assert_eq!(show(node), expected, "\nactual:\n{}", show(node));
 }
 
@@ -132,7 +177,10 @@ fn errors_display_what_went_wrong() {
         AnalyzeError::Unsupported("LIMIT".into()).to_string(),
         "LIMIT is not supported in a stream table's query"
     );
-    assert_eq!(AnalyzeError::Invalid("oops".into()).to_string(), "invalid defining query: oops");
+    assert_eq!(
+        AnalyzeError::Invalid("oops".into()).to_string(),
+        "invalid defining query: oops"
+    );
 }
 
 #[test]
@@ -189,7 +237,10 @@ fn stars_expand_to_the_items_columns() {
             Scan public.b [y]
         ",
     );
-    assert_eq!(names(&tree("SELECT * FROM public.a, public.b")), ["id", "x", "g", "id", "y", "a_id"]);
+    assert_eq!(
+        names(&tree("SELECT * FROM public.a, public.b")),
+        ["id", "x", "g", "id", "y", "a_id"]
+    );
 }
 
 #[test]
@@ -216,9 +267,16 @@ fn chain(terms: usize) -> String {
 #[test]
 fn long_operator_chains_parse_up_to_the_nesting_limit() {
     // Grouped, so each level is also re-rendered while matching group keys: the deepest recursion.
-    let t = tree(&format!("SELECT {0} AS s, count(*) AS n FROM public.a GROUP BY ({0})", chain(40)));
-    let Node::Project { input, .. } = &t.root else { panic!("expected a Project") };
-    let Node::Aggregate { group_by, .. } = &**input else { panic!("expected an Aggregate") };
+    let t = tree(&format!(
+        "SELECT {0} AS s, count(*) AS n FROM public.a GROUP BY ({0})",
+        chain(40)
+    ));
+    let Node::Project { input, .. } = &t.root else {
+        panic!("expected a Project")
+    };
+    let Node::Aggregate { group_by, .. } = &**input else {
+        panic!("expected an Aggregate")
+    };
     assert_eq!(group_by[0].columns().len(), 40);
     assert_eq!(
         unsupported(&format!("SELECT {} AS s FROM public.a", chain(60))),
@@ -230,6 +288,8 @@ fn long_operator_chains_parse_up_to_the_nesting_limit() {
 fn subscripts_and_field_access_keep_the_field_name() {
     // `.f` is a field of the composite column, not a column reference: it stays as written.
     let t = tree("SELECT (a.g)[1] AS first, (a.g).f AS field, (a.x = ANY (ARRAY[1, 2])) AS listed FROM public.a");
-    let Node::Project { exprs, .. } = &t.root else { panic!("expected a Project") };
+    let Node::Project { exprs, .. } = &t.root else {
+        panic!("expected a Project")
+    };
     assert_eq!(list(exprs), "(#1)[1]; (#1).f; (#0 = ANY(ARRAY[1, 2]))");
 }

@@ -9,7 +9,14 @@ use crate::dvm::sql::QualifiedName;
 
 /// Inner joins without a condition anywhere in the tree.
 fn cross_joins(node: &Node) -> usize {
-    let here = usize::from(matches!(node, Node::Join { kind: JoinKind::Inner, on: None, .. }));
+    let here = usize::from(matches!(
+        node,
+        Node::Join {
+            kind: JoinKind::Inner,
+            on: None,
+            ..
+        }
+    ));
     here + node.children().into_iter().map(cross_joins).sum::<usize>()
 }
 
@@ -119,7 +126,9 @@ fn a_conjunct_over_three_inputs_lands_on_the_join_that_covers_them() {
 #[test]
 fn inputs_joined_only_through_a_later_one_are_rebracketed_in_the_same_column_order() {
     // Written left-deep, a and b would be a cross join; joined through c they need none.
-    let t = tree("SELECT a.g, b.y FROM public.a, public.b, public.c WHERE ((a.x = c.z) AND (b.id = c.b_id))");
+    let t = tree(
+        "SELECT a.g, b.y FROM public.a, public.b, public.c WHERE ((a.x = c.z) AND (b.id = c.b_id))",
+    );
     // Layout: a [x, g] 0-1, b [id, y] 2-3, c [b_id, z] 4-5: the same whatever the bracketing.
     assert_tree(
         &t.root,
@@ -178,7 +187,8 @@ fn constants_stay_above_the_joins() {
         ",
     );
     // `ON true` reads nothing: it stays on the top join of its cluster and joins nothing.
-    let t = tree("SELECT a.g FROM (public.a JOIN public.b ON true), public.c WHERE (c.b_id = b.id)");
+    let t =
+        tree("SELECT a.g FROM (public.a JOIN public.b ON true), public.c WHERE (c.b_id = b.id)");
     assert_tree(
         &t.root,
         "
@@ -212,7 +222,8 @@ fn where_conjuncts_over_an_outer_join_filter_its_result() {
             Scan public.c [b_id, z]
         ",
     );
-    let t = tree("SELECT a.g FROM (public.a RIGHT JOIN public.b ON ((b.a_id = a.id))) WHERE (a.x > 1)");
+    let t =
+        tree("SELECT a.g FROM (public.a RIGHT JOIN public.b ON ((b.a_id = a.id))) WHERE (a.x > 1)");
     assert_tree(
         &t.root,
         "
@@ -324,7 +335,14 @@ fn the_delta_of_a_comma_join_has_no_join_without_a_condition() {
     let mut ctx = DiffContext::new(CdcContext {
         sources: [1, 2, 3]
             .into_iter()
-            .map(|r| (r, SourceCdc { buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")) }))
+            .map(|r| {
+                (
+                    r,
+                    SourceCdc {
+                        buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
+                    },
+                )
+            })
             .collect(),
         old_frontier: "$1::pg_catalog.pg_snapshot".into(),
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),

@@ -28,7 +28,10 @@ fn ctes_can_use_earlier_ctes_and_unused_ones_are_kept() {
     );
     // Every table read, CTE bodies included.
     let tables: Vec<TableRef> = t.tables();
-    assert_eq!(tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn a_view_is_expanded_in_place_under_its_alias() {
 
 #[test]
 fn a_view_cycle_is_an_error_not_a_crash() {
-    assert!(matches!(error("SELECT c.n FROM public.cycle c"), AnalyzeError::Invalid(_)));
+    assert!(matches!(
+        error("SELECT c.n FROM public.cycle c"),
+        AnalyzeError::Invalid(_)
+    ));
 }
 
 #[test]
@@ -152,7 +158,9 @@ fn union_all_flattens_and_union_distincts_once() {
             Scan public.c [z]
         ",
     );
-    let t = tree("SELECT a.x FROM public.a UNION SELECT b.a_id FROM public.b UNION SELECT c.z FROM public.c");
+    let t = tree(
+        "SELECT a.x FROM public.a UNION SELECT b.a_id FROM public.b UNION SELECT c.z FROM public.c",
+    );
     assert_tree(
         &t.root,
         "
@@ -202,14 +210,29 @@ fn resolution_errors_are_invalid() {
         Err(AnalyzeError::Invalid(why)) => why,
         other => panic!("expected Invalid, got {other:?}"),
     };
-    assert_eq!(invalid("SELECT n.x FROM public.nope n"), "relation public.nope does not exist");
-    assert_eq!(invalid("SELECT a.nope FROM public.a"), "column a.nope does not exist");
-    assert_eq!(invalid("SELECT z.x FROM public.a"), "missing FROM-clause entry for z (in z.x)");
+    assert_eq!(
+        invalid("SELECT n.x FROM public.nope n"),
+        "relation public.nope does not exist"
+    );
+    assert_eq!(
+        invalid("SELECT a.nope FROM public.a"),
+        "column a.nope does not exist"
+    );
+    assert_eq!(
+        invalid("SELECT z.x FROM public.a"),
+        "missing FROM-clause entry for z (in z.x)"
+    );
     assert_eq!(
         invalid("SELECT a.x FROM public.a UNION SELECT b.y, b.id FROM public.b"),
         "set operation inputs with different numbers of columns"
     );
-    assert_eq!(invalid("SELECT 1; SELECT 2"), "expected a single SELECT statement");
+    assert_eq!(
+        invalid("SELECT 1; SELECT 2"),
+        "expected a single SELECT statement"
+    );
     assert!(invalid("SELECT a.x FROM ONLY public.a").starts_with("could not parse the query"));
-    assert_eq!(invalid("DELETE FROM public.a"), "expected a single SELECT statement");
+    assert_eq!(
+        invalid("DELETE FROM public.a"),
+        "expected a single SELECT statement"
+    );
 }

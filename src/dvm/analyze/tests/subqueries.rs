@@ -114,7 +114,9 @@ fn correlated_in_combines_the_correlation_and_the_equality() {
 
 #[test]
 fn row_in_compares_each_column() {
-    let t = tree("SELECT a.g FROM public.a WHERE ((a.id, a.x) IN ( SELECT b.id, b.a_id FROM public.b))");
+    let t = tree(
+        "SELECT a.g FROM public.a WHERE ((a.id, a.x) IN ( SELECT b.id, b.a_id FROM public.b))",
+    );
     assert_tree(
         &t.root,
         "
@@ -231,11 +233,21 @@ fn semi_joins_in_a_grouped_block_sit_below_the_aggregate() {
 #[test]
 fn a_one_row_aggregate_subquery_is_a_cross_join_with_its_row() {
     // In WHERE: a filter over the cross join.
-    let t = tree("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b))");
+    let t =
+        tree("SELECT a.id FROM public.a WHERE (a.x > ( SELECT max(b.a_id) AS max FROM public.b))");
     let shown = show(&t.root);
-    assert!(shown.contains("Aggregate group [] agg [max(#0)]"), "{shown}");
-    assert!(shown.contains("Scan public.a [id, x]") && shown.contains("Scan public.b [a_id]"), "{shown}");
-    assert!(!shown.contains("Semi") && !shown.contains("Anti"), "{shown}");
+    assert!(
+        shown.contains("Aggregate group [] agg [max(#0)]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Scan public.a [id, x]") && shown.contains("Scan public.b [a_id]"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("Semi") && !shown.contains("Anti"),
+        "{shown}"
+    );
     // In the SELECT list, and in HAVING of a grouped block (where it is one more, hidden, group key).
     let t = tree("SELECT a.id, ( SELECT count(*) AS count FROM public.b) AS n FROM public.a");
     assert_eq!(t.output_names, vec!["id".to_string(), "n".to_string()]);
@@ -243,8 +255,14 @@ fn a_one_row_aggregate_subquery_is_a_cross_join_with_its_row() {
         "SELECT a.g, sum(a.x) AS s FROM public.a GROUP BY a.g HAVING (sum(a.x) > ( SELECT (sum(b.y) * 0.5) FROM public.b))",
     );
     let shown = show(&t.root);
-    assert!(shown.contains("Aggregate group [#1; #2] agg [sum(#0)]"), "the value is a second key: {shown}");
-    assert!(shown.contains("Filter (#2 > #1)") && shown.contains("Project #0; #2"), "{shown}");
+    assert!(
+        shown.contains("Aggregate group [#1; #2] agg [sum(#0)]"),
+        "the value is a second key: {shown}"
+    );
+    assert!(
+        shown.contains("Filter (#2 > #1)") && shown.contains("Project #0; #2"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -256,7 +274,9 @@ fn unsupported_subqueries_are_named() {
         "correlated scalar subquery inside an aggregate's argument"
     );
     assert_eq!(
-        unsupported("SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
+        unsupported(
+            "SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"
+        ),
         "correlated scalar subquery other than one aggregate without GROUP BY"
     );
     assert_eq!(
@@ -272,14 +292,17 @@ fn unsupported_subqueries_are_named() {
         "scalar subquery other than an aggregate without GROUP BY"
     );
     assert_eq!(
-        unsupported("SELECT sum(a.x) AS s, ( SELECT max(b.y) AS max FROM public.b) AS m FROM public.a"),
+        unsupported(
+            "SELECT sum(a.x) AS s, ( SELECT max(b.y) AS max FROM public.b) AS m FROM public.a"
+        ),
         "scalar subquery in the SELECT list or HAVING of an aggregate without GROUP BY"
     );
     assert_eq!(
         unsupported("SELECT a.id, (EXISTS ( SELECT 1 FROM public.b)) AS e FROM public.a"),
         "subquery in the SELECT list"
     );
-    let where_context = "subquery in WHERE other than a top-level [NOT] EXISTS or [NOT] IN conjunct";
+    let where_context =
+        "subquery in WHERE other than a top-level [NOT] EXISTS or [NOT] IN conjunct";
     assert_eq!(
         unsupported(
             "SELECT a.id FROM public.a WHERE ((a.x > 1) OR (EXISTS ( SELECT 1 FROM public.b WHERE (b.a_id = a.id))))"
@@ -339,8 +362,14 @@ fn a_correlated_aggregate_compared_in_where_is_a_join_with_its_grouped_form() {
           WHERE ((p.id = l.id) AND (p.y > (0)::numeric) AND (l.x < ( SELECT (0.2 * avg(l2.x)) FROM public.a l2 WHERE (l2.id = p.id))))",
     );
     let shown = show(&t.root);
-    assert!(shown.contains("Aggregate group [#0] agg [avg(#1)]"), "grouped by the correlation key: {shown}");
-    assert!(!shown.contains("Semi") && !shown.contains("Left"), "an inner join: {shown}");
+    assert!(
+        shown.contains("Aggregate group [#0] agg [avg(#1)]"),
+        "grouped by the correlation key: {shown}"
+    );
+    assert!(
+        !shown.contains("Semi") && !shown.contains("Left"),
+        "an inner join: {shown}"
+    );
     assert_eq!(shown.matches("Scan public.a").count(), 2, "{shown}");
 }
 
@@ -349,12 +378,18 @@ fn correlation_is_limited_to_plain_subqueries_and_one_level() {
     let msg = unsupported(
         "SELECT a.id FROM public.a WHERE (EXISTS ( SELECT b.y FROM public.b WHERE (b.a_id = a.id) GROUP BY b.y))",
     );
-    assert!(msg.starts_with("correlated reference a.id in a subquery other than a plain"), "{msg}");
+    assert!(
+        msg.starts_with("correlated reference a.id in a subquery other than a plain"),
+        "{msg}"
+    );
     let msg = unsupported(
         " SELECT a.id FROM public.a
   WHERE (EXISTS ( SELECT 1 FROM public.b WHERE (EXISTS ( SELECT 1 FROM public.c WHERE (c.id = a.id)))))",
     );
-    assert_eq!(msg, "correlated reference a.id to a query more than one level out");
+    assert_eq!(
+        msg,
+        "correlated reference a.id to a query more than one level out"
+    );
     assert_eq!(
         unsupported(
             "SELECT a.id FROM public.a WHERE (EXISTS ( SELECT 1 FROM (public.b JOIN public.c ON ((c.id = a.id)))))"
@@ -370,17 +405,29 @@ fn a_correlated_aggregate_in_the_select_list_is_a_left_join_with_its_grouped_for
         "SELECT a.id, b.y, ( SELECT max(c.z) AS max FROM public.c WHERE ((c.b_id = b.id) AND (c.z > 0))) AS top
            FROM public.a, public.b WHERE ((b.a_id = a.id) AND (a.x > 1))",
     );
-    assert_eq!(t.output_names, vec!["id".to_string(), "y".to_string(), "top".to_string()]);
+    assert_eq!(
+        t.output_names,
+        vec!["id".to_string(), "y".to_string(), "top".to_string()]
+    );
     let shown = show(&t.root);
     assert!(shown.contains("LeftJoin"), "{shown}");
-    assert!(shown.contains("Aggregate group [#0] agg [max(#1)]"), "grouped by the correlation key: {shown}");
-    assert!(shown.contains("InnerJoin (#4 = #0)"), "the comma join is a join on its condition: {shown}");
+    assert!(
+        shown.contains("Aggregate group [#0] agg [max(#1)]"),
+        "grouped by the correlation key: {shown}"
+    );
+    assert!(
+        shown.contains("InnerJoin (#4 = #0)"),
+        "the comma join is a join on its condition: {shown}"
+    );
     // A count is 0 for an outer row without a group; two subqueries are two left joins.
     let t = tree(
         "SELECT a.id, ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.id)) AS n,
                 ( SELECT sum(b.y) AS sum FROM public.b WHERE (b.a_id = a.id)) AS s FROM public.a",
     );
-    assert_eq!(t.output_names, vec!["id".to_string(), "n".to_string(), "s".to_string()]);
+    assert_eq!(
+        t.output_names,
+        vec!["id".to_string(), "n".to_string(), "s".to_string()]
+    );
     let shown = show(&t.root);
     assert_eq!(shown.matches("LeftJoin").count(), 2, "{shown}");
     assert!(shown.contains("COALESCE"), "{shown}");
@@ -389,7 +436,10 @@ fn a_correlated_aggregate_in_the_select_list_is_a_left_join_with_its_grouped_for
         "SELECT DISTINCT a.g, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.id)) AS m,
                 ( SELECT count(*) AS count FROM public.d) AS nd FROM public.a",
     );
-    assert_eq!(t.output_names, vec!["g".to_string(), "m".to_string(), "nd".to_string()]);
+    assert_eq!(
+        t.output_names,
+        vec!["g".to_string(), "m".to_string(), "nd".to_string()]
+    );
     assert!(show(&t.root).starts_with("Distinct"), "{}", show(&t.root));
 }
 
@@ -400,16 +450,26 @@ fn in_a_grouped_block_the_left_join_reads_the_groups() {
         "SELECT a.g, sum(a.x) AS s, ( SELECT max(b.y) AS max FROM public.b WHERE (b.a_id = a.g)) AS m
            FROM public.a GROUP BY a.g",
     );
-    assert_eq!(t.output_names, vec!["g".to_string(), "s".to_string(), "m".to_string()]);
+    assert_eq!(
+        t.output_names,
+        vec!["g".to_string(), "s".to_string(), "m".to_string()]
+    );
     let shown = show(&t.root);
     let join = shown.find("LeftJoin").expect(&shown);
     let sum = shown.find("agg [sum(").expect(&shown);
-    assert!(join < sum, "the outer block's aggregate sits below the join: {shown}");
+    assert!(
+        join < sum,
+        "the outer block's aggregate sits below the join: {shown}"
+    );
     // A GROUP BY expression is read whole (its column alone is not grouped).
     let t = tree(
         "SELECT (a.x + 1) AS x1, ( SELECT count(*) AS count FROM public.b WHERE (b.a_id = a.g)) AS n
            FROM public.a GROUP BY (a.x + 1), a.g",
     );
     assert_eq!(t.output_names, vec!["x1".to_string(), "n".to_string()]);
-    assert!(show(&t.root).contains("Aggregate group [(#0 + 1); #1]"), "{}", show(&t.root));
+    assert!(
+        show(&t.root).contains("Aggregate group [(#0 + 1); #1]"),
+        "{}",
+        show(&t.root)
+    );
 }

@@ -5,9 +5,18 @@ use super::unsupported;
 #[test]
 fn row_limiting_and_locking() {
     // A top-level ORDER BY ... LIMIT is maintained (tests/top_k.rs); these forms are not.
-    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x OFFSET 5"), "OFFSET without LIMIT");
-    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x LIMIT 10 OFFSET a.x"), "OFFSET with a value other than a constant number");
-    assert_eq!(unsupported("SELECT a.x FROM public.a LIMIT 10"), "LIMIT without ORDER BY");
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY a.x OFFSET 5"),
+        "OFFSET without LIMIT"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY a.x LIMIT 10 OFFSET a.x"),
+        "OFFSET with a value other than a constant number"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a LIMIT 10"),
+        "LIMIT without ORDER BY"
+    );
     assert_eq!(
         unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS WITH TIES"),
         "FETCH FIRST ... WITH TIES"
@@ -20,10 +29,19 @@ fn row_limiting_and_locking() {
         unsupported("SELECT a.x FROM public.a ORDER BY (a.x + 1) LIMIT 10"),
         "ORDER BY (a.x + 1) with LIMIT (an ORDER BY item must be one of the SELECT list's columns)"
     );
-    assert_eq!(unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS ONLY"), "FETCH FIRST");
-    assert_eq!(unsupported("SELECT a.x FROM public.a FOR UPDATE"), "FOR UPDATE/FOR SHARE");
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a ORDER BY a.x FETCH FIRST 3 ROWS ONLY"),
+        "FETCH FIRST"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a FOR UPDATE"),
+        "FOR UPDATE/FOR SHARE"
+    );
     // Inside a subquery too.
-    assert_eq!(unsupported("SELECT s.x FROM ( SELECT a.x FROM public.a LIMIT 1) s"), "LIMIT");
+    assert_eq!(
+        unsupported("SELECT s.x FROM ( SELECT a.x FROM public.a LIMIT 1) s"),
+        "LIMIT"
+    );
     assert_eq!(
         unsupported("SELECT a.id FROM public.a WHERE (EXISTS ( SELECT 1 FROM public.b WHERE (b.a_id = a.id) LIMIT 1))"),
         "LIMIT"
@@ -33,18 +51,35 @@ fn row_limiting_and_locking() {
 #[test]
 fn window_functions() {
     assert_eq!(
-        unsupported("SELECT a.x, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a"),
+        unsupported(
+            "SELECT a.x, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a"
+        ),
         "window function row_number()"
     );
-    assert_eq!(unsupported("SELECT sum(a.x) OVER (PARTITION BY a.g) AS s FROM public.a"), "window function sum()");
-    assert_eq!(unsupported("SELECT a.x, rank() OVER w AS r FROM public.a WINDOW w AS (ORDER BY a.x)"), "WINDOW clause");
+    assert_eq!(
+        unsupported("SELECT sum(a.x) OVER (PARTITION BY a.g) AS s FROM public.a"),
+        "window function sum()"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x, rank() OVER w AS r FROM public.a WINDOW w AS (ORDER BY a.x)"),
+        "WINDOW clause"
+    );
 }
 
 #[test]
 fn set_operations_other_than_union() {
-    assert_eq!(unsupported("SELECT a.x FROM public.a INTERSECT SELECT b.a_id FROM public.b"), "INTERSECT");
-    assert_eq!(unsupported("SELECT a.x FROM public.a EXCEPT SELECT b.a_id FROM public.b"), "EXCEPT");
-    assert_eq!(unsupported("SELECT a.x FROM public.a EXCEPT ALL SELECT b.a_id FROM public.b"), "EXCEPT");
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a INTERSECT SELECT b.a_id FROM public.b"),
+        "INTERSECT"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a EXCEPT SELECT b.a_id FROM public.b"),
+        "EXCEPT"
+    );
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a EXCEPT ALL SELECT b.a_id FROM public.b"),
+        "EXCEPT"
+    );
 }
 
 #[test]
@@ -60,17 +95,32 @@ fn recursive_ctes() {
 
 #[test]
 fn distinct_on() {
-    assert_eq!(unsupported("SELECT DISTINCT ON (a.g) a.g, a.x FROM public.a ORDER BY a.g, a.x"), "DISTINCT ON");
+    assert_eq!(
+        unsupported("SELECT DISTINCT ON (a.g) a.g, a.x FROM public.a ORDER BY a.g, a.x"),
+        "DISTINCT ON"
+    );
 }
 
 #[test]
 fn row_sources_other_than_relations_and_selects() {
-    assert_eq!(unsupported("SELECT v.p FROM ( VALUES (1,2), (3,4)) v(p, q)"), "VALUES list");
+    assert_eq!(
+        unsupported("SELECT v.p FROM ( VALUES (1,2), (3,4)) v(p, q)"),
+        "VALUES list"
+    );
     assert_eq!(unsupported("VALUES (1), (2)"), "VALUES list");
-    assert_eq!(unsupported("SELECT g.i FROM generate_series(1, 10) g(i)"), "table function generate_series() in FROM");
-    assert_eq!(unsupported("SELECT u.e FROM unnest(ARRAY[1, 2]) u(e)"), "table function unnest() in FROM");
+    assert_eq!(
+        unsupported("SELECT g.i FROM generate_series(1, 10) g(i)"),
+        "table function generate_series() in FROM"
+    );
+    assert_eq!(
+        unsupported("SELECT u.e FROM unnest(ARRAY[1, 2]) u(e)"),
+        "table function unnest() in FROM"
+    );
     assert_eq!(unsupported("SELECT 1 AS one"), "SELECT without FROM");
-    assert_eq!(unsupported("SELECT a.x FROM public.a TABLESAMPLE system (10)"), "TABLESAMPLE");
+    assert_eq!(
+        unsupported("SELECT a.x FROM public.a TABLESAMPLE system (10)"),
+        "TABLESAMPLE"
+    );
 }
 
 #[test]
@@ -87,7 +137,10 @@ fn set_returning_functions_in_the_select_list() {
 
 #[test]
 fn whole_row_references() {
-    assert_eq!(unsupported("SELECT row_to_json(a.*) AS j FROM public.a"), "whole-row reference a.*");
+    assert_eq!(
+        unsupported("SELECT row_to_json(a.*) AS j FROM public.a"),
+        "whole-row reference a.*"
+    );
 }
 
 #[test]
@@ -100,5 +153,8 @@ fn marker_characters_in_the_text() {
 
 #[test]
 fn collate_which_sqlparser_cannot_parse() {
-    assert_eq!(unsupported(r#"SELECT (a.g COLLATE "C") AS g FROM public.a"#), "COLLATE");
+    assert_eq!(
+        unsupported(r#"SELECT (a.g COLLATE "C") AS g FROM public.a"#),
+        "COLLATE"
+    );
 }
