@@ -287,6 +287,20 @@ pub const SHAPES: &[Shape] = &[
                   LEFT JOIN (SELECT k, max(w) AS mw FROM b GROUP BY k HAVING count(*) > 1) h ON h.k = c.q
           WHERE c.q > 2",
     ),
+    // One grouped subquery written twice, once under a global max() (TPC-H Q15's view): its whole
+    // result and its delta are computed once and shared.
+    shape(
+        "grouped_twice_max",
+        "SELECT c.id AS id, c.name AS name, r.total AS total
+           FROM c JOIN (SELECT k, sum(v) AS total FROM a GROUP BY k) r ON r.k = c.k
+          WHERE r.total = (SELECT max(r2.total) FROM (SELECT k, sum(v) AS total FROM a GROUP BY k) r2)",
+    ),
+    shape(
+        "grouped_twice_join",
+        "SELECT x.k AS k, x.n AS n, y.n AS next_n, x.sv AS sv
+           FROM (SELECT k, count(*) AS n, sum(v) AS sv FROM a GROUP BY k) x
+           JOIN (SELECT k, count(*) AS n, sum(v) AS sv FROM a GROUP BY k) y ON y.k = x.k + 1",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

@@ -2,6 +2,7 @@
 //! they need: CDC facts (where changes are and which sources changed), a cache (CTE deltas shared by
 //! several references, bypassed sources), and optimisation bookkeeping (depth, counters, limits).
 
+use crate::dvm::optree::Node;
 use crate::dvm::sql::QualifiedName;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +63,12 @@ pub struct CacheContext {
     /// WITH items to put in front of the final query, in dependency order: name, and what follows
     /// `AS` (the parenthesised query, maybe with `MATERIALIZED`).
     pub with_items: Vec<(String, String)>,
+    /// Nodes whose whole current result is a MATERIALIZED WITH item (node, item name): wherever else
+    /// the statement needs that node's current result, it reads the item.
+    pub whole_results: Vec<(Node, String)>,
+    /// Aggregates that occur more than once in the query (a view read twice) and the WITH item
+    /// holding their delta, computed once.
+    pub shared_deltas: Vec<(Node, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,8 +85,9 @@ pub struct OptimizationContext {
     pub group_lookup: GroupLookup,
     /// Aggregates without GROUP BY over the current state become MATERIALIZED WITH items: one row,
     /// computed once per statement whatever the plan (on the inner side of a nested loop the planner
-    /// thought would run once, it is recomputed per outer row). Set by the callers that put the WITH
-    /// clause in front of what they build.
+    /// thought would run once, it is recomputed per outer row); and so does the whole input they read
+    /// where computing it takes more than a scan (`CacheContext::whole_results`). Set by the callers
+    /// that put the WITH clause in front of what they build.
     pub hoist_global_aggregates: bool,
 }
 

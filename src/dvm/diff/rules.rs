@@ -132,6 +132,9 @@ pub fn is_static_empty(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
 
 /// The node's current result.
 pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
+    if let Some(name) = known_whole_result(node, ctx) {
+        return Ok(format!("SELECT * FROM {name}"));
+    }
     descend(ctx)?;
     let sql = match node {
         Node::Scan { table, columns, .. } => {
@@ -212,7 +215,11 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
             ..
         } => {
             let a = ctx.alias("g");
-            let inner = new_sql(tree, input, ctx)?;
+            let inner = if keys.is_empty() {
+                whole_input(tree, input, ctx)?
+            } else {
+                new_sql(tree, input, ctx)?
+            };
             let keys: Vec<String> = keys
                 .iter()
                 .map(|e| e.render(&|i| format!("{a}.c{i}")))
@@ -249,6 +256,47 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
     };
     ctx.opt.depth -= 1;
     Ok(sql)
+}
+
+/// The current result of `input`, read whole (by an aggregate without GROUP BY): a MATERIALIZED WITH
+/// item, computed once per statement, where computing it takes more than scanning its sources —
+/// Q15's `(SELECT max(total_revenue) FROM revenue0)` over a grouped view, whose whole result the
+/// delta needs in three places (the new maximum, the old one, the join with the changed maximum).
+fn whole_input(tree: &OpTree, input: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
+    if !ctx.opt.hoist_global_aggregates || reads_rows_directly(input) {
+        return new_sql(tree, input, ctx);
+    }
+    if let Some(name) = known_whole_result(input, ctx) {
+        return Ok(format!("SELECT * FROM {name}"));
+    }
+    let sql = new_sql(tree, input, ctx)?;
+    let name = hoist_materialized(ctx, "whole_", sql);
+    ctx.cache.whole_results.push((input.clone(), name.clone()));
+    Ok(format!("SELECT * FROM {name}"))
+}
+
+/// Whether the query holds `node` more than once (a view or subquery written twice, as TPC-H Q15's
+/// `revenue0`): its delta is then computed once, for every group the batch touched, and shared —
+/// rather than once per place, each cut to what its join partner can meet.
+fn occurs_more_than_once(tree: &OpTree, node: &Node) -> bool {
+    fn count(n: &Node, node: &Node) -> usize {
+        usize::from(n == node)
+            + n.children()
+                .into_iter()
+                .map(|c| count(c, node))
+                .sum::<usize>()
+    }
+    let roots = std::iter::once(&tree.root).chain(&tree.ctes);
+    roots.map(|r| count(r, node)).sum::<usize>() > 1
+}
+
+/// The WITH item holding `node`'s whole current result, if this statement has one.
+fn known_whole_result(node: &Node, ctx: &DiffContext) -> Option<String> {
+    ctx.cache
+        .whole_results
+        .iter()
+        .find(|(n, _)| n == node)
+        .map(|(_, name)| name.clone())
 }
 
 fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
@@ -379,7 +427,27 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
             aggregates,
             key_eq,
             ..
-        } => aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?,
+        } => {
+            let shared = occurs_more_than_once(tree, node);
+            match ctx
+                .cache
+                .shared_deltas
+                .iter()
+                .find(|(n, _)| shared && n == node)
+            {
+                Some((_, name)) => format!("SELECT * FROM {name}"),
+                None => {
+                    let sql = aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?;
+                    if shared {
+                        let name = hoist(ctx, "agg_", sql);
+                        ctx.cache.shared_deltas.push((node.clone(), name.clone()));
+                        format!("SELECT * FROM {name}")
+                    } else {
+                        sql
+                    }
+                }
+            }
+        }
         Node::Distinct { input } => {
             let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
             aggregate_delta(tree, input, &keys, &[], &[], ctx)?
@@ -659,7 +727,9 @@ fn delta_sql_matching(
             aggregates,
             key_eq,
             ..
-        } if pairs.iter().any(|&(_, c)| c < group_by.len()) => {
+        } if pairs.iter().any(|&(_, c)| c < group_by.len())
+            && !occurs_more_than_once(tree, node) =>
+        {
             let on_keys: Vec<(usize, usize)> = pairs
                 .iter()
                 .copied()
@@ -947,7 +1017,7 @@ fn aggregate_delta_of(
         let a = ctx.alias("a");
         format!(
             "SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})",
-            new_sql(tree, input, ctx)?
+            whole_input(tree, input, ctx)?
         )
     } else {
         let touched = {

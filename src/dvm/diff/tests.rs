@@ -574,3 +574,70 @@ fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
     c.opt.max_depth = 5;
     assert!(delta_query(&t, &mut c).is_err());
 }
+
+#[test]
+fn a_grouped_input_read_whole_by_a_global_aggregate_is_computed_once_per_statement() {
+    // TPC-H Q15's shape: `a JOIN g ON a.id = g.k WHERE g.s = (SELECT max(s) FROM g)` with
+    // g = `SELECT k, sum(x) AS s FROM b GROUP BY k` (a view read twice), b changed.
+    let sum_by_key = || Node::Aggregate {
+        input: Box::new(scan(20, "b", &["k", "x"])),
+        group_by: vec![Expr::col(0)],
+        aggregates: vec![Expr {
+            parts: vec![
+                ExprPart::Sql("sum(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(")".into()),
+            ],
+        }],
+        calls: vec![],
+        key_types: vec![],
+        key_eq: vec!["OPERATOR(pg_catalog.=)".into()],
+    };
+    let top = Node::Aggregate {
+        input: Box::new(sum_by_key()),
+        group_by: vec![],
+        aggregates: vec![Expr {
+            parts: vec![
+                ExprPart::Sql("max(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(")".into()),
+            ],
+        }],
+        calls: vec![],
+        key_types: vec![],
+        key_eq: vec![],
+    };
+    let t = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(Node::Join {
+            kind: JoinKind::Inner,
+            left: Box::new(scan(10, "a", &["id"])),
+            right: Box::new(sum_by_key()),
+            on: Some(eq(0, 1)),
+            null_types: vec![],
+        }),
+        right: Box::new(top),
+        on: Some(eq(2, 3)),
+        null_types: vec![],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[10]));
+    // Every group of g, over all of b: once, in one MATERIALIZED item read everywhere else.
+    let whole_groups =
+        "AS c1 FROM (SELECT t.\"k\" AS c0, t.\"x\" AS c1 FROM \"public\".\"b\" AS t) AS g";
+    assert_eq!(sql.matches(whole_groups).count(), 1, "{sql}");
+    assert!(
+        regex_like_find(&sql, "whole_", " AS MATERIALIZED (SELECT"),
+        "{sql}"
+    );
+    assert!(
+        sql.matches("FROM whole_").count() >= 3,
+        "the new maximum, the old one's groups and the join read it: {sql}"
+    );
+    // g's delta (its touched groups, recomputed) once too, shared by the join and the maximum.
+    assert_eq!(
+        sql.matches(" AS (SELECT DISTINCT ").count(),
+        1,
+        "touched groups: {sql}"
+    );
+    assert!(regex_like_find(&sql, "agg_", " AS (SELECT"), "{sql}");
+}
