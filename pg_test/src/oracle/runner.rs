@@ -181,7 +181,8 @@ impl Runner {
         for t in &TABLES {
             self.exec(t.ddl)?;
         }
-        // Until the catalog says which tables the query reads, a repro script needs them all.
+        // Until the catalog says which tables the query reads, a repro script needs them all. (Views
+        // the query reads are dependencies too; they come with their table's DDL.)
         self.sources = TABLES.iter().collect();
         self.columns.clear();
         for s in self.create_statements() {
@@ -190,7 +191,7 @@ impl Runner {
         let sql = format!(
             "SELECT string_agg(c.relname, ',' ORDER BY c.relname)
                FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-               JOIN pg_class c ON c.oid = d.source_relid WHERE s.pgt_relid = '{}'::regclass",
+               JOIN pg_class c ON c.oid = d.source_relid WHERE s.pgt_relid = '{}'::regclass AND c.relkind = 'r'",
             self.twin_f()
         );
         let sources: String = self

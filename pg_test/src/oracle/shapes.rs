@@ -296,6 +296,11 @@ pub const SHAPES: &[Shape] = &[
           WHERE r.total = (SELECT max(r2.total) FROM (SELECT k, sum(v) AS total FROM a GROUP BY k) r2)",
     ),
     shape(
+        "view_twice_max",
+        "SELECT c.id AS id, c.name AS name, r.total AS total FROM c, a_totals r
+          WHERE r.k = c.k AND r.total = (SELECT max(total) FROM a_totals)",
+    ),
+    shape(
         "grouped_twice_join",
         "SELECT x.k AS k, x.n AS n, y.n AS next_n, x.sv AS sv
            FROM (SELECT k, count(*) AS n, sum(v) AS sv FROM a GROUP BY k) x
