@@ -89,26 +89,11 @@ fn statement(
     let n = payload.columns.len();
     let storage_q = storage.quoted();
     let limit = top_k.limit;
-    let at = |alias: &str| {
-        (0..n)
-            .map(|i| format!("{alias}.c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let stored = |alias: &str| {
-        payload
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{alias}.{} AS c{i}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let at = |alias: &str| columns_at(n, alias);
+    let stored = |alias: &str| stored_as_c(payload, alias);
     let copies = stored_copies(payload);
     let order = |alias: &str| order_by(&top_k.order, &|i| format!("{alias}.c{i}"));
-    let stored_order = order_by(&top_k.order, &|i| {
-        format!("x.{}", quote_ident(&payload.columns[i]))
-    });
+    let stored_order = stored_x_order(payload, top_k);
     let names = (0..n)
         .map(|i| format!("c{i}"))
         .collect::<Vec<_>>()
@@ -178,23 +163,6 @@ fn statement(
 /// the window's first stored row (it ties or precedes it: Δ rows sort before it on ties), or the
 /// window is empty and the batch changed anything.
 fn head_moved(storage: &QualifiedName, payload: &Payload, top_k: &TopK) -> String {
-    let n = payload.columns.len();
-    let at = |alias: &str| {
-        (0..n)
-            .map(|i| format!("{alias}.c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let stored = payload
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("x.{} AS c{i}", quote_ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let stored_order = order_by(&top_k.order, &|i| {
-        format!("x.{}", quote_ident(&payload.columns[i]))
-    });
     format!(
         "
               OR COALESCE((
@@ -204,9 +172,37 @@ fn head_moved(storage: &QualifiedName, payload: &Payload, top_k: &TopK) -> Strin
                        UNION ALL (SELECT {stored}, true FROM {storage_q} AS x ORDER BY {stored_order} LIMIT 1)) AS s) AS r
               WHERE r.head), EXISTS (SELECT FROM pgt_delta))",
         order_s = order_by(&top_k.order, &|i| format!("s.c{i}")),
-        at_d = at("d"),
+        at_d = columns_at(payload.columns.len(), "d"),
+        stored = stored_as_c(payload, "x"),
+        stored_order = stored_x_order(payload, top_k),
         storage_q = storage.quoted(),
     )
+}
+
+/// `alias.c0, alias.c1, ...` for `n` columns.
+fn columns_at(n: usize, alias: &str) -> String {
+    (0..n)
+        .map(|i| format!("{alias}.c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The stored payload columns of `alias` (the storage table) renamed `c0, c1, ...`.
+fn stored_as_c(payload: &Payload, alias: &str) -> String {
+    payload
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{alias}.{} AS c{i}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The window's order over the storage table aliased `x`.
+fn stored_x_order(payload: &Payload, top_k: &TopK) -> String {
+    order_by(&top_k.order, &|i| {
+        format!("x.{}", quote_ident(&payload.columns[i]))
+    })
 }
 
 #[cfg(test)]
