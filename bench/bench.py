@@ -1111,6 +1111,8 @@ def markdown(results, machine, cfg, notes, elapsed):
         elif shape.startswith("tpch"):
             which = "" if shape == "tpch" else " " + shape[len("tpch_"):].upper()
             shape = f"TPC-H{which} (SF {r['sizes']['scale_factor']})"
+        elif shape.startswith("offload_"):
+            shape = f"offload, {shape[len('offload_'):]}"
         else:
             shape = "write path"
         out.append(f"| {shape} | {metric_title(r)} | {val} | {base} | {fmt_ratio(r)} | "
