@@ -33,6 +33,24 @@ fn eq(a: usize, b: usize) -> Expr {
     }
 }
 
+/// `SELECT <keys>, func(#arg) FROM input [GROUP BY <keys>]`, keys matched with `key_eq`.
+fn aggregate(input: Node, keys: &[usize], func: &str, arg: usize, key_eq: &[&str]) -> Node {
+    Node::Aggregate {
+        input: Box::new(input),
+        group_by: keys.iter().map(|&k| Expr::col(k)).collect(),
+        aggregates: vec![Expr {
+            parts: vec![
+                ExprPart::Sql(format!("{func}(")),
+                ExprPart::Col(arg),
+                ExprPart::Sql(")".into()),
+            ],
+        }],
+        calls: vec![],
+        key_types: vec![],
+        key_eq: key_eq.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
 fn tree(root: Node) -> OpTree {
     let n = root.arity();
     OpTree {
@@ -334,20 +352,7 @@ fn a_global_aggregate_joined_by_a_delta_is_computed_once_per_statement() {
     let t = tree(Node::Join {
         kind: JoinKind::Inner,
         left: Box::new(scan(10, "a", &["id"])),
-        right: Box::new(Node::Aggregate {
-            input: Box::new(scan(20, "b", &["x"])),
-            group_by: vec![],
-            aggregates: vec![Expr {
-                parts: vec![
-                    ExprPart::Sql("max(".into()),
-                    ExprPart::Col(0),
-                    ExprPart::Sql(")".into()),
-                ],
-            }],
-            calls: vec![],
-            key_types: vec![],
-            key_eq: vec![],
-        }),
+        right: Box::new(aggregate(scan(20, "b", &["x"]), &[], "max", 0, &[])),
         on: None,
         null_types: vec![],
     });
@@ -366,20 +371,7 @@ fn a_delta_joined_with_a_grouped_aggregate_aggregates_only_the_groups_it_can_joi
     let t = tree(Node::Join {
         kind: JoinKind::Inner,
         left: Box::new(scan(10, "a", &["id"])),
-        right: Box::new(Node::Aggregate {
-            input: Box::new(scan(20, "b", &["k", "x"])),
-            group_by: vec![Expr::col(0)],
-            aggregates: vec![Expr {
-                parts: vec![
-                    ExprPart::Sql("sum(".into()),
-                    ExprPart::Col(1),
-                    ExprPart::Sql(")".into()),
-                ],
-            }],
-            calls: vec![],
-            key_types: vec![],
-            key_eq: vec![],
-        }),
+        right: Box::new(aggregate(scan(20, "b", &["k", "x"]), &[0], "sum", 1, &[])),
         on: Some(eq(1, 0)),
         null_types: vec![],
     });
@@ -426,20 +418,13 @@ fn regex_like_find(text: &str, prefix: &str, rest: &str) -> bool {
 
 #[test]
 fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
-    let t = tree(Node::Aggregate {
-        input: Box::new(scan(10, "sales", &["region", "amount"])),
-        group_by: vec![Expr::col(0)],
-        aggregates: vec![Expr {
-            parts: vec![
-                ExprPart::Sql("max(".into()),
-                ExprPart::Col(1),
-                ExprPart::Sql(")".into()),
-            ],
-        }],
-        calls: vec![],
-        key_types: vec![],
-        key_eq: vec![],
-    });
+    let t = tree(aggregate(
+        scan(10, "sales", &["region", "amount"]),
+        &[0],
+        "max",
+        1,
+        &[],
+    ));
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(sql.contains("SELECT DISTINCT"), "touched groups: {sql}");
     assert!(
@@ -472,20 +457,13 @@ fn an_aggregate_recomputes_only_the_touched_groups_null_safely() {
 
 #[test]
 fn group_keys_are_matched_with_the_operators_resolved_at_creation() {
-    let t = tree(Node::Aggregate {
-        input: Box::new(scan(10, "sales", &["region", "amount"])),
-        group_by: vec![Expr::col(0)],
-        aggregates: vec![Expr {
-            parts: vec![
-                ExprPart::Sql("max(".into()),
-                ExprPart::Col(1),
-                ExprPart::Sql(")".into()),
-            ],
-        }],
-        calls: vec![],
-        key_types: vec![],
-        key_eq: vec!["OPERATOR(public.=)".into()],
-    });
+    let t = tree(aggregate(
+        scan(10, "sales", &["region", "amount"]),
+        &[0],
+        "max",
+        1,
+        &["OPERATOR(public.=)"],
+    ));
     let sql = delta(&t, &mut ctx(&[10], &[]));
     assert!(
         sql.contains(".c0) OPERATOR(public.=) g"),
@@ -579,34 +557,16 @@ fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
 fn a_grouped_input_read_whole_by_a_global_aggregate_is_computed_once_per_statement() {
     // TPC-H Q15's shape: `a JOIN g ON a.id = g.k WHERE g.s = (SELECT max(s) FROM g)` with
     // g = `SELECT k, sum(x) AS s FROM b GROUP BY k` (a view read twice), b changed.
-    let sum_by_key = || Node::Aggregate {
-        input: Box::new(scan(20, "b", &["k", "x"])),
-        group_by: vec![Expr::col(0)],
-        aggregates: vec![Expr {
-            parts: vec![
-                ExprPart::Sql("sum(".into()),
-                ExprPart::Col(1),
-                ExprPart::Sql(")".into()),
-            ],
-        }],
-        calls: vec![],
-        key_types: vec![],
-        key_eq: vec!["OPERATOR(pg_catalog.=)".into()],
+    let sum_by_key = || {
+        aggregate(
+            scan(20, "b", &["k", "x"]),
+            &[0],
+            "sum",
+            1,
+            &["OPERATOR(pg_catalog.=)"],
+        )
     };
-    let top = Node::Aggregate {
-        input: Box::new(sum_by_key()),
-        group_by: vec![],
-        aggregates: vec![Expr {
-            parts: vec![
-                ExprPart::Sql("max(".into()),
-                ExprPart::Col(1),
-                ExprPart::Sql(")".into()),
-            ],
-        }],
-        calls: vec![],
-        key_types: vec![],
-        key_eq: vec![],
-    };
+    let top = aggregate(sum_by_key(), &[], "max", 1, &[]);
     let t = tree(Node::Join {
         kind: JoinKind::Inner,
         left: Box::new(Node::Join {
