@@ -121,3 +121,43 @@ fn deleting_the_shown_copy_of_a_tied_extremum_shows_the_remaining_one() {
         }
     }
 }
+
+/// A sum shows as many decimals as its most precise input: over `numeric` without a declared scale
+/// they vary, and the sum must drop the extra decimals when the most precise input leaves; over an
+/// expression whose every value has the same scale (`v * v` over numeric(10,2): four decimals) they
+/// cannot, and the engine keeps no scale state for it (`dvm::scale`).
+#[test]
+fn a_sum_shows_the_decimals_of_its_most_precise_remaining_input() {
+    const SUMS: &str = "SELECT g, sum(x) AS sx, avg(x) AS ax, sum(v * v) AS vv, sum(v * 2 - v) AS v1 FROM r GROUP BY g";
+    let mut db = TestDb::new("identity_sum_scale");
+    db.exec(
+        "CREATE TABLE r (id int PRIMARY KEY, g int, x numeric, v numeric(10,2));
+         INSERT INTO r VALUES (1, 1, 1.5, 1.10), (2, 1, 1.50, 2), (3, 2, 7, 0.5);",
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('sums', '{SUMS}', '1h', 'DIFFERENTIAL')"
+    ));
+    let hidden: i64 = db.value(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'sums'::regclass AND attname LIKE '__pgt_a%' AND NOT attisdropped",
+    );
+    // One state per aggregate, and a largest input scale for sum(x) and avg(x) only.
+    assert_eq!(hidden, 6, "no scale state for v * v or v * 2 - v");
+    for (step, dml) in [
+        (
+            "the most precise input leaves",
+            "DELETE FROM r WHERE id = 2",
+        ),
+        (
+            "a more precise one comes",
+            "INSERT INTO r VALUES (4, 1, 0.125, 3.33)",
+        ),
+        ("and leaves again", "UPDATE r SET x = 0.1 WHERE id = 4"),
+    ] {
+        db.exec(dml);
+        db.exec("SELECT pgtrickle.refresh_stream_table('sums')");
+        let (action, reason) = db.last_refresh("sums");
+        assert_eq!(action, "DIFFERENTIAL", "{step}: {reason}");
+        let diff = text_diff(&mut db, "sums", "g, sx, ax, vv, v1", SUMS);
+        assert!(diff.is_empty(), "{step}:\n{}", diff.join("\n"));
+    }
+}

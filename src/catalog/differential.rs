@@ -10,6 +10,7 @@ use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::diff::rules::new_sql;
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
+use crate::dvm::scale;
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -317,6 +318,11 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 }
                 for (k, &j) in args.iter().enumerate() {
                     calls[j].arg_type = types[group_by.len() + k].clone();
+                    if calls[j].arg_type == "numeric" {
+                        calls[j].fixed_scale = calls[j].arg.as_ref().and_then(|a| {
+                            scale::expr_scale(a, &|i| scale::column_scale(tree, input, i))
+                        });
+                    }
                 }
             }
         }

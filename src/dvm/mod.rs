@@ -15,5 +15,6 @@ pub mod index_advice;
 pub mod offload;
 pub mod optree;
 pub mod plan;
+pub mod scale;
 pub mod sql;
 pub mod top_k;

@@ -102,6 +102,10 @@ pub struct AggCall {
     pub arg_type: String,
     #[serde(default)]
     pub less_than: String,
+    /// For a SUM/AVG over `numeric` without a declared scale: the number of decimals every value of
+    /// `arg` has when that is fixed by the expression (`dvm::scale`), filled in with `arg_type`.
+    #[serde(default)]
+    pub fixed_scale: Option<u64>,
 }
 
 impl AggCall {
@@ -112,6 +116,7 @@ impl AggCall {
             filter: None,
             arg_type: String::new(),
             less_than: String::new(),
+            fixed_scale: None,
         }
     }
 }

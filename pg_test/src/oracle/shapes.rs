@@ -295,6 +295,13 @@ pub const SHAPES: &[Shape] = &[
            FROM c JOIN (SELECT k, sum(v) AS total FROM a GROUP BY k) r ON r.k = c.k
           WHERE r.total = (SELECT max(r2.total) FROM (SELECT k, sum(v) AS total FROM a GROUP BY k) r2)",
     ),
+    // Sums of numeric expressions: fixed-scale ones keep no scale state (`dvm::scale`), the others
+    // their largest input scale; each must show the decimals its query shows.
+    shape(
+        "agg_fixed_scale",
+        "SELECT g AS g, sum(v * 2 - v) AS s1, sum(v * v) AS s2, avg(v + 1) AS av, sum(k::numeric * 1.50) AS s3,
+                sum(v / 4) AS s4, count(*) AS n FROM a GROUP BY g",
+    ),
     shape(
         "view_twice_max",
         "SELECT c.id AS id, c.name AS name, r.total AS total FROM c, a_totals r

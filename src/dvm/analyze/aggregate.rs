@@ -292,6 +292,7 @@ impl Analyzer<'_> {
                 .transpose()?,
             arg_type: String::new(),
             less_than: String::new(),
+            fixed_scale: None,
         })
     }
 }

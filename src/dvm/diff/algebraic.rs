@@ -72,9 +72,12 @@ pub(crate) fn sum_type(arg_type: &str) -> Option<&'static str> {
     }
 }
 
-/// A SUM/AVG over `numeric` without a fixed scale: its result's scale is its inputs' largest.
+/// A SUM/AVG over `numeric` without a fixed scale: its result's scale is its inputs' largest. (An
+/// expression whose every value has the same scale, `dvm::scale`, needs no such state.)
 fn tracks_scale(call: &AggCall) -> bool {
-    matches!(call.func, AggFunc::Sum | AggFunc::Avg) && call.arg_type == "numeric"
+    matches!(call.func, AggFunc::Sum | AggFunc::Avg)
+        && call.arg_type == "numeric"
+        && call.fixed_scale.is_none()
 }
 
 /// The hidden aggregate keeping the largest scale among a numeric SUM/AVG's inputs.
@@ -91,6 +94,7 @@ fn largest_scale(call: &AggCall) -> AggCall {
         filter: call.filter.clone(),
         arg_type: "integer".into(),
         less_than: "OPERATOR(pg_catalog.<)".into(),
+        fixed_scale: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn call(func: AggFunc, arg: Option<usize>, arg_type: &str) -> AggCall {
         } else {
             String::new()
         },
+        fixed_scale: None,
     }
 }
 
@@ -493,4 +494,38 @@ fn a_numeric_sum_of_any_scale_keeps_its_largest_input_scale_as_an_extremum() {
         full.contains("FILTER (WHERE w.p_a2 = w.m2)"),
         "the copies of the largest scale counted: {full}"
     );
+}
+
+#[test]
+fn a_numeric_sum_of_an_expression_with_a_fixed_scale_keeps_no_scale_state() {
+    // `sum(price * (1 - discount))` over numeric(15,2) columns: every value has four decimals.
+    let mut sum = call(AggFunc::Sum, Some(1), "numeric");
+    sum.fixed_scale = Some(4);
+    let tree = grouped(
+        vec![Expr::col(0)],
+        vec![sum],
+        vec![Expr::col(0), Expr::col(1)],
+    );
+    let state = AggregateState::of(&tree).expect("kept from stored state");
+    let hidden: Vec<String> = state
+        .hidden_columns()
+        .into_iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
+    assert_eq!(
+        hidden,
+        ["__pgt_count bigint", "__pgt_a0 numeric", "__pgt_n0 bigint"],
+        "no hidden MAX(scale(x))"
+    );
+    let (v, t) = visible(2);
+    let sql = groups(
+        stream_delta(
+            &tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(&v, &t),
+            &mut ctx(),
+        )
+        .unwrap(),
+    );
+    assert!(!sql.contains("pg_catalog.scale("), "{sql}");
 }

@@ -431,6 +431,7 @@ mod tests {
             filter,
             arg_type: arg_type.into(),
             less_than: less_than.into(),
+            fixed_scale: None,
         }
     }
 
