@@ -3,6 +3,7 @@
 pub mod algebraic;
 pub mod context;
 pub mod rules;
+mod sharing;
 
 pub(crate) use algebraic::sum_type;
 pub use algebraic::AggregateState;

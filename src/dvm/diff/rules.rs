@@ -4,6 +4,7 @@
 //! Notation in comments: X is a node's current ("new") result, ΔX its delta, X_old = X ⊎ −ΔX.
 
 use super::context::DiffContext;
+use super::sharing::{known_whole_result, occurs_more_than_once, shared_delta, whole_input};
 use crate::dvm::optree::{Expr, JoinKind, Node, OpTree};
 use crate::dvm::sql::quote_ident;
 use crate::error::{PgtError, PgtResult};
@@ -220,14 +221,7 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
             } else {
                 new_sql(tree, input, ctx)?
             };
-            let keys: Vec<String> = keys
-                .iter()
-                .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                .collect();
-            let aggs: Vec<String> = aggregates
-                .iter()
-                .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                .collect();
+            let (keys, aggs) = (render_over(keys, &a), render_over(aggregates, &a));
             let sql = format!(
                 "{} FROM ({inner}) AS {a}{}",
                 select(&named([keys.clone(), aggs].concat())),
@@ -258,45 +252,11 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
     Ok(sql)
 }
 
-/// The current result of `input`, read whole (by an aggregate without GROUP BY): a MATERIALIZED WITH
-/// item, computed once per statement, where computing it takes more than scanning its sources —
-/// Q15's `(SELECT max(total_revenue) FROM revenue0)` over a grouped view, whose whole result the
-/// delta needs in three places (the new maximum, the old one, the join with the changed maximum).
-fn whole_input(tree: &OpTree, input: &Node, ctx: &mut DiffContext) -> PgtResult<String> {
-    if !ctx.opt.hoist_global_aggregates || reads_rows_directly(input) {
-        return new_sql(tree, input, ctx);
-    }
-    if let Some(name) = known_whole_result(input, ctx) {
-        return Ok(format!("SELECT * FROM {name}"));
-    }
-    let sql = new_sql(tree, input, ctx)?;
-    let name = hoist_materialized(ctx, "whole_", sql);
-    ctx.cache.whole_results.push((input.clone(), name.clone()));
-    Ok(format!("SELECT * FROM {name}"))
-}
-
-/// Whether the query holds `node` more than once (a view or subquery written twice, as TPC-H Q15's
-/// `revenue0`): its delta is then computed once, for every group the batch touched, and shared —
-/// rather than once per place, each cut to what its join partner can meet.
-fn occurs_more_than_once(tree: &OpTree, node: &Node) -> bool {
-    fn count(n: &Node, node: &Node) -> usize {
-        usize::from(n == node)
-            + n.children()
-                .into_iter()
-                .map(|c| count(c, node))
-                .sum::<usize>()
-    }
-    let roots = std::iter::once(&tree.root).chain(&tree.ctes);
-    roots.map(|r| count(r, node)).sum::<usize>() > 1
-}
-
-/// The WITH item holding `node`'s whole current result, if this statement has one.
-fn known_whole_result(node: &Node, ctx: &DiffContext) -> Option<String> {
-    ctx.cache
-        .whole_results
-        .iter()
-        .find(|(n, _)| n == node)
-        .map(|(_, name)| name.clone())
+/// Each of `es` over the columns of FROM item `a`.
+fn render_over(es: &[Expr], a: &str) -> Vec<String> {
+    es.iter()
+        .map(|e| e.render(&|i| format!("{a}.c{i}")))
+        .collect()
 }
 
 fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
@@ -320,7 +280,7 @@ pub(super) fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
 }
 
 /// As [`hoist`], computed once even where referenced once (PostgreSQL inlines such a WITH item).
-fn hoist_materialized(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
+pub(super) fn hoist_materialized(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
     let name = ctx.alias(stem);
     ctx.cache
         .with_items
@@ -427,27 +387,9 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
             aggregates,
             key_eq,
             ..
-        } => {
-            let shared = occurs_more_than_once(tree, node);
-            match ctx
-                .cache
-                .shared_deltas
-                .iter()
-                .find(|(n, _)| shared && n == node)
-            {
-                Some((_, name)) => format!("SELECT * FROM {name}"),
-                None => {
-                    let sql = aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)?;
-                    if shared {
-                        let name = hoist(ctx, "agg_", sql);
-                        ctx.cache.shared_deltas.push((node.clone(), name.clone()));
-                        format!("SELECT * FROM {name}")
-                    } else {
-                        sql
-                    }
-                }
-            }
-        }
+        } => shared_delta(tree, node, ctx, |ctx| {
+            aggregate_delta(tree, input, group_by, key_eq, aggregates, ctx)
+        })?,
         Node::Distinct { input } => {
             let keys: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
             aggregate_delta(tree, input, &keys, &[], &[], ctx)?
@@ -654,14 +596,7 @@ fn new_sql_matching(
                 .collect();
             let test = exists_in_any(partners, ctx, &|d| key_equalities(d, &on_keys, keys, &r));
             let restricted = format!("SELECT {r}.* FROM ({inner}) AS {r} WHERE {test}");
-            let keys: Vec<String> = keys
-                .iter()
-                .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                .collect();
-            let aggs: Vec<String> = aggregates
-                .iter()
-                .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                .collect();
+            let (keys, aggs) = (render_over(keys, &a), render_over(aggregates, &a));
             format!(
                 "{} FROM ({restricted}) AS {a}{}",
                 select(&named([keys.clone(), aggs].concat())),
