@@ -252,6 +252,12 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
     Ok(sql)
 }
 
+/// `exprs` over the delta rows of `inner` (aliased `a`), each row keeping its weight.
+fn weighted_projection(exprs: &[Expr], a: &str, inner: &str) -> String {
+    let items = with_weight(named(render_over(exprs, a)), &format!("{a}.{W}"));
+    format!("{} FROM ({inner}) AS {a}", select(&items))
+}
+
 /// Each of `es` over the columns of FROM item `a`.
 fn render_over(es: &[Expr], a: &str) -> Vec<String> {
     es.iter()
@@ -350,16 +356,7 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
             let inner = delta_sql(tree, input, ctx)?;
-            let items = with_weight(
-                named(
-                    exprs
-                        .iter()
-                        .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                        .collect(),
-                ),
-                &format!("{a}.{W}"),
-            );
-            format!("{} FROM ({inner}) AS {a}", select(&items))
+            weighted_projection(exprs, &a, &inner)
         }
         Node::Join {
             kind: JoinKind::Inner,
@@ -645,16 +642,7 @@ fn delta_sql_matching(
                 &through_projection(pairs, exprs),
                 ctx,
             )?;
-            let items = with_weight(
-                named(
-                    exprs
-                        .iter()
-                        .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                        .collect(),
-                ),
-                &format!("{a}.{W}"),
-            );
-            format!("{} FROM ({inner}) AS {a}", select(&items))
+            weighted_projection(exprs, &a, &inner)
         }
         Node::Aggregate {
             input,
