@@ -952,7 +952,11 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
             if time.monotonic() > deadline:
                 raise BenchError(f"offload: {st} was not refreshed within 300 s of a batch")
             time.sleep(0.05)
-        # The refresh's own transaction has committed when its history row is visible.
+        # The refresh's own transaction has committed when its history row is visible; its clean-up
+        # follows in a transaction of its own (a refresh worker's, or the external worker's
+        # worker_release), which takes milliseconds. Waited for, not polled: reading the buffer
+        # would make it delete rather than truncate.
+        time.sleep(0.3)
         after = {pid: self.cpu_ns(pid) for pid in set(pids) | set(self.involved_pids())}
         action, by, reason = row.split("|", 2)
         if action != "DIFFERENTIAL" or not by.startswith(pattern[:-2]):

@@ -439,9 +439,11 @@ REVOKE ALL ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) FROM PUBL
 REVOKE ALL ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_offload(uuid, bigint, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.worker_offload_apply(uuid, bigint, integer, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle.worker_release(uuid, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_claim(uuid) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_refresh(uuid, bigint, integer) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_fail(uuid, bigint, integer, text) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload(uuid, bigint, integer) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload_apply(uuid, bigint, integer, bigint) TO pgtrickle_worker;
+GRANT EXECUTE ON FUNCTION pgtrickle.worker_release(uuid, bigint) TO pgtrickle_worker;
 GRANT SELECT ON pgtrickle.pgt_worker_jobs TO pgtrickle_worker, pg_monitor;

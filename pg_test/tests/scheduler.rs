@@ -56,6 +56,50 @@ fn scheduler_refreshes_without_a_manual_call() {
 }
 
 #[test]
+fn a_scheduled_refresh_cleans_up_its_change_rows_after_it_commits() {
+    let mut db = orders_db("sched_release");
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '200ms', 'DIFFERENTIAL')"
+    ));
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
+    let file = |db: &mut TestDb| -> i64 {
+        db.value(&format!(
+            "SELECT relfilenode::bigint FROM pg_class WHERE oid = '{buffer}'::regclass"
+        ))
+    };
+    let before = file(&mut db);
+    // A small batch is deleted, a large one (over a megabyte) truncated — both by the refresh
+    // worker in a transaction of its own after the refresh's.
+    for (rows, truncated) in [(10, false), (30000, true)] {
+        db.exec(&format!(
+            "INSERT INTO orders SELECT g, 'batch', 1 FROM generate_series(100000, 100000 + {rows} - 1) g;
+             DELETE FROM orders WHERE customer = 'batch' AND id % 2 = 0;"
+        ));
+        // (A large one is waited for without reading the buffer: a reader's lock would make the
+        // clean-up delete instead.)
+        let emptied = wait_until(Duration::from_secs(30), || {
+            db.multiset_diff("order_totals", ORDERS_QUERY).is_empty()
+                && if truncated {
+                    file(&mut db) != before
+                } else {
+                    db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) == 0
+                }
+        });
+        assert!(emptied, "{rows} rows: not applied and cleaned up");
+        assert_eq!(file(&mut db) != before, truncated, "{rows} rows");
+        assert_eq!(
+            db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+            0
+        );
+        db.exec("DELETE FROM orders WHERE customer = 'batch'");
+    }
+    assert_eq!(
+        db.value::<String>("SELECT action FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND delta_rows >= 30000 ORDER BY refresh_id DESC LIMIT 1"),
+        "DIFFERENTIAL"
+    );
+}
+
+#[test]
 fn suspended_stream_tables_are_left_alone_until_reactivated() {
     let mut db = orders_db("sched_suspend");
     db.exec(&format!(

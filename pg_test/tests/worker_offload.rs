@@ -117,6 +117,28 @@ fn a_worker_reduces_aggregate_batches_itself_and_the_server_applies_them_exactly
             "{reasons:?}"
         );
     }
+    // A large batch: once both stream tables have applied it, the worker's clean-up after its
+    // commit (worker_release) truncates the buffer.
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'sales'::regclass::oid");
+    let file: i64 = db.value(&format!(
+        "SELECT relfilenode::bigint FROM pg_class WHERE oid = '{buffer}'::regclass"
+    ));
+    round(&mut db, "INSERT INTO sales SELECT g, 'r' || (g % 4), g % 100, g % 9 FROM generate_series(5001, 35000) g", &by, &w);
+    // (Waiting without reading the buffer: a reader's lock would make the clean-up delete instead.)
+    let truncated = wait_until(Duration::from_secs(30), || {
+        db.value::<i64>(&format!(
+            "SELECT relfilenode::bigint FROM pg_class WHERE oid = '{buffer}'::regclass"
+        )) != file
+    });
+    assert!(
+        truncated,
+        "the applied buffer was not truncated; worker log:\n{}",
+        w.log()
+    );
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
     let log = w.log();
     assert!(
         log.contains("offloaded=true") && log.contains("stream_table=public.sums"),

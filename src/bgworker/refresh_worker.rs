@@ -6,6 +6,7 @@
 
 use super::pool;
 use super::xact::{self, Isolation};
+use crate::dvm::plan::RefreshAction;
 use crate::refresh::{self, job, Initiator};
 use pgrx::bgworkers::{
     BackgroundWorker, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags,
@@ -90,8 +91,15 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
         Ok(outcome)
     };
     match xact::run(Isolation::RepeatableRead, run) {
-        Ok(refresh::Outcome::Refreshed { .. }) => {
+        Ok(refresh::Outcome::Refreshed { action, .. }) => {
             debug1!("pg_trickle: refreshed {name} in {:?}", started.elapsed());
+            if action != RefreshAction::NoData {
+                if let Err(e) = xact::run(Isolation::ReadCommitted, || {
+                    refresh::release_changes(pgt_id)
+                }) {
+                    warning!("pg_trickle: could not clean up the change buffers of {name}: {e}");
+                }
+            }
             true
         }
         Ok(outcome) => {

@@ -15,7 +15,7 @@ use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
 use crate::error::{PgtError, PgtResult};
 use crate::spi;
-use pgrx::pg_sys::Oid;
+use pgrx::pg_sys::{self, Oid};
 
 use crate::cdc::CONSUMERS_LOCK_CLASS as CLEANUP_LOCK_CLASS;
 
@@ -277,10 +277,43 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i6
 /// Up to this many consumers of a source, the clean-up reads each one's frontier once per statement.
 const FRONTIERS_READ_ONCE: usize = 4;
 
+/// From this size on (about 13,000 change rows) a buffer whose every row has been applied is emptied
+/// by `TRUNCATE` when that is safe: deleting rows one by one costs about 0.8 µs each (a 75,000-row
+/// batch, 60 ms), `TRUNCATE` about 1 ms plus a new relation file — not worth it for small buffers.
+const TRUNCATE_FROM_BYTES: i64 = 1 << 20;
+
+/// How a clean-up may empty a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// `DELETE` the applied rows: safe in any transaction.
+    Delete,
+    /// A large buffer whose rows every consumer has applied is truncated instead, if no other
+    /// session is using it (`ACCESS EXCLUSIVE`, not waited for). Only in a READ COMMITTED transaction
+    /// of its own that commits at once: writers of the source wait for the lock until then, and the
+    /// check that nothing unapplied is left must see every committed row.
+    TruncateWhenAllApplied,
+}
+
+impl Release {
+    /// `TruncateWhenAllApplied` where the current transaction allows it, else `Delete`.
+    pub fn here() -> Release {
+        // SAFETY: reads the current transaction's state; no side effects.
+        let own_transaction = unsafe {
+            pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32
+                && !pg_sys::IsTransactionBlock()
+        };
+        if own_transaction {
+            Release::TruncateWhenAllApplied
+        } else {
+            Release::Delete
+        }
+    }
+}
+
 /// Deletes change rows every DIFFERENTIAL consumer of the source has applied (visible in all their
-/// frontiers), so buffers do not grow without bound. Skips a buffer another session is cleaning, and
-/// one with a consumer that has applied nothing yet.
-pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
+/// frontiers), so buffers do not grow without bound — or truncates the buffer (see [`Release`]).
+/// Skips a buffer another session is cleaning, and one with a consumer that has applied nothing yet.
+pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtResult<()> {
     let Some(tree) = st.tree()? else {
         return Ok(());
     };
@@ -292,61 +325,120 @@ pub(super) fn release_consumed_changes(st: &StreamTable) -> PgtResult<()> {
         if locked != Some(true) {
             continue;
         }
-        // How many consumers, whether all have applied something, and the first few of them.
-        let consumers = spi::rows(
-            &format!(
-                "SELECT pg_catalog.count(*) AS n, COALESCE(pg_catalog.bool_and(s.frontier IS NOT NULL), false) AS applied,
-                        (pg_catalog.array_agg(s.pgt_id ORDER BY s.pgt_id))[1:{FRONTIERS_READ_ONCE}] AS first
-                   FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                  WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'"
-            ),
-            &[Oid::from(t.relid).into()],
-            |r| {
-                let ids: Option<Vec<Option<i64>>> = r.get_by_name("first")?;
-                Ok((spi::col::<i64>(r, "n")?, spi::col::<bool>(r, "applied")?, ids.unwrap_or_default()))
-            },
-        )?;
-        let Some((n, applied, first)) = consumers.into_iter().next() else {
+        let source = Oid::from(t.relid);
+        let Some(applied) = applied_by_all(source)? else {
             continue;
         };
-        if n == 0 || !applied {
+        let buffer = cdc::buffer_name(source);
+        if how == Release::TruncateWhenAllApplied && truncated(&buffer, &applied)? {
             continue;
         }
-        let buffer = cdc::buffer_name(Oid::from(t.relid));
-        if n as usize <= FRONTIERS_READ_ONCE {
-            // One InitPlan per consumer reads its frontier once per statement; the join below would be
-            // evaluated again for every change row (most of the statement's time for a large batch).
-            let visible_to_all: Vec<String> = first
-                .iter()
-                .flatten()
-                .map(|id| {
-                    format!(
-                        "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
-                    )
-                })
-                .collect();
-            spi::exec(
-                &format!(
-                    "DELETE FROM {buffer} AS b WHERE {}",
-                    visible_to_all.join(" AND ")
-                ),
-                &[],
-            )?;
-        } else {
-            // Many consumers (a table every one of a thousand stream tables reads): per change row,
-            // stop at the first consumer that has not applied it, rather than read every frontier.
-            spi::exec(
-                &format!(
-                    "DELETE FROM {buffer} AS b
-                      WHERE NOT EXISTS (
-                            SELECT 1 FROM pgtrickle.pgt_dependencies d
-                              JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                             WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
-                               AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))"
-                ),
-                &[Oid::from(t.relid).into()],
-            )?;
-        }
+        spi::exec(
+            &format!("DELETE FROM {buffer} AS b WHERE {}", applied.predicate),
+            &applied.params(),
+        )?;
     }
     Ok(())
+}
+
+/// Which change rows of a source every DIFFERENTIAL consumer has applied: a predicate over buffer
+/// alias `b`, with the source as `$1` when it needs it.
+struct AppliedByAll {
+    predicate: String,
+    source: Option<Oid>,
+}
+
+impl AppliedByAll {
+    fn params(&self) -> Vec<pgrx::datum::DatumWithOid<'static>> {
+        self.source.map(|s| vec![s.into()]).unwrap_or_default()
+    }
+}
+
+/// None when the source has no DIFFERENTIAL consumer, or one that has applied nothing yet.
+fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
+    // How many consumers, whether all have applied something, and the first few of them.
+    let consumers = spi::rows(
+        &format!(
+            "SELECT pg_catalog.count(*) AS n, COALESCE(pg_catalog.bool_and(s.frontier IS NOT NULL), false) AS applied,
+                    (pg_catalog.array_agg(s.pgt_id ORDER BY s.pgt_id))[1:{FRONTIERS_READ_ONCE}] AS first
+               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'"
+        ),
+        &[source.into()],
+        |r| {
+            let ids: Option<Vec<Option<i64>>> = r.get_by_name("first")?;
+            Ok((spi::col::<i64>(r, "n")?, spi::col::<bool>(r, "applied")?, ids.unwrap_or_default()))
+        },
+    )?;
+    let Some((n, applied, first)) = consumers.into_iter().next() else {
+        return Ok(None);
+    };
+    if n == 0 || !applied {
+        return Ok(None);
+    }
+    if n as usize <= FRONTIERS_READ_ONCE {
+        // One InitPlan per consumer reads its frontier once per statement; the join below would be
+        // evaluated again for every change row (most of the statement's time for a large batch).
+        let visible_to_all: Vec<String> = first
+            .iter()
+            .flatten()
+            .map(|id| {
+                format!(
+                    "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
+                )
+            })
+            .collect();
+        return Ok(Some(AppliedByAll {
+            predicate: visible_to_all.join(" AND "),
+            source: None,
+        }));
+    }
+    // Many consumers (a table every one of a thousand stream tables reads): per change row, stop at
+    // the first consumer that has not applied it, rather than read every frontier.
+    Ok(Some(AppliedByAll {
+        predicate: "NOT EXISTS (
+                SELECT 1 FROM pgtrickle.pgt_dependencies d
+                  JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                 WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
+                   AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))"
+            .into(),
+        source: Some(source),
+    }))
+}
+
+/// Truncates a large buffer whose every row has been applied, if no other session uses it; whether
+/// it did. Holding `ACCESS EXCLUSIVE`, no writer can be adding rows, and every writer that added some
+/// has ended: this statement's snapshot sees all of them.
+fn truncated(buffer: &QualifiedName, applied: &AppliedByAll) -> PgtResult<bool> {
+    let Some((oid, bytes)) = spi::rows(
+        "SELECT c.oid, pg_catalog.pg_relation_size(c.oid) AS bytes FROM pg_catalog.pg_class c
+          WHERE c.oid = pg_catalog.to_regclass($1)",
+        &[buffer.quoted().as_str().into()],
+        |r| Ok((spi::col::<Oid>(r, "oid")?, spi::col::<i64>(r, "bytes")?)),
+    )?
+    .into_iter()
+    .next() else {
+        return Ok(false);
+    };
+    if bytes < TRUNCATE_FROM_BYTES {
+        return Ok(false);
+    }
+    // SAFETY: takes a lock the transaction keeps until it ends; never waits.
+    let locked = unsafe {
+        pg_sys::ConditionalLockRelationOid(oid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE)
+    };
+    if !locked {
+        return Ok(false);
+    }
+    let all_applied = spi::one::<bool>(
+        &format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {buffer} AS b WHERE ({}) IS NOT TRUE)",
+            applied.predicate
+        ),
+        &applied.params(),
+    )? == Some(true);
+    if all_applied {
+        spi::exec(&format!("TRUNCATE {buffer}"), &[])?;
+    }
+    Ok(all_applied)
 }

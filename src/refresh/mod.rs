@@ -198,14 +198,37 @@ fn run_claimed(
         delta_rows: Some(done.changes),
     })?;
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
-    // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans.
-    if st.effective_mode == "DIFFERENTIAL" && done.action != RefreshAction::NoData {
-        settings::with_differential_settings(|| differential::release_consumed_changes(&st))?;
+    // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans. A
+    // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`).
+    if st.effective_mode == "DIFFERENTIAL"
+        && done.action != RefreshAction::NoData
+        && initiator != Initiator::Scheduler
+    {
+        let how = differential::Release::here();
+        settings::with_differential_settings(|| differential::release_consumed_changes(&st, how))?;
     }
     Ok(Outcome::Refreshed {
         action: done.action,
         rows_inserted: done.applied.rows_inserted,
         rows_deleted: done.applied.rows_deleted,
+    })
+}
+
+/// The clean-up after a scheduled refresh of `pgt_id` (`Outcome::Refreshed` other than NO_DATA),
+/// in a transaction of its own right after the refresh's commit: deletes the change rows every
+/// consumer has applied, or truncates a large buffer they have all applied (see `Release`) — which
+/// writers of the source would wait for until the refresh committed, were it done inside it. Rows a
+/// clean-up leaves (it failed, or the process ended first) go with the next one.
+pub fn release_changes(pgt_id: i64) -> PgtResult<()> {
+    settings::with_refresh_settings(|| {
+        let Some(st) = stream_tables::load(pgt_id)? else {
+            return Ok(());
+        };
+        if st.effective_mode != "DIFFERENTIAL" {
+            return Ok(());
+        }
+        let how = differential::Release::here();
+        settings::with_differential_settings(|| differential::release_consumed_changes(&st, how))
     })
 }
 

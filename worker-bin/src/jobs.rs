@@ -3,7 +3,8 @@
 //! (`pgtrickle.worker_offload`), this worker reduces the batch itself (offload.rs) and the server
 //! applies the reduced delta (`pgtrickle.worker_offload_apply`); otherwise, or when the reduction
 //! cannot be exact, `pgtrickle.worker_refresh` runs the whole refresh on the server. Either way the
-//! server runs it as the stream table's owner and fences it on the job's attempt. A refresh that
+//! server runs it as the stream table's owner and fences it on the job's attempt; after the commit,
+//! `pgtrickle.worker_release` cleans up the applied change rows. A refresh that
 //! fails is rolled back and recorded (`pgtrickle.worker_fail`); one whose job was reclaimed
 //! meanwhile is refused by the server and rolled back, and the coordinator has refreshed it
 //! in-process.
@@ -138,6 +139,11 @@ pub async fn run(
     let (inserted, deleted): (i64, i64) = (row.get(2), row.get(3));
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let action = action.unwrap_or_default();
+    if outcome == "refreshed" && action != "NO_DATA" {
+        release(client, worker_id, job, log, &job_fields)
+            .await
+            .map_err(lost)?;
+    }
     let mut fields = also(
         &job_fields,
         &[
@@ -173,6 +179,44 @@ pub async fn run(
         &fields,
     );
     Ok(())
+}
+
+/// The clean-up of a committed refresh, in a statement of its own (`pgtrickle.worker_release`): the
+/// change rows every consumer has applied go, by `TRUNCATE` where the server can, whose lock writers
+/// of the source wait for only while that statement runs. A failure is logged: the next refresh's
+/// clean-up takes them. Err only when the connection is lost.
+async fn release(
+    client: &Client,
+    worker_id: &str,
+    job: &Claimed,
+    log: Logger,
+    job_fields: &[Field<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    let started = Instant::now();
+    match client
+        .execute(
+            "SELECT pgtrickle.worker_release($1::text::uuid, $2)",
+            &[&worker_id, &job.job_id],
+        )
+        .await
+    {
+        Ok(_) => {
+            let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+            log.debug(
+                "change buffers cleaned up",
+                &also(job_fields, &[("duration_ms", &ms)]),
+            );
+            Ok(())
+        }
+        Err(e) if connection_lost(&e) => Err(e),
+        Err(e) => {
+            log.warn(
+                "could not clean up the change buffers; the next refresh will",
+                &also(job_fields, &[("error", &crate::error_text(&e))]),
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Offloads the job when the server hands out a plan: its result row and what was reduced. None:
