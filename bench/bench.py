@@ -77,6 +77,12 @@ OFFLOAD_SHAPES = [
      "grp, n, total, avg_qty"),
     ("groups_10", "SELECT qty, count(*) AS n, sum(amount) AS total, avg(amount) AS avg_amount FROM fact "
                   "WHERE qty > 0 GROUP BY qty", "qty, n, total, avg_amount"),
+    # TPC-H Q1's shape (its "pricing summary report"): eight aggregates, products of the row's
+    # columns, a handful of groups — where evaluating each row is most of the work.
+    ("pricing_summary", "SELECT qty, count(*) AS n, sum(amount) AS total, sum(amount * qty) AS extended, "
+                        "sum(amount * (100 - qty)) AS discounted, sum(amount * (100 - qty) * (100 + qty)) AS charged, "
+                        "avg(amount) AS avg_amount, avg(qty) AS avg_qty FROM fact GROUP BY qty",
+     "qty, n, total, extended, discounted, charged, avg_amount, avg_qty"),
 ]
 OFFLOAD_ROLE = "pgtrickle_bench_worker"
 

@@ -257,6 +257,13 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape("offload_global", "SELECT count(*) AS n, sum(q) AS sq, avg(q) AS aq, count(name) AS nn FROM c WHERE q * 2 <> k"),
     shape("offload_rows", "SELECT k AS k, v AS v, t AS t, v * 2 AS v2, k + g AS kg FROM a WHERE k > 2 OR t = 'x'"),
+    // Sums of numeric expressions whose every value has one scale (products, differences, literals):
+    // the worker's decimals must carry PostgreSQL's scale, as the server keeps no scale state.
+    shape(
+        "offload_fixed_scale",
+        "SELECT g AS g, sum(v * k) AS svk, sum(v * 2 - v) AS s1, sum(v * v) AS s2, avg(v * (100 - k)) AS a,
+                sum(k::numeric * 1.50) AS s3, count(*) AS n FROM a GROUP BY g",
+    ),
     // Equal values that print differently (table r): changes of representation alone must show.
     shape("repr_scan", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f, ci AS ci FROM r WHERE k IS NOT NULL"),
     shape("repr_filter_citext", "SELECT id AS id, x AS x, iv AS iv FROM r WHERE ci = 'a'"),

@@ -96,9 +96,11 @@ impl LocalPlan {
                 AggFunc::Sum | AggFunc::Avg => {
                     let sum = sum_type(&call.arg_type)
                         .ok_or_else(|| format!("a sum over {}", call.arg_type))?;
-                    // A sum over numerics of any scale keeps its largest scale as an extremum.
-                    if call.arg_type == "numeric" {
-                        return Err("a sum over numeric without a declared scale".into());
+                    // A sum over numerics of any scale keeps its largest scale as an extremum, on
+                    // the server; one whose every value has the same scale (dvm/scale.rs) keeps none,
+                    // and the worker's exact decimals carry that scale as PostgreSQL's do.
+                    if call.arg_type == "numeric" && call.fixed_scale.is_none() {
+                        return Err("a sum over numeric without a fixed scale".into());
                     }
                     LocalFunc::Sum(LocalType::of_sql(sum).ok_or("a sum type")?)
                 }
@@ -603,6 +605,48 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_sum_with_a_fixed_scale_is_reduced_with_postgresql_s_scale() {
+        // sum(amount * qty): numeric(12,2) times integer, every value of scale 2 (dvm/scale.rs).
+        let product = Expr {
+            parts: vec![
+                ExprPart::Sql("(".into()),
+                ExprPart::Col(1),
+                ExprPart::Sql(" * ".into()),
+                ExprPart::Col(2),
+                ExprPart::Sql(")".into()),
+            ],
+        };
+        let mut sum = call(AggFunc::Sum, None, "numeric", None);
+        sum.arg = Some(product);
+        let unknown = tree(vec![0], &["text"], vec![sum.clone()]);
+        assert_eq!(
+            LocalPlan::of(&unknown).unwrap_err(),
+            "a sum over numeric without a fixed scale"
+        );
+        sum.fixed_scale = Some(2);
+        let plan = LocalPlan::of(&tree(vec![0], &["text"], vec![sum])).unwrap();
+        let rows = vec![
+            row(Some("eu"), Some("1.50"), Some(4), 1),
+            row(Some("eu"), Some("2.25"), Some(4), -1),
+        ];
+        // 6.00 - 9.00: scale 2 kept, as PostgreSQL's numeric product and sum keep it.
+        let out = plan.reduce(&rows).unwrap();
+        assert_eq!(
+            out,
+            vec![vec![
+                Value::Text("eu".into()),
+                Value::Int(0),
+                num("-3.00"),
+                Value::Int(0)
+            ]]
+        );
+        let Value::Numeric(d) = &out[0][2] else {
+            panic!("not a numeric: {:?}", out[0][2]);
+        };
+        assert_eq!(d.scale, 2);
+    }
+
+    #[test]
     fn what_stays_on_the_server_says_why() {
         let refused = |t: OpTree| LocalPlan::of(&t).unwrap_err();
         assert_eq!(
@@ -627,7 +671,7 @@ mod tests {
                 &["text"],
                 vec![call(AggFunc::Sum, Some(1), "numeric", None)]
             )),
-            "a sum over numeric without a declared scale"
+            "a sum over numeric without a fixed scale"
         );
         assert_eq!(
             refused(tree(
