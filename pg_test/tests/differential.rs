@@ -333,6 +333,31 @@ fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() 
             &format!("SELECT count(*) AS n FROM orders WHERE id > {i}"),
         );
     }
+    // A large batch: truncated by the last consumer, kept until then.
+    db.exec(
+        "INSERT INTO orders (customer, amount) SELECT 'big', g FROM generate_series(1, 30000) g",
+    );
+    let file = relfilenode(&mut db, &buffer);
+    for st in ["totals", "c1", "c2", "c3", "c4"] {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+    }
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        30000
+    );
+    assert_eq!(relfilenode(&mut db, &buffer), file);
+    db.exec("SELECT pgtrickle.refresh_stream_table('c5')");
+    assert_ne!(relfilenode(&mut db, &buffer), file, "truncated");
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
+    for i in 1..=5 {
+        db.assert_matches_query(
+            &format!("c{i}"),
+            &format!("SELECT count(*) AS n FROM orders WHERE id > {i}"),
+        );
+    }
 }
 
 #[test]

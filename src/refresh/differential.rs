@@ -330,7 +330,7 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
             continue;
         };
         let buffer = cdc::buffer_name(source);
-        if how == Release::TruncateWhenAllApplied && truncated(&buffer, &applied)? {
+        if how == Release::TruncateWhenAllApplied && truncated(source, &buffer, &applied)? {
             continue;
         }
         spi::exec(
@@ -409,7 +409,7 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
 /// Truncates a large buffer whose every row has been applied, if no other session uses it; whether
 /// it did. Holding `ACCESS EXCLUSIVE`, no writer can be adding rows, and every writer that added some
 /// has ended: this statement's snapshot sees all of them.
-fn truncated(buffer: &QualifiedName, applied: &AppliedByAll) -> PgtResult<bool> {
+fn truncated(source: Oid, buffer: &QualifiedName, applied: &AppliedByAll) -> PgtResult<bool> {
     let Some((oid, bytes)) = spi::rows(
         "SELECT c.oid, pg_catalog.pg_relation_size(c.oid) AS bytes FROM pg_catalog.pg_class c
           WHERE c.oid = pg_catalog.to_regclass($1)",
@@ -430,9 +430,17 @@ fn truncated(buffer: &QualifiedName, applied: &AppliedByAll) -> PgtResult<bool> 
     if !locked {
         return Ok(false);
     }
+    // A row older than every consumer's frontier's xmin is visible in all of them: only younger
+    // ones need the predicate (one comparison a row rather than a snapshot test per consumer).
     let all_applied = spi::one::<bool>(
         &format!(
-            "SELECT NOT EXISTS (SELECT 1 FROM {buffer} AS b WHERE ({}) IS NOT TRUE)",
+            "SELECT NOT EXISTS (
+                    SELECT 1 FROM {buffer} AS b
+                     WHERE b.__pgt_xid >= (SELECT pg_catalog.min(pg_catalog.pg_snapshot_xmin(s.frontier))
+                                             FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                                            WHERE d.source_relid = {} AND s.effective_mode = 'DIFFERENTIAL')
+                       AND ({}) IS NOT TRUE)",
+            source.to_u32(),
             applied.predicate
         ),
         &applied.params(),
