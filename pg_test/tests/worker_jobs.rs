@@ -399,6 +399,17 @@ fn a_refresh_commits_only_while_its_attempt_is_current() {
         (e.code.as_str(), e.message.as_str()),
         ("22004", "changes must not be NULL")
     );
+    let e = db.error("SELECT pgtrickle.worker_release(NULL, 1)");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("22004", "worker_id must not be NULL")
+    );
+    // The clean-up after a commit: only for a job this worker finished refreshing.
+    let released: bool = db.value(&format!("SELECT pgtrickle.worker_release('{id}', {job})"));
+    assert!(
+        !released,
+        "job {job} was reclaimed, not finished by this worker"
+    );
     // A superseded attempt is refused by the offload as by the refresh, and an apply needs an
     // offload of its job in its own transaction.
     let e = db.error(&format!(
