@@ -55,44 +55,88 @@ fn scheduler_refreshes_without_a_manual_call() {
     assert_eq!(manual, 0);
 }
 
+/// The stream tables of the clean-up test and their queries.
+fn consumers() -> Vec<(String, String)> {
+    let mut all = vec![("order_totals".to_string(), ORDERS_QUERY.to_string())];
+    for i in 1..=4 {
+        all.push((
+            format!("c{i}"),
+            format!("SELECT count(*) AS n FROM orders WHERE id % 5 <> {i}"),
+        ));
+    }
+    all.push(("lagging".into(), "SELECT count(*) AS n FROM orders".into()));
+    all
+}
+
 #[test]
-fn a_scheduled_refresh_cleans_up_its_change_rows_after_it_commits() {
+fn a_scheduled_refresh_cleans_up_after_it_commits_and_truncates_only_what_all_have_applied() {
     let mut db = orders_db("sched_release");
-    db.exec(&format!(
-        "SELECT pgtrickle.create_stream_table('order_totals', '{ORDERS_QUERY}', '200ms', 'DIFFERENTIAL')"
-    ));
+    // Six consumers: more than the clean-up reads frontiers of one by one.
+    for (name, query) in consumers() {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', $q${query}$q$, '200ms', 'DIFFERENTIAL')"
+        ));
+    }
     let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
     let file = |db: &mut TestDb| -> i64 {
         db.value(&format!(
             "SELECT relfilenode::bigint FROM pg_class WHERE oid = '{buffer}'::regclass"
         ))
     };
+    let count = |db: &mut TestDb| db.value::<i64>(&format!("SELECT count(*) FROM {buffer}"));
+    let exact = |db: &mut TestDb, skip: &str| {
+        consumers()
+            .iter()
+            .filter(|(n, _)| n != skip)
+            .all(|(n, q)| db.multiset_diff(n, q).is_empty())
+    };
+    // Over a megabyte of change rows. (Waits for a truncation do not read the buffer: a reader's
+    // lock makes a clean-up delete instead.)
+    let big = |first: i64| {
+        format!("INSERT INTO orders SELECT g, 'big', 1 FROM generate_series({first}, {first} + 29999) g")
+    };
+
+    // A small batch is deleted by the refresh worker, after the refresh's commit.
     let before = file(&mut db);
-    // A small batch is deleted, a large one (over a megabyte) truncated — both by the refresh
-    // worker in a transaction of its own after the refresh's.
-    for (rows, truncated) in [(10, false), (30000, true)] {
-        db.exec(&format!(
-            "INSERT INTO orders SELECT g, 'batch', 1 FROM generate_series(100000, 100000 + {rows} - 1) g;
-             DELETE FROM orders WHERE customer = 'batch' AND id % 2 = 0;"
-        ));
-        // (A large one is waited for without reading the buffer: a reader's lock would make the
-        // clean-up delete instead.)
-        let emptied = wait_until(Duration::from_secs(30), || {
-            db.multiset_diff("order_totals", ORDERS_QUERY).is_empty()
-                && if truncated {
-                    file(&mut db) != before
-                } else {
-                    db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) == 0
-                }
-        });
-        assert!(emptied, "{rows} rows: not applied and cleaned up");
-        assert_eq!(file(&mut db) != before, truncated, "{rows} rows");
-        assert_eq!(
-            db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
-            0
-        );
-        db.exec("DELETE FROM orders WHERE customer = 'batch'");
-    }
+    db.exec("INSERT INTO orders SELECT g, 'small', 1 FROM generate_series(100000, 100009) g");
+    assert!(wait_until(Duration::from_secs(30), || exact(&mut db, "")
+        && count(&mut db) == 0));
+    assert_eq!(file(&mut db), before);
+
+    // A large batch one consumer has not applied stays, whole.
+    db.exec("SELECT pgtrickle.alter_stream_table('lagging', status => 'SUSPENDED')");
+    db.exec(&big(200000));
+    assert!(wait_until(Duration::from_secs(30), || exact(
+        &mut db, "lagging"
+    )));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        file(&mut db),
+        before,
+        "truncated before every consumer applied it"
+    );
+    assert_eq!(count(&mut db), 30000);
+    // Once it has, the buffer is truncated.
+    db.exec("SELECT pgtrickle.alter_stream_table('lagging', status => 'ACTIVE')");
+    assert!(wait_until(Duration::from_secs(30), || exact(&mut db, "")
+        && file(&mut db) != before));
+    assert_eq!(count(&mut db), 0);
+
+    // A writer's uncommitted change rows are in the buffer: deleted around, never truncated away.
+    let mut writer = db.connect();
+    writer
+        .batch_execute("BEGIN; INSERT INTO orders VALUES (999999, 'late', 1)")
+        .unwrap();
+    let before = file(&mut db);
+    db.exec(&big(300000));
+    assert!(wait_until(Duration::from_secs(30), || exact(&mut db, "")));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(file(&mut db), before, "truncated under an open writer");
+    writer.batch_execute("COMMIT").unwrap();
+    assert!(wait_until(Duration::from_secs(30), || exact(&mut db, "")
+        && db.value::<i64>(
+            "SELECT count(*) FROM order_totals WHERE customer = 'late'"
+        ) == 1));
     assert_eq!(
         db.value::<String>("SELECT action FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND delta_rows >= 30000 ORDER BY refresh_id DESC LIMIT 1"),
         "DIFFERENTIAL"

@@ -289,13 +289,14 @@ pub enum Release {
     Delete,
     /// A large buffer whose rows every consumer has applied is truncated instead, if no other
     /// session is using it (`ACCESS EXCLUSIVE`, not waited for). Only in a READ COMMITTED transaction
-    /// of its own that commits at once: writers of the source wait for the lock until then, and the
-    /// check that nothing unapplied is left must see every committed row.
+    /// of its own that commits at once (`refresh::release_changes`): writers of the source wait for
+    /// the lock until then, and the check that nothing unapplied is left must see every committed row.
     TruncateWhenAllApplied,
 }
 
 impl Release {
-    /// `TruncateWhenAllApplied` where the current transaction allows it, else `Delete`.
+    /// `TruncateWhenAllApplied` where the current transaction allows it, else `Delete` (a safeguard:
+    /// the callers that may truncate run in transactions of their own).
     pub fn here() -> Release {
         // SAFETY: reads the current transaction's state; no side effects.
         let own_transaction = unsafe {

@@ -199,13 +199,16 @@ fn run_claimed(
     })?;
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
     // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans. A
-    // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`).
+    // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`). A
+    // manual one deletes, never truncates: its caller's statement or transaction may go on for long
+    // after it, and writers of the source would wait for the buffer's lock all that time.
     if st.effective_mode == "DIFFERENTIAL"
         && done.action != RefreshAction::NoData
         && initiator != Initiator::Scheduler
     {
-        let how = differential::Release::here();
-        settings::with_differential_settings(|| differential::release_consumed_changes(&st, how))?;
+        settings::with_differential_settings(|| {
+            differential::release_consumed_changes(&st, differential::Release::Delete)
+        })?;
     }
     Ok(Outcome::Refreshed {
         action: done.action,
