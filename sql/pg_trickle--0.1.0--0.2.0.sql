@@ -685,7 +685,7 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'worker_offload_apply_wrapper';
 CREATE FUNCTION pgtrickle."worker_release"(
 	"worker_id" uuid,
-	"job_id" bigint
+	"pgt_id" bigint
 ) RETURNS bool
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'worker_release_wrapper';

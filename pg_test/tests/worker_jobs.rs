@@ -404,12 +404,19 @@ fn a_refresh_commits_only_while_its_attempt_is_current() {
         (e.code.as_str(), e.message.as_str()),
         ("22004", "worker_id must not be NULL")
     );
-    // The clean-up after a commit: only for a job this worker finished refreshing.
-    let released: bool = db.value(&format!("SELECT pgtrickle.worker_release('{id}', {job})"));
-    assert!(
-        !released,
-        "job {job} was reclaimed, not finished by this worker"
+    // The clean-up after a commit: for registered, active workers only.
+    let fresh = "8d0c1f9e-5c4e-4a53-9d76-2f4f3ad2b0ff";
+    db.exec(&format!(
+        "SELECT pgtrickle.worker_register('{fresh}', 'test', 2, NULL)"
+    ));
+    let released: bool = db.value(&format!(
+        "SELECT pgtrickle.worker_release('{fresh}', (SELECT pgt_id FROM pgtrickle.pgt_stream_tables LIMIT 1))"
+    ));
+    assert!(released, "worker {fresh} is registered and active");
+    let released: bool = db.value(
+        "SELECT pgtrickle.worker_release(gen_random_uuid(), (SELECT pgt_id FROM pgtrickle.pgt_stream_tables LIMIT 1))",
     );
+    assert!(!released, "an unknown worker");
     // A superseded attempt is refused by the offload as by the refresh, and an apply needs an
     // offload of its job in its own transaction.
     let e = db.error(&format!(

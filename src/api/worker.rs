@@ -270,27 +270,27 @@ fn worker_offload_apply(
     TableIterator::once(row)
 }
 
-/// After a worker committed a refresh (`worker_refresh` or `worker_offload_apply`): deletes the change
-/// rows every consumer has applied, or truncates a large buffer they have all applied — in a
-/// transaction of its own (call it outside a transaction block), because a `TRUNCATE` makes writers
-/// of the source wait until the commit, which inside the refresh would be as late as the worker makes
-/// it. False when `job_id` is not a job this worker refreshed.
+/// After a worker committed a refresh of `pgt_id` (`worker_refresh` or `worker_offload_apply`):
+/// deletes the change rows every consumer has applied, or truncates a large buffer they have all
+/// applied — in a transaction of its own (call it outside a transaction block), because a `TRUNCATE`
+/// makes writers of the source wait until the commit, which inside the refresh would be as late as
+/// the worker makes it. By stream table, not job: the coordinator may already have collected the
+/// finished job. Harmless for any stream table (it removes only applied rows). False when the worker
+/// is not registered and active.
 #[pg_extern(schema = "pgtrickle")]
-fn worker_release(worker_id: Option<Uuid>, job_id: Option<i64>) -> bool {
+fn worker_release(worker_id: Option<Uuid>, pgt_id: Option<i64>) -> bool {
     required(worker_id, "worker_id")
-        .and_then(|worker_id| Ok((worker_id, required(job_id, "job_id")?)))
-        .and_then(|(worker_id, job_id)| {
+        .and_then(|worker_id| Ok((worker_id, required(pgt_id, "pgt_id")?)))
+        .and_then(|(worker_id, pgt_id)| {
             elevated(|| {
-                let pgt_id = spi::one::<i64>(
-                    "SELECT pgt_id FROM pgtrickle.pgt_worker_jobs
-                      WHERE job_id = $1 AND worker_id = $2 AND state = 'done' AND outcome = 'refreshed'",
-                    &[job_id.into(), worker_id.into()],
-                )?;
-                let Some(pgt_id) = pgt_id else {
-                    return Ok(false);
-                };
-                refresh::release_changes(pgt_id)?;
-                Ok(true)
+                let active = spi::one::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_worker_registry WHERE worker_id = $1 AND status = 'active')",
+                    &[worker_id.into()],
+                )? == Some(true);
+                if active {
+                    refresh::release_changes(pgt_id)?;
+                }
+                Ok(active)
             })
         })
         .or_raise()

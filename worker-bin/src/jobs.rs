@@ -21,6 +21,7 @@ pub struct Claimed {
     pub job_id: i64,
     pub attempt: i32,
     pub stream_table: String,
+    pub pgt_id: i64,
 }
 
 /// The oldest queued job, now this worker's; None when the queue is empty.
@@ -31,7 +32,7 @@ pub async fn claim(
 ) -> Result<Option<Claimed>, Failure> {
     let row = client
         .query_opt(
-            "SELECT job_id, attempt, stream_table FROM pgtrickle.worker_claim($1::text::uuid)",
+            "SELECT job_id, attempt, stream_table, pgt_id FROM pgtrickle.worker_claim($1::text::uuid)",
             &[&worker_id],
         )
         .await
@@ -40,6 +41,7 @@ pub async fn claim(
         job_id: r.get(0),
         attempt: r.get(1),
         stream_table: r.get::<_, Option<String>>(2).unwrap_or_default(),
+        pgt_id: r.get(3),
     }))
 }
 
@@ -196,7 +198,7 @@ async fn release(
     match client
         .execute(
             "SELECT pgtrickle.worker_release($1::text::uuid, $2)",
-            &[&worker_id, &job.job_id],
+            &[&worker_id, &job.pgt_id],
         )
         .await
     {
