@@ -79,6 +79,34 @@ fn ctx() -> DiffContext {
     })
 }
 
+/// The delta of `tree` kept in `state`'s storage (`v`, `t`: the visible columns), as SQL.
+fn delta_groups(
+    tree: &OpTree,
+    state: &AggregateState,
+    v: &[String],
+    t: &[String],
+    ctx: &mut DiffContext,
+) -> String {
+    groups(
+        stream_delta(
+            tree,
+            &QualifiedName::new("public", "st"),
+            &state.payload(v, t),
+            ctx,
+        )
+        .unwrap(),
+    )
+}
+
+/// The hidden state columns, as "name type".
+fn hidden_of(state: &AggregateState) -> Vec<String> {
+    state
+        .hidden_columns()
+        .into_iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect()
+}
+
 fn visible(n: usize) -> (Vec<String>, Vec<String>) {
     (
         (0..n).map(|i| format!("o{i}")).collect(),
@@ -245,15 +273,7 @@ fn extrema_and_joins_read_the_consolidated_batch() {
     for tree in [minimum, joined] {
         let state = AggregateState::of(&tree).unwrap();
         let (v, t) = visible(2);
-        let sql = groups(
-            stream_delta(
-                &tree,
-                &QualifiedName::new("public", "st"),
-                &state.payload(&v, &t),
-                &mut ctx(),
-            )
-            .unwrap(),
-        );
+        let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
         assert!(
             sql.contains("::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"),
             "consolidated: {sql}"
@@ -274,15 +294,7 @@ fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(3);
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut ctx(),
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(
         sql.contains("OPERATOR(pg_catalog.<)"),
         "extrema compared with the type's own order: {sql}"
@@ -342,15 +354,7 @@ fn a_numeric_sum_without_extrema_recomputes_nan_groups_in_valid_sql() {
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(1);
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut ctx(),
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(
         sql.contains("ARRAY['NaN', 'Infinity', '-Infinity']::pg_catalog.numeric[]"),
         "{sql}"
@@ -388,15 +392,7 @@ fn a_batch_large_against_the_stored_groups_joins_them_by_one_scan() {
     let (v, t) = visible(3);
     let mut scan = ctx();
     scan.opt.group_lookup = GroupLookup::Scan;
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut scan,
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut scan);
     assert!(
         sql.contains("__pgt_row_id + 0 AS o_id FROM \"public\".\"st\""),
         "the identity index is kept out: {sql}"
@@ -420,15 +416,7 @@ fn only_groups_to_recompute_are_joined_with_their_recomputation() {
     );
     let state = AggregateState::of(&tree).unwrap();
     let (v, t) = visible(2);
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut ctx(),
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(
         sql.contains("WHERE NOT z") && sql.contains(".rescan UNION ALL SELECT z"),
         "arithmetic groups skip the join: {sql}"
@@ -447,11 +435,7 @@ fn a_numeric_sum_of_any_scale_keeps_its_largest_input_scale_as_an_extremum() {
         vec![Expr::col(0), Expr::col(1), Expr::col(2)],
     );
     let state = AggregateState::of(&tree).expect("a sum of numeric is kept from stored state");
-    let hidden: Vec<String> = state
-        .hidden_columns()
-        .into_iter()
-        .map(|(n, t)| format!("{n} {t}"))
-        .collect();
+    let hidden = hidden_of(&state);
     assert_eq!(
         hidden,
         [
@@ -466,15 +450,7 @@ fn a_numeric_sum_of_any_scale_keeps_its_largest_input_scale_as_an_extremum() {
         "one hidden MAX(scale(x)) for the sum without a fixed scale, none for numeric(10,2)"
     );
     let (v, t) = visible(3);
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut ctx(),
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(
         sql.contains("pg_catalog.max((pg_catalog.scale(d"),
         "the largest scale among the inserted rows: {sql}"
@@ -507,25 +483,13 @@ fn a_numeric_sum_of_an_expression_with_a_fixed_scale_keeps_no_scale_state() {
         vec![Expr::col(0), Expr::col(1)],
     );
     let state = AggregateState::of(&tree).expect("kept from stored state");
-    let hidden: Vec<String> = state
-        .hidden_columns()
-        .into_iter()
-        .map(|(n, t)| format!("{n} {t}"))
-        .collect();
+    let hidden = hidden_of(&state);
     assert_eq!(
         hidden,
         ["__pgt_count bigint", "__pgt_a0 numeric", "__pgt_n0 bigint"],
         "no hidden MAX(scale(x))"
     );
     let (v, t) = visible(2);
-    let sql = groups(
-        stream_delta(
-            &tree,
-            &QualifiedName::new("public", "st"),
-            &state.payload(&v, &t),
-            &mut ctx(),
-        )
-        .unwrap(),
-    );
+    let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(!sql.contains("pg_catalog.scale("), "{sql}");
 }
