@@ -139,7 +139,13 @@ pub struct SnapshotResult {
 /// snapshot as it is now — as the parts of one statement would (each sees the one before it, and
 /// `pg_current_snapshot()` is that snapshot). Under READ COMMITTED, separate statements would each
 /// take a new one. AFTER triggers fire as usual.
-pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
+///
+/// `instead(i, snapshot)` may run statement `i` some other way on the same snapshot, with SPI
+/// connected, and say what it did; None runs the statement.
+pub fn on_one_snapshot(
+    statements: &[&str],
+    mut instead: impl FnMut(usize, pgrx::pg_sys::Snapshot) -> PgtResult<Option<SnapshotResult>>,
+) -> PgtResult<Vec<SnapshotResult>> {
     use pgrx::pg_sys;
     let texts: Vec<std::ffi::CString> = statements
         .iter()
@@ -158,7 +164,11 @@ pub fn on_one_snapshot(statements: &[&str]) -> PgtResult<Vec<SnapshotResult>> {
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
         let out = texts
             .iter()
-            .map(|text| run_on_snapshot(text, snapshot))
+            .enumerate()
+            .map(|(i, text)| match instead(i, snapshot)? {
+                Some(done) => Ok(done),
+                None => run_on_snapshot(text, snapshot),
+            })
             .collect::<PgtResult<Vec<_>>>();
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::SPI_finish();

@@ -265,3 +265,104 @@ fn the_listing_view_shows_mode_schedule_status_and_staleness() {
     assert!(r.get::<_, bool>(6));
     assert!(r.get::<_, bool>(7));
 }
+
+/// A client whose notices (and, with `client_min_messages = debug1`, debug messages) are kept.
+fn client_keeping_notices(db: &TestDb) -> (postgres::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = kept.clone();
+    let mut config: postgres::Config = db.conninfo().parse().unwrap();
+    config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()));
+    (config.connect(postgres::NoTls).unwrap(), kept)
+}
+
+#[test]
+fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_index() {
+    let mut db = TestDb::new("life_parallel_full");
+    let owner = "life_parallel_owner";
+    db.fresh_role(owner);
+    let query = "SELECT g, count(*) AS n, sum(v) AS total, max(s) AS longest FROM t GROUP BY g";
+    db.exec(&format!(
+        "CREATE TABLE t (g int, v numeric, s text);
+         INSERT INTO t SELECT i % 50, CASE WHEN i % 7 = 0 THEN NULL ELSE (i % 13) * 1.50 END, md5(i::text)
+           FROM generate_series(1, 5000) i;
+         INSERT INTO t VALUES (NULL, 1.5, repeat('long ', 20000));
+         GRANT SELECT ON t TO {owner}; GRANT CREATE ON SCHEMA public TO {owner};"
+    ));
+    let (mut client, notices) = client_keeping_notices(&db);
+    // Parallel plans for every query, as the planner picks them for large sources; a refresh runs as
+    // the stream table's owner, a plain role here.
+    client
+        .batch_execute(&format!(
+            "SET force_parallel_mode = on; SET client_min_messages = debug1; SET ROLE {owner};
+             SELECT pgtrickle.create_stream_table('totals_full', '{query}', '1h', 'FULL');
+             SELECT pgtrickle.create_stream_table('totals_diff', '{query}', '1h', 'DIFFERENTIAL');
+             CREATE UNIQUE INDEX ON totals_full (g);
+             CREATE INDEX ON totals_full (total) WHERE n > 90;"
+        ))
+        .unwrap();
+    let parallel = |notices: &Arc<std::sync::Mutex<Vec<String>>>| {
+        let mut kept = notices.lock().unwrap();
+        let n = kept
+            .iter()
+            .filter(|m| m.contains("FULL refresh read its query in parallel and inserted 51 rows"))
+            .count();
+        kept.clear();
+        n
+    };
+    // Both creations filled their table that way, the DIFFERENTIAL one with its hidden state.
+    assert_eq!(parallel(&notices), 2);
+    db.exec("UPDATE t SET v = v + 1 WHERE g = 3; DELETE FROM t WHERE g = 4; INSERT INTO t VALUES (50, 2.50, 'x')");
+    client
+        .batch_execute(
+            "SELECT pgtrickle.refresh_stream_table('totals_full');
+             SELECT pgtrickle.refresh_stream_table('totals_diff');",
+        )
+        .unwrap();
+    assert_eq!(parallel(&notices), 1, "the FULL refresh");
+    assert_eq!(db.last_refresh("totals_diff").0, "DIFFERENTIAL");
+    db.assert_shows_what_query_shows("totals_full", query);
+    db.assert_shows_what_query_shows("totals_diff", query);
+    // The rows are in the stream table's indexes too: read through them alone.
+    let through_index = |db: &mut TestDb, sql: &str| -> Vec<String> {
+        db.exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
+        let rows = db.rows(sql, &[]);
+        db.exec("RESET enable_seqscan; RESET enable_bitmapscan");
+        rows.iter()
+            .map(|r| format!("{:?}", r.get::<_, Option<i32>>(0)))
+            .collect()
+    };
+    let groups = through_index(&mut db, "SELECT g FROM totals_full WHERE g >= 0 ORDER BY g");
+    let expected: Vec<String> = (0..=50)
+        .filter(|g| *g != 4)
+        .map(|g| format!("Some({g})"))
+        .collect();
+    assert_eq!(groups, expected);
+    let partial = through_index(
+        &mut db,
+        "SELECT g FROM totals_full WHERE n > 90 AND total > 0 ORDER BY total, g",
+    );
+    assert_eq!(
+        partial,
+        db.rows(
+            &format!("SELECT g FROM ({query}) q WHERE n > 90 AND total > 0 ORDER BY total, g"),
+            &[]
+        )
+        .iter()
+        .map(|r| format!("{:?}", r.get::<_, Option<i32>>(0)))
+        .collect::<Vec<_>>()
+    );
+
+    // A user's trigger on the stream table must fire as for any INSERT: the statement runs instead.
+    db.exec(&format!(
+        "CREATE TABLE fired (n int); GRANT INSERT ON fired TO {owner};
+         CREATE FUNCTION note_insert() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO public.fired VALUES (1); RETURN NULL; END $$;
+         CREATE TRIGGER note AFTER INSERT ON totals_full FOR EACH STATEMENT EXECUTE FUNCTION note_insert();"
+    ));
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('totals_full')")
+        .unwrap();
+    assert_eq!(parallel(&notices), 0, "not with a trigger of the user's");
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM fired"), 1);
+    db.assert_shows_what_query_shows("totals_full", query);
+}

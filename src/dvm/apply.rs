@@ -110,6 +110,7 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Del
             output: StepOutput::Applied,
         }],
         one_snapshot: false,
+        insert_rows: None,
     }
 }
 

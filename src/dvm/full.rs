@@ -1,7 +1,7 @@
 //! The FULL refresh plan: recompute the defining query and replace the stream table's contents.
 
 use super::apply::{row_identity, Payload, DUP_COLUMN, ROW_ID_COLUMN};
-use super::plan::{PlanStep, RefreshAction, RefreshPlan, StepOutput};
+use super::plan::{InsertRows, PlanStep, RefreshAction, RefreshPlan, StepOutput};
 use super::sql::{ident_list, QualifiedName};
 
 /// Replaces the contents of `storage` with the rows of `source`: the delete, the insert and the
@@ -22,26 +22,20 @@ pub fn full_refresh_plan(
         .map(|i| format!("c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let (target, select) = if row_ids {
+    let mut columns = payload.columns.clone();
+    let select = if row_ids {
+        columns.extend([ROW_ID_COLUMN.to_string(), DUP_COLUMN.to_string()]);
         let id = row_identity("q", &payload.identity);
-        (
-            format!(
-                "{}, {ROW_ID_COLUMN}, {DUP_COLUMN}",
-                ident_list(&payload.columns)
-            ),
-            format!(
-                // Identical copies are interchangeable (see `apply`): no window over the whole result
-                // to number them, every copy is copy 1.
-                "SELECT {cols}, {id}, 1 FROM ({source}\n) AS q({names})",
-                cols = c.join(", "),
-            ),
+        format!(
+            // Identical copies are interchangeable (see `apply`): no window over the whole result
+            // to number them, every copy is copy 1.
+            "SELECT {cols}, {id}, 1 FROM ({source}\n) AS q({names})",
+            cols = c.join(", "),
         )
     } else {
-        (
-            ident_list(&payload.columns),
-            format!("SELECT * FROM ({source}\n) AS q"),
-        )
+        format!("SELECT * FROM ({source}\n) AS q")
     };
+    let target = ident_list(&columns);
     let storage = storage.quoted();
     let step = |label: &str, sql: String, output| PlanStep {
         label: label.into(),
@@ -72,6 +66,11 @@ pub fn full_refresh_plan(
             ),
         ],
         one_snapshot: true,
+        insert_rows: Some(InsertRows {
+            step: 1,
+            select,
+            columns,
+        }),
     }
 }
 
@@ -125,7 +124,7 @@ mod tests {
         let plan = full_refresh_plan(&QualifiedName::new("s", "t"), &payload, "SELECT 1, 2", true);
         let sql = &plan.steps[1].sql;
         assert!(
-            sql.contains("(\"a\", \"b\", __pgt_row_id, __pgt_dup)"),
+            sql.contains("(\"a\", \"b\", \"__pgt_row_id\", \"__pgt_dup\")"),
             "{sql}"
         );
         assert!(
@@ -137,5 +136,10 @@ mod tests {
             "no window over the whole result: {sql}"
         );
         assert!(sql.contains(") AS q(c0, c1)"), "{sql}");
+        // The insert step is marked, with its query and target columns, for a parallel read.
+        let rows = plan.insert_rows.as_ref().expect("the insert step is marked");
+        assert_eq!(rows.step, 1);
+        assert!(sql.ends_with(&rows.select), "{sql}");
+        assert_eq!(rows.columns, ["a", "b", "__pgt_row_id", "__pgt_dup"]);
     }
 }

@@ -67,6 +67,19 @@ pub struct RefreshPlan {
     /// itself.
     #[serde(default)]
     pub one_snapshot: bool,
+    /// Which step only inserts a query's rows, for an executor that can read that query in parallel
+    /// and insert its rows itself (PostgreSQL never runs `INSERT ... SELECT` in parallel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insert_rows: Option<InsertRows>,
+}
+
+/// Step `step` is `INSERT INTO <stream table> (<columns>) <select>`, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsertRows {
+    pub step: usize,
+    pub select: String,
+    /// The stream table's columns that take the query's columns, in order (unquoted names).
+    pub columns: Vec<String>,
 }
 
 impl RefreshPlan {

@@ -46,6 +46,7 @@ pub fn top_k_plan(
             output: StepOutput::Applied,
         }],
         one_snapshot: false,
+        insert_rows: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod differential;
 pub mod job;
 pub mod offload;
 mod one_snapshot;
+mod parallel_read;
 mod reinit;
 mod settings;
 mod spi_exec;

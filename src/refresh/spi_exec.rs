@@ -75,7 +75,7 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
 
 fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     if plan.one_snapshot {
-        return Ok(run_on_one_snapshot(plan)?);
+        return Ok(run_on_one_snapshot(plan, st)?);
     }
     let mut applied = None;
     for step in &plan.steps {
@@ -133,14 +133,28 @@ fn run_steps(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError>
 
 /// A plan whose steps share one snapshot (see `RefreshPlan::one_snapshot`); its steps take no
 /// parameters.
-fn run_on_one_snapshot(plan: &RefreshPlan) -> PgtResult<Applied> {
+fn run_on_one_snapshot(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
     if plan.steps.iter().any(|s| !s.params.is_empty()) {
         return Err(PgtError::internal(
             "a one-snapshot plan step has parameters",
         ));
     }
     let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
-    let results = spi::on_one_snapshot(&statements)?;
+    let insert_rows = match &plan.insert_rows {
+        Some(rows) if super::parallel_read::eligible(st.relid)? => Some(rows),
+        _ => None,
+    };
+    let results = spi::on_one_snapshot(&statements, |i, snapshot| match insert_rows {
+        // SAFETY: SPI is connected and `snapshot` registered (`on_one_snapshot`); the step before
+        // this one deleted from the stream table, holding its RowExclusiveLock.
+        Some(rows) if rows.step == i => {
+            Ok(
+                unsafe { super::parallel_read::insert(st.relid, rows, snapshot) }?
+                    .map(|rows| spi::SnapshotResult { rows, first: None }),
+            )
+        }
+        _ => Ok(None),
+    })?;
     let (mut deleted, mut inserted, mut snapshot) = (0, 0, None);
     for (step, result) in plan.steps.iter().zip(results) {
         match step.output {
