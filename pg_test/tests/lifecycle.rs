@@ -304,7 +304,7 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
         let mut kept = notices.lock().unwrap();
         let n = kept
             .iter()
-            .filter(|m| m.contains("FULL refresh read its query in parallel and inserted 51 rows"))
+            .filter(|m| m.contains("FULL refresh inserted 51 rows itself (query read in parallel)"))
             .count();
         kept.clear();
         n
@@ -365,4 +365,68 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
     assert_eq!(parallel(&notices), 0, "not with a trigger of the user's");
     assert_eq!(db.value::<i64>("SELECT count(*) FROM fired"), 1);
     db.assert_shows_what_query_shows("totals_full", query);
+}
+
+#[test]
+fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
+    let mut db = TestDb::new("life_serial_full");
+    let query = "SELECT g, v, s FROM t WHERE g <> 3";
+    db.exec(
+        "CREATE TABLE t (g int, v numeric, s text);
+         INSERT INTO t SELECT i % 50, CASE WHEN i % 7 = 0 THEN NULL ELSE (i % 13) * 1.50 END, md5(i::text)
+           FROM generate_series(1, 3000) i;
+         INSERT INTO t VALUES (NULL, 1.5, repeat('long ', 20000));",
+    );
+    let (mut client, notices) = client_keeping_notices(&db);
+    client
+        .batch_execute(&format!(
+            "SET client_min_messages = debug1;
+             SELECT pgtrickle.create_stream_table('rows_full', '{query}', '1h', 'FULL');
+             CREATE INDEX ON rows_full (g);"
+        ))
+        .unwrap();
+    db.exec("UPDATE t SET v = v * 2 WHERE g = 5; DELETE FROM t WHERE g = 6");
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .unwrap();
+    let expected: i64 = db.value(&format!("SELECT count(*) FROM ({query}) q"));
+    let said = format!("FULL refresh inserted {expected} rows itself (query read serially)");
+    let kept = notices.lock().unwrap().clone();
+    let serial = kept
+        .iter()
+        .filter(|m| m.contains("rows itself (query read serially)"));
+    assert_eq!(serial.count(), 2, "the creation and the refresh: {kept:?}");
+    assert!(kept.iter().any(|m| m.contains(&said)), "{kept:?}");
+    db.assert_shows_what_query_shows("rows_full", query);
+    db.exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM rows_full WHERE g = 5"),
+        60
+    );
+    db.exec("RESET enable_seqscan; RESET enable_bitmapscan");
+
+    // An error while rows are inserted (a unique index the new result breaks) fails the refresh with
+    // PostgreSQL's error and leaves the stream table as it was.
+    db.exec("DELETE FROM t WHERE g IS NULL OR g > 0");
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .unwrap();
+    db.exec("CREATE UNIQUE INDEX rows_full_g ON rows_full (g) WHERE g > 0");
+    db.assert_shows_what_query_shows("rows_full", query);
+    db.exec("INSERT INTO t VALUES (9, 1, 'a'), (9, 2, 'b')");
+    let before: i64 = db.value("SELECT count(*) FROM rows_full");
+    let err = client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("23505"),
+        "{err:?}"
+    );
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM rows_full"), before);
+    db.exec("DELETE FROM t WHERE v = 2");
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .unwrap();
+    db.assert_shows_what_query_shows("rows_full", query);
 }

@@ -137,7 +137,10 @@ mod tests {
         );
         assert!(sql.contains(") AS q(c0, c1)"), "{sql}");
         // The insert step is marked, with its query and target columns, for a parallel read.
-        let rows = plan.insert_rows.as_ref().expect("the insert step is marked");
+        let rows = plan
+            .insert_rows
+            .as_ref()
+            .expect("the insert step is marked");
         assert_eq!(rows.step, 1);
         assert!(sql.ends_with(&rows.select), "{sql}");
         assert_eq!(rows.columns, ["a", "b", "__pgt_row_id", "__pgt_dup"]);

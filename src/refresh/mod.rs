@@ -3,10 +3,10 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
+mod full_insert;
 pub mod job;
 pub mod offload;
 mod one_snapshot;
-mod parallel_read;
 mod reinit;
 mod settings;
 mod spi_exec;

@@ -141,7 +141,7 @@ fn run_on_one_snapshot(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applie
     }
     let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
     let insert_rows = match &plan.insert_rows {
-        Some(rows) if super::parallel_read::eligible(st.relid)? => Some(rows),
+        Some(rows) if super::full_insert::eligible(st.relid)? => Some(rows),
         _ => None,
     };
     let results = spi::on_one_snapshot(&statements, |i, snapshot| match insert_rows {
@@ -149,7 +149,7 @@ fn run_on_one_snapshot(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applie
         // this one deleted from the stream table, holding its RowExclusiveLock.
         Some(rows) if rows.step == i => {
             Ok(
-                unsafe { super::parallel_read::insert(st.relid, rows, snapshot) }?
+                unsafe { super::full_insert::insert(st.relid, rows, snapshot) }?
                     .map(|rows| spi::SnapshotResult { rows, first: None }),
             )
         }
