@@ -16,29 +16,14 @@
 
 use crate::dvm::plan::InsertRows;
 use crate::error::{PgtError, PgtResult};
-use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use std::ffi::CString;
 
-/// Whether rows may be inserted into the stream table `relid` without its `INSERT`: no trigger but
-/// pg_trickle's guard (a user's statement trigger would not fire), no row-level security, and the
-/// current role (the owner) may insert — else the SQL statement runs and behaves as it always has.
-pub fn eligible(relid: Oid) -> PgtResult<bool> {
-    Ok(spi::one::<bool>(
-        "SELECT c.relkind = 'r' AND NOT c.relrowsecurity
-                AND pg_catalog.has_table_privilege(c.oid, 'INSERT')
-                AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                                 WHERE t.tgrelid = c.oid AND t.tgname <> 'pgtrickle_guard')
-           FROM pg_catalog.pg_class c WHERE c.oid = $1",
-        &[relid.into()],
-    )?
-    .unwrap_or(false))
-}
-
 /// Inserts the rows of `rows.select`, read on `snapshot`, into `relid`; how many, or None when the
-/// query's columns do not map one to one, with equal types, onto the table's (the caller then runs
-/// the `INSERT`).
+/// table cannot take rows this way (see `takes_rows`) or the query's columns do not map one to one,
+/// with equal types, onto the table's: the caller then runs the `INSERT`, which behaves as it
+/// always has.
 ///
 /// # Safety
 /// SPI is connected, `snapshot` is registered, and the caller holds `RowExclusiveLock` on `relid`
@@ -101,6 +86,33 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
     }
 }
 
+/// Whether rows may go into the table without its `INSERT`: a plain table with no trigger but
+/// pg_trickle's guard (a user's statement trigger would not fire, nor a foreign key's), no row-level
+/// security, and the current role (the owner) may insert. Read from the open relation, under the
+/// refresh's lock.
+unsafe fn takes_rows(rel: pg_sys::Relation) -> bool {
+    // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
+    unsafe {
+        let class = &*(*rel).rd_rel;
+        let guard_only = match (*rel).trigdesc.as_ref() {
+            None => true,
+            Some(d) => {
+                d.numtriggers == 1
+                    && std::ffi::CStr::from_ptr((*d.triggers).tgname).to_bytes()
+                        == b"pgtrickle_guard"
+            }
+        };
+        class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+            && !class.relrowsecurity
+            && guard_only
+            && pg_sys::pg_class_aclcheck(
+                (*rel).rd_id,
+                pg_sys::GetUserId(),
+                pg_sys::ACL_INSERT as pg_sys::AclMode,
+            ) == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
 /// For each of the table's attributes, the query column that fills it (None: a dropped attribute).
 /// None when a live attribute has no column, a column has no attribute, or a type or type modifier
 /// differs (the `INSERT` would coerce).
@@ -149,7 +161,12 @@ unsafe fn insert_read(
     // ERROR raised inside unwinds to the (sub)transaction's abort, which releases it all.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(map) = column_map((*rel).rd_att, desc, columns) else {
+        let map = if takes_rows(rel) {
+            column_map((*rel).rd_att, desc, columns)
+        } else {
+            None
+        };
+        let Some(map) = map else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
         };

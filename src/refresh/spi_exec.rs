@@ -140,11 +140,7 @@ fn run_on_one_snapshot(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applie
         ));
     }
     let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
-    let insert_rows = match &plan.insert_rows {
-        Some(rows) if super::full_insert::eligible(st.relid)? => Some(rows),
-        _ => None,
-    };
-    let results = spi::on_one_snapshot(&statements, |i, snapshot| match insert_rows {
+    let results = spi::on_one_snapshot(&statements, |i, snapshot| match &plan.insert_rows {
         // SAFETY: SPI is connected and `snapshot` registered (`on_one_snapshot`); the step before
         // this one deleted from the stream table, holding its RowExclusiveLock.
         Some(rows) if rows.step == i => {
