@@ -136,7 +136,7 @@ mod tests {
             "no window over the whole result: {sql}"
         );
         assert!(sql.contains(") AS q(c0, c1)"), "{sql}");
-        // The insert step is marked, with its query and target columns, for a parallel read.
+        // The insert step is marked, with its query and target columns, for an executor's own insert.
         let rows = plan
             .insert_rows
             .as_ref()

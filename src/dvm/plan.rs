@@ -67,8 +67,9 @@ pub struct RefreshPlan {
     /// itself.
     #[serde(default)]
     pub one_snapshot: bool,
-    /// Which step only inserts a query's rows, for an executor that can read that query in parallel
-    /// and insert its rows itself (PostgreSQL never runs `INSERT ... SELECT` in parallel).
+    /// Which step only inserts a query's rows, for an executor that can run that query itself and
+    /// insert its rows in batches (`INSERT ... SELECT` inserts row by row and never reads in
+    /// parallel; see `refresh::full_insert`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert_rows: Option<InsertRows>,
 }
