@@ -35,8 +35,16 @@ pub unsafe fn insert(
 ) -> PgtResult<Option<u64>> {
     let select = CString::new(rows.select.as_str())
         .map_err(|_| PgtError::internal("statement text contains a NUL byte"))?;
-    // SAFETY: as the caller promises; the plan is freed on every path that returns.
+    // SAFETY: as the caller promises; the relation is closed and the plan freed on every path that
+    // returns.
     unsafe {
+        // Whether the table takes rows this way is known before the query is planned: a table that
+        // does not gets its `INSERT`, planned once.
+        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        if !takes_rows(rel) {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Ok(None);
+        }
         let plan = pg_sys::SPI_prepare_cursor(
             select.as_ptr(),
             0,
@@ -45,17 +53,19 @@ pub unsafe fn insert(
         );
         if plan.is_null() {
             let code = pg_sys::SPI_result;
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Err(PgtError::internal(format!(
                 "SPI_prepare_cursor failed ({code})"
             )));
         }
         let out = match result_type(plan) {
             Some((desc, parallel)) => {
-                insert_read(relid, plan, desc, parallel, &rows.columns, snapshot)
+                insert_read(rel, plan, desc, parallel, &rows.columns, snapshot)
             }
             None => Ok(None),
         };
         pg_sys::SPI_freeplan(plan);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         out
     }
 }
@@ -150,24 +160,18 @@ unsafe fn column_map(
 }
 
 unsafe fn insert_read(
-    relid: Oid,
+    rel: pg_sys::Relation,
     plan: pg_sys::SPIPlanPtr,
     desc: pg_sys::TupleDesc,
     parallel: bool,
     columns: &[String],
     snapshot: pg_sys::Snapshot,
 ) -> PgtResult<Option<u64>> {
-    // SAFETY: as `insert`'s caller promises. Everything opened here is closed before returning; an
-    // ERROR raised inside unwinds to the (sub)transaction's abort, which releases it all.
+    // SAFETY: as `insert`'s caller promises, with `rel` open. Everything opened here is closed
+    // before returning; an ERROR raised inside unwinds to the (sub)transaction's abort, which
+    // releases it all.
     unsafe {
-        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let map = if takes_rows(rel) {
-            column_map((*rel).rd_att, desc, columns)
-        } else {
-            None
-        };
-        let Some(map) = map else {
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let Some(map) = column_map((*rel).rd_att, desc, columns) else {
             return Ok(None);
         };
         let mut sink = Sink::open(rel, map);
@@ -211,7 +215,6 @@ unsafe fn insert_read(
             run_select(plan, snapshot, &mut receiver.base)?;
         }
         let inserted = sink.close();
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         // The rows are the refresh's own writes: visible to its next statements.
         pg_sys::CommandCounterIncrement();
         pgrx::debug1!(
@@ -328,9 +331,7 @@ impl Sink {
                 target,
                 estate,
                 bulk: pg_sys::GetBulkInsertState(),
-                slots: (0..Self::ROWS)
-                    .map(|_| pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable))
-                    .collect(),
+                slots: Vec::new(),
                 rows: 0,
                 bytes: 0,
                 inserted: 0,
@@ -343,6 +344,15 @@ impl Sink {
         // SAFETY: `from` holds a row of the query's type; the next free slot is the table's type.
         unsafe {
             pg_sys::slot_getallattrs(from);
+            // Slots are made as a batch first needs them (a one-row result makes one), in the
+            // executor state's memory: this runs inside the query, whose own memory ends with it.
+            if self.rows == self.slots.len() {
+                let outer = pg_sys::CurrentMemoryContext;
+                pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
+                let made = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
+                pg_sys::CurrentMemoryContext = outer;
+                self.slots.push(made);
+            }
             let row = self.slots[self.rows];
             let natts = self.map.len();
             let values = std::slice::from_raw_parts_mut((*row).tts_values, natts);
