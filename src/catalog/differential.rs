@@ -372,7 +372,7 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
 fn validate(tree: &OpTree) -> PgtResult<Result<(), String>> {
     let cdc = crate::cdc::refresh_context(&tree.tables());
-    let Some(sql) = delta_query(tree, &mut DiffContext::new(cdc))? else {
+    let Some(sql) = delta_query(tree, &[], &mut DiffContext::new(cdc))? else {
         return Ok(Ok(()));
     };
     Ok(spi::in_subtransaction(|| {

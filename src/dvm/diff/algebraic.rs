@@ -569,8 +569,17 @@ impl<'t> AggregateState<'t> {
                 )),
                 AggFunc::Sum | AggFunc::Avg => {
                     let st = sum_type(&call.arg_type).unwrap_or("numeric");
+                    let weighted = if st == "numeric" {
+                        // Change rows weigh 1 or -1: a sign is cheaper than a numeric product, and
+                        // keeps the scale just as the product does.
+                        format!(
+                            "CASE {w} WHEN 1 THEN {arg}::numeric WHEN -1 THEN -({arg}::numeric) ELSE {w}::numeric * {arg}::numeric END"
+                        )
+                    } else {
+                        format!("{w}::{st} * {arg}::{st}")
+                    };
                     deltas.push(format!(
-                        "(pg_catalog.sum({w}::{st} * {arg}::{st}){})::{st} AS da{j}",
+                        "(pg_catalog.sum({weighted}){})::{st} AS da{j}",
                         when("")
                     ));
                     deltas.push(format!(
@@ -630,7 +639,10 @@ impl<'t> AggregateState<'t> {
         };
 
         // The touched groups' stored rows: through the row identity index, or for a batch that touches
-        // many of them, by one hash join over the storage table (`+ 0` keeps the index out of it).
+        // many of them, by one hash join over the storage table. The scan is a subquery kept apart
+        // (`OFFSET 0`), so the index cannot be used from outside it, while the planner still knows the
+        // identity column's statistics: without them it sorted both sides for a merge join on the
+        // keys' records (17 of 84 ms at 1% churn of 10,000 groups, against ~4 ms hashed).
         let (s, t) = (ctx.alias("s"), ctx.alias("t"));
         let key_positions = &payload.identity;
         let key_match = |stored: &dyn Fn(usize) -> String| {
@@ -671,7 +683,7 @@ impl<'t> AggregateState<'t> {
                 key_match(&|p| format!("{t}.{}", quote_ident(&payload.columns[p])))
             ),
             GroupLookup::Scan => format!(
-                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN (SELECT {stored}, {t}.__pgt_row_id + 0 AS o_id FROM {storage_q} AS {t}) AS o \
+                "SELECT {s}.*, o.* FROM {ds} AS {s} LEFT JOIN (SELECT {stored}, {t}.__pgt_row_id AS o_id FROM {storage_q} AS {t} OFFSET 0) AS o \
                   ON o.o_id = {lookup_id}{}",
                 key_match(&|p| format!("o.o{p}"))
             ),
@@ -893,26 +905,35 @@ impl<'t> AggregateState<'t> {
         // Per changed group: its new payload, the stored row it replaces, and whether it still exists.
         let y = ctx.alias("y");
         let new_payload = self.payload_from_state(&y, "f_", &payload.types);
-        let old_payload: Vec<String> = (0..payload.columns.len())
-            .map(|p| format!("{y}.o{p}"))
-            .collect();
         let exists_now = if groups == 0 {
             "true".to_string()
         } else {
             format!("COALESCE({y}.f_count > 0, false)")
         };
-        let unchanged = format!(
-            "({y}.o_e IS TRUE AND {exists_now} AND {})",
-            identical(&old_payload, &new_payload)
-        );
+        let width = payload.columns.len();
         let named: Vec<String> = new_payload
             .iter()
             .enumerate()
             .map(|(i, v)| format!("{v} AS c{i}"))
+            .chain((0..width).map(|p| format!("{y}.o{p}")))
             .collect();
+        // A group whose new payload is identical to its stored row is left alone. The payload is
+        // computed once, in a subquery kept apart (`OFFSET 0`): flattened, every expression (an
+        // AVG's division, say) would be evaluated again for the comparison.
+        let v = ctx.alias("v");
+        let cols = |prefix: &str| -> Vec<String> {
+            (0..width).map(|p| format!("{v}.{prefix}{p}")).collect()
+        };
+        let unchanged = format!(
+            "({v}.o_e IS TRUE AND {v}.{KEEP} AND {})",
+            identical(&cols("o"), &cols("c"))
+        );
         Ok(format!(
-            "SELECT {}, {y}.o_ctid AS {OLD_ROW}, {exists_now} AS {KEEP} FROM {fin} AS {y} \
-              WHERE ({y}.o_e IS TRUE OR {exists_now}) AND NOT {unchanged}",
+            "SELECT {}, {v}.{OLD_ROW}, {v}.{KEEP} FROM (\
+               SELECT {}, {y}.o_e, {y}.o_ctid AS {OLD_ROW}, {exists_now} AS {KEEP} FROM {fin} AS {y} \
+                WHERE {y}.o_e IS TRUE OR {exists_now} OFFSET 0) AS {v} \
+              WHERE NOT {unchanged}",
+            cols("c").join(", "),
             named.join(", "),
         ))
     }

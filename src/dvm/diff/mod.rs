@@ -27,7 +27,7 @@ pub fn stream_delta(
     ctx: &mut DiffContext,
 ) -> PgtResult<Option<Delta>> {
     let Some(state) = AggregateState::of(tree) else {
-        return Ok(delta_query(tree, ctx)?.map(Delta::Rows));
+        return Ok(delta_query(tree, &payload.types, ctx)?.map(Delta::Rows));
     };
     if rules::is_static_empty(tree, &tree.root, ctx) {
         return Ok(None);

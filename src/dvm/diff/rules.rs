@@ -1115,8 +1115,13 @@ pub(super) fn reads_rows_directly(node: &Node) -> bool {
 }
 
 /// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
-/// None when no source under the query changed.
-pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<String>> {
+/// None when no source under the query changed. `types`: the output columns' SQL types when known
+/// (the storage's), which spares the rows' text where equal values print the same.
+pub fn delta_query(
+    tree: &OpTree,
+    types: &[String],
+    ctx: &mut DiffContext,
+) -> PgtResult<Option<String>> {
     if let Some(staged) = &ctx.cdc.staged {
         // An external worker consolidated the batch's rows already (`dvm::offload`).
         return Ok(Some(format!("SELECT * FROM {staged}")));
@@ -1138,6 +1143,6 @@ pub fn delta_query(tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<Option<Str
             named(d.clone()),
             &format!("pg_catalog.sum(d.{W})::bigint")
         )),
-        group_by(&identity_keys(&d, &[]))
+        group_by(&identity_keys(&d, types))
     )))
 }

@@ -348,7 +348,7 @@ fn the_delta_of_a_comma_join_has_no_join_without_a_condition() {
         new_frontier: "pg_catalog.pg_current_snapshot()".into(),
         staged: None,
     });
-    let sql = delta_query(&t, &mut ctx).unwrap().expect("a delta");
+    let sql = delta_query(&t, &[], &mut ctx).unwrap().expect("a delta");
     assert!(!sql.contains("ON true"), "{sql}");
     assert!(sql.contains(" JOIN "), "{sql}");
 }
