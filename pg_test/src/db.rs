@@ -9,6 +9,19 @@ pub struct TestDb {
     pub client: Client,
 }
 
+/// A notice, warning or debug message from the server.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// What a connection made by [`TestDb::connect_keeping_notices`] has received so far.
+pub type Notices = std::sync::Arc<std::sync::Mutex<Vec<Notice>>>;
+
 /// A server error as the tests inspect it.
 #[derive(Debug, Clone)]
 pub struct DbError {
@@ -54,6 +67,24 @@ impl TestDb {
     /// A second connection to the same database.
     pub fn connect(&self) -> Client {
         cluster().try_connect(&self.name).unwrap()
+    }
+
+    /// A new connection to this database that keeps every notice and warning the server sends it
+    /// (and debug messages, under `client_min_messages = debug1`).
+    pub fn connect_keeping_notices(&self) -> (Client, Notices) {
+        let kept = Notices::default();
+        let sink = kept.clone();
+        let mut config: postgres::Config = self.conninfo().parse().unwrap();
+        config.notice_callback(move |n| {
+            sink.lock().unwrap().push(Notice {
+                severity: n.severity().to_string(),
+                code: n.code().code().to_string(),
+                message: n.message().to_string(),
+                detail: n.detail().map(str::to_string),
+                hint: n.hint().map(str::to_string),
+            })
+        });
+        (config.connect(postgres::NoTls).unwrap(), kept)
     }
 
     pub fn conninfo(&self) -> String {

@@ -11,7 +11,7 @@ pub mod tpch;
 pub mod worker;
 
 pub use cluster::cluster;
-pub use db::{DbError, TestDb};
+pub use db::{DbError, Notice, Notices, TestDb};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Creating, refreshing, altering and dropping stream tables, and what DROP does to everything around them.
 
-use pg_trickle_e2e::TestDb;
+use pg_trickle_e2e::{Notices, TestDb};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -266,15 +266,6 @@ fn the_listing_view_shows_mode_schedule_status_and_staleness() {
     assert!(r.get::<_, bool>(7));
 }
 
-/// A client whose notices (and, with `client_min_messages = debug1`, debug messages) are kept.
-fn client_keeping_notices(db: &TestDb) -> (postgres::Client, Arc<std::sync::Mutex<Vec<String>>>) {
-    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = kept.clone();
-    let mut config: postgres::Config = db.conninfo().parse().unwrap();
-    config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()));
-    (config.connect(postgres::NoTls).unwrap(), kept)
-}
-
 #[test]
 fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_index() {
     let mut db = TestDb::new("life_parallel_full");
@@ -288,7 +279,7 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
          INSERT INTO t VALUES (NULL, 1.5, repeat('long ', 20000));
          GRANT SELECT ON t TO {owner}; GRANT CREATE ON SCHEMA public TO {owner};"
     ));
-    let (mut client, notices) = client_keeping_notices(&db);
+    let (mut client, notices) = db.connect_keeping_notices();
     // Parallel plans for every query, as the planner picks them for large sources; a refresh runs as
     // the stream table's owner, a plain role here.
     client
@@ -300,11 +291,14 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
              CREATE INDEX ON totals_full (total) WHERE n > 90;"
         ))
         .unwrap();
-    let parallel = |notices: &Arc<std::sync::Mutex<Vec<String>>>| {
+    let parallel = |notices: &Notices| {
         let mut kept = notices.lock().unwrap();
         let n = kept
             .iter()
-            .filter(|m| m.contains("FULL refresh inserted 51 rows itself (query read in parallel)"))
+            .filter(|n| {
+                n.message
+                    .contains("FULL refresh inserted 51 rows itself (query read in parallel)")
+            })
             .count();
         kept.clear();
         n
@@ -377,7 +371,7 @@ fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
            FROM generate_series(1, 3000) i;
          INSERT INTO t VALUES (NULL, 1.5, repeat('long ', 20000));",
     );
-    let (mut client, notices) = client_keeping_notices(&db);
+    let (mut client, notices) = db.connect_keeping_notices();
     client
         .batch_execute(&format!(
             "SET client_min_messages = debug1;
@@ -394,9 +388,9 @@ fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
     let kept = notices.lock().unwrap().clone();
     let serial = kept
         .iter()
-        .filter(|m| m.contains("rows itself (query read serially)"));
+        .filter(|n| n.message.contains("rows itself (query read serially)"));
     assert_eq!(serial.count(), 2, "the creation and the refresh: {kept:?}");
-    assert!(kept.iter().any(|m| m.contains(&said)), "{kept:?}");
+    assert!(kept.iter().any(|n| n.message.contains(&said)), "{kept:?}");
     db.assert_shows_what_query_shows("rows_full", query);
     db.exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
     assert_eq!(
