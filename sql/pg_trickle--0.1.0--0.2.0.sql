@@ -711,3 +711,81 @@ GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload(uuid, bigint, integer) TO pgt
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_offload_apply(uuid, bigint, integer, bigint) TO pgtrickle_worker;
 GRANT EXECUTE ON FUNCTION pgtrickle.worker_release(uuid, bigint) TO pgtrickle_worker;
 GRANT SELECT ON pgtrickle.pgt_worker_jobs TO pgtrickle_worker, pg_monitor;
+
+-- A publication FOR ALL TABLES publishes pg_trickle's own tables too: its catalog, the change buffers
+-- (one per source, named after the source's OID, made as stream tables are created) and the stream
+-- tables. PostgreSQL 15 cannot leave a table out of one, and a subscriber that lacks a published table
+-- stops applying changes at its first change; so say so where it starts: when such a publication is
+-- created, when pg_trickle is installed beside one, and when a stream table is created beside one.
+CREATE FUNCTION pgtrickle._warn_if_all_tables_published() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    names text;
+    n integer;
+BEGIN
+    SELECT string_agg(quote_ident(pubname), ', ' ORDER BY pubname), count(*)
+      INTO names, n FROM pg_publication WHERE puballtables;
+    IF n > 0 THEN
+        RAISE WARNING '% % %: pg_trickle''s tables are published with every other',
+                CASE WHEN n = 1 THEN 'publication' ELSE 'publications' END, names,
+                CASE WHEN n = 1 THEN 'publishes all tables' ELSE 'publish all tables' END
+            USING ERRCODE = '01000',
+                  DETAIL = 'A publication FOR ALL TABLES includes pg_trickle''s catalog (schema pgtrickle), '
+                        || 'its change buffers (schema pgtrickle_changes, one table per source, named after the source''s OID, '
+                        || 'created with the first stream table on that source) and every stream table. A subscriber that lacks '
+                        || 'one of them stops applying changes at its first change ("logical replication target relation ... '
+                        || 'does not exist"); one where pg_trickle is installed would take this database''s catalog rows into its own.',
+                  HINT = 'Publish the tables subscribers need with FOR TABLE or FOR TABLES IN SCHEMA instead. A subscriber '
+                        || 'with pg_trickle maintains stream tables of its own over the sources it receives.';
+    END IF;
+END
+$$;
+-- A published table whose rows are updated or deleted needs a replica identity, or PostgreSQL refuses
+-- the UPDATE or DELETE (55000): a refresh, a clean-up of applied change rows, even the creation of a
+-- stream table would fail. Change buffers and stream tables have no primary key (a buffer takes rows
+-- as fast as writers write them; a stream table's rows may repeat), so those a publication publishes
+-- with updates or deletes get REPLICA IDENTITY FULL: the old row is logged whole, which costs WAL
+-- only while wal_level = logical. As the extension's owner: buffers belong to pgtrickle_capture,
+-- stream tables to their owners.
+CREATE FUNCTION pgtrickle._identify_published_tables() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubupdate OR pubdelete) THEN
+        RETURN;
+    END IF;
+    FOR r IN
+        SELECT c.oid::regclass AS rel
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND c.relreplident = 'd'
+           AND (n.nspname = 'pgtrickle_changes' OR c.oid IN (SELECT pgt_relid FROM pgtrickle.pgt_stream_tables))
+           AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+           AND EXISTS (SELECT 1 FROM pg_publication_tables pt JOIN pg_publication p ON p.pubname = pt.pubname
+                        WHERE pt.schemaname = n.nspname AND pt.tablename = c.relname
+                          AND (p.pubupdate OR p.pubdelete))
+    LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', r.rel);
+    END LOOP;
+END
+$$;
+-- SECURITY DEFINER: whoever creates or alters a publication (a table's owner may publish it) has it
+-- run as the extension's owner.
+CREATE FUNCTION pgtrickle._on_publication_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pgtrickle._identify_published_tables();
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c JOIN pg_publication p ON p.oid = c.objid
+                WHERE c.command_tag = 'CREATE PUBLICATION' AND p.puballtables) THEN
+        PERFORM pgtrickle._warn_if_all_tables_published();
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle._warn_if_all_tables_published() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._identify_published_tables() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._on_publication_ddl() FROM PUBLIC;
+CREATE EVENT TRIGGER pgtrickle_publication_ddl ON ddl_command_end
+    WHEN TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION')
+    EXECUTE FUNCTION pgtrickle._on_publication_ddl();
+SELECT pgtrickle._identify_published_tables();
+SELECT pgtrickle._warn_if_all_tables_published();

@@ -243,3 +243,122 @@ fn writes_applied_by_logical_replication_are_captured() {
     assert!(done.starts_with("DIFFERENTIAL"), "{done}");
     db.exec("DROP SUBSCRIPTION pgt_sub");
 }
+
+#[test]
+fn pg_trickles_tables_work_under_a_publication_of_all_tables_which_is_warned_about() {
+    let mut db = TestDb::new("capture_pub_all");
+    let owner = "capture_pub_owner";
+    db.fresh_role(owner);
+    db.exec(&format!(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 20) g;
+         ALTER TABLE src OWNER TO {owner}; GRANT CREATE ON DATABASE capture_pub_all TO {owner};
+         SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1h', 'DIFFERENTIAL');"
+    ));
+    // Which of pg_trickle's tables have what replica identity: `d` (default: none without a key), `f`.
+    let identities = |db: &mut TestDb| -> String {
+        db.value(
+            "SELECT string_agg(t, ' ' ORDER BY t) FROM (
+                SELECT CASE WHEN n.nspname = 'pgtrickle_changes' THEN 'buffer' ELSE c.relname::text END
+                       || '=' || c.relreplident::text AS t
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'r' AND (n.nspname = 'pgtrickle_changes' OR c.relname IN ('totals', 'ids', 'ids_full'))) x",
+        )
+    };
+    assert_eq!(
+        identities(&mut db),
+        "buffer=d totals=d",
+        "nothing published: nothing logged"
+    );
+    let (mut client, notices) = db.connect_keeping_notices();
+    let warnings = |notices: &pg_trickle_e2e::Notices| {
+        let kept: Vec<_> = notices.lock().unwrap().drain(..).collect();
+        kept.into_iter()
+            .filter(|n| n.severity == "WARNING")
+            .collect::<Vec<_>>()
+    };
+    // A plain role publishing its own table: nothing to say, nothing to change, and pg_trickle's
+    // event trigger (SECURITY DEFINER) does not stand in its way.
+    client
+        .batch_execute(&format!(
+            "SET ROLE {owner}; CREATE PUBLICATION some_tables FOR TABLE src; RESET ROLE;"
+        ))
+        .unwrap();
+    assert!(warnings(&notices).is_empty());
+    assert_eq!(identities(&mut db), "buffer=d totals=d");
+
+    client
+        .batch_execute("CREATE PUBLICATION \"Every Table\" FOR ALL TABLES")
+        .unwrap();
+    let said = warnings(&notices);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].code, "01000");
+    assert!(
+        said[0]
+            .message
+            .starts_with("publication \"Every Table\" publishes all tables"),
+        "{said:?}"
+    );
+    assert!(said[0]
+        .detail
+        .as_deref()
+        .unwrap_or_default()
+        .contains("pgtrickle_changes"));
+    assert!(said[0]
+        .hint
+        .as_deref()
+        .unwrap_or_default()
+        .contains("FOR TABLES IN SCHEMA"));
+    // Published with its deletes, a table without a replica identity could not be deleted from (nor
+    // its buffer cleaned up): pg_trickle's tables get one.
+    assert_eq!(identities(&mut db), "buffer=f totals=f");
+    db.exec("INSERT INTO src VALUES (100, 9, 1); UPDATE src SET v = v + 1 WHERE grp = 1; DELETE FROM src WHERE grp = 2;");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+    db.exec("DELETE FROM src WHERE grp = 9");
+    assert!(refresh_exact(&mut db).starts_with("DIFFERENTIAL"));
+
+    // A stream table created beside it is said to be published, and works.
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('ids', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');
+             SELECT pgtrickle.create_stream_table('ids_full', 'SELECT id, v FROM src', '1h', 'FULL');",
+        )
+        .unwrap();
+    assert_eq!(warnings(&notices).len(), 2);
+    assert_eq!(identities(&mut db), "buffer=f ids=f ids_full=f totals=f");
+    db.exec("UPDATE src SET v = 0 WHERE id < 5; DELETE FROM src WHERE id = 7;");
+    for name in ["ids", "ids_full"] {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        db.assert_matches_query(name, "SELECT id, v FROM src");
+    }
+    assert_eq!(db.last_refresh("ids").0, "DIFFERENTIAL");
+    drop(client);
+
+    // Gone the publication, nothing more is said.
+    db.exec("DROP PUBLICATION \"Every Table\"");
+    let (mut client, notices) = db.connect_keeping_notices();
+    client
+        .batch_execute("SELECT pgtrickle.create_stream_table('again', 'SELECT id FROM src', '1h')")
+        .unwrap();
+    assert!(
+        warnings(&notices).is_empty(),
+        "no such publication any more"
+    );
+
+    // Installing pg_trickle beside such a publication says so too.
+    let plain = TestDb::without_extension("capture_pub_all_install");
+    let (mut client, notices) = plain.connect_keeping_notices();
+    client
+        .batch_execute(
+            "CREATE PUBLICATION a FOR ALL TABLES; CREATE PUBLICATION b FOR ALL TABLES; CREATE EXTENSION pg_trickle;",
+        )
+        .unwrap();
+    let said = warnings(&notices);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0]
+            .message
+            .starts_with("publications a, b publish all tables"),
+        "{said:?}"
+    );
+}

@@ -94,6 +94,14 @@ fn create(
     crate::catalog::query_view::create(pgt_id, relid, &analysis.defining_query)?;
     depend::on_extension(relid);
 
+    if crate::catalog::version::at_least_0_2_0()? {
+        // Where a publication publishes the new stream table or change buffers: a replica identity
+        // before the first refresh deletes, and a WARNING for FOR ALL TABLES (sql/finalize.sql).
+        spi::exec(
+            "SELECT pgtrickle._identify_published_tables(), pgtrickle._warn_if_all_tables_published()",
+            &[],
+        )?;
+    }
     refresh::run(pgt_id, Initiator::Create, true)?;
     if differential {
         // Statistics from the start (taken as autovacuum would: as the owner, security-restricted).
