@@ -332,6 +332,17 @@ fn pg_trickles_tables_work_under_a_publication_of_all_tables_which_is_warned_abo
         db.assert_matches_query(name, "SELECT id, v FROM src");
     }
     assert_eq!(db.last_refresh("ids").0, "DIFFERENTIAL");
+    // A column change that rebuilds the source's capture makes a new buffer, published as well.
+    db.exec("ALTER TABLE src ADD COLUMN note text; ALTER TABLE src DROP COLUMN note;");
+    assert_eq!(identities(&mut db), "buffer=f ids=f ids_full=f totals=f");
+    for round in 0..2 {
+        db.exec(&format!(
+            "UPDATE src SET v = v + 1 WHERE id = 3; DELETE FROM src WHERE id = {};",
+            10 + round
+        ));
+        refresh_exact(&mut db);
+    }
+    assert!(db.last_refresh("totals").0 == "DIFFERENTIAL");
     drop(client);
 
     // Gone the publication, nothing more is said.

@@ -150,6 +150,10 @@ fn install(source: Oid) -> PgtResult<()> {
         &[],
     )?;
     protect_buffer(source)?;
+    if crate::catalog::version::at_least_0_2_0()? {
+        // Its deletes must be allowed where a publication publishes it (sql/finalize.sql).
+        spi::exec("SELECT pgtrickle._identify_published_tables()", &[])?;
+    }
     let native = native_capture_function()?.is_some();
     if !native {
         write_capture_function(source, &columns)?;
