@@ -787,5 +787,7 @@ REVOKE ALL ON FUNCTION pgtrickle._on_publication_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER pgtrickle_publication_ddl ON ddl_command_end
     WHEN TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION')
     EXECUTE FUNCTION pgtrickle._on_publication_ddl();
+-- Also under session_replication_role = replica, as the others.
+ALTER EVENT TRIGGER pgtrickle_publication_ddl ENABLE ALWAYS;
 SELECT pgtrickle._identify_published_tables();
 SELECT pgtrickle._warn_if_all_tables_published();
