@@ -95,8 +95,9 @@ fn create(
     depend::on_extension(relid);
 
     if crate::catalog::version::at_least_0_2_0()? {
-        // Where a publication publishes the new stream table or change buffers: a replica identity
-        // before the first refresh deletes, and a WARNING for FOR ALL TABLES (sql/finalize.sql).
+        // Where a publication publishes the new stream table: a replica identity before the first
+        // refresh deletes from it (capture gave its buffers theirs), and a WARNING for FOR ALL
+        // TABLES (sql/finalize.sql).
         spi::exec(
             "SELECT pgtrickle._identify_published_tables(), pgtrickle._warn_if_all_tables_published()",
             &[],
