@@ -186,9 +186,11 @@ fn run_claimed(
             done.reinit_next.clone().into(),
         ],
     )?;
+    let finished_at = history::now()?;
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
+        finished_at,
         action: done.action.as_str(),
         status: "SUCCESS",
         initiated_by: initiator.as_str(),
@@ -198,7 +200,7 @@ fn run_claimed(
         error_message: None,
         delta_rows: Some(done.changes),
     })?;
-    crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at)?;
+    crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at, finished_at)?;
     // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans. A
     // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`). A
     // manual one deletes, never truncates: its caller's statement or transaction may go on for long
@@ -450,6 +452,7 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
+        finished_at: history::now()?,
         action: if mode == "DIFFERENTIAL" {
             "DIFFERENTIAL"
         } else {

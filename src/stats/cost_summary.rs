@@ -147,23 +147,25 @@ pub fn reset_statistics(pgt_id: Option<i64>) -> PgtResult<()> {
     )
 }
 
-/// Adds the refresh that started at `started_at` (clock_timestamp) and took `action` on a batch of
-/// `changes` change rows to the stream table's summary: the cost model (FULL and DIFFERENTIAL) and
-/// the statistics counters (every action), in one statement.
+/// Adds the refresh that ran from `started_at` to `finished_at` (clock_timestamp) and took `action`
+/// on a batch of `changes` change rows to the stream table's summary: the cost model (FULL and
+/// DIFFERENTIAL) and the statistics counters (every action), in one statement.
 pub fn record(
     pgt_id: i64,
     action: RefreshAction,
     changes: i64,
     started_at: TimestampWithTimeZone,
+    finished_at: TimestampWithTimeZone,
 ) -> PgtResult<()> {
     if !present() {
         return Ok(());
     }
+    // The refresh's duration: from the same two clock readings as its history row.
+    let elapsed = "(pg_catalog.date_part('epoch', $3 - $2) * 1000)::float8";
+    let times = [pgt_id.into(), started_at.into(), finished_at.into()];
     if action == RefreshAction::NoData {
         // A NO_DATA refresh only counts. (The row exists since the initial population, but not for a
         // stream table created before 0.2.0 that has not refreshed since.)
-        let elapsed =
-            "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000)::float8";
         return spi::exec(
             &format!(
                 "INSERT INTO pgtrickle.pgt_cost_model_summary AS s
@@ -172,17 +174,17 @@ pub fn record(
                  ON CONFLICT (pgt_id) DO UPDATE SET {}",
                 count_refresh(action, elapsed, "0")
             ),
-            &[pgt_id.into(), started_at.into()],
+            &times,
         );
     }
-    // The duration, measured on the server, and the current summary (if any) in one statement. The
-    // refresh holds the stream table's claim, so nobody else updates the row meanwhile.
+    // The duration and the current summary (if any) in one statement. The refresh holds the stream
+    // table's claim, so nobody else updates the row meanwhile.
     let sql = format!(
-        "SELECT pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - $2) * 1000 AS elapsed_ms, {}
+        "SELECT {elapsed} AS elapsed_ms, {}
            FROM (VALUES (1)) AS v LEFT JOIN pgtrickle.pgt_cost_model_summary s ON s.pgt_id = $1",
         COLUMNS.map(|c| format!("s.{c}")).join(", ")
     );
-    let (elapsed_ms, mut summary) = spi::rows(&sql, &[pgt_id.into(), started_at.into()], |r| {
+    let (elapsed_ms, mut summary) = spi::rows(&sql, &times, |r| {
         Ok((
             r.get_by_name::<f64, _>("elapsed_ms")?.unwrap_or(0.0),
             from_row(r)?,

@@ -62,6 +62,9 @@ fn executed_by() -> String {
 pub struct HistoryEntry<'a> {
     pub pgt_id: i64,
     pub started_at: TimestampWithTimeZone,
+    /// When it ended: read once by the caller, which gives the statistics (`cost_summary::record`)
+    /// the same reading, so the history and pg_stat_pgtrickle measure each refresh alike.
+    pub finished_at: TimestampWithTimeZone,
     pub action: &'a str,
     pub status: &'a str,
     pub initiated_by: &'a str,
@@ -85,6 +88,7 @@ pub fn record(e: &HistoryEntry) -> PgtResult<()> {
     let mut args = vec![
         e.pgt_id.into(),
         e.started_at.into(),
+        e.finished_at.into(),
         e.action.into(),
         e.status.into(),
         e.initiated_by.into(),
@@ -97,7 +101,7 @@ pub fn record(e: &HistoryEntry) -> PgtResult<()> {
     let (columns, values) = if crate::catalog::version::at_least_0_2_0()? {
         args.push(executed_by().into());
         args.push(e.delta_rows.into());
-        (", executed_by, delta_rows", ", $10, $11")
+        (", executed_by, delta_rows", ", $11, $12")
     } else {
         ("", "")
     };
@@ -106,7 +110,7 @@ pub fn record(e: &HistoryEntry) -> PgtResult<()> {
             "INSERT INTO pgtrickle.pgt_refresh_history
                  (pgt_id, started_at, finished_at, action, status, initiated_by, reason, rows_inserted, rows_deleted,
                   error_message{columns})
-             VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9{values})"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10{values})"
         ),
         &args,
     )
