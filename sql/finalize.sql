@@ -525,5 +525,5 @@ CREATE EVENT TRIGGER pgtrickle_publication_ddl ON ddl_command_end
     EXECUTE FUNCTION pgtrickle._on_publication_ddl();
 -- Also under session_replication_role = replica, as the others.
 ALTER EVENT TRIGGER pgtrickle_publication_ddl ENABLE ALWAYS;
-SELECT pgtrickle._identify_published_tables();
+-- (A fresh install has no buffers or stream tables to identify yet; the update script does.)
 SELECT pgtrickle._warn_if_all_tables_published();

@@ -408,11 +408,13 @@ pub(crate) fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
 /// Records a failed scheduled refresh that ran for `elapsed`. Runs in a fresh transaction after the
 /// failed one rolled back.
 pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) -> PgtResult<()> {
+    // One clock reading: the history row's duration is `elapsed` itself.
+    let finished_at = history::now()?;
     let started_at: pgrx::datum::TimestampWithTimeZone = spi::one(
-        "SELECT pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)",
-        &[elapsed.as_secs_f64().into()],
+        "SELECT $1 - pg_catalog.make_interval(secs => $2)",
+        &[finished_at.into(), elapsed.as_secs_f64().into()],
     )?
-    .ok_or_else(|| PgtError::internal("clock_timestamp() is NULL"))?;
+    .ok_or_else(|| PgtError::internal("the refresh's start is NULL"))?;
     // After max_consecutive_errors failures in a row (0: never) the stream table goes to ERROR.
     let in_flight = if crate::catalog::version::at_least_0_2_0()? {
         ", refresh_started_at = NULL"
@@ -452,7 +454,7 @@ pub fn record_failure(pgt_id: i64, elapsed: std::time::Duration, message: &str) 
     history::record(&HistoryEntry {
         pgt_id,
         started_at,
-        finished_at: history::now()?,
+        finished_at,
         action: if mode == "DIFFERENTIAL" {
             "DIFFERENTIAL"
         } else {
