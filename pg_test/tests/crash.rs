@@ -2,7 +2,8 @@
 //! process: crash recovery), and `pg_ctl stop -m immediate` during parallel refreshes, then a start.
 //! Either way the refreshes' transactions are gone, and when the coordinator starts again it records
 //! them as failed ("interrupted") and refreshes again — nothing lost, nothing applied twice, no stream
-//! table wedged. (Its own binary, the tests taking turns: a crash takes every connection down.)
+//! table wedged. And what crash recovery does to unlogged sources, emptying them behind capture's
+//! back, is noticed. (Its own binary, the tests taking turns: a crash takes every connection down.)
 
 use pg_trickle_e2e::{cluster, wait_until, TestDb};
 use std::sync::Mutex;
@@ -128,4 +129,111 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
     }));
     db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['slow_a', 'slow_b', 'totals']) t");
     cluster().alter_system("ALTER SYSTEM RESET pg_trickle.min_workers");
+}
+
+/// Crash recovery empties every unlogged table (PostgreSQL resets it from its init fork) and no
+/// trigger fires: a DIFFERENTIAL stream table over one would keep the rows its source lost, and
+/// every later batch would be applied to them. The first refresh after a restart recomputes each
+/// stream table that reads an unlogged table (directly, or through a partition or a child), and
+/// only those.
+#[test]
+fn crash_recovery_emptying_an_unlogged_source_is_not_missed() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut db = crash_db("crash_unlogged");
+    db.exec(
+        "CREATE UNLOGGED TABLE u (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL);
+         INSERT INTO u SELECT g, g % 3, g FROM generate_series(1, 100) g;
+         CREATE TABLE parts (id int NOT NULL, v int NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE parts_logged PARTITION OF parts FOR VALUES FROM (0) TO (100);
+         CREATE UNLOGGED TABLE parts_unlogged PARTITION OF parts FOR VALUES FROM (100) TO (200);
+         INSERT INTO parts SELECT g, g FROM generate_series(90, 110) g;",
+    );
+    let shapes = [
+        ("u_rows", "SELECT id, v FROM u"),
+        (
+            "u_totals",
+            "SELECT grp, count(*) AS n, sum(v) AS total FROM u GROUP BY grp",
+        ),
+        ("u_count", "SELECT count(*) AS n, sum(v) AS total FROM u"),
+        ("parts_rows", "SELECT id, v FROM parts"),
+        ("logged_rows", "SELECT id, v FROM src WHERE id <= 10"),
+    ];
+    for (name, query) in shapes {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', '{query}', '1d', 'DIFFERENTIAL')"
+        ));
+    }
+    db.exec("INSERT INTO u VALUES (1000, 1, 1); DELETE FROM u WHERE id = 5; UPDATE parts SET v = -v WHERE id IN (95, 105)");
+    for (name, query) in shapes {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(
+            db.multiset_diff(name, query),
+            Vec::<String>::new(),
+            "{name} before the crash"
+        );
+    }
+    drop(db);
+    cluster().restart_immediate();
+
+    let mut db = TestDb::existing("crash_unlogged");
+    assert_eq!(
+        db.value::<i64>("SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM parts_unlogged)"),
+        0,
+        "crash recovery left the unlogged tables' rows"
+    );
+    // A change after the crash, too: the recomputed result includes it.
+    db.exec("INSERT INTO u VALUES (7, 1, 70)");
+    for (name, query) in shapes {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(
+            db.multiset_diff(name, query),
+            Vec::<String>::new(),
+            "{name} after the crash"
+        );
+    }
+    let after: Vec<(String, String, String)> = db
+        .rows(
+            "SELECT st.pgt_relid::regclass::text, h.action, coalesce(h.reason, '')
+               FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
+              WHERE h.started_at > pg_postmaster_start_time() ORDER BY 1",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [
+        (
+            "logged_rows",
+            "NO_DATA",
+            "no changes since the last refresh",
+        ),
+        ("parts_rows", "FULL", "such as public.parts_unlogged "),
+        ("u_count", "FULL", "unlogged tables such as public.u "),
+        ("u_rows", "FULL", "unlogged tables such as public.u "),
+        ("u_totals", "FULL", "unlogged tables such as public.u "),
+    ];
+    assert_eq!(after.len(), expected.len(), "{after:?}");
+    for ((name, action, reason), (want_name, want_action, want_reason)) in
+        after.iter().zip(expected)
+    {
+        assert_eq!(
+            (name.as_str(), action.as_str()),
+            (want_name, want_action),
+            "{after:?}"
+        );
+        assert!(reason.contains(want_reason), "{name}: {reason}");
+    }
+    // The next refresh is DIFFERENTIAL again.
+    db.exec("DELETE FROM u WHERE id = 7");
+    db.exec("SELECT pgtrickle.refresh_stream_table('u_totals')");
+    assert_eq!(
+        db.value::<String>(
+            "SELECT action FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1"
+        ),
+        "DIFFERENTIAL"
+    );
+    assert_eq!(
+        db.multiset_diff("u_totals", shapes[1].1),
+        Vec::<String>::new()
+    );
 }

@@ -23,6 +23,10 @@ pub struct StreamTable {
     /// Why the next refresh must be FULL (None before 0.2.0's catalog, or when nobody said).
     pub reinit_reason: Option<String>,
     pub last_error: Option<String>,
+    /// The server started, or finished recovery as a promoted standby, after the last successful
+    /// refresh (see `dvm::decide::Facts::restarted`). A refresh replayed from a former primary
+    /// started before its commit, whose replay is the latest `pg_last_xact_replay_timestamp()` can be.
+    pub restarted_since_refresh: bool,
 }
 
 impl StreamTable {
@@ -36,7 +40,9 @@ impl StreamTable {
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
-                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit, last_error";
+                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit, last_error, \
+                       COALESCE(last_refresh_at < GREATEST(pg_catalog.pg_postmaster_start_time(), \
+                                pg_catalog.pg_last_xact_replay_timestamp()), false) AS restarted_since_refresh";
 
 /// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
 fn columns() -> PgtResult<String> {
@@ -63,6 +69,7 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         needs_reinit: spi::col(r, "needs_reinit")?,
         reinit_reason: r.get_by_name("reinit_reason")?,
         last_error: r.get_by_name("last_error")?,
+        restarted_since_refresh: spi::col(r, "restarted_since_refresh")?,
     })
 }
 

@@ -19,6 +19,11 @@ pub struct Facts {
     pub staged_changes: Option<i64>,
     /// It has a frontier (it was refreshed once).
     pub has_frontier: bool,
+    /// The server started (or a standby was promoted) after its last successful refresh: recovery
+    /// may have emptied an unlogged source since, which no trigger records.
+    pub restarted: bool,
+    /// Asked (after a restart): an unlogged table the query reads, if any.
+    pub unlogged_source: Option<Option<String>>,
     /// Asked: the source this very transaction changed, if any.
     pub own_changes: Option<Option<String>>,
     /// Asked: change rows in the batch.
@@ -34,6 +39,7 @@ pub struct Facts {
 /// A fact the decision needs next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
+    UnloggedSource,
     OwnChanges,
     BatchRows,
     AutoChoice,
@@ -83,6 +89,20 @@ pub fn next(f: &Facts) -> Step {
     }
     if !f.differential {
         return full(f.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()));
+    }
+    // PostgreSQL empties unlogged tables in crash recovery, bypassing capture: what the stream
+    // table stores may no longer be the result, and no batch says so. (A clean restart keeps them,
+    // but nothing tells the two apart afterwards: one FULL refresh per restart is the price.)
+    if f.restarted && f.has_frontier {
+        match &f.unlogged_source {
+            None => return Step::Ask(Fact::UnloggedSource),
+            Some(Some(source)) => {
+                return full(format!(
+                    "the server restarted since the last refresh, and crash recovery empties unlogged tables such as {source} without a trace in the change buffer"
+                ))
+            }
+            Some(None) => {}
+        }
     }
     if let Some(changes) = f.staged_changes {
         if changes == 0 {
@@ -165,6 +185,7 @@ mod tests {
     /// Answers: no own changes, `rows` in the batch, AUTO keeps it DIFFERENTIAL, state ready.
     fn quiet(rows: i64) -> impl Fn(Fact, &mut Facts) {
         move |fact, f| match fact {
+            Fact::UnloggedSource => f.unlogged_source = Some(None),
             Fact::OwnChanges => f.own_changes = Some(None),
             Fact::BatchRows => f.batch_rows = Some(rows),
             Fact::AutoChoice => {
@@ -172,6 +193,60 @@ mod tests {
             }
             Fact::StateReady => f.state_ready = Some(true),
             Fact::BufferBatchEmpty => f.buffer_batch_empty = Some(true),
+        }
+    }
+
+    #[test]
+    fn after_a_restart_only_an_unlogged_source_makes_it_full() {
+        let (asked, _) = run(differential(), quiet(5));
+        assert!(
+            !asked.contains(&Fact::UnloggedSource),
+            "asked without a restart"
+        );
+        let restarted = Facts {
+            restarted: true,
+            ..differential()
+        };
+        let (asked, d) = run(restarted.clone(), quiet(5));
+        assert_eq!(
+            asked,
+            [
+                Fact::UnloggedSource,
+                Fact::OwnChanges,
+                Fact::BatchRows,
+                Fact::StateReady
+            ]
+        );
+        assert_eq!(d, Decision::Differential { auto: None });
+        // An empty batch, or a worker's, does not spare the FULL refresh.
+        let staged = Facts {
+            staged_changes: Some(3),
+            ..restarted.clone()
+        };
+        for facts in [restarted.clone(), staged] {
+            let (asked, d) = run(facts, |fact, f| match fact {
+                Fact::UnloggedSource => f.unlogged_source = Some(Some("public.u".into())),
+                other => quiet(0)(other, f),
+            });
+            assert_eq!(asked, [Fact::UnloggedSource]);
+            assert!(
+                matches!(&d, Decision::Full { reason, reinit_next: None } if reason.contains("unlogged tables such as public.u")),
+                "{d:?}"
+            );
+        }
+        // FULL-mode stream tables and ones never refreshed recompute anyway: not asked.
+        let not_differential = Facts {
+            differential: false,
+            ..restarted.clone()
+        };
+        let never_refreshed = Facts {
+            has_frontier: false,
+            ..restarted
+        };
+        for facts in [not_differential, never_refreshed] {
+            let (asked, d) = run(facts, quiet(0));
+            assert!(asked.is_empty(), "{asked:?}");
+            assert!(matches!(d, Decision::Full { .. }), "{d:?}");
         }
     }
 

@@ -153,6 +153,7 @@ fn run_claimed(
             Batch::Buffers => None,
         },
         has_frontier: st.frontier.is_some(),
+        restarted: st.restarted_since_refresh,
         ..Default::default()
     };
     // The facts and the refresh read one snapshot (see one_snapshot): the batch counted is the batch applied.
