@@ -98,6 +98,33 @@ mod tests {
         assert!(!s.is_visible(105));
     }
 
+    /// The batch predicate's shortcuts (`CdcContext::batch_predicate`), written as that SQL is, decide
+    /// every transaction as the visibility functions alone do: for snapshots with transactions in
+    /// progress or not, overlapping or apart, and xids below, inside and above both.
+    #[test]
+    fn the_batch_predicates_bounds_decide_as_the_visibility_functions_do() {
+        let snapshots = [
+            "100:100:",
+            "100:105:101,103",
+            "103:110:103,104,108",
+            "104:104:",
+            "90:120:95,101,110,119",
+            "120:130:125",
+        ]
+        .map(|t| Snapshot::parse(t).unwrap());
+        for old in &snapshots {
+            for new in &snapshots {
+                for xid in 85..135 {
+                    let exact = new.is_visible(xid) && !old.is_visible(xid);
+                    let shortcut = xid >= old.xmin
+                        && (xid < new.xmin || new.is_visible(xid))
+                        && (xid >= old.xmax || !old.is_visible(xid));
+                    assert_eq!(shortcut, exact, "old {old:?}, new {new:?}, xid {xid}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn own_xid_is_made_invisible_only_when_it_was_visible() {
         let s = Snapshot::parse("100:105:101").unwrap();

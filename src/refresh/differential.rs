@@ -393,14 +393,22 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
         return Ok(None);
     }
     if n as usize <= FRONTIERS_READ_ONCE {
-        // One InitPlan per consumer reads its frontier once per statement; the join below would be
+        // InitPlans per consumer read its frontier once per statement; the join below would be
         // evaluated again for every change row (most of the statement's time for a large batch).
+        // The bounds decide most rows without calling the visibility function, exactly as it would:
+        // below xmin a row is visible, from xmax on it is not (see `CdcContext::batch_predicate`).
         let visible_to_all: Vec<String> = first
             .iter()
             .flatten()
             .map(|id| {
+                let frontier = |f: &str| {
+                    format!("(SELECT {f} FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id})")
+                };
                 format!(
-                    "pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, (SELECT s.frontier FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = {id}))"
+                    "(b.__pgt_xid OPERATOR(pg_catalog.<) {} OR (b.__pgt_xid OPERATOR(pg_catalog.<) {} AND pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, {})))",
+                    frontier("pg_catalog.pg_snapshot_xmin(s.frontier)"),
+                    frontier("pg_catalog.pg_snapshot_xmax(s.frontier)"),
+                    frontier("s.frontier"),
                 )
             })
             .collect();
