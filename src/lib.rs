@@ -18,6 +18,8 @@ mod gucs;
 #[cfg(feature = "pg")]
 mod refresh;
 #[cfg(feature = "pg")]
+mod result_relation;
+#[cfg(feature = "pg")]
 mod spi;
 
 #[cfg(feature = "pg")]

@@ -3,7 +3,8 @@
 //! statement's transition rows — or, fired as a row trigger under the replica role, the row — to the
 //! source's change buffer with `heap_insert`: no PL/pgSQL call, no executor started per statement,
 //! no SECURITY DEFINER switch. That is most of what capture costs a writer (a single-row UPDATE
-//! spent about a fifth of its time in the PL/pgSQL capture function this replaces).
+//! spent about a fifth of its time in the PL/pgSQL capture function this replaces). Only a buffer
+//! someone gave an index gets an executor state too, to add each row to its indexes.
 //!
 //! It checks no privileges: the rows it writes are exactly the changes the statement made, into a
 //! buffer no user may write. So it guards its own use instead: it captures only when fired by one of
@@ -13,6 +14,7 @@
 
 use super::{buffer_name, members, signal};
 use crate::error::{OrRaise, PgtError, PgtResult, SqlState};
+use crate::result_relation::ResultRelation;
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::trigger_support::{
@@ -224,6 +226,9 @@ struct Writer {
     source_values: Vec<pg_sys::Datum>,
     source_nulls: Vec<bool>,
     bulk: pg_sys::BulkInsertState,
+    /// The buffer's indexes, if it has any (pg_trickle makes none; someone else may have), and a
+    /// slot to hand each appended row to them.
+    indexes: Option<(ResultRelation, *mut pg_sys::TupleTableSlot)>,
     /// Change rows appended so far.
     written: u64,
     /// Reset after every row: what forming and inserting it allocated.
@@ -264,6 +269,18 @@ impl Writer {
                 pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
                 pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
             );
+            // An index on the buffer must list every row, like one on any table: a refresh that
+            // read the buffer through it would otherwise miss changes.
+            let indexes = if (*(*buffer).rd_rel).relhasindex {
+                let result = ResultRelation::open(buffer);
+                let slot = pg_sys::MakeSingleTupleTableSlot(
+                    buffer_desc,
+                    &raw const pg_sys::TTSOpsHeapTuple,
+                );
+                Some((result, slot))
+            } else {
+                None
+            };
             Ok(Writer {
                 relation,
                 buffer,
@@ -275,6 +292,7 @@ impl Writer {
                 source_values: vec![pg_sys::Datum::from(0usize); source_attrs.len()],
                 source_nulls: vec![false; source_attrs.len()],
                 bulk: std::ptr::null_mut(),
+                indexes,
                 written: 0,
                 per_row,
             })
@@ -350,6 +368,12 @@ impl Writer {
                 self.nulls.as_mut_ptr(),
             );
             pg_sys::heap_insert(self.buffer, tuple, self.command, 0, self.bulk);
+            if let Some((result, slot)) = &self.indexes {
+                // The slot takes the tuple's place (`t_self`, set by heap_insert) for the indexes.
+                pg_sys::ExecStoreHeapTuple(tuple, *slot, false);
+                result.insert_index_entries(*slot);
+                pg_sys::ExecClearTuple(*slot);
+            }
             pg_sys::MemoryContextSwitchTo(previous);
             pg_sys::MemoryContextReset(self.per_row);
         }
@@ -362,6 +386,10 @@ impl Writer {
         unsafe {
             if !self.bulk.is_null() {
                 pg_sys::FreeBulkInsertState(self.bulk);
+            }
+            if let Some((result, slot)) = self.indexes {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+                result.close();
             }
             pg_sys::MemoryContextDelete(self.per_row);
         }

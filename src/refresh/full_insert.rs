@@ -16,6 +16,7 @@
 
 use crate::dvm::plan::InsertRows;
 use crate::error::{PgtError, PgtResult};
+use crate::result_relation::ResultRelation;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use std::ffi::CString;
@@ -288,8 +289,7 @@ struct Sink {
     /// For each of the table's attributes, the query column that fills it (see `column_map`).
     map: Vec<Option<usize>>,
     constrained: bool,
-    target: *mut pg_sys::ResultRelInfo,
-    estate: *mut pg_sys::EState,
+    result: ResultRelation,
     bulk: pg_sys::BulkInsertState,
     slots: Vec<*mut pg_sys::TupleTableSlot>,
     rows: usize,
@@ -304,32 +304,13 @@ impl Sink {
     /// # Safety
     /// `rel` is open with `RowExclusiveLock`, a plain table, and `map` fits its attributes.
     unsafe fn open(rel: pg_sys::Relation, map: Vec<Option<usize>>) -> Sink {
-        // SAFETY: as promised; an executor state with the table as its one range table entry and
-        // result relation, as logical replication's apply builds one.
+        // SAFETY: as promised.
         unsafe {
-            let estate = pg_sys::CreateExecutorState();
-            let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>())
-                as *mut pg_sys::RangeTblEntry;
-            (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
-            (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
-            (*rte).relid = (*rel).rd_id;
-            (*rte).relkind = pg_sys::RELKIND_RELATION as std::ffi::c_char;
-            (*rte).rellockmode = pg_sys::RowExclusiveLock as i32;
-            let mut range_table = PgList::<pg_sys::RangeTblEntry>::new();
-            range_table.push(rte);
-            pg_sys::ExecInitRangeTable(estate, range_table.into_pg());
-            let target = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
-                as *mut pg_sys::ResultRelInfo;
-            (*target).type_ = pg_sys::NodeTag::T_ResultRelInfo;
-            pg_sys::InitResultRelInfo(target, rel, 1, std::ptr::null_mut(), 0);
-            (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
-            pg_sys::ExecOpenIndices(target, false);
             Sink {
                 rel,
                 map,
                 constrained: !(*(*rel).rd_att).constr.is_null(),
-                target,
-                estate,
+                result: ResultRelation::open(rel),
                 bulk: pg_sys::GetBulkInsertState(),
                 slots: Vec::new(),
                 rows: 0,
@@ -348,8 +329,9 @@ impl Sink {
             // executor state's memory: this runs inside the query, whose own memory ends with it.
             if self.rows == self.slots.len() {
                 let outer = pg_sys::CurrentMemoryContext;
-                pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
-                let made = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
+                let estate = self.result.estate;
+                pg_sys::CurrentMemoryContext = (*estate).es_query_cxt;
+                let made = pg_sys::table_slot_create(self.rel, &mut (*estate).es_tupleTable);
                 pg_sys::CurrentMemoryContext = outer;
                 self.slots.push(made);
             }
@@ -367,8 +349,8 @@ impl Sink {
             // The row's own copy: the query's is gone at its next row.
             pg_sys::ExecMaterializeSlot(row);
             if self.constrained {
-                pg_sys::ExecConstraints(self.target, row, self.estate);
-                self.reset_per_row_memory();
+                pg_sys::ExecConstraints(self.result.target, row, self.result.estate);
+                self.result.reset_per_tuple_memory();
             }
             let tuple = (*(row as *mut pg_sys::HeapTupleTableSlot)).tuple;
             self.bytes += tuple.as_ref().map_or(0, |t| t.t_len as usize);
@@ -393,24 +375,12 @@ impl Sink {
                 self.rel,
                 self.slots.as_mut_ptr(),
                 self.rows as i32,
-                (*self.estate).es_output_cid,
+                (*self.result.estate).es_output_cid,
                 0,
                 self.bulk,
             );
             for &slot in &self.slots[..self.rows] {
-                if (*self.target).ri_NumIndices > 0 {
-                    let recheck = pg_sys::ExecInsertIndexTuples(
-                        self.target,
-                        slot,
-                        self.estate,
-                        false,
-                        false,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                    pg_sys::list_free(recheck);
-                    self.reset_per_row_memory();
-                }
+                self.result.insert_index_entries(slot);
                 pg_sys::ExecClearTuple(slot);
             }
         }
@@ -424,22 +394,9 @@ impl Sink {
         unsafe {
             self.flush();
             pg_sys::FreeBulkInsertState(self.bulk);
-            pg_sys::ExecCloseIndices(self.target);
-            pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
-            pg_sys::FreeExecutorState(self.estate);
+            self.result.close();
         }
         self.inserted
-    }
-
-    /// What evaluating a row's constraints or index expressions allocated.
-    unsafe fn reset_per_row_memory(&self) {
-        // SAFETY: the executor state is alive; its per-tuple context, once made, is only reset here.
-        unsafe {
-            let context = (*self.estate).es_per_tuple_exprcontext;
-            if !context.is_null() {
-                pg_sys::MemoryContextReset((*context).ecxt_per_tuple_memory);
-            }
-        }
     }
 }
 
