@@ -353,3 +353,41 @@ fn restores_and_drop_owned_get_along_with_the_guards() {
         0
     );
 }
+
+/// pg_trickle's own housekeeping says nothing to the session that caused it: creating, altering
+/// and dropping stream tables, and DDL on their sources, which rebuilds capture, leave the client
+/// no NOTICE about objects it never made (at the default `client_min_messages`).
+#[test]
+fn housekeeping_says_nothing_to_the_client() {
+    let mut db = TestDb::new("sources_quiet");
+    db.exec(
+        "CREATE TABLE quiet (id int PRIMARY KEY, grp int NOT NULL, v int NOT NULL, note text);
+         INSERT INTO quiet SELECT g, g % 3, g, 'n' FROM generate_series(1, 50) g;",
+    );
+    let (mut client, notices) = db.connect_keeping_notices();
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('quiet_rows', 'SELECT id, v, note FROM quiet', '1d', 'DIFFERENTIAL');
+             SELECT pgtrickle.create_stream_table('quiet_totals', 'SELECT grp, sum(v) AS s FROM quiet GROUP BY grp', '1d', 'AUTO');
+             SELECT pgtrickle.create_stream_table('quiet_full', 'SELECT count(*) AS n FROM quiet', '1d', 'FULL');
+             ALTER TABLE quiet RENAME COLUMN note TO remark;
+             ALTER TABLE quiet ADD COLUMN extra int DEFAULT 7;
+             ALTER TABLE quiet DROP COLUMN extra;
+             UPDATE quiet SET v = v + 1 WHERE id < 10;
+             TRUNCATE quiet;
+             INSERT INTO quiet VALUES (1, 1, 1, 'x');
+             SELECT pgtrickle.refresh_stream_table(t) FROM unnest(ARRAY['quiet_rows', 'quiet_totals', 'quiet_full']) t;
+             SELECT pgtrickle.alter_stream_table('quiet_totals', refresh_mode => 'FULL');
+             SELECT pgtrickle.drop_stream_table('quiet_rows');
+             SELECT pgtrickle.drop_stream_table('quiet_totals');
+             SELECT pgtrickle.drop_stream_table('quiet_full');",
+        )
+        .unwrap();
+    let said: Vec<String> = notices
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| format!("{} {}: {}", n.severity, n.code, n.message))
+        .collect();
+    assert_eq!(said, Vec::<String>::new());
+}

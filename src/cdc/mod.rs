@@ -445,6 +445,10 @@ pub fn collect_garbage() -> PgtResult<()> {
 /// sources and their descendants, then their functions — CASCADE, so the triggers running them go
 /// too. (Whatever those drops make the event triggers re-arm finds no buffer left to re-arm.)
 fn drop_capture(sources: &[Oid]) -> PgtResult<()> {
+    crate::refresh::quietly(|| drop_capture_of(sources))
+}
+
+fn drop_capture_of(sources: &[Oid]) -> PgtResult<()> {
     for &source in sources {
         spi::exec(
             &format!("DROP TABLE IF EXISTS {}", buffer_name(source)),

@@ -23,7 +23,7 @@ use crate::dvm::sql::QualifiedName;
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use crate::stats::history::{self, HistoryEntry};
-pub use settings::with_refresh_settings;
+pub use settings::{quietly, with_refresh_settings};
 pub use spi_exec::Applied;
 
 /// First key of pg_trickle's advisory locks (the two-int form); the second key is the pgt_id.

@@ -42,6 +42,14 @@ const REFRESH_SETTINGS: &[(&str, &str)] = &[
     ("plan_cache_mode", "force_generic_plan"),
 ];
 
+/// pg_trickle's housekeeping DDL (dropping capture it made) tells the client nothing: PostgreSQL's
+/// NOTICEs about it ("drop cascades to trigger ...") name objects the session never made.
+const QUIET: &[(&str, &str)] = &[("client_min_messages", "warning")];
+
+pub fn quietly<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(QUIET, body)
+}
+
 pub fn with_differential_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     with_settings(DIFFERENTIAL_SETTINGS, body)
 }
