@@ -131,6 +131,18 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
     cluster().alter_system("ALTER SYSTEM RESET pg_trickle.min_workers");
 }
 
+/// Refreshes each stream table and checks it against its query.
+fn refresh_exact(db: &mut TestDb, shapes: &[(&str, &str)], when: &str) {
+    for (name, query) in shapes {
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(
+            db.multiset_diff(name, query),
+            Vec::<String>::new(),
+            "{name} {when}"
+        );
+    }
+}
+
 /// Crash recovery empties every unlogged table (PostgreSQL resets it from its init fork) and no
 /// trigger fires: a DIFFERENTIAL stream table over one would keep the rows its source lost, and
 /// every later batch would be applied to them. The first refresh after a restart recomputes each
@@ -164,14 +176,7 @@ fn crash_recovery_emptying_an_unlogged_source_is_not_missed() {
         ));
     }
     db.exec("INSERT INTO u VALUES (1000, 1, 1); DELETE FROM u WHERE id = 5; UPDATE parts SET v = -v WHERE id IN (95, 105)");
-    for (name, query) in shapes {
-        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
-        assert_eq!(
-            db.multiset_diff(name, query),
-            Vec::<String>::new(),
-            "{name} before the crash"
-        );
-    }
+    refresh_exact(&mut db, &shapes, "before the crash");
     drop(db);
     cluster().restart_immediate();
 
@@ -183,14 +188,7 @@ fn crash_recovery_emptying_an_unlogged_source_is_not_missed() {
     );
     // A change after the crash, too: the recomputed result includes it.
     db.exec("INSERT INTO u VALUES (7, 1, 70)");
-    for (name, query) in shapes {
-        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
-        assert_eq!(
-            db.multiset_diff(name, query),
-            Vec::<String>::new(),
-            "{name} after the crash"
-        );
-    }
+    refresh_exact(&mut db, &shapes, "after the crash");
     let after: Vec<(String, String, String)> = db
         .rows(
             "SELECT st.pgt_relid::regclass::text, h.action, coalesce(h.reason, '')
