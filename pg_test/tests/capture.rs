@@ -131,6 +131,28 @@ fn inheritance_children_are_captured_whichever_table_a_write_names() {
     assert!(refresh_exact(&mut db).starts_with("FULL"));
     db.exec("INSERT INTO adopted VALUES (501, 2, 7)");
     assert!(refresh_exact(&mut db).starts_with("NO_DATA"));
+    // FROM ONLY: the engine's parser does not read it. DIFFERENTIAL says so by name, and AUTO reads
+    // it FULL, exactly: the parent's own rows, none of its children's.
+    let only = "SELECT id, v FROM ONLY src";
+    let e = db.error(&format!(
+        "SELECT pgtrickle.create_stream_table('only_rows', '{only}', '1h', 'DIFFERENTIAL')"
+    ));
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(
+        e.message
+            .contains("FROM ONLY (a table read without its inheritance children)"),
+        "{e:?}"
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('only_rows', '{only}', '1h', 'AUTO');
+         UPDATE src SET v = v + 1; INSERT INTO child VALUES (98, 1, 1, 'y');
+         SELECT pgtrickle.refresh_stream_table('only_rows');"
+    ));
+    db.assert_matches_query("only_rows", only);
+    assert!(
+        db.value::<String>("SELECT effective_mode || ': ' || mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'only_rows'::regclass")
+            .starts_with("FULL: "),
+    );
 }
 
 #[test]
@@ -216,7 +238,7 @@ fn writes_applied_by_logical_replication_are_captured() {
         publisher.conninfo()
     ));
     let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
-    let mut caught_up = |db: &mut TestDb, publisher: &mut TestDb| {
+    let caught_up = |db: &mut TestDb, publisher: &mut TestDb| {
         let want: i64 = publisher.value(checksum);
         assert!(
             wait_until(Duration::from_secs(60), || db.value::<i64>(checksum)
@@ -422,4 +444,62 @@ fn an_index_made_on_a_change_buffer_lists_every_change_row() {
     let mut db = TestDb::existing("capture_buffer_index");
     let done = refresh_exact(&mut db);
     assert!(done.starts_with("DIFFERENTIAL"), "{done}");
+}
+
+/// Rows a faster stream table has applied stay in the buffer while a slower one has not: every
+/// refresh of the faster one reads past them. explain_stream_table counts them per buffer and, when
+/// they are many, names the index on the transaction id that spares it (and creates nothing).
+#[test]
+fn explain_counts_rows_kept_for_slower_stream_tables_and_names_the_index_for_them() {
+    let mut db = TestDb::new("capture_kept_rows");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g % 5, g FROM generate_series(1, 100) g;",
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('totals', '{TOTALS}', '1d', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('slow', 'SELECT id, v FROM src', '1d', 'DIFFERENTIAL');"
+    ));
+    // Separate transactions: a refresh in the writing one would be FULL.
+    db.exec("INSERT INTO src SELECT g, g % 5, g FROM generate_series(1000, 12999) g");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let oid: u32 = db.value::<postgres::types::Oid>("SELECT 'src'::regclass::oid");
+    let buffer = format!("\"pgtrickle_changes\".\"changes_{oid}\"");
+    let explain = |db: &mut TestDb, name: &str| -> String {
+        db.value(&format!("SELECT pgtrickle.explain_stream_table('{name}')"))
+    };
+    let advice = format!("CREATE INDEX ON {buffer} (__pgt_xid);");
+    let text = explain(&mut db, "totals");
+    assert!(
+        text.contains(&format!(
+            "Change buffers:\n{buffer} (\"public\".\"src\"): 12000 rows, 12000 of them applied here and kept for slower stream tables\n-- each refresh reads past the kept rows"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&advice), "{text}");
+    // The slower one has applied none of them: nothing to advise it.
+    let text = explain(&mut db, "slow");
+    assert!(
+        text.contains("12000 rows, 0 of them applied here"),
+        "{text}"
+    );
+    assert!(!text.contains(&advice), "{text}");
+    // Suggested, not made; once it exists, not suggested again.
+    assert_eq!(
+        db.value::<i64>(&format!(
+            "SELECT count(*) FROM pg_index WHERE indrelid = '{buffer}'::regclass"
+        )),
+        0
+    );
+    db.exec(&format!("CREATE INDEX ON {buffer} (__pgt_xid)"));
+    let text = explain(&mut db, "totals");
+    assert!(text.contains("12000 of them applied here"), "{text}");
+    assert!(!text.contains(&advice), "{text}");
+    // Once the slower one has applied them too, they are gone.
+    db.exec("SELECT pgtrickle.refresh_stream_table('slow')");
+    let text = explain(&mut db, "totals");
+    assert!(
+        text.contains(&format!("{buffer} (\"public\".\"src\"): 0 rows")),
+        "{text}"
+    );
 }

@@ -269,7 +269,7 @@ fn writes_applied_by_logical_replication_reach_a_full_stream_table() {
         publisher.conninfo()
     ));
     let checksum = "SELECT coalesce(sum(hashtext(src::text)), 0)::bigint FROM src";
-    let mut applied = |db: &mut TestDb, publisher: &mut TestDb, what: &str| {
+    let applied = |db: &mut TestDb, publisher: &mut TestDb, what: &str| {
         let want: i64 = publisher.value(checksum);
         assert!(
             wait_until(Duration::from_secs(60), || db.value::<i64>(checksum)

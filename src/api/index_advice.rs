@@ -1,12 +1,20 @@
 //! explain_stream_table's index advice: the join keys a differential refresh looks up that have no
-//! usable index (the pure part, which keys, is `dvm::index_advice`). Indexes are only suggested,
-//! never created: the tables are the user's.
+//! usable index (the pure part, which keys, is `dvm::index_advice`), and change buffers holding many
+//! rows kept for slower stream tables. Indexes are only suggested, never created: the tables are the
+//! user's, and an index on a buffer costs every writer of its source.
 
+use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::index_advice::{advice, probes, Probe};
 use crate::dvm::optree::OpTree;
+use crate::dvm::sql::quote_literal;
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
+
+/// Rows kept for slower consumers from which an index on a buffer's `__pgt_xid` is suggested: every
+/// refresh of this stream table reads past them, a few scans of the buffer each (about a
+/// millisecond per refresh at this count).
+const KEPT_ROWS_WORTH_AN_INDEX: i64 = 10_000;
 
 /// A valid, non-partial B-tree or hash index whose first column is the key serves equality lookups.
 const HAS_INDEX: &str = "SELECT EXISTS (
@@ -39,4 +47,55 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
         "\nJoin keys without an index (a refresh reads the whole table for them):\n{}",
         advice(&missing)
     ))
+}
+
+/// The section describing the change buffers a differential refresh reads: how many rows each holds,
+/// how many of them this stream table has applied already (kept for slower ones), and the index on
+/// the transaction id that spares its refreshes reading past them when they are many.
+pub fn buffer_section(st: &StreamTable, tree: &OpTree) -> PgtResult<String> {
+    let Some(frontier) = st.frontier.as_deref() else {
+        return Ok(String::new());
+    };
+    let mut sources: Vec<u32> = tree.tables().iter().map(|t| t.relid).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let mut lines = Vec::new();
+    for relid in sources {
+        let source = Oid::from(relid);
+        let buffer = crate::cdc::buffer_name(source).quoted();
+        let Some(buffer_oid) = spi::one::<Oid>(
+            "SELECT pg_catalog.to_regclass($1)::oid",
+            &[buffer.as_str().into()],
+        )?
+        else {
+            continue;
+        };
+        let counts = spi::rows(
+            &format!(
+                "SELECT pg_catalog.count(*) AS total,
+                        pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, {}::pg_catalog.pg_snapshot)) AS kept
+                   FROM {buffer} AS b",
+                quote_literal(frontier)
+            ),
+            &[],
+            |r| Ok((spi::col::<i64>(r, "total")?, spi::col::<i64>(r, "kept")?)),
+        )?;
+        let Some((total, kept)) = counts.into_iter().next() else {
+            continue;
+        };
+        let name = crate::catalog::names::qualified_name_of(source)?;
+        lines.push(format!(
+            "{buffer} ({name}): {total} rows, {kept} of them applied here and kept for slower stream tables"
+        ));
+        let indexed = spi::one::<bool>(HAS_INDEX, &[buffer_oid.into(), "__pgt_xid".into()])?;
+        if kept >= KEPT_ROWS_WORTH_AN_INDEX && kept > total - kept && indexed != Some(true) {
+            lines.push(format!(
+                "-- each refresh reads past the kept rows; an index makes it read only its batch (it costs writers of {name} a little): CREATE INDEX ON {buffer} (__pgt_xid);"
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!("\nChange buffers:\n{}\n", lines.join("\n")))
 }

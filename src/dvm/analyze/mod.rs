@@ -135,6 +135,31 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
     })
 }
 
+/// Whether the query names a table with `ONLY` (after FROM, JOIN or a comma in a FROM list), by its
+/// tokens: string literals and quoted names that spell ONLY do not count.
+fn reads_only(sql: &str) -> bool {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    words.windows(2).any(|pair| {
+        let before = match pair[0] {
+            Token::Word(w) => {
+                w.quote_style.is_none() && matches!(w.keyword, Keyword::FROM | Keyword::JOIN)
+            }
+            Token::Comma => true,
+            _ => false,
+        };
+        matches!(pair[1], Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::ONLY)
+            && before
+    })
+}
+
 /// Parses one SELECT (a view's definition or the defining query).
 fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
     // The expression templates use these characters as markers; real queries never contain them.
@@ -150,6 +175,10 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
             }
             // sqlparser 0.61 cannot parse PostgreSQL's `(expr COLLATE "C")`: name the construct.
             e if e.to_string().contains("COLLATE") => AnalyzeError::Unsupported("COLLATE".into()),
+            // Nor `FROM ONLY t`, `JOIN ONLY t`.
+            _ if reads_only(sql) => AnalyzeError::Unsupported(
+                "FROM ONLY (a table read without its inheritance children)".into(),
+            ),
             e => AnalyzeError::Invalid(format!("could not parse the query: {e}")),
         })?;
     match <[Statement; 1]>::try_from(statements) {

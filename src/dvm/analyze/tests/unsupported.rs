@@ -1,6 +1,6 @@
 //! Each construct the differential engine cannot maintain is rejected by name.
 
-use super::unsupported;
+use super::{error, unsupported, AnalyzeError};
 
 #[test]
 fn row_limiting_and_locking() {
@@ -157,4 +157,27 @@ fn collate_which_sqlparser_cannot_parse() {
         unsupported(r#"SELECT (a.g COLLATE "C") AS g FROM public.a"#),
         "COLLATE"
     );
+}
+
+#[test]
+fn from_only_which_sqlparser_cannot_parse_is_named() {
+    let only = "FROM ONLY (a table read without its inheritance children)";
+    for sql in [
+        "SELECT a.x FROM ONLY public.a",
+        "SELECT a.x FROM public.b, ONLY public.a WHERE a.x = b.id",
+        "SELECT a.x FROM public.b JOIN ONLY public.a ON a.x = b.id",
+        "SELECT a.x\n  FROM\n ONLY public.a",
+    ] {
+        assert_eq!(unsupported(sql), only, "{sql}");
+    }
+    // A literal or a quoted name that spells it is not the keyword: the parse error stays.
+    for sql in [
+        "SELECT 'FROM ONLY' FROM public.a WHERE",
+        r#"SELECT a.x FROM "only" public.a"#,
+    ] {
+        assert!(
+            matches!(error(sql), AnalyzeError::Invalid(ref m) if m.starts_with("could not parse the query")),
+            "{sql}"
+        );
+    }
 }
