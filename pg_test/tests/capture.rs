@@ -477,6 +477,16 @@ fn explain_counts_rows_kept_for_slower_stream_tables_and_names_the_index_for_the
         "{text}"
     );
     assert!(text.contains(&advice), "{text}");
+    // A role that may read the stream table but not its source sees no counts of the source's changes.
+    db.fresh_role("capture_kept_reader");
+    db.exec(
+        "GRANT SELECT ON totals TO capture_kept_reader;
+         SET ROLE capture_kept_reader",
+    );
+    let text = explain(&mut db, "totals");
+    db.exec("RESET ROLE");
+    assert!(text.contains("Operator tree:"), "{text}");
+    assert!(!text.contains("Change buffers"), "{text}");
     // The slower one has applied none of them: nothing to advise it.
     let text = explain(&mut db, "slow");
     assert!(

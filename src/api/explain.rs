@@ -46,7 +46,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
         Some(tree) => {
             out.push_str(&format!("\nOperator tree:\n{}", describe_tree(&tree)));
             out.push_str(&super::index_advice::section(&tree)?);
-            out.push_str(&super::index_advice::buffer_section(&st, &tree)?);
+            out.push_str(&super::index_advice::buffer_section(caller, &st, &tree)?);
             if let Some(top_k) = &tree.top_k {
                 out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
             }

@@ -51,8 +51,9 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
 
 /// The section describing the change buffers a differential refresh reads: how many rows each holds,
 /// how many of them this stream table has applied already (kept for slower ones), and the index on
-/// the transaction id that spares its refreshes reading past them when they are many.
-pub fn buffer_section(st: &StreamTable, tree: &OpTree) -> PgtResult<String> {
+/// the transaction id that spares its refreshes reading past them when they are many. Only for the
+/// sources `caller` may read: the counts tell how much a source changed.
+pub fn buffer_section(caller: Oid, st: &StreamTable, tree: &OpTree) -> PgtResult<String> {
     let Some(frontier) = st.frontier.as_deref() else {
         return Ok(String::new());
     };
@@ -62,6 +63,13 @@ pub fn buffer_section(st: &StreamTable, tree: &OpTree) -> PgtResult<String> {
     let mut lines = Vec::new();
     for relid in sources {
         let source = Oid::from(relid);
+        let readable = spi::one::<bool>(
+            "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
+            &[caller.into(), source.into()],
+        )?;
+        if readable != Some(true) {
+            continue;
+        }
         let buffer = crate::cdc::buffer_name(source).quoted();
         let Some(buffer_oid) = spi::one::<Oid>(
             "SELECT pg_catalog.to_regclass($1)::oid",

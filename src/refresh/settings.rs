@@ -47,6 +47,12 @@ const REFRESH_SETTINGS: &[(&str, &str)] = &[
 const QUIET: &[(&str, &str)] = &[("client_min_messages", "warning")];
 
 pub fn quietly<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    // SAFETY: reads a GUC variable of this backend.
+    let level = unsafe { pg_sys::client_min_messages };
+    // A session that asked for less (`error`) keeps its own setting.
+    if level >= pg_sys::WARNING as i32 {
+        return body();
+    }
     with_settings(QUIET, body)
 }
 
