@@ -6,7 +6,6 @@
 use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::index_advice::{advice, probes, Probe};
 use crate::dvm::optree::OpTree;
-use crate::dvm::sql::quote_literal;
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -81,11 +80,10 @@ pub fn buffer_section(caller: Oid, st: &StreamTable, tree: &OpTree) -> PgtResult
         let counts = spi::rows(
             &format!(
                 "SELECT pg_catalog.count(*) AS total,
-                        pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, {}::pg_catalog.pg_snapshot)) AS kept
-                   FROM {buffer} AS b",
-                quote_literal(frontier)
+                        pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, $1::pg_catalog.pg_snapshot)) AS kept
+                   FROM {buffer} AS b"
             ),
-            &[],
+            &[frontier.into()],
             |r| Ok((spi::col::<i64>(r, "total")?, spi::col::<i64>(r, "kept")?)),
         )?;
         let Some((total, kept)) = counts.into_iter().next() else {

@@ -400,14 +400,34 @@ fn descendants(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
 /// A foreign table among the source's partitions or children, if any: its writes cannot be
 /// captured (no transition tables, no trigger on the remote side).
 pub fn foreign_descendant(source: Oid) -> PgtResult<Option<String>> {
+    first_of_families(&[source], false, "c.relkind = 'f'")
+}
+
+/// An unlogged table among `sources`, their partitions and children, if any: crash recovery empties
+/// those without firing a trigger.
+pub fn unlogged_member(sources: &[Oid]) -> PgtResult<Option<String>> {
+    first_of_families(sources, true, "c.relpersistence = 'u'")
+}
+
+/// The first, by name, of the partitions and inheritance children of `sources` at any depth (and of
+/// the sources themselves, `with_sources`) whose `pg_class` row `c` meets `condition`.
+fn first_of_families(
+    sources: &[Oid],
+    with_sources: bool,
+    condition: &str,
+) -> PgtResult<Option<String>> {
     spi::one::<String>(
-        "WITH RECURSIVE tree(relid) AS (
-             SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1
-             UNION
-             SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
-         SELECT c.oid::pg_catalog.regclass::text FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
-          WHERE c.relkind = 'f' ORDER BY 1 LIMIT 1",
-        &[source.into()],
+        &format!(
+            "WITH RECURSIVE tree(relid) AS (
+                 SELECT s FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS s WHERE $2
+                 UNION
+                 SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY ($1::pg_catalog.oid[])
+                 UNION
+                 SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+             SELECT c.oid::pg_catalog.regclass::text FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+              WHERE {condition} ORDER BY 1 LIMIT 1"
+        ),
+        &[sources.to_vec().into(), with_sources.into()],
     )
 }
 

@@ -11,7 +11,7 @@
 mod members;
 pub mod signal;
 mod trigger;
-pub use members::{foreign_descendant, suspended, Family};
+pub use members::{foreign_descendant, suspended, unlogged_member, Family};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;

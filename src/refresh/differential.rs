@@ -63,7 +63,10 @@ pub(super) fn gather(
     let tables = gathered.tree(st)?.tables();
     let frontier = st.frontier.as_deref().unwrap_or_default();
     match fact {
-        Fact::UnloggedSource => facts.unlogged_source = Some(unlogged_source(&tables)?),
+        Fact::UnloggedSource => {
+            let sources: Vec<Oid> = tables.iter().map(|t| Oid::from(t.relid)).collect();
+            facts.unlogged_source = Some(cdc::unlogged_member(&sources)?)
+        }
         Fact::OwnChanges => {
             facts.own_changes = Some(own_uncommitted_changes(&tables, wrote_before)?)
         }
@@ -219,20 +222,6 @@ pub(super) fn refresh_staged(
         staged.changes,
         reason,
         Some(&staged.snapshot),
-    )
-}
-
-/// An unlogged table among the sources, their partitions and inheritance children, if any: crash
-/// recovery empties those without firing a trigger.
-fn unlogged_source(tables: &[TableRef]) -> PgtResult<Option<String>> {
-    let sources: Vec<Oid> = tables.iter().map(|t| Oid::from(t.relid)).collect();
-    spi::one::<String>(
-        "WITH RECURSIVE r(oid) AS (
-             SELECT s FROM pg_catalog.unnest($1::oid[]) AS s
-             UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN r ON i.inhparent = r.oid)
-         SELECT c.oid::pg_catalog.regclass::text FROM r JOIN pg_catalog.pg_class c ON c.oid = r.oid
-          WHERE c.relpersistence = 'u' ORDER BY 1 LIMIT 1",
-        &[sources.into()],
     )
 }
 
