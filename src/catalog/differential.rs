@@ -7,6 +7,7 @@ use super::analysis::{describe_types, with_empty_search_path, QueryAnalysis, Sou
 use super::modes::RefreshMode;
 use super::type_ops::{equality_operator, hashable, less_than_operator};
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
+use crate::dvm::apply::identified_by_text;
 use crate::dvm::diff::rules::new_sql;
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
@@ -87,7 +88,7 @@ fn differential_tree(
         return Ok(Err(description.clone()));
     }
     for c in &analysis.columns {
-        if !hashable(&c.type_sql)? {
+        if !hashable(&c.type_sql)? && !identified_by_text(&c.type_sql) {
             return Ok(Err(format!(
                 "output column \"{}\" of type {} (no hash function)",
                 c.name, c.type_sql
@@ -128,7 +129,12 @@ fn differential_tree(
     if let Some(call) = float_sum(&tree) {
         return Ok(Err(call));
     }
-    if let Err(message) = validate(&tree)? {
+    let output_types: Vec<String> = analysis
+        .columns
+        .iter()
+        .map(|c| c.type_sql.clone())
+        .collect();
+    if let Err(message) = validate(&tree, &output_types)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
@@ -370,9 +376,9 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// Installs change capture on the sources and lets PostgreSQL parse and analyse the delta query with
 /// every source changed, in a subtransaction: a type without equality, say, surfaces now instead of at
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
-fn validate(tree: &OpTree) -> PgtResult<Result<(), String>> {
+fn validate(tree: &OpTree, output_types: &[String]) -> PgtResult<Result<(), String>> {
     let cdc = crate::cdc::refresh_context(&tree.tables());
-    let Some(sql) = delta_query(tree, &[], &mut DiffContext::new(cdc))? else {
+    let Some(sql) = delta_query(tree, output_types, &mut DiffContext::new(cdc))? else {
         return Ok(Ok(()));
     };
     Ok(spi::in_subtransaction(|| {

@@ -48,16 +48,32 @@ impl Payload {
     }
 }
 
-/// The row identity of `alias.c{p}` for the identity positions: a 64-bit hash of the values through
-/// each type's own hash function, so it does not depend on output settings such as DateStyle.
-/// Rows without identity columns (a global aggregate: one row) all have identity 0.
-pub fn row_identity(alias: &str, identity: &[usize]) -> String {
+/// The row identity of `alias.c{p}` for the payload's identity positions: a 64-bit hash of the
+/// values through each type's own hash function, so it does not depend on output settings such as
+/// DateStyle; a type [`identified_by_text`] is hashed as its text. Rows without identity columns (a
+/// global aggregate: one row) all have identity 0.
+pub fn row_identity(alias: &str, payload: &Payload) -> String {
     hash_values(
-        &identity
+        &payload
+            .identity
             .iter()
-            .map(|p| format!("{alias}.c{p}"))
+            .map(|&p| {
+                let value = format!("{alias}.c{p}");
+                match payload.types.get(p) {
+                    Some(t) if identified_by_text(t) => format!("{value}::pg_catalog.text"),
+                    _ => value,
+                }
+            })
             .collect::<Vec<_>>(),
     )
+}
+
+/// Types (as `format_type` prints them) without equality or hash function whose text is the value
+/// itself, whatever the session's settings: `json` keeps its input verbatim. The engine groups and
+/// hashes them by their text, which tells apart exactly what their record image does
+/// (`{"a":1}` and `{"a": 1}` are two values, as they are to a reader).
+pub fn identified_by_text(t: &str) -> bool {
+    matches!(t, "json" | "json[]")
 }
 
 /// The row identity of these values (the identity columns' values, in identity order).
@@ -159,7 +175,7 @@ pub(super) fn stored_copies(payload: &Payload) -> String {
         .collect();
     format!(
         "x.{ROW_ID_COLUMN} = {} AND {}",
-        row_identity("d", &payload.identity),
+        row_identity("d", payload),
         identical(&x_vals, &d_vals)
     )
 }
@@ -173,7 +189,7 @@ fn rows_statement(storage: &QualifiedName, payload: &Payload, delta_query: &str)
     let d_vals: Vec<String> = (0..payload.columns.len())
         .map(|i| format!("d.c{i}"))
         .collect();
-    let id = row_identity("d", &payload.identity);
+    let id = row_identity("d", payload);
     let copies = stored_copies(payload);
     format!(
         "WITH pgt_delta AS MATERIALIZED ({delta}),
@@ -240,7 +256,7 @@ fn groups_statement(storage: &QualifiedName, payload: &Payload, delta_query: &st
         deleted = rows_at(&format!("NOT d.{KEEP}")),
         cols = ident_list(&payload.columns),
         dv = d_vals.join(", "),
-        id = row_identity("d", &payload.identity),
+        id = row_identity("d", payload),
     )
 }
 
@@ -333,10 +349,28 @@ mod tests {
 
     #[test]
     fn identity_may_be_a_subset_or_empty() {
+        let mut payload = Payload::visible(
+            &["a".into(), "b".into(), "c".into()],
+            &["integer".into(), "json".into(), "text".into()],
+        );
+        payload.identity = vec![2, 0];
         assert_eq!(
-            row_identity("d", &[2, 0]),
+            row_identity("d", &payload),
             "pg_catalog.hash_record_extended(ROW(d.c2, d.c0), 0)"
         );
-        assert_eq!(row_identity("d", &[]), "0::bigint");
+        payload.identity = vec![];
+        assert_eq!(row_identity("d", &payload), "0::bigint");
+    }
+
+    #[test]
+    fn json_is_identified_by_its_text() {
+        let payload = Payload::visible(
+            &["a".into(), "b".into(), "c".into()],
+            &["integer".into(), "json".into(), "json[]".into()],
+        );
+        assert_eq!(
+            row_identity("d", &payload),
+            "pg_catalog.hash_record_extended(ROW(d.c0, d.c1::pg_catalog.text, d.c2::pg_catalog.text), 0)"
+        );
     }
 }

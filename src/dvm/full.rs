@@ -25,7 +25,7 @@ pub fn full_refresh_plan(
     let mut columns = payload.columns.clone();
     let select = if row_ids {
         columns.extend([ROW_ID_COLUMN.to_string(), DUP_COLUMN.to_string()]);
-        let id = row_identity("q", &payload.identity);
+        let id = row_identity("q", payload);
         format!(
             // Identical copies are interchangeable (see `apply`): no window over the whole result
             // to number them, every copy is copy 1.

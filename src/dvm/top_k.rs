@@ -156,7 +156,7 @@ fn statement(
         order_c = order("c"),
         typed_query = typed_query.join(", "),
         cols = ident_list(&payload.columns),
-        id = row_identity("w", &payload.identity),
+        id = row_identity("w", payload),
     )
 }
 

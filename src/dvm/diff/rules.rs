@@ -5,7 +5,8 @@
 
 use super::context::DiffContext;
 use super::sharing::{known_whole_result, occurs_more_than_once, shared_delta, whole_input};
-use crate::dvm::optree::{Expr, JoinKind, Node, OpTree};
+use crate::dvm::apply::identified_by_text;
+use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, OpTree};
 use crate::dvm::sql::quote_ident;
 use crate::error::{PgtError, PgtResult};
 
@@ -38,19 +39,69 @@ pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
     items
 }
 
-/// GROUP BY keys that consolidate rows by identity, not equality: the values, and their text, so
-/// that rows equal under `=` but shown differently (`1.5` and `1.50`, `'1 day'` and `'24 hours'`)
-/// stay apart and a change between them reaches the stream table. The text is left out when every
-/// value's type (`types`, when known) prints equal values the same: rendering each change row as
-/// text is a good part of reading a batch.
-fn identity_keys(values: &[String], types: &[String]) -> Vec<String> {
-    let mut keys = values.to_vec();
-    let all_plain =
-        types.len() == values.len() && types.iter().all(|t| equal_values_print_equal(t));
-    if !values.is_empty() && !all_plain {
-        keys.push(format!("ROW({})::text", values.join(", ")));
+/// How to consolidate rows by identity, not equality: the values to select and the GROUP BY keys.
+/// The keys are the values and their text, so that rows equal under `=` but shown differently
+/// (`1.5` and `1.50`, `'1 day'` and `'24 hours'`) stay apart and a change between them reaches the
+/// stream table. The text is left out for values whose type (`types`, when known) prints equal
+/// values the same: rendering each change row as text is a good part of reading a batch. A value of
+/// a type that has no equality but whose text is the value ([`identified_by_text`]: `json`) is
+/// grouped by its text alone, and selected as that text read back.
+fn identity_grouping(values: &[String], types: &[String]) -> (Vec<String>, Vec<String>) {
+    let known = types.len() == values.len();
+    let (mut selected, mut keys, mut printed) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, value) in values.iter().enumerate() {
+        if known && identified_by_text(&types[i]) {
+            let text = format!("{value}::pg_catalog.text");
+            selected.push(format!("({text})::pg_catalog.{}", types[i]));
+            keys.push(text);
+            continue;
+        }
+        selected.push(value.clone());
+        keys.push(value.clone());
+        if !(known && equal_values_print_equal(&types[i])) {
+            printed.push(value.clone());
+        }
     }
-    keys
+    if !printed.is_empty() {
+        keys.push(format!("ROW({})::text", printed.join(", ")));
+    }
+    (selected, keys)
+}
+
+/// The SQL types of `node`'s output columns, where the tree knows them: a table's columns, through
+/// filters, joins and plain column references. Empty when it does not know one of them.
+fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
+    let known = |types: Vec<String>| {
+        if types.len() == node.arity() {
+            types
+        } else {
+            Vec::new()
+        }
+    };
+    match node {
+        Node::Scan { types, .. } => known(types.clone()),
+        Node::Filter { input, .. } | Node::SemiJoin { left: input, .. } => known_types(tree, input),
+        Node::Project { input, exprs } => {
+            let below = known_types(tree, input);
+            known(
+                exprs
+                    .iter()
+                    .map_while(|e| match e.parts.as_slice() {
+                        [ExprPart::Col(i)] => below.get(*i).cloned(),
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        }
+        Node::Join { left, right, .. } => {
+            known([known_types(tree, left), known_types(tree, right)].concat())
+        }
+        Node::CteRef { id, .. } => tree
+            .ctes
+            .get(*id)
+            .map_or_else(Vec::new, |cte| known_types(tree, cte)),
+        Node::Aggregate { .. } | Node::Distinct { .. } | Node::UnionAll { .. } => Vec::new(),
+    }
 }
 
 /// Whether equal values of type `t` (as `format_type` prints it) always print the same: integers,
@@ -334,14 +385,12 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                     select(&with_weight(named(values), &format!("b.{W}::bigint")))
                 )
             } else {
-                let items = with_weight(
-                    named(values.clone()),
-                    &format!("pg_catalog.sum(b.{W})::bigint"),
-                );
+                let (selected, keys) = identity_grouping(&values, types);
+                let items = with_weight(named(selected), &format!("pg_catalog.sum(b.{W})::bigint"));
                 format!(
                     "{} FROM {source} AS b WHERE {batch}{} HAVING pg_catalog.sum(b.{W}) <> 0",
                     select(&items),
-                    group_by(&identity_keys(&values, types))
+                    group_by(&keys)
                 )
             }
         }
@@ -987,10 +1036,11 @@ fn aggregate_delta_of(
         if c.is_empty() { "NULL AS __pgt_none".to_string() } else { c.join(", ") },
         if c.is_empty() { "NULL AS __pgt_none".to_string() } else { c.join(", ") },
     );
+    let (selected, keys) = identity_grouping(&cols(&u, n), &known_types(tree, input));
     let consolidated = format!(
         "SELECT {} FROM ({zset}) AS {u}{} HAVING pg_catalog.sum({u}.{W}) > 0",
-        with_weight(cols(&u, n), &format!("pg_catalog.sum({u}.{W})")).join(", "),
-        group_by(&identity_keys(&cols(&u, n), &[]))
+        with_weight(named(selected), &format!("pg_catalog.sum({u}.{W})")).join(", "),
+        group_by(&keys)
     );
     let old_input = format!(
         "{} FROM ({consolidated}) AS {z} CROSS JOIN LATERAL pg_catalog.generate_series(1, {z}.{W}) AS {z}_n",
@@ -1135,14 +1185,14 @@ pub fn delta_query(
         delta_sql(tree, &tree.root, ctx)
     })?;
     let n = tree.root.arity();
-    let d = cols("d", n);
+    let (selected, keys) = identity_grouping(&cols("d", n), types);
     let with = with_clause(ctx);
     Ok(Some(format!(
         "{with}{} FROM ({body}) AS d{} HAVING pg_catalog.sum(d.{W}) <> 0",
         select(&with_weight(
-            named(d.clone()),
+            named(selected),
             &format!("pg_catalog.sum(d.{W})::bigint")
         )),
-        group_by(&identity_keys(&d, types))
+        group_by(&keys)
     )))
 }

@@ -126,9 +126,21 @@ fn a_scan_delta_is_the_batch_of_its_buffer_consolidated_once() {
     );
     assert!(
         typed(&["bigint", "numeric"]).ends_with(
-            "GROUP BY d.c0, d.c1, ROW(d.c0, d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"
+            "GROUP BY d.c0, d.c1, ROW(d.c1)::text HAVING pg_catalog.sum(d.__pgt_w) <> 0"
         ),
-        "numeric without a scale prints 1.5 and 1.50"
+        "numeric without a scale prints 1.5 and 1.50 (and only its text is needed)"
+    );
+    // json has no equality: grouped by its text, which is the value, and read back from it.
+    let json = typed(&["bigint", "json"]);
+    assert!(
+        json.ends_with(
+            "GROUP BY d.c0, d.c1::pg_catalog.text HAVING pg_catalog.sum(d.__pgt_w) <> 0"
+        ),
+        "{json}"
+    );
+    assert!(
+        json.contains("(d.c1::pg_catalog.text)::pg_catalog.json AS c1"),
+        "{json}"
     );
 }
 
@@ -180,10 +192,15 @@ fn a_batch_is_consolidated_by_its_text_only_where_equal_values_can_print_differe
     ] {
         let sql = typed(&loose);
         assert!(
-            sql.contains("ROW(b.\"id\", b.\"x\")::text"),
+            sql.contains("GROUP BY b.\"id\", b.\"x\", ROW(b.\"x\")::text HAVING"),
             "{loose:?}: {sql}"
         );
     }
+    let json = typed(&["integer", "json[]"]);
+    assert!(
+        json.contains("GROUP BY b.\"id\", b.\"x\"::pg_catalog.text HAVING"),
+        "{json}"
+    );
 }
 
 #[test]
