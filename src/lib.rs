@@ -46,9 +46,32 @@ pub extern "C-unwind" fn _PG_init() {
         )
         .raise();
     }
+    keep_rust_backtraces_out_of_postgres_errors();
     gucs::init();
     bgworker::init();
     cdc::signal::init();
+}
+
+/// Leaves PostgreSQL's own errors as PostgreSQL raised them when they cross pg_trickle's Rust frames.
+///
+/// pgrx carries such an error (a `CREATE TABLE` that fails under our ProcessUtility hook, in any
+/// database; a user's query failing under SPI) through Rust as a panic, and its panic hook captures a
+/// Rust backtrace for every panic, which pgrx appends to the error's DETAIL when `RUST_BACKTRACE` is
+/// set in the server's environment: fifty lines of our internals sent to the client. The error has its
+/// own location; a Rust backtrace belongs to a panic of our own code, which keeps it.
+#[cfg(feature = "pg")]
+fn keep_rust_backtraces_out_of_postgres_errors() {
+    let pgrx_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if matches!(
+            info.payload()
+                .downcast_ref::<pgrx::pg_sys::panic::CaughtError>(),
+            Some(pgrx::pg_sys::panic::CaughtError::PostgresError(_))
+        ) {
+            return;
+        }
+        pgrx_hook(info)
+    }));
 }
 
 #[cfg(feature = "pg_test")]

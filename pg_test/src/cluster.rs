@@ -6,6 +6,7 @@ use std::os::unix::fs::chown;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
@@ -19,6 +20,15 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+static SERVER_RUST_BACKTRACE: AtomicBool = AtomicBool::new(false);
+
+/// Starts this test binary's server with `RUST_BACKTRACE=1` in its environment, as an operator
+/// debugging a crash might (call it before the cluster's first use). Otherwise the variable is
+/// removed from the server's environment.
+pub fn with_rust_backtrace_in_server() {
+    SERVER_RUST_BACKTRACE.store(true, Ordering::SeqCst);
+}
 
 /// The cluster for this test binary, started on first use.
 pub fn cluster() -> &'static Cluster {
@@ -48,10 +58,12 @@ fn free_port() -> u16 {
 
 fn run_as(uid: u32, gid: u32, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.uid(uid)
-        .gid(gid)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
+    cmd.uid(uid).gid(gid).env_remove("RUST_LIB_BACKTRACE");
+    if SERVER_RUST_BACKTRACE.load(Ordering::SeqCst) {
+        cmd.env("RUST_BACKTRACE", "1");
+    } else {
+        cmd.env_remove("RUST_BACKTRACE");
+    }
     cmd
 }
 
