@@ -32,6 +32,8 @@ pub enum SqlState {
     ObjectNotInPrerequisiteState,
     /// 55P03
     LockNotAvailable,
+    /// 25006
+    ReadOnlySqlTransaction,
     /// XX000
     InternalError,
     /// An error PostgreSQL raised, re-raised with its own SQLSTATE (PostgreSQL's 6-bit packed form).
@@ -54,6 +56,7 @@ impl SqlState {
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::LockNotAvailable => "55P03",
+            SqlState::ReadOnlySqlTransaction => "25006",
             SqlState::InternalError => "XX000",
             SqlState::Passthrough(_) => "PGERR",
         }
@@ -193,6 +196,7 @@ mod report {
                     C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
                 SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
+                SqlState::ReadOnlySqlTransaction => C::ERRCODE_READ_ONLY_SQL_TRANSACTION,
                 SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,
                 SqlState::Passthrough(code) => C::from(code),
             }

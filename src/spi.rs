@@ -101,7 +101,11 @@ fn run<R>(
         plan: Some(plan),
     };
     let plan: &pgrx::spi::OwnedPreparedStatement = checked_out.plan.as_ref().expect("set above");
-    Spi::connect_mut(|c| read(c.update(plan, limit, args)?)).map_err(internal)
+    // `select`, not `update`: a plan prepared with `prepare_mut` runs read-write either way (a fresh
+    // snapshot per statement, as PostgreSQL gives a volatile function's), but `update` would also
+    // assign the transaction an id before the statement — which a hot standby refuses outright, and
+    // which made every read of pg_trickle's views write a commit record.
+    Spi::connect_mut(|c| read(c.select(plan, limit, args)?)).map_err(internal)
 }
 
 /// A kept plan taken out of the cache; goes back when dropped, also when an ERROR unwinds.

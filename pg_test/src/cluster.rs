@@ -266,4 +266,85 @@ impl Cluster {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
+
+    /// A hot standby of this cluster (`pg_basebackup -R`, streaming), with the same settings and
+    /// pg_trickle preloaded, as an operator's replica runs; stopped when dropped.
+    pub fn start_standby(&self, name: &str) -> Standby {
+        let (user, uid, gid) = os_user();
+        let dir = self.dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown(&dir, Some(uid), Some(gid)).unwrap();
+        let status = run_as(uid, gid, &format!("{PG_BIN}/pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-D",
+                dir.join("data").to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .status()
+            .expect("pg_basebackup");
+        assert!(status.success(), "pg_basebackup failed (as OS user {user})");
+        std::fs::File::create(dir.join("postgres.log")).unwrap();
+        chown(dir.join("postgres.log"), Some(uid), Some(gid)).unwrap();
+        let port = free_port();
+        let pid = spawn_postgres(&dir, port);
+        let standby = Standby { port, dir, pid };
+        let ready = crate::wait_until(Duration::from_secs(60), || {
+            standby.try_connect("postgres").is_ok()
+        });
+        assert!(ready, "standby did not start; log:\n{}", standby.log());
+        standby
+    }
+}
+
+/// A hot standby started by [`Cluster::start_standby`].
+pub struct Standby {
+    pub port: u16,
+    pub dir: PathBuf,
+    pid: u32,
+}
+
+impl Standby {
+    pub fn try_connect(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={db}",
+                self.port
+            ),
+            postgres::NoTls,
+        )
+    }
+
+    /// Ends recovery (`pg_promote()`, waiting for it): the standby becomes a primary.
+    pub fn promote(&self) {
+        let mut c = self.try_connect("postgres").unwrap();
+        let promoted: bool = c
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .unwrap()
+            .get(0);
+        assert!(promoted, "promotion failed; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        // SAFETY: signalling the standby's own postmaster (fast shutdown).
+        unsafe { libc::kill(self.pid as i32, libc::SIGINT) };
+    }
 }

@@ -18,7 +18,8 @@ fn alter_stream_table(
     status: default!(Option<&str>, "NULL"),
 ) {
     let caller = privilege::caller();
-    required(name, "name")
+    super::on_primary("alter a stream table")
+        .and_then(|()| required(name, "name"))
         .and_then(|name| {
             privilege::as_extension_owner(|| alter(caller, name, schedule, refresh_mode, status))
         })

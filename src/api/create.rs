@@ -29,7 +29,8 @@ fn create_stream_table(
         ))
     };
     let caller = privilege::caller();
-    args()
+    super::on_primary("create a stream table")
+        .and_then(|()| args())
         .and_then(|(name, query, schedule, mode)| {
             privilege::as_extension_owner(|| create(caller, name, query, schedule, mode))
         })

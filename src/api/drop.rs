@@ -9,7 +9,8 @@ use pgrx::prelude::*;
 #[pg_extern(schema = "pgtrickle")]
 fn drop_stream_table(name: Option<&str>) {
     let caller = privilege::caller();
-    required(name, "name")
+    super::on_primary("drop a stream table")
+        .and_then(|()| required(name, "name"))
         .and_then(|name| privilege::as_extension_owner(|| drop(caller, name)))
         .or_raise()
 }

@@ -10,7 +10,8 @@ fn refresh_stream_table(name: Option<&str>) {
     // Asked before any SPI statement: a read-write one assigns an xid, which would make every manual
     // refresh look like one inside a writing transaction and scan every change buffer for its own rows.
     let wrote_before = refresh::has_xid();
-    required(name, "name")
+    super::on_primary("refresh a stream table")
+        .and_then(|()| required(name, "name"))
         .and_then(|name| privilege::as_extension_owner(|| run(caller, name, wrote_before)))
         .or_raise()
 }

@@ -14,7 +14,8 @@ fn restore_stream_tables() -> TableIterator<
     ),
 > {
     let caller = privilege::caller();
-    let restored = privilege::require_superuser(caller, "restore stream tables")
+    let restored = super::on_primary("restore stream tables")
+        .and_then(|()| privilege::require_superuser(caller, "restore stream tables"))
         .and_then(|()| privilege::as_extension_owner(restore::restore))
         .or_raise();
     TableIterator::new(

@@ -23,13 +23,16 @@ fn current_lag_ms(pgt_id: i64) -> Option<f64> {
 /// Sets every stream table's statistics in pg_stat_pgtrickle back to zero (stats_reset says when).
 #[pg_extern(schema = "pgtrickle", name = "pg_stat_pgtrickle_reset")]
 fn reset_all() {
-    privilege::as_extension_owner(|| cost_summary::reset_statistics(None)).or_raise()
+    super::on_primary("reset pg_trickle's statistics")
+        .and_then(|()| privilege::as_extension_owner(|| cost_summary::reset_statistics(None)))
+        .or_raise()
 }
 
 /// Sets one stream table's statistics back to zero.
 #[pg_extern(schema = "pgtrickle", name = "pg_stat_pgtrickle_reset")]
 fn reset_one(name: Option<&str>) {
-    required(name, "name")
+    super::on_primary("reset pg_trickle's statistics")
+        .and_then(|()| required(name, "name"))
         .and_then(|name| {
             privilege::as_extension_owner(|| {
                 cost_summary::reset_statistics(Some(stream_tables::find_id(name)?))
