@@ -3,6 +3,7 @@
 //! promoted standby maintains the stream tables it received, FULL for one whose unlogged source the
 //! standby never had.
 
+use pg_trickle_e2e::worker::Worker;
 use pg_trickle_e2e::{cluster, wait_until, TestDb};
 use std::time::Duration;
 
@@ -105,6 +106,44 @@ fn a_hot_standby_shows_stream_tables_and_a_promoted_one_maintains_them() {
         "a standby shows what the primary stored"
     );
 
+    // An external worker pointed at the standby says why it waits, and keeps trying.
+    let on_standby = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        standby.port, db.name
+    );
+    let worker = Worker::spawn(&on_standby, "standby", &[]);
+    let waits = wait_until(Duration::from_secs(15), || {
+        worker.log().contains("the server does not accept writes")
+    });
+    assert!(waits, "worker log:\n{}", worker.log());
+
+    // `--check` fails there, and passes with both servers listed and target_session_attrs=read-write.
+    let check = |dsn: &str| {
+        std::process::Command::new(pg_trickle_e2e::worker_binary())
+            .args(["--check", "--dsn", dsn])
+            .output()
+            .unwrap()
+    };
+    let out = check(&on_standby);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("does not accept writes") && said.contains("target_session_attrs"),
+        "{said}"
+    );
+    let either = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname={} target_session_attrs=read-write",
+        standby.port,
+        cluster().port,
+        db.name
+    );
+    let out = check(&either);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Changing anything there is refused, saying why.
     for sql in [
         "SELECT pgtrickle.refresh_stream_table('st_rows')",
@@ -141,6 +180,11 @@ fn a_hot_standby_shows_stream_tables_and_a_promoted_one_maintains_them() {
     }
     let (_, reason) = pdb.last_refresh("st_u");
     assert!(reason.contains("unlogged"), "{reason}");
+    // The waiting worker comes in on its own.
+    let registered = wait_until(Duration::from_secs(40), || {
+        worker.active_id(&mut pdb).is_some()
+    });
+    assert!(registered, "worker log:\n{}", worker.log());
     // And its scheduler runs.
     pdb.exec(
         "SELECT pgtrickle.alter_stream_table('st_rows', schedule => '1s');

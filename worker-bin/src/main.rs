@@ -42,7 +42,7 @@ use std::time::Duration;
         running) and GET /readyz (200 while registered and heartbeating, else 503).\n\n\
         Exit status: 0 after a clean shutdown (or a successful --check); 1 when retrying cannot help (no \
         pg_trickle in the database, a refused login, missing rights, a server certificate sslmode refuses) or, with --check, the server cannot be \
-        reached; 2 on bad usage."
+        reached or takes no writes (a standby); 2 on bad usage."
 )]
 struct Cli {
     /// Connection string (key=value pairs or a postgresql:// URI).
@@ -156,6 +156,20 @@ async fn check(cli: &Cli) -> Result<(), String> {
         return Err(no_extension_message(&target));
     };
     let version: String = row.get(0);
+    let read_only: bool = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('transaction_read_only')::bool",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("cannot query {target}: {}", error_text(&e)))?
+        .get(0);
+    if read_only {
+        return Err(format!(
+            "the server at {target} (pg_trickle {version}) does not accept writes: a standby in recovery, or default_transaction_read_only is on; a worker would wait there until it does\n\
+             hint: point --dsn at the primary; to follow a failover, list every server with target_session_attrs=read-write"
+        ));
+    }
     println!("pg_trickle_worker: connected to {target}: pg_trickle {version}");
     Ok(())
 }

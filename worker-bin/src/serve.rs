@@ -22,6 +22,10 @@ pub enum Failure {
     Fatal(String),
     /// The connection or the server went away: try again after a pause.
     Retry(String),
+    /// The server is up but takes no writes (a standby in recovery, or
+    /// `default_transaction_read_only`): try again after a pause, as for `Retry` — a standby may be
+    /// promoted — saying so.
+    ReadOnly(String),
 }
 
 /// SIGTERM and SIGINT, as one stream.
@@ -91,12 +95,19 @@ pub async fn serve(settings: &Settings) -> Result<(), String> {
     loop {
         match session(settings, &mut shutdown, &mut backoff).await {
             Ok(()) => return Ok(()),
-            Err(Failure::Fatal(message)) => return Err(message),
-            Err(Failure::Retry(message)) => {
+            Err(failure) => {
+                let (summary, message) = match failure {
+                    Failure::Fatal(message) => return Err(message),
+                    Failure::Retry(message) => ("connection to the server lost; retrying", message),
+                    Failure::ReadOnly(message) => (
+                        "the server does not accept writes (a standby?); retrying — to follow a failover, list every server in --dsn with target_session_attrs=read-write",
+                        message,
+                    ),
+                };
                 settings.health.unregistered(&message);
                 let wait = backoff.next_wait();
                 log.warn(
-                    "connection to the server lost; retrying",
+                    summary,
                     &[("error", &message), ("retry_in_s", &wait.as_secs())],
                 );
                 tokio::select! {
@@ -169,6 +180,8 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
         {
             Failure::Fatal(format!("the server at {target} refused: {text}"))
         }
+        // A standby (LISTEN and every write are refused during recovery) or a read-only default.
+        Some("25006") => Failure::ReadOnly(format!("{target}: {text}")),
         _ => Failure::Retry(format!("{target}: {text}")),
     }
 }
