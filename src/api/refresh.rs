@@ -7,8 +7,8 @@ use pgrx::prelude::*;
 #[pg_extern(schema = "pgtrickle")]
 fn refresh_stream_table(name: Option<&str>) {
     let caller = privilege::caller();
-    // Asked before any SPI statement: a read-write one assigns an xid, which would make every manual
-    // refresh look like one inside a writing transaction and scan every change buffer for its own rows.
+    // Asked before the refresh writes anything: its own writes assign an xid, which would make every
+    // manual refresh look like one inside a writing transaction and scan every buffer for its rows.
     let wrote_before = refresh::has_xid();
     super::on_primary("refresh a stream table")
         .and_then(|()| required(name, "name"))

@@ -73,8 +73,8 @@ struct Done {
     changes: i64,
 }
 
-/// Whether the current transaction has an xid, i.e. may have written something. Ask before running
-/// any SPI statement in it: pgrx's read-write SPI calls assign one.
+/// Whether the current transaction has an xid, i.e. may have written something. Ask before the
+/// refresh writes anything itself (its first write, or a DDL statement through SPI, assigns one).
 pub fn has_xid() -> bool {
     // SAFETY: reads the current transaction's state; no side effects.
     unsafe { pgrx::pg_sys::GetCurrentTransactionIdIfAny() != pgrx::pg_sys::InvalidTransactionId }
