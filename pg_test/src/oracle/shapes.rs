@@ -90,6 +90,11 @@ pub const SHAPES: &[Shape] = &[
     shape("not_exists", "SELECT b.k AS k, b.s AS s FROM b WHERE NOT EXISTS (SELECT 1 FROM a WHERE a.k = b.k)"),
     shape("in_subquery", "SELECT c.id AS id, c.name AS name FROM c WHERE c.k IN (SELECT g FROM a WHERE v > 5)"),
     shape("not_in_subquery", "SELECT c.id AS id, c.k AS k FROM c WHERE c.k NOT IN (SELECT b.k FROM b WHERE b.s = 'x')"),
+    // `<> ALL` is NOT IN (NULLs and all), correlated here; `= ANY` is IN.
+    shape(
+        "all_and_any_subqueries",
+        "SELECT a.k AS k, a.v AS v FROM a WHERE a.g <> ALL (SELECT b.lo FROM b WHERE b.k = a.k) AND a.k = ANY (SELECT c.k FROM c WHERE c.q > 2)",
+    ),
     shape(
         "not_in_correlated_pair",
         "SELECT a.k AS k, a.g AS g, a.v AS v FROM a WHERE (a.k, a.g) NOT IN (SELECT b.lo, b.hi FROM b WHERE b.k = a.k OR b.k IS NULL)",

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 
 use super::from::FromTree;
 use super::scope::{Layout, ScopeId, Sym};
-use super::subquery::{classify, Conjunct, Membership, Semi};
+use super::subquery::{classify, quantified_as_in, Conjunct, Membership, Semi};
 use super::template::{and_all, as_conjunct, conjuncts, ident_name, name_parts, strip_nested};
 use super::{invalid, unsupported, Analyzed, Analyzer, Result};
 use crate::dvm::optree::{Expr, Node};
@@ -34,6 +34,8 @@ const WHERE_CONTEXT: &str = "WHERE other than a top-level [NOT] EXISTS or [NOT] 
 impl Analyzer<'_> {
     pub(super) fn select(&mut self, select: &Select) -> Result<Analyzed> {
         check_select(select)?;
+        let quantified = quantified_as_in(select)?;
+        let select = quantified.as_deref().unwrap_or(select);
         let decorrelated = self.decorrelate_select_list(select)?;
         let select = decorrelated.as_deref().unwrap_or(select);
         let hoisted = self.hoist_scalar_subqueries(select)?;

@@ -9,13 +9,18 @@
 //! enclosing block form the semi-join's `on`. Any other subquery must be uncorrelated, and its whole
 //! node is the right side.
 
-use sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Query, Select, SetExpr, UnaryOperator};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    visit_expressions, visit_expressions_mut, BinaryOperator, Expr as SqlExpr, GroupByExpr, Query,
+    Select, SetExpr, UnaryOperator,
+};
 
 use super::block::check_select;
 use super::query::check_query;
 use super::scope::{Layout, Sym};
 use super::template::{and_all, concat, equals, strip_nested};
-use super::{invalid, Analyzer, Result};
+use super::{invalid, unsupported, Analyzer, Result};
 use crate::dvm::optree::{Expr, ExprPart, Node};
 
 /// How a WHERE conjunct is handled.
@@ -76,6 +81,71 @@ pub(super) fn classify(expr: &SqlExpr) -> Result<Conjunct<'_>> {
         },
         _ => Ok(Conjunct::Plain(expr)),
     }
+}
+
+/// `x = ANY (subquery)` is `x IN (subquery)` and `x <> ALL (subquery)` is `x NOT IN (subquery)`, by
+/// the standard's definition, NULLs included (PostgreSQL prints the first as IN, keeps the second):
+/// `select` with them rewritten so, or None when it has none. Other comparisons with ANY or ALL over
+/// a subquery are refused by name.
+pub(super) fn quantified_as_in(select: &Select) -> Result<Option<Box<Select>>> {
+    let quantified = |e: &SqlExpr| match e {
+        SqlExpr::AnyOp { right, .. } | SqlExpr::AllOp { right, .. } => {
+            matches!(strip_nested(right), SqlExpr::Subquery(_))
+        }
+        _ => false,
+    };
+    if visit_expressions(select, |e| {
+        if quantified(e) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_continue()
+    {
+        return Ok(None);
+    }
+    let mut out = Box::new(select.clone());
+    let refused = visit_expressions_mut(out.as_mut(), |e| {
+        let (left, op, right, negated) = match e {
+            SqlExpr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => (left, compare_op, right, false),
+            SqlExpr::AllOp {
+                left,
+                compare_op,
+                right,
+            } => (left, compare_op, right, true),
+            _ => return ControlFlow::Continue(()),
+        };
+        let SqlExpr::Subquery(query) = strip_nested(right) else {
+            return ControlFlow::Continue(());
+        };
+        let expected = if negated {
+            BinaryOperator::NotEq
+        } else {
+            BinaryOperator::Eq
+        };
+        if *op != expected {
+            let quantifier = if negated { "ALL" } else { "ANY" };
+            return ControlFlow::Break(format!("{op} {quantifier} (subquery)"));
+        }
+        *e = SqlExpr::InSubquery {
+            expr: left.clone(),
+            subquery: query.clone(),
+            negated,
+        };
+        ControlFlow::Continue(())
+    });
+    if let ControlFlow::Break(what) = refused {
+        return unsupported(format!(
+            "{what} (a comparison with ANY or ALL over a subquery other than = ANY, which is IN, and <> ALL, which is NOT IN)"
+        ));
+    }
+    Ok(Some(out))
 }
 
 const IN_CONTEXT: &str = "the left side of IN (subquery)";
@@ -189,6 +259,8 @@ impl Analyzer<'_> {
         membership: Membership,
         anti: bool,
     ) -> Result<Semi> {
+        let quantified = quantified_as_in(select)?;
+        let select = quantified.as_deref().unwrap_or(select);
         let hoisted = self.hoist_scalar_subqueries(select)?;
         let select = hoisted.as_deref().unwrap_or(select);
         check_select(select)?;

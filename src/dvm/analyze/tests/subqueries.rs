@@ -83,6 +83,56 @@ fn not_in_written_either_way_is_the_anti_join_on_values_that_may_be_equal() {
 }
 
 #[test]
+fn quantified_comparisons_that_are_in_and_not_in_are_read_as_such() {
+    // `<> ALL` is NOT IN, NULLs included; PostgreSQL keeps it as written. `= ANY` is IN.
+    assert_tree(
+        &tree("SELECT a.id FROM public.a WHERE (a.x <> ALL ( SELECT b.a_id FROM public.b))").root,
+        "
+        Project #0
+          AntiJoin ((#1 = #2) OR (#1) IS NULL OR (#2) IS NULL)
+            Scan public.a [id, x]
+            Scan public.b [a_id]
+        ",
+    );
+    assert_eq!(
+        show(
+            &tree("SELECT a.id FROM public.a WHERE (a.x = ANY ( SELECT b.a_id FROM public.b))")
+                .root
+        ),
+        show(&tree("SELECT a.id FROM public.a WHERE (a.x IN ( SELECT b.a_id FROM public.b))").root)
+    );
+    // Inside a subquery, and negated.
+    assert_eq!(
+        show(&tree("SELECT a.id FROM public.a WHERE (EXISTS ( SELECT 1 FROM public.b WHERE ((b.a_id = a.id) AND (NOT (b.y <> ALL ( SELECT a2.x FROM public.a a2))))))").root),
+        show(&tree("SELECT a.id FROM public.a WHERE (EXISTS ( SELECT 1 FROM public.b WHERE ((b.a_id = a.id) AND (b.y IN ( SELECT a2.x FROM public.a a2)))))").root)
+    );
+    // Other quantified comparisons over a subquery are refused by name (not as a "scalar subquery").
+    for (sql, what) in [
+        (
+            "SELECT a.id FROM public.a WHERE (a.x > ALL ( SELECT b.a_id FROM public.b))",
+            "> ALL (subquery)",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE (a.x <> ANY ( SELECT b.a_id FROM public.b))",
+            "<> ANY (subquery)",
+        ),
+        (
+            "SELECT a.id FROM public.a WHERE (a.x = ALL ( SELECT b.a_id FROM public.b))",
+            "= ALL (subquery)",
+        ),
+    ] {
+        let message = unsupported(sql);
+        assert!(message.starts_with(what), "{sql}: {message}");
+        assert!(
+            message.contains("other than = ANY, which is IN, and <> ALL, which is NOT IN"),
+            "{message}"
+        );
+    }
+    // ANY over an array is no subquery: untouched.
+    tree("SELECT a.id FROM public.a WHERE (a.x = ANY (ARRAY[1, 2]))");
+}
+
+#[test]
 fn uncorrelated_in_over_a_plain_block_reads_its_from() {
     let t =
         tree("SELECT a.g FROM public.a WHERE (a.x IN ( SELECT (b.a_id + 1) FROM public.b WHERE (b.y > (0)::numeric)))");
