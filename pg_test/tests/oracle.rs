@@ -31,6 +31,46 @@ fn every_shape_matches_its_query_under_random_dml() {
     );
 }
 
+/// Random defining queries (`oracle::generated`), each run as a shape that may be refused; fewer
+/// operations per query than a fixed shape gets. `PGTRICKLE_ORACLE_RANDOM` sets how many (default 40),
+/// `PGTRICKLE_ORACLE_SEED` which ones; a failure prints the query and a replayable script.
+#[test]
+fn random_queries_match_their_query_under_random_dml() {
+    let mut cfg = Config::from_env();
+    let count: usize = std::env::var("PGTRICKLE_ORACLE_RANDOM")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(40);
+    if std::env::var("PGTRICKLE_ORACLE_OPS").is_err() {
+        cfg.ops = 400;
+    }
+    let shapes = pg_trickle_e2e::oracle::generated::shapes(cfg.base_seed, count);
+    let indexed: Vec<(usize, &'static Shape)> = shapes.into_iter().enumerate().collect();
+    println!("{} random queries, {}", count, cfg.describe());
+    let results = pg_trickle_e2e::oracle::run_shapes(&cfg, &indexed);
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} random queries failed:\n\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+    // Refusals are allowed, but a generator whose queries are mostly refused proves little.
+    let refused = results
+        .iter()
+        .filter(|r| r.summary.contains("refused by"))
+        .count();
+    assert!(
+        refused * 4 <= results.len(),
+        "{refused} of {} random queries refused",
+        results.len()
+    );
+}
+
 #[test]
 fn prng_is_splitmix64() {
     // The reference sequence for seed 1234567: seeds must replay identically on every version.

@@ -3,6 +3,7 @@
 //! at every refresh point both must equal the query as multisets. See docs/ORACLE.md.
 
 pub mod check;
+pub mod generated;
 pub mod offload;
 pub mod ops;
 pub mod prng;
@@ -99,6 +100,11 @@ pub fn run_all(cfg: &Config) -> Vec<ShapeResult> {
         "no shape matches PGTRICKLE_ORACLE_SHAPE={:?}",
         cfg.filter
     );
+    run_shapes(cfg, &selected)
+}
+
+/// Runs `selected` (index, shape) on `cfg.threads` threads; results in index order.
+pub fn run_shapes(cfg: &Config, selected: &[(usize, &'static Shape)]) -> Vec<ShapeResult> {
     let (next, may_shrink, results) = (
         AtomicUsize::new(0),
         AtomicBool::new(true),
