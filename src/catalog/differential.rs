@@ -356,14 +356,17 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
     } = node
     {
         if *kind != JoinKind::Inner && null_types.is_empty() {
-            let padded = if *kind == JoinKind::Left {
-                right.as_ref()
-            } else {
-                left.as_ref()
-            };
-            if padded.arity() > 0 {
-                let sql = new_sql(tree, padded, &mut DiffContext::default())?;
-                *null_types = describe_types(&sql)?;
+            // Left then right, as the delta reads them (`JoinKind::preserved_sides`).
+            for keeps_left in kind.preserved_sides().iter().rev() {
+                let padded = if *keeps_left {
+                    right.as_ref()
+                } else {
+                    left.as_ref()
+                };
+                if padded.arity() > 0 {
+                    let sql = new_sql(tree, padded, &mut DiffContext::default())?;
+                    null_types.extend(describe_types(&sql)?);
+                }
             }
         }
     }

@@ -134,6 +134,20 @@ pub enum JoinKind {
     Inner,
     Left,
     Right,
+    /// FULL [OUTER] JOIN: the inner join, plus each side's rows that match nothing, padded with NULLs.
+    Full,
+}
+
+impl JoinKind {
+    /// The sides whose unmatched rows the join keeps, padded: true = the left side.
+    pub fn preserved_sides(self) -> &'static [bool] {
+        match self {
+            JoinKind::Inner => &[],
+            JoinKind::Left => &[true],
+            JoinKind::Right => &[false],
+            JoinKind::Full => &[true, false],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +167,8 @@ pub enum Node {
     Project { input: Box<Node>, exprs: Vec<Expr> },
     /// Output = left columns followed by right columns. `on` is over that concatenation; None is a
     /// cross join. For outer joins, `null_types` are the SQL types of the padded side's columns
-    /// (right side for Left, left side for Right), filled in by the extension after analysis.
+    /// (right side for Left, left side for Right, left side then right side for Full), filled in by
+    /// the extension after analysis.
     Join {
         kind: JoinKind,
         left: Box<Node>,
@@ -263,6 +278,10 @@ impl Node {
                 kind: JoinKind::Right,
                 ..
             } => "RightJoin",
+            Node::Join {
+                kind: JoinKind::Full,
+                ..
+            } => "FullJoin",
             Node::SemiJoin { anti: false, .. } => "SemiJoin",
             Node::SemiJoin { anti: true, .. } => "AntiJoin",
             Node::Aggregate { .. } => "Aggregate",

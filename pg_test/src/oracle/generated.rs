@@ -1,9 +1,10 @@
 //! Random defining queries for the oracle: the fixed shapes prove only the combinations someone wrote
-//! down, so these combine the same operators at random — joins of every supported kind (equi- and
-//! theta conditions, derived grouped tables, a WITH item read twice), WHERE with EXISTS / IN / NOT IN /
-//! quantified and correlated scalar subqueries, OR, grouping with every maintained aggregate, HAVING,
-//! DISTINCT, UNION [ALL], ORDER BY ... LIMIT. Each query is run like a fixed shape (`may_refuse`: the
-//! engine may decline with 0A000, and the run says so), under the oracle's random DML.
+//! down, so these combine the same operators at random — joins of every supported kind (inner, left,
+//! right and full; equi- and theta conditions; derived grouped tables; a WITH item read twice), WHERE
+//! with EXISTS / IN / NOT IN / quantified and correlated scalar subqueries, OR, grouping with every
+//! maintained aggregate, HAVING, DISTINCT, UNION [ALL], ORDER BY ... LIMIT. Each query is run like a
+//! fixed shape (`may_refuse`: the engine may decline with 0A000, and the run says so), under the
+//! oracle's random DML.
 //!
 //! Only the tables whose values print one way are read (a, b, c: no `1.5`/`1.50` ambiguity for a
 //! GROUP BY to pick from), and every aggregate is order-independent, so each query's result is one
@@ -101,9 +102,13 @@ impl Gen {
         let (mut sql, mut cols) = self.source(false);
         for _ in 0..*self.rng.pick(&[0, 0, 1, 1, 1, 2]) {
             let (right, right_cols) = self.source(true);
-            let kind = *self.rng.pick(&["JOIN", "JOIN", "LEFT JOIN", "RIGHT JOIN"]);
+            let kind = *self
+                .rng
+                .pick(&["JOIN", "JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]);
             let (l, r) = (self.key_of(&cols), self.key_of(&right_cols));
+            // PostgreSQL runs FULL JOIN only on conditions it can merge or hash: equalities.
             let on = match self.rng.below(10) {
+                _ if kind == "FULL JOIN" => format!("{l} = {r}"),
                 0 => format!("{l} <= {r}"),
                 1 => format!(
                     "{l} = {r} AND {} IS NOT NULL",
@@ -338,7 +343,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<&str> = one.iter().map(|s| s.query).collect();
         assert!(distinct.len() >= 28, "{distinct:?}");
         let all: String = one.iter().map(|s| s.query).collect::<Vec<_>>().join("\n");
-        for feature in ["JOIN", "GROUP BY", "EXISTS", " IN (", "LIMIT"] {
+        for feature in ["FULL JOIN", "GROUP BY", "EXISTS", " IN (", "LIMIT"] {
             assert!(all.contains(feature), "no {feature} in 30 queries:\n{all}");
         }
     }

@@ -50,7 +50,13 @@ pub const SHAPES: &[Shape] = &[
     shape("join_self", "SELECT x.k AS k, x.v AS v1, y.v AS v2 FROM a x JOIN a y ON x.k = y.k AND x.g < y.g"),
     shape("left_join", "SELECT a.k AS k, a.t AS t, b.w AS w, b.s AS s FROM a LEFT JOIN b ON a.k = b.k"),
     shape("right_join", "SELECT b.k AS k, b.s AS s, c.id AS id, c.name AS name FROM c RIGHT JOIN b ON c.k = b.k"),
-    beyond("full_join", "SELECT a.g AS g, a.v AS v, c.id AS id, c.q AS q FROM a FULL JOIN c ON a.g = c.k"),
+    shape("full_join", "SELECT a.g AS g, a.v AS v, c.id AS id, c.q AS q FROM a FULL JOIN c ON a.g = c.k"),
+    shape(
+        "full_join_grouped",
+        "SELECT c.k AS k, count(*) AS n, count(a.v) AS nv, sum(b.w) AS w
+           FROM a FULL JOIN c ON a.g = c.k AND a.k = c.q LEFT JOIN b ON b.k = c.id
+          WHERE a.t IS DISTINCT FROM 'z' GROUP BY c.k",
+    ),
     shape("anti_left_join", "SELECT a.k AS k, a.v AS v FROM a LEFT JOIN c ON c.k = a.k WHERE c.id IS NULL"),
     // Aggregates.
     shape(

@@ -89,7 +89,7 @@ impl Analyzer<'_> {
                 }
                 JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
                 JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (JoinKind::Right, c),
-                JoinOperator::FullOuter(_) => return unsupported("FULL JOIN"),
+                JoinOperator::FullOuter(c) => (JoinKind::Full, c),
                 _ => return invalid("a join type PostgreSQL does not have"),
             };
             let right = self.factor(&join.relation)?;
@@ -113,6 +113,10 @@ impl Analyzer<'_> {
                 .map(|c| Ok(as_conjunct(c, self.render(c, "a JOIN condition")?)))
                 .collect::<Result<Vec<_>>>()?,
             JoinConstraint::On(expr) => vec![self.render(expr, "a JOIN condition")?],
+            // Its merged columns are COALESCE(left, right): neither side's column.
+            JoinConstraint::Using(_) if kind == JoinKind::Full => {
+                return unsupported("FULL JOIN ... USING (use ON)")
+            }
             JoinConstraint::Using(columns) => {
                 let mut equalities = Vec::new();
                 for column in columns {

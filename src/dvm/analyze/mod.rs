@@ -82,7 +82,7 @@ pub enum Relation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnalyzeError {
     /// A construct the differential engine does not support. The string NAMES the construct for users,
-    /// e.g. "LIMIT", "window function row_number()", "FULL JOIN", "recursive CTE", "subquery in the SELECT list".
+    /// e.g. "LIMIT", "window function row_number()", "NATURAL JOIN", "recursive CTE", "subquery in the SELECT list".
     Unsupported(String),
     /// The SQL could not be parsed or resolved (should not happen for PostgreSQL-normalised input).
     Invalid(String),

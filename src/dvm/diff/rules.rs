@@ -237,6 +237,7 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
                 JoinKind::Inner => "JOIN",
                 JoinKind::Left => "LEFT JOIN",
                 JoinKind::Right => "RIGHT JOIN",
+                JoinKind::Full => "FULL JOIN",
             };
             let cond = on
                 .as_ref()
@@ -874,7 +875,8 @@ fn match_status_delta(
 }
 
 /// Outer joins: the matched part changes like an inner join; the null-padded part is the preserved
-/// side's rows without a match.
+/// side's rows without a match (both sides' for FULL JOIN, each on its own: a row is matched or not
+/// whatever happens to the other side's unmatched rows).
 fn outer_join_delta(
     tree: &OpTree,
     kind: JoinKind,
@@ -887,35 +889,43 @@ fn outer_join_delta(
     let la = left.arity();
     let mut parts = vec![inner_join_delta(tree, left, right, on, ctx)?];
     let always = Expr::sql("true");
-    let probe = Probe {
-        on: on.unwrap_or(&always),
-        left_arity: la,
-        x_is_left: kind == JoinKind::Left,
-    };
-    let (preserved, other) = if probe.x_is_left {
-        (left, right)
-    } else {
-        (right, left)
-    };
-    let nulls: Vec<String> = (0..other.arity())
-        .map(|i| {
-            null_types
-                .get(i)
-                .map_or("NULL".to_string(), |t| format!("NULL::{t}"))
-        })
-        .collect();
-    for unmatched in match_status_delta(tree, preserved, other, &probe, false, ctx)? {
-        let z = ctx.alias("z");
-        let kept = cols(&z, preserved.arity());
-        let values = if probe.x_is_left {
-            [kept, nulls.clone()].concat()
-        } else {
-            [nulls.clone(), kept].concat()
+    for &keeps_left in kind.preserved_sides() {
+        let probe = Probe {
+            on: on.unwrap_or(&always),
+            left_arity: la,
+            x_is_left: keeps_left,
         };
-        parts.push(format!(
-            "{} FROM ({unmatched}) AS {z}",
-            select(&with_weight(named(values), &format!("{z}.{W}")))
-        ));
+        let (preserved, other) = if keeps_left {
+            (left, right)
+        } else {
+            (right, left)
+        };
+        // FULL keeps both sides' types, left then right; LEFT and RIGHT only the padded side's.
+        let padded_types = match (kind, keeps_left) {
+            (JoinKind::Full, true) => null_types.get(la..).unwrap_or_default(),
+            (JoinKind::Full, false) => null_types.get(..la).unwrap_or(null_types),
+            _ => null_types,
+        };
+        let nulls: Vec<String> = (0..other.arity())
+            .map(|i| {
+                padded_types
+                    .get(i)
+                    .map_or("NULL".to_string(), |t| format!("NULL::{t}"))
+            })
+            .collect();
+        for unmatched in match_status_delta(tree, preserved, other, &probe, false, ctx)? {
+            let z = ctx.alias("z");
+            let kept = cols(&z, preserved.arity());
+            let values = if keeps_left {
+                [kept, nulls.clone()].concat()
+            } else {
+                [nulls.clone(), kept].concat()
+            };
+            parts.push(format!(
+                "{} FROM ({unmatched}) AS {z}",
+                select(&with_weight(named(values), &format!("{z}.{W}")))
+            ));
+        }
     }
     Ok(union_all(parts))
 }

@@ -314,6 +314,31 @@ fn a_right_join_pads_the_left_side() {
 }
 
 #[test]
+fn a_full_join_pads_each_side_with_the_other_sides_types() {
+    let t = tree(Node::Join {
+        kind: JoinKind::Full,
+        left: Box::new(scan(10, "a", &["id"])),
+        right: Box::new(scan(20, "b", &["a_id", "y"])),
+        on: Some(eq(0, 1)),
+        // Left's types, then right's.
+        null_types: vec!["bigint".into(), "integer".into(), "numeric".into()],
+    });
+    let sql = delta(&t, &mut ctx(&[10, 20], &[]));
+    assert!(
+        sql.contains("NULL::integer AS c1, NULL::numeric AS c2"),
+        "unmatched left rows, right side padded: {sql}"
+    );
+    assert!(
+        sql.contains("NULL::bigint AS c0, z"),
+        "unmatched right rows, left side padded: {sql}"
+    );
+    assert!(
+        !sql.contains("FULL JOIN"),
+        "the delta never joins in full: {sql}"
+    );
+}
+
+#[test]
 fn semi_and_anti_joins_judge_left_rows_against_the_right() {
     let semi = |anti| {
         tree(Node::SemiJoin {

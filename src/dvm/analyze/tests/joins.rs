@@ -160,10 +160,26 @@ fn a_self_join_scans_the_table_twice_with_separate_columns() {
 }
 
 #[test]
+fn a_full_join_keeps_its_condition_and_filters_above_it() {
+    // Both sides are null-padded: a WHERE conjunct over either side stays above the join.
+    let t = tree("SELECT a.x, b.id FROM (public.a FULL JOIN public.b ON ((a.id = b.id))) WHERE (a.x > 1) AND (b.id IS NOT NULL)");
+    assert_tree(
+        &t.root,
+        "
+        Project #1; #2
+          Filter (#1 > 1) AND (#2 IS NOT NULL)
+            FullJoin ((#0 = #2))
+              Scan public.a [id, x]
+              Scan public.b [id]
+        ",
+    );
+}
+
+#[test]
 fn unsupported_joins_are_named() {
     assert_eq!(
-        unsupported("SELECT a.x FROM (public.a FULL JOIN public.b ON ((a.id = b.id)))"),
-        "FULL JOIN"
+        unsupported("SELECT a.x FROM (public.a FULL JOIN public.b USING (id))"),
+        "FULL JOIN ... USING (use ON)"
     );
     assert_eq!(
         unsupported("SELECT a.x FROM (public.a NATURAL JOIN public.b)"),

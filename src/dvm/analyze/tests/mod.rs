@@ -122,6 +122,7 @@ fn write(node: &Node, depth: usize, out: &mut String) {
                 JoinKind::Inner => "InnerJoin",
                 JoinKind::Left => "LeftJoin",
                 JoinKind::Right => "RightJoin",
+                JoinKind::Full => "FullJoin",
             };
             match on {
                 Some(on) => format!("{kind} {}", r(on)),
