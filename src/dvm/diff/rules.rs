@@ -329,11 +329,16 @@ fn descend(ctx: &mut DiffContext) -> PgtResult<()> {
 }
 
 /// Puts `sql` in a WITH item (computed once however often it is referenced) and returns its name.
+/// The same text hoisted again is the same item: an outer join's terms each need the batch of a
+/// source, a FULL JOIN's three times, and read it once so (the text has no volatile parts: DIFFERENTIAL
+/// refuses non-immutable functions, and the snapshot is the statement's).
 pub(super) fn hoist(ctx: &mut DiffContext, stem: &str, sql: String) -> String {
+    let body = format!("({sql})");
+    if let Some((name, _)) = ctx.cache.with_items.iter().find(|(_, b)| *b == body) {
+        return name.clone();
+    }
     let name = ctx.alias(stem);
-    ctx.cache
-        .with_items
-        .push((name.clone(), format!("({sql})")));
+    ctx.cache.with_items.push((name.clone(), body));
     name
 }
 

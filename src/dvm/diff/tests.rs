@@ -336,6 +336,10 @@ fn a_full_join_pads_each_side_with_the_other_sides_types() {
         !sql.contains("FULL JOIN"),
         "the delta never joins in full: {sql}"
     );
+    // Its three parts read each source's batch: one WITH item each, read once.
+    for buffer in ["changes_10\"", "changes_20\""] {
+        assert_eq!(sql.matches(buffer).count(), 1, "{buffer}: {sql}");
+    }
 }
 
 #[test]
