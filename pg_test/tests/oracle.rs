@@ -5,7 +5,7 @@ use pg_trickle_e2e::oracle::ops::Op;
 use pg_trickle_e2e::oracle::prng::Rng;
 use pg_trickle_e2e::oracle::runner::{tamper, Runner};
 use pg_trickle_e2e::oracle::shapes::{Shape, SHAPES};
-use pg_trickle_e2e::oracle::{report, shrink_failure, Config};
+use pg_trickle_e2e::oracle::{report, shrink_failure, Config, ShapeResult};
 use pg_trickle_e2e::TestDb;
 use std::time::Duration;
 
@@ -18,13 +18,17 @@ fn every_shape_matches_its_query_under_random_dml() {
     let cfg = Config::from_env();
     println!("{}", cfg.describe());
     let results = pg_trickle_e2e::oracle::run_all(&cfg);
+    assert_no_failure(&results, "shapes");
+}
+
+fn assert_no_failure(results: &[ShapeResult], what: &str) {
     let failures: Vec<&str> = results
         .iter()
         .filter_map(|r| r.failure.as_deref())
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} shapes failed:\n\n{}",
+        "{} of {} {what} failed:\n\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")
@@ -48,17 +52,7 @@ fn random_queries_match_their_query_under_random_dml() {
     let indexed: Vec<(usize, &'static Shape)> = shapes.into_iter().enumerate().collect();
     println!("{} random queries, {}", count, cfg.describe());
     let results = pg_trickle_e2e::oracle::run_shapes(&cfg, &indexed);
-    let failures: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r.failure.as_deref())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} random queries failed:\n\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    assert_no_failure(&results, "random queries");
     // Refusals are allowed, but a generator whose queries are mostly refused proves little.
     let refused = results
         .iter()
