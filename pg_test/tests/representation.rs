@@ -87,6 +87,39 @@ fn aggregates_show_the_scale_the_query_shows() {
     }
 }
 
+/// Group keys whose equal values print differently: a group shows one member's text, and must show
+/// a text some current member has — not a deleted member's. Each step leaves every group with members
+/// of one text only (so the query's own output is unambiguous), after the text the stream table showed
+/// was deleted.
+#[test]
+fn group_keys_show_a_current_members_text() {
+    let mut db = db("repr_group_keys");
+    db.exec("DELETE FROM t; INSERT INTO t VALUES (1, 1, 2.0, '1 day', 0, 'a'), (2, 1, 2, '24 hours', '-0', 'a');");
+    const Q: &str = "SELECT x, iv, count(*) AS n, sum(k) AS sk FROM t GROUP BY x, iv";
+    const F: &str = "SELECT f, count(*) AS n FROM t GROUP BY f";
+    for (name, query) in [("g", Q), ("gf", F)] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    for step in [
+        // Whichever member each group showed, delete the first; then replace the other by a third
+        // text in one batch.
+        "DELETE FROM t WHERE id = 1",
+        "BEGIN; INSERT INTO t VALUES (3, 2, 2.000, '1 day', 0, 'a'); DELETE FROM t WHERE id = 2; COMMIT",
+        // A new group whose only row was inserted and deleted in one batch with another text.
+        "BEGIN; INSERT INTO t VALUES (4, 1, 7.50, '2 days', 1, 'b'); DELETE FROM t WHERE id = 4;
+                INSERT INTO t VALUES (5, 1, 7.5, '48 hours', 1, 'b'); COMMIT",
+    ] {
+        db.exec(step);
+        for (name, query) in [("g", Q), ("gf", F)] {
+            let action = refresh(&mut db, name);
+            assert_eq!(action, "DIFFERENTIAL", "{name} after {step}");
+            db.assert_shows_what_query_shows(name, query);
+        }
+    }
+}
+
 #[test]
 fn citext_groups_and_joins_are_right_under_any_search_path() {
     let mut db = db("repr_search_path");

@@ -322,11 +322,17 @@ impl<'t> AggregateState<'t> {
     }
 
     /// The payload computed from keys `{z}.k{i}` and states `{z}.{prefix}<name>`, cast to `types`.
-    fn payload_from_state(&self, z: &str, prefix: &str, types: &[String]) -> Vec<String> {
+    fn payload_from_state(
+        &self,
+        z: &str,
+        prefix: &str,
+        key_prefix: &str,
+        types: &[String],
+    ) -> Vec<String> {
         let groups = self.keys.len();
         let value = |i: usize| -> String {
             if i < groups {
-                return format!("{z}.k{i}");
+                return format!("{z}.{key_prefix}k{i}");
             }
             let j = i - groups;
             let a = format!("{z}.{prefix}a{j}");
@@ -343,7 +349,7 @@ impl<'t> AggregateState<'t> {
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.is_none())
-                .map(|(i, _)| format!("{z}.k{i}")),
+                .map(|(i, _)| format!("{z}.{key_prefix}k{i}")),
         );
         out.extend(
             self.state_names()
@@ -354,6 +360,15 @@ impl<'t> AggregateState<'t> {
             .zip(types)
             .map(|(e, t)| format!("({e})::{t}"))
             .collect()
+    }
+
+    /// Whether equal values of every group key print alike (integers, `numeric(p,s)`, dates, text
+    /// under the default collation, ...), so any member of a group shows its keys as every other does.
+    fn keys_print_alike(&self) -> bool {
+        self.key_types.iter().all(|t| {
+            let t = t.split(" COLLATE ").next().unwrap_or(t);
+            super::rules::equal_values_print_equal(t) || super::rules::is_text(t)
+        })
     }
 
     fn key_items(&self, a: &str) -> Vec<String> {
@@ -380,7 +395,7 @@ impl<'t> AggregateState<'t> {
     pub fn full_query(&self, tree: &OpTree, types: &[String]) -> PgtResult<String> {
         let mut ctx = DiffContext::default();
         let input = new_sql(tree, self.input, &mut ctx)?;
-        let payload = self.payload_from_state("s", "s_", types);
+        let payload = self.payload_from_state("s", "s_", "", types);
         let named: Vec<String> = payload
             .iter()
             .enumerate()
@@ -544,6 +559,11 @@ impl<'t> AggregateState<'t> {
         let r = |e: &Expr| over(e, &d);
         let w = format!("{d}.{W}");
         let mut deltas = vec![format!("pg_catalog.sum({w})::bigint AS dcount")];
+        if !self.keys_print_alike() {
+            deltas.push(format!(
+                "COALESCE(pg_catalog.sum(-{w}) FILTER (WHERE {w} < 0), 0)::bigint AS ddel"
+            ));
+        }
         for (j, call) in self.calls.iter().enumerate() {
             let f = call.filter.as_ref().map(r);
             let when = |extra: &str| {
@@ -698,6 +718,12 @@ impl<'t> AggregateState<'t> {
             old("count")
         )];
         let mut rescan = Vec::new();
+        // A group whose keys' equal values print differently (`1.5`, `1.50`) shows one member's text;
+        // a batch that removes rows of it may have removed that member: recompute, which reads the
+        // text from the group's current rows. (A worker never reduces such keys: `dvm::offload`.)
+        if !self.keys_print_alike() && ctx.cdc.staged.is_none() {
+            rescan.push(format!("{j_}.ddel > 0"));
+        }
         for (j, call) in self.calls.iter().enumerate() {
             let (oa, a) = (old(&format!("a{j}")), format!("a{j}"));
             match call.func {
@@ -826,10 +852,12 @@ impl<'t> AggregateState<'t> {
         // Groups to recompute from their current input rows, and the final state of every group.
         let z = ctx.alias("z");
         let states = self.state_names();
+        let kept_keys: Vec<String> = k.iter().map(|k| format!("{z}.{k} AS f_{k}")).collect();
         let fin = if rescan.is_empty() {
             let items: Vec<String> = states
                 .iter()
                 .map(|st| format!("{z}.n_{st} AS f_{st}"))
+                .chain(kept_keys.iter().cloned())
                 .collect();
             format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))
         } else {
@@ -881,7 +909,10 @@ impl<'t> AggregateState<'t> {
             let kept: Vec<String> = states
                 .iter()
                 .map(|st| format!("{z}.n_{st} AS f_{st}"))
+                .chain(kept_keys.iter().cloned())
                 .collect();
+            // A recomputed group's keys print as its current rows print them (the batch's may be a
+            // deleted row's); one that vanished keeps the batch's, for the delete.
             let recomputed: Vec<String> = states
                 .iter()
                 .map(|st| {
@@ -891,6 +922,9 @@ impl<'t> AggregateState<'t> {
                         format!("r.s_{st} AS f_{st}")
                     }
                 })
+                .chain(k.iter().map(|k| {
+                    format!("CASE WHEN r.s_count IS NULL THEN {z}.{k} ELSE r.{k} END AS f_{k}")
+                }))
                 .collect();
             format!(
                 "SELECT {z}.*, {} FROM {alg} AS {z} WHERE NOT {z}.rescan \
@@ -904,7 +938,7 @@ impl<'t> AggregateState<'t> {
 
         // Per changed group: its new payload, the stored row it replaces, and whether it still exists.
         let y = ctx.alias("y");
-        let new_payload = self.payload_from_state(&y, "f_", &payload.types);
+        let new_payload = self.payload_from_state(&y, "f_", "f_", &payload.types);
         let exists_now = if groups == 0 {
             "true".to_string()
         } else {
