@@ -321,7 +321,8 @@ impl<'t> AggregateState<'t> {
         format!("SELECT {a}.*, {} FROM ({rows}) AS {a}", windows.join(", "))
     }
 
-    /// The payload computed from keys `{z}.k{i}` and states `{z}.{prefix}<name>`, cast to `types`.
+    /// The payload computed from keys `{z}.{key_prefix}k{i}` and states `{z}.{prefix}<name>`, cast to
+    /// `types`.
     fn payload_from_state(
         &self,
         z: &str,
