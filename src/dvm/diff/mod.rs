@@ -2,6 +2,7 @@
 
 pub mod algebraic;
 pub mod context;
+mod joins;
 pub mod rules;
 mod sharing;
 
