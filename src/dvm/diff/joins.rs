@@ -4,8 +4,8 @@
 
 use super::context::DiffContext;
 use super::rules::{
-    aggregate_delta_of, cols, cte, delta_sql, descend, group_by, hoist, hoisted_delta,
-    is_static_empty, named, new_sql, render_over, render_pair, select, union_all,
+    aggregate_delta_of, cols, cte, delta_sql, descend, filtered, group_by, hoist, hoisted_delta,
+    is_static_empty, named, new_sql, projection, render_over, render_pair, select, union_all,
     weighted_projection, with_weight, W,
 };
 use super::sharing::occurs_more_than_once;
@@ -155,10 +155,7 @@ fn new_sql_matching(
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = new_sql_matching(tree, input, partners, pairs, ctx)?;
-            format!(
-                "SELECT * FROM ({inner}) AS {a} WHERE {}",
-                predicate.render(&|i| format!("{a}.c{i}"))
-            )
+            filtered(predicate, &a, &inner)
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
@@ -169,13 +166,7 @@ fn new_sql_matching(
                 &through_projection(pairs, exprs),
                 ctx,
             )?;
-            let items = named(
-                exprs
-                    .iter()
-                    .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                    .collect(),
-            );
-            format!("{} FROM ({inner}) AS {a}", select(&items))
+            projection(exprs, &a, &inner)
         }
         Node::Aggregate {
             input,
@@ -227,10 +218,7 @@ fn delta_sql_matching(
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = delta_sql_matching(tree, input, partners, pairs, ctx)?;
-            format!(
-                "SELECT * FROM ({inner}) AS {a} WHERE {}",
-                predicate.render(&|i| format!("{a}.c{i}"))
-            )
+            filtered(predicate, &a, &inner)
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");

@@ -209,21 +209,12 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = new_sql(tree, input, ctx)?;
-            format!(
-                "SELECT * FROM ({inner}) AS {a} WHERE {}",
-                predicate.render(&|i| format!("{a}.c{i}"))
-            )
+            filtered(predicate, &a, &inner)
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
             let inner = new_sql(tree, input, ctx)?;
-            let items = named(
-                exprs
-                    .iter()
-                    .map(|e| e.render(&|i| format!("{a}.c{i}")))
-                    .collect(),
-            );
-            format!("{} FROM ({inner}) AS {a}", select(&items))
+            projection(exprs, &a, &inner)
         }
         Node::Join {
             kind,
@@ -308,6 +299,22 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
 }
 
 /// `exprs` over the delta rows of `inner` (aliased `a`), each row keeping its weight.
+/// Rows of `inner` (as FROM item `a`) for which `predicate` holds; weights, if any, pass through.
+pub(super) fn filtered(predicate: &Expr, a: &str, inner: &str) -> String {
+    format!(
+        "SELECT * FROM ({inner}) AS {a} WHERE {}",
+        predicate.render(&|i| format!("{a}.c{i}"))
+    )
+}
+
+/// `exprs` over the rows of `inner` (as FROM item `a`), named `c0..`.
+pub(super) fn projection(exprs: &[Expr], a: &str, inner: &str) -> String {
+    format!(
+        "{} FROM ({inner}) AS {a}",
+        select(&named(render_over(exprs, a)))
+    )
+}
+
 pub(super) fn weighted_projection(exprs: &[Expr], a: &str, inner: &str) -> String {
     let items = with_weight(named(render_over(exprs, a)), &format!("{a}.{W}"));
     format!("{} FROM ({inner}) AS {a}", select(&items))
@@ -406,10 +413,7 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         Node::Filter { input, predicate } => {
             let a = ctx.alias("f");
             let inner = delta_sql(tree, input, ctx)?;
-            format!(
-                "SELECT * FROM ({inner}) AS {a} WHERE {}",
-                predicate.render(&|i| format!("{a}.c{i}"))
-            )
+            filtered(predicate, &a, &inner)
         }
         Node::Project { input, exprs } => {
             let a = ctx.alias("p");
