@@ -223,6 +223,33 @@ fn unknown_stream_tables_are_named_in_errors() {
             "42809",
         );
         assert_eq!(err.message, "\"orders\" is not a stream table");
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.{call}('mydb.public.orders')"),
+            "42602",
+        );
+        assert_eq!(
+            err.message,
+            "improper qualified name (too many dotted names): mydb.public.orders"
+        );
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.{call}('\"unterminated')"),
+            "22023",
+        );
+        assert_eq!(
+            err.message,
+            "string is not a valid identifier: \"\"unterminated\""
+        );
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.{call}('nowhere.orders')"),
+            "42P01",
+        );
+        assert_eq!(
+            err.message,
+            "stream table \"nowhere.orders\" does not exist"
+        );
     }
     rejected(
         &mut db,

@@ -38,19 +38,24 @@ pub fn parse_for_create(name: &str) -> PgtResult<QualifiedName> {
 
 /// Resolves `name` to an existing relation, following search_path for unqualified names.
 pub fn resolve_existing(name: &str) -> PgtResult<Option<Oid>> {
+    spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[canonical(name)?.as_str().into()],
+    )
+}
+
+/// `name` checked and written the one way `to_regclass` reads exactly it: one or two parts, each
+/// quoted where needed.
+pub fn canonical(name: &str) -> PgtResult<String> {
     let parts = parse_ident(name)?;
     if parts.len() > 2 {
         return Err(too_many_parts(name));
     }
-    let quoted = parts
+    Ok(parts
         .iter()
         .map(|p| crate::dvm::sql::quote_ident(p))
         .collect::<Vec<_>>()
-        .join(".");
-    spi::one::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[quoted.as_str().into()],
-    )
+        .join("."))
 }
 
 /// A role's name, quoted where needed, for GRANT / OWNER TO and messages.
@@ -61,23 +66,37 @@ pub fn role_name(role: Oid) -> PgtResult<String> {
     )
 }
 
-/// The relation's current schema-qualified name.
+/// The relation's current schema-qualified name, from the catalog caches (every refresh asks).
 pub fn qualified_name_of(relid: Oid) -> PgtResult<QualifiedName> {
-    let row = spi::rows(
-        "SELECT n.nspname::text AS schema, c.relname::text AS name
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.oid = $1",
-        &[relid.into()],
-        |r| {
-            Ok(QualifiedName::new(
-                spi::col::<String>(r, "schema")?,
-                spi::col::<String>(r, "name")?,
-            ))
-        },
-    )?;
-    row.into_iter()
-        .next()
-        .ok_or_else(|| PgtError::internal(format!("relation {relid:?} has no pg_class row")))
+    // SAFETY: syscache lookups inside a transaction; each returns a palloc'd copy or NULL.
+    let (schema, name) = unsafe {
+        let name = pgrx::pg_sys::get_rel_name(relid);
+        let schema = if name.is_null() {
+            std::ptr::null_mut()
+        } else {
+            pgrx::pg_sys::get_namespace_name(pgrx::pg_sys::get_rel_namespace(relid))
+        };
+        (owned(schema), owned(name))
+    };
+    match (schema, name) {
+        (Some(schema), Some(name)) => Ok(QualifiedName::new(schema, name)),
+        _ => Err(PgtError::internal(format!(
+            "relation {relid:?} has no pg_class row"
+        ))),
+    }
+}
+
+/// A C string from the catalog caches as a `String` (None for NULL).
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string that lives for the call.
+unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
+    // SAFETY: as the caller promises.
+    (!s.is_null()).then(|| {
+        unsafe { std::ffi::CStr::from_ptr(s) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 fn parse_ident(name: &str) -> PgtResult<Vec<String>> {
@@ -87,14 +106,10 @@ fn parse_ident(name: &str) -> PgtResult<Vec<String>> {
             "stream table name must not be empty",
         ));
     }
-    // parse_ident() is PostgreSQL's own identifier parser; strict mode rejects trailing junk.
-    let parts: Option<Vec<String>> = crate::spi::one(
-        "SELECT pg_catalog.parse_ident($1, true)",
-        &[name.into()],
-    )
-    .map_err(|e| {
-        PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")).detail(e.message)
-    })?;
+    // parse_ident() is PostgreSQL's own identifier parser; strict mode rejects trailing junk with
+    // its own ERROR (22023, "string is not a valid identifier", and a DETAIL saying why).
+    let parts: Option<Vec<String>> =
+        crate::spi::one("SELECT pg_catalog.parse_ident($1, true)", &[name.into()])?;
     parts
         .filter(|p| !p.is_empty())
         .ok_or_else(|| PgtError::new(SqlState::InvalidName, format!("invalid name \"{name}\"")))

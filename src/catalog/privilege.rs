@@ -19,12 +19,47 @@ pub fn caller() -> Oid {
 /// Runs `body` as the role that owns the pg_trickle extension (as a SECURITY DEFINER function would
 /// run), restoring the caller's identity afterwards (also when an ERROR unwinds).
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    let owner = spi::one::<Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
-        &[],
-    )?
-    .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
+    let owner = extension_owner()
+        .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
+}
+
+/// The role owning the pg_trickle extension, read from `pg_extension` by its name index (every
+/// call of the SQL API asks; an SPI statement would cost more than the rest of a no-change refresh's
+/// lookups together).
+fn extension_owner() -> Option<Oid> {
+    let name = c"pg_trickle";
+    // SAFETY: a catalog index scan inside a transaction, closed on every path; the tuple is read
+    // before the scan ends. An ERROR inside unwinds, and the transaction's abort releases both.
+    unsafe {
+        let rel = pg_sys::table_open(
+            pg_sys::ExtensionRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        let mut key = pg_sys::ScanKeyData::default();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_extname as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::F_NAMEEQ.into(),
+            pg_sys::Datum::from(name.as_ptr()),
+        );
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::ExtensionNameIndexId.into(),
+            true,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let owner = (!tuple.is_null()).then(|| {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple)).extowner
+        });
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        owner
+    }
 }
 
 /// Runs `body` with exactly `owner`'s rights (DESIGN invariant 6), whoever started the refresh — the

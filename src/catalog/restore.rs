@@ -69,7 +69,11 @@ pub fn restore() -> PgtResult<Vec<Restored>> {
                     "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2 WHERE pgt_id = $1",
                     &[st.pgt_id.into(), relid.into()],
                 )?;
-                found.push(StreamTable { relid, ..st });
+                found.push(StreamTable {
+                    relid,
+                    identity_holds: None,
+                    ..st
+                });
             }
             None => {
                 // Nothing to refresh into: the row goes (its history with it).

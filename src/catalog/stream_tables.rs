@@ -27,6 +27,9 @@ pub struct StreamTable {
     /// refresh (see `dvm::decide::Facts::restarted`). A refresh replayed from a former primary
     /// started before its commit, whose replay is the latest `pg_last_xact_replay_timestamp()` can be.
     pub restarted_since_refresh: bool,
+    /// Whether the row names its own storage table (see [`identity_holds`]), when the load already
+    /// checked it.
+    pub identity_holds: Option<bool>,
 }
 
 impl StreamTable {
@@ -70,20 +73,36 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         reinit_reason: r.get_by_name("reinit_reason")?,
         last_error: r.get_by_name("last_error")?,
         restarted_since_refresh: spi::col(r, "restarted_since_refresh")?,
+        identity_holds: None,
     })
 }
 
 /// Loads a stream table by id and locks its catalog row (FOR UPDATE): the fence that makes two
 /// refreshers of one stream table serialize, and turns a stale REPEATABLE READ snapshot into a
 /// serialization failure instead of a double apply.
+/// The row's `identity_holds` is answered in the same statement (every refresh asks it).
 pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
+    let view = super::query_view::name(pgt_id).quoted();
+    let (identity, args) = if super::version::at_least_0_2_0()? {
+        (
+            identity_sql("pgt_relid", "$2", "status"),
+            vec![pgt_id.into(), view.as_str().into()],
+        )
+    } else {
+        ("true".to_string(), vec![pgt_id.into()])
+    };
     let sql = format!(
-        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
+        "SELECT {}, {identity} AS identity_holds FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
         columns()?
     );
-    Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?
-        .into_iter()
-        .next())
+    Ok(spi::rows(&sql, &args, |r| {
+        Ok(StreamTable {
+            identity_holds: r.get_by_name("identity_holds")?,
+            ..from_row(r)?
+        })
+    })?
+    .into_iter()
+    .next())
 }
 
 /// Whether the catalog row still names its own storage table: its query view is tied to that table
@@ -92,16 +111,14 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
 /// whose view was dropped along with a column it read (DROP ... CASCADE) is in ERROR already, and its
 /// refresh explains what broke. (A 0.1.0 catalog has no query views: nothing to check.)
 pub fn identity_holds(st: &StreamTable) -> PgtResult<bool> {
+    if let Some(holds) = st.identity_holds {
+        return Ok(holds);
+    }
     if !super::version::at_least_0_2_0()? {
         return Ok(true);
     }
     Ok(spi::one::<bool>(
-        "SELECT CASE WHEN pg_catalog.to_regclass($2) IS NULL THEN $3 = 'ERROR'
-                     ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                     AND d.objid = pg_catalog.to_regclass($2)
-                                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                     AND d.refobjid = $1 AND d.deptype = 'a') END",
+        &format!("SELECT {}", identity_sql("$1", "$2", "$3")),
         &[
             st.relid.into(),
             super::query_view::name(st.pgt_id).quoted().as_str().into(),
@@ -110,13 +127,38 @@ pub fn identity_holds(st: &StreamTable) -> PgtResult<bool> {
     )? == Some(true))
 }
 
+/// The check of [`identity_holds`] as an expression over the storage table's OID, the query view's
+/// name and the row's status.
+fn identity_sql(relid: &str, view: &str, status: &str) -> String {
+    format!(
+        "CASE WHEN pg_catalog.to_regclass({view}) IS NULL THEN {status} = 'ERROR'
+              ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                              AND d.objid = pg_catalog.to_regclass({view})
+                              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                              AND d.refobjid = {relid} AND d.deptype = 'a') END"
+    )
+}
+
 /// The role owning the storage table.
 pub fn owner(relid: Oid) -> PgtResult<Oid> {
-    spi::one::<Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    )?
-    .ok_or_else(|| PgtError::internal("storage table without an owner"))
+    use pgrx::pg_sys;
+    // SAFETY: a syscache lookup inside a transaction; the tuple is read, then released.
+    let owner = unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if tuple.is_null() {
+            None
+        } else {
+            let owner =
+                (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+            pg_sys::ReleaseSysCache(tuple);
+            Some(owner)
+        }
+    };
+    owner.ok_or_else(|| PgtError::internal("storage table without an owner"))
 }
 
 /// Loads a stream table by id, without locking it.
@@ -153,13 +195,24 @@ pub fn find_id(name: &str) -> PgtResult<i64> {
 
 /// The storage table's OID and the stream table's id for a user-given name.
 pub fn find_ids(name: &str) -> PgtResult<(Oid, i64)> {
-    let relid = names::resolve_existing(name)?.ok_or_else(|| not_found(name))?;
-    let pgt_id = spi::one::<i64>(
-        "SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1",
-        &[relid.into()],
-    )?
-    .ok_or_else(|| not_a_stream_table(name))?;
-    Ok((relid, pgt_id))
+    // The relation and its catalog row in one statement: every manual refresh starts here.
+    let found = spi::rows(
+        "SELECT r.relid, s.pgt_id
+           FROM (SELECT pg_catalog.to_regclass($1)::oid AS relid) AS r
+           LEFT JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = r.relid",
+        &[names::canonical(name)?.as_str().into()],
+        |r| {
+            Ok((
+                r.get_by_name::<Oid, _>("relid")?,
+                r.get_by_name::<i64, _>("pgt_id")?,
+            ))
+        },
+    )?;
+    match found.into_iter().next() {
+        Some((Some(relid), Some(pgt_id))) => Ok((relid, pgt_id)),
+        Some((Some(_), None)) => Err(not_a_stream_table(name)),
+        _ => Err(not_found(name)),
+    }
 }
 
 fn not_found(name: &str) -> PgtError {
