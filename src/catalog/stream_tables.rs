@@ -142,23 +142,29 @@ fn identity_sql(relid: &str, view: &str, status: &str) -> String {
 
 /// The role owning the storage table.
 pub fn owner(relid: Oid) -> PgtResult<Oid> {
+    pg_class_row(relid, |c| c.relowner)
+        .ok_or_else(|| PgtError::internal("storage table without an owner"))
+}
+
+/// `read` applied to the relation's `pg_class` row from the catalog cache (None: no such relation).
+pub fn pg_class_row<R>(
+    relid: Oid,
+    read: impl FnOnce(&pgrx::pg_sys::FormData_pg_class) -> R,
+) -> Option<R> {
     use pgrx::pg_sys;
-    // SAFETY: a syscache lookup inside a transaction; the tuple is read, then released.
-    let owner = unsafe {
+    // SAFETY: a syscache lookup inside a transaction; the row is read, then released.
+    unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as i32,
             pg_sys::Datum::from(relid),
         );
         if tuple.is_null() {
-            None
-        } else {
-            let owner =
-                (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
-            pg_sys::ReleaseSysCache(tuple);
-            Some(owner)
+            return None;
         }
-    };
-    owner.ok_or_else(|| PgtError::internal("storage table without an owner"))
+        let out = read(&*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple));
+        pg_sys::ReleaseSysCache(tuple);
+        Some(out)
+    }
 }
 
 /// Loads a stream table by id, without locking it.

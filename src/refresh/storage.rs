@@ -64,9 +64,8 @@ pub fn payload(
 /// The planner's row count estimate of a storage table (`pg_class.reltuples`; -1 before its first
 /// count).
 pub fn estimated_rows(st: &StreamTable) -> PgtResult<f64> {
-    Ok(spi::one::<f64>(
-        "SELECT reltuples::pg_catalog.float8 FROM pg_catalog.pg_class WHERE oid = $1",
-        &[st.relid.into()],
-    )?
-    .unwrap_or(-1.0))
+    Ok(
+        crate::catalog::stream_tables::pg_class_row(st.relid, |c| f64::from(c.reltuples))
+            .unwrap_or(-1.0),
+    )
 }
