@@ -7,7 +7,7 @@
 
 use crate::dvm::optree::{Expr, Node, OpTree};
 use sqlparser::ast::{
-    BinaryOperator, DataType, ExactNumberInfo, Expr as SqlExpr, UnaryOperator, Value,
+    BinaryOperator, DataType, DateTimeField, ExactNumberInfo, Expr as SqlExpr, UnaryOperator, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -57,8 +57,37 @@ fn walk(e: &SqlExpr, column: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
         SqlExpr::Cast {
             expr, data_type, ..
         } => cast_scale(walk(expr, column), data_type),
+        // `numeric` since PostgreSQL 14; these fields are whole numbers whatever the input's type.
+        SqlExpr::Extract { field, .. } if whole_field(field) => Some(0),
         _ => None,
     }
+}
+
+/// EXTRACT fields whose value has no decimals for every input type (`second`, `milliseconds`,
+/// `epoch` and `julian` have some, depending on the type).
+fn whole_field(field: &DateTimeField) -> bool {
+    use DateTimeField as F;
+    matches!(
+        field,
+        F::Year
+            | F::Month
+            | F::Week(None)
+            | F::Day
+            | F::Hour
+            | F::Minute
+            | F::Century
+            | F::Decade
+            | F::Dow
+            | F::Doy
+            | F::Isodow
+            | F::Isoyear
+            | F::Microseconds
+            | F::Millennium
+            | F::Quarter
+            | F::Timezone
+            | F::TimezoneHour
+            | F::TimezoneMinute
+    )
 }
 
 /// Decimals of a numeric literal as written (`1.50`: 2, `7`: 0); None with an exponent.
@@ -183,6 +212,22 @@ mod tests {
         assert_eq!(scale_of(&["(", "#2", ")::numeric"]), Some(0));
         assert_eq!(scale_of(&["(", "#3", ")::numeric(12,3)"]), Some(3));
         assert_eq!(scale_of(&["(", "#4", ")::integer"]), Some(0));
+    }
+
+    #[test]
+    fn whole_extract_fields_have_no_decimals_and_the_others_no_fixed_scale() {
+        // TPC-H Q7's and Q9's year, as pg_get_viewdef prints it (#4 standing in for a date).
+        assert_eq!(scale_of(&["EXTRACT(year FROM ", "#4", ")"]), Some(0));
+        assert_eq!(scale_of(&["EXTRACT(dow FROM ", "#4", ")"]), Some(0));
+        assert_eq!(
+            scale_of(&["(EXTRACT(month FROM ", "#4", ") * ", "#0", ")"]),
+            Some(2)
+        );
+        // 6 for a timestamp, 0 for a date: not known from the expression.
+        assert_eq!(scale_of(&["EXTRACT(epoch FROM ", "#4", ")"]), None);
+        assert_eq!(scale_of(&["EXTRACT(second FROM ", "#4", ")"]), None);
+        assert_eq!(scale_of(&["EXTRACT(milliseconds FROM ", "#4", ")"]), None);
+        assert_eq!(scale_of(&["EXTRACT(julian FROM ", "#4", ")"]), None);
     }
 
     #[test]

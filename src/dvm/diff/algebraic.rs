@@ -35,6 +35,7 @@ use super::rules::{
 };
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree};
+use crate::dvm::scale;
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{PgtError, PgtResult};
 
@@ -56,6 +57,8 @@ pub struct AggregateState<'t> {
     key_visible: Vec<Option<usize>>,
     /// How many of `calls` are the query's own (the rest are hidden scale extrema).
     query_calls: usize,
+    /// See [`AggregateState::keys_print_alike`].
+    keys_print_alike: bool,
 }
 
 /// The type SUM returns for an argument type, when the engine maintains it algebraically.
@@ -146,6 +149,14 @@ impl<'t> AggregateState<'t> {
         let mut all = calls.clone();
         all.extend(calls.iter().filter(|c| tracks_scale(c)).map(largest_scale));
         let query_calls = calls.len();
+        let keys_print_alike = key_types.iter().zip(group_by).all(|(t, key)| {
+            let t = t.split(" COLLATE ").next().unwrap_or(t);
+            super::rules::equal_values_print_equal(t)
+                || super::rules::is_text(t)
+                // `EXTRACT(year FROM d)`: a `numeric` with no decimals, ever.
+                || (t == "numeric"
+                    && scale::expr_scale(key, &|i| scale::column_scale(tree, input, i)).is_some())
+        });
         Some(AggregateState {
             input,
             keys: group_by,
@@ -155,6 +166,7 @@ impl<'t> AggregateState<'t> {
             exprs,
             key_visible,
             query_calls,
+            keys_print_alike,
         })
     }
 
@@ -364,12 +376,10 @@ impl<'t> AggregateState<'t> {
     }
 
     /// Whether equal values of every group key print alike (integers, `numeric(p,s)`, dates, text
-    /// under the default collation, ...), so any member of a group shows its keys as every other does.
+    /// under the default collation, a `numeric` expression whose every value has the same number of
+    /// decimals, ...), so any member of a group shows its keys as every other does.
     fn keys_print_alike(&self) -> bool {
-        self.key_types.iter().all(|t| {
-            let t = t.split(" COLLATE ").next().unwrap_or(t);
-            super::rules::equal_values_print_equal(t) || super::rules::is_text(t)
-        })
+        self.keys_print_alike
     }
 
     fn key_items(&self, a: &str) -> Vec<String> {
