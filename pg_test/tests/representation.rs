@@ -121,19 +121,21 @@ fn group_keys_show_a_current_members_text() {
 }
 
 #[test]
-fn whole_extract_fields_group_like_integers() {
-    // `EXTRACT(year FROM ...)` is numeric, but never has decimals: its groups keep their state when
-    // a batch deletes from them (TPC-H Q7, Q9), and stay exact; an epoch of a timestamp (decimals)
-    // and of a date (none) next to it, grouped on their own.
+fn whole_extract_fields_and_rounded_values_group_like_integers() {
+    // `EXTRACT(year FROM ...)` and `round(x, 1)` are numeric with a fixed number of decimals: their
+    // groups keep their state when a batch deletes from them (TPC-H Q7, Q9), and stay exact, as do
+    // sums of rounded values (no hidden largest scale); an epoch of a timestamp (decimals) and of a
+    // date (none) next to them, grouped on their own.
     let mut db = TestDb::new("repr_extract");
     db.exec(
-        "CREATE TABLE ev (id int PRIMARY KEY, d date, ts timestamp, v numeric(8,2));
+        "CREATE TABLE ev (id int PRIMARY KEY, d date, ts timestamp, v numeric(8,2), x numeric);
          INSERT INTO ev SELECT i, date '2020-01-01' + i * 40, timestamp '2020-01-01' + i * interval '7 hours 0.5 seconds',
-                               i * 1.25 FROM generate_series(1, 40) i;",
+                               i * 1.25, i / 7.0 FROM generate_series(1, 40) i;",
     );
     const Y: &str = "SELECT EXTRACT(year FROM d) AS y, EXTRACT(quarter FROM ts) AS q, count(*) AS n, sum(v) AS s FROM ev GROUP BY 1, 2";
     const E: &str = "SELECT EXTRACT(epoch FROM ts) AS e, EXTRACT(epoch FROM d) AS de, count(*) AS n FROM ev GROUP BY 1, 2";
-    for (name, query) in [("by_year", Y), ("by_epoch", E)] {
+    const R: &str = "SELECT round(x, 1) AS r, trunc(x) AS t, count(*) AS n, sum(round(x * 3, 2)) AS s, avg(abs(v)) AS a FROM ev GROUP BY 1, 2";
+    for (name, query) in [("by_year", Y), ("by_epoch", E), ("by_round", R)] {
         db.exec(&format!(
             "SELECT pgtrickle.create_stream_table('{name}', '{query}', '1h', 'DIFFERENTIAL')"
         ));
@@ -142,10 +144,11 @@ fn whole_extract_fields_group_like_integers() {
         "DELETE FROM ev WHERE id % 3 = 0",
         "BEGIN; UPDATE ev SET d = d + 400, v = v + 1 WHERE id % 5 = 1; DELETE FROM ev WHERE id = 2;
                 INSERT INTO ev VALUES (100, '2021-06-01', '2021-06-01 10:00:00.25', 3); COMMIT",
+        "UPDATE ev SET x = x * 2 WHERE id % 4 = 0",
         "DELETE FROM ev WHERE d < '2022-01-01'",
     ] {
         db.exec(step);
-        for (name, query) in [("by_year", Y), ("by_epoch", E)] {
+        for (name, query) in [("by_year", Y), ("by_epoch", E), ("by_round", R)] {
             assert_eq!(
                 refresh(&mut db, name),
                 "DIFFERENTIAL",

@@ -2,12 +2,15 @@
 //! `numeric(15,2)` value has exactly two decimals, `a + b` and `a - b` have the larger of their
 //! operands' decimals and `a * b` the sum of them. So an expression built from such columns, integers
 //! and literals with `+`, `-` and `*` has one scale for every row, and so does a SUM of it: the engine
-//! then needs no hidden largest-scale state for that SUM (see `diff::algebraic`). Anything else —
-//! division, functions, CASE, unconstrained `numeric` columns — has no fixed scale here.
+//! then needs no hidden largest-scale state for that SUM, and a group key of it prints equal values
+//! alike (see `diff::algebraic`). So do PostgreSQL's rounding functions with a literal number of
+//! decimals and `EXTRACT` of a whole field. Anything else — division, other functions, CASE,
+//! unconstrained `numeric` columns — has no fixed scale here.
 
 use crate::dvm::optree::{Expr, Node, OpTree};
 use sqlparser::ast::{
-    BinaryOperator, DataType, DateTimeField, ExactNumberInfo, Expr as SqlExpr, UnaryOperator, Value,
+    BinaryOperator, CeilFloorKind, DataType, DateTimeField, ExactNumberInfo, Expr as SqlExpr,
+    Function, FunctionArg, FunctionArgExpr, FunctionArguments, UnaryOperator, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -59,6 +62,77 @@ fn walk(e: &SqlExpr, column: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
         } => cast_scale(walk(expr, column), data_type),
         // `numeric` since PostgreSQL 14; these fields are whole numbers whatever the input's type.
         SqlExpr::Extract { field, .. } if whole_field(field) => Some(0),
+        SqlExpr::Function(f) => function_scale(f, column),
+        SqlExpr::Ceil {
+            field: CeilFloorKind::DateTimeField(DateTimeField::NoDateTime),
+            ..
+        }
+        | SqlExpr::Floor {
+            field: CeilFloorKind::DateTimeField(DateTimeField::NoDateTime),
+            ..
+        } => Some(0),
+        _ => None,
+    }
+}
+
+/// Decimals of a call of one of PostgreSQL's rounding functions, or of `abs`: `round(x, 2)` has two
+/// whatever `x` has, `round(x)`, `trunc(x)` and `ceiling(x)` none (`ceil` and `floor` parse as
+/// expressions of their own, above). (Over a float they
+/// return a float, which has no scale here; cast to numeric, a whole float has none either.)
+fn function_scale(f: &Function, column: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
+    let name = match f.name.0.as_slice() {
+        [name] => name.as_ident()?.value.as_str(),
+        [schema, name] if schema.as_ident()?.value == "pg_catalog" => {
+            name.as_ident()?.value.as_str()
+        }
+        _ => return None,
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if f.filter.is_some()
+        || f.over.is_some()
+        || list.duplicate_treatment.is_some()
+        || !list.clauses.is_empty()
+    {
+        return None;
+    }
+    let args = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    match (name, args.as_slice()) {
+        ("round" | "trunc" | "ceiling", [_]) => Some(0),
+        ("round" | "trunc", [_, digits]) => {
+            Some(u64::try_from(integer_literal(digits)?).unwrap_or(0))
+        }
+        ("abs", [x]) => walk(x, column),
+        _ => None,
+    }
+}
+
+/// The value of an integer literal, possibly negative or cast to an integer type.
+fn integer_literal(e: &SqlExpr) -> Option<i64> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            Value::SingleQuotedString(n) => n.parse().ok(),
+            _ => None,
+        },
+        SqlExpr::Nested(inner) => integer_literal(inner),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => integer_literal(expr).map(|n| -n),
+        SqlExpr::Cast {
+            expr,
+            data_type: DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_),
+            ..
+        } => integer_literal(expr),
         _ => None,
     }
 }
@@ -231,10 +305,28 @@ mod tests {
     }
 
     #[test]
+    fn rounding_functions_fix_the_scale_and_abs_keeps_it() {
+        assert_eq!(scale_of(&["round(", "#3", ", 2)"]), Some(2));
+        assert_eq!(scale_of(&["pg_catalog.round(", "#3", ", 3)"]), Some(3));
+        assert_eq!(scale_of(&["trunc(", "#3", ", '-2'::integer)"]), Some(0));
+        assert_eq!(scale_of(&["round(", "#3", ", (-1))"]), Some(0));
+        assert_eq!(scale_of(&["round(", "#3", ")"]), Some(0));
+        assert_eq!(scale_of(&["floor(", "#3", ")"]), Some(0));
+        assert_eq!(scale_of(&["(round(", "#4", "))::numeric"]), Some(0));
+        assert_eq!(scale_of(&["abs(", "#0", ")"]), Some(2));
+        assert_eq!(scale_of(&["(round(", "#3", ", 1) * ", "#0", ")"]), Some(3));
+        // Not a literal, not pg_catalog's, or not a rounding function.
+        assert_eq!(scale_of(&["round(", "#3", ", ", "#2", ")"]), None);
+        assert_eq!(scale_of(&["public.round(", "#3", ", 2)"]), None);
+        assert_eq!(scale_of(&["abs(", "#3", ")"]), None);
+        assert_eq!(scale_of(&["sqrt(", "#0", ")"]), None);
+    }
+
+    #[test]
     fn anything_whose_scale_depends_on_the_values_has_none() {
         assert_eq!(scale_of(&["#3"]), None, "numeric without a declared scale");
         assert_eq!(scale_of(&["(", "#0", " / ", "#1", ")"]), None, "division");
-        assert_eq!(scale_of(&["round(", "#0", ", 1)"]), None, "a function");
+        assert_eq!(scale_of(&["sqrt(", "#0", ")"]), None, "a function");
         assert_eq!(scale_of(&["(", "#0", " * ", "#3", ")"]), None);
         assert_eq!(
             scale_of(&["(", "#4", ")::numeric"]),
