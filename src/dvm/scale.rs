@@ -108,7 +108,12 @@ fn function_scale(f: &Function, column: &dyn Fn(&str) -> Option<u64>) -> Option<
     match (name, args.as_slice()) {
         ("round" | "trunc" | "ceiling", [_]) => Some(0),
         ("round" | "trunc", [_, digits]) => {
-            Some(u64::try_from(integer_literal(digits)?).unwrap_or(0))
+            // PostgreSQL clamps the number of decimals to 0..=2000 (NUMERIC_MAX_RESULT_SCALE).
+            Some(
+                u64::try_from(integer_literal(digits)?)
+                    .unwrap_or(0)
+                    .min(2000),
+            )
         }
         ("abs", [x]) => walk(x, column),
         _ => None,
@@ -311,6 +316,7 @@ mod tests {
         assert_eq!(scale_of(&["trunc(", "#3", ", '-2'::integer)"]), Some(0));
         assert_eq!(scale_of(&["round(", "#3", ", (-1))"]), Some(0));
         assert_eq!(scale_of(&["round(", "#3", ")"]), Some(0));
+        assert_eq!(scale_of(&["round(", "#3", ", 5000)"]), Some(2000));
         assert_eq!(scale_of(&["floor(", "#3", ")"]), Some(0));
         assert_eq!(scale_of(&["(round(", "#4", "))::numeric"]), Some(0));
         assert_eq!(scale_of(&["abs(", "#0", ")"]), Some(2));
