@@ -79,8 +79,8 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
 
 /// Loads a stream table by id and locks its catalog row (FOR UPDATE): the fence that makes two
 /// refreshers of one stream table serialize, and turns a stale REPEATABLE READ snapshot into a
-/// serialization failure instead of a double apply.
-/// The row's `identity_holds` is answered in the same statement (every refresh asks it).
+/// serialization failure instead of a double apply. The same statement answers [`identity_holds`]
+/// for the row (every refresh asks it).
 pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
     let view = super::query_view::name(pgt_id).quoted();
     let (identity, args) = if super::version::at_least_0_2_0()? {
