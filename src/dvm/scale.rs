@@ -76,9 +76,10 @@ fn walk(e: &SqlExpr, column: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
 }
 
 /// Decimals of a call of one of PostgreSQL's rounding functions, or of `abs`: `round(x, 2)` has two
-/// whatever `x` has, `round(x)`, `trunc(x)` and `ceiling(x)` none (`ceil` and `floor` parse as
-/// expressions of their own, above). (Over a float they
-/// return a float, which has no scale here; cast to numeric, a whole float has none either.)
+/// whatever `x` has; `round(x)`, `trunc(x)` and `ceiling(x)` none (`ceil` and `floor` parse as
+/// expressions of their own, in `walk`). Over a float these return a whole float, which cast to
+/// numeric has no decimals either; mixed with a numeric it stays a float, and the query text shows
+/// the numeric side's cast to `double precision`, which has no fixed scale here.
 fn function_scale(f: &Function, column: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
     let name = match f.name.0.as_slice() {
         [name] => name.as_ident()?.value.as_str(),
