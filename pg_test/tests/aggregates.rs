@@ -450,3 +450,81 @@ fn numeric_sums_of_any_scale_know_their_largest_scale_from_the_start() {
     assert_eq!(after - before, 0, "a vanished group is not recomputed");
     db.assert_shows_what_query_shows("sums", Q);
 }
+
+fn fillfactor(db: &mut TestDb, st: &str) -> Option<String> {
+    db.value(&format!(
+        "SELECT (SELECT o FROM pg_catalog.unnest(reloptions) AS o WHERE o LIKE 'fillfactor=%') \
+         FROM pg_catalog.pg_class WHERE oid = '{st}'::regclass"
+    ))
+}
+
+#[test]
+fn group_rows_are_updated_on_their_own_page() {
+    // Enough groups for several pages; each refresh updates a third of them.
+    let mut db = TestDb::new("agg_fillfactor");
+    db.exec(
+        "CREATE TABLE t (id serial PRIMARY KEY, g int NOT NULL, v numeric(10,2) NOT NULL);
+         INSERT INTO t (g, v) SELECT i % 600, i FROM generate_series(1, 6000) i;",
+    );
+    let grouped = "SELECT g, count(*) AS n, sum(v) AS total, avg(v) AS mean FROM t GROUP BY g";
+    for (st, query, mode) in [
+        ("grouped", grouped, "DIFFERENTIAL"),
+        ("rows", "SELECT id, v FROM t WHERE v > 10", "DIFFERENTIAL"),
+        ("grouped_full", grouped, "FULL"),
+    ] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', '{mode}')"
+        ));
+    }
+    assert_eq!(
+        fillfactor(&mut db, "grouped").as_deref(),
+        Some("fillfactor=50")
+    );
+    // Rows matched by their whole image are deleted and inserted, never updated; a FULL stream
+    // table keeps no state.
+    assert_eq!(fillfactor(&mut db, "rows"), None);
+    assert_eq!(fillfactor(&mut db, "grouped_full"), None);
+
+    let pages = |db: &mut TestDb| -> Vec<(i32, String)> {
+        db.rows(
+            "SELECT g, (ctid::text::point)[0]::text FROM grouped ORDER BY g",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let before = pages(&mut db);
+    for round in 0..3 {
+        db.exec(&format!("UPDATE t SET v = v + 1 WHERE g % 3 = {round}"));
+        refresh_and_check(&mut db, "grouped", grouped, &format!("round {round}"));
+        let after = pages(&mut db);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        assert_eq!(
+            (moved, after.len()),
+            (0, before.len()),
+            "round {round}: groups that left their page (no room there for a HOT update), of all"
+        );
+    }
+
+    // A FULL stream table made DIFFERENTIAL gets it with its state columns; one whose owner set a
+    // fill factor of their own keeps theirs.
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('grouped_own', 'SELECT g, sum(v) AS total FROM t GROUP BY g', '1h', 'FULL');
+         ALTER TABLE grouped_own SET (fillfactor = 80);",
+    );
+    for st in ["grouped_full", "grouped_own"] {
+        db.exec(&format!(
+            "SELECT pgtrickle.alter_stream_table('{st}', refresh_mode => 'DIFFERENTIAL');
+             SELECT pgtrickle.refresh_stream_table('{st}');"
+        ));
+    }
+    assert_eq!(
+        fillfactor(&mut db, "grouped_full").as_deref(),
+        Some("fillfactor=50")
+    );
+    assert_eq!(
+        fillfactor(&mut db, "grouped_own").as_deref(),
+        Some("fillfactor=80")
+    );
+}

@@ -36,6 +36,7 @@ pub fn payload(
     let Some(state) = tree.and_then(AggregateState::of) else {
         return Ok(Some(Payload::visible(&st.output_columns, &visible_types)));
     };
+    let mut changes = Vec::new();
     for (name, type_sql) in state.hidden_columns() {
         let found = type_of(&name);
         if found.as_deref() == Some(type_sql.split(" COLLATE ").next().unwrap_or(&type_sql)) {
@@ -45,20 +46,37 @@ pub fn payload(
             return Ok(None);
         }
         let column = quote_ident(&name);
-        let drop = if found.is_some() {
-            format!("DROP COLUMN {column}, ")
-        } else {
-            String::new()
-        };
+        if found.is_some() {
+            changes.push(format!("DROP COLUMN {column}"));
+        }
+        changes.push(format!("ADD COLUMN {column} {type_sql}"));
+    }
+    if !changes.is_empty() {
+        if !has_fillfactor(st.relid)? {
+            changes.push(format!("SET (fillfactor = {GROUP_ROWS_FILLFACTOR})"));
+        }
         spi::exec(
-            &format!(
-                "ALTER TABLE {} {drop}ADD COLUMN {column} {type_sql}",
-                storage.quoted()
-            ),
+            &format!("ALTER TABLE {} {}", storage.quoted(), changes.join(", ")),
             &[],
         )?;
     }
     Ok(Some(state.payload(&st.output_columns, &visible_types)))
+}
+
+/// The fill factor a storage table gets when it starts keeping aggregate state: each refresh updates
+/// the rows of the groups it touches in place, and with room left on their page those updates are
+/// HOT (no new index entry, the old version pruned by the next visit). At the default 100 the first
+/// update of each row moves it to another page, and under steady churn the table grows past the size
+/// it has at 50 anyway (docs/ARCHITECTURE.md, "Apply").
+const GROUP_ROWS_FILLFACTOR: u32 = 50;
+
+/// Whether the table has a fill factor of its own (set by us before, or by its owner: kept).
+fn has_fillfactor(relid: pgrx::pg_sys::Oid) -> PgtResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c, pg_catalog.unnest(c.reloptions) AS o
+                         WHERE c.oid = $1 AND o LIKE 'fillfactor=%')",
+        &[relid.into()],
+    )? == Some(true))
 }
 
 /// The planner's row count estimate of a storage table (`pg_class.reltuples`; -1 before its first
