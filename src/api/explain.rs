@@ -54,9 +54,18 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 let hidden: Vec<String> =
                     state.hidden_columns().into_iter().map(|(n, _)| n).collect();
                 out.push_str(&format!(
-                    "\nAggregates: maintained from stored state (hidden columns {}); a batch reads only the touched groups' rows\n",
+                    "\nAggregates: maintained from stored state (hidden columns {})\n",
                     hidden.join(", ")
                 ));
+                let when = state.recomputed_when();
+                if when.is_empty() {
+                    out.push_str("A group is never recomputed from its input rows: a batch reads its change rows and the touched groups' stored rows\n");
+                } else {
+                    out.push_str("A group is recomputed from its current input rows (through an index on the group key, if there is one) only when:\n");
+                    for line in when {
+                        out.push_str(&format!("  - {line}\n"));
+                    }
+                }
             }
             match refresh::storage::payload(&st, &storage, Some(&tree), false)? {
                 None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),

@@ -90,6 +90,20 @@ pub enum AggFunc {
     Other,
 }
 
+impl AggFunc {
+    /// The SQL function's name (`Other`: the aggregates the engine does not maintain from state).
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunc::CountStar | AggFunc::Count => "count",
+            AggFunc::Sum => "sum",
+            AggFunc::Avg => "avg",
+            AggFunc::Min => "min",
+            AggFunc::Max => "max",
+            AggFunc::Other => "aggregate",
+        }
+    }
+}
+
 /// One aggregate call, structurally: `func(arg) FILTER (WHERE filter)`, over the Aggregate's input
 /// columns. `arg_type` (the argument's SQL type) and `less_than` (its default btree `<` operator, as
 /// `OPERATOR(schema.<)`, for MIN/MAX) are filled in by the extension after analysis.

@@ -57,8 +57,9 @@ pub struct AggregateState<'t> {
     key_visible: Vec<Option<usize>>,
     /// How many of `calls` are the query's own (the rest are hidden scale extrema).
     query_calls: usize,
-    /// See [`AggregateState::keys_print_alike`].
-    keys_print_alike: bool,
+    /// The types of the group keys whose equal values may print differently (see
+    /// [`AggregateState::keys_print_alike`]).
+    keys_printing_apart: Vec<String>,
 }
 
 /// The type SUM returns for an argument type, when the engine maintains it algebraically.
@@ -149,14 +150,19 @@ impl<'t> AggregateState<'t> {
         let mut all = calls.clone();
         all.extend(calls.iter().filter(|c| tracks_scale(c)).map(largest_scale));
         let query_calls = calls.len();
-        let keys_print_alike = key_types.iter().zip(group_by).all(|(t, key)| {
-            let t = t.split(" COLLATE ").next().unwrap_or(t);
-            super::rules::equal_values_print_equal(t)
+        let keys_printing_apart = key_types
+            .iter()
+            .zip(group_by)
+            .map(|(t, key)| (t.split(" COLLATE ").next().unwrap_or(t), key))
+            .filter(|(t, key)| {
+                !(super::rules::equal_values_print_equal(t)
                 || super::rules::is_text(t)
                 // `EXTRACT(year FROM d)`: a `numeric` with no decimals, ever.
-                || (t == "numeric"
-                    && scale::expr_scale(key, &|i| scale::column_scale(tree, input, i)).is_some())
-        });
+                || (*t == "numeric"
+                    && scale::expr_scale(key, &|i| scale::column_scale(tree, input, i)).is_some()))
+            })
+            .map(|(t, _)| t.to_string())
+            .collect();
         Some(AggregateState {
             input,
             keys: group_by,
@@ -166,7 +172,7 @@ impl<'t> AggregateState<'t> {
             exprs,
             key_visible,
             query_calls,
-            keys_print_alike,
+            keys_printing_apart,
         })
     }
 
@@ -379,7 +385,73 @@ impl<'t> AggregateState<'t> {
     /// under the default collation, a `numeric` expression whose every value has the same number of
     /// decimals, ...), so any member of a group shows its keys as every other does.
     fn keys_print_alike(&self) -> bool {
-        self.keys_print_alike
+        self.keys_printing_apart.is_empty()
+    }
+
+    /// When a batch makes a group be recomputed from its current input rows, in words, for
+    /// explain_stream_table: the conditions `rescan` collects in the delta, one line each (none: a
+    /// batch never reads source rows for this stream table's groups).
+    pub fn recomputed_when(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.keys_print_alike() {
+            out.push(format!(
+                "a batch deletes rows of it: equal values of a group key ({}) may print differently, and the group \
+                 shows a current row's text (a numeric key of a fixed scale, numeric(p,s) or round(x, n), avoids this)",
+                self.keys_printing_apart.join(", ")
+            ));
+        }
+        let render = |j: usize| {
+            let call = &self.calls[j];
+            let arg = call
+                .arg
+                .as_ref()
+                .map_or("*".into(), |a| a.render(&|c| format!("#{c}")));
+            format!("{}({arg})", call.func.name())
+        };
+        // The hidden MAX(scale(x)) calls follow the query's, one per SUM/AVG that tracks its scale.
+        let scale_of: Vec<usize> = (0..self.query_calls)
+            .filter(|&j| tracks_scale(&self.calls[j]))
+            .collect();
+        let mut special = Vec::new();
+        for (j, call) in self.calls.iter().enumerate() {
+            let what = match j.checked_sub(self.query_calls) {
+                Some(k) => format!(
+                    "the largest scale among {}'s inputs (__pgt_a{j})",
+                    render(scale_of[k])
+                ),
+                None => format!("{} (__pgt_a{j})", render(j)),
+            };
+            match call.func {
+                AggFunc::Sum | AggFunc::Avg if sum_type(&call.arg_type) == Some("numeric") => {
+                    special.push(what)
+                }
+                AggFunc::Min | AggFunc::Max => {
+                    out.push(format!(
+                        "the batch may have deleted every copy of the value of {what}"
+                    ));
+                    if !(super::rules::equal_values_print_equal(&call.arg_type)
+                        || super::rules::is_text(&call.arg_type))
+                    {
+                        out.push(format!(
+                            "the batch deletes a value equal to that of {what}: equal {} values may print differently",
+                            call.arg_type
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !special.is_empty() {
+            // NaN does not subtract out of a sum, nor do infinities.
+            out.insert(
+                usize::from(!self.keys_print_alike()),
+                format!(
+                    "a numeric sum is or becomes NaN or infinite: {}",
+                    special.join(", ")
+                ),
+            );
+        }
+        out
     }
 
     fn key_items(&self, a: &str) -> Vec<String> {

@@ -534,5 +534,51 @@ fn a_numeric_key_without_a_fixed_scale_is_rescanned_after_deletes_and_a_year_is_
         let state = AggregateState::of(&tree).expect("kept from stored state");
         let sql = delta_groups(&tree, &state, &v, &t, &mut ctx());
         assert_eq!(sql.contains("ddel"), rescans, "{sql}");
+        // explain_stream_table says so.
+        let said = state.recomputed_when();
+        assert_eq!(
+            said.iter()
+                .any(|l| l.contains("a batch deletes rows of it")),
+            rescans,
+            "{said:?}"
+        );
     }
+}
+
+#[test]
+fn explain_lists_every_reason_a_group_is_recomputed() {
+    // count and an integer sum never recompute; a numeric sum does on NaN or infinity and, without
+    // a fixed scale, keeps its largest scale as a MAX; MIN over integers when its every copy may
+    // be gone, and MAX over numeric also when an equal value that may print differently is deleted.
+    let calls = vec![
+        call(AggFunc::CountStar, None, ""),
+        call(AggFunc::Sum, Some(2), "integer"),
+        call(AggFunc::Sum, Some(1), "numeric"),
+        call(AggFunc::Min, Some(2), "integer"),
+        call(AggFunc::Max, Some(1), "numeric"),
+    ];
+    let tree = grouped(vec![Expr::col(0)], calls, (0..6).map(Expr::col).collect());
+    let state = AggregateState::of(&tree).expect("kept from stored state");
+    assert_eq!(
+        state.recomputed_when(),
+        [
+            "a numeric sum is or becomes NaN or infinite: sum(#1) (__pgt_a2)",
+            "the batch may have deleted every copy of the value of min(#2) (__pgt_a3)",
+            "the batch may have deleted every copy of the value of max(#1) (__pgt_a4)",
+            "the batch deletes a value equal to that of max(#1) (__pgt_a4): equal numeric values may print differently",
+            "the batch may have deleted every copy of the value of the largest scale among sum(#1)'s inputs (__pgt_a5)",
+        ]
+    );
+    let plain = grouped(
+        vec![Expr::col(0)],
+        vec![
+            call(AggFunc::CountStar, None, ""),
+            call(AggFunc::Sum, Some(2), "integer"),
+        ],
+        (0..3).map(Expr::col).collect(),
+    );
+    assert!(AggregateState::of(&plain)
+        .unwrap()
+        .recomputed_when()
+        .is_empty());
 }
