@@ -400,6 +400,12 @@ fn order_dependent_aggregates_are_read_in_full_from_the_start_and_say_why() {
     db.exec("SELECT pgtrickle.refresh_stream_table('o')");
     assert_eq!(db.last_refresh("o").0, "DIFFERENTIAL");
     db.assert_shows_what_query_shows("o", ORDERED);
+    // And explain_stream_table says what that costs.
+    let plan: String = db.value("SELECT pgtrickle.explain_stream_table('o')");
+    assert!(
+        plan.contains("Aggregates: every group a batch touches is recomputed from all its input rows: string_agg(#2, ','::TEXT ORDER BY #0) cannot be kept from stored state"),
+        "{plan}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 use crate::catalog::{names, stream_tables};
 use crate::cdc;
 use crate::dvm::apply::stream_plan;
-use crate::dvm::diff::{stream_delta, AggregateState, DiffContext};
+use crate::dvm::diff::{stream_delta, why_not_kept, AggregateState, DiffContext};
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
 use crate::error::{required, OrRaise, PgtResult};
@@ -49,6 +49,11 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
             out.push_str(&super::index_advice::buffer_section(caller, &st, &tree)?);
             if let Some(top_k) = &tree.top_k {
                 out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
+            }
+            if let Some(why) = why_not_kept(&tree) {
+                out.push_str(&format!(
+                    "\nAggregates: every group a batch touches is recomputed from all its input rows: {why}\n"
+                ));
             }
             if let Some(state) = AggregateState::of(&tree) {
                 let hidden: Vec<String> =

@@ -116,6 +116,50 @@ fn maintainable(call: &AggCall) -> bool {
     }
 }
 
+/// For a top-level `GROUP BY` whose aggregates are not kept from stored state (so a batch recomputes
+/// every group it touches from that group's input rows): why, in words, for explain_stream_table.
+/// None when they are kept, and for other shapes (a top-K query's window is described on its own).
+pub fn why_not_kept(tree: &OpTree) -> Option<String> {
+    if tree.top_k.is_some() || AggregateState::of(tree).is_some() {
+        return None;
+    }
+    let Node::Project { input, .. } = &tree.root else {
+        return None;
+    };
+    let Node::Aggregate {
+        aggregates,
+        calls,
+        group_by,
+        key_types,
+        ..
+    } = input.as_ref()
+    else {
+        return None;
+    };
+    let others: Vec<String> = aggregates
+        .iter()
+        .zip(calls)
+        .filter(|(_, c)| !maintainable(c))
+        .map(|(a, _)| a.render(&|c| format!("#{c}")))
+        .collect();
+    if calls.len() != aggregates.len() {
+        return Some(
+            "its aggregates were analysed by an older version of pg_trickle (recreate the stream table to keep them from state)".into(),
+        );
+    }
+    if !others.is_empty() {
+        return Some(format!(
+            "{} cannot be kept from stored state (only count, sum and avg over integers or numerics, \
+             and min and max under the default collation, can)",
+            others.join(", ")
+        ));
+    }
+    (key_types.len() != group_by.len()).then(|| {
+        "a group key has no hash function, and stored groups are found by a hash of their keys"
+            .into()
+    })
+}
+
 impl<'t> AggregateState<'t> {
     /// The algebraic form of `tree`, when its shape and every aggregate allow it.
     /// Never for a top-K query: its storage holds only the first rows, not every group.

@@ -7,7 +7,7 @@ pub mod rules;
 mod sharing;
 
 pub(crate) use algebraic::sum_type;
-pub use algebraic::AggregateState;
+pub use algebraic::{why_not_kept, AggregateState};
 pub use context::{
     CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc,
 };

@@ -582,3 +582,36 @@ fn explain_lists_every_reason_a_group_is_recomputed() {
         .recomputed_when()
         .is_empty());
 }
+
+#[test]
+fn explain_says_why_a_grouped_query_recomputes_every_touched_group() {
+    use super::algebraic::why_not_kept;
+    let kept = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Sum, Some(2), "integer")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
+    assert_eq!(why_not_kept(&kept), None);
+
+    let other = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Sum, Some(2), "integer"), AggCall::other()],
+        vec![Expr::col(0), Expr::col(1), Expr::col(2)],
+    );
+    let why = why_not_kept(&other).expect("not kept");
+    assert!(
+        why.starts_with("agg(...) cannot be kept from stored state"),
+        "{why}"
+    );
+
+    let mut unhashable = kept.clone();
+    let Node::Project { input, .. } = &mut unhashable.root else {
+        unreachable!()
+    };
+    let Node::Aggregate { key_types, .. } = input.as_mut() else {
+        unreachable!()
+    };
+    key_types.clear();
+    let why = why_not_kept(&unhashable).expect("not kept");
+    assert!(why.contains("no hash function"), "{why}");
+}
