@@ -446,11 +446,12 @@ impl<'t> AggregateState<'t> {
         }
         let render = |j: usize| {
             let call = &self.calls[j];
-            let arg = call
-                .arg
-                .as_ref()
-                .map_or("*".into(), |a| a.render(&|c| format!("#{c}")));
-            format!("{}({arg})", call.func.name())
+            let col = |c: usize| format!("#{c}");
+            let arg = call.arg.as_ref().map_or("*".into(), |a| a.render(&col));
+            let filter = call.filter.as_ref().map_or(String::new(), |f| {
+                format!(" FILTER (WHERE {})", f.render(&col))
+            });
+            format!("{}({arg}){filter}", call.func.name())
         };
         // The hidden MAX(scale(x)) calls follow the query's, one per SUM/AVG that tracks its scale.
         let scale_of: Vec<usize> = (0..self.query_calls)

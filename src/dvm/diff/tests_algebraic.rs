@@ -550,11 +550,15 @@ fn explain_lists_every_reason_a_group_is_recomputed() {
     // count and an integer sum never recompute; a numeric sum does on NaN or infinity and, without
     // a fixed scale, keeps its largest scale as a MAX; MIN over integers when its every copy may
     // be gone, and MAX over numeric also when an equal value that may print differently is deleted.
+    let mut filtered_min = call(AggFunc::Min, Some(2), "integer");
+    filtered_min.filter = Some(Expr {
+        parts: vec![ExprPart::Col(1), ExprPart::Sql(" > 0".into())],
+    });
     let calls = vec![
         call(AggFunc::CountStar, None, ""),
         call(AggFunc::Sum, Some(2), "integer"),
         call(AggFunc::Sum, Some(1), "numeric"),
-        call(AggFunc::Min, Some(2), "integer"),
+        filtered_min,
         call(AggFunc::Max, Some(1), "numeric"),
     ];
     let tree = grouped(vec![Expr::col(0)], calls, (0..6).map(Expr::col).collect());
@@ -563,7 +567,7 @@ fn explain_lists_every_reason_a_group_is_recomputed() {
         state.recomputed_when(),
         [
             "a numeric sum is or becomes NaN or infinite: sum(#1) (__pgt_a2)",
-            "the batch may have deleted every copy of the value of min(#2) (__pgt_a3)",
+            "the batch may have deleted every copy of the value of min(#2) FILTER (WHERE #1 > 0) (__pgt_a3)",
             "the batch may have deleted every copy of the value of max(#1) (__pgt_a4)",
             "the batch deletes a value equal to that of max(#1) (__pgt_a4): equal numeric values may print differently",
             "the batch may have deleted every copy of the value of the largest scale among sum(#1)'s inputs (__pgt_a5)",
