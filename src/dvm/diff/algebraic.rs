@@ -136,17 +136,17 @@ pub fn why_not_kept(tree: &OpTree) -> Option<String> {
     else {
         return None;
     };
+    if calls.len() != aggregates.len() {
+        return Some(
+            "its aggregates were analysed by an older version of pg_trickle (recreate the stream table to keep them from state)".into(),
+        );
+    }
     let others: Vec<String> = aggregates
         .iter()
         .zip(calls)
         .filter(|(_, c)| !maintainable(c))
         .map(|(a, _)| a.render(&|c| format!("#{c}")))
         .collect();
-    if calls.len() != aggregates.len() {
-        return Some(
-            "its aggregates were analysed by an older version of pg_trickle (recreate the stream table to keep them from state)".into(),
-        );
-    }
     if !others.is_empty() {
         return Some(format!(
             "{} cannot be kept from stored state (only count, sum and avg over integers or numerics, \
@@ -433,8 +433,8 @@ impl<'t> AggregateState<'t> {
     }
 
     /// When a batch makes a group be recomputed from its current input rows, in words, for
-    /// explain_stream_table: the conditions `rescan` collects in the delta, one line each (none: a
-    /// batch never reads source rows for this stream table's groups).
+    /// explain_stream_table: the conditions `rescan` collects in the delta, a line each (the numeric
+    /// sums' in one); none when a batch never reads source rows for this stream table's groups.
     pub fn recomputed_when(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.keys_print_alike() {
