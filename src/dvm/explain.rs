@@ -12,12 +12,13 @@ pub fn describe_tree(tree: &OpTree) -> String {
     out
 }
 
-fn expr(e: &Expr) -> String {
+/// An expression over its operator's input columns, each shown by position (`#n`).
+pub fn describe_expr(e: &Expr) -> String {
     e.render(&|n| format!("#{n}"))
 }
 
 fn list(es: &[Expr]) -> String {
-    es.iter().map(expr).collect::<Vec<_>>().join(", ")
+    es.iter().map(describe_expr).collect::<Vec<_>>().join(", ")
 }
 
 fn write_node(node: &Node, depth: usize, out: &mut String) {
@@ -40,12 +41,12 @@ fn write_node(node: &Node, depth: usize, out: &mut String) {
                 .collect();
             format!("{}.{} ({})", table.schema, table.name, cols.join(", "))
         }
-        Node::Filter { predicate, .. } => expr(predicate),
+        Node::Filter { predicate, .. } => describe_expr(predicate),
         Node::Project { exprs, .. } => list(exprs),
         Node::Join { on, .. } => on
             .as_ref()
-            .map_or("cross".into(), |e| format!("on {}", expr(e))),
-        Node::SemiJoin { on, .. } => format!("on {}", expr(on)),
+            .map_or("cross".into(), |e| format!("on {}", describe_expr(e))),
+        Node::SemiJoin { on, .. } => format!("on {}", describe_expr(on)),
         Node::Aggregate {
             group_by,
             aggregates,

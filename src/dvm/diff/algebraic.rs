@@ -34,6 +34,7 @@ use super::rules::{
     W,
 };
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
+use crate::dvm::explain::describe_expr;
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree};
 use crate::dvm::scale;
 use crate::dvm::sql::{quote_ident, QualifiedName};
@@ -74,6 +75,12 @@ pub(crate) fn sum_type(arg_type: &str) -> Option<&'static str> {
         "numeric" => Some("numeric"),
         _ => None,
     }
+}
+
+/// A SUM/AVG whose sum is a `numeric`: it may be NaN or infinite, which does not subtract out, and
+/// the group is then recomputed.
+fn sums_as_numeric(call: &AggCall) -> bool {
+    sum_type(&call.arg_type) == Some("numeric")
 }
 
 /// A SUM/AVG over `numeric` without a fixed scale: its result's scale is its inputs' largest. (An
@@ -145,7 +152,7 @@ pub fn why_not_kept(tree: &OpTree) -> Option<String> {
         .iter()
         .zip(calls)
         .filter(|(_, c)| !maintainable(c))
-        .map(|(a, _)| a.render(&|c| format!("#{c}")))
+        .map(|(a, _)| describe_expr(a))
         .collect();
     if !others.is_empty() {
         return Some(format!(
@@ -199,8 +206,7 @@ impl<'t> AggregateState<'t> {
             .zip(group_by)
             .map(|(t, key)| (t.split(" COLLATE ").next().unwrap_or(t), key))
             .filter(|(t, key)| {
-                !(super::rules::equal_values_print_equal(t)
-                || super::rules::is_text(t)
+                !(super::rules::prints_as_it_compares(t)
                 // `EXTRACT(year FROM d)`: a `numeric` with no decimals, ever.
                 || (*t == "numeric"
                     && scale::expr_scale(key, &|i| scale::column_scale(tree, input, i)).is_some()))
@@ -446,10 +452,9 @@ impl<'t> AggregateState<'t> {
         }
         let render = |j: usize| {
             let call = &self.calls[j];
-            let col = |c: usize| format!("#{c}");
-            let arg = call.arg.as_ref().map_or("*".into(), |a| a.render(&col));
+            let arg = call.arg.as_ref().map_or("*".into(), describe_expr);
             let filter = call.filter.as_ref().map_or(String::new(), |f| {
-                format!(" FILTER (WHERE {})", f.render(&col))
+                format!(" FILTER (WHERE {})", describe_expr(f))
             });
             format!("{}({arg}){filter}", call.func.name())
         };
@@ -467,16 +472,12 @@ impl<'t> AggregateState<'t> {
                 None => format!("{} (__pgt_a{j})", render(j)),
             };
             match call.func {
-                AggFunc::Sum | AggFunc::Avg if sum_type(&call.arg_type) == Some("numeric") => {
-                    special.push(what)
-                }
+                AggFunc::Sum | AggFunc::Avg if sums_as_numeric(call) => special.push(what),
                 AggFunc::Min | AggFunc::Max => {
                     out.push(format!(
                         "the batch may have deleted every copy of the value of {what}"
                     ));
-                    if !(super::rules::equal_values_print_equal(&call.arg_type)
-                        || super::rules::is_text(&call.arg_type))
-                    {
+                    if !super::rules::prints_as_it_compares(&call.arg_type) {
                         out.push(format!(
                             "the batch deletes a value equal to that of {what}: equal {} values may print differently",
                             call.arg_type
@@ -864,7 +865,7 @@ impl<'t> AggregateState<'t> {
                         "CASE WHEN COALESCE({on}, 0) + {j_}.dn{j} = 0 THEN NULL ELSE COALESCE({oa}, 0) + COALESCE({j_}.da{j}, 0) END AS n_{a}"
                     ));
                     new_state.push(format!("COALESCE({on}, 0) + {j_}.dn{j} AS n_n{j}"));
-                    if sum_type(&call.arg_type) == Some("numeric") {
+                    if sums_as_numeric(call) {
                         // NaN, and (for numeric without a fixed scale) infinities, do not subtract out.
                         let special = "ARRAY['NaN', 'Infinity', '-Infinity']::pg_catalog.numeric[]";
                         rescan.push(format!(
@@ -923,9 +924,7 @@ impl<'t> AggregateState<'t> {
                         "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
                     );
                     // Maintained MIN/MAX have the default collation (`maintainable`): their texts print as they compare.
-                    let plain = super::rules::equal_values_print_equal(&call.arg_type)
-                        || super::rules::is_text(&call.arg_type);
-                    if !plain {
+                    if !super::rules::prints_as_it_compares(&call.arg_type) {
                         // Which equal copy the stored value printed as is unknown: a deleted copy of
                         // the extremum (stored or new) may have been it.
                         rescan.push(format!(

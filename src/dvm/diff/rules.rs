@@ -137,6 +137,12 @@ pub(super) fn is_text(t: &str) -> bool {
     t == "text" || t.starts_with("character varying") || t.starts_with("character(")
 }
 
+/// Equal values of `t` print the same under the default collation: [`equal_values_print_equal`], or
+/// text (the engine keeps MIN/MAX and group keys of text only under the default collation).
+pub(super) fn prints_as_it_compares(t: &str) -> bool {
+    equal_values_print_equal(t) || is_text(t)
+}
+
 pub(super) fn group_by(exprs: &[String]) -> String {
     if exprs.is_empty() {
         String::new()

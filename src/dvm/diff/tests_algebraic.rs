@@ -31,6 +31,14 @@ fn call(func: AggFunc, arg: Option<usize>, arg_type: &str) -> AggCall {
     }
 }
 
+/// The Aggregate under a `grouped` tree's root, to alter what analysis recorded.
+fn aggregate_mut(tree: &mut OpTree) -> &mut Node {
+    let Node::Project { input, .. } = &mut tree.root else {
+        unreachable!("grouped trees have a Project root")
+    };
+    input.as_mut()
+}
+
 /// `SELECT <exprs> FROM sales(region, amount, qty) GROUP BY <keys>` with the given calls.
 fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
     let scan = Node::Scan {
@@ -178,11 +186,10 @@ fn other_aggregates_float_sums_and_having_keep_the_group_rescan() {
         vec![call(AggFunc::CountStar, None, "")],
         exprs.clone(),
     );
-    if let Node::Project { input, .. } = &mut old.root {
-        if let Node::Aggregate { calls, .. } = input.as_mut() {
-            calls.clear();
-        }
-    }
+    let Node::Aggregate { calls, .. } = aggregate_mut(&mut old) else {
+        unreachable!()
+    };
+    calls.clear();
     assert!(AggregateState::of(&old).is_none());
     // HAVING: a Filter between the Project and the Aggregate.
     let mut having = grouped(
@@ -258,18 +265,17 @@ fn extrema_and_joins_read_the_consolidated_batch() {
         vec![call(AggFunc::CountStar, None, "")],
         vec![Expr::col(0), Expr::col(1)],
     );
-    if let Node::Project { input, .. } = &mut joined.root {
-        if let Node::Aggregate { input, .. } = input.as_mut() {
-            let scan = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
-            **input = Node::Join {
-                kind: crate::dvm::optree::JoinKind::Inner,
-                left: Box::new(scan.clone()),
-                right: Box::new(scan),
-                on: Some(Expr::sql("true")),
-                null_types: vec![],
-            };
-        }
-    }
+    let Node::Aggregate { input, .. } = aggregate_mut(&mut joined) else {
+        unreachable!()
+    };
+    let scan = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
+    **input = Node::Join {
+        kind: crate::dvm::optree::JoinKind::Inner,
+        left: Box::new(scan.clone()),
+        right: Box::new(scan),
+        on: Some(Expr::sql("true")),
+        null_types: vec![],
+    };
     for tree in [minimum, joined] {
         let state = AggregateState::of(&tree).unwrap();
         let (v, t) = visible(2);
@@ -505,12 +511,9 @@ fn a_numeric_key_without_a_fixed_scale_is_rescanned_after_deletes_and_a_year_is_
             vec![call(AggFunc::CountStar, None, "")],
             vec![Expr::col(0), Expr::col(1)],
         );
-        let Node::Project { input, .. } = &mut tree.root else {
-            unreachable!()
-        };
         let Node::Aggregate {
             input, key_types, ..
-        } = input.as_mut()
+        } = aggregate_mut(&mut tree)
         else {
             unreachable!()
         };
@@ -609,10 +612,7 @@ fn explain_says_why_a_grouped_query_recomputes_every_touched_group() {
     );
 
     let mut unhashable = kept.clone();
-    let Node::Project { input, .. } = &mut unhashable.root else {
-        unreachable!()
-    };
-    let Node::Aggregate { key_types, .. } = input.as_mut() else {
+    let Node::Aggregate { key_types, .. } = aggregate_mut(&mut unhashable) else {
         unreachable!()
     };
     key_types.clear();
