@@ -248,6 +248,140 @@ fn a_differential_stream_table_over_a_differential_stream_table() {
     );
 }
 
+/// The change rows of a stream table's buffer: (how many, how many are replaced rows).
+fn buffered(db: &mut TestDb, st: &str) -> (i64, i64) {
+    let relid: u32 = db.value(&format!("SELECT '{st}'::regclass::oid"));
+    let rows = db.rows(
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE __pgt_w = 0)
+               FROM pgtrickle_changes.changes_{relid}"
+        ),
+        &[],
+    );
+    (rows[0].get(0), rows[0].get(1))
+}
+
+/// A FULL refresh of a stream table other stream tables read replaces every row. When each reader
+/// would refresh FULL for that anyway, the replacement goes uncaptured: one replaced row in the
+/// buffer, not a change row per deleted and inserted row, and the readers refresh FULL — at any
+/// frontier, one created while the replacement was running included. A reader that stays
+/// DIFFERENTIAL (by its mode, or AUTO over a much larger join) keeps every row captured.
+#[test]
+fn a_full_refresh_of_a_stream_table_read_by_others() {
+    let mut db = TestDb::new("sources_full_upstream");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g % 7, g FROM generate_series(1, 300) g;
+         CREATE TABLE big (id int PRIMARY KEY, up_id int NOT NULL);
+         INSERT INTO big SELECT g, 1 + g % 300 FROM generate_series(1, 20000) g;",
+    );
+    const UP: &str = "SELECT id, grp, v FROM src WHERE v > 10";
+    const BY_GRP: &str = "SELECT grp, count(*) AS n, sum(v) AS s FROM up GROUP BY grp";
+    const WIDE: &str = "SELECT b.id, u.v FROM big b JOIN up u ON u.id = b.up_id";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('up', '{UP}', '1h', 'FULL')"
+    ));
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'AUTO')"
+    ));
+    db.exec(&format!("SELECT pgtrickle.create_stream_table('up_count', 'SELECT count(*) AS n FROM up', '1h', 'FULL')"));
+    // AUTO decides by pg_class.reltuples until refreshes are measured.
+    db.exec("ANALYZE up; ANALYZE big");
+    let replaced =
+        "\"public\".\"up\" was refreshed FULL and its new contents not captured row by row";
+
+    // Every reader refreshes FULL anyway: one replaced row, and they do.
+    db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id = 42");
+    db.exec("SELECT pgtrickle.refresh_stream_table('up')");
+    let (action, reason) = db.last_refresh("up");
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("not captured row by row"), "{reason}");
+    assert_eq!(buffered(&mut db, "up"), (1, 1));
+    db.assert_matches_query("up", UP);
+    let (action, reason) = refresh(&mut db, "by_grp");
+    assert_eq!((action.as_str(), reason.as_str()), ("FULL", replaced));
+    db.assert_matches_query("by_grp", BY_GRP);
+    assert_eq!(buffered(&mut db, "up"), (0, 0));
+    assert_eq!(refresh(&mut db, "by_grp").0, "NO_DATA");
+
+    // A reader created while a replacement runs, on the contents before it, refreshes FULL after.
+    let mut other = db.connect();
+    other
+        .batch_execute(
+            "BEGIN; UPDATE src SET v = v * 2 WHERE id < 100;
+             SELECT pgtrickle.refresh_stream_table('up');",
+        )
+        .unwrap();
+    db.exec("SET lock_timeout = '20s'");
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp_late', '{BY_GRP}', '1h', 'AUTO')"
+    ));
+    db.exec("RESET lock_timeout");
+    other.batch_execute("COMMIT").unwrap();
+    db.assert_matches_query("up", UP);
+    assert_eq!(buffered(&mut db, "up"), (1, 1));
+    for st in ["by_grp", "by_grp_late"] {
+        let (action, reason) = refresh(&mut db, st);
+        assert_eq!(
+            (action.as_str(), reason.as_str()),
+            ("FULL", replaced),
+            "{st}"
+        );
+        db.assert_matches_query(st, BY_GRP);
+    }
+
+    // In the replacing transaction itself, a reader sees its own change: FULL now and next time.
+    db.exec("BEGIN; UPDATE src SET v = v + 3 WHERE id = 50");
+    db.exec("SELECT pgtrickle.refresh_stream_table('up')");
+    let (action, reason) = refresh(&mut db, "by_grp");
+    assert_eq!(action, "FULL", "{reason}");
+    db.assert_matches_query("by_grp", BY_GRP);
+    db.exec("COMMIT");
+    assert_eq!(refresh(&mut db, "by_grp").0, "FULL");
+    db.assert_matches_query("by_grp", BY_GRP);
+    refresh(&mut db, "by_grp_late");
+    db.assert_matches_query("by_grp_late", BY_GRP);
+
+    // A reader that stays DIFFERENTIAL — AUTO over a join 70 times the size, or by its mode — keeps
+    // the rows captured, and applies them.
+    for (st, query, mode) in [
+        ("wide", WIDE, "AUTO"),
+        ("pick", "SELECT id, v FROM up WHERE grp = 3", "DIFFERENTIAL"),
+    ] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', '{mode}')"
+        ));
+        db.exec("DELETE FROM src WHERE id IN (SELECT min(id) FROM src); UPDATE src SET v = v + 1 WHERE id % 9 = 0");
+        db.exec("SELECT pgtrickle.refresh_stream_table('up')");
+        let (_, reason) = db.last_refresh("up");
+        assert!(!reason.contains("not captured"), "{st}: {reason}");
+        let rows: i64 = db.value("SELECT count(*) FROM up");
+        let (buffer_rows, replaced_rows) = buffered(&mut db, "up");
+        assert_eq!(replaced_rows, 0, "{st}");
+        assert!(
+            buffer_rows >= 2 * rows,
+            "{st}: {buffer_rows} change rows for {rows} rows"
+        );
+        let (action, reason) = refresh(&mut db, st);
+        assert_eq!(action, "DIFFERENTIAL", "{st}: {reason}");
+        db.assert_matches_query(st, query);
+        for reader in ["by_grp", "by_grp_late"] {
+            refresh(&mut db, reader);
+            db.assert_matches_query(reader, BY_GRP);
+        }
+        db.exec(&format!("SELECT pgtrickle.drop_stream_table('{st}')"));
+    }
+    db.exec("UPDATE src SET v = v + 1 WHERE id = 79");
+    db.exec("SELECT pgtrickle.refresh_stream_table('up')");
+    assert_eq!(buffered(&mut db, "up"), (1, 1));
+    for st in ["by_grp", "by_grp_late"] {
+        assert_eq!(refresh(&mut db, st).0, "FULL", "{st}");
+        db.assert_matches_query(st, BY_GRP);
+    }
+    db.exec("SELECT pgtrickle.refresh_stream_table('up_count')");
+    db.assert_matches_query("up_count", "SELECT count(*) AS n FROM up");
+}
+
 #[test]
 fn changes_to_nested_views_and_view_options_are_followed() {
     let mut db = view_db("sources_nested_views");

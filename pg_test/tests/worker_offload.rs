@@ -311,6 +311,15 @@ fn sources_a_worker_must_not_reduce_stay_on_the_server_and_say_why() {
     assert!(offloadable.is_some(), "sums is not offloaded: {why:?}");
     let (_, why) = ask(&mut db, "maxima");
     assert_eq!(why.as_deref(), Some("not evaluated by workers: MIN/MAX"));
+    // A stream table over a stream table: a FULL refresh of the upstream may replace its rows
+    // uncaptured, which only the server's batch count sees.
+    db.exec(
+        "SET ROLE woff_refuse_owner;
+         SELECT pgtrickle.create_stream_table('sums_up', 'SELECT region, n FROM sums', '1s', 'DIFFERENTIAL');
+         RESET ROLE;",
+    );
+    let (_, why) = ask(&mut db, "sums_up");
+    assert_eq!(why.as_deref(), Some("its source is a stream table"));
     // Row-level security on the source: the owner's query may not see every change row.
     // (Enabling it reinitialises the stream table: refresh that first.)
     db.exec("ALTER TABLE sales ENABLE ROW LEVEL SECURITY; SELECT pgtrickle.refresh_stream_table('sums')");

@@ -129,6 +129,11 @@ pub(super) fn is_capture_trigger(source: Oid, table: Oid, name: &str) -> bool {
         .any(|k| trigger_name(Family::Capture, source, table, k) == name)
 }
 
+/// Whether `name` is one of the capture triggers pg_trickle gives a source on itself.
+pub fn own_capture_trigger(source: Oid, name: &str) -> bool {
+    own_name(Family::Capture, source, source, name)
+}
+
 /// Whether `name` is one of the names pg_trickle gives the triggers of `family` for `source` on `table`.
 fn own_name(family: Family, source: Oid, table: Oid, name: &str) -> bool {
     family

@@ -9,9 +9,10 @@
 //! its own, which the update replaces.)
 
 mod members;
+pub mod replaced;
 pub mod signal;
 mod trigger;
-pub use members::{foreign_descendant, suspended, unlogged_member, Family};
+pub use members::{foreign_descendant, own_capture_trigger, suspended, unlogged_member, Family};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::CdcContext;

@@ -65,6 +65,9 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
         let Some(source) = source_argument(trigger) else {
             return Ok(());
         };
+        if super::replaced::is_replacing(source) {
+            return Ok(());
+        }
         let name = CStr::from_ptr(trigger.tgname).to_string_lossy();
         if !own_trigger(trigger.tgoid, source, (*relation).rd_id, &name)? {
             return Ok(());
@@ -211,6 +214,32 @@ fn buffer_oid(source: Oid) -> PgtResult<Oid> {
         .hint("Its stream tables cannot see this change: drop and create them again, or report a bug if pg_trickle dropped it."));
     }
     Ok(oid)
+}
+
+/// Appends a replaced row (`replaced.rs`) to the change buffer of the stream table `storage`.
+///
+/// # Safety
+/// Inside a transaction; `storage` is a captured source.
+pub(super) unsafe fn append_replaced_row(storage: Oid) -> PgtResult<()> {
+    let buffer_oid = buffer_oid(storage)?;
+    // SAFETY: both relations are opened and closed here, their locks kept until the transaction ends.
+    unsafe {
+        let relation = pg_sys::table_open(storage, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let buffer = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let mut writer = Writer::new(relation, buffer)?;
+        let natts = writer.source_values.len();
+        let (values, nulls) = (vec![pg_sys::Datum::from(0usize); natts], vec![true; natts]);
+        writer.insert(
+            values.as_ptr(),
+            nulls.as_ptr(),
+            super::replaced::REPLACED_WEIGHT,
+        );
+        writer.finish();
+        signal::note(storage.to_u32());
+        pg_sys::table_close(buffer, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+    Ok(())
 }
 
 /// Appends change rows of one source relation to one buffer.

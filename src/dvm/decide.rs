@@ -28,6 +28,9 @@ pub struct Facts {
     pub own_changes: Option<Option<String>>,
     /// Asked: change rows in the batch.
     pub batch_rows: Option<i64>,
+    /// Known with `batch_rows`: a source (a stream table) whose contents the batch replaced
+    /// uncaptured (cdc/replaced.rs).
+    pub replaced_source: Option<String>,
     /// Asked (AUTO): whether FULL is predicted cheaper for this batch, and why.
     pub auto_choice: Option<(bool, String)>,
     /// Asked: the storage table has the aggregate state the delta reads.
@@ -136,6 +139,12 @@ pub fn next(f: &Facts) -> Step {
     }
     match f.batch_rows {
         None => return Step::Ask(Fact::BatchRows),
+        _ if f.replaced_source.is_some() => {
+            let source = f.replaced_source.as_deref().unwrap_or_default();
+            return full(format!(
+                "{source} was refreshed FULL and its new contents not captured row by row"
+            ));
+        }
         Some(0) => return Step::Decide(Decision::NoData),
         Some(_) => {}
     }
@@ -276,6 +285,27 @@ mod tests {
             Decision::Differential {
                 auto: Some("DIFFERENTIAL predicted cheaper".into())
             }
+        );
+    }
+
+    #[test]
+    fn a_batch_replacing_a_source_is_full_without_the_cost_model() {
+        let (asked, d) = run(
+            Facts {
+                auto: true,
+                ..differential()
+            },
+            |fact, f| {
+                quiet(1)(fact, f);
+                if fact == Fact::BatchRows {
+                    f.replaced_source = Some("public.upstream".into());
+                }
+            },
+        );
+        assert_eq!(asked, [Fact::OwnChanges, Fact::BatchRows]);
+        assert!(
+            matches!(&d, Decision::Full { reason, reinit_next: None } if reason.starts_with("public.upstream was refreshed FULL")),
+            "{d:?}"
         );
     }
 

@@ -71,10 +71,15 @@ pub(super) fn gather(
             facts.own_changes = Some(own_uncommitted_changes(&tables, wrote_before)?)
         }
         Fact::BatchRows => {
-            let (snapshot, counts) =
+            let counted =
                 super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
-            facts.batch_rows = Some(counts.iter().sum());
-            gathered.batch = Some((snapshot, counts));
+            facts.batch_rows = Some(counted.counts.iter().sum());
+            facts.replaced_source = tables
+                .iter()
+                .zip(&counted.replaced)
+                .find(|(_, &n)| n > 0)
+                .map(|(t, _)| QualifiedName::new(&t.schema, &t.name).to_string());
+            gathered.batch = Some((counted.snapshot, counted.counts));
         }
         Fact::AutoChoice => {
             let decision = crate::stats::cost_summary::auto_decision(
@@ -245,37 +250,63 @@ fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult
 }
 
 /// The snapshot the batch ends at and the number of change rows per source, in one statement.
-fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<(String, Vec<i64>)> {
+fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<CountedBatch> {
     let batch = cdc::refresh_context(tables).batch_predicate("b");
-    let counts: Vec<String> = tables
+    let per_source: Vec<String> = tables
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             format!(
-                "(SELECT pg_catalog.count(*) FROM {} AS b WHERE {batch})",
+                "(SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE b.__pgt_w = {}) AS replaced
+                    FROM {} AS b WHERE {batch}) AS s{i}",
+                crate::cdc::replaced::REPLACED_WEIGHT,
                 cdc::buffer_name(Oid::from(t.relid))
             )
         })
         .collect();
-    let sql =
-        format!(
-        "SELECT pg_catalog.pg_current_snapshot()::text AS snapshot, ARRAY[{}]::bigint[] AS counts",
-        if counts.is_empty() { "NULL::bigint".to_string() } else { counts.join(", ") }
+    let column = |name: &str| {
+        if tables.is_empty() {
+            "NULL::bigint[]".to_string()
+        } else {
+            let items: Vec<String> = (0..tables.len()).map(|i| format!("s{i}.{name}")).collect();
+            format!("ARRAY[{}]::bigint[]", items.join(", "))
+        }
+    };
+    let sql = format!(
+        "SELECT pg_catalog.pg_current_snapshot()::text AS snapshot, {} AS counts, {} AS replaced{}",
+        column("n"),
+        column("replaced"),
+        if per_source.is_empty() {
+            String::new()
+        } else {
+            format!(" FROM {}", per_source.join(", "))
+        }
     );
     let row = spi::rows(&sql, &[frontier.into()], |r| {
-        Ok((
-            spi::col::<String>(r, "snapshot")?,
-            r.get_by_name::<Vec<Option<i64>>, _>("counts")?
-                .unwrap_or_default(),
-        ))
+        let counts = |name: &str| -> Result<Vec<i64>, pgrx::spi::SpiError> {
+            Ok(r.get_by_name::<Vec<Option<i64>>, _>(name)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.unwrap_or(0))
+                .collect())
+        };
+        Ok(CountedBatch {
+            snapshot: spi::col::<String>(r, "snapshot")?,
+            counts: counts("counts")?,
+            replaced: counts("replaced")?,
+        })
     })?;
-    let (snapshot, counts) = row
-        .into_iter()
+    row.into_iter()
         .next()
-        .ok_or_else(|| PgtError::internal("batch count returned no row"))?;
-    Ok((
-        snapshot,
-        counts.into_iter().map(|c| c.unwrap_or(0)).collect(),
-    ))
+        .ok_or_else(|| PgtError::internal("batch count returned no row"))
+}
+
+/// The batch a refresh counted: the snapshot it ends at, and per source its change rows and its
+/// replaced rows (cdc/replaced.rs).
+struct CountedBatch {
+    snapshot: String,
+    counts: Vec<i64>,
+    replaced: Vec<i64>,
 }
 
 /// Up to this many consumers of a source, the clean-up reads each one's frontier once per statement.

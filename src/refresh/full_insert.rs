@@ -98,24 +98,28 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
 }
 
 /// Whether rows may go into the table without its `INSERT`: a plain table with no trigger but
-/// pg_trickle's guard (a user's statement trigger would not fire, nor a foreign key's), no row-level
+/// pg_trickle's guard, and its capture triggers while its contents are replaced uncaptured (a user's
+/// statement trigger would not fire, nor a foreign key's), no row-level
 /// security, and the current role (the owner) may insert. Read from the open relation, under the
 /// refresh's lock.
 unsafe fn takes_rows(rel: pg_sys::Relation) -> bool {
     // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
     unsafe {
         let class = &*(*rel).rd_rel;
-        let guard_only = match (*rel).trigdesc.as_ref() {
+        // The guard refuses writes other than refreshes; capture triggers are skipped while the
+        // refresh replaces the contents uncaptured (cdc/replaced.rs). Any other trigger must fire.
+        let replacing = crate::cdc::replaced::is_replacing((*rel).rd_id);
+        let own_triggers_only = match (*rel).trigdesc.as_ref() {
             None => true,
-            Some(d) => {
-                d.numtriggers == 1
-                    && std::ffi::CStr::from_ptr((*d.triggers).tgname).to_bytes()
-                        == b"pgtrickle_guard"
-            }
+            Some(d) => (0..d.numtriggers as usize).all(|i| {
+                let name = std::ffi::CStr::from_ptr((*d.triggers.add(i)).tgname).to_string_lossy();
+                name == "pgtrickle_guard"
+                    || (replacing && crate::cdc::own_capture_trigger((*rel).rd_id, &name))
+            }),
         };
         class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
             && !class.relrowsecurity
-            && guard_only
+            && own_triggers_only
             && pg_sys::pg_class_aclcheck(
                 (*rel).rd_id,
                 pg_sys::GetUserId(),

@@ -8,6 +8,7 @@ pub mod job;
 pub mod offload;
 mod one_snapshot;
 mod reinit;
+mod replace;
 mod settings;
 mod spi_exec;
 pub mod storage;
@@ -324,7 +325,13 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
         _ => st.defining_query.clone(),
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
-    let applied = spi_exec::execute(&plan, st)?;
+    let (applied, reason) = match replace::uncaptured(st)? {
+        Some(how) => (
+            crate::cdc::replaced::uncaptured(st.relid, || spi_exec::execute(&plan, st))?,
+            format!("{reason}; {how}"),
+        ),
+        None => (spi_exec::execute(&plan, st)?, reason),
+    };
     Ok(Done {
         action: RefreshAction::Full,
         reason,
