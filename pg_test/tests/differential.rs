@@ -395,6 +395,27 @@ fn truncating_a_source_makes_the_next_refresh_full() {
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);
+
+    // TRUNCATE writes nothing a refresh writes: at REPEATABLE READ it does not fail because a refresh
+    // committed after the transaction's snapshot.
+    let mut writer = db.connect();
+    writer
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders;")
+        .unwrap();
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('meanwhile', 2)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    writer
+        .batch_execute(
+            "TRUNCATE orders; INSERT INTO orders (customer, amount) VALUES ('rr', 4); COMMIT",
+        )
+        .unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        ("FULL", r#""public"."orders" was truncated"#)
+    );
+    assert_exact(&mut db);
 }
 
 #[test]

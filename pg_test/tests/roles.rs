@@ -186,10 +186,7 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     db.assert_matches_query("totals", TOTALS);
     assert_eq!(
         db.last_refresh("totals"),
-        (
-            "FULL".into(),
-            r#"reinitialised: "public"."a_src" was truncated"#.into()
-        )
+        ("FULL".into(), r#""public"."a_src" was truncated"#.into())
     );
 }
 

@@ -268,21 +268,36 @@ pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
     Ok(())
 }
 
-/// (Re)writes the function the TRUNCATE triggers run: the dependents reinitialise.
+/// (Re)writes the function the TRUNCATE triggers run. It appends a replaced row to the buffer
+/// (replaced.rs): a reader whose batch holds it refreshes FULL, saying the table was truncated. An
+/// insert, so a TRUNCATE at REPEATABLE READ does not fail because a refresh committed since its
+/// snapshot — as it did when it marked the readers' catalog rows, which a 0.1.0 catalog (without the
+/// change signal) still does.
 fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> {
-    let mark = crate::catalog::reinit::mark_sql(
-        &format!(
-            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
+    let body = if crate::catalog::version::at_least_0_2_0()? {
+        format!(
+            "INSERT INTO {} (__pgt_xid, __pgt_w) VALUES (pg_catalog.pg_current_xact_id(), {});
+               PERFORM pgtrickle._note_change({}::pg_catalog.oid);",
+            buffer_name(source),
+            replaced::REPLACED_WEIGHT,
             source.to_u32()
-        ),
-        &quote_literal(&format!("{table} was truncated")),
-    )?;
+        )
+    } else {
+        let mark = crate::catalog::reinit::mark_sql(
+            &format!(
+                "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
+                source.to_u32()
+            ),
+            &quote_literal(&format!("{table} was truncated")),
+        )?;
+        format!("{mark};")
+    };
     spi::exec(
         &format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
                SET search_path = pg_catalog, pg_temp AS $pgt$
              BEGIN
-               {mark};
+               {body}
                RETURN NULL;
              END $pgt$",
             truncate_function(source)

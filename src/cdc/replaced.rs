@@ -1,3 +1,8 @@
+//! Replaced rows: a source's rows replaced as a whole, recorded as one change row of weight 0
+//! (`REPLACED_WEIGHT`) rather than a change row per row. A TRUNCATE writes one (its trigger function,
+//! cdc/mod.rs), and so does the FULL refresh of a stream table below. A reader whose batch holds one
+//! refreshes FULL.
+//!
 //! A stream table read by other stream tables is itself a captured source. Its FULL refresh replaces
 //! every row: captured row by row, that is a change row per deleted and per inserted row — a FULL
 //! refresh of a 450,000-row result took 3.4 times as long, and its readers then worked through
@@ -13,8 +18,7 @@ use crate::error::PgtResult;
 use pgrx::pg_sys::{self, Oid};
 use std::cell::Cell;
 
-/// The weight of a replaced row; captured changes weigh ±1.
-pub const REPLACED_WEIGHT: i16 = 0;
+pub use crate::dvm::diff::context::REPLACED_WEIGHT;
 
 thread_local! {
     /// The stream table whose contents this backend is replacing uncaptured, and the transaction

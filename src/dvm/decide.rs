@@ -28,9 +28,9 @@ pub struct Facts {
     pub own_changes: Option<Option<String>>,
     /// Asked: change rows in the batch.
     pub batch_rows: Option<i64>,
-    /// Known with `batch_rows`: a source (a stream table) whose contents the batch replaced
-    /// uncaptured (cdc/replaced.rs).
-    pub replaced_source: Option<String>,
+    /// Known with `batch_rows`: why the batch replaced a source's rows uncaptured (TRUNCATE, or a
+    /// FULL refresh of a stream table; cdc/replaced.rs).
+    pub replaced: Option<String>,
     /// Asked (AUTO): whether FULL is predicted cheaper for this batch, and why.
     pub auto_choice: Option<(bool, String)>,
     /// Asked: the storage table has the aggregate state the delta reads.
@@ -139,12 +139,7 @@ pub fn next(f: &Facts) -> Step {
     }
     match f.batch_rows {
         None => return Step::Ask(Fact::BatchRows),
-        _ if f.replaced_source.is_some() => {
-            let source = f.replaced_source.as_deref().unwrap_or_default();
-            return full(format!(
-                "{source} was refreshed FULL and its new contents not captured row by row"
-            ));
-        }
+        _ if f.replaced.is_some() => return full(f.replaced.clone().unwrap_or_default()),
         Some(0) => return Step::Decide(Decision::NoData),
         Some(_) => {}
     }
@@ -298,13 +293,13 @@ mod tests {
             |fact, f| {
                 quiet(1)(fact, f);
                 if fact == Fact::BatchRows {
-                    f.replaced_source = Some("public.upstream".into());
+                    f.replaced = Some("public.src was truncated".into());
                 }
             },
         );
         assert_eq!(asked, [Fact::OwnChanges, Fact::BatchRows]);
         assert!(
-            matches!(&d, Decision::Full { reason, reinit_next: None } if reason.starts_with("public.upstream was refreshed FULL")),
+            matches!(&d, Decision::Full { reason, reinit_next: None } if reason == "public.src was truncated"),
             "{d:?}"
         );
     }

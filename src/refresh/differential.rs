@@ -74,11 +74,10 @@ pub(super) fn gather(
             let counted =
                 super::settings::with_differential_settings(|| count_batch(&tables, frontier))?;
             facts.batch_rows = Some(counted.counts.iter().sum());
-            facts.replaced_source = tables
-                .iter()
-                .zip(&counted.replaced)
-                .find(|(_, &n)| n > 0)
-                .map(|(t, _)| QualifiedName::new(&t.schema, &t.name).to_string());
+            facts.replaced = match tables.iter().zip(&counted.replaced).find(|(_, &n)| n > 0) {
+                Some((t, _)) => Some(replaced_why(Oid::from(t.relid))?),
+                None => None,
+            };
             gathered.batch = Some((counted.snapshot, counted.counts));
         }
         Fact::AutoChoice => {
@@ -249,7 +248,8 @@ fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult
     Ok(None)
 }
 
-/// The snapshot the batch ends at and the number of change rows per source, in one statement.
+/// The snapshot the batch ends at, and per source the number of change rows and of replaced rows,
+/// in one statement.
 fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<CountedBatch> {
     let batch = cdc::refresh_context(tables).batch_predicate("b");
     let per_source: Vec<String> = tables
@@ -299,6 +299,21 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<CountedBatch> {
     row.into_iter()
         .next()
         .ok_or_else(|| PgtError::internal("batch count returned no row"))
+}
+
+/// Why a batch holding a replaced row of `source` (cdc/replaced.rs) is FULL: only refreshes write
+/// a stream table, and TRUNCATE empties a table.
+fn replaced_why(source: Oid) -> PgtResult<String> {
+    let name = crate::catalog::names::qualified_name_of(source)?;
+    let stream_table = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1)",
+        &[source.into()],
+    )? == Some(true);
+    Ok(if stream_table {
+        format!("{name} was refreshed FULL and its new contents not captured row by row")
+    } else {
+        format!("{name} was truncated")
+    })
 }
 
 /// The batch a refresh counted: the snapshot it ends at, and per source its change rows and its

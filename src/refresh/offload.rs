@@ -114,27 +114,16 @@ pub fn prepare(st: &StreamTable) -> PgtResult<Result<Handout, String>> {
 fn source_refuses(source: Oid) -> PgtResult<Option<String>> {
     let row = spi::rows(
         "SELECT c.relrowsecurity AS rls,
-                EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.oid) AS stream_table,
                 EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation l ON l.oid = a.attcollation
                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND NOT l.collisdeterministic) AS nondeterministic
            FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[source.into()],
-        |r| {
-            Ok((
-                spi::col::<bool>(r, "rls")?,
-                spi::col::<bool>(r, "stream_table")?,
-                spi::col::<bool>(r, "nondeterministic")?,
-            ))
-        },
+        |r| Ok((spi::col::<bool>(r, "rls")?, spi::col::<bool>(r, "nondeterministic")?)),
     )?;
     Ok(match row.into_iter().next() {
         None => Some("its source is gone".into()),
-        Some((true, _, _)) => Some("its source has row-level security".into()),
-        // Its FULL refreshes may replace its rows uncaptured (cdc/replaced.rs): the server sees that.
-        Some((_, true, _)) => Some("its source is a stream table".into()),
-        Some((_, _, true)) => {
-            Some("its source has a column with a nondeterministic collation".into())
-        }
+        Some((true, _)) => Some("its source has row-level security".into()),
+        Some((_, true)) => Some("its source has a column with a nondeterministic collation".into()),
         _ => None,
     })
 }

@@ -6,6 +6,11 @@ use crate::dvm::optree::Node;
 use crate::dvm::sql::QualifiedName;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The weight of a *replaced* row in a change buffer: the source's rows were replaced as a whole
+/// (TRUNCATE, or a stream table's FULL refresh left uncaptured; src/cdc/replaced.rs), and a batch
+/// holding one is refreshed FULL. Captured changes weigh ±1.
+pub const REPLACED_WEIGHT: i16 = 0;
+
 /// Where a source's changes are and how a batch is cut from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceCdc {

@@ -195,6 +195,9 @@ impl LocalPlan {
             let Some(Value::Int(w)) = w.first() else {
                 return Some(Err(EvalError::Mistyped));
             };
+            if *w == i64::from(crate::dvm::diff::context::REPLACED_WEIGHT) {
+                return Some(Err(EvalError::Replaced));
+            }
             match self.filter.as_ref().map_or(Ok(true), |f| f.holds(values)) {
                 Ok(true) => Some(Ok((values, *w as i128))),
                 Ok(false) => None,
@@ -590,6 +593,10 @@ mod tests {
             plan.reduce(&filtered_out).unwrap(),
             vec![vec![Value::Null, Value::Null, Value::Int(0)]]
         );
+        // A replaced row (a TRUNCATE in the batch): nothing to reduce it to, even where the filter
+        // would drop its NULLs.
+        let truncated = vec![row(None, None, Some(1), 1), row(None, None, None, 0)];
+        assert_eq!(plan.reduce(&truncated), Err(EvalError::Replaced));
         let big = vec![
             row(None, None, Some(i32::MAX as i64), 1),
             row(None, None, Some(i32::MAX as i64), 1),

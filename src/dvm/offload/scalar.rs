@@ -87,6 +87,9 @@ pub enum EvalError {
     DivisionByZero,
     /// A value of a type the expression does not expect (a plan built for other column types).
     Mistyped,
+    /// A replaced row (weight 0: a TRUNCATE, or a stream table's rows replaced as a whole; see
+    /// cdc/replaced.rs): no delta stands for it, the server refreshes FULL.
+    Replaced,
 }
 
 impl std::fmt::Display for EvalError {
@@ -95,6 +98,10 @@ impl std::fmt::Display for EvalError {
             EvalError::OutOfRange(ty) => write!(f, "{ty} out of range"),
             EvalError::DivisionByZero => write!(f, "division by zero"),
             EvalError::Mistyped => write!(f, "a value of an unexpected type"),
+            EvalError::Replaced => write!(
+                f,
+                "the batch replaces the source's rows as a whole (TRUNCATE)"
+            ),
         }
     }
 }
