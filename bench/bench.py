@@ -85,6 +85,9 @@ OFFLOAD_SHAPES = [
      "qty, n, total, extended, discounted, charged, avg_amount, avg_qty"),
 ]
 OFFLOAD_ROLE = "pgtrickle_bench_worker"
+# A stream table read by another: the filter shape as a FULL stream table, and an AUTO aggregate over it.
+DAG_UP = "SELECT id, amount, qty FROM fact WHERE qty > 5"
+DAG_READER = "SELECT qty, count(*) AS n, sum(amount) AS total FROM {up} GROUP BY qty"
 
 
 class BenchError(Exception):
@@ -481,6 +484,46 @@ SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
     def progress(self, rec):
         log(f"{rec['scenario']}: {rec['metric']}: {fmt_ms(rec['value_ms'])} vs {fmt_ms(rec['baseline_ms'])} "
             f"-> {fmt_ratio(rec)} (target {rec['target']}: {'met' if rec['met'] else 'NOT met'})")
+
+    # ---------------------------------------------------------------- a FULL stream table read by another
+    def dag(self):
+        """A FULL stream table that an AUTO stream table reads: its FULL refresh against its twin's,
+        which nothing reads (so a reader adds nothing), and the reader's refresh after it against
+        REFRESH MATERIALIZED VIEW of the reader's query (the replacement comes as one replaced row, and
+        the reader recomputes; docs/ARCHITECTURE.md, Change capture)."""
+        pg, reps = self.pg, self.cfg["reps"]
+        up, alone, reader, mv = "dag_up", "dag_up_alone", "dag_reader", "mv_dag_reader"
+        reader_q = DAG_READER.format(up=up)
+        t0 = time.monotonic()
+        pg.run(f"""VACUUM ANALYZE fact;
+SELECT pgtrickle.create_stream_table({q(up)}, {dq(DAG_UP)}, '1d', 'FULL');
+SELECT pgtrickle.create_stream_table({q(alone)}, {dq(DAG_UP)}, '1d', 'FULL');
+ANALYZE {up};
+SELECT pgtrickle.create_stream_table({q(reader)}, {dq(reader_q)}, '1d', 'AUTO');
+CREATE MATERIALIZED VIEW {mv} AS {reader_q};
+""", what="dag: creating the stream tables and the materialized view")
+        refresh = lambda st: f"SELECT pgtrickle.refresh_stream_table({q(st)})"
+        before = "SELECT bench.last_refresh_id() AS before_id \\gset\n"
+        script = f"{refresh(up)};\n{refresh(reader)};\n{refresh(alone)};\nSELECT count(*) FROM {mv};\n"
+        for r in range(reps):
+            ups = [timed_stmt("up", refresh(up)), timed_stmt("alone", refresh(alone))]
+            script += before + "".join(ups if r % 2 == 0 else ups[::-1]) + \
+                self.pair(r, "reader", "mv", refresh(reader), mv_name=mv) + \
+                f"SELECT bench.expect_action({q(up)}, :before_id, 'FULL');\n" + \
+                f"SELECT bench.expect_action({q(reader)}, :before_id, 'FULL');\n" + \
+                f"SELECT bench.verify({q(reader)}, 'qty, n, total', {dq(reader_q)});\n"
+        res = pg.timed(script, "dag: refreshes")
+        ratio = median([x[0] for x in res["up"]]) / median([x[0] for x in res["alone"]])
+        rec = self.record("dag", "upstream_full_refresh", res["up"], res["alone"], 0,
+                          f"ratio <= {FULL_TARGET:g}", ratio <= FULL_TARGET, ratio)
+        self.progress(rec)
+        ratio = median([x[0] for x in res["reader"]]) / median([x[0] for x in res["mv"]])
+        rec = self.record("dag", "reader_after_upstream_full", res["reader"], res["mv"], 0,
+                          f"ratio <= {FULL_TARGET:g}", ratio <= FULL_TARGET, ratio)
+        self.progress(rec)
+        pg.run(f"DROP MATERIALIZED VIEW {mv};\n" + "".join(
+            f"SELECT pgtrickle.drop_stream_table({q(st)});\n" for st in (reader, up, alone)), what="dag: dropping")
+        log(f"dag: done in {time.monotonic() - t0:.1f} s")
 
     # ---------------------------------------------------------------- write path
     def write_path(self):
@@ -980,6 +1023,8 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
         if only in (None, "shapes"):
             for sh in SHAPES:
                 self.shape(sh)
+        if only in (None, "dag"):
+            self.dag()
         if only in (None, "write_path"):
             self.write_path()
         if only in (None, "idle"):
@@ -1011,8 +1056,10 @@ def fmt_ratio(rec):
     if r is None:
         return "-"
     m = rec["metric"]
-    if m == "full_refresh":
+    if m in ("full_refresh", "reader_after_upstream_full"):
         return f"{r:.2f}x the matview's time"
+    if m == "upstream_full_refresh":
+        return f"{r:.2f}x the time"
     if m == "pgbench_update_tps":
         return f"{r:.2f} of the TPS"
     if m == "idle_cpu":
@@ -1038,6 +1085,8 @@ METRIC_TITLES = {
     "full_unchanged_rewrites": "FULL stream table, source unchanged",
     "tpch_median_ratio": "median query, DIFFERENTIAL",
     "server_cpu_per_refresh": "server CPU per refresh, external worker (offloaded)",
+    "upstream_full_refresh": "FULL refresh of the upstream, read by an AUTO stream table",
+    "reader_after_upstream_full": "the reader's refresh after it",
 }
 
 
@@ -1061,6 +1110,8 @@ def baseline_title(rec):
         return "without capture"
     if rec["metric"] == "server_cpu_per_refresh":
         return "in-process refresh"
+    if rec["metric"] == "upstream_full_refresh":
+        return "its twin, read by none"
     return "REFRESH MATERIALIZED VIEW"
 
 
@@ -1123,6 +1174,8 @@ def markdown(results, machine, cfg, notes, elapsed):
             shape = f"TPC-H{which} (SF {r['sizes']['scale_factor']})"
         elif shape.startswith("offload_"):
             shape = f"offload, {shape[len('offload_'):]}"
+        elif shape == "dag":
+            shape = "FULL stream table read by another"
         else:
             shape = "write path"
         out.append(f"| {shape} | {metric_title(r)} | {val} | {base} | {fmt_ratio(r)} | "
@@ -1155,7 +1208,7 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--after-create-check", default=None)
-    ap.add_argument("--only", choices=["shapes", "write_path", "idle", "tpch", "offload"], default=None)
+    ap.add_argument("--only", choices=["shapes", "dag", "write_path", "idle", "tpch", "offload"], default=None)
     ap.add_argument("--worker", required=True, help="the pg_trickle_worker binary (the offload part)")
     args = ap.parse_args()
 

@@ -196,7 +196,14 @@ fn a_restored_database_gets_its_stream_tables_back() {
               WHERE s.pgt_relid = '{st}'::regclass AND h.refresh_id > {restored_at} AND h.status = 'SUCCESS'
               ORDER BY h.refresh_id LIMIT 1"
         ));
-        assert_eq!(first, "FULL: reinitialised: restored from a dump", "{st}");
+        // `totals` is read by other stream tables, all waiting for their own FULL refresh: its new
+        // contents need not be captured row by row, and its history says so.
+        let uncaptured = if st == "totals" {
+            "; its new contents are not captured row by row: every stream table reading it refreshes FULL"
+        } else {
+            ""
+        };
+        assert_eq!(first, format!("FULL: reinitialised: restored from a dump{uncaptured}"), "{st}");
     }
     check_all(&mut target, alice);
     target.exec("INSERT INTO src VALUES (100, 1, 1); UPDATE src SET v = 0 WHERE id = 3; DELETE FROM src WHERE id = 5;");
