@@ -203,7 +203,11 @@ fn a_restored_database_gets_its_stream_tables_back() {
         } else {
             ""
         };
-        assert_eq!(first, format!("FULL: reinitialised: restored from a dump{uncaptured}"), "{st}");
+        assert_eq!(
+            first,
+            format!("FULL: reinitialised: restored from a dump{uncaptured}"),
+            "{st}"
+        );
     }
     check_all(&mut target, alice);
     target.exec("INSERT INTO src VALUES (100, 1, 1); UPDATE src SET v = 0 WHERE id = 3; DELETE FROM src WHERE id = 5;");

@@ -392,6 +392,11 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
     )
 }
 
+/// Whether `source` has a change buffer: some DIFFERENTIAL or AUTO stream table reads it.
+pub fn is_captured(source: Oid) -> PgtResult<bool> {
+    Ok(existing(&buffer_name(source))?.is_some())
+}
+
 fn existing(name: &QualifiedName) -> PgtResult<Option<Oid>> {
     spi::one::<Oid>(
         "SELECT pg_catalog.to_regclass($1)::oid",

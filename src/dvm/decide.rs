@@ -137,11 +137,14 @@ pub fn next(f: &Facts) -> Step {
         }
         Some(None) => {}
     }
-    match f.batch_rows {
-        None => return Step::Ask(Fact::BatchRows),
-        _ if f.replaced.is_some() => return full(f.replaced.clone().unwrap_or_default()),
-        Some(0) => return Step::Decide(Decision::NoData),
-        Some(_) => {}
+    let Some(batch_rows) = f.batch_rows else {
+        return Step::Ask(Fact::BatchRows);
+    };
+    if let Some(why) = &f.replaced {
+        return full(why.clone());
+    }
+    if batch_rows == 0 {
+        return Step::Decide(Decision::NoData);
     }
     let auto = if f.auto {
         match &f.auto_choice {

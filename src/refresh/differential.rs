@@ -305,15 +305,13 @@ fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<CountedBatch> {
 /// a stream table, and TRUNCATE empties a table.
 fn replaced_why(source: Oid) -> PgtResult<String> {
     let name = crate::catalog::names::qualified_name_of(source)?;
-    let stream_table = spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1)",
-        &[source.into()],
-    )? == Some(true);
-    Ok(if stream_table {
-        format!("{name} was refreshed FULL and its new contents not captured row by row")
-    } else {
-        format!("{name} was truncated")
-    })
+    Ok(
+        if crate::catalog::stream_tables::load_by_relid(source)?.is_some() {
+            format!("{name} was refreshed FULL and its new contents not captured row by row")
+        } else {
+            format!("{name} was truncated")
+        },
+    )
 }
 
 /// The batch a refresh counted: the snapshot it ends at, and per source its change rows and its

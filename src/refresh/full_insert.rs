@@ -98,10 +98,9 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
 }
 
 /// Whether rows may go into the table without its `INSERT`: a plain table with no trigger but
-/// pg_trickle's guard, and its capture triggers while its contents are replaced uncaptured (a user's
-/// statement trigger would not fire, nor a foreign key's), no row-level
-/// security, and the current role (the owner) may insert. Read from the open relation, under the
-/// refresh's lock.
+/// pg_trickle's guard — and its capture triggers, while its contents are replaced uncaptured — (a
+/// user's statement trigger would not fire, nor a foreign key's), no row-level security, and the
+/// current role (the owner) may insert. Read from the open relation, under the refresh's lock.
 unsafe fn takes_rows(rel: pg_sys::Relation) -> bool {
     // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
     unsafe {

@@ -22,12 +22,7 @@ pub(super) fn uncaptured(st: &StreamTable) -> PgtResult<Option<&'static str>> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(None);
     }
-    let buffer = crate::cdc::buffer_name(st.relid).to_string();
-    let captured = spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-        &[buffer.into()],
-    )? == Some(true);
-    if !captured {
+    if !crate::cdc::is_captured(st.relid)? {
         return Ok(None);
     }
     let readers = spi::rows(
