@@ -169,6 +169,41 @@ fn the_comparison_catches_corrupted_stream_tables() {
     assert_eq!(f.kind, "group_all_aggs_f refreshed as FULL");
 }
 
+/// An upstream stream table is checked against its own query when it was refreshed last; a refresh
+/// point that leaves it stale checks the twins over it as it is.
+#[test]
+fn the_comparison_catches_a_corrupted_upstream() {
+    let mut runner = Runner::new(
+        "oracle_self_upstream",
+        shape("dag_agg_of_agg"),
+        "DIFFERENTIAL",
+    );
+    let (_, failure) = runner.run(11, 80);
+    assert!(failure.is_none(), "{failure:?}");
+    let insert = Op::Dml("INSERT INTO a VALUES (1, 1, 5.00, 'x')".into());
+    let refresh = Op::Refresh {
+        repeatable_read: false,
+    };
+    // Index 1003 is a refresh point that leaves the upstream stale: nothing to say about it.
+    runner.apply(1002, &insert).unwrap();
+    let statements = runner.statements(1003, &refresh).join("; ");
+    assert!(!statements.contains("'up_groups'"), "{statements}");
+    runner.apply(1003, &refresh).unwrap();
+    runner
+        .client()
+        .batch_execute(&tamper(
+            "up_groups",
+            "UPDATE up_groups SET n = n + 1 WHERE ctid IN (SELECT ctid FROM up_groups LIMIT 1)",
+        ))
+        .unwrap();
+    // The twins read the upstream as it is, so they follow the tampered row.
+    runner.apply(1005, &insert).unwrap();
+    let statements = runner.statements(1008, &refresh).join("; ");
+    assert!(statements.contains("'up_groups'"), "{statements}");
+    let f = runner.apply(1008, &refresh).unwrap_err();
+    assert_eq!(f.kind, "up_groups differs from the query of up_groups");
+}
+
 #[test]
 fn the_shrinker_reduces_a_planted_bug_to_a_replayable_script() {
     let mut runner = Runner::new("oracle_self_shrink", shape("scan"), "FULL");

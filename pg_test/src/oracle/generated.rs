@@ -326,6 +326,7 @@ pub fn shapes(seed: u64, n: usize) -> Vec<&'static Shape> {
                 name: Box::leak(format!("gen_{seed}_{i}").into_boxed_str()),
                 query: Box::leak(query.into_boxed_str()),
                 may_refuse: true,
+                upstreams: &[],
             };
             &*Box::leak(Box::new(shape))
         })

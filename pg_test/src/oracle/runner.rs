@@ -95,8 +95,15 @@ pub struct Runner {
     /// at least this, one row of the differential twin is deleted.
     pub corrupt_from: Option<usize>,
     pub sources: Vec<&'static Table>,
+    /// The tables (not stream tables) the twins read themselves: a TRUNCATE of one of these, and
+    /// only these, may make the differential twin's next refresh FULL.
+    direct_sources: Vec<String>,
     columns: String,
     truncated: bool,
+    /// Whether the upstreams were refreshed after the last change to their sources.
+    upstreams_fresh: bool,
+    /// Each upstream's visible columns, quoted, in `shape.upstreams` order.
+    upstream_columns: Vec<String>,
     pub refreshes: u64,
     pub rows_checked: u64,
     /// Refreshes of the differential twin the runner reduced itself (the offloading executor).
@@ -116,8 +123,11 @@ impl Runner {
             executor: Executor::Session,
             corrupt_from: None,
             sources: Vec::new(),
+            direct_sources: Vec::new(),
             columns: String::new(),
             truncated: false,
+            upstreams_fresh: true,
+            upstream_columns: Vec::new(),
             refreshes: 0,
             rows_checked: 0,
             offloaded: 0,
@@ -153,18 +163,28 @@ impl Runner {
         }
     }
 
-    /// The calls that create both twins (the same text the repro script prints).
+    /// The calls that create the upstreams and both twins (the same text the repro script prints).
     pub fn create_statements(&self) -> Vec<String> {
-        let create = |name: String, mode: &str| {
-            format!(
-                "SELECT pgtrickle.create_stream_table('{name}', $q${}$q$, '1h', '{mode}')",
-                self.shape.query
-            )
+        let create = |name: &str, query: &str, mode: &str| {
+            format!("SELECT pgtrickle.create_stream_table('{name}', $q${query}$q$, '1h', '{mode}')")
         };
-        vec![
-            create(self.twin_d(), &self.diff_mode),
-            create(self.twin_f(), "FULL"),
-        ]
+        let upstreams = self.shape.upstreams.iter().map(|u| {
+            let mode = if u.full { "FULL" } else { &self.diff_mode };
+            create(u.name, u.query, mode)
+        });
+        upstreams
+            .chain([
+                create(&self.twin_d(), self.shape.query, &self.diff_mode),
+                create(&self.twin_f(), self.shape.query, "FULL"),
+            ])
+            .collect()
+    }
+
+    /// Whether the refresh point at original log index `index` refreshes the upstreams before the
+    /// twins: three in four do; the others leave them stale, and the twins must follow them as they
+    /// are. By index, so a shrunk log keeps each refresh point's choice.
+    fn refreshes_upstreams(index: usize) -> bool {
+        index % 4 != 3
     }
 
     /// A new database with empty sources and newly created twins, compared once. A new database
@@ -185,21 +205,37 @@ impl Runner {
         // the query reads are dependencies too; they come with their table's DDL.)
         self.sources = TABLES.iter().collect();
         self.columns.clear();
+        self.upstream_columns.clear();
         for s in self.create_statements() {
             self.exec(&s)?;
         }
+        // The tables the twins read, directly and through the upstreams (level 0: directly).
         let sql = format!(
-            "SELECT string_agg(c.relname, ',' ORDER BY c.relname)
-               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-               JOIN pg_class c ON c.oid = d.source_relid WHERE s.pgt_relid = '{}'::regclass AND c.relkind = 'r'",
+            "WITH RECURSIVE reads (relid, level) AS (
+               SELECT d.source_relid, 0 FROM pgtrickle.pgt_dependencies d
+                 JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) WHERE s.pgt_relid = '{}'::regclass
+               UNION
+               SELECT d.source_relid, r.level + 1 FROM reads r
+                 JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = r.relid
+                 JOIN pgtrickle.pgt_dependencies d ON d.pgt_id = s.pgt_id)
+             SELECT string_agg(DISTINCT c.relname, ','),
+                    coalesce(string_agg(DISTINCT c.relname, ',') FILTER (WHERE r.level = 0), '')
+               FROM reads r JOIN pg_class c ON c.oid = r.relid
+              WHERE c.relkind = 'r' AND NOT EXISTS (
+                    SELECT FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.relid)",
             self.twin_f()
         );
-        let sources: String = self
+        let row = self
             .client()
             .query_one(&sql, &[])
-            .map_err(|e| Failure::sql(&sql, &e))?
-            .get(0);
+            .map_err(|e| Failure::sql(&sql, &e))?;
+        let (sources, direct): (String, String) = (row.get(0), row.get(1));
         self.sources = sources.split(',').map(table).collect();
+        self.direct_sources = direct
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         let (d, f) = (self.twin_d(), self.twin_f());
         self.columns = visible_columns(self.client(), &f)?;
         let columns_d = visible_columns(self.client(), &d)?;
@@ -212,14 +248,32 @@ impl Runner {
                 ),
             });
         }
+        for u in self.shape.upstreams {
+            let columns = visible_columns(self.client(), u.name)?;
+            self.upstream_columns.push(columns);
+        }
         self.truncated = false;
+        self.upstreams_fresh = true;
         self.compare()
     }
 
     /// The statements `op` (at original index `index`) is carried out with, planted corruption included.
     pub fn statements(&self, index: usize, op: &Op) -> Vec<String> {
         let (d, f) = (self.twin_d(), self.twin_f());
-        let mut out = op.statements(&[&d, &f], &|twin| self.executor.refresh(twin));
+        let refresh = |twin: &str| self.executor.refresh(twin);
+        // The upstreams each in a transaction of their own, before the refresh point's: a refresh in
+        // the transaction that wrote its source is FULL by design (docs/SQL_REFERENCE.md), so this
+        // keeps the differential twin's refreshes DIFFERENTIAL.
+        let mut out: Vec<String> = match op.refreshes() && Self::refreshes_upstreams(index) {
+            true => self
+                .shape
+                .upstreams
+                .iter()
+                .map(|u| refresh(u.name))
+                .collect(),
+            false => Vec::new(),
+        };
+        out.extend(op.statements(&[&d, &f], &refresh));
         if op.refreshes() && self.corrupt_from.is_some_and(|n| index >= n) {
             out.push(tamper(
                 &d,
@@ -234,10 +288,14 @@ impl Runner {
             self.exec(&s)?;
         }
         if let Op::Truncate(t) = op {
-            self.truncated |= self.sources.iter().any(|s| s.name == *t);
+            self.truncated |= self.direct_sources.iter().any(|s| s == t);
         }
         if !op.refreshes() {
+            self.upstreams_fresh = false;
             return Ok(());
+        }
+        if Self::refreshes_upstreams(index) {
+            self.upstreams_fresh = true;
         }
         self.compare()?;
         if self.diff_mode == "DIFFERENTIAL" {
@@ -249,25 +307,38 @@ impl Runner {
         Ok(())
     }
 
-    /// Both twins against the query, then against each other.
+    /// Both twins against the query, then against each other; first each upstream against its
+    /// query, when they have been refreshed since their sources last changed.
     pub fn comparisons(&self) -> Vec<Comparison> {
         let (d, f, q) = (self.twin_d(), self.twin_f(), self.shape.query.to_string());
         let cols = &self.columns;
         let side = |t: &str| (t.to_string(), format!("SELECT {cols} FROM {t}"));
-        vec![
-            Comparison {
-                left: side(&d),
-                right: ("the query".into(), q.clone()),
-            },
-            Comparison {
-                left: side(&f),
-                right: ("the query".into(), q),
-            },
-            Comparison {
-                left: side(&d),
-                right: side(&f),
-            },
-        ]
+        let upstreams = self
+            .shape
+            .upstreams
+            .iter()
+            .zip(&self.upstream_columns)
+            .filter(|_| self.upstreams_fresh)
+            .map(|(u, cols)| Comparison {
+                left: (u.name.to_string(), format!("SELECT {cols} FROM {}", u.name)),
+                right: (format!("the query of {}", u.name), u.query.to_string()),
+            });
+        upstreams
+            .chain([
+                Comparison {
+                    left: side(&d),
+                    right: ("the query".into(), q.clone()),
+                },
+                Comparison {
+                    left: side(&f),
+                    right: ("the query".into(), q),
+                },
+                Comparison {
+                    left: side(&d),
+                    right: side(&f),
+                },
+            ])
+            .collect()
     }
 
     pub fn compare(&mut self) -> Result<(), Failure> {

@@ -8,6 +8,17 @@ pub struct Shape {
     /// The differential engine may refuse this query (SQLSTATE 0A000, a clear "not supported"): such a
     /// shape is then reported as refused instead of failing, and checked in full once it is accepted.
     pub may_refuse: bool,
+    /// Stream tables the query reads, created in this order before the twins (each may read the
+    /// ones before it), and refreshed before the twins at most refresh points.
+    pub upstreams: &'static [Upstream],
+}
+
+/// A stream table a shape's query reads: the oracle walks stream tables over stream tables too.
+pub struct Upstream {
+    pub name: &'static str,
+    pub query: &'static str,
+    /// FULL; otherwise the differential twin's mode (DIFFERENTIAL, or AUTO when the oracle runs AUTO).
+    pub full: bool,
 }
 
 const fn shape(name: &'static str, query: &'static str) -> Shape {
@@ -15,6 +26,7 @@ const fn shape(name: &'static str, query: &'static str) -> Shape {
         name,
         query,
         may_refuse: false,
+        upstreams: &[],
     }
 }
 
@@ -24,6 +36,33 @@ const fn beyond(name: &'static str, query: &'static str) -> Shape {
         name,
         query,
         may_refuse: true,
+        upstreams: &[],
+    }
+}
+
+/// A shape whose query reads the stream tables `upstreams`.
+const fn over(name: &'static str, upstreams: &'static [Upstream], query: &'static str) -> Shape {
+    Shape {
+        name,
+        query,
+        may_refuse: false,
+        upstreams,
+    }
+}
+
+const fn up(name: &'static str, query: &'static str) -> Upstream {
+    Upstream {
+        name,
+        query,
+        full: false,
+    }
+}
+
+const fn up_full(name: &'static str, query: &'static str) -> Upstream {
+    Upstream {
+        name,
+        query,
+        full: true,
     }
 }
 
@@ -330,6 +369,48 @@ pub const SHAPES: &[Shape] = &[
         "SELECT x.k AS k, x.n AS n, y.n AS next_n, x.sv AS sv
            FROM (SELECT k, count(*) AS n, sum(v) AS sv FROM a GROUP BY k) x
            JOIN (SELECT k, count(*) AS n, sum(v) AS sv FROM a GROUP BY k) y ON y.k = x.k + 1",
+    ),
+    // Stream tables over stream tables: the upstream's refresh is the downstream's change capture
+    // (its own MERGE or FULL rewrite, captured like any writer's), and a refresh point sometimes
+    // leaves the upstream stale, which the downstream must follow as it is.
+    over(
+        "dag_rows_grouped",
+        &[up("up_rows", "SELECT k AS k, g AS g, v AS v, t AS t FROM a WHERE v IS NOT NULL")],
+        "SELECT g AS g, count(*) AS n, sum(v) AS sv, min(t) AS mt, max(v) AS mv FROM up_rows GROUP BY g",
+    ),
+    over(
+        "dag_full_joined",
+        &[up_full("up_bsum", "SELECT k AS k, sum(w) AS w, count(*) AS n FROM b GROUP BY k")],
+        "SELECT a.k AS k, a.v AS v, u.w AS w, u.n AS n FROM a JOIN up_bsum u ON u.k = a.k",
+    ),
+    over(
+        "dag_agg_of_agg",
+        &[up("up_groups", "SELECT g AS g, count(*) AS n, sum(v) AS sv FROM a GROUP BY g")],
+        "SELECT n AS n, count(*) AS groups, sum(sv) AS total FROM up_groups GROUP BY n",
+    ),
+    // What an offloading worker reduces itself, over a stream table.
+    over(
+        "offload_dag",
+        &[up("up_rows", "SELECT k AS k, g AS g, v AS v, t AS t FROM a WHERE v IS NOT NULL")],
+        "SELECT k AS k, count(*) AS n, count(t) AS nt, sum(g) AS sg FROM up_rows WHERE v > 1 GROUP BY k",
+    ),
+    // Three levels, with duplicate rows in the first (a stream table's rows need not be distinct).
+    over(
+        "dag_chain",
+        &[
+            up("up_dups", "SELECT g AS g, t AS t FROM a"),
+            up_full("up_distinct", "SELECT DISTINCT g AS g, t AS t FROM up_dups"),
+        ],
+        "SELECT d.g AS g, d.t AS t, u.n AS n, c.id AS id
+           FROM up_distinct d
+           JOIN (SELECT g, count(*) AS n FROM up_dups GROUP BY g) u ON u.g IS NOT DISTINCT FROM d.g
+           LEFT JOIN c ON c.k = d.g",
+    ),
+    // Equal values that print differently, passed on by a stream table.
+    over(
+        "dag_repr",
+        &[up("up_repr", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f FROM r")],
+        "SELECT id AS id, x AS x, iv AS iv, f AS f FROM up_repr WHERE k IS NOT NULL",
     ),
 ];
 
