@@ -393,8 +393,8 @@ REVOKE ALL ON FUNCTION pgtrickle._on_sql_drop() FROM PUBLIC;
 ALTER EVENT TRIGGER pgtrickle_sql_drop ENABLE ALWAYS;
 
 -- The role that owns change buffers (0.2.0; identical to sql/finalize.sql) and runs capture (its trigger functions are SECURITY DEFINER):
--- it can log in nowhere, holds no rights on users' tables, and may only append to the buffers it
--- owns and mark a truncated source's stream tables for reinitialisation. Roles are shared by the
+-- it can log in nowhere, holds no rights on users' tables or pg_trickle's catalog, and may only
+-- append to the buffers it owns and signal a change. Roles are shared by the
 -- cluster: another database's pg_trickle may have made it already (or be making it right now).
 DO $$
 BEGIN
@@ -408,8 +408,6 @@ END
 $$;
 GRANT USAGE ON SCHEMA pgtrickle_changes TO pgtrickle_capture;
 GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
-GRANT SELECT (pgt_id, source_relid) ON pgtrickle.pgt_dependencies TO pgtrickle_capture;
-GRANT SELECT (pgt_id, reinit_reason), UPDATE (needs_reinit, reinit_reason) ON pgtrickle.pgt_stream_tables TO pgtrickle_capture;
 -- Capture tells the coordinator that a source changed (src/cdc/signal.rs); nobody else needs to.
 REVOKE ALL ON FUNCTION pgtrickle._note_change(oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtrickle._note_change(oid) TO pgtrickle_capture;

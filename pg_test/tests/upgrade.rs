@@ -186,6 +186,15 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     refresh_and_check(&mut db);
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     assert_eq!(db.last_refresh("big").0, "DIFFERENTIAL");
+    // A TRUNCATE of the source, whose re-armed function runs as the capture role (no rights on the
+    // catalog), reaches the stream tables as a replaced row.
+    db.exec("TRUNCATE orders");
+    write_some(&mut db, "truncated");
+    refresh_and_check(&mut db);
+    assert_eq!(
+        db.last_refresh("totals"),
+        ("FULL".to_string(), "\"public\".\"orders\" was truncated".to_string())
+    );
     assert_eq!(
         db.value::<i64>(
             "SELECT differential_refreshes FROM pgtrickle.pgt_cost_model_summary
