@@ -59,15 +59,21 @@ pub extern "C-unwind" fn _PG_init() {
 /// Rust backtrace for every panic, which pgrx appends to the error's DETAIL when `RUST_BACKTRACE` is
 /// set in the server's environment: fifty lines of our internals sent to the client. The error has its
 /// own location; a Rust backtrace belongs to a panic of our own code, which keeps it.
+///
+/// pgrx's hook keeps what it captured until a PostgreSQL error takes it, and only a genuine panic (a
+/// `&str` or `String` payload) takes its own. So it must not run for the errors that report
+/// themselves either — an error pg_trickle raises (an `ErrorReport`), or one caught and raised again
+/// (a `CaughtError`) — or the next PostgreSQL error in the session carries their backtrace.
 #[cfg(feature = "pg")]
 fn keep_rust_backtraces_out_of_postgres_errors() {
+    use pgrx::pg_sys::panic::{CaughtError, ErrorReport, ErrorReportWithLevel};
     let pgrx_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if matches!(
-            info.payload()
-                .downcast_ref::<pgrx::pg_sys::panic::CaughtError>(),
-            Some(pgrx::pg_sys::panic::CaughtError::PostgresError(_))
-        ) {
+        let payload = info.payload();
+        if payload.is::<CaughtError>()
+            || payload.is::<ErrorReportWithLevel>()
+            || payload.is::<ErrorReport>()
+        {
             return;
         }
         pgrx_hook(info)

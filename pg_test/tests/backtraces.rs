@@ -48,4 +48,17 @@ fn postgres_errors_carry_no_rust_backtrace_even_with_rust_backtrace_set() {
     let e = db.error("SELECT pgtrickle.refresh_stream_table('nope')");
     assert!(e.hint.is_some(), "{e:?}");
     assert!(!format!("{e:?}").contains("pgrx_pg_sys"), "{e:?}");
+    // The panic that carried that error left a backtrace behind in pgrx; PostgreSQL's next error in
+    // this session must not pick it up (it did: a failed GRANT showed fifty lines of the refresh).
+    for sql in [
+        "GRANT SELECT ON no_such_table TO PUBLIC",
+        "SELECT pgtrickle.create_stream_table('bad2', 'SELECT x FROM no_such_table', '1h', 'FULL')",
+        "CREATE TABLE t (x int)",
+    ] {
+        let e = db.error(sql);
+        assert!(
+            !format!("{e:?}").contains("backtrace") && !format!("{e:?}").contains("visit"),
+            "{sql}: a stale Rust backtrace reached the client: {e:?}"
+        );
+    }
 }

@@ -193,7 +193,10 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     refresh_and_check(&mut db);
     assert_eq!(
         db.last_refresh("totals"),
-        ("FULL".to_string(), "\"public\".\"orders\" was truncated".to_string())
+        (
+            "FULL".to_string(),
+            "\"public\".\"orders\" was truncated".to_string()
+        )
     );
     assert_eq!(
         db.value::<i64>(
