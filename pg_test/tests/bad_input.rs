@@ -412,4 +412,35 @@ fn a_manual_refresh_of_a_broken_stream_table_fails_and_says_why() {
         "{e:?}"
     );
     assert!(e.message.contains("amount"), "{e:?}");
+    assert_eq!(
+        e.hint.as_deref(),
+        Some("Drop the stream table and create it again for its sources as they are now.")
+    );
+
+    // The query still works, but DIFFERENTIAL may no longer read a source: the way out is a mode
+    // that reads it whole, not a new stream table.
+    db.exec(
+        "CREATE VIEW big_orders AS SELECT id FROM orders WHERE id > 1;
+         SELECT pgtrickle.create_stream_table('from_view', 'SELECT id FROM big_orders', '1h', 'DIFFERENTIAL');
+         ALTER VIEW big_orders SET (security_barrier = true)",
+    );
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('from_view')");
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(
+        e.message.starts_with(
+            "stream table \"from_view\" cannot be refreshed: a source of this stream table changed and it no longer qualifies for DIFFERENTIAL refresh: "
+        ),
+        "{e:?}"
+    );
+    let hint = e.hint.clone().unwrap_or_default();
+    assert!(
+        hint.contains(
+            "pgtrickle.alter_stream_table('from_view', refresh_mode => 'FULL', status => 'ACTIVE')"
+        ),
+        "{e:?}"
+    );
+    // The hint's way out works.
+    db.exec("SELECT pgtrickle.alter_stream_table('from_view', refresh_mode => 'FULL', status => 'ACTIVE')");
+    db.exec("SELECT pgtrickle.refresh_stream_table('from_view')");
+    db.assert_matches_query("from_view", "SELECT id FROM big_orders");
 }

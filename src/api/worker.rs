@@ -113,7 +113,7 @@ fn refresh_job(
             ),
             Outcome::Busy => (JobOutcome::Busy, (None, 0, 0)),
             Outcome::Gone => (JobOutcome::Gone, (None, 0, 0)),
-            Outcome::Broken => (JobOutcome::Broken, (None, 0, 0)),
+            Outcome::Broken(_) => (JobOutcome::Broken, (None, 0, 0)),
         };
     if finish(lease, outcome)?.is_none() {
         return Err(not_current(

@@ -24,6 +24,7 @@ use crate::dvm::sql::QualifiedName;
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use crate::stats::history::{self, HistoryEntry};
+pub use reinit::Breakage;
 pub use settings::{quietly, with_refresh_settings};
 pub use spi_exec::Applied;
 
@@ -59,8 +60,9 @@ pub enum Outcome {
     Busy,
     /// The stream table was dropped meanwhile.
     Gone,
-    /// A source changed so that the query no longer works; the stream table is now in ERROR.
-    Broken,
+    /// The stream table is now in ERROR: a source changed so that the query no longer works, or no
+    /// longer qualifies for DIFFERENTIAL (or the catalog row is another database's).
+    Broken(Breakage),
 }
 
 /// What one refresh did, before it is recorded.
@@ -137,7 +139,7 @@ fn run_claimed(
               WHERE pgt_id = $1",
             &[pgt_id.into()],
         )?;
-        return Ok(Outcome::Broken);
+        return Ok(Outcome::Broken(Breakage::ForeignRow));
     }
     let started_at = history::now()?;
     let storage = names::qualified_name_of(st.relid)?;
@@ -273,8 +275,8 @@ fn decide_and_refresh(
             ..full(st, storage, reason)?
         },
         Decision::Reinitialise => match reinitialise(st, storage)? {
-            Some(done) => done,
-            None => return Ok(Err(Outcome::Broken)),
+            Ok(done) => done,
+            Err(breakage) => return Ok(Err(Outcome::Broken(breakage))),
         },
         Decision::NoData => {
             let snapshot = match batch {
@@ -341,12 +343,13 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     })
 }
 
-/// A reinitialisation: the query checked against the sources again (None: it no longer works, the
-/// stream table is now in ERROR), then FULL — and FULL at the next refresh too while a capture or
-/// signal trigger of a source is disabled.
-fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Option<Done>> {
-    let Some(st) = reinit::prepare(st)? else {
-        return Ok(None);
+/// A reinitialisation: the query checked against the sources again (an error: the stream table is
+/// now in ERROR, and why), then FULL — and FULL at the next refresh too while a capture or signal
+/// trigger of a source is disabled.
+fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Result<Done, Breakage>> {
+    let st = match reinit::prepare(st)? {
+        Ok(st) => st,
+        Err(breakage) => return Ok(Err(breakage)),
     };
     // A disabled capture trigger captures nothing: FULL until it is enabled again.
     let suspended = match st.tree()? {
@@ -379,7 +382,7 @@ fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Option<D
     } else {
         None
     };
-    Ok(Some(done))
+    Ok(Ok(done))
 }
 
 const SUSPENDED_CAPTURE: &str =

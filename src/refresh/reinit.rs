@@ -9,11 +9,34 @@ use crate::catalog::modes::RefreshMode;
 use crate::catalog::query_view;
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::catalog::HIDDEN_PREFIX;
-use crate::error::PgtResult;
+use crate::error::{PgtResult, SqlState};
 use crate::spi;
 
-/// The refreshed catalog row when the stream table can be rebuilt; None after putting it in ERROR.
-pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
+/// Why a reinitialisation put a stream table in ERROR: what its owner can do about it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakage {
+    /// This catalog row is not a stream table of this database (restored from another one).
+    ForeignRow,
+    /// The query no longer works against the sources, or its result columns changed.
+    Query,
+    /// The query works, but DIFFERENTIAL (as requested) cannot read a source any more.
+    NotDifferential,
+}
+
+impl Breakage {
+    fn describe(self) -> &'static str {
+        match self {
+            Breakage::ForeignRow => "this catalog row does not belong to a stream table of this database",
+            Breakage::Query => "a source of this stream table changed and its query no longer works",
+            Breakage::NotDifferential => {
+                "a source of this stream table changed and it no longer qualifies for DIFFERENTIAL refresh"
+            }
+        }
+    }
+}
+
+/// The refreshed catalog row when the stream table can be rebuilt; else why it is now in ERROR.
+pub(super) fn prepare(st: &StreamTable) -> PgtResult<Result<StreamTable, Breakage>> {
     // The query as PostgreSQL reads it now: renamed columns, a redefined view.
     let query = match query_view::current_text(st.pgt_id)? {
         Some(text) if text != st.defining_query => {
@@ -27,11 +50,11 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
     };
     let analysis = match spi::in_subtransaction(|| analysis::analyze(&query)) {
         Ok(Ok(a)) => a,
-        Ok(Err(e)) => return broken(st, &e.to_string()),
-        Err(message) => return broken(st, &message),
+        Ok(Err(e)) => return broken(st, Breakage::Query, &e.to_string()),
+        Err(message) => return broken(st, Breakage::Query, &message),
     };
     if let Some(problem) = changed_columns(st, &analysis)? {
-        return broken(st, &problem);
+        return broken(st, Breakage::Query, &problem);
     }
     if st.effective_mode != "DIFFERENTIAL" {
         // What the query reads and calls now decides whether unchanged sources may skip refreshes.
@@ -42,8 +65,12 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
             choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))
         }) {
             Ok(Ok(choice)) => choice,
-            Ok(Err(e)) => return broken(st, &e.to_string()),
-            Err(message) => return broken(st, &message),
+            // What the engine refuses to read (0A000): the query itself still works.
+            Ok(Err(e)) if e.state == SqlState::FeatureNotSupported => {
+                return broken(st, Breakage::NotDifferential, &e.to_string())
+            }
+            Ok(Err(e)) => return broken(st, Breakage::Query, &e.to_string()),
+            Err(message) => return broken(st, Breakage::Query, &message),
         };
         stream_tables::record_sources(st.pgt_id, &analysis, choice.tree.as_ref())?;
         crate::catalog::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
@@ -57,7 +84,7 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Option<StreamTable>> {
             &[st.pgt_id.into(), tree.into(), choice.effective.as_str().into(), choice.reason.into()],
         )?;
     }
-    stream_tables::load_for_update(st.pgt_id)
+    Ok(stream_tables::load_for_update(st.pgt_id)?.ok_or(Breakage::Query))
 }
 
 fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Option<String>> {
@@ -95,9 +122,12 @@ fn changed_columns(st: &StreamTable, analysis: &QueryAnalysis) -> PgtResult<Opti
     )))
 }
 
-fn broken(st: &StreamTable, problem: &str) -> PgtResult<Option<StreamTable>> {
-    let message =
-        format!("a source of this stream table changed and its query no longer works: {problem}");
+fn broken(
+    st: &StreamTable,
+    breakage: Breakage,
+    problem: &str,
+) -> PgtResult<Result<StreamTable, Breakage>> {
+    let message = format!("{}: {problem}", breakage.describe());
     let name = crate::catalog::names::qualified_name_of(st.relid)?;
     pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {message}");
     spi::exec(
@@ -106,5 +136,5 @@ fn broken(st: &StreamTable, problem: &str) -> PgtResult<Option<StreamTable>> {
           WHERE pgt_id = $1",
         &[st.pgt_id.into(), message.into()],
     )?;
-    Ok(None)
+    Ok(Err(breakage))
 }
