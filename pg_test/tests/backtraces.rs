@@ -50,7 +50,11 @@ fn postgres_errors_carry_no_rust_backtrace_even_with_rust_backtrace_set() {
     assert!(!format!("{e:?}").contains("pgrx_pg_sys"), "{e:?}");
     // The panic that carried that error left a backtrace behind in pgrx; PostgreSQL's next error in
     // this session must not pick it up (it did: a failed GRANT showed fifty lines of the refresh).
+    // A stream table another one reads: pg_trickle's DDL on it runs its own event trigger again,
+    // whose error then crosses two layers of Rust frames.
+    db.exec("SELECT pgtrickle.create_stream_table('st_reader', 'SELECT count(*) AS n FROM st', '1h', 'DIFFERENTIAL')");
     for sql in [
+        "ALTER TABLE st ADD COLUMN extra int",
         "GRANT SELECT ON no_such_table TO PUBLIC",
         "SELECT pgtrickle.create_stream_table('bad2', 'SELECT x FROM no_such_table', '1h', 'FULL')",
         "CREATE TABLE t (x int)",

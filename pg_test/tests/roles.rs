@@ -183,7 +183,7 @@ fn change_buffers_belong_to_a_nologin_role_that_can_do_nothing_else() {
     }
 
     // Capture works for whoever writes: bob's writes are seen (the capture trigger function needs no
-    // rights), and alice's TRUNCATE (the capture role marks the stream table for reinitialisation).
+    // rights), and alice's TRUNCATE (the capture role appends a replaced row to its buffer).
     db.exec(&format!("SET ROLE {}", r.bob));
     db.exec("INSERT INTO a_src VALUES (100, 1, 5); UPDATE a_src SET v = v + 1 WHERE id < 5; DELETE FROM a_src WHERE id = 7;");
     db.exec(&format!("SET ROLE {}", r.alice));
