@@ -313,7 +313,7 @@ VACUUM ANALYZE fact;
         info["postgres"] = self.pg.value("SELECT split_part(version(), ' on ', 1)")
         info["settings"] = self.pg.value(
             "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings "
-            "WHERE name IN ('shared_buffers', 'work_mem', 'jit', 'synchronous_commit', 'max_wal_size')")
+            "WHERE name IN ('shared_buffers', 'work_mem', 'jit', 'synchronous_commit', 'max_wal_size', 'huge_pages')")
         info["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
         info["commit"] = self.args.commit
         info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1210,6 +1210,8 @@ def main():
     ap.add_argument("--after-create-check", default=None)
     ap.add_argument("--only", choices=["shapes", "dag", "write_path", "idle", "tpch", "offload"], default=None)
     ap.add_argument("--worker", required=True, help="the pg_trickle_worker binary (the offload part)")
+    ap.add_argument("--huge-pages", action="store_true",
+                    help="the cluster runs with huge pages: results get their own file, never the docs' table")
     args = ap.parse_args()
 
     b = Bench(args)
@@ -1239,12 +1241,14 @@ def main():
     name = "latest" if args.mode == "full" else "quick"
     if args.only:
         name = f"{args.mode}-{args.only}"
+    if args.huge_pages:
+        name = f"{name}-huge-pages"
     out = os.path.join(outdir, f"{name}.json")
     with open(out, "w") as f:
         json.dump(b.results, f, indent=2)
         f.write("\n")
     log(f"wrote {os.path.relpath(out, args.repo)}")
-    if args.mode == "full" and not args.only:
+    if args.mode == "full" and not args.only and not args.huge_pages:
         path = os.path.join(args.repo, "docs", "BENCHMARKS.md")
         update_docs(path, markdown(b.results, machine, b.cfg, b.notes, elapsed))
         log(f"updated the results table in {os.path.relpath(path, args.repo)}")
