@@ -135,9 +135,16 @@ fn run_claimed(
         spi::exec(
             "UPDATE pgtrickle.pgt_stream_tables
                 SET status = 'ERROR', last_error_at = pg_catalog.clock_timestamp(),
-                    last_error = 'this catalog row does not belong to a stream table of this database (restored from a dump?): nothing is refreshed; delete the row and create the stream table again'
+                    last_error = $2
               WHERE pgt_id = $1",
-            &[pgt_id.into()],
+            &[
+                pgt_id.into(),
+                format!(
+                    "{} (restored from a dump?): nothing is refreshed; delete the row and create the stream table again",
+                    Breakage::ForeignRow.describe()
+                )
+                .into(),
+            ],
         )?;
         return Ok(Outcome::Broken(Breakage::ForeignRow));
     }

@@ -24,7 +24,8 @@ pub enum Breakage {
 }
 
 impl Breakage {
-    fn describe(self) -> &'static str {
+    /// How `last_error` begins.
+    pub(super) fn describe(self) -> &'static str {
         match self {
             Breakage::ForeignRow => "this catalog row does not belong to a stream table of this database",
             Breakage::Query => "a source of this stream table changed and its query no longer works",

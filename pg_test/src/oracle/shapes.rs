@@ -66,6 +66,12 @@ const fn up_full(name: &'static str, query: &'static str) -> Upstream {
     }
 }
 
+/// Filtered rows of `a`, as a stream table: read by two shapes.
+const UP_ROWS: Upstream = up(
+    "up_rows",
+    "SELECT k AS k, g AS g, v AS v, t AS t FROM a WHERE v IS NOT NULL",
+);
+
 pub const SHAPES: &[Shape] = &[
     // Single table.
     shape("scan", "SELECT k AS k, g AS g, v AS v, t AS t FROM a"),
@@ -375,7 +381,7 @@ pub const SHAPES: &[Shape] = &[
     // leaves the upstream stale, which the downstream must follow as it is.
     over(
         "dag_rows_grouped",
-        &[up("up_rows", "SELECT k AS k, g AS g, v AS v, t AS t FROM a WHERE v IS NOT NULL")],
+        &[UP_ROWS],
         "SELECT g AS g, count(*) AS n, sum(v) AS sv, min(t) AS mt, max(v) AS mv FROM up_rows GROUP BY g",
     ),
     over(
@@ -391,7 +397,7 @@ pub const SHAPES: &[Shape] = &[
     // What an offloading worker reduces itself, over a stream table.
     over(
         "offload_dag",
-        &[up("up_rows", "SELECT k AS k, g AS g, v AS v, t AS t FROM a WHERE v IS NOT NULL")],
+        &[UP_ROWS],
         "SELECT k AS k, count(*) AS n, count(t) AS nt, sum(g) AS sg FROM up_rows WHERE v > 1 GROUP BY k",
     ),
     // Three levels, with duplicate rows in the first (a stream table's rows need not be distinct).
