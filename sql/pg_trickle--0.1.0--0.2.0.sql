@@ -75,6 +75,20 @@ CREATE FUNCTION pgtrickle._signal() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNA
 COMMENT ON FUNCTION pgtrickle._signal() IS 'pg_trickle: tells the coordinator that the source given as argument changed';
 REVOKE ALL ON FUNCTION pgtrickle._signal() FROM PUBLIC;
 
+-- Requests to reinitialise a stream table, made from inside other transactions (DDL on a source, a
+-- dropped capture trigger): appended, never updated, so DDL under REPEATABLE READ does not fail on a
+-- refresh's update of the stream table's catalog row. A successful refresh honours the requests it saw
+-- and deletes them. No foreign key: its check would lock that row. Not dumped: runtime state (a
+-- restored stream table reinitialises anyway).
+CREATE TABLE pgtrickle.pgt_reinit_requests (
+    request_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id       bigint NOT NULL,
+    reason       text NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pgt_reinit_requests_pgt_id ON pgtrickle.pgt_reinit_requests (pgt_id);
+COMMENT ON TABLE pgtrickle.pgt_reinit_requests IS 'pg_trickle: stream tables whose next refresh must reinitialise, and why (appended by DDL on their sources)';
+
 -- Removes change capture (buffer, capture triggers, trigger functions and with them their triggers)
 -- from sources that no DIFFERENTIAL stream table reads any more.
 CREATE OR REPLACE FUNCTION pgtrickle._cdc_gc() RETURNS void
@@ -115,6 +129,9 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
     END LOOP;
+    -- Reinitialisation requests of stream tables that are gone.
+    DELETE FROM pgtrickle.pgt_reinit_requests q
+     WHERE NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_id = q.pgt_id);
 END
 $$;
 REVOKE ALL ON FUNCTION pgtrickle._cdc_gc() FROM PUBLIC;
@@ -350,10 +367,10 @@ BEGIN
          WHERE d.object_type = 'trigger' AND d.address_names[3] ~ '^pgtrickle_(capture|signal)_'
     LOOP
         CONTINUE WHEN r.source IS NULL;
-        UPDATE pgtrickle.pgt_stream_tables
-           SET needs_reinit = true,
-               reinit_reason = COALESCE(reinit_reason, pg_catalog.format(
-                   'a %s trigger of %s was dropped (with a partition, or by hand)', r.family, r.source::pg_catalog.regclass))
+        INSERT INTO pgtrickle.pgt_reinit_requests (pgt_id, reason)
+        SELECT pgt_id, pg_catalog.format('a %s trigger of %s was dropped (with a partition, or by hand)',
+                                         r.family, r.source::pg_catalog.regclass)
+          FROM pgtrickle.pgt_stream_tables
          WHERE CASE r.family WHEN 'capture' THEN effective_mode = 'DIFFERENTIAL' ELSE skip_unchanged END
            AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = r.source);
         PERFORM pgtrickle._source_altered(r.source);

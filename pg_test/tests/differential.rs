@@ -492,6 +492,40 @@ fn a_used_column_cannot_be_retyped_an_unused_one_reinitialises() {
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
     assert_exact(&mut db);
+
+    // The same DDL at REPEATABLE READ, after a refresh committed since the transaction's snapshot:
+    // it marks the stream table without updating the row the refresh updated, so it does not fail
+    // with 40001.
+    let mut migration = db.connect();
+    migration
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders;")
+        .unwrap();
+    db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 4");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    migration
+        .batch_execute("ALTER TABLE orders ALTER COLUMN note TYPE numeric; COMMIT")
+        .unwrap();
+    db.exec("UPDATE orders SET amount = amount + 0.01, note = 2.5 WHERE id = 5");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    let (action, reason) = last_action(&mut db);
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        (
+            "FULL",
+            "reinitialised: the columns of \"public\".\"orders\" changed"
+        )
+    );
+    assert_exact(&mut db);
+    // Honoured once: the request is gone, and the next refresh is DIFFERENTIAL again.
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_reinit_requests"),
+        0
+    );
+    db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 6");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+    assert_exact(&mut db);
 }
 
 #[test]

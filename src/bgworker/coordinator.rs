@@ -672,6 +672,7 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
     } else {
         "false"
     };
+    let pending = crate::catalog::reinit::pending_sql("st")?;
     let candidates = spi::rows(
         // One pass over the catalog (a join, not two subqueries per stream table), float8 epochs
         // (EXTRACT's numeric costs more), no names (name_waiting): the tick's main cost when idle.
@@ -679,7 +680,7 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
                 (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint AS now_ms,
                 (pg_catalog.date_part('epoch', st.last_attempt_at) * 1000)::bigint AS last_attempt_ms,
                 COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - st.last_refresh_at) * 1000 / st.schedule_ms, 0) AS lag_ratio,
-                (st.effective_mode = 'DIFFERENTIAL' OR {skip_unchanged}) AND NOT st.needs_reinit AS signalled,
+                (st.effective_mode = 'DIFFERENTIAL' OR {skip_unchanged}) AND NOT {pending} AS signalled,
                 COALESCE(d.upstream, '{{}}') AS upstream, COALESCE(d.sources, '{{}}') AS sources
            FROM pgtrickle.pgt_stream_tables st
            LEFT JOIN (SELECT d.pgt_id,

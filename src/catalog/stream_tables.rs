@@ -22,6 +22,9 @@ pub struct StreamTable {
     pub needs_reinit: bool,
     /// Why the next refresh must be FULL (None before 0.2.0's catalog, or when nobody said).
     pub reinit_reason: Option<String>,
+    /// The reinitialisation requests seen at load (`pgt_reinit_requests`), which a successful
+    /// refresh deletes.
+    pub reinit_requests: Vec<i64>,
     pub last_error: Option<String>,
     /// The server started, or finished recovery as a promoted standby, after the last successful
     /// refresh (see `dvm::decide::Facts::restarted`). A refresh replayed from a former primary
@@ -43,18 +46,22 @@ impl StreamTable {
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
-                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit, last_error, \
+                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, last_error, \
                        COALESCE(last_refresh_at < GREATEST(pg_catalog.pg_postmaster_start_time(), \
                                 pg_catalog.pg_last_xact_replay_timestamp()), false) AS restarted_since_refresh";
 
-/// The columns to load, with `reinit_reason` when the catalog has it (see catalog::reinit).
+/// The columns to load (from `pgtrickle.pgt_stream_tables st`), with the reinitialisation requests
+/// when the catalog has them (see catalog::reinit).
 fn columns() -> PgtResult<String> {
-    let reason = if super::version::at_least_0_2_0()? {
-        "reinit_reason"
+    let pending = super::reinit::pending_sql("st")?;
+    let requests = if super::version::at_least_0_2_0()? {
+        "COALESCE(st.reinit_reason, (SELECT q.reason FROM pgtrickle.pgt_reinit_requests q
+                                      WHERE q.pgt_id = st.pgt_id ORDER BY q.request_id LIMIT 1)) AS reinit_reason,
+         ARRAY(SELECT q.request_id FROM pgtrickle.pgt_reinit_requests q WHERE q.pgt_id = st.pgt_id) AS reinit_requests"
     } else {
-        "NULL::text AS reinit_reason"
+        "NULL::text AS reinit_reason, '{}'::bigint[] AS reinit_requests"
     };
-    Ok(format!("{COLUMNS}, {reason}"))
+    Ok(format!("{COLUMNS}, {pending} AS needs_reinit, {requests}"))
 }
 
 fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
@@ -71,6 +78,7 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         frontier: r.get_by_name("frontier")?,
         needs_reinit: spi::col(r, "needs_reinit")?,
         reinit_reason: r.get_by_name("reinit_reason")?,
+        reinit_requests: spi::col(r, "reinit_requests")?,
         last_error: r.get_by_name("last_error")?,
         restarted_since_refresh: spi::col(r, "restarted_since_refresh")?,
         identity_holds: None,
@@ -92,7 +100,7 @@ pub fn load_for_update(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
         ("true".to_string(), vec![pgt_id.into()])
     };
     let sql = format!(
-        "SELECT {}, {identity} AS identity_holds FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 FOR UPDATE",
+        "SELECT {}, {identity} AS identity_holds FROM pgtrickle.pgt_stream_tables st WHERE pgt_id = $1 FOR UPDATE",
         columns()?
     );
     Ok(spi::rows(&sql, &args, |r| {
@@ -170,7 +178,7 @@ pub fn pg_class_row<R>(
 /// Loads a stream table by id, without locking it.
 pub fn load(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
     let sql = format!(
-        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
+        "SELECT {} FROM pgtrickle.pgt_stream_tables st WHERE pgt_id = $1",
         columns()?
     );
     Ok(spi::rows(&sql, &[pgt_id.into()], from_row)?
@@ -180,7 +188,7 @@ pub fn load(pgt_id: i64) -> PgtResult<Option<StreamTable>> {
 
 pub fn load_by_relid(relid: Oid) -> PgtResult<Option<StreamTable>> {
     let sql = format!(
-        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1",
+        "SELECT {} FROM pgtrickle.pgt_stream_tables st WHERE pgt_relid = $1",
         columns()?
     );
     Ok(spi::rows(&sql, &[relid.into()], from_row)?

@@ -197,6 +197,8 @@ fn run_claimed(
             done.reinit_next.clone().into(),
         ],
     )?;
+    // The requests this refresh saw are honoured (a reinitialisation, or FULL: see decide).
+    crate::catalog::reinit::clear_requests(&st.reinit_requests)?;
     let finished_at = history::now()?;
     history::record(&HistoryEntry {
         pgt_id,

@@ -26,10 +26,13 @@ pub(super) fn uncaptured(st: &StreamTable) -> PgtResult<Option<&'static str>> {
         return Ok(None);
     }
     let readers = spi::rows(
-        "SELECT pgt_id, refresh_mode = 'AUTO' AS auto, effective_mode = 'DIFFERENTIAL' AS differential,
-                needs_reinit
-           FROM pgtrickle.pgt_stream_tables
-          WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+        &format!(
+            "SELECT pgt_id, refresh_mode = 'AUTO' AS auto, effective_mode = 'DIFFERENTIAL' AS differential,
+                    {} AS needs_reinit
+               FROM pgtrickle.pgt_stream_tables st
+              WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+            crate::catalog::reinit::pending_sql("st")?
+        ),
         &[st.relid.into()],
         |r| {
             Ok(Reader {
