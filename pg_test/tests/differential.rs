@@ -469,29 +469,37 @@ fn a_used_column_cannot_be_retyped_an_unused_one_reinitialises() {
             .contains("pgtrickle_queries.q_"),
         "{e:?}"
     );
-    db.exec("UPDATE orders SET amount = amount + 1 WHERE id = 1");
-    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
-    assert_exact(&mut db);
+    assert_eq!(
+        write_and_refresh(
+            &mut db,
+            "UPDATE orders SET amount = amount + 1 WHERE id = 1"
+        )
+        .0,
+        "DIFFERENTIAL"
+    );
     // A column the query does not read changes freely; capture follows it with one FULL refresh.
     db.exec(
         "ALTER TABLE orders ADD COLUMN note int; ALTER TABLE orders ALTER COLUMN note TYPE bigint;",
     );
-    db.exec("UPDATE orders SET amount = amount + 0.01, note = 1 WHERE id = 2");
-    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    let (action, reason) = last_action(&mut db);
-    assert_eq!(
-        (action.as_str(), reason.as_str()),
-        (
-            "FULL",
-            "reinitialised: the columns of \"public\".\"orders\" changed"
-        )
+    let retyped = (
+        "FULL".to_string(),
+        "reinitialised: the columns of \"public\".\"orders\" changed".to_string(),
     );
-    assert_exact(&mut db);
-    db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 3");
-    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
-    assert_exact(&mut db);
+    assert_eq!(
+        write_and_refresh(
+            &mut db,
+            "UPDATE orders SET amount = amount + 0.01, note = 1 WHERE id = 2"
+        ),
+        retyped
+    );
+    assert_eq!(
+        write_and_refresh(
+            &mut db,
+            "UPDATE orders SET amount = amount + 0.01 WHERE id = 3"
+        )
+        .0,
+        "DIFFERENTIAL"
+    );
 
     // The same DDL at REPEATABLE READ, after a refresh committed since the transaction's snapshot:
     // it marks the stream table without updating the row the refresh updated, so it does not fail
@@ -506,26 +514,36 @@ fn a_used_column_cannot_be_retyped_an_unused_one_reinitialises() {
     migration
         .batch_execute("ALTER TABLE orders ALTER COLUMN note TYPE numeric; COMMIT")
         .unwrap();
-    db.exec("UPDATE orders SET amount = amount + 0.01, note = 2.5 WHERE id = 5");
-    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    let (action, reason) = last_action(&mut db);
     assert_eq!(
-        (action.as_str(), reason.as_str()),
-        (
-            "FULL",
-            "reinitialised: the columns of \"public\".\"orders\" changed"
-        )
+        write_and_refresh(
+            &mut db,
+            "UPDATE orders SET amount = amount + 0.01, note = 2.5 WHERE id = 5"
+        ),
+        retyped
     );
-    assert_exact(&mut db);
     // Honoured once: the request is gone, and the next refresh is DIFFERENTIAL again.
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_reinit_requests"),
         0
     );
-    db.exec("UPDATE orders SET amount = amount + 0.01 WHERE id = 6");
+    assert_eq!(
+        write_and_refresh(
+            &mut db,
+            "UPDATE orders SET amount = amount + 0.01 WHERE id = 6"
+        )
+        .0,
+        "DIFFERENTIAL"
+    );
+}
+
+/// Runs `write`, refreshes `totals`, checks it against its query and returns the refresh's action and
+/// reason.
+fn write_and_refresh(db: &mut TestDb, write: &str) -> (String, String) {
+    db.exec(write);
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
-    assert_exact(&mut db);
+    let done = last_action(db);
+    assert_exact(db);
+    done
 }
 
 #[test]

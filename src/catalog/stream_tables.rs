@@ -46,14 +46,13 @@ impl StreamTable {
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, defining_query, output_columns, refresh_mode, effective_mode, status, \
-                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, last_error, \
+                       op_tree::text AS op_tree, mode_reason, frontier::text AS frontier, needs_reinit, last_error, \
                        COALESCE(last_refresh_at < GREATEST(pg_catalog.pg_postmaster_start_time(), \
                                 pg_catalog.pg_last_xact_replay_timestamp()), false) AS restarted_since_refresh";
 
 /// The columns to load (from `pgtrickle.pgt_stream_tables st`), with the reinitialisation requests
 /// when the catalog has them (see catalog::reinit).
 fn columns() -> PgtResult<String> {
-    let pending = super::reinit::pending_sql("st")?;
     let requests = if super::version::at_least_0_2_0()? {
         "COALESCE(st.reinit_reason, (SELECT q.reason FROM pgtrickle.pgt_reinit_requests q
                                       WHERE q.pgt_id = st.pgt_id ORDER BY q.request_id LIMIT 1)) AS reinit_reason,
@@ -61,10 +60,11 @@ fn columns() -> PgtResult<String> {
     } else {
         "NULL::text AS reinit_reason, '{}'::bigint[] AS reinit_requests"
     };
-    Ok(format!("{COLUMNS}, {pending} AS needs_reinit, {requests}"))
+    Ok(format!("{COLUMNS}, {requests}"))
 }
 
 fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
+    let requests: Vec<i64> = spi::col(r, "reinit_requests")?;
     Ok(StreamTable {
         pgt_id: spi::col(r, "pgt_id")?,
         relid: spi::col(r, "pgt_relid")?,
@@ -76,9 +76,10 @@ fn from_row(r: &SpiHeapTupleData) -> Result<StreamTable, pgrx::spi::SpiError> {
         op_tree: r.get_by_name("op_tree")?,
         mode_reason: r.get_by_name("mode_reason")?,
         frontier: r.get_by_name("frontier")?,
-        needs_reinit: spi::col(r, "needs_reinit")?,
+        // A request is as good as the flag (catalog::reinit).
+        needs_reinit: spi::col::<bool>(r, "needs_reinit")? || !requests.is_empty(),
         reinit_reason: r.get_by_name("reinit_reason")?,
-        reinit_requests: spi::col(r, "reinit_requests")?,
+        reinit_requests: requests,
         last_error: r.get_by_name("last_error")?,
         restarted_since_refresh: spi::col(r, "restarted_since_refresh")?,
         identity_holds: None,

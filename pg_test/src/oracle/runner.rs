@@ -97,7 +97,7 @@ pub struct Runner {
     pub sources: Vec<&'static Table>,
     /// The tables (not stream tables) the twins read themselves: a TRUNCATE of one of these, and
     /// only these, may make the differential twin's next refresh FULL.
-    direct_sources: Vec<String>,
+    direct_sources: Vec<&'static Table>,
     columns: String,
     truncated: bool,
     /// Whether the upstreams were refreshed after the last change to their sources.
@@ -234,7 +234,7 @@ impl Runner {
         self.direct_sources = direct
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(String::from)
+            .map(table)
             .collect();
         let (d, f) = (self.twin_d(), self.twin_f());
         self.columns = visible_columns(self.client(), &f)?;
@@ -288,7 +288,7 @@ impl Runner {
             self.exec(&s)?;
         }
         if let Op::Truncate(t) = op {
-            self.truncated |= self.direct_sources.iter().any(|s| s == t);
+            self.truncated |= self.direct_sources.iter().any(|s| s.name == *t);
         }
         if !op.refreshes() {
             self.upstreams_fresh = false;
