@@ -215,3 +215,56 @@ fn a_nondeterministic_collation_is_read_in_full_and_says_why() {
         "SELECT lower(name) AS name, count(*) AS c FROM n GROUP BY name",
     );
 }
+
+/// A nondeterministic collation can come from the query rather than a column: `COLLATE`, a cast to a
+/// domain that has one, a view that applies either. Once such a query grouped DIFFERENTIALly: after
+/// 'ABC' joined the group of 'abc' and then left it, the stream table still showed 'ABC', a string
+/// no row held any more.
+#[test]
+fn a_nondeterministic_collation_in_the_query_is_read_in_full() {
+    let mut db = TestDb::new("repr_nondeterministic_query");
+    db.exec(
+        "CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE DOMAIN nocase_text AS text COLLATE nocase;
+         CREATE TABLE d (id int PRIMARY KEY, name text);
+         INSERT INTO d VALUES (1, 'abc'), (2, 'x');
+         CREATE VIEW d_nocase AS SELECT id, name::nocase_text AS name FROM d;",
+    );
+    let queries = [
+        "SELECT substr(name, 1, 3) COLLATE nocase AS l, count(*) AS c FROM d GROUP BY 1",
+        "SELECT DISTINCT name::nocase_text AS l FROM d",
+        "SELECT name AS l, count(*) AS c FROM d_nocase GROUP BY name",
+        "SELECT id FROM d WHERE name COLLATE nocase IN (SELECT 'ABC' UNION SELECT 'X')",
+    ];
+    for (i, q) in queries.iter().enumerate() {
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('nd{i}', $q${q}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(e.code, "0A000", "{q}: {e:?}");
+        assert!(
+            e.message.contains("the nondeterministic collation nocase"),
+            "{q}: {e:?}"
+        );
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('nd{i}', $q${q}$q$, '1h', 'AUTO')"
+        ));
+        assert_eq!(
+            db.value::<String>(&format!(
+                "SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'nd{i}'::regclass"
+            )),
+            "FULL",
+            "{q}"
+        );
+    }
+    for step in [
+        "INSERT INTO d VALUES (3, 'ABC')",
+        "DELETE FROM d WHERE id = 3",
+        "UPDATE d SET name = 'X' WHERE id = 2",
+    ] {
+        db.exec(step);
+        for (i, q) in queries.iter().enumerate() {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('nd{i}')"));
+            db.assert_shows_what_query_shows(&format!("nd{i}"), q);
+        }
+    }
+}

@@ -60,6 +60,9 @@ pub struct QueryAnalysis {
     /// Set when the query (views included) calls a function or operator that is not IMMUTABLE: a
     /// description naming the functions found.
     pub non_immutable_functions: Vec<String>,
+    /// A nondeterministic collation some expression of the query (views included) compares or
+    /// produces under, by name: `COLLATE`, a cast to a domain, a column.
+    pub nondeterministic_collation: Option<String>,
     /// Every relation the query reads, views expanded at any depth (tables, partitioned tables,
     /// materialized views, foreign tables, system catalogs — those have no pg_depend entries).
     pub relations_read: Vec<Oid>,
@@ -78,7 +81,7 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
     prepare_reporting_position(query)?;
     check_single_select(query)?;
 
-    let (defining_query, columns, sources, non_immutable_functions, relations_read) =
+    let (defining_query, columns, sources, non_immutable_functions, rewritten) =
         with_probe_view(query, |probe| {
             let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
             let sources = read_sources(probe)?;
@@ -88,14 +91,15 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             } else {
                 vec![]
             };
-            Ok((
-                defining_query,
-                columns,
-                sources,
-                mutable,
-                rewritten.relations,
-            ))
+            Ok((defining_query, columns, sources, mutable, rewritten))
         })?;
+    let nondeterministic_collation = match rewritten.nondeterministic_collation {
+        Some(oid) => spi::one::<String>(
+            "SELECT oid::pg_catalog.regcollation::text FROM pg_catalog.pg_collation WHERE oid = $1",
+            &[oid.into()],
+        )?,
+        None => None,
+    };
 
     if columns.is_empty() {
         return Err(PgtError::new(
@@ -120,7 +124,8 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
         columns,
         sources,
         non_immutable_functions,
-        relations_read,
+        nondeterministic_collation,
+        relations_read: rewritten.relations,
     })
 }
 
@@ -164,6 +169,8 @@ struct Rewritten {
     mutable_functions: bool,
     /// The relations its range tables read, at any depth (subqueries, CTEs, sublinks, views).
     relations: Vec<Oid>,
+    /// The first nondeterministic collation an expression has or compares under, at any depth.
+    nondeterministic_collation: Option<Oid>,
 }
 
 fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
@@ -171,6 +178,7 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     let mut out = Rewritten {
         mutable_functions: false,
         relations: Vec::new(),
+        nondeterministic_collation: None,
     };
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
@@ -189,6 +197,12 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
             out.mutable_functions |= pg_sys::contain_mutable_functions(q);
             collect_relations(q, (&mut out.relations as *mut Vec<Oid>).cast());
+            if out.nondeterministic_collation.is_none() {
+                find_nondeterministic_collation(
+                    q,
+                    (&mut out.nondeterministic_collation as *mut Option<Oid>).cast(),
+                );
+            }
         }
     }
     Ok(out)
@@ -229,6 +243,75 @@ unsafe extern "C-unwind" fn collect_relations(
             ),
             _ => pg_sys::expression_tree_walker(node, Some(collect_relations), context),
         }
+    }
+}
+
+/// Tree walker that stops at the first expression whose result collation or input collation (the
+/// one its comparison uses) is nondeterministic, and leaves it in the `Option<Oid>` behind `context`.
+/// Such a collation calls strings equal that differ in bytes ('A' and 'a'), which the engine's row
+/// identities and group keys (hashes and record images of the bytes) would tell apart.
+#[pg_guard]
+unsafe extern "C-unwind" fn find_nondeterministic_collation(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    use pg_sys::NodeTag::*;
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Option<Oid>.
+    unsafe {
+        let tag = (*node).type_;
+        if tag == T_Query {
+            return pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(find_nondeterministic_collation),
+                context,
+                0,
+            );
+        }
+        // exprCollation raises an error for node types that are not expressions (a TargetEntry,
+        // a List, a FromExpr...): ask only these. exprInputCollation answers for any node.
+        let has_collation = matches!(
+            tag,
+            T_Var
+                | T_Const
+                | T_Param
+                | T_Aggref
+                | T_WindowFunc
+                | T_SubscriptingRef
+                | T_FuncExpr
+                | T_OpExpr
+                | T_DistinctExpr
+                | T_NullIfExpr
+                | T_ScalarArrayOpExpr
+                | T_FieldSelect
+                | T_RelabelType
+                | T_CoerceViaIO
+                | T_ArrayCoerceExpr
+                | T_CollateExpr
+                | T_CaseExpr
+                | T_ArrayExpr
+                | T_CoalesceExpr
+                | T_MinMaxExpr
+                | T_CoerceToDomain
+        );
+        let collations = [
+            if has_collation {
+                pg_sys::exprCollation(node)
+            } else {
+                Oid::INVALID
+            },
+            pg_sys::exprInputCollation(node),
+        ];
+        if let Some(&found) = collations
+            .iter()
+            .find(|&&c| c != Oid::INVALID && !pg_sys::get_collation_isdeterministic(c))
+        {
+            *(context as *mut Option<Oid>) = Some(found);
+            return true;
+        }
+        pg_sys::expression_tree_walker(node, Some(find_nondeterministic_collation), context)
     }
 }
 

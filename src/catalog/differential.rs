@@ -87,6 +87,9 @@ fn differential_tree(
     if let Some(description) = analysis.non_immutable_functions.first() {
         return Ok(Err(description.clone()));
     }
+    if let Some(collation) = &analysis.nondeterministic_collation {
+        return Ok(Err(format!("the nondeterministic collation {collation} (strings it calls equal, such as 'A' and 'a', differ in bytes, which the engine's row identities tell apart)")));
+    }
     for c in &analysis.columns {
         if !hashable(&c.type_sql)? && !identified_by_text(&c.type_sql) {
             return Ok(Err(format!(
