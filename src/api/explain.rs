@@ -1,6 +1,7 @@
 use crate::catalog::{names, stream_tables};
 use crate::cdc;
 use crate::dvm::apply::stream_plan;
+use crate::dvm::diff::stored_groups::StoredGroups;
 use crate::dvm::diff::{stream_delta, why_not_kept, AggregateState, DiffContext};
 use crate::dvm::explain::describe_tree;
 use crate::dvm::full::full_refresh_plan;
@@ -50,9 +51,19 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
             if let Some(top_k) = &tree.top_k {
                 out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
             }
+            let payload = refresh::storage::payload(&st, &storage, Some(&tree), false)?;
             if let Some(why) = why_not_kept(&tree) {
                 out.push_str(&format!(
                     "\nAggregates: every group a batch touches is recomputed from all its input rows: {why}\n"
+                ));
+            }
+            if let Some(groups) = payload
+                .as_ref()
+                .and_then(|p| StoredGroups::of(&tree, &p.types))
+            {
+                out.push_str(&format!(
+                    "\nA touched group's old row is read from the stream table, by its keys: {} shows one of several equal values that may print differently, which a recomputation need not pick again\n",
+                    groups.picks()
                 ));
             }
             if let Some(state) = AggregateState::of(&tree) {
@@ -72,7 +83,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                     }
                 }
             }
-            match refresh::storage::payload(&st, &storage, Some(&tree), false)? {
+            match payload {
                 None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),
                 Some(payload) => {
                     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));

@@ -137,6 +137,9 @@ fn differential_tree(
         .iter()
         .map(|c| c.type_sql.clone())
         .collect();
+    if let Some(what) = crate::dvm::diff::stored_groups::unreadable_picks(&tree, &output_types) {
+        return Ok(Err(what));
+    }
     if let Err(message) = validate(&tree, &output_types)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
@@ -315,8 +318,10 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 .map(|t| equality_operator(t))
                 .collect::<PgtResult<Option<Vec<_>>>>()?
                 .unwrap_or_default();
+            // Every aggregate's key types tell whether its groups may show one of several equal
+            // values (`stored_groups`).
+            *key_types = keys.to_vec();
             if algebraic {
-                *key_types = keys.to_vec();
                 // A group's identity is the hash of its keys: without a hash function for one of
                 // them, the aggregates are recomputed per group instead (no key types, no state).
                 for t in key_types.iter() {

@@ -7,7 +7,7 @@
 //! decimals and `EXTRACT` of a whole field. Anything else — division, other functions, CASE,
 //! unconstrained `numeric` columns — has no fixed scale here.
 
-use crate::dvm::optree::{Expr, Node, OpTree};
+use crate::dvm::optree::{AggFunc, Expr, Node, OpTree};
 use sqlparser::ast::{
     BinaryOperator, CeilFloorKind, DataType, DateTimeField, ExactNumberInfo, Expr as SqlExpr,
     Function, FunctionArg, FunctionArgExpr, FunctionArguments, UnaryOperator, Value,
@@ -224,8 +224,24 @@ pub fn column_scale(tree: &OpTree, node: &Node, col: usize) -> Option<u64> {
             Some(r) => column_scale(tree, right, r),
         },
         Node::Aggregate {
-            input, group_by, ..
-        } => over(input, group_by.get(col)?),
+            input,
+            group_by,
+            aggregates,
+            calls,
+            ..
+        } => match col.checked_sub(group_by.len()) {
+            None => over(input, group_by.get(col)?),
+            // A count has no decimals; a sum of values of one scale has that scale, and MIN/MAX
+            // are one of the values. (AVG divides: its scale depends on the values.)
+            Some(j) => {
+                let call = calls.get(j).filter(|_| calls.len() == aggregates.len())?;
+                match call.func {
+                    AggFunc::CountStar | AggFunc::Count => Some(0),
+                    AggFunc::Sum | AggFunc::Min | AggFunc::Max => over(input, call.arg.as_ref()?),
+                    AggFunc::Avg | AggFunc::Other => None,
+                }
+            }
+        },
         Node::UnionAll { inputs } => {
             let mut scales = inputs.iter().map(|i| column_scale(tree, i, col));
             let first = scales.next()??;
@@ -405,5 +421,74 @@ mod tests {
             column_scale(&tree, &union("numeric(9,2)", "numeric(5,1)"), 0),
             None
         );
+    }
+
+    #[test]
+    fn aggregate_outputs_keep_the_scale_of_a_sum_count_or_extremum() {
+        // TPC-H Q15: max() over revenue0's sum of numeric(15,2) products, four decimals each.
+        let call = |func: AggFunc, arg: &[&str]| crate::dvm::optree::AggCall {
+            func,
+            arg: (!arg.is_empty()).then(|| expr(arg)),
+            ..crate::dvm::optree::AggCall::other()
+        };
+        let calls = vec![
+            call(AggFunc::Sum, &["(", "#0", " * ", "#1", ")"]),
+            call(AggFunc::CountStar, &[]),
+            call(AggFunc::Max, &["#1"]),
+            call(AggFunc::Avg, &["#0"]),
+            call(AggFunc::Min, &["#2"]),
+            call(AggFunc::Other, &["#0"]),
+        ];
+        let aggregate = |calls: Vec<crate::dvm::optree::AggCall>| Node::Aggregate {
+            input: Box::new(Node::Scan {
+                table: TableRef {
+                    relid: 1,
+                    schema: "public".into(),
+                    name: "t".into(),
+                },
+                columns: vec!["a".into(), "b".into(), "c".into()],
+                types: vec![
+                    "numeric(15,2)".into(),
+                    "numeric(15,2)".into(),
+                    "numeric".into(),
+                ],
+            }),
+            group_by: vec![expr(&["#0"])],
+            aggregates: calls.iter().map(|_| expr(&["f(", "#0", ")"])).collect(),
+            calls,
+            key_types: vec![],
+            key_eq: vec![],
+        };
+        let node = aggregate(calls);
+        let tree = OpTree {
+            root: node.clone(),
+            ctes: vec![],
+            output_names: vec![],
+            top_k: None,
+        };
+        let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();
+        assert_eq!(
+            scales,
+            [Some(2), Some(4), Some(0), Some(2), None, None, None]
+        );
+        // A tree from before 0.2.0, with no calls recorded: nothing known of its aggregates.
+        let Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            ..
+        } = node
+        else {
+            unreachable!()
+        };
+        let old = Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            calls: vec![],
+            key_types: vec![],
+            key_eq: vec![],
+        };
+        assert_eq!(column_scale(&tree, &old, 1), None);
     }
 }

@@ -36,7 +36,7 @@ use super::rules::{
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::explain::describe_expr;
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree};
-use crate::dvm::scale;
+
 use crate::dvm::sql::{quote_ident, QualifiedName};
 use crate::error::{PgtError, PgtResult};
 
@@ -204,14 +204,8 @@ impl<'t> AggregateState<'t> {
         let keys_printing_apart = key_types
             .iter()
             .zip(group_by)
-            .map(|(t, key)| (t.split(" COLLATE ").next().unwrap_or(t), key))
-            .filter(|(t, key)| {
-                !(super::rules::prints_as_it_compares(t)
-                // `EXTRACT(year FROM d)`: a `numeric` with no decimals, ever.
-                || (*t == "numeric"
-                    && scale::expr_scale(key, &|i| scale::column_scale(tree, input, i)).is_some()))
-            })
-            .map(|(t, _)| t.to_string())
+            .filter(|(t, key)| super::rules::may_print_apart(tree, input, t, key))
+            .map(|(t, _)| t.split(" COLLATE ").next().unwrap_or(t).to_string())
             .collect();
         Some(AggregateState {
             input,

@@ -10,6 +10,7 @@ use super::joins::{
 use super::sharing::{known_whole_result, shared_delta, whole_input};
 use crate::dvm::apply::identified_by_text;
 use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, OpTree};
+use crate::dvm::scale;
 use crate::dvm::sql::quote_ident;
 use crate::error::{PgtError, PgtResult};
 
@@ -49,7 +50,7 @@ pub(super) fn with_weight(mut items: Vec<String>, weight: &str) -> Vec<String> {
 /// values the same: rendering each change row as text is a good part of reading a batch. A value of
 /// a type that has no equality but whose text is the value ([`identified_by_text`]: `json`) is
 /// grouped by its text alone, and selected as that text read back.
-fn identity_grouping(values: &[String], types: &[String]) -> (Vec<String>, Vec<String>) {
+pub(super) fn identity_grouping(values: &[String], types: &[String]) -> (Vec<String>, Vec<String>) {
     let known = types.len() == values.len();
     let (mut selected, mut keys, mut printed) = (Vec::new(), Vec::new(), Vec::new());
     for (i, value) in values.iter().enumerate() {
@@ -73,7 +74,7 @@ fn identity_grouping(values: &[String], types: &[String]) -> (Vec<String>, Vec<S
 
 /// The SQL types of `node`'s output columns, where the tree knows them: a table's columns, through
 /// filters, joins and plain column references. Empty when it does not know one of them.
-fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
+pub(super) fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
     let known = |types: Vec<String>| {
         if types.len() == node.arity() {
             types
@@ -141,6 +142,34 @@ pub(super) fn is_text(t: &str) -> bool {
 /// text (the engine keeps MIN/MAX and group keys of text only under the default collation).
 pub(super) fn prints_as_it_compares(t: &str) -> bool {
     equal_values_print_equal(t) || is_text(t)
+}
+
+/// Whether equal values of `expr` (over `input`), of SQL type `t`, may print differently: its type
+/// does not print as it compares, and it is not a `numeric` whose every value has the same number of
+/// decimals (`EXTRACT(year FROM d)`, `round(x, 2)`, a sum of `numeric(15,2)`).
+pub(crate) fn may_print_apart(tree: &OpTree, input: &Node, t: &str, expr: &Expr) -> bool {
+    let t = t.split(" COLLATE ").next().unwrap_or(t);
+    !(prints_as_it_compares(t)
+        || (t == "numeric"
+            && scale::expr_scale(expr, &|i| scale::column_scale(tree, input, i)).is_some()))
+}
+
+/// Whether `t` is one of the types known to have equal values that print differently: `numeric`
+/// (`1.5` = `1.50`), floats (`0` = `-0`), `interval` (`1 day` = `24 hours`), `time with time zone`,
+/// `citext` (`'A'` = `'a'`), `jsonb` (`1.0` = `1.00` inside), and arrays and ranges of them. Types
+/// the engine does not know at all are not among them (see [`may_print_apart`] for the cautious
+/// test).
+pub(crate) fn known_to_print_apart(t: &str) -> bool {
+    let t = t.split(" COLLATE ").next().unwrap_or(t);
+    if let Some(element) = t.strip_suffix("[]") {
+        return known_to_print_apart(element);
+    }
+    t.starts_with("numeric")
+        || t.starts_with("interval")
+        || matches!(t, "real" | "double precision" | "jsonb" | "numrange")
+        || (t.starts_with("time") && t.ends_with("with time zone") && !t.starts_with("timestamp"))
+        || t == "citext"
+        || t.ends_with(".citext")
 }
 
 pub(super) fn group_by(exprs: &[String]) -> String {
@@ -514,64 +543,10 @@ pub(super) fn aggregate_delta_of(
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
     let n = input.arity();
-    let mut dinput = hoisted_delta(tree, input, ctx, "dagg_")?
-        .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
-    if let Some((partners, pairs)) = matching {
-        let d = ctx.alias("d");
-        let test = exists_in_any(partners, ctx, &|m| key_equalities(m, pairs, keys, &d));
-        dinput = hoist(
-            ctx,
-            "dmatch_",
-            format!("SELECT {d}.* FROM {dinput} AS {d} WHERE {test}"),
-        );
-    }
-    let render_all = |a: &str, es: &[Expr]| -> Vec<String> {
-        es.iter()
-            .map(|e| e.render(&|i| format!("{a}.c{i}")))
-            .collect()
-    };
-
-    // Groups the batch touches, and the current input rows of exactly those groups.
-    let restricted = if keys.is_empty() {
-        // One global group: it is touched whenever the input changed at all.
-        let a = ctx.alias("a");
-        format!(
-            "SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})",
-            whole_input(tree, input, ctx)?
-        )
-    } else {
-        let touched = {
-            let d = ctx.alias("d");
-            let items: Vec<String> = render_all(&d, keys)
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| format!("{e} AS k{i}"))
-                .collect();
-            hoist(
-                ctx,
-                "touched_",
-                format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")),
-            )
-        };
-        rows_of_groups(tree, input, keys, key_eq, &touched, ctx)?
-    };
-    let restricted_name = hoist(ctx, "grp_", restricted);
-
+    let touched = touched_groups(tree, input, keys, key_eq, matching, ctx)?;
+    let (dinput, restricted_name) = (touched.dinput.clone(), touched.rows.clone());
     let aggregate = |ctx: &mut DiffContext, rows: String, weight: &str| -> String {
-        let a = ctx.alias("a");
-        let (k, g) = (render_all(&a, keys), render_all(&a, aggs));
-        let body = format!(
-            "{} FROM ({rows}) AS {a}{}",
-            select(&with_weight(named([k.clone(), g].concat()), weight)),
-            group_by(&k)
-        );
-        if keys.is_empty() {
-            // An aggregate without GROUP BY returns a row even for no input: only emit it when touched.
-            let s = ctx.alias("s");
-            format!("SELECT * FROM ({body}) AS {s} WHERE EXISTS (SELECT 1 FROM {dinput})")
-        } else {
-            body
-        }
+        aggregate_rows(keys, aggs, &rows, weight, &dinput, ctx)
     };
     let new_rows = aggregate(ctx, format!("SELECT * FROM {restricted_name}"), "1::bigint");
 
@@ -598,6 +573,92 @@ pub(super) fn aggregate_delta_of(
     Ok(union_all(vec![new_rows, old_rows]))
 }
 
+/// What a batch touches of an aggregate over `input`, hoisted as WITH items: the input's delta, the
+/// groups it touches (`k0..`; none for a global aggregate, touched by any change) and the current
+/// input rows of exactly those groups.
+pub(super) struct TouchedGroups {
+    pub dinput: String,
+    pub groups: Option<String>,
+    pub rows: String,
+}
+
+/// [`TouchedGroups`] of the aggregate of `input` by `keys`; `matching` as for [`aggregate_delta_of`].
+pub(super) fn touched_groups(
+    tree: &OpTree,
+    input: &Node,
+    keys: &[Expr],
+    key_eq: &[String],
+    matching: Option<(&[String], &[(usize, usize)])>,
+    ctx: &mut DiffContext,
+) -> PgtResult<TouchedGroups> {
+    let mut dinput = hoisted_delta(tree, input, ctx, "dagg_")?
+        .ok_or_else(|| PgtError::internal("aggregate delta requested for an unchanged input"))?;
+    if let Some((partners, pairs)) = matching {
+        let d = ctx.alias("d");
+        let test = exists_in_any(partners, ctx, &|m| key_equalities(m, pairs, keys, &d));
+        dinput = hoist(
+            ctx,
+            "dmatch_",
+            format!("SELECT {d}.* FROM {dinput} AS {d} WHERE {test}"),
+        );
+    }
+    let (groups, restricted) = if keys.is_empty() {
+        // One global group: it is touched whenever the input changed at all.
+        let a = ctx.alias("a");
+        let rows = format!(
+            "SELECT {a}.* FROM ({}) AS {a} WHERE EXISTS (SELECT 1 FROM {dinput})",
+            whole_input(tree, input, ctx)?
+        );
+        (None, rows)
+    } else {
+        let d = ctx.alias("d");
+        let items: Vec<String> = render_over(keys, &d)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} AS k{i}"))
+            .collect();
+        let groups = hoist(
+            ctx,
+            "touched_",
+            format!("SELECT DISTINCT {} FROM {dinput} AS {d}", items.join(", ")),
+        );
+        let rows = rows_of_groups(tree, input, keys, key_eq, &groups, ctx)?;
+        (Some(groups), rows)
+    };
+    let rows = hoist(ctx, "grp_", restricted);
+    Ok(TouchedGroups {
+        dinput,
+        groups,
+        rows,
+    })
+}
+
+/// `keys` and `aggs` per group of `rows` (a relation of the aggregate's input columns), each
+/// result row weighted `weight`. A global aggregate returns a row even for no input: it is emitted
+/// only when the batch touched it (`dinput` has rows).
+pub(super) fn aggregate_rows(
+    keys: &[Expr],
+    aggs: &[Expr],
+    rows: &str,
+    weight: &str,
+    dinput: &str,
+    ctx: &mut DiffContext,
+) -> String {
+    let a = ctx.alias("a");
+    let (k, g) = (render_over(keys, &a), render_over(aggs, &a));
+    let body = format!(
+        "{} FROM ({rows}) AS {a}{}",
+        select(&with_weight(named([k.clone(), g].concat()), weight)),
+        group_by(&k)
+    );
+    if keys.is_empty() {
+        let s = ctx.alias("s");
+        format!("SELECT * FROM ({body}) AS {s} WHERE EXISTS (SELECT 1 FROM {dinput})")
+    } else {
+        body
+    }
+}
+
 /// The current rows of `input` whose group keys (`keys` over the input) are among the rows of
 /// `groups`, a relation with columns `k0..`. Keys without NULLs: a semi-join on the keys' own
 /// equality (`key_eq`, resolved when the stream table was created; record equality without it),
@@ -612,14 +673,23 @@ pub(super) fn rows_of_groups(
     groups: &str,
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
-    let render_all = |a: &str| -> Vec<String> {
-        keys.iter()
-            .map(|e| e.render(&|i| format!("{a}.c{i}")))
-            .collect()
-    };
+    rows_in_groups(&|a| render_over(keys, a), key_eq, groups, ctx, &mut |ctx| {
+        new_sql(tree, input, ctx)
+    })
+}
+
+/// The rows of a relation (`relation`, asked for twice) whose group keys (`key_of` a FROM item of it)
+/// are among the rows of `groups`, as [`rows_of_groups`] describes.
+pub(super) fn rows_in_groups(
+    key_of: &dyn Fn(&str) -> Vec<String>,
+    key_eq: &[String],
+    groups: &str,
+    ctx: &mut DiffContext,
+    relation: &mut dyn FnMut(&mut DiffContext) -> PgtResult<String>,
+) -> PgtResult<String> {
     let (a, b) = (ctx.alias("a"), ctx.alias("a"));
-    let (ka, kb) = (render_all(&a), render_all(&b));
-    let k: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+    let (ka, kb) = (key_of(&a), key_of(&b));
+    let k: Vec<String> = (0..ka.len()).map(|i| format!("k{i}")).collect();
     let any_null = k
         .iter()
         .map(|k| format!("{k} IS NULL"))
@@ -637,7 +707,7 @@ pub(super) fn rows_of_groups(
     );
     let g = ctx.alias("g");
     let gk: Vec<String> = k.iter().map(|k| format!("{g}.{k}")).collect();
-    let on = if key_eq.len() == keys.len() {
+    let on = if key_eq.len() == ka.len() {
         ka.iter()
             .zip(&gk)
             .zip(key_eq)
@@ -652,7 +722,7 @@ pub(super) fn rows_of_groups(
         format!("{} AND {}", non_null.join(" AND "), same_keys(&ka, &gk))
     };
     let member = format!("EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
-    let (ia, ib) = (new_sql(tree, input, ctx)?, new_sql(tree, input, ctx)?);
+    let (ia, ib) = (relation(ctx)?, relation(ctx)?);
     Ok(format!(
         "SELECT {a}.* FROM ({ia}) AS {a} WHERE {member} \
          UNION ALL \

@@ -672,3 +672,36 @@ fn a_grouped_input_read_whole_by_a_global_aggregate_is_computed_once_per_stateme
     );
     assert!(regex_like_find(&sql, "agg_", " AS (SELECT"), "{sql}");
 }
+
+#[test]
+fn types_known_to_print_equal_values_apart() {
+    use super::rules::known_to_print_apart;
+    for t in [
+        "numeric",
+        "double precision",
+        "real",
+        "interval",
+        "interval day",
+        "time with time zone",
+        "time(3) with time zone",
+        "public.citext",
+        "jsonb",
+        "numeric[]",
+        "numrange",
+        "numeric COLLATE \"C\"",
+    ] {
+        assert!(known_to_print_apart(t), "{t}");
+    }
+    // Printing alike, or not known either way (an enum, a domain): not refused for it.
+    for t in [
+        "integer",
+        "text",
+        "timestamp with time zone",
+        "time without time zone",
+        "public.mood",
+        "bytea",
+        "text[]",
+    ] {
+        assert!(!known_to_print_apart(t), "{t}");
+    }
+}
