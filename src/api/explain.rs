@@ -62,8 +62,8 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 .and_then(|p| StoredGroups::of(&tree, &p.types))
             {
                 out.push_str(&format!(
-                    "\nA touched group's old row is read from the stream table, by its keys: {} shows one of several equal values that may print differently, which a recomputation need not pick again\n",
-                    groups.picks()
+                    "\nA touched group's old row is read from the stream table, by its keys: {}\n",
+                    groups.reason()
                 ));
             }
             if let Some(state) = AggregateState::of(&tree) {

@@ -6,8 +6,9 @@
 //! old row recomputed from its old input (as `rules::aggregate_delta_of` does) need not be the row
 //! the stream table holds: the apply would miss the row it must delete or — when the recomputed old
 //! row and the new one print alike — cancel them and keep showing a value no row holds any more.
-//! Here the old rows are the stream table's own rows of the touched groups, found by their visible
-//! keys.
+//! The same holds for a float computed from an aggregate (`stddev(x)`), whose last digits depend on
+//! that order. Here the old rows are the stream table's own rows of the touched groups, found by
+//! their visible keys.
 //!
 //! Elsewhere in a query (under a join or another operator, or an aggregate with a key the SELECT
 //! list does not show) there are no stored rows to read back: the engine refuses such a query
@@ -164,8 +165,27 @@ fn top_aggregate(tree: &OpTree) -> Option<(&Node, Option<&Expr>, &[Expr])> {
     matches!(aggregate, Node::Aggregate { .. }).then_some((aggregate, having, exprs.as_slice()))
 }
 
-/// A top-level GROUP BY recomputed per touched group, or a top-level DISTINCT, that picks among
-/// equal values (see the module comment), with every group key shown as a column of its own.
+/// A `real` or `double precision` column of the SELECT list computed from an aggregate of `node`
+/// (`stddev(x)`, `corr(x, y)`), described: its last digits depend on the order the group's rows are
+/// read in, so a recomputed old value need not be the stored one (the apply would miss it and
+/// repair with FULL).
+fn float_result(node: &Node, exprs: &[Expr], types: &[String]) -> Option<String> {
+    let Node::Aggregate { group_by, .. } = node else {
+        return None;
+    };
+    exprs
+        .iter()
+        .zip(types)
+        .find(|(e, t)| {
+            matches!(t.as_str(), "real" | "double precision")
+                && e.columns().iter().any(|&c| c >= group_by.len())
+        })
+        .map(|(_, t)| format!("an aggregate's {t} result depends in its last digits on the order rows are read in, which a recomputation need not repeat"))
+}
+
+/// A top-level GROUP BY recomputed per touched group, or a top-level DISTINCT, whose old rows a
+/// recomputation need not reproduce (see the module comment), with every group key shown as a
+/// column of its own.
 pub struct StoredGroups<'t> {
     input: &'t Node,
     keys: Vec<Expr>,
@@ -176,8 +196,8 @@ pub struct StoredGroups<'t> {
     exprs: Vec<Expr>,
     /// Per group key, the output column that shows it.
     key_columns: Vec<usize>,
-    /// What of the output is picked among equal values ([`picks_among_equals`]).
-    picks: String,
+    /// Why the old rows are read back: what of the output a recomputation need not reproduce.
+    reason: String,
 }
 
 impl<'t> StoredGroups<'t> {
@@ -189,11 +209,11 @@ impl<'t> StoredGroups<'t> {
         if let Node::Distinct { input } = &tree.root {
             // DISTINCT groups by every column, with the columns' own equality: one key each.
             let columns: Vec<Expr> = (0..input.arity()).map(Expr::col).collect();
-            let picks = columns
+            let reason = columns
                 .iter()
                 .zip(types)
                 .find(|(c, t)| PrintsApart::Maybe.holds(tree, input, t, c))
-                .map(|(_, t)| format!("a DISTINCT column of type {t}"))?;
+                .map(|(_, t)| format!("a DISTINCT column of type {t} shows one of several equal values that may print differently, which a recomputation need not pick again"))?;
             return Some(StoredGroups {
                 input,
                 key_columns: (0..columns.len()).collect(),
@@ -202,11 +222,13 @@ impl<'t> StoredGroups<'t> {
                 aggregates: Vec::new(),
                 having: None,
                 exprs: columns,
-                picks,
+                reason,
             });
         }
         let (node, having, exprs) = top_aggregate(tree)?;
-        let picks = picks_among_equals(tree, node, &shown_by(exprs), PrintsApart::Maybe)?;
+        let reason = picks_among_equals(tree, node, &shown_by(exprs), PrintsApart::Maybe)
+            .map(|what| format!("{what} shows one of several equal values that may print differently, which a recomputation need not pick again"))
+            .or_else(|| float_result(node, exprs, types))?;
         let Node::Aggregate {
             input,
             group_by,
@@ -228,13 +250,13 @@ impl<'t> StoredGroups<'t> {
             having,
             exprs: exprs.to_vec(),
             key_columns,
-            picks,
+            reason,
         })
     }
 
-    /// What of the output is picked among equal values that may print differently, in words.
-    pub fn picks(&self) -> &str {
-        &self.picks
+    /// Why the old rows are read back, in words.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// The consolidated delta of the stream table's visible rows: the touched groups' new rows,
