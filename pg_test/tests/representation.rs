@@ -298,38 +298,38 @@ fn recomputed_groups_show_a_value_a_current_row_holds() {
         (
             "by_key",
             "SELECT c, count(DISTINCT s) AS ds FROM u GROUP BY c",
-            "u.c::text = st.c::text",
+            "u.c::text IS NOT DISTINCT FROM st.c::text",
         ),
         (
             "extremes",
             "SELECT n, min(c) AS lo, max(c) AS hi, min(x) AS xlo, max(x) AS xhi, count(DISTINCT s) AS ds FROM u GROUP BY n",
-            "u.n = st.n AND u.c::text = st.lo::text) AND EXISTS (SELECT 1 FROM u WHERE u.n = st.n AND u.c::text = st.hi::text)
-             AND EXISTS (SELECT 1 FROM u WHERE u.n = st.n AND u.x::text = st.xlo::text) AND EXISTS (SELECT 1 FROM u WHERE u.n = st.n AND u.x::text = st.xhi::text",
+            "u.n IS NOT DISTINCT FROM st.n AND u.c::text IS NOT DISTINCT FROM st.lo::text) AND EXISTS (SELECT 1 FROM u WHERE u.n IS NOT DISTINCT FROM st.n AND u.c::text IS NOT DISTINCT FROM st.hi::text)
+             AND EXISTS (SELECT 1 FROM u WHERE u.n IS NOT DISTINCT FROM st.n AND u.x::text IS NOT DISTINCT FROM st.xlo::text) AND EXISTS (SELECT 1 FROM u WHERE u.n IS NOT DISTINCT FROM st.n AND u.x::text IS NOT DISTINCT FROM st.xhi::text",
         ),
         (
             "with_having",
             "SELECT x, max(c) AS hi FROM u GROUP BY x HAVING count(*) > 1",
-            "u.x::text = st.x::text) AND EXISTS (SELECT 1 FROM u WHERE u.x = st.x AND u.c::text = st.hi::text",
+            "u.x::text IS NOT DISTINCT FROM st.x::text) AND EXISTS (SELECT 1 FROM u WHERE u.x IS NOT DISTINCT FROM st.x AND u.c::text IS NOT DISTINCT FROM st.hi::text",
         ),
         (
             "global",
             "SELECT max(x) AS hi, count(DISTINCT c) AS dc FROM u",
-            "u.x::text = st.hi::text",
+            "u.x::text IS NOT DISTINCT FROM st.hi::text",
         ),
         (
             "by_distinct",
             "SELECT DISTINCT n, x FROM u",
-            "u.n = st.n AND u.x::text = st.x::text",
+            "u.n IS NOT DISTINCT FROM st.n AND u.x::text IS NOT DISTINCT FROM st.x::text",
         ),
         (
             "by_union",
             "SELECT c FROM u WHERE n = 0 UNION SELECT c FROM u WHERE n = 1",
-            "u.n < 2 AND u.c::text = st.c::text",
+            "u.n < 2 AND u.c::text IS NOT DISTINCT FROM st.c::text",
         ),
         (
             "shown_twice",
             "SELECT c AS shown, upper(c::text) AS up, c, count(DISTINCT x) AS dx FROM u GROUP BY c",
-            "u.c::text = st.c::text) AND EXISTS (SELECT 1 FROM u WHERE u.c::text = st.shown::text",
+            "u.c::text IS NOT DISTINCT FROM st.c::text) AND EXISTS (SELECT 1 FROM u WHERE u.c::text IS NOT DISTINCT FROM st.shown::text",
         ),
     ];
     for (name, query, _) in cases {
@@ -352,6 +352,15 @@ fn recomputed_groups_show_a_value_a_current_row_holds() {
                     i % 3
                 )
             }
+            _ => {}
+        }
+        // NULL keys and values: a group of their own, and no value to show.
+        match i {
+            7 => {
+                step +=
+                    "INSERT INTO u VALUES (200, NULL, NULL, NULL, NULL), (201, 1, NULL, 1.5, NULL);"
+            }
+            16 => step += "DELETE FROM u WHERE id = 200;",
             _ => {}
         }
         db.exec(&step);
