@@ -387,7 +387,8 @@ fn recomputed_groups_show_a_value_a_current_row_holds() {
 
 /// Where the old rows of such an aggregate or DISTINCT cannot be read back from the stream table —
 /// under a join, or grouped by a key the SELECT list does not show — DIFFERENTIAL is refused, saying why; AUTO
-/// refreshes FULL. A key of a fixed scale picks nothing (every equal value prints alike).
+/// refreshes FULL. A key of a fixed scale picks nothing (every equal value prints alike), and a pick
+/// that is only compared does not show.
 #[test]
 fn unreadable_recomputed_picks_are_refused() {
     let mut db = db("repr_unreadable_picks");
@@ -424,6 +425,21 @@ fn unreadable_recomputed_picks_are_refused() {
     db.exec(&format!(
         "SELECT pgtrickle.create_stream_table('fixed', $q${FIXED}$q$, '1h', 'DIFFERENTIAL')"
     ));
+    // A pick that is only compared, never shown, is not refused: the rows equal to the maximum
+    // show their own text.
+    const COMPARED: &str = "SELECT w.id, w.x FROM v w WHERE w.x = (SELECT max(x) FROM v)";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('compared', $q${COMPARED}$q$, '1h', 'DIFFERENTIAL')"
+    ));
+    for step in [
+        "UPDATE v SET x = 2.50 WHERE id = 3",
+        "INSERT INTO v (id, n, x, s) VALUES (10, 1, 2.5, 's1')",
+        "DELETE FROM v WHERE id = 3",
+    ] {
+        db.exec(step);
+        assert_eq!(refresh(&mut db, "compared"), "DIFFERENTIAL", "{step}");
+        db.assert_shows_what_query_shows("compared", COMPARED);
+    }
     // A type the engine does not know either way (an enum) is not refused for it.
     db.exec("CREATE TYPE mood AS ENUM ('sad', 'ok'); ALTER TABLE v ADD COLUMN m mood DEFAULT 'ok'");
     const ENUM: &str = "SELECT w.id, e.m, e.ds FROM v w JOIN (SELECT m, count(DISTINCT s) AS ds FROM v GROUP BY m) e ON e.m = w.m";

@@ -93,60 +93,122 @@ fn shown_by(exprs: &[Expr]) -> impl Fn(usize) -> bool + '_ {
     move |i| exprs.iter().any(|e| e.columns().contains(&i))
 }
 
-/// The aggregates of a query that pick among equal values and whose old rows cannot be read back
-/// from the stream table (every one but a top-level GROUP BY that [`StoredGroups`] or
-/// [`AggregateState`] maintains), described, for the refusal.
+/// The aggregates and DISTINCTs of a query whose picks among equal values reach the stream table's
+/// columns and whose old rows cannot be read back from it (every one but a top-level GROUP BY or
+/// DISTINCT that [`StoredGroups`] or [`AggregateState`] maintains), described, for the refusal.
 /// `types`: the SQL types of the query's output columns.
 pub fn unreadable_picks(tree: &OpTree, types: &[String]) -> Option<String> {
-    fn walk(tree: &OpTree, node: &Node, skip: &[*const Node]) -> Option<String> {
-        if !skip.contains(&(node as *const Node)) {
-            if let Some(what) = picks_among_equals(tree, node, &|_| true, PrintsApart::Surely) {
-                return Some(what);
-            }
-            if let Node::Distinct { input } = node {
-                // Where the tree knows the columns' types (a DISTINCT over expressions it may not).
-                let types = known_types(tree, input);
-                let mut columns = types.iter().enumerate();
-                if let Some((_, t)) =
-                    columns.find(|(i, t)| PrintsApart::Surely.holds(tree, input, t, &Expr::col(*i)))
-                {
-                    return Some(format!("a DISTINCT column of type {t}"));
-                }
-            }
-        }
-        node.children()
-            .into_iter()
-            .find_map(|c| walk(tree, c, skip))
-    }
-    // The top-level GROUP BY: only what its SELECT list shows can show a pick; it is kept from
-    // stored state or read back (StoredGroups), or refused here.
-    let top = top_aggregate(tree);
-    let top_refused = top.and_then(|(node, _, exprs)| {
-        if AggregateState::of(tree).is_some() || StoredGroups::of(tree, types).is_some() {
-            return None;
-        }
-        picks_among_equals(tree, node, &shown_by(exprs), PrintsApart::Surely)
+    let maintained = (AggregateState::of(tree).is_some()
+        || StoredGroups::of(tree, types).is_some())
+    .then(|| match top_aggregate(tree) {
+        Some((node, ..)) => node as *const Node,
+        None => &tree.root as *const Node,
     });
-    top_refused
-        .or_else(|| {
-            // The top-level GROUP BY was judged above; a top-level DISTINCT shows its own rows,
-            // which StoredGroups reads back when they may print apart.
-            let top_distinct = matches!(tree.root, Node::Distinct { .. }) && tree.top_k.is_none();
-            let skip: Vec<*const Node> = top
-                .map(|(node, ..)| node as *const Node)
-                .into_iter()
-                .chain(top_distinct.then_some(&tree.root as *const Node))
-                .collect();
-            walk(tree, &tree.root, &skip)
-        })
-        .or_else(|| tree.ctes.iter().find_map(|c| walk(tree, c, &[])))
-        .map(|what| {
-            format!(
-                "{what} recomputed per group where the stream table's rows cannot be read back (under a join or another operator, \
-                 or grouped by a key the SELECT list does not show): equal values may print differently (1.5 and 1.50, 'A' and 'a' \
-                 under citext, 0 and -0), and which one PostgreSQL shows depends on the order it reads them in"
-            )
-        })
+    let mut found = None;
+    let mut judge = |node: &Node, shown: &[bool]| {
+        if found.is_none() && maintained != Some(node as *const Node) {
+            found = shown_pick(tree, node, shown);
+        }
+    };
+    visit_shown(&tree.root, &vec![true; tree.root.arity()], &mut judge);
+    // A CTE may be read in several places: all its columns count as shown.
+    for cte in &tree.ctes {
+        visit_shown(cte, &vec![true; cte.arity()], &mut judge);
+    }
+    found.map(|what| {
+        format!(
+            "{what} recomputed per group where the stream table's rows cannot be read back (under a join or another operator, \
+             or grouped by a key the SELECT list does not show): equal values may print differently (1.5 and 1.50, 'A' and 'a' \
+             under citext, 0 and -0), and which one PostgreSQL shows depends on the order it reads them in"
+        )
+    })
+}
+
+/// What `node` picks among equal values known to print apart in its output columns `shown`.
+fn shown_pick(tree: &OpTree, node: &Node, shown: &[bool]) -> Option<String> {
+    let is_shown = |i: usize| shown.get(i).copied().unwrap_or(true);
+    match node {
+        Node::Aggregate { .. } => picks_among_equals(tree, node, &is_shown, PrintsApart::Surely),
+        Node::Distinct { input } => {
+            // Where the tree knows the columns' types (a DISTINCT over expressions it may not).
+            let types = known_types(tree, input);
+            let mut columns = types.iter().enumerate();
+            columns
+                .find(|(i, t)| {
+                    is_shown(*i) && PrintsApart::Surely.holds(tree, input, t, &Expr::col(*i))
+                })
+                .map(|(_, t)| format!("a DISTINCT column of type {t}"))
+        }
+        _ => None,
+    }
+}
+
+/// Calls `f` on `node` and every node below it with the output columns of each whose values reach
+/// the stream table's columns (`shown`: those of `node`). A value compared (a join or filter
+/// condition, a group key not shown) or counted does not reach them; one aggregated by anything
+/// but a count may (the scale of a numeric sum is its inputs').
+fn visit_shown(node: &Node, shown: &[bool], f: &mut dyn FnMut(&Node, &[bool])) {
+    f(node, shown);
+    let columns_of = |exprs: &mut dyn Iterator<Item = &Expr>, arity: usize| {
+        let mut out = vec![false; arity];
+        for c in exprs.flat_map(|e| e.columns()) {
+            if let Some(slot) = out.get_mut(c) {
+                *slot = true;
+            }
+        }
+        out
+    };
+    let is_shown = |i: usize| shown.get(i).copied().unwrap_or(true);
+    match node {
+        Node::Scan { .. } | Node::CteRef { .. } => {}
+        Node::Filter { input, .. } | Node::Distinct { input } => visit_shown(input, shown, f),
+        Node::Project { input, exprs } => {
+            let used = columns_of(
+                &mut exprs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| is_shown(*i))
+                    .map(|(_, e)| e),
+                input.arity(),
+            );
+            visit_shown(input, &used, f);
+        }
+        Node::Join { left, right, .. } => {
+            let (l, r) = shown.split_at(left.arity().min(shown.len()));
+            visit_shown(left, l, f);
+            visit_shown(right, r, f);
+        }
+        Node::SemiJoin { left, right, .. } => {
+            visit_shown(left, shown, f);
+            visit_shown(right, &vec![false; right.arity()], f);
+        }
+        Node::Aggregate {
+            input,
+            group_by,
+            aggregates,
+            calls,
+            ..
+        } => {
+            let keys = group_by
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| is_shown(*i))
+                .map(|(_, e)| e);
+            let values = aggregates.iter().enumerate().filter(|(j, _)| {
+                is_shown(group_by.len() + j)
+                    && !calls
+                        .get(*j)
+                        .is_some_and(|c| matches!(c.func, AggFunc::CountStar | AggFunc::Count))
+            });
+            let used = columns_of(&mut keys.chain(values.map(|(_, e)| e)), input.arity());
+            visit_shown(input, &used, f);
+        }
+        Node::UnionAll { inputs } => {
+            for input in inputs {
+                visit_shown(input, shown, f);
+            }
+        }
+    }
 }
 
 /// The query's top-level Aggregate, with the HAVING filter above it and the SELECT list over both:
