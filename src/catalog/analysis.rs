@@ -180,6 +180,7 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
         relations: Vec::new(),
         nondeterministic_collation: None,
     };
+    let mut walked = Walked::default();
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
     unsafe {
@@ -196,62 +197,28 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
             out.mutable_functions |= pg_sys::contain_mutable_functions(q);
-            collect_relations(q, (&mut out.relations as *mut Vec<Oid>).cast());
-            if out.nondeterministic_collation.is_none() {
-                find_nondeterministic_collation(
-                    q,
-                    (&mut out.nondeterministic_collation as *mut Option<Oid>).cast(),
-                );
-            }
+            walk_rewritten(q, (&mut walked as *mut Walked).cast());
         }
     }
+    out.relations = walked.relations;
+    out.nondeterministic_collation = walked.nondeterministic_collation;
     Ok(out)
 }
 
-/// Tree walker adding the OID of every relation a range table entry reads to the `Vec<Oid>` behind
-/// `context`.
-#[pg_guard]
-unsafe extern "C-unwind" fn collect_relations(
-    node: *mut pg_sys::Node,
-    context: *mut std::ffi::c_void,
-) -> bool {
-    if node.is_null() {
-        return false;
-    }
-    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Vec<Oid>.
-    unsafe {
-        match (*node).type_ {
-            pg_sys::NodeTag::T_RangeTblEntry => {
-                let rte = node as *mut pg_sys::RangeTblEntry;
-                let found = &mut *(context as *mut Vec<Oid>);
-                // The rewriter turned every view read into a subquery; an entry still naming a view
-                // is one of the OLD/NEW placeholders PostgreSQL 15 keeps in a view's rule, read by nothing.
-                let view = (*rte).relkind as u8 == pg_sys::RELKIND_VIEW;
-                if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
-                    && !view
-                    && !found.contains(&(*rte).relid)
-                {
-                    found.push((*rte).relid);
-                }
-                false // its subquery, functions and security quals are walked next
-            }
-            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
-                node as *mut pg_sys::Query,
-                Some(collect_relations),
-                context,
-                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
-            ),
-            _ => pg_sys::expression_tree_walker(node, Some(collect_relations), context),
-        }
-    }
+/// What [`walk_rewritten`] collects from an analysed query tree.
+#[derive(Default)]
+struct Walked {
+    /// The OID of every relation a range table entry reads.
+    relations: Vec<Oid>,
+    /// The first expression's nondeterministic collation, result or input (the one its comparison
+    /// uses). Such a collation calls strings equal that differ in bytes ('A' and 'a'), which the
+    /// engine's row identities and group keys (hashes and record images of the bytes) tell apart.
+    nondeterministic_collation: Option<Oid>,
 }
 
-/// Tree walker that stops at the first expression whose result collation or input collation (the
-/// one its comparison uses) is nondeterministic, and leaves it in the `Option<Oid>` behind `context`.
-/// Such a collation calls strings equal that differ in bytes ('A' and 'a'), which the engine's row
-/// identities and group keys (hashes and record images of the bytes) would tell apart.
+/// Tree walker filling the [`Walked`] behind `context`.
 #[pg_guard]
-unsafe extern "C-unwind" fn find_nondeterministic_collation(
+unsafe extern "C-unwind" fn walk_rewritten(
     node: *mut pg_sys::Node,
     context: *mut std::ffi::c_void,
 ) -> bool {
@@ -259,59 +226,71 @@ unsafe extern "C-unwind" fn find_nondeterministic_collation(
     if node.is_null() {
         return false;
     }
-    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Option<Oid>.
+    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Walked.
     unsafe {
+        let walked = &mut *(context as *mut Walked);
         let tag = (*node).type_;
         if tag == T_Query {
             return pg_sys::query_tree_walker(
                 node as *mut pg_sys::Query,
-                Some(find_nondeterministic_collation),
+                Some(walk_rewritten),
                 context,
-                0,
+                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
             );
         }
-        // exprCollation raises an error for node types that are not expressions (a TargetEntry,
-        // a List, a FromExpr...): ask only these. exprInputCollation answers for any node.
-        let has_collation = matches!(
-            tag,
-            T_Var
-                | T_Const
-                | T_Param
-                | T_Aggref
-                | T_WindowFunc
-                | T_SubscriptingRef
-                | T_FuncExpr
-                | T_OpExpr
-                | T_DistinctExpr
-                | T_NullIfExpr
-                | T_ScalarArrayOpExpr
-                | T_FieldSelect
-                | T_RelabelType
-                | T_CoerceViaIO
-                | T_ArrayCoerceExpr
-                | T_CollateExpr
-                | T_CaseExpr
-                | T_ArrayExpr
-                | T_CoalesceExpr
-                | T_MinMaxExpr
-                | T_CoerceToDomain
-        );
-        let collations = [
-            if has_collation {
-                pg_sys::exprCollation(node)
-            } else {
-                Oid::INVALID
-            },
-            pg_sys::exprInputCollation(node),
-        ];
-        if let Some(&found) = collations
-            .iter()
-            .find(|&&c| c != Oid::INVALID && !pg_sys::get_collation_isdeterministic(c))
-        {
-            *(context as *mut Option<Oid>) = Some(found);
-            return true;
+        if tag == T_RangeTblEntry {
+            let rte = node as *mut pg_sys::RangeTblEntry;
+            // The rewriter turned every view read into a subquery; an entry still naming a view
+            // is one of the OLD/NEW placeholders PostgreSQL 15 keeps in a view's rule, read by nothing.
+            let view = (*rte).relkind as u8 == pg_sys::RELKIND_VIEW;
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                && !view
+                && !walked.relations.contains(&(*rte).relid)
+            {
+                walked.relations.push((*rte).relid);
+            }
+            return false; // its subquery, functions and security quals are walked next
         }
-        pg_sys::expression_tree_walker(node, Some(find_nondeterministic_collation), context)
+        if walked.nondeterministic_collation.is_none() {
+            // exprCollation raises an error for node types that are not expressions (a TargetEntry,
+            // a List, a FromExpr...): ask only these. exprInputCollation answers for any node.
+            let has_collation = matches!(
+                tag,
+                T_Var
+                    | T_Const
+                    | T_Param
+                    | T_Aggref
+                    | T_WindowFunc
+                    | T_SubscriptingRef
+                    | T_FuncExpr
+                    | T_OpExpr
+                    | T_DistinctExpr
+                    | T_NullIfExpr
+                    | T_ScalarArrayOpExpr
+                    | T_FieldSelect
+                    | T_RelabelType
+                    | T_CoerceViaIO
+                    | T_ArrayCoerceExpr
+                    | T_CollateExpr
+                    | T_CaseExpr
+                    | T_ArrayExpr
+                    | T_CoalesceExpr
+                    | T_MinMaxExpr
+                    | T_CoerceToDomain
+            );
+            let collations = [
+                if has_collation {
+                    pg_sys::exprCollation(node)
+                } else {
+                    Oid::INVALID
+                },
+                pg_sys::exprInputCollation(node),
+            ];
+            walked.nondeterministic_collation = collations
+                .into_iter()
+                .find(|&c| c != Oid::INVALID && !pg_sys::get_collation_isdeterministic(c));
+        }
+        pg_sys::expression_tree_walker(node, Some(walk_rewritten), context)
     }
 }
 
