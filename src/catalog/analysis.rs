@@ -93,7 +93,7 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             };
             Ok((defining_query, columns, sources, mutable, rewritten))
         })?;
-    let nondeterministic_collation = match rewritten.nondeterministic_collation {
+    let nondeterministic_collation = match rewritten.walked.nondeterministic_collation {
         Some(oid) => spi::one::<String>(
             "SELECT oid::pg_catalog.regcollation::text FROM pg_catalog.pg_collation WHERE oid = $1",
             &[oid.into()],
@@ -125,7 +125,7 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
         sources,
         non_immutable_functions,
         nondeterministic_collation,
-        relations_read: rewritten.relations,
+        relations_read: rewritten.walked.relations,
     })
 }
 
@@ -167,20 +167,17 @@ struct Rewritten {
     /// so views and operators count. pg_depend cannot answer this: built-in functions are pinned and
     /// have no dependency entries.
     mutable_functions: bool,
-    /// The relations its range tables read, at any depth (subqueries, CTEs, sublinks, views).
-    relations: Vec<Oid>,
-    /// The first nondeterministic collation an expression has or compares under, at any depth.
-    nondeterministic_collation: Option<Oid>,
+    /// Its relations and its first nondeterministic collation, at any depth (subqueries, CTEs,
+    /// sublinks, views).
+    walked: Walked,
 }
 
 fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
     let mut out = Rewritten {
         mutable_functions: false,
-        relations: Vec::new(),
-        nondeterministic_collation: None,
+        walked: Walked::default(),
     };
-    let mut walked = Walked::default();
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
     unsafe {
@@ -197,11 +194,9 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
             out.mutable_functions |= pg_sys::contain_mutable_functions(q);
-            walk_rewritten(q, (&mut walked as *mut Walked).cast());
+            walk_rewritten(q, (&mut out.walked as *mut Walked).cast());
         }
     }
-    out.relations = walked.relations;
-    out.nondeterministic_collation = walked.nondeterministic_collation;
     Ok(out)
 }
 

@@ -87,10 +87,20 @@ pub fn picks_among_equals(
     })
 }
 
-/// The output columns of the top-level Aggregate that the SELECT list `exprs` shows (a HAVING only
-/// compares them).
-fn shown_by(exprs: &[Expr]) -> impl Fn(usize) -> bool + '_ {
-    move |i| exprs.iter().any(|e| e.columns().contains(&i))
+/// Which of `arity` input columns `exprs` read.
+fn columns_read<'e>(exprs: impl Iterator<Item = &'e Expr>, arity: usize) -> Vec<bool> {
+    let mut out = vec![false; arity];
+    for c in exprs.flat_map(|e| e.columns()) {
+        if let Some(slot) = out.get_mut(c) {
+            *slot = true;
+        }
+    }
+    out
+}
+
+/// Whether output column `i` is among `shown` (one beyond it counts as shown: the cautious side).
+fn is_shown(shown: &[bool], i: usize) -> bool {
+    shown.get(i).copied().unwrap_or(true)
 }
 
 /// The aggregates and DISTINCTs of a query whose picks among equal values reach the stream table's
@@ -126,16 +136,17 @@ pub fn unreadable_picks(tree: &OpTree, types: &[String]) -> Option<String> {
 
 /// What `node` picks among equal values known to print apart in its output columns `shown`.
 fn shown_pick(tree: &OpTree, node: &Node, shown: &[bool]) -> Option<String> {
-    let is_shown = |i: usize| shown.get(i).copied().unwrap_or(true);
     match node {
-        Node::Aggregate { .. } => picks_among_equals(tree, node, &is_shown, PrintsApart::Surely),
+        Node::Aggregate { .. } => {
+            picks_among_equals(tree, node, &|i| is_shown(shown, i), PrintsApart::Surely)
+        }
         Node::Distinct { input } => {
             // Where the tree knows the columns' types (a DISTINCT over expressions it may not).
-            let types = known_types(tree, input);
-            let mut columns = types.iter().enumerate();
-            columns
+            known_types(tree, input)
+                .iter()
+                .enumerate()
                 .find(|(i, t)| {
-                    is_shown(*i) && PrintsApart::Surely.holds(tree, input, t, &Expr::col(*i))
+                    is_shown(shown, *i) && PrintsApart::Surely.holds(tree, input, t, &Expr::col(*i))
                 })
                 .map(|(_, t)| format!("a DISTINCT column of type {t}"))
         }
@@ -149,25 +160,15 @@ fn shown_pick(tree: &OpTree, node: &Node, shown: &[bool]) -> Option<String> {
 /// but a count may (the scale of a numeric sum is its inputs').
 fn visit_shown(node: &Node, shown: &[bool], f: &mut dyn FnMut(&Node, &[bool])) {
     f(node, shown);
-    let columns_of = |exprs: &mut dyn Iterator<Item = &Expr>, arity: usize| {
-        let mut out = vec![false; arity];
-        for c in exprs.flat_map(|e| e.columns()) {
-            if let Some(slot) = out.get_mut(c) {
-                *slot = true;
-            }
-        }
-        out
-    };
-    let is_shown = |i: usize| shown.get(i).copied().unwrap_or(true);
     match node {
         Node::Scan { .. } | Node::CteRef { .. } => {}
         Node::Filter { input, .. } | Node::Distinct { input } => visit_shown(input, shown, f),
         Node::Project { input, exprs } => {
-            let used = columns_of(
-                &mut exprs
+            let used = columns_read(
+                exprs
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| is_shown(*i))
+                    .filter(|(i, _)| is_shown(shown, *i))
                     .map(|(_, e)| e),
                 input.arity(),
             );
@@ -192,15 +193,15 @@ fn visit_shown(node: &Node, shown: &[bool], f: &mut dyn FnMut(&Node, &[bool])) {
             let keys = group_by
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| is_shown(*i))
+                .filter(|(i, _)| is_shown(shown, *i))
                 .map(|(_, e)| e);
             let values = aggregates.iter().enumerate().filter(|(j, _)| {
-                is_shown(group_by.len() + j)
+                is_shown(shown, group_by.len() + j)
                     && !calls
                         .get(*j)
                         .is_some_and(|c| matches!(c.func, AggFunc::CountStar | AggFunc::Count))
             });
-            let used = columns_of(&mut keys.chain(values.map(|(_, e)| e)), input.arity());
+            let used = columns_read(keys.chain(values.map(|(_, e)| e)), input.arity());
             visit_shown(input, &used, f);
         }
         Node::UnionAll { inputs } => {
@@ -288,7 +289,9 @@ impl<'t> StoredGroups<'t> {
             });
         }
         let (node, having, exprs) = top_aggregate(tree)?;
-        let reason = picks_among_equals(tree, node, &shown_by(exprs), PrintsApart::Maybe)
+        // What the SELECT list shows of the Aggregate's output (a HAVING only compares it).
+        let shown = columns_read(exprs.iter(), node.arity());
+        let reason = picks_among_equals(tree, node, &|i| is_shown(&shown, i), PrintsApart::Maybe)
             .map(|what| format!("{what} shows one of several equal values that may print differently, which a recomputation need not pick again"))
             .or_else(|| float_result(node, exprs, types))?;
         let Node::Aggregate {
