@@ -9,6 +9,7 @@ use super::type_ops::{equality_operator, hashable, less_than_operator};
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::apply::identified_by_text;
 use crate::dvm::diff::rules::new_sql;
+use crate::dvm::diff::stored_groups::{self, StoredGroups};
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
 use crate::dvm::scale;
@@ -16,6 +17,7 @@ use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
+use std::collections::HashMap;
 
 pub struct ModeChoice {
     pub effective: RefreshMode,
@@ -129,15 +131,26 @@ fn differential_tree(
             return Ok(Err(problem));
         }
     }
-    if let Some(call) = float_sum(&tree) {
-        return Ok(Err(call));
-    }
     let output_types: Vec<String> = analysis
         .columns
         .iter()
         .map(|c| c.type_sql.clone())
         .collect();
-    if let Some(what) = crate::dvm::diff::stored_groups::unreadable_picks(&tree, &output_types) {
+    // The refusals below judge types by name: they see a domain as the type it is over.
+    let mut bases = BaseTypes::default();
+    let base_tree = bases.of_tree(&tree)?;
+    let base_output_types = output_types
+        .iter()
+        .map(|t| bases.of(t))
+        .collect::<PgtResult<Vec<_>>>()?;
+    // Read back where the delta will read back: it sees the stream table's own types (a float sum
+    // cast to a domain over float8 is not a float to it).
+    let read_back = StoredGroups::of(&base_tree, &base_output_types)
+        .filter(|_| StoredGroups::of(&tree, &output_types).is_some());
+    if let Some(call) = float_sum(&base_tree, read_back.as_ref()) {
+        return Ok(Err(call));
+    }
+    if let Some(what) = stored_groups::unreadable_picks(&base_tree, &base_output_types) {
         return Ok(Err(what));
     }
     if let Err(message) = validate(&tree, &output_types)? {
@@ -219,30 +232,106 @@ fn partition_reason(name: &str, parent: &str) -> String {
     format!("table {name} as a source, which is a partition or inheritance child of {parent} (read {parent} instead)")
 }
 
-/// A SUM or AVG over a floating-point argument: its result depends on the order values are added in
-/// (as PostgreSQL's own does), so no delta can reproduce it exactly.
-fn float_sum(tree: &OpTree) -> Option<String> {
-    fn walk(node: &Node) -> Option<String> {
-        if let Node::Aggregate { calls, .. } = node {
-            for call in calls {
-                let float = ["real", "double precision"]
-                    .contains(&call.arg_type.split(" COLLATE ").next().unwrap_or(""));
-                if float && matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
-                    let name = if call.func == AggFunc::Sum {
-                        "sum"
-                    } else {
-                        "avg"
-                    };
-                    return Some(format!(
-                        "{name}() over {} (a floating-point sum depends on the order values are added in)",
-                        call.arg_type
-                    ));
-                }
+/// A SUM or AVG over a floating-point argument whose old value a refresh would have to recompute:
+/// its last digits depend on the order values are added in (as PostgreSQL's own do), so the
+/// recomputed old value need not be the stored one. Not where the aggregate's touched groups are read
+/// back from the stream table (`read_back`): there the old rows are the stored ones, and the new
+/// ones are sums of the groups' current rows, in the order a recomputation reads them.
+fn float_sum(tree: &OpTree, read_back: Option<&StoredGroups>) -> Option<String> {
+    let walk = |node: &Node| float_sum_below(node, read_back);
+    walk(&tree.root).or_else(|| tree.ctes.iter().find_map(walk))
+}
+
+fn float_sum_below(node: &Node, read_back: Option<&StoredGroups>) -> Option<String> {
+    if let Node::Aggregate { calls, .. } = node {
+        let recomputes_old = !read_back.is_some_and(|groups| groups.regroups(node));
+        for call in calls.iter().filter(|_| recomputes_old) {
+            let float = ["real", "double precision"]
+                .contains(&call.arg_type.split(" COLLATE ").next().unwrap_or(""));
+            if float && matches!(call.func, AggFunc::Sum | AggFunc::Avg) {
+                let name = if call.func == AggFunc::Sum {
+                    "sum"
+                } else {
+                    "avg"
+                };
+                return Some(format!(
+                    "{name}() over {} where the stream table does not hold its value by the group's keys (a floating-point sum depends on the order values are added in, so a refresh cannot recompute the old value; a top-level GROUP BY that shows its keys and the {name}() is supported)",
+                    call.arg_type
+                ));
             }
         }
-        node.children().into_iter().find_map(walk)
     }
-    walk(&tree.root).or_else(|| tree.ctes.iter().find_map(walk))
+    node.children()
+        .into_iter()
+        .find_map(|child| float_sum_below(child, read_back))
+}
+
+/// Domains' base types, by the domain's name (as `format_type` prints it), looked up once each.
+#[derive(Default)]
+struct BaseTypes(HashMap<String, String>);
+
+impl BaseTypes {
+    /// The type a domain `t` is over, through domains over domains, with the domain's type modifier
+    /// (`CREATE DOMAIN price AS numeric(12,2)`: `numeric(12,2)`); an array of a domain gives an array
+    /// of its base type; any other type is itself. A ` COLLATE` suffix stays.
+    fn of(&mut self, t: &str) -> PgtResult<String> {
+        let (name, collate) = match t.split_once(" COLLATE ") {
+            Some((name, collation)) => (name, format!(" COLLATE {collation}")),
+            None => (t, String::new()),
+        };
+        if let Some(element) = name.strip_suffix("[]") {
+            return Ok(format!("{}[]{collate}", self.of(element)?));
+        }
+        if name.is_empty() {
+            return Ok(t.to_string());
+        }
+        if let Some(base) = self.0.get(name) {
+            return Ok(format!("{base}{collate}"));
+        }
+        let base = spi::one::<String>(
+            "WITH RECURSIVE d (depth, base, mod) AS (
+                SELECT 1, t.typbasetype, t.typtypmod FROM pg_catalog.pg_type t
+                 WHERE t.oid = pg_catalog.to_regtype($1) AND t.typtype = 'd'
+                UNION ALL
+                SELECT d.depth + 1, t.typbasetype, CASE WHEN t.typtypmod >= 0 THEN t.typtypmod ELSE d.mod END
+                  FROM d JOIN pg_catalog.pg_type t ON t.oid = d.base AND t.typtype = 'd')
+             SELECT pg_catalog.format_type(base, mod) FROM d ORDER BY depth DESC LIMIT 1",
+            &[name.into()],
+        )?
+        .unwrap_or_else(|| name.to_string());
+        self.0.insert(name.to_string(), base.clone());
+        Ok(format!("{base}{collate}"))
+    }
+
+    /// `tree` with every type it records replaced by its base type.
+    fn of_tree(&mut self, tree: &OpTree) -> PgtResult<OpTree> {
+        let mut base = tree.clone();
+        self.of_node(&mut base.root)?;
+        for cte in base.ctes.iter_mut() {
+            self.of_node(cte)?;
+        }
+        Ok(base)
+    }
+
+    fn of_node(&mut self, node: &mut Node) -> PgtResult<()> {
+        let types: Vec<&mut String> = match node {
+            Node::Scan { types, .. } => types.iter_mut().collect(),
+            Node::Join { null_types, .. } => null_types.iter_mut().collect(),
+            Node::Aggregate {
+                key_types, calls, ..
+            } => key_types
+                .iter_mut()
+                .chain(calls.iter_mut().map(|c| &mut c.arg_type))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for t in types {
+            *t = self.of(t)?;
+        }
+        node.children_mut()
+            .into_iter()
+            .try_for_each(|child| self.of_node(child))
+    }
 }
 
 /// Scans carry their columns' SQL types (what the analyser cannot know), for explanations and for

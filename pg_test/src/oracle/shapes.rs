@@ -327,6 +327,9 @@ pub const SHAPES: &[Shape] = &[
         "repr_group",
         "SELECT k AS k, count(*) AS n, sum(x) AS sx, avg(x) AS ax, sum(iv) AS siv, count(f) AS nf FROM r GROUP BY k",
     ),
+    // Float sums (0, -0, halves: exact in any order) over groups the stream table holds by key.
+    shape("repr_float_sums", "SELECT k AS k, sum(f) AS sf, avg(f) AS af, count(*) AS n FROM r GROUP BY k"),
+    shape("repr_float_global", "SELECT sum(f) AS sf, avg(f) AS af, count(f) AS nf FROM r"),
     shape("repr_citext_group", "SELECT lower(ci::text) AS ci, count(*) AS n, sum(x) AS sx, max(k) AS mk FROM r GROUP BY ci"),
     shape("repr_citext_join", "SELECT a.id AS a, b.id AS b, b.iv AS iv, b.f AS f FROM r a JOIN r b ON a.ci = b.ci AND a.k = b.k"),
     // ORDER BY ... LIMIT (top-K). Each ORDER BY decides every visible column (ties are identical rows,

@@ -26,7 +26,8 @@
 //! input with the largest scale leaves. It keeps, as one more hidden aggregate, MAX(scale(x)) with the
 //! copies of it (an extremum, maintained as MIN/MAX are): a group that loses its last one is
 //! recomputed. A sum that is or becomes NaN or infinite is recomputed too. Float sums are not
-//! maintained this way (PostgreSQL's own result depends on summation order): they recompute groups.
+//! maintained this way (PostgreSQL's own result depends on summation order, and a carried sum would
+//! drift from every order's): they recompute groups, their old rows read back (`stored_groups`).
 
 use super::context::{DiffContext, GroupLookup};
 use super::rules::{

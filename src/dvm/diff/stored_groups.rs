@@ -324,6 +324,11 @@ impl<'t> StoredGroups<'t> {
         &self.reason
     }
 
+    /// Whether `node` is the Aggregate whose touched groups these are (not one inside its input).
+    pub fn regroups(&self, node: &Node) -> bool {
+        matches!(node, Node::Aggregate { input, .. } if std::ptr::eq(input.as_ref(), self.input))
+    }
+
     /// The consolidated delta of the stream table's visible rows: the touched groups' new rows,
     /// less their rows in `storage`. None when no source under the query changed.
     pub fn delta_query(
