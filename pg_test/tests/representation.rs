@@ -226,6 +226,66 @@ fn a_nondeterministic_collation_is_read_in_full_and_says_why() {
     );
 }
 
+/// A column with a nondeterministic collation that the query does not read is no obstacle: change
+/// rows are consolidated by the columns a query reads, so an update that only changes such a
+/// column's case reaches the stream table as no change, as it should. (Until 2026-12-05 any such
+/// column refused the whole table.) One the query reads, even only in a condition or through a view
+/// that selects it, is refused, and the refusal names it.
+#[test]
+fn an_unread_nondeterministic_column_is_no_obstacle() {
+    let mut db = TestDb::new("repr_nondeterministic_unread");
+    db.exec(
+        "CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE m (id int PRIMARY KEY, email text COLLATE nocase, k int, x numeric);
+         INSERT INTO m SELECT i, 'User' || i || '@example.com', i % 4, i * 1.5 FROM generate_series(1, 40) i;
+         CREATE VIEW m_keys AS SELECT id, k, email FROM m;",
+    );
+    let queries = [
+        ("m_rows", "SELECT id, k, x FROM m WHERE k > 0"),
+        (
+            "m_groups",
+            "SELECT k, count(*) AS c, sum(x) AS s FROM m GROUP BY k",
+        ),
+        ("m_count", "SELECT count(*) AS c FROM m"),
+        ("m_joined", "SELECT a.k, b.k AS k2 FROM m a JOIN m b ON b.id = a.id + 1"),
+    ];
+    for (st, q) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${q}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    // Read in a condition, through a view, or by a view that selects it (the view's rows carry it).
+    for q in [
+        "SELECT id, k FROM m WHERE email = 'user1@example.com'",
+        "SELECT email, count(*) AS c FROM m_keys GROUP BY email",
+        "SELECT k, count(*) AS c FROM m_keys GROUP BY k",
+        "SELECT a.k, b.email FROM m a JOIN m b USING (id)",
+    ] {
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('m_read', $q${q}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(e.code, "0A000", "{q}: {e:?}");
+        assert!(
+            e.message
+                .contains("column email of m with the nondeterministic collation nocase"),
+            "{q}: {e:?}"
+        );
+    }
+    for step in [
+        "UPDATE m SET email = upper(email) WHERE id % 3 = 0",
+        "UPDATE m SET email = lower(email), k = k + 1 WHERE id % 5 = 0",
+        "DELETE FROM m WHERE id % 7 = 0; INSERT INTO m VALUES (100, 'NEW@example.com', 2, 0.50)",
+        "UPDATE m SET email = 'new@EXAMPLE.com', x = 0.5 WHERE id = 100",
+    ] {
+        db.exec(step);
+        for (st, q) in queries {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st}: {step}");
+            db.assert_shows_what_query_shows(st, q);
+        }
+    }
+}
+
 /// A nondeterministic collation can come from the query rather than a column: `COLLATE`, a cast to a
 /// domain that has one, a view that applies either. Once such a query grouped DIFFERENTIALly: after
 /// 'ABC' joined the group of 'abc' and then left it, the stream table still showed 'ABC', a string

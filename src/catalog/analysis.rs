@@ -61,7 +61,9 @@ pub struct QueryAnalysis {
     /// description naming the functions found.
     pub non_immutable_functions: Vec<String>,
     /// A nondeterministic collation some expression of the query (views included) compares or
-    /// produces under, by name: `COLLATE`, a cast to a domain, a column.
+    /// produces under, described: the first table column read under its own such collation
+    /// (`column c of t with the nondeterministic collation x`), else the collation (`COLLATE`, a
+    /// cast to a domain: `the nondeterministic collation x`).
     pub nondeterministic_collation: Option<String>,
     /// Every relation the query reads, views expanded at any depth (tables, partitioned tables,
     /// materialized views, foreign tables, system catalogs — those have no pg_depend entries).
@@ -93,12 +95,25 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             };
             Ok((defining_query, columns, sources, mutable, rewritten))
         })?;
-    let nondeterministic_collation = match rewritten.walked.nondeterministic_collation {
-        Some(oid) => spi::one::<String>(
-            "SELECT oid::pg_catalog.regcollation::text FROM pg_catalog.pg_collation WHERE oid = $1",
-            &[oid.into()],
+    let nondeterministic_collation = match rewritten.walked.nondeterministic_column {
+        Some((table, attnum)) => spi::one::<String>(
+            "SELECT pg_catalog.format('column %I of %s with the nondeterministic collation %I', a.attname, a.attrelid::pg_catalog.regclass, co.collname)
+               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+              WHERE a.attrelid = $1 AND a.attnum = $2",
+            &[table.into(), attnum.into()],
         )?,
         None => None,
+    };
+    let nondeterministic_collation = match (
+        nondeterministic_collation,
+        rewritten.walked.nondeterministic_collation,
+    ) {
+        (Some(column), _) => Some(column),
+        (None, Some(oid)) => spi::one::<String>(
+            "SELECT 'the nondeterministic collation ' OPERATOR(pg_catalog.||) oid::pg_catalog.regcollation::text FROM pg_catalog.pg_collation WHERE oid = $1",
+            &[oid.into()],
+        )?,
+        (None, None) => None,
     };
 
     if columns.is_empty() {
@@ -209,6 +224,11 @@ struct Walked {
     /// uses). Such a collation calls strings equal that differ in bytes ('A' and 'a'), which the
     /// engine's row identities and group keys (hashes and record images of the bytes) tell apart.
     nondeterministic_collation: Option<Oid>,
+    /// The first table column read under a nondeterministic collation (its own), as (table,
+    /// attribute number): named in the refusal rather than the collation alone.
+    nondeterministic_column: Option<(Oid, i16)>,
+    /// The range tables of the queries being walked, innermost last: what a `Var` refers to.
+    rtables: Vec<*mut pg_sys::List>,
 }
 
 /// Tree walker filling the [`Walked`] behind `context`.
@@ -226,12 +246,41 @@ unsafe extern "C-unwind" fn walk_rewritten(
         let walked = &mut *(context as *mut Walked);
         let tag = (*node).type_;
         if tag == T_Query {
-            return pg_sys::query_tree_walker(
-                node as *mut pg_sys::Query,
+            let query = node as *mut pg_sys::Query;
+            walked.rtables.push((*query).rtable);
+            // A join's alias list names every column of both sides, read or not: not walked. (A Var
+            // of a merged USING column refers to the join; its collation is still seen.)
+            let done = pg_sys::query_tree_walker(
+                query,
                 Some(walk_rewritten),
                 context,
-                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+                (pg_sys::QTW_EXAMINE_RTES_BEFORE | pg_sys::QTW_IGNORE_JOINALIASES) as i32,
             );
+            walked.rtables.pop();
+            return done;
+        }
+        if tag == T_Var && walked.nondeterministic_column.is_none() {
+            let var = node as *mut pg_sys::Var;
+            let collation = (*var).varcollid;
+            let level = walked
+                .rtables
+                .len()
+                .checked_sub(1 + (*var).varlevelsup as usize);
+            if collation != Oid::INVALID
+                && !pg_sys::get_collation_isdeterministic(collation)
+                && (*var).varattno > 0
+            {
+                if let Some(rtable) = level.map(|l| walked.rtables[l]) {
+                    let index = (*var).varno - 1;
+                    if !rtable.is_null() && index >= 0 && index < (*rtable).length {
+                        let rte = (*(*rtable).elements.add(index as usize)).ptr_value
+                            as *mut pg_sys::RangeTblEntry;
+                        if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
+                            walked.nondeterministic_column = Some(((*rte).relid, (*var).varattno));
+                        }
+                    }
+                }
+            }
         }
         if tag == T_RangeTblEntry {
             let rte = node as *mut pg_sys::RangeTblEntry;

@@ -89,8 +89,10 @@ fn differential_tree(
     if let Some(description) = analysis.non_immutable_functions.first() {
         return Ok(Err(description.clone()));
     }
-    if let Some(collation) = &analysis.nondeterministic_collation {
-        return Ok(Err(format!("the nondeterministic collation {collation} (strings it calls equal, such as 'A' and 'a', differ in bytes, which the engine's row identities tell apart)")));
+    // A column the query does not read is no obstacle: change rows are consolidated by the columns
+    // a delta reads.
+    if let Some(what) = &analysis.nondeterministic_collation {
+        return Ok(Err(format!("{what} (strings it calls equal, such as 'A' and 'a', differ in bytes, which the engine's row identities tell apart)")));
     }
     for c in &analysis.columns {
         if !hashable(&c.type_sql)? && !identified_by_text(&c.type_sql) {
@@ -180,8 +182,8 @@ fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<St
     )
 }
 
-/// Why the engine cannot capture or tell apart the changes of table `relid`, or may not read them
-/// for `owner`, if so.
+/// Why the engine cannot capture the changes of table `relid`, or may not read them for `owner`, if
+/// so.
 fn table_problem(relid: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
     let name = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])?
         .unwrap_or_default();
@@ -202,20 +204,7 @@ fn table_problem(relid: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
     if let Some(foreign) = crate::cdc::foreign_descendant(relid)? {
         return Ok(Some(format!("table {name}, which has the foreign-table partition or child {foreign} (its writes cannot be captured)")));
     }
-    nondeterministic_column(relid)
-}
-
-/// A column of `relid` with a nondeterministic collation, described: values it calls equal ('A' and
-/// 'a') print differently, and the engine's row identities (hashes, record equality) use the type's
-/// default collation, so it could not tell such rows apart the way the query does.
-fn nondeterministic_column(relid: Oid) -> PgtResult<Option<String>> {
-    spi::one::<String>(
-        "SELECT pg_catalog.format('column %I of %s with the nondeterministic collation %I', a.attname, a.attrelid::pg_catalog.regclass, co.collname)
-           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND NOT co.collisdeterministic
-          ORDER BY a.attnum LIMIT 1",
-        &[relid.into()],
-    )
+    Ok(None)
 }
 
 /// The table `relid` is a partition or an inheritance child of, if any.
