@@ -247,7 +247,10 @@ fn an_unread_nondeterministic_column_is_no_obstacle() {
             "SELECT k, count(*) AS c, sum(x) AS s FROM m GROUP BY k",
         ),
         ("m_count", "SELECT count(*) AS c FROM m"),
-        ("m_joined", "SELECT a.k, b.k AS k2 FROM m a JOIN m b ON b.id = a.id + 1"),
+        (
+            "m_joined",
+            "SELECT a.k, b.k AS k2 FROM m a JOIN m b ON b.id = a.id + 1",
+        ),
     ];
     for (st, q) in queries {
         db.exec(&format!(

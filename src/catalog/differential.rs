@@ -116,17 +116,30 @@ fn differential_tree(
             )))
         }
     };
-    fill_scan_types(&mut tree.root)?;
-    for cte in tree.ctes.iter_mut() {
-        fill_scan_types(cte)?;
-    }
-    fill_null_types(&tree.clone(), &mut tree.root)?;
-    fill_aggregate_types(&tree.clone(), &mut tree.root)?;
-    for cte in 0..tree.ctes.len() {
-        let mut body = tree.ctes[cte].clone();
-        fill_null_types(&tree, &mut body)?;
-        tree.ctes[cte] = body;
-    }
+    // Typing asks PostgreSQL about expressions of the tree: one it rejects is a query the analyser
+    // misread, which AUTO reads FULL rather than fail.
+    let typed = spi::in_subtransaction(|| {
+        fill_scan_types(&mut tree.root)?;
+        for cte in tree.ctes.iter_mut() {
+            fill_scan_types(cte)?;
+        }
+        fill_null_types(&tree.clone(), &mut tree.root)?;
+        fill_aggregate_types(&tree.clone(), &mut tree.root)?;
+        for cte in 0..tree.ctes.len() {
+            let mut body = tree.ctes[cte].clone();
+            fill_null_types(&tree, &mut body)?;
+            tree.ctes[cte] = body;
+        }
+        Ok(tree)
+    });
+    let tree = match typed {
+        Ok(typed) => typed?,
+        Err(message) => {
+            return Ok(Err(format!(
+                "a query the engine could not read (PostgreSQL rejected an expression of its reading: {message})"
+            )))
+        }
+    };
     // The tables read through views face the same tests as those named directly.
     for table in tree.tables() {
         if let Some(problem) = table_problem(Oid::from(table.relid), owner)? {

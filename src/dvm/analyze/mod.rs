@@ -50,7 +50,9 @@ mod top_k;
 
 use std::fmt;
 
-use sqlparser::ast::Statement;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{AccessExpr, Expr as SqlExpr, Statement, VisitMut, VisitorMut};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 
@@ -182,8 +184,34 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
             e => AnalyzeError::Invalid(format!("could not parse the query: {e}")),
         })?;
     match <[Statement; 1]>::try_from(statements) {
-        Ok([Statement::Query(query)]) => Ok(*query),
+        Ok([Statement::Query(mut query)]) => {
+            let _ = query.visit(&mut ColumnFirst);
+            Ok(*query)
+        }
         _ => invalid("expected a single SELECT statement"),
+    }
+}
+
+/// sqlparser reads a subscripted column, `t.c[1]` (as PostgreSQL prints it), as the name `t` with
+/// the accesses `.c` and `[1]`. The analyser finds columns as `t.c` names: this makes the column
+/// the root of the access, `(t.c)[1]`, which prints the same.
+struct ColumnFirst;
+
+impl VisitorMut for ColumnFirst {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::CompoundFieldAccess { root, access_chain } = expr {
+            if let (
+                SqlExpr::Identifier(table),
+                Some(AccessExpr::Dot(SqlExpr::Identifier(column))),
+            ) = (root.as_ref(), access_chain.first())
+            {
+                **root = SqlExpr::CompoundIdentifier(vec![table.clone(), column.clone()]);
+                access_chain.remove(0);
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 

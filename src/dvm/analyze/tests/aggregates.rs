@@ -190,3 +190,25 @@ fn a_subquery_in_having_is_unsupported_unless_it_is_one_aggregate() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_subscripted_column_is_a_column_reference() {
+    // PostgreSQL prints `a.x[1]`; sqlparser reads it as `a` with the accesses `.x` and `[1]`. Until
+    // 2026-12-05 the analyser left it as text, a constant to it, which PostgreSQL then could not
+    // place (`missing FROM-clause entry for table "a"`) in every statement made from it.
+    let t = tree(
+        " SELECT a.x[1] AS x1, a.x[1:2] AS x12, count(*) AS n
+   FROM public.a
+  WHERE (a.x[2] > 0)
+  GROUP BY a.x[1], a.x[1:2]",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1; #2
+          Aggregate group [(#0[1]); (#0[1:2])] agg [count(*)]
+            Filter (#0[2] > 0)
+              Scan public.a [x]
+        ",
+    );
+}
