@@ -173,7 +173,18 @@ fn unknown_modes_and_schedules_are_refused_with_a_hint() {
 fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
     let mut db = setup("bad_differential");
     for (query, construct) in [
-        ("SELECT id, random() AS r FROM orders", "random()"),
+        ("SELECT id, random() AS r FROM orders", "function random() (VOLATILE)"),
+        // The function that is not IMMUTABLE is named, not one that shares a name with it:
+        // `||` of text and an integer is the STABLE textanycat(); `extract` over a timestamp is
+        // IMMUTABLE (over timestamptz it is not), and until 2026-12-05 it was the one named.
+        (
+            "SELECT id, extract(epoch FROM ''2026-01-01''::timestamp) AS e, ''#'' || id AS label FROM orders",
+            "the non-immutable operator || (textanycat(), STABLE)",
+        ),
+        (
+            "SELECT id, clock_timestamp() AS t, now() AS n FROM orders",
+            "the non-immutable function clock_timestamp() (VOLATILE), function now() (STABLE)",
+        ),
         ("SELECT id FROM orders LIMIT 1", "LIMIT without ORDER BY"),
         (
             "SELECT id FROM orders ORDER BY id OFFSET 2",

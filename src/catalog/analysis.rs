@@ -89,7 +89,7 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             let sources = read_sources(probe)?;
             let rewritten = inspect_rewritten(query)?;
             let mutable = if rewritten.mutable_functions {
-                name_non_immutable_functions(&defining_query)?
+                name_non_immutable_functions(&rewritten.walked.mutable_functions)?
             } else {
                 vec![]
             };
@@ -229,6 +229,29 @@ struct Walked {
     nondeterministic_column: Option<(Oid, i16)>,
     /// The range tables of the queries being walked, innermost last: what a `Var` refers to.
     rtables: Vec<*mut pg_sys::List>,
+    /// The first few functions an expression calls that are not IMMUTABLE (an operator's, a cast's
+    /// or a type's output function included), by OID.
+    mutable_functions: Vec<Oid>,
+}
+
+/// How many non-immutable functions an error message names at most.
+const MUTABLE_FUNCTIONS_NAMED: usize = 4;
+
+/// [`pg_sys::check_functions_in_node`] callback: notes `func` in the [`Walked`] behind `context`
+/// when it is not IMMUTABLE. Never stops the check.
+#[pg_guard]
+unsafe extern "C-unwind" fn note_mutable(func: Oid, context: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `context` is the walker's Walked; func_volatile reads the syscache.
+    unsafe {
+        let walked = &mut *(context as *mut Walked);
+        if pg_sys::func_volatile(func) as u8 != pg_sys::PROVOLATILE_IMMUTABLE
+            && !walked.mutable_functions.contains(&func)
+            && walked.mutable_functions.len() < MUTABLE_FUNCTIONS_NAMED
+        {
+            walked.mutable_functions.push(func);
+        }
+    }
+    false
 }
 
 /// Tree walker filling the [`Walked`] behind `context`.
@@ -334,25 +357,33 @@ unsafe extern "C-unwind" fn walk_rewritten(
                 .into_iter()
                 .find(|&c| c != Oid::INVALID && !pg_sys::get_collation_isdeterministic(c));
         }
+        pg_sys::check_functions_in_node(node, Some(note_mutable), context);
         pg_sys::expression_tree_walker(node, Some(walk_rewritten), context)
     }
 }
 
-/// Names for the error message: non-immutable functions whose names appear in the query.
-fn name_non_immutable_functions(defining_query: &str) -> PgtResult<Vec<String>> {
+/// Names for the error message: the non-immutable functions the query calls (`functions`, in the
+/// order met), each as the operator it implements where it does (`||` of text and an integer is
+/// the STABLE `textanycat`), with its volatility.
+fn name_non_immutable_functions(functions: &[Oid]) -> PgtResult<Vec<String>> {
     let names: Vec<String> = spi::rows(
-        "SELECT DISTINCT p.proname::text || '()' AS func
-           FROM pg_catalog.regexp_matches($1, '([A-Za-z_][A-Za-z0-9_$]*)\\s*\\(', 'g') AS m(name)
-           JOIN pg_catalog.pg_proc p ON p.proname = pg_catalog.lower(m.name[1])
-          WHERE p.provolatile <> 'i'
-          ORDER BY 1",
-        &[defining_query.into()],
+        "SELECT COALESCE(
+                  (SELECT pg_catalog.format('operator %s (%s(), %s)', o.oprname, p.proname, v.volatility) FROM pg_catalog.pg_operator o
+                    WHERE o.oprcode = p.oid ORDER BY o.oid LIMIT 1),
+                  pg_catalog.format('function %s() (%s)', p.proname, v.volatility)) AS func
+           FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS f(oid, n)
+           JOIN pg_catalog.pg_proc p ON p.oid = f.oid,
+                LATERAL (SELECT CASE p.provolatile WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END AS volatility) v
+          ORDER BY f.n",
+        &[functions.to_vec().into()],
         |r| spi::col(r, "func"),
     )?;
     Ok(match names.len() {
-        0 => vec!["a non-immutable function or operator".into()],
-        1 => vec![format!("the non-immutable function {}", names[0])],
-        _ => vec![format!("the non-immutable functions {}", names.join(", "))],
+        0 => vec![
+            "a non-immutable function or SQL value (such as CURRENT_TIMESTAMP or CURRENT_USER)"
+                .into(),
+        ],
+        _ => vec![format!("the non-immutable {}", names.join(", "))],
     })
 }
 
