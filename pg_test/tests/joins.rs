@@ -160,3 +160,93 @@ fn explain_names_join_keys_without_an_index_and_the_index_that_fixes_it() {
     assert_eq!(text.matches("-- no index on").count(), 1, "{text}");
     assert!(!text.contains("no index on public.orders"), "{text}");
 }
+
+/// A correlated scalar subquery that is a lookup by a unique key (`(SELECT c.name FROM customers c
+/// WHERE c.id = o.customer_id)`) returns at most one row: it is read as a left join with the table,
+/// in the select list, in a WHERE comparison and in a grouped query, and stays DIFFERENTIAL. Until
+/// 2026-12-05 every non-aggregate scalar subquery was refused (AUTO read such a query FULL). The
+/// stream table depends on the key's index, so the key cannot go from under it.
+#[test]
+fn a_lookup_by_a_unique_key_is_maintained_as_a_left_join() {
+    let mut db = TestDb::new("joins_lookup");
+    db.exec(
+        "CREATE TABLE people (id int PRIMARY KEY, name text, credit numeric, team text, UNIQUE (team, name));
+         CREATE TABLE tickets (id int PRIMARY KEY, person_id int, team text, owner text, amount numeric);
+         INSERT INTO people SELECT g, 'p' || g, g * 10, 't' || g % 3 FROM generate_series(1, 30) g;
+         INSERT INTO tickets SELECT g, 1 + g % 35, 't' || g % 4, 'p' || g % 33, g * 3 FROM generate_series(1, 200) g;",
+    );
+    let queries = [
+        (
+            "lk_list",
+            "SELECT t.id, t.amount, (SELECT p.name FROM people p WHERE p.id = t.person_id) AS person FROM tickets t",
+        ),
+        (
+            "lk_where",
+            "SELECT t.id FROM tickets t WHERE t.amount > (SELECT p.credit FROM people p WHERE p.id = t.person_id AND p.team <> 't0')",
+        ),
+        (
+            "lk_grouped",
+            "SELECT t.person_id, sum(t.amount) AS total, (SELECT p.team FROM people p WHERE p.id = t.person_id) AS team
+               FROM tickets t GROUP BY t.person_id",
+        ),
+        (
+            "lk_two_columns",
+            "SELECT t.id, (SELECT p.credit FROM people p WHERE p.team = t.team AND p.name = t.owner) AS credit FROM tickets t",
+        ),
+    ];
+    for (st, q) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${q}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    // Not a unique key: several rows may match.
+    let e = db.error(
+        "SELECT pgtrickle.create_stream_table('lk_team', $q$SELECT t.id, (SELECT p.name FROM people p WHERE p.team = t.team) AS n FROM tickets t$q$, '1h', 'DIFFERENTIAL')",
+    );
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(e.message.contains("it may return several rows"), "{e:?}");
+    // Nor is a parent's key when it has inheritance children: the subquery reads them too, and the
+    // parent's index does not cover them.
+    db.exec(
+        "CREATE TABLE heads (id int PRIMARY KEY, name text); CREATE TABLE heads_more () INHERITS (heads);
+         INSERT INTO heads VALUES (1, 'a'); INSERT INTO heads_more VALUES (1, 'b');",
+    );
+    let e = db.error(
+        "SELECT pgtrickle.create_stream_table('lk_heads', $q$SELECT t.id, (SELECT h.name FROM heads h WHERE h.id = t.person_id) AS n FROM tickets t$q$, '1h', 'DIFFERENTIAL')",
+    );
+    assert!(e.message.contains("it may return several rows"), "{e:?}");
+    for step in [
+        "UPDATE people SET name = name || 'x', credit = credit * 2 WHERE id % 4 = 0",
+        "DELETE FROM people WHERE id IN (3, 7); UPDATE tickets SET person_id = NULL WHERE id % 9 = 0",
+        "INSERT INTO people VALUES (31, 'p31', 5, 't1'), (32, 'p3', 1, 't3'); UPDATE tickets SET person_id = 31, amount = amount + 1 WHERE id % 5 = 0",
+        "UPDATE people SET id = id + 100 WHERE id = 31; UPDATE people SET team = 't0' WHERE id = 2",
+        "DELETE FROM tickets WHERE id % 6 = 0; INSERT INTO tickets VALUES (500, 32, 't3', 'p3', 1)",
+    ] {
+        db.exec(step);
+        for (st, q) in queries {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st}: {step}");
+            db.assert_shows_what_query_shows(st, q);
+        }
+    }
+    // The keys are held: dropping one fails and names a stream table; CASCADE drops the stream table.
+    let e = db.error("ALTER TABLE people DROP CONSTRAINT people_team_name_key");
+    assert_eq!(e.code, "2BP01", "{e:?}");
+    assert!(
+        e.detail.unwrap_or_default().contains("lk_two_columns"),
+        "names the stream table"
+    );
+    // A stream table that no longer reads through a key lets it go.
+    db.exec("SELECT pgtrickle.alter_stream_table('lk_two_columns', refresh_mode => 'FULL')");
+    db.exec("ALTER TABLE people DROP CONSTRAINT people_team_name_key");
+    db.exec("ALTER TABLE people DROP CONSTRAINT people_pkey CASCADE");
+    let left: Vec<String> = db
+        .rows(
+            "SELECT pgt_relid::regclass::text FROM pgtrickle.pgt_stream_tables ORDER BY 1",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["lk_two_columns"]);
+}

@@ -106,5 +106,6 @@ fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
         ],
     )?;
     crate::catalog::unchanged::decide(st.pgt_id, &analysis, choice.effective)?;
+    crate::catalog::stream_tables::record_unique_keys(st.pgt_id, choice.tree.as_ref())?;
     crate::cdc::collect_garbage()
 }

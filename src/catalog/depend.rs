@@ -2,9 +2,14 @@
 //! - storage table -> each source: `DROP TABLE source` fails with "other objects depend on it" unless
 //!   CASCADE, which drops the stream table too (the sql_drop event trigger then clears the catalog);
 //! - storage table -> the extension: `DROP EXTENSION pg_trickle` lists the stream tables and needs
-//!   CASCADE, which removes them with everything else the extension created.
+//!   CASCADE, which removes them with everything else the extension created;
+//! - storage table -> the unique index of a key its query's reading relies on ([`on_unique_keys`]).
 
 use pgrx::pg_sys::{self, Oid};
+
+use crate::dvm::optree::UniqueKey;
+use crate::error::{PgtError, PgtResult, SqlState};
+use crate::spi;
 
 fn record(dependent: (Oid, Oid), referenced: (Oid, Oid), kind: pg_sys::DependencyType::Type) {
     let dependent = pg_sys::ObjectAddress {
@@ -60,6 +65,63 @@ pub fn auto_on_storage(view: Oid, storage: Oid) {
         relation(storage),
         pg_sys::DependencyType::DEPENDENCY_AUTO,
     );
+}
+
+/// The storage table depends on the unique index of each key its reading relies on
+/// (`OpTree::unique_keys`: a lookup subquery read as a left join), and on no other index: without the
+/// key the subquery could return several rows, which PostgreSQL refuses at run time and the reading
+/// would show as several rows. So `DROP INDEX` or `DROP CONSTRAINT` of it fails unless CASCADE, which
+/// drops the stream table, as for a source. A reading that no longer relies on a key (the stream
+/// table became FULL) releases it.
+pub fn on_unique_keys(storage: Oid, keys: &[UniqueKey]) -> PgtResult<()> {
+    let mut wanted = Vec::new();
+    for key in keys {
+        let index = spi::one::<Oid>(
+            "SELECT i.indexrelid FROM pg_catalog.pg_index i
+              WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
+                AND i.indpred IS NULL AND i.indexprs IS NULL
+                AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text)
+                       FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                      WHERE k.n <= i.indnkeyatts)
+                    = (SELECT pg_catalog.array_agg(c ORDER BY c) FROM pg_catalog.unnest($2::text[]) AS c)
+              ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1",
+            &[Oid::from(key.relid).into(), key.columns.clone().into()],
+        )?;
+        let Some(index) = index else {
+            return Err(PgtError::new(
+                SqlState::ObjectNotInPrerequisiteState,
+                "a unique key the stream table's query relies on is gone",
+            )
+            .hint("Create the stream table again."));
+        };
+        wanted.push(index);
+    }
+    let recorded: Vec<Oid> = spi::rows(
+        "SELECT d.refobjid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.refobjid
+          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'n'
+            AND c.relkind IN ('i', 'I')",
+        &[storage.into()],
+        |r| spi::col::<Oid>(r, "refobjid"),
+    )?;
+    let normal = pg_sys::DependencyType::DEPENDENCY_NORMAL;
+    for index in recorded.iter().filter(|i| !wanted.contains(i)) {
+        // SAFETY: deletes pg_depend rows of this transaction's catalog state; raises on failure.
+        unsafe {
+            pg_sys::deleteDependencyRecordsForSpecific(
+                pg_sys::RelationRelationId,
+                storage,
+                normal as u8 as std::ffi::c_char,
+                pg_sys::RelationRelationId,
+                *index,
+            );
+        }
+    }
+    for index in wanted.iter().filter(|i| !recorded.contains(i)) {
+        record(relation(storage), relation(*index), normal);
+    }
+    Ok(())
 }
 
 /// The storage table depends on the pg_trickle extension.

@@ -322,7 +322,20 @@ pub fn record_sources(
         .iter()
         .map(|t| Oid::from(t.relid))
         .collect();
-    record_table_sources(pgt_id, &tables)
+    record_table_sources(pgt_id, &tables)?;
+    record_unique_keys(pgt_id, tree)
+}
+
+/// pg_depend entries from the storage table to the unique keys `tree` relies on, and to no others.
+pub fn record_unique_keys(pgt_id: i64, tree: Option<&crate::dvm::optree::OpTree>) -> PgtResult<()> {
+    let Some(storage) = spi::one::<Oid>(
+        "SELECT pgt_relid FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
+        &[pgt_id.into()],
+    )?
+    else {
+        return Ok(());
+    };
+    super::depend::on_unique_keys(storage, tree.map_or(&[], |t| t.unique_keys.as_slice()))
 }
 
 /// Records `tables` (read through views, say) among the stream table's sources, unless there already.

@@ -123,6 +123,7 @@ mod tests {
             ctes: vec![],
             output_names: vec!["a".into()],
             top_k: None,
+            unique_keys: Vec::new(),
         };
         assert_eq!(
             describe_tree(&tree),

@@ -271,6 +271,7 @@ mod tests {
             ctes: vec![],
             output_names: vec![],
             top_k: None,
+            unique_keys: Vec::new(),
         }
     }
 

@@ -317,6 +317,19 @@ pub struct OpTree {
     /// `ORDER BY ... LIMIT k` of the whole query: the stream table holds the first k rows of `root`.
     #[serde(default)]
     pub top_k: Option<TopK>,
+    /// Unique keys the reading of the query relies on: a correlated scalar subquery that is not an
+    /// aggregate returns at most one row because its correlated columns hold one, so it is read as
+    /// a left join. The stream table depends on such a key's index (`catalog::depend`), so the key
+    /// cannot go while the stream table reads through it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique_keys: Vec<UniqueKey>,
+}
+
+/// A unique key of a table, by its columns' names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueKey {
+    pub relid: u32,
+    pub columns: Vec<String>,
 }
 
 /// A top-level `ORDER BY ... LIMIT k [OFFSET m]` (see `dvm::top_k`), over the query's output columns.
@@ -415,6 +428,7 @@ mod tests {
             ctes: vec![],
             output_names: vec!["a".into(), "n".into()],
             top_k: None,
+            unique_keys: Vec::new(),
         };
         assert_eq!(tree.tables().len(), 1);
     }

@@ -406,6 +406,7 @@ mod tests {
             ctes: vec![],
             output_names: vec![],
             top_k: None,
+            unique_keys: Vec::new(),
         };
         assert_eq!(column_scale(&tree, &project, 0), Some(6));
         assert_eq!(column_scale(&tree, &project, 1), None);
@@ -465,6 +466,7 @@ mod tests {
             ctes: vec![],
             output_names: vec![],
             top_k: None,
+            unique_keys: Vec::new(),
         };
         let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();
         assert_eq!(

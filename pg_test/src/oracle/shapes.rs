@@ -175,6 +175,13 @@ pub const SHAPES: &[Shape] = &[
                 (SELECT sum(a.v) * 2 FROM a WHERE a.k = c.k AND a.g = c.q) AS sv
            FROM c WHERE c.q > 0",
     ),
+    // Lookups by c's primary key (at most one row each, NULL when missing): read as left joins.
+    shape("lookup_select", "SELECT a.k AS k, a.v AS v, (SELECT c.name FROM c WHERE c.id = a.k) AS cname FROM a"),
+    shape(
+        "lookup_grouped_and_compared",
+        "SELECT b.hi AS hi, sum(b.w) AS sw, (SELECT c.q FROM c WHERE c.id = b.hi) AS cq FROM b
+          WHERE b.lo < (SELECT c.q + 1 FROM c WHERE c.id = b.k AND c.name IS NOT NULL) GROUP BY b.hi",
+    ),
     shape(
         "scalar_correlated_count_where",
         "SELECT c.id AS id, c.q AS q FROM c WHERE c.q >= (SELECT count(*) FROM a WHERE a.k = c.k) AND c.name IS NOT NULL",

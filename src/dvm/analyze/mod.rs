@@ -56,7 +56,7 @@ use sqlparser::ast::{AccessExpr, Expr as SqlExpr, Statement, VisitMut, VisitorMu
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 
-use super::optree::{Node, OpTree};
+use super::optree::{Node, OpTree, UniqueKey};
 use scope::{Frame, Scope, Syms};
 
 /// What the analyzer needs to know about the database.
@@ -65,6 +65,11 @@ pub trait Catalog {
     fn relation(&self, schema: Option<&str>, name: &str) -> Option<Relation>;
     /// Whether a function (name as written, possibly schema-qualified like "pg_catalog.sum") is an aggregate.
     fn is_aggregate(&self, name: &str) -> bool;
+    /// The column sets of table `relid` that no two rows share (its unique indexes that are valid,
+    /// immediate, not partial and over plain columns; NULLs aside, which equal nothing).
+    fn unique_keys(&self, _relid: u32) -> Vec<Vec<String>> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +139,7 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         ctes: analyzer.ctes,
         output_names: top.names,
         top_k,
+        unique_keys: analyzer.unique_keys.into_inner(),
     })
 }
 
@@ -244,6 +250,9 @@ struct Analyzer<'c> {
     frames: Vec<Frame>,
     syms: Syms,
     view_depth: usize,
+    /// `OpTree::unique_keys`: the keys the reading relies on (noted while reading subqueries, which
+    /// is done through `&self`).
+    unique_keys: std::cell::RefCell<Vec<UniqueKey>>,
 }
 
 impl<'c> Analyzer<'c> {
@@ -256,6 +265,7 @@ impl<'c> Analyzer<'c> {
             frames: Vec::new(),
             syms: Syms::default(),
             view_depth: 0,
+            unique_keys: Default::default(),
         }
     }
 

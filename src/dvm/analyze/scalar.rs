@@ -14,8 +14,10 @@
 //! `... WHERE l.q < (SELECT 0.2 * avg(l2.q) FROM l l2 WHERE l2.p = outer.p)` is read as
 //! `... FROM ..., (SELECT l2.p, 0.2 * avg(l2.q) FROM l l2 GROUP BY l2.p) AS s(k1, v)
 //!  WHERE l.q < s.v AND s.k1 = outer.p`:
-//! an outer row without a group compares with NULL and is dropped either way. Other scalar subqueries
-//! (correlated otherwise, ones that may return no row or several) are refused by name.
+//! an outer row without a group compares with NULL and is dropped either way. A correlated *lookup* —
+//! one expression of one table whose unique key the equalities fix — is read the same way, with the
+//! table itself as its form (see `grouped_subquery`). Other scalar subqueries (correlated otherwise,
+//! ones that may return no row or several) are refused by name.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -25,8 +27,9 @@ use sqlparser::ast::{
     TableFactor, UnaryOperator, Visit, VisitMut, Visitor, VisitorMut,
 };
 
-use super::template::{conjuncts, function_name, ident_name, strip_nested};
-use super::{invalid, parse, unsupported, Analyzer, Result};
+use super::template::{conjuncts, function_name, ident_name, name_parts, strip_nested};
+use super::{invalid, parse, unsupported, AnalyzeError, Analyzer, Relation, Result};
+use crate::dvm::optree::UniqueKey;
 
 /// The alias of the n-th scalar subquery's row; its one column is `v`.
 fn alias(n: usize) -> String {
@@ -40,6 +43,9 @@ pub(super) struct Grouped {
     pub query: Query,
     pub outer: Vec<SqlExpr>,
     pub value: SqlExpr,
+    /// A lookup (see [`Analyzer::grouped_subquery`]): its rows are the table's own, one per key, and
+    /// a missing one reads NULL whatever `value` is.
+    pub lookup: bool,
 }
 
 impl Grouped {
@@ -304,7 +310,7 @@ impl Analyzer<'_> {
         name: &str,
     ) -> Result<(sqlparser::ast::TableWithJoins, Vec<SqlExpr>)> {
         let grouped = self.grouped_subquery(query)?;
-        if !self.null_over_no_rows(&grouped.value) {
+        if !self.null_when_missing(&grouped) {
             return unsupported("correlated scalar subquery whose value over no rows is not NULL (count, or a non-arithmetic expression)");
         }
         let derived = parse(&format!(
@@ -322,7 +328,11 @@ impl Analyzer<'_> {
     }
 
     /// A correlated scalar subquery's grouped form (see the module comment): one aggregate without
-    /// GROUP BY, correlated by equalities only.
+    /// GROUP BY, correlated by equalities only. Or a *lookup*, `(SELECT u.name FROM u WHERE u.id =
+    /// o.user_id)`: one expression over one table, no aggregate, correlated by equalities on columns
+    /// that hold a unique key of the table, so at most one row matches an outer row. Its form is
+    /// `SELECT u.id, u.name FROM u` — one row per key already — and an outer row without one reads
+    /// NULL, as the subquery does.
     pub(super) fn grouped_subquery(&self, query: &Query) -> Result<Grouped> {
         let refuse = |why: &str| unsupported(format!("correlated scalar subquery {why}"));
         let SetExpr::Select(select) = &*query.body else {
@@ -336,9 +346,7 @@ impl Analyzer<'_> {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
             _ => return refuse("other than one aggregate without GROUP BY"),
         };
-        if !has_own(&value, |e| self.is_aggregate_call(e)) {
-            return refuse("other than one aggregate without GROUP BY");
-        }
+        let lookup = !has_own(&value, |e| self.is_aggregate_call(e));
         let mut own = Names::default();
         let _ = query.visit(&mut own);
         let inner = |e: &SqlExpr| qualifiers(e).is_subset(&own.defined);
@@ -372,6 +380,20 @@ impl Analyzer<'_> {
         if !inner(&value) {
             return refuse("whose value reads the enclosing query");
         }
+        if lookup {
+            let key = self.unique_key_among(query, select, &keys).ok_or_else(|| {
+                AnalyzeError::Unsupported(
+                    "correlated scalar subquery other than one aggregate without GROUP BY, or one \
+                     expression of a table whose unique key the subquery's equalities fix (it may \
+                     return several rows)"
+                        .into(),
+                )
+            })?;
+            let mut noted = self.unique_keys.borrow_mut();
+            if !noted.contains(&key) {
+                noted.push(key);
+            }
+        }
         let mut grouped = query.clone();
         let SetExpr::Select(body) = grouped.body.as_mut() else {
             return invalid("scalar subquery body");
@@ -383,12 +405,85 @@ impl Analyzer<'_> {
             .map(SelectItem::UnnamedExpr)
             .collect();
         body.selection = and_all(local);
-        body.group_by = GroupByExpr::Expressions(keys, vec![]);
+        body.group_by = GroupByExpr::Expressions(if lookup { Vec::new() } else { keys }, vec![]);
         Ok(Grouped {
             query: grouped,
             outer,
             value,
+            lookup,
         })
+    }
+
+    /// For a subquery that is one expression of one table (no join, DISTINCT, ORDER BY, LIMIT,
+    /// OFFSET, WITH or nested subquery) whose correlated equalities `keys` are plain columns of it:
+    /// a unique key of the table among those columns.
+    fn unique_key_among(
+        &self,
+        query: &Query,
+        select: &Select,
+        keys: &[SqlExpr],
+    ) -> Option<UniqueKey> {
+        if query.with.is_some()
+            || query.order_by.is_some()
+            || query.limit_clause.is_some()
+            || query.fetch.is_some()
+            || select.distinct.is_some()
+            || select.from.len() != 1
+            || !select.from[0].joins.is_empty()
+            || has_own(select, |e| {
+                matches!(
+                    e,
+                    SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+                )
+            })
+        {
+            return None;
+        }
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            sample: None,
+            ..
+        } = &select.from[0].relation
+        else {
+            return None;
+        };
+        // Columns renamed by the alias (`people p(a, b)`) would hide which columns the keys are.
+        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+            return None;
+        }
+        let parts = name_parts(name).ok()?;
+        let [schema, table] = parts.as_slice() else {
+            return None;
+        };
+        let Some(Relation::Table { relid, .. }) = self.catalog.relation(Some(schema), table) else {
+            return None;
+        };
+        let alias = alias
+            .as_ref()
+            .map_or_else(|| table.clone(), |a| ident_name(&a.name));
+        let columns: Vec<String> = keys
+            .iter()
+            .map(|k| match strip_nested(k) {
+                SqlExpr::CompoundIdentifier(parts)
+                    if parts.len() == 2 && ident_name(&parts[0]) == alias =>
+                {
+                    Some(ident_name(&parts[1]))
+                }
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        self.catalog
+            .unique_keys(relid)
+            .into_iter()
+            .find(|key| key.iter().all(|c| columns.contains(c)))
+            .map(|columns| UniqueKey { relid, columns })
+    }
+
+    /// Whether an outer row without a row of `grouped` reads NULL (not a count's 0).
+    pub(super) fn null_when_missing(&self, grouped: &Grouped) -> bool {
+        grouped.lookup || self.null_over_no_rows(&grouped.value)
     }
 
     /// Whether an expression is NULL when its aggregates see no rows: aggregates other than count,

@@ -15,8 +15,9 @@
 //! an outer join. Each outer row meets at most one group (there is one per key), so no row is repeated
 //! or lost. An outer row without a group reads the subquery's value over no rows: NULL for aggregates
 //! other than count combined by arithmetic, 0 for a bare count; other values (`coalesce(max(x), 0)`)
-//! are refused by name, as are subqueries that may return several rows (not an aggregate) and ones
-//! inside an aggregate's argument.
+//! are refused by name, as are subqueries that may return several rows (not an aggregate, nor a
+//! lookup by a unique key, which reads NULL for an outer row without its row) and ones inside an
+//! aggregate's argument.
 
 use std::ops::ControlFlow;
 
@@ -188,14 +189,14 @@ impl Analyzer<'_> {
                 .all(|side| match strip_nested(side) {
                     SqlExpr::Subquery(q) if reads_outer(q) => self
                         .grouped_subquery(q)
-                        .is_ok_and(|g| self.null_over_no_rows(&g.value)),
+                        .is_ok_and(|g| self.null_when_missing(&g)),
                     other => !has_own(other, correlated),
                 })
     }
 
     /// What an outer row without a group reads instead of `grouped`'s value `v`.
     fn value_over_no_rows(&self, grouped: &Grouped, v: SqlExpr) -> Result<SqlExpr> {
-        if self.null_over_no_rows(&grouped.value) {
+        if self.null_when_missing(grouped) {
             return Ok(v);
         }
         // Every count is 0 over no rows (with DISTINCT or FILTER too); its group never has a NULL one.

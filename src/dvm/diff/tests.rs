@@ -58,6 +58,7 @@ fn tree(root: Node) -> OpTree {
         ctes: vec![],
         output_names: (0..n).map(|i| format!("o{i}")).collect(),
         top_k: None,
+        unique_keys: Vec::new(),
     }
 }
 
@@ -601,6 +602,7 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         ctes: vec![cte],
         output_names: vec!["a".into(), "b".into()],
         top_k: None,
+        unique_keys: Vec::new(),
     };
     let mut c = ctx(&[10], &[]);
     let sql = delta(&t, &mut c);

@@ -68,6 +68,7 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
         ctes: vec![],
         output_names: names,
         top_k: None,
+        unique_keys: Vec::new(),
     }
 }
 

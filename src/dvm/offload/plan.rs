@@ -483,6 +483,7 @@ mod tests {
             ctes: vec![],
             output_names: (0..n).map(|i| format!("o{i}")).collect(),
             top_k: None,
+            unique_keys: Vec::new(),
         }
     }
 
@@ -719,6 +720,7 @@ mod tests {
             ctes: vec![],
             output_names: vec!["region".into(), "amount".into(), "q2".into()],
             top_k: None,
+            unique_keys: Vec::new(),
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();

@@ -48,6 +48,15 @@ impl Catalog for Stub {
         })
     }
 
+    /// `b.id` and `(c.b_id, c.id)` are unique.
+    fn unique_keys(&self, relid: u32) -> Vec<Vec<String>> {
+        match relid {
+            2 => vec![vec!["id".into()]],
+            3 => vec![vec!["b_id".into(), "id".into()]],
+            _ => Vec::new(),
+        }
+    }
+
     fn is_aggregate(&self, name: &str) -> bool {
         let base = name.strip_prefix("pg_catalog.").unwrap_or(name);
         [

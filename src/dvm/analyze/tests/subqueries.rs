@@ -2,6 +2,7 @@
 //! elsewhere.
 
 use super::{assert_tree, show, tree, unsupported};
+use crate::dvm::optree::UniqueKey;
 
 #[test]
 fn correlated_exists_pushes_its_own_conjuncts_into_the_right_side() {
@@ -327,8 +328,23 @@ fn unsupported_subqueries_are_named() {
         unsupported(
             "SELECT a.id, ( SELECT b.y FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"
         ),
-        "correlated scalar subquery other than one aggregate without GROUP BY"
+        "correlated scalar subquery other than one aggregate without GROUP BY, or one expression of a table whose unique key the subquery's equalities fix (it may return several rows)"
     );
+    // Fixing only part of a unique key, or a unique column through a join, is not enough.
+    for sql in [
+        "SELECT a.id, ( SELECT c.z FROM public.c WHERE (c.b_id = a.id)) AS m FROM public.a",
+        "SELECT a.id, ( SELECT b.y FROM (public.b JOIN public.c ON ((c.b_id = b.id))) WHERE (b.id = a.id)) AS m FROM public.a",
+        "SELECT a.id, ( SELECT DISTINCT b.y FROM public.b WHERE (b.id = a.id)) AS m FROM public.a",
+        // The alias renames b's columns: its `id` is b's `y`.
+        "SELECT a.id, ( SELECT bb.y FROM public.b bb(y, id) WHERE (bb.id = a.id)) AS m FROM public.a",
+        // A cast of the key column: equal casts need not be equal keys.
+        "SELECT a.id, ( SELECT b.y FROM public.b WHERE ((b.id)::double precision = a.x)) AS m FROM public.a",
+    ] {
+        assert!(
+            unsupported(sql).contains("it may return several rows"),
+            "{sql}"
+        );
+    }
     assert_eq!(
         unsupported("SELECT a.id, ( SELECT COALESCE(max(b.y), 0) AS m FROM public.b WHERE (b.a_id = a.id)) AS m FROM public.a"),
         "correlated scalar subquery whose value over no rows is neither NULL nor a count (such as COALESCE(max(x), 0))"
@@ -522,4 +538,41 @@ fn in_a_grouped_block_the_left_join_reads_the_groups() {
         "{}",
         show(&t.root)
     );
+}
+
+#[test]
+fn a_lookup_by_a_unique_key_is_a_left_join_with_the_table() {
+    // `b.id` is unique: at most one row of b per outer row, so no grouping, and a missing one is NULL.
+    let t = tree(
+        "SELECT a.id, ( SELECT b.y FROM public.b WHERE ((b.id = a.x) AND (b.y > 0))) AS y,
+                ( SELECT c.z FROM public.c WHERE ((c.id = a.g) AND (c.b_id = a.x))) AS z FROM public.a",
+    );
+    assert_eq!(
+        t.output_names,
+        vec!["id".to_string(), "y".to_string(), "z".to_string()]
+    );
+    let shown = show(&t.root);
+    assert_eq!(shown.matches("LeftJoin").count(), 2, "{shown}");
+    assert!(!shown.contains("Aggregate"), "{shown}");
+    assert!(!shown.contains("COALESCE"), "{shown}");
+    assert!(shown.contains("Filter (#1 > 0)"), "{shown}");
+    assert_eq!(
+        t.unique_keys,
+        vec![
+            UniqueKey {
+                relid: 2,
+                columns: vec!["id".into()]
+            },
+            UniqueKey {
+                relid: 3,
+                columns: vec!["b_id".into(), "id".into()]
+            }
+        ]
+    );
+    // Compared in WHERE: an inner join, as an aggregate's grouped form is.
+    let t = tree(
+        "SELECT a.id FROM public.a WHERE (a.x > ( SELECT b.y FROM public.b WHERE (b.id = a.g)))",
+    );
+    assert!(!show(&t.root).contains("Aggregate"), "{}", show(&t.root));
+    assert_eq!(t.unique_keys.len(), 1);
 }
