@@ -95,20 +95,16 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
             };
             Ok((defining_query, columns, sources, mutable, rewritten))
         })?;
-    let nondeterministic_collation = match rewritten.walked.nondeterministic_column {
-        Some((table, attnum)) => spi::one::<String>(
+    let nondeterministic_collation = match (
+        rewritten.walked.nondeterministic_column,
+        rewritten.walked.nondeterministic_collation,
+    ) {
+        (Some((table, attnum)), _) => spi::one::<String>(
             "SELECT pg_catalog.format('column %I of %s with the nondeterministic collation %I', a.attname, a.attrelid::pg_catalog.regclass, co.collname)
                FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
               WHERE a.attrelid = $1 AND a.attnum = $2",
             &[table.into(), attnum.into()],
         )?,
-        None => None,
-    };
-    let nondeterministic_collation = match (
-        nondeterministic_collation,
-        rewritten.walked.nondeterministic_collation,
-    ) {
-        (Some(column), _) => Some(column),
         (None, Some(oid)) => spi::one::<String>(
             "SELECT 'the nondeterministic collation ' OPERATOR(pg_catalog.||) oid::pg_catalog.regcollation::text FROM pg_catalog.pg_collation WHERE oid = $1",
             &[oid.into()],
@@ -254,6 +250,26 @@ unsafe extern "C-unwind" fn note_mutable(func: Oid, context: *mut std::ffi::c_vo
     false
 }
 
+/// The table column `var` reads, as (table, attribute number), given the range tables of the
+/// queries around it (innermost last); None for a system column or another range table entry (a
+/// subquery, a join, a CTE).
+///
+/// # Safety
+/// `var` is a valid Var of the innermost query of `rtables`, whose lists are valid.
+unsafe fn table_column(rtables: &[*mut pg_sys::List], var: *mut pg_sys::Var) -> Option<(Oid, i16)> {
+    // SAFETY: the caller's; the index is checked against the list's length.
+    unsafe {
+        let level = rtables.len().checked_sub(1 + (*var).varlevelsup as usize)?;
+        let rtable = rtables[level];
+        let index = (*var).varno - 1;
+        if (*var).varattno <= 0 || rtable.is_null() || index < 0 || index >= (*rtable).length {
+            return None;
+        }
+        let rte = (*(*rtable).elements.add(index as usize)).ptr_value as *mut pg_sys::RangeTblEntry;
+        ((*rte).rtekind == pg_sys::RTEKind::RTE_RELATION).then(|| ((*rte).relid, (*var).varattno))
+    }
+}
+
 /// Tree walker filling the [`Walked`] behind `context`.
 #[pg_guard]
 unsafe extern "C-unwind" fn walk_rewritten(
@@ -285,24 +301,8 @@ unsafe extern "C-unwind" fn walk_rewritten(
         if tag == T_Var && walked.nondeterministic_column.is_none() {
             let var = node as *mut pg_sys::Var;
             let collation = (*var).varcollid;
-            let level = walked
-                .rtables
-                .len()
-                .checked_sub(1 + (*var).varlevelsup as usize);
-            if collation != Oid::INVALID
-                && !pg_sys::get_collation_isdeterministic(collation)
-                && (*var).varattno > 0
-            {
-                if let Some(rtable) = level.map(|l| walked.rtables[l]) {
-                    let index = (*var).varno - 1;
-                    if !rtable.is_null() && index >= 0 && index < (*rtable).length {
-                        let rte = (*(*rtable).elements.add(index as usize)).ptr_value
-                            as *mut pg_sys::RangeTblEntry;
-                        if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
-                            walked.nondeterministic_column = Some(((*rte).relid, (*var).varattno));
-                        }
-                    }
-                }
+            if collation != Oid::INVALID && !pg_sys::get_collation_isdeterministic(collation) {
+                walked.nondeterministic_column = table_column(&walked.rtables, var);
             }
         }
         if tag == T_RangeTblEntry {
