@@ -76,18 +76,15 @@ pub fn auto_on_storage(view: Oid, storage: Oid) {
 pub fn on_unique_keys(storage: Oid, keys: &[UniqueKey]) -> PgtResult<()> {
     let mut wanted = Vec::new();
     for key in keys {
-        let index = spi::one::<Oid>(
-            "SELECT i.indexrelid FROM pg_catalog.pg_index i
-              WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
-                AND i.indpred IS NULL AND i.indexprs IS NULL
-                AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text)
-                       FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
-                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                      WHERE k.n <= i.indnkeyatts)
-                    = (SELECT pg_catalog.array_agg(c ORDER BY c) FROM pg_catalog.unnest($2::text[]) AS c)
-              ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1",
-            &[Oid::from(key.relid).into(), key.columns.clone().into()],
-        )?;
+        let sorted = |columns: &[String]| {
+            let mut c = columns.to_vec();
+            c.sort();
+            c
+        };
+        let index = unique_indexes(Oid::from(key.relid))?
+            .into_iter()
+            .find(|(_, columns)| sorted(columns) == sorted(&key.columns))
+            .map(|(index, _)| index);
         let Some(index) = index else {
             return Err(PgtError::new(
                 SqlState::ObjectNotInPrerequisiteState,
@@ -122,6 +119,27 @@ pub fn on_unique_keys(storage: Oid, keys: &[UniqueKey]) -> PgtResult<()> {
         record(relation(storage), relation(*index), normal);
     }
     Ok(())
+}
+
+/// The unique indexes of table `relid` that a lookup may rely on, with their key columns in index
+/// order, the primary key first: valid, immediate (not DEFERRABLE), not partial, over plain columns,
+/// and not an inheritance parent's (which does not cover the children a query reads with it).
+pub fn unique_indexes(relid: Oid) -> PgtResult<Vec<(Oid, Vec<String>)>> {
+    spi::rows(
+        "SELECT i.indexrelid,
+                (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.n)
+                   FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE k.n <= i.indnkeyatts) AS columns
+           FROM pg_catalog.pg_index i
+          WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c ON c.oid = h.inhparent
+                             WHERE h.inhparent = i.indrelid AND c.relkind = 'r')
+          ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid",
+        &[relid.into()],
+        |r| Ok((spi::col::<Oid>(r, "indexrelid")?, spi::col::<Vec<String>>(r, "columns")?)),
+    )
 }
 
 /// The storage table depends on the pg_trickle extension.

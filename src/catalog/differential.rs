@@ -543,22 +543,11 @@ impl Catalog for PgCatalog {
     }
 
     fn unique_keys(&self, relid: u32) -> Vec<Vec<String>> {
-        spi::rows(
-            "SELECT (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.n)
-                       FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
-                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                      WHERE k.n <= i.indnkeyatts) AS columns
-               FROM pg_catalog.pg_index i
-              WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
-                AND i.indpred IS NULL AND i.indexprs IS NULL
-                -- an inheritance parent's index does not cover its children, which it reads
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c ON c.oid = h.inhparent
-                                 WHERE h.inhparent = i.indrelid AND c.relkind = 'r')
-              ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid",
-            &[Oid::from(relid).into()],
-            |r| spi::col::<Vec<String>>(r, "columns"),
-        )
-        .unwrap_or_default()
+        super::depend::unique_indexes(Oid::from(relid))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, columns)| columns)
+            .collect()
     }
 
     fn is_aggregate(&self, name: &str) -> bool {
