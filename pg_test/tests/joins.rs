@@ -250,3 +250,77 @@ fn a_lookup_by_a_unique_key_is_maintained_as_a_left_join() {
         .collect();
     assert_eq!(left, ["lk_two_columns"]);
 }
+
+/// A table function in FROM (`FROM docs d, LATERAL jsonb_array_elements(d.body -> 'items') e`)
+/// expands each row of what is before it, so the delta of the expansion is the expansion of the
+/// delta: maintained DIFFERENTIAL, grouped or not, as a LEFT JOIN LATERAL too, with equal values that
+/// print differently (`1.5`, `1.50` in a jsonb array) shown as the query shows them. Until
+/// 2026-12-05 every table function in FROM was refused DIFFERENTIAL.
+#[test]
+fn table_functions_in_from_are_maintained_differentially() {
+    let mut db = TestDb::new("joins_table_functions");
+    db.exec(
+        "CREATE TABLE docs (id int PRIMARY KEY, tags text[], body jsonb, n int);
+         INSERT INTO docs SELECT i, ARRAY['t' || i % 3, 'u' || i % 2, 't' || i % 3],
+                jsonb_build_object('items', jsonb_build_array(i, i % 4, 'x'), 'k', i % 5), i % 4 - 1
+           FROM generate_series(1, 40) i;
+         CREATE FUNCTION noisy(int) RETURNS SETOF int LANGUAGE sql VOLATILE AS 'SELECT generate_series(1, $1)';",
+    );
+    let queries = [
+        (
+            "tf_rows",
+            "SELECT d.id, t.tag FROM docs d, unnest(d.tags) AS t(tag) WHERE t.tag <> 'u0'",
+        ),
+        (
+            "tf_grouped",
+            "SELECT t.tag, count(*) AS c, sum(d.id) AS s FROM docs d CROSS JOIN LATERAL unnest(d.tags) AS t(tag) GROUP BY t.tag",
+        ),
+        (
+            "tf_json",
+            "SELECT d.id, e.value AS item, k.key FROM docs d, jsonb_array_elements(d.body -> 'items') e, jsonb_object_keys(d.body) AS k(key)",
+        ),
+        (
+            "tf_left",
+            "SELECT d.id, g.i FROM docs d LEFT JOIN LATERAL generate_series(1, d.n) AS g(i) ON g.i > 1",
+        ),
+    ];
+    for (name, q) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', $q${q}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    for step in [
+        "UPDATE docs SET tags = ARRAY['u0', NULL, 'new'] WHERE id % 5 = 0",
+        "UPDATE docs SET body = '{\"items\": [1.5, 1.50, null, [1]], \"z\": {}}' WHERE id % 4 = 1",
+        "UPDATE docs SET body = jsonb_set(body, '{items,0}', '1.500'), n = n + 2 WHERE id % 4 = 1",
+        "UPDATE docs SET tags = '{}', body = NULL, n = NULL WHERE id % 6 = 0;
+         DELETE FROM docs WHERE id % 7 = 0;
+         INSERT INTO docs VALUES (100, NULL, '{\"items\": []}', 3), (101, ARRAY['t1'], '{\"items\": [\"s\"]}', 0)",
+    ] {
+        db.exec(step);
+        for (name, q) in queries {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+            assert_eq!(db.last_refresh(name).0, "DIFFERENTIAL", "{name}: {step}");
+            db.assert_shows_what_query_shows(name, q);
+        }
+    }
+
+    // A volatile table function is refused DIFFERENTIAL, named; a function as the first FROM item
+    // has nothing to expand.
+    for (query, reason) in [
+        (
+            "SELECT d.id, x.i FROM docs d, noisy(d.n) AS x(i)",
+            "noisy() (VOLATILE)",
+        ),
+        (
+            "SELECT g.i, d.id FROM generate_series(1, 3) g(i), docs d WHERE d.n = g.i",
+            "as the first item of a FROM list",
+        ),
+    ] {
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('tf_refused', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(e.code, "0A000", "{query}");
+        assert!(e.message.contains(reason), "{}", e.message);
+    }
+}

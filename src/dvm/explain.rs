@@ -58,6 +58,16 @@ fn write_node(node: &Node, depth: usize, out: &mut String) {
         ),
         Node::Distinct { .. } | Node::UnionAll { .. } => String::new(),
         Node::CteRef { id, .. } => format!("CTE #{id}"),
+        Node::Expand {
+            call, left_join, ..
+        } => match left_join {
+            None => format!("lateral {}", describe_expr(call)),
+            Some(on) => format!(
+                "left join lateral {} on {}",
+                describe_expr(call),
+                describe_expr(on)
+            ),
+        },
     };
     out.push_str(&format!(
         "{pad}{} [{} cols] {detail}\n",

@@ -92,6 +92,8 @@ fn scanned(node: &Node, pos: usize) -> Option<(&TableRef, &String)> {
             [ExprPart::Col(n)] => scanned(input, *n),
             _ => None,
         },
+        // A table function's own columns are no table's.
+        Node::Expand { input, .. } if pos < input.arity() => scanned(input, pos),
         _ => None,
     }
 }

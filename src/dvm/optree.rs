@@ -224,6 +224,19 @@ pub enum Node {
     UnionAll { inputs: Vec<Node> },
     /// A reference to `OpTree::ctes[id]`, whose output has `arity` columns.
     CteRef { id: usize, arity: usize },
+    /// A table function in FROM (`FROM t, LATERAL jsonb_array_elements(t.doc) AS e(value)`): each
+    /// row of `input` followed by each of the `columns` columns of the rows `call` (over the input's
+    /// columns) returns for it. Linear: a row's expansion depends on that row alone, so the delta of
+    /// an expansion is the expansion of the delta. `left_join` (over the output columns) is the ON of
+    /// `LEFT JOIN LATERAL f(..) ON ...`: an input row none of whose rows satisfies it is kept once,
+    /// its function columns NULL.
+    Expand {
+        input: Box<Node>,
+        call: Expr,
+        columns: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left_join: Option<Expr>,
+    },
 }
 
 impl Node {
@@ -242,6 +255,7 @@ impl Node {
             } => group_by.len() + aggregates.len(),
             Node::UnionAll { inputs } => inputs.first().map_or(0, Node::arity),
             Node::CteRef { arity, .. } => *arity,
+            Node::Expand { input, columns, .. } => input.arity() + columns,
         }
     }
 
@@ -252,6 +266,7 @@ impl Node {
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
+            | Node::Expand { input, .. }
             | Node::Distinct { input } => vec![input],
             Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => {
                 vec![left, right]
@@ -266,6 +281,7 @@ impl Node {
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
+            | Node::Expand { input, .. }
             | Node::Distinct { input } => vec![input],
             Node::Join { left, right, .. } | Node::SemiJoin { left, right, .. } => {
                 vec![left, right]
@@ -302,6 +318,7 @@ impl Node {
             Node::Distinct { .. } => "Distinct",
             Node::UnionAll { .. } => "UnionAll",
             Node::CteRef { .. } => "CteRef",
+            Node::Expand { .. } => "Expand",
         }
     }
 }

@@ -218,6 +218,10 @@ pub fn column_scale(tree: &OpTree, node: &Node, col: usize) -> Option<u64> {
         Node::Scan { types, .. } => type_scale(types.get(col)?),
         Node::Filter { input, .. } | Node::Distinct { input } => column_scale(tree, input, col),
         Node::SemiJoin { left, .. } => column_scale(tree, left, col),
+        // A function's values have whatever scale it gives them.
+        Node::Expand { input, .. } => (col < input.arity())
+            .then(|| column_scale(tree, input, col))
+            .flatten(),
         Node::Project { input, exprs } => over(input, exprs.get(col)?),
         Node::Join { left, right, .. } => match col.checked_sub(left.arity()) {
             None => column_scale(tree, left, col),

@@ -175,6 +175,28 @@ pub const SHAPES: &[Shape] = &[
                 (SELECT sum(a.v) * 2 FROM a WHERE a.k = c.k AND a.g = c.q) AS sv
            FROM c WHERE c.q > 0",
     ),
+    // Table functions in FROM, each expanding the rows before it (LATERAL): duplicates, NULLs,
+    // empty expansions, a LEFT JOIN LATERAL, a join after the function, values that print differently.
+    shape(
+        "srf_unnest",
+        "SELECT a.k AS k, u.x AS x, a.v AS v FROM a, unnest(ARRAY[a.k, a.g, a.k]) AS u(x) WHERE u.x IS NOT NULL AND a.v > -5",
+    ),
+    shape(
+        "srf_series_grouped",
+        "SELECT g.n AS n, count(*) AS n_rows, sum(c.id) AS sid FROM c, generate_series(1, c.q) AS g(n) GROUP BY g.n",
+    ),
+    shape(
+        "srf_left_join",
+        "SELECT c.id AS id, s.part AS part FROM c LEFT JOIN LATERAL string_to_table(c.name, 'x') AS s(part) ON s.part <> ''",
+    ),
+    shape(
+        "srf_join_after",
+        "SELECT a.k AS k, g.n AS n, b.w AS w FROM a, generate_series(a.k, a.k + 1) AS g(n) JOIN b ON b.k = g.n WHERE b.lo = a.g",
+    ),
+    shape(
+        "srf_repr",
+        "SELECT r.id AS id, u.y AS y FROM r CROSS JOIN LATERAL unnest(ARRAY[r.x, r.x * 2]) AS u(y) WHERE r.k IS NOT NULL",
+    ),
     // Lookups by c's primary key (at most one row each, NULL when missing): read as left joins.
     shape("lookup_select", "SELECT a.k AS k, a.v AS v, (SELECT c.name FROM c WHERE c.id = a.k) AS cname FROM a"),
     shape(

@@ -5,13 +5,14 @@
 use std::ops::Range;
 
 use sqlparser::ast::{
-    JoinConstraint, JoinOperator, ObjectName, TableAlias, TableFactor, TableWithJoins,
+    FunctionArg, FunctionArgExpr, JoinConstraint, JoinOperator, ObjectName, TableAlias,
+    TableFactor, TableWithJoins,
 };
 
 use super::scope::{Item, Layout, Source};
 use super::template::{and_all, as_conjunct, conjuncts, equals, ident_name, name_parts};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Relation, Result};
-use crate::dvm::optree::{Expr, JoinKind, Node, TableRef};
+use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, TableRef};
 
 /// Expressions hold symbols until the layout is known.
 pub(super) enum FromTree {
@@ -29,6 +30,17 @@ pub(super) enum FromTree {
         input: Box<FromTree>,
         predicates: Vec<Expr>,
     },
+    /// A table function that reads `input`'s items (`input, LATERAL f(..)`), FROM item `item` with
+    /// `columns` columns: [`Node::Expand`]. `on` is the join condition as conjuncts, a filter above
+    /// it unless `left_join`.
+    Expand {
+        input: Box<FromTree>,
+        item: usize,
+        columns: usize,
+        call: Expr,
+        on: Vec<Expr>,
+        left_join: bool,
+    },
 }
 
 impl FromTree {
@@ -36,13 +48,13 @@ impl FromTree {
         match self {
             FromTree::Item(i) => *i,
             FromTree::Join { left, .. } => left.first_item(),
-            FromTree::Filter { input, .. } => input.first_item(),
+            FromTree::Filter { input, .. } | FromTree::Expand { input, .. } => input.first_item(),
         }
     }
 
     fn last_item(&self) -> usize {
         match self {
-            FromTree::Item(i) => *i,
+            FromTree::Item(i) | FromTree::Expand { item: i, .. } => *i,
             FromTree::Join { right, .. } => right.last_item(),
             FromTree::Filter { input, .. } => input.last_item(),
         }
@@ -61,27 +73,74 @@ struct Side {
     merged: Vec<(String, usize)>,
 }
 
+/// A table function in FROM, its arguments read: `name(args) AS alias(names)`.
+struct TableFunction {
+    name: String,
+    alias: String,
+    names: Vec<String>,
+    call: Expr,
+}
+
 impl Analyzer<'_> {
     /// Reads the FROM list into the current block's scope; `a, b` is a cross join.
     pub(super) fn from_clause(&mut self, from: &[TableWithJoins]) -> Result<FromTree> {
-        let mut tree = None;
+        let mut tree: Option<Side> = None;
         for table in from {
+            // `a, LATERAL f(a.x) [JOIN ...]`: the function expands what is left of it.
+            if starts_with_function(&table.relation) {
+                if let Some(before) = tree.take() {
+                    tree = Some(self.lateral(before, table)?);
+                    continue;
+                }
+            }
             let side = self.table_with_joins(table)?;
             tree = Some(match tree {
-                None => side.tree,
-                Some(left) => FromTree::Join {
-                    kind: JoinKind::Inner,
-                    left: Box::new(left),
-                    right: Box::new(side.tree),
-                    on: vec![],
+                None => side,
+                Some(left) => Side {
+                    items: left.items.start..side.items.end,
+                    tree: FromTree::Join {
+                        kind: JoinKind::Inner,
+                        left: Box::new(left.tree),
+                        right: Box::new(side.tree),
+                        on: vec![],
+                    },
+                    merged: Vec::new(),
                 },
             });
         }
-        tree.ok_or_else(|| AnalyzeError::Unsupported("SELECT without FROM".into()))
+        tree.map(|side| side.tree)
+            .ok_or_else(|| AnalyzeError::Unsupported("SELECT without FROM".into()))
+    }
+
+    /// `before, table` where `table` starts with a table function, maybe inside parentheses
+    /// (`a, (LATERAL f(a.x) JOIN b ON ...)`, as PostgreSQL prints it): the function expands
+    /// `before`, then `table`'s joins follow. Their conditions read neither `before` (PostgreSQL
+    /// would have refused them) nor anything but what they join, so the bracketing is the same.
+    fn lateral(&mut self, before: Side, table: &TableWithJoins) -> Result<Side> {
+        let side = match &table.relation {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => self.lateral(before, table_with_joins)?,
+            factor => match self.table_function(factor)? {
+                Some(function) => {
+                    self.expand(before, function, JoinKind::Inner, &JoinConstraint::None)?
+                }
+                None => return invalid("a FROM item that is not a table function"),
+            },
+        };
+        self.joins(side, table)
     }
 
     fn table_with_joins(&mut self, table: &TableWithJoins) -> Result<Side> {
-        let mut left = self.factor(&table.relation)?;
+        if let Some(function) = self.table_function(&table.relation)? {
+            return first_item(&function);
+        }
+        let left = self.factor(&table.relation)?;
+        self.joins(left, table)
+    }
+
+    /// `left` joined with each of `table`'s joins in turn.
+    fn joins(&mut self, mut left: Side, table: &TableWithJoins) -> Result<Side> {
         for join in &table.joins {
             let (kind, constraint) = match &join.join_operator {
                 JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
@@ -92,6 +151,10 @@ impl Analyzer<'_> {
                 JoinOperator::FullOuter(c) => (JoinKind::Full, c),
                 _ => return invalid("a join type PostgreSQL does not have"),
             };
+            if let Some(function) = self.table_function(&join.relation)? {
+                left = self.expand(left, function, kind, constraint)?;
+                continue;
+            }
             let right = self.factor(&join.relation)?;
             left = self.join(left, right, kind, constraint)?;
         }
@@ -154,6 +217,150 @@ impl Analyzer<'_> {
             items: left.items.start..right.items.end,
             merged,
         })
+    }
+
+    /// `input` joined with a table function that may read it (LATERAL): its rows, each followed by
+    /// each row the function returns for it ([`FromTree::Expand`]).
+    fn expand(
+        &mut self,
+        input: Side,
+        function: TableFunction,
+        kind: JoinKind,
+        constraint: &JoinConstraint,
+    ) -> Result<Side> {
+        let columns = function.names.len();
+        let item = self
+            .leaf(Item::new(function.alias, function.names, Source::Function))
+            .items
+            .start;
+        let (on, left_join) = match (kind, constraint) {
+            (JoinKind::Inner, JoinConstraint::None) => (vec![], false),
+            (JoinKind::Inner, JoinConstraint::On(expr)) => (
+                conjuncts(expr)
+                    .into_iter()
+                    .map(|c| Ok(as_conjunct(c, self.render(c, "a JOIN condition")?)))
+                    .collect::<Result<Vec<_>>>()?,
+                false,
+            ),
+            (JoinKind::Left, JoinConstraint::On(expr)) => {
+                (vec![self.render(expr, "a JOIN condition")?], true)
+            }
+            (JoinKind::Inner | JoinKind::Left, _) => {
+                return unsupported(format!(
+                    "a join with table function {}() other than by ON",
+                    function.name
+                ))
+            }
+            (JoinKind::Right | JoinKind::Full, _) => {
+                return unsupported(format!(
+                    "RIGHT or FULL JOIN with table function {}()",
+                    function.name
+                ))
+            }
+        };
+        Ok(Side {
+            items: input.items.start..item + 1,
+            tree: FromTree::Expand {
+                input: Box::new(input.tree),
+                item,
+                columns,
+                call: function.call,
+                on,
+                left_join,
+            },
+            merged: input.merged,
+        })
+    }
+
+    /// The table function a FROM item calls (None: the item is something else), its arguments
+    /// read in the scope of the items before it. PostgreSQL's normalised SQL names every column of
+    /// a function item (`jsonb_each(t.doc) e(key, value)`).
+    fn table_function(&mut self, factor: &TableFactor) -> Result<Option<TableFunction>> {
+        let unnest_args: Vec<FunctionArg>;
+        let unnest_name: ObjectName;
+        let (name, args, alias) = match factor {
+            TableFactor::Function {
+                name, args, alias, ..
+            } => (name, &args[..], alias),
+            // `unnest(a [, b ...])`, which the parser reads as the UNNEST keyword.
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset,
+                with_ordinality,
+                ..
+            } => {
+                if *with_offset || *with_ordinality {
+                    return unsupported("WITH ORDINALITY on table function unnest()");
+                }
+                unnest_args = array_exprs
+                    .iter()
+                    .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e.clone())))
+                    .collect();
+                unnest_name = ObjectName::from(vec![sqlparser::ast::Ident::new("unnest")]);
+                (&unnest_name, &unnest_args[..], alias)
+            }
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                with_ordinality,
+                sample,
+                ..
+            } => {
+                if *with_ordinality {
+                    return unsupported(format!("WITH ORDINALITY on table function {name}()"));
+                }
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE");
+                }
+                (name, &args.args[..], alias)
+            }
+            _ => return Ok(None),
+        };
+        let Some(alias) = alias.as_ref().filter(|a| !a.columns.is_empty()) else {
+            return invalid(format!("table function {name}() without column names"));
+        };
+        if alias.columns.iter().any(|c| c.data_type.is_some()) {
+            return unsupported(format!(
+                "a column definition list on table function {name}()"
+            ));
+        }
+        let mut call = vec![ExprPart::Sql(format!("{name}("))];
+        for (i, arg) in args.iter().enumerate() {
+            if i > 0 {
+                call.push(ExprPart::Sql(", ".into()));
+            }
+            // `name => value` keeps its name.
+            let (prefix, value) = match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(value)) => (String::new(), value),
+                FunctionArg::Named {
+                    name: arg_name,
+                    arg: FunctionArgExpr::Expr(value),
+                    operator,
+                } => (format!("{arg_name} {operator} "), value),
+                FunctionArg::ExprNamed {
+                    name: arg_name,
+                    arg: FunctionArgExpr::Expr(value),
+                    operator,
+                } => (format!("{arg_name} {operator} "), value),
+                other => {
+                    return unsupported(format!("argument {other} of table function {name}()"))
+                }
+            };
+            call.push(ExprPart::Sql(prefix));
+            let rendered = self.render(value, "a table function's arguments")?;
+            call.push(ExprPart::Sql("(".into()));
+            call.extend(rendered.parts);
+            call.push(ExprPart::Sql(")".into()));
+        }
+        call.push(ExprPart::Sql(")".into()));
+        Ok(Some(TableFunction {
+            name: name.to_string(),
+            alias: ident_name(&alias.name),
+            names: alias.columns.iter().map(|c| ident_name(&c.name)).collect(),
+            call: Expr { parts: call },
+        }))
     }
 
     /// The symbol of a USING column on one side: a column merged by an inner USING join, else the
@@ -318,6 +525,8 @@ impl Analyzer<'_> {
                         }
                     }
                     Source::Node(node) => node,
+                    // Built by its FromTree::Expand.
+                    Source::Function => return None,
                 })
             })
             .collect();
@@ -354,6 +563,42 @@ impl Analyzer<'_> {
                     null_types: Vec::new(),
                 })
             }
+            FromTree::Expand {
+                input,
+                columns,
+                call,
+                on,
+                left_join,
+                ..
+            } => {
+                let start = layout.offset(input.first_item());
+                let input = self.build_tree(*input, layout, leaves)?;
+                let arity = input.arity();
+                // The call reads the items before the function, nothing else.
+                let call = self.place(&call, |sym| {
+                    layout
+                        .position(sym)?
+                        .checked_sub(start)
+                        .filter(|&p| p < arity)
+                })?;
+                let on = and_all(on)
+                    .map(|on| self.place_from(&on, layout, start))
+                    .transpose()?;
+                let expand = |left_join| Node::Expand {
+                    input: Box::new(input),
+                    call,
+                    columns,
+                    left_join,
+                };
+                Ok(match (on, left_join) {
+                    (on, true) => expand(on),
+                    (Some(predicate), false) => Node::Filter {
+                        input: Box::new(expand(None)),
+                        predicate,
+                    },
+                    (None, false) => expand(None),
+                })
+            }
             FromTree::Filter { input, predicates } => {
                 let start = layout.offset(input.first_item());
                 let input = self.build_tree(*input, layout, leaves)?;
@@ -372,6 +617,28 @@ impl Analyzer<'_> {
     fn place_from(&self, expr: &Expr, layout: &Layout, start: usize) -> Result<Expr> {
         self.place(expr, |sym| layout.position(sym)?.checked_sub(start))
     }
+}
+
+/// Whether a FROM item is a table function, or a parenthesised join that starts with one.
+fn starts_with_function(factor: &TableFactor) -> bool {
+    match factor {
+        TableFactor::Function { .. }
+        | TableFactor::UNNEST { .. }
+        | TableFactor::Table { args: Some(_), .. } => true,
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } => starts_with_function(&table_with_joins.relation),
+        _ => false,
+    }
+}
+
+/// A table function must follow what it reads: as the first FROM item it would have no input.
+fn first_item<T>(function: &TableFunction) -> Result<T> {
+    unsupported(format!(
+        "table function {}() as the first item of a FROM list",
+        function.name
+    ))
 }
 
 /// Applies an alias's column list (`t(c1, c2)`), which renames the first columns.

@@ -118,7 +118,47 @@ impl Analyzer<'_> {
                     preds,
                 )
             }
+            expand @ FromTree::Expand { .. } => self.sink_into_expansion(expand, preds, scope),
             tree => filtered(tree, preds),
+        }
+    }
+
+    /// A table function's expansion with `preds` placed: what reads only the function's input
+    /// filters the input; the rest, and the condition of an inner join with the function (a filter
+    /// over both), filter the expansion. A LEFT JOIN's condition stays where it is.
+    fn sink_into_expansion(
+        &self,
+        mut tree: FromTree,
+        preds: Vec<Pred>,
+        scope: ScopeId,
+    ) -> FromTree {
+        let FromTree::Expand {
+            input,
+            on,
+            left_join,
+            ..
+        } = &mut tree
+        else {
+            return filtered(tree, preds);
+        };
+        let mut preds = preds;
+        if !*left_join {
+            preds.extend(on.drain(..).map(|expr| {
+                let items = self.items_read(&expr, scope).unwrap_or_default();
+                Pred { expr, items }
+            }));
+        }
+        let inside = input.items();
+        let (below, above): (Vec<Pred>, Vec<Pred>) = preds
+            .into_iter()
+            .partition(|p| !p.items.is_empty() && p.items.iter().all(|i| inside.contains(i)));
+        let unsunk = std::mem::replace(input.as_mut(), FromTree::Item(0));
+        **input = self.sink(unsunk, below, scope);
+        if *left_join {
+            filtered(tree, above)
+        } else {
+            on.extend(above.into_iter().map(|p| p.expr));
+            tree
         }
     }
 

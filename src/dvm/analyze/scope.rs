@@ -21,6 +21,8 @@ pub(super) enum Source {
     },
     /// Anything already analysed: a subquery, a view, a CTE reference. All its columns are output.
     Node(Node),
+    /// A table function (`FromTree::Expand` holds its call).
+    Function,
 }
 
 pub(super) struct Item {
@@ -107,7 +109,7 @@ impl Layout {
             .items
             .iter()
             .map(|item| {
-                let dense = matches!(item.source, Source::Node(_));
+                let dense = matches!(item.source, Source::Node(_) | Source::Function);
                 item.used
                     .iter()
                     .map(|&used| {

@@ -104,7 +104,11 @@ pub(super) fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
             .ctes
             .get(*id)
             .map_or_else(Vec::new, |cte| known_types(tree, cte)),
-        Node::Aggregate { .. } | Node::Distinct { .. } | Node::UnionAll { .. } => Vec::new(),
+        // A table function's column types are PostgreSQL's to know.
+        Node::Aggregate { .. }
+        | Node::Distinct { .. }
+        | Node::UnionAll { .. }
+        | Node::Expand { .. } => Vec::new(),
     }
 }
 
@@ -328,9 +332,60 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
                 .collect::<PgtResult<Vec<_>>>()?,
         ),
         Node::CteRef { id, .. } => new_sql(tree, cte(tree, *id)?, ctx)?,
+        Node::Expand { .. } => expansion(tree, node, ctx, Rows::Current)?,
     };
     ctx.opt.depth -= 1;
     Ok(sql)
+}
+
+/// Which rows of an input a rule reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Current,
+    Delta,
+}
+
+/// The rows of a [`Node::Expand`] over its input's current rows, or over its delta's (each
+/// expanded row keeping its input row's weight). The input is FROM item `e`, the function's rows
+/// `x(x0, ..)`.
+fn expansion(tree: &OpTree, node: &Node, ctx: &mut DiffContext, rows: Rows) -> PgtResult<String> {
+    let Node::Expand {
+        input,
+        call,
+        columns,
+        left_join,
+    } = node
+    else {
+        return Err(PgtError::internal("an expansion of something else"));
+    };
+    let (a, f) = (ctx.alias("e"), ctx.alias("x"));
+    let inner = match rows {
+        Rows::Current => new_sql(tree, input, ctx)?,
+        Rows::Delta => delta_sql(tree, input, ctx)?,
+    };
+    let la = input.arity();
+    let column = |i: usize| {
+        if i < la {
+            format!("{a}.c{i}")
+        } else {
+            format!("{f}.x{}", i - la)
+        }
+    };
+    let mut items = named((0..la + columns).map(column).collect());
+    if rows == Rows::Delta {
+        items = with_weight(items, &format!("{a}.{W}"));
+    }
+    let names: Vec<String> = (0..*columns).map(|i| format!("x{i}")).collect();
+    let call = call.render(&|i| format!("{a}.c{i}"));
+    let join = match left_join {
+        None => format!("CROSS JOIN LATERAL {call} AS {f}({})", names.join(", ")),
+        Some(on) => format!(
+            "LEFT JOIN LATERAL {call} AS {f}({}) ON {}",
+            names.join(", "),
+            on.render(&column)
+        ),
+    };
+    Ok(format!("{} FROM ({inner}) AS {a} {join}", select(&items)))
 }
 
 /// `exprs` over the delta rows of `inner` (aliased `a`), each row keeping its weight.
@@ -510,6 +565,8 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
             };
             format!("SELECT * FROM {name}")
         }
+        // Each changed row expands as it did or does in the current state: weights pass through.
+        Node::Expand { .. } => expansion(tree, node, ctx, Rows::Delta)?,
     };
     ctx.opt.depth -= 1;
     Ok(sql)

@@ -183,6 +183,19 @@ fn visit_shown(node: &Node, shown: &[bool], f: &mut dyn FnMut(&Node, &[bool])) {
             visit_shown(left, shown, f);
             visit_shown(right, &vec![false; right.arity()], f);
         }
+        // A shown function column may carry the values of what the call reads (`unnest(t.amounts)`).
+        Node::Expand { input, call, .. } => {
+            let la = input.arity();
+            let mut used: Vec<bool> = (0..la).map(|i| is_shown(shown, i)).collect();
+            if (la..node.arity()).any(|i| is_shown(shown, i)) {
+                for i in call.columns() {
+                    if let Some(u) = used.get_mut(i) {
+                        *u = true;
+                    }
+                }
+            }
+            visit_shown(input, &used, f);
+        }
         Node::Aggregate {
             input,
             group_by,

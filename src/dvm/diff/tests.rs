@@ -242,6 +242,45 @@ fn filter_and_project_pass_weights_through() {
 }
 
 #[test]
+fn a_table_function_expands_each_changed_row_with_its_weight() {
+    let call = |n: usize| Expr {
+        parts: vec![
+            ExprPart::Sql("pg_catalog.unnest(".into()),
+            ExprPart::Col(n),
+            ExprPart::Sql(")".into()),
+        ],
+    };
+    let t = tree(Node::Expand {
+        input: Box::new(scan(10, "t", &["id", "tags"])),
+        call: call(1),
+        columns: 1,
+        left_join: None,
+    });
+    let sql = delta(&t, &mut ctx(&[10], &[]));
+    // Only the batch is expanded, never the table; the function's column follows the input's.
+    assert!(!sql.contains("\"public\".\"t\""), "{sql}");
+    assert!(
+        sql.contains("e1.c0 AS c0, e1.c1 AS c1, x2.x0 AS c2, e1.__pgt_w AS __pgt_w")
+            && sql.contains("CROSS JOIN LATERAL pg_catalog.unnest(e1.c1) AS x2(x0)"),
+        "{sql}"
+    );
+
+    let left = tree(Node::Expand {
+        input: Box::new(scan(10, "t", &["id", "tags"])),
+        call: call(1),
+        columns: 1,
+        left_join: Some(Expr {
+            parts: vec![ExprPart::Col(2), ExprPart::Sql(" <> ''".into())],
+        }),
+    });
+    let sql = delta(&left, &mut ctx(&[10], &[]));
+    assert!(
+        sql.contains("LEFT JOIN LATERAL pg_catalog.unnest(e1.c1) AS x2(x0) ON x2.x0 <> ''"),
+        "{sql}"
+    );
+}
+
+#[test]
 fn an_inner_join_has_three_terms_when_both_sides_changed() {
     let t = a_join_b();
     let sql = delta(&t, &mut ctx(&[10, 20], &[]));

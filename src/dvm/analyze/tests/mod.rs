@@ -3,6 +3,7 @@
 
 mod aggregates;
 mod examples;
+mod functions;
 mod joins;
 mod pushdown;
 mod relations;
@@ -153,6 +154,15 @@ fn write(node: &Node, depth: usize, out: &mut String) {
         Node::Distinct { .. } => "Distinct".into(),
         Node::UnionAll { .. } => "UnionAll".into(),
         Node::CteRef { id, arity } => format!("CteRef {id} ({arity})"),
+        Node::Expand {
+            call,
+            columns,
+            left_join,
+            ..
+        } => match left_join {
+            None => format!("Expand {} ({columns})", r(call)),
+            Some(on) => format!("LeftExpand {} ({columns}) {}", r(call), r(on)),
+        },
     };
     out.push_str(&"  ".repeat(depth));
     out.push_str(&line);

@@ -110,11 +110,19 @@ fn row_sources_other_than_relations_and_selects() {
     assert_eq!(unsupported("VALUES (1), (2)"), "VALUES list");
     assert_eq!(
         unsupported("SELECT g.i FROM generate_series(1, 10) g(i)"),
-        "table function generate_series() in FROM"
+        "table function generate_series() as the first item of a FROM list"
     );
     assert_eq!(
-        unsupported("SELECT u.e FROM unnest(ARRAY[1, 2]) u(e)"),
-        "table function unnest() in FROM"
+        unsupported("SELECT u.e, a.id FROM pg_catalog.unnest(ARRAY[1, 2]) u(e), public.a"),
+        "table function pg_catalog.unnest() as the first item of a FROM list"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, u.e FROM public.a RIGHT JOIN LATERAL pg_catalog.unnest(ARRAY[a.x]) u(e) ON true"),
+        "RIGHT or FULL JOIN with table function pg_catalog.unnest()"
+    );
+    assert_eq!(
+        unsupported("SELECT a.id, r.f FROM public.a, LATERAL public.f(a.x) r(f integer)"),
+        "a column definition list on table function public.f()"
     );
     assert_eq!(unsupported("SELECT 1 AS one"), "SELECT without FROM");
     assert_eq!(

@@ -1,0 +1,102 @@
+//! Table functions in FROM: each expands the rows before it (`Expand`), reading their columns.
+//! Table columns in the stub catalog: a [id, x, g], b [id, y, a_id].
+
+use super::{assert_tree, tree};
+
+#[test]
+fn a_lateral_function_expands_the_items_before_it() {
+    let t = tree("SELECT a.id, u.e FROM public.a, LATERAL pg_catalog.unnest(a.g) u(e)");
+    // Layout: a [id, g] 0-1, u [e] 2.
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #2
+          Expand pg_catalog.unnest((#1)) (1)
+            Scan public.a [id, g]
+        ",
+    );
+}
+
+#[test]
+fn conditions_on_the_input_go_below_the_function_and_the_others_above() {
+    let t = tree(
+        "SELECT a.id, e.key, e.value FROM public.a CROSS JOIN LATERAL pg_catalog.jsonb_each(a.g) e(key, value)
+  WHERE ((a.x > 5) AND (e.key <> 'k'::text))",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3; #4
+          Filter (#3 <> 'k'::TEXT)
+            Expand pg_catalog.jsonb_each((#2)) (2)
+              Filter (#1 > 5)
+                Scan public.a [id, x, g]
+        ",
+    );
+}
+
+#[test]
+fn a_join_after_the_function_sees_its_columns_and_named_arguments_are_kept() {
+    let t = tree(
+        "SELECT b.y, s.n FROM public.a, LATERAL pg_catalog.generate_series(1, a.x, step => 2) s(n)
+     JOIN public.b ON b.id = s.n WHERE (b.a_id = a.id)",
+    );
+    // Layout: a [id, x] 0-1, s [n] 2, b [id, y, a_id] 3-5.
+    assert_tree(
+        &t.root,
+        "
+        Project #4; #2
+          InnerJoin (#3 = #2) AND (#5 = #0)
+            Expand pg_catalog.generate_series((1), (#1), step => (2)) (1)
+              Scan public.a [id, x]
+            Scan public.b [id, y, a_id]
+        ",
+    );
+}
+
+#[test]
+fn a_left_join_keeps_its_condition_on_the_function() {
+    let t = tree(
+        "SELECT a.id, u.e FROM (public.a LEFT JOIN LATERAL pg_catalog.unnest(a.g) u(e) ON ((u.e > a.x))) WHERE (a.id > 0)",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3
+          LeftExpand pg_catalog.unnest((#2)) (1) ((#3 > #1))
+            Filter (#0 > 0)
+              Scan public.a [id, x, g]
+        ",
+    );
+}
+
+#[test]
+fn a_parenthesised_join_that_starts_with_a_function_expands_the_items_before_it() {
+    let t = tree(
+        "SELECT a.id, u.e, b.y FROM public.a, (LATERAL pg_catalog.unnest(a.g) u(e) JOIN public.b ON ((b.id = u.e)))",
+    );
+    // Layout: a [id, g] 0-1, u [e] 2, b [id, y] 3-4.
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #2; #4
+          InnerJoin ((#3 = #2))
+            Expand pg_catalog.unnest((#1)) (1)
+              Scan public.a [id, g]
+            Scan public.b [id, y]
+        ",
+    );
+}
+
+#[test]
+fn unnest_read_as_a_keyword_is_the_same_function() {
+    let t = tree("SELECT a.id, u.e FROM public.a, unnest(ARRAY[a.x, 2]) u(e)");
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #2
+          Expand unnest((ARRAY[#1, 2])) (1)
+            Scan public.a [id, x]
+        ",
+    );
+}
