@@ -68,6 +68,8 @@ pub struct QueryAnalysis {
     /// Every relation the query reads, views expanded at any depth (tables, partitioned tables,
     /// materialized views, foreign tables, system catalogs — those have no pg_depend entries).
     pub relations_read: Vec<Oid>,
+    /// A set-returning function called in a select list (views included), named as `f()`.
+    pub set_returning_in_select_list: Option<String>,
 }
 
 /// Validates and analyses a defining query. Leaves nothing behind (the probe view is dropped).
@@ -137,6 +139,13 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
         non_immutable_functions,
         nondeterministic_collation,
         relations_read: rewritten.walked.relations,
+        set_returning_in_select_list: match rewritten.walked.set_returning {
+            Some(f) => spi::one::<String>(
+                "SELECT $1::pg_catalog.regproc::pg_catalog.text OPERATOR(pg_catalog.||) '()'",
+                &[f.into()],
+            )?,
+            None => None,
+        },
     })
 }
 
@@ -228,6 +237,9 @@ struct Walked {
     /// The first few functions an expression calls that are not IMMUTABLE (an operator's, a cast's
     /// or a type's output function included), by OID.
     mutable_functions: Vec<Oid>,
+    /// The first set-returning function a select list calls (`hasTargetSRFs`), by OID. Functions in
+    /// FROM are range table entries, not seen here.
+    set_returning: Option<Oid>,
 }
 
 /// How many non-immutable functions an error message names at most.
@@ -270,6 +282,37 @@ unsafe fn table_column(rtables: &[*mut pg_sys::List], var: *mut pg_sys::Var) -> 
     }
 }
 
+/// Expression walker noting in the `Option<Oid>` behind `context` the first set-returning function
+/// or operator it meets, and stopping there. Subqueries are their own queries: not entered.
+#[pg_guard]
+unsafe extern "C-unwind" fn find_set_returning(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    use pg_sys::NodeTag::*;
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node of an analysed query tree and `context` the caller's Option.
+    unsafe {
+        let found = &mut *(context as *mut Option<Oid>);
+        match (*node).type_ {
+            T_Query => return false,
+            T_FuncExpr if (*(node as *mut pg_sys::FuncExpr)).funcretset => {
+                *found = Some((*(node as *mut pg_sys::FuncExpr)).funcid);
+                return true;
+            }
+            // (An analysed tree need not have filled in opfuncid yet.)
+            T_OpExpr if (*(node as *mut pg_sys::OpExpr)).opretset => {
+                *found = Some(pg_sys::get_opcode((*(node as *mut pg_sys::OpExpr)).opno));
+                return true;
+            }
+            _ => {}
+        }
+        pg_sys::expression_tree_walker(node, Some(find_set_returning), context)
+    }
+}
+
 /// Tree walker filling the [`Walked`] behind `context`.
 #[pg_guard]
 unsafe extern "C-unwind" fn walk_rewritten(
@@ -286,6 +329,13 @@ unsafe extern "C-unwind" fn walk_rewritten(
         let tag = (*node).type_;
         if tag == T_Query {
             let query = node as *mut pg_sys::Query;
+            if (*query).hasTargetSRFs && walked.set_returning.is_none() {
+                pg_sys::expression_tree_walker(
+                    (*query).targetList as *mut pg_sys::Node,
+                    Some(find_set_returning),
+                    (&mut walked.set_returning as *mut Option<Oid>).cast(),
+                );
+            }
             walked.rtables.push((*query).rtable);
             // A join's alias list names every column of both sides, read or not: not walked. (A Var
             // of a merged USING column refers to the join; its collation is still seen.)

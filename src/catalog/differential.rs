@@ -89,6 +89,12 @@ fn differential_tree(
     if let Some(description) = analysis.non_immutable_functions.first() {
         return Ok(Err(description.clone()));
     }
+    // One select-list row becomes several: the engine keeps no such operator (in FROM it does).
+    if let Some(function) = &analysis.set_returning_in_select_list {
+        return Ok(Err(format!(
+            "set-returning function {function} in a select list (call it in FROM: `FROM t, LATERAL f(t.x) AS r(x)`)"
+        )));
+    }
     // A column the query does not read is no obstacle: change rows are consolidated by the columns
     // a delta reads.
     if let Some(what) = &analysis.nondeterministic_collation {

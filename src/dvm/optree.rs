@@ -226,7 +226,7 @@ pub enum Node {
     CteRef { id: usize, arity: usize },
     /// A table function in FROM (`FROM t, LATERAL jsonb_array_elements(t.doc) AS e(value)`): each
     /// row of `input` followed by each of the `columns` columns of the rows `call` (over the input's
-    /// columns) returns for it. Linear: a row's expansion depends on that row alone, so the delta of
+    /// columns, as a FROM item: `f(..) [WITH ORDINALITY]`) returns for it. Linear: a row's expansion depends on that row alone, so the delta of
     /// an expansion is the expansion of the delta. `left_join` (over the output columns) is the ON of
     /// `LEFT JOIN LATERAL f(..) ON ...`: an input row none of whose rows satisfies it is kept once,
     /// its function columns NULL.

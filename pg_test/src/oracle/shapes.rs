@@ -194,8 +194,16 @@ pub const SHAPES: &[Shape] = &[
         "SELECT a.k AS k, g.n AS n, b.w AS w FROM a, generate_series(a.k, a.k + 1) AS g(n) JOIN b ON b.k = g.n WHERE b.lo = a.g",
     ),
     shape(
+        "srf_values",
+        "SELECT c.id AS id, m.label AS label FROM c JOIN (VALUES (0, 'zero'), (1, 'one'), (1, 'uno'), (NULL, 'none')) AS m(q, label) ON m.q = c.q",
+    ),
+    shape(
+        "srf_values_unpivot",
+        "SELECT a.k AS k, u.col AS col, u.val AS val FROM a, LATERAL (VALUES ('k', a.k), ('g', a.g), ('none', NULL)) AS u(col, val) WHERE u.val IS DISTINCT FROM 3",
+    ),
+    shape(
         "srf_repr",
-        "SELECT r.id AS id, u.y AS y FROM r CROSS JOIN LATERAL unnest(ARRAY[r.x, r.x * 2]) AS u(y) WHERE r.k IS NOT NULL",
+        "SELECT r.id AS id, u.y AS y, u.i AS i FROM r CROSS JOIN LATERAL unnest(ARRAY[r.x, r.x * 2]) WITH ORDINALITY AS u(y, i) WHERE r.k IS NOT NULL",
     ),
     // Lookups by c's primary key (at most one row each, NULL when missing): read as left joins.
     shape("lookup_select", "SELECT a.k AS k, a.v AS v, (SELECT c.name FROM c WHERE c.id = a.k) AS cname FROM a"),

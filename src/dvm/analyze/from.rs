@@ -5,12 +5,12 @@
 use std::ops::Range;
 
 use sqlparser::ast::{
-    FunctionArg, FunctionArgExpr, JoinConstraint, JoinOperator, ObjectName, TableAlias,
-    TableFactor, TableWithJoins,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, JoinConstraint, JoinOperator, ObjectName,
+    SetExpr, TableAlias, TableFactor, TableWithJoins,
 };
 
 use super::scope::{Item, Layout, Source};
-use super::template::{and_all, as_conjunct, conjuncts, equals, ident_name, name_parts};
+use super::template::{and_all, as_conjunct, concat, conjuncts, equals, ident_name, name_parts};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Relation, Result};
 use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, TableRef};
 
@@ -73,9 +73,11 @@ struct Side {
     merged: Vec<(String, usize)>,
 }
 
-/// A table function in FROM, its arguments read: `name(args) AS alias(names)`.
+/// A table function in FROM, its arguments read: `name(args) AS alias(names)`; or a VALUES list,
+/// which expands each row before it into its rows the same way.
 struct TableFunction {
-    name: String,
+    /// For messages: `table function f()`, `a VALUES list`.
+    what: String,
     alias: String,
     names: Vec<String>,
     call: Expr,
@@ -246,16 +248,10 @@ impl Analyzer<'_> {
                 (vec![self.render(expr, "a JOIN condition")?], true)
             }
             (JoinKind::Inner | JoinKind::Left, _) => {
-                return unsupported(format!(
-                    "a join with table function {}() other than by ON",
-                    function.name
-                ))
+                return unsupported(format!("a join with {} other than by ON", function.what))
             }
             (JoinKind::Right | JoinKind::Full, _) => {
-                return unsupported(format!(
-                    "RIGHT or FULL JOIN with table function {}()",
-                    function.name
-                ))
+                return unsupported(format!("RIGHT or FULL JOIN with {}", function.what))
             }
         };
         Ok(Side {
@@ -276,12 +272,15 @@ impl Analyzer<'_> {
     /// read in the scope of the items before it. PostgreSQL's normalised SQL names every column of
     /// a function item (`jsonb_each(t.doc) e(key, value)`).
     fn table_function(&mut self, factor: &TableFactor) -> Result<Option<TableFunction>> {
+        if let Some((rows, alias)) = values_list(factor) {
+            return self.values_list(rows, alias).map(Some);
+        }
         let unnest_args: Vec<FunctionArg>;
         let unnest_name: ObjectName;
-        let (name, args, alias) = match factor {
+        let (name, args, alias, ordinality) = match factor {
             TableFactor::Function {
                 name, args, alias, ..
-            } => (name, &args[..], alias),
+            } => (name, &args[..], alias, false),
             // `unnest(a [, b ...])`, which the parser reads as the UNNEST keyword.
             TableFactor::UNNEST {
                 alias,
@@ -290,15 +289,15 @@ impl Analyzer<'_> {
                 with_ordinality,
                 ..
             } => {
-                if *with_offset || *with_ordinality {
-                    return unsupported("WITH ORDINALITY on table function unnest()");
+                if *with_offset {
+                    return unsupported("WITH OFFSET");
                 }
                 unnest_args = array_exprs
                     .iter()
                     .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e.clone())))
                     .collect();
                 unnest_name = ObjectName::from(vec![sqlparser::ast::Ident::new("unnest")]);
-                (&unnest_name, &unnest_args[..], alias)
+                (&unnest_name, &unnest_args[..], alias, *with_ordinality)
             }
             TableFactor::Table {
                 name,
@@ -308,13 +307,10 @@ impl Analyzer<'_> {
                 sample,
                 ..
             } => {
-                if *with_ordinality {
-                    return unsupported(format!("WITH ORDINALITY on table function {name}()"));
-                }
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE");
                 }
-                (name, &args.args[..], alias)
+                (name, &args.args[..], alias, *with_ordinality)
             }
             _ => return Ok(None),
         };
@@ -354,13 +350,49 @@ impl Analyzer<'_> {
             call.extend(rendered.parts);
             call.push(ExprPart::Sql(")".into()));
         }
-        call.push(ExprPart::Sql(")".into()));
+        // The numbering is the function's: each row's own, as deterministic as its rows.
+        call.push(ExprPart::Sql(
+            if ordinality { ") WITH ORDINALITY" } else { ")" }.into(),
+        ));
         Ok(Some(TableFunction {
-            name: name.to_string(),
+            what: format!("table function {name}()"),
             alias: ident_name(&alias.name),
             names: alias.columns.iter().map(|c| ident_name(&c.name)).collect(),
             call: Expr { parts: call },
         }))
+    }
+
+    /// `(VALUES (..), ..) AS alias(names)` as an expansion: its rows (constants, or with LATERAL
+    /// reading the items before it) follow each row before it.
+    fn values_list(&mut self, rows: &[Vec<SqlExpr>], alias: &TableAlias) -> Result<TableFunction> {
+        let mut parts = vec![Expr::sql("(VALUES ")];
+        for (i, row) in rows.iter().enumerate() {
+            parts.push(Expr::sql(if i == 0 { "(" } else { ", (" }));
+            for (j, value) in row.iter().enumerate() {
+                if j > 0 {
+                    parts.push(Expr::sql(", "));
+                }
+                parts.push(self.render(value, "a VALUES list")?);
+            }
+            parts.push(Expr::sql(")"));
+        }
+        parts.push(Expr::sql(")"));
+        // Columns the alias does not name are PostgreSQL's `column1`, `column2`, ...
+        let width = rows.first().map_or(0, Vec::len);
+        let names = (0..width)
+            .map(|i| {
+                alias
+                    .columns
+                    .get(i)
+                    .map_or_else(|| format!("column{}", i + 1), |c| ident_name(&c.name))
+            })
+            .collect();
+        Ok(TableFunction {
+            what: "a VALUES list".into(),
+            alias: ident_name(&alias.name),
+            names,
+            call: concat(parts),
+        })
     }
 
     /// The symbol of a USING column on one side: a column merged by an inner USING join, else the
@@ -619,8 +651,33 @@ impl Analyzer<'_> {
     }
 }
 
-/// Whether a FROM item is a table function, or a parenthesised join that starts with one.
+/// The rows and named alias of a FROM item that is a VALUES list, `[LATERAL] (VALUES ...) v(a, b)`.
+fn values_list(factor: &TableFactor) -> Option<(&[Vec<SqlExpr>], &TableAlias)> {
+    let TableFactor::Derived {
+        subquery,
+        alias: Some(alias),
+        sample: None,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let plain = subquery.with.is_none()
+        && subquery.order_by.is_none()
+        && subquery.limit_clause.is_none()
+        && subquery.fetch.is_none();
+    match subquery.body.as_ref() {
+        SetExpr::Values(values) if plain => Some((&values.rows[..], alias)),
+        _ => None,
+    }
+}
+
+/// Whether a FROM item is a table function or a VALUES list, or a parenthesised join that starts
+/// with one.
 fn starts_with_function(factor: &TableFactor) -> bool {
+    if values_list(factor).is_some() {
+        return true;
+    }
     match factor {
         TableFactor::Function { .. }
         | TableFactor::UNNEST { .. }
@@ -636,8 +693,8 @@ fn starts_with_function(factor: &TableFactor) -> bool {
 /// A table function must follow what it reads: as the first FROM item it would have no input.
 fn first_item<T>(function: &TableFunction) -> Result<T> {
     unsupported(format!(
-        "table function {}() as the first item of a FROM list",
-        function.name
+        "{} as the first item of a FROM list",
+        function.what
     ))
 }
 

@@ -54,7 +54,9 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{AccessExpr, Expr as SqlExpr, Statement, VisitMut, VisitorMut};
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::optree::{Node, OpTree, UniqueKey};
 use scope::{Frame, Scope, Syms};
@@ -146,8 +148,6 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
 /// Whether the query names a table with `ONLY` (after FROM, JOIN or a comma in a FROM list), by its
 /// tokens: string literals and quoted names that spell ONLY do not count.
 fn reads_only(sql: &str) -> bool {
-    use sqlparser::keywords::Keyword;
-    use sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return false;
     };
@@ -176,7 +176,15 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
     }
     // The parser's default recursion limit (50) also bounds how deep every later recursion (the
     // visitor, Display, this analyzer) goes: deeper input could overflow a backend's stack.
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql.trim().trim_end_matches(';'))
+    let dialect = PostgreSqlDialect {};
+    let statements = Tokenizer::new(&dialect, sql.trim().trim_end_matches(';'))
+        .tokenize_with_location()
+        .map_err(ParserError::from)
+        .and_then(|tokens| {
+            Parser::new(&dialect)
+                .with_tokens_with_locations(without_lateral_before_functions(tokens))
+                .parse_statements()
+        })
         .map_err(|e| match e {
             ParserError::RecursionLimitExceeded => {
                 AnalyzeError::Unsupported("expressions or subqueries nested too deeply".into())
@@ -196,6 +204,30 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
         }
         _ => invalid("expected a single SELECT statement"),
     }
+}
+
+/// PostgreSQL prints a table function that reads earlier FROM items as `LATERAL f(..) [WITH
+/// ORDINALITY] a(..)`, and sqlparser reads `LATERAL f(..)` without `WITH ORDINALITY`. For a function
+/// in FROM, LATERAL is implied (PostgreSQL's documentation says so), so it is dropped before a
+/// function's name; `LATERAL (subquery)` keeps it.
+fn without_lateral_before_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let next_word = |i: usize| {
+        tokens[i + 1..]
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| matches!(t.token, Token::Word(_)))
+    };
+    let lateral: Vec<bool> = (0..tokens.len())
+        .map(|i| {
+            matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::LATERAL)
+                && next_word(i)
+        })
+        .collect();
+    tokens
+        .into_iter()
+        .zip(lateral)
+        .filter_map(|(token, lateral)| (!lateral).then_some(token))
+        .collect()
 }
 
 /// sqlparser reads a subscripted column, `t.c[1]` (as PostgreSQL prints it), as the name `t` with

@@ -1,4 +1,5 @@
-//! Table functions in FROM: each expands the rows before it (`Expand`), reading their columns.
+//! Table functions and VALUES lists in FROM: each expands the rows before it (`Expand`), reading
+//! their columns.
 //! Table columns in the stub catalog: a [id, x, g], b [id, y, a_id].
 
 use super::{assert_tree, tree};
@@ -97,6 +98,63 @@ fn unnest_read_as_a_keyword_is_the_same_function() {
         Project #0; #2
           Expand unnest((ARRAY[#1, 2])) (1)
             Scan public.a [id, x]
+        ",
+    );
+}
+
+#[test]
+fn with_ordinality_numbers_each_rows_expansion() {
+    // PostgreSQL prints `LATERAL f(..) WITH ORDINALITY`, which the parser reads once LATERAL goes.
+    let t = tree(
+        "SELECT a.id, u.e, u.ordinality FROM public.a, LATERAL pg_catalog.unnest(a.g) WITH ORDINALITY u(e, ordinality)",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #2; #3
+          Expand pg_catalog.unnest((#1)) WITH ORDINALITY (2)
+            Scan public.a [id, g]
+        ",
+    );
+}
+
+#[test]
+fn a_values_list_joined_after_a_table_expands_it_and_a_lateral_one_reads_it() {
+    let t = tree(
+        "SELECT a.id, v.label FROM (public.a JOIN ( VALUES (1,'one'::text), (2,'two'::text)) v(x, label) ON ((v.x = a.x)))",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3
+          Filter ((#2 = #1))
+            Expand (VALUES (1, 'one'::TEXT), (2, 'two'::TEXT)) (2)
+              Scan public.a [id, x]
+        ",
+    );
+    let t = tree("SELECT a.id, v.n FROM public.a, LATERAL ( VALUES (a.x), (a.g)) v(n)");
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3
+          Expand (VALUES (#1), (#2)) (1)
+            Scan public.a [id, x, g]
+        ",
+    );
+}
+
+#[test]
+fn a_values_lists_unnamed_columns_are_column1_column2() {
+    let t = tree(
+        "SELECT a.id, v.column2 FROM (public.a JOIN ( VALUES (1,'one'::text)) v ON ((v.column1 = a.x)))",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3
+          Filter ((#2 = #1))
+            Expand (VALUES (1, 'one'::TEXT)) (2)
+              Scan public.a [id, x]
         ",
     );
 }

@@ -105,7 +105,7 @@ fn distinct_on() {
 fn row_sources_other_than_relations_and_selects() {
     assert_eq!(
         unsupported("SELECT v.p FROM ( VALUES (1,2), (3,4)) v(p, q)"),
-        "VALUES list"
+        "a VALUES list as the first item of a FROM list"
     );
     assert_eq!(unsupported("VALUES (1), (2)"), "VALUES list");
     assert_eq!(
