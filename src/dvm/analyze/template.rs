@@ -184,6 +184,8 @@ pub(super) fn function_name(function: &Function) -> String {
 }
 
 /// Set-returning functions: in the SELECT list they change the row count, which no operator models.
+/// Only the common built-in ones, for the analyser on its own: the extension refuses any function
+/// PostgreSQL says returns a set in a select list before analysing (`catalog/analysis.rs`).
 const SET_RETURNING: &[&str] = &[
     "generate_series",
     "generate_subscripts",
