@@ -74,13 +74,13 @@ pub fn auto_on_storage(view: Oid, storage: Oid) {
 /// drops the stream table, as for a source. A reading that no longer relies on a key (the stream
 /// table became FULL) releases it.
 pub fn on_unique_keys(storage: Oid, keys: &[UniqueKey]) -> PgtResult<()> {
+    let sorted = |columns: &[String]| {
+        let mut c = columns.to_vec();
+        c.sort();
+        c
+    };
     let mut wanted = Vec::new();
     for key in keys {
-        let sorted = |columns: &[String]| {
-            let mut c = columns.to_vec();
-            c.sort();
-            c
-        };
         let index = unique_indexes(Oid::from(key.relid))?
             .into_iter()
             .find(|(_, columns)| sorted(columns) == sorted(&key.columns))

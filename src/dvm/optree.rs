@@ -224,12 +224,13 @@ pub enum Node {
     UnionAll { inputs: Vec<Node> },
     /// A reference to `OpTree::ctes[id]`, whose output has `arity` columns.
     CteRef { id: usize, arity: usize },
-    /// A table function in FROM (`FROM t, LATERAL jsonb_array_elements(t.doc) AS e(value)`): each
-    /// row of `input` followed by each of the `columns` columns of the rows `call` (over the input's
-    /// columns, as a FROM item: `f(..) [WITH ORDINALITY]`) returns for it. Linear: a row's expansion depends on that row alone, so the delta of
-    /// an expansion is the expansion of the delta. `left_join` (over the output columns) is the ON of
-    /// `LEFT JOIN LATERAL f(..) ON ...`: an input row none of whose rows satisfies it is kept once,
-    /// its function columns NULL.
+    /// A table function or VALUES list in FROM (`FROM t, LATERAL jsonb_array_elements(t.doc) AS
+    /// e(value)`): each row of `input` followed by each of the `columns` columns of the rows `call`
+    /// (over the input's columns, as a FROM item: `f(..) [WITH ORDINALITY]`, `(VALUES ..)`) returns
+    /// for it. Linear: a row's expansion depends on that row alone, so the delta of an expansion is
+    /// the expansion of the delta. `left_join` (over the output columns) is the ON of `LEFT JOIN
+    /// LATERAL f(..) ON ...`: an input row none of whose rows satisfies it is kept once, its
+    /// function columns NULL.
     Expand {
         input: Box<Node>,
         call: Expr,

@@ -135,7 +135,7 @@ impl Analyzer<'_> {
 
     fn table_with_joins(&mut self, table: &TableWithJoins) -> Result<Side> {
         if let Some(function) = self.table_function(&table.relation)? {
-            return first_item(&function);
+            return refuse_as_first_item(&function);
         }
         let left = self.factor(&table.relation)?;
         self.joins(left, table)
@@ -344,7 +344,9 @@ impl Analyzer<'_> {
                     return unsupported(format!("argument {other} of table function {name}()"))
                 }
             };
-            call.push(ExprPart::Sql(prefix));
+            if !prefix.is_empty() {
+                call.push(ExprPart::Sql(prefix));
+            }
             let rendered = self.render(value, "a table function's arguments")?;
             call.push(ExprPart::Sql("(".into()));
             call.extend(rendered.parts);
@@ -691,7 +693,7 @@ fn starts_with_function(factor: &TableFactor) -> bool {
 }
 
 /// A table function must follow what it reads: as the first FROM item it would have no input.
-fn first_item<T>(function: &TableFunction) -> Result<T> {
+fn refuse_as_first_item<T>(function: &TableFunction) -> Result<T> {
     unsupported(format!(
         "{} as the first item of a FROM list",
         function.what
