@@ -185,6 +185,16 @@ fn differential_refuses_what_it_cannot_maintain_and_changes_nothing() {
             "SELECT id, clock_timestamp() AS t, now() AS n FROM orders",
             "the non-immutable function clock_timestamp() (VOLATILE), function now() (STABLE)",
         ),
+        // What the query wrote rather than what it called: a cast PostgreSQL added (date_trunc has
+        // no date form, so a date is cast to timestamptz) and a conversion to text.
+        (
+            "SELECT id, date_trunc(''month'', ''2026-01-01''::date + id) AS m FROM orders",
+            "cast from date to timestamp with time zone (timestamptz(), STABLE)",
+        ),
+        (
+            "SELECT id, ''2026-01-01 00:00+00''::timestamptz::text AS t FROM orders",
+            "conversion of timestamp with time zone to text (timestamptz_out(), STABLE)",
+        ),
         ("SELECT id FROM orders LIMIT 1", "LIMIT without ORDER BY"),
         (
             "SELECT id FROM orders ORDER BY id OFFSET 2",

@@ -413,13 +413,25 @@ unsafe extern "C-unwind" fn walk_rewritten(
 }
 
 /// Names for the error message: the non-immutable functions the query calls (`functions`, in the
-/// order met), each as the operator it implements where it does (`||` of text and an integer is
-/// the STABLE `textanycat`), with its volatility.
+/// order met), each with its volatility, and as what the query wrote where it did not call it by
+/// name: the operator it implements (`||` of text and an integer is the STABLE `textanycat`), the
+/// cast (`date_trunc('month', d)` of a date `d` casts it to timestamptz, which depends on TimeZone),
+/// or the text conversion of one type (`ts::text` of a timestamptz).
 fn name_non_immutable_functions(functions: &[Oid]) -> PgtResult<Vec<String>> {
     let names: Vec<String> = spi::rows(
         "SELECT COALESCE(
                   (SELECT pg_catalog.format('operator %s (%s(), %s)', o.oprname, p.proname, v.volatility) FROM pg_catalog.pg_operator o
                     WHERE o.oprcode = p.oid ORDER BY o.oid LIMIT 1),
+                  (SELECT pg_catalog.format('cast from %s to %s (%s(), %s)', c.castsource::pg_catalog.regtype,
+                                            c.casttarget::pg_catalog.regtype, p.proname, v.volatility)
+                     FROM pg_catalog.pg_cast c WHERE c.castfunc = p.oid ORDER BY c.oid LIMIT 1),
+                  (SELECT pg_catalog.format(CASE WHEN t.typoutput = p.oid THEN 'conversion of %s to text (%s(), %s)'
+                                                 ELSE 'conversion of text to %s (%s(), %s)' END,
+                                            t.oid::pg_catalog.regtype, p.proname, v.volatility)
+                     FROM pg_catalog.pg_type t
+                    WHERE p.oid IN (t.typoutput, t.typinput) AND t.typtype <> 'd'
+                      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type o
+                                       WHERE p.oid IN (o.typoutput, o.typinput) AND o.typtype <> 'd' AND o.oid <> t.oid)),
                   pg_catalog.format('function %s() (%s)', p.proname, v.volatility)) AS func
            FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS f(oid, n)
            JOIN pg_catalog.pg_proc p ON p.oid = f.oid,
