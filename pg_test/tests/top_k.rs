@@ -1,7 +1,8 @@
 //! ORDER BY ... LIMIT k maintained DIFFERENTIALly: the window moves by the delta alone when it can,
 //! is refilled from the defining query when deletions leave too few known rows, and stays a valid
 //! answer when rows tie at the cut-off (which tied rows PostgreSQL returns is its choice, so ties
-//! are checked by what any answer must satisfy, not against one run of the query).
+//! are checked by what any answer must satisfy, not against one run of the query). `DISTINCT ON`,
+//! the first row of each group, likewise.
 
 use pg_trickle_e2e::TestDb;
 
@@ -223,4 +224,137 @@ fn a_window_after_an_offset_shifts_when_rows_before_it_come_and_go() {
         refresh(&mut db, "page", step);
         db.assert_shows_what_query_shows("page", PAGE);
     }
+}
+
+/// `latest` holds a valid answer of `SELECT DISTINCT ON (dev) dev, ts, status FROM r ORDER BY dev,
+/// ts DESC`, whose ORDER BY ties: one row per device, each a row of `r` with its device's latest ts.
+fn assert_one_latest_row_per_device(db: &mut TestDb, step: &str) {
+    let problems: Vec<String> = db
+        .rows(
+            "SELECT 'devices ' || (SELECT count(*) FROM latest) || ', expected ' || (SELECT count(DISTINCT dev) FROM r)
+              WHERE (SELECT count(*) FROM latest) <> (SELECT count(DISTINCT dev) FROM r)
+             UNION ALL
+             SELECT 'not a latest row of r: ' || l::text FROM latest l
+              WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.dev = l.dev AND r.ts = l.ts
+                                   AND r.status IS NOT DISTINCT FROM l.status
+                                   AND r.ts = (SELECT max(ts) FROM r x WHERE x.dev = r.dev))",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{step}: not a valid answer:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
+    let mut db = TestDb::new("top_k_distinct_on");
+    db.exec(
+        "CREATE TABLE r (id int PRIMARY KEY, dev text, ts int, status text, val numeric);
+         INSERT INTO r SELECT i, 'd' || (i % 9), i % 13, CASE WHEN i % 4 = 0 THEN NULL ELSE 's' || (i % 3) END, (i % 7) / 2.0
+           FROM generate_series(1, 400) i;",
+    );
+    // A unique order (the id breaks ties): compared with the query, by text.
+    let exact = [
+        (
+            "first_by_id",
+            "SELECT DISTINCT ON (dev) dev, ts, status, id FROM r ORDER BY dev, ts DESC, id",
+        ),
+        (
+            "two_keys",
+            "SELECT DISTINCT ON (dev, status) status, dev, val, id FROM r WHERE val > 0.5 ORDER BY dev, status NULLS FIRST, val DESC, id",
+        ),
+        (
+            "expr_key",
+            "SELECT DISTINCT ON (upper(dev)) upper(dev) AS d, val, id FROM r ORDER BY upper(dev), val, id DESC",
+        ),
+    ];
+    for (st, query) in exact {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{}', '1h', 'DIFFERENTIAL')",
+            query.replace('\'', "''")
+        ));
+    }
+    // Ties in the order (several rows of a device share its latest ts).
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('latest', 'SELECT DISTINCT ON (dev) dev, ts, status FROM r ORDER BY dev, ts DESC', '1h', 'DIFFERENTIAL')",
+    );
+    assert_one_latest_row_per_device(&mut db, "created");
+    let steps = [
+        "UPDATE r SET ts = ts + 5 WHERE id % 10 = 0",
+        "DELETE FROM r WHERE id % 23 = 0; INSERT INTO r VALUES (1000, 'd1', 100, NULL, 3), (1001, 'dnew', 1, 'x', 1.50)",
+        // Equal values that print differently are a change of the row shown.
+        "UPDATE r SET val = 1.5 WHERE val = 1.50",
+        "UPDATE r SET dev = 'd2' WHERE dev = 'd1'; DELETE FROM r WHERE id = 1000; UPDATE r SET status = NULL WHERE id % 3 = 0",
+        "DELETE FROM r WHERE dev = 'd3'",
+    ];
+    for step in steps {
+        db.exec(step);
+        for (st, query) in exact {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st} after {step}");
+            db.assert_shows_what_query_shows(st, query);
+        }
+        db.exec("SELECT pgtrickle.refresh_stream_table('latest')");
+        assert_eq!(db.last_refresh("latest").0, "DIFFERENTIAL", "{step}");
+        assert_one_latest_row_per_device(&mut db, step);
+    }
+    // A FULL refresh picks among tied rows as the refreshes after it do, so they never find a
+    // stored row other than the one they expect (which they would repair with FULL).
+    db.exec("TRUNCATE r");
+    db.exec("INSERT INTO r SELECT i, 'd' || (i % 5), i % 3, 's' || (i % 7), i FROM generate_series(1, 200) i");
+    db.exec("SELECT pgtrickle.refresh_stream_table('latest')");
+    assert_eq!(db.last_refresh("latest").0, "FULL");
+    for step in [
+        "UPDATE r SET status = 'z' || id WHERE id % 4 = 0",
+        "DELETE FROM r WHERE id % 9 = 0",
+        "UPDATE r SET ts = 2 WHERE id % 11 = 0",
+    ] {
+        db.exec(step);
+        db.exec("SELECT pgtrickle.refresh_stream_table('latest')");
+        assert_eq!(db.last_refresh("latest").0, "DIFFERENTIAL", "{step}");
+        assert_one_latest_row_per_device(&mut db, step);
+    }
+}
+
+#[test]
+fn distinct_on_forms_not_maintained_are_refused_by_name() {
+    let mut db = TestDb::new("top_k_distinct_on_refused");
+    db.exec(
+        "CREATE TABLE r (id int PRIMARY KEY, dev text, ts int);
+         CREATE VIEW latest AS SELECT DISTINCT ON (dev) dev, ts FROM r ORDER BY dev, ts DESC, id;",
+    );
+    for (query, why) in [
+        (
+            "SELECT DISTINCT ON (dev) ts FROM r ORDER BY dev, ts",
+            "DISTINCT ON (r.dev) without r.dev in the select list",
+        ),
+        (
+            "SELECT DISTINCT ON (dev) dev, ts FROM r ORDER BY dev, ts LIMIT 5",
+            "DISTINCT ON with LIMIT or OFFSET",
+        ),
+        (
+            "SELECT DISTINCT ON (dev) dev, count(*) AS n FROM r GROUP BY dev, ts ORDER BY dev",
+            "DISTINCT ON over aggregates or window functions",
+        ),
+        ("SELECT dev, ts FROM latest", "DISTINCT ON in a view"),
+    ] {
+        let err = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('x', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(err.code, "0A000", "{query}: {err:?}");
+        assert!(err.message.contains(why), "{query}: {err:?}");
+    }
+    // AUTO reads them FULL.
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('auto', 'SELECT dev, ts FROM latest', '1h', 'AUTO')",
+    );
+    assert_eq!(
+        db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
+        "FULL"
+    );
 }

@@ -134,6 +134,7 @@ mod tests {
             output_names: vec!["a".into()],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         };
         assert_eq!(
             describe_tree(&tree),

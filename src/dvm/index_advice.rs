@@ -274,6 +274,7 @@ mod tests {
             output_names: vec![],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         }
     }
 

@@ -341,6 +341,11 @@ pub struct OpTree {
     /// cannot go while the stream table reads through it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unique_keys: Vec<UniqueKey>,
+    /// FULL refreshes compute `root` rather than run the defining query: the query picks among
+    /// tied rows as its plan happens to (`DISTINCT ON`, see `analyze::distinct_on`), the tree by a
+    /// rule its deltas follow too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_from_tree: bool,
 }
 
 /// A unique key of a table, by its columns' names.
@@ -447,6 +452,7 @@ mod tests {
             output_names: vec!["a".into(), "n".into()],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         };
         assert_eq!(tree.tables().len(), 1);
     }

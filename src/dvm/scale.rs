@@ -411,6 +411,7 @@ mod tests {
             output_names: vec![],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         };
         assert_eq!(column_scale(&tree, &project, 0), Some(6));
         assert_eq!(column_scale(&tree, &project, 1), None);
@@ -471,6 +472,7 @@ mod tests {
             output_names: vec![],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         };
         let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();
         assert_eq!(

@@ -333,6 +333,11 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
     let state = tree.as_ref().and_then(AggregateState::of);
     let source = match (&state, &tree) {
         (Some(state), Some(tree)) => state.full_query(tree, &payload.types)?,
+        (None, Some(tree)) if tree.full_from_tree => crate::dvm::diff::rules::new_sql(
+            tree,
+            &tree.root,
+            &mut crate::dvm::diff::DiffContext::default(),
+        )?,
         _ => st.defining_query.clone(),
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);

@@ -381,6 +381,17 @@ pub const SHAPES: &[Shape] = &[
     // A window after an OFFSET: changes before it shift it.
     shape("top_k_offset", "SELECT k AS k, v AS v, t AS t FROM a ORDER BY v DESC NULLS LAST, k, t LIMIT 4 OFFSET 3"),
     shape("top_k_pk_offset", "SELECT id AS id, q AS q FROM c ORDER BY q NULLS FIRST, id DESC LIMIT 3 OFFSET 5"),
+    // DISTINCT ON: each group's first row. The same rule: the order decides every visible column.
+    shape(
+        "distinct_on_pk",
+        "SELECT DISTINCT ON (q) q AS q, id AS id, name AS name FROM c ORDER BY q, name DESC NULLS LAST, id",
+    ),
+    shape(
+        "distinct_on_join",
+        "SELECT DISTINCT ON (a.k, a.g) a.g AS g, a.k AS k, b.w AS w, b.s AS s FROM a JOIN b ON a.k = b.k
+          ORDER BY a.k, a.g, b.w DESC NULLS FIRST, b.s",
+    ),
+    shape("distinct_on_repr", "SELECT DISTINCT ON (k) k AS k, x AS x, id AS id FROM r ORDER BY k, x DESC, id"),
     // A selective table joined on group keys with grouped subqueries (one with HAVING): each side's
     // delta meets only the other side's groups (TPC-H Q17's form).
     shape(

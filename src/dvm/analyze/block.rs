@@ -225,7 +225,8 @@ pub(super) fn default_name(expr: &SqlExpr) -> String {
 /// Rejects what a SELECT block may have beyond what `select_block` reads.
 pub(super) fn check_select(select: &Select) -> Result<()> {
     if let Some(Distinct::On(_)) = select.distinct {
-        return unsupported("DISTINCT ON");
+        // The stream table's own query has none left (`distinct_on`): this is a view's.
+        return unsupported("DISTINCT ON in a view (write it in the stream table's query)");
     }
     if !select.named_window.is_empty() {
         return unsupported("WINDOW clause");

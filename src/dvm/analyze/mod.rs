@@ -36,6 +36,7 @@ macro_rules! track_query_depth {
 
 mod aggregate;
 mod block;
+mod distinct_on;
 mod from;
 mod pushdown;
 mod query;
@@ -123,8 +124,9 @@ fn invalid<T>(why: impl Into<String>) -> Result<T> {
 /// Analyses a normalised SELECT into an OpTree.
 pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, AnalyzeError> {
     let mut query = parse(sql)?;
-    let top_k = top_k::take(&mut query)?;
     let mut analyzer = Analyzer::new(catalog);
+    let full_from_tree = distinct_on::rewrite(&mut query, &analyzer)?;
+    let top_k = top_k::take(&mut query)?;
     let top = analyzer.query(&query)?;
     if let Some(key) = top_k
         .iter()
@@ -142,6 +144,7 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         output_names: top.names,
         top_k,
         unique_keys: analyzer.unique_keys.into_inner(),
+        full_from_tree,
     })
 }
 

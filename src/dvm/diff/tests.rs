@@ -59,6 +59,7 @@ fn tree(root: Node) -> OpTree {
         output_names: (0..n).map(|i| format!("o{i}")).collect(),
         top_k: None,
         unique_keys: Vec::new(),
+        full_from_tree: false,
     }
 }
 
@@ -642,6 +643,7 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         output_names: vec!["a".into(), "b".into()],
         top_k: None,
         unique_keys: Vec::new(),
+        full_from_tree: false,
     };
     let mut c = ctx(&[10], &[]);
     let sql = delta(&t, &mut c);

@@ -69,6 +69,7 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
         output_names: names,
         top_k: None,
         unique_keys: Vec::new(),
+        full_from_tree: false,
     }
 }
 

@@ -484,6 +484,7 @@ mod tests {
             output_names: (0..n).map(|i| format!("o{i}")).collect(),
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         }
     }
 
@@ -721,6 +722,7 @@ mod tests {
             output_names: vec!["region".into(), "amount".into(), "q2".into()],
             top_k: None,
             unique_keys: Vec::new(),
+            full_from_tree: false,
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();

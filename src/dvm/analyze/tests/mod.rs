@@ -2,6 +2,7 @@
 //! with every column reference rendered `#n`.
 
 mod aggregates;
+mod distinct_on;
 mod examples;
 mod functions;
 mod joins;

@@ -94,14 +94,6 @@ fn recursive_ctes() {
 }
 
 #[test]
-fn distinct_on() {
-    assert_eq!(
-        unsupported("SELECT DISTINCT ON (a.g) a.g, a.x FROM public.a ORDER BY a.g, a.x"),
-        "DISTINCT ON"
-    );
-}
-
-#[test]
 fn row_sources_other_than_relations_and_selects() {
     assert_eq!(
         unsupported("SELECT v.p FROM ( VALUES (1,2), (3,4)) v(p, q)"),

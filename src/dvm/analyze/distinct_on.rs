@@ -1,0 +1,210 @@
+//! `SELECT DISTINCT ON (keys) items FROM ... ORDER BY keys, order`: per group of equal keys, the
+//! group's first row by `order`. It is read as the grouped query that returns those rows,
+//!
+//! ```sql
+//! SELECT keys, (array_agg(item ORDER BY order, ROW(items)::text))[1] AS item, ... FROM ... GROUP BY keys
+//! ```
+//!
+//! so it is maintained like any aggregate without stored state: each group a batch touches is
+//! computed again from its rows. `ROW(items)::text` breaks ties in `order`, so that every item comes
+//! from the same row; PostgreSQL itself takes whichever tied row its plan meets first, so the
+//! stream table's FULL refreshes compute the same grouped query (`OpTree::full_from_tree`), and the
+//! choice among tied rows never changes between refreshes. The keys must be in the select list: a
+//! stored row then carries its group, and a row that differs from what the delta expects is found
+//! missing rather than taken for another group's.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    visit_expressions, Distinct, Expr as SqlExpr, GroupByExpr, Ident, OrderByExpr, OrderByKind,
+    Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::block::default_name;
+use super::template::{ident_name, strip_nested};
+use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
+
+/// Rewrites every `SELECT DISTINCT ON` block of `query` (subqueries included) into its grouped
+/// form; whether there was one. A block that cannot be rewritten is an error naming why.
+pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+    let mut rewriter = Rewriter {
+        analyzer,
+        rewritten: false,
+    };
+    match query.visit(&mut rewriter) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(rewriter.rewritten),
+    }
+}
+
+struct Rewriter<'a, 'c> {
+    analyzer: &'a Analyzer<'c>,
+    rewritten: bool,
+}
+
+impl VisitorMut for Rewriter<'_, '_> {
+    type Break = AnalyzeError;
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<AnalyzeError> {
+        match grouped(query, self.analyzer) {
+            Ok(done) => {
+                self.rewritten |= done;
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+/// Rewrites `query` if its body is a `SELECT DISTINCT ON` block.
+fn grouped(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(false);
+    };
+    let Some(Distinct::On(keys)) = &select.distinct else {
+        return Ok(false);
+    };
+    let keys = keys.clone();
+    if query.limit_clause.is_some() || query.fetch.is_some() {
+        return unsupported("DISTINCT ON with LIMIT or OFFSET");
+    }
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || select.having.is_some();
+    let computed = any_expression(&select.projection, |e| match e {
+        SqlExpr::Function(f) => f.over.is_some() || analyzer.is_aggregate_call(e),
+        _ => false,
+    });
+    if grouped || computed {
+        return unsupported("DISTINCT ON over aggregates or window functions");
+    }
+    // Each item becomes an aggregate's argument, where subqueries are not read.
+    let subquery = any_expression(&select.projection, |e| {
+        matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        )
+    });
+    if subquery {
+        return unsupported("DISTINCT ON with a subquery in the select list");
+    }
+    let mut items: Vec<(SqlExpr, String)> = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => items.push((e.clone(), default_name(e))),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                items.push((expr.clone(), ident_name(alias)))
+            }
+            _ => return unsupported("DISTINCT ON with * in the select list"),
+        }
+    }
+    // PostgreSQL prints a DISTINCT ON expression in parentheses, `DISTINCT ON ((upper(t.c)))`.
+    let text = |e: &SqlExpr| strip_nested(e).to_string();
+    let key_text: Vec<String> = keys.iter().map(text).collect();
+    let is_key = |e: &SqlExpr| key_text.contains(&text(e));
+    if let Some(missing) = keys
+        .iter()
+        .find(|k| !items.iter().any(|(e, _)| text(e) == text(k)))
+    {
+        let missing = strip_nested(missing);
+        return unsupported(format!(
+            "DISTINCT ON ({missing}) without {missing} in the select list"
+        ));
+    }
+    let order = order_after_keys(query.order_by.as_ref().map(|o| &o.kind), &items, &is_key)?;
+    let others: Vec<String> = items
+        .iter()
+        .filter(|(e, _)| !is_key(e))
+        .map(|(e, _)| e.to_string())
+        .collect();
+    // Rows equal in `order` and in how every item prints are the same row as far as the result
+    // can tell.
+    let by = [order, vec![format!("ROW({})::text", others.join(", "))]]
+        .concat()
+        .join(", ");
+    let mut projection = Vec::with_capacity(items.len());
+    for (expr, name) in items {
+        let expr = if is_key(&expr) {
+            expr
+        } else {
+            parse_expr(&format!("(pg_catalog.array_agg({expr} ORDER BY {by}))[1]"))?
+        };
+        projection.push(SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', name),
+        });
+    }
+    select.projection = projection;
+    select.distinct = None;
+    select.group_by = GroupByExpr::Expressions(
+        keys.iter().map(|k| strip_nested(k).clone()).collect(),
+        vec![],
+    );
+    query.order_by = None;
+    Ok(true)
+}
+
+/// The ORDER BY items that pick a group's row: those that are not DISTINCT ON keys (constant within
+/// a group), as SQL, positions replaced by the select list's expressions.
+fn order_after_keys(
+    order_by: Option<&OrderByKind>,
+    items: &[(SqlExpr, String)],
+    is_key: &dyn Fn(&SqlExpr) -> bool,
+) -> Result<Vec<String>> {
+    let exprs: &[OrderByExpr] = match order_by {
+        None => &[],
+        Some(OrderByKind::Expressions(exprs)) => exprs,
+        Some(OrderByKind::All(_)) => return invalid("ORDER BY ALL is not PostgreSQL"),
+    };
+    let mut order = Vec::with_capacity(exprs.len());
+    for item in exprs {
+        if item.with_fill.is_some() {
+            return invalid("ORDER BY ... WITH FILL is not PostgreSQL");
+        }
+        let expr = match &item.expr {
+            SqlExpr::Value(v) => match &v.value {
+                Value::Number(n, _) => match n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i.wrapping_sub(1)))
+                {
+                    Some((e, _)) => e.clone(),
+                    None => {
+                        return invalid(format!("ORDER BY position {n} is not in the select list"))
+                    }
+                },
+                _ => item.expr.clone(),
+            },
+            e => e.clone(),
+        };
+        if !is_key(&expr) {
+            order.push(format!("{expr}{}", item.options));
+        }
+    }
+    Ok(order)
+}
+
+/// Whether an expression of `projection` (at any depth) satisfies `test`.
+fn any_expression(projection: &[SelectItem], test: impl Fn(&SqlExpr) -> bool) -> bool {
+    projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            visit_expressions(e, |e| {
+                if test(e) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .is_break()
+        }
+        _ => false,
+    })
+}
+
+fn parse_expr(sql: &str) -> Result<SqlExpr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| AnalyzeError::Invalid(format!("could not restate DISTINCT ON: {e}")))
+}
