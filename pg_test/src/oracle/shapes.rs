@@ -392,6 +392,14 @@ pub const SHAPES: &[Shape] = &[
           ORDER BY a.k, a.g, b.w DESC NULLS FIRST, b.s",
     ),
     shape("distinct_on_repr", "SELECT DISTINCT ON (k) k AS k, x AS x, id AS id FROM r ORDER BY k, x DESC, id"),
+    // INTERSECT and EXCEPT [ALL]: rows counted on both sides, NULLs equal.
+    shape("setop_except", "SELECT k AS k, g AS g FROM a EXCEPT SELECT k, lo FROM b"),
+    shape("setop_except_all", "SELECT k AS k, t AS t FROM a EXCEPT ALL SELECT k, s FROM b"),
+    shape("setop_intersect", "SELECT k AS k, v AS v FROM a INTERSECT SELECT k, w FROM b"),
+    shape(
+        "setop_intersect_all_nested",
+        "SELECT k AS k FROM a INTERSECT ALL (SELECT k FROM b EXCEPT ALL SELECT q FROM c WHERE c.name IS NOT NULL)",
+    ),
     // A selective table joined on group keys with grouped subqueries (one with HAVING): each side's
     // delta meets only the other side's groups (TPC-H Q17's form).
     shape(

@@ -43,6 +43,7 @@ mod query;
 mod scalar;
 mod scalar_select;
 mod scope;
+mod set_ops;
 mod subquery;
 mod template;
 #[cfg(test)]
@@ -203,6 +204,7 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
     match <[Statement; 1]>::try_from(statements) {
         Ok([Statement::Query(mut query)]) => {
             let _ = query.visit(&mut ColumnFirst);
+            set_ops::rewrite(&mut query)?;
             Ok(*query)
         }
         _ => invalid("expected a single SELECT statement"),

@@ -51,8 +51,10 @@ impl Analyzer<'_> {
                     (SetOperator::Union, SetQuantifier::All) => false,
                     (SetOperator::Union, SetQuantifier::None | SetQuantifier::Distinct) => true,
                     (SetOperator::Union, _) => return unsupported("UNION BY NAME"),
-                    (SetOperator::Except, _) => return unsupported("EXCEPT"),
-                    (SetOperator::Intersect, _) => return unsupported("INTERSECT"),
+                    // `parse` rewrote them into grouped queries (`set_ops`).
+                    (SetOperator::Except | SetOperator::Intersect, _) => {
+                        return invalid(format!("{op} left after its rewrite"))
+                    }
                     (SetOperator::Minus, _) => return invalid("MINUS is not PostgreSQL"),
                 };
                 let left = self.set_expr(left)?;

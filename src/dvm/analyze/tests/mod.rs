@@ -8,6 +8,7 @@ mod functions;
 mod joins;
 mod pushdown;
 mod relations;
+mod set_ops;
 mod subqueries;
 mod top_k;
 mod unsupported;

@@ -67,22 +67,6 @@ fn window_functions() {
 }
 
 #[test]
-fn set_operations_other_than_union() {
-    assert_eq!(
-        unsupported("SELECT a.x FROM public.a INTERSECT SELECT b.a_id FROM public.b"),
-        "INTERSECT"
-    );
-    assert_eq!(
-        unsupported("SELECT a.x FROM public.a EXCEPT SELECT b.a_id FROM public.b"),
-        "EXCEPT"
-    );
-    assert_eq!(
-        unsupported("SELECT a.x FROM public.a EXCEPT ALL SELECT b.a_id FROM public.b"),
-        "EXCEPT"
-    );
-}
-
-#[test]
 fn recursive_ctes() {
     assert_eq!(
         unsupported(
