@@ -201,6 +201,15 @@ pub const SHAPES: &[Shape] = &[
         "srf_values_unpivot",
         "SELECT a.k AS k, u.col AS col, u.val AS val FROM a, LATERAL (VALUES ('k', a.k), ('g', a.g), ('none', NULL)) AS u(col, val) WHERE u.val IS DISTINCT FROM 3",
     ),
+    // Written first: read after the table they are joined with.
+    shape(
+        "srf_first_values",
+        "SELECT m.label AS label, c.id AS id FROM (VALUES (0, 'zero'), (1, 'one'), (NULL, 'none')) AS m(q, label) JOIN c ON c.q = m.q",
+    ),
+    shape(
+        "srf_first_right",
+        "SELECT g.n AS n, a.k AS k, a.v AS v FROM generate_series(1, 4) AS g(n) RIGHT JOIN a ON a.g = g.n",
+    ),
     shape(
         "srf_repr",
         "SELECT r.id AS id, u.y AS y, u.i AS i FROM r CROSS JOIN LATERAL unnest(ARRAY[r.x, r.x * 2]) WITH ORDINALITY AS u(y, i) WHERE r.k IS NOT NULL",

@@ -86,6 +86,8 @@ struct TableFunction {
 impl Analyzer<'_> {
     /// Reads the FROM list into the current block's scope; `a, b` is a cross join.
     pub(super) fn from_clause(&mut self, from: &[TableWithJoins]) -> Result<FromTree> {
+        let reordered = super::leading_function::moved(from);
+        let from = reordered.as_deref().unwrap_or(from);
         let mut tree: Option<Side> = None;
         for table in from {
             // `a, LATERAL f(a.x) [JOIN ...]`: the function expands what is left of it.
@@ -676,7 +678,7 @@ fn values_list(factor: &TableFactor) -> Option<(&[Vec<SqlExpr>], &TableAlias)> {
 
 /// Whether a FROM item is a table function or a VALUES list, or a parenthesised join that starts
 /// with one.
-fn starts_with_function(factor: &TableFactor) -> bool {
+pub(super) fn starts_with_function(factor: &TableFactor) -> bool {
     if values_list(factor).is_some() {
         return true;
     }

@@ -38,6 +38,7 @@ mod aggregate;
 mod block;
 mod distinct_on;
 mod from;
+mod leading_function;
 mod pushdown;
 mod query;
 mod scalar;

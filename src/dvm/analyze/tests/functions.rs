@@ -158,3 +158,39 @@ fn a_values_lists_unnamed_columns_are_column1_column2() {
         ",
     );
 }
+
+#[test]
+fn a_function_or_values_list_written_first_follows_the_table_it_is_joined_with() {
+    // Layout after the move: a [id, x] 0-1, u [e] 2.
+    let expected = "
+        Project #2; #0
+          Filter (#1 = #2)
+            Expand pg_catalog.unnest((ARRAY[1, 2])) (1)
+              Scan public.a [id, x]
+        ";
+    let comma = tree(
+        "SELECT u.e, a.id FROM pg_catalog.unnest(ARRAY[1, 2]) u(e), public.a WHERE (a.x = u.e)",
+    );
+    assert_tree(&comma.root, expected);
+    let joined = tree(
+        "SELECT u.e, a.id FROM pg_catalog.unnest(ARRAY[1, 2]) u(e) JOIN public.a ON (a.x = u.e)",
+    );
+    assert_tree(&joined.root, expected);
+    // As PostgreSQL prints it: the join in parentheses.
+    let printed = tree(
+        "SELECT u.e, a.id FROM (pg_catalog.unnest(ARRAY[1, 2]) u(e) JOIN public.a ON (a.x = u.e))",
+    );
+    assert_tree(&printed.root, expected);
+    // `f RIGHT JOIN a` keeps a's rows: a LEFT JOIN LATERAL f.
+    let right = tree(
+        "SELECT m.label, a.id FROM (VALUES (1, 'one'::text), (2, 'two'::text)) m(k, label) RIGHT JOIN public.a ON (a.x = m.k)",
+    );
+    assert_tree(
+        &right.root,
+        "
+        Project #3; #0
+          LeftExpand (VALUES (1, 'one'::TEXT), (2, 'two'::TEXT)) (2) (#1 = #2)
+            Scan public.a [id, x]
+        ",
+    );
+}
