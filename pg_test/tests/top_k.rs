@@ -268,6 +268,11 @@ fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
             "two_keys",
             "SELECT DISTINCT ON (dev, status) status, dev, val, id FROM r WHERE val > 0.5 ORDER BY dev, status NULLS FIRST, val DESC, id",
         ),
+        // A key whose equal values print differently (1.5, 1.50): the query shows the first row's.
+        (
+            "repr_key",
+            "SELECT DISTINCT ON (val) val, id, status FROM r ORDER BY val, id DESC",
+        ),
         (
             "expr_key",
             "SELECT DISTINCT ON (upper(dev)) upper(dev) AS d, val, id FROM r ORDER BY upper(dev), val, id DESC",

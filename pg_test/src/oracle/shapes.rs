@@ -401,6 +401,7 @@ pub const SHAPES: &[Shape] = &[
           ORDER BY a.k, a.g, b.w DESC NULLS FIRST, b.s",
     ),
     shape("distinct_on_repr", "SELECT DISTINCT ON (k) k AS k, x AS x, id AS id FROM r ORDER BY k, x DESC, id"),
+    shape("distinct_on_repr_key", "SELECT DISTINCT ON (x) x AS x, id AS id, iv AS iv FROM r ORDER BY x, id DESC"),
     // INTERSECT and EXCEPT [ALL]: rows counted on both sides, NULLs equal.
     shape("setop_except", "SELECT k AS k, g AS g FROM a EXCEPT SELECT k, lo FROM b"),
     shape("setop_except_all", "SELECT k AS k, t AS t FROM a EXCEPT ALL SELECT k, s FROM b"),

@@ -1,8 +1,9 @@
 //! `SELECT DISTINCT ON (keys) items FROM ... ORDER BY keys, order`: per group of equal keys, the
-//! group's first row by `order`. It is read as the grouped query that returns those rows,
+//! group's first row by `order`. It is read as the grouped query that returns those rows (every
+//! item, the keys too, from the group's first row: equal keys may print differently),
 //!
 //! ```sql
-//! SELECT keys, (array_agg(item ORDER BY order, ROW(items)::text))[1] AS item, ... FROM ... GROUP BY keys
+//! SELECT (array_agg(item ORDER BY order, ROW(items)::text))[1] AS item, ... FROM ... GROUP BY keys
 //! ```
 //!
 //! so it is maintained like any aggregate without stored state: each group a batch touches is
@@ -113,23 +114,17 @@ fn grouped(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
         ));
     }
     let order = order_after_keys(query.order_by.as_ref().map(|o| &o.kind), &items, &is_key)?;
-    let others: Vec<String> = items
-        .iter()
-        .filter(|(e, _)| !is_key(e))
-        .map(|(e, _)| e.to_string())
-        .collect();
+    let all: Vec<String> = items.iter().map(|(e, _)| e.to_string()).collect();
     // Rows equal in `order` and in how every item prints are the same row as far as the result
     // can tell.
-    let by = [order, vec![format!("ROW({})::text", others.join(", "))]]
+    let by = [order, vec![format!("ROW({})::text", all.join(", "))]]
         .concat()
         .join(", ");
     let mut projection = Vec::with_capacity(items.len());
     for (expr, name) in items {
-        let expr = if is_key(&expr) {
-            expr
-        } else {
-            parse_expr(&format!("(pg_catalog.array_agg({expr} ORDER BY {by}))[1]"))?
-        };
+        // The keys too: equal keys may print differently (`1.5`, `1.50`), and the query shows the
+        // first row's.
+        let expr = parse_expr(&format!("(pg_catalog.array_agg({expr} ORDER BY {by}))[1]"))?;
         projection.push(SelectItem::ExprWithAlias {
             expr,
             alias: Ident::with_quote('"', name),

@@ -5,7 +5,7 @@ use super::{assert_tree, error, tree, unsupported};
 use crate::dvm::analyze::AnalyzeError;
 
 #[test]
-fn each_item_but_the_keys_comes_from_the_first_row_by_the_order_ties_broken_by_the_row() {
+fn each_item_comes_from_the_first_row_by_the_order_ties_broken_by_the_row() {
     let t = tree(
         "SELECT DISTINCT ON (a.g) a.g, a.id, (a.x + 1) AS x1 FROM public.a WHERE (a.x > 0) ORDER BY a.g, a.x DESC NULLS LAST, a.id",
     );
@@ -15,8 +15,8 @@ fn each_item_but_the_keys_comes_from_the_first_row_by_the_order_ties_broken_by_t
     assert_tree(
         &t.root,
         "
-        Project #0; (#1)[1]; (#2)[1]
-          Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY #1 DESC NULLS LAST, #0, ROW(#0, (#1 + 1))::TEXT); pg_catalog.array_agg((#1 + 1) ORDER BY #1 DESC NULLS LAST, #0, ROW(#0, (#1 + 1))::TEXT)]
+        Project (#1)[1]; (#2)[1]; (#3)[1]
+          Aggregate group [#2] agg [pg_catalog.array_agg(#2 ORDER BY #1 DESC NULLS LAST, #0, ROW(#2, #0, (#1 + 1))::TEXT); pg_catalog.array_agg(#0 ORDER BY #1 DESC NULLS LAST, #0, ROW(#2, #0, (#1 + 1))::TEXT); pg_catalog.array_agg((#1 + 1) ORDER BY #1 DESC NULLS LAST, #0, ROW(#2, #0, (#1 + 1))::TEXT)]
             Filter (#1 > 0)
               Scan public.a [id, x, g]
         ",
@@ -33,8 +33,8 @@ fn order_by_positions_and_keys_anywhere_in_it() {
     assert_tree(
         &unordered.root,
         "
-        Project #0; (#1)[1]
-          Aggregate group [#1] agg [pg_catalog.array_agg(#0 ORDER BY ROW(#0)::TEXT)]
+        Project (#1)[1]; (#2)[1]
+          Aggregate group [#1] agg [pg_catalog.array_agg(#1 ORDER BY ROW(#1, #0)::TEXT); pg_catalog.array_agg(#0 ORDER BY ROW(#1, #0)::TEXT)]
             Scan public.a [x, g]
         ",
     );
