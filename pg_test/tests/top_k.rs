@@ -330,7 +330,7 @@ fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
 fn distinct_on_forms_not_maintained_are_refused_by_name() {
     let mut db = TestDb::new("top_k_distinct_on_refused");
     db.exec(
-        "CREATE TABLE r (id int PRIMARY KEY, dev text, ts int);
+        "CREATE TABLE r (id int PRIMARY KEY, dev text, ts int, tags text[]);
          CREATE VIEW latest AS SELECT DISTINCT ON (dev) dev, ts FROM r ORDER BY dev, ts DESC, id;",
     );
     for (query, why) in [
@@ -347,6 +347,11 @@ fn distinct_on_forms_not_maintained_are_refused_by_name() {
             "DISTINCT ON over aggregates or window functions",
         ),
         ("SELECT dev, ts FROM latest", "DISTINCT ON in a view"),
+        // The first row's value is taken with array_agg, which makes arrays of arrays.
+        (
+            "SELECT DISTINCT ON (dev) dev, tags FROM r ORDER BY dev, ts DESC",
+            "DISTINCT ON with a column of array type (tags text[])",
+        ),
     ] {
         let err = db.error(&format!(
             "SELECT pgtrickle.create_stream_table('x', '{query}', '1h', 'DIFFERENTIAL')"

@@ -174,6 +174,21 @@ fn differential_tree(
     if let Some(what) = stored_groups::unreadable_picks(&base_tree, &base_output_types) {
         return Ok(Err(what));
     }
+    // DISTINCT ON takes each column's value from the group's first row with array_agg, which makes
+    // an array of arrays of an array column.
+    if tree.full_from_tree {
+        if let Some((column, t)) = analysis
+            .columns
+            .iter()
+            .zip(&base_output_types)
+            .find(|(_, t)| t.ends_with("[]"))
+        {
+            return Ok(Err(format!(
+                "DISTINCT ON with a column of array type ({} {t})",
+                column.name
+            )));
+        }
+    }
     if let Err(message) = validate(&tree, &output_types)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
