@@ -686,3 +686,42 @@ fn float_sums_are_maintained_where_their_groups_are_stored() {
     let shown: String = db.value("SELECT s::text || ' ' || sr::text FROM fs_grouped");
     assert_eq!(shown, "-0 -0");
 }
+
+#[test]
+fn a_composite_key_whose_fields_are_all_null_is_one_group_through_its_recompute() {
+    // ROW(NULL, NULL) IS NULL, and its type's `=` calls it equal to another: until 2026-12-05 the
+    // recompute took its group's rows twice, and refreshes repaired with FULL.
+    let mut db = TestDb::new("agg_composite_null_key");
+    db.exec(
+        "CREATE TYPE pair AS (a numeric(6,2), b text);
+         CREATE TABLE cs (id int PRIMARY KEY, p pair);
+         INSERT INTO cs VALUES (1, ROW(NULL, NULL)), (2, NULL), (3, ROW(1, NULL)), (4, ROW(1, 'x'));",
+    );
+    let queries = [
+        (
+            "hidden_key",
+            "SELECT string_agg(id::text, ',' ORDER BY id) AS ids FROM cs GROUP BY p",
+        ),
+        (
+            "shown_key",
+            "SELECT p, string_agg(id::text, ',' ORDER BY id) AS ids FROM cs GROUP BY p",
+        ),
+    ];
+    for (st, query) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    for step in [
+        "UPDATE cs SET id = id + 10",
+        "INSERT INTO cs VALUES (5, ROW(NULL, NULL)), (6, NULL), (7, ROW(1, NULL))",
+        "DELETE FROM cs WHERE id IN (11, 16)",
+    ] {
+        db.exec(step);
+        for (st, query) in queries {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st} after {step}");
+            db.assert_shows_what_query_shows(st, query);
+        }
+    }
+}

@@ -117,7 +117,7 @@ pub(super) fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
 /// without a scale (`1.5` = `1.50`), `interval` (`1 day` = `24 hours`), floats (`0` = `-0`), `time
 /// with time zone`, text under a nondeterministic collation (see [`is_text`]), and types the engine
 /// does not know.
-pub(super) fn equal_values_print_equal(t: &str) -> bool {
+pub(crate) fn equal_values_print_equal(t: &str) -> bool {
     matches!(
         t,
         "smallint"
@@ -778,7 +778,16 @@ pub(super) fn rows_in_groups(
         let non_null: Vec<String> = gk.iter().map(|k| format!("{k} IS NOT NULL")).collect();
         format!("{} AND {}", non_null.join(" AND "), same_keys(&ka, &gk))
     };
-    let member = format!("EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
+    // The two branches must not both take a row. A composite key whose fields are all NULL `IS
+    // NULL`, and yet its type's `=` calls it equal to another such value: it goes to the null-safe
+    // branch only.
+    let ka_any_null = ka
+        .iter()
+        .map(|e| format!("({e}) IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let member =
+        format!("NOT ({ka_any_null}) AND EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
     let (ia, ib) = (relation(ctx)?, relation(ctx)?);
     Ok(format!(
         "SELECT {a}.* FROM ({ia}) AS {a} WHERE {member} \
