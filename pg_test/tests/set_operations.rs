@@ -80,6 +80,20 @@ fn columns_whose_equal_values_print_apart_are_refused() {
         err.message.contains("equal values may print differently"),
         "{err:?}"
     );
+    // A composite type is judged by its fields: (1.5, 'x') and (1.50, 'x') are one row.
+    db.exec(
+        "CREATE TYPE pair AS (a numeric, b text);
+         CREATE TABLE pa (id int PRIMARY KEY, p pair);
+         CREATE TABLE pb (id int PRIMARY KEY, p pair);",
+    );
+    let err = db.error(
+        "SELECT pgtrickle.create_stream_table('y', 'SELECT p FROM pa INTERSECT SELECT p FROM pb', '1h', 'DIFFERENTIAL')",
+    );
+    assert_eq!(err.code, "0A000", "{err:?}");
+    assert!(
+        err.message.contains("numeric (a field of public.pair)"),
+        "{err:?}"
+    );
     db.exec(
         "SELECT pgtrickle.create_stream_table('x', 'SELECT v FROM sa EXCEPT SELECT k FROM sb', '1h', 'AUTO')",
     );

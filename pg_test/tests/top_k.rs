@@ -368,3 +368,42 @@ fn distinct_on_forms_not_maintained_are_refused_by_name() {
         "FULL"
     );
 }
+
+#[test]
+fn distinct_on_picks_alike_in_every_session_and_all_null_composite_keys_are_one_group() {
+    let mut db = TestDb::new("top_k_distinct_on_sessions");
+    db.exec(
+        "CREATE TYPE pair AS (a numeric(6,2), b text);
+         CREATE TABLE cs (id int PRIMARY KEY, p pair, g int, d date, o int);
+         INSERT INTO cs VALUES (1, ROW(NULL, NULL), 1, '2020-01-02', 0), (2, NULL, 1, '2020-02-01', 0),
+                               (3, ROW(1, NULL), 3, '2020-01-02', 0), (4, ROW(1, 'x'), 3, '2020-01-02', 1);",
+    );
+    const BY_KEY: &str = "SELECT DISTINCT ON (p) p, id FROM cs ORDER BY p, id DESC";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_key', '{BY_KEY}', '1h', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('by_date', 'SELECT DISTINCT ON (g) g, d FROM cs ORDER BY g, o', '1h', 'DIFFERENTIAL');"
+    ));
+    // Rows tie in `o`; the tie is broken by the rows' text, which a session's DateStyle changes.
+    db.exec("SET DateStyle = 'German, DMY'");
+    db.exec("INSERT INTO cs VALUES (5, ROW(NULL, NULL), 2, '2020-01-02', 0), (6, NULL, 2, '2020-02-01', 0)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('by_date')");
+    db.exec("RESET DateStyle");
+    db.exec("DELETE FROM cs WHERE id = 6");
+    db.exec("SELECT pgtrickle.refresh_stream_table('by_date')");
+    assert_eq!(db.last_refresh("by_date").0, "DIFFERENTIAL");
+    let stale: i64 = db.value(
+        "SELECT count(*) FROM by_date b WHERE NOT EXISTS (SELECT 1 FROM cs WHERE cs.g = b.g AND cs.d = b.d)",
+    );
+    assert_eq!(stale, 0, "a row of by_date that no row of cs has");
+    // ROW(NULL, NULL) IS NULL, and equals itself: one group, found by each refresh.
+    for step in [
+        "UPDATE cs SET id = id + 10",
+        "INSERT INTO cs VALUES (7, ROW(NULL, NULL), 1, '2021-01-01', 2), (8, NULL, 1, '2021-01-01', 2)",
+        "DELETE FROM cs WHERE id IN (11, 17)",
+    ] {
+        db.exec(step);
+        db.exec("SELECT pgtrickle.refresh_stream_table('by_key')");
+        assert_eq!(db.last_refresh("by_key").0, "DIFFERENTIAL", "{step}");
+        db.assert_shows_what_query_shows("by_key", BY_KEY);
+    }
+}

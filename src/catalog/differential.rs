@@ -322,8 +322,34 @@ impl BaseTypes {
             &[name.into()],
         )?
         .unwrap_or_else(|| name.to_string());
+        let base = match self.field_printing_apart(&base)? {
+            Some(field) => format!("{field} (a field of {base})"),
+            None => base,
+        };
         self.0.insert(name.to_string(), base.clone());
         Ok(format!("{base}{collate}"))
+    }
+
+    /// For a composite type: the base type of a field (at any depth) whose equal values may print
+    /// differently (`CREATE TYPE pair AS (a numeric, b text)`: `numeric`). Its name then stands for
+    /// the composite's, so a composite is judged as the field that may print apart.
+    fn field_printing_apart(&mut self, composite: &str) -> PgtResult<Option<String>> {
+        let fields: Vec<String> = spi::rows(
+            "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS t
+               FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
+              WHERE t.oid = pg_catalog.to_regtype($1) AND t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[composite.into()],
+            |r| spi::col(r, "t"),
+        )?;
+        for field in fields {
+            let base = self.of(&field)?;
+            use crate::dvm::diff::rules::{equal_values_print_equal, known_to_print_apart};
+            if known_to_print_apart(&base) && !equal_values_print_equal(&base) {
+                return Ok(Some(base));
+            }
+        }
+        Ok(None)
     }
 
     /// `tree` with every type it records replaced by its base type.

@@ -341,12 +341,20 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
         _ => st.defining_query.clone(),
     };
     let plan = full_refresh_plan(storage, &payload, &source, row_ids);
+    let from_tree = tree.as_ref().is_some_and(|t| t.full_from_tree);
+    let execute = || {
+        if from_tree {
+            settings::with_text_form_settings(|| spi_exec::execute(&plan, st))
+        } else {
+            spi_exec::execute(&plan, st)
+        }
+    };
     let (applied, reason) = match replace::uncaptured(st)? {
         Some(how) => (
-            crate::cdc::replaced::uncaptured(st.relid, || spi_exec::execute(&plan, st))?,
+            crate::cdc::replaced::uncaptured(st.relid, execute)?,
             format!("{reason}; {how}"),
         ),
-        None => (spi_exec::execute(&plan, st)?, reason),
+        None => (execute()?, reason),
     };
     Ok(Done {
         action: RefreshAction::Full,

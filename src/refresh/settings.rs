@@ -28,6 +28,20 @@ const DIFFERENTIAL_SETTINGS: &[(&str, &str)] = &[
     ("max_parallel_workers_per_gather", "0"),
 ];
 
+/// What the text form of a value depends on, pinned. A DIFFERENTIAL stream table's query calls
+/// only IMMUTABLE functions, so nothing it computes depends on these; but where the engine breaks
+/// a tie between rows that sort alike it compares their text (`dvm::analyze::distinct_on`), and with
+/// these pinned every refresh picks the same row, whichever session runs it (a `DateStyle` of the
+/// caller's changed which of two tied dates a manual refresh picked).
+const TEXT_FORM_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+];
+
 /// Every refresh, around all its statements:
 /// - `search_path = pg_catalog, pg_temp`: what a refresh computes must not depend on the session
 ///   that runs it (a user's schema early in the path could supply another `=`). Everything the
@@ -57,7 +71,13 @@ pub fn quietly<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
 }
 
 pub fn with_differential_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    with_settings(DIFFERENTIAL_SETTINGS, body)
+    with_settings(DIFFERENTIAL_SETTINGS, || with_text_form_settings(body))
+}
+
+/// For FULL refreshes that compute the operator tree (`OpTree::full_from_tree`), whose tie-breaks
+/// must pick as the differential ones do.
+pub fn with_text_form_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(TEXT_FORM_SETTINGS, body)
 }
 
 pub fn with_refresh_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {

@@ -8,17 +8,19 @@
 //!
 //! so it is maintained like any aggregate without stored state: each group a batch touches is
 //! computed again from its rows. `ROW(items)::text` breaks ties in `order`, so that every item comes
-//! from the same row; PostgreSQL itself takes whichever tied row its plan meets first, so the
-//! stream table's FULL refreshes compute the same grouped query (`OpTree::full_from_tree`), and the
-//! choice among tied rows never changes between refreshes. The keys must be in the select list: a
-//! stored row then carries its group, and a row that differs from what the delta expects is found
-//! missing rather than taken for another group's.
+//! from the same row (with the settings that text depends on pinned: `refresh::settings`);
+//! PostgreSQL itself takes whichever tied row its plan meets first, so the stream table's FULL
+//! refreshes compute the same grouped query (`OpTree::full_from_tree`), and the choice among tied
+//! rows never changes between refreshes. The keys must be in the select list: a stored row then
+//! carries its group, and a row that differs from what the delta expects is found missing rather
+//! than taken for another group's. Only the query's own SELECT (or its set operations' branches)
+//! is read so: its items are the stream table's columns, whose types the extension checks.
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     visit_expressions, Distinct, Expr as SqlExpr, GroupByExpr, Ident, OrderByExpr, OrderByKind,
-    Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
+    Query, Select, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -27,50 +29,87 @@ use super::block::default_name;
 use super::template::{ident_name, strip_nested};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
 
-/// Rewrites every `SELECT DISTINCT ON` block of `query` (subqueries included) into its grouped
-/// form; whether there was one. A block that cannot be rewritten is an error naming why.
+/// Rewrites the `SELECT DISTINCT ON` blocks at the top of `query` (its SELECT, or the branches of
+/// its set operations) into their grouped form; whether there was one. Their items are then the
+/// stream table's columns, whose types the extension checks (an array column is refused: see
+/// `catalog::differential`). One anywhere else (in a subquery, a CTE, a view) is refused: its items'
+/// types are not known here.
 pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
-    let mut rewriter = Rewriter {
-        analyzer,
-        rewritten: false,
-    };
-    match query.visit(&mut rewriter) {
+    let rewritten = top(query, analyzer)?;
+    match query.visit(&mut Nested) {
         ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(rewriter.rewritten),
+        ControlFlow::Continue(()) => Ok(rewritten),
     }
 }
 
-struct Rewriter<'a, 'c> {
-    analyzer: &'a Analyzer<'c>,
-    rewritten: bool,
+/// Rewrites `query` if its body is a `SELECT DISTINCT ON` block, or the DISTINCT ON branches of
+/// its set operations.
+fn top(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        if !matches!(select.distinct, Some(Distinct::On(_))) {
+            return Ok(false);
+        }
+        if query.limit_clause.is_some() || query.fetch.is_some() {
+            return unsupported("DISTINCT ON with LIMIT or OFFSET");
+        }
+        grouped(select, query.order_by.as_ref().map(|o| &o.kind), analyzer)?;
+        query.order_by = None;
+        return Ok(true);
+    }
+    branches(query.body.as_mut(), analyzer)
 }
 
-impl VisitorMut for Rewriter<'_, '_> {
+/// The branches of a set operation: a bare `SELECT DISTINCT ON` has no ORDER BY of its own.
+fn branches(body: &mut SetExpr, analyzer: &Analyzer<'_>) -> Result<bool> {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            Ok(branches(left, analyzer)? | branches(right, analyzer)?)
+        }
+        SetExpr::Select(select) if matches!(select.distinct, Some(Distinct::On(_))) => {
+            grouped(select, None, analyzer)?;
+            Ok(true)
+        }
+        SetExpr::Query(query) => top(query, analyzer),
+        _ => Ok(false),
+    }
+}
+
+/// Finds a DISTINCT ON left after the top ones were rewritten.
+struct Nested;
+
+impl VisitorMut for Nested {
     type Break = AnalyzeError;
 
-    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<AnalyzeError> {
-        match grouped(query, self.analyzer) {
-            Ok(done) => {
-                self.rewritten |= done;
-                ControlFlow::Continue(())
-            }
-            Err(e) => ControlFlow::Break(e),
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<AnalyzeError> {
+        if has_distinct_on(&query.body) {
+            return ControlFlow::Break(AnalyzeError::Unsupported(
+                "DISTINCT ON in a subquery (it is supported in the query's own SELECT)".into(),
+            ));
         }
+        ControlFlow::Continue(())
     }
 }
 
-/// Rewrites `query` if its body is a `SELECT DISTINCT ON` block.
-fn grouped(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
-    let SetExpr::Select(select) = query.body.as_mut() else {
-        return Ok(false);
-    };
+fn has_distinct_on(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => matches!(select.distinct, Some(Distinct::On(_))),
+        SetExpr::SetOperation { left, right, .. } => {
+            has_distinct_on(left) || has_distinct_on(right)
+        }
+        _ => false,
+    }
+}
+
+/// Rewrites one `SELECT DISTINCT ON` block, ordered by `order_by` (the query's ORDER BY).
+fn grouped(
+    select: &mut Select,
+    order_by: Option<&OrderByKind>,
+    analyzer: &Analyzer<'_>,
+) -> Result<()> {
     let Some(Distinct::On(keys)) = &select.distinct else {
-        return Ok(false);
+        return Ok(());
     };
     let keys = keys.clone();
-    if query.limit_clause.is_some() || query.fetch.is_some() {
-        return unsupported("DISTINCT ON with LIMIT or OFFSET");
-    }
     let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
         || select.having.is_some();
     let computed = any_expression(&select.projection, |e| match e {
@@ -113,7 +152,7 @@ fn grouped(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
             "DISTINCT ON ({missing}) without {missing} in the select list"
         ));
     }
-    let order = order_after_keys(query.order_by.as_ref().map(|o| &o.kind), &items, &is_key)?;
+    let order = order_after_keys(order_by, &items, &is_key)?;
     let all: Vec<String> = items.iter().map(|(e, _)| e.to_string()).collect();
     // Rows equal in `order` and in how every item prints are the same row as far as the result
     // can tell.
@@ -136,8 +175,7 @@ fn grouped(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
         keys.iter().map(|k| strip_nested(k).clone()).collect(),
         vec![],
     );
-    query.order_by = None;
-    Ok(true)
+    Ok(())
 }
 
 /// The ORDER BY items that pick a group's row: those that are not DISTINCT ON keys (constant within
@@ -198,8 +236,11 @@ fn any_expression(projection: &[SelectItem], test: impl Fn(&SqlExpr) -> bool) ->
 }
 
 fn parse_expr(sql: &str) -> Result<SqlExpr> {
-    Parser::new(&PostgreSqlDialect {})
+    let mut expr = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|e| AnalyzeError::Invalid(format!("could not restate DISTINCT ON: {e}")))
+        .map_err(|e| AnalyzeError::Invalid(format!("could not restate DISTINCT ON: {e}")))?;
+    // As `parse` does for the whole query: `t.c[1]` is column `t.c`, subscripted.
+    let _ = expr.visit(&mut super::ColumnFirst);
+    Ok(expr)
 }

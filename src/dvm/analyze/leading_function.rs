@@ -15,37 +15,42 @@ use super::from::starts_with_function;
 /// print differently from the right side's).
 pub(super) fn moved(from: &[TableWithJoins]) -> Option<Vec<TableWithJoins>> {
     let first = from.first()?;
-    let moved_first = if first.joins.is_empty() {
-        match &first.relation {
-            // PostgreSQL prints `FROM ((VALUES ...) m(..) JOIN t ON ...)`.
-            TableFactor::NestedJoin {
-                table_with_joins,
-                alias: None,
-            } if !table_with_joins.joins.is_empty() => TableWithJoins {
-                relation: TableFactor::NestedJoin {
-                    table_with_joins: Box::new(joined_first(table_with_joins)?),
-                    alias: None,
-                },
-                joins: vec![],
-            },
-            // `f, t ...`: t first, then f.
-            relation if starts_with_function(relation) => {
-                let second = from.get(1)?;
-                if starts_with_function(&second.relation) {
-                    return None;
-                }
-                let mut reordered = from.to_vec();
-                reordered.swap(0, 1);
-                return Some(reordered);
-            }
-            _ => return None,
+    if first.joins.is_empty() && starts_with_function(&first.relation) && !is_nested(first) {
+        // `f, t ...`: t first, then f.
+        let second = from.get(1)?;
+        if starts_with_function(&second.relation) {
+            return None;
         }
-    } else {
-        joined_first(first)?
-    };
+        let mut reordered = from.to_vec();
+        reordered.swap(0, 1);
+        return Some(reordered);
+    }
     let mut reordered = from.to_vec();
-    reordered[0] = moved_first;
+    reordered[0] = function_joined_after(first)?;
     Some(reordered)
+}
+
+fn is_nested(table: &TableWithJoins) -> bool {
+    matches!(table.relation, TableFactor::NestedJoin { alias: None, .. })
+}
+
+/// `table` with the function that starts it joined after the table it is joined with, looking
+/// into parentheses: PostgreSQL prints `FROM f JOIN t ON .. JOIN u ON ..` as
+/// `FROM ((f JOIN t ON ..) JOIN u ON ..)`.
+fn function_joined_after(table: &TableWithJoins) -> Option<TableWithJoins> {
+    match &table.relation {
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } => Some(TableWithJoins {
+            relation: TableFactor::NestedJoin {
+                table_with_joins: Box::new(function_joined_after(table_with_joins)?),
+                alias: None,
+            },
+            joins: table.joins.clone(),
+        }),
+        _ => joined_first(table),
+    }
 }
 
 /// `f JOIN t ON ... [joins]` as `t JOIN f ON ... [joins]`, when `f` is a function or VALUES list

@@ -41,17 +41,33 @@ fn order_by_positions_and_keys_anywhere_in_it() {
 }
 
 #[test]
-fn in_a_subquery_too() {
+fn in_set_operation_branches_and_not_in_subqueries() {
     let t = tree(
-        "SELECT s.g, b.y FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) s JOIN public.b ON (b.a_id = s.id)",
+        "SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a UNION ALL (SELECT DISTINCT ON (b.y) b.y, b.id FROM public.b ORDER BY b.y, b.id DESC)",
     );
     assert!(t.full_from_tree);
+    assert_eq!(super::show(&t.root).matches("Aggregate").count(), 2);
     assert!(!tree("SELECT a.g FROM public.a").full_from_tree);
+    assert_eq!(
+        unsupported(
+            "SELECT s.g, b.y FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) s JOIN public.b ON (b.id = s.id)",
+        ),
+        "DISTINCT ON in a subquery (it is supported in the query's own SELECT)"
+    );
     // PostgreSQL prints an expression key in parentheses.
     let t = tree(
         "SELECT DISTINCT ON ((a.g + 1)) (a.g + 1) AS g1, a.x FROM public.a ORDER BY (a.g + 1), a.x",
     );
     assert_eq!(t.output_names, ["g1", "x"]);
+    // A subscripted column is a column.
+    let t =
+        tree("SELECT DISTINCT ON (a.g) a.g, a.x[1] AS x1 FROM public.a ORDER BY a.g, a.x[1] DESC");
+    assert_eq!(t.output_names, ["g", "x1"]);
+    let shown = super::show(&t.root);
+    assert!(
+        shown.contains("pg_catalog.array_agg(#0[1] ORDER BY #0[1] DESC"),
+        "{shown}"
+    );
 }
 
 #[test]

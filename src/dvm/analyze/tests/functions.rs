@@ -181,6 +181,15 @@ fn a_function_or_values_list_written_first_follows_the_table_it_is_joined_with()
         "SELECT u.e, a.id FROM (pg_catalog.unnest(ARRAY[1, 2]) u(e) JOIN public.a ON (a.x = u.e))",
     );
     assert_tree(&printed.root, expected);
+    // Two joins after it, as PostgreSQL prints them: nested parentheses.
+    let two = tree(
+        "SELECT u.e, a.id, b.y FROM ((pg_catalog.unnest(ARRAY[1, 2]) u(e) JOIN public.a ON (a.x = u.e)) JOIN public.b ON (b.a_id = a.id))",
+    );
+    assert!(
+        super::show(&two.root).contains("Expand"),
+        "{}",
+        super::show(&two.root)
+    );
     // `f RIGHT JOIN a` keeps a's rows: a LEFT JOIN LATERAL f.
     let right = tree(
         "SELECT m.label, a.id FROM (VALUES (1, 'one'::text), (2, 'two'::text)) m(k, label) RIGHT JOIN public.a ON (a.x = m.k)",
