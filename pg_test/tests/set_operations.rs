@@ -102,3 +102,30 @@ fn columns_whose_equal_values_print_apart_are_refused() {
         "FULL"
     );
 }
+
+#[test]
+fn sides_of_different_but_compatible_types_meet_null_safely() {
+    // integer and bigint meet as bigint; the rows of a batch that changed one side only have that
+    // side's type, and until 2026-12-05 their NULL group was compared as a record with the union's
+    // rows and the refresh failed ("cannot compare dissimilar column types").
+    let mut db = TestDb::new("set_operations_types");
+    db.exec(
+        "CREATE TABLE ia (x int); CREATE TABLE ib (x bigint);
+         INSERT INTO ia VALUES (1), (2); INSERT INTO ib VALUES (1), (3);",
+    );
+    const QUERY: &str = "SELECT x FROM ia INTERSECT SELECT x FROM ib";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('common', '{QUERY}', '1h', 'DIFFERENTIAL')"
+    ));
+    for step in [
+        "INSERT INTO ia VALUES (NULL)",
+        "INSERT INTO ib VALUES (NULL), (2)",
+        "DELETE FROM ia WHERE x IS NULL",
+        "INSERT INTO ia VALUES (NULL), (3)",
+    ] {
+        db.exec(step);
+        db.exec("SELECT pgtrickle.refresh_stream_table('common')");
+        assert_eq!(db.last_refresh("common").0, "DIFFERENTIAL", "{step}");
+        db.assert_shows_what_query_shows("common", QUERY);
+    }
+}

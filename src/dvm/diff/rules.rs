@@ -758,10 +758,20 @@ pub(super) fn rows_in_groups(
         .collect::<Vec<_>>()
         .join(" OR ");
     let t = ctx.alias("t");
-    let same = same_keys(
-        &k.iter().map(|k| format!("{t}.{k}")).collect::<Vec<_>>(),
-        &kb,
-    );
+    let tk: Vec<String> = k.iter().map(|k| format!("{t}.{k}")).collect();
+    let same = if key_eq.len() == kb.len() {
+        // Each key by its own equality, NULL equal to NULL: a record comparison needs both sides'
+        // types alike, and the touched keys may come from one branch of a UNION ALL (an integer)
+        // while the relation has the union's type (a bigint).
+        tk.iter()
+            .zip(&kb)
+            .zip(key_eq)
+            .map(|((t, e), op)| format!("({t} {op} ({e}) OR ({t} IS NULL AND ({e}) IS NULL))"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    } else {
+        same_keys(&tk, &kb)
+    };
     let g = ctx.alias("g");
     let gk: Vec<String> = k.iter().map(|k| format!("{g}.{k}")).collect();
     let on = if key_eq.len() == ka.len() {
