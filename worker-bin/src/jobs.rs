@@ -30,13 +30,28 @@ pub async fn claim(
     worker_id: &str,
     target: &str,
 ) -> Result<Option<Claimed>, Failure> {
-    let row = client
-        .query_opt(
-            "SELECT job_id, attempt, stream_table, pgt_id FROM pgtrickle.worker_claim($1::text::uuid)",
-            &[&worker_id],
-        )
-        .await
-        .map_err(|e| crate::serve::classify(&e, target))?;
+    let mut tries = 0;
+    let row = loop {
+        match client
+            .query_opt(
+                "SELECT job_id, attempt, stream_table, pgt_id FROM pgtrickle.worker_claim($1::text::uuid)",
+                &[&worker_id],
+            )
+            .await
+        {
+            Ok(row) => break row,
+            // The claim met the coordinator updating the same job rows: try again, and after a
+            // few tries leave the job for the next poll, rather than end the session.
+            Err(e) if crate::serve::transient(&e) => {
+                tries += 1;
+                if tries == 3 {
+                    return Ok(None);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => return Err(crate::serve::classify(&e, target)),
+        }
+    };
     Ok(row.map(|r| Claimed {
         job_id: r.get(0),
         attempt: r.get(1),

@@ -186,6 +186,14 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> Failure {
     }
 }
 
+/// A serialization failure or a deadlock: the statement met a concurrent one (the coordinator
+/// reclaiming or collecting jobs) and may simply run again. Not a reason to end the session, which
+/// would register the worker anew under another id.
+pub fn transient(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.code().code(), "40001" | "40P01"))
+}
+
 /// The extension must be installed, at a version that has the worker registry.
 async fn check_server(client: &Client, target: &str) -> Result<String, Failure> {
     let row = client
@@ -366,6 +374,14 @@ async fn heartbeats(
             .await
         {
             Ok(row) => row.get::<_, bool>(0),
+            // This beat met a concurrent update; the next one comes within `every`.
+            Err(e) if transient(&e) => {
+                log.debug(
+                    "heartbeat skipped",
+                    &[("worker_id", &id), ("error", &crate::error_text(&e))],
+                );
+                continue;
+            }
             Err(e) => return classify(&e, &target),
         };
         if !alive {
