@@ -24,21 +24,11 @@ fn refresh(db: &mut TestDb, st: &str, step: &str) -> (i64, i64) {
     (deleted, inserted)
 }
 
-/// `ties` holds a valid answer of `SELECT id, score FROM t ORDER BY score DESC LIMIT 4`: the right
-/// number of rows, all of them rows of t, and no row of t it left out scoring higher than one it kept.
-fn assert_valid_answer(db: &mut TestDb, step: &str) {
+/// Asserts that `problems` (a query of one text column, a row per way the answer is not valid)
+/// returns nothing.
+fn assert_valid(db: &mut TestDb, problems: &str, step: &str) {
     let problems: Vec<String> = db
-        .rows(
-            "SELECT 'count ' || (SELECT count(*) FROM ties) || ', expected ' || least(4, (SELECT count(*) FROM t))
-              WHERE (SELECT count(*) FROM ties) <> least(4, (SELECT count(*) FROM t))
-             UNION ALL
-             SELECT 'not a row of t: ' || x::text FROM (SELECT id, score FROM ties EXCEPT ALL SELECT id, score FROM t) x
-             UNION ALL
-             SELECT 'left out but scores higher: ' || x::text
-               FROM (SELECT id, score FROM t EXCEPT ALL SELECT id, score FROM ties) x
-              WHERE x.score > (SELECT min(score) FROM ties)",
-            &[],
-        )
+        .rows(problems, &[])
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
@@ -46,6 +36,23 @@ fn assert_valid_answer(db: &mut TestDb, step: &str) {
         problems.is_empty(),
         "{step}: not a valid answer:\n{}",
         problems.join("\n")
+    );
+}
+
+/// `ties` holds a valid answer of `SELECT id, score FROM t ORDER BY score DESC LIMIT 4`: the right
+/// number of rows, all of them rows of t, and no row of t it left out scoring higher than one it kept.
+fn assert_valid_answer(db: &mut TestDb, step: &str) {
+    assert_valid(
+        db,
+        "SELECT 'count ' || (SELECT count(*) FROM ties) || ', expected ' || least(4, (SELECT count(*) FROM t))
+              WHERE (SELECT count(*) FROM ties) <> least(4, (SELECT count(*) FROM t))
+             UNION ALL
+             SELECT 'not a row of t: ' || x::text FROM (SELECT id, score FROM ties EXCEPT ALL SELECT id, score FROM t) x
+             UNION ALL
+             SELECT 'left out but scores higher: ' || x::text
+               FROM (SELECT id, score FROM t EXCEPT ALL SELECT id, score FROM ties) x
+              WHERE x.score > (SELECT min(score) FROM ties)",
+        step,
     );
 }
 
@@ -229,24 +236,16 @@ fn a_window_after_an_offset_shifts_when_rows_before_it_come_and_go() {
 /// `latest` holds a valid answer of `SELECT DISTINCT ON (dev) dev, ts, status FROM r ORDER BY dev,
 /// ts DESC`, whose ORDER BY ties: one row per device, each a row of `r` with its device's latest ts.
 fn assert_one_latest_row_per_device(db: &mut TestDb, step: &str) {
-    let problems: Vec<String> = db
-        .rows(
-            "SELECT 'devices ' || (SELECT count(*) FROM latest) || ', expected ' || (SELECT count(DISTINCT dev) FROM r)
+    assert_valid(
+        db,
+        "SELECT 'devices ' || (SELECT count(*) FROM latest) || ', expected ' || (SELECT count(DISTINCT dev) FROM r)
               WHERE (SELECT count(*) FROM latest) <> (SELECT count(DISTINCT dev) FROM r)
              UNION ALL
              SELECT 'not a latest row of r: ' || l::text FROM latest l
               WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.dev = l.dev AND r.ts = l.ts
                                    AND r.status IS NOT DISTINCT FROM l.status
                                    AND r.ts = (SELECT max(ts) FROM r x WHERE x.dev = r.dev))",
-            &[],
-        )
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "{step}: not a valid answer:\n{}",
-        problems.join("\n")
+        step,
     );
 }
 
