@@ -8,7 +8,7 @@ use super::modes::RefreshMode;
 use super::type_ops::{equality_operator, hashable, less_than_operator};
 use crate::dvm::analyze::{self, AnalyzeError, Catalog, Relation};
 use crate::dvm::apply::identified_by_text;
-use crate::dvm::diff::rules::new_sql;
+use crate::dvm::diff::rules::{equal_values_print_equal, known_to_print_apart, new_sql};
 use crate::dvm::diff::stored_groups::{self, StoredGroups};
 use crate::dvm::diff::{delta_query, DiffContext};
 use crate::dvm::optree::{AggFunc, JoinKind, Node, OpTree};
@@ -344,7 +344,6 @@ impl BaseTypes {
         )?;
         for field in fields {
             let base = self.of(&field)?;
-            use crate::dvm::diff::rules::{equal_values_print_equal, known_to_print_apart};
             if known_to_print_apart(&base) && !equal_values_print_equal(&base) {
                 return Ok(Some(base));
             }

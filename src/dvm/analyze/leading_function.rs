@@ -25,8 +25,9 @@ pub(super) fn moved(from: &[TableWithJoins]) -> Option<Vec<TableWithJoins>> {
         reordered.swap(0, 1);
         return Some(reordered);
     }
+    let moved_first = function_joined_after(first)?;
     let mut reordered = from.to_vec();
-    reordered[0] = function_joined_after(first)?;
+    reordered[0] = moved_first;
     Some(reordered)
 }
 
