@@ -200,6 +200,21 @@ impl TestDb {
             .collect()
     }
 
+    /// Refreshes `stream_table` by hand and asserts that it refreshed DIFFERENTIAL (no FULL fallback
+    /// or repair) and shows what `query` shows (by text); `step` names the changes before it.
+    pub fn assert_refreshes_differentially(&mut self, stream_table: &str, query: &str, step: &str) {
+        self.exec(&format!(
+            "SELECT pgtrickle.refresh_stream_table('{}')",
+            stream_table.replace('\'', "''")
+        ));
+        assert_eq!(
+            self.last_refresh(stream_table).0,
+            "DIFFERENTIAL",
+            "{stream_table} after {step}"
+        );
+        self.assert_shows_what_query_shows(stream_table, query);
+    }
+
     pub fn assert_matches_query(&mut self, stream_table: &str, query: &str) {
         let diff = self.multiset_diff(stream_table, query);
         assert!(

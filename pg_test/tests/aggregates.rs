@@ -719,9 +719,7 @@ fn a_composite_key_whose_fields_are_all_null_is_one_group_through_its_recompute(
     ] {
         db.exec(step);
         for (st, query) in queries {
-            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
-            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st} after {step}");
-            db.assert_shows_what_query_shows(st, query);
+            db.assert_refreshes_differentially(st, query, step);
         }
     }
 }

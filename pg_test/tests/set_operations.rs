@@ -20,6 +20,10 @@ const QUERIES: [(&str, &str); 7] = [
     ("through_view", "SELECT k FROM only_in_sa"),
 ];
 
+/// The first rows of one, by its output columns.
+const FIRST_COMMON: &str =
+    "SELECT k, t FROM sa INTERSECT SELECT k, t FROM sb ORDER BY 1, 2 NULLS FIRST LIMIT 3";
+
 #[test]
 fn intersect_and_except_follow_their_query() {
     let mut db = TestDb::new("set_operations");
@@ -35,10 +39,9 @@ fn intersect_and_except_follow_their_query() {
             "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
         ));
     }
-    // The first rows of one, by its output columns.
-    db.exec(
-        "SELECT pgtrickle.create_stream_table('first_common', 'SELECT k, t FROM sa INTERSECT SELECT k, t FROM sb ORDER BY 1, 2 NULLS FIRST LIMIT 3', '1h', 'DIFFERENTIAL')",
-    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('first_common', '{FIRST_COMMON}', '1h', 'DIFFERENTIAL')"
+    ));
     let steps = [
         "UPDATE sa SET k = k + 1 WHERE id % 4 = 0",
         "DELETE FROM sb WHERE id % 7 = 0; INSERT INTO sb SELECT i, i % 9, 1, 't1' FROM generate_series(200, 230) i",
@@ -49,17 +52,9 @@ fn intersect_and_except_follow_their_query() {
     ];
     for step in steps {
         db.exec(step);
-        for (st, query) in QUERIES {
-            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
-            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st} after {step}");
-            db.assert_shows_what_query_shows(st, query);
+        for (st, query) in QUERIES.iter().chain(&[("first_common", FIRST_COMMON)]) {
+            db.assert_refreshes_differentially(st, query, step);
         }
-        db.exec("SELECT pgtrickle.refresh_stream_table('first_common')");
-        assert_eq!(db.last_refresh("first_common").0, "DIFFERENTIAL", "{step}");
-        db.assert_shows_what_query_shows(
-            "first_common",
-            "SELECT k, t FROM sa INTERSECT SELECT k, t FROM sb ORDER BY 1, 2 NULLS FIRST LIMIT 3",
-        );
     }
 }
 
@@ -124,8 +119,6 @@ fn sides_of_different_but_compatible_types_meet_null_safely() {
         "INSERT INTO ia VALUES (NULL), (3)",
     ] {
         db.exec(step);
-        db.exec("SELECT pgtrickle.refresh_stream_table('common')");
-        assert_eq!(db.last_refresh("common").0, "DIFFERENTIAL", "{step}");
-        db.assert_shows_what_query_shows("common", QUERY);
+        db.assert_refreshes_differentially("common", QUERY, step);
     }
 }

@@ -299,9 +299,7 @@ fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
     for step in steps {
         db.exec(step);
         for (st, query) in exact {
-            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
-            assert_eq!(db.last_refresh(st).0, "DIFFERENTIAL", "{st} after {step}");
-            db.assert_shows_what_query_shows(st, query);
+            db.assert_refreshes_differentially(st, query, step);
         }
         db.exec("SELECT pgtrickle.refresh_stream_table('latest')");
         assert_eq!(db.last_refresh("latest").0, "DIFFERENTIAL", "{step}");
@@ -401,8 +399,6 @@ fn distinct_on_picks_alike_in_every_session_and_all_null_composite_keys_are_one_
         "DELETE FROM cs WHERE id IN (11, 17)",
     ] {
         db.exec(step);
-        db.exec("SELECT pgtrickle.refresh_stream_table('by_key')");
-        assert_eq!(db.last_refresh("by_key").0, "DIFFERENTIAL", "{step}");
-        db.assert_shows_what_query_shows("by_key", BY_KEY);
+        db.assert_refreshes_differentially("by_key", BY_KEY, step);
     }
 }

@@ -752,35 +752,23 @@ pub(super) fn rows_in_groups(
         .map(|k| format!("{k} IS NULL"))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let kb_any_null = kb
-        .iter()
-        .map(|e| format!("({e}) IS NULL"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let kb_any_null = any_is_null(&kb);
     let t = ctx.alias("t");
     let tk: Vec<String> = k.iter().map(|k| format!("{t}.{k}")).collect();
     let same = if key_eq.len() == kb.len() {
         // Each key by its own equality, NULL equal to NULL: a record comparison needs both sides'
         // types alike, and the touched keys may come from one branch of a UNION ALL (an integer)
         // while the relation has the union's type (a bigint).
-        tk.iter()
-            .zip(&kb)
-            .zip(key_eq)
-            .map(|((t, e), op)| format!("({t} {op} ({e}) OR ({t} IS NULL AND ({e}) IS NULL))"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
+        each_key(&tk, &kb, key_eq, |t, e, op| {
+            format!("({t} {op} ({e}) OR ({t} IS NULL AND ({e}) IS NULL))")
+        })
     } else {
         same_keys(&tk, &kb)
     };
     let g = ctx.alias("g");
     let gk: Vec<String> = k.iter().map(|k| format!("{g}.{k}")).collect();
     let on = if key_eq.len() == ka.len() {
-        ka.iter()
-            .zip(&gk)
-            .zip(key_eq)
-            .map(|((e, k), op)| format!("({e}) {op} {k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
+        each_key(&ka, &gk, key_eq, |e, k, op| format!("({e}) {op} {k}"))
     } else {
         // No resolved operators (DISTINCT, trees from before 0.2.0): record equality, exact under
         // any search_path but not index-driven; it calls NULL equal, so NULL keys are left to the
@@ -791,11 +779,7 @@ pub(super) fn rows_in_groups(
     // The two branches must not both take a row. A composite key whose fields are all NULL `IS
     // NULL`, and yet its type's `=` calls it equal to another such value: it goes to the null-safe
     // branch only.
-    let ka_any_null = ka
-        .iter()
-        .map(|e| format!("({e}) IS NULL"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let ka_any_null = any_is_null(&ka);
     let member =
         format!("NOT ({ka_any_null}) AND EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
     let (ia, ib) = (relation(ctx)?, relation(ctx)?);
@@ -806,6 +790,30 @@ pub(super) fn rows_in_groups(
            AND EXISTS (SELECT 1 FROM {groups} AS {t} WHERE {same}) \
            AND EXISTS (SELECT 1 FROM {groups} WHERE {any_null})"
     ))
+}
+
+/// `(e1) IS NULL OR (e2) IS NULL ...`.
+fn any_is_null(exprs: &[String]) -> String {
+    exprs
+        .iter()
+        .map(|e| format!("({e}) IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// One comparison per group key, `compare(left, right, its equality)`, all of them holding.
+fn each_key(
+    left: &[String],
+    right: &[String],
+    key_eq: &[String],
+    compare: impl Fn(&str, &str, &str) -> String,
+) -> String {
+    left.iter()
+        .zip(right)
+        .zip(key_eq)
+        .map(|((l, r), op)| compare(l, r, op))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// Whether two lists of group keys are the same group: NULL equal to NULL, and each key compared
