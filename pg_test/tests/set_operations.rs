@@ -1,6 +1,7 @@
 //! INTERSECT and EXCEPT, with and without ALL, maintained DIFFERENTIAL: compared with their query
 //! through inserts, deletes, updates, NULLs (equal to each other, as PostgreSQL's set operations take
-//! them), a side emptied, nesting, a view and a LIMIT over them; and what stays refused, by name.
+//! them), a side emptied, nesting, a view and a LIMIT over them; a UNION whose sides have different
+//! types; and what stays refused, by name.
 
 use pg_trickle_e2e::TestDb;
 
@@ -120,5 +121,43 @@ fn sides_of_different_but_compatible_types_meet_null_safely() {
     ] {
         db.exec(step);
         db.assert_refreshes_differentially("common", QUERY, step);
+    }
+}
+
+#[test]
+fn a_union_keeps_its_column_types_when_one_side_changes() {
+    // `text` and `varchar` convert to each other implicitly, so a union takes its first input's
+    // type. A batch that changed only the other side had that side's type (the unchanged input was
+    // left out of the delta), and comparing its rows with the union's failed the refresh until
+    // 2026-12-05 ("cannot compare dissimilar column types text and character varying").
+    let mut db = TestDb::new("set_operations_union_types");
+    db.exec(
+        "CREATE TABLE ua (id int PRIMARY KEY, t text); CREATE TABLE ub (id int PRIMARY KEY, v varchar(10));
+         INSERT INTO ua VALUES (1, 'x'), (2, 'y'), (3, NULL); INSERT INTO ub VALUES (1, 'y'), (2, 'z');",
+    );
+    const QUERIES: [(&str, &str); 4] = [
+        ("text_first", "SELECT t FROM ua UNION SELECT v FROM ub"),
+        ("varchar_first", "SELECT v FROM ub UNION SELECT t FROM ua"),
+        (
+            "counted",
+            "SELECT s.t, count(*) AS n FROM (SELECT t FROM ua UNION ALL SELECT v FROM ub) s GROUP BY s.t",
+        ),
+        ("common", "SELECT t FROM ua INTERSECT SELECT v FROM ub"),
+    ];
+    for (st, query) in QUERIES {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    for step in [
+        "INSERT INTO ub VALUES (3, 'w'), (4, 'x')",
+        "INSERT INTO ua VALUES (4, 'w'), (5, 'v')",
+        "DELETE FROM ub WHERE id = 1; INSERT INTO ub VALUES (5, NULL)",
+        "UPDATE ua SET t = 'z' WHERE id = 1",
+    ] {
+        db.exec(step);
+        for (st, query) in QUERIES {
+            db.assert_refreshes_differentially(st, query, step);
+        }
     }
 }

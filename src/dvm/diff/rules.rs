@@ -544,11 +544,28 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
             aggregate_delta(tree, input, &keys, &[], &[], ctx)?
         }
         Node::UnionAll { inputs } => {
+            // A pruned input keeps its place as a typed empty branch: it takes part in resolving the
+            // union's column types as in the query (the first input's `text` over a later
+            // `varchar`), or a batch that changed only the `varchar` side has that type, and
+            // comparing it with the current, `text` rows fails.
             let mut parts = Vec::new();
+            let mut changed = false;
             for input in inputs {
-                if !is_static_empty(tree, input, ctx) {
+                if is_static_empty(tree, input, ctx) {
+                    let e = ctx.alias("e");
+                    parts.push(format!(
+                        "SELECT {e}.*, 0::bigint AS {W} FROM ({}) AS {e} WHERE false",
+                        new_sql(tree, input, ctx)?
+                    ));
+                } else {
                     parts.push(delta_sql(tree, input, ctx)?);
+                    changed = true;
                 }
+            }
+            if !changed {
+                return Err(PgtError::internal(
+                    "the delta of a UNION ALL none of whose inputs changed",
+                ));
             }
             union_all(parts)
         }
