@@ -2,6 +2,7 @@
 //! classes), a domain (through its base type), arrays and composite types. The engine asks the type
 //! cache, as GROUP BY and `hash_record_extended` do; a catalog lookup by the exact type once refused
 //! every `varchar` output column ("no hash function") and kept `varchar` group keys from stored state.
+//! Also composite values the query builds and takes apart, whose type is no source.
 
 use pg_trickle_e2e::TestDb;
 
@@ -156,4 +157,56 @@ fn subscripted_columns_are_maintained_differentially() {
             db.assert_shows_what_query_shows(&name, q);
         }
     }
+}
+
+/// A composite value built in the query (`ROW(n, t)::pair`) and taken apart again: the query
+/// depends on the composite type's row (a `pg_class` entry of relkind 'c'), which is no relation it
+/// reads. Until 2026-12-05 that dependency refused the query in every mode ("stream tables cannot
+/// read "pair" (relkind 'c')").
+#[test]
+fn composites_built_in_the_query_are_not_read_as_sources() {
+    let mut db = TestDb::new("column_types_built_composites");
+    db.exec(
+        "CREATE TYPE pair AS (a int, b text);
+         CREATE TABLE cn (id int PRIMARY KEY, n int, t text);
+         INSERT INTO cn SELECT i, i * 10, 't' || (i % 3) FROM generate_series(1, 30) i;",
+    );
+    let queries = [
+        (
+            "taken_apart",
+            "SELECT (p).a, (p).b FROM (SELECT ROW(n, t)::pair AS p FROM cn) s",
+        ),
+        ("one_field", "SELECT id, (ROW(n, t)::pair).a AS a FROM cn"),
+        (
+            "grouped",
+            "SELECT (ROW(n, t)::pair).b AS b, count(*) AS c FROM cn GROUP BY 1",
+        ),
+    ];
+    for (st, query) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('taken_apart_full', $q${}$q$, '1h', 'FULL')",
+        queries[0].1
+    ));
+    let sources: String = db.value(
+        "SELECT string_agg(DISTINCT source_relid::regclass::text, ',') FROM pgtrickle.pgt_dependencies",
+    );
+    assert_eq!(sources, "cn");
+    for step in [
+        "UPDATE cn SET n = n + 1, t = 't9' WHERE id % 4 = 0",
+        "DELETE FROM cn WHERE id % 5 = 0; INSERT INTO cn VALUES (100, NULL, NULL)",
+    ] {
+        db.exec(step);
+        for (st, query) in queries {
+            db.assert_refreshes_differentially(st, query, step);
+        }
+        db.exec("SELECT pgtrickle.refresh_stream_table('taken_apart_full')");
+        db.assert_matches_query("taken_apart_full", queries[0].1);
+    }
+    // The type stays in use: PostgreSQL refuses to drop it while the stream tables read through it.
+    let err = db.error("DROP TYPE pair");
+    assert_eq!(err.code, "2BP01", "{err:?}");
 }

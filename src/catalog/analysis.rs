@@ -590,6 +590,8 @@ fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
     Ok((def, columns))
 }
 
+/// The relations the query reads. A composite type's row (`(ROW(n, 'x')::pair).a`) is a column
+/// dependency of the query, not a relation it reads.
 fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
     let rows = spi::rows(
         "SELECT DISTINCT d.refobjid AS relid, c.relkind::text AS relkind, c.relpersistence::text AS persistence,
@@ -599,6 +601,7 @@ fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
            JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
            JOIN pg_catalog.pg_class c ON c.oid = d.refobjid
           WHERE r.ev_class = $1 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> $1
+            AND c.relkind <> 'c'
           ORDER BY 1",
         &[probe.into()],
         |r| {
