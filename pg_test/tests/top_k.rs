@@ -347,7 +347,7 @@ fn distinct_on_forms_not_maintained_are_refused_by_name() {
         // The first row's value is taken with array_agg, which makes arrays of arrays.
         (
             "SELECT DISTINCT ON (dev) dev, tags FROM r ORDER BY dev, ts DESC",
-            "DISTINCT ON with a column of array type (tags text[])",
+            "a column of array type (tags text[]) under DISTINCT ON",
         ),
     ] {
         let err = db.error(&format!(

@@ -174,8 +174,8 @@ fn differential_tree(
     if let Some(what) = stored_groups::unreadable_picks(&base_tree, &base_output_types) {
         return Ok(Err(what));
     }
-    // DISTINCT ON takes each column's value from the group's first row with array_agg, which makes
-    // an array of arrays of an array column.
+    // DISTINCT ON and window functions take each column's value from its row with array_agg,
+    // which makes an array of arrays of an array column.
     if tree.full_from_tree {
         if let Some((column, t)) = analysis
             .columns
@@ -184,8 +184,15 @@ fn differential_tree(
             .find(|(_, t)| t.ends_with("[]"))
         {
             return Ok(Err(format!(
-                "DISTINCT ON with a column of array type ({} {t})",
+                "a column of array type ({} {t}) under DISTINCT ON or a window function",
                 column.name
+            )));
+        }
+    }
+    if tree.expanded_rows {
+        if let Some(column) = composite_column(&analysis.columns, &base_output_types)? {
+            return Ok(Err(format!(
+                "a column of composite type ({column}) under a window function"
             )));
         }
     }
@@ -193,6 +200,30 @@ fn differential_tree(
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
+}
+
+/// The first of `columns` (with their base types `types`) whose type is a composite or a record,
+/// as `name type`.
+fn composite_column(
+    columns: &[super::analysis::OutputColumn],
+    types: &[String],
+) -> PgtResult<Option<String>> {
+    for (column, t) in columns.iter().zip(types) {
+        // `BaseTypes` names a composite with a field that prints apart by that field.
+        let name = t.split(" COLLATE ").next().unwrap_or(t);
+        if name.contains(" (a field of ") {
+            return Ok(Some(format!("{} {t}", column.name)));
+        }
+        let composite = spi::one::<bool>(
+            "SELECT t.typtype = 'c' OR t.oid = 'pg_catalog.record'::pg_catalog.regtype
+               FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype($1)",
+            &[name.into()],
+        )?;
+        if composite == Some(true) {
+            return Ok(Some(format!("{} {t}", column.name)));
+        }
+    }
+    Ok(None)
 }
 
 /// The differential engine reads a view's tables directly (it inlines the view), with the refreshing

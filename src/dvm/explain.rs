@@ -135,6 +135,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         };
         assert_eq!(
             describe_tree(&tree),

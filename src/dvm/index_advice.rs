@@ -275,6 +275,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         }
     }
 

@@ -346,6 +346,10 @@ pub struct OpTree {
     /// rule its deltas follow too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub full_from_tree: bool,
+    /// The query's rows are expanded from arrays by `unnest` (window functions, see
+    /// `analyze::window`), which would expand a composite column into its fields.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expanded_rows: bool,
 }
 
 /// A unique key of a table, by its columns' names.
@@ -453,6 +457,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         };
         assert_eq!(tree.tables().len(), 1);
     }

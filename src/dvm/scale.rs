@@ -412,6 +412,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         };
         assert_eq!(column_scale(&tree, &project, 0), Some(6));
         assert_eq!(column_scale(&tree, &project, 1), None);
@@ -473,6 +474,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         };
         let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();
         assert_eq!(

@@ -487,6 +487,35 @@ pub const SHAPES: &[Shape] = &[
         &[up("up_repr", "SELECT id AS id, k AS k, x AS x, iv AS iv, f AS f FROM r")],
         "SELECT id AS id, x AS x, iv AS iv, f AS f FROM up_repr WHERE k IS NOT NULL",
     ),
+    // Window functions over partitions, each window's order unique (or ties identical in every
+    // column shown), so the result is one multiset.
+    shape(
+        "window_row_number",
+        "SELECT id AS id, q AS q, row_number() OVER (PARTITION BY q ORDER BY name DESC NULLS LAST, id) AS rn FROM c",
+    ),
+    shape(
+        "window_offsets",
+        "SELECT id AS id, k AS k, lag(name) OVER (PARTITION BY k ORDER BY q NULLS FIRST, id) AS prev,
+                lead(id, 2) OVER (PARTITION BY k ORDER BY q NULLS FIRST, id) AS next2,
+                first_value(q) OVER (PARTITION BY k ORDER BY q NULLS FIRST, id) AS lowest
+           FROM c WHERE id % 7 <> 3",
+    ),
+    shape(
+        "window_partition_aggregates",
+        "SELECT k AS k, g AS g, v AS v, sum(v) OVER (PARTITION BY k) AS total, count(*) OVER (PARTITION BY k) AS n,
+                max(t) OVER (PARTITION BY k) AS hi
+           FROM a",
+    ),
+    shape(
+        "window_repr",
+        "SELECT id AS id, x AS x, first_value(x) OVER (PARTITION BY k ORDER BY x, id) AS lo,
+                lag(x) OVER (PARTITION BY k ORDER BY x, id) AS prev
+           FROM r",
+    ),
+    shape(
+        "window_repr_key",
+        "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

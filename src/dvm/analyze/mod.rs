@@ -50,6 +50,7 @@ mod template;
 #[cfg(test)]
 mod tests;
 mod top_k;
+mod window;
 
 use std::fmt;
 
@@ -127,7 +128,8 @@ fn invalid<T>(why: impl Into<String>) -> Result<T> {
 pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, AnalyzeError> {
     let mut query = parse(sql)?;
     let mut analyzer = Analyzer::new(catalog);
-    let full_from_tree = distinct_on::rewrite(&mut query, &analyzer)?;
+    let distinct_on = distinct_on::rewrite(&mut query, &analyzer)?;
+    let expanded_rows = window::rewrite(&mut query, &analyzer)?;
     let top_k = top_k::take(&mut query)?;
     let top = analyzer.query(&query)?;
     if let Some(key) = top_k
@@ -146,7 +148,8 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         output_names: top.names,
         top_k,
         unique_keys: analyzer.unique_keys.into_inner(),
-        full_from_tree,
+        full_from_tree: distinct_on || expanded_rows,
+        expanded_rows,
     })
 }
 

@@ -60,6 +60,7 @@ fn tree(root: Node) -> OpTree {
         top_k: None,
         unique_keys: Vec::new(),
         full_from_tree: false,
+        expanded_rows: false,
     }
 }
 
@@ -644,6 +645,7 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         top_k: None,
         unique_keys: Vec::new(),
         full_from_tree: false,
+        expanded_rows: false,
     };
     let mut c = ctx(&[10], &[]);
     let sql = delta(&t, &mut c);

@@ -485,6 +485,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         }
     }
 
@@ -723,6 +724,7 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
+            expanded_rows: false,
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();

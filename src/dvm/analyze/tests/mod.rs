@@ -12,6 +12,7 @@ mod set_ops;
 mod subqueries;
 mod top_k;
 mod unsupported;
+mod window;
 
 use super::{analyze, AnalyzeError, Catalog, Relation};
 use crate::dvm::optree::{Expr, JoinKind, Node, OpTree};

@@ -1,0 +1,183 @@
+//! Window functions over partitions (`row_number`, `lag`, `lead`, `first_value`, aggregates over a
+//! whole partition) maintained DIFFERENTIAL: each touched partition computed again. Compared with
+//! their query through rows moving between partitions, order keys changing, NULLs, a partition
+//! emptied and refilled, a join, a WITH query; ties in the window's order kept a valid and stable
+//! answer; and what stays refused, by name, with AUTO reading it FULL.
+
+use pg_trickle_e2e::TestDb;
+
+const QUERIES: [(&str, &str); 5] = [
+    (
+        "numbered",
+        "SELECT id, p, o, row_number() OVER (PARTITION BY p ORDER BY o DESC NULLS LAST, id) AS rn FROM ev",
+    ),
+    (
+        "neighbours",
+        "SELECT id, p, lag(x) OVER (PARTITION BY p ORDER BY o, id) AS prev, lead(x, 2) OVER (PARTITION BY p ORDER BY o, id) AS next2, first_value(id) OVER (PARTITION BY p ORDER BY o, id) AS first FROM ev WHERE v > 2",
+    ),
+    (
+        "shares",
+        "SELECT id, p, v, sum(v) OVER (PARTITION BY p) AS total, count(*) OVER (PARTITION BY p) AS n, max(x) OVER (PARTITION BY p) AS hi FROM ev",
+    ),
+    (
+        "joined",
+        "SELECT e.id, c.name, lag(e.id) OVER (PARTITION BY c.name ORDER BY e.o, e.id) AS prev FROM ev e JOIN cat c ON c.p = e.p",
+    ),
+    (
+        "from_with",
+        "WITH big AS (SELECT id, p, o FROM ev WHERE v > 5) SELECT id, p, row_number() OVER (PARTITION BY p ORDER BY o, id) AS rn FROM big",
+    ),
+];
+
+#[test]
+fn windows_over_partitions_follow_their_query() {
+    let mut db = TestDb::new("window_functions");
+    db.exec(
+        "CREATE TABLE ev (id int PRIMARY KEY, p int, o int, x text, v numeric(8,2));
+         INSERT INTO ev SELECT i, i % 5, (i * 7) % 11, 'x' || i, i * 0.75 FROM generate_series(1, 80) i;
+         CREATE TABLE cat (p int PRIMARY KEY, name text);
+         INSERT INTO cat SELECT i, 'c' || (i % 3) FROM generate_series(0, 4) i;",
+    );
+    for (st, query) in QUERIES {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+        db.assert_shows_what_query_shows(st, query);
+    }
+    for step in [
+        "UPDATE ev SET o = o + 3 WHERE id % 4 = 0",
+        "UPDATE ev SET p = (p + 1) % 5 WHERE id % 6 = 0",
+        "DELETE FROM ev WHERE id % 9 = 0; INSERT INTO ev VALUES (200, 2, 5, 'new', 7), (201, NULL, 1, 'n', 3), (202, NULL, NULL, NULL, NULL), (203, 1, NULL, 'z', 9)",
+        "DELETE FROM ev WHERE p = 3",
+        "INSERT INTO ev SELECT i, 3, i % 4, 'back' || i, i FROM generate_series(300, 310) i",
+        "UPDATE cat SET name = 'c9' WHERE p = 1; UPDATE ev SET x = x || '!' WHERE id = 2",
+        "UPDATE ev SET v = 0 WHERE id % 5 = 1",
+    ] {
+        db.exec(step);
+        for (st, query) in QUERIES {
+            db.assert_refreshes_differentially(st, query, step);
+        }
+    }
+}
+
+/// Rows tied in the window's order are numbered by how they print: a valid numbering, which a
+/// partition no change touches keeps, and which a FULL refresh computes alike.
+#[test]
+fn ties_in_the_order_keep_a_valid_and_stable_numbering() {
+    let mut db = TestDb::new("window_functions_ties");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, grp int, score int);
+         INSERT INTO t SELECT i, i % 3, i % 4 FROM generate_series(1, 60) i;
+         SELECT pgtrickle.create_stream_table('ranked', 'SELECT id, grp, score, row_number() OVER (PARTITION BY grp ORDER BY score) AS rn FROM t', '1h', 'DIFFERENTIAL');",
+    );
+    // Valid: the rows of t, each group numbered 1..n, and a higher score never numbered before a lower one.
+    let problems = "SELECT 'not the rows of t: ' || x::text FROM ((SELECT id, grp, score FROM ranked EXCEPT ALL SELECT id, grp, score FROM t)
+                         UNION ALL (SELECT id, grp, score FROM t EXCEPT ALL SELECT id, grp, score FROM ranked)) x
+                    UNION ALL
+                    SELECT 'numbering of group ' || grp FROM ranked GROUP BY grp
+                     HAVING count(DISTINCT rn) <> count(*) OR min(rn) <> 1 OR max(rn) <> count(*)
+                    UNION ALL
+                    SELECT 'out of order: ' || a.id || ' before ' || b.id FROM ranked a JOIN ranked b
+                        ON a.grp = b.grp AND a.rn < b.rn AND a.score > b.score";
+    let check = |db: &mut TestDb, step: &str| {
+        let found: Vec<String> = db
+            .rows(problems, &[])
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        assert!(found.is_empty(), "{step}: {}", found.join("\n"));
+    };
+    check(&mut db, "created");
+    for step in [
+        "UPDATE t SET score = 1 WHERE id % 5 = 0",
+        "DELETE FROM t WHERE id % 7 = 0; INSERT INTO t VALUES (100, 0, 1), (101, 1, 1)",
+        "UPDATE t SET grp = 2 WHERE id % 8 = 1",
+    ] {
+        db.exec(step);
+        db.exec("SELECT pgtrickle.refresh_stream_table('ranked')");
+        assert_eq!(db.last_refresh("ranked").0, "DIFFERENTIAL", "{step}");
+        check(&mut db, step);
+    }
+    // A partition the batch does not touch keeps its numbering.
+    let others = "SELECT string_agg(id || ':' || rn, ',' ORDER BY id) FROM ranked WHERE grp <> 0";
+    let before: String = db.value(others);
+    db.exec("UPDATE t SET score = score + 1 WHERE grp = 0");
+    db.exec("SELECT pgtrickle.refresh_stream_table('ranked')");
+    assert_eq!(db.value::<String>(others), before);
+    // A FULL refresh numbers tied rows as the refreshes after it do: they find every stored row
+    // they expect (a missing one would be repaired with FULL).
+    db.exec("TRUNCATE t; INSERT INTO t SELECT i, i % 3, i % 4 FROM generate_series(1, 60) i");
+    db.exec("SELECT pgtrickle.refresh_stream_table('ranked')");
+    assert_eq!(db.last_refresh("ranked").0, "FULL");
+    check(&mut db, "after TRUNCATE");
+    for step in [
+        "UPDATE t SET id = id + 1000 WHERE id % 2 = 0",
+        "DELETE FROM t WHERE id % 3 = 0",
+    ] {
+        db.exec(step);
+        db.exec("SELECT pgtrickle.refresh_stream_table('ranked')");
+        assert_eq!(db.last_refresh("ranked").0, "DIFFERENTIAL", "{step}");
+        check(&mut db, step);
+    }
+}
+
+#[test]
+fn what_stays_refused_and_why() {
+    let mut db = TestDb::new("window_functions_refused");
+    db.exec(
+        "CREATE TYPE pr AS (a int, b text);
+         CREATE TABLE w (id int PRIMARY KEY, g int, o int, tags text[]);
+         INSERT INTO w SELECT i, i % 3, i % 5, ARRAY['t' || i] FROM generate_series(1, 20) i;",
+    );
+    for (query, why) in [
+        (
+            "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w",
+            "a window function over the whole result",
+        ),
+        (
+            "SELECT id, rank() OVER (PARTITION BY g ORDER BY o) AS r FROM w",
+            "window function rank()",
+        ),
+        (
+            "SELECT id, sum(o) OVER (PARTITION BY g ORDER BY id) AS running FROM w",
+            "a running aggregate (sum() OVER (... ORDER BY ...))",
+        ),
+        (
+            "SELECT id, row_number() OVER (PARTITION BY g ORDER BY o, id) - 1 AS r0 FROM w",
+            "a window function inside an expression",
+        ),
+        (
+            "SELECT id, tags, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w",
+            "a column of array type (tags text[]) under DISTINCT ON or a window function",
+        ),
+        (
+            "SELECT id, ROW(o, id::text)::pr AS c, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w",
+            "a column of composite type (c public.pr) under a window function",
+        ),
+        (
+            "SELECT s.id FROM (SELECT id, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
+            "window function row_number()",
+        ),
+    ] {
+        let err = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('x', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(err.code, "0A000", "{query}: {err:?}");
+        assert!(err.message.contains(why), "{query}: {err:?}");
+    }
+    // Nothing was left half-created, and AUTO reads such a query FULL, exactly.
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
+    let whole = "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('whole', $q${whole}$q$, '1h', 'AUTO')"
+    ));
+    assert_eq!(
+        db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
+        "FULL"
+    );
+    db.exec("DELETE FROM w WHERE id = 3; SELECT pgtrickle.refresh_stream_table('whole')");
+    db.assert_matches_query("whole", whole);
+}

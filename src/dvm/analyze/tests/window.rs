@@ -1,0 +1,113 @@
+//! Window functions over partitions: read as the grouped query of each partition's rows in order,
+//! expanded again. Table columns in the stub catalog: a [id, x, g], b [id, y, a_id].
+
+use super::{assert_tree, tree, unsupported};
+
+#[test]
+fn row_number_and_offsets_come_from_the_partitions_arrays() {
+    let t = tree(
+        "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS rn, lag(a.x) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS prev, lead(a.x, 2) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS next2, first_value(a.id) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS first FROM public.a WHERE (a.x > 0)",
+    );
+    assert!(t.full_from_tree && t.expanded_rows);
+    assert_eq!(t.output_names, ["id", "rn", "prev", "next2", "first"]);
+    // Layout: a [id, x, g] 0-2. Equal arrays are computed once (id twice, x twice).
+    assert_tree(
+        &t.root,
+        "
+        Project #4; #8; #1[#8 + (-1)]; #2[#8 + (2)]; #3[1]
+          Expand unnest((#0), (#1), (#2), (#3)) WITH ORDINALITY (5)
+            Project #1; #2; #2; #1
+              Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY #1 DESC, #0, ROW(#0, #1, #1, #0)::TEXT); pg_catalog.array_agg(#1 ORDER BY #1 DESC, #0, ROW(#0, #1, #1, #0)::TEXT)]
+                Filter (#1 > 0)
+                  Scan public.a [id, x, g]
+        ",
+    );
+}
+
+#[test]
+fn aggregates_over_whole_partitions() {
+    let t = tree(
+        "SELECT a.id, a.g, sum(a.x) OVER (PARTITION BY a.g) AS total, count(*) OVER (PARTITION BY a.g) AS n FROM public.a",
+    );
+    assert!(t.expanded_rows);
+    assert_eq!(t.output_names, ["id", "g", "total", "n"]);
+    assert_tree(
+        &t.root,
+        "
+        Project #4; #5; #2; #3
+          Expand unnest((#0), (#1)) WITH ORDINALITY (3)
+            Project #1; #2; #3; #4
+              Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY ROW(#0, #2)::TEXT); pg_catalog.array_agg(#2 ORDER BY ROW(#0, #2)::TEXT); sum(#1); count(*)]
+                Scan public.a [id, x, g]
+        ",
+    );
+    // Only aggregates: one element per row still expands the partition into its rows.
+    let t = tree("SELECT count(*) OVER (PARTITION BY a.g) AS n FROM public.a");
+    assert!(super::show(&t.root).contains("pg_catalog.array_agg(true"));
+    assert!(!tree("SELECT a.g FROM public.a").expanded_rows);
+}
+
+#[test]
+fn what_is_refused_and_why() {
+    for (sql, why) in [
+        (
+            "SELECT a.id, row_number() OVER (ORDER BY a.id) AS rn FROM public.a",
+            "a window function over the whole result",
+        ),
+        (
+            "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a",
+            "window function rank()",
+        ),
+        (
+            "SELECT a.id, sum(a.x) OVER (PARTITION BY a.g ORDER BY a.id) AS running FROM public.a",
+            "a running aggregate (sum() OVER (... ORDER BY ...))",
+        ),
+        (
+            "SELECT a.id, (row_number() OVER (PARTITION BY a.g ORDER BY a.id) - 1) AS r0 FROM public.a",
+            "a window function inside an expression",
+        ),
+        (
+            "SELECT a.id, COALESCE(lag(a.x) OVER (PARTITION BY a.g ORDER BY a.id), 0) AS p FROM public.a",
+            "a window function inside an expression",
+        ),
+        (
+            "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rn FROM public.a",
+            "a window frame clause",
+        ),
+        (
+            "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn, count(*) OVER (PARTITION BY a.x) AS n FROM public.a",
+            "windows with different PARTITION BY in one query",
+        ),
+        (
+            "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn, lag(a.x) OVER (PARTITION BY a.g ORDER BY a.x) AS p FROM public.a",
+            "windows with different ORDER BY in one query",
+        ),
+        (
+            "SELECT a.id, lag(a.x, 1, 0) OVER (PARTITION BY a.g ORDER BY a.id) AS p FROM public.a",
+            "lag() with a default value",
+        ),
+        (
+            "SELECT a.id, lag(a.x, a.id) OVER (PARTITION BY a.g ORDER BY a.id) AS p FROM public.a",
+            "lag() with an offset that is not a non-negative integer constant",
+        ),
+        (
+            "SELECT a.id, row_number() OVER w AS rn FROM public.a WINDOW w AS (PARTITION BY a.g ORDER BY a.id)",
+            "a named window",
+        ),
+        (
+            "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn FROM public.a ORDER BY a.id LIMIT 3",
+            "window functions with LIMIT or OFFSET",
+        ),
+        (
+            "SELECT a.g, count(*) AS n, row_number() OVER (PARTITION BY a.g ORDER BY a.g) AS rn FROM public.a GROUP BY a.g",
+            "window functions over a grouped or DISTINCT query",
+        ),
+        (
+            "SELECT s.id FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn FROM public.a) s WHERE (s.rn = 1)",
+            "window function row_number()",
+        ),
+    ] {
+        let message = unsupported(sql);
+        assert!(message.starts_with(why), "{sql}: {message}");
+    }
+}

@@ -1,0 +1,334 @@
+//! Window functions over partitions: `row_number()`, `lag`/`lead`, `first_value` and aggregates
+//! over a whole partition (`sum(x) OVER (PARTITION BY p)`). The query is read as the grouped query
+//! that computes each partition's rows in order, expanded again:
+//!
+//! ```sql
+//! SELECT e.v1 AS x, e.n AS rn, w.a2[e.n - 1] AS prev, w.g1 AS total
+//!   FROM (SELECT array_agg(x ORDER BY o, ROW(..)::text) AS a1, array_agg(y ORDER BY ...) AS a2,
+//!                sum(x) AS g1
+//!           FROM ... WHERE ... GROUP BY p) AS w
+//!  CROSS JOIN unnest(w.a1) WITH ORDINALITY AS e(v1, n)
+//! ```
+//!
+//! so it is maintained like DISTINCT ON (`distinct_on`): each partition a batch touches is computed
+//! again from its rows, and its rows are replaced where they changed. `ROW(..)::text` orders rows the
+//! window's ORDER BY leaves tied, so that every refresh numbers them alike (with the settings that
+//! text depends on pinned); the stream table's FULL refreshes compute the same query
+//! (`OpTree::full_from_tree`). A window over the whole result (no PARTITION BY) is refused: every
+//! change would recompute all of it, in one array.
+
+use sqlparser::ast::{
+    Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    OrderByExpr, Query, Select, SelectItem, SetExpr, Value, WindowSpec, WindowType,
+};
+
+use super::block::default_name;
+use super::template::{function_name, ident_name};
+use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
+
+/// Rewrites `query` if its own SELECT computes window functions; whether it did.
+pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Ok(false);
+    };
+    if !select.projection.iter().any(is_window_item) {
+        return Ok(false);
+    }
+    if query.limit_clause.is_some() || query.fetch.is_some() {
+        return unsupported("window functions with LIMIT or OFFSET");
+    }
+    let sql = restated(select, analyzer)?;
+    // The query's WITH items stay in front of it: its FROM may read them.
+    let with = query
+        .with
+        .as_ref()
+        .map(|w| format!("{w} "))
+        .unwrap_or_default();
+    *query = super::parse(&format!("{with}{sql}"))?;
+    Ok(true)
+}
+
+fn is_window_item(item: &SelectItem) -> bool {
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            contains_window(e)
+        }
+        _ => false,
+    }
+}
+
+/// PostgreSQL's window functions that are not aggregates.
+const WINDOW_ONLY: [&str; 11] = [
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+];
+
+/// What one select item becomes.
+enum Item {
+    /// The row's own value of an expression: element `i` of the expansion.
+    Value(usize),
+    /// `row_number()`: the expansion's ordinality.
+    RowNumber,
+    /// Element of array `i` at the row's position plus `offset` (`lag`, `lead`).
+    Offset(usize, i64),
+    /// The partition's first element of array `i` (`first_value`).
+    First(usize),
+    /// Aggregate `i` of the partition.
+    Aggregate(usize),
+}
+
+/// The grouped and expanded query that computes `select`'s window functions.
+fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
+    if !select.named_window.is_empty() {
+        return unsupported("a named window (WINDOW w AS ...)");
+    }
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || select.having.is_some();
+    if grouped || select.distinct.is_some() {
+        return unsupported(
+            "window functions over a grouped or DISTINCT query (maintain the grouped query as a stream table of its own)",
+        );
+    }
+    let mut partition: Option<Vec<SqlExpr>> = None;
+    let mut order: Option<Vec<OrderByExpr>> = None;
+    // The rows' own values (item expressions, window arguments), and the partitions' aggregates.
+    let mut values: Vec<SqlExpr> = Vec::new();
+    let mut aggregates: Vec<String> = Vec::new();
+    let mut items: Vec<(Item, String)> = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        let (expr, name) = match item {
+            SelectItem::UnnamedExpr(e) => (e, default_name(e)),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, ident_name(alias)),
+            _ => return unsupported("window functions with * in the select list"),
+        };
+        let window = match expr {
+            SqlExpr::Function(f) => f.over.as_ref().map(|over| (f, over)),
+            _ => None,
+        };
+        let Some((f, over)) = window else {
+            if contains_window(expr) {
+                return unsupported(
+                    "a window function inside an expression (make it a column of its own)",
+                );
+            }
+            if analyzer.item_has_aggregate(item) {
+                return invalid("an aggregate outside a window in a query that is not grouped");
+            }
+            values.push(expr.clone());
+            items.push((Item::Value(values.len() - 1), name));
+            continue;
+        };
+        let spec = match over {
+            WindowType::WindowSpec(spec) => spec,
+            WindowType::NamedWindow(_) => return unsupported("a named window (OVER w)"),
+        };
+        let fname = function_name(f);
+        let fname = fname.rsplit('.').next().unwrap_or(&fname).to_string();
+        same_partition(&mut partition, spec, &fname)?;
+        // `rank` and its kin are also ordered-set aggregates by name: window functions first.
+        let kind = if !WINDOW_ONLY.contains(&fname.as_str())
+            && analyzer.catalog.is_aggregate(&function_name(f))
+        {
+            if !spec.order_by.is_empty() {
+                return unsupported(format!(
+                    "a running aggregate ({fname}() OVER (... ORDER BY ...)): only aggregates over a whole partition are maintained"
+                ));
+            }
+            let mut call = f.clone();
+            call.over = None;
+            aggregates.push(SqlExpr::Function(call).to_string());
+            Item::Aggregate(aggregates.len() - 1)
+        } else {
+            same_order(&mut order, spec)?;
+            let args = plain_args(f)?;
+            match (fname.as_str(), args.as_slice()) {
+                ("row_number", []) => Item::RowNumber,
+                ("lag" | "lead", [x, rest @ ..]) => {
+                    let by = match rest {
+                        [] => 1,
+                        [k] => offset(k, &fname)?,
+                        _ => return unsupported(format!("{fname}() with a default value")),
+                    };
+                    values.push(x.clone());
+                    let i = values.len() - 1;
+                    Item::Offset(i, if fname == "lag" { -by } else { by })
+                }
+                ("first_value", [x]) => {
+                    values.push(x.clone());
+                    Item::First(values.len() - 1)
+                }
+                _ => {
+                    return unsupported(format!(
+                        "window function {fname}() (row_number, lag, lead, first_value and aggregates over a whole partition are supported)"
+                    ))
+                }
+            }
+        };
+        items.push((kind, name));
+    }
+    let partition = partition.unwrap_or_default();
+    let order: Vec<String> = order
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // Rows equal in the window's order and in every value they show are the same row as far as the
+    // result can tell; the text settles the order of any others.
+    let all: Vec<String> = values.iter().map(ToString::to_string).collect();
+    let by = [order, vec![format!("ROW({})::text", all.join(", "))]]
+        .concat()
+        .join(", ");
+    let mut arrays: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("pg_catalog.array_agg({v} ORDER BY {by}) AS __pgt_a{i}"))
+        .collect();
+    if arrays.is_empty() {
+        // One element per row, to expand into as many rows.
+        arrays.push(format!(
+            "pg_catalog.array_agg(true ORDER BY {by}) AS __pgt_a0"
+        ));
+    }
+    let inner_items: Vec<String> = arrays
+        .iter()
+        .cloned()
+        .chain(
+            aggregates
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{a} AS __pgt_g{i}")),
+        )
+        .collect();
+    let from: Vec<String> = select.from.iter().map(ToString::to_string).collect();
+    if from.is_empty() {
+        return unsupported("window functions without a FROM clause");
+    }
+    let filter = select
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let keys: Vec<String> = partition.iter().map(ToString::to_string).collect();
+    let unnested: Vec<String> = (0..arrays.len())
+        .map(|i| format!("__pgt_w.__pgt_a{i}"))
+        .collect();
+    let columns: Vec<String> = (0..arrays.len()).map(|i| format!("__pgt_v{i}")).collect();
+    let outer: Vec<String> = items
+        .iter()
+        .map(|(item, name)| {
+            let expr = match item {
+                Item::Value(i) => format!("__pgt_e.__pgt_v{i}"),
+                Item::RowNumber => "__pgt_e.__pgt_n".to_string(),
+                Item::Offset(i, by) => format!("__pgt_w.__pgt_a{i}[__pgt_e.__pgt_n + ({by})]"),
+                Item::First(i) => format!("__pgt_w.__pgt_a{i}[1]"),
+                Item::Aggregate(i) => format!("__pgt_w.__pgt_g{i}"),
+            };
+            format!("{expr} AS {}", quoted(name))
+        })
+        .collect();
+    Ok(format!(
+        "SELECT {} FROM (SELECT {} FROM {}{filter} GROUP BY {}) AS __pgt_w \
+         CROSS JOIN unnest({}) WITH ORDINALITY AS __pgt_e({}, __pgt_n)",
+        outer.join(", "),
+        inner_items.join(", "),
+        from.join(", "),
+        keys.join(", "),
+        unnested.join(", "),
+        columns.join(", "),
+    ))
+}
+
+/// Every window of the query partitions alike, and by something.
+fn same_partition(seen: &mut Option<Vec<SqlExpr>>, spec: &WindowSpec, fname: &str) -> Result<()> {
+    if spec.window_frame.is_some() {
+        return unsupported(format!(
+            "a window frame clause ({fname}() OVER (... ROWS/RANGE ...))"
+        ));
+    }
+    if spec.partition_by.is_empty() {
+        return unsupported(format!(
+            "a window function over the whole result ({fname}() OVER () or without PARTITION BY: every change would recompute all of it; use FULL)"
+        ));
+    }
+    match seen {
+        None => *seen = Some(spec.partition_by.clone()),
+        Some(p) if *p == spec.partition_by => {}
+        Some(_) => return unsupported("windows with different PARTITION BY in one query"),
+    }
+    Ok(())
+}
+
+/// The window functions that number rows share one order.
+fn same_order(seen: &mut Option<Vec<OrderByExpr>>, spec: &WindowSpec) -> Result<()> {
+    match seen {
+        None => *seen = Some(spec.order_by.clone()),
+        Some(o) if *o == spec.order_by => {}
+        Some(_) => return unsupported("windows with different ORDER BY in one query"),
+    }
+    Ok(())
+}
+
+fn contains_window(expr: &SqlExpr) -> bool {
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        SqlExpr::Function(f) if f.over.is_some() => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// A window function's arguments, when they are plain expressions.
+fn plain_args(f: &Function) -> Result<Vec<SqlExpr>> {
+    if f.filter.is_some() || f.null_treatment.is_some() || !f.within_group.is_empty() {
+        return unsupported(format!("{}() with FILTER or options", function_name(f)));
+    }
+    match &f.args {
+        FunctionArguments::None => Ok(vec![]),
+        FunctionArguments::Subquery(_) => unsupported("a subquery as a window function's argument"),
+        FunctionArguments::List(list) => {
+            if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+                return unsupported(format!("{}() with DISTINCT or options", function_name(f)));
+            }
+            list.args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.clone()),
+                    _ => unsupported(format!("{}() with named or * arguments", function_name(f))),
+                })
+                .collect()
+        }
+    }
+}
+
+/// `lag(x, k)`'s `k`: a non-negative integer constant.
+fn offset(k: &SqlExpr, fname: &str) -> Result<i64> {
+    let k = super::template::strip_nested(k);
+    let k = match k {
+        SqlExpr::Cast { expr, .. } => super::template::strip_nested(expr),
+        other => other,
+    };
+    match k {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<i64>().ok().filter(|n| *n >= 0),
+            _ => None,
+        },
+        _ => None,
+    }
+    .ok_or_else(|| {
+        AnalyzeError::Unsupported(format!(
+            "{fname}() with an offset that is not a non-negative integer constant"
+        ))
+    })
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
