@@ -6,7 +6,7 @@
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 5] = [
+const QUERIES: [(&str, &str); 6] = [
     (
         "numbered",
         "SELECT id, p, o, row_number() OVER (PARTITION BY p ORDER BY o DESC NULLS LAST, id) AS rn FROM ev",
@@ -22,6 +22,10 @@ const QUERIES: [(&str, &str); 5] = [
     (
         "joined",
         "SELECT e.id, c.name, lag(e.id) OVER (PARTITION BY c.name ORDER BY e.o, e.id) AS prev FROM ev e JOIN cat c ON c.p = e.p",
+    ),
+    (
+        "offsets",
+        "SELECT id, lead(x, 2147483647) OVER (PARTITION BY p ORDER BY o, id) AS far, lag(x, 3) OVER (PARTITION BY p ORDER BY o, id) AS back3, lead(id, 0) OVER (PARTITION BY p ORDER BY o, id) AS same FROM ev",
     ),
     (
         "from_with",
@@ -126,13 +130,25 @@ fn what_stays_refused_and_why() {
     let mut db = TestDb::new("window_functions_refused");
     db.exec(
         "CREATE TYPE pr AS (a int, b text);
-         CREATE TABLE w (id int PRIMARY KEY, g int, o int, tags text[]);
-         INSERT INTO w SELECT i, i % 3, i % 5, ARRAY['t' || i] FROM generate_series(1, 20) i;",
+         CREATE TABLE w (id int PRIMARY KEY, g int, o int, tags text[], iv int2vector);
+         INSERT INTO w SELECT i, i % 3, i % 5, ARRAY['t' || i], '1 2' FROM generate_series(1, 20) i;",
     );
     for (query, why) in [
         (
             "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w",
             "a window function over the whole result",
+        ),
+        (
+            "SELECT id, row_number() OVER (PARTITION BY 1 ORDER BY id) AS rn FROM w",
+            "a window function over the whole result",
+        ),
+        (
+            "SELECT id, string_agg(tags[1], ',') OVER (PARTITION BY g) AS s FROM w",
+            "string_agg() over a partition",
+        ),
+        (
+            "SELECT id, iv, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w",
+            "a column of array type (iv int2vector)",
         ),
         (
             "SELECT id, rank() OVER (PARTITION BY g ORDER BY o) AS r FROM w",
@@ -156,7 +172,7 @@ fn what_stays_refused_and_why() {
         ),
         (
             "SELECT s.id FROM (SELECT id, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
-            "window function row_number()",
+            "window function row_number() in a subquery",
         ),
     ] {
         let err = db.error(&format!(

@@ -177,23 +177,18 @@ fn differential_tree(
     // DISTINCT ON and window functions take each column's value from its row with array_agg,
     // which makes an array of arrays of an array column.
     if tree.full_from_tree {
-        if let Some((column, t)) = analysis
-            .columns
-            .iter()
-            .zip(&base_output_types)
-            .find(|(_, t)| t.ends_with("[]"))
-        {
+        let kinds = column_kinds(&analysis.columns, &base_output_types)?;
+        if let Some((column, _)) = kinds.iter().find(|(_, k)| *k == ColumnKind::Array) {
             return Ok(Err(format!(
-                "a column of array type ({} {t}) under DISTINCT ON or a window function",
-                column.name
+                "a column of array type ({column}) under DISTINCT ON or a window function"
             )));
         }
-    }
-    if tree.expanded_rows {
-        if let Some(column) = composite_column(&analysis.columns, &base_output_types)? {
-            return Ok(Err(format!(
-                "a column of composite type ({column}) under a window function"
-            )));
+        if tree.expanded_rows {
+            if let Some((column, _)) = kinds.iter().find(|(_, k)| *k == ColumnKind::Composite) {
+                return Ok(Err(format!(
+                    "a column of composite type ({column}) under a window function"
+                )));
+            }
         }
     }
     if let Err(message) = validate(&tree, &output_types)? {
@@ -202,28 +197,47 @@ fn differential_tree(
     Ok(Ok(tree))
 }
 
-/// The first of `columns` (with their base types `types`) whose type is a composite or a record,
-/// as `name type`.
-fn composite_column(
+/// What collecting a column into an array makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnKind {
+    /// Collected, an array of arrays (`text[]`, also `int2vector`, whose category is array).
+    Array,
+    /// Expanded from an array by `unnest`, its fields (a composite, a record).
+    Composite,
+    Other,
+}
+
+/// Each of `columns` (with their base types `types`) as `name type`, and its kind.
+fn column_kinds(
     columns: &[super::analysis::OutputColumn],
     types: &[String],
-) -> PgtResult<Option<String>> {
+) -> PgtResult<Vec<(String, ColumnKind)>> {
+    let mut kinds = Vec::with_capacity(columns.len());
     for (column, t) in columns.iter().zip(types) {
-        // `BaseTypes` names a composite with a field that prints apart by that field.
         let name = t.split(" COLLATE ").next().unwrap_or(t);
-        if name.contains(" (a field of ") {
-            return Ok(Some(format!("{} {t}", column.name)));
-        }
-        let composite = spi::one::<bool>(
-            "SELECT t.typtype = 'c' OR t.oid = 'pg_catalog.record'::pg_catalog.regtype
-               FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype($1)",
-            &[name.into()],
-        )?;
-        if composite == Some(true) {
-            return Ok(Some(format!("{} {t}", column.name)));
-        }
+        let kind = if name.ends_with("[]") {
+            ColumnKind::Array
+        } else if name.contains(" (a field of ") {
+            // `BaseTypes` names a composite with a field that prints apart by that field.
+            ColumnKind::Composite
+        } else {
+            match spi::one::<String>(
+                "SELECT CASE WHEN t.typcategory = 'A' THEN 'array'
+                             WHEN t.typtype = 'c' OR t.oid = 'pg_catalog.record'::pg_catalog.regtype THEN 'composite'
+                        END
+                   FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype($1)",
+                &[name.into()],
+            )?
+            .as_deref()
+            {
+                Some("array") => ColumnKind::Array,
+                Some("composite") => ColumnKind::Composite,
+                _ => ColumnKind::Other,
+            }
+        };
+        kinds.push((format!("{} {t}", column.name), kind));
     }
-    Ok(None)
+    Ok(kinds)
 }
 
 /// The differential engine reads a view's tables directly (it inlines the view), with the refreshing

@@ -228,7 +228,7 @@ impl Analyzer<'_> {
 }
 
 /// Aggregates whose result depends on the order of their input rows unless the call orders them.
-const ORDER_DEPENDENT: &[&str] = &[
+pub(super) const ORDER_DEPENDENT: &[&str] = &[
     "string_agg",
     "array_agg",
     "json_agg",

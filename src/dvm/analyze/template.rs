@@ -229,7 +229,9 @@ pub(super) fn check_expr(expr: &SqlExpr, context: &str) -> Result<()> {
 fn check_function(function: &Function, context: &str) -> Result<()> {
     let name = function_name(function);
     if function.over.is_some() {
-        return unsupported(format!("window function {name}()"));
+        return unsupported(format!(
+            "window function {name}() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
+        ));
     }
     let base = name.rsplit('.').next().unwrap_or(&name);
     if SET_RETURNING.contains(&base) {

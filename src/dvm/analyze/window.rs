@@ -78,8 +78,8 @@ enum Item {
     Value(usize),
     /// `row_number()`: the expansion's ordinality.
     RowNumber,
-    /// Element of array `i` at the row's position plus `offset` (`lag`, `lead`).
-    Offset(usize, i64),
+    /// Element `i` of the expansion of a shifted array (`lag`, `lead`): see `shifted`.
+    Shifted(usize),
     /// The partition's first element of array `i` (`first_value`).
     First(usize),
     /// Aggregate `i` of the partition.
@@ -103,6 +103,8 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
     // The rows' own values (item expressions, window arguments), and the partitions' aggregates.
     let mut values: Vec<SqlExpr> = Vec::new();
     let mut aggregates: Vec<String> = Vec::new();
+    // Arrays of `values` moved by an offset (`lag`, `lead`): value index, offset.
+    let mut shifts: Vec<(usize, i64)> = Vec::new();
     let mut items: Vec<(Item, String)> = Vec::with_capacity(select.projection.len());
     for item in &select.projection {
         let (expr, name) = match item {
@@ -120,6 +122,10 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
                     "a window function inside an expression (make it a column of its own)",
                 );
             }
+            // Each value is collected by an aggregate, where subqueries are not read.
+            if contains_subquery(expr) {
+                return unsupported("window functions with a subquery in the select list");
+            }
             if analyzer.item_has_aggregate(item) {
                 return invalid("an aggregate outside a window in a query that is not grouped");
             }
@@ -133,6 +139,11 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
         };
         let fname = function_name(f);
         let fname = fname.rsplit('.').next().unwrap_or(&fname).to_string();
+        if contains_subquery(expr) {
+            return unsupported(format!(
+                "a subquery in {fname}()'s arguments, PARTITION BY or ORDER BY"
+            ));
+        }
         same_partition(&mut partition, spec, &fname)?;
         // `rank` and its kin are also ordered-set aggregates by name: window functions first.
         let kind = if !WINDOW_ONLY.contains(&fname.as_str())
@@ -141,6 +152,11 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
             if !spec.order_by.is_empty() {
                 return unsupported(format!(
                     "a running aggregate ({fname}() OVER (... ORDER BY ...)): only aggregates over a whole partition are maintained"
+                ));
+            }
+            if super::aggregate::ORDER_DEPENDENT.contains(&fname.as_str()) {
+                return unsupported(format!(
+                    "{fname}() over a partition (its result depends on the order rows are read in, which a window aggregate cannot fix)"
                 ));
             }
             let mut call = f.clone();
@@ -159,8 +175,8 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
                         _ => return unsupported(format!("{fname}() with a default value")),
                     };
                     values.push(x.clone());
-                    let i = values.len() - 1;
-                    Item::Offset(i, if fname == "lag" { -by } else { by })
+                    shifts.push((values.len() - 1, if fname == "lag" { -by } else { by }));
+                    Item::Shifted(shifts.len() - 1)
                 }
                 ("first_value", [x]) => {
                     values.push(x.clone());
@@ -220,15 +236,23 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
     let keys: Vec<String> = partition.iter().map(ToString::to_string).collect();
     let unnested: Vec<String> = (0..arrays.len())
         .map(|i| format!("__pgt_w.__pgt_a{i}"))
+        .chain(
+            shifts
+                .iter()
+                .map(|&(i, by)| shifted(&format!("__pgt_w.__pgt_a{i}"), by)),
+        )
         .collect();
-    let columns: Vec<String> = (0..arrays.len()).map(|i| format!("__pgt_v{i}")).collect();
+    let columns: Vec<String> = (0..arrays.len())
+        .map(|i| format!("__pgt_v{i}"))
+        .chain((0..shifts.len()).map(|i| format!("__pgt_s{i}")))
+        .collect();
     let outer: Vec<String> = items
         .iter()
         .map(|(item, name)| {
             let expr = match item {
                 Item::Value(i) => format!("__pgt_e.__pgt_v{i}"),
                 Item::RowNumber => "__pgt_e.__pgt_n".to_string(),
-                Item::Offset(i, by) => format!("__pgt_w.__pgt_a{i}[__pgt_e.__pgt_n + ({by})]"),
+                Item::Shifted(i) => format!("__pgt_e.__pgt_s{i}"),
                 Item::First(i) => format!("__pgt_w.__pgt_a{i}[1]"),
                 Item::Aggregate(i) => format!("__pgt_w.__pgt_g{i}"),
             };
@@ -247,6 +271,22 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
     ))
 }
 
+/// `array` moved by `by` places, as long as it: `lead(x, k)` is the array without its first `k`
+/// elements (the expansion pads it with NULLs), `lag(x, k)` the array after `k` NULLs of its element
+/// type (`array[0]`), cut to its length. Expanded alongside the others, each element is read once:
+/// a subscript per row would walk a text array from its start, quadratic in the partition.
+fn shifted(array: &str, by: i64) -> String {
+    let by = by.clamp(-i64::from(i32::MAX - 1), i64::from(i32::MAX - 1));
+    if by >= 0 {
+        format!("{array}[{}:]", by + 1)
+    } else {
+        format!(
+            "(pg_catalog.array_cat(pg_catalog.array_fill({array}[0], ARRAY[LEAST({}, pg_catalog.cardinality({array}))]), {array}))[1:pg_catalog.cardinality({array})]",
+            -by
+        )
+    }
+}
+
 /// Every window of the query partitions alike, and by something.
 fn same_partition(seen: &mut Option<Vec<SqlExpr>>, spec: &WindowSpec, fname: &str) -> Result<()> {
     if spec.window_frame.is_some() {
@@ -254,7 +294,7 @@ fn same_partition(seen: &mut Option<Vec<SqlExpr>>, spec: &WindowSpec, fname: &st
             "a window frame clause ({fname}() OVER (... ROWS/RANGE ...))"
         ));
     }
-    if spec.partition_by.is_empty() {
+    if spec.partition_by.is_empty() || spec.partition_by.iter().all(is_constant) {
         return unsupported(format!(
             "a window function over the whole result ({fname}() OVER () or without PARTITION BY: every change would recompute all of it; use FULL)"
         ));
@@ -275,6 +315,25 @@ fn same_order(seen: &mut Option<Vec<OrderByExpr>>, spec: &WindowSpec) -> Result<
         Some(_) => return unsupported("windows with different ORDER BY in one query"),
     }
     Ok(())
+}
+
+/// Whether `expr` reads no column (`PARTITION BY 1`: one partition).
+fn is_constant(expr: &SqlExpr) -> bool {
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_continue()
+}
+
+fn contains_subquery(expr: &SqlExpr) -> bool {
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. } => {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 fn contains_window(expr: &SqlExpr) -> bool {
@@ -310,11 +369,10 @@ fn plain_args(f: &Function) -> Result<Vec<SqlExpr>> {
 
 /// `lag(x, k)`'s `k`: a non-negative integer constant.
 fn offset(k: &SqlExpr, fname: &str) -> Result<i64> {
-    let k = super::template::strip_nested(k);
-    let k = match k {
-        SqlExpr::Cast { expr, .. } => super::template::strip_nested(expr),
-        other => other,
-    };
+    let mut k = super::template::strip_nested(k);
+    while let SqlExpr::Cast { expr, .. } = k {
+        k = super::template::strip_nested(expr);
+    }
     match k {
         SqlExpr::Value(v) => match &v.value {
             Value::Number(n, _) => n.parse::<i64>().ok().filter(|n| *n >= 0),

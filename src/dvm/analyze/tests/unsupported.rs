@@ -56,11 +56,11 @@ fn window_functions() {
         unsupported(
             "SELECT s.x FROM (SELECT a.x, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a) s"
         ),
-        "window function row_number()"
+        "window function row_number() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
     );
     assert_eq!(
         unsupported("SELECT a.x FROM public.a UNION ALL SELECT sum(b.y) OVER (PARTITION BY b.a_id) AS s FROM public.b"),
-        "window function sum()"
+        "window function sum() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
     );
 }
 

@@ -10,12 +10,13 @@ fn row_number_and_offsets_come_from_the_partitions_arrays() {
     );
     assert!(t.full_from_tree && t.expanded_rows);
     assert_eq!(t.output_names, ["id", "rn", "prev", "next2", "first"]);
-    // Layout: a [id, x, g] 0-2. Equal arrays are computed once (id twice, x twice).
+    // Layout: a [id, x, g] 0-2. Equal arrays are computed once (id twice, x twice); lag and lead
+    // expand shifted arrays.
     assert_tree(
         &t.root,
         "
-        Project #4; #8; #1[#8 + (-1)]; #2[#8 + (2)]; #3[1]
-          Expand unnest((#0), (#1), (#2), (#3)) WITH ORDINALITY (5)
+        Project #4; #10; #8; #9; #3[1]
+          Expand unnest((#0), (#1), (#2), (#3), ((pg_catalog.array_cat(pg_catalog.array_fill(#1[0], ARRAY[LEAST(1, pg_catalog.cardinality(#1))]), #1))[1:pg_catalog.cardinality(#1)]), (#2[3:])) WITH ORDINALITY (7)
             Project #1; #2; #2; #1
               Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY #1 DESC, #0, ROW(#0, #1, #1, #0)::TEXT); pg_catalog.array_agg(#1 ORDER BY #1 DESC, #0, ROW(#0, #1, #1, #0)::TEXT)]
                 Filter (#1 > 0)
@@ -87,6 +88,22 @@ fn what_is_refused_and_why() {
             "lag() with a default value",
         ),
         (
+            "SELECT a.id, row_number() OVER (PARTITION BY 1 ORDER BY a.id) AS rn FROM public.a",
+            "a window function over the whole result",
+        ),
+        (
+            "SELECT a.id, string_agg(a.x, ',') OVER (PARTITION BY a.g) AS xs FROM public.a",
+            "string_agg() over a partition",
+        ),
+        (
+            "SELECT a.id, (SELECT max(b.y) FROM public.b WHERE (b.a_id = a.id)) AS m, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn FROM public.a",
+            "window functions with a subquery in the select list",
+        ),
+        (
+            "SELECT a.id, row_number() OVER (PARTITION BY (SELECT 1) ORDER BY a.id) AS rn FROM public.a",
+            "a subquery in row_number()'s arguments, PARTITION BY or ORDER BY",
+        ),
+        (
             "SELECT a.id, lag(a.x, a.id) OVER (PARTITION BY a.g ORDER BY a.id) AS p FROM public.a",
             "lag() with an offset that is not a non-negative integer constant",
         ),
@@ -104,10 +121,21 @@ fn what_is_refused_and_why() {
         ),
         (
             "SELECT s.id FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn FROM public.a) s WHERE (s.rn = 1)",
-            "window function row_number()",
+            "window function row_number() in a subquery",
         ),
     ] {
         let message = unsupported(sql);
         assert!(message.starts_with(why), "{sql}: {message}");
     }
+}
+
+#[test]
+fn offsets_written_with_casts_or_past_any_partition() {
+    // PostgreSQL prints `lag(x, 1::smallint)` with two casts; an offset past any array is clamped.
+    let t = tree(
+        "SELECT a.id, lag(a.x, ((1)::smallint)::integer) OVER (PARTITION BY a.g ORDER BY a.id) AS p, lead(a.x, 2147483647) OVER (PARTITION BY a.g ORDER BY a.id) AS n FROM public.a",
+    );
+    let shown = super::show(&t.root);
+    assert!(shown.contains("ARRAY[LEAST(1, "), "{shown}");
+    assert!(shown.contains("[2147483647:]"), "{shown}");
 }
