@@ -109,6 +109,53 @@ fn refreshing_in_the_transaction_that_changed_a_source_stays_exact() {
     assert_exact(&mut db);
 }
 
+/// A stream table and one that reads it, refreshed in one transaction again and again (a DAG
+/// refreshed by hand): the reader's refresh runs in the transaction that changed its source (the
+/// first one's refresh wrote it), so it is FULL, and FULL again next time. Until 2026-12-05 a
+/// reinitialisation in such a transaction did not ask for the FULL after it: the next refresh
+/// applied that transaction's change rows a second time.
+#[test]
+fn a_dag_refreshed_in_one_transaction_again_and_again_stays_exact() {
+    let mut db = TestDb::new("diff_dag_one_txn");
+    db.exec(
+        "CREATE TABLE s (id int PRIMARY KEY, g int, v int);
+         INSERT INTO s SELECT i, i % 5, i FROM generate_series(1, 50) i;
+         SELECT pgtrickle.create_stream_table('u1', 'SELECT id, g, v FROM s', '1h', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('u2', 'SELECT g, count(*) AS c, sum(v) AS sv FROM u1 GROUP BY g', '1h', 'DIFFERENTIAL');",
+    );
+    const READER: &str = "SELECT g, count(*) AS c, sum(v) AS sv FROM s GROUP BY g";
+    const BOTH: &str = "BEGIN; SELECT pgtrickle.refresh_stream_table('u1'); SELECT pgtrickle.refresh_stream_table('u2'); COMMIT;";
+    // Two rounds in a row: the second one's refresh of u2 is the reinitialisation the first asked
+    // for, in a transaction that changed u1 again; then u2 alone.
+    for steps in [
+        [
+            "UPDATE s SET v = v + 1 WHERE id = 1",
+            "INSERT INTO s VALUES (100, 1, 1000)",
+        ],
+        [
+            "DELETE FROM s WHERE id % 7 = 0",
+            "UPDATE s SET g = 2 WHERE id = 3",
+        ],
+    ] {
+        for step in steps {
+            db.exec(step);
+            db.exec(BOTH);
+            db.assert_matches_query("u2", READER);
+        }
+        db.exec("SELECT pgtrickle.refresh_stream_table('u2')");
+        assert_eq!(
+            last_action(&mut db),
+            ("FULL".into(), "reinitialised: the previous refresh ran inside the transaction that changed public.u1".into())
+        );
+        db.assert_matches_query("u2", READER);
+        db.exec("INSERT INTO s VALUES (300 + (SELECT count(*) FROM s), 4, 7)");
+        db.exec("SELECT pgtrickle.refresh_stream_table('u1')");
+        db.exec("SELECT pgtrickle.refresh_stream_table('u2')");
+        assert_eq!(last_action(&mut db).0, "DIFFERENTIAL");
+        db.assert_matches_query("u2", READER);
+    }
+}
+
 #[test]
 fn concurrent_writers_and_refreshes_lose_and_repeat_nothing() {
     let mut db = orders_db("diff_concurrent");

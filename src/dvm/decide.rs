@@ -57,8 +57,9 @@ pub enum Decision {
         reason: String,
         reinit_next: Option<String>,
     },
-    /// Check the query against the sources again, then FULL (`refresh/reinit.rs`).
-    Reinitialise,
+    /// Check the query against the sources again, then FULL (`refresh/reinit.rs`); `again_next`:
+    /// the next refresh must be FULL too, and why.
+    Reinitialise { again_next: Option<String> },
     /// Nothing changed: advance the frontier only.
     NoData,
     /// Compute and apply the delta; `auto`: why AUTO kept it DIFFERENTIAL.
@@ -84,14 +85,46 @@ fn full(reason: impl Into<String>) -> Step {
 
 /// The next step of the decision for what is known so far.
 pub fn next(f: &Facts) -> Step {
+    // The changes this very transaction made to a source are in the tables a FULL refresh reads,
+    // but their change rows share its xid with any written after the refresh: no frontier separates
+    // them. Whatever FULL refresh runs now (a first one, a reinitialisation, one for this reason),
+    // the next refresh is FULL too, which absorbs every change row with this xid after commit.
+    // (A worker's batch is applied in a transaction of its own.)
+    let own = if f.differential && f.staged_changes.is_none() {
+        match &f.own_changes {
+            None => return Step::Ask(Fact::OwnChanges),
+            Some(own) => own.as_deref(),
+        }
+    } else {
+        None
+    };
+    let again_next = own.map(|source| {
+        format!("the previous refresh ran inside the transaction that changed {source}")
+    });
     if f.creating {
-        return full("initial population");
+        return Step::Decide(Decision::Full {
+            reason: match own {
+                Some(source) => format!(
+                    "initial population inside the transaction that changed {source}; FULL again next time"
+                ),
+                None => "initial population".into(),
+            },
+            reinit_next: again_next,
+        });
     }
     if f.needs_reinit {
-        return Step::Decide(Decision::Reinitialise);
+        return Step::Decide(Decision::Reinitialise { again_next });
     }
     if !f.differential {
         return full(f.mode_reason.clone().unwrap_or_else(|| "FULL mode".into()));
+    }
+    if let Some(source) = own {
+        return Step::Decide(Decision::Full {
+            reason: format!(
+                "FULL inside the transaction that changed {source}; FULL again next time"
+            ),
+            reinit_next: again_next,
+        });
     }
     // PostgreSQL empties unlogged tables in crash recovery, bypassing capture: what the stream
     // table stores may no longer be the result, and no batch says so. (A clean restart keeps them,
@@ -119,23 +152,6 @@ pub fn next(f: &Facts) -> Step {
     }
     if !f.has_frontier {
         return full("no frontier recorded yet");
-    }
-    match &f.own_changes {
-        None => return Step::Ask(Fact::OwnChanges),
-        // Those changes are in the tables this refresh reads, but their change rows share this
-        // transaction's xid with any written after the refresh: a batch cannot separate them. FULL is
-        // exact now, and FULL again after commit absorbs every change row with this xid.
-        Some(Some(source)) => {
-            return Step::Decide(Decision::Full {
-                reason: format!(
-                    "FULL inside the transaction that changed {source}; FULL again next time"
-                ),
-                reinit_next: Some(format!(
-                    "the previous refresh ran inside the transaction that changed {source}"
-                )),
-            })
-        }
-        Some(None) => {}
     }
     let Some(batch_rows) = f.batch_rows else {
         return Step::Ask(Fact::BatchRows);
@@ -218,8 +234,8 @@ mod tests {
         assert_eq!(
             asked,
             [
-                Fact::UnloggedSource,
                 Fact::OwnChanges,
+                Fact::UnloggedSource,
                 Fact::BatchRows,
                 Fact::StateReady
             ]
@@ -230,12 +246,18 @@ mod tests {
             staged_changes: Some(3),
             ..restarted.clone()
         };
-        for facts in [restarted.clone(), staged] {
+        for (facts, questions) in [
+            (
+                restarted.clone(),
+                &[Fact::OwnChanges, Fact::UnloggedSource][..],
+            ),
+            (staged, &[Fact::UnloggedSource][..]),
+        ] {
             let (asked, d) = run(facts, |fact, f| match fact {
                 Fact::UnloggedSource => f.unlogged_source = Some(Some("public.u".into())),
                 other => quiet(0)(other, f),
             });
-            assert_eq!(asked, [Fact::UnloggedSource]);
+            assert_eq!(asked, questions);
             assert!(
                 matches!(&d, Decision::Full { reason, reinit_next: None } if reason.contains("unlogged tables such as public.u")),
                 "{d:?}"
@@ -250,9 +272,12 @@ mod tests {
             has_frontier: false,
             ..restarted
         };
-        for facts in [not_differential, never_refreshed] {
+        for (facts, questions) in [
+            (not_differential, &[][..]),
+            (never_refreshed, &[Fact::OwnChanges][..]),
+        ] {
             let (asked, d) = run(facts, quiet(0));
-            assert!(asked.is_empty(), "{asked:?}");
+            assert_eq!(asked, questions);
             assert!(matches!(d, Decision::Full { .. }), "{d:?}");
         }
     }
@@ -347,7 +372,7 @@ mod tests {
                 quiet(1)
             )
             .1,
-            Decision::Reinitialise
+            Decision::Reinitialise { again_next: None }
         );
         let mode = Facts {
             differential: false,
@@ -374,7 +399,7 @@ mod tests {
                 },
                 quiet(1)
             ),
-            (vec![], full("no frontier recorded yet"))
+            (vec![Fact::OwnChanges], full("no frontier recorded yet"))
         );
         let (_, d) = run(
             Facts {
@@ -407,14 +432,45 @@ mod tests {
             }
         });
         assert_eq!(asked, [Fact::OwnChanges]);
+        let again =
+            Some("the previous refresh ran inside the transaction that changed public.t".into());
         assert_eq!(
             d,
             Decision::Full {
                 reason: "FULL inside the transaction that changed public.t; FULL again next time"
                     .into(),
-                reinit_next: Some(
-                    "the previous refresh ran inside the transaction that changed public.t".into()
-                ),
+                reinit_next: again.clone(),
+            }
+        );
+        // So does any other FULL refresh in such a transaction: a reinitialisation (until
+        // 2026-12-05 its frontier left this transaction's change rows to the next refresh, which
+        // applied them a second time) and the first one.
+        let own = |fact, f: &mut Facts| {
+            quiet(3)(fact, f);
+            if fact == Fact::OwnChanges {
+                f.own_changes = Some(Some("public.t".into()));
+            }
+        };
+        let reinit = Facts {
+            needs_reinit: true,
+            ..differential()
+        };
+        assert_eq!(
+            run(reinit, own).1,
+            Decision::Reinitialise {
+                again_next: again.clone()
+            }
+        );
+        let creating = Facts {
+            creating: true,
+            has_frontier: false,
+            ..differential()
+        };
+        assert_eq!(
+            run(creating, own).1,
+            Decision::Full {
+                reason: "initial population inside the transaction that changed public.t; FULL again next time".into(),
+                reinit_next: again,
             }
         );
     }

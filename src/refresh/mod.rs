@@ -283,8 +283,11 @@ fn decide_and_refresh(
             reinit_next,
             ..full(st, storage, reason)?
         },
-        Decision::Reinitialise => match reinitialise(st, storage)? {
-            Ok(done) => done,
+        Decision::Reinitialise { again_next } => match reinitialise(st, storage)? {
+            Ok(done) => Done {
+                reinit_next: done.reinit_next.or(again_next),
+                ..done
+            },
             Err(breakage) => return Ok(Err(Outcome::Broken(breakage))),
         },
         Decision::NoData => {
