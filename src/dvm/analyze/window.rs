@@ -3,11 +3,11 @@
 //! that computes each partition's rows in order, expanded again:
 //!
 //! ```sql
-//! SELECT e.v1 AS x, e.n AS rn, w.a2[e.n - 1] AS prev, w.g1 AS total
+//! SELECT e.v1 AS x, e.n AS rn, e.s1 AS prev, w.g1 AS total
 //!   FROM (SELECT array_agg(x ORDER BY o, ROW(..)::text) AS a1, array_agg(y ORDER BY ...) AS a2,
 //!                sum(x) AS g1
 //!           FROM ... WHERE ... GROUP BY p) AS w
-//!  CROSS JOIN unnest(w.a1) WITH ORDINALITY AS e(v1, n)
+//!  CROSS JOIN unnest(w.a1, <w.a2 shifted one place on>) WITH ORDINALITY AS e(v1, s1, n)
 //! ```
 //!
 //! so it is maintained like DISTINCT ON (`distinct_on`): each partition a batch touches is computed
