@@ -625,3 +625,25 @@ fn explain_shows_the_mode_the_tree_and_the_delta_sql() {
     );
     assert!(text.contains("pg_visible_in_snapshot"), "{text}");
 }
+
+/// `trim()` as PostgreSQL prints it, `TRIM(BOTH FROM s)`, was unreadable to the parser until
+/// 2026-12-05, so every query with it was refused DIFFERENTIAL.
+#[test]
+fn trim_is_maintained_differentially() {
+    let mut db = TestDb::new("diff_trim");
+    db.exec(
+        "CREATE TABLE words (id int PRIMARY KEY, s text);
+         INSERT INTO words SELECT i, '  w' || (i % 4) || repeat(' ', i % 3) FROM generate_series(1, 30) i;",
+    );
+    const QUERY: &str = "SELECT trim(s) AS t, trim(leading from s) AS l, trim(trailing 'x ' from s) AS r, count(*) AS n FROM words GROUP BY 1, 2, 3";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('trimmed', $q${QUERY}$q$, '1h', 'DIFFERENTIAL')"
+    ));
+    for step in [
+        "UPDATE words SET s = s || 'x ' WHERE id % 5 = 0",
+        "DELETE FROM words WHERE id % 3 = 0; INSERT INTO words VALUES (100, ' w9 ')",
+    ] {
+        db.exec(step);
+        db.assert_refreshes_differentially("trimmed", QUERY, step);
+    }
+}

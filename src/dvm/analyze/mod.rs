@@ -190,7 +190,9 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
         .map_err(ParserError::from)
         .and_then(|tokens| {
             Parser::new(&dialect)
-                .with_tokens_with_locations(without_lateral_before_functions(tokens))
+                .with_tokens_with_locations(with_trim_characters(without_lateral_before_functions(
+                    tokens,
+                )))
                 .parse_statements()
         })
         .map_err(|e| match e {
@@ -237,6 +239,39 @@ fn without_lateral_before_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWith
         .zip(lateral)
         .filter_map(|(token, lateral)| (!lateral).then_some(token))
         .collect()
+}
+
+/// PostgreSQL prints `trim(s)` as `TRIM(BOTH FROM s)`, which sqlparser cannot read without the
+/// characters to trim: they are written in, `TRIM(BOTH ' ' FROM s)`, the same function.
+fn with_trim_characters(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let word = |t: &TokenWithSpan, k: Keyword| matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.keyword == k);
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        if word(&token, Keyword::FROM) {
+            // The tokens before FROM, whitespace left out: TRIM ( BOTH|LEADING|TRAILING.
+            let seen: Vec<&TokenWithSpan> = out
+                .iter()
+                .rev()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .take(3)
+                .collect();
+            if let [side, paren, trim] = seen.as_slice() {
+                if word(trim, Keyword::TRIM)
+                    && matches!(paren.token, Token::LParen)
+                    && [Keyword::BOTH, Keyword::LEADING, Keyword::TRAILING]
+                        .iter()
+                        .any(|&k| word(side, k))
+                {
+                    out.push(TokenWithSpan::wrap(Token::SingleQuotedString(" ".into())));
+                    out.push(TokenWithSpan::wrap(Token::Whitespace(
+                        sqlparser::tokenizer::Whitespace::Space,
+                    )));
+                }
+            }
+        }
+        out.push(token);
+    }
+    out
 }
 
 /// sqlparser reads a subscripted column, `t.c[1]` (as PostgreSQL prints it), as the name `t` with

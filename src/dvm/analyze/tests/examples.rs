@@ -139,3 +139,19 @@ fn case_coalesce_casts_and_right_join() {
         ",
     );
 }
+
+/// PostgreSQL prints `trim(s)` as `TRIM(BOTH FROM s)`, which the parser reads once the characters
+/// are written in (until 2026-12-05 every query with `trim()` was "could not parse the query").
+#[test]
+fn trim_as_postgresql_prints_it() {
+    let t = tree(
+        "SELECT a.id, TRIM(BOTH FROM a.x) AS t, TRIM(LEADING FROM a.x) AS l, TRIM(TRAILING 'x'::text FROM a.x) AS r FROM public.a",
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; TRIM(BOTH ' ' FROM #1); TRIM(LEADING ' ' FROM #1); TRIM(TRAILING 'x'::TEXT FROM #1)
+          Scan public.a [id, x]
+        ",
+    );
+}
