@@ -1,6 +1,6 @@
 -- The floor (docs/BENCHMARKS.md): copies of the filter shape's and GROUP BY grp's results, each with a
 -- bigint identity column and a B-tree index on it, as a stream table has. Run on the bench cluster
--- left by scripts/bench --only shapes --keep, then round_0.1pct.sql or round_1pct.sql a few times.
+-- left by scripts/bench --only shapes --keep, then round.sql a few times (its header says how).
 \set QUIET on
 DROP TABLE IF EXISTS floor_rows, floor_groups;
 CREATE TABLE floor_rows AS SELECT id, amount, qty, hashint8(id)::bigint AS rid FROM fact WHERE qty > 5;

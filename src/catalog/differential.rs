@@ -207,37 +207,46 @@ enum ColumnKind {
     Other,
 }
 
-/// Each of `columns` (with their base types `types`) as `name type`, and its kind.
+/// Each of `columns` (with their base types `types`) as `name type`, and its kind: one query for
+/// all of them.
 fn column_kinds(
     columns: &[super::analysis::OutputColumn],
     types: &[String],
 ) -> PgtResult<Vec<(String, ColumnKind)>> {
-    let mut kinds = Vec::with_capacity(columns.len());
-    for (column, t) in columns.iter().zip(types) {
-        let name = t.split(" COLLATE ").next().unwrap_or(t);
-        let kind = if name.ends_with("[]") {
-            ColumnKind::Array
-        } else if name.contains(" (a field of ") {
-            // `BaseTypes` names a composite with a field that prints apart by that field.
-            ColumnKind::Composite
-        } else {
-            match spi::one::<String>(
-                "SELECT CASE WHEN t.typcategory = 'A' THEN 'array'
-                             WHEN t.typtype = 'c' OR t.oid = 'pg_catalog.record'::pg_catalog.regtype THEN 'composite'
-                        END
-                   FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype($1)",
-                &[name.into()],
-            )?
-            .as_deref()
-            {
-                Some("array") => ColumnKind::Array,
-                Some("composite") => ColumnKind::Composite,
-                _ => ColumnKind::Other,
-            }
-        };
-        kinds.push((format!("{} {t}", column.name), kind));
-    }
-    Ok(kinds)
+    // A ` COLLATE` suffix is no part of the type's name.
+    let names: Vec<&str> = types
+        .iter()
+        .map(|t| t.split(" COLLATE ").next().unwrap_or(t))
+        .collect();
+    let categories = spi::rows(
+        "SELECT CASE WHEN t.typcategory = 'A' THEN 'array'
+                     WHEN t.typtype = 'c' OR t.oid = 'pg_catalog.record'::pg_catalog.regtype THEN 'composite'
+                     ELSE '' END AS kind
+           FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS n(name, i)
+           LEFT JOIN pg_catalog.pg_type t
+             ON t.oid = CASE WHEN n.name LIKE '%[]' OR n.name LIKE '% (a field of %' THEN NULL
+                             ELSE pg_catalog.to_regtype(n.name) END
+          ORDER BY n.i",
+        &[names.clone().into()],
+        |r| spi::col::<String>(r, "kind"),
+    )?;
+    Ok(columns
+        .iter()
+        .zip(types)
+        .zip(names)
+        .zip(categories)
+        .map(|(((column, t), name), category)| {
+            let kind = if name.ends_with("[]") || category == "array" {
+                ColumnKind::Array
+            } else if name.contains(" (a field of ") || category == "composite" {
+                // `BaseTypes` names a composite with a field that prints apart by that field.
+                ColumnKind::Composite
+            } else {
+                ColumnKind::Other
+            };
+            (format!("{} {t}", column.name), kind)
+        })
+        .collect())
 }
 
 /// The differential engine reads a view's tables directly (it inlines the view), with the refreshing

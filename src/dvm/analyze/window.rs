@@ -317,31 +317,39 @@ fn same_order(seen: &mut Option<Vec<OrderByExpr>>, spec: &WindowSpec) -> Result<
     Ok(())
 }
 
+/// Whether `expr` (at any depth) satisfies `test`.
+fn has(expr: &SqlExpr, test: impl Fn(&SqlExpr) -> bool) -> bool {
+    sqlparser::ast::visit_expressions(expr, |e| {
+        if test(e) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
 /// Whether `expr` reads no column (`PARTITION BY 1`: one partition).
 fn is_constant(expr: &SqlExpr) -> bool {
-    sqlparser::ast::visit_expressions(expr, |e| match e {
-        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => std::ops::ControlFlow::Break(()),
-        _ => std::ops::ControlFlow::Continue(()),
+    !has(expr, |e| {
+        matches!(e, SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_))
     })
-    .is_continue()
 }
 
 fn contains_subquery(expr: &SqlExpr) -> bool {
-    sqlparser::ast::visit_expressions(expr, |e| match e {
-        SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. } => {
-            std::ops::ControlFlow::Break(())
-        }
-        _ => std::ops::ControlFlow::Continue(()),
+    has(expr, |e| {
+        matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        )
     })
-    .is_break()
 }
 
 fn contains_window(expr: &SqlExpr) -> bool {
-    sqlparser::ast::visit_expressions(expr, |e| match e {
-        SqlExpr::Function(f) if f.over.is_some() => std::ops::ControlFlow::Break(()),
-        _ => std::ops::ControlFlow::Continue(()),
-    })
-    .is_break()
+    has(
+        expr,
+        |e| matches!(e, SqlExpr::Function(f) if f.over.is_some()),
+    )
 }
 
 /// A window function's arguments, when they are plain expressions.
