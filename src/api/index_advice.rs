@@ -3,6 +3,7 @@
 //! rows kept for slower stream tables. Indexes are only suggested, never created: the tables are the
 //! user's, and an index on a buffer costs every writer of its source.
 
+use crate::catalog::indexes::is_indexed;
 use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::index_advice::{advice, probes, Probe};
 use crate::dvm::optree::OpTree;
@@ -15,27 +16,11 @@ use pgrx::pg_sys::Oid;
 /// millisecond per refresh at this count).
 const KEPT_ROWS_WORTH_AN_INDEX: i64 = 10_000;
 
-/// A valid, non-partial B-tree or hash index whose first column is the key serves equality lookups.
-const HAS_INDEX: &str = "SELECT EXISTS (
-    SELECT 1 FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-      JOIN pg_catalog.pg_am am ON am.oid = ic.relam
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-     WHERE i.indrelid = $1 AND a.attname = $2::name AND i.indisvalid AND i.indpred IS NULL
-       AND am.amname IN ('btree', 'hash'))";
-
 /// The section of the explanation listing join keys without an index; empty when there are none.
 pub fn section(tree: &OpTree) -> PgtResult<String> {
     let mut missing: Vec<Probe> = Vec::new();
     for probe in probes(tree) {
-        let indexed = spi::one::<bool>(
-            HAS_INDEX,
-            &[
-                Oid::from(probe.table.relid).into(),
-                probe.column.as_str().into(),
-            ],
-        )?;
-        if indexed != Some(true) {
+        if !is_indexed(probe.table.relid, &probe.column)? {
             missing.push(probe);
         }
     }
@@ -93,8 +78,10 @@ pub fn buffer_section(caller: Oid, st: &StreamTable, tree: &OpTree) -> PgtResult
         lines.push(format!(
             "{buffer} ({name}): {total} rows, {kept} of them applied here and kept for slower stream tables"
         ));
-        let indexed = spi::one::<bool>(HAS_INDEX, &[buffer_oid.into(), "__pgt_xid".into()])?;
-        if kept >= KEPT_ROWS_WORTH_AN_INDEX && kept > total - kept && indexed != Some(true) {
+        if kept >= KEPT_ROWS_WORTH_AN_INDEX
+            && kept > total - kept
+            && !is_indexed(buffer_oid.to_u32(), "__pgt_xid")?
+        {
             lines.push(format!(
                 "-- each refresh reads past the kept rows; an index makes it read only its batch (it costs writers of {name} a little): CREATE INDEX ON {buffer} (__pgt_xid);"
             ));

@@ -76,7 +76,7 @@ fn walk(node: &Node, out: &mut Vec<Probe>) {
 
 /// The table column that output `pos` of `node` is, if it is one unchanged (through filters, joins and
 /// projections that pass the column through).
-fn scanned(node: &Node, pos: usize) -> Option<(&TableRef, &String)> {
+pub(crate) fn scanned(node: &Node, pos: usize) -> Option<(&TableRef, &String)> {
     match node {
         Node::Scan { table, columns, .. } => Some((table, columns.get(pos)?)),
         Node::Filter { input, .. } | Node::SemiJoin { left: input, .. } => scanned(input, pos),

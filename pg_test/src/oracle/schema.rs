@@ -46,14 +46,16 @@ pub const TABLES: [Table; 4] = [
     Table {
         name: "a",
         // With a view over it, read by shapes as TPC-H Q15 reads `revenue0`.
+        // `g` has an index (a refresh reads groups keyed by it as one array, `k` by a semi-join).
         ddl: "CREATE TABLE a (k int, g int, v numeric(10,2), t text);
+              CREATE INDEX a_g ON a (g);
               CREATE VIEW a_totals (k, total) AS SELECT k, sum(v) FROM a GROUP BY k",
         columns: &[col("k", Kind::Key), col("g", Kind::Key), col("v", Kind::Amount), col("t", Kind::Text)],
         has_pk: false,
     },
     Table {
         name: "b",
-        ddl: "CREATE TABLE b (k int, lo int, hi int, w numeric(10,2), s text)",
+        ddl: "CREATE TABLE b (k int, lo int, hi int, w numeric(10,2), s text); CREATE INDEX b_s ON b USING hash (s)",
         columns: &[
             col("k", Kind::Key),
             col("lo", Kind::Key),
@@ -72,7 +74,7 @@ pub const TABLES: [Table; 4] = [
     // Values that are equal but print differently: a stream table must show what its query shows.
     Table {
         name: "r",
-        ddl: "CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE r (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, ci citext)",
+        ddl: "CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE r (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, ci citext); CREATE INDEX r_ci ON r (ci)",
         columns: &[
             col("id", Kind::Id),
             col("k", Kind::Key),

@@ -736,7 +736,7 @@ pub(super) fn aggregate_rows(
 /// The current rows of `input` whose group keys (`keys` over the input) are among the rows of
 /// `groups`, a relation with columns `k0..`. Keys without NULLs: a semi-join on the keys' own
 /// equality (`key_eq`, resolved when the stream table was created; record equality without it),
-/// which the planner drives through an index on the keys. Keys with NULLs (a group of their own in
+/// or, for one key that leads an index, `key = ANY` of the groups' keys (see [`GroupsLookup`]). Keys with NULLs (a group of their own in
 /// GROUP BY, but never equal under =): matched null-safely, and only scanned when such a key is
 /// among `groups` at all.
 pub(super) fn rows_of_groups(
@@ -747,9 +747,43 @@ pub(super) fn rows_of_groups(
     groups: &str,
     ctx: &mut DiffContext,
 ) -> PgtResult<String> {
-    rows_in_groups(&|a| render_over(keys, a), key_eq, groups, ctx, &mut |ctx| {
-        new_sql(tree, input, ctx)
+    let lookup = if indexed_key(input, keys, key_eq, ctx) {
+        GroupsLookup::AnyOfArray
+    } else {
+        GroupsLookup::SemiJoin
+    };
+    rows_in_groups(
+        &|a| render_over(keys, a),
+        key_eq,
+        groups,
+        lookup,
+        ctx,
+        &mut |ctx| new_sql(tree, input, ctx),
+    )
+}
+
+/// Whether the groups are keyed by one source column that leads an index (`CacheContext::indexed_keys`).
+fn indexed_key(input: &Node, keys: &[Expr], key_eq: &[String], ctx: &DiffContext) -> bool {
+    let ([key], [_]) = (keys, key_eq) else {
+        return false;
+    };
+    let [ExprPart::Col(n)] = key.parts.as_slice() else {
+        return false;
+    };
+    crate::dvm::index_advice::scanned(input, *n).is_some_and(|(table, column)| {
+        ctx.cache
+            .indexed_keys
+            .contains(&(table.relid, column.clone()))
     })
+}
+
+/// How [`rows_in_groups`] finds the rows of the touched groups whose keys have no NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GroupsLookup {
+    /// `EXISTS (SELECT 1 FROM groups WHERE key = k0 ...)`: any number of keys, with or without an index.
+    SemiJoin,
+    /// `key = ANY (ARRAY(SELECT k0 FROM groups))`: one key leading an index, looked up in one bitmap scan.
+    AnyOfArray,
 }
 
 /// The rows of a relation (`relation`, asked for twice) whose group keys (`key_of` a FROM item of it)
@@ -758,6 +792,7 @@ pub(super) fn rows_in_groups(
     key_of: &dyn Fn(&str) -> Vec<String>,
     key_eq: &[String],
     groups: &str,
+    lookup: GroupsLookup,
     ctx: &mut DiffContext,
     relation: &mut dyn FnMut(&mut DiffContext) -> PgtResult<String>,
 ) -> PgtResult<String> {
@@ -797,8 +832,12 @@ pub(super) fn rows_in_groups(
     // NULL`, and yet its type's `=` calls it equal to another such value: it goes to the null-safe
     // branch only.
     let ka_any_null = any_is_null(&ka);
-    let member =
-        format!("NOT ({ka_any_null}) AND EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})");
+    let member = match (lookup, ka.as_slice(), key_eq) {
+        (GroupsLookup::AnyOfArray, [key], [op]) => format!(
+            "NOT ({ka_any_null}) AND ({key}) {op} ANY (ARRAY(SELECT {g}.k0 FROM {groups} AS {g}))"
+        ),
+        _ => format!("NOT ({ka_any_null}) AND EXISTS (SELECT 1 FROM {groups} AS {g} WHERE {on})"),
+    };
     let (ia, ib) = (relation(ctx)?, relation(ctx)?);
     Ok(format!(
         "SELECT {a}.* FROM ({ia}) AS {a} WHERE {member} \

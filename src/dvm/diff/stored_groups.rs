@@ -18,7 +18,7 @@ use super::context::DiffContext;
 use super::rules::{
     aggregate_rows, cols, filtered, group_by, identity_grouping, is_static_empty,
     known_to_print_apart, known_types, may_print_apart, named, rows_in_groups, select,
-    touched_groups, weighted_projection, with_clause, with_weight, W,
+    touched_groups, weighted_projection, with_clause, with_weight, GroupsLookup, W,
 };
 use super::AggregateState;
 use crate::dvm::apply::Payload;
@@ -397,6 +397,7 @@ impl<'t> StoredGroups<'t> {
                     &|a| keys.iter().map(|k| format!("{a}.c{k}")).collect(),
                     self.key_eq,
                     groups,
+                    GroupsLookup::SemiJoin,
                     ctx,
                     &mut |_| Ok(stored.clone()),
                 )?

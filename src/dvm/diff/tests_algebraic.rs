@@ -325,6 +325,39 @@ fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
 }
 
 #[test]
+fn rescanned_groups_are_looked_up_as_one_array_only_through_an_index_on_their_one_key() {
+    let mut tree = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Min, Some(1), "numeric(12,2)")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
+    if let Node::Aggregate { key_eq, .. } = aggregate_mut(&mut tree) {
+        *key_eq = vec!["OPERATOR(pg_catalog.=)".into()];
+    }
+    let state = AggregateState::of(&tree).unwrap();
+    let (v, t) = visible(2);
+    let any = "OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ";
+    let unindexed = delta_groups(&tree, &state, &v, &t, &mut ctx());
+    assert!(!unindexed.contains(any), "{unindexed}");
+    let mut indexed_ctx = ctx();
+    indexed_ctx.cache.indexed_keys = [(10, "region".to_string())].into_iter().collect();
+    let indexed = delta_groups(&tree, &state, &v, &t, &mut indexed_ctx);
+    assert!(
+        indexed.contains(&format!(".c0) {any}")) && indexed.contains(".k0 FROM arescan_"),
+        "the key's own equality against the rescanned groups' keys: {indexed}"
+    );
+    assert!(
+        indexed.contains("IS NULL))) AND EXISTS (SELECT 1 FROM arescan_"),
+        "NULL keys still matched null-safely: {indexed}"
+    );
+    // Another column's index does not serve the key.
+    let mut other_ctx = ctx();
+    other_ctx.cache.indexed_keys = [(10, "amount".to_string())].into_iter().collect();
+    let other = delta_groups(&tree, &state, &v, &t, &mut other_ctx);
+    assert!(!other.contains(any), "{other}");
+}
+
+#[test]
 fn the_full_query_computes_visible_columns_and_state_in_payload_order() {
     let tree = grouped(
         vec![Expr::col(0)],

@@ -1,0 +1,61 @@
+//! Which columns lead an index that equality lookups can use: for explain_stream_table's advice, and
+//! for the refresh, which looks a batch's touched groups up through such an index as one array
+//! (`dvm::diff::rules::rows_of_groups`).
+
+use crate::dvm::optree::{Node, OpTree};
+use crate::error::PgtResult;
+use crate::spi;
+use pgrx::pg_sys::Oid;
+use std::collections::BTreeSet;
+
+/// `FROM` and `WHERE` of the columns of `$1` (table OIDs) that lead an index serving equality
+/// lookups (a valid, non-partial B-tree or hash index), as `i`, `a` (the column) and `ty` (its type).
+const LEADING_COLUMNS: &str = "FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+           JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+           JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+          WHERE i.indrelid = ANY ($1) AND i.indisvalid AND i.indpred IS NULL
+            AND am.amname IN ('btree', 'hash')";
+
+/// Whether `column` of `relid` leads an index serving equality lookups.
+pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
+    let found = spi::one::<bool>(
+        &format!("SELECT EXISTS (SELECT 1 {LEADING_COLUMNS} AND a.attname = $2::name)"),
+        &[vec![Oid::from(relid)].into(), column.into()],
+    )?;
+    Ok(found == Some(true))
+}
+
+/// For a refresh of `tree`: the source columns, other than arrays, that lead such an index, as
+/// `dvm::diff::CacheContext::indexed_keys` wants them, in tables whose every page a bitmap in
+/// `work_mem` holds exactly, with room to grow (twice `pg_class.relpages`; a bitmap page entry takes
+/// about 64 bytes). In a lossy bitmap each row of a page is checked against `= ANY` again, comparing
+/// it with every element of the array: a touched group's lookup would cost the groups times the rows.
+/// Asked only when the tree groups rows (the only user); empty otherwise.
+pub fn group_key_indexes(tree: &OpTree) -> PgtResult<BTreeSet<(u32, String)>> {
+    fn groups(node: &Node) -> bool {
+        matches!(node, Node::Aggregate { group_by, .. } if !group_by.is_empty())
+            || node.children().into_iter().any(groups)
+    }
+    if !tree.ctes.iter().chain([&tree.root]).any(groups) {
+        return Ok(BTreeSet::new());
+    }
+    let relids: Vec<Oid> = tree.tables().iter().map(|t| Oid::from(t.relid)).collect();
+    let found = spi::rows(
+        &format!(
+            "SELECT DISTINCT i.indrelid AS relid, a.attname::text AS column_name {LEADING_COLUMNS}
+                AND ty.typcategory <> 'A'
+                AND (SELECT c.relpages FROM pg_catalog.pg_class c WHERE c.oid = i.indrelid)::float8 * 2 * 64
+                    <= (SELECT s.setting::float8 * 1024 FROM pg_catalog.pg_settings s WHERE s.name = 'work_mem')"
+        ),
+        &[relids.into()],
+        |r| {
+            Ok((
+                spi::col::<Oid>(r, "relid")?.to_u32(),
+                spi::col::<String>(r, "column_name")?,
+            ))
+        },
+    )?;
+    Ok(found.into_iter().collect())
+}
