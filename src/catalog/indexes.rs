@@ -9,14 +9,23 @@ use pgrx::pg_sys::Oid;
 use std::collections::BTreeSet;
 
 /// `FROM` and `WHERE` of the columns of `$1` (table OIDs) that lead an index serving equality
-/// lookups (a valid, non-partial B-tree or hash index), as `i`, `a` (the column) and `ty` (its type).
+/// lookups with the column's own `=`: a valid, non-partial B-tree or hash index whose first column
+/// has the column's collation and its type's default operator class (the type's own, or, for a type
+/// without one such as `varchar` or a domain, a default one it is read as). An index on `s COLLATE
+/// "C"`, or on a citext column with `text_ops`, orders by something else, and the planner cannot use
+/// it for the column's `=`. As `i`, `am`, `a` (the column) and `ty` (its type).
 const LEADING_COLUMNS: &str = "FROM pg_catalog.pg_index i
            JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
            JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+           JOIN pg_catalog.pg_opclass oc ON oc.oid = i.indclass[0]
            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
            JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
           WHERE i.indrelid = ANY ($1) AND i.indisvalid AND i.indpred IS NULL
-            AND am.amname IN ('btree', 'hash')";
+            AND am.amname IN ('btree', 'hash') AND i.indcollation[0] = a.attcollation
+            AND oc.opcdefault
+            AND (oc.opcintype = a.atttypid
+                 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_opclass d
+                                 WHERE d.opcmethod = oc.opcmethod AND d.opcdefault AND d.opcintype = a.atttypid))";
 
 /// Whether `column` of `relid` leads an index serving equality lookups.
 pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
@@ -27,11 +36,14 @@ pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
     Ok(found == Some(true))
 }
 
-/// For a refresh of `tree`: the source columns, other than arrays, that lead such an index, as
+/// For a refresh of `tree`: the source columns, other than arrays, that lead such a B-tree index, as
 /// `dvm::diff::CacheContext::indexed_keys` wants them, in tables whose every page a bitmap in
-/// `work_mem` holds exactly, with room to grow (twice `pg_class.relpages`; a bitmap page entry takes
-/// about 64 bytes). In a lossy bitmap each row of a page is checked against `= ANY` again, comparing
-/// it with every element of the array: a touched group's lookup would cost the groups times the rows.
+/// `work_mem` holds exactly, with room to grow (twice the table's current size; a bitmap page entry
+/// takes about 64 bytes). In a lossy bitmap each row of a page is checked against `= ANY` again,
+/// comparing it with every element of the array: a touched group's lookup would cost the groups times
+/// the rows. A hash index's bitmap is rechecked always (it stores hashes), so hash indexes do not
+/// count. Plain tables and materialized views without children only: a scan of a partitioned or
+/// inherited table reads tables of other sizes and indexes, each with a bitmap of its own.
 /// Asked only when the tree groups rows (the only user); empty otherwise.
 pub fn group_key_indexes(tree: &OpTree) -> PgtResult<BTreeSet<(u32, String)>> {
     fn groups(node: &Node) -> bool {
@@ -45,8 +57,11 @@ pub fn group_key_indexes(tree: &OpTree) -> PgtResult<BTreeSet<(u32, String)>> {
     let found = spi::rows(
         &format!(
             "SELECT DISTINCT i.indrelid AS relid, a.attname::text AS column_name {LEADING_COLUMNS}
-                AND ty.typcategory <> 'A'
-                AND (SELECT c.relpages FROM pg_catalog.pg_class c WHERE c.oid = i.indrelid)::float8 * 2 * 64
+                AND ty.typcategory <> 'A' AND am.amname = 'btree'
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                             WHERE c.oid = i.indrelid AND c.relkind IN ('r', 'm') AND NOT c.relhassubclass)
+                AND pg_catalog.pg_relation_size(i.indrelid)::float8
+                      / pg_catalog.current_setting('block_size')::float8 * 2 * 64
                     <= (SELECT s.setting::float8 * 1024 FROM pg_catalog.pg_settings s WHERE s.name = 'work_mem')"
         ),
         &[relids.into()],

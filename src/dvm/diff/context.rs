@@ -86,8 +86,8 @@ pub struct CacheContext {
     /// Aggregates that occur more than once in the query (a view read twice) and the WITH item
     /// holding their delta, computed once.
     pub shared_deltas: Vec<(Node, String)>,
-    /// Source columns (table OID, column) that lead a B-tree or hash index, arrays and tables too
-    /// large for an exact bitmap left out (`catalog::indexes::group_key_indexes`): touched groups
+    /// Source columns (table OID, column) that lead a B-tree index serving their `=`, arrays and
+    /// tables too large for an exact bitmap left out (`catalog::indexes::group_key_indexes`): touched groups
     /// keyed by one of them are read as
     /// `key = ANY (ARRAY(...))`, which PostgreSQL serves with one bitmap scan visiting each heap
     /// page once, in order. Elsewhere a semi-join, which without an index hashes the groups (`ANY`
