@@ -846,3 +846,51 @@ fn touched_groups_are_read_through_an_index_on_their_one_key_as_one_array() {
         "an inherited table",
     );
 }
+
+#[test]
+fn explain_advises_an_index_on_the_keys_of_groups_a_refresh_recomputes() {
+    let mut db = TestDb::new("group_key_advice");
+    db.exec(
+        "CREATE TABLE ga (id int PRIMARY KEY, g int, h int, v int);
+         INSERT INTO ga SELECT i, i % 5, i % 3, i FROM generate_series(1, 50) i;",
+    );
+    // MIN/MAX recompute a group that lost its extremum, string_agg every touched group; sums kept
+    // from stored state recompute only a group whose sum turned NaN.
+    for (st, query) in [
+        ("ga_min", "SELECT g, min(v) AS lo FROM ga GROUP BY g"),
+        (
+            "ga_str",
+            "SELECT g, h, string_agg(v::text, '','' ORDER BY v) AS vs FROM ga GROUP BY g, h",
+        ),
+        ("ga_sum", "SELECT g, sum(v) AS s FROM ga GROUP BY g"),
+    ] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    let mut explain = |st: &str| -> String {
+        db.value(&format!("SELECT pgtrickle.explain_stream_table('{st}')"))
+    };
+    let on_g = "-- no index on public.ga(g): a recomputed group reads all of public.ga; \
+                CREATE INDEX ON \"public\".\"ga\" (\"g\");\n";
+    assert!(explain("ga_min").contains(on_g), "{}", explain("ga_min"));
+    let on_g_h = "-- no index on public.ga(g, h): a recomputed group reads all of public.ga; \
+                  CREATE INDEX ON \"public\".\"ga\" (\"g\", \"h\");\n";
+    assert!(explain("ga_str").contains(on_g_h), "{}", explain("ga_str"));
+    assert!(
+        !explain("ga_sum").contains("Group keys without an index"),
+        "{}",
+        explain("ga_sum")
+    );
+    // An index leading with either key serves the lookup of a group.
+    db.exec("CREATE INDEX ON ga (h)");
+    let mut explain = |st: &str| -> String {
+        db.value(&format!("SELECT pgtrickle.explain_stream_table('{st}')"))
+    };
+    assert!(
+        !explain("ga_str").contains("no index on"),
+        "{}",
+        explain("ga_str")
+    );
+    assert!(explain("ga_min").contains(on_g), "{}", explain("ga_min"));
+}

@@ -1,11 +1,15 @@
-//! explain_stream_table's index advice: the join keys a differential refresh looks up that have no
-//! usable index (the pure part, which keys, is `dvm::index_advice`), and change buffers holding many
-//! rows kept for slower stream tables. Indexes are only suggested, never created: the tables are the
-//! user's, and an index on a buffer costs every writer of its source.
+//! explain_stream_table's index advice: the join keys a differential refresh looks up, and the keys of
+//! groups it recomputes, that have no usable index (the pure part, which keys, is
+//! `dvm::index_advice`), and change buffers holding many rows kept for slower stream tables. Indexes
+//! are only suggested, never created: the tables are the user's, and an index on a buffer costs
+//! every writer of its source.
 
 use crate::catalog::indexes::is_indexed;
 use crate::catalog::stream_tables::StreamTable;
-use crate::dvm::index_advice::{advice, probes, Probe};
+use crate::dvm::diff::AggregateState;
+use crate::dvm::index_advice::{
+    advice, group_key_advice, probes, recomputed_group_keys, GroupKeys, Probe,
+};
 use crate::dvm::optree::OpTree;
 use crate::error::PgtResult;
 use crate::spi;
@@ -16,7 +20,8 @@ use pgrx::pg_sys::Oid;
 /// millisecond per refresh at this count).
 const KEPT_ROWS_WORTH_AN_INDEX: i64 = 10_000;
 
-/// The section of the explanation listing join keys without an index; empty when there are none.
+/// The sections of the explanation listing join keys, and keys of groups a refresh recomputes,
+/// without an index; empty when there are none.
 pub fn section(tree: &OpTree) -> PgtResult<String> {
     let mut missing: Vec<Probe> = Vec::new();
     for probe in probes(tree) {
@@ -24,13 +29,34 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
             missing.push(probe);
         }
     }
-    if missing.is_empty() {
-        return Ok(String::new());
+    let mut out = String::new();
+    if !missing.is_empty() {
+        out.push_str(&format!(
+            "\nJoin keys without an index (a refresh reads the whole table for them):\n{}",
+            advice(&missing)
+        ));
     }
-    Ok(format!(
-        "\nJoin keys without an index (a refresh reads the whole table for them):\n{}",
-        advice(&missing)
-    ))
+    let state = AggregateState::of(tree);
+    let kept = state
+        .as_ref()
+        .and_then(AggregateState::input_rarely_recomputed);
+    let mut unindexed: Vec<GroupKeys> = Vec::new();
+    for keys in recomputed_group_keys(tree, kept) {
+        let mut indexed = false;
+        for column in &keys.columns {
+            indexed = indexed || is_indexed(keys.table.relid, column)?;
+        }
+        if !indexed {
+            unindexed.push(keys);
+        }
+    }
+    if !unindexed.is_empty() {
+        out.push_str(&format!(
+            "\nGroup keys without an index (a refresh recomputing a group reads the whole table for it):\n{}",
+            group_key_advice(&unindexed)
+        ));
+    }
+    Ok(out)
 }
 
 /// The section describing the change buffers a differential refresh reads: how many rows each holds,

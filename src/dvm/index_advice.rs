@@ -74,6 +74,80 @@ fn walk(node: &Node, out: &mut Vec<Probe>) {
     }
 }
 
+/// The group keys by which a refresh recomputes touched groups from their current rows, per table:
+/// the plain columns of `table`, in key order, that an aggregate groups by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKeys {
+    pub table: TableRef,
+    pub columns: Vec<String>,
+}
+
+/// The group keys of every aggregate in the tree that recomputes groups, once each, in tree order.
+/// `kept`: the input of the query's own aggregate when it is kept from stored state without
+/// extrema (it recomputes a group only when a numeric sum turns NaN), which is left out.
+pub fn recomputed_group_keys(tree: &OpTree, kept: Option<&Node>) -> Vec<GroupKeys> {
+    fn walk(node: &Node, kept: Option<&Node>, out: &mut Vec<GroupKeys>) {
+        if let Node::Aggregate {
+            input, group_by, ..
+        } = node
+        {
+            if !kept.is_some_and(|k| std::ptr::eq(k, input.as_ref())) {
+                let mut found: Vec<GroupKeys> = Vec::new();
+                for key in group_by {
+                    let [ExprPart::Col(n)] = key.parts.as_slice() else {
+                        continue;
+                    };
+                    let Some((table, column)) = scanned(input, *n) else {
+                        continue;
+                    };
+                    match found.iter_mut().find(|g| g.table == *table) {
+                        Some(g) if !g.columns.contains(column) => g.columns.push(column.clone()),
+                        Some(_) => {}
+                        None => found.push(GroupKeys {
+                            table: table.clone(),
+                            columns: vec![column.clone()],
+                        }),
+                    }
+                }
+                for keys in found {
+                    if !out.contains(&keys) {
+                        out.push(keys);
+                    }
+                }
+            }
+        }
+        for child in node.children() {
+            walk(child, kept, out);
+        }
+    }
+    let mut out = Vec::new();
+    for node in tree.ctes.iter().chain([&tree.root]) {
+        walk(node, kept, &mut out);
+    }
+    out
+}
+
+/// The advice for group keys none of whose columns leads an index.
+pub fn group_key_advice(missing: &[GroupKeys]) -> String {
+    missing
+        .iter()
+        .map(|g| {
+            let quoted: Vec<String> = g.columns.iter().map(|c| quote_ident(c)).collect();
+            format!(
+                "-- no index on {}.{}({}): a recomputed group reads all of {}.{}; CREATE INDEX ON {}.{} ({});\n",
+                g.table.schema,
+                g.table.name,
+                g.columns.join(", "),
+                g.table.schema,
+                g.table.name,
+                quote_ident(&g.table.schema),
+                quote_ident(&g.table.name),
+                quoted.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// The table column that output `pos` of `node` is, if it is one unchanged (through filters, joins and
 /// projections that pass the column through).
 pub(crate) fn scanned(node: &Node, pos: usize) -> Option<(&TableRef, &String)> {
@@ -396,6 +470,55 @@ mod tests {
             advice(&missing),
             "-- no index on public.orders(customer id): the delta of public.customers scans all of public.orders; \
              CREATE INDEX ON \"public\".\"orders\" (\"customer id\");\n"
+        );
+    }
+
+    fn aggregate(input: Node, keys: &[usize]) -> Node {
+        Node::Aggregate {
+            input: Box::new(input),
+            group_by: keys.iter().map(|&k| Expr::col(k)).collect(),
+            aggregates: vec![expr(&[sql("min("), ExprPart::Col(2), sql(")")])],
+            calls: vec![],
+            key_types: vec![],
+            key_eq: vec![],
+        }
+    }
+
+    #[test]
+    fn group_keys_are_the_plain_columns_each_recomputing_aggregate_groups_by() {
+        use ExprPart::Col;
+        // sales [region, shop, amount] joined to shops [id, city]; GROUP BY city, region, shop.
+        let joined = join(
+            scan(1, "sales", &["region", "shop", "amount"]),
+            scan(2, "shops", &["id", "city"]),
+            expr(&[Col(1), sql(" = "), Col(3)]),
+        );
+        let grouped = aggregate(joined, &[4, 0, 1]);
+        let found: Vec<String> = recomputed_group_keys(&tree(grouped.clone()), None)
+            .iter()
+            .map(|g| format!("{}({})", g.table.name, g.columns.join(", ")))
+            .collect();
+        assert_eq!(found, ["shops(city)", "sales(region, shop)"]);
+        // A kept aggregate without extrema is left out; a computed key names no column.
+        let kept_tree = tree(grouped.clone());
+        let Node::Aggregate { input, .. } = &kept_tree.root else {
+            unreachable!()
+        };
+        assert!(recomputed_group_keys(&kept_tree, Some(input)).is_empty());
+        let computed = Node::Aggregate {
+            input: Box::new(scan(1, "sales", &["region", "shop", "amount"])),
+            group_by: vec![expr(&[sql("lower("), Col(0), sql(")")])],
+            aggregates: vec![],
+            calls: vec![],
+            key_types: vec![],
+            key_eq: vec![],
+        };
+        assert!(recomputed_group_keys(&tree(computed), None).is_empty());
+        let advice = group_key_advice(&recomputed_group_keys(&tree(grouped), None)[1..]);
+        assert_eq!(
+            advice,
+            "-- no index on public.sales(region, shop): a recomputed group reads all of public.sales; \
+             CREATE INDEX ON \"public\".\"sales\" (\"region\", \"shop\");\n"
         );
     }
 }

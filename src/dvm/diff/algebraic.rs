@@ -274,6 +274,12 @@ impl<'t> AggregateState<'t> {
         (self.input, self.keys, self.key_types, &self.calls)
     }
 
+    /// The aggregate's input, when a group is recomputed only for a numeric sum turned NaN (no
+    /// MIN/MAX to lose): explain_stream_table advises no index for it.
+    pub fn input_rarely_recomputed(&self) -> Option<&'t Node> {
+        (!self.has_extrema()).then_some(self.input)
+    }
+
     fn has_extrema(&self) -> bool {
         self.calls
             .iter()

@@ -87,12 +87,12 @@ pub struct CacheContext {
     /// holding their delta, computed once.
     pub shared_deltas: Vec<(Node, String)>,
     /// Source columns (table OID, column) that lead a B-tree index serving their `=`, arrays and
-    /// tables too large for an exact bitmap left out (`catalog::indexes::group_key_indexes`): touched groups
-    /// keyed by one of them are read as
-    /// `key = ANY (ARRAY(...))`, which PostgreSQL serves with one bitmap scan visiting each heap
-    /// page once, in order. Elsewhere a semi-join, which without an index hashes the groups (`ANY`
-    /// over a computed array would compare each row with every group) and with one probes the
-    /// index group by group, visiting a page once per row on it.
+    /// tables too large for an exact bitmap left out (`catalog::indexes::group_key_indexes`):
+    /// touched groups keyed by one of them are read as `key = ANY (ARRAY(...))`, which PostgreSQL
+    /// serves with one bitmap scan visiting each heap page once, in order. Elsewhere a semi-join,
+    /// which without an index hashes the groups (`ANY` over a computed array would compare each row
+    /// with every group) and with one probes the index group by group, visiting a page once per row
+    /// on it.
     pub indexed_keys: BTreeSet<(u32, String)>,
 }
 

@@ -736,9 +736,9 @@ pub(super) fn aggregate_rows(
 /// The current rows of `input` whose group keys (`keys` over the input) are among the rows of
 /// `groups`, a relation with columns `k0..`. Keys without NULLs: a semi-join on the keys' own
 /// equality (`key_eq`, resolved when the stream table was created; record equality without it),
-/// or, for one key that leads an index, `key = ANY` of the groups' keys (see [`GroupsLookup`]). Keys with NULLs (a group of their own in
-/// GROUP BY, but never equal under =): matched null-safely, and only scanned when such a key is
-/// among `groups` at all.
+/// or, for one key that leads an index, `key = ANY` of the groups' keys (see [`GroupsLookup`]).
+/// Keys with NULLs (a group of their own in GROUP BY, but never equal under =): matched
+/// null-safely, and only scanned when such a key is among `groups` at all.
 pub(super) fn rows_of_groups(
     tree: &OpTree,
     input: &Node,
@@ -762,7 +762,8 @@ pub(super) fn rows_of_groups(
     )
 }
 
-/// Whether the groups are keyed by one source column that leads an index (`CacheContext::indexed_keys`).
+/// Whether the groups are keyed by one source column that leads a B-tree index serving its `=`
+/// (`CacheContext::indexed_keys`).
 fn indexed_key(input: &Node, keys: &[Expr], key_eq: &[String], ctx: &DiffContext) -> bool {
     let ([key], [_]) = (keys, key_eq) else {
         return false;
@@ -782,7 +783,8 @@ fn indexed_key(input: &Node, keys: &[Expr], key_eq: &[String], ctx: &DiffContext
 pub(super) enum GroupsLookup {
     /// `EXISTS (SELECT 1 FROM groups WHERE key = k0 ...)`: any number of keys, with or without an index.
     SemiJoin,
-    /// `key = ANY (ARRAY(SELECT k0 FROM groups))`: one key leading an index, looked up in one bitmap scan.
+    /// `key = ANY (ARRAY(SELECT k0 FROM groups))`: one key leading a B-tree index, looked up in one
+    /// bitmap scan.
     AnyOfArray,
 }
 
