@@ -6,7 +6,6 @@
 
 use crate::catalog::indexes::is_indexed;
 use crate::catalog::stream_tables::StreamTable;
-use crate::dvm::diff::AggregateState;
 use crate::dvm::index_advice::{
     advice, group_key_advice, probes, recomputed_group_keys, GroupKeys, Probe,
 };
@@ -36,12 +35,8 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
             advice(&missing)
         ));
     }
-    let state = AggregateState::of(tree);
-    let kept = state
-        .as_ref()
-        .and_then(AggregateState::input_rarely_recomputed);
     let mut unindexed: Vec<GroupKeys> = Vec::new();
-    for keys in recomputed_group_keys(tree, kept) {
+    for keys in recomputed_group_keys(tree) {
         let mut indexed = false;
         for column in &keys.columns {
             indexed = indexed || is_indexed(keys.table.relid, column)?;

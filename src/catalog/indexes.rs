@@ -2,7 +2,8 @@
 //! for the refresh, which looks a batch's touched groups up through such an index as one array
 //! (`dvm::diff::rules::rows_of_groups`).
 
-use crate::dvm::optree::{Node, OpTree};
+use crate::dvm::index_advice::recomputed_group_keys;
+use crate::dvm::optree::OpTree;
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
@@ -44,16 +45,19 @@ pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
 /// the rows. A hash index's bitmap is rechecked always (it stores hashes), so hash indexes do not
 /// count. Plain tables and materialized views without children only: a scan of a partitioned or
 /// inherited table reads tables of other sizes and indexes, each with a bitmap of its own.
-/// Asked only when the tree groups rows (the only user); empty otherwise.
+/// Asked only for the tables of keys by which the tree recomputes groups (a query kept from stored
+/// state without MIN/MAX asks nothing); empty otherwise.
 pub fn group_key_indexes(tree: &OpTree) -> PgtResult<BTreeSet<(u32, String)>> {
-    fn groups(node: &Node) -> bool {
-        matches!(node, Node::Aggregate { group_by, .. } if !group_by.is_empty())
-            || node.children().into_iter().any(groups)
-    }
-    if !tree.ctes.iter().chain([&tree.root]).any(groups) {
+    let mut relids: Vec<u32> = recomputed_group_keys(tree)
+        .iter()
+        .map(|k| k.table.relid)
+        .collect();
+    if relids.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let relids: Vec<Oid> = tree.tables().iter().map(|t| Oid::from(t.relid)).collect();
+    relids.sort_unstable();
+    relids.dedup();
+    let relids: Vec<Oid> = relids.into_iter().map(Oid::from).collect();
     let found = spi::rows(
         &format!(
             "SELECT DISTINCT i.indrelid AS relid, a.attname::text AS column_name {LEADING_COLUMNS}

@@ -6,6 +6,7 @@
 //! matches with an index whose first column is that column; without one, the term reads the whole
 //! table. The extension asks the catalog which of these keys have no index ([`advice`] words it).
 
+use super::diff::AggregateState;
 use super::optree::{Expr, ExprPart, Node, OpTree, TableRef};
 use super::sql::quote_ident;
 
@@ -83,9 +84,18 @@ pub struct GroupKeys {
 }
 
 /// The group keys of every aggregate in the tree that recomputes groups, once each, in tree order.
-/// `kept`: the input of the query's own aggregate when it is kept from stored state without
-/// extrema (it recomputes a group only when a numeric sum turns NaN), which is left out.
-pub fn recomputed_group_keys(tree: &OpTree, kept: Option<&Node>) -> Vec<GroupKeys> {
+/// The query's own aggregate is left out when it is kept from stored state without extrema: it
+/// recomputes a group only when a numeric sum turns NaN.
+pub fn recomputed_group_keys(tree: &OpTree) -> Vec<GroupKeys> {
+    let state = AggregateState::of(tree);
+    let kept = state
+        .as_ref()
+        .and_then(AggregateState::input_rarely_recomputed);
+    group_keys_except(tree, kept)
+}
+
+/// The group keys of every aggregate in the tree but the one whose input is `kept`.
+fn group_keys_except(tree: &OpTree, kept: Option<&Node>) -> Vec<GroupKeys> {
     fn walk(node: &Node, kept: Option<&Node>, out: &mut Vec<GroupKeys>) {
         if let Node::Aggregate {
             input, group_by, ..
@@ -494,7 +504,7 @@ mod tests {
             expr(&[Col(1), sql(" = "), Col(3)]),
         );
         let grouped = aggregate(joined, &[4, 0, 1]);
-        let found: Vec<String> = recomputed_group_keys(&tree(grouped.clone()), None)
+        let found: Vec<String> = group_keys_except(&tree(grouped.clone()), None)
             .iter()
             .map(|g| format!("{}({})", g.table.name, g.columns.join(", ")))
             .collect();
@@ -504,7 +514,7 @@ mod tests {
         let Node::Aggregate { input, .. } = &kept_tree.root else {
             unreachable!()
         };
-        assert!(recomputed_group_keys(&kept_tree, Some(input)).is_empty());
+        assert!(group_keys_except(&kept_tree, Some(input)).is_empty());
         let computed = Node::Aggregate {
             input: Box::new(scan(1, "sales", &["region", "shop", "amount"])),
             group_by: vec![expr(&[sql("lower("), Col(0), sql(")")])],
@@ -513,8 +523,8 @@ mod tests {
             key_types: vec![],
             key_eq: vec![],
         };
-        assert!(recomputed_group_keys(&tree(computed), None).is_empty());
-        let advice = group_key_advice(&recomputed_group_keys(&tree(grouped), None)[1..]);
+        assert!(group_keys_except(&tree(computed), None).is_empty());
+        let advice = group_key_advice(&group_keys_except(&tree(grouped), None)[1..]);
         assert_eq!(
             advice,
             "-- no index on public.sales(region, shop): a recomputed group reads all of public.sales; \
