@@ -815,36 +815,33 @@ fn touched_groups_are_read_through_an_index_on_their_one_key_as_one_array() {
     db.exec("RESET work_mem");
     // Nor does a partitioned or inherited table: its partitions or children are scanned with
     // bitmaps of their own sizes, and through indexes of their own, if any.
-    db.exec(
-        "CREATE TABLE pw (id int, g int, v int) PARTITION BY RANGE (id);
-         CREATE TABLE pw1 PARTITION OF pw FOR VALUES FROM (0) TO (100);
-         CREATE TABLE pw2 PARTITION OF pw FOR VALUES FROM (100) TO (200);
-         CREATE INDEX ON pw (g);
-         INSERT INTO pw SELECT i, i % 7, i FROM generate_series(0, 199) i;
-         SELECT pgtrickle.create_stream_table('by_pw', 'SELECT g, max(v) AS hi FROM pw GROUP BY g', '1h', 'DIFFERENTIAL');",
-    );
-    assert!(!reads_groups_as_an_array(&mut db, "by_pw"));
-    db.exec("DELETE FROM pw WHERE id > 150");
-    refresh_and_check(
-        &mut db,
-        "by_pw",
-        "SELECT g, max(v) AS hi FROM pw GROUP BY g",
-        "a partitioned table",
-    );
-    db.exec(
-        "CREATE TABLE iw (id int, g int, v int); CREATE TABLE iw_child () INHERITS (iw);
-         CREATE INDEX ON iw (g);
-         INSERT INTO iw_child SELECT i, i % 7, i FROM generate_series(0, 199) i;
-         SELECT pgtrickle.create_stream_table('by_iw', 'SELECT g, max(v) AS hi FROM iw GROUP BY g', '1h', 'DIFFERENTIAL');",
-    );
-    assert!(!reads_groups_as_an_array(&mut db, "by_iw"));
-    db.exec("DELETE FROM iw WHERE id > 150");
-    refresh_and_check(
-        &mut db,
-        "by_iw",
-        "SELECT g, max(v) AS hi FROM iw GROUP BY g",
-        "an inherited table",
-    );
+    for (table, filled, setup) in [
+        (
+            "pw",
+            "pw",
+            "CREATE TABLE pw (id int, g int, v int) PARTITION BY RANGE (id);
+             CREATE TABLE pw1 PARTITION OF pw FOR VALUES FROM (0) TO (100);
+             CREATE TABLE pw2 PARTITION OF pw FOR VALUES FROM (100) TO (200);",
+        ),
+        (
+            "iw",
+            "iw_child",
+            "CREATE TABLE iw (id int, g int, v int); CREATE TABLE iw_child () INHERITS (iw);",
+        ),
+    ] {
+        let (st, query) = (
+            format!("by_{table}"),
+            format!("SELECT g, max(v) AS hi FROM {table} GROUP BY g"),
+        );
+        db.exec(&format!(
+            "{setup} CREATE INDEX ON {table} (g);
+             INSERT INTO {filled} SELECT i, i % 7, i FROM generate_series(0, 199) i;
+             SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL');"
+        ));
+        assert!(!reads_groups_as_an_array(&mut db, &st), "{table}");
+        db.exec(&format!("DELETE FROM {table} WHERE id > 150"));
+        refresh_and_check(&mut db, &st, &query, table);
+    }
 }
 
 #[test]
