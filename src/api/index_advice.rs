@@ -37,10 +37,13 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
     }
     let mut unindexed: Vec<GroupKeys> = Vec::new();
     for keys in recomputed_group_keys(tree) {
-        let mut indexed = false;
-        for column in &keys.columns {
-            indexed = indexed || is_indexed(keys.table.relid, column)?;
-        }
+        // Any one of them serves the semi-join's lookup of a group.
+        let indexed = keys
+            .columns
+            .iter()
+            .try_fold(false, |found, c| -> PgtResult<bool> {
+                Ok(found || is_indexed(keys.table.relid, c)?)
+            })?;
         if !indexed {
             unindexed.push(keys);
         }

@@ -102,24 +102,7 @@ fn group_keys_except(tree: &OpTree, kept: Option<&Node>) -> Vec<GroupKeys> {
         } = node
         {
             if !kept.is_some_and(|k| std::ptr::eq(k, input.as_ref())) {
-                let mut found: Vec<GroupKeys> = Vec::new();
-                for key in group_by {
-                    let [ExprPart::Col(n)] = key.parts.as_slice() else {
-                        continue;
-                    };
-                    let Some((table, column)) = scanned(input, *n) else {
-                        continue;
-                    };
-                    match found.iter_mut().find(|g| g.table == *table) {
-                        Some(g) if !g.columns.contains(column) => g.columns.push(column.clone()),
-                        Some(_) => {}
-                        None => found.push(GroupKeys {
-                            table: table.clone(),
-                            columns: vec![column.clone()],
-                        }),
-                    }
-                }
-                for keys in found {
+                for keys in keys_by_table(input, group_by) {
                     if !out.contains(&keys) {
                         out.push(keys);
                     }
@@ -135,6 +118,31 @@ fn group_keys_except(tree: &OpTree, kept: Option<&Node>) -> Vec<GroupKeys> {
         walk(node, kept, &mut out);
     }
     out
+}
+
+/// The group keys over `input` that are plain table columns, gathered per table in key order.
+fn keys_by_table(input: &Node, group_by: &[Expr]) -> Vec<GroupKeys> {
+    let mut found: Vec<GroupKeys> = Vec::new();
+    let columns = group_by
+        .iter()
+        .filter_map(|key| match key.parts.as_slice() {
+            [ExprPart::Col(n)] => scanned(input, *n),
+            _ => None,
+        });
+    for (table, column) in columns {
+        match found.iter_mut().find(|g| g.table == *table) {
+            Some(g) => {
+                if !g.columns.contains(column) {
+                    g.columns.push(column.clone());
+                }
+            }
+            None => found.push(GroupKeys {
+                table: table.clone(),
+                columns: vec![column.clone()],
+            }),
+        }
+    }
+    found
 }
 
 /// The advice for group keys none of whose columns leads an index.
