@@ -87,7 +87,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),
                 Some(payload) => {
                     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
-                    ctx.cache.indexed_keys = crate::catalog::indexes::group_key_indexes(&tree)?;
+                    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
                     if let Some(delta) = stream_delta(&tree, &storage, &payload, &mut ctx)? {
                         let plan = stream_plan(&tree, &storage, &payload, &delta, &st.defining_query);
                         out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));

@@ -4,10 +4,11 @@
 //! are only suggested, never created: the tables are the user's, and an index on a buffer costs
 //! every writer of its source.
 
-use crate::catalog::indexes::is_indexed;
+use crate::catalog::indexes::{group_key_indexes, is_indexed};
 use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::index_advice::{
-    advice, group_key_advice, probes, recomputed_group_keys, GroupKeys, Probe,
+    advice, extremum_advice, extremum_indexes, group_key_advice, probes, recomputed_group_keys,
+    ExtremumIndex, GroupKeys, Probe,
 };
 use crate::dvm::optree::OpTree;
 use crate::error::PgtResult;
@@ -35,8 +36,20 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
             advice(&missing)
         ));
     }
+    let pairs = group_key_indexes(tree)?.key_value_pairs;
+    let extrema: Vec<ExtremumIndex> = extremum_indexes(tree)
+        .into_iter()
+        .filter(|x| !pairs.contains(&(x.table.relid, x.key.clone(), x.argument.clone())))
+        .collect();
     let mut unindexed: Vec<GroupKeys> = Vec::new();
     for keys in recomputed_group_keys(tree) {
+        // An index advised for a MIN/MAX leads with the group key: it serves the lookup too.
+        if extrema
+            .iter()
+            .any(|x| x.table == keys.table && keys.columns == [x.key.clone()])
+        {
+            continue;
+        }
         // Any one of them serves the semi-join's lookup of a group.
         let indexed = keys
             .columns
@@ -52,6 +65,12 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
         out.push_str(&format!(
             "\nGroup keys without an index (a refresh recomputing a group reads the whole table for it):\n{}",
             group_key_advice(&unindexed)
+        ));
+    }
+    if !extrema.is_empty() {
+        out.push_str(&format!(
+            "\nMIN/MAX without an index on (group key, argument) (a group that loses its extremum reads all its rows):\n{}",
+            extremum_advice(&extrema)
         ));
     }
     Ok(out)

@@ -6,8 +6,9 @@
 //! matches with an index whose first column is that column; without one, the term reads the whole
 //! table. The extension asks the catalog which of these keys have no index ([`advice`] words it).
 
+use super::diff::extremum_probes::extremum_columns;
 use super::diff::AggregateState;
-use super::optree::{Expr, ExprPart, Node, OpTree, TableRef};
+use super::optree::{AggFunc, Expr, ExprPart, Node, OpTree, TableRef};
 use super::sql::quote_ident;
 
 /// A lookup a delta term makes: rows of `table` matched on `column` to the delta of `from`.
@@ -161,6 +162,69 @@ pub fn group_key_advice(missing: &[GroupKeys]) -> String {
                 quote_ident(&g.table.schema),
                 quote_ident(&g.table.name),
                 quoted.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// An index on (group key, argument) that would serve the MIN/MAX of `calls` (`min(amount)`, ...)
+/// of the query's aggregate: a group that loses its extremum reads it off the index instead of
+/// reading all its rows (`dvm::diff::extremum_probes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtremumIndex {
+    pub table: TableRef,
+    pub key: String,
+    pub argument: String,
+    pub calls: Vec<String>,
+}
+
+/// The indexes on (key, argument) that would serve the query's MIN/MAX, one per argument column.
+pub fn extremum_indexes(tree: &OpTree) -> Vec<ExtremumIndex> {
+    let Some(state) = AggregateState::of(tree) else {
+        return Vec::new();
+    };
+    let (input, keys, _, calls) = state.parts();
+    let Some(cols) = extremum_columns(input, keys, calls) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ExtremumIndex> = Vec::new();
+    for (j, _, column) in &cols.args {
+        let call = format!(
+            "{}({column})",
+            if calls[*j].func == AggFunc::Min {
+                "min"
+            } else {
+                "max"
+            }
+        );
+        match out.iter_mut().find(|x| x.argument == *column) {
+            Some(x) => x.calls.push(call),
+            None => out.push(ExtremumIndex {
+                table: cols.table.clone(),
+                key: cols.key.clone(),
+                argument: column.clone(),
+                calls: vec![call],
+            }),
+        }
+    }
+    out
+}
+
+/// The advice for MIN/MAX without an index on (key, argument).
+pub fn extremum_advice(missing: &[ExtremumIndex]) -> String {
+    missing
+        .iter()
+        .map(|x| {
+            let (schema, name) = (&x.table.schema, &x.table.name);
+            format!(
+                "-- no index on {schema}.{name}({}, {}): a group that loses its {} reads all its rows; CREATE INDEX ON {}.{} ({}, {});\n",
+                x.key,
+                x.argument,
+                x.calls.join(" or "),
+                quote_ident(schema),
+                quote_ident(name),
+                quote_ident(&x.key),
+                quote_ident(&x.argument)
             )
         })
         .collect()

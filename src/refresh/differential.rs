@@ -136,7 +136,7 @@ pub(super) fn refresh(
         .filter(|(_, &n)| n == 0)
         .map(|(t, _)| t.relid)
         .collect();
-    ctx.cache.indexed_keys = crate::catalog::indexes::group_key_indexes(&tree)?;
+    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
@@ -198,7 +198,7 @@ pub(super) fn refresh_staged(
         .ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
     ctx.cdc.staged = Some(staged.relation.clone());
-    ctx.cache.indexed_keys = crate::catalog::indexes::group_key_indexes(&tree)?;
+    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
     let payload = super::storage::payload(st, storage, Some(&tree), false)?.ok_or_else(|| {
         PgtError::internal("offloaded refresh of a stream table without its aggregate state")
     })?;

@@ -46,9 +46,11 @@ pub const TABLES: [Table; 4] = [
     Table {
         name: "a",
         // With a view over it, read by shapes as TPC-H Q15 reads `revenue0`.
-        // `g` has an index (a refresh reads groups keyed by it as one array, `k` by a semi-join).
+        // `g` and `k` lead indexes (a refresh reads groups keyed by them as one array; b's and c's
+        // groups it reads by a semi-join), which (g, v), (k, t) and (k, v) serve MIN/MAX per group.
         ddl: "CREATE TABLE a (k int, g int, v numeric(10,2), t text);
-              CREATE INDEX a_g ON a (g);
+              CREATE INDEX a_g ON a (g); CREATE INDEX a_g_v ON a (g, v);
+              CREATE INDEX a_k_t ON a (k, t); CREATE INDEX a_k_v ON a (k, v);
               CREATE VIEW a_totals (k, total) AS SELECT k, sum(v) FROM a GROUP BY k",
         columns: &[col("k", Kind::Key), col("g", Kind::Key), col("v", Kind::Amount), col("t", Kind::Text)],
         has_pk: false,
@@ -67,7 +69,7 @@ pub const TABLES: [Table; 4] = [
     },
     Table {
         name: "c",
-        ddl: "CREATE TABLE c (id int PRIMARY KEY, k int, q int, name text)",
+        ddl: "CREATE TABLE c (id int PRIMARY KEY, k int, q int, name text); CREATE INDEX c_q_name ON c (q, name)",
         columns: &[col("id", Kind::Id), col("k", Kind::Key), col("q", Kind::Small), col("name", Kind::Text)],
         has_pk: true,
     },

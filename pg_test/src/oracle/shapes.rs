@@ -516,6 +516,22 @@ pub const SHAPES: &[Shape] = &[
         "window_repr_key",
         "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",
     ),
+    // MIN/MAX whose lost extrema are read off an index on (group key, argument): `a (g, v)`,
+    // `a (k, t)` and `a (k, v)`, `c (q, name)`. With a WHERE, a FILTER, ties (t and name repeat),
+    // NULL keys and NULL arguments.
+    shape(
+        "minmax_index",
+        "SELECT g AS g, count(*) AS n, min(v) AS mn, max(v) AS mx FROM a GROUP BY g",
+    ),
+    shape(
+        "minmax_index_filtered",
+        "SELECT k AS k, min(v) FILTER (WHERE t IS NOT NULL) AS mn, max(t) AS mt, count(t) AS nt
+           FROM a WHERE v IS DISTINCT FROM 5 GROUP BY k",
+    ),
+    shape(
+        "minmax_index_text",
+        "SELECT q AS q, max(name) AS hi, min(name) AS lo FROM c WHERE k IS DISTINCT FROM 3 GROUP BY q",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

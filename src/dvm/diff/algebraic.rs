@@ -30,6 +30,7 @@
 //! drift from every order's): they recompute groups, their old rows read back (`stored_groups`).
 
 use super::context::{DiffContext, GroupLookup};
+use super::extremum_probes::extremum_probes;
 use super::rules::{
     hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans,
     W,
@@ -981,10 +982,44 @@ impl<'t> AggregateState<'t> {
         let z = ctx.alias("z");
         let states = self.state_names();
         let kept_keys: Vec<String> = k.iter().map(|k| format!("{z}.{k} AS f_{k}")).collect();
+        let probes = if rescan.is_empty() || groups == 0 || !self.keys_print_alike() {
+            None
+        } else {
+            extremum_probes(
+                tree,
+                self.input,
+                self.keys,
+                self.key_eq,
+                &self.calls,
+                &z,
+                ctx,
+            )?
+        };
         let fin = if rescan.is_empty() {
             let items: Vec<String> = states
                 .iter()
                 .map(|st| format!("{z}.n_{st} AS f_{st}"))
+                .chain(kept_keys.iter().cloned())
+                .collect();
+            format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))
+        } else if let Some(probes) = probes {
+            // Counts by arithmetic; a MIN/MAX to recompute read off the index, its copies uncounted.
+            let probed = |st: &str| -> Option<String> {
+                let of = |j: &str| j.parse::<usize>().ok().and_then(|j| probes.get(&j));
+                match (st.strip_prefix('a'), st.strip_prefix('n')) {
+                    (Some(j), _) => of(j).cloned(),
+                    (_, Some(j)) => of(j).map(|_| "NULL::bigint".to_string()),
+                    _ => None,
+                }
+            };
+            let items: Vec<String> = states
+                .iter()
+                .map(|st| match probed(st) {
+                    Some(v) => {
+                        format!("CASE WHEN {z}.rescan THEN {v} ELSE {z}.n_{st} END AS f_{st}")
+                    }
+                    None => format!("{z}.n_{st} AS f_{st}"),
+                })
                 .chain(kept_keys.iter().cloned())
                 .collect();
             format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))

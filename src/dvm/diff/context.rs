@@ -86,14 +86,26 @@ pub struct CacheContext {
     /// Aggregates that occur more than once in the query (a view read twice) and the WITH item
     /// holding their delta, computed once.
     pub shared_deltas: Vec<(Node, String)>,
-    /// Source columns (table OID, column) that lead a B-tree index serving their `=`, arrays and
-    /// tables too large for an exact bitmap left out (`catalog::indexes::group_key_indexes`):
+    /// Indexes on the columns by which a refresh recomputes groups (`catalog::indexes::group_key_indexes`).
+    pub group_indexes: GroupIndexes,
+}
+
+/// The B-tree indexes a refresh may look touched groups up through, by source column (table OID,
+/// column name); each serves the columns' own `=` and order (their collations, their types' default
+/// operator classes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupIndexes {
+    /// Columns that lead such an index, arrays and tables too large for an exact bitmap left out:
     /// touched groups keyed by one of them are read as `key = ANY (ARRAY(...))`, which PostgreSQL
     /// serves with one bitmap scan visiting each heap page once, in order. Elsewhere a semi-join,
     /// which without an index hashes the groups (`ANY` over a computed array would compare each row
     /// with every group) and with one probes the index group by group, visiting a page once per row
     /// on it.
-    pub indexed_keys: BTreeSet<(u32, String)>,
+    pub bitmap_keys: BTreeSet<(u32, String)>,
+    /// (table, first column, second column) of such indexes, any size: a MIN/MAX of the second per
+    /// group of the first is read, for a group that lost its extremum, as the first entry of the
+    /// group's range in the index (`algebraic::AggregateState::delta_query`), not from its rows.
+    pub key_value_pairs: BTreeSet<(u32, String, String)>,
 }
 
 #[derive(Debug, Clone)]

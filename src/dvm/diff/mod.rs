@@ -2,6 +2,7 @@
 
 pub mod algebraic;
 pub mod context;
+pub mod extremum_probes;
 mod joins;
 pub mod rules;
 mod sharing;
@@ -10,7 +11,8 @@ pub mod stored_groups;
 pub(crate) use algebraic::sum_type;
 pub use algebraic::{why_not_kept, AggregateState};
 pub use context::{
-    CacheContext, CdcContext, DiffContext, GroupLookup, OptimizationContext, SourceCdc,
+    CacheContext, CdcContext, DiffContext, GroupIndexes, GroupLookup, OptimizationContext,
+    SourceCdc,
 };
 pub use rules::delta_query;
 

@@ -763,7 +763,7 @@ pub(super) fn rows_of_groups(
 }
 
 /// Whether the groups are keyed by one source column that leads a B-tree index serving its `=`
-/// (`CacheContext::indexed_keys`).
+/// (`GroupIndexes::bitmap_keys`).
 fn indexed_key(input: &Node, keys: &[Expr], key_eq: &[String], ctx: &DiffContext) -> bool {
     let ([key], [_]) = (keys, key_eq) else {
         return false;
@@ -773,7 +773,8 @@ fn indexed_key(input: &Node, keys: &[Expr], key_eq: &[String], ctx: &DiffContext
     };
     crate::dvm::index_advice::scanned(input, *n).is_some_and(|(table, column)| {
         ctx.cache
-            .indexed_keys
+            .group_indexes
+            .bitmap_keys
             .contains(&(table.relid, column.clone()))
     })
 }

@@ -340,7 +340,8 @@ fn rescanned_groups_are_looked_up_as_one_array_only_through_an_index_on_their_on
     let unindexed = delta_groups(&tree, &state, &v, &t, &mut ctx());
     assert!(!unindexed.contains(any), "{unindexed}");
     let mut indexed_ctx = ctx();
-    indexed_ctx.cache.indexed_keys = [(10, "region".to_string())].into_iter().collect();
+    indexed_ctx.cache.group_indexes.bitmap_keys =
+        [(10, "region".to_string())].into_iter().collect();
     let indexed = delta_groups(&tree, &state, &v, &t, &mut indexed_ctx);
     assert!(
         indexed.contains(&format!(".c0) {any}")) && indexed.contains(".k0 FROM arescan_"),
@@ -352,7 +353,7 @@ fn rescanned_groups_are_looked_up_as_one_array_only_through_an_index_on_their_on
     );
     // Another column's index does not serve the key.
     let mut other_ctx = ctx();
-    other_ctx.cache.indexed_keys = [(10, "amount".to_string())].into_iter().collect();
+    other_ctx.cache.group_indexes.bitmap_keys = [(10, "amount".to_string())].into_iter().collect();
     let other = delta_groups(&tree, &state, &v, &t, &mut other_ctx);
     assert!(!other.contains(any), "{other}");
 }
