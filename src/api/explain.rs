@@ -81,6 +81,11 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                     for line in when {
                         out.push_str(&format!("  - {line}\n"));
                     }
+                    let mut ctx = DiffContext::default();
+                    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+                    if let Some(note) = state.probed_extrema(&ctx) {
+                        out.push_str(&format!("  and {note}\n"));
+                    }
                 }
             }
             match payload {

@@ -30,7 +30,7 @@
 //! drift from every order's): they recompute groups, their old rows read back (`stored_groups`).
 
 use super::context::{DiffContext, GroupLookup};
-use super::extremum_probes::extremum_probes;
+use super::extremum_probes::{extremum_probes, probed_columns};
 use super::rules::{
     hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans,
     W,
@@ -502,6 +502,26 @@ impl<'t> AggregateState<'t> {
         out
     }
 
+    /// For explain_stream_table: how a lost extremum is found when indexes on (key, argument) serve
+    /// every MIN/MAX (`extremum_probes`); None when they do not.
+    pub fn probed_extrema(&self, ctx: &DiffContext) -> Option<String> {
+        if self.keys.len() != 1 || !self.keys_print_alike() {
+            return None;
+        }
+        let cols = probed_columns(self.input, self.keys, self.key_eq, &self.calls, ctx)?;
+        let indexes: Vec<String> = cols
+            .args
+            .iter()
+            .map(|(_, _, arg)| format!("({}, {arg})", cols.key))
+            .collect();
+        Some(format!(
+            "a group's min/max is then read off the index on {}.{} {} (copies of it are not counted: a batch deleting one reads it again)",
+            cols.table.schema,
+            cols.table.name,
+            indexes.join(", ")
+        ))
+    }
+
     fn key_items(&self, a: &str) -> Vec<String> {
         self.keys
             .iter()
@@ -644,13 +664,22 @@ impl<'t> AggregateState<'t> {
     }
 
     /// Δ per touched group, from the batch: `k{i}` (the keys), `dcount` (Σ w), and per call `da{j}`,
-    /// `dn{j}` (COUNT/SUM/AVG) or `di{j}`, `dd{j}`, `dic{j}`, `ddc{j}` (MIN/MAX).
-    fn group_deltas(&self, tree: &OpTree, ctx: &mut DiffContext) -> PgtResult<String> {
+    /// `dn{j}` (COUNT/SUM/AVG) or `di{j}`, `dd{j}` (MIN/MAX: the least/greatest inserted and deleted
+    /// values) with, when `counted`, `dic{j}`, `ddc{j}` (the copies of them).
+    fn group_deltas(
+        &self,
+        tree: &OpTree,
+        ctx: &mut DiffContext,
+        counted: bool,
+    ) -> PgtResult<String> {
         // COUNT, SUM and AVG are sums of weighted inputs: change rows that cancel each other add up
-        // to nothing anyway, so the batch is read as it is. MIN/MAX need the consolidated batch (a
-        // value inserted and deleted in one batch must not look like a new extremum), and a join
-        // is cheaper probed with the consolidated rows (pairs from UPDATEs of other columns cancel).
-        let raw = !self.has_extrema() && reads_rows_directly(self.input);
+        // to nothing anyway, so the batch is read as it is. Counted MIN/MAX need the consolidated
+        // batch (a value inserted and deleted in one batch would look like a new extremum, and its
+        // copies would not add up), and a join is cheaper probed with the consolidated rows (pairs
+        // from UPDATEs of other columns cancel). Uncounted, such a value only sends its group to be
+        // read off the index again.
+        let counted_extrema = counted && self.has_extrema();
+        let raw = !counted_extrema && reads_rows_directly(self.input);
         let dinput = with_raw_scans(ctx, raw, |ctx| {
             hoisted_delta(tree, self.input, ctx, "dagg_")
         })?
@@ -659,7 +688,7 @@ impl<'t> AggregateState<'t> {
         // Δ per touched group. MIN/MAX also count the inserted and deleted copies of the least
         // (greatest) inserted and deleted values, read off a window over the delta.
         let d = ctx.alias("d");
-        let dinput = if self.has_extrema() {
+        let dinput = if counted_extrema {
             // Two windows per MIN/MAX: over inserted rows (wi) and over deleted rows (wd).
             let r = |e: &Expr| over(e, &d);
             let partition = self.partition_by(&d);
@@ -738,6 +767,17 @@ impl<'t> AggregateState<'t> {
                         when(&format!("{arg} IS NOT NULL"))
                     ));
                 }
+                AggFunc::Min | AggFunc::Max if !counted => {
+                    let agg = extremum(call.func);
+                    deltas.push(format!(
+                        "pg_catalog.{agg}({arg}){} AS di{j}",
+                        when(&format!("{w} > 0"))
+                    ));
+                    deltas.push(format!(
+                        "pg_catalog.{agg}({arg}){} AS dd{j}",
+                        when(&format!("{w} < 0"))
+                    ));
+                }
                 AggFunc::Min | AggFunc::Max => {
                     let lt = &call.less_than;
                     let tie = |win: &str| {
@@ -783,10 +823,18 @@ impl<'t> AggregateState<'t> {
     ) -> PgtResult<String> {
         let groups = self.keys.len();
         let k: Vec<String> = (0..groups).map(|i| format!("k{i}")).collect();
+        // A MIN/MAX whose lost extremum is read off an index (`extremum_probes`) is not counted:
+        // any deletion of it reads the index again, which costs less than counting the copies of
+        // every batch's extrema.
+        let probed = if groups == 1 && self.keys_print_alike() {
+            probed_columns(self.input, self.keys, self.key_eq, &self.calls, ctx)
+        } else {
+            None
+        };
         // An external worker may have computed Δ per group already (`dvm::offload`).
         let ds = match ctx.cdc.staged.clone() {
             Some(staged) => staged,
-            None => self.group_deltas(tree, ctx)?,
+            None => self.group_deltas(tree, ctx, probed.is_none())?,
         };
 
         // The touched groups' stored rows: through the row identity index, or for a batch that touches
@@ -874,6 +922,32 @@ impl<'t> AggregateState<'t> {
                             "COALESCE({oa} OPERATOR(pg_catalog.=) ANY ({special}) OR {j_}.da{j} OPERATOR(pg_catalog.=) ANY ({special}), false)"
                         ));
                     }
+                }
+                AggFunc::Min | AggFunc::Max if probed.is_some() => {
+                    let lt = &call.less_than;
+                    let (di, dd) = (format!("{j_}.di{j}"), format!("{j_}.dd{j}"));
+                    let better = |x: &str, y: &str| {
+                        if call.func == AggFunc::Min {
+                            format!("{x} {lt} {y}")
+                        } else {
+                            format!("{y} {lt} {x}")
+                        }
+                    };
+                    let new_best = format!(
+                        "({di} IS NOT NULL AND ({oa} IS NULL OR {}))",
+                        better(&di, &oa)
+                    );
+                    new_state.push(format!(
+                        "CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"
+                    ));
+                    new_state.push(format!("NULL::bigint AS n_n{j}"));
+                    // A deleted value at or beyond the extremum (the new one, or the stored one) may
+                    // have been its last copy.
+                    rescan.push(format!(
+                        "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN NOT {} ELSE {oa} IS NULL OR NOT {} END, false)",
+                        better(&di, &dd),
+                        better(&oa, &dd)
+                    ));
                 }
                 AggFunc::Min | AggFunc::Max => {
                     let lt = &call.less_than;
@@ -982,18 +1056,17 @@ impl<'t> AggregateState<'t> {
         let z = ctx.alias("z");
         let states = self.state_names();
         let kept_keys: Vec<String> = k.iter().map(|k| format!("{z}.{k} AS f_{k}")).collect();
-        let probes = if rescan.is_empty() || groups == 0 || !self.keys_print_alike() {
-            None
-        } else {
-            extremum_probes(
+        let probes = match &probed {
+            Some(cols) => Some(extremum_probes(
                 tree,
                 self.input,
-                self.keys,
-                self.key_eq,
+                cols,
+                &self.key_eq[0],
                 &self.calls,
                 &z,
                 ctx,
-            )?
+            )?),
+            None => None,
         };
         let fin = if rescan.is_empty() {
             let items: Vec<String> = states

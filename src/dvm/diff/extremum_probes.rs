@@ -62,26 +62,21 @@ pub(crate) fn extremum_columns<'t>(
     })
 }
 
-/// Per MIN/MAX call (by position in `calls`), the SQL of its value over the group whose key is
-/// `{z}.k0`, read through an index on (key, argument) (`GroupIndexes::key_value_pairs`). None unless
-/// the aggregate has [`ExtremumColumns`], each of its MIN/MAX has such an index, and their types'
-/// equal values print alike (which copy of an extremum shows does not matter). An external worker's
-/// batch never recomputes (`dvm::offload`).
-pub(super) fn extremum_probes(
-    tree: &OpTree,
-    input: &Node,
+/// The [`ExtremumColumns`] of an aggregate whose lost extrema a refresh reads off indexes: each of
+/// its MIN/MAX has a B-tree index on (key, argument) (`GroupIndexes::key_value_pairs`), and its type's
+/// equal values print alike (which copy of an extremum shows does not matter). None otherwise, and
+/// for an external worker's batch, which never recomputes (`dvm::offload`).
+pub(super) fn probed_columns<'t>(
+    input: &'t Node,
     keys: &[Expr],
     key_eq: &[String],
     calls: &[AggCall],
-    z: &str,
-    ctx: &mut DiffContext,
-) -> PgtResult<Option<BTreeMap<usize, String>>> {
-    let [eq] = key_eq else {
-        return Ok(None);
-    };
-    let Some(cols) = extremum_columns(input, keys, calls) else {
-        return Ok(None);
-    };
+    ctx: &DiffContext,
+) -> Option<ExtremumColumns<'t>> {
+    if key_eq.len() != 1 || ctx.cdc.staged.is_some() {
+        return None;
+    }
+    let cols = extremum_columns(input, keys, calls)?;
     let relid = cols.table.relid;
     let served = cols.args.iter().all(|(j, _, column)| {
         prints_as_it_compares(&calls[*j].arg_type)
@@ -91,9 +86,21 @@ pub(super) fn extremum_probes(
                 column.clone(),
             ))
     });
-    if ctx.cdc.staged.is_some() || !served {
-        return Ok(None);
-    }
+    served.then_some(cols)
+}
+
+/// Per MIN/MAX call of `cols` (by position in `calls`), the SQL of its value over the group whose key
+/// is `{z}.k0` (equal under `eq`): the first entry of the group's range in the index, which
+/// PostgreSQL reads for `ORDER BY arg LIMIT 1`.
+pub(super) fn extremum_probes(
+    tree: &OpTree,
+    input: &Node,
+    cols: &ExtremumColumns,
+    eq: &str,
+    calls: &[AggCall],
+    z: &str,
+    ctx: &mut DiffContext,
+) -> PgtResult<BTreeMap<usize, String>> {
     let n = cols.key_position;
     let mut probes = BTreeMap::new();
     for (j, m, _) in &cols.args {
@@ -124,7 +131,7 @@ pub(super) fn extremum_probes(
             format!("CASE WHEN {z}.k0 IS NULL THEN {of_null_key} ELSE {of_key} END"),
         );
     }
-    Ok(Some(probes))
+    Ok(probes)
 }
 
 /// The input column an expression is, if it is one as it is.
