@@ -890,6 +890,13 @@ fn a_group_that_loses_its_min_or_max_reads_it_off_an_index_on_key_and_argument()
         ));
         assert_eq!(reads_extrema_off_an_index(&mut db, st), probed, "{st}");
     }
+    let plan: String = db.value("SELECT pgtrickle.explain_stream_table('mx_t')");
+    assert!(
+        plan.contains(
+            "read off the index on public.mx (g, t), (g, v) (copies of it are not counted"
+        ),
+        "{plan}"
+    );
     let batches = [
         // Every copy of the extremum of most groups, and the NULL key's group's.
         "DELETE FROM mx WHERE v IN (0.00, 6.00) OR t = 't3'",

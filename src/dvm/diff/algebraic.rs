@@ -509,11 +509,13 @@ impl<'t> AggregateState<'t> {
             return None;
         }
         let cols = probed_columns(self.input, self.keys, self.key_eq, &self.calls, ctx)?;
-        let indexes: Vec<String> = cols
-            .args
-            .iter()
-            .map(|(_, _, arg)| format!("({}, {arg})", cols.key))
-            .collect();
+        let mut indexes: Vec<String> = Vec::new();
+        for (_, _, arg) in &cols.args {
+            let index = format!("({}, {arg})", cols.key);
+            if !indexes.contains(&index) {
+                indexes.push(index);
+            }
+        }
         Some(format!(
             "a group's min/max is then read off the index on {}.{} {} (copies of it are not counted: a batch deleting one reads it again)",
             cols.table.schema,
