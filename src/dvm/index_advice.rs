@@ -6,7 +6,6 @@
 //! matches with an index whose first column is that column; without one, the term reads the whole
 //! table. The extension asks the catalog which of these keys have no index ([`advice`] words it).
 
-use super::diff::extremum_probes::extremum_columns;
 use super::diff::AggregateState;
 use super::optree::{AggFunc, Expr, ExprPart, Node, OpTree, TableRef};
 use super::sql::quote_ident;
@@ -183,10 +182,10 @@ pub fn extremum_indexes(tree: &OpTree) -> Vec<ExtremumIndex> {
     let Some(state) = AggregateState::of(tree) else {
         return Vec::new();
     };
-    let (input, keys, _, calls) = state.parts();
-    let Some(cols) = extremum_columns(input, keys, calls) else {
+    let Some(cols) = state.probe_columns() else {
         return Vec::new();
     };
+    let (_, _, _, calls) = state.parts();
     let mut out: Vec<ExtremumIndex> = Vec::new();
     for (j, _, column) in &cols.args {
         let call = format!(

@@ -30,10 +30,10 @@
 //! drift from every order's): they recompute groups, their old rows read back (`stored_groups`).
 
 use super::context::{DiffContext, GroupLookup};
-use super::extremum_probes::{extremum_probes, probed_columns};
+use super::extremum_probes::{extremum_columns, extremum_probes, ExtremumColumns};
 use super::rules::{
-    hoist, hoisted_delta, new_sql, reads_rows_directly, rows_of_groups, same_keys, with_raw_scans,
-    W,
+    hoist, hoisted_delta, new_sql, prints_as_it_compares, reads_rows_directly, rows_of_groups,
+    same_keys, with_raw_scans, W,
 };
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
 use crate::dvm::explain::describe_expr;
@@ -479,7 +479,7 @@ impl<'t> AggregateState<'t> {
                     out.push(format!(
                         "the batch may have deleted every copy of the value of {what}"
                     ));
-                    if !super::rules::prints_as_it_compares(&call.arg_type) {
+                    if !prints_as_it_compares(&call.arg_type) {
                         out.push(format!(
                             "the batch deletes a value equal to that of {what}: equal {} values may print differently",
                             call.arg_type
@@ -502,13 +502,38 @@ impl<'t> AggregateState<'t> {
         out
     }
 
+    /// The columns of an aggregate whose lost extrema an index on (key, argument) would serve
+    /// (`extremum_probes`): [`ExtremumColumns`], with keys and arguments whose equal values print
+    /// alike (which copy of an extremum shows does not matter).
+    pub(crate) fn probe_columns(&self) -> Option<ExtremumColumns<'t>> {
+        if self.key_eq.len() != 1 || !self.keys_print_alike() {
+            return None;
+        }
+        let cols = extremum_columns(self.input, self.keys, &self.calls)?;
+        cols.args
+            .iter()
+            .all(|(j, _, _)| prints_as_it_compares(&self.calls[*j].arg_type))
+            .then_some(cols)
+    }
+
+    /// [`Self::probe_columns`] when every argument has its index (`GroupIndexes::key_value_pairs`).
+    /// None for an external worker's batch, which never recomputes (`dvm::offload`).
+    fn probed(&self, ctx: &DiffContext) -> Option<ExtremumColumns<'t>> {
+        if ctx.cdc.staged.is_some() {
+            return None;
+        }
+        let cols = self.probe_columns()?;
+        let pairs = &ctx.cache.group_indexes.key_value_pairs;
+        cols.args
+            .iter()
+            .all(|(_, _, arg)| pairs.contains(&(cols.table.relid, cols.key.clone(), arg.clone())))
+            .then_some(cols)
+    }
+
     /// For explain_stream_table: how a lost extremum is found when indexes on (key, argument) serve
     /// every MIN/MAX (`extremum_probes`); None when they do not.
     pub fn probed_extrema(&self, ctx: &DiffContext) -> Option<String> {
-        if self.keys.len() != 1 || !self.keys_print_alike() {
-            return None;
-        }
-        let cols = probed_columns(self.input, self.keys, self.key_eq, &self.calls, ctx)?;
+        let cols = self.probed(ctx)?;
         let mut indexes: Vec<String> = Vec::new();
         for (_, _, arg) in &cols.args {
             let index = format!("({}, {arg})", cols.key);
@@ -828,11 +853,7 @@ impl<'t> AggregateState<'t> {
         // A MIN/MAX whose lost extremum is read off an index (`extremum_probes`) is not counted:
         // any deletion of it reads the index again, which costs less than counting the copies of
         // every batch's extrema.
-        let probed = if groups == 1 && self.keys_print_alike() {
-            probed_columns(self.input, self.keys, self.key_eq, &self.calls, ctx)
-        } else {
-            None
-        };
+        let probed = self.probed(ctx);
         // An external worker may have computed Δ per group already (`dvm::offload`).
         let ds = match ctx.cdc.staged.clone() {
             Some(staged) => staged,
@@ -1002,7 +1023,7 @@ impl<'t> AggregateState<'t> {
                         "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
                     );
                     // Maintained MIN/MAX have the default collation (`maintainable`): their texts print as they compare.
-                    if !super::rules::prints_as_it_compares(&call.arg_type) {
+                    if !prints_as_it_compares(&call.arg_type) {
                         // Which equal copy the stored value printed as is unknown: a deleted copy of
                         // the extremum (stored or new) may have been it.
                         rescan.push(format!(

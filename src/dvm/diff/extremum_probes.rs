@@ -7,7 +7,7 @@
 //! probe (`ORDER BY arg LIMIT 1`, which PostgreSQL serves from the index), plus a heap visit per entry
 //! whose row is no longer visible.
 
-use super::rules::{new_sql, prints_as_it_compares};
+use super::rules::new_sql;
 use super::DiffContext;
 use crate::dvm::index_advice::scanned;
 use crate::dvm::optree::{AggCall, AggFunc, Expr, ExprPart, Node, OpTree, TableRef};
@@ -60,33 +60,6 @@ pub(crate) fn extremum_columns<'t>(
         key: key.clone(),
         args,
     })
-}
-
-/// The [`ExtremumColumns`] of an aggregate whose lost extrema a refresh reads off indexes: each of
-/// its MIN/MAX has a B-tree index on (key, argument) (`GroupIndexes::key_value_pairs`), and its type's
-/// equal values print alike (which copy of an extremum shows does not matter). None otherwise, and
-/// for an external worker's batch, which never recomputes (`dvm::offload`).
-pub(super) fn probed_columns<'t>(
-    input: &'t Node,
-    keys: &[Expr],
-    key_eq: &[String],
-    calls: &[AggCall],
-    ctx: &DiffContext,
-) -> Option<ExtremumColumns<'t>> {
-    if key_eq.len() != 1 || ctx.cdc.staged.is_some() {
-        return None;
-    }
-    let cols = extremum_columns(input, keys, calls)?;
-    let relid = cols.table.relid;
-    let served = cols.args.iter().all(|(j, _, column)| {
-        prints_as_it_compares(&calls[*j].arg_type)
-            && ctx.cache.group_indexes.key_value_pairs.contains(&(
-                relid,
-                cols.key.clone(),
-                column.clone(),
-            ))
-    });
-    served.then_some(cols)
 }
 
 /// Per MIN/MAX call of `cols` (by position in `calls`), the SQL of its value over the group whose key
