@@ -692,12 +692,12 @@ impl<'t> AggregateState<'t> {
 
     /// Δ per touched group, from the batch: `k{i}` (the keys), `dcount` (Σ w), and per call `da{j}`,
     /// `dn{j}` (COUNT/SUM/AVG) or `di{j}`, `dd{j}` (MIN/MAX: the least/greatest inserted and deleted
-    /// values) with, when `counted`, `dic{j}`, `ddc{j}` (the copies of them).
+    /// values) with, when their copies are [`ExtremumCopies::Counted`], `dic{j}`, `ddc{j}`.
     fn group_deltas(
         &self,
         tree: &OpTree,
         ctx: &mut DiffContext,
-        counted: bool,
+        copies: ExtremumCopies,
     ) -> PgtResult<String> {
         // COUNT, SUM and AVG are sums of weighted inputs: change rows that cancel each other add up
         // to nothing anyway, so the batch is read as it is. Counted MIN/MAX need the consolidated
@@ -705,7 +705,7 @@ impl<'t> AggregateState<'t> {
         // copies would not add up), and a join is cheaper probed with the consolidated rows (pairs
         // from UPDATEs of other columns cancel). Uncounted, such a value only sends its group to be
         // read off the index again.
-        let counted_extrema = counted && self.has_extrema();
+        let counted_extrema = copies == ExtremumCopies::Counted && self.has_extrema();
         let raw = !counted_extrema && reads_rows_directly(self.input);
         let dinput = with_raw_scans(ctx, raw, |ctx| {
             hoisted_delta(tree, self.input, ctx, "dagg_")
@@ -794,7 +794,7 @@ impl<'t> AggregateState<'t> {
                         when(&format!("{arg} IS NOT NULL"))
                     ));
                 }
-                AggFunc::Min | AggFunc::Max if !counted => {
+                AggFunc::Min | AggFunc::Max if copies == ExtremumCopies::Uncounted => {
                     let agg = extremum(call.func);
                     deltas.push(format!(
                         "pg_catalog.{agg}({arg}){} AS di{j}",
@@ -857,7 +857,13 @@ impl<'t> AggregateState<'t> {
         // An external worker may have computed Δ per group already (`dvm::offload`).
         let ds = match ctx.cdc.staged.clone() {
             Some(staged) => staged,
-            None => self.group_deltas(tree, ctx, probed.is_none())?,
+            None => {
+                let copies = match probed {
+                    Some(_) => ExtremumCopies::Uncounted,
+                    None => ExtremumCopies::Counted,
+                };
+                self.group_deltas(tree, ctx, copies)?
+            }
         };
 
         // The touched groups' stored rows: through the row identity index, or for a batch that touches
@@ -1100,7 +1106,7 @@ impl<'t> AggregateState<'t> {
             format!("SELECT {z}.*, {} FROM {alg} AS {z}", items.join(", "))
         } else if let Some(probes) = probes {
             // Counts by arithmetic; a MIN/MAX to recompute read off the index, its copies uncounted.
-            let probed = |st: &str| -> Option<String> {
+            let probed_state = |st: &str| -> Option<String> {
                 let of = |j: &str| j.parse::<usize>().ok().and_then(|j| probes.get(&j));
                 match (st.strip_prefix('a'), st.strip_prefix('n')) {
                     (Some(j), _) => of(j).cloned(),
@@ -1110,7 +1116,7 @@ impl<'t> AggregateState<'t> {
             };
             let items: Vec<String> = states
                 .iter()
-                .map(|st| match probed(st) {
+                .map(|st| match probed_state(st) {
                     Some(v) => {
                         format!("CASE WHEN {z}.rescan THEN {v} ELSE {z}.n_{st} END AS f_{st}")
                     }
@@ -1230,6 +1236,15 @@ impl<'t> AggregateState<'t> {
             named.join(", "),
         ))
     }
+}
+
+/// Whether a batch counts the copies of each MIN/MAX's least/greatest inserted and deleted values
+/// (`__pgt_n{j}`): so that deleting one copy of an extremum need not recompute its group. A group
+/// whose extremum an index gives back in a probe (`extremum_probes`) is cheaper recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtremumCopies {
+    Counted,
+    Uncounted,
 }
 
 /// `(expr)` over the input rows under alias `a` (columns `a.c0..`).
