@@ -4,7 +4,7 @@
 //! are only suggested, never created: the tables are the user's, and an index on a buffer costs
 //! every writer of its source.
 
-use crate::catalog::indexes::{group_key_indexes, is_indexed};
+use crate::catalog::indexes::{group_key_indexes, is_indexed, is_plain_table};
 use crate::catalog::stream_tables::StreamTable;
 use crate::dvm::index_advice::{
     advice, extremum_advice, extremum_indexes, group_key_advice, probes, recomputed_group_keys,
@@ -36,11 +36,16 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
             advice(&missing)
         ));
     }
+    // A partitioned or inherited table's index would not be used (`group_key_indexes`).
     let pairs = group_key_indexes(tree)?.key_value_pairs;
-    let extrema: Vec<ExtremumIndex> = extremum_indexes(tree)
-        .into_iter()
-        .filter(|x| !pairs.contains(&(x.table.relid, x.key.clone(), x.argument.clone())))
-        .collect();
+    let mut extrema: Vec<ExtremumIndex> = Vec::new();
+    for x in extremum_indexes(tree) {
+        if !pairs.contains(&(x.table.relid, x.key.clone(), x.argument.clone()))
+            && is_plain_table(x.table.relid)?
+        {
+            extrema.push(x);
+        }
+    }
     let mut unindexed: Vec<GroupKeys> = Vec::new();
     for keys in recomputed_group_keys(tree) {
         // An index advised for a MIN/MAX leads with the group key: it serves the lookup too.

@@ -52,6 +52,16 @@ pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
     Ok(found == Some(true))
 }
 
+/// Whether `relid` is a plain table or materialized view without children: the only tables whose
+/// indexes [`group_key_indexes`] counts.
+pub fn is_plain_table(relid: u32) -> PgtResult<bool> {
+    let plain = spi::one::<bool>(
+        "SELECT c.relkind IN ('r', 'm') AND NOT c.relhassubclass FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[Oid::from(relid).into()],
+    )?;
+    Ok(plain == Some(true))
+}
+
 /// For a refresh of `tree`: the B-tree indexes it may look touched groups up through, as
 /// [`GroupIndexes`] describes them. A column counts for a bitmap lookup in a table whose every page a
 /// bitmap in `work_mem` holds exactly, with room to grow (twice the table's current size; a bitmap

@@ -516,9 +516,9 @@ pub const SHAPES: &[Shape] = &[
         "window_repr_key",
         "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",
     ),
-    // MIN/MAX whose lost extrema are read off an index on (group key, argument): `a (g, v)`,
-    // `a (k, t)` and `a (k, v)`, `c (q, name)`. With a WHERE, a FILTER, ties (t and name repeat),
-    // NULL keys and NULL arguments.
+    // MIN/MAX whose lost extrema are read off an index on (group key, argument): `a (g, v)` and
+    // `c (q, name)`, with ties (name repeats), NULL keys and NULL arguments; with a WHERE and a
+    // FILTER (`a (k, t)`, `a (k, v)`), they are counted and recomputed from the group's rows.
     shape(
         "minmax_index",
         "SELECT g AS g, count(*) AS n, min(v) AS mn, max(v) AS mx FROM a GROUP BY g",
@@ -530,7 +530,7 @@ pub const SHAPES: &[Shape] = &[
     ),
     shape(
         "minmax_index_text",
-        "SELECT q AS q, max(name) AS hi, min(name) AS lo FROM c WHERE k IS DISTINCT FROM 3 GROUP BY q",
+        "SELECT q AS q, max(name) AS hi, min(name) AS lo, count(*) AS n FROM c GROUP BY q",
     ),
 ];
 
