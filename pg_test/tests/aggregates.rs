@@ -730,6 +730,27 @@ fn a_composite_key_whose_fields_are_all_null_is_one_group_through_its_recompute(
 
 /// Whether a stream table's differential refresh reads its touched groups as one array through the
 /// group key's index (`key = ANY (ARRAY(...))`, a bitmap scan) rather than by a semi-join.
+/// Creates each case's DIFFERENTIAL stream table (name, query with quotes doubled, whether `path`
+/// says its refresh takes the path under test) and checks that it does or does not.
+fn create_each(db: &mut TestDb, cases: &[(&str, &str, bool)], path: fn(&mut TestDb, &str) -> bool) {
+    for (st, query, takes_it) in cases {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(path(db, st), *takes_it, "{st}");
+    }
+}
+
+/// Runs each batch, then refreshes every case's stream table and compares it with its query.
+fn apply_each(db: &mut TestDb, batches: &[&str], cases: &[(&str, &str, bool)]) {
+    for (i, batch) in batches.iter().enumerate() {
+        db.exec(batch);
+        for (st, query, _) in cases {
+            refresh_and_check(db, st, &query.replace("''", "'"), &format!("batch {i}"));
+        }
+    }
+}
+
 fn reads_groups_as_an_array(db: &mut TestDb, st: &str) -> bool {
     let plan: String = db.value(&format!("SELECT pgtrickle.explain_stream_table('{st}')"));
     plan.contains(") ANY (ARRAY(SELECT g")
@@ -777,12 +798,7 @@ fn touched_groups_are_read_through_an_index_on_their_one_key_as_one_array() {
             false,
         ),
     ];
-    for (st, query, as_array) in cases {
-        db.exec(&format!(
-            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
-        ));
-        assert_eq!(reads_groups_as_an_array(&mut db, st), as_array, "{st}");
-    }
+    create_each(&mut db, &cases, reads_groups_as_an_array);
     let batches = [
         "DELETE FROM w WHERE v = 5.00 OR v = 0.00",
         "UPDATE w SET g = NULL, v = 9.75 WHERE id % 7 = 0",
@@ -790,17 +806,7 @@ fn touched_groups_are_read_through_an_index_on_their_one_key_as_one_array() {
          INSERT INTO w VALUES (1000, 4, '{1}', 2, 'k9', 't9', 'b', 0.25)",
         "DELETE FROM w WHERE g IS NULL AND v = 9.75",
     ];
-    for (i, batch) in batches.iter().enumerate() {
-        db.exec(batch);
-        for (st, query, _) in cases {
-            refresh_and_check(
-                &mut db,
-                st,
-                &query.replace("''", "'"),
-                &format!("batch {i}"),
-            );
-        }
-    }
+    apply_each(&mut db, &batches, &cases);
     // A table an exact bitmap in work_mem does not cover (64kB: 512 pages; this one has about
     // 1,000) keeps the semi-join: a lossy bitmap would compare each row with every touched key.
     db.exec(
@@ -897,12 +903,7 @@ fn a_group_that_loses_its_min_or_max_reads_it_off_an_index_on_key_and_argument()
         ),
         ("mx_gs", "SELECT g, s, min(v) AS lo FROM mx GROUP BY g, s", false),
     ];
-    for (st, query, probed) in cases {
-        db.exec(&format!(
-            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'DIFFERENTIAL')"
-        ));
-        assert_eq!(reads_extrema_off_an_index(&mut db, st), probed, "{st}");
-    }
+    create_each(&mut db, &cases, reads_extrema_off_an_index);
     let plan: String = db.value("SELECT pgtrickle.explain_stream_table('mx_t')");
     assert!(
         plan.contains(
@@ -923,17 +924,7 @@ fn a_group_that_loses_its_min_or_max_reads_it_off_an_index_on_key_and_argument()
          DELETE FROM mx WHERE g = 1 AND v = (SELECT max(v) FROM mx WHERE g = 1)",
         "DELETE FROM mx WHERE g IS NULL OR g = 2",
     ];
-    for (i, batch) in batches.iter().enumerate() {
-        db.exec(batch);
-        for (st, query, _) in cases {
-            refresh_and_check(
-                &mut db,
-                st,
-                &query.replace("''", "'"),
-                &format!("batch {i}"),
-            );
-        }
-    }
+    apply_each(&mut db, &batches, &cases);
     // The refresh scans the index (the transaction's own statistics tell).
     db.exec("DELETE FROM mx WHERE g = 4 AND v = (SELECT min(v) FROM mx WHERE g = 4)");
     db.exec("BEGIN");

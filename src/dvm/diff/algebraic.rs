@@ -30,6 +30,7 @@
 //! drift from every order's): they recompute groups, their old rows read back (`stored_groups`).
 
 use super::context::{DiffContext, GroupLookup};
+use super::extrema::{extremum_state, same, ExtremumCopies};
 use super::extremum_probes::{extremum_columns, extremum_probes, ExtremumColumns};
 use super::rules::{
     hoist, hoisted_delta, new_sql, prints_as_it_compares, reads_rows_directly, rows_of_groups,
@@ -854,16 +855,14 @@ impl<'t> AggregateState<'t> {
         // any deletion of it reads the index again, which costs less than counting the copies of
         // every batch's extrema.
         let probed = self.probed(ctx);
+        let copies = match probed {
+            Some(_) => ExtremumCopies::Uncounted,
+            None => ExtremumCopies::Counted,
+        };
         // An external worker may have computed Δ per group already (`dvm::offload`).
         let ds = match ctx.cdc.staged.clone() {
             Some(staged) => staged,
-            None => {
-                let copies = match probed {
-                    Some(_) => ExtremumCopies::Uncounted,
-                    None => ExtremumCopies::Counted,
-                };
-                self.group_deltas(tree, ctx, copies)?
-            }
+            None => self.group_deltas(tree, ctx, copies)?,
         };
 
         // The touched groups' stored rows: through the row identity index, or for a batch that touches
@@ -952,102 +951,11 @@ impl<'t> AggregateState<'t> {
                         ));
                     }
                 }
-                AggFunc::Min | AggFunc::Max if probed.is_some() => {
-                    let lt = &call.less_than;
-                    let (di, dd) = (format!("{j_}.di{j}"), format!("{j_}.dd{j}"));
-                    let better = |x: &str, y: &str| {
-                        if call.func == AggFunc::Min {
-                            format!("{x} {lt} {y}")
-                        } else {
-                            format!("{y} {lt} {x}")
-                        }
-                    };
-                    let new_best = format!(
-                        "({di} IS NOT NULL AND ({oa} IS NULL OR {}))",
-                        better(&di, &oa)
-                    );
-                    new_state.push(format!(
-                        "CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"
-                    ));
-                    new_state.push(format!("NULL::bigint AS n_n{j}"));
-                    // A deleted value at or beyond the extremum (the new one, or the stored one) may
-                    // have been its last copy.
-                    rescan.push(format!(
-                        "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN NOT {} ELSE {oa} IS NULL OR NOT {} END, false)",
-                        better(&di, &dd),
-                        better(&oa, &dd)
-                    ));
-                }
                 AggFunc::Min | AggFunc::Max => {
-                    let lt = &call.less_than;
-                    let on = old(&format!("n{j}"));
-                    let (di, dd, dic, ddc) = (
-                        format!("{j_}.di{j}"),
-                        format!("{j_}.dd{j}"),
-                        format!("{j_}.dic{j}"),
-                        format!("{j_}.ddc{j}"),
-                    );
-                    // `better(x, y)`: x lies beyond y (below for MIN, above for MAX).
-                    let better = |x: &str, y: &str| {
-                        if call.func == AggFunc::Min {
-                            format!("{x} {lt} {y}")
-                        } else {
-                            format!("{y} {lt} {x}")
-                        }
-                    };
-                    let new_best = format!(
-                        "({di} IS NOT NULL AND ({oa} IS NULL OR {}))",
-                        better(&di, &oa)
-                    );
-                    let lost = format!(
-                        "CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END",
-                        same(&dd, &oa, lt)
-                    );
-                    let gained = format!(
-                        "CASE WHEN {di} IS NOT NULL AND {} THEN {dic} ELSE 0 END",
-                        same(&di, &oa, lt)
-                    );
-                    // Copies of an inserted new extremum that the same batch deleted again (a join's
-                    // delta cancels rows that way; a new group's rows may come and go in one batch).
-                    let undone = format!(
-                        "CASE WHEN {dd} IS NOT NULL AND {} THEN {ddc} ELSE 0 END",
-                        same(&dd, &di, lt)
-                    );
-                    new_state.push(format!(
-                        "CASE WHEN {new_best} THEN {di} ELSE {oa} END AS n_{a}"
-                    ));
-                    new_state.push(format!(
-                        "CASE WHEN {new_best} THEN {dic} - ({undone}) WHEN {oa} IS NULL THEN 0 ELSE {on} - ({lost}) + ({gained}) END AS n_n{j}"
-                    ));
-                    // Recompute when a deleted value lay beyond the extremum (out of step: beyond the
-                    // new one, or between the stored one and it), or when every copy of it may be gone
-                    // — the stored copies (unknown: at least one) less the deleted plus the inserted
-                    // ones identical to it (an equal value that prints differently, `1.50` for `1.5`,
-                    // must show: recompute); with a new extremum, when the batch deleted every copy it
-                    // inserted.
-                    let kept = format!(
-                        "CASE WHEN {di} IS NOT NULL AND ROW({di})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({oa})::pg_catalog.record THEN {dic} ELSE 0 END"
-                    );
-                    // Maintained MIN/MAX have the default collation (`maintainable`): their texts print as they compare.
-                    if !prints_as_it_compares(&call.arg_type) {
-                        // Which equal copy the stored value printed as is unknown: a deleted copy of
-                        // the extremum (stored or new) may have been it.
-                        rescan.push(format!(
-                            "COALESCE({dd} IS NOT NULL AND (({oa} IS NOT NULL AND {}) OR ({di} IS NOT NULL AND {})), false)",
-                            same(&dd, &oa, lt),
-                            same(&dd, &di, lt)
-                        ));
-                    }
-                    rescan.push(format!(
-                        "COALESCE({dd} IS NOT NULL AND CASE WHEN {new_best} THEN {} OR ({} AND {dic} - {ddc} <= 0) OR ({oa} IS NOT NULL AND {} AND NOT {}) \
-                         ELSE {oa} IS NULL OR {} OR ({} AND COALESCE({on}, 1) - {ddc} + ({kept}) <= 0) END, false)",
-                        better(&dd, &di),
-                        same(&dd, &di, lt),
-                        better(&dd, &oa),
-                        same(&dd, &di, lt),
-                        better(&dd, &oa),
-                        same(&dd, &oa, lt)
-                    ));
+                    let (state, recompute) =
+                        extremum_state(call, j, &j_, &oa, &old(&format!("n{j}")), copies);
+                    new_state.extend(state);
+                    rescan.extend(recompute);
                 }
                 AggFunc::Other => {}
             }
@@ -1238,15 +1146,6 @@ impl<'t> AggregateState<'t> {
     }
 }
 
-/// Whether a batch counts the copies of each MIN/MAX's least/greatest inserted and deleted values
-/// (`__pgt_n{j}`): so that deleting one copy of an extremum need not recompute its group. A group
-/// whose extremum an index gives back in a probe (`extremum_probes`) is cheaper recomputed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExtremumCopies {
-    Counted,
-    Uncounted,
-}
-
 /// `(expr)` over the input rows under alias `a` (columns `a.c0..`).
 fn over(expr: &Expr, a: &str) -> String {
     format!("({})", expr.render(&|i| format!("{a}.c{i}")))
@@ -1275,9 +1174,4 @@ fn extremum(func: AggFunc) -> &'static str {
     } else {
         "max"
     }
-}
-
-/// `x` and `y` (neither NULL) are equal in the order `lt` defines: neither lies below the other.
-fn same(x: &str, y: &str, lt: &str) -> String {
-    format!("(NOT ({x} {lt} {y}) AND NOT ({y} {lt} {x}))")
 }

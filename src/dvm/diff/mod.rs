@@ -2,6 +2,7 @@
 
 pub mod algebraic;
 pub mod context;
+mod extrema;
 pub mod extremum_probes;
 mod joins;
 pub mod rules;

@@ -325,6 +325,49 @@ fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
 }
 
 #[test]
+fn min_and_max_read_off_an_index_on_key_and_argument_are_not_counted() {
+    let mut tree = grouped(
+        vec![Expr::col(0)],
+        vec![
+            call(AggFunc::Min, Some(1), "numeric(12,2)"),
+            call(AggFunc::Max, Some(1), "numeric(12,2)"),
+            call(AggFunc::CountStar, None, ""),
+        ],
+        vec![Expr::col(0), Expr::col(1), Expr::col(2), Expr::col(3)],
+    );
+    if let Node::Aggregate { key_eq, .. } = aggregate_mut(&mut tree) {
+        *key_eq = vec!["OPERATOR(pg_catalog.=)".into()];
+    }
+    let state = AggregateState::of(&tree).unwrap();
+    let (v, t) = visible(4);
+    let mut probed = ctx();
+    probed.cache.group_indexes.key_value_pairs = [(10, "region".to_string(), "amount".to_string())]
+        .into_iter()
+        .collect();
+    let sql = delta_groups(&tree, &state, &v, &t, &mut probed);
+    // The batch as it is, one aggregate, no window; the new extremum off the index, copies unknown.
+    assert!(sql.contains("b.__pgt_w AS __pgt_w FROM"), "{sql}");
+    assert!(!sql.contains(" OVER ("), "{sql}");
+    assert!(!sql.contains("dic0") && !sql.contains("ddc1"), "{sql}");
+    assert!(
+        sql.contains("NULL::bigint AS n_n0") && sql.contains("NULL::bigint AS n_n1"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(" IS NOT NULL ORDER BY ") && sql.contains(" DESC LIMIT 1)"),
+        "{sql}"
+    );
+    assert!(!sql.contains("arescan_"), "no group is read whole: {sql}");
+    // Without the index (or for an offloaded batch): counted, and recomputed from the rows.
+    let counted = delta_groups(&tree, &state, &v, &t, &mut ctx());
+    assert!(
+        counted.contains(" OVER (PARTITION BY ") && counted.contains("arescan_"),
+        "{counted}"
+    );
+    assert!(!counted.contains(" ORDER BY "), "{counted}");
+}
+
+#[test]
 fn rescanned_groups_are_looked_up_as_one_array_only_through_an_index_on_their_one_key() {
     let mut tree = grouped(
         vec![Expr::col(0)],
