@@ -154,6 +154,16 @@ class Psql:
         return res
 
 
+def advised_indexes(pg, stream_table, source=None):
+    """The CREATE INDEX statements explain_stream_table advises for `stream_table` (an SQL expression
+    for its name, over `source` if given), one per line, each once; "" when none."""
+    frm = f"{source}, " if source else ""
+    return pg.value(rf"""
+SELECT string_agg(DISTINCT substring(line FROM 'CREATE INDEX .*;$'), E'\n')
+  FROM {frm}regexp_split_to_table(pgtrickle.explain_stream_table({stream_table}), E'\n') AS line
+ WHERE line LIKE '-- no index on %'""").strip()
+
+
 def failing_statement(script, err):
     """The statement psql reported an error for (`psql:<stdin>:LINE: ERROR: ...`), to show with the error."""
     m = re.search(r"psql:<stdin>:(\d+): (ERROR|FATAL)", err)
@@ -411,10 +421,7 @@ SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
         # As an operator would: the indexes explain_stream_table advises (MIN/MAX per group: one on
         # (grp, amount)), for this shape only. REFRESH MATERIALIZED VIEW reads the whole table
         # either way.
-        advised = pg.value(f"""
-SELECT string_agg(DISTINCT substring(line FROM 'CREATE INDEX .*;$'), E'\\n')
-  FROM regexp_split_to_table(pgtrickle.explain_stream_table({q(st)}), E'\\n') AS line
- WHERE line LIKE '-- no index on %'""").strip()
+        advised = advised_indexes(pg, q(st))
         index_names = []
         if advised:
             for i, stmt in enumerate(advised.splitlines()):
@@ -790,11 +797,7 @@ SELECT pgtrickle.drop_stream_table('wp_st');
         # would otherwise reach by scanning a whole table; all foreign keys here). Both sides run
         # on the same indexed tables.
         self.tpch_indexes = []
-        advised = pg.value(r"""
-SELECT string_agg(DISTINCT substring(line FROM 'CREATE INDEX .*;$'), E'\n')
-  FROM pgtrickle.pgt_stream_tables s,
-       regexp_split_to_table(pgtrickle.explain_stream_table(s.pgt_relid::regclass::text), E'\n') AS line
- WHERE line LIKE '-- no index on %'""").strip()
+        advised = advised_indexes(pg, "s.pgt_relid::regclass::text", "pgtrickle.pgt_stream_tables s")
         if advised:
             t0 = time.monotonic()
             pg.run(advised + "\nANALYZE;\n", what="tpch: creating the advised indexes")

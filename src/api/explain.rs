@@ -46,7 +46,10 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
     match st.tree()? {
         Some(tree) => {
             out.push_str(&format!("\nOperator tree:\n{}", describe_tree(&tree)));
-            out.push_str(&super::index_advice::section(&tree)?);
+            // The indexes a refresh would look groups up through: for the advice, the note on
+            // MIN/MAX and the refresh's SQL alike.
+            let group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+            out.push_str(&super::index_advice::section(&tree, &group_indexes)?);
             out.push_str(&super::index_advice::buffer_section(caller, &st, &tree)?);
             if let Some(top_k) = &tree.top_k {
                 out.push_str(&crate::dvm::explain::describe_top_k(&tree, top_k));
@@ -82,7 +85,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                         out.push_str(&format!("  - {line}\n"));
                     }
                     let mut ctx = DiffContext::default();
-                    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+                    ctx.cache.group_indexes = group_indexes.clone();
                     if let Some(note) = state.probed_extrema(&ctx) {
                         out.push_str(&format!("  and {note}\n"));
                     }
@@ -92,7 +95,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
                 None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),
                 Some(payload) => {
                     let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
-                    ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+                    ctx.cache.group_indexes = group_indexes;
                     if let Some(delta) = stream_delta(&tree, &storage, &payload, &mut ctx)? {
                         let plan = stream_plan(&tree, &storage, &payload, &delta, &st.defining_query);
                         out.push_str(&format!("\nDifferential refresh ($1 = the frontier before the refresh):\n{}\n", plan.describe()));

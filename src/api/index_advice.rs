@@ -4,8 +4,9 @@
 //! are only suggested, never created: the tables are the user's, and an index on a buffer costs
 //! every writer of its source.
 
-use crate::catalog::indexes::{group_key_indexes, is_indexed, is_plain_table};
+use crate::catalog::indexes::{is_indexed, is_plain_table};
 use crate::catalog::stream_tables::StreamTable;
+use crate::dvm::diff::GroupIndexes;
 use crate::dvm::index_advice::{
     advice, extremum_advice, extremum_indexes, group_key_advice, probes, recomputed_group_keys,
     ExtremumIndex, GroupKeys, Probe,
@@ -22,7 +23,7 @@ const KEPT_ROWS_WORTH_AN_INDEX: i64 = 10_000;
 
 /// The sections of the explanation listing join keys, and keys of groups a refresh recomputes,
 /// without an index; empty when there are none.
-pub fn section(tree: &OpTree) -> PgtResult<String> {
+pub fn section(tree: &OpTree, group_indexes: &GroupIndexes) -> PgtResult<String> {
     let mut missing: Vec<Probe> = Vec::new();
     for probe in probes(tree) {
         if !is_indexed(probe.table.relid, &probe.column)? {
@@ -37,7 +38,7 @@ pub fn section(tree: &OpTree) -> PgtResult<String> {
         ));
     }
     // A partitioned or inherited table's index would not be used (`group_key_indexes`).
-    let pairs = group_key_indexes(tree)?.key_value_pairs;
+    let pairs = &group_indexes.key_value_pairs;
     let mut extrema: Vec<ExtremumIndex> = Vec::new();
     for x in extremum_indexes(tree) {
         if !pairs.contains(&(x.table.relid, x.key.clone(), x.argument.clone()))

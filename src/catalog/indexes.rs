@@ -52,11 +52,19 @@ pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
     Ok(found == Some(true))
 }
 
-/// Whether `relid` is a plain table or materialized view without children: the only tables whose
+/// `pg_class` row `c` is a plain table or materialized view without children: the only tables whose
 /// indexes [`group_key_indexes`] counts.
+fn plain_table(c: &str) -> String {
+    format!("{c}.relkind IN ('r', 'm') AND NOT {c}.relhassubclass")
+}
+
+/// Whether `relid` is a plain table or materialized view without children ([`plain_table`]).
 pub fn is_plain_table(relid: u32) -> PgtResult<bool> {
     let plain = spi::one::<bool>(
-        "SELECT c.relkind IN ('r', 'm') AND NOT c.relhassubclass FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &format!(
+            "SELECT {} FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            plain_table("c")
+        ),
         &[Oid::from(relid).into()],
     )?;
     Ok(plain == Some(true))
@@ -96,10 +104,10 @@ pub fn group_key_indexes(tree: &OpTree) -> PgtResult<GroupIndexes> {
                       WHERE i.indnkeyatts >= 2 AND a2.attrelid = i.indrelid AND a2.attnum = i.indkey[1]
                         AND {}) AS second_column
              {} AND am.amname = 'btree'
-                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                             WHERE c.oid = i.indrelid AND c.relkind IN ('r', 'm') AND NOT c.relhassubclass)",
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = i.indrelid AND {})",
             serves_column("i", 1, "oc2", "a2"),
-            leading_columns()
+            leading_columns(),
+            plain_table("c")
         ),
         &[relids.into()],
         |r| {

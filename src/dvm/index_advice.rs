@@ -7,7 +7,7 @@
 //! table. The extension asks the catalog which of these keys have no index ([`advice`] words it).
 
 use super::diff::AggregateState;
-use super::optree::{AggFunc, Expr, ExprPart, Node, OpTree, TableRef};
+use super::optree::{Expr, ExprPart, Node, OpTree, TableRef};
 use super::sql::quote_ident;
 
 /// A lookup a delta term makes: rows of `table` matched on `column` to the delta of `from`.
@@ -188,14 +188,7 @@ pub fn extremum_indexes(tree: &OpTree) -> Vec<ExtremumIndex> {
     let (_, _, _, calls) = state.parts();
     let mut out: Vec<ExtremumIndex> = Vec::new();
     for (j, _, column) in &cols.args {
-        let call = format!(
-            "{}({column})",
-            if calls[*j].func == AggFunc::Min {
-                "min"
-            } else {
-                "max"
-            }
-        );
+        let call = format!("{}({column})", calls[*j].func.name());
         match out.iter_mut().find(|x| x.argument == *column) {
             Some(x) => x.calls.push(call),
             None => out.push(ExtremumIndex {

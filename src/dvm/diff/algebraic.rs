@@ -347,7 +347,7 @@ impl<'t> AggregateState<'t> {
                 AggFunc::Min | AggFunc::Max => {
                     out.push(format!(
                         "pg_catalog.{}({arg}){f} AS s_a{j}",
-                        extremum(call.func)
+                        call.func.name()
                     ));
                     out.push(if extrema {
                         let tie = format!(
@@ -381,7 +381,7 @@ impl<'t> AggregateState<'t> {
                     .map_or(String::new(), |f| format!(" FILTER (WHERE {})", r(f)));
                 format!(
                     "pg_catalog.{}({}){f} OVER ({partition}) AS m{j}",
-                    extremum(c.func),
+                    c.func.name(),
                     c.arg.as_ref().map(r).unwrap_or_default()
                 )
             })
@@ -649,7 +649,7 @@ impl<'t> AggregateState<'t> {
                     ));
                 }
                 AggFunc::Min | AggFunc::Max if j < self.query_calls => {
-                    let agg = extremum(call.func);
+                    let agg = call.func.name();
                     partial.push(format!("pg_catalog.{agg}({arg}){f} AS p_a{j}"));
                     total.push(format!("pg_catalog.{agg}(w.p_a{j}) AS s_a{j}"));
                     total.push(format!("NULL::bigint AS s_n{j}"));
@@ -727,7 +727,7 @@ impl<'t> AggregateState<'t> {
                 .enumerate()
                 .filter(|(_, c)| matches!(c.func, AggFunc::Min | AggFunc::Max))
             {
-                let agg = extremum(c.func);
+                let agg = c.func.name();
                 let arg = c.arg.as_ref().map(r).unwrap_or_default();
                 let f = c
                     .filter
@@ -796,7 +796,7 @@ impl<'t> AggregateState<'t> {
                     ));
                 }
                 AggFunc::Min | AggFunc::Max if copies == ExtremumCopies::Uncounted => {
-                    let agg = extremum(call.func);
+                    let agg = call.func.name();
                     deltas.push(format!(
                         "pg_catalog.{agg}({arg}){} AS di{j}",
                         when(&format!("{w} > 0"))
@@ -1015,12 +1015,13 @@ impl<'t> AggregateState<'t> {
         } else if let Some(probes) = probes {
             // Counts by arithmetic; a MIN/MAX to recompute read off the index, its copies uncounted.
             let probed_state = |st: &str| -> Option<String> {
-                let of = |j: &str| j.parse::<usize>().ok().and_then(|j| probes.get(&j));
-                match (st.strip_prefix('a'), st.strip_prefix('n')) {
-                    (Some(j), _) => of(j).cloned(),
-                    (_, Some(j)) => of(j).map(|_| "NULL::bigint".to_string()),
-                    _ => None,
-                }
+                probes.iter().find_map(|(j, probe)| {
+                    if st == format!("a{j}") {
+                        Some(probe.clone())
+                    } else {
+                        (st == format!("n{j}")).then(|| "NULL::bigint".to_string())
+                    }
+                })
             };
             let items: Vec<String> = states
                 .iter()
@@ -1164,14 +1165,5 @@ fn filter_clause(call: &AggCall, a: &str, extra: Option<String>) -> String {
         String::new()
     } else {
         format!(" FILTER (WHERE {})", parts.join(" AND "))
-    }
-}
-
-/// The aggregate computing a MIN/MAX call's extremum.
-fn extremum(func: AggFunc) -> &'static str {
-    if func == AggFunc::Min {
-        "min"
-    } else {
-        "max"
     }
 }
