@@ -194,6 +194,7 @@ CREATE FUNCTION pgtrickle."_pool_status"() RETURNS TABLE (
 	"idle_workers" INT,
 	"queued_refreshes" INT,
 	"running_refreshes" INT,
+	"pending_cleanups" INT,
 	"refreshes" bigint,
 	"workers_started" bigint,
 	"worker_start_failures" bigint,

@@ -124,6 +124,16 @@ impl TestDb {
         pid
     }
 
+    /// Waits (up to 15 s) until the coordinator has run the clean-ups manual refreshes left it: the
+    /// change rows they applied are deleted after they commit, in a transaction of its own.
+    pub fn wait_for_cleanups(&mut self) {
+        let sql = "SELECT coalesce((SELECT pending_cleanups FROM pgtrickle.pool_status), 0)";
+        let done = crate::wait_until(std::time::Duration::from_secs(15), || {
+            self.value::<i32>(sql) == 0
+        });
+        assert!(done, "the coordinator still owes clean-ups after 15 s");
+    }
+
     /// Creates login role `role` afresh (dropping one, and what it owns here, left by an earlier run).
     /// Roles are cluster-wide and tests run in parallel: name it after the test.
     pub fn fresh_role(&mut self, role: &str) {

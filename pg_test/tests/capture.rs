@@ -507,6 +507,7 @@ fn explain_counts_rows_kept_for_slower_stream_tables_and_names_the_index_for_the
     assert!(!text.contains(&advice), "{text}");
     // Once the slower one has applied them too, they are gone.
     db.exec("SELECT pgtrickle.refresh_stream_table('slow')");
+    db.wait_for_cleanups();
     let text = explain(&mut db, "totals");
     assert!(
         text.contains(&format!("{buffer} (\"public\".\"src\"): 0 rows")),

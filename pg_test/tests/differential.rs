@@ -272,12 +272,14 @@ fn change_buffers_are_emptied_once_every_consumer_has_applied_them() {
     let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
     db.exec("INSERT INTO orders (customer, amount) SELECT 'gc', g FROM generate_series(1, 50) g");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.wait_for_cleanups();
     // `counts` has not consumed them yet: they must stay.
     assert_eq!(
         db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
         50
     );
     db.exec("SELECT pgtrickle.refresh_stream_table('counts')");
+    db.wait_for_cleanups();
     assert_eq!(
         db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
         0
@@ -301,21 +303,71 @@ fn relfilenode(db: &mut TestDb, buffer: &str) -> i64 {
 }
 
 #[test]
-fn a_manual_refresh_deletes_applied_change_rows_and_never_truncates_the_buffer() {
-    // A TRUNCATE would lock the buffer, and so the source's writers, until the caller commits —
+fn a_manual_refresh_leaves_the_clean_up_to_the_coordinator_after_its_commit() {
+    // Deleting the applied change rows inside the refresh would cost its caller that time, and a
+    // TRUNCATE there would lock the buffer, and so the source's writers, until the caller commits —
     // which may be long after the refresh (a function refreshing several, a transaction block).
     let mut db = orders_db("diff_buffer_manual");
     db.exec("SELECT pgtrickle.create_stream_table('counts', 'SELECT count(*) AS n FROM orders', '1h', 'DIFFERENTIAL')");
+    assert!(db.scheduler_pid().is_some(), "no coordinator");
     let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
-    // Over a megabyte of change rows: what a scheduled refresh's clean-up truncates.
+    let count = |db: &mut TestDb| db.value::<i64>(&format!("SELECT count(*) FROM {buffer}"));
+    // Over a megabyte of change rows: what a clean-up in a transaction of its own truncates.
     db.exec("INSERT INTO orders (customer, amount) SELECT 'big' || (g % 7), g FROM generate_series(1, 30000) g");
     let file = relfilenode(&mut db, &buffer);
-    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
-    db.exec("SELECT pgtrickle.refresh_stream_table('counts')");
+    let mut caller = db.connect();
+    caller
+        .batch_execute(
+            "BEGIN;
+             SELECT pgtrickle.refresh_stream_table('totals');
+             SELECT pgtrickle.refresh_stream_table('counts');",
+        )
+        .unwrap();
+    // Inside the caller's transaction the applied rows are still there: nothing was deleted.
+    let inside: i64 = caller
+        .query_one(&format!("SELECT count(*) FROM {buffer}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(inside, 30000);
+    db.wait_for_cleanups();
     assert_eq!(
-        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
-        0
+        count(&mut db),
+        30000,
+        "cleaned up before the refresh committed"
     );
+    caller.batch_execute("COMMIT").unwrap();
+    db.wait_for_cleanups();
+    assert_eq!(count(&mut db), 0);
+    assert_ne!(
+        relfilenode(&mut db, &buffer),
+        file,
+        "a large buffer every consumer has applied is truncated, as after a scheduled refresh"
+    );
+    assert_exact(&mut db);
+    db.assert_matches_query("counts", "SELECT count(*) AS n FROM orders");
+
+    // A refresh rolled back leaves nothing to clean up: its rows stay for the next one.
+    db.exec("INSERT INTO orders (customer, amount) VALUES ('again', 1), ('again', 2)");
+    db.exec("BEGIN; SELECT pgtrickle.refresh_stream_table('totals'); SELECT pgtrickle.refresh_stream_table('counts'); ROLLBACK");
+    db.wait_for_cleanups();
+    assert_eq!(count(&mut db), 2);
+
+    // Without a coordinator (terminated; the launcher restarts it after two seconds) the refresh
+    // deletes the rows itself, and never truncates.
+    let coordinator = db.scheduler_pid().expect("no coordinator");
+    db.exec(&format!("SELECT pg_terminate_backend({coordinator})"));
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            !db.value::<bool>(&format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {coordinator})"
+            ))
+        }),
+        "the coordinator did not exit"
+    );
+    let file = relfilenode(&mut db, &buffer);
+    db.exec("BEGIN; SELECT pgtrickle.refresh_stream_table('totals'); SELECT pgtrickle.refresh_stream_table('counts')");
+    assert_eq!(count(&mut db), 0, "not deleted by the refresh itself");
+    db.exec("COMMIT");
     assert_eq!(
         relfilenode(&mut db, &buffer),
         file,
@@ -337,6 +389,7 @@ fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() 
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     for i in 1..=4 {
         db.exec(&format!("SELECT pgtrickle.refresh_stream_table('c{i}')"));
+        db.wait_for_cleanups();
         assert_eq!(
             db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
             30,
@@ -344,6 +397,7 @@ fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() 
         );
     }
     db.exec("SELECT pgtrickle.refresh_stream_table('c5')");
+    db.wait_for_cleanups();
     assert_eq!(
         db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
         0

@@ -126,6 +126,7 @@ fn a_clean_up_never_deletes_change_rows_a_stream_table_being_created_has_not_see
     db.assert_matches_query("totals", TOTALS);
     // Once every consumer has applied them, the rows go.
     db.exec("SELECT pgtrickle.refresh_stream_table('rows')");
+    db.wait_for_cleanups();
     let buffer: String =
         db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
     assert_eq!(

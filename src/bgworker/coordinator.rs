@@ -8,12 +8,13 @@
 //! — it refreshes in its own process, one job per wake-up. A worker that dies mid-refresh rolled its
 //! transaction back with it; its job is recorded as failed (with backoff) and runs again. While an
 //! external worker (`pg_trickle_worker`) is alive, due refreshes are queued for external workers
-//! instead (external.rs), and the ones they cannot finish come back to the pool.
+//! instead (external.rs), and the ones they cannot finish come back to the pool. On every wake-up it
+//! also runs the clean-ups manual refreshes left it when they committed (releases.rs).
 
 use super::adaptive::{Bounds, Measurement, Sizer};
 use super::xact::{self, Isolation};
 use super::{cpu, policy, pool};
-use super::{external, refresh_worker};
+use super::{external, refresh_worker, releases};
 use crate::cdc::signal;
 use crate::error::PgtResult;
 use crate::gucs;
@@ -163,6 +164,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         }
         c.reap();
         c.collect();
+        c.release_owed();
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + gucs::scheduler_interval();
             let ticked = Instant::now();
@@ -250,6 +252,24 @@ fn bounds(warned: &mut Option<u32>) -> Bounds {
 }
 
 impl Coordinator {
+    /// The clean-ups manual refreshes left to this database's coordinator (releases.rs), each in a
+    /// transaction of its own; whether paused or not, as they free what was already applied.
+    fn release_owed(&self) {
+        let db = self.db.to_u32();
+        // Those owed now: commits that keep owing more wait for the next pass, not the tick.
+        for _ in 0..releases::pending(db) {
+            let Some(pgt_id) = releases::next(db) else {
+                break;
+            };
+            if let Err(e) = xact::run(Isolation::ReadCommitted, || {
+                crate::refresh::release_changes(pgt_id)
+            }) {
+                warning!("pg_trickle coordinator: the clean-up after a manual refresh of stream table {pgt_id} failed: {e}");
+            }
+            releases::done(db, pgt_id);
+        }
+    }
+
     /// Finds what is due (one catalog query, one transaction) and sizes the pool. False when the
     /// extension is gone.
     fn tick(&mut self) -> bool {

@@ -23,6 +23,8 @@ pub mod pool;
 #[cfg(feature = "pg")]
 mod refresh_worker;
 #[cfg(feature = "pg")]
+pub mod releases;
+#[cfg(feature = "pg")]
 mod shmem;
 #[cfg(feature = "pg")]
 mod xact;
@@ -38,6 +40,7 @@ pub const MAX_POOL_WORKERS: usize = 64;
 pub fn init() {
     shmem::init();
     pool::init();
+    releases::init();
     launcher::register();
     #[cfg(not(feature = "pg13"))]
     database_ddl::install();

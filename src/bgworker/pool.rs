@@ -169,6 +169,21 @@ fn wake_all(shared: &PoolShared, db: u32) {
     }
 }
 
+/// Whether a live coordinator serves `db`.
+pub fn coordinator_serves(db: u32) -> bool {
+    POOL.share()
+        .pools
+        .iter()
+        .any(|p| p.db == db && p.coordinator != 0 && alive(p.coordinator, db))
+}
+
+/// Wakes `db`'s coordinator, if one serves it.
+pub fn wake_coordinator(db: u32) {
+    if let Some(pool) = POOL.share().pools.iter().find(|p| p.db == db) {
+        set_latch(pool.coordinator_latch);
+    }
+}
+
 /// Queues jobs (stream table id and name) and wakes idle workers. Returns how many fit.
 pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
     let mut shared = POOL.exclusive();

@@ -215,12 +215,14 @@ fn run_claimed(
     })?;
     crate::stats::cost_summary::record(pgt_id, done.action, done.changes, started_at, finished_at)?;
     // A NO_DATA refresh consumed nothing, so it frees no change rows: skip the buffer scans. A
-    // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`). A
-    // manual one deletes, never truncates: its caller's statement or transaction may go on for long
-    // after it, and writers of the source would wait for the buffer's lock all that time.
+    // scheduled refresh leaves the clean-up to its caller, after the commit (`release_changes`); a
+    // manual one to the coordinator, after its caller commits (bgworker/releases.rs). Without a
+    // coordinator it deletes, never truncates: its caller's statement or transaction may go on for
+    // long after it, and writers of the source would wait for the buffer's lock all that time.
     if st.effective_mode == "DIFFERENTIAL"
         && done.action != RefreshAction::NoData
         && initiator != Initiator::Scheduler
+        && !(initiator == Initiator::Manual && crate::bgworker::releases::after_commit(pgt_id))
     {
         settings::with_differential_settings(|| {
             differential::release_consumed_changes(&st, differential::Release::Delete)
