@@ -129,6 +129,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
     .flatten()
     .unwrap_or_default();
     pool::attach_coordinator(db.to_u32(), pid);
+    releases::adopt(db.to_u32());
     crate::stats::history::set_executor(crate::stats::history::Executor::Coordinator);
     log!("{} started", BackgroundWorker::get_name());
 

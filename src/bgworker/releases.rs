@@ -64,6 +64,14 @@ pub fn after_commit(pgt_id: i64) -> bool {
     true
 }
 
+/// A coordinator starts serving `db`: clean-ups an earlier one was running when it exited are owed
+/// again.
+pub fn adopt(db: u32) {
+    for e in OWED.exclusive().entries.iter_mut().filter(|e| e.db == db) {
+        e.running = false;
+    }
+}
+
 /// The next clean-up owed in `db`, marked running; `done` takes it off the list.
 pub fn next(db: u32) -> Option<i64> {
     let mut shared = OWED.exclusive();
