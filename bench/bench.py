@@ -226,6 +226,33 @@ BEGIN
   END LOOP;
   RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
 END $f$;
+-- After a manual refresh the coordinator deletes the change rows it applied, in a transaction of its
+-- own once the refresh committed (docs/ARCHITECTURE.md, Change capture): waits until no buffer of
+-- `st`'s sources holds a row every DIFFERENTIAL consumer has applied, so that the clean-up does not
+-- run beside the next measurement; returns the milliseconds that took.
+CREATE FUNCTION bench.wait_released(st regclass, timeout_s int DEFAULT 60) RETURNS double precision
+LANGUAGE plpgsql AS $f$
+DECLARE t0 timestamptz := clock_timestamp(); src oid; pending bool;
+BEGIN
+  LOOP
+    pending := false;
+    FOR src IN SELECT d.source_relid FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                WHERE s.pgt_relid = st AND to_regclass('pgtrickle_changes.changes_' || d.source_relid) IS NOT NULL LOOP
+      EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgtrickle_changes.%I b WHERE NOT EXISTS (
+                        SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                         WHERE d.source_relid = $1 AND s.effective_mode = ''DIFFERENTIAL''
+                           AND (s.frontier IS NULL OR NOT pg_visible_in_snapshot(b.__pgt_xid, s.frontier))))',
+                     'changes_' || src) INTO pending USING src;
+      EXIT WHEN pending;
+    END LOOP;
+    EXIT WHEN NOT pending;
+    IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+      RAISE EXCEPTION 'the change rows % applied were not cleaned up after % s', st, timeout_s;
+    END IF;
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
+END $f$;
 CREATE FUNCTION bench.last_refresh_id() RETURNS bigint LANGUAGE sql AS
   $f$ SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history $f$;
 -- Exactly one refresh of `st` since `after_id`, successful, with the expected action (for an AUTO
@@ -366,11 +393,12 @@ SELECT nextval('fact_id_seq'), 1 + (random() * {d_ - 1})::int, 1 + (random() * {
  WHERE id = (SELECT id FROM fact WHERE id >= (SELECT (random() * max(id))::bigint FROM fact) ORDER BY id LIMIT 1);
 """
 
-    def pair(self, rep, st, mv, stmt_st, mv_name=None):
+    def pair(self, rep, st, mv, stmt_st, mv_name=None, refreshed=None):
         """The stream table's refresh and the matview's, alternating which goes first. `st` and `mv`
-        tag the timings (`mv` also names the matview unless `mv_name` does)."""
+        tag the timings (`mv` also names the matview unless `mv_name` does; `st` the stream table
+        unless `refreshed` does). The clean-up after the refresh is waited for, untimed."""
         tag_st, tag_mv = ("st", "mv") if mv_name is None else (st, mv)
-        a = timed_stmt(tag_st, stmt_st)
+        a = timed_stmt(tag_st, stmt_st) + f"SELECT bench.wait_released({q(refreshed or st)});\n"
         b = timed_stmt(tag_mv, f"REFRESH MATERIALIZED VIEW {mv_name or mv}")
         return a + b if rep % 2 == 0 else b + a
 
@@ -433,7 +461,8 @@ SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
 
         verify = f"SELECT bench.verify({q(st)}, {q(cols)}, {dq(query)});\n"
         refresh = f"SELECT pgtrickle.refresh_stream_table({q(st)})"
-        warm = f"SELECT pgtrickle.refresh_stream_table({q(st)});\nSELECT count(*) FROM {mv};\n"
+        warm = f"SELECT pgtrickle.refresh_stream_table({q(st)});\nSELECT bench.wait_released({q(st)});\n" \
+            f"SELECT count(*) FROM {mv};\n"
         before = "SELECT bench.last_refresh_id() AS before_id \\gset\n"
 
         def expect(action, tbl=st):
@@ -534,7 +563,7 @@ CREATE MATERIALIZED VIEW {mv} AS {reader_q};
         for r in range(reps):
             ups = [timed_stmt("up", refresh(up)), timed_stmt("alone", refresh(alone))]
             script += before + "".join(ups if r % 2 == 0 else ups[::-1]) + \
-                self.pair(r, "reader", "mv", refresh(reader), mv_name=mv) + \
+                self.pair(r, "reader", "mv", refresh(reader), mv_name=mv, refreshed=reader) + \
                 f"SELECT bench.expect_action({q(up)}, :before_id, 'FULL');\n" + \
                 f"SELECT bench.expect_action({q(reader)}, :before_id, 'FULL');\n" + \
                 f"SELECT bench.verify({q(reader)}, 'qty, n, total', {dq(reader_q)});\n"
@@ -838,7 +867,7 @@ SELECT string_agg(concat_ws(E'\x1f', c.relname, s.effective_mode, coalesce(s.mod
                 if r == 0:  # warm-up: plans made, as in a long-lived refresh worker
                     script += f"{refresh};\nREFRESH MATERIALIZED VIEW {mv};\n"
                 else:
-                    script += before + self.pair(r + k, f"{name}_st", f"{name}_mv", refresh, mv_name=mv) + \
+                    script += before + self.pair(r + k, f"{name}_st", f"{name}_mv", refresh, mv_name=mv, refreshed=st) + \
                         f"SELECT bench.expect_action({q(st)}, :before_id, '{i['want']}');\n"
                 script += f"SELECT bench.verify({q(st)}, {q(i['cols'])}, {dq(sql)});\n"
         t0 = time.monotonic()
