@@ -124,6 +124,19 @@ impl TestDb {
         pid
     }
 
+    /// The pid of the coordinator serving this database (its pool shows in `pool_status`), waiting
+    /// up to 15 s for one: a coordinator process shows in pg_stat_activity before it serves.
+    pub fn serving_coordinator(&mut self) -> Option<i32> {
+        let sql = "SELECT p.coordinator_pid FROM pgtrickle.pool_status p
+                     JOIN pg_stat_activity a ON a.pid = p.coordinator_pid AND a.backend_type = 'pg_trickle coordinator'";
+        let mut pid = None;
+        crate::wait_until(std::time::Duration::from_secs(15), || {
+            pid = self.rows(sql, &[]).first().map(|r| r.get(0));
+            pid.is_some()
+        });
+        pid
+    }
+
     /// Waits (up to 15 s) until the coordinator has run the clean-ups manual refreshes left it: the
     /// change rows they applied are deleted after they commit, in a transaction of its own.
     pub fn wait_for_cleanups(&mut self) {

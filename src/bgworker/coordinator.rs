@@ -262,8 +262,12 @@ impl Coordinator {
             let Some(pgt_id) = releases::next(db) else {
                 break;
             };
+            // The extension may have been dropped since (the next tick notices and exits).
             if let Err(e) = xact::run(Isolation::ReadCommitted, || {
-                crate::refresh::release_changes(pgt_id)
+                if extension_installed()? {
+                    crate::refresh::release_changes(pgt_id)?;
+                }
+                Ok(())
             }) {
                 warning!("pg_trickle coordinator: the clean-up after a manual refresh of stream table {pgt_id} failed: {e}");
             }

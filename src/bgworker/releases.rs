@@ -6,9 +6,10 @@
 //! (`refresh::release_changes`): deleting the rows every consumer has applied, or truncating a
 //! large buffer they all have.
 //!
-//! The owed clean-ups live in shared memory. One that is lost (a restart, no room, a coordinator
-//! that exits first) leaves its rows to the source's next clean-up, after any refresh of a consumer
-//! that applies changes. Without a coordinator serving the database the refresh cleans up itself.
+//! The owed clean-ups live in shared memory. One that is lost (a restart, a coordinator that exits
+//! first) leaves its rows to the source's next clean-up, after any refresh of a consumer that
+//! applies changes. Without a coordinator serving the database, or without room in the list, the
+//! refresh cleans up itself, as before.
 
 use super::pool;
 use pgrx::prelude::*;
@@ -47,11 +48,13 @@ thread_local! {
 }
 
 /// Leaves the clean-up after this transaction's refresh of `pgt_id` to the coordinator, once the
-/// transaction commits. False when no coordinator serves this database: the caller cleans up now.
+/// transaction commits. False when no coordinator serves this database, or the list has no room for
+/// what this transaction owes: the caller cleans up now.
 pub fn after_commit(pgt_id: i64) -> bool {
     // SAFETY: MyDatabaseId is set for every backend connected to a database.
     let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    if !pool::coordinator_serves(db) {
+    let owed = PENDING.with(|p| p.borrow().len());
+    if !pool::coordinator_serves(db) || !has_room(owed + 1) {
         return false;
     }
     register_once();
@@ -62,6 +65,17 @@ pub fn after_commit(pgt_id: i64) -> bool {
         }
     });
     true
+}
+
+/// Whether the list has room for `more` entries. When it looks full, the entries of databases no
+/// live coordinator serves (dropped, or the extension dropped) are forgotten first: nothing would
+/// run them, and their rows go with the next clean-up if the coordinator comes back.
+fn has_room(more: usize) -> bool {
+    let mut shared = OWED.exclusive();
+    if shared.entries.len() + more > MAX_OWED {
+        shared.entries.retain(|e| pool::coordinator_serves(e.db));
+    }
+    shared.entries.len() + more <= MAX_OWED
 }
 
 /// A coordinator starts serving `db`: clean-ups an earlier one was running when it exited are owed
@@ -103,9 +117,12 @@ fn register_once() {
     if REGISTERED.with(|r| r.replace(true)) {
         return;
     }
-    // SAFETY: registers a static function for this backend's lifetime; it only touches our own
+    // SAFETY: registers static functions for this backend's lifetime; they only touch our own
     // thread-local list and shared memory under its LWLock.
-    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterResourceReleaseCallback(Some(after_locks_released), std::ptr::null_mut());
+    }
 }
 
 #[pg_guard]
@@ -114,13 +131,31 @@ unsafe extern "C-unwind" fn at_transaction_end(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => owe_pending(),
         // A prepared transaction commits later, maybe in another session: its rows wait for the
         // next clean-up, as they would after an aborted one (nothing was applied there).
         pg_sys::XactEvent::XACT_EVENT_PREPARE | pg_sys::XactEvent::XACT_EVENT_ABORT => {
             PENDING.with(|p| p.borrow_mut().clear())
         }
         _ => {}
+    }
+}
+
+/// Owes the clean-ups once a committed transaction has released its locks, not at its commit
+/// callback: the refresh still holds its lock on each buffer there, and a coordinator woken at once
+/// would find the buffer in use and delete rather than truncate.
+#[pg_guard]
+unsafe extern "C-unwind" fn after_locks_released(
+    phase: pg_sys::ResourceReleasePhase::Type,
+    is_commit: bool,
+    is_top_level: bool,
+    _arg: *mut std::ffi::c_void,
+) {
+    // Called once per resource owner of the transaction; the first call takes the list.
+    if phase == pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS
+        && is_commit
+        && is_top_level
+    {
+        owe_pending();
     }
 }
 

@@ -363,7 +363,10 @@ impl Release {
 
 /// Deletes change rows every DIFFERENTIAL consumer of the source has applied (visible in all their
 /// frontiers), so buffers do not grow without bound — or truncates the buffer (see [`Release`]).
-/// Skips a buffer another session is cleaning, and one with a consumer that has applied nothing yet.
+/// Skips a buffer another session is cleaning, one with a consumer that has applied nothing yet, and
+/// one it cannot lock at once: a clean-up never waits for a lock (the coordinator runs clean-ups
+/// between its ticks, and a truncated buffer stays locked until the clean-up commits), and the rows
+/// it leaves go with the next one.
 pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtResult<()> {
     let Some(tree) = st.tree()? else {
         return Ok(());
@@ -377,11 +380,16 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
             continue;
         }
         let source = Oid::from(t.relid);
+        let buffer = cdc::buffer_name(source);
+        let Some(buffer_oid) = lock_buffer_at_once(&buffer)? else {
+            continue;
+        };
         let Some(applied) = applied_by_all(source)? else {
             continue;
         };
-        let buffer = cdc::buffer_name(source);
-        if how == Release::TruncateWhenAllApplied && truncated(source, &buffer, &applied)? {
+        if how == Release::TruncateWhenAllApplied
+            && truncated(source, buffer_oid, &buffer, &applied)?
+        {
             continue;
         }
         spi::exec(
@@ -465,20 +473,41 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
     }))
 }
 
+/// The buffer's oid once this transaction holds `ROW EXCLUSIVE` on it (what its `DELETE` takes);
+/// None when it is gone, or another session holds a lock that conflicts (a DDL on the source, a
+/// clean-up that truncated it and has not committed yet, `LOCK TABLE`).
+fn lock_buffer_at_once(buffer: &QualifiedName) -> PgtResult<Option<Oid>> {
+    let Some(oid) = spi::one::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[buffer.quoted().as_str().into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    // SAFETY: takes a lock the transaction keeps until it ends; never waits.
+    let locked = unsafe {
+        pg_sys::ConditionalLockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
+    };
+    // Dropped between the lookup and the lock: nothing to clean.
+    let exists = locked
+        && spi::one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)",
+            &[oid.into()],
+        )? == Some(true);
+    Ok(exists.then_some(oid))
+}
+
 /// Truncates a large buffer whose every row has been applied, if no other session uses it; whether
 /// it did. Holding `ACCESS EXCLUSIVE`, no writer can be adding rows, and every writer that added some
-/// has ended: this statement's snapshot sees all of them.
-fn truncated(source: Oid, buffer: &QualifiedName, applied: &AppliedByAll) -> PgtResult<bool> {
-    let Some((oid, bytes)) = spi::rows(
-        "SELECT c.oid, pg_catalog.pg_relation_size(c.oid) AS bytes FROM pg_catalog.pg_class c
-          WHERE c.oid = pg_catalog.to_regclass($1)",
-        &[buffer.quoted().as_str().into()],
-        |r| Ok((spi::col::<Oid>(r, "oid")?, spi::col::<i64>(r, "bytes")?)),
-    )?
-    .into_iter()
-    .next() else {
-        return Ok(false);
-    };
+/// has ended: this statement's snapshot sees all of them. `oid`: the buffer, locked.
+fn truncated(
+    source: Oid,
+    oid: Oid,
+    buffer: &QualifiedName,
+    applied: &AppliedByAll,
+) -> PgtResult<bool> {
+    let bytes =
+        spi::one::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[oid.into()])?.unwrap_or(0);
     if bytes < TRUNCATE_FROM_BYTES {
         return Ok(false);
     }
