@@ -455,6 +455,40 @@ fn a_clean_up_never_waits_for_a_lock_on_a_buffer() {
 }
 
 #[test]
+fn refreshes_beyond_what_the_coordinators_list_holds_clean_up_themselves() {
+    // The clean-ups owed to coordinators live in a list of 1,024 entries for the cluster. A
+    // transaction that refreshes more stream tables than fit must not leave the rest undone (nothing
+    // would ever run them, and a stream table refreshed only by hand would grow its buffer for good).
+    let mut db = TestDb::new("diff_cleanup_capacity");
+    db.exec("CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL)");
+    assert!(db.serving_coordinator().is_some(), "no coordinator");
+    const MANY: i32 = 1040;
+    db.exec(&format!(
+        "DO $$ BEGIN FOR i IN 1..{MANY} LOOP
+           PERFORM pgtrickle.create_stream_table('s' || i, 'SELECT count(*) AS n FROM src', '1h', 'DIFFERENTIAL');
+         END LOOP; END $$"
+    ));
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'src'::regclass::oid");
+    db.exec("INSERT INTO src VALUES (1, 1)");
+    db.exec(&format!(
+        "BEGIN; DO $$ BEGIN FOR i IN 1..{MANY} LOOP PERFORM pgtrickle.refresh_stream_table('s' || i); END LOOP; END $$"
+    ));
+    // The last refreshes found no room: the last consumer deleted the row every one had applied.
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0,
+        "the last refresh left its clean-up to a list with no room"
+    );
+    db.exec("COMMIT");
+    db.wait_for_cleanups();
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
+    db.assert_matches_query(&format!("s{MANY}"), "SELECT count(*) AS n FROM src");
+}
+
+#[test]
 fn change_buffers_of_a_source_with_many_consumers_are_emptied_by_the_last_one() {
     // More consumers than the clean-up reads frontiers of one by one: the other form of its DELETE.
     let mut db = orders_db("diff_buffer_gc_many");
