@@ -109,7 +109,8 @@ pub fn pending(db: u32) -> u32 {
     OWED.share().entries.iter().filter(|e| e.db == db).count() as u32
 }
 
-/// Registers the transaction-end callback, once per backend (at its first manual refresh).
+/// Registers the transaction-end and resource-release callbacks, once per backend (at its first
+/// manual refresh).
 fn register_once() {
     thread_local! {
         static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
