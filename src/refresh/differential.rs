@@ -381,7 +381,7 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
         }
         let source = Oid::from(t.relid);
         let buffer = cdc::buffer_name(source);
-        let Some(buffer_oid) = lock_buffer_at_once(&buffer)? else {
+        let Some(buffer_oid) = lock_buffer_at_once(&buffer) else {
             continue;
         };
         let Some(applied) = applied_by_all(source)? else {
@@ -475,26 +475,28 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
 
 /// The buffer's oid once this transaction holds `ROW EXCLUSIVE` on it (what its `DELETE` takes);
 /// None when it is gone, or another session holds a lock that conflicts (a DDL on the source, a
-/// clean-up that truncated it and has not committed yet, `LOCK TABLE`).
-fn lock_buffer_at_once(buffer: &QualifiedName) -> PgtResult<Option<Oid>> {
-    let Some(oid) = spi::one::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
-        &[buffer.quoted().as_str().into()],
-    )?
-    else {
-        return Ok(None);
+/// clean-up that truncated it and has not committed yet, `LOCK TABLE`). PostgreSQL's own lookup
+/// (`RVR_SKIP_LOCKED`) looks the name up again should the relation change while it waited for nothing.
+fn lock_buffer_at_once(buffer: &QualifiedName) -> Option<Oid> {
+    let (Ok(schema), Ok(name)) = (
+        std::ffi::CString::new(buffer.schema.as_str()),
+        std::ffi::CString::new(buffer.name.as_str()),
+    ) else {
+        return None;
     };
-    // SAFETY: takes a lock the transaction keeps until it ends; never waits.
-    let locked = unsafe {
-        pg_sys::ConditionalLockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
+    // SAFETY: makeRangeVar copies nothing but keeps the pointers, which outlive the call below;
+    // the lookup takes a lock the transaction keeps until it ends, and never waits.
+    let oid = unsafe {
+        let range = pg_sys::makeRangeVar(schema.as_ptr().cast_mut(), name.as_ptr().cast_mut(), -1);
+        pg_sys::RangeVarGetRelidExtended(
+            range,
+            pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK | pg_sys::RVROption::RVR_SKIP_LOCKED,
+            None,
+            std::ptr::null_mut(),
+        )
     };
-    // Dropped between the lookup and the lock: nothing to clean.
-    let exists = locked
-        && spi::one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)",
-            &[oid.into()],
-        )? == Some(true);
-    Ok(exists.then_some(oid))
+    (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
 /// Truncates a large buffer whose every row has been applied, if no other session uses it; whether
