@@ -226,33 +226,27 @@ BEGIN
   END LOOP;
   RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
 END $f$;
--- After a manual refresh the coordinator deletes the change rows it applied, in a transaction of its
--- own once the refresh committed (docs/ARCHITECTURE.md, Change capture): waits until no buffer of
--- `st`'s sources holds a row every DIFFERENTIAL consumer has applied, so that the clean-up does not
--- run beside the next measurement; returns the milliseconds that took.
-CREATE FUNCTION bench.wait_released(st regclass, timeout_s int DEFAULT 60) RETURNS double precision
-LANGUAGE plpgsql AS $f$
-DECLARE t0 timestamptz := clock_timestamp(); src oid; pending bool;
+-- Whether a buffer of `st`'s sources holds a row every DIFFERENTIAL consumer has applied: what the
+-- clean-up after a refresh deletes.
+CREATE FUNCTION bench.applied_left(st regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
+DECLARE src oid; left_over bool;
 BEGIN
-  LOOP
-    pending := false;
-    FOR src IN SELECT d.source_relid FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                WHERE s.pgt_relid = st AND to_regclass('pgtrickle_changes.changes_' || d.source_relid) IS NOT NULL LOOP
-      EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgtrickle_changes.%I b WHERE NOT EXISTS (
-                        SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                         WHERE d.source_relid = $1 AND s.effective_mode = ''DIFFERENTIAL''
-                           AND (s.frontier IS NULL OR NOT pg_visible_in_snapshot(b.__pgt_xid, s.frontier))))',
-                     'changes_' || src) INTO pending USING src;
-      EXIT WHEN pending;
-    END LOOP;
-    EXIT WHEN NOT pending;
-    IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
-      RAISE EXCEPTION 'the change rows % applied were not cleaned up after % s', st, timeout_s;
-    END IF;
-    PERFORM pg_sleep(0.002);
+  FOR src IN SELECT d.source_relid FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE s.pgt_relid = st AND to_regclass('pgtrickle_changes.changes_' || d.source_relid) IS NOT NULL LOOP
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgtrickle_changes.%I b WHERE NOT EXISTS (
+                      SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                       WHERE d.source_relid = $1 AND s.effective_mode = ''DIFFERENTIAL''
+                         AND (s.frontier IS NULL OR NOT pg_visible_in_snapshot(b.__pgt_xid, s.frontier))))',
+                   'changes_' || src) INTO left_over USING src;
+    IF left_over THEN RETURN true; END IF;
   END LOOP;
-  RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
+  RETURN false;
 END $f$;
+-- After a manual refresh the coordinator deletes the change rows it applied, in a transaction of its
+-- own once the refresh committed (docs/ARCHITECTURE.md, Change capture): waits for that, so that
+-- the clean-up does not run beside the next measurement.
+CREATE FUNCTION bench.wait_released(st regclass) RETURNS double precision LANGUAGE sql AS
+  $f$ SELECT bench.wait_visible(format('SELECT NOT bench.applied_left(%L)', st), 60) $f$;
 CREATE FUNCTION bench.last_refresh_id() RETURNS bigint LANGUAGE sql AS
   $f$ SELECT coalesce(max(refresh_id), 0) FROM pgtrickle.pgt_refresh_history $f$;
 -- Exactly one refresh of `st` since `after_id`, successful, with the expected action (for an AUTO
