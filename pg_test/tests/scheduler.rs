@@ -276,14 +276,9 @@ fn a_terminated_scheduler_is_restarted_promptly() {
     // shows in pool_status.
     let serving = "SELECT p.coordinator_pid FROM pgtrickle.pool_status p
                      JOIN pg_stat_activity a ON a.pid = p.coordinator_pid AND a.backend_type = 'pg_trickle coordinator'";
-    let mut pid = 0;
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            pid = db.rows(serving, &[]).first().map_or(0, |r| r.get(0));
-            pid != 0
-        }),
-        "no coordinator serves the database"
-    );
+    let mut pid = db
+        .serving_coordinator()
+        .expect("no coordinator serves the database");
     // Twice: the first restart may also be owed to the start request create_stream_table posted.
     for round in 0..2 {
         db.exec(&format!("SELECT pg_terminate_backend({pid})"));
