@@ -204,7 +204,9 @@ CREATE FUNCTION pgtrickle."_pool_status"() RETURNS TABLE (
 	"reason" TEXT,
 	"cpu_percent" double precision,
 	"queue_depth" INT,
-	"lag_ratio" double precision
+	"lag_ratio" double precision,
+	"signalled_sources" INT,
+	"signal_overflows" bigint
 )
 STRICT
 LANGUAGE c

@@ -308,3 +308,45 @@ fn a_terminated_scheduler_is_restarted_promptly() {
             .is_empty()));
     }
 }
+
+/// The change signals have room for 4096 sources in the whole cluster: a source no stream table
+/// reads any more leaves them (after a margin of 10 s since its last signal), a source one still
+/// reads keeps its place however long it has been quiet, and stream tables follow their sources
+/// as before.
+#[test]
+fn a_source_no_stream_table_reads_any_more_leaves_the_change_signals() {
+    let mut db = TestDb::new("sched_signals");
+    db.exec(
+        "CREATE TABLE kept (id int PRIMARY KEY, v int NOT NULL);
+         CREATE TABLE gone (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO kept VALUES (1, 1); INSERT INTO gone VALUES (1, 1);",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('on_kept', 'SELECT id, v FROM kept', '1s', 'DIFFERENTIAL')");
+    db.exec("SELECT pgtrickle.create_stream_table('on_gone', 'SELECT id, v FROM gone', '1s', 'DIFFERENTIAL')");
+    db.serving_coordinator()
+        .expect("no coordinator serves the database");
+    let signalled = |db: &mut TestDb| {
+        db.value::<i32>(
+            "SELECT coalesce((SELECT signalled_sources FROM pgtrickle.pool_status), -1)",
+        )
+    };
+    db.exec("UPDATE kept SET v = 2; UPDATE gone SET v = 2;");
+    assert_eq!(signalled(&mut db), 2);
+    let overflows: i64 = db.value("SELECT signal_overflows FROM pgtrickle.pool_status");
+    assert!(overflows >= 0);
+
+    db.exec("SELECT pgtrickle.drop_stream_table('on_gone')");
+    assert!(
+        wait_until(Duration::from_secs(30), || signalled(&mut db) == 1),
+        "the dropped stream table's source kept its change signal: {}",
+        signalled(&mut db)
+    );
+    // Quiet for longer than the margin, and still read: kept.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(signalled(&mut db), 1);
+    db.exec("UPDATE kept SET v = 3; UPDATE gone SET v = 3;");
+    assert!(wait_until(Duration::from_secs(10), || db
+        .multiset_diff("on_kept", "SELECT id, v FROM kept")
+        .is_empty()));
+    assert_eq!(signalled(&mut db), 1);
+}

@@ -45,8 +45,11 @@ fn pool_status() -> TableIterator<
         name!(cpu_percent, Option<f64>),
         name!(queue_depth, Option<i32>),
         name!(lag_ratio, Option<f64>),
+        name!(signalled_sources, i32),
+        name!(signal_overflows, i64),
     ),
 > {
+    let (signalled, overflows) = crate::cdc::signal::usage(database());
     let row = pool::status(database()).map(|s| {
         let last = s.last.as_ref();
         (
@@ -69,6 +72,8 @@ fn pool_status() -> TableIterator<
             last.and_then(cpu_percent),
             last.map(|d| d.queue_depth as i32),
             last.map(|d| d.lag_ratio),
+            signalled as i32,
+            overflows as i64,
         )
     });
     TableIterator::new(row)

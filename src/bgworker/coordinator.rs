@@ -26,7 +26,7 @@ use pgrx::bgworkers::{
 };
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub const BACKEND_TYPE: &str = "pg_trickle coordinator";
@@ -95,6 +95,8 @@ struct Coordinator {
     join_failures_seen: u64,
     warned_no_slot: bool,
     warned_clamp: Option<u32>,
+    /// The change signals' overflow count when this coordinator started or last warned of it.
+    overflows_seen: u64,
     /// Jobs queued for external workers (pgt_worker_jobs), by stream table: (job_id, name).
     external_jobs: HashMap<i64, (i64, String)>,
     /// External workers alive at the last sweep: due refreshes go to them while there is one.
@@ -148,6 +150,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
         join_failures_seen: pool::join_failures(db.to_u32()),
         warned_no_slot: false,
         warned_clamp: None,
+        overflows_seen: 0,
         external_jobs: HashMap::new(),
         workers_alive: 0,
     };
@@ -174,6 +177,8 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
             if !alive {
                 pool::detach_coordinator(db.to_u32());
                 super::shmem::stop_serving(db);
+                // Its capture went with it; a coordinator of a new installation starts afresh.
+                signal::forget_database(db.to_u32());
                 log!("pg_trickle coordinator: extension dropped, exiting");
                 return;
             }
@@ -291,6 +296,7 @@ impl Coordinator {
         if !gucs::enabled() {
             self.waiting.clear(); // paused: what has not been queued yet waits for the resumption
         }
+        self.warn_of_overflows();
         let lag_ratio = self.take_due(found.due, found.may_skip);
         self.name_waiting();
         let (queued, _) = pool::outstanding(self.db.to_u32());
@@ -378,6 +384,19 @@ impl Coordinator {
                 .find(|(id, _)| *id == w.pgt_id)
                 .map(|(_, n)| n.clone())
                 .unwrap_or_else(|| format!("pgt_id {}", w.pgt_id));
+        }
+    }
+
+    /// Logs (once per coordinator, and again if it worsens tenfold) that sources found no room
+    /// in the change signals: every overflow refreshes every idle stream table of the cluster.
+    fn warn_of_overflows(&mut self) {
+        let overflows = signal::overflows();
+        if overflows > 0 && overflows >= self.overflows_seen.saturating_mul(10).max(1) {
+            warning!(
+                "pg_trickle: {overflows} commits found no room for their source in the change signals, which hold {} sources for the cluster; each made every idle stream table refresh once",
+                signal::MAX_SOURCES
+            );
+            self.overflows_seen = overflows;
         }
     }
 
@@ -691,6 +710,11 @@ struct Found {
     may_skip: bool,
 }
 
+/// A source no listed stream table reads is forgotten by the signal map only if its latest signal is
+/// this much older than the listing: a stream table committed just after the listing (not in it),
+/// whose source signalled since, keeps that signal for the lag its monitoring reports.
+const FORGET_MARGIN_US: i64 = 10_000_000;
+
 /// None when the extension is not installed (any more). With `enabled` off, finds nothing due.
 fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
     if !extension_installed()? {
@@ -711,6 +735,8 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
         "false"
     };
     let pending = crate::catalog::reinit::pending_sql("st")?;
+    // SAFETY: reading the clock.
+    let listed_at = unsafe { pg_sys::GetCurrentTimestamp() };
     // Two scans of one table each, joined here: the tick must not depend on the catalog's statistics.
     // A join planned when pgt_stream_tables was analysed nearly empty (every stream table dropped,
     // then many created before autovacuum analysed it again) ran the grouped dependencies once per
@@ -751,6 +777,15 @@ fn due_stream_tables(enabled: bool) -> PgtResult<Option<Found>> {
             ))
         },
     )?;
+    let captured: HashSet<u32> = reads
+        .iter()
+        .filter(|(_, _, captured)| *captured)
+        .map(|(_, source, _)| *source)
+        .collect();
+    // SAFETY: MyDatabaseId is set once the coordinator is connected.
+    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    // Sources nothing reads any more (their stream tables dropped) leave the map.
+    signal::forget_uncaptured(db, &captured, listed_at - FORGET_MARGIN_US);
     let stream_table_of: HashMap<u32, i64> = tables.iter().map(|t| (t.relid, t.pgt_id)).collect();
     // Per stream table: the stream tables it reads, and its captured sources (sorted: the signals
     // read for them are compared with those of earlier ticks).

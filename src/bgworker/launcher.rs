@@ -65,12 +65,23 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
             }
         }
         let dbs = databases::connectable();
-        slots.retain(|oid, _| {
-            let exists = dbs.iter().any(|d| d.oid.to_u32() == *oid);
-            if !exists {
-                shmem::take_serving(*oid);
+        slots.retain(|oid, slot| {
+            if dbs.iter().any(|d| d.oid.to_u32() == *oid) {
+                return true;
             }
-            exists
+            // The slot stays while a coordinator still runs there (terminated for DROP DATABASE and
+            // not yet gone, or a database made unconnectable under it): it still compares the
+            // database's change signals. Once it has exited, they go with the database.
+            if slot
+                .handle
+                .as_ref()
+                .is_some_and(|h| !matches!(h.pid(), Err(BackgroundWorkerStatus::Stopped)))
+            {
+                return true;
+            }
+            shmem::take_serving(*oid);
+            crate::cdc::signal::forget_database(*oid);
+            false
         });
         for db in &dbs {
             let slot = slots.entry(db.oid.to_u32()).or_insert(Slot {

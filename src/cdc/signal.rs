@@ -2,35 +2,107 @@
 //! an idle DIFFERENTIAL stream table costs no transaction, refresh or catalog write per tick.
 //!
 //! Capture functions call `pgtrickle._note_change(source)`; when the writing transaction commits
-//! (its changes visible), the source's counter goes up. The coordinator remembers each stream
-//! table's source counters as they were just before its last refresh was queued; while they are
+//! (its changes visible), the source gets a new stamp. The coordinator remembers each stream
+//! table's source stamps as they were just before its last refresh was queued; while they are
 //! the same, nothing committed since, and the refresh is skipped. Shared memory is lost on restart,
 //! and then every stream table refreshes once. Conservative everywhere else: a source that finds no
 //! room bumps `overflows` (every stream table then counts as changed), a prepared transaction bumps
 //! at PREPARE (the coordinator refreshes regardless while prepared transactions exist), an aborted
 //! subtransaction's change still counts.
+//!
+//! Entries of sources nothing captures any more are forgotten (the coordinator's sweep, the
+//! launcher for a dropped database), so the map holds the cluster's live sources, not every source
+//! it ever had. Stamps come from one cluster-wide sequence and are never reused: a source forgotten
+//! and signalled again never shows a stamp some stream table remembers from before.
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::cell::RefCell;
+use std::collections::HashSet;
 
-/// Sources with a counter, cluster-wide (a power of two, as the map requires).
-const MAX_SOURCES: usize = 4096;
+/// Sources with a stamp, cluster-wide (a power of two, as the map requires).
+pub const MAX_SOURCES: usize = 4096;
 
-/// A source's signals: how many commits changed it, and when the latest one was signalled.
+/// A source's latest signal: its stamp, and when it was signalled.
 #[derive(Default, Clone, Copy)]
 struct Changed {
-    count: u64,
+    /// From `ChangeCounters::last_stamp`: unique over the server's life, never 0.
+    stamp: u64,
     /// `TimestampTz` taken at the commit's callback, so at or after the commit became visible.
     at: pg_sys::TimestampTz,
 }
 
 #[derive(Default)]
 pub struct ChangeCounters {
-    counters: heapless::FnvIndexMap<u64, Changed, MAX_SOURCES>,
+    sources: heapless::FnvIndexMap<u64, Changed, MAX_SOURCES>,
+    /// The latest stamp handed out.
+    last_stamp: u64,
     overflows: u64,
     /// When the latest source found no room (0: never).
     overflowed_at: pg_sys::TimestampTz,
+}
+
+impl ChangeCounters {
+    /// `key` committed a change at `now`: a new stamp, or an overflow when the map is full.
+    fn signal(&mut self, key: u64, now: pg_sys::TimestampTz) {
+        self.last_stamp += 1;
+        let changed = Changed {
+            stamp: self.last_stamp,
+            at: now,
+        };
+        match self.sources.get_mut(&key) {
+            Some(c) => *c = changed,
+            None => {
+                if self.sources.insert(key, changed).is_err() {
+                    self.overflows += 1;
+                    self.overflowed_at = now;
+                }
+            }
+        }
+    }
+
+    fn stamp(&self, key: u64) -> u64 {
+        self.sources.get(&key).map_or(0, |c| c.stamp)
+    }
+
+    /// Whether `db` has an entry `forget_uncaptured` would remove.
+    fn has_uncaptured(
+        &self,
+        db: u32,
+        captured: &HashSet<u32>,
+        before: pg_sys::TimestampTz,
+    ) -> bool {
+        self.sources
+            .iter()
+            .any(|(&k, c)| is_uncaptured(k, c, db, captured, before))
+    }
+
+    /// Removes the entries of `db`'s sources not in `captured` last signalled before `before`.
+    fn forget_uncaptured(&mut self, db: u32, captured: &HashSet<u32>, before: pg_sys::TimestampTz) {
+        self.sources
+            .retain(|&k, c| !is_uncaptured(k, c, db, captured, before));
+    }
+
+    fn forget_database(&mut self, db: u32) {
+        self.sources.retain(|&k, _| database_of(k) != db);
+    }
+
+    fn sources_of(&self, db: u32) -> usize {
+        self.sources
+            .keys()
+            .filter(|&&k| database_of(k) == db)
+            .count()
+    }
+}
+
+fn is_uncaptured(
+    key: u64,
+    changed: &Changed,
+    db: u32,
+    captured: &HashSet<u32>,
+    before: pg_sys::TimestampTz,
+) -> bool {
+    database_of(key) == db && !captured.contains(&(key as u32)) && changed.at < before
 }
 
 // SAFETY: plain inline data (heapless keeps its elements in place).
@@ -45,6 +117,10 @@ pub fn init() {
 
 fn key(db: u32, source: u32) -> u64 {
     (u64::from(db) << 32) | u64::from(source)
+}
+
+fn database_of(key: u64) -> u32 {
+    (key >> 32) as u32
 }
 
 /// Registers the transaction-end callback that signals the pending changes. Once per backend, at
@@ -109,37 +185,45 @@ fn signal_pending() {
     let (db, now) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::GetCurrentTimestamp()) };
     let mut shared = CHANGES.exclusive();
     for source in sources {
-        match shared.counters.get_mut(&key(db, source)) {
-            Some(c) => {
-                *c = Changed {
-                    count: c.count.wrapping_add(1),
-                    at: now,
-                }
-            }
-            None => {
-                if shared
-                    .counters
-                    .insert(key(db, source), Changed { count: 1, at: now })
-                    .is_err()
-                {
-                    shared.overflows = shared.overflows.wrapping_add(1);
-                    shared.overflowed_at = now;
-                }
-            }
-        }
+        shared.signal(key(db, source), now);
     }
 }
 
-/// The counters of `sources` in `db` (0 for one never signalled since start), and the overflow count.
+/// The stamps of `sources` in `db` (0 for one not signalled since start, or forgotten), and the
+/// overflow count.
 pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
     let shared = CHANGES.share();
     (
-        sources
-            .iter()
-            .map(|&s| shared.counters.get(&key(db, s)).map_or(0, |c| c.count))
-            .collect(),
+        sources.iter().map(|&s| shared.stamp(key(db, s))).collect(),
         shared.overflows,
     )
+}
+
+/// Forgets `db`'s sources that no stream table reads any more (not in `captured`, the sources the
+/// coordinator's tick listed), if last signalled before `before` — a time before that listing, so a
+/// source whose first stream table committed after it keeps its entry. Reads under the shared lock
+/// first: a tick with nothing to forget never blocks a committing writer.
+pub fn forget_uncaptured(db: u32, captured: &HashSet<u32>, before: pg_sys::TimestampTz) {
+    if !CHANGES.share().has_uncaptured(db, captured, before) {
+        return;
+    }
+    CHANGES.exclusive().forget_uncaptured(db, captured, before);
+}
+
+/// Forgets every source of a database that is gone (the launcher, once its coordinator has exited).
+pub fn forget_database(db: u32) {
+    CHANGES.exclusive().forget_database(db);
+}
+
+/// Commits whose source found no room, since the server started.
+pub fn overflows() -> u64 {
+    CHANGES.share().overflows
+}
+
+/// How many of `db`'s sources hold an entry, and the cluster's overflow count (`pool_status`).
+pub fn usage(db: u32) -> (usize, u64) {
+    let shared = CHANGES.share();
+    (shared.sources_of(db), shared.overflows)
 }
 
 /// When the latest change of one of `sources` in `db` was signalled since the server started (or a
@@ -148,8 +232,67 @@ pub fn last_change(db: u32, sources: &[u32]) -> Option<pg_sys::TimestampTz> {
     let shared = CHANGES.share();
     let latest = sources
         .iter()
-        .filter_map(|&s| shared.counters.get(&key(db, s)).map(|c| c.at))
+        .filter_map(|&s| shared.sources.get(&key(db, s)).map(|c| c.at))
         .max();
     let overflowed = (shared.overflows > 0).then_some(shared.overflowed_at);
     latest.max(overflowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> Box<ChangeCounters> {
+        Box::default()
+    }
+
+    #[test]
+    fn a_forgotten_source_signalled_again_never_shows_an_old_stamp() {
+        let mut m = map();
+        let s = key(1, 100);
+        m.signal(s, 10);
+        let remembered = m.stamp(s);
+        m.forget_uncaptured(1, &HashSet::new(), 20);
+        assert_eq!(m.stamp(s), 0);
+        m.signal(s, 30);
+        assert_ne!(m.stamp(s), remembered);
+        assert_ne!(m.stamp(s), 0);
+    }
+
+    #[test]
+    fn only_the_databases_uncaptured_sources_signalled_before_the_margin_are_forgotten() {
+        let mut m = map();
+        m.signal(key(1, 100), 10); // read by a stream table
+        m.signal(key(1, 101), 10); // read by none: forgotten
+        m.signal(key(1, 102), 50); // read by none, signalled after the margin: kept
+        m.signal(key(2, 101), 10); // another database's
+        let captured: HashSet<u32> = [100].into_iter().collect();
+        assert!(m.has_uncaptured(1, &captured, 20));
+        m.forget_uncaptured(1, &captured, 20);
+        assert!(!m.has_uncaptured(1, &captured, 20));
+        assert_eq!(m.sources_of(1), 2);
+        assert_ne!(m.stamp(key(1, 100)), 0);
+        assert_eq!(m.stamp(key(1, 101)), 0);
+        assert_ne!(m.stamp(key(1, 102)), 0);
+        assert_ne!(m.stamp(key(2, 101)), 0);
+        m.forget_database(1);
+        assert_eq!((m.sources_of(1), m.sources_of(2)), (0, 1));
+    }
+
+    #[test]
+    fn a_full_map_overflows_until_forgetting_makes_room() {
+        let mut m = map();
+        for source in 0..MAX_SOURCES as u32 {
+            m.signal(key(1, source), 10);
+        }
+        m.signal(key(2, 7), 20);
+        assert_eq!(
+            (m.overflows, m.overflowed_at, m.stamp(key(2, 7))),
+            (1, 20, 0)
+        );
+        m.forget_database(1);
+        m.signal(key(2, 7), 30);
+        assert_eq!(m.overflows, 1);
+        assert_ne!(m.stamp(key(2, 7)), 0);
+    }
 }
