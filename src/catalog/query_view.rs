@@ -73,6 +73,12 @@ pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
     .map(|text| text.map(|t| t.trim().trim_end_matches(';').to_string()))
 }
 
+/// `FROM pg_catalog.pg_class v` continued: joined with the stream table whose query view `v` is,
+/// by the id in its name (an index lookup), and `WHERE` `v` is in the query views' schema.
+const STREAM_TABLE_OF_VIEW: &str = "JOIN pgtrickle.pgt_stream_tables st
+   ON st.pgt_id = CASE WHEN v.relname ~ '^q_[1-9][0-9]{0,17}$' THEN pg_catalog.substr(v.relname, 3)::bigint END
+WHERE v.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace";
+
 /// After a DDL command (`command_tag`) on `relid` (None: not a relation, e.g. ALTER SCHEMA).
 pub fn sources_changed(command_tag: &str, relid: Option<Oid>) -> PgtResult<()> {
     let is_view = match relid {
@@ -106,7 +112,7 @@ fn reinitialise_view_readers(view: Oid, what: &str) -> PgtResult<()> {
     let name = super::names::qualified_name_of(view)?;
     spi::exec(
         &super::reinit::mark_sql(
-            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1 AND source_kind = 'VIEW')",
+            &super::readers_of("$1", " AND d.source_kind = 'VIEW'"),
             "$2",
         )?,
         &[view.into(), format!("view {name} was {what}").into()],
@@ -133,9 +139,10 @@ fn refuse_changes_to_query_views(
     if command_tag == "CREATE VIEW" {
         // Only a live stream table's view: a restore re-creates the views before the catalog's rows.
         let replaced = spi::one::<String>(
-            "SELECT pg_catalog.format('pgtrickle_queries.%I', c.relname) FROM pg_catalog.pg_class c
-               JOIN pgtrickle.pgt_stream_tables st ON c.relname = 'q_' || st.pgt_id
-              WHERE c.oid = $1 AND c.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace",
+            &format!(
+                "SELECT pg_catalog.format('pgtrickle_queries.%I', v.relname) FROM pg_catalog.pg_class v
+                   {STREAM_TABLE_OF_VIEW} AND v.oid = $1"
+            ),
             &[relid.into()],
         )?;
         return replaced.map_or(Ok(()), refused);
@@ -160,16 +167,29 @@ fn refuse_changes_to_query_views(
 /// stores the regenerated defining query of each affected stream table and rebuilds its operator
 /// tree, which names relations and columns. The contents stay valid: only names changed.
 pub fn follow_renames(relid: Option<Oid>) -> PgtResult<()> {
-    let affected: Vec<i64> = spi::rows(
-        "SELECT DISTINCT st.pgt_id FROM pgtrickle.pgt_stream_tables st
-           JOIN pg_catalog.pg_class v ON v.relname = 'q_' || st.pgt_id
-                AND v.relnamespace = 'pgtrickle_queries'::pg_catalog.regnamespace
-           JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
-           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
-          WHERE $1::oid IS NULL OR d.refobjid = $1",
-        &[relid.into()],
-        |r| spi::col::<i64>(r, "pgt_id"),
-    )?;
+    // With a relation, from its dependents in pg_depend (an index lookup): this runs after every DDL
+    // command on a relation, including those creating a stream table, so it must not read every
+    // stream table's view.
+    let read = |r: &pgrx::spi::SpiHeapTupleData| spi::col::<i64>(r, "pgt_id");
+    let affected: Vec<i64> = match relid {
+        Some(relid) => spi::rows(
+            &format!(
+                "SELECT DISTINCT st.pgt_id FROM pg_catalog.pg_depend d
+                   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+                   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+                   {STREAM_TABLE_OF_VIEW}
+                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = $1
+                    AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"
+            ),
+            &[relid.into()],
+            read,
+        )?,
+        None => spi::rows(
+            &format!("SELECT st.pgt_id FROM pg_catalog.pg_class v {STREAM_TABLE_OF_VIEW}"),
+            &[],
+            read,
+        )?,
+    };
     for pgt_id in affected {
         let Some(st) = stream_tables::load(pgt_id)? else {
             continue;

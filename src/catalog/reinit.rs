@@ -50,10 +50,7 @@ pub fn clear_requests(ids: &[i64]) -> PgtResult<()> {
 /// Marks every stream table reading `source`.
 pub fn mark_dependents(source: Oid, reason: &str) -> PgtResult<()> {
     spi::exec(
-        &mark_sql(
-            "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
-            "$2",
-        )?,
+        &mark_sql(&super::readers_of("$1", ""), "$2")?,
         &[source.into(), reason.into()],
     )
 }

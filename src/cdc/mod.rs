@@ -284,10 +284,7 @@ fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> 
         )
     } else {
         let mark = crate::catalog::reinit::mark_sql(
-            &format!(
-                "pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
-                source.to_u32()
-            ),
+            &crate::catalog::readers_of(&source.to_u32().to_string(), ""),
             &quote_literal(&format!("{table} was truncated")),
         )?;
         format!("{mark};")
@@ -450,7 +447,10 @@ fn signals_altered(source: Oid) -> PgtResult<()> {
     let table = crate::catalog::names::qualified_name_of(source)?;
     spi::exec(
         &reinit::mark_sql(
-            "skip_unchanged AND pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
+            &format!(
+                "skip_unchanged AND {}",
+                crate::catalog::readers_of("$1", "")
+            ),
             "$2",
         )?,
         &[source.into(), format!("{table} was altered").into()],

@@ -30,8 +30,9 @@ pub(super) fn uncaptured(st: &StreamTable) -> PgtResult<Option<&'static str>> {
             "SELECT pgt_id, refresh_mode = 'AUTO' AS auto, effective_mode = 'DIFFERENTIAL' AS differential,
                     {} AS needs_reinit
                FROM pgtrickle.pgt_stream_tables st
-              WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies WHERE source_relid = $1)",
-            crate::catalog::reinit::pending_sql("st")?
+              WHERE {}",
+            crate::catalog::reinit::pending_sql("st")?,
+            crate::catalog::readers_of("$1", "")
         ),
         &[st.relid.into()],
         |r| {
