@@ -436,8 +436,10 @@ pub fn ensure_signals(source: Oid) -> PgtResult<()> {
 /// detached), so those stream tables refresh once; and new members get their signal triggers.
 fn signals_altered(source: Oid) -> PgtResult<()> {
     let watched = spi::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables st USING (pgt_id)
-                         WHERE d.source_relid = $1 AND st.skip_unchanged)",
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.skip_unchanged AND {})",
+            crate::catalog::readers_of("$1", "")
+        ),
         &[source.into()],
     )? == Some(true);
     if !watched {

@@ -420,8 +420,9 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
         &format!(
             "SELECT pg_catalog.count(*) AS n, COALESCE(pg_catalog.bool_and(s.frontier IS NOT NULL), false) AS applied,
                     (pg_catalog.array_agg(s.pgt_id ORDER BY s.pgt_id))[1:{FRONTIERS_READ_ONCE}] AS first
-               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-              WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'"
+               FROM pgtrickle.pgt_stream_tables s
+              WHERE {} AND s.effective_mode = 'DIFFERENTIAL'",
+            crate::catalog::readers_of("$1", "")
         ),
         &[source.into()],
         |r| {
@@ -463,12 +464,13 @@ fn applied_by_all(source: Oid) -> PgtResult<Option<AppliedByAll>> {
     // Many consumers (a table every one of a thousand stream tables reads): per change row, stop at
     // the first consumer that has not applied it, rather than read every frontier.
     Ok(Some(AppliedByAll {
-        predicate: "NOT EXISTS (
-                SELECT 1 FROM pgtrickle.pgt_dependencies d
-                  JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                 WHERE d.source_relid = $1 AND s.effective_mode = 'DIFFERENTIAL'
-                   AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))"
-            .into(),
+        predicate: format!(
+            "NOT EXISTS (
+                SELECT 1 FROM pgtrickle.pgt_stream_tables s
+                 WHERE {} AND s.effective_mode = 'DIFFERENTIAL'
+                   AND (s.frontier IS NULL OR NOT pg_catalog.pg_visible_in_snapshot(b.__pgt_xid, s.frontier)))",
+            crate::catalog::readers_of("$1", "")
+        ),
         source: Some(source),
     }))
 }
@@ -527,10 +529,10 @@ fn truncated(
             "SELECT NOT EXISTS (
                     SELECT 1 FROM {buffer} AS b
                      WHERE b.__pgt_xid >= (SELECT pg_catalog.min(pg_catalog.pg_snapshot_xmin(s.frontier))
-                                             FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-                                            WHERE d.source_relid = {} AND s.effective_mode = 'DIFFERENTIAL')
+                                             FROM pgtrickle.pgt_stream_tables s
+                                            WHERE {} AND s.effective_mode = 'DIFFERENTIAL')
                        AND ({}) IS NOT TRUE)",
-            source.to_u32(),
+            crate::catalog::readers_of(&source.to_u32().to_string(), ""),
             applied.predicate
         ),
         &applied.params(),
