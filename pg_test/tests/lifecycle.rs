@@ -465,9 +465,10 @@ fn creating_a_stream_table_reads_the_catalog_in_proportion_on_statistics_of_an_e
     let before = catalog_rows_read(&mut db);
     db.exec("SELECT pgtrickle.create_stream_table('one_more', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL')");
     let read = catalog_rows_read(&mut db) - before;
-    // About 12 rows per stream table now (6 on fresh statistics); the join read N * N per statement.
+    // About 4,000 rows (the coordinator's ticks, which read every stream table, included); the
+    // joins read 104,517, N rows for each of N.
     assert!(
-        read < 30 * N,
+        read < 100 * N,
         "one create_stream_table read {read} catalog rows with {N} stream tables"
     );
     db.assert_matches_query("one_more", "SELECT id, v FROM src");
