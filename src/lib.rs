@@ -21,6 +21,8 @@ mod refresh;
 mod result_relation;
 #[cfg(feature = "pg")]
 mod spi;
+#[cfg(feature = "pg")]
+mod utility_hook;
 
 #[cfg(feature = "pg")]
 pgrx::pg_module_magic!(name, version);
@@ -50,6 +52,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     bgworker::init();
     cdc::signal::init();
+    cdc::prepared::install();
 }
 
 /// Leaves PostgreSQL's own errors as PostgreSQL raised them when they cross pg_trickle's Rust frames.

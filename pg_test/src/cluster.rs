@@ -143,6 +143,8 @@ fn spawn_postgres(dir: &Path, port: u16) -> u32 {
         "shared_preload_libraries=pg_trickle".into(),
         "max_worker_processes=64".into(),
         "max_connections=200".into(),
+        // Prepared transactions' changes must be captured and signalled (tests/scheduler.rs).
+        "max_prepared_transactions=10".into(),
         "fsync=off".into(),
         // Logical replication into a source must be captured too (tests/capture.rs).
         "wal_level=logical".into(),

@@ -350,3 +350,44 @@ fn a_source_no_stream_table_reads_any_more_leaves_the_change_signals() {
         .is_empty()));
     assert_eq!(signalled(&mut db), 1);
 }
+
+/// A prepared transaction's changes are signalled at PREPARE TRANSACTION, before they are visible:
+/// a scheduled refresh that runs while it is prepared does not see them, and no later write may be
+/// needed for the stream table to follow the COMMIT PREPARED.
+#[test]
+fn a_change_committed_by_commit_prepared_reaches_the_stream_table() {
+    let mut db = TestDb::new("sched_prepared");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL); INSERT INTO src VALUES (1, 1);",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('follows', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
+    db.serving_coordinator()
+        .expect("no coordinator serves the database");
+    let scheduled = |db: &mut TestDb| {
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER'",
+        )
+    };
+    let mut writer = db.connect();
+    writer
+        .batch_execute(
+            "BEGIN; INSERT INTO src VALUES (2, 2); PREPARE TRANSACTION 'sched_prepared_1'",
+        )
+        .unwrap();
+    // A scheduled refresh while it is prepared: it cannot see the row yet.
+    let before = scheduled(&mut db);
+    assert!(
+        wait_until(Duration::from_secs(10), || scheduled(&mut db) > before),
+        "no scheduled refresh while a transaction was prepared"
+    );
+    db.assert_matches_query("follows", "SELECT id, v FROM src");
+    writer
+        .batch_execute("COMMIT PREPARED 'sched_prepared_1'")
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || db
+            .multiset_diff("follows", "SELECT id, v FROM src")
+            .is_empty()),
+        "the committed prepared transaction's row never reached the stream table"
+    );
+}

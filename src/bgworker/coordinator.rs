@@ -63,12 +63,16 @@ struct Waiting {
     sources: Vec<u32>,
 }
 
-/// The change signals of a stream table's sources at one moment: their counters, and how often any
-/// source found no room for a counter (then every stream table counts as changed).
+/// The change signals of a stream table's sources at one moment: their stamps, and how many changes
+/// no stamp accounts for (a source that found no room, a `COMMIT PREPARED`: each counts as a change
+/// of every stream table).
+/// The sources are part of it: a refresh that reinitialised may have changed them, and the stamps of
+/// other sources must not compare equal by chance (two zeros).
 #[derive(Clone, PartialEq, Eq)]
 struct Signals {
-    counters: Vec<u64>,
-    overflows: u64,
+    sources: Vec<u32>,
+    stamps: Vec<u64>,
+    unattributed: u64,
 }
 
 /// A worker this coordinator started that has not joined the pool yet.
@@ -401,10 +405,11 @@ impl Coordinator {
     }
 
     fn signals(&self, sources: &[u32]) -> Signals {
-        let (counters, overflows) = signal::read(self.db.to_u32(), sources);
+        let (stamps, unattributed) = signal::read(self.db.to_u32(), sources);
         Signals {
-            counters,
-            overflows,
+            sources: sources.to_vec(),
+            stamps,
+            unattributed,
         }
     }
 

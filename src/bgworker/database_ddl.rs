@@ -8,6 +8,7 @@
 //! A scheduler comes back at once if the database still exists.
 
 use super::shmem;
+use crate::utility_hook::UtilityCall;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
@@ -36,35 +37,18 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let run = || {
-        // SAFETY: forwarding the arguments PostgreSQL gave us, unchanged, to the next hook in the chain.
-        unsafe {
-            match PREVIOUS_HOOK {
-                Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                    previous(
-                        pstmt,
-                        query_string,
-                        read_only_tree,
-                        context,
-                        params,
-                        query_env,
-                        dest,
-                        qc,
-                    )
-                }),
-                None => pg_sys::standard_ProcessUtility(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                ),
-            }
-        }
+    let call = UtilityCall {
+        pstmt,
+        query_string,
+        read_only_tree,
+        context,
+        params,
+        query_env,
+        dest,
+        qc,
     };
+    // SAFETY: the arguments PostgreSQL gave us, unchanged; PREVIOUS_HOOK is only written by install().
+    let run = || unsafe { call.forward(PREVIOUS_HOOK) };
     // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
     let target = unsafe { exclusive_database_of((*pstmt).utilityStmt) };
     let Some(db) = target else {

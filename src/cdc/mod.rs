@@ -9,6 +9,7 @@
 //! its own, which the update replaces.)
 
 mod members;
+pub mod prepared;
 pub mod replaced;
 pub mod signal;
 mod trigger;

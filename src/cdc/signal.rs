@@ -7,7 +7,8 @@
 //! the same, nothing committed since, and the refresh is skipped. Shared memory is lost on restart,
 //! and then every stream table refreshes once. Conservative everywhere else: a source that finds no
 //! room bumps `overflows` (every stream table then counts as changed), a prepared transaction bumps
-//! at PREPARE (the coordinator refreshes regardless while prepared transactions exist), an aborted
+//! at PREPARE (the coordinator refreshes regardless while prepared transactions exist) and every
+//! stream table counts as changed after its COMMIT PREPARED (prepared.rs), an aborted
 //! subtransaction's change still counts.
 //!
 //! Entries of sources nothing captures any more are forgotten (the coordinator's sweep, the
@@ -40,6 +41,11 @@ pub struct ChangeCounters {
     overflows: u64,
     /// When the latest source found no room (0: never).
     overflowed_at: pg_sys::TimestampTz,
+    /// `COMMIT PREPARED`s finished, and when the latest did (0: never).
+    prepared_commits: u64,
+    prepared_committed_at: pg_sys::TimestampTz,
+    /// Databases whose entries were forgotten all at once (`forget_database`).
+    forgotten_databases: u64,
 }
 
 impl ChangeCounters {
@@ -59,6 +65,11 @@ impl ChangeCounters {
                 }
             }
         }
+    }
+
+    /// Changes no source's stamp accounts for: each counts as a change of every stream table.
+    fn unattributed(&self) -> u64 {
+        self.overflows + self.prepared_commits + self.forgotten_databases
     }
 
     fn stamp(&self, key: u64) -> u64 {
@@ -83,8 +94,12 @@ impl ChangeCounters {
             .retain(|&k, c| !is_uncaptured(k, c, db, captured, before));
     }
 
+    /// Also counts as a change of every stream table: a coordinator the caller did not know of
+    /// may still compare the database's stamps (the launcher forgets a database once the
+    /// coordinator it started has exited, and a restarted launcher knows none).
     fn forget_database(&mut self, db: u32) {
         self.sources.retain(|&k, _| database_of(k) != db);
+        self.forgotten_databases += 1;
     }
 
     fn sources_of(&self, db: u32) -> usize {
@@ -190,13 +205,22 @@ fn signal_pending() {
 }
 
 /// The stamps of `sources` in `db` (0 for one not signalled since start, or forgotten), and the
-/// overflow count.
+/// count of changes no stamp accounts for (overflows and `COMMIT PREPARED`s), which only grows.
 pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
     let shared = CHANGES.share();
     (
         sources.iter().map(|&s| shared.stamp(key(db, s))).collect(),
-        shared.overflows,
+        shared.unattributed(),
     )
+}
+
+/// A `COMMIT PREPARED` finished: what the transaction changed is visible now.
+pub fn note_prepared_commit() {
+    // SAFETY: reading the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let mut shared = CHANGES.exclusive();
+    shared.prepared_commits += 1;
+    shared.prepared_committed_at = now;
 }
 
 /// Forgets `db`'s sources that no stream table reads any more (not in `captured`, the sources the
@@ -204,10 +228,13 @@ pub fn read(db: u32, sources: &[u32]) -> (Vec<u64>, u64) {
 /// source whose first stream table committed after it keeps its entry. Reads under the shared lock
 /// first: a tick with nothing to forget never blocks a committing writer.
 pub fn forget_uncaptured(db: u32, captured: &HashSet<u32>, before: pg_sys::TimestampTz) {
-    if !CHANGES.share().has_uncaptured(db, captured, before) {
-        return;
+    let any = {
+        let shared = CHANGES.share();
+        shared.has_uncaptured(db, captured, before)
+    }; // the shared lock is released here, before the exclusive one is taken
+    if any {
+        CHANGES.exclusive().forget_uncaptured(db, captured, before);
     }
-    CHANGES.exclusive().forget_uncaptured(db, captured, before);
 }
 
 /// Forgets every source of a database that is gone (the launcher, once its coordinator has exited).
@@ -227,7 +254,8 @@ pub fn usage(db: u32) -> (usize, u64) {
 }
 
 /// When the latest change of one of `sources` in `db` was signalled since the server started (or a
-/// source found no room, which may hide any); None when none was.
+/// source found no room, or a `COMMIT PREPARED` finished, either of which may hide any); None when
+/// none was.
 pub fn last_change(db: u32, sources: &[u32]) -> Option<pg_sys::TimestampTz> {
     let shared = CHANGES.share();
     let latest = sources
@@ -235,7 +263,8 @@ pub fn last_change(db: u32, sources: &[u32]) -> Option<pg_sys::TimestampTz> {
         .filter_map(|&s| shared.sources.get(&key(db, s)).map(|c| c.at))
         .max();
     let overflowed = (shared.overflows > 0).then_some(shared.overflowed_at);
-    latest.max(overflowed)
+    let prepared = (shared.prepared_commits > 0).then_some(shared.prepared_committed_at);
+    latest.max(overflowed).max(prepared)
 }
 
 #[cfg(test)]
@@ -275,8 +304,12 @@ mod tests {
         assert_eq!(m.stamp(key(1, 101)), 0);
         assert_ne!(m.stamp(key(1, 102)), 0);
         assert_ne!(m.stamp(key(2, 101)), 0);
+        // What no stream table reads changes nothing for any of them.
+        assert_eq!(m.unattributed(), 0);
         m.forget_database(1);
         assert_eq!((m.sources_of(1), m.sources_of(2)), (0, 1));
+        // A coordinator unknown to the launcher may still compare the database's stamps.
+        assert_eq!(m.unattributed(), 1);
     }
 
     #[test]
