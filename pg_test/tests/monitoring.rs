@@ -159,4 +159,19 @@ fn the_shipped_exporter_queries_show_what_the_view_shows() {
         }),
         "no pool metrics"
     );
+    // The change signals: `src` was written and is read, so it holds a place; nothing overflowed.
+    let pool_metric = |body: &str, name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(
+        pool_metric(&body, "pg_trickle_pool_signalled_sources").is_some_and(|v| v >= 1.0),
+        "no signalled_sources metric:\n{body}"
+    );
+    assert_eq!(
+        pool_metric(&body, "pg_trickle_pool_signal_overflows"),
+        Some(0.0)
+    );
 }
