@@ -21,7 +21,7 @@ mod refresh;
 mod result_relation;
 #[cfg(feature = "pg")]
 mod spi;
-#[cfg(feature = "pg")]
+#[cfg(all(feature = "pg", not(feature = "pg13")))]
 mod utility_hook;
 
 #[cfg(feature = "pg")]
@@ -52,7 +52,8 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     bgworker::init();
     cdc::signal::init();
-    cdc::prepared::install();
+    #[cfg(not(feature = "pg13"))]
+    utility_hook::install();
 }
 
 /// Leaves PostgreSQL's own errors as PostgreSQL raised them when they cross pg_trickle's Rust frames.

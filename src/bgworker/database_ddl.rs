@@ -3,54 +3,27 @@
 //! `DROP DATABASE`, `ALTER DATABASE ... RENAME TO`, `ALTER DATABASE ... SET TABLESPACE` and
 //! `CREATE DATABASE ... TEMPLATE` fail while any other session is connected to the database they act
 //! on — and a scheduler always is. PostgreSQL moves its own autovacuum workers out of the way; this
-//! ProcessUtility hook does the same for pg_trickle's scheduler: it holds the database (the launcher
+//! part of pg_trickle's ProcessUtility hook (crate::utility_hook) does the same for its scheduler: it holds the database (the launcher
 //! starts no scheduler there), terminates its coordinator and refresh workers, runs the statement and releases the hold.
 //! A scheduler comes back at once if the database still exists.
 
 use super::shmem;
-use crate::utility_hook::UtilityCall;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 use std::ffi::CStr;
 
-static mut PREVIOUS_HOOK: pg_sys::ProcessUtility_hook_type = None;
-
-/// Installs the hook (from `_PG_init`, while preloading).
-pub fn install() {
-    // SAFETY: _PG_init runs once per process, before any statement; hooks are chained by convention.
-    unsafe {
-        PREVIOUS_HOOK = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
-    }
-}
-
-#[pg_guard]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
+/// Runs a utility statement (`node`, run by `run`), first stepping aside if it needs a database to
+/// itself (crate::utility_hook calls it for every utility statement).
+///
+/// # Safety
+/// `node` must be a valid parse node.
+pub unsafe fn run_stepping_aside(
+    node: *mut pg_sys::Node,
+    run: impl FnOnce() + std::panic::UnwindSafe,
 ) {
-    let call = UtilityCall {
-        pstmt,
-        query_string,
-        read_only_tree,
-        context,
-        params,
-        query_env,
-        dest,
-        qc,
-    };
-    // SAFETY: the arguments PostgreSQL gave us, unchanged; PREVIOUS_HOOK is only written by install().
-    let run = || unsafe { call.forward(PREVIOUS_HOOK) };
-    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
-    let target = unsafe { exclusive_database_of((*pstmt).utilityStmt) };
+    // SAFETY: as the caller promises.
+    let target = unsafe { exclusive_database_of(node) };
     let Some(db) = target else {
         run();
         return;

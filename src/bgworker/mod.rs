@@ -11,7 +11,7 @@ pub mod policy;
 #[cfg(feature = "pg")]
 mod coordinator;
 #[cfg(all(feature = "pg", not(feature = "pg13")))]
-mod database_ddl;
+pub(crate) mod database_ddl;
 #[cfg(feature = "pg")]
 mod databases;
 #[cfg(feature = "pg")]
@@ -42,8 +42,6 @@ pub fn init() {
     pool::init();
     releases::init();
     launcher::register();
-    #[cfg(not(feature = "pg13"))]
-    database_ddl::install();
 }
 
 #[cfg(feature = "pg")]
