@@ -1,10 +1,15 @@
 //! pg_trickle's ProcessUtility hook: every utility statement passes through it, on to the hook
 //! installed before it (or PostgreSQL's own). It steps the scheduler aside for database-level DDL
-//! (bgworker/database_ddl.rs) and, after a `COMMIT PREPARED`, signals that the prepared
-//! transaction's changes are visible (cdc/prepared.rs).
+//! (bgworker/database_ddl.rs), and signals after a `COMMIT PREPARED`.
+//!
+//! `COMMIT PREPARED` makes a prepared transaction's changes visible in a session that did not make
+//! them. Capture signalled their sources at `PREPARE TRANSACTION`, before they were visible, so a
+//! refresh that ran in between may have recorded those signals without seeing the rows. So the hook
+//! signals once more when a `COMMIT PREPARED` has finished, for every source (the committing session
+//! does not know which ones the transaction wrote): each stream table then refreshes once more.
 
 use crate::bgworker::database_ddl;
-use crate::cdc::{prepared, signal};
+use crate::cdc::signal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -31,22 +36,41 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let call = UtilityCall {
-        pstmt,
-        query_string,
-        read_only_tree,
-        context,
-        params,
-        query_env,
-        dest,
-        qc,
+    let forward = || {
+        // SAFETY: the arguments PostgreSQL gave us, unchanged, to the hook installed before ours (or
+        // PostgreSQL's own); PREVIOUS_HOOK is only written by install().
+        unsafe {
+            match PREVIOUS_HOOK {
+                Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    previous(
+                        pstmt,
+                        query_string,
+                        read_only_tree,
+                        context,
+                        params,
+                        query_env,
+                        dest,
+                        qc,
+                    )
+                }),
+                None => pg_sys::standard_ProcessUtility(
+                    pstmt,
+                    query_string,
+                    read_only_tree,
+                    context,
+                    params,
+                    query_env,
+                    dest,
+                    qc,
+                ),
+            }
+        }
     };
-    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node; the call
-    // forwards its arguments unchanged; PREVIOUS_HOOK is only written by install().
+    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
     unsafe {
         let node = (*pstmt).utilityStmt;
-        let commit_prepared = prepared::is_commit_prepared(node);
-        database_ddl::run_stepping_aside(node, || call.forward(PREVIOUS_HOOK));
+        let commit_prepared = is_commit_prepared(node);
+        database_ddl::run_stepping_aside(node, forward);
         // Reached only when the statement succeeded.
         if commit_prepared {
             signal::note_prepared_commit();
@@ -54,52 +78,15 @@ unsafe extern "C-unwind" fn process_utility(
     }
 }
 
-/// The arguments of one ProcessUtility call, as PostgreSQL passed them.
-struct UtilityCall {
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-}
-
-impl UtilityCall {
-    /// Runs the statement through `previous` (the hook installed before ours), or PostgreSQL's own
-    /// `standard_ProcessUtility`.
-    ///
-    /// # Safety
-    /// The arguments are those PostgreSQL passed to the hook, unchanged.
-    unsafe fn forward(&self, previous: pg_sys::ProcessUtility_hook_type) {
-        let c = self;
-        // SAFETY: as the caller promises.
-        unsafe {
-            match previous {
-                Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                    previous(
-                        c.pstmt,
-                        c.query_string,
-                        c.read_only_tree,
-                        c.context,
-                        c.params,
-                        c.query_env,
-                        c.dest,
-                        c.qc,
-                    )
-                }),
-                None => pg_sys::standard_ProcessUtility(
-                    c.pstmt,
-                    c.query_string,
-                    c.read_only_tree,
-                    c.context,
-                    c.params,
-                    c.query_env,
-                    c.dest,
-                    c.qc,
-                ),
-            }
-        }
+/// Whether a utility statement is `COMMIT PREPARED`.
+///
+/// # Safety
+/// `node` must be a valid parse node.
+unsafe fn is_commit_prepared(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: the tag says which node it is.
+    unsafe {
+        (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(node as *mut pg_sys::TransactionStmt)).kind
+                == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
     }
 }

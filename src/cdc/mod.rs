@@ -9,7 +9,6 @@
 //! its own, which the update replaces.)
 
 mod members;
-pub mod prepared;
 pub mod replaced;
 pub mod signal;
 mod trigger;

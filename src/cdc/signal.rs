@@ -8,7 +8,7 @@
 //! and then every stream table refreshes once. Conservative everywhere else: a source that finds no
 //! room bumps `overflows` (every stream table then counts as changed), a prepared transaction bumps
 //! at PREPARE (the coordinator refreshes regardless while prepared transactions exist) and every
-//! stream table counts as changed after its COMMIT PREPARED (prepared.rs), an aborted
+//! stream table counts as changed after its COMMIT PREPARED (crate::utility_hook), an aborted
 //! subtransaction's change still counts.
 //!
 //! Entries of sources nothing captures any more are forgotten (the coordinator's sweep, the
