@@ -364,3 +364,55 @@ fn table_functions_in_from_are_maintained_differentially() {
     assert_eq!(db.last_refresh("tf_grouped_srf").0, "FULL");
     db.assert_shows_what_query_shows("tf_grouped_srf", grouped);
 }
+
+/// A batch large against a join partner reads the partner whole, by one hash join, rather than probe
+/// its index once per change row — which the planner, estimating a fraction of a change buffer's
+/// rows, would choose (probing a 100,000-row dimension cost ~10% more than hashing it for 15,000
+/// change rows, ~70% more for 75,000: docs/BENCHMARKS.md). A small batch still probes. Both stay
+/// exact.
+#[test]
+fn a_batch_large_against_a_join_partner_reads_it_whole() {
+    const QUERY: &str = "SELECT f.id, f.amount, d.region FROM fact f JOIN dim d ON d.id = f.cust";
+    let mut db = TestDb::new("join_whole");
+    db.exec(
+        "CREATE TABLE dim (id int PRIMARY KEY, region text NOT NULL);
+         CREATE TABLE fact (id int PRIMARY KEY, cust int NOT NULL, amount numeric(10,2) NOT NULL);
+         INSERT INTO dim SELECT g, 'region ' || g % 26 FROM generate_series(1, 100000) g;
+         INSERT INTO fact SELECT g, 1 + g * 7 % 100000, g % 1000 + 0.5 FROM generate_series(1, 20000) g;
+         ANALYZE dim; ANALYZE fact;",
+    );
+    create(&mut db, "wide", QUERY);
+    // The index scans of dim (each probe is one) by the refresh alone: the check reads dim too.
+    let probes_of_dim = |db: &mut TestDb, changes: &str| -> i64 {
+        db.exec(changes);
+        let index_scans = |db: &mut TestDb| -> i64 {
+            db.exec("SELECT pg_stat_force_next_flush()");
+            db.value("SELECT idx_scan FROM pg_stat_user_tables WHERE relid = 'dim'::regclass")
+        };
+        let before = index_scans(db);
+        db.exec("SELECT pgtrickle.refresh_stream_table('wide')");
+        let probes = index_scans(db) - before;
+        assert_eq!(last_action(db, "wide"), "DIFFERENTIAL", "after: {changes}");
+        db.assert_shows_what_query_shows("wide", QUERY);
+        probes
+    };
+    let few = "UPDATE fact SET amount = amount + 1 WHERE id <= 5";
+    let probes = probes_of_dim(&mut db, few);
+    assert!(
+        (1..=10).contains(&probes),
+        "10 change rows: {probes} index scans of dim"
+    );
+    // 15,000 change rows against dim's 100,000 (pg_class.reltuples): past an eighth.
+    let many =
+        "UPDATE fact SET amount = amount + 1, cust = 1 + (cust + 11) % 100000 WHERE id <= 7500";
+    let probes = probes_of_dim(&mut db, many);
+    assert!(
+        probes <= 1,
+        "15,000 change rows probed dim row by row: {probes} index scans"
+    );
+    let probes = probes_of_dim(&mut db, few);
+    assert!(
+        (1..=10).contains(&probes),
+        "then 10 change rows: {probes} index scans of dim"
+    );
+}

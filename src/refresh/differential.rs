@@ -9,7 +9,7 @@ use crate::cdc;
 use crate::dvm::apply::stream_plan;
 use crate::dvm::apply::Payload;
 use crate::dvm::decide::{Fact, Facts};
-use crate::dvm::diff::{stream_delta, AggregateState, DiffContext, GroupLookup};
+use crate::dvm::diff::{reads_whole, stream_delta, AggregateState, DiffContext, GroupLookup};
 use crate::dvm::optree::{OpTree, TableRef};
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
@@ -137,6 +137,16 @@ pub(super) fn refresh(
         .map(|(t, _)| t.relid)
         .collect();
     ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+    ctx.opt.whole_reads = tables
+        .iter()
+        .filter(|t| {
+            let rows = crate::catalog::stream_tables::pg_class_row(Oid::from(t.relid), |c| {
+                f64::from(c.reltuples)
+            });
+            reads_whole(total, rows.unwrap_or(-1.0))
+        })
+        .map(|t| t.relid)
+        .collect();
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }

@@ -126,6 +126,9 @@ pub struct OptimizationContext {
     /// where computing it takes more than a scan (`CacheContext::whole_results`). Set by the callers
     /// that put the WITH clause in front of what they build.
     pub hoist_global_aggregates: bool,
+    /// Sources a join's delta term reads whole, by one hash join, instead of probing them once per
+    /// delta row: the batch is large against them ([`reads_whole`]).
+    pub whole_reads: BTreeSet<u32>,
 }
 
 /// How the touched groups' stored rows are found (see `algebraic::AggregateState::delta_query`).
@@ -153,6 +156,16 @@ impl GroupLookup {
     }
 }
 
+/// Whether a join's delta term had better read all of a partner source's `source_rows` rows (the
+/// planner's estimate, `pg_class.reltuples`; negative when never counted) and hash them than probe
+/// its index once per change row of a batch of `batch_rows`. A probe costs about as much as
+/// scanning and hashing eight rows: against a cached 100,000-row table, 15,000 change rows hashed
+/// ~10% faster than probed, 75,000 ~40% (docs/BENCHMARKS.md). The planner cannot tell, since a
+/// change buffer's estimate is a fraction of its rows and a kept plan was made for an earlier batch.
+pub fn reads_whole(batch_rows: i64, source_rows: f64) -> bool {
+    source_rows >= 0.0 && (batch_rows as f64) * 8.0 >= source_rows
+}
+
 impl Default for OptimizationContext {
     fn default() -> Self {
         OptimizationContext {
@@ -163,6 +176,7 @@ impl Default for OptimizationContext {
             raw_scans: false,
             group_lookup: GroupLookup::Probe,
             hoist_global_aggregates: false,
+            whole_reads: BTreeSet::new(),
         }
     }
 }

@@ -166,6 +166,27 @@ fn a_join_probes_with_the_consolidated_batch() {
     assert!(!sql.contains("b.__pgt_w AS __pgt_w"), "{sql}");
 }
 
+/// A batch large against the other side reads it whole (kept apart, so PostgreSQL hashes it rather
+/// than probing its index per delta row); a small one probes it.
+#[test]
+fn a_join_reads_its_partner_whole_only_for_a_batch_large_against_it() {
+    use super::context::reads_whole;
+    assert!(reads_whole(15_000, 100_000.0));
+    assert!(!reads_whole(1_500, 100_000.0));
+    assert!(!reads_whole(1_000_000, -1.0), "never counted: probe");
+    let t = a_join_b();
+    let b = "FROM \"public\".\"b\" AS t";
+    let probed = delta(&t, &mut ctx(&[10], &[20]));
+    assert!(probed.contains(&format!("{b})")), "{probed}");
+    assert!(!probed.contains("OFFSET 0"), "{probed}");
+    let mut whole = ctx(&[10], &[20]);
+    whole.opt.whole_reads.insert(20);
+    let hashed = delta(&t, &mut whole);
+    assert!(hashed.contains(&format!("{b} OFFSET 0)")), "{hashed}");
+    // Only the partner: the changed side is the batch either way.
+    assert!(!hashed.contains("\"a\" AS t OFFSET 0"), "{hashed}");
+}
+
 #[test]
 fn a_batch_is_consolidated_by_its_text_only_where_equal_values_can_print_differently() {
     let typed = |types: &[&str]| {
