@@ -137,15 +137,12 @@ pub(super) fn refresh(
         .map(|(t, _)| t.relid)
         .collect();
     ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
+    // A source's rows are probed by the delta rows of the other sources' changes.
     ctx.opt.whole_reads = tables
         .iter()
-        .filter(|t| {
-            let rows = crate::catalog::stream_tables::pg_class_row(Oid::from(t.relid), |c| {
-                f64::from(c.reltuples)
-            });
-            reads_whole(total, rows.unwrap_or(-1.0))
-        })
-        .map(|t| t.relid)
+        .zip(&counts)
+        .filter(|(t, &own)| reads_whole(total - own, counted_rows(Oid::from(t.relid))))
+        .map(|(t, _)| t.relid)
         .collect();
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
@@ -156,6 +153,20 @@ pub(super) fn refresh(
         auto.map(|why| format!("; {why}")).unwrap_or_default()
     );
     apply_delta(st, storage, &tree, &payload, &mut ctx, total, reason, None)
+}
+
+/// The planner's count of a table's rows (`pg_class.reltuples`), or -1 where it does not count what
+/// a scan reads: never counted, a partitioned table or a parent of inheritance children (its own
+/// rows only, 0 when it holds none; autovacuum never counts a partitioned table).
+fn counted_rows(relid: Oid) -> f64 {
+    crate::catalog::stream_tables::pg_class_row(relid, |c| {
+        if c.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char && !c.relhassubclass {
+            f64::from(c.reltuples)
+        } else {
+            -1.0
+        }
+    })
+    .unwrap_or(-1.0)
 }
 
 /// Builds the delta the context describes, applies it as the owner and says so with `reason`; an

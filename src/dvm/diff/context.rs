@@ -156,14 +156,15 @@ impl GroupLookup {
     }
 }
 
-/// Whether a join's delta term had better read all of a partner source's `source_rows` rows (the
-/// planner's estimate, `pg_class.reltuples`; negative when never counted) and hash them than probe
-/// its index once per change row of a batch of `batch_rows`. A probe costs about as much as
+/// Whether a join's delta terms had better read all of a partner source's `source_rows` rows (the
+/// planner's count, `pg_class.reltuples`; not positive when never counted, or when the count does
+/// not cover what a scan reads) and hash them than probe its index once per delta row, for
+/// `batch_rows` change rows of the other sources. A probe costs about as much as
 /// scanning and hashing eight rows: against a cached 100,000-row table, 15,000 change rows hashed
 /// ~10% faster than probed, 75,000 ~40% (docs/BENCHMARKS.md). The planner cannot tell, since a
 /// change buffer's estimate is a fraction of its rows and a kept plan was made for an earlier batch.
 pub fn reads_whole(batch_rows: i64, source_rows: f64) -> bool {
-    source_rows >= 0.0 && (batch_rows as f64) * 8.0 >= source_rows
+    source_rows > 0.0 && (batch_rows as f64) * 8.0 >= source_rows
 }
 
 impl Default for OptimizationContext {

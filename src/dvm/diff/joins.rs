@@ -150,6 +150,11 @@ fn new_sql_matching(
     if pairs.is_empty() {
         return new_sql(tree, node, ctx);
     }
+    if read_whole(node, ctx) {
+        // Kept apart, the rows offer no index probe by the join key: PostgreSQL hashes them. The
+        // source's own filters stay inside, where they can still use its indexes.
+        return Ok(format!("{} OFFSET 0", new_sql(tree, node, ctx)?));
+    }
     descend(ctx)?;
     let sql = match node {
         Node::Filter { input, predicate } => {
@@ -191,14 +196,20 @@ fn new_sql_matching(
             )
         }
         Node::CteRef { id, .. } => new_sql_matching(tree, cte(tree, *id)?, partners, pairs, ctx)?,
-        // Kept apart, the scan offers no index probe by the join key: PostgreSQL hashes it.
-        Node::Scan { table, .. } if ctx.opt.whole_reads.contains(&table.relid) => {
-            format!("{} OFFSET 0", new_sql(tree, node, ctx)?)
-        }
         other => new_sql(tree, other, ctx)?,
     };
     ctx.opt.depth -= 1;
     Ok(sql)
+}
+
+/// Whether `node` is a source's rows, filtered and projected, that the batch is large against
+/// (`OptimizationContext::whole_reads`).
+fn read_whole(node: &Node, ctx: &DiffContext) -> bool {
+    match node {
+        Node::Filter { input, .. } | Node::Project { input, .. } => read_whole(input, ctx),
+        Node::Scan { table, .. } => ctx.opt.whole_reads.contains(&table.relid),
+        _ => false,
+    }
 }
 
 /// The delta of `node` as far as a join partner can meet it: `pairs` are (partner column, node

@@ -174,6 +174,10 @@ fn a_join_reads_its_partner_whole_only_for_a_batch_large_against_it() {
     assert!(reads_whole(15_000, 100_000.0));
     assert!(!reads_whole(1_500, 100_000.0));
     assert!(!reads_whole(1_000_000, -1.0), "never counted: probe");
+    assert!(
+        !reads_whole(1, 0.0),
+        "counted empty, or a parent's own rows: probe"
+    );
     let t = a_join_b();
     let b = "FROM \"public\".\"b\" AS t";
     let probed = delta(&t, &mut ctx(&[10], &[20]));
@@ -185,6 +189,35 @@ fn a_join_reads_its_partner_whole_only_for_a_batch_large_against_it() {
     assert!(hashed.contains(&format!("{b} OFFSET 0)")), "{hashed}");
     // Only the partner: the changed side is the batch either way.
     assert!(!hashed.contains("\"a\" AS t OFFSET 0"), "{hashed}");
+
+    // A filtered partner keeps its filter inside, where its indexes serve it.
+    let filtered_b = tree(Node::Join {
+        kind: JoinKind::Inner,
+        left: Box::new(scan(10, "a", &["id", "x"])),
+        right: Box::new(Node::Filter {
+            input: Box::new(scan(20, "b", &["a_id", "y"])),
+            predicate: Expr {
+                parts: vec![ExprPart::Col(1), ExprPart::Sql(" > 5".into())],
+            },
+        }),
+        on: Some(eq(0, 2)),
+        null_types: vec![],
+    });
+    let mut whole = ctx(&[10], &[20]);
+    whole.opt.whole_reads.insert(20);
+    let hashed = delta(&filtered_b, &mut whole);
+    let kept_apart = text_between(&hashed, "FROM \"public\".\"b\" AS t) AS ", " OFFSET 0)");
+    assert!(
+        kept_apart.contains("WHERE") && kept_apart.contains(" > 5"),
+        "{hashed}"
+    );
+}
+
+/// The text from `start` to the first `end` after it (both included), or "" when absent.
+fn text_between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    text.find(start)
+        .and_then(|i| text[i..].find(end).map(|j| &text[i..i + j + end.len()]))
+        .unwrap_or("")
 }
 
 #[test]
