@@ -56,16 +56,22 @@ const CHANGES: &str = "
     INSERT INTO lineitems VALUES (3100, 8000, 99);
     UPDATE nations SET name = upper(name) WHERE id % 5 = 0;";
 
+/// Refreshes a stream table by hand and returns how much `counter` (a query of one bigint from the
+/// cumulative statistics) grew meanwhile.
+fn refresh_counting(db: &mut TestDb, name: &str, counter: &str) -> i64 {
+    // Statistics reach shared memory when the session goes idle, at most once a second unless forced.
+    db.exec("SELECT pg_stat_force_next_flush()");
+    let before: i64 = db.value(counter);
+    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+    db.exec("SELECT pg_stat_force_next_flush()");
+    let after: i64 = db.value(counter);
+    after - before
+}
+
 /// Refreshes a stream table and returns the bytes of temporary files the database wrote meanwhile.
 fn refresh_temp_bytes(db: &mut TestDb, name: &str) -> i64 {
     let sql = "SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()";
-    // Statistics reach shared memory when the session goes idle, at most once a second unless forced.
-    db.exec("SELECT pg_stat_force_next_flush()");
-    let before: i64 = db.value(sql);
-    db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
-    db.exec("SELECT pg_stat_force_next_flush()");
-    let after: i64 = db.value(sql);
-    after - before
+    refresh_counting(db, name, sql)
 }
 
 fn last_action(db: &mut TestDb, name: &str) -> String {
@@ -365,6 +371,19 @@ fn table_functions_in_from_are_maintained_differentially() {
     db.assert_shows_what_query_shows("tf_grouped_srf", grouped);
 }
 
+/// The join of the two tests below.
+const FACT_JOIN_DIM: &str =
+    "SELECT f.id, f.amount, d.region FROM fact f JOIN dim d ON d.id = f.cust";
+
+/// `fact` with `fact_rows` rows, their `cust` spread over dimension ids 1 to 100,000, analysed.
+fn fact(fact_rows: u32) -> String {
+    format!(
+        "CREATE TABLE fact (id int PRIMARY KEY, cust int NOT NULL, amount numeric(10,2) NOT NULL);
+         INSERT INTO fact SELECT g, 1 + g * 7 % 100000, g % 1000 + 0.5 FROM generate_series(1, {fact_rows}) g;
+         ANALYZE fact;"
+    )
+}
+
 /// A batch large against a join partner reads the partner whole, by one hash join, rather than probe
 /// its index once per change row — which the planner, estimating a fraction of a change buffer's
 /// rows, would choose (probing a 100,000-row dimension cost ~10% more than hashing it for 15,000
@@ -372,28 +391,24 @@ fn table_functions_in_from_are_maintained_differentially() {
 /// exact.
 #[test]
 fn a_batch_large_against_a_join_partner_reads_it_whole() {
-    const QUERY: &str = "SELECT f.id, f.amount, d.region FROM fact f JOIN dim d ON d.id = f.cust";
     let mut db = TestDb::new("join_whole");
     db.exec(
         "CREATE TABLE dim (id int PRIMARY KEY, region text NOT NULL);
-         CREATE TABLE fact (id int PRIMARY KEY, cust int NOT NULL, amount numeric(10,2) NOT NULL);
          INSERT INTO dim SELECT g, 'region ' || g % 26 FROM generate_series(1, 100000) g;
-         INSERT INTO fact SELECT g, 1 + g * 7 % 100000, g % 1000 + 0.5 FROM generate_series(1, 20000) g;
-         ANALYZE dim; ANALYZE fact;",
+         ANALYZE dim;",
     );
-    create(&mut db, "wide", QUERY);
+    db.exec(&fact(20_000));
+    create(&mut db, "wide", FACT_JOIN_DIM);
     // The index scans of dim (each probe is one) by the refresh alone: the check reads dim too.
     let probes_of_dim = |db: &mut TestDb, changes: &str| -> i64 {
         db.exec(changes);
-        let index_scans = |db: &mut TestDb| -> i64 {
-            db.exec("SELECT pg_stat_force_next_flush()");
-            db.value("SELECT idx_scan FROM pg_stat_user_tables WHERE relid = 'dim'::regclass")
-        };
-        let before = index_scans(db);
-        db.exec("SELECT pgtrickle.refresh_stream_table('wide')");
-        let probes = index_scans(db) - before;
+        let probes = refresh_counting(
+            db,
+            "wide",
+            "SELECT idx_scan FROM pg_stat_user_tables WHERE relid = 'dim'::regclass",
+        );
         assert_eq!(last_action(db, "wide"), "DIFFERENTIAL", "after: {changes}");
-        db.assert_shows_what_query_shows("wide", QUERY);
+        db.assert_shows_what_query_shows("wide", FACT_JOIN_DIM);
         probes
     };
     let few = "UPDATE fact SET amount = amount + 1 WHERE id <= 5";
@@ -421,33 +436,26 @@ fn a_batch_large_against_a_join_partner_reads_it_whole() {
 /// still probes its children's indexes rather than read them all.
 #[test]
 fn a_small_batch_probes_a_join_partner_whose_rows_are_in_its_children() {
-    const QUERY: &str = "SELECT f.id, f.amount, d.region FROM fact f JOIN dim d ON d.id = f.cust";
     let mut db = TestDb::new("join_children");
     db.exec(
         "CREATE TABLE dim (id int NOT NULL, region text NOT NULL);
          CREATE TABLE dim_rest (PRIMARY KEY (id)) INHERITS (dim);
-         CREATE TABLE fact (id int PRIMARY KEY, cust int NOT NULL, amount numeric(10,2) NOT NULL);
          INSERT INTO dim_rest SELECT g, 'region ' || g % 26 FROM generate_series(1, 100000) g;
-         INSERT INTO fact SELECT g, 1 + g * 7 % 100000, g % 1000 + 0.5 FROM generate_series(1, 2000) g;
-         ANALYZE dim; ANALYZE dim_rest; ANALYZE fact;",
+         ANALYZE dim; ANALYZE dim_rest;",
     );
+    db.exec(&fact(2_000));
     assert_eq!(
         db.value::<f32>("SELECT reltuples FROM pg_class WHERE oid = 'dim'::regclass"),
         0.0
     );
-    create(&mut db, "kids", QUERY);
+    create(&mut db, "kids", FACT_JOIN_DIM);
     db.exec("UPDATE fact SET amount = amount + 1 WHERE id <= 5");
-    let seq_scans = |db: &mut TestDb| -> i64 {
-        db.exec("SELECT pg_stat_force_next_flush()");
-        db.value("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'dim_rest'::regclass")
-    };
-    let before = seq_scans(&mut db);
-    db.exec("SELECT pgtrickle.refresh_stream_table('kids')");
-    assert_eq!(
-        seq_scans(&mut db) - before,
-        0,
-        "10 change rows read all of dim_rest"
+    let seq_scans = refresh_counting(
+        &mut db,
+        "kids",
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'dim_rest'::regclass",
     );
+    assert_eq!(seq_scans, 0, "10 change rows read all of dim_rest");
     assert_eq!(last_action(&mut db, "kids"), "DIFFERENTIAL");
-    db.assert_shows_what_query_shows("kids", QUERY);
+    db.assert_shows_what_query_shows("kids", FACT_JOIN_DIM);
 }
