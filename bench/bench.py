@@ -485,12 +485,14 @@ SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
         self.progress(rec)
 
         # Churn: one session per repetition (warm-up refresh, changes, timed refreshes, verification).
-        # The warm-up refresh applies one changed row, so the session has planned the differential
-        # statement once, as a long-lived refresh worker has (a no-change warm-up would leave its
-        # planning, 3-15 ms in a new backend, inside the timed refresh).
-        warm_delta = self.single_row_sql() + warm
+        # The warm-up refresh applies a batch of the same size (other rows), so the session has
+        # planned the differential statement for a batch of that size, as a refresh worker under a
+        # steady write rate has: the statement's text, and its kept plan, depend on the batch's
+        # size (docs/BENCHMARKS.md). A no-change warm-up would leave its planning, 3-15 ms in a new
+        # backend, inside the timed refresh.
         for metric, frac, target in CHURN:
             n = max(1, round(self.n_fact * frac))
+            warm_delta = self.churn_sql(n) + warm
             st_s, mv_s = [], []
             t_phase = time.monotonic()
             for r in range(reps):

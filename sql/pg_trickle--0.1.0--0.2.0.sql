@@ -75,6 +75,17 @@ CREATE FUNCTION pgtrickle._signal() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNA
 COMMENT ON FUNCTION pgtrickle._signal() IS 'pg_trickle: tells the coordinator that the source given as argument changed';
 REVOKE ALL ON FUNCTION pgtrickle._signal() FROM PUBLIC;
 
+-- The batch predicate (src/cdc/batch.rs): whether a change row's transaction is visible in the new
+-- snapshot and not in the old, with planner support that estimates the batch at the row count a
+-- refresh has counted (the fourth argument), where PostgreSQL's own functions make any batch look
+-- like ~15% of its buffer. Stream tables' owners run it in their refreshes: EXECUTE stays public.
+CREATE FUNCTION pgtrickle._in_batch_support(internal) RETURNS internal LANGUAGE c STRICT
+    AS 'MODULE_PATHNAME', 'pgtrickle_in_batch_support';
+CREATE FUNCTION pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_snapshot, bigint) RETURNS boolean
+    LANGUAGE c IMMUTABLE PARALLEL SAFE SUPPORT pgtrickle._in_batch_support
+    AS 'MODULE_PATHNAME', 'pgtrickle_in_batch';
+COMMENT ON FUNCTION pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_snapshot, bigint) IS 'pg_trickle: whether a change of this transaction is in the batch after the old snapshot up to the new one; the planner estimates the batch at the given rows';
+
 -- Requests to reinitialise a stream table, made from inside other transactions (DDL on a source, a
 -- dropped capture trigger): appended, never updated, so DDL under REPEATABLE READ does not fail on a
 -- refresh's update of the stream table's catalog row. A successful refresh honours the requests it saw

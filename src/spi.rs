@@ -44,16 +44,23 @@ pub fn rows<R>(
 
 type KeptPlan = std::mem::ManuallyDrop<pgrx::spi::OwnedPreparedStatement>;
 
-thread_local! {
-    /// Plans kept across transactions, by parameter types and statement text. `ManuallyDrop`: freeing
-    /// a plan (`SPI_freeplan`) is only done inside a transaction, when the cache is cleared, never by
-    /// a thread-local destructor while the backend exits.
-    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, KeptPlan>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+/// Kept plans by parameter types and statement text, each with when it was last used.
+#[derive(Default)]
+struct KeptPlans {
+    plans: std::collections::HashMap<String, (KeptPlan, u64)>,
+    uses: u64,
 }
 
-/// At most this many kept plans per backend; past it the cache starts afresh (statement texts name
-/// relations, so renamed or re-created ones leave stale entries behind).
+thread_local! {
+    /// Plans kept across transactions. `ManuallyDrop`: freeing a plan (`SPI_freeplan`) is only done
+    /// inside a transaction, when it is evicted, never by a thread-local destructor while the
+    /// backend exits.
+    static KEPT_PLANS: std::cell::RefCell<KeptPlans> = std::cell::RefCell::new(KeptPlans::default());
+}
+
+/// At most this many kept plans per backend; past it the least recently used one goes (statement
+/// texts name relations, so renamed or re-created ones leave stale entries behind; a delta
+/// statement's text carries its batch's size class, so a stream table may have a few).
 const MAX_KEPT_PLANS: usize = 256;
 
 /// Whether a statement's plan is kept: queries and DML, which pg_trickle runs again and again with
@@ -88,9 +95,9 @@ fn run<R>(
     );
     // The plan leaves the cache while it runs: the statement may re-enter this module (an event
     // trigger, a pg_trickle function it calls), and the cache must not be borrowed then.
-    let kept = KEPT_PLANS.with(|plans| plans.borrow_mut().remove(&key));
+    let kept = KEPT_PLANS.with(|kept| kept.borrow_mut().plans.remove(&key));
     let plan = match kept {
-        Some(plan) => plan,
+        Some((plan, _)) => plan,
         None => std::mem::ManuallyDrop::new(
             Spi::connect_mut(|c| Ok::<_, SpiError>(c.prepare_mut(sql, &types)?.keep()))
                 .map_err(internal)?,
@@ -117,15 +124,25 @@ struct CheckedOut {
 impl Drop for CheckedOut {
     fn drop(&mut self) {
         let Some(plan) = self.plan.take() else { return };
-        KEPT_PLANS.with(|plans| {
-            let mut plans = plans.borrow_mut();
-            if plans.len() >= MAX_KEPT_PLANS {
-                plans
-                    .drain()
-                    .for_each(|(_, plan)| drop(std::mem::ManuallyDrop::into_inner(plan)));
+        KEPT_PLANS.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            kept.uses += 1;
+            let used = kept.uses;
+            if kept.plans.len() >= MAX_KEPT_PLANS && !kept.plans.contains_key(&self.key) {
+                let oldest = kept
+                    .plans
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(key, _)| key.clone());
+                if let Some((plan, _)) = oldest.and_then(|key| kept.plans.remove(&key)) {
+                    drop(std::mem::ManuallyDrop::into_inner(plan));
+                }
             }
             // A nested run of the same statement may have kept its own copy meanwhile.
-            if let Some(other) = plans.insert(std::mem::take(&mut self.key), plan) {
+            if let Some((other, _)) = kept
+                .plans
+                .insert(std::mem::take(&mut self.key), (plan, used))
+            {
                 drop(std::mem::ManuallyDrop::into_inner(other));
             }
         });

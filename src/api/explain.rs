@@ -94,7 +94,7 @@ fn explain(caller: pgrx::pg_sys::Oid, name: &str) -> PgtResult<String> {
             match payload {
                 None => out.push_str("\nDifferential refresh: the next refresh is FULL, to set up the stored aggregate state\n"),
                 Some(payload) => {
-                    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
+                    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables())?);
                     ctx.cache.group_indexes = group_indexes;
                     if let Some(delta) = stream_delta(&tree, &storage, &payload, &mut ctx)? {
                         let plan = stream_plan(&tree, &storage, &payload, &delta, &st.defining_query);

@@ -579,7 +579,7 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// every source changed, in a subtransaction: a type without equality, say, surfaces now instead of at
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
 fn validate(tree: &OpTree, output_types: &[String]) -> PgtResult<Result<(), String>> {
-    let cdc = crate::cdc::refresh_context(&tree.tables());
+    let cdc = crate::cdc::refresh_context(&tree.tables())?;
     let Some(sql) = delta_query(tree, output_types, &mut DiffContext::new(cdc))? else {
         return Ok(Ok(()));
     };

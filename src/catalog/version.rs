@@ -4,24 +4,40 @@
 use crate::error::PgtResult;
 use crate::spi;
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
-    /// Once the 0.2.0 catalog is seen, it stays (no downgrades).
     static AT_LEAST_0_2_0: Cell<bool> = const { Cell::new(false) };
+    static BATCH_FUNCTION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the catalog has what `probe` (a query of one boolean) looks for. Once seen, it stays for
+/// the backend's life (no downgrades); until then every call asks.
+fn seen(once_seen: &'static LocalKey<Cell<bool>>, probe: &str) -> PgtResult<bool> {
+    if once_seen.with(Cell::get) {
+        return Ok(true);
+    }
+    let found = spi::one::<bool>(probe, &[])? == Some(true);
+    once_seen.with(|c| c.set(found));
+    Ok(found)
 }
 
 /// Whether the catalog is 0.2.0's or later: `reinit_reason`, query views, the capture role. Told by
 /// `pgt_stream_tables.reinit_reason`, which 0.2.0 added.
 pub fn at_least_0_2_0() -> PgtResult<bool> {
-    if AT_LEAST_0_2_0.with(Cell::get) {
-        return Ok(true);
-    }
-    let found = spi::one::<bool>(
+    seen(
+        &AT_LEAST_0_2_0,
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                          WHERE attrelid = 'pgtrickle.pgt_stream_tables'::pg_catalog.regclass
                            AND attname = 'reinit_reason' AND NOT attisdropped)",
-        &[],
-    )? == Some(true);
-    AT_LEAST_0_2_0.with(|c| c.set(found));
-    Ok(found)
+    )
+}
+
+/// Whether the catalog has `pgtrickle._in_batch` (src/cdc/batch.rs), told by the function itself:
+/// a database whose 0.2.0 catalog predates it is served the visibility functions.
+pub fn has_batch_function() -> PgtResult<bool> {
+    seen(
+        &BATCH_FUNCTION,
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_snapshot, bigint)') IS NOT NULL",
+    )
 }

@@ -8,6 +8,7 @@
 //! pg_trickle UPDATE`, has no capture function: there each source gets PL/pgSQL capture functions of
 //! its own, which the update replaces.)
 
+mod batch;
 mod members;
 pub mod replaced;
 pub mod signal;
@@ -15,7 +16,7 @@ mod trigger;
 pub use members::{foreign_descendant, own_capture_trigger, suspended, unlogged_member, Family};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
-use crate::dvm::diff::CdcContext;
+use crate::dvm::diff::{BatchTest, CdcContext};
 use crate::dvm::optree::TableRef;
 use crate::dvm::sql::{ident_list, quote_ident, quote_literal, QualifiedName};
 use crate::error::{PgtError, PgtResult, SqlState};
@@ -54,13 +55,20 @@ fn native_capture_function() -> PgtResult<Option<Oid>> {
     )
 }
 
-/// The batch context of a refresh reading `tables`: each one's change buffer.
-pub fn refresh_context(tables: &[TableRef]) -> CdcContext {
-    CdcContext::for_refresh(
+/// The batch context of a refresh reading `tables`: each one's change buffer, and the batch test
+/// the catalog has (`pgtrickle._in_batch` came with 0.2.0).
+pub fn refresh_context(tables: &[TableRef]) -> PgtResult<CdcContext> {
+    let test = if crate::catalog::version::has_batch_function()? {
+        BatchTest::Function
+    } else {
+        BatchTest::Visibility
+    };
+    Ok(CdcContext::for_refresh(
         tables
             .iter()
             .map(|t| (t.relid, buffer_name(Oid::from(t.relid)))),
-    )
+        test,
+    ))
 }
 
 /// (name, SQL type) of every live column of a table, in order.

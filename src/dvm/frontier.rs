@@ -64,6 +64,20 @@ impl Snapshot {
     }
 }
 
+/// Snapshots with transactions in progress or not, overlapping or apart, for tests of batch
+/// predicates over [`TEST_XIDS`]: transaction ids below, inside and above all of them.
+#[cfg(test)]
+pub(crate) const TEST_SNAPSHOTS: [&str; 6] = [
+    "100:100:",
+    "100:105:101,103",
+    "103:110:103,104,108",
+    "104:104:",
+    "90:120:95,101,110,119",
+    "120:130:125",
+];
+#[cfg(test)]
+pub(crate) const TEST_XIDS: std::ops::Range<u64> = 85..135;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,18 +117,10 @@ mod tests {
     /// progress or not, overlapping or apart, and xids below, inside and above both.
     #[test]
     fn the_batch_predicates_bounds_decide_as_the_visibility_functions_do() {
-        let snapshots = [
-            "100:100:",
-            "100:105:101,103",
-            "103:110:103,104,108",
-            "104:104:",
-            "90:120:95,101,110,119",
-            "120:130:125",
-        ]
-        .map(|t| Snapshot::parse(t).unwrap());
+        let snapshots = TEST_SNAPSHOTS.map(|t| Snapshot::parse(t).unwrap());
         for old in &snapshots {
             for new in &snapshots {
-                for xid in 85..135 {
+                for xid in TEST_XIDS {
                     let exact = new.is_visible(xid) && !old.is_visible(xid);
                     let shortcut = xid >= old.xmin
                         && (xid < new.xmin || new.is_visible(xid))

@@ -127,7 +127,12 @@ pub(super) fn refresh(
         ));
     };
     let total: i64 = counts.iter().sum();
-    let mut ctx = DiffContext::new(cdc::refresh_context(&tables));
+    let mut ctx = DiffContext::new(cdc::refresh_context(&tables)?);
+    for (t, &n) in tables.iter().zip(&counts) {
+        if let Some(source) = ctx.cdc.sources.get_mut(&t.relid) {
+            source.counted = Some(n);
+        }
+    }
     // Unchanged sources contribute nothing: prune them. Sound because the counts and the delta read
     // the same snapshot (see one_snapshot).
     ctx.cache.bypass = tables
@@ -217,7 +222,7 @@ pub(super) fn refresh_staged(
     let tree = st
         .tree()?
         .ok_or_else(|| PgtError::internal("DIFFERENTIAL stream table without an operator tree"))?;
-    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables()));
+    let mut ctx = DiffContext::new(cdc::refresh_context(&tree.tables())?);
     ctx.cdc.staged = Some(staged.relation.clone());
     ctx.cache.group_indexes = crate::catalog::indexes::group_key_indexes(&tree)?;
     let payload = super::storage::payload(st, storage, Some(&tree), false)?.ok_or_else(|| {
@@ -274,7 +279,7 @@ fn own_uncommitted_changes(tables: &[TableRef], wrote_before: bool) -> PgtResult
 /// The snapshot the batch ends at, and per source the number of change rows and of replaced rows,
 /// in one statement.
 fn count_batch(tables: &[TableRef], frontier: &str) -> PgtResult<CountedBatch> {
-    let batch = cdc::refresh_context(tables).batch_predicate("b");
+    let batch = cdc::refresh_context(tables)?.batch_predicate("b", None);
     let per_source: Vec<String> = tables
         .iter()
         .enumerate()

@@ -5,7 +5,7 @@
 
 use crate::catalog::stream_tables::{self, StreamTable};
 use crate::cdc::{self, WORKER_ROLE};
-use crate::dvm::diff::CdcContext;
+use crate::dvm::diff::{BatchTest, CdcContext};
 use crate::dvm::offload::plan::{LocalPlan, Output};
 use crate::dvm::offload::value::LocalType;
 use crate::dvm::sql::{quote_ident, quote_literal};
@@ -134,9 +134,11 @@ fn batch(old_frontier: &str, snapshot: &str) -> String {
     CdcContext {
         old_frontier: format!("{}::pg_catalog.pg_snapshot", quote_literal(old_frontier)),
         new_frontier: format!("{}::pg_catalog.pg_snapshot", quote_literal(snapshot)),
+        // Read whole (COPY, EXISTS): no estimate to give.
+        batch_test: BatchTest::Visibility,
         ..Default::default()
     }
-    .batch_predicate("b")
+    .batch_predicate("b", None)
 }
 
 /// Whether the batch a worker reported empty is: a worker that may not see the buffer's rows would

@@ -12,8 +12,8 @@ pub mod stored_groups;
 pub(crate) use algebraic::sum_type;
 pub use algebraic::{why_not_kept, AggregateState};
 pub use context::{
-    reads_whole, CacheContext, CdcContext, DiffContext, GroupIndexes, GroupLookup,
-    OptimizationContext, SourceCdc,
+    estimate_class, reads_whole, BatchTest, CacheContext, CdcContext, DiffContext, GroupIndexes,
+    GroupLookup, OptimizationContext, SourceCdc,
 };
 pub use rules::delta_query;
 

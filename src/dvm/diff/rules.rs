@@ -484,7 +484,10 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
                 .iter()
                 .map(|c| format!("b.{}", quote_ident(c)))
                 .collect();
-            let (source, batch) = (buffer.buffer.quoted(), ctx.cdc.batch_predicate("b"));
+            let (source, batch) = (
+                buffer.buffer.quoted(),
+                ctx.cdc.batch_predicate("b", buffer.counted),
+            );
             if ctx.opt.raw_scans {
                 // The buffer's `smallint` weight as it is: its consumers only sum it (`sum(int2)`
                 // adds in a plain bigint, `sum(int8)` in a 128-bit state it then turns into numeric:

@@ -2,7 +2,7 @@
 //! which terms exist, how weights combine, what is pruned. End-to-end correctness against PostgreSQL is
 //! the oracle's job (pg_test/tests/oracle.rs).
 
-use super::context::{CdcContext, DiffContext, SourceCdc};
+use super::context::{BatchTest, CdcContext, DiffContext};
 use super::rules::{delta_query, is_static_empty};
 use crate::dvm::optree::{Expr, ExprPart, JoinKind, Node, OpTree, TableRef};
 use crate::dvm::sql::QualifiedName;
@@ -65,28 +65,57 @@ fn tree(root: Node) -> OpTree {
 }
 
 fn ctx(relids: &[u32], bypass: &[u32]) -> DiffContext {
-    let mut ctx = DiffContext::new(CdcContext {
-        sources: relids
-            .iter()
-            .map(|&r| {
-                (
-                    r,
-                    SourceCdc {
-                        buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
-                    },
-                )
-            })
-            .collect(),
-        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged: None,
-    });
+    let mut ctx = DiffContext::new(CdcContext::for_refresh(
+        relids.iter().map(|&r| {
+            (
+                r,
+                QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
+            )
+        }),
+        BatchTest::Visibility,
+    ));
     ctx.cache.bypass = bypass.iter().copied().collect();
     ctx
 }
 
 fn delta(t: &OpTree, c: &mut DiffContext) -> String {
     delta_query(t, &[], c).unwrap().expect("a delta")
+}
+
+/// With the 0.2.0 catalog the batch is one call of `pgtrickle._in_batch`, which tells the planner
+/// each source's counted rows, rounded to a power of four: a statement's text, and its kept plan,
+/// changes only with the order of the batch's size.
+#[test]
+fn the_batch_function_tells_the_planner_each_sources_counted_rows() {
+    use super::context::estimate_class;
+    let t = a_join_b();
+    let mut c = DiffContext::new(CdcContext::for_refresh(
+        [10, 20].map(|r| {
+            (
+                r,
+                QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
+            )
+        }),
+        BatchTest::Function,
+    ));
+    c.cdc.sources.get_mut(&10).unwrap().counted = Some(15_000);
+    c.cdc.sources.get_mut(&20).unwrap().counted = Some(3);
+    let sql = delta(&t, &mut c);
+    for (buffer, rows) in [(10, 16_384), (20, 4)] {
+        let call = format!(
+            "FROM \"pgtrickle_changes\".\"changes_{buffer}\" AS b WHERE pgtrickle._in_batch(b.__pgt_xid, \
+             (SELECT pg_catalog.pg_current_snapshot()), (SELECT $1::pg_catalog.pg_snapshot), {rows})"
+        );
+        assert!(sql.contains(&call), "{call}: {sql}");
+    }
+    assert!(!sql.contains("pg_visible_in_snapshot"), "{sql}");
+    let classes: Vec<i64> = [0, 1, 2, 3, 6, 7, 8, 1_000, 1_500, 15_000, 75_000]
+        .map(estimate_class)
+        .to_vec();
+    assert_eq!(
+        classes,
+        [1, 1, 4, 4, 4, 4, 16, 1_024, 1_024, 16_384, 65_536]
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! pg_test/tests/aggregates.rs and by the oracle.
 
 use super::algebraic::AggregateState;
-use super::context::{CdcContext, DiffContext, SourceCdc};
+use super::context::{BatchTest, CdcContext, DiffContext};
 use super::stream_delta;
 use crate::dvm::apply::Delta;
 
@@ -75,19 +75,10 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
 }
 
 fn ctx() -> DiffContext {
-    DiffContext::new(CdcContext {
-        sources: [(
-            10,
-            SourceCdc {
-                buffer: QualifiedName::new("pgtrickle_changes", "changes_10"),
-            },
-        )]
-        .into_iter()
-        .collect(),
-        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged: None,
-    })
+    DiffContext::new(CdcContext::for_refresh(
+        [(10, QualifiedName::new("pgtrickle_changes", "changes_10"))],
+        BatchTest::Visibility,
+    ))
 }
 
 /// The delta of `tree` kept in `state`'s storage (`v`, `t`: the visible columns), as SQL.

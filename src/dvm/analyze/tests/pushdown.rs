@@ -3,7 +3,7 @@
 //! Table columns in the stub catalog: a [id, x, g], b [id, y, a_id], c [id, b_id, z], d [id, x, w].
 
 use super::{assert_tree, tree};
-use crate::dvm::diff::{delta_query, CdcContext, DiffContext, SourceCdc};
+use crate::dvm::diff::{delta_query, BatchTest, CdcContext, DiffContext};
 use crate::dvm::optree::{JoinKind, Node};
 use crate::dvm::sql::QualifiedName;
 
@@ -332,22 +332,15 @@ fn the_delta_of_a_comma_join_has_no_join_without_a_condition() {
     let t = tree(
         "SELECT a.g, b.y, c.z FROM public.a, public.b, public.c WHERE ((b.a_id = a.id) AND (c.b_id = b.id) AND (a.x > 5))",
     );
-    let mut ctx = DiffContext::new(CdcContext {
-        sources: [1, 2, 3]
-            .into_iter()
-            .map(|r| {
-                (
-                    r,
-                    SourceCdc {
-                        buffer: QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
-                    },
-                )
-            })
-            .collect(),
-        old_frontier: "$1::pg_catalog.pg_snapshot".into(),
-        new_frontier: "pg_catalog.pg_current_snapshot()".into(),
-        staged: None,
-    });
+    let mut ctx = DiffContext::new(CdcContext::for_refresh(
+        [1, 2, 3].map(|r| {
+            (
+                r,
+                QualifiedName::new("pgtrickle_changes", format!("changes_{r}")),
+            )
+        }),
+        BatchTest::Visibility,
+    ));
     let sql = delta_query(&t, &[], &mut ctx).unwrap().expect("a delta");
     assert!(!sql.contains("ON true"), "{sql}");
     assert!(sql.contains(" JOIN "), "{sql}");
