@@ -92,8 +92,17 @@ pub unsafe extern "C-unwind" fn pgtrickle_in_batch(
         } else {
             let xid = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).value() as u64;
             let snapshot = |n: usize| {
-                let datum = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n);
-                let value = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
+                let value = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n).cast_mut_ptr();
+                // Read in place unless compressed or stored out of line: an InitPlan's result comes
+                // out of a tuple with a short header, which detoasting would copy for every row (a
+                // palloc, and a call into PostgreSQL that pgrx guards with a setjmp).
+                let value = if pgrx::varlena::varatt_is_4b_c(value)
+                    || pgrx::varlena::varatt_is_1b_e(value)
+                {
+                    pg_sys::pg_detoast_datum(value)
+                } else {
+                    value
+                };
                 let bytes = std::slice::from_raw_parts(
                     pgrx::varlena::vardata_any(value) as *const u8,
                     pgrx::varlena::varsize_any_exhdr(value),
