@@ -940,3 +940,35 @@ fn the_batch_function_decides_as_the_visibility_functions_do() {
     assert_eq!(parts[0], 0, "mismatches, in batch, not: {counts}");
     assert!(parts[1] > 1_000 && parts[2] > 1_000, "{counts}");
 }
+
+/// The batch function offers an index on its transaction id argument the condition `xid >=
+/// xmin(old)` only when the old snapshot is known before the scan: read from the scanned row itself
+/// it cannot be an index condition (the query stays right and the server up), while a constant one
+/// is (the index is read).
+#[test]
+fn the_batch_functions_index_condition_takes_only_a_bound_known_before_the_scan() {
+    let mut db = TestDb::new("diff_in_batch_index");
+    db.exec(
+        "CREATE TABLE marks (x xid8 NOT NULL, s pg_snapshot NOT NULL);
+         INSERT INTO marks SELECT g::text::xid8, format('%s:%s:', g - 5, g)::pg_snapshot FROM generate_series(10, 5000) g;
+         CREATE INDEX marks_x ON marks (x);
+         ANALYZE marks;
+         SET enable_seqscan = off;",
+    );
+    // Each row's x is its own snapshot's xmax: not visible in it, so in every row's batch.
+    let from_rows: i64 = db.value(
+        "SELECT count(*) FROM marks WHERE pgtrickle._in_batch(x, '6000:6000:'::pg_snapshot, s, NULL)",
+    );
+    assert_eq!(from_rows, 4_991);
+    let constant = "SELECT count(*) FROM marks WHERE pgtrickle._in_batch(x, '6000:6000:'::pg_snapshot, '4000:4000:'::pg_snapshot, NULL)";
+    assert_eq!(db.value::<i64>(constant), 1_001);
+    let plan: Vec<String> = db
+        .rows(&format!("EXPLAIN {constant}"), &[])
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("Index Cond: (x >= ")),
+        "{plan:?}"
+    );
+}

@@ -85,7 +85,7 @@ pub unsafe extern "C-unwind" fn pgtrickle_in_batch(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     // SAFETY: fcinfo holds the function's four arguments, as its SQL signature says; a snapshot
-    // argument is a varlena, detoasted (a copy only if it is compressed or has a short header).
+    // argument is a varlena, read in place unless compressed or out of line (then detoasted).
     let found = unsafe {
         if (0..3).any(|n| pgrx::fcinfo::pg_arg_is_null(fcinfo, n)) {
             false
@@ -192,6 +192,11 @@ unsafe fn lower_bound_condition(
         let call = &*request.node.cast::<pg_sys::FuncExpr>();
         let args = PgList::<pg_sys::Node>::from_pg(call.args);
         let (xid, old) = (args.get_ptr(0)?, args.get_ptr(2)?);
+        // The bound must be known before the scan: no column of any table (the index's own would
+        // make it no index condition at all), nothing volatile.
+        if pg_sys::contain_var_clause(old) || pg_sys::contain_volatile_functions(old) {
+            return None;
+        }
         let at_least = pg_sys::get_opfamily_member(
             request.opfamily,
             pg_sys::XID8OID,
