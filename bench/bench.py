@@ -485,7 +485,7 @@ SELECT bench.verify({q(stf)}, {q(cols)}, {dq(query)});
         self.progress(rec)
 
         # Churn: one session per repetition (warm-up refresh, changes, timed refreshes, verification).
-        # The warm-up refresh applies a batch of the same size (other rows), so the session has
+        # The warm-up refresh applies a batch of the same size (rows picked at random), so the session has
         # planned the differential statement for a batch of that size, as a refresh worker under a
         # steady write rate has: the statement's text, and its kept plan, depend on the batch's
         # size (docs/BENCHMARKS.md). A no-change warm-up would leave its planning, 3-15 ms in a new

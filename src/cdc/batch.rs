@@ -103,8 +103,13 @@ pub unsafe extern "C-unwind" fn pgtrickle_in_batch(
                 } else {
                     value
                 };
+                let header = if pgrx::varlena::varatt_is_1b(value) {
+                    1
+                } else {
+                    4
+                };
                 let bytes = std::slice::from_raw_parts(
-                    pgrx::varlena::vardata_any(value) as *const u8,
+                    value.cast::<u8>().add(header),
                     pgrx::varlena::varsize_any_exhdr(value),
                 );
                 SnapshotBytes::parse(bytes)
@@ -203,7 +208,10 @@ unsafe fn lower_bound_condition(
             pg_sys::XID8OID,
             pg_sys::BTGreaterEqualStrategyNumber as i16,
         );
-        if at_least == pg_sys::InvalidOid {
+        // Strategy 4 is `>=` in the family's own order: only xid8's own comparison is the bound.
+        if at_least == pg_sys::InvalidOid
+            || pg_sys::get_opcode(at_least) != pg_sys::Oid::from(pg_sys::F_XID8GE)
+        {
             return None;
         }
         let old = pg_sys::copyObjectImpl(old.cast()).cast::<pg_sys::Node>();
