@@ -24,7 +24,7 @@ pub struct SourceCdc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchTest {
     /// The visibility functions, their bounds compared first. The planner sees a product of default
-    /// selectivities: any batch is about 15% of its buffer. (A 0.1.0 catalog has nothing else.)
+    /// selectivities: any batch is a fixed share of its buffer. (A 0.1.0 catalog has nothing else.)
     #[default]
     Visibility,
     /// `pgtrickle._in_batch(xid, new, old, rows)`, the same test in one C function, whose planner
