@@ -67,11 +67,7 @@ fn in_batch(xid: u64, new: &SnapshotBytes, old: &SnapshotBytes) -> bool {
     xid >= old.xmin && new.is_visible(xid) && !old.is_visible(xid)
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_pgtrickle_in_batch() -> &'static pg_sys::Pg_finfo_record {
-    const V1: &pg_sys::Pg_finfo_record = &pg_sys::Pg_finfo_record { api_version: 1 };
-    V1
-}
+function_info_v1!(pg_finfo_pgtrickle_in_batch);
 
 /// `pgtrickle._in_batch(xid8, pg_snapshot, pg_snapshot, bigint) RETURNS boolean`, called on NULL
 /// input: false when the transaction or either snapshot is NULL (no frontier yet: nothing is in a
@@ -124,11 +120,7 @@ pub unsafe extern "C-unwind" fn pgtrickle_in_batch(
     pg_sys::Datum::from(found)
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_pgtrickle_in_batch_support() -> &'static pg_sys::Pg_finfo_record {
-    const V1: &pg_sys::Pg_finfo_record = &pg_sys::Pg_finfo_record { api_version: 1 };
-    V1
-}
+function_info_v1!(pg_finfo_pgtrickle_in_batch_support);
 
 /// The planner support of `pgtrickle._in_batch`:
 /// - for a restriction on a change buffer's scan whose row count is a constant, the selectivity that

@@ -29,11 +29,7 @@ const LEADING_COLUMNS: usize = 2;
 /// target page, a ring of buffers), as COPY does.
 const BULK_ROWS: i64 = 1000;
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_pgtrickle_capture() -> &'static pg_sys::Pg_finfo_record {
-    const V1: &pg_sys::Pg_finfo_record = &pg_sys::Pg_finfo_record { api_version: 1 };
-    V1
-}
+function_info_v1!(pg_finfo_pgtrickle_capture);
 
 /// # Safety
 /// Called by PostgreSQL's function manager, with a valid `fcinfo`.
@@ -108,11 +104,7 @@ unsafe fn capture(fcinfo: pg_sys::FunctionCallInfo) -> PgtResult<()> {
     }
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_pgtrickle_signal() -> &'static pg_sys::Pg_finfo_record {
-    const V1: &pg_sys::Pg_finfo_record = &pg_sys::Pg_finfo_record { api_version: 1 };
-    V1
-}
+function_info_v1!(pg_finfo_pgtrickle_signal);
 
 /// `pgtrickle._signal(source)`, the signal trigger function (members.rs, `Family::Signal`): the
 /// source changed in this transaction. No buffer, no row touched; a stray call only costs a refresh,
