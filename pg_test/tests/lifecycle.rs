@@ -346,18 +346,29 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
         .collect::<Vec<_>>()
     );
 
-    // A user's trigger on the stream table must fire as for any INSERT: the statement runs instead.
+    // A user's trigger on the stream table must fire as for any INSERT or DELETE: the statements
+    // run instead.
     db.exec(&format!(
-        "CREATE TABLE fired (n int); GRANT INSERT ON fired TO {owner};
-         CREATE FUNCTION note_insert() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN INSERT INTO public.fired VALUES (1); RETURN NULL; END $$;
-         CREATE TRIGGER note AFTER INSERT ON totals_full FOR EACH STATEMENT EXECUTE FUNCTION note_insert();"
+        "CREATE TABLE fired (op text); GRANT INSERT ON fired TO {owner};
+         CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO public.fired VALUES (TG_OP); RETURN NULL; END $$;
+         CREATE TRIGGER note AFTER INSERT OR DELETE ON totals_full FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
     ));
     client
         .batch_execute("SELECT pgtrickle.refresh_stream_table('totals_full')")
         .unwrap();
-    assert_eq!(parallel(&notices), 0, "not with a trigger of the user's");
-    assert_eq!(db.value::<i64>("SELECT count(*) FROM fired"), 1);
+    assert!(
+        !notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.message.contains("rows itself")),
+        "not with a trigger of the user's"
+    );
+    assert_eq!(
+        db.value::<String>("SELECT string_agg(op, ',' ORDER BY op) FROM fired"),
+        "DELETE,INSERT"
+    );
     db.assert_shows_what_query_shows("totals_full", query);
 }
 
@@ -391,6 +402,36 @@ fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
         .filter(|n| n.message.contains("rows itself (query read serially)"));
     assert_eq!(serial.count(), 2, "the creation and the refresh: {kept:?}");
     assert!(kept.iter().any(|n| n.message.contains(&said)), "{kept:?}");
+    // The old rows went the same way: the 2,940 the creation inserted (g = 3 and NULL left out).
+    assert!(
+        kept.iter()
+            .any(|n| n.message.contains("FULL refresh deleted 2940 rows itself")),
+        "{kept:?}"
+    );
+    db.assert_shows_what_query_shows("rows_full", query);
+
+    // Deleted as a DELETE deletes: a transaction whose snapshot is older than the refresh keeps
+    // seeing the old rows after the refresh commits (a TRUNCATE would show it an empty table).
+    let contents = |c: &mut postgres::Client| -> String {
+        c.query_one(
+            "SELECT string_agg(format('%s|%s|%s', g, v, md5(s)), ',' ORDER BY g, v, s) FROM rows_full",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let mut reader = db.connect();
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    let before_refresh = contents(&mut reader);
+    db.exec("UPDATE t SET v = v + 1 WHERE g = 7");
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .unwrap();
+    assert_eq!(contents(&mut reader), before_refresh);
+    reader.batch_execute("COMMIT").unwrap();
+    assert_ne!(contents(&mut reader), before_refresh);
     db.assert_shows_what_query_shows("rows_full", query);
     db.exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
     assert_eq!(
@@ -423,6 +464,65 @@ fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
         .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
         .unwrap();
     db.assert_shows_what_query_shows("rows_full", query);
+}
+
+/// A FULL refresh deletes a stream table's old rows itself (refresh/full_delete.rs), but as a
+/// `DELETE` would for logical decoding: refused while the table publishes deletes without a replica
+/// identity (which could not be decoded), and decoded row by row with one.
+#[test]
+fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
+    let mut db = TestDb::new("life_published_full");
+    let query = "SELECT g, v FROM t";
+    db.exec(&format!(
+        "CREATE TABLE t (g int, v numeric);
+         INSERT INTO t SELECT i, i * 1.5 FROM generate_series(1, 40) i;
+         SELECT pgtrickle.create_stream_table('published', '{query}', '1h', 'FULL');
+         CREATE PUBLICATION published_pub FOR TABLE published;"
+    ));
+    db.exec("UPDATE t SET v = v + 1 WHERE g <= 5");
+    // A stream table's replica identity is FULL from the start; its owner may take it away.
+    assert_eq!(
+        db.value::<String>(
+            "SELECT relreplident::text FROM pg_class WHERE oid = 'published'::regclass"
+        ),
+        "f"
+    );
+    db.exec("ALTER TABLE published REPLICA IDENTITY NOTHING");
+    let err = db
+        .client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('published')")
+        .unwrap_err();
+    let e = err.as_db_error().expect("a database error");
+    assert_eq!(e.code().code(), "55000", "{e:?}");
+    assert!(e.message().contains("replica identity"), "{e:?}");
+    assert_eq!(
+        db.value::<String>("SELECT sum(v)::text FROM published"),
+        "1230.0"
+    );
+
+    db.exec("ALTER TABLE published REPLICA IDENTITY FULL");
+    db.exec("SELECT 1 FROM pg_create_logical_replication_slot('published_slot', 'test_decoding')");
+    // Decoding reads flushed WAL only (the test cluster commits asynchronously).
+    db.exec("SET synchronous_commit = on");
+    db.exec("SELECT pgtrickle.refresh_stream_table('published')");
+    db.assert_shows_what_query_shows("published", query);
+    let decoded: Vec<String> = db
+        .rows(
+            "SELECT data FROM pg_logical_slot_get_changes('published_slot', NULL, NULL)
+              WHERE data LIKE 'table public.published: DELETE:%'",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.exec("SELECT pg_drop_replication_slot('published_slot')");
+    assert_eq!(decoded.len(), 40, "{decoded:?}");
+    assert!(
+        decoded
+            .iter()
+            .any(|d| d.ends_with("g[integer]:7 v[numeric]:10.5")),
+        "{decoded:?}"
+    );
 }
 
 /// Rows of pg_trickle's catalog read so far by every session (sequential and index fetches).

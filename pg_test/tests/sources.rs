@@ -384,6 +384,49 @@ fn a_full_refresh_of_a_stream_table_read_by_others() {
     db.assert_matches_query("up_count", "SELECT count(*) AS n FROM up");
 }
 
+/// PostgreSQL fills a capture trigger's transition table with every row a statement deletes, even
+/// when the trigger then records nothing. A replacement left uncaptured must not pay for that: its
+/// old rows are deleted without the statement, so no tuplestore of them spills to disk.
+#[test]
+fn a_replacement_left_uncaptured_keeps_no_copy_of_the_rows_it_deletes() {
+    let mut db = TestDb::new("sources_uncaptured_delete");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g FROM generate_series(1, 20000) g;
+         SELECT pgtrickle.create_stream_table('up', 'SELECT id, v FROM src', '1h', 'FULL');
+         SELECT pgtrickle.create_stream_table('by_tens', 'SELECT id / 10 AS tens, sum(v) AS s FROM up GROUP BY id / 10', '1h', 'AUTO');
+         ANALYZE up;
+         UPDATE src SET v = v + 1 WHERE id % 3 = 0;",
+    );
+    let (mut client, notices) = db.connect_keeping_notices();
+    // 20,000 deleted rows are ~1 MB: past a 64 kB work_mem a transition table spills, and says so.
+    client
+        .batch_execute(
+            "SET work_mem = '64kB'; SET log_temp_files = 0; SET client_min_messages = debug1;
+             SELECT pgtrickle.refresh_stream_table('up');",
+        )
+        .unwrap();
+    let kept = notices.lock().unwrap().clone();
+    assert!(
+        kept.iter()
+            .any(|n| n.message.contains("FULL refresh deleted 20000 rows itself")),
+        "{kept:?}"
+    );
+    assert!(
+        !kept.iter().any(|n| n.message.contains("temporary file")),
+        "{kept:?}"
+    );
+    let (action, reason) = db.last_refresh("up");
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("not captured row by row"), "{reason}");
+    db.assert_matches_query("up", "SELECT id, v FROM src");
+    assert_eq!(refresh(&mut db, "by_tens").0, "FULL");
+    db.assert_matches_query(
+        "by_tens",
+        "SELECT id / 10 AS tens, sum(v) AS s FROM up GROUP BY id / 10",
+    );
+}
+
 #[test]
 fn changes_to_nested_views_and_view_options_are_followed() {
     let mut db = view_db("sources_nested_views");

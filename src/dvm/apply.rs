@@ -127,6 +127,7 @@ pub fn differential_plan(storage: &QualifiedName, payload: &Payload, delta: &Del
         }],
         one_snapshot: false,
         insert_rows: None,
+        delete_all: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub fn full_refresh_plan(
             select,
             columns,
         }),
+        delete_all: Some(0),
     }
 }
 
@@ -144,5 +145,8 @@ mod tests {
         assert_eq!(rows.step, 1);
         assert!(sql.ends_with(&rows.select), "{sql}");
         assert_eq!(rows.columns, ["a", "b", "__pgt_row_id", "__pgt_dup"]);
+        // So is the delete step, for an executor's own deletions.
+        assert_eq!(plan.delete_all, Some(0));
+        assert!(plan.steps[0].sql.starts_with("DELETE FROM "), "{sql}");
     }
 }

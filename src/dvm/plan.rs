@@ -72,6 +72,10 @@ pub struct RefreshPlan {
     /// parallel; see `refresh::full_insert`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert_rows: Option<InsertRows>,
+    /// Which step only deletes every row of the stream table (`DELETE FROM <stream table>`), for an
+    /// executor that can delete them itself (see `refresh::full_delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_all: Option<usize>,
 }
 
 /// Step `step` is `INSERT INTO <stream table> (<columns>) <select>`, nothing else.

@@ -47,6 +47,7 @@ pub fn top_k_plan(
         }],
         one_snapshot: false,
         insert_rows: None,
+        delete_all: None,
     }
 }
 

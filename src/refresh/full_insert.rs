@@ -22,7 +22,7 @@ use pgrx::PgList;
 use std::ffi::CString;
 
 /// Inserts the rows of `rows.select`, read on `snapshot`, into `relid`; how many, or None when the
-/// table cannot take rows this way (see `takes_rows`) or the query's columns do not map one to one,
+/// table cannot take rows this way (see `writes_directly`) or the query's columns do not map one to one,
 /// with equal types, onto the table's: the caller then runs the `INSERT`, which behaves as it
 /// always has.
 ///
@@ -42,7 +42,7 @@ pub unsafe fn insert(
         // Whether the table takes rows this way is known before the query is planned: a table that
         // does not gets its `INSERT`, planned once.
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        if !takes_rows(rel) {
+        if !writes_directly(rel, pg_sys::ACL_INSERT) {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
         }
@@ -97,11 +97,12 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
     }
 }
 
-/// Whether rows may go into the table without its `INSERT`: a plain table with no trigger but
-/// pg_trickle's guard — and its capture triggers, while its contents are replaced uncaptured — (a
-/// user's statement trigger would not fire, nor a foreign key's), no row-level security, and the
-/// current role (the owner) may insert. Read from the open relation, under the refresh's lock.
-unsafe fn takes_rows(rel: pg_sys::Relation) -> bool {
+/// Whether the refresh may write the table's rows itself, without its `INSERT` or `DELETE`: a plain
+/// table with no trigger but pg_trickle's guard — and its capture triggers, while its contents are
+/// replaced uncaptured — (a user's trigger would not fire, nor a foreign key's), no row-level
+/// security, and the current role (the owner) holds `privilege` (`ACL_INSERT`, `ACL_DELETE`). Read
+/// from the open relation, under the refresh's lock.
+pub(super) unsafe fn writes_directly(rel: pg_sys::Relation, privilege: u32) -> bool {
     // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
     unsafe {
         let class = &*(*rel).rd_rel;
@@ -122,7 +123,7 @@ unsafe fn takes_rows(rel: pg_sys::Relation) -> bool {
             && pg_sys::pg_class_aclcheck(
                 (*rel).rd_id,
                 pg_sys::GetUserId(),
-                pg_sys::ACL_INSERT as pg_sys::AclMode,
+                privilege as pg_sys::AclMode,
             ) == pg_sys::AclResult::ACLCHECK_OK
     }
 }

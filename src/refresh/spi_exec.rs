@@ -140,16 +140,20 @@ fn run_on_one_snapshot(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applie
         ));
     }
     let statements: Vec<&str> = plan.steps.iter().map(|s| s.sql.as_str()).collect();
-    let results = spi::on_one_snapshot(&statements, |i, snapshot| match &plan.insert_rows {
-        // SAFETY: SPI is connected and `snapshot` registered (`on_one_snapshot`); the step before
-        // this one deleted from the stream table, holding its RowExclusiveLock.
-        Some(rows) if rows.step == i => {
-            Ok(
+    let results = spi::on_one_snapshot(&statements, |i, snapshot| {
+        let done = match &plan.insert_rows {
+            // SAFETY: SPI is connected and `snapshot` registered (`on_one_snapshot`); the step
+            // before this one deleted from the stream table, holding its RowExclusiveLock.
+            Some(rows) if rows.step == i => {
                 unsafe { super::full_insert::insert(st.relid, rows, snapshot) }?
-                    .map(|rows| spi::SnapshotResult { rows, first: None }),
-            )
-        }
-        _ => Ok(None),
+            }
+            // SAFETY: as above; the refresh holds the stream table's claim.
+            _ if plan.delete_all == Some(i) => {
+                unsafe { super::full_delete::delete_all(st.relid, snapshot) }?
+            }
+            _ => None,
+        };
+        Ok(done.map(|rows| spi::SnapshotResult { rows, first: None }))
     })?;
     let (mut deleted, mut inserted, mut snapshot) = (0, 0, None);
     for (step, result) in plan.steps.iter().zip(results) {
