@@ -134,6 +134,11 @@ pub fn own_capture_trigger(source: Oid, name: &str) -> bool {
     own_name(Family::Capture, source, source, name)
 }
 
+/// Whether `name` is one of the signal triggers pg_trickle gives a source on itself.
+pub fn own_signal_trigger(source: Oid, name: &str) -> bool {
+    own_name(Family::Signal, source, source, name)
+}
+
 /// Whether `name` is one of the names pg_trickle gives the triggers of `family` for `source` on `table`.
 fn own_name(family: Family, source: Oid, table: Oid, name: &str) -> bool {
     family

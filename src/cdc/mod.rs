@@ -26,7 +26,9 @@ mod members;
 pub mod replaced;
 pub mod signal;
 mod trigger;
-pub use members::{foreign_descendant, own_capture_trigger, suspended, unlogged_member, Family};
+pub use members::{
+    foreign_descendant, own_capture_trigger, own_signal_trigger, suspended, unlogged_member, Family,
+};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};
 use crate::dvm::diff::{BatchTest, CdcContext};

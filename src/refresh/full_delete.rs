@@ -1,19 +1,18 @@
 //! A FULL refresh deletes the stream table's old rows itself, as it inserts the new ones
 //! (`full_insert`): a scan of the table, each row it sees deleted in place.
 //!
-//! `DELETE FROM <stream table>` costs more than the deletions:
-//! - The executor's per-row work around each one (fetching the row id, the result relation's
-//!   bookkeeping, the trigger checks).
-//! - A stream table read by other stream tables carries capture triggers with transition tables.
-//!   PostgreSQL fills a statement trigger's transition table with every deleted row whether or not
-//!   the trigger then records anything — and while the contents are replaced uncaptured
-//!   (cdc/replaced.rs) it records nothing. On the bench's 450,000-row upstream that tuplestore, spilt
-//!   to disk, made the `DELETE` take 440–490 ms instead of 240–300 ms.
+//! A stream table read by other stream tables carries capture triggers with transition tables, and
+//! PostgreSQL fills a statement trigger's transition table with every row a `DELETE` deletes whether
+//! or not the trigger then records anything — while the contents are replaced uncaptured
+//! (cdc/replaced.rs) it records nothing. On the bench's 450,000-row upstream that tuplestore, spilt to
+//! disk, made the `DELETE` take 440–490 ms instead of 240–300 ms. (Without capture triggers the two
+//! ways take the same time, within this machine's noise; every FULL refresh deletes this way all the
+//! same, so the path is the one every FULL refresh tests.)
 //!
 //! The deletions are MVCC deletions like the statement's: readers keep seeing the old rows until the
 //! refresh commits, and a publication decodes them as deletes. Only a table the refresh may write
-//! without its statement gets them (`full_insert::writes_directly`); any other gets its `DELETE`,
-//! which behaves as it always has.
+//! without its statement gets them (`full_insert::writes_directly`, which also says what its signal
+//! triggers would have); any other gets its `DELETE`, which behaves as it always has.
 
 use crate::error::PgtResult;
 use pgrx::pg_sys::{self, Oid};
@@ -30,10 +29,10 @@ pub unsafe fn delete_all(relid: Oid, snapshot: pg_sys::Snapshot) -> PgtResult<Op
     // updated", as for catalog rows) unwinds to the (sub)transaction's abort, which releases them.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        if !super::full_insert::writes_directly(rel, pg_sys::ACL_DELETE) {
+        let Some(direct) = super::full_insert::writes_directly(rel, pg_sys::ACL_DELETE) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
-        }
+        };
         // As the statement would: a table that publishes deletes without a replica identity cannot
         // have them decoded, so they are refused (SQLSTATE 55000) rather than published as nothing.
         pg_sys::CheckCmdReplicaIdentity(rel, pg_sys::CmdType::CMD_DELETE);
@@ -54,6 +53,7 @@ pub unsafe fn delete_all(relid: Oid, snapshot: pg_sys::Snapshot) -> PgtResult<Op
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         // The deletions are the refresh's own writes: its next statements no longer see the rows.
         pg_sys::CommandCounterIncrement();
+        direct.written();
         pgrx::debug1!("pg_trickle: FULL refresh deleted {deleted} rows itself");
         Ok(Some(deleted))
     }

@@ -42,10 +42,10 @@ pub unsafe fn insert(
         // Whether the table takes rows this way is known before the query is planned: a table that
         // does not gets its `INSERT`, planned once.
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        if !writes_directly(rel, pg_sys::ACL_INSERT) {
+        let Some(direct) = writes_directly(rel, pg_sys::ACL_INSERT) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
-        }
+        };
         let plan = pg_sys::SPI_prepare_cursor(
             select.as_ptr(),
             0,
@@ -67,6 +67,9 @@ pub unsafe fn insert(
         };
         pg_sys::SPI_freeplan(plan);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if matches!(out, Ok(Some(_))) {
+            direct.written();
+        }
         out
     }
 }
@@ -97,34 +100,65 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
     }
 }
 
+/// The refresh may write a table's rows itself (see [`writes_directly`]).
+pub(super) struct DirectWrites {
+    relid: Oid,
+    /// The table has pg_trickle's signal triggers, which its own writes do not fire.
+    signals: bool,
+}
+
+impl DirectWrites {
+    /// After the refresh wrote the table's rows itself: what its signal triggers would have said
+    /// (that it changed, so the FULL stream tables reading it are not skipped: cdc/signal.rs), said.
+    pub(super) fn written(&self) {
+        if self.signals {
+            crate::cdc::signal::note(self.relid.to_u32());
+        }
+    }
+}
+
 /// Whether the refresh may write the table's rows itself, without its `INSERT` or `DELETE`: a plain
-/// table with no trigger but pg_trickle's guard — and its capture triggers, while its contents are
-/// replaced uncaptured — (a user's trigger would not fire, nor a foreign key's), no row-level
+/// table with no trigger but pg_trickle's own — its guard; its signal triggers, whose signal the
+/// refresh then gives itself ([`DirectWrites::written`]); its capture triggers while its contents
+/// are replaced uncaptured — (a user's trigger would not fire, nor a foreign key's), no row-level
 /// security, and the current role (the owner) holds `privilege` (`ACL_INSERT`, `ACL_DELETE`). Read
 /// from the open relation, under the refresh's lock.
-pub(super) unsafe fn writes_directly(rel: pg_sys::Relation, privilege: u32) -> bool {
+pub(super) unsafe fn writes_directly(
+    rel: pg_sys::Relation,
+    privilege: u32,
+) -> Option<DirectWrites> {
     // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
     unsafe {
         let class = &*(*rel).rd_rel;
+        let relid = (*rel).rd_id;
         // The guard refuses writes other than refreshes; capture triggers are skipped while the
         // refresh replaces the contents uncaptured (cdc/replaced.rs). Any other trigger must fire.
-        let replacing = crate::cdc::replaced::is_replacing((*rel).rd_id);
-        let own_triggers_only = match (*rel).trigdesc.as_ref() {
-            None => true,
-            Some(d) => (0..d.numtriggers as usize).all(|i| {
-                let name = std::ffi::CStr::from_ptr((*d.triggers.add(i)).tgname).to_string_lossy();
-                name == "pgtrickle_guard"
-                    || (replacing && crate::cdc::own_capture_trigger((*rel).rd_id, &name))
-            }),
+        let replacing = crate::cdc::replaced::is_replacing(relid);
+        let names: Vec<String> = match (*rel).trigdesc.as_ref() {
+            None => Vec::new(),
+            Some(d) => (0..d.numtriggers as usize)
+                .map(|i| {
+                    std::ffi::CStr::from_ptr((*d.triggers.add(i)).tgname)
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
         };
-        class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+        let signal = |name: &str| crate::cdc::own_signal_trigger(relid, name);
+        let own_triggers_only = names.iter().all(|name| {
+            name == "pgtrickle_guard"
+                || signal(name)
+                || (replacing && crate::cdc::own_capture_trigger(relid, name))
+        });
+        let writable = class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
             && !class.relrowsecurity
             && own_triggers_only
-            && pg_sys::pg_class_aclcheck(
-                (*rel).rd_id,
-                pg_sys::GetUserId(),
-                privilege as pg_sys::AclMode,
-            ) == pg_sys::AclResult::ACLCHECK_OK
+            && pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode)
+                == pg_sys::AclResult::ACLCHECK_OK;
+        writable.then(|| DirectWrites {
+            relid,
+            signals: names.iter().any(|name| signal(name)),
+        })
     }
 }
 
