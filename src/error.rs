@@ -34,6 +34,8 @@ pub enum SqlState {
     LockNotAvailable,
     /// 25006
     ReadOnlySqlTransaction,
+    /// 40001
+    SerializationFailure,
     /// XX000
     InternalError,
     /// An error PostgreSQL raised, re-raised with its own SQLSTATE (PostgreSQL's 6-bit packed form).
@@ -57,6 +59,7 @@ impl SqlState {
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::LockNotAvailable => "55P03",
             SqlState::ReadOnlySqlTransaction => "25006",
+            SqlState::SerializationFailure => "40001",
             SqlState::InternalError => "XX000",
             SqlState::Passthrough(_) => "PGERR",
         }
@@ -196,6 +199,7 @@ mod report {
                     C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
                 SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
+                SqlState::SerializationFailure => C::ERRCODE_T_R_SERIALIZATION_FAILURE,
                 SqlState::ReadOnlySqlTransaction => C::ERRCODE_READ_ONLY_SQL_TRANSACTION,
                 SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,
                 SqlState::Passthrough(code) => C::from(code),

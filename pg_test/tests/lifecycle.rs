@@ -426,8 +426,11 @@ fn a_full_refresh_inserts_rows_as_the_query_yields_them_and_fails_cleanly() {
         .unwrap();
     let before_refresh = contents(&mut reader);
     db.exec("UPDATE t SET v = v + 1 WHERE g = 7");
+    // (An exclusive lock, as a TRUNCATE would take, would wait for the reader: fail instead.)
     client
-        .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_full')")
+        .batch_execute(
+            "SET lock_timeout = '10s'; SELECT pgtrickle.refresh_stream_table('rows_full'); RESET lock_timeout;",
+        )
         .unwrap();
     assert_eq!(contents(&mut reader), before_refresh);
     reader.batch_execute("COMMIT").unwrap();
@@ -503,9 +506,11 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
     db.exec("ALTER TABLE published REPLICA IDENTITY FULL");
     db.exec("SELECT 1 FROM pg_create_logical_replication_slot('published_slot', 'test_decoding')");
     // Decoding reads flushed WAL only (the test cluster commits asynchronously).
-    db.exec("SET synchronous_commit = on");
-    db.exec("SELECT pgtrickle.refresh_stream_table('published')");
-    db.assert_shows_what_query_shows("published", query);
+    let (mut client, notices) = db.connect_keeping_notices();
+    let refreshed = client.batch_execute(
+        "SET synchronous_commit = on; SET client_min_messages = debug1;
+         SELECT pgtrickle.refresh_stream_table('published');",
+    );
     let decoded: Vec<String> = db
         .rows(
             "SELECT data FROM pg_logical_slot_get_changes('published_slot', NULL, NULL)
@@ -515,7 +520,18 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // Dropped before anything is asserted: a slot left behind would hold back the whole cluster.
     db.exec("SELECT pg_drop_replication_slot('published_slot')");
+    refreshed.unwrap();
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.message.contains("FULL refresh deleted 40 rows itself")),
+        "the rows were not deleted by the refresh itself"
+    );
+    db.assert_shows_what_query_shows("published", query);
     assert_eq!(decoded.len(), 40, "{decoded:?}");
     assert!(
         decoded
@@ -523,6 +539,112 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
             .any(|d| d.ends_with("g[integer]:7 v[numeric]:10.5")),
         "{decoded:?}"
     );
+}
+
+/// A FULL refresh writes a stream table's rows itself only where `INSERT` and `DELETE` would do no
+/// more than write them (refresh/full_insert.rs, `writes_directly`). Where they would do more — an
+/// inheritance child's rows deleted too, a rule, a trigger of the user's under a name like pg_trickle's,
+/// a partition's bound — the statements run, and do it.
+#[test]
+fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
+    let mut db = TestDb::new("life_full_statements");
+    let query = "SELECT a FROM t";
+    db.exec(
+        "CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 10);
+         CREATE TABLE deleted_log (a int);
+         CREATE FUNCTION log_deleted() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO public.deleted_log VALUES (OLD.a); RETURN NULL; END $$;",
+    );
+    for st in ["with_child", "with_rule", "with_named", "as_partition"] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'FULL')"
+        ));
+    }
+    db.exec(
+        "CREATE TABLE child () INHERITS (with_child); INSERT INTO child VALUES (99);
+         CREATE RULE keep_deleted AS ON DELETE TO with_rule DO ALSO INSERT INTO deleted_log VALUES (old.a);
+         CREATE TRIGGER pgtrickle_signal_row AFTER DELETE ON with_named FOR EACH ROW EXECUTE FUNCTION log_deleted();
+         CREATE TABLE parent (a int) PARTITION BY RANGE (a);
+         ALTER TABLE parent ATTACH PARTITION as_partition FOR VALUES FROM (0) TO (100);",
+    );
+    let (mut client, notices) = db.connect_keeping_notices();
+    client
+        .batch_execute("SET client_min_messages = debug1")
+        .unwrap();
+    let refresh = |client: &mut postgres::Client, st: &str| {
+        notices.lock().unwrap().clear();
+        let done = client.batch_execute(&format!("SELECT pgtrickle.refresh_stream_table('{st}')"));
+        let itself = notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.message.contains("rows itself"));
+        assert!(!itself, "{st} was written without its statements");
+        done
+    };
+
+    // DELETE FROM the parent deletes the child's rows too.
+    refresh(&mut client, "with_child").unwrap();
+    db.assert_shows_what_query_shows("with_child", query);
+    // The rule and the user's trigger see each deleted row: 10 each.
+    db.exec("UPDATE t SET a = a + 10 WHERE a = 10");
+    refresh(&mut client, "with_rule").unwrap();
+    refresh(&mut client, "with_named").unwrap();
+    assert_eq!(
+        db.value::<String>("SELECT string_agg(a::text, ',' ORDER BY a) FROM (SELECT a, count(*) FROM deleted_log GROUP BY a) c WHERE count = 2"),
+        "1,2,3,4,5,6,7,8,9,10"
+    );
+    db.assert_shows_what_query_shows("with_rule", query);
+    db.assert_shows_what_query_shows("with_named", query);
+    // A row outside the partition's bound is refused (23514), and nothing changes.
+    db.exec("INSERT INTO t VALUES (500)");
+    let err = refresh(&mut client, "as_partition").unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("23514"),
+        "{err:?}"
+    );
+    assert_eq!(
+        db.value::<String>("SELECT string_agg(a::text, ',' ORDER BY a) FROM as_partition"),
+        "1,2,3,4,5,6,7,8,9,10"
+    );
+}
+
+/// Only refreshes write a stream table; with its guard disabled, another transaction can update a
+/// row the FULL refresh is about to delete. The refresh then fails as a serialization failure
+/// (40001), which callers retry — not as an internal error — and changes nothing.
+#[test]
+fn a_full_refresh_meeting_a_concurrent_update_fails_to_be_retried() {
+    let mut db = TestDb::new("life_full_concurrent");
+    let query = "SELECT a FROM t";
+    db.exec(&format!(
+        "CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 10);
+         SELECT pgtrickle.create_stream_table('contested', '{query}', '1h', 'FULL');
+         ALTER TABLE contested DISABLE TRIGGER pgtrickle_guard;"
+    ));
+    let mut writer = db.connect();
+    writer
+        .batch_execute("BEGIN; UPDATE contested SET a = a WHERE a = 3")
+        .unwrap();
+    let mut refresher = db.connect();
+    let refresh = std::thread::spawn(move || {
+        refresher.batch_execute("SELECT pgtrickle.refresh_stream_table('contested')")
+    });
+    // The refresh waits for the writer's row lock, then finds the row updated.
+    let waiting = pg_trickle_e2e::wait_until(std::time::Duration::from_secs(20), || {
+        db.value::<i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%refresh_stream_table(''contested'')%'",
+        ) == 1
+    });
+    assert!(waiting, "the refresh never waited for the writer");
+    writer.batch_execute("COMMIT").unwrap();
+    let err = refresh.join().unwrap().unwrap_err();
+    let e = err.as_db_error().expect("a database error");
+    assert_eq!(e.code().code(), "40001", "{e:?}");
+    assert!(e.message().contains("another transaction updated"), "{e:?}");
+    db.assert_shows_what_query_shows("contested", query);
+    db.exec("SELECT pgtrickle.refresh_stream_table('contested')");
+    db.assert_shows_what_query_shows("contested", query);
 }
 
 /// Rows of pg_trickle's catalog read so far by every session (sequential and index fetches).

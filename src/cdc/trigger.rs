@@ -135,6 +135,35 @@ pub unsafe extern "C-unwind" fn pgtrickle_signal(
     pg_sys::Datum::from(0usize)
 }
 
+/// Whether `trigger`, on `table`, is one of the signal triggers pg_trickle gives `table` — by what it
+/// runs (`pgtrickle._signal('<table oid>')`) as well as by its name, which the table's owner could
+/// give a trigger of their own.
+///
+/// # Safety
+/// `trigger` comes from an open relation's trigger descriptor.
+pub unsafe fn is_own_signal_trigger(trigger: &pg_sys::Trigger, table: Oid) -> bool {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let name = CStr::from_ptr(trigger.tgname).to_string_lossy();
+        members::own_signal_trigger(table, &name)
+            && runs_own_function(trigger.tgfoid, "_signal")
+            && source_argument(trigger) == Some(table)
+    }
+}
+
+/// Whether `function` is pg_trickle's `pgtrickle.<name>` (read from the catalog caches).
+pub fn runs_own_function(function: Oid, name: &str) -> bool {
+    // SAFETY: catalog cache lookups; NULL (no such function or schema) is checked before reading.
+    unsafe {
+        let function_name = pg_sys::get_func_name(function);
+        if function_name.is_null() || CStr::from_ptr(function_name).to_bytes() != name.as_bytes() {
+            return false;
+        }
+        let schema = pg_sys::get_namespace_name(pg_sys::get_func_namespace(function));
+        !schema.is_null() && CStr::from_ptr(schema).to_bytes() == b"pgtrickle"
+    }
+}
+
 /// The source's OID: the trigger's one argument.
 unsafe fn source_argument(trigger: &pg_sys::Trigger) -> Option<Oid> {
     if trigger.tgnargs != 1 || trigger.tgargs.is_null() {

@@ -117,12 +117,15 @@ impl DirectWrites {
     }
 }
 
-/// Whether the refresh may write the table's rows itself, without its `INSERT` or `DELETE`: a plain
-/// table with no trigger but pg_trickle's own — its guard; its signal triggers, whose signal the
-/// refresh then gives itself ([`DirectWrites::written`]); its capture triggers while its contents
-/// are replaced uncaptured — (a user's trigger would not fire, nor a foreign key's), no row-level
-/// security, and the current role (the owner) holds `privilege` (`ACL_INSERT`, `ACL_DELETE`). Read
-/// from the open relation, under the refresh's lock.
+/// Whether the refresh may write the table's rows itself, without its `INSERT` or `DELETE`: where
+/// those statements would do no more than write the table's rows. So a plain table (not a partition,
+/// whose bound an `INSERT` checks; without inheritance children, whose rows a `DELETE` deletes too),
+/// with no rules, no row-level security, the current role (the owner) holding `privilege`
+/// (`ACL_INSERT`, `ACL_DELETE`), and no trigger but pg_trickle's own, known by the function they run:
+/// its guard; its signal triggers, whose signal the refresh then gives itself
+/// ([`DirectWrites::written`]); its capture triggers while its contents are replaced uncaptured. A
+/// user's trigger would not fire, nor a foreign key's. Read from the open relation, under the
+/// refresh's lock.
 pub(super) unsafe fn writes_directly(
     rel: pg_sys::Relation,
     privilege: u32,
@@ -131,34 +134,41 @@ pub(super) unsafe fn writes_directly(
     unsafe {
         let class = &*(*rel).rd_rel;
         let relid = (*rel).rd_id;
+        let plain = class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+            && !class.relispartition
+            && !class.relhassubclass
+            && !class.relhasrules
+            && !class.relrowsecurity;
+        if !plain
+            || pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode)
+                != pg_sys::AclResult::ACLCHECK_OK
+        {
+            return None;
+        }
         // The guard refuses writes other than refreshes; capture triggers are skipped while the
         // refresh replaces the contents uncaptured (cdc/replaced.rs). Any other trigger must fire.
         let replacing = crate::cdc::replaced::is_replacing(relid);
-        let names: Vec<String> = match (*rel).trigdesc.as_ref() {
-            None => Vec::new(),
-            Some(d) => (0..d.numtriggers as usize)
-                .map(|i| {
-                    std::ffi::CStr::from_ptr((*d.triggers.add(i)).tgname)
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect(),
+        let triggers: &[pg_sys::Trigger] = match (*rel).trigdesc.as_ref() {
+            Some(d) if d.numtriggers > 0 && !d.triggers.is_null() => {
+                std::slice::from_raw_parts(d.triggers, d.numtriggers as usize)
+            }
+            _ => &[],
         };
-        let signal = |name: &str| crate::cdc::own_signal_trigger(relid, name);
-        let own_triggers_only = names.iter().all(|name| {
-            name == "pgtrickle_guard"
-                || signal(name)
-                || (replacing && crate::cdc::own_capture_trigger(relid, name))
-        });
-        let writable = class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
-            && !class.relrowsecurity
-            && own_triggers_only
-            && pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK;
-        writable.then(|| DirectWrites {
-            relid,
-            signals: names.iter().any(|name| signal(name)),
-        })
+        let mut signals = false;
+        for trigger in triggers {
+            let name = std::ffi::CStr::from_ptr(trigger.tgname).to_string_lossy();
+            if crate::cdc::is_own_signal_trigger(trigger, relid) {
+                signals = true;
+            } else {
+                let guard = name == "pgtrickle_guard"
+                    && crate::cdc::runs_own_function(trigger.tgfoid, "_guard_stream_table");
+                let skipped_capture = replacing && crate::cdc::own_capture_trigger(relid, &name);
+                if !(guard || skipped_capture) {
+                    return None;
+                }
+            }
+        }
+        Some(DirectWrites { relid, signals })
     }
 }
 
