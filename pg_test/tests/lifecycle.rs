@@ -542,7 +542,7 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
 }
 
 /// A FULL refresh writes a stream table's rows itself only where `INSERT` and `DELETE` would do no
-/// more than write them (refresh/full_insert.rs, `writes_directly`). Where they would do more — an
+/// more than write them (refresh/direct_writes.rs). Where they would do more — an
 /// inheritance child's rows deleted too, a rule, a trigger of the user's under a name like pg_trickle's,
 /// a partition's bound — the statements run, and do it.
 #[test]

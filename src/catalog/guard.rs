@@ -36,6 +36,18 @@ pub fn own_write_active() -> bool {
     OWN_WRITES.with(|n| n.get() > 0)
 }
 
+/// The write guard's trigger name on every storage table.
+pub const GUARD_TRIGGER: &str = "pgtrickle_guard";
+
+/// Whether `trigger` is the write guard: its name, and the function it runs (the table's owner could
+/// give a trigger of their own the name).
+pub fn is_guard(trigger: &pgrx::pg_sys::Trigger) -> bool {
+    // SAFETY: a trigger of an open relation's descriptor has a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(trigger.tgname) };
+    name.to_bytes() == GUARD_TRIGGER.as_bytes()
+        && crate::cdc::runs_own_function(trigger.tgfoid, "_guard_stream_table")
+}
+
 /// Puts the write guard on a new storage table. ALWAYS: replica-role sessions are refused too. Its
 /// argument is the stream table's id: a dump carries it along with the table (and a restore finds
 /// each catalog row's table by it, whatever its OID and name are then).
@@ -51,13 +63,13 @@ pub fn install(storage: &QualifiedName, pgt_id: i64) -> PgtResult<()> {
     }
     spi::exec(
         &format!(
-            "CREATE TRIGGER pgtrickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage}
+            "CREATE TRIGGER {GUARD_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {storage}
                FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table('{pgt_id}')"
         ),
         &[],
     )?;
     spi::exec(
-        &format!("ALTER TABLE {storage} ENABLE ALWAYS TRIGGER pgtrickle_guard"),
+        &format!("ALTER TABLE {storage} ENABLE ALWAYS TRIGGER {GUARD_TRIGGER}"),
         &[],
     )
 }
@@ -82,7 +94,7 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
         let _own = OwnWrite::begin();
         let name = crate::catalog::names::qualified_name_of(relid)?;
         spi::exec(
-            &format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER pgtrickle_guard"),
+            &format!("ALTER TABLE {name} ENABLE ALWAYS TRIGGER {GUARD_TRIGGER}"),
             &[],
         )?;
     }

@@ -11,8 +11,8 @@
 //!
 //! The deletions are MVCC deletions like the statement's: readers keep seeing the old rows until the
 //! refresh commits, and a publication decodes them as deletes. Only a table the refresh may write
-//! without its statement gets them (`full_insert::writes_directly`, which also says what its signal
-//! triggers would have); any other gets its `DELETE`, which behaves as it always has.
+//! without its statement gets them (`direct_writes`, which also says what its signal triggers would
+//! have); any other gets its `DELETE`, which behaves as it always has.
 
 use crate::error::{PgtError, PgtResult, SqlState};
 use pgrx::pg_sys::{self, Oid};
@@ -29,7 +29,7 @@ pub unsafe fn delete_all(relid: Oid, snapshot: pg_sys::Snapshot) -> PgtResult<Op
     // them.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(direct) = super::full_insert::writes_directly(rel, pg_sys::ACL_DELETE) else {
+        let Some(direct) = super::direct_writes::writes_directly(rel, pg_sys::ACL_DELETE) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
         };

@@ -22,7 +22,7 @@ use pgrx::PgList;
 use std::ffi::CString;
 
 /// Inserts the rows of `rows.select`, read on `snapshot`, into `relid`; how many, or None when the
-/// table cannot take rows this way (see `writes_directly`) or the query's columns do not map one to one,
+/// table cannot take rows this way (see `direct_writes`) or the query's columns do not map one to one,
 /// with equal types, onto the table's: the caller then runs the `INSERT`, which behaves as it
 /// always has.
 ///
@@ -42,7 +42,7 @@ pub unsafe fn insert(
         // Whether the table takes rows this way is known before the query is planned: a table that
         // does not gets its `INSERT`, planned once.
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(direct) = writes_directly(rel, pg_sys::ACL_INSERT) else {
+        let Some(direct) = super::direct_writes::writes_directly(rel, pg_sys::ACL_INSERT) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(None);
         };
@@ -97,78 +97,6 @@ unsafe fn result_type(plan: pg_sys::SPIPlanPtr) -> Option<(pg_sys::TupleDesc, bo
             .map(|s| (*s).resultDesc)
             .filter(|d| !d.is_null())?;
         select.map(|parallel| (desc, parallel))
-    }
-}
-
-/// The refresh may write a table's rows itself (see [`writes_directly`]).
-pub(super) struct DirectWrites {
-    relid: Oid,
-    /// The table has pg_trickle's signal triggers, which its own writes do not fire.
-    signals: bool,
-}
-
-impl DirectWrites {
-    /// After the refresh wrote the table's rows itself: what its signal triggers would have said
-    /// (that it changed, so the FULL stream tables reading it are not skipped: cdc/signal.rs), said.
-    pub(super) fn written(&self) {
-        if self.signals {
-            crate::cdc::signal::note(self.relid.to_u32());
-        }
-    }
-}
-
-/// Whether the refresh may write the table's rows itself, without its `INSERT` or `DELETE`: where
-/// those statements would do no more than write the table's rows. So a plain table (not a partition,
-/// whose bound an `INSERT` checks; without inheritance children, whose rows a `DELETE` deletes too),
-/// with no rules, no row-level security, the current role (the owner) holding `privilege`
-/// (`ACL_INSERT`, `ACL_DELETE`), and no trigger but pg_trickle's own, known by the function they run:
-/// its guard; its signal triggers, whose signal the refresh then gives itself
-/// ([`DirectWrites::written`]); its capture triggers while its contents are replaced uncaptured. A
-/// user's trigger would not fire, nor a foreign key's. Read from the open relation, under the
-/// refresh's lock.
-pub(super) unsafe fn writes_directly(
-    rel: pg_sys::Relation,
-    privilege: u32,
-) -> Option<DirectWrites> {
-    // SAFETY: `rel` is open; its trigger descriptor holds `numtriggers` entries.
-    unsafe {
-        let class = &*(*rel).rd_rel;
-        let relid = (*rel).rd_id;
-        let plain = class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
-            && !class.relispartition
-            && !class.relhassubclass
-            && !class.relhasrules
-            && !class.relrowsecurity;
-        if !plain
-            || pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode)
-                != pg_sys::AclResult::ACLCHECK_OK
-        {
-            return None;
-        }
-        // The guard refuses writes other than refreshes; capture triggers are skipped while the
-        // refresh replaces the contents uncaptured (cdc/replaced.rs). Any other trigger must fire.
-        let replacing = crate::cdc::replaced::is_replacing(relid);
-        let triggers: &[pg_sys::Trigger] = match (*rel).trigdesc.as_ref() {
-            Some(d) if d.numtriggers > 0 && !d.triggers.is_null() => {
-                std::slice::from_raw_parts(d.triggers, d.numtriggers as usize)
-            }
-            _ => &[],
-        };
-        let mut signals = false;
-        for trigger in triggers {
-            let name = std::ffi::CStr::from_ptr(trigger.tgname).to_string_lossy();
-            if crate::cdc::is_own_signal_trigger(trigger, relid) {
-                signals = true;
-            } else {
-                let guard = name == "pgtrickle_guard"
-                    && crate::cdc::runs_own_function(trigger.tgfoid, "_guard_stream_table");
-                let skipped_capture = replacing && crate::cdc::own_capture_trigger(relid, &name);
-                if !(guard || skipped_capture) {
-                    return None;
-                }
-            }
-        }
-        Some(DirectWrites { relid, signals })
     }
 }
 

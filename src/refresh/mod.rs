@@ -3,6 +3,7 @@
 //! caller's transaction, so a refresh is applied completely or not at all.
 
 mod differential;
+mod direct_writes;
 mod full_delete;
 mod full_insert;
 pub mod job;
