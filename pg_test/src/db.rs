@@ -188,7 +188,8 @@ impl TestDb {
     /// Like [`assert_matches_query`], but rows are compared by their text: values that are equal but
     /// print differently (`1.5` and `1.50`, `-0` and `0`, `'1 day'` and `'24 hours'`) differ.
     pub fn assert_shows_what_query_shows(&mut self, stream_table: &str, query: &str) {
-        let text = |sql: &str| format!("SELECT x::text FROM ({sql}) x");
+        // The whole row under an alias no column has: `x::text` would read a column named x.
+        let text = |sql: &str| format!("SELECT \"pgt row\"::text FROM ({sql}) AS \"pgt row\"");
         let diff = self.multiset_diff_with(stream_table, query, &text);
         assert!(
             diff.is_empty(),

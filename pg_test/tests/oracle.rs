@@ -169,6 +169,26 @@ fn the_comparison_catches_corrupted_stream_tables() {
     assert_eq!(f.kind, "group_all_aggs_f refreshed as FULL");
 }
 
+/// Every column is compared, also beside a column named `x`: the rows' text was `x::text` of a
+/// subquery aliased `x`, which reads such a column rather than the row, so shapes showing `x` (the
+/// representation shapes, window_repr, ...) were checked on that column alone.
+#[test]
+fn the_comparison_reads_every_column_beside_one_named_x() {
+    let mut runner = Runner::new("oracle_self_column_x", shape("repr_scan"), "DIFFERENTIAL");
+    let (_, failure) = runner.run(3, 60);
+    assert!(failure.is_none(), "{failure:?}");
+    assert!(runner.rows_checked > 0);
+    runner
+        .client()
+        .batch_execute(&tamper(
+            "repr_scan_d",
+            "UPDATE repr_scan_d SET id = id + 1000 WHERE ctid IN (SELECT ctid FROM repr_scan_d LIMIT 1)",
+        ))
+        .unwrap();
+    let f = runner.compare().unwrap_err();
+    assert_eq!(f.kind, "repr_scan_d differs from the query");
+}
+
 /// An upstream stream table is checked against its own query when it was refreshed last; a refresh
 /// point that leaves it stale checks the twins over it as it is.
 #[test]

@@ -579,3 +579,17 @@ fn domains_are_judged_by_their_base_type() {
         }
     }
 }
+
+/// The text comparison reads whole rows, also beside a column named `x` (`x::text` of a subquery
+/// aliased `x` read that column alone, and saw no difference elsewhere).
+#[test]
+fn the_text_comparison_reads_every_column_beside_one_named_x() {
+    let mut db = db("repr_column_x");
+    db.exec("SELECT pgtrickle.create_stream_table('tx', 'SELECT id, k, x FROM t', '1h', 'DIFFERENTIAL')");
+    db.assert_shows_what_query_shows("tx", "SELECT id, k, x FROM t");
+    let mut db = std::panic::AssertUnwindSafe(db);
+    let other = std::panic::catch_unwind(move || {
+        db.assert_shows_what_query_shows("tx", "SELECT id, k + 1 AS k, x FROM t")
+    });
+    assert!(other.is_err(), "a difference in k went unnoticed");
+}

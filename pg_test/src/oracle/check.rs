@@ -67,7 +67,8 @@ pub struct Comparison {
 /// script prints.
 pub fn diff_sql(c: &Comparison) -> String {
     let ((ln, l), (rn, r)) = (&c.left, &c.right);
-    let text = |sql: &str| format!("SELECT x::text FROM ({sql}) x");
+    // The whole row under an alias no column has: `x::text` would read a column named x.
+    let text = |sql: &str| format!("SELECT \"pgt row\"::text FROM ({sql}) AS \"pgt row\"");
     let (l, r) = (text(l), text(r));
     format!(
         "SELECT 'only in {ln} (vs {rn})' AS side, d.txt FROM (({l}) EXCEPT ALL ({r})) d(txt)
