@@ -1,12 +1,13 @@
-//! Window functions over partitions (`row_number`, `lag`, `lead`, `first_value`, aggregates over a
-//! whole partition) maintained DIFFERENTIAL: each touched partition computed again. Compared with
+//! Window functions over partitions (`row_number`, `rank`, `dense_rank`, `percent_rank`,
+//! `cume_dist`, `ntile`, `lag`, `lead`, `first_value`, aggregates over a whole partition) maintained
+//! DIFFERENTIAL: each touched partition computed again. Compared with
 //! their query through rows moving between partitions, order keys changing, NULLs, a partition
 //! emptied and refilled, a join, a WITH query; ties in the window's order kept a valid and stable
 //! answer; and what stays refused, by name, with AUTO reading it FULL.
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 6] = [
+const QUERIES: [(&str, &str); 8] = [
     (
         "numbered",
         "SELECT id, p, o, row_number() OVER (PARTITION BY p ORDER BY o DESC NULLS LAST, id) AS rn FROM ev",
@@ -26,6 +27,15 @@ const QUERIES: [(&str, &str); 6] = [
     (
         "offsets",
         "SELECT id, lead(x, 2147483647) OVER (PARTITION BY p ORDER BY o, id) AS far, lag(x, 3) OVER (PARTITION BY p ORDER BY o, id) AS back3, lead(id, 0) OVER (PARTITION BY p ORDER BY o, id) AS same FROM ev",
+    ),
+    (
+        // Peers (rows tied in the order, NULLs among them) share their rank, whatever their order.
+        "ranks",
+        "SELECT id, p, o, rank() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS r, dense_rank() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS d, percent_rank() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS pr, cume_dist() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS cd FROM ev",
+    ),
+    (
+        "tiles",
+        "SELECT id, p, ntile(3) OVER (PARTITION BY p ORDER BY x, id) AS t3, ntile(40) OVER (PARTITION BY p ORDER BY x, id) AS t40, rank() OVER (PARTITION BY p ORDER BY x, id) AS r FROM ev WHERE v > 1",
     ),
     (
         "from_with",
@@ -152,8 +162,12 @@ fn what_stays_refused_and_why() {
             "a column of array type (iv int2vector)",
         ),
         (
-            "SELECT id, rank() OVER (PARTITION BY g ORDER BY o) AS r FROM w",
-            "window function rank()",
+            "SELECT id, nth_value(id, 2) OVER (PARTITION BY g ORDER BY o) AS r FROM w",
+            "window function nth_value()",
+        ),
+        (
+            "SELECT id, ntile(o) OVER (PARTITION BY g ORDER BY o, id) AS t FROM w",
+            "ntile() with an argument that is not a positive integer constant",
         ),
         (
             "SELECT id, sum(o) OVER (PARTITION BY g ORDER BY id) AS running FROM w",
@@ -197,4 +211,37 @@ fn what_stays_refused_and_why() {
     );
     db.exec("DELETE FROM w WHERE id = 3; SELECT pgtrickle.refresh_stream_table('whole')");
     db.assert_matches_query("whole", whole);
+}
+
+/// A catalog without `pgtrickle._window_ranks` (a 0.2.0 catalog older than the library, until
+/// `ALTER EXTENSION pg_trickle UPDATE`) refuses rank() and its kin DIFFERENTIAL, saying why, and
+/// AUTO reads such a query FULL.
+#[test]
+fn ranks_need_the_catalogs_function() {
+    let mut db = TestDb::new("window_functions_old_catalog");
+    db.exec(
+        "CREATE TABLE s (id int PRIMARY KEY, g int, o int);
+         INSERT INTO s SELECT i, i % 3, i % 4 FROM generate_series(1, 30) i;
+         ALTER EXTENSION pg_trickle DROP FUNCTION pgtrickle._window_ranks(anyarray, \"char\");
+         DROP FUNCTION pgtrickle._window_ranks(anyarray, \"char\");",
+    );
+    let query = "SELECT id, rank() OVER (PARTITION BY g ORDER BY o) AS r FROM s";
+    let err = db.error(&format!(
+        "SELECT pgtrickle.create_stream_table('ranked', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+    ));
+    assert_eq!(err.code, "0A000", "{err:?}");
+    assert!(
+        err.message
+            .contains("rank() before ALTER EXTENSION pg_trickle UPDATE"),
+        "{err:?}"
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('ranked', $q${query}$q$, '1h', 'AUTO')"
+    ));
+    assert_eq!(
+        db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
+        "FULL"
+    );
+    db.exec("UPDATE s SET o = 0 WHERE id % 5 = 0; SELECT pgtrickle.refresh_stream_table('ranked')");
+    db.assert_matches_query("ranked", query);
 }

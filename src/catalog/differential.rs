@@ -650,6 +650,10 @@ impl Catalog for PgCatalog {
             .collect()
     }
 
+    fn has_window_ranks(&self) -> bool {
+        super::version::has_window_ranks().unwrap_or(false)
+    }
+
     fn is_aggregate(&self, name: &str) -> bool {
         let (schema, func) = match name.rsplit_once('.') {
             Some((s, f)) => (Some(s.trim_matches('"')), f.trim_matches('"')),

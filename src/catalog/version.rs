@@ -9,6 +9,7 @@ use std::thread::LocalKey;
 thread_local! {
     static AT_LEAST_0_2_0: Cell<bool> = const { Cell::new(false) };
     static BATCH_FUNCTION: Cell<bool> = const { Cell::new(false) };
+    static WINDOW_RANKS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the catalog has what `probe` (a query of one boolean) looks for. Once seen, it stays for
@@ -39,5 +40,14 @@ pub fn has_batch_function() -> PgtResult<bool> {
     seen(
         &BATCH_FUNCTION,
         "SELECT pg_catalog.to_regprocedure('pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_snapshot, bigint)') IS NOT NULL",
+    )
+}
+
+/// Whether the catalog has `pgtrickle._window_ranks` (src/dvm/analyze/window.rs), which rank() and
+/// its kin are maintained with; a 0.2.0 catalog that predates it refuses them DIFFERENTIAL.
+pub fn has_window_ranks() -> PgtResult<bool> {
+    seen(
+        &WINDOW_RANKS,
+        "SELECT pg_catalog.to_regprocedure('pgtrickle._window_ranks(anyarray, \"char\")') IS NOT NULL",
     )
 }

@@ -512,6 +512,30 @@ pub const SHAPES: &[Shape] = &[
                 lag(x) OVER (PARTITION BY k ORDER BY x, id) AS prev
            FROM r",
     ),
+    // Peers by equality, not by how values print: 1.5 and 1.50 (and NULLs) share a rank, as do 'A'
+    // and 'a' (citext). Few distinct values a partition: ties are the common case.
+    shape(
+        "window_ranks",
+        "SELECT id AS id, x AS x,
+                rank() OVER (PARTITION BY k ORDER BY x DESC NULLS LAST) AS r,
+                dense_rank() OVER (PARTITION BY k ORDER BY x DESC NULLS LAST) AS d,
+                percent_rank() OVER (PARTITION BY k ORDER BY x DESC NULLS LAST) AS pr,
+                cume_dist() OVER (PARTITION BY k ORDER BY x DESC NULLS LAST) AS cd
+           FROM r",
+    ),
+    shape(
+        "window_ranks_ci",
+        "SELECT id AS id, ci AS ci, f AS f, rank() OVER (PARTITION BY k ORDER BY ci, f) AS r,
+                cume_dist() OVER (PARTITION BY k ORDER BY ci, f) AS cd
+           FROM r",
+    ),
+    shape(
+        "window_ntile",
+        "SELECT id AS id, ntile(3) OVER (PARTITION BY k ORDER BY iv, id) AS t3,
+                ntile(7) OVER (PARTITION BY k ORDER BY iv, id) AS t7,
+                rank() OVER (PARTITION BY k ORDER BY iv, id) AS r
+           FROM r",
+    ),
     shape(
         "window_repr_key",
         "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",

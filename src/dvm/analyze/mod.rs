@@ -76,6 +76,11 @@ pub trait Catalog {
     fn unique_keys(&self, _relid: u32) -> Vec<Vec<String>> {
         Vec::new()
     }
+    /// Whether the catalog has `pgtrickle._window_ranks` (rank() and its kin; an older 0.2.0
+    /// catalog lacks it until `ALTER EXTENSION pg_trickle UPDATE`).
+    fn has_window_ranks(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

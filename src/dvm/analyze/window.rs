@@ -1,6 +1,7 @@
-//! Window functions over partitions: `row_number()`, `lag`/`lead`, `first_value` and aggregates
-//! over a whole partition (`sum(x) OVER (PARTITION BY p)`). The query is read as the grouped query
-//! that computes each partition's rows in order, expanded again:
+//! Window functions over partitions: `row_number()`, `rank()`, `dense_rank()`, `percent_rank()`,
+//! `cume_dist()`, `ntile(k)`, `lag`/`lead`, `first_value` and aggregates over a whole partition
+//! (`sum(x) OVER (PARTITION BY p)`). The query is read as the grouped query that computes each
+//! partition's rows in order, expanded again:
 //!
 //! ```sql
 //! SELECT e.v1 AS x, e.n AS rn, e.s1 AS prev, w.g1 AS total
@@ -9,6 +10,11 @@
 //!           FROM ... WHERE ... GROUP BY p) AS w
 //!  CROSS JOIN unnest(w.a1, <w.a2 shifted one place on>) WITH ORDINALITY AS e(v1, s1, n)
 //! ```
+//!
+//! Ranks come from the rows' ORDER BY keys in that order, one record per row (`__pgt_k`):
+//! `pgtrickle._window_ranks(keys, kind)` numbers them by their peers, the rows whose keys are equal
+//! (NULLs equal to NULLs, as a window has them); `percent_rank`, `cume_dist` and `ntile` are that
+//! number, or the row's, and the partition's size, by PostgreSQL's own arithmetic.
 //!
 //! so it is maintained like DISTINCT ON (`distinct_on`): each partition a batch touches is computed
 //! again from its rows, and its rows are replaced where they changed. `ROW(..)::text` orders rows the
@@ -78,12 +84,51 @@ enum Item {
     Value(usize),
     /// `row_number()`: the expansion's ordinality.
     RowNumber,
+    /// `rank()`, `dense_rank()`: element `i` of the expanded ranks (see `Peers`).
+    Ranked(usize),
+    /// `percent_rank()`: from ranks `i` (of the row's first peer) and the partition's size.
+    PercentRank(usize),
+    /// `cume_dist()`: from ranks `i` (of the row's last peer) and the partition's size.
+    CumeDist(usize),
+    /// `ntile(k)`: from the row's place and the partition's size.
+    Ntile(i64),
     /// Element `i` of the expansion of a shifted array (`lag`, `lead`): see `shifted`.
     Shifted(usize),
     /// The partition's first element of array `i` (`first_value`).
     First(usize),
     /// Aggregate `i` of the partition.
     Aggregate(usize),
+}
+
+/// What `pgtrickle._window_ranks` gives each row, by its peers (the rows whose ORDER BY keys equal
+/// its own, which are next to it in the window's order).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peers {
+    /// The place of its first peer: `rank()`.
+    First,
+    /// How many sets of peers come up to it: `dense_rank()`.
+    Sets,
+    /// The place of its last peer: `cume_dist()`'s count.
+    Last,
+}
+
+impl Peers {
+    /// The function's `kind` argument.
+    fn code(self) -> char {
+        match self {
+            Peers::First => 'r',
+            Peers::Sets => 'd',
+            Peers::Last => 'e',
+        }
+    }
+}
+
+/// The index of `peers` among the ranks the query expands, added if new.
+fn ranks_column(ranks: &mut Vec<Peers>, peers: Peers) -> usize {
+    ranks.iter().position(|&p| p == peers).unwrap_or_else(|| {
+        ranks.push(peers);
+        ranks.len() - 1
+    })
 }
 
 /// The grouped and expanded query that computes `select`'s window functions.
@@ -105,6 +150,8 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
     let mut aggregates: Vec<String> = Vec::new();
     // Arrays of `values` moved by an offset (`lag`, `lead`): value index, offset.
     let mut shifts: Vec<(usize, i64)> = Vec::new();
+    // The ranks by peers the items read.
+    let mut ranks: Vec<Peers> = Vec::new();
     let mut items: Vec<(Item, String)> = Vec::with_capacity(select.projection.len());
     for item in &select.projection {
         let (expr, name) = match item {
@@ -182,9 +229,34 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
                     values.push(x.clone());
                     Item::First(values.len() - 1)
                 }
+                ("rank" | "dense_rank" | "percent_rank" | "cume_dist", []) => {
+                    if !analyzer.catalog.has_window_ranks() {
+                        return unsupported(format!(
+                            "{fname}() before ALTER EXTENSION pg_trickle UPDATE (the catalog lacks pgtrickle._window_ranks)"
+                        ));
+                    }
+                    match fname.as_str() {
+                        "rank" => Item::Ranked(ranks_column(&mut ranks, Peers::First)),
+                        "dense_rank" => Item::Ranked(ranks_column(&mut ranks, Peers::Sets)),
+                        "percent_rank" => {
+                            Item::PercentRank(ranks_column(&mut ranks, Peers::First))
+                        }
+                        _ => Item::CumeDist(ranks_column(&mut ranks, Peers::Last)),
+                    }
+                }
+                ("ntile", [k]) => Item::Ntile(
+                    integer_constant(k)
+                        .filter(|k| (1..=i64::from(i32::MAX)).contains(k))
+                        .ok_or_else(|| {
+                            AnalyzeError::Unsupported(
+                                "ntile() with an argument that is not a positive integer constant"
+                                    .to_string(),
+                            )
+                        })?,
+                ),
                 _ => {
                     return unsupported(format!(
-                        "window function {fname}() (row_number, lag, lead, first_value and aggregates over a whole partition are supported)"
+                        "window function {fname}() (row_number, rank, dense_rank, percent_rank, cume_dist, ntile, lag, lead, first_value and aggregates over a whole partition are supported)"
                     ))
                 }
             }
@@ -192,11 +264,15 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
         items.push((kind, name));
     }
     let partition = partition.unwrap_or_default();
-    let order: Vec<String> = order
-        .unwrap_or_default()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let order = order.unwrap_or_default();
+    // Without ORDER BY every row of a partition is a peer of every other.
+    let order_keys: Vec<String> = order.iter().map(|o| o.expr.to_string()).collect();
+    let order_keys = if order_keys.is_empty() {
+        "true".to_string()
+    } else {
+        order_keys.join(", ")
+    };
+    let order: Vec<String> = order.iter().map(ToString::to_string).collect();
     // Rows equal in the window's order and in every value they show are the same row as far as the
     // result can tell; the text settles the order of any others.
     let all: Vec<String> = values.iter().map(ToString::to_string).collect();
@@ -212,6 +288,11 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
         // One element per row, to expand into as many rows.
         arrays.push(format!(
             "pg_catalog.array_agg(true ORDER BY {by}) AS __pgt_a0"
+        ));
+    }
+    if !ranks.is_empty() {
+        arrays.push(format!(
+            "pg_catalog.array_agg(ROW({order_keys}) ORDER BY {by}) AS __pgt_k"
         ));
     }
     let inner_items: Vec<String> = arrays
@@ -234,18 +315,29 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
     let keys: Vec<String> = partition.iter().map(ToString::to_string).collect();
-    let unnested: Vec<String> = (0..arrays.len())
+    // The keys are read by the ranks only, not expanded themselves.
+    let expanded = arrays.len() - usize::from(!ranks.is_empty());
+    let unnested: Vec<String> = (0..expanded)
         .map(|i| format!("__pgt_w.__pgt_a{i}"))
         .chain(
             shifts
                 .iter()
                 .map(|&(i, by)| shifted(&format!("__pgt_w.__pgt_a{i}"), by)),
         )
+        .chain(
+            ranks
+                .iter()
+                .map(|p| format!("pgtrickle._window_ranks(__pgt_w.__pgt_k, '{}')", p.code())),
+        )
         .collect();
-    let columns: Vec<String> = (0..arrays.len())
+    let columns: Vec<String> = (0..expanded)
         .map(|i| format!("__pgt_v{i}"))
         .chain((0..shifts.len()).map(|i| format!("__pgt_s{i}")))
+        .chain((0..ranks.len()).map(|i| format!("__pgt_r{i}")))
         .collect();
+    // The partition's row count: every array has an element per row.
+    let size = "pg_catalog.cardinality(__pgt_w.__pgt_a0)";
+    let place = "__pgt_e.__pgt_n";
     let outer: Vec<String> = items
         .iter()
         .map(|(item, name)| {
@@ -255,6 +347,15 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
                 Item::Shifted(i) => format!("__pgt_e.__pgt_s{i}"),
                 Item::First(i) => format!("__pgt_w.__pgt_a{i}[1]"),
                 Item::Aggregate(i) => format!("__pgt_w.__pgt_g{i}"),
+                Item::Ranked(i) => format!("__pgt_e.__pgt_r{i}"),
+                // window_percent_rank: 0 for a partition of one row.
+                Item::PercentRank(i) => format!(
+                    "(CASE WHEN {size} > 1 THEN (__pgt_e.__pgt_r{i} - 1)::float8 / ({size} - 1)::float8 ELSE 0::float8 END)"
+                ),
+                Item::CumeDist(i) => {
+                    format!("(__pgt_e.__pgt_r{i}::float8 / {size}::float8)")
+                }
+                Item::Ntile(k) => ntile(place, size, *k),
             };
             format!("{expr} AS {}", quoted(name))
         })
@@ -375,20 +476,36 @@ fn plain_args(f: &Function) -> Result<Vec<SqlExpr>> {
     }
 }
 
-/// `lag(x, k)`'s `k`: a non-negative integer constant.
-fn offset(k: &SqlExpr, fname: &str) -> Result<i64> {
+/// `ntile(k)` of the row at `place` (from 1) of a partition of `size` rows, as window_ntile deals
+/// them: `size / k` rows a bucket, and one more in each of the first `size % k` buckets (each row a
+/// bucket of its own when there are fewer rows than buckets, which the first case covers).
+fn ntile(place: &str, size: &str, k: i64) -> String {
+    let (small, extra) = (format!("({size} / {k})"), format!("({size} % {k})"));
+    let first = format!("{extra} * ({small} + 1)");
+    format!(
+        "(CASE WHEN {place} <= {first} THEN ({place} - 1) / ({small} + 1) + 1 \
+         ELSE {extra} + ({place} - 1 - {first}) / {small} + 1 END)::integer"
+    )
+}
+
+/// An integer constant, possibly cast: `2`, `2::bigint`.
+fn integer_constant(k: &SqlExpr) -> Option<i64> {
     let mut k = super::template::strip_nested(k);
     while let SqlExpr::Cast { expr, .. } = k {
         k = super::template::strip_nested(expr);
     }
     match k {
         SqlExpr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse::<i64>().ok().filter(|n| *n >= 0),
+            Value::Number(n, _) => n.parse::<i64>().ok(),
             _ => None,
         },
         _ => None,
     }
-    .ok_or_else(|| {
+}
+
+/// `lag(x, k)`'s `k`: a non-negative integer constant.
+fn offset(k: &SqlExpr, fname: &str) -> Result<i64> {
+    integer_constant(k).filter(|n| *n >= 0).ok_or_else(|| {
         AnalyzeError::Unsupported(format!(
             "{fname}() with an offset that is not a non-negative integer constant"
         ))

@@ -26,6 +26,31 @@ fn row_number_and_offsets_come_from_the_partitions_arrays() {
 }
 
 #[test]
+fn ranks_come_from_the_order_keys_of_each_partition() {
+    let t = tree(
+        "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS r, dense_rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS d, percent_rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS p, cume_dist() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS c, ntile(3) OVER (PARTITION BY a.g ORDER BY a.x DESC) AS t FROM public.a",
+    );
+    assert!(t.full_from_tree && t.expanded_rows);
+    assert_eq!(t.output_names, ["id", "r", "d", "p", "c", "t"]);
+    // Layout: a [id, x, g] 0-2. The keys (#1 below: ROW(x) per row, in the window's order) are not
+    // expanded; the three kinds of ranks are, each once: rank() and percent_rank() share the first
+    // peer's place.
+    assert_tree(
+        &t.root,
+        "
+        Project #2; #3; #4; (CASE WHEN pg_catalog.cardinality(#0) > 1 THEN (#3 - 1)::FLOAT8 / (pg_catalog.cardinality(#0) - 1)::FLOAT8 ELSE 0::FLOAT8 END); (#5::FLOAT8 / pg_catalog.cardinality(#0)::FLOAT8); (CASE WHEN #6 <= (pg_catalog.cardinality(#0) % 3) * ((pg_catalog.cardinality(#0) / 3) + 1) THEN (#6 - 1) / ((pg_catalog.cardinality(#0) / 3) + 1) + 1 ELSE (pg_catalog.cardinality(#0) % 3) + (#6 - 1 - (pg_catalog.cardinality(#0) % 3) * ((pg_catalog.cardinality(#0) / 3) + 1)) / (pg_catalog.cardinality(#0) / 3) + 1 END)::INTEGER
+          Expand unnest((#0), (pgtrickle._window_ranks(#1, 'r')), (pgtrickle._window_ranks(#1, 'd')), (pgtrickle._window_ranks(#1, 'e'))) WITH ORDINALITY (5)
+            Project #1; #2
+              Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY #1 DESC, ROW(#0)::TEXT); pg_catalog.array_agg(ROW(#1) ORDER BY #1 DESC, ROW(#0)::TEXT)]
+                Scan public.a [id, x, g]
+        ",
+    );
+    // Without ORDER BY every row is a peer of every other.
+    let t = tree("SELECT a.id, rank() OVER (PARTITION BY a.g) AS r FROM public.a");
+    assert!(super::show(&t.root).contains("pg_catalog.array_agg(ROW(true) ORDER BY ROW(#0)::TEXT)"));
+}
+
+#[test]
 fn aggregates_over_whole_partitions() {
     let t = tree(
         "SELECT a.id, a.g, sum(a.x) OVER (PARTITION BY a.g) AS total, count(*) OVER (PARTITION BY a.g) AS n FROM public.a",
@@ -56,8 +81,20 @@ fn what_is_refused_and_why() {
             "a window function over the whole result",
         ),
         (
-            "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a",
-            "window function rank()",
+            "SELECT a.id, nth_value(a.x, 2) OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a",
+            "window function nth_value()",
+        ),
+        (
+            "SELECT a.id, ntile(0) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "ntile() with an argument that is not a positive integer constant",
+        ),
+        (
+            "SELECT a.id, ntile(a.x) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "ntile() with an argument that is not a positive integer constant",
+        ),
+        (
+            "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS n FROM public.a",
+            "windows with different ORDER BY in one query",
         ),
         (
             "SELECT a.id, sum(a.x) OVER (PARTITION BY a.g ORDER BY a.id) AS running FROM public.a",
