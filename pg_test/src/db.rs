@@ -214,9 +214,9 @@ impl TestDb {
             wrap(query),
         );
         let sql = format!(
-            "SELECT 'only in stream table: ' || d::text FROM (({st}) EXCEPT ALL ({q})) d
+            "SELECT 'only in stream table: ' || \"pgt row\"::text FROM (({st}) EXCEPT ALL ({q})) AS \"pgt row\"
              UNION ALL
-             SELECT 'only in query: ' || d::text FROM (({q}) EXCEPT ALL ({st})) d"
+             SELECT 'only in query: ' || \"pgt row\"::text FROM (({q}) EXCEPT ALL ({st})) AS \"pgt row\""
         );
         self.rows(&sql, &[])
             .iter()

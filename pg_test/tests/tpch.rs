@@ -119,7 +119,7 @@ fn every_tpch_query_is_maintained_exactly() {
     // Each stream table's contents, to show the rounds change every one of them.
     let contents = |db: &mut TestDb, name: &str| -> String {
         db.value(&format!(
-            "SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {name} x"
+            "SELECT coalesce(md5(string_agg(\"pgt row\"::text, ',' ORDER BY \"pgt row\"::text)), '') FROM {name} AS \"pgt row\""
         ))
     };
     let initial: Vec<String> = accepted.iter().map(|q| contents(&mut db, q.name)).collect();
