@@ -141,6 +141,8 @@ fn what_stays_refused_and_why() {
     let mut db = TestDb::new("window_functions_refused");
     db.exec(
         "CREATE TYPE pr AS (a int, b text);
+         CREATE FUNCTION plus_hundred(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT coalesce($1, 0) + 100';
+         CREATE AGGREGATE public.ntile(int) (sfunc = plus_hundred, stype = int);
          CREATE TABLE w (id int PRIMARY KEY, g int, o int, tags text[], iv int2vector);
          INSERT INTO w SELECT i, i % 3, i % 5, ARRAY['t' || i], '1 2' FROM generate_series(1, 20) i;",
     );
@@ -169,6 +171,7 @@ fn what_stays_refused_and_why() {
             "SELECT id, ntile(o) OVER (PARTITION BY g ORDER BY o, id) AS t FROM w",
             "ntile() with an argument that is not a positive integer constant",
         ),
+
         (
             "SELECT id, sum(o) OVER (PARTITION BY g ORDER BY id) AS running FROM w",
             "a running aggregate (sum() OVER (... ORDER BY ...))",
@@ -196,6 +199,18 @@ fn what_stays_refused_and_why() {
         assert_eq!(err.code, "0A000", "{query}: {err:?}");
         assert!(err.message.contains(why), "{query}: {err:?}");
     }
+    // A user's aggregate named ntile, found first on the search_path, is not PostgreSQL's ntile.
+    db.exec("SET search_path = public, pg_catalog");
+    let err = db.error(
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT id, ntile(3) OVER (PARTITION BY g ORDER BY o, id) AS t FROM w', '1h', 'DIFFERENTIAL')",
+    );
+    assert_eq!(err.code, "0A000", "{err:?}");
+    assert!(
+        err.message
+            .contains("window function public.ntile() (only PostgreSQL's own"),
+        "{err:?}"
+    );
+    db.exec("RESET search_path");
     // Nothing was left half-created, and AUTO reads such a query FULL, exactly.
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
@@ -232,7 +247,7 @@ fn ranks_need_the_catalogs_function() {
     assert_eq!(err.code, "0A000", "{err:?}");
     assert!(
         err.message
-            .contains("rank() before ALTER EXTENSION pg_trickle UPDATE"),
+            .contains("rank() with a pg_trickle catalog that lacks pgtrickle._window_ranks"),
         "{err:?}"
     );
     db.exec(&format!(

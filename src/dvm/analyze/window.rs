@@ -184,8 +184,19 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
             WindowType::WindowSpec(spec) => spec,
             WindowType::NamedWindow(_) => return unsupported("a named window (OVER w)"),
         };
-        let fname = function_name(f);
-        let fname = fname.rsplit('.').next().unwrap_or(&fname).to_string();
+        let qualified = function_name(f);
+        let fname = qualified
+            .rsplit('.')
+            .next()
+            .unwrap_or(&qualified)
+            .to_string();
+        // Read by their name below: only PostgreSQL's own (a user's `public.ntile` aggregate is not
+        // ntile). The defining query names a function outside pg_catalog with its schema.
+        if qualified.contains('.') && !qualified.starts_with("pg_catalog.") {
+            return unsupported(format!(
+                "window function {qualified}() (only PostgreSQL's own window functions and aggregates are maintained)"
+            ));
+        }
         if contains_subquery(expr) {
             return unsupported(format!(
                 "a subquery in {fname}()'s arguments, PARTITION BY or ORDER BY"
@@ -232,7 +243,7 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
                 ("rank" | "dense_rank" | "percent_rank" | "cume_dist", []) => {
                     if !analyzer.catalog.has_window_ranks() {
                         return unsupported(format!(
-                            "{fname}() before ALTER EXTENSION pg_trickle UPDATE (the catalog lacks pgtrickle._window_ranks)"
+                            "{fname}() with a pg_trickle catalog that lacks pgtrickle._window_ranks (ALTER EXTENSION pg_trickle UPDATE adds it to a 0.1.0 catalog; a 0.2.0 catalog made before it needs the extension created again)"
                         ));
                     }
                     match fname.as_str() {
@@ -488,10 +499,21 @@ fn ntile(place: &str, size: &str, k: i64) -> String {
     )
 }
 
-/// An integer constant, possibly cast: `2`, `2::bigint`.
+/// An integer constant, possibly cast to an integer type: `2`, `2::bigint` (not `7::boolean::int`,
+/// which is 1).
 fn integer_constant(k: &SqlExpr) -> Option<i64> {
     let mut k = super::template::strip_nested(k);
-    while let SqlExpr::Cast { expr, .. } = k {
+    while let SqlExpr::Cast {
+        expr, data_type, ..
+    } = k
+    {
+        let target = data_type.to_string().to_lowercase();
+        if !matches!(
+            target.as_str(),
+            "int" | "integer" | "bigint" | "smallint" | "int2" | "int4" | "int8"
+        ) {
+            return None;
+        }
         k = super::template::strip_nested(expr);
     }
     match k {

@@ -45,6 +45,9 @@ fn ranks_come_from_the_order_keys_of_each_partition() {
                 Scan public.a [id, x, g]
         ",
     );
+    // Casts to integer types are looked through; a qualified built-in is the built-in.
+    let t = tree("SELECT a.id, pg_catalog.ntile(3::bigint) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a");
+    assert!(super::show(&t.root).contains("% 3"));
     // Without ORDER BY every row is a peer of every other.
     let t = tree("SELECT a.id, rank() OVER (PARTITION BY a.g) AS r FROM public.a");
     assert!(super::show(&t.root).contains("pg_catalog.array_agg(ROW(true) ORDER BY ROW(#0)::TEXT)"));
@@ -91,6 +94,24 @@ fn what_is_refused_and_why() {
         (
             "SELECT a.id, ntile(a.x) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
             "ntile() with an argument that is not a positive integer constant",
+        ),
+        // 7::boolean::int is 1: only casts to integer types are looked through.
+        (
+            "SELECT a.id, ntile(7::boolean::int) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "ntile() with an argument that is not a positive integer constant",
+        ),
+        (
+            "SELECT a.id, lag(a.x, 2::boolean::int) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "lag() with an offset that is not a non-negative integer constant",
+        ),
+        // A user's function of a window function's name is not that window function.
+        (
+            "SELECT a.id, public.ntile(3) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "window function public.ntile() (only PostgreSQL's own",
+        ),
+        (
+            "SELECT a.id, public.lag(a.x) OVER (PARTITION BY a.g ORDER BY a.x) AS t FROM public.a",
+            "window function public.lag() (only PostgreSQL's own",
         ),
         (
             "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS n FROM public.a",
