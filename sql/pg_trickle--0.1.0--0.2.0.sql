@@ -86,29 +86,14 @@ CREATE FUNCTION pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_
     AS 'MODULE_PATHNAME', 'pgtrickle_in_batch';
 COMMENT ON FUNCTION pgtrickle._in_batch(xid8, pg_catalog.pg_snapshot, pg_catalog.pg_snapshot, bigint) IS 'pg_trickle: whether a change of this transaction is in the batch after the old snapshot up to the new one; the planner estimates the batch at the given rows';
 
--- The ranks of a window partition's rows (src/dvm/analyze/window.rs): given their ORDER BY keys in the
--- window's order, one record per row, for each row the place of its first peer ('r', rank()), how many
--- sets of peers come up to it ('d', dense_rank()) or the place of its last peer ('e', cume_dist()).
--- Peers are rows whose keys are equal, NULLs equal to NULLs, as in a window (records field by field,
--- as record_eq compares them; other elements by =, or both NULL), with pg_catalog's operators whatever
--- the caller's search_path. Stream tables' owners run it in their refreshes: EXECUTE stays public.
--- (unnest in the select list: in FROM, unnest of record[] would want a column definition list.)
+-- The ranks of a window partition's rows (src/dvm/window_ranks.rs, used by src/dvm/analyze/window.rs):
+-- given their ORDER BY keys in the window's order, one element per row, for each row the place of its
+-- first peer ('r', rank()), how many sets of peers come up to it ('d', dense_rank()) or the place of
+-- its last peer ('e', cume_dist()). Peers are rows whose keys are equal by the element type's default
+-- equality, NULLs equal to NULLs, as in a window. Stream tables' owners run it in their refreshes:
+-- EXECUTE stays public.
 CREATE FUNCTION pgtrickle._window_ranks(keys anyarray, kind "char") RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$
-  SELECT pg_catalog.array_agg(CASE WHEN kind OPERATOR(pg_catalog.=) 'r' THEN p.first_peer
-                                   WHEN kind OPERATOR(pg_catalog.=) 'd' THEN p.peer_set
-                                   ELSE p.last_peer END ORDER BY p.n)
-    FROM (SELECT g.n, g.peer_set,
-                 pg_catalog.min(g.n) OVER (PARTITION BY g.peer_set) AS first_peer,
-                 pg_catalog.max(g.n) OVER (PARTITION BY g.peer_set) AS last_peer
-            FROM (SELECT s.n, pg_catalog.count(*) FILTER (WHERE s.starts) OVER (ORDER BY s.n) AS peer_set
-                    FROM (SELECT l.n, l.n OPERATOR(pg_catalog.=) 1
-                                      OR NOT coalesce(l.k OPERATOR(pg_catalog.=) l.prev, l.k IS NULL AND l.prev IS NULL) AS starts
-                            FROM (SELECT u.n, u.k, pg_catalog.lag(u.k) OVER (ORDER BY u.n) AS prev
-                                    FROM (SELECT pg_catalog.unnest(keys) AS k,
-                                                 pg_catalog.generate_series(1::bigint, pg_catalog.cardinality(keys)) AS n) AS u) AS l) AS s) AS g) AS p
-$$;
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'pgtrickle_window_ranks';
 COMMENT ON FUNCTION pgtrickle._window_ranks(anyarray, "char") IS 'pg_trickle: the ranks of a window partition''s rows by their peers, from their ORDER BY keys in order';
 
 -- Requests to reinitialise a stream table, made from inside other transactions (DDL on a source, a

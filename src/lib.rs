@@ -3,6 +3,21 @@
 //! Without the `pg` feature this crate is only the pure differential engine ([`dvm`]) and the pure
 //! policies of the other subsystems; that is what `pg_trickle_worker` links.
 
+/// `PG_FUNCTION_INFO_V1(name)`: the record PostgreSQL looks up, as `pg_finfo_<name>`, to call a C
+/// function of this library by the version-1 convention. (Before the modules: macros are in scope
+/// from their definition on.)
+#[allow(unused_macros)]
+macro_rules! function_info_v1 {
+    ($finfo:ident) => {
+        #[no_mangle]
+        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
+            const V1: &pgrx::pg_sys::Pg_finfo_record =
+                &pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            V1
+        }
+    };
+}
+
 pub mod bgworker;
 pub mod catalog;
 pub mod dvm;

@@ -8,19 +8,6 @@
 //! pg_trickle UPDATE`, has no capture function: there each source gets PL/pgSQL capture functions of
 //! its own, which the update replaces.)
 
-/// `PG_FUNCTION_INFO_V1(name)`: the record PostgreSQL looks up, as `pg_finfo_<name>`, to call a C
-/// function of this library by the version-1 convention.
-macro_rules! function_info_v1 {
-    ($finfo:ident) => {
-        #[no_mangle]
-        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
-            const V1: &pgrx::pg_sys::Pg_finfo_record =
-                &pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
-            V1
-        }
-    };
-}
-
 mod batch;
 mod members;
 pub mod replaced;

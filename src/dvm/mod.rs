@@ -18,3 +18,5 @@ pub mod plan;
 pub mod scale;
 pub mod sql;
 pub mod top_k;
+#[cfg(feature = "pg")]
+mod window_ranks;
