@@ -22,6 +22,8 @@ pub enum SqlState {
     DuplicateTable,
     /// 42809
     WrongObjectType,
+    /// 42883
+    UndefinedFunction,
     /// 42939
     ReservedName,
     /// 0A000
@@ -53,6 +55,7 @@ impl SqlState {
             SqlState::UndefinedTable => "42P01",
             SqlState::DuplicateTable => "42P07",
             SqlState::WrongObjectType => "42809",
+            SqlState::UndefinedFunction => "42883",
             SqlState::ReservedName => "42939",
             SqlState::FeatureNotSupported => "0A000",
             SqlState::InsufficientPrivilege => "42501",
@@ -192,6 +195,7 @@ mod report {
                 SqlState::UndefinedTable => C::ERRCODE_UNDEFINED_TABLE,
                 SqlState::DuplicateTable => C::ERRCODE_DUPLICATE_TABLE,
                 SqlState::WrongObjectType => C::ERRCODE_WRONG_OBJECT_TYPE,
+                SqlState::UndefinedFunction => C::ERRCODE_UNDEFINED_FUNCTION,
                 SqlState::ReservedName => C::ERRCODE_RESERVED_NAME,
                 SqlState::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
                 SqlState::InsufficientPrivilege => C::ERRCODE_INSUFFICIENT_PRIVILEGE,

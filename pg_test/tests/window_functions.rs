@@ -211,6 +211,20 @@ fn what_stays_refused_and_why() {
         "{err:?}"
     );
     db.exec("RESET search_path");
+    // The rank helper called by hand with what the rewrite never passes: PostgreSQL's errors.
+    for (call, code) in [
+        (
+            "SELECT pgtrickle._window_ranks(ARRAY['(1,1)'::point], 'r')",
+            "42883",
+        ),
+        ("SELECT pgtrickle._window_ranks(ARRAY[1, 2], 'x')", "22023"),
+    ] {
+        assert_eq!(db.error(call).code, code, "{call}");
+    }
+    assert_eq!(
+        db.value::<String>("SELECT pgtrickle._window_ranks(ARRAY[1, NULL, NULL, 2], 'r')::text"),
+        "{1,2,2,4}"
+    );
     // Nothing was left half-created, and AUTO reads such a query FULL, exactly.
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),

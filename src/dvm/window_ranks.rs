@@ -116,12 +116,12 @@ pub unsafe extern "C-unwind" fn pgtrickle_window_ranks(
         };
         let entry = pg_sys::lookup_type_cache(element, pg_sys::TYPECACHE_EQ_OPR_FINFO as i32);
         if (*entry).eq_opr_finfo.fn_oid == pg_sys::InvalidOid {
+            let name = std::ffi::CStr::from_ptr(pg_sys::format_type_be(element))
+                .to_string_lossy()
+                .into_owned();
             PgtError::new(
-                SqlState::FeatureNotSupported,
-                format!(
-                    "pgtrickle._window_ranks: type {} has no equality operator",
-                    element.to_u32()
-                ),
+                SqlState::UndefinedFunction,
+                format!("could not identify an equality operator for type {name}"),
             )
             .raise();
         }
