@@ -11,17 +11,17 @@
 //!  CROSS JOIN unnest(w.a1, <w.a2 shifted one place on>) WITH ORDINALITY AS e(v1, s1, n)
 //! ```
 //!
-//! Ranks come from the rows' ORDER BY keys in that order, one record per row (`__pgt_k`):
-//! `pgtrickle._window_ranks(keys, kind)` numbers them by their peers, the rows whose keys are equal
-//! (NULLs equal to NULLs, as a window has them); `percent_rank`, `cume_dist` and `ntile` are that
-//! number, or the row's, and the partition's size, by PostgreSQL's own arithmetic.
-//!
 //! so it is maintained like DISTINCT ON (`distinct_on`): each partition a batch touches is computed
 //! again from its rows, and its rows are replaced where they changed. `ROW(..)::text` orders rows the
 //! window's ORDER BY leaves tied, so that every refresh numbers them alike (with the settings that
 //! text depends on pinned); the stream table's FULL refreshes compute the same query
 //! (`OpTree::full_from_tree`). A window over the whole result (no PARTITION BY) is refused: every
 //! change would recompute all of it, in one array.
+//!
+//! Ranks come from the rows' ORDER BY keys in that order, one record per row (`__pgt_k`):
+//! `pgtrickle._window_ranks(keys, kind)` numbers them by their peers, the rows whose keys are equal
+//! (NULLs equal to NULLs, as a window has them); `percent_rank`, `cume_dist` and `ntile` are that
+//! number, or the row's, and the partition's size, by PostgreSQL's own arithmetic.
 
 use sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
@@ -29,7 +29,7 @@ use sqlparser::ast::{
 };
 
 use super::block::default_name;
-use super::template::{function_name, ident_name};
+use super::template::{function_name, ident_name, name_parts};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
 
 /// Rewrites `query` if its own SELECT computes window functions; whether it did.
@@ -184,19 +184,18 @@ fn restated(select: &Select, analyzer: &Analyzer<'_>) -> Result<String> {
             WindowType::WindowSpec(spec) => spec,
             WindowType::NamedWindow(_) => return unsupported("a named window (OVER w)"),
         };
-        let qualified = function_name(f);
-        let fname = qualified
-            .rsplit('.')
-            .next()
-            .unwrap_or(&qualified)
-            .to_string();
         // Read by their name below: only PostgreSQL's own (a user's `public.ntile` aggregate is not
         // ntile). The defining query names a function outside pg_catalog with its schema.
-        if qualified.contains('.') && !qualified.starts_with("pg_catalog.") {
-            return unsupported(format!(
-                "window function {qualified}() (only PostgreSQL's own window functions and aggregates are maintained)"
-            ));
-        }
+        let fname = match name_parts(&f.name)?.as_slice() {
+            [name] => name.clone(),
+            [schema, name] if schema == "pg_catalog" => name.clone(),
+            _ => {
+                return unsupported(format!(
+                    "window function {}() (only PostgreSQL's own window functions and aggregates are maintained)",
+                    function_name(f)
+                ))
+            }
+        };
         if contains_subquery(expr) {
             return unsupported(format!(
                 "a subquery in {fname}()'s arguments, PARTITION BY or ORDER BY"
