@@ -230,21 +230,33 @@ fn what_stays_refused_and_why() {
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
         0
     );
-    let whole = "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w";
+    auto_reads_it_full(
+        &mut db,
+        "whole",
+        "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w",
+        "DELETE FROM w WHERE id = 3",
+    );
+}
+
+/// Creates `name` AUTO over `query`, which DIFFERENTIAL refuses: it refreshes FULL, and after
+/// `change` shows what the query shows. (The only stream table of the database.)
+fn auto_reads_it_full(db: &mut TestDb, name: &str, query: &str, change: &str) {
     db.exec(&format!(
-        "SELECT pgtrickle.create_stream_table('whole', $q${whole}$q$, '1h', 'AUTO')"
+        "SELECT pgtrickle.create_stream_table('{name}', $q${query}$q$, '1h', 'AUTO')"
     ));
     assert_eq!(
         db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
         "FULL"
     );
-    db.exec("DELETE FROM w WHERE id = 3; SELECT pgtrickle.refresh_stream_table('whole')");
-    db.assert_matches_query("whole", whole);
+    db.exec(&format!(
+        "{change}; SELECT pgtrickle.refresh_stream_table('{name}')"
+    ));
+    db.assert_matches_query(name, query);
 }
 
-/// A catalog without `pgtrickle._window_ranks` (a 0.2.0 catalog older than the library, until
-/// `ALTER EXTENSION pg_trickle UPDATE`) refuses rank() and its kin DIFFERENTIAL, saying why, and
-/// AUTO reads such a query FULL.
+/// A catalog without `pgtrickle._window_ranks` (a 0.2.0 catalog made before it; `ALTER EXTENSION
+/// pg_trickle UPDATE` adds it only to a 0.1.0 one) refuses rank() and its kin DIFFERENTIAL, saying
+/// why, and AUTO reads such a query FULL.
 #[test]
 fn ranks_need_the_catalogs_function() {
     let mut db = TestDb::new("window_functions_old_catalog");
@@ -264,13 +276,10 @@ fn ranks_need_the_catalogs_function() {
             .contains("rank() with a pg_trickle catalog that lacks pgtrickle._window_ranks"),
         "{err:?}"
     );
-    db.exec(&format!(
-        "SELECT pgtrickle.create_stream_table('ranked', $q${query}$q$, '1h', 'AUTO')"
-    ));
-    assert_eq!(
-        db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
-        "FULL"
+    auto_reads_it_full(
+        &mut db,
+        "ranked",
+        query,
+        "UPDATE s SET o = 0 WHERE id % 5 = 0",
     );
-    db.exec("UPDATE s SET o = 0 WHERE id % 5 = 0; SELECT pgtrickle.refresh_stream_table('ranked')");
-    db.assert_matches_query("ranked", query);
 }

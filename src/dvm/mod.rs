@@ -18,5 +18,4 @@ pub mod plan;
 pub mod scale;
 pub mod sql;
 pub mod top_k;
-#[cfg(feature = "pg")]
-mod window_ranks;
+pub mod window_ranks;

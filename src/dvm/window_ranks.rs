@@ -5,47 +5,62 @@
 //! each other; for each row it gives the place of its first peer (`'r'`: `rank()`), how many sets of
 //! peers come up to it (`'d'`: `dense_rank()`) or the place of its last peer (`'e'`: what
 //! `cume_dist()` divides). In C rather than SQL: called once per partition a refresh recomputes, a
-//! SQL function ran a query of its own each time (~80 µs for a partition of three rows).
+//! SQL function ran a query of its own each time (~80 µs for a partition of three rows). Without the
+//! `pg` feature only [`Peers`], the codes the rewrite writes.
 
+#[cfg(feature = "pg")]
 use crate::error::{PgtError, SqlState};
+#[cfg(feature = "pg")]
 use pgrx::pg_sys;
 
-/// What `_window_ranks` gives each row.
+/// What `_window_ranks` gives each row, by its peers: its `kind` argument, which the window rewrite
+/// writes and the function reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    FirstPeer,
-    PeerSets,
-    LastPeer,
+pub enum Peers {
+    /// The place of its first peer: `rank()`.
+    First,
+    /// How many sets of peers come up to it: `dense_rank()`.
+    Sets,
+    /// The place of its last peer: what `cume_dist()` divides.
+    Last,
 }
 
-impl Kind {
-    fn of(code: u8) -> Option<Kind> {
-        match code {
-            b'r' => Some(Kind::FirstPeer),
-            b'd' => Some(Kind::PeerSets),
-            b'e' => Some(Kind::LastPeer),
-            _ => None,
+impl Peers {
+    /// The function's `kind` argument.
+    pub fn code(self) -> char {
+        match self {
+            Peers::First => 'r',
+            Peers::Sets => 'd',
+            Peers::Last => 'e',
         }
+    }
+
+    #[cfg(any(feature = "pg", test))]
+    fn of(code: u8) -> Option<Peers> {
+        [Peers::First, Peers::Sets, Peers::Last]
+            .into_iter()
+            .find(|p| p.code() as u32 == u32::from(code))
     }
 }
 
 /// The ranks of `kind` of rows where `starts[i]` says whether row `i` is not a peer of the row
 /// before it (the first row always starts a set of peers).
-fn ranks(starts: &[bool], kind: Kind) -> Vec<i64> {
+#[cfg(any(feature = "pg", test))]
+fn ranks(starts: &[bool], kind: Peers) -> Vec<i64> {
     let n = starts.len();
     let mut out = vec![0i64; n];
     match kind {
-        Kind::FirstPeer | Kind::PeerSets => {
+        Peers::First | Peers::Sets => {
             let (mut first, mut sets) = (0i64, 0i64);
             for (i, &start) in starts.iter().enumerate() {
                 if start || i == 0 {
                     first = i as i64 + 1;
                     sets += 1;
                 }
-                out[i] = if kind == Kind::FirstPeer { first } else { sets };
+                out[i] = if kind == Peers::First { first } else { sets };
             }
         }
-        Kind::LastPeer => {
+        Peers::Last => {
             let mut last = n as i64;
             for i in (0..n).rev() {
                 out[i] = last;
@@ -58,12 +73,14 @@ fn ranks(starts: &[bool], kind: Kind) -> Vec<i64> {
     out
 }
 
+#[cfg(feature = "pg")]
 function_info_v1!(pg_finfo_pgtrickle_window_ranks);
 
 /// The function manager's entry point (STRICT: neither argument is NULL).
 ///
 /// # Safety
 /// Called by PostgreSQL's function manager, with a valid `fcinfo` of that signature.
+#[cfg(feature = "pg")]
 #[no_mangle]
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn pgtrickle_window_ranks(
@@ -74,7 +91,7 @@ pub unsafe extern "C-unwind" fn pgtrickle_window_ranks(
     // call's memory context.
     unsafe {
         let code = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 1).value() as u8;
-        let Some(kind) = Kind::of(code) else {
+        let Some(kind) = Peers::of(code) else {
             PgtError::new(
                 SqlState::InvalidParameterValue,
                 format!(
@@ -166,19 +183,24 @@ pub unsafe extern "C-unwind" fn pgtrickle_window_ranks(
 
 #[cfg(test)]
 mod tests {
-    use super::{ranks, Kind};
+    use super::{ranks, Peers};
 
     #[test]
     fn ranks_follow_the_sets_of_peers() {
         // Rows 1 | 2 3 | 4 | 5 6 7 (a `true` starts a set).
         let starts = [true, true, false, true, true, false, false];
-        assert_eq!(ranks(&starts, Kind::FirstPeer), [1, 2, 2, 4, 5, 5, 5]);
-        assert_eq!(ranks(&starts, Kind::PeerSets), [1, 2, 2, 3, 4, 4, 4]);
-        assert_eq!(ranks(&starts, Kind::LastPeer), [1, 3, 3, 4, 7, 7, 7]);
-        assert_eq!(ranks(&[true], Kind::LastPeer), [1]);
-        assert!(ranks(&[], Kind::FirstPeer).is_empty());
+        assert_eq!(ranks(&starts, Peers::First), [1, 2, 2, 4, 5, 5, 5]);
+        assert_eq!(ranks(&starts, Peers::Sets), [1, 2, 2, 3, 4, 4, 4]);
+        assert_eq!(ranks(&starts, Peers::Last), [1, 3, 3, 4, 7, 7, 7]);
+        assert_eq!(ranks(&[true], Peers::Last), [1]);
+        assert!(ranks(&[], Peers::First).is_empty());
         // The first row starts a set whatever it says.
-        assert_eq!(ranks(&[false, false], Kind::FirstPeer), [1, 1]);
-        assert_eq!(ranks(&[false, false], Kind::LastPeer), [2, 2]);
+        assert_eq!(ranks(&[false, false], Peers::First), [1, 1]);
+        assert_eq!(ranks(&[false, false], Peers::Last), [2, 2]);
+        // The codes the rewrite writes are the ones the function reads.
+        for p in [Peers::First, Peers::Sets, Peers::Last] {
+            assert_eq!(Peers::of(p.code() as u8), Some(p));
+        }
+        assert_eq!(Peers::of(b'x'), None);
     }
 }

@@ -76,8 +76,8 @@ pub trait Catalog {
     fn unique_keys(&self, _relid: u32) -> Vec<Vec<String>> {
         Vec::new()
     }
-    /// Whether the catalog has `pgtrickle._window_ranks` (rank() and its kin; an older 0.2.0
-    /// catalog lacks it until `ALTER EXTENSION pg_trickle UPDATE`).
+    /// Whether the catalog has `pgtrickle._window_ranks` (rank() and its kin): a 0.1.0 catalog
+    /// until `ALTER EXTENSION pg_trickle UPDATE`, and a 0.2.0 one made before it, lack it.
     fn has_window_ranks(&self) -> bool {
         true
     }

@@ -31,6 +31,7 @@ use sqlparser::ast::{
 use super::block::default_name;
 use super::template::{function_name, ident_name, name_parts};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
+use crate::dvm::window_ranks::Peers;
 
 /// Rewrites `query` if its own SELECT computes window functions; whether it did.
 pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
@@ -98,29 +99,6 @@ enum Item {
     First(usize),
     /// Aggregate `i` of the partition.
     Aggregate(usize),
-}
-
-/// What `pgtrickle._window_ranks` gives each row, by its peers (the rows whose ORDER BY keys equal
-/// its own, which are next to it in the window's order).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Peers {
-    /// The place of its first peer: `rank()`.
-    First,
-    /// How many sets of peers come up to it: `dense_rank()`.
-    Sets,
-    /// The place of its last peer: `cume_dist()`'s count.
-    Last,
-}
-
-impl Peers {
-    /// The function's `kind` argument.
-    fn code(self) -> char {
-        match self {
-            Peers::First => 'r',
-            Peers::Sets => 'd',
-            Peers::Last => 'e',
-        }
-    }
 }
 
 /// The index of `peers` among the ranks the query expands, added if new.
