@@ -2,12 +2,13 @@
 //! `cume_dist`, `ntile`, `lag`, `lead`, `first_value`, aggregates over a whole partition) maintained
 //! DIFFERENTIAL: each touched partition computed again. Compared with
 //! their query through rows moving between partitions, order keys changing, NULLs, a partition
-//! emptied and refilled, a join, a WITH query; ties in the window's order kept a valid and stable
-//! answer; and what stays refused, by name, with AUTO reading it FULL.
+//! emptied and refilled, a join, a WITH query, the first rows of each partition (the window in a
+//! subquery, a CTE, a view); ties in the window's order kept a valid and stable answer; and what
+//! stays refused, by name, with AUTO reading it FULL.
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 8] = [
+const QUERIES: [(&str, &str); 11] = [
     (
         "numbered",
         "SELECT id, p, o, row_number() OVER (PARTITION BY p ORDER BY o DESC NULLS LAST, id) AS rn FROM ev",
@@ -41,6 +42,19 @@ const QUERIES: [(&str, &str); 8] = [
         "from_with",
         "WITH big AS (SELECT id, p, o FROM ev WHERE v > 5) SELECT id, p, row_number() OVER (PARTITION BY p ORDER BY o, id) AS rn FROM big",
     ),
+    // The first rows of each partition in one query: the window in a subquery, a CTE, a view.
+    (
+        "top_two",
+        "SELECT s.id, s.p, s.o, s.r FROM (SELECT id, p, o, rank() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS r FROM ev) s WHERE s.r <= 2",
+    ),
+    (
+        "top_named",
+        "WITH firsts AS (SELECT id, p, row_number() OVER (PARTITION BY p ORDER BY x, id) AS rn FROM ev) SELECT c.name, firsts.id FROM firsts JOIN cat c ON c.p = firsts.p WHERE firsts.rn = 1",
+    ),
+    (
+        "top_of_view",
+        "SELECT p, count(*) AS n, max(v) AS hi FROM ev_ranked WHERE d <= 3 GROUP BY p",
+    ),
 ];
 
 #[test]
@@ -50,7 +64,8 @@ fn windows_over_partitions_follow_their_query() {
         "CREATE TABLE ev (id int PRIMARY KEY, p int, o int, x text, v numeric(8,2));
          INSERT INTO ev SELECT i, i % 5, (i * 7) % 11, 'x' || i, i * 0.75 FROM generate_series(1, 80) i;
          CREATE TABLE cat (p int PRIMARY KEY, name text);
-         INSERT INTO cat SELECT i, 'c' || (i % 3) FROM generate_series(0, 4) i;",
+         INSERT INTO cat SELECT i, 'c' || (i % 3) FROM generate_series(0, 4) i;
+         CREATE VIEW ev_ranked AS SELECT id, p, v, dense_rank() OVER (PARTITION BY p ORDER BY v DESC NULLS LAST) AS d FROM ev;",
     );
     for (st, query) in QUERIES {
         db.exec(&format!(
@@ -188,9 +203,22 @@ fn what_stays_refused_and_why() {
             "SELECT id, ROW(o, id::text)::pr AS c, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w",
             "a column of composite type (c public.pr) under a window function",
         ),
+        // A subquery's, a CTE's columns are collected as the query's own are.
         (
-            "SELECT s.id FROM (SELECT id, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
-            "window function row_number() in a subquery",
+            "SELECT s.id FROM (SELECT id, tags, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
+            "a column of array type (tags text[]) under a window function",
+        ),
+        (
+            "WITH c AS (SELECT id, ROW(o, id::text)::pr AS c, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) SELECT id FROM c WHERE rn = 1",
+            "a column of composite type (c public.pr) under a window function",
+        ),
+        (
+            "SELECT s.id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
+            "a window function over the whole result",
+        ),
+        (
+            "SELECT id FROM w WHERE id IN (SELECT row_number() OVER (PARTITION BY g ORDER BY id) FROM w)",
+            "window function row_number() in a UNION branch or in a subquery of an expression",
         ),
     ] {
         let err = db.error(&format!(

@@ -151,9 +151,16 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
 
 /// The output column types of `sql` (a SELECT), as SQL type names.
 pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
+    Ok(describe_columns(sql)?
+        .into_iter()
+        .map(|c| c.type_sql)
+        .collect())
+}
+
+/// The columns `sql` returns, as PostgreSQL types them.
+pub fn describe_columns(sql: &str) -> PgtResult<Vec<OutputColumn>> {
     with_probe_view(sql, |probe| {
-        with_empty_search_path(|| read_normalized(probe))
-            .map(|(_, cols)| cols.into_iter().map(|c| c.type_sql).collect())
+        with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols)
     })
 }
 

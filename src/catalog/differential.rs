@@ -191,6 +191,35 @@ fn differential_tree(
             }
         }
     }
+    // A window in a subquery, a CTE or a view collects that query's columns as the top's are.
+    for query in &tree.windowed_subqueries {
+        let described = spi::in_subtransaction(|| super::analysis::describe_columns(query));
+        let columns = match described {
+            Ok(columns) => columns?,
+            Err(message) => {
+                return Ok(Err(format!(
+                    "a query the engine could not read (PostgreSQL rejected a subquery with window functions: {message})"
+                )))
+            }
+        };
+        let types = columns
+            .iter()
+            .map(|c| bases.of(&c.type_sql))
+            .collect::<PgtResult<Vec<_>>>()?;
+        if let Some((column, kind)) = column_kinds(&columns, &types)?
+            .into_iter()
+            .find(|(_, kind)| *kind != ColumnKind::Other)
+        {
+            let kind = if kind == ColumnKind::Array {
+                "array"
+            } else {
+                "composite"
+            };
+            return Ok(Err(format!(
+                "a column of {kind} type ({column}) under a window function"
+            )));
+        }
+    }
     if let Err(message) = validate(&tree, &output_types)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }

@@ -350,6 +350,11 @@ pub struct OpTree {
     /// `analyze::window`), which would expand a composite column into its fields.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expanded_rows: bool,
+    /// Subqueries in FROM, CTEs and views that compute window functions, each as a query showing its
+    /// columns (`WITH <the CTEs it sees> SELECT * FROM (<it>)`): their values are collected and
+    /// expanded as the defining query's own are (`expanded_rows`), which their types must allow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windowed_subqueries: Vec<String>,
 }
 
 /// A unique key of a table, by its columns' names.
@@ -458,6 +463,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
+            windowed_subqueries: Vec::new(),
         };
         assert_eq!(tree.tables().len(), 1);
     }

@@ -74,9 +74,11 @@ pub const TABLES: [Table; 4] = [
         has_pk: true,
     },
     // Values that are equal but print differently: a stream table must show what its query shows.
+    // With a view computing a window function (read by `window_top_view`).
     Table {
         name: "r",
-        ddl: "CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE r (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, ci citext); CREATE INDEX r_ci ON r (ci)",
+        ddl: "CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE r (id int PRIMARY KEY, k int, x numeric, iv interval, f float8, ci citext); CREATE INDEX r_ci ON r (ci);
+              CREATE VIEW r_ranked AS SELECT id, k, ci, dense_rank() OVER (PARTITION BY k ORDER BY ci) AS d FROM r",
         columns: &[
             col("id", Kind::Id),
             col("k", Kind::Key),

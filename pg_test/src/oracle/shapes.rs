@@ -536,6 +536,33 @@ pub const SHAPES: &[Shape] = &[
                 rank() OVER (PARTITION BY k ORDER BY iv, id) AS r
            FROM r",
     ),
+    // The first rows of each partition in one query: the window in a subquery, a CTE or a view
+    // (`window_top_view`, schema.rs), filtered, joined and aggregated above it. Ties in `x` (1.5 and
+    // 1.50 among them) decide which rows pass `r <= 2`.
+    shape(
+        "window_top_n",
+        "SELECT s.id AS id, s.k AS k, s.x AS x, s.r AS r
+           FROM (SELECT id, k, x, rank() OVER (PARTITION BY k ORDER BY x DESC NULLS LAST) AS r FROM r) s
+          WHERE s.r <= 2",
+    ),
+    shape(
+        "window_top_n_cte_join",
+        "WITH best AS (SELECT id, k, q, row_number() OVER (PARTITION BY q ORDER BY name DESC NULLS LAST, id) AS rn FROM c)
+         SELECT best.id AS id, best.rn AS rn, a.g AS g, a.v AS v
+           FROM best JOIN a ON a.k = best.k
+          WHERE best.rn <= 3",
+    ),
+    shape(
+        "window_top_n_grouped",
+        "SELECT s.k AS k, count(*) AS n, sum(s.v) AS total
+           FROM (SELECT k, v, dense_rank() OVER (PARTITION BY k ORDER BY v NULLS FIRST) AS d FROM a) s
+          WHERE s.d = 1
+          GROUP BY s.k",
+    ),
+    shape(
+        "window_top_view",
+        "SELECT v.id AS id, v.ci AS ci, v.d AS d FROM r_ranked v WHERE v.d <= 2",
+    ),
     shape(
         "window_repr_key",
         "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",

@@ -448,7 +448,7 @@ impl Analyzer<'_> {
                 if sample.is_some() {
                     return unsupported("TABLESAMPLE");
                 }
-                let sub = self.query(subquery)?;
+                let sub = self.subquery(subquery)?;
                 let alias_name = alias
                     .as_ref()
                     .map(|a| ident_name(&a.name))

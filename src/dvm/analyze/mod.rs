@@ -134,9 +134,10 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
     let mut query = parse(sql)?;
     let mut analyzer = Analyzer::new(catalog);
     let distinct_on = distinct_on::rewrite(&mut query, &analyzer)?;
-    let expanded_rows = window::rewrite(&mut query, &analyzer)?;
+    let windows_on_top = window::rewrite(&mut query, &analyzer)?;
     let top_k = top_k::take(&mut query)?;
     let top = analyzer.query(&query)?;
+    let expanded_rows = windows_on_top || !analyzer.windowed_subqueries.is_empty();
     if let Some(key) = top_k
         .iter()
         .flat_map(|t| &t.order)
@@ -155,6 +156,7 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         unique_keys: analyzer.unique_keys.into_inner(),
         full_from_tree: distinct_on || expanded_rows,
         expanded_rows,
+        windowed_subqueries: analyzer.windowed_subqueries,
     })
 }
 
@@ -313,6 +315,8 @@ struct CteName {
     name: String,
     id: usize,
     columns: Vec<String>,
+    /// `name AS (query)`, for a query that reads it to be described on its own (`windowed_subqueries`).
+    sql: String,
 }
 
 /// Views may nest; a limit turns a catalog cycle into an error instead of a stack overflow.
@@ -334,6 +338,8 @@ struct Analyzer<'c> {
     /// `OpTree::unique_keys`: the keys the reading relies on (noted while reading subqueries, which
     /// is done through `&self`).
     unique_keys: std::cell::RefCell<Vec<UniqueKey>>,
+    /// `OpTree::windowed_subqueries`.
+    windowed_subqueries: Vec<String>,
 }
 
 impl<'c> Analyzer<'c> {
@@ -347,6 +353,7 @@ impl<'c> Analyzer<'c> {
             syms: Syms::default(),
             view_depth: 0,
             unique_keys: Default::default(),
+            windowed_subqueries: Vec::new(),
         }
     }
 
@@ -359,7 +366,7 @@ impl<'c> Analyzer<'c> {
         let cte_names = std::mem::take(&mut self.cte_names);
         let frames = std::mem::take(&mut self.frames);
         self.view_depth += 1;
-        let result = self.query(&query);
+        let result = self.subquery(&query);
         self.view_depth -= 1;
         self.cte_names = cte_names;
         self.frames = frames;

@@ -4,7 +4,7 @@ use sqlparser::ast::{LimitClause, Query, SetExpr, SetOperator, SetQuantifier, Wi
 
 use super::from::renamed;
 use super::template::ident_name;
-use super::{invalid, unsupported, Analyzed, Analyzer, CteName, Result};
+use super::{invalid, unsupported, window, Analyzed, Analyzer, CteName, Result};
 use crate::dvm::optree::Node;
 
 impl Analyzer<'_> {
@@ -19,19 +19,40 @@ impl Analyzer<'_> {
         result
     }
 
+    /// A subquery in FROM, a CTE's or a view's body: one whose own SELECT computes window functions
+    /// is read as the defining query's would be (`window::rewrite`), its rows expanded from its
+    /// partitions' arrays. The query as written is kept to be described (`windowed_subqueries`).
+    pub(super) fn subquery(&mut self, query: &Query) -> Result<Analyzed> {
+        if !window::computes_windows(query) {
+            return self.query(query);
+        }
+        let mut rewritten = query.clone();
+        window::rewrite(&mut rewritten, self)?;
+        let with: Vec<&str> = self.cte_names.iter().map(|c| c.sql.as_str()).collect();
+        let with = if with.is_empty() {
+            String::new()
+        } else {
+            format!("WITH {} ", with.join(", "))
+        };
+        self.windowed_subqueries
+            .push(format!("{with}SELECT * FROM ({query}) AS pgt_windowed"));
+        self.query(&rewritten)
+    }
+
     /// Analyses each CTE once, in order (so a CTE sees the earlier ones), into `OpTree::ctes`.
     fn with(&mut self, with: &With) -> Result<()> {
         if with.recursive {
             return unsupported("recursive CTE");
         }
         for cte in &with.cte_tables {
-            let body = self.query(&cte.query)?;
+            let body = self.subquery(&cte.query)?;
             let columns = renamed(body.names, Some(&cte.alias))?;
             self.ctes.push(body.node);
             self.cte_names.push(CteName {
                 name: ident_name(&cte.alias.name),
                 id: self.ctes.len() - 1,
                 columns,
+                sql: cte.to_string(),
             });
         }
         Ok(())

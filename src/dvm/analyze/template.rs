@@ -230,7 +230,7 @@ fn check_function(function: &Function, context: &str) -> Result<()> {
     let name = function_name(function);
     if function.over.is_some() {
         return unsupported(format!(
-            "window function {name}() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
+            "window function {name}() in a UNION branch or in a subquery of an expression (window functions are read in the SELECT list of the query, of a subquery in FROM, of a CTE or of a view)"
         ));
     }
     let base = name.rsplit('.').next().unwrap_or(&name);

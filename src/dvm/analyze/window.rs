@@ -18,6 +18,9 @@
 //! (`OpTree::full_from_tree`). A window over the whole result (no PARTITION BY) is refused: every
 //! change would recompute all of it, in one array.
 //!
+//! The defining query's SELECT is rewritten so, and so is that of a subquery in FROM, a CTE or a
+//! view (`Analyzer::subquery`): the first rows of each partition are a filter over the expansion.
+//!
 //! Ranks come from the rows' ORDER BY keys in that order, one record per row (`__pgt_k`):
 //! `pgtrickle._window_ranks(keys, kind)` numbers them by their peers, the rows whose keys are equal
 //! (NULLs equal to NULLs, as a window has them); `percent_rank`, `cume_dist` and `ntile` are that
@@ -35,12 +38,12 @@ use crate::dvm::window_ranks::Peers;
 
 /// Rewrites `query` if its own SELECT computes window functions; whether it did.
 pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+    if !computes_windows(query) {
+        return Ok(false);
+    }
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Ok(false);
     };
-    if !select.projection.iter().any(is_window_item) {
-        return Ok(false);
-    }
     if query.limit_clause.is_some() || query.fetch.is_some() {
         return unsupported("window functions with LIMIT or OFFSET");
     }
@@ -53,6 +56,14 @@ pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool
         .unwrap_or_default();
     *query = super::parse(&format!("{with}{sql}"))?;
     Ok(true)
+}
+
+/// Whether `query`'s own SELECT computes window functions.
+pub(super) fn computes_windows(query: &Query) -> bool {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => select.projection.iter().any(is_window_item),
+        _ => false,
+    }
 }
 
 fn is_window_item(item: &SelectItem) -> bool {

@@ -486,6 +486,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
+            windowed_subqueries: Vec::new(),
         }
     }
 
@@ -725,6 +726,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
+            windowed_subqueries: Vec::new(),
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();

@@ -48,19 +48,26 @@ fn row_limiting_and_locking() {
     );
 }
 
-/// Window functions in the query's own SELECT are read by `analyze::window` (tests/window.rs);
-/// elsewhere they are refused.
+/// Window functions in the SELECT list of the query, of a subquery in FROM, of a CTE or of a view
+/// are read by `analyze::window` (tests/window.rs); elsewhere they are refused.
 #[test]
 fn window_functions() {
-    assert_eq!(
-        unsupported(
-            "SELECT s.x FROM (SELECT a.x, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a) s"
-        ),
-        "window function row_number() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
-    );
+    let elsewhere = "(window functions are read in the SELECT list of the query, of a subquery in FROM, of a CTE or of a view)";
     assert_eq!(
         unsupported("SELECT a.x FROM public.a UNION ALL SELECT sum(b.y) OVER (PARTITION BY b.a_id) AS s FROM public.b"),
-        "window function sum() in a subquery, a CTE, a view or a UNION branch (window functions are read in the query's own SELECT)"
+        format!("window function sum() in a UNION branch or in a subquery of an expression {elsewhere}")
+    );
+    assert_eq!(
+        unsupported(
+            "SELECT a.x FROM public.a WHERE (a.x IN ( SELECT row_number() OVER (PARTITION BY b.a_id ORDER BY b.y) AS rn FROM public.b))"
+        ),
+        format!("window function row_number() in a UNION branch or in a subquery of an expression {elsewhere}")
+    );
+    assert_eq!(
+        unsupported(
+            "SELECT s.x FROM (SELECT a.x, a.g FROM public.a UNION ALL SELECT b.y, row_number() OVER (PARTITION BY b.a_id ORDER BY b.y) AS rn FROM public.b) s"
+        ),
+        format!("window function row_number() in a UNION branch or in a subquery of an expression {elsewhere}")
     );
 }
 

@@ -76,6 +76,50 @@ fn aggregates_over_whole_partitions() {
     assert!(!tree("SELECT a.g FROM public.a").expanded_rows);
 }
 
+/// The first rows of each partition, in one query: the window in a subquery in FROM, a CTE or a
+/// view is expanded as at the top, and the query filters the expansion.
+#[test]
+fn windows_in_subqueries_ctes_and_views() {
+    let t = tree(
+        "SELECT s.id, s.rn FROM ( SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS rn FROM public.a) s WHERE (s.rn <= 3)",
+    );
+    assert!(t.full_from_tree && t.expanded_rows);
+    assert_eq!(t.output_names, ["id", "rn"]);
+    assert_eq!(
+        t.windowed_subqueries,
+        ["SELECT * FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS rn FROM public.a) AS pgt_windowed"]
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #1
+          Filter (#1 <= 3)
+            Project #1; #2
+              Expand unnest((#0)) WITH ORDINALITY (2)
+                Project #1
+                  Aggregate group [#2] agg [pg_catalog.array_agg(#0 ORDER BY #1 DESC, ROW(#0)::TEXT)]
+                    Scan public.a [id, x, g]
+        ",
+    );
+    // A CTE's query is described with the CTEs it sees.
+    let t = tree(
+        "WITH c AS ( SELECT a.id, a.x, a.g FROM public.a), r AS ( SELECT c.id, rank() OVER (PARTITION BY c.g ORDER BY c.x) AS r FROM c) SELECT r.id FROM r WHERE (r.r = 1)",
+    );
+    assert!(t.full_from_tree && t.expanded_rows);
+    assert_eq!(
+        t.windowed_subqueries,
+        ["WITH c AS (SELECT a.id, a.x, a.g FROM public.a) SELECT * FROM (SELECT c.id, rank() OVER (PARTITION BY c.g ORDER BY c.x) AS r FROM c) AS pgt_windowed"]
+    );
+    // The same refusals as at the top.
+    assert_eq!(
+        unsupported("SELECT s.id FROM ( SELECT a.id, row_number() OVER (ORDER BY a.x) AS rn FROM public.a) s"),
+        "a window function over the whole result (row_number() OVER () or without PARTITION BY: every change would recompute all of it; use FULL)"
+    );
+    assert!(tree("SELECT a.g FROM public.a")
+        .windowed_subqueries
+        .is_empty());
+}
+
 #[test]
 fn what_is_refused_and_why() {
     for (sql, why) in [
@@ -176,10 +220,6 @@ fn what_is_refused_and_why() {
         (
             "SELECT a.g, count(*) AS n, row_number() OVER (PARTITION BY a.g ORDER BY a.g) AS rn FROM public.a GROUP BY a.g",
             "window functions over a grouped or DISTINCT query",
-        ),
-        (
-            "SELECT s.id FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.id) AS rn FROM public.a) s WHERE (s.rn = 1)",
-            "window function row_number() in a subquery",
         ),
     ] {
         let message = unsupported(sql);
