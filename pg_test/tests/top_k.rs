@@ -255,7 +255,8 @@ fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
     db.exec(
         "CREATE TABLE r (id int PRIMARY KEY, dev text, ts int, status text, val numeric);
          INSERT INTO r SELECT i, 'd' || (i % 9), i % 13, CASE WHEN i % 4 = 0 THEN NULL ELSE 's' || (i % 3) END, (i % 7) / 2.0
-           FROM generate_series(1, 400) i;",
+           FROM generate_series(1, 400) i;
+         CREATE VIEW firsts AS SELECT DISTINCT ON (dev) dev, val, id FROM r ORDER BY dev, val DESC, id;",
     );
     // A unique order (the id breaks ties): compared with the query, by text.
     let exact = [
@@ -275,6 +276,19 @@ fn distinct_on_keeps_each_groups_first_row_and_tied_rows_stay_a_valid_answer() {
         (
             "expr_key",
             "SELECT DISTINCT ON (upper(dev)) upper(dev) AS d, val, id FROM r ORDER BY upper(dev), val, id DESC",
+        ),
+        // In a subquery in FROM, a CTE, a view: filtered and joined over.
+        (
+            "in_subquery",
+            "SELECT s.dev, s.id FROM (SELECT DISTINCT ON (dev) dev, ts, status, id FROM r ORDER BY dev, ts DESC, id) s WHERE s.status IS NOT NULL",
+        ),
+        (
+            "in_cte",
+            "WITH f AS (SELECT DISTINCT ON (status) status, id FROM r ORDER BY status NULLS FIRST, id DESC) SELECT f.status, f.id, r.dev FROM f JOIN r ON r.id = f.id",
+        ),
+        (
+            "in_view",
+            "SELECT v.dev, v.val, count(*) AS n FROM firsts v JOIN r ON r.val = v.val GROUP BY v.dev, v.val",
         ),
     ];
     for (st, query) in exact {
@@ -343,10 +357,18 @@ fn distinct_on_forms_not_maintained_are_refused_by_name() {
             "SELECT DISTINCT ON (dev) dev, count(*) AS n FROM r GROUP BY dev, ts ORDER BY dev",
             "DISTINCT ON over aggregates or window functions",
         ),
-        ("SELECT dev, ts FROM latest", "DISTINCT ON in a view"),
-        // The first row's value is taken with array_agg, which makes arrays of arrays.
+        (
+            "SELECT dev FROM r WHERE id IN (SELECT DISTINCT ON (dev) id FROM r ORDER BY dev, ts)",
+            "DISTINCT ON in a subquery of an expression",
+        ),
+        // The first row's value is taken with array_agg, which makes arrays of arrays: in a
+        // subquery too, where the query does not show the column.
         (
             "SELECT DISTINCT ON (dev) dev, tags FROM r ORDER BY dev, ts DESC",
+            "a column of array type (tags text[]) under DISTINCT ON",
+        ),
+        (
+            "SELECT s.dev FROM (SELECT DISTINCT ON (dev) dev, tags FROM r ORDER BY dev, ts DESC) s",
             "a column of array type (tags text[]) under DISTINCT ON",
         ),
     ] {
@@ -356,13 +378,16 @@ fn distinct_on_forms_not_maintained_are_refused_by_name() {
         assert_eq!(err.code, "0A000", "{query}: {err:?}");
         assert!(err.message.contains(why), "{query}: {err:?}");
     }
-    // AUTO reads them FULL.
+    // AUTO reads them FULL; a view's DISTINCT ON is read as the query's own.
     db.exec(
-        "SELECT pgtrickle.create_stream_table('auto', 'SELECT dev, ts FROM latest', '1h', 'AUTO')",
+        "SELECT pgtrickle.create_stream_table('auto', 'SELECT s.dev FROM (SELECT DISTINCT ON (dev) dev, tags FROM r ORDER BY dev, ts DESC) s', '1h', 'AUTO')",
     );
     assert_eq!(
         db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables"),
         "FULL"
+    );
+    db.exec(
+        "SELECT pgtrickle.create_stream_table('from_view', 'SELECT dev, ts FROM latest', '1h', 'DIFFERENTIAL')",
     );
 }
 

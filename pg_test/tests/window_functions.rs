@@ -8,7 +8,7 @@
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 11] = [
+const QUERIES: [(&str, &str); 13] = [
     (
         "numbered",
         "SELECT id, p, o, row_number() OVER (PARTITION BY p ORDER BY o DESC NULLS LAST, id) AS rn FROM ev",
@@ -54,6 +54,16 @@ const QUERIES: [(&str, &str); 11] = [
     (
         "top_of_view",
         "SELECT p, count(*) AS n, max(v) AS hi FROM ev_ranked WHERE d <= 3 GROUP BY p",
+    ),
+    // Only the windowed query's columns are collected: an array over it is the query's own.
+    (
+        "firsts_listed",
+        "SELECT s.p, array_agg(s.id ORDER BY s.id) AS ids FROM (SELECT id, p, rank() OVER (PARTITION BY p ORDER BY o) AS r FROM ev) s WHERE s.r = 1 GROUP BY s.p",
+    ),
+    // A window in a scalar subquery's FROM is that subquery's, not a window inside an expression.
+    (
+        "firsts_counted",
+        "SELECT c.name, (SELECT count(*) FROM (SELECT id, p, rank() OVER (PARTITION BY p ORDER BY o DESC NULLS FIRST) AS r FROM ev) s WHERE s.p = c.p AND s.r = 1) AS firsts FROM cat c",
     ),
 ];
 
@@ -206,7 +216,7 @@ fn what_stays_refused_and_why() {
         // A subquery's, a CTE's columns are collected as the query's own are.
         (
             "SELECT s.id FROM (SELECT id, tags, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
-            "a column of array type (tags text[]) under a window function",
+            "a column of array type (tags text[]) under DISTINCT ON or a window function",
         ),
         (
             "WITH c AS (SELECT id, ROW(o, id::text)::pr AS c, row_number() OVER (PARTITION BY g ORDER BY id) AS rn FROM w) SELECT id FROM c WHERE rn = 1",
@@ -215,6 +225,11 @@ fn what_stays_refused_and_why() {
         (
             "SELECT s.id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w) s WHERE s.rn = 1",
             "a window function over the whole result",
+        ),
+        // A refill of the LIMIT would run the query, which breaks ties in its own way.
+        (
+            "SELECT s.id, s.r FROM (SELECT id, rank() OVER (PARTITION BY g ORDER BY o) AS r FROM w) s ORDER BY s.r, s.id LIMIT 3",
+            "ORDER BY ... LIMIT over a subquery, CTE or view with DISTINCT ON or window functions",
         ),
         (
             "SELECT id FROM w WHERE id IN (SELECT row_number() OVER (PARTITION BY g ORDER BY id) FROM w)",
@@ -264,6 +279,24 @@ fn what_stays_refused_and_why() {
         "SELECT id, row_number() OVER (ORDER BY id) AS rn FROM w",
         "DELETE FROM w WHERE id = 3",
     );
+}
+
+/// `ORDER BY ... LIMIT` over a windowed subquery is read FULL by AUTO, and holds its LIMIT's rows
+/// from the first refresh on.
+#[test]
+fn a_limit_over_a_windowed_subquery_is_read_full_and_holds_its_rows() {
+    let mut db = TestDb::new("window_functions_limit");
+    db.exec(
+        "CREATE TABLE w (id int PRIMARY KEY, g int, o int);
+         INSERT INTO w SELECT i, i % 4, (i * 7) % 10 FROM generate_series(1, 40) i;",
+    );
+    auto_reads_it_full(
+        &mut db,
+        "first3",
+        "SELECT s.id, s.g, s.r FROM (SELECT id, g, rank() OVER (PARTITION BY g ORDER BY o DESC) AS r FROM w) s ORDER BY s.r, s.id LIMIT 3",
+        "UPDATE w SET o = 100 WHERE id = 40",
+    );
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM first3"), 3);
 }
 
 /// Creates `name` AUTO over `query`, which DIFFERENTIAL refuses: it refreshes FULL, and after

@@ -174,31 +174,18 @@ fn differential_tree(
     if let Some(what) = stored_groups::unreadable_picks(&base_tree, &base_output_types) {
         return Ok(Err(what));
     }
-    // DISTINCT ON and window functions take each column's value from its row with array_agg,
-    // which makes an array of arrays of an array column.
-    if tree.full_from_tree {
-        let kinds = column_kinds(&analysis.columns, &base_output_types)?;
-        if let Some((column, _)) = kinds.iter().find(|(_, k)| *k == ColumnKind::Array) {
-            return Ok(Err(format!(
-                "a column of array type ({column}) under DISTINCT ON or a window function"
-            )));
-        }
-        if tree.expanded_rows {
-            if let Some((column, _)) = kinds.iter().find(|(_, k)| *k == ColumnKind::Composite) {
-                return Ok(Err(format!(
-                    "a column of composite type ({column}) under a window function"
-                )));
-            }
-        }
-    }
-    // A window in a subquery, a CTE or a view collects that query's columns as the top's are.
-    for query in &tree.windowed_subqueries {
-        let described = spi::in_subtransaction(|| super::analysis::describe_columns(query));
+    // DISTINCT ON and window functions take each column's value from its row with array_agg, which
+    // makes an array of arrays of an array column, and window functions expand the arrays again
+    // with unnest, which expands a composite into its fields: the columns of each query that has
+    // them (the defining query, a subquery, a CTE, a view) are checked.
+    for collected in &tree.collected_subqueries {
+        let described =
+            spi::in_subtransaction(|| super::analysis::describe_columns(&collected.query));
         let columns = match described {
             Ok(columns) => columns?,
             Err(message) => {
                 return Ok(Err(format!(
-                    "a query the engine could not read (PostgreSQL rejected a subquery with window functions: {message})"
+                    "a query the engine could not read (PostgreSQL rejected a subquery with DISTINCT ON or window functions: {message})"
                 )))
             }
         };
@@ -206,18 +193,18 @@ fn differential_tree(
             .iter()
             .map(|c| bases.of(&c.type_sql))
             .collect::<PgtResult<Vec<_>>>()?;
-        if let Some((column, kind)) = column_kinds(&columns, &types)?
-            .into_iter()
-            .find(|(_, kind)| *kind != ColumnKind::Other)
-        {
-            let kind = if kind == ColumnKind::Array {
-                "array"
+        let kinds = column_kinds(&columns, &types)?;
+        let refused = kinds.iter().find(|(_, kind)| match kind {
+            ColumnKind::Array => true,
+            ColumnKind::Composite => collected.expanded,
+            ColumnKind::Other => false,
+        });
+        if let Some((column, kind)) = refused {
+            return Ok(Err(if *kind == ColumnKind::Array {
+                format!("a column of array type ({column}) under DISTINCT ON or a window function")
             } else {
-                "composite"
-            };
-            return Ok(Err(format!(
-                "a column of {kind} type ({column}) under a window function"
-            )));
+                format!("a column of composite type ({column}) under a window function")
+            }));
         }
     }
     if let Err(message) = validate(&tree, &output_types)? {

@@ -136,7 +136,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         };
         assert_eq!(
             describe_tree(&tree),

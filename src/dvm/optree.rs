@@ -350,11 +350,19 @@ pub struct OpTree {
     /// `analyze::window`), which would expand a composite column into its fields.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expanded_rows: bool,
-    /// Subqueries in FROM, CTEs and views that compute window functions, each as a query showing its
-    /// columns (`WITH <the CTEs it sees> SELECT * FROM (<it>)`): their values are collected and
-    /// expanded as the defining query's own are (`expanded_rows`), which their types must allow.
+    /// Subqueries in FROM, CTEs and views rewritten as the defining query's own SELECT is (window
+    /// functions, DISTINCT ON): their columns are collected into arrays, which their types must allow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub windowed_subqueries: Vec<String>,
+    pub collected_subqueries: Vec<CollectedSubquery>,
+}
+
+/// A subquery in FROM, a CTE or a view whose columns a refresh collects into arrays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedSubquery {
+    /// A query showing its columns: `WITH <the CTEs it sees> SELECT * FROM (<it>) AS pgt_collected`.
+    pub query: String,
+    /// Its rows are expanded from the arrays by `unnest` (window functions, as `OpTree::expanded_rows`).
+    pub expanded: bool,
 }
 
 /// A unique key of a table, by its columns' names.
@@ -463,7 +471,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         };
         assert_eq!(tree.tables().len(), 1);
     }

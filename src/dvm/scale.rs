@@ -413,7 +413,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         };
         assert_eq!(column_scale(&tree, &project, 0), Some(6));
         assert_eq!(column_scale(&tree, &project, 1), None);
@@ -476,7 +476,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         };
         let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();
         assert_eq!(

@@ -536,6 +536,26 @@ pub const SHAPES: &[Shape] = &[
                 rank() OVER (PARTITION BY k ORDER BY iv, id) AS r
            FROM r",
     ),
+    shape(
+        "window_repr_key",
+        "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",
+    ),
+    // MIN/MAX whose lost extrema are read off an index on (group key, argument): `a (g, v)` and
+    // `c (q, name)`, with ties (name repeats), NULL keys and NULL arguments; with a WHERE and a
+    // FILTER (`a (k, t)`, `a (k, v)`), they are counted and recomputed from the group's rows.
+    shape(
+        "minmax_index",
+        "SELECT g AS g, count(*) AS n, min(v) AS mn, max(v) AS mx FROM a GROUP BY g",
+    ),
+    shape(
+        "minmax_index_filtered",
+        "SELECT k AS k, min(v) FILTER (WHERE t IS NOT NULL) AS mn, max(t) AS mt, count(t) AS nt
+           FROM a WHERE v IS DISTINCT FROM 5 GROUP BY k",
+    ),
+    shape(
+        "minmax_index_text",
+        "SELECT q AS q, max(name) AS hi, min(name) AS lo, count(*) AS n FROM c GROUP BY q",
+    ),
     // The first rows of each partition in one query: the window in a subquery, a CTE or a view
     // (`window_top_view`, schema.rs), filtered, joined and aggregated above it. Ties in `x` (1.5 and
     // 1.50 among them) decide which rows pass `r <= 2`.
@@ -563,25 +583,17 @@ pub const SHAPES: &[Shape] = &[
         "window_top_view",
         "SELECT v.id AS id, v.ci AS ci, v.d AS d FROM r_ranked v WHERE v.d <= 2",
     ),
+    // DISTINCT ON in a subquery in FROM and in a CTE, joined and filtered over.
     shape(
-        "window_repr_key",
-        "SELECT id AS id, x AS x, row_number() OVER (PARTITION BY x ORDER BY id DESC) AS rn FROM r",
-    ),
-    // MIN/MAX whose lost extrema are read off an index on (group key, argument): `a (g, v)` and
-    // `c (q, name)`, with ties (name repeats), NULL keys and NULL arguments; with a WHERE and a
-    // FILTER (`a (k, t)`, `a (k, v)`), they are counted and recomputed from the group's rows.
-    shape(
-        "minmax_index",
-        "SELECT g AS g, count(*) AS n, min(v) AS mn, max(v) AS mx FROM a GROUP BY g",
+        "distinct_on_subquery",
+        "SELECT s.k AS k, s.id AS id, a.v AS v
+           FROM (SELECT DISTINCT ON (k) k, id FROM c ORDER BY k, name DESC NULLS LAST, id) s
+           JOIN a ON a.k = s.k",
     ),
     shape(
-        "minmax_index_filtered",
-        "SELECT k AS k, min(v) FILTER (WHERE t IS NOT NULL) AS mn, max(t) AS mt, count(t) AS nt
-           FROM a WHERE v IS DISTINCT FROM 5 GROUP BY k",
-    ),
-    shape(
-        "minmax_index_text",
-        "SELECT q AS q, max(name) AS hi, min(name) AS lo, count(*) AS n FROM c GROUP BY q",
+        "distinct_on_cte_repr",
+        "WITH f AS (SELECT DISTINCT ON (k) k, x, id FROM r ORDER BY k, x DESC NULLS LAST, id)
+         SELECT f.k AS k, f.x AS x, f.id AS id FROM f WHERE f.x IS NOT NULL",
     ),
 ];
 

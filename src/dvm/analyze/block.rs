@@ -225,8 +225,8 @@ pub(super) fn default_name(expr: &SqlExpr) -> String {
 /// Rejects what a SELECT block may have beyond what `select_block` reads.
 pub(super) fn check_select(select: &Select) -> Result<()> {
     if let Some(Distinct::On(_)) = select.distinct {
-        // The stream table's own query has none left (`distinct_on`): this is a view's.
-        return unsupported("DISTINCT ON in a view (write it in the stream table's query)");
+        // The query's, a subquery's in FROM, a CTE's or a view's were rewritten (`distinct_on`).
+        return unsupported("DISTINCT ON in a subquery of an expression (DISTINCT ON is read in the SELECT of the query, of a subquery in FROM, of a CTE or of a view)");
     }
     if !select.named_window.is_empty() {
         return unsupported("WINDOW clause");

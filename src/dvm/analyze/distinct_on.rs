@@ -13,14 +13,15 @@
 //! refreshes compute the same grouped query (`OpTree::full_from_tree`), and the choice among tied
 //! rows never changes between refreshes. The keys must be in the select list: a stored row then
 //! carries its group, and a row that differs from what the delta expects is found missing rather
-//! than taken for another group's. Only the query's own SELECT (or its set operations' branches)
-//! is read so: its items are the stream table's columns, whose types the extension checks.
+//! than taken for another group's. The query's own SELECT (or its set operations' branches) is read
+//! so, and so is a subquery's in FROM, a CTE's or a view's (`Analyzer::subquery`); the types of the
+//! items are checked by the extension (`catalog::differential`).
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     visit_expressions, Distinct, Expr as SqlExpr, GroupByExpr, Ident, OrderByExpr, OrderByKind,
-    Query, Select, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
+    Query, Select, SelectItem, SetExpr, Value, VisitMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -30,21 +31,11 @@ use super::template::{ident_name, strip_nested};
 use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
 
 /// Rewrites the `SELECT DISTINCT ON` blocks at the top of `query` (its SELECT, or the branches of
-/// its set operations) into their grouped form; whether there was one. Their items are then the
-/// stream table's columns, whose types the extension checks (an array column is refused: see
-/// `catalog::differential`). One anywhere else (in a subquery, a CTE, a view) is refused: its items'
-/// types are not known here.
-pub(super) fn rewrite(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
-    let rewritten = top(query, analyzer)?;
-    match query.visit(&mut Nested) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(rewritten),
-    }
-}
-
-/// Rewrites `query` if its body is a `SELECT DISTINCT ON` block, or the DISTINCT ON branches of
-/// its set operations.
-fn top(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
+/// its set operations) into their grouped form; whether there was one. The defining query's items
+/// are the stream table's columns, whose types the extension checks (an array column is refused:
+/// see `catalog::differential`); a subquery's in FROM, a CTE's or a view's are described apart
+/// (`Analyzer::subquery`). One in a subquery of an expression is refused (`block::check_select`).
+pub(super) fn rewrite_top(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
     if let SetExpr::Select(select) = query.body.as_mut() {
         if !matches!(select.distinct, Some(Distinct::On(_))) {
             return Ok(false);
@@ -59,6 +50,19 @@ fn top(query: &mut Query, analyzer: &Analyzer<'_>) -> Result<bool> {
     branches(query.body.as_mut(), analyzer)
 }
 
+/// Whether `rewrite_top` would rewrite something of `query`.
+pub(super) fn is_top(query: &Query) -> bool {
+    fn body(b: &SetExpr) -> bool {
+        match b {
+            SetExpr::Select(select) => matches!(select.distinct, Some(Distinct::On(_))),
+            SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+            SetExpr::Query(query) => body(&query.body),
+            _ => false,
+        }
+    }
+    body(&query.body)
+}
+
 /// The branches of a set operation: a bare `SELECT DISTINCT ON` has no ORDER BY of its own.
 fn branches(body: &mut SetExpr, analyzer: &Analyzer<'_>) -> Result<bool> {
     match body {
@@ -69,34 +73,8 @@ fn branches(body: &mut SetExpr, analyzer: &Analyzer<'_>) -> Result<bool> {
             grouped(select, None, analyzer)?;
             Ok(true)
         }
-        SetExpr::Query(query) => top(query, analyzer),
+        SetExpr::Query(query) => rewrite_top(query, analyzer),
         _ => Ok(false),
-    }
-}
-
-/// Finds a DISTINCT ON left after the top ones were rewritten.
-struct Nested;
-
-impl VisitorMut for Nested {
-    type Break = AnalyzeError;
-
-    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<AnalyzeError> {
-        if has_distinct_on(&query.body) {
-            return ControlFlow::Break(AnalyzeError::Unsupported(
-                "DISTINCT ON in a subquery (it is supported in the query's own SELECT)".into(),
-            ));
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-fn has_distinct_on(body: &SetExpr) -> bool {
-    match body {
-        SetExpr::Select(select) => matches!(select.distinct, Some(Distinct::On(_))),
-        SetExpr::SetOperation { left, right, .. } => {
-            has_distinct_on(left) || has_distinct_on(right)
-        }
-        _ => false,
     }
 }
 

@@ -62,7 +62,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::optree::{Node, OpTree, UniqueKey};
+use super::optree::{CollectedSubquery, Node, OpTree, UniqueKey};
 use scope::{Frame, Scope, Syms};
 
 /// What the analyzer needs to know about the database.
@@ -133,11 +133,27 @@ fn invalid<T>(why: impl Into<String>) -> Result<T> {
 pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, AnalyzeError> {
     let mut query = parse(sql)?;
     let mut analyzer = Analyzer::new(catalog);
-    let distinct_on = distinct_on::rewrite(&mut query, &analyzer)?;
+    let distinct_on = distinct_on::rewrite_top(&mut query, &analyzer)?;
     let windows_on_top = window::rewrite(&mut query, &analyzer)?;
+    if distinct_on || windows_on_top {
+        analyzer.collected_subqueries.push(CollectedSubquery {
+            query: format!(
+                "SELECT * FROM ({}) AS pgt_collected",
+                sql.trim().trim_end_matches(';')
+            ),
+            expanded: windows_on_top,
+        });
+    }
     let top_k = top_k::take(&mut query)?;
     let top = analyzer.query(&query)?;
-    let expanded_rows = windows_on_top || !analyzer.windowed_subqueries.is_empty();
+    // A refill of the window runs the defining query, which breaks ties among the subquery's rows as
+    // its plan meets them, where the tree's own rule (`full_from_tree`) may have chosen others.
+    if top_k.is_some() && !analyzer.collected_subqueries.is_empty() {
+        return unsupported(
+            "ORDER BY ... LIMIT over a subquery, CTE or view with DISTINCT ON or window functions",
+        );
+    }
+    let expanded_rows = analyzer.collected_subqueries.iter().any(|c| c.expanded);
     if let Some(key) = top_k
         .iter()
         .flat_map(|t| &t.order)
@@ -154,9 +170,9 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         output_names: top.names,
         top_k,
         unique_keys: analyzer.unique_keys.into_inner(),
-        full_from_tree: distinct_on || expanded_rows,
+        full_from_tree: !analyzer.collected_subqueries.is_empty(),
         expanded_rows,
-        windowed_subqueries: analyzer.windowed_subqueries,
+        collected_subqueries: analyzer.collected_subqueries,
     })
 }
 
@@ -315,7 +331,7 @@ struct CteName {
     name: String,
     id: usize,
     columns: Vec<String>,
-    /// `name AS (query)`, for a query that reads it to be described on its own (`windowed_subqueries`).
+    /// `name AS (query)`, for a query that reads it to be described on its own (`collected_subqueries`).
     sql: String,
 }
 
@@ -338,8 +354,8 @@ struct Analyzer<'c> {
     /// `OpTree::unique_keys`: the keys the reading relies on (noted while reading subqueries, which
     /// is done through `&self`).
     unique_keys: std::cell::RefCell<Vec<UniqueKey>>,
-    /// `OpTree::windowed_subqueries`.
-    windowed_subqueries: Vec<String>,
+    /// `OpTree::collected_subqueries`.
+    collected_subqueries: Vec<CollectedSubquery>,
 }
 
 impl<'c> Analyzer<'c> {
@@ -353,7 +369,7 @@ impl<'c> Analyzer<'c> {
             syms: Syms::default(),
             view_depth: 0,
             unique_keys: Default::default(),
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         }
     }
 

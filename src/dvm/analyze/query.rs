@@ -4,7 +4,8 @@ use sqlparser::ast::{LimitClause, Query, SetExpr, SetOperator, SetQuantifier, Wi
 
 use super::from::renamed;
 use super::template::ident_name;
-use super::{invalid, unsupported, window, Analyzed, Analyzer, CteName, Result};
+use super::{distinct_on, invalid, unsupported, window, Analyzed, Analyzer, CteName, Result};
+use crate::dvm::optree::CollectedSubquery;
 use crate::dvm::optree::Node;
 
 impl Analyzer<'_> {
@@ -20,22 +21,30 @@ impl Analyzer<'_> {
     }
 
     /// A subquery in FROM, a CTE's or a view's body: one whose own SELECT computes window functions
-    /// is read as the defining query's would be (`window::rewrite`), its rows expanded from its
-    /// partitions' arrays. The query as written is kept to be described (`windowed_subqueries`).
+    /// or is a `SELECT DISTINCT ON` is read as the defining query's would be (`window::rewrite`,
+    /// `distinct_on::rewrite_top`). The query as written is kept to be described
+    /// (`OpTree::collected_subqueries`).
     pub(super) fn subquery(&mut self, query: &Query) -> Result<Analyzed> {
-        if !window::computes_windows(query) {
+        let expanded = window::computes_windows(query);
+        if !expanded && !distinct_on::is_top(query) {
             return self.query(query);
         }
         let mut rewritten = query.clone();
-        window::rewrite(&mut rewritten, self)?;
+        if expanded {
+            window::rewrite(&mut rewritten, self)?;
+        } else {
+            distinct_on::rewrite_top(&mut rewritten, self)?;
+        }
         let with: Vec<&str> = self.cte_names.iter().map(|c| c.sql.as_str()).collect();
         let with = if with.is_empty() {
             String::new()
         } else {
             format!("WITH {} ", with.join(", "))
         };
-        self.windowed_subqueries
-            .push(format!("{with}SELECT * FROM ({query}) AS pgt_windowed"));
+        self.collected_subqueries.push(CollectedSubquery {
+            query: format!("{with}SELECT * FROM ({query}) AS pgt_collected"),
+            expanded,
+        });
         self.query(&rewritten)
     }
 

@@ -61,7 +61,7 @@ fn tree(root: Node) -> OpTree {
         unique_keys: Vec::new(),
         full_from_tree: false,
         expanded_rows: false,
-        windowed_subqueries: Vec::new(),
+        collected_subqueries: Vec::new(),
     }
 }
 
@@ -730,7 +730,7 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         unique_keys: Vec::new(),
         full_from_tree: false,
         expanded_rows: false,
-        windowed_subqueries: Vec::new(),
+        collected_subqueries: Vec::new(),
     };
     let mut c = ctx(&[10], &[]);
     let sql = delta(&t, &mut c);

@@ -71,7 +71,7 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
         unique_keys: Vec::new(),
         full_from_tree: false,
         expanded_rows: false,
-        windowed_subqueries: Vec::new(),
+        collected_subqueries: Vec::new(),
     }
 }
 

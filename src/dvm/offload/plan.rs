@@ -486,7 +486,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         }
     }
 
@@ -726,7 +726,7 @@ mod tests {
             unique_keys: Vec::new(),
             full_from_tree: false,
             expanded_rows: false,
-            windowed_subqueries: Vec::new(),
+            collected_subqueries: Vec::new(),
         };
         let plan = LocalPlan::of(&t).unwrap();
         let types: Vec<LocalType> = plan.staged.iter().map(|(_, t)| *t).collect();

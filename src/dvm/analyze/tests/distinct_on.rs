@@ -3,6 +3,7 @@
 
 use super::{assert_tree, error, tree, unsupported};
 use crate::dvm::analyze::AnalyzeError;
+use crate::dvm::optree::CollectedSubquery;
 
 #[test]
 fn each_item_comes_from_the_first_row_by_the_order_ties_broken_by_the_row() {
@@ -41,18 +42,42 @@ fn order_by_positions_and_keys_anywhere_in_it() {
 }
 
 #[test]
-fn in_set_operation_branches_and_not_in_subqueries() {
+fn in_set_operation_branches_subqueries_and_ctes() {
     let t = tree(
         "SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a UNION ALL (SELECT DISTINCT ON (b.y) b.y, b.id FROM public.b ORDER BY b.y, b.id DESC)",
     );
     assert!(t.full_from_tree);
     assert_eq!(super::show(&t.root).matches("Aggregate").count(), 2);
     assert!(!tree("SELECT a.g FROM public.a").full_from_tree);
+    // In a subquery in FROM (a CTE, a view): read the same way, its columns described apart.
+    let t = tree(
+        "SELECT s.g, b.y FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) s JOIN public.b ON (b.id = s.id)",
+    );
+    assert!(t.full_from_tree && !t.expanded_rows);
+    assert_eq!(
+        t.collected_subqueries,
+        [CollectedSubquery {
+            query: "SELECT * FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) AS pgt_collected".into(),
+            expanded: false,
+        }]
+    );
+    assert_tree(
+        &t.root,
+        "
+        Project #0; #3
+          InnerJoin (#2 = #1)
+            Project (#1)[1]; (#2)[1]
+              Aggregate group [#1] agg [pg_catalog.array_agg(#1 ORDER BY #0, ROW(#1, #0)::TEXT); pg_catalog.array_agg(#0 ORDER BY #0, ROW(#1, #0)::TEXT)]
+                Scan public.a [id, g]
+            Scan public.b [id, y]
+        ",
+    );
+    // In a subquery of an expression it is refused.
     assert_eq!(
         unsupported(
-            "SELECT s.g, b.y FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) s JOIN public.b ON (b.id = s.id)",
+            "SELECT b.y FROM public.b WHERE (b.id IN ( SELECT DISTINCT ON (a.g) a.id FROM public.a ORDER BY a.g, a.id))",
         ),
-        "DISTINCT ON in a subquery (it is supported in the query's own SELECT)"
+        "DISTINCT ON in a subquery of an expression (DISTINCT ON is read in the SELECT of the query, of a subquery in FROM, of a CTE or of a view)"
     );
     // PostgreSQL prints an expression key in parentheses.
     let t = tree(

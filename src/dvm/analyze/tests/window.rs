@@ -2,6 +2,7 @@
 //! expanded again. Table columns in the stub catalog: a [id, x, g], b [id, y, a_id].
 
 use super::{assert_tree, tree, unsupported};
+use crate::dvm::optree::CollectedSubquery;
 
 #[test]
 fn row_number_and_offsets_come_from_the_partitions_arrays() {
@@ -86,8 +87,11 @@ fn windows_in_subqueries_ctes_and_views() {
     assert!(t.full_from_tree && t.expanded_rows);
     assert_eq!(t.output_names, ["id", "rn"]);
     assert_eq!(
-        t.windowed_subqueries,
-        ["SELECT * FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS rn FROM public.a) AS pgt_windowed"]
+        t.collected_subqueries,
+        [CollectedSubquery {
+            query: "SELECT * FROM (SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS rn FROM public.a) AS pgt_collected".into(),
+            expanded: true,
+        }]
     );
     assert_tree(
         &t.root,
@@ -107,8 +111,11 @@ fn windows_in_subqueries_ctes_and_views() {
     );
     assert!(t.full_from_tree && t.expanded_rows);
     assert_eq!(
-        t.windowed_subqueries,
-        ["WITH c AS (SELECT a.id, a.x, a.g FROM public.a) SELECT * FROM (SELECT c.id, rank() OVER (PARTITION BY c.g ORDER BY c.x) AS r FROM c) AS pgt_windowed"]
+        t.collected_subqueries,
+        [CollectedSubquery {
+            query: "WITH c AS (SELECT a.id, a.x, a.g FROM public.a) SELECT * FROM (SELECT c.id, rank() OVER (PARTITION BY c.g ORDER BY c.x) AS r FROM c) AS pgt_collected".into(),
+            expanded: true,
+        }]
     );
     // The same refusals as at the top.
     assert_eq!(
@@ -116,8 +123,29 @@ fn windows_in_subqueries_ctes_and_views() {
         "a window function over the whole result (row_number() OVER () or without PARTITION BY: every change would recompute all of it; use FULL)"
     );
     assert!(tree("SELECT a.g FROM public.a")
-        .windowed_subqueries
+        .collected_subqueries
         .is_empty());
+    // The defining query's own window: its columns are described too.
+    let top = "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x) AS rn FROM public.a";
+    assert_eq!(
+        tree(top).collected_subqueries,
+        [CollectedSubquery {
+            query: format!("SELECT * FROM ({top}) AS pgt_collected"),
+            expanded: true,
+        }]
+    );
+    // A window in a subquery of a scalar subquery is that subquery's, not the select list's.
+    let t = tree(
+        "SELECT b.id, ( SELECT count(*) AS count FROM ( SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a) s WHERE ((s.id = b.a_id) AND (s.r = 1))) AS firsts FROM public.b",
+    );
+    assert!(t.full_from_tree && t.expanded_rows);
+    // A refill of ORDER BY ... LIMIT runs the defining query, which breaks ties its own way.
+    assert_eq!(
+        unsupported(
+            "SELECT s.id, s.r FROM ( SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a) s ORDER BY s.r, s.id LIMIT 3"
+        ),
+        "ORDER BY ... LIMIT over a subquery, CTE or view with DISTINCT ON or window functions"
+    );
 }
 
 #[test]
