@@ -26,11 +26,9 @@
 //! (NULLs equal to NULLs, as a window has them); `percent_rank`, `cume_dist` and `ntile` are that
 //! number, or the row's, and the partition's size, by PostgreSQL's own arithmetic.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    OrderByExpr, Query, Select, SelectItem, SetExpr, Value, Visit, Visitor, WindowSpec, WindowType,
+    OrderByExpr, Query, Select, SelectItem, SetExpr, Value, WindowSpec, WindowType,
 };
 
 use super::block::default_name;
@@ -450,32 +448,10 @@ fn contains_subquery(expr: &SqlExpr) -> bool {
 /// Whether `expr` calls a window function of its own query block: one inside a subquery is that
 /// subquery's (`Analyzer::subquery` reads it).
 fn contains_window(expr: &SqlExpr) -> bool {
-    struct Finder {
-        depth: usize,
-    }
-    impl Visitor for Finder {
-        type Break = ();
-
-        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-
-        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-
-        fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
-            match expr {
-                SqlExpr::Function(f) if self.depth == 0 && f.over.is_some() => {
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    expr.visit(&mut Finder { depth: 0 }).is_break()
+    super::scalar::has_own(
+        expr,
+        |e| matches!(e, SqlExpr::Function(f) if f.over.is_some()),
+    )
 }
 
 /// A window function's arguments, when they are plain expressions.
