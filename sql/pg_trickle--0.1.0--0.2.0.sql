@@ -830,3 +830,26 @@ CREATE EVENT TRIGGER pgtrickle_publication_ddl ON ddl_command_end
 ALTER EVENT TRIGGER pgtrickle_publication_ddl ENABLE ALWAYS;
 SELECT pgtrickle._identify_published_tables();
 SELECT pgtrickle._warn_if_all_tables_published();
+-- Change buffers take their sources' collations: a buffer's text beside its source's text COLLATE "C"
+-- left a delta's join or grouping on that column without a collation (an ERROR at every refresh).
+-- Only the collation changes: no rewrite.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT b.oid::pg_catalog.regclass AS buffer, ba.attname,
+               pg_catalog.format_type(ba.atttypid, ba.atttypmod) AS type_sql, sa.attcollation::pg_catalog.regcollation AS collation
+          FROM pg_catalog.pg_class b
+          JOIN pg_catalog.pg_namespace n ON n.oid = b.relnamespace AND n.nspname = 'pgtrickle_changes'
+          JOIN pg_catalog.pg_attribute ba ON ba.attrelid = b.oid AND ba.attnum > 0 AND NOT ba.attisdropped
+          JOIN pg_catalog.pg_attribute sa
+            ON sa.attrelid = pg_catalog.substring(b.relname, '^changes_([0-9]+)$')::pg_catalog.oid
+           AND sa.attname = ba.attname AND NOT sa.attisdropped AND sa.atttypid = ba.atttypid
+         WHERE b.relkind = 'r' AND b.relname ~ '^changes_[0-9]+$' AND sa.attcollation <> ba.attcollation
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I TYPE %s COLLATE %s',
+                                  r.buffer, r.attname, r.type_sql, r.collation);
+    END LOOP;
+END
+$$;

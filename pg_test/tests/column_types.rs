@@ -210,3 +210,53 @@ fn composites_built_in_the_query_are_not_read_as_sources() {
     let err = db.error("DROP TYPE pair");
     assert_eq!(err.code, "2BP01", "{err:?}");
 }
+
+/// A source column with a collation of its own (`text COLLATE "C"`): its change buffer has it too,
+/// so a delta's grouping, join and ordering on it compare as the query does (a buffer of the default
+/// collation beside it left them without one: an ERROR at every refresh).
+#[test]
+fn columns_with_their_own_collation_are_maintained_differentially() {
+    let mut db = TestDb::new("column_types_collation");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, code text COLLATE \"C\", label text, v int);
+         INSERT INTO t SELECT i, chr(65 + i % 5) || chr(97 + i % 3), 'l' || (i % 4), i FROM generate_series(1, 60) i;",
+    );
+    let queries = [
+        (
+            "by_code",
+            "SELECT code, count(*) AS n, sum(v) AS total FROM t GROUP BY code",
+        ),
+        (
+            "joined",
+            "SELECT a.id, b.id AS other FROM t a JOIN t b ON b.code = a.code AND b.id > a.id + 40",
+        ),
+        (
+            "first_codes",
+            "SELECT code, v FROM t ORDER BY code DESC, v LIMIT 4",
+        ),
+        (
+            "rolled_up",
+            "SELECT code, label, count(*) AS n FROM t GROUP BY ROLLUP (code, label)",
+        ),
+    ];
+    for (st, query) in queries {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', $q${query}$q$, '1h', 'DIFFERENTIAL')"
+        ));
+    }
+    for step in [
+        "UPDATE t SET code = 'Zz' WHERE id % 7 = 0",
+        "DELETE FROM t WHERE id % 5 = 1; INSERT INTO t VALUES (100, 'aa', 'l1', 3), (101, NULL, NULL, 4)",
+    ] {
+        db.exec(step);
+        for (st, query) in queries {
+            db.assert_refreshes_differentially(st, query, step);
+        }
+    }
+    // The buffer has the column's collation.
+    let collation: String = db.value(
+        "SELECT a.attcollation::regcollation::text FROM pg_attribute a
+          WHERE a.attrelid = ('pgtrickle_changes.changes_' || 't'::regclass::oid)::regclass AND a.attname = 'code'",
+    );
+    assert_eq!(collation, "\"C\"");
+}

@@ -82,7 +82,7 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     );
     assert!(!db.value::<bool>("SELECT to_regclass('pgtrickle.pgt_cost_model_summary') IS NOT NULL"));
     db.exec(
-        "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL);
+        "CREATE TABLE orders (id serial PRIMARY KEY, customer text COLLATE \"C\" NOT NULL, amount numeric(10,2) NOT NULL);
          INSERT INTO orders (customer, amount) SELECT 'c' || (g % 5), g FROM generate_series(1, 100) g;
          ANALYZE orders;",
     );
@@ -113,7 +113,19 @@ fn update_from_0_1_0_keeps_stream_tables_refreshing_and_gives_the_fresh_catalog(
     db.exec(&format!(
         "DROP FUNCTION pgtrickle_changes.capture_row_{orders}() CASCADE"
     ));
+    // A buffer as 0.1.0 made it: its columns of the type's default collation, where the source's
+    // `customer` is "C" (every refresh grouping by it failed: no collation to compare with).
+    db.exec(&format!(
+        "ALTER TABLE pgtrickle_changes.changes_{orders} ALTER COLUMN customer TYPE text COLLATE \"default\""
+    ));
     db.exec("ALTER EXTENSION pg_trickle UPDATE");
+    assert_eq!(
+        db.value::<String>(&format!(
+            "SELECT attcollation::regcollation::text FROM pg_attribute
+              WHERE attrelid = 'pgtrickle_changes.changes_{orders}'::regclass AND attname = 'customer'"
+        )),
+        "\"C\""
+    );
     assert_eq!(
         db.value::<String>("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'"),
         "0.2.0"

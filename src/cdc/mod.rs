@@ -84,6 +84,28 @@ pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
     )
 }
 
+/// (name, SQL type) of every live column of a table, in order, with ` COLLATE schema.name` after a
+/// type whose collation is not the type's own: a change buffer's columns compare as the source's do
+/// (a buffer's `text` beside the source's `text COLLATE "C"` would leave a delta's join or grouping
+/// without a collation).
+fn collated_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
+    spi::rows(
+        "SELECT a.attname::text AS name,
+                pg_catalog.format_type(a.atttypid, a.atttypmod)
+                  || CASE WHEN a.attcollation <> t.typcollation
+                          THEN ' COLLATE ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.collname)
+                          ELSE '' END AS type_sql
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+           LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
+           LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum",
+        &[relid.into()],
+        |r| Ok((spi::col(r, "name")?, spi::col(r, "type_sql")?)),
+    )
+}
+
 /// First key of the advisory lock (second: the source's OID) held by whoever changes who consumes a
 /// source's change buffer: the clean-up of consumed change rows (which skips a buffer when it cannot
 /// have the lock at once) and a stream table joining the consumers, until its transaction ends. So a
@@ -112,7 +134,7 @@ pub fn ensure_capture(source: Oid) -> PgtResult<()> {
 /// The columns capture records for `source`: all of them — but a stream table's hidden columns,
 /// which no query reads (a DIFFERENTIAL stream table over another sees only its visible columns).
 fn capture_columns(source: Oid) -> PgtResult<Vec<(String, String)>> {
-    let columns = table_columns(source)?;
+    let columns = collated_columns(source)?;
     let is_stream_table = spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1)",
         &[source.into()],
@@ -540,14 +562,31 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         return Ok(());
     };
     let now = capture_columns(source)?;
-    let captured: Vec<(String, String)> = table_columns(buffer_oid)?.into_iter().skip(2).collect();
-    let only_additions =
-        captured.len() <= now.len() && captured.iter().zip(&now).all(|(a, b)| a == b);
+    let captured: Vec<(String, String)> =
+        collated_columns(buffer_oid)?.into_iter().skip(2).collect();
+    let uncollated = |t: &str| t.split(" COLLATE ").next().unwrap_or(t).to_string();
+    let only_additions = captured.len() <= now.len()
+        && captured
+            .iter()
+            .zip(&now)
+            .all(|(a, b)| a.0 == b.0 && uncollated(&a.1) == uncollated(&b.1));
     let table = crate::catalog::names::qualified_name_of(source)?;
     if !only_additions {
         reinit::mark_dependents(source, &format!("the columns of {table} changed"))?;
         drop_capture(&[source])?;
         return install(source);
+    }
+    // A buffer made before buffers had their sources' collations takes them (no rewrite).
+    for ((name, had), (_, has)) in captured.iter().zip(&now) {
+        if had != has {
+            spi::exec(
+                &format!(
+                    "ALTER TABLE {buffer} ALTER COLUMN {} TYPE {has}",
+                    quote_ident(name)
+                ),
+                &[],
+            )?;
+        }
     }
     for (name, type_sql) in &now[captured.len()..] {
         spi::exec(
