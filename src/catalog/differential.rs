@@ -670,6 +670,12 @@ impl Catalog for PgCatalog {
         super::version::has_window_ranks().unwrap_or(false)
     }
 
+    fn column_types(&self, query: &str) -> Option<Vec<String>> {
+        spi::in_subtransaction(|| super::analysis::describe_types(query))
+            .ok()?
+            .ok()
+    }
+
     fn is_aggregate(&self, name: &str) -> bool {
         let (schema, func) = match name.rsplit_once('.') {
             Some((s, f)) => (Some(s.trim_matches('"')), f.trim_matches('"')),

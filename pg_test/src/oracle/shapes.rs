@@ -595,6 +595,23 @@ pub const SHAPES: &[Shape] = &[
         "WITH f AS (SELECT DISTINCT ON (k) k, x, id FROM r ORDER BY k, x DESC NULLS LAST, id)
          SELECT f.k AS k, f.x AS x, f.id AS id FROM f WHERE f.x IS NOT NULL",
     ),
+    // Grouping sets: one grouped query per set under UNION ALL, the keys a set leaves out NULL
+    // (beside NULL keys of the data), GROUPING() a constant per set; the empty set's row stays when
+    // the table empties.
+    shape(
+        "grouping_rollup",
+        "SELECT k AS k, g AS g, count(*) AS n, sum(v) AS total, GROUPING(k, g) AS gr FROM a GROUP BY ROLLUP (k, g)",
+    ),
+    shape(
+        "grouping_cube_having",
+        "SELECT k AS k, lo AS lo, count(*) AS n, avg(w) AS aw FROM b GROUP BY CUBE (k, lo) HAVING count(*) > 1",
+    ),
+    shape(
+        "grouping_sets_join",
+        "SELECT c.q AS q, a.g AS g, count(*) AS n, sum(a.v) AS total
+           FROM c JOIN a ON a.k = c.k
+          GROUP BY GROUPING SETS ((c.q), (a.g), ())",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

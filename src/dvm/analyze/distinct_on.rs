@@ -21,14 +21,12 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     visit_expressions, Distinct, Expr as SqlExpr, GroupByExpr, Ident, OrderByExpr, OrderByKind,
-    Query, Select, SelectItem, SetExpr, Value, VisitMut,
+    Query, Select, SelectItem, SetExpr, Value,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use super::block::default_name;
 use super::template::{ident_name, strip_nested};
-use super::{invalid, unsupported, AnalyzeError, Analyzer, Result};
+use super::{invalid, unsupported, Analyzer, Result};
 
 /// Rewrites the `SELECT DISTINCT ON` blocks at the top of `query` (its SELECT, or the branches of
 /// its set operations) into their grouped form; whether there was one. The defining query's items
@@ -141,7 +139,7 @@ fn grouped(
     for (expr, name) in items {
         // The keys too: equal keys may print differently (`1.5`, `1.50`), and the query shows the
         // first row's.
-        let expr = parse_expr(&format!("(pg_catalog.array_agg({expr} ORDER BY {by}))[1]"))?;
+        let expr = super::parse_expr(&format!("(pg_catalog.array_agg({expr} ORDER BY {by}))[1]"))?;
         projection.push(SelectItem::ExprWithAlias {
             expr,
             alias: Ident::with_quote('"', name),
@@ -211,14 +209,4 @@ fn any_expression(projection: &[SelectItem], test: impl Fn(&SqlExpr) -> bool) ->
         }
         _ => false,
     })
-}
-
-fn parse_expr(sql: &str) -> Result<SqlExpr> {
-    let mut expr = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| AnalyzeError::Invalid(format!("could not restate DISTINCT ON: {e}")))?;
-    // As `parse` does for the whole query: `t.c[1]` is column `t.c`, subscripted.
-    let _ = expr.visit(&mut super::ColumnFirst);
-    Ok(expr)
 }

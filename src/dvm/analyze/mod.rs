@@ -38,6 +38,7 @@ mod aggregate;
 mod block;
 mod distinct_on;
 mod from;
+mod grouping_sets;
 mod leading_function;
 mod pushdown;
 mod query;
@@ -80,6 +81,12 @@ pub trait Catalog {
     /// until `ALTER EXTENSION pg_trickle UPDATE`, and a 0.2.0 one made before it, lack it.
     fn has_window_ranks(&self) -> bool {
         true
+    }
+    /// The SQL types of the columns a query returns (as `format_type` prints them, with
+    /// ` COLLATE "schema"."name"` after one whose collation is not its type's default), or None when
+    /// it cannot be described.
+    fn column_types(&self, _query: &str) -> Option<Vec<String>> {
+        None
     }
 }
 
@@ -238,6 +245,17 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
         }
         _ => invalid("expected a single SELECT statement"),
     }
+}
+
+/// Parses one expression the analyser restates (a rewrite's own text).
+fn parse_expr(sql: &str) -> Result<SqlExpr> {
+    let mut expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| AnalyzeError::Invalid(format!("could not restate {sql}: {e}")))?;
+    // As `parse` does for the whole query: `t.c[1]` is column `t.c`, subscripted.
+    let _ = expr.visit(&mut ColumnFirst);
+    Ok(expr)
 }
 
 /// PostgreSQL prints a table function that reads earlier FROM items as `LATERAL f(..) [WITH

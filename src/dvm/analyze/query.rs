@@ -4,7 +4,9 @@ use sqlparser::ast::{LimitClause, Query, SetExpr, SetOperator, SetQuantifier, Wi
 
 use super::from::renamed;
 use super::template::ident_name;
-use super::{distinct_on, invalid, unsupported, window, Analyzed, Analyzer, CteName, Result};
+use super::{
+    distinct_on, grouping_sets, invalid, unsupported, window, Analyzed, Analyzer, CteName, Result,
+};
 use crate::dvm::optree::CollectedSubquery;
 use crate::dvm::optree::Node;
 
@@ -25,10 +27,17 @@ impl Analyzer<'_> {
     /// `distinct_on::rewrite_top`). The query as written is kept to be described
     /// (`OpTree::collected_subqueries`).
     pub(super) fn subquery(&mut self, query: &Query) -> Result<Analyzed> {
-        let expanded = window::computes_windows(query);
-        if !expanded && !distinct_on::is_top(query) {
-            return self.query(query);
+        if window::computes_windows(query) || distinct_on::is_top(query) {
+            self.collected_subquery(query)
+        } else {
+            self.query(query)
         }
+    }
+
+    /// `subquery`'s rewrite, a frame of its own: views nest this recursion (up to
+    /// `MAX_VIEW_DEPTH`), and a rewritten query is large.
+    fn collected_subquery(&mut self, query: &Query) -> Result<Analyzed> {
+        let expanded = window::computes_windows(query);
         let mut rewritten = query.clone();
         if expanded {
             window::rewrite(&mut rewritten, self)?;
@@ -69,6 +78,9 @@ impl Analyzer<'_> {
 
     fn set_expr(&mut self, body: &SetExpr) -> Result<Analyzed> {
         match body {
+            SetExpr::Select(select) if grouping_sets::has_grouping_sets(select) => {
+                self.grouping_sets(select)
+            }
             SetExpr::Select(select) => self.select(select),
             SetExpr::Query(query) => self.query(query),
             SetExpr::SetOperation {
@@ -111,6 +123,15 @@ impl Analyzer<'_> {
             SetExpr::Table(_) => unsupported("TABLE command"),
             _ => invalid("expected a SELECT"),
         }
+    }
+}
+
+impl Analyzer<'_> {
+    /// A SELECT grouped by grouping sets, as the union of one grouped SELECT per set (a frame of its
+    /// own, off the recursion of plain queries: see `collected_subquery`).
+    fn grouping_sets(&mut self, select: &sqlparser::ast::Select) -> Result<Analyzed> {
+        let expanded = grouping_sets::expand(select, self)?;
+        self.set_expr(&expanded)
     }
 }
 

@@ -156,19 +156,63 @@ fn a_numeric_group_by_is_a_select_list_position() {
     );
 }
 
+/// ROLLUP, CUBE and GROUPING SETS: one grouped query per set under UNION ALL, the expressions a set
+/// leaves out NULL (outside aggregates), GROUPING() its constant mask.
 #[test]
-fn grouping_sets_rollup_and_cube_are_unsupported() {
+fn grouping_sets_are_one_grouped_query_per_set() {
+    let t = tree(
+        "SELECT a.g, a.x, count(*) AS n, sum(a.x) AS s, GROUPING(a.g, a.x) AS gr FROM public.a GROUP BY ROLLUP(a.g, a.x)",
+    );
+    assert_eq!(t.output_names, ["g", "x", "n", "s", "gr"]);
+    assert_tree(
+        &t.root,
+        "
+        UnionAll
+          Project #0; #1; #2; #3; 0
+            Aggregate group [#1; #0] agg [count(*); sum(#0)]
+              Scan public.a [x, g]
+          Project #0; NULL; #1; #2; 1
+            Aggregate group [#1] agg [count(*); sum(#0)]
+              Scan public.a [x, g]
+          Project NULL; NULL; #0; #1; 3
+            Aggregate group [] agg [count(*); sum(#0)]
+              Scan public.a [x]
+        ",
+    );
+    // CUBE: every subset; a plain key in every set; GROUPING SETS as listed, () among them.
+    let branches = |sql: &str| super::show(&tree(sql).root).matches("Aggregate").count();
     assert_eq!(
-        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY ROLLUP(a.g)"),
-        "ROLLUP"
+        branches("SELECT a.g, a.x, count(*) AS n FROM public.a GROUP BY CUBE(a.g, a.x)"),
+        4
     );
     assert_eq!(
-        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY CUBE(a.g)"),
-        "CUBE"
+        branches(
+            "SELECT a.id, a.g, a.x, count(*) AS n FROM public.a GROUP BY a.id, ROLLUP(a.g, a.x)"
+        ),
+        3
     );
     assert_eq!(
-        unsupported("SELECT a.g, count(*) AS n FROM public.a GROUP BY GROUPING SETS ((a.g), ())"),
-        "GROUPING SETS"
+        branches(
+            "SELECT a.g, count(*) AS n FROM public.a GROUP BY GROUPING SETS ((a.g), (), (a.g))"
+        ),
+        3
+    );
+    // The set without keys and without aggregates is still one row.
+    let t = tree("SELECT a.g FROM public.a GROUP BY GROUPING SETS ((a.g), ())");
+    assert!(
+        super::show(&t.root).contains("Filter true"),
+        "{}",
+        super::show(&t.root)
+    );
+    // A key inside an aggregate is the row's value; outside, NULL in the sets without it.
+    let t = tree("SELECT (a.g + 1) AS g1, max(a.g) AS top FROM public.a GROUP BY ROLLUP(a.g)");
+    let shown = super::show(&t.root);
+    assert!(shown.contains("Project (NULL + 1); #0"), "{shown}");
+    assert_eq!(
+        unsupported(
+            "SELECT count(*) AS n FROM public.a GROUP BY CUBE(a.g, a.x), CUBE(a.id, a.x), CUBE(a.id, a.g), CUBE(a.x, a.id)"
+        ),
+        "more than 64 grouping sets"
     );
 }
 
