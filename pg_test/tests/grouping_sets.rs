@@ -5,7 +5,7 @@
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 6] = [
+const QUERIES: [(&str, &str); 9] = [
     (
         "by_rollup",
         "SELECT region, product, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty, GROUPING(region, product) AS level FROM sales GROUP BY ROLLUP (region, product)",
@@ -26,6 +26,17 @@ const QUERIES: [(&str, &str); 6] = [
         "joined",
         "SELECT r.zone, s.product, count(*) AS n, sum(s.amount) AS total FROM sales s JOIN regions r ON r.region = s.region GROUP BY ROLLUP (r.zone, s.product)",
     ),
+    // A kept key that is a function of a key the set leaves out keeps its value.
+    (
+        "function_key",
+        "SELECT upper(product) AS up, product, count(*) AS n FROM sales GROUP BY ROLLUP (upper(product), product)",
+    ),
+    // Without aggregates: the empty set is one row, and stays one.
+    (
+        "keys_only",
+        "SELECT region, GROUPING(region) AS g FROM sales GROUP BY GROUPING SETS ((region), ())",
+    ),
+    ("one_row", "SELECT 1 AS one FROM sales HAVING true"),
     (
         "in_subquery",
         "SELECT t.region, t.total FROM (SELECT region, sum(amount) AS total FROM sales GROUP BY ROLLUP (region)) t WHERE t.total > 100",
@@ -87,6 +98,14 @@ fn what_stays_refused_and_why() {
         (
             "SELECT DISTINCT a, count(*) AS n FROM s GROUP BY ROLLUP (a, b)",
             "DISTINCT over grouping sets",
+        ),
+        (
+            "SELECT a, count(*) AS n FROM s GROUP BY GROUPING SETS ((a), CUBE (b))",
+            "ROLLUP or CUBE inside GROUPING SETS",
+        ),
+        (
+            "SELECT a, b, count(*) AS n FROM s GROUP BY DISTINCT ROLLUP (a, b), ROLLUP (a)",
+            "GROUP BY DISTINCT",
         ),
         // Which of equal numerics (1.5, 1.50) a max shows cannot be read back under the union.
         (

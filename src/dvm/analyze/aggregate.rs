@@ -47,6 +47,12 @@ impl Analyzer<'_> {
             .as_ref()
             .map(|h| self.over_aggregate(h, &mut grouping, "HAVING"))
             .transpose()?;
+        // One group without an aggregate (`SELECT 1 FROM t HAVING true`, a grouping set without
+        // keys): a count the query does not show is the state that keeps its one row one.
+        if grouping.group_by.is_empty() && grouping.calls.is_empty() {
+            let count = super::parse_expr("count(*)")?;
+            self.over_aggregate(&count, &mut grouping, "the SELECT list")?;
+        }
         // Every reference is resolved: the layout (which columns the scans read) is final.
         let layout = Layout::new(scope, &self.scopes[scope]);
         let input = self.build_input(from, filter, &layout)?;

@@ -88,9 +88,12 @@ fn grouped(
     let keys = keys.clone();
     let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
         || select.having.is_some();
-    let computed = any_expression(&select.projection, |e| match e {
-        SqlExpr::Function(f) => f.over.is_some() || analyzer.is_aggregate_call(e),
-        _ => false,
+    // Of this block's own: a count inside a subquery of the select list is that subquery's.
+    let computed = select.projection.iter().any(|item| {
+        super::scalar::has_own(item, |e| match e {
+            SqlExpr::Function(f) => f.over.is_some() || analyzer.is_aggregate_call(e),
+            _ => false,
+        })
     });
     if grouped || computed {
         return unsupported("DISTINCT ON over aggregates or window functions");

@@ -144,15 +144,32 @@ fn typed_null(t: &str) -> SqlExpr {
     match collation {
         Some(collation) => SqlExpr::Collate {
             expr: Box::new(null),
-            collation: ObjectName::from(
-                collation
-                    .split('.')
-                    .map(|part| Ident::with_quote('"', part.trim_matches('"')))
-                    .collect::<Vec<_>>(),
-            ),
+            collation: ObjectName::from(quoted_parts(collation)),
         },
         None => null,
     }
+}
+
+/// The parts of a qualified name as PostgreSQL quotes it (`"pg_catalog"."C.utf8"`, `public.x`): dots
+/// inside quotes are the name's own.
+fn quoted_parts(name: &str) -> Vec<Ident> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                part.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(Ident::with_quote('"', std::mem::take(&mut part))),
+            c => part.push(c),
+        }
+    }
+    parts.push(Ident::with_quote('"', part));
+    parts
 }
 
 /// `SELECT <the grouping expressions> FROM ... WHERE ...` of `select`, with the CTEs it sees: what
@@ -264,12 +281,9 @@ impl VisitorMut for LeftOut<'_, '_> {
                 *expr = self.null[i].clone();
             }
         }
-        let shields = match expr {
-            SqlExpr::Function(f) => {
-                f.over.is_none() && self.analyzer.catalog.is_aggregate(&function_name(f))
-            }
-            e => self.kept.contains(e),
-        };
+        let shields = self.kept.contains(expr)
+            || matches!(expr, SqlExpr::Function(f)
+                if f.over.is_none() && self.analyzer.catalog.is_aggregate(&function_name(f)));
         self.shielded.push(shields);
         ControlFlow::Continue(())
     }
@@ -309,5 +323,23 @@ impl LeftOut<'_, '_> {
             mask = (mask << 1) | bit;
         }
         Ok(mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names_split_at_dots_outside_quotes() {
+        let names = |s: &str| {
+            quoted_parts(s)
+                .into_iter()
+                .map(|i| i.value)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("\"pg_catalog\".\"C.utf8\""), ["pg_catalog", "C.utf8"]);
+        assert_eq!(names("public.\"a\"\"b\""), ["public", "a\"b"]);
+        assert_eq!(names("\"POSIX\""), ["POSIX"]);
     }
 }

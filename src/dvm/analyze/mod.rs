@@ -235,6 +235,15 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
             _ if reads_only(sql) => AnalyzeError::Unsupported(
                 "FROM ONLY (a table read without its inheritance children)".into(),
             ),
+            // Nor these forms of grouping sets (PostgreSQL prints them so).
+            _ if sql.contains("GROUP BY DISTINCT ") => {
+                AnalyzeError::Unsupported("GROUP BY DISTINCT".into())
+            }
+            _ if sql.contains("GROUPING SETS (")
+                && (sql.contains("ROLLUP(") || sql.contains("CUBE(")) =>
+            {
+                AnalyzeError::Unsupported("ROLLUP or CUBE inside GROUPING SETS".into())
+            }
             e => AnalyzeError::Invalid(format!("could not parse the query: {e}")),
         })?;
     match <[Statement; 1]>::try_from(statements) {

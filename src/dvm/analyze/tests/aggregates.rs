@@ -204,6 +204,19 @@ fn grouping_sets_are_one_grouped_query_per_set() {
         "{}",
         super::show(&t.root)
     );
+    // A kept key that is a function of a key left out keeps its value.
+    let t = tree(
+        "SELECT abs(a.x) AS u, a.x, count(*) AS n FROM public.a GROUP BY ROLLUP(abs(a.x), a.x)",
+    );
+    let shown = super::show(&t.root);
+    assert!(shown.contains("Project #0; NULL; #1"), "{shown}");
+    // One group without an aggregate keeps a count the query does not show.
+    let t = tree("SELECT 1 AS one FROM public.a HAVING true");
+    assert!(
+        super::show(&t.root).contains("agg [count(*)]"),
+        "{}",
+        super::show(&t.root)
+    );
     // A key inside an aggregate is the row's value; outside, NULL in the sets without it.
     let t = tree("SELECT (a.g + 1) AS g1, max(a.g) AS top FROM public.a GROUP BY ROLLUP(a.g)");
     let shown = super::show(&t.root);

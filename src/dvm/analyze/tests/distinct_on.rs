@@ -72,6 +72,14 @@ fn in_set_operation_branches_subqueries_and_ctes() {
             Scan public.b [id, y]
         ",
     );
+    // An aggregate inside a subquery of the select list is that subquery's: the subquery is what
+    // is refused.
+    assert_eq!(
+        unsupported(
+            "SELECT DISTINCT ON (a.g) a.g, ( SELECT count(*) AS count FROM public.b) AS m FROM public.a ORDER BY a.g"
+        ),
+        "DISTINCT ON with a subquery in the select list"
+    );
     // In a subquery of an expression it is refused.
     assert_eq!(
         unsupported(
