@@ -135,7 +135,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         };
         assert_eq!(

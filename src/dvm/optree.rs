@@ -346,10 +346,6 @@ pub struct OpTree {
     /// rule its deltas follow too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub full_from_tree: bool,
-    /// The query's rows are expanded from arrays by `unnest` (window functions, see
-    /// `analyze::window`), which would expand a composite column into its fields.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub expanded_rows: bool,
     /// Subqueries in FROM, CTEs and views rewritten as the defining query's own SELECT is (window
     /// functions, DISTINCT ON): their columns are collected into arrays, which their types must allow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -361,7 +357,8 @@ pub struct OpTree {
 pub struct CollectedSubquery {
     /// A query showing its columns: `WITH <the CTEs it sees> SELECT * FROM (<it>) AS pgt_collected`.
     pub query: String,
-    /// Its rows are expanded from the arrays by `unnest` (window functions, as `OpTree::expanded_rows`).
+    /// Its rows are expanded from the arrays by `unnest` (window functions), which would expand a
+    /// composite column into its fields.
     pub expanded: bool,
 }
 
@@ -391,6 +388,11 @@ pub struct SortKey {
 }
 
 impl OpTree {
+    /// Whether rows are expanded from arrays by `unnest` somewhere (window functions).
+    pub fn expanded_rows(&self) -> bool {
+        self.collected_subqueries.iter().any(|c| c.expanded)
+    }
+
     /// Every base table the query reads, once each, in first-seen order.
     pub fn tables(&self) -> Vec<TableRef> {
         fn walk(node: &Node, out: &mut Vec<TableRef>) {
@@ -470,7 +472,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         };
         assert_eq!(tree.tables().len(), 1);

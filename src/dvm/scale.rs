@@ -412,7 +412,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         };
         assert_eq!(column_scale(&tree, &project, 0), Some(6));
@@ -475,7 +474,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         };
         let scales: Vec<Option<u64>> = (0..7).map(|c| column_scale(&tree, &node, c)).collect();

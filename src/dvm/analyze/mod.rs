@@ -160,7 +160,6 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
             "ORDER BY ... LIMIT over a subquery, CTE or view with DISTINCT ON or window functions",
         );
     }
-    let expanded_rows = analyzer.collected_subqueries.iter().any(|c| c.expanded);
     if let Some(key) = top_k
         .iter()
         .flat_map(|t| &t.order)
@@ -178,7 +177,6 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         top_k,
         unique_keys: analyzer.unique_keys.into_inner(),
         full_from_tree: !analyzer.collected_subqueries.is_empty(),
-        expanded_rows,
         collected_subqueries: analyzer.collected_subqueries,
     })
 }

@@ -57,6 +57,13 @@ impl Analyzer<'_> {
         self.query(&rewritten)
     }
 
+    /// A SELECT grouped by grouping sets, as the union of one grouped SELECT per set (a frame of its
+    /// own, off the recursion of plain queries: see `collected_subquery`).
+    fn grouping_sets(&mut self, select: &sqlparser::ast::Select) -> Result<Analyzed> {
+        let expanded = grouping_sets::expand(select, self)?;
+        self.set_expr(&expanded)
+    }
+
     /// Analyses each CTE once, in order (so a CTE sees the earlier ones), into `OpTree::ctes`.
     fn with(&mut self, with: &With) -> Result<()> {
         if with.recursive {
@@ -123,15 +130,6 @@ impl Analyzer<'_> {
             SetExpr::Table(_) => unsupported("TABLE command"),
             _ => invalid("expected a SELECT"),
         }
-    }
-}
-
-impl Analyzer<'_> {
-    /// A SELECT grouped by grouping sets, as the union of one grouped SELECT per set (a frame of its
-    /// own, off the recursion of plain queries: see `collected_subquery`).
-    fn grouping_sets(&mut self, select: &sqlparser::ast::Select) -> Result<Analyzed> {
-        let expanded = grouping_sets::expand(select, self)?;
-        self.set_expr(&expanded)
     }
 }
 

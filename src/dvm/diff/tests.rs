@@ -60,7 +60,6 @@ fn tree(root: Node) -> OpTree {
         top_k: None,
         unique_keys: Vec::new(),
         full_from_tree: false,
-        expanded_rows: false,
         collected_subqueries: Vec::new(),
     }
 }
@@ -729,7 +728,6 @@ fn a_cte_referenced_twice_has_its_delta_computed_once() {
         top_k: None,
         unique_keys: Vec::new(),
         full_from_tree: false,
-        expanded_rows: false,
         collected_subqueries: Vec::new(),
     };
     let mut c = ctx(&[10], &[]);

@@ -70,7 +70,6 @@ fn grouped(keys: Vec<Expr>, calls: Vec<AggCall>, exprs: Vec<Expr>) -> OpTree {
         top_k: None,
         unique_keys: Vec::new(),
         full_from_tree: false,
-        expanded_rows: false,
         collected_subqueries: Vec::new(),
     }
 }

@@ -485,7 +485,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         }
     }
@@ -725,7 +724,6 @@ mod tests {
             top_k: None,
             unique_keys: Vec::new(),
             full_from_tree: false,
-            expanded_rows: false,
             collected_subqueries: Vec::new(),
         };
         let plan = LocalPlan::of(&t).unwrap();

@@ -53,7 +53,7 @@ fn in_set_operation_branches_subqueries_and_ctes() {
     let t = tree(
         "SELECT s.g, b.y FROM (SELECT DISTINCT ON (a.g) a.g, a.id FROM public.a ORDER BY a.g, a.id) s JOIN public.b ON (b.id = s.id)",
     );
-    assert!(t.full_from_tree && !t.expanded_rows);
+    assert!(t.full_from_tree && !t.expanded_rows());
     assert_eq!(
         t.collected_subqueries,
         [CollectedSubquery {

@@ -9,7 +9,7 @@ fn row_number_and_offsets_come_from_the_partitions_arrays() {
     let t = tree(
         "SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS rn, lag(a.x) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS prev, lead(a.x, 2) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS next2, first_value(a.id) OVER (PARTITION BY a.g ORDER BY a.x DESC, a.id) AS first FROM public.a WHERE (a.x > 0)",
     );
-    assert!(t.full_from_tree && t.expanded_rows);
+    assert!(t.full_from_tree && t.expanded_rows());
     assert_eq!(t.output_names, ["id", "rn", "prev", "next2", "first"]);
     // Layout: a [id, x, g] 0-2. Equal arrays are computed once (id twice, x twice); lag and lead
     // expand shifted arrays.
@@ -31,7 +31,7 @@ fn ranks_come_from_the_order_keys_of_each_partition() {
     let t = tree(
         "SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS r, dense_rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS d, percent_rank() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS p, cume_dist() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS c, ntile(3) OVER (PARTITION BY a.g ORDER BY a.x DESC) AS t FROM public.a",
     );
-    assert!(t.full_from_tree && t.expanded_rows);
+    assert!(t.full_from_tree && t.expanded_rows());
     assert_eq!(t.output_names, ["id", "r", "d", "p", "c", "t"]);
     // Layout: a [id, x, g] 0-2. The keys (#1 below: ROW(x) per row, in the window's order) are not
     // expanded; the three kinds of ranks are, each once: rank() and percent_rank() share the first
@@ -59,7 +59,7 @@ fn aggregates_over_whole_partitions() {
     let t = tree(
         "SELECT a.id, a.g, sum(a.x) OVER (PARTITION BY a.g) AS total, count(*) OVER (PARTITION BY a.g) AS n FROM public.a",
     );
-    assert!(t.expanded_rows);
+    assert!(t.expanded_rows());
     assert_eq!(t.output_names, ["id", "g", "total", "n"]);
     assert_tree(
         &t.root,
@@ -74,7 +74,7 @@ fn aggregates_over_whole_partitions() {
     // Only aggregates: one element per row still expands the partition into its rows.
     let t = tree("SELECT count(*) OVER (PARTITION BY a.g) AS n FROM public.a");
     assert!(super::show(&t.root).contains("pg_catalog.array_agg(true"));
-    assert!(!tree("SELECT a.g FROM public.a").expanded_rows);
+    assert!(!tree("SELECT a.g FROM public.a").expanded_rows());
 }
 
 /// The first rows of each partition, in one query: the window in a subquery in FROM, a CTE or a
@@ -84,7 +84,7 @@ fn windows_in_subqueries_ctes_and_views() {
     let t = tree(
         "SELECT s.id, s.rn FROM ( SELECT a.id, row_number() OVER (PARTITION BY a.g ORDER BY a.x DESC) AS rn FROM public.a) s WHERE (s.rn <= 3)",
     );
-    assert!(t.full_from_tree && t.expanded_rows);
+    assert!(t.full_from_tree && t.expanded_rows());
     assert_eq!(t.output_names, ["id", "rn"]);
     assert_eq!(
         t.collected_subqueries,
@@ -109,7 +109,7 @@ fn windows_in_subqueries_ctes_and_views() {
     let t = tree(
         "WITH c AS ( SELECT a.id, a.x, a.g FROM public.a), r AS ( SELECT c.id, rank() OVER (PARTITION BY c.g ORDER BY c.x) AS r FROM c) SELECT r.id FROM r WHERE (r.r = 1)",
     );
-    assert!(t.full_from_tree && t.expanded_rows);
+    assert!(t.full_from_tree && t.expanded_rows());
     assert_eq!(
         t.collected_subqueries,
         [CollectedSubquery {
@@ -138,7 +138,7 @@ fn windows_in_subqueries_ctes_and_views() {
     let t = tree(
         "SELECT b.id, ( SELECT count(*) AS count FROM ( SELECT a.id, rank() OVER (PARTITION BY a.g ORDER BY a.x) AS r FROM public.a) s WHERE ((s.id = b.a_id) AND (s.r = 1))) AS firsts FROM public.b",
     );
-    assert!(t.full_from_tree && t.expanded_rows);
+    assert!(t.full_from_tree && t.expanded_rows());
     // A refill of ORDER BY ... LIMIT runs the defining query, which breaks ties its own way.
     assert_eq!(
         unsupported(
