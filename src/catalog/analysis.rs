@@ -579,7 +579,14 @@ fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
     )?
     .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
     let def = def.trim().trim_end_matches(';').trim_end().to_string();
-    let columns = spi::rows(
+    let columns = collated_columns(probe)?;
+    Ok((def, columns))
+}
+
+/// Every live column of a relation, in order, its type with ` COLLATE schema.name` after it when
+/// its collation is not the type's own.
+pub fn collated_columns(relid: Oid) -> PgtResult<Vec<OutputColumn>> {
+    spi::rows(
         "SELECT a.attname::text AS name,
                 pg_catalog.format_type(a.atttypid, a.atttypmod)
                 || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
@@ -591,10 +598,9 @@ fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
            LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
           WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attnum",
-        &[probe.into()],
+        &[relid.into()],
         |r| Ok(OutputColumn { name: spi::col(r, "name")?, type_sql: spi::col(r, "type_sql")? }),
-    )?;
-    Ok((def, columns))
+    )
 }
 
 /// The relations the query reads. A composite type's row (`(ROW(n, 'x')::pair).a`) is a column

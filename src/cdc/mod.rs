@@ -84,26 +84,15 @@ pub fn table_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
     )
 }
 
-/// (name, SQL type) of every live column of a table, in order, with ` COLLATE schema.name` after a
-/// type whose collation is not the type's own: a change buffer's columns compare as the source's do
-/// (a buffer's `text` beside the source's `text COLLATE "C"` would leave a delta's join or grouping
-/// without a collation).
+/// (name, SQL type) of every live column of a table, in order, with its collation where it is not
+/// the type's own (`catalog::analysis::collated_columns`): a change buffer's columns compare as the
+/// source's do (a buffer's `text` beside the source's `text COLLATE "C"` would leave a delta's join
+/// or grouping without a collation).
 fn collated_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
-    spi::rows(
-        "SELECT a.attname::text AS name,
-                pg_catalog.format_type(a.atttypid, a.atttypmod)
-                  || CASE WHEN a.attcollation <> t.typcollation
-                          THEN ' COLLATE ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.collname)
-                          ELSE '' END AS type_sql
-           FROM pg_catalog.pg_attribute a
-           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-           LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
-           LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-          ORDER BY a.attnum",
-        &[relid.into()],
-        |r| Ok((spi::col(r, "name")?, spi::col(r, "type_sql")?)),
-    )
+    Ok(crate::catalog::analysis::collated_columns(relid)?
+        .into_iter()
+        .map(|c| (c.name, c.type_sql))
+        .collect())
 }
 
 /// First key of the advisory lock (second: the source's OID) held by whoever changes who consumes a
