@@ -425,6 +425,22 @@ fn a_manual_refresh_of_a_broken_stream_table_fails_and_says_why() {
     // A column its query reads is dropped (CASCADE takes the query's view along): it cannot be
     // refreshed any more.
     db.exec("ALTER TABLE orders DROP COLUMN amount CASCADE");
+    // The error rolls back whatever the refresh wrote, the status included: no warning may claim
+    // otherwise (until 2026-12-07 one said "is now in status ERROR").
+    let status = "SELECT status || ': ' || coalesce(last_error, '') FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'doubled'::regclass";
+    let before: String = db.value(status);
+    let (mut client, notices) = db.connect_keeping_notices();
+    let e = client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('doubled')")
+        .expect_err("a broken stream table refreshed");
+    let e = e.as_db_error().expect("a server error").clone();
+    assert_eq!(e.code().code(), "55000", "{e:?}");
+    assert!(
+        notices.lock().unwrap().is_empty(),
+        "{:?}",
+        notices.lock().unwrap()
+    );
+    assert_eq!(db.value::<String>(status), before);
     let e = db.error("SELECT pgtrickle.refresh_stream_table('doubled')");
     assert_eq!(e.code, "55000", "{e:?}");
     assert!(

@@ -63,7 +63,8 @@ pub enum Outcome {
     /// The stream table was dropped meanwhile.
     Gone,
     /// The stream table is now in ERROR: a source changed so that the query no longer works, or no
-    /// longer qualifies for DIFFERENTIAL (or the catalog row is another database's).
+    /// longer qualifies for DIFFERENTIAL (or the catalog row is another database's). A manual
+    /// refresh raises this as its error, and the status goes back with it.
     Broken(Breakage),
 }
 
@@ -118,7 +119,19 @@ pub fn run_batch(
     batch: Batch<'_>,
 ) -> PgtResult<Outcome> {
     let _own = crate::catalog::guard::OwnWrite::begin();
-    settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before, batch))
+    let outcome =
+        settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before, batch))?;
+    // A manual refresh raises the reason as its error, which rolls the status back: only a refresh
+    // that commits it says so.
+    if matches!(outcome, Outcome::Broken(_)) && initiator != Initiator::Manual {
+        let st = stream_tables::load(pgt_id)?;
+        if let Some(st) = st {
+            let name = names::qualified_name_of(st.relid)?;
+            let why = st.last_error.unwrap_or_default();
+            pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {why}");
+        }
+    }
+    Ok(outcome)
 }
 
 fn run_claimed(

@@ -129,8 +129,6 @@ fn broken(
     problem: &str,
 ) -> PgtResult<Result<StreamTable, Breakage>> {
     let message = format!("{}: {problem}", breakage.describe());
-    let name = crate::catalog::names::qualified_name_of(st.relid)?;
-    pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {message}");
     spi::exec(
         "UPDATE pgtrickle.pgt_stream_tables
             SET status = 'ERROR', last_error = $2, last_error_at = pg_catalog.clock_timestamp()
