@@ -242,7 +242,18 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
             {
                 AnalyzeError::Unsupported("ROLLUP or CUBE inside GROUPING SETS".into())
             }
-            e => AnalyzeError::Invalid(format!("could not parse the query: {e}")),
+            // Nor `FETCH FIRST n ROWS WITH TIES` (PostgreSQL prints `FETCH FIRST (n) ...`).
+            _ if sql.contains(" ROWS WITH TIES") => {
+                AnalyzeError::Unsupported("FETCH FIRST ... WITH TIES".into())
+            }
+            // Nor a whole row as a value: PostgreSQL prints `SELECT t FROM t` as `t.*::t`.
+            _ if sql.contains(".*::") => AnalyzeError::Unsupported(
+                "whole-row reference (a table's row as a value: SELECT t FROM t)".into(),
+            ),
+            e => AnalyzeError::Invalid(match near_error(sql.trim(), &e.to_string()) {
+                Some(near) => format!("could not parse the query near \"{near}\": {e}"),
+                None => format!("could not parse the query: {e}"),
+            }),
         })?;
     match <[Statement; 1]>::try_from(statements) {
         Ok([Statement::Query(mut query)]) => {
@@ -252,6 +263,30 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
         }
         _ => invalid("expected a single SELECT statement"),
     }
+}
+
+/// The text around where sqlparser stopped (its message ends `at Line: L, Column: C`), so that the
+/// error points into the query the user wrote rather than at a line of PostgreSQL's printing of it.
+fn near_error(sql: &str, message: &str) -> Option<String> {
+    let (_, at) = message.rsplit_once(" at Line: ")?;
+    let (line, column) = at.split_once(", Column: ")?;
+    let line: usize = line.trim().parse().ok()?;
+    let column: usize = column.trim().parse().ok()?;
+    let text: Vec<char> = sql.lines().nth(line.checked_sub(1)?)?.chars().collect();
+    let start = column.saturating_sub(1).min(text.len());
+    // Up to 30 characters before it and 40 from it, cut at whitespace before.
+    let window = start.saturating_sub(30);
+    let from = match window {
+        0 => 0,
+        _ => text[window..start]
+            .iter()
+            .position(|c| c.is_whitespace())
+            .map_or(window, |i| window + i + 1),
+    };
+    let to = (start + 40).min(text.len());
+    let near: String = text[from..to].iter().collect();
+    let near = near.trim();
+    (!near.is_empty()).then(|| near.to_string())
 }
 
 /// Parses one expression the analyser restates (a rewrite's own text).

@@ -131,6 +131,40 @@ fn whole_row_references() {
         unsupported("SELECT row_to_json(a.*) AS j FROM public.a"),
         "whole-row reference a.*"
     );
+    // `SELECT a FROM a` as PostgreSQL prints it, which sqlparser cannot parse.
+    assert_eq!(
+        unsupported("SELECT a.*::public.a AS a FROM public.a"),
+        "whole-row reference (a table's row as a value: SELECT t FROM t)"
+    );
+}
+
+/// Forms PostgreSQL prints in a way sqlparser cannot parse are named, or the error quotes the text
+/// where the parser stopped (its line and column are of PostgreSQL's printing, not the user's text).
+#[test]
+fn printed_forms_sqlparser_cannot_parse() {
+    assert_eq!(
+        unsupported(
+            " SELECT a.x\n   FROM public.a\n  ORDER BY a.x\n FETCH FIRST (3) ROWS WITH TIES"
+        ),
+        "FETCH FIRST ... WITH TIES"
+    );
+    let message = |sql| match error(sql) {
+        AnalyzeError::Invalid(m) => m,
+        e => panic!("{sql}: {e:?}"),
+    };
+    let m = message(" SELECT a.x\n   FROM public.a\n  WHERE a.x = ANY ((((1)))) ))");
+    assert!(
+        m.starts_with("could not parse the query near \"WHERE a.x = ANY ((((1)))) ))\": "),
+        "{m}"
+    );
+    // A long line: the quote starts at a word at most 30 characters before, and ends 40 after.
+    let long = format!(
+        "SELECT a.x FROM public.a WHERE {}a.x > 1) AND {}a.x > 1",
+        "a.x > 1 AND ".repeat(5),
+        "a.x > 1 AND ".repeat(5)
+    );
+    let m = message(&long);
+    assert!(m.starts_with("could not parse the query near \"> 1 AND a.x > 1 AND a.x > 1) AND a.x > 1 AND a.x > 1 AND a.x > 1 AN\": "), "{m}");
 }
 
 #[test]
