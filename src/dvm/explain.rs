@@ -56,7 +56,7 @@ fn write_node(node: &Node, depth: usize, out: &mut String) {
             list(group_by),
             list(aggregates)
         ),
-        Node::Distinct { .. } | Node::UnionAll { .. } => String::new(),
+        Node::Distinct { .. } | Node::UnionAll { .. } | Node::Unit => String::new(),
         Node::CteRef { id, .. } => format!("CTE #{id}"),
         Node::Expand {
             call, left_join, ..

@@ -238,6 +238,9 @@ pub enum Node {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         left_join: Option<Expr>,
     },
+    /// One row of no columns, which never changes: the input of a table function or VALUES list
+    /// that reads nothing before it (`FROM generate_series(1, 7) AS d(n) LEFT JOIN t ON ...`).
+    Unit,
 }
 
 impl Node {
@@ -257,13 +260,14 @@ impl Node {
             Node::UnionAll { inputs } => inputs.first().map_or(0, Node::arity),
             Node::CteRef { arity, .. } => *arity,
             Node::Expand { input, columns, .. } => input.arity() + columns,
+            Node::Unit => 0,
         }
     }
 
     /// Direct children (CteRef has none here; its body lives in `OpTree::ctes`).
     pub fn children(&self) -> Vec<&Node> {
         match self {
-            Node::Scan { .. } | Node::CteRef { .. } => vec![],
+            Node::Scan { .. } | Node::CteRef { .. } | Node::Unit => vec![],
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
@@ -278,7 +282,7 @@ impl Node {
 
     pub fn children_mut(&mut self) -> Vec<&mut Node> {
         match self {
-            Node::Scan { .. } | Node::CteRef { .. } => vec![],
+            Node::Scan { .. } | Node::CteRef { .. } | Node::Unit => vec![],
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
@@ -320,6 +324,7 @@ impl Node {
             Node::UnionAll { .. } => "UnionAll",
             Node::CteRef { .. } => "CteRef",
             Node::Expand { .. } => "Expand",
+            Node::Unit => "Unit",
         }
     }
 }

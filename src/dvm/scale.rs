@@ -218,6 +218,7 @@ pub fn column_scale(tree: &OpTree, node: &Node, col: usize) -> Option<u64> {
         Node::Scan { types, .. } => type_scale(types.get(col)?),
         Node::Filter { input, .. } | Node::Distinct { input } => column_scale(tree, input, col),
         Node::SemiJoin { left, .. } => column_scale(tree, left, col),
+        Node::Unit => None,
         // A function's values have whatever scale it gives them.
         Node::Expand { input, .. } => (col < input.arity())
             .then(|| column_scale(tree, input, col))

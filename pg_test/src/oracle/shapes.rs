@@ -612,6 +612,19 @@ pub const SHAPES: &[Shape] = &[
            FROM c JOIN a ON a.k = c.k
           GROUP BY GROUPING SETS ((c.q), (a.g), ())",
     ),
+    // A function or VALUES list first and kept: rows that never change, matched or padded.
+    shape(
+        "calendar_left_join",
+        "SELECT d.day AS day, count(a.v) AS n, sum(a.v) AS total, min(a.v) AS lo
+           FROM generate_series(-1, 6) AS d(day) LEFT JOIN a ON a.g = d.day
+          GROUP BY d.day",
+    ),
+    shape(
+        "values_full_join",
+        "SELECT m.label AS label, c.id AS id, c.q AS q
+           FROM (VALUES (0, 'zero'), (1, 'one'), (1, 'uno'), (7, 'seven')) AS m(k, label)
+           FULL JOIN c ON c.k = m.k",
+    ),
 ];
 
 /// The shapes whose name equals `filter`, or failing that contains it; all shapes for None.

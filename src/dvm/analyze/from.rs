@@ -32,9 +32,10 @@ pub(super) enum FromTree {
     },
     /// A table function that reads `input`'s items (`input, LATERAL f(..)`), FROM item `item` with
     /// `columns` columns: [`Node::Expand`]. `on` is the join condition as conjuncts, a filter above
-    /// it unless `left_join`.
+    /// it unless `left_join`. No `input`: the function starts the FROM list and reads nothing
+    /// ([`Node::Unit`]).
     Expand {
-        input: Box<FromTree>,
+        input: Option<Box<FromTree>>,
         item: usize,
         columns: usize,
         call: Expr,
@@ -48,7 +49,13 @@ impl FromTree {
         match self {
             FromTree::Item(i) => *i,
             FromTree::Join { left, .. } => left.first_item(),
-            FromTree::Filter { input, .. } | FromTree::Expand { input, .. } => input.first_item(),
+            FromTree::Filter { input, .. }
+            | FromTree::Expand {
+                input: Some(input), ..
+            } => input.first_item(),
+            FromTree::Expand {
+                input: None, item, ..
+            } => *item,
         }
     }
 
@@ -136,10 +143,10 @@ impl Analyzer<'_> {
     }
 
     fn table_with_joins(&mut self, table: &TableWithJoins) -> Result<Side> {
-        if let Some(function) = self.table_function(&table.relation)? {
-            return refuse_as_first_item(&function);
-        }
-        let left = self.factor(&table.relation)?;
+        let left = match self.table_function(&table.relation)? {
+            Some(function) => self.leading(function),
+            None => self.factor(&table.relation)?,
+        };
         self.joins(left, table)
     }
 
@@ -259,7 +266,7 @@ impl Analyzer<'_> {
         Ok(Side {
             items: input.items.start..item + 1,
             tree: FromTree::Expand {
-                input: Box::new(input.tree),
+                input: Some(Box::new(input.tree)),
                 item,
                 columns,
                 call: function.call,
@@ -268,6 +275,30 @@ impl Analyzer<'_> {
             },
             merged: input.merged,
         })
+    }
+
+    /// A table function or VALUES list that starts a FROM list and reads nothing (its arguments
+    /// were read with no item before them): rows that never change, the left side of what follows
+    /// (`FROM generate_series(1, 7) AS d(n) LEFT JOIN t ON t.day = d.n`). Inner and cross joins
+    /// with a table were moved after it before this (`leading_function`).
+    fn leading(&mut self, function: TableFunction) -> Side {
+        let columns = function.names.len();
+        let item = self
+            .leaf(Item::new(function.alias, function.names, Source::Function))
+            .items
+            .start;
+        Side {
+            items: item..item + 1,
+            tree: FromTree::Expand {
+                input: None,
+                item,
+                columns,
+                call: function.call,
+                on: Vec::new(),
+                left_join: false,
+            },
+            merged: Vec::new(),
+        }
     }
 
     /// The table function a FROM item calls (None: the item is something else), its arguments
@@ -601,14 +632,19 @@ impl Analyzer<'_> {
             }
             FromTree::Expand {
                 input,
+                item,
                 columns,
                 call,
                 on,
                 left_join,
-                ..
             } => {
-                let start = layout.offset(input.first_item());
-                let input = self.build_tree(*input, layout, leaves)?;
+                let (start, input) = match input {
+                    Some(input) => (
+                        layout.offset(input.first_item()),
+                        self.build_tree(*input, layout, leaves)?,
+                    ),
+                    None => (layout.offset(item), Node::Unit),
+                };
                 let arity = input.arity();
                 // The call reads the items before the function, nothing else.
                 let call = self.place(&call, |sym| {
@@ -692,14 +728,6 @@ pub(super) fn starts_with_function(factor: &TableFactor) -> bool {
         } => starts_with_function(&table_with_joins.relation),
         _ => false,
     }
-}
-
-/// A table function must follow what it reads: as the first FROM item it would have no input.
-fn refuse_as_first_item<T>(function: &TableFunction) -> Result<T> {
-    unsupported(format!(
-        "{} as the first item of a FROM list",
-        function.what
-    ))
 }
 
 /// Applies an alias's column list (`t(c1, c2)`), which renames the first columns.

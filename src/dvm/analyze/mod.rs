@@ -170,7 +170,7 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
             key.column + 1
         )));
     }
-    Ok(OpTree {
+    let tree = OpTree {
         root: top.node,
         ctes: analyzer.ctes,
         output_names: top.names,
@@ -178,7 +178,12 @@ pub fn analyze(sql: &str, catalog: &dyn Catalog) -> std::result::Result<OpTree, 
         unique_keys: analyzer.unique_keys.into_inner(),
         full_from_tree: !analyzer.collected_subqueries.is_empty(),
         collected_subqueries: analyzer.collected_subqueries,
-    })
+    };
+    // Table functions and VALUES lists alone: rows no change could reach.
+    if tree.tables().is_empty() {
+        return unsupported("a query that reads no table (only table functions or VALUES lists)");
+    }
+    Ok(tree)
 }
 
 /// Whether the query names a table with `ONLY` (after FROM, JOIN or a comma in a FROM list), by its

@@ -148,6 +148,10 @@ impl Analyzer<'_> {
                 Pred { expr, items }
             }));
         }
+        // A function that starts the FROM list has no input to filter.
+        let Some(input) = input else {
+            return filtered(tree, preds);
+        };
         let inside = input.items();
         let (below, above): (Vec<Pred>, Vec<Pred>) = preds
             .into_iter()

@@ -109,6 +109,7 @@ pub(super) fn known_types(tree: &OpTree, node: &Node) -> Vec<String> {
         | Node::Distinct { .. }
         | Node::UnionAll { .. }
         | Node::Expand { .. } => Vec::new(),
+        Node::Unit => Vec::new(),
     }
 }
 
@@ -333,6 +334,7 @@ pub fn new_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult<S
         ),
         Node::CteRef { id, .. } => new_sql(tree, cte(tree, *id)?, ctx)?,
         Node::Expand { .. } => expansion(tree, node, ctx, Rows::Current)?,
+        Node::Unit => "SELECT".to_string(),
     };
     ctx.opt.depth -= 1;
     Ok(sql)
@@ -590,6 +592,8 @@ pub fn delta_sql(tree: &OpTree, node: &Node, ctx: &mut DiffContext) -> PgtResult
         }
         // Each changed row expands as it did or does in the current state: weights pass through.
         Node::Expand { .. } => expansion(tree, node, ctx, Rows::Delta)?,
+        // Never changes (and is statically empty, so no rule asks).
+        Node::Unit => format!("SELECT 0::bigint AS {W} WHERE false"),
     };
     ctx.opt.depth -= 1;
     Ok(sql)

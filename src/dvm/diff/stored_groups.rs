@@ -161,7 +161,7 @@ fn shown_pick(tree: &OpTree, node: &Node, shown: &[bool]) -> Option<String> {
 fn visit_shown(node: &Node, shown: &[bool], f: &mut dyn FnMut(&Node, &[bool])) {
     f(node, shown);
     match node {
-        Node::Scan { .. } | Node::CteRef { .. } => {}
+        Node::Scan { .. } | Node::CteRef { .. } | Node::Unit => {}
         Node::Filter { input, .. } | Node::Distinct { input } => visit_shown(input, shown, f),
         Node::Project { input, exprs } => {
             let used = columns_read(

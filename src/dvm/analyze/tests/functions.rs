@@ -203,3 +203,36 @@ fn a_function_or_values_list_written_first_follows_the_table_it_is_joined_with()
         ",
     );
 }
+
+#[test]
+fn a_function_or_values_list_first_and_kept_expands_one_unchanging_row() {
+    // A LEFT JOIN keeps the function's rows: it stays first, over a row of no columns.
+    let left = tree(
+        "SELECT u.e, a.id FROM (pg_catalog.unnest(ARRAY[1, 2]) u(e) LEFT JOIN public.a ON (a.x = u.e))",
+    );
+    assert_tree(
+        &left.root,
+        "
+        Project #0; #1
+          LeftJoin (#2 = #0)
+            Expand pg_catalog.unnest((ARRAY[1, 2])) (1)
+              Unit
+            Scan public.a [id, x]
+        ",
+    );
+    // A condition on the function's columns filters its rows; one on the table's stays above.
+    let filtered = tree(
+        "SELECT m.label, a.id FROM ((VALUES (1, 'one'::text), (2, 'two'::text)) m(k, label) FULL JOIN public.a ON (a.x = m.k)) WHERE (m.k > 0)",
+    );
+    assert_tree(
+        &filtered.root,
+        "
+        Project #1; #2
+          Filter (#0 > 0)
+            FullJoin (#3 = #0)
+              Expand (VALUES (1, 'one'::TEXT), (2, 'two'::TEXT)) (2)
+                Unit
+              Scan public.a [id, x]
+        ",
+    );
+}

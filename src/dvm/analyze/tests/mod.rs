@@ -166,6 +166,7 @@ fn write(node: &Node, depth: usize, out: &mut String) {
             None => format!("Expand {} ({columns})", r(call)),
             Some(on) => format!("LeftExpand {} ({columns}) {}", r(call), r(on)),
         },
+        Node::Unit => "Unit".into(),
     };
     out.push_str(&"  ".repeat(depth));
     out.push_str(&line);
