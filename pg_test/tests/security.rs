@@ -164,3 +164,119 @@ fn a_revoked_privilege_stops_the_refresh_and_copies_nothing() {
         0
     );
 }
+
+/// USAGE on a source's schema is part of reading it: PostgreSQL checks it when a query names the
+/// table, and a delta, which reads only the change buffer, must check it too. (Until 2026-12-07 a
+/// DIFFERENTIAL refresh copied rows of a schema its owner had lost USAGE on.)
+#[test]
+fn a_revoked_schema_usage_stops_the_refresh_and_copies_nothing() {
+    let (mut db, alice) = db("security_schema_usage");
+    db.exec(&format!(
+        "CREATE SCHEMA hid; CREATE TABLE hid.t (id int PRIMARY KEY, v int);
+         INSERT INTO hid.t VALUES (1, 1), (2, 2);
+         GRANT USAGE ON SCHEMA hid TO {alice}; GRANT SELECT ON hid.t TO {alice};"
+    ));
+    for (name, mode) in [("hst", "DIFFERENTIAL"), ("hst_full", "FULL")] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', 'SELECT id, v FROM hid.t', '1h', '{mode}');
+             ALTER TABLE {name} OWNER TO {alice};
+             SELECT pgtrickle.refresh_stream_table('{name}');"
+        ));
+    }
+    db.exec(&format!(
+        "REVOKE USAGE ON SCHEMA hid FROM {alice}; INSERT INTO hid.t VALUES (3, 3), (4, 4);"
+    ));
+    for name in ["hst", "hst_full"] {
+        let e = db.error(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(e.code, "42501", "{e:?}");
+        assert_eq!(e.message, "permission denied for schema hid", "{e:?}");
+        assert_eq!(
+            e.detail.as_deref(),
+            Some(
+                format!(
+                    "Refreshes run as the stream table's owner, {alice}, who may not read hid.t."
+                )
+                .as_str()
+            )
+        );
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with(&format!("GRANT USAGE ON SCHEMA hid TO {alice}")),
+            "{e:?}"
+        );
+        assert_eq!(
+            db.value::<i64>(&format!("SELECT count(*) FROM {name} WHERE id > 2")),
+            0
+        );
+    }
+    db.exec(&format!("GRANT USAGE ON SCHEMA hid TO {alice}"));
+    db.exec("SELECT pgtrickle.refresh_stream_table('hst')");
+    assert_eq!(db.last_refresh("hst").0, "DIFFERENTIAL");
+    db.assert_matches_query("hst", "SELECT id, v FROM hid.t");
+}
+
+/// Row-level security applies to an owner that loses BYPASSRLS or SUPERUSER, which no DDL on the
+/// source says: the next refresh re-decides as if RLS had been enabled — AUTO reads the table
+/// whole, under the owner's policies; DIFFERENTIAL stops with the reason. (Until 2026-12-07 deltas
+/// went on copying rows the policies hide from the owner.)
+#[test]
+fn an_owner_that_loses_bypassrls_or_superuser_is_held_by_row_level_security() {
+    let (mut db, alice) = db("security_rls_bypass");
+    db.exec(
+        "ALTER TABLE src ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own_rows ON src FOR SELECT USING (who = current_user);",
+    );
+    let visible = format!("SELECT id, who, v FROM src WHERE who = '{alice}'");
+    for (round, (attribute, name, mode)) in [
+        ("BYPASSRLS", "by_auto", "AUTO"),
+        ("BYPASSRLS", "by_diff", "DIFFERENTIAL"),
+        ("SUPERUSER", "su_auto", "AUTO"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (before, hidden, own) = (1000 + round * 10, 1001 + round * 10, 1002 + round * 10);
+        db.exec(&format!("ALTER ROLE {alice} {attribute}"));
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', 'SELECT id, who, v FROM src', '1h', '{mode}');
+             ALTER TABLE {name} OWNER TO {alice};
+             SELECT pgtrickle.refresh_stream_table('{name}');"
+        ));
+        // Each its own transaction: a refresh in the transaction that changed a source is FULL.
+        db.exec(&format!("INSERT INTO src VALUES ({before}, 'carol', 1)"));
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(
+            db.last_refresh(name).0,
+            "DIFFERENTIAL",
+            "{name}: {:?}",
+            db.last_refresh(name)
+        );
+        db.exec(&format!(
+            "ALTER ROLE {alice} NO{attribute};
+             INSERT INTO src VALUES ({hidden}, 'carol', 2), ({own}, '{alice}', 3);"
+        ));
+        if mode == "AUTO" {
+            db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+            let (action, reason) = db.last_refresh(name);
+            assert_eq!(action, "FULL", "{name}");
+            assert!(
+                reason.contains(&format!(
+                    "row-level security of public.src applies to the stream table's owner {alice} now"
+                )),
+                "{name}: {reason}"
+            );
+            db.assert_matches_query(name, &visible);
+        } else {
+            let e = db.error(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+            assert_eq!(e.code, "55000", "{e:?}");
+            assert!(e.message.contains("row-level security"), "{e:?}");
+            assert_eq!(
+                db.value::<i64>(&format!("SELECT count(*) FROM {name} WHERE id = {hidden}")),
+                0,
+                "{name}: the row the policy hides from {alice} was copied"
+            );
+        }
+    }
+}

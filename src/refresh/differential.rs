@@ -49,6 +49,34 @@ impl Gathered {
     }
 }
 
+/// A source whose row-level security applies to the stream table's owner now, though it did not when
+/// the stream table was made DIFFERENTIAL: the owner lost `BYPASSRLS` or `SUPERUSER` (no DDL on the
+/// table says so). A delta reads the change buffer, which no policy filters, so the stream table
+/// must be reinitialised, which reads the table whole or puts it in ERROR (`reinit::prepare`).
+/// Catalog-cache lookups only: every DIFFERENTIAL refresh asks.
+pub(super) fn row_security_now(
+    gathered: &mut Gathered,
+    st: &StreamTable,
+) -> PgtResult<Option<String>> {
+    let owner = crate::catalog::stream_tables::owner(st.relid)?;
+    for table in gathered.tree(st)?.tables() {
+        // SAFETY: a catalog-cache lookup inside a transaction; no error raised (noError).
+        let applies = unsafe { pg_sys::check_enable_rls(Oid::from(table.relid), owner, true) };
+        if applies as u32 == pg_sys::CheckEnableRlsResult::RLS_ENABLED {
+            let name = spi::one::<String>(
+                "SELECT $1::pg_catalog.regclass::text",
+                &[Oid::from(table.relid).into()],
+            )?
+            .unwrap_or_default();
+            return Ok(Some(format!(
+                "row-level security of {name} applies to the stream table's owner {} now",
+                crate::catalog::names::role_name(owner)?
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Finds out `fact` for the decision. `wrote_before`: whether this transaction had an xid before the
 /// refresh began (it may then have changed a source itself).
 pub(super) fn gather(

@@ -278,6 +278,11 @@ fn decide_and_refresh(
     batch: Batch<'_>,
 ) -> PgtResult<Result<Done, Outcome>> {
     let mut gathered = differential::Gathered::default();
+    let row_security = match facts.differential && !facts.creating && !facts.needs_reinit {
+        true => differential::row_security_now(&mut gathered, st)?,
+        false => None,
+    };
+    facts.needs_reinit |= row_security.is_some();
     let decision = loop {
         match decide::next(&facts) {
             Step::Ask(fact) => differential::gather(
@@ -300,7 +305,7 @@ fn decide_and_refresh(
             reinit_next,
             ..full(st, storage, reason)?
         },
-        Decision::Reinitialise { again_next } => match reinitialise(st, storage)? {
+        Decision::Reinitialise { again_next } => match reinitialise(st, storage, row_security)? {
             Ok(done) => Done {
                 reinit_next: done.reinit_next.or(again_next),
                 ..done
@@ -388,7 +393,12 @@ fn full(st: &StreamTable, storage: &QualifiedName, reason: String) -> PgtResult<
 /// A reinitialisation: the query checked against the sources again (an error: the stream table is
 /// now in ERROR, and why), then FULL — and FULL at the next refresh too while a capture or signal
 /// trigger of a source is disabled.
-fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Result<Done, Breakage>> {
+/// `why`: a reason found by this refresh rather than recorded (`differential::row_security_now`).
+fn reinitialise(
+    st: &StreamTable,
+    storage: &QualifiedName,
+    why: Option<String>,
+) -> PgtResult<Result<Done, Breakage>> {
     let st = match reinit::prepare(st)? {
         Ok(st) => st,
         Err(breakage) => return Ok(Err(breakage)),
@@ -410,8 +420,8 @@ fn reinitialise(st: &StreamTable, storage: &QualifiedName) -> PgtResult<Result<D
     } else {
         format!(
             "reinitialised: {}",
-            st.reinit_reason
-                .as_deref()
+            why.as_deref()
+                .or(st.reinit_reason.as_deref())
                 .unwrap_or("a source was truncated or changed, or its capture was interrupted")
         )
     };

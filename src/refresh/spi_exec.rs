@@ -45,19 +45,53 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
 /// bookkeeping around them stays with the caller.
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let owner = crate::catalog::stream_tables::owner(st.relid)?;
-    // A delta may read only change buffers: check the owner may still read every source itself.
-    let denied = spi::one::<String>(
-        "SELECT d.source_relid::pg_catalog.regclass::text FROM pgtrickle.pgt_dependencies d
-          WHERE d.pgt_id = $1 AND NOT pg_catalog.has_table_privilege($2, d.source_relid, 'SELECT')
-          ORDER BY 1 LIMIT 1",
+    // A delta may read only change buffers: check the owner may still read every source itself,
+    // and reach it (USAGE on its schema, which PostgreSQL checks when a query names a table).
+    let denied = spi::rows(
+        "SELECT NOT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE') AS schema_denied,
+                pg_catalog.quote_ident(n.nspname) AS schema, c.oid::pg_catalog.regclass::text AS source
+           FROM pgtrickle.pgt_dependencies d
+           JOIN pg_catalog.pg_class c ON c.oid = d.source_relid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE d.pgt_id = $1
+            AND (NOT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE')
+                 OR NOT pg_catalog.has_table_privilege($2, c.oid, 'SELECT'))
+          ORDER BY 1 DESC, 3 LIMIT 1",
         &[st.pgt_id.into(), owner.into()],
-    )?;
-    if let Some(source) = denied {
+        |r| {
+            Ok((
+                spi::col::<bool>(r, "schema_denied")?,
+                spi::col::<String>(r, "schema")?,
+                spi::col::<String>(r, "source")?,
+            ))
+        },
+    )?
+    .into_iter()
+    .next();
+    if let Some((schema_denied, schema, source)) = denied {
         let role = crate::catalog::names::role_name(owner)?;
+        let (what, grant) = if schema_denied {
+            (
+                format!("schema {schema}"),
+                format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+            )
+        } else {
+            (
+                format!("table {source}"),
+                format!("GRANT SELECT ON {source} TO {role}"),
+            )
+        };
         return Err(PlanError::Failed(
-            PgtError::new(SqlState::InsufficientPrivilege, format!("permission denied for table {source}"))
-                .detail(format!("Refreshes run as the stream table's owner, {role}, who may not read {source}."))
-                .hint(format!("GRANT SELECT ON {source} TO {role}, or give the stream table to a role that may read it.")),
+            PgtError::new(
+                SqlState::InsufficientPrivilege,
+                format!("permission denied for {what}"),
+            )
+            .detail(format!(
+                "Refreshes run as the stream table's owner, {role}, who may not read {source}."
+            ))
+            .hint(format!(
+                "{grant}, or give the stream table to a role that may read it."
+            )),
         ));
     }
     if st.effective_mode == "DIFFERENTIAL" {
