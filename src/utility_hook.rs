@@ -1,5 +1,6 @@
 //! pg_trickle's ProcessUtility hook: every utility statement passes through it, on to the hook
-//! installed before it (or PostgreSQL's own). It steps the scheduler aside for database-level DDL
+//! installed before it (or PostgreSQL's own). It refuses DDL that would change a stream table behind
+//! pg_trickle's back (catalog/guard_ddl.rs), steps the scheduler aside for database-level DDL
 //! (bgworker/database_ddl.rs), and signals after a `COMMIT PREPARED`.
 //!
 //! `COMMIT PREPARED` makes a prepared transaction's changes visible in a session that did not make
@@ -10,6 +11,7 @@
 
 use crate::bgworker::database_ddl;
 use crate::cdc::signal;
+use crate::error::OrRaise;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -69,8 +71,16 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
     unsafe {
         let node = (*pstmt).utilityStmt;
+        let mut dropped_guards = Vec::new();
+        if pg_sys::IsTransactionState() {
+            crate::catalog::guard_ddl::check(node).or_raise();
+            dropped_guards = crate::catalog::guard_ddl::dropped_guards(node);
+        }
         let commit_prepared = is_commit_prepared(node);
         database_ddl::run_stepping_aside(node, forward);
+        if !dropped_guards.is_empty() {
+            crate::catalog::guard_ddl::rearm(&dropped_guards).or_raise();
+        }
         // Reached only when the statement succeeded.
         if commit_prepared {
             signal::note_prepared_commit();

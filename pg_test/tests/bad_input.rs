@@ -330,6 +330,28 @@ fn bad_names_are_refused() {
         "3F000",
     );
     assert_eq!(err.message, "schema \"nowhere\" does not exist");
+    let err = rejected(
+        &mut db,
+        "SET search_path = ''; SELECT pgtrickle.create_stream_table('x', 'SELECT 1 AS a')",
+        "3F000",
+    );
+    db.exec("RESET search_path");
+    assert_eq!(err.message, "no schema has been selected to create in");
+    // Never temporary: named pg_temp, the session's temp schema by name, or pg_temp first on
+    // search_path. (Until 2026-12-07 the last two were created, and left a catalog row behind when
+    // the session ended that broke every later ALTER SCHEMA ... RENAME.)
+    db.exec("CREATE TEMP TABLE scratch (n int)");
+    let temp: String =
+        db.value("SELECT nspname::text FROM pg_namespace WHERE oid = pg_my_temp_schema()");
+    for sql in [
+        "SELECT pgtrickle.create_stream_table('pg_temp.x', 'SELECT id FROM orders')".to_string(),
+        format!("SELECT pgtrickle.create_stream_table('{temp}.x', 'SELECT id FROM orders')"),
+        "SET search_path = pg_temp, public; SELECT pgtrickle.create_stream_table('x', 'SELECT id FROM orders')".to_string(),
+    ] {
+        let err = rejected(&mut db, &sql, "0A000");
+        db.exec("RESET search_path");
+        assert_eq!(err.message, "a stream table cannot be created in a temporary schema", "{sql}");
+    }
 }
 
 #[test]

@@ -68,6 +68,10 @@ fn changing_a_stream_tables_columns_is_refused_harmless_ddl_is_not() {
         "ALTER TABLE totals RENAME COLUMN total TO sum_v",
         "ALTER TABLE totals DROP COLUMN n",
         "ALTER TABLE totals ADD COLUMN note text",
+        // A visible column's type, or its rows rewritten to the same type (until 2026-12-07 both
+        // were accepted: `USING 0` zeroed every stored total, and refreshes went on from there).
+        "ALTER TABLE totals ALTER COLUMN n TYPE int",
+        "ALTER TABLE totals ALTER COLUMN total TYPE numeric USING 0",
     ] {
         let e = db.error(sql);
         assert_eq!(e.code, "42809", "{sql}: {e:?}");
@@ -131,4 +135,62 @@ fn a_stream_tables_query_view_cannot_be_replaced_renamed_or_dropped() {
         ),
         0
     );
+}
+
+/// What would change a stream table behind its refreshes without touching its column list: made
+/// unlogged (crash recovery would empty it and nothing would refill it), a child table inheriting
+/// it (whose rows every query of it would show), its write guard dropped — which is put back, as
+/// `pg_restore --clean` drops every trigger before its table. (Until 2026-12-07 all were accepted.)
+#[test]
+fn unlogged_inheritance_and_a_dropped_guard_cannot_slip_past_the_guard() {
+    let mut db = db_with("guard_protection", "DIFFERENTIAL");
+    let e = db.error("ALTER TABLE totals SET UNLOGGED");
+    assert_eq!(e.code, "42809", "{e:?}");
+    assert_eq!(
+        e.message,
+        "cannot make stream table \"public\".\"totals\" unlogged"
+    );
+    for sql in [
+        "CREATE TABLE child () INHERITS (totals)",
+        "CREATE TABLE child (grp int, n bigint, total numeric); ALTER TABLE child INHERIT totals",
+    ] {
+        let e = db.error(sql);
+        assert_eq!(e.code, "42809", "{sql}: {e:?}");
+        assert_eq!(
+            e.message, "cannot inherit from stream table \"public\".\"totals\"",
+            "{sql}"
+        );
+    }
+    // Dropped, the guard is back at once, with a warning that says how to write anyway.
+    let (mut client, notices) = db.connect_keeping_notices();
+    client
+        .batch_execute("DROP TRIGGER pgtrickle_guard ON totals")
+        .unwrap();
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.severity == "WARNING" && n.message.contains("was put back")),
+        "{:?}",
+        notices.lock().unwrap()
+    );
+    assert_eq!(
+        db.error("INSERT INTO totals (grp, n, total) VALUES (99, 1, 1)")
+            .code,
+        "42809"
+    );
+    // A table of the user's may still have a trigger of that name, and drop it.
+    db.exec(
+        "CREATE TABLE mine (x int);
+         CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+         CREATE TRIGGER pgtrickle_guard AFTER INSERT ON mine FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+         DROP TRIGGER pgtrickle_guard ON mine;",
+    );
+    // The stream table is still refreshed and dropped as ever.
+    db.exec("UPDATE src SET v = v + 1 WHERE id < 5");
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
+    db.assert_matches_query("totals", TOTALS);
+    db.exec("SELECT pgtrickle.drop_stream_table('totals')");
 }

@@ -138,8 +138,14 @@ pub fn check_altered(relid: Oid) -> PgtResult<()> {
     {
         return Ok(());
     }
-    let name = crate::catalog::names::qualified_name_of(relid)?;
-    Err(PgtError::new(SqlState::WrongObjectType, format!("cannot change the columns of stream table {name}"))
+    Err(columns_changed(&crate::catalog::names::qualified_name_of(
+        relid,
+    )?))
+}
+
+/// The error for DDL that changes a stream table's columns (or, `guard_ddl`, their types).
+pub fn columns_changed(name: &QualifiedName) -> PgtError {
+    PgtError::new(SqlState::WrongObjectType, format!("cannot change the columns of stream table {name}"))
         .detail("A stream table's columns are its defining query's, plus hidden columns its refreshes maintain.")
-        .hint("To change them, drop the stream table and create it again with another query."))
+        .hint("To change them, drop the stream table and create it again with another query.")
 }

@@ -13,6 +13,8 @@ pub mod differential;
 #[cfg(feature = "pg")]
 pub mod guard;
 #[cfg(feature = "pg")]
+pub mod guard_ddl;
+#[cfg(feature = "pg")]
 pub mod indexes;
 #[cfg(feature = "pg")]
 pub mod names;

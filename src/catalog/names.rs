@@ -10,30 +10,41 @@ use pgrx::pg_sys::Oid;
 /// (the first existing schema on search_path).
 pub fn parse_for_create(name: &str) -> PgtResult<QualifiedName> {
     let parts = parse_ident(name)?;
-    match parts.as_slice() {
+    let (schema, rel) = match parts.as_slice() {
         [rel] => {
             let schema: Option<String> = spi::one("SELECT pg_catalog.current_schema()::text", &[])?;
             let schema = schema.ok_or_else(|| {
-                PgtError::new(SqlState::InvalidName, "no schema has been selected to create in")
+                PgtError::new(SqlState::InvalidSchemaName, "no schema has been selected to create in")
                     .hint("Schema-qualify the stream table name, or set search_path to an existing schema.")
             })?;
-            Ok(QualifiedName::new(schema, rel.clone()))
+            (schema, rel.clone())
         }
-        [schema, rel] => {
-            let exists: Option<bool> = spi::one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
-                &[schema.as_str().into()],
-            )?;
-            if exists != Some(true) {
-                return Err(PgtError::new(
-                    SqlState::InvalidSchemaName,
-                    format!("schema \"{schema}\" does not exist"),
-                ));
-            }
-            Ok(QualifiedName::new(schema.clone(), rel.clone()))
-        }
-        _ => Err(too_many_parts(name)),
+        [schema, _] if schema == "pg_temp" => return Err(temporary()),
+        [schema, rel] => (schema.clone(), rel.clone()),
+        _ => return Err(too_many_parts(name)),
+    };
+    let namespace: Option<Oid> = spi::one(
+        "SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        &[schema.as_str().into()],
+    )?;
+    let Some(namespace) = namespace else {
+        return Err(PgtError::new(
+            SqlState::InvalidSchemaName,
+            format!("schema \"{schema}\" does not exist"),
+        ));
+    };
+    // SAFETY: reads the namespace's name from the catalog cache.
+    if unsafe { pgrx::pg_sys::isAnyTempNamespace(namespace) } {
+        return Err(temporary());
     }
+    Ok(QualifiedName::new(schema, rel))
+}
+
+/// A stream table outlives the session and is refreshed by other processes: never temporary (an
+/// unqualified name with `pg_temp` first on search_path would otherwise land there).
+fn temporary() -> PgtError {
+    PgtError::new(SqlState::FeatureNotSupported, "a stream table cannot be created in a temporary schema")
+        .hint("Give a permanent schema: stream tables outlive the session and are refreshed by background workers.")
 }
 
 /// Resolves `name` to an existing relation, following search_path for unqualified names.
