@@ -38,6 +38,8 @@ pub enum SqlState {
     ReadOnlySqlTransaction,
     /// 40001
     SerializationFailure,
+    /// 2BP01
+    DependentObjectsStillExist,
     /// XX000
     InternalError,
     /// An error PostgreSQL raised, re-raised with its own SQLSTATE (PostgreSQL's 6-bit packed form).
@@ -63,6 +65,7 @@ impl SqlState {
             SqlState::LockNotAvailable => "55P03",
             SqlState::ReadOnlySqlTransaction => "25006",
             SqlState::SerializationFailure => "40001",
+            SqlState::DependentObjectsStillExist => "2BP01",
             SqlState::InternalError => "XX000",
             SqlState::Passthrough(_) => "PGERR",
         }
@@ -204,6 +207,7 @@ mod report {
                 }
                 SqlState::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
                 SqlState::SerializationFailure => C::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                SqlState::DependentObjectsStillExist => C::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
                 SqlState::ReadOnlySqlTransaction => C::ERRCODE_READ_ONLY_SQL_TRANSACTION,
                 SqlState::InternalError => C::ERRCODE_INTERNAL_ERROR,
                 SqlState::Passthrough(code) => C::from(code),

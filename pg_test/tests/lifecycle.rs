@@ -171,9 +171,19 @@ fn dropping_a_source_needs_cascade_which_removes_the_stream_table() {
         .unwrap()
         .contains("table st depends on table src"));
     assert!(err.hint.unwrap().contains("CASCADE"));
-    // Dropping a stream table another one reads is refused the same way.
+    // Dropping a stream table another one reads is refused the same way, naming the reader (not its
+    // query view) and a way out the function has (it takes no CASCADE).
     let err = db.error("SELECT pgtrickle.drop_stream_table('st')");
     assert_eq!(err.code, "2BP01");
+    assert_eq!(
+        err.message,
+        "cannot drop stream table \"public\".\"st\" because other stream tables read it"
+    );
+    assert_eq!(err.detail.as_deref(), Some("Read by: st2."));
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("Drop those first, or drop all of them with DROP TABLE \"public\".\"st\" CASCADE.")
+    );
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
         2
@@ -542,9 +552,8 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
 }
 
 /// A FULL refresh writes a stream table's rows itself only where `INSERT` and `DELETE` would do no
-/// more than write them (refresh/direct_writes.rs). Where they would do more — an
-/// inheritance child's rows deleted too, a rule, a trigger of the user's under a name like pg_trickle's,
-/// a partition's bound — the statements run, and do it.
+/// more than write them (refresh/direct_writes.rs). Where they would do more — a rule, a trigger of
+/// the user's under a name like pg_trickle's, a partition's bound — the statements run, and do it.
 #[test]
 fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
     let mut db = TestDb::new("life_full_statements");
@@ -555,14 +564,14 @@ fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
          CREATE FUNCTION log_deleted() RETURNS trigger LANGUAGE plpgsql AS
            $$ BEGIN INSERT INTO public.deleted_log VALUES (OLD.a); RETURN NULL; END $$;",
     );
-    for st in ["with_child", "with_rule", "with_named", "as_partition"] {
+    // (A stream table with an inheritance child is refused since 2026-12-07: tests/guard.rs.)
+    for st in ["with_rule", "with_named", "as_partition"] {
         db.exec(&format!(
             "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'FULL')"
         ));
     }
     db.exec(
-        "CREATE TABLE child () INHERITS (with_child); INSERT INTO child VALUES (99);
-         CREATE RULE keep_deleted AS ON DELETE TO with_rule DO ALSO INSERT INTO deleted_log VALUES (old.a);
+        "CREATE RULE keep_deleted AS ON DELETE TO with_rule DO ALSO INSERT INTO deleted_log VALUES (old.a);
          CREATE TRIGGER pgtrickle_signal_row AFTER DELETE ON with_named FOR EACH ROW EXECUTE FUNCTION log_deleted();
          CREATE TABLE parent (a int) PARTITION BY RANGE (a);
          ALTER TABLE parent ATTACH PARTITION as_partition FOR VALUES FROM (0) TO (100);",
@@ -583,9 +592,6 @@ fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
         done
     };
 
-    // DELETE FROM the parent deletes the child's rows too.
-    refresh(&mut client, "with_child").unwrap();
-    db.assert_shows_what_query_shows("with_child", query);
     // The rule and the user's trigger see each deleted row: 10 each.
     db.exec("UPDATE t SET a = a + 10 WHERE a = 10");
     refresh(&mut client, "with_rule").unwrap();

@@ -280,3 +280,32 @@ fn an_owner_that_loses_bypassrls_or_superuser_is_held_by_row_level_security() {
         }
     }
 }
+
+/// A view granted to the owner is read as PostgreSQL reads it: the tables under it with the view
+/// owner's rights, as `REFRESH MATERIALIZED VIEW` would. (Until 2026-12-07 a FULL refresh demanded
+/// that the owner could read those tables too, and refused such a stream table.)
+#[test]
+fn a_view_granted_to_the_owner_is_read_with_the_view_owners_rights() {
+    let (mut db, alice) = db("security_granted_view");
+    db.exec(&format!(
+        "CREATE SCHEMA hidden; CREATE TABLE hidden.base (id int PRIMARY KEY, v int);
+         INSERT INTO hidden.base VALUES (1, 10), (2, 20);
+         CREATE VIEW exposed AS SELECT id, v FROM hidden.base WHERE id > 0;
+         GRANT SELECT ON exposed TO {alice};"
+    ));
+    for (name, mode) in [("through_full", "FULL"), ("through_auto", "AUTO")] {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', 'SELECT id, v FROM exposed', '1h', '{mode}');
+             ALTER TABLE {name} OWNER TO {alice};"
+        ));
+        db.exec("INSERT INTO hidden.base VALUES (3, 30) ON CONFLICT DO NOTHING");
+        db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
+        assert_eq!(db.last_refresh(name).0, "FULL", "{name}");
+        db.assert_matches_query(name, "SELECT id, v FROM hidden.base");
+    }
+    // What the query names is still checked as the owner.
+    db.exec(&format!("REVOKE SELECT ON exposed FROM {alice}"));
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('through_full')");
+    assert_eq!(e.code, "42501", "{e:?}");
+    assert_eq!(e.message, "permission denied for table public.exposed");
+}

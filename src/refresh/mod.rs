@@ -123,10 +123,14 @@ pub fn run_batch(
         settings::with_refresh_settings(|| run_claimed(pgt_id, initiator, wrote_before, batch))?;
     // A manual refresh raises the reason as its error, which rolls the status back: only a refresh
     // that commits it says so.
-    if matches!(outcome, Outcome::Broken(_)) && initiator != Initiator::Manual {
-        let st = stream_tables::load(pgt_id)?;
-        if let Some(st) = st {
-            let name = names::qualified_name_of(st.relid)?;
+    if let (Outcome::Broken(breakage), true) = (&outcome, initiator != Initiator::Manual) {
+        if let Some(st) = stream_tables::load(pgt_id)? {
+            // A restored row's OID may name another table, or none.
+            let name = match *breakage {
+                Breakage::ForeignRow => None,
+                _ => names::qualified_name_of(st.relid).ok(),
+            }
+            .map_or_else(|| format!("with pgt_id {pgt_id}"), |n| n.to_string());
             let why = st.last_error.unwrap_or_default();
             pgrx::warning!("pg_trickle: stream table {name} is now in status ERROR: {why}");
         }

@@ -46,7 +46,11 @@ pub fn execute(plan: &RefreshPlan, st: &StreamTable) -> PgtResult<Applied> {
 pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, PlanError> {
     let owner = crate::catalog::stream_tables::owner(st.relid)?;
     // A delta may read only change buffers: check the owner may still read every source itself,
-    // and reach it (USAGE on its schema, which PostgreSQL checks when a query names a table).
+    // and reach it (USAGE on its schema, which PostgreSQL checks when a query names a table). A
+    // FULL refresh runs the query, so only what it names is checked as the owner, as PostgreSQL
+    // does: the tables under a view it names are read with the view owner's rights (the query
+    // view's own dependencies are what the query names). DIFFERENTIAL reads views it may
+    // (`catalog::differential`) through their tables' buffers, so it checks them all.
     let denied = spi::rows(
         "SELECT NOT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE') AS schema_denied,
                 pg_catalog.quote_ident(n.nspname) AS schema, c.oid::pg_catalog.regclass::text AS source
@@ -54,10 +58,21 @@ pub fn try_execute(plan: &RefreshPlan, st: &StreamTable) -> Result<Applied, Plan
            JOIN pg_catalog.pg_class c ON c.oid = d.source_relid
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE d.pgt_id = $1
+            AND ($3 OR d.source_relid IN (
+                    SELECT dep.refobjid FROM pg_catalog.pg_depend dep
+                      JOIN pg_catalog.pg_rewrite r ON r.oid = dep.objid
+                     WHERE dep.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                       AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                       AND r.ev_class = pg_catalog.to_regclass($4)))
             AND (NOT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE')
                  OR NOT pg_catalog.has_table_privilege($2, c.oid, 'SELECT'))
           ORDER BY 1 DESC, 3 LIMIT 1",
-        &[st.pgt_id.into(), owner.into()],
+        &[
+            st.pgt_id.into(),
+            owner.into(),
+            (st.effective_mode == "DIFFERENTIAL").into(),
+            crate::catalog::query_view::name(st.pgt_id).quoted().as_str().into(),
+        ],
         |r| {
             Ok((
                 spi::col::<bool>(r, "schema_denied")?,
