@@ -82,7 +82,7 @@ fn only_a_single_plain_select_is_accepted() {
         ("DELETE FROM orders", "The query is a DELETE statement."),
         (
             "INSERT INTO orders VALUES (3, 1)",
-            "The query is a INSERT statement.",
+            "The query is an INSERT statement.",
         ),
         (
             "CREATE TABLE y (a int)",

@@ -551,8 +551,8 @@ fn check_single_select(query: &str) -> PgtResult<()> {
                 "the defining query must be a single SELECT statement",
             )
             .detail(format!(
-                "The query is a {} statement.",
-                tag.to_string_lossy()
+                "The query is {} statement.",
+                with_article(&tag.to_string_lossy())
             )));
         }
         let select = stmt as *mut pg_sys::SelectStmt;
@@ -653,4 +653,10 @@ fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
             Ok(SourceRelation { relid, kind })
         })
         .collect()
+}
+
+/// `tag` with "a" or "an" before it, as a command tag is read aloud (`an EXPLAIN`, `an UPDATE`, `a DELETE`).
+fn with_article(tag: &str) -> String {
+    let vowel = tag.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {tag}", if vowel { "an" } else { "a" })
 }
