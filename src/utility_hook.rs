@@ -74,7 +74,7 @@ unsafe extern "C-unwind" fn process_utility(
         let mut dropped_guards = Vec::new();
         if pg_sys::IsTransactionState() {
             crate::catalog::guard_ddl::check(node).or_raise();
-            dropped_guards = crate::catalog::guard_ddl::dropped_guards(node);
+            dropped_guards = crate::catalog::guard_ddl::dropped_guards(node).or_raise();
         }
         let commit_prepared = is_commit_prepared(node);
         database_ddl::run_stepping_aside(node, forward);

@@ -5,7 +5,7 @@
 
 use pg_trickle_e2e::TestDb;
 
-const QUERIES: [(&str, &str); 9] = [
+const QUERIES: [(&str, &str); 10] = [
     (
         "by_rollup",
         "SELECT region, product, count(*) AS n, sum(amount) AS total, avg(qty) AS avg_qty, GROUPING(region, product) AS level FROM sales GROUP BY ROLLUP (region, product)",
@@ -40,6 +40,11 @@ const QUERIES: [(&str, &str); 9] = [
     (
         "in_subquery",
         "SELECT t.region, t.total FROM (SELECT region, sum(amount) AS total FROM sales GROUP BY ROLLUP (region)) t WHERE t.total > 100",
+    ),
+    // Without a grand total, a scalar subquery beside the aggregates is read.
+    (
+        "with_lookup",
+        "SELECT region, product, count(*) AS n, (SELECT max(r.zone) FROM regions r) AS top_zone FROM sales GROUP BY GROUPING SETS ((region), (product))",
     ),
 ];
 
@@ -111,6 +116,10 @@ fn what_stays_refused_and_why() {
         (
             "SELECT a, max(x) AS hi FROM s GROUP BY ROLLUP (a)",
             "max() over numeric",
+        ),
+        (
+            "SELECT a, count(*) AS n, (SELECT max(id) FROM s) AS top FROM s GROUP BY ROLLUP (a)",
+            "a scalar subquery in the SELECT list or HAVING with a grand total",
         ),
     ] {
         let err = db.error(&format!(

@@ -150,21 +150,48 @@ fn unlogged_inheritance_and_a_dropped_guard_cannot_slip_past_the_guard() {
         e.message,
         "cannot make stream table \"public\".\"totals\" unlogged"
     );
-    for sql in [
-        "CREATE TABLE child () INHERITS (totals)",
-        "CREATE TABLE child (grp int, n bigint, total numeric); ALTER TABLE child INHERIT totals",
+    let st = "\"public\".\"totals\"";
+    for (sql, message) in [
+        ("CREATE TABLE child () INHERITS (totals)", format!("cannot inherit from stream table {st}")),
+        (
+            "CREATE TABLE child (grp int, n bigint, total numeric); ALTER TABLE child INHERIT totals",
+            format!("cannot inherit from stream table {st}"),
+        ),
+        // Nor a child or partition itself: writes through the parent would pass its guard (found
+        // by a review on 2026-12-07).
+        (
+            "CREATE TABLE parent (grp int, n bigint, total numeric, __pgt_row_id bigint, __pgt_dup int); ALTER TABLE totals INHERIT parent",
+            format!("cannot make stream table {st} inherit from another table"),
+        ),
+        (
+            "CREATE TABLE parts (grp int, n bigint, total numeric, __pgt_row_id bigint NOT NULL, __pgt_dup int NOT NULL) PARTITION BY RANGE (grp);
+             ALTER TABLE parts ATTACH PARTITION totals FOR VALUES FROM (0) TO (1000)",
+            format!("cannot attach stream table {st} as a partition"),
+        ),
+        // The guard is not renamed or replaced away.
+        (
+            "ALTER TRIGGER pgtrickle_guard ON totals RENAME TO g2",
+            format!("cannot rename the write guard of stream table {st}"),
+        ),
+        (
+            "CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+             CREATE OR REPLACE TRIGGER pgtrickle_guard BEFORE INSERT ON totals FOR EACH STATEMENT EXECUTE FUNCTION nothing()",
+            format!("cannot replace the write guard of stream table {st}"),
+        ),
     ] {
         let e = db.error(sql);
         assert_eq!(e.code, "42809", "{sql}: {e:?}");
-        assert_eq!(
-            e.message, "cannot inherit from stream table \"public\".\"totals\"",
-            "{sql}"
-        );
+        assert_eq!(e.message, message, "{sql}");
     }
-    // Dropped, the guard is back at once, with a warning that says how to write anyway.
+    // Dropped — by its owner, who may not read pg_trickle's catalog —, the guard is back at once,
+    // with a warning that says how to write anyway.
+    db.fresh_role("guard_protection_owner");
+    db.exec("ALTER TABLE totals OWNER TO guard_protection_owner; GRANT SELECT ON src TO guard_protection_owner");
     let (mut client, notices) = db.connect_keeping_notices();
     client
-        .batch_execute("DROP TRIGGER pgtrickle_guard ON totals")
+        .batch_execute(
+            "SET ROLE guard_protection_owner; DROP TRIGGER pgtrickle_guard ON totals; RESET ROLE",
+        )
         .unwrap();
     assert!(
         notices
@@ -180,14 +207,20 @@ fn unlogged_inheritance_and_a_dropped_guard_cannot_slip_past_the_guard() {
             .code,
         "42809"
     );
-    // A table of the user's may still have a trigger of that name, and drop it.
+    // A table of the user's may still have a trigger of that name — even running the guard's
+    // function —, change its columns and drop the trigger: it is not a stream table.
     db.exec(
         "CREATE TABLE mine (x int);
          CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
          CREATE TRIGGER pgtrickle_guard AFTER INSERT ON mine FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+         DROP TRIGGER pgtrickle_guard ON mine;
+         CREATE TRIGGER pgtrickle_guard BEFORE INSERT ON mine FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_stream_table('999');
+         ALTER TABLE mine ALTER COLUMN x TYPE bigint;
          DROP TRIGGER pgtrickle_guard ON mine;",
     );
-    // The stream table is still refreshed and dropped as ever.
+    // The stream table is still refreshed and dropped as ever (its first refresh under the new
+    // owner is FULL, re-deciding what it may read).
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     db.exec("UPDATE src SET v = v + 1 WHERE id < 5");
     db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");

@@ -553,7 +553,7 @@ fn a_full_refresh_of_a_published_stream_table_publishes_its_deletes() {
 
 /// A FULL refresh writes a stream table's rows itself only where `INSERT` and `DELETE` would do no
 /// more than write them (refresh/direct_writes.rs). Where they would do more — a rule, a trigger of
-/// the user's under a name like pg_trickle's, a partition's bound — the statements run, and do it.
+/// the user's under a name like pg_trickle's — the statements run, and do it.
 #[test]
 fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
     let mut db = TestDb::new("life_full_statements");
@@ -564,17 +564,16 @@ fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
          CREATE FUNCTION log_deleted() RETURNS trigger LANGUAGE plpgsql AS
            $$ BEGIN INSERT INTO public.deleted_log VALUES (OLD.a); RETURN NULL; END $$;",
     );
-    // (A stream table with an inheritance child is refused since 2026-12-07: tests/guard.rs.)
-    for st in ["with_rule", "with_named", "as_partition"] {
+    // (A stream table with an inheritance child, or as a partition, is refused since 2026-12-07:
+    // tests/guard.rs.)
+    for st in ["with_rule", "with_named"] {
         db.exec(&format!(
             "SELECT pgtrickle.create_stream_table('{st}', '{query}', '1h', 'FULL')"
         ));
     }
     db.exec(
         "CREATE RULE keep_deleted AS ON DELETE TO with_rule DO ALSO INSERT INTO deleted_log VALUES (old.a);
-         CREATE TRIGGER pgtrickle_signal_row AFTER DELETE ON with_named FOR EACH ROW EXECUTE FUNCTION log_deleted();
-         CREATE TABLE parent (a int) PARTITION BY RANGE (a);
-         ALTER TABLE parent ATTACH PARTITION as_partition FOR VALUES FROM (0) TO (100);",
+         CREATE TRIGGER pgtrickle_signal_row AFTER DELETE ON with_named FOR EACH ROW EXECUTE FUNCTION log_deleted();",
     );
     let (mut client, notices) = db.connect_keeping_notices();
     client
@@ -602,18 +601,6 @@ fn a_full_refresh_runs_the_statements_where_they_do_more_than_write_rows() {
     );
     db.assert_shows_what_query_shows("with_rule", query);
     db.assert_shows_what_query_shows("with_named", query);
-    // A row outside the partition's bound is refused (23514), and nothing changes.
-    db.exec("INSERT INTO t VALUES (500)");
-    let err = refresh(&mut client, "as_partition").unwrap_err();
-    assert_eq!(
-        err.as_db_error().map(|e| e.code().code()),
-        Some("23514"),
-        "{err:?}"
-    );
-    assert_eq!(
-        db.value::<String>("SELECT string_agg(a::text, ',' ORDER BY a) FROM as_partition"),
-        "1,2,3,4,5,6,7,8,9,10"
-    );
 }
 
 /// Only refreshes write a stream table; with its guard disabled, another transaction can update a

@@ -211,6 +211,16 @@ fn a_revoked_schema_usage_stops_the_refresh_and_copies_nothing() {
             0
         );
     }
+    // Nor may alice read the change rows waiting in the buffer, though her refreshes could.
+    let buffer: String =
+        db.value("SELECT format('pgtrickle_changes.changes_%s', 'hid.t'::regclass::oid)");
+    db.exec(&format!("SET ROLE {alice}"));
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
+    db.exec("RESET ROLE");
+    assert!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0);
     db.exec(&format!("GRANT USAGE ON SCHEMA hid TO {alice}"));
     db.exec("SELECT pgtrickle.refresh_stream_table('hst')");
     assert_eq!(db.last_refresh("hst").0, "DIFFERENTIAL");
@@ -257,6 +267,16 @@ fn an_owner_that_loses_bypassrls_or_superuser_is_held_by_row_level_security() {
             "ALTER ROLE {alice} NO{attribute};
              INSERT INTO src VALUES ({hidden}, 'carol', 2), ({own}, '{alice}', 3);"
         ));
+        // The policies now apply to alice: the change buffer shows her none of its rows (which
+        // rows they would hide is not known of a change row).
+        let buffer: String =
+            db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
+        db.exec(&format!("SET ROLE {alice}"));
+        assert_eq!(
+            db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+            0
+        );
+        db.exec("RESET ROLE");
         if mode == "AUTO" {
             db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
             let (action, reason) = db.last_refresh(name);

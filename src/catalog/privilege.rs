@@ -24,6 +24,11 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
 }
 
+/// Whether pg_trickle is installed in this database (the library may be loaded where it is not).
+pub fn installed() -> bool {
+    extension_owner().is_some()
+}
+
 /// The role owning the pg_trickle extension, read from `pg_extension` by its name index (every
 /// call of the SQL API asks; an SPI statement would cost more than the rest of a no-change refresh's
 /// lookups together).

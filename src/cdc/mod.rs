@@ -221,10 +221,12 @@ fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
 }
 
 /// Change rows are the source's rows: whoever reads a buffer (a stream table's owner, granted SELECT
-/// for its refreshes) sees them only while they may read the source itself — a REVOKE on the source
-/// hides its change rows at once — or holds `pgtrickle_worker` (external workers pull batches
-/// themselves; that role is as trusted as a replication role). (The buffer's owner, who captures
-/// and cleans up, is not subject.) A policy written by an earlier version is replaced.
+/// for its refreshes) sees them only while they may read the source itself — `SELECT` on it, `USAGE`
+/// on its schema, and no row-level security of it applying to them (`row_security_active`: which
+/// of its rows the policies would hide is not known of a change row), so a REVOKE, or a role that
+/// loses BYPASSRLS, hides its change rows at once — or holds `pgtrickle_worker` (external workers
+/// pull batches themselves; that role is as trusted as a replication role). (The buffer's owner, who
+/// captures and cleans up, is not subject.) A policy written by an earlier version is replaced.
 pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
     let current = spi::one::<String>(
@@ -233,7 +235,9 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
         &[buffer.quoted().as_str().into()],
     )?;
     match current {
-        Some(expr) if expr.contains(WORKER_ROLE) => return Ok(()),
+        Some(expr) if expr.contains(WORKER_ROLE) && expr.contains("row_security_active") => {
+            return Ok(())
+        }
         Some(_) => spi::exec(
             &format!("DROP POLICY pgtrickle_source_readers ON {buffer}"),
             &[],
@@ -244,12 +248,15 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
         )?,
     }
     // The sub-selects make the checks one initplan each per scan, not calls per row.
+    let source = source.to_u32();
     spi::exec(
         &format!(
             "CREATE POLICY pgtrickle_source_readers ON {buffer} FOR SELECT
-               USING ((SELECT pg_catalog.has_table_privilege({}::pg_catalog.oid, 'SELECT'))
-                      OR (SELECT pg_catalog.pg_has_role('{WORKER_ROLE}', 'USAGE')))",
-            source.to_u32()
+               USING ((SELECT pg_catalog.has_table_privilege({source}::pg_catalog.oid, 'SELECT')
+                              AND pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE')
+                              AND NOT pg_catalog.row_security_active(c.oid)
+                         FROM pg_catalog.pg_class c WHERE c.oid = {source}::pg_catalog.oid)
+                      OR (SELECT pg_catalog.pg_has_role('{WORKER_ROLE}', 'USAGE')))"
         ),
         &[],
     )

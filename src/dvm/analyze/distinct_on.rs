@@ -190,6 +190,25 @@ fn order_after_keys(
             },
             e => e.clone(),
         };
+        // It becomes an aggregate's ORDER BY, where neither is read.
+        let found = |test: &dyn Fn(&SqlExpr) -> bool| {
+            visit_expressions(&expr, |e| match test(e) {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            })
+            .is_break()
+        };
+        if found(&|e| matches!(e, SqlExpr::Function(f) if f.over.is_some())) {
+            return unsupported("DISTINCT ON ordered by a window function");
+        }
+        if found(&|e| {
+            matches!(
+                e,
+                SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+            )
+        }) {
+            return unsupported("DISTINCT ON ordered by a subquery");
+        }
         if !is_key(&expr) {
             order.push(format!("{expr}{}", item.options));
         }

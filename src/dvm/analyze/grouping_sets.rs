@@ -47,6 +47,13 @@ pub(super) fn expand(select: &Select, analyzer: &Analyzer<'_>) -> Result<SetExpr
         return unsupported("DISTINCT over grouping sets");
     }
     let sets = sets_of(items)?;
+    // The grand total's branch is an aggregate without GROUP BY, which reads no scalar subquery
+    // beside its aggregates (`analyze::scalar`): say so of the query as it was written.
+    if sets.iter().any(Vec::is_empty) && reads_scalar_subquery(select) {
+        return unsupported(
+            "a scalar subquery in the SELECT list or HAVING with a grand total (ROLLUP, CUBE or the empty grouping set)",
+        );
+    }
     let mut grouping: Vec<SqlExpr> = Vec::new();
     for e in sets.iter().flatten() {
         if !grouping.contains(e) {
@@ -133,6 +140,21 @@ pub(super) fn expand(select: &Select, analyzer: &Analyzer<'_>) -> Result<SetExpr
 
 /// `NULL::type`, with the type's collation when it has one (a NULL of the default collation beside
 /// a column's `"C"` would leave the union's column without one, which sorting it needs).
+/// Whether the select list or HAVING holds a scalar subquery.
+fn reads_scalar_subquery(select: &Select) -> bool {
+    let found = |e: &SqlExpr| {
+        sqlparser::ast::visit_expressions(e, |e| match e {
+            SqlExpr::Subquery(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    };
+    select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => found(e),
+        _ => false,
+    }) || select.having.as_ref().is_some_and(found)
+}
+
 fn typed_null(t: &str) -> SqlExpr {
     let (name, collation) = match t.split_once(" COLLATE ") {
         Some((name, collation)) => (name, Some(collation)),

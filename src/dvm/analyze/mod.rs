@@ -251,6 +251,10 @@ fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
             _ if sql.contains(" ROWS WITH TIES") => {
                 AnalyzeError::Unsupported("FETCH FIRST ... WITH TIES".into())
             }
+            // Nor several functions in one `ROWS FROM (...)` (one alone is printed without it).
+            _ if sql.contains("ROWS FROM(") => {
+                AnalyzeError::Unsupported("ROWS FROM (...) with more than one function".into())
+            }
             // Nor a whole row as a value: PostgreSQL prints `SELECT t FROM t` as `t.*::t`.
             _ if sql.contains(".*::") => AnalyzeError::Unsupported(
                 "whole-row reference (a table's row as a value: SELECT t FROM t)".into(),

@@ -141,6 +141,12 @@ impl Analyzer<'_> {
         let mut columns: Vec<String> = (1..=read).map(|i| format!("c{i}")).collect();
         let mut from = String::new();
         for (name, grouped) in &joins.found {
+            // Correlated elsewhere than by equalities in its WHERE (a table function's argument).
+            if grouped.outer.is_empty() {
+                return unsupported(
+                    "correlated scalar subquery that reads the outer row other than in its WHERE",
+                );
+            }
             let on: Vec<String> = (1..=grouped.outer.len())
                 .map(|k| {
                     columns.push(format!("o{}", columns.len() - read + 1));

@@ -128,6 +128,16 @@ fn what_is_refused_and_why() {
         unsupported("SELECT DISTINCT ON (a.g) a.g, (SELECT b.y FROM public.b WHERE b.id = a.id) AS y FROM public.a ORDER BY a.g, a.x"),
         "DISTINCT ON with a subquery in the select list"
     );
+    // In a subquery too, named as what they are (until 2026-12-07: "in a UNION branch", and an
+    // aggregate's argument).
+    assert_eq!(
+        unsupported("SELECT s.x FROM (SELECT DISTINCT ON (a.g) a.x, a.g FROM public.a ORDER BY a.g, rank() OVER (ORDER BY a.x)) s"),
+        "DISTINCT ON ordered by a window function"
+    );
+    assert_eq!(
+        unsupported("SELECT s.x FROM (SELECT DISTINCT ON (a.g) a.x, a.g FROM public.a ORDER BY a.g, (SELECT max(b.y) FROM public.b WHERE b.a_id = a.id)) s"),
+        "DISTINCT ON ordered by a subquery"
+    );
     assert!(matches!(
         error("SELECT DISTINCT ON (a.g) a.g, a.x FROM public.a ORDER BY 3"),
         AnalyzeError::Invalid(_)

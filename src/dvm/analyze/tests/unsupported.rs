@@ -155,6 +155,15 @@ fn printed_forms_sqlparser_cannot_parse() {
         AnalyzeError::Invalid(m) => m,
         e => panic!("{sql}: {e:?}"),
     };
+    assert_eq!(
+        unsupported("SELECT d.a, a.id FROM (ROWS FROM(generate_series(0, 3), generate_series(1, 2)) d(a, b) LEFT JOIN public.a ON a.g = d.a)"),
+        "ROWS FROM (...) with more than one function"
+    );
+    // Not a parse error of a text the analyser wrote (until 2026-12-07: "found: EOF").
+    assert_eq!(
+        unsupported("SELECT a.id, (SELECT count(*) AS count FROM generate_series(0, a.g) x(y)) AS c FROM public.a"),
+        "correlated scalar subquery that reads the outer row other than in its WHERE"
+    );
     let m = message(" SELECT a.x\n   FROM public.a\n  WHERE a.x = ANY ((((1)))) ))");
     assert!(
         m.starts_with("could not parse the query near \"WHERE a.x = ANY ((((1)))) ))\": "),
