@@ -555,8 +555,6 @@ COMMENT ON VIEW pgtrickle.pg_stat_pgtrickle IS 'pg_trickle: refresh statistics p
 GRANT SELECT ON pgtrickle.pg_stat_pgtrickle TO PUBLIC;
 -- Like pg_stat_reset(): superusers, and whoever they grant it to.
 REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset() FROM PUBLIC;
--- Each stream table's lag, by id, for the views above (which show each reader only its own rows).
-REVOKE ALL ON FUNCTION pgtrickle._current_lag_ms(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle.pg_stat_pgtrickle_reset(text) FROM PUBLIC;
 
 -- External workers (pg_trickle_worker, MT-1): each registers here on start, heartbeats every few

@@ -161,7 +161,8 @@ fn a_partition_as_a_source_is_read_in_full_and_says_why() {
     let e = db.error("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'DIFFERENTIAL')");
     assert_eq!(e.code, "0A000", "{e:?}");
     assert!(
-        e.message.contains("partition or inheritance child of src"),
+        e.message
+            .contains("partition or inheritance child of public.src"),
         "{e:?}"
     );
     db.exec("SELECT pgtrickle.create_stream_table('p1', 'SELECT grp, v FROM src_1', '1h', 'AUTO')");

@@ -40,7 +40,7 @@ fn a_refresh_worker_killed_with_sigkill_mid_refresh_loses_nothing() {
     // Changes keep coming while the slow refresh runs.
     db.exec("UPDATE src SET v = v + 1 WHERE id % 10 = 0; DELETE FROM src WHERE id % 97 = 0; INSERT INTO src VALUES (5000, 1, 1)");
 
-    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table slow_copy'";
+    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table public.slow_copy'";
     let mut victim = None;
     // A worker refreshes it, and the refresh is marked in flight (committed before it starts).
     assert!(wait_until(Duration::from_secs(30), || {
@@ -101,7 +101,7 @@ fn an_immediate_shutdown_during_parallel_refreshes_loses_nothing() {
     assert!(wait_until(Duration::from_secs(60), || {
         db.value::<i64>(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker'
-                AND query IN ('refresh stream table slow_a', 'refresh stream table slow_b')",
+                AND query IN ('refresh stream table public.slow_a', 'refresh stream table public.slow_b')",
         ) == 2
             && db.value::<i64>(
                 "SELECT count(*) FROM pgtrickle.pgt_stream_tables

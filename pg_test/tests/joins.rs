@@ -355,11 +355,11 @@ fn table_functions_in_from_are_maintained_differentially() {
     for (query, reason) in [
         (
             "SELECT d.n, upto(count(*)::int % 4) AS s FROM docs d GROUP BY d.n",
-            "set-returning function upto() in a select list",
+            "set-returning function public.upto() in a select list",
         ),
         (
             "SELECT d.id, upto(d.n) AS s FROM docs d",
-            "set-returning function upto() in a select list",
+            "set-returning function public.upto() in a select list",
         ),
         (
             "SELECT d.id, x.i FROM docs d, noisy(d.n) AS x(i)",

@@ -179,7 +179,7 @@ fn dropping_a_source_needs_cascade_which_removes_the_stream_table() {
         err.message,
         "cannot drop stream table \"public\".\"st\" because other stream tables read it"
     );
-    assert_eq!(err.detail.as_deref(), Some("Read by: st2."));
+    assert_eq!(err.detail.as_deref(), Some("Read by: public.st2."));
     assert_eq!(
         err.hint.as_deref(),
         Some("Drop those first, or drop all of them with DROP TABLE \"public\".\"st\" CASCADE.")

@@ -65,7 +65,7 @@ fn independent_stream_tables_refresh_in_parallel_and_the_pool_follows_its_queue(
     assert!(wait_until(Duration::from_secs(10), || {
         db.value::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker'
-                              AND datname = current_database() AND query ~ '^refresh stream table s[0-5]$')",
+                              AND datname = current_database() AND query ~ '^refresh stream table public.s[0-5]$')",
         )
     }));
     assert_eq!(
@@ -154,7 +154,7 @@ fn a_refresh_worker_killed_mid_refresh_loses_nothing() {
     db.exec("SELECT pgtrickle.create_stream_table('slow_total', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')");
     db.exec("SELECT pgtrickle.create_stream_table('fast', 'SELECT id, v FROM src', '1s', 'DIFFERENTIAL')");
     db.exec("UPDATE src SET v = v * 10");
-    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table slow_total'";
+    let sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_trickle refresh worker' AND query = 'refresh stream table public.slow_total'";
     let mut victim = None;
     assert!(wait_until(Duration::from_secs(20), || {
         victim = db.rows(sql, &[]).first().map(|r| r.get::<_, i32>(0));

@@ -88,7 +88,7 @@ fn nobody_else_may_touch_a_stream_table_or_read_what_it_may_not() {
     for mode in ["AUTO", "FULL", "DIFFERENTIAL"] {
         let e = db.error(&format!("SELECT pgtrickle.create_stream_table('cards', 'SELECT id, card FROM secret', '1h', '{mode}')"));
         assert_eq!(e.code, "42501", "{mode}: {e:?}");
-        assert_eq!(e.message, "permission denied for table secret");
+        assert_eq!(e.message, "permission denied for table public.secret");
     }
     // Bob sees neither alice's stream table in the catalog view nor the catalog itself, nor the
     // change rows of her source.

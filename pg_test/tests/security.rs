@@ -329,3 +329,71 @@ fn a_view_granted_to_the_owner_is_read_with_the_view_owners_rights() {
     assert_eq!(e.code, "42501", "{e:?}");
     assert_eq!(e.message, "permission denied for table public.exposed");
 }
+
+/// pg_trickle's own statements, which run as the extension's owner (a superuser) or in background
+/// workers, never call what a user's schema supplies: an operator `=` for oid, bigint or text put
+/// before pg_catalog in the search_path of the SQL API's caller (CVE-2018-1058's attack). Until
+/// 2026-12-07 such an operator ran as the superuser — a role that could create a schema made
+/// itself SUPERUSER with an ALTER TABLE, and left its operator in a change buffer's policy.
+#[test]
+fn a_callers_search_path_cannot_supply_what_pg_trickle_runs() {
+    let (mut db, alice) = db("security_search_path");
+    db.exec(&format!(
+        "GRANT CREATE ON DATABASE security_search_path TO {alice};
+         SELECT pgtrickle.create_stream_table('bystander', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');"
+    ));
+    db.exec(&format!("SET ROLE {alice}"));
+    db.exec(&format!(
+        "CREATE SCHEMA trap;
+         CREATE TABLE trap.calls (who text);
+         CREATE TABLE trap.mine (id int PRIMARY KEY, v int);
+         INSERT INTO trap.mine VALUES (1, 1), (2, 2);
+         GRANT SELECT ON trap.mine TO PUBLIC;
+         CREATE FUNCTION trap.eq_oid(oid, oid) RETURNS bool LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO trap.calls VALUES (current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+         CREATE FUNCTION trap.eq_int8(bigint, bigint) RETURNS bool LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO trap.calls VALUES (current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+         CREATE FUNCTION trap.eq_text(text, text) RETURNS bool LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO trap.calls VALUES (current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+         CREATE OPERATOR trap.= (leftarg = oid, rightarg = oid, function = trap.eq_oid);
+         CREATE OPERATOR trap.= (leftarg = bigint, rightarg = bigint, function = trap.eq_int8);
+         CREATE OPERATOR trap.= (leftarg = text, rightarg = text, function = trap.eq_text);
+         GRANT INSERT ON trap.calls TO PUBLIC;
+         SET search_path = trap, pg_catalog, public;"
+    ));
+    // Everything a user does through pg_trickle, and DDL its hook looks at.
+    for sql in [
+        "SELECT pgtrickle.create_stream_table('trap.mine_st', 'SELECT id, v FROM trap.mine', '1h', 'DIFFERENTIAL')",
+        "INSERT INTO trap.mine VALUES (3, 3)",
+        "SELECT pgtrickle.refresh_stream_table('trap.mine_st')",
+        "SELECT pgtrickle.alter_stream_table('trap.mine_st', schedule => '2h')",
+        "SELECT pgtrickle.explain_stream_table('trap.mine_st')",
+        "CREATE TABLE trap.other (c int); ALTER TABLE trap.other ALTER COLUMN c TYPE bigint",
+        "CREATE TABLE trap.child () INHERITS (trap.other)",
+        "SELECT pgtrickle.drop_stream_table('trap.mine_st')",
+    ] {
+        db.exec(sql);
+    }
+    db.exec("RESET search_path; RESET ROLE");
+    let strangers: Vec<String> = db
+        .rows("SELECT DISTINCT who FROM trap.calls", &[])
+        .iter()
+        .map(|r| r.get(0))
+        .filter(|who: &String| *who != alice)
+        .collect();
+    assert!(strangers.is_empty(), "the trap ran as {strangers:?}");
+    assert!(!db.value::<bool>(&format!(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = '{alice}'"
+    )));
+    // The bystander's buffer policy names no operator of the trap's.
+    let policy: String = db.value(
+        "SELECT string_agg(pg_get_expr(polqual, polrelid), ' ') FROM pg_policy
+          WHERE polrelid = format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)::regclass",
+    );
+    assert!(!policy.contains("trap"), "{policy}");
+    // And the bystander still refreshes exactly.
+    db.exec("INSERT INTO src VALUES (500, 'carol', 5)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('bystander')");
+    assert_eq!(db.last_refresh("bystander").0, "DIFFERENTIAL");
+    db.assert_matches_query("bystander", "SELECT id, v FROM src");
+}

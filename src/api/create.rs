@@ -55,7 +55,7 @@ fn create(
         )
         .hint("Choose another name, or drop the existing relation first."));
     }
-    let analysis = analysis::analyze(query)?;
+    let analysis = analysis::analyze_new(query)?;
     privilege::require_select(
         caller,
         &analysis.sources.iter().map(|s| s.relid).collect::<Vec<_>>(),

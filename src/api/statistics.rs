@@ -13,11 +13,14 @@ fn percentile_of(values: Vec<Option<f64>>, p: f64) -> Option<f64> {
     percentile::percentile(&values, p)
 }
 
-/// Milliseconds the stream table's contents trail its sources (see src/stats/lag.rs).
+/// Milliseconds the stream table's contents trail its sources (see src/stats/lag.rs); NULL to a
+/// caller who may not see the stream table in the views that call this (which PUBLIC reads, so it
+/// must be executable by PUBLIC: a view checks EXECUTE as its reader).
 #[pg_extern(schema = "pgtrickle", name = "_current_lag_ms", stable)]
 fn current_lag_ms(pgt_id: i64) -> Option<f64> {
+    let reader = privilege::caller();
     // Change buffers are readable only through pg_trickle.
-    privilege::as_extension_owner(|| lag::current_lag_ms(pgt_id)).or_raise()
+    privilege::as_extension_owner(|| lag::current_lag_ms(pgt_id, reader)).or_raise()
 }
 
 /// Sets every stream table's statistics in pg_stat_pgtrickle back to zero (stats_reset says when).

@@ -114,6 +114,7 @@ pub extern "C-unwind" fn pg_trickle_coordinator_main(arg: pg_sys::Datum) {
     super::use_postgres_sigterm();
     let db = Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    crate::refresh::settings::pin_session_search_path();
 
     let installed = xact::run(Isolation::ReadCommitted, extension_installed);
     if installed != Ok(true) {

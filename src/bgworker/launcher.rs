@@ -49,6 +49,7 @@ struct Slot {
 pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
+    crate::refresh::settings::pin_session_search_path();
     log!("pg_trickle launcher started");
 
     let mut slots: HashMap<u32, Slot> = HashMap::new();

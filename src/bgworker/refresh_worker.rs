@@ -33,6 +33,7 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
     super::use_postgres_sigterm();
     let db = Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    crate::refresh::settings::pin_session_search_path();
     // SAFETY: reading this process's pid.
     let pid = unsafe { pg_sys::MyProcPid };
     if super::shmem::is_held(db) {

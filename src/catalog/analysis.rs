@@ -72,8 +72,39 @@ pub struct QueryAnalysis {
     pub set_returning_in_select_list: Option<String>,
 }
 
-/// Validates and analyses a defining query. Leaves nothing behind (the probe view is dropped).
+/// Where a query's names are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// In the current search_path: a stored defining query (schema-qualified, as PostgreSQL
+    /// printed it with an empty search_path).
+    AsStored,
+    /// In the SQL API caller's search_path (`privilege::with_caller_search_path`): a new query, as
+    /// the caller wrote it.
+    AsWritten,
+}
+
+impl Names {
+    /// `body` (which reads the query's text) where the names are read.
+    fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+        match self {
+            Names::AsStored => body(),
+            Names::AsWritten => super::privilege::with_caller_search_path(body),
+        }
+    }
+}
+
+/// Validates and analyses a stored defining query (its names as stored). Leaves nothing behind
+/// (the probe view is dropped).
 pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
+    analyze_names(query, Names::AsStored)
+}
+
+/// Validates and analyses a new defining query, its names read as its writer reads them.
+pub fn analyze_new(query: &str) -> PgtResult<QueryAnalysis> {
+    analyze_names(query, Names::AsWritten)
+}
+
+fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
     let query = query.trim().trim_end_matches(';').trim_end();
     if query.is_empty() {
         return Err(PgtError::new(
@@ -82,14 +113,14 @@ pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
         )
         .hint("Pass a SELECT statement."));
     }
-    prepare_reporting_position(query)?;
+    names.resolve(|| prepare_reporting_position(query))?;
     check_single_select(query)?;
 
     let (defining_query, columns, sources, non_immutable_functions, rewritten) =
-        with_probe_view(query, |probe| {
+        with_probe_view(query, names, |probe| {
             let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
             let sources = read_sources(probe)?;
-            let rewritten = inspect_rewritten(query)?;
+            let rewritten = names.resolve(|| inspect_rewritten(query))?;
             let mutable = if rewritten.mutable_functions {
                 name_non_immutable_functions(&rewritten.walked.mutable_functions)?
             } else {
@@ -159,16 +190,20 @@ pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
 
 /// The columns `sql` returns, as PostgreSQL types them.
 pub fn describe_columns(sql: &str) -> PgtResult<Vec<OutputColumn>> {
-    with_probe_view(sql, |probe| {
+    with_probe_view(sql, Names::AsStored, |probe| {
         with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols)
     })
 }
 
 /// Creates `sql` as a temporary view, runs `body` with its OID, and drops it again. PostgreSQL then has
 /// worked out the columns, types, dependencies and a normalised text for us.
-fn with_probe_view<R>(sql: &str, body: impl FnOnce(Oid) -> PgtResult<R>) -> PgtResult<R> {
+fn with_probe_view<R>(
+    sql: &str,
+    names: Names,
+    body: impl FnOnce(Oid) -> PgtResult<R>,
+) -> PgtResult<R> {
     let probe = quote_ident(&format!("pgt_probe_{}", std::process::id()));
-    spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[])?;
+    names.resolve(|| spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[]))?;
     let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{probe}'::regclass::oid"), &[])?
         .ok_or_else(|| PgtError::internal("probe view vanished"))?;
     let out = body(oid)?;

@@ -12,7 +12,9 @@ pub fn parse_for_create(name: &str) -> PgtResult<QualifiedName> {
     let parts = parse_ident(name)?;
     let (schema, rel) = match parts.as_slice() {
         [rel] => {
-            let schema: Option<String> = spi::one("SELECT pg_catalog.current_schema()::text", &[])?;
+            let schema: Option<String> = super::privilege::with_caller_search_path(|| {
+                spi::one("SELECT pg_catalog.current_schema()::text", &[])
+            })?;
             let schema = schema.ok_or_else(|| {
                 PgtError::new(SqlState::InvalidSchemaName, "no schema has been selected to create in")
                     .hint("Schema-qualify the stream table name, or set search_path to an existing schema.")
@@ -49,10 +51,13 @@ fn temporary() -> PgtError {
 
 /// Resolves `name` to an existing relation, following search_path for unqualified names.
 pub fn resolve_existing(name: &str) -> PgtResult<Option<Oid>> {
-    spi::one::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[canonical(name)?.as_str().into()],
-    )
+    let name = canonical(name)?;
+    super::privilege::with_caller_search_path(|| {
+        spi::one::<Oid>(
+            "SELECT pg_catalog.to_regclass($1)::oid",
+            &[name.as_str().into()],
+        )
+    })
 }
 
 /// `name` checked and written the one way `to_regclass` reads exactly it: one or two parts, each

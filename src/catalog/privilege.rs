@@ -18,10 +18,61 @@ pub fn caller() -> Oid {
 
 /// Runs `body` as the role that owns the pg_trickle extension (as a SECURITY DEFINER function would
 /// run), restoring the caller's identity afterwards (also when an ERROR unwinds).
+///
+/// Its statements run with a pinned search_path (`settings::PINNED_SEARCH_PATH`): as the extension's
+/// owner (a superuser), an operator a caller's schema supplied would run with those rights. What
+/// must be read in the caller's search_path — the names and the query a caller passes — is read in
+/// [`with_caller_search_path`], by statements that call nothing a schema could supply.
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     let owner = extension_owner()
         .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
-    as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, body)
+    let caller_path = current_search_path();
+    CALLER_SEARCH_PATHS.with(|paths| paths.borrow_mut().push(caller_path));
+    let _pop = PopCallerPath;
+    as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, || {
+        crate::refresh::settings::with_search_path(
+            crate::refresh::settings::PINNED_SEARCH_PATH,
+            body,
+        )
+    })
+}
+
+thread_local! {
+    /// The search_path of each caller of [`as_extension_owner`] (nested calls push their own).
+    static CALLER_SEARCH_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct PopCallerPath;
+
+impl Drop for PopCallerPath {
+    fn drop(&mut self) {
+        CALLER_SEARCH_PATHS.with(|paths| paths.borrow_mut().pop());
+    }
+}
+
+/// The session's search_path as set now.
+fn current_search_path() -> String {
+    // SAFETY: reads a GUC's current value (a string PostgreSQL owns), copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(c"search_path".as_ptr(), false, false);
+        if value.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+}
+
+/// Runs `body` in the search_path of the SQL API's caller (inside [`as_extension_owner`]; as it is
+/// elsewhere): for resolving what the caller named. `body` must run statements that name nothing a
+/// schema could supply but the caller's own input (`pg_catalog.to_regclass($1)`, the caller's query).
+pub fn with_caller_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    match CALLER_SEARCH_PATHS.with(|paths| paths.borrow().last().cloned()) {
+        Some(path) => crate::refresh::settings::with_search_path(&path, body),
+        None => body(),
+    }
 }
 
 /// Whether pg_trickle is installed in this database (the library may be loaded where it is not).
@@ -112,6 +163,17 @@ pub fn require_owner(caller: Oid, relid: Oid, name: &str) -> PgtResult<()> {
     }
     Err(PgtError::new(SqlState::InsufficientPrivilege, format!("must be owner of stream table {name}"))
         .hint("Only its owner (or a member of the owning role, or a superuser) may refresh, alter or drop it."))
+}
+
+/// Whether `reader` may see a stream table's statistics: as `pg_stat_pgtrickle` shows them, to whoever
+/// may read it, and to `pg_read_all_stats` (`pg_monitor`).
+pub fn may_see_statistics(reader: Oid, relid: Oid) -> bool {
+    // SAFETY: catalog lookups of a relation's ACL and of role membership.
+    unsafe {
+        pg_sys::pg_class_aclcheck(relid, reader, pg_sys::ACL_SELECT as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::has_privs_of_role(reader, Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+    }
 }
 
 /// The caller must be able to read every relation a new stream table's query names.

@@ -210,24 +210,17 @@ pub fn find_id(name: &str) -> PgtResult<i64> {
 
 /// The storage table's OID and the stream table's id for a user-given name.
 pub fn find_ids(name: &str) -> PgtResult<(Oid, i64)> {
-    // The relation and its catalog row in one statement: every manual refresh starts here.
-    let found = spi::rows(
-        "SELECT r.relid, s.pgt_id
-           FROM (SELECT pg_catalog.to_regclass($1)::oid AS relid) AS r
-           LEFT JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = r.relid",
-        &[names::canonical(name)?.as_str().into()],
-        |r| {
-            Ok((
-                r.get_by_name::<Oid, _>("relid")?,
-                r.get_by_name::<i64, _>("pgt_id")?,
-            ))
-        },
+    // The name in the caller's search_path, the catalog row in the pinned one.
+    let Some(relid) = names::resolve_existing(name)? else {
+        return Err(not_found(name));
+    };
+    let pgt_id = spi::one::<i64>(
+        "SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1",
+        &[relid.into()],
     )?;
-    match found.into_iter().next() {
-        Some((Some(relid), Some(pgt_id))) => Ok((relid, pgt_id)),
-        Some((Some(_), None)) => Err(not_a_stream_table(name)),
-        _ => Err(not_found(name)),
-    }
+    pgt_id
+        .map(|pgt_id| (relid, pgt_id))
+        .ok_or_else(|| not_a_stream_table(name))
 }
 
 fn not_found(name: &str) -> PgtError {

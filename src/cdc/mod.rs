@@ -229,38 +229,50 @@ fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
 /// captures and cleans up, is not subject.) A policy written by an earlier version is replaced.
 pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
-    let current = spi::one::<String>(
-        "SELECT pg_catalog.pg_get_expr(polqual, polrelid) FROM pg_catalog.pg_policy
-          WHERE polrelid = pg_catalog.to_regclass($1) AND polname = 'pgtrickle_source_readers'",
+    // Known by its name, which says which version wrote it (not by its text, which a search_path
+    // could have bent when an earlier version wrote it).
+    let policies: Vec<String> = spi::rows(
+        "SELECT polname::text AS name FROM pg_catalog.pg_policy
+          WHERE polrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
+            AND polname::text OPERATOR(pg_catalog.~~) 'pgtrickle\\_source\\_readers%'",
         &[buffer.quoted().as_str().into()],
+        |r| spi::col::<String>(r, "name"),
     )?;
-    match current {
-        Some(expr) if expr.contains(WORKER_ROLE) && expr.contains("row_security_active") => {
-            return Ok(())
-        }
-        Some(_) => spi::exec(
-            &format!("DROP POLICY pgtrickle_source_readers ON {buffer}"),
-            &[],
-        )?,
-        None => spi::exec(
+    if policies.iter().any(|p| p == BUFFER_POLICY) {
+        return Ok(());
+    }
+    if policies.is_empty() {
+        spi::exec(
             &format!("ALTER TABLE {buffer} ENABLE ROW LEVEL SECURITY"),
             &[],
-        )?,
+        )?;
     }
-    // The sub-selects make the checks one initplan each per scan, not calls per row.
+    for old in policies {
+        spi::exec(
+            &format!("DROP POLICY {} ON {buffer}", quote_ident(&old)),
+            &[],
+        )?;
+    }
+    // The sub-selects make the checks one initplan each per scan, not calls per row. Every
+    // operator is named with its schema: whatever search_path this runs in, the policy means this.
     let source = source.to_u32();
     spi::exec(
         &format!(
-            "CREATE POLICY pgtrickle_source_readers ON {buffer} FOR SELECT
+            "CREATE POLICY {BUFFER_POLICY} ON {buffer} FOR SELECT
                USING ((SELECT pg_catalog.has_table_privilege({source}::pg_catalog.oid, 'SELECT')
                               AND pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE')
                               AND NOT pg_catalog.row_security_active(c.oid)
-                         FROM pg_catalog.pg_class c WHERE c.oid = {source}::pg_catalog.oid)
+                         FROM pg_catalog.pg_class c
+                        WHERE c.oid OPERATOR(pg_catalog.=) {source}::pg_catalog.oid)
                       OR (SELECT pg_catalog.pg_has_role('{WORKER_ROLE}', 'USAGE')))"
         ),
         &[],
     )
 }
+
+/// The change buffers' row-level policy, by version (`protect_buffer`): 2 since 2026-12-07 (the
+/// source's schema and row-level security checked too).
+const BUFFER_POLICY: &str = "pgtrickle_source_readers_2";
 
 /// The role external workers' login roles are granted; its members read every change buffer
 /// (workers pull batches themselves).

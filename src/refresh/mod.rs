@@ -11,7 +11,7 @@ pub mod offload;
 mod one_snapshot;
 mod reinit;
 mod replace;
-mod settings;
+pub(crate) mod settings;
 mod spi_exec;
 pub mod storage;
 

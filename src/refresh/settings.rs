@@ -52,9 +52,42 @@ const TEXT_FORM_SETTINGS: &[(&str, &str)] = &[
 ///   `auto` PostgreSQL plans each statement's first five executions anew (custom plans) before it
 ///   keeps one — which a scheduler or a session refreshing now and then pays again and again.
 const REFRESH_SETTINGS: &[(&str, &str)] = &[
-    ("search_path", "pg_catalog, pg_temp"),
+    ("search_path", PINNED_SEARCH_PATH),
     ("plan_cache_mode", "force_generic_plan"),
 ];
+
+/// The search_path pg_trickle's own statements run with wherever they run with rights other than
+/// their caller's (refreshes, the SQL API as the extension's owner, background workers): nothing a
+/// user puts in a schema can stand in for an operator or function they name.
+pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// For a background worker's whole session, right after it connects: it runs as a superuser, and a
+/// database's own `search_path` (`ALTER DATABASE ... SET`, which its owner may set) must not supply
+/// what its statements call. A session-level setting outranks the database's and the file's.
+pub fn pin_session_search_path() {
+    let (name, value) = (
+        c"search_path",
+        CString::new(PINNED_SEARCH_PATH).expect("no NUL"),
+    );
+    // SAFETY: PostgreSQL's GUC machinery from a connected backend; the strings are copied.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SET,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// `body` with `search_path` set to `path` (a GUC nest level of its own, as the settings above).
+pub fn with_search_path<R>(path: &str, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(&[("search_path", path)], body)
+}
 
 /// pg_trickle's housekeeping DDL (dropping capture it made) tells the client nothing: PostgreSQL's
 /// NOTICEs about it ("drop cascades to trigger ...") name objects the session never made.

@@ -15,11 +15,15 @@ use crate::catalog::stream_tables;
 use crate::error::PgtResult;
 use crate::spi;
 
-/// Milliseconds, or None for an unknown stream table or one never refreshed.
-pub fn current_lag_ms(pgt_id: i64) -> PgtResult<Option<f64>> {
+/// Milliseconds, or None for an unknown stream table, one never refreshed, or one `reader` may not
+/// see statistics of.
+pub fn current_lag_ms(pgt_id: i64, reader: pgrx::pg_sys::Oid) -> PgtResult<Option<f64>> {
     let Some(st) = stream_tables::load(pgt_id)? else {
         return Ok(None);
     };
+    if !crate::catalog::privilege::may_see_statistics(reader, st.relid) {
+        return Ok(None);
+    }
     let since_refresh = spi::one::<f64>(
         "SELECT (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - last_refresh_at) * 1000)::float8
            FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
