@@ -157,6 +157,18 @@ fn unlogged_inheritance_and_a_dropped_guard_cannot_slip_past_the_guard() {
             "CREATE TABLE child (grp int, n bigint, total numeric); ALTER TABLE child INHERIT totals",
             format!("cannot inherit from stream table {st}"),
         ),
+        // A foreign table's too.
+        (
+            "CREATE FOREIGN DATA WRAPPER nowhere; CREATE SERVER far FOREIGN DATA WRAPPER nowhere;
+             CREATE FOREIGN TABLE remote () INHERITS (totals) SERVER far",
+            format!("cannot inherit from stream table {st}"),
+        ),
+        (
+            "CREATE FOREIGN DATA WRAPPER nowhere; CREATE SERVER far FOREIGN DATA WRAPPER nowhere;
+             CREATE FOREIGN TABLE remote (grp int, n bigint, total numeric) SERVER far;
+             ALTER FOREIGN TABLE remote INHERIT totals",
+            format!("cannot inherit from stream table {st}"),
+        ),
         // Nor a child or partition itself: writes through the parent would pass its guard (found
         // by a review on 2026-12-07).
         (

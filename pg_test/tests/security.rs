@@ -358,12 +358,33 @@ fn a_callers_search_path_cannot_supply_what_pg_trickle_runs() {
          CREATE OPERATOR trap.= (leftarg = oid, rightarg = oid, function = trap.eq_oid);
          CREATE OPERATOR trap.= (leftarg = bigint, rightarg = bigint, function = trap.eq_int8);
          CREATE OPERATOR trap.= (leftarg = text, rightarg = text, function = trap.eq_text);
+         -- Types named like pg_catalog's, with casts into them that log.
+         CREATE TYPE trap.oid AS (x int);
+         CREATE FUNCTION trap.to_oid(regclass) RETURNS trap.oid LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO trap.calls VALUES (current_user); RETURN ROW(1)::trap.oid; END $$;
+         CREATE CAST (regclass AS trap.oid) WITH FUNCTION trap.to_oid(regclass);
+         -- A domain whose CHECK logs, read when a literal of a composite holding it is parsed.
+         CREATE FUNCTION trap.check_logs(int) RETURNS bool LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO trap.calls VALUES (current_user); RETURN true; END $$;
+         CREATE DOMAIN trap.checked AS int CHECK (trap.check_logs(VALUE));
+         CREATE TYPE trap.holder AS (v trap.checked);
+         -- A function of the owner's query that points the search_path at the trap for whatever
+         -- runs after it in the session.
+         CREATE FUNCTION trap.repoint(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+           $$ BEGIN PERFORM pg_catalog.set_config('search_path', 'trap, pg_catalog', false); RETURN $1; END $$;
          GRANT INSERT ON trap.calls TO PUBLIC;
          SET search_path = trap, pg_catalog, public;"
     ));
+    // Refused, as reading it again as the extension's owner would run the domain's CHECK.
+    let e = db.error("SELECT pgtrickle.create_stream_table('trap.lit', $q$SELECT id, ('(1)'::trap.holder).v AS w FROM trap.mine$q$, '1h', 'FULL')");
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(e.message.contains("a literal of type trap.holder"), "{e:?}");
     // Everything a user does through pg_trickle, and DDL its hook looks at.
     for sql in [
         "SELECT pgtrickle.create_stream_table('trap.mine_st', 'SELECT id, v FROM trap.mine', '1h', 'DIFFERENTIAL')",
+        "SELECT pgtrickle.create_stream_table('trap.repointed', 'SELECT id, trap.repoint(v) AS v FROM trap.mine', '1h', 'FULL')",
+        "SELECT pgtrickle.refresh_stream_table('trap.repointed')",
+        "SET search_path = trap, pg_catalog, public",
         "INSERT INTO trap.mine VALUES (3, 3)",
         "SELECT pgtrickle.refresh_stream_table('trap.mine_st')",
         "SELECT pgtrickle.alter_stream_table('trap.mine_st', schedule => '2h')",

@@ -72,23 +72,33 @@ pub struct QueryAnalysis {
     pub set_returning_in_select_list: Option<String>,
 }
 
-/// Where a query's names are read.
+/// Where a query's names are read, and who reads its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Names {
     /// In the current search_path: a stored defining query (schema-qualified, as PostgreSQL
     /// printed it with an empty search_path).
     AsStored,
-    /// In the SQL API caller's search_path (`privilege::with_caller_search_path`): a new query, as
-    /// the caller wrote it.
+    /// As the SQL API's caller wrote it: in their search_path, and parsed with their rights
+    /// (`privilege::as_caller`: parsing runs the input functions of literals, domain CHECKs among
+    /// them, which must not run as the extension's owner).
     AsWritten,
 }
 
 impl Names {
-    /// `body` (which reads the query's text) where the names are read.
+    /// `body`, which parses the query's text, as its writer would.
+    fn parse<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+        match self {
+            Names::AsStored => body(),
+            Names::AsWritten => super::privilege::as_caller(body),
+        }
+    }
+
+    /// `body`, which reads the query's names with the current rights (a text [`Names::parse`]
+    /// found to run nothing on reading).
     fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
             Names::AsStored => body(),
-            Names::AsWritten => super::privilege::with_caller_search_path(body),
+            Names::AsWritten => super::privilege::in_caller_search_path(body),
         }
     }
 }
@@ -113,14 +123,17 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
         )
         .hint("Pass a SELECT statement."));
     }
-    names.resolve(|| prepare_reporting_position(query))?;
+    names.parse(|| prepare_reporting_position(query))?;
     check_single_select(query)?;
+    let rewritten = names.parse(|| inspect_rewritten(query))?;
+    if let Some(literal) = rewritten.literal_running_code {
+        return Err(literal_running_code(literal));
+    }
 
     let (defining_query, columns, sources, non_immutable_functions, rewritten) =
-        with_probe_view(query, names, |probe| {
+        with_probe_view(query, names, move |probe| {
             let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
             let sources = read_sources(probe)?;
-            let rewritten = names.resolve(|| inspect_rewritten(query))?;
             let mutable = if rewritten.mutable_functions {
                 name_non_immutable_functions(&rewritten.walked.mutable_functions)?
             } else {
@@ -232,6 +245,10 @@ struct Rewritten {
     /// Its relations and its first nondeterministic collation, at any depth (subqueries, CTEs,
     /// sublinks, views).
     walked: Walked,
+    /// The type of the first literal in the query's own text (not its views') whose reading ran
+    /// code of the database's: a composite, array or range whose values hold a domain, whose CHECK
+    /// runs as the literal is read ([`literal_running_code`]).
+    literal_running_code: Option<Oid>,
 }
 
 fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
@@ -239,6 +256,7 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     let mut out = Rewritten {
         mutable_functions: false,
         walked: Walked::default(),
+        literal_running_code: None,
     };
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
@@ -252,6 +270,10 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
             0,
             std::ptr::null_mut(),
         );
+        find_literal_running_code(
+            query as *mut pg_sys::Node,
+            (&mut out.literal_running_code as *mut Option<Oid>).cast(),
+        );
         let rewritten = pg_sys::QueryRewrite(query);
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
@@ -260,6 +282,85 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
         }
     }
     Ok(out)
+}
+
+/// Walks an analysed query (before views are expanded: the literals its text holds) for the first
+/// literal of a type [`input_runs_code`], into the `Option<Oid>` behind `context`.
+#[pg_guard]
+unsafe extern "C-unwind" fn find_literal_running_code(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node of an analysed query tree; `context` the caller's Option<Oid>.
+    unsafe {
+        let found = &mut *(context as *mut Option<Oid>);
+        match (*node).type_ {
+            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(find_literal_running_code),
+                context,
+                0,
+            ),
+            pg_sys::NodeTag::T_Const => {
+                let t = (*(node as *mut pg_sys::Const)).consttype;
+                if input_runs_code(t, 0) {
+                    *found = Some(t);
+                    return true;
+                }
+                false
+            }
+            _ => pg_sys::expression_tree_walker(node, Some(find_literal_running_code), context),
+        }
+    }
+}
+
+/// Whether reading a value of type `t` from text runs code a database user may have written: the
+/// CHECK constraints of a domain among its parts (a composite's fields, an array's elements, a
+/// range's bounds), which `record_in`, `array_in` and `range_in` run through `domain_in`. (A literal
+/// of a domain itself is read as its base type, and checked when the query runs.)
+fn input_runs_code(t: Oid, depth: u32) -> bool {
+    if depth > 16 {
+        return true;
+    }
+    // SAFETY: catalog cache lookups; the tuple descriptor is released after use.
+    unsafe {
+        let holds = |inner: Oid| {
+            inner != Oid::INVALID
+                && (pg_sys::get_typtype(inner) as u8 == pg_sys::TYPTYPE_DOMAIN
+                    || input_runs_code(inner, depth + 1))
+        };
+        match pg_sys::get_typtype(t) as u8 {
+            pg_sys::TYPTYPE_DOMAIN => input_runs_code(pg_sys::getBaseType(t), depth + 1),
+            pg_sys::TYPTYPE_COMPOSITE => {
+                let desc = pg_sys::lookup_rowtype_tupdesc(t, -1);
+                let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+                let any = attrs.iter().any(|a| !a.attisdropped && holds(a.atttypid));
+                pg_sys::DecrTupleDescRefCount(desc);
+                any
+            }
+            pg_sys::TYPTYPE_RANGE => holds(pg_sys::get_range_subtype(t)),
+            pg_sys::TYPTYPE_MULTIRANGE => holds(pg_sys::get_multirange_range(t)),
+            _ => holds(pg_sys::get_element_type(t)),
+        }
+    }
+}
+
+/// Refuses a query holding a literal whose reading runs a database user's code: pg_trickle reads a
+/// query's text again as the extension's owner (its query view, the checks of a reinitialisation),
+/// where that code must never run.
+fn literal_running_code(t: Oid) -> PgtError {
+    // SAFETY: a catalog cache lookup; the name is copied at once.
+    let name = unsafe { std::ffi::CStr::from_ptr(pg_sys::format_type_be(t)) }
+        .to_string_lossy()
+        .into_owned();
+    PgtError::new(
+        SqlState::FeatureNotSupported,
+        format!("a literal of type {name} in the defining query: reading it runs a domain's CHECK"),
+    )
+    .hint("Build the value when the query runs instead: ROW(...)::type, ARRAY[...]::type[], or a cast from its text (('...')::text::type).")
 }
 
 /// What [`walk_rewritten`] collects from an analysed query tree.

@@ -40,7 +40,11 @@ pub unsafe fn check(node: *mut pg_sys::Node) -> PgtResult<()> {
         match (*node).type_ {
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let stmt = node as *mut pg_sys::AlterTableStmt;
-                if (*stmt).objtype != pg_sys::ObjectType::OBJECT_TABLE {
+                // ALTER FOREIGN TABLE ... INHERIT too.
+                if !matches!(
+                    (*stmt).objtype,
+                    pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE
+                ) {
                     return Ok(());
                 }
                 for cmd in PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds).iter_ptr() {
@@ -82,7 +86,8 @@ pub unsafe fn check(node: *mut pg_sys::Node) -> PgtResult<()> {
                     }
                 }
             }
-            pg_sys::NodeTag::T_CreateStmt => {
+            // CREATE FOREIGN TABLE's statement starts with a CREATE TABLE's.
+            pg_sys::NodeTag::T_CreateStmt | pg_sys::NodeTag::T_CreateForeignTableStmt => {
                 let stmt = node as *mut pg_sys::CreateStmt;
                 for parent in PgList::<pg_sys::RangeVar>::from_pg((*stmt).inhRelations).iter_ptr() {
                     if let Some(name) = stream_table(parent)? {

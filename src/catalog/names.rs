@@ -12,8 +12,8 @@ pub fn parse_for_create(name: &str) -> PgtResult<QualifiedName> {
     let parts = parse_ident(name)?;
     let (schema, rel) = match parts.as_slice() {
         [rel] => {
-            let schema: Option<String> = super::privilege::with_caller_search_path(|| {
-                spi::one("SELECT pg_catalog.current_schema()::text", &[])
+            let schema: Option<String> = super::privilege::as_caller(|| {
+                spi::one("SELECT pg_catalog.current_schema()::pg_catalog.text", &[])
             })?;
             let schema = schema.ok_or_else(|| {
                 PgtError::new(SqlState::InvalidSchemaName, "no schema has been selected to create in")
@@ -52,9 +52,9 @@ fn temporary() -> PgtError {
 /// Resolves `name` to an existing relation, following search_path for unqualified names.
 pub fn resolve_existing(name: &str) -> PgtResult<Option<Oid>> {
     let name = canonical(name)?;
-    super::privilege::with_caller_search_path(|| {
+    super::privilege::as_caller(|| {
         spi::one::<Oid>(
-            "SELECT pg_catalog.to_regclass($1)::oid",
+            "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
             &[name.as_str().into()],
         )
     })

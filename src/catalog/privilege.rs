@@ -21,14 +21,18 @@ pub fn caller() -> Oid {
 ///
 /// Its statements run with a pinned search_path (`settings::PINNED_SEARCH_PATH`): as the extension's
 /// owner (a superuser), an operator a caller's schema supplied would run with those rights. What
-/// must be read in the caller's search_path — the names and the query a caller passes — is read in
-/// [`with_caller_search_path`], by statements that call nothing a schema could supply.
+/// must be read as the caller reads it — the names and the query a caller passes — is read
+/// [`as_caller`], or, for statements PostgreSQL must run with the owner's rights on the caller's
+/// text once it has been checked, [`in_caller_search_path`].
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     let owner = extension_owner()
         .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
-    let caller_path = current_search_path();
-    CALLER_SEARCH_PATHS.with(|paths| paths.borrow_mut().push(caller_path));
-    let _pop = PopCallerPath;
+    let caller = Caller {
+        role: caller(),
+        search_path: current_search_path(),
+    };
+    CALLERS.with(|callers| callers.borrow_mut().push(caller));
+    let _pop = PopCaller;
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, || {
         crate::refresh::settings::with_search_path(
             crate::refresh::settings::PINNED_SEARCH_PATH,
@@ -37,16 +41,23 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
     })
 }
 
-thread_local! {
-    /// The search_path of each caller of [`as_extension_owner`] (nested calls push their own).
-    static CALLER_SEARCH_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Who called the SQL API, for [`as_caller`].
+#[derive(Clone)]
+struct Caller {
+    role: Oid,
+    search_path: String,
 }
 
-struct PopCallerPath;
+thread_local! {
+    /// The callers of [`as_extension_owner`] (nested calls push their own).
+    static CALLERS: std::cell::RefCell<Vec<Caller>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
-impl Drop for PopCallerPath {
+struct PopCaller;
+
+impl Drop for PopCaller {
     fn drop(&mut self) {
-        CALLER_SEARCH_PATHS.with(|paths| paths.borrow_mut().pop());
+        CALLERS.with(|callers| callers.borrow_mut().pop());
     }
 }
 
@@ -65,12 +76,27 @@ fn current_search_path() -> String {
     }
 }
 
-/// Runs `body` in the search_path of the SQL API's caller (inside [`as_extension_owner`]; as it is
-/// elsewhere): for resolving what the caller named. `body` must run statements that name nothing a
-/// schema could supply but the caller's own input (`pg_catalog.to_regclass($1)`, the caller's query).
-pub fn with_caller_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    match CALLER_SEARCH_PATHS.with(|paths| paths.borrow().last().cloned()) {
-        Some(path) => crate::refresh::settings::with_search_path(&path, body),
+/// Runs `body` as the SQL API's caller, in the caller's search_path (inside [`as_extension_owner`];
+/// as it is elsewhere): for resolving what the caller named and parsing what the caller wrote.
+/// Reading a query's text runs code — a literal of a composite type runs its fields' input
+/// functions, and a domain's CHECK with them — which must run with the writer's rights.
+pub fn as_caller<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    match CALLERS.with(|callers| callers.borrow().last().cloned()) {
+        Some(caller) => as_role(
+            caller.role,
+            pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            || crate::refresh::settings::with_search_path(&caller.search_path, body),
+        ),
+        None => body(),
+    }
+}
+
+/// Runs `body` in the caller's search_path but with the current rights: for a statement on the
+/// caller's text that must run with the extension owner's (the analysis's temporary view), once
+/// the text was read [`as_caller`] and found to run nothing on reading.
+pub fn in_caller_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    match CALLERS.with(|callers| callers.borrow().last().cloned()) {
+        Some(caller) => crate::refresh::settings::with_search_path(&caller.search_path, body),
         None => body(),
     }
 }
@@ -129,27 +155,44 @@ pub fn as_owner<R>(owner: Oid, body: impl FnOnce() -> R) -> R {
 
 /// Runs `body` as `role` with the security context `flags` added, restoring the previous identity
 /// afterwards (also when an ERROR unwinds; PostgreSQL's (sub)transaction abort restores it too).
+///
+/// Settings `body` changes (its code's `set_config(..., false)` included) are undone when it ends,
+/// in a GUC nest level of its own, as `REFRESH MATERIALIZED VIEW` does for the owner's code: what
+/// runs afterwards with other rights must not find a search_path that code chose.
 pub fn as_role<R>(role: Oid, flags: i32, body: impl FnOnce() -> R) -> R {
     let mut user = pg_sys::InvalidOid;
     let mut context: i32 = 0;
-    // SAFETY: saves and sets the backend's user id and security context; `Restore` puts them back.
-    unsafe {
+    // SAFETY: saves and sets the backend's user id and security context, and opens a GUC nest
+    // level; `Restore` closes both.
+    let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(role, context | flags);
-    }
-    let _restore = Restore { user, context };
+        pg_sys::NewGUCNestLevel()
+    };
+    let _restore = Restore {
+        user,
+        context,
+        nest,
+    };
     body()
 }
 
 struct Restore {
     user: Oid,
     context: i32,
+    nest: i32,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        // SAFETY: restores what `as_role` saved.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+        // SAFETY: undoes what `as_role` did. While an ERROR unwinds, the (sub)transaction's abort
+        // closes the nest level itself.
+        unsafe {
+            if !std::thread::panicking() {
+                pg_sys::AtEOXact_GUC(false, self.nest);
+            }
+            pg_sys::SetUserIdAndSecContext(self.user, self.context)
+        };
     }
 }
 

@@ -560,6 +560,11 @@ pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
 /// changes may have been missed, every dependent stream table reinitialises with a FULL refresh,
 /// which also re-checks its query (and its mode: a source that became a partition is read FULL).
 pub fn source_altered(source: Oid) -> PgtResult<()> {
+    // A source OID with no relation: a restored catalog's (or a restored capture trigger's name),
+    // before `restore_stream_tables()` maps it to the table as it is now. Nothing to keep in step.
+    if crate::catalog::stream_tables::pg_class_row(source, |_| ()).is_none() {
+        return Ok(());
+    }
     // Our own DDL below fires the event triggers again: the outer call already does the work.
     let Some(_guard) = RearmGuard::enter() else {
         return Ok(());
