@@ -65,18 +65,29 @@ pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 /// database's own `search_path` (`ALTER DATABASE ... SET`, which its owner may set) must not supply
 /// what its statements call. A session-level setting outranks the database's and the file's.
 pub fn pin_session_search_path() {
-    let (name, value) = (
-        c"search_path",
-        CString::new(PINNED_SEARCH_PATH).expect("no NUL"),
+    set(
+        "search_path",
+        PINNED_SEARCH_PATH,
+        pg_sys::GucAction::GUC_ACTION_SET,
     );
-    // SAFETY: PostgreSQL's GUC machinery from a connected backend; the strings are copied.
+}
+
+/// Sets a setting for the session (`GUC_ACTION_SET`) or for the current nest level
+/// (`GUC_ACTION_SAVE`, undone by `AtEOXact_GUC`).
+fn set(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+    let (name, value) = (
+        CString::new(name).expect("no NUL"),
+        CString::new(value).expect("no NUL"),
+    );
+    // SAFETY: PostgreSQL's GUC machinery from a connected backend; the strings outlive the call
+    // (set_config_option copies them).
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SET,
+            action,
             true,
             0,
             false,
@@ -121,26 +132,10 @@ fn with_settings<R>(
     settings: &[(&str, &str)],
     body: impl FnOnce() -> PgtResult<R>,
 ) -> PgtResult<R> {
-    // SAFETY: plain calls into PostgreSQL's GUC machinery from a backend inside a transaction; the
-    // strings outlive the calls (set_config_option copies them).
+    // SAFETY: opens a GUC nest level inside a transaction; closed below.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
-        let (name, value) = (
-            CString::new(*name).expect("no NUL"),
-            CString::new(*value).expect("no NUL"),
-        );
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
+        set(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
     }
     let out = body();
     // SAFETY: pops exactly the level pushed above; false = restore the previous values.
