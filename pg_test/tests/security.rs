@@ -20,6 +20,19 @@ fn db(name: &str) -> (TestDb, String) {
     (db, alice)
 }
 
+/// How many change rows of `source`'s buffer `role` sees (None: as the connection's superuser).
+fn buffer_rows_seen(db: &mut TestDb, source: &str, role: Option<&str>) -> i64 {
+    let buffer: String = db.value(&format!(
+        "SELECT format('pgtrickle_changes.changes_%s', '{source}'::regclass::oid)"
+    ));
+    if let Some(role) = role {
+        db.exec(&format!("SET ROLE {role}"));
+    }
+    let seen = db.value::<i64>(&format!("SELECT count(*) FROM {buffer}"));
+    db.exec("RESET ROLE");
+    seen
+}
+
 #[test]
 fn a_trigger_on_alices_stream_table_runs_as_alice_at_every_refresh() {
     let (mut db, alice) = db("security_trigger_trap");
@@ -137,21 +150,14 @@ fn a_revoked_privilege_stops_the_refresh_and_copies_nothing() {
         0
     );
     // Nor may alice read its change rows any more, though her refreshes were let read the buffer.
-    let buffer: String =
-        db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
     db.exec(&format!(
         "GRANT USAGE ON SCHEMA pgtrickle_changes TO {alice}"
     ));
     assert!(
-        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0,
+        buffer_rows_seen(&mut db, "src", None) > 0,
         "the superuser sees the pending change row"
     );
-    db.exec(&format!("SET ROLE {alice}"));
-    assert_eq!(
-        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
-        0
-    );
-    db.exec("RESET ROLE");
+    assert_eq!(buffer_rows_seen(&mut db, "src", Some(&alice)), 0);
     // FULL likewise.
     db.exec("SELECT pgtrickle.alter_stream_table('mine', refresh_mode => 'FULL')");
     assert_eq!(
@@ -212,15 +218,8 @@ fn a_revoked_schema_usage_stops_the_refresh_and_copies_nothing() {
         );
     }
     // Nor may alice read the change rows waiting in the buffer, though her refreshes could.
-    let buffer: String =
-        db.value("SELECT format('pgtrickle_changes.changes_%s', 'hid.t'::regclass::oid)");
-    db.exec(&format!("SET ROLE {alice}"));
-    assert_eq!(
-        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
-        0
-    );
-    db.exec("RESET ROLE");
-    assert!(db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")) > 0);
+    assert_eq!(buffer_rows_seen(&mut db, "hid.t", Some(&alice)), 0);
+    assert!(buffer_rows_seen(&mut db, "hid.t", None) > 0);
     db.exec(&format!("GRANT USAGE ON SCHEMA hid TO {alice}"));
     db.exec("SELECT pgtrickle.refresh_stream_table('hst')");
     assert_eq!(db.last_refresh("hst").0, "DIFFERENTIAL");
@@ -269,14 +268,7 @@ fn an_owner_that_loses_bypassrls_or_superuser_is_held_by_row_level_security() {
         ));
         // The policies now apply to alice: the change buffer shows her none of its rows (which
         // rows they would hide is not known of a change row).
-        let buffer: String =
-            db.value("SELECT format('pgtrickle_changes.changes_%s', 'src'::regclass::oid)");
-        db.exec(&format!("SET ROLE {alice}"));
-        assert_eq!(
-            db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
-            0
-        );
-        db.exec("RESET ROLE");
+        assert_eq!(buffer_rows_seen(&mut db, "src", Some(&alice)), 0);
         if mode == "AUTO" {
             db.exec(&format!("SELECT pgtrickle.refresh_stream_table('{name}')"));
             let (action, reason) = db.last_refresh(name);
