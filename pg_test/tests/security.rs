@@ -410,3 +410,83 @@ fn a_callers_search_path_cannot_supply_what_pg_trickle_runs() {
     assert_eq!(db.last_refresh("bystander").0, "DIFFERENTIAL");
     db.assert_matches_query("bystander", "SELECT id, v FROM src");
 }
+
+/// A stored defining query is read again — after a rename, by `alter_stream_table`, by a
+/// reinitialisation that a superuser's refresh starts — with its owner's rights, never pg_trickle's:
+/// a literal that ran nothing when the query was created can run a domain's CHECK once its type
+/// gains a field of that domain.
+#[test]
+fn a_stored_query_is_read_again_with_its_owners_rights() {
+    let (mut db, alice) = db("security_stored_query");
+    db.exec(&format!(
+        "GRANT CREATE ON DATABASE security_stored_query TO {alice}"
+    ));
+    let (mut as_alice, notices) = db.connect_keeping_notices();
+    as_alice
+        .batch_execute(&format!(
+            "SET ROLE {alice};
+             CREATE SCHEMA trap;
+             CREATE FUNCTION trap.check_says(int) RETURNS bool LANGUAGE plpgsql AS
+               $$ BEGIN RAISE NOTICE 'check ran as %', current_user; RETURN true; END $$;
+             CREATE DOMAIN trap.checked AS int CHECK (trap.check_says(VALUE));
+             CREATE TYPE trap.pair AS (a int);
+             CREATE TABLE trap.mine (id int PRIMARY KEY, v int);
+             INSERT INTO trap.mine VALUES (1, 1);
+             SELECT pgtrickle.create_stream_table('trap.lit',
+               $q$SELECT id, ('(1)'::trap.pair).a AS w FROM trap.mine$q$, '1h', 'DIFFERENTIAL');
+             ALTER TYPE trap.pair ADD ATTRIBUTE b trap.checked;"
+        ))
+        .unwrap();
+    // The stored text now reads '(1,)'::trap.pair: its NULL field goes through the domain's CHECK.
+    let _ = as_alice.batch_execute("ALTER TABLE trap.mine RENAME TO mine2");
+    let _ = as_alice
+        .batch_execute("SELECT pgtrickle.alter_stream_table('trap.lit', refresh_mode => 'FULL')");
+    let (mut superuser, superuser_notices) = db.connect_keeping_notices();
+    let refreshed = superuser.batch_execute("SELECT pgtrickle.refresh_stream_table('trap.lit')");
+    let ran_as: Vec<String> = notices
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(superuser_notices.lock().unwrap().iter())
+        .filter_map(|n| n.message.strip_prefix("check ran as ").map(str::to_string))
+        .collect();
+    assert!(!ran_as.is_empty(), "the stored query was never read again");
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    // What cannot be read again safely is refused, saying why.
+    let e = pg_trickle_e2e::db::as_db_error(&refreshed.unwrap_err()).unwrap();
+    assert!(e.message.contains("a literal of type trap.pair"), "{e:?}");
+}
+
+/// A grant of some columns lets the owner's query run, but capture queues whole rows: refused at
+/// creation, saying so.
+#[test]
+fn a_grant_of_some_columns_is_refused_by_name() {
+    let (mut db, alice) = db("security_column_grant");
+    db.exec(&format!(
+        "CREATE TABLE wide (id int PRIMARY KEY, v int, secret text);
+         GRANT SELECT (id, v) ON wide TO {alice};
+         SET ROLE {alice}"
+    ));
+    let e = db.error("SELECT pgtrickle.create_stream_table('mine', 'SELECT id, v FROM wide', '1h', 'DIFFERENTIAL')");
+    db.exec("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e:?}");
+    assert_eq!(e.message, "permission denied for table public.wide");
+    assert!(
+        e.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("Only some columns of public.wide are granted"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.hint.as_deref(),
+        Some("Grant SELECT on the whole of public.wide.")
+    );
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        0
+    );
+}

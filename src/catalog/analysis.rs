@@ -72,24 +72,36 @@ pub struct QueryAnalysis {
     pub set_returning_in_select_list: Option<String>,
 }
 
-/// Where a query's names are read, and who reads its text.
+/// Where a query's names are read, and who reads its text. Reading a query's text runs code — a
+/// literal of a composite type runs its fields' input functions, a domain's CHECK among them — so a
+/// text is only ever read with the rights of a role that answers for it, never the extension owner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Names {
-    /// In the current search_path: a stored defining query (schema-qualified, as PostgreSQL
-    /// printed it with an empty search_path).
-    AsStored,
-    /// As the SQL API's caller wrote it: in their search_path, and parsed with their rights
-    /// (`privilege::as_caller`: parsing runs the input functions of literals, domain CHECKs among
-    /// them, which must not run as the extension's owner).
-    AsWritten,
+    /// A stored defining query (schema-qualified, as PostgreSQL printed it with an empty
+    /// search_path), read as the owner of its stream table (`privilege::as_owner`): a literal that
+    /// ran nothing when the query was created may run a domain's CHECK now (its composite type
+    /// gained a field of that domain).
+    Stored(Oid),
+    /// As the SQL API's caller wrote it: in their search_path, and read with their rights
+    /// (`privilege::as_caller`).
+    Written,
+    /// Built by pg_trickle from parts of a query that was read as one of the above and found to
+    /// run nothing on reading (the engine's pieces of a defining query): read as it stands.
+    Derived,
 }
 
 impl Names {
     /// `body`, which parses the query's text, as its writer would.
     fn parse<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
-            Names::AsStored => body(),
-            Names::AsWritten => super::privilege::as_caller(body),
+            Names::Stored(owner) => super::privilege::as_owner(owner, || {
+                crate::refresh::settings::with_search_path(
+                    crate::refresh::settings::PINNED_SEARCH_PATH,
+                    body,
+                )
+            }),
+            Names::Written => super::privilege::as_caller(body),
+            Names::Derived => body(),
         }
     }
 
@@ -97,21 +109,21 @@ impl Names {
     /// found to run nothing on reading).
     fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
-            Names::AsStored => body(),
-            Names::AsWritten => super::privilege::in_caller_search_path(body),
+            Names::Stored(_) | Names::Derived => body(),
+            Names::Written => super::privilege::in_caller_search_path(body),
         }
     }
 }
 
-/// Validates and analyses a stored defining query (its names as stored). Leaves nothing behind
-/// (the probe view is dropped).
-pub fn analyze(query: &str) -> PgtResult<QueryAnalysis> {
-    analyze_names(query, Names::AsStored)
+/// Validates and analyses the stored defining query of a stream table that `owner` owns (its names
+/// as stored). Leaves nothing behind (the probe view is dropped).
+pub fn analyze(query: &str, owner: Oid) -> PgtResult<QueryAnalysis> {
+    analyze_names(query, Names::Stored(owner))
 }
 
 /// Validates and analyses a new defining query, its names read as its writer reads them.
 pub fn analyze_new(query: &str) -> PgtResult<QueryAnalysis> {
-    analyze_names(query, Names::AsWritten)
+    analyze_names(query, Names::Written)
 }
 
 fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
@@ -123,12 +135,7 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
         )
         .hint("Pass a SELECT statement."));
     }
-    names.parse(|| prepare_reporting_position(query))?;
-    check_single_select(query)?;
-    let rewritten = names.parse(|| inspect_rewritten(query))?;
-    if let Some(literal) = rewritten.literal_running_code {
-        return Err(literal_running_code(literal));
-    }
+    let rewritten = read_text(query, names)?;
 
     let (defining_query, columns, sources, non_immutable_functions, rewritten) =
         with_probe_view(query, names, move |probe| {
@@ -193,6 +200,24 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
     })
 }
 
+/// Checks that the stored defining query of a stream table `owner` owns can be read again safely
+/// (as [`analyze`] does first), before pg_trickle reads it with its own rights.
+pub fn check_stored(query: &str, owner: Oid) -> PgtResult<()> {
+    read_text(query, Names::Stored(owner)).map(|_| ())
+}
+
+/// Parses and analyses `query` as `names` says, refusing what is not one SELECT and a literal whose
+/// reading runs code.
+fn read_text(query: &str, names: Names) -> PgtResult<Rewritten> {
+    names.parse(|| prepare_reporting_position(query))?;
+    check_single_select(query)?;
+    let rewritten = names.parse(|| inspect_rewritten(query))?;
+    match rewritten.literal_running_code {
+        Some(literal) => Err(literal_running_code(literal)),
+        None => Ok(rewritten),
+    }
+}
+
 /// The output column types of `sql` (a SELECT), as SQL type names.
 pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
     Ok(describe_columns(sql)?
@@ -203,7 +228,7 @@ pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
 
 /// The columns `sql` returns, as PostgreSQL types them.
 pub fn describe_columns(sql: &str) -> PgtResult<Vec<OutputColumn>> {
-    with_probe_view(sql, Names::AsStored, |probe| {
+    with_probe_view(sql, Names::Derived, |probe| {
         with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols)
     })
 }

@@ -219,21 +219,38 @@ pub fn may_see_statistics(reader: Oid, relid: Oid) -> bool {
     }
 }
 
-/// The caller must be able to read every relation a new stream table's query names.
+/// The caller must be able to read every relation a new stream table's query names, whole: change
+/// capture queues whole rows, and its buffers are shown to whoever may read the source's table (a
+/// grant of some columns is not enough, though it lets the query run).
 pub fn require_select(caller: Oid, sources: &[Oid]) -> PgtResult<()> {
-    let denied = spi::one::<String>(
-        "SELECT s::pg_catalog.regclass::text FROM pg_catalog.unnest($1::oid[]) AS s
+    let denied = spi::rows(
+        "SELECT s::pg_catalog.regclass::text AS source,
+                pg_catalog.has_any_column_privilege($2, s, 'SELECT') AS some_columns
+           FROM pg_catalog.unnest($1::oid[]) AS s
           WHERE NOT pg_catalog.has_table_privilege($2, s, 'SELECT') ORDER BY 1 LIMIT 1",
         &[sources.to_vec().into(), caller.into()],
+        |r| {
+            Ok((
+                spi::col::<String>(r, "source")?,
+                spi::col::<bool>(r, "some_columns")?,
+            ))
+        },
     )?;
-    match denied {
-        None => Ok(()),
-        Some(source) => Err(PgtError::new(
-            SqlState::InsufficientPrivilege,
-            format!("permission denied for table {source}"),
-        )
-        .detail("A stream table's owner must be able to read everything its query reads.")),
-    }
+    let Some((source, some_columns)) = denied.into_iter().next() else {
+        return Ok(());
+    };
+    let err = PgtError::new(
+        SqlState::InsufficientPrivilege,
+        format!("permission denied for table {source}"),
+    );
+    Err(if some_columns {
+        err.detail(format!(
+            "Only some columns of {source} are granted: a stream table's owner must be able to read the whole table, because change capture queues whole rows."
+        ))
+        .hint(format!("Grant SELECT on the whole of {source}."))
+    } else {
+        err.detail("A stream table's owner must be able to read everything its query reads.")
+    })
 }
 
 /// Only a superuser may do what concerns every stream table of the database (`what`).

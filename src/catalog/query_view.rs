@@ -227,8 +227,9 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
     // and the reinitialisation says why (or puts the stream table in ERROR).
     let requested = RefreshMode::parse(&st.refresh_mode)?;
     let rebuilt = spi::in_subtransaction(|| {
-        let analysis = analysis::analyze(text)?;
-        let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
+        let owner = stream_tables::owner(st.relid)?;
+        let analysis = analysis::analyze(text, owner)?;
+        let choice = choose_mode(&analysis, requested, Some(owner))?;
         Ok((analysis, choice))
     });
     let (analysis, choice) = match rebuilt {

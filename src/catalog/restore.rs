@@ -153,8 +153,9 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
         .ok_or_else(|| PgtError::internal(format!("{view} has no definition")))?;
     let requested = RefreshMode::parse(&st.refresh_mode)?;
     let rebuilt = spi::in_subtransaction(|| {
-        let analysis = analysis::analyze(&text)?;
-        let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
+        let owner = stream_tables::owner(st.relid)?;
+        let analysis = analysis::analyze(&text, owner)?;
+        let choice = choose_mode(&analysis, requested, Some(owner))?;
         if choice.effective == RefreshMode::Differential
             && !stream_tables::has_row_identity(st.relid)?
         {

@@ -49,11 +49,13 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Result<StreamTable, Breakag
         }
         _ => st.defining_query.clone(),
     };
-    let analysis = match spi::in_subtransaction(|| analysis::analyze(&query)) {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return broken(st, Breakage::Query, &e.to_string()),
-        Err(message) => return broken(st, Breakage::Query, &message),
-    };
+    let analysis =
+        match spi::in_subtransaction(|| analysis::analyze(&query, stream_tables::owner(st.relid)?))
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return broken(st, Breakage::Query, &e.to_string()),
+            Err(message) => return broken(st, Breakage::Query, &message),
+        };
     if let Some(problem) = changed_columns(st, &analysis)? {
         return broken(st, Breakage::Query, &problem);
     }
