@@ -298,6 +298,9 @@ GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
 -- Capture tells the coordinator that a source changed (src/cdc/signal.rs); nobody else needs to.
 REVOKE ALL ON FUNCTION pgtrickle._note_change(oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtrickle._note_change(oid) TO pgtrickle_capture;
+-- The row a TRUNCATE leaves in its source's buffer (src/cdc/replaced.rs), likewise.
+REVOKE ALL ON FUNCTION pgtrickle._capture_truncate(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtrickle._capture_truncate(oid) TO pgtrickle_capture;
 
 -- The refresh worker pool of this database (src/bgworker): its size, load and last sizing decision,
 -- and the recent decisions. Nothing in them is data of stream tables: readable by everyone.

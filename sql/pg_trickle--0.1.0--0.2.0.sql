@@ -252,6 +252,12 @@ CREATE FUNCTION pgtrickle."_note_change"(
 STRICT PARALLEL UNSAFE  
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'note_change_wrapper';
+CREATE FUNCTION pgtrickle."_capture_truncate"(
+	"source" oid
+) RETURNS void
+STRICT PARALLEL UNSAFE  
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'capture_truncate_wrapper';
 CREATE FUNCTION pgtrickle."_percentile"(
 	"values" double precision[],
 	"p" double precision
@@ -452,6 +458,9 @@ GRANT USAGE ON SCHEMA pgtrickle TO pgtrickle_capture;
 -- Capture tells the coordinator that a source changed (src/cdc/signal.rs); nobody else needs to.
 REVOKE ALL ON FUNCTION pgtrickle._note_change(oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtrickle._note_change(oid) TO pgtrickle_capture;
+-- The row a TRUNCATE leaves in its source's buffer (src/cdc/replaced.rs), likewise.
+REVOKE ALL ON FUNCTION pgtrickle._capture_truncate(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtrickle._capture_truncate(oid) TO pgtrickle_capture;
 
 -- Re-arm the capture of every source as 0.2.0 installs it. Triggers that were not ENABLE ALWAYS may
 -- have missed replicated writes, so each DIFFERENTIAL stream table refreshes FULL once.

@@ -411,6 +411,35 @@ fn a_callers_search_path_cannot_supply_what_pg_trickle_runs() {
     db.assert_matches_query("bystander", "SELECT id, v FROM src");
 }
 
+/// A connection acting as `role` in a database where `role` has made schema `trap`: a function
+/// `trap.says(int)` that tells, in a notice, whom it ran as, and a domain `trap.checked` whose
+/// CHECK calls it. Notices outlive the rollbacks of failed statements, so they show what ran even
+/// where pg_trickle's statement failed. Also returns what the connection has heard.
+fn trap_session(db: &mut TestDb, role: &str) -> (postgres::Client, pg_trickle_e2e::Notices) {
+    db.exec(&format!("GRANT CREATE ON DATABASE {} TO {role}", db.name));
+    let (mut session, heard) = db.connect_keeping_notices();
+    session
+        .batch_execute(&format!(
+            "SET ROLE {role};
+             CREATE SCHEMA trap;
+             GRANT USAGE ON SCHEMA trap TO PUBLIC;
+             CREATE FUNCTION trap.says(int) RETURNS bool LANGUAGE plpgsql AS
+               $$ BEGIN RAISE NOTICE 'ran as %', current_user; RETURN true; END $$;
+             CREATE DOMAIN trap.checked AS int CHECK (trap.says(VALUE));"
+        ))
+        .unwrap();
+    (session, heard)
+}
+
+/// Whom the trap's code ran as, by what every given connection heard.
+fn trap_ran_as(heard: &[&pg_trickle_e2e::Notices]) -> Vec<String> {
+    heard
+        .iter()
+        .flat_map(|h| h.lock().unwrap().clone())
+        .filter_map(|n| n.message.strip_prefix("ran as ").map(str::to_string))
+        .collect()
+}
+
 /// A stored defining query is read again — after a rename, by `alter_stream_table`, by a
 /// reinitialisation that a superuser's refresh starts — with its owner's rights, never pg_trickle's:
 /// a literal that ran nothing when the query was created can run a domain's CHECK once its type
@@ -418,38 +447,24 @@ fn a_callers_search_path_cannot_supply_what_pg_trickle_runs() {
 #[test]
 fn a_stored_query_is_read_again_with_its_owners_rights() {
     let (mut db, alice) = db("security_stored_query");
-    db.exec(&format!(
-        "GRANT CREATE ON DATABASE security_stored_query TO {alice}"
-    ));
-    let (mut as_alice, notices) = db.connect_keeping_notices();
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
     as_alice
-        .batch_execute(&format!(
-            "SET ROLE {alice};
-             CREATE SCHEMA trap;
-             CREATE FUNCTION trap.check_says(int) RETURNS bool LANGUAGE plpgsql AS
-               $$ BEGIN RAISE NOTICE 'check ran as %', current_user; RETURN true; END $$;
-             CREATE DOMAIN trap.checked AS int CHECK (trap.check_says(VALUE));
-             CREATE TYPE trap.pair AS (a int);
+        .batch_execute(
+            "CREATE TYPE trap.pair AS (a int);
              CREATE TABLE trap.mine (id int PRIMARY KEY, v int);
              INSERT INTO trap.mine VALUES (1, 1);
              SELECT pgtrickle.create_stream_table('trap.lit',
                $q$SELECT id, ('(1)'::trap.pair).a AS w FROM trap.mine$q$, '1h', 'DIFFERENTIAL');
-             ALTER TYPE trap.pair ADD ATTRIBUTE b trap.checked;"
-        ))
+             ALTER TYPE trap.pair ADD ATTRIBUTE b trap.checked;",
+        )
         .unwrap();
     // The stored text now reads '(1,)'::trap.pair: its NULL field goes through the domain's CHECK.
     let _ = as_alice.batch_execute("ALTER TABLE trap.mine RENAME TO mine2");
     let _ = as_alice
         .batch_execute("SELECT pgtrickle.alter_stream_table('trap.lit', refresh_mode => 'FULL')");
-    let (mut superuser, superuser_notices) = db.connect_keeping_notices();
+    let (mut superuser, superuser_heard) = db.connect_keeping_notices();
     let refreshed = superuser.batch_execute("SELECT pgtrickle.refresh_stream_table('trap.lit')");
-    let ran_as: Vec<String> = notices
-        .lock()
-        .unwrap()
-        .iter()
-        .chain(superuser_notices.lock().unwrap().iter())
-        .filter_map(|n| n.message.strip_prefix("check ran as ").map(str::to_string))
-        .collect();
+    let ran_as = trap_ran_as(&[&heard, &superuser_heard]);
     assert!(!ran_as.is_empty(), "the stored query was never read again");
     assert!(
         ran_as.iter().all(|who| *who == alice),
@@ -458,6 +473,159 @@ fn a_stored_query_is_read_again_with_its_owners_rights() {
     // What cannot be read again safely is refused, saying why.
     let e = pg_trickle_e2e::db::as_db_error(&refreshed.unwrap_err()).unwrap();
     assert!(e.message.contains("a literal of type trap.pair"), "{e:?}");
+}
+
+/// The differential engine reads a view's text into the SQL it builds, and PostgreSQL reads that
+/// SQL's literals again: as the stream table's owner, never as pg_trickle (at creation, and at the
+/// reinitialisation after the view is redefined, started by a superuser's refresh).
+#[test]
+fn a_views_literals_are_read_as_the_stream_tables_owner() {
+    let (mut db, alice) = db("security_view_literal");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE TYPE trap.pair AS (a int, b trap.checked);
+             CREATE TABLE trap.t (id int PRIMARY KEY, v int);
+             INSERT INTO trap.t VALUES (1, 1), (2, 2);
+             CREATE VIEW trap.v AS SELECT id, v, ('(1,2)'::trap.pair).a AS k FROM trap.t;
+             CREATE VIEW trap.plain AS SELECT id, v FROM trap.t;
+             SELECT pgtrickle.create_stream_table('trap.over_view', 'SELECT id, v, k FROM trap.v', '1h', 'DIFFERENTIAL');
+             SELECT pgtrickle.create_stream_table('trap.over_plain', 'SELECT id, v FROM trap.plain', '1h', 'DIFFERENTIAL');
+             CREATE OR REPLACE VIEW trap.plain AS SELECT id, v + (('(1,2)'::trap.pair).a - 1) AS v FROM trap.t;",
+        )
+        .unwrap();
+    as_alice
+        .batch_execute("INSERT INTO trap.t VALUES (3, 3)")
+        .unwrap();
+    let (mut superuser, superuser_heard) = db.connect_keeping_notices();
+    superuser
+        .batch_execute(
+            "SELECT pgtrickle.refresh_stream_table('trap.over_view');
+             SELECT pgtrickle.refresh_stream_table('trap.over_plain');",
+        )
+        .unwrap();
+    let ran_as = trap_ran_as(&[&heard, &superuser_heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    assert_eq!(db.last_refresh("trap.over_view").0, "DIFFERENTIAL");
+    db.assert_matches_query("trap.over_view", "SELECT id, v, k FROM trap.v");
+    db.assert_matches_query("trap.over_plain", "SELECT id, v FROM trap.plain");
+}
+
+/// A FULL refresh puts back the hidden aggregate state columns it finds missing: as the stream
+/// table's owner, since adding a column of a domain with a CHECK checks every row.
+#[test]
+fn hidden_columns_put_back_by_a_refresh_are_added_as_the_owner() {
+    let (mut db, alice) = db("security_hidden_column");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE TABLE trap.src (id int PRIMARY KEY, k trap.checked, v int);
+             INSERT INTO trap.src VALUES (1, 1, 1), (2, 2, 2);
+             SELECT pgtrickle.create_stream_table('trap.sums',
+               'SELECT sum(v) AS s, count(*) AS n FROM trap.src GROUP BY k', '1h', 'DIFFERENTIAL');",
+        )
+        .unwrap();
+    // The group key, which the select list does not show, is kept in a hidden column of its type.
+    assert_eq!(
+        db.value::<String>("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'trap.sums'::regclass AND attname = '__pgt_k0'"),
+        "trap.checked"
+    );
+    as_alice
+        .batch_execute(
+            "ALTER TABLE trap.sums DROP COLUMN __pgt_k0;
+             INSERT INTO trap.src VALUES (3, 3, 3);",
+        )
+        .unwrap();
+    let (mut superuser, superuser_heard) = db.connect_keeping_notices();
+    superuser
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('trap.sums')")
+        .unwrap();
+    let ran_as = trap_ran_as(&[&heard, &superuser_heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    db.assert_matches_query(
+        "trap.sums",
+        "SELECT sum(v) AS s, count(*) AS n FROM trap.src GROUP BY k",
+    );
+}
+
+/// Change capture keeps a source's new column in its change buffer. Adding a column of a domain to
+/// a table with rows checks the domain for each, and the buffer belongs to pg_trickle: the CHECK must
+/// not run with pg_trickle's rights — the extension owner's, nor the capture role's, which owns
+/// every buffer (found by a review: from there, a trigger on a buffer ran as the superuser).
+/// Likewise the change row a TRUNCATE writes.
+#[test]
+fn a_sources_domain_columns_never_run_as_pg_trickle() {
+    let (mut db, alice) = db("security_buffer_domain");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE TABLE trap.src (id int PRIMARY KEY, v int);
+             INSERT INTO trap.src VALUES (1, 1), (2, 2);
+             SELECT pgtrickle.create_stream_table('trap.mirror', 'SELECT id, v FROM trap.src', '1h', 'DIFFERENTIAL');
+             INSERT INTO trap.src VALUES (3, 3);
+             ALTER TABLE trap.src ADD COLUMN z trap.checked;
+             CREATE TABLE trap.other (id int PRIMARY KEY, v int, x trap.checked);
+             INSERT INTO trap.other VALUES (1, 1, 1);
+             SELECT pgtrickle.create_stream_table('trap.other_mirror', 'SELECT id, v FROM trap.other', '1h', 'DIFFERENTIAL');",
+        )
+        .unwrap();
+    as_alice
+        .batch_execute("TRUNCATE trap.other; INSERT INTO trap.src VALUES (4, 4, 4);")
+        .unwrap();
+    let (mut superuser, superuser_heard) = db.connect_keeping_notices();
+    superuser
+        .batch_execute(
+            "SELECT pgtrickle.refresh_stream_table('trap.mirror');
+             SELECT pgtrickle.refresh_stream_table('trap.other_mirror');",
+        )
+        .unwrap();
+    let ran_as = trap_ran_as(&[&heard, &superuser_heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    db.assert_matches_query("trap.mirror", "SELECT id, v FROM trap.src");
+    db.assert_matches_query("trap.other_mirror", "SELECT id, v FROM trap.other");
+}
+
+/// The caller's search_path is read as the caller reads it wherever pg_trickle reads the caller's
+/// names with its own rights: `"$user"` is the caller, and a schema the caller may not use is not
+/// searched. (A review made the extension owner's parse find a type the caller's did not: schema
+/// `postgres`, the owner's `"$user"`, or a schema whose USAGE its owner revoked from itself.)
+#[test]
+fn the_callers_search_path_means_the_same_to_pg_trickle() {
+    let (mut db, alice) = db("security_caller_path");
+    let owner: String =
+        db.value("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'pg_trickle'");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(&format!(
+            "CREATE SCHEMA {owner};
+             CREATE TYPE {owner}.cc AS (a int, b trap.checked);
+             CREATE SCHEMA hid;
+             CREATE TYPE hid.cc AS (a int, b trap.checked);
+             REVOKE USAGE ON SCHEMA hid FROM {alice};
+             CREATE SCHEMA mine;
+             CREATE TYPE mine.cc AS (a int, b int);
+             SET search_path = \"$user\", hid, mine;"
+        ))
+        .unwrap();
+    as_alice
+        .batch_execute("SELECT pgtrickle.create_stream_table('mine.st', $$SELECT ('(1,2)'::cc).a AS a$$, '1h', 'FULL')")
+        .unwrap();
+    let ran_as = trap_ran_as(&[&heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    let stored: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables");
+    assert!(stored.contains("mine.cc"), "{stored}");
 }
 
 /// A grant of some columns lets the owner's query run, but capture queues whole rows: refused at

@@ -68,7 +68,7 @@ fn alter(
 fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let analysis = analysis::analyze(&st.defining_query, stream_tables::owner(st.relid)?)?;
-    let choice = choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))?;
+    let choice = choose_mode(&analysis, requested, stream_tables::owner(st.relid)?)?;
     let becomes_differential =
         choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {

@@ -74,34 +74,26 @@ pub struct QueryAnalysis {
 
 /// Where a query's names are read, and who reads its text. Reading a query's text runs code — a
 /// literal of a composite type runs its fields' input functions, a domain's CHECK among them — so a
-/// text is only ever read with the rights of a role that answers for it, never the extension owner's.
+/// text is only ever read first with the rights of a role that answers for it, never the extension
+/// owner's; pg_trickle reads it with its own rights only after that found no such literal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Names {
     /// A stored defining query (schema-qualified, as PostgreSQL printed it with an empty
-    /// search_path), read as the owner of its stream table (`privilege::as_owner`): a literal that
-    /// ran nothing when the query was created may run a domain's CHECK now (its composite type
+    /// search_path), read as the owner of its stream table (`privilege::reading_as`): a literal
+    /// that ran nothing when the query was created may run a domain's CHECK now (its composite type
     /// gained a field of that domain).
     Stored(Oid),
     /// As the SQL API's caller wrote it: in their search_path, and read with their rights
     /// (`privilege::as_caller`).
     Written,
-    /// Built by pg_trickle from parts of a query that was read as one of the above and found to
-    /// run nothing on reading (the engine's pieces of a defining query): read as it stands.
-    Derived,
 }
 
 impl Names {
     /// `body`, which parses the query's text, as its writer would.
     fn parse<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
-            Names::Stored(owner) => super::privilege::as_owner(owner, || {
-                crate::refresh::settings::with_search_path(
-                    crate::refresh::settings::PINNED_SEARCH_PATH,
-                    body,
-                )
-            }),
+            Names::Stored(owner) => super::privilege::reading_as(owner, body),
             Names::Written => super::privilege::as_caller(body),
-            Names::Derived => body(),
         }
     }
 
@@ -109,7 +101,7 @@ impl Names {
     /// found to run nothing on reading).
     fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
-            Names::Stored(_) | Names::Derived => body(),
+            Names::Stored(_) => body(),
             Names::Written => super::privilege::in_caller_search_path(body),
         }
     }
@@ -218,19 +210,86 @@ fn read_text(query: &str, names: Names) -> PgtResult<Rewritten> {
     }
 }
 
-/// The output column types of `sql` (a SELECT), as SQL type names.
-pub fn describe_types(sql: &str) -> PgtResult<Vec<String>> {
-    Ok(describe_columns(sql)?
+/// The output column types of `sql` (a SELECT) read as `reader` ([`describe_columns`]), as SQL
+/// type names.
+pub fn describe_types(sql: &str, reader: Oid) -> PgtResult<Vec<String>> {
+    Ok(describe_columns(sql, reader)?
         .into_iter()
         .map(|c| c.type_sql)
         .collect())
 }
 
-/// The columns `sql` returns, as PostgreSQL types them.
-pub fn describe_columns(sql: &str) -> PgtResult<Vec<OutputColumn>> {
-    with_probe_view(sql, Names::Derived, |probe| {
-        with_empty_search_path(|| read_normalized(probe)).map(|(_, cols)| cols)
-    })
+/// The columns `sql` returns, as PostgreSQL types them (as a view of it would have them). `sql` is
+/// built by pg_trickle from parts of a defining query — with the text of the views it reads, whose
+/// literals no check of the query's own saw — so it is read as `reader`, the role answering for
+/// the query (its stream table's owner): reading runs its literals' input functions.
+pub fn describe_columns(sql: &str, reader: Oid) -> PgtResult<Vec<OutputColumn>> {
+    let c = CString::new(sql).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
+    let columns = super::privilege::reading_as(reader, || {
+        // PostgreSQL's error, if any, as an error of ours (the callers tell what it rejected).
+        Spi::connect(|client| client.prepare(sql, &[]).map(|_| ()))
+            .map_err(|e| PgtError::internal(format!("SPI: {e}")))?;
+        // SAFETY: the text was just parsed and analysed successfully by SPI, so these calls do
+        // not raise; the trees live in the current memory context and are only read.
+        Ok(unsafe { target_columns(&c) })
+    })?;
+    let names = columns.iter().map(|(name, ..)| name.clone()).collect();
+    let types = columns
+        .iter()
+        .map(|&(_, t, m, c)| (t, m, c))
+        .collect::<Vec<_>>();
+    named_types(names, &types)
+}
+
+/// The analysed tree of the one statement in `sql` (before rewriting: views not expanded).
+///
+/// # Safety
+/// `sql` parses and analyses without error.
+unsafe fn analysed(sql: &CStr) -> *mut pg_sys::Query {
+    // SAFETY: see the function's contract: the parser returns one RawStmt.
+    unsafe {
+        let raw_list = pg_sys::pg_parse_query(sql.as_ptr());
+        let raw = (*(*raw_list).elements).ptr_value as *mut pg_sys::RawStmt;
+        pg_sys::parse_analyze_fixedparams(
+            raw,
+            sql.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// (name, type, typmod, collation) of each column the one SELECT in `sql` returns.
+///
+/// # Safety
+/// `sql` parses and analyses without error.
+unsafe fn target_columns(sql: &CStr) -> Vec<(String, Oid, i32, Oid)> {
+    // SAFETY: see the function's contract; the target list's entries are TargetEntry nodes.
+    unsafe {
+        let list = (*analysed(sql)).targetList;
+        let length = if list.is_null() { 0 } else { (*list).length };
+        (0..length)
+            .map(|i| (*(*list).elements.add(i as usize)).ptr_value as *mut pg_sys::TargetEntry)
+            .filter(|&entry| !(*entry).resjunk)
+            .map(|entry| {
+                let expr = (*entry).expr as *mut pg_sys::Node;
+                let name = if (*entry).resname.is_null() {
+                    "?column?".to_string()
+                } else {
+                    CStr::from_ptr((*entry).resname)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                (
+                    name,
+                    pg_sys::exprType(expr),
+                    pg_sys::exprTypmod(expr),
+                    pg_sys::exprCollation(expr),
+                )
+            })
+            .collect()
+    }
 }
 
 /// Creates `sql` as a temporary view, runs `body` with its OID, and drops it again. PostgreSQL then has
@@ -286,15 +345,7 @@ fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
     // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
     // raise; the trees live in the current memory context and are only read.
     unsafe {
-        let raw_list = pg_sys::pg_parse_query(c.as_ptr());
-        let raw = (*(*raw_list).elements).ptr_value as *mut pg_sys::RawStmt;
-        let query = pg_sys::parse_analyze_fixedparams(
-            raw,
-            c.as_ptr(),
-            std::ptr::null(),
-            0,
-            std::ptr::null_mut(),
-        );
+        let query = analysed(&c);
         find_literal_running_code(
             query as *mut pg_sys::Node,
             (&mut out.literal_running_code as *mut Option<Oid>).cast(),
@@ -747,21 +798,61 @@ fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
 /// Every live column of a relation, in order, its type with ` COLLATE schema.name` after it when
 /// its collation is not the type's own.
 pub fn collated_columns(relid: Oid) -> PgtResult<Vec<OutputColumn>> {
-    spi::rows(
-        "SELECT a.attname::text AS name,
-                pg_catalog.format_type(a.atttypid, a.atttypmod)
-                || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
-                        THEN ' COLLATE ' || pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
-                        ELSE '' END AS type_sql
-           FROM pg_catalog.pg_attribute a
-           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-           LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
-           LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-          ORDER BY a.attnum",
+    let columns = spi::rows(
+        "SELECT attname::text AS name, atttypid AS t, atttypmod AS m, attcollation AS c
+           FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
         &[relid.into()],
-        |r| Ok(OutputColumn { name: spi::col(r, "name")?, type_sql: spi::col(r, "type_sql")? }),
+        |r| {
+            Ok((
+                spi::col::<String>(r, "name")?,
+                (
+                    spi::col::<Oid>(r, "t")?,
+                    spi::col::<i32>(r, "m")?,
+                    spi::col::<Oid>(r, "c")?,
+                ),
+            ))
+        },
+    )?;
+    let (names, types): (Vec<String>, Vec<(Oid, i32, Oid)>) = columns.into_iter().unzip();
+    named_types(names, &types)
+}
+
+/// Columns named `names`, of the (type, typmod, collation) `types` as SQL: `numeric(12,2)`,
+/// `text COLLATE "pg_catalog"."C"` when the collation is not the type's own.
+fn named_types(names: Vec<String>, types: &[(Oid, i32, Oid)]) -> PgtResult<Vec<OutputColumn>> {
+    // Types and collations outside pg_catalog are named with their schema, whatever the search_path.
+    let sql = with_empty_search_path(|| {
+        spi::rows(
+        "SELECT pg_catalog.format_type(c.t, c.m)
+                OPERATOR(pg_catalog.||) CASE WHEN c.c OPERATOR(pg_catalog.<>) 0
+                                              AND c.c OPERATOR(pg_catalog.<>) t.typcollation
+                     THEN ' COLLATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(cn.nspname)
+                          OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(co.collname)
+                     ELSE '' END AS type_sql
+           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::pg_catalog.int4[]),
+                           pg_catalog.unnest($3::pg_catalog.oid[])) WITH ORDINALITY AS c(t, m, c, i)
+           JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) c.t
+           LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) c.c
+           LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) co.collnamespace
+          ORDER BY c.i",
+        &[
+            types.iter().map(|t| t.0).collect::<Vec<_>>().into(),
+            types.iter().map(|t| t.1).collect::<Vec<_>>().into(),
+            types.iter().map(|t| t.2).collect::<Vec<_>>().into(),
+        ],
+        |r| spi::col::<String>(r, "type_sql"),
     )
+    })?;
+    if sql.len() != names.len() {
+        return Err(PgtError::internal("a column's type vanished"));
+    }
+    Ok(names
+        .into_iter()
+        .zip(sql)
+        .map(|(name, type_sql)| OutputColumn { name, type_sql })
+        .collect())
 }
 
 /// The relations the query reads. A composite type's row (`(ROW(n, 'x')::pair).a`) is a column

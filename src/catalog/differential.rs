@@ -30,7 +30,7 @@ pub struct ModeChoice {
 pub fn choose_mode(
     analysis: &QueryAnalysis,
     requested: RefreshMode,
-    owner: Option<Oid>,
+    owner: Oid,
 ) -> PgtResult<ModeChoice> {
     if requested == RefreshMode::Full {
         return Ok(ModeChoice {
@@ -62,10 +62,7 @@ pub fn choose_mode(
 }
 
 /// Ok(Ok(tree)) when supported, Ok(Err(construct)) when not.
-fn differential_tree(
-    analysis: &QueryAnalysis,
-    owner: Option<Oid>,
-) -> PgtResult<Result<OpTree, String>> {
+fn differential_tree(analysis: &QueryAnalysis, owner: Oid) -> PgtResult<Result<OpTree, String>> {
     for source in &analysis.sources {
         let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?
             .unwrap_or_default();
@@ -75,12 +72,12 @@ fn differential_tree(
                 return Ok(Err(format!("foreign table {name} as a source")))
             }
             SourceKind::Table | SourceKind::StreamTable | SourceKind::PartitionedTable => {
-                if let Some(problem) = table_problem(source.relid, owner)? {
+                if let Some(problem) = table_problem(source.relid, Some(owner))? {
                     return Ok(Err(problem));
                 }
             }
             SourceKind::View => {
-                if let Some(reason) = view_semantics_at_stake(source.relid, owner)? {
+                if let Some(reason) = view_semantics_at_stake(source.relid, Some(owner))? {
                     return Ok(Err(reason));
                 }
             }
@@ -112,7 +109,10 @@ fn differential_tree(
         return Ok(Err("a query without output columns".into()));
     }
     let mut tree = match with_empty_search_path(|| {
-        Ok(analyze::analyze(&analysis.defining_query, &PgCatalog))
+        Ok(analyze::analyze(
+            &analysis.defining_query,
+            &PgCatalog { reader: owner },
+        ))
     })? {
         Ok(tree) => tree,
         Err(AnalyzeError::Unsupported(construct)) => return Ok(Err(construct)),
@@ -129,11 +129,11 @@ fn differential_tree(
         for cte in tree.ctes.iter_mut() {
             fill_scan_types(cte)?;
         }
-        fill_null_types(&tree.clone(), &mut tree.root)?;
-        fill_aggregate_types(&tree.clone(), &mut tree.root)?;
+        fill_null_types(&tree.clone(), &mut tree.root, owner)?;
+        fill_aggregate_types(&tree.clone(), &mut tree.root, owner)?;
         for cte in 0..tree.ctes.len() {
             let mut body = tree.ctes[cte].clone();
-            fill_null_types(&tree, &mut body)?;
+            fill_null_types(&tree, &mut body, owner)?;
             tree.ctes[cte] = body;
         }
         Ok(tree)
@@ -148,7 +148,7 @@ fn differential_tree(
     };
     // The tables read through views face the same tests as those named directly.
     for table in tree.tables() {
-        if let Some(problem) = table_problem(Oid::from(table.relid), owner)? {
+        if let Some(problem) = table_problem(Oid::from(table.relid), Some(owner))? {
             return Ok(Err(problem));
         }
     }
@@ -180,7 +180,7 @@ fn differential_tree(
     // them (the defining query, a subquery, a CTE, a view) are checked.
     for collected in &tree.collected_subqueries {
         let described =
-            spi::in_subtransaction(|| super::analysis::describe_columns(&collected.query));
+            spi::in_subtransaction(|| super::analysis::describe_columns(&collected.query, owner));
         let columns = match described {
             Ok(columns) => columns?,
             Err(message) => {
@@ -207,7 +207,7 @@ fn differential_tree(
             }));
         }
     }
-    if let Err(message) = validate(&tree, &output_types)? {
+    if let Err(message) = validate(&tree, &output_types, owner)? {
         return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
@@ -480,8 +480,9 @@ fn fill_scan_types(node: &mut Node) -> PgtResult<()> {
 
 /// Aggregates the engine may maintain from stored state need their keys' and arguments' types (for
 /// the hidden state columns) and, for MIN/MAX, the argument type's `<` operator; every grouping needs
-/// its keys' `=` (to find a group's rows whatever the search_path). Resolved now.
-fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
+/// its keys' `=` (to find a group's rows whatever the search_path). Resolved now, the SQL read as
+/// `reader` (`analysis::describe_columns`).
+fn fill_aggregate_types(tree: &OpTree, node: &mut Node, reader: Oid) -> PgtResult<()> {
     if let Node::Aggregate {
         input,
         group_by,
@@ -517,7 +518,7 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 named.join(", "),
                 new_sql(tree, input, &mut DiffContext::default())?
             );
-            let types = describe_types(&sql)?;
+            let types = describe_types(&sql, reader)?;
             let keys = &types[..group_by.len()];
             // All or nothing: without one key's operator the engine matches groups by record equality.
             *key_eq = keys
@@ -555,13 +556,14 @@ fn fill_aggregate_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
         }
     }
     for child in node.children_mut() {
-        fill_aggregate_types(tree, child)?;
+        fill_aggregate_types(tree, child, reader)?;
     }
     Ok(())
 }
 
-/// Outer joins pad the other side with NULLs, which need that side's column types.
-fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
+/// Outer joins pad the other side with NULLs, which need that side's column types (the SQL read as
+/// `reader`).
+fn fill_null_types(tree: &OpTree, node: &mut Node, reader: Oid) -> PgtResult<()> {
     if let Node::Join {
         kind,
         left,
@@ -580,13 +582,13 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
                 };
                 if padded.arity() > 0 {
                     let sql = new_sql(tree, padded, &mut DiffContext::default())?;
-                    null_types.extend(describe_types(&sql)?);
+                    null_types.extend(describe_types(&sql, reader)?);
                 }
             }
         }
     }
     for child in node.children_mut() {
-        fill_null_types(tree, child)?;
+        fill_null_types(tree, child, reader)?;
     }
     Ok(())
 }
@@ -594,26 +596,35 @@ fn fill_null_types(tree: &OpTree, node: &mut Node) -> PgtResult<()> {
 /// Installs change capture on the sources and lets PostgreSQL parse and analyse the delta query with
 /// every source changed, in a subtransaction: a type without equality, say, surfaces now instead of at
 /// every refresh. On success the capture stays (DIFFERENTIAL needs it); on failure it is rolled back.
-fn validate(tree: &OpTree, output_types: &[String]) -> PgtResult<Result<(), String>> {
+/// The delta holds the text of the views the query reads, so it is read as `reader`
+/// (`privilege::reading_as`), the role answering for the query.
+fn validate(tree: &OpTree, output_types: &[String], reader: Oid) -> PgtResult<Result<(), String>> {
     let cdc = crate::cdc::refresh_context(&tree.tables())?;
     let Some(sql) = delta_query(tree, output_types, &mut DiffContext::new(cdc))? else {
         return Ok(Ok(()));
     };
     Ok(spi::in_subtransaction(|| {
-        for t in tree.tables() {
-            crate::cdc::ensure_capture(Oid::from(t.relid))?;
+        let tables: Vec<Oid> = tree.tables().iter().map(|t| Oid::from(t.relid)).collect();
+        for &t in &tables {
+            crate::cdc::ensure_capture(t)?;
         }
-        Spi::connect(|c| {
-            c.prepare(sql.as_str(), &[pgrx::pg_sys::PgBuiltInOids::TEXTOID.into()])
-                .map(|_| ())
+        // Its refreshes read the buffers as `reader`, who must reach them to read the delta now.
+        crate::cdc::grant_readers(&tables, reader)?;
+        super::privilege::reading_as(reader, || {
+            Spi::connect(|c| {
+                c.prepare(sql.as_str(), &[pgrx::pg_sys::PgBuiltInOids::TEXTOID.into()])
+                    .map(|_| ())
+            })
+            .map_err(|e| PgtError::internal(format!("SPI: {e}")))
         })
-        .map_err(|e| PgtError::internal(format!("SPI: {e}")))
     })
     .and_then(|r| r.map_err(|e| e.message)))
 }
 
-/// The analyser's view of the catalog, through SPI.
-struct PgCatalog;
+/// The analyser's view of the catalog, through SPI; SQL it asks about is read as `reader`.
+struct PgCatalog {
+    reader: Oid,
+}
 
 impl Catalog for PgCatalog {
     fn relation(&self, schema: Option<&str>, name: &str) -> Option<Relation> {
@@ -671,7 +682,7 @@ impl Catalog for PgCatalog {
     }
 
     fn column_types(&self, query: &str) -> Option<Vec<String>> {
-        spi::in_subtransaction(|| super::analysis::describe_types(query))
+        spi::in_subtransaction(|| super::analysis::describe_types(query, self.reader))
             .ok()?
             .ok()
     }

@@ -27,9 +27,10 @@ pub fn caller() -> Oid {
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     let owner = extension_owner()
         .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
+    let role = caller();
     let caller = Caller {
-        role: caller(),
-        search_path: current_search_path(),
+        role,
+        search_path: search_path_as_read_by(role),
     };
     CALLERS.with(|callers| callers.borrow_mut().push(caller));
     let _pop = PopCaller;
@@ -59,6 +60,58 @@ impl Drop for PopCaller {
     fn drop(&mut self) {
         CALLERS.with(|callers| callers.borrow_mut().pop());
     }
+}
+
+/// The session's search_path as `role` reads it, written out so that it means the same to any role:
+/// each schema it names that exists and `role` may use, `"$user"` as `role`'s own schema, `pg_temp`
+/// where it stands. Set as it is with other rights, the setting would mean something else there:
+/// `"$user"` that role's schema, and schemas `role` may not use searched too.
+fn search_path_as_read_by(role: Oid) -> String {
+    let setting = current_search_path();
+    let Ok(raw) = std::ffi::CString::new(setting.as_str()) else {
+        return setting;
+    };
+    let mut schemas = Vec::new();
+    // SAFETY: SplitIdentifierString splits a palloc'd copy in place into a List of pointers into
+    // it; catalog lookups and ACL checks by OID; every string read is copied at once.
+    unsafe {
+        let copy = pg_sys::pstrdup(raw.as_ptr());
+        let mut names: *mut pg_sys::List = std::ptr::null_mut();
+        if !pg_sys::SplitIdentifierString(copy, b',' as std::ffi::c_char, &mut names) {
+            // PostgreSQL accepted the setting with this very function: never here.
+            return setting;
+        }
+        let count = if names.is_null() { 0 } else { (*names).length };
+        for i in 0..count {
+            let name = (*(*names).elements.add(i as usize)).ptr_value as *const std::ffi::c_char;
+            let name = match std::ffi::CStr::from_ptr(name).to_bytes() {
+                b"$user" => {
+                    let user = pg_sys::GetUserNameFromId(role, true);
+                    if user.is_null() {
+                        continue;
+                    }
+                    user as *const std::ffi::c_char
+                }
+                b"pg_temp" => {
+                    schemas.push("pg_temp".to_string());
+                    continue;
+                }
+                _ => name,
+            };
+            let schema = pg_sys::get_namespace_oid(name, true);
+            if schema != Oid::INVALID
+                && pg_sys::pg_namespace_aclcheck(schema, role, pg_sys::ACL_USAGE as pg_sys::AclMode)
+                    == pg_sys::AclResult::ACLCHECK_OK
+            {
+                schemas.push(
+                    std::ffi::CStr::from_ptr(pg_sys::quote_identifier(name))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    schemas.join(", ")
 }
 
 /// The session's search_path as set now.
@@ -151,6 +204,19 @@ fn extension_owner() -> Option<Oid> {
 /// PostgreSQL's own 42501, and the failed refresh copies nothing.
 pub fn as_owner<R>(owner: Oid, body: impl FnOnce() -> R) -> R {
     as_role(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, body)
+}
+
+/// Runs `body`, which reads (parses) SQL text `owner` answers for — a stored defining query of theirs,
+/// SQL built from one — as `owner`, as [`as_owner`] does, with the pinned search_path: reading a
+/// text runs code (its literals' input functions, a domain's CHECK among them), which must never run
+/// with pg_trickle's rights.
+pub fn reading_as<R>(owner: Oid, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    as_owner(owner, || {
+        crate::refresh::settings::with_search_path(
+            crate::refresh::settings::PINNED_SEARCH_PATH,
+            body,
+        )
+    })
 }
 
 /// Runs `body` as `role` with the security context `flags` added, restoring the previous identity

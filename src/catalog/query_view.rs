@@ -229,7 +229,7 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
     let rebuilt = spi::in_subtransaction(|| {
         let owner = stream_tables::owner(st.relid)?;
         let analysis = analysis::analyze(text, owner)?;
-        let choice = choose_mode(&analysis, requested, Some(owner))?;
+        let choice = choose_mode(&analysis, requested, owner)?;
         Ok((analysis, choice))
     });
     let (analysis, choice) = match rebuilt {

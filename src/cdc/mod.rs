@@ -315,10 +315,7 @@ pub fn grant_readers(sources: &[Oid], owner: Oid) -> PgtResult<()> {
 fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> {
     let body = if crate::catalog::version::at_least_0_2_0()? {
         format!(
-            "INSERT INTO {} (__pgt_xid, __pgt_w) VALUES (pg_catalog.pg_current_xact_id(), {});
-               PERFORM pgtrickle._note_change({}::pg_catalog.oid);",
-            buffer_name(source),
-            replaced::REPLACED_WEIGHT,
+            "PERFORM pgtrickle._capture_truncate({}::pg_catalog.oid);",
             source.to_u32()
         )
     } else {
@@ -426,6 +423,19 @@ fn write_capture_function(source: Oid, columns: &[(String, String)]) -> PgtResul
         ),
         &[],
     )
+}
+
+/// Whether any of `columns` (of `source`) is of a domain type.
+fn any_domain(source: Oid, columns: &[(String, String)]) -> PgtResult<bool> {
+    let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                          JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) $1
+                           AND a.attname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.name[])
+                           AND t.typtype OPERATOR(pg_catalog.=) 'd')",
+        &[source.into(), names.into()],
+    )? == Some(true))
 }
 
 /// Whether `source` has a change buffer: some DIFFERENTIAL or AUTO stream table reads it.
@@ -556,7 +566,8 @@ pub fn drop_capture_except(keep: &[Oid]) -> PgtResult<usize> {
 
 /// After DDL touching a source (ALTER TABLE, a new partition or child, a dropped capture trigger):
 /// keep capture in step with its columns, descendants and trigger states. Added columns are simply
-/// added to the buffer; anything else (a dropped or retyped column) rebuilds the buffer. Whenever
+/// added to the buffer; anything else (a dropped or retyped column, an added column of a domain)
+/// rebuilds the buffer. Whenever
 /// changes may have been missed, every dependent stream table reinitialises with a FULL refresh,
 /// which also re-checks its query (and its mode: a source that became a partition is read FULL).
 pub fn source_altered(source: Oid) -> PgtResult<()> {
@@ -582,7 +593,10 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         && captured
             .iter()
             .zip(&now)
-            .all(|(a, b)| a.0 == b.0 && uncollated(&a.1) == uncollated(&b.1));
+            .all(|(a, b)| a.0 == b.0 && uncollated(&a.1) == uncollated(&b.1))
+        // Adding a column of a domain to a table with rows checks each against the domain: the
+        // source owner's CHECK, which must not run as pg_trickle (a new buffer has no rows).
+        && !any_domain(source, &now[captured.len()..])?;
     let table = crate::catalog::names::qualified_name_of(source)?;
     if !only_additions {
         reinit::mark_dependents(source, &format!("the columns of {table} changed"))?;

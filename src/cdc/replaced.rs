@@ -40,6 +40,17 @@ pub fn is_replacing(table: Oid) -> bool {
     })
 }
 
+/// Called by a source's TRUNCATE trigger function (as pgtrickle_capture, the only role that may):
+/// appends a replaced row to the source's change buffer and signals the change. Written as capture
+/// writes its rows: an `INSERT` would fill the buffer's other columns with NULLs checked against
+/// their types, running the CHECK of a source's domain with pgtrickle_capture's rights.
+#[pgrx::pg_extern(schema = "pgtrickle", name = "_capture_truncate", parallel_unsafe)]
+fn capture_truncate(source: Oid) {
+    use crate::error::OrRaise;
+    // SAFETY: called by the trigger on `source`, whose buffer exists while the trigger does.
+    unsafe { super::trigger::append_replaced_row(source) }.or_raise()
+}
+
 /// Runs `replace` — the statements replacing every row of the stream table `storage` — without
 /// capturing its writes, after appending a replaced row to the table's change buffer.
 pub fn uncaptured<T>(storage: Oid, replace: impl FnOnce() -> PgtResult<T>) -> PgtResult<T> {

@@ -65,7 +65,7 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Result<StreamTable, Breakag
     } else {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
         let choice = match spi::in_subtransaction(|| {
-            choose_mode(&analysis, requested, Some(stream_tables::owner(st.relid)?))
+            choose_mode(&analysis, requested, stream_tables::owner(st.relid)?)
         }) {
             Ok(Ok(choice)) => choice,
             // What the engine refuses to read (0A000): the query itself still works.

@@ -55,10 +55,15 @@ pub fn payload(
         if !has_fillfactor(st.relid)? {
             changes.push(format!("SET (fillfactor = {GROUP_ROWS_FILLFACTOR})"));
         }
-        spi::exec(
-            &format!("ALTER TABLE {} {}", storage.quoted(), changes.join(", ")),
-            &[],
-        )?;
+        // As the owner: adding a column of a domain checks every row against the domain's CHECK,
+        // the owner's code (a group key's type), which must not run with pg_trickle's rights.
+        let owner = crate::catalog::stream_tables::owner(st.relid)?;
+        crate::catalog::privilege::as_owner(owner, || {
+            spi::exec(
+                &format!("ALTER TABLE {} {}", storage.quoted(), changes.join(", ")),
+                &[],
+            )
+        })?;
     }
     Ok(Some(state.payload(&st.output_columns, &visible_types)))
 }
