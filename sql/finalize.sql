@@ -1,6 +1,7 @@
 -- pg_trickle views and event triggers. Runs last in CREATE EXTENSION.
 
-CREATE VIEW pgtrickle.stream_tables AS
+-- security_barrier: a reader's own function in a WHERE clause must not see the rows the filter hides.
+CREATE VIEW pgtrickle.stream_tables WITH (security_barrier) AS
 SELECT st.pgt_id,
        n.nspname                         AS schema_name,
        c.relname                         AS table_name,
@@ -313,7 +314,8 @@ GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;
 -- Statistics per stream table (MT-9), as pg_stat_* views are: bigint counters, float8 milliseconds,
 -- stats_reset. Counters are kept in pgt_cost_model_summary, updated by each refresh. Rows for the
 -- stream tables the reader may read, or all for pg_read_all_stats (pg_monitor): errors reveal data.
-CREATE VIEW pgtrickle.pg_stat_pgtrickle AS
+-- security_barrier: as pgtrickle.stream_tables.
+CREATE VIEW pgtrickle.pg_stat_pgtrickle WITH (security_barrier) AS
 SELECT pgt_id,
        n.nspname                                                       AS schema_name,
        c.relname                                                       AS table_name,

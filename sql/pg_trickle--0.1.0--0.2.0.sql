@@ -493,7 +493,7 @@ ALTER FUNCTION pgtrickle.explain_stream_table(text) CALLED ON NULL INPUT;
 
 -- Each role sees the stream tables it may read (0.2.0): queries and errors can reveal source data;
 -- the last refresh and true staleness for people.
-CREATE OR REPLACE VIEW pgtrickle.stream_tables AS
+CREATE OR REPLACE VIEW pgtrickle.stream_tables WITH (security_barrier) AS
 SELECT st.pgt_id,
        n.nspname                         AS schema_name,
        c.relname                         AS table_name,
@@ -533,7 +533,7 @@ GRANT SELECT ON pgtrickle.pool_status, pgtrickle.pool_decisions TO PUBLIC;
 -- Statistics per stream table (0.2.0; MT-9), as pg_stat_* views are: bigint counters, float8 milliseconds,
 -- stats_reset. Counters are kept in pgt_cost_model_summary, updated by each refresh. Rows for the
 -- stream tables the reader may read, or all for pg_read_all_stats (pg_monitor): errors reveal data.
-CREATE VIEW pgtrickle.pg_stat_pgtrickle AS
+CREATE VIEW pgtrickle.pg_stat_pgtrickle WITH (security_barrier) AS
 SELECT pgt_id,
        n.nspname                                                       AS schema_name,
        c.relname                                                       AS table_name,

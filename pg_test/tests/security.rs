@@ -440,6 +440,58 @@ fn trap_ran_as(heard: &[&pg_trickle_e2e::Notices]) -> Vec<String> {
         .collect()
 }
 
+/// Code that runs while pg_trickle reads a query as its writer can change what pg_trickle's own
+/// reading finds next: no user's code runs during that one. (A review's CHECK, on its second call,
+/// replaced the type the writer's reading had checked with one holding a domain, which the
+/// superuser's reading then found first.)
+#[test]
+fn no_users_code_runs_while_a_query_is_read() {
+    let (mut db, alice) = db("security_reading_fence");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE SCHEMA a; CREATE SCHEMA b; GRANT USAGE ON SCHEMA a, b TO PUBLIC;
+             CREATE TABLE trap.src (id int);
+             INSERT INTO trap.src VALUES (1);
+             CREATE SEQUENCE trap.calls;
+             CREATE FUNCTION trap.switch(v text) RETURNS bool LANGUAGE plpgsql AS $$
+               BEGIN
+                 RAISE NOTICE 'ran as %', current_user;
+                 IF nextval('trap.calls') = 2 THEN
+                   ALTER TYPE b.t1 ALTER ATTRIBUTE f TYPE text;
+                   CREATE TYPE a.t1 AS (f trap.text_checked);
+                 END IF;
+                 RETURN true;
+               END $$;
+             CREATE DOMAIN trap.text_checked AS text CHECK (trap.switch(VALUE));
+             CREATE TYPE b.t1 AS (f trap.text_checked);
+             SET search_path = a, b;",
+        )
+        .unwrap();
+    let created = as_alice.batch_execute(
+        "SELECT pgtrickle.create_stream_table('trap.st', $q$SELECT id, ('(x)'::t1).f AS c FROM trap.src$q$, '1h', 'FULL')",
+    );
+    let e = pg_trickle_e2e::db::as_db_error(&created.unwrap_err()).unwrap();
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert_eq!(
+        e.message,
+        "reading the query would run function trap.switch(pg_catalog.text)"
+    );
+    let ran_as = trap_ran_as(&[&heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "the domain's CHECK ran as {ran_as:?}"
+    );
+    // The same value built when the query runs is read by no one.
+    as_alice
+        .batch_execute(
+            "CREATE DOMAIN trap.positive AS int CHECK (VALUE > 0);
+             CREATE TYPE trap.safe AS (n trap.positive);
+             SELECT pgtrickle.create_stream_table('trap.fine', $q$SELECT id, ROW(1)::trap.safe AS s FROM trap.src$q$, '1h', 'FULL');",
+        )
+        .unwrap();
+}
+
 /// A stored defining query is read again — after a rename, by `alter_stream_table`, by a
 /// reinitialisation that a superuser's refresh starts — with its owner's rights, never pg_trickle's:
 /// a literal that ran nothing when the query was created can run a domain's CHECK once its type
@@ -657,4 +709,119 @@ fn a_grant_of_some_columns_is_refused_by_name() {
         db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
         0
     );
+}
+
+/// ANALYZE of a change buffer (autovacuum's, anyone's) runs as the role owning every buffer, and
+/// calls its columns' type code: a range type's `subtype_diff`, which any user may write. Buffers
+/// keep no statistics of such columns. (A review made that role put a trigger on another user's
+/// buffer this way, which the superuser's clean-up then fired.)
+#[test]
+fn analyzing_a_change_buffer_runs_no_users_code() {
+    let (mut db, alice) = db("security_buffer_analyze");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE FUNCTION trap.diff(x int, y int) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS
+               $$ BEGIN RAISE NOTICE 'ran as %', current_user; RETURN y - x; END $$;
+             CREATE TYPE trap.r AS RANGE (subtype = int4, subtype_diff = trap.diff);
+             CREATE TABLE trap.t (id int PRIMARY KEY, rr trap.r);
+             SELECT pgtrickle.create_stream_table('trap.ranges', 'SELECT id, rr FROM trap.t', '1h', 'DIFFERENTIAL');
+             INSERT INTO trap.t SELECT g, trap.r(g, g + 1 + g % 7) FROM generate_series(1, 300) g;",
+        )
+        .unwrap();
+    let buffer: String =
+        db.value("SELECT format('pgtrickle_changes.changes_%s', 'trap.t'::regclass::oid)");
+    let (mut superuser, superuser_heard) = db.connect_keeping_notices();
+    superuser
+        .batch_execute(&format!("ANALYZE {buffer}"))
+        .unwrap();
+    superuser
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('trap.ranges')")
+        .unwrap();
+    let ran_as = trap_ran_as(&[&heard, &superuser_heard]);
+    assert!(
+        ran_as.iter().all(|who| *who == alice),
+        "subtype_diff ran as {ran_as:?}"
+    );
+    db.assert_matches_query("trap.ranges", "SELECT id, rr FROM trap.t");
+}
+
+/// The TRUNCATE functions capture uses run from their triggers only: nobody may make a trigger of
+/// their own call one, to append rows to another user's change buffer.
+#[test]
+fn a_truncate_capture_function_runs_from_its_trigger_only() {
+    let (mut db, alice) = db("security_truncate_function");
+    db.exec("SELECT pgtrickle.create_stream_table('mirror', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL')");
+    let function: String =
+        db.value("SELECT format('pgtrickle_changes.truncated_%s', 'src'::regclass::oid)");
+    // An owner of a DIFFERENTIAL stream table may use pg_trickle's buffer schema.
+    db.exec(&format!(
+        "GRANT CREATE ON SCHEMA public TO {alice}; SET ROLE {alice}; CREATE TABLE mine (i int PRIMARY KEY);
+         SELECT pgtrickle.create_stream_table('my_mirror', 'SELECT i FROM mine', '1h', 'DIFFERENTIAL')"
+    ));
+    let e = db.error(&format!(
+        "CREATE TRIGGER borrowed AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION {function}()"
+    ));
+    db.exec("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e:?}");
+    // The source's own TRUNCATE still makes the stream table refresh FULL, saying why.
+    db.exec("TRUNCATE src");
+    db.exec("SELECT pgtrickle.refresh_stream_table('mirror')");
+    assert_eq!(db.last_refresh("mirror").0, "FULL");
+    db.assert_matches_query("mirror", "SELECT id, v FROM src");
+}
+
+/// The monitoring views show a reader only the stream tables it may read; a function of the
+/// reader's in a WHERE clause must not see the others' rows before that filter does.
+#[test]
+fn a_readers_function_sees_only_the_rows_the_views_show() {
+    let (mut db, alice) = db("security_view_barrier");
+    db.exec("SELECT pgtrickle.create_stream_table('hidden_st', $$SELECT id, v FROM src WHERE who = 'TOPSECRET'$$, '1h', 'FULL')");
+    let (mut as_alice, heard) = trap_session(&mut db, &alice);
+    as_alice
+        .batch_execute(
+            "CREATE FUNCTION trap.peek(a text, b text) RETURNS bool LANGUAGE plpgsql COST 0.0000001 AS
+               $$ BEGIN RAISE NOTICE 'peeked % %', a, b; RETURN true; END $$;
+             SELECT count(*) FROM pgtrickle.stream_tables WHERE trap.peek(query, last_error);
+             SELECT count(*) FROM pgtrickle.pg_stat_pgtrickle WHERE trap.peek(status, last_error);",
+        )
+        .unwrap();
+    let peeked: Vec<String> = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.message.clone())
+        .filter(|m| m.starts_with("peeked"))
+        .collect();
+    assert!(
+        peeked.iter().all(|m| !m.contains("TOPSECRET")) && peeked.len() < 2,
+        "{peeked:?}"
+    );
+}
+
+/// A session's own settings never change another user's stored query: `ALTER SCHEMA ... RENAME`
+/// by anyone reprints every stored query that follows renames, and a session with
+/// `standard_conforming_strings = off` and `DateStyle = 'SQL, DMY'` reprinted them in a form that
+/// read back as another query (found by a review).
+#[test]
+fn a_sessions_settings_never_change_a_stored_query() {
+    let (mut db, alice) = db("security_query_text");
+    let query =
+        r"SELECT id, v FROM src WHERE (DATE '2020-01-02' + id) < DATE '2020-01-12' OR who = 'a\b'";
+    db.exec(&format!(
+        "INSERT INTO src VALUES (100, 'a\\b', 100);
+         SELECT pgtrickle.create_stream_table('dated', $q${query}$q$, '1h', 'FULL')"
+    ));
+    let before: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables");
+    db.exec(&format!(
+        "GRANT CREATE ON DATABASE security_query_text TO {alice};
+         SET ROLE {alice};
+         SET DateStyle = 'SQL, DMY'; SET standard_conforming_strings = off;
+         CREATE SCHEMA x; ALTER SCHEMA x RENAME TO y;
+         RESET ROLE; RESET DateStyle; RESET standard_conforming_strings;"
+    ));
+    let after: String = db.value("SELECT defining_query FROM pgtrickle.pgt_stream_tables");
+    assert_eq!(after, before);
+    db.exec("SELECT pgtrickle.refresh_stream_table('dated')");
+    db.assert_matches_query("dated", query);
 }

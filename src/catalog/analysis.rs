@@ -101,7 +101,8 @@ impl Names {
     /// found to run nothing on reading).
     fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
-            Names::Stored(_) => body(),
+            // Read as it was printed; a caller's text as the caller wrote it.
+            Names::Stored(_) => crate::refresh::settings::with_query_text_settings(body),
             Names::Written => super::privilege::in_caller_search_path(body),
         }
     }
@@ -300,7 +301,11 @@ fn with_probe_view<R>(
     body: impl FnOnce(Oid) -> PgtResult<R>,
 ) -> PgtResult<R> {
     let probe = quote_ident(&format!("pgt_probe_{}", std::process::id()));
-    names.resolve(|| spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[]))?;
+    names.resolve(|| {
+        super::fence::reading(|| {
+            spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[])
+        })
+    })?;
     let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{probe}'::regclass::oid"), &[])?
         .ok_or_else(|| PgtError::internal("probe view vanished"))?;
     let out = body(oid)?;
@@ -785,10 +790,12 @@ fn check_single_select(query: &str) -> PgtResult<()> {
 }
 
 fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
-    let def: String = spi::one(
-        "SELECT pg_catalog.pg_get_viewdef($1, false)",
-        &[probe.into()],
-    )?
+    let def: String = crate::refresh::settings::with_query_text_settings(|| {
+        spi::one(
+            "SELECT pg_catalog.pg_get_viewdef($1, false)",
+            &[probe.into()],
+        )
+    })?
     .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
     let def = def.trim().trim_end_matches(';').trim_end().to_string();
     let columns = collated_columns(probe)?;

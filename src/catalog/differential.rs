@@ -656,10 +656,12 @@ impl Catalog for PgCatalog {
                     .collect(),
             }),
             "v" => {
-                let def: String = spi::one(
-                    "SELECT pg_catalog.pg_get_viewdef($1, false)",
-                    &[row.0.into()],
-                )
+                let def: String = crate::refresh::settings::with_query_text_settings(|| {
+                    spi::one(
+                        "SELECT pg_catalog.pg_get_viewdef($1, false)",
+                        &[row.0.into()],
+                    )
+                })
                 .ok()??;
                 Some(Relation::View {
                     definition: def.trim().trim_end_matches(';').to_string(),

@@ -11,6 +11,8 @@ pub mod depend;
 #[cfg(feature = "pg")]
 pub mod differential;
 #[cfg(feature = "pg")]
+pub mod fence;
+#[cfg(feature = "pg")]
 pub mod guard;
 #[cfg(feature = "pg")]
 pub mod guard_ddl;

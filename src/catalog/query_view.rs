@@ -31,7 +31,12 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         return Ok(());
     }
     let view = name(pgt_id);
-    spi::exec(&format!("CREATE VIEW {view} AS {defining_query}\n"), &[])?;
+    // Read with pg_trickle's rights: no user's code may run as it is read (`fence`).
+    super::fence::reading(|| {
+        crate::refresh::settings::with_query_text_settings(|| {
+            spi::exec(&format!("CREATE VIEW {view} AS {defining_query}\n"), &[])
+        })
+    })?;
     let storage_name = super::names::qualified_name_of(storage)?;
     spi::exec(
         &format!(
@@ -65,10 +70,12 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
 pub fn current_text(pgt_id: i64) -> PgtResult<Option<String>> {
     let view = name(pgt_id);
     with_empty_search_path(|| {
-        spi::one::<String>(
-            "SELECT pg_catalog.pg_get_viewdef(pg_catalog.to_regclass($1), false)",
-            &[view.quoted().as_str().into()],
-        )
+        crate::refresh::settings::with_query_text_settings(|| {
+            spi::one::<String>(
+                "SELECT pg_catalog.pg_get_viewdef(pg_catalog.to_regclass($1), false)",
+                &[view.quoted().as_str().into()],
+            )
+        })
     })
     .map(|text| text.map(|t| t.trim().trim_end_matches(';').to_string()))
 }

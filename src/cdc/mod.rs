@@ -229,6 +229,7 @@ fn hand_to_capture_role(source: Oid) -> PgtResult<()> {
 /// captures and cleans up, is not subject.) A policy written by an earlier version is replaced.
 pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
     let buffer = buffer_name(source);
+    skip_statistics_of_users_types(&buffer)?;
     // Known by its name, which says which version wrote it (not by its text, which a search_path
     // could have bent when an earlier version wrote it).
     let policies: Vec<String> = spi::rows(
@@ -268,6 +269,35 @@ pub(crate) fn protect_buffer(source: Oid) -> PgtResult<()> {
         ),
         &[],
     )
+}
+
+/// ANALYZE of a buffer — autovacuum's, anyone's — runs as its owner, pgtrickle_capture, and calls
+/// its column types' code: a range type's `subtype_diff`, which any user may write. Columns of types
+/// made after initdb (users' and extensions') are left out of the statistics (`SET STATISTICS 0`),
+/// so that no user's code runs as the role that owns every buffer (a review made it put a trigger on
+/// another's buffer that way). A refresh plans on a buffer's row count, not on those columns.
+fn skip_statistics_of_users_types(buffer: &QualifiedName) -> PgtResult<()> {
+    let columns: Vec<String> = spi::rows(
+        "SELECT attname::text AS name FROM pg_catalog.pg_attribute
+          WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
+            AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped
+            AND atttypid OPERATOR(pg_catalog.>=) $2::pg_catalog.oid
+            AND attstattarget OPERATOR(pg_catalog.<>) 0
+          ORDER BY attnum",
+        &[
+            buffer.quoted().as_str().into(),
+            Oid::from(pgrx::pg_sys::FirstNormalObjectId).into(),
+        ],
+        |r| spi::col::<String>(r, "name"),
+    )?;
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let changes: Vec<String> = columns
+        .iter()
+        .map(|c| format!("ALTER COLUMN {} SET STATISTICS 0", quote_ident(c)))
+        .collect();
+    spi::exec(&format!("ALTER TABLE {buffer} {}", changes.join(", ")), &[])
 }
 
 /// The change buffers' row-level policy, by version (`protect_buffer`): 2 since 2026-12-07 (the
@@ -333,6 +363,15 @@ fn write_truncate_function(source: Oid, table: &QualifiedName) -> PgtResult<()> 
                {body}
                RETURN NULL;
              END $pgt$",
+            truncate_function(source)
+        ),
+        &[],
+    )?;
+    // Only its trigger runs it: nobody may make a trigger of their own run it (CREATE TRIGGER
+    // needs EXECUTE; firing does not), to append replaced rows to another's buffer.
+    spi::exec(
+        &format!(
+            "REVOKE ALL ON FUNCTION {}() FROM PUBLIC",
             truncate_function(source)
         ),
         &[],

@@ -42,6 +42,19 @@ const TEXT_FORM_SETTINGS: &[(&str, &str)] = &[
     ("lc_monetary", "C"),
 ];
 
+/// What a query's text means, pinned wherever pg_trickle prints a query (`pg_get_viewdef`) or reads
+/// text it printed: the text forms of values above, and how string and array literals are read. A
+/// session's own (`standard_conforming_strings = off`, `DateStyle = 'SQL, DMY'`) otherwise printed
+/// another user's stored query in a form that read back as something else (a review did it with
+/// `ALTER SCHEMA ... RENAME`, which reprints every stored query that follows renames).
+const QUERY_TEXT_SETTINGS: &[(&str, &str)] =
+    &[("standard_conforming_strings", "on"), ("array_nulls", "on")];
+
+/// `body` with [`QUERY_TEXT_SETTINGS`] and the text forms of values pinned.
+pub fn with_query_text_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(QUERY_TEXT_SETTINGS, || with_text_form_settings(body))
+}
+
 /// Every refresh, around all its statements:
 /// - `search_path = pg_catalog, pg_temp`: what a refresh computes must not depend on the session
 ///   that runs it (a user's schema early in the path could supply another `=`). Everything the
@@ -54,6 +67,9 @@ const TEXT_FORM_SETTINGS: &[(&str, &str)] = &[
 const REFRESH_SETTINGS: &[(&str, &str)] = &[
     ("search_path", PINNED_SEARCH_PATH),
     ("plan_cache_mode", "force_generic_plan"),
+    // Stored query text is read as it was printed (`QUERY_TEXT_SETTINGS`).
+    ("standard_conforming_strings", "on"),
+    ("array_nulls", "on"),
 ];
 
 /// The search_path pg_trickle's own statements run with wherever they run with rights other than
