@@ -68,6 +68,7 @@ unsafe extern "C-unwind" fn process_utility(
             }
         }
     };
+    crate::catalog::fence::admit_utility_statement();
     // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
     unsafe {
         let node = (*pstmt).utilityStmt;

@@ -440,56 +440,56 @@ fn trap_ran_as(heard: &[&pg_trickle_e2e::Notices]) -> Vec<String> {
         .collect()
 }
 
-/// Code that runs while pg_trickle reads a query as its writer can change what pg_trickle's own
-/// reading finds next: no user's code runs during that one. (A review's CHECK, on its second call,
+/// Code that runs while pg_trickle reads a query as its writer could change what pg_trickle's own
+/// reading finds next: it may run no utility statement. (A review's CHECK, on its second call,
 /// replaced the type the writer's reading had checked with one holding a domain, which the
-/// superuser's reading then found first.)
+/// superuser's reading then found first; the next review's swapped-in domain checked with built-in
+/// functions only, and wrote a server file with `lo_export`.)
 #[test]
 fn no_users_code_runs_while_a_query_is_read() {
-    let (mut db, alice) = db("security_reading_fence");
-    let (mut as_alice, heard) = trap_session(&mut db, &alice);
-    as_alice
-        .batch_execute(
-            "CREATE SCHEMA a; CREATE SCHEMA b; GRANT USAGE ON SCHEMA a, b TO PUBLIC;
-             CREATE TABLE trap.src (id int);
-             INSERT INTO trap.src VALUES (1);
-             CREATE SEQUENCE trap.calls;
-             CREATE FUNCTION trap.switch(v text) RETURNS bool LANGUAGE plpgsql AS $$
-               BEGIN
-                 RAISE NOTICE 'ran as %', current_user;
-                 IF nextval('trap.calls') = 2 THEN
-                   ALTER TYPE b.t1 ALTER ATTRIBUTE f TYPE text;
-                   CREATE TYPE a.t1 AS (f trap.text_checked);
-                 END IF;
-                 RETURN true;
-               END $$;
-             CREATE DOMAIN trap.text_checked AS text CHECK (trap.switch(VALUE));
-             CREATE TYPE b.t1 AS (f trap.text_checked);
-             SET search_path = a, b;",
-        )
-        .unwrap();
-    let created = as_alice.batch_execute(
-        "SELECT pgtrickle.create_stream_table('trap.st', $q$SELECT id, ('(x)'::t1).f AS c FROM trap.src$q$, '1h', 'FULL')",
-    );
-    let e = pg_trickle_e2e::db::as_db_error(&created.unwrap_err()).unwrap();
-    assert_eq!(e.code, "0A000", "{e:?}");
-    assert_eq!(
-        e.message,
-        "reading the query would run function trap.switch(pg_catalog.text)"
-    );
-    let ran_as = trap_ran_as(&[&heard]);
-    assert!(
-        ran_as.iter().all(|who| *who == alice),
-        "the domain's CHECK ran as {ran_as:?}"
-    );
-    // The same value built when the query runs is read by no one.
-    as_alice
-        .batch_execute(
-            "CREATE DOMAIN trap.positive AS int CHECK (VALUE > 0);
-             CREATE TYPE trap.safe AS (n trap.positive);
-             SELECT pgtrickle.create_stream_table('trap.fine', $q$SELECT id, ROW(1)::trap.safe AS s FROM trap.src$q$, '1h', 'FULL');",
-        )
-        .unwrap();
+    for (case, payload) in [
+        ("function", "trap.text_checked"),
+        ("builtins", "trap.builtins_checked"),
+    ] {
+        let (mut db, alice) = db(&format!("security_reading_fence_{case}"));
+        let (mut as_alice, heard) = trap_session(&mut db, &alice);
+        as_alice
+            .batch_execute(&format!(
+                "CREATE SCHEMA a; CREATE SCHEMA b; GRANT USAGE ON SCHEMA a, b TO PUBLIC;
+                 CREATE TABLE trap.src (id int);
+                 INSERT INTO trap.src VALUES (1);
+                 CREATE SEQUENCE trap.calls;
+                 CREATE DOMAIN trap.builtins_checked AS text
+                   CHECK ((('ran as ' || current_user)::int) > 0);
+                 CREATE FUNCTION trap.switch(v text) RETURNS bool LANGUAGE plpgsql AS $$
+                   BEGIN
+                     RAISE NOTICE 'ran as %', current_user;
+                     IF nextval('trap.calls') = 2 THEN
+                       ALTER TYPE b.t1 ALTER ATTRIBUTE f TYPE text;
+                       CREATE TYPE a.t1 AS (f {payload});
+                     END IF;
+                     RETURN true;
+                   END $$;
+                 CREATE DOMAIN trap.text_checked AS text CHECK (trap.switch(VALUE));
+                 CREATE TYPE b.t1 AS (f trap.text_checked);
+                 SET search_path = a, b;"
+            ))
+            .unwrap();
+        let created = as_alice.batch_execute(
+            "SELECT pgtrickle.create_stream_table('trap.st', $q$SELECT id, ('(x)'::t1).f AS c FROM trap.src$q$, '1h', 'FULL')",
+        );
+        let e = pg_trickle_e2e::db::as_db_error(&created.unwrap_err()).unwrap();
+        assert_eq!(e.code, "0A000", "{case}: {e:?}");
+        assert_eq!(
+            e.message, "no utility statement may run while pg_trickle reads a query",
+            "{case}"
+        );
+        let ran_as = trap_ran_as(&[&heard]);
+        assert!(
+            ran_as.iter().all(|who| *who == alice),
+            "{case}: the CHECK ran as {ran_as:?}"
+        );
+    }
 }
 
 /// A stored defining query is read again — after a rename, by `alter_stream_table`, by a
@@ -824,4 +824,14 @@ fn a_sessions_settings_never_change_a_stored_query() {
     assert_eq!(after, before);
     db.exec("SELECT pgtrickle.refresh_stream_table('dated')");
     db.assert_matches_query("dated", query);
+    // A new query is read as its writer's session reads it: 02/01/2020 is 2 January under DMY.
+    db.exec(
+        "SET DateStyle = 'SQL, DMY';
+         SELECT pgtrickle.create_stream_table('dmy', $q$SELECT id FROM src WHERE DATE '02/01/2020' + id < DATE '12/01/2020'$q$, '1h', 'FULL');
+         RESET DateStyle;",
+    );
+    db.assert_matches_query(
+        "dmy",
+        "SELECT id FROM src WHERE DATE '2020-01-02' + id < DATE '2020-01-12'",
+    );
 }

@@ -93,7 +93,7 @@ impl Names {
     fn parse<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
         match self {
             Names::Stored(owner) => super::privilege::reading_as(owner, body),
-            Names::Written => super::privilege::as_caller(body),
+            Names::Written => super::privilege::as_caller(|| super::fence::reading_as_writer(body)),
         }
     }
 

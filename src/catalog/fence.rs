@@ -6,7 +6,8 @@
 //! temporary view, the query view). Checking one reading does not vouch for the next: code that runs
 //! during the checked reading can change what the next one finds (a review replaced a type between
 //! the two). So during the readings with pg_trickle's rights, PostgreSQL's function manager hooks
-//! refuse to start a function that is not built in, not C or internal, and not owned by a superuser.
+//! refuse to start a function that is not built in, not C or internal, and not owned by a superuser,
+//! and `domain_in`, which evaluates a domain's CHECK (a user's expression, whatever it calls).
 
 use crate::error::{PgtError, SqlState};
 use pgrx::pg_sys::{self, Oid};
@@ -14,8 +15,13 @@ use pgrx::prelude::*;
 use std::cell::Cell;
 
 thread_local! {
-    /// How many readings are under way (they nest).
+    /// How many readings with pg_trickle's rights are under way (they nest).
     static READING: Cell<u32> = const { Cell::new(0) };
+    /// How many readings as a query's writer or owner are under way.
+    static WRITER_READING: Cell<u32> = const { Cell::new(0) };
+    /// The one utility statement of pg_trickle's own that a reading with its rights runs (its
+    /// `CREATE VIEW`) has begun: any other is a user's.
+    static OWN_STATEMENT: Cell<bool> = const { Cell::new(false) };
 }
 
 static mut PREVIOUS_NEEDS_HOOK: pg_sys::needs_fmgr_hook_type = None;
@@ -36,16 +42,33 @@ pub fn install() {
     }
 }
 
-/// Runs `body`, which reads SQL text, refusing any user's code it would run.
+/// Runs `body`, which reads a user's SQL text with pg_trickle's rights in one utility statement of
+/// its own (a `CREATE VIEW`), refusing any user's code that reading would run, and any other
+/// utility statement.
 pub fn reading<R>(body: impl FnOnce() -> R) -> R {
-    struct Done;
+    counted(&READING, body)
+}
+
+/// Runs `body`, which reads SQL text as its writer or owner: their code may run, but no utility
+/// statement — code that changed the catalog while the text was read and checked could make
+/// pg_trickle's own reading of it find something else (a review swapped a type with `ALTER TYPE`
+/// and `CREATE TYPE` from a domain's CHECK), and a domain's CHECK, a user's expression whatever it
+/// calls, cannot be refused by function: `domain_in` is built in, and PostgreSQL looks built-in
+/// functions up without asking the hooks.
+pub fn reading_as_writer<R>(body: impl FnOnce() -> R) -> R {
+    counted(&WRITER_READING, body)
+}
+
+fn counted<R>(counter: &'static std::thread::LocalKey<Cell<u32>>, body: impl FnOnce() -> R) -> R {
+    struct Done(&'static std::thread::LocalKey<Cell<u32>>);
     impl Drop for Done {
         fn drop(&mut self) {
-            READING.with(|r| r.set(r.get() - 1));
+            self.0.with(|r| r.set(r.get() - 1));
+            OWN_STATEMENT.with(|o| o.set(false));
         }
     }
-    READING.with(|r| r.set(r.get() + 1));
-    let _done = Done;
+    counter.with(|r| r.set(r.get() + 1));
+    let _done = Done(counter);
     body()
 }
 
@@ -53,10 +76,32 @@ fn is_reading() -> bool {
     READING.with(|r| r.get() > 0)
 }
 
-/// Whether `function` is code a user may have written: not built in, in a language other than C or
-/// internal, owned by a role that is not a superuser.
+/// Called as a utility statement begins: refuses one that a user's code runs while pg_trickle reads
+/// a query (the first one of a reading with pg_trickle's rights is pg_trickle's own).
+pub fn admit_utility_statement() {
+    let writer = WRITER_READING.with(|r| r.get() > 0);
+    if !writer && (!is_reading() || !OWN_STATEMENT.with(|o| o.replace(true))) {
+        return;
+    }
+    PgtError::new(
+        SqlState::FeatureNotSupported,
+        "no utility statement may run while pg_trickle reads a query",
+    )
+    .detail("Code that runs as a query is read (a domain's CHECK) must not change the catalog: pg_trickle reads the query again.")
+    .raise();
+}
+
+/// Whether `function` runs code a user may have written: one not built in, in a language other than C
+/// or internal, owned by a role that is not a superuser; or `domain_in`, through which `record_in`,
+/// `array_in` and `range_in` read a field, element or bound of a domain and evaluate its CHECK — a
+/// user's expression even when it calls only built-in functions (a review's wrote a server file
+/// with `lo_export` and read `pg_authid` with `query_to_xml`).
 fn users_code(function: Oid) -> bool {
-    if function.to_u32() < pg_sys::FirstNormalObjectId {
+    let oid = function.to_u32();
+    if oid == pg_sys::F_DOMAIN_IN || oid == pg_sys::F_DOMAIN_RECV {
+        return true;
+    }
+    if oid < pg_sys::FirstNormalObjectId {
         return false;
     }
     // SAFETY: a syscache lookup inside a transaction; the row is read, then released.
@@ -95,14 +140,20 @@ unsafe extern "C-unwind" fn hook(
     // SAFETY: `flinfo` is the function manager's, valid for the call.
     let function = unsafe { (*flinfo).fn_oid };
     if event == pg_sys::FmgrHookEventType::FHET_START && is_reading() && users_code(function) {
-        // SAFETY: a catalog lookup of a function that exists (it is being called).
-        let name =
-            unsafe { std::ffi::CStr::from_ptr(pg_sys::format_procedure_qualified(function)) }
-                .to_string_lossy()
-                .into_owned();
+        let what = if matches!(
+            function.to_u32(),
+            pg_sys::F_DOMAIN_IN | pg_sys::F_DOMAIN_RECV
+        ) {
+            "a domain's CHECK".to_string()
+        } else {
+            // SAFETY: a catalog lookup of a function that exists (it is being called).
+            let name =
+                unsafe { std::ffi::CStr::from_ptr(pg_sys::format_procedure_qualified(function)) };
+            format!("function {}", name.to_string_lossy())
+        };
         PgtError::new(
             SqlState::FeatureNotSupported,
-            format!("reading the query would run function {name}"),
+            format!("reading the query would run {what}"),
         )
         .detail("pg_trickle reads a stream table's query with its own rights too, and runs no user's code while it does: a literal of a composite type, array or range holding a domain runs the domain's CHECK as it is read.")
         .hint("Build the value when the query runs instead: ROW(...)::type, ARRAY[...]::type[], or a cast from its text (('...')::text::type).")

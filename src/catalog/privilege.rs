@@ -37,7 +37,7 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, || {
         crate::refresh::settings::with_search_path(
             crate::refresh::settings::PINNED_SEARCH_PATH,
-            || crate::refresh::settings::with_query_text_settings(body),
+            body,
         )
     })
 }
@@ -214,7 +214,11 @@ pub fn reading_as<R>(owner: Oid, body: impl FnOnce() -> PgtResult<R>) -> PgtResu
     as_owner(owner, || {
         crate::refresh::settings::with_search_path(
             crate::refresh::settings::PINNED_SEARCH_PATH,
-            || crate::refresh::settings::with_query_text_settings(body),
+            || {
+                crate::refresh::settings::with_query_text_settings(|| {
+                    super::fence::reading_as_writer(body)
+                })
+            },
         )
     })
 }
