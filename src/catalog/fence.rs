@@ -1,13 +1,17 @@
-//! While pg_trickle reads a user's SQL text with its own rights, no code a user wrote may run.
+//! What may run while pg_trickle reads SQL text.
 //!
 //! Reading a text runs code: a literal of a composite type, array or range holding a domain runs the
 //! domain's CHECK as it is read (`record_in` → `domain_in`). pg_trickle reads a query first as its
 //! writer or owner, refusing such literals, and then again as the extension's owner (the analysis's
 //! temporary view, the query view). Checking one reading does not vouch for the next: code that runs
 //! during the checked reading can change what the next one finds (a review replaced a type between
-//! the two). So during the readings with pg_trickle's rights, PostgreSQL's function manager hooks
-//! refuse to start a function that is not built in, not C or internal, and not owned by a superuser,
-//! and `domain_in`, which evaluates a domain's CHECK (a user's expression, whatever it calls).
+//! the two). So:
+//! - during every reading, no utility statement may run but pg_trickle's own: code running as a
+//!   text is read cannot change the catalog (`admit_utility_statement`, from the ProcessUtility hook);
+//! - during the readings with pg_trickle's rights, PostgreSQL's function manager hooks also refuse to
+//!   start a function that is not built in, not C or internal, and not owned by a superuser. (They
+//!   cannot refuse a CHECK made of built-in functions: PostgreSQL looks built-in functions, among
+//!   them `domain_in`, up without asking the hooks. Hence the first rule.)
 
 use crate::error::{PgtError, SqlState};
 use pgrx::pg_sys::{self, Oid};
@@ -91,17 +95,10 @@ pub fn admit_utility_statement() {
     .raise();
 }
 
-/// Whether `function` runs code a user may have written: one not built in, in a language other than C
-/// or internal, owned by a role that is not a superuser; or `domain_in`, through which `record_in`,
-/// `array_in` and `range_in` read a field, element or bound of a domain and evaluate its CHECK — a
-/// user's expression even when it calls only built-in functions (a review's wrote a server file
-/// with `lo_export` and read `pg_authid` with `query_to_xml`).
+/// Whether `function` is code a user may have written: not built in, in a language other than C or
+/// internal, owned by a role that is not a superuser.
 fn users_code(function: Oid) -> bool {
-    let oid = function.to_u32();
-    if oid == pg_sys::F_DOMAIN_IN || oid == pg_sys::F_DOMAIN_RECV {
-        return true;
-    }
-    if oid < pg_sys::FirstNormalObjectId {
+    if function.to_u32() < pg_sys::FirstNormalObjectId {
         return false;
     }
     // SAFETY: a syscache lookup inside a transaction; the row is read, then released.
@@ -140,20 +137,12 @@ unsafe extern "C-unwind" fn hook(
     // SAFETY: `flinfo` is the function manager's, valid for the call.
     let function = unsafe { (*flinfo).fn_oid };
     if event == pg_sys::FmgrHookEventType::FHET_START && is_reading() && users_code(function) {
-        let what = if matches!(
-            function.to_u32(),
-            pg_sys::F_DOMAIN_IN | pg_sys::F_DOMAIN_RECV
-        ) {
-            "a domain's CHECK".to_string()
-        } else {
-            // SAFETY: a catalog lookup of a function that exists (it is being called).
-            let name =
-                unsafe { std::ffi::CStr::from_ptr(pg_sys::format_procedure_qualified(function)) };
-            format!("function {}", name.to_string_lossy())
-        };
+        // SAFETY: a catalog lookup of a function that exists (it is being called).
+        let name =
+            unsafe { std::ffi::CStr::from_ptr(pg_sys::format_procedure_qualified(function)) };
         PgtError::new(
             SqlState::FeatureNotSupported,
-            format!("reading the query would run {what}"),
+            format!("reading the query would run function {}", name.to_string_lossy()),
         )
         .detail("pg_trickle reads a stream table's query with its own rights too, and runs no user's code while it does: a literal of a composite type, array or range holding a domain runs the domain's CHECK as it is read.")
         .hint("Build the value when the query runs instead: ROW(...)::type, ARRAY[...]::type[], or a cast from its text (('...')::text::type).")
