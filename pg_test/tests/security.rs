@@ -492,6 +492,35 @@ fn no_users_code_runs_while_a_query_is_read() {
     }
 }
 
+/// A superuser's event trigger that runs statements of its own (granting what is created) still
+/// runs when pg_trickle creates its views, whoever creates the stream table.
+#[test]
+fn a_superusers_event_trigger_runs_while_pg_trickle_reads_a_query() {
+    let (mut db, alice) = db("security_event_trigger");
+    db.exec(
+        "CREATE TABLE granted (what text);
+         CREATE FUNCTION grant_new() RETURNS event_trigger LANGUAGE plpgsql AS $$
+           DECLARE o record;
+           BEGIN
+             FOR o IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE VIEW' LOOP
+               EXECUTE format('GRANT SELECT ON %s TO PUBLIC', o.object_identity);
+               INSERT INTO public.granted VALUES (o.object_identity);
+             END LOOP;
+           END $$;
+         CREATE EVENT TRIGGER grant_new ON ddl_command_end EXECUTE FUNCTION grant_new();",
+    );
+    db.exec(&format!(
+        "GRANT CREATE ON SCHEMA public TO {alice}; SET ROLE {alice};
+         SELECT pgtrickle.create_stream_table('mine', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');
+         RESET ROLE;"
+    ));
+    db.assert_matches_query("mine", "SELECT id, v FROM src");
+    let granted: i64 =
+        db.value("SELECT count(*) FROM granted WHERE what LIKE 'pgtrickle_queries.%'");
+    assert_eq!(granted, 1);
+    db.exec("DROP EVENT TRIGGER grant_new");
+}
+
 /// A stored defining query is read again — after a rename, by `alter_stream_table`, by a
 /// reinitialisation that a superuser's refresh starts — with its owner's rights, never pg_trickle's:
 /// a literal that ran nothing when the query was created can run a domain's CHECK once its type

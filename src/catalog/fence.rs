@@ -6,8 +6,9 @@
 //! temporary view, the query view). Checking one reading does not vouch for the next: code that runs
 //! during the checked reading can change what the next one finds (a review replaced a type between
 //! the two). So:
-//! - during every reading, no utility statement may run but pg_trickle's own: code running as a
-//!   text is read cannot change the catalog (`admit_utility_statement`, from the ProcessUtility hook);
+//! - during every reading, no utility statement may run as a role other than a superuser: code
+//!   running as a text is read cannot change the catalog (`admit_utility_statement`, from the
+//!   ProcessUtility hook; pg_trickle's own statements and a superuser's event triggers run as one);
 //! - during the readings with pg_trickle's rights, PostgreSQL's function manager hooks also refuse to
 //!   start a function that is not built in, not C or internal, and not owned by a superuser. (They
 //!   cannot refuse a CHECK made of built-in functions: PostgreSQL looks built-in functions, among
@@ -23,9 +24,6 @@ thread_local! {
     static READING: Cell<u32> = const { Cell::new(0) };
     /// How many readings as a query's writer or owner are under way.
     static WRITER_READING: Cell<u32> = const { Cell::new(0) };
-    /// The one utility statement of pg_trickle's own that a reading with its rights runs (its
-    /// `CREATE VIEW`) has begun: any other is a user's.
-    static OWN_STATEMENT: Cell<bool> = const { Cell::new(false) };
 }
 
 static mut PREVIOUS_NEEDS_HOOK: pg_sys::needs_fmgr_hook_type = None;
@@ -46,9 +44,8 @@ pub fn install() {
     }
 }
 
-/// Runs `body`, which reads a user's SQL text with pg_trickle's rights in one utility statement of
-/// its own (a `CREATE VIEW`), refusing any user's code that reading would run, and any other
-/// utility statement.
+/// Runs `body`, which reads a user's SQL text with pg_trickle's rights (a `CREATE VIEW` of it),
+/// refusing any user's code that reading would run.
 pub fn reading<R>(body: impl FnOnce() -> R) -> R {
     counted(&READING, body)
 }
@@ -68,7 +65,6 @@ fn counted<R>(counter: &'static std::thread::LocalKey<Cell<u32>>, body: impl FnO
     impl Drop for Done {
         fn drop(&mut self) {
             self.0.with(|r| r.set(r.get() - 1));
-            OWN_STATEMENT.with(|o| o.set(false));
         }
     }
     counter.with(|r| r.set(r.get() + 1));
@@ -81,10 +77,13 @@ fn is_reading() -> bool {
 }
 
 /// Called as a utility statement begins: refuses one that a user's code runs while pg_trickle reads
-/// a query (the first one of a reading with pg_trickle's rights is pg_trickle's own).
+/// a query. pg_trickle's own (its `CREATE VIEW`) and a superuser's event triggers run as a
+/// superuser; a user's code that runs as a text is read runs as its writer or owner, and with
+/// pg_trickle's rights only in a function the hooks below let through, a superuser's.
 pub fn admit_utility_statement() {
-    let writer = WRITER_READING.with(|r| r.get() > 0);
-    if !writer && (!is_reading() || !OWN_STATEMENT.with(|o| o.replace(true))) {
+    let reading = is_reading() || WRITER_READING.with(|r| r.get() > 0);
+    // SAFETY: reads the current user id and looks its superuser flag up in the catalog cache.
+    if !reading || unsafe { pg_sys::superuser() } {
         return;
     }
     PgtError::new(
