@@ -67,8 +67,9 @@ fn alter(
 /// capture and makes the next refresh a FULL one that fills them in.
 fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
-    let analysis = analysis::analyze(&st.defining_query, stream_tables::owner(st.relid)?)?;
-    let choice = choose_mode(&analysis, requested, stream_tables::owner(st.relid)?)?;
+    let owner = stream_tables::owner(st.relid)?;
+    let analysis = analysis::analyze(&st.defining_query, owner)?;
+    let choice = choose_mode(&analysis, requested, owner)?;
     let becomes_differential =
         choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {
