@@ -26,6 +26,12 @@ pub enum SqlState {
     UndefinedFunction,
     /// 42939
     ReservedName,
+    /// 42701
+    DuplicateColumn,
+    /// 42P16
+    InvalidTableDefinition,
+    /// 42P22
+    IndeterminateCollation,
     /// 0A000
     FeatureNotSupported,
     /// 42501
@@ -59,6 +65,9 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::UndefinedFunction => "42883",
             SqlState::ReservedName => "42939",
+            SqlState::DuplicateColumn => "42701",
+            SqlState::InvalidTableDefinition => "42P16",
+            SqlState::IndeterminateCollation => "42P22",
             SqlState::FeatureNotSupported => "0A000",
             SqlState::InsufficientPrivilege => "42501",
             SqlState::ObjectNotInPrerequisiteState => "55000",
@@ -200,6 +209,9 @@ mod report {
                 SqlState::WrongObjectType => C::ERRCODE_WRONG_OBJECT_TYPE,
                 SqlState::UndefinedFunction => C::ERRCODE_UNDEFINED_FUNCTION,
                 SqlState::ReservedName => C::ERRCODE_RESERVED_NAME,
+                SqlState::DuplicateColumn => C::ERRCODE_DUPLICATE_COLUMN,
+                SqlState::InvalidTableDefinition => C::ERRCODE_INVALID_TABLE_DEFINITION,
+                SqlState::IndeterminateCollation => C::ERRCODE_INDETERMINATE_COLLATION,
                 SqlState::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
                 SqlState::InsufficientPrivilege => C::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 SqlState::ObjectNotInPrerequisiteState => {

@@ -67,7 +67,6 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     bgworker::init();
     cdc::signal::init();
-    catalog::fence::install();
     #[cfg(not(feature = "pg13"))]
     utility_hook::install();
 }

@@ -119,7 +119,14 @@ fn only_a_single_plain_select_is_accepted() {
         "SELECT pgtrickle.create_stream_table('x', '  ')",
         "22023",
     );
-    // The DELETE was analysed, never run.
+    // A data-modifying WITH would run again at every refresh.
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'WITH gone AS (DELETE FROM orders RETURNING id) SELECT id FROM gone', '1h', 'FULL')",
+        "0A000",
+    );
+    assert_eq!(err.message, "the defining query must not modify data");
+    // The DELETEs were analysed, never run.
     assert_eq!(db.value::<i64>("SELECT count(*) FROM orders"), 2);
 }
 
@@ -374,6 +381,22 @@ fn hidden_column_names_and_temporary_sources_are_refused() {
         &mut db,
         "SELECT pgtrickle.create_stream_table('x', 'SELECT id, id FROM orders')",
         "42701",
+    );
+    // Columns no table can have, refused as CREATE VIEW refuses them.
+    let err = rejected(
+        &mut db,
+        "SELECT pgtrickle.create_stream_table('x', 'SELECT ROW(id, amount) AS r FROM orders')",
+        "42P16",
+    );
+    assert_eq!(err.message, "column \"r\" has pseudo-type record");
+    let err = rejected(
+        &mut db,
+        r#"SELECT pgtrickle.create_stream_table('x', $q$SELECT a.s || b.s AS both FROM (SELECT id::text COLLATE "C" AS s FROM orders) a, (SELECT id::text COLLATE "POSIX" AS s FROM orders) b$q$)"#,
+        "42P22",
+    );
+    assert!(
+        err.hint.as_deref().unwrap_or("").contains("COLLATE"),
+        "{err:?}"
     );
 }
 

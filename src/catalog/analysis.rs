@@ -1,13 +1,14 @@
 //! Analysing a defining query with PostgreSQL's own parser and analyser.
 //!
 //! The query is validated (one SELECT; syntax and semantic errors reported by PostgreSQL with their
-//! position), then created as a temporary *probe view*, which hands us three things PostgreSQL has
-//! already worked out: the output columns with exact types, the relations read (pg_depend of the view's
-//! rule), and a normalised text (`pg_get_viewdef` with an empty search_path: every name schema-qualified,
-//! `*` expanded) that means the same thing whatever search_path a later refresh runs under.
+//! position), then read once more into one analysed tree, by the role answering for it, from which
+//! everything else is taken: the output columns with exact types (its target list), the relations
+//! it names (its range tables, at any depth), and a normalised text (`pg_get_querydef` with an empty
+//! search_path: every name schema-qualified, `*` expanded) that means the same thing whatever
+//! search_path a later refresh runs under. pg_trickle never reads a user's text with its own rights:
+//! another session may change what a name or a literal means between two readings.
 
 use crate::catalog::HIDDEN_PREFIX;
-use crate::dvm::sql::quote_ident;
 use crate::error::{position_detail, PgtError, PgtResult, SqlState};
 use crate::spi;
 use pgrx::pg_sys::panic::CaughtError;
@@ -74,8 +75,8 @@ pub struct QueryAnalysis {
 
 /// Where a query's names are read, and who reads its text. Reading a query's text runs code — a
 /// literal of a composite type runs its fields' input functions, a domain's CHECK among them — so a
-/// text is only ever read first with the rights of a role that answers for it, never the extension
-/// owner's; pg_trickle reads it with its own rights only after that found no such literal.
+/// text is only ever read with the rights of a role that answers for it, never the extension
+/// owner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Names {
     /// A stored defining query (schema-qualified, as PostgreSQL printed it with an empty
@@ -96,20 +97,10 @@ impl Names {
             Names::Written => super::privilege::as_caller(|| super::fence::reading_as_writer(body)),
         }
     }
-
-    /// `body`, which reads the query's names with the current rights (a text [`Names::parse`]
-    /// found to run nothing on reading).
-    fn resolve<R>(self, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-        match self {
-            // Read as it was printed; a caller's text as the caller wrote it.
-            Names::Stored(_) => crate::refresh::settings::with_query_text_settings(body),
-            Names::Written => super::privilege::in_caller_search_path(body),
-        }
-    }
 }
 
 /// Validates and analyses the stored defining query of a stream table that `owner` owns (its names
-/// as stored). Leaves nothing behind (the probe view is dropped).
+/// as stored). Leaves nothing behind.
 pub fn analyze(query: &str, owner: Oid) -> PgtResult<QueryAnalysis> {
     analyze_names(query, Names::Stored(owner))
 }
@@ -128,22 +119,24 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
         )
         .hint("Pass a SELECT statement."));
     }
-    let rewritten = read_text(query, names)?;
-
-    let (defining_query, columns, sources, non_immutable_functions, rewritten) =
-        with_probe_view(query, names, move |probe| {
-            let (defining_query, columns) = with_empty_search_path(|| read_normalized(probe))?;
-            let sources = read_sources(probe)?;
-            let mutable = if rewritten.mutable_functions {
-                name_non_immutable_functions(&rewritten.walked.mutable_functions)?
-            } else {
-                vec![]
-            };
-            Ok((defining_query, columns, sources, mutable, rewritten))
-        })?;
+    let reading = read_text(query, names)?;
+    check_columns(&reading.columns)?;
+    let sources = classify_sources(&reading.named_relations)?;
+    let non_immutable_functions = if reading.mutable_functions {
+        name_non_immutable_functions(&reading.walked.mutable_functions)?
+    } else {
+        vec![]
+    };
+    let (names, types): (Vec<String>, Vec<(Oid, i32, Oid)>) = reading
+        .columns
+        .iter()
+        .map(|(name, t, m, c)| (name.clone(), (*t, *m, *c)))
+        .unzip();
+    let columns = named_types(names, &types)?;
+    let defining_query = reading.defining_query;
     let nondeterministic_collation = match (
-        rewritten.walked.nondeterministic_column,
-        rewritten.walked.nondeterministic_collation,
+        reading.walked.nondeterministic_column,
+        reading.walked.nondeterministic_collation,
     ) {
         (Some((table, attnum)), _) => spi::one::<String>(
             "SELECT pg_catalog.format('column %I of %s with the nondeterministic collation %I', a.attname, a.attrelid::pg_catalog.regclass, co.collname)
@@ -182,8 +175,8 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
         sources,
         non_immutable_functions,
         nondeterministic_collation,
-        relations_read: rewritten.walked.relations,
-        set_returning_in_select_list: match rewritten.walked.set_returning {
+        relations_read: reading.walked.relations,
+        set_returning_in_select_list: match reading.walked.set_returning {
             Some(f) => spi::one::<String>(
                 "SELECT $1::pg_catalog.regproc::pg_catalog.text OPERATOR(pg_catalog.||) '()'",
                 &[f.into()],
@@ -193,22 +186,62 @@ fn analyze_names(query: &str, names: Names) -> PgtResult<QueryAnalysis> {
     })
 }
 
-/// Checks that the stored defining query of a stream table `owner` owns can be read again safely
-/// (as [`analyze`] does first), before pg_trickle reads it with its own rights.
-pub fn check_stored(query: &str, owner: Oid) -> PgtResult<()> {
-    read_text(query, Names::Stored(owner)).map(|_| ())
-}
-
-/// Parses and analyses `query` as `names` says, refusing what is not one SELECT and a literal whose
-/// reading runs code.
-fn read_text(query: &str, names: Names) -> PgtResult<Rewritten> {
+/// Parses and analyses `query` as `names` says, refusing what is not one SELECT.
+fn read_text(query: &str, names: Names) -> PgtResult<Reading> {
     names.parse(|| prepare_reporting_position(query))?;
     check_single_select(query)?;
-    let rewritten = names.parse(|| inspect_rewritten(query))?;
-    match rewritten.literal_running_code {
-        Some(literal) => Err(literal_running_code(literal)),
-        None => Ok(rewritten),
+    names.parse(|| read_tree(query))
+}
+
+/// The analysed tree of `query` (one SELECT that parses and analyses), read with the current rights
+/// and names: for pg_trickle's query view, read as the stream table's owner.
+pub fn parsed_tree(query: &str) -> PgtResult<*mut pg_sys::Query> {
+    let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
+    // SAFETY: a stored defining query parses and analyses (an error raised anyway unwinds as one).
+    Ok(unsafe { analysed(&c) })
+}
+
+/// Refuses output columns no table can have, as `CREATE VIEW` would.
+fn check_columns(columns: &[(String, Oid, i32, Oid)]) -> PgtResult<()> {
+    for (i, (name, t, _, collation)) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|(earlier, ..)| earlier == name) {
+            return Err(PgtError::new(
+                SqlState::DuplicateColumn,
+                format!("column \"{name}\" specified more than once"),
+            )
+            .hint("Name the defining query's columns apart with AS."));
+        }
+        // SAFETY: catalog cache lookups of a type the analysis just used.
+        let (pseudo, collatable) = unsafe {
+            (
+                pg_sys::get_typtype(*t) as u8 == pg_sys::TYPTYPE_PSEUDO,
+                pg_sys::type_is_collatable(*t),
+            )
+        };
+        if pseudo {
+            return Err(PgtError::new(
+                SqlState::InvalidTableDefinition,
+                format!("column \"{name}\" has pseudo-type {}", type_name(*t)),
+            )
+            .hint("Cast the column to a type a table can hold."));
+        }
+        if collatable && *collation == Oid::INVALID {
+            return Err(PgtError::new(
+                SqlState::IndeterminateCollation,
+                format!("could not determine which collation to use for column \"{name}\""),
+            )
+            .hint("Use the COLLATE clause to set the collation explicitly."));
+        }
     }
+    Ok(())
+}
+
+/// `t` as SQL names it.
+fn type_name(t: Oid) -> String {
+    // SAFETY: a catalog cache lookup; the name is copied at once.
+    unsafe { CStr::from_ptr(pg_sys::format_type_be(t)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The output column types of `sql` (a SELECT) read as `reader` ([`describe_columns`]), as SQL
@@ -232,7 +265,7 @@ pub fn describe_columns(sql: &str, reader: Oid) -> PgtResult<Vec<OutputColumn>> 
             .map_err(|e| PgtError::internal(format!("SPI: {e}")))?;
         // SAFETY: the text was just parsed and analysed successfully by SPI, so these calls do
         // not raise; the trees live in the current memory context and are only read.
-        Ok(unsafe { target_columns(&c) })
+        Ok(unsafe { output_columns(analysed(&c)) })
     })?;
     let names = columns.iter().map(|(name, ..)| name.clone()).collect();
     let types = columns
@@ -261,14 +294,14 @@ unsafe fn analysed(sql: &CStr) -> *mut pg_sys::Query {
     }
 }
 
-/// (name, type, typmod, collation) of each column the one SELECT in `sql` returns.
+/// (name, type, typmod, collation) of each column an analysed SELECT returns.
 ///
 /// # Safety
-/// `sql` parses and analyses without error.
-unsafe fn target_columns(sql: &CStr) -> Vec<(String, Oid, i32, Oid)> {
+/// `query` is a valid analysed query tree.
+unsafe fn output_columns(query: *mut pg_sys::Query) -> Vec<(String, Oid, i32, Oid)> {
     // SAFETY: see the function's contract; the target list's entries are TargetEntry nodes.
     unsafe {
-        let list = (*analysed(sql)).targetList;
+        let list = (*query).targetList;
         let length = if list.is_null() { 0 } else { (*list).length };
         (0..length)
             .map(|i| (*(*list).elements.add(i as usize)).ptr_value as *mut pg_sys::TargetEntry)
@@ -293,26 +326,6 @@ unsafe fn target_columns(sql: &CStr) -> Vec<(String, Oid, i32, Oid)> {
     }
 }
 
-/// Creates `sql` as a temporary view, runs `body` with its OID, and drops it again. PostgreSQL then has
-/// worked out the columns, types, dependencies and a normalised text for us.
-fn with_probe_view<R>(
-    sql: &str,
-    names: Names,
-    body: impl FnOnce(Oid) -> PgtResult<R>,
-) -> PgtResult<R> {
-    let probe = quote_ident(&format!("pgt_probe_{}", std::process::id()));
-    names.resolve(|| {
-        super::fence::reading(|| {
-            spi::exec(&format!("CREATE TEMPORARY VIEW {probe} AS {sql}\n"), &[])
-        })
-    })?;
-    let oid: Oid = spi::one(&format!("SELECT 'pg_temp.{probe}'::regclass::oid"), &[])?
-        .ok_or_else(|| PgtError::internal("probe view vanished"))?;
-    let out = body(oid)?;
-    spi::exec(&format!("DROP VIEW pg_temp.{probe}"), &[])?;
-    Ok(out)
-}
-
 /// Runs `body` with an empty search_path, so that everything PostgreSQL prints is schema-qualified.
 pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
@@ -325,8 +338,15 @@ pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResu
     out
 }
 
-/// What PostgreSQL's analysed and rewritten query (views expanded) shows.
-struct Rewritten {
+/// What one reading of a query shows: its analysed tree, then rewritten (views expanded).
+struct Reading {
+    /// The text PostgreSQL prints for the tree with an empty search_path.
+    defining_query: String,
+    /// (name, type, typmod, collation) of each output column.
+    columns: Vec<(String, Oid, i32, Oid)>,
+    /// Every relation a range table of the query names (views not expanded), at any depth, in the
+    /// order met.
+    named_relations: Vec<Oid>,
     /// It calls something that is not IMMUTABLE, by PostgreSQL's own test (contain_mutable_functions),
     /// so views and operators count. pg_depend cannot answer this: built-in functions are pinned and
     /// have no dependency entries.
@@ -334,114 +354,128 @@ struct Rewritten {
     /// Its relations and its first nondeterministic collation, at any depth (subqueries, CTEs,
     /// sublinks, views).
     walked: Walked,
-    /// The type of the first literal in the query's own text (not its views') whose reading ran
-    /// code of the database's: a composite, array or range whose values hold a domain, whose CHECK
-    /// runs as the literal is read ([`literal_running_code`]).
-    literal_running_code: Option<Oid>,
 }
 
-fn inspect_rewritten(query: &str) -> PgtResult<Rewritten> {
+/// Reads `query` (one SELECT that [`prepare_reporting_position`] accepted) into one analysed tree
+/// and takes everything the analysis needs from that tree alone: a second reading could find
+/// other objects under the same names.
+fn read_tree(query: &str) -> PgtResult<Reading> {
     let c = CString::new(query).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
-    let mut out = Rewritten {
-        mutable_functions: false,
-        walked: Walked::default(),
-        literal_running_code: None,
-    };
-    // SAFETY: the query was parsed and analysed successfully by SPI just before, so these calls do not
-    // raise; the trees live in the current memory context and are only read.
+    // SAFETY: the query was parsed and analysed successfully by SPI just before (an error raised
+    // now, by another session's DDL in between, unwinds as one); the trees live in the current
+    // memory context.
     unsafe {
-        let query = analysed(&c);
-        find_literal_running_code(
-            query as *mut pg_sys::Node,
-            (&mut out.literal_running_code as *mut Option<Oid>).cast(),
+        let tree = analysed(&c);
+        if (*tree).hasModifyingCTE {
+            return Err(PgtError::new(
+                SqlState::FeatureNotSupported,
+                "the defining query must not modify data",
+            )
+            .detail("Its WITH clause holds an INSERT, UPDATE, DELETE or MERGE, which every refresh would run again."));
+        }
+        let mut out = Reading {
+            defining_query: String::new(),
+            columns: output_columns(tree),
+            named_relations: Vec::new(),
+            mutable_functions: false,
+            walked: Walked::default(),
+        };
+        collect_named_relations(
+            tree as *mut pg_sys::Node,
+            (&mut out.named_relations as *mut Vec<Oid>).cast(),
         );
-        let rewritten = pg_sys::QueryRewrite(query);
+        out.defining_query = printed(tree)?;
+        // The rewriter changes the tree in place: last.
+        let rewritten = pg_sys::QueryRewrite(tree);
         for i in 0..(*rewritten).length {
             let q = (*(*rewritten).elements.add(i as usize)).ptr_value as *mut pg_sys::Node;
             out.mutable_functions |= pg_sys::contain_mutable_functions(q);
             walk_rewritten(q, (&mut out.walked as *mut Walked).cast());
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
-/// Walks an analysed query (before views are expanded: the literals its text holds) for the first
-/// literal of a type [`input_runs_code`], into the `Option<Oid>` behind `context`.
+/// The text `pg_get_viewdef` would print for a view of an analysed query — every name outside
+/// pg_catalog schema-qualified, values printed with the query-text settings — so that the stored
+/// text and the query view's read the same.
+///
+/// # Safety
+/// `tree` is a valid analysed query tree (not rewritten); it is left as it was.
+unsafe fn printed(tree: *mut pg_sys::Query) -> PgtResult<String> {
+    // SAFETY: the function's contract; a copy gets the range table entries PostgreSQL 15 gives a
+    // view's rule (`old` and `new`, first: UpdateRangeTableOfViewParse), which decide how names print
+    // (columns qualified by their table, an alias `new` renamed); they are read by nothing.
+    let view_like = unsafe {
+        let copy = pg_sys::copyObjectImpl(tree.cast()) as *mut pg_sys::Query;
+        let placeholder = |name: &CStr| {
+            let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>())
+                as *mut pg_sys::RangeTblEntry;
+            (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
+            (*rte).rtekind = pg_sys::RTEKind::RTE_RESULT;
+            (*rte).alias = pg_sys::makeAlias(name.as_ptr(), std::ptr::null_mut());
+            (*rte).eref = pg_sys::makeAlias(name.as_ptr(), std::ptr::null_mut());
+            rte.cast()
+        };
+        let rtable = pg_sys::lcons(placeholder(c"new"), (*copy).rtable);
+        (*copy).rtable = pg_sys::lcons(placeholder(c"old"), rtable);
+        pg_sys::ffi::pg_guard_ffi_boundary(|| OffsetVarNodes(copy.cast(), 2, 0));
+        copy
+    };
+    let text = crate::refresh::settings::with_search_path("", || {
+        crate::refresh::settings::with_query_text_settings(|| {
+            // SAFETY: a valid query tree, as above; the text is copied at once.
+            Ok(
+                unsafe { CStr::from_ptr(pg_sys::pg_get_querydef(view_like, false)) }
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+    })?;
+    Ok(text.trim().trim_end_matches(';').trim_end().to_string())
+}
+
+unsafe extern "C-unwind" {
+    // rewrite/rewriteManip.h, which pgrx does not bind: adds `offset` to every range table index.
+    fn OffsetVarNodes(
+        node: *mut pg_sys::Node,
+        offset: std::ffi::c_int,
+        sublevels_up: std::ffi::c_int,
+    );
+}
+
+/// Tree walker noting in the `Vec<Oid>` behind `context` every relation a range table entry names,
+/// in queries at any depth (subqueries, CTEs, sublinks).
 #[pg_guard]
-unsafe extern "C-unwind" fn find_literal_running_code(
+unsafe extern "C-unwind" fn collect_named_relations(
     node: *mut pg_sys::Node,
     context: *mut std::ffi::c_void,
 ) -> bool {
+    use pg_sys::NodeTag::*;
     if node.is_null() {
         return false;
     }
-    // SAFETY: `node` is a valid node of an analysed query tree; `context` the caller's Option<Oid>.
+    // SAFETY: `node` is a valid node of an analysed query tree; `context` the caller's Vec<Oid>.
     unsafe {
-        let found = &mut *(context as *mut Option<Oid>);
         match (*node).type_ {
-            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
+            T_Query => pg_sys::query_tree_walker(
                 node as *mut pg_sys::Query,
-                Some(find_literal_running_code),
+                Some(collect_named_relations),
                 context,
-                0,
+                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
             ),
-            pg_sys::NodeTag::T_Const => {
-                let t = (*(node as *mut pg_sys::Const)).consttype;
-                if input_runs_code(t, 0) {
-                    *found = Some(t);
-                    return true;
+            T_RangeTblEntry => {
+                let rte = node as *mut pg_sys::RangeTblEntry;
+                let found = &mut *(context as *mut Vec<Oid>);
+                if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION && !found.contains(&(*rte).relid)
+                {
+                    found.push((*rte).relid);
                 }
-                false
+                false // its subquery, functions and sample are walked next
             }
-            _ => pg_sys::expression_tree_walker(node, Some(find_literal_running_code), context),
+            _ => pg_sys::expression_tree_walker(node, Some(collect_named_relations), context),
         }
     }
-}
-
-/// Whether reading a value of type `t` from text runs code a database user may have written: the
-/// CHECK constraints of a domain among its parts (a composite's fields, an array's elements, a
-/// range's bounds), which `record_in`, `array_in` and `range_in` run through `domain_in`. (A literal
-/// of a domain itself is read as its base type, and checked when the query runs.)
-fn input_runs_code(t: Oid, depth: u32) -> bool {
-    if depth > 16 {
-        return true;
-    }
-    // SAFETY: catalog cache lookups; the tuple descriptor is released after use.
-    unsafe {
-        let holds = |inner: Oid| {
-            inner != Oid::INVALID
-                && (pg_sys::get_typtype(inner) as u8 == pg_sys::TYPTYPE_DOMAIN
-                    || input_runs_code(inner, depth + 1))
-        };
-        match pg_sys::get_typtype(t) as u8 {
-            pg_sys::TYPTYPE_DOMAIN => input_runs_code(pg_sys::getBaseType(t), depth + 1),
-            pg_sys::TYPTYPE_COMPOSITE => {
-                let desc = pg_sys::lookup_rowtype_tupdesc(t, -1);
-                let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
-                let any = attrs.iter().any(|a| !a.attisdropped && holds(a.atttypid));
-                pg_sys::DecrTupleDescRefCount(desc);
-                any
-            }
-            pg_sys::TYPTYPE_RANGE => holds(pg_sys::get_range_subtype(t)),
-            pg_sys::TYPTYPE_MULTIRANGE => holds(pg_sys::get_multirange_range(t)),
-            _ => holds(pg_sys::get_element_type(t)),
-        }
-    }
-}
-
-/// Refuses a query holding a literal whose reading runs a database user's code: pg_trickle reads a
-/// query's text again as the extension's owner (its query view, the checks of a reinitialisation),
-/// where that code must never run.
-fn literal_running_code(t: Oid) -> PgtError {
-    // SAFETY: a catalog cache lookup; the name is copied at once.
-    let name = unsafe { std::ffi::CStr::from_ptr(pg_sys::format_type_be(t)) }
-        .to_string_lossy()
-        .into_owned();
-    PgtError::new(
-        SqlState::FeatureNotSupported,
-        format!("a literal of type {name} in the defining query: reading it runs a domain's CHECK"),
-    )
-    .hint("Build the value when the query runs instead: ROW(...)::type, ARRAY[...]::type[], or a cast from its text (('...')::text::type).")
 }
 
 /// What [`walk_rewritten`] collects from an analysed query tree.
@@ -789,19 +823,6 @@ fn check_single_select(query: &str) -> PgtResult<()> {
     Ok(())
 }
 
-fn read_normalized(probe: Oid) -> PgtResult<(String, Vec<OutputColumn>)> {
-    let def: String = crate::refresh::settings::with_query_text_settings(|| {
-        spi::one(
-            "SELECT pg_catalog.pg_get_viewdef($1, false)",
-            &[probe.into()],
-        )
-    })?
-    .ok_or_else(|| PgtError::internal("pg_get_viewdef returned NULL"))?;
-    let def = def.trim().trim_end_matches(';').trim_end().to_string();
-    let columns = collated_columns(probe)?;
-    Ok((def, columns))
-}
-
 /// Every live column of a relation, in order, its type with ` COLLATE schema.name` after it when
 /// its collation is not the type's own.
 pub fn collated_columns(relid: Oid) -> PgtResult<Vec<OutputColumn>> {
@@ -862,20 +883,16 @@ fn named_types(names: Vec<String>, types: &[(Oid, i32, Oid)]) -> PgtResult<Vec<O
         .collect())
 }
 
-/// The relations the query reads. A composite type's row (`(ROW(n, 'x')::pair).a`) is a column
-/// dependency of the query, not a relation it reads.
-fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
+/// The relations a query names (`relids`, from its range tables), each with its kind.
+fn classify_sources(relids: &[Oid]) -> PgtResult<Vec<SourceRelation>> {
     let rows = spi::rows(
-        "SELECT DISTINCT d.refobjid AS relid, c.relkind::text AS relkind, c.relpersistence::text AS persistence,
+        "SELECT c.oid AS relid, c.relkind::text AS relkind, c.relpersistence::text AS persistence,
                 c.oid::regclass::text AS relname,
                 EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables st WHERE st.pgt_relid = c.oid) AS is_stream_table
-           FROM pg_catalog.pg_rewrite r
-           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-           JOIN pg_catalog.pg_class c ON c.oid = d.refobjid
-          WHERE r.ev_class = $1 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> $1
-            AND c.relkind <> 'c'
+           FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS r(oid)
+           JOIN pg_catalog.pg_class c ON c.oid = r.oid
           ORDER BY 1",
-        &[probe.into()],
+        &[relids.to_vec().into()],
         |r| {
             Ok((
                 spi::col::<Oid>(r, "relid")?,
@@ -886,6 +903,9 @@ fn read_sources(probe: Oid) -> PgtResult<Vec<SourceRelation>> {
             ))
         },
     )?;
+    if rows.len() != relids.len() {
+        return Err(PgtError::internal("a relation the query reads vanished"));
+    }
     rows.into_iter()
         .map(|(relid, relkind, persistence, relname, is_st)| {
             if persistence == "t" {

@@ -22,8 +22,7 @@ pub fn caller() -> Oid {
 /// Its statements run with a pinned search_path (`settings::PINNED_SEARCH_PATH`): as the extension's
 /// owner (a superuser), an operator a caller's schema supplied would run with those rights. What
 /// must be read as the caller reads it — the names and the query a caller passes — is read
-/// [`as_caller`], or, for statements PostgreSQL must run with the owner's rights on the caller's
-/// text once it has been checked, [`in_caller_search_path`].
+/// [`as_caller`]; pg_trickle never reads a caller's text with its own rights.
 pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     let owner = extension_owner()
         .ok_or_else(|| PgtError::internal("pg_trickle is not installed in this database"))?;
@@ -140,16 +139,6 @@ pub fn as_caller<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
             pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
             || crate::refresh::settings::with_search_path(&caller.search_path, body),
         ),
-        None => body(),
-    }
-}
-
-/// Runs `body` in the caller's search_path but with the current rights: for a statement on the
-/// caller's text that must run with the extension owner's (the analysis's temporary view), once
-/// the text was read [`as_caller`] and found to run nothing on reading.
-pub fn in_caller_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    match CALLERS.with(|callers| callers.borrow().last().cloned()) {
-        Some(caller) => crate::refresh::settings::with_search_path(&caller.search_path, body),
         None => body(),
     }
 }

@@ -11,7 +11,8 @@ use super::stream_tables::{self, StreamTable};
 use crate::dvm::sql::{quote_literal, QualifiedName};
 use crate::error::{PgtError, PgtResult, SqlState};
 use crate::spi;
-use pgrx::pg_sys::Oid;
+use pgrx::pg_sys::{self, Oid};
+use std::ffi::CString;
 
 pub const SCHEMA: &str = "pgtrickle_queries";
 
@@ -31,12 +32,12 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         return Ok(());
     }
     let view = name(pgt_id);
-    // Read with pg_trickle's rights: no user's code may run as it is read (`fence`).
-    super::fence::reading(|| {
-        crate::refresh::settings::with_query_text_settings(|| {
-            spi::exec(&format!("CREATE VIEW {view} AS {defining_query}\n"), &[])
-        })
-    })?;
+    // The stream table's owner reads the query (reading runs code: a literal's input functions) and
+    // pg_trickle makes the view of that reading, never reading the text with its own rights.
+    let owner = super::stream_tables::owner(storage)?;
+    let tree = super::privilege::reading_as(owner, || analysis::parsed_tree(defining_query))?;
+    // SAFETY: `tree` is the analysed tree just read, in the current memory context.
+    unsafe { define_view(&view, tree) }?;
     let storage_name = super::names::qualified_name_of(storage)?;
     spi::exec(
         &format!(
@@ -52,7 +53,6 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
     .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
     super::depend::auto_on_storage(oid, storage);
     // The stream table's owner owns its query, as for any view of theirs.
-    let owner = super::stream_tables::owner(storage)?;
     let view_owner = spi::one::<Oid>(
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
         &[oid.into()],
@@ -63,6 +63,67 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
     }
     Ok(())
+}
+
+/// Creates the view `view` of an analysed SELECT, as `CREATE VIEW` does with the tree it reads:
+/// a relation of the tree's output columns, then the tree as its rule.
+///
+/// # Safety
+/// `tree` is a valid analysed, not rewritten, query tree of one SELECT.
+unsafe fn define_view(view: &QualifiedName, tree: *mut pg_sys::Query) -> PgtResult<()> {
+    let schema =
+        CString::new(view.schema.as_str()).map_err(|_| PgtError::internal("NUL in a name"))?;
+    let relname =
+        CString::new(view.name.as_str()).map_err(|_| PgtError::internal("NUL in a name"))?;
+    // SAFETY: the function's contract; node construction as DefineVirtualRelation (view.c) does,
+    // in the current memory context. An ERROR raised unwinds through pgrx's guard.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            let mut columns: *mut pg_sys::List = std::ptr::null_mut();
+            let list = (*tree).targetList;
+            for i in 0..(if list.is_null() { 0 } else { (*list).length }) {
+                let entry =
+                    (*(*list).elements.add(i as usize)).ptr_value as *mut pg_sys::TargetEntry;
+                if (*entry).resjunk {
+                    continue;
+                }
+                let expr = (*entry).expr as *mut pg_sys::Node;
+                let column = pg_sys::makeColumnDef(
+                    (*entry).resname,
+                    pg_sys::exprType(expr),
+                    pg_sys::exprTypmod(expr),
+                    pg_sys::exprCollation(expr),
+                );
+                columns = pg_sys::lappend(columns, column.cast());
+            }
+            let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::CreateStmt>())
+                as *mut pg_sys::CreateStmt;
+            (*stmt).type_ = pg_sys::NodeTag::T_CreateStmt;
+            (*stmt).relation = pg_sys::makeRangeVar(
+                pg_sys::pstrdup(schema.as_ptr()),
+                pg_sys::pstrdup(relname.as_ptr()),
+                -1,
+            );
+            (*stmt).tableElts = columns;
+            (*stmt).oncommit = pg_sys::OnCommitAction::ONCOMMIT_NOOP;
+            let address = pg_sys::DefineRelation(
+                stmt,
+                pg_sys::RELKIND_VIEW as std::ffi::c_char,
+                pg_sys::InvalidOid,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            );
+            pg_sys::CommandCounterIncrement();
+            StoreViewQuery(address.objectId, tree, false);
+            pg_sys::CommandCounterIncrement();
+        });
+    }
+    Ok(())
+}
+
+unsafe extern "C-unwind" {
+    // commands/view.h, which pgrx does not bind: stores `view_parse` as the view's rule.
+    fn StoreViewQuery(view: pg_sys::Oid, view_parse: *mut pg_sys::Query, replace: bool);
 }
 
 /// The defining query as the view reads now (schema-qualified, like the stored text), if the stream
