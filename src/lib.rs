@@ -31,6 +31,8 @@ mod cdc;
 #[cfg(feature = "pg")]
 mod gucs;
 #[cfg(feature = "pg")]
+mod locks;
+#[cfg(feature = "pg")]
 mod refresh;
 #[cfg(feature = "pg")]
 mod result_relation;

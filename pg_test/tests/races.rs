@@ -87,14 +87,12 @@ fn a_clean_up_never_deletes_change_rows_a_stream_table_being_created_has_not_see
     db.exec(&format!(
         "SELECT pgtrickle.create_stream_table('rows', '{ROWS}', '1h', 'DIFFERENTIAL')"
     ));
-    // A session holds the clean-up lock of src (as a refresh of another consumer does while it
-    // deletes applied change rows) while a second consumer is being created.
+    // A session holds the consumers lock of src (as a refresh of another consumer does while it
+    // deletes applied change rows: here a consumer being created) while a second one is created.
     let mut cleaner = db.connect();
-    let src: i64 = db.value("SELECT 'src'::regclass::oid::bigint");
     cleaner
         .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}, {src});",
-            0x5047_5443
+            "BEGIN; SELECT pgtrickle.create_stream_table('third', '{ROWS}', '1h', 'DIFFERENTIAL');"
         ))
         .unwrap();
     let (created_tx, created_rx) = std::sync::mpsc::channel::<()>();
@@ -125,6 +123,7 @@ fn a_clean_up_never_deletes_change_rows_a_stream_table_being_created_has_not_see
     assert_eq!(db.last_refresh("totals").0, "DIFFERENTIAL");
     db.assert_matches_query("totals", TOTALS);
     // Once every consumer has applied them, the rows go.
+    db.exec("SELECT pgtrickle.refresh_stream_table('third')");
     db.exec("SELECT pgtrickle.refresh_stream_table('rows')");
     db.wait_for_cleanups();
     let buffer: String =

@@ -897,3 +897,48 @@ fn a_sessions_settings_never_change_a_stored_query() {
         "SELECT id FROM src WHERE DATE '2020-01-02' + id < DATE '2020-01-12'",
     );
 }
+
+/// pg_trickle's locks are out of reach of the advisory lock functions, which anyone may call: a
+/// role holding the keys pg_trickle's locks once had (a stream table's refresh claim, a source's
+/// consumers lock) stalls no one's refresh, creation or clean-up. (It did: a manual refresh waited
+/// for the role, and the scheduler skipped the stream table at every tick.)
+#[test]
+fn no_role_can_hold_pg_trickles_locks() {
+    let (mut db, alice) = db("security_advisory_locks");
+    db.exec("SELECT pgtrickle.create_stream_table('bystander', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL')");
+    let pgt_id: i64 = db.value("SELECT pgt_id FROM pgtrickle.pgt_stream_tables");
+    let src: i64 = db.value("SELECT 'src'::regclass::oid::bigint");
+    let mut as_alice = db.connect();
+    as_alice
+        .batch_execute(&format!(
+            "SET ROLE {alice};
+             SELECT pg_advisory_lock({claim}, {pgt_id}), pg_advisory_lock({consumers}, {src}::int),
+                    pg_advisory_lock(({claim}::bigint << 32) | {pgt_id}),
+                    pg_advisory_lock(({consumers}::bigint << 32) | {src});",
+            claim = 0x5047_5452,
+            consumers = 0x5047_5443,
+        ))
+        .unwrap();
+    db.exec("SET lock_timeout = '5s'");
+    db.exec("INSERT INTO src VALUES (100, 'carol', 100)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('bystander')");
+    assert_eq!(db.last_refresh("bystander").0, "DIFFERENTIAL");
+    db.assert_matches_query("bystander", "SELECT id, v FROM src");
+    db.exec("SELECT pgtrickle.create_stream_table('second', 'SELECT id, who FROM src', '1h', 'DIFFERENTIAL')");
+    // The scheduler claims it too, and cleans the buffer up after both consumers applied it.
+    db.exec("UPDATE src SET v = v + 1 WHERE id = 3");
+    db.exec("SELECT pgtrickle.alter_stream_table('bystander', schedule => '1s')");
+    let refreshed = wait_until(Duration::from_secs(30), || {
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE s.pgt_relid = 'bystander'::regclass AND h.initiated_by = 'SCHEDULER' AND h.status = 'SUCCESS'",
+        ) > 0
+    });
+    assert!(refreshed, "the scheduler never refreshed the stream table");
+    db.assert_matches_query("bystander", "SELECT id, v FROM src");
+    db.exec("SELECT pgtrickle.refresh_stream_table('second')");
+    db.exec("SELECT pgtrickle.refresh_stream_table('bystander')");
+    db.wait_for_cleanups();
+    assert_eq!(buffer_rows_seen(&mut db, "src", None), 0);
+    drop(as_alice);
+}

@@ -152,11 +152,11 @@ pub fn poll(job_ids: &[i64], workers_alive: bool) -> PgtResult<Vec<JobEnd>> {
            JOIN pg_catalog.pg_locks l
              ON l.locktype = 'advisory' AND l.granted AND l.pid = j.backend_pid
             AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-            AND l.classid = $3::pg_catalog.oid AND l.objid = j.pgt_id::integer::pg_catalog.oid AND l.objsubid = 2
+            AND l.classid = $3::pg_catalog.oid AND l.objid = j.pgt_id::integer::pg_catalog.oid AND l.objsubid = $4
           WHERE j.job_id = ANY ($1) AND j.state = 'running'
             AND j.heartbeat_at < pg_catalog.now() - pg_catalog.make_interval(secs => $2)
             AND l.pid <> pg_catalog.pg_backend_pid()",
-        &[ids.clone().into(), timeout_s().into(), LOCK_CLASS.into()],
+        &[ids.clone().into(), timeout_s().into(), LOCK_CLASS.into(), i32::from(crate::locks::KEY_SPACE).into()],
     )?;
     let reclaimed = spi::rows(
         "UPDATE pgtrickle.pgt_worker_jobs j

@@ -21,6 +21,7 @@ use crate::dvm::diff::{BatchTest, CdcContext};
 use crate::dvm::optree::TableRef;
 use crate::dvm::sql::{ident_list, quote_ident, quote_literal, QualifiedName};
 use crate::error::{PgtError, PgtResult, SqlState};
+use crate::locks::{Lock, Scope};
 use crate::spi;
 use pgrx::pg_sys::Oid;
 
@@ -95,20 +96,22 @@ fn collated_columns(relid: Oid) -> PgtResult<Vec<(String, String)>> {
         .collect())
 }
 
-/// First key of the advisory lock (second: the source's OID) held by whoever changes who consumes a
+/// Class of the lock (`locks`; its key: the source's OID) held by whoever changes who consumes a
 /// source's change buffer: the clean-up of consumed change rows (which skips a buffer when it cannot
 /// have the lock at once) and a stream table joining the consumers, until its transaction ends. So a
 /// clean-up never deletes rows a consumer that is still being created has not seen, and two sessions
 /// installing capture on one source take turns.
 pub const CONSUMERS_LOCK_CLASS: i32 = 0x5047_5443; // "PGTC"
 
+/// The consumers lock of `source`'s change buffer.
+pub fn consumers_lock(source: Oid) -> Lock {
+    Lock::new(CONSUMERS_LOCK_CLASS, source.to_u32() as i32)
+}
+
 /// Installs capture on `source` unless it is already there, and holds the source's consumers lock
 /// until the transaction ends. Idempotent.
 pub fn ensure_capture(source: Oid) -> PgtResult<()> {
-    spi::exec(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-        &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()],
-    )?;
+    consumers_lock(source).acquire(Scope::Transaction);
     // Another session may just have committed the capture we waited for: see its catalog rows.
     // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
@@ -508,10 +511,7 @@ fn lookup_function(name: &QualifiedName) -> PgtResult<Oid> {
 /// Installs signal triggers on `source` and its descendants unless there already (members.rs,
 /// `Family::Signal`), taking turns with other sessions as [`ensure_capture`] does. Idempotent.
 pub fn ensure_signals(source: Oid) -> PgtResult<()> {
-    spi::exec(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-        &[CONSUMERS_LOCK_CLASS.into(), (source.to_u32() as i32).into()],
-    )?;
+    consumers_lock(source).acquire(Scope::Transaction);
     // SAFETY: processes pending catalog invalidations, as any lock acquisition on a relation does.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
     let _guard = RearmGuard::enter();

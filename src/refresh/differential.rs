@@ -17,7 +17,7 @@ use crate::error::{PgtError, PgtResult};
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 
-use crate::cdc::CONSUMERS_LOCK_CLASS as CLEANUP_LOCK_CLASS;
+use crate::locks::Scope;
 
 /// What the executor learnt while gathering facts for the decision (`dvm::decide`), for the refresh
 /// that follows.
@@ -426,14 +426,10 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
         return Ok(());
     };
     for t in tree.tables() {
-        let locked: Option<bool> = spi::one(
-            "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
-            &[CLEANUP_LOCK_CLASS.into(), (t.relid as i32).into()],
-        )?;
-        if locked != Some(true) {
+        let source = Oid::from(t.relid);
+        if !cdc::consumers_lock(source).try_acquire(Scope::Transaction) {
             continue;
         }
-        let source = Oid::from(t.relid);
         let buffer = cdc::buffer_name(source);
         let Some(buffer_oid) = lock_buffer_at_once(&buffer) else {
             continue;

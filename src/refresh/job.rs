@@ -3,22 +3,19 @@
 //! shutdown or a killed process leaves a trace the next coordinator records as a failure — and a
 //! refresh still running elsewhere is never mistaken for an interrupted one.
 //!
-//! The claim is a session-level advisory lock on the stream table's key, taken by the job's process
+//! The claim is a session-level lock on the stream table's key (`locks`), taken by the job's process
 //! in the transaction that marks it, and released with the mark when the job ends; it dies with
 //! the process. The refresh's own transaction-level claim (same key) is granted to the same process.
 
-use super::{claim, Initiator, LOCK_CLASS};
+use super::{claim, claim_lock, Initiator};
 use crate::error::PgtResult;
+use crate::locks::Scope;
 use crate::spi;
 
 /// Claims the stream table for this job and marks the refresh in flight (commit before refreshing).
 /// False: another process refreshes it now.
 pub fn begin(pgt_id: i64) -> PgtResult<bool> {
-    let claimed = spi::one::<bool>(
-        "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
-        &[LOCK_CLASS.into(), (pgt_id as i32).into()],
-    )?;
-    if claimed != Some(true) {
+    if !claim_lock(pgt_id).try_acquire(Scope::Session) {
         return Ok(false);
     }
     mark(pgt_id, true)?;
@@ -31,10 +28,8 @@ pub fn end(pgt_id: i64, clear_mark: bool) -> PgtResult<()> {
     if clear_mark {
         mark(pgt_id, false)?;
     }
-    spi::exec(
-        "SELECT pg_catalog.pg_advisory_unlock($1, $2)",
-        &[LOCK_CLASS.into(), (pgt_id as i32).into()],
-    )
+    claim_lock(pgt_id).release();
+    Ok(())
 }
 
 fn mark(pgt_id: i64, in_flight: bool) -> PgtResult<()> {

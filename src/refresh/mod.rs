@@ -24,13 +24,14 @@ use crate::dvm::full::full_refresh_plan;
 use crate::dvm::plan::RefreshAction;
 use crate::dvm::sql::QualifiedName;
 use crate::error::{PgtError, PgtResult, SqlState};
+use crate::locks::{Lock, Scope};
 use crate::spi;
 use crate::stats::history::{self, HistoryEntry};
 pub use reinit::Breakage;
 pub use settings::{quietly, with_refresh_settings};
 pub use spi_exec::Applied;
 
-/// First key of pg_trickle's advisory locks (the two-int form); the second key is the pgt_id.
+/// Class of the locks claiming a stream table's refresh (`locks`); the key is the pgt_id.
 /// 0x50475452 = "PGTR".
 pub const LOCK_CLASS: i32 = 0x5047_5452;
 
@@ -453,23 +454,22 @@ fn frontier_without_own_xid(snapshot: &str) -> PgtResult<String> {
     Ok(Snapshot::parse(snapshot)?.without(own).to_text())
 }
 
-/// One refresher per stream table: a transaction-level advisory lock in pg_trickle's key space.
+/// One refresher per stream table: a transaction-level lock of pg_trickle's (`locks`).
 /// Users wait for a running refresh; the scheduler moves on and retries next tick.
 pub(crate) fn claim(pgt_id: i64, initiator: Initiator) -> PgtResult<bool> {
-    let key = pgt_id as i32;
-    match initiator {
-        Initiator::Scheduler => Ok(spi::one::<bool>(
-            "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
-            &[LOCK_CLASS.into(), key.into()],
-        )? == Some(true)),
+    let lock = claim_lock(pgt_id);
+    Ok(match initiator {
+        Initiator::Scheduler => lock.try_acquire(Scope::Transaction),
         Initiator::Create | Initiator::Manual => {
-            spi::exec(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-                &[LOCK_CLASS.into(), key.into()],
-            )?;
-            Ok(true)
+            lock.acquire(Scope::Transaction);
+            true
         }
-    }
+    })
+}
+
+/// The lock claiming a stream table's refresh.
+pub(crate) fn claim_lock(pgt_id: i64) -> Lock {
+    Lock::new(LOCK_CLASS, pgt_id as i32)
 }
 
 /// Records a failed scheduled refresh that ran for `elapsed`. Runs in a fresh transaction after the
