@@ -942,3 +942,62 @@ fn no_role_can_hold_pg_trickles_locks() {
     assert_eq!(buffer_rows_seen(&mut db, "src", None), 0);
     drop(as_alice);
 }
+
+/// What pg_trickle creates for a caller's stream table with its own rights (change buffers, the
+/// row identity index `alter_stream_table` adds) goes to the database's default tablespace, not to
+/// one the caller names in `default_tablespace` and may not use; the caller's storage table goes
+/// where the caller's setting says, as a materialized view would.
+#[test]
+fn a_callers_default_tablespace_places_only_the_callers_objects() {
+    let (mut db, alice) = db("security_tablespace");
+    let (granted, forbidden) = (
+        format!("{}_granted", db.name),
+        format!("{}_forbidden", db.name),
+    );
+    for ts in [&granted, &forbidden] {
+        db.exec(&format!("DROP TABLESPACE IF EXISTS {ts}"));
+        db.exec("SET allow_in_place_tablespaces = on");
+        db.exec(&format!("CREATE TABLESPACE {ts} LOCATION ''"));
+    }
+    db.exec(&format!(
+        "GRANT CREATE ON SCHEMA public TO {alice}; GRANT CREATE ON TABLESPACE {granted} TO {alice}"
+    ));
+    db.exec(&format!(
+        "SET ROLE {alice};
+         CREATE TABLE mine (id int PRIMARY KEY, v int);
+         INSERT INTO mine VALUES (1, 1);
+         SET default_tablespace = {granted};
+         SELECT pgtrickle.create_stream_table('placed', 'SELECT id, v FROM mine', '1h', 'DIFFERENTIAL');
+         SET default_tablespace = '';
+         SELECT pgtrickle.create_stream_table('later', 'SELECT id, v FROM src', '1h', 'FULL');
+         SET default_tablespace = {forbidden};
+         SELECT pgtrickle.alter_stream_table('later', refresh_mode => 'DIFFERENTIAL');
+         RESET default_tablespace; RESET ROLE;"
+    ));
+    let placed: Vec<(String, String)> = db
+        .rows(
+            "SELECT c.relname::text, coalesce(t.spcname::text, '') FROM pg_class c
+               LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+              WHERE c.relname IN ('placed', 'later') OR c.relnamespace = 'pgtrickle_changes'::regnamespace
+                 OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('placed'::regclass, 'later'::regclass))
+              ORDER BY 1",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (relation, tablespace) in &placed {
+        // The storage table and its index, created as alice.
+        let expected = if relation.starts_with("placed") {
+            granted.as_str()
+        } else {
+            ""
+        };
+        assert_eq!(tablespace, expected, "{relation}: {placed:?}");
+    }
+    assert!(placed.len() >= 5, "{placed:?}");
+    db.exec("SELECT pgtrickle.drop_stream_table('placed'), pgtrickle.drop_stream_table('later')");
+    for ts in [&granted, &forbidden] {
+        db.exec(&format!("DROP TABLESPACE {ts}"));
+    }
+}

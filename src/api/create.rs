@@ -64,9 +64,7 @@ fn create(
     let choice = choose_mode(&analysis, requested, caller)?;
     let differential = choice.effective == RefreshMode::Differential;
     // The caller's table, in the caller's schema, with the caller's rights.
-    let relid = privilege::as_role(caller, 0, || {
-        create_storage(&target, &analysis, differential)
-    })?;
+    let relid = privilege::creating_as_caller(|| create_storage(&target, &analysis, differential))?;
 
     let op_tree = choice
         .tree

@@ -30,15 +30,24 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
     let caller = Caller {
         role,
         search_path: search_path_as_read_by(role),
+        default_tablespace: current_setting(c"default_tablespace"),
     };
     CALLERS.with(|callers| callers.borrow_mut().push(caller));
     let _pop = PopCaller;
     as_role(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, || {
-        crate::refresh::settings::with_search_path(
-            crate::refresh::settings::PINNED_SEARCH_PATH,
-            body,
-        )
+        crate::refresh::settings::with_extension_owner_settings(body)
     })
+}
+
+/// Runs `body`, which creates the caller's own objects (the storage table), as the caller and where
+/// the caller's `default_tablespace` puts them, as `CREATE MATERIALIZED VIEW` would.
+pub fn creating_as_caller<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    match CALLERS.with(|callers| callers.borrow().last().cloned()) {
+        Some(caller) => as_role(caller.role, 0, || {
+            crate::refresh::settings::with_default_tablespace(&caller.default_tablespace, body)
+        }),
+        None => body(),
+    }
 }
 
 /// Who called the SQL API, for [`as_caller`].
@@ -46,6 +55,7 @@ pub fn as_extension_owner<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R
 struct Caller {
     role: Oid,
     search_path: String,
+    default_tablespace: String,
 }
 
 thread_local! {
@@ -115,9 +125,14 @@ fn search_path_as_read_by(role: Oid) -> String {
 
 /// The session's search_path as set now.
 fn current_search_path() -> String {
+    current_setting(c"search_path")
+}
+
+/// A setting's current value.
+fn current_setting(name: &std::ffi::CStr) -> String {
     // SAFETY: reads a GUC's current value (a string PostgreSQL owns), copied at once.
     unsafe {
-        let value = pg_sys::GetConfigOption(c"search_path".as_ptr(), false, false);
+        let value = pg_sys::GetConfigOption(name.as_ptr(), false, false);
         if value.is_null() {
             String::new()
         } else {

@@ -116,6 +116,27 @@ pub fn with_search_path<R>(path: &str, body: impl FnOnce() -> PgtResult<R>) -> P
     with_settings(&[("search_path", path)], body)
 }
 
+/// What the SQL API runs with as the extension's owner: the pinned search_path, and the database's
+/// default tablespace for the objects pg_trickle creates (change buffers, indexes), not the one a
+/// caller chose (which the caller may not be allowed to use).
+pub fn with_extension_owner_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(
+        &[
+            ("search_path", PINNED_SEARCH_PATH),
+            ("default_tablespace", ""),
+        ],
+        body,
+    )
+}
+
+/// `body` with `default_tablespace` set to `tablespace`.
+pub fn with_default_tablespace<R>(
+    tablespace: &str,
+    body: impl FnOnce() -> PgtResult<R>,
+) -> PgtResult<R> {
+    with_settings(&[("default_tablespace", tablespace)], body)
+}
+
 /// pg_trickle's housekeeping DDL (dropping capture it made) tells the client nothing: PostgreSQL's
 /// NOTICEs about it ("drop cascades to trigger ...") name objects the session never made.
 const QUIET: &[(&str, &str)] = &[("client_min_messages", "warning")];
