@@ -570,3 +570,51 @@ fn housekeeping_says_nothing_to_the_client() {
         .collect();
     assert_eq!(said, Vec::<String>::new());
 }
+
+/// The stored defining query is the text PostgreSQL prints for its query view, whatever the shape:
+/// pg_trickle prints the query it reads as a view of it would print, so a rename of an unrelated
+/// object finds nothing to rebuild. (A single table's columns are qualified, as a view's are; an
+/// alias `new` or `old` is renamed, as in a view.)
+#[test]
+fn the_stored_query_is_its_query_views_text() {
+    let mut db = TestDb::new("sources_printed");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO src SELECT g, g % 4, g FROM generate_series(1, 40) g;
+         CREATE VIEW evens AS SELECT id, v FROM src WHERE id % 2 = 0;",
+    );
+    let queries = [
+        "SELECT id, v FROM src",
+        "SELECT * FROM src WHERE v > 3",
+        "SELECT new.id, old.v FROM src new JOIN src old USING (id)",
+        "SELECT grp, count(*) AS n, sum(v) FROM src GROUP BY grp",
+        "SELECT e.id, s.grp FROM evens e JOIN src s ON s.id = e.id WHERE EXISTS (SELECT 1 FROM src t WHERE t.id = e.id)",
+        "WITH c AS (SELECT grp, max(v) AS top FROM src GROUP BY grp) SELECT grp, top FROM c",
+        "SELECT id FROM src UNION ALL SELECT id + 100 FROM src",
+        "SELECT x, y FROM (VALUES (1, 'a'), (2, 'b')) AS t(x, y)",
+        "SELECT id, ('(1,2)'::int4range) AS r, ARRAY[v] AS a FROM src",
+    ];
+    for (i, query) in queries.iter().enumerate() {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('st{i}', $q${query}$q$, '1h', 'AUTO')"
+        ));
+    }
+    db.exec("SET search_path = ''");
+    let differing: Vec<String> = db
+        .rows(
+            "SELECT st.defining_query || E'\\n<>\\n' || v.text
+               FROM pgtrickle.pgt_stream_tables st,
+                    LATERAL (SELECT pg_catalog.rtrim(pg_catalog.btrim(pg_catalog.pg_get_viewdef(
+                               pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id)::pg_catalog.regclass)), ';') AS text) v
+              WHERE st.defining_query <> v.text",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(differing.is_empty(), "{}", differing.join("\n\n"));
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM pgtrickle.pgt_stream_tables"),
+        queries.len() as i64
+    );
+}

@@ -62,6 +62,17 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         let _own = super::guard::OwnWrite::begin();
         spi::exec(&format!("ALTER VIEW {view} OWNER TO {role}"), &[])?;
     }
+    // The stored text as the view prints it: `pg_get_querydef` has no view to name a set
+    // operation's later columns after (`SELECT id + 100 AS id`), and a stored text that differs from
+    // the view's would be rebuilt at the next DDL that touches a source.
+    if let Some(text) = current_text(pgt_id)? {
+        if text != defining_query {
+            spi::exec(
+                "UPDATE pgtrickle.pgt_stream_tables SET defining_query = $2 WHERE pgt_id = $1",
+                &[pgt_id.into(), text.into()],
+            )?;
+        }
+    }
     Ok(())
 }
 
