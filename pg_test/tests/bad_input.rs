@@ -526,3 +526,43 @@ fn a_manual_refresh_of_a_broken_stream_table_fails_and_says_why() {
     db.exec("SELECT pgtrickle.refresh_stream_table('from_view')");
     db.assert_matches_query("from_view", "SELECT id FROM big_orders");
 }
+
+/// A query whose expression chains thousands of operators is maintained FULL, not read by the
+/// differential engine, whose parser would build a tree as deep as the chain (2,000 `AND`s
+/// overflowed the backend's stack: every session of the server restarted).
+#[test]
+fn a_very_long_operator_chain_is_refreshed_full() {
+    let mut db = setup("bad_long_chain");
+    let chain = (1..=5000)
+        .map(|i| format!("id <> {}", i + 100))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let query = format!("SELECT id, amount FROM orders WHERE {chain}");
+    let err = rejected(
+        &mut db,
+        &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1h', 'DIFFERENTIAL')"),
+        "0A000",
+    );
+    assert!(
+        err.message.contains("chaining more than 200 operators"),
+        "{err:?}"
+    );
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('x', '{query}', '1h', 'AUTO')"
+    ));
+    let (mode, reason): (String, String) = {
+        let rows = db.rows(
+            "SELECT effective_mode, mode_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'x'::regclass",
+            &[],
+        );
+        (rows[0].get(0), rows[0].get(1))
+    };
+    assert_eq!(mode, "FULL", "{reason}");
+    assert!(
+        reason.contains("chaining more than 200 operators"),
+        "{reason}"
+    );
+    db.exec("INSERT INTO orders VALUES (3, 7)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('x')");
+    db.assert_matches_query("x", "SELECT id, amount FROM orders");
+}

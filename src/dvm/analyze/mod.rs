@@ -209,25 +209,92 @@ fn reads_only(sql: &str) -> bool {
     })
 }
 
+/// How many operators one expression may chain at one level of parentheses. sqlparser reads
+/// `a AND b AND c ...` into a tree one level deeper per operator (its recursion limit counts only
+/// parentheses and subqueries).
+const MAX_CHAINED_OPERATORS: usize = 200;
+
+/// The most operators (AND, OR and symbols other than `,` `.` `::` `;`) between two commas or
+/// clause keywords at one level of parentheses: a bound on how deep sqlparser's tree of any one
+/// expression in `tokens` is.
+fn longest_operator_chain(tokens: &[TokenWithSpan]) -> usize {
+    let mut levels = vec![0usize];
+    let mut longest = 0;
+    for t in tokens {
+        let current = levels.last_mut().expect("the outermost level stays");
+        match &t.token {
+            Token::LParen | Token::LBracket => levels.push(0),
+            Token::RParen | Token::RBracket => {
+                if levels.len() > 1 {
+                    levels.pop();
+                }
+            }
+            Token::Comma | Token::SemiColon => *current = 0,
+            Token::Word(w) if w.quote_style.is_none() => match w.keyword {
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE => *current += 1,
+                Keyword::SELECT
+                | Keyword::FROM
+                | Keyword::WHERE
+                | Keyword::ON
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::WHEN
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::UNION
+                | Keyword::INTERSECT
+                | Keyword::EXCEPT => *current = 0,
+                _ => {}
+            },
+            Token::Word(_)
+            | Token::Number(..)
+            | Token::Whitespace(_)
+            | Token::Period
+            | Token::DoubleColon
+            | Token::SingleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::DollarQuotedString(_)
+            | Token::Placeholder(_)
+            | Token::Char(_) => {}
+            _ => *current += 1,
+        }
+        longest = longest.max(*levels.last().expect("the outermost level stays"));
+    }
+    longest
+}
+
 /// Parses one SELECT (a view's definition or the defining query).
 fn parse(sql: &str) -> Result<sqlparser::ast::Query> {
     // The expression templates use these characters as markers; real queries never contain them.
     if sql.contains([template::MARK_OPEN, template::MARK_CLOSE]) {
         return unsupported("control characters U+0001/U+0002 in the query text");
     }
-    // The parser's default recursion limit (50) also bounds how deep every later recursion (the
-    // visitor, Display, this analyzer) goes: deeper input could overflow a backend's stack.
+    // The parser's default recursion limit (50) bounds how deeply parentheses and subqueries nest,
+    // and the chain check below how long an operator chain is: together they bound how deep every
+    // later recursion (the visitor, Display, Drop, this analyzer) goes. Deeper input could
+    // overflow a backend's stack, which PostgreSQL's max_stack_depth does not watch for Rust.
     let dialect = PostgreSqlDialect {};
-    let statements = Tokenizer::new(&dialect, sql.trim().trim_end_matches(';'))
+    let tokens = Tokenizer::new(&dialect, sql.trim().trim_end_matches(';'))
         .tokenize_with_location()
-        .map_err(ParserError::from)
-        .and_then(|tokens| {
-            Parser::new(&dialect)
-                .with_tokens_with_locations(with_trim_characters(without_lateral_before_functions(
-                    tokens,
-                )))
-                .parse_statements()
-        })
+        .map_err(|e| AnalyzeError::Invalid(e.to_string()))?;
+    if longest_operator_chain(&tokens) > MAX_CHAINED_OPERATORS {
+        return unsupported(format!(
+            "an expression chaining more than {MAX_CHAINED_OPERATORS} operators (AND, OR, +, ...) at one level"
+        ));
+    }
+    let statements = Parser::new(&dialect)
+        .with_tokens_with_locations(with_trim_characters(without_lateral_before_functions(
+            tokens,
+        )))
+        .parse_statements()
         .map_err(|e| match e {
             ParserError::RecursionLimitExceeded => {
                 AnalyzeError::Unsupported("expressions or subqueries nested too deeply".into())

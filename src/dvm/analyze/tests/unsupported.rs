@@ -1,6 +1,6 @@
 //! Each construct the differential engine cannot maintain is rejected by name.
 
-use super::{error, unsupported, AnalyzeError};
+use super::{error, tree, unsupported, AnalyzeError};
 
 #[test]
 fn row_limiting_and_locking() {
@@ -216,4 +216,55 @@ fn from_only_which_sqlparser_cannot_parse_is_named() {
             "{sql}"
         );
     }
+}
+
+/// sqlparser reads a chain of operators into a tree one level deeper per operator, which every
+/// recursion after it follows: a long chain is refused before it is parsed (a 2,000-term `AND`
+/// overflowed a backend's stack), whatever parentheses and lists around it.
+#[test]
+fn long_operator_chains_are_refused_before_parsing() {
+    let chain = |n: usize, op: &str| {
+        (1..=n)
+            .map(|i| format!("a.x <> {i}"))
+            .collect::<Vec<_>>()
+            .join(op)
+    };
+    let refused = "an expression chaining more than 200 operators (AND, OR, +, ...) at one level";
+    assert_eq!(
+        unsupported(&format!(
+            "SELECT a.x FROM public.a WHERE {}",
+            chain(20_000, " AND ")
+        )),
+        refused
+    );
+    assert_eq!(
+        unsupported(&format!(
+            "SELECT (a.x + {}) AS s FROM public.a",
+            vec!["1"; 250].join(" + ")
+        )),
+        refused
+    );
+    assert_eq!(
+        unsupported(&format!(
+            "SELECT a.x FROM public.a WHERE ({})",
+            chain(150, " OR ")
+        )),
+        refused // `a.x <> i` counts too
+    );
+    // Lists and clauses start their counts afresh.
+    let many_items = (1..=300)
+        .map(|i| format!("a.x + {i} AS c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tree(&format!(
+        "SELECT {many_items} FROM public.a WHERE {}",
+        chain(50, " AND ")
+    ));
+    tree(&format!(
+        "SELECT a.x FROM public.a WHERE a.x IN ({})",
+        (1..=5000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
