@@ -377,6 +377,32 @@ fn hidden_column_names_and_temporary_sources_are_refused() {
         "0A000",
     );
     assert!(err.message.contains("temporary table"), "{err:?}");
+    // Nor the session's other temporary objects: the session's end would drop the query's view.
+    db.exec(
+        "CREATE FUNCTION pg_temp.twice(numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
+         CREATE DOMAIN pg_temp.money_amount AS numeric;",
+    );
+    for (query, object) in [
+        (
+            "SELECT id, pg_temp.twice(amount) AS a FROM orders",
+            "function pg_temp_",
+        ),
+        (
+            "SELECT id, (amount::pg_temp.money_amount)::numeric AS a FROM orders",
+            "type pg_temp.money_amount",
+        ),
+    ] {
+        let err = rejected(
+            &mut db,
+            &format!("SELECT pgtrickle.create_stream_table('x', '{query}', '1h', 'FULL')"),
+            "0A000",
+        );
+        assert!(
+            err.message.contains("cannot depend on temporary objects"),
+            "{err:?}"
+        );
+        assert!(err.message.contains(object), "{err:?}");
+    }
     rejected(
         &mut db,
         "SELECT pgtrickle.create_stream_table('x', 'SELECT id, id FROM orders')",

@@ -52,6 +52,7 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
     )?
     .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
     super::depend::auto_on_storage(oid, storage);
+    refuse_temporary_objects(oid)?;
     // The stream table's owner owns its query, as for any view of theirs.
     let view_owner = spi::one::<Oid>(
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
@@ -74,6 +75,31 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         }
     }
     Ok(())
+}
+
+/// Refuses a query view that reads one of the session's temporary objects (a function, a type, an
+/// operator...: temporary tables are refused by the analysis): the session's end would drop the view
+/// (as PostgreSQL drops any view of them), and refreshes run in other sessions.
+fn refuse_temporary_objects(view: Oid) -> PgtResult<()> {
+    let temporary = spi::one::<String>(
+        "SELECT o.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) o.identity
+           FROM pg_catalog.pg_rewrite r
+           JOIN pg_catalog.pg_depend d
+             ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+           CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) o
+          WHERE r.ev_class = $1
+            AND o.schema = (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = pg_catalog.pg_my_temp_schema())
+          ORDER BY 1 LIMIT 1",
+        &[view.into()],
+    )?;
+    match temporary {
+        None => Ok(()),
+        Some(object) => Err(PgtError::new(
+            SqlState::FeatureNotSupported,
+            format!("stream tables cannot depend on temporary objects: the defining query uses {object}"),
+        )
+        .detail("Background refreshes run in other sessions, and a session's temporary objects go when it ends.")),
+    }
 }
 
 /// Creates the view `view` of an analysed SELECT, as `CREATE VIEW` does with the tree it reads:
@@ -229,15 +255,22 @@ fn refuse_changes_to_query_views(
     if !(command_tag == "ALTER SCHEMA" || command_tag == "ALTER VIEW" || is_view) {
         return Ok(());
     }
-    // Renamed or moved away (the view, or its schema): a stream table that can still refresh has
-    // lost its view.
+    // Renamed or moved away (the view, or its schema): a query view — the view that depends on a
+    // stream table's storage table automatically — no longer named as its stream table's. Only
+    // this command's view, or any for a schema's: one that is gone (dropped with the temporary
+    // objects it read, say) stops no one else's DDL.
     let lost = spi::one::<String>(
-        "SELECT pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id) FROM pgtrickle.pgt_stream_tables st
-          WHERE st.status <> 'ERROR'
-            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                             WHERE c.relname = 'q_' || st.pgt_id AND n.nspname = 'pgtrickle_queries')
+        "SELECT pg_catalog.format('pgtrickle_queries.q_%s', st.pgt_id)
+           FROM pgtrickle.pgt_stream_tables st
+           JOIN pg_catalog.pg_depend d
+             ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = st.pgt_relid
+            AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'a'
+           JOIN pg_catalog.pg_class v ON v.oid = d.objid AND v.relkind = 'v'
+          WHERE ($1::pg_catalog.oid IS NULL OR v.oid = $1)
+            AND ((SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = v.relnamespace) <> 'pgtrickle_queries'
+                 OR v.relname <> 'q_' || st.pgt_id)
           ORDER BY st.pgt_id LIMIT 1",
-        &[],
+        &[relid.into()],
     )?;
     lost.map_or(Ok(()), refused)
 }
