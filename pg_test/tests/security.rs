@@ -1001,3 +1001,55 @@ fn a_callers_default_tablespace_places_only_the_callers_objects() {
         db.exec(&format!("DROP TABLESPACE {ts}"));
     }
 }
+
+/// pg_trickle puts triggers only on tables a stream table's owner may read: not on one a view of
+/// the owner's names without the owner being able to read it (an unused CTE), nor on one only
+/// another role's view reads. (A role put signal triggers on another's table it could not read,
+/// and learnt from its refresh count when that table was written.)
+#[test]
+fn triggers_go_only_on_tables_the_owner_may_read() {
+    let (mut db, alice) = db("security_trigger_reach");
+    db.exec(&format!(
+        "CREATE TABLE secret (id int PRIMARY KEY, s text);
+         INSERT INTO secret VALUES (1, 'x');
+         CREATE VIEW shared AS SELECT id, v FROM src WHERE v > 0;
+         GRANT SELECT ON shared TO {alice};
+         REVOKE SELECT ON src FROM {alice};
+         CREATE TABLE mine (id int PRIMARY KEY, v int);
+         INSERT INTO mine VALUES (1, 1);
+         ALTER TABLE mine OWNER TO {alice};
+         GRANT CREATE ON SCHEMA public TO {alice};"
+    ));
+    db.exec(&format!(
+        "SET ROLE {alice};
+         CREATE VIEW peek AS WITH unused AS (SELECT id FROM secret) SELECT id, v FROM mine;
+         CREATE VIEW peek_all AS SELECT m.id, m.v FROM mine m WHERE NOT EXISTS (SELECT 1 FROM secret s WHERE s.id = -m.id);
+         SELECT pgtrickle.create_stream_table('over_peek', 'SELECT id, v FROM peek', '1h', 'FULL');
+         SELECT pgtrickle.create_stream_table('over_shared', 'SELECT id, v FROM shared', '1h', 'AUTO');
+         RESET ROLE;"
+    ));
+    // Her view that reads the table she may not read cannot be maintained at all.
+    db.exec(&format!("SET ROLE {alice}"));
+    let e = db.error("SELECT pgtrickle.create_stream_table('over_peek_all', 'SELECT id, v FROM peek_all', '1h', 'AUTO')");
+    db.exec("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e:?}");
+    let triggered: Vec<String> = db
+        .rows(
+            "SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger
+              WHERE NOT tgisinternal AND tgrelid IN ('secret'::regclass, 'src'::regclass) ORDER BY 1",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(triggered.is_empty(), "triggers on {triggered:?}");
+    assert_eq!(
+        db.value::<String>("SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'over_shared'::regclass"),
+        "FULL"
+    );
+    // Both still refresh exactly, whatever changes.
+    db.exec("INSERT INTO src VALUES (100, 'carol', 100); INSERT INTO mine VALUES (2, 2)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('over_shared'), pgtrickle.refresh_stream_table('over_peek')");
+    db.assert_matches_query("over_shared", "SELECT id, v FROM shared");
+    db.assert_matches_query("over_peek", "SELECT id, v FROM mine");
+}

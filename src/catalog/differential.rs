@@ -302,6 +302,15 @@ fn table_problem(relid: Oid, owner: Option<Oid>) -> PgtResult<Option<String>> {
     if row_security == Some(true) {
         return Ok(Some(format!("table {name}, whose row-level security applies to the stream table's owner (read whole, so its policies hold)")));
     }
+    // Capture puts triggers on the table and queues its rows for the owner: only for a table the
+    // owner may read itself, not one read through another role's view.
+    let readable = spi::one::<bool>(
+        "SELECT pg_catalog.has_table_privilege(COALESCE($2, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)), $1, 'SELECT')",
+        &[relid.into(), owner.into()],
+    )?;
+    if readable != Some(true) {
+        return Ok(Some(format!("table {name}, which the stream table's owner may not read itself (read whole, through the views that read it)")));
+    }
     if let Some(parent) = parent_of(relid)? {
         return Ok(Some(partition_reason(&name, &parent)));
     }

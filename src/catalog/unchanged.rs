@@ -31,7 +31,7 @@ pub fn decide(pgt_id: i64, analysis: &QueryAnalysis, effective: RefreshMode) -> 
         return Ok(());
     }
     let tables = if effective == RefreshMode::Full && analysis.non_immutable_functions.is_empty() {
-        signalling_tables(&analysis.relations_read)?
+        signalling_tables(pgt_id, &analysis.relations_read)?
     } else {
         None
     };
@@ -48,8 +48,21 @@ pub fn decide(pgt_id: i64, analysis: &QueryAnalysis, effective: RefreshMode) -> 
 }
 
 /// `relations` (what a query reads, views expanded), if every one of them is a table that can signal
-/// its writes; None otherwise.
-fn signalling_tables(relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
+/// its writes and that the stream table's owner may read itself (signal triggers go on it, and its
+/// writes show in the owner's refreshes: not for a table only another role's view reads); None
+/// otherwise.
+fn signalling_tables(pgt_id: i64, relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
+    let unreadable = spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS r(oid)
+                         WHERE NOT pg_catalog.has_table_privilege(
+                                 (SELECT c.relowner FROM pgtrickle.pgt_stream_tables st
+                                    JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid WHERE st.pgt_id = $1),
+                                 r.oid, 'SELECT'))",
+        &[pgt_id.into(), relations.to_vec().into()],
+    )?;
+    if unreadable != Some(false) {
+        return Ok(None);
+    }
     for &relid in relations {
         let kind = spi::rows(
             "SELECT relkind::text AS relkind, relpersistence::text AS persistence FROM pg_catalog.pg_class WHERE oid = $1",
