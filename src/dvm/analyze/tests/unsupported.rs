@@ -229,7 +229,7 @@ fn long_operator_chains_are_refused_before_parsing() {
             .collect::<Vec<_>>()
             .join(op)
     };
-    let refused = "an expression chaining more than 200 operators (AND, OR, +, ...) at one level";
+    let refused = "an expression chaining more than 10000 operators (AND, OR, +, ...) at one level";
     assert_eq!(
         unsupported(&format!(
             "SELECT a.x FROM public.a WHERE {}",
@@ -240,14 +240,14 @@ fn long_operator_chains_are_refused_before_parsing() {
     assert_eq!(
         unsupported(&format!(
             "SELECT (a.x + {}) AS s FROM public.a",
-            vec!["1"; 250].join(" + ")
+            vec!["1"; 12_000].join(" + ")
         )),
         refused
     );
     assert_eq!(
         unsupported(&format!(
             "SELECT a.x FROM public.a WHERE ({})",
-            chain(150, " OR ")
+            chain(6_000, " OR ")
         )),
         refused // `a.x <> i` counts too
     );
@@ -258,7 +258,7 @@ fn long_operator_chains_are_refused_before_parsing() {
         .join(", ");
     tree(&format!(
         "SELECT {many_items} FROM public.a WHERE {}",
-        chain(50, " AND ")
+        chain(500, " AND ")
     ));
     tree(&format!(
         "SELECT a.x FROM public.a WHERE a.x IN ({})",
