@@ -37,7 +37,7 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
     let owner = super::stream_tables::owner(storage)?;
     let tree = super::privilege::reading_as(owner, || analysis::parsed_tree(defining_query))?;
     // SAFETY: `tree` is the analysed tree just read, in the current memory context.
-    unsafe { define_view(&view, tree) }?;
+    let oid = unsafe { define_view(&view, tree) }?;
     let storage_name = super::names::qualified_name_of(storage)?;
     spi::exec(
         &format!(
@@ -46,11 +46,6 @@ pub fn create(pgt_id: i64, storage: Oid, defining_query: &str) -> PgtResult<()> 
         ),
         &[],
     )?;
-    let oid = spi::one::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[view.quoted().as_str().into()],
-    )?
-    .ok_or_else(|| PgtError::internal(format!("{view} not found after CREATE VIEW")))?;
     super::depend::auto_on_storage(oid, storage);
     refuse_temporary_objects(oid)?;
     // The stream table's owner owns its query, as for any view of theirs.
@@ -103,11 +98,11 @@ fn refuse_temporary_objects(view: Oid) -> PgtResult<()> {
 }
 
 /// Creates the view `view` of an analysed SELECT, as `CREATE VIEW` does with the tree it reads:
-/// a relation of the tree's output columns, then the tree as its rule.
+/// a relation of the tree's output columns, then the tree as its rule. Returns the view's OID.
 ///
 /// # Safety
 /// `tree` is a valid analysed, not rewritten, query tree of one SELECT.
-unsafe fn define_view(view: &QualifiedName, tree: *mut pg_sys::Query) -> PgtResult<()> {
+unsafe fn define_view(view: &QualifiedName, tree: *mut pg_sys::Query) -> PgtResult<Oid> {
     let schema =
         CString::new(view.schema.as_str()).map_err(|_| PgtError::internal("NUL in a name"))?;
     let relname =
@@ -153,9 +148,9 @@ unsafe fn define_view(view: &QualifiedName, tree: *mut pg_sys::Query) -> PgtResu
             pg_sys::CommandCounterIncrement();
             StoreViewQuery(address.objectId, tree, false);
             pg_sys::CommandCounterIncrement();
-        });
+            Ok(address.objectId)
+        })
     }
-    Ok(())
 }
 
 unsafe extern "C-unwind" {
