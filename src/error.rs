@@ -81,6 +81,33 @@ impl SqlState {
     }
 }
 
+impl SqlState {
+    /// The five characters of the SQLSTATE.
+    pub fn sqlstate(self) -> String {
+        match self {
+            SqlState::Passthrough(packed) => unpack_sqlstate(packed),
+            own => own.code().to_string(),
+        }
+    }
+
+    /// Whether the error is about the moment rather than the statement: a cancel (`pg_cancel_backend`,
+    /// a timeout) or shutdown (class 57), a deadlock or serialization failure (40), a lock not
+    /// available (55P03), resources exhausted (53), a system error (58). Code that takes an error as
+    /// an answer ("this query no longer works") must let these through, as PL/pgSQL's `WHEN OTHERS`
+    /// never catches a cancel.
+    pub fn is_transient(self) -> bool {
+        let code = self.sqlstate();
+        matches!(&code[..2], "40" | "53" | "57" | "58") || code == "55P03"
+    }
+}
+
+/// A SQLSTATE from PostgreSQL's packed form (`MAKE_SQLSTATE`: six bits a character, the first lowest).
+pub fn unpack_sqlstate(packed: i32) -> String {
+    (0..5)
+        .map(|i| char::from(((packed >> (6 * i)) & 0x3F) as u8 + b'0'))
+        .collect()
+}
+
 /// An SQL argument that must not be NULL (the API functions take NULLs to say so clearly instead of
 /// silently returning NULL, as STRICT functions do).
 pub fn required<T>(value: Option<T>, argument: &str) -> Result<T, PgtError> {
@@ -165,7 +192,39 @@ impl std::error::Error for PgtError {}
 
 #[cfg(test)]
 mod tests {
-    use super::position_detail;
+    use super::{position_detail, unpack_sqlstate, SqlState};
+
+    /// MAKE_SQLSTATE of PostgreSQL's elog.h.
+    fn packed(code: &str) -> i32 {
+        code.bytes()
+            .enumerate()
+            .map(|(i, c)| (((c - b'0') & 0x3F) as i32) << (6 * i))
+            .sum()
+    }
+
+    #[test]
+    fn transient_errors_are_told_from_errors_about_the_statement() {
+        assert_eq!(unpack_sqlstate(packed("57014")), "57014");
+        assert_eq!(unpack_sqlstate(packed("42P01")), "42P01");
+        for transient in [
+            "57014", "57P01", "40001", "40P01", "55P03", "53200", "58030",
+        ] {
+            assert!(
+                SqlState::Passthrough(packed(transient)).is_transient(),
+                "{transient}"
+            );
+        }
+        for answer in [
+            "42P01", "42703", "0A000", "22012", "23514", "55000", "XX000",
+        ] {
+            assert!(
+                !SqlState::Passthrough(packed(answer)).is_transient(),
+                "{answer}"
+            );
+        }
+        assert!(SqlState::SerializationFailure.is_transient());
+        assert!(!SqlState::FeatureNotSupported.is_transient());
+    }
 
     #[test]
     fn caret_points_at_the_character() {

@@ -156,4 +156,42 @@ mod tests {
     fn non_select_queries_are_errors() {
         Spi::run("SELECT pgtrickle.create_stream_table('pt_bad', 'UPDATE pg_class SET relname = relname')").unwrap();
     }
+
+    /// An error inside `spi::in_subtransaction` is an answer: it comes back as its message, and the
+    /// transaction goes on.
+    #[pg_test]
+    fn an_error_inside_a_subtransaction_is_an_answer() {
+        let answered = crate::spi::in_subtransaction(|| crate::spi::exec("SELECT 1 / 0", &[]));
+        assert!(
+            matches!(&answered, Err(m) if m.contains("division by zero")),
+            "{answered:?}"
+        );
+        assert_eq!(count("SELECT 1"), 1);
+    }
+
+    /// A cancel is no answer (a refresh canceled there once took it for a broken query): it goes
+    /// through, as PL/pgSQL's `WHEN OTHERS` never catches one.
+    #[pg_test(error = "canceled in a subtransaction")]
+    fn a_cancel_inside_a_subtransaction_goes_through() {
+        let answered = crate::spi::in_subtransaction(|| {
+            crate::spi::exec(
+                "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'query_canceled', MESSAGE = 'canceled in a subtransaction'; END $$",
+                &[],
+            )
+        });
+        panic!("the cancel came back as an answer: {answered:?}");
+    }
+
+    /// So does a transient error returned rather than raised.
+    #[pg_test(error = "could not serialize, returned")]
+    fn a_transient_error_returned_in_a_subtransaction_goes_through() {
+        use crate::error::{PgtError, SqlState};
+        let answered = crate::spi::in_subtransaction(|| -> crate::error::PgtResult<()> {
+            Err(PgtError::new(
+                SqlState::SerializationFailure,
+                "could not serialize, returned",
+            ))
+        });
+        panic!("the error came back as an answer: {answered:?}");
+    }
 }

@@ -272,17 +272,20 @@ pub fn caught_message(caught: &pgrx::pg_sys::panic::CaughtError) -> String {
 /// subtransaction and comes back as its message, so the caller can carry on (a returned error rolls
 /// it back too) — the same mechanism
 /// as a PL/pgSQL EXCEPTION block. Use it where an error is an answer, not a failure.
+/// A transient error (`SqlState::is_transient`: a cancel, a timeout, a deadlock) is no answer: it
+/// rolls the subtransaction back and is raised again, as PL/pgSQL's `WHEN OTHERS` never catches a
+/// cancel (a refresh canceled here once put its stream table in ERROR as if its query were broken).
 pub fn in_subtransaction<R>(body: impl FnOnce() -> PgtResult<R>) -> Result<PgtResult<R>, String> {
     use pgrx::pg_sys;
     // SAFETY: the begin/release/rollback calls pair up on every path, and the memory context and
     // resource owner are restored afterwards, as PL/pgSQL does around exception blocks.
-    unsafe {
+    let outcome = unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
         let outcome = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(body())))
-            .catch_others(|caught| Err(caught_message(&caught)))
+            .catch_others(Err)
             .execute();
         if matches!(outcome, Ok(Ok(_))) {
             pg_sys::ReleaseCurrentSubTransaction();
@@ -292,5 +295,21 @@ pub fn in_subtransaction<R>(body: impl FnOnce() -> PgtResult<R>) -> Result<PgtRe
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
         outcome
+    };
+    match outcome {
+        Ok(Err(e)) if e.state.is_transient() => e.raise(),
+        Ok(result) => Ok(result),
+        Err(caught) if caught_is_transient(&caught) => caught.rethrow(),
+        Err(caught) => Err(caught_message(&caught)),
+    }
+}
+
+fn caught_is_transient(caught: &pgrx::pg_sys::panic::CaughtError) -> bool {
+    use pgrx::pg_sys::panic::CaughtError;
+    match caught {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+            crate::error::SqlState::Passthrough(report.sql_error_code() as i32).is_transient()
+        }
+        CaughtError::RustPanic { .. } => false,
     }
 }
