@@ -12,6 +12,7 @@ static MIN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(10);
 static WORKER_RECLAIM_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(30);
+static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -90,6 +91,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.refresh_timeout",
+        c"The longest a scheduled refresh may run before it is canceled; 0: no limit.",
+        c"Applies to refreshes by the refresh workers and the coordinator, which statement_timeout does not reach; a canceled refresh rolls back and counts as a failure (backoff, then status ERROR after max_consecutive_errors). Manual refreshes follow the caller's statement_timeout. Settable per database (ALTER DATABASE ... SET), read when its workers start.",
+        &REFRESH_TIMEOUT_MS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_float_guc(
         c"pg_trickle.full_refresh_ratio",
         c"Until their refresh costs are measured, AUTO stream tables refresh FULL for batches above this fraction of the sources' rows.",
@@ -136,4 +147,10 @@ pub fn max_consecutive_errors() -> i32 {
 
 pub fn worker_reclaim_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(WORKER_RECLAIM_TIMEOUT_S.get().max(1) as u64)
+}
+
+/// `pg_trickle.refresh_timeout`: None for no limit.
+pub fn refresh_timeout() -> Option<std::time::Duration> {
+    let ms = REFRESH_TIMEOUT_MS.get();
+    (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
 }

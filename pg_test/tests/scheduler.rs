@@ -223,6 +223,148 @@ fn a_failing_refresh_is_recorded_and_the_scheduler_survives() {
     }));
 }
 
+/// A database whose background refreshes may take at most `limit` (its coordinator and workers
+/// start after the setting, with the extension).
+fn limited_db(name: &str, limit: &str) -> TestDb {
+    let mut db = TestDb::without_extension(name);
+    db.exec(&format!(
+        "ALTER DATABASE \"{name}\" SET pg_trickle.refresh_timeout = '{limit}'"
+    ));
+    db.exec(
+        "CREATE EXTENSION pg_trickle;
+         CREATE TABLE knob (secs float8 NOT NULL); INSERT INTO knob VALUES (0);
+         CREATE FUNCTION nap(float8) RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep($1)';",
+    );
+    db
+}
+
+fn status_and_error(db: &mut TestDb, table: &str) -> (String, i32, String) {
+    let row = db.rows(
+        "SELECT status, consecutive_errors, coalesce(last_error, '') FROM pgtrickle.stream_tables WHERE table_name = $1",
+        &[&table],
+    );
+    (row[0].get(0), row[0].get(1), row[0].get(2))
+}
+
+/// A scheduled refresh that runs past `pg_trickle.refresh_timeout` is canceled: it rolls back, is
+/// recorded as a failure that says why, backs off, and the same workers go on refreshing the others.
+/// (`statement_timeout` never reached background refreshes: a query that slept kept a worker, or
+/// the coordinator itself, for as long as it slept.)
+#[test]
+fn a_scheduled_refresh_longer_than_refresh_timeout_is_canceled_and_recorded() {
+    let mut db = limited_db("sched_timeout", "300ms");
+    db.exec(
+        "CREATE TABLE facts (v int NOT NULL); INSERT INTO facts SELECT generate_series(1, 10);
+         CREATE TABLE other (v int NOT NULL);",
+    );
+    let slow_query = "SELECT f.v, nap(k.secs) AS napped FROM facts f, knob k";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('slow', '{slow_query}', '100ms')"
+    ));
+    db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM other', '100ms')");
+    let pid = db
+        .scheduler_pid()
+        .expect("no scheduler started after the stream tables were created");
+
+    // Each row now sleeps 5 s: a refresh would take 50 s.
+    db.exec("UPDATE knob SET secs = 5; INSERT INTO facts VALUES (11)");
+    let canceled = wait_until(Duration::from_secs(30), || {
+        status_and_error(&mut db, "slow").1 >= 1
+    });
+    assert!(
+        canceled,
+        "no failure recorded: {:?}",
+        status_and_error(&mut db, "slow")
+    );
+    let (status, _, last_error) = status_and_error(&mut db, "slow");
+    assert_eq!(status, "ACTIVE", "{last_error}");
+    assert!(
+        last_error.starts_with("canceling statement due to statement timeout (a scheduled refresh may run for at most pg_trickle.refresh_timeout, 300 ms;"),
+        "{last_error}"
+    );
+    let took: f64 = db.value(
+        "SELECT extract(epoch FROM h.finished_at - h.started_at)::float8 FROM pgtrickle.pgt_refresh_history h
+           JOIN pgtrickle.stream_tables s USING (pgt_id)
+          WHERE s.table_name = 'slow' AND h.status = 'FAILED' ORDER BY h.refresh_id LIMIT 1",
+    );
+    assert!(
+        took < 4.0,
+        "the refresh ran for {took} s: it was not canceled"
+    );
+    // Rolled back: the stream table still shows what it showed before the change.
+    db.assert_matches_query(
+        "slow",
+        "SELECT v, 1 AS napped FROM generate_series(1, 10) v",
+    );
+
+    // The workers and the coordinator survive the cancels, and the others keep being refreshed.
+    db.exec("INSERT INTO other VALUES (1)");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("healthy", "SELECT count(*) AS n FROM other")
+        .is_empty()));
+    assert_eq!(db.scheduler_pid(), Some(pid), "the coordinator restarted");
+
+    // Fast again: the next scheduled refresh (backoff is a few seconds at these error counts) works.
+    db.exec("UPDATE knob SET secs = 0");
+    assert!(wait_until(Duration::from_secs(60), || db
+        .multiset_diff("slow", slow_query)
+        .is_empty()));
+    assert!(wait_until(Duration::from_secs(10), || {
+        status_and_error(&mut db, "slow").1 == 0
+    }));
+}
+
+/// A reinitialisation canceled by `pg_trickle.refresh_timeout` (here: waiting for a lock another
+/// session holds on the stream table) rolls back whole: the reason to reinitialise (a TRUNCATE of
+/// the source) survives every canceled attempt, the stream table stays ACTIVE, and once the lock is
+/// gone a FULL refresh for that reason makes it exact.
+#[test]
+fn a_canceled_reinitialisation_is_retried_not_lost() {
+    let mut db = limited_db("sched_timeout_reinit", "300ms");
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO src VALUES (1, 1), (2, 2);
+         SELECT pgtrickle.create_stream_table('st', 'SELECT id, v FROM src', '100ms', 'DIFFERENTIAL');",
+    );
+    let mut holder = db.connect();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE st IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    db.exec("TRUNCATE src; INSERT INTO src VALUES (3, 3)");
+    let canceled = wait_until(Duration::from_secs(30), || {
+        status_and_error(&mut db, "st").1 >= 2
+    });
+    let (status, _, last_error) = status_and_error(&mut db, "st");
+    assert!(canceled, "no canceled refreshes: {last_error}");
+    assert_eq!(status, "ACTIVE", "{last_error}");
+    assert!(
+        last_error.starts_with("canceling statement due to statement timeout (a scheduled refresh"),
+        "{last_error}"
+    );
+
+    holder.batch_execute("COMMIT").unwrap();
+    assert!(wait_until(Duration::from_secs(60), || {
+        status_and_error(&mut db, "st").1 == 0
+    }));
+    let first_success: Vec<(String, String)> = db
+        .rows(
+            "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
+              WHERE initiated_by = 'SCHEDULER' AND status = 'SUCCESS' ORDER BY refresh_id LIMIT 1",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        first_success,
+        [(
+            "FULL".to_string(),
+            "\"public\".\"src\" was truncated".to_string()
+        )]
+    );
+    db.assert_matches_query("st", "SELECT id, v FROM src");
+}
+
 #[test]
 fn upstream_stream_tables_refresh_before_downstream_ones() {
     let mut db = orders_db("sched_dag");

@@ -27,6 +27,8 @@ pub mod releases;
 #[cfg(feature = "pg")]
 mod shmem;
 #[cfg(feature = "pg")]
+mod time_limit;
+#[cfg(feature = "pg")]
 mod xact;
 
 #[cfg(feature = "pg")]

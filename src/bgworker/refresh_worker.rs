@@ -69,7 +69,8 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
 }
 
 /// Refreshes one stream table in its own transaction, as a job (see refresh/job.rs); a failure is
-/// logged and recorded (with backoff), never raised. Shared by the workers and the coordinator's
+/// logged and recorded (with backoff), never raised. The refresh is canceled once it has run for
+/// `pg_trickle.refresh_timeout`, which counts as a failure. Shared by the workers and the coordinator's
 /// in-process fallback. Returns whether it refreshed (not: busy with another refresher, gone,
 /// broken or failed).
 pub fn run_job(pgt_id: i64, name: &str) -> bool {
@@ -91,7 +92,19 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
         )?;
         Ok(outcome)
     };
-    match xact::run(Isolation::RepeatableRead, run) {
+    let limit = crate::gucs::refresh_timeout();
+    let armed = Instant::now();
+    let (outcome, timed_out) =
+        super::time_limit::within(limit, || xact::run(Isolation::RepeatableRead, run));
+    let outcome = match (outcome, limit) {
+        (Err(message), Some(limit)) if timed_out => Err(format!(
+            "{message} (a scheduled refresh may run for at most pg_trickle.refresh_timeout, {} ms; this one had run for {} ms)",
+            limit.as_millis(),
+            armed.elapsed().as_millis()
+        )),
+        (outcome, _) => outcome,
+    };
+    match outcome {
         Ok(refresh::Outcome::Refreshed { action, .. }) => {
             debug1!("pg_trickle: refreshed {name} in {:?}", started.elapsed());
             if action != RefreshAction::NoData {
