@@ -146,6 +146,62 @@ fn a_downstream_stream_table_refreshes_after_its_upstream_in_every_round() {
     defaults();
 }
 
+/// The pool shares itself among the stream tables' owners: one role's four slow stream tables keep
+/// the queue full (a refresh takes 2 s, each is due every second, one worker), yet another role's
+/// stream table, queued behind them, is the next one a worker takes. (First in, first out, it waited
+/// for the three queued before it.)
+#[test]
+fn one_roles_stream_tables_do_not_hold_another_roles_behind_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    cluster().alter_system(
+        "ALTER SYSTEM SET pg_trickle.adaptive_workers = off; ALTER SYSTEM SET pg_trickle.max_workers = 1;",
+    );
+    let mut db = slow_db("pool_fair", 2.0);
+    let (hog, other) = ("pool_fair_hog", "pool_fair_other");
+    for role in [hog, other] {
+        db.fresh_role(role);
+    }
+    db.exec(&format!(
+        "CREATE TABLE quiet (v int NOT NULL);
+         GRANT CREATE ON SCHEMA public TO {hog}, {other};
+         GRANT SELECT ON src TO {hog}; GRANT SELECT ON quiet TO {other};"
+    ));
+    db.exec(&format!("SET ROLE {hog}"));
+    for i in 0..4 {
+        db.exec(&format!("SELECT pgtrickle.create_stream_table('h{i}', 'SELECT sum(v) + slow() AS total FROM src', '1s', 'FULL')"));
+    }
+    db.exec(&format!("SET ROLE {other}"));
+    db.exec("SELECT pgtrickle.create_stream_table('b', 'SELECT count(*) AS n FROM quiet', '1s', 'DIFFERENTIAL')");
+    db.exec("RESET ROLE");
+    // The hog's stream tables take turns in the one worker.
+    assert!(wait_until(Duration::from_secs(30), || {
+        db.value::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER'",
+        ) >= 3
+    }));
+    let changed_at: String = db.value("SELECT clock_timestamp()::text");
+    db.exec("INSERT INTO quiet VALUES (1)");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("b", "SELECT count(*) AS n FROM quiet")
+        .is_empty()));
+    // Started after the change, before b's refresh: the one that was starting as b was queued (a
+    // tick may pass first), at most; first in, first out, the three queued before b as well.
+    let hog_refreshes_first: i64 = db.value(&format!(
+        "SELECT count(*) FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.stream_tables s USING (pgt_id)
+          WHERE s.table_name LIKE 'h%' AND h.started_at > '{changed_at}'
+            AND h.started_at < (SELECT min(b.started_at) FROM pgtrickle.pgt_refresh_history b
+                                  JOIN pgtrickle.stream_tables t USING (pgt_id)
+                                 WHERE t.table_name = 'b' AND b.initiated_by = 'SCHEDULER'
+                                   AND b.started_at > '{changed_at}')"
+    ));
+    assert!(
+        hog_refreshes_first <= 1,
+        "{hog_refreshes_first} of {hog}'s refreshes went first"
+    );
+    db.exec("SELECT pgtrickle.alter_stream_table(t, status => 'SUSPENDED') FROM unnest(ARRAY['h0', 'h1', 'h2', 'h3', 'b']) t");
+    defaults();
+}
+
 #[test]
 fn a_refresh_worker_killed_mid_refresh_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -59,6 +59,8 @@ struct Waiting {
     pgt_id: i64,
     /// For the refresh worker's activity and log lines; looked up once it waits (see `name_waiting`).
     name: String,
+    /// The stream table's owner, looked up with the name: the pool shares its workers among owners.
+    owner: u32,
     upstream: Vec<i64>,
     sources: Vec<u32>,
 }
@@ -352,6 +354,7 @@ impl Coordinator {
             self.waiting.push(Waiting {
                 pgt_id: st.pgt_id,
                 name: String::new(),
+                owner: 0,
                 upstream: st.upstream,
                 sources: st.sources,
             });
@@ -359,8 +362,8 @@ impl Coordinator {
         lag
     }
 
-    /// Names the waiting stream tables that have no name yet: only those a tick did not skip, so an
-    /// idle tick looks up no names.
+    /// Names the waiting stream tables that have no name yet, and finds their owners: only those a
+    /// tick did not skip, so an idle tick looks up nothing.
     fn name_waiting(&mut self) {
         let unnamed: Vec<i64> = self
             .waiting
@@ -373,9 +376,19 @@ impl Coordinator {
         }
         let names = xact::run(Isolation::ReadCommitted, || {
             spi::rows(
-                "SELECT pgt_id, pgt_relid::pg_catalog.regclass::text AS name FROM pgtrickle.pgt_stream_tables WHERE pgt_id = ANY ($1)",
+                "SELECT st.pgt_id, st.pgt_relid::pg_catalog.regclass::text AS name,
+                        COALESCE(c.relowner, 0)::bigint AS owner
+                   FROM pgtrickle.pgt_stream_tables st
+                   LEFT JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid
+                  WHERE st.pgt_id = ANY ($1)",
                 &[unnamed.into()],
-                |r| Ok((spi::col::<i64>(r, "pgt_id")?, spi::col::<String>(r, "name")?)),
+                |r| {
+                    Ok((
+                        spi::col::<i64>(r, "pgt_id")?,
+                        spi::col::<String>(r, "name")?,
+                        spi::col::<i64>(r, "owner")? as u32,
+                    ))
+                },
             )
         })
         .unwrap_or_else(|e| {
@@ -384,11 +397,10 @@ impl Coordinator {
         });
         for w in self.waiting.iter_mut().filter(|w| w.name.is_empty()) {
             // One dropped meanwhile keeps its id: its refresh finds it gone.
-            w.name = names
-                .iter()
-                .find(|(id, _)| *id == w.pgt_id)
-                .map(|(_, n)| n.clone())
-                .unwrap_or_else(|| format!("pgt_id {}", w.pgt_id));
+            match names.iter().find(|(id, _, _)| *id == w.pgt_id) {
+                Some((_, name, owner)) => (w.name, w.owner) = (name.clone(), *owner),
+                None => w.name = format!("pgt_id {}", w.pgt_id),
+            }
         }
     }
 
@@ -434,7 +446,14 @@ impl Coordinator {
         }
         // Read just before queueing: a change signalled after this is the next refresh's.
         let signals: Vec<Signals> = jobs.iter().map(|w| self.signals(&w.sources)).collect();
-        let list: Vec<(i64, String)> = jobs.iter().map(|w| (w.pgt_id, w.name.clone())).collect();
+        let list: Vec<pool::Request> = jobs
+            .iter()
+            .map(|w| pool::Request {
+                pgt_id: w.pgt_id,
+                name: w.name.clone(),
+                owner: w.owner,
+            })
+            .collect();
         let queued: Vec<bool> = match self.queue_external(&list) {
             Some(queued) => queued,
             None => {
@@ -463,24 +482,22 @@ impl Coordinator {
 
     /// While an external worker is alive, queues these refreshes for external workers: for each,
     /// whether it was queued. None: no worker alive (or queueing failed): refresh them in-process.
-    fn queue_external(&mut self, list: &[(i64, String)]) -> Option<Vec<bool>> {
+    fn queue_external(&mut self, list: &[pool::Request]) -> Option<Vec<bool>> {
         if self.workers_alive == 0 {
             return None;
         }
-        let ids: Vec<i64> = list.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<i64> = list.iter().map(|r| r.pgt_id).collect();
         match xact::run(Isolation::ReadCommitted, || external::queue(&ids)) {
             Ok(jobs) => Some(
                 list.iter()
-                    .map(
-                        |(pgt_id, name)| match jobs.iter().find(|j| j.pgt_id == *pgt_id) {
-                            Some(job) => {
-                                self.external_jobs
-                                    .insert(*pgt_id, (job.job_id, name.clone()));
-                                true
-                            }
-                            None => false,
-                        },
-                    )
+                    .map(|r| match jobs.iter().find(|j| j.pgt_id == r.pgt_id) {
+                        Some(job) => {
+                            self.external_jobs
+                                .insert(r.pgt_id, (job.job_id, r.name.clone()));
+                            true
+                        }
+                        None => false,
+                    })
                     .collect(),
             ),
             Err(e) => {
@@ -578,7 +595,13 @@ impl Coordinator {
                         Some(w) => log!("pg_trickle coordinator: the refresh of {name} was reclaimed from external worker {w}, silent for more than pg_trickle.worker_reclaim_timeout; refreshing it in-process"),
                         None => log!("pg_trickle coordinator: no external worker is alive to refresh {name}; refreshing it in-process"),
                     }
-                    if pool::enqueue(self.db.to_u32(), &[(pgt_id, name)]) == 0 {
+                    // Its owner is not known here (0): reclaimed refreshes share the pool as one.
+                    let request = pool::Request {
+                        pgt_id,
+                        name,
+                        owner: 0,
+                    };
+                    if pool::enqueue(self.db.to_u32(), &[request]) == 0 {
                         self.settle(pgt_id, false); // no room: due again at a later tick
                     }
                 }

@@ -33,9 +33,44 @@ pub fn is_due(
     }
 }
 
+/// Which queued refresh a free worker takes. `queued` holds each queued refresh's owner, in queue
+/// order; `running` each running one's; `last_served(owner)` says when a worker last took one of that
+/// owner's (a sequence number, 0 for never). The owner with the fewest running goes first, then the
+/// one served least recently, then the queue's order: one role's many stream tables (slow ones, on
+/// short schedules) can neither keep every worker nor hold another role's refreshes behind them.
+pub fn next_in_queue(
+    queued: &[u32],
+    running: &[u32],
+    last_served: impl Fn(u32) -> u64,
+) -> Option<usize> {
+    let served = |owner: u32| running.iter().filter(|&&o| o == owner).count();
+    queued
+        .iter()
+        .enumerate()
+        .min_by_key(|&(i, &owner)| (served(owner), last_served(owner), i))
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_worker_goes_to_the_least_served_owner_then_first_in_first_out() {
+        let never = |_| 0;
+        assert_eq!(next_in_queue(&[], &[1], never), None);
+        // One owner: first in, first out.
+        assert_eq!(next_in_queue(&[7, 7, 7], &[7, 7], never), Some(0));
+        // Owner 7 runs two, owner 9 none: 9's first queued goes next, wherever it is queued.
+        assert_eq!(next_in_queue(&[7, 7, 9, 7, 9], &[7, 7], never), Some(2));
+        // As many running: the owner served least recently, then the queue's order.
+        let recent = |owner| if owner == 7 { 40 } else { 0 };
+        assert_eq!(next_in_queue(&[7, 7, 9], &[], recent), Some(2));
+        assert_eq!(next_in_queue(&[7, 7, 9], &[9], recent), Some(0));
+        assert_eq!(next_in_queue(&[9, 7], &[7, 9], never), Some(0));
+        // Fewer running outranks being served recently.
+        assert_eq!(next_in_queue(&[9, 7], &[9, 9], recent), Some(1));
+    }
 
     #[test]
     fn healthy_tables_are_due_once_per_schedule() {

@@ -24,6 +24,8 @@ const MAX_POOLS: usize = 64;
 pub const DECISIONS_KEPT: usize = 32;
 /// Bytes of a stream table's name kept for pg_stat_activity.
 const NAME_BYTES: usize = 96;
+/// Owners whose last turn each database's pool remembers (one it forgot counts as never served).
+const OWNERS_REMEMBERED: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum JobState {
@@ -37,6 +39,8 @@ struct Job {
     db: u32,
     pgt_id: i64,
     name: heapless::String<NAME_BYTES>,
+    /// The stream table's owner: workers share themselves among owners (`take_job`).
+    owner: u32,
     state: JobState,
     worker: i32,
     /// Done: whether the refresh ran (not busy, failed or lost).
@@ -87,6 +91,11 @@ struct DbPool {
     join_failures: u64,
     /// How long the coordinator's last tick took (catalog query, skip decisions, sizing), in µs.
     last_tick_us: u64,
+    /// Jobs taken so far: the sequence `served` counts in.
+    taken: u64,
+    /// When a worker last took a job of each owner (`taken` then), for `policy::next_in_queue`; the
+    /// least recently served owner gives way when full.
+    served: heapless::Vec<(u32, u64), OWNERS_REMEMBERED>,
 }
 
 #[derive(Default)]
@@ -184,21 +193,30 @@ pub fn wake_coordinator(db: u32) {
     }
 }
 
-/// Queues jobs (stream table id and name) and wakes idle workers. Returns how many fit.
-pub fn enqueue(db: u32, jobs: &[(i64, String)]) -> usize {
+/// A stream table to refresh: its id, its name (for pg_stat_activity and log lines) and its owner's
+/// OID (0 when not known).
+pub struct Request {
+    pub pgt_id: i64,
+    pub name: String,
+    pub owner: u32,
+}
+
+/// Queues jobs and wakes idle workers. Returns how many fit.
+pub fn enqueue(db: u32, jobs: &[Request]) -> usize {
     let mut shared = POOL.exclusive();
     let mut queued = 0;
-    for (pgt_id, name) in jobs {
+    for request in jobs {
         let mut short = heapless::String::new();
-        for ch in name.chars() {
+        for ch in request.name.chars() {
             if short.push(ch).is_err() {
                 break;
             }
         }
         let job = Job {
             db,
-            pgt_id: *pgt_id,
+            pgt_id: request.pgt_id,
             name: short,
+            owner: request.owner,
             state: JobState::Queued,
             worker: 0,
             refreshed: false,
@@ -420,20 +438,56 @@ pub fn should_exit(db: u32, pid: i32, coordinator: i32) -> bool {
     retiring || !serving
 }
 
-/// Takes the next queued job of `db` for `pid`: (pgt_id, name).
+/// Takes the next queued job of `db` for `pid`: (pgt_id, name); which one, `policy::next_in_queue`
+/// decides (shared among owners).
 pub fn take_job(db: u32, pid: i32) -> Option<(i64, String)> {
     let mut shared = POOL.exclusive();
-    let job = shared
-        .jobs
-        .iter_mut()
-        .find(|j| j.db == db && j.state == JobState::Queued)?;
+    let shared = &mut *shared;
+    let pool = shared.pools.iter_mut().find(|p| p.db == db);
+    let index = next_job(&shared.jobs, db, pool.as_deref())?;
+    let job = &mut shared.jobs[index];
     job.state = JobState::Running;
+    if let Some(pool) = pool {
+        note_served(pool, job.owner);
+    }
     job.worker = pid;
     let taken = (job.pgt_id, job.name.to_string());
     if let Some(w) = shared.workers.iter_mut().find(|w| w.pid == pid) {
         w.busy = taken.0;
     }
     Some(taken)
+}
+
+fn next_job(jobs: &[Job], db: u32, pool: Option<&DbPool>) -> Option<usize> {
+    let ours = |state: JobState| {
+        jobs.iter()
+            .enumerate()
+            .filter(move |(_, j)| j.db == db && j.state == state)
+    };
+    let running: Vec<u32> = ours(JobState::Running).map(|(_, j)| j.owner).collect();
+    let (at, owners): (Vec<usize>, Vec<u32>) =
+        ours(JobState::Queued).map(|(i, j)| (i, j.owner)).unzip();
+    let last_served = |owner: u32| {
+        pool.and_then(|p| p.served.iter().find(|(o, _)| *o == owner))
+            .map_or(0, |(_, at)| *at)
+    };
+    super::policy::next_in_queue(&owners, &running, last_served).map(|k| at[k])
+}
+
+fn note_served(pool: &mut DbPool, owner: u32) {
+    pool.taken += 1;
+    let now = pool.taken;
+    if let Some(entry) = pool.served.iter_mut().find(|(o, _)| *o == owner) {
+        entry.1 = now;
+        return;
+    }
+    if pool.served.is_full() {
+        // Forget the least recently served owner.
+        if let Some(oldest) = (0..pool.served.len()).min_by_key(|&i| pool.served[i].1) {
+            pool.served.swap_remove(oldest);
+        }
+    }
+    let _ = pool.served.push((owner, now));
 }
 
 /// The job is done (`refreshed`, or not: busy, or failed and recorded): wakes the coordinator.
