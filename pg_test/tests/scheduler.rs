@@ -314,6 +314,95 @@ fn a_scheduled_refresh_longer_than_refresh_timeout_is_canceled_and_recorded() {
     }));
 }
 
+/// A query that catches the cancel (PL/pgSQL's `EXCEPTION WHEN query_canceled`, which `WHEN OTHERS`
+/// does not include) and goes on cannot outrun `pg_trickle.refresh_timeout`: as long again after the
+/// cancel (at least a second), its process ends, which nothing catches; the pool replaces the
+/// worker, the refresh is recorded as failed, and the other stream tables keep being refreshed.
+/// (The timer fired once: such a query ran as long as it liked, and was recorded as a success.)
+#[test]
+fn a_query_that_catches_the_cancel_still_cannot_outrun_refresh_timeout() {
+    let mut db = limited_db("sched_timeout_caught", "300ms");
+    db.exec(
+        "CREATE FUNCTION stubborn(x int) RETURNS int LANGUAGE plpgsql AS $$
+         DECLARE until timestamptz := clock_timestamp() + (SELECT secs FROM public.knob) * interval '1 s';
+         BEGIN
+           WHILE clock_timestamp() < until LOOP
+             BEGIN PERFORM pg_sleep(0.1); EXCEPTION WHEN query_canceled THEN NULL; END;
+           END LOOP;
+           RETURN x;
+         END $$;
+         CREATE TABLE facts (v int NOT NULL); INSERT INTO facts VALUES (1);
+         CREATE TABLE other (v int NOT NULL);",
+    );
+    db.exec("SELECT pgtrickle.create_stream_table('stubborn', 'SELECT stubborn(v) AS v FROM facts', '100ms', 'FULL')");
+    db.exec("SELECT pgtrickle.create_stream_table('healthy', 'SELECT count(*) AS n FROM other', '100ms')");
+    // A refresh would now take 30 s, catching every cancel.
+    db.exec("UPDATE knob SET secs = 30; INSERT INTO facts VALUES (2)");
+    let failed = wait_until(Duration::from_secs(20), || {
+        status_and_error(&mut db, "stubborn").1 >= 1
+    });
+    assert!(
+        failed,
+        "the refresh outran its limit: {:?}",
+        db.rows(
+            "SELECT action || ' ' || status || ' ' || (finished_at - started_at)::text FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id",
+            &[]
+        )
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    );
+    let (status, _, last_error) = status_and_error(&mut db, "stubborn");
+    assert_eq!(status, "ACTIVE", "{last_error}");
+    db.assert_matches_query("stubborn", "SELECT 1 AS v");
+    db.exec("INSERT INTO other VALUES (1)");
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("healthy", "SELECT count(*) AS n FROM other")
+        .is_empty()));
+    db.exec("UPDATE knob SET secs = 0");
+    assert!(wait_until(Duration::from_secs(60), || db
+        .multiset_diff("stubborn", "SELECT v FROM facts")
+        .is_empty()));
+}
+
+/// The limit covers the whole job, its start included: a refresh worker that waits to mark its
+/// stream table in flight (the owner holds the catalog row in an open `alter_stream_table`) gives up
+/// at the limit and tries again later, rather than waiting as long as the owner likes (with as many
+/// open transactions, a role kept as many workers).
+#[test]
+fn a_job_waiting_to_start_is_canceled_at_the_limit_too() {
+    let mut db = limited_db("sched_timeout_start", "300ms");
+    db.exec(
+        "CREATE TABLE facts (v int NOT NULL); INSERT INTO facts VALUES (1);
+         SELECT pgtrickle.create_stream_table('held', 'SELECT count(*) AS n FROM facts', '100ms');",
+    );
+    let mut holder = db.connect();
+    holder
+        .batch_execute("BEGIN; SELECT pgtrickle.alter_stream_table('held', schedule => '200ms')")
+        .unwrap();
+    db.exec("INSERT INTO facts VALUES (2)");
+    // Held for 3 s: no refresh worker may wait on it for more than the limit (and a tick) at a time.
+    let mut longest = 0.0f64;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        longest = longest.max(db.value::<f64>(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8
+               FROM pg_stat_activity
+              WHERE backend_type = 'pg_trickle refresh worker' AND datname = current_database()
+                AND wait_event_type = 'Lock' AND query LIKE 'refresh stream table %held'",
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    assert!(
+        longest < 1.5,
+        "a refresh worker waited {longest} s for the held catalog row"
+    );
+    assert!(wait_until(Duration::from_secs(30), || db
+        .multiset_diff("held", "SELECT count(*) AS n FROM facts")
+        .is_empty()));
+}
+
 /// A reinitialisation canceled by `pg_trickle.refresh_timeout` (here: waiting for a lock another
 /// session holds on the stream table) rolls back whole: the reason to reinitialise (a TRUNCATE of
 /// the source) survives every canceled attempt, the stream table stays ACTIVE, and once the lock is

@@ -68,21 +68,23 @@ pub extern "C-unwind" fn pg_trickle_refresh_worker_main(arg: pg_sys::Datum) {
     pool::unregister_worker(pid);
 }
 
+/// How far a job got before it ended.
+enum Attempt {
+    /// Another session refreshes the stream table now.
+    Busy,
+    /// Claiming it and marking it in flight failed (the claim, if taken, is released).
+    NotStarted(String),
+    Ran(Result<refresh::Outcome, String>),
+}
+
 /// Refreshes one stream table in its own transaction, as a job (see refresh/job.rs); a failure is
-/// logged and recorded (with backoff), never raised. The refresh is canceled once it has run for
-/// `pg_trickle.refresh_timeout`, which counts as a failure. Shared by the workers and the coordinator's
-/// in-process fallback. Returns whether it refreshed (not: busy with another refresher, gone,
-/// broken or failed).
+/// logged and recorded (with backoff), never raised. The job — the mark in flight, which may wait for
+/// a row lock, and the refresh — is canceled once it has run for `pg_trickle.refresh_timeout`
+/// (`time_limit`); a canceled refresh counts as a failure. Shared by the workers and the
+/// coordinator's in-process fallback. Returns whether it refreshed (not: busy with another
+/// refresher, gone, broken or failed).
 pub fn run_job(pgt_id: i64, name: &str) -> bool {
     let started = Instant::now();
-    match xact::run(Isolation::ReadCommitted, || job::begin(pgt_id)) {
-        Ok(true) => {}
-        Ok(false) => return false, // another session refreshes it now
-        Err(e) => {
-            warning!("pg_trickle: could not start the refresh of {name}: {e}");
-            return false;
-        }
-    }
     let run = || {
         let outcome = refresh::run(pgt_id, Initiator::Scheduler, refresh::has_xid())?;
         // A refresh clears the mark itself; busy, gone or broken ones did nothing to clear.
@@ -93,14 +95,30 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
         Ok(outcome)
     };
     let limit = crate::gucs::refresh_timeout();
-    let armed = Instant::now();
-    let (outcome, timed_out) =
-        super::time_limit::within(limit, || xact::run(Isolation::RepeatableRead, run));
+    let (attempt, timed_out) = super::time_limit::within(limit, || {
+        match xact::run(Isolation::ReadCommitted, || job::begin(pgt_id)) {
+            Ok(true) => Attempt::Ran(xact::run(Isolation::RepeatableRead, run)),
+            Ok(false) => Attempt::Busy,
+            Err(e) => Attempt::NotStarted(e),
+        }
+    });
+    let outcome = match attempt {
+        Attempt::Busy => return false,
+        Attempt::NotStarted(e) => {
+            warning!("pg_trickle: could not start the refresh of {name}: {e}");
+            // A session-level claim outlives the failed transaction that took it.
+            if let Err(e) = xact::run(Isolation::ReadCommitted, || job::end(pgt_id, false)) {
+                warning!("pg_trickle: could not release the claim on {name}: {e}");
+            }
+            return false;
+        }
+        Attempt::Ran(outcome) => outcome,
+    };
     let outcome = match (outcome, limit) {
         (Err(message), Some(limit)) if timed_out => Err(format!(
             "{message} (a scheduled refresh may run for at most pg_trickle.refresh_timeout, {} ms; this one had run for {} ms)",
             limit.as_millis(),
-            armed.elapsed().as_millis()
+            started.elapsed().as_millis()
         )),
         (outcome, _) => outcome,
     };
