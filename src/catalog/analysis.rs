@@ -328,14 +328,7 @@ unsafe fn output_columns(query: *mut pg_sys::Query) -> Vec<(String, Oid, i32, Oi
 
 /// Runs `body` with an empty search_path, so that everything PostgreSQL prints is schema-qualified.
 pub fn with_empty_search_path<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
-    let saved: Option<String> = spi::one("SELECT pg_catalog.current_setting('search_path')", &[])?;
-    spi::exec("SELECT pg_catalog.set_config('search_path', '', true)", &[])?;
-    let out = body();
-    spi::exec(
-        "SELECT pg_catalog.set_config('search_path', $1, true)",
-        &[saved.unwrap_or_default().into()],
-    )?;
-    out
+    crate::refresh::settings::with_search_path("", body)
 }
 
 /// What one reading of a query shows: its analysed tree, then rewritten (views expanded).
@@ -422,7 +415,7 @@ unsafe fn printed(tree: *mut pg_sys::Query) -> PgtResult<String> {
         pg_sys::ffi::pg_guard_ffi_boundary(|| OffsetVarNodes(copy.cast(), 2, 0));
         copy
     };
-    let text = crate::refresh::settings::with_search_path("", || {
+    let text = with_empty_search_path(|| {
         crate::refresh::settings::with_query_text_settings(|| {
             // SAFETY: a valid query tree, as above; the text is copied at once.
             Ok(
