@@ -120,6 +120,14 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
             limit.as_millis(),
             started.elapsed().as_millis()
         )),
+        (Ok(outcome), Some(limit)) if timed_out => {
+            warning!(
+                "pg_trickle: the refresh of {name} ran for {} ms, longer than pg_trickle.refresh_timeout ({} ms), and committed: the limit ran out while it committed, or its query caught the cancel",
+                started.elapsed().as_millis(),
+                limit.as_millis()
+            );
+            Ok(outcome)
+        }
         (outcome, _) => outcome,
     };
     match outcome {
