@@ -163,6 +163,53 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
     assert_eq!(outstanding, 0);
 }
 
+/// An external worker's refresh is held to the database's `pg_trickle.refresh_timeout` as the
+/// server's own are: its session's statement_timeout, set when it connects. A refresh that takes
+/// longer fails, is recorded as the worker's failure, and the worker goes on.
+#[test]
+fn a_workers_refresh_is_held_to_refresh_timeout() {
+    let mut db = database_for_workers("wjobs_timeout");
+    db.exec("ALTER DATABASE wjobs_timeout SET pg_trickle.refresh_timeout = '1s'");
+    let mut w = Worker::start(&db, "wjobs_timeout_w", &[]);
+    let id = w.registered_id(&mut db);
+    wait_until_worker_refreshes(&mut db, &id, || w.log());
+
+    // slow(999) takes 3 s.
+    db.exec("UPDATE t SET v = 999 WHERE id = 3");
+    let by = format!("external worker {id}");
+    let failed = wait_until(Duration::from_secs(30), || {
+        db.value::<i64>(&format!(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history
+              WHERE status = 'FAILED' AND executed_by = '{by}'
+                AND error_message LIKE 'canceling statement due to statement timeout%'"
+        )) > 0
+    });
+    assert!(
+        failed,
+        "no refresh of the worker's timed out; log:\n{}",
+        w.log()
+    );
+    // Every attempt at this batch evaluates slow(999) again, so it keeps failing (and backs off)
+    // until the limit is raised; the worker itself carries on, heartbeating.
+    let (status, errors): (String, i32) = {
+        let row = db.rows(
+            "SELECT status, consecutive_errors FROM pgtrickle.stream_tables WHERE table_name = 'st'",
+            &[],
+        );
+        (row[0].get(0), row[0].get(1))
+    };
+    assert_eq!((status.as_str(), errors >= 1), ("ACTIVE", true));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(w.active_id(&mut db), Some(id), "log:\n{}", w.log());
+    w.signal("TERM");
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "log:\n{}",
+        w.log()
+    );
+}
+
 #[test]
 fn a_worker_frozen_mid_refresh_is_fenced_out_and_the_change_applied_once() {
     let mut db = database_for_workers("wjobs_frozen");
