@@ -120,7 +120,7 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
             limit.as_millis(),
             started.elapsed().as_millis()
         )),
-        (Ok(outcome), Some(limit)) if timed_out => {
+        (Ok(outcome @ refresh::Outcome::Refreshed { .. }), Some(limit)) if timed_out => {
             warning!(
                 "pg_trickle: the refresh of {name} ran for {} ms, longer than pg_trickle.refresh_timeout ({} ms), and committed: the limit ran out while it committed, or its query caught the cancel",
                 started.elapsed().as_millis(),
@@ -162,13 +162,25 @@ pub fn run_job(pgt_id: i64, name: &str) -> bool {
     }
 }
 
-/// Logs and records a failed refresh whose worker died (the claim died with it).
+/// Logs and records a failed refresh whose worker died (the claim died with it) — unless its refresh
+/// had committed before the process ended (it cleared its mark in flight): then there is nothing to
+/// record.
 pub fn record_lost(pgt_id: i64, name: &str, message: &str) {
-    warning!("pg_trickle: refresh of stream table {name} failed: {message}");
-    if let Err(e) = xact::run(Isolation::ReadCommitted, || {
-        refresh::record_failure(pgt_id, Duration::ZERO, message)
-    }) {
-        warning!("pg_trickle: could not record the failure of {name}: {e}");
+    let recorded = xact::run(Isolation::ReadCommitted, || {
+        let Some(mark) = job::still_marked(pgt_id)? else {
+            return Ok(false);
+        };
+        refresh::record_failure(pgt_id, mark.elapsed, message)?;
+        Ok(true)
+    });
+    match recorded {
+        Ok(true) => warning!("pg_trickle: refresh of stream table {name} failed: {message}"),
+        Ok(false) => {
+            log!("pg_trickle: the process that refreshed {name} exited after the refresh committed")
+        }
+        Err(e) => warning!(
+            "pg_trickle: refresh of stream table {name} failed: {message}; could not record it: {e}"
+        ),
     }
 }
 

@@ -41,6 +41,10 @@ static END_REASON: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn end_process() {
     // SAFETY: sig_atomic_t flags meant to be set from signal handlers; MyLatch is this process's.
     unsafe {
+        // Already exiting (a SIGTERM's FATAL, with the timer still armed): as PostgreSQL's `die`.
+        if pg_sys::proc_exit_inprogress {
+            return;
+        }
         pg_sys::InterruptPending = 1;
         pg_sys::ProcDiePending = 1;
         pg_sys::SetLatch(pg_sys::MyLatch);
@@ -67,7 +71,11 @@ fn ms(d: Duration) -> c_int {
 /// again has passed. Returns what it returned and whether the limit ran out meanwhile.
 pub fn within<R>(limit: Option<Duration>, body: impl FnOnce() -> R) -> (R, bool) {
     let Some(limit) = limit else {
-        return (body(), false);
+        let out = body();
+        // As below: no cancel outlives the job.
+        // SAFETY: a flag of this process.
+        unsafe { pg_sys::QueryCancelPending = 0 };
+        return (out, false);
     };
     let end = end_reason();
     let armed = Instant::now();
@@ -86,12 +94,10 @@ pub fn within<R>(limit: Option<Duration>, body: impl FnOnce() -> R) -> (R, bool)
     };
     // The indicator is reset when the cancel it caused was raised; the clock still tells.
     let ran_out = fired || armed.elapsed() >= limit;
-    if ran_out {
-        // It may have run out after the body's last check for interrupts (during its commit, which
-        // holds them off): a cancel left pending would hit the worker's loop, outside any
-        // transaction, where there is nothing left to cancel.
-        // SAFETY: a flag of this process, with the timer disarmed.
-        unsafe { pg_sys::QueryCancelPending = 0 };
-    }
+    // A cancel still pending — the limit's, run out during the commit (which holds interrupts off),
+    // or an operator's — would hit the worker's loop, outside any transaction, and end the worker:
+    // the job it was meant for is over, and there is nothing left to cancel.
+    // SAFETY: a flag of this process, with the timer disarmed.
+    unsafe { pg_sys::QueryCancelPending = 0 };
     (out, ran_out)
 }

@@ -52,6 +52,33 @@ pub struct Interrupted {
     pub elapsed: std::time::Duration,
 }
 
+/// The mark of `pgt_id`'s refresh in flight, if it is still set: its refresh did not commit (a
+/// committed refresh clears the mark in its own transaction). A catalog before 0.2.0 keeps no mark:
+/// then every refresh counts as not committed, with no start known.
+pub fn still_marked(pgt_id: i64) -> PgtResult<Option<Interrupted>> {
+    if !crate::catalog::version::at_least_0_2_0()? {
+        return Ok(Some(Interrupted {
+            pgt_id,
+            started: "unknown".into(),
+            elapsed: std::time::Duration::ZERO,
+        }));
+    }
+    let marked = spi::rows(
+        "SELECT refresh_started_at::text AS started,
+                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - refresh_started_at)::float8 AS elapsed_s
+           FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 AND refresh_started_at IS NOT NULL",
+        &[pgt_id.into()],
+        |r| {
+            Ok(Interrupted {
+                pgt_id,
+                started: spi::col(r, "started")?,
+                elapsed: std::time::Duration::from_secs_f64(spi::col::<f64>(r, "elapsed_s")?.max(0.0)),
+            })
+        },
+    )?;
+    Ok(marked.into_iter().next())
+}
+
 /// The marked refreshes nobody runs now (their claim is free): taken until the transaction ends.
 pub fn interrupted() -> PgtResult<Vec<Interrupted>> {
     if !crate::catalog::version::at_least_0_2_0()? {

@@ -69,6 +69,19 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// A job's transaction: READ COMMITTED whatever default_transaction_isolation says (the closing fence
+/// re-checks the job row its own heartbeats keep touching; at REPEATABLE READ that would be a
+/// serialization error), each statement held to `pg_trickle.refresh_timeout` as the server holds its
+/// own scheduled refreshes — as `statement_timeout` for this transaction only, read at each job, and
+/// only where it is stricter than the session's own. The claim, heartbeats and the recording of a
+/// failure are not held to it.
+const BEGIN_JOB: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+    SELECT pg_catalog.set_config('statement_timeout', l.limit_text, true)
+      FROM (SELECT pg_catalog.current_setting('pg_trickle.refresh_timeout', true) AS limit_text) AS l
+     WHERE l.limit_text IS NOT NULL AND l.limit_text <> '0'
+       AND (pg_catalog.current_setting('statement_timeout') = '0'
+            OR l.limit_text::pg_catalog.interval < pg_catalog.current_setting('statement_timeout')::pg_catalog.interval)";
+
 /// Refreshes a claimed job. Err only when the connection is lost (the transaction, if open, rolls
 /// back on the server, and the coordinator reclaims the job once its heartbeat is stale).
 pub async fn run(
@@ -88,12 +101,7 @@ pub async fn run(
         ("attempt", &job.attempt),
     ];
     log.debug("claimed", &job_fields);
-    // READ COMMITTED whatever default_transaction_isolation says: the closing fence re-checks the
-    // job row its own heartbeats keep touching; at REPEATABLE READ that would be a serialization error.
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(lost)?;
+    client.batch_execute(BEGIN_JOB).await.map_err(lost)?;
     let offloaded = if offload {
         offload_or_roll_back(client, worker_id, job, log, &job_fields, &lost).await?
     } else {
@@ -273,7 +281,7 @@ async fn offload_or_roll_back(
                 &also(job_fields, &[("why", &why)]),
             );
             client
-                .batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED")
+                .batch_execute(&format!("ROLLBACK; {BEGIN_JOB}"))
                 .await
                 .map_err(lost)?;
             Ok(None)

@@ -159,17 +159,6 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
         .batch_execute("SET search_path = pg_catalog, pg_temp")
         .await
         .map_err(|e| classify(&e, &settings.target))?;
-    // pg_trickle.refresh_timeout bounds the server's own scheduled refreshes; this session's
-    // statements (a refresh, a batch's pull and apply) are held to it as statement_timeout, as the
-    // database's setting stands when the worker connects. Unset or 0: the session keeps its own.
-    client
-        .batch_execute(
-            "SELECT pg_catalog.set_config('statement_timeout', s, false)
-               FROM pg_catalog.current_setting('pg_trickle.refresh_timeout', true) AS s
-              WHERE s IS NOT NULL AND s <> '0'",
-        )
-        .await
-        .map_err(|e| classify(&e, &settings.target))?;
     Ok(Connection {
         client: Arc::new(client),
         driver,
