@@ -164,8 +164,8 @@ fn a_worker_refreshes_due_stream_tables_and_without_workers_the_coordinator_does
 }
 
 /// An external worker's refresh is held to the database's `pg_trickle.refresh_timeout` as the
-/// server's own are: its session's statement_timeout, set when it connects. A refresh that takes
-/// longer fails, is recorded as the worker's failure, and the worker goes on.
+/// server's own are: the statement_timeout of each job's transaction. A refresh that takes longer
+/// fails, is recorded as the worker's failure, and the worker goes on.
 #[test]
 fn a_workers_refresh_is_held_to_refresh_timeout() {
     let mut db = database_for_workers("wjobs_timeout");
