@@ -79,9 +79,7 @@ impl SqlState {
             SqlState::Passthrough(_) => "PGERR",
         }
     }
-}
 
-impl SqlState {
     /// The five characters of the SQLSTATE.
     pub fn sqlstate(self) -> String {
         match self {

@@ -70,13 +70,19 @@ fn ms(d: Duration) -> c_int {
 /// Runs `body`, canceled once `limit` has passed (None: no limit), its process ended once as long
 /// again has passed. Returns what it returned and whether the limit ran out meanwhile.
 pub fn within<R>(limit: Option<Duration>, body: impl FnOnce() -> R) -> (R, bool) {
-    let Some(limit) = limit else {
-        let out = body();
-        // As below: no cancel outlives the job.
-        // SAFETY: a flag of this process.
-        unsafe { pg_sys::QueryCancelPending = 0 };
-        return (out, false);
+    let out = match limit {
+        Some(limit) => limited(limit, body),
+        None => (body(), false),
     };
+    // A cancel still pending — the limit's, run out during the commit (which holds interrupts off),
+    // or an operator's — would hit the worker's loop, outside any transaction, and end the worker:
+    // the job it was meant for is over, and there is nothing left to cancel.
+    // SAFETY: a flag of this process, with the timers disarmed.
+    unsafe { pg_sys::QueryCancelPending = 0 };
+    out
+}
+
+fn limited<R>(limit: Duration, body: impl FnOnce() -> R) -> (R, bool) {
     let end = end_reason();
     let armed = Instant::now();
     // SAFETY: PostgreSQL's timeout machinery in a connected background worker; nothing else arms
@@ -93,11 +99,5 @@ pub fn within<R>(limit: Option<Duration>, body: impl FnOnce() -> R) -> (R, bool)
         get_timeout_indicator(STATEMENT_TIMEOUT, true)
     };
     // The indicator is reset when the cancel it caused was raised; the clock still tells.
-    let ran_out = fired || armed.elapsed() >= limit;
-    // A cancel still pending — the limit's, run out during the commit (which holds interrupts off),
-    // or an operator's — would hit the worker's loop, outside any transaction, and end the worker:
-    // the job it was meant for is over, and there is nothing left to cancel.
-    // SAFETY: a flag of this process, with the timer disarmed.
-    unsafe { pg_sys::QueryCancelPending = 0 };
-    (out, ran_out)
+    (out, fired || armed.elapsed() >= limit)
 }

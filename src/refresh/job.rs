@@ -63,20 +63,7 @@ pub fn still_marked(pgt_id: i64) -> PgtResult<Option<Interrupted>> {
             elapsed: std::time::Duration::ZERO,
         }));
     }
-    let marked = spi::rows(
-        "SELECT refresh_started_at::text AS started,
-                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - refresh_started_at)::float8 AS elapsed_s
-           FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1 AND refresh_started_at IS NOT NULL",
-        &[pgt_id.into()],
-        |r| {
-            Ok(Interrupted {
-                pgt_id,
-                started: spi::col(r, "started")?,
-                elapsed: std::time::Duration::from_secs_f64(spi::col::<f64>(r, "elapsed_s")?.max(0.0)),
-            })
-        },
-    )?;
-    Ok(marked.into_iter().next())
+    Ok(marks(Some(pgt_id))?.into_iter().next())
 }
 
 /// The marked refreshes nobody runs now (their claim is free): taken until the transaction ends.
@@ -84,19 +71,7 @@ pub fn interrupted() -> PgtResult<Vec<Interrupted>> {
     if !crate::catalog::version::at_least_0_2_0()? {
         return Ok(Vec::new());
     }
-    let marked = spi::rows(
-        "SELECT pgt_id, refresh_started_at::text AS started,
-                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - refresh_started_at)::float8 AS elapsed_s
-           FROM pgtrickle.pgt_stream_tables WHERE refresh_started_at IS NOT NULL",
-        &[],
-        |r| {
-            Ok(Interrupted {
-                pgt_id: spi::col(r, "pgt_id")?,
-                started: spi::col(r, "started")?,
-                elapsed: std::time::Duration::from_secs_f64(spi::col::<f64>(r, "elapsed_s")?.max(0.0)),
-            })
-        },
-    )?;
+    let marked = marks(None)?;
     let mut out = Vec::new();
     for m in marked {
         if claim(m.pgt_id, Initiator::Scheduler)? {
@@ -104,4 +79,22 @@ pub fn interrupted() -> PgtResult<Vec<Interrupted>> {
         }
     }
     Ok(out)
+}
+
+/// The marks in flight (of `pgt_id` only, if given), with how long ago each was set.
+fn marks(pgt_id: Option<i64>) -> PgtResult<Vec<Interrupted>> {
+    spi::rows(
+        "SELECT pgt_id, refresh_started_at::text AS started,
+                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - refresh_started_at)::float8 AS elapsed_s
+           FROM pgtrickle.pgt_stream_tables
+          WHERE refresh_started_at IS NOT NULL AND ($1::bigint IS NULL OR pgt_id = $1)",
+        &[pgt_id.into()],
+        |r| {
+            Ok(Interrupted {
+                pgt_id: spi::col(r, "pgt_id")?,
+                started: spi::col(r, "started")?,
+                elapsed: std::time::Duration::from_secs_f64(spi::col::<f64>(r, "elapsed_s")?.max(0.0)),
+            })
+        },
+    )
 }
