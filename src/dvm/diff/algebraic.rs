@@ -33,7 +33,7 @@ use super::context::{DiffContext, GroupLookup};
 use super::extrema::{extremum_state, same, ExtremumCopies};
 use super::extremum_probes::{extremum_columns, extremum_probes, ExtremumColumns};
 use super::rules::{
-    hoist, hoisted_delta, new_sql, prints_as_it_compares, reads_rows_directly, rows_of_groups,
+    hoist, hoisted_delta, new_sql, prints_as_it_compares, reads_change_rows_raw, rows_of_groups,
     same_keys, with_raw_scans, W,
 };
 use crate::dvm::apply::{hash_values, identical, Payload, KEEP, OLD_ROW};
@@ -703,11 +703,11 @@ impl<'t> AggregateState<'t> {
         // COUNT, SUM and AVG are sums of weighted inputs: change rows that cancel each other add up
         // to nothing anyway, so the batch is read as it is. Counted MIN/MAX need the consolidated
         // batch (a value inserted and deleted in one batch would look like a new extremum, and its
-        // copies would not add up), and a join is cheaper probed with the consolidated rows (pairs
-        // from UPDATEs of other columns cancel). Uncounted, such a value only sends its group to be
-        // read off the index again.
+        // copies would not add up), and a join that probes its partner is cheaper probed with the
+        // consolidated rows (pairs from UPDATEs of other columns cancel). Uncounted, such a value
+        // only sends its group to be read off the index again.
         let counted_extrema = copies == ExtremumCopies::Counted && self.has_extrema();
-        let raw = !counted_extrema && reads_rows_directly(self.input);
+        let raw = !counted_extrema && reads_change_rows_raw(tree, self.input, ctx);
         let dinput = with_raw_scans(ctx, raw, |ctx| {
             hoisted_delta(tree, self.input, ctx, "dagg_")
         })?

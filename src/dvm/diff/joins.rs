@@ -202,6 +202,22 @@ fn new_sql_matching(
     Ok(sql)
 }
 
+/// Whether each changed side of `left ⋈ right` meets its partner read whole, by the join's
+/// equalities: one hash join, in which a change row costs a hash probe. Consolidating the batch
+/// first then saves nothing worth its own pass (`rules::reads_change_rows_raw`); where the partner
+/// is probed through an index instead, each pair of change rows that cancel saves two probes.
+pub(super) fn hashes_partners(
+    tree: &OpTree,
+    left: &Node,
+    right: &Node,
+    on: Option<&Expr>,
+    ctx: &DiffContext,
+) -> bool {
+    on.is_some_and(|on| !equalities_across(on, left.arity()).is_empty())
+        && (is_static_empty(tree, left, ctx) || read_whole(right, ctx))
+        && (is_static_empty(tree, right, ctx) || read_whole(left, ctx))
+}
+
 /// Whether `node` is a source's rows, filtered and projected, that the batch is large against
 /// (`OptimizationContext::whole_reads`).
 fn read_whole(node: &Node, ctx: &DiffContext) -> bool {

@@ -5,7 +5,8 @@
 
 use super::context::DiffContext;
 use super::joins::{
-    exists_in_any, inner_join_delta, key_equalities, outer_join_delta, semi_join_delta,
+    exists_in_any, hashes_partners, inner_join_delta, key_equalities, outer_join_delta,
+    semi_join_delta,
 };
 use super::sharing::{known_whole_result, shared_delta, whole_input};
 use crate::dvm::apply::identified_by_text;
@@ -935,6 +936,26 @@ pub(super) fn reads_rows_directly(node: &Node) -> bool {
     }
 }
 
+/// Whether `node`'s delta may be computed from its sources' change rows as they are (for a consumer
+/// that is linear in them, see `OptimizationContext::raw_scans`) at no extra cost: rows read
+/// directly, and inner joins of such rows whose changed sides meet partners read whole
+/// ([`hashes_partners`]). A join probing its partner reads the consolidated batch.
+pub(super) fn reads_change_rows_raw(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
+    let raw = |n: &Node| reads_change_rows_raw(tree, n, ctx);
+    match node {
+        Node::Filter { input, .. } | Node::Project { input, .. } => raw(input),
+        Node::UnionAll { inputs } => inputs.iter().all(|i| raw(i)),
+        Node::Join {
+            kind: JoinKind::Inner,
+            left,
+            right,
+            on,
+            ..
+        } => raw(left) && raw(right) && hashes_partners(tree, left, right, on.as_ref(), ctx),
+        other => reads_rows_directly(other),
+    }
+}
+
 /// The whole query's delta, consolidated: one row per distinct output row with a non-zero weight.
 /// None when no source under the query changed. `types`: the output columns' SQL types when known
 /// (the storage's), which spares the rows' text where equal values print the same.
@@ -952,9 +973,8 @@ pub fn delta_query(
     }
     ctx.opt.hoist_global_aggregates = true;
     // Filtered and projected rows are consolidated here, once, not also as they leave the buffer.
-    let body = with_raw_scans(ctx, reads_rows_directly(&tree.root), |ctx| {
-        delta_sql(tree, &tree.root, ctx)
-    })?;
+    let raw = reads_change_rows_raw(tree, &tree.root, ctx);
+    let body = with_raw_scans(ctx, raw, |ctx| delta_sql(tree, &tree.root, ctx))?;
     let n = tree.root.arity();
     let (selected, keys) = identity_grouping(&cols("d", n), types);
     let with = with_clause(ctx);

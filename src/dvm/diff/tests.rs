@@ -242,6 +242,45 @@ fn a_join_reads_its_partner_whole_only_for_a_batch_large_against_it() {
     );
 }
 
+/// A join that hashes its partner meets the batch's change rows as they are: the result is
+/// consolidated once, and a pair that cancels costs a hash probe, not a pass of its own. A join
+/// that probes, or one whose other side changed too and is probed, reads the consolidated batch,
+/// and so does an outer join (its null-padded rows depend on the net change).
+#[test]
+fn a_join_that_hashes_its_partner_reads_the_batch_as_it_is() {
+    let consolidated = "GROUP BY b.\"id\", b.\"x\", ROW(b.\"id\", b.\"x\")::text HAVING";
+    let t = a_join_b();
+    let mut whole = ctx(&[10], &[20]);
+    whole.opt.whole_reads.insert(20);
+    let sql = delta(&t, &mut whole);
+    assert!(
+        sql.contains("b.\"x\" AS c1, b.__pgt_w AS __pgt_w FROM"),
+        "{sql}"
+    );
+    assert!(!sql.contains(consolidated), "{sql}");
+    assert!(
+        sql.ends_with("HAVING pg_catalog.sum(d.__pgt_w) <> 0"),
+        "{sql}"
+    );
+
+    let mut both_changed = ctx(&[10, 20], &[]);
+    both_changed.opt.whole_reads.insert(20);
+    let sql = delta(&t, &mut both_changed);
+    assert!(
+        sql.contains(consolidated),
+        "a's rows are probed by b's: {sql}"
+    );
+
+    let mut left = a_join_b();
+    if let Node::Join { kind, .. } = &mut left.root {
+        *kind = JoinKind::Left;
+    }
+    let mut whole = ctx(&[10], &[20]);
+    whole.opt.whole_reads.insert(20);
+    let sql = delta(&left, &mut whole);
+    assert!(sql.contains(consolidated), "{sql}");
+}
+
 /// The text from `start` to the first `end` after it (both included), or "" when absent.
 fn text_between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     text.find(start)

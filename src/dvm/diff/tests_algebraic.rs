@@ -282,6 +282,64 @@ fn extrema_and_joins_read_the_consolidated_batch() {
     }
 }
 
+/// Sums over a join that hashes its partner read the change rows as they are, as over a scan.
+#[test]
+fn sums_over_a_join_that_hashes_its_partner_read_the_batch_as_it_is() {
+    let mut joined = grouped(
+        vec![Expr::col(0)],
+        vec![call(AggFunc::Sum, Some(1), "integer")],
+        vec![Expr::col(0), Expr::col(1)],
+    );
+    let Node::Aggregate { input, .. } = aggregate_mut(&mut joined) else {
+        unreachable!()
+    };
+    let changed = std::mem::replace(input.as_mut(), Node::CteRef { id: 0, arity: 0 });
+    let Node::Scan { columns, .. } = changed.clone() else {
+        unreachable!()
+    };
+    let partner = Node::Scan {
+        table: TableRef {
+            relid: 2,
+            schema: "public".into(),
+            name: "dim".into(),
+        },
+        columns: columns.clone(),
+        types: vec![],
+    };
+    let arity = columns.len();
+    **input = Node::Join {
+        kind: crate::dvm::optree::JoinKind::Inner,
+        left: Box::new(changed),
+        right: Box::new(partner),
+        on: Some(Expr {
+            parts: vec![
+                ExprPart::Col(0),
+                ExprPart::Sql(" = ".into()),
+                ExprPart::Col(arity),
+            ],
+        }),
+        null_types: vec![],
+    };
+    let state = AggregateState::of(&joined).unwrap();
+    let (v, t) = visible(2);
+    let partner_unchanged = |whole: bool| {
+        let mut c = ctx();
+        c.cache.bypass.insert(2);
+        if whole {
+            c.opt.whole_reads.insert(2);
+        }
+        c
+    };
+    let probed = delta_groups(&joined, &state, &v, &t, &mut partner_unchanged(false));
+    assert!(
+        probed.contains("::text HAVING pg_catalog.sum(b.__pgt_w) <> 0"),
+        "{probed}"
+    );
+    let hashed = delta_groups(&joined, &state, &v, &t, &mut partner_unchanged(true));
+    assert!(hashed.contains("b.__pgt_w AS __pgt_w FROM"), "{hashed}");
+    assert!(!hashed.contains("::text HAVING"), "{hashed}");
+}
+
 #[test]
 fn min_and_max_recompute_only_groups_whose_extremum_was_deleted() {
     let tree = grouped(
