@@ -816,9 +816,8 @@ fn trim_is_maintained_differentially() {
     }
 }
 
-/// Every estimated row count of a scan of `buffer` in the plans `auto_explain` sent as notices while
-/// `sql` ran (nested statements included), with the scan's filter.
-fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> {
+/// The plans `auto_explain` sent as notices while `sql` ran (nested statements included).
+fn nested_plans(db: &TestDb, sql: &str) -> Vec<serde_json::Value> {
     let (mut client, notices) = db.connect_keeping_notices();
     client
         .batch_execute(&format!(
@@ -830,6 +829,20 @@ fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> 
              {sql}"
         ))
         .unwrap();
+    let notices = notices.lock().unwrap();
+    notices
+        .iter()
+        .filter_map(|notice| {
+            let at = notice.message.find("plan:\n{")? + "plan:\n".len();
+            let plan: serde_json::Value = serde_json::from_str(&notice.message[at..]).unwrap();
+            Some(plan["Plan"].clone())
+        })
+        .collect()
+}
+
+/// Every estimated row count of a scan of `buffer` in the plans `auto_explain` sent as notices while
+/// `sql` ran (nested statements included), with the scan's filter.
+fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> {
     fn walk(node: &serde_json::Value, buffer: &str, out: &mut Vec<(f64, String)>) {
         if node["Relation Name"] == buffer {
             let filter = node["Filter"].as_str().unwrap_or_default().to_string();
@@ -840,18 +853,80 @@ fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> 
         }
     }
     let mut out = Vec::new();
-    for notice in notices.lock().unwrap().iter() {
-        let Some(at) = notice
-            .message
-            .find("plan:\n{")
-            .map(|at| at + "plan:\n".len())
-        else {
-            continue;
-        };
-        let plan: serde_json::Value = serde_json::from_str(&notice.message[at..]).unwrap();
-        walk(&plan["Plan"], buffer, &mut out);
+    for plan in nested_plans(db, sql) {
+        walk(&plan, buffer, &mut out);
     }
     out
+}
+
+/// The relations scanned below a `Hash` node (the side a hash join builds its table from) in the
+/// plans of `sql`'s statements.
+fn hashed_relations(db: &TestDb, sql: &str) -> Vec<String> {
+    fn walk(node: &serde_json::Value, hashed: bool, out: &mut Vec<String>) {
+        let hashed = hashed || node["Node Type"] == "Hash";
+        if let (true, Some(name)) = (hashed, node["Relation Name"].as_str()) {
+            out.push(name.to_string());
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            walk(child, hashed, out);
+        }
+    }
+    let mut out = Vec::new();
+    for plan in nested_plans(db, sql) {
+        walk(&plan, false, &mut out);
+    }
+    out
+}
+
+/// A buffer's first sizable batch leaves it analysed, by the clean-up before its rows go: without
+/// statistics PostgreSQL takes every column of a batch for a skewed one and never hashes it, so a
+/// join that reads its partner whole (a batch of at least an eighth of the partner's rows) hashed
+/// the partner's every row. With them, it hashes the batch, which the join now reads as it is.
+#[test]
+fn a_buffers_first_large_batch_gives_it_statistics_and_a_join_hashes_the_batch() {
+    let mut db = TestDb::new("diff_buffer_statistics");
+    let query = "SELECT d.region, count(*) AS n, sum(f.amount) AS total FROM fact f JOIN dim d ON d.id = f.cust GROUP BY d.region";
+    db.exec(&format!(
+        "CREATE TABLE dim (id int PRIMARY KEY, region text NOT NULL);
+         INSERT INTO dim SELECT g, 'r' || (g % 20) FROM generate_series(1, 40000) g;
+         CREATE TABLE fact (id int PRIMARY KEY, cust int NOT NULL, amount numeric(10,2));
+         INSERT INTO fact SELECT g, 1 + g % 40000, g % 1000 FROM generate_series(1, 50000) g;
+         ANALYZE dim; ANALYZE fact;
+         SELECT pgtrickle.create_stream_table('regions', '{query}', '1d', 'DIFFERENTIAL');"
+    ));
+    let buffer: String = db.value("SELECT 'changes_' || 'fact'::regclass::oid");
+    // Autovacuum would analyse it too, at a moment of its choosing.
+    db.exec(&format!(
+        "ALTER TABLE pgtrickle_changes.{buffer} SET (autovacuum_enabled = off)"
+    ));
+    let analysed = |db: &mut TestDb| {
+        db.value::<bool>(&format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_statistic WHERE starelid = 'pgtrickle_changes.{buffer}'::regclass)"
+        ))
+    };
+    db.exec("UPDATE fact SET amount = amount + 1 WHERE id <= 10");
+    db.exec("SELECT pgtrickle.refresh_stream_table('regions')");
+    db.wait_for_cleanups();
+    assert!(!analysed(&mut db), "analysed for a batch of 20 change rows");
+
+    // 6,000 change rows against 40,000 rows of dim: dim is read whole.
+    let batch = "UPDATE fact SET amount = amount + 1, cust = 1 + (cust + 7) % 40000 WHERE id % 50000 < 3000";
+    db.exec(batch);
+    db.exec("SELECT pgtrickle.refresh_stream_table('regions')");
+    db.wait_for_cleanups();
+    assert!(analysed(&mut db), "not analysed after 6,000 change rows");
+    db.assert_matches_query("regions", query);
+
+    db.exec(batch);
+    let hashed = hashed_relations(&db, "SELECT pgtrickle.refresh_stream_table('regions')");
+    assert_eq!(db.last_refresh("regions").0, "DIFFERENTIAL");
+    // (dim is hashed too, in the plan's branch that recomputes a group whose sum became NaN, which
+    // never runs here.)
+    assert!(
+        hashed.contains(&buffer),
+        "the batch is not hashed: {hashed:?}"
+    );
+    db.assert_matches_query("regions", query);
 }
 
 /// A refresh tells the planner how many change rows its batch has (`pgtrickle._in_batch` and its

@@ -437,6 +437,9 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
         let Some(applied) = applied_by_all(source)? else {
             continue;
         };
+        if how == Release::TruncateWhenAllApplied {
+            analyze_first_batch(buffer_oid, &buffer)?;
+        }
         if how == Release::TruncateWhenAllApplied
             && truncated(source, buffer_oid, &buffer, &applied)?
         {
@@ -446,6 +449,53 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
             &format!("DELETE FROM {buffer} AS b WHERE {}", applied.predicate),
             &applied.params(),
         )?;
+    }
+    Ok(())
+}
+
+/// From this size on (about 800 change rows) a buffer that has no statistics yet is analysed once,
+/// before its rows go. Below it the batch is small and every plan probes by it.
+const ANALYZE_FROM_BYTES: i64 = 64 << 10;
+
+/// Analyses a buffer that has never been analysed, the first time it holds a sizable batch, so that
+/// the planner knows its columns. Without statistics PostgreSQL takes any column of it for a
+/// skewed one (200 distinct values, a tenth of the rows in one hash bucket) and never hashes a
+/// batch: a join reading its partner whole then hashed the partner's every row (a 100,000-row
+/// dimension, ~12 ms) rather than the batch's 15,000. A buffer is truncated and refilled, but its
+/// statistics stay, and autovacuum renews them as it would anyway; this only makes sure they exist.
+/// ANALYZE runs as the buffer's owner and leaves out users' types (`cdc::skip_statistics_of_users_types`).
+/// Never waits: a buffer another session is analysing or vacuuming is left for the next clean-up.
+fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
+    // SAFETY: a syscache probe by (relation, attribute 1 = `__pgt_xid`, not inherited), no side effects.
+    let analysed = unsafe {
+        pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+            pg_sys::Datum::from(oid),
+            pg_sys::Datum::from(1i16),
+            pg_sys::Datum::from(false),
+            pg_sys::Datum::from(0),
+        )
+    };
+    // Only a superuser may analyse another role's table without a warning (a clean-up runs as one:
+    // a background worker, or the extension's owner for an external worker).
+    // SAFETY: reads the current role's attributes; no side effects.
+    if analysed || !unsafe { pg_sys::superuser() } {
+        return Ok(());
+    }
+    let bytes =
+        spi::one::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[oid.into()])?.unwrap_or(0);
+    if bytes < ANALYZE_FROM_BYTES {
+        return Ok(());
+    }
+    // SAFETY: takes a lock the transaction keeps until it ends; never waits.
+    let locked = unsafe {
+        pg_sys::ConditionalLockRelationOid(
+            oid,
+            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+        )
+    };
+    if locked {
+        spi::exec(&format!("ANALYZE {buffer}"), &[])?;
     }
     Ok(())
 }
