@@ -276,6 +276,22 @@ pub fn caught_message(caught: &pgrx::pg_sys::panic::CaughtError) -> String {
 /// rolls the subtransaction back and is raised again, as PL/pgSQL's `WHEN OTHERS` never catches a
 /// cancel (a refresh canceled here once put its stream table in ERROR as if its query were broken).
 pub fn in_subtransaction<R>(body: impl FnOnce() -> PgtResult<R>) -> Result<PgtResult<R>, String> {
+    subtransaction(body, |_| false)
+}
+
+/// As [`in_subtransaction`], but a lock not granted in time (55P03: `lock_timeout`) is an answer too:
+/// for work that may be left for later rather than waited for.
+pub fn in_subtransaction_not_waiting<R>(
+    body: impl FnOnce() -> PgtResult<R>,
+) -> Result<PgtResult<R>, String> {
+    subtransaction(body, |code| code == "55P03")
+}
+
+/// [`in_subtransaction`], with the transient errors `answers` (by SQLSTATE) taken as answers.
+fn subtransaction<R>(
+    body: impl FnOnce() -> PgtResult<R>,
+    answers: impl Fn(&str) -> bool,
+) -> Result<PgtResult<R>, String> {
     use pgrx::pg_sys;
     // SAFETY: the begin/release/rollback calls pair up on every path, and the memory context and
     // resource owner are restored afterwards, as PL/pgSQL does around exception blocks.
@@ -296,20 +312,23 @@ pub fn in_subtransaction<R>(body: impl FnOnce() -> PgtResult<R>) -> Result<PgtRe
         pg_sys::CurrentResourceOwner = owner;
         outcome
     };
+    let raised =
+        |state: crate::error::SqlState| state.is_transient() && !answers(&state.sqlstate());
     match outcome {
-        Ok(Err(e)) if e.state.is_transient() => e.raise(),
+        Ok(Err(e)) if raised(e.state) => e.raise(),
         Ok(result) => Ok(result),
-        Err(caught) if caught_is_transient(&caught) => caught.rethrow(),
+        Err(caught) if caught_state(&caught).is_some_and(raised) => caught.rethrow(),
         Err(caught) => Err(caught_message(&caught)),
     }
 }
 
-fn caught_is_transient(caught: &pgrx::pg_sys::panic::CaughtError) -> bool {
+/// The SQLSTATE of a caught PostgreSQL error (none for a panic).
+fn caught_state(caught: &pgrx::pg_sys::panic::CaughtError) -> Option<crate::error::SqlState> {
     use pgrx::pg_sys::panic::CaughtError;
     match caught {
-        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-            crate::error::SqlState::Passthrough(report.sql_error_code() as i32).is_transient()
-        }
-        CaughtError::RustPanic { .. } => false,
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => Some(
+            crate::error::SqlState::Passthrough(report.sql_error_code() as i32),
+        ),
+        CaughtError::RustPanic { .. } => None,
     }
 }

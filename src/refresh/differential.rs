@@ -177,6 +177,7 @@ pub(super) fn refresh(
         .filter(|(t, &own)| reads_whole(total - own, counted_rows(Oid::from(t.relid))))
         .map(|(t, _)| t.relid)
         .collect();
+    ctx.opt.unique_keys = crate::catalog::indexes::unique_column_sets(&ctx.opt.whole_reads)?;
     if AggregateState::of(&tree).is_some() {
         ctx.opt.group_lookup = GroupLookup::for_batch(total, super::storage::estimated_rows(st)?);
     }
@@ -457,6 +458,12 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
 /// before its rows go. Below it the batch is small and every plan probes by it.
 const ANALYZE_FROM_BYTES: i64 = 64 << 10;
 
+/// How long the clean-up's `ANALYZE` may wait for a lock before it leaves the statistics for a later
+/// clean-up. ANALYZE ends by updating the buffer's `pg_class` row in place, which waits for any open
+/// transaction that updated that row — a `GRANT` on the buffer by any of its readers (a review held
+/// the coordinator that way for as long as its transaction stayed open, and deadlocked it).
+const ANALYZE_LOCK_TIMEOUT_MS: u32 = 10;
+
 /// Analyses a buffer that has never been analysed, the first time it holds a sizable batch, so that
 /// the planner knows its columns. Without statistics PostgreSQL takes any column of it for a
 /// skewed one (200 distinct values, a tenth of the rows in one hash bucket) and never hashes a
@@ -464,7 +471,8 @@ const ANALYZE_FROM_BYTES: i64 = 64 << 10;
 /// dimension, ~12 ms) rather than the batch's 15,000. A buffer is truncated and refilled, but its
 /// statistics stay, and autovacuum renews them as it would anyway; this only makes sure they exist.
 /// ANALYZE runs as the buffer's owner and leaves out users' types (`cdc::skip_statistics_of_users_types`).
-/// Never waits: a buffer another session is analysing or vacuuming is left for the next clean-up.
+/// It never waits long: a buffer another session is analysing or vacuuming is left for the next
+/// clean-up, and so is one whose statistics could not be written within [`ANALYZE_LOCK_TIMEOUT_MS`].
 fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
     // SAFETY: a syscache probe by (relation, attribute 1 = `__pgt_xid`, not inherited), no side effects.
     let analysed = unsafe {
@@ -482,9 +490,13 @@ fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
     if analysed || !unsafe { pg_sys::superuser() } {
         return Ok(());
     }
+    // Analysed or vacuumed while it held no row, it has no statistics but a count of 0: not again
+    // (a truncation sets the count back to -1, "never counted").
+    let counted_empty =
+        crate::catalog::stream_tables::pg_class_row(oid, |c| c.reltuples == 0.0).unwrap_or(true);
     let bytes =
         spi::one::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[oid.into()])?.unwrap_or(0);
-    if bytes < ANALYZE_FROM_BYTES {
+    if counted_empty || bytes < ANALYZE_FROM_BYTES {
         return Ok(());
     }
     // SAFETY: takes a lock the transaction keeps until it ends; never waits.
@@ -494,10 +506,21 @@ fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
             pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
         )
     };
-    if locked {
-        spi::exec(&format!("ANALYZE {buffer}"), &[])?;
+    if !locked {
+        return Ok(());
     }
-    Ok(())
+    let analyze = format!("ANALYZE {buffer}");
+    super::settings::with_lock_timeout(ANALYZE_LOCK_TIMEOUT_MS, || {
+        // A lock not granted in time, or any other error, rolls the ANALYZE back and nothing else:
+        // the statistics are for speed, and a later clean-up tries again.
+        match spi::in_subtransaction_not_waiting(|| spi::exec(&analyze, &[])) {
+            Ok(done) => done,
+            Err(why) => {
+                pgrx::debug1!("pg_trickle: {buffer} not analysed: {why}");
+                Ok(())
+            }
+        }
+    })
 }
 
 /// Which change rows of a source every DIFFERENTIAL consumer has applied: a predicate over buffer

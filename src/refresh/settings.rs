@@ -161,6 +161,12 @@ pub fn with_text_form_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtRes
     with_settings(TEXT_FORM_SETTINGS, body)
 }
 
+/// `body` with `lock_timeout` set to `ms`: for work that gives up rather than wait long, where a wait
+/// is not a lock it can ask for without waiting (a row another transaction updated).
+pub fn with_lock_timeout<R>(ms: u32, body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
+    with_settings(&[("lock_timeout", &ms.to_string())], body)
+}
+
 pub fn with_refresh_settings<R>(body: impl FnOnce() -> PgtResult<R>) -> PgtResult<R> {
     with_settings(REFRESH_SETTINGS, body)
 }
