@@ -8,6 +8,7 @@ use crate::dvm::optree::OpTree;
 use crate::error::PgtResult;
 use crate::spi;
 use pgrx::pg_sys::Oid;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `FROM` and `WHERE` of the columns of `$1` (table OIDs) that lead an index serving equality
 /// lookups with the column's own `=`: a valid, non-partial B-tree or hash index whose first column
@@ -50,6 +51,40 @@ pub fn is_indexed(relid: u32, column: &str) -> PgtResult<bool> {
         &[vec![Oid::from(relid)].into(), column.into()],
     )?;
     Ok(found == Some(true))
+}
+
+/// Per table of `relids`, the columns of each of its unique indexes that are valid, not partial and
+/// without expressions (key and INCLUDE columns: a superset of what makes a row unique).
+pub fn unique_column_sets(
+    relids: &BTreeSet<u32>,
+) -> PgtResult<BTreeMap<u32, Vec<BTreeSet<String>>>> {
+    let mut out: BTreeMap<u32, Vec<BTreeSet<String>>> = BTreeMap::new();
+    if relids.is_empty() {
+        return Ok(out);
+    }
+    let relids: Vec<Oid> = relids.iter().copied().map(Oid::from).collect();
+    let found = spi::rows(
+        "SELECT i.indrelid AS relid,
+                pg_catalog.array_agg(a.attname::text) AS columns
+           FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+          WHERE i.indrelid = ANY ($1) AND i.indisunique AND i.indisvalid
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+          GROUP BY i.indexrelid, i.indrelid",
+        &[relids.into()],
+        |r| {
+            Ok((
+                spi::col::<Oid>(r, "relid")?.to_u32(),
+                spi::col::<Vec<String>>(r, "columns")?,
+            ))
+        },
+    )?;
+    for (relid, columns) in found {
+        out.entry(relid)
+            .or_default()
+            .push(columns.into_iter().collect());
+    }
+    Ok(out)
 }
 
 /// `pg_class` row `c` is a plain table or materialized view without children: the only tables whose

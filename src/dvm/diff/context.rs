@@ -174,6 +174,10 @@ pub struct OptimizationContext {
     /// Sources a join's delta term reads whole, by one hash join, instead of probing them once per
     /// delta row: the batch is large against them ([`reads_whole`]).
     pub whole_reads: BTreeSet<u32>,
+    /// Of the sources in `whole_reads`: the column sets each of their unique indexes covers (valid,
+    /// not partial, no expressions), by table OID. A join whose partner is unique on its join key
+    /// meets each change row with at most one partner row.
+    pub unique_keys: BTreeMap<u32, Vec<BTreeSet<String>>>,
 }
 
 /// How the touched groups' stored rows are found (see `algebraic::AggregateState::delta_query`).
@@ -223,6 +227,7 @@ impl Default for OptimizationContext {
             group_lookup: GroupLookup::Probe,
             hoist_global_aggregates: false,
             whole_reads: BTreeSet::new(),
+            unique_keys: BTreeMap::new(),
         }
     }
 }

@@ -202,10 +202,14 @@ fn new_sql_matching(
     Ok(sql)
 }
 
-/// Whether each changed side of `left ⋈ right` meets its partner read whole, by the join's
-/// equalities: one hash join, in which a change row costs a hash probe. Consolidating the batch
-/// first then saves nothing worth its own pass (`rules::reads_change_rows_raw`); where the partner
-/// is probed through an index instead, each pair of change rows that cancel saves two probes.
+/// Whether `left ⋈ right` meets each change row with at most one partner row, in one hash join: one
+/// side changed, and the other is read whole (a hash join, see [`read_whole`]) and unique on the
+/// join's equalities (one of its unique indexes covered). Consolidating the batch first then saves
+/// nothing worth its own pass (`rules::reads_change_rows_raw`): the join costs what reading the
+/// change rows costs. Where the partner is probed through an index, a cancelled pair saves two
+/// probes; where a change row meets many partner rows (a dimension row updated 600 times in one
+/// batch, joined with its 1,000 facts) or change rows of the other side (the `ΔL ⋈ ΔR` term, a row
+/// updated on both sides N times: N² pairs), the unconsolidated batch multiplies the work.
 pub(super) fn hashes_partners(
     tree: &OpTree,
     left: &Node,
@@ -213,9 +217,37 @@ pub(super) fn hashes_partners(
     on: Option<&Expr>,
     ctx: &DiffContext,
 ) -> bool {
-    on.is_some_and(|on| !equalities_across(on, left.arity()).is_empty())
-        && (is_static_empty(tree, left, ctx) || read_whole(right, ctx))
-        && (is_static_empty(tree, right, ctx) || read_whole(left, ctx))
+    let Some(pairs) = on.map(|on| equalities_across(on, left.arity())) else {
+        return false;
+    };
+    let once = |partner: &Node, columns: Vec<usize>| {
+        read_whole(partner, ctx) && unique_on(partner, &columns, ctx)
+    };
+    match (
+        is_static_empty(tree, left, ctx),
+        is_static_empty(tree, right, ctx),
+    ) {
+        (false, true) => once(right, pairs.iter().map(|&(_, r)| r).collect()),
+        (true, false) => once(left, pairs.iter().map(|&(l, _)| l).collect()),
+        _ => false,
+    }
+}
+
+/// Whether `node` (a source's rows through filters and projections) holds at most one row per value
+/// of its output `columns`: they are the source's columns of one of its unique indexes, or more.
+fn unique_on(node: &Node, columns: &[usize], ctx: &DiffContext) -> bool {
+    let scanned: Vec<(u32, &String)> = columns
+        .iter()
+        .filter_map(|&c| crate::dvm::index_advice::scanned(node, c))
+        .map(|(table, column)| (table.relid, column))
+        .collect();
+    let Some(&(relid, _)) = scanned.first() else {
+        return false;
+    };
+    ctx.opt.unique_keys.get(&relid).is_some_and(|sets| {
+        sets.iter()
+            .any(|set| set.iter().all(|c| scanned.contains(&(relid, c))))
+    })
 }
 
 /// Whether `node` is a source's rows, filtered and projected, that the batch is large against

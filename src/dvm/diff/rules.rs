@@ -938,8 +938,8 @@ pub(super) fn reads_rows_directly(node: &Node) -> bool {
 
 /// Whether `node`'s delta may be computed from its sources' change rows as they are (for a consumer
 /// that is linear in them, see `OptimizationContext::raw_scans`) at no extra cost: rows read
-/// directly, and inner joins of such rows whose changed sides meet partners read whole
-/// ([`hashes_partners`]). A join probing its partner reads the consolidated batch.
+/// directly, and inner joins of such rows that meet each change row with at most one partner row
+/// in a hash join ([`hashes_partners`]). Any other join reads the consolidated batch.
 pub(super) fn reads_change_rows_raw(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
     let raw = |n: &Node| reads_change_rows_raw(tree, n, ctx);
     match node {

@@ -242,17 +242,24 @@ fn a_join_reads_its_partner_whole_only_for_a_batch_large_against_it() {
     );
 }
 
-/// A join that hashes its partner meets the batch's change rows as they are: the result is
-/// consolidated once, and a pair that cancels costs a hash probe, not a pass of its own. A join
-/// that probes, or one whose other side changed too and is probed, reads the consolidated batch,
-/// and so does an outer join (its null-padded rows depend on the net change).
+/// A join that hashes its partner, unique on the join key, meets the batch's change rows as they
+/// are: the result is consolidated once, and each change row costs a hash probe. A join that
+/// probes, or whose partner is not unique on the key (a row updated many times would meet its
+/// every partner row each time), or whose other side changed too (every pair of their change rows
+/// would meet), reads the consolidated batch, and so does an outer join (its null-padded rows
+/// depend on the net change).
 #[test]
 fn a_join_that_hashes_its_partner_reads_the_batch_as_it_is() {
     let consolidated = "GROUP BY b.\"id\", b.\"x\", ROW(b.\"id\", b.\"x\")::text HAVING";
     let t = a_join_b();
-    let mut whole = ctx(&[10], &[20]);
-    whole.opt.whole_reads.insert(20);
-    let sql = delta(&t, &mut whole);
+    let hashed = |changed: &[u32], unique: &[&str]| {
+        let mut c = ctx(changed, &[20]);
+        c.opt.whole_reads.insert(20);
+        let key = unique.iter().map(|s| s.to_string()).collect();
+        c.opt.unique_keys.insert(20, vec![key]);
+        c
+    };
+    let sql = delta(&t, &mut hashed(&[10], &["a_id"]));
     assert!(
         sql.contains("b.\"x\" AS c1, b.__pgt_w AS __pgt_w FROM"),
         "{sql}"
@@ -262,22 +269,27 @@ fn a_join_that_hashes_its_partner_reads_the_batch_as_it_is() {
         sql.ends_with("HAVING pg_catalog.sum(d.__pgt_w) <> 0"),
         "{sql}"
     );
-
-    let mut both_changed = ctx(&[10, 20], &[]);
-    both_changed.opt.whole_reads.insert(20);
-    let sql = delta(&t, &mut both_changed);
+    let sql = delta(&t, &mut hashed(&[10], &["y"]));
+    assert!(sql.contains(consolidated), "b is unique on y only: {sql}");
+    let sql = delta(&t, &mut hashed(&[10], &["a_id", "y"]));
     assert!(
         sql.contains(consolidated),
-        "a's rows are probed by b's: {sql}"
+        "b is unique on (a_id, y): {sql}"
     );
+    let sql = delta(&t, &mut ctx(&[10], &[20]));
+    assert!(sql.contains(consolidated), "b is probed: {sql}");
+
+    let mut both_changed = hashed(&[10, 20], &["a_id"]);
+    both_changed.cache.bypass.clear();
+    both_changed.opt.whole_reads.insert(10);
+    let sql = delta(&t, &mut both_changed);
+    assert!(sql.contains(consolidated), "both sides changed: {sql}");
 
     let mut left = a_join_b();
     if let Node::Join { kind, .. } = &mut left.root {
         *kind = JoinKind::Left;
     }
-    let mut whole = ctx(&[10], &[20]);
-    whole.opt.whole_reads.insert(20);
-    let sql = delta(&left, &mut whole);
+    let sql = delta(&left, &mut hashed(&[10], &["a_id"]));
     assert!(sql.contains(consolidated), "{sql}");
 }
 

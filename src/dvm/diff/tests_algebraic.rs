@@ -282,7 +282,8 @@ fn extrema_and_joins_read_the_consolidated_batch() {
     }
 }
 
-/// Sums over a join that hashes its partner read the change rows as they are, as over a scan.
+/// Sums over a join that hashes its partner, unique on the join key, read the change rows as they
+/// are, as over a scan.
 #[test]
 fn sums_over_a_join_that_hashes_its_partner_read_the_batch_as_it_is() {
     let mut joined = grouped(
@@ -307,6 +308,7 @@ fn sums_over_a_join_that_hashes_its_partner_read_the_batch_as_it_is() {
         types: vec![],
     };
     let arity = columns.len();
+    let partner_key = columns[0].clone();
     **input = Node::Join {
         kind: crate::dvm::optree::JoinKind::Inner,
         left: Box::new(changed),
@@ -327,6 +329,8 @@ fn sums_over_a_join_that_hashes_its_partner_read_the_batch_as_it_is() {
         c.cache.bypass.insert(2);
         if whole {
             c.opt.whole_reads.insert(2);
+            let key = [partner_key.clone()].into_iter().collect();
+            c.opt.unique_keys.insert(2, vec![key]);
         }
         c
     };
