@@ -396,6 +396,36 @@ fn a_manual_refresh_leaves_the_clean_up_to_the_coordinator_after_its_commit() {
     db.assert_matches_query("counts", "SELECT count(*) AS n FROM orders");
 }
 
+/// TRUNCATE (and ANALYZE) update the buffer's pg_class row, which waits for any open transaction that
+/// updated it: a GRANT on the buffer, which any of its readers may make. The clean-up of a buffer
+/// over a megabyte then deletes its rows instead, and neither it nor the source's writers wait.
+#[test]
+fn a_clean_up_does_not_wait_for_an_open_grant_on_a_buffer() {
+    let mut db = orders_db("diff_buffer_grant");
+    assert!(db.serving_coordinator().is_some(), "no coordinator");
+    let buffer: String = db.value("SELECT 'pgtrickle_changes.changes_' || 'orders'::regclass::oid");
+    db.exec(&format!(
+        "ALTER TABLE {buffer} SET (autovacuum_enabled = off)"
+    ));
+    db.exec("INSERT INTO orders (customer, amount) SELECT 'big' || (g % 7), g FROM generate_series(1, 30000) g");
+    let file = relfilenode(&mut db, &buffer);
+    let mut granting = db.connect();
+    granting
+        .batch_execute(&format!("BEGIN; GRANT SELECT ON {buffer} TO PUBLIC"))
+        .unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    db.wait_for_cleanups();
+    assert_eq!(
+        db.value::<i64>(&format!("SELECT count(*) FROM {buffer}")),
+        0
+    );
+    assert_eq!(relfilenode(&mut db, &buffer), file, "truncated");
+    db.exec("SET statement_timeout = '5s'; INSERT INTO orders (customer, amount) VALUES ('after', 1); RESET statement_timeout");
+    granting.batch_execute("ROLLBACK").unwrap();
+    db.exec("SELECT pgtrickle.refresh_stream_table('totals')");
+    assert_exact(&mut db);
+}
+
 #[test]
 fn a_clean_up_never_waits_for_a_lock_on_a_buffer() {
     // The coordinator runs clean-ups between its ticks: one waiting for a buffer's lock (a DDL on

@@ -458,11 +458,13 @@ pub(super) fn release_consumed_changes(st: &StreamTable, how: Release) -> PgtRes
 /// before its rows go. Below it the batch is small and every plan probes by it.
 const ANALYZE_FROM_BYTES: i64 = 64 << 10;
 
-/// How long the clean-up's `ANALYZE` may wait for a lock before it leaves the statistics for a later
-/// clean-up. ANALYZE ends by updating the buffer's `pg_class` row in place, which waits for any open
-/// transaction that updated that row — a `GRANT` on the buffer by any of its readers (a review held
-/// the coordinator that way for as long as its transaction stayed open, and deadlocked it).
-const ANALYZE_LOCK_TIMEOUT_MS: u32 = 10;
+/// How long a clean-up's `ANALYZE` or `TRUNCATE` of a buffer may wait for a lock before it leaves
+/// the statistics for a later clean-up, or deletes the rows instead. Both update the buffer's
+/// `pg_class` row, which waits for any open transaction that updated that row — a `GRANT` on the
+/// buffer by any of its readers (a review held the coordinator that way for as long as its
+/// transaction stayed open, and deadlocked it). The locks on the buffer itself are taken before,
+/// without waiting.
+const CLEAN_UP_LOCK_TIMEOUT_MS: u32 = 10;
 
 /// Analyses a buffer that has never been analysed, the first time it holds a sizable batch, so that
 /// the planner knows its columns. Without statistics PostgreSQL takes any column of it for a
@@ -472,7 +474,7 @@ const ANALYZE_LOCK_TIMEOUT_MS: u32 = 10;
 /// statistics stay, and autovacuum renews them as it would anyway; this only makes sure they exist.
 /// ANALYZE runs as the buffer's owner and leaves out users' types (`cdc::skip_statistics_of_users_types`).
 /// It never waits long: a buffer another session is analysing or vacuuming is left for the next
-/// clean-up, and so is one whose statistics could not be written within [`ANALYZE_LOCK_TIMEOUT_MS`].
+/// clean-up, and so is one whose statistics could not be written within [`CLEAN_UP_LOCK_TIMEOUT_MS`].
 fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
     // SAFETY: a syscache probe by (relation, attribute 1 = `__pgt_xid`, not inherited), no side effects.
     let analysed = unsafe {
@@ -490,13 +492,13 @@ fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
     if analysed || !unsafe { pg_sys::superuser() } {
         return Ok(());
     }
-    // Analysed or vacuumed while it held no row, it has no statistics but a count of 0: not again
-    // (a truncation sets the count back to -1, "never counted").
-    let counted_empty =
-        crate::catalog::stream_tables::pg_class_row(oid, |c| c.reltuples == 0.0).unwrap_or(true);
+    // ANALYZE of a buffer without a row (its pages hold rows deleted by earlier clean-ups) writes no
+    // statistics, and would be repeated by every clean-up: only with a row in it.
     let bytes =
         spi::one::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[oid.into()])?.unwrap_or(0);
-    if counted_empty || bytes < ANALYZE_FROM_BYTES {
+    if bytes < ANALYZE_FROM_BYTES
+        || spi::one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {buffer})"), &[])? != Some(true)
+    {
         return Ok(());
     }
     // SAFETY: takes a lock the transaction keeps until it ends; never waits.
@@ -510,7 +512,7 @@ fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
         return Ok(());
     }
     let analyze = format!("ANALYZE {buffer}");
-    super::settings::with_lock_timeout(ANALYZE_LOCK_TIMEOUT_MS, || {
+    super::settings::with_lock_timeout(CLEAN_UP_LOCK_TIMEOUT_MS, || {
         // A lock not granted in time, or any other error, rolls the ANALYZE back and nothing else:
         // the statistics are for speed, and a later clean-up tries again.
         match spi::in_subtransaction_not_waiting(|| spi::exec(&analyze, &[])) {
@@ -660,8 +662,21 @@ fn truncated(
         ),
         &applied.params(),
     )? == Some(true);
-    if all_applied {
-        spi::exec(&format!("TRUNCATE {buffer}"), &[])?;
+    if !all_applied {
+        return Ok(false);
     }
-    Ok(all_applied)
+    // TRUNCATE gives the buffer a new file, an update of its pg_class row, which waits for any open
+    // transaction that changed that row (an open GRANT on the buffer: review 11 held the coordinator,
+    // and the source's writers behind the lock taken above, that way). Not granted in time, the rows
+    // are deleted instead.
+    let truncate = format!("TRUNCATE {buffer}");
+    super::settings::with_lock_timeout(CLEAN_UP_LOCK_TIMEOUT_MS, || {
+        match spi::in_subtransaction_not_waiting(|| spi::exec(&truncate, &[])) {
+            Ok(done) => done.map(|()| true),
+            Err(why) => {
+                pgrx::debug1!("pg_trickle: {buffer} not truncated: {why}");
+                Ok(false)
+            }
+        }
+    })
 }
