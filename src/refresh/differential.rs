@@ -506,15 +506,21 @@ fn analyze_first_batch(oid: Oid, buffer: &QualifiedName) -> PgtResult<()> {
     if !locked {
         return Ok(());
     }
-    let analyze = format!("ANALYZE {buffer}");
+    // Not done, the statistics are for a later clean-up: they are for speed only.
+    run_without_waiting(&format!("ANALYZE {buffer}")).map(|_| ())
+}
+
+/// Runs `sql`, a statement on a buffer that updates its `pg_class` row (ANALYZE, TRUNCATE), in a
+/// subtransaction with `lock_timeout` [`CLEAN_UP_LOCK_TIMEOUT_MS`]; whether it ran. A lock not
+/// granted in time, or any other error but a cancel, rolls it back and nothing else (logged at
+/// DEBUG1).
+fn run_without_waiting(sql: &str) -> PgtResult<bool> {
     super::settings::with_lock_timeout(CLEAN_UP_LOCK_TIMEOUT_MS, || {
-        // A lock not granted in time, or any other error, rolls the ANALYZE back and nothing else:
-        // the statistics are for speed, and a later clean-up tries again.
-        match spi::in_subtransaction_not_waiting(|| spi::exec(&analyze, &[])) {
-            Ok(done) => done,
+        match spi::in_subtransaction_not_waiting(|| spi::exec(sql, &[])) {
+            Ok(done) => done.map(|()| true),
             Err(why) => {
-                pgrx::debug1!("pg_trickle: {buffer} not analysed: {why}");
-                Ok(())
+                pgrx::debug1!("pg_trickle: not done, {sql}: {why}");
+                Ok(false)
             }
         }
     })
@@ -662,16 +668,7 @@ fn truncated(
     }
     // TRUNCATE gives the buffer a new file, an update of its pg_class row, which waits for any open
     // transaction that changed that row (an open GRANT on the buffer: review 11 held the coordinator,
-    // and the source's writers behind the lock taken above, that way). Not granted in time, the rows
-    // are deleted instead.
-    let truncate = format!("TRUNCATE {buffer}");
-    super::settings::with_lock_timeout(CLEAN_UP_LOCK_TIMEOUT_MS, || {
-        match spi::in_subtransaction_not_waiting(|| spi::exec(&truncate, &[])) {
-            Ok(done) => done.map(|()| true),
-            Err(why) => {
-                pgrx::debug1!("pg_trickle: {buffer} not truncated: {why}");
-                Ok(false)
-            }
-        }
-    })
+    // and the source's writers behind the lock taken above, that way). Not done, the rows are
+    // deleted instead.
+    run_without_waiting(&format!("TRUNCATE {buffer}"))
 }
