@@ -846,8 +846,10 @@ fn trim_is_maintained_differentially() {
     }
 }
 
-/// The plans `auto_explain` sent as notices while `sql` ran (nested statements included).
-fn nested_plans(db: &TestDb, sql: &str) -> Vec<serde_json::Value> {
+/// Every node of the plans `auto_explain` sent as notices while `sql` ran (nested statements
+/// included), each with whether it lies below a `Hash` node (the side a hash join builds its table
+/// from).
+fn plan_nodes(db: &TestDb, sql: &str) -> Vec<(serde_json::Value, bool)> {
     let (mut client, notices) = db.connect_keeping_notices();
     client
         .batch_execute(&format!(
@@ -859,53 +861,45 @@ fn nested_plans(db: &TestDb, sql: &str) -> Vec<serde_json::Value> {
              {sql}"
         ))
         .unwrap();
-    let notices = notices.lock().unwrap();
-    notices
-        .iter()
-        .filter_map(|notice| {
-            let at = notice.message.find("plan:\n{")? + "plan:\n".len();
-            let plan: serde_json::Value = serde_json::from_str(&notice.message[at..]).unwrap();
-            Some(plan["Plan"].clone())
+    fn walk(node: &serde_json::Value, hashed: bool, out: &mut Vec<(serde_json::Value, bool)>) {
+        let hashed = hashed || node["Node Type"] == "Hash";
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            walk(child, hashed, out);
+        }
+        out.push((node.clone(), hashed));
+    }
+    let mut out = Vec::new();
+    for notice in notices.lock().unwrap().iter() {
+        let Some(at) = notice.message.find("plan:\n{") else {
+            continue;
+        };
+        let plan: serde_json::Value =
+            serde_json::from_str(&notice.message[at + "plan:\n".len()..]).unwrap();
+        walk(&plan["Plan"], false, &mut out);
+    }
+    out
+}
+
+/// Every estimated row count of a scan of `buffer` in the plans of `sql`'s statements, with the
+/// scan's filter.
+fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> {
+    plan_nodes(db, sql)
+        .into_iter()
+        .filter(|(node, _)| node["Relation Name"] == buffer)
+        .map(|(node, _)| {
+            let filter = node["Filter"].as_str().unwrap_or_default().to_string();
+            (node["Plan Rows"].as_f64().unwrap(), filter)
         })
         .collect()
 }
 
-/// Every estimated row count of a scan of `buffer` in the plans `auto_explain` sent as notices while
-/// `sql` ran (nested statements included), with the scan's filter.
-fn buffer_estimates(db: &TestDb, buffer: &str, sql: &str) -> Vec<(f64, String)> {
-    fn walk(node: &serde_json::Value, buffer: &str, out: &mut Vec<(f64, String)>) {
-        if node["Relation Name"] == buffer {
-            let filter = node["Filter"].as_str().unwrap_or_default().to_string();
-            out.push((node["Plan Rows"].as_f64().unwrap(), filter));
-        }
-        for child in node["Plans"].as_array().into_iter().flatten() {
-            walk(child, buffer, out);
-        }
-    }
-    let mut out = Vec::new();
-    for plan in nested_plans(db, sql) {
-        walk(&plan, buffer, &mut out);
-    }
-    out
-}
-
-/// The relations scanned below a `Hash` node (the side a hash join builds its table from) in the
-/// plans of `sql`'s statements.
+/// The relations scanned below a `Hash` node in the plans of `sql`'s statements.
 fn hashed_relations(db: &TestDb, sql: &str) -> Vec<String> {
-    fn walk(node: &serde_json::Value, hashed: bool, out: &mut Vec<String>) {
-        let hashed = hashed || node["Node Type"] == "Hash";
-        if let (true, Some(name)) = (hashed, node["Relation Name"].as_str()) {
-            out.push(name.to_string());
-        }
-        for child in node["Plans"].as_array().into_iter().flatten() {
-            walk(child, hashed, out);
-        }
-    }
-    let mut out = Vec::new();
-    for plan in nested_plans(db, sql) {
-        walk(&plan, false, &mut out);
-    }
-    out
+    plan_nodes(db, sql)
+        .into_iter()
+        .filter(|(_, hashed)| *hashed)
+        .filter_map(|(node, _)| node["Relation Name"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// A buffer's first clean-up leaves it analysed, before its rows go: without statistics PostgreSQL

@@ -210,7 +210,7 @@ fn new_sql_matching(
 /// probes; where a change row meets many partner rows (a dimension row updated 600 times in one
 /// batch, joined with its 1,000 facts) or change rows of the other side (the `ΔL ⋈ ΔR` term, a row
 /// updated on both sides N times: N² pairs), the unconsolidated batch multiplies the work.
-pub(super) fn hashes_partners(
+pub(super) fn meets_each_change_row_once(
     tree: &OpTree,
     left: &Node,
     right: &Node,

@@ -5,7 +5,7 @@
 
 use super::context::DiffContext;
 use super::joins::{
-    exists_in_any, hashes_partners, inner_join_delta, key_equalities, outer_join_delta,
+    exists_in_any, inner_join_delta, key_equalities, meets_each_change_row_once, outer_join_delta,
     semi_join_delta,
 };
 use super::sharing::{known_whole_result, shared_delta, whole_input};
@@ -939,7 +939,7 @@ pub(super) fn reads_rows_directly(node: &Node) -> bool {
 /// Whether `node`'s delta may be computed from its sources' change rows as they are (for a consumer
 /// that is linear in them, see `OptimizationContext::raw_scans`) at no extra cost: rows read
 /// directly, and inner joins of such rows that meet each change row with at most one partner row
-/// in a hash join ([`hashes_partners`]). Any other join reads the consolidated batch.
+/// in a hash join ([`meets_each_change_row_once`]). Any other join reads the consolidated batch.
 pub(super) fn reads_change_rows_raw(tree: &OpTree, node: &Node, ctx: &DiffContext) -> bool {
     let raw = |n: &Node| reads_change_rows_raw(tree, n, ctx);
     match node {
@@ -951,7 +951,11 @@ pub(super) fn reads_change_rows_raw(tree: &OpTree, node: &Node, ctx: &DiffContex
             right,
             on,
             ..
-        } => raw(left) && raw(right) && hashes_partners(tree, left, right, on.as_ref(), ctx),
+        } => {
+            raw(left)
+                && raw(right)
+                && meets_each_change_row_once(tree, left, right, on.as_ref(), ctx)
+        }
         other => reads_rows_directly(other),
     }
 }
