@@ -161,6 +161,32 @@ fn a_redefined_view_is_followed() {
     db.assert_matches_query("by_grp", BY_GRP);
 }
 
+/// A FULL stream table over a view skips refreshes while the tables below are unchanged, by their
+/// signal triggers; replacing the view re-armed signals on the view itself, which PostgreSQL
+/// refuses ("Views cannot have TRUNCATE triggers"), so nobody could replace it.
+#[test]
+fn a_view_read_by_a_full_stream_table_can_be_replaced() {
+    let mut db = view_db("sources_view_full_reader");
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('by_grp', '{BY_GRP}', '1h', 'FULL')"
+    ));
+    db.exec(
+        "CREATE TABLE other_base (id int PRIMARY KEY, grp int NOT NULL, v numeric NOT NULL);
+         INSERT INTO other_base VALUES (1, 1, 5), (2, 2, -5);
+         CREATE OR REPLACE VIEW positive AS SELECT id, grp, v FROM other_base WHERE v > 0",
+    );
+    refresh(&mut db, "by_grp");
+    db.assert_matches_query("by_grp", BY_GRP);
+    healthy(&mut db, "by_grp");
+    // The table the view reads now signals its writes: the next refresh sees them.
+    db.exec("INSERT INTO other_base VALUES (3, 1, 7)");
+    assert_eq!(refresh(&mut db, "by_grp").0, "FULL");
+    db.assert_matches_query("by_grp", BY_GRP);
+    let views_triggers: i64 =
+        db.value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'positive'::regclass");
+    assert_eq!(views_triggers, 0);
+}
+
 #[test]
 fn views_whose_security_would_be_bypassed_are_read_whole() {
     let mut db = view_db("sources_view_security");

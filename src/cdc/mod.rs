@@ -533,7 +533,16 @@ fn signals_altered(source: Oid) -> PgtResult<()> {
     if !watched {
         return Ok(());
     }
-    members::rearm(Family::Signal, source, false)?;
+    // A view a FULL stream table reads is a source too: it has no triggers of its own (the tables
+    // it reads now are armed when its readers reinitialise).
+    // SAFETY: a catalog lookup of the relation's kind.
+    let kind = unsafe { pgrx::pg_sys::get_rel_relkind(source) } as u8;
+    if matches!(
+        kind,
+        pgrx::pg_sys::RELKIND_RELATION | pgrx::pg_sys::RELKIND_PARTITIONED_TABLE
+    ) {
+        members::rearm(Family::Signal, source, false)?;
+    }
     let table = crate::catalog::names::qualified_name_of(source)?;
     spi::exec(
         &reinit::mark_sql(
