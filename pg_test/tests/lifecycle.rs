@@ -287,7 +287,7 @@ fn a_full_refresh_reads_in_parallel_where_the_planner_would_and_fills_every_inde
          INSERT INTO t SELECT i % 50, CASE WHEN i % 7 = 0 THEN NULL ELSE (i % 13) * 1.50 END, md5(i::text)
            FROM generate_series(1, 5000) i;
          INSERT INTO t VALUES (NULL, 1.5, repeat('long ', 20000));
-         GRANT SELECT ON t TO {owner}; GRANT CREATE ON SCHEMA public TO {owner};"
+         GRANT SELECT, TRIGGER ON t TO {owner}; GRANT CREATE ON SCHEMA public TO {owner};"
     ));
     let (mut client, notices) = db.connect_keeping_notices();
     // Parallel plans for every query, as the planner picks them for large sources; a refresh runs as

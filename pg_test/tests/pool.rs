@@ -164,7 +164,7 @@ fn one_roles_stream_tables_do_not_hold_another_roles_behind_them() {
     db.exec(&format!(
         "CREATE TABLE quiet (v int NOT NULL);
          GRANT CREATE ON SCHEMA public TO {hog}, {other};
-         GRANT SELECT ON src TO {hog}; GRANT SELECT ON quiet TO {other};"
+         GRANT SELECT ON src TO {hog}; GRANT SELECT, TRIGGER ON quiet TO {other};"
     ));
     db.exec(&format!("SET ROLE {hog}"));
     for i in 0..4 {

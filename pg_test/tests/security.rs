@@ -510,7 +510,7 @@ fn a_superusers_event_trigger_runs_while_pg_trickle_reads_a_query() {
          CREATE EVENT TRIGGER grant_new ON ddl_command_end EXECUTE FUNCTION grant_new();",
     );
     db.exec(&format!(
-        "GRANT CREATE ON SCHEMA public TO {alice}; SET ROLE {alice};
+        "GRANT CREATE ON SCHEMA public TO {alice}; GRANT TRIGGER ON src TO {alice}; SET ROLE {alice};
          SELECT pgtrickle.create_stream_table('mine', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');
          RESET ROLE;"
     ));
@@ -960,7 +960,8 @@ fn a_callers_default_tablespace_places_only_the_callers_objects() {
         db.exec(&format!("CREATE TABLESPACE {ts} LOCATION ''"));
     }
     db.exec(&format!(
-        "GRANT CREATE ON SCHEMA public TO {alice}; GRANT CREATE ON TABLESPACE {granted} TO {alice}"
+        "GRANT CREATE ON SCHEMA public TO {alice}; GRANT CREATE ON TABLESPACE {granted} TO {alice};
+         GRANT TRIGGER ON src TO {alice}"
     ));
     db.exec(&format!(
         "SET ROLE {alice};
@@ -1052,4 +1053,242 @@ fn triggers_go_only_on_tables_the_owner_may_read() {
     db.exec("SELECT pgtrickle.refresh_stream_table('over_shared'), pgtrickle.refresh_stream_table('over_peek')");
     db.assert_matches_query("over_shared", "SELECT id, v FROM shared");
     db.assert_matches_query("over_peek", "SELECT id, v FROM mine");
+}
+
+/// Change capture and signals are triggers on a source, and adding one takes a lock that holds off
+/// every writer of the table until the transaction ends: a role that may only read a table must
+/// not be able to do that through pg_trickle (an open transaction that created a stream table held
+/// every writer of its source). It needs the TRIGGER privilege, as `CREATE TRIGGER` does, unless
+/// the table has pg_trickle's triggers already.
+#[test]
+fn only_a_role_that_may_add_triggers_puts_capture_on_a_table() {
+    let (mut db, alice) = db("security_capture_needs_trigger");
+    db.exec(&format!(
+        "CREATE TABLE watched (id int PRIMARY KEY, v int);
+         INSERT INTO watched VALUES (1, 1), (2, 2);
+         GRANT SELECT ON watched TO {alice};
+         GRANT CREATE ON SCHEMA public TO {alice};"
+    ));
+    let triggers_on = |db: &mut TestDb, table: &str| -> Vec<String> {
+        db.rows(
+            &format!("SELECT tgname::text FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = '{table}'::regclass ORDER BY 1"),
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    db.exec(&format!("SET ROLE {alice}"));
+    let e = db.error(
+        "SELECT pgtrickle.create_stream_table('diff_src', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    assert!(e.message.contains("src"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("TRIGGER"), "{e:?}");
+    // AUTO falls back to FULL, and takes no lock that writers wait for, inside an open transaction.
+    db.exec(
+        "BEGIN;
+         SELECT pgtrickle.create_stream_table('auto_src', 'SELECT id, v FROM src', '1h', 'AUTO');
+         SELECT pgtrickle.create_stream_table('full_src', 'SELECT id, v FROM src', '1h', 'FULL');",
+    );
+    let held: Vec<String> = db
+        .rows(
+            "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() AND relation = 'src'::regclass
+               AND mode NOT IN ('AccessShareLock', 'RowShareLock') ORDER BY 1",
+            &[],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.exec("COMMIT; RESET ROLE");
+    assert!(held.is_empty(), "a reader held {held:?} on src");
+    assert!(triggers_on(&mut db, "src").is_empty());
+    let modes: Vec<(String, String, bool)> = db
+        .rows(
+            "SELECT effective_mode, mode_reason, skip_unchanged FROM pgtrickle.pgt_stream_tables
+              WHERE pgt_relid IN ('auto_src'::regclass, 'full_src'::regclass) ORDER BY pgt_relid::regclass::text",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(modes[0].0, "FULL");
+    assert!(modes[0].1.contains("TRIGGER privilege"), "{modes:?}");
+    assert!(
+        !modes[0].2 && !modes[1].2,
+        "signals armed for a reader: {modes:?}"
+    );
+    // Switching to DIFFERENTIAL later is refused the same way.
+    db.exec(&format!("SET ROLE {alice}"));
+    let e =
+        db.error("SELECT pgtrickle.alter_stream_table('full_src', refresh_mode => 'DIFFERENTIAL')");
+    db.exec("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e:?}");
+    assert!(triggers_on(&mut db, "src").is_empty());
+    // The FULL stream tables still refresh exactly.
+    db.exec("INSERT INTO src VALUES (100, 'carol', 100)");
+    db.exec("SELECT pgtrickle.refresh_stream_table('auto_src'), pgtrickle.refresh_stream_table('full_src')");
+    db.assert_matches_query("auto_src", "SELECT id, v FROM src");
+    db.assert_matches_query("full_src", "SELECT id, v FROM src");
+
+    // With TRIGGER granted she may; on a table captured already she needs nothing more than SELECT.
+    db.exec(&format!(
+        "GRANT TRIGGER ON watched TO {alice};
+         SELECT pgtrickle.create_stream_table('by_owner', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');
+         SET ROLE {alice};
+         SELECT pgtrickle.create_stream_table('diff_watched', 'SELECT id, v FROM watched', '1h', 'DIFFERENTIAL');
+         SELECT pgtrickle.create_stream_table('diff_src', 'SELECT id, v FROM src', '1h', 'DIFFERENTIAL');
+         SELECT pgtrickle.alter_stream_table('full_src', refresh_mode => 'DIFFERENTIAL');
+         RESET ROLE;
+         SELECT pgtrickle.refresh_stream_table('full_src');"
+    ));
+    assert!(!triggers_on(&mut db, "watched").is_empty());
+    db.exec("UPDATE src SET v = v + 1 WHERE id <= 3; UPDATE watched SET v = 10 WHERE id = 1");
+    for (table, query) in [
+        ("diff_watched", "SELECT id, v FROM watched"),
+        ("diff_src", "SELECT id, v FROM src"),
+        ("full_src", "SELECT id, v FROM src"),
+    ] {
+        db.assert_refreshes_differentially(table, query, "after the grant");
+    }
+}
+
+/// PostgreSQL prints `IS DISTINCT FROM`, `NULLIF`, `CASE x WHEN` and `JOIN ... USING` without the
+/// schema of the operator they call, and refreshes read the stored text with search_path =
+/// pg_catalog, pg_temp: over `citext` (in `public`) such a query was stored as a case-sensitive
+/// comparison of `text`, and the stream table silently differed from its query. It is refused, and
+/// nothing is left behind; the same comparisons with the operator named by its schema are kept.
+#[test]
+fn a_query_whose_stored_text_would_call_another_operator_is_refused() {
+    let mut db = TestDb::new("security_lost_operator");
+    db.exec(
+        "CREATE EXTENSION citext;
+         CREATE TABLE c (id int PRIMARY KEY, name citext, other citext);
+         CREATE TABLE d (name citext PRIMARY KEY, w int);
+         INSERT INTO c VALUES (1, 'Ab', 'ab'), (2, 'x', 'y'), (3, NULL, 'z');
+         INSERT INTO d VALUES ('AB', 1), ('X', 2);",
+    );
+    for (mode, query) in [
+        (
+            "FULL",
+            "SELECT id, name IS DISTINCT FROM other AS differs FROM c",
+        ),
+        ("AUTO", "SELECT id, NULLIF(name, other) AS n FROM c"),
+        (
+            "DIFFERENTIAL",
+            "SELECT id, CASE name WHEN other THEN 1 ELSE 0 END AS same FROM c",
+        ),
+        ("DIFFERENTIAL", "SELECT id, w FROM c JOIN d USING (name)"),
+    ] {
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('lost', $${query}$$, '1h', '{mode}')"
+        ));
+        assert_eq!(e.code, "0A000", "{query}: {e:?}");
+        assert!(e.message.contains("citext_eq"), "{query}: {e:?}");
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("OPERATOR(public.=)"),
+            "{e:?}"
+        );
+    }
+    let left: i64 = db.value(
+        "SELECT (SELECT count(*) FROM pgtrickle.pgt_stream_tables) + (SELECT count(*) FROM pg_class WHERE relname = 'lost')
+              + (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal)",
+    );
+    assert_eq!(left, 0, "a refused creation left something behind");
+    let kept = [
+        ("differs", "SELECT id, NOT coalesce(name OPERATOR(public.=) other, name IS NULL AND other IS NULL) AS differs FROM c"),
+        ("joined", "SELECT c.id, d.w FROM c JOIN d ON d.name OPERATOR(public.=) c.name"),
+    ];
+    for (name, query) in kept {
+        db.exec(&format!(
+            "SELECT pgtrickle.create_stream_table('{name}', $${query}$$, '1h', 'DIFFERENTIAL')"
+        ));
+        db.assert_matches_query(name, query);
+    }
+    // Case-insensitive both ways: 'Ab' and 'ab' are the same citext, 'x' joins 'X'.
+    assert_eq!(
+        db.value::<bool>("SELECT differs FROM differs WHERE id = 1"),
+        false
+    );
+    db.exec(
+        "UPDATE c SET other = 'AB' WHERE id = 1; UPDATE c SET name = 'X', other = 'x' WHERE id = 2",
+    );
+    for (name, query) in kept {
+        db.assert_refreshes_differentially(name, query, "a change of case");
+    }
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM joined WHERE w = 2"),
+        1
+    );
+    // A view's text is what the differential engine reads in its place: such a view is read whole,
+    // by its name, which means what its definition means.
+    db.exec(
+        "CREATE VIEW apart AS SELECT id, name, other FROM c WHERE name IS DISTINCT FROM other;
+         CREATE VIEW over_apart AS SELECT id, name FROM apart",
+    );
+    let e = db.error(
+        "SELECT pgtrickle.create_stream_table('lost', 'SELECT id, name FROM over_apart', '1h', 'DIFFERENTIAL')",
+    );
+    assert_eq!(e.code, "0A000", "{e:?}");
+    assert!(e.message.contains("view public.apart"), "{e:?}");
+    db.exec("SELECT pgtrickle.create_stream_table('through_view', 'SELECT id, name FROM over_apart', '1h', 'AUTO')");
+    db.exec("INSERT INTO c VALUES (10, 'hello', 'HELLO'), (11, 'a', 'b')");
+    db.exec("SELECT pgtrickle.refresh_stream_table('through_view')");
+    assert_eq!(db.last_refresh("through_view").0, "FULL");
+    db.assert_matches_query("through_view", "SELECT id, name FROM over_apart");
+}
+
+/// The TRIGGER privilege is asked for wherever capture would go: on each partition and
+/// inheritance child of a source (as `CREATE TRIGGER` on a partitioned table asks), and on a table
+/// a view starts to read when its owner redefines it (the stream table's next refresh would have
+/// armed capture there, holding the table's writers off in the owner's transaction).
+#[test]
+fn capture_reaches_no_member_or_redefined_views_table_without_the_trigger_privilege() {
+    let (mut db, alice) = db("security_capture_members");
+    db.exec(&format!(
+        "CREATE TABLE parted (id int, v int) PARTITION BY RANGE (id);
+         CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+         INSERT INTO parted VALUES (1, 1);
+         CREATE TABLE parent (id int, v int); CREATE TABLE child () INHERITS (parent);
+         GRANT SELECT, TRIGGER ON parted, parent TO {alice};
+         GRANT SELECT ON parted_low, child TO {alice};
+         CREATE SCHEMA hers AUTHORIZATION {alice};"
+    ));
+    db.exec(&format!("SET ROLE {alice}"));
+    for (source, member) in [("parted", "parted_low"), ("parent", "child")] {
+        let e = db.error(&format!(
+            "SELECT pgtrickle.create_stream_table('hers.over_{source}', 'SELECT id, v FROM {source}', '1h', 'DIFFERENTIAL')"
+        ));
+        assert_eq!(e.code, "42501", "{e:?}");
+        assert!(e.message.contains(member), "{e:?}");
+    }
+    db.exec(
+        "CREATE TABLE hers.seed (id int PRIMARY KEY, v int);
+         CREATE VIEW hers.w AS SELECT id, v FROM hers.seed;
+         SELECT pgtrickle.create_stream_table('hers.over_w', 'SELECT id, v FROM hers.w', '1h', 'DIFFERENTIAL');
+         CREATE OR REPLACE VIEW hers.w AS SELECT id, v FROM public.src;",
+    );
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('hers.over_w')");
+    db.exec("RESET ROLE");
+    assert_eq!(e.code, "55000", "{e:?}");
+    assert!(
+        e.message
+            .contains("permission denied to add change capture to table public.src"),
+        "{e:?}"
+    );
+    let triggered: i64 = db.value(
+        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal
+           AND tgrelid IN ('src'::regclass, 'parted'::regclass, 'parted_low'::regclass, 'parent'::regclass, 'child'::regclass)",
+    );
+    assert_eq!(triggered, 0);
+    // A superuser's refresh is refused the same way (the owner's rights decide); FULL reads the
+    // view whole.
+    let e = db.error("SELECT pgtrickle.refresh_stream_table('hers.over_w')");
+    assert!(e.message.contains("TRIGGER"), "{e:?}");
+    db.exec("SELECT pgtrickle.alter_stream_table('hers.over_w', refresh_mode => 'FULL', status => 'ACTIVE')");
+    db.exec("SELECT pgtrickle.refresh_stream_table('hers.over_w')");
+    db.assert_matches_query("hers.over_w", "SELECT id, v FROM hers.w");
 }

@@ -41,7 +41,7 @@ fn alter(
     privilege::require_owner(caller, st.relid, name)?;
 
     if let Some(mode) = mode {
-        change_mode(&st, mode)?;
+        change_mode(&st, mode, caller)?;
     }
     if let Some(ms) = schedule_ms {
         spi::exec(
@@ -64,12 +64,17 @@ fn alter(
 }
 
 /// Re-decides the effective mode. Becoming DIFFERENTIAL adds the hidden row identity and change
-/// capture and makes the next refresh a FULL one that fills them in.
-fn change_mode(st: &StreamTable, requested: RefreshMode) -> PgtResult<()> {
+/// capture (which `caller` must be allowed to add) and makes the next refresh a FULL one that fills
+/// them in.
+fn change_mode(
+    st: &StreamTable,
+    requested: RefreshMode,
+    caller: pgrx::pg_sys::Oid,
+) -> PgtResult<()> {
     let _own = crate::catalog::guard::OwnWrite::begin();
     let owner = stream_tables::owner(st.relid)?;
     let analysis = analysis::analyze(&st.defining_query, owner)?;
-    let choice = choose_mode(&analysis, requested, owner)?;
+    let choice = choose_mode(&analysis, requested, owner, Some(caller))?;
     let becomes_differential =
         choice.effective == RefreshMode::Differential && st.effective_mode != "DIFFERENTIAL";
     if becomes_differential {

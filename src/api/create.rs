@@ -61,7 +61,7 @@ fn create(
         &analysis.sources.iter().map(|s| s.relid).collect::<Vec<_>>(),
     )?;
     // For DIFFERENTIAL this also installs change capture on the sources.
-    let choice = choose_mode(&analysis, requested, caller)?;
+    let choice = choose_mode(&analysis, requested, caller, Some(caller))?;
     let differential = choice.effective == RefreshMode::Differential;
     // The caller's table, in the caller's schema, with the caller's rights.
     let relid = privilege::creating_as_caller(|| create_storage(&target, &analysis, differential))?;

@@ -378,6 +378,7 @@ fn read_tree(query: &str) -> PgtResult<Reading> {
             (&mut out.named_relations as *mut Vec<Oid>).cast(),
         );
         out.defining_query = printed(tree)?;
+        check_printed_calls_the_same(tree, &out.defining_query)?;
         // The rewriter changes the tree in place: last.
         let rewritten = pg_sys::QueryRewrite(tree);
         for i in 0..(*rewritten).length {
@@ -426,6 +427,163 @@ unsafe fn printed(tree: *mut pg_sys::Query) -> PgtResult<String> {
         })
     })?;
     Ok(text.trim().trim_end_matches(';').trim_end().to_string())
+}
+
+/// Refuses a query whose printed text calls other functions than the query, read back as a
+/// refresh reads it (with the pinned search_path). PostgreSQL prints `IS DISTINCT FROM`, `NULLIF`,
+/// `CASE x WHEN`, `JOIN ... USING` and a row's `IN (SELECT ...)` without the operator they use, so
+/// its schema is lost: with `citext` in `public`, `a IS DISTINCT FROM b` would be read back as a
+/// comparison of `text`, case sensitive, and the stream table would silently differ from its query.
+///
+/// # Safety
+/// `tree` is a valid analysed query tree (not rewritten).
+unsafe fn check_printed_calls_the_same(tree: *mut pg_sys::Query, text: &str) -> PgtResult<()> {
+    // SAFETY: the function's contract.
+    match unsafe { printed_calls_apart(tree, text) }? {
+        None => Ok(()),
+        Some(problem) => Err(PgtError::new(
+            SqlState::FeatureNotSupported,
+            format!("the defining query cannot be stored: written out, it {problem}"),
+        )
+        .detail(LOST_OPERATOR_DETAIL)
+        .hint(LOST_OPERATOR_HINT)),
+    }
+}
+
+const LOST_OPERATOR_DETAIL: &str = "PostgreSQL writes IS DISTINCT FROM, NULLIF, CASE x WHEN, JOIN ... USING and a row's IN (SELECT ...) without the schema of the operator they use, and refreshes read the text with search_path = pg_catalog, pg_temp, where an operator of another schema (such as citext's) is not found by its name.";
+const LOST_OPERATOR_HINT: &str = "Write such comparisons with the operator named by its schema, as in a OPERATOR(public.=) b (with IS NULL tests where NULLs must compare as IS DISTINCT FROM does), and joins with ON rather than USING.";
+
+/// Why the differential engine may not read view `view` from its text, if so: read back as a
+/// refresh reads it, the text PostgreSQL prints for it calls other functions than the view does
+/// (see [`check_printed_calls_the_same`]). A refresh that reads the view by name is not affected.
+/// Read as `reader`, the role answering for the query: printing and reading values runs their
+/// types' functions.
+pub fn view_text_problem(view: Oid, reader: Oid) -> PgtResult<Option<String>> {
+    super::privilege::reading_as(reader, || view_text_problem_as_reader(view))
+}
+
+fn view_text_problem_as_reader(view: Oid) -> PgtResult<Option<String>> {
+    let text = crate::refresh::settings::with_query_text_settings(|| {
+        spi::one::<String>(
+            "SELECT pg_catalog.pg_get_viewdef($1, false)",
+            &[view.into()],
+        )
+    })?
+    .unwrap_or_default();
+    // SAFETY: the view's rule action, copied before its relation is closed (the lock is kept to the
+    // end of the transaction, as any reader's).
+    let tree = unsafe {
+        let relation = pg_sys::relation_open(view, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let tree =
+            pg_sys::copyObjectImpl(pg_sys::get_view_query(relation).cast()) as *mut pg_sys::Query;
+        pg_sys::relation_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+        tree
+    };
+    // SAFETY: a valid analysed query tree.
+    let problem = unsafe { printed_calls_apart(tree, text.trim().trim_end_matches(';')) }?;
+    Ok(problem.map(|problem| {
+        format!(
+            "view {}, whose text as PostgreSQL writes it out {problem}: it names no operator's schema in IS DISTINCT FROM, NULLIF, CASE x WHEN or USING (read whole, by its name)",
+            relation_name(view)
+        )
+    }))
+}
+
+/// `relid` as `regclass` prints it.
+fn relation_name(relid: Oid) -> String {
+    spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// What is wrong with `text` as the printed form of `tree`, if anything: read back as a refresh
+/// reads it, it does not parse, or calls other functions (as multisets) than `tree`.
+///
+/// # Safety
+/// `tree` is a valid analysed query tree (not rewritten).
+unsafe fn printed_calls_apart(tree: *mut pg_sys::Query, text: &str) -> PgtResult<Option<String>> {
+    // SAFETY: the function's contract.
+    let written = unsafe { functions_called(tree) };
+    let c = CString::new(text).map_err(|_| PgtError::internal("query contains a NUL byte"))?;
+    let read_back = crate::refresh::settings::with_search_path(
+        crate::refresh::settings::PINNED_SEARCH_PATH,
+        || {
+            crate::refresh::settings::with_query_text_settings(|| {
+                Ok(spi::in_subtransaction(|| {
+                    // SAFETY: an error parsing the text unwinds into the subtransaction.
+                    Ok(unsafe { functions_called(analysed(&c)) })
+                }))
+            })
+        },
+    )?;
+    Ok(match read_back {
+        Err(message) => Some(format!("does not read back ({message})")),
+        Ok(read) => {
+            // As multisets (a query may call 100,000 operators).
+            let sorted = |calls: Vec<Oid>| {
+                let mut calls: Vec<u32> = calls.into_iter().map(Oid::to_u32).collect();
+                calls.sort_unstable();
+                calls
+            };
+            super::calls::first_call_apart(&sorted(written), &sorted(read?))
+                .map(|f| format!("would not call {} as it does", function_name(f.into())))
+        }
+    })
+}
+
+/// `f` as `regprocedure` prints it, schema-qualified.
+fn function_name(f: Oid) -> String {
+    // SAFETY: a catalog cache lookup; the name is copied at once.
+    unsafe { CStr::from_ptr(pg_sys::format_procedure_qualified(f)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Every function an analysed query tree calls, at any depth (operators' and casts' functions,
+/// aggregates and window functions included), once per call.
+///
+/// # Safety
+/// `tree` is a valid analysed query tree.
+unsafe fn functions_called(tree: *mut pg_sys::Query) -> Vec<Oid> {
+    let mut found: Vec<Oid> = Vec::new();
+    // SAFETY: the function's contract; the walker's context is `found`.
+    unsafe {
+        collect_functions(tree.cast(), (&mut found as *mut Vec<Oid>).cast());
+    }
+    found
+}
+
+/// Tree walker: [`note_function`] for each node, in queries at any depth.
+#[pg_guard]
+unsafe extern "C-unwind" fn collect_functions(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node of an analysed query tree; `context` the caller's Vec<Oid>.
+    unsafe {
+        if (*node).type_ == pg_sys::NodeTag::T_Query {
+            return pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(collect_functions),
+                context,
+                0,
+            );
+        }
+        pg_sys::check_functions_in_node(node, Some(note_function), context);
+        pg_sys::expression_tree_walker(node, Some(collect_functions), context)
+    }
+}
+
+/// [`pg_sys::check_functions_in_node`] callback: pushes `func` onto the `Vec<Oid>` behind `context`.
+#[pg_guard]
+unsafe extern "C-unwind" fn note_function(func: Oid, context: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `context` is the walker's Vec<Oid>.
+    unsafe { (*(context as *mut Vec<Oid>)).push(func) };
+    false
 }
 
 unsafe extern "C-unwind" {

@@ -26,11 +26,16 @@ pub struct ModeChoice {
 }
 
 /// `owner`: the role that owns (or will own) the stream table, whose rights a read through a view
-/// must match (None: the current user, who is creating it).
+/// must match. `installer`: the role DIFFERENTIAL must not let add change capture to a table it
+/// could not add a trigger to itself — the caller of `create_stream_table` or
+/// `alter_stream_table`, the owner when a reinitialisation re-reads the query (a view it reads may
+/// read other tables now); None when `restore_stream_tables` (a superuser) re-creates what was
+/// there.
 pub fn choose_mode(
     analysis: &QueryAnalysis,
     requested: RefreshMode,
     owner: Oid,
+    installer: Option<Oid>,
 ) -> PgtResult<ModeChoice> {
     if requested == RefreshMode::Full {
         return Ok(ModeChoice {
@@ -39,29 +44,88 @@ pub fn choose_mode(
             reason: "FULL was requested".into(),
         });
     }
-    match differential_tree(analysis, owner)? {
-        Ok(tree) => Ok(ModeChoice {
-            effective: RefreshMode::Differential,
-            tree: Some(tree),
-            reason: "every operator of the query is supported by the differential engine".into(),
-        }),
-        Err(construct) if requested == RefreshMode::Differential => Err(PgtError::new(
+    // Capture is installed last (`validate`), once everything else is known to be supported.
+    let construct =
+        match differential_tree(analysis, owner)? {
+            Ok(tree) => {
+                if let Some(role) = installer {
+                    if let Some(refused) = capture_refused(analysis, requested, role)? {
+                        return refused;
+                    }
+                }
+                match validate(&tree, &output_types(analysis), owner)? {
+                    Ok(()) => return Ok(ModeChoice {
+                        effective: RefreshMode::Differential,
+                        tree: Some(tree),
+                        reason:
+                            "every operator of the query is supported by the differential engine"
+                                .into(),
+                    }),
+                    Err(message) => format!("a delta PostgreSQL rejected ({message})"),
+                }
+            }
+            Err(construct) => construct,
+        };
+    if requested == RefreshMode::Differential {
+        return Err(PgtError::new(
             SqlState::FeatureNotSupported,
             format!("DIFFERENTIAL refresh does not support {construct}"),
         )
-        .hint("Use refresh_mode => 'AUTO' (falls back to FULL) or 'FULL'.")),
-        Err(construct) => {
-            notice!("pg_trickle: using FULL refresh: the differential engine does not support {construct}");
-            Ok(ModeChoice {
-                effective: RefreshMode::Full,
-                tree: None,
-                reason: format!("FULL because of {construct}"),
-            })
-        }
+        .hint("Use refresh_mode => 'AUTO' (falls back to FULL) or 'FULL'."));
     }
+    notice!("pg_trickle: using FULL refresh: the differential engine does not support {construct}");
+    Ok(ModeChoice {
+        effective: RefreshMode::Full,
+        tree: None,
+        reason: format!("FULL because of {construct}"),
+    })
 }
 
-/// Ok(Ok(tree)) when supported, Ok(Err(construct)) when not.
+/// The answer to a choice that would add change capture to a table `role` may not add a trigger
+/// to (`privilege::first_table_denying_triggers`): 42501 for DIFFERENTIAL, FULL for AUTO.
+fn capture_refused(
+    analysis: &QueryAnalysis,
+    requested: RefreshMode,
+    role: Oid,
+) -> PgtResult<Option<PgtResult<ModeChoice>>> {
+    let denied = super::privilege::first_table_denying_triggers(
+        role,
+        &analysis.relations_read,
+        crate::cdc::is_captured,
+    )?;
+    let Some(table) = denied else {
+        return Ok(None);
+    };
+    let table = spi::one::<String>("SELECT $1::pg_catalog.regclass::text", &[table.into()])?
+        .unwrap_or_default();
+    if requested == RefreshMode::Differential {
+        return Ok(Some(Err(PgtError::new(
+            SqlState::InsufficientPrivilege,
+            format!("permission denied to add change capture to table {table}"),
+        )
+        .detail(format!("A DIFFERENTIAL stream table's changes are captured by triggers on the tables its query reads and on their partitions and inheritance children; {table} has none yet, and adding a trigger to a table takes the TRIGGER privilege on it, as CREATE TRIGGER does."))
+        .hint(format!("Grant TRIGGER on {table}, let a role that holds it create the first DIFFERENTIAL stream table over it, or use refresh_mode => 'FULL'.")))));
+    }
+    let reason = format!("the calling role may not add change capture to table {table} (that takes the TRIGGER privilege on it)");
+    notice!("pg_trickle: using FULL refresh: {reason}");
+    Ok(Some(Ok(ModeChoice {
+        effective: RefreshMode::Full,
+        tree: None,
+        reason: format!("FULL because {reason}"),
+    })))
+}
+
+/// The SQL types of the query's output columns.
+fn output_types(analysis: &QueryAnalysis) -> Vec<String> {
+    analysis
+        .columns
+        .iter()
+        .map(|c| c.type_sql.clone())
+        .collect()
+}
+
+/// Ok(Ok(tree)) when supported (but for what PostgreSQL makes of its delta: `validate`, which
+/// installs capture), Ok(Err(construct)) when not.
 fn differential_tree(analysis: &QueryAnalysis, owner: Oid) -> PgtResult<Result<OpTree, String>> {
     for source in &analysis.sources {
         let name = spi::one::<String>("SELECT $1::regclass::text", &[source.relid.into()])?
@@ -78,6 +142,9 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Oid) -> PgtResult<Result<O
             }
             SourceKind::View => {
                 if let Some(reason) = view_semantics_at_stake(source.relid, Some(owner))? {
+                    return Ok(Err(reason));
+                }
+                if let Some(reason) = view_text_at_stake(source.relid, owner)? {
                     return Ok(Err(reason));
                 }
             }
@@ -152,11 +219,7 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Oid) -> PgtResult<Result<O
             return Ok(Err(problem));
         }
     }
-    let output_types: Vec<String> = analysis
-        .columns
-        .iter()
-        .map(|c| c.type_sql.clone())
-        .collect();
+    let output_types = output_types(analysis);
     // The refusals below judge types by name: they see a domain as the type it is over.
     let mut bases = BaseTypes::default();
     let base_tree = bases.of_tree(&tree)?;
@@ -206,9 +269,6 @@ fn differential_tree(analysis: &QueryAnalysis, owner: Oid) -> PgtResult<Result<O
                 format!("a column of composite type ({column}) under a window function")
             }));
         }
-    }
-    if let Err(message) = validate(&tree, &output_types, owner)? {
-        return Ok(Err(format!("a delta PostgreSQL rejected ({message})")));
     }
     Ok(Ok(tree))
 }
@@ -284,6 +344,25 @@ fn view_semantics_at_stake(view: Oid, owner: Option<Oid>) -> PgtResult<Option<St
         ),
         &[view.into(), owner.into()],
     )
+}
+
+/// The first view at or below `view` whose text the engine may not read in its place
+/// (`analysis::view_text_problem`), if any, and why.
+fn view_text_at_stake(view: Oid, owner: Oid) -> PgtResult<Option<String>> {
+    let views = spi::rows(
+        &format!(
+            "{} SELECT oid FROM views",
+            super::with_views_below("SELECT $1::pg_catalog.oid")
+        ),
+        &[view.into()],
+        |r| spi::col::<Oid>(r, "oid"),
+    )?;
+    for view in views {
+        if let Some(problem) = super::analysis::view_text_problem(view, owner)? {
+            return Ok(Some(problem));
+        }
+    }
+    Ok(None)
 }
 
 /// Why the engine cannot capture the changes of table `relid`, or may not read them for `owner`, if

@@ -1,6 +1,7 @@
 //! The catalog: stream-table metadata in `pgtrickle.pgt_stream_tables`, their sources in
 //! `pgtrickle.pgt_dependencies`, and the rules for what may be stored there.
 
+pub mod calls;
 pub mod modes;
 pub mod schedule;
 

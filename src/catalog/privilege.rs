@@ -293,6 +293,40 @@ pub fn may_see_statistics(reader: Oid, relid: Oid) -> bool {
     }
 }
 
+/// Of `tables` (what a query reads, views expanded), the first that pg_trickle would add triggers to
+/// on `role`'s behalf — a table `role` may read, without pg_trickle's triggers of the kind `armed`
+/// tests for — although `role` may not add triggers to it, or to one of its partitions or
+/// inheritance children, itself: adding one takes a lock that holds off every writer of the table
+/// until the transaction ends, and costs each writer the trigger from then on, so it takes the
+/// `TRIGGER` privilege on each, as `CREATE TRIGGER` does. Returns the table (or member) denied.
+pub fn first_table_denying_triggers(
+    role: Oid,
+    tables: &[Oid],
+    armed: impl Fn(Oid) -> PgtResult<bool>,
+) -> PgtResult<Option<Oid>> {
+    let may = |relid: Oid, mode: u32| {
+        // SAFETY: a catalog lookup of a relation's ACL.
+        unsafe {
+            pg_sys::pg_class_aclcheck(relid, role, mode as pg_sys::AclMode)
+                == pg_sys::AclResult::ACLCHECK_OK
+        }
+    };
+    for &relid in tables {
+        // SAFETY: a catalog lookup of a relation's kind.
+        let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
+        let table = kind == pg_sys::RELKIND_RELATION || kind == pg_sys::RELKIND_PARTITIONED_TABLE;
+        // A table the role may not read is refused for that, with its own reason.
+        if !table || !may(relid, pg_sys::ACL_SELECT) || armed(relid)? {
+            continue;
+        }
+        let mut members = std::iter::once(relid).chain(crate::cdc::descendant_tables(relid)?);
+        if let Some(denied) = members.find(|&m| !may(m, pg_sys::ACL_TRIGGER)) {
+            return Ok(Some(denied));
+        }
+    }
+    Ok(None)
+}
+
 /// The caller must be able to read every relation a new stream table's query names, whole: change
 /// capture queues whole rows, and its buffers are shown to whoever may read the source's table (a
 /// grant of some columns is not enough, though it lets the query run).

@@ -336,7 +336,7 @@ fn store_text(st: &StreamTable, text: &str) -> PgtResult<()> {
     let rebuilt = spi::in_subtransaction(|| {
         let owner = stream_tables::owner(st.relid)?;
         let analysis = analysis::analyze(text, owner)?;
-        let choice = choose_mode(&analysis, requested, owner)?;
+        let choice = choose_mode(&analysis, requested, owner, Some(owner))?;
         Ok((analysis, choice))
     });
     let (analysis, choice) = match rebuilt {

@@ -155,7 +155,7 @@ fn rebuild(st: &StreamTable) -> PgtResult<Restored> {
     let rebuilt = spi::in_subtransaction(|| {
         let owner = stream_tables::owner(st.relid)?;
         let analysis = analysis::analyze(&text, owner)?;
-        let choice = choose_mode(&analysis, requested, owner)?;
+        let choice = choose_mode(&analysis, requested, owner, None)?;
         if choice.effective == RefreshMode::Differential
             && !stream_tables::has_row_identity(st.relid)?
         {

@@ -49,8 +49,8 @@ pub fn decide(pgt_id: i64, analysis: &QueryAnalysis, effective: RefreshMode) -> 
 
 /// `relations` (what a query reads, views expanded), if every one of them is a table that can signal
 /// its writes and that the stream table's owner may read itself (signal triggers go on it, and its
-/// writes show in the owner's refreshes: not for a table only another role's view reads); None
-/// otherwise.
+/// writes show in the owner's refreshes: not for a table only another role's view reads) and, unless
+/// armed already, may add a trigger to; None otherwise.
 fn signalling_tables(pgt_id: i64, relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
     let unreadable = spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS r(oid)
@@ -77,7 +77,20 @@ fn signalling_tables(pgt_id: i64, relations: &[Oid]) -> PgtResult<Option<Vec<Oid
             return Ok(None);
         }
     }
-    Ok(Some(relations.to_vec()))
+    // Arming takes a lock that holds off the table's writers until the transaction ends: only for
+    // an owner who could add a trigger to it, unless it is armed already.
+    let owner = spi::one::<Oid>(
+        "SELECT c.relowner FROM pgtrickle.pgt_stream_tables st
+           JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid WHERE st.pgt_id = $1",
+        &[pgt_id.into()],
+    )?
+    .ok_or_else(|| {
+        crate::error::PgtError::internal(format!("stream table {pgt_id} has no owner"))
+    })?;
+    let unarmable = super::privilege::first_table_denying_triggers(owner, relations, |t| {
+        crate::cdc::armed(crate::cdc::Family::Signal, t)
+    })?;
+    Ok(unarmable.is_none().then(|| relations.to_vec()))
 }
 
 /// The tables whose signals a stream table skips refreshes by: empty unless it has `skip_unchanged`.

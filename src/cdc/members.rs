@@ -237,6 +237,14 @@ impl Functions {
     }
 }
 
+/// Whether `source` itself has the family's trigger for it (its members are rearmed by DDL).
+pub fn armed(family: Family, source: Oid) -> PgtResult<bool> {
+    Ok(Functions::of(family, source)?
+        .triggers()?
+        .iter()
+        .any(|(table, _, _)| *table == source))
+}
+
 /// SQL for the `tgargs` of a capture trigger for each source of the `oid[]` expression `sources`
 /// (a set: compare with `=` for one source, `IN` for several): the OID as text, NUL-terminated.
 fn trigger_argument(sources: &str) -> String {
@@ -394,6 +402,14 @@ fn drop_triggers(family: Family, sources: &[Oid], among: bool) -> PgtResult<()> 
 
 /// Every partition or inheritance child below `source`, at any depth, that can hold or route rows,
 /// with its relkind.
+/// The partitions and inheritance children of `source` that get its triggers, at any depth.
+pub fn descendant_tables(source: Oid) -> PgtResult<Vec<Oid>> {
+    Ok(descendants(source)?
+        .into_iter()
+        .map(|(relid, _)| relid)
+        .collect())
+}
+
 fn descendants(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
     spi::rows(
         "WITH RECURSIVE tree(relid) AS (

@@ -13,7 +13,10 @@ mod members;
 pub mod replaced;
 pub mod signal;
 mod trigger;
-pub use members::{foreign_descendant, own_capture_trigger, suspended, unlogged_member, Family};
+pub use members::{
+    armed, descendant_tables, foreign_descendant, own_capture_trigger, suspended, unlogged_member,
+    Family,
+};
 pub use trigger::{is_own_signal_trigger, runs_own_function};
 
 use crate::catalog::{depend, reinit, HIDDEN_PREFIX};

@@ -64,12 +64,21 @@ pub(super) fn prepare(st: &StreamTable) -> PgtResult<Result<StreamTable, Breakag
         crate::catalog::unchanged::decide(st.pgt_id, &analysis, RefreshMode::Full)?;
     } else {
         let requested = RefreshMode::parse(&st.refresh_mode)?;
+        // Capture goes on new sources only where the owner could put a trigger (a view the owner
+        // may redefine now reads another role's table).
         let choice = match spi::in_subtransaction(|| {
-            choose_mode(&analysis, requested, stream_tables::owner(st.relid)?)
+            let owner = stream_tables::owner(st.relid)?;
+            choose_mode(&analysis, requested, owner, Some(owner))
         }) {
             Ok(Ok(choice)) => choice,
-            // What the engine refuses to read (0A000): the query itself still works.
-            Ok(Err(e)) if e.state == SqlState::FeatureNotSupported => {
+            // What the engine refuses to read (0A000), or may not capture (42501): the query itself
+            // still works.
+            Ok(Err(e))
+                if matches!(
+                    e.state,
+                    SqlState::FeatureNotSupported | SqlState::InsufficientPrivilege
+                ) =>
+            {
                 return broken(st, Breakage::NotDifferential, &e.to_string())
             }
             Ok(Err(e)) => return broken(st, Breakage::Query, &e.to_string()),
