@@ -106,7 +106,9 @@ fn capture_refused(
         .detail(format!("A DIFFERENTIAL stream table's changes are captured by triggers on the tables its query reads and on their partitions and inheritance children; {table} has none yet, and adding a trigger to a table takes the TRIGGER privilege on it, as CREATE TRIGGER does."))
         .hint(format!("Grant TRIGGER on {table}, let a role that holds it create the first DIFFERENTIAL stream table over it, or use refresh_mode => 'FULL'.")))));
     }
-    let reason = format!("the calling role may not add change capture to table {table} (that takes the TRIGGER privilege on it)");
+    let who = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[role.into()])?
+        .unwrap_or_default();
+    let reason = format!("role {who} may not add change capture to table {table} (that takes the TRIGGER privilege on it)");
     notice!("pg_trickle: using FULL refresh: {reason}");
     Ok(Some(Ok(ModeChoice {
         effective: RefreshMode::Full,
