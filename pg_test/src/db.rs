@@ -147,6 +147,21 @@ impl TestDb {
         assert!(done, "the coordinator still owes clean-ups after 15 s");
     }
 
+    /// A database with table `src` (half of its rows the owner's, by `who`) and a role of its own —
+    /// the returned name, after the database; roles are cluster-wide and tests run in parallel — who
+    /// may read src.
+    pub fn with_reader(name: &str) -> (TestDb, String) {
+        let mut db = TestDb::new(name);
+        let alice = format!("{name}_alice");
+        db.fresh_role(&alice);
+        db.exec(&format!(
+            "CREATE TABLE src (id int PRIMARY KEY, who text NOT NULL, v int NOT NULL);
+             INSERT INTO src SELECT g, CASE WHEN g % 2 = 0 THEN '{alice}' ELSE 'carol' END, g FROM generate_series(1, 20) g;
+             GRANT SELECT ON src TO {alice};"
+        ));
+        (db, alice)
+    }
+
     /// Creates login role `role` afresh (dropping one, and what it owns here, left by an earlier run).
     /// Roles are cluster-wide and tests run in parallel: name it after the test.
     pub fn fresh_role(&mut self, role: &str) {
