@@ -1127,4 +1127,18 @@ fn a_query_whose_stored_text_would_call_another_operator_is_refused() {
     db.exec("SELECT pgtrickle.refresh_stream_table('through_view')");
     assert_eq!(db.last_refresh("through_view").0, "FULL");
     db.assert_matches_query("through_view", "SELECT id, name FROM over_apart");
+    // The text is read back as a refresh reads it, whatever the session's own settings: with
+    // standard_conforming_strings off, 'a\\' is an a and a backslash, printed 'a\' (a review
+    // found it refused as an unterminated string).
+    db.exec("SET standard_conforming_strings = off");
+    let query = r"SELECT id, name FROM c WHERE name::text <> 'a\\'";
+    db.exec(&format!(
+        "SELECT pgtrickle.create_stream_table('escaped', $${query}$$, '1h', 'DIFFERENTIAL')"
+    ));
+    db.assert_matches_query("escaped", query);
+    db.exec("RESET standard_conforming_strings");
+    let stored: String = db.value(
+        "SELECT defining_query FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = 'escaped'::regclass",
+    );
+    assert!(stored.contains(r"'a\'"), "{stored}");
 }

@@ -400,8 +400,6 @@ fn drop_triggers(family: Family, sources: &[Oid], among: bool) -> PgtResult<()> 
     Ok(())
 }
 
-/// Every partition or inheritance child below `source`, at any depth, that can hold or route rows,
-/// with its relkind.
 /// The partitions and inheritance children of `source` that get its triggers, at any depth.
 pub fn descendant_tables(source: Oid) -> PgtResult<Vec<Oid>> {
     Ok(descendants(source)?
@@ -410,6 +408,8 @@ pub fn descendant_tables(source: Oid) -> PgtResult<Vec<Oid>> {
         .collect())
 }
 
+/// Every partition or inheritance child below `source`, at any depth, that can hold or route rows,
+/// with its relkind.
 fn descendants(source: Oid) -> PgtResult<Vec<(Oid, String)>> {
     spi::rows(
         "WITH RECURSIVE tree(relid) AS (
