@@ -73,12 +73,20 @@ pub fn choose_mode(
         )
         .hint("Use refresh_mode => 'AUTO' (falls back to FULL) or 'FULL'."));
     }
-    notice!("pg_trickle: using FULL refresh: the differential engine does not support {construct}");
-    Ok(ModeChoice {
+    Ok(full_instead(
+        &format!("the differential engine does not support {construct}"),
+        format!("FULL because of {construct}"),
+    ))
+}
+
+/// AUTO's FULL choice, said to the caller (`said`) and recorded (`reason`).
+fn full_instead(said: &str, reason: String) -> ModeChoice {
+    notice!("pg_trickle: using FULL refresh: {said}");
+    ModeChoice {
         effective: RefreshMode::Full,
         tree: None,
-        reason: format!("FULL because of {construct}"),
-    })
+        reason,
+    }
 }
 
 /// The answer to a choice that would add change capture to a table `role` may not add a trigger
@@ -109,12 +117,10 @@ fn capture_refused(
     let who = spi::one::<String>("SELECT $1::pg_catalog.regrole::text", &[role.into()])?
         .unwrap_or_default();
     let reason = format!("role {who} may not add change capture to table {table} (that takes the TRIGGER privilege on it)");
-    notice!("pg_trickle: using FULL refresh: {reason}");
-    Ok(Some(Ok(ModeChoice {
-        effective: RefreshMode::Full,
-        tree: None,
-        reason: format!("FULL because {reason}"),
-    })))
+    Ok(Some(Ok(full_instead(
+        &reason,
+        format!("FULL because {reason}"),
+    ))))
 }
 
 /// The SQL types of the query's output columns.

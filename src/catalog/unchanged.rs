@@ -52,13 +52,18 @@ pub fn decide(pgt_id: i64, analysis: &QueryAnalysis, effective: RefreshMode) -> 
 /// writes show in the owner's refreshes: not for a table only another role's view reads) and, unless
 /// armed already, may add a trigger to; None otherwise.
 fn signalling_tables(pgt_id: i64, relations: &[Oid]) -> PgtResult<Option<Vec<Oid>>> {
+    let owner = spi::one::<Oid>(
+        "SELECT c.relowner FROM pgtrickle.pgt_stream_tables st
+           JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid WHERE st.pgt_id = $1",
+        &[pgt_id.into()],
+    )?
+    .ok_or_else(|| {
+        crate::error::PgtError::internal(format!("stream table {pgt_id} has no owner"))
+    })?;
     let unreadable = spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS r(oid)
-                         WHERE NOT pg_catalog.has_table_privilege(
-                                 (SELECT c.relowner FROM pgtrickle.pgt_stream_tables st
-                                    JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid WHERE st.pgt_id = $1),
-                                 r.oid, 'SELECT'))",
-        &[pgt_id.into(), relations.to_vec().into()],
+                         WHERE NOT pg_catalog.has_table_privilege($1, r.oid, 'SELECT'))",
+        &[owner.into(), relations.to_vec().into()],
     )?;
     if unreadable != Some(false) {
         return Ok(None);
@@ -79,14 +84,6 @@ fn signalling_tables(pgt_id: i64, relations: &[Oid]) -> PgtResult<Option<Vec<Oid
     }
     // Arming takes a lock that holds off the table's writers until the transaction ends: only for
     // an owner who could add a trigger to it, unless it is armed already.
-    let owner = spi::one::<Oid>(
-        "SELECT c.relowner FROM pgtrickle.pgt_stream_tables st
-           JOIN pg_catalog.pg_class c ON c.oid = st.pgt_relid WHERE st.pgt_id = $1",
-        &[pgt_id.into()],
-    )?
-    .ok_or_else(|| {
-        crate::error::PgtError::internal(format!("stream table {pgt_id} has no owner"))
-    })?;
     let unarmable = super::privilege::first_table_denying_triggers(owner, relations, |t| {
         crate::cdc::armed(crate::cdc::Family::Signal, t)
     })?;
